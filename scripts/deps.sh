@@ -1,0 +1,24 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# Installs the Debian 12 packages imgsearch needs, only those missing.
+# usage: scripts/deps.sh [build|test]   (test adds the test-only tools)
+set -eu
+want="build-essential cmake pkg-config git ca-certificates
+libjpeg62-turbo-dev libpng-dev libwebp-dev libgif-dev zlib1g-dev
+libopenblas-dev libfaiss-dev libdnnl-dev libutf8proc-dev
+libsqlite3-dev libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev"
+if [ "${1:-build}" = test ]; then
+    want="$want libcmocka-dev clang libclang-rt-14-dev curl python3 nodejs npm chromium"
+fi
+missing=""
+for p in $want; do
+    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "installing Debian packages:$missing" >&2
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -q --no-install-recommends $missing

@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cli.h: what subcommands share: option parsing helpers and defaults.
+ *
+ * Each subcommand is `int cli_cmd_<name>(int argc, char **argv)` in its own
+ * cmd_<name>.c with a `cli_help_<name>` usage string; argv[0] is the
+ * subcommand name. A subcommand returns the process exit status: 0 on
+ * success, 1 when the work failed, 2 on a usage error. Errors go to stderr
+ * as "imgsearch <cmd>: message".
+ */
+#ifndef IMGSEARCH_CLI_H
+#define IMGSEARCH_CLI_H
+
+#include "imgsearch/base.h"
+
+/* Default folders: $IMGSEARCH_DATA / $IMGSEARCH_MODEL, else
+ * $XDG_DATA_HOME/imgsearch/{data,models/clip-vit-base-patch32}
+ * (XDG_DATA_HOME defaults to ~/.local/share). The returned string is static. */
+const char *cli_default_data_dir(void);
+const char *cli_default_model_dir(void);
+/* Folder holding the bundled vocabulary (data/vocab in the source tree or
+ * share/imgsearch/vocab once installed); $IMGSEARCH_SHARE overrides. */
+const char *cli_share_dir(void);
+
+/* Prints "imgsearch <cmd>: <msg>" to stderr. Returns 1. */
+int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prints a usage error and the help text. Returns 2. */
+int cli_usage(const char *cmd, const char *help, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* If argv[*i] is `--name VALUE` or `--name=VALUE`, stores VALUE, advances
+ * *i past it and returns 1; returns -1 when the value is missing; else 0. */
+int cli_opt_value(int argc, char **argv, int *i, const char *name, const char **value);
+/* Parses a non-negative integer option value; returns 0 on success. */
+int cli_parse_long(const char *s, long min, long max, long *out);
+
+#endif

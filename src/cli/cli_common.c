@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cli_common.c: defaults and option parsing shared by the subcommands.
+ * Deliberately tiny (no getopt_long): options are `--name VALUE` or
+ * `--name=VALUE` and may appear anywhere among the positional arguments.
+ */
+
+#include "cli.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *xdg_path(const char *env, const char *suffix, char *buf, size_t n)
+{
+    const char *v = getenv(env);
+    if (v && *v)
+        return v;
+    const char *xdg = getenv("XDG_DATA_HOME");
+    if (xdg && *xdg) {
+        snprintf(buf, n, "%s/imgsearch/%s", xdg, suffix);
+    } else {
+        const char *home = getenv("HOME");
+        snprintf(buf, n, "%s/.local/share/imgsearch/%s", home && *home ? home : ".", suffix);
+    }
+    return buf;
+}
+
+const char *cli_default_data_dir(void)
+{
+    static char buf[PATH_MAX];
+    return xdg_path("IMGSEARCH_DATA", "data", buf, sizeof(buf));
+}
+
+const char *cli_default_model_dir(void)
+{
+    static char buf[PATH_MAX];
+    return xdg_path("IMGSEARCH_MODEL", "models/clip-vit-base-patch32", buf, sizeof(buf));
+}
+
+const char *cli_share_dir(void)
+{
+    static char buf[PATH_MAX];
+    const char *v = getenv("IMGSEARCH_SHARE");
+    if (v && *v)
+        return v;
+    /* Next to the binary: <prefix>/bin/imgsearch -> <prefix>/share/imgsearch;
+     * in a build tree: <build>/src/cli/imgsearch -> <source>/data. */
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            snprintf(buf, sizeof(buf), "%s/../share/imgsearch", exe);
+            if (access(buf, R_OK) == 0)
+                return buf;
+        }
+    }
+#ifdef IMS_SOURCE_DATA_DIR
+    return IMS_SOURCE_DATA_DIR;
+#else
+    return "/usr/share/imgsearch";
+#endif
+}
+
+int cli_fail(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "imgsearch %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+int cli_usage(const char *cmd, const char *help, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "imgsearch %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n%s", help);
+    va_end(ap);
+    return 2;
+}
+
+int cli_opt_value(int argc, char **argv, int *i, const char *name, const char **value)
+{
+    const char *a = argv[*i];
+    size_t n = strlen(name);
+    if (strncmp(a, name, n) != 0)
+        return 0;
+    if (a[n] == '=') {
+        *value = a + n + 1;
+        return 1;
+    }
+    if (a[n] != '\0')
+        return 0;
+    if (*i + 1 >= argc)
+        return -1;
+    *value = argv[++*i];
+    return 1;
+}
+
+int cli_parse_long(const char *s, long min, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}

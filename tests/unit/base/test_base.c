@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: MIT */
+/* test_base.c: status table, error carrier, bounded buffer, files, alloc hook. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "imgsearch/base.h"
+
+static void test_status_names(void **state)
+{
+    (void)state;
+    assert_string_equal(ims_status_name(IMS_OK), "ok");
+    assert_string_equal(ims_status_name(IMS_ERR_TOO_LARGE), "too_large");
+    assert_string_equal(ims_status_name(IMS_ERR_INTERNAL), "internal");
+    assert_string_equal(ims_status_name((enum ims_status)999), "unknown");
+    for (int s = 0; s < IMS_STATUS_COUNT; s++) {
+        assert_non_null(ims_strerror((enum ims_status)s));
+        for (int t = s + 1; t < IMS_STATUS_COUNT; t++)
+            assert_string_not_equal(ims_status_name((enum ims_status)s),
+                                    ims_status_name((enum ims_status)t));
+    }
+}
+
+static void test_error_carrier(void **state)
+{
+    (void)state;
+    struct ims_error err = {0};
+    assert_string_equal(ims_error_message(&err, IMS_ERR_CORRUPT), "corrupt or truncated data");
+    assert_int_equal(ims_error_set(&err, IMS_ERR_CORRUPT, "bad byte %d", 42), IMS_ERR_CORRUPT);
+    assert_string_equal(ims_error_message(&err, IMS_ERR_CORRUPT), "bad byte 42");
+    ims_error_prefix(&err, "file %s", "a.jpg");
+    assert_string_equal(err.message, "file a.jpg: bad byte 42");
+    assert_int_equal(ims_error_set(NULL, IMS_ERR_IO, "ignored"), IMS_ERR_IO);
+    assert_string_equal(ims_error_message(NULL, IMS_ERR_IO), "input/output error");
+}
+
+static void test_buf_limit(void **state)
+{
+    (void)state;
+    struct ims_buf b;
+    ims_buf_init(&b, 10);
+    assert_int_equal(ims_buf_append(&b, "hello", 5), IMS_OK);
+    assert_int_equal(ims_buf_printf(&b, "%d", 1234), IMS_OK);
+    assert_string_equal(b.data, "hello1234");
+    assert_int_equal(ims_buf_append(&b, "ab", 2), IMS_ERR_TOO_LARGE);
+    assert_int_equal(b.len, 9); /* unchanged by the failed append */
+    assert_int_equal(ims_buf_append(&b, "a", 1), IMS_OK);
+    size_t n;
+    char *s = ims_buf_steal(&b, &n);
+    assert_int_equal(n, 10);
+    assert_string_equal(s, "hello1234a");
+    ims_free(s);
+    assert_null(b.data);
+    ims_buf_fini(&b);
+}
+
+static void test_alloc_fail_hook(void **state)
+{
+    (void)state;
+    ims_alloc_set_fail_after(1);
+    void *a = ims_malloc(8);
+    void *b = ims_malloc(8);
+    ims_alloc_set_fail_after(-1);
+    assert_non_null(a);
+    assert_null(b);
+    ims_free(a);
+    struct ims_buf buf;
+    ims_buf_init(&buf, 100);
+    ims_alloc_set_fail_after(0);
+    assert_int_equal(ims_buf_append(&buf, "x", 1), IMS_ERR_NOMEM);
+    ims_alloc_set_fail_after(-1);
+    ims_buf_fini(&buf);
+}
+
+static void test_size_overflow(void **state)
+{
+    (void)state;
+    size_t r;
+    assert_int_equal(ims_size_mul(SIZE_MAX / 2, 3, &r), -1);
+    assert_int_equal(ims_size_mul(1000, 1000, &r), 0);
+    assert_int_equal(r, 1000000);
+    assert_int_equal(ims_size_add(SIZE_MAX, 1, &r), -1);
+}
+
+static void test_files(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/ims_test_base_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char sub[512], path[600];
+    snprintf(sub, sizeof(sub), "%s/a/b/c", dir);
+    assert_int_equal(ims_mkdir_p(sub, NULL), IMS_OK);
+    snprintf(path, sizeof(path), "%s/f.bin", sub);
+    struct ims_error err = {0};
+    assert_int_equal(ims_file_write_atomic(path, "0123456789", 10, &err), IMS_OK);
+    char *data;
+    size_t len;
+    assert_int_equal(ims_file_read(path, 100, &data, &len, &err), IMS_OK);
+    assert_int_equal(len, 10);
+    assert_memory_equal(data, "0123456789", 10);
+    ims_free(data);
+    assert_int_equal(ims_file_read(path, 9, &data, &len, &err), IMS_ERR_TOO_LARGE);
+    assert_non_null(strstr(err.message, "over the limit"));
+    snprintf(path, sizeof(path), "%s/missing", dir);
+    assert_int_equal(ims_file_read(path, 9, &data, &len, &err), IMS_ERR_NOT_FOUND);
+    assert_int_equal(ims_file_read(sub, 9, &data, &len, &err), IMS_ERR_INVALID);
+    char cmd[700];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_status_names), cmocka_unit_test(test_error_carrier),
+        cmocka_unit_test(test_buf_limit),    cmocka_unit_test(test_alloc_fail_hook),
+        cmocka_unit_test(test_size_overflow), cmocka_unit_test(test_files),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
