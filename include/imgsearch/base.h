@@ -156,6 +156,25 @@ enum ims_log_level { IMS_LOG_DEBUG, IMS_LOG_INFO, IMS_LOG_WARN, IMS_LOG_ERROR };
 void ims_log_set_level(enum ims_log_level level);
 void ims_log(enum ims_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* ---- bounded blocking queue -------------------------------------------- */
+
+/* A bounded multi-producer multi-consumer queue of pointers: the pipes
+ * between pipeline stages. Push blocks while full (back-pressure), pop blocks
+ * while empty. After ims_queue_close, pushes fail with IMS_ERR_CANCELLED and
+ * pops drain what is left, then fail with IMS_ERR_CANCELLED. The queue never
+ * owns the items. Thread-safe. */
+struct ims_queue;
+enum ims_status ims_queue_new(size_t capacity, struct ims_queue **out);
+void ims_queue_free(struct ims_queue *q);
+enum ims_status ims_queue_push(struct ims_queue *q, void *item);
+/* Like push but returns IMS_ERR_BUSY at once when full. */
+enum ims_status ims_queue_try_push(struct ims_queue *q, void *item);
+enum ims_status ims_queue_pop(struct ims_queue *q, void **item);
+/* Pops with a timeout in milliseconds; IMS_ERR_TIMEOUT when nothing came. */
+enum ims_status ims_queue_pop_timed(struct ims_queue *q, void **item, long timeout_ms);
+void ims_queue_close(struct ims_queue *q);
+size_t ims_queue_len(struct ims_queue *q);
+
 /* ---- assertions for our own invariants ------------------------------- */
 
 _Noreturn void ims__assert_fail(const char *expr, const char *file, int line);

@@ -13,6 +13,8 @@
 
 #include "imgsearch/base.h"
 
+#include <pthread.h>
+
 static void test_status_names(void **state)
 {
     (void)state;
@@ -116,12 +118,64 @@ static void test_files(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+
+struct producer_arg {
+    struct ims_queue *q;
+    int n;
+};
+
+static void *producer(void *p)
+{
+    struct producer_arg *a = p;
+    for (intptr_t i = 1; i <= a->n; i++)
+        if (ims_queue_push(a->q, (void *)i) != IMS_OK)
+            break;
+    return NULL;
+}
+
+static void test_queue_backpressure_and_close(void **state)
+{
+    (void)state;
+    struct ims_queue *q;
+    assert_int_equal(ims_queue_new(4, &q), IMS_OK);
+    void *item;
+    assert_int_equal(ims_queue_pop_timed(q, &item, 10), IMS_ERR_TIMEOUT);
+    for (intptr_t i = 1; i <= 4; i++)
+        assert_int_equal(ims_queue_try_push(q, (void *)i), IMS_OK);
+    assert_int_equal(ims_queue_try_push(q, (void *)5), IMS_ERR_BUSY);
+    assert_int_equal(ims_queue_len(q), 4);
+    for (intptr_t i = 1; i <= 4; i++) {
+        assert_int_equal(ims_queue_pop(q, &item), IMS_OK);
+        assert_int_equal((intptr_t)item, i); /* FIFO */
+    }
+    /* a producer of 1000 items through a queue of 4: never more than 4 queued */
+    struct producer_arg a = {q, 1000};
+    pthread_t t;
+    pthread_create(&t, NULL, producer, &a);
+    intptr_t sum = 0;
+    for (int i = 0; i < 1000; i++) {
+        assert_true(ims_queue_len(q) <= 4);
+        assert_int_equal(ims_queue_pop(q, &item), IMS_OK);
+        sum += (intptr_t)item;
+    }
+    pthread_join(t, NULL);
+    assert_int_equal(sum, 1000 * 1001 / 2);
+    assert_int_equal(ims_queue_push(q, (void *)7), IMS_OK);
+    ims_queue_close(q);
+    assert_int_equal(ims_queue_push(q, (void *)8), IMS_ERR_CANCELLED);
+    assert_int_equal(ims_queue_pop(q, &item), IMS_OK); /* drains what is left */
+    assert_int_equal((intptr_t)item, 7);
+    assert_int_equal(ims_queue_pop(q, &item), IMS_ERR_CANCELLED);
+    ims_queue_free(q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_status_names), cmocka_unit_test(test_error_carrier),
         cmocka_unit_test(test_buf_limit),    cmocka_unit_test(test_alloc_fail_hook),
         cmocka_unit_test(test_size_overflow), cmocka_unit_test(test_files),
+        cmocka_unit_test(test_queue_backpressure_and_close),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
