@@ -175,6 +175,13 @@ enum ims_status ims_queue_pop_timed(struct ims_queue *q, void **item, long timeo
 void ims_queue_close(struct ims_queue *q);
 size_t ims_queue_len(struct ims_queue *q);
 
+/* ---- hashing ------------------------------------------------------------ */
+
+/* SHA-256 (FIPS 180-4) of `n` bytes into out[32]: content hashes for
+ * duplicate detection. ims_hex writes 2n lowercase hex digits + NUL. */
+void ims_sha256(const void *data, size_t n, uint8_t out[32]);
+void ims_hex(const uint8_t *bytes, size_t n, char *out);
+
 /* ---- assertions for our own invariants ------------------------------- */
 
 _Noreturn void ims__assert_fail(const char *expr, const char *file, int line);

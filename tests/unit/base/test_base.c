@@ -169,6 +169,34 @@ static void test_queue_backpressure_and_close(void **state)
     ims_queue_free(q);
 }
 
+static void test_sha256_vectors(void **state)
+{
+    (void)state;
+    /* FIPS 180-4 / NIST example vectors, and a long input crossing blocks */
+    static const struct {
+        const char *in;
+        const char *hex;
+    } cases[] = {
+        {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+        {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+        {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+         "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"},
+    };
+    char hex[65];
+    uint8_t out[32];
+    for (size_t i = 0; i < IMS_ARRAY_LEN(cases); i++) {
+        ims_sha256(cases[i].in, strlen(cases[i].in), out);
+        ims_hex(out, 32, hex);
+        assert_string_equal(hex, cases[i].hex);
+    }
+    char *million = malloc(1000000);
+    memset(million, 'a', 1000000);
+    ims_sha256(million, 1000000, out);
+    ims_hex(out, 32, hex);
+    assert_string_equal(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+    free(million);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -176,6 +204,7 @@ int main(void)
         cmocka_unit_test(test_buf_limit),    cmocka_unit_test(test_alloc_fail_hook),
         cmocka_unit_test(test_size_overflow), cmocka_unit_test(test_files),
         cmocka_unit_test(test_queue_backpressure_and_close),
+        cmocka_unit_test(test_sha256_vectors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
