@@ -1,0 +1,187 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * search_cache.c: a bounded LRU cache of text embeddings, keyed by token ids.
+ *
+ * The prototype named its query cache as its main optimisation; here a hit
+ * skips the text transformer entirely. Keys are the token ids, not the raw
+ * text, so "Cat", " cat " and "cat" (identical after the tokenizer's
+ * clean-up and lower-casing) share one entry. Open hashing with chaining plus
+ * a doubly linked recency list; every operation is O(1) under one mutex
+ * (lookups are ~100 ns, far below anything else in a request, so a sharded
+ * lock would buy nothing measurable). Capacity is fixed at creation and all
+ * entries are allocated then, so a full cache evicts instead of growing.
+ */
+#include "search_int.h"
+
+#include <pthread.h>
+#include <string.h>
+
+struct cache_entry {
+    struct cache_entry *hnext;        /* hash chain */
+    struct cache_entry *prev, *next;  /* recency list, most recent at head */
+    uint64_t hash;
+    int n_ids;                        /* 0: unused entry */
+    int32_t ids[CLIP_CONTEXT_MAX];
+    float *vec;                       /* (dim) */
+};
+
+struct search_cache {
+    pthread_mutex_t mu;               /* guards everything below */
+    size_t capacity, used, n_buckets;
+    int dim;
+    struct cache_entry **buckets;
+    struct cache_entry *entries;      /* (capacity) */
+    float *vectors;                   /* (capacity, dim) */
+    struct cache_entry *head, *tail;
+    uint64_t hits, misses;
+};
+
+static uint64_t hash_ids(const int32_t *ids, int n)
+{
+    uint64_t h = 0xCBF29CE484222325ull;
+    for (int i = 0; i < n; i++) {
+        h ^= (uint32_t)ids[i];
+        h *= 0x100000001B3ull;
+    }
+    return h ^ (h >> 29);
+}
+
+enum ims_status search__cache_new(size_t capacity, int dim, struct search_cache **out)
+{
+    if (capacity == 0 || dim <= 0)
+        return IMS_ERR_INVALID;
+    struct search_cache *c = ims_calloc(1, sizeof(*c));
+    if (!c)
+        return IMS_ERR_NOMEM;
+    c->capacity = capacity;
+    c->dim = dim;
+    c->n_buckets = 1;
+    while (c->n_buckets < capacity * 2)
+        c->n_buckets *= 2;
+    c->buckets = ims_calloc(c->n_buckets, sizeof(*c->buckets));
+    c->entries = ims_calloc(capacity, sizeof(*c->entries));
+    size_t vec_bytes;
+    if (ims_size_mul(capacity, (size_t)dim * sizeof(float), &vec_bytes) == 0)
+        c->vectors = ims_malloc(vec_bytes);
+    if (!c->buckets || !c->entries || !c->vectors) {
+        search__cache_free(c);
+        return IMS_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < capacity; i++)
+        c->entries[i].vec = c->vectors + i * (size_t)dim;
+    pthread_mutex_init(&c->mu, NULL);
+    *out = c;
+    return IMS_OK;
+}
+
+void search__cache_free(struct search_cache *c)
+{
+    if (!c)
+        return;
+    if (c->entries)
+        pthread_mutex_destroy(&c->mu);
+    ims_free(c->buckets);
+    ims_free(c->entries);
+    ims_free(c->vectors);
+    ims_free(c);
+}
+
+static void list_unlink(struct search_cache *c, struct cache_entry *e)
+{
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        c->head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        c->tail = e->prev;
+    e->prev = e->next = NULL;
+}
+
+static void list_push_front(struct search_cache *c, struct cache_entry *e)
+{
+    e->prev = NULL;
+    e->next = c->head;
+    if (c->head)
+        c->head->prev = e;
+    c->head = e;
+    if (!c->tail)
+        c->tail = e;
+}
+
+static struct cache_entry *find_locked(struct search_cache *c, uint64_t h, const int32_t *ids,
+                                       int n)
+{
+    for (struct cache_entry *e = c->buckets[h & (c->n_buckets - 1)]; e; e = e->hnext)
+        if (e->hash == h && e->n_ids == n && memcmp(e->ids, ids, (size_t)n * sizeof(*ids)) == 0)
+            return e;
+    return NULL;
+}
+
+int search__cache_get(struct search_cache *c, const int32_t *ids, int n_ids, float *out)
+{
+    if (n_ids <= 0 || n_ids > CLIP_CONTEXT_MAX)
+        return 0;
+    uint64_t h = hash_ids(ids, n_ids);
+    pthread_mutex_lock(&c->mu);
+    struct cache_entry *e = find_locked(c, h, ids, n_ids);
+    if (e) {
+        memcpy(out, e->vec, (size_t)c->dim * sizeof(float));
+        list_unlink(c, e);
+        list_push_front(c, e);
+        c->hits++;
+    } else {
+        c->misses++;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return e != NULL;
+}
+
+static void bucket_remove(struct search_cache *c, struct cache_entry *e)
+{
+    struct cache_entry **pp = &c->buckets[e->hash & (c->n_buckets - 1)];
+    while (*pp && *pp != e)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = e->hnext;
+    e->hnext = NULL;
+}
+
+void search__cache_put(struct search_cache *c, const int32_t *ids, int n_ids, const float *vec)
+{
+    if (n_ids <= 0 || n_ids > CLIP_CONTEXT_MAX)
+        return;
+    uint64_t h = hash_ids(ids, n_ids);
+    pthread_mutex_lock(&c->mu);
+    struct cache_entry *e = find_locked(c, h, ids, n_ids);
+    if (!e) {
+        if (c->used < c->capacity) {
+            e = &c->entries[c->used++];
+        } else { /* evict the least recently used */
+            e = c->tail;
+            list_unlink(c, e);
+            bucket_remove(c, e);
+        }
+        e->hash = h;
+        e->n_ids = n_ids;
+        memcpy(e->ids, ids, (size_t)n_ids * sizeof(*ids));
+        size_t b = h & (c->n_buckets - 1);
+        e->hnext = c->buckets[b];
+        c->buckets[b] = e;
+    } else {
+        list_unlink(c, e);
+    }
+    memcpy(e->vec, vec, (size_t)c->dim * sizeof(float));
+    list_push_front(c, e);
+    pthread_mutex_unlock(&c->mu);
+}
+
+void search__cache_stats(struct search_cache *c, uint64_t *hits, uint64_t *misses, size_t *used)
+{
+    pthread_mutex_lock(&c->mu);
+    *hits = c->hits;
+    *misses = c->misses;
+    *used = c->used;
+    pthread_mutex_unlock(&c->mu);
+}
