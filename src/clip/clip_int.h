@@ -92,6 +92,26 @@ enum ims_status clip__st_open(const char *path, struct clip_st_file *out, struct
 void clip__st_close(struct clip_st_file *f);
 const struct clip_st_tensor *clip__st_find(const struct clip_st_file *f, const char *name);
 
+/* ---- tensor list (model.c) -------------------------------------------------- */
+
+/* One Hugging Face tensor a config implies (names and shapes as in
+ * PRNG_MODEL.md). */
+struct clip_tensor_spec {
+    char name[96];
+    int n_dims;          /* 0 for the logit_scale scalar */
+    int64_t shape[4];
+    const float **dst;   /* where clip_model_load binds it; NULL for logit_scale
+                            and when listed without a model */
+};
+
+/* Lists every tensor of a CLIPModel with config `c`, in a fixed order (text
+ * tower, vision tower, projections, logit_scale). With `m` non-NULL (its
+ * text.layers / vision.layers arrays allocated) each spec's dst points into
+ * `m`'s weights. On success *out (release with ims_free) holds *n_out specs. */
+enum ims_status clip__tensor_specs(const struct clip_config *c, struct clip_model *m,
+                                   struct clip_tensor_spec **out, int *n_out,
+                                   struct ims_error *err);
+
 /* ---- weights ------------------------------------------------------------------- */
 
 struct clip_layer_weights {
