@@ -1,0 +1,332 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * store.h: the catalogue. Every image row, its embedding, its thumbnail, the
+ * deletion log and the ingest jobs live here; it is the source of truth from
+ * which the vector index is derived (DESIGN.md "Invariants").
+ *
+ *     struct store_model_info model = {"openai/clip-vit-base-patch32", 512};
+ *     struct store *st = NULL;
+ *     struct ims_error err = {0};
+ *     if (store_open("data", &model, 0, &st, &err) != IMS_OK)
+ *         die(err.message);                    // e.g. IMS_ERR_MODEL_MISMATCH
+ *
+ *     struct store_new_image in = {
+ *         .source = "https://example.org/cat.jpg", .sha256 = digest,
+ *         .format = "jpeg", .width = 640, .height = 480, .bytes = 51234,
+ *         .embedding = vec, .dim = 512, .thumbnail = jpeg, .thumbnail_bytes = n,
+ *     };
+ *     struct store_insert_result res;
+ *     store_insert_many(st, &in, 1, &res, &err);   // one transaction
+ *     // res.outcome: STORE_INSERTED / STORE_DUP_SOURCE / STORE_DUP_SHA256 / STORE_COMPLETED
+ *
+ *     struct store_image_row row;
+ *     if (store_get(st, res.id, STORE_FIELD_EMBEDDING, &row, &err) == IMS_OK) {
+ *         puts(row.source);
+ *         store_row_fini(&row);
+ *     }
+ *     store_scan_embeddings(st, snapshot_max_id, 4096, add_to_index, idx, &err);
+ *     store_close(st);
+ *
+ * Backend: SQLite today (catalogue.db in the data folder, WAL mode). No SQLite
+ * type appears here, so a PostgreSQL backend can sit behind the same header
+ * (docs/internals/store.md).
+ *
+ * Threading: a `struct store` may be shared by any number of threads; every
+ * function is thread-safe. Writes go through ONE writer connection guarded by
+ * a mutex, each public write being one explicit transaction (all or
+ * nothing). Reads use their own connections from a small pool (WAL), so they
+ * see a consistent committed snapshot and never wait for a write batch in
+ * progress. Other processes (the CLI next to a running server) may use the
+ * same folder: SQLite's file locks and a busy timeout serialise their writes.
+ *
+ * Durability: when a write function returns IMS_OK its transaction is on
+ * stable storage (synchronous=FULL), so a crash or power loss at any later
+ * moment keeps it; a crash during the call keeps none of it.
+ *
+ * Results: functions return a status; out-parameters are set only on
+ * success; a precise message goes into the optional `err`. Bad input gets
+ * IMS_ERR_INVALID, never an assertion.
+ */
+#ifndef IMGSEARCH_STORE_H
+#define IMGSEARCH_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "imgsearch/base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct store;
+
+/* ---- limits on what a row may hold (checked, IMS_ERR_INVALID) ----------- */
+
+#define STORE_SOURCE_MAX_BYTES 8192
+#define STORE_FORMAT_MAX_BYTES 32
+#define STORE_CAPTION_MAX_BYTES 65536
+#define STORE_METADATA_MAX_BYTES (1u << 20)
+#define STORE_THUMBNAIL_MAX_BYTES (4u << 20)
+#define STORE_MODEL_NAME_MAX_BYTES 256
+#define STORE_DIM_MAX 65536
+/* Stored per-item errors of one job; further errors are only counted. */
+#define STORE_JOB_MAX_ERRORS 1000
+#define STORE_JOB_ID_MAX_BYTES 64
+#define STORE_JOB_ERROR_MAX_BYTES 4096
+/* The schema version this binary writes and the newest it can open. */
+#define STORE_SCHEMA_VERSION 1
+
+/* ---- open / close --------------------------------------------------------- */
+
+/* The model a data folder belongs to. `name` is borrowed. */
+struct store_model_info {
+    const char *name;
+    uint32_t dim; /* embedding size, 1..STORE_DIM_MAX */
+};
+
+enum store_open_flags {
+    /* Open a folder recorded for another model (name or dim) anyway: for the
+     * re-embed migration, which then calls store_set_embeddings() and
+     * store_model_record(). Without it a mismatch is IMS_ERR_MODEL_MISMATCH. */
+    STORE_OPEN_ALLOW_MODEL_MISMATCH = 1u << 0,
+    /* synchronous=NORMAL instead of FULL: commits survive a process crash but
+     * not a power loss. For benchmarks and throwaway folders only. */
+    STORE_OPEN_SYNC_NORMAL = 1u << 1,
+};
+
+/* Opens (creating `data_dir` and catalogue.db if needed) the catalogue of
+ * `data_dir` for `model`. A fresh catalogue records `model`; an existing one
+ * must have been recorded for the same name and dim (see flags). Errors:
+ * IMS_ERR_MODEL_MISMATCH (message names both models), IMS_ERR_CORRUPT (not a
+ * catalogue, damaged; the file is left untouched), IMS_ERR_UNSUPPORTED
+ * (schema newer than this binary), IMS_ERR_IO, IMS_ERR_INVALID.
+ * On success *out owns the store; release it with store_close(). */
+enum ims_status store_open(const char *data_dir, const struct store_model_info *model,
+                           unsigned flags, struct store **out, struct ims_error *err);
+/* Closes every connection. Accepts NULL. No other call may be running. */
+void store_close(struct store *st);
+
+/* The model recorded in the catalogue; the name is copied into `name`
+ * (NUL-terminated, truncated to name_cap). */
+enum ims_status store_model_get(struct store *st, char *name, size_t name_cap, uint32_t *dim,
+                                struct ims_error *err);
+/* Re-records the model the store was opened with as the folder's model
+ * (after a re-embed migration). */
+enum ims_status store_model_record(struct store *st, struct ims_error *err);
+/* The schema version recorded in the catalogue. */
+enum ims_status store_schema_version(struct store *st, int *version, struct ims_error *err);
+/* Full consistency check: SQLite's integrity_check and foreign_key_check,
+ * one embedding of the right size per image. IMS_ERR_CORRUPT with the first
+ * problem found. */
+enum ims_status store_check(struct store *st, struct ims_error *err);
+
+/* ---- images --------------------------------------------------------------- */
+
+/* One image to insert. Every pointer is borrowed for the duration of the
+ * call. */
+struct store_new_image {
+    const char *source;        /* URL or path, required, unique */
+    const uint8_t *sha256;     /* 32 bytes of content hash, or NULL (imported row) */
+    const char *format;        /* "jpeg", "png", ...; NULL if unknown */
+    uint32_t width, height;    /* 0 if unknown */
+    int64_t bytes;             /* size of the original image, 0 if unknown */
+    int64_t added;             /* unix seconds; 0 = now */
+    const char *caption;       /* NULL or text */
+    const char *metadata;      /* NULL or a JSON text (extra fields of imports) */
+    const float *embedding;    /* dim floats, finite, required */
+    uint32_t dim;              /* must equal the store's dim */
+    const void *thumbnail;     /* JPEG bytes or NULL */
+    size_t thumbnail_bytes;
+};
+
+enum store_insert_outcome {
+    STORE_INSERTED = 0, /* a new row, id is new */
+    STORE_DUP_SOURCE,   /* a row with this source exists: id is that row, nothing stored */
+    STORE_DUP_SHA256,   /* a row with this content exists: id is that row, nothing stored */
+    STORE_COMPLETED,    /* the source existed without image data (imported): its sha256,
+                           format, size and thumbnail were filled in, its embedding kept */
+};
+
+struct store_insert_result {
+    int64_t id;
+    enum store_insert_outcome outcome;
+};
+
+/* Inserts `n` images in ONE transaction. Duplicates (by source, then by
+ * content hash, also within the batch) are reported with the id of the
+ * existing row and not stored twice. Either every row is handled or none:
+ * invalid input (message names the row index) rejects the whole batch before
+ * anything is written. `results` (n entries, caller-owned) is filled on
+ * success. */
+enum ims_status store_insert_many(struct store *st, const struct store_new_image *rows, size_t n,
+                                  struct store_insert_result *results, struct ims_error *err);
+
+/* Sets (or replaces) the thumbnail of image `id`. IMS_ERR_NOT_FOUND if the
+ * image does not exist. */
+enum ims_status store_set_thumbnail(struct store *st, int64_t id, const void *jpeg, size_t n_bytes,
+                                    struct ims_error *err);
+
+/* Replaces the embeddings of `n` images (ids[i] gets vectors[i*dim ...]) and
+ * tags them with the store's model, in one transaction: the re-embed step.
+ * `exists` (optional, n entries) says which ids were present. */
+enum ims_status store_set_embeddings(struct store *st, const int64_t *ids, const float *vectors,
+                                     size_t n, uint8_t *exists, struct ims_error *err);
+
+/* Deletes images (row, embedding, thumbnail) in one transaction and logs
+ * each deletion (see store_deleted_after). `existed` (optional, n entries)
+ * says which ids were present. Ids are never reused. */
+enum ims_status store_delete_many(struct store *st, const int64_t *ids, size_t n,
+                                  uint8_t *existed, struct ims_error *err);
+/* One id; IMS_ERR_NOT_FOUND if it did not exist. */
+enum ims_status store_delete(struct store *st, int64_t id, struct ims_error *err);
+
+/* A row read back. Every pointer is owned by the row: release with
+ * store_row_fini(). */
+struct store_image_row {
+    int64_t id;
+    char *source;
+    int has_sha256;
+    uint8_t sha256[32];
+    char *format;   /* NULL if unknown */
+    uint32_t width, height;
+    int64_t bytes;
+    int64_t added;  /* unix seconds */
+    char *caption;  /* NULL if none */
+    char *metadata; /* JSON text or NULL */
+    char *model;    /* model that computed the embedding */
+    int has_thumbnail;
+    float *embedding; /* dim floats; NULL unless STORE_FIELD_EMBEDDING was asked */
+    uint32_t dim;
+};
+
+enum store_fields {
+    STORE_FIELD_EMBEDDING = 1u << 0,
+};
+
+/* Zeroes a row for use. */
+void store_row_init(struct store_image_row *row);
+/* Frees what the row owns and zeroes it. Accepts NULL. */
+void store_row_fini(struct store_image_row *row);
+
+/* Reads image `id`; `fields` adds optional parts (STORE_FIELD_EMBEDDING).
+ * IMS_ERR_NOT_FOUND if absent. On success *row owns its strings. */
+enum ims_status store_get(struct store *st, int64_t id, unsigned fields,
+                          struct store_image_row *row, struct ims_error *err);
+/* Reads `n` ids in one read transaction (one consistent snapshot), for
+ * joining search results. rows[i] gets ids[i]; found[i] says whether it
+ * exists (rows of missing ids are zeroed). On success release every row with
+ * store_row_fini(); on failure nothing is left allocated. */
+enum ims_status store_get_many(struct store *st, const int64_t *ids, size_t n, unsigned fields,
+                               struct store_image_row *rows, uint8_t *found,
+                               struct ims_error *err);
+/* Looks up by source / content hash; *id is set, IMS_ERR_NOT_FOUND if none. */
+enum ims_status store_find_by_source(struct store *st, const char *source, int64_t *id,
+                                     struct ims_error *err);
+enum ims_status store_find_by_sha256(struct store *st, const uint8_t sha256[32], int64_t *id,
+                                     struct ims_error *err);
+/* The thumbnail of `id`. On success *jpeg (release with ims_free) and
+ * *n_bytes are set. IMS_ERR_NOT_FOUND if the image or its thumbnail is absent. */
+enum ims_status store_get_thumbnail(struct store *st, int64_t id, void **jpeg, size_t *n_bytes,
+                                    struct ims_error *err);
+
+/* Number of images; largest live id (0 if empty). */
+enum ims_status store_count(struct store *st, int64_t *n, struct ims_error *err);
+enum ims_status store_max_id(struct store *st, int64_t *id, struct ims_error *err);
+
+enum store_order {
+    STORE_ORDER_ID_DESC = 0,    /* newest id first */
+    STORE_ORDER_ID_ASC,
+    STORE_ORDER_ADDED_DESC,     /* newest added time first, ties by id */
+};
+/* Lists up to `limit` rows (without embeddings) from `offset` in `order`.
+ * On success *rows (release each with store_row_fini, the array with
+ * ims_free) and *n are set. limit is capped at 10000. */
+enum ims_status store_list(struct store *st, enum store_order order, int64_t offset,
+                           int64_t limit, struct store_image_row **rows, size_t *n,
+                           struct ims_error *err);
+
+/* Called with consecutive chunks of embeddings in increasing id order:
+ * ids[n], vectors[n * dim] (row-major, L2-normalised as stored). The arrays
+ * are borrowed for the call. Return 0 to continue, non-zero to stop (the
+ * scan then returns IMS_ERR_CANCELLED). */
+typedef int (*store_scan_fn)(void *user, const int64_t *ids, const float *vectors, size_t n,
+                             uint32_t dim);
+/* Streams every embedding with id > after_id, in id order, chunk_rows at a
+ * time (0 = 1024), from one consistent snapshot: the rebuild path of the
+ * index. An embedding whose size does not match the store's dim is
+ * IMS_ERR_MODEL_MISMATCH (a half-done re-embed). */
+enum ims_status store_scan_embeddings(struct store *st, int64_t after_id, size_t chunk_rows,
+                                      store_scan_fn fn, void *user, struct ims_error *err);
+
+/* ---- deletion log: how the derived index learns about deletions ----------
+ *
+ * Each deleted id is appended to a log with an increasing sequence number.
+ * The index snapshot records (max_id covered, last deletion seq applied).
+ * On load it removes every id of store_deleted_after(seq) and adds every
+ * embedding of store_scan_embeddings(max_id). Deleting the row and removing
+ * it from the live index happen in that order under the index's write lock,
+ * so deletions reach the index in log order (docs/internals/store.md).
+ */
+
+/* The last deletion sequence number (0 if nothing was ever deleted). */
+enum ims_status store_deleted_seq(struct store *st, int64_t *seq, struct ims_error *err);
+/* Ids deleted with seq > after_seq (at most max_n, oldest first). On success
+ * *ids (release with ims_free; NULL when *n is 0), *n and *last_seq (the seq
+ * of the last id returned, or after_seq) are set. */
+enum ims_status store_deleted_after(struct store *st, int64_t after_seq, size_t max_n,
+                                    int64_t **ids, size_t *n, int64_t *last_seq,
+                                    struct ims_error *err);
+
+/* ---- ingest jobs ---------------------------------------------------------- */
+
+enum store_job_state {
+    STORE_JOB_QUEUED = 0,
+    STORE_JOB_RUNNING,
+    STORE_JOB_DONE,
+    STORE_JOB_FAILED,
+};
+/* "queued", "running", "done", "failed" (the HTTP API's words). */
+const char *store_job_state_name(enum store_job_state s);
+
+struct store_job_error {
+    char *url; /* owned by the job */
+    char *error;
+};
+
+struct store_job {
+    char id[STORE_JOB_ID_MAX_BYTES + 1];
+    enum store_job_state state;
+    int64_t total, done, failed;
+    int64_t created, updated;     /* unix seconds */
+    int64_t n_errors_total;       /* every error reported, stored or not */
+    size_t n_errors;              /* stored errors, <= STORE_JOB_MAX_ERRORS */
+    struct store_job_error *errors; /* n_errors, in the order reported */
+};
+/* Frees the errors a job owns. Accepts NULL. */
+void store_job_fini(struct store_job *job);
+
+/* Creates job `id` (1..STORE_JOB_ID_MAX_BYTES printable ASCII), queued with
+ * `total` items. IMS_ERR_EXISTS if the id is taken. */
+enum ims_status store_job_create(struct store *st, const char *id, int64_t total,
+                                 struct ims_error *err);
+/* Sets state and counters. IMS_ERR_NOT_FOUND if the job does not exist. */
+enum ims_status store_job_update(struct store *st, const char *id, enum store_job_state state,
+                                 int64_t done, int64_t failed, struct ims_error *err);
+/* Appends `n` per-item errors (urls[i], errors[i]; borrowed, NULL reads as
+ * ""); past STORE_JOB_MAX_ERRORS stored they are only counted. Strings are
+ * truncated to STORE_JOB_ERROR_MAX_BYTES. */
+enum ims_status store_job_add_errors(struct store *st, const char *id,
+                                     const char *const *urls, const char *const *errors,
+                                     size_t n, struct ims_error *err);
+/* Reads a job with its stored errors. On success release with store_job_fini(). */
+enum ims_status store_job_get(struct store *st, const char *id, struct store_job *job,
+                              struct ims_error *err);
+/* After a restart: every queued or running job becomes failed, with the
+ * error "interrupted by restart". *n (optional) gets how many. */
+enum ims_status store_job_fail_unfinished(struct store *st, int64_t *n, struct ims_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,912 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * store_images.c: image rows, embeddings, thumbnails, the deletion log and
+ * the scans that rebuild the derived index.
+ *
+ * Layout (docs/internals/store.md): `images` holds the small per-image
+ * columns; `embeddings` (image_id -> BLOB of dim float32, little-endian) and
+ * `thumbnails` (image_id -> JPEG) are separate tables keyed by the same id,
+ * so listing rows never reads vectors or JPEGs, and the index rebuild walks
+ * one b-tree of vectors in id order.
+ *
+ * Writes: each public write is one IMMEDIATE transaction on the writer
+ * connection. store_insert_many validates the whole batch first (sizes,
+ * finiteness, JSON) and then handles the rows in order, so a duplicate
+ * inside the batch is found by the same lookups as one already stored.
+ *
+ * Reads: a borrowed reader connection; multi-statement reads run inside
+ * BEGIN ... COMMIT so they see one snapshot.
+ */
+
+#include "store_int.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ---- encoding of embeddings ---------------------------------------------- */
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define STORE_BIG_ENDIAN 1
+#else
+#define STORE_BIG_ENDIAN 0
+#endif
+
+/* Copies n little-endian float32 from `src` bytes into `dst`. */
+static void vec_from_le(float *dst, const void *src, size_t n)
+{
+    memcpy(dst, src, n * sizeof(float));
+#if STORE_BIG_ENDIAN
+    uint32_t *u = (uint32_t *)dst;
+    for (size_t i = 0; i < n; i++)
+        u[i] = __builtin_bswap32(u[i]);
+#endif
+}
+
+/* Binds an embedding as a little-endian BLOB. On little-endian hosts the
+ * caller's floats are bound as they are (the statement is stepped before
+ * they can change); elsewhere a swapped copy is made. */
+static enum ims_status bind_vec(sqlite3_stmt *q, int col, const float *v, uint32_t dim,
+                                struct ims_error *err)
+{
+    int rc;
+#if STORE_BIG_ENDIAN
+    uint32_t *tmp = ims_malloc((size_t)dim * 4);
+    if (!tmp)
+        return ims_error_set(err, IMS_ERR_NOMEM, "catalogue: out of memory");
+    memcpy(tmp, v, (size_t)dim * 4);
+    for (uint32_t i = 0; i < dim; i++)
+        tmp[i] = __builtin_bswap32(tmp[i]);
+    rc = sqlite3_bind_blob(q, col, tmp, (int)dim * 4, SQLITE_TRANSIENT);
+    ims_free(tmp);
+#else
+    rc = sqlite3_bind_blob(q, col, v, (int)dim * 4, SQLITE_STATIC);
+#endif
+    if (rc != SQLITE_OK)
+        return store__db_error(sqlite3_db_handle(q), rc, err, "bind embedding");
+    return IMS_OK;
+}
+
+static int vec_finite(const float *v, uint32_t dim, uint32_t *bad)
+{
+    for (uint32_t i = 0; i < dim; i++) {
+        if (!isfinite(v[i])) {
+            *bad = i;
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* ---- small statement helpers ---------------------------------------------- */
+
+static enum ims_status step_done(sqlite3_stmt *q, struct ims_error *err, const char *what)
+{
+    int rc = sqlite3_step(q);
+    sqlite3_reset(q);
+    if (rc != SQLITE_DONE)
+        return store__db_error(sqlite3_db_handle(q), rc, err, what);
+    return IMS_OK;
+}
+
+/* Steps a statement yielding at most one integer. *found says whether a row
+ * came back. The statement is reset. */
+static enum ims_status step_i64(sqlite3_stmt *q, int64_t *v, int *found, struct ims_error *err,
+                                const char *what)
+{
+    int rc = sqlite3_step(q);
+    enum ims_status s = IMS_OK;
+    *found = 0;
+    if (rc == SQLITE_ROW) {
+        *v = sqlite3_column_int64(q, 0);
+        *found = 1;
+    } else if (rc != SQLITE_DONE) {
+        s = store__db_error(sqlite3_db_handle(q), rc, err, what);
+    }
+    sqlite3_reset(q);
+    return s;
+}
+
+/* One-integer read query on a reader: `sql` with optional ?1 bound to text
+ * (len < 0) or a blob (len >= 0), or nothing (arg NULL). */
+static enum ims_status read_i64(struct store *st, const char *sql, const void *arg, int len,
+                                int64_t *v, int *found, struct ims_error *err)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    enum ims_status s = store__reader_get(st, &db, err);
+    if (s != IMS_OK)
+        return s;
+    s = store__prepare(db, sql, &q, err);
+    if (s == IMS_OK) {
+        if (arg && len < 0)
+            sqlite3_bind_text(q, 1, arg, -1, SQLITE_STATIC);
+        else if (arg)
+            sqlite3_bind_blob(q, 1, arg, len, SQLITE_STATIC);
+        s = step_i64(q, v, found, err, "read");
+    }
+    sqlite3_finalize(q);
+    store__reader_put(st, db);
+    return s;
+}
+
+/* ---- validation ------------------------------------------------------------ */
+
+static enum ims_status check_text(const char *t, size_t max, size_t row, const char *what,
+                                  int required, struct ims_error *err)
+{
+    if (!t) {
+        if (required)
+            return ims_error_set(err, IMS_ERR_INVALID, "row %zu: %s is missing", row, what);
+        return IMS_OK;
+    }
+    size_t n = strnlen(t, max + 1);
+    if (required && n == 0)
+        return ims_error_set(err, IMS_ERR_INVALID, "row %zu: %s is empty", row, what);
+    if (n > max)
+        return ims_error_set(err, IMS_ERR_INVALID, "row %zu: %s is longer than %zu bytes", row,
+                             what, max);
+    return IMS_OK;
+}
+
+static enum ims_status validate_row(const struct store *st, const struct store_new_image *r,
+                                    size_t i, struct ims_error *err)
+{
+    enum ims_status s;
+    if ((s = check_text(r->source, STORE_SOURCE_MAX_BYTES, i, "source", 1, err)) != IMS_OK ||
+        (s = check_text(r->format, STORE_FORMAT_MAX_BYTES, i, "format", 0, err)) != IMS_OK ||
+        (s = check_text(r->caption, STORE_CAPTION_MAX_BYTES, i, "caption", 0, err)) != IMS_OK ||
+        (s = check_text(r->metadata, STORE_METADATA_MAX_BYTES, i, "metadata", 0, err)) != IMS_OK)
+        return s;
+    IMS_RETURN_ERROR_IF(!r->embedding, err, IMS_ERR_INVALID, "row %zu (%s): no embedding", i,
+                        r->source);
+    IMS_RETURN_ERROR_IF(r->dim != st->dim, err, IMS_ERR_INVALID,
+                        "row %zu (%s): embedding has %u floats, the catalogue's model '%s' "
+                        "has %u",
+                        i, r->source, r->dim, st->model_name, st->dim);
+    uint32_t bad = 0;
+    IMS_RETURN_ERROR_IF(!vec_finite(r->embedding, r->dim, &bad), err, IMS_ERR_INVALID,
+                        "row %zu (%s): embedding[%u] is not a finite number", i, r->source, bad);
+    IMS_RETURN_ERROR_IF(r->thumbnail_bytes > STORE_THUMBNAIL_MAX_BYTES, err, IMS_ERR_INVALID,
+                        "row %zu (%s): thumbnail of %zu bytes exceeds %u", i, r->source,
+                        r->thumbnail_bytes, (unsigned)STORE_THUMBNAIL_MAX_BYTES);
+    IMS_RETURN_ERROR_IF(r->thumbnail_bytes > 0 && !r->thumbnail, err, IMS_ERR_INVALID,
+                        "row %zu (%s): thumbnail size without bytes", i, r->source);
+    IMS_RETURN_ERROR_IF(r->bytes < 0 || r->added < 0, err, IMS_ERR_INVALID,
+                        "row %zu (%s): negative size or time", i, r->source);
+    return IMS_OK;
+}
+
+/* ---- inserts --------------------------------------------------------------- */
+
+/* The statements of one insert batch, prepared on the writer. */
+struct ins_stmts {
+    sqlite3_stmt *by_source, *by_sha, *ins, *emb, *thumb, *complete, *json;
+};
+
+static void ins_stmts_fini(struct ins_stmts *q)
+{
+    sqlite3_finalize(q->by_source);
+    sqlite3_finalize(q->by_sha);
+    sqlite3_finalize(q->ins);
+    sqlite3_finalize(q->emb);
+    sqlite3_finalize(q->thumb);
+    sqlite3_finalize(q->complete);
+    sqlite3_finalize(q->json);
+}
+
+static enum ims_status ins_stmts_init(sqlite3 *db, struct ins_stmts *q, struct ims_error *err)
+{
+    enum ims_status s;
+    memset(q, 0, sizeof(*q));
+    if ((s = store__prepare(db, "SELECT id, sha256 IS NULL FROM images WHERE source = ?1",
+                            &q->by_source, err)) != IMS_OK ||
+        (s = store__prepare(db, "SELECT id FROM images WHERE sha256 = ?1 ORDER BY id LIMIT 1",
+                            &q->by_sha, err)) != IMS_OK ||
+        (s = store__prepare(db,
+                            "INSERT INTO images(source, sha256, format, width, height, bytes, "
+                            "added, caption, metadata, model) "
+                            "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                            &q->ins, err)) != IMS_OK ||
+        (s = store__prepare(db, "INSERT INTO embeddings(image_id, vec) VALUES(?1, ?2)", &q->emb,
+                            err)) != IMS_OK ||
+        (s = store__prepare(db,
+                            "INSERT OR REPLACE INTO thumbnails(image_id, jpeg) VALUES(?1, ?2)",
+                            &q->thumb, err)) != IMS_OK ||
+        (s = store__prepare(db,
+                            "UPDATE images SET sha256 = ?2, format = coalesce(?3, format), "
+                            "width = ?4, height = ?5, bytes = ?6 WHERE id = ?1",
+                            &q->complete, err)) != IMS_OK ||
+        (s = store__prepare(db, "SELECT json_valid(?1)", &q->json, err)) != IMS_OK)
+        ins_stmts_fini(q);
+    return s;
+}
+
+static enum ims_status put_thumb(sqlite3_stmt *q, int64_t id, const void *jpeg, size_t n,
+                                 struct ims_error *err)
+{
+    sqlite3_bind_int64(q, 1, id);
+    sqlite3_bind_blob(q, 2, jpeg, (int)n, SQLITE_STATIC);
+    return step_done(q, err, "store thumbnail");
+}
+
+static enum ims_status insert_one(struct store *st, struct ins_stmts *q,
+                                  const struct store_new_image *r, int64_t now,
+                                  struct store_insert_result *res, struct ims_error *err)
+{
+    enum ims_status s;
+    int64_t id = 0;
+    int found = 0;
+
+    /* 1. same source: a duplicate, or an imported row to complete */
+    sqlite3_bind_text(q->by_source, 1, r->source, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q->by_source);
+    int no_image_data = 0;
+    if (rc == SQLITE_ROW) {
+        found = 1;
+        id = sqlite3_column_int64(q->by_source, 0);
+        no_image_data = sqlite3_column_int(q->by_source, 1);
+    }
+    sqlite3_reset(q->by_source);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return store__db_error(st->wdb, rc, err, "look up source");
+    if (found) {
+        if (no_image_data && r->sha256) {
+            sqlite3_bind_int64(q->complete, 1, id);
+            sqlite3_bind_blob(q->complete, 2, r->sha256, 32, SQLITE_STATIC);
+            sqlite3_bind_text(q->complete, 3, r->format, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(q->complete, 4, r->width);
+            sqlite3_bind_int64(q->complete, 5, r->height);
+            sqlite3_bind_int64(q->complete, 6, r->bytes);
+            if ((s = step_done(q->complete, err, "complete row")) != IMS_OK)
+                return s;
+            if (r->thumbnail_bytes > 0 &&
+                (s = put_thumb(q->thumb, id, r->thumbnail, r->thumbnail_bytes, err)) != IMS_OK)
+                return s;
+            *res = (struct store_insert_result){id, STORE_COMPLETED};
+        } else {
+            *res = (struct store_insert_result){id, STORE_DUP_SOURCE};
+        }
+        return IMS_OK;
+    }
+
+    /* 2. same content under another source */
+    if (r->sha256) {
+        sqlite3_bind_blob(q->by_sha, 1, r->sha256, 32, SQLITE_STATIC);
+        if ((s = step_i64(q->by_sha, &id, &found, err, "look up sha256")) != IMS_OK)
+            return s;
+        if (found) {
+            *res = (struct store_insert_result){id, STORE_DUP_SHA256};
+            return IMS_OK;
+        }
+    }
+
+    /* 3. a new row */
+    sqlite3_bind_text(q->ins, 1, r->source, -1, SQLITE_STATIC);
+    if (r->sha256)
+        sqlite3_bind_blob(q->ins, 2, r->sha256, 32, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(q->ins, 2);
+    sqlite3_bind_text(q->ins, 3, r->format, -1, SQLITE_STATIC); /* NULL binds NULL */
+    sqlite3_bind_int64(q->ins, 4, r->width);
+    sqlite3_bind_int64(q->ins, 5, r->height);
+    sqlite3_bind_int64(q->ins, 6, r->bytes);
+    sqlite3_bind_int64(q->ins, 7, r->added ? r->added : now);
+    sqlite3_bind_text(q->ins, 8, r->caption, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q->ins, 9, r->metadata, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q->ins, 10, st->model_name, -1, SQLITE_STATIC);
+    if ((s = step_done(q->ins, err, "insert image")) != IMS_OK)
+        return s;
+    id = sqlite3_last_insert_rowid(st->wdb);
+
+    sqlite3_bind_int64(q->emb, 1, id);
+    if ((s = bind_vec(q->emb, 2, r->embedding, r->dim, err)) != IMS_OK)
+        return s;
+    if ((s = step_done(q->emb, err, "insert embedding")) != IMS_OK)
+        return s;
+    if (r->thumbnail_bytes > 0 &&
+        (s = put_thumb(q->thumb, id, r->thumbnail, r->thumbnail_bytes, err)) != IMS_OK)
+        return s;
+    *res = (struct store_insert_result){id, STORE_INSERTED};
+    return IMS_OK;
+}
+
+enum ims_status store_insert_many(struct store *st, const struct store_new_image *rows, size_t n,
+                                  struct store_insert_result *results, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || (n > 0 && (!rows || !results)), err, IMS_ERR_INVALID,
+                        "store_insert_many: invalid arguments");
+    if (n == 0)
+        return IMS_OK;
+    for (size_t i = 0; i < n; i++) {
+        enum ims_status v = validate_row(st, &rows[i], i, err);
+        if (v != IMS_OK)
+            return v;
+    }
+    struct ins_stmts q;
+    struct store_insert_result *tmp = ims_malloc(n * sizeof(*tmp));
+    if (!tmp)
+        return ims_error_set(err, IMS_ERR_NOMEM, "store_insert_many: out of memory");
+    enum ims_status s = store__write_begin(st, err);
+    if (s != IMS_OK) {
+        ims_free(tmp);
+        return s;
+    }
+    s = ins_stmts_init(st->wdb, &q, err);
+    if (s != IMS_OK)
+        goto end;
+    for (size_t i = 0; i < n && s == IMS_OK; i++) {
+        if (!rows[i].metadata)
+            continue;
+        int64_t ok = 0;
+        int found = 0;
+        sqlite3_bind_text(q.json, 1, rows[i].metadata, -1, SQLITE_STATIC);
+        s = step_i64(q.json, &ok, &found, err, "check metadata");
+        if (s == IMS_OK && !ok)
+            s = ims_error_set(err, IMS_ERR_INVALID, "row %zu (%s): metadata is not valid JSON",
+                              i, rows[i].source);
+    }
+    int64_t now = store__unix_now();
+    for (size_t i = 0; i < n && s == IMS_OK; i++) {
+        s = insert_one(st, &q, &rows[i], now, &tmp[i], err);
+        if (s != IMS_OK)
+            ims_error_prefix(err, "row %zu (%s)", i, rows[i].source);
+    }
+    ins_stmts_fini(&q);
+end:
+    s = store__write_end(st, s, err);
+    if (s == IMS_OK)
+        memcpy(results, tmp, n * sizeof(*tmp));
+    ims_free(tmp);
+    return s;
+}
+
+/* ---- updates --------------------------------------------------------------- */
+
+static enum ims_status image_exists(sqlite3 *db, int64_t id, int *exists, struct ims_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    int64_t v = 0;
+    enum ims_status s = store__prepare(db, "SELECT 1 FROM images WHERE id = ?1", &q, err);
+    if (s == IMS_OK) {
+        sqlite3_bind_int64(q, 1, id);
+        s = step_i64(q, &v, exists, err, "look up image");
+    }
+    sqlite3_finalize(q);
+    return s;
+}
+
+enum ims_status store_set_thumbnail(struct store *st, int64_t id, const void *jpeg, size_t n_bytes,
+                                    struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || !jpeg || n_bytes == 0, err, IMS_ERR_INVALID,
+                        "store_set_thumbnail: no thumbnail bytes");
+    IMS_RETURN_ERROR_IF(n_bytes > STORE_THUMBNAIL_MAX_BYTES, err, IMS_ERR_INVALID,
+                        "store_set_thumbnail: %zu bytes exceeds %u", n_bytes,
+                        (unsigned)STORE_THUMBNAIL_MAX_BYTES);
+    sqlite3_stmt *q = NULL;
+    int exists = 0;
+    enum ims_status s = store__write_begin(st, err);
+    if (s != IMS_OK)
+        return s;
+    s = image_exists(st->wdb, id, &exists, err);
+    if (s == IMS_OK && !exists)
+        s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
+    if (s == IMS_OK)
+        s = store__prepare(st->wdb,
+                           "INSERT OR REPLACE INTO thumbnails(image_id, jpeg) VALUES(?1, ?2)", &q,
+                           err);
+    if (s == IMS_OK)
+        s = put_thumb(q, id, jpeg, n_bytes, err);
+    sqlite3_finalize(q);
+    return store__write_end(st, s, err);
+}
+
+enum ims_status store_set_embeddings(struct store *st, const int64_t *ids, const float *vectors,
+                                     size_t n, uint8_t *exists, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || (n > 0 && (!ids || !vectors)), err, IMS_ERR_INVALID,
+                        "store_set_embeddings: invalid arguments");
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bad = 0;
+        IMS_RETURN_ERROR_IF(!vec_finite(vectors + i * st->dim, st->dim, &bad), err,
+                            IMS_ERR_INVALID,
+                            "store_set_embeddings: vector %zu: element %u is not finite", i, bad);
+    }
+    if (n == 0)
+        return IMS_OK;
+    sqlite3_stmt *up = NULL, *model = NULL;
+    enum ims_status s = store__write_begin(st, err);
+    if (s != IMS_OK)
+        return s;
+    s = store__prepare(st->wdb, "UPDATE embeddings SET vec = ?2 WHERE image_id = ?1", &up, err);
+    if (s == IMS_OK)
+        s = store__prepare(st->wdb, "UPDATE images SET model = ?2 WHERE id = ?1", &model, err);
+    for (size_t i = 0; i < n && s == IMS_OK; i++) {
+        sqlite3_bind_int64(up, 1, ids[i]);
+        s = bind_vec(up, 2, vectors + i * st->dim, st->dim, err);
+        if (s == IMS_OK)
+            s = step_done(up, err, "update embedding");
+        int changed = sqlite3_changes(st->wdb) > 0;
+        if (exists)
+            exists[i] = (uint8_t)changed;
+        if (s == IMS_OK && changed) {
+            sqlite3_bind_int64(model, 1, ids[i]);
+            sqlite3_bind_text(model, 2, st->model_name, -1, SQLITE_STATIC);
+            s = step_done(model, err, "update model");
+        }
+    }
+    sqlite3_finalize(up);
+    sqlite3_finalize(model);
+    return store__write_end(st, s, err);
+}
+
+/* ---- deletes --------------------------------------------------------------- */
+
+enum ims_status store_delete_many(struct store *st, const int64_t *ids, size_t n,
+                                  uint8_t *existed, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || (n > 0 && !ids), err, IMS_ERR_INVALID,
+                        "store_delete_many: invalid arguments");
+    if (n == 0)
+        return IMS_OK;
+    sqlite3_stmt *del = NULL, *emb = NULL, *th = NULL, *log = NULL;
+    enum ims_status s = store__write_begin(st, err);
+    if (s != IMS_OK)
+        return s;
+    if ((s = store__prepare(st->wdb, "DELETE FROM images WHERE id = ?1", &del, err)) != IMS_OK ||
+        (s = store__prepare(st->wdb, "DELETE FROM embeddings WHERE image_id = ?1", &emb, err)) !=
+            IMS_OK ||
+        (s = store__prepare(st->wdb, "DELETE FROM thumbnails WHERE image_id = ?1", &th, err)) !=
+            IMS_OK ||
+        (s = store__prepare(st->wdb, "INSERT INTO deleted(image_id, time) VALUES(?1, ?2)", &log,
+                            err)) != IMS_OK)
+        goto out;
+    int64_t now = store__unix_now();
+    for (size_t i = 0; i < n; i++) {
+        /* children first, so the parent delete finds nothing to cascade */
+        sqlite3_bind_int64(emb, 1, ids[i]);
+        sqlite3_bind_int64(th, 1, ids[i]);
+        sqlite3_bind_int64(del, 1, ids[i]);
+        if ((s = step_done(emb, err, "delete embedding")) != IMS_OK ||
+            (s = step_done(th, err, "delete thumbnail")) != IMS_OK ||
+            (s = step_done(del, err, "delete image")) != IMS_OK)
+            goto out;
+        int gone = sqlite3_changes(st->wdb) > 0;
+        if (existed)
+            existed[i] = (uint8_t)gone;
+        if (gone) {
+            sqlite3_bind_int64(log, 1, ids[i]);
+            sqlite3_bind_int64(log, 2, now);
+            if ((s = step_done(log, err, "log deletion")) != IMS_OK)
+                goto out;
+        }
+    }
+out:
+    sqlite3_finalize(del);
+    sqlite3_finalize(emb);
+    sqlite3_finalize(th);
+    sqlite3_finalize(log);
+    return store__write_end(st, s, err);
+}
+
+enum ims_status store_delete(struct store *st, int64_t id, struct ims_error *err)
+{
+    uint8_t existed = 0;
+    enum ims_status s = store_delete_many(st, &id, 1, &existed, err);
+    if (s == IMS_OK && !existed)
+        s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
+    return s;
+}
+
+/* ---- rows ------------------------------------------------------------------ */
+
+void store_row_init(struct store_image_row *row) { memset(row, 0, sizeof(*row)); }
+
+void store_row_fini(struct store_image_row *row)
+{
+    if (!row)
+        return;
+    ims_free(row->source);
+    ims_free(row->format);
+    ims_free(row->caption);
+    ims_free(row->metadata);
+    ims_free(row->model);
+    ims_free(row->embedding);
+    memset(row, 0, sizeof(*row));
+}
+
+/* Columns of every row query, in this order; the embedding column is NULL
+ * unless asked for. */
+#define ROW_COLS                                                                                   \
+    "i.id, i.source, i.sha256, i.format, i.width, i.height, i.bytes, i.added, i.caption, "        \
+    "i.metadata, i.model, EXISTS (SELECT 1 FROM thumbnails t WHERE t.image_id = i.id)"
+#define ROW_EMB_NO ", NULL FROM images i "
+#define ROW_EMB_YES ", e.vec FROM images i LEFT JOIN embeddings e ON e.image_id = i.id "
+
+static char *col_strdup(sqlite3_stmt *q, int col, int *oom)
+{
+    const unsigned char *t = sqlite3_column_text(q, col);
+    if (!t)
+        return NULL;
+    char *p = ims_strndup((const char *)t, (size_t)sqlite3_column_bytes(q, col));
+    if (!p)
+        *oom = 1;
+    return p;
+}
+
+/* Fills `row` from the current result row; on failure row is left empty. */
+static enum ims_status row_from_stmt(sqlite3_stmt *q, struct store_image_row *row,
+                                     struct ims_error *err)
+{
+    int oom = 0;
+    store_row_init(row);
+    row->id = sqlite3_column_int64(q, 0);
+    row->source = col_strdup(q, 1, &oom);
+    if (sqlite3_column_type(q, 2) == SQLITE_BLOB && sqlite3_column_bytes(q, 2) == 32) {
+        memcpy(row->sha256, sqlite3_column_blob(q, 2), 32);
+        row->has_sha256 = 1;
+    }
+    row->format = col_strdup(q, 3, &oom);
+    row->width = (uint32_t)sqlite3_column_int64(q, 4);
+    row->height = (uint32_t)sqlite3_column_int64(q, 5);
+    row->bytes = sqlite3_column_int64(q, 6);
+    row->added = sqlite3_column_int64(q, 7);
+    row->caption = col_strdup(q, 8, &oom);
+    row->metadata = col_strdup(q, 9, &oom);
+    row->model = col_strdup(q, 10, &oom);
+    row->has_thumbnail = sqlite3_column_int(q, 11);
+    if (sqlite3_column_type(q, 12) == SQLITE_BLOB) {
+        int nb = sqlite3_column_bytes(q, 12);
+        const void *b = sqlite3_column_blob(q, 12);
+        if (nb <= 0 || nb % 4 != 0 || !b) {
+            store_row_fini(row);
+            return ims_error_set(err, IMS_ERR_CORRUPT,
+                                 "catalogue: embedding of image %lld has %d bytes, not a "
+                                 "whole number of floats",
+                                 (long long)sqlite3_column_int64(q, 0), nb);
+        }
+        row->dim = (uint32_t)(nb / 4);
+        row->embedding = ims_malloc((size_t)nb);
+        if (!row->embedding)
+            oom = 1;
+        else
+            vec_from_le(row->embedding, b, row->dim);
+    }
+    if (oom || !row->source || !row->model) {
+        store_row_fini(row);
+        return ims_error_set(err, oom ? IMS_ERR_NOMEM : IMS_ERR_CORRUPT,
+                             oom ? "catalogue: out of memory reading a row"
+                                 : "catalogue: row without source or model");
+    }
+    return IMS_OK;
+}
+
+static const char *get_sql(unsigned fields)
+{
+    return (fields & STORE_FIELD_EMBEDDING) ? "SELECT " ROW_COLS ROW_EMB_YES "WHERE i.id = ?1"
+                                            : "SELECT " ROW_COLS ROW_EMB_NO "WHERE i.id = ?1";
+}
+
+enum ims_status store_get(struct store *st, int64_t id, unsigned fields,
+                          struct store_image_row *row, struct ims_error *err)
+{
+    uint8_t found = 0;
+    IMS_RETURN_ERROR_IF(!st || !row, err, IMS_ERR_INVALID, "store_get: invalid arguments");
+    enum ims_status s = store_get_many(st, &id, 1, fields, row, &found, err);
+    if (s == IMS_OK && !found)
+        s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
+    return s;
+}
+
+enum ims_status store_get_many(struct store *st, const int64_t *ids, size_t n, unsigned fields,
+                               struct store_image_row *rows, uint8_t *found,
+                               struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || (n > 0 && (!ids || !rows || !found)), err, IMS_ERR_INVALID,
+                        "store_get_many: invalid arguments");
+    for (size_t i = 0; i < n; i++) {
+        store_row_init(&rows[i]);
+        found[i] = 0;
+    }
+    if (n == 0)
+        return IMS_OK;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    size_t done = 0;
+    enum ims_status s = store__reader_get(st, &db, err);
+    if (s != IMS_OK)
+        return s;
+    s = store__exec(db, "BEGIN", err);
+    if (s == IMS_OK)
+        s = store__prepare(db, get_sql(fields), &q, err);
+    for (; done < n && s == IMS_OK; done++) {
+        sqlite3_bind_int64(q, 1, ids[done]);
+        int rc = sqlite3_step(q);
+        if (rc == SQLITE_ROW) {
+            s = row_from_stmt(q, &rows[done], err);
+            found[done] = s == IMS_OK;
+        } else if (rc != SQLITE_DONE) {
+            s = store__db_error(db, rc, err, "read image");
+        }
+        sqlite3_reset(q);
+    }
+    sqlite3_finalize(q);
+    store__exec(db, "COMMIT", NULL);
+    store__reader_put(st, db);
+    if (s != IMS_OK) {
+        for (size_t i = 0; i < n; i++) {
+            store_row_fini(&rows[i]);
+            found[i] = 0;
+        }
+    }
+    return s;
+}
+
+enum ims_status store_find_by_source(struct store *st, const char *source, int64_t *id,
+                                     struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || !source || !source[0] || !id, err, IMS_ERR_INVALID,
+                        "store_find_by_source: empty source");
+    int64_t v = 0;
+    int found = 0;
+    enum ims_status s =
+        read_i64(st, "SELECT id FROM images WHERE source = ?1", source, -1, &v, &found, err);
+    if (s == IMS_OK && !found)
+        return ims_error_set(err, IMS_ERR_NOT_FOUND, "no image with source %s", source);
+    if (s == IMS_OK)
+        *id = v;
+    return s;
+}
+
+enum ims_status store_find_by_sha256(struct store *st, const uint8_t sha256[32], int64_t *id,
+                                     struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || !sha256 || !id, err, IMS_ERR_INVALID,
+                        "store_find_by_sha256: invalid arguments");
+    int64_t v = 0;
+    int found = 0;
+    enum ims_status s = read_i64(st, "SELECT id FROM images WHERE sha256 = ?1 ORDER BY id LIMIT 1",
+                                 sha256, 32, &v, &found, err);
+    if (s == IMS_OK && !found)
+        return ims_error_set(err, IMS_ERR_NOT_FOUND, "no image with that content hash");
+    if (s == IMS_OK)
+        *id = v;
+    return s;
+}
+
+enum ims_status store_get_thumbnail(struct store *st, int64_t id, void **jpeg, size_t *n_bytes,
+                                    struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || !jpeg || !n_bytes, err, IMS_ERR_INVALID,
+                        "store_get_thumbnail: invalid arguments");
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    enum ims_status s = store__reader_get(st, &db, err);
+    if (s != IMS_OK)
+        return s;
+    s = store__prepare(db, "SELECT jpeg FROM thumbnails WHERE image_id = ?1", &q, err);
+    if (s == IMS_OK) {
+        sqlite3_bind_int64(q, 1, id);
+        int rc = sqlite3_step(q);
+        if (rc == SQLITE_ROW) {
+            size_t nb = (size_t)sqlite3_column_bytes(q, 0);
+            const void *b = sqlite3_column_blob(q, 0);
+            void *p = ims_malloc(nb);
+            if (!p) {
+                s = ims_error_set(err, IMS_ERR_NOMEM, "catalogue: out of memory");
+            } else {
+                if (nb)
+                    memcpy(p, b, nb);
+                *jpeg = p;
+                *n_bytes = nb;
+            }
+        } else if (rc == SQLITE_DONE) {
+            s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld has no thumbnail",
+                              (long long)id);
+        } else {
+            s = store__db_error(db, rc, err, "read thumbnail");
+        }
+    }
+    sqlite3_finalize(q);
+    store__reader_put(st, db);
+    return s;
+}
+
+enum ims_status store_count(struct store *st, int64_t *n, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || !n, err, IMS_ERR_INVALID, "store_count: invalid arguments");
+    int found = 0;
+    return read_i64(st, "SELECT count(*) FROM images", NULL, 0, n, &found, err);
+}
+
+enum ims_status store_max_id(struct store *st, int64_t *id, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || !id, err, IMS_ERR_INVALID, "store_max_id: invalid arguments");
+    int found = 0;
+    return read_i64(st, "SELECT coalesce(max(id), 0) FROM images", NULL, 0, id, &found, err);
+}
+
+enum ims_status store_list(struct store *st, enum store_order order, int64_t offset,
+                           int64_t limit, struct store_image_row **rows_out, size_t *n_out,
+                           struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || !rows_out || !n_out || offset < 0 || limit < 0, err,
+                        IMS_ERR_INVALID, "store_list: invalid arguments");
+    static const char *const sql[] = {
+        [STORE_ORDER_ID_DESC] = "SELECT " ROW_COLS ROW_EMB_NO
+                                "ORDER BY i.id DESC LIMIT ?1 OFFSET ?2",
+        [STORE_ORDER_ID_ASC] = "SELECT " ROW_COLS ROW_EMB_NO "ORDER BY i.id LIMIT ?1 OFFSET ?2",
+        [STORE_ORDER_ADDED_DESC] = "SELECT " ROW_COLS ROW_EMB_NO
+                                   "ORDER BY i.added DESC, i.id DESC LIMIT ?1 OFFSET ?2",
+    };
+    IMS_RETURN_ERROR_IF((unsigned)order >= IMS_ARRAY_LEN(sql), err, IMS_ERR_INVALID,
+                        "store_list: unknown order %d", (int)order);
+    if (limit > 10000)
+        limit = 10000;
+    struct store_image_row *rows = NULL;
+    size_t n = 0;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    enum ims_status s = IMS_OK;
+    if (limit > 0) {
+        rows = ims_calloc((size_t)limit, sizeof(*rows));
+        if (!rows)
+            return ims_error_set(err, IMS_ERR_NOMEM, "store_list: out of memory");
+    }
+    s = store__reader_get(st, &db, err);
+    if (s != IMS_OK)
+        goto out;
+    s = store__prepare(db, sql[order], &q, err);
+    if (s == IMS_OK) {
+        sqlite3_bind_int64(q, 1, limit);
+        sqlite3_bind_int64(q, 2, offset);
+        int rc = SQLITE_DONE;
+        while (s == IMS_OK && n < (size_t)limit && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+            s = row_from_stmt(q, &rows[n], err);
+            if (s == IMS_OK)
+                n++;
+        }
+        if (s == IMS_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
+            s = store__db_error(db, rc, err, "list images");
+    }
+    sqlite3_finalize(q);
+    store__reader_put(st, db);
+out:
+    if (s != IMS_OK) {
+        for (size_t i = 0; i < n; i++)
+            store_row_fini(&rows[i]);
+        ims_free(rows);
+        return s;
+    }
+    *rows_out = rows;
+    *n_out = n;
+    return IMS_OK;
+}
+
+/* ---- scans ------------------------------------------------------------------ */
+
+enum ims_status store_scan_embeddings(struct store *st, int64_t after_id, size_t chunk_rows,
+                                      store_scan_fn fn, void *user, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || !fn, err, IMS_ERR_INVALID, "store_scan_embeddings: no callback");
+    if (chunk_rows == 0)
+        chunk_rows = 1024;
+    IMS_RETURN_ERROR_IF(chunk_rows > (1u << 20), err, IMS_ERR_INVALID,
+                        "store_scan_embeddings: chunk of %zu rows is too large", chunk_rows);
+    size_t vec_bytes = (size_t)st->dim * sizeof(float), buf_bytes = 0;
+    if (ims_size_mul(vec_bytes, chunk_rows, &buf_bytes) != 0)
+        return ims_error_set(err, IMS_ERR_INVALID, "store_scan_embeddings: chunk too large");
+    int64_t *ids = ims_malloc(chunk_rows * sizeof(*ids));
+    float *vecs = ims_malloc(buf_bytes);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    enum ims_status s = IMS_OK;
+    if (!ids || !vecs) {
+        s = ims_error_set(err, IMS_ERR_NOMEM, "store_scan_embeddings: out of memory");
+        goto out;
+    }
+    s = store__reader_get(st, &db, err);
+    if (s != IMS_OK)
+        goto out;
+    s = store__prepare(db,
+                       "SELECT image_id, vec FROM embeddings WHERE image_id > ?1 "
+                       "ORDER BY image_id",
+                       &q, err);
+    if (s != IMS_OK)
+        goto out;
+    sqlite3_bind_int64(q, 1, after_id);
+    size_t n = 0;
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(q, 0);
+        const void *b = sqlite3_column_blob(q, 1);
+        size_t nb = (size_t)sqlite3_column_bytes(q, 1);
+        if (nb != vec_bytes || !b) {
+            s = ims_error_set(err, IMS_ERR_MODEL_MISMATCH,
+                              "catalogue: embedding of image %lld has %zu floats, the model "
+                              "'%s' has %u (re-embed unfinished?)",
+                              (long long)id, nb / 4, st->model_name, st->dim);
+            goto out;
+        }
+        ids[n] = id;
+        vec_from_le(vecs + n * st->dim, b, st->dim);
+        if (++n == chunk_rows) {
+            if (fn(user, ids, vecs, n, st->dim) != 0) {
+                s = ims_error_set(err, IMS_ERR_CANCELLED, "embedding scan stopped by caller");
+                goto out;
+            }
+            n = 0;
+        }
+    }
+    if (rc != SQLITE_DONE) {
+        s = store__db_error(db, rc, err, "scan embeddings");
+        goto out;
+    }
+    if (n > 0 && fn(user, ids, vecs, n, st->dim) != 0)
+        s = ims_error_set(err, IMS_ERR_CANCELLED, "embedding scan stopped by caller");
+out:
+    sqlite3_finalize(q);
+    store__reader_put(st, db);
+    ims_free(ids);
+    ims_free(vecs);
+    return s;
+}
+
+/* ---- deletion log ----------------------------------------------------------- */
+
+enum ims_status store_deleted_seq(struct store *st, int64_t *seq, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || !seq, err, IMS_ERR_INVALID, "store_deleted_seq: invalid arguments");
+    int found = 0;
+    return read_i64(st, "SELECT coalesce(max(seq), 0) FROM deleted", NULL, 0, seq, &found, err);
+}
+
+enum ims_status store_deleted_after(struct store *st, int64_t after_seq, size_t max_n,
+                                    int64_t **ids_out, size_t *n_out, int64_t *last_seq,
+                                    struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || !ids_out || !n_out || !last_seq || max_n == 0 ||
+                            max_n > (1u << 26),
+                        err, IMS_ERR_INVALID, "store_deleted_after: invalid arguments");
+    int64_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    int64_t last = after_seq;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    enum ims_status s = store__reader_get(st, &db, err);
+    if (s != IMS_OK)
+        return s;
+    s = store__prepare(db, "SELECT seq, image_id FROM deleted WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                       &q, err);
+    if (s == IMS_OK) {
+        sqlite3_bind_int64(q, 1, after_seq);
+        sqlite3_bind_int64(q, 2, (sqlite3_int64)max_n);
+        int rc;
+        while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+            if (n == cap) {
+                size_t ncap = cap ? cap * 2 : 64;
+                int64_t *p = ims_realloc(ids, ncap * sizeof(*ids));
+                if (!p) {
+                    s = ims_error_set(err, IMS_ERR_NOMEM, "store_deleted_after: out of memory");
+                    break;
+                }
+                ids = p;
+                cap = ncap;
+            }
+            last = sqlite3_column_int64(q, 0);
+            ids[n++] = sqlite3_column_int64(q, 1);
+        }
+        if (s == IMS_OK && rc != SQLITE_DONE)
+            s = store__db_error(db, rc, err, "read deletion log");
+    }
+    sqlite3_finalize(q);
+    store__reader_put(st, db);
+    if (s != IMS_OK) {
+        ims_free(ids);
+        return s;
+    }
+    *ids_out = ids;
+    *n_out = n;
+    *last_seq = last;
+    return IMS_OK;
+}
