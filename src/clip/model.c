@@ -430,7 +430,10 @@ enum ims_status clip_model_load(const char *dir, const struct clip_model_params 
         goto out;
     make_name(m, dir);
 
-    /* engine: clip__engine_new(model, err) is called here once forward.c lands */
+    /* Packed weights and the thread pool (forward.c). */
+    st = clip__engine_new(m, err);
+    if (st != IMS_OK)
+        goto out;
 
     *out = m;
     m = NULL;
@@ -447,7 +450,7 @@ void clip_model_free(struct clip_model *model)
 {
     if (!model)
         return;
-    /* engine: clip__engine_free(model->engine) is called here once forward.c lands */
+    clip__engine_free(model->engine);
     clip_tokenizer_free(model->tokenizer);
     ims_free(model->owned);
     clip__st_close(&model->st);
