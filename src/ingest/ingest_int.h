@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: MIT */
+/* ingest_int.h: what ingest.c (the pipeline) and service.c (jobs) share. */
+#ifndef IMGSEARCH_INGEST_INT_H
+#define IMGSEARCH_INGEST_INT_H
+
+#include <stdatomic.h>
+
+#include "imgsearch/ingest.h"
+
+/* Counters a service keeps across jobs, updated by the pipeline's threads. */
+struct ingest_hooks {
+    atomic_llong items_added, items_duplicate, items_failed, images_encoded;
+    atomic_llong encode_ns;
+    void (*committed)(void *ctx); /* after each transaction (wakes job waiters) */
+    void *ctx;
+};
+
+void ingest__hooks_encoded(struct ingest_hooks *h, int n_images, double seconds);
+void ingest__hooks_item(struct ingest_hooks *h, enum ingest_outcome outcome);
+void ingest__hooks_committed(struct ingest_hooks *h);
+
+/* ingest_run with service counters. */
+enum ims_status ingest__run_hooked(const struct ingest_deps *deps,
+                                   const struct ingest_options *opts, ingest_next_fn *next,
+                                   void *next_ctx, const char *job_id,
+                                   const volatile int *cancel, struct ingest_hooks *hooks,
+                                   struct ingest_summary *summary, struct ims_error *err);
+
+#endif
