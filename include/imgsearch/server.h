@@ -1,0 +1,257 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * server.h: the HTTP server (JSON API, web page, metrics) and the backend
+ * interface through which it reaches the rest of the program.
+ *
+ *     struct server_options o;
+ *     server_options_init(&o);                 // 127.0.0.1, port 8080, limits
+ *     o.port = 0;                              // ephemeral
+ *     server_options_load_api_key(&o, NULL, &err);   // IMGSEARCH_API_KEY, if set
+ *     struct server_backend be = {.self = app, .stats = app_stats, ...};
+ *     struct server *srv = NULL;
+ *     if (server_start(&o, &be, &srv, &err) != IMS_OK) ...;
+ *     printf("listening on %u\n", server_port(srv));
+ *     ... wait for SIGTERM/SIGINT (sigwait in the main thread) ...
+ *     server_stop(srv);     // stop accepting, drain running requests (bounded)
+ *     ... snapshot the index, close the catalogue ...
+ *     server_free(srv);
+ *     server_options_fini(&o);
+ *
+ * Only this module knows HTTP exists. It never includes the modules below
+ * it: the `imgsearch serve` command implements `struct server_backend` with
+ * the real search/ingest/store modules, tests implement it with a fake.
+ *
+ * Ownership: everything a backend operation returns (strings, arrays, the
+ * rows of a result) is allocated from the request's `struct server_arena`
+ * passed to it (server_arena_alloc/strdup/memdup); the server releases the
+ * arena when the response has been sent, so a backend never frees what it
+ * returns and never keeps pointers into it. Everything the server passes in
+ * (query terms, upload bytes, urls) is borrowed for the duration of the call.
+ *
+ * Threading: backend operations are called concurrently from the server's
+ * pool threads (at most `max_inflight` at a time), so they must be
+ * thread-safe. They may block (search, job_wait); the server bounds how
+ * many run at once and how many wait for a slot. server_start/stop/free
+ * are called from one controlling thread; server_port may be called from
+ * any thread.
+ */
+#ifndef IMGSEARCH_SERVER_H
+#define IMGSEARCH_SERVER_H
+
+#include "imgsearch/base.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- per-request arena -------------------------------------------------- */
+
+/* A bump allocator owned by one request, capped in size; freed in one go
+ * when the request ends. Allocations are 16-byte aligned. */
+struct server_arena;
+/* NULL when the arena's cap is reached or memory runs out. */
+void *server_arena_alloc(struct server_arena *a, size_t n);
+char *server_arena_strdup(struct server_arena *a, const char *s);
+void *server_arena_memdup(struct server_arena *a, const void *p, size_t n);
+
+/* ---- data exchanged with the backend ------------------------------------ */
+
+/* One catalogue row, as the API shows it. */
+struct server_row {
+    int64_t id;
+    const char *url;       /* source URL, or the upload's file name; may be NULL */
+    int width, height;     /* pixels of the original image */
+    int64_t added_unix;    /* seconds since the epoch */
+};
+
+struct server_stats {
+    int64_t images;
+    int dim;
+    const char *model;       /* e.g. "openai/clip-vit-base-patch32" */
+    const char *index;       /* the index spec, e.g. "Flat,IP" */
+    const char *extra_json;  /* optional JSON object whose members are merged into the
+                                response (e.g. "{\"jobs_running\":1}"); may be NULL */
+};
+
+enum server_term_kind {
+    SERVER_TERM_TEXT,
+    SERVER_TERM_IMAGE,     /* image bytes (an upload) */
+    SERVER_TERM_IMAGE_URL,
+    SERVER_TERM_IMAGE_ID,
+    SERVER_TERM_VECTOR,
+};
+
+/* One weighted term of a query; the weight is finite and may be negative.
+ * Exactly the fields of `kind` are set. */
+struct server_term {
+    enum server_term_kind kind;
+    float weight;
+    const char *text;                 /* TEXT: NUL-terminated UTF-8, 1..SERVER_TEXT_MAX bytes */
+    const unsigned char *bytes;       /* IMAGE: the uploaded bytes (not NUL-terminated) */
+    size_t n_bytes;
+    const char *filename;             /* IMAGE: as sent by the client, may be NULL */
+    const char *url;                  /* IMAGE_URL */
+    int64_t image_id;                 /* IMAGE_ID: > 0 */
+    const float *vector;              /* VECTOR: n_vector finite floats; the backend checks
+                                         n_vector against its dimension (IMS_ERR_INVALID) */
+    size_t n_vector;
+};
+
+enum server_order { SERVER_ORDER_SCORE, SERVER_ORDER_DATE };
+
+#define SERVER_TERMS_MAX 16
+#define SERVER_K_MAX 1000
+#define SERVER_OFFSET_MAX 10000
+#define SERVER_TEXT_MAX 2048
+#define SERVER_URL_MAX 4096
+#define SERVER_VECTOR_MAX 8192
+
+struct server_query {
+    const struct server_term *terms;  /* 1..SERVER_TERMS_MAX */
+    size_t n_terms;
+    int k;                            /* 1..SERVER_K_MAX results wanted */
+    int offset;                       /* 0..SERVER_OFFSET_MAX results skipped first */
+    bool has_min_score;
+    float min_score;                  /* drop results scoring below, if has_min_score */
+    enum server_order order;          /* DATE: the top results re-sorted newest first */
+};
+
+struct server_result {
+    struct server_row row;
+    float score;                      /* cosine similarity of the fused query */
+};
+
+struct server_results {
+    struct server_result *items;      /* arena-allocated by the backend */
+    size_t n;
+};
+
+enum server_job_state { SERVER_JOB_QUEUED, SERVER_JOB_RUNNING, SERVER_JOB_DONE, SERVER_JOB_FAILED };
+
+struct server_job_error {
+    const char *url;
+    const char *error;
+};
+
+#define SERVER_JOB_ID_MAX 64
+
+struct server_job {
+    char id[SERVER_JOB_ID_MAX];
+    enum server_job_state state;
+    int64_t total, done, failed;
+    const struct server_job_error *errors;   /* arena-allocated, n_errors entries */
+    size_t n_errors;
+};
+
+/* One uploaded file of POST /api/v1/images (borrowed for the call). */
+struct server_file {
+    const unsigned char *bytes;
+    size_t n_bytes;
+    const char *filename;       /* may be NULL */
+    const char *content_type;   /* as sent, may be NULL */
+};
+
+/* The backend's answer for one uploaded file. */
+struct server_upload_item {
+    enum ims_status status;     /* IMS_OK: `row` is the new (or existing) row */
+    struct server_row row;
+    char message[256];          /* when status != IMS_OK */
+};
+
+/* The backend. Every operation returns IMS_OK or a status with a message in
+ * `err` (shown to the client, so it must not leak internals: the server
+ * replaces the message of IMS_ERR_INTERNAL/NOMEM/IO by a generic one and
+ * logs the original). Out-parameters are only read on IMS_OK. A NULL
+ * operation (except metrics) makes its endpoints answer 500 "internal". */
+struct server_backend {
+    void *self;
+    enum ims_status (*stats)(void *self, struct server_arena *a, struct server_stats *out,
+                             struct ims_error *err);
+    enum ims_status (*search)(void *self, const struct server_query *q, struct server_arena *a,
+                              struct server_results *out, struct ims_error *err);
+    /* Queues a job fetching `urls` and writes its id (NUL-terminated). */
+    enum ims_status (*add_urls)(void *self, const char *const *urls, size_t n_urls,
+                                char job_id[SERVER_JOB_ID_MAX], struct ims_error *err);
+    /* IMS_ERR_NOT_FOUND for an unknown id. */
+    enum ims_status (*job_get)(void *self, const char *job_id, struct server_arena *a,
+                               struct server_job *out, struct ims_error *err);
+    /* Blocks until the job is done/failed (IMS_OK) or timeout_ms passes
+     * (IMS_ERR_TIMEOUT). The server calls it in slices of <= 250 ms so that it
+     * notices shutdown. */
+    enum ims_status (*job_wait)(void *self, const char *job_id, int timeout_ms,
+                                struct ims_error *err);
+    /* Adds `n_files` images; fills items[0..n_files) (server-provided). Returns
+     * IMS_OK when it ran, even if some or all files failed individually. */
+    enum ims_status (*upload)(void *self, const struct server_file *files, size_t n_files,
+                              struct server_arena *a, struct server_upload_item *items,
+                              struct ims_error *err);
+    enum ims_status (*image_get)(void *self, int64_t id, struct server_arena *a,
+                                 struct server_row *out, struct ims_error *err);
+    /* The JPEG thumbnail, arena-allocated. */
+    enum ims_status (*image_thumb)(void *self, int64_t id, struct server_arena *a,
+                                   struct ims_str *jpeg, struct ims_error *err);
+    enum ims_status (*image_delete)(void *self, int64_t id, struct ims_error *err);
+    /* Appends backend gauges/counters in Prometheus text format. Optional. */
+    enum ims_status (*metrics)(void *self, struct ims_buf *out, struct ims_error *err);
+};
+
+/* ---- options ------------------------------------------------------------ */
+
+struct server_options {
+    const char *host;             /* bind address, default "127.0.0.1"; "::1"/"::" for IPv6 */
+    unsigned port;                /* default 8080; 0 = ephemeral (see server_port) */
+    unsigned n_threads;           /* MHD pool threads, default 4 */
+    unsigned max_inflight;        /* backend calls running at once, default n_threads */
+    unsigned max_queued;          /* requests waiting for a slot, default 16 */
+    unsigned queue_wait_ms;       /* how long one waits before 503, default 2000 */
+    unsigned max_connections;     /* default 256 */
+    unsigned connection_timeout_s;/* idle/slow-client timeout, default 30 */
+    size_t json_max_bytes;        /* JSON request bodies, default 1 MiB */
+    size_t upload_max_bytes;      /* multipart bodies in total, default 50 MiB */
+    size_t max_files;             /* "file" parts per request, default 64 */
+    double rate_per_s;            /* per-client token bucket refill, default 50; 0 disables */
+    double rate_burst;            /* bucket size, default 100 */
+    unsigned wait_max_ms;         /* cap for ?wait=1 on POST /api/v1/images, default 120000 */
+    unsigned drain_ms;            /* server_stop waits this long for running requests, 10000 */
+    char *api_key;                /* owned (ims_free); NULL = writes need no key */
+    FILE *access_log;             /* JSON lines; NULL = none (borrowed) */
+    FILE *error_log;              /* NULL = stderr through ims_log (borrowed) */
+};
+
+/* Fills the defaults above. Cannot fail. */
+void server_options_init(struct server_options *o);
+/* Releases what the options own (the API key). Accepts NULL. */
+void server_options_fini(struct server_options *o);
+/* Loads the API key: from `file` if not NULL (whitespace-trimmed content,
+ * at most 4 KiB, non-empty), else from the environment IMGSEARCH_API_KEY if
+ * set and non-empty, else leaves o->api_key NULL. Replaces any previous key. */
+enum ims_status server_options_load_api_key(struct server_options *o, const char *file,
+                                            struct ims_error *err);
+
+/* ---- lifecycle ----------------------------------------------------------- */
+
+struct server;
+
+/* Binds and starts serving. `o` and `be` are copied (the API key too), `be->self`
+ * stays borrowed and must outlive the server. On success *out owns the server;
+ * release it with server_free(). */
+enum ims_status server_start(const struct server_options *o, const struct server_backend *be,
+                             struct server **out, struct ims_error *err);
+/* The bound TCP port (the ephemeral one when options.port was 0). */
+unsigned server_port(const struct server *s);
+/* Stops accepting connections (the listening socket is closed at once), lets
+ * requests already running finish for up to options.drain_ms, then stops the
+ * threads. Backend calls still running at the deadline are waited for (the
+ * threads are joined), so backends must return in bounded time. Idempotent. */
+void server_stop(struct server *s);
+/* server_stop() if needed, then releases everything. Accepts NULL. */
+void server_free(struct server *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

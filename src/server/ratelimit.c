@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ratelimit.c: per-client token buckets for the server's rate limit.
+ *
+ * Each client address owns a bucket of `burst` tokens refilled at `rate`
+ * tokens per second; a request takes one token or is refused with the time
+ * until the next token (Retry-After). The buckets live in a fixed table of
+ * SERVER_RL_SLOTS slots with open addressing over a short probe window: a
+ * new client that finds no free slot in its window takes over the slot
+ * seen least recently. An evicted client merely starts again with a full
+ * bucket, so memory stays bounded whatever the number of clients, at the
+ * price of forgetting idle ones first. One mutex guards the table: the
+ * critical section is a hash probe and a few float operations.
+ */
+#include "server_int.h"
+
+#include <math.h>
+#include <string.h>
+
+#define RL_PROBE 8
+
+enum ims_status server__rl_init(struct server_rl *rl, double rate, double burst)
+{
+    rl->rate = rate;
+    rl->burst = burst < 1.0 ? 1.0 : burst;
+    rl->slots = NULL;
+    if (rate <= 0.0)
+        return IMS_OK;
+    rl->slots = ims_calloc(SERVER_RL_SLOTS, sizeof(*rl->slots));
+    if (!rl->slots)
+        return IMS_ERR_NOMEM;
+    pthread_mutex_init(&rl->mu, NULL);
+    return IMS_OK;
+}
+
+void server__rl_fini(struct server_rl *rl)
+{
+    if (rl->slots) {
+        pthread_mutex_destroy(&rl->mu);
+        ims_free(rl->slots);
+        rl->slots = NULL;
+    }
+}
+
+static uint64_t rl_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+bool server__rl_take(struct server_rl *rl, const char *client, double now, int *retry_after_s)
+{
+    if (!rl->slots)
+        return true;
+    char key[sizeof(rl->slots[0].key)];
+    snprintf(key, sizeof(key), "%s", client);
+    size_t base = (size_t)(rl_hash(key) % SERVER_RL_SLOTS);
+    bool ok;
+    pthread_mutex_lock(&rl->mu);
+    struct server_rl_slot *slot = NULL, *victim = NULL;
+    for (size_t i = 0; i < RL_PROBE; i++) {
+        struct server_rl_slot *s = &rl->slots[(base + i) % SERVER_RL_SLOTS];
+        if (strcmp(s->key, key) == 0 && s->key[0]) {
+            slot = s;
+            break;
+        }
+        if (s->key[0] == '\0') {
+            if (!victim || victim->key[0] != '\0')
+                victim = s;  /* a free slot beats any eviction */
+        } else if (!victim || (victim->key[0] != '\0' && s->last < victim->last)) {
+            victim = s;
+        }
+    }
+    if (!slot) {
+        slot = victim;
+        snprintf(slot->key, sizeof(slot->key), "%s", key);
+        slot->tokens = rl->burst;
+        slot->last = now;
+    }
+    double elapsed = now - slot->last;
+    if (elapsed > 0)
+        slot->tokens = fmin(rl->burst, slot->tokens + elapsed * rl->rate);
+    slot->last = now;
+    if (slot->tokens >= 1.0) {
+        slot->tokens -= 1.0;
+        ok = true;
+    } else {
+        double wait = (1.0 - slot->tokens) / rl->rate;
+        double secs = ceil(wait);
+        *retry_after_s = secs < 1.0 ? 1 : secs > 86400.0 ? 86400 : (int)secs;
+        ok = false;
+    }
+    pthread_mutex_unlock(&rl->mu);
+    return ok;
+}

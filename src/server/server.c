@@ -1,0 +1,1390 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * server.c: the HTTP server: libmicrohttpd daemon, routing, request
+ * limits, authentication, rate limiting, admission control, handlers,
+ * error mapping and logs.
+ *
+ * DESIGN
+ *
+ * Threads. libmicrohttpd runs `n_threads` pool threads (internal polling,
+ * epoll); each owns its own epoll set, and all of them accept on the
+ * listening socket, so a thread busy in a handler does not stop the others
+ * from taking new connections. Handlers run on these threads and call the
+ * backend synchronously. The server starts no other thread.
+ *
+ * One request, three phases (MHD calls the access handler repeatedly):
+ *   1. headers: route + method (404/405), rate limit (429), API key (401),
+ *      Content-Type (415) and Content-Length (413) are checked before a byte
+ *      of the body is read; a refusal is queued at once, so a client using
+ *      "Expect: 100-continue" never sends its body.
+ *   2. body chunks: appended to a bounded buffer (JSON) or fed to the
+ *      streaming multipart parser (form parts in bounded buffers). Past a
+ *      limit nothing more is kept; the rest of the body is drained (up to
+ *      DRAIN_MAX bytes, then the connection is dropped) and answered 413.
+ *   3. end of body: the handler runs and queues exactly one response.
+ * Per-request state (struct request) lives from phase 1 to MHD's
+ * "request completed" callback, where the access log line and the metrics
+ * are written and the request's arena is released.
+ *
+ * Back-pressure. Backend calls pass an admission gate: at most
+ * `max_inflight` run at once, at most `max_queued` requests wait for a
+ * slot, each for at most `queue_wait_ms`; past that the answer is 503 with
+ * Retry-After. Nothing waits without bound and nothing queues without
+ * bound (MHD's connection limit caps the sockets). Cheap endpoints
+ * (healthz, metrics, static assets, openapi) bypass the gate so that health
+ * checks answer while the backend is saturated.
+ *
+ * Shutdown order (server_stop): set `stopping` (new requests on kept-alive
+ * connections get 503 + Connection: close, waits in the gate give up) ->
+ * MHD_quiesce_daemon + close the listening socket (new connections are
+ * refused at once) -> wait until no request is active or drain_ms passed ->
+ * MHD_stop_daemon (joins the pool threads, closes remaining connections).
+ *
+ * Locks: gate_mu guards inflight/waiting; drain_mu pairs with the atomic
+ * `active` for the drain wait; log_mu serialises log lines; the rate limiter
+ * has its own mutex. No lock is held while calling the backend or MHD.
+ */
+#include "server_int.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ARENA_MAX_BYTES (256u * 1024 * 1024)
+#define DRAIN_MAX (16u * 1024 * 1024)
+#define JOB_WAIT_SLICE_MS 250
+#define URLS_MAX 10000
+
+/* ---- routes -------------------------------------------------------------------- */
+
+enum route_id {
+    R_INDEX,
+    R_APPJS,
+    R_STYLE,
+    R_OPENAPI,
+    R_HEALTHZ,
+    R_STATS,
+    R_IMAGES,
+    R_IMAGE,
+    R_THUMB,
+    R_JOB,
+    R_SEARCH,
+    R_METRICS,
+    R_COUNT,
+    R_NONE = R_COUNT, /* metrics slot for unmatched requests */
+};
+
+/* Same order as enum route_id. The names in methods[] only document. */
+const struct server__route server__routes[] = {
+    {"/", {"web page", NULL, NULL}},
+    {"/app.js", {"web script", NULL, NULL}},
+    {"/style.css", {"web style", NULL, NULL}},
+    {"/api/v1/openapi.json", {"openapi", NULL, NULL}},
+    {"/healthz", {"health", NULL, NULL}},
+    {"/api/v1/stats", {"stats", NULL, NULL}},
+    {"/api/v1/images", {NULL, "add images", NULL}},
+    {"/api/v1/images/{id}", {"image row", NULL, "delete image"}},
+    {"/api/v1/images/{id}/thumb", {"thumbnail", NULL, NULL}},
+    {"/api/v1/jobs/{id}", {"job", NULL, NULL}},
+    {"/api/v1/search", {"search (query string)", "search (body)", NULL}},
+    {"/metrics", {"metrics", NULL, NULL}},
+};
+const size_t server__n_routes = IMS_ARRAY_LEN(server__routes);
+_Static_assert(IMS_ARRAY_LEN(server__routes) == R_COUNT, "route table out of sync");
+
+/* Matches `path` against a pattern; a {x} segment captures into id. */
+static bool route_match(const char *pattern, const char *path, char *id, size_t id_cap)
+{
+    const char *p = pattern, *s = path;
+    while (*p && *s) {
+        if (*p == '{') {
+            const char *close = strchr(p, '}');
+            size_t n = strcspn(s, "/");
+            if (!close || n == 0 || n >= id_cap)
+                return false;
+            memcpy(id, s, n);
+            id[n] = '\0';
+            p = close + 1;
+            s += n;
+            continue;
+        }
+        if (*p != *s)
+            return false;
+        p++;
+        s++;
+    }
+    return *p == '\0' && *s == '\0';
+}
+
+/* ---- server and request state ---------------------------------------------------- */
+
+struct server {
+    struct server_options o;       /* copy; o.api_key owned */
+    struct server_backend be;
+    struct MHD_Daemon *d;
+    unsigned port;
+    struct server_rl rl;
+    struct server_route_metrics metrics[R_COUNT + 1];
+    pthread_mutex_t gate_mu;       /* guards inflight, waiting */
+    pthread_cond_t gate_cv;
+    unsigned inflight, waiting;
+    pthread_mutex_t drain_mu;      /* pairs with `active` for server_stop */
+    pthread_cond_t drain_cv;
+    atomic_int active;             /* requests between phase 1 and completion */
+    atomic_bool stopping;
+    bool stopped;
+    pthread_mutex_t log_mu;        /* one log line at a time */
+};
+
+enum body_kind { BODY_NONE, BODY_JSON, BODY_FORM };
+
+struct request {
+    struct server *s;
+    int route;
+    enum server__method method;
+    double t0;
+    char client[48];
+    char path[256];                /* for the log: path only, never the query string */
+    char method_name[16];
+    char id[80];                   /* the {id} segment */
+    int status;                    /* 0 until a response is queued */
+    size_t bytes_out;
+    bool responded;
+    enum body_kind body_kind;
+    size_t body_limit;
+    size_t body_seen;
+    struct ims_buf body;
+    struct server_mp_form form;
+    bool form_ready;
+    enum ims_status body_st;
+    struct ims_error body_err;
+    struct server_arena arena;
+};
+
+/* ---- logging ---------------------------------------------------------------------- */
+
+static void error_log(struct server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void error_log(struct server *s, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (!s->o.error_log) {
+        ims_log(IMS_LOG_ERROR, "server: %s", line);
+        return;
+    }
+    char ts[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    pthread_mutex_lock(&s->log_mu);
+    fprintf(s->o.error_log, "%s error: %s\n", ts, line);
+    fflush(s->o.error_log);
+    pthread_mutex_unlock(&s->log_mu);
+}
+
+static void mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+    char line[1024];
+    vsnprintf(line, sizeof(line), fmt, ap);
+    size_t n = strlen(line);
+    while (n && line[n - 1] == '\n')
+        line[--n] = '\0';
+    error_log(cls, "libmicrohttpd: %s", line);
+}
+
+static void access_log(struct server *s, const struct request *r, double seconds)
+{
+    if (!s->o.access_log)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char when[40], iso[48];
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(iso, sizeof(iso), "%s.%03ldZ", when, ts.tv_nsec / 1000000);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:f}", "time", iso, "client", r->client,
+                          "method", r->method_name, "path", r->path, "status", r->status,
+                          "bytes", (json_int_t)r->bytes_out, "duration_ms",
+                          round(seconds * 1e6) / 1e3);
+    if (!o)
+        return;
+    char *line = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    json_decref(o);
+    if (!line)
+        return;
+    pthread_mutex_lock(&s->log_mu);
+    fprintf(s->o.access_log, "%s\n", line);
+    fflush(s->o.access_log);
+    pthread_mutex_unlock(&s->log_mu);
+    free(line);
+}
+
+/* ---- responses -------------------------------------------------------------------------- */
+
+/* The one place where statuses become HTTP codes. */
+static int http_status_of(enum ims_status st)
+{
+    switch (st) {
+    case IMS_OK:
+        return 200;
+    case IMS_ERR_INVALID:
+    case IMS_ERR_CORRUPT:
+        return 400;
+    case IMS_ERR_UNAUTHORIZED:
+        return 401;
+    case IMS_ERR_REFUSED:
+        return 403;
+    case IMS_ERR_NOT_FOUND:
+        return 404;
+    case IMS_ERR_EXISTS:
+        return 409;
+    case IMS_ERR_TOO_LARGE:
+        return 413;
+    case IMS_ERR_UNSUPPORTED:
+        return 415;
+    case IMS_ERR_RATE_LIMITED:
+        return 429;
+    case IMS_ERR_NETWORK:
+        return 502;
+    case IMS_ERR_BUSY:
+    case IMS_ERR_NOMEM:
+    case IMS_ERR_CANCELLED:
+        return 503;
+    case IMS_ERR_TIMEOUT:
+        return 504;
+    case IMS_ERR_IO:
+    case IMS_ERR_MODEL_MISMATCH:
+    case IMS_ERR_INTERNAL:
+    case IMS_STATUS_COUNT:
+        break;
+    }
+    return 500;
+}
+
+static void add_common_headers(struct MHD_Response *resp)
+{
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+}
+
+struct hdr {
+    const char *name, *value;
+};
+
+static enum MHD_Result queue(struct request *r, struct MHD_Connection *c, int status,
+                             const void *body, size_t len, const char *ctype,
+                             const struct hdr *extra, size_t n_extra)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!resp)
+        return MHD_NO;
+    add_common_headers(resp);
+    if (ctype)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    bool has_cache = false;
+    for (size_t i = 0; i < n_extra; i++) {
+        MHD_add_response_header(resp, extra[i].name, extra[i].value);
+        has_cache = has_cache || strcasecmp(extra[i].name, "Cache-Control") == 0;
+    }
+    if (!has_cache)
+        MHD_add_response_header(resp, "Cache-Control", "no-store");
+    if (atomic_load(&r->s->stopping))
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    if (ret == MHD_YES) {
+        r->status = status;
+        r->bytes_out = len;
+        r->responded = true;
+    }
+    return ret;
+}
+
+static enum MHD_Result respond_json(struct request *r, struct MHD_Connection *c, int status,
+                                    json_t *body)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(7)) : NULL;
+    json_decref(body);
+    if (!text) {
+        static const char oom[] =
+            "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"out of memory\"}}";
+        return queue(r, c, 503, oom, sizeof(oom) - 1, "application/json", NULL, 0);
+    }
+    enum MHD_Result ret = queue(r, c, status, text, strlen(text), "application/json", NULL, 0);
+    free(text);
+    return ret;
+}
+
+/* {"error": {"code", "message"}} with the mapped status. Messages of
+ * internal failures are logged and replaced, never shown. */
+static enum MHD_Result respond_error_status(struct request *r, struct MHD_Connection *c,
+                                            int status, enum ims_status st,
+                                            const struct ims_error *err, const struct hdr *extra,
+                                            size_t n_extra)
+{
+    const char *msg = ims_error_message(err, st);
+    if (status == 500) {
+        error_log(r->s, "%s %s: %s: %s", r->method_name, r->path, ims_status_name(st), msg);
+        msg = "internal error (see the server's error log)";
+    }
+    json_t *o = json_pack("{s:{s:s, s:s}}", "error", "code", ims_status_name(st), "message", msg);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!text)
+        return MHD_NO;
+    enum MHD_Result ret = queue(r, c, status, text, strlen(text), "application/json", extra,
+                                n_extra);
+    free(text);
+    return ret;
+}
+
+static enum MHD_Result respond_error_h(struct request *r, struct MHD_Connection *c,
+                                       enum ims_status st, const struct ims_error *err,
+                                       const struct hdr *extra, size_t n_extra)
+{
+    return respond_error_status(r, c, http_status_of(st), st, err, extra, n_extra);
+}
+
+static enum MHD_Result respond_error(struct request *r, struct MHD_Connection *c,
+                                     enum ims_status st, const struct ims_error *err)
+{
+    struct hdr h = {"Retry-After", "1"};
+    bool retry = st == IMS_ERR_BUSY || st == IMS_ERR_NOMEM;
+    return respond_error_h(r, c, st, err, retry ? &h : NULL, retry ? 1 : 0);
+}
+
+static enum MHD_Result respond_msg(struct request *r, struct MHD_Connection *c,
+                                   enum ims_status st, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static enum MHD_Result respond_msg(struct request *r, struct MHD_Connection *c,
+                                   enum ims_status st, const char *fmt, ...)
+{
+    struct ims_error err;
+    va_list ap;
+    va_start(ap, fmt);
+    ims_error_setv(&err, st, fmt, ap);
+    va_end(ap);
+    return respond_error(r, c, st, &err);
+}
+
+/* ---- admission gate ---------------------------------------------------------------------- */
+
+static bool gate_enter(struct server *s)
+{
+    bool ok = false;
+    pthread_mutex_lock(&s->gate_mu);
+    if (s->inflight < s->o.max_inflight) {
+        s->inflight++;
+        ok = true;
+    } else if (s->waiting < s->o.max_queued && !atomic_load(&s->stopping)) {
+        struct timespec deadline;
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        deadline.tv_sec += s->o.queue_wait_ms / 1000;
+        deadline.tv_nsec += (long)(s->o.queue_wait_ms % 1000) * 1000000L;
+        if (deadline.tv_nsec >= 1000000000L) {
+            deadline.tv_sec++;
+            deadline.tv_nsec -= 1000000000L;
+        }
+        s->waiting++;
+        int rc = 0;
+        while (s->inflight >= s->o.max_inflight && rc != ETIMEDOUT &&
+               !atomic_load(&s->stopping))
+            rc = pthread_cond_timedwait(&s->gate_cv, &s->gate_mu, &deadline);
+        s->waiting--;
+        if (s->inflight < s->o.max_inflight) {
+            s->inflight++;
+            ok = true;
+        }
+    }
+    pthread_mutex_unlock(&s->gate_mu);
+    return ok;
+}
+
+static void gate_leave(struct server *s)
+{
+    pthread_mutex_lock(&s->gate_mu);
+    s->inflight--;
+    pthread_cond_signal(&s->gate_cv);
+    pthread_mutex_unlock(&s->gate_mu);
+}
+
+/* ---- JSON of rows, jobs, results ---------------------------------------------------------- */
+
+static json_t *row_json(const struct server_row *row)
+{
+    char thumb[64];
+    snprintf(thumb, sizeof(thumb), "/api/v1/images/%lld/thumb", (long long)row->id);
+    json_t *o = json_object();
+    if (!o)
+        return NULL;
+    json_object_set_new(o, "id", json_integer(row->id));
+    json_object_set_new(o, "url", row->url ? json_string(row->url) : json_null());
+    json_object_set_new(o, "width", json_integer(row->width));
+    json_object_set_new(o, "height", json_integer(row->height));
+    json_object_set_new(o, "added", json_integer(row->added_unix));
+    json_object_set_new(o, "thumb", json_string(thumb));
+    return o;
+}
+
+static json_t *job_json(const struct server_job *job)
+{
+    static const char *const states[] = {"queued", "running", "done", "failed"};
+    json_t *errors = json_array();
+    for (size_t i = 0; errors && i < job->n_errors; i++)
+        json_array_append_new(errors, json_pack("{s:s?, s:s?}", "url", job->errors[i].url,
+                                                "error", job->errors[i].error));
+    unsigned st = (unsigned)job->state < 4 ? (unsigned)job->state : 3;
+    return json_pack("{s:s, s:s, s:I, s:I, s:I, s:o?}", "id", job->id, "state", states[st],
+                     "total", (json_int_t)job->total, "done", (json_int_t)job->done, "failed",
+                     (json_int_t)job->failed, "errors", errors);
+}
+
+/* ---- helpers for handlers ------------------------------------------------------------------ */
+
+static bool media_is(const char *ctype, const char *media)
+{
+    size_t n = strlen(media);
+    if (!ctype || strncasecmp(ctype, media, n) != 0)
+        return false;
+    char next = ctype[n];
+    return next == '\0' || next == ';' || next == ' ' || next == '\t';
+}
+
+static enum ims_status parse_image_id(const char *s, int64_t *out, struct ims_error *err)
+{
+    long long v;
+    enum ims_status st = server__parse_int(s, "image id", 1, INT64_MAX, &v, err);
+    if (st == IMS_OK)
+        *out = v;
+    return st;
+}
+
+static uint64_t fnv1a(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static bool etag_matches(struct MHD_Connection *c, const char *etag)
+{
+    const char *inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-None-Match");
+    return inm && (strstr(inm, etag) != NULL || strcmp(inm, "*") == 0);
+}
+
+static const char *csp =
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+static enum MHD_Result serve_asset(struct request *r, struct MHD_Connection *c, const char *path)
+{
+    const struct server_asset *a = server__asset_find(path);
+    if (!a)
+        return respond_msg(r, c, IMS_ERR_NOT_FOUND, "no such asset");
+    char etag[24];
+    snprintf(etag, sizeof(etag), "\"%016llx\"", (unsigned long long)fnv1a(a->data, a->len));
+    struct hdr h[4] = {{"ETag", etag},
+                       {"Cache-Control", "no-cache"},
+                       {"Content-Security-Policy", csp},
+                       {"X-Frame-Options", "DENY"}};
+    if (etag_matches(c, etag))
+        return queue(r, c, 304, "", 0, NULL, h, 2);
+    return queue(r, c, 200, a->data, a->len, a->content_type, h, 4);
+}
+
+/* ---- handlers -------------------------------------------------------------------------------- */
+
+static enum MHD_Result h_stats(struct request *r, struct MHD_Connection *c)
+{
+    struct server *s = r->s;
+    struct server_stats stats = {0};
+    struct ims_error err = {{0}};
+    enum ims_status st = s->be.stats(s->be.self, &r->arena, &stats, &err);
+    if (st != IMS_OK)
+        return respond_error(r, c, st, &err);
+    json_t *o = json_pack("{s:I, s:i, s:s?, s:s?}", "images", (json_int_t)stats.images, "dim",
+                          stats.dim, "model", stats.model, "index", stats.index);
+    if (o && stats.extra_json) {
+        json_error_t jerr;
+        json_t *extra = json_loads(stats.extra_json, 0, &jerr);
+        if (json_is_object(extra))
+            json_object_update_missing(o, extra);
+        else
+            error_log(s, "stats: backend extra_json is not a JSON object");
+        json_decref(extra);
+    }
+    return respond_json(r, c, 200, o);
+}
+
+static enum MHD_Result search_respond(struct request *r, struct MHD_Connection *c,
+                                      const struct server_query *q)
+{
+    struct server *s = r->s;
+    struct server_results res = {0};
+    struct ims_error err = {{0}};
+    double t0 = ims_now();
+    enum ims_status st = s->be.search(s->be.self, q, &r->arena, &res, &err);
+    double took = (ims_now() - t0) * 1e3;
+    if (st != IMS_OK)
+        return respond_error(r, c, st, &err);
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < res.n; i++) {
+        json_t *o = row_json(&res.items[i].row);
+        if (o)
+            json_object_set_new(o, "score", json_real(res.items[i].score));
+        json_array_append_new(arr, o);
+    }
+    return respond_json(r, c, 200,
+                        json_pack("{s:o?, s:f}", "results", arr, "took_ms", round(took * 1e3) / 1e3));
+}
+
+static enum MHD_Result h_search_get(struct request *r, struct MHD_Connection *c)
+{
+    struct server_query_args a = {
+        MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "q"),
+        MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "image_id"),
+        MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "k"),
+        MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "offset"),
+        MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "min_score"),
+        MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "order"),
+    };
+    struct server_query q;
+    struct ims_error err = {{0}};
+    enum ims_status st = server__query_from_args(&a, &r->arena, &q, &err);
+    if (st != IMS_OK)
+        return respond_error(r, c, st, &err);
+    return search_respond(r, c, &q);
+}
+
+static enum MHD_Result h_search_post(struct request *r, struct MHD_Connection *c)
+{
+    struct server_query q;
+    struct ims_error err = {{0}};
+    enum ims_status st;
+    if (r->body_kind == BODY_JSON)
+        st = server__query_parse_json(r->body.data ? r->body.data : "", r->body.len, &r->arena,
+                                      &q, &err);
+    else
+        st = server__query_from_form(&r->form, &r->arena, &q, &err);
+    if (st != IMS_OK)
+        return respond_error(r, c, st, &err);
+    return search_respond(r, c, &q);
+}
+
+static enum MHD_Result job_respond(struct request *r, struct MHD_Connection *c, const char *id,
+                                   int status)
+{
+    struct server *s = r->s;
+    struct server_job job;
+    memset(&job, 0, sizeof(job));
+    struct ims_error err = {{0}};
+    enum ims_status st = s->be.job_get(s->be.self, id, &r->arena, &job, &err);
+    if (st != IMS_OK)
+        return respond_error(r, c, st, &err);
+    job.id[sizeof(job.id) - 1] = '\0';
+    return respond_json(r, c, status, job_json(&job));
+}
+
+static enum MHD_Result h_images_json(struct request *r, struct MHD_Connection *c)
+{
+    struct server *s = r->s;
+    json_error_t jerr;
+    enum MHD_Result ret;
+    const char **urls = NULL;
+    json_t *root = json_loadb(r->body.data ? r->body.data : "", r->body.len,
+                              JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        ret = respond_msg(r, c, IMS_ERR_INVALID, "invalid JSON at line %d, column %d: %s",
+                          jerr.line, jerr.column, jerr.text);
+        goto out;
+    }
+    json_t *ju = json_object_get(root, "urls");
+    if (!json_is_object(root) || json_object_size(root) != 1 || !json_is_array(ju)) {
+        ret = respond_msg(r, c, IMS_ERR_INVALID,
+                          "the body must be {\"urls\": [...]} and nothing else");
+        goto out;
+    }
+    size_t n = json_array_size(ju);
+    if (n == 0 || n > URLS_MAX) {
+        ret = respond_msg(r, c, IMS_ERR_INVALID, "urls: must have 1..%d entries", URLS_MAX);
+        goto out;
+    }
+    urls = server_arena_alloc(&r->arena, n * sizeof(*urls));
+    if (!urls) {
+        ret = respond_msg(r, c, IMS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_array_get(ju, i);
+        const char *u = json_string_value(v);
+        size_t len = json_string_length(v);
+        if (!u || len == 0 || len > SERVER_URL_MAX || memchr(u, '\0', len) ||
+            (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0)) {
+            ret = respond_msg(r, c, IMS_ERR_INVALID,
+                              "urls[%zu]: must be an http:// or https:// URL of 1..%d bytes", i,
+                              SERVER_URL_MAX);
+            goto out;
+        }
+        urls[i] = u;
+    }
+    char job_id[SERVER_JOB_ID_MAX] = "";
+    struct ims_error err = {{0}};
+    enum ims_status st = s->be.add_urls(s->be.self, urls, n, job_id, &err);
+    if (st != IMS_OK) {
+        ret = respond_error(r, c, st, &err);
+        goto out;
+    }
+    job_id[SERVER_JOB_ID_MAX - 1] = '\0';
+    const char *wait = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "wait");
+    if (wait && strcmp(wait, "0") != 0 && s->be.job_wait) {
+        double deadline = ims_now() + s->o.wait_max_ms / 1e3;
+        st = IMS_ERR_TIMEOUT;
+        while (st == IMS_ERR_TIMEOUT && !atomic_load(&s->stopping) && ims_now() < deadline) {
+            st = s->be.job_wait(s->be.self, job_id, JOB_WAIT_SLICE_MS, &err);
+        }
+        if (st == IMS_OK) {
+            ret = job_respond(r, c, job_id, 200);
+            goto out;
+        }
+        if (st != IMS_ERR_TIMEOUT) {
+            ret = respond_error(r, c, st, &err);
+            goto out;
+        }
+        /* the wait cap passed, or shutdown: answer like without ?wait */
+    }
+    ret = respond_json(r, c, 202, json_pack("{s:s}", "job", job_id));
+out:
+    json_decref(root);
+    return ret;
+}
+
+static enum MHD_Result h_images_form(struct request *r, struct MHD_Connection *c)
+{
+    struct server *s = r->s;
+    size_t n = 0;
+    for (size_t i = 0; i < r->form.n_fields; i++) {
+        const struct server_mp_field *f = &r->form.fields[i];
+        if (strcmp(f->info.name, "file") != 0)
+            return respond_msg(r, c, IMS_ERR_INVALID,
+                               "unknown form field \"%s\" (only \"file\" is accepted)",
+                               f->info.name);
+        if (f->data.len == 0)
+            return respond_msg(r, c, IMS_ERR_INVALID, "file \"%s\" is empty", f->info.filename);
+        n++;
+    }
+    if (n == 0)
+        return respond_msg(r, c, IMS_ERR_INVALID, "multipart body without a \"file\" field");
+    struct server_file *files = server_arena_alloc(&r->arena, n * sizeof(*files));
+    struct server_upload_item *items = server_arena_alloc(&r->arena, n * sizeof(*items));
+    if (!files || !items)
+        return respond_msg(r, c, IMS_ERR_NOMEM, "out of memory");
+    memset(items, 0, n * sizeof(*items));
+    for (size_t i = 0; i < n; i++) {
+        const struct server_mp_field *f = &r->form.fields[i];
+        files[i].bytes = (const unsigned char *)f->data.data;
+        files[i].n_bytes = f->data.len;
+        files[i].filename = f->info.has_filename ? f->info.filename : NULL;
+        files[i].content_type = f->info.content_type[0] ? f->info.content_type : NULL;
+        items[i].status = IMS_ERR_INTERNAL;
+    }
+    struct ims_error err = {{0}};
+    enum ims_status st = s->be.upload(s->be.self, files, n, &r->arena, items, &err);
+    if (st != IMS_OK)
+        return respond_error(r, c, st, &err);
+    json_t *rows = json_array(), *errors = json_array();
+    size_t n_ok = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].status == IMS_OK) {
+            json_array_append_new(rows, row_json(&items[i].row));
+            n_ok++;
+            continue;
+        }
+        items[i].message[sizeof(items[i].message) - 1] = '\0';
+        bool internal = http_status_of(items[i].status) == 500;
+        json_array_append_new(
+            errors, json_pack("{s:s?, s:s, s:s}", "file", files[i].filename, "code",
+                              ims_status_name(items[i].status), "message",
+                              internal ? "internal error"
+                              : items[i].message[0] ? items[i].message
+                                                    : ims_strerror(items[i].status)));
+    }
+    if (n_ok == 0) {
+        json_decref(rows);
+        json_decref(errors);
+        struct ims_error e;
+        ims_error_set(&e, items[0].status, "file \"%s\": %s",
+                      files[0].filename ? files[0].filename : "",
+                      items[0].message[0] ? items[0].message : ims_strerror(items[0].status));
+        return respond_error(r, c, items[0].status, &e);
+    }
+    return respond_json(r, c, 200, json_pack("{s:o, s:o}", "images", rows, "errors", errors));
+}
+
+static enum MHD_Result h_image_get(struct request *r, struct MHD_Connection *c)
+{
+    struct server *s = r->s;
+    int64_t id;
+    struct ims_error err = {{0}};
+    enum ims_status st = parse_image_id(r->id, &id, &err);
+    struct server_row row = {0};
+    if (st == IMS_OK)
+        st = s->be.image_get(s->be.self, id, &r->arena, &row, &err);
+    if (st != IMS_OK)
+        return respond_error(r, c, st, &err);
+    return respond_json(r, c, 200, row_json(&row));
+}
+
+static enum MHD_Result h_image_delete(struct request *r, struct MHD_Connection *c)
+{
+    struct server *s = r->s;
+    int64_t id;
+    struct ims_error err = {{0}};
+    enum ims_status st = parse_image_id(r->id, &id, &err);
+    if (st == IMS_OK)
+        st = s->be.image_delete(s->be.self, id, &err);
+    if (st != IMS_OK)
+        return respond_error(r, c, st, &err);
+    return respond_json(r, c, 200, json_pack("{s:I}", "deleted", (json_int_t)id));
+}
+
+static enum MHD_Result h_thumb(struct request *r, struct MHD_Connection *c)
+{
+    struct server *s = r->s;
+    int64_t id;
+    struct ims_error err = {{0}};
+    struct ims_str jpeg = {0};
+    enum ims_status st = parse_image_id(r->id, &id, &err);
+    if (st == IMS_OK)
+        st = s->be.image_thumb(s->be.self, id, &r->arena, &jpeg, &err);
+    if (st != IMS_OK)
+        return respond_error(r, c, st, &err);
+    char etag[24];
+    snprintf(etag, sizeof(etag), "\"%016llx\"", (unsigned long long)fnv1a(jpeg.ptr, jpeg.len));
+    struct hdr h[2] = {{"ETag", etag}, {"Cache-Control", "public, max-age=86400"}};
+    if (etag_matches(c, etag))
+        return queue(r, c, 304, "", 0, NULL, h, 2);
+    return queue(r, c, 200, jpeg.ptr, jpeg.len, "image/jpeg", h, 2);
+}
+
+static enum MHD_Result h_job(struct request *r, struct MHD_Connection *c)
+{
+    const char *id = r->id;
+    for (const char *p = id; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_')
+            return respond_msg(r, c, IMS_ERR_INVALID, "job id: only letters, digits, - and _");
+    if (strlen(id) >= SERVER_JOB_ID_MAX)
+        return respond_msg(r, c, IMS_ERR_INVALID, "job id: too long");
+    return job_respond(r, c, id, 200);
+}
+
+static enum MHD_Result h_metrics(struct request *r, struct MHD_Connection *c)
+{
+    struct server *s = r->s;
+    struct ims_buf b;
+    ims_buf_init(&b, 4u << 20);
+    enum ims_status st = ims_buf_printf(
+        &b, "# HELP imgsearch_http_requests_total HTTP requests by route and status.\n"
+            "# TYPE imgsearch_http_requests_total counter\n"
+            "# HELP imgsearch_http_request_duration_seconds HTTP request latency by route.\n"
+            "# TYPE imgsearch_http_request_duration_seconds histogram\n");
+    for (int i = 0; i <= R_COUNT && st == IMS_OK; i++)
+        st = server__metrics_render(&b, i < R_COUNT ? server__routes[i].pattern : "unmatched",
+                                    &s->metrics[i]);
+    pthread_mutex_lock(&s->gate_mu);
+    unsigned inflight = s->inflight, waiting = s->waiting;
+    pthread_mutex_unlock(&s->gate_mu);
+    if (st == IMS_OK)
+        st = ims_buf_printf(&b,
+                            "# HELP imgsearch_http_inflight Backend calls running.\n"
+                            "# TYPE imgsearch_http_inflight gauge\n"
+                            "imgsearch_http_inflight %u\n"
+                            "# HELP imgsearch_http_queue_waiting Requests waiting for a slot.\n"
+                            "# TYPE imgsearch_http_queue_waiting gauge\n"
+                            "imgsearch_http_queue_waiting %u\n"
+                            "# HELP imgsearch_http_active_requests Requests being served.\n"
+                            "# TYPE imgsearch_http_active_requests gauge\n"
+                            "imgsearch_http_active_requests %d\n",
+                            inflight, waiting, atomic_load(&s->active));
+    struct ims_error err = {{0}};
+    if (st == IMS_OK && s->be.metrics) {
+        st = s->be.metrics(s->be.self, &b, &err);
+        if (st != IMS_OK) {
+            error_log(s, "metrics: backend: %s", ims_error_message(&err, st));
+            st = IMS_OK; /* the server's own series are still worth serving */
+        }
+    }
+    enum MHD_Result ret;
+    if (st != IMS_OK)
+        ret = respond_msg(r, c, st, "cannot render metrics");
+    else
+        ret = queue(r, c, 200, b.data ? b.data : "", b.len, "text/plain; version=0.0.4", NULL, 0);
+    ims_buf_fini(&b);
+    return ret;
+}
+
+/* ---- dispatch ---------------------------------------------------------------------------------- */
+
+static bool route_needs_backend(int route)
+{
+    return route == R_STATS || route == R_IMAGES || route == R_IMAGE || route == R_THUMB ||
+           route == R_JOB || route == R_SEARCH;
+}
+
+static bool backend_has(const struct server_backend *be, int route, enum server__method m)
+{
+    switch (route) {
+    case R_STATS:
+        return be->stats;
+    case R_IMAGES:
+        return be->add_urls && be->upload && be->job_get;
+    case R_IMAGE:
+        return m == SM_DELETE ? be->image_delete != NULL : be->image_get != NULL;
+    case R_THUMB:
+        return be->image_thumb;
+    case R_JOB:
+        return be->job_get;
+    case R_SEARCH:
+        return be->search;
+    default:
+        return true;
+    }
+}
+
+static enum MHD_Result dispatch(struct request *r, struct MHD_Connection *c)
+{
+    switch (r->route) {
+    case R_INDEX:
+        return serve_asset(r, c, "/");
+    case R_APPJS:
+        return serve_asset(r, c, "/app.js");
+    case R_STYLE:
+        return serve_asset(r, c, "/style.css");
+    case R_OPENAPI:
+        return serve_asset(r, c, "/api/v1/openapi.json");
+    case R_HEALTHZ:
+        return respond_json(r, c, 200, json_pack("{s:s}", "status", "ok"));
+    case R_METRICS:
+        return h_metrics(r, c);
+    case R_STATS:
+        return h_stats(r, c);
+    case R_IMAGES:
+        return r->body_kind == BODY_JSON ? h_images_json(r, c) : h_images_form(r, c);
+    case R_IMAGE:
+        return r->method == SM_DELETE ? h_image_delete(r, c) : h_image_get(r, c);
+    case R_THUMB:
+        return h_thumb(r, c);
+    case R_JOB:
+        return h_job(r, c);
+    case R_SEARCH:
+        return r->method == SM_POST ? h_search_post(r, c) : h_search_get(r, c);
+    }
+    return respond_msg(r, c, IMS_ERR_NOT_FOUND, "no such route");
+}
+
+static enum MHD_Result finish(struct request *r, struct MHD_Connection *c)
+{
+    struct server *s = r->s;
+    if (r->body_st == IMS_OK && r->body_kind == BODY_FORM)
+        r->body_st = server__form_finish(&r->form, &r->body_err);
+    if (r->body_st != IMS_OK)
+        return respond_error(r, c, r->body_st, &r->body_err);
+    if (!route_needs_backend(r->route))
+        return dispatch(r, c);
+    if (!backend_has(&s->be, r->route, r->method))
+        return respond_msg(r, c, IMS_ERR_INTERNAL, "backend operation not available");
+    if (!gate_enter(s)) {
+        struct hdr h = {"Retry-After", "1"};
+        struct ims_error err;
+        ims_error_set(&err, IMS_ERR_BUSY, "the server is at capacity, retry shortly");
+        return respond_error_h(r, c, IMS_ERR_BUSY, &err, &h, 1);
+    }
+    enum MHD_Result ret = dispatch(r, c);
+    gate_leave(s);
+    return ret;
+}
+
+/* ---- phase 1: headers -------------------------------------------------------------------------- */
+
+static bool key_equal(const char *a, const char *b)
+{
+    /* Constant time in the length of the configured key `b`: every byte is
+     * compared whatever the first difference, and a length mismatch only
+     * shows in the result. */
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char diff = (unsigned char)(la != lb);
+    for (size_t i = 0; i < lb; i++)
+        diff |= (unsigned char)((i < la ? (unsigned char)a[i] : 0u) ^ (unsigned char)b[i]);
+    return diff == 0;
+}
+
+static enum MHD_Result begin(struct request *r, struct MHD_Connection *c)
+{
+    struct server *s = r->s;
+    if (atomic_load(&s->stopping))
+        return respond_msg(r, c, IMS_ERR_BUSY, "the server is shutting down");
+    if (r->route == R_NONE)
+        return respond_msg(r, c, IMS_ERR_NOT_FOUND, "no such route: %s", r->path);
+    const struct server__route *rt = &server__routes[r->route];
+    if (r->method == SM_COUNT || !rt->methods[r->method]) {
+        char allow[64] = "";
+        static const char *const names[SM_COUNT] = {"GET, HEAD", "POST", "DELETE"};
+        for (int m = 0; m < SM_COUNT; m++)
+            if (rt->methods[m])
+                snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s",
+                         allow[0] ? ", " : "", names[m]);
+        struct hdr h = {"Allow", allow};
+        struct ims_error err;
+        ims_error_set(&err, IMS_ERR_INVALID, "method %s not allowed on %s (allowed: %s)",
+                      r->method_name, rt->pattern, allow);
+        /* 405 has no status of its own in IMS_ERR_MAP: the code says "invalid_argument". */
+        return respond_error_status(r, c, 405, IMS_ERR_INVALID, &err, &h, 1);
+    }
+    if (r->route != R_HEALTHZ && r->route != R_METRICS) {
+        int retry = 1;
+        if (!server__rl_take(&s->rl, r->client, ims_now(), &retry)) {
+            char ra[16];
+            snprintf(ra, sizeof(ra), "%d", retry);
+            struct hdr h = {"Retry-After", ra};
+            struct ims_error err;
+            ims_error_set(&err, IMS_ERR_RATE_LIMITED, "rate limit exceeded, retry in %d s",
+                          retry);
+            return respond_error_h(r, c, IMS_ERR_RATE_LIMITED, &err, &h, 1);
+        }
+    }
+    bool write = (r->route == R_IMAGES && r->method == SM_POST) ||
+                 (r->route == R_IMAGE && r->method == SM_DELETE);
+    if (write && s->o.api_key) {
+        const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+        bool ok = auth && strncasecmp(auth, "Bearer ", 7) == 0 && key_equal(auth + 7, s->o.api_key);
+        if (!ok) {
+            struct hdr h = {"WWW-Authenticate", "Bearer realm=\"imgsearch\""};
+            struct ims_error err;
+            ims_error_set(&err, IMS_ERR_UNAUTHORIZED,
+                          auth ? "wrong API key" : "this endpoint needs an API key "
+                                                   "(Authorization: Bearer KEY)");
+            return respond_error_h(r, c, IMS_ERR_UNAUTHORIZED, &err, &h, 1);
+        }
+    }
+    if (r->method != SM_POST)
+        return MHD_YES;
+    const char *ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+    if (media_is(ctype, "application/json")) {
+        r->body_kind = BODY_JSON;
+        r->body_limit = s->o.json_max_bytes;
+        ims_buf_init(&r->body, r->body_limit);
+    } else if (media_is(ctype, "multipart/form-data")) {
+        r->body_kind = BODY_FORM;
+        r->body_limit = s->o.upload_max_bytes;
+    } else {
+        return respond_msg(r, c, IMS_ERR_UNSUPPORTED,
+                           "Content-Type must be application/json or multipart/form-data%s%s",
+                           ctype ? ", not " : "", ctype ? ctype : "");
+    }
+    const char *clen = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+    if (clen) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long n = strtoull(clen, &end, 10);
+        if (errno == 0 && end != clen && *end == '\0' && n > r->body_limit)
+            return respond_msg(r, c, IMS_ERR_TOO_LARGE,
+                               "request body of %llu bytes exceeds the limit of %zu bytes", n,
+                               r->body_limit);
+    }
+    if (r->body_kind == BODY_FORM) {
+        struct ims_error err = {{0}};
+        enum ims_status st = server__form_init(&r->form, ctype, r->body_limit,
+                                               s->o.max_files + 16, &err);
+        if (st != IMS_OK)
+            return respond_error(r, c, st, &err);
+        r->form_ready = true;
+    }
+    return MHD_YES;
+}
+
+/* ---- phase 2: body -------------------------------------------------------------------------------- */
+
+static enum MHD_Result body_feed(struct request *r, const char *p, size_t n)
+{
+    r->body_seen += n;
+    if (r->body_st != IMS_OK) {
+        /* Draining after a refusal: keep nothing, give up past DRAIN_MAX. */
+        return r->body_seen > r->body_limit + DRAIN_MAX ? MHD_NO : MHD_YES;
+    }
+    if (r->body_kind == BODY_JSON) {
+        enum ims_status st = ims_buf_append(&r->body, p, n);
+        if (st != IMS_OK) {
+            r->body_st = st;
+            ims_error_set(&r->body_err, st, "request body exceeds the limit of %zu bytes",
+                          r->body_limit);
+            ims_buf_fini(&r->body);
+        }
+    } else if (r->body_kind == BODY_FORM) {
+        r->body_st = server__form_feed(&r->form, p, n, &r->body_err);
+        if (r->body_st != IMS_OK)
+            server__form_fini(&r->form);
+    } else {
+        r->body_st = IMS_ERR_INVALID;
+        ims_error_set(&r->body_err, IMS_ERR_INVALID, "%s %s takes no request body",
+                      r->method_name, r->path);
+    }
+    return MHD_YES;
+}
+
+/* ---- MHD callbacks ----------------------------------------------------------------------------------- */
+
+static void client_address(struct MHD_Connection *c, char *out, size_t cap)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    snprintf(out, cap, "unknown");
+    if (!ci || !ci->client_addr)
+        return;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
+                  (socklen_t)cap);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, out,
+                  (socklen_t)cap);
+}
+
+static struct request *request_new(struct server *s, struct MHD_Connection *c, const char *url,
+                                   const char *method)
+{
+    struct request *r = ims_calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->s = s;
+    r->t0 = ims_now();
+    r->route = R_NONE;
+    server__arena_init(&r->arena, ARENA_MAX_BYTES);
+    ims_buf_init(&r->body, 0);
+    snprintf(r->path, sizeof(r->path), "%s", url);
+    snprintf(r->method_name, sizeof(r->method_name), "%s", method);
+    client_address(c, r->client, sizeof(r->client));
+    if (!strcmp(method, "GET") || !strcmp(method, "HEAD"))
+        r->method = SM_GET;
+    else if (!strcmp(method, "POST"))
+        r->method = SM_POST;
+    else if (!strcmp(method, "DELETE"))
+        r->method = SM_DELETE;
+    else
+        r->method = SM_COUNT;
+    for (int i = 0; i < R_COUNT; i++) {
+        if (route_match(server__routes[i].pattern, url, r->id, sizeof(r->id))) {
+            r->route = i;
+            break;
+        }
+    }
+    atomic_fetch_add(&s->active, 1);
+    return r;
+}
+
+static void request_free(struct request *r)
+{
+    if (!r)
+        return;
+    struct server *s = r->s;
+    ims_buf_fini(&r->body);
+    if (r->form_ready)
+        server__form_fini(&r->form);
+    server__arena_fini(&r->arena);
+    ims_free(r);
+    pthread_mutex_lock(&s->drain_mu);
+    atomic_fetch_sub(&s->active, 1);
+    pthread_cond_broadcast(&s->drain_cv);
+    pthread_mutex_unlock(&s->drain_mu);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct server *s = cls;
+    struct request *r = *con_cls;
+    if (!r)
+        return;
+    double secs = ims_now() - r->t0;
+    server__metrics_observe(&s->metrics[r->route], r->status, secs);
+    access_log(s, r, secs);
+    request_free(r);
+    *con_cls = NULL;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    struct server *s = cls;
+    struct request *r = *con_cls;
+    if (!r) {
+        r = request_new(s, c, url, method);
+        if (!r)
+            return MHD_NO;
+        *con_cls = r;
+        return begin(r, c);
+    }
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (r->responded)
+            return MHD_YES;
+        return body_feed(r, upload_data, n);
+    }
+    if (r->responded)
+        return MHD_YES;
+    return finish(r, c);
+}
+
+/* ---- options and lifecycle -------------------------------------------------------------------------- */
+
+void server_options_init(struct server_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->host = "127.0.0.1";
+    o->port = 8080;
+    o->n_threads = 4;
+    o->max_inflight = 0; /* = n_threads, resolved at start */
+    o->max_queued = 16;
+    o->queue_wait_ms = 2000;
+    o->max_connections = 256;
+    o->connection_timeout_s = 30;
+    o->json_max_bytes = 1u << 20;
+    o->upload_max_bytes = 50u << 20;
+    o->max_files = 64;
+    o->rate_per_s = 50.0;
+    o->rate_burst = 100.0;
+    o->wait_max_ms = 120000;
+    o->drain_ms = 10000;
+}
+
+void server_options_fini(struct server_options *o)
+{
+    if (!o)
+        return;
+    if (o->api_key) {
+        /* Wipe the secret before the memory is reused. */
+        volatile char *p = o->api_key;
+        while (*p)
+            *p++ = '\0';
+    }
+    ims_free(o->api_key);
+    o->api_key = NULL;
+}
+
+enum ims_status server_options_load_api_key(struct server_options *o, const char *file,
+                                            struct ims_error *err)
+{
+    char *data = NULL;
+    size_t len = 0;
+    const char *src;
+    if (file) {
+        enum ims_status st = ims_file_read(file, 4096, &data, &len, err);
+        if (st != IMS_OK) {
+            ims_error_prefix(err, "API key file");
+            return st;
+        }
+        src = data;
+    } else {
+        src = getenv("IMGSEARCH_API_KEY");
+        if (!src || !*src)
+            return IMS_OK;
+        len = strlen(src);
+    }
+    while (len && isspace((unsigned char)src[len - 1]))
+        len--;
+    while (len && isspace((unsigned char)*src)) {
+        src++;
+        len--;
+    }
+    enum ims_status st = IMS_OK;
+    if (len == 0) {
+        st = ims_error_set(err, IMS_ERR_INVALID, "the API key is empty");
+    } else if (memchr(src, '\0', len) || memchr(src, '\n', len)) {
+        st = ims_error_set(err, IMS_ERR_INVALID, "the API key must be one line");
+    } else {
+        char *key = ims_strndup(src, len);
+        if (!key) {
+            st = ims_error_set(err, IMS_ERR_NOMEM, "out of memory");
+        } else {
+            server_options_fini(o);
+            o->api_key = key;
+        }
+    }
+    ims_free(data);
+    return st;
+}
+
+enum ims_status server_start(const struct server_options *o, const struct server_backend *be,
+                             struct server **out, struct ims_error *err)
+{
+    enum ims_status st = IMS_OK;
+    struct server *s = ims_calloc(1, sizeof(*s));
+    bool rl_ready = false;
+    if (!s)
+        return ims_error_set(err, IMS_ERR_NOMEM, "out of memory");
+    s->o = *o;
+    s->o.api_key = NULL;
+    s->be = *be;
+    if (o->api_key && !(s->o.api_key = ims_strdup(o->api_key))) {
+        st = ims_error_set(err, IMS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if (s->o.n_threads == 0)
+        s->o.n_threads = 1;
+    if (s->o.max_inflight == 0)
+        s->o.max_inflight = s->o.n_threads;
+    if (s->o.json_max_bytes == 0 || s->o.upload_max_bytes == 0 || s->o.max_files == 0) {
+        st = ims_error_set(err, IMS_ERR_INVALID, "server limits must be positive");
+        goto out;
+    }
+    if (s->o.rate_per_s < 0 || !isfinite(s->o.rate_per_s) || !isfinite(s->o.rate_burst)) {
+        st = ims_error_set(err, IMS_ERR_INVALID, "rate limit must be a finite number >= 0");
+        goto out;
+    }
+    if (s->o.port > 65535) {
+        st = ims_error_set(err, IMS_ERR_INVALID, "port %u out of range", s->o.port);
+        goto out;
+    }
+    if ((st = server__rl_init(&s->rl, s->o.rate_per_s, s->o.rate_burst)) != IMS_OK) {
+        st = ims_error_set(err, st, "out of memory");
+        goto out;
+    }
+    rl_ready = true;
+
+    struct sockaddr_in sin;
+    struct sockaddr_in6 sin6;
+    const struct sockaddr *sa;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC;
+    const char *host = s->o.host ? s->o.host : "127.0.0.1";
+    memset(&sin, 0, sizeof(sin));
+    memset(&sin6, 0, sizeof(sin6));
+    if (inet_pton(AF_INET, host, &sin.sin_addr) == 1) {
+        sin.sin_family = AF_INET;
+        sin.sin_port = htons((uint16_t)s->o.port);
+        sa = (const struct sockaddr *)&sin;
+    } else if (inet_pton(AF_INET6, host, &sin6.sin6_addr) == 1) {
+        sin6.sin6_family = AF_INET6;
+        sin6.sin6_port = htons((uint16_t)s->o.port);
+        sa = (const struct sockaddr *)&sin6;
+        flags |= MHD_USE_IPv6;
+    } else {
+        st = ims_error_set(err, IMS_ERR_INVALID,
+                           "host \"%s\" is not an IPv4 or IPv6 address", host);
+        goto out;
+    }
+
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&s->gate_mu, NULL);
+    pthread_cond_init(&s->gate_cv, &ca);
+    pthread_mutex_init(&s->drain_mu, NULL);
+    pthread_cond_init(&s->drain_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&s->log_mu, NULL);
+
+    s->d = MHD_start_daemon(
+        flags, (uint16_t)s->o.port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, sa,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)s->o.n_threads, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned int)(s->o.max_connections ? s->o.max_connections : 256),
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)s->o.connection_timeout_s,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, s,
+        MHD_OPTION_END);
+    if (!s->d) {
+        st = ims_error_set(err, IMS_ERR_IO, "cannot listen on %s port %u: %s", host, s->o.port,
+                           errno ? strerror(errno) : "libmicrohttpd refused the options");
+        pthread_mutex_destroy(&s->gate_mu);
+        pthread_cond_destroy(&s->gate_cv);
+        pthread_mutex_destroy(&s->drain_mu);
+        pthread_cond_destroy(&s->drain_cv);
+        pthread_mutex_destroy(&s->log_mu);
+        goto out;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di ? di->port : s->o.port;
+    *out = s;
+    s = NULL;
+out:
+    if (s) {
+        if (rl_ready)
+            server__rl_fini(&s->rl);
+        ims_free(s->o.api_key);
+        ims_free(s);
+    }
+    return st;
+}
+
+unsigned server_port(const struct server *s) { return s->port; }
+
+void server_stop(struct server *s)
+{
+    if (!s || s->stopped)
+        return;
+    atomic_store(&s->stopping, true);
+    pthread_mutex_lock(&s->gate_mu);
+    pthread_cond_broadcast(&s->gate_cv); /* queued requests give up now */
+    pthread_mutex_unlock(&s->gate_mu);
+    MHD_socket fd = MHD_quiesce_daemon(s->d);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += s->o.drain_ms / 1000;
+    deadline.tv_nsec += (long)(s->o.drain_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&s->drain_mu);
+    int rc = 0;
+    while (atomic_load(&s->active) > 0 && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&s->drain_cv, &s->drain_mu, &deadline);
+    pthread_mutex_unlock(&s->drain_mu);
+    if (rc == ETIMEDOUT)
+        error_log(s, "shutdown: %d request(s) still running after %u ms",
+                  atomic_load(&s->active), s->o.drain_ms);
+    MHD_stop_daemon(s->d);
+    s->d = NULL;
+    s->stopped = true;
+}
+
+void server_free(struct server *s)
+{
+    if (!s)
+        return;
+    server_stop(s);
+    server__rl_fini(&s->rl);
+    pthread_mutex_destroy(&s->gate_mu);
+    pthread_cond_destroy(&s->gate_cv);
+    pthread_mutex_destroy(&s->drain_mu);
+    pthread_cond_destroy(&s->drain_cv);
+    pthread_mutex_destroy(&s->log_mu);
+    if (s->o.api_key) {
+        volatile char *p = s->o.api_key;
+        while (*p)
+            *p++ = '\0';
+    }
+    ims_free(s->o.api_key);
+    ims_free(s);
+}
