@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * image.h: image bytes in, pixels out. Format sniffing, decoding (JPEG, PNG,
+ * WebP, GIF, BMP), CLIP preprocessing that reproduces Pillow 9.4 +
+ * torchvision 0.14 byte for byte, and small JPEG thumbnails.
+ *
+ *     struct image_limits lim;
+ *     image_limits_default(&lim);
+ *     struct image *img = NULL;
+ *     struct ims_error err = {0};
+ *     enum ims_status st = image_decode(bytes, n_bytes, &lim, &img, &err);
+ *     if (st != IMS_OK)
+ *         return st;                        // err.message says what is wrong
+ *     uint8_t rgb[224 * 224 * 3];            // (224, 224, 3) HWC
+ *     float chw[3 * 224 * 224];              // (3, 224, 224) CHW
+ *     st = image_clip_preprocess(img, 224, rgb, &err);
+ *     if (st == IMS_OK)
+ *         image_clip_normalize(rgb, 224, chw);
+ *     image_free(img);
+ *
+ * Decoding keeps the mode Pillow would decode into (palette images stay
+ * palette images, 16-bit grey stays a 32-bit integer image, ...) because
+ * Pillow resizes in that mode before converting to RGB, and the CLIP
+ * reference bytes depend on it. See docs/internals/image.md.
+ *
+ * Every input is untrusted: sizes are checked against `struct image_limits`
+ * before anything proportional to the image is allocated, and every failure
+ * is a status with a precise message (never an abort or exit()).
+ *
+ * Thread-safety: all functions are reentrant; a `struct image` is immutable
+ * after decoding and may be read by any number of threads.
+ */
+#ifndef IMGSEARCH_IMAGE_H
+#define IMGSEARCH_IMAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "imgsearch/base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum image_format {
+    IMAGE_FORMAT_JPEG,
+    IMAGE_FORMAT_PNG,
+    IMAGE_FORMAT_WEBP,
+    IMAGE_FORMAT_GIF,
+    IMAGE_FORMAT_BMP,
+};
+
+/* Pillow's decoded modes (the ones our decoders can produce). */
+enum image_mode {
+    IMAGE_MODE_1,    /* bilevel, 1 byte per pixel holding 0 or 255 */
+    IMAGE_MODE_L,    /* grey, 1 byte */
+    IMAGE_MODE_P,    /* palette index, 1 byte; colours in image.palette */
+    IMAGE_MODE_LA,   /* grey + alpha, 2 bytes */
+    IMAGE_MODE_RGB,  /* 3 bytes */
+    IMAGE_MODE_RGBA, /* 4 bytes, straight (not premultiplied) alpha */
+    IMAGE_MODE_CMYK, /* 4 bytes, ink amounts (Adobe inversion already undone) */
+    IMAGE_MODE_I,    /* int32 per pixel, host byte order (16-bit grey PNG) */
+};
+
+/* "JPEG", "PNG", ... and "RGB", "P", ... (Pillow's names). Never NULL. */
+const char *image_format_name(enum image_format f);
+const char *image_mode_name(enum image_mode m);
+/* Bytes per pixel of a mode (1, 2, 3 or 4). */
+int image_mode_bytes(enum image_mode m);
+
+/* Resource limits for untrusted input. */
+struct image_limits {
+    uint64_t max_pixels; /* width * height of the decoded canvas */
+    size_t max_bytes;    /* size of the encoded input */
+};
+/* Defaults: IMAGE_DEFAULT_MAX_PIXELS (40 megapixels: every camera photo up to
+ * 7200x5400 passes; a bomb declaring 100000x100000 does not) and
+ * IMAGE_DEFAULT_MAX_BYTES (50 MiB encoded). */
+#define IMAGE_DEFAULT_MAX_PIXELS (40ull * 1000 * 1000)
+#define IMAGE_DEFAULT_MAX_BYTES ((size_t)50 << 20)
+void image_limits_default(struct image_limits *lim);
+
+/* A decoded image. Pixels are rows top to bottom, `stride` bytes apart, each
+ * pixel image_mode_bytes(mode) bytes (channels interleaved). */
+struct image {
+    int width, height;
+    enum image_mode mode;
+    enum image_format format; /* what it was decoded from */
+    size_t stride;            /* bytes per row */
+    uint8_t *pixels;          /* (height, stride), owned by the image */
+    /* Mode P only: 256 RGB entries. Entries past n_palette hold Pillow's
+     * default grey ramp (i, i, i), which is what Pillow shows for them. */
+    int n_palette;
+    uint8_t palette[256 * 3];
+    int transparency; /* P: transparent index from tRNS/GCE, else -1 (informative) */
+};
+
+/* Identifies the format from the first bytes (never from a file name).
+ * On success *out is set. Unknown data returns IMS_ERR_UNSUPPORTED with a
+ * message naming what it looks like when recognisable ("empty file", "HTML
+ * document", "PDF document", "TIFF image", ...). */
+enum ims_status image_sniff(const void *bytes, size_t n, enum image_format *out,
+                            struct ims_error *err);
+
+/* Width, height and format from the headers only (no pixel decoding).
+ * `lim` may be NULL (defaults). The dimension limit is checked too, so a
+ * successful image_info means image_decode will not refuse it for size. */
+struct image_info {
+    int width, height;
+    enum image_format format;
+    enum image_mode mode;
+};
+enum ims_status image_info(const void *bytes, size_t n, const struct image_limits *lim,
+                           struct image_info *out, struct ims_error *err);
+
+/* Decodes the first frame of `bytes` in Pillow's decoded mode. `lim` may be
+ * NULL (defaults). `bytes` is only borrowed for the call. On success *out
+ * owns a new image (release with image_free); on failure *out is unchanged.
+ * Errors: IMS_ERR_UNSUPPORTED (unknown format or unsupported variant),
+ * IMS_ERR_TOO_LARGE (limits), IMS_ERR_CORRUPT (truncated or invalid data),
+ * IMS_ERR_NOMEM. */
+enum ims_status image_decode(const void *bytes, size_t n, const struct image_limits *lim,
+                             struct image **out, struct ims_error *err);
+
+/* Allocates a zero-filled image (palette: grey ramp, transparency -1).
+ * On success *out owns it. Fails with IMS_ERR_INVALID on non-positive
+ * sizes and IMS_ERR_NOMEM. Mostly for tests and synthetic inputs. */
+enum ims_status image_new(int width, int height, enum image_mode mode, struct image **out,
+                          struct ims_error *err);
+
+/* Releases an image; NULL is fine. */
+void image_free(struct image *img);
+
+/* CLIP's reference preprocessing, bytes exact: Resize(size, BICUBIC) of the
+ * shorter side, CenterCrop(size), convert("RGB"), all with Pillow 9.4's
+ * arithmetic (see docs/internals/image.md). `size` is the model's input size
+ * (224 for ViT-B/32, 336 for ViT-L/14-336), 1..4096.
+ * rgb_out: (size, size, 3) uint8, HWC, caller-owned.
+ * Allocates scratch memory (IMS_ERR_NOMEM possible); `img` is not modified. */
+enum ims_status image_clip_preprocess(const struct image *img, int size, uint8_t *rgb_out,
+                                      struct ims_error *err);
+
+/* ToTensor + Normalize with CLIP's mean and std.
+ * rgb: (size, size, 3) uint8 HWC; chw_out: (3, size, size) float32, caller-owned. */
+void image_clip_normalize(const uint8_t *rgb, int size, float *chw_out);
+
+/* Converts to RGB (alpha composited over white, so transparent PNGs look
+ * right), scales so that the longer side is at most `max_side` (never
+ * enlarges) with Pillow's bicubic resampler, and encodes a baseline JPEG of
+ * the given quality (1..100) with libjpeg-turbo. On success *jpeg (release
+ * with ims_free) and *n_bytes are set; optional *out_w / *out_h (may be NULL)
+ * get the thumbnail's size. */
+enum ims_status image_thumbnail_jpeg(const struct image *img, int max_side, int quality,
+                                     uint8_t **jpeg, size_t *n_bytes, int *out_w, int *out_h,
+                                     struct ims_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * image_int.h: the contract between the image module's files (private).
+ *
+ * - image.c owns sniffing, limits, allocation and the decode dispatch;
+ * - decode_<fmt>.c each implement one `image__decode_<fmt>`: with out == NULL
+ *   they only read the headers and fill `info` (image_info), otherwise they
+ *   also decode the first frame into a new image (image_decode);
+ * - resample.c is Pillow's separable resampler (8-bit fixed point and the
+ *   int32/double path) and its nearest-neighbour scaler, both computing only
+ *   a window of the full output (the centre crop), which is exact because
+ *   every output pixel depends only on its own coefficients;
+ * - preprocess.c chains them into CLIP's pipeline; thumb.c encodes JPEGs.
+ */
+#ifndef IMGSEARCH_IMAGE_INT_H
+#define IMGSEARCH_IMAGE_INT_H
+
+#include "imgsearch/image.h"
+
+typedef enum ims_status (*image__decode_fn)(const uint8_t *p, size_t n,
+                                            const struct image_limits *lim,
+                                            struct image_info *info, struct image **out,
+                                            struct ims_error *err);
+
+enum ims_status image__decode_jpeg(const uint8_t *p, size_t n, const struct image_limits *lim,
+                                   struct image_info *info, struct image **out,
+                                   struct ims_error *err);
+enum ims_status image__decode_png(const uint8_t *p, size_t n, const struct image_limits *lim,
+                                  struct image_info *info, struct image **out,
+                                  struct ims_error *err);
+enum ims_status image__decode_webp(const uint8_t *p, size_t n, const struct image_limits *lim,
+                                   struct image_info *info, struct image **out,
+                                   struct ims_error *err);
+enum ims_status image__decode_gif(const uint8_t *p, size_t n, const struct image_limits *lim,
+                                  struct image_info *info, struct image **out,
+                                  struct ims_error *err);
+enum ims_status image__decode_bmp(const uint8_t *p, size_t n, const struct image_limits *lim,
+                                  struct image_info *info, struct image **out,
+                                  struct ims_error *err);
+
+/* Zero and negative sizes are CORRUPT, more than lim->max_pixels TOO_LARGE.
+ * `what` names the format in the message ("PNG"). */
+enum ims_status image__check_dims(int64_t w, int64_t h, const struct image_limits *lim,
+                                  const char *what, struct ims_error *err);
+
+/* ---- resample.c ------------------------------------------------------- */
+
+/* A window [x0, x0 + win_w) x [y0, y0 + win_h) of the image that Pillow's
+ * Image.resize((out_w, out_h), BICUBIC) would produce from `src`.
+ * src: (in_h, src_stride) bytes, pixels of `ch` interleaved uint8 channels.
+ * dst: (win_h, dst_stride) bytes, same layout. A pass whose size does not
+ * change is skipped, as in Pillow. */
+enum ims_status image__resample_u8(const uint8_t *src, int in_w, int in_h, size_t src_stride,
+                                   int ch, int out_w, int out_h, int x0, int y0, int win_w,
+                                   int win_h, uint8_t *dst, size_t dst_stride,
+                                   struct ims_error *err);
+/* The same for one int32 channel (mode I): double coefficients, rounding
+ * half away from zero after each pass (Pillow's 32bpc path). */
+enum ims_status image__resample_i32(const int32_t *src, int in_w, int in_h, size_t src_stride,
+                                    int out_w, int out_h, int x0, int y0, int win_w, int win_h,
+                                    int32_t *dst, size_t dst_stride, struct ims_error *err);
+/* Pillow's NEAREST scaling (ImagingScaleAffine's double accumulator), for
+ * pixels of `bpp` bytes. Same window convention. */
+enum ims_status image__resize_nearest(const uint8_t *src, int in_w, int in_h, size_t src_stride,
+                                      int bpp, int out_w, int out_h, int x0, int y0, int win_w,
+                                      int win_h, uint8_t *dst, size_t dst_stride,
+                                      struct ims_error *err);
+
+#endif
