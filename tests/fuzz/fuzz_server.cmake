@@ -1,0 +1,8 @@
+# SPDX-License-Identifier: MIT
+# The server's parsers: the JSON search body and the streaming multipart parser.
+if(TARGET ims_server_parse)
+  ims_add_fuzzer(NAME fuzz_server_query SOURCES ${CMAKE_CURRENT_LIST_DIR}/fuzz_server_query.c
+    LIBS ims_server_parse CORPUS ${CMAKE_CURRENT_LIST_DIR}/corpus/server_query)
+  ims_add_fuzzer(NAME fuzz_server_multipart SOURCES ${CMAKE_CURRENT_LIST_DIR}/fuzz_server_multipart.c
+    LIBS ims_server_parse CORPUS ${CMAKE_CURRENT_LIST_DIR}/corpus/server_multipart)
+endif()
