@@ -1,0 +1,169 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmd_search.c: `imgsearch search TEXT | --image FILE [-k N] [--json]`.
+ * --json prints exactly the JSON of GET /api/v1/search; otherwise one line
+ * per hit: rank, score, id, source.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "cli_app.h"
+#include "imgsearch/search.h"
+
+const char cli_help_search[] =
+    "usage: imgsearch search [--data DIR] [--model DIR] [-k N] [--offset N] [--min-score S]\n"
+    "                        [--json] (TEXT... | --image FILE)\n"
+    "TEXT and --image may be combined; --not TEXT adds a negative term.\n";
+
+#define MAX_TERMS SEARCH_TERMS_MAX
+
+int cli_cmd_search(int argc, char **argv)
+{
+    struct cli_app_options o = {0};
+    struct search_term terms[MAX_TERMS];
+    char *image_bytes[MAX_TERMS] = {0};
+    size_t n_terms = 0;
+    int k = 10, offset = 0, json = 0, has_min = 0, rc = 0;
+    float min_score = 0;
+    char text[4096] = "";
+    size_t text_len = 0;
+    struct ims_error err = {0};
+    memset(terms, 0, sizeof(terms));
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        long num;
+        int r = cli_app_parse_common(argc, argv, &i, &o);
+        if (r < 0)
+            goto bad_value;
+        if (r > 0)
+            continue;
+        if (!strcmp(argv[i], "--json")) {
+            json = 1;
+        } else if ((r = cli_opt_value(argc, argv, &i, "-k", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 1, SEARCH_K_MAX, &num))
+                goto bad_value;
+            k = (int)num;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--offset", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 0, SEARCH_OFFSET_MAX, &num))
+                goto bad_value;
+            offset = (int)num;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--min-score", &v)) != 0) {
+            char *end;
+            if (r < 0)
+                goto bad_value;
+            min_score = strtof(v, &end);
+            if (*end || end == v)
+                goto bad_value;
+            has_min = 1;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--image", &v)) != 0 ||
+                   (r = cli_opt_value(argc, argv, &i, "--not", &v)) != 0) {
+            if (r < 0 || n_terms >= MAX_TERMS - 1)
+                goto bad_value;
+            struct search_term *t = &terms[n_terms];
+            if (!strncmp(argv[i - 1], "--not", 5) || !strncmp(argv[i], "--not=", 6)) {
+                t->kind = SEARCH_TERM_TEXT;
+                t->text = v;
+                t->weight = -0.5f;
+            } else {
+                size_t len;
+                enum ims_status st =
+                    ims_file_read(v, (size_t)64 << 20, &image_bytes[n_terms], &len, &err);
+                if (st != IMS_OK) {
+                    rc = cli_fail("search", "%s", ims_error_message(&err, st));
+                    goto out;
+                }
+                t->kind = SEARCH_TERM_IMAGE;
+                t->bytes = image_bytes[n_terms];
+                t->n_bytes = len;
+                t->weight = 1;
+            }
+            n_terms++;
+        } else if (argv[i][0] == '-' && argv[i][1] == '-') {
+            rc = cli_usage("search", cli_help_search, "unknown option %s", argv[i]);
+            goto out;
+        } else {
+            /* words of the text query, joined by spaces */
+            size_t l = strlen(argv[i]);
+            if (text_len + l + 2 > sizeof(text)) {
+                rc = cli_usage("search", cli_help_search, "query text too long");
+                goto out;
+            }
+            if (text_len)
+                text[text_len++] = ' ';
+            memcpy(text + text_len, argv[i], l + 1);
+            text_len += l;
+        }
+        continue;
+    bad_value:
+        rc = cli_usage("search", cli_help_search, "bad or missing value for %s", argv[i]);
+        goto out;
+    }
+    if (text_len) {
+        terms[n_terms].kind = SEARCH_TERM_TEXT;
+        terms[n_terms].text = text;
+        terms[n_terms].weight = 1;
+        n_terms++;
+    }
+    int positive = 0;
+    for (size_t i = 0; i < n_terms; i++)
+        positive |= terms[i].weight > 0;
+    if (!positive) {
+        rc = cli_usage("search", cli_help_search, "give a text or --image to search for");
+        goto out;
+    }
+    o.with_model = 1;
+    o.with_index = 1;
+    struct cli_app app;
+    if (cli_app_open("search", &o, &app) != 0) {
+        rc = 1;
+        goto out;
+    }
+    struct search_engine *se = NULL;
+    struct search_options so;
+    search_options_default(&so);
+    so.n_contexts = 1;
+    so.text_cache_entries = 16;
+    enum ims_status st = search_engine_new(app.model, app.store, app.index, &so, &se, &err);
+    struct search_response resp = {0};
+    if (st == IMS_OK) {
+        struct search_request rq = {terms, n_terms, k, offset, has_min, min_score,
+                                    SEARCH_ORDER_SCORE};
+        st = search_run(se, &rq, &resp, &err);
+    }
+    if (st != IMS_OK) {
+        rc = cli_fail("search", "%s", ims_error_message(&err, st));
+    } else if (json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < resp.n; i++) {
+            const struct store_image_row *r = &resp.hits[i].row;
+            char thumb[64];
+            snprintf(thumb, sizeof(thumb), "/api/v1/images/%lld/thumb", (long long)r->id);
+            json_array_append_new(arr, json_pack("{s:I, s:s, s:f, s:i, s:i, s:s}", "id",
+                                                 (json_int_t)r->id, "url", r->source, "score",
+                                                 (double)resp.hits[i].score, "width",
+                                                 (int)r->width, "height", (int)r->height,
+                                                 "thumb", thumb));
+        }
+        json_t *j = json_pack("{s:o, s:f}", "results", arr, "took_ms", resp.took_ms);
+        char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
+        printf("%s\n", s ? s : "{}");
+        free(s);
+        json_decref(j);
+    } else {
+        if (resp.n == 0)
+            fprintf(stderr, "imgsearch search: no results\n");
+        for (size_t i = 0; i < resp.n; i++)
+            printf("%3zu  %.4f  %6lld  %s\n", (size_t)offset + i + 1, (double)resp.hits[i].score,
+                   (long long)resp.hits[i].row.id, resp.hits[i].row.source);
+    }
+    search_response_fini(&resp);
+    search_engine_free(se);
+    cli_app_close("search", &app, 0);
+out:
+    for (size_t i = 0; i < MAX_TERMS; i++)
+        ims_free(image_bytes[i]);
+    return rc;
+}

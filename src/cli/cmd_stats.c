@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: MIT */
+/* cmd_stats.c: `imgsearch stats`: the JSON object of GET /api/v1/stats. */
+#include <jansson.h>
+#include <stdio.h>
+
+#include "cli.h"
+#include "cli_app.h"
+
+const char cli_help_stats[] =
+    "usage: imgsearch stats [--data DIR]\n"
+    "Prints {\"images\": N, \"dim\": D, \"model\": \"...\", \"index\": \"...\"}.\n";
+
+int cli_cmd_stats(int argc, char **argv)
+{
+    struct cli_app_options o = {0};
+    for (int i = 1; i < argc; i++) {
+        int r = cli_app_parse_common(argc, argv, &i, &o);
+        if (r < 0)
+            return cli_usage("stats", cli_help_stats, "bad value for %s", argv[i]);
+        if (r == 0)
+            return cli_usage("stats", cli_help_stats, "unexpected argument '%s'", argv[i]);
+    }
+    struct cli_app app;
+    if (cli_app_open("stats", &o, &app) != 0)
+        return 1;
+    struct ims_error err = {0};
+    int64_t n = 0;
+    enum ims_status st = store_count(app.store, &n, &err);
+    if (st != IMS_OK) {
+        cli_app_close("stats", &app, 0);
+        return cli_fail("stats", "%s", ims_error_message(&err, st));
+    }
+    json_t *j = json_pack("{s:I, s:i, s:s, s:s}", "images", (json_int_t)n, "dim", (int)app.dim,
+                          "model", app.model_name, "index", app.spec);
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    if (s)
+        printf("%s\n", s);
+    free(s);
+    json_decref(j);
+    cli_app_close("stats", &app, 0);
+    return s ? 0 : 1;
+}
