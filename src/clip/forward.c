@@ -318,6 +318,11 @@ static enum ims_status engine_plan_new(struct clip_engine *e, struct engine_towe
     };
     if ((st = gemm_op_bmm(e->be, &b, &p->pv, err)) != IMS_OK)
         goto out;
+    ims_log(IMS_LOG_DEBUG,
+            "clip: plan %dx%d: qkv %s, scores %s, pv %s, o %s, fc1 %s, fc2 %s, proj %s%s%s", n, t,
+            gemm_op_impl(p->qkv), gemm_op_impl(p->scores), gemm_op_impl(p->pv), gemm_op_impl(p->o),
+            gemm_op_impl(p->fc1), gemm_op_impl(p->fc2), gemm_op_impl(p->proj),
+            p->patch ? ", patch " : "", p->patch ? gemm_op_impl(p->patch) : "");
     *out = p;
     p = NULL;
 out:

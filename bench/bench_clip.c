@@ -1,0 +1,305 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bench_clip.c: speed of the CLIP forward passes (src/clip/forward.c), with
+ * the machine's own yardstick measured in the same run.
+ *
+ *     bench_clip [MODEL_DIR] [--threads N] [--quick]
+ *
+ * Without MODEL_DIR it writes the PRNG ViT-B/32 (tests/golden/clip/
+ * prng-vitb32/config.json, seed 1; 600 MB) into a mkdtemp folder under /tmp
+ * and deletes it at the end. Prints one JSON object:
+ *   - yardstick: OpenBLAS sgemm on a 2048^3 product with N threads
+ *     (GFLOP/s, median of repeats, measured before and after the passes:
+ *     the better of the two medians is the yardstick, as the slower one
+ *     usually means another process took a core);
+ *   - per precision (f32, bf16): images/s at batch 1, 8, 32 and the
+ *     achieved GFLOP/s of the image pass (FLOPs counted from the config:
+ *     every product, 2 per multiply-add), text latency for a 6-word query
+ *     (8 tokens) and a full 77-token text (median ms);
+ *   - ratios: f32 GFLOP/s over the sgemm yardstick at batch 32 and 1,
+ *     bf16 over f32 image throughput, and the worst cosine between bf16
+ *     and f32 embeddings of the same inputs.
+ * Timings are medians over repeats; nothing here is a test.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <dirent.h>
+
+#include <cblas.h>
+
+#include "clip_int.h"
+
+static const char *src_dir(void)
+{
+    const char *s = getenv("IMS_SOURCE_DIR");
+    return s && *s ? s : IMS_SOURCE_DIR;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static float frand(void)
+{
+    rng ^= rng >> 12;
+    rng ^= rng << 25;
+    rng ^= rng >> 27;
+    return (float)((rng * 2685821657736338717ull) >> 40) / (float)(1u << 23) - 1.0f;
+}
+
+/* ---- yardstick ------------------------------------------------------------------ */
+
+static double sgemm_gflops(int n, int threads, int reps)
+{
+    float *a = malloc((size_t)n * n * sizeof(float));
+    float *b = malloc((size_t)n * n * sizeof(float));
+    float *c = malloc((size_t)n * n * sizeof(float));
+    if (!a || !b || !c) {
+        free(a);
+        free(b);
+        free(c);
+        return 0;
+    }
+    for (size_t i = 0; i < (size_t)n * n; i++) {
+        a[i] = frand();
+        b[i] = frand();
+    }
+    openblas_set_num_threads(threads);
+    double t[16];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+    for (int r = 0; r < reps; r++) {
+        double t0 = ims_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c,
+                    n);
+        t[r] = ims_now() - t0;
+    }
+    free(a);
+    free(b);
+    free(c);
+    return 2.0 * n * (double)n * n / median(t, reps) / 1e9;
+}
+
+/* ---- FLOPs of the passes ----------------------------------------------------------- */
+
+static double layer_flops(const struct clip_tower_config *c, double t)
+{
+    double w = c->hidden_size, i = c->intermediate_size;
+    /* qkv + out_proj + fc1 + fc2, then QK^T and PV over all heads */
+    return 2.0 * (t * (3 * w * w + w * w + 2 * w * i) + 2 * t * t * w);
+}
+
+static double image_flops(const struct clip_model *m)
+{
+    const struct clip_tower_config *v = &m->config.vision;
+    double g = v->image_size / v->patch_size, np = g * g, t = np + 1;
+    double k = (double)v->num_channels * v->patch_size * v->patch_size;
+    return 2.0 * np * k * v->hidden_size + v->num_hidden_layers * layer_flops(v, t) +
+           2.0 * v->hidden_size * m->config.projection_dim;
+}
+
+/* ---- passes ----------------------------------------------------------------------- */
+
+struct prec_result {
+    const char *name;
+    int actual_bf16;
+    double img_per_s[3];
+    double gflops[3];
+    double text8_ms, text77_ms;
+};
+
+static const int batches[3] = {1, 8, 32};
+
+static int run_precision(const char *dir, enum clip_precision prec, int threads, int quick,
+                         const float *pixels, float *emb32, struct prec_result *r)
+{
+    struct clip_model_params mp;
+    clip_model_params_default(&mp);
+    mp.precision = prec;
+    mp.n_threads = threads;
+    struct clip_model *m = NULL;
+    struct clip_ctx *ctx = NULL;
+    struct ims_error err = {0};
+    int rc = 1;
+    if (clip_model_load(dir, &mp, &m, &err) != IMS_OK) {
+        fprintf(stderr, "bench_clip: %s\n", err.message);
+        goto out;
+    }
+    r->actual_bf16 = clip_model_precision(m) == CLIP_PRECISION_BF16;
+    if (clip_ctx_new(m, 32, &ctx, &err) != IMS_OK) {
+        fprintf(stderr, "bench_clip: %s\n", err.message);
+        goto out;
+    }
+    double fl = image_flops(m);
+    for (int bi = 0; bi < 3; bi++) {
+        int n = batches[bi];
+        int reps = quick ? 2 : (n == 1 ? 21 : n == 8 ? 7 : 5);
+        double t[32];
+        /* first call creates the plan for this batch size */
+        if (clip_ctx_encode_images(ctx, pixels, n, emb32, 0, &err) != IMS_OK) {
+            fprintf(stderr, "bench_clip: %s\n", err.message);
+            goto out;
+        }
+        for (int i = 0; i < reps; i++) {
+            double t0 = ims_now();
+            clip_ctx_encode_images(ctx, pixels, n, emb32, 0, &err);
+            t[i] = ims_now() - t0;
+        }
+        double med = median(t, reps);
+        r->img_per_s[bi] = n / med;
+        r->gflops[bi] = fl * n / med / 1e9;
+    }
+    /* embeddings of the 32 images, for the bf16-vs-f32 cosine */
+    clip_ctx_encode_images(ctx, pixels, 32, emb32, 1, &err);
+
+    int32_t ids8[8] = {49406, 320, 1125, 539, 320, 2368, 525, 49407};
+    int32_t ids77[CLIP_CONTEXT_MAX];
+    ids77[0] = 49406;
+    for (int i = 1; i < CLIP_CONTEXT_MAX - 1; i++)
+        ids77[i] = 320 + 7 * i;
+    ids77[CLIP_CONTEXT_MAX - 1] = 49407;
+    float out[1024];
+    const int32_t *which[2] = {ids8, ids77};
+    int lens[2] = {8, CLIP_CONTEXT_MAX};
+    double *res[2] = {&r->text8_ms, &r->text77_ms};
+    for (int k = 0; k < 2; k++) {
+        int reps = quick ? 3 : 31;
+        double t[31];
+        clip_ctx_encode_text(ctx, which[k], lens[k], out, 1, &err);
+        for (int i = 0; i < reps; i++) {
+            double t0 = ims_now();
+            clip_ctx_encode_text(ctx, which[k], lens[k], out, 1, &err);
+            t[i] = ims_now() - t0;
+        }
+        *res[k] = median(t, reps) * 1e3;
+    }
+    rc = 0;
+out:
+    clip_ctx_free(ctx);
+    clip_model_free(m);
+    return rc;
+}
+
+static void rm_model_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char p[4096];
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+int main(int argc, char **argv)
+{
+    const char *model_dir = NULL;
+    int threads = (int)sysconf(_SC_NPROCESSORS_ONLN), quick = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--quick"))
+            quick = 1;
+        else
+            model_dir = argv[i];
+    }
+    if (threads < 1)
+        threads = 1;
+    if (getenv("BENCH_CLIP_DEBUG")) /* logs the oneDNN kernel picked for each op */
+        ims_log_set_level(IMS_LOG_DEBUG);
+    char tmp[64] = "";
+    if (!model_dir) {
+        char cfg[4096], vocab[4096];
+        struct ims_error err = {0};
+        snprintf(tmp, sizeof(tmp), "/tmp/ims-bench-clip-XXXXXX");
+        if (!mkdtemp(tmp)) {
+            perror("mkdtemp");
+            return 1;
+        }
+        snprintf(cfg, sizeof(cfg), "%s/tests/golden/clip/prng-vitb32/config.json", src_dir());
+        snprintf(vocab, sizeof(vocab), "%s/data/vocab", src_dir());
+        if (clip_make_prng_model(cfg, 1, tmp, vocab, &err) != IMS_OK) {
+            fprintf(stderr, "bench_clip: make model: %s\n", err.message);
+            rm_model_dir(tmp);
+            return 1;
+        }
+        model_dir = tmp;
+    }
+
+    int gemm_reps = quick ? 3 : 9;
+    double sgemm_before = sgemm_gflops(2048, threads, gemm_reps);
+
+    float *pixels = malloc((size_t)32 * 3 * 224 * 224 * sizeof(float));
+    float *e32 = malloc((size_t)32 * 1024 * sizeof(float));
+    float *e16 = malloc((size_t)32 * 1024 * sizeof(float));
+    if (!pixels || !e32 || !e16)
+        return 1;
+    for (size_t i = 0; i < (size_t)32 * 3 * 224 * 224; i++)
+        pixels[i] = 1.8f * frand();
+
+    struct prec_result r[2] = {{.name = "f32"}, {.name = "bf16"}};
+    int rc = run_precision(model_dir, CLIP_PRECISION_F32, threads, quick, pixels, e32, &r[0]);
+    if (!rc)
+        rc = run_precision(model_dir, CLIP_PRECISION_BF16, threads, quick, pixels, e16, &r[1]);
+    double sgemm_after = sgemm_gflops(2048, threads, gemm_reps);
+    if (tmp[0])
+        rm_model_dir(tmp);
+    if (rc)
+        return 1;
+
+    /* embed dim from the bench's own model is 512 for ViT-B/32; compute the
+     * cosine over the first 32 rows at that size. */
+    int d = 512;
+    double worst = 1.0;
+    for (int i = 0; i < 32; i++) {
+        double ab = 0, aa = 0, bb = 0;
+        for (int j = 0; j < d; j++) {
+            ab += (double)e32[i * d + j] * e16[i * d + j];
+            aa += (double)e32[i * d + j] * e32[i * d + j];
+            bb += (double)e16[i * d + j] * e16[i * d + j];
+        }
+        double c = ab / sqrt(aa * bb);
+        worst = c < worst ? c : worst;
+    }
+    double yard = sgemm_before > sgemm_after ? sgemm_before : sgemm_after;
+
+    printf("{\n  \"threads\": %d,\n", threads);
+    printf("  \"sgemm_2048_gflops\": {\"before\": %.1f, \"after\": %.1f, \"yardstick\": %.1f},\n",
+           sgemm_before, sgemm_after, yard);
+    for (int p = 0; p < 2; p++) {
+        printf("  \"%s\": {\"native\": %s, ", r[p].name,
+               p == 0 || r[p].actual_bf16 ? "true" : "false");
+        printf("\"images_per_s\": {\"1\": %.2f, \"8\": %.2f, \"32\": %.2f}, ", r[p].img_per_s[0],
+               r[p].img_per_s[1], r[p].img_per_s[2]);
+        printf("\"gflops\": {\"1\": %.1f, \"8\": %.1f, \"32\": %.1f}, ", r[p].gflops[0],
+               r[p].gflops[1], r[p].gflops[2]);
+        printf("\"text_ms\": {\"8_tokens\": %.2f, \"77_tokens\": %.2f}},\n", r[p].text8_ms,
+               r[p].text77_ms);
+    }
+    printf("  \"ratios\": {\"f32_b32_over_sgemm\": %.3f, \"f32_b1_over_sgemm\": %.3f, "
+           "\"bf16_over_f32_images\": {\"1\": %.3f, \"8\": %.3f, \"32\": %.3f}, "
+           "\"bf16_vs_f32_min_cosine\": %.6f}\n}\n",
+           r[0].gflops[2] / yard, r[0].gflops[0] / yard, r[1].img_per_s[0] / r[0].img_per_s[0],
+           r[1].img_per_s[1] / r[0].img_per_s[1], r[1].img_per_s[2] / r[0].img_per_s[2], worst);
+    free(pixels);
+    free(e32);
+    free(e16);
+    return 0;
+}
