@@ -146,6 +146,17 @@ enum ims_status ingest_job_get(struct ingest *ing, const char *id, struct store_
 enum ims_status ingest_job_wait(struct ingest *ing, const char *id, long timeout_ms,
                                 struct store_job *job, struct ims_error *err);
 
+/* Adds one image given as bytes (an upload) on the calling thread: decode,
+ * encode, commit, index; uploads are serialised with each other. `source`
+ * names it in the catalogue (unique; duplicates by source or content are
+ * reported as INGEST_DUPLICATE with the existing id). Fills *rep (source and
+ * error fields are not set) and, for INGEST_FAILED, `msg` with the reason.
+ * Returns IMS_OK when the item was handled (even if it failed), an error when
+ * the catalogue itself failed. */
+enum ims_status ingest_add_bytes(struct ingest *ing, const char *source, const void *bytes,
+                                 size_t n, struct ingest_item_report *rep, char *msg,
+                                 size_t msg_cap, struct ims_error *err);
+
 /* Counters for /metrics since the service started. */
 struct ingest_counters {
     int64_t jobs, items_added, items_duplicate, items_failed;

@@ -853,3 +853,73 @@ enum ims_status ingest_run(const struct ingest_deps *deps, const struct ingest_o
 {
     return ingest__run_hooked(deps, opts, next, next_ctx, job_id, cancel, NULL, summary, err);
 }
+
+/* ---- one image from bytes (uploads) ------------------------------------------- */
+
+enum ims_status ingest__add_bytes(const struct ingest_deps *deps, const struct ingest_options *o,
+                                  struct clip_ctx *ctx, struct ingest_hooks *hooks,
+                                  const char *source, const void *bytes, size_t n,
+                                  struct ingest_item_report *rep, char *msg, size_t msg_cap)
+{
+    struct pipeline p;
+    memset(&p, 0, sizeof(p));
+    p.deps = deps;
+    p.o = o;
+    p.hooks = hooks;
+    p.image_size = clip_model_image_size(deps->model);
+    p.dim = clip_model_embed_dim(deps->model);
+    p.t0 = ims_now();
+    pthread_mutex_init(&p.mu, NULL);
+    enum ims_status st = IMS_OK;
+    size_t s = (size_t)p.image_size;
+    uint8_t *rgb = ims_malloc(s * s * 3);
+    float *emb = ims_malloc((size_t)p.dim * sizeof(float));
+    struct item *it = item_new(source);
+    if (it)
+        it->body = ims_malloc(n ? n : 1);
+    if (!rgb || !emb || !it || !it->body) {
+        st = IMS_ERR_NOMEM;
+        snprintf(msg, msg_cap, "out of memory");
+        goto out;
+    }
+    memcpy(it->body, bytes, n);
+    it->body_len = n;
+    decode_item(&p, it, rgb);
+    if (!it->failed) {
+        struct ims_error err = {0};
+        double t = ims_now();
+        enum ims_status est = clip_ctx_encode_images(ctx, it->pixels, 1, emb, 1, &err);
+        if (hooks)
+            ingest__hooks_encoded(hooks, 1, ims_now() - t);
+        if (est != IMS_OK) {
+            item_fail(it, "encoder: %s", ims_error_message(&err, est));
+        } else {
+            it->embedding = emb;
+            emb = NULL;
+        }
+    }
+    struct store_new_image row;
+    struct store_insert_result res;
+    int64_t new_id;
+    float *new_vec = ims_malloc((size_t)p.dim * sizeof(float));
+    if (!new_vec) {
+        item_fail(it, "out of memory");
+        new_vec = NULL;
+    }
+    write_group(&p, &it, 1, &row, &res, &new_id, new_vec ? new_vec : emb);
+    ims_free(new_vec);
+    rep->outcome = it->failed ? INGEST_FAILED : it->outcome;
+    rep->id = it->id;
+    rep->source = NULL;
+    rep->error = NULL;
+    if (it->failed) {
+        snprintf(msg, msg_cap, "%s", it->error ? it->error : "failed");
+        st = atomic_load(&p.fatal) ? p.fatal_st : IMS_OK;
+    }
+out:
+    item_free(it);
+    ims_free(rgb);
+    ims_free(emb);
+    pthread_mutex_destroy(&p.mu);
+    return st;
+}

@@ -26,4 +26,12 @@ enum ims_status ingest__run_hooked(const struct ingest_deps *deps,
                                    const volatile int *cancel, struct ingest_hooks *hooks,
                                    struct ingest_summary *summary, struct ims_error *err);
 
+/* Adds one image given as bytes (an upload) with a caller-provided context
+ * (batch >= 1): decode, encode, commit, index. Fills *rep (outcome, id) and,
+ * for a failed item, `msg`. Returns IMS_OK unless the catalogue itself failed. */
+enum ims_status ingest__add_bytes(const struct ingest_deps *deps, const struct ingest_options *o,
+                                  struct clip_ctx *ctx, struct ingest_hooks *hooks,
+                                  const char *source, const void *bytes, size_t n,
+                                  struct ingest_item_report *rep, char *msg, size_t msg_cap);
+
 #endif

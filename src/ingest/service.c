@@ -46,6 +46,8 @@ struct ingest {
     pthread_cond_t cond;  /* broadcast after commits and job ends */
     struct ingest_hooks hooks;
     atomic_llong n_jobs;
+    pthread_mutex_t upload_mu; /* guards upload_ctx */
+    struct clip_ctx *upload_ctx; /* created on the first upload */
 };
 
 void ingest__hooks_encoded(struct ingest_hooks *h, int n_images, double seconds)
@@ -136,6 +138,7 @@ enum ims_status ingest_new(const struct ingest_deps *deps, const struct ingest_o
     ing->hooks.ctx = ing;
     pthread_mutex_init(&ing->mu, NULL);
     pthread_cond_init(&ing->cond, NULL);
+    pthread_mutex_init(&ing->upload_mu, NULL);
     enum ims_status st = ims_queue_new(JOB_QUEUE_MAX, &ing->jobs);
     if (st != IMS_OK) {
         ims_error_set(err, st, "out of memory");
@@ -157,6 +160,7 @@ fail:
     ims_queue_free(ing->jobs);
     pthread_mutex_destroy(&ing->mu);
     pthread_cond_destroy(&ing->cond);
+    pthread_mutex_destroy(&ing->upload_mu);
     ims_free(ing);
     return st;
 }
@@ -170,9 +174,32 @@ void ingest_free(struct ingest *ing)
     if (ing->runner_started)
         pthread_join(ing->runner, NULL);
     ims_queue_free(ing->jobs);
+    clip_ctx_free(ing->upload_ctx);
     pthread_mutex_destroy(&ing->mu);
     pthread_cond_destroy(&ing->cond);
+    pthread_mutex_destroy(&ing->upload_mu);
     ims_free(ing);
+}
+
+enum ims_status ingest_add_bytes(struct ingest *ing, const char *source, const void *bytes,
+                                 size_t n, struct ingest_item_report *rep, char *msg,
+                                 size_t msg_cap, struct ims_error *err)
+{
+    if (!source || !*source || !bytes || n == 0)
+        return ims_error_set(err, IMS_ERR_INVALID, "empty upload");
+    pthread_mutex_lock(&ing->upload_mu);
+    enum ims_status st = IMS_OK;
+    if (!ing->upload_ctx)
+        st = clip_ctx_new(ing->deps.model, 1, &ing->upload_ctx, err);
+    if (st == IMS_OK) {
+        msg[0] = '\0';
+        st = ingest__add_bytes(&ing->deps, &ing->opts, ing->upload_ctx, &ing->hooks, source,
+                               bytes, n, rep, msg, msg_cap);
+        if (st != IMS_OK)
+            ims_error_set(err, st, "%s", msg);
+    }
+    pthread_mutex_unlock(&ing->upload_mu);
+    return st;
 }
 
 static void new_job_id(char id[INGEST_JOB_ID_BYTES])
