@@ -558,6 +558,117 @@ static void test_limits(void **state)
     ims_free(data);
 }
 
+/* ---- rarer modes, from tests/fuzz/corpus/image (make_seeds.py) ---------- */
+
+static uint8_t *load_seed(const char *name, size_t *n)
+{
+    char rel[256];
+    snprintf(rel, sizeof(rel), "../../../fuzz/corpus/image/%s", name);
+    return load(rel, n);
+}
+
+static int v16(int x, int y)
+{
+    return (x * 9173 + y * 20011) & 0xFFFF;
+}
+
+static const uint8_t *px_at(const struct image *img, int x, int y)
+{
+    return img->pixels + (size_t)y * img->stride + (size_t)x * image_mode_bytes(img->mode);
+}
+
+static struct image *decode_seed(const char *name, enum image_mode mode, int w, int h)
+{
+    size_t n;
+    uint8_t *data = load_seed(name, &n);
+    struct image *img = decode_ok(data, n);
+    ims_free(data);
+    assert_int_equal(img->mode, mode);
+    assert_int_equal(img->width, w);
+    assert_int_equal(img->height, h);
+    /* and the pipeline runs on it */
+    uint8_t rgb[224 * 224 * 3];
+    struct ims_error err = {0};
+    assert_int_equal(image_clip_preprocess(img, 224, rgb, &err), IMS_OK);
+    return img;
+}
+
+static void test_png_modes(void **state)
+{
+    (void)state;
+    struct image *img = decode_seed("seed_grey16.png", IMAGE_MODE_I, 7, 5);
+    for (int y = 0; y < 5; y++)
+        for (int x = 0; x < 7; x++) {
+            int32_t v;
+            memcpy(&v, px_at(img, x, y), 4);
+            assert_int_equal(v, v16(x, y));
+        }
+    image_free(img);
+    img = decode_seed("seed_ga16.png", IMAGE_MODE_RGBA, 7, 5);
+    for (int y = 0; y < 5; y++)
+        for (int x = 0; x < 7; x++) {
+            const uint8_t *p = px_at(img, x, y);
+            assert_int_equal(p[0], v16(x, y) >> 8);
+            assert_int_equal(p[1], v16(x, y) >> 8);
+            assert_int_equal(p[2], v16(x, y) >> 8);
+            assert_int_equal(p[3], v16(y, x) >> 8);
+        }
+    image_free(img);
+    img = decode_seed("seed_rgb16.png", IMAGE_MODE_RGB, 7, 5);
+    for (int y = 0; y < 5; y++)
+        for (int x = 0; x < 7; x++) {
+            const uint8_t *p = px_at(img, x, y);
+            assert_int_equal(p[0], v16(x, y) >> 8);
+            assert_int_equal(p[1], v16(y, x) >> 8);
+            assert_int_equal(p[2], v16(x, x) >> 8);
+        }
+    image_free(img);
+    img = decode_seed("seed_grey1.png", IMAGE_MODE_1, 7, 5);
+    for (int y = 0; y < 5; y++)
+        for (int x = 0; x < 7; x++)
+            assert_int_equal(*px_at(img, x, y), ((x + y) & 1) ? 255 : 0);
+    image_free(img);
+    img = decode_seed("seed_pal4_trns.png", IMAGE_MODE_P, 7, 5);
+    assert_int_equal(img->n_palette, 16);
+    assert_int_equal(img->transparency, 2);
+    for (int y = 0; y < 5; y++)
+        for (int x = 0; x < 7; x++)
+            assert_int_equal(*px_at(img, x, y), (x * 3 + y) & 15);
+    for (int i = 0; i < 16; i++) {
+        assert_int_equal(img->palette[3 * i], i * 16);
+        assert_int_equal(img->palette[3 * i + 1], 255 - i * 16);
+        assert_int_equal(img->palette[3 * i + 2], i);
+    }
+    assert_int_equal(img->palette[3 * 200], 200); /* past the PLTE: Pillow's grey ramp */
+    image_free(img);
+    img = decode_seed("seed_pal8.bmp", IMAGE_MODE_P, 7, 5);
+    for (int y = 0; y < 5; y++)
+        for (int x = 0; x < 7; x++)
+            assert_int_equal(*px_at(img, x, y), (x * 3 + y) & 15);
+    assert_int_equal(img->palette[3 * 3], 3 * 16);
+    assert_int_equal(img->palette[3 * 3 + 1], 255 - 3 * 16);
+    assert_int_equal(img->palette[3 * 3 + 2], 3);
+    image_free(img);
+}
+
+static void test_gif_first_frame(void **state)
+{
+    (void)state;
+    /* interlaced 12x9 frame at (1, 1) on a 14x11 screen, transparent index 2:
+     * outside the frame Pillow shows the transparent index (not the
+     * background); inside, (x + y) & 3 once de-interlaced */
+    struct image *img = decode_seed("seed_interlaced.gif", IMAGE_MODE_P, 14, 11);
+    assert_int_equal(img->transparency, 2);
+    for (int y = 0; y < 11; y++)
+        for (int x = 0; x < 14; x++) {
+            int inside = x >= 1 && x < 13 && y >= 1 && y < 10;
+            assert_int_equal(*px_at(img, x, y), inside ? ((x - 1 + y - 1) & 3) : 2);
+        }
+    assert_int_equal(img->palette[3], 255); /* entry 1 is red */
+    assert_int_equal(img->palette[4], 0);
+    image_free(img);
+}
+
 /* ---- allocation failures ----------------------------------------------- */
 
 static enum ims_status pipeline(const uint8_t *data, size_t n, uint8_t *rgb)
@@ -697,7 +808,8 @@ int main(void)
         cmocka_unit_test(test_corrupt),        cmocka_unit_test(test_bmp_variants),
         cmocka_unit_test(test_zero_and_bombs), cmocka_unit_test(test_not_images),
         cmocka_unit_test(test_limits),         cmocka_unit_test(test_alloc_failures),
-        cmocka_unit_test(test_thumbnail),
+        cmocka_unit_test(test_thumbnail),      cmocka_unit_test(test_png_modes),
+        cmocka_unit_test(test_gif_first_frame),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
