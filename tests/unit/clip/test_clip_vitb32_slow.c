@@ -1,0 +1,286 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_clip_vitb32_slow.c: the full-size forward pass (ViT-B/32 shapes:
+ * vision 768x12, text 512x12) against the reference implementation's
+ * goldens for the PRNG model of seed 1 (tests/golden/clip/prng-vitb32).
+ * The 600 MB model is regenerated here with clip_make_prng_model into a
+ * mkdtemp folder under /tmp and deleted afterwards. Label `slow`.
+ *
+ * Checks: the 21 images (in batches of 8, so the uneven last batch is
+ * covered) and the 40 texts at the golden tolerance (cosine >= 0.99999, max
+ * abs diff < 1e-4 on L2-normalised embeddings), logits_per_image, and bf16
+ * within cosine 0.999 of the f32 goldens.
+ */
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clip_int.h"
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+static const char *src_dir(void)
+{
+    const char *s = getenv("IMS_SOURCE_DIR");
+    return s && *s ? s : IMS_SOURCE_DIR;
+}
+
+static char *read_all(const char *path, size_t *len)
+{
+    char *data = NULL;
+    struct ims_error err = {0};
+    enum ims_status st = ims_file_read(path, 1u << 30, &data, len, &err);
+    if (st != IMS_OK)
+        fail_msg("cannot read %s: %s", path, err.message);
+    return data;
+}
+
+static double cosine(const float *a, const float *b, int d)
+{
+    double ab = 0, aa = 0, bb = 0;
+    for (int i = 0; i < d; i++) {
+        ab += (double)a[i] * b[i];
+        aa += (double)a[i] * a[i];
+        bb += (double)b[i] * b[i];
+    }
+    return ab / sqrt(aa * bb);
+}
+
+#define N_IMAGES 21
+#define N_TEXTS 40
+
+/* The golden data of one model (named after the tiny test it mirrors). */
+struct tiny {
+    char dir[64];
+    struct clip_model *model;
+    float *pixels; /* (21, 3, 224, 224) */
+    int32_t ids[N_TEXTS][CLIP_CONTEXT_MAX];
+    int n_ids[N_TEXTS];
+    float *gold_img;    /* (21, D) */
+    float *gold_txt;    /* (40, D) */
+    float *gold_logits; /* (21, 40) */
+};
+
+static void load_pixels(struct tiny *t)
+{
+    static const float mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
+    static const float stdv[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/tests/golden/clip/images/manifest.json", src_dir());
+    json_error_t je;
+    json_t *man = json_load_file(path, 0, &je);
+    assert_non_null(man);
+    assert_int_equal(json_array_size(man), N_IMAGES);
+    const int s = 224;
+    t->pixels = ims_malloc((size_t)N_IMAGES * 3 * s * s * sizeof(float));
+    assert_non_null(t->pixels);
+    for (int i = 0; i < N_IMAGES; i++) {
+        const char *rgb = json_string_value(json_object_get(json_array_get(man, i), "rgb"));
+        assert_non_null(rgb);
+        snprintf(path, sizeof(path), "%s/tests/golden/clip/images/%s", src_dir(), rgb);
+        size_t len;
+        unsigned char *b = (unsigned char *)read_all(path, &len);
+        assert_int_equal(len, (size_t)s * s * 3);
+        float *img = t->pixels + (size_t)i * 3 * s * s;
+        for (int c = 0; c < 3; c++)
+            for (int y = 0; y < s; y++)
+                for (int x = 0; x < s; x++)
+                    img[((size_t)c * s + y) * s + x] =
+                        (b[((size_t)y * s + x) * 3 + c] / 255.0f - mean[c]) / stdv[c];
+        ims_free(b);
+    }
+    json_decref(man);
+}
+
+static void load_ids(struct tiny *t)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/tests/golden/clip/tokenizer/cases.jsonl", src_dir());
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char *line = NULL;
+    size_t cap = 0;
+    for (int i = 0; i < N_TEXTS; i++) {
+        assert_true(getline(&line, &cap, f) > 0);
+        json_error_t je;
+        json_t *o = json_loads(line, 0, &je);
+        assert_non_null(o);
+        json_t *ids = json_object_get(o, "ids");
+        assert_int_equal(json_array_size(ids), CLIP_CONTEXT_MAX);
+        t->n_ids[i] = 0;
+        for (int j = 0; j < CLIP_CONTEXT_MAX; j++) {
+            t->ids[i][j] = (int32_t)json_integer_value(json_array_get(ids, j));
+            if (t->ids[i][j] != 0)
+                t->n_ids[i] = j + 1;
+        }
+        json_decref(o);
+    }
+    free(line);
+    fclose(f);
+}
+
+static float *load_f32(const char *name, size_t count)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/tests/golden/clip/prng-vitb32/%s", src_dir(), name);
+    size_t len;
+    float *p = (float *)read_all(path, &len);
+    assert_int_equal(len, count * sizeof(float));
+    return p;
+}
+
+static struct clip_model *load_tiny(const char *dir, enum clip_precision prec, int n_threads)
+{
+    struct clip_model_params mp;
+    clip_model_params_default(&mp);
+    mp.precision = prec;
+    mp.n_threads = n_threads;
+    struct clip_model *m = NULL;
+    struct ims_error err = {0};
+    if (clip_model_load(dir, &mp, &m, &err) != IMS_OK)
+        fail_msg("clip_model_load %s: %s", dir, err.message);
+    return m;
+}
+
+/* Golden tolerance on L2-normalised embeddings (fixtures README). */
+static void check_against(const float *got_raw, const float *gold_raw, int d, const char *what,
+                          int i, double min_cos, double max_abs)
+{
+    float a[1024], b[1024];
+    assert_true(d <= 1024);
+    memcpy(a, got_raw, (size_t)d * sizeof(float));
+    memcpy(b, gold_raw, (size_t)d * sizeof(float));
+    clip_l2_normalize(a, d);
+    clip_l2_normalize(b, d);
+    double c = cosine(a, b, d), worst = 0;
+    for (int j = 0; j < d; j++)
+        worst = fmax(worst, fabs((double)a[j] - b[j]));
+    if (c < min_cos || worst >= max_abs)
+        fail_msg("%s %d: cosine %.8f (min %.8f), max abs diff %g (max %g)", what, i, c, min_cos,
+                 worst, max_abs);
+}
+
+static void remove_model(const char *dir)
+{
+    char p[4096];
+    const char *files[] = {"config.json", "model.safetensors", "vocab.json", "merges.txt"};
+    for (size_t i = 0; i < IMS_ARRAY_LEN(files); i++) {
+        snprintf(p, sizeof(p), "%s/%s", dir, files[i]);
+        unlink(p);
+    }
+    rmdir(dir);
+}
+
+static int vitb32_setup(void **state)
+{
+    static struct tiny t;
+    char cfg[4096], vocab[4096];
+    struct ims_error err = {0};
+    snprintf(t.dir, sizeof(t.dir), "/tmp/ims-fwd-slow-XXXXXX");
+    if (!mkdtemp(t.dir))
+        return -1;
+    snprintf(cfg, sizeof(cfg), "%s/tests/golden/clip/prng-vitb32/config.json", src_dir());
+    snprintf(vocab, sizeof(vocab), "%s/data/vocab", src_dir());
+    if (clip_make_prng_model(cfg, 1, t.dir, vocab, &err) != IMS_OK) {
+        fprintf(stderr, "clip_make_prng_model: %s\n", err.message);
+        remove_model(t.dir);
+        return -1;
+    }
+    load_pixels(&t);
+    load_ids(&t);
+    *state = &t;
+    return 0;
+}
+
+static int vitb32_teardown(void **state)
+{
+    struct tiny *t = *state;
+    remove_model(t->dir);
+    ims_free(t->pixels);
+    return 0;
+}
+
+static void run_model(struct tiny *t, enum clip_precision prec, double min_cos, double max_abs)
+{
+    struct ims_error err = {0};
+    struct clip_model *m = load_tiny(t->dir, prec, 0);
+    int d = clip_model_embed_dim(m);
+    assert_int_equal(d, 512);
+    float *gold_img = load_f32("image_embeds.f32", (size_t)N_IMAGES * d);
+    float *gold_txt = load_f32("text_embeds.f32", (size_t)N_TEXTS * d);
+    float *gold_logits = load_f32("logits_per_image.f32", (size_t)N_IMAGES * N_TEXTS);
+    struct clip_ctx *ctx = NULL;
+    assert_int_equal(clip_ctx_new(m, 8, &ctx, &err), IMS_OK);
+    float *img = ims_malloc((size_t)N_IMAGES * d * sizeof(float));
+    float *txt = ims_malloc((size_t)N_TEXTS * d * sizeof(float));
+    assert_non_null(img);
+    assert_non_null(txt);
+    for (int i = 0; i < N_IMAGES; i += 8) {
+        int n = IMS_MIN(8, N_IMAGES - i);
+        if (clip_ctx_encode_images(ctx, t->pixels + (size_t)i * 3 * 224 * 224, n,
+                                   img + (size_t)i * d, 0, &err) != IMS_OK)
+            fail_msg("images %d..: %s", i, err.message);
+    }
+    for (int i = 0; i < N_TEXTS; i++)
+        if (clip_ctx_encode_text(ctx, t->ids[i], t->n_ids[i], txt + (size_t)i * d, 0, &err) !=
+            IMS_OK)
+            fail_msg("text %d: %s", i, err.message);
+    for (int i = 0; i < N_IMAGES; i++)
+        check_against(img + (size_t)i * d, gold_img + (size_t)i * d, d, "image", i, min_cos,
+                      max_abs);
+    for (int i = 0; i < N_TEXTS; i++)
+        check_against(txt + (size_t)i * d, gold_txt + (size_t)i * d, d, "text", i, min_cos,
+                      max_abs);
+    if (prec == CLIP_PRECISION_F32) {
+        float scale = clip_model_logit_scale(m);
+        for (int i = 0; i < N_IMAGES; i++)
+            clip_l2_normalize(img + (size_t)i * d, d);
+        for (int j = 0; j < N_TEXTS; j++)
+            clip_l2_normalize(txt + (size_t)j * d, d);
+        for (int i = 0; i < N_IMAGES; i++)
+            for (int j = 0; j < N_TEXTS; j++) {
+                double dot = 0;
+                for (int q = 0; q < d; q++)
+                    dot += (double)img[(size_t)i * d + q] * txt[(size_t)j * d + q];
+                assert_float_equal(scale * dot, gold_logits[i * N_TEXTS + j], 1e-4 * scale);
+            }
+    }
+    ims_free(img);
+    ims_free(txt);
+    ims_free(gold_img);
+    ims_free(gold_txt);
+    ims_free(gold_logits);
+    clip_ctx_free(ctx);
+    clip_model_free(m);
+}
+
+static void test_vitb32_f32_golden(void **state)
+{
+    run_model(*state, CLIP_PRECISION_F32, 0.99999, 1e-4);
+}
+
+static void test_vitb32_bf16_close(void **state)
+{
+    /* bf16 (or its f32 fallback on CPUs without it) within cosine 0.999. */
+    run_model(*state, CLIP_PRECISION_BF16, 0.999, 5e-2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_vitb32_f32_golden),
+        cmocka_unit_test(test_vitb32_bf16_close),
+    };
+    return cmocka_run_group_tests_name("vitb32", tests, vitb32_setup, vitb32_teardown);
+}
