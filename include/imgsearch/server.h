@@ -29,7 +29,7 @@
  * (query terms, upload bytes, urls) is borrowed for the duration of the call.
  *
  * Threading: backend operations are called concurrently from the server's
- * pool threads (at most `max_inflight` at a time), so they must be
+ * connection threads (at most `max_inflight` at a time), so they must be
  * thread-safe. They may block (search, job_wait); the server bounds how
  * many run at once and how many wait for a slot. server_start/stop/free
  * are called from one controlling thread; server_port may be called from
@@ -204,7 +204,10 @@ struct server_backend {
 struct server_options {
     const char *host;             /* bind address, default "127.0.0.1"; "::1"/"::" for IPv6 */
     unsigned port;                /* default 8080; 0 = ephemeral (see server_port) */
-    unsigned n_threads;           /* MHD pool threads, default 4 */
+    bool use_pool;                /* false (default): a thread per connection, safe with a
+                                     blocking backend; true: MHD's epoll pool of n_threads
+                                     (a blocked handler stalls its worker's connections) */
+    unsigned n_threads;           /* pool threads when use_pool, default 4 */
     unsigned max_inflight;        /* backend calls running at once, default n_threads */
     unsigned max_queued;          /* requests waiting for a slot, default 16 */
     unsigned queue_wait_ms;       /* how long one waits before 503, default 2000 */

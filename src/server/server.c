@@ -6,11 +6,17 @@
  *
  * DESIGN
  *
- * Threads. libmicrohttpd runs `n_threads` pool threads (internal polling,
- * epoll); each owns its own epoll set, and all of them accept on the
- * listening socket, so a thread busy in a handler does not stop the others
- * from taking new connections. Handlers run on these threads and call the
- * backend synchronously. The server starts no other thread.
+ * Threads. Handlers call the backend synchronously, and backend calls block
+ * (a CLIP forward pass, a job wait). With libmicrohttpd's epoll thread pool
+ * a worker blocked in a handler stalls every other connection multiplexed
+ * on it: the unit tests saw /metrics and /healthz hang behind a blocked
+ * search. So by default MHD runs one thread per connection (plus its
+ * listening thread), bounded by max_connections, and the admission gate
+ * below bounds how many of them are inside the backend. `use_pool` selects
+ * the epoll pool of `n_threads` workers instead, which is only safe with a
+ * backend that never blocks for long; the non-blocking design for the pool
+ * (MHD_suspend_connection + our own worker threads) is future work. The
+ * server starts no thread of its own.
  *
  * One request, three phases (MHD calls the access handler repeatedly):
  *   1. headers: route + method (404/405), rate limit (429), API key (401),
@@ -1275,7 +1281,10 @@ enum ims_status server_start(const struct server_options *o, const struct server
     struct sockaddr_in sin;
     struct sockaddr_in6 sin6;
     const struct sockaddr *sa;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC;
+    /* See DESIGN: blocking handlers need a thread per connection unless the
+     * caller opts into the epoll pool. */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
+                     (s->o.use_pool ? MHD_USE_EPOLL : MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL);
     const char *host = s->o.host ? s->o.host : "127.0.0.1";
     memset(&sin, 0, sizeof(sin));
     memset(&sin6, 0, sizeof(sin6));
@@ -1306,7 +1315,8 @@ enum ims_status server_start(const struct server_options *o, const struct server
 
     s->d = MHD_start_daemon(
         flags, (uint16_t)s->o.port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, sa,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)s->o.n_threads, MHD_OPTION_CONNECTION_LIMIT,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)(s->o.use_pool ? s->o.n_threads : 0),
+        MHD_OPTION_CONNECTION_LIMIT,
         (unsigned int)(s->o.max_connections ? s->o.max_connections : 256),
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)s->o.connection_timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, s,

@@ -1334,6 +1334,21 @@ static void test_ipv6(void **state)
     assert_non_null(strstr(err.message, "not an IPv4 or IPv6"));
 }
 
+static void test_epoll_pool_mode(void **state)
+{
+    struct server_options o;
+    server_options_init(&o);
+    o.use_pool = true;
+    o.n_threads = 2;
+    start_with(&o);
+    struct resp r;
+    get(&r, "/api/v1/search?q=pool&k=2");
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_array_size(json_object_get(r.json, "results")), 2);
+    resp_fini(&r);
+    stop();
+}
+
 /* ---- main ------------------------------------------------------------------------------------- */
 
 extern const struct CMUnitTest server_parser_tests[];
@@ -1360,6 +1375,7 @@ int main(void)
         cmocka_unit_test(test_shutdown_while_running),
         cmocka_unit_test(test_openapi_routes),
         cmocka_unit_test(test_ipv6),
+        cmocka_unit_test(test_epoll_pool_mode),
     };
     int failed = cmocka_run_group_tests_name("server_http", tests, NULL, NULL);
     failed += _cmocka_run_group_tests("server_parsers", server_parser_tests,
