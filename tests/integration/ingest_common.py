@@ -1,0 +1,143 @@
+# SPDX-License-Identifier: MIT
+"""Helpers shared by the CLI and ingest integration tests (cli_test.py,
+ingest_http_test.py, ingest_crash_test.py): the tiny model folder, running
+imgsearch with a bound, the loopback hostile server, result checks."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
+
+failures = []
+
+
+def check(cond, what):
+    """Records a failed assertion (the test goes on, to report them all)."""
+    if not cond:
+        failures.append(what)
+        print("FAIL: " + what, flush=True)
+    return cond
+
+
+def finish(name):
+    if failures:
+        print("%s: %d check(s) failed" % (name, len(failures)), flush=True)
+        sys.exit(1)
+    print("%s: all checks passed" % name, flush=True)
+
+
+def tiny_model(src, dest):
+    """Copies the tiny CLIP model (tests/golden/clip/tiny + the bundled
+    vocabulary) into `dest`; returns it."""
+    os.makedirs(dest)
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(os.path.join(src, "tests/golden/clip/tiny", f), dest)
+    for f in ("vocab.json", "merges.txt"):
+        shutil.copy(os.path.join(src, "data/vocab", f), dest)
+    return dest
+
+
+def fixture_images(src):
+    d = os.path.join(src, "tests/golden/clip/images")
+    return sorted(os.path.join(d, f) for f in os.listdir(d)
+                  if f.lower().endswith(IMAGE_EXTS))
+
+
+class Cli:
+    def __init__(self, exe, model, data):
+        self.exe, self.model, self.data = exe, model, data
+
+    def run(self, *args, model=None, timeout=120, stdin=None):
+        """Runs `imgsearch ARGS --data D --model M`; returns (rc, out, err)."""
+        cmd = [self.exe, args[0], "--data", self.data]
+        if model is not False:
+            cmd += ["--model", model or self.model]
+        cmd += list(args[1:])
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=timeout, input=stdin)
+        return p.returncode, p.stdout.decode("utf-8", "replace"), \
+            p.stderr.decode("utf-8", "replace")
+
+    def stats(self):
+        rc, out, err = self.run("stats", model=False)
+        if not check(rc == 0, "stats exits 0 (rc %d: %s)" % (rc, err.strip())):
+            return {}
+        return json.loads(out)
+
+    def search_image(self, path, k=5):
+        rc, out, err = self.run("search", "--json", "-k", str(k), "--image", path)
+        if not check(rc == 0, "search --image %s exits 0 (rc %d: %s)" % (path, rc, err.strip())):
+            return []
+        return json.loads(out)["results"]
+
+
+def parse_add_output(out):
+    """The per-item lines of `imgsearch add` (stdout not a terminal):
+    {"added": {source: id}, "duplicate": {source: id}, "failed": {source: reason},
+     "other": [lines]}."""
+    r = {"added": {}, "duplicate": {}, "failed": {}, "completed": {}, "other": []}
+    for line in out.splitlines():
+        word, _, rest = line.partition(" ")
+        if word in ("added", "duplicate", "completed"):
+            ident, _, source = rest.partition(" ")
+            if ident.isdigit() and source:
+                if source in r[word]:
+                    r["other"].append("repeated: " + line)
+                r[word][source] = int(ident)
+                continue
+        elif word == "failed":
+            source, sep, reason = rest.partition(": ")
+            if sep:
+                r["failed"][source] = reason
+                continue
+        if line.strip():
+            r["other"].append(line)
+    return r
+
+
+class HostileServer:
+    """hostile_server.py in a child process, bounded in life."""
+
+    def __init__(self, root, log=None, delay_ms=0, max_life=300, extra=()):
+        cmd = [sys.executable, os.path.join(HERE, "hostile_server.py"), "--root", root,
+               "--delay-ms", str(delay_ms), "--max-life", str(max_life)] + list(extra)
+        if log:
+            cmd += ["--log", log]
+        self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        line = self.p.stdout.readline().decode()
+        if not line.startswith("PORT "):
+            self.stop()
+            raise RuntimeError("hostile_server did not start: %r" % line)
+        self.port = int(line.split()[1])
+        self.base = "http://127.0.0.1:%d" % self.port
+
+    def url(self, path):
+        return self.base + path
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(5)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+
+
+def kill_quietly(p):
+    if p and p.poll() is None:
+        p.kill()
+        p.wait()
+
+
+def wait_for(pred, timeout, step=0.05):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
