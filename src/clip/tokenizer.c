@@ -1124,14 +1124,21 @@ static int tok_is_case_ignorable(uint32_t c)
     return 0;
 }
 
-/* Unicode Cased: Lu Ll Lt, Other_Lowercase/Other_Uppercase (approximated by
- * having a case mapping, plus the two ordinal indicators). */
+/* Unicode Cased: Lu Ll Lt, Other_Lowercase/Other_Uppercase (those with a
+ * case mapping, the two ordinal indicators and the enclosed capitals below;
+ * the remaining ones are Lm/Mn, which are case-ignorable and so never
+ * consulted). Checked against CPython over U+0080..U+2FFFF. */
 static int tok_is_cased(uint32_t c)
 {
     utf8proc_category_t cat = utf8proc_category((utf8proc_int32_t)c);
     if (cat == UTF8PROC_CATEGORY_LU || cat == UTF8PROC_CATEGORY_LL || cat == UTF8PROC_CATEGORY_LT)
         return 1;
     if (c == 0xAA || c == 0xBA)
+        return 1;
+    /* Other_Uppercase symbols without case mappings: squared and negative
+     * circled/squared Latin capitals. */
+    if ((c >= 0x1F130 && c <= 0x1F149) || (c >= 0x1F150 && c <= 0x1F169) ||
+        (c >= 0x1F170 && c <= 0x1F189))
         return 1;
     return utf8proc_tolower((utf8proc_int32_t)c) != (utf8proc_int32_t)c ||
            utf8proc_toupper((utf8proc_int32_t)c) != (utf8proc_int32_t)c;

@@ -338,7 +338,7 @@ static void test_invalid_utf8(void **state)
     static const char *bad[] = {
         "\xff",             "a\x80",            "\xc0\xaf",         "\xc1\xbf",
         "\xe0\x80\xaf",     "\xed\xa0\x80",     "\xf4\x90\x80\x80", "\xf8\x88\x80\x80\x80",
-        "abc\xe2\x82",      "\xe2\x82" "a",     "\xc3",
+        "abc\xe2\x82",      "\xe2\x82\x61",     "\xc3",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int32_t ids[CLIP_CONTEXT_MAX];
