@@ -34,7 +34,11 @@ function(ims_add_fuzzer)
     add_executable(${F_NAME} ${F_SOURCES})
     target_compile_options(${F_NAME} PRIVATE -fsanitize=fuzzer)
     target_link_options(${F_NAME} PRIVATE -fsanitize=fuzzer)
-    set(cmd ${F_NAME} -runs=${F_RUNS} -max_total_time=30 -rss_limit_mb=2048 ${F_CORPUS})
+    # libFuzzer writes new inputs into its first corpus folder: a scratch
+    # folder in the build tree, so the committed seeds stay untouched
+    file(MAKE_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/${F_NAME}_corpus)
+    set(cmd ${F_NAME} -runs=${F_RUNS} -max_total_time=30 -rss_limit_mb=2048
+        ${CMAKE_CURRENT_BINARY_DIR}/${F_NAME}_corpus ${F_CORPUS})
   else()
     add_executable(${F_NAME} ${F_SOURCES} ${CMAKE_SOURCE_DIR}/tests/fuzz/replay_main.c)
     set(cmd ${F_NAME} ${F_RUNS} ${F_CORPUS})

@@ -52,6 +52,7 @@ extern "C" {
     XX(RATE_LIMITED, "rate_limited", "too many requests")                      \
     XX(UNAUTHORIZED, "unauthorized", "missing or wrong API key")               \
     XX(CANCELLED, "cancelled", "cancelled")                                    \
+    XX(METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed")                                    \
     XX(INTERNAL, "internal", "internal error")
 
 enum ims_status {

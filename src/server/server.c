@@ -258,7 +258,10 @@ static int http_status_of(enum ims_status st)
     case IMS_ERR_NOT_FOUND:
         return 404;
     case IMS_ERR_EXISTS:
+    case IMS_ERR_MODEL_MISMATCH:
         return 409;
+    case IMS_ERR_METHOD_NOT_ALLOWED:
+        return 405;
     case IMS_ERR_TOO_LARGE:
         return 413;
     case IMS_ERR_UNSUPPORTED:
@@ -274,7 +277,6 @@ static int http_status_of(enum ims_status st)
     case IMS_ERR_TIMEOUT:
         return 504;
     case IMS_ERR_IO:
-    case IMS_ERR_MODEL_MISMATCH:
     case IMS_ERR_INTERNAL:
     case IMS_STATUS_COUNT:
         break;
@@ -960,10 +962,9 @@ static enum MHD_Result begin(struct request *r, struct MHD_Connection *c)
                          allow[0] ? ", " : "", names[m]);
         struct hdr h = {"Allow", allow};
         struct ims_error err;
-        ims_error_set(&err, IMS_ERR_INVALID, "method %s not allowed on %s (allowed: %s)",
+        ims_error_set(&err, IMS_ERR_METHOD_NOT_ALLOWED, "method %s not allowed on %s (allowed: %s)",
                       r->method_name, rt->pattern, allow);
-        /* 405 has no status of its own in IMS_ERR_MAP: the code says "invalid_argument". */
-        return respond_error_status(r, c, 405, IMS_ERR_INVALID, &err, &h, 1);
+        return respond_error_status(r, c, 405, IMS_ERR_METHOD_NOT_ALLOWED, &err, &h, 1);
     }
     if (r->route != R_HEALTHZ && r->route != R_METRICS) {
         int retry = 1;

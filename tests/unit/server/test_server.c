@@ -504,7 +504,7 @@ static void test_not_found_and_method(void **state)
     resp_fini(&r);
 
     http_req(&r, "DELETE", "/api/v1/search", NULL, NULL, 0, NULL);
-    assert_error(&r, 405, "invalid_argument", "DELETE");
+    assert_error(&r, 405, "method_not_allowed", "DELETE");
     assert_string_equal(header(&r, "Allow", h, sizeof(h)), "GET, HEAD, POST");
     resp_fini(&r);
     http_req(&r, "PUT", "/api/v1/images/1", NULL, NULL, 0, NULL);
