@@ -67,6 +67,9 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def handle_error(self, request, client_address):
+        pass  # clients that hang up (killed, or refusing a body) are expected
+
 
 def make_handler(opts, stop, log_lock, log_file, flaky_seen):
     class Handler(http.server.BaseHTTPRequestHandler):
