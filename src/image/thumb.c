@@ -192,7 +192,7 @@ enum ims_status image_thumbnail_jpeg(const struct image *img, int max_side, int 
                         "thumbnail size %d is outside 1..65500", max_side);
     IMS_RETURN_ERROR_IF(quality < 1 || quality > 100, err, IMS_ERR_INVALID,
                         "JPEG quality %d is outside 1..100", quality);
-    enum ims_status st;
+    enum ims_status st = IMS_OK;
     uint8_t *flat = NULL, *small = NULL;
     int ch = 3;
     int w = img->width, h = img->height, tw = w, th = h;
@@ -204,16 +204,24 @@ enum ims_status image_thumbnail_jpeg(const struct image *img, int max_side, int 
         tw = IMS_MAX(tw, 1);
         th = IMS_MAX(th, 1);
     }
-    if ((st = flatten(img, &flat, &ch, err)) != IMS_OK)
-        goto out;
-    const uint8_t *px = flat;
+    const uint8_t *px;
+    int direct_ch = img->mode == IMAGE_MODE_RGB ? 3 : img->mode == IMAGE_MODE_L ? 1 : 0;
+    if (direct_ch && img->stride == (size_t)w * direct_ch) {
+        /* already what the encoder takes, rows contiguous: no copy */
+        ch = direct_ch;
+        px = img->pixels;
+    } else {
+        if ((st = flatten(img, &flat, &ch, err)) != IMS_OK)
+            goto out;
+        px = flat;
+    }
     if (tw != w || th != h) {
         small = ims_malloc((size_t)tw * th * ch);
         if (!small) {
             st = ims_error_set(err, IMS_ERR_NOMEM, "out of memory for a thumbnail");
             goto out;
         }
-        st = image__resample_u8(flat, w, h, (size_t)w * ch, ch, tw, th, 0, 0, tw, th, small,
+        st = image__resample_u8(px, w, h, (size_t)w * ch, ch, tw, th, 0, 0, tw, th, small,
                                 (size_t)tw * ch, err);
         if (st != IMS_OK)
             goto out;

@@ -25,6 +25,8 @@
 
 #include <cmocka.h>
 
+#include <jpeglib.h>
+
 #include "imgsearch/image.h"
 
 /* ---- helpers --------------------------------------------------------------- */
@@ -669,6 +671,63 @@ static void test_gif_first_frame(void **state)
     image_free(img);
 }
 
+/* ---- CMYK JPEG -------------------------------------------------------------- */
+
+/* A w x h CMYK JPEG of one ink colour, written the way Adobe software does
+ * (inverted values, Adobe marker), with libjpeg's encoder. */
+static uint8_t *make_cmyk_jpeg(int w, int h, const uint8_t ink[4], size_t *n_out)
+{
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr e;
+    unsigned char *buf = NULL;
+    unsigned long n = 0;
+    c.err = jpeg_std_error(&e);
+    jpeg_create_compress(&c);
+    jpeg_mem_dest(&c, &buf, &n);
+    c.image_width = (JDIMENSION)w;
+    c.image_height = (JDIMENSION)h;
+    c.input_components = 4;
+    c.in_color_space = JCS_CMYK;
+    jpeg_set_defaults(&c);
+    jpeg_set_quality(&c, 100, TRUE);
+    jpeg_start_compress(&c, TRUE);
+    uint8_t *row = malloc((size_t)w * 4);
+    for (int x = 0; x < w; x++)
+        for (int k = 0; k < 4; k++)
+            row[4 * x + k] = (uint8_t)(255 - ink[k]);
+    while (c.next_scanline < c.image_height) {
+        JSAMPROW r = row;
+        jpeg_write_scanlines(&c, &r, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    free(row);
+    *n_out = n;
+    return buf;
+}
+
+static void test_cmyk_jpeg(void **state)
+{
+    (void)state;
+    static const uint8_t ink[4] = {40, 200, 90, 30};
+    size_t n;
+    uint8_t *jpg = make_cmyk_jpeg(64, 48, ink, &n);
+    struct image *img = decode_ok(jpg, n);
+    assert_int_equal(img->mode, IMAGE_MODE_CMYK);
+    for (int k = 0; k < 4; k++) /* quality 100 on a flat colour: within 1 */
+        assert_true(abs((int)img->pixels[(size_t)10 * img->stride + 40 + k] - ink[k]) <= 1);
+    uint8_t rgb[224 * 224 * 3];
+    struct ims_error err = {0};
+    assert_int_equal(image_clip_preprocess(img, 224, rgb, &err), IMS_OK);
+    /* Pillow's cmyk2rgb: 255 - k - c * (255 - k) / 255, i.e. (255 - c)(255 - k)/255 */
+    for (int c = 0; c < 3; c++) {
+        double want = (255.0 - ink[c]) * (255.0 - ink[3]) / 255.0;
+        assert_true(fabs(rgb[3 * (112 * 224 + 112) + c] - want) <= 2.0);
+    }
+    image_free(img);
+    free(jpg);
+}
+
 /* ---- allocation failures ----------------------------------------------- */
 
 static enum ims_status pipeline(const uint8_t *data, size_t n, uint8_t *rgb)
@@ -809,7 +868,7 @@ int main(void)
         cmocka_unit_test(test_zero_and_bombs), cmocka_unit_test(test_not_images),
         cmocka_unit_test(test_limits),         cmocka_unit_test(test_alloc_failures),
         cmocka_unit_test(test_thumbnail),      cmocka_unit_test(test_png_modes),
-        cmocka_unit_test(test_gif_first_frame),
+        cmocka_unit_test(test_gif_first_frame), cmocka_unit_test(test_cmyk_jpeg),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
