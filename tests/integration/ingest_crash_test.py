@@ -11,7 +11,11 @@ request. `add --from urls.txt` runs with stdout to a file and is killed
 (SIGKILL) once some "added" lines appeared, in two rounds at two different
 moments; after each kill every reported id must be stored under its source
 and findable by its own picture. A last run completes the job; then the
-catalogue holds exactly one row per distinct image.
+catalogue holds exactly one row per distinct image. A killed run may have
+committed its last group without printing it: a later run reports those rows
+as duplicates of ids that were in the catalogue after the kill. The job runs
+with 4 downloads in flight and the server waits 40 ms per request, so that it
+cannot finish before the kill.
 """
 import json
 import os
@@ -49,7 +53,7 @@ def main():
         for i in range(N_IMAGES):
             with open(os.path.join(root, "g%03d.png" % i), "wb") as f:
                 f.write(png_bytes(48 + i % 17, 40 + i % 13, i))
-        server = HostileServer(root, delay_ms=20, max_life=280)
+        server = HostileServer(root, delay_ms=40, max_life=280)
         run(exe, src, tmp, root, server, procs)
     finally:
         for p in procs:
@@ -70,13 +74,15 @@ def run(exe, src, tmp, root, server, procs):
         f.write("\n".join(url_of[n] for n in names) + "\n")
 
     acknowledged = {}  # url -> id, every "added" line of every killed run
+    known_ids = set()  # ids found in the catalogue after a kill
     rng = random.Random(7)
     # kill after the first few rows, then later in the second run
-    for rnd, (min_lines, extra_s) in enumerate(((5, 0.0), (40, 0.7))):
+    for rnd, (min_lines, extra_s) in enumerate(((5, 0.0), (60, 0.3))):
         out_path = os.path.join(tmp, "add%d.out" % rnd)
         with open(out_path, "w") as out:
             p = subprocess.Popen([exe, "add", "--data", cli.data, "--model", cli.model,
-                                  "--allow-private-urls", "--batch", "8", "--from", urls],
+                                  "--allow-private-urls", "--batch", "8", "--in-flight", "4",
+                                  "--from", urls],
                                  stdout=out, stderr=subprocess.DEVNULL)
             procs.append(p)
             target = len(acknowledged) + min_lines
@@ -93,7 +99,9 @@ def run(exe, src, tmp, root, server, procs):
             r = parse_add_output(f.read())
         check(not r["failed"], "round %d: no failures: %s" % (rnd, list(r["failed"].items())[:3]))
         for u, i in r["duplicate"].items():
-            check(acknowledged.get(u) == i, "round %d: duplicate %s keeps its id %d (was %s)" %
+            # committed by an earlier run just before its kill, maybe unreported
+            check(acknowledged.get(u, i) == i and i in known_ids,
+                  "round %d: duplicate %s keeps its id %d (was %s)" %
                   (rnd, u, i, acknowledged.get(u)))
         for u, i in r["added"].items():
             check(u not in acknowledged, "round %d: %s added twice" % (rnd, u))
@@ -110,6 +118,7 @@ def run(exe, src, tmp, root, server, procs):
         rc, out, err = cli.run("search", "--json", "-k", "1000", "a picture")
         if check(rc == 0, "round %d: search after kill (%s)" % (rnd, err.strip())):
             stored = {x["url"]: x["id"] for x in json.loads(out)["results"]}
+            known_ids.update(stored.values())
             missing = [u for u, i in acknowledged.items() if stored.get(u) != i]
             check(not missing, "round %d: acknowledged rows missing: %s" % (rnd, missing[:5]))
             check(len(stored) == st.get("images"),
