@@ -61,22 +61,53 @@ static void read_spec(struct cli_app *app)
     char *data = NULL;
     size_t len = 0;
     snprintf(app->spec, sizeof(app->spec), "Flat");
-    if (ims_file_read(app->spec_path, sizeof(app->spec) - 1, &data, &len, NULL) != IMS_OK)
+    memset(&app->params, 0, sizeof(app->params));
+    if (ims_file_read(app->spec_path, 4096, &data, &len, NULL) != IMS_OK)
         return;
-    while (len && (data[len - 1] == '\n' || data[len - 1] == ' ' || data[len - 1] == '\r'))
-        data[--len] = '\0';
-    if (len)
-        snprintf(app->spec, sizeof(app->spec), "%s", data);
+    char *save = NULL;
+    int first = 1;
+    for (char *line = strtok_r(data, "\r\n", &save); line; line = strtok_r(NULL, "\r\n", &save)) {
+        while (*line == ' ')
+            line++;
+        if (first) {
+            if (*line)
+                snprintf(app->spec, sizeof(app->spec), "%s", line);
+            first = 0;
+            continue;
+        }
+        int v;
+        if (sscanf(line, "nprobe %d", &v) == 1 && v > 0)
+            app->params.nprobe = v;
+        else if (sscanf(line, "ef_search %d", &v) == 1 && v > 0)
+            app->params.ef_search = v;
+        else if (sscanf(line, "rerank %d", &v) == 1 && v > 0)
+            app->params.rerank = v;
+        else if (*line)
+            ims_log(IMS_LOG_WARN, "%s: ignoring unknown line '%s'", app->spec_path, line);
+    }
     ims_free(data);
 }
 
-enum ims_status cli_app_write_spec(struct cli_app *app, const char *spec, struct ims_error *err)
+enum ims_status cli_app_write_spec(struct cli_app *app, const char *spec,
+                                   const struct vindex_search_params *params,
+                                   struct ims_error *err)
 {
-    char line[300];
-    int n = snprintf(line, sizeof(line), "%s\n", spec);
-    enum ims_status st = ims_file_write_atomic(app->spec_path, line, (size_t)n, err);
-    if (st == IMS_OK)
+    struct vindex_search_params none = {0};
+    if (!params)
+        params = &none;
+    char text[512];
+    int n = snprintf(text, sizeof(text), "%s\n", spec);
+    if (params->nprobe > 0)
+        n += snprintf(text + n, sizeof(text) - (size_t)n, "nprobe %d\n", params->nprobe);
+    if (params->ef_search > 0)
+        n += snprintf(text + n, sizeof(text) - (size_t)n, "ef_search %d\n", params->ef_search);
+    if (params->rerank > 0)
+        n += snprintf(text + n, sizeof(text) - (size_t)n, "rerank %d\n", params->rerank);
+    enum ims_status st = ims_file_write_atomic(app->spec_path, text, (size_t)n, err);
+    if (st == IMS_OK) {
         snprintf(app->spec, sizeof(app->spec), "%s", spec);
+        app->params = *params;
+    }
     return st;
 }
 
@@ -259,11 +290,19 @@ int cli_app_open(const char *cmd, const struct cli_app_options *o, struct cli_ap
         st = store_open(app->data_dir, &mi, 0, &app->store, &err);
     } else {
         /* open with whatever model the folder records */
+        /* open with whatever model the folder records: read the record,
+         * then reopen as that model so embedding sizes are checked against it */
         struct store_model_info mi = {"(any)", 1};
         st = store_open(app->data_dir, &mi, STORE_OPEN_ALLOW_MODEL_MISMATCH, &app->store, &err);
         if (st == IMS_OK)
             st = store_model_get(app->store, app->model_name, sizeof(app->model_name), &app->dim,
                                  &err);
+        store_close(app->store);
+        app->store = NULL;
+        if (st == IMS_OK) {
+            struct store_model_info rec = {app->model_name, app->dim};
+            st = store_open(app->data_dir, &rec, 0, &app->store, &err);
+        }
     }
     if (st != IMS_OK) {
         cli_fail(cmd, "cannot open the data folder %s: %s", app->data_dir,
@@ -275,6 +314,11 @@ int cli_app_open(const char *cmd, const struct cli_app_options *o, struct cli_ap
     if (o->with_index && open_index(cmd, app) != 0) {
         cli_app_close(cmd, app, 0);
         return 1;
+    }
+    if (app->index) {
+        st = vindex_set_search_params(app->index, &app->params, &err);
+        if (st != IMS_OK)
+            ims_log(IMS_LOG_WARN, "%s: %s", app->spec_path, ims_error_message(&err, st));
     }
     return 0;
 }

@@ -19,6 +19,7 @@ struct cli_app {
     char snap_path[4200];
     char spec_path[4200];
     char spec[256];
+    struct vindex_search_params params; /* from index.spec; 0 = the index's default */
     char model_name[256];
     uint32_t dim;
 };
@@ -50,7 +51,11 @@ enum ims_status cli_app_index_catch_up(struct cli_app *app, struct ims_error *er
  * catalogue's embeddings when the type needs it). On success *out owns it. */
 enum ims_status cli_app_index_build(struct cli_app *app, const char *spec, struct vindex **out,
                                     struct ims_error *err);
-/* Records `spec` as the folder's index type (atomically). */
-enum ims_status cli_app_write_spec(struct cli_app *app, const char *spec, struct ims_error *err);
+/* Records `spec` and the search parameters as the folder's index
+ * configuration (atomically): index.spec holds the spec on its first line,
+ * then optional "nprobe N", "ef_search N", "rerank N" lines. */
+enum ims_status cli_app_write_spec(struct cli_app *app, const char *spec,
+                                   const struct vindex_search_params *params,
+                                   struct ims_error *err);
 
 #endif
