@@ -173,6 +173,49 @@ static void load_fails(const char *dir, enum ims_status want, const char *needle
     assert_ptr_equal(m, (struct clip_model *)0x1);
 }
 
+/* Every bound tensor of `m` (an all-F16 file) equals the independent F16
+ * decode of the file's bytes (NaN matching NaN); returns how many distinct
+ * 16-bit patterns were seen. */
+static int check_f16_weights(struct clip_model *m)
+{
+    static unsigned char seen[65536];
+    memset(seen, 0, sizeof(seen));
+    struct clip_tensor_spec *specs = NULL;
+    int n = 0;
+    assert_int_equal(clip__tensor_specs(&m->config, m, &specs, &n, NULL), IMS_OK);
+    assert_int_equal(n, 16 * (m->config.text.num_hidden_layers +
+                              m->config.vision.num_hidden_layers) + 13 + 1);
+    for (int i = 0; i < n; i++) {
+        const struct clip_st_tensor *t = clip__st_find(&m->st, specs[i].name);
+        assert_non_null(t);
+        assert_int_equal(t->dtype, CLIP_DTYPE_F16);
+        const unsigned char *raw = t->data;
+        if (!specs[i].dst) {
+            assert_string_equal(specs[i].name, "logit_scale");
+            assert_float_equal(clip_model_logit_scale(m), expf(f16_ref(raw)), 1e-5);
+            continue;
+        }
+        const float *w = *specs[i].dst;
+        assert_non_null(w);
+        assert_int_equal((uintptr_t)w % 64, 0); /* converted: 64-byte aligned in owned */
+        size_t c = count_of(t);
+        for (size_t k = 0; k < c; k++) {
+            float want = f16_ref(raw + 2 * k);
+            seen[raw[2 * k] | (raw[2 * k + 1] << 8)] = 1;
+            if (isnan(want) ? !isnan(w[k]) : w[k] != want)
+                fail_msg("%s[%zu]: %g != %g", specs[i].name, k, w[k], want);
+            /* the sign of zero survives too */
+            if (want == 0 && signbit(want) != signbit(w[k]))
+                fail_msg("%s[%zu]: sign of zero lost", specs[i].name, k);
+        }
+    }
+    ims_free(specs);
+    int distinct = 0;
+    for (int i = 0; i < 65536; i++)
+        distinct += seen[i];
+    return distinct;
+}
+
 /* ---- the tiny golden model ------------------------------------------------------ */
 
 static void test_tiny_loads(void **state)
@@ -189,30 +232,7 @@ static void test_tiny_loads(void **state)
     assert_int_equal(m->config.vision.num_hidden_layers, 2);
     assert_int_equal(m->config.text.eos_token_id, 49407);
 
-    /* Every bound tensor equals the independent F16 decode of the file. */
-    struct clip_tensor_spec *specs = NULL;
-    int n = 0;
-    assert_int_equal(clip__tensor_specs(&m->config, m, &specs, &n, NULL), IMS_OK);
-    assert_int_equal(n, 16 * 4 + 13 + 1); /* layers, embeddings + norms, logit_scale */
-    for (int i = 0; i < n; i++) {
-        const struct clip_st_tensor *t = clip__st_find(&m->st, specs[i].name);
-        assert_non_null(t);
-        assert_int_equal(t->dtype, CLIP_DTYPE_F16);
-        const unsigned char *raw = t->data;
-        if (!specs[i].dst) {
-            assert_string_equal(specs[i].name, "logit_scale");
-            assert_float_equal(clip_model_logit_scale(m), expf(f16_ref(raw)), 1e-5);
-            continue;
-        }
-        const float *w = *specs[i].dst;
-        assert_non_null(w);
-        assert_int_equal((uintptr_t)w % 64, 0); /* converted: 64-byte aligned in owned */
-        size_t c = count_of(t);
-        for (size_t k = 0; k < c; k++)
-            if (w[k] != f16_ref(raw + 2 * k))
-                fail_msg("%s[%zu]: %g != %g", specs[i].name, k, w[k], f16_ref(raw + 2 * k));
-    }
-    ims_free(specs);
+    check_f16_weights(m);
     /* The I64 position_ids buffer is in the file but not bound. */
     const struct clip_st_tensor *pid = clip__st_find(&m->st, "text_model.embeddings.position_ids");
     assert_non_null(pid);
@@ -271,7 +291,9 @@ static void test_alloc_failures(void **state)
 
 /* How to damage a written model. */
 struct damage {
-    const char *dtype;     /* "F32" (default) or "BF16" for every tensor */
+    const char *dtype;     /* "F32" (default), "BF16" (PRNG values truncated) or "F16"
+                              (every 16-bit pattern: element k of tensor i is
+                              (k * 40503 + i) mod 2^16) for every tensor */
     int pad;               /* extra header bytes: 1..3 make the F32 data unaligned */
     const char *skip;      /* leave this tensor out */
     const char *bad_shape; /* give this tensor a wrong first dimension */
@@ -303,6 +325,7 @@ static void write_model(const char *dir, const char *cfg_path, const struct dama
     assert_int_equal(clip__tensor_specs(&cfg, NULL, &specs, &n, NULL), IMS_OK);
 
     int bf16 = dm->dtype && !strcmp(dm->dtype, "BF16");
+    int f16 = dm->dtype && !strcmp(dm->dtype, "F16");
     struct ims_buf hdr, data;
     ims_buf_init(&hdr, 1 << 24);
     ims_buf_init(&data, 1 << 30);
@@ -321,7 +344,7 @@ static void write_model(const char *dir, const char *cfg_path, const struct dama
             shape[0] += 1;
             c = c / (size_t)s->shape[0] * (size_t)shape[0];
         }
-        size_t esz = other ? 4 : bf16 ? 2 : 4;
+        size_t esz = other ? 4 : bf16 || f16 ? 2 : 4;
         size_t begin = data.len;
         for (size_t k = 0; k < c; k++) {
             float v = clip__prng_value(s->name, 7, k, cfg.vision.patch_size,
@@ -330,11 +353,16 @@ static void write_model(const char *dir, const char *cfg_path, const struct dama
             memcpy(&b, &v, 4);
             unsigned char le[4] = {(unsigned char)b, (unsigned char)(b >> 8),
                                    (unsigned char)(b >> 16), (unsigned char)(b >> 24)};
+            if (f16 && !other) {
+                uint16_t h = (uint16_t)(k * 40503u + (unsigned)i);
+                le[0] = (unsigned char)h;
+                le[1] = (unsigned char)(h >> 8);
+            }
             assert_int_equal(ims_buf_append(&data, bf16 && !other ? le + 2 : le, esz), IMS_OK);
         }
         assert_int_equal(
             ims_buf_printf(&hdr, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", s->name,
-                           other ? "I32" : bf16 ? "BF16" : "F32"),
+                           other ? "I32" : bf16 ? "BF16" : f16 ? "F16" : "F32"),
             IMS_OK);
         for (int d = 0; d < s->n_dims; d++)
             assert_int_equal(ims_buf_printf(&hdr, d ? ",%lld" : "%lld", (long long)shape[d]),
@@ -434,6 +462,15 @@ static void test_f32_bf16_unaligned(void **state)
     write_model(dir, tiny_config(), &dm);
     m = load_ok(dir);
     check_prng_weights(m, 7, 1, 0);
+    clip_model_free(m);
+
+    /* F16 with every bit pattern: subnormals, infinities, NaNs, -0. */
+    dm.dtype = "F16";
+    dm.pad = 1;
+    snprintf(dir, sizeof(dir), "%s/f16", fx->root);
+    write_model(dir, tiny_config(), &dm);
+    m = load_ok(dir);
+    assert_int_equal(check_f16_weights(m), 65536);
     clip_model_free(m);
 }
 
@@ -593,6 +630,41 @@ static void test_prng_model_roundtrip(void **state)
     assert_int_equal(access(out, F_OK), -1);
 }
 
+/* Allocation failures while writing a PRNG model: a clean NOMEM, no temp
+ * file left behind, and success once allocations are allowed. */
+static void test_prng_alloc_failures(void **state)
+{
+    struct fixture *fx = *state;
+    char out[256], vocab[4096];
+    snprintf(out, sizeof(out), "%s/prng-oom", fx->root);
+    snprintf(vocab, sizeof(vocab), "%s/data/vocab", src_dir());
+    int ok = 0;
+    long k;
+    for (k = 0; k < 200 && !ok; k++) {
+        struct ims_error err = {0};
+        ims_alloc_set_fail_after(k);
+        enum ims_status st = clip_make_prng_model(tiny_config(), 5, out, vocab, &err);
+        ims_alloc_set_fail_after(-1);
+        if (st == IMS_OK) {
+            ok = 1;
+        } else if (st != IMS_ERR_NOMEM) {
+            fail_msg("fail_after(%ld): %s: %s", k, ims_status_name(st), err.message);
+        }
+        DIR *d = opendir(out);
+        struct dirent *e;
+        while (d && (e = readdir(d)))
+            if (strstr(e->d_name, ".tmp"))
+                fail_msg("fail_after(%ld): temp file %s left behind", k, e->d_name);
+        if (d)
+            closedir(d);
+    }
+    assert_true(ok);
+    assert_true(k > 3);
+    struct clip_model *m = load_ok(out);
+    check_prng_weights(m, 5, 0, 1);
+    clip_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -603,6 +675,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_damaged_models, setup, teardown),
         cmocka_unit_test(test_prng_selfcheck),
         cmocka_unit_test_setup_teardown(test_prng_model_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prng_alloc_failures, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
