@@ -21,6 +21,13 @@
  *    checkpoints, anything else extra) are ignored; they were still
  *    range-checked by the parser.
  * 5. The tokenizer is loaded from the same folder.
+ * 6. forward.c's engine packs the bound weights (clip__engine_new); it may
+ *    lower params.precision to F32 when the CPU has no bf16 support.
+ *
+ * The mapping must stay valid while the model lives: a model.safetensors
+ * truncated by another process after loading would fault on access (SIGBUS),
+ * as with any mmap; replacing the file by rename (as make-model and model
+ * downloads do) is safe, the old inode stays mapped.
  *
  * Any failure releases everything already acquired through the single exit
  * (clip_model_free accepts a partly built model).
