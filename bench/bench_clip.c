@@ -20,6 +20,11 @@
  *     bf16 over f32 image throughput, and the worst cosine between bf16
  *     and f32 embeddings of the same inputs.
  * Timings are medians over repeats; nothing here is a test.
+ *
+ * OMP_WAIT_POLICY (read by libgomp when the process starts) matters a lot on
+ * a shared machine: libgomp's default spins between parallel regions, which
+ * under load starves the thread that has the work; run both ways (see
+ * bench/README.md). The JSON says which one was in effect.
  */
 #include <math.h>
 #include <stdio.h>
@@ -280,7 +285,9 @@ int main(int argc, char **argv)
     }
     double yard = sgemm_before > sgemm_after ? sgemm_before : sgemm_after;
 
-    printf("{\n  \"threads\": %d,\n", threads);
+    const char *policy = getenv("OMP_WAIT_POLICY");
+    printf("{\n  \"threads\": %d,\n  \"omp_wait_policy\": \"%s\",\n", threads,
+           policy ? policy : "default");
     printf("  \"sgemm_2048_gflops\": {\"before\": %.1f, \"after\": %.1f, \"yardstick\": %.1f},\n",
            sgemm_before, sgemm_after, yard);
     for (int p = 0; p < 2; p++) {

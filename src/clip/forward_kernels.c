@@ -5,6 +5,13 @@
  * inner loops; statistics accumulate in double where a row is reduced (one
  * LayerNorm row is 768 values, so this costs nothing and removes the
  * summation-order noise from the golden comparisons).
+ *
+ * Parallelism: with GCC the row loops are OpenMP loops on the same libgomp
+ * team oneDNN uses (src/clip/CMakeLists.txt adds -fopenmp for this file
+ * only, under GCC), with the thread count gemm_backend_enter set; small
+ * inputs stay on the calling thread (`if` clause). Clang builds (the
+ * sanitizer runs) would pull in LLVM's libomp next to oneDNN's libgomp, two
+ * thread teams on the same cores, so there the loops run serially.
  */
 #include <math.h>
 #include <string.h>
@@ -12,9 +19,21 @@
 #include "clip_int.h"
 #include "forward.h"
 
+/* Rows of work below which a loop is not worth waking the team for. */
+#define FWD_PAR_MIN_ELEMS 32768
+
+#ifdef _OPENMP
+#define FWD_PARALLEL_FOR(n_elems) _Pragma("omp parallel for schedule(static) if((n_elems) >= FWD_PAR_MIN_ELEMS)")
+#else
+#define FWD_PARALLEL_FOR(n_elems)
+#endif
+
 void forward_layernorm(const float *x, int ld_x, int rows, int w, const float *g, const float *b,
                        float eps, void *y, int ld_y, enum gemm_dt dt)
 {
+    size_t n_elems = (size_t)rows * w;
+    (void)n_elems;
+    FWD_PARALLEL_FOR(n_elems)
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * ld_x;
         double sum = 0.0;
@@ -42,7 +61,9 @@ void forward_layernorm(const float *x, int ld_x, int rows, int w, const float *g
 void forward_softmax(float *scores, int n_mat, int t, float scale, int causal, void *probs,
                      enum gemm_dt dt)
 {
-    size_t n_rows = (size_t)n_mat * t;
+    size_t n_rows = (size_t)n_mat * t, n_elems = n_rows * t;
+    (void)n_elems;
+    FWD_PARALLEL_FOR(n_elems)
     for (size_t r = 0; r < n_rows; r++) {
         float *s = scores + r * t;
         int n_valid = causal ? (int)(r % t) + 1 : t;
