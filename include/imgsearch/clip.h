@@ -134,7 +134,7 @@ void clip_l2_normalize(float *v, int d);
 /* Writes a complete model folder to `out_dir` (config.json copied from
  * `config_path`, model.safetensors in F32 with the weights PRNG_MODEL.md
  * defines for `seed`, vocab.json and merges.txt copied from `vocab_dir`).
- * See docs/internals/prng-model.md. */
+ * See docs/internals/model-files.md. */
 enum ims_status clip_make_prng_model(const char *config_path, uint64_t seed, const char *out_dir,
                                      const char *vocab_dir, struct ims_error *err);
 
