@@ -208,8 +208,11 @@ struct server_options {
                                      blocking backend; true: MHD's epoll pool of n_threads
                                      (a blocked handler stalls its worker's connections) */
     unsigned n_threads;           /* pool threads when use_pool, default 4 */
-    unsigned max_inflight;        /* backend calls running at once, default n_threads */
-    unsigned max_queued;          /* requests waiting for a slot, default 16 */
+    unsigned max_inflight;        /* backend calls running at once; 0 (default): 32 with a
+                                     thread per connection (more than cores, so cheap calls
+                                     pass calls waiting for the encoder), n_threads with
+                                     the pool */
+    unsigned max_queued;          /* requests waiting for a slot, default 64 */
     unsigned queue_wait_ms;       /* how long one waits before 503, default 2000 */
     unsigned max_connections;     /* default 256 */
     unsigned connection_timeout_s;/* idle/slow-client timeout, default 30 */

@@ -40,9 +40,17 @@ const char cli_help_serve[] =
     "usage: imgsearch serve [--data DIR] [--model DIR] [--port N] [--host ADDR]\n"
     "                       [--precision f32|bf16] [--allow-private-urls]\n"
     "                       [--api-key-file FILE] [--access-log FILE] [--threads N]\n"
+    "                       [--max-inflight N] [--max-queued N] [--queue-wait-ms N]\n"
+    "                       [--rate N] [--ingest-batch N]\n"
     "Serves the web page and the HTTP API (default http://127.0.0.1:8080).\n"
     "Write endpoints need `Authorization: Bearer KEY` when a key is configured\n"
-    "(--api-key-file or IMGSEARCH_API_KEY).\n";
+    "(--api-key-file or IMGSEARCH_API_KEY).\n"
+    "  --max-inflight N   backend calls running at once (default 32; --threads N\n"
+    "                     sets it too); beyond it --max-queued N (default 64)\n"
+    "                     requests wait for a slot for at most --queue-wait-ms N\n"
+    "                     (default 2000), the others get 503 + Retry-After\n"
+    "  --rate N           requests/s per client address, burst 2N (default 50; 0: off)\n"
+    "  --ingest-batch N   images per encode batch of URL jobs and uploads (default 8)\n";
 
 struct app_backend {
     struct cli_app *app;
@@ -397,6 +405,8 @@ int cli_cmd_serve(int argc, char **argv)
     struct fetch_options fo;
     fetch_options_default(&fo);
     const char *key_file = NULL, *access_log = NULL;
+    long ingest_batch = 8; /* keeps query latency low while a job runs */
+    int inflight_set = 0;
     int rc = 0;
     for (int i = 1; i < argc; i++) {
         const char *v;
@@ -420,7 +430,29 @@ int cli_cmd_serve(int argc, char **argv)
             if (r < 0 || cli_parse_long(v, 1, 256, &num))
                 goto bad_value;
             so.n_threads = (unsigned)num;
+            if (!inflight_set)
+                so.max_inflight = (unsigned)num; /* what --threads always meant here */
+        } else if ((r = cli_opt_value(argc, argv, &i, "--max-inflight", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 1, 4096, &num))
+                goto bad_value;
             so.max_inflight = (unsigned)num;
+            inflight_set = 1;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--max-queued", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 0, 65536, &num))
+                goto bad_value;
+            so.max_queued = (unsigned)num;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--queue-wait-ms", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 0, 600000, &num))
+                goto bad_value;
+            so.queue_wait_ms = (unsigned)num;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--rate", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 0, 1000000, &num))
+                goto bad_value;
+            so.rate_per_s = (double)num;
+            so.rate_burst = 2.0 * (double)num;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--ingest-batch", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 1, 256, &ingest_batch))
+                goto bad_value;
         } else if ((r = cli_opt_value(argc, argv, &i, "--api-key-file", &v)) != 0) {
             if (r < 0)
                 goto bad_value;
@@ -481,7 +513,7 @@ int cli_cmd_serve(int argc, char **argv)
         ingest_options_default(&io);
         io.fetch = fo;
         io.allow_local_files = 0; /* the HTTP API never reads the server's disk */
-        io.batch_size = 8;        /* keeps query latency low while a job runs */
+        io.batch_size = (int)ingest_batch;
         struct ingest_deps deps = {app.model, app.store, app.index};
         st = ingest_new(&deps, &io, &b.ing, &err);
     }

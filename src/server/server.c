@@ -36,7 +36,14 @@
  * `max_inflight` run at once, at most `max_queued` requests wait for a
  * slot, each for at most `queue_wait_ms`; past that the answer is 503 with
  * Retry-After. Nothing waits without bound and nothing queues without
- * bound (MHD's connection limit caps the sockets). Cheap endpoints
+ * bound (MHD's connection limit caps the sockets). The gate bounds threads
+ * inside the backend, not CPU: the expensive work is bounded further down
+ * (the model's own thread pool runs one encode at a time on every core), so
+ * with a thread per connection the gate has many more slots than cores
+ * (default 32). Requests waiting for the encoder then wait inside the
+ * backend, asleep, and cheap calls (text-cache hits, rows, thumbnails) pass
+ * them: with 4 slots, 16 clients of cache misses held a cache hit in the
+ * gate for ~350 ms (p50); with 32, 1.3 ms (bench/README-server.md). Cheap endpoints
  * (healthz, metrics, static assets, openapi) bypass the gate so that health
  * checks answer while the backend is saturated.
  *
@@ -70,6 +77,7 @@
 #define DRAIN_MAX (16u * 1024 * 1024)
 #define JOB_WAIT_SLICE_MS 250
 #define URLS_MAX 10000
+#define SERVER_DEFAULT_INFLIGHT 32 /* see "Back-pressure" above */
 
 /* ---- routes -------------------------------------------------------------------- */
 
@@ -1171,8 +1179,8 @@ void server_options_init(struct server_options *o)
     o->host = "127.0.0.1";
     o->port = 8080;
     o->n_threads = 4;
-    o->max_inflight = 0; /* = n_threads, resolved at start */
-    o->max_queued = 16;
+    o->max_inflight = 0; /* resolved at start: 32 per connection threads, n_threads for the pool */
+    o->max_queued = 64;
     o->queue_wait_ms = 2000;
     o->max_connections = 256;
     o->connection_timeout_s = 30;
@@ -1260,7 +1268,7 @@ enum ims_status server_start(const struct server_options *o, const struct server
     if (s->o.n_threads == 0)
         s->o.n_threads = 1;
     if (s->o.max_inflight == 0)
-        s->o.max_inflight = s->o.n_threads;
+        s->o.max_inflight = s->o.use_pool ? s->o.n_threads : SERVER_DEFAULT_INFLIGHT;
     if (s->o.json_max_bytes == 0 || s->o.upload_max_bytes == 0 || s->o.max_files == 0) {
         st = ims_error_set(err, IMS_ERR_INVALID, "server limits must be positive");
         goto out;
