@@ -22,6 +22,7 @@ let current = null;      // {make(offset) -> [url, init]}
 let offset = 0;
 let loading = false;
 let exhausted = false;
+let generation = 0;      // bumped by each new search
 let queryFile = null;    // the File used as an image term
 let detailsItem = null;  // the result shown in the dialog
 
@@ -105,18 +106,23 @@ function startSearch(q) {
   current = q;
   offset = 0;
   exhausted = false;
+  generation++;        // a page of the previous search still in flight is dropped
+  loading = false;
   $('results').replaceChildren();
   loadMore();
 }
 
 async function loadMore() {
   if (!current || loading || exhausted) return;
+  const mine = generation;
   loading = true;
+  let ok = false;
   $('more').hidden = true;
   message('Searching…');
   try {
     const [url, init] = current.make(offset);
     const res = await api(url, init);
+    if (mine !== generation) return;
     const items = res.results || [];
     for (const item of items) $('results').append(tile(item));
     offset += items.length;
@@ -125,10 +131,16 @@ async function loadMore() {
     message(n ? `${n} result${n === 1 ? '' : 's'} for ${current.label} · ${res.took_ms.toFixed(1)} ms`
               : `No results for ${current.label}.`);
     $('more').hidden = exhausted;
+    ok = true;
   } catch (e) {
-    message(e.message, true);
+    if (mine === generation) message(e.message, true);
   } finally {
-    loading = false;
+    if (mine === generation) loading = false;
+  }
+  // not after an error: that would retry in a loop while the area is in view
+  if (moreObserver && ok && !exhausted) {
+    moreObserver.unobserve(moreArea);
+    moreObserver.observe(moreArea);
   }
 }
 
@@ -231,19 +243,26 @@ $('weight').addEventListener('change', () => { if (queryFile) startSearch(buildQ
 $('more').addEventListener('click', loadMore);
 
 // Infinite scroll: when the "load more" area comes into view, fetch the next page.
-if ('IntersectionObserver' in window) {
-  new IntersectionObserver((entries) => {
+// The observer reports changes only: if a page was too short to push the area
+// out of view, nothing changes, so loadMore() re-observes it after each page
+// (observe() reports the current state once) to keep going.
+const moreArea = document.querySelector('.more');
+const moreObserver = 'IntersectionObserver' in window
+  ? new IntersectionObserver((entries) => {
     if (entries.some((e) => e.isIntersecting)) loadMore();
-  }, { rootMargin: '400px' }).observe(document.querySelector('.more'));
-}
+  }, { rootMargin: '400px' })
+  : null;
+if (moreObserver) moreObserver.observe(moreArea);
 
 // ---- adding images by URL, with job progress ------------------------------------------
 
 $('add').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   const urls = $('urls').value.split(/\s+/).map((u) => u.trim()).filter(Boolean);
-  if (!urls.length) { $('job-status').textContent = 'Paste at least one URL.'; return; }
   $('job-errors').replaceChildren();
+  $('progress').hidden = true;   // the bar of a previous job is not this one's
+  jobStatus('');
+  if (!urls.length) { jobStatus('Paste at least one URL.', true); return; }
   try {
     const res = await api('/api/v1/images', {
       method: 'POST', headers: { 'Content-Type': 'application/json', ...authHeaders() },
@@ -251,9 +270,15 @@ $('add').addEventListener('submit', async (ev) => {
     });
     pollJob(res.job);
   } catch (e) {
-    $('job-status').textContent = `Could not add: ${e.message}`;
+    jobStatus(`Could not add: ${e.message}`, true);
   }
 });
+
+function jobStatus(text, isError = false) {
+  const s = $('job-status');
+  s.textContent = text;
+  s.classList.toggle('error', isError);
+}
 
 async function pollJob(id) {
   const bar = $('progress');
@@ -263,12 +288,13 @@ async function pollJob(id) {
     try {
       job = await api(`/api/v1/jobs/${encodeURIComponent(id)}`);
     } catch (e) {
-      $('job-status').textContent = `Job ${id}: ${e.message}`;
+      jobStatus(`Job ${id}: ${e.message}`, true);
       return;
     }
     bar.max = Math.max(1, job.total);
     bar.value = job.done + job.failed;
-    $('job-status').textContent = `Job ${id}: ${job.state} · ${job.done} added, ${job.failed} failed of ${job.total}`;
+    jobStatus(`Job ${id}: ${job.state} · ${job.done} added, ${job.failed} failed of ${job.total}`,
+      job.state === 'failed');
     $('job-errors').replaceChildren(...(job.errors || []).map((e) => el('li', {}, `${e.url}: ${e.error}`)));
     if (job.state === 'done' || job.state === 'failed') { loadStats(); return; }
     await new Promise((r) => setTimeout(r, 700));
