@@ -654,8 +654,7 @@ def run(exe, src, tmp, procs):
     # -- rate limit (needs `serve --rate N`) -----------------------------------------------------------
     help_text = subprocess.run([exe, "serve", "--help"], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, timeout=30).stdout.decode()
-    if "--rate" not in help_text:
-        print("SKIP: 429 (this `imgsearch serve` has no --rate option)", flush=True)
+    if not check("--rate" in help_text, "serve --help documents --rate"):
         return
     srv = Serve(exe, data, model, ["--rate", "1"], log=os.path.join(tmp, "serve4.log"))
     procs.append(srv.p)
@@ -672,6 +671,44 @@ def run(exe, src, tmp, procs):
     check(st == 200, "/healthz is never rate limited (%s)" % st)
     check(srv.term() == 0, "SIGTERM -> 0")
     srv.kill()
+
+    # -- IPv6 loopback --------------------------------------------------------------------------
+    if socket.has_ipv6:
+        try:
+            probe = socket.socket(socket.AF_INET6)
+            probe.bind(("::1", 0))
+            probe.close()
+        except OSError:
+            print("note: no ::1 on this machine, IPv6 not checked", flush=True)
+            return
+        log = os.path.join(tmp, "serve6.log")
+        e = dict(os.environ)
+        e.pop("IMGSEARCH_API_KEY", None)
+        with open(log, "w+b") as errf:
+            p = subprocess.Popen([exe, "serve", "--data", data, "--model", model, "--host", "::1",
+                                  "--port", "0"], stdout=subprocess.DEVNULL, stderr=errf, env=e)
+            procs.append(p)
+            port = []
+
+            def ready6():
+                errf.seek(0)
+                m = re.search(rb"serving http://\[::1\]:(\d+)/", errf.read())
+                if m:
+                    port.append(int(m.group(1)))
+                return bool(port) or p.poll() is not None
+            wait_for(ready6, 90)
+            if check(bool(port), "serve --host ::1 prints http://[::1]:PORT/"):
+                c = http.client.HTTPConnection("::1", port[0], timeout=30)
+                c.request("GET", "/healthz")
+                r = c.getresponse()
+                check(r.status == 200 and json.loads(r.read()) == {"status": "ok"}, "/healthz over ::1")
+                c.close()
+            p.send_signal(signal.SIGTERM)
+            try:
+                check(p.wait(20) == 0, "::1 server: SIGTERM -> 0")
+            except subprocess.TimeoutExpired:
+                check(False, "::1 server exits on SIGTERM")
+            kill_quietly(p)
 
 
 if __name__ == "__main__":
