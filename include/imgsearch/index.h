@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * index.h: the vector index. Top-k by cosine similarity (inner product on
+ * L2-normalised vectors) over catalogue embeddings, with atomic snapshots.
+ *
+ *     struct ims_error err = {0};
+ *     struct vindex *vx = NULL;
+ *     int64_t last_id = 0;
+ *     enum ims_status st = vindex_load(snap_path, 512, "Flat", &vx, &last_id, &err);
+ *     if (st != IMS_OK) {                      // missing, corrupt, other model: rebuild
+ *         st = vindex_new("Flat", 512, &vx, &err);
+ *         last_id = 0;
+ *     }
+ *     // stream the catalogue rows with id > last_id, in chunks of ~1024:
+ *     st = vindex_add(vx, ids, vecs, n, &err);  // vecs: (n, 512) float32, row-major
+ *     ...
+ *     float scores[20];
+ *     int64_t ids[20];
+ *     int n_found = 0;
+ *     st = vindex_search(vx, query, 10 + offset, scores, ids, &n_found, &err);
+ *     // results offset .. n_found-1 are page `offset`; best first
+ *     st = vindex_save(vx, snap_path, catalogue_max_id, &err);
+ *     vindex_free(vx);
+ *
+ * Index types (the `spec` string):
+ * - "Flat" (default, also NULL or ""): exact search by our own scan
+ *   (AVX-512 / AVX2 / scalar, picked at run time) over fp32 vectors.
+ * - "FlatF16": exact as well, but the scan reads fp16 copies (half the memory
+ *   traffic) and re-scores in fp32 every candidate that could be in the top k
+ *   (a proven error bound, see docs/internals/index.md); it returns the same
+ *   ids and scores as "Flat" and uses 1.5x the memory.
+ * - anything else is a FAISS factory string with the inner-product metric:
+ *   "IVF1024,Flat", "IVF4096,PQ64", "HNSW32", "OPQ16,IVF1024,PQ16", ... The
+ *   fp32 vectors are kept alongside, so every returned score is the exact
+ *   cosine: the approximate pass proposes max(k, rerank) candidates and they
+ *   are re-scored exactly (vindex_search_params.rerank). Types FAISS cannot
+ *   remove from (HNSW, NSG) keep removed vectors as tombstones that searches
+ *   filter out (fetching more candidates to make up for them); they disappear
+ *   when the index is rebuilt from the catalogue.
+ *
+ * Ids are catalogue ids: >= 0 and unique within the index.
+ *
+ * Thread contract: a vindex may be used from any number of threads. Searches
+ * (and the read-only getters) run concurrently under a read lock; add, remove,
+ * train, set_search_params and load/free are writers and exclude each other
+ * and the searches. The lock prefers writers, so a stream of searches cannot
+ * starve ingestion; a search waits at most for one writer call, so the caller
+ * adds in small chunks (~1024 vectors) rather than whole batches. save takes
+ * the read lock (searches continue while it writes).
+ * Parallelism: one search uses one thread unless search params say otherwise
+ * (n_threads: the exact scan splits rows across that many short-lived
+ * threads). FAISS's OpenMP threads are used for training and adding only.
+ */
+#ifndef IMGSEARCH_INDEX_H
+#define IMGSEARCH_INDEX_H
+
+#include "imgsearch/base.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Limits checked by vindex_new and vindex_load. */
+#define VINDEX_MAX_DIM 65536
+#define VINDEX_MAX_SPEC 255
+#define VINDEX_MAX_K 100000
+
+struct vindex;
+
+/* Search-time knobs. 0 leaves a field unchanged in vindex_set_search_params. */
+struct vindex_search_params {
+    int nprobe;    /* IVF types: lists visited (FAISS default 1) */
+    int ef_search; /* HNSW types: candidate list size (FAISS default 16) */
+    int rerank;    /* approximate types: candidates re-scored exactly, >= k (default 0: k) */
+    int n_threads; /* exact scan threads for one query (default 1) */
+};
+
+/* Creates an empty index of `spec` (see above) for `dim`-dimensional vectors.
+ * Returns IMS_ERR_INVALID for a bad dim or an unknown/invalid spec (FAISS's
+ * message included). On success *out owns the index; release it with
+ * vindex_free(). */
+enum ims_status vindex_new(const char *spec, int dim, struct vindex **out,
+                           struct ims_error *err);
+/* Releases everything; accepts NULL. No other thread may use `vx`. */
+void vindex_free(struct vindex *vx);
+
+/* 1 if vindex_train must succeed before vindex_add (IVF, PQ types), else 0. */
+int vindex_needs_training(struct vindex *vx);
+/* Trains on `n` vectors x: (n, dim) float32. A no-op for types without
+ * training. Retraining a trained index is IMS_ERR_INVALID. */
+enum ims_status vindex_train(struct vindex *vx, const float *x, size_t n, struct ims_error *err);
+
+/* Adds `n` vectors x: (n, dim) float32 with their catalogue ids. All or
+ * nothing: a negative or duplicate id (IMS_ERR_EXISTS if already present),
+ * a non-finite value or an untrained index is an error and nothing is added.
+ * The arrays are copied. */
+enum ims_status vindex_add(struct vindex *vx, const int64_t *ids, const float *x, size_t n,
+                           struct ims_error *err);
+/* Removes the given ids; ids not present are ignored. *n_removed (may be
+ * NULL) receives how many were present. */
+enum ims_status vindex_remove(struct vindex *vx, const int64_t *ids, size_t n, size_t *n_removed,
+                              struct ims_error *err);
+
+/* The top `k` (1..VINDEX_MAX_K) vectors by inner product with q: (dim)
+ * float32, best first (ties: lower id first). scores and ids have room for k;
+ * *n_found = min(k, count) entries are filled (fewer only for approximate
+ * types that find fewer). A non-finite query is IMS_ERR_INVALID. */
+enum ims_status vindex_search(struct vindex *vx, const float *q, int k, float *scores,
+                              int64_t *ids, int *n_found, struct ims_error *err);
+/* Sets the non-zero fields of *p. A knob that does not apply to the type
+ * (nprobe on HNSW) is ignored; a negative value is IMS_ERR_INVALID. */
+enum ims_status vindex_set_search_params(struct vindex *vx, const struct vindex_search_params *p,
+                                         struct ims_error *err);
+void vindex_get_search_params(struct vindex *vx, struct vindex_search_params *out);
+
+/* Live vectors (removed ones excluded). */
+size_t vindex_count(struct vindex *vx);
+/* The canonical spec string ("Flat" for NULL/""); owned by vx. */
+const char *vindex_spec(struct vindex *vx);
+int vindex_dim(struct vindex *vx);
+/* The highest catalogue id covered: max of the loaded snapshot's last id and
+ * every id added since (-1 if none). */
+int64_t vindex_last_id(struct vindex *vx);
+
+/* Writes a snapshot to `path` atomically (temp file in the same folder,
+ * fsync, rename, fsync of the folder): a failure or crash leaves the previous
+ * snapshot intact. `last_id` is the highest catalogue id the index covers. */
+enum ims_status vindex_save(struct vindex *vx, const char *path, int64_t last_id,
+                            struct ims_error *err);
+/* Loads a snapshot, verifying magic, version, dim == `dim`, spec == `spec`
+ * (NULL = "Flat"), sizes and the CRC32. Errors: IMS_ERR_NOT_FOUND (missing),
+ * IMS_ERR_CORRUPT (truncated, bad checksum, bad content), IMS_ERR_MODEL_MISMATCH
+ * (other dim or spec), IMS_ERR_IO. Each means: rebuild from the catalogue.
+ * On success *out owns a new index and *last_id is the recorded catalogue id. */
+enum ims_status vindex_load(const char *path, int dim, const char *spec, struct vindex **out,
+                            int64_t *last_id, struct ims_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,942 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_index.c: the vector index against brute force, across kernel
+ * families, index types, snapshots (good and damaged), removal, pagination,
+ * bad input and concurrent use.
+ *
+ * Data are clustered unit vectors from a seeded splitmix64 + Box-Muller
+ * stream, small enough to keep the whole file well under 30 s (also under
+ * ASan). Brute force is computed here in double precision; an index result
+ * is correct when its score list equals the true sorted top-k scores and
+ * every score is the true score of its id (within fp32 rounding), which is
+ * robust to exact ties.
+ */
+
+#include "imgsearch/index.h"
+#include "index_int.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- helpers ------------------------------------------------------------- */
+
+struct rng {
+    uint64_t s;
+};
+
+static uint64_t rng_next(struct rng *r)
+{
+    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static double rng_unit(struct rng *r) { return ((double)(rng_next(r) >> 11) + 0.5) * 0x1p-53; }
+
+static double rng_normal(struct rng *r)
+{
+    return sqrt(-2.0 * log(rng_unit(r))) * cos(6.283185307179586 * rng_unit(r));
+}
+
+static void normalise(float *x, int dim)
+{
+    double n = 0;
+    for (int i = 0; i < dim; i++)
+        n += (double)x[i] * x[i];
+    n = sqrt(n);
+    for (int i = 0; i < dim; i++)
+        x[i] = (float)(x[i] / n);
+}
+
+/* (n, dim) clustered unit vectors: n_centres centres, spread `noise`. */
+static float *make_vectors(size_t n, int dim, int n_centres, double noise, uint64_t seed)
+{
+    struct rng r = {seed};
+    float *c = malloc(sizeof(float) * (size_t)n_centres * dim);
+    float *x = malloc(sizeof(float) * n * dim);
+    assert_non_null(c);
+    assert_non_null(x);
+    for (size_t i = 0; i < (size_t)n_centres * dim; i++)
+        c[i] = (float)rng_normal(&r);
+    for (size_t i = 0; i < n; i++) {
+        const float *ci = c + (rng_next(&r) % (uint64_t)n_centres) * dim;
+        for (int j = 0; j < dim; j++)
+            x[i * dim + j] = ci[j] + (float)(noise * rng_normal(&r));
+        normalise(x + i * dim, dim);
+    }
+    free(c);
+    return x;
+}
+
+static int64_t *make_ids(size_t n, int64_t first, int64_t step)
+{
+    int64_t *ids = malloc(sizeof(int64_t) * n);
+    assert_non_null(ids);
+    for (size_t i = 0; i < n; i++)
+        ids[i] = first + (int64_t)i * step;
+    return ids;
+}
+
+static double dot_d(const float *a, const float *b, int dim)
+{
+    double s = 0;
+    for (int i = 0; i < dim; i++)
+        s += (double)a[i] * b[i];
+    return s;
+}
+
+static int cmp_desc(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x < y) - (x > y);
+}
+
+/* Checks an index answer against brute force over the live rows (live[i] != 0). */
+static void check_exact(const float *x, const int64_t *ids, const char *live, size_t n, int dim,
+                        const float *q, int k, const float *got_s, const int64_t *got_i,
+                        int n_found)
+{
+    double *all = malloc(sizeof(double) * (n ? n : 1));
+    assert_non_null(all);
+    size_t n_live = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!live || live[i])
+            all[n_live++] = dot_d(q, x + i * dim, dim);
+    qsort(all, n_live, sizeof *all, cmp_desc);
+    assert_int_equal(n_found, (int)IMS_MIN((size_t)k, n_live));
+    for (int r = 0; r < n_found; r++) {
+        assert_true(fabs(got_s[r] - all[r]) < 2e-5);
+        if (r > 0) {
+            assert_true(got_s[r] <= got_s[r - 1]);
+            assert_true(got_i[r] != got_i[r - 1]);
+        }
+        size_t row = SIZE_MAX;
+        for (size_t i = 0; i < n; i++)
+            if (ids[i] == got_i[r] && (!live || live[i]))
+                row = i;
+        assert_true(row != SIZE_MAX); /* a live id */
+        assert_true(fabs(got_s[r] - dot_d(q, x + row * dim, dim)) < 2e-5);
+    }
+    free(all);
+}
+
+static struct vindex *new_index(const char *spec, int dim)
+{
+    struct vindex *vx = NULL;
+    struct ims_error err = {{0}};
+    enum ims_status st = vindex_new(spec, dim, &vx, &err);
+    if (st != IMS_OK)
+        fail_msg("vindex_new(%s): %s", spec, ims_error_message(&err, st));
+    return vx;
+}
+
+static void add_ok(struct vindex *vx, const int64_t *ids, const float *x, size_t n)
+{
+    struct ims_error err = {{0}};
+    enum ims_status st = vindex_add(vx, ids, x, n, &err);
+    if (st != IMS_OK)
+        fail_msg("vindex_add: %s", ims_error_message(&err, st));
+}
+
+static void search_ok(struct vindex *vx, const float *q, int k, float *s, int64_t *i, int *nf)
+{
+    struct ims_error err = {{0}};
+    enum ims_status st = vindex_search(vx, q, k, s, i, nf, &err);
+    if (st != IMS_OK)
+        fail_msg("vindex_search: %s", ims_error_message(&err, st));
+}
+
+static char g_dir[64];
+
+static void make_tmpdir(void)
+{
+    strcpy(g_dir, "/tmp/ims-index-test-XXXXXX");
+    assert_non_null(mkdtemp(g_dir));
+}
+
+static void remove_tmpdir(void)
+{
+    DIR *d = opendir(g_dir);
+    if (d) {
+        struct dirent *e;
+        char p[512];
+        while ((e = readdir(d))) {
+            if (e->d_name[0] == '.')
+                continue;
+            snprintf(p, sizeof p, "%s/%s", g_dir, e->d_name);
+            unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(g_dir);
+}
+
+static int count_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *e;
+    assert_non_null(d);
+    while ((e = readdir(d)))
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* ---- kernels ------------------------------------------------------------- */
+
+static void test_f16_conversion(void **state)
+{
+    (void)state;
+    static const struct {
+        float f;
+        uint16_t h;
+    } cases[] = {
+        {0.0f, 0x0000},          {-0.0f, 0x8000},        {1.0f, 0x3c00},
+        {-2.0f, 0xc000},         {65504.0f, 0x7bff},     {65519.0f, 0x7bff},
+        {65520.0f, 0x7c00},      {0x1p-24f, 0x0001},     {0x1p-25f, 0x0000},
+        {0x1.8p-25f, 0x0001},    {0x1p-14f, 0x0400},     {1.0f + 0x1p-11f, 0x3c00},
+        {1.0f + 0x3p-11f, 0x3c02}, {0.333333343f, 0x3555}, {INFINITY, 0x7c00},
+    };
+    for (size_t i = 0; i < IMS_ARRAY_LEN(cases); i++) {
+        uint16_t h;
+        index__f32_to_f16(&cases[i].f, &h, 1);
+        if (h != cases[i].h)
+            fail_msg("f16(%a) = %04x, want %04x", (double)cases[i].f, h, cases[i].h);
+    }
+    /* Every finite half survives a round trip through fp32. */
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        if ((h & 0x7c00) == 0x7c00)
+            continue; /* inf / nan */
+        float f = index__f16_to_f32((uint16_t)h);
+        uint16_t back;
+        index__f32_to_f16(&f, &back, 1);
+        assert_int_equal(back, h);
+    }
+}
+
+static void test_topk_heap(void **state)
+{
+    (void)state;
+    struct index__topk t;
+    assert_int_equal(index__topk_init(&t, 5), IMS_OK);
+    struct rng r = {7};
+    float best[5] = {-1, -1, -1, -1, -1};
+    for (int i = 0; i < 1000; i++) {
+        float s = (float)rng_unit(&r);
+        if (index__topk_would_take(&t, s, i))
+            index__topk_push(&t, s, i);
+        for (int j = 0; j < 5; j++) { /* insertion into the reference top 5 */
+            if (s > best[j]) {
+                memmove(best + j + 1, best + j, sizeof(float) * (size_t)(4 - j));
+                best[j] = s;
+                break;
+            }
+        }
+    }
+    index__topk_sort(&t);
+    assert_int_equal(t.n, 5);
+    for (int j = 0; j < 5; j++)
+        assert_true(t.scores[j] == best[j]);
+    index__topk_fini(&t);
+    /* ties: lower id first */
+    assert_int_equal(index__topk_init(&t, 2), IMS_OK);
+    index__topk_push(&t, 1.0f, 9);
+    index__topk_push(&t, 1.0f, 3);
+    assert_true(index__topk_would_take(&t, 1.0f, 4));
+    index__topk_push(&t, 1.0f, 4);
+    index__topk_sort(&t);
+    assert_int_equal(t.ids[0], 3);
+    assert_int_equal(t.ids[1], 4);
+    index__topk_fini(&t);
+}
+
+/* ---- exact search ----------------------------------------------------------- */
+
+static void test_flat_brute_force_all_isas(void **state)
+{
+    (void)state;
+    const int dims[] = {100, 512, 7};
+    const char *isas[] = {"scalar", "avx2", "avx512"};
+    for (size_t di = 0; di < IMS_ARRAY_LEN(dims); di++) {
+        int dim = dims[di];
+        size_t n = 5000; /* two chunks */
+        float *x = make_vectors(n, dim, 30, 0.6, 11 + di);
+        float *q = make_vectors(8, dim, 30, 0.6, 99 + di);
+        int64_t *ids = make_ids(n, 1000, 3);
+        struct vindex *vx = new_index("Flat", dim);
+        add_ok(vx, ids, x, n);
+        assert_int_equal(vindex_count(vx), n);
+        for (size_t ii = 0; ii < IMS_ARRAY_LEN(isas); ii++) {
+            if (index__scan_force_isa(isas[ii]) != 0)
+                continue; /* this CPU lacks it: the others still run */
+            for (int threads = 1; threads <= 3; threads += 2) {
+                struct vindex_search_params p = {.n_threads = threads};
+                assert_int_equal(vindex_set_search_params(vx, &p, NULL), IMS_OK);
+                for (int qi = 0; qi < 8; qi++) {
+                    float s[50];
+                    int64_t id[50];
+                    int nf = 0;
+                    search_ok(vx, q + qi * dim, 50, s, id, &nf);
+                    check_exact(x, ids, NULL, n, dim, q + qi * dim, 50, s, id, nf);
+                    search_ok(vx, q + qi * dim, 1, s, id, &nf);
+                    check_exact(x, ids, NULL, n, dim, q + qi * dim, 1, s, id, nf);
+                }
+            }
+        }
+        index__scan_force_isa(NULL);
+        vindex_free(vx);
+        free(x);
+        free(q);
+        free(ids);
+    }
+}
+
+static void test_k_larger_than_count(void **state)
+{
+    (void)state;
+    float *x = make_vectors(3, 16, 2, 0.5, 5);
+    int64_t ids[3] = {4, 8, 15};
+    struct vindex *vx = new_index(NULL, 16);
+    float s[10];
+    int64_t id[10];
+    int nf = -1;
+    search_ok(vx, x, 10, s, id, &nf); /* empty index */
+    assert_int_equal(nf, 0);
+    add_ok(vx, ids, x, 3);
+    search_ok(vx, x, 10, s, id, &nf);
+    check_exact(x, ids, NULL, 3, 16, x, 10, s, id, nf);
+    assert_int_equal(id[0], 4);
+    assert_string_equal(vindex_spec(vx), "Flat");
+    vindex_free(vx);
+    free(x);
+}
+
+/* fp16 scan + fp32 re-score returns exactly the fp32 scan's answer. */
+static void test_f16_equals_f32(void **state)
+{
+    (void)state;
+    int dim = 512;
+    size_t n = 6000;
+    float *x = make_vectors(n, dim, 40, 0.3, 21);
+    /* exact duplicates under other ids: ties must break the same way */
+    memcpy(x + 100 * dim, x + 7 * dim, sizeof(float) * dim);
+    memcpy(x + 5000 * dim, x + 7 * dim, sizeof(float) * dim);
+    float *q = make_vectors(20, dim, 40, 0.3, 22);
+    memcpy(q, x + 7 * dim, sizeof(float) * dim);
+    int64_t *ids = make_ids(n, 0, 1);
+    struct vindex *a = new_index("Flat", dim), *b = new_index("FlatF16", dim);
+    add_ok(a, ids, x, n);
+    add_ok(b, ids, x, n);
+    for (int threads = 1; threads <= 2; threads++) {
+        struct vindex_search_params p = {.n_threads = threads};
+        assert_int_equal(vindex_set_search_params(b, &p, NULL), IMS_OK);
+        for (int qi = 0; qi < 20; qi++) {
+            float sa[10], sb[10];
+            int64_t ia[10], ib[10];
+            int na, nb;
+            search_ok(a, q + qi * dim, 10, sa, ia, &na);
+            search_ok(b, q + qi * dim, 10, sb, ib, &nb);
+            assert_int_equal(na, nb);
+            for (int r = 0; r < na; r++) {
+                assert_int_equal(ia[r], ib[r]);
+                assert_true(sa[r] == sb[r]);
+            }
+            if (qi == 0) {
+                assert_int_equal(ia[0], 7);
+                assert_int_equal(ia[1], 100);
+                assert_int_equal(ia[2], 5000);
+            }
+        }
+    }
+    vindex_free(a);
+    vindex_free(b);
+    free(x);
+    free(q);
+    free(ids);
+}
+
+static void test_remove_swap_and_readd(void **state)
+{
+    (void)state;
+    int dim = 24;
+    size_t n = 9000;
+    float *x = make_vectors(n, dim, 10, 0.5, 31);
+    float *q = make_vectors(5, dim, 10, 0.5, 32);
+    int64_t *ids = make_ids(n, 10, 1);
+    char *live = malloc(n);
+    memset(live, 1, n);
+    const char *specs[] = {"Flat", "FlatF16"};
+    for (size_t si = 0; si < 2; si++) {
+        struct vindex *vx = new_index(specs[si], dim);
+        add_ok(vx, ids, x, n);
+        int64_t *rm = malloc(sizeof(int64_t) * n);
+        size_t n_rm = 0;
+        struct rng r = {33};
+        memset(live, 1, n);
+        for (size_t i = 0; i < n; i++)
+            if (rng_next(&r) % 3 == 0) {
+                rm[n_rm++] = ids[i];
+                live[i] = 0;
+            }
+        rm[n_rm] = 999999999; /* absent: ignored */
+        size_t removed = 0;
+        assert_int_equal(vindex_remove(vx, rm, n_rm + 1, &removed, NULL), IMS_OK);
+        assert_int_equal(removed, n_rm);
+        assert_int_equal(vindex_count(vx), n - n_rm);
+        for (int qi = 0; qi < 5; qi++) {
+            float s[20];
+            int64_t id[20];
+            int nf;
+            search_ok(vx, q + qi * dim, 20, s, id, &nf);
+            check_exact(x, ids, live, n, dim, q + qi * dim, 20, s, id, nf);
+        }
+        /* removing again finds nothing */
+        assert_int_equal(vindex_remove(vx, rm, n_rm, &removed, NULL), IMS_OK);
+        assert_int_equal(removed, 0);
+        /* re-add the first removed one */
+        size_t row = (size_t)(rm[0] - 10);
+        add_ok(vx, &rm[0], x + row * dim, 1);
+        live[row] = 1;
+        float s[5];
+        int64_t id[5];
+        int nf;
+        search_ok(vx, x + row * dim, 5, s, id, &nf);
+        check_exact(x, ids, live, n, dim, x + row * dim, 5, s, id, nf);
+        assert_int_equal(id[0], rm[0]);
+        vindex_free(vx);
+        free(rm);
+    }
+    free(live);
+    free(x);
+    free(q);
+    free(ids);
+}
+
+/* ---- FAISS types ----------------------------------------------------------- */
+
+static void test_faiss_types(void **state)
+{
+    (void)state;
+    const char *specs[] = {"IVF16,Flat", "HNSW16", "IVF16,PQ8", "PQ8", "OPQ8,IVF8,PQ8"};
+    int dim = 32;
+    size_t n = 3000;
+    float *x = make_vectors(n, dim, 16, 0.4, 41);
+    int64_t *ids = make_ids(n, 5, 2);
+    char *live = malloc(n);
+    for (size_t si = 0; si < IMS_ARRAY_LEN(specs); si++) {
+        struct vindex *vx = new_index(specs[si], dim);
+        int is_hnsw = strncmp(specs[si], "HNSW", 4) == 0;
+        assert_int_equal(vindex_needs_training(vx), is_hnsw ? 0 : 1);
+        if (!is_hnsw) {
+            struct ims_error err = {{0}};
+            assert_int_equal(vindex_add(vx, ids, x, 10, &err), IMS_ERR_INVALID);
+            assert_non_null(strstr(err.message, "trained"));
+        }
+        assert_int_equal(vindex_train(vx, x, n, NULL), IMS_OK);
+        assert_int_equal(vindex_needs_training(vx), 0);
+        add_ok(vx, ids, x, n);
+        struct vindex_search_params p = {.nprobe = 16, .ef_search = 64, .rerank = 100};
+        assert_int_equal(vindex_set_search_params(vx, &p, NULL), IMS_OK);
+        memset(live, 1, n);
+        /* a stored vector finds itself first, with its exact score */
+        for (size_t i = 0; i < n; i += 250) {
+            float s[10];
+            int64_t id[10];
+            int nf;
+            search_ok(vx, x + i * dim, 10, s, id, &nf);
+            assert_int_equal(nf, 10);
+            assert_int_equal(id[0], ids[i]);
+            assert_true(fabs(s[0] - dot_d(x + i * dim, x + i * dim, dim)) < 2e-5);
+            for (int r = 1; r < nf; r++)
+                assert_true(s[r] <= s[r - 1]);
+        }
+        /* remove every other vector of the first 600; they never come back */
+        int64_t rm[300];
+        for (int i = 0; i < 300; i++) {
+            rm[i] = ids[2 * i];
+            live[2 * i] = 0;
+        }
+        size_t removed = 0;
+        assert_int_equal(vindex_remove(vx, rm, 300, &removed, NULL), IMS_OK);
+        assert_int_equal(removed, 300);
+        assert_int_equal(vindex_count(vx), n - 300);
+        for (int i = 0; i < 600; i += 7) {
+            float s[10];
+            int64_t id[10];
+            int nf;
+            search_ok(vx, x + (size_t)i * dim, 10, s, id, &nf);
+            assert_int_equal(nf, 10);
+            for (int r = 0; r < nf; r++) {
+                size_t row = (size_t)(id[r] - 5) / 2;
+                assert_true(row < n && live[row]);
+                assert_true(fabs(s[r] - dot_d(x + (size_t)i * dim, x + row * dim, dim)) < 2e-5);
+            }
+            if (live[i])
+                assert_int_equal(id[0], ids[i]);
+        }
+        /* a removed id can come back */
+        add_ok(vx, &rm[0], x, 1);
+        float s[3];
+        int64_t id[3];
+        int nf;
+        search_ok(vx, x, 3, s, id, &nf);
+        assert_int_equal(id[0], rm[0]);
+        assert_true(id[1] != rm[0] && id[2] != rm[0]);
+        vindex_free(vx);
+    }
+    free(live);
+    free(x);
+    free(ids);
+}
+
+static void test_hnsw_many_tombstones(void **state)
+{
+    (void)state;
+    int dim = 16;
+    size_t n = 1000;
+    float *x = make_vectors(n, dim, 8, 0.5, 51);
+    int64_t *ids = make_ids(n, 0, 1);
+    struct vindex *vx = new_index("HNSW8", dim);
+    add_ok(vx, ids, x, n);
+    /* remove 95%: searches must still fill k from the live 5% */
+    size_t removed = 0;
+    assert_int_equal(vindex_remove(vx, ids, 950, &removed, NULL), IMS_OK);
+    assert_int_equal(removed, 950);
+    float s[20];
+    int64_t id[20];
+    int nf;
+    search_ok(vx, x, 20, s, id, &nf);
+    assert_int_equal(nf, 20);
+    for (int r = 0; r < nf; r++)
+        assert_true(id[r] >= 950);
+    vindex_free(vx);
+    free(x);
+    free(ids);
+}
+
+static void test_pagination(void **state)
+{
+    (void)state;
+    const char *specs[] = {"Flat", "FlatF16", "HNSW16", "IVF8,Flat"};
+    int dim = 40;
+    size_t n = 2000;
+    float *x = make_vectors(n, dim, 12, 0.5, 61);
+    float *q = make_vectors(3, dim, 12, 0.5, 62);
+    int64_t *ids = make_ids(n, 1, 1);
+    for (size_t si = 0; si < IMS_ARRAY_LEN(specs); si++) {
+        struct vindex *vx = new_index(specs[si], dim);
+        assert_int_equal(vindex_train(vx, x, n, NULL), IMS_OK);
+        add_ok(vx, ids, x, n);
+        struct vindex_search_params p = {.nprobe = 8, .ef_search = 200, .rerank = 200};
+        assert_int_equal(vindex_set_search_params(vx, &p, NULL), IMS_OK);
+        for (int qi = 0; qi < 3; qi++) {
+            float all_s[40];
+            int64_t all_i[40];
+            int n_all;
+            search_ok(vx, q + qi * dim, 40, all_s, all_i, &n_all);
+            assert_int_equal(n_all, 40);
+            for (int off = 0; off < 40; off += 10) {
+                float s[40];
+                int64_t id[40];
+                int nf;
+                search_ok(vx, q + qi * dim, off + 10, s, id, &nf);
+                assert_int_equal(nf, off + 10);
+                for (int r = off; r < off + 10; r++) {
+                    assert_int_equal(id[r], all_i[r]);
+                    assert_true(s[r] == all_s[r]);
+                }
+            }
+        }
+        vindex_free(vx);
+    }
+    free(x);
+    free(q);
+    free(ids);
+}
+
+/* ---- snapshots -------------------------------------------------------------- */
+
+static void test_snapshot_round_trip(void **state)
+{
+    (void)state;
+    const char *specs[] = {"Flat", "FlatF16", "IVF8,PQ4", "HNSW8", "Flat"};
+    int dims[] = {33, 64, 32, 32, 1};
+    make_tmpdir();
+    for (size_t si = 0; si < IMS_ARRAY_LEN(specs); si++) {
+        int dim = dims[si];
+        size_t n = 1500;
+        float *x = make_vectors(n, dim, 10, 0.5, 71 + si);
+        int64_t *ids = make_ids(n, 100, 1);
+        struct vindex *vx = new_index(specs[si], dim);
+        assert_int_equal(vindex_train(vx, x, n, NULL), IMS_OK);
+        add_ok(vx, ids, x, n);
+        struct vindex_search_params p = {.nprobe = 4, .ef_search = 32, .rerank = 50};
+        assert_int_equal(vindex_set_search_params(vx, &p, NULL), IMS_OK);
+        size_t removed;
+        assert_int_equal(vindex_remove(vx, ids + 10, 40, &removed, NULL), IMS_OK);
+        char path[128];
+        snprintf(path, sizeof path, "%s/index.snap", g_dir);
+        struct ims_error err = {{0}};
+        enum ims_status st = vindex_save(vx, path, 4242, &err);
+        if (st != IMS_OK)
+            fail_msg("save: %s", ims_error_message(&err, st));
+        struct vindex *back = NULL;
+        int64_t last = 0;
+        st = vindex_load(path, dim, specs[si], &back, &last, &err);
+        if (st != IMS_OK)
+            fail_msg("load %s: %s", specs[si], ims_error_message(&err, st));
+        assert_int_equal(last, 4242);
+        assert_int_equal(vindex_last_id(back), 4242);
+        assert_int_equal(vindex_count(back), n - 40);
+        assert_string_equal(vindex_spec(back), specs[si]);
+        assert_int_equal(vindex_set_search_params(back, &p, NULL), IMS_OK);
+        for (size_t i = 0; i < n; i += 97) {
+            float s1[10], s2[10];
+            int64_t i1[10], i2[10];
+            int n1, n2;
+            search_ok(vx, x + i * dim, 10, s1, i1, &n1);
+            search_ok(back, x + i * dim, 10, s2, i2, &n2);
+            assert_int_equal(n1, n2);
+            for (int r = 0; r < n1; r++) {
+                assert_int_equal(i1[r], i2[r]);
+                assert_true(s1[r] == s2[r]);
+                assert_true(i1[r] < 110 || i1[r] >= 150); /* removed stay removed */
+            }
+        }
+        /* the loaded index keeps working: add more, remove more */
+        int64_t extra = 100000;
+        add_ok(back, &extra, x, 1);
+        assert_int_equal(vindex_count(back), n - 39);
+        assert_int_equal(vindex_last_id(back), 100000);
+        vindex_free(back);
+        vindex_free(vx);
+        free(x);
+        free(ids);
+        assert_int_equal(count_files(g_dir), 1); /* no temp file left */
+    }
+    remove_tmpdir();
+}
+
+static void write_bytes(const char *path, const char *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, len, f), len);
+    fclose(f);
+}
+
+static void expect_load_error(const char *path, int dim, const char *spec, enum ims_status want,
+                              const char *needle)
+{
+    struct vindex *vx = NULL;
+    struct ims_error err = {{0}};
+    int64_t last = 77;
+    enum ims_status st = vindex_load(path, dim, spec, &vx, &last, &err);
+    if (st != want || !strstr(err.message, needle))
+        fail_msg("load: got %s \"%s\", want %s containing \"%s\"", ims_status_name(st),
+                 err.message, ims_status_name(want), needle);
+    assert_null(vx);
+    assert_int_equal(last, 77);
+}
+
+static void test_snapshot_damage(void **state)
+{
+    (void)state;
+    int dim = 16;
+    size_t n = 200;
+    const char *specs[] = {"Flat", "IVF4,Flat"};
+    make_tmpdir();
+    for (size_t si = 0; si < 2; si++) {
+        float *x = make_vectors(n, dim, 4, 0.5, 81);
+        int64_t *ids = make_ids(n, 0, 1);
+        struct vindex *vx = new_index(specs[si], dim);
+        assert_int_equal(vindex_train(vx, x, n, NULL), IMS_OK);
+        add_ok(vx, ids, x, n);
+        char path[128], bad[128];
+        snprintf(path, sizeof path, "%s/good.snap", g_dir);
+        snprintf(bad, sizeof bad, "%s/bad.snap", g_dir);
+        assert_int_equal(vindex_save(vx, path, 199, NULL), IMS_OK);
+        char *data;
+        size_t len;
+        assert_int_equal(ims_file_read(path, 1 << 24, &data, &len, NULL), IMS_OK);
+
+        expect_load_error(bad, dim, specs[si], IMS_ERR_NOT_FOUND, "cannot open");
+        write_bytes(bad, data, 0);
+        expect_load_error(bad, dim, specs[si], IMS_ERR_CORRUPT, "truncated");
+        /* a flipped byte anywhere in the payload: ids, vectors, FAISS part */
+        size_t spots[] = {60, 48 + strlen(specs[si]) + 8 * n + 5, len - 10, len - 1};
+        for (size_t i = 0; i < IMS_ARRAY_LEN(spots); i++) {
+            data[spots[i]] ^= 0x20;
+            write_bytes(bad, data, len);
+            expect_load_error(bad, dim, specs[si], IMS_ERR_CORRUPT, "checksum");
+            data[spots[i]] ^= 0x20;
+        }
+        size_t cuts[] = {len - 1, len / 2, 50, 20};
+        for (size_t i = 0; i < IMS_ARRAY_LEN(cuts); i++) {
+            write_bytes(bad, data, cuts[i]);
+            expect_load_error(bad, dim, specs[si], IMS_ERR_CORRUPT,
+                              cuts[i] < 52 ? "truncated" : "truncated or damaged");
+        }
+        data[0] = 'X';
+        write_bytes(bad, data, len);
+        expect_load_error(bad, dim, specs[si], IMS_ERR_CORRUPT, "bad magic");
+        data[0] = 'I';
+        data[8] = 9; /* version */
+        write_bytes(bad, data, len);
+        expect_load_error(bad, dim, specs[si], IMS_ERR_CORRUPT, "version");
+        data[8] = 1;
+        expect_load_error(path, dim + 1, specs[si], IMS_ERR_MODEL_MISMATCH, "dimension 16");
+        expect_load_error(path, dim, "HNSW32", IMS_ERR_MODEL_MISMATCH, "expected \"HNSW32\"");
+        /* the undamaged copy still loads */
+        struct vindex *back = NULL;
+        int64_t last = 0;
+        write_bytes(bad, data, len);
+        assert_int_equal(vindex_load(bad, dim, specs[si], &back, &last, NULL), IMS_OK);
+        assert_int_equal(last, 199);
+        assert_int_equal(vindex_count(back), n);
+        vindex_free(back);
+        ims_free(data);
+        vindex_free(vx);
+        free(x);
+        free(ids);
+        unlink(bad);
+        unlink(path);
+    }
+    remove_tmpdir();
+}
+
+static void test_save_failure_keeps_old(void **state)
+{
+    (void)state;
+    int dim = 64;
+    float *x = make_vectors(3000, dim, 10, 0.5, 91);
+    int64_t *ids = make_ids(3000, 0, 1);
+    make_tmpdir();
+    char path[128];
+    snprintf(path, sizeof path, "%s/index.snap", g_dir);
+    struct vindex *vx = new_index("Flat", dim);
+    add_ok(vx, ids, x, 10);
+    assert_int_equal(vindex_save(vx, path, 9, NULL), IMS_OK);
+    add_ok(vx, ids + 10, x + 10 * dim, 2990);
+
+    /* 1: the disk fills up (a file size limit) in the middle of the write */
+    struct rlimit old_lim, lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old_lim), 0);
+    void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN);
+    lim = old_lim;
+    lim.rlim_cur = 100000;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    struct ims_error err = {{0}};
+    enum ims_status st = vindex_save(vx, path, 2999, &err);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old_lim), 0);
+    signal(SIGXFSZ, old_handler);
+    assert_int_equal(st, IMS_ERR_IO);
+    assert_non_null(strstr(err.message, "cannot write"));
+    assert_int_equal(count_files(g_dir), 1); /* the temp file is gone */
+
+    /* 2: memory runs out before anything is written */
+    ims_alloc_set_fail_after(0);
+    st = vindex_save(vx, path, 2999, &err);
+    ims_alloc_set_fail_after(-1);
+    assert_int_equal(st, IMS_ERR_NOMEM);
+
+    /* 3: the folder does not exist */
+    char nodir[160];
+    snprintf(nodir, sizeof nodir, "%s/missing/index.snap", g_dir);
+    assert_int_equal(vindex_save(vx, nodir, 1, &err), IMS_ERR_IO);
+
+    struct vindex *back = NULL;
+    int64_t last = 0;
+    assert_int_equal(vindex_load(path, dim, "Flat", &back, &last, NULL), IMS_OK);
+    assert_int_equal(last, 9);
+    assert_int_equal(vindex_count(back), 10);
+    vindex_free(back);
+    /* and a successful save replaces it */
+    assert_int_equal(vindex_save(vx, path, 2999, NULL), IMS_OK);
+    assert_int_equal(vindex_load(path, dim, "Flat", &back, &last, NULL), IMS_OK);
+    assert_int_equal(last, 2999);
+    assert_int_equal(vindex_count(back), 3000);
+    vindex_free(back);
+    vindex_free(vx);
+    remove_tmpdir();
+    free(x);
+    free(ids);
+}
+
+/* ---- bad input --------------------------------------------------------------- */
+
+static void test_bad_input(void **state)
+{
+    (void)state;
+    struct vindex *vx = NULL;
+    struct ims_error err = {{0}};
+    assert_int_equal(vindex_new("Flat", 0, &vx, &err), IMS_ERR_INVALID);
+    assert_int_equal(vindex_new("Flat", -3, &vx, &err), IMS_ERR_INVALID);
+    assert_int_equal(vindex_new("Flat", VINDEX_MAX_DIM + 1, &vx, &err), IMS_ERR_INVALID);
+    assert_null(vx);
+    assert_int_equal(vindex_new("NotAnIndex42", 8, &vx, &err), IMS_ERR_INVALID);
+    assert_non_null(strstr(err.message, "NotAnIndex42"));
+    assert_non_null(strstr(err.message, "faiss"));
+    assert_int_equal(vindex_new("IVF16,PQ7", 8, &vx, &err), IMS_ERR_INVALID); /* 8 % 7 */
+    assert_null(vx);
+
+    vx = new_index("Flat", 4);
+    float v[8] = {1, 0, 0, 0, 0, 1, 0, 0};
+    int64_t ids[2] = {1, 2};
+    v[5] = NAN;
+    assert_int_equal(vindex_add(vx, ids, v, 2, &err), IMS_ERR_INVALID);
+    assert_non_null(strstr(err.message, "non-finite"));
+    v[5] = INFINITY;
+    assert_int_equal(vindex_add(vx, ids, v, 2, &err), IMS_ERR_INVALID);
+    assert_int_equal(vindex_count(vx), 0); /* all or nothing */
+    v[5] = 1;
+    ids[1] = 1;
+    assert_int_equal(vindex_add(vx, ids, v, 2, &err), IMS_ERR_INVALID);
+    assert_non_null(strstr(err.message, "twice"));
+    ids[1] = -5;
+    assert_int_equal(vindex_add(vx, ids, v, 2, &err), IMS_ERR_INVALID);
+    ids[1] = 2;
+    add_ok(vx, ids, v, 2);
+    assert_int_equal(vindex_add(vx, ids + 1, v, 1, &err), IMS_ERR_EXISTS);
+    assert_int_equal(vindex_count(vx), 2);
+    assert_int_equal(vindex_last_id(vx), 2);
+
+    float s[4];
+    int64_t id[4];
+    int nf = 0;
+    float q[4] = {1, 0, NAN, 0};
+    assert_int_equal(vindex_search(vx, q, 2, s, id, &nf, &err), IMS_ERR_INVALID);
+    q[2] = 0;
+    assert_int_equal(vindex_search(vx, q, 0, s, id, &nf, &err), IMS_ERR_INVALID);
+    assert_int_equal(vindex_search(vx, q, VINDEX_MAX_K + 1, s, id, &nf, &err), IMS_ERR_INVALID);
+    assert_int_equal(vindex_search(vx, NULL, 2, s, id, &nf, &err), IMS_ERR_INVALID);
+    struct vindex_search_params p = {.nprobe = -1};
+    assert_int_equal(vindex_set_search_params(vx, &p, &err), IMS_ERR_INVALID);
+    assert_int_equal(vindex_train(vx, v, 2, &err), IMS_OK); /* no-op for Flat */
+    vindex_free(vx);
+
+    vx = new_index("FlatF16", 4);
+    float big[4] = {1e6f, 0, 0, 0};
+    assert_int_equal(vindex_add(vx, ids, big, 1, &err), IMS_ERR_INVALID);
+    assert_non_null(strstr(err.message, "fp16"));
+    vindex_free(vx);
+
+    vx = new_index("IVF4,Flat", 4);
+    assert_int_equal(vindex_train(vx, v, 0, &err), IMS_ERR_INVALID);
+    float *tx = make_vectors(200, 4, 4, 0.3, 3);
+    assert_int_equal(vindex_train(vx, tx, 200, &err), IMS_OK);
+    assert_int_equal(vindex_train(vx, tx, 200, &err), IMS_ERR_INVALID);
+    assert_non_null(strstr(err.message, "already trained"));
+    free(tx);
+    vindex_free(vx);
+    vindex_free(NULL);
+}
+
+/* ---- concurrency ---------------------------------------------------------------- */
+
+struct conc {
+    struct vindex *vx;
+    const float *q;
+    int dim;
+    int failures;
+    int searches;
+    atomic_int stop;
+};
+
+static void *reader(void *arg)
+{
+    struct conc *c = arg;
+    while (!c->stop || c->searches < 5) {
+        float s[10];
+        int64_t id[10];
+        int nf = 0;
+        if (vindex_search(c->vx, c->q, 10, s, id, &nf, NULL) != IMS_OK)
+            c->failures++;
+        for (int r = 1; r < nf; r++)
+            if (s[r] > s[r - 1])
+                c->failures++;
+        c->searches++;
+    }
+    return NULL;
+}
+
+static void test_concurrent_search_and_add(void **state)
+{
+    (void)state;
+    const char *specs[] = {"Flat", "HNSW8"};
+    int dim = 32;
+    size_t n = 6000;
+    float *x = make_vectors(n, dim, 10, 0.5, 101);
+    int64_t *ids = make_ids(n, 0, 1);
+    for (size_t si = 0; si < 2; si++) {
+        struct vindex *vx = new_index(specs[si], dim);
+        struct conc c[3];
+        pthread_t th[3];
+        for (int t = 0; t < 3; t++) {
+            c[t] = (struct conc){.vx = vx, .q = x + (size_t)t * dim, .dim = dim};
+            assert_int_equal(pthread_create(&th[t], NULL, reader, &c[t]), 0);
+        }
+        for (size_t off = 0; off < n; off += 200) {
+            add_ok(vx, ids + off, x + off * dim, 200);
+            if (off >= 400) {
+                size_t removed;
+                assert_int_equal(vindex_remove(vx, ids + off - 400, 50, &removed, NULL), IMS_OK);
+                assert_int_equal(removed, 50);
+            }
+        }
+        for (int t = 0; t < 3; t++) {
+            c[t].stop = 1;
+            pthread_join(th[t], NULL);
+            assert_int_equal(c[t].failures, 0);
+            assert_true(c[t].searches >= 5);
+        }
+        assert_int_equal(vindex_count(vx), n - 50 * (n / 200 - 2));
+        vindex_free(vx);
+    }
+    free(x);
+    free(ids);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_f16_conversion),
+        cmocka_unit_test(test_topk_heap),
+        cmocka_unit_test(test_flat_brute_force_all_isas),
+        cmocka_unit_test(test_k_larger_than_count),
+        cmocka_unit_test(test_f16_equals_f32),
+        cmocka_unit_test(test_remove_swap_and_readd),
+        cmocka_unit_test(test_faiss_types),
+        cmocka_unit_test(test_hnsw_many_tombstones),
+        cmocka_unit_test(test_pagination),
+        cmocka_unit_test(test_snapshot_round_trip),
+        cmocka_unit_test(test_snapshot_damage),
+        cmocka_unit_test(test_save_failure_keeps_old),
+        cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_concurrent_search_and_add),
+    };
+    /* IMS_TEST_FILTER=test_pagination runs one test (a cmocka glob). */
+    /* FAISS's OpenMP threads spin while waiting: on a loaded machine more
+     * than one makes training crawl. The sets here are tiny anyway. */
+    index__faiss_set_threads(1);
+    const char *filter = getenv("IMS_TEST_FILTER");
+    if (filter && filter[0])
+        cmocka_set_test_filter(filter);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
