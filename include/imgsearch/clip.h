@@ -93,8 +93,11 @@ void clip_model_free(struct clip_model *model);
 int clip_model_embed_dim(const struct clip_model *model);
 /* Input image side in pixels (config image_size, 224 for ViT-B/32). */
 int clip_model_image_size(const struct clip_model *model);
-/* A stable name of the model for catalogues: "<folder name>:<architecture
- * summary>", e.g. "clip-vit-base-patch32:vit-b-32-768x12-512". Borrowed. */
+/* A stable name of the model for catalogues: "<architecture>:<fingerprint>",
+ * e.g. "vit-b-32-768x12-512:8c1f0e2d4b6a7391". The fingerprint covers the
+ * safetensors header and samples of every tensor, so the same checkpoint has
+ * the same name wherever its folder is, and other weights of the same shape
+ * do not. Borrowed. */
 const char *clip_model_name(const struct clip_model *model);
 /* exp(logit_scale) as stored in the checkpoint. */
 float clip_model_logit_scale(const struct clip_model *model);

@@ -56,6 +56,48 @@ int cli_app_parse_common(int argc, char **argv, int *i, struct cli_app_options *
     return 0;
 }
 
+int cli_app_parse_fetch(int argc, char **argv, int *i, struct fetch_options *f)
+{
+    const char *v;
+    long num;
+    int r;
+    if (!strcmp(argv[*i], "--allow-private-urls")) {
+        f->allow_private = 1;
+        return 1;
+    }
+    if ((r = cli_opt_value(argc, argv, i, "--in-flight", &v)) != 0) {
+        if (r < 0 || cli_parse_long(v, 1, 1024, &num))
+            return -1;
+        f->max_in_flight = (int)num;
+        return 1;
+    }
+    if ((r = cli_opt_value(argc, argv, i, "--max-bytes", &v)) != 0) {
+        if (r < 0 || cli_parse_long(v, 1024, 1L << 32, &num))
+            return -1;
+        f->max_bytes = (size_t)num;
+        return 1;
+    }
+    if ((r = cli_opt_value(argc, argv, i, "--fetch-timeout", &v)) != 0) {
+        if (r < 0 || cli_parse_long(v, 1, 3600, &num))
+            return -1;
+        f->total_timeout_ms = num * 1000;
+        return 1;
+    }
+    if ((r = cli_opt_value(argc, argv, i, "--stall-seconds", &v)) != 0) {
+        if (r < 0 || cli_parse_long(v, 1, 3600, &num))
+            return -1;
+        f->low_speed_time_s = num;
+        return 1;
+    }
+    if ((r = cli_opt_value(argc, argv, i, "--retries", &v)) != 0) {
+        if (r < 0 || cli_parse_long(v, 0, 10, &num))
+            return -1;
+        f->max_retries = (int)num;
+        return 1;
+    }
+    return 0;
+}
+
 static void read_spec(struct cli_app *app)
 {
     char *data = NULL;

@@ -8,6 +8,7 @@
 #define IMGSEARCH_CLI_APP_H
 
 #include "imgsearch/clip.h"
+#include "imgsearch/fetch.h"
 #include "imgsearch/index.h"
 #include "imgsearch/store.h"
 
@@ -36,6 +37,15 @@ struct cli_app_options {
  * Returns 1 if argv[*i] was one of them (advancing *i), 0 if not, -1 on a
  * missing or bad value. */
 int cli_app_parse_common(int argc, char **argv, int *i, struct cli_app_options *o);
+
+/* Parses the download options `add` and `serve` share:
+ *   --allow-private-urls, --in-flight N, --max-bytes N, --fetch-timeout SEC,
+ *   --stall-seconds SEC, --retries N
+ * Same return convention as cli_app_parse_common. */
+int cli_app_parse_fetch(int argc, char **argv, int *i, struct fetch_options *f);
+#define CLI_FETCH_HELP                                                                             \
+    "download options: --allow-private-urls  --in-flight N (32)  --max-bytes N (20 MB)\n"       \
+    "  --fetch-timeout SEC (30, per attempt)  --stall-seconds SEC (15)  --retries N (2)\n"
 
 /* Opens everything; prints a precise error ("imgsearch <cmd>: ...") and
  * returns non-zero on failure. */

@@ -26,12 +26,11 @@
 #include "imgsearch/ingest.h"
 
 const char cli_help_add[] =
-    "usage: imgsearch add [--data DIR] [--model DIR] [--precision f32|bf16]\n"
-    "                     [--allow-private-urls] [--batch N] [--in-flight N]\n"
-    "                     URL|FILE|FOLDER... | --from FILE\n"
+    "usage: imgsearch add [--data DIR] [--model DIR] [--precision f32|bf16] [--batch N]\n"
+    "                     [download options] URL|FILE|FOLDER... | --from FILE\n"
     "Adds images: http(s) URLs, files, folders (recursive). --from reads one source\n"
     "per line (\"-\": stdin). URLs resolving to loopback/private/link-local/metadata\n"
-    "addresses are refused unless --allow-private-urls.\n";
+    "addresses are refused unless --allow-private-urls.\n" CLI_FETCH_HELP;
 
 static volatile sig_atomic_t interrupted;
 static volatile int cancel_flag;
@@ -157,8 +156,9 @@ int cli_cmd_add(int argc, char **argv)
         if (r > 0)
             continue;
         long num;
-        if (!strcmp(argv[i], "--allow-private-urls")) {
-            io.fetch.allow_private = 1;
+        if ((r = cli_app_parse_fetch(argc, argv, &i, &io.fetch)) != 0) {
+            if (r < 0)
+                goto usage_value;
         } else if ((r = cli_opt_value(argc, argv, &i, "--from", &v)) != 0) {
             if (r < 0)
                 goto usage_value;
@@ -167,10 +167,6 @@ int cli_cmd_add(int argc, char **argv)
             if (r < 0 || cli_parse_long(v, 1, 256, &num))
                 goto usage_value;
             io.batch_size = (int)num;
-        } else if ((r = cli_opt_value(argc, argv, &i, "--in-flight", &v)) != 0) {
-            if (r < 0 || cli_parse_long(v, 1, 1024, &num))
-                goto usage_value;
-            io.fetch.max_in_flight = (int)num;
         } else if (argv[i][0] == '-' && argv[i][1] == '-') {
             free(positional);
             return cli_usage("add", cli_help_add, "unknown option %s", argv[i]);

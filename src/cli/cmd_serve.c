@@ -38,14 +38,14 @@
 
 const char cli_help_serve[] =
     "usage: imgsearch serve [--data DIR] [--model DIR] [--port N] [--host ADDR]\n"
-    "                       [--precision f32|bf16] [--allow-private-urls]\n"
+    "                       [--precision f32|bf16] [download options]\n"
     "                       [--api-key-file FILE] [--access-log FILE] [--threads N]\n"
     "                       [--max-inflight N] [--max-queued N] [--queue-wait-ms N]\n"
     "                       [--rate N] [--ingest-batch N]\n"
     "Serves the web page and the HTTP API (default http://127.0.0.1:8080).\n"
     "Write endpoints need `Authorization: Bearer KEY` when a key is configured\n"
     "(--api-key-file or IMGSEARCH_API_KEY).\n"
-    "  --max-inflight N   backend calls running at once (default 32; --threads N\n"
+    "  --max-inflight N   backend calls running at once (default 32 CLI_FETCH_HELP; --threads N\n"
     "                     sets it too); beyond it --max-queued N (default 64)\n"
     "                     requests wait for a slot for at most --queue-wait-ms N\n"
     "                     (default 2000), the others get 503 + Retry-After\n"
@@ -416,8 +416,9 @@ int cli_cmd_serve(int argc, char **argv)
             goto bad_value;
         if (r > 0)
             continue;
-        if (!strcmp(argv[i], "--allow-private-urls")) {
-            fo.allow_private = 1;
+        if ((r = cli_app_parse_fetch(argc, argv, &i, &fo)) != 0) {
+            if (r < 0)
+                goto bad_value;
         } else if ((r = cli_opt_value(argc, argv, &i, "--port", &v)) != 0) {
             if (r < 0 || cli_parse_long(v, 0, 65535, &num))
                 goto bad_value;

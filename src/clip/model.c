@@ -295,20 +295,45 @@ static const char *width_letter(int w)
     }
 }
 
+/* The model's name for catalogues: the architecture plus a fingerprint of
+ * the weights, so that a data folder recognises the same model wherever its
+ * folder is, and refuses other weights of the same shape (another seed,
+ * another fine-tune, F16 vs F32). The fingerprint is FNV-1a 64 over the
+ * safetensors header and the first and last 64 bytes of every tensor: cheap
+ * (no pass over 600 MB), yet any retrained or converted checkpoint differs
+ * there. */
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 0x100000001B3ull;
+    }
+    return h;
+}
+
 static void make_name(struct clip_model *m, const char *dir)
 {
-    char real[PATH_MAX];
-    const char *path = realpath(dir, real) ? real : dir;
-    size_t len = strlen(path);
-    while (len > 1 && path[len - 1] == '/')
-        len--;
-    size_t start = len;
-    while (start > 0 && path[start - 1] != '/')
-        start--;
+    (void)dir;
+    uint64_t h = 0xCBF29CE484222325ull;
+    const unsigned char *base = m->st.map;
+    if (base && m->st.map_bytes >= 8) {
+        uint64_t hlen = 0;
+        for (int i = 7; i >= 0; i--)
+            hlen = hlen << 8 | base[i];
+        if (hlen <= m->st.map_bytes - 8)
+            h = fnv1a(h, base + 8, (size_t)hlen);
+    }
+    for (int i = 0; i < m->st.n_tensors; i++) {
+        const struct clip_st_tensor *t = &m->st.tensors[i];
+        size_t n = (size_t)(t->end - t->begin), k = IMS_MIN(n, (size_t)64);
+        h = fnv1a(h, t->data, k);
+        h = fnv1a(h, (const unsigned char *)t->data + (n - k), k);
+    }
     const struct clip_tower_config *v = &m->config.vision;
-    snprintf(m->name, sizeof(m->name), "%.*s:vit-%s-%d-%dx%d-%d", (int)IMS_MIN(len - start, 160),
-             path + start, width_letter(v->hidden_size), v->patch_size, v->hidden_size,
-             v->num_hidden_layers, m->config.projection_dim);
+    snprintf(m->name, sizeof(m->name), "vit-%s-%d-%dx%d-%d:%016llx", width_letter(v->hidden_size),
+             v->patch_size, v->hidden_size, v->num_hidden_layers, m->config.projection_dim,
+             (unsigned long long)h);
 }
 
 enum ims_status clip_model_load(const char *dir, const struct clip_model_params *params,

@@ -226,7 +226,37 @@ static void test_tiny_loads(void **state)
     assert_int_equal(clip_model_image_size(m), 224);
     assert_int_equal(clip_model_precision(m), CLIP_PRECISION_F32);
     assert_non_null(clip_model_tokenizer(m));
-    assert_string_equal(clip_model_name(m), "tiny:vit-custom-32-128x2-32");
+    /* "<architecture>:<16 hex digits of fingerprint>", independent of the folder */
+    const char *name = clip_model_name(m);
+    assert_int_equal(strncmp(name, "vit-custom-32-128x2-32:", 23), 0);
+    assert_int_equal(strlen(name), 23 + 16);
+    assert_int_equal(strspn(name + 23, "0123456789abcdef"), 16);
+    {
+        char copy[300], cmd[700];
+        snprintf(copy, sizeof(copy), "%s-moved-elsewhere", fx->model);
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s' && cp -r '%s' '%s'", copy, fx->model, copy);
+        assert_int_equal(system(cmd), 0);
+        struct clip_model *moved = load_ok(copy);
+        assert_string_equal(clip_model_name(moved), name);
+        clip_model_free(moved);
+        /* other weights of the same shape: one byte of the first tensor changed */
+        char st_path[400];
+        snprintf(st_path, sizeof(st_path), "%s/model.safetensors", copy);
+        const struct clip_st_tensor *t0 = &m->st.tensors[0];
+        long off = (long)((const char *)t0->data - (const char *)m->st.map);
+        FILE *f = fopen(st_path, "r+b");
+        assert_non_null(f);
+        assert_int_equal(fseek(f, off, SEEK_SET), 0);
+        int c = fgetc(f);
+        assert_int_equal(fseek(f, off, SEEK_SET), 0);
+        fputc(c ^ 0x01, f);
+        assert_int_equal(fclose(f), 0);
+        struct clip_model *other = load_ok(copy);
+        assert_string_not_equal(clip_model_name(other), name);
+        clip_model_free(other);
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", copy);
+        assert_int_equal(system(cmd), 0);
+    }
     assert_int_equal(m->config.text.hidden_size, 32);
     assert_int_equal(m->config.vision.hidden_size, 128);
     assert_int_equal(m->config.vision.num_hidden_layers, 2);
