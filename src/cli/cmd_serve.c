@@ -45,12 +45,12 @@ const char cli_help_serve[] =
     "Serves the web page and the HTTP API (default http://127.0.0.1:8080).\n"
     "Write endpoints need `Authorization: Bearer KEY` when a key is configured\n"
     "(--api-key-file or IMGSEARCH_API_KEY).\n"
-    "  --max-inflight N   backend calls running at once (default 32 CLI_FETCH_HELP; --threads N\n"
+    "  --max-inflight N   backend calls running at once (default 32; --threads N\n"
     "                     sets it too); beyond it --max-queued N (default 64)\n"
     "                     requests wait for a slot for at most --queue-wait-ms N\n"
     "                     (default 2000), the others get 503 + Retry-After\n"
     "  --rate N           requests/s per client address, burst 2N (default 50; 0: off)\n"
-    "  --ingest-batch N   images per encode batch of URL jobs and uploads (default 8)\n";
+    "  --ingest-batch N   images per encode batch of URL jobs and uploads (default 8)\n" CLI_FETCH_HELP;
 
 struct app_backend {
     struct cli_app *app;
