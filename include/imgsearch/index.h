@@ -138,6 +138,14 @@ enum ims_status vindex_save(struct vindex *vx, const char *path, int64_t last_id
 enum ims_status vindex_load(const char *path, int dim, const char *spec, struct vindex **out,
                             int64_t *last_id, struct ims_error *err);
 
+/* Reads the vectors of a FAISS index file written by faiss.write_index (for
+ * importing another tool's state), in insertion order. On success *x
+ * ((*n) x (*d) floats; release with ims_free), *n and *d are set. The file is
+ * parsed by FAISS: only read files you trust to be FAISS indexes (a damaged
+ * one is an error; FAISS's reader is not hardened against hostile input). */
+enum ims_status vindex_read_faiss_vectors(const char *path, float **x, size_t *n, int *d,
+                                          struct ims_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -220,6 +220,12 @@ enum ims_status index__faiss_set_param(struct index__faiss *f, const char *name,
             return IMS_OK;
         faiss::ParameterSpace ps;
         ps.set_index_parameter(f->index, name, (double)value);
+        // An HNSW coarse quantizer ("IVF4096_HNSW32,...") returns at most its
+        // efSearch lists: keep it at least 2 * nprobe.
+        faiss::IndexIVF *ivf_ix = faiss::ivflib::try_extract_index_ivf(f->index);
+        auto *hq = ivf_ix ? dynamic_cast<faiss::IndexHNSW *>(ivf_ix->quantizer) : nullptr;
+        if (hq && std::string(name) == "nprobe" && hq->hnsw.efSearch < 2 * value)
+            hq->hnsw.efSearch = 2 * value;
         return IMS_OK;
     });
 }
@@ -282,6 +288,39 @@ void index__faiss_set_threads(int n)
 {
     if (n > 0)
         omp_set_num_threads(n);
+}
+
+enum ims_status index__faiss_read_file_vectors(const char *path, float **x, size_t *n, int *d,
+                                               struct ims_error *err)
+{
+    return guarded(err, IMS_ERR_CORRUPT, "reading the index file", [&]() {
+        std::unique_ptr<faiss::Index> ix(faiss::read_index(path));
+        faiss::Index *inner = ix.get();
+        // IndexIDMap keeps vectors in insertion order in its inner index
+        if (auto *m = dynamic_cast<faiss::IndexIDMap *>(inner))
+            inner = m->index;
+        if (auto *ivf = faiss::ivflib::try_extract_index_ivf(inner))
+            ivf->make_direct_map(true);
+        size_t total = (size_t)inner->ntotal;
+        size_t dim = (size_t)inner->d;
+        if (dim == 0 || total > ((size_t)1 << 40) / dim)
+            return ims_error_set(err, IMS_ERR_TOO_LARGE, "%zu vectors of %zu dimensions", total,
+                                 dim);
+        float *buf = (float *)ims_malloc((total ? total : 1) * dim * sizeof(float));
+        if (!buf)
+            return ims_error_set(err, IMS_ERR_NOMEM, "no memory for %zu vectors", total);
+        try {
+            if (total)
+                inner->reconstruct_n(0, (faiss::Index::idx_t)total, buf);
+        } catch (...) {
+            ims_free(buf);
+            throw;
+        }
+        *x = buf;
+        *n = total;
+        *d = (int)dim;
+        return IMS_OK;
+    });
 }
 
 } // extern "C"

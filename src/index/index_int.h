@@ -68,6 +68,13 @@ enum ims_status index__faiss_read(index__read_fn read, void *ctx, struct index__
                                   struct ims_error *err);
 /* omp_set_num_threads: FAISS's threads for train/add (and benchmarks). */
 void index__faiss_set_threads(int n);
+/* Reads a FAISS index file as faiss::write_index wrote it (the prototype's
+ * saved state) and reconstructs its vectors in insertion order into *x
+ * ((*n) x (*d) floats, allocated with ims_malloc: release with ims_free). IVF
+ * types get a direct map first; types that cannot reconstruct (PQ codes are
+ * lossy but reconstruct; HNSW over Flat reconstructs) are IMS_ERR_UNSUPPORTED. */
+enum ims_status index__faiss_read_file_vectors(const char *path, float **x, size_t *n, int *d,
+                                               struct ims_error *err);
 
 /* ---- scan kernels (index_scan.c) ----------------------------------------- */
 

@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""import_test.py IMGSEARCH SOURCE_DIR: `imgsearch import` end to end.
+
+With the tiny model: vectors from a .npy (+ sources file) and from a FAISS
+IndexFlatIP / IndexIDMap file (+ the prototype's JSON metadata list) become
+rows that search finds; a row whose vector is a real image's embedding is
+found by searching that image; mismatched counts, dimensions and non-finite
+values import nothing; re-importing reports duplicates; `add` of an
+imported source completes the row (same id) instead of duplicating it.
+The .npy and FAISS files are written here byte by byte from their formats
+(NumPy's format spec; FAISS's index_write: header fields, then the codes).
+"""
+import json
+import math
+import os
+import random
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+FAILS = []
+
+
+def check(cond, what):
+    if not cond:
+        FAILS.append(what)
+        print("FAIL:", what)
+    return cond
+
+
+def run(bin_, *args, stdin=None):
+    p = subprocess.run([bin_] + list(args), capture_output=True, text=True, timeout=120,
+                       input=stdin)
+    return p.returncode, p.stdout, p.stderr
+
+
+def write_npy(path, rows, dtype="<f4"):
+    n, d = len(rows), len(rows[0])
+    header = "{'descr': '%s', 'fortran_order': False, 'shape': (%d, %d), }" % (dtype, n, d)
+    pad = 64 - (10 + len(header) + 1) % 64
+    header = header + " " * pad + "\n"
+    with open(path, "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode())
+        for r in rows:
+            f.write(struct.pack("<%df" % d, *r))
+
+
+def faiss_flat_ip(rows):
+    n, d = len(rows), len(rows[0])
+    out = b"IxFI" + struct.pack("<iqqqBi", d, n, 1 << 20, 1 << 20, 1, 0)
+    out += struct.pack("<Q", n * d)  # codes size in units of 4 bytes
+    for r in rows:
+        out += struct.pack("<%df" % d, *r)
+    return out
+
+
+def faiss_idmap(rows, ids):
+    n, d = len(rows), len(rows[0])
+    out = b"IxMp" + struct.pack("<iqqqBi", d, n, 1 << 20, 1 << 20, 1, 0)
+    out += faiss_flat_ip(rows)
+    out += struct.pack("<Q", n) + struct.pack("<%dq" % n, *ids)
+    return out
+
+
+def main():
+    bin_, src = sys.argv[1], sys.argv[2]
+    tmp = tempfile.mkdtemp(prefix="ims_it_import_")
+    try:
+        model = os.path.join(tmp, "model")
+        os.makedirs(model)
+        for d, f in (("tests/golden/clip/tiny", "config.json"),
+                     ("tests/golden/clip/tiny", "model.safetensors"),
+                     ("data/vocab", "vocab.json"), ("data/vocab", "merges.txt")):
+            shutil.copy(os.path.join(src, d, f), model)
+        img = os.path.join(tmp, "rgb.png")
+        shutil.copy(os.path.join(src, "tests/golden/clip/images/rgb.png"), img)
+        rc, out, err = run(bin_, "embed", "--model", model, "--image", img)
+        check(rc == 0, "embed works: %s" % err)
+        emb = json.loads(out.splitlines()[0])["embedding"]
+        d = len(emb)
+        check(d == 32, "tiny model embeds in 32 dimensions")
+
+        rnd = random.Random(7)
+        n = 60
+        rows = [[rnd.gauss(0, 1) for _ in range(d)] for _ in range(n)]
+        rows[17] = [x * 3.0 for x in emb]  # not normalised: import must normalise
+        sources = ["https://example.test/img%d.jpg" % i for i in range(n)]
+        sources[17] = os.path.realpath(img)
+        npy = os.path.join(tmp, "v.npy")
+        write_npy(npy, rows)
+        srcs = os.path.join(tmp, "sources.txt")
+        with open(srcs, "w") as f:
+            f.write("\n".join(sources) + "\n")
+
+        data = os.path.join(tmp, "data")
+        common = ["--data", data, "--model", model]
+
+        # bad inputs first: nothing may be imported by any of them
+        bad_src = os.path.join(tmp, "short.txt")
+        with open(bad_src, "w") as f:
+            f.write("\n".join(sources[:-1]) + "\n")
+        rc, _, err = run(bin_, "import", *common, "--vectors", npy, "--sources", bad_src)
+        check(rc != 0 and "60 vectors but 59 sources" in err, "count mismatch refused: %s" % err)
+        npy16 = os.path.join(tmp, "v16.npy")
+        write_npy(npy16, [r[:16] for r in rows])
+        rc, _, err = run(bin_, "import", *common, "--vectors", npy16, "--sources", srcs)
+        check(rc != 0 and "16 dimensions" in err, "dimension mismatch refused: %s" % err)
+        nanrows = [list(r) for r in rows]
+        nanrows[5][3] = float("nan")
+        npynan = os.path.join(tmp, "nan.npy")
+        write_npy(npynan, nanrows)
+        rc, _, err = run(bin_, "import", *common, "--vectors", npynan, "--sources", srcs)
+        check(rc != 0 and "vector 5" in err and "non-finite" in err, "NaN refused: %s" % err)
+        npy64 = os.path.join(tmp, "f8.npy")
+        write_npy(npy64, [r[: d // 2] for r in rows], dtype="<f8")
+        rc, _, err = run(bin_, "import", *common, "--vectors", npy64, "--sources", srcs)
+        check(rc != 0 and "float32" in err, "float64 array refused: %s" % err)
+        with open(os.path.join(tmp, "trunc.npy"), "wb") as f:
+            f.write(open(npy, "rb").read()[:500])
+        rc, _, err = run(bin_, "import", *common, "--vectors", os.path.join(tmp, "trunc.npy"),
+                         "--sources", srcs)
+        check(rc != 0 and "file size" in err, "truncated .npy refused: %s" % err)
+        rc, out, _ = run(bin_, "stats", "--data", data)
+        check(rc != 0 or json.loads(out)["images"] == 0, "nothing imported by the bad runs")
+
+        # the good import
+        rc, _, err = run(bin_, "import", *common, "--vectors", npy, "--sources", srcs)
+        check(rc == 0 and "60 added" in err, "import of 60 vectors: %s" % err)
+        rc, out, _ = run(bin_, "stats", "--data", data)
+        check(json.loads(out)["images"] == n, "stats counts 60 rows: %s" % out)
+        rc, out, err = run(bin_, "search", *common, "--image", img, "--json", "-k", "3")
+        res = json.loads(out)["results"] if rc == 0 else []
+        check(res and res[0]["url"] == sources[17] and abs(res[0]["score"] - 1) < 1e-3,
+              "the imported embedding of rgb.png is found by searching rgb.png: %s" % res[:1])
+        # importing again: all duplicates, nothing added
+        rc, _, err = run(bin_, "import", *common, "--vectors", npy, "--sources", srcs)
+        check(rc == 0 and "0 added, 60 duplicates" in err, "re-import is all duplicates: %s" % err)
+        # adding the real file completes the imported row: same id, a thumbnail now
+        rc, out, err = run(bin_, "add", *common, img)
+        check(rc == 0 and out.startswith("completed %d " % res[0]["id"]) if res else False,
+              "add of an imported source completes it: %r %r" % (out, err))
+        rc, out, _ = run(bin_, "stats", "--data", data)
+        check(json.loads(out)["images"] == n, "still 60 rows after completing: %s" % out)
+
+        # the prototype's state: FAISS file + JSON metadata list
+        for kind in ("flat", "idmap"):
+            data2 = os.path.join(tmp, "data_" + kind)
+            fx = os.path.join(tmp, kind + ".faiss")
+            with open(fx, "wb") as f:
+                f.write(faiss_flat_ip(rows) if kind == "flat"
+                        else faiss_idmap(rows, list(range(1000, 1000 + n))))
+            meta = []
+            for i, s in enumerate(sources):
+                if i % 3 == 0:
+                    meta.append(s)
+                elif i % 3 == 1:
+                    meta.append({"url": s, "caption": "picture %d" % i})
+                else:
+                    meta.append({"path": s, "width": i})
+            mj = os.path.join(tmp, "meta.json")
+            with open(mj, "w") as f:
+                json.dump(meta, f)
+            c2 = ["--data", data2, "--model", model]
+            rc, _, err = run(bin_, "import", *c2, "--faiss", fx, "--meta", mj)
+            check(rc == 0 and "60 added" in err, "%s FAISS import: %s" % (kind, err))
+            rc, out, err = run(bin_, "search", *c2, "--image", img, "--json", "-k", "1")
+            res2 = json.loads(out)["results"] if rc == 0 else []
+            check(res2 and res2[0]["url"] == sources[17] and abs(res2[0]["score"] - 1) < 1e-3,
+                  "%s: rgb.png's vector found after FAISS import: %s" % (kind, res2))
+        with open(mj, "w") as f:
+            json.dump(meta[:10], f)
+        rc, _, err = run(bin_, "import", "--data", os.path.join(tmp, "d3"), "--model", model,
+                         "--faiss", os.path.join(tmp, "flat.faiss"), "--meta", mj)
+        check(rc != 0 and "60 vectors but 10 sources" in err, "FAISS count mismatch: %s" % err)
+        with open(os.path.join(tmp, "junk.faiss"), "wb") as f:
+            f.write(b"IxFI" + b"\x00" * 40)
+        rc, _, err = run(bin_, "import", "--data", os.path.join(tmp, "d3"), "--model", model,
+                         "--faiss", os.path.join(tmp, "junk.faiss"), "--meta", mj)
+        check(rc != 0 and "nothing imported" in err, "a damaged FAISS file is an error: %s" % err)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if FAILS:
+        print("%d check(s) failed" % len(FAILS))
+        return 1
+    print("import: all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
