@@ -9,7 +9,7 @@
  * the n_ids tokens up to and including the end token, which is exact under
  * the causal mask):
  *
- *   vision  im2col(pixels) -> patch GEMM (f32) -> [class; patches] + pos
+ *   vision  im2col(pixels) -> patch GEMM -> [class; patches] + pos
  *           -> pre_layrnorm -> L layers -> post_layernorm(class rows)
  *           -> visual_projection (f32)
  *   text    token_embedding[ids] + pos -> L causal layers
@@ -26,12 +26,13 @@
  * for a full text context, whichever is larger): x (R, W) f32 residual
  * stream; h (R, W), qkv (R, 3W), a (R, W), m (R, I) in the activation
  * precision; s (n, H, T, T) f32 scores; p (n, H, T, T) probabilities;
- * patches (n * (S/P)^2, 3 P P) f32; pooled (n, W) f32. encode allocates
+ * patches (n * (S/P)^2, 3 P P) in the activation precision; pooled (n, W)
+ * f32. encode allocates
  * nothing of its own.
  *
  * Precision: f32, or bf16 weights and activations with f32 accumulation,
- * f32 residual stream, f32 LayerNorm statistics and f32 softmax. The patch
- * embedding and the two projections stay f32 (under 3% of the work).
+ * f32 residual stream, f32 LayerNorm statistics and f32 softmax. The two
+ * projections stay f32 (well under 1% of the work).
  *
  * Parallelism lives in one place: oneDNN's OpenMP runtime (libgomp), with
  * the model's n_threads; our kernels run on the calling thread (forward.h).
@@ -99,7 +100,7 @@ struct clip_ctx {
     void *m;        /* (R, I) dt, MLP hidden */
     float *s;       /* (n, H, T, T) f32 scores */
     void *p;        /* (n, H, T, T) dt probabilities */
-    float *patches; /* (n Np, 3PP) f32 */
+    void *patches;  /* (n Np, 3PP) dt */
     float *pooled;  /* (n, W) f32 */
 };
 
@@ -233,7 +234,7 @@ enum ims_status clip__engine_new(struct clip_model *model, struct ims_error *err
     if (st != IMS_OK)
         goto out;
     st = gemm_weights_pack(e->be, model->vision.patch_embedding, NULL, vc->hidden_size,
-                           vc->num_channels * vc->patch_size * vc->patch_size, GEMM_F32,
+                           vc->num_channels * vc->patch_size * vc->patch_size, e->dt,
                            &e->vision.patch, err);
     if (st != IMS_OK)
         goto out;
@@ -290,7 +291,7 @@ static enum ims_status engine_plan_new(struct clip_engine *e, struct engine_towe
         goto out;
     if (tw->patch) {
         int np = t - 1, k = cfg->num_channels * cfg->patch_size * cfg->patch_size;
-        d = (struct gemm_linear_desc){n * np, k, w, GEMM_F32, GEMM_F32, GEMM_ACT_NONE, 0};
+        d = (struct gemm_linear_desc){n * np, k, w, dt, GEMM_F32, GEMM_ACT_NONE, 0};
         if ((st = gemm_op_linear(e->be, tw->patch, &d, &p->patch, err)) != IMS_OK)
             goto out;
     }
@@ -429,7 +430,8 @@ enum ims_status clip_ctx_encode_images(struct clip_ctx *ctx, const float *pixels
         goto out;
 
     /* Embeddings: x[i*t] = class + pos[0]; x[i*t + 1 + j] = patch j + pos[1 + j]. */
-    forward_im2col(pixels, n, cfg->num_channels, cfg->image_size, cfg->patch_size, ctx->patches);
+    forward_im2col(pixels, n, cfg->num_channels, cfg->image_size, cfg->patch_size, ctx->patches,
+                   e->dt);
     float *pe = ctx->a; /* (n np, W) f32: the attention buffer is free here */
     gemm_linear_run(p->patch, tw->patch, ctx->patches, pe);
     for (int i = 0; i < n; i++) {

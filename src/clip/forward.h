@@ -19,7 +19,7 @@
 
 /* y (rows, w) [ld_y] = LayerNorm(x (rows, w) [ld_x]) * g + b, statistics in
  * float over each row (biased variance, eps inside the square root, as
- * torch.nn.LayerNorm). y may alias x when dt is GEMM_F32 and ld_y == ld_x. */
+ * torch.nn.LayerNorm; float statistics, two-pass). y may alias x when dt is GEMM_F32 and ld_y == ld_x. */
 void forward_layernorm(const float *x, int ld_x, int rows, int w, const float *g, const float *b,
                        float eps, void *y, int ld_y, enum gemm_dt dt);
 
@@ -32,10 +32,11 @@ void forward_softmax(float *scores, int n_mat, int t, float scale, int causal, v
                      enum gemm_dt dt);
 
 /* im2col for a stride-P, no-padding, no-bias patch convolution:
- * pixels (n, c, s, s) CHW -> patches (n * (s/p)^2, c*p*p), patch rows in
- * raster order (row-major over the (s/p, s/p) grid), each row ordered
+ * pixels (n, c, s, s) CHW -> patches (n * (s/p)^2, c*p*p) in dt, patch rows
+ * in raster order (row-major over the (s/p, s/p) grid), each row ordered
  * (channel, dy, dx) like the conv weight (W, c, p, p). */
-void forward_im2col(const float *pixels, int n, int c, int s, int p, float *patches);
+void forward_im2col(const float *pixels, int n, int c, int s, int p, void *patches,
+                    enum gemm_dt dt);
 
 /* Reference activations (the GEMM epilogue does them inside oneDNN; tests
  * compare against these). */

@@ -349,8 +349,11 @@ static void test_im2col(void **state)
     const int n = 2, c = 3, s = 8, p = 4, g = s / p;
     float *pix = rnd_buf((size_t)n * c * s * s, 3);
     float *out = ims_malloc((size_t)n * g * g * c * p * p * sizeof(float));
+    uint16_t *outb = ims_malloc((size_t)n * g * g * c * p * p * sizeof(uint16_t));
     assert_non_null(out);
-    forward_im2col(pix, n, c, s, p, out);
+    assert_non_null(outb);
+    forward_im2col(pix, n, c, s, p, out, GEMM_F32);
+    forward_im2col(pix, n, c, s, p, outb, GEMM_BF16);
     for (int i = 0; i < n; i++)
         for (int gy = 0; gy < g; gy++)
             for (int gx = 0; gx < g; gx++)
@@ -362,9 +365,12 @@ static void test_im2col(void **state)
                             float want = pix[(((size_t)i * c + ch) * s + gy * p + dy) * s +
                                              gx * p + dx];
                             assert_float_equal(got, want, 0);
+                            uint16_t gotb = outb[row * c * p * p + (ch * p + dy) * p + dx];
+                            assert_int_equal(gotb, gemm_f32_to_bf16(want));
                         }
     ims_free(pix);
     ims_free(out);
+    ims_free(outb);
 }
 
 /* ---- the tiny golden model ------------------------------------------------------------ */
@@ -509,6 +515,16 @@ static int tiny_teardown(void **state)
     return 0;
 }
 
+/* Worst agreement seen since the last report (printed, not asserted). */
+static double worst_cos = 1.0, worst_abs = 0.0;
+
+static void report_worst(const char *what)
+{
+    print_message("%s: worst cosine %.9f, worst max abs diff %.3g\n", what, worst_cos, worst_abs);
+    worst_cos = 1.0;
+    worst_abs = 0.0;
+}
+
 /* Golden tolerance on L2-normalised embeddings (fixtures README). */
 static void check_against(const float *got_raw, const float *gold_raw, int d, const char *what,
                           int i, double min_cos, double max_abs)
@@ -522,6 +538,8 @@ static void check_against(const float *got_raw, const float *gold_raw, int d, co
     double c = cosine(a, b, d), worst = 0;
     for (int j = 0; j < d; j++)
         worst = fmax(worst, fabs((double)a[j] - b[j]));
+    worst_cos = fmin(worst_cos, c);
+    worst_abs = fmax(worst_abs, worst);
     if (c < min_cos || worst >= max_abs)
         fail_msg("%s %d: cosine %.8f (min %.8f), max abs diff %g (max %g)", what, i, c, min_cos,
                  worst, max_abs);
@@ -541,6 +559,7 @@ static void test_tiny_images_golden(void **state)
     for (int i = 0; i < N_IMAGES; i++)
         check_against(out + (size_t)i * d, t->gold_img + (size_t)i * d, d, "image", i, 0.99999,
                       1e-4);
+    report_worst("tiny images vs goldens");
     /* Batch-size independence: one at a time, and in uneven groups. */
     float one[1024];
     for (int i = 0; i < N_IMAGES; i += 5) {
@@ -589,6 +608,7 @@ static void test_tiny_texts_golden(void **state)
     for (int i = 0; i < N_TEXTS; i++)
         check_against(out + (size_t)i * d, t->gold_txt + (size_t)i * d, d, "text", i, 0.99999,
                       1e-4);
+    report_worst("tiny texts vs goldens");
     /* Padding after the end token changes nothing (causal mask): all 77. */
     float full[1024];
     assert_int_equal(clip_ctx_encode_text(ctx, t->ids[0], CLIP_CONTEXT_MAX, full, 0, &err),
@@ -655,6 +675,7 @@ static void test_tiny_bf16(void **state)
     for (int i = 0; i < N_TEXTS; i++)
         check_against(txt + (size_t)i * d, t->gold_txt + (size_t)i * d, d, "bf16 text", i, 0.999,
                       5e-2);
+    report_worst("tiny bf16 vs f32 goldens");
     struct gemm_backend *be = NULL;
     assert_int_equal(gemm_backend_new(1, &be, &err), IMS_OK);
     assert_int_equal(clip_model_precision(m),

@@ -153,6 +153,16 @@ static struct clip_model *load_tiny(const char *dir, enum clip_precision prec, i
     return m;
 }
 
+/* Worst agreement seen since the last report (printed, not asserted). */
+static double worst_cos = 1.0, worst_abs = 0.0;
+
+static void report_worst(const char *what)
+{
+    print_message("%s: worst cosine %.9f, worst max abs diff %.3g\n", what, worst_cos, worst_abs);
+    worst_cos = 1.0;
+    worst_abs = 0.0;
+}
+
 /* Golden tolerance on L2-normalised embeddings (fixtures README). */
 static void check_against(const float *got_raw, const float *gold_raw, int d, const char *what,
                           int i, double min_cos, double max_abs)
@@ -166,6 +176,8 @@ static void check_against(const float *got_raw, const float *gold_raw, int d, co
     double c = cosine(a, b, d), worst = 0;
     for (int j = 0; j < d; j++)
         worst = fmax(worst, fabs((double)a[j] - b[j]));
+    worst_cos = fmin(worst_cos, c);
+    worst_abs = fmax(worst_abs, worst);
     if (c < min_cos || worst >= max_abs)
         fail_msg("%s %d: cosine %.8f (min %.8f), max abs diff %g (max %g)", what, i, c, min_cos,
                  worst, max_abs);
@@ -242,6 +254,7 @@ static void run_model(struct tiny *t, enum clip_precision prec, double min_cos, 
     for (int i = 0; i < N_TEXTS; i++)
         check_against(txt + (size_t)i * d, gold_txt + (size_t)i * d, d, "text", i, min_cos,
                       max_abs);
+    report_worst(prec == CLIP_PRECISION_F32 ? "f32 vs goldens" : "bf16 vs f32 goldens");
     if (prec == CLIP_PRECISION_F32) {
         float scale = clip_model_logit_scale(m);
         for (int i = 0; i < N_IMAGES; i++)
