@@ -35,7 +35,7 @@
  * projections stay f32 (well under 1% of the work).
  *
  * Parallelism lives in one place: oneDNN's OpenMP runtime (libgomp), with
- * the model's n_threads; our kernels run on the calling thread (forward.h).
+ * the model's n_threads; our kernels use the same team or none (forward.h).
  * OpenBLAS is not used in the pass at all.
  *
  * Engine and locking: a clip_model may be shared by threads; every encode

@@ -5,9 +5,10 @@
  * the products of gemm.h. Exposed here so that tests check each one against
  * a plain reference on synthetic data.
  *
- * All of them run on the calling thread: together they are a few percent of
- * a pass (the matrix products are the rest), and keeping them out of OpenMP
- * keeps the one-place-for-parallelism rule (gemm.h) simple.
+ * Together they are a few percent of a pass (the matrix products are the
+ * rest). Under GCC, LayerNorm and softmax split their rows over the same
+ * libgomp team oneDNN uses (forward_kernels.c); otherwise they run on the
+ * calling thread.
  *
  * Activation buffers of precision `dt` hold float (GEMM_F32) or bf16 stored
  * as uint16_t (GEMM_BF16).
