@@ -45,9 +45,18 @@
 
 #include <omp.h>
 
+#include <atomic>
 #include <exception>
 #include <memory>
 #include <new>
+
+// OpenMP threads FAISS may use in train/add. OpenMP's thread count is a
+// per-thread setting, so every entry point applies it on the calling thread.
+// Default 1: FAISS's heavy training steps call OpenBLAS, whose own threads
+// then nest inside OpenMP's and both spin for the cores (a 10x slowdown
+// measured on 2 cores); with 1 OpenMP thread the BLAS threads do the
+// parallel work. Searches always run on the calling thread alone.
+static std::atomic<int> g_build_threads{1};
 
 struct index__faiss {
     faiss::Index *index; // owned
@@ -182,6 +191,7 @@ enum ims_status index__faiss_train(struct index__faiss *f, const float *x, size_
                                    struct ims_error *err)
 {
     return guarded(err, IMS_ERR_INVALID, "train", [&]() {
+        omp_set_num_threads(g_build_threads.load());
         f->index->train((faiss::Index::idx_t)n, x);
         return IMS_OK;
     });
@@ -191,6 +201,7 @@ enum ims_status index__faiss_add(struct index__faiss *f, const int64_t *ids, con
                                  size_t n, struct ims_error *err)
 {
     return guarded(err, IMS_ERR_INVALID, "add", [&]() {
+        omp_set_num_threads(g_build_threads.load());
         static_assert(sizeof(faiss::Index::idx_t) == sizeof(int64_t), "idx_t is 64-bit");
         f->index->add_with_ids((faiss::Index::idx_t)n, x, reinterpret_cast<const faiss::Index::idx_t *>(ids));
         return IMS_OK;
@@ -235,6 +246,7 @@ enum ims_status index__faiss_search(const struct index__faiss *f, const float *q
                                     struct ims_error *err)
 {
     return guarded(err, IMS_ERR_INTERNAL, "search", [&]() {
+        omp_set_num_threads(1);
         auto *out = reinterpret_cast<faiss::Index::idx_t *>(ids);
         // HNSW returns at most efSearch results: widen it for this call (the
         // caller over-fetches past tombstones). The id translation of
@@ -287,7 +299,7 @@ enum ims_status index__faiss_read(index__read_fn read, void *ctx, struct index__
 void index__faiss_set_threads(int n)
 {
     if (n > 0)
-        omp_set_num_threads(n);
+        g_build_threads.store(n);
 }
 
 enum ims_status index__faiss_read_file_vectors(const char *path, float **x, size_t *n, int *d,

@@ -66,7 +66,8 @@ enum ims_status index__faiss_write(const struct index__faiss *f, index__write_fn
  * `len` bytes delivered). */
 enum ims_status index__faiss_read(index__read_fn read, void *ctx, struct index__faiss **out,
                                   struct ims_error *err);
-/* omp_set_num_threads: FAISS's threads for train/add (and benchmarks). */
+/* OpenMP threads FAISS uses in train/add, process-wide (default 1: see
+ * faiss_bridge.cpp); searches always use one. */
 void index__faiss_set_threads(int n);
 /* Reads a FAISS index file as faiss::write_index wrote it (the prototype's
  * saved state) and reconstructs its vectors in insertion order into *x

@@ -932,8 +932,8 @@ int main(void)
         cmocka_unit_test(test_concurrent_search_and_add),
     };
     /* IMS_TEST_FILTER=test_pagination runs one test (a cmocka glob). */
-    /* FAISS's OpenMP threads spin while waiting: on a loaded machine more
-     * than one makes training crawl. The sets here are tiny anyway. */
+    /* One FAISS OpenMP thread (the default; said here so the test does not
+     * depend on it): on a loaded machine spinning threads make training crawl. */
     index__faiss_set_threads(1);
     const char *filter = getenv("IMS_TEST_FILTER");
     if (filter && filter[0])

@@ -1,0 +1,428 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bench_index.c: search latency and recall of the vector index (JSON on
+ * stdout, progress on stderr).
+ *
+ * Sets: the "easy" and "hard" unit-vector sets of shared bench/VECTORS.md
+ * (d = 512), generated here from a seeded splitmix64 + Box-Muller stream;
+ * queries are drawn the same way, not taken from the set.
+ *
+ * Yardstick, measured in the same run: FAISS IndexFlatIP (Debian's 1.7.3,
+ * through the bridge, one thread), one query at a time. Against it: our exact
+ * scan (fp32 and fp16 + exact re-score, 1 and 2 threads) with the speed-up of
+ * the medians and the top-10 agreement with FAISS; then approximate types
+ * (FAISS pass + our exact re-rank) with build time, p50/p99 latency and
+ * recall@10 against the exact top 10. Builds use 2 threads, searches one.
+ *
+ * usage: bench_index [--n N] [--queries Q] [--sets easy,hard] [--hnsw]
+ *                    [--million] [--seed S]
+ *   --hnsw     also build HNSW32 (minutes at 200k on 2 cores)
+ *   --million  also the 1M hard set (exact scans + approximate types;
+ *              builds take minutes)
+ */
+
+#include "imgsearch/index.h"
+#include "index_int.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DIM 512
+
+static int g_build_threads = 1; /* FAISS OpenMP threads for train/add */
+
+/* ---- data ------------------------------------------------------------------- */
+
+struct rng {
+    uint64_t s;
+    int have;
+    double spare;
+};
+
+static uint64_t rng_next(struct rng *r)
+{
+    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static double rng_unit(struct rng *r) { return ((double)(rng_next(r) >> 11) + 0.5) * 0x1p-53; }
+
+static double rng_normal(struct rng *r)
+{
+    if (r->have) {
+        r->have = 0;
+        return r->spare;
+    }
+    double rad = sqrt(-2.0 * log(rng_unit(r))), th = 6.283185307179586 * rng_unit(r);
+    r->spare = rad * sin(th);
+    r->have = 1;
+    return rad * cos(th);
+}
+
+static void normalise(float *x)
+{
+    double n = 0;
+    for (int i = 0; i < DIM; i++)
+        n += (double)x[i] * x[i];
+    n = 1.0 / sqrt(n);
+    for (int i = 0; i < DIM; i++)
+        x[i] = (float)(x[i] * n);
+}
+
+struct vset {
+    int hard;
+    float *centres; /* (n_centres, DIM) */
+    int n_centres;
+    double s[DIM];  /* per-component scale: 1 (easy) or 1/sqrt(i) (hard) */
+};
+
+static void vset_init(struct vset *v, int hard, uint64_t seed)
+{
+    struct rng r = {seed, 0, 0};
+    v->hard = hard;
+    v->n_centres = hard ? 10000 : 1000;
+    for (int i = 0; i < DIM; i++)
+        v->s[i] = hard ? 1.0 / sqrt((double)(i + 1)) : 1.0;
+    v->centres = malloc(sizeof(float) * (size_t)v->n_centres * DIM);
+    if (!v->centres)
+        abort();
+    for (size_t i = 0; i < (size_t)v->n_centres * DIM; i++)
+        v->centres[i] = (float)(rng_normal(&r) * v->s[i % DIM]);
+}
+
+/* (n, DIM): x = normalise(c_j + sigma (g . s)), j uniform. */
+static float *vset_draw(const struct vset *v, size_t n, uint64_t seed)
+{
+    struct rng r = {seed, 0, 0};
+    double sigma = v->hard ? 0.8 : 0.6;
+    float *x = malloc(sizeof(float) * n * DIM);
+    if (!x)
+        abort();
+    for (size_t i = 0; i < n; i++) {
+        const float *c = v->centres + (rng_next(&r) % (uint64_t)v->n_centres) * DIM;
+        float *xi = x + i * DIM;
+        for (int j = 0; j < DIM; j++)
+            xi[j] = c[j] + (float)(sigma * rng_normal(&r) * v->s[j]);
+        normalise(xi);
+    }
+    return x;
+}
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double pct(double *v, int n, double p)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    int i = (int)ceil(p * n) - 1;
+    return v[i < 0 ? 0 : (i >= n ? n - 1 : i)];
+}
+
+static void die(const char *what, enum ims_status st, const struct ims_error *err)
+{
+    fprintf(stderr, "bench_index: %s: %s\n", what, ims_error_message(err, st));
+    exit(1);
+}
+
+static struct vindex *build_exact(const char *spec, const float *x, size_t n)
+{
+    struct ims_error err = {{0}};
+    struct vindex *vx = NULL;
+    enum ims_status st = vindex_new(spec, DIM, &vx, &err);
+    if (st != IMS_OK)
+        die("new", st, &err);
+    int64_t *ids = malloc(sizeof(int64_t) * 16384);
+    for (size_t off = 0; off < n; off += 16384) {
+        size_t m = IMS_MIN((size_t)16384, n - off);
+        for (size_t i = 0; i < m; i++)
+            ids[i] = (int64_t)(off + i);
+        st = vindex_add(vx, ids, x + off * DIM, m, &err);
+        if (st != IMS_OK)
+            die("add", st, &err);
+    }
+    free(ids);
+    return vx;
+}
+
+struct timing {
+    double p50_ms, p99_ms;
+};
+
+/* Runs nq queries one at a time; ids: (nq, 10) results. */
+static struct timing time_vindex(struct vindex *vx, const float *q, int nq, int64_t *ids)
+{
+    double *t = malloc(sizeof(double) * (size_t)nq);
+    struct ims_error err = {{0}};
+    for (int i = 0; i < nq; i++) {
+        float s[10];
+        int nf = 0;
+        double t0 = ims_now();
+        enum ims_status st = vindex_search(vx, q + (size_t)i * DIM, 10, s, ids + i * 10, &nf, &err);
+        t[i] = (ims_now() - t0) * 1e3;
+        if (st != IMS_OK)
+            die("search", st, &err);
+        for (int j = nf; j < 10; j++)
+            ids[i * 10 + j] = -1;
+    }
+    struct timing r = {pct(t, nq, 0.5), pct(t, nq, 0.99)};
+    free(t);
+    return r;
+}
+
+static double recall10(const int64_t *got, const int64_t *truth, int nq)
+{
+    long hit = 0;
+    for (int i = 0; i < nq; i++)
+        for (int a = 0; a < 10; a++)
+            for (int b = 0; b < 10; b++)
+                hit += got[i * 10 + a] >= 0 && got[i * 10 + a] == truth[i * 10 + b];
+    return (double)hit / (10.0 * nq);
+}
+
+static double same_lists(const int64_t *a, const int64_t *b, int nq)
+{
+    int same = 0;
+    for (int i = 0; i < nq; i++)
+        same += memcmp(a + i * 10, b + i * 10, 10 * sizeof(int64_t)) == 0;
+    return (double)same / nq;
+}
+
+/* ---- sections ------------------------------------------------------------------- */
+
+static void bench_exact(const char *set, const float *x, size_t n, const float *q, int nq,
+                        int nq_faiss, int64_t *truth)
+{
+    struct ims_error err = {{0}};
+    enum ims_status st;
+    /* yardstick: FAISS IndexFlatIP, one thread */
+    index__faiss_set_threads(1);
+    struct index__faiss *ff = NULL;
+    st = index__faiss_new("Flat", DIM, &ff, &err);
+    if (st != IMS_OK)
+        die("faiss Flat", st, &err);
+    int64_t *ids = malloc(sizeof(int64_t) * n);
+    for (size_t i = 0; i < n; i++)
+        ids[i] = (int64_t)i;
+    st = index__faiss_add(ff, ids, x, n, &err);
+    if (st != IMS_OK)
+        die("faiss add", st, &err);
+    free(ids);
+    int64_t *faiss_ids = malloc(sizeof(int64_t) * 10 * (size_t)nq_faiss);
+    double *t = malloc(sizeof(double) * (size_t)nq_faiss);
+    for (int i = 0; i < nq_faiss; i++) {
+        float s[10];
+        double t0 = ims_now();
+        st = index__faiss_search(ff, q + (size_t)i * DIM, 10, 0, s, faiss_ids + i * 10, &err);
+        t[i] = (ims_now() - t0) * 1e3;
+        if (st != IMS_OK)
+            die("faiss search", st, &err);
+    }
+    struct timing tf = {pct(t, nq_faiss, 0.5), pct(t, nq_faiss, 0.99)};
+    free(t);
+    index__faiss_free(ff);
+    fprintf(stderr, "  faiss IndexFlatIP: p50 %.2f ms\n", tf.p50_ms);
+
+    printf("    {\"set\": \"%s\", \"n\": %zu, \"d\": %d, \"queries\": %d, \"faiss_queries\": %d, "
+           "\"isa\": \"%s\",\n",
+           set, n, DIM, nq, nq_faiss, index__scan_isa());
+    printf("     \"faiss_flat_ip\": {\"p50_ms\": %.3f, \"p99_ms\": %.3f},\n", tf.p50_ms, tf.p99_ms);
+    printf("     \"scan\": [\n");
+    const char *specs[] = {"Flat", "FlatF16"};
+    int first = 1;
+    for (int si = 0; si < 2; si++) {
+        struct vindex *vx = build_exact(specs[si], x, n);
+        for (int th = 1; th <= 2; th++) {
+            struct vindex_search_params p = {.n_threads = th};
+            vindex_set_search_params(vx, &p, NULL);
+            int64_t *got = malloc(sizeof(int64_t) * 10 * (size_t)nq);
+            struct timing tm = time_vindex(vx, q, nq, got);
+            if (si == 0 && th == 1)
+                memcpy(truth, got, sizeof(int64_t) * 10 * (size_t)nq);
+            fprintf(stderr, "  %s %d thread(s): p50 %.2f ms\n", specs[si], th, tm.p50_ms);
+            printf("%s      {\"type\": \"%s\", \"threads\": %d, \"p50_ms\": %.3f, \"p99_ms\": %.3f, "
+                   "\"speedup_vs_faiss_p50\": %.2f, \"top10_recall_vs_faiss\": %.4f, "
+                   "\"top10_lists_equal_faiss\": %.4f, \"top10_lists_equal_flat_fp32\": %.4f}",
+                   first ? "" : ",\n", specs[si], th, tm.p50_ms, tm.p99_ms,
+                   tf.p50_ms / tm.p50_ms, recall10(got, faiss_ids, nq_faiss),
+                   same_lists(got, faiss_ids, nq_faiss), same_lists(got, truth, nq));
+            first = 0;
+            free(got);
+        }
+        vindex_free(vx);
+    }
+    printf("\n     ]}");
+    free(faiss_ids);
+}
+
+struct knob {
+    int nprobe, ef, rerank;
+};
+
+static void bench_approx(const char *set, const char *spec, const float *x, size_t n,
+                         size_t n_train, const float *q, int nq, const int64_t *truth,
+                         const struct knob *knobs, int n_knobs, int *first_out)
+{
+    struct ims_error err = {{0}};
+    struct vindex *vx = NULL;
+    enum ims_status st = vindex_new(spec, DIM, &vx, &err);
+    if (st != IMS_OK)
+        die(spec, st, &err);
+    index__faiss_set_threads(g_build_threads);
+    double t0 = ims_now();
+    if (vindex_needs_training(vx)) {
+        st = vindex_train(vx, x, IMS_MIN(n_train, n), &err);
+        if (st != IMS_OK)
+            die("train", st, &err);
+    }
+    double t_train = ims_now() - t0;
+    int64_t *ids = malloc(sizeof(int64_t) * 65536);
+    for (size_t off = 0; off < n; off += 65536) {
+        size_t m = IMS_MIN((size_t)65536, n - off);
+        for (size_t i = 0; i < m; i++)
+            ids[i] = (int64_t)(off + i);
+        st = vindex_add(vx, ids, x + off * DIM, m, &err);
+        if (st != IMS_OK)
+            die("add", st, &err);
+    }
+    free(ids);
+    double t_build = ims_now() - t0;
+    index__faiss_set_threads(1);
+    fprintf(stderr, "  %s: built in %.1f s\n", spec, t_build);
+    printf("%s    {\"set\": \"%s\", \"n\": %zu, \"type\": \"%s\", \"train_n\": %zu, "
+           "\"train_s\": %.1f, \"build_s\": %.1f, \"build_threads\": %d, \"runs\": [\n",
+           *first_out ? "" : ",\n", set, n, spec, vindex_needs_training(vx) ? 0 : IMS_MIN(n_train, n),
+           t_train, t_build, g_build_threads);
+    *first_out = 0;
+    int64_t *got = malloc(sizeof(int64_t) * 10 * (size_t)nq);
+    for (int i = 0; i < n_knobs; i++) {
+        struct vindex_search_params p = {
+            .nprobe = knobs[i].nprobe, .ef_search = knobs[i].ef, .rerank = knobs[i].rerank};
+        st = vindex_set_search_params(vx, &p, &err);
+        if (st != IMS_OK)
+            die("params", st, &err);
+        struct timing tm = time_vindex(vx, q, nq, got);
+        double rc = recall10(got, truth, nq);
+        fprintf(stderr, "    nprobe %d ef %d rerank %d: p50 %.3f ms recall %.3f\n", knobs[i].nprobe,
+                knobs[i].ef, knobs[i].rerank, tm.p50_ms, rc);
+        printf("%s      {\"nprobe\": %d, \"ef_search\": %d, \"rerank\": %d, \"p50_ms\": %.3f, "
+               "\"p99_ms\": %.3f, \"recall10\": %.4f}",
+               i ? ",\n" : "", knobs[i].nprobe, knobs[i].ef, knobs[i].rerank, tm.p50_ms, tm.p99_ms,
+               rc);
+    }
+    printf("\n    ]}");
+    free(got);
+    vindex_free(vx);
+}
+
+int main(int argc, char **argv)
+{
+    size_t n = 200000;
+    int nq = 200, hnsw = 0, million = 0;
+    uint64_t seed = 42;
+    const char *sets = "easy,hard";
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--n") && i + 1 < argc)
+            n = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--queries") && i + 1 < argc)
+            nq = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--sets") && i + 1 < argc)
+            sets = argv[++i];
+        else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
+            seed = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--build-threads") && i + 1 < argc)
+            g_build_threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--hnsw"))
+            hnsw = 1;
+        else if (!strcmp(argv[i], "--million"))
+            million = 1;
+        else {
+            fprintf(stderr, "usage: %s [--n N] [--queries Q] [--sets easy,hard] [--hnsw] "
+                            "[--million] [--seed S] [--build-threads T]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (n < 1000 || nq < 10) {
+        fprintf(stderr, "bench_index: need --n >= 1000 and --queries >= 10\n");
+        return 2;
+    }
+    int nq_faiss = IMS_MIN(nq, 50);
+    const struct knob ivf_flat[] = {{8, 0, 0}, {16, 0, 0}, {32, 0, 0}, {64, 0, 0}};
+    const struct knob ivf_pq[] = {{16, 0, 100}, {32, 0, 100}, {64, 0, 200}, {128, 0, 200}};
+    const struct knob hnsw_k[] = {{0, 32, 0}, {0, 64, 0}, {0, 128, 0}};
+
+    printf("{\"bench\": \"index\", \"d\": %d, \"seed\": %llu,\n \"exact\": [\n", DIM,
+           (unsigned long long)seed);
+    struct {
+        const char *name;
+        int hard;
+    } all[] = {{"easy", 0}, {"hard", 1}};
+    int64_t *truth[2] = {NULL, NULL};
+    float *xs[2] = {NULL, NULL}, *qs[2] = {NULL, NULL};
+    int first = 1;
+    for (int si = 0; si < 2; si++) {
+        if (!strstr(sets, all[si].name))
+            continue;
+        struct vset v;
+        vset_init(&v, all[si].hard, seed + (uint64_t)si);
+        fprintf(stderr, "%s %zu: generating\n", all[si].name, n);
+        xs[si] = vset_draw(&v, n, seed * 1000 + 1 + (uint64_t)si);
+        qs[si] = vset_draw(&v, (size_t)nq, seed * 1000 + 500 + (uint64_t)si);
+        free(v.centres);
+        truth[si] = malloc(sizeof(int64_t) * 10 * (size_t)nq);
+        if (!first)
+            printf(",\n");
+        first = 0;
+        bench_exact(all[si].name, xs[si], n, qs[si], nq, nq_faiss, truth[si]);
+    }
+    printf("\n ],\n \"approximate\": [\n");
+    first = 1;
+    if (truth[1]) {
+        size_t nl = n >= 500000 ? 4096 : 1024;
+        char spec[64];
+        snprintf(spec, sizeof spec, "IVF%zu,Flat", nl);
+        bench_approx("hard", spec, xs[1], n, IMS_MIN(n, 100000), qs[1], nq, truth[1], ivf_flat,
+                     4, &first);
+        snprintf(spec, sizeof spec, "IVF%zu,PQ64", nl);
+        bench_approx("hard", spec, xs[1], n, IMS_MIN(n, 100000), qs[1], nq, truth[1], ivf_pq, 4,
+                     &first);
+        if (hnsw)
+            bench_approx("hard", "HNSW32", xs[1], n, 0, qs[1], nq, truth[1], hnsw_k, 3, &first);
+    }
+    for (int si = 0; si < 2; si++) {
+        free(xs[si]);
+        free(qs[si]);
+    }
+    if (million) {
+        size_t nm = 1000000;
+        struct vset v;
+        vset_init(&v, 1, seed + 1);
+        fprintf(stderr, "hard 1M: generating\n");
+        float *x = vset_draw(&v, nm, seed * 1000 + 2);
+        float *q = vset_draw(&v, (size_t)nq, seed * 1000 + 501);
+        free(v.centres);
+        int64_t *tr = malloc(sizeof(int64_t) * 10 * (size_t)nq);
+        struct vindex *vx = build_exact("Flat", x, nm);
+        time_vindex(vx, q, nq, tr);
+        vindex_free(vx);
+        const struct knob pq1m[] = {{32, 0, 200}, {64, 0, 200}, {128, 0, 200}, {128, 0, 400}};
+        bench_approx("hard", "IVF4096_HNSW32,PQ64", x, nm, 100000, q, nq, tr, pq1m, 4, &first);
+        if (hnsw)
+            bench_approx("hard", "HNSW32", x, nm, 0, q, nq, tr, hnsw_k, 3, &first);
+        free(tr);
+        free(x);
+        free(q);
+    }
+    printf("\n ]\n}\n");
+    free(truth[0]);
+    free(truth[1]);
+    return 0;
+}
