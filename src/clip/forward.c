@@ -257,8 +257,7 @@ out:
 
 /* Builds the ops for `n` sequences of `t` tokens of tower `tw`. */
 static enum ims_status engine_plan_new(struct clip_engine *e, struct engine_tower *tw, int n, int t,
-                                       int causal_unused, struct engine_plan **out,
-                                       struct ims_error *err)
+                                       struct engine_plan **out, struct ims_error *err)
 {
     enum ims_status st = IMS_OK;
     const struct clip_tower_config *cfg = tw->cfg;
@@ -338,7 +337,7 @@ static enum ims_status engine_plan_get(struct clip_engine *e, struct engine_towe
 {
     IMS_ASSERT(idx >= 1 && idx <= tw->n_plans);
     if (!tw->plans[idx - 1]) {
-        enum ims_status st = engine_plan_new(e, tw, n, t, 0, &tw->plans[idx - 1], err);
+        enum ims_status st = engine_plan_new(e, tw, n, t, &tw->plans[idx - 1], err);
         if (st != IMS_OK)
             return st;
     }
