@@ -1,0 +1,14 @@
+# SPDX-License-Identifier: MIT
+# The index module's parser: the snapshot loader. index_snapshot.c is compiled
+# into the harness (ahead of libims_index's copy) so that libFuzzer's coverage
+# instrumentation sees the loader's branches.
+if(TARGET ims_index)
+  pkg_check_modules(IMS_FUZZ_ZLIB REQUIRED IMPORTED_TARGET zlib)
+  ims_add_fuzzer(NAME fuzz_index_snapshot
+                 SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_index_snapshot.c
+                         ${CMAKE_SOURCE_DIR}/src/index/index_snapshot.c
+                 LIBS ims_index PkgConfig::IMS_FUZZ_ZLIB
+                 CORPUS ${CMAKE_CURRENT_SOURCE_DIR}/corpus/index_snapshot
+                 RUNS 5000)
+  target_include_directories(fuzz_index_snapshot PRIVATE ${CMAKE_SOURCE_DIR}/src/index)
+endif()
