@@ -26,6 +26,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "clip_int.h"
@@ -794,8 +796,69 @@ static void test_tiny_ctx_alloc_failure(void **state)
     assert_true(failed > 0);
 }
 
-int main(void)
+/* Runs in a child process started with DNNL_MAX_CPU_ISA=AVX512_CORE (oneDNN
+ * reads it once, at first use): a CPU without native bf16. The engine must
+ * say so and run f32, at the f32 golden tolerance. */
+static void test_no_bf16_fallback_child(void **state)
 {
+    struct tiny *t = *state;
+    struct ims_error err = {0};
+    struct gemm_backend *be = NULL;
+    assert_int_equal(gemm_backend_new(1, &be, &err), IMS_OK);
+    assert_false(gemm_backend_has_bf16(be));
+    gemm_backend_free(be);
+    struct clip_model *m = load_tiny(t->dir, CLIP_PRECISION_BF16, 1);
+    assert_int_equal(clip_model_precision(m), CLIP_PRECISION_F32);
+    int d = clip_model_embed_dim(m);
+    struct clip_ctx *ctx = NULL;
+    float out[64 * 4];
+    assert_true(d <= 64);
+    assert_int_equal(clip_ctx_new(m, 4, &ctx, &err), IMS_OK);
+    assert_int_equal(clip_ctx_encode_images(ctx, t->pixels, 4, out, 0, &err), IMS_OK);
+    for (int i = 0; i < 4; i++)
+        check_against(out + (size_t)i * d, t->gold_img + (size_t)i * d, d, "fallback image", i,
+                      0.99999, 1e-4);
+    assert_int_equal(clip_ctx_encode_text(ctx, t->ids[0], t->n_ids[0], out, 0, &err), IMS_OK);
+    check_against(out, t->gold_txt, d, "fallback text", 0, 0.99999, 1e-4);
+    clip_ctx_free(ctx);
+    clip_model_free(m);
+}
+
+static char *self_path;
+
+static void test_no_bf16_fallback(void **state)
+{
+    (void)state;
+    char *child_argv[] = {self_path, "--no-bf16-child", NULL};
+    extern char **environ;
+    size_t n_env = 0;
+    while (environ[n_env])
+        n_env++;
+    char **env = calloc(n_env + 2, sizeof(*env));
+    assert_non_null(env);
+    size_t k = 0;
+    for (size_t i = 0; i < n_env; i++)
+        if (strncmp(environ[i], "DNNL_MAX_CPU_ISA=", 17) != 0)
+            env[k++] = environ[i];
+    env[k++] = "DNNL_MAX_CPU_ISA=AVX512_CORE";
+    env[k] = NULL;
+    pid_t pid;
+    /* /proc/self/exe: argv[0] may be a bare name found on PATH. */
+    assert_int_equal(posix_spawn(&pid, "/proc/self/exe", NULL, NULL, child_argv, env), 0);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    free(env);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+int main(int argc, char **argv)
+{
+    self_path = argv[0];
+    if (argc > 1 && !strcmp(argv[1], "--no-bf16-child")) {
+        const struct CMUnitTest child[] = {cmocka_unit_test(test_no_bf16_fallback_child)};
+        return cmocka_run_group_tests_name("no-bf16 child", child, tiny_setup, tiny_teardown);
+    }
     const struct CMUnitTest gemm_tests[] = {
         cmocka_unit_test(test_gemm_linear_f32),
         cmocka_unit_test(test_gemm_linear_bf16),
@@ -811,7 +874,7 @@ int main(void)
         cmocka_unit_test(test_tiny_images_golden), cmocka_unit_test(test_tiny_texts_golden),
         cmocka_unit_test(test_tiny_logits),        cmocka_unit_test(test_tiny_bf16),
         cmocka_unit_test(test_tiny_threads),       cmocka_unit_test(test_tiny_bad_arguments),
-        cmocka_unit_test(test_tiny_ctx_alloc_failure),
+        cmocka_unit_test(test_tiny_ctx_alloc_failure), cmocka_unit_test(test_no_bf16_fallback),
     };
     int rc = 0;
     rc |= cmocka_run_group_tests_name("gemm", gemm_tests, gemm_setup, gemm_teardown);
