@@ -5,8 +5,10 @@
  * epilogue, strided batched products, LayerNorm, softmax, im2col), then the
  * whole pass on the tiny golden model (tests/golden/clip/tiny): 21 images
  * and 40 texts against the reference implementation's embeddings and
- * logits, batch-size independence, bf16 against f32, concurrent contexts,
- * and the errors of bad arguments.
+ * logits, batch-size independence, bf16 against f32, the f32 fallback on a
+ * CPU without native bf16 (a child process with oneDNN capped at
+ * AVX512_CORE), concurrent contexts, allocation failures and the errors of
+ * bad arguments.
  *
  * Inputs are the golden preprocessed bytes normalised here (PREPROCESSING.md
  * step 5) and the golden token ids (tokenizer/cases.jsonl), so this test
