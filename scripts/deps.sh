@@ -8,7 +8,12 @@ libjpeg62-turbo-dev libpng-dev libwebp-dev libgif-dev zlib1g-dev
 libopenblas-dev libfaiss-dev libdnnl-dev libutf8proc-dev
 libsqlite3-dev libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev"
 if [ "${1:-build}" = test ]; then
-    want="$want libcmocka-dev clang libclang-rt-14-dev curl python3 nodejs npm chromium"
+    want="$want libcmocka-dev clang libclang-rt-14-dev curl python3 chromium"
+    # browser tests need node + npm: Debian's packages unless a node is
+    # already installed some other way (e.g. NodeSource, which conflicts)
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        want="$want nodejs npm"
+    fi
 fi
 missing=""
 for p in $want; do
