@@ -107,7 +107,11 @@ class Serve:
 
     def kill(self):
         kill_quietly(self.p)
-        self.errf.close()
+        if not self.errf.closed:
+            err = self.stderr()
+            check("runtime error:" not in err and "Sanitizer" not in err,
+                  "no sanitizer report from serve: " + err[-600:])
+            self.errf.close()
 
 
 def multipart(fields):
