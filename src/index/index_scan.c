@@ -30,6 +30,7 @@
 #include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define INDEX_X86 1
 #else
@@ -245,9 +246,12 @@ static int isa_supported(const char *isa)
         return 1;
 #if INDEX_X86
     __builtin_cpu_init();
-    if (strcmp(isa, "avx2") == 0)
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+    if (strcmp(isa, "avx2") == 0) {
+        /* clang's __builtin_cpu_supports knows no "f16c": CPUID.1:ECX bit 29 */
+        unsigned a, b, c, d;
+        int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+    }
     if (strcmp(isa, "avx512") == 0)
         return __builtin_cpu_supports("avx512f");
 #endif

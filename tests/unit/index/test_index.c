@@ -793,7 +793,9 @@ static void test_bad_input(void **state)
     assert_int_equal(vindex_new("NotAnIndex42", 8, &vx, &err), IMS_ERR_INVALID);
     assert_non_null(strstr(err.message, "NotAnIndex42"));
     assert_non_null(strstr(err.message, "faiss"));
-    assert_int_equal(vindex_new("IVF16,PQ7", 8, &vx, &err), IMS_ERR_INVALID); /* 8 % 7 */
+    /* 8 % 7 != 0: FAISS throws from the PQ constructor. (Not "IVF16,PQ7":
+     * FAISS 1.7.3 leaks its coarse quantizer when that one throws.) */
+    assert_int_equal(vindex_new("PQ7", 8, &vx, &err), IMS_ERR_INVALID);
     assert_null(vx);
 
     vx = new_index("Flat", 4);
