@@ -16,15 +16,16 @@
  * --build-threads FAISS OpenMP threads (default 1) plus OpenBLAS's own.
  *
  * usage: bench_index [--n N] [--queries Q] [--sets easy,hard] [--hnsw] [--pq]
- *                    [--million] [--seed S] [--build-threads T]
+ *                    [--million] [--million-types "A;B"] [--seed S] [--build-threads T]
  *   default    exact scans on both sets + IVF1024,Flat on the hard set
  *              (about 2 minutes)
  *   --pq       also IVF1024,PQ64 with exact re-rank (~5 min build at 200k)
  *   --hnsw     also build HNSW32 (minutes at 200k on 2 cores)
  *   --build-threads  FAISS OpenMP threads for train/add (default 1, see
  *              faiss_bridge.cpp: OpenBLAS threads do the parallel work)
- *   --million  also the 1M hard set (exact scans + approximate types;
- *              builds take minutes)
+ *   --million  also the 1M hard set: exact top 10, then the approximate
+ *              types of --million-types (';'-separated, default
+ *              "IVF4096_HNSW32,PQ64"; e.g. "HNSW32"); builds take many minutes
  */
 
 #include "imgsearch/index.h"
@@ -335,6 +336,7 @@ int main(int argc, char **argv)
     int nq = 200, hnsw = 0, million = 0, pq = 0;
     uint64_t seed = 42;
     const char *sets = "easy,hard";
+    const char *million_types = "IVF4096_HNSW32,PQ64";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--n") && i + 1 < argc)
             n = strtoull(argv[++i], NULL, 10);
@@ -352,9 +354,11 @@ int main(int argc, char **argv)
             pq = 1;
         else if (!strcmp(argv[i], "--million"))
             million = 1;
+        else if (!strcmp(argv[i], "--million-types") && i + 1 < argc)
+            million_types = argv[++i];
         else {
             fprintf(stderr, "usage: %s [--n N] [--queries Q] [--sets easy,hard] [--hnsw] [--pq] "
-                            "[--million] [--seed S] [--build-threads T]\n", argv[0]);
+                            "[--million] [--million-types \"A;B\"] [--seed S] [--build-threads T]\n", argv[0]);
             return 2;
         }
     }
@@ -423,9 +427,16 @@ int main(int argc, char **argv)
         time_vindex(vx, q, nq, tr);
         vindex_free(vx);
         const struct knob pq1m[] = {{32, 0, 200}, {64, 0, 200}, {128, 0, 200}, {128, 0, 400}};
-        bench_approx("hard", "IVF4096_HNSW32,PQ64", x, nm, 100000, q, nq, tr, pq1m, 4, &first);
-        if (hnsw)
-            bench_approx("hard", "HNSW32", x, nm, 0, q, nq, tr, hnsw_k, 3, &first);
+        const struct knob hnsw1m[] = {{0, 64, 0}, {0, 96, 0}, {0, 128, 0}, {0, 256, 0}};
+        /* --million-types: ';'-separated specs (factory strings contain ',') */
+        char types[256];
+        snprintf(types, sizeof types, "%s", million_types);
+        for (char *save = NULL, *t = strtok_r(types, ";", &save); t; t = strtok_r(NULL, ";", &save)) {
+            if (strncmp(t, "HNSW", 4) == 0)
+                bench_approx("hard", t, x, nm, 0, q, nq, tr, hnsw1m, 4, &first);
+            else
+                bench_approx("hard", t, x, nm, 100000, q, nq, tr, pq1m, 4, &first);
+        }
         free(tr);
         free(x);
         free(q);
