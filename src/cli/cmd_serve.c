@@ -14,7 +14,7 @@
  *   upload       ingest_add_bytes, one file at a time
  *   image_*      store reads; delete removes the row, then the index entry
  *   metrics      counters of search, ingest and the index
- * Threads: libmicrohttpd's pool calls these concurrently; every module used
+ * Threads: libmicrohttpd's connection threads call these concurrently; every module used
  * is thread-safe (see their headers). Signals: SIGINT/SIGTERM are blocked in
  * every thread and taken by sigwait in the main thread, which then stops
  * the server (draining requests), stops ingest (the running job commits what

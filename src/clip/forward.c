@@ -82,7 +82,34 @@ struct engine_tower {
     int n_plans;
 };
 
+/* One encode handed to the engine's worker thread (see engine_run). */
+struct engine_job {
+    int is_text;
+    struct clip_ctx *ctx;
+    const float *pixels;
+    const int32_t *ids;
+    int n;
+    float *out;
+    int normalize;
+    struct ims_error *err;
+    enum ims_status st;
+    int done;
+};
+
 struct clip_engine {
+    /* The worker: every forward pass runs on this one thread, whichever
+     * thread asked for it. libgomp (behind oneDNN) gives every thread that
+     * opens a parallel region its own team of n_threads - 1 workers, so
+     * encodes called from 16 server threads would grow 16 teams; funnelled
+     * through one thread there is one team, created once. Callers queue on
+     * job_mu: one job at a time, as the passes were serialised anyway. */
+    pthread_t worker;
+    int worker_started;
+    pthread_mutex_t job_mu;   /* guards job, stop */
+    pthread_cond_t job_cv;    /* a job was posted, or stop */
+    pthread_cond_t done_cv;   /* the posted job finished, or the slot is free */
+    struct engine_job *job;   /* the posted job, NULL when the slot is free */
+    int stop;
     pthread_mutex_t lock; /* guards everything below while a pass runs */
     struct gemm_backend *be;
     enum gemm_dt dt; /* precision of the transformer layers */
@@ -105,6 +132,9 @@ struct clip_ctx {
 };
 
 /* ---- engine -------------------------------------------------------------------------- */
+
+static enum ims_status engine_start_worker(struct clip_engine *e, struct ims_error *err);
+static void engine_stop_worker(struct clip_engine *e);
 
 static void engine_plan_free(struct engine_plan *p)
 {
@@ -196,6 +226,7 @@ void clip__engine_free(struct clip_engine *engine)
 {
     if (!engine)
         return;
+    engine_stop_worker(engine);
     engine_tower_fini(&engine->vision);
     engine_tower_fini(&engine->text);
     gemm_backend_free(engine->be);
@@ -211,6 +242,8 @@ enum ims_status clip__engine_new(struct clip_model *model, struct ims_error *err
     if (!e)
         return ims_error_set(err, IMS_ERR_NOMEM, "out of memory (engine)");
     pthread_mutex_init(&e->lock, NULL);
+    if ((st = engine_start_worker(e, err)) != IMS_OK)
+        goto out;
     int n_threads = model->params.n_threads;
     if (n_threads < 1)
         n_threads = 1;
@@ -406,8 +439,8 @@ static void normalize_rows(float *out, int n, int d, int normalize)
             clip_l2_normalize(out + (size_t)i * d, d);
 }
 
-enum ims_status clip_ctx_encode_images(struct clip_ctx *ctx, const float *pixels, int n,
-                                       float *out, int normalize, struct ims_error *err)
+static enum ims_status encode_images_now(struct clip_ctx *ctx, const float *pixels, int n,
+                                         float *out, int normalize, struct ims_error *err)
 {
     enum ims_status st = IMS_OK;
     IMS_RETURN_ERROR_IF(!ctx || !pixels || !out, err, IMS_ERR_INVALID,
@@ -458,8 +491,8 @@ out:
     return st;
 }
 
-enum ims_status clip_ctx_encode_text(struct clip_ctx *ctx, const int32_t *ids, int n_ids,
-                                     float *out, int normalize, struct ims_error *err)
+static enum ims_status encode_text_now(struct clip_ctx *ctx, const int32_t *ids, int n_ids,
+                                       float *out, int normalize, struct ims_error *err)
 {
     enum ims_status st = IMS_OK;
     IMS_RETURN_ERROR_IF(!ctx || !ids || !out, err, IMS_ERR_INVALID, "encode_text: NULL argument");
@@ -515,6 +548,88 @@ enum ims_status clip_ctx_encode_text(struct clip_ctx *ctx, const int32_t *ids, i
 out:
     pthread_mutex_unlock(&e->lock);
     return st;
+}
+
+/* ---- the worker thread ------------------------------------------------------------- */
+
+static void *engine_worker_main(void *arg)
+{
+    struct clip_engine *e = arg;
+    pthread_mutex_lock(&e->job_mu);
+    for (;;) {
+        while (!e->stop && (!e->job || e->job->done))
+            pthread_cond_wait(&e->job_cv, &e->job_mu);
+        if (e->stop)
+            break;
+        struct engine_job *j = e->job;
+        pthread_mutex_unlock(&e->job_mu);
+        j->st = j->is_text ? encode_text_now(j->ctx, j->ids, j->n, j->out, j->normalize, j->err)
+                           : encode_images_now(j->ctx, j->pixels, j->n, j->out, j->normalize,
+                                               j->err);
+        pthread_mutex_lock(&e->job_mu);
+        j->done = 1;
+        pthread_cond_broadcast(&e->done_cv);
+    }
+    pthread_mutex_unlock(&e->job_mu);
+    return NULL;
+}
+
+static enum ims_status engine_start_worker(struct clip_engine *e, struct ims_error *err)
+{
+    pthread_mutex_init(&e->job_mu, NULL);
+    pthread_cond_init(&e->job_cv, NULL);
+    pthread_cond_init(&e->done_cv, NULL);
+    if (pthread_create(&e->worker, NULL, engine_worker_main, e) != 0)
+        return ims_error_set(err, IMS_ERR_INTERNAL, "cannot start the encoder thread");
+    e->worker_started = 1;
+    return IMS_OK;
+}
+
+static void engine_stop_worker(struct clip_engine *e)
+{
+    if (!e->worker_started)
+        return;
+    pthread_mutex_lock(&e->job_mu);
+    e->stop = 1;
+    pthread_cond_broadcast(&e->job_cv);
+    pthread_mutex_unlock(&e->job_mu);
+    pthread_join(e->worker, NULL);
+    pthread_mutex_destroy(&e->job_mu);
+    pthread_cond_destroy(&e->job_cv);
+    pthread_cond_destroy(&e->done_cv);
+    e->worker_started = 0;
+}
+
+/* Posts a job to the worker and waits for it; callers take turns. */
+static enum ims_status engine_run(struct clip_engine *e, struct engine_job *j)
+{
+    pthread_mutex_lock(&e->job_mu);
+    while (e->job)
+        pthread_cond_wait(&e->done_cv, &e->job_mu);
+    e->job = j;
+    pthread_cond_signal(&e->job_cv);
+    while (!j->done)
+        pthread_cond_wait(&e->done_cv, &e->job_mu);
+    e->job = NULL;
+    pthread_cond_broadcast(&e->done_cv); /* the slot is free for the next caller */
+    pthread_mutex_unlock(&e->job_mu);
+    return j->st;
+}
+
+enum ims_status clip_ctx_encode_images(struct clip_ctx *ctx, const float *pixels, int n,
+                                       float *out, int normalize, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!ctx, err, IMS_ERR_INVALID, "encode_images: NULL argument");
+    struct engine_job j = {0, ctx, pixels, NULL, n, out, normalize, err, IMS_OK, 0};
+    return engine_run(ctx->model->engine, &j);
+}
+
+enum ims_status clip_ctx_encode_text(struct clip_ctx *ctx, const int32_t *ids, int n_ids,
+                                     float *out, int normalize, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!ctx, err, IMS_ERR_INVALID, "encode_text: NULL argument");
+    struct engine_job j = {1, ctx, NULL, ids, n_ids, out, normalize, err, IMS_OK, 0};
+    return engine_run(ctx->model->engine, &j);
 }
 
 void clip_l2_normalize(float *v, int d)
