@@ -8,6 +8,9 @@
  *   thread at a time, clip.h).
  * - Fusion: normalise(sum w_i * normalise(e_i)). Terms whose weights cancel
  *   exactly give a zero vector, reported as invalid rather than searched.
+ * - Results: the top offset + k of a fused query are cached with the
+ *   index's version stamp (search_cache.c), so repeated queries and next
+ *   pages skip the scan while the index is unchanged.
  * - Paging: the index is asked for offset + k candidates; hits whose rows
  *   were deleted meanwhile (the row is gone, the index not yet told) are
  *   skipped; min_score cuts the tail; ORDER_DATE re-sorts the cut set.
@@ -29,6 +32,7 @@ struct search_engine {
     struct search_options opts;
     int dim, image_size;
     struct search_cache *cache;
+    struct search_hits_cache *hits; /* top-k results of recent fused queries */
     pthread_mutex_t ctx_mu;          /* guards free_ctx, n_free */
     pthread_cond_t ctx_cond;
     struct clip_ctx **ctxs, **free_ctx;
@@ -53,6 +57,7 @@ void search_engine_free(struct search_engine *se)
     ims_free(se->ctxs);
     ims_free(se->free_ctx);
     search__cache_free(se->cache);
+    search__hits_free(se->hits);
     pthread_mutex_destroy(&se->ctx_mu);
     pthread_cond_destroy(&se->ctx_cond);
     ims_free(se);
@@ -84,6 +89,11 @@ enum ims_status search_engine_new(const struct clip_model *model, struct store *
     enum ims_status st = search__cache_new(se->opts.text_cache_entries, se->dim, &se->cache);
     if (st != IMS_OK) {
         ims_error_set(err, st, "cannot allocate the text cache");
+        goto fail;
+    }
+    st = search__hits_new(256, se->dim, &se->hits);
+    if (st != IMS_OK) {
+        ims_error_set(err, st, "cannot allocate the result cache");
         goto fail;
     }
     se->ctxs = ims_calloc((size_t)se->opts.n_contexts, sizeof(*se->ctxs));
@@ -319,10 +329,16 @@ enum ims_status search_run(struct search_engine *se, const struct search_request
     }
     clip_l2_normalize(q, se->dim);
 
-    if (vindex_count(se->index) > 0) {
+    /* the index version is read before searching: a change racing with the
+     * search gives a stamp older than the data, so the entry is never reused */
+    int64_t v_last = vindex_last_id(se->index);
+    size_t v_count = vindex_count(se->index);
+    if (v_count > 0 &&
+        !search__hits_get(se->hits, q, want, v_last, v_count, scores, ids, &n_found)) {
         st = vindex_search(se->index, q, want, scores, ids, &n_found, err);
         if (st != IMS_OK)
             goto out;
+        search__hits_put(se->hits, q, want, v_last, v_count, scores, ids, n_found);
     }
     if (n_found > 0) {
         st = store_get_many(se->store, ids, (size_t)n_found, 0, rows, found, err);

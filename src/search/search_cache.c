@@ -185,3 +185,130 @@ void search__cache_stats(struct search_cache *c, uint64_t *hits, uint64_t *misse
     *used = c->used;
     pthread_mutex_unlock(&c->mu);
 }
+
+/* ---- top-k result cache ------------------------------------------------------
+ *
+ * Popular queries repeat (the same text from many users, the next page of a
+ * result list), and once their text embedding is cached the index scan is
+ * what is left: at 100k vectors it costs milliseconds, a lookup here costs
+ * microseconds. Keys are the fused query vector (compared in full: no false
+ * hits) plus how many results were asked for and the index's version stamp
+ * (vindex_last_id, vindex_count: any add changes the first, any removal the
+ * second), so a hit is exactly what the index would answer now. Fixed
+ * capacity, LRU by a clock counter, one mutex.
+ */
+
+struct hits_entry {
+    uint64_t hash, last_used;
+    int64_t v_last_id;
+    size_t v_count;
+    int want, n_found; /* want == 0: unused */
+    float *q;          /* (dim) */
+    float scores[SEARCH_HITS_CACHE_K];
+    int64_t ids[SEARCH_HITS_CACHE_K];
+};
+
+struct search_hits_cache {
+    pthread_mutex_t mu; /* guards everything below */
+    size_t capacity;
+    int dim;
+    uint64_t clock, hits, misses;
+    struct hits_entry *e; /* (capacity) */
+    float *qs;            /* (capacity, dim) */
+};
+
+enum ims_status search__hits_new(size_t capacity, int dim, struct search_hits_cache **out)
+{
+    if (capacity == 0 || dim <= 0)
+        return IMS_ERR_INVALID;
+    struct search_hits_cache *c = ims_calloc(1, sizeof(*c));
+    if (!c)
+        return IMS_ERR_NOMEM;
+    c->e = ims_calloc(capacity, sizeof(*c->e));
+    size_t bytes;
+    if (ims_size_mul(capacity, (size_t)dim * sizeof(float), &bytes) == 0)
+        c->qs = ims_malloc(bytes);
+    if (!c->e || !c->qs) {
+        ims_free(c->e);
+        ims_free(c->qs);
+        ims_free(c);
+        return IMS_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < capacity; i++)
+        c->e[i].q = c->qs + i * (size_t)dim;
+    c->capacity = capacity;
+    c->dim = dim;
+    pthread_mutex_init(&c->mu, NULL);
+    *out = c;
+    return IMS_OK;
+}
+
+void search__hits_free(struct search_hits_cache *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_destroy(&c->mu);
+    ims_free(c->e);
+    ims_free(c->qs);
+    ims_free(c);
+}
+
+static uint64_t hash_query(const float *q, int dim, int want)
+{
+    return hash_ids((const int32_t *)q, dim) ^ ((uint64_t)want * 0x9E3779B97F4A7C15ull);
+}
+
+int search__hits_get(struct search_hits_cache *c, const float *q, int want, int64_t v_last_id,
+                     size_t v_count, float *scores, int64_t *ids, int *n_found)
+{
+    if (want > SEARCH_HITS_CACHE_K)
+        return 0;
+    uint64_t h = hash_query(q, c->dim, want);
+    int found = 0;
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < c->capacity; i++) {
+        struct hits_entry *e = &c->e[i];
+        if (e->want == want && e->hash == h && e->v_last_id == v_last_id &&
+            e->v_count == v_count && memcmp(e->q, q, (size_t)c->dim * sizeof(float)) == 0) {
+            memcpy(scores, e->scores, (size_t)e->n_found * sizeof(float));
+            memcpy(ids, e->ids, (size_t)e->n_found * sizeof(int64_t));
+            *n_found = e->n_found;
+            e->last_used = ++c->clock;
+            found = 1;
+            break;
+        }
+    }
+    if (found)
+        c->hits++;
+    else
+        c->misses++;
+    pthread_mutex_unlock(&c->mu);
+    return found;
+}
+
+void search__hits_put(struct search_hits_cache *c, const float *q, int want, int64_t v_last_id,
+                      size_t v_count, const float *scores, const int64_t *ids, int n_found)
+{
+    if (want > SEARCH_HITS_CACHE_K || n_found > want || n_found < 0)
+        return;
+    pthread_mutex_lock(&c->mu);
+    struct hits_entry *victim = &c->e[0];
+    for (size_t i = 0; i < c->capacity; i++) {
+        struct hits_entry *e = &c->e[i];
+        if (e->want == 0 || e->last_used < victim->last_used) {
+            victim = e;
+            if (e->want == 0)
+                break;
+        }
+    }
+    victim->hash = hash_query(q, c->dim, want);
+    victim->want = want;
+    victim->n_found = n_found;
+    victim->v_last_id = v_last_id;
+    victim->v_count = v_count;
+    victim->last_used = ++c->clock;
+    memcpy(victim->q, q, (size_t)c->dim * sizeof(float));
+    memcpy(victim->scores, scores, (size_t)n_found * sizeof(float));
+    memcpy(victim->ids, ids, (size_t)n_found * sizeof(int64_t));
+    pthread_mutex_unlock(&c->mu);
+}

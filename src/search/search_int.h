@@ -20,4 +20,19 @@ int search__cache_get(struct search_cache *c, const int32_t *ids, int n_ids, flo
 void search__cache_put(struct search_cache *c, const int32_t *ids, int n_ids, const float *vec);
 void search__cache_stats(struct search_cache *c, uint64_t *hits, uint64_t *misses, size_t *used);
 
+/* ---- top-k result cache (search_cache.c) ---------------------------------- */
+
+/* Results cached per query: at most this many (k + offset). */
+#define SEARCH_HITS_CACHE_K 128
+
+struct search_hits_cache;
+enum ims_status search__hits_new(size_t capacity, int dim, struct search_hits_cache **out);
+void search__hits_free(struct search_hits_cache *c);
+/* 1 and the cached top `want` (scores, ids, *n_found) for query q under the
+ * index version (v_last_id, v_count); 0 on a miss. Thread-safe. */
+int search__hits_get(struct search_hits_cache *c, const float *q, int want, int64_t v_last_id,
+                     size_t v_count, float *scores, int64_t *ids, int *n_found);
+void search__hits_put(struct search_hits_cache *c, const float *q, int want, int64_t v_last_id,
+                      size_t v_count, const float *scores, const int64_t *ids, int n_found);
+
 #endif

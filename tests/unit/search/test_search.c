@@ -424,6 +424,41 @@ static void test_image_term(void **state)
     ims_free(bytes);
 }
 
+static void test_result_cache_follows_the_index(void **state)
+{
+    struct fixture *f = *state;
+    float q[512];
+    for (int j = 0; j < f->dim; j++)
+        q[j] = gauss();
+    struct search_term t = {.kind = SEARCH_TERM_VECTOR, .weight = 1, .vector = q,
+                            .n_vector = (size_t)f->dim};
+    struct search_request rq = {&t, 1, 3, 0, 0, 0, SEARCH_ORDER_SCORE};
+    struct search_response a, b, c;
+    struct ims_error err = {0};
+    assert_int_equal(search_run(f->se, &rq, &a, &err), IMS_OK);
+    assert_int_equal(search_run(f->se, &rq, &b, &err), IMS_OK); /* served from the cache */
+    assert_int_equal(a.n, b.n);
+    for (size_t i = 0; i < a.n; i++) {
+        assert_int_equal(a.hits[i].row.id, b.hits[i].row.id);
+        assert_true(a.hits[i].score == b.hits[i].score);
+    }
+    /* a new row equal to the query: the next identical search must see it */
+    float qn[512];
+    memcpy(qn, q, sizeof(float) * (size_t)f->dim);
+    clip_l2_normalize(qn, f->dim);
+    struct store_new_image row = {.source = "https://example.test/new.jpg", .embedding = qn,
+                                  .dim = (uint32_t)f->dim};
+    struct store_insert_result res;
+    assert_int_equal(store_insert_many(f->store, &row, 1, &res, &err), IMS_OK);
+    assert_int_equal(vindex_add(f->vx, &res.id, qn, 1, &err), IMS_OK);
+    assert_int_equal(search_run(f->se, &rq, &c, &err), IMS_OK);
+    assert_int_equal(c.hits[0].row.id, res.id);
+    assert_true(fabsf(c.hits[0].score - 1.0f) < 1e-5f);
+    search_response_fini(&a);
+    search_response_fini(&b);
+    search_response_fini(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -434,6 +469,7 @@ int main(void)
         cmocka_unit_test(test_bad_terms),
         cmocka_unit_test(test_image_term),
         cmocka_unit_test(test_deleted_rows_skipped),
+        cmocka_unit_test(test_result_cache_follows_the_index),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

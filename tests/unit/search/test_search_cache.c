@@ -108,12 +108,46 @@ static void test_threads(void **state)
     search__cache_free(shared);
 }
 
+static void test_hits_cache_versions(void **state)
+{
+    (void)state;
+    struct search_hits_cache *c;
+    assert_int_equal(search__hits_new(2, 4, &c), IMS_OK);
+    float q1[4] = {1, 0, 0, 0}, q2[4] = {0, 1, 0, 0}, q3[4] = {0, 0, 1, 0};
+    float sc[3] = {0.9f, 0.5f, 0.1f}, got_sc[SEARCH_HITS_CACHE_K];
+    int64_t ids[3] = {7, 3, 9}, got_ids[SEARCH_HITS_CACHE_K];
+    int n = -1;
+    search__hits_put(c, q1, 3, 100, 50, sc, ids, 3);
+    assert_int_equal(search__hits_get(c, q1, 3, 100, 50, got_sc, got_ids, &n), 1);
+    assert_int_equal(n, 3);
+    assert_memory_equal(got_ids, ids, sizeof(ids));
+    assert_true(got_sc[0] == 0.9f && got_sc[2] == 0.1f);
+    /* another k, another index version, another query: misses */
+    assert_int_equal(search__hits_get(c, q1, 4, 100, 50, got_sc, got_ids, &n), 0);
+    assert_int_equal(search__hits_get(c, q1, 3, 101, 50, got_sc, got_ids, &n), 0);
+    assert_int_equal(search__hits_get(c, q1, 3, 100, 49, got_sc, got_ids, &n), 0);
+    assert_int_equal(search__hits_get(c, q2, 3, 100, 50, got_sc, got_ids, &n), 0);
+    /* capacity 2: the least recently used goes */
+    search__hits_put(c, q2, 3, 100, 50, sc, ids, 3);
+    assert_int_equal(search__hits_get(c, q1, 3, 100, 50, got_sc, got_ids, &n), 1); /* q1 fresher */
+    search__hits_put(c, q3, 3, 100, 50, sc, ids, 2);
+    assert_int_equal(search__hits_get(c, q2, 3, 100, 50, got_sc, got_ids, &n), 0);
+    assert_int_equal(search__hits_get(c, q3, 3, 100, 50, got_sc, got_ids, &n), 1);
+    assert_int_equal(n, 2);
+    /* beyond the cached depth: never stored, never found */
+    search__hits_put(c, q1, SEARCH_HITS_CACHE_K + 1, 100, 50, sc, ids, 3);
+    assert_int_equal(search__hits_get(c, q1, SEARCH_HITS_CACHE_K + 1, 100, 50, got_sc, got_ids, &n),
+                     0);
+    search__hits_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lru_eviction),
         cmocka_unit_test(test_refresh_overwrites),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_hits_cache_versions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
