@@ -70,6 +70,7 @@ static void test_refresh_overwrites(void **state)
     search__cache_stats(c, &hits, &misses, &used);
     assert_int_equal(used, 1);
     assert_int_equal(search__cache_get(c, ids, 0, out), 0);
+    search__cache_free(c);
     assert_int_equal(search__cache_new(0, 2, &c), IMS_ERR_INVALID);
     search__cache_free(NULL);
 }
