@@ -183,6 +183,8 @@ enum ims_status vindex_save(struct vindex *vx, const char *path, int64_t last_id
     int locked = 0, created = 0;
     IMS_RETURN_ERROR_IF(!vx || !path || !path[0], err, IMS_ERR_INVALID,
                         "index: save needs an index and a path");
+    IMS_RETURN_ERROR_IF(last_id < -1, err, IMS_ERR_INVALID, "index: last id %lld is below -1",
+                        (long long)last_id);
     size_t plen = strlen(path);
     tmp = ims_malloc(plen + 16);
     w.buf = ims_malloc(SNAP_BUF);

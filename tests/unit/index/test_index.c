@@ -758,7 +758,10 @@ static void test_save_failure_keeps_old(void **state)
     ims_alloc_set_fail_after(-1);
     assert_int_equal(st, IMS_ERR_NOMEM);
 
-    /* 3: the folder does not exist */
+    /* 3: a bad last id is refused before anything is written */
+    assert_int_equal(vindex_save(vx, path, -2, &err), IMS_ERR_INVALID);
+
+    /* 4: the folder does not exist */
     char nodir[160];
     snprintf(nodir, sizeof nodir, "%s/missing/index.snap", g_dir);
     assert_int_equal(vindex_save(vx, nodir, 1, &err), IMS_ERR_IO);
