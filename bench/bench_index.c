@@ -19,6 +19,7 @@
  *                    [--million] [--million-types "A;B"] [--seed S] [--build-threads T]
  *   default    exact scans on both sets + IVF1024,Flat on the hard set
  *              (about 2 minutes)
+ *   --no-ivf   skip IVF1024,Flat
  *   --pq       also IVF1024,PQ64 with exact re-rank (~5 min build at 200k)
  *   --hnsw     also build HNSW32 (minutes at 200k on 2 cores)
  *   --build-threads  FAISS OpenMP threads for train/add (default 1, see
@@ -310,7 +311,11 @@ static void bench_approx(const char *set, const char *spec, const float *x, size
            t_train, t_build, g_build_threads);
     *first_out = 0;
     int64_t *got = malloc(sizeof(int64_t) * 10 * (size_t)nq);
+    /* HNSW: our walk of the graph, then FAISS's walk of the same graph */
+    int n_walks = strncmp(spec, "HNSW", 4) == 0 ? 2 : 1;
+    for (int w = 0; w < n_walks; w++)
     for (int i = 0; i < n_knobs; i++) {
+        index__hnsw_own_walk = w == 0;
         struct vindex_search_params p = {
             .nprobe = knobs[i].nprobe, .ef_search = knobs[i].ef, .rerank = knobs[i].rerank};
         st = vindex_set_search_params(vx, &p, &err);
@@ -318,13 +323,15 @@ static void bench_approx(const char *set, const char *spec, const float *x, size
             die("params", st, &err);
         struct timing tm = time_vindex(vx, q, nq, got);
         double rc = recall10(got, truth, nq);
-        fprintf(stderr, "    nprobe %d ef %d rerank %d: p50 %.3f ms recall %.3f\n", knobs[i].nprobe,
-                knobs[i].ef, knobs[i].rerank, tm.p50_ms, rc);
-        printf("%s      {\"nprobe\": %d, \"ef_search\": %d, \"rerank\": %d, \"p50_ms\": %.3f, "
-               "\"p99_ms\": %.3f, \"recall10\": %.4f}",
-               i ? ",\n" : "", knobs[i].nprobe, knobs[i].ef, knobs[i].rerank, tm.p50_ms, tm.p99_ms,
-               rc);
+        const char *walk = n_walks == 1 ? "faiss" : (w == 0 ? "own" : "faiss");
+        fprintf(stderr, "    %s nprobe %d ef %d rerank %d: p50 %.3f ms recall %.3f\n", walk,
+                knobs[i].nprobe, knobs[i].ef, knobs[i].rerank, tm.p50_ms, rc);
+        printf("%s      {\"search\": \"%s\", \"nprobe\": %d, \"ef_search\": %d, \"rerank\": %d, "
+               "\"p50_ms\": %.3f, \"p99_ms\": %.3f, \"recall10\": %.4f}",
+               (i || w) ? ",\n" : "", walk, knobs[i].nprobe, knobs[i].ef, knobs[i].rerank,
+               tm.p50_ms, tm.p99_ms, rc);
     }
+    index__hnsw_own_walk = 1;
     printf("\n    ]}");
     free(got);
     vindex_free(vx);
@@ -333,7 +340,7 @@ static void bench_approx(const char *set, const char *spec, const float *x, size
 int main(int argc, char **argv)
 {
     size_t n = 200000;
-    int nq = 200, hnsw = 0, million = 0, pq = 0;
+    int nq = 200, hnsw = 0, million = 0, pq = 0, ivf = 1;
     uint64_t seed = 42;
     const char *sets = "easy,hard";
     const char *million_types = "IVF4096_HNSW32,PQ64";
@@ -352,12 +359,14 @@ int main(int argc, char **argv)
             hnsw = 1;
         else if (!strcmp(argv[i], "--pq"))
             pq = 1;
+        else if (!strcmp(argv[i], "--no-ivf"))
+            ivf = 0;
         else if (!strcmp(argv[i], "--million"))
             million = 1;
         else if (!strcmp(argv[i], "--million-types") && i + 1 < argc)
             million_types = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--n N] [--queries Q] [--sets easy,hard] [--hnsw] [--pq] "
+            fprintf(stderr, "usage: %s [--n N] [--queries Q] [--sets easy,hard] [--hnsw] [--pq] [--no-ivf] "
                             "[--million] [--million-types \"A;B\"] [--seed S] [--build-threads T]\n", argv[0]);
             return 2;
         }
@@ -401,8 +410,9 @@ int main(int argc, char **argv)
         size_t nl = n >= 500000 ? 4096 : 1024;
         char spec[64];
         snprintf(spec, sizeof spec, "IVF%zu,Flat", nl);
-        bench_approx("hard", spec, xs[1], n, IMS_MIN(n, 100000), qs[1], nq, truth[1], ivf_flat,
-                     4, &first);
+        if (ivf)
+            bench_approx("hard", spec, xs[1], n, IMS_MIN(n, 100000), qs[1], nq, truth[1],
+                         ivf_flat, 4, &first);
         snprintf(spec, sizeof spec, "IVF%zu,PQ64", nl);
         if (pq)
             bench_approx("hard", spec, xs[1], n, IMS_MIN(n, 100000), qs[1], nq, truth[1], ivf_pq,

@@ -32,6 +32,7 @@
 #include <faiss/IVFlib.h>
 #include <faiss/Index.h>
 #include <faiss/IndexFlatCodes.h>
+#include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIDMap.h>
 #include <faiss/IndexIVF.h>
@@ -294,6 +295,31 @@ enum ims_status index__faiss_read(index__read_fn read, void *ctx, struct index__
         *out = f;
         return IMS_OK;
     });
+}
+
+int index__faiss_hnsw_view(const struct index__faiss *f, struct index__hnsw_view *v)
+{
+    // Only plain HNSW over fp32 vectors (IndexHNSWFlat under our IndexIDMap):
+    // the vectors it stores are exactly the ones our kernels expect.
+    auto *m = dynamic_cast<const faiss::IndexIDMap *>(f->index);
+    auto *h = m ? dynamic_cast<const faiss::IndexHNSWFlat *>(m->index) : nullptr;
+    auto *flat = h ? dynamic_cast<const faiss::IndexFlat *>(h->storage) : nullptr;
+    if (!flat || h->ntotal <= 0 || h->hnsw.entry_point < 0 ||
+        (size_t)h->ntotal != m->id_map.size())
+        return 0;
+    static_assert(sizeof(faiss::HNSW::storage_idx_t) == sizeof(int32_t), "int32 graph");
+    static_assert(sizeof(faiss::Index::idx_t) == sizeof(int64_t), "int64 ids");
+    v->vectors = flat->get_xb();
+    v->labels = reinterpret_cast<const int64_t *>(m->id_map.data());
+    v->neighbors = reinterpret_cast<const int32_t *>(h->hnsw.neighbors.data());
+    v->offsets = h->hnsw.offsets.data();
+    v->cum_nneighbor_per_level = h->hnsw.cum_nneighbor_per_level.data();
+    v->n_levels_table = (int)h->hnsw.cum_nneighbor_per_level.size();
+    v->entry_point = h->hnsw.entry_point;
+    v->max_level = h->hnsw.max_level;
+    v->ef_search = h->hnsw.efSearch;
+    v->ntotal = h->ntotal;
+    return 1;
 }
 
 void index__faiss_set_threads(int n)

@@ -66,6 +66,33 @@ enum ims_status index__faiss_write(const struct index__faiss *f, index__write_fn
  * `len` bytes delivered). */
 enum ims_status index__faiss_read(index__read_fn read, void *ctx, struct index__faiss **out,
                                   struct ims_error *err);
+/* A read-only view of an HNSW-Flat graph (borrowed from FAISS: valid while
+ * the index is not modified, i.e. under the vindex read lock; nothing in it
+ * is ever freed by C). Node i's neighbours at level l are
+ * neighbors[offsets[i] + cum[l] .. offsets[i] + cum[l + 1]), -1 = end. */
+struct index__hnsw_view {
+    const float *vectors;                /* (ntotal, d) fp32, graph order */
+    const int64_t *labels;               /* (ntotal) graph node -> catalogue id */
+    const int32_t *neighbors;
+    const size_t *offsets;               /* (ntotal + 1) */
+    const int *cum_nneighbor_per_level;  /* (n_levels_table) */
+    int n_levels_table;
+    int32_t entry_point;
+    int max_level;
+    int ef_search;
+    int64_t ntotal;
+};
+/* Fills *v and returns 1 for IndexHNSWFlat (under our IndexIDMap), else 0. */
+int index__faiss_hnsw_view(const struct index__faiss *f, struct index__hnsw_view *v);
+/* HNSW search with our kernels over a view (index_hnsw.c): the best `k`
+ * nodes' labels and scores, best first; returns how many (<= k), or -1 when
+ * out of memory. ef: beam width (>= k is used). */
+int index__hnsw_search(const struct index__hnsw_view *v, int dim, const float *q, int k, int ef,
+                       float *scores, int64_t *labels);
+/* 1 (default): HNSW-Flat types are searched by index__hnsw_search; 0: by
+ * FAISS (benchmarks compare both). Not thread-safe; set before searching. */
+extern int index__hnsw_own_walk;
+
 /* OpenMP threads FAISS uses in train/add, process-wide (default 1: see
  * faiss_bridge.cpp); searches always use one. */
 void index__faiss_set_threads(int n);

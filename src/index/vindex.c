@@ -32,7 +32,9 @@
  *   back to the fp32 scan. So FlatF16 is exact, not approximate.
  * - FAISS search: ask FAISS for max(k, rerank) candidates, scaled up by the
  *   tombstone ratio; re-score the live ones exactly; if removed entries left
- *   fewer than k, double the request and retry.
+ *   fewer than k, double the request and retry. For HNSW-Flat the candidates
+ *   come from our own walk of FAISS's graph (index_hnsw.c), same algorithm,
+ *   our distance kernels.
  */
 
 #include "index_int.h"
@@ -508,6 +510,9 @@ static enum ims_status search_faiss(const struct vindex *vx, const float *q, int
     if ((size_t)ntotal > s->n)
         fetch = (int64_t)((double)want * (double)ntotal / (double)s->n) + 1;
     int64_t want_found = IMS_MIN((int64_t)k, (int64_t)s->n);
+    /* HNSW-Flat: walk FAISS's graph with our kernels (index_hnsw.c). */
+    struct index__hnsw_view hv;
+    int own_walk = index__hnsw_own_walk && index__faiss_hnsw_view(vx->faiss, &hv);
     for (;;) {
         fetch = IMS_MIN(fetch, ntotal);
         fetch = IMS_MIN(fetch, (int64_t)1 << 24);
@@ -519,9 +524,20 @@ static enum ims_status search_faiss(const struct vindex *vx, const float *q, int
             st = ims_error_set(err, IMS_ERR_NOMEM, "index: out of memory for candidates");
             goto out;
         }
-        st = index__faiss_search(vx->faiss, q, (int)fetch, (int)fetch, cs, ci, err);
-        if (st != IMS_OK)
-            goto out;
+        if (own_walk) {
+            int got = index__hnsw_search(&hv, vx->dim, q, (int)fetch,
+                                         IMS_MAX(hv.ef_search, (int)fetch), cs, ci);
+            if (got < 0) {
+                st = ims_error_set(err, IMS_ERR_NOMEM, "index: out of memory in the graph walk");
+                goto out;
+            }
+            for (int64_t i = got; i < fetch; i++)
+                ci[i] = -1;
+        } else {
+            st = index__faiss_search(vx->faiss, q, (int)fetch, (int)fetch, cs, ci, err);
+            if (st != IMS_OK)
+                goto out;
+        }
         /* Sort candidate ids so duplicates (an id re-added after a removal in a
          * graph index) are scored once. */
         qsort(ci, (size_t)fetch, sizeof *ci, cmp_i64);

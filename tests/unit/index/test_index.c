@@ -532,6 +532,66 @@ static void test_hnsw_many_tombstones(void **state)
     free(ids);
 }
 
+/* Our walk of FAISS's HNSW graph finds what FAISS's own walk finds. */
+static void test_hnsw_own_walk_matches_faiss(void **state)
+{
+    (void)state;
+    int dim = 48;
+    size_t n = 4000;
+    int nq = 40;
+    float *x = make_vectors(n, dim, 20, 0.5, 111);
+    float *q = make_vectors((size_t)nq, dim, 20, 0.5, 112);
+    int64_t *ids = make_ids(n, 0, 1);
+    struct vindex *vx = new_index("HNSW16", dim);
+    add_ok(vx, ids, x, n);
+    struct vindex_search_params p = {.ef_search = 128};
+    assert_int_equal(vindex_set_search_params(vx, &p, NULL), IMS_OK);
+    double recall[2] = {0, 0};
+    for (int walk = 0; walk < 2; walk++) {
+        index__hnsw_own_walk = walk;
+        for (int qi = 0; qi < nq; qi++) {
+            const float *qq = q + (size_t)qi * dim;
+            float s[10];
+            int64_t id[10];
+            int nf;
+            search_ok(vx, qq, 10, s, id, &nf);
+            assert_int_equal(nf, 10);
+            /* the true top 10 by brute force */
+            double t[10];
+            int64_t ti[10];
+            for (int r = 0; r < 10; r++) {
+                t[r] = -1e30;
+                ti[r] = -1;
+            }
+            for (size_t i = 0; i < n; i++) {
+                double d = dot_d(qq, x + i * dim, dim);
+                if (d <= t[9])
+                    continue;
+                int r = 9;
+                while (r > 0 && t[r - 1] < d) {
+                    t[r] = t[r - 1];
+                    ti[r] = ti[r - 1];
+                    r--;
+                }
+                t[r] = d;
+                ti[r] = (int64_t)i;
+            }
+            for (int a = 0; a < 10; a++)
+                for (int b = 0; b < 10; b++)
+                    recall[walk] += id[a] == ti[b];
+        }
+        recall[walk] /= 10.0 * nq;
+    }
+    index__hnsw_own_walk = 1;
+    print_message("hnsw recall@10: faiss walk %.3f, own walk %.3f\n", recall[0], recall[1]);
+    assert_true(recall[1] >= 0.85);
+    assert_true(recall[1] >= recall[0] - 0.02);
+    vindex_free(vx);
+    free(x);
+    free(q);
+    free(ids);
+}
+
 static void test_pagination(void **state)
 {
     (void)state;
@@ -931,6 +991,7 @@ int main(void)
         cmocka_unit_test(test_remove_swap_and_readd),
         cmocka_unit_test(test_faiss_types),
         cmocka_unit_test(test_hnsw_many_tombstones),
+        cmocka_unit_test(test_hnsw_own_walk_matches_faiss),
         cmocka_unit_test(test_pagination),
         cmocka_unit_test(test_snapshot_round_trip),
         cmocka_unit_test(test_snapshot_damage),
