@@ -9,6 +9,8 @@
  *   index_scan.c    dot-product kernels (AVX-512 / AVX2+FMA / scalar, run-time
  *                   dispatch), fp16 conversion, the top-k heap
  *   index_snapshot.c  save/load of the snapshot format
+ *   index_hnsw.c    the HNSW graph walk with our kernels over FAISS's graph
+ *   index_import.c  vectors out of a foreign FAISS file (`imgsearch import`)
  *   faiss_bridge.cpp  the only C++ file: FAISS behind plain C functions; no
  *                   exception crosses it and no memory is freed across it
  *
