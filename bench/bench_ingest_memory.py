@@ -17,8 +17,9 @@ urls:   a --from list of --urls lines http://127.0.0.1:P/u/<i>; the server
         a 1-2 MP JPEG made distinct per URL (a COM segment holding i). The
         add process's VmRSS is sampled from /proc/PID/status every 0.5 s
         together with how many items it has reported on stdout (one line per
-        item); printed: RSS at 10/50/100% of the items and the least-squares
-        slope of RSS over items between 10% and 100% (bytes per URL).
+        item); printed: RSS (and its anonymous / file-backed parts) at
+        10/50/100% of the items and the least-squares slope of RSS (and of
+        RssAnon) over items between 10% and 100% (bytes per URL).
 images: --images distinct URLs http://127.0.0.1:P/p/<i>.jpg over --files
         generated JPEGs (1-2 MP, bench_ingest_genjpeg), each response made
         distinct by a COM segment holding i (so no content-hash duplicate
@@ -110,7 +111,7 @@ def proc_status(pid):
     try:
         with open("/proc/%d/status" % pid) as f:
             for line in f:
-                if line.startswith(("VmRSS:", "VmHWM:")):
+                if line.startswith(("VmRSS:", "VmHWM:", "RssAnon:", "RssFile:")):
                     out[line.split(":")[0]] = int(line.split()[1]) * 1024
     except OSError:
         pass
@@ -145,7 +146,7 @@ def run_sampled(cmd, total, interval=0.5):
         s = proc_status(p.pid)
         if "VmRSS" in s:
             samples.append((round(time.monotonic() - t0, 2), state["done"], s["VmRSS"],
-                            s["VmHWM"]))
+                            s["VmHWM"], s.get("RssAnon", 0), s.get("RssFile", 0)))
         time.sleep(interval)
     wall = time.monotonic() - t0
     p.returncode = os.waitstatus_to_exitcode(status)
@@ -163,7 +164,8 @@ def at_fraction(samples, total, frac):
         s = done_all[0] if done_all else samples[-1]
     else:
         s = next((s for s in samples if s[1] >= frac * total), samples[-1])
-    return {"items": s[1], "t_s": s[0], "rss_mb": round(s[2] / 2**20, 1)}
+    return {"items": s[1], "t_s": s[0], "rss_mb": round(s[2] / 2**20, 1),
+            "anon_mb": round(s[4] / 2**20, 1), "file_mb": round(s[5] / 2**20, 1)}
 
 
 def slope(samples, lo, hi):
@@ -199,7 +201,8 @@ def model_footprint(imgsearch, model, tmp):
 def curve(samples, n=12):
     step = max(1, len(samples) // n)
     pick = samples[::step] + ([samples[-1]] if (len(samples) - 1) % step else [])
-    return [{"t_s": s[0], "items": s[1], "rss_mb": round(s[2] / 2**20, 1)} for s in pick]
+    return [[s[0], s[1], round(s[2] / 2**20, 1), round(s[4] / 2**20, 1), round(s[5] / 2**20, 1)]
+            for s in pick]
 
 
 def main():
@@ -256,6 +259,7 @@ def main():
             "reported": kinds,
             "add_peak_rss_mb": round(max(hwm, maxrss) / 2**20, 1),
             "model_footprint_peak_rss_mb": round(footprint / 2**20, 1),
+            "rss_curve_fields": ["t_s", "items", "rss_mb", "anon_mb", "file_mb"],
             "rss_curve": curve(samples),
         }
         if args.mode == "urls":
@@ -265,6 +269,8 @@ def main():
                                 "100%": at_fraction(samples, total, 1.0)}
             s = slope(samples, 0.1 * total, total)
             result["rss_slope_bytes_per_url_10_to_100"] = round(s, 2) if s is not None else None
+            s = slope([(x[0], x[1], x[4]) for x in samples], 0.1 * total, total)
+            result["anon_slope_bytes_per_url_10_to_100"] = round(s, 2) if s is not None else None
             result["rss_growth_10_to_100_mb"] = round(
                 result["rss_at"]["100%"]["rss_mb"] - result["rss_at"]["10%"]["rss_mb"], 1)
         else:
