@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -358,7 +359,12 @@ int cli_app_open(const char *cmd, const struct cli_app_options *o, struct cli_ap
         return 1;
     }
     if (app->index) {
-        st = vindex_set_search_params(app->index, &app->params, &err);
+        /* one query may use every core for the exact scan: latency is what a
+         * user waits for, and the scan is memory-bound (docs/internals/index.md) */
+        struct vindex_search_params sp = app->params;
+        if (sp.n_threads <= 0)
+            sp.n_threads = (int)IMS_MIN(IMS_MAX(sysconf(_SC_NPROCESSORS_ONLN), 1), 4);
+        st = vindex_set_search_params(app->index, &sp, &err);
         if (st != IMS_OK)
             ims_log(IMS_LOG_WARN, "%s: %s", app->spec_path, ims_error_message(&err, st));
     }
