@@ -185,7 +185,12 @@ void ims_hex(const uint8_t *bytes, size_t n, char *out);
 
 /* ---- assertions for our own invariants ------------------------------- */
 
-_Noreturn void ims__assert_fail(const char *expr, const char *file, int line);
+#ifdef __cplusplus
+#define IMS_NORETURN [[noreturn]]
+#else
+#define IMS_NORETURN _Noreturn
+#endif
+IMS_NORETURN void ims__assert_fail(const char *expr, const char *file, int line);
 #define IMS_ASSERT(cond)                                                                           \
     do {                                                                                           \
         if (!(cond))                                                                               \

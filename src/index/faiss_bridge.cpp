@@ -21,11 +21,6 @@
  *   tombstones instead).
  */
 
-// base.h spells C11's _Noreturn, which C++ lacks; until base.h maps it for
-// C++ itself, give it the C++ meaning here.
-#ifndef _Noreturn
-#define _Noreturn [[noreturn]]
-#endif
 #include "index_int.h"
 
 #include <faiss/AutoTune.h>
