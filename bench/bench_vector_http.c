@@ -9,15 +9,18 @@
  *       "https://bench.test/<i>.jpg") and DIR/q.f32 (NQ x 512 raw float32
  *       LE queries drawn the same way, not from the set).
  *
- *   bench_vector_http scan DIR
+ *   bench_vector_http scan DIR [THREADS [FIRST COUNT]]
  *       loads v.npy and q.f32, applies the same float operations the product
  *       applies (import: clip_l2_normalize per row; a one-term vector query:
  *       clip_l2_normalize of the term, then of the weight-1 fusion), then
  *       times, one query at a time on this thread:
  *         - FAISS IndexFlatIP (the bridge's "Flat" factory string, FAISS's
  *           own exact scan, 1 OpenMP thread), the yardstick;
- *         - our exact scan (vindex "Flat", 1 thread), i.e. what the server
- *           runs inside POST /api/v1/search.
+ *         - our exact scan (vindex "Flat"), i.e. what the server runs inside
+ *           POST /api/v1/search, with 1 thread and with THREADS (default 1;
+ *           the server's default is min(online CPUs, 4)).
+ *       Queries FIRST .. FIRST+COUNT-1 only when given (the server caches
+ *       the top-k of recent queries, so every HTTP round needs fresh ones).
  *       Prints one JSON object: p50/p99 of both and every query's top-10 row
  *       numbers (0-based import order) from both.
  *
@@ -213,11 +216,19 @@ static void print_ids(const char *name, const int64_t *ids, size_t nq)
     printf("]");
 }
 
-static int cmd_scan(const char *dir)
+static int cmd_scan(const char *dir, int n_threads, size_t first, size_t count)
 {
     size_t n = 0, nq = 0;
     float *x = read_all(dir, "v.npy", npy_data_offset(dir), &n);
     float *q = read_all(dir, "q.f32", 0, &nq);
+    if (first > nq || count > nq - first) {
+        fprintf(stderr, "bench_vector_http: queries %zu..%zu of %zu\n", first, first + count, nq);
+        return 1;
+    }
+    if (count) {
+        memmove(q, q + first * DIM, count * DIM * sizeof(float));
+        nq = count;
+    }
     for (size_t i = 0; i < n; i++)
         clip_l2_normalize(x + i * DIM, DIM); /* as `imgsearch import` */
     for (size_t i = 0; i < nq; i++) {        /* as search_run: term, then fusion */
@@ -268,22 +279,32 @@ static int cmd_scan(const char *dir)
         if ((st = vindex_add(vx, ids, x + off * DIM, m, &err)) != IMS_OK)
             fail("vindex_add", st, &err);
     }
-    for (size_t i = 0; i < nq; i++) {
-        int nf = 0;
-        double t0 = ims_now();
-        st = vindex_search(vx, q + i * DIM, K, sc, scan_top + i * K, &nf, &err);
-        t[i] = (ims_now() - t0) * 1e3;
-        if (st != IMS_OK || nf != K)
-            fail("vindex_search", st, &err);
+    double s50 = 0, s99 = 0, m50 = 0, m99 = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        struct vindex_search_params sp = {.n_threads = pass ? n_threads : 1};
+        if ((st = vindex_set_search_params(vx, &sp, &err)) != IMS_OK)
+            fail("vindex_set_search_params", st, &err);
+        for (size_t i = 0; i < nq; i++) {
+            int nf = 0;
+            double t0 = ims_now();
+            st = vindex_search(vx, q + i * DIM, K, sc, scan_top + i * K, &nf, &err);
+            t[i] = (ims_now() - t0) * 1e3;
+            if (st != IMS_OK || nf != K)
+                fail("vindex_search", st, &err);
+        }
+        *(pass ? &m50 : &s50) = quantile(t, nq, 0.5);
+        *(pass ? &m99 : &s99) = quantile(t, nq, 0.99);
     }
-    double s50 = quantile(t, nq, 0.5), s99 = quantile(t, nq, 0.99);
     vindex_free(vx);
-    fprintf(stderr, "bench_vector_http: our Flat scan p50 %.2f ms\n", s50);
+    fprintf(stderr, "bench_vector_http: our Flat scan p50 %.2f ms (1 thread), %.2f ms (%d)\n",
+            s50, m50, n_threads);
 
     printf("{\"n\": %zu, \"d\": %d, \"queries\": %zu, \"isa\": \"%s\",\n", n, DIM, nq,
            index__scan_isa());
     printf(" \"faiss_flat_ip\": {\"p50_ms\": %.3f, \"p99_ms\": %.3f},\n", f50, f99);
-    printf(" \"scan_flat\": {\"p50_ms\": %.3f, \"p99_ms\": %.3f},\n", s50, s99);
+    printf(" \"scan_flat\": {\"threads\": 1, \"p50_ms\": %.3f, \"p99_ms\": %.3f},\n", s50, s99);
+    printf(" \"scan_flat_mt\": {\"threads\": %d, \"p50_ms\": %.3f, \"p99_ms\": %.3f},\n",
+           n_threads, m50, m99);
     print_ids("faiss_top10", faiss_top, nq);
     printf(",\n");
     print_ids("scan_top10", scan_top, nq);
@@ -302,8 +323,10 @@ int main(int argc, char **argv)
     if (argc == 6 && !strcmp(argv[1], "gen"))
         return cmd_gen(argv[2], strtoull(argv[3], NULL, 10), strtoull(argv[4], NULL, 10),
                        strtoull(argv[5], NULL, 10));
-    if (argc == 3 && !strcmp(argv[1], "scan"))
-        return cmd_scan(argv[2]);
-    fprintf(stderr, "usage: bench_vector_http gen DIR N NQ SEED | scan DIR\n");
+    if ((argc == 3 || argc == 4 || argc == 6) && !strcmp(argv[1], "scan"))
+        return cmd_scan(argv[2], argc >= 4 ? atoi(argv[3]) : 1,
+                        argc == 6 ? strtoull(argv[4], NULL, 10) : 0,
+                        argc == 6 ? strtoull(argv[5], NULL, 10) : 0);
+    fprintf(stderr, "usage: bench_vector_http gen DIR N NQ SEED | scan DIR [THREADS [FIRST COUNT]]\n");
     return 2;
 }

@@ -14,9 +14,11 @@ BUILD_DIR must hold imgsearch and bench_vector_http (cmake --build BUILD_DIR
   3. `imgsearch import --vectors v.npy --sources s.txt` into an empty data
      folder (timed: wall seconds of the process);
   4. `imgsearch serve --port 0 --rate 0` on 127.0.0.1;
-  5. --rounds times, alternating: `bench_vector_http scan` (FAISS IndexFlatIP,
+  5. --rounds times, each with its own --queries fresh queries (the server
+     caches the top-k of recent queries: a repeated query is a cache hit),
+     alternating: `bench_vector_http scan` (FAISS IndexFlatIP,
      1 thread, one query at a time, then our in-process "Flat" scan, same
-     queries), then every query as POST /api/v1/search {"vector": [...],
+     queries, with 1 thread and with --scan-threads), then every query as POST /api/v1/search {"vector": [...],
      "k": 10} on one keep-alive connection (latency = request written to
      response body read, client JSON encoding done beforehand);
   6. prints one JSON object: medians over rounds of each side's p50, the
@@ -138,7 +140,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--model")
+    ap.add_argument("--scan-threads", type=int, default=min(os.cpu_count() or 1, 4),
+                    help="threads of the second in-process scan (default: the server's "
+                         "default, min(CPUs, 4))")
     args = ap.parse_args()
+    scan_threads = args.scan_threads
     imgsearch = find_exe(args.build, "imgsearch")
     driver = find_exe(args.build, "bench_vector_http")
 
@@ -146,7 +152,10 @@ def main():
     serve = None
     try:
         t0 = time.monotonic()
-        subprocess.run([driver, "gen", tmp, str(args.n), str(args.queries), str(args.seed)],
+        # fresh queries for every round (the server caches the top-k of recent
+        # queries) plus 5 for the warm-up
+        n_q = args.queries * args.rounds + 5
+        subprocess.run([driver, "gen", tmp, str(args.n), str(n_q), str(args.seed)],
                        check=True, timeout=900)
         gen_s = time.monotonic() - t0
         model = args.model
@@ -176,25 +185,28 @@ def main():
         # repr of a float32 widened to double round-trips exactly through the
         # server's strtod + (float) cast
         bodies = [json.dumps({"vector": list(q[i * DIM:(i + 1) * DIM]), "k": 10}).encode()
-                  for i in range(args.queries)]
+                  for i in range(n_q)]
 
         t0 = time.monotonic()
         serve = Serve(imgsearch, data, model, os.path.join(tmp, "serve.log"))
         serve_start_s = time.monotonic() - t0
         # warm up: index pages, first-request paths
-        http_round(serve.port, bodies[:5])
+        http_round(serve.port, bodies[-5:])
 
         rounds = []
         for r in range(args.rounds):
-            sc = json.loads(subprocess.run([driver, "scan", tmp], check=True, timeout=1800,
+            first = r * args.queries
+            sc = json.loads(subprocess.run([driver, "scan", tmp, str(scan_threads), str(first),
+                                            str(args.queries)], check=True, timeout=1800,
                                            stdout=subprocess.PIPE).stdout)
-            times, tops, took = http_round(serve.port, bodies)
+            times, tops, took = http_round(serve.port, bodies[first:first + args.queries])
             faiss_top, scan_top = sc["faiss_top10"], sc["scan_top10"]
             rd = {
                 "faiss_flat_ip_p50_ms": sc["faiss_flat_ip"]["p50_ms"],
                 "faiss_flat_ip_p99_ms": sc["faiss_flat_ip"]["p99_ms"],
                 "scan_flat_p50_ms": sc["scan_flat"]["p50_ms"],
                 "scan_flat_p99_ms": sc["scan_flat"]["p99_ms"],
+                "scan_flat_mt_p50_ms": sc["scan_flat_mt"]["p50_ms"],
                 "http_p50_ms": round(pct(times, 0.5), 3),
                 "http_p99_ms": round(pct(times, 0.99), 3),
                 "server_took_p50_ms": round(pct(took, 0.5), 3),
@@ -226,11 +238,16 @@ def main():
             "serve_start_s": round(serve_start_s, 1),
             "faiss_flat_ip_p50_ms": med("faiss_flat_ip_p50_ms"),
             "scan_flat_p50_ms": med("scan_flat_p50_ms"),
+            "scan_threads": scan_threads,
+            "scan_flat_mt_p50_ms": med("scan_flat_mt_p50_ms"),
             "http_p50_ms": med("http_p50_ms"),
             "http_p99_ms": med("http_p99_ms"),
             "server_took_p50_ms": med("server_took_p50_ms"),
             "ratio_faiss_over_http_p50": med("ratio_faiss_over_http_p50"),
-            "http_overhead_p50_ms": round(med("http_p50_ms") - med("scan_flat_p50_ms"), 3),
+            "http_overhead_p50_ms_vs_1_thread": round(med("http_p50_ms") -
+                                                      med("scan_flat_p50_ms"), 3),
+            "http_overhead_p50_ms_vs_scan_threads": round(med("http_p50_ms") -
+                                                          med("scan_flat_mt_p50_ms"), 3),
             "http_top10_equal_faiss": "%d/%d" % (min(x["http_top10_equal_faiss"]
                                                      for x in rounds), args.queries),
             "per_round": rounds,
