@@ -83,6 +83,9 @@ class Server:
         self.port = self.stats()["port"]
 
     def stats(self):
+        # the server rewrites its state file every 50 ms: let it catch up
+        # with what the client just did before reading it
+        time.sleep(0.2)
         with open(self.state) as fp:
             return {k: int(v) for k, v in (kv.split("=") for kv in fp.read().split())}
 
