@@ -4,7 +4,7 @@
  * the contract).
  *
  * Why oneDNN and not OpenBLAS or our own kernels: measured on this machine
- * kind (/work/shared/bench/GEMM.md and bench/bench_clip.c), OpenBLAS sgemm
+ * kind (the workplace's shared GEMM.md figures and bench/bench_clip.c), OpenBLAS sgemm
  * repacks B on every call and drops to ~115 GFLOP/s at the 50-row shapes of
  * one image (21 at 8 rows), while oneDNN's brgemm kernels on weights packed
  * once reach 170-210 GFLOP/s f32 and 360-420 bf16 at the same shapes.

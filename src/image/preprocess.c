@@ -10,7 +10,7 @@
  *   ToTensor + Normalize   (image_clip_normalize)
  *
  * The resize happens in the decoded mode (tests/golden/clip/images and
- * /work/shared/fixtures/clip/PREPROCESSING.md):
+ * the fixtures' PREPROCESSING.md, restated in docs/internals/image.md):
  *   1, P       NEAREST (Pillow's Image.resize switches the filter), then the
  *              palette lookup in convert("RGB");
  *   LA, RGBA   premultiplied: c' = MULDIV255(c, a), resized, then
