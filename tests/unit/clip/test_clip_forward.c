@@ -32,32 +32,19 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "clip_goldens.h"
 #include "clip_int.h"
 #include "forward.h"
 #include "gemm.h"
 
 /* ---- helpers ---------------------------------------------------------------- */
 
-static const char *src_dir(void)
-{
-    const char *s = getenv("IMS_SOURCE_DIR");
-    return s && *s ? s : IMS_SOURCE_DIR;
-}
 
-static char *read_all(const char *path, size_t *len)
-{
-    char *data = NULL;
-    struct ims_error err = {0};
-    enum ims_status st = ims_file_read(path, 1u << 30, &data, len, &err);
-    if (st != IMS_OK)
-        fail_msg("cannot read %s: %s", path, err.message);
-    return data;
-}
 
 static void copy_file(const char *from, const char *to)
 {
     size_t len;
-    char *d = read_all(from, &len);
+    char *d = golden_read_all(from, &len);
     FILE *f = fopen(to, "wb");
     assert_non_null(f);
     assert_int_equal(fwrite(d, 1, len, f), len);
@@ -83,16 +70,6 @@ static float *rnd_buf(size_t n, uint64_t seed)
     return p;
 }
 
-static double cosine(const float *a, const float *b, int d)
-{
-    double ab = 0, aa = 0, bb = 0;
-    for (int i = 0; i < d; i++) {
-        ab += (double)a[i] * b[i];
-        aa += (double)a[i] * a[i];
-        bb += (double)b[i] * b[i];
-    }
-    return ab / sqrt(aa * bb);
-}
 
 /* ---- gemm: linear ops ------------------------------------------------------------ */
 
@@ -379,100 +356,19 @@ static void test_im2col(void **state)
 
 /* ---- the tiny golden model ------------------------------------------------------------ */
 
-#define N_IMAGES 21
-#define N_TEXTS 40
 
-struct tiny {
-    char dir[64];
-    struct clip_model *model;
-    float *pixels; /* (21, 3, 224, 224) */
-    int32_t ids[N_TEXTS][CLIP_CONTEXT_MAX];
-    int n_ids[N_TEXTS];
-    float *gold_img;    /* (21, D) */
-    float *gold_txt;    /* (40, D) */
-    float *gold_logits; /* (21, 40) */
-};
 
-static void load_pixels(struct tiny *t)
-{
-    static const float mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
-    static const float stdv[3] = {0.26862954f, 0.26130258f, 0.27577711f};
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/tests/golden/clip/images/manifest.json", src_dir());
-    json_error_t je;
-    json_t *man = json_load_file(path, 0, &je);
-    assert_non_null(man);
-    assert_int_equal(json_array_size(man), N_IMAGES);
-    const int s = 224;
-    t->pixels = ims_malloc((size_t)N_IMAGES * 3 * s * s * sizeof(float));
-    assert_non_null(t->pixels);
-    for (int i = 0; i < N_IMAGES; i++) {
-        const char *rgb = json_string_value(json_object_get(json_array_get(man, i), "rgb"));
-        assert_non_null(rgb);
-        snprintf(path, sizeof(path), "%s/tests/golden/clip/images/%s", src_dir(), rgb);
-        size_t len;
-        unsigned char *b = (unsigned char *)read_all(path, &len);
-        assert_int_equal(len, (size_t)s * s * 3);
-        float *img = t->pixels + (size_t)i * 3 * s * s;
-        for (int c = 0; c < 3; c++)
-            for (int y = 0; y < s; y++)
-                for (int x = 0; x < s; x++)
-                    img[((size_t)c * s + y) * s + x] =
-                        (b[((size_t)y * s + x) * 3 + c] / 255.0f - mean[c]) / stdv[c];
-        ims_free(b);
-    }
-    json_decref(man);
-}
-
-static void load_ids(struct tiny *t)
-{
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/tests/golden/clip/tokenizer/cases.jsonl", src_dir());
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    char *line = NULL;
-    size_t cap = 0;
-    for (int i = 0; i < N_TEXTS; i++) {
-        assert_true(getline(&line, &cap, f) > 0);
-        json_error_t je;
-        json_t *o = json_loads(line, 0, &je);
-        assert_non_null(o);
-        json_t *ids = json_object_get(o, "ids");
-        assert_int_equal(json_array_size(ids), CLIP_CONTEXT_MAX);
-        t->n_ids[i] = 0;
-        for (int j = 0; j < CLIP_CONTEXT_MAX; j++) {
-            t->ids[i][j] = (int32_t)json_integer_value(json_array_get(ids, j));
-            if (t->ids[i][j] != 0)
-                t->n_ids[i] = j + 1;
-        }
-        json_decref(o);
-    }
-    free(line);
-    fclose(f);
-}
 
 static float *load_f32(const char *name, size_t count)
 {
     char path[4096];
-    snprintf(path, sizeof(path), "%s/tests/golden/clip/tiny/%s", src_dir(), name);
+    snprintf(path, sizeof(path), "%s/tests/golden/clip/tiny/%s", golden_src_dir(), name);
     size_t len;
-    float *p = (float *)read_all(path, &len);
+    float *p = (float *)golden_read_all(path, &len);
     assert_int_equal(len, count * sizeof(float));
     return p;
 }
 
-static struct clip_model *load_tiny(const char *dir, enum clip_precision prec, int n_threads)
-{
-    struct clip_model_params mp;
-    clip_model_params_default(&mp);
-    mp.precision = prec;
-    mp.n_threads = n_threads;
-    struct clip_model *m = NULL;
-    struct ims_error err = {0};
-    if (clip_model_load(dir, &mp, &m, &err) != IMS_OK)
-        fail_msg("clip_model_load %s: %s", dir, err.message);
-    return m;
-}
 
 static int tiny_setup(void **state)
 {
@@ -486,13 +382,13 @@ static int tiny_setup(void **state)
                               {"data/vocab", "vocab.json"},
                               {"data/vocab", "merges.txt"}};
     for (size_t i = 0; i < IMS_ARRAY_LEN(files); i++) {
-        snprintf(from, sizeof(from), "%s/%s/%s", src_dir(), files[i][0], files[i][1]);
+        snprintf(from, sizeof(from), "%s/%s/%s", golden_src_dir(), files[i][0], files[i][1]);
         snprintf(to, sizeof(to), "%s/%s", t.dir, files[i][1]);
         copy_file(from, to);
     }
-    t.model = load_tiny(t.dir, CLIP_PRECISION_F32, 2);
-    load_pixels(&t);
-    load_ids(&t);
+    t.model = golden_load_model(t.dir, CLIP_PRECISION_F32, 2);
+    golden_load_pixels(&t);
+    golden_load_ids(&t);
     int d = clip_model_embed_dim(t.model);
     t.gold_img = load_f32("image_embeds.f32", (size_t)N_IMAGES * d);
     t.gold_txt = load_f32("text_embeds.f32", (size_t)N_TEXTS * d);
@@ -539,7 +435,7 @@ static void check_against(const float *got_raw, const float *gold_raw, int d, co
     memcpy(b, gold_raw, (size_t)d * sizeof(float));
     clip_l2_normalize(a, d);
     clip_l2_normalize(b, d);
-    double c = cosine(a, b, d), worst = 0;
+    double c = golden_cosine(a, b, d), worst = 0;
     for (int j = 0; j < d; j++)
         worst = fmax(worst, fabs((double)a[j] - b[j]));
     worst_cos = fmin(worst_cos, c);
@@ -582,7 +478,7 @@ static void test_tiny_images_golden(void **state)
         for (int j = 0; j < d; j++)
             norm += (double)part[(size_t)i * d + j] * part[(size_t)i * d + j];
         assert_float_equal(norm, 1.0, 1e-5);
-        assert_true(cosine(part + (size_t)i * d, out + (size_t)(3 + i) * d, d) > 0.99999);
+        assert_true(golden_cosine(part + (size_t)i * d, out + (size_t)(3 + i) * d, d) > 0.99999);
     }
     ims_free(part);
     ims_free(out);
@@ -659,7 +555,7 @@ static void test_tiny_bf16(void **state)
 {
     struct tiny *t = *state;
     struct ims_error err = {0};
-    struct clip_model *m = load_tiny(t->dir, CLIP_PRECISION_BF16, 2);
+    struct clip_model *m = golden_load_model(t->dir, CLIP_PRECISION_BF16, 2);
     int d = clip_model_embed_dim(m);
     struct clip_ctx *ctx = NULL;
     assert_int_equal(clip_ctx_new(m, N_IMAGES, &ctx, &err), IMS_OK);
@@ -809,7 +705,7 @@ static void test_no_bf16_fallback_child(void **state)
     assert_int_equal(gemm_backend_new(1, &be, &err), IMS_OK);
     assert_false(gemm_backend_has_bf16(be));
     gemm_backend_free(be);
-    struct clip_model *m = load_tiny(t->dir, CLIP_PRECISION_BF16, 1);
+    struct clip_model *m = golden_load_model(t->dir, CLIP_PRECISION_BF16, 1);
     assert_int_equal(clip_model_precision(m), CLIP_PRECISION_F32);
     int d = clip_model_embed_dim(m);
     struct clip_ctx *ctx = NULL;

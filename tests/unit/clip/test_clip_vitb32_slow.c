@@ -26,132 +26,27 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "clip_goldens.h"
 #include "clip_int.h"
 
 /* ---- helpers ---------------------------------------------------------------- */
 
-static const char *src_dir(void)
-{
-    const char *s = getenv("IMS_SOURCE_DIR");
-    return s && *s ? s : IMS_SOURCE_DIR;
-}
 
-static char *read_all(const char *path, size_t *len)
-{
-    char *data = NULL;
-    struct ims_error err = {0};
-    enum ims_status st = ims_file_read(path, 1u << 30, &data, len, &err);
-    if (st != IMS_OK)
-        fail_msg("cannot read %s: %s", path, err.message);
-    return data;
-}
 
-static double cosine(const float *a, const float *b, int d)
-{
-    double ab = 0, aa = 0, bb = 0;
-    for (int i = 0; i < d; i++) {
-        ab += (double)a[i] * b[i];
-        aa += (double)a[i] * a[i];
-        bb += (double)b[i] * b[i];
-    }
-    return ab / sqrt(aa * bb);
-}
 
-#define N_IMAGES 21
-#define N_TEXTS 40
 
-/* The golden data of one model (named after the tiny test it mirrors). */
-struct tiny {
-    char dir[64];
-    struct clip_model *model;
-    float *pixels; /* (21, 3, 224, 224) */
-    int32_t ids[N_TEXTS][CLIP_CONTEXT_MAX];
-    int n_ids[N_TEXTS];
-    float *gold_img;    /* (21, D) */
-    float *gold_txt;    /* (40, D) */
-    float *gold_logits; /* (21, 40) */
-};
 
-static void load_pixels(struct tiny *t)
-{
-    static const float mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
-    static const float stdv[3] = {0.26862954f, 0.26130258f, 0.27577711f};
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/tests/golden/clip/images/manifest.json", src_dir());
-    json_error_t je;
-    json_t *man = json_load_file(path, 0, &je);
-    assert_non_null(man);
-    assert_int_equal(json_array_size(man), N_IMAGES);
-    const int s = 224;
-    t->pixels = ims_malloc((size_t)N_IMAGES * 3 * s * s * sizeof(float));
-    assert_non_null(t->pixels);
-    for (int i = 0; i < N_IMAGES; i++) {
-        const char *rgb = json_string_value(json_object_get(json_array_get(man, i), "rgb"));
-        assert_non_null(rgb);
-        snprintf(path, sizeof(path), "%s/tests/golden/clip/images/%s", src_dir(), rgb);
-        size_t len;
-        unsigned char *b = (unsigned char *)read_all(path, &len);
-        assert_int_equal(len, (size_t)s * s * 3);
-        float *img = t->pixels + (size_t)i * 3 * s * s;
-        for (int c = 0; c < 3; c++)
-            for (int y = 0; y < s; y++)
-                for (int x = 0; x < s; x++)
-                    img[((size_t)c * s + y) * s + x] =
-                        (b[((size_t)y * s + x) * 3 + c] / 255.0f - mean[c]) / stdv[c];
-        ims_free(b);
-    }
-    json_decref(man);
-}
-
-static void load_ids(struct tiny *t)
-{
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/tests/golden/clip/tokenizer/cases.jsonl", src_dir());
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    char *line = NULL;
-    size_t cap = 0;
-    for (int i = 0; i < N_TEXTS; i++) {
-        assert_true(getline(&line, &cap, f) > 0);
-        json_error_t je;
-        json_t *o = json_loads(line, 0, &je);
-        assert_non_null(o);
-        json_t *ids = json_object_get(o, "ids");
-        assert_int_equal(json_array_size(ids), CLIP_CONTEXT_MAX);
-        t->n_ids[i] = 0;
-        for (int j = 0; j < CLIP_CONTEXT_MAX; j++) {
-            t->ids[i][j] = (int32_t)json_integer_value(json_array_get(ids, j));
-            if (t->ids[i][j] != 0)
-                t->n_ids[i] = j + 1;
-        }
-        json_decref(o);
-    }
-    free(line);
-    fclose(f);
-}
 
 static float *load_f32(const char *name, size_t count)
 {
     char path[4096];
-    snprintf(path, sizeof(path), "%s/tests/golden/clip/prng-vitb32/%s", src_dir(), name);
+    snprintf(path, sizeof(path), "%s/tests/golden/clip/prng-vitb32/%s", golden_src_dir(), name);
     size_t len;
-    float *p = (float *)read_all(path, &len);
+    float *p = (float *)golden_read_all(path, &len);
     assert_int_equal(len, count * sizeof(float));
     return p;
 }
 
-static struct clip_model *load_tiny(const char *dir, enum clip_precision prec, int n_threads)
-{
-    struct clip_model_params mp;
-    clip_model_params_default(&mp);
-    mp.precision = prec;
-    mp.n_threads = n_threads;
-    struct clip_model *m = NULL;
-    struct ims_error err = {0};
-    if (clip_model_load(dir, &mp, &m, &err) != IMS_OK)
-        fail_msg("clip_model_load %s: %s", dir, err.message);
-    return m;
-}
 
 /* Worst agreement seen since the last report (printed, not asserted). */
 static double worst_cos = 1.0, worst_abs = 0.0;
@@ -173,7 +68,7 @@ static void check_against(const float *got_raw, const float *gold_raw, int d, co
     memcpy(b, gold_raw, (size_t)d * sizeof(float));
     clip_l2_normalize(a, d);
     clip_l2_normalize(b, d);
-    double c = cosine(a, b, d), worst = 0;
+    double c = golden_cosine(a, b, d), worst = 0;
     for (int j = 0; j < d; j++)
         worst = fmax(worst, fabs((double)a[j] - b[j]));
     worst_cos = fmin(worst_cos, c);
@@ -202,15 +97,15 @@ static int vitb32_setup(void **state)
     snprintf(t.dir, sizeof(t.dir), "/tmp/ims-fwd-slow-XXXXXX");
     if (!mkdtemp(t.dir))
         return -1;
-    snprintf(cfg, sizeof(cfg), "%s/tests/golden/clip/prng-vitb32/config.json", src_dir());
-    snprintf(vocab, sizeof(vocab), "%s/data/vocab", src_dir());
+    snprintf(cfg, sizeof(cfg), "%s/tests/golden/clip/prng-vitb32/config.json", golden_src_dir());
+    snprintf(vocab, sizeof(vocab), "%s/data/vocab", golden_src_dir());
     if (clip_make_prng_model(cfg, 1, t.dir, vocab, &err) != IMS_OK) {
         fprintf(stderr, "clip_make_prng_model: %s\n", err.message);
         remove_model(t.dir);
         return -1;
     }
-    load_pixels(&t);
-    load_ids(&t);
+    golden_load_pixels(&t);
+    golden_load_ids(&t);
     *state = &t;
     return 0;
 }
@@ -226,7 +121,7 @@ static int vitb32_teardown(void **state)
 static void run_model(struct tiny *t, enum clip_precision prec, double min_cos, double max_abs)
 {
     struct ims_error err = {0};
-    struct clip_model *m = load_tiny(t->dir, prec, 0);
+    struct clip_model *m = golden_load_model(t->dir, prec, 0);
     int d = clip_model_embed_dim(m);
     assert_int_equal(d, 512);
     float *gold_img = load_f32("image_embeds.f32", (size_t)N_IMAGES * d);
