@@ -250,6 +250,32 @@ static void access_log(struct server *s, const struct request *r, double seconds
 
 /* ---- responses -------------------------------------------------------------------------- */
 
+/* Percent-decoding of paths and query arguments, in place, as
+ * libmicrohttpd's default does, except that "%00" stays as it is: a decoded
+ * NUL would cut the string short ("/api/v1/images/1%00x" would read as image
+ * 1) where the request must instead be refused for what it says. */
+static size_t unescape_no_nul(void *cls, struct MHD_Connection *c, char *val)
+{
+    (void)cls;
+    (void)c;
+    char *w = val;
+    for (const char *r = val; *r;) {
+        if (r[0] == '%' && isxdigit((unsigned char)r[1]) && isxdigit((unsigned char)r[2])) {
+            int hi = isdigit((unsigned char)r[1]) ? r[1] - '0' : (tolower((unsigned char)r[1]) - 'a' + 10);
+            int lo = isdigit((unsigned char)r[2]) ? r[2] - '0' : (tolower((unsigned char)r[2]) - 'a' + 10);
+            int v = hi * 16 + lo;
+            if (v != 0) {
+                *w++ = (char)v;
+                r += 3;
+                continue;
+            }
+        }
+        *w++ = *r++;
+    }
+    *w = '\0';
+    return (size_t)(w - val);
+}
+
 /* The one place where statuses become HTTP codes. */
 static int http_status_of(enum ims_status st)
 {
@@ -1329,7 +1355,7 @@ enum ims_status server_start(const struct server_options *o, const struct server
         (unsigned int)(s->o.max_connections ? s->o.max_connections : 256),
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)s->o.connection_timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, s,
-        MHD_OPTION_END);
+        MHD_OPTION_UNESCAPE_CALLBACK, unescape_no_nul, s, MHD_OPTION_END);
     if (!s->d) {
         st = ims_error_set(err, IMS_ERR_IO, "cannot listen on %s port %u: %s", host, s->o.port,
                            errno ? strerror(errno) : "libmicrohttpd refused the options");

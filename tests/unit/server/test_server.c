@@ -820,6 +820,10 @@ static void test_image_row_thumb_delete(void **state)
     get(&r, "/api/v1/images/0");
     assert_error(&r, 400, "invalid_argument", "image id");
     resp_fini(&r);
+    /* an encoded NUL must not cut the id short ("1%00x" is not image 1) */
+    get(&r, "/api/v1/images/1%00x");
+    assert_error(&r, 400, "invalid_argument", "image id");
+    resp_fini(&r);
     get(&r, "/api/v1/images/99");
     assert_error(&r, 404, "not_found", "99");
     resp_fini(&r);
