@@ -600,8 +600,40 @@ static enum MHD_Result search_respond(struct request *r, struct MHD_Connection *
                         json_pack("{s:o?, s:f}", "results", arr, "took_ms", round(took * 1e3) / 1e3));
 }
 
+struct unknown_arg {
+    char name[64];
+    int found;
+};
+
+static enum MHD_Result find_unknown_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                        const char *value)
+{
+    (void)kind;
+    (void)value;
+    static const char *const known[] = {"q", "image_id", "k", "offset", "min_score", "order"};
+    struct unknown_arg *u = cls;
+    for (size_t i = 0; i < IMS_ARRAY_LEN(known); i++)
+        if (!strcmp(key, known[i]))
+            return MHD_YES;
+    snprintf(u->name, sizeof(u->name), "%s", key);
+    u->found = 1;
+    return MHD_NO; /* stop at the first unknown one */
+}
+
 static enum MHD_Result h_search_get(struct request *r, struct MHD_Connection *c)
 {
+    /* like the JSON and form bodies, refuse what would be silently ignored
+     * (a typo such as "limit=" would otherwise look like it worked) */
+    struct unknown_arg u = {"", 0};
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, find_unknown_arg, &u);
+    if (u.found) {
+        struct ims_error uerr;
+        ims_error_set(&uerr, IMS_ERR_INVALID,
+                      "unknown query parameter '%s' (known: q, image_id, k, offset, min_score, "
+                      "order)",
+                      u.name);
+        return respond_error(r, c, IMS_ERR_INVALID, &uerr);
+    }
     struct server_query_args a = {
         MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "q"),
         MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "image_id"),

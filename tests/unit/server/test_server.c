@@ -821,6 +821,9 @@ static void test_image_row_thumb_delete(void **state)
     assert_error(&r, 400, "invalid_argument", "image id");
     resp_fini(&r);
     /* an encoded NUL must not cut the id short ("1%00x" is not image 1) */
+    get(&r, "/api/v1/search?q=cat&limit=5");
+    assert_error(&r, 400, "invalid_argument", "unknown query parameter 'limit'");
+    resp_fini(&r);
     get(&r, "/api/v1/images/1%00x");
     assert_error(&r, 400, "invalid_argument", "image id");
     resp_fini(&r);
