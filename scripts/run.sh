@@ -14,6 +14,11 @@ bin=build-release/src/cli/imgsearch
 model=${IMGSEARCH_MODEL:-${XDG_DATA_HOME:-$HOME/.local/share}/imgsearch/models/clip-vit-base-patch32}
 if [ ! -f "$model/model.safetensors" ]; then
     echo "no CLIP model in $model: fetching openai/clip-vit-base-patch32 (about 600 MB)" >&2
-    "$bin" model fetch --out "$model"
+    if ! "$bin" model fetch --out "$model"; then
+        echo "could not fetch the model. Without network access, copy a Hugging Face CLIP" >&2
+        echo "folder (config.json, model.safetensors, vocab.json, merges.txt) to $model" >&2
+        echo "or point IMGSEARCH_MODEL at one, then run this again." >&2
+        exit 1
+    fi
 fi
 exec "$bin" serve "$@"
