@@ -7,7 +7,8 @@
 # goldens, whose sanitizer run would take most of the time budget and whose
 # code paths the tiny model already covers) and the browser test (it drives
 # the page; the server under it is exercised under the sanitizers by
-# it_server_e2e).
+# it_server_e2e). Last, a ThreadSanitizer build runs the unit tests of the
+# threaded modules.
 set -eu
 cd "$(dirname "$0")/.."
 scripts/deps.sh test
@@ -23,5 +24,19 @@ if [ "${IMS_SKIP_SANITIZERS:-0}" != 1 ]; then
     cmake --build build-asan -j"$jobs"
     (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
         ctest --output-on-failure -j"$jobs" -LE slow -E '^it_browser$' ${IMS_CTEST_ARGS:-})
+fi
+if [ "${IMS_SKIP_SANITIZERS:-0}" != 1 ]; then
+    # ThreadSanitizer over the unit tests of the modules that own threads or
+    # locks (queues, the engine worker, index rwlock, store reader pool,
+    # caches, fetcher, server). libFuzzer's coverage counters would race, so
+    # no fuzz build; OpenBLAS runs single-threaded because its own threads
+    # are not instrumented (their hand-off inside sgemm reads as races).
+    CC=clang CXX=clang++ cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DIMS_WERROR=ON \
+        -DIMS_SANITIZE_THREAD=ON -DIMS_BUILD_FUZZ=OFF -DIMS_BUILD_BENCH=OFF >/dev/null
+    cmake --build build-tsan -j"$jobs"
+    (cd build-tsan && OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1 \
+        ctest --output-on-failure -j"$jobs" \
+        -R '^test_(base|clip_forward|index|store|store_crash|fetch|search|search_cache|server)$' \
+        ${IMS_CTEST_ARGS:-})
 fi
 echo "all tests passed"
