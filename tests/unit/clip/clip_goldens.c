@@ -112,3 +112,33 @@ struct clip_model *golden_load_model(const char *dir, enum clip_precision prec, 
         fail_msg("clip_model_load %s: %s", dir, err.message);
     return m;
 }
+
+/* Worst agreement seen since the last report (printed, not asserted). */
+static double worst_cos = 1.0, worst_abs = 0.0;
+
+void golden_report_worst(const char *what)
+{
+    print_message("%s: worst cosine %.9f, worst max abs diff %.3g\n", what, worst_cos, worst_abs);
+    worst_cos = 1.0;
+    worst_abs = 0.0;
+}
+
+/* Golden tolerance on L2-normalised embeddings (fixtures README). */
+void golden_check_against(const float *got_raw, const float *gold_raw, int d, const char *what,
+                          int i, double min_cos, double max_abs)
+{
+    float a[1024], b[1024];
+    assert_true(d <= 1024);
+    memcpy(a, got_raw, (size_t)d * sizeof(float));
+    memcpy(b, gold_raw, (size_t)d * sizeof(float));
+    clip_l2_normalize(a, d);
+    clip_l2_normalize(b, d);
+    double c = golden_cosine(a, b, d), worst = 0;
+    for (int j = 0; j < d; j++)
+        worst = fmax(worst, fabs((double)a[j] - b[j]));
+    worst_cos = fmin(worst_cos, c);
+    worst_abs = fmax(worst_abs, worst);
+    if (c < min_cos || worst >= max_abs)
+        fail_msg("%s %d: cosine %.8f (min %.8f), max abs diff %g (max %g)", what, i, c, min_cos,
+                 worst, max_abs);
+}

@@ -38,5 +38,11 @@ void golden_load_pixels(struct tiny *t);
 void golden_load_ids(struct tiny *t);
 /* Loads a model folder or fails the test. */
 struct clip_model *golden_load_model(const char *dir, enum clip_precision prec, int n_threads);
+/* Fails unless the L2-normalised `got` and `gold` (d floats) agree within
+ * min_cos / max_abs; tracks the worst agreement for golden_report_worst. */
+void golden_check_against(const float *got_raw, const float *gold_raw, int d, const char *what,
+                          int i, double min_cos, double max_abs);
+/* Prints and resets the worst agreement seen since the last report. */
+void golden_report_worst(const char *what);
 
 #endif

@@ -415,35 +415,6 @@ static int tiny_teardown(void **state)
     return 0;
 }
 
-/* Worst agreement seen since the last report (printed, not asserted). */
-static double worst_cos = 1.0, worst_abs = 0.0;
-
-static void report_worst(const char *what)
-{
-    print_message("%s: worst cosine %.9f, worst max abs diff %.3g\n", what, worst_cos, worst_abs);
-    worst_cos = 1.0;
-    worst_abs = 0.0;
-}
-
-/* Golden tolerance on L2-normalised embeddings (fixtures README). */
-static void check_against(const float *got_raw, const float *gold_raw, int d, const char *what,
-                          int i, double min_cos, double max_abs)
-{
-    float a[1024], b[1024];
-    assert_true(d <= 1024);
-    memcpy(a, got_raw, (size_t)d * sizeof(float));
-    memcpy(b, gold_raw, (size_t)d * sizeof(float));
-    clip_l2_normalize(a, d);
-    clip_l2_normalize(b, d);
-    double c = golden_cosine(a, b, d), worst = 0;
-    for (int j = 0; j < d; j++)
-        worst = fmax(worst, fabs((double)a[j] - b[j]));
-    worst_cos = fmin(worst_cos, c);
-    worst_abs = fmax(worst_abs, worst);
-    if (c < min_cos || worst >= max_abs)
-        fail_msg("%s %d: cosine %.8f (min %.8f), max abs diff %g (max %g)", what, i, c, min_cos,
-                 worst, max_abs);
-}
 
 static void test_tiny_images_golden(void **state)
 {
@@ -457,9 +428,9 @@ static void test_tiny_images_golden(void **state)
     assert_non_null(out);
     assert_int_equal(clip_ctx_encode_images(ctx, t->pixels, N_IMAGES, out, 0, &err), IMS_OK);
     for (int i = 0; i < N_IMAGES; i++)
-        check_against(out + (size_t)i * d, t->gold_img + (size_t)i * d, d, "image", i, 0.99999,
+        golden_check_against(out + (size_t)i * d, t->gold_img + (size_t)i * d, d, "image", i, 0.99999,
                       1e-4);
-    report_worst("tiny images vs goldens");
+    golden_report_worst("tiny images vs goldens");
     /* Batch-size independence: one at a time, and in uneven groups. */
     float one[1024];
     for (int i = 0; i < N_IMAGES; i += 5) {
@@ -506,9 +477,9 @@ static void test_tiny_texts_golden(void **state)
     assert_non_null(out);
     encode_all_texts(t, ctx, out, 0);
     for (int i = 0; i < N_TEXTS; i++)
-        check_against(out + (size_t)i * d, t->gold_txt + (size_t)i * d, d, "text", i, 0.99999,
+        golden_check_against(out + (size_t)i * d, t->gold_txt + (size_t)i * d, d, "text", i, 0.99999,
                       1e-4);
-    report_worst("tiny texts vs goldens");
+    golden_report_worst("tiny texts vs goldens");
     /* Padding after the end token changes nothing (causal mask): all 77. */
     float full[1024];
     assert_int_equal(clip_ctx_encode_text(ctx, t->ids[0], CLIP_CONTEXT_MAX, full, 0, &err),
@@ -570,12 +541,12 @@ static void test_tiny_bf16(void **state)
                          IMS_OK);
     /* bf16 (or its f32 fallback) stays within cosine 0.999 of the goldens. */
     for (int i = 0; i < N_IMAGES; i++)
-        check_against(img + (size_t)i * d, t->gold_img + (size_t)i * d, d, "bf16 image", i, 0.999,
+        golden_check_against(img + (size_t)i * d, t->gold_img + (size_t)i * d, d, "bf16 image", i, 0.999,
                       5e-2);
     for (int i = 0; i < N_TEXTS; i++)
-        check_against(txt + (size_t)i * d, t->gold_txt + (size_t)i * d, d, "bf16 text", i, 0.999,
+        golden_check_against(txt + (size_t)i * d, t->gold_txt + (size_t)i * d, d, "bf16 text", i, 0.999,
                       5e-2);
-    report_worst("tiny bf16 vs f32 goldens");
+    golden_report_worst("tiny bf16 vs f32 goldens");
     struct gemm_backend *be = NULL;
     assert_int_equal(gemm_backend_new(1, &be, &err), IMS_OK);
     assert_int_equal(clip_model_precision(m),
@@ -637,7 +608,7 @@ static void test_tiny_threads(void **state)
         const float *gold = jobs[i].which == 0 ? t->gold_img : t->gold_txt;
         int n = jobs[i].which == 0 ? N_IMAGES : N_TEXTS;
         for (int k = 0; k < n; k++)
-            check_against(jobs[i].out + (size_t)k * d, gold + (size_t)k * d, d, "thread", k,
+            golden_check_against(jobs[i].out + (size_t)k * d, gold + (size_t)k * d, d, "thread", k,
                           0.99999, 1e-4);
     }
 }
@@ -714,10 +685,10 @@ static void test_no_bf16_fallback_child(void **state)
     assert_int_equal(clip_ctx_new(m, 4, &ctx, &err), IMS_OK);
     assert_int_equal(clip_ctx_encode_images(ctx, t->pixels, 4, out, 0, &err), IMS_OK);
     for (int i = 0; i < 4; i++)
-        check_against(out + (size_t)i * d, t->gold_img + (size_t)i * d, d, "fallback image", i,
+        golden_check_against(out + (size_t)i * d, t->gold_img + (size_t)i * d, d, "fallback image", i,
                       0.99999, 1e-4);
     assert_int_equal(clip_ctx_encode_text(ctx, t->ids[0], t->n_ids[0], out, 0, &err), IMS_OK);
-    check_against(out, t->gold_txt, d, "fallback text", 0, 0.99999, 1e-4);
+    golden_check_against(out, t->gold_txt, d, "fallback text", 0, 0.99999, 1e-4);
     clip_ctx_free(ctx);
     clip_model_free(m);
 }

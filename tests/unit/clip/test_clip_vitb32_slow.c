@@ -48,35 +48,6 @@ static float *load_f32(const char *name, size_t count)
 }
 
 
-/* Worst agreement seen since the last report (printed, not asserted). */
-static double worst_cos = 1.0, worst_abs = 0.0;
-
-static void report_worst(const char *what)
-{
-    print_message("%s: worst cosine %.9f, worst max abs diff %.3g\n", what, worst_cos, worst_abs);
-    worst_cos = 1.0;
-    worst_abs = 0.0;
-}
-
-/* Golden tolerance on L2-normalised embeddings (fixtures README). */
-static void check_against(const float *got_raw, const float *gold_raw, int d, const char *what,
-                          int i, double min_cos, double max_abs)
-{
-    float a[1024], b[1024];
-    assert_true(d <= 1024);
-    memcpy(a, got_raw, (size_t)d * sizeof(float));
-    memcpy(b, gold_raw, (size_t)d * sizeof(float));
-    clip_l2_normalize(a, d);
-    clip_l2_normalize(b, d);
-    double c = golden_cosine(a, b, d), worst = 0;
-    for (int j = 0; j < d; j++)
-        worst = fmax(worst, fabs((double)a[j] - b[j]));
-    worst_cos = fmin(worst_cos, c);
-    worst_abs = fmax(worst_abs, worst);
-    if (c < min_cos || worst >= max_abs)
-        fail_msg("%s %d: cosine %.8f (min %.8f), max abs diff %g (max %g)", what, i, c, min_cos,
-                 worst, max_abs);
-}
 
 static void remove_model(const char *dir)
 {
@@ -144,12 +115,12 @@ static void run_model(struct tiny *t, enum clip_precision prec, double min_cos, 
             IMS_OK)
             fail_msg("text %d: %s", i, err.message);
     for (int i = 0; i < N_IMAGES; i++)
-        check_against(img + (size_t)i * d, gold_img + (size_t)i * d, d, "image", i, min_cos,
+        golden_check_against(img + (size_t)i * d, gold_img + (size_t)i * d, d, "image", i, min_cos,
                       max_abs);
     for (int i = 0; i < N_TEXTS; i++)
-        check_against(txt + (size_t)i * d, gold_txt + (size_t)i * d, d, "text", i, min_cos,
+        golden_check_against(txt + (size_t)i * d, gold_txt + (size_t)i * d, d, "text", i, min_cos,
                       max_abs);
-    report_worst(prec == CLIP_PRECISION_F32 ? "f32 vs goldens" : "bf16 vs f32 goldens");
+    golden_report_worst(prec == CLIP_PRECISION_F32 ? "f32 vs goldens" : "bf16 vs f32 goldens");
     if (prec == CLIP_PRECISION_F32) {
         float scale = clip_model_logit_scale(m);
         for (int i = 0; i < N_IMAGES; i++)
