@@ -437,13 +437,13 @@ int main(int argc, char **argv)
         time_vindex(vx, q, nq, tr);
         vindex_free(vx);
         const struct knob pq1m[] = {{32, 0, 200}, {64, 0, 200}, {128, 0, 200}, {128, 0, 400}};
-        const struct knob hnsw1m[] = {{0, 64, 0}, {0, 96, 0}, {0, 128, 0}, {0, 256, 0}};
+        const struct knob hnsw1m[] = {{0, 64, 0}, {0, 128, 0}, {0, 256, 0}, {0, 384, 0}, {0, 512, 0}};
         /* --million-types: ';'-separated specs (factory strings contain ',') */
         char types[256];
         snprintf(types, sizeof types, "%s", million_types);
         for (char *save = NULL, *t = strtok_r(types, ";", &save); t; t = strtok_r(NULL, ";", &save)) {
             if (strncmp(t, "HNSW", 4) == 0)
-                bench_approx("hard", t, x, nm, 0, q, nq, tr, hnsw1m, 4, &first);
+                bench_approx("hard", t, x, nm, 0, q, nq, tr, hnsw1m, 5, &first);
             else
                 bench_approx("hard", t, x, nm, 100000, q, nq, tr, pq1m, 4, &first);
         }
