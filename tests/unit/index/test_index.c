@@ -141,7 +141,7 @@ static struct vindex *new_index(const char *spec, int dim)
     struct ims_error err = {{0}};
     enum ims_status st = vindex_new(spec, dim, &vx, &err);
     if (st != IMS_OK)
-        fail_msg("vindex_new(%s): %s", spec, ims_error_message(&err, st));
+        fail_msg("vindex_new(%s): %s", spec ? spec : "NULL", ims_error_message(&err, st));
     return vx;
 }
 
