@@ -16,6 +16,13 @@
  *     achieved GFLOP/s of the image pass (FLOPs counted from the config:
  *     every product, 2 per multiply-add), text latency for a 6-word query
  *     (8 tokens) and a full 77-token text (median ms);
+ *   - memory read bandwidth with N threads (GB/s, median): the yardstick of
+ *     the text pass, whose few rows make it a stream over the text
+ *     tower's weights; per precision the text path in use, the weight
+ *     bytes one text pass reads and the GB/s that makes for a 6-word query;
+ *   - text queries/s from 16 threads encoding different 6-word queries at
+ *     once (the engine combines queued queries into shared passes), with
+ *     the mean number of queries per pass;
  *   - ratios: f32 GFLOP/s over the sgemm yardstick at batch 32 and 1,
  *     bf16 over f32 image throughput, and the worst cosine between bf16
  *     and f32 embeddings of the same inputs.
@@ -35,6 +42,7 @@
 #include <dirent.h>
 
 #include <cblas.h>
+#include <pthread.h>
 
 #include "clip_int.h"
 
@@ -110,6 +118,58 @@ static double sgemm_gflops(int n, int threads, int reps, double *per_cpu_s)
     return fl / median(t, reps) / 1e9;
 }
 
+/* Read bandwidth: `threads` threads each sum a slice of a 1 GB buffer
+ * (integer adds the compiler vectorises; the sum is printed-away so the
+ * reads stay). Median GB/s of `reps`. */
+struct bw_slice {
+    const uint64_t *p;
+    size_t n;
+    uint64_t sum;
+};
+
+static void *bw_main(void *arg)
+{
+    struct bw_slice *s = arg;
+    uint64_t acc[8] = {0};
+    for (size_t i = 0; i + 8 <= s->n; i += 8)
+        for (int l = 0; l < 8; l++)
+            acc[l] += s->p[i + l];
+    s->sum = acc[0] + acc[1] + acc[2] + acc[3] + acc[4] + acc[5] + acc[6] + acc[7];
+    return NULL;
+}
+
+static double read_bandwidth_gbs(int threads, int reps)
+{
+    size_t bytes = (size_t)1 << 30, n = bytes / 8;
+    uint64_t *buf = malloc(bytes);
+    if (!buf)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        buf[i] = i;
+    double t[16];
+    uint64_t sink = 0;
+    struct bw_slice sl[64];
+    pthread_t th[64];
+    threads = threads > 64 ? 64 : threads;
+    for (int r = 0; r < reps; r++) {
+        double t0 = ims_now();
+        for (int k = 0; k < threads; k++) {
+            sl[k].p = buf + n / threads * k;
+            sl[k].n = n / threads;
+            pthread_create(&th[k], NULL, bw_main, &sl[k]);
+        }
+        for (int k = 0; k < threads; k++) {
+            pthread_join(th[k], NULL);
+            sink += sl[k].sum;
+        }
+        t[r] = ims_now() - t0;
+    }
+    free(buf);
+    if (sink == 42)
+        fprintf(stderr, " ");
+    return bytes / median(t, reps) / 1e9;
+}
+
 /* ---- FLOPs of the passes ----------------------------------------------------------- */
 
 static double layer_flops(const struct clip_tower_config *c, double t)
@@ -137,7 +197,53 @@ struct prec_result {
     double gflops[3];
     double gflops_per_cpu_s[3]; /* FLOPs over process CPU seconds */
     double text8_ms, text77_ms;
+    const char *text_kernel;
+    double text_weight_mb; /* weight bytes one text pass reads */
+    double text16_qps, text16_per_pass;
 };
+
+/* 16 threads x `per` different 6-word queries each, all at once. */
+struct text_client {
+    struct clip_model *m;
+    int id, per, ok;
+};
+
+static void *text_client_main(void *arg)
+{
+    struct text_client *c = arg;
+    struct clip_ctx *ctx = NULL;
+    struct ims_error err = {0};
+    float out[1024];
+    c->ok = clip_ctx_new(c->m, 1, &ctx, &err) == IMS_OK;
+    for (int i = 0; c->ok && i < c->per; i++) {
+        int32_t ids[8] = {49406, 320 + c->id, 1125 + i, 539, 320, 2368 + c->id * 3 + i, 525, 49407};
+        c->ok = clip_ctx_encode_text(ctx, ids, 8, out, 1, &err) == IMS_OK;
+    }
+    clip_ctx_free(ctx);
+    return NULL;
+}
+
+static double text_concurrent_qps(struct clip_model *m, int per, double *per_pass)
+{
+    struct text_client c[16];
+    pthread_t th[16];
+    uint64_t p0, e0, p1, e1;
+    clip__text_pass_counts(m, &p0, &e0);
+    double t0 = ims_now();
+    for (int k = 0; k < 16; k++) {
+        c[k] = (struct text_client){m, k, per, 0};
+        pthread_create(&th[k], NULL, text_client_main, &c[k]);
+    }
+    int ok = 1;
+    for (int k = 0; k < 16; k++) {
+        pthread_join(th[k], NULL);
+        ok &= c[k].ok;
+    }
+    double dt = ims_now() - t0;
+    clip__text_pass_counts(m, &p1, &e1);
+    *per_pass = p1 > p0 ? (double)(e1 - e0) / (double)(p1 - p0) : 0;
+    return ok ? 16.0 * per / dt : 0;
+}
 
 static const int batches[3] = {1, 8, 32};
 
@@ -206,6 +312,13 @@ static int run_precision(const char *dir, enum clip_precision prec, int threads,
         }
         *res[k] = median(t, reps) * 1e3;
     }
+    r->text_kernel = clip__text_kernel(m);
+    const struct clip_tower_config *tc = &m->config.text;
+    double wb = (double)tc->num_hidden_layers *
+                (4.0 * tc->hidden_size * tc->hidden_size +
+                 2.0 * tc->hidden_size * tc->intermediate_size);
+    r->text_weight_mb = wb * (r->actual_bf16 ? 2 : 4) / 1e6;
+    r->text16_qps = text_concurrent_qps(m, quick ? 4 : 16, &r->text16_per_pass);
     rc = 0;
 out:
     clip_ctx_free(ctx);
@@ -268,6 +381,7 @@ int main(int argc, char **argv)
     int gemm_reps = quick ? 3 : 9;
     double cpu_before = 0, cpu_after = 0;
     double sgemm_before = sgemm_gflops(2048, threads, gemm_reps, &cpu_before);
+    double bw_before = read_bandwidth_gbs(threads, quick ? 3 : 7);
 
     float *pixels = malloc((size_t)32 * 3 * 224 * 224 * sizeof(float));
     float *e32 = malloc((size_t)32 * 1024 * sizeof(float));
@@ -282,6 +396,8 @@ int main(int argc, char **argv)
     if (!rc)
         rc = run_precision(model_dir, CLIP_PRECISION_BF16, threads, quick, pixels, e16, &r[1]);
     double sgemm_after = sgemm_gflops(2048, threads, gemm_reps, &cpu_after);
+    double bw_after = read_bandwidth_gbs(threads, quick ? 3 : 7);
+    double bw = bw_before > bw_after ? bw_before : bw_after;
     if (tmp[0])
         rm_model_dir(tmp);
     if (rc)
@@ -310,6 +426,8 @@ int main(int argc, char **argv)
     printf("  \"sgemm_2048_gflops\": {\"before\": %.1f, \"after\": %.1f, \"yardstick\": %.1f, "
            "\"per_cpu_s\": %.1f},\n",
            sgemm_before, sgemm_after, yard, yard_cpu);
+    printf("  \"read_bandwidth_gbs\": {\"before\": %.1f, \"after\": %.1f, \"yardstick\": %.1f},\n",
+           bw_before, bw_after, bw);
     for (int p = 0; p < 2; p++) {
         printf("  \"%s\": {\"native\": %s, ", r[p].name,
                p == 0 || r[p].actual_bf16 ? "true" : "false");
@@ -319,8 +437,13 @@ int main(int argc, char **argv)
                r[p].gflops[1], r[p].gflops[2]);
         printf("\"gflops_per_cpu_s\": {\"1\": %.1f, \"8\": %.1f, \"32\": %.1f}, ",
                r[p].gflops_per_cpu_s[0], r[p].gflops_per_cpu_s[1], r[p].gflops_per_cpu_s[2]);
-        printf("\"text_ms\": {\"8_tokens\": %.2f, \"77_tokens\": %.2f}},\n", r[p].text8_ms,
+        printf("\"text_ms\": {\"8_tokens\": %.2f, \"77_tokens\": %.2f}, ", r[p].text8_ms,
                r[p].text77_ms);
+        printf("\"text_kernel\": \"%s\", \"text_weight_mb\": %.1f, "
+               "\"text_8_tokens_gbs\": %.1f, \"text_8_tokens_over_bandwidth\": %.3f, "
+               "\"text_16_clients_qps\": %.1f, \"text_queries_per_pass\": %.2f},\n",
+               r[p].text_kernel, r[p].text_weight_mb, r[p].text_weight_mb / r[p].text8_ms,
+               r[p].text_weight_mb / r[p].text8_ms / bw, r[p].text16_qps, r[p].text16_per_pass);
     }
     printf("  \"ratios_cpu_time\": {\"f32_b32_over_sgemm\": %.3f, \"f32_b1_over_sgemm\": %.3f, "
            "\"bf16_over_f32_b32\": %.3f},\n",

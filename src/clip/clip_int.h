@@ -162,6 +162,12 @@ struct clip_model {
  * (called at the end of clip_model_load) and releases them. */
 enum ims_status clip__engine_new(struct clip_model *model, struct ims_error *err);
 void clip__engine_free(struct clip_engine *engine);
+/* Which text path the engine runs: "textpass-f32", "textpass-bf16" or
+ * "onednn" (for tests, logs and benchmarks). */
+const char *clip__text_kernel(const struct clip_model *model);
+/* Text passes run so far and the text encodes they served (more encodes
+ * than passes: concurrent queries shared passes). */
+void clip__text_pass_counts(const struct clip_model *model, uint64_t *passes, uint64_t *encodes);
 
 /* ---- PRNG (prng.c) ---------------------------------------------------------- */
 

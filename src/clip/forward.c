@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * forward.c: the vision and text transformers, the engine (packed weights,
- * cached oneDNN ops, the lock that serialises passes) and clip_ctx.
+ * cached oneDNN ops, the worker thread and its job queue) and clip_ctx.
+ *
+ * Text runs on textpass.c (own few-rows kernels, queued queries combined
+ * into one pass) where the CPU has AVX-512; the oneDNN text pass below is
+ * the fallback and stays tested (IMS_CLIP_TEXT_KERNEL=onednn).
  *
  * DESIGN
  *
@@ -39,8 +43,10 @@
  * OpenBLAS is not used in the pass at all.
  *
  * Engine and locking: a clip_model may be shared by threads; every encode
- * call takes engine->lock for the whole pass, so passes from different
- * contexts are serialised on the one set of OpenMP threads. The lock guards
+ * call queues a job for the engine's one worker thread, which runs the
+ * passes one after another on the one set of OpenMP threads (text jobs
+ * first, all queued ones in one pass on the text pass), under engine->lock
+ * for the whole pass. The lock guards
  * the plan caches and the gemm backend (its scratchpad). A plan is the set
  * of oneDNN ops for one shape (a batch size, or a token count): created at
  * the first pass of that shape, then reused; primitive creation is the only
@@ -48,11 +54,13 @@
  */
 #include <math.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "clip_int.h"
 #include "forward.h"
 #include "gemm.h"
+#include "textpass.h"
 
 /* Upper bound on images per context (keeps every buffer size computation far
  * from overflow; a pass of 1024 images is minutes anyway). */
@@ -82,8 +90,12 @@ struct engine_tower {
     int n_plans;
 };
 
+/* Text jobs one pass may combine (textpass.c; rows are the other bound). */
+#define ENGINE_TEXT_BATCH 64
+
 /* One encode handed to the engine's worker thread (see engine_run). */
 struct engine_job {
+    struct engine_job *next; /* the queue */
     int is_text;
     struct clip_ctx *ctx;
     const float *pixels;
@@ -101,20 +113,24 @@ struct clip_engine {
      * thread asked for it. libgomp (behind oneDNN) gives every thread that
      * opens a parallel region its own team of n_threads - 1 workers, so
      * encodes called from 16 server threads would grow 16 teams; funnelled
-     * through one thread there is one team, created once. Callers queue on
-     * job_mu: one job at a time, as the passes were serialised anyway. */
+     * through one thread there is one team, created once. Callers queue
+     * their jobs (FIFO); with the few-rows text pass the worker takes every
+     * queued text job into one pass (they share one read of the weights),
+     * ahead of queued image batches. */
     pthread_t worker;
     int worker_started;
-    pthread_mutex_t job_mu;   /* guards job, stop */
-    pthread_cond_t job_cv;    /* a job was posted, or stop */
-    pthread_cond_t done_cv;   /* the posted job finished, or the slot is free */
-    struct engine_job *job;   /* the posted job, NULL when the slot is free */
+    pthread_mutex_t job_mu;   /* guards queue, the jobs' done flags, stop */
+    pthread_cond_t job_cv;    /* a job was queued, or stop */
+    pthread_cond_t done_cv;   /* some job finished */
+    struct engine_job *queue; /* waiting jobs, oldest first */
     int stop;
+    uint64_t text_passes, text_encodes; /* counters, under job_mu */
     pthread_mutex_t lock; /* guards everything below while a pass runs */
     struct gemm_backend *be;
     enum gemm_dt dt; /* precision of the transformer layers */
     int projection_dim;
     struct engine_tower vision, text;
+    struct textpass *tp; /* the text tower's few-rows pass; NULL: text runs on oneDNN */
 };
 
 struct clip_ctx {
@@ -229,6 +245,7 @@ void clip__engine_free(struct clip_engine *engine)
     engine_stop_worker(engine);
     engine_tower_fini(&engine->vision);
     engine_tower_fini(&engine->text);
+    textpass_free(engine->tp);
     gemm_backend_free(engine->be);
     pthread_mutex_destroy(&engine->lock);
     ims_free(engine);
@@ -271,10 +288,22 @@ enum ims_status clip__engine_new(struct clip_model *model, struct ims_error *err
                            &e->vision.patch, err);
     if (st != IMS_OK)
         goto out;
-    st = engine_tower_init(e, &c->text, model->text.layers, model->text.projection,
-                           c->projection_dim, c->text.max_position_embeddings, &e->text, err);
-    if (st != IMS_OK)
-        goto out;
+    /* Text: the few-rows pass where the CPU has it (IMS_CLIP_TEXT_KERNEL=onednn
+     * forces the general path, for comparison and tests), else oneDNN. */
+    const char *kernel = getenv("IMS_CLIP_TEXT_KERNEL");
+    if (!(kernel && strcmp(kernel, "onednn") == 0) && textpass_supported(c, e->dt)) {
+        if ((st = textpass_new(c, &model->text, e->dt, n_threads, &e->tp, err)) != IMS_OK)
+            goto out;
+        ims_log(IMS_LOG_DEBUG, "clip: text tower on the few-rows pass (%zu MB)",
+                textpass_bytes(e->tp) >> 20);
+    } else {
+        st = engine_tower_init(e, &c->text, model->text.layers, model->text.projection,
+                               c->projection_dim, c->text.max_position_embeddings, &e->text, err);
+        if (st != IMS_OK)
+            goto out;
+    }
+    e->text.cfg = &c->text;
+    e->text.tokens = c->text.max_position_embeddings;
     e->text.plans = ims_calloc((size_t)e->text.tokens, sizeof(*e->text.plans));
     if (!e->text.plans) {
         st = ims_error_set(err, IMS_ERR_NOMEM, "out of memory (engine plans)");
@@ -491,17 +520,13 @@ out:
     return st;
 }
 
-static enum ims_status encode_text_now(struct clip_ctx *ctx, const int32_t *ids, int n_ids,
-                                       float *out, int normalize, struct ims_error *err)
+/* Checks a token sequence and returns in *rows the tokens up to and
+ * including the pooled (end) row: the rows a pass computes. */
+static enum ims_status text_rows(const struct clip_model *model, const int32_t *ids, int n_ids,
+                                 int *rows, struct ims_error *err)
 {
-    enum ims_status st = IMS_OK;
-    IMS_RETURN_ERROR_IF(!ctx || !ids || !out, err, IMS_ERR_INVALID, "encode_text: NULL argument");
-    const struct clip_model *model = ctx->model;
-    struct clip_engine *e = model->engine;
-    struct engine_tower *tw = &e->text;
+    const struct engine_tower *tw = &model->engine->text;
     const struct clip_tower_config *cfg = tw->cfg;
-    const struct clip_text_weights *txt = &model->text;
-    int w = cfg->hidden_size, d = e->projection_dim;
     IMS_RETURN_ERROR_IF(n_ids < 1 || n_ids > tw->tokens, err, IMS_ERR_INVALID,
                         "encode_text: %d tokens, the model takes 1 to %d", n_ids, tw->tokens);
     for (int i = 0; i < n_ids; i++)
@@ -526,7 +551,21 @@ static enum ims_status encode_text_now(struct clip_ctx *ctx, const int32_t *ids,
             }
     }
     /* Rows after the end token cannot change it (causal mask). */
-    int t = end + 1;
+    *rows = end + 1;
+    return IMS_OK;
+}
+
+/* The oneDNN text pass over ids[0 .. t), t from text_rows. */
+static enum ims_status encode_text_now(struct clip_ctx *ctx, const int32_t *ids, int t,
+                                       float *out, int normalize, struct ims_error *err)
+{
+    enum ims_status st = IMS_OK;
+    const struct clip_model *model = ctx->model;
+    struct clip_engine *e = model->engine;
+    struct engine_tower *tw = &e->text;
+    const struct clip_tower_config *cfg = tw->cfg;
+    const struct clip_text_weights *txt = &model->text;
+    int w = cfg->hidden_size, d = e->projection_dim, end = t - 1;
     struct engine_plan *p = NULL;
 
     pthread_mutex_lock(&e->lock);
@@ -552,22 +591,77 @@ out:
 
 /* ---- the worker thread ------------------------------------------------------------- */
 
+/* Runs n text jobs (rows checked by text_rows) in one few-rows pass. */
+static void run_text_batch(struct clip_engine *e, struct engine_job **jobs, int n)
+{
+    const int32_t *ids[ENGINE_TEXT_BATCH];
+    int lens[ENGINE_TEXT_BATCH];
+    float *outs[ENGINE_TEXT_BATCH];
+    for (int i = 0; i < n; i++) {
+        ids[i] = jobs[i]->ids;
+        lens[i] = jobs[i]->n;
+        outs[i] = jobs[i]->out;
+    }
+    pthread_mutex_lock(&e->lock);
+    gemm_backend_enter(e->be);
+    textpass_encode(e->tp, n, ids, lens, outs);
+    pthread_mutex_unlock(&e->lock);
+    for (int i = 0; i < n; i++) {
+        normalize_rows(jobs[i]->out, 1, e->projection_dim, jobs[i]->normalize);
+        jobs[i]->st = IMS_OK;
+    }
+}
+
+/* Takes the next work off the queue (under job_mu): with the few-rows
+ * text pass, every queued text job that fits one pass (oldest first);
+ * else the oldest job. Returns the count taken into jobs[]. */
+static int engine_take(struct clip_engine *e, struct engine_job **jobs)
+{
+    int n = 0, rows = 0;
+    if (e->tp)
+        for (struct engine_job **at = &e->queue; *at && n < ENGINE_TEXT_BATCH;) {
+            struct engine_job *j = *at;
+            if (j->is_text && rows + j->n <= TEXTPASS_MAX_ROWS) {
+                rows += j->n;
+                jobs[n++] = j;
+                *at = j->next;
+            } else {
+                at = &j->next;
+            }
+        }
+    if (n == 0) {
+        jobs[n++] = e->queue;
+        e->queue = e->queue->next;
+    }
+    return n;
+}
+
 static void *engine_worker_main(void *arg)
 {
     struct clip_engine *e = arg;
+    struct engine_job *jobs[ENGINE_TEXT_BATCH];
     pthread_mutex_lock(&e->job_mu);
     for (;;) {
-        while (!e->stop && (!e->job || e->job->done))
+        while (!e->stop && !e->queue)
             pthread_cond_wait(&e->job_cv, &e->job_mu);
         if (e->stop)
             break;
-        struct engine_job *j = e->job;
+        int n = engine_take(e, jobs);
         pthread_mutex_unlock(&e->job_mu);
-        j->st = j->is_text ? encode_text_now(j->ctx, j->ids, j->n, j->out, j->normalize, j->err)
-                           : encode_images_now(j->ctx, j->pixels, j->n, j->out, j->normalize,
-                                               j->err);
+        struct engine_job *j = jobs[0];
+        if (j->is_text && e->tp)
+            run_text_batch(e, jobs, n);
+        else if (j->is_text)
+            j->st = encode_text_now(j->ctx, j->ids, j->n, j->out, j->normalize, j->err);
+        else
+            j->st = encode_images_now(j->ctx, j->pixels, j->n, j->out, j->normalize, j->err);
         pthread_mutex_lock(&e->job_mu);
-        j->done = 1;
+        if (j->is_text) {
+            e->text_passes++;
+            e->text_encodes += (uint64_t)n;
+        }
+        for (int i = 0; i < n; i++)
+            jobs[i]->done = 1;
         pthread_cond_broadcast(&e->done_cv);
     }
     pthread_mutex_unlock(&e->job_mu);
@@ -600,18 +694,17 @@ static void engine_stop_worker(struct clip_engine *e)
     e->worker_started = 0;
 }
 
-/* Posts a job to the worker and waits for it; callers take turns. */
+/* Queues a job for the worker and waits until it is done. */
 static enum ims_status engine_run(struct clip_engine *e, struct engine_job *j)
 {
     pthread_mutex_lock(&e->job_mu);
-    while (e->job)
-        pthread_cond_wait(&e->done_cv, &e->job_mu);
-    e->job = j;
+    struct engine_job **at = &e->queue;
+    while (*at)
+        at = &(*at)->next;
+    *at = j;
     pthread_cond_signal(&e->job_cv);
     while (!j->done)
         pthread_cond_wait(&e->done_cv, &e->job_mu);
-    e->job = NULL;
-    pthread_cond_broadcast(&e->done_cv); /* the slot is free for the next caller */
     pthread_mutex_unlock(&e->job_mu);
     return j->st;
 }
@@ -620,16 +713,37 @@ enum ims_status clip_ctx_encode_images(struct clip_ctx *ctx, const float *pixels
                                        float *out, int normalize, struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(!ctx, err, IMS_ERR_INVALID, "encode_images: NULL argument");
-    struct engine_job j = {0, ctx, pixels, NULL, n, out, normalize, err, IMS_OK, 0};
+    struct engine_job j = {NULL, 0, ctx, pixels, NULL, n, out, normalize, err, IMS_OK, 0};
     return engine_run(ctx->model->engine, &j);
 }
 
 enum ims_status clip_ctx_encode_text(struct clip_ctx *ctx, const int32_t *ids, int n_ids,
                                      float *out, int normalize, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!ctx, err, IMS_ERR_INVALID, "encode_text: NULL argument");
-    struct engine_job j = {1, ctx, NULL, ids, n_ids, out, normalize, err, IMS_OK, 0};
+    IMS_RETURN_ERROR_IF(!ctx || !ids || !out, err, IMS_ERR_INVALID, "encode_text: NULL argument");
+    int rows = 0;
+    enum ims_status st = text_rows(ctx->model, ids, n_ids, &rows, err);
+    if (st != IMS_OK)
+        return st;
+    struct engine_job j = {NULL, 1, ctx, NULL, ids, rows, out, normalize, err, IMS_OK, 0};
     return engine_run(ctx->model->engine, &j);
+}
+
+const char *clip__text_kernel(const struct clip_model *model)
+{
+    const struct clip_engine *e = model->engine;
+    if (!e->tp)
+        return "onednn";
+    return e->dt == GEMM_BF16 ? "textpass-bf16" : "textpass-f32";
+}
+
+void clip__text_pass_counts(const struct clip_model *model, uint64_t *passes, uint64_t *encodes)
+{
+    struct clip_engine *e = model->engine;
+    pthread_mutex_lock(&e->job_mu);
+    *passes = e->text_passes;
+    *encodes = e->text_encodes;
+    pthread_mutex_unlock(&e->job_mu);
 }
 
 void clip_l2_normalize(float *v, int d)

@@ -36,6 +36,7 @@
 #include "clip_int.h"
 #include "forward.h"
 #include "gemm.h"
+#include "textpass.h"
 
 /* ---- helpers ---------------------------------------------------------------- */
 
@@ -613,6 +614,82 @@ static void test_tiny_threads(void **state)
     }
 }
 
+/* Concurrent text encodes share passes on the few-rows text path (the
+ * engine combines queued queries): each result must equal the same text
+ * encoded alone, bit for bit, and with 8 threads queueing, passes must
+ * really have been shared. */
+struct text_storm {
+    struct tiny *t;
+    int first;
+    float out[N_TEXTS * 64];
+    int ok;
+};
+
+static void *text_storm_main(void *arg)
+{
+    struct text_storm *j = arg;
+    struct ims_error err = {0};
+    struct clip_ctx *ctx = NULL;
+    int d = clip_model_embed_dim(j->t->model);
+    j->ok = clip_ctx_new(j->t->model, 1, &ctx, &err) == IMS_OK;
+    for (int rep = 0; j->ok && rep < 3; rep++)
+        for (int i = 0; i < N_TEXTS && j->ok; i++) {
+            int k = (j->first + i) % N_TEXTS;
+            j->ok = clip_ctx_encode_text(ctx, j->t->ids[k], j->t->n_ids[k],
+                                         j->out + (size_t)k * d, 0, &err) == IMS_OK;
+        }
+    clip_ctx_free(ctx);
+    return NULL;
+}
+
+static void test_tiny_text_shared_passes_exact(void **state)
+{
+    struct tiny *t = *state;
+    struct ims_error err = {0};
+    struct clip_ctx *ctx = NULL;
+    int d = clip_model_embed_dim(t->model);
+    const char *kernel = clip__text_kernel(t->model);
+    const char *forced = getenv("IMS_CLIP_TEXT_KERNEL");
+    if (forced && strcmp(forced, "onednn") == 0)
+        assert_string_equal(kernel, "onednn");
+    else
+        assert_int_equal(strcmp(kernel, "onednn") != 0,
+                         textpass_supported(&t->model->config, GEMM_F32));
+    static float solo[N_TEXTS * 64];
+    assert_int_equal(clip_ctx_new(t->model, 1, &ctx, &err), IMS_OK);
+    for (int i = 0; i < N_TEXTS; i++)
+        assert_int_equal(clip_ctx_encode_text(ctx, t->ids[i], t->n_ids[i], solo + (size_t)i * d,
+                                              0, &err),
+                         IMS_OK);
+    clip_ctx_free(ctx);
+    uint64_t passes0, encodes0, passes1, encodes1;
+    clip__text_pass_counts(t->model, &passes0, &encodes0);
+    static struct text_storm jobs[8];
+    pthread_t th[8];
+    for (int i = 0; i < 8; i++) {
+        jobs[i].t = t;
+        jobs[i].first = i * 5;
+        assert_int_equal(pthread_create(&th[i], NULL, text_storm_main, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+    for (int i = 0; i < 8; i++) {
+        assert_true(jobs[i].ok);
+        for (int k = 0; k < N_TEXTS; k++)
+            if (memcmp(jobs[i].out + (size_t)k * d, solo + (size_t)k * d, sizeof(float) * d))
+                fail_msg("thread %d text %d: differs from the text encoded alone", i, k);
+    }
+    clip__text_pass_counts(t->model, &passes1, &encodes1);
+    assert_int_equal(encodes1 - encodes0, 8 * 3 * N_TEXTS);
+    if (strcmp(kernel, "onednn") == 0)
+        assert_int_equal(passes1 - passes0, encodes1 - encodes0); /* one pass per encode */
+    else
+        assert_true(passes1 - passes0 < encodes1 - encodes0); /* some passes were shared */
+    print_message("text passes: %llu encodes in %llu passes (%s)\n",
+                  (unsigned long long)(encodes1 - encodes0),
+                  (unsigned long long)(passes1 - passes0), kernel);
+}
+
 static void test_tiny_bad_arguments(void **state)
 {
     struct tiny *t = *state;
@@ -742,7 +819,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tiny_tests[] = {
         cmocka_unit_test(test_tiny_images_golden), cmocka_unit_test(test_tiny_texts_golden),
         cmocka_unit_test(test_tiny_logits),        cmocka_unit_test(test_tiny_bf16),
-        cmocka_unit_test(test_tiny_threads),       cmocka_unit_test(test_tiny_bad_arguments),
+        cmocka_unit_test(test_tiny_threads), cmocka_unit_test(test_tiny_text_shared_passes_exact),       cmocka_unit_test(test_tiny_bad_arguments),
         cmocka_unit_test(test_tiny_ctx_alloc_failure), cmocka_unit_test(test_no_bf16_fallback),
     };
     int rc = 0;
