@@ -514,10 +514,8 @@ void textpass_encode(struct textpass *tp, int n_seq, const int32_t *const *ids, 
         tp->seq_start[s + 1] = tp->seq_start[s] + lens[s];
     tp->rows = tp->seq_start[n_seq];
     IMS_ASSERT(tp->rows <= TEXTPASS_MAX_ROWS);
-    /* one thread for a lone short query's first steps would do; the team
-     * is worth it from the first product on */
-    int nt = tp->n_threads;
 #ifdef _OPENMP
+    int nt = tp->n_threads;
     if (nt > 1) {
 #pragma omp parallel num_threads(nt)
         {
