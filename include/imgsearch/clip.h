@@ -128,6 +128,11 @@ enum ims_status clip_ctx_encode_images(struct clip_ctx *ctx, const float *pixels
  * exact under the causal mask. Writes D floats to `out`. */
 enum ims_status clip_ctx_encode_text(struct clip_ctx *ctx, const int32_t *ids, int n_ids,
                                      float *out, int normalize, struct ims_error *err);
+/* The same without a context (text needs none of its own: the engine's
+ * worker holds the buffers); any number of threads may call it at once,
+ * and concurrent calls share passes where the engine can combine them. */
+enum ims_status clip_encode_text(const struct clip_model *model, const int32_t *ids, int n_ids,
+                                 float *out, int normalize, struct ims_error *err);
 
 /* In-place L2 normalisation of a D-vector; a zero vector stays zero. */
 void clip_l2_normalize(float *v, int d);

@@ -131,6 +131,8 @@ struct clip_engine {
     int projection_dim;
     struct engine_tower vision, text;
     struct textpass *tp; /* the text tower's few-rows pass; NULL: text runs on oneDNN */
+    const struct clip_model *model;
+    struct clip_ctx *text_ctx; /* oneDNN text path: the worker's own buffers, made at first use */
 };
 
 struct clip_ctx {
@@ -243,6 +245,7 @@ void clip__engine_free(struct clip_engine *engine)
     if (!engine)
         return;
     engine_stop_worker(engine);
+    clip_ctx_free(engine->text_ctx);
     engine_tower_fini(&engine->vision);
     engine_tower_fini(&engine->text);
     textpass_free(engine->tp);
@@ -310,6 +313,7 @@ enum ims_status clip__engine_new(struct clip_model *model, struct ims_error *err
         goto out;
     }
     e->text.n_plans = e->text.tokens;
+    e->model = model;
     model->engine = e;
     e = NULL;
 out:
@@ -612,6 +616,18 @@ static void run_text_batch(struct clip_engine *e, struct engine_job **jobs, int 
     }
 }
 
+/* A text job on the oneDNN path, in the worker's own context (passes run
+ * one at a time on the worker, so one context serves every caller). */
+static enum ims_status encode_text_job(struct clip_engine *e, struct engine_job *j)
+{
+    if (!e->text_ctx) {
+        enum ims_status st = clip_ctx_new(e->model, 1, &e->text_ctx, j->err);
+        if (st != IMS_OK)
+            return st;
+    }
+    return encode_text_now(e->text_ctx, j->ids, j->n, j->out, j->normalize, j->err);
+}
+
 /* Takes the next work off the queue (under job_mu): with the few-rows
  * text pass, every queued text job that fits one pass (oldest first);
  * else the oldest job. Returns the count taken into jobs[]. */
@@ -652,7 +668,7 @@ static void *engine_worker_main(void *arg)
         if (j->is_text && e->tp)
             run_text_batch(e, jobs, n);
         else if (j->is_text)
-            j->st = encode_text_now(j->ctx, j->ids, j->n, j->out, j->normalize, j->err);
+            j->st = encode_text_job(e, j);
         else
             j->st = encode_images_now(j->ctx, j->pixels, j->n, j->out, j->normalize, j->err);
         pthread_mutex_lock(&e->job_mu);
@@ -717,16 +733,24 @@ enum ims_status clip_ctx_encode_images(struct clip_ctx *ctx, const float *pixels
     return engine_run(ctx->model->engine, &j);
 }
 
+enum ims_status clip_encode_text(const struct clip_model *model, const int32_t *ids, int n_ids,
+                                 float *out, int normalize, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!model || !ids || !out, err, IMS_ERR_INVALID,
+                        "encode_text: NULL argument");
+    int rows = 0;
+    enum ims_status st = text_rows(model, ids, n_ids, &rows, err);
+    if (st != IMS_OK)
+        return st;
+    struct engine_job j = {NULL, 1, NULL, NULL, ids, rows, out, normalize, err, IMS_OK, 0};
+    return engine_run(model->engine, &j);
+}
+
 enum ims_status clip_ctx_encode_text(struct clip_ctx *ctx, const int32_t *ids, int n_ids,
                                      float *out, int normalize, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!ctx || !ids || !out, err, IMS_ERR_INVALID, "encode_text: NULL argument");
-    int rows = 0;
-    enum ims_status st = text_rows(ctx->model, ids, n_ids, &rows, err);
-    if (st != IMS_OK)
-        return st;
-    struct engine_job j = {NULL, 1, ctx, NULL, ids, rows, out, normalize, err, IMS_OK, 0};
-    return engine_run(ctx->model->engine, &j);
+    IMS_RETURN_ERROR_IF(!ctx, err, IMS_ERR_INVALID, "encode_text: NULL argument");
+    return clip_encode_text(ctx->model, ids, n_ids, out, normalize, err);
 }
 
 const char *clip__text_kernel(const struct clip_model *model)

@@ -149,11 +149,10 @@ enum ims_status search_embed_text(struct search_engine *se, const char *text, fl
             *cache_hit = 1;
         return IMS_OK;
     }
-    struct clip_ctx *c = ctx_take(se);
+    /* no context: concurrent text queries share the engine's passes */
     double t = ims_now();
-    st = clip_ctx_encode_text(c, ids, n_ids, out, 1, err);
+    st = clip_encode_text(se->model, ids, n_ids, out, 1, err);
     atomic_fetch_add(&se->text_ns, (unsigned long long)((ims_now() - t) * 1e9));
-    ctx_give(se, c);
     atomic_fetch_add(&se->text_encodes, 1);
     if (st != IMS_OK)
         return st;

@@ -635,8 +635,12 @@ static void *text_storm_main(void *arg)
     for (int rep = 0; j->ok && rep < 3; rep++)
         for (int i = 0; i < N_TEXTS && j->ok; i++) {
             int k = (j->first + i) % N_TEXTS;
-            j->ok = clip_ctx_encode_text(ctx, j->t->ids[k], j->t->n_ids[k],
-                                         j->out + (size_t)k * d, 0, &err) == IMS_OK;
+            /* half the threads through their context, half without one */
+            j->ok = (j->first % 2 ? clip_encode_text(j->t->model, j->t->ids[k], j->t->n_ids[k],
+                                                     j->out + (size_t)k * d, 0, &err)
+                                  : clip_ctx_encode_text(ctx, j->t->ids[k], j->t->n_ids[k],
+                                                         j->out + (size_t)k * d, 0, &err)) ==
+                    IMS_OK;
         }
     clip_ctx_free(ctx);
     return NULL;
