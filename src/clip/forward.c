@@ -106,6 +106,7 @@ struct engine_job {
     struct ims_error *err;
     enum ims_status st;
     int done;
+    int passed; /* an image job a text pass has already gone ahead of */
 };
 
 struct clip_engine {
@@ -629,12 +630,14 @@ static enum ims_status encode_text_job(struct clip_engine *e, struct engine_job 
 }
 
 /* Takes the next work off the queue (under job_mu): with the few-rows
- * text pass, every queued text job that fits one pass (oldest first);
- * else the oldest job. Returns the count taken into jobs[]. */
+ * text pass, every queued text job that fits one pass (oldest first),
+ * ahead of an older image job at most once (queries stay fast during an
+ * ingest, and a stream of queries cannot starve it); else the oldest job.
+ * Returns the count taken into jobs[]. */
 static int engine_take(struct clip_engine *e, struct engine_job **jobs)
 {
     int n = 0, rows = 0;
-    if (e->tp)
+    if (e->tp && (e->queue->is_text || !e->queue->passed))
         for (struct engine_job **at = &e->queue; *at && n < ENGINE_TEXT_BATCH;) {
             struct engine_job *j = *at;
             if (j->is_text && rows + j->n <= TEXTPASS_MAX_ROWS) {
@@ -648,6 +651,8 @@ static int engine_take(struct clip_engine *e, struct engine_job **jobs)
     if (n == 0) {
         jobs[n++] = e->queue;
         e->queue = e->queue->next;
+    } else if (e->queue && !e->queue->is_text) {
+        e->queue->passed = 1;
     }
     return n;
 }
