@@ -734,7 +734,7 @@ enum ims_status clip_ctx_encode_images(struct clip_ctx *ctx, const float *pixels
                                        float *out, int normalize, struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(!ctx, err, IMS_ERR_INVALID, "encode_images: NULL argument");
-    struct engine_job j = {NULL, 0, ctx, pixels, NULL, n, out, normalize, err, IMS_OK, 0};
+    struct engine_job j = {NULL, 0, ctx, pixels, NULL, n, out, normalize, err, IMS_OK, 0, 0};
     return engine_run(ctx->model->engine, &j);
 }
 
@@ -747,7 +747,7 @@ enum ims_status clip_encode_text(const struct clip_model *model, const int32_t *
     enum ims_status st = text_rows(model, ids, n_ids, &rows, err);
     if (st != IMS_OK)
         return st;
-    struct engine_job j = {NULL, 1, NULL, NULL, ids, rows, out, normalize, err, IMS_OK, 0};
+    struct engine_job j = {NULL, 1, NULL, NULL, ids, rows, out, normalize, err, IMS_OK, 0, 0};
     return engine_run(model->engine, &j);
 }
 
