@@ -6,8 +6,9 @@
  *                   pass + exact re-score), validation of every input
  *   index_store.c   the fp32 (+ optional fp16) vector store: chunked rows,
  *                   id -> row hash map, swap-remove
- *   index_scan.c    dot-product kernels (AVX-512 / AVX2+FMA / scalar, run-time
- *                   dispatch), fp16 conversion, the top-k heap
+ *   index_scan.c    dot-product kernels, one-query and multi-query (AVX-512 /
+ *                   AVX2+FMA / scalar, run-time dispatch), fp16 conversion,
+ *                   the top-k heap
  *   index_snapshot.c  save/load of the snapshot format
  *   index_hnsw.c    the HNSW graph walk with our kernels over FAISS's graph
  *   index_import.c  vectors out of a foreign FAISS file (`imgsearch import`)
@@ -118,6 +119,14 @@ int index__scan_force_isa(const char *isa);
 void index__dot_f32(const float *q, const float *rows, size_t n, int dim, float *out);
 /* Same over fp16 rows: (n, dim) IEEE binary16. */
 void index__dot_f16(const float *q, const uint16_t *rows, size_t n, int dim, float *out);
+/* Several queries against the same rows, each row read once for all of
+ * them: out[j * out_stride + i] = dot(qs + j*dim, rows + i*dim) for j < nq,
+ * i < n. qs: (nq, dim) fp32; out_stride >= n. Every score is bit-identical to
+ * what index__dot_f32 / index__dot_f16 give for that query and row. */
+void index__dot_f32_multi(const float *qs, int nq, const float *rows, size_t n, int dim,
+                          float *out, size_t out_stride);
+void index__dot_f16_multi(const float *qs, int nq, const uint16_t *rows, size_t n, int dim,
+                          float *out, size_t out_stride);
 /* Round-to-nearest-even fp32 -> fp16; |x| must be <= 65504. */
 void index__f32_to_f16(const float *x, uint16_t *out, size_t n);
 float index__f16_to_f32(uint16_t h);
