@@ -27,7 +27,7 @@ if [ "${IMS_SKIP_SANITIZERS:-0}" != 1 ]; then
 fi
 if [ "${IMS_SKIP_SANITIZERS:-0}" != 1 ]; then
     # ThreadSanitizer over the unit tests of the modules that own threads or
-    # locks (queues, the engine worker, index rwlock, store reader pool,
+    # locks (queues, the engine worker, index rwlock and search batches, store reader pool,
     # caches, fetcher, server). libFuzzer's coverage counters would race, so
     # no fuzz build; OpenBLAS runs single-threaded because its own threads
     # are not instrumented (their hand-off inside sgemm reads as races).
@@ -36,7 +36,7 @@ if [ "${IMS_SKIP_SANITIZERS:-0}" != 1 ]; then
     cmake --build build-tsan -j"$jobs"
     (cd build-tsan && OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1 \
         ctest --output-on-failure -j"$jobs" \
-        -R '^test_(base|clip_forward|index|store|store_crash|fetch|search|search_cache|server)$' \
+        -R '^test_(base|clip_forward|index|index_batch|store|store_crash|fetch|search|search_cache|server)$' \
         ${IMS_CTEST_ARGS:-})
 fi
 echo "all tests passed"

@@ -50,6 +50,11 @@
  * Parallelism: one search uses one thread unless search params say otherwise
  * (n_threads: the exact scan splits rows across that many short-lived
  * threads). FAISS's OpenMP threads are used for training and adding only.
+ * Concurrent searches of the exact types ("Flat", "FlatF16") coalesce: a
+ * search that arrives while another one scans waits for that scan to end,
+ * then runs in one shared scan with every search that queued meanwhile, on
+ * one of their threads. Answers are identical to searching alone, and a lone
+ * search does not wait.
  */
 #ifndef IMGSEARCH_INDEX_H
 #define IMGSEARCH_INDEX_H

@@ -3,7 +3,9 @@
  * index_int.h: the contract between the files of the index module.
  *
  *   vindex.c        public API, locking, search orchestration (scan or FAISS
- *                   pass + exact re-score), validation of every input
+ *                   pass + exact re-score), coalescing of concurrent exact
+ *                   searches into one multi-query scan, validation of every
+ *                   input
  *   index_store.c   the fp32 (+ optional fp16) vector store: chunked rows,
  *                   id -> row hash map, swap-remove
  *   index_scan.c    dot-product kernels, one-query and multi-query (AVX-512 /
@@ -203,9 +205,15 @@ enum index__kind {
     INDEX_KIND_FAISS,    /* FAISS pass + exact re-score from the store */
 };
 
+/* Most exact searches one coalesced batch scans together (vindex.c). */
+#define INDEX_BATCH_MAX 32
+
+struct index__batch_member; /* a search waiting for, or running in, a batch (vindex.c) */
+
 struct vindex {
-    pthread_rwlock_t lock;          /* writer-preferring; guards every field below */
-    enum index__kind kind;
+    pthread_rwlock_t lock;          /* writer-preferring; guards every field below
+                                       up to the batch fields */
+    enum index__kind kind;          /* immutable after creation */
     int dim;
     char *spec;                     /* canonical spec, immutable after creation */
     struct index__store store;      /* live vectors and ids (all kinds) */
@@ -213,7 +221,29 @@ struct vindex {
     int type_trains;                /* the FAISS type needs vindex_train (IVF, PQ) */
     struct vindex_search_params params;
     int64_t last_id;                /* highest catalogue id covered, -1 if none */
+
+    /* Coalescing of concurrent exact searches (vindex.c), guarded by
+     * batch_mu, never by the rwlock (a batch takes the read lock itself). */
+    pthread_mutex_t batch_mu;
+    int batch_running;                       /* a leader is scanning */
+    struct index__batch_member *queue_head;  /* arrived while it scans, FIFO */
+    struct index__batch_member *queue_tail;
+    int n_queued;
+    uint64_t n_batches, n_batched;           /* batches run, searches they served */
 };
+
+/* 1 (default): concurrent exact searches share one scan; 0: each scans
+ * alone (benchmarks compare both). Not thread-safe; set before searching. */
+extern int index__batch_enabled;
+/* Called by a batch's leader, outside every lock, just before its scan, with
+ * the batch's size (tests use it to hold a batch open until others have
+ * queued). NULL by default. Not thread-safe; set before searching. */
+extern void (*index__batch_hook)(struct vindex *vx, int n_members);
+/* Searches queued behind the running batch. */
+int index__batch_queued(struct vindex *vx);
+/* Batches run so far and the searches they served (a lone search is a batch
+ * of 1); either pointer may be NULL. */
+void index__batch_stats(struct vindex *vx, uint64_t *n_batches, uint64_t *n_searches);
 
 /* vindex_new without the output check; for FAISS kinds it also builds an
  * empty index of the type (load replaces it with the snapshot's). */

@@ -946,12 +946,12 @@ static void *reader(void *arg)
 static void test_concurrent_search_and_add(void **state)
 {
     (void)state;
-    const char *specs[] = {"Flat", "HNSW8"};
+    const char *specs[] = {"Flat", "FlatF16", "HNSW8"}; /* exact ones coalesce searches */
     int dim = 32;
     size_t n = 6000;
     float *x = make_vectors(n, dim, 10, 0.5, 101);
     int64_t *ids = make_ids(n, 0, 1);
-    for (size_t si = 0; si < 2; si++) {
+    for (size_t si = 0; si < IMS_ARRAY_LEN(specs); si++) {
         struct vindex *vx = new_index(specs[si], dim);
         struct conc c[3];
         pthread_t th[3];

@@ -1,12 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_index_batch.c: the multi-query kernels (index_scan.c) that let
- * concurrent exact searches share one scan. Their promise: every (row,
- * query) score is bit-identical to the one-query kernel's, so a batched
- * answer can equal the same search run alone.
+ * test_index_batch.c: coalesced exact searches. Concurrent vindex_search
+ * calls on Flat / FlatF16 share one multi-query scan (vindex.c); the promise
+ * is that a batched answer is bit-identical to the same search run alone.
  *
  * - the multi-query kernels against the one-query kernels (bit for bit) and
- *   a double-precision reference, for odd sizes and every kernel family.
+ *   a double-precision reference, for odd sizes and every kernel family;
+ * - batches forced deterministically (a hook holds the first batch until the
+ *   others have queued) against answers computed one at a time, for fp32 and
+ *   fp16, 1 and 2 scan threads, different k per member, removed ids, and
+ *   FlatF16's fp32 fall-back (exact duplicates defeat its candidate rule);
+ * - the batch cap (41 searches: a held one, then 32 + 8), an empty index,
+ *   and many threads overlapping freely (8 x 50 searches).
+ *
+ * No timings: waits are for states (queued searches), never for durations.
  */
 
 #include "imgsearch/index.h"
@@ -18,6 +25,9 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +43,30 @@ static uint64_t splitmix(uint64_t *s)
 
 /* Uniform in [-1, 1). */
 static float unif(uint64_t *s) { return (float)((double)(splitmix(s) >> 11) * 0x1p-52 - 1.0); }
+
+/* (n, dim) clustered unit vectors. */
+static float *make_vectors(size_t n, int dim, int n_centres, uint64_t seed)
+{
+    float *c = malloc(sizeof(float) * (size_t)n_centres * (size_t)dim);
+    float *x = malloc(sizeof(float) * n * (size_t)dim);
+    assert_non_null(c);
+    assert_non_null(x);
+    for (size_t i = 0; i < (size_t)n_centres * (size_t)dim; i++)
+        c[i] = unif(&seed);
+    for (size_t i = 0; i < n; i++) {
+        const float *ci = c + (splitmix(&seed) % (uint64_t)n_centres) * (size_t)dim;
+        float *xi = x + i * (size_t)dim;
+        double nn = 0;
+        for (int j = 0; j < dim; j++) {
+            xi[j] = ci[j] + 0.5f * unif(&seed);
+            nn += (double)xi[j] * xi[j];
+        }
+        for (int j = 0; j < dim; j++)
+            xi[j] = (float)(xi[j] / sqrt(nn));
+    }
+    free(c);
+    return x;
+}
 
 static const char *const g_isas[] = {"scalar", "avx2", "avx512"};
 
@@ -118,10 +152,314 @@ static void test_multi_kernel_matches_single(void **state)
     index__scan_force_isa(NULL);
 }
 
+/* ---- batches ------------------------------------------------------------------- */
+
+/* A catalogue: n rows of dim, ids 10, 13, 16, ..., with some removed;
+ * queries with k from 1 to 100 and a few of 7000 (above the live count of
+ * the 6000-row fixtures). */
+struct fixture {
+    int dim;
+    size_t n;
+    float *x;
+    int64_t *ids;
+    int n_queries;
+    float *q;
+    int *k;
+    /* answers computed one search at a time: (n_queries, k_max) */
+    int k_max;
+    float *want_s;
+    int64_t *want_i;
+    int *want_n;
+};
+
+#define N_DUP 300 /* exact duplicates of row 0: more than FlatF16's 2k + 32 candidates */
+
+/* n_rows > 13 * N_DUP; more than one 4096-row chunk after removal, so that
+ * two scan threads split the rows. */
+static void fixture_init(struct fixture *f, int n_queries, size_t n_rows)
+{
+    f->dim = 100; /* not a multiple of 16: every kernel tail runs */
+    f->n = n_rows;
+    f->x = make_vectors(f->n, f->dim, 40, 11);
+    for (size_t i = 1; i <= N_DUP; i++)
+        memcpy(f->x + i * 13 * (size_t)f->dim, f->x, sizeof(float) * (size_t)f->dim);
+    f->ids = malloc(sizeof(int64_t) * f->n);
+    assert_non_null(f->ids);
+    for (size_t i = 0; i < f->n; i++)
+        f->ids[i] = 10 + 3 * (int64_t)i;
+    f->n_queries = n_queries;
+    f->q = make_vectors((size_t)n_queries, f->dim, 40, 12);
+    f->k = malloc(sizeof(int) * (size_t)n_queries);
+    assert_non_null(f->k);
+    const int ks[] = {10, 1, 37, 5, 100, 3, 64};
+    f->k_max = 7000;
+    for (int i = 0; i < n_queries; i++) {
+        f->k[i] = i % 25 == 5 ? 7000 : ks[i % 7]; /* 7000: about or above the count */
+        if (i % 4 >= 2) /* the duplicated row: FlatF16 falls back to fp32 */
+            memcpy(f->q + (size_t)i * (size_t)f->dim, f->x, sizeof(float) * (size_t)f->dim);
+    }
+    size_t cells = (size_t)n_queries * (size_t)f->k_max;
+    f->want_s = malloc(sizeof(float) * cells);
+    f->want_i = malloc(sizeof(int64_t) * cells);
+    f->want_n = malloc(sizeof(int) * (size_t)n_queries);
+    assert_true(f->want_s && f->want_i && f->want_n);
+}
+
+static void fixture_fini(struct fixture *f)
+{
+    free(f->x);
+    free(f->ids);
+    free(f->q);
+    free(f->k);
+    free(f->want_s);
+    free(f->want_i);
+    free(f->want_n);
+}
+
+/* An index of the fixture with every 11th row removed (swap-remove moves
+ * rows, so removal also reorders what the scans see). */
+static struct vindex *fixture_index(const struct fixture *f, const char *spec, int n_threads)
+{
+    struct vindex *vx = NULL;
+    assert_int_equal(vindex_new(spec, f->dim, &vx, NULL), IMS_OK);
+    assert_int_equal(vindex_add(vx, f->ids, f->x, f->n, NULL), IMS_OK);
+    size_t n_rm = 0;
+    int64_t *rm = malloc(sizeof(int64_t) * f->n);
+    assert_non_null(rm);
+    for (size_t i = 5; i < f->n; i += 11)
+        rm[n_rm++] = f->ids[i];
+    size_t removed = 0;
+    assert_int_equal(vindex_remove(vx, rm, n_rm, &removed, NULL), IMS_OK);
+    assert_int_equal(removed, n_rm);
+    free(rm);
+    struct vindex_search_params p = {.n_threads = n_threads};
+    assert_int_equal(vindex_set_search_params(vx, &p, NULL), IMS_OK);
+    return vx;
+}
+
+/* The answers, one search at a time (each alone: a batch of 1). */
+static void fixture_answers(struct fixture *f, struct vindex *vx)
+{
+    uint64_t b0, s0, b1, s1;
+    index__batch_stats(vx, &b0, &s0);
+    for (int i = 0; i < f->n_queries; i++) {
+        size_t at = (size_t)i * (size_t)f->k_max;
+        assert_int_equal(vindex_search(vx, f->q + (size_t)i * (size_t)f->dim, f->k[i],
+                                       f->want_s + at, f->want_i + at, &f->want_n[i], NULL),
+                         IMS_OK);
+        assert_int_equal(f->want_n[i], (int)IMS_MIN((size_t)f->k[i], vindex_count(vx)));
+    }
+    index__batch_stats(vx, &b1, &s1);
+    assert_int_equal(b1 - b0, (uint64_t)f->n_queries); /* all alone */
+    assert_int_equal(s1 - s0, (uint64_t)f->n_queries);
+}
+
+/* Runs query i and checks it against the answer, bit for bit. Returns 0 on
+ * success (callable from any thread: no cmocka assertion inside). */
+static int check_query(const struct fixture *f, struct vindex *vx, int i)
+{
+    float *s = malloc(sizeof(float) * (size_t)f->k[i]);
+    int64_t *id = malloc(sizeof(int64_t) * (size_t)f->k[i]);
+    int nf = -1, bad = 0;
+    if (!s || !id)
+        bad = 1;
+    else if (vindex_search(vx, f->q + (size_t)i * (size_t)f->dim, f->k[i], s, id, &nf, NULL) !=
+             IMS_OK)
+        bad = 2;
+    else if (nf != f->want_n[i])
+        bad = 3;
+    else {
+        size_t at = (size_t)i * (size_t)f->k_max;
+        if (memcmp(s, f->want_s + at, sizeof(float) * (size_t)nf) != 0 ||
+            memcmp(id, f->want_i + at, sizeof(int64_t) * (size_t)nf) != 0)
+            bad = 4;
+    }
+    free(s);
+    free(id);
+    return bad;
+}
+
+/* The hook: the first batch it sees waits (outside every lock) until
+ * `hold_until` searches have queued behind it. */
+static atomic_int g_armed;
+static int g_hold_until;
+
+static void hold_first_batch(struct vindex *vx, int n_members)
+{
+    (void)n_members;
+    int expected = 1;
+    if (!atomic_compare_exchange_strong(&g_armed, &expected, 0))
+        return;
+    while (index__batch_queued(vx) < g_hold_until)
+        sched_yield();
+}
+
+struct worker {
+    const struct fixture *f;
+    struct vindex *vx;
+    int first, count, step; /* queries first, first + step, ... */
+    int failures;
+    pthread_t th;
+};
+
+static void *worker_run(void *arg)
+{
+    struct worker *w = arg;
+    for (int i = 0; i < w->count; i++)
+        if (check_query(w->f, w->vx, w->first + i * w->step) != 0)
+            w->failures++;
+    return NULL;
+}
+
+/* n_workers threads, each running `per` queries; with hold_until > 0 the
+ * first batch waits until that many searches queued behind it. */
+static void run_workers(const struct fixture *f, struct vindex *vx, int n_workers, int per,
+                        int hold_until)
+{
+    struct worker w[16];
+    assert_true(n_workers <= 16);
+    g_hold_until = hold_until;
+    atomic_store(&g_armed, hold_until > 0);
+    index__batch_hook = hold_first_batch;
+    for (int t = 0; t < n_workers; t++) {
+        w[t] = (struct worker){.f = f, .vx = vx, .first = t, .count = per, .step = n_workers};
+        assert_int_equal(pthread_create(&w[t].th, NULL, worker_run, &w[t]), 0);
+    }
+    for (int t = 0; t < n_workers; t++) {
+        pthread_join(w[t].th, NULL);
+        assert_int_equal(w[t].failures, 0);
+    }
+    index__batch_hook = NULL;
+}
+
+/* Eight searches, one batch of 7 behind a held first one: the 7 ran in one
+ * multi-query scan and each got exactly its alone answer. */
+static void test_batch_equals_alone(void **state)
+{
+    (void)state;
+    const char *specs[] = {"Flat", "FlatF16"};
+    struct fixture f;
+    fixture_init(&f, 8, 9000);
+    for (size_t si = 0; si < 2; si++) {
+        for (int th = 1; th <= 2; th++) {
+            struct vindex *vx = fixture_index(&f, specs[si], th);
+            for (size_t ii = 0; ii < IMS_ARRAY_LEN(g_isas); ii++) {
+                if (index__scan_force_isa(g_isas[ii]) != 0)
+                    continue;
+                fixture_answers(&f, vx);
+                uint64_t b0, s0, b1, s1;
+                index__batch_stats(vx, &b0, &s0);
+                run_workers(&f, vx, 8, 1, 7);
+                index__batch_stats(vx, &b1, &s1);
+                assert_int_equal(s1 - s0, 8);
+                assert_int_equal(b1 - b0, 2); /* the held one, then the other 7 together */
+            }
+            index__scan_force_isa(NULL);
+            vindex_free(vx);
+        }
+    }
+    fixture_fini(&f);
+}
+
+/* 41 threads, one search each: the first is held until the other 40 have
+ * queued, then they run as a batch of INDEX_BATCH_MAX and one of the rest. */
+struct one_search {
+    const struct fixture *f;
+    struct vindex *vx;
+    int i;
+    int bad;
+    pthread_t th;
+};
+
+static void *one_search_run(void *arg)
+{
+    struct one_search *o = arg;
+    o->bad = check_query(o->f, o->vx, o->i);
+    return NULL;
+}
+
+static void test_batch_cap_splits(void **state)
+{
+    (void)state;
+    enum { N = 41 };
+    struct fixture f;
+    fixture_init(&f, N, 6000);
+    struct vindex *vx = fixture_index(&f, "FlatF16", 2);
+    fixture_answers(&f, vx);
+    uint64_t b0, s0, b1, s1;
+    index__batch_stats(vx, &b0, &s0);
+    struct one_search *o = calloc(N, sizeof *o);
+    assert_non_null(o);
+    g_hold_until = N - 1;
+    atomic_store(&g_armed, 1);
+    index__batch_hook = hold_first_batch;
+    for (int i = 0; i < N; i++) {
+        o[i] = (struct one_search){.f = &f, .vx = vx, .i = i};
+        assert_int_equal(pthread_create(&o[i].th, NULL, one_search_run, &o[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(o[i].th, NULL);
+        assert_int_equal(o[i].bad, 0);
+    }
+    index__batch_hook = NULL;
+    index__batch_stats(vx, &b1, &s1);
+    assert_int_equal(s1 - s0, N);
+    assert_int_equal(b1 - b0, 1 + (N - 1 + INDEX_BATCH_MAX - 1) / INDEX_BATCH_MAX);
+    free(o);
+    vindex_free(vx);
+    fixture_fini(&f);
+}
+
+/* 8 threads x 50 searches overlapping freely (the first batch is held until
+ * three searches queued, so some batches surely form); every answer equals
+ * its alone answer. Also with batching switched off, the yardstick of the
+ * benchmark. */
+static void test_batch_many_threads(void **state)
+{
+    (void)state;
+    const char *specs[] = {"Flat", "FlatF16"};
+    struct fixture f;
+    fixture_init(&f, 400, 6000);
+    for (size_t si = 0; si < 2; si++) {
+        struct vindex *vx = fixture_index(&f, specs[si], si == 0 ? 2 : 1);
+        fixture_answers(&f, vx);
+        uint64_t b0, s0, b1, s1;
+        index__batch_stats(vx, &b0, &s0);
+        run_workers(&f, vx, 8, 50, 3);
+        index__batch_stats(vx, &b1, &s1);
+        assert_int_equal(s1 - s0, 400);
+        assert_true(b1 - b0 < 400);
+        index__batch_enabled = 0;
+        run_workers(&f, vx, 4, 5, 0);
+        index__batch_enabled = 1;
+        vindex_free(vx);
+    }
+    fixture_fini(&f);
+}
+
+/* An empty index and k beyond the count inside a batch. */
+static void test_batch_empty_index(void **state)
+{
+    (void)state;
+    struct fixture f;
+    fixture_init(&f, 4, 6000);
+    struct vindex *vx = NULL;
+    assert_int_equal(vindex_new("Flat", f.dim, &vx, NULL), IMS_OK);
+    for (int i = 0; i < f.n_queries; i++)
+        f.want_n[i] = 0;
+    run_workers(&f, vx, 4, 1, 3);
+    vindex_free(vx);
+    fixture_fini(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_multi_kernel_matches_single),
+        cmocka_unit_test(test_batch_equals_alone),
+        cmocka_unit_test(test_batch_cap_splits),
+        cmocka_unit_test(test_batch_many_threads),
+        cmocka_unit_test(test_batch_empty_index),
     };
     const char *filter = getenv("IMS_TEST_FILTER");
     if (filter && filter[0])
