@@ -15,8 +15,19 @@
  * recall@10 against the exact top 10. Searches use one thread; builds use
  * --build-threads FAISS OpenMP threads (default 1) plus OpenBLAS's own.
  *
+ * Concurrency (--concurrency 1,4,16): C client threads issue exact searches
+ * (top 10) at once, as the server's connection threads do; queries per second
+ * and per-search latency with coalescing (concurrent searches share one scan,
+ * vindex.c) against one-at-a-time scans (index__batch_enabled = 0), the
+ * yardstick, in the same run, alternating the two, medians of --reps runs.
+ * Each scan uses --scan-threads threads (default 2: what `serve` sets on this
+ * 2-core machine). Also reports whether the batched top-10 lists equal the
+ * one-at-a-time ones (they must: 1.0).
+ *
  * usage: bench_index [--n N] [--queries Q] [--sets easy,hard] [--hnsw] [--pq]
  *                    [--million] [--million-types "A;B"] [--seed S] [--build-threads T]
+ *                    [--concurrency 1,4,16 [--scan-threads T] [--reps R]
+ *                     [--conc-queries Q] [--types Flat,FlatF16]]
  *   default    exact scans on both sets + IVF1024,Flat on the hard set
  *              (about 2 minutes)
  *   --no-ivf   skip IVF1024,Flat
@@ -27,12 +38,16 @@
  *   --million  also the 1M hard set: exact top 10, then the approximate
  *              types of --million-types (';'-separated, default
  *              "IVF4096_HNSW32,PQ64"; e.g. "HNSW32"); builds take many minutes
+ *   --concurrency  only the concurrency section, at these client counts, on
+ *              --sets at --n; --conc-queries searches per run (default 256,
+ *              split over the clients), --reps runs per figure (default 3)
  */
 
 #include "imgsearch/index.h"
 #include "index_int.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -271,6 +286,157 @@ static void bench_exact(const char *set, const float *x, size_t n, const float *
     free(faiss_ids);
 }
 
+/* ---- concurrency: coalesced exact searches vs one at a time --------------------------- */
+
+/* Is `name` one of the comma-separated items of `list`? */
+static int has_item(const char *list, const char *name)
+{
+    size_t len = strlen(name);
+    for (const char *p = list; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+        if (strncmp(p, name, len) == 0 && (p[len] == ',' || p[len] == 0))
+            return 1;
+    return 0;
+}
+
+struct client {
+    struct vindex *vx;
+    const float *q;
+    int nq;
+    int first, count, stride; /* runs queries (first + i * stride) % nq, i < count */
+    double *lat_ms;           /* (count) */
+    int64_t *ids;             /* (count, 10) */
+    pthread_barrier_t *start;
+    pthread_t th;
+};
+
+static void *client_run(void *arg)
+{
+    struct client *c = arg;
+    struct ims_error err = {{0}};
+    pthread_barrier_wait(c->start);
+    for (int i = 0; i < c->count; i++) {
+        float s[10];
+        int nf = 0;
+        const float *q = c->q + (size_t)((c->first + i * c->stride) % c->nq) * DIM;
+        double t0 = ims_now();
+        enum ims_status st = vindex_search(c->vx, q, 10, s, c->ids + (size_t)i * 10, &nf, &err);
+        c->lat_ms[i] = (ims_now() - t0) * 1e3;
+        if (st != IMS_OK)
+            die("search", st, &err);
+        for (int j = nf; j < 10; j++)
+            c->ids[(size_t)i * 10 + j] = -1;
+    }
+    return NULL;
+}
+
+struct conc_run {
+    double qps, mean_batch;
+};
+
+/* One run: n_clients threads, `per` searches each, started together.
+ * lat_ms: (n_clients * per) latencies out; ids: (n_clients * per, 10). */
+static struct conc_run conc_once(struct vindex *vx, const float *q, int nq, int n_clients, int per,
+                                 double *lat_ms, int64_t *ids)
+{
+    struct client *c = calloc((size_t)n_clients, sizeof *c);
+    pthread_barrier_t start;
+    if (!c || pthread_barrier_init(&start, NULL, (unsigned)n_clients + 1) != 0)
+        abort();
+    uint64_t b0, s0, b1, s1;
+    index__batch_stats(vx, &b0, &s0);
+    for (int t = 0; t < n_clients; t++) {
+        c[t] = (struct client){.vx = vx, .q = q, .nq = nq, .first = t, .count = per,
+                               .stride = n_clients, .lat_ms = lat_ms + (size_t)t * per,
+                               .ids = ids + (size_t)t * per * 10, .start = &start};
+        if (pthread_create(&c[t].th, NULL, client_run, &c[t]) != 0)
+            abort();
+    }
+    pthread_barrier_wait(&start);
+    double t0 = ims_now();
+    for (int t = 0; t < n_clients; t++)
+        pthread_join(c[t].th, NULL);
+    double wall = ims_now() - t0;
+    index__batch_stats(vx, &b1, &s1);
+    pthread_barrier_destroy(&start);
+    free(c);
+    struct conc_run r = {(double)n_clients * per / wall, 0};
+    r.mean_batch = b1 > b0 ? (double)(s1 - s0) / (double)(b1 - b0) : 0;
+    return r;
+}
+
+static void bench_concurrency(const char *set, const float *x, size_t n, const float *q, int nq,
+                              const int *levels, int n_levels, const char *types, int scan_threads,
+                              int total, int reps, int *first_out)
+{
+    const char *specs[] = {"Flat", "FlatF16"};
+    for (int si = 0; si < 2; si++) {
+        if (!has_item(types, specs[si]))
+            continue;
+        struct vindex *vx = build_exact(specs[si], x, n);
+        struct vindex_search_params p = {.n_threads = scan_threads};
+        vindex_set_search_params(vx, &p, NULL);
+        printf("%s    {\"set\": \"%s\", \"n\": %zu, \"type\": \"%s\", \"scan_threads\": %d, "
+               "\"isa\": \"%s\", \"reps\": %d, \"levels\": [\n",
+               *first_out ? "" : ",\n", set, n, specs[si], scan_threads, index__scan_isa(), reps);
+        *first_out = 0;
+        { /* warm-up, not recorded: first touches, thread start-up */
+            double wl[16];
+            int64_t wi[160];
+            for (int b = 0; b < 2; b++) {
+                index__batch_enabled = b;
+                conc_once(vx, q, nq, 4, 4, wl, wi);
+            }
+        }
+        for (int li = 0; li < n_levels; li++) {
+            int nc = levels[li], per = total / nc > 4 ? total / nc : 4, m = nc * per;
+            double *lat[2], *qps[2], *mb[2];
+            int64_t *ids[2];
+            for (int b = 0; b < 2; b++) {
+                lat[b] = malloc(sizeof(double) * (size_t)m * (size_t)reps);
+                qps[b] = malloc(sizeof(double) * (size_t)reps);
+                mb[b] = malloc(sizeof(double) * (size_t)reps);
+                ids[b] = malloc(sizeof(int64_t) * (size_t)m * 10);
+                if (!lat[b] || !qps[b] || !mb[b] || !ids[b])
+                    abort();
+            }
+            for (int r = 0; r < reps; r++)
+                for (int b = 0; b < 2; b++) { /* alternate: drift hits both */
+                    index__batch_enabled = b;
+                    struct conc_run cr =
+                        conc_once(vx, q, nq, nc, per, lat[b] + (size_t)r * m, ids[b]);
+                    qps[b][r] = cr.qps;
+                    mb[b][r] = cr.mean_batch;
+                }
+            index__batch_enabled = 1;
+            double same = same_lists(ids[0], ids[1], m);
+            double q0 = pct(qps[0], reps, 0.5), q1 = pct(qps[1], reps, 0.5);
+            double p50_0 = pct(lat[0], m * reps, 0.5), p99_0 = pct(lat[0], m * reps, 0.99);
+            double p50_1 = pct(lat[1], m * reps, 0.5), p99_1 = pct(lat[1], m * reps, 0.99);
+            double mean_b = pct(mb[1], reps, 0.5);
+            fprintf(stderr, "  %s %s c=%d: one at a time %.1f q/s p50 %.2f ms; batched %.1f q/s "
+                            "p50 %.2f ms (mean batch %.1f) x%.2f\n",
+                    set, specs[si], nc, q0, p50_0, q1, p50_1, mean_b, q1 / q0);
+            printf("%s      {\"clients\": %d, \"searches_per_run\": %d,\n"
+                   "       \"one_at_a_time\": {\"qps\": %.1f, \"p50_ms\": %.3f, "
+                   "\"p99_ms\": %.3f},\n"
+                   "       \"batched\": {\"qps\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, "
+                   "\"mean_batch\": %.2f},\n"
+                   "       \"qps_ratio\": %.2f, \"p50_ratio\": %.2f, "
+                   "\"top10_lists_equal_one_at_a_time\": %.4f}",
+                   li ? ",\n" : "", nc, m, q0, p50_0, p99_0, q1, p50_1, p99_1, mean_b, q1 / q0,
+                   p50_1 / p50_0, same);
+            for (int b = 0; b < 2; b++) {
+                free(lat[b]);
+                free(qps[b]);
+                free(mb[b]);
+                free(ids[b]);
+            }
+        }
+        printf("\n    ]}");
+        vindex_free(vx);
+    }
+}
+
 struct knob {
     int nprobe, ef, rerank;
 };
@@ -337,6 +503,45 @@ static void bench_approx(const char *set, const char *spec, const float *x, size
     vindex_free(vx);
 }
 
+/* --concurrency: only that section, on each set of --sets. */
+static int main_concurrency(size_t n, int nq, uint64_t seed, const char *sets, const char *conc,
+                            const char *types, int scan_threads, int total, int reps)
+{
+    int levels[16], n_levels = 0;
+    for (const char *p = conc; p && *p && n_levels < 16;
+         p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+        levels[n_levels++] = atoi(p);
+    for (int i = 0; i < n_levels; i++)
+        if (levels[i] < 1 || levels[i] > 256) {
+            fprintf(stderr, "bench_index: client counts are 1..256\n");
+            return 2;
+        }
+    if (reps < 1 || total < 1 || scan_threads < 1) {
+        fprintf(stderr, "bench_index: --reps, --conc-queries and --scan-threads must be >= 1\n");
+        return 2;
+    }
+    printf("{\"bench\": \"index\", \"d\": %d, \"seed\": %llu,\n \"concurrency\": [\n", DIM,
+           (unsigned long long)seed);
+    const char *names[] = {"easy", "hard"};
+    int first = 1;
+    for (int si = 0; si < 2; si++) {
+        if (!has_item(sets, names[si]))
+            continue;
+        struct vset v;
+        vset_init(&v, si, seed + (uint64_t)si);
+        fprintf(stderr, "%s %zu: generating\n", names[si], n);
+        float *x = vset_draw(&v, n, seed * 1000 + 1 + (uint64_t)si);
+        float *q = vset_draw(&v, (size_t)nq, seed * 1000 + 500 + (uint64_t)si);
+        free(v.centres);
+        bench_concurrency(names[si], x, n, q, nq, levels, n_levels, types, scan_threads, total,
+                          reps, &first);
+        free(x);
+        free(q);
+    }
+    printf("\n ]\n}\n");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     size_t n = 200000;
@@ -344,6 +549,8 @@ int main(int argc, char **argv)
     uint64_t seed = 42;
     const char *sets = "easy,hard";
     const char *million_types = "IVF4096_HNSW32,PQ64";
+    const char *conc = NULL, *conc_types = "Flat,FlatF16";
+    int scan_threads = 2, reps = 3, conc_queries = 256;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--n") && i + 1 < argc)
             n = strtoull(argv[++i], NULL, 10);
@@ -365,9 +572,21 @@ int main(int argc, char **argv)
             million = 1;
         else if (!strcmp(argv[i], "--million-types") && i + 1 < argc)
             million_types = argv[++i];
+        else if (!strcmp(argv[i], "--concurrency") && i + 1 < argc)
+            conc = argv[++i];
+        else if (!strcmp(argv[i], "--types") && i + 1 < argc)
+            conc_types = argv[++i];
+        else if (!strcmp(argv[i], "--scan-threads") && i + 1 < argc)
+            scan_threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
+            reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--conc-queries") && i + 1 < argc)
+            conc_queries = atoi(argv[++i]);
         else {
             fprintf(stderr, "usage: %s [--n N] [--queries Q] [--sets easy,hard] [--hnsw] [--pq] [--no-ivf] "
-                            "[--million] [--million-types \"A;B\"] [--seed S] [--build-threads T]\n", argv[0]);
+                            "[--million] [--million-types \"A;B\"] [--seed S] [--build-threads T]\n"
+                            "       [--concurrency 1,4,16 [--scan-threads T] [--reps R] "
+                            "[--conc-queries Q] [--types Flat,FlatF16]]\n", argv[0]);
             return 2;
         }
     }
@@ -375,6 +594,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_index: need --n >= 1000 and --queries >= 10\n");
         return 2;
     }
+    if (conc)
+        return main_concurrency(n, nq, seed, sets, conc, conc_types, scan_threads, conc_queries,
+                                reps);
     int nq_faiss = IMS_MIN(nq, 50);
     const struct knob ivf_flat[] = {{8, 0, 0}, {16, 0, 0}, {32, 0, 0}, {64, 0, 0}};
     const struct knob ivf_pq[] = {{16, 0, 100}, {32, 0, 100}, {64, 0, 200}, {128, 0, 200}};
