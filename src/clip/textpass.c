@@ -31,6 +31,8 @@
  */
 #include <math.h>
 #include <sched.h>
+#include <stdlib.h>
+#include <sys/mman.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -77,6 +79,8 @@ struct textpass {
     int n_threads;
     struct tp_layer *layers;
     struct tp_linear proj; /* (D, W), f32 */
+    char *arena;           /* every panel, in one block on huge pages */
+    size_t arena_size, arena_used;
     /* activations for TEXTPASS_MAX_ROWS rows */
     float *x;      /* (R, W) residual stream */
     float *qkv;    /* (R, 3W) */
@@ -138,9 +142,34 @@ int textpass_supported(const struct clip_config *c, enum gemm_dt dt)
 
 static void linear_free(struct tp_linear *l)
 {
-    ims_free(l->w);
     ims_free(l->bias);
     memset(l, 0, sizeof(*l));
+}
+
+/* One block for all panels, 2 MB aligned and advised onto transparent huge
+ * pages: a pass streams 75-151 MB, and on 4 kB pages that is ~37,000 TLB
+ * misses per query (measured: 4.2-6.4 ms per f32 query without, varying
+ * with what the kernel happened to give). */
+static int arena_new(struct textpass *tp, size_t bytes)
+{
+    size_t huge = (size_t)2 << 20;
+    bytes = (bytes + huge - 1) / huge * huge;
+    void *p = NULL;
+    if (posix_memalign(&p, huge, bytes) != 0)
+        return -1;
+    madvise(p, bytes, MADV_HUGEPAGE); /* advice only: fine if refused */
+    tp->arena = p;
+    tp->arena_size = bytes;
+    tp->bytes += bytes;
+    return 0;
+}
+
+static void *arena_take(struct textpass *tp, size_t bytes)
+{
+    size_t at = (tp->arena_used + 63) & ~(size_t)63;
+    IMS_ASSERT(at + bytes <= tp->arena_size);
+    tp->arena_used = at + bytes;
+    return tp->arena + at;
 }
 
 /* Packs w (n, k) [out][in] and bias (n, or NULL). */
@@ -152,11 +181,11 @@ static enum ims_status linear_pack(struct textpass *tp, const float *w, const fl
     out->k = k;
     out->dt = dt;
     size_t es = dt == GEMM_BF16 ? 2 : 4, elems = (size_t)n * k;
-    out->w = ims_aligned_alloc(64, elems * es);
+    out->w = arena_take(tp, elems * es);
     out->bias = ims_aligned_alloc(64, (size_t)n * sizeof(float));
-    if (!out->w || !out->bias)
+    if (!out->bias)
         return ims_error_set(err, IMS_ERR_NOMEM, "out of memory (text weights)");
-    tp->bytes += elems * es + (size_t)n * sizeof(float);
+    tp->bytes += (size_t)n * sizeof(float);
     for (int j = 0; j < n; j++)
         out->bias[j] = bias ? bias[j] : 0.0f;
     int n_panels = n / TP_NR;
@@ -553,6 +582,7 @@ void textpass_free(struct textpass *tp)
         }
     ims_free(tp->layers);
     linear_free(&tp->proj);
+    free(tp->arena);
     ims_free(tp->x);
     ims_free(tp->qkv);
     ims_free(tp->h);
@@ -607,6 +637,12 @@ enum ims_status textpass_new(const struct clip_config *c, const struct clip_text
         goto out;
     }
     int w = tp->w, inter = tp->inter;
+    size_t es_w = dt == GEMM_BF16 ? 2 : 4;
+    size_t per_layer = ((size_t)4 * w * w + (size_t)2 * w * inter) * es_w + 4 * 64;
+    if (arena_new(tp, per_layer * (size_t)tp->n_layers + (size_t)tp->d * w * 4 + 64) != 0) {
+        st = ims_error_set(err, IMS_ERR_NOMEM, "out of memory (text weights)");
+        goto out;
+    }
     float *wqkv = ims_malloc((size_t)3 * w * w * sizeof(float));
     float *bqkv = ims_malloc((size_t)3 * w * sizeof(float));
     if (!wqkv || !bqkv) {
