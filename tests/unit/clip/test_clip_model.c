@@ -37,7 +37,9 @@ static const char *src_dir(void)
     return s && *s ? s : IMS_SOURCE_DIR;
 }
 
-static char *read_all(const char *path, size_t *len)
+/* noinline: inlined, GCC 12's -Wdangling-pointer (-O3) takes the result
+ * for the address of the local `data` */
+__attribute__((noinline)) static char *read_all(const char *path, size_t *len)
 {
     char *data = NULL;
     struct ims_error err = {0};

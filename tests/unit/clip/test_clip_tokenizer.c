@@ -91,7 +91,7 @@ static void tokenize_ok(const struct clip_tokenizer *tok, const char *text, size
     struct ims_error err = {0};
     enum ims_status st = clip_tokenize(tok, text, len, ids, n, &err);
     if (st != IMS_OK)
-        fprintf(stderr, "clip_tokenize(\"%.60s\"): %s\n", text, err.message);
+        fprintf(stderr, "clip_tokenize(\"%.60s\"): %s\n", text ? text : "(null)", err.message);
     assert_int_equal(st, IMS_OK);
 }
 
