@@ -36,6 +36,7 @@
 #include "clip_int.h"
 
 #include <limits.h>
+#include <sys/mman.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -466,6 +467,13 @@ enum ims_status clip_model_load(const char *dir, const struct clip_model_params 
     st = clip__engine_new(m, err);
     if (st != IMS_OK)
         goto out;
+    /* The layer weights now live packed in the engine; packing touched every
+     * page of the mapping once. Drop those pages from this process (clean
+     * file pages of a read-only mapping: what is read again, embeddings and
+     * LayerNorm parameters, faults back in from the page cache), so a loaded
+     * model costs its packed size in RSS, not twice that. */
+    if (m->st.map)
+        madvise(m->st.map, m->st.map_bytes, MADV_DONTNEED);
 
     *out = m;
     m = NULL;
