@@ -694,6 +694,72 @@ static void test_tiny_text_shared_passes_exact(void **state)
                   (unsigned long long)(passes1 - passes0), kernel);
 }
 
+/* The text pass's own activation epilogues (erf gelu, tanh gelu; the tiny
+ * model itself is quick_gelu) against the oneDNN path's fused ones: the
+ * tiny model with its text tower's activation switched, loaded once per
+ * path, 40 texts. */
+static void encode_texts_with(struct tiny *t, const char *kernel, float *out)
+{
+    if (kernel)
+        setenv("IMS_CLIP_TEXT_KERNEL", kernel, 1);
+    else
+        unsetenv("IMS_CLIP_TEXT_KERNEL");
+    struct clip_model *m = golden_load_model(t->dir, CLIP_PRECISION_F32, 2);
+    int d = clip_model_embed_dim(m);
+    struct ims_error err = {0};
+    for (int i = 0; i < N_TEXTS; i++)
+        assert_int_equal(clip_encode_text(m, t->ids[i], t->n_ids[i], out + (size_t)i * d, 0, &err),
+                         IMS_OK);
+    if (kernel)
+        assert_string_equal(clip__text_kernel(m), kernel);
+    else
+        assert_int_equal(strcmp(clip__text_kernel(m), "onednn") != 0,
+                         textpass_supported(&m->config, GEMM_F32));
+    clip_model_free(m);
+}
+
+static void test_tiny_text_activations_both_paths(void **state)
+{
+    struct tiny *t = *state;
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/config.json", t->dir);
+    size_t len;
+    char *orig = golden_read_all(path, &len);
+    const char *env = getenv("IMS_CLIP_TEXT_KERNEL");
+    char *saved_env = env ? strdup(env) : NULL;
+    const char *acts[] = {"gelu", "gelu_new"};
+    int d = clip_model_embed_dim(t->model);
+    static float a[N_TEXTS * 64], b[N_TEXTS * 64];
+    for (size_t k = 0; k < IMS_ARRAY_LEN(acts); k++) {
+        /* the text_config comes first in the file: its hidden_act is the first one */
+        const char *at = strstr(orig, "\"hidden_act\": \"quick_gelu\"");
+        assert_non_null(at);
+        FILE *f = fopen(path, "wb");
+        assert_non_null(f);
+        fprintf(f, "%.*s\"hidden_act\": \"%s\"%s", (int)(at - orig), orig, acts[k],
+                at + strlen("\"hidden_act\": \"quick_gelu\""));
+        assert_int_equal(fclose(f), 0);
+        encode_texts_with(t, "onednn", a);
+        encode_texts_with(t, NULL, b);
+        for (int i = 0; i < N_TEXTS; i++) {
+            golden_check_against(b + (size_t)i * d, a + (size_t)i * d, d, acts[k], i, 0.99999,
+                                 1e-5);
+            /* and the activation really changed the result */
+            assert_true(memcmp(a + (size_t)i * d, t->gold_txt + (size_t)i * d, 4 * (size_t)d));
+        }
+    }
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(orig, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+    if (saved_env)
+        setenv("IMS_CLIP_TEXT_KERNEL", saved_env, 1);
+    else
+        unsetenv("IMS_CLIP_TEXT_KERNEL");
+    free(saved_env);
+    ims_free(orig);
+}
+
 static void test_tiny_bad_arguments(void **state)
 {
     struct tiny *t = *state;
@@ -823,7 +889,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tiny_tests[] = {
         cmocka_unit_test(test_tiny_images_golden), cmocka_unit_test(test_tiny_texts_golden),
         cmocka_unit_test(test_tiny_logits),        cmocka_unit_test(test_tiny_bf16),
-        cmocka_unit_test(test_tiny_threads), cmocka_unit_test(test_tiny_text_shared_passes_exact),       cmocka_unit_test(test_tiny_bad_arguments),
+        cmocka_unit_test(test_tiny_threads), cmocka_unit_test(test_tiny_text_shared_passes_exact), cmocka_unit_test(test_tiny_text_activations_both_paths),       cmocka_unit_test(test_tiny_bad_arguments),
         cmocka_unit_test(test_tiny_ctx_alloc_failure), cmocka_unit_test(test_no_bf16_fallback),
     };
     int rc = 0;
