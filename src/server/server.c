@@ -1422,9 +1422,13 @@ void server_stop(struct server *s)
     pthread_mutex_lock(&s->gate_mu);
     pthread_cond_broadcast(&s->gate_cv); /* queued requests give up now */
     pthread_mutex_unlock(&s->gate_mu);
+    /* Stop listening now (new clients are refused at once, not left in the
+     * backlog), but keep the descriptor until MHD has stopped: its threads
+     * may still be taking the socket out of their epoll sets, and a closed
+     * (or reused) number there is a race (seen by TSan in epoll mode). */
     MHD_socket fd = MHD_quiesce_daemon(s->d);
     if (fd != MHD_INVALID_SOCKET)
-        close(fd);
+        shutdown(fd, SHUT_RDWR);
     struct timespec deadline;
     clock_gettime(CLOCK_MONOTONIC, &deadline);
     deadline.tv_sec += s->o.drain_ms / 1000;
@@ -1442,6 +1446,8 @@ void server_stop(struct server *s)
         error_log(s, "shutdown: %d request(s) still running after %u ms",
                   atomic_load(&s->active), s->o.drain_ms);
     MHD_stop_daemon(s->d);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
     s->d = NULL;
     s->stopped = true;
 }
