@@ -6,11 +6,12 @@
  *                   pass + exact re-score), coalescing of concurrent exact
  *                   searches into one multi-query scan, validation of every
  *                   input
- *   index_store.c   the fp32 (+ optional fp16) vector store: chunked rows,
- *                   id -> row hash map, swap-remove
+ *   index_store.c   the fp32 (+ optional fp16 or int8) vector store: chunked
+ *                   rows on huge pages, id -> row hash map, swap-remove
  *   index_scan.c    dot-product kernels, one-query and multi-query (AVX-512 /
  *                   AVX2+FMA / scalar, run-time dispatch), fp16 conversion,
- *                   the top-k heap
+ *                   int8 quantisation, the int8 pre-scan kernels and their
+ *                   error bounds, the top-k heap
  *   index_snapshot.c  save/load of the snapshot format
  *   index_hnsw.c    the HNSW graph walk with our kernels over FAISS's graph
  *   index_import.c  vectors out of a foreign FAISS file (`imgsearch import`)
@@ -133,6 +134,72 @@ void index__dot_f16_multi(const float *qs, int nq, const uint16_t *rows, size_t 
 void index__f32_to_f16(const float *x, uint16_t *out, size_t n);
 float index__f16_to_f32(uint16_t h);
 
+/* ---- int8 pre-scan (index_scan.c; the exactness argument is in
+ * docs/internals/index.md and at the top of index_scan.c) ---------------- */
+
+/* Bytes per int8 row: dim rounded up to 64, zero padded, so that the kernels
+ * never meet a tail (the query is padded with zeros the same way). */
+static inline size_t index__i8_stride(int dim) { return ((size_t)dim + 63) & ~(size_t)63; }
+
+/* Quantises one fp32 row x (dim): scale a = max|x_i| / 127 (as a float),
+ * codes[i] = round(x_i / a) in [-127, 127], codes[dim..stride) = 0. Out:
+ * *scale = a; *rho >= ||x - a codes|| + gamma_d ||x|| (the residual norm plus
+ * the fp32 kernel's worst rounding error per unit of ||q||, gamma_d =
+ * d 2^-24 / (1 - d 2^-24)), computed in double and rounded up; *code_norm >=
+ * ||a codes||, rounded up. */
+void index__i8_quantize_row(const float *x, int dim, int8_t *codes, float *scale, float *rho,
+                            float *code_norm);
+
+/* A query prepared for the int8 pre-scan. qs: (stride) int16, zero padded,
+ * qs = round(q S) with S = 2^e chosen so that max|qs_i| <= 32767 and
+ * dim * max|qs_i| * 127 < 2^31 (the int32 dot cannot overflow). For a row
+ * with int32 dot D = qs . codes, scale a and rho:
+ *   A = fl(fl(fl(D) a) inv_s),  B = qc rho + kc |A| + ec  (in float),
+ *   lower = fl(A - B) <= s <= fl(A + B) = upper,
+ * where s is the row's fp32 kernel score (any kernel family). */
+struct index__i8_query {
+    int16_t *qs;  /* (stride), borrowed from the caller */
+    float inv_s;  /* 1 / S, a power of two */
+    float qc;     /* >= ||q||, inflated (covers the residual and fp32 terms) */
+    float ec;     /* >= ||q - qs/S|| * max code norm, inflated, + 2^-100 */
+    float kc;     /* 2^-21: the float rounding of A and of the bounds */
+};
+/* Prepares q (dim) into p, writing p->qs = qs (room for index__i8_stride
+ * values). max_norm >= every stored row's norm, max_code_norm >= every
+ * row's code norm. Returns 0 when the values are too large for the bounds
+ * to be evaluated without overflow (||q|| or ||q|| max_norm above 2^60):
+ * the caller then scans in fp32. */
+int index__i8_query_init(const float *q, int dim, float max_norm, float max_code_norm, int16_t *qs,
+                         struct index__i8_query *p);
+/* out[i] = qs . rows[i] exactly, for i < n; rows: (n, stride) int8,
+ * qs: (stride) int16 as prepared above (no overflow by construction). */
+void index__dot_i8(const int16_t *qs, const int8_t *rows, size_t n, size_t stride, int32_t *out);
+/* Several queries against the same rows, each row read once for all:
+ * out[j * out_stride + i] = qs_j . rows[i] for j < nq, i < n; qs: (nq,
+ * stride) int16, each prepared as above; out_stride >= n. Exact, like
+ * index__dot_i8. */
+void index__dot_i8_multi(const int16_t *qs, int nq, const int8_t *rows, size_t n, size_t stride,
+                         int32_t *out, size_t out_stride);
+/* The int8 kernels by name for the tests: "avx512vnni", "avx512bw", "avx2",
+ * "scalar"; NULL if the CPU (or the build) lacks it. */
+typedef void (*index__dot_i8_fn)(const int16_t *, const int8_t *, size_t, size_t, int32_t *);
+typedef void (*index__dot_i8_multi_fn)(const int16_t *, int, const int8_t *, size_t, size_t,
+                                       int32_t *, size_t);
+index__dot_i8_fn index__dot_i8_kernel(const char *name);
+/* The tiled multi-query kernels by name ("avx512vnni", "avx512bw"); NULL
+ * for the others (their multi-query form loops over the one-query kernel)
+ * or if the CPU lacks it. */
+index__dot_i8_multi_fn index__dot_i8_multi_kernel(const char *name);
+/* The name of the int8 kernel index__dot_i8 uses (follows the family that
+ * index__scan_force_isa picked). */
+const char *index__scan_i8_isa(void);
+/* Bounds of rows i < n from their dots, scales and rhos (formulas above);
+ * keeps the rows whose upper bound is >= thr: writes their indices, lower
+ * and upper bounds in order and returns how many. sel, lower, upper: (n). */
+size_t index__i8_select(const struct index__i8_query *p, const int32_t *dot, const float *scale,
+                        const float *rho, size_t n, float thr, uint32_t *sel, float *lower,
+                        float *upper);
+
 /* A bounded top-k: min-heap on (score, -id) keeping the k best. */
 struct index__topk {
     int k, n;
@@ -157,26 +224,40 @@ void index__topk_sort(struct index__topk *t);
 
 #define INDEX_CHUNK_ROWS 4096
 
+/* Which copies a store keeps beside the fp32 rows. */
+enum {
+    INDEX_STORE_F16 = 1, /* fp16 copies (FlatF16) */
+    INDEX_STORE_I8 = 2,  /* int8 codes + scale + rho per row (Flat's pre-scan) */
+};
+
 /* Rows live in fixed chunks of INDEX_CHUNK_ROWS so that growth never moves
  * existing rows (a search never waits for a big realloc) and a scan reads
- * each chunk sequentially. Row r is chunks[r / CHUNK][r % CHUNK]. */
+ * each chunk sequentially. Row r is chunks[r / CHUNK][r % CHUNK]. Chunks of
+ * 2 MB or more are 2 MB aligned and advised onto transparent huge pages. */
 struct index__store {
     int dim;
     int with_f16;
+    int with_i8;
     size_t n;             /* live rows */
     size_t n_chunks;      /* allocated chunks */
     size_t chunks_cap;
-    float **chunks;       /* each (INDEX_CHUNK_ROWS, dim) fp32, 64-byte aligned */
+    float **chunks;       /* each (INDEX_CHUNK_ROWS, dim) fp32 */
     uint16_t **chunks16;  /* each (INDEX_CHUNK_ROWS, dim) fp16, if with_f16 */
+    int8_t **chunks8;     /* each (INDEX_CHUNK_ROWS, index__i8_stride(dim)) int8 codes,
+                             if with_i8 */
+    float **chunks8_meta; /* each (2, INDEX_CHUNK_ROWS): the rows' scales, then their
+                             rhos (index__i8_quantize_row), if with_i8 */
     int64_t *ids;         /* (ids_cap) id of each row */
     size_t ids_cap;
     int64_t *map_keys;    /* open addressing, linear probing; -1 = empty */
     size_t *map_rows;     /* (map_cap) */
     size_t map_cap;       /* power of two, load <= 1/2 */
     float max_norm;       /* >= every stored row's L2 norm (never decreases) */
+    float max_code_norm;  /* >= every stored row's int8 code norm (never decreases) */
 };
 
-void index__store_init(struct index__store *s, int dim, int with_f16);
+/* flags: INDEX_STORE_F16 | INDEX_STORE_I8, or 0. */
+void index__store_init(struct index__store *s, int dim, int flags);
 void index__store_fini(struct index__store *s);
 /* Makes room for n_more rows (rows, ids and map). May fail with NOMEM; after
  * success, index__store_append of up to n_more rows cannot fail. */
@@ -191,6 +272,15 @@ static inline const float *index__store_row(const struct index__store *s, size_t
 {
     return s->chunks[r / INDEX_CHUNK_ROWS] + (r % INDEX_CHUNK_ROWS) * (size_t)s->dim;
 }
+/* Chunk c's int8 scales and rhos: (INDEX_CHUNK_ROWS) each. */
+static inline const float *index__store_i8_scales(const struct index__store *s, size_t c)
+{
+    return s->chunks8_meta[c];
+}
+static inline const float *index__store_i8_rhos(const struct index__store *s, size_t c)
+{
+    return s->chunks8_meta[c] + INDEX_CHUNK_ROWS;
+}
 
 /* ---- the index object (vindex.c, index_snapshot.c) ------------------------ */
 
@@ -204,6 +294,8 @@ enum index__kind {
     INDEX_KIND_FLAT_F16, /* own exact scan over fp16 copies + fp32 re-score */
     INDEX_KIND_FAISS,    /* FAISS pass + exact re-score from the store */
 };
+
+#include <stdatomic.h>
 
 /* Most exact searches one coalesced batch scans together (vindex.c). */
 #define INDEX_BATCH_MAX 32
@@ -230,7 +322,20 @@ struct vindex {
     struct index__batch_member *queue_tail;
     int n_queued;
     uint64_t n_batches, n_batched;           /* batches run, searches they served */
+
+    /* Flat's int8 pre-scan (vindex.c): searches that used it, candidates
+     * they re-scored in fp32, and those that fell back to the fp32 scan
+     * (too many candidates). Updated by concurrent searches. */
+    atomic_uint_least64_t i8_searches, i8_candidates, i8_fallbacks;
 };
+
+/* 1 (default): Flat searches pre-scan the int8 codes and re-score the
+ * candidates in fp32; 0: they scan the fp32 rows (tests and benchmarks
+ * compare both). Not thread-safe; set before searching. */
+extern int index__i8_enabled;
+/* The counters above; any pointer may be NULL. */
+void index__i8_stats(struct vindex *vx, uint64_t *n_searches, uint64_t *n_candidates,
+                     uint64_t *n_fallbacks);
 
 /* 1 (default): concurrent exact searches share one scan; 0: each scans
  * alone (benchmarks compare both). Not thread-safe; set before searching. */

@@ -2,15 +2,19 @@
 /*
  * index_store.c: the vectors every index type keeps in memory, with their ids.
  *
- * - Rows are fp32 (plus an fp16 copy for "FlatF16"), in fixed chunks of
- *   INDEX_CHUNK_ROWS rows (8 MB at d = 512). Growth appends chunks and never
- *   moves rows, so an add under the write lock is short even at millions of
- *   rows.
+ * - Rows are fp32 (plus an fp16 copy for "FlatF16", or int8 codes with a
+ *   scale and a bound per row for "Flat"'s pre-scan), in fixed chunks of
+ *   INDEX_CHUNK_ROWS rows (8 MB of fp32 at d = 512). Growth appends chunks
+ *   and never moves rows, so an add under the write lock is short even at
+ *   millions of rows.
  * - Chunks of 2 MB or more are 2 MB aligned and advised onto transparent
  *   huge pages (MADV_HUGEPAGE; this machine's THP mode is "madvise"): a
  *   scan streams every chunk, and on 4 kB pages it pays a TLB miss every
  *   4 kB. Smaller chunks (small dims) stay 64-byte aligned. The advice is
  *   only advice: refused, the pages are ordinary ones.
+ * - The int8 codes are derived from the fp32 row at append
+ *   (index__i8_quantize_row), so snapshots store only fp32 and a load
+ *   rebuilds the codes.
  * - Rows are dense: removal moves the last row into the hole (swap-remove)
  *   and updates the map, so a scan never meets a hole.
  * - id -> row is an open-addressing hash table with linear probing, load
@@ -47,11 +51,12 @@ static size_t hash_id(int64_t id, size_t cap)
     return (size_t)(z ^ (z >> 31)) & (cap - 1);
 }
 
-void index__store_init(struct index__store *s, int dim, int with_f16)
+void index__store_init(struct index__store *s, int dim, int flags)
 {
     memset(s, 0, sizeof *s);
     s->dim = dim;
-    s->with_f16 = with_f16;
+    s->with_f16 = (flags & INDEX_STORE_F16) != 0;
+    s->with_i8 = (flags & INDEX_STORE_I8) != 0;
 }
 
 void index__store_fini(struct index__store *s)
@@ -62,14 +67,21 @@ void index__store_fini(struct index__store *s)
         ims_free(s->chunks[c]);
         if (s->chunks16)
             ims_free(s->chunks16[c]);
+        if (s->chunks8)
+            ims_free(s->chunks8[c]);
+        if (s->chunks8_meta)
+            ims_free(s->chunks8_meta[c]);
     }
     ims_free(s->chunks);
     ims_free(s->chunks16);
+    ims_free(s->chunks8);
+    ims_free(s->chunks8_meta);
     ims_free(s->ids);
     ims_free(s->map_keys);
     ims_free(s->map_rows);
-    int dim = s->dim, f16 = s->with_f16;
-    index__store_init(s, dim, f16);
+    int dim = s->dim;
+    int flags = (s->with_f16 ? INDEX_STORE_F16 : 0) | (s->with_i8 ? INDEX_STORE_I8 : 0);
+    index__store_init(s, dim, flags);
 }
 
 static void map_put(int64_t *keys, size_t *rows, size_t cap, int64_t id, size_t row)
@@ -143,24 +155,57 @@ enum ims_status index__store_reserve(struct index__store *s, size_t n_more, stru
                 return ims_error_set(err, IMS_ERR_NOMEM, "index: out of memory");
             s->chunks16 = c16;
         }
+        if (s->with_i8) {
+            int8_t **c8 = ims_realloc(s->chunks8, cap * sizeof *c8);
+            if (!c8)
+                return ims_error_set(err, IMS_ERR_NOMEM, "index: out of memory");
+            s->chunks8 = c8;
+            float **m8 = ims_realloc(s->chunks8_meta, cap * sizeof *m8);
+            if (!m8)
+                return ims_error_set(err, IMS_ERR_NOMEM, "index: out of memory");
+            s->chunks8_meta = m8;
+        }
         s->chunks_cap = cap;
     }
     size_t chunk_bytes = (size_t)s->dim * sizeof(float) * INDEX_CHUNK_ROWS;
+    size_t chunk8_bytes = index__i8_stride(s->dim) * INDEX_CHUNK_ROWS;
     while (s->n_chunks < chunks_needed) {
         float *c = chunk_alloc(chunk_bytes);
-        uint16_t *h = NULL;
-        if (c && s->with_f16)
-            h = chunk_alloc(chunk_bytes / 2);
-        if (!c || (s->with_f16 && !h)) {
+        uint16_t *h = s->with_f16 && c ? chunk_alloc(chunk_bytes / 2) : NULL;
+        int8_t *b = s->with_i8 && c ? chunk_alloc(chunk8_bytes) : NULL;
+        float *m = b ? ims_malloc(2 * sizeof(float) * INDEX_CHUNK_ROWS) : NULL;
+        if (!c || (s->with_f16 && !h) || (s->with_i8 && !m)) {
             ims_free(c);
+            ims_free(h);
+            ims_free(b);
             return ims_error_set(err, IMS_ERR_NOMEM, "index: out of memory for vectors");
         }
         s->chunks[s->n_chunks] = c;
         if (s->with_f16)
             s->chunks16[s->n_chunks] = h;
+        if (s->with_i8) {
+            s->chunks8[s->n_chunks] = b;
+            s->chunks8_meta[s->n_chunks] = m;
+        }
         s->n_chunks++;
     }
     return IMS_OK;
+}
+
+/* Row r's int8 codes, scale and rho: where append and remove put them. */
+static int8_t *row_codes(const struct index__store *s, size_t r)
+{
+    return s->chunks8[r / INDEX_CHUNK_ROWS] + (r % INDEX_CHUNK_ROWS) * index__i8_stride(s->dim);
+}
+
+static float *row_scale(const struct index__store *s, size_t r)
+{
+    return s->chunks8_meta[r / INDEX_CHUNK_ROWS] + r % INDEX_CHUNK_ROWS;
+}
+
+static float *row_rho(const struct index__store *s, size_t r)
+{
+    return s->chunks8_meta[r / INDEX_CHUNK_ROWS] + INDEX_CHUNK_ROWS + r % INDEX_CHUNK_ROWS;
 }
 
 void index__store_append(struct index__store *s, const int64_t *ids, const float *x, size_t n)
@@ -174,6 +219,13 @@ void index__store_append(struct index__store *s, const int64_t *ids, const float
         if (s->with_f16)
             index__f32_to_f16(src, s->chunks16[r / INDEX_CHUNK_ROWS] + (r % INDEX_CHUNK_ROWS) * dim,
                               dim);
+        if (s->with_i8) {
+            float code_norm;
+            index__i8_quantize_row(src, s->dim, row_codes(s, r), row_scale(s, r), row_rho(s, r),
+                                   &code_norm);
+            if (code_norm > s->max_code_norm)
+                s->max_code_norm = code_norm;
+        }
         double nn = 0;
         for (size_t j = 0; j < dim; j++)
             nn += (double)src[j] * src[j];
@@ -243,6 +295,11 @@ int index__store_remove(struct index__store *s, int64_t id)
             memcpy(s->chunks16[r / INDEX_CHUNK_ROWS] + (r % INDEX_CHUNK_ROWS) * dim,
                    s->chunks16[last / INDEX_CHUNK_ROWS] + (last % INDEX_CHUNK_ROWS) * dim,
                    dim * sizeof(uint16_t));
+        if (s->with_i8) {
+            memcpy(row_codes(s, r), row_codes(s, last), index__i8_stride(s->dim));
+            *row_scale(s, r) = *row_scale(s, last);
+            *row_rho(s, r) = *row_rho(s, last);
+        }
         s->ids[r] = moved;
         s->map_rows[map_slot(s, moved)] = r;
     }

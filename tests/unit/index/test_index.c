@@ -428,6 +428,445 @@ static void test_remove_swap_and_readd(void **state)
     free(ids);
 }
 
+/* ---- int8 pre-scan ---------------------------------------------------------- */
+
+static const char *const g_isas[] = {"scalar", "avx2", "avx512"};
+
+static int64_t i8_max_code(int dim)
+{
+    int64_t m = ((int64_t)1 << 31) / (127 * (int64_t)dim);
+    return m > 32767 ? 32767 : m;
+}
+
+/* Every int8 kernel computes qs . codes exactly (an int64 reference), for
+ * dims around the 64-byte row stride, odd row counts, unaligned rows and the
+ * extreme values the query preparation allows. */
+static void test_i8_kernels_exact(void **state)
+{
+    (void)state;
+    const int dims[] = {1, 7, 63, 64, 65, 100, 512, 513, 2000};
+    const size_t ns[] = {1, 2, 3, 5, 37};
+    const char *names[] = {"scalar", "avx2", "avx512bw", "avx512vnni"};
+    struct rng r = {201};
+    int n_kernels = 0;
+    for (size_t k = 0; k < IMS_ARRAY_LEN(names); k++)
+        n_kernels += index__dot_i8_kernel(names[k]) != NULL;
+    assert_true(n_kernels >= 1);
+    assert_non_null(index__dot_i8_kernel("scalar"));
+    assert_null(index__dot_i8_kernel("avx1024"));
+    for (size_t di = 0; di < IMS_ARRAY_LEN(dims); di++) {
+        int dim = dims[di];
+        size_t stride = index__i8_stride(dim);
+        assert_true(stride % 64 == 0 && stride >= (size_t)dim && stride < (size_t)dim + 64);
+        int64_t m16 = i8_max_code(dim);
+        for (size_t ni = 0; ni < IMS_ARRAY_LEN(ns); ni++) {
+            size_t n = ns[ni];
+            int8_t *mem = calloc(n * stride + 1, 1);
+            int16_t *q = calloc(stride, sizeof *q);
+            int32_t *out = malloc(sizeof(int32_t) * (n + 1));
+            int64_t *ref = malloc(sizeof(int64_t) * n);
+            assert_true(mem && q && out && ref);
+            int8_t *codes = mem + 1; /* not aligned */
+            for (int i = 0; i < dim; i++)
+                q[i] = (int16_t)(rng_next(&r) % 2 ? m16 : -m16);
+            for (size_t row = 0; row < n; row++)
+                for (int i = 0; i < dim; i++) {
+                    int8_t v = (int8_t)((int)(rng_next(&r) % 255) - 127);
+                    if (row == 0) /* the largest |dot| the bounds allow */
+                        v = (int8_t)(q[i] > 0 ? 127 : -127);
+                    else if (row == 1)
+                        v = (int8_t)(q[i] > 0 ? -127 : 127);
+                    codes[row * stride + (size_t)i] = v;
+                }
+            for (size_t row = 0; row < n; row++) {
+                ref[row] = 0;
+                for (int i = 0; i < dim; i++)
+                    ref[row] += (int64_t)q[i] * codes[row * stride + (size_t)i];
+                assert_true(llabs(ref[row]) < ((int64_t)1 << 31));
+            }
+            for (size_t k = 0; k < IMS_ARRAY_LEN(names); k++) {
+                index__dot_i8_fn f = index__dot_i8_kernel(names[k]);
+                if (!f)
+                    continue;
+                out[n] = 0x5a5a5a5a;
+                f(q, codes, n, stride, out);
+                for (size_t row = 0; row < n; row++)
+                    if (out[row] != ref[row])
+                        fail_msg("%s dim %d n %zu row %zu: %d, want %lld", names[k], dim, n, row,
+                                 out[row], (long long)ref[row]);
+                assert_int_equal(out[n], 0x5a5a5a5a);
+            }
+            free(mem);
+            free(q);
+            free(out);
+            free(ref);
+        }
+    }
+}
+
+/* Rows that stress the quantisation: random, one huge component (coarse
+ * codes, large residual), all equal, zero, tiny, subnormal, norm 1000. */
+static void fill_hard_row(float *x, int dim, int kind, struct rng *r)
+{
+    for (int i = 0; i < dim; i++) {
+        double g = rng_normal(r);
+        switch (kind % 7) {
+        case 0: x[i] = (float)(g / sqrt(dim)); break;
+        case 1: x[i] = (float)(i == (int)(rng_next(r) % (uint64_t)dim) ? 1.0 : 1e-3 * g); break;
+        case 2: x[i] = 0.125f; break;
+        case 3: x[i] = 0.0f; break;
+        case 4: x[i] = (float)(1e-30 * g); break;
+        case 5: x[i] = (float)(1e-42 * g); break;
+        default: x[i] = (float)(1000.0 * g / sqrt(dim)); break;
+        }
+    }
+    if (kind % 7 == 1)
+        x[0] = 1.0f; /* at least one huge component */
+}
+
+/* Codes in range and zero padded, scale = max|x| / 127, the residual bound
+ * rho and the code norm are upper bounds (and not absurdly loose), and every
+ * kernel family gives the same codes. */
+static void test_i8_quantize(void **state)
+{
+    (void)state;
+    const int dims[] = {512, 100, 7, 1};
+    struct rng r = {301};
+    for (size_t di = 0; di < IMS_ARRAY_LEN(dims); di++) {
+        int dim = dims[di];
+        size_t stride = index__i8_stride(dim);
+        float *x = malloc(sizeof(float) * (size_t)dim);
+        int8_t *codes = malloc(stride), *first = malloc(stride);
+        assert_true(x && codes && first);
+        for (int kind = 0; kind < 21; kind++) {
+            fill_hard_row(x, dim, kind, &r);
+            float scale0 = 0;
+            int n_families = 0;
+            for (size_t ii = 0; ii < IMS_ARRAY_LEN(g_isas); ii++) {
+                if (index__scan_force_isa(g_isas[ii]) != 0)
+                    continue;
+                float scale, rho, cn;
+                memset(codes, 0x55, stride);
+                index__i8_quantize_row(x, dim, codes, &scale, &rho, &cn);
+                float m = 0;
+                for (int i = 0; i < dim; i++)
+                    m = fabsf(x[i]) > m ? fabsf(x[i]) : m;
+                if (m == 0)
+                    assert_true(scale == 0);
+                else
+                    assert_true(scale > 0 && scale >= (float)(m / 127.0) * 0.999f);
+                long double rr = 0, xx = 0, cc = 0;
+                for (int i = 0; i < dim; i++) {
+                    assert_true(codes[i] >= -127 && codes[i] <= 127);
+                    long double c = (long double)scale * codes[i], e = (long double)x[i] - c;
+                    /* nearest code, unless clamped at +-127 */
+                    if (abs(codes[i]) < 127)
+                        assert_true(fabsl(e) <= 0.5L * scale * (1 + 1e-6L));
+                    rr += e * e;
+                    xx += (long double)x[i] * x[i];
+                    cc += c * c;
+                }
+                for (size_t i = (size_t)dim; i < stride; i++)
+                    assert_int_equal(codes[i], 0);
+                long double d_u = dim * 0x1p-24L, want = sqrtl(rr) + d_u / (1 - d_u) * sqrtl(xx);
+                assert_true((long double)rho >= want);
+                assert_true((long double)rho <= want * (1 + 1e-6L) + 1e-44L);
+                assert_true((long double)cn >= sqrtl(cc));
+                assert_true((long double)cn <= sqrtl(cc) * (1 + 1e-6L) + 1e-44L);
+                if (n_families++ == 0) {
+                    memcpy(first, codes, stride);
+                    scale0 = scale;
+                } else {
+                    assert_memory_equal(codes, first, stride);
+                    assert_true(scale == scale0);
+                }
+            }
+            assert_true(n_families >= 1);
+        }
+        index__scan_force_isa(NULL);
+        free(x);
+        free(codes);
+        free(first);
+    }
+}
+
+/* For many (query, row) pairs, the bounds hold: lower <= s <= upper for the
+ * row's fp32 kernel score s (each family's) and for the exact dot product;
+ * and they are not loose beyond the rule (|q| rho + small terms). Queries of
+ * any norm, one-hot, zero; the threshold keeps exactly the rows whose upper
+ * bound reaches it. */
+static void test_i8_bound_holds(void **state)
+{
+    (void)state;
+    const int dims[] = {512, 100, 7};
+    const double qscales[] = {1.0, 1e3, 1e-3, 1e-20, 0.0};
+    struct rng r = {401};
+    long n_checked = 0;
+    for (size_t di = 0; di < IMS_ARRAY_LEN(dims); di++) {
+        int dim = dims[di];
+        size_t n = 350, stride = index__i8_stride(dim);
+        float *x = malloc(sizeof(float) * n * (size_t)dim);
+        int8_t *codes = malloc(n * stride);
+        float *scales = malloc(sizeof(float) * n), *rhos = malloc(sizeof(float) * n);
+        float *q = malloc(sizeof(float) * (size_t)dim), *lo = malloc(sizeof(float) * n);
+        float *up = malloc(sizeof(float) * n), *lo2 = malloc(sizeof(float) * n);
+        float *up2 = malloc(sizeof(float) * n);
+        int16_t *qs = malloc(sizeof(int16_t) * stride);
+        int32_t *dots = malloc(sizeof(int32_t) * n);
+        uint32_t *sel = malloc(sizeof(uint32_t) * n);
+        assert_true(x && codes && scales && rhos && q && lo && up && lo2 && up2 && qs && dots &&
+                    sel);
+        for (size_t ii = 0; ii < IMS_ARRAY_LEN(g_isas); ii++) {
+            if (index__scan_force_isa(g_isas[ii]) != 0)
+                continue;
+            double max_norm = 0;
+            float max_cn = 0;
+            for (size_t i = 0; i < n; i++) {
+                float *row = x + i * (size_t)dim, cn;
+                fill_hard_row(row, dim, (int)i, &r);
+                if (i % 50 == 49) /* near-duplicates of row 0 */
+                    for (int j = 0; j < dim; j++)
+                        row[j] = x[j] * (1.0f + 1e-5f * (float)rng_normal(&r));
+                index__i8_quantize_row(row, dim, codes + i * stride, &scales[i], &rhos[i], &cn);
+                max_cn = cn > max_cn ? cn : max_cn;
+                max_norm = fmax(max_norm, sqrt(dot_d(row, row, dim)));
+            }
+            for (int qi = 0; qi < 40; qi++) {
+                double sc = qscales[qi % IMS_ARRAY_LEN(qscales)];
+                for (int j = 0; j < dim; j++)
+                    q[j] = (float)(sc * rng_normal(&r) / sqrt(dim));
+                if (qi % 7 == 3) { /* one-hot */
+                    memset(q, 0, sizeof(float) * (size_t)dim);
+                    q[rng_next(&r) % (uint64_t)dim] = (float)(sc ? sc : 1);
+                }
+                if (qi % 11 == 5) /* a row itself */
+                    memcpy(q, x + (rng_next(&r) % n) * (size_t)dim, sizeof(float) * (size_t)dim);
+                struct index__i8_query p;
+                assert_int_equal(index__i8_query_init(q, dim, (float)(max_norm * 1.001), max_cn,
+                                                      qs, &p),
+                                 1);
+                for (size_t i = (size_t)dim; i < stride; i++)
+                    assert_int_equal(qs[i], 0);
+                index__dot_i8(qs, codes, n, stride, dots);
+                size_t m = index__i8_select(&p, dots, scales, rhos, n, -INFINITY, sel, lo, up);
+                assert_int_equal(m, n);
+                double qn = sqrt(dot_d(q, q, dim));
+                for (size_t i = 0; i < n; i++) {
+                    assert_int_equal(sel[i], i);
+                    const float *row = x + i * (size_t)dim;
+                    float s;
+                    index__dot_f32(q, row, 1, dim, &s);
+                    long double exact = 0;
+                    for (int j = 0; j < dim; j++)
+                        exact += (long double)q[j] * row[j];
+                    if (!(lo[i] <= s && s <= up[i] && lo[i] <= exact && exact <= up[i]))
+                        fail_msg("%s dim %d query %d row %zu: s %a exact %La outside [%a, %a]",
+                                 g_isas[ii], dim, qi, i, (double)s, exact, (double)lo[i],
+                                 (double)up[i]);
+                    double a = 0.5 * ((double)lo[i] + up[i]);
+                    double width = (double)up[i] - lo[i];
+                    double allowed = 2.0 * (qn * rhos[i] * (1 + 1e-5) + p.ec + 0x1p-19 * fabs(a)) +
+                                     0x1p-90;
+                    if (width > allowed)
+                        fail_msg("dim %d query %d row %zu: width %g > %g", dim, qi, i, width,
+                                 allowed);
+                    n_checked++;
+                }
+                /* a threshold keeps exactly the rows whose upper bound reaches it */
+                float thr = up[(size_t)qi % n];
+                size_t m2 = index__i8_select(&p, dots, scales, rhos, n, thr, sel, lo2, up2), j = 0;
+                for (size_t i = 0; i < n; i++) {
+                    if (up[i] < thr)
+                        continue;
+                    assert_true(j < m2);
+                    assert_int_equal(sel[j], i);
+                    assert_true(lo2[j] == lo[i] && up2[j] == up[i]);
+                    j++;
+                }
+                assert_int_equal(j, m2);
+            }
+        }
+        index__scan_force_isa(NULL);
+        /* values too large for the bounds: the caller must scan in fp32 */
+        struct index__i8_query p;
+        for (int j = 0; j < dim; j++)
+            q[j] = 1e30f;
+        assert_int_equal(index__i8_query_init(q, dim, 1.0f, 1.0f, qs, &p), 0);
+        q[0] = 1.0f;
+        for (int j = 1; j < dim; j++)
+            q[j] = 0.0f;
+        assert_int_equal(index__i8_query_init(q, dim, 1e30f, 1e30f, qs, &p), 0);
+        free(x);
+        free(codes);
+        free(scales);
+        free(rhos);
+        free(q);
+        free(lo);
+        free(up);
+        free(lo2);
+        free(up2);
+        free(qs);
+        free(dots);
+        free(sel);
+    }
+    assert_true(n_checked > 50000);
+}
+
+/* The same search with the int8 pre-scan and with the fp32 scan: same
+ * count, ids, scores (bit for bit) and order. */
+static void expect_i8_equals_fp32(struct vindex *vx, const float *q, int nq, int dim,
+                                  const int *ks, int n_ks, const char *what)
+{
+    for (int qi = 0; qi < nq; qi++)
+        for (int ki = 0; ki < n_ks; ki++) {
+            int k = ks[ki];
+            float *sa = malloc(sizeof(float) * (size_t)k), *sb = malloc(sizeof(float) * (size_t)k);
+            int64_t *ia = malloc(sizeof(int64_t) * (size_t)k);
+            int64_t *ib = malloc(sizeof(int64_t) * (size_t)k);
+            int na = -1, nb = -2;
+            assert_true(sa && sb && ia && ib);
+            index__i8_enabled = 0;
+            search_ok(vx, q + (size_t)qi * (size_t)dim, k, sa, ia, &na);
+            index__i8_enabled = 1;
+            search_ok(vx, q + (size_t)qi * (size_t)dim, k, sb, ib, &nb);
+            if (na != nb || memcmp(ia, ib, sizeof(int64_t) * (size_t)na) != 0 ||
+                memcmp(sa, sb, sizeof(float) * (size_t)na) != 0)
+                fail_msg("%s: query %d k %d: the int8 answer differs from the fp32 scan's", what,
+                         qi, k);
+            free(sa);
+            free(sb);
+            free(ia);
+            free(ib);
+        }
+}
+
+/* Flat's int8 pre-scan returns exactly the fp32 scan's answer on random
+ * unit vectors and on adversarial sets: many near-duplicates, exact
+ * duplicates (ties: lower id first), rows with one huge component (coarse
+ * codes), non-normalised queries, k up to above the count, removed and
+ * re-added ids, 1-3 scan threads, every kernel family. Both outcomes of the
+ * pre-scan are exercised: answered from few candidates, and the fall-back
+ * to the fp32 scan when the ties exceed the candidate limit. */
+static void test_i8_equals_fp32(void **state)
+{
+    (void)state;
+    const int dims[] = {512, 100};
+    for (size_t di = 0; di < IMS_ARRAY_LEN(dims); di++) {
+        int dim = dims[di];
+        size_t n = 6000;
+        struct rng r = {501 + di};
+        float *x = make_vectors(n, dim, 40, 0.4, 502 + di);
+        /* 1000..1999: near-duplicates of row 1000; 3000..3199: exact
+         * duplicates of row 7 (200 < the 439-candidate limit); 4000..4499:
+         * exact duplicates of row 8 (500: beyond it); 5000..5299: one huge
+         * component */
+        for (size_t i = 1001; i < 2000; i++)
+            for (int j = 0; j < dim; j++)
+                x[i * dim + j] = x[1000 * dim + j] * (1.0f + 1e-4f * (float)rng_normal(&r));
+        for (size_t i = 3000; i < 3200; i++)
+            memcpy(x + i * dim, x + 7 * dim, sizeof(float) * (size_t)dim);
+        for (size_t i = 4000; i < 4500; i++)
+            memcpy(x + i * dim, x + 8 * dim, sizeof(float) * (size_t)dim);
+        for (size_t i = 5000; i < 5300; i++)
+            fill_hard_row(x + i * dim, dim, 1, &r);
+        int nq = 8;
+        float *q = make_vectors((size_t)nq, dim, 40, 0.4, 503 + di);
+        memcpy(q + 1 * dim, x + 1000 * dim, sizeof(float) * (size_t)dim);
+        memcpy(q + 2 * dim, x + 7 * dim, sizeof(float) * (size_t)dim);
+        memcpy(q + 3 * dim, x + 8 * dim, sizeof(float) * (size_t)dim);
+        memcpy(q + 4 * dim, x + 5100 * dim, sizeof(float) * (size_t)dim);
+        for (int j = 0; j < dim; j++) {
+            q[5 * dim + j] *= 1000.0f; /* not normalised */
+            q[6 * dim + j] *= 1e-3f;
+            q[7 * dim + j] = -q[7 * dim + j];
+        }
+        int64_t *ids = make_ids(n, 50, 2);
+        struct vindex *vx = new_index("Flat", dim);
+        add_ok(vx, ids, x, n);
+        const int ks[] = {1, 10, 187, 188, 7000};
+        uint64_t s0, c0, f0, s1, c1, f1;
+        /* every family on one thread, the best one also on 2 and 3 */
+        for (size_t ii = 0; ii < IMS_ARRAY_LEN(g_isas) + 2; ii++) {
+            int th = ii < IMS_ARRAY_LEN(g_isas) ? 1 : (int)(ii - IMS_ARRAY_LEN(g_isas)) + 2;
+            if (index__scan_force_isa(th == 1 ? g_isas[ii] : NULL) != 0)
+                continue;
+            {
+                struct vindex_search_params p = {.n_threads = th};
+                assert_int_equal(vindex_set_search_params(vx, &p, NULL), IMS_OK);
+                index__i8_stats(vx, &s0, &c0, &f0);
+                expect_i8_equals_fp32(vx, q, nq, dim, ks, (int)IMS_ARRAY_LEN(ks),
+                                      index__scan_isa());
+                index__i8_stats(vx, &s1, &c1, &f1);
+                /* k <= 187 = 6000 / 32 takes the pre-scan: 3 of the 5 ks */
+                assert_int_equal(s1 - s0, (uint64_t)nq * 3);
+                assert_true(f1 - f0 >= 1);          /* the 500 duplicates of row 8 */
+                /* a good share answered from the candidates (the clustered
+                 * queries at k = 187 and the near-duplicate ones exceed the
+                 * 439-candidate limit of these 6000 rows) */
+                assert_true((s1 - s0) - (f1 - f0) >= (uint64_t)nq);
+                assert_true(c1 - c0 >= (uint64_t)(s1 - s0 - (f1 - f0)));
+            }
+        }
+        index__scan_force_isa(NULL);
+        /* ties: the duplicates of row 7 come in id order */
+        {
+            float s[5];
+            int64_t id[5];
+            int nf;
+            search_ok(vx, x + 7 * dim, 5, s, id, &nf);
+            assert_int_equal(id[0], ids[7]);
+            for (int i = 1; i < 5; i++)
+                assert_int_equal(id[i], ids[3000 + i - 1]);
+            check_exact(x, ids, NULL, n, dim, x + 7 * dim, 5, s, id, nf);
+        }
+        /* after removals (swap-remove moves rows and their codes) and re-adds */
+        char *live = malloc(n);
+        int64_t *rm = malloc(sizeof(int64_t) * n);
+        assert_true(live && rm);
+        memset(live, 1, n);
+        size_t n_rm = 0;
+        for (size_t i = 0; i < n; i += 3) {
+            rm[n_rm++] = ids[i];
+            live[i] = 0;
+        }
+        size_t removed;
+        assert_int_equal(vindex_remove(vx, rm, n_rm, &removed, NULL), IMS_OK);
+        assert_int_equal(removed, n_rm);
+        float *back = malloc(sizeof(float) * 100 * (size_t)dim);
+        assert_non_null(back);
+        for (size_t i = 0; i < 100; i++) /* the first 100 removed come back */
+            memcpy(back + i * dim, x + i * 3 * dim, sizeof(float) * (size_t)dim);
+        add_ok(vx, rm, back, 100);
+        free(back);
+        for (size_t i = 0; i < 100; i++)
+            live[i * 3] = 1;
+        const int ks2[] = {1, 10, 50};
+        for (int th = 1; th <= 2; th++) {
+            struct vindex_search_params p = {.n_threads = th};
+            assert_int_equal(vindex_set_search_params(vx, &p, NULL), IMS_OK);
+            index__i8_stats(vx, &s0, &c0, &f0);
+            expect_i8_equals_fp32(vx, q, nq, dim, ks2, 3, "after removal");
+            index__i8_stats(vx, &s1, &c1, &f1);
+            assert_int_equal(s1 - s0, (uint64_t)nq * 3);
+            for (int qi = 0; qi < nq; qi++) {
+                float s[50];
+                int64_t id[50];
+                int nf;
+                if (qi == 5)
+                    continue; /* scores ~1000: beyond check_exact's absolute tolerance */
+                search_ok(vx, q + qi * dim, 50, s, id, &nf);
+                check_exact(x, ids, live, n, dim, q + qi * dim, 50, s, id, nf);
+            }
+        }
+        free(live);
+        free(rm);
+        vindex_free(vx);
+        free(x);
+        free(q);
+        free(ids);
+    }
+}
+
 /* ---- FAISS types ----------------------------------------------------------- */
 
 static void test_faiss_types(void **state)
@@ -672,7 +1111,9 @@ static void test_snapshot_round_trip(void **state)
             float s1[10], s2[10];
             int64_t i1[10], i2[10];
             int n1, n2;
+            index__i8_enabled = 0; /* the original by fp32 scan, the loaded one by int8 */
             search_ok(vx, x + i * dim, 10, s1, i1, &n1);
+            index__i8_enabled = 1;
             search_ok(back, x + i * dim, 10, s2, i2, &n2);
             assert_int_equal(n1, n2);
             for (int r = 0; r < n1; r++) {
@@ -680,6 +1121,12 @@ static void test_snapshot_round_trip(void **state)
                 assert_true(s1[r] == s2[r]);
                 assert_true(i1[r] < 110 || i1[r] >= 150); /* removed stay removed */
             }
+        }
+        if (strcmp(specs[si], "Flat") == 0 && dim > 1) { /* codes rebuilt at load (at d = 1
+                                                            every row ties: fp32 fall-back) */
+            uint64_t n_i8, n_fb;
+            index__i8_stats(back, &n_i8, NULL, &n_fb);
+            assert_true(n_i8 > 0 && n_fb < n_i8);
         }
         /* the loaded index keeps working: add more, remove more */
         int64_t extra = 100000;
@@ -989,6 +1436,10 @@ int main(void)
         cmocka_unit_test(test_k_larger_than_count),
         cmocka_unit_test(test_f16_equals_f32),
         cmocka_unit_test(test_remove_swap_and_readd),
+        cmocka_unit_test(test_i8_kernels_exact),
+        cmocka_unit_test(test_i8_quantize),
+        cmocka_unit_test(test_i8_bound_holds),
+        cmocka_unit_test(test_i8_equals_fp32),
         cmocka_unit_test(test_faiss_types),
         cmocka_unit_test(test_hnsw_many_tombstones),
         cmocka_unit_test(test_hnsw_own_walk_matches_faiss),

@@ -6,10 +6,12 @@
  *
  * - the multi-query kernels against the one-query kernels (bit for bit) and
  *   a double-precision reference, for odd sizes and every kernel family;
+ *   the int8 ones against the one-query int8 kernel;
  * - batches forced deterministically (a hook holds the first batch until the
  *   others have queued) against answers computed one at a time, for fp32 and
  *   fp16, 1 and 2 scan threads, different k per member, removed ids, and
  *   FlatF16's fp32 fall-back (exact duplicates defeat its candidate rule);
+ * - Flat's int8 pre-scan inside a batch against the fp32 scan's answers;
  * - the batch cap (41 searches: a held one, then 32 + 8), an empty index,
  *   and many threads overlapping freely (8 x 50 searches).
  *
@@ -143,6 +145,70 @@ static void test_multi_kernel_matches_single(void **state)
                 }
                 free(rows_mem);
                 free(rows16_mem);
+                free(qs);
+                free(out);
+                free(one);
+            }
+        }
+    }
+    index__scan_force_isa(NULL);
+}
+
+/* The int8 multi-query kernels give each (row, query) exactly the one-query
+ * kernel's dot (integers: exact) and write nothing outside their n columns,
+ * for every family and every tiled kernel by name, 1..19 queries (two
+ * 8-query tiles and every remainder). */
+static void test_i8_multi_kernel_matches_single(void **state)
+{
+    (void)state;
+    const int dims[] = {1, 63, 100, 512};
+    const size_t ns[] = {1, 2, 5, 37};
+    const int max_nq = 19;
+    uint64_t seed = 17;
+    const char *tiles[] = {"avx512bw", "avx512vnni"};
+    for (size_t ii = 0; ii < IMS_ARRAY_LEN(g_isas) + IMS_ARRAY_LEN(tiles); ii++) {
+        index__dot_i8_multi_fn tiled = NULL;
+        if (ii < IMS_ARRAY_LEN(g_isas) ? index__scan_force_isa(g_isas[ii]) != 0
+                                        : !(tiled = index__dot_i8_multi_kernel(
+                                                tiles[ii - IMS_ARRAY_LEN(g_isas)])))
+            continue;
+        const char *name = tiled ? tiles[ii - IMS_ARRAY_LEN(g_isas)] : g_isas[ii];
+        for (size_t di = 0; di < IMS_ARRAY_LEN(dims); di++) {
+            size_t stride = index__i8_stride(dims[di]);
+            for (size_t ni = 0; ni < IMS_ARRAY_LEN(ns); ni++) {
+                size_t n = ns[ni], out_stride = n + 3;
+                int8_t *rows = calloc(n * stride, 1);
+                int16_t *qs = calloc((size_t)max_nq * stride, sizeof *qs);
+                int32_t *out = malloc(sizeof(int32_t) * (size_t)max_nq * out_stride);
+                int32_t *one = malloc(sizeof(int32_t) * n);
+                assert_true(rows && qs && out && one);
+                for (size_t r = 0; r < n; r++)
+                    for (int i = 0; i < dims[di]; i++)
+                        rows[r * stride + (size_t)i] = (int8_t)(splitmix(&seed) % 255) - 127;
+                for (int j = 0; j < max_nq; j++)
+                    for (int i = 0; i < dims[di]; i++)
+                        qs[(size_t)j * stride + (size_t)i] =
+                            (int16_t)((int)(splitmix(&seed) % 65535) - 32767);
+                for (int nq = 1; nq <= max_nq; nq++) {
+                    for (size_t i = 0; i < (size_t)max_nq * out_stride; i++)
+                        out[i] = 0x5a5a5a5a;
+                    if (tiled) /* by name: also the one the dispatch skips */
+                        tiled(qs, nq, rows, n, stride, out, out_stride);
+                    else
+                        index__dot_i8_multi(qs, nq, rows, n, stride, out, out_stride);
+                    for (int j = 0; j < max_nq; j++) {
+                        if (j < nq)
+                            index__dot_i8(qs + (size_t)j * stride, rows, n, stride, one);
+                        for (size_t r = 0; r < out_stride; r++) {
+                            int32_t want = j < nq && r < n ? one[r] : 0x5a5a5a5a;
+                            if (out[(size_t)j * out_stride + r] != want)
+                                fail_msg("%s dim %d n %zu nq %d: query %d row %zu: %d, want %d",
+                                         name, dims[di], n, nq, j, r,
+                                         out[(size_t)j * out_stride + r], want);
+                        }
+                    }
+                }
+                free(rows);
                 free(qs);
                 free(out);
                 free(one);
@@ -361,6 +427,42 @@ static void test_batch_equals_alone(void **state)
     fixture_fini(&f);
 }
 
+/* Flat's coalesced int8 pre-scan: a batch of searches shares one pass over
+ * the int8 codes, and every member's answer equals the fp32 scan's, bit for
+ * bit (answers computed alone with the pre-scan off), for 1 and 2 scan
+ * threads and every kernel family; the queries with k = 7000 (above the
+ * count) and the duplicated row's ties take the fp32 path inside the same
+ * batch. */
+static void test_batch_i8_equals_fp32(void **state)
+{
+    (void)state;
+    struct fixture f;
+    fixture_init(&f, 16, 9000);
+    for (int th = 1; th <= 2; th++) {
+        struct vindex *vx = fixture_index(&f, "Flat", th);
+        for (size_t ii = 0; ii < IMS_ARRAY_LEN(g_isas); ii++) {
+            if (index__scan_force_isa(g_isas[ii]) != 0)
+                continue;
+            index__i8_enabled = 0;
+            fixture_answers(&f, vx);
+            index__i8_enabled = 1;
+            uint64_t b0, s0, b1, s1, i0, i1, fb0, fb1;
+            index__batch_stats(vx, &b0, &s0);
+            index__i8_stats(vx, &i0, NULL, &fb0);
+            run_workers(&f, vx, 8, 2, 7);
+            index__batch_stats(vx, &b1, &s1);
+            index__i8_stats(vx, &i1, NULL, &fb1);
+            assert_int_equal(s1 - s0, 16);
+            assert_true(b1 - b0 < 16);        /* some searches shared a pass */
+            assert_true(i1 - i0 >= 12);       /* all but the k = 7000 ones pre-scanned */
+            assert_true(fb1 - fb0 < i1 - i0); /* and most were answered by it */
+        }
+        index__scan_force_isa(NULL);
+        vindex_free(vx);
+    }
+    fixture_fini(&f);
+}
+
 /* 41 threads, one search each: the first is held until the other 40 have
  * queued, then they run as a batch of INDEX_BATCH_MAX and one of the rest. */
 struct one_search {
@@ -456,7 +558,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_multi_kernel_matches_single),
+        cmocka_unit_test(test_i8_multi_kernel_matches_single),
         cmocka_unit_test(test_batch_equals_alone),
+        cmocka_unit_test(test_batch_i8_equals_fp32),
         cmocka_unit_test(test_batch_cap_splits),
         cmocka_unit_test(test_batch_many_threads),
         cmocka_unit_test(test_batch_empty_index),
