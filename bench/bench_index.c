@@ -9,8 +9,13 @@
  *
  * Yardstick, measured in the same run: FAISS IndexFlatIP (Debian's 1.7.3,
  * through the bridge, one thread), one query at a time. Against it: our exact
- * scan (fp32 and fp16 + exact re-score, 1 and 2 threads) with the speed-up of
- * the medians and the top-10 agreement with FAISS; then approximate types
+ * scans, 1 and 2 threads, with the speed-up of the medians and the top-10
+ * agreement with FAISS: Flat's fp32 scan and its int8 pre-scan + exact fp32
+ * re-score (the same index, the two alternated query by query; also their
+ * ratio, the candidates re-scored per query, the fall-backs, and whether
+ * the top-10 ids and scores equal the fp32 scan's), FlatF16 (fp16 + exact
+ * re-score); the cost of quantising every row to int8 (what a snapshot
+ * load adds); then approximate types
  * (FAISS pass + our exact re-rank) with build time, p50/p99 latency and
  * recall@10 against the exact top 10. Searches use one thread; builds use
  * --build-threads FAISS OpenMP threads (default 1) plus OpenBLAS's own.
@@ -22,12 +27,13 @@
  * yardstick, in the same run, alternating the two, medians of --reps runs.
  * Each scan uses --scan-threads threads (default 2: what `serve` sets on this
  * 2-core machine). Also reports whether the batched top-10 lists equal the
- * one-at-a-time ones (they must: 1.0).
+ * one-at-a-time ones (they must: 1.0). --types: Flat (int8 pre-scan),
+ * FlatF16, Flat-fp32 (Flat with the pre-scan off: index__i8_enabled = 0).
  *
  * usage: bench_index [--n N] [--queries Q] [--sets easy,hard] [--hnsw] [--pq]
  *                    [--million] [--million-types "A;B"] [--seed S] [--build-threads T]
  *                    [--concurrency 1,4,16 [--scan-threads T] [--reps R]
- *                     [--conc-queries Q] [--types Flat,FlatF16]]
+ *                     [--conc-queries Q] [--types Flat,FlatF16,Flat-fp32]]
  *   default    exact scans on both sets + IVF1024,Flat on the hard set
  *              (about 2 minutes)
  *   --no-ivf   skip IVF1024,Flat
@@ -220,6 +226,30 @@ static double same_lists(const int64_t *a, const int64_t *b, int nq)
     return (double)same / nq;
 }
 
+/* Flat's two exact paths on the same index, alternated query by query so
+ * that drift on a shared machine hits both: the fp32 scan
+ * (index__i8_enabled = 0) and the int8 pre-scan + fp32 re-score. Top-10
+ * ids and scores of each go to ids[m] / sc[m], latencies to t[m]. */
+static void time_flat_modes(struct vindex *vx, const float *q, int nq, int64_t *ids[2],
+                            float *sc[2], double *t[2])
+{
+    struct ims_error err = {{0}};
+    for (int i = 0; i < nq; i++)
+        for (int m = 0; m < 2; m++) {
+            int nf = 0;
+            index__i8_enabled = m;
+            double t0 = ims_now();
+            enum ims_status st = vindex_search(vx, q + (size_t)i * DIM, 10, sc[m] + i * 10,
+                                               ids[m] + i * 10, &nf, &err);
+            t[m][i] = (ims_now() - t0) * 1e3;
+            if (st != IMS_OK)
+                die("search", st, &err);
+            for (int j = nf; j < 10; j++)
+                ids[m][i * 10 + j] = -1;
+        }
+    index__i8_enabled = 1;
+}
+
 /* ---- sections ------------------------------------------------------------------- */
 
 static void bench_exact(const char *set, const float *x, size_t n, const float *q, int nq,
@@ -259,26 +289,102 @@ static void bench_exact(const char *set, const float *x, size_t n, const float *
            "\"isa\": \"%s\",\n",
            set, n, DIM, nq, nq_faiss, index__scan_isa());
     printf("     \"faiss_flat_ip\": {\"p50_ms\": %.3f, \"p99_ms\": %.3f},\n", tf.p50_ms, tf.p99_ms);
+    /* the int8 codes' cost: quantising every row (what a snapshot load adds) */
+    {
+        size_t stride = index__i8_stride(DIM);
+        int8_t *codes = malloc(stride);
+        /* best of 3 passes: on this VM the first re-read of rows untouched
+         * for a while pays a page-table fault per 4 kB page (~150 ms per
+         * 205 MB), which is not the quantiser's cost */
+        double ms = 1e30, sink = 0;
+        for (int pass = 0; pass < 3; pass++) {
+            double tq = ims_now();
+            sink = 0;
+            for (size_t i = 0; i < n; i++) {
+                float a, r, c;
+                index__i8_quantize_row(x + i * DIM, DIM, codes, &a, &r, &c);
+                sink += r;
+            }
+            ms = IMS_MIN(ms, (ims_now() - tq) * 1e3);
+        }
+        free(codes);
+        fprintf(stderr, "  int8 codes for %zu rows: %.1f ms (mean rho %.5f)\n", n, ms, sink / n);
+        printf("     \"i8_quantize_ms\": %.1f, \"i8_mean_rho\": %.6f,\n", ms, sink / n);
+    }
     printf("     \"scan\": [\n");
-    const char *specs[] = {"Flat", "FlatF16"};
     int first = 1;
-    for (int si = 0; si < 2; si++) {
-        struct vindex *vx = build_exact(specs[si], x, n);
+    /* Flat: the fp32 scan and the int8 pre-scan, alternated */
+    {
+        struct vindex *vx = build_exact("Flat", x, n);
+        for (int th = 1; th <= 2; th++) {
+            struct vindex_search_params p = {.n_threads = th};
+            vindex_set_search_params(vx, &p, NULL);
+            int64_t *got[2];
+            float *sc[2];
+            double *lat[2];
+            for (int m = 0; m < 2; m++) {
+                got[m] = malloc(sizeof(int64_t) * 10 * (size_t)nq);
+                sc[m] = malloc(sizeof(float) * 10 * (size_t)nq);
+                lat[m] = malloc(sizeof(double) * (size_t)nq);
+            }
+            uint64_t s0, c0, f0, s1, c1, f1;
+            index__i8_stats(vx, &s0, &c0, &f0);
+            time_flat_modes(vx, q, nq, got, sc, lat);
+            index__i8_stats(vx, &s1, &c1, &f1);
+            if (th == 1)
+                memcpy(truth, got[0], sizeof(int64_t) * 10 * (size_t)nq);
+            int same_scores = 0;
+            for (int i = 0; i < nq; i++)
+                same_scores += memcmp(sc[0] + i * 10, sc[1] + i * 10, 10 * sizeof(float)) == 0;
+            struct timing tm[2];
+            for (int m = 0; m < 2; m++)
+                tm[m] = (struct timing){pct(lat[m], nq, 0.5), pct(lat[m], nq, 0.99)};
+            double cand = s1 - s0 > f1 - f0 ? (double)(c1 - c0) / (double)((s1 - s0) - (f1 - f0))
+                                            : 0;
+            fprintf(stderr, "  Flat fp32 %d thread(s): p50 %.2f ms; int8 + re-score: p50 %.2f ms "
+                            "(x%.2f), %.1f candidates/query, %llu fallbacks\n",
+                    th, tm[0].p50_ms, tm[1].p50_ms, tm[0].p50_ms / tm[1].p50_ms, cand,
+                    (unsigned long long)(f1 - f0));
+            for (int m = 0; m < 2; m++) {
+                printf("%s      {\"type\": \"Flat\", \"scan\": \"%s\", \"threads\": %d, "
+                       "\"p50_ms\": %.3f, \"p99_ms\": %.3f, \"speedup_vs_faiss_p50\": %.2f, "
+                       "\"top10_recall_vs_faiss\": %.4f, \"top10_lists_equal_faiss\": %.4f, "
+                       "\"top10_lists_equal_flat_fp32\": %.4f",
+                       first ? "" : ",\n", m ? "int8" : "fp32", th, tm[m].p50_ms, tm[m].p99_ms,
+                       tf.p50_ms / tm[m].p50_ms, recall10(got[m], faiss_ids, nq_faiss),
+                       same_lists(got[m], faiss_ids, nq_faiss), same_lists(got[m], got[0], nq));
+                if (m)
+                    printf(", \"speedup_vs_fp32_p50\": %.2f, \"top10_scores_equal_fp32\": %.4f, "
+                           "\"candidates_per_query\": %.1f, \"fallbacks\": %llu, "
+                           "\"i8_isa\": \"%s\"",
+                           tm[0].p50_ms / tm[1].p50_ms, (double)same_scores / nq, cand,
+                           (unsigned long long)(f1 - f0), index__scan_i8_isa());
+                printf("}");
+                first = 0;
+            }
+            for (int m = 0; m < 2; m++) {
+                free(got[m]);
+                free(sc[m]);
+                free(lat[m]);
+            }
+        }
+        vindex_free(vx);
+    }
+    {
+        struct vindex *vx = build_exact("FlatF16", x, n);
         for (int th = 1; th <= 2; th++) {
             struct vindex_search_params p = {.n_threads = th};
             vindex_set_search_params(vx, &p, NULL);
             int64_t *got = malloc(sizeof(int64_t) * 10 * (size_t)nq);
             struct timing tm = time_vindex(vx, q, nq, got);
-            if (si == 0 && th == 1)
-                memcpy(truth, got, sizeof(int64_t) * 10 * (size_t)nq);
-            fprintf(stderr, "  %s %d thread(s): p50 %.2f ms\n", specs[si], th, tm.p50_ms);
-            printf("%s      {\"type\": \"%s\", \"threads\": %d, \"p50_ms\": %.3f, \"p99_ms\": %.3f, "
+            fprintf(stderr, "  FlatF16 %d thread(s): p50 %.2f ms\n", th, tm.p50_ms);
+            printf(",\n      {\"type\": \"FlatF16\", \"scan\": \"fp16\", \"threads\": %d, "
+                   "\"p50_ms\": %.3f, \"p99_ms\": %.3f, "
                    "\"speedup_vs_faiss_p50\": %.2f, \"top10_recall_vs_faiss\": %.4f, "
                    "\"top10_lists_equal_faiss\": %.4f, \"top10_lists_equal_flat_fp32\": %.4f}",
-                   first ? "" : ",\n", specs[si], th, tm.p50_ms, tm.p99_ms,
-                   tf.p50_ms / tm.p50_ms, recall10(got, faiss_ids, nq_faiss),
-                   same_lists(got, faiss_ids, nq_faiss), same_lists(got, truth, nq));
-            first = 0;
+                   th, tm.p50_ms, tm.p99_ms, tf.p50_ms / tm.p50_ms,
+                   recall10(got, faiss_ids, nq_faiss), same_lists(got, faiss_ids, nq_faiss),
+                   same_lists(got, truth, nq));
             free(got);
         }
         vindex_free(vx);
@@ -369,16 +475,19 @@ static void bench_concurrency(const char *set, const float *x, size_t n, const f
                               const int *levels, int n_levels, const char *types, int scan_threads,
                               int total, int reps, int *first_out)
 {
-    const char *specs[] = {"Flat", "FlatF16"};
-    for (int si = 0; si < 2; si++) {
-        if (!has_item(types, specs[si]))
+    /* "Flat-fp32": Flat with the int8 pre-scan off (the fp32 scan) */
+    const char *names[] = {"Flat", "FlatF16", "Flat-fp32"};
+    const char *specs[] = {"Flat", "FlatF16", "Flat"};
+    for (int si = 0; si < 3; si++) {
+        if (!has_item(types, names[si]))
             continue;
+        index__i8_enabled = si != 2;
         struct vindex *vx = build_exact(specs[si], x, n);
         struct vindex_search_params p = {.n_threads = scan_threads};
         vindex_set_search_params(vx, &p, NULL);
         printf("%s    {\"set\": \"%s\", \"n\": %zu, \"type\": \"%s\", \"scan_threads\": %d, "
                "\"isa\": \"%s\", \"reps\": %d, \"levels\": [\n",
-               *first_out ? "" : ",\n", set, n, specs[si], scan_threads, index__scan_isa(), reps);
+               *first_out ? "" : ",\n", set, n, names[si], scan_threads, index__scan_isa(), reps);
         *first_out = 0;
         { /* warm-up, not recorded: first touches, thread start-up */
             double wl[16];
@@ -416,7 +525,7 @@ static void bench_concurrency(const char *set, const float *x, size_t n, const f
             double mean_b = pct(mb[1], reps, 0.5);
             fprintf(stderr, "  %s %s c=%d: one at a time %.1f q/s p50 %.2f ms; batched %.1f q/s "
                             "p50 %.2f ms (mean batch %.1f) x%.2f\n",
-                    set, specs[si], nc, q0, p50_0, q1, p50_1, mean_b, q1 / q0);
+                    set, names[si], nc, q0, p50_0, q1, p50_1, mean_b, q1 / q0);
             printf("%s      {\"clients\": %d, \"searches_per_run\": %d,\n"
                    "       \"one_at_a_time\": {\"qps\": %.1f, \"p50_ms\": %.3f, "
                    "\"p99_ms\": %.3f},\n"
@@ -436,6 +545,7 @@ static void bench_concurrency(const char *set, const float *x, size_t n, const f
         printf("\n    ]}");
         vindex_free(vx);
     }
+    index__i8_enabled = 1;
 }
 
 struct knob {
@@ -587,7 +697,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "usage: %s [--n N] [--queries Q] [--sets easy,hard] [--hnsw] [--pq] [--no-ivf] "
                             "[--million] [--million-types \"A;B\"] [--seed S] [--build-threads T]\n"
                             "       [--concurrency 1,4,16 [--scan-threads T] [--reps R] "
-                            "[--conc-queries Q] [--types Flat,FlatF16]]\n", argv[0]);
+                            "[--conc-queries Q] [--types Flat,FlatF16,Flat-fp32]]\n", argv[0]);
             return 2;
         }
     }
