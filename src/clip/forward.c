@@ -200,13 +200,7 @@ static enum ims_status engine_pack_layer(struct clip_engine *e, const struct cli
         st = ims_error_set(err, IMS_ERR_NOMEM, "out of memory (packing QKV)");
         goto out;
     }
-    size_t ww = (size_t)w * w;
-    memcpy(wqkv, lw->q_w, ww * sizeof(float));
-    memcpy(wqkv + ww, lw->k_w, ww * sizeof(float));
-    memcpy(wqkv + 2 * ww, lw->v_w, ww * sizeof(float));
-    memcpy(bqkv, lw->q_b, (size_t)w * sizeof(float));
-    memcpy(bqkv + w, lw->k_b, (size_t)w * sizeof(float));
-    memcpy(bqkv + 2 * w, lw->v_b, (size_t)w * sizeof(float));
+    forward_stack_qkv(lw, w, wqkv, bqkv);
     if ((st = gemm_weights_pack(e->be, wqkv, bqkv, 3 * w, w, e->dt, &out->qkv, err)) != IMS_OK ||
         (st = gemm_weights_pack(e->be, lw->o_w, lw->o_b, w, w, e->dt, &out->o, err)) != IMS_OK ||
         (st = gemm_weights_pack(e->be, lw->fc1_w, lw->fc1_b, inter, w, e->dt, &out->fc1, err)) !=

@@ -39,6 +39,12 @@ void forward_softmax(float *scores, int n_mat, int t, float scale, int causal, v
 void forward_im2col(const float *pixels, int n, int c, int s, int p, void *patches,
                     enum gemm_dt dt);
 
+/* q, k, v of one layer stacked into one (3W, W) weight and (3W) bias: the
+ * fused QKV product's operand, which both text paths (and the vision one)
+ * pack from. */
+struct clip_layer_weights;
+void forward_stack_qkv(const struct clip_layer_weights *lw, int w, float *wqkv, float *bqkv);
+
 /* Reference activations (the GEMM epilogue does them inside oneDNN; tests
  * compare against these). */
 float forward_act_ref(float x, int act /* enum clip_act */);

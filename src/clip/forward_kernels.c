@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * forward_kernels.c: LayerNorm, attention softmax, im2col and the reference
+ * forward_kernels.c: LayerNorm, attention softmax, im2col, QKV stacking and the reference
  * activations (see forward.h). Plain C written so that GCC vectorises the
  * inner loops without -ffast-math:
  *   - row reductions keep FWD_LANES independent partial sums (a reduction
@@ -180,4 +180,15 @@ float forward_act_ref(float x, int act)
     default:
         return x;
     }
+}
+
+void forward_stack_qkv(const struct clip_layer_weights *lw, int w, float *wqkv, float *bqkv)
+{
+    size_t ww = (size_t)w * w;
+    memcpy(wqkv, lw->q_w, ww * sizeof(float));
+    memcpy(wqkv + ww, lw->k_w, ww * sizeof(float));
+    memcpy(wqkv + 2 * ww, lw->v_w, ww * sizeof(float));
+    memcpy(bqkv, lw->q_b, (size_t)w * sizeof(float));
+    memcpy(bqkv + w, lw->k_b, (size_t)w * sizeof(float));
+    memcpy(bqkv + 2 * w, lw->v_b, (size_t)w * sizeof(float));
 }

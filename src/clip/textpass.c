@@ -651,7 +651,6 @@ enum ims_status textpass_new(const struct clip_config *c, const struct clip_text
         st = ims_error_set(err, IMS_ERR_NOMEM, "out of memory (text pass)");
         goto out;
     }
-    size_t ww = (size_t)w * w;
     for (int l = 0; l < tp->n_layers && st == IMS_OK; l++) {
         const struct clip_layer_weights *lw = &tw->layers[l];
         struct tp_layer *L = &tp->layers[l];
@@ -659,12 +658,7 @@ enum ims_status textpass_new(const struct clip_config *c, const struct clip_text
         L->ln1_b = lw->ln1_b;
         L->ln2_w = lw->ln2_w;
         L->ln2_b = lw->ln2_b;
-        memcpy(wqkv, lw->q_w, ww * sizeof(float));
-        memcpy(wqkv + ww, lw->k_w, ww * sizeof(float));
-        memcpy(wqkv + 2 * ww, lw->v_w, ww * sizeof(float));
-        memcpy(bqkv, lw->q_b, (size_t)w * sizeof(float));
-        memcpy(bqkv + w, lw->k_b, (size_t)w * sizeof(float));
-        memcpy(bqkv + 2 * w, lw->v_b, (size_t)w * sizeof(float));
+        forward_stack_qkv(lw, w, wqkv, bqkv);
         if ((st = linear_pack(tp, wqkv, bqkv, 3 * w, w, dt, &L->qkv, err)) != IMS_OK ||
             (st = linear_pack(tp, lw->o_w, lw->o_b, w, w, dt, &L->o, err)) != IMS_OK ||
             (st = linear_pack(tp, lw->fc1_w, lw->fc1_b, inter, w, dt, &L->fc1, err)) != IMS_OK)
