@@ -6,9 +6,14 @@ set -eu
 want="build-essential cmake pkg-config git ca-certificates
 libjpeg62-turbo-dev libpng-dev libwebp-dev libgif-dev zlib1g-dev
 libopenblas-dev libfaiss-dev libdnnl-dev libutf8proc-dev
-libsqlite3-dev libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev"
+libsqlite3-dev libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev
+libpq-dev libheif-dev libtiff-dev"
 if [ "${1:-build}" = test ]; then
     want="$want libcmocka-dev clang libclang-rt-14-dev curl python3 chromium"
+    # a real PostgreSQL server for the catalogue tests (started by the tests
+    # themselves in a temporary folder), and libheif's encoders to make HEIC
+    # and AVIF test images
+    want="$want postgresql-15 postgresql-client-15 libheif-examples"
     # browser tests need node + npm: Debian's packages unless a node is
     # already installed some other way (e.g. NodeSource, which conflicts)
     if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
