@@ -143,6 +143,102 @@ enum ims_status pg_x(PGconn *c, const char *sql, const struct pgp *p, struct ims
     return pg_q(c, sql, p, NULL, err, what);
 }
 
+/* ---- COPY binary ---------------------------------------------------------------------- */
+
+static void pgc_put(struct pgcopy *b, const void *v, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->n + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 65536;
+        while (cap < b->n + n)
+            cap *= 2;
+        char *p = ims_realloc(b->p, cap);
+        if (!p) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, v, n);
+    b->n += n;
+}
+
+static void pgc_be(struct pgcopy *b, uint64_t x, int bytes)
+{
+    char t[8];
+    for (int i = bytes - 1; i >= 0; i--) {
+        t[i] = (char)(x & 0xff);
+        x >>= 8;
+    }
+    pgc_put(b, t, (size_t)bytes);
+}
+
+void pgc_init(struct pgcopy *b)
+{
+    memset(b, 0, sizeof(*b));
+    static const char sig[11] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', '\377', '\r', '\n', '\0'};
+    pgc_put(b, sig, sizeof(sig));
+    pgc_be(b, 0, 4); /* flags */
+    pgc_be(b, 0, 4); /* header extension */
+}
+
+void pgc_row(struct pgcopy *b, int n_fields) { pgc_be(b, (uint64_t)n_fields, 2); }
+
+void pgc_i64(struct pgcopy *b, int64_t x)
+{
+    pgc_be(b, 8, 4);
+    pgc_be(b, (uint64_t)x, 8);
+}
+
+void pgc_bytes(struct pgcopy *b, const void *v, size_t n)
+{
+    if (!v) {
+        pgc_be(b, 0xffffffffu, 4);
+        return;
+    }
+    pgc_be(b, (uint64_t)n, 4);
+    pgc_put(b, v, n);
+}
+
+void pgc_text(struct pgcopy *b, const char *s) { pgc_bytes(b, s, s ? strlen(s) : 0); }
+
+enum ims_status pgc_send(PGconn *c, const char *copy_sql, struct pgcopy *b,
+                         struct ims_error *err)
+{
+    pgc_be(b, 0xffff, 2); /* trailer */
+    enum ims_status s = IMS_OK;
+    if (b->oom) {
+        ims_free(b->p);
+        return ims_error_set(err, IMS_ERR_NOMEM, "catalogue: out of memory building a batch");
+    }
+    PGresult *r = PQexec(c, copy_sql);
+    if (PQresultStatus(r) != PGRES_COPY_IN) {
+        s = pg_error(c, r, err, "copy");
+        PQclear(r);
+        ims_free(b->p);
+        return s;
+    }
+    PQclear(r);
+    for (size_t off = 0; off < b->n && s == IMS_OK;) {
+        size_t k = b->n - off < (1u << 20) ? b->n - off : (1u << 20);
+        if (PQputCopyData(c, b->p + off, (int)k) != 1)
+            s = pg_error(c, NULL, err, "copy data");
+        off += k;
+    }
+    if (PQputCopyEnd(c, s == IMS_OK ? NULL : "aborted") != 1 && s == IMS_OK)
+        s = pg_error(c, NULL, err, "copy end");
+    while ((r = PQgetResult(c)) != NULL) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && s == IMS_OK)
+            s = pg_error(c, r, err, "copy");
+        PQclear(r);
+    }
+    ims_free(b->p);
+    b->p = NULL;
+    return s;
+}
+
 /* ---- connections ------------------------------------------------------------------- */
 
 static enum ims_status pg_connect(struct store *st, PGconn **out, struct ims_error *err)
@@ -322,7 +418,11 @@ static const char *const pg_migrations[] = {
     "  claimed_by text, lease_until timestamptz,"
     "  attempts integer NOT NULL DEFAULT 0, image_id bigint, outcome smallint,"
     "  code text, error text, UNIQUE (job_id, idx));"
-    "CREATE INDEX job_items_open ON job_items(id) WHERE state < 2;",
+    "CREATE INDEX job_items_open ON job_items(id) WHERE state < 2;"
+    /* metadata is checked before a batch is written (the row index goes in
+     * the message); a failed cast would abort the whole transaction */
+    "CREATE FUNCTION ims_json_valid(t text) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $f$"
+    " BEGIN PERFORM t::jsonb; RETURN true; EXCEPTION WHEN others THEN RETURN false; END $f$;",
 };
 
 _Static_assert(sizeof(pg_migrations) / sizeof(pg_migrations[0]) == STORE_SCHEMA_VERSION,
@@ -540,14 +640,16 @@ enum ims_status pg_log_changes(PGconn *c, const int64_t *ids, size_t n,
     int64_t last = pg_i64(r, 0, 0);
     PQclear(r);
     int64_t first = last - (int64_t)n + 1;
-    for (size_t i = 0; i < n && s == IMS_OK; i++) {
-        struct pgp q = {0};
-        pgp_i64(&q, first + (int64_t)i);
-        pgp_i64(&q, ids[i]);
-        pgp_i64(&q, kind);
-        s = pg_x(c, "INSERT INTO changes(seq, image_id, kind) VALUES($1, $2, $3::bigint::smallint)",
-                 &q, err, "log change");
+    struct pgcopy b;
+    pgc_init(&b);
+    for (size_t i = 0; i < n; i++) {
+        pgc_row(&b, 3);
+        pgc_i64(&b, first + (int64_t)i);
+        pgc_i64(&b, ids[i]);
+        pgc_be(&b, 2, 4); /* smallint */
+        pgc_be(&b, (uint64_t)kind, 2);
     }
+    s = pgc_send(c, "COPY changes(seq, image_id, kind) FROM STDIN (FORMAT binary)", &b, err);
     if (s == IMS_OK) {
         char buf[32];
         snprintf(buf, sizeof(buf), "%lld", (long long)last);

@@ -45,116 +45,63 @@ static enum ims_status put_thumb(PGconn *c, int64_t id, const void *b, size_t n,
                 &p, err, "store thumbnail");
 }
 
-static enum ims_status insert_one(struct store *st, PGconn *c, const struct store_new_image *r,
-                                  int64_t now, struct store_insert_result *res, int64_t *new_id,
-                                  struct ims_error *err)
+/* ---- batch insert ----------------------------------------------------------------------
+ *
+ * One batch = a handful of round trips whatever its size: the batch's keys
+ * go into a temporary table by COPY, two joins find every existing row by
+ * source and by hash, the outcomes are decided in row order in memory (a
+ * hash set finds repeats inside the batch), ids come from the sequence in
+ * one query, and the new rows, embeddings, thumbnails and changes go in by
+ * COPY. All under the advisory write lock, so no other node's insert can
+ * slip between the lookups and the writes. */
+
+enum plan { P_NEW, P_DUP_SOURCE, P_DUP_SHA, P_COMPLETE };
+
+struct bset { /* open addressing over row indexes; key = source or sha256 */
+    int32_t *slot;
+    size_t mask;
+};
+
+static uint64_t fnv(const void *p, size_t n)
 {
-    enum ims_status s;
-    int64_t id = 0, no_data = 0;
-    int found = 0;
-    *new_id = 0;
-    struct pgp p = {0};
-    pgp_text(&p, r->source);
-    s = find_id(c, "SELECT id, (sha256 IS NULL)::int::int8 FROM images WHERE source = $1", &p, &id,
-                &found, &no_data, err);
-    if (s != IMS_OK)
-        return s;
-    if (found) {
-        if (no_data && r->sha256) {
-            int64_t other = 0;
-            int taken = 0;
-            struct pgp h = {0};
-            pgp_bytea(&h, r->sha256, 32);
-            s = find_id(c, "SELECT id FROM images WHERE sha256 = $1", &h, &other, &taken, NULL,
-                        err);
-            if (s != IMS_OK)
-                return s;
-            if (taken) { /* the content is stored under another source already */
-                *res = (struct store_insert_result){id, STORE_DUP_SOURCE};
-                return IMS_OK;
-            }
-            struct pgp u = {0};
-            pgp_i64(&u, id);
-            pgp_bytea(&u, r->sha256, 32);
-            pgp_text(&u, r->format);
-            pgp_i64(&u, r->width);
-            pgp_i64(&u, r->height);
-            pgp_i64(&u, r->bytes);
-            s = pg_x(c,
-                     "UPDATE images SET sha256 = $2, format = coalesce($3, format), width = $4, "
-                     "height = $5, bytes = $6 WHERE id = $1",
-                     &u, err, "complete row");
-            if (s == IMS_OK && r->thumbnail_bytes > 0)
-                s = put_thumb(c, id, r->thumbnail, r->thumbnail_bytes, err);
-            if (s == IMS_OK)
-                *res = (struct store_insert_result){id, STORE_COMPLETED};
-            return s;
+    const unsigned char *b = p;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+
+static int bset_init(struct bset *s, size_t n)
+{
+    size_t cap = 16;
+    while (cap < n * 2)
+        cap *= 2;
+    s->slot = ims_malloc(cap * sizeof(*s->slot));
+    if (!s->slot)
+        return -1;
+    for (size_t i = 0; i < cap; i++)
+        s->slot[i] = -1;
+    s->mask = cap - 1;
+    return 0;
+}
+
+/* Finds the row whose key equals key(row `i`) (by_sha: the hash); inserts
+ * i when `add` and absent. Returns the found row or -1. */
+static int32_t bset_find(struct bset *s, const struct store_new_image *rows, int32_t i,
+                         int by_sha, int add)
+{
+    const void *k = by_sha ? (const void *)rows[i].sha256 : (const void *)rows[i].source;
+    size_t kn = by_sha ? 32 : strlen(rows[i].source);
+    for (size_t h = fnv(k, kn) & s->mask;; h = (h + 1) & s->mask) {
+        int32_t j = s->slot[h];
+        if (j < 0) {
+            if (add)
+                s->slot[h] = i;
+            return -1;
         }
-        *res = (struct store_insert_result){id, STORE_DUP_SOURCE};
-        return IMS_OK;
+        if (by_sha ? !memcmp(rows[j].sha256, k, 32) : !strcmp(rows[j].source, k))
+            return j;
     }
-    if (r->sha256) {
-        struct pgp h = {0};
-        pgp_bytea(&h, r->sha256, 32);
-        s = find_id(c, "SELECT id FROM images WHERE sha256 = $1", &h, &id, &found, NULL, err);
-        if (s != IMS_OK)
-            return s;
-        if (found) {
-            *res = (struct store_insert_result){id, STORE_DUP_SHA256};
-            return IMS_OK;
-        }
-    }
-    struct pgp q = {0};
-    pgp_text(&q, r->source);
-    pgp_bytea(&q, r->sha256, r->sha256 ? 32 : 0);
-    pgp_text(&q, r->format);
-    pgp_i64(&q, r->width);
-    pgp_i64(&q, r->height);
-    pgp_i64(&q, r->bytes);
-    pgp_i64(&q, r->added ? r->added : now);
-    pgp_text(&q, r->caption);
-    pgp_text(&q, r->metadata);
-    pgp_text(&q, st->model_name);
-    s = find_id(c,
-                "INSERT INTO images(source, sha256, format, width, height, bytes, added, caption, "
-                "metadata, model) VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
-                "ON CONFLICT DO NOTHING RETURNING id",
-                &q, &id, &found, NULL, err);
-    if (s != IMS_OK)
-        return s;
-    if (!found) { /* lost a race the lock did not cover: report the winner */
-        struct pgp f = {0};
-        pgp_text(&f, r->source);
-        s = find_id(c, "SELECT id FROM images WHERE source = $1", &f, &id, &found, NULL, err);
-        if (s == IMS_OK && found) {
-            *res = (struct store_insert_result){id, STORE_DUP_SOURCE};
-            return IMS_OK;
-        }
-        if (s == IMS_OK && r->sha256) {
-            struct pgp h = {0};
-            pgp_bytea(&h, r->sha256, 32);
-            s = find_id(c, "SELECT id FROM images WHERE sha256 = $1", &h, &id, &found, NULL,
-                        err);
-            if (s == IMS_OK && found) {
-                *res = (struct store_insert_result){id, STORE_DUP_SHA256};
-                return IMS_OK;
-            }
-        }
-        return s != IMS_OK ? s
-                           : ims_error_set(err, IMS_ERR_BUSY, "insert conflicted; retry");
-    }
-    struct pgp e = {0};
-    pgp_i64(&e, id);
-    pgp_bytea(&e, r->embedding, (size_t)r->dim * 4);
-    s = pg_x(c, "INSERT INTO embeddings(image_id, vec) VALUES($1, $2)", &e, err,
-             "insert embedding");
-    if (s == IMS_OK && r->thumbnail_bytes > 0)
-        s = put_thumb(c, id, r->thumbnail, r->thumbnail_bytes, err);
-    if (s == IMS_OK) {
-        *res = (struct store_insert_result){id, STORE_INSERTED};
-        *new_id = id;
-    }
-    return s;
 }
 
 enum ims_status pg_insert_many(struct store *st, const struct store_new_image *rows, size_t n,
@@ -164,39 +111,240 @@ enum ims_status pg_insert_many(struct store *st, const struct store_new_image *r
                         "store_insert_many: invalid arguments");
     if (n == 0)
         return IMS_OK;
+    IMS_RETURN_ERROR_IF(n > (1u << 24), err, IMS_ERR_INVALID,
+                        "store_insert_many: batch of %zu rows is too large", n);
     for (size_t i = 0; i < n; i++) {
         enum ims_status v = store__validate_row(st, &rows[i], i, err);
         if (v != IMS_OK)
             return v;
     }
-    struct store_insert_result *tmp = ims_malloc(n * sizeof(*tmp));
-    int64_t *ids = ims_malloc(n * sizeof(*ids));
-    if (!tmp || !ids) {
-        ims_free(tmp);
-        ims_free(ids);
-        return ims_error_set(err, IMS_ERR_NOMEM, "store_insert_many: out of memory");
-    }
+    struct store_insert_result *res = ims_calloc(n, sizeof(*res));
+    int64_t *src_id = ims_malloc(n * sizeof(*src_id)), *sha_id = ims_malloc(n * sizeof(*sha_id));
+    uint8_t *nodata = ims_calloc(n, 1), *plan = ims_calloc(n, 1);
+    int32_t *ref = ims_malloc(n * sizeof(*ref));
+    int64_t *new_ids = ims_malloc(n * sizeof(*new_ids));
+    struct bset by_src = {0}, by_sha = {0};
     PGconn *c = NULL;
-    size_t n_new = 0;
-    enum ims_status s = pg_wbegin(st, &c, 1, err);
+    PGresult *r = NULL;
+    enum ims_status s = IMS_OK;
+    if (!res || !src_id || !sha_id || !nodata || !plan || !ref || !new_ids ||
+        bset_init(&by_src, n) || bset_init(&by_sha, n)) {
+        s = ims_error_set(err, IMS_ERR_NOMEM, "store_insert_many: out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++)
+        src_id[i] = sha_id[i] = -1;
+    s = pg_wbegin(st, &c, 1, err);
+    if (s != IMS_OK)
+        goto out;
+    for (size_t i = 0; i < n && s == IMS_OK; i++) {
+        if (!rows[i].metadata)
+            continue;
+        struct pgp p = {0};
+        pgp_text(&p, rows[i].metadata);
+        int64_t ok = 0;
+        int found = 0;
+        s = find_id(c, "SELECT ims_json_valid($1)::int::int8", &p, &ok, &found, NULL, err);
+        if (s == IMS_OK && !ok)
+            s = ims_error_set(err, IMS_ERR_INVALID, "row %zu (%s): metadata is not valid JSON",
+                              i, rows[i].source);
+    }
+    /* 1. lookups */
+    if (s == IMS_OK)
+        s = pg_x(c,
+                 "CREATE TEMP TABLE IF NOT EXISTS ims_batch(k bigint, source text, sha256 bytea) "
+                 "ON COMMIT DELETE ROWS",
+                 NULL, err, "batch table");
     if (s == IMS_OK) {
-        int64_t now = store__unix_now();
-        for (size_t i = 0; i < n && s == IMS_OK; i++) {
-            int64_t nid = 0;
-            s = insert_one(st, c, &rows[i], now, &tmp[i], &nid, err);
-            if (s != IMS_OK)
-                ims_error_prefix(err, "row %zu (%s)", i, rows[i].source);
-            else if (nid)
-                ids[n_new++] = nid;
+        struct pgcopy b;
+        pgc_init(&b);
+        for (size_t i = 0; i < n; i++) {
+            pgc_row(&b, 3);
+            pgc_i64(&b, (int64_t)i);
+            pgc_text(&b, rows[i].source);
+            pgc_bytes(&b, rows[i].sha256, 32);
         }
-        if (s == IMS_OK)
-            s = pg_log_changes(c, ids, n_new, STORE_CHANGE_INSERT, err);
-        s = pg_wend(st, c, s, err);
+        s = pgc_send(c, "COPY ims_batch(k, source, sha256) FROM STDIN (FORMAT binary)", &b, err);
     }
     if (s == IMS_OK)
-        memcpy(results, tmp, n * sizeof(*tmp));
-    ims_free(tmp);
-    ims_free(ids);
+        s = pg_q(c,
+                 "SELECT b.k, i.id, (i.sha256 IS NULL)::int::int8 FROM ims_batch b JOIN images i "
+                 "ON i.source = b.source",
+                 NULL, &r, err, "look up sources");
+    for (int k = 0; s == IMS_OK && k < PQntuples(r); k++) {
+        int64_t i = pg_i64(r, k, 0);
+        if (i >= 0 && (size_t)i < n) {
+            src_id[i] = pg_i64(r, k, 1);
+            nodata[i] = (uint8_t)pg_i64(r, k, 2);
+        }
+    }
+    PQclear(r);
+    r = NULL;
+    if (s == IMS_OK)
+        s = pg_q(c,
+                 "SELECT b.k, i.id FROM ims_batch b JOIN images i ON i.sha256 = b.sha256 "
+                 "WHERE b.sha256 IS NOT NULL",
+                 NULL, &r, err, "look up hashes");
+    for (int k = 0; s == IMS_OK && k < PQntuples(r); k++) {
+        int64_t i = pg_i64(r, k, 0);
+        if (i >= 0 && (size_t)i < n)
+            sha_id[i] = pg_i64(r, k, 1);
+    }
+    PQclear(r);
+    r = NULL;
+    if (s != IMS_OK)
+        goto end;
+
+    /* 2. outcomes, in row order; ref[i] = the batch row whose id i reports */
+    size_t n_new = 0;
+    for (int32_t i = 0; i < (int32_t)n; i++) {
+        const struct store_new_image *row = &rows[i];
+        int32_t j = bset_find(&by_src, rows, i, 0, 0);
+        ref[i] = -1;
+        if (src_id[i] >= 0) {
+            res[i].id = src_id[i];
+            plan[i] = P_DUP_SOURCE;
+            if (j < 0 && nodata[i] && row->sha256 && sha_id[i] < 0 &&
+                bset_find(&by_sha, rows, i, 1, 0) < 0) {
+                plan[i] = P_COMPLETE;
+                bset_find(&by_src, rows, i, 0, 1);
+                bset_find(&by_sha, rows, i, 1, 1);
+            }
+        } else if (j >= 0) {
+            plan[i] = P_DUP_SOURCE;
+            ref[i] = j;
+        } else if (row->sha256 && sha_id[i] >= 0) {
+            plan[i] = P_DUP_SHA;
+            res[i].id = sha_id[i];
+        } else if (row->sha256 && (j = bset_find(&by_sha, rows, i, 1, 0)) >= 0) {
+            plan[i] = P_DUP_SHA;
+            ref[i] = j;
+        } else {
+            plan[i] = P_NEW;
+            n_new++;
+            bset_find(&by_src, rows, i, 0, 1);
+            if (row->sha256)
+                bset_find(&by_sha, rows, i, 1, 1);
+        }
+    }
+
+    /* 3. ids for the new rows, in row order */
+    if (n_new > 0) {
+        struct pgp p = {0};
+        pgp_i64(&p, (int64_t)n_new);
+        s = pg_q(c,
+                 "SELECT nextval(pg_get_serial_sequence('images', 'id')) FROM "
+                 "generate_series(1, $1) ORDER BY 1",
+                 &p, &r, err, "allocate ids");
+        if (s == IMS_OK && (size_t)PQntuples(r) != n_new)
+            s = ims_error_set(err, IMS_ERR_INTERNAL, "catalogue: id allocation came up short");
+        for (size_t k = 0; s == IMS_OK && k < n_new; k++)
+            new_ids[k] = pg_i64(r, (int)k, 0);
+        PQclear(r);
+        r = NULL;
+    }
+    if (s != IMS_OK)
+        goto end;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (plan[i] == P_NEW)
+            res[i].id = new_ids[k++];
+        else if (ref[i] >= 0)
+            res[i].id = res[ref[i]].id;
+        res[i].outcome = plan[i] == P_NEW          ? STORE_INSERTED
+                         : plan[i] == P_DUP_SOURCE ? STORE_DUP_SOURCE
+                         : plan[i] == P_DUP_SHA    ? STORE_DUP_SHA256
+                                                   : STORE_COMPLETED;
+    }
+
+    /* 4. writes */
+    if (n_new > 0) {
+        int64_t now = store__unix_now();
+        struct pgcopy bi, be, bt;
+        pgc_init(&bi);
+        pgc_init(&be);
+        pgc_init(&bt);
+        size_t n_thumbs = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (plan[i] != P_NEW)
+                continue;
+            const struct store_new_image *row = &rows[i];
+            pgc_row(&bi, 11);
+            pgc_i64(&bi, res[i].id);
+            pgc_text(&bi, row->source);
+            pgc_bytes(&bi, row->sha256, 32);
+            pgc_text(&bi, row->format);
+            pgc_i64(&bi, row->width);
+            pgc_i64(&bi, row->height);
+            pgc_i64(&bi, row->bytes);
+            pgc_i64(&bi, row->added ? row->added : now);
+            pgc_text(&bi, row->caption);
+            pgc_text(&bi, row->metadata);
+            pgc_text(&bi, st->model_name);
+            pgc_row(&be, 2);
+            pgc_i64(&be, res[i].id);
+            pgc_bytes(&be, row->embedding, (size_t)row->dim * 4);
+            if (row->thumbnail_bytes > 0) {
+                pgc_row(&bt, 2);
+                pgc_i64(&bt, res[i].id);
+                pgc_bytes(&bt, row->thumbnail, row->thumbnail_bytes);
+                n_thumbs++;
+            }
+        }
+        s = pgc_send(c,
+                     "COPY images(id, source, sha256, format, width, height, bytes, added, "
+                     "caption, metadata, model) FROM STDIN (FORMAT binary)",
+                     &bi, err);
+        if (s == IMS_OK)
+            s = pgc_send(c, "COPY embeddings(image_id, vec) FROM STDIN (FORMAT binary)", &be,
+                         err);
+        else
+            ims_free(be.p);
+        if (s == IMS_OK && n_thumbs > 0)
+            s = pgc_send(c, "COPY thumbnails(image_id, jpeg) FROM STDIN (FORMAT binary)", &bt,
+                         err);
+        else
+            ims_free(bt.p);
+    }
+    for (size_t i = 0; i < n && s == IMS_OK; i++) {
+        if (plan[i] != P_COMPLETE)
+            continue;
+        const struct store_new_image *row = &rows[i];
+        struct pgp u = {0};
+        pgp_i64(&u, res[i].id);
+        pgp_bytea(&u, row->sha256, 32);
+        pgp_text(&u, row->format);
+        pgp_i64(&u, row->width);
+        pgp_i64(&u, row->height);
+        pgp_i64(&u, row->bytes);
+        s = pg_x(c,
+                 "UPDATE images SET sha256 = $2, format = coalesce($3, format), width = $4, "
+                 "height = $5, bytes = $6 WHERE id = $1",
+                 &u, err, "complete row");
+        if (s == IMS_OK && row->thumbnail_bytes > 0)
+            s = put_thumb(c, res[i].id, row->thumbnail, row->thumbnail_bytes, err);
+    }
+    if (s == IMS_OK) {
+        k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (plan[i] == P_NEW)
+                new_ids[k++] = res[i].id;
+        s = pg_log_changes(c, new_ids, n_new, STORE_CHANGE_INSERT, err);
+    }
+end:
+    s = pg_wend(st, c, s, err);
+    if (s == IMS_OK)
+        memcpy(results, res, n * sizeof(*res));
+out:
+    ims_free(res);
+    ims_free(src_id);
+    ims_free(sha_id);
+    ims_free(nodata);
+    ims_free(plan);
+    ims_free(ref);
+    ims_free(new_ids);
+    ims_free(by_src.slot);
+    ims_free(by_sha.slot);
     return s;
 }
 

@@ -68,6 +68,22 @@ enum ims_status pg_x(PGconn *c, const char *sql, const struct pgp *p, struct ims
 /* Maps a failed result / connection to a status with "catalogue: what: msg". */
 enum ims_status pg_error(PGconn *c, const PGresult *r, struct ims_error *err, const char *what);
 
+/* A COPY ... FROM STDIN (FORMAT binary) stream built in memory: the bulk
+ * path for batches (one round trip instead of one per row). */
+struct pgcopy {
+    char *p;
+    size_t n, cap;
+    int oom;
+};
+void pgc_init(struct pgcopy *b);  /* writes the header */
+void pgc_row(struct pgcopy *b, int n_fields);
+void pgc_i64(struct pgcopy *b, int64_t x);
+void pgc_bytes(struct pgcopy *b, const void *v, size_t n); /* v NULL = SQL NULL */
+void pgc_text(struct pgcopy *b, const char *s);            /* NULL = SQL NULL */
+/* Sends the stream (trailer added) with `copy_sql`; frees the buffer. */
+enum ims_status pgc_send(PGconn *c, const char *copy_sql, struct pgcopy *b,
+                         struct ims_error *err);
+
 /* Pool. */
 enum ims_status pg_get(struct store *st, PGconn **c, struct ims_error *err);
 void pg_put(struct store *st, PGconn *c);
