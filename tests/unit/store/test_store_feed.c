@@ -462,6 +462,88 @@ static void test_race_same_images(void **state)
     assert_int_equal(store_check(st, NULL), IMS_OK);
 }
 
+/* Commit order equals seq order: a follower that only ever asks for the
+ * changes after the last seq it saw, while two writers (two "nodes") insert
+ * and delete, ends up with every change, none skipped. */
+struct writer {
+    struct fx *f;
+    int base;
+};
+
+static void *writer_thread(void *p)
+{
+    struct writer *w = p;
+    struct store *st = open_cat(w->f);
+    for (int k = 0; k < 30; k++) {
+        int64_t id = add(st, (uint64_t)(w->base + k));
+        if (k % 5 == 4)
+            store_delete(st, id, NULL);
+    }
+    store_close(st);
+    return NULL;
+}
+
+struct follower {
+    struct fx *f;
+    volatile int stop;
+    struct store_change got[200];
+    size_t n;
+    int ok;
+};
+
+static void *follow_thread(void *p)
+{
+    struct follower *fo = p;
+    struct store *st = open_cat(fo->f);
+    int64_t last = 0;
+    fo->ok = 1;
+    for (;;) {
+        int stopping = fo->stop;
+        struct store_change ch[16];
+        size_t n = 0;
+        if (store_changes_after(st, last, 16, ch, &n, NULL) != IMS_OK) {
+            fo->ok = 0;
+            break;
+        }
+        for (size_t i = 0; i < n && fo->n < 200; i++)
+            fo->got[fo->n++] = ch[i];
+        if (n > 0)
+            last = ch[n - 1].seq;
+        if (n == 0 && stopping)
+            break;
+    }
+    store_close(st);
+    return NULL;
+}
+
+static void test_feed_commit_order(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = f->st = open_cat(f);
+    struct writer a = {f, 1000}, b = {f, 2000};
+    struct follower fo = {.f = f};
+    pthread_t ta, tb, tf;
+    pthread_create(&tf, NULL, follow_thread, &fo);
+    pthread_create(&ta, NULL, writer_thread, &a);
+    pthread_create(&tb, NULL, writer_thread, &b);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    fo.stop = 1;
+    pthread_join(tf, NULL);
+    assert_true(fo.ok);
+    assert_int_equal(fo.n, 72); /* 60 inserts + 12 deletes */
+    struct store_change all[80];
+    size_t n = 0;
+    assert_int_equal(store_changes_after(st, 0, 80, all, &n, NULL), IMS_OK);
+    assert_int_equal(n, 72);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(all[i].seq, (int64_t)i + 1); /* no gaps */
+        assert_int_equal(fo.got[i].seq, all[i].seq);
+        assert_int_equal(fo.got[i].id, all[i].id);
+        assert_int_equal(fo.got[i].kind, all[i].kind);
+    }
+}
+
 static void test_catalogue_urls(void **state)
 {
     (void)state;
@@ -580,6 +662,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_jobs_items, setup, teardown),
         cmocka_unit_test_setup_teardown(test_jobs_parallel_claims, setup, teardown),
         cmocka_unit_test_setup_teardown(test_race_same_images, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_feed_commit_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_catalogue_urls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_v1, setup, teardown),
     };
