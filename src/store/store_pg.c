@@ -892,6 +892,7 @@ static const struct store_ops pg_ops = {
     .max_id = pg_max_id,
     .list = pg_list,
     .scan_embeddings = pg_scan_embeddings,
+    .restore_many = pg_restore_many,
     .deleted_seq = pg_deleted_seq,
     .deleted_after = pg_deleted_after,
     .change_seq = pg_change_seq,

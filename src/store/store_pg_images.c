@@ -804,3 +804,96 @@ enum ims_status pg_deleted_after(struct store *st, int64_t after_seq, size_t max
     *last_seq = last;
     return IMS_OK;
 }
+
+/* ---- restore (catalogue copy) --------------------------------------------------- */
+
+enum ims_status pg_restore_many(struct store *st, const struct store_restore_row *rows, size_t n,
+                                struct ims_error *err)
+{
+    PGconn *c = NULL;
+    PGresult *r = NULL;
+    int64_t *ids = ims_malloc(n * sizeof(*ids));
+    if (!ids)
+        return ims_error_set(err, IMS_ERR_NOMEM, "store_restore_many: out of memory");
+    enum ims_status s = pg_wbegin(st, &c, 1, err);
+    if (s != IMS_OK) {
+        ims_free(ids);
+        return s;
+    }
+    s = pg_q(c,
+             "SELECT greatest((SELECT coalesce(max(id), 0) FROM images), (SELECT CASE WHEN "
+             "is_called THEN last_value ELSE 0 END FROM images_id_seq))",
+             NULL, &r, err, "read id counter");
+    if (s == IMS_OK && rows[0].row->id <= pg_i64(r, 0, 0))
+        s = ims_error_set(err, IMS_ERR_EXISTS,
+                          "row 0 (id %lld): the catalogue has given out ids up to %lld; restored "
+                          "rows must come after them",
+                          (long long)rows[0].row->id, (long long)pg_i64(r, 0, 0));
+    PQclear(r);
+    for (size_t i = 0; i < n && s == IMS_OK; i++)
+        if (rows[i].row->metadata) {
+            struct pgp p = {0};
+            pgp_text(&p, rows[i].row->metadata);
+            int64_t ok = 0;
+            int found = 0;
+            s = find_id(c, "SELECT ims_json_valid($1)::int::int8", &p, &ok, &found, NULL, err);
+            if (s == IMS_OK && !ok)
+                s = ims_error_set(err, IMS_ERR_INVALID, "row %zu (%s): metadata is not valid JSON",
+                                  i, rows[i].row->source);
+        }
+    if (s == IMS_OK) {
+        struct pgcopy bi, be, bt;
+        pgc_init(&bi);
+        pgc_init(&be);
+        pgc_init(&bt);
+        size_t n_thumbs = 0;
+        for (size_t i = 0; i < n; i++) {
+            const struct store_image_row *row = rows[i].row;
+            ids[i] = row->id;
+            pgc_row(&bi, 11);
+            pgc_i64(&bi, row->id);
+            pgc_text(&bi, row->source);
+            pgc_bytes(&bi, row->has_sha256 ? row->sha256 : NULL, 32);
+            pgc_text(&bi, row->format);
+            pgc_i64(&bi, row->width);
+            pgc_i64(&bi, row->height);
+            pgc_i64(&bi, row->bytes);
+            pgc_i64(&bi, row->added);
+            pgc_text(&bi, row->caption);
+            pgc_text(&bi, row->metadata);
+            pgc_text(&bi, row->model);
+            pgc_row(&be, 2);
+            pgc_i64(&be, row->id);
+            pgc_bytes(&be, row->embedding, (size_t)row->dim * 4);
+            if (rows[i].thumbnail_bytes > 0) {
+                pgc_row(&bt, 2);
+                pgc_i64(&bt, row->id);
+                pgc_bytes(&bt, rows[i].thumbnail, rows[i].thumbnail_bytes);
+                n_thumbs++;
+            }
+        }
+        s = pgc_send(c,
+                     "COPY images(id, source, sha256, format, width, height, bytes, added, "
+                     "caption, metadata, model) FROM STDIN (FORMAT binary)",
+                     &bi, err);
+        if (s == IMS_OK)
+            s = pgc_send(c, "COPY embeddings(image_id, vec) FROM STDIN (FORMAT binary)", &be,
+                         err);
+        else
+            ims_free(be.p);
+        if (s == IMS_OK && n_thumbs > 0)
+            s = pgc_send(c, "COPY thumbnails(image_id, jpeg) FROM STDIN (FORMAT binary)", &bt,
+                         err);
+        else
+            ims_free(bt.p);
+    }
+    if (s == IMS_OK) {
+        struct pgp p = {0};
+        pgp_i64(&p, rows[n - 1].row->id);
+        s = pg_x(c, "SELECT setval('images_id_seq', $1)", &p, err, "move id counter");
+    }
+    if (s == IMS_OK)
+        s = pg_log_changes(c, ids, n, STORE_CHANGE_INSERT, err);
+    ims_free(ids);
+    return pg_wend(st, c, s, err);
+}

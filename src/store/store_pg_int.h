@@ -121,6 +121,8 @@ enum ims_status pg_list(struct store *, enum store_order, int64_t, int64_t,
                         struct store_image_row **, size_t *, struct ims_error *);
 enum ims_status pg_scan_embeddings(struct store *, int64_t, size_t, store_scan_fn, void *,
                                    struct ims_error *);
+enum ims_status pg_restore_many(struct store *, const struct store_restore_row *, size_t,
+                                struct ims_error *);
 enum ims_status pg_deleted_seq(struct store *, int64_t *, struct ims_error *);
 enum ims_status pg_deleted_after(struct store *, int64_t, size_t, int64_t **, size_t *,
                                  int64_t *, struct ims_error *);

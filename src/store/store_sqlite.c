@@ -763,6 +763,7 @@ const struct store_ops store__sqlite_ops = {
     .max_id = sq_max_id,
     .list = sq_list,
     .scan_embeddings = sq_scan_embeddings,
+    .restore_many = sq_restore_many,
     .deleted_seq = sq_deleted_seq,
     .deleted_after = sq_deleted_after,
     .change_seq = sq_change_seq,
