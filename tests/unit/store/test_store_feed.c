@@ -544,6 +544,57 @@ static void test_feed_commit_order(void **state)
     }
 }
 
+/* store_restore_many: rows keep their ids; never below the ids given out */
+static void test_restore(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = f->st = open_cat(f);
+    struct ims_error err = {0};
+    float v1[DIM], v2[DIM];
+    tu_vec(v1, DIM, 1);
+    tu_vec(v2, DIM, 2);
+    struct store_image_row r1 = {.id = 5, .source = "s5", .model = "old-model", .added = 77,
+                                 .metadata = "{\"k\": 1}", .embedding = v1, .dim = DIM},
+                           r2 = {.id = 9, .source = "s9", .model = "model-a", .has_sha256 = 1,
+                                 .embedding = v2, .dim = DIM};
+    memset(r2.sha256, 0xab, 32);
+    struct store_restore_row rr[2] = {{&r1, "JPEGBYTES", 9}, {&r2, NULL, 0}};
+    assert_int_equal(store_restore_many(st, rr, 2, &err), IMS_OK);
+    struct store_image_row got;
+    assert_int_equal(store_get(st, 5, STORE_FIELD_EMBEDDING, &got, &err), IMS_OK);
+    assert_string_equal(got.source, "s5");
+    assert_string_equal(got.model, "old-model");
+    assert_int_equal(got.added, 77);
+    assert_int_equal(got.has_thumbnail, 1);
+    assert_memory_equal(got.embedding, v1, sizeof(v1));
+    store_row_fini(&got);
+    int64_t id = 0;
+    assert_int_equal(store_find_by_sha256(st, r2.sha256, &id, &err), IMS_OK);
+    assert_int_equal(id, 9);
+    assert_int_equal(seq_of(st), 2);
+    /* ids at or below what was given out are refused, nothing stored */
+    struct store_image_row r3 = {.id = 9, .source = "s9b", .model = "m", .embedding = v1,
+                                 .dim = DIM};
+    struct store_restore_row bad[1] = {{&r3, NULL, 0}};
+    assert_int_equal(store_restore_many(st, bad, 1, &err), IMS_ERR_EXISTS);
+    /* unordered ids are refused */
+    struct store_image_row r4 = {.id = 20, .source = "s20", .model = "m", .embedding = v1,
+                                 .dim = DIM};
+    r3.id = 19;
+    struct store_restore_row unordered[2] = {{&r4, NULL, 0}, {&r3, NULL, 0}};
+    assert_int_equal(store_restore_many(st, unordered, 2, &err), IMS_ERR_INVALID);
+    /* a duplicate source fails the whole batch */
+    r3.id = 30;
+    r3.source = "s5";
+    struct store_restore_row dup[2] = {{&r4, NULL, 0}, {&r3, NULL, 0}};
+    assert_true(store_restore_many(st, dup, 2, &err) != IMS_OK);
+    int64_t n = 0;
+    assert_int_equal(store_count(st, &n, &err), IMS_OK);
+    assert_int_equal(n, 2);
+    /* new rows continue after the restored ids */
+    assert_true(add(st, 100) > 9);
+}
+
 static void test_catalogue_urls(void **state)
 {
     (void)state;
@@ -663,6 +714,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_jobs_parallel_claims, setup, teardown),
         cmocka_unit_test_setup_teardown(test_race_same_images, setup, teardown),
         cmocka_unit_test_setup_teardown(test_feed_commit_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restore, setup, teardown),
         cmocka_unit_test_setup_teardown(test_catalogue_urls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_v1, setup, teardown),
     };
