@@ -119,11 +119,92 @@ enum ims_status pg_error(PGconn *c, const PGresult *r, struct ims_error *err, co
     return ims_error_set(err, s, "catalogue: %s: %.*s", what, (int)n, msg);
 }
 
+/* Prepared statements: a parameterised query is parsed and planned once per
+ * connection (named by a hash of its text) and then only executed, which
+ * matters most for the small hot queries (search result joins, claims).
+ * The table of (connection, hash) pairs is process-wide; a connection's
+ * entries go when it is closed or reset (pg_forget). */
+struct prep {
+    const PGconn *c;
+    uint64_t h;
+};
+static pthread_mutex_t prep_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct prep *prep_tab;
+static size_t prep_n, prep_cap;
+
+static uint64_t sql_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static int prep_has(const PGconn *c, uint64_t h)
+{
+    int found = 0;
+    pthread_mutex_lock(&prep_lock);
+    for (size_t i = 0; i < prep_n && !found; i++)
+        found = prep_tab[i].c == c && prep_tab[i].h == h;
+    pthread_mutex_unlock(&prep_lock);
+    return found;
+}
+
+static void prep_add(const PGconn *c, uint64_t h)
+{
+    pthread_mutex_lock(&prep_lock);
+    if (prep_n == prep_cap) {
+        size_t cap = prep_cap ? prep_cap * 2 : 256;
+        struct prep *p = ims_realloc(prep_tab, cap * sizeof(*p));
+        if (p) {
+            prep_tab = p;
+            prep_cap = cap;
+        }
+    }
+    if (prep_n < prep_cap)
+        prep_tab[prep_n++] = (struct prep){c, h};
+    pthread_mutex_unlock(&prep_lock);
+}
+
+void pg_forget(const PGconn *c)
+{
+    pthread_mutex_lock(&prep_lock);
+    for (size_t i = 0; i < prep_n;) {
+        if (prep_tab[i].c == c)
+            prep_tab[i] = prep_tab[--prep_n];
+        else
+            i++;
+    }
+    if (prep_n == 0) {
+        ims_free(prep_tab);
+        prep_tab = NULL;
+        prep_cap = 0;
+    }
+    pthread_mutex_unlock(&prep_lock);
+}
+
 enum ims_status pg_q(PGconn *c, const char *sql, const struct pgp *p, PGresult **res,
                      struct ims_error *err, const char *what)
 {
-    PGresult *r = PQexecParams(c, sql, p ? p->n : 0, p ? p->type : NULL, p ? p->v : NULL,
-                               p ? p->len : NULL, p ? p->fmt : NULL, 1);
+    PGresult *r = NULL;
+    if (p && p->n > 0) {
+        uint64_t h = sql_hash(sql);
+        char name[32];
+        snprintf(name, sizeof(name), "ims_%016llx", (unsigned long long)h);
+        if (!prep_has(c, h)) {
+            r = PQprepare(c, name, sql, p->n, p->type);
+            if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
+                enum ims_status s = pg_error(c, r, err, what);
+                PQclear(r);
+                return s;
+            }
+            PQclear(r);
+            prep_add(c, h);
+        }
+        r = PQexecPrepared(c, name, p->n, p->v, p->len, p->fmt, 1);
+    } else {
+        r = PQexecParams(c, sql, 0, NULL, NULL, NULL, NULL, 1);
+    }
     ExecStatusType t = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (t != PGRES_TUPLES_OK && t != PGRES_COMMAND_OK) {
         enum ims_status s = pg_error(c, r, err, what);
@@ -275,8 +356,10 @@ enum ims_status pg_get(struct store *st, PGconn **out, struct ims_error *err)
     if (pg->n_idle > 0) {
         c = pg->idle[--pg->n_idle];
         pthread_mutex_unlock(&pg->plock);
-        if (PQstatus(c) != CONNECTION_OK)
-            PQreset(c); /* the server restarted: try once to reconnect */
+        if (PQstatus(c) != CONNECTION_OK) {
+            pg_forget(c); /* a new session has none of the prepared statements */
+            PQreset(c);   /* the server restarted: try once to reconnect */
+        }
         *out = c;
         return IMS_OK;
     }
@@ -793,8 +876,10 @@ static void pg_close(struct store *st)
     if (!st)
         return;
     if (st->pg) {
-        for (int i = 0; i < st->pg->n_idle; i++)
+        for (int i = 0; i < st->pg->n_idle; i++) {
+            pg_forget(st->pg->idle[i]);
             PQfinish(st->pg->idle[i]);
+        }
         if (st->pg->listen)
             PQfinish(st->pg->listen);
         pthread_mutex_destroy(&st->pg->plock);

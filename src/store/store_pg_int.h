@@ -65,6 +65,9 @@ enum ims_status pg_q(PGconn *c, const char *sql, const struct pgp *p, PGresult *
 /* Runs a statement without results. */
 enum ims_status pg_x(PGconn *c, const char *sql, const struct pgp *p, struct ims_error *err,
                      const char *what);
+/* Drops what is known about prepared statements on c (before closing or
+ * resetting it). */
+void pg_forget(const PGconn *c);
 /* Maps a failed result / connection to a status with "catalogue: what: msg". */
 enum ims_status pg_error(PGconn *c, const PGresult *r, struct ims_error *err, const char *what);
 
