@@ -93,6 +93,9 @@ enum store_open_flags {
     /* synchronous=NORMAL instead of FULL: commits survive a process crash but
      * not a power loss. For benchmarks and throwaway folders only. */
     STORE_OPEN_SYNC_NORMAL = 1u << 1,
+    /* Only open a catalogue that exists: IMS_ERR_NOT_FOUND instead of
+     * creating one (catalogue copy's source, tools that only read). */
+    STORE_OPEN_EXISTING = 1u << 2,
 };
 
 /* Opens (creating `data_dir` and catalogue.db if needed) the catalogue of

@@ -139,15 +139,15 @@ static enum ims_status open_recorded(const char *loc, struct store **out, char *
     const char *url = store_catalogue_is_url(loc) ? loc : NULL;
     struct store_model_info any = {"(any)", 1};
     struct store *st = NULL;
-    enum ims_status s =
-        store_open_catalogue(url, loc, &any, STORE_OPEN_ALLOW_MODEL_MISMATCH, &st, err);
+    enum ims_status s = store_open_catalogue(
+        url, loc, &any, STORE_OPEN_ALLOW_MODEL_MISMATCH | STORE_OPEN_EXISTING, &st, err);
     if (s == IMS_OK)
         s = store_model_get(st, name, cap, dim, err);
     store_close(st);
     if (s != IMS_OK)
         return s;
     struct store_model_info m = {name, *dim};
-    return store_open_catalogue(url, loc, &m, 0, out, err);
+    return store_open_catalogue(url, loc, &m, STORE_OPEN_EXISTING, out, err);
 }
 
 static int copy(const char *from, const char *to, size_t chunk)

@@ -535,6 +535,11 @@ static enum ims_status pg_migrate(struct store *st, PGconn *c, struct ims_error 
                           st->db_path, (long long)version, STORE_SCHEMA_VERSION);
         goto out;
     }
+    if (fresh && (st->flags & STORE_OPEN_EXISTING)) {
+        s = ims_error_set(err, IMS_ERR_NOT_FOUND, "%s holds no catalogue (nothing was created)",
+                          st->db_path);
+        goto out;
+    }
     if (fresh) {
         /* a database with tables of its own is not ours to fill */
         s = pg_q(c,

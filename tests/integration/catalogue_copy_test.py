@@ -120,6 +120,19 @@ def main():
             rc, out, _ = run(bin_, "stats", "--data", b)
             check(rc == 0 and json.loads(out)["images"] == 200, "the copy back has 200 rows")
 
+            # a source that does not exist is refused, and not created
+            nothing = os.path.join(tmp, "nothing")
+            rc, _, err = run(bin_, "catalogue", "copy", "--from", nothing, "--to",
+                             os.path.join(tmp, "c"))
+            check(rc != 0 and "no catalogue" in err and not os.path.exists(nothing),
+                  "missing source refused, not created: %s" % err)
+            empty_db = pg.new_database()
+            rc, _, err = run(bin_, "catalogue", "copy", "--from", empty_db, "--to",
+                             os.path.join(tmp, "c"))
+            check(rc != 0 and "no catalogue" in err, "empty database as source refused: %s" % err)
+            check(psql(empty_db, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+                  .strip() == "0", "nothing created in the empty source database")
+
             rc, _, err = run(bin_, "stats", "--catalogue",
                              "postgresql://postgres:sekrit@127.0.0.1:1/x")
             check(rc != 0 and "127.0.0.1:1" in err and "sekrit" not in err and "***" in err,

@@ -544,6 +544,30 @@ static void test_feed_commit_order(void **state)
     }
 }
 
+/* STORE_OPEN_EXISTING never creates a catalogue */
+static void test_open_existing(void **state)
+{
+    struct fx *f = *state;
+    struct ims_error err = {0};
+    struct store *st = NULL;
+    assert_int_equal(store_open_catalogue(f->url, f->dir, &model_a, STORE_OPEN_EXISTING, &st,
+                                          &err),
+                     IMS_ERR_NOT_FOUND);
+    assert_null(st);
+    if (f->url[0])
+        assert_int_equal(tu_pg_exec(f->url, "SELECT 1/(count(*) = 0)::int FROM pg_tables WHERE "
+                                            "schemaname = 'public'"),
+                         0);
+    f->st = open_cat(f); /* creates it */
+    add(f->st, 1);
+    store_close(f->st);
+    f->st = NULL;
+    assert_int_equal(store_open_catalogue(f->url, f->dir, &model_a, STORE_OPEN_EXISTING,
+                                          &f->st, &err),
+                     IMS_OK);
+    assert_int_equal(seq_of(f->st), 1);
+}
+
 /* store_restore_many: rows keep their ids; never below the ids given out */
 static void test_restore(void **state)
 {
@@ -715,6 +739,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_race_same_images, setup, teardown),
         cmocka_unit_test_setup_teardown(test_feed_commit_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restore, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_existing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_catalogue_urls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_v1, setup, teardown),
     };
