@@ -265,6 +265,26 @@ void pgc_init(struct pgcopy *b)
     pgc_be(b, 0, 4); /* header extension */
 }
 
+void pga_begin(struct pgcopy *b, uint32_t elem_oid, size_t n)
+{
+    memset(b, 0, sizeof(*b));
+    pgc_be(b, 1, 4);        /* dimensions */
+    pgc_be(b, 1, 4);        /* may hold NULLs */
+    pgc_be(b, elem_oid, 4); /* element type */
+    pgc_be(b, (uint64_t)n, 4);
+    pgc_be(b, 1, 4); /* lower bound */
+}
+
+void pgp_raw(struct pgp *p, const void *v, size_t n, Oid type)
+{
+    IMS_ASSERT(p->n < STORE_PG_MAX_PARAMS);
+    p->v[p->n] = v;
+    p->len[p->n] = (int)n;
+    p->fmt[p->n] = 1;
+    p->type[p->n] = type;
+    p->n++;
+}
+
 void pgc_row(struct pgcopy *b, int n_fields) { pgc_be(b, (uint64_t)n_fields, 2); }
 
 void pgc_i64(struct pgcopy *b, int64_t x)

@@ -48,8 +48,8 @@ static enum ims_status put_thumb(PGconn *c, int64_t id, const void *b, size_t n,
 /* ---- batch insert ----------------------------------------------------------------------
  *
  * One batch = a handful of round trips whatever its size: the batch's keys
- * go into a temporary table by COPY, two joins find every existing row by
- * source and by hash, the outcomes are decided in row order in memory (a
+ * go as two array parameters, two joins find every existing row by source
+ * and by hash (index probes), the outcomes are decided in row order in memory (a
  * hash set finds repeats inside the batch), ids come from the sequence in
  * one query, and the new rows, embeddings, thumbnails and changes go in by
  * COPY. All under the advisory write lock, so no other node's insert can
@@ -149,28 +149,25 @@ enum ims_status pg_insert_many(struct store *st, const struct store_new_image *r
             s = ims_error_set(err, IMS_ERR_INVALID, "row %zu (%s): metadata is not valid JSON",
                               i, rows[i].source);
     }
-    /* 1. lookups */
-    if (s == IMS_OK)
-        s = pg_x(c,
-                 "CREATE TEMP TABLE IF NOT EXISTS ims_batch(k bigint, source text, sha256 bytea) "
-                 "ON COMMIT DELETE ROWS",
-                 NULL, err, "batch table");
-    if (s == IMS_OK) {
-        struct pgcopy b;
-        pgc_init(&b);
-        for (size_t i = 0; i < n; i++) {
-            pgc_row(&b, 3);
-            pgc_i64(&b, (int64_t)i);
-            pgc_text(&b, rows[i].source);
-            pgc_bytes(&b, rows[i].sha256, 32);
-        }
-        s = pgc_send(c, "COPY ims_batch(k, source, sha256) FROM STDIN (FORMAT binary)", &b, err);
+    /* 1. lookups: the batch's sources and hashes as two array parameters,
+     * joined on the unique indexes (one index probe per row) */
+    struct pgcopy as, ah;
+    pga_begin(&as, 25, n);
+    pga_begin(&ah, 17, n);
+    for (size_t i = 0; i < n; i++) {
+        pgc_text(&as, rows[i].source);
+        pgc_bytes(&ah, rows[i].sha256, 32);
     }
-    if (s == IMS_OK)
+    if (as.oom || ah.oom)
+        s = ims_error_set(err, IMS_ERR_NOMEM, "store_insert_many: out of memory");
+    if (s == IMS_OK) {
+        struct pgp p = {0};
+        pgp_raw(&p, as.p, as.n, 1009); /* text[] */
         s = pg_q(c,
-                 "SELECT b.k, i.id, (i.sha256 IS NULL)::int::int8 FROM ims_batch b JOIN images i "
-                 "ON i.source = b.source",
-                 NULL, &r, err, "look up sources");
+                 "SELECT b.k - 1, i.id, (i.sha256 IS NULL)::int::int8 FROM unnest($1::text[]) "
+                 "WITH ORDINALITY AS b(source, k) JOIN images i ON i.source = b.source",
+                 &p, &r, err, "look up sources");
+    }
     for (int k = 0; s == IMS_OK && k < PQntuples(r); k++) {
         int64_t i = pg_i64(r, k, 0);
         if (i >= 0 && (size_t)i < n) {
@@ -180,11 +177,16 @@ enum ims_status pg_insert_many(struct store *st, const struct store_new_image *r
     }
     PQclear(r);
     r = NULL;
-    if (s == IMS_OK)
+    if (s == IMS_OK) {
+        struct pgp p = {0};
+        pgp_raw(&p, ah.p, ah.n, 1001); /* bytea[] */
         s = pg_q(c,
-                 "SELECT b.k, i.id FROM ims_batch b JOIN images i ON i.sha256 = b.sha256 "
-                 "WHERE b.sha256 IS NOT NULL",
-                 NULL, &r, err, "look up hashes");
+                 "SELECT b.k - 1, i.id FROM unnest($1::bytea[]) WITH ORDINALITY AS b(sha, k) "
+                 "JOIN images i ON i.sha256 = b.sha WHERE b.sha IS NOT NULL",
+                 &p, &r, err, "look up hashes");
+    }
+    ims_free(as.p);
+    ims_free(ah.p);
     for (int k = 0; s == IMS_OK && k < PQntuples(r); k++) {
         int64_t i = pg_i64(r, k, 0);
         if (i >= 0 && (size_t)i < n)

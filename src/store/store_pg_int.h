@@ -83,6 +83,10 @@ void pgc_row(struct pgcopy *b, int n_fields);
 void pgc_i64(struct pgcopy *b, int64_t x);
 void pgc_bytes(struct pgcopy *b, const void *v, size_t n); /* v NULL = SQL NULL */
 void pgc_text(struct pgcopy *b, const char *s);            /* NULL = SQL NULL */
+/* The same buffer as a binary array parameter: pga_begin, then n elements
+ * with pgc_bytes/pgc_text; pass b.p, b.n with pgp_raw (array type oid). */
+void pga_begin(struct pgcopy *b, uint32_t elem_oid, size_t n);
+void pgp_raw(struct pgp *p, const void *v, size_t n, Oid type);
 /* Sends the stream (trailer added) with `copy_sql`; frees the buffer. */
 enum ims_status pgc_send(PGconn *c, const char *copy_sql, struct pgcopy *b,
                          struct ims_error *err);
