@@ -27,14 +27,16 @@
  *     store_scan_embeddings(st, snapshot_max_id, 4096, add_to_index, idx, &err);
  *     store_close(st);
  *
- * Backend: SQLite today (catalogue.db in the data folder, WAL mode). No SQLite
- * type appears here, so a PostgreSQL backend can sit behind the same header
+ * Backends: SQLite (catalogue.db in the data folder, WAL mode; store_open)
+ * and PostgreSQL (store_open_catalogue with a postgresql:// URL), shared by
+ * many nodes. Neither's types appear here; every function works on both
  * (docs/internals/store.md).
  *
  * Threading: a `struct store` may be shared by any number of threads; every
- * function is thread-safe. Writes go through ONE writer connection guarded by
- * a mutex, each public write being one explicit transaction (all or
- * nothing). Reads use their own connections from a small pool (WAL), so they
+ * function is thread-safe. On SQLite, writes go through ONE writer connection
+ * guarded by a mutex; on PostgreSQL through a small connection pool, image
+ * writes serialised by an advisory lock. Each public write is one explicit
+ * transaction (all or nothing). Reads use their own connections from a small pool (WAL), so they
  * see a consistent committed snapshot and never wait for a write batch in
  * progress. Other processes (the CLI next to a running server) may use the
  * same folder: SQLite's file locks and a busy timeout serialise their writes.

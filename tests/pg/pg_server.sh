@@ -17,7 +17,8 @@
 #   socket_url  the same over the Unix socket
 #   cluster     the cluster folder
 # Tests create their own database each (CREATE DATABASE), so they can run in
-# parallel on one server.
+# parallel on one server. IMS_PG_DURABLE=1 keeps PostgreSQL's durable
+# defaults (fsync, synchronous_commit on) for benchmarks.
 set -eu
 
 cmd=${1:-}
@@ -77,11 +78,15 @@ start)
         rm -rf "$cluster"
         exit 1
     fi
+    fast="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    if [ "${IMS_PG_DURABLE:-0}" = 1 ]; then
+        fast=""
+    fi
     tries=0
     while :; do
         port=$(free_port)
         if as_pg "$bindir/pg_ctl" -D "$cluster/data" -l "$cluster/server.log" -w -t 60 \
-            -o "-k $cluster -p $port -h 127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 -c shared_buffers=32MB" \
+            -o "-k $cluster -p $port -h 127.0.0.1 $fast -c max_connections=300 -c shared_buffers=32MB" \
             start >/dev/null 2>&1; then
             break
         fi
