@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -485,7 +486,7 @@ static void *writer_thread(void *p)
 
 struct follower {
     struct fx *f;
-    volatile int stop;
+    atomic_int stop;
     struct store_change got[200];
     size_t n;
     int ok;
@@ -498,7 +499,7 @@ static void *follow_thread(void *p)
     int64_t last = 0;
     fo->ok = 1;
     for (;;) {
-        int stopping = fo->stop;
+        int stopping = atomic_load(&fo->stop);
         struct store_change ch[16];
         size_t n = 0;
         if (store_changes_after(st, last, 16, ch, &n, NULL) != IMS_OK) {
@@ -528,7 +529,7 @@ static void test_feed_commit_order(void **state)
     pthread_create(&tb, NULL, writer_thread, &b);
     pthread_join(ta, NULL);
     pthread_join(tb, NULL);
-    fo.stop = 1;
+    atomic_store(&fo.stop, 1);
     pthread_join(tf, NULL);
     assert_true(fo.ok);
     assert_int_equal(fo.n, 72); /* 60 inserts + 12 deletes */
