@@ -313,6 +313,8 @@ struct vindex {
     int type_trains;                /* the FAISS type needs vindex_train (IVF, PQ) */
     struct vindex_search_params params;
     int64_t last_id;                /* highest catalogue id covered, -1 if none */
+    _Atomic uint64_t generation;    /* version stamp: set under the write lock on
+                                       every change searches can see (vindex.c) */
 
     /* Coalescing of concurrent exact searches (vindex.c), guarded by
      * batch_mu, never by the rwlock (a batch takes the read lock itself). */
