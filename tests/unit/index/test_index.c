@@ -223,7 +223,7 @@ static void test_f16_conversion(void **state)
     for (uint32_t h = 0; h < 0x10000; h++) {
         if ((h & 0x7c00) == 0x7c00)
             continue; /* inf / nan */
-        float f = index__f16_to_f32((uint16_t)h);
+        float f = ims_f16_to_f32((uint16_t)h);
         uint16_t back;
         index__f32_to_f16(&f, &back, 1);
         assert_int_equal(back, h);
