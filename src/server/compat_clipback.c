@@ -30,7 +30,7 @@
  * Honoured: text, image, image_url, embedding_input, num_images,
  * num_result_ids (at most SERVER_K_MAX, else capped and said in
  * X-Imgsearch-Capped), deduplicate (clip-back's rule, server__clipback_dedup),
- * indice_name (must name the one index, or be absent/null). Accepted and
+ * indice_name (the one index, or absent/null/""). Accepted and
  * ignored, named in X-Imgsearch-Ignored when they asked for something:
  * modality "text" (imgsearch has no caption index; the image index answers),
  * use_mclip, use_safety_model, use_violence_detector, aesthetic_score with
@@ -316,7 +316,7 @@ static bool index_ok(json_t *root, const char *index_name, struct server__compat
     const char *name;
     if (!opt_string(root, "indice_name", &name, r, a))
         return false;
-    if (name && strcmp(name, index_name) != 0) {
+    if (name && *name && strcmp(name, index_name) != 0) {
         message(r, a, 400, "unknown indice_name \"%s\" (this server has one index: \"%s\")",
                 name, index_name);
         return false;
