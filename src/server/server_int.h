@@ -229,8 +229,10 @@ int server__http_status(enum ims_status st);
 /* POST /predict (multipart: "entries" JSON, "image" file or "text" field). */
 void server__immich_predict(const struct server_backend *be, const struct server_mp_form *f,
                             struct server_arena *a, struct server__compat_reply *out);
-/* The JSON text of a float array as immich's service writes it ("[0.1,-2e-05]"):
- * each value the shortest decimal that reads back as the same float. */
+/* The JSON text of a float array, as immich's service writes one
+ * ("[0.1,-2.49999994e-05]"): each value a decimal that reads back as the same
+ * float (nine significant digits, trailing zeros trimmed). NaN/Inf are not
+ * JSON: callers pass finite values. */
 enum ims_status server__floats_json(const float *v, size_t n, struct ims_buf *out);
 
 /* POST /knn-service, POST /metadata (JSON bodies, whatever the Content-Type:

@@ -341,14 +341,32 @@ static void test_floats_json(void **state)
     ims_buf_init(&b, 1u << 20);
     assert_int_equal(server__floats_json(fake_vec, FAKE_DIM, &b), IMS_OK);
     assert_int_equal(ims_buf_append(&b, "", 1), IMS_OK);
-    assert_string_equal(b.data, "[0.5,0.33333334,-2.5e-05,1]");
+    assert_string_equal(b.data, "[0.5,0.333333343,-2.49999994e-05,1]");
+    /* the layout of printf's %.9g, trailing zeros trimmed */
+    static const struct {
+        float f;
+        const char *s;
+    } layout[] = {{0.0f, "0"}, {-0.0f, "-0"}, {1.0f, "1"}, {-2.0f, "-2"}, {100.0f, "100"},
+                  {123456792.0f, "123456792"}, {1e9f, "1e+09"}, {1e-4f, "9.99999975e-05"}, {2.5e-4f, "0.000250000012"},
+                  {1.5e-5f, "1.49999996e-05"}, {0.25f, "0.25"}, {3.0e38f, "3.00000001e+38"},
+                  {1e-45f, "1.40129846e-45"}, {12.5f, "12.5"}};
+    for (size_t i = 0; i < sizeof(layout) / sizeof(layout[0]); i++) {
+        ims_buf_reset(&b);
+        assert_int_equal(server__floats_json(&layout[i].f, 1, &b), IMS_OK);
+        char want[64];
+        snprintf(want, sizeof(want), "[%s]", layout[i].s);
+        if (b.len != strlen(want) || memcmp(b.data, want, b.len))
+            fail_msg("%.9g printed as %.*s, want %s", (double)layout[i].f, (int)b.len, b.data,
+                     want);
+    }
     /* every float32 reads back exactly, whatever its magnitude */
     ims_buf_reset(&b);
     float v[2000];
     uint32_t x = 12345;
     for (size_t i = 0; i < 2000; i++) {
         x = x * 1664525u + 1013904223u;
-        uint32_t bits = (x & 0x807fffffu) | ((100u + (x >> 8) % 56u) << 23);
+        /* every exponent, denormals included */
+        uint32_t bits = (x & 0x807fffffu) | (((x >> 8) % 255u) << 23);
         memcpy(&v[i], &bits, 4);
     }
     assert_int_equal(server__floats_json(v, 2000, &b), IMS_OK);
@@ -361,7 +379,8 @@ static void test_floats_json(void **state)
     for (size_t i = 0; i < 2000; i++) {
         char *end;
         float f = strtof(p, &end);
-        assert_true(f == v[i]);
+        if (!(f == v[i]))
+            fail_msg("%.9g read back as %.9g", (double)v[i], (double)f);
         p = end + 1;
     }
     json_decref(arr);
@@ -458,7 +477,7 @@ static void test_immich_ping_and_predict(void **state)
             "image", 1, "IMG fake jpeg bytes", NULL);
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body.data,
-                        "{\"clip\":\"[0.5,0.33333334,-2.5e-05,1]\",\"imageHeight\":480,"
+                        "{\"clip\":\"[0.5,0.333333343,-2.49999994e-05,1]\",\"imageHeight\":480,"
                         "\"imageWidth\":640}");
     assert_string_equal(header(&r, "Content-Type", h, sizeof(h)), "application/json");
     assert_string_equal(header(&r, "X-Imgsearch-Ignored", h, sizeof(h)), "");
@@ -473,7 +492,7 @@ static void test_immich_ping_and_predict(void **state)
             "{\"language\":\"de-CH\"}}}}",
             "text", 0, "ein Hund am Strand", NULL);
     assert_int_equal(r.status, 200);
-    assert_string_equal(r.body.data, "{\"clip\":\"[0.5,0.33333334,-2.5e-05,1]\"}");
+    assert_string_equal(r.body.data, "{\"clip\":\"[0.5,0.333333343,-2.49999994e-05,1]\"}");
     assert_string_equal(header(&r, "X-Imgsearch-Ignored", h, sizeof(h)), "language");
     assert_string_equal(fk.text, "ein Hund am Strand");
     resp_fini(&r);
