@@ -288,6 +288,8 @@ enum ims_status search_run(struct search_engine *se, const struct search_request
         return ims_error_set(err, IMS_ERR_INVALID, "k must be 1..%d", SEARCH_K_MAX);
     if (req->offset < 0 || req->offset > SEARCH_OFFSET_MAX)
         return ims_error_set(err, IMS_ERR_INVALID, "offset must be 0..%d", SEARCH_OFFSET_MAX);
+    if (!se->store || !se->index)
+        return ims_error_set(err, IMS_ERR_INVALID, "this engine only embeds (no catalogue)");
     atomic_fetch_add(&se->queries, 1);
 
     enum ims_status st = IMS_OK;
