@@ -143,6 +143,15 @@ enum ims_status vindex_save(struct vindex *vx, const char *path, int64_t last_id
 enum ims_status vindex_load(const char *path, int dim, const char *spec, struct vindex **out,
                             int64_t *last_id, struct ims_error *err);
 
+/* Calls fn with the live vectors in storage order, a chunk at a time: ids
+ * (n), vectors (n, dim) fp32, borrowed for the call, under the read lock (fn
+ * must not call back into vx). Non-zero from fn stops: IMS_ERR_CANCELLED.
+ * For `imgsearch repair`, which rebuilds catalogue rows from a snapshot. */
+typedef int (*vindex_scan_fn)(void *user, const int64_t *ids, const float *vectors, size_t n,
+                              int dim);
+enum ims_status vindex_scan(struct vindex *vx, vindex_scan_fn fn, void *user,
+                            struct ims_error *err);
+
 /* What a snapshot holds, from its header alone (no payload is read, no
  * checksum verified): magic, version, dim, spec and that the file size
  * matches the counts are validated. For decisions such as "never replace a

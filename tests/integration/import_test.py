@@ -203,6 +203,47 @@ def hostile_files(bin_, tmp, model, rows, sources, img, d):
               "damaged HNSW graph in index.snap: rebuilt, search answers (rc %d): %s" % (rc, err))
 
 
+def lost_catalogue(bin_, tmp, model, sources, img):
+    """Issue 8 item 5: a 0-byte catalogue.db next to a 60-vector index.snap
+    is an error naming the file and `imgsearch repair`; the snapshot is not
+    touched; repair rebuilds 60 rows under their ids from it."""
+    n = len(sources)
+    data = os.path.join(tmp, "d_lost")
+    common = ["--data", data, "--model", model]
+    rc, _, err = run(bin_, "import", *common, "--vectors", os.path.join(tmp, "v.npy"),
+                     "--sources", os.path.join(tmp, "sources.txt"))
+    rc2, out, _ = run(bin_, "search", *common, "--image", img, "--json", "-k", "1")
+    before = json.loads(out)["results"][0] if rc2 == 0 else {}
+    snap = os.path.join(data, "index.snap")
+    cat = os.path.join(data, "catalogue.db")
+    snap_bytes = open(snap, "rb").read()
+    for f in os.listdir(data):
+        if f.startswith("catalogue.db"):
+            os.remove(os.path.join(data, f))
+    open(cat, "wb").close()
+    for argv in (["stats", "--data", data], ["search", *common, "cat"],
+                 ["add", *common, img]):
+        rc, _, err = run(bin_, *argv)
+        check(rc != 0 and cat in err and "imgsearch repair" in err,
+              "%s on a 0-byte catalogue: a clear error: %s" % (argv[0], err))
+        check(open(snap, "rb").read() == snap_bytes and os.path.getsize(cat) == 0,
+              "%s left index.snap and catalogue.db untouched" % argv[0])
+    rc, out, err = run(bin_, "repair", *common)
+    check(rc == 0 and ("repaired %d rows" % n) in out and "lost" in err,
+          "repair rebuilds the rows: %r %r" % (out, err))
+    check(open(snap, "rb").read() == snap_bytes, "repair did not modify index.snap")
+    check(any(f.startswith("catalogue.db.damaged-") for f in os.listdir(data)),
+          "the damaged catalogue is kept aside")
+    check(stats_images(bin_, data) == n, "stats counts the repaired rows")
+    rc, out, err = run(bin_, "search", *common, "--image", img, "--json", "-k", "1")
+    res = json.loads(out)["results"] if rc == 0 else []
+    check(res and before and res[0]["id"] == before["id"] and
+          res[0]["url"] == "repair:%d" % before["id"] and "rebuilding" not in err,
+          "same id found after repair, marked repair:ID, snapshot reused: %s %s" % (res, err))
+    rc, out, err = run(bin_, "repair", *common)
+    check(rc == 0 and "nothing to repair" in err, "repair of a sound folder does nothing: %s" % err)
+
+
 def main():
     bin_, src = sys.argv[1], sys.argv[2]
     tmp = tempfile.mkdtemp(prefix="ims_it_import_")
@@ -326,6 +367,7 @@ def main():
                          "--faiss", os.path.join(tmp, "junk.faiss"), "--meta", mj)
         check(rc != 0 and "nothing imported" in err, "a damaged FAISS file is an error: %s" % err)
         hostile_files(bin_, tmp, model, rows, sources, img, d)
+        lost_catalogue(bin_, tmp, model, sources, img)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if FAILS:
