@@ -49,7 +49,11 @@ const char cli_help_import[] =
     "                        (--vectors FILE.npy --sources FILE | --faiss INDEX --meta META.json)\n"
     "Adds rows from precomputed embeddings (float32 .npy of shape (N, D) and one source per\n"
     "line; or the prototype's FAISS index + JSON metadata list). Nothing is fetched; the\n"
-    "rows get thumbnails when `imgsearch add` later brings the same source.\n";
+    "rows get thumbnails when `imgsearch add` later brings the same source.\n"
+    "The whole input is validated first (finite vectors, norms in [1e-30, 1e30], FAISS\n"
+    "files checked whole) and the rows are committed in one transaction, or none.\n"
+    "FAISS: Flat, IDMap, HNSW-Flat, IVF-Flat, IVF-PQ; metadata entry K describes the\n"
+    "vector of id K (the position for files without ids).\n";
 
 #define IMPORT_CHUNK 4096
 /* A vector whose norm is outside this range is refused: nothing real is that
