@@ -48,6 +48,7 @@
 #include <exception>
 #include <memory>
 #include <new>
+#include <cstring>
 #include <string>
 
 // OpenMP threads FAISS may use in train/add. OpenMP's thread count is a
@@ -464,11 +465,29 @@ void index__faiss_set_threads(int n)
         g_build_threads.store(n);
 }
 
-enum ims_status index__faiss_read_file_vectors(const char *path, float **x, int64_t **ids,
-                                               size_t *n, int *d, struct ims_error *err)
+enum ims_status index__faiss_read_buffer_vectors(const void *data, size_t size, float **x,
+                                                 int64_t **ids, size_t *n, int *d,
+                                                 struct ims_error *err)
 {
     return guarded(err, IMS_ERR_CORRUPT, "reading the index file", [&]() {
-        std::unique_ptr<faiss::Index> ix(faiss::read_index(path));
+        struct {
+            const unsigned char *p;
+            size_t left;
+        } src = {static_cast<const unsigned char *>(data), size};
+        CbReader r;
+        r.fn = [](void *ctx, void *out, size_t len) -> int {
+            auto *s = static_cast<decltype(src) *>(ctx);
+            if (len > s->left)
+                return -1;
+            memcpy(out, s->p, len);
+            s->p += len;
+            s->left -= len;
+            return 0;
+        };
+        r.ctx = &src;
+        // The precomputed IVF-PQ table is a search accelerator the import
+        // never uses; building it costs nlist * M * 2^nbits floats.
+        std::unique_ptr<faiss::Index> ix(faiss::read_index(&r, faiss::IO_FLAG_SKIP_PRECOMPUTE_TABLE));
         std::string why = check_index(ix.get(), true, 0);
         if (!why.empty())
             return ims_error_set(err, IMS_ERR_CORRUPT, "%s", why.c_str());

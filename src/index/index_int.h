@@ -117,13 +117,18 @@ extern int index__hnsw_own_walk;
 /* OpenMP threads FAISS uses in train/add, process-wide (default 1: see
  * faiss_bridge.cpp); searches always use one. */
 void index__faiss_set_threads(int n);
-/* Reads a FAISS index file as faiss::write_index wrote it (the prototype's
- * saved state), validates it whole (strict: only Flat, IDMap, HNSW-Flat,
+/* Reads FAISS index bytes as faiss::write_index wrote them (the prototype's
+ * saved state; walked by index__faiss_walk first), validates the object (strict: only Flat, IDMap, HNSW-Flat,
  * IVF-Flat, IVF-PQ, every count checked) and reconstructs its vectors into
  * *x ((*n) x (*d) floats) with their ids in *ids ((*n); IndexIDMap's ids,
  * IVF's list ids, else the position); both allocated with ims_malloc. */
-enum ims_status index__faiss_read_file_vectors(const char *path, float **x, int64_t **ids,
-                                               size_t *n, int *d, struct ims_error *err);
+enum ims_status index__faiss_read_buffer_vectors(const void *data, size_t size, float **x,
+                                                 int64_t **ids, size_t *n, int *d,
+                                                 struct ims_error *err);
+/* Walks a FAISS file's bytes (index_import.c): only the imported formats,
+ * every length against the bytes left and the counts it must match, no
+ * trailing bytes. 0 when FAISS may read it, else -1 with why. */
+int index__faiss_walk(const void *data, size_t n, char *why, size_t why_cap);
 
 /* ---- scan kernels (index_scan.c) ----------------------------------------- */
 
