@@ -24,7 +24,9 @@
  * Damage is IMS_ERR_CORRUPT with what was wrong and where.
  *
  * Every format gets its own walk_* function: a new one is a function and a
- * line in walk_index.
+ * line in walk_index. The snapshot loader (index_snapshot.c) walks its FAISS
+ * payload too: a CRC recomputed over damage does not get past it for the
+ * formats listed here; other types are left to the CRC.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -41,6 +43,7 @@ struct walk {
     size_t left;
     char *why;
     size_t why_cap;
+    int unknown; /* stopped at a format not listed here */
 };
 
 #define WALK_FAIL(w, ...)                                                                    \
@@ -288,6 +291,7 @@ static int walk_index(struct walk *w, int depth, struct hdr *h, char kind[5])
         return walk_ivf(w, depth, h, 0);
     if (!strcmp(kind, "IwPQ"))
         return walk_ivf(w, depth, h, 1);
+    w->unknown = 1;
     WALK_FAIL(w, "index type '%s' is not supported for import (Flat, IDMap, HNSW-Flat, "
                  "IVF-Flat, IVF-PQ are)",
               kind);
@@ -295,11 +299,11 @@ static int walk_index(struct walk *w, int depth, struct hdr *h, char kind[5])
 
 int index__faiss_walk(const void *data, size_t n, char *why, size_t why_cap)
 {
-    struct walk w = {data, data, n, why, why_cap};
+    struct walk w = {data, data, n, why, why_cap, 0};
     struct hdr h;
     char kind[5];
     if (walk_index(&w, 0, &h, kind) != 0)
-        return -1;
+        return w.unknown ? -2 : -1;
     if (w.left != 0)
         WALK_FAIL(&w, "%zu bytes after the index", w.left);
     return 0;

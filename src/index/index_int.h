@@ -127,7 +127,8 @@ enum ims_status index__faiss_read_buffer_vectors(const void *data, size_t size, 
                                                  struct ims_error *err);
 /* Walks a FAISS file's bytes (index_import.c): only the imported formats,
  * every length against the bytes left and the counts it must match, no
- * trailing bytes. 0 when FAISS may read it, else -1 with why. */
+ * trailing bytes. 0 when FAISS may read it, -1 (damage) or -2 (a format
+ * the walk does not know) with why. */
 int index__faiss_walk(const void *data, size_t n, char *why, size_t why_cap);
 
 /* ---- scan kernels (index_scan.c) ----------------------------------------- */

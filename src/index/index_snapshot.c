@@ -27,7 +27,12 @@
  * allocation. Checks run in the order magic, version, dim, spec (so a sound
  * snapshot of another model says so rather than "bad checksum"), size, CRC;
  * only then is the payload parsed (FAISS's reader is not hardened against
- * hostile bytes; the CRC keeps accidental corruption away from it).
+ * hostile bytes; the CRC keeps accidental corruption away from it, and for
+ * the formats index__faiss_walk knows, the walk keeps damage under a
+ * recomputed CRC away too). After FAISS has read it, the object is checked
+ * (faiss_bridge.cpp check_index: HNSW graph offsets, neighbour ids, levels,
+ * entry point; IVF lists): a graph that points past its vectors is a
+ * corrupt snapshot (rebuild), never a crash in the first search.
  * fp16 copies ("FlatF16") are not stored: they are recomputed on load.
  *
  * Writing streams through a 1 MB buffer into a temp file created next to the
@@ -500,6 +505,14 @@ enum ims_status vindex_load(const char *path, int dim, const char *spec, struct 
     }
     if (faiss_bytes) {
         struct snap_reader r = {vec_at + 4 * (size_t)sdim * (size_t)count, (size_t)faiss_bytes};
+        /* Damage under a recomputed CRC must not reach FAISS's reader, which
+         * trusts every length: walk the formats we know first. */
+        char why[256];
+        if (index__faiss_walk(r.p, r.left, why, sizeof why) == -1) {
+            st = ims_error_set(err, IMS_ERR_CORRUPT, "index snapshot %s: FAISS payload: %s",
+                               path, why);
+            goto out;
+        }
         st = index__faiss_read(reader_get, &r, &f, err);
         if (st != IMS_OK) {
             ims_error_prefix(err, "index snapshot %s", path);

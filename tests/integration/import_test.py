@@ -138,7 +138,7 @@ def hostile_files(bin_, tmp, model, rows, sources, img, d):
     # ids) and HNSW (IndexIDMap over IndexHNSWFlat)
     srcs = os.path.join(tmp, "sources.txt")
     npy = os.path.join(tmp, "v.npy")
-    for spec in ("IVF2,Flat", "HNSW8"):
+    for spec in ("IVF2,Flat", "IVF2,PQ4x4", "HNSW8"):
         data = os.path.join(tmp, "own_" + spec.replace(",", "_"))
         rc, _, err = run(bin_, "import", "--data", data, "--model", model, "--vectors", npy,
                          "--sources", srcs)
@@ -161,8 +161,9 @@ def hostile_files(bin_, tmp, model, rows, sources, img, d):
               "%s: imgsearch's own FAISS payload imports (ids pair): %s" % (spec, err))
         rc, out, err = run(bin_, "search", *c2, "--image", img, "--json", "-k", "1")
         res = json.loads(out)["results"] if rc == 0 else []
-        check(res and res[0]["url"] == "copy:" + sources[17],
-              "%s: paired by id: %s %s" % (spec, res, err))
+        if "PQ" not in spec:  # PQ codes are lossy: only the count is exact
+            check(res and res[0]["url"] == "copy:" + sources[17],
+                  "%s: paired by id: %s %s" % (spec, res, err))
         if spec != "HNSW8":
             continue
         # the HNSW payload, damaged: ntotal beyond the stored vectors, a
