@@ -42,7 +42,7 @@ const char cli_help_serve[] =
     "                       [--precision f32|bf16] [download options]\n"
     "                       [--api-key-file FILE] [--access-log FILE] [--threads N]\n"
     "                       [--max-inflight N] [--max-queued N] [--queue-wait-ms N]\n"
-    "                       [--rate N] [--ingest-batch N]\n"
+    "                       [--rate N] [--ingest-batch N] [--decode-memory MIB]\n"
     "                       [--immich-ml [--immich-ml-port N] [--immich-model NAME[=DIR]]...]\n"
     "                       [--clip-back]\n"
     "Serves the web page and the HTTP API (default http://127.0.0.1:8080).\n"
@@ -61,7 +61,10 @@ const char cli_help_serve[] =
     "                     (no DIR: the served model); repeatable; default: ViT-B-32__openai\n"
     "                     is the served model\n"
     "  --clip-back        also answer clip-retrieval's back-end API (POST /knn-service,\n"
-    "                     POST /metadata, GET /indices-list; docs/compat-clip-retrieval.md)\n" CLI_FETCH_HELP;
+    "                     POST /metadata, GET /indices-list; docs/compat-clip-retrieval.md)\n"
+    "  --decode-memory MIB  memory all image decodes may hold at once (default 512);\n"
+    "                     a decode that does not fit waits --decode-wait-ms N (default\n"
+    "                     5000), then gets 503 busy; counted in /metrics\n" CLI_FETCH_HELP;
 
 /* An immich model name and what embeds for it: the served model's engine
  * (model NULL) or a model folder loaded for it alone (an engine without a
@@ -415,6 +418,21 @@ static enum ims_status be_metrics(void *self, struct ims_buf *out, struct ims_er
         sc.text_encode_seconds, sc.image_encode_seconds, (long long)ic.jobs,
         (long long)ic.items_added, (long long)ic.items_duplicate, (long long)ic.items_failed,
         ic.encode_seconds, (long long)ic.images_encoded);
+    struct image_decode_budget_stats db;
+    image_decode_budget_stats(&db);
+    if (st == IMS_OK)
+        st = ims_buf_printf(
+            out,
+            "# TYPE imgsearch_image_decode_memory_bytes gauge\n"
+            "imgsearch_image_decode_memory_bytes{kind=\"budget\"} %zu\n"
+            "imgsearch_image_decode_memory_bytes{kind=\"in_use\"} %zu\n"
+            "# TYPE imgsearch_image_decode_refused_total counter\n"
+            "imgsearch_image_decode_refused_total{reason=\"busy\"} %llu\n"
+            "imgsearch_image_decode_refused_total{reason=\"too_large\"} %llu\n"
+            "# TYPE imgsearch_image_decode_waited_total counter\n"
+            "imgsearch_image_decode_waited_total %llu\n",
+            db.budget, db.in_use, (unsigned long long)db.n_busy,
+            (unsigned long long)db.n_too_large, (unsigned long long)db.n_waited);
     if (st != IMS_OK)
         return ims_error_set(err, st, "metrics buffer full");
     return IMS_OK;
@@ -569,6 +587,7 @@ int cli_cmd_serve(int argc, char **argv)
     long ingest_batch = 8; /* keeps query latency low while a job runs */
     struct app_backend b = {0};
     long immich_port = -1;
+    long decode_mib = 0, decode_wait_ms = -1; /* image module defaults */
     int inflight_set = 0;
     int rc = 0;
     for (int i = 1; i < argc; i++) {
@@ -633,6 +652,14 @@ int cli_cmd_serve(int argc, char **argv)
         } else if ((r = cli_opt_value(argc, argv, &i, "--ingest-batch", &v)) != 0) {
             if (r < 0 || cli_parse_long(v, 1, 256, &ingest_batch))
                 goto bad_value;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--decode-memory", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 16, 1 << 20, &num))
+                goto bad_value;
+            decode_mib = num;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--decode-wait-ms", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 0, 600000, &num))
+                goto bad_value;
+            decode_wait_ms = num;
         } else if ((r = cli_opt_value(argc, argv, &i, "--api-key-file", &v)) != 0) {
             if (r < 0)
                 goto bad_value;
@@ -655,6 +682,7 @@ int cli_cmd_serve(int argc, char **argv)
         return cli_usage("serve", cli_help_serve,
                          "--immich-ml-port and --immich-model need --immich-ml");
     }
+    image_decode_budget_set((size_t)decode_mib << 20, (int)decode_wait_ms);
     struct ims_error err = {0};
     enum ims_status st = server_options_load_api_key(&so, key_file, &err);
     if (st != IMS_OK) {

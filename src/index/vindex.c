@@ -209,6 +209,25 @@ size_t vindex_count(struct vindex *vx)
     return n;
 }
 
+enum ims_status vindex_scan(struct vindex *vx, vindex_scan_fn fn, void *user,
+                            struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!vx || !fn, err, IMS_ERR_INVALID, "index: scan needs an index and a "
+                                                          "callback");
+    enum ims_status st = IMS_OK;
+    RDLOCK(vx);
+    const struct index__store *s = &vx->store;
+    for (size_t c = 0; c * INDEX_CHUNK_ROWS < s->n; c++) {
+        size_t first = c * INDEX_CHUNK_ROWS, rows = IMS_MIN((size_t)INDEX_CHUNK_ROWS, s->n - first);
+        if (fn(user, s->ids + first, s->chunks[c], rows, vx->dim) != 0) {
+            st = ims_error_set(err, IMS_ERR_CANCELLED, "index: scan stopped");
+            break;
+        }
+    }
+    UNLOCK(vx);
+    return st;
+}
+
 const char *vindex_spec(struct vindex *vx) { return vx->spec; }
 int vindex_dim(struct vindex *vx) { return vx->dim; }
 
