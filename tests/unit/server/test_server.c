@@ -1851,6 +1851,8 @@ static void test_trusted_proxy(void **state)
 
 extern const struct CMUnitTest server_parser_tests[];
 extern const size_t server_n_parser_tests;
+extern const struct CMUnitTest server_guard_tests[];
+extern const size_t server_n_guard_tests;
 
 int main(void)
 {
@@ -1885,6 +1887,8 @@ int main(void)
     int failed = cmocka_run_group_tests_name("server_http", tests, NULL, NULL);
     failed += _cmocka_run_group_tests("server_parsers", server_parser_tests,
                                       server_n_parser_tests, NULL, NULL);
+    failed += _cmocka_run_group_tests("server_guard", server_guard_tests, server_n_guard_tests,
+                                      NULL, NULL);
     curl_global_cleanup();
     return failed ? 1 : 0;
 }
