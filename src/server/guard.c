@@ -342,7 +342,24 @@ bool server__guard_origin_ok(const struct server_guard *g, const char *host, con
         size_t len = strlen(oh);
         while (len && oh[len - 1] == '/')
             len--;
-        return len == strlen(host) && strncasecmp(oh, host, len) == 0;
+        if (len == strlen(host) && strncasecmp(oh, host, len) == 0)
+            return true;
+        /* a page served under one of our --public-host names (a reverse
+         * proxy may have rewritten Host on its way here) */
+        char name[256];
+        struct server_addr ip;
+        bool is_ip;
+        char ohost[256];
+        if (len >= sizeof(ohost))
+            return false;
+        memcpy(ohost, oh, len);
+        ohost[len] = '\0';
+        if (!host_split(ohost, name, sizeof(name), &ip, &is_ip))
+            return false;
+        for (size_t i = 0; i < g->n_hosts; i++)
+            if (strcmp(g->names[i], name) == 0 || strcasecmp(g->names[i], ohost) == 0)
+                return true;
+        return false;
     }
     if (sec_fetch_site &&
         (strcasecmp(sec_fetch_site, "cross-site") == 0 ||

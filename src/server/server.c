@@ -1244,9 +1244,11 @@ static enum MHD_Result check_site(struct request *r, struct MHD_Connection *c, b
                                  origin, MHD_lookup_connection_value(c, MHD_HEADER_KIND,
                                                                      "Sec-Fetch-Site")))
         return refuse(r, c, 403, &s->refused_origin,
-                      "cross-site %s refused (Origin \"%.200s\"; allow an origin with "
+                      "cross-site %s refused (%s \"%.200s\"; allow an origin with "
                       "--cors-origin)",
-                      r->method_name, origin ? origin : "none");
+                      r->method_name, origin ? "Origin" : "Sec-Fetch-Site",
+                      origin ? origin
+                             : MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-Fetch-Site"));
     *done = false;
     return MHD_YES;
 }

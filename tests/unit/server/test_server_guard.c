@@ -119,6 +119,13 @@ static void test_guard_origin(void **state)
     assert_false(server__guard_cors_ok(&g, "https://app.example.net.evil"));
     assert_false(server__guard_cors_ok(&g, "http://app.example.net"));
     server__guard_fini(&g);
+    /* behind a proxy that rewrites Host: a page under a --public-host name */
+    static const char *const hosts[] = {"photos.example.org"};
+    guard_with(&g, "127.0.0.1", hosts, 1, NULL, 0, NULL, 0);
+    assert_true(server__guard_origin_ok(&g, host, "https://photos.example.org", "same-origin"));
+    assert_false(server__guard_origin_ok(&g, host, "https://photos.example.org.evil", NULL));
+    assert_false(server__guard_origin_ok(&g, host, "http://localhost:3000", NULL));
+    server__guard_fini(&g);
     struct server_options o;
     server_options_init(&o);
     struct ims_error err = {{0}};
