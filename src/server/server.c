@@ -16,13 +16,21 @@
  * the epoll pool of `n_threads` workers instead, which is only safe with a
  * backend that never blocks for long; the non-blocking design for the pool
  * (MHD_suspend_connection + our own worker threads) is future work. The
- * server starts no thread of its own.
+ * server starts one thread of its own: the connection watchdog (conns.c),
+ * which enforces the header deadline and the minimum body rate.
+ *
+ * Before a request: MHD's accept policy refuses a client address holding
+ * max_conns_per_client connections already (conns.c).
  *
  * One request, three phases (MHD calls the access handler repeatedly):
- *   1. headers: route + method (404/405), rate limit (429), API key (401),
- *      Content-Type (415) and Content-Length (413) are checked before a byte
- *      of the body is read; a refusal is queued at once, so a client using
- *      "Expect: 100-continue" never sends its body.
+ *   1. headers: Host (421) and, for writes, Origin (403) (guard.c), CORS
+ *      preflight, a repeated query parameter (400), route + method
+ *      (404/405), rate limit (429, keyed by the client behind trusted
+ *      proxies), API key (401), Content-Type (415) and Content-Length (413)
+ *      are checked, then the body's bytes are reserved in the global body
+ *      budget (503), all before a byte of the body is read; a refusal is
+ *      queued at once, so a client using "Expect: 100-continue" never sends
+ *      its body.
  *   2. body chunks: appended to a bounded buffer (JSON) or fed to the
  *      streaming multipart parser (form parts in bounded buffers). Past a
  *      limit nothing more is kept; the rest of the body is drained (up to
@@ -40,7 +48,9 @@
  * inside the backend, not CPU: the expensive work is bounded further down
  * (the model's own thread pool runs one encode at a time on every core), so
  * with a thread per connection the gate has many more slots than cores
- * (default 32). Requests waiting for the encoder then wait inside the
+ * (default 32). POST /api/v1/images?wait=1 queues its job inside the gate
+ * and waits for it outside (wait_respond), capped by max_waiters, so slow
+ * jobs never hold slots. Requests waiting for the encoder then wait inside the
  * backend, asleep, and cheap calls (text-cache hits, rows, thumbnails) pass
  * them: with 4 slots, 16 clients of cache misses held a cache hit in the
  * gate for ~350 ms (p50); with 32, 1.3 ms (bench/README-server.md). Cheap endpoints
