@@ -31,7 +31,8 @@
  * Threading: backend operations are called concurrently from the server's
  * connection threads (at most `max_inflight` at a time), so they must be
  * thread-safe. They may block (search, job_wait); the server bounds how
- * many run at once and how many wait for a slot. server_start/stop/free
+ * many run at once and how many wait for a slot. job_wait (for ?wait=1) is
+ * called outside that bound, by at most `max_waiters` requests at once. server_start/stop/free
  * are called from one controlling thread; server_port may be called from
  * any thread.
  */
