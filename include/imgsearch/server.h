@@ -227,12 +227,12 @@ struct server_options {
     /* Hardening against hostile clients (see docs/api.md "Limits and hardening"). */
     unsigned max_waiters;         /* ?wait=1 requests waiting for their job at once (outside
                                      the admission gate), default 64; beyond: 503 */
-    size_t body_budget_bytes;     /* request bodies held in memory by all requests together,
-                                     default 256 MiB; beyond: 503 + Retry-After */
+    size_t body_budget_bytes;     /* request body bytes held in memory by all requests
+                                     together, default 256 MiB; beyond: 503 + Retry-After */
     unsigned header_timeout_ms;   /* request headers complete within this, default 10000; an
                                      idle kept-alive connection is closed after it too */
-    size_t body_min_rate;         /* bytes/s a body must average once header_timeout_ms has
-                                     passed since its start, default 1024; 0 disables */
+    size_t body_min_rate;         /* bytes/s a body must average over every window of
+                                     header_timeout_ms, default 1024; 0 disables */
     unsigned max_conns_per_client;/* connections per client address (IPv6: per /64),
                                      default 32; 0 disables */
     const char *const *public_hosts;   /* extra names accepted in Host (borrowed, n entries) */

@@ -14,9 +14,10 @@
  *            kept-alive connection, until MHD has the whole request head;
  *            it must end within header_timeout (an idle kept-alive
  *            connection is closed after it too, like nginx's keepalive);
- *   BODY     from the head to the end of the body; once header_timeout has
- *            passed since the body began, the body must have averaged
- *            min_rate bytes/s over the time past that grace;
+ *   BODY     from the head to the end of the body: in every window of
+ *            header_timeout seconds the body must bring min_rate bytes/s
+ *            on average (a window, not the average since the start: a
+ *            fast start would otherwise buy hours of one byte a minute);
  *   BUSY     the handler runs (backend call, ?wait=1): no deadline here,
  *            the admission gate and the waiter cap bound it.
  *
@@ -131,6 +132,7 @@ struct server_conn *server__conns_add(struct server_conns *cs, const char *key, 
     c->fd = fd;
     c->phase = SERVER_CONN_HEADERS;
     c->since = now;
+    c->win_start = now;
     pthread_mutex_lock(&cs->mu);
     c->next = cs->head;
     if (cs->head)
@@ -168,6 +170,8 @@ void server__conns_phase(struct server_conns *cs, struct server_conn *c,
     c->phase = phase;
     c->since = now;
     c->body_bytes = 0;
+    c->win_start = now;
+    c->win_bytes = 0;
     pthread_mutex_unlock(&cs->mu);
 }
 
@@ -177,6 +181,7 @@ void server__conns_body(struct server_conns *cs, struct server_conn *c, size_t n
         return;
     pthread_mutex_lock(&cs->mu);
     c->body_bytes += n;
+    c->win_bytes += n;
     pthread_mutex_unlock(&cs->mu);
 }
 
@@ -197,10 +202,15 @@ unsigned server__conns_sweep(struct server_conns *cs, double now)
             /* an idle kept-alive connection is closed, not refused */
             if (!c->served)
                 atomic_fetch_add(&cs->killed_headers, 1);
-        } else if (c->phase == SERVER_CONN_BODY && cs->min_rate > 0 && t > grace &&
-                   (double)c->body_bytes < cs->min_rate * (t - grace)) {
-            late = true;
-            atomic_fetch_add(&cs->killed_body, 1);
+        } else if (c->phase == SERVER_CONN_BODY && cs->min_rate > 0 &&
+                   now - c->win_start >= grace) {
+            if ((double)c->win_bytes < cs->min_rate * (now - c->win_start)) {
+                late = true;
+                atomic_fetch_add(&cs->killed_body, 1);
+            } else {
+                c->win_start = now; /* next window */
+                c->win_bytes = 0;
+            }
         }
         if (late) {
             c->killed = true;

@@ -1386,9 +1386,14 @@ static enum MHD_Result begin(struct request *r, struct MHD_Connection *c)
             return respond_msg(r, c, IMS_ERR_TOO_LARGE,
                                "request body of %llu bytes exceeds the limit of %zu bytes", n,
                                r->body_limit);
-        /* The whole body is reserved before a byte of it is read, after
-         * the route, rate limit, auth and media checks above. */
-        if (errno == 0 && end != clen && *end == '\0' && !body_reserve(r, (size_t)n)) {
+        /* A body that cannot fit in what is left of the budget now is
+         * refused before a byte of it is read (after the route, rate limit,
+         * auth and media checks above). Bytes are reserved as they arrive
+         * (body_feed), not as announced: announcing 50 MiB and sending one
+         * byte a second must not hold 50 MiB of everyone's budget. */
+        size_t held = atomic_load(&s->body_bytes);
+        if (errno == 0 && end != clen && *end == '\0' &&
+            (held > s->o.body_budget_bytes || n > s->o.body_budget_bytes - held)) {
             atomic_fetch_add(&s->refused_body_memory, 1);
             return respond_msg(r, c, IMS_ERR_BUSY,
                                "the server holds too many request bodies in memory (limit %zu "
@@ -1413,11 +1418,9 @@ static enum MHD_Result body_feed(struct request *r, const char *p, size_t n)
 {
     r->body_seen += n;
     server__conns_body(&r->s->conns, r->conn, n);
-    if (r->body_st == IMS_OK && r->body_seen > r->body_reserved && r->body_kind != BODY_NONE) {
-        /* a body without Content-Length: reserve as it comes, 64 KiB at a time */
-        size_t want = r->body_seen - r->body_reserved;
-        want = want < (64u << 10) ? (64u << 10) : want;
-        if (!body_reserve(r, want)) {
+    if (r->body_st == IMS_OK && r->body_kind != BODY_NONE) {
+        /* reserve what is about to be held (see begin) */
+        if (!body_reserve(r, n)) {
             atomic_fetch_add(&r->s->refused_body_memory, 1);
             r->body_st = IMS_ERR_BUSY;
             ims_error_set(&r->body_err, IMS_ERR_BUSY,

@@ -232,6 +232,8 @@ struct server_conn {
     enum server_conn_phase phase;
     double since;                /* ims_now() when the phase began */
     size_t body_bytes;           /* received in the BODY phase */
+    double win_start;            /* the current rate window began (BODY) */
+    size_t win_bytes;            /* received in that window */
     bool served;                 /* a request has completed on it */
     bool killed;
 };

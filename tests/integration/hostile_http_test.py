@@ -143,10 +143,11 @@ def main():
 
         # ---- item 3: body memory budget (1 MiB) -------------------------------------
         holder = raw(port, b"POST /api/v1/search HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                           b"Content-Type: application/json\r\nContent-Length: 900000\r\n\r\n{")
+                           b"Content-Type: application/json\r\nContent-Length: 900000\r\n\r\n"
+                           + b" " * 800000)
         socks.append(holder)
-        check(wait_for(lambda: metric(srv, "imgsearch_http_body_bytes") == 900000, 10),
-              "held body reserved")
+        check(wait_for(lambda: metric(srv, "imgsearch_http_body_bytes") == 800000, 10),
+              "held body bytes counted")
         mp, ct = multipart([("text", None, b"cat"), ("file", "a.png", b"\x89PNG" + b"0" * 300000)])
         st, hd, _ = srv.request("POST", "/api/v1/search", mp, {"Content-Type": ct})
         check(st == 503 and hd.get("retry-after") == "1",

@@ -268,15 +268,21 @@ static void test_conns_deadlines(void **state)
     server__conns_phase(&cs, proxy, SERVER_CONN_BODY, 0.0);
     server__conns_body(&cs, proxy, 1u << 20);
     assert_int_equal(server__conns_sweep(&cs, 0.9), 0);
-    server__conns_body(&cs, b, 500);
-    /* past the header deadline: the head-less one goes; the body has 500 of
-     * the 500 bytes due at 1.5 s */
-    assert_int_equal(server__conns_sweep(&cs, 1.5), 1);
+    server__conns_body(&cs, b, 1100);
+    /* past the header deadline: the head-less one goes; the body brought
+     * 1100 bytes in its first 1 s window (1000 due) and starts another */
+    assert_int_equal(server__conns_sweep(&cs, 1.05), 1);
     assert_true(h->killed);
+    assert_false(b->killed);
     assert_int_equal(atomic_load(&cs.killed_headers), 1);
-    assert_int_equal(server__conns_sweep(&cs, 1.6), 1); /* 600 due */
+    /* a fast start buys nothing: the next window wants its own 1000 bytes */
+    server__conns_body(&cs, b, 999);
+    server__conns_body(&cs, proxy, 1u << 20);
+    assert_int_equal(server__conns_sweep(&cs, 2.1), 1);
     assert_true(b->killed);
+    assert_false(proxy->killed);
     assert_int_equal(atomic_load(&cs.killed_body), 1);
+    server__conns_phase(&cs, proxy, SERVER_CONN_BUSY, 2.2);
     assert_int_equal(server__conns_sweep(&cs, 1000.0), 0); /* busy and fast: never */
     /* an idle kept-alive connection is closed but not counted as refused */
     server__conns_phase(&cs, busy, SERVER_CONN_HEADERS, 1000.0);
