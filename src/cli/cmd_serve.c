@@ -61,10 +61,11 @@ const char cli_help_serve[] =
     "  --trusted-proxy CIDR  peers whose Forwarded / X-Forwarded-For name the client\n"
     "                        (repeatable; rightmost untrusted hop)\n"
     "  --max-waiters N       POST /api/v1/images?wait=1 waiting at once (default 64)\n"
-    "  --body-memory MIB     request bodies held in memory at once, all requests\n"
+    "  --body-memory MIB     request body bytes held in memory, all requests\n"
     "                        together (default 256); beyond: 503 + Retry-After\n"
     "  --header-timeout S    request headers complete within S seconds (default 10)\n"
-    "  --min-body-rate B     bytes/s a body must average after that (default 1024; 0: off)\n"
+    "  --min-body-rate B     bytes/s a body must bring in every such window\n"
+    "                        (default 1024; 0: off)\n"
     "  --max-conns-per-client N  connections per client address, IPv6 per /64\n"
     "                        (default 32; 0: off)\n" CLI_FETCH_HELP;
 
