@@ -1372,6 +1372,17 @@ static enum MHD_Result begin(struct request *r, struct MHD_Connection *c)
     } else if (media_is(ctype, "multipart/form-data")) {
         r->body_kind = BODY_FORM;
         r->body_limit = s->o.upload_max_bytes;
+        /* A large body is not read when the gate would refuse it anyway
+         * (every slot taken and the queue full). */
+        pthread_mutex_lock(&s->gate_mu);
+        bool full = s->inflight >= s->o.max_inflight && s->waiting >= s->o.max_queued;
+        pthread_mutex_unlock(&s->gate_mu);
+        if (full) {
+            struct hdr h = {"Retry-After", "1"};
+            struct ims_error err;
+            ims_error_set(&err, IMS_ERR_BUSY, "the server is at capacity, retry shortly");
+            return respond_error_h(r, c, IMS_ERR_BUSY, &err, &h, 1);
+        }
     } else {
         return respond_msg(r, c, IMS_ERR_UNSUPPORTED,
                            "Content-Type must be application/json or multipart/form-data%s%s",

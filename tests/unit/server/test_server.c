@@ -1171,6 +1171,9 @@ static void wait_metric(const char *needle)
     fail_msg("metrics never showed %s", needle);
 }
 
+static int raw_connect(const char *src);
+static void raw_send(int fd, const char *s);
+
 static void test_capacity_503(void **state)
 {
     struct server_options o;
@@ -1197,6 +1200,15 @@ static void test_capacity_503(void **state)
     get(&r, "/healthz");
     assert_int_equal(r.status, 200);
     resp_fini(&r);
+    /* a multipart body is refused from its head, before it is sent */
+    int fd = raw_connect("127.0.0.1");
+    raw_send(fd, "POST /api/v1/search HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 "Content-Type: multipart/form-data; boundary=X\r\n"
+                 "Content-Length: 1000000\r\n\r\n");
+    char head[64] = "";
+    assert_true(recv(fd, head, sizeof(head) - 1, 0) > 12);
+    assert_memory_equal(head, "HTTP/1.1 503", 12);
+    close(fd);
     release_backend();
     pthread_join(a.t, NULL);
     pthread_join(b.t, NULL);
@@ -1206,11 +1218,11 @@ static void test_capacity_503(void **state)
     resp_fini(&b.r);
     get(&r, "/metrics");
     assert_non_null(
-        strstr(r.body.data, "imgsearch_http_requests_total{route=\"/api/v1/search\",status=\"503\"} 1\n"));
+        strstr(r.body.data, "imgsearch_http_requests_total{route=\"/api/v1/search\",status=\"503\"} 2\n"));
     assert_non_null(
         strstr(r.body.data, "imgsearch_http_requests_total{route=\"/api/v1/search\",status=\"200\"} 2\n"));
     assert_non_null(strstr(r.body.data,
-                           "imgsearch_http_request_duration_seconds_count{route=\"/api/v1/search\"} 3\n"));
+                           "imgsearch_http_request_duration_seconds_count{route=\"/api/v1/search\"} 4\n"));
     assert_non_null(strstr(r.body.data, "fake_backend_rows 5\n"));
     char h2[64];
     assert_string_equal(header(&r, "Content-Type", h2, sizeof(h2)), "text/plain; version=0.0.4");
