@@ -43,6 +43,7 @@ const char cli_help_serve[] =
     "                       [--api-key-file FILE] [--access-log FILE] [--threads N]\n"
     "                       [--max-inflight N] [--max-queued N] [--queue-wait-ms N]\n"
     "                       [--rate N] [--ingest-batch N] [--decode-memory MIB]\n"
+    "                       [hardening options]\n"
     "                       [--immich-ml [--immich-ml-port N] [--immich-model NAME[=DIR]]...]\n"
     "                       [--clip-back]\n"
     "Serves the web page and the HTTP API (default http://127.0.0.1:8080).\n"
@@ -64,7 +65,24 @@ const char cli_help_serve[] =
     "                     POST /metadata, GET /indices-list; docs/compat-clip-retrieval.md)\n"
     "  --decode-memory MIB  memory all image decodes may hold at once (default 512);\n"
     "                     a decode that does not fit waits --decode-wait-ms N (default\n"
-    "                     5000), then gets 503 busy; counted in /metrics\n" CLI_FETCH_HELP;
+    "                     5000), then gets 503 busy; counted in /metrics\n"
+    "Hardening (refusals are counted in /metrics, imgsearch_http_refused_total):\n"
+    "  --public-host NAME    a name clients use in Host (repeatable); others get 421.\n"
+    "                        Always accepted: localhost, 127.x, [::1], the --host address,\n"
+    "                        and any IP address when --host is 0.0.0.0 or ::\n"
+    "  --cors-origin ORIGIN  SCHEME://HOST[:PORT] allowed to send cross-site writes and\n"
+    "                        given CORS answers (repeatable); other cross-site\n"
+    "                        POST/DELETE get 403\n"
+    "  --trusted-proxy CIDR  peers whose Forwarded / X-Forwarded-For name the client\n"
+    "                        (repeatable; rightmost untrusted hop)\n"
+    "  --max-waiters N       POST /api/v1/images?wait=1 waiting at once (default 64)\n"
+    "  --body-memory MIB     request body bytes held in memory, all requests\n"
+    "                        together (default 256); beyond: 503 + Retry-After\n"
+    "  --header-timeout S    request headers complete within S seconds (default 10)\n"
+    "  --min-body-rate B     bytes/s a body must bring in every such window\n"
+    "                        (default 1024; 0: off)\n"
+    "  --max-conns-per-client N  connections per client address, IPv6 per /64\n"
+    "                        (default 32; 0: off)\n" CLI_FETCH_HELP;
 
 /* An immich model name and what embeds for it: the served model's engine
  * (model NULL) or a model folder loaded for it alone (an engine without a
@@ -590,6 +608,12 @@ int cli_cmd_serve(int argc, char **argv)
     long decode_mib = 0, decode_wait_ms = -1; /* image module defaults */
     int inflight_set = 0;
     int rc = 0;
+    /* repeatable options: argv strings, which outlive the server */
+    enum { LIST_MAX = 64 };
+    static const char *hosts[LIST_MAX], *origins[LIST_MAX], *proxies[LIST_MAX];
+    so.public_hosts = hosts;
+    so.cors_origins = origins;
+    so.trusted_proxies = proxies;
     for (int i = 1; i < argc; i++) {
         const char *v;
         long num;
@@ -660,6 +684,38 @@ int cli_cmd_serve(int argc, char **argv)
             if (r < 0 || cli_parse_long(v, 0, 600000, &num))
                 goto bad_value;
             decode_wait_ms = num;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--public-host", &v)) != 0) {
+            if (r < 0 || so.n_public_hosts >= LIST_MAX)
+                goto bad_value;
+            hosts[so.n_public_hosts++] = v;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--cors-origin", &v)) != 0) {
+            if (r < 0 || so.n_cors_origins >= LIST_MAX)
+                goto bad_value;
+            origins[so.n_cors_origins++] = v;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--trusted-proxy", &v)) != 0) {
+            if (r < 0 || so.n_trusted_proxies >= LIST_MAX)
+                goto bad_value;
+            proxies[so.n_trusted_proxies++] = v;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--max-waiters", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 0, 65536, &num))
+                goto bad_value;
+            so.max_waiters = (unsigned)num;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--body-memory", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 1, 1L << 20, &num))
+                goto bad_value;
+            so.body_budget_bytes = (size_t)num << 20;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--header-timeout", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 1, 3600, &num))
+                goto bad_value;
+            so.header_timeout_ms = (unsigned)num * 1000u;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--min-body-rate", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 0, 1L << 30, &num))
+                goto bad_value;
+            so.body_min_rate = (size_t)num;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--max-conns-per-client", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 0, 65536, &num))
+                goto bad_value;
+            so.max_conns_per_client = (unsigned)num;
         } else if ((r = cli_opt_value(argc, argv, &i, "--api-key-file", &v)) != 0) {
             if (r < 0)
                 goto bad_value;

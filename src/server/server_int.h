@@ -7,6 +7,8 @@
  *   multipart.c  streaming multipart/form-data parser (no sockets, no MHD)
  *   query.c      search bodies (JSON, query string, multipart fields) -> server_query
  *   ratelimit.c  per-client token buckets
+ *   guard.c      Host / Origin checks, client keys, trusted proxies (pure)
+ *   conns.c      open connections: per-client cap, header/body deadlines
  *   metrics.c    request counters and latency histograms (Prometheus text)
  *   server.c     MHD daemon, routing, limits, auth, handlers, logs
  *   compat_immich.c    immich's machine-learning API (POST /predict) -> backend
@@ -152,25 +154,115 @@ enum ims_status server__parse_float(const char *s, const char *what, double lo, 
 
 /* ---- ratelimit.c ------------------------------------------------------------------ */
 
-/* A fixed-size table of token buckets keyed by client address; a full table
- * evicts the least recently seen client of the probed slots, so memory is
- * bounded whatever the number of clients. */
+/* A fixed-size table of token buckets keyed by client key (guard.c). A new
+ * client takes a free slot of its probe window, or the slot of a client
+ * whose bucket has refilled (forgetting it loses nothing: it would start
+ * again full); when every slot of the window holds a client still paying
+ * for its requests, the newcomer shares one overflow bucket with all other
+ * such newcomers, so a flood of new addresses never resets anyone's bucket. */
 #define SERVER_RL_SLOTS 4096
 struct server_rl_slot {
-    char key[48];
+    char key[64];
     double tokens;
     double last;           /* ims_now() of the last update */
 };
 struct server_rl {
-    pthread_mutex_t mu;    /* guards slots */
+    pthread_mutex_t mu;    /* guards slots, overflow */
     struct server_rl_slot *slots;
+    struct server_rl_slot overflow;
     double rate, burst;
+    atomic_ulong n_overflow;   /* requests charged to the overflow bucket */
 };
 enum ims_status server__rl_init(struct server_rl *rl, double rate, double burst);
 void server__rl_fini(struct server_rl *rl);
 /* true: allowed (a token taken). false: *retry_after_s = whole seconds until
  * a token is available (>= 1). Always true when rate == 0. */
 bool server__rl_take(struct server_rl *rl, const char *client, double now, int *retry_after_s);
+
+/* ---- guard.c ------------------------------------------------------------------------ */
+
+struct sockaddr;
+/* An IP address; IPv4 in a[0..4), IPv4-mapped IPv6 is IPv4. */
+struct server_addr {
+    int family;            /* AF_INET or AF_INET6 */
+    unsigned char a[16];
+};
+struct server_cidr {
+    struct server_addr addr;
+    unsigned prefix;
+};
+bool server__addr_parse(const char *s, size_t len, struct server_addr *out);
+bool server__addr_from_sa(const struct sockaddr *sa, struct server_addr *out);
+/* The client key: "1.2.3.4", or "2001:db8:1:2::/64" for any address of that /64. */
+void server__addr_key(const struct server_addr *a, char *out, size_t cap);
+enum ims_status server__cidr_parse(const char *s, struct server_cidr *out, struct ims_error *err);
+bool server__cidr_match(const struct server_cidr *c, const struct server_addr *a);
+
+struct server_guard {
+    struct server_addr listen;
+    bool listen_any;             /* 0.0.0.0 or :: */
+    char **names;                /* owned: n_hosts public hosts, then n_origins origins */
+    size_t n_hosts;
+    char **origins;              /* = names + n_hosts */
+    size_t n_origins;
+    struct server_cidr *proxies; /* owned */
+    size_t n_proxies;
+};
+enum ims_status server__guard_init(struct server_guard *g, const struct server_options *o,
+                                   struct ims_error *err);
+void server__guard_fini(struct server_guard *g);
+/* Whether a Host header value names this server (NULL: no header, true). */
+bool server__guard_host_ok(const struct server_guard *g, const char *host);
+/* Whether a state-changing request may proceed: same origin as `host`, a CORS
+ * origin, or no sign of a cross-site browser request. */
+bool server__guard_origin_ok(const struct server_guard *g, const char *host, const char *origin,
+                             const char *sec_fetch_site);
+bool server__guard_cors_ok(const struct server_guard *g, const char *origin);
+bool server__guard_is_proxy(const struct server_guard *g, const struct server_addr *a);
+/* The client named by Forwarded (preferred) or X-Forwarded-For: the rightmost
+ * hop that is not a trusted proxy. false when neither header gives one. */
+bool server__guard_forwarded_client(const struct server_guard *g, const char *forwarded,
+                                    const char *xff, struct server_addr *out);
+
+/* ---- conns.c -------------------------------------------------------------------------- */
+
+enum server_conn_phase { SERVER_CONN_HEADERS, SERVER_CONN_BODY, SERVER_CONN_BUSY };
+struct server_conn {
+    struct server_conn *prev, *next;
+    char key[64];                /* client key; "" when exempt from the cap (trusted proxy) */
+    int fd;
+    enum server_conn_phase phase;
+    double since;                /* ims_now() when the phase began */
+    size_t body_bytes;           /* received in the BODY phase */
+    double win_start;            /* the current rate window began (BODY) */
+    size_t win_bytes;            /* received in that window */
+    bool served;                 /* a request has completed on it */
+    bool killed;
+};
+struct server_conns {
+    pthread_mutex_t mu;          /* guards the list and every entry */
+    pthread_cond_t cv;
+    struct server_conn *head;
+    size_t n;
+    unsigned max_per_client;
+    double header_timeout_s, min_rate;
+    pthread_t thread;
+    bool thread_started, stop;
+    atomic_ulong refused_per_client, killed_headers, killed_body;
+};
+enum ims_status server__conns_init(struct server_conns *cs, unsigned max_per_client,
+                                   unsigned header_timeout_ms, size_t min_rate, bool start_thread);
+void server__conns_fini(struct server_conns *cs);
+/* Whether one more connection of `key` is allowed (counts the refusal). */
+bool server__conns_accept_ok(struct server_conns *cs, const char *key);
+struct server_conn *server__conns_add(struct server_conns *cs, const char *key, int fd,
+                                      bool exempt, double now);
+void server__conns_remove(struct server_conns *cs, struct server_conn *c);
+void server__conns_phase(struct server_conns *cs, struct server_conn *c,
+                         enum server_conn_phase phase, double now);
+void server__conns_body(struct server_conns *cs, struct server_conn *c, size_t n);
+/* Shuts down the sockets past their deadline at `now`; returns how many. */
+unsigned server__conns_sweep(struct server_conns *cs, double now);
 
 /* ---- metrics.c ---------------------------------------------------------------------- */
 

@@ -142,6 +142,7 @@ def run(exe, src, tmp, servers):
     check(rc == 0, "add exits 0: " + err)
 
     srv = Serve(exe, data, model, ["--immich-ml", "--clip-back", "--rate", "0",
+                                   "--cors-origin", "https://rom1504.github.io",
                                    "--immich-model", "ViT-B-32__openai",
                                    "--immich-model", "other=" + model2],
                 log=os.path.join(tmp, "serve.log"))
@@ -202,6 +203,12 @@ def run(exe, src, tmp, servers):
     check(st == 200 and resp == b"pong", "GET /ping answers pong")
 
     # ---- clip-front ------------------------------------------------------------------
+    # clip-front runs on another origin: only an origin allowed with
+    # --cors-origin may query (the catalogue is not readable by any page)
+    st, hd, resp = srv.request("POST", "/knn-service", b'{"text": "a dog", "num_images": 2}',
+                               {"Origin": "https://evil.example", "Content-Type": "text/plain"})
+    check(st == 403 and "access-control-allow-origin" not in hd,
+          "another origin's /knn-service is refused without CORS (%d)" % st)
     cf = load("clip_front_requests.json")
     last_ids = []
     for rq in cf["requests"]:
@@ -220,7 +227,8 @@ def run(exe, src, tmp, servers):
         st, hd, resp = srv.request(rq["method"], rq["path"],
                                    body.encode() if body is not None else None, hdrs)
         check(st == rq["status"], "%s: status %d: %s" % (what, st, resp[:300]))
-        check(hd.get("access-control-allow-origin") == "*", "%s: CORS for clip-front" % what)
+        check(hd.get("access-control-allow-origin") == "https://rom1504.github.io",
+              "%s: CORS for clip-front's allowed origin" % what)
         j = json.loads(resp)
         if "json" in rq:
             check(j == rq["json"], "%s: %r" % (what, j))
