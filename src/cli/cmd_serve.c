@@ -625,6 +625,10 @@ int cli_cmd_serve(int argc, char **argv)
             if (r < 0 || !*v || *v == '=' || b.n_immich == IMMICH_MODELS_MAX)
                 goto bad_value;
             char *eq = strchr(v, '=');
+            size_t nlen = eq ? (size_t)(eq - v) : strlen(v);
+            for (size_t k = 0; k < b.n_immich; k++)
+                if (strlen(b.immich[k].name) == nlen && !strncmp(b.immich[k].name, v, nlen))
+                    goto bad_value; /* one folder per name */
             b.immich[b.n_immich].name = v;
             b.immich[b.n_immich].dir = eq ? eq + 1 : NULL;
             if (eq)
