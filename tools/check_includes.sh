@@ -14,6 +14,7 @@ allowed() {
     ingest) echo "base fetch image clip store index ingest" ;;
     search) echo "base clip image index store search" ;;
     server) echo "base clip image index store fetch ingest search server" ;;
+    lib) echo "base clip image index store fetch ingest search" ;;  # libimgsearch: beside the server, over the modules
     *) echo "" ;;
     esac
 }
