@@ -153,13 +153,6 @@ IMGSEARCH_API enum imgsearch_status imgsearch_add(struct imgsearch *is,
                                                   const char *const *sources, size_t n,
                                                   struct imgsearch_add_summary *summary,
                                                   struct imgsearch_error *err);
-/* Adds one image given as bytes, named `source` in the catalogue (unique).
- * *id (may be NULL) gets the new row's id, or the existing row's for a
- * duplicate (then IMGSEARCH_ERR_EXISTS is returned). */
-IMGSEARCH_API enum imgsearch_status imgsearch_add_bytes(struct imgsearch *is, const char *source,
-                                                        const void *bytes, size_t n,
-                                                        int64_t *id,
-                                                        struct imgsearch_error *err);
 IMGSEARCH_API enum imgsearch_status imgsearch_remove(struct imgsearch *is, int64_t id,
                                                      struct imgsearch_error *err);
 

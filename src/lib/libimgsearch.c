@@ -47,7 +47,6 @@ struct imgsearch {
     struct store *store;
     struct vindex *index;
     struct search_engine *se;
-    struct ingest *ing;             /* for imgsearch_add_bytes */
     struct ingest_options iopt;
     pthread_mutex_t add_mu;         /* one imgsearch_add at a time */
     char model_name[256];
@@ -192,13 +191,12 @@ enum imgsearch_status imgsearch_open(const char *catalogue, const struct imgsear
         vindex_set_search_params(is->index, &sp, NULL);
         st = search_engine_new(is->model, is->store, is->index, NULL, &is->se, err);
     }
-    if (st == IMS_OK) {
-        ingest_options_default(&is->iopt);
-        is->iopt.allow_local_files = 1;
-        is->iopt.fetch.allow_private = p->allow_private_urls != 0;
-        struct ingest_deps deps = {is->model, is->store, is->index};
-        st = ingest_new(&deps, &is->iopt, &is->ing, err);
-    }
+    /* no ingest service (ingest_new): it would mark the jobs of a server
+     * running on the same folder as interrupted; imgsearch_add runs its
+     * own pipeline */
+    ingest_options_default(&is->iopt);
+    is->iopt.allow_local_files = 1;
+    is->iopt.fetch.allow_private = p->allow_private_urls != 0;
     if (st != IMS_OK) {
         if (is->store)
             ims_error_prefix(err, "catalogue %s", catalogue);
@@ -215,7 +213,6 @@ void imgsearch_close(struct imgsearch *is)
 {
     if (!is)
         return;
-    ingest_free(is->ing);
     search_engine_free(is->se);
     vindex_free(is->index);
     store_close(is->store);
@@ -268,32 +265,6 @@ enum imgsearch_status imgsearch_add(struct imgsearch *is, const char *const *sou
         summary->failed = sum.failed;
     }
     return pass(st);
-}
-
-enum imgsearch_status imgsearch_add_bytes(struct imgsearch *is, const char *source,
-                                          const void *bytes, size_t n, int64_t *id,
-                                          struct imgsearch_error *e)
-{
-    struct ingest_item_report rep;
-    char msg[512] = "";
-    memset(&rep, 0, sizeof(rep));
-    if (!source || !bytes || !n)
-        return pass(ims_error_set(ERR(e), IMS_ERR_INVALID, "a source name and bytes are needed"));
-    enum ims_status st = ingest_add_bytes(is->ing, source, bytes, n, &rep, msg, sizeof(msg),
-                                          ERR(e));
-    if (st != IMS_OK)
-        return pass(st);
-    if (rep.outcome == INGEST_FAILED)
-        return pass(ims_error_set(ERR(e),
-                                  strstr(msg, "not a supported image") ? IMS_ERR_UNSUPPORTED
-                                                                       : IMS_ERR_INVALID,
-                                  "%s: %s", source, msg));
-    if (id)
-        *id = rep.id;
-    if (rep.outcome == INGEST_DUPLICATE)
-        return pass(ims_error_set(ERR(e), IMS_ERR_EXISTS, "%s is already row %lld", source,
-                                  (long long)rep.id));
-    return IMGSEARCH_OK;
 }
 
 enum imgsearch_status imgsearch_remove(struct imgsearch *is, int64_t id,
