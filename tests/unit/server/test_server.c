@@ -274,6 +274,7 @@ static enum ims_status f_metrics(void *self, struct ims_buf *out, struct ims_err
 static const struct server_backend fake_backend = {
     NULL,      f_stats,     f_search,      f_add_urls,     f_job_get, f_job_wait,
     f_upload,  f_image_get, f_image_thumb, f_image_delete, f_metrics,
+    NULL, /* ready: always */
 };
 
 /* ---- server + client helpers ------------------------------------------------------ */
