@@ -17,7 +17,7 @@ allowed() {
     # server.h promises that only this module knows HTTP and that it knows
     # nothing else: the backend vtable is how it reaches the library
     server) echo "base server" ;;
-    lib) echo "base clip image index store fetch ingest search" ;;  # libimgsearch: beside the server, over the modules
+    lib) echo "base clip image index store replica fetch ingest search" ;;  # libimgsearch: beside the server, over the modules
     *) echo "" ;;
     esac
 }

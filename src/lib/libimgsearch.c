@@ -1,15 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * libimgsearch.c: the public C library (include/imgsearch.h) over the
- * modules' public headers: clip (model), store (catalogue), index, ingest
- * and search. It owns nothing of its own but the handle: opening a data
- * folder is the same sequence as the command line's (model, catalogue
- * checked against the model, index snapshot + catch-up or a rebuild), and
- * every call maps onto one module call.
- *
- * Opening here repeats src/cli/cli_app.c's open (which a module of its own
- * is about to take over, after which both use that module); unlike the CLI
- * the library never writes the index snapshot (see imgsearch.h).
+ * modules' public headers: clip (model), replica (the data folder: the
+ * catalogue checked against the model, the index snapshot brought up to
+ * date or rebuilt, exactly as the command line and the server open it),
+ * ingest and search. It owns nothing of its own but the handle; every call
+ * maps onto one module call. Unlike the CLI the library never writes the
+ * index snapshot (see imgsearch.h).
  *
  * Statuses: enum imgsearch_status has the values of enum ims_status (checked
  * below), so they pass through unchanged. Allocation goes through
@@ -29,11 +26,11 @@
 #include "imgsearch/fetch.h"
 #include "imgsearch/index.h"
 #include "imgsearch/ingest.h"
+#include "imgsearch/replica.h"
 #include "imgsearch/search.h"
 #include "imgsearch/store.h"
 
 #define IMGSEARCH_VERSION_STRING "0.1.0"
-#define SCAN_CHUNK 1024
 
 _Static_assert((int)IMGSEARCH_ERR_INVALID == (int)IMS_ERR_INVALID, "status table");
 _Static_assert((int)IMGSEARCH_ERR_MODEL_MISMATCH == (int)IMS_ERR_MODEL_MISMATCH, "status table");
@@ -44,8 +41,9 @@ _Static_assert((int)IMGSEARCH_TERM_VECTOR == (int)SEARCH_TERM_VECTOR, "term kind
 
 struct imgsearch {
     struct clip_model *model;
-    struct store *store;
-    struct vindex *index;
+    struct replica *replica;        /* the catalogue and its index */
+    struct store *store;            /* borrowed from replica */
+    struct vindex *index;           /* borrowed from replica */
     struct search_engine *se;
     struct ingest_options iopt;
     pthread_mutex_t add_mu;         /* one imgsearch_add at a time */
@@ -70,79 +68,6 @@ void imgsearch_free(void *p) { ims_free(p); }
 void imgsearch_params_default(struct imgsearch_params *p) { memset(p, 0, sizeof(*p)); }
 
 /* ---- open / close ----------------------------------------------------------------- */
-
-struct add_ctx {
-    struct vindex *vx;
-    struct ims_error *err;
-    enum ims_status st;
-};
-
-static int add_chunk(void *user, const int64_t *ids, const float *v, size_t n, uint32_t dim)
-{
-    (void)dim;
-    struct add_ctx *c = user;
-    c->st = vindex_add(c->vx, ids, v, n, c->err);
-    return c->st != IMS_OK;
-}
-
-/* The index of the folder: its snapshot brought up to date, or (missing,
- * damaged, of another type, or not matching the catalogue's count) rebuilt
- * from the catalogue. Types that need training are rebuilt as Flat: the
- * command line trains them (imgsearch reindex). */
-static enum ims_status open_index(struct imgsearch *is, const char *dir, struct ims_error *err)
-{
-    char path[4200], spec[256] = "Flat";
-    char *text = NULL;
-    size_t len = 0;
-    snprintf(path, sizeof(path), "%s/index.spec", dir);
-    if (ims_file_read(path, 4096, &text, &len, NULL) == IMS_OK) {
-        size_t n = strcspn(text, "\r\n");
-        if (n > 0 && n < sizeof(spec))
-            snprintf(spec, sizeof(spec), "%.*s", (int)n, text);
-        ims_free(text);
-    }
-    snprintf(path, sizeof(path), "%s/index.snap", dir);
-    int64_t last = 0, count = 0;
-    enum ims_status st = vindex_load(path, is->dim, spec, &is->index, &last, err);
-    if (st == IMS_OK) {
-        int64_t seq = 0;
-        for (;;) { /* deletions since: the whole log (ids are never reused) */
-            int64_t *ids = NULL, lseq = seq;
-            size_t n = 0;
-            st = store_deleted_after(is->store, seq, 4096, &ids, &n, &lseq, err);
-            if (st == IMS_OK && n)
-                st = vindex_remove(is->index, ids, n, NULL, err);
-            ims_free(ids);
-            if (st != IMS_OK || n < 4096)
-                break;
-            seq = lseq;
-        }
-        struct add_ctx ac = {is->index, err, IMS_OK};
-        int64_t after = vindex_last_id(is->index);
-        if (st == IMS_OK)
-            st = store_scan_embeddings(is->store, after < 0 ? 0 : after, SCAN_CHUNK, add_chunk,
-                                       &ac, err);
-        if (st == IMS_ERR_CANCELLED)
-            st = ac.st;
-        if (st == IMS_OK)
-            st = store_count(is->store, &count, err);
-        if (st == IMS_OK && (int64_t)vindex_count(is->index) == count)
-            return IMS_OK;
-        vindex_free(is->index);
-        is->index = NULL;
-    }
-    st = vindex_new(spec, is->dim, &is->index, err);
-    if (st == IMS_OK && vindex_needs_training(is->index)) {
-        vindex_free(is->index);
-        is->index = NULL;
-        st = vindex_new("Flat", is->dim, &is->index, err);
-    }
-    if (st != IMS_OK)
-        return st;
-    struct add_ctx ac = {is->index, err, IMS_OK};
-    st = store_scan_embeddings(is->store, 0, SCAN_CHUNK, add_chunk, &ac, err);
-    return st == IMS_ERR_CANCELLED ? ac.st : st;
-}
 
 enum imgsearch_status imgsearch_open(const char *catalogue, const struct imgsearch_params *p,
                                      struct imgsearch **out, struct imgsearch_error *e)
@@ -179,29 +104,25 @@ enum imgsearch_status imgsearch_open(const char *catalogue, const struct imgsear
     }
     snprintf(is->model_name, sizeof(is->model_name), "%s", clip_model_name(is->model));
     is->dim = clip_model_embed_dim(is->model);
-    struct store_model_info mi = {is->model_name, (uint32_t)is->dim};
-    st = store_open(catalogue, &mi, 0, &is->store, err);
-    if (st == IMS_OK)
-        st = open_index(is, catalogue, err);
-    if (st == IMS_OK) {
-        struct vindex_search_params sp;
-        vindex_get_search_params(is->index, &sp);
-        if (sp.n_threads <= 0)
-            sp.n_threads = (int)IMS_MIN(IMS_MAX(sysconf(_SC_NPROCESSORS_ONLN), 1), 4);
-        vindex_set_search_params(is->index, &sp, NULL);
-        st = search_engine_new(is->model, is->store, is->index, NULL, &is->se, err);
-    }
+    struct replica_options ro;
+    replica_options_default(&ro);
+    ro.data_dir = catalogue;
+    ro.model_name = is->model_name;
+    ro.dim = (uint32_t)is->dim;
+    st = replica_open(&ro, &is->replica, err);
+    if (st != IMS_OK)
+        goto fail;
+    is->store = replica_store(is->replica);
+    is->index = replica_index(is->replica);
+    st = search_engine_new(is->model, is->store, is->index, NULL, &is->se, err);
+    if (st != IMS_OK)
+        goto fail;
     /* no ingest service (ingest_new): it would mark the jobs of a server
      * running on the same folder as interrupted; imgsearch_add runs its
      * own pipeline */
     ingest_options_default(&is->iopt);
     is->iopt.allow_local_files = 1;
     is->iopt.fetch.allow_private = p->allow_private_urls != 0;
-    if (st != IMS_OK) {
-        if (is->store)
-            ims_error_prefix(err, "catalogue %s", catalogue);
-        goto fail;
-    }
     *out = is;
     return IMGSEARCH_OK;
 fail:
@@ -214,8 +135,7 @@ void imgsearch_close(struct imgsearch *is)
     if (!is)
         return;
     search_engine_free(is->se);
-    vindex_free(is->index);
-    store_close(is->store);
+    replica_close(is->replica); /* no snapshot: the CLI and the server write it */
     clip_model_free(is->model);
     pthread_mutex_destroy(&is->add_mu);
     ims_free(is);
