@@ -54,7 +54,7 @@
  * backend, asleep, and cheap calls (text-cache hits, rows, thumbnails) pass
  * them: with 4 slots, 16 clients of cache misses held a cache hit in the
  * gate for ~350 ms (p50); with 32, 1.3 ms (bench/README-server.md). Cheap endpoints
- * (healthz, metrics, static assets, openapi) bypass the gate so that health
+ * (healthz, readyz, metrics, static assets, openapi) bypass the gate so that health
  * checks answer while the backend is saturated.
  *
  * Shutdown order (server_stop): set `stopping` (new requests on kept-alive
@@ -98,6 +98,7 @@ enum route_id {
     R_STYLE,
     R_OPENAPI,
     R_HEALTHZ,
+    R_READYZ,
     R_STATS,
     R_IMAGES,
     R_IMAGE,
@@ -121,6 +122,7 @@ const struct server__route server__routes[] = {
     {"/style.css", {"web style", NULL, NULL}},
     {"/api/v1/openapi.json", {"openapi", NULL, NULL}},
     {"/healthz", {"health", NULL, NULL}},
+    {"/readyz", {"readiness", NULL, NULL}},
     {"/api/v1/stats", {"stats", NULL, NULL}},
     {"/api/v1/images", {NULL, "add images", NULL}},
     {"/api/v1/images/{id}", {"image row", NULL, "delete image"}},
@@ -1156,7 +1158,14 @@ static enum MHD_Result dispatch(struct request *r, struct MHD_Connection *c)
     case R_OPENAPI:
         return serve_asset(r, c, "/api/v1/openapi.json");
     case R_HEALTHZ:
-        return respond_json(r, c, 200, json_pack("{s:s}", "status", "ok"));
+    case R_READYZ: {
+        /* a node whose index is still catching up is alive but not serving:
+         * both say so (load balancers probe /readyz, DESIGN.md) */
+        const struct server_backend *be = &r->s->be;
+        bool ready = !be->ready || be->ready(be->self);
+        return respond_json(r, c, ready ? 200 : 503,
+                            json_pack("{s:s}", "status", ready ? "ok" : "starting"));
+    }
     case R_METRICS:
         return h_metrics(r, c);
     case R_STATS:
@@ -1414,10 +1423,11 @@ static enum MHD_Result begin(struct request *r, struct MHD_Connection *c)
         return respond_msg(r, c, IMS_ERR_NOT_FOUND, "%s is off: imgsearch serve %s turns it on",
                            r->path,
                            compat == SERVER_COMPAT_IMMICH ? "--immich-ml" : "--clip-back");
-    if (!compat && s->o.compat_only && r->route != R_HEALTHZ && r->route != R_METRICS)
+    if (!compat && s->o.compat_only && r->route != R_HEALTHZ && r->route != R_READYZ &&
+        r->route != R_METRICS)
         return respond_msg(r, c, IMS_ERR_NOT_FOUND, "no such route on this listener: %s",
                            r->path);
-    if (r->route != R_HEALTHZ && r->route != R_METRICS) {
+    if (r->route != R_HEALTHZ && r->route != R_READYZ && r->route != R_METRICS) {
         int retry = 1;
         if (!server__rl_take(&s->rl, r->client_key, ims_now(), &retry)) {
             char ra[16];

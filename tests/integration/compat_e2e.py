@@ -307,6 +307,24 @@ def run(exe, src, tmp, servers):
     check(st == 200, "the main port serves the API")
     check(srv2.term() == 0, "SIGTERM stops both listeners with status 0")
 
+    # ---- option errors ---------------------------------------------------------------
+    import subprocess
+    for args, what in ((["--immich-model", "x"], "--immich-model without --immich-ml"),
+                       (["--immich-ml-port", "0"], "--immich-ml-port without --immich-ml"),
+                       (["--immich-ml", "--immich-model", "a", "--immich-model", "a=" + model2],
+                        "a name mapped twice"),
+                       (["--immich-ml", "--immich-model", "=x"], "an empty name")):
+        p = subprocess.run([exe, "serve", "--data", data, "--model", model, "--port", "0"] + args,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        check(p.returncode == 2, "%s is a usage error (rc %d: %s)" % (what, p.returncode,
+                                                                     p.stderr[-200:]))
+    p = subprocess.run([exe, "serve", "--data", data, "--model", model, "--port", "0",
+                        "--immich-ml", "--immich-model", "x=" + os.path.join(tmp, "nowhere")],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    check(p.returncode == 1 and b"nowhere" in p.stderr,
+          "a model folder that does not load is a clear error (rc %d: %s)"
+          % (p.returncode, p.stderr[-300:]))
+
 
 if __name__ == "__main__":
     main()

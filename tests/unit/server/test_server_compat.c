@@ -558,6 +558,16 @@ static void test_immich_errors(void **state)
             "image", 1, "IMG", NULL);
     assert_detail(&r, 400, "unknown model \"ViT-L-14__openai\"");
     resp_fini(&r);
+    /* a name whose message is cut inside a UTF-8 sequence (the backend's
+     * 512-byte message) still gets a JSON answer */
+    char ent[4096];
+    int n = snprintf(ent, sizeof(ent), "{\"clip\":{\"visual\":{\"modelName\":\"x");
+    for (int i = 0; i < 300; i++)
+        n += snprintf(ent + n, sizeof(ent) - (size_t)n, "\\u00e9");
+    snprintf(ent + n, sizeof(ent) - (size_t)n, "\"}}}");
+    predict(&r, "entries", 0, ent, "image", 1, "IMG", NULL);
+    assert_detail(&r, 400, "unknown model");
+    resp_fini(&r);
     predict(&r, "entries", 0, vis, NULL);
     assert_detail(&r, 400, "Either image or text must be provided");
     resp_fini(&r);
