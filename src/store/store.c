@@ -81,6 +81,8 @@ enum ims_status store__validate_row(const struct store *st, const struct store_n
                         "row %zu (%s): thumbnail size without bytes", i, r->source);
     IMS_RETURN_ERROR_IF(r->bytes < 0 || r->added < 0, err, IMS_ERR_INVALID,
                         "row %zu (%s): negative size or time", i, r->source);
+    IMS_RETURN_ERROR_IF(r->id < 0, err, IMS_ERR_INVALID, "row %zu (%s): negative id %lld", i,
+                        r->source, (long long)r->id);
     return IMS_OK;
 }
 
@@ -239,6 +241,15 @@ enum ims_status store_insert_many(struct store *st, const struct store_new_image
 {
     NEED_STORE(store_insert_many);
     return st->ops->insert_many(st, rows, n, results, err);
+}
+
+enum ims_status store_insert_stream(struct store *st, size_t n_total, size_t chunk_rows,
+                                    store_fill_fn fill, store_result_fn done, void *user,
+                                    struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || !fill, err, IMS_ERR_INVALID,
+                        "store_insert_stream: invalid arguments");
+    return st->ops->insert_stream(st, n_total, chunk_rows, fill, done, user, err);
 }
 
 enum ims_status store_set_thumbnail(struct store *st, int64_t id, const void *jpeg, size_t n_bytes,

@@ -44,6 +44,8 @@ struct store_ops {
     enum ims_status (*check)(struct store *, struct ims_error *);
     enum ims_status (*insert_many)(struct store *, const struct store_new_image *, size_t,
                                    struct store_insert_result *, struct ims_error *);
+    enum ims_status (*insert_stream)(struct store *, size_t, size_t, store_fill_fn,
+                                     store_result_fn, void *, struct ims_error *);
     enum ims_status (*set_thumbnail)(struct store *, int64_t, const void *, size_t,
                                      struct ims_error *);
     enum ims_status (*set_embeddings)(struct store *, const int64_t *, const float *, size_t,
@@ -183,6 +185,8 @@ enum ims_status sq_schema_version(struct store *, int *, struct ims_error *);
 enum ims_status sq_check(struct store *, struct ims_error *);
 enum ims_status sq_insert_many(struct store *, const struct store_new_image *, size_t,
                                struct store_insert_result *, struct ims_error *);
+enum ims_status sq_insert_stream(struct store *, size_t, size_t, store_fill_fn, store_result_fn,
+                                 void *, struct ims_error *);
 enum ims_status sq_set_thumbnail(struct store *, int64_t, const void *, size_t,
                                  struct ims_error *);
 enum ims_status sq_set_embeddings(struct store *, const int64_t *, const float *, size_t,

@@ -991,6 +991,7 @@ static const struct store_ops pg_ops = {
     .schema_version = pg_schema_version,
     .check = pg_check,
     .insert_many = pg_insert_many,
+    .insert_stream = pg_insert_stream,
     .set_thumbnail = pg_set_thumbnail,
     .set_embeddings = pg_set_embeddings,
     .delete_many = pg_delete_many,

@@ -104,41 +104,31 @@ static int32_t bset_find(struct bset *s, const struct store_new_image *rows, int
     }
 }
 
-enum ims_status pg_insert_many(struct store *st, const struct store_new_image *rows, size_t n,
-                               struct store_insert_result *results, struct ims_error *err)
+/* Inserts rows[0..n) inside the caller's write transaction on c (advisory
+ * lock held); `first` numbers the rows in messages. results[n] is filled. */
+static enum ims_status insert_batch(struct store *st, PGconn *c,
+                                    const struct store_new_image *rows, size_t n, size_t first,
+                                    struct store_insert_result *results, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(n > 0 && (!rows || !results), err, IMS_ERR_INVALID,
-                        "store_insert_many: invalid arguments");
-    if (n == 0)
-        return IMS_OK;
-    IMS_RETURN_ERROR_IF(n > (1u << 24), err, IMS_ERR_INVALID,
-                        "store_insert_many: batch of %zu rows is too large", n);
-    for (size_t i = 0; i < n; i++) {
-        enum ims_status v = store__validate_row(st, &rows[i], i, err);
-        if (v != IMS_OK)
-            return v;
-    }
-    struct store_insert_result *res = ims_calloc(n, sizeof(*res));
+    struct store_insert_result *res = results;
     int64_t *src_id = ims_malloc(n * sizeof(*src_id)), *sha_id = ims_malloc(n * sizeof(*sha_id));
     uint8_t *nodata = ims_calloc(n, 1), *plan = ims_calloc(n, 1);
     int32_t *ref = ims_malloc(n * sizeof(*ref));
     int64_t *new_ids = ims_malloc(n * sizeof(*new_ids));
     struct bset by_src = {0}, by_sha = {0};
-    PGconn *c = NULL;
     PGresult *r = NULL;
     enum ims_status s = IMS_OK;
-    if (!res || !src_id || !sha_id || !nodata || !plan || !ref || !new_ids ||
+    memset(res, 0, n * sizeof(*res));
+    if (!src_id || !sha_id || !nodata || !plan || !ref || !new_ids ||
         bset_init(&by_src, n) || bset_init(&by_sha, n)) {
         s = ims_error_set(err, IMS_ERR_NOMEM, "store_insert_many: out of memory");
         goto out;
     }
     for (size_t i = 0; i < n; i++)
         src_id[i] = sha_id[i] = -1;
-    s = pg_wbegin(st, &c, 1, err);
-    if (s != IMS_OK)
-        goto out;
     for (size_t i = 0; i < n && s == IMS_OK; i++) {
-        if (!rows[i].metadata)
+        s = store__validate_row(st, &rows[i], first + i, err);
+        if (s != IMS_OK || !rows[i].metadata)
             continue;
         struct pgp p = {0};
         pgp_text(&p, rows[i].metadata);
@@ -147,8 +137,10 @@ enum ims_status pg_insert_many(struct store *st, const struct store_new_image *r
         s = find_id(c, "SELECT ims_json_valid($1)::int::int8", &p, &ok, &found, NULL, err);
         if (s == IMS_OK && !ok)
             s = ims_error_set(err, IMS_ERR_INVALID, "row %zu (%s): metadata is not valid JSON",
-                              i, rows[i].source);
+                              first + i, rows[i].source);
     }
+    if (s != IMS_OK)
+        goto out;
     /* 1. lookups: the batch's sources and hashes as two array parameters,
      * joined on the unique indexes (one index probe per row) */
     struct pgcopy as, ah;
@@ -195,7 +187,7 @@ enum ims_status pg_insert_many(struct store *st, const struct store_new_image *r
     PQclear(r);
     r = NULL;
     if (s != IMS_OK)
-        goto end;
+        goto out;
 
     /* 2. outcomes, in row order; ref[i] = the batch row whose id i reports */
     size_t n_new = 0;
@@ -223,7 +215,7 @@ enum ims_status pg_insert_many(struct store *st, const struct store_new_image *r
             ref[i] = j;
         } else {
             plan[i] = P_NEW;
-            n_new++;
+            n_new += row->id == 0; /* explicit ids (repair) take no sequence value */
             bset_find(&by_src, rows, i, 0, 1);
             if (row->sha256)
                 bset_find(&by_sha, rows, i, 1, 1);
@@ -246,10 +238,13 @@ enum ims_status pg_insert_many(struct store *st, const struct store_new_image *r
         r = NULL;
     }
     if (s != IMS_OK)
-        goto end;
-    size_t k = 0;
+        goto out;
+    size_t k = 0, n_explicit = 0;
     for (size_t i = 0; i < n; i++) {
-        if (plan[i] == P_NEW)
+        if (plan[i] == P_NEW && rows[i].id > 0) {
+            res[i].id = rows[i].id;
+            n_explicit++;
+        } else if (plan[i] == P_NEW)
             res[i].id = new_ids[k++];
         else if (ref[i] >= 0)
             res[i].id = res[ref[i]].id;
@@ -260,6 +255,7 @@ enum ims_status pg_insert_many(struct store *st, const struct store_new_image *r
     }
 
     /* 4. writes */
+    n_new += n_explicit;
     if (n_new > 0) {
         int64_t now = store__unix_now();
         struct pgcopy bi, be, bt;
@@ -326,6 +322,11 @@ enum ims_status pg_insert_many(struct store *st, const struct store_new_image *r
         if (s == IMS_OK && row->thumbnail_bytes > 0)
             s = put_thumb(c, res[i].id, row->thumbnail, row->thumbnail_bytes, err);
     }
+    if (s == IMS_OK && n_explicit > 0) /* the sequence must never hand out those ids */
+        s = pg_x(c,
+                 "SELECT setval('images_id_seq', greatest((SELECT max(id) FROM images), "
+                 "(SELECT last_value FROM images_id_seq)))",
+                 NULL, err, "move id counter");
     if (s == IMS_OK) {
         k = 0;
         for (size_t i = 0; i < n; i++)
@@ -333,12 +334,7 @@ enum ims_status pg_insert_many(struct store *st, const struct store_new_image *r
                 new_ids[k++] = res[i].id;
         s = pg_log_changes(c, new_ids, n_new, STORE_CHANGE_INSERT, err);
     }
-end:
-    s = pg_wend(st, c, s, err);
-    if (s == IMS_OK)
-        memcpy(results, res, n * sizeof(*res));
 out:
-    ims_free(res);
     ims_free(src_id);
     ims_free(sha_id);
     ims_free(nodata);
@@ -347,6 +343,74 @@ out:
     ims_free(new_ids);
     ims_free(by_src.slot);
     ims_free(by_sha.slot);
+    return s;
+}
+
+enum ims_status pg_insert_many(struct store *st, const struct store_new_image *rows, size_t n,
+                               struct store_insert_result *results, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(n > 0 && (!rows || !results), err, IMS_ERR_INVALID,
+                        "store_insert_many: invalid arguments");
+    if (n == 0)
+        return IMS_OK;
+    IMS_RETURN_ERROR_IF(n > (1u << 24), err, IMS_ERR_INVALID,
+                        "store_insert_many: batch of %zu rows is too large", n);
+    for (size_t i = 0; i < n; i++) {
+        enum ims_status v = store__validate_row(st, &rows[i], i, err);
+        if (v != IMS_OK)
+            return v;
+    }
+    struct store_insert_result *tmp = ims_malloc(n * sizeof(*tmp));
+    if (!tmp)
+        return ims_error_set(err, IMS_ERR_NOMEM, "store_insert_many: out of memory");
+    PGconn *c = NULL;
+    enum ims_status s = pg_wbegin(st, &c, 1, err);
+    if (s == IMS_OK) {
+        s = insert_batch(st, c, rows, n, 0, tmp, err);
+        s = pg_wend(st, c, s, err);
+    }
+    if (s == IMS_OK)
+        memcpy(results, tmp, n * sizeof(*tmp));
+    ims_free(tmp);
+    return s;
+}
+
+enum ims_status pg_insert_stream(struct store *st, size_t n_total, size_t chunk_rows,
+                                 store_fill_fn fill, store_result_fn done, void *user,
+                                 struct ims_error *err)
+{
+    if (n_total == 0)
+        return IMS_OK;
+    if (chunk_rows == 0)
+        chunk_rows = 1024;
+    chunk_rows = IMS_MIN(chunk_rows, n_total);
+    struct store_new_image *rows = ims_calloc(chunk_rows, sizeof(*rows));
+    struct store_insert_result *res = ims_malloc(chunk_rows * sizeof(*res));
+    PGconn *c = NULL;
+    enum ims_status s = IMS_OK;
+    if (!rows || !res) {
+        s = ims_error_set(err, IMS_ERR_NOMEM, "store_insert_stream: out of memory");
+        goto free;
+    }
+    s = pg_wbegin(st, &c, 1, err);
+    if (s != IMS_OK)
+        goto free;
+    for (size_t first = 0; first < n_total && s == IMS_OK; first += chunk_rows) {
+        size_t m = IMS_MIN(chunk_rows, n_total - first);
+        memset(rows, 0, m * sizeof(*rows));
+        if (fill(user, first, rows, m) != 0) {
+            s = ims_error_set(err, IMS_ERR_CANCELLED,
+                              "store_insert_stream: stopped at row %zu: nothing stored", first);
+            break;
+        }
+        s = insert_batch(st, c, rows, m, first, res, err);
+        if (s == IMS_OK && done)
+            done(user, first, res, m);
+    }
+    s = pg_wend(st, c, s, err);
+free:
+    ims_free(rows);
+    ims_free(res);
     return s;
 }
 

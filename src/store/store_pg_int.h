@@ -110,6 +110,8 @@ enum ims_status pg_log_changes(PGconn *c, const int64_t *ids, size_t n,
 /* The operations (store_pg_images.c, store_pg_jobs.c). */
 enum ims_status pg_insert_many(struct store *, const struct store_new_image *, size_t,
                                struct store_insert_result *, struct ims_error *);
+enum ims_status pg_insert_stream(struct store *, size_t, size_t, store_fill_fn, store_result_fn,
+                                 void *, struct ims_error *);
 enum ims_status pg_set_thumbnail(struct store *, int64_t, const void *, size_t,
                                  struct ims_error *);
 enum ims_status pg_set_embeddings(struct store *, const int64_t *, const float *, size_t,
