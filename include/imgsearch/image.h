@@ -72,13 +72,44 @@ int image_mode_bytes(enum image_mode m);
 struct image_limits {
     uint64_t max_pixels; /* width * height of the decoded canvas */
     size_t max_bytes;    /* size of the encoded input */
+    uint32_t max_aspect; /* longest side / shortest side; 0 = IMAGE_DEFAULT_MAX_ASPECT */
 };
 /* Defaults: IMAGE_DEFAULT_MAX_PIXELS (40 megapixels: every camera photo up to
- * 7200x5400 passes; a bomb declaring 100000x100000 does not) and
- * IMAGE_DEFAULT_MAX_BYTES (50 MiB encoded). */
+ * 7200x5400 passes; a bomb declaring 100000x100000 does not),
+ * IMAGE_DEFAULT_MAX_BYTES (50 MiB encoded) and IMAGE_DEFAULT_MAX_ASPECT (the
+ * widest panorama is ~1:50; a 1 x 40,000,000 strip is refused from its
+ * header instead of being decoded and refused by the resize). All three are
+ * checked from the header, before anything proportional to the image is
+ * allocated or decoded. */
 #define IMAGE_DEFAULT_MAX_PIXELS (40ull * 1000 * 1000)
 #define IMAGE_DEFAULT_MAX_BYTES ((size_t)50 << 20)
+#define IMAGE_DEFAULT_MAX_ASPECT 65536u
 void image_limits_default(struct image_limits *lim);
+
+/* ---- decode memory budget (process-wide) ----------------------------------
+ *
+ * Every image_decode reserves width * height * bytes per pixel of its
+ * decoded image from one process-wide budget after reading the header and
+ * before decoding, and gives it back when the decode returns (the image it
+ * hands out is the caller's). When the budget is spent, a decode waits up to
+ * wait_ms for others to finish, then fails with IMS_ERR_BUSY; a decode that
+ * needs more than the whole budget fails at once with IMS_ERR_TOO_LARGE. So
+ * 32 concurrent search decodes of 40-megapixel images take at most the
+ * budget, not GBs. libjpeg's own working memory (progressive coefficient
+ * buffers) is capped separately at IMAGE_JPEG_MAX_MEMORY. Thread-safe. */
+#define IMAGE_DEFAULT_DECODE_BUDGET ((size_t)512 << 20)
+#define IMAGE_DEFAULT_DECODE_WAIT_MS 5000
+#define IMAGE_JPEG_MAX_MEMORY ((size_t)256 << 20)
+/* Sets the budget (bytes, 0 = default) and the wait (ms, < 0 = default).
+ * Decodes already holding memory keep it. */
+void image_decode_budget_set(size_t bytes, int wait_ms);
+struct image_decode_budget_stats {
+    size_t budget, in_use;     /* bytes */
+    uint64_t n_waited;         /* decodes that had to wait */
+    uint64_t n_busy;           /* refused after waiting (IMS_ERR_BUSY) */
+    uint64_t n_too_large;      /* refused: needs more than the whole budget */
+};
+void image_decode_budget_stats(struct image_decode_budget_stats *out);
 
 /* A decoded image. Pixels are rows top to bottom, `stride` bytes apart, each
  * pixel image_mode_bytes(mode) bytes (channels interleaved). */

@@ -129,6 +129,12 @@ int vindex_dim(struct vindex *vx);
 /* The highest catalogue id covered: max of the loaded snapshot's last id and
  * every id added since (-1 if none). */
 int64_t vindex_last_id(struct vindex *vx);
+/* The index's version stamp: changes (to a value never used before by any
+ * index of this process) whenever an add, remove, train or parameter change
+ * could change what a search returns. Read it BEFORE a search to key a
+ * result cache: a change racing with the search then leaves the entry with
+ * a stamp older than the data, so it is never reused. Lock-free. */
+uint64_t vindex_generation(struct vindex *vx);
 
 /* Writes a snapshot to `path` atomically (temp file in the same folder,
  * fsync, rename, fsync of the folder): a failure or crash leaves the previous
@@ -143,12 +149,41 @@ enum ims_status vindex_save(struct vindex *vx, const char *path, int64_t last_id
 enum ims_status vindex_load(const char *path, int dim, const char *spec, struct vindex **out,
                             int64_t *last_id, struct ims_error *err);
 
+/* Calls fn with the live vectors in storage order, a chunk at a time: ids
+ * (n), vectors (n, dim) fp32, borrowed for the call, under the read lock (fn
+ * must not call back into vx). Non-zero from fn stops: IMS_ERR_CANCELLED.
+ * For `imgsearch repair`, which rebuilds catalogue rows from a snapshot. */
+typedef int (*vindex_scan_fn)(void *user, const int64_t *ids, const float *vectors, size_t n,
+                              int dim);
+enum ims_status vindex_scan(struct vindex *vx, vindex_scan_fn fn, void *user,
+                            struct ims_error *err);
+
+/* What a snapshot holds, from its header alone (no payload is read, no
+ * checksum verified): magic, version, dim, spec and that the file size
+ * matches the counts are validated. For decisions such as "never replace a
+ * snapshot that holds more" and `imgsearch repair` (which then loads it
+ * with vindex_load, which verifies everything). */
+struct vindex_snapshot_info {
+    int dim;
+    uint64_t count;   /* live vectors */
+    int64_t last_id;  /* highest catalogue id covered, -1 = none */
+    char spec[VINDEX_MAX_SPEC + 1];
+};
+/* IMS_ERR_NOT_FOUND (missing), IMS_ERR_CORRUPT (not a sound header), IMS_ERR_IO.
+ * *info is set on success only. */
+enum ims_status vindex_snapshot_info(const char *path, struct vindex_snapshot_info *info,
+                                     struct ims_error *err);
+
 /* Reads the vectors of a FAISS index file written by faiss.write_index (for
- * importing another tool's state), in insertion order. On success *x
- * ((*n) x (*d) floats; release with ims_free), *n and *d are set. The file is
- * parsed by FAISS: only read files you trust to be FAISS indexes (a damaged
- * one is an error; FAISS's reader is not hardened against hostile input). */
-enum ims_status vindex_read_faiss_vectors(const char *path, float **x, size_t *n, int *d,
+ * importing another tool's state). Supported: Flat, IndexIDMap(2) over Flat
+ * or HNSW-Flat, HNSW-Flat, IVF-Flat and IVF-PQ (custom ids included); the
+ * file is validated whole (every count, list size, graph offset, neighbour
+ * id, level and entry point) before a vector is read: damage is
+ * IMS_ERR_CORRUPT, other types IMS_ERR_CORRUPT naming what is supported. On
+ * success *x ((*n) x (*d) floats) and *ids ((*n): the IndexIDMap's or IVF
+ * lists' ids, else the position 0..n-1) are set; release both with ims_free. */
+enum ims_status vindex_read_faiss_vectors(const char *path, float **x, int64_t **ids,
+                                          size_t *n, int *d,
                                           struct ims_error *err);
 
 #ifdef __cplusplus

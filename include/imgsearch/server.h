@@ -67,6 +67,7 @@ struct server_row {
     const char *url;       /* source URL, or the upload's file name; may be NULL */
     int width, height;     /* pixels of the original image */
     int64_t added_unix;    /* seconds since the epoch */
+    const char *caption;   /* stored caption (imports); NULL if none */
 };
 
 struct server_stats {
@@ -163,6 +164,14 @@ struct server_upload_item {
     char message[256];          /* when status != IMS_OK */
 };
 
+/* One embedding computed for the compatibility routes (immich's /predict,
+ * clip-retrieval's /knn-service). */
+struct server_embedding {
+    float *v;               /* dim floats, arena-allocated, L2-normalised */
+    size_t dim;
+    int width, height;      /* image embeddings: the decoded image's size; else 0 */
+};
+
 /* The backend. Every operation returns IMS_OK or a status with a message in
  * `err` (shown to the client, so it must not leak internals: the server
  * replaces the message of IMS_ERR_INTERNAL/NOMEM/IO by a generic one and
@@ -198,6 +207,21 @@ struct server_backend {
     enum ims_status (*image_delete)(void *self, int64_t id, struct ims_error *err);
     /* Appends backend gauges/counters in Prometheus text format. Optional. */
     enum ims_status (*metrics)(void *self, struct ims_buf *out, struct ims_error *err);
+    /* Compatibility modes (server_options.compat); optional otherwise.
+     * `model` names a model the way the client does (immich's "ViT-B-32__openai");
+     * NULL means the served model. IMS_ERR_NOT_FOUND for a name the backend
+     * does not serve (the message lists those it does). */
+    enum ims_status (*embed_text)(void *self, const char *model, const char *text,
+                                  struct server_arena *a, struct server_embedding *out,
+                                  struct ims_error *err);
+    enum ims_status (*embed_image)(void *self, const char *model, const unsigned char *bytes,
+                                   size_t n_bytes, struct server_arena *a,
+                                   struct server_embedding *out, struct ims_error *err);
+    /* The stored embeddings of ids[0..n): *vectors (n x *dim, arena-allocated;
+     * rows of missing ids zero) and found[i] (server-provided, n entries). */
+    enum ims_status (*embeddings)(void *self, const int64_t *ids, size_t n, struct server_arena *a,
+                                  float **vectors, size_t *dim, uint8_t *found,
+                                  struct ims_error *err);
 };
 
 /* ---- options ------------------------------------------------------------ */
@@ -244,7 +268,17 @@ struct server_options {
     char *api_key;                /* owned (ims_free); NULL = writes need no key */
     FILE *access_log;             /* JSON lines; NULL = none (borrowed) */
     FILE *error_log;              /* NULL = stderr through ims_log (borrowed) */
+    /* Compatibility routes of other tools' APIs, off by default (docs/compat-*.md):
+     * SERVER_COMPAT_IMMICH     GET /ping, POST /predict (immich machine learning)
+     * SERVER_COMPAT_CLIP_BACK  POST /knn-service, POST /metadata, GET /indices-list */
+    unsigned compat;
+    bool compat_only;             /* serve only the compat routes (+ /healthz, /metrics):
+                                     a second listener for them */
+    const char *clip_back_index;  /* the index name /indices-list shows, default "imgsearch"
+                                     (borrowed) */
 };
+#define SERVER_COMPAT_IMMICH 1u
+#define SERVER_COMPAT_CLIP_BACK 2u
 
 /* Fills the defaults above. Cannot fail. */
 void server_options_init(struct server_options *o);

@@ -138,6 +138,9 @@ struct store_new_image {
     uint32_t dim;              /* must equal the store's dim */
     const void *thumbnail;     /* JPEG bytes or NULL */
     size_t thumbnail_bytes;
+    int64_t id;                /* 0: a new id; > 0: this id (`imgsearch repair` rebuilds
+                                  rows under the ids the index knows them by); a row
+                                  that already holds it fails the whole call */
 };
 
 enum store_insert_outcome {
@@ -161,6 +164,21 @@ struct store_insert_result {
  * success. */
 enum ims_status store_insert_many(struct store *st, const struct store_new_image *rows, size_t n,
                                   struct store_insert_result *results, struct ims_error *err);
+
+/* Streaming form of store_insert_many for imports too large to hold at once:
+ * ONE transaction for all n_total rows, filled chunk_rows (0 = 1024) at a
+ * time. fill(user, first, rows, n) fills rows[0..n) (zeroed) with rows
+ * first..first+n-1; what they point to must stay valid until the next fill
+ * call; non-zero stops (IMS_ERR_CANCELLED). done (optional) gets each chunk's
+ * results once it is written (not yet committed). Any failure, of a fill, a
+ * row's validation or a write, rolls every row back. The writer is held for
+ * the whole call. */
+typedef int (*store_fill_fn)(void *user, size_t first, struct store_new_image *rows, size_t n);
+typedef void (*store_result_fn)(void *user, size_t first,
+                                const struct store_insert_result *results, size_t n);
+enum ims_status store_insert_stream(struct store *st, size_t n_total, size_t chunk_rows,
+                                    store_fill_fn fill, store_result_fn done, void *user,
+                                    struct ims_error *err);
 
 /* Sets (or replaces) the thumbnail of image `id`. IMS_ERR_NOT_FOUND if the
  * image does not exist. */

@@ -12,12 +12,23 @@
  *                                       other fields kept as metadata)
  *
  * Everything is validated before the first row is written (counts, D equal
- * to the model's embedding size, finite values, sources non-empty): a
- * mismatch imports nothing. Rows are then committed in transactions of
- * IMPORT_CHUNK (a crash leaves whole chunks; running the same import again
- * skips what is there, duplicates being detected by source). Vectors are
- * L2-normalised on the way in. The .npy file is memory-mapped, so 200k x 512
- * vectors stream through a fixed amount of memory.
+ * to the model's embedding size, every row finite with a norm in
+ * [IMPORT_NORM_MIN, IMPORT_NORM_MAX] computed in double with scaling so that
+ * neither denormals nor huge values under- or overflow, sources non-empty,
+ * FAISS ids in range and unique): a mismatch imports nothing. The rows are
+ * then committed in ONE transaction (store_insert_stream), filled
+ * IMPORT_CHUNK at a time, so memory stays bounded for any N and a failure at
+ * any row, or a crash, leaves nothing. Vectors are L2-normalised on the way
+ * in, in double (the same arithmetic the validation used). The .npy file is
+ * memory-mapped, so 200k x 512 vectors stream through a fixed amount of
+ * memory.
+ *
+ * FAISS files are validated whole by the index module before a vector is
+ * read (vindex_read_faiss_vectors). Metadata entries pair with vectors BY ID:
+ * the vector of id k gets entry k of the JSON list (an IndexIDMap's ids, an
+ * IVF's list ids; plain Flat/HNSW files number their vectors 0..n-1). Every
+ * id must index the list and be unique; entries without a vector (removed
+ * from the index) are reported and skipped.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -38,9 +49,17 @@ const char cli_help_import[] =
     "                        (--vectors FILE.npy --sources FILE | --faiss INDEX --meta META.json)\n"
     "Adds rows from precomputed embeddings (float32 .npy of shape (N, D) and one source per\n"
     "line; or the prototype's FAISS index + JSON metadata list). Nothing is fetched; the\n"
-    "rows get thumbnails when `imgsearch add` later brings the same source.\n";
+    "rows get thumbnails when `imgsearch add` later brings the same source.\n"
+    "The whole input is validated first (finite vectors, norms in [1e-30, 1e30], FAISS\n"
+    "files checked whole) and the rows are committed in one transaction, or none.\n"
+    "FAISS: Flat, IDMap, HNSW-Flat, IVF-Flat, IVF-PQ; metadata entry K describes the\n"
+    "vector of id K (the position for files without ids).\n";
 
 #define IMPORT_CHUNK 4096
+/* A vector whose norm is outside this range is refused: nothing real is that
+ * small or that large, and normalising it would lose every digit. */
+#define IMPORT_NORM_MIN 1e-30
+#define IMPORT_NORM_MAX 1e30
 #define META_MAX_BYTES ((size_t)1 << 30)
 
 /* ---- .npy ------------------------------------------------------------------- */
@@ -272,77 +291,147 @@ out:
     return rc;
 }
 
-/* ---- import ---------------------------------------------------------------- */
+/* ---- validation ------------------------------------------------------------- */
 
-static int import_rows(struct cli_app *app, const float *vectors, size_t n, size_t d,
-                       const struct sources *s)
+/* The L2 norm of v (d floats) in double, scaled by max|x| first so that
+ * neither denormals nor values near FLT_MAX under- or overflow. Returns -1
+ * for a non-finite value (its index in *bad), else the norm (0 for zeros). */
+static double row_norm(const float *v, size_t d, size_t *bad)
 {
-    struct store_new_image *rows = calloc(IMPORT_CHUNK, sizeof(*rows));
-    struct store_insert_result *res = calloc(IMPORT_CHUNK, sizeof(*res));
-    float *norm = malloc((size_t)IMPORT_CHUNK * d * sizeof(float));
-    int rc = 0;
-    size_t added = 0, dups = 0;
-    double t0 = ims_now();
-    if (!rows || !res || !norm) {
-        rc = cli_fail("import", "out of memory");
-        goto out;
+    double mx = 0;
+    for (size_t j = 0; j < d; j++) {
+        if (!isfinite(v[j])) {
+            *bad = j;
+            return -1;
+        }
+        mx = fmax(mx, fabs((double)v[j]));
     }
-    for (size_t base = 0; base < n; base += IMPORT_CHUNK) {
-        size_t m = IMS_MIN((size_t)IMPORT_CHUNK, n - base);
-        for (size_t i = 0; i < m; i++) {
-            float *v = norm + i * d;
-            memcpy(v, vectors + (base + i) * d, d * sizeof(float));
-            clip_l2_normalize(v, (int)d);
-            memset(&rows[i], 0, sizeof(rows[i]));
-            rows[i].source = s->src[base + i];
-            rows[i].metadata = s->meta ? s->meta[base + i] : NULL;
-            rows[i].embedding = v;
-            rows[i].dim = (uint32_t)d;
-        }
-        struct ims_error err = {0};
-        enum ims_status st = store_insert_many(app->store, rows, m, res, &err);
-        if (st != IMS_OK) {
-            rc = cli_fail("import", "rows %zu..%zu: %s (%zu rows imported before)", base,
-                          base + m - 1, ims_error_message(&err, st), added);
-            goto out;
-        }
-        for (size_t i = 0; i < m; i++) {
-            if (res[i].outcome == STORE_INSERTED)
-                added++;
-            else
-                dups++;
-        }
+    if (mx == 0)
+        return 0;
+    double s = 0;
+    for (size_t j = 0; j < d; j++) {
+        double x = (double)v[j] / mx;
+        s += x * x;
     }
-    struct ims_error err = {0};
-    enum ims_status st = cli_app_index_catch_up(app, &err);
-    if (st != IMS_OK)
-        ims_log(IMS_LOG_WARN, "index not updated (rebuilt at next start): %s",
-                ims_error_message(&err, st));
-    fprintf(stderr, "imgsearch import: %zu vectors: %zu added, %zu duplicates (by source) in "
-                    "%.1f s\n",
-            n, added, dups, ims_now() - t0);
-out:
-    free(rows);
-    free(res);
-    free(norm);
-    return rc;
+    return mx * sqrt(s);
 }
 
 static int check_vectors(const float *v, size_t n, size_t d)
 {
     for (size_t i = 0; i < n; i++) {
-        double s = 0;
-        for (size_t j = 0; j < d; j++) {
-            float x = v[i * d + j];
-            if (!isfinite(x))
-                return cli_fail("import", "vector %zu has a non-finite value: nothing imported",
-                                i);
-            s += (double)x * x;
-        }
-        if (s == 0)
+        size_t bad = 0;
+        double norm = row_norm(v + i * d, d, &bad);
+        if (norm < 0)
+            return cli_fail("import", "vector %zu has a non-finite value at [%zu]: nothing "
+                                      "imported",
+                            i, bad);
+        if (norm == 0)
             return cli_fail("import", "vector %zu is all zeros: nothing imported", i);
+        if (norm < IMPORT_NORM_MIN || norm > IMPORT_NORM_MAX)
+            return cli_fail("import", "vector %zu has norm %g, outside [%g, %g] (denormal or "
+                                      "overflowing values?): nothing imported",
+                            i, norm, IMPORT_NORM_MIN, IMPORT_NORM_MAX);
     }
     return 0;
+}
+
+/* ---- import ---------------------------------------------------------------- */
+
+struct import_ctx {
+    const float *vectors; /* (n, d) */
+    size_t d;
+    const struct sources *s;
+    const size_t *meta_of; /* row -> source index, or NULL for the identity */
+    float *norm;           /* (IMPORT_CHUNK, d) */
+    size_t added, dups;
+};
+
+static int import_fill(void *user, size_t first, struct store_new_image *rows, size_t n)
+{
+    struct import_ctx *c = user;
+    for (size_t i = 0; i < n; i++) {
+        const float *x = c->vectors + (first + i) * c->d;
+        float *v = c->norm + i * c->d;
+        size_t bad;
+        double norm = row_norm(x, c->d, &bad); /* validated: in range */
+        for (size_t j = 0; j < c->d; j++)
+            v[j] = (float)((double)x[j] / norm);
+        size_t m = c->meta_of ? c->meta_of[first + i] : first + i;
+        rows[i].source = c->s->src[m];
+        rows[i].metadata = c->s->meta ? c->s->meta[m] : NULL;
+        rows[i].embedding = v;
+        rows[i].dim = (uint32_t)c->d;
+    }
+    return 0;
+}
+
+static void import_done(void *user, size_t first, const struct store_insert_result *res, size_t n)
+{
+    struct import_ctx *c = user;
+    (void)first;
+    for (size_t i = 0; i < n; i++) {
+        if (res[i].outcome == STORE_INSERTED)
+            c->added++;
+        else
+            c->dups++;
+    }
+}
+
+static int import_rows(struct cli_app *app, const float *vectors, size_t n, size_t d,
+                       const struct sources *s, const size_t *meta_of)
+{
+    struct import_ctx c = {.vectors = vectors, .d = d, .s = s, .meta_of = meta_of};
+    double t0 = ims_now();
+    c.norm = malloc((size_t)IMPORT_CHUNK * d * sizeof(float));
+    if (!c.norm)
+        return cli_fail("import", "out of memory");
+    struct ims_error err = {0};
+    enum ims_status st =
+        store_insert_stream(app->store, n, IMPORT_CHUNK, import_fill, import_done, &c, &err);
+    free(c.norm);
+    if (st != IMS_OK)
+        return cli_fail("import", "%s: nothing imported", ims_error_message(&err, st));
+    st = cli_app_index_catch_up(app, &err);
+    if (st != IMS_OK)
+        ims_log(IMS_LOG_WARN, "index not updated (rebuilt at next start): %s",
+                ims_error_message(&err, st));
+    fprintf(stderr, "imgsearch import: %zu vectors: %zu added, %zu duplicates (by source) in "
+                    "%.1f s\n",
+            n, c.added, c.dups, ims_now() - t0);
+    return 0;
+}
+
+/* FAISS ids -> metadata entries: meta_of[i] = ids[i], every id an index of
+ * the list and used once. Returns the map (free()), or NULL after a message. */
+static size_t *pair_by_id(const int64_t *ids, size_t n, size_t n_meta, const char *faiss)
+{
+    size_t *meta_of = malloc((n ? n : 1) * sizeof(size_t));
+    uint8_t *used = calloc(n_meta ? n_meta : 1, 1);
+    if (!meta_of || !used) {
+        cli_fail("import", "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || (uint64_t)ids[i] >= n_meta) {
+            cli_fail("import", "%s: vector %zu has id %lld, but the metadata list has %zu "
+                               "entries (ids pair vectors with entries): nothing imported",
+                     faiss, i, (long long)ids[i], n_meta);
+            goto fail;
+        }
+        if (used[ids[i]]) {
+            cli_fail("import", "%s: id %lld is used by two vectors: nothing imported", faiss,
+                     (long long)ids[i]);
+            goto fail;
+        }
+        used[ids[i]] = 1;
+        meta_of[i] = (size_t)ids[i];
+    }
+    free(used);
+    return meta_of;
+fail:
+    free(meta_of);
+    free(used);
+    return NULL;
 }
 
 int cli_cmd_import(int argc, char **argv)
@@ -375,6 +464,8 @@ int cli_cmd_import(int argc, char **argv)
     struct npy arr = {0};
     struct sources src = {0};
     float *recon = NULL;
+    int64_t *ids = NULL;
+    size_t *meta_of = NULL;
     const float *vecs = NULL;
     size_t n = 0, d = 0;
     int rc = 1;
@@ -387,11 +478,15 @@ int cli_cmd_import(int argc, char **argv)
         vecs = arr.data;
         n = arr.n;
         d = arr.d;
+        if (src.n != n) {
+            cli_fail("import", "%zu vectors but %zu sources: nothing imported", n, src.n);
+            goto out;
+        }
     } else {
         struct ims_error err = {0};
         size_t rn = 0;
         int rd = 0;
-        enum ims_status st = vindex_read_faiss_vectors(faiss, &recon, &rn, &rd, &err);
+        enum ims_status st = vindex_read_faiss_vectors(faiss, &recon, &ids, &rn, &rd, &err);
         if (st != IMS_OK) {
             cli_fail("import", "%s: %s: nothing imported", faiss, ims_error_message(&err, st));
             goto out;
@@ -403,10 +498,17 @@ int cli_cmd_import(int argc, char **argv)
         vecs = recon;
         n = rn;
         d = (size_t)rd;
-    }
-    if (src.n != n) {
-        cli_fail("import", "%zu vectors but %zu sources: nothing imported", n, src.n);
-        goto out;
+        if (src.n < n) {
+            cli_fail("import", "%zu vectors but %zu sources: nothing imported", n, src.n);
+            goto out;
+        }
+        meta_of = pair_by_id(ids, n, src.n, faiss);
+        if (!meta_of)
+            goto out;
+        if (src.n > n)
+            fprintf(stderr, "imgsearch import: %zu metadata entries have no vector in %s "
+                            "(removed from the index?): not imported\n",
+                    src.n - n, faiss);
     }
     if (check_vectors(vecs, n, d) != 0)
         goto out;
@@ -422,12 +524,14 @@ int cli_cmd_import(int argc, char **argv)
         cli_app_close("import", &app, 0);
         goto out;
     }
-    rc = import_rows(&app, vecs, n, d, &src);
+    rc = import_rows(&app, vecs, n, d, &src, meta_of) != 0;
     if (cli_app_close("import", &app, 1) != 0)
         rc = 1;
 out:
     npy_close(&arr);
     sources_free(&src);
     ims_free(recon);
+    ims_free(ids);
+    free(meta_of);
     return rc;
 }

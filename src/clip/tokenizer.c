@@ -146,11 +146,7 @@ static size_t tok_utf8_put(uint32_t c, char *out)
 
 static uint32_t tok_hash(const char *s, size_t n)
 {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a, 64-bit, folded */
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ull;
-    }
+    uint64_t h = ims_fnv1a64(s, n); /* folded to 32 bits */
     return (uint32_t)(h ^ (h >> 32));
 }
 
@@ -490,6 +486,15 @@ static enum ims_status tok_load_hf(struct clip_tokenizer *tok, const char *vocab
     st = tok_parse_merges(mtext, mlen, merges_path, &lines, &n_lines, err);
     if (st != IMS_OK)
         goto out;
+    /* No merges would load a tokenizer that spells every word out byte by
+     * byte: every text embedding silently changes. A damaged or truncated
+     * file, never a real model's. */
+    if (n_lines == 0) {
+        st = ims_error_set(err, IMS_ERR_CORRUPT,
+                           "%s: no merges (the file is %s); restore the model's merges.txt",
+                           merges_path, mlen == 0 ? "empty" : "only a header line");
+        goto out;
+    }
     st = tok_build_merges(tok, lines, n_lines, merges_path, err);
 out:
     ims_free(lines);

@@ -32,6 +32,8 @@
 
 #define MAX_SCANS 1000
 
+size_t image__jpeg_max_memory = IMAGE_JPEG_MAX_MEMORY;
+
 struct jerr {
     struct jpeg_error_mgr pub;
     jmp_buf jb;
@@ -55,9 +57,16 @@ static void on_error_exit(j_common_ptr cinfo)
         int code = cinfo->err->msg_code;
         e->st = code == JERR_OUT_OF_MEMORY   ? IMS_ERR_NOMEM
                 : code == JERR_IMAGE_TOO_BIG ? IMS_ERR_TOO_LARGE
-                                             : IMS_ERR_CORRUPT;
-        snprintf(e->msg, sizeof(e->msg), "%s: %s",
-                 e->st == IMS_ERR_CORRUPT ? "corrupt JPEG" : "JPEG", buf);
+                /* past max_memory_to_use: libjpeg would need a backing store */
+                : code == JERR_NO_BACKING_STORE ? IMS_ERR_TOO_LARGE
+                                                : IMS_ERR_CORRUPT;
+        if (code == JERR_NO_BACKING_STORE)
+            snprintf(e->msg, sizeof(e->msg),
+                     "JPEG needs more decoder memory than the limit of %zu MiB",
+                     image__jpeg_max_memory >> 20);
+        else
+            snprintf(e->msg, sizeof(e->msg), "%s: %s",
+                     e->st == IMS_ERR_CORRUPT ? "corrupt JPEG" : "JPEG", buf);
     }
     longjmp(e->jb, 1);
 }
@@ -143,6 +152,7 @@ enum ims_status image__decode_jpeg(const uint8_t *p, size_t n, const struct imag
         goto out;
     }
     jpeg_create_decompress(&cinfo);
+    cinfo.mem->max_memory_to_use = (long)image__jpeg_max_memory; /* see image.h */
     memset(&src, 0, sizeof(src));
     src.pub.init_source = src_init;
     src.pub.fill_input_buffer = src_fill;

@@ -11,11 +11,21 @@
  *
  * Size checks happen in the decoders right after the header is parsed and
  * before anything proportional to the image is allocated (decompression
- * bombs), through image__check_dims.
+ * bombs), through image__check_dims: pixel count, side and aspect ratio.
+ *
+ * Decode memory: image_decode first runs the decoder in header-only mode
+ * (cheap for every format), reserves width * height * bytes per pixel from
+ * a process-wide budget (mutex + condition variable, bounded wait), decodes,
+ * and releases the reservation when the decode returns. Concurrent decodes
+ * therefore hold at most the budget between them.
  */
 #include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "image_int.h"
 
@@ -65,6 +75,99 @@ void image_limits_default(struct image_limits *lim)
 {
     lim->max_pixels = IMAGE_DEFAULT_MAX_PIXELS;
     lim->max_bytes = IMAGE_DEFAULT_MAX_BYTES;
+    lim->max_aspect = IMAGE_DEFAULT_MAX_ASPECT;
+}
+
+/* ---- decode memory budget ---------------------------------------------------- */
+
+static pthread_mutex_t g_budget_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_budget_cv;          /* CLOCK_MONOTONIC, made once */
+static pthread_once_t g_budget_once = PTHREAD_ONCE_INIT;
+static size_t g_budget = IMAGE_DEFAULT_DECODE_BUDGET;   /* guarded by g_budget_mu */
+static int g_budget_wait_ms = IMAGE_DEFAULT_DECODE_WAIT_MS;
+static size_t g_budget_used;
+static atomic_uint_least64_t g_n_waited, g_n_busy, g_n_too_large;
+
+static void budget_init(void)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(&g_budget_cv, &a);
+    pthread_condattr_destroy(&a);
+}
+
+void image_decode_budget_set(size_t bytes, int wait_ms)
+{
+    pthread_once(&g_budget_once, budget_init);
+    pthread_mutex_lock(&g_budget_mu);
+    g_budget = bytes ? bytes : IMAGE_DEFAULT_DECODE_BUDGET;
+    g_budget_wait_ms = wait_ms < 0 ? IMAGE_DEFAULT_DECODE_WAIT_MS : wait_ms;
+    pthread_cond_broadcast(&g_budget_cv);
+    pthread_mutex_unlock(&g_budget_mu);
+}
+
+void image_decode_budget_stats(struct image_decode_budget_stats *out)
+{
+    pthread_mutex_lock(&g_budget_mu);
+    out->budget = g_budget;
+    out->in_use = g_budget_used;
+    pthread_mutex_unlock(&g_budget_mu);
+    out->n_waited = atomic_load(&g_n_waited);
+    out->n_busy = atomic_load(&g_n_busy);
+    out->n_too_large = atomic_load(&g_n_too_large);
+}
+
+enum ims_status image__budget_reserve(size_t bytes, struct ims_error *err)
+{
+    pthread_once(&g_budget_once, budget_init);
+    pthread_mutex_lock(&g_budget_mu);
+    if (bytes > g_budget) {
+        size_t budget = g_budget;
+        pthread_mutex_unlock(&g_budget_mu);
+        atomic_fetch_add(&g_n_too_large, 1);
+        return ims_error_set(err, IMS_ERR_TOO_LARGE,
+                             "decoding this image needs %zu MiB, more than the whole decode "
+                             "memory budget of %zu MiB",
+                             (bytes + (1u << 20) - 1) >> 20, budget >> 20);
+    }
+    if (g_budget - g_budget_used < bytes) {
+        atomic_fetch_add(&g_n_waited, 1);
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += g_budget_wait_ms / 1000;
+        until.tv_nsec += (long)(g_budget_wait_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        int rc = 0;
+        while (g_budget - IMS_MIN(g_budget_used, g_budget) < bytes && rc != ETIMEDOUT)
+            rc = pthread_cond_timedwait(&g_budget_cv, &g_budget_mu, &until);
+        if (g_budget - IMS_MIN(g_budget_used, g_budget) < bytes) {
+            size_t used = g_budget_used, budget = g_budget;
+            pthread_mutex_unlock(&g_budget_mu);
+            atomic_fetch_add(&g_n_busy, 1);
+            return ims_error_set(err, IMS_ERR_BUSY,
+                                 "image decoding is busy: %zu of %zu MiB of decode memory in "
+                                 "use by other decodes (this one needs %zu MiB); try again "
+                                 "later",
+                                 used >> 20, budget >> 20, (bytes + (1u << 20) - 1) >> 20);
+        }
+    }
+    g_budget_used += bytes;
+    pthread_mutex_unlock(&g_budget_mu);
+    return IMS_OK;
+}
+
+void image__budget_release(size_t bytes)
+{
+    pthread_once(&g_budget_once, budget_init);
+    pthread_mutex_lock(&g_budget_mu);
+    IMS_ASSERT(g_budget_used >= bytes);
+    g_budget_used -= bytes;
+    pthread_cond_broadcast(&g_budget_cv);
+    pthread_mutex_unlock(&g_budget_mu);
 }
 
 enum ims_status image__check_dims(int64_t w, int64_t h, const struct image_limits *lim,
@@ -79,6 +182,11 @@ enum ims_status image__check_dims(int64_t w, int64_t h, const struct image_limit
                         err, IMS_ERR_TOO_LARGE,
                         "%s is %lldx%lld pixels, more than the limit of %llu pixels", what,
                         (long long)w, (long long)h, (unsigned long long)lim->max_pixels);
+    uint64_t aspect = lim->max_aspect ? lim->max_aspect : IMAGE_DEFAULT_MAX_ASPECT;
+    int64_t lo = IMS_MIN(w, h), hi = IMS_MAX(w, h);
+    IMS_RETURN_ERROR_IF((uint64_t)hi > (uint64_t)lo * aspect, err, IMS_ERR_TOO_LARGE,
+                        "%s is %lldx%lld pixels: aspect ratio beyond the limit of 1:%llu", what,
+                        (long long)w, (long long)h, (unsigned long long)aspect);
     return IMS_OK;
 }
 
@@ -258,10 +366,26 @@ static enum ims_status run(const void *bytes, size_t n, const struct image_limit
         return st;
     struct image_info tmp = {0};
     tmp.format = f;
+    if (!out) {
+        st = decoder_for(f)((const uint8_t *)bytes, n, lim, &tmp, NULL, err);
+        if (st == IMS_OK && info)
+            *info = tmp;
+        return st;
+    }
+    /* Header first (refuses by size and aspect, gives the decoded size), then
+     * the budget, then the decode. */
+    st = decoder_for(f)((const uint8_t *)bytes, n, lim, &tmp, NULL, err);
+    if (st != IMS_OK)
+        return st;
+    size_t need = (size_t)tmp.width * (size_t)tmp.height * (size_t)image_mode_bytes(tmp.mode);
+    st = image__budget_reserve(need, err);
+    if (st != IMS_OK)
+        return st;
     st = decoder_for(f)((const uint8_t *)bytes, n, lim, &tmp, out, err);
+    image__budget_release(need);
     if (st == IMS_OK && info)
         *info = tmp;
-    if (st == IMS_OK && out)
+    if (st == IMS_OK)
         (*out)->format = f;
     return st;
 }

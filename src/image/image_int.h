@@ -38,10 +38,25 @@ enum ims_status image__decode_bmp(const uint8_t *p, size_t n, const struct image
                                   struct image_info *info, struct image **out,
                                   struct ims_error *err);
 
-/* Zero and negative sizes are CORRUPT, more than lim->max_pixels TOO_LARGE.
- * `what` names the format in the message ("PNG"). */
+/* The limit every decoder applies to its header's size, before allocating
+ * or decoding anything proportional to it (a new decoder calls it as soon as
+ * it knows the canvas size): zero and negative sizes are CORRUPT; more than
+ * lim->max_pixels, a side past 2^30, or an aspect ratio past lim->max_aspect
+ * TOO_LARGE. `what` names the format in the message ("PNG"). The memory
+ * budget (image__budget_reserve) is taken by image.c around every decode
+ * from the header's size and mode, so decoders need nothing more. */
 enum ims_status image__check_dims(int64_t w, int64_t h, const struct image_limits *lim,
                                   const char *what, struct ims_error *err);
+
+/* Process-wide decode memory (image.c; see image_decode_budget_set): takes
+ * `bytes` from the budget, waiting up to the configured time. IMS_ERR_BUSY
+ * when it stays spent, IMS_ERR_TOO_LARGE when bytes exceed the budget.
+ * Every successful reserve is paired with one release of the same bytes. */
+enum ims_status image__budget_reserve(size_t bytes, struct ims_error *err);
+void image__budget_release(size_t bytes);
+/* libjpeg's max_memory_to_use (decode_jpeg.c); IMAGE_JPEG_MAX_MEMORY by
+ * default, lowered by tests. Not thread-safe: set before decoding. */
+extern size_t image__jpeg_max_memory;
 
 /* ---- resample.c ------------------------------------------------------- */
 

@@ -22,6 +22,7 @@
  */
 
 #include "index_int.h"
+#include "imgsearch/index.h"
 
 #include <faiss/AutoTune.h>
 #include <faiss/IVFlib.h>
@@ -31,6 +32,8 @@
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIDMap.h>
 #include <faiss/IndexIVF.h>
+#include <faiss/IndexIVFFlat.h>
+#include <faiss/invlists/InvertedLists.h>
 #include <faiss/IndexIVFPQ.h>
 #include <faiss/IndexPQ.h>
 #include <faiss/IndexPreTransform.h>
@@ -45,6 +48,8 @@
 #include <exception>
 #include <memory>
 #include <new>
+#include <cstring>
+#include <string>
 
 // OpenMP threads FAISS may use in train/add. OpenMP's thread count is a
 // per-thread setting, so every entry point applies it on the calling thread.
@@ -140,6 +145,129 @@ struct CbReader : faiss::IOReader {
         return nitems;
     }
 };
+
+// ---- validation of deserialised indexes -------------------------------------
+//
+// faiss::read_index checks the framing of what it reads, not the agreement
+// between the counts it stores: an HNSW whose ntotal exceeds its storage, a
+// graph whose neighbour ids point past its vectors, an IVF whose list sizes do
+// not add up. Every check below is one function per format, run once at load
+// time, so that nothing downstream (our HNSW walk, reconstruct, search) ever
+// meets a count it has to distrust. A format that is not listed is accepted
+// only when `strict` is off (our own CRC-checked snapshot, written by this
+// code) and refused when it is on (files from outside). A new format (e.g. our
+// own HNSW graph layout) gets its own check_* and a line in check_index.
+
+bool mul_ok(size_t a, size_t b, size_t *out) { return !__builtin_mul_overflow(a, b, out); }
+
+std::string check_index(const faiss::Index *ix, bool strict, int depth);
+
+std::string check_flat(const faiss::IndexFlatCodes *f)
+{
+    size_t want;
+    if (f->ntotal < 0 || f->code_size == 0 || !mul_ok((size_t)f->ntotal, f->code_size, &want) ||
+        f->codes.size() != want)
+        return "flat storage: " + std::to_string(f->ntotal) + " vectors but " +
+               std::to_string(f->codes.size()) + " code bytes";
+    if (dynamic_cast<const faiss::IndexFlat *>(f) && f->code_size != sizeof(float) * (size_t)f->d)
+        return "flat storage: code size " + std::to_string(f->code_size) + " for d=" +
+               std::to_string(f->d);
+    return "";
+}
+
+std::string check_hnsw(const faiss::IndexHNSW *h, bool strict, int depth)
+{
+    if (!h->storage)
+        return "HNSW without storage";
+    std::string why = check_index(h->storage, strict, depth + 1);
+    if (!why.empty())
+        return why;
+    if (h->storage->ntotal != h->ntotal || h->storage->d != h->d)
+        return "HNSW of " + std::to_string(h->ntotal) + " vectors over a storage of " +
+               std::to_string(h->storage->ntotal);
+    struct index__hnsw_view v = {};
+    index__faiss_hnsw_graph(h, &v);
+    char buf[256];
+    if (index__hnsw_check(&v, buf, sizeof buf) != 0)
+        return std::string("HNSW graph: ") + buf;
+    return "";
+}
+
+std::string check_ivf(const faiss::IndexIVF *ivf, bool strict, int depth)
+{
+    if (!ivf->quantizer)
+        return "IVF without a coarse quantizer";
+    std::string why = check_index(ivf->quantizer, strict, depth + 1);
+    if (!why.empty())
+        return "IVF coarse quantizer: " + why;
+    if (ivf->quantizer->d != ivf->d || ivf->quantizer->ntotal != (faiss::Index::idx_t)ivf->nlist)
+        return "IVF of " + std::to_string(ivf->nlist) + " lists over a quantizer of " +
+               std::to_string(ivf->quantizer->ntotal) + " centroids";
+    auto *al = dynamic_cast<const faiss::ArrayInvertedLists *>(ivf->invlists);
+    if (!al)
+        return "IVF inverted lists of an unsupported kind (only in-file lists are read)";
+    if (al->nlist != ivf->nlist || al->code_size != ivf->code_size || ivf->code_size == 0 ||
+        al->ids.size() != al->nlist || al->codes.size() != al->nlist)
+        return "IVF inverted lists do not match the index (nlist, code size)";
+    size_t total = 0;
+    for (size_t l = 0; l < al->nlist; l++) {
+        size_t want;
+        if (!mul_ok(al->ids[l].size(), al->code_size, &want) || al->codes[l].size() != want)
+            return "IVF list " + std::to_string(l) + ": " + std::to_string(al->ids[l].size()) +
+                   " ids but " + std::to_string(al->codes[l].size()) + " code bytes";
+        total += al->ids[l].size();
+    }
+    if (ivf->ntotal < 0 || total != (size_t)ivf->ntotal)
+        return "IVF lists hold " + std::to_string(total) + " vectors, the header says " +
+               std::to_string(ivf->ntotal);
+    if (auto *pq = dynamic_cast<const faiss::IndexIVFPQ *>(ivf)) {
+        size_t want;
+        if (pq->pq.M == 0 || pq->pq.dsub * pq->pq.M != (size_t)pq->d ||
+            pq->pq.code_size != pq->code_size ||
+            !mul_ok(pq->pq.M * pq->pq.ksub, pq->pq.dsub, &want) || pq->pq.centroids.size() != want)
+            return "IVF-PQ: product quantizer does not match the index";
+    } else if (!dynamic_cast<const faiss::IndexIVFFlat *>(ivf)) {
+        if (strict)
+            return "IVF encoding not supported for import (IVF-Flat and IVF-PQ are)";
+    } else if (ivf->code_size != sizeof(float) * (size_t)ivf->d) {
+        return "IVF-Flat: code size does not match d";
+    }
+    return "";
+}
+
+std::string check_index(const faiss::Index *ix, bool strict, int depth)
+{
+    if (depth > 4)
+        return "indexes nested too deep";
+    if (ix->d <= 0 || ix->d > VINDEX_MAX_DIM || ix->ntotal < 0)
+        return "dimension " + std::to_string(ix->d) + " or count " + std::to_string(ix->ntotal) +
+               " out of range";
+    if (auto *m = dynamic_cast<const faiss::IndexIDMap *>(ix)) {
+        if (!m->index)
+            return "id map without an index";
+        std::string why = check_index(m->index, strict, depth + 1);
+        if (!why.empty())
+            return why;
+        if (m->index->ntotal != m->ntotal || m->id_map.size() != (size_t)m->ntotal ||
+            m->index->d != m->d)
+            return "id map of " + std::to_string(m->id_map.size()) + " ids over " +
+                   std::to_string(m->index->ntotal) + " vectors (header " +
+                   std::to_string(m->ntotal) + ")";
+        return "";
+    }
+    if (auto *h = dynamic_cast<const faiss::IndexHNSW *>(ix))
+        return check_hnsw(h, strict, depth);
+    if (auto *ivf = dynamic_cast<const faiss::IndexIVF *>(ix))
+        return check_ivf(ivf, strict, depth);
+    if (auto *f = dynamic_cast<const faiss::IndexFlatCodes *>(ix)) {
+        if (strict && !dynamic_cast<const faiss::IndexFlat *>(ix))
+            return "flat encoding not supported for import (fp32 Flat is)";
+        return check_flat(f);
+    }
+    if (strict)
+        return "index type not supported for import (Flat, IDMap, HNSW-Flat, IVF-Flat, IVF-PQ are)";
+    return "";
+}
 
 } // namespace
 
@@ -284,6 +412,9 @@ enum ims_status index__faiss_read(index__read_fn read, void *ctx, struct index__
         r.fn = read;
         r.ctx = ctx;
         std::unique_ptr<faiss::Index> ix(faiss::read_index(&r));
+        std::string why = check_index(ix.get(), false, 0);
+        if (!why.empty())
+            return ims_error_set(err, IMS_ERR_CORRUPT, "faiss: %s", why.c_str());
         auto *f = new index__faiss;
         f->can_remove = removable(ix.get());
         f->index = ix.release();
@@ -292,28 +423,39 @@ enum ims_status index__faiss_read(index__read_fn read, void *ctx, struct index__
     });
 }
 
-int index__faiss_hnsw_view(const struct index__faiss *f, struct index__hnsw_view *v)
+void index__faiss_hnsw_graph(const void *hnsw_index, struct index__hnsw_view *v)
 {
-    // Only plain HNSW over fp32 vectors (IndexHNSWFlat under our IndexIDMap):
-    // the vectors it stores are exactly the ones our kernels expect.
-    auto *m = dynamic_cast<const faiss::IndexIDMap *>(f->index);
-    auto *h = m ? dynamic_cast<const faiss::IndexHNSWFlat *>(m->index) : nullptr;
-    auto *flat = h ? dynamic_cast<const faiss::IndexFlat *>(h->storage) : nullptr;
-    if (!flat || h->ntotal <= 0 || h->hnsw.entry_point < 0 ||
-        (size_t)h->ntotal != m->id_map.size())
-        return 0;
+    auto *h = static_cast<const faiss::IndexHNSW *>(hnsw_index);
     static_assert(sizeof(faiss::HNSW::storage_idx_t) == sizeof(int32_t), "int32 graph");
-    static_assert(sizeof(faiss::Index::idx_t) == sizeof(int64_t), "int64 ids");
-    v->vectors = flat->get_xb();
-    v->labels = reinterpret_cast<const int64_t *>(m->id_map.data());
     v->neighbors = reinterpret_cast<const int32_t *>(h->hnsw.neighbors.data());
+    v->n_neighbors = h->hnsw.neighbors.size();
     v->offsets = h->hnsw.offsets.data();
+    v->n_offsets = h->hnsw.offsets.size();
+    v->levels = h->hnsw.levels.data();
+    v->n_levels = h->hnsw.levels.size();
     v->cum_nneighbor_per_level = h->hnsw.cum_nneighbor_per_level.data();
-    v->n_levels_table = (int)h->hnsw.cum_nneighbor_per_level.size();
+    v->n_levels_table = (int)IMS_MIN(h->hnsw.cum_nneighbor_per_level.size(), (size_t)1 << 20);
     v->entry_point = h->hnsw.entry_point;
     v->max_level = h->hnsw.max_level;
     v->ef_search = h->hnsw.efSearch;
     v->ntotal = h->ntotal;
+}
+
+int index__faiss_hnsw_view(const struct index__faiss *f, struct index__hnsw_view *v)
+{
+    // Only plain HNSW over fp32 vectors (IndexHNSWFlat under our IndexIDMap):
+    // the vectors it stores are exactly the ones our kernels expect. The graph
+    // was validated when it was read (check_hnsw).
+    auto *m = dynamic_cast<const faiss::IndexIDMap *>(f->index);
+    auto *h = m ? dynamic_cast<const faiss::IndexHNSWFlat *>(m->index) : nullptr;
+    auto *flat = h ? dynamic_cast<const faiss::IndexFlat *>(h->storage) : nullptr;
+    if (!flat || h->ntotal <= 0 || h->hnsw.entry_point < 0 ||
+        (size_t)h->ntotal != m->id_map.size() || flat->ntotal != h->ntotal)
+        return 0;
+    static_assert(sizeof(faiss::Index::idx_t) == sizeof(int64_t), "int64 ids");
+    index__faiss_hnsw_graph(h, v);
+    v->vectors = flat->get_xb();
+    v->labels = reinterpret_cast<const int64_t *>(m->id_map.data());
     return 1;
 }
 
@@ -323,33 +465,72 @@ void index__faiss_set_threads(int n)
         g_build_threads.store(n);
 }
 
-enum ims_status index__faiss_read_file_vectors(const char *path, float **x, size_t *n, int *d,
-                                               struct ims_error *err)
+enum ims_status index__faiss_read_buffer_vectors(const void *data, size_t size, float **x,
+                                                 int64_t **ids, size_t *n, int *d,
+                                                 struct ims_error *err)
 {
     return guarded(err, IMS_ERR_CORRUPT, "reading the index file", [&]() {
-        std::unique_ptr<faiss::Index> ix(faiss::read_index(path));
-        faiss::Index *inner = ix.get();
-        // IndexIDMap keeps vectors in insertion order in its inner index
-        if (auto *m = dynamic_cast<faiss::IndexIDMap *>(inner))
+        struct {
+            const unsigned char *p;
+            size_t left;
+        } src = {static_cast<const unsigned char *>(data), size};
+        CbReader r;
+        r.fn = [](void *ctx, void *out, size_t len) -> int {
+            auto *s = static_cast<decltype(src) *>(ctx);
+            if (len > s->left)
+                return -1;
+            memcpy(out, s->p, len);
+            s->p += len;
+            s->left -= len;
+            return 0;
+        };
+        r.ctx = &src;
+        // The precomputed IVF-PQ table is a search accelerator the import
+        // never uses; building it costs nlist * M * 2^nbits floats.
+        std::unique_ptr<faiss::Index> ix(faiss::read_index(&r, faiss::IO_FLAG_SKIP_PRECOMPUTE_TABLE));
+        std::string why = check_index(ix.get(), true, 0);
+        if (!why.empty())
+            return ims_error_set(err, IMS_ERR_CORRUPT, "%s", why.c_str());
+        const faiss::Index *inner = ix.get();
+        const faiss::IndexIDMap *m = dynamic_cast<const faiss::IndexIDMap *>(inner);
+        if (m)
             inner = m->index;
-        if (auto *ivf = faiss::ivflib::try_extract_index_ivf(inner))
-            ivf->make_direct_map(true);
         size_t total = (size_t)inner->ntotal;
         size_t dim = (size_t)inner->d;
-        if (dim == 0 || total > ((size_t)1 << 40) / dim)
+        if (total > ((size_t)1 << 40) / dim)
             return ims_error_set(err, IMS_ERR_TOO_LARGE, "%zu vectors of %zu dimensions", total,
                                  dim);
         float *buf = (float *)ims_malloc((total ? total : 1) * dim * sizeof(float));
-        if (!buf)
+        int64_t *idv = (int64_t *)ims_malloc((total ? total : 1) * sizeof(int64_t));
+        if (!buf || !idv) {
+            ims_free(buf);
+            ims_free(idv);
             return ims_error_set(err, IMS_ERR_NOMEM, "no memory for %zu vectors", total);
+        }
         try {
-            if (total)
-                inner->reconstruct_n(0, (faiss::Index::idx_t)total, buf);
+            if (auto *ivf = dynamic_cast<const faiss::IndexIVF *>(inner)) {
+                // Ids live in the lists (custom ids included): walk them, so no
+                // direct map (which assumes ids 0..n-1 for reconstruct_n) is needed.
+                auto *al = static_cast<const faiss::ArrayInvertedLists *>(ivf->invlists);
+                size_t k = 0;
+                for (size_t l = 0; l < al->nlist; l++)
+                    for (size_t o = 0; o < al->ids[l].size(); o++, k++) {
+                        idv[k] = al->ids[l][o];
+                        ivf->reconstruct_from_offset((int64_t)l, (int64_t)o, buf + k * dim);
+                    }
+            } else {
+                if (total)
+                    inner->reconstruct_n(0, (faiss::Index::idx_t)total, buf);
+                for (size_t i = 0; i < total; i++)
+                    idv[i] = m ? (int64_t)m->id_map[i] : (int64_t)i;
+            }
         } catch (...) {
             ims_free(buf);
+            ims_free(idv);
             throw;
         }
         *x = buf;
+        *ids = idv;
         *n = total;
         *d = (int)dim;
         return IMS_OK;

@@ -15,11 +15,15 @@
  * the visited set is a bitmap allocated per search (ntotal / 8 bytes).
  *
  * The view is borrowed from FAISS under the vindex read lock; nothing here
- * writes to it.
+ * writes to it. The walk checks no bounds: index__hnsw_check, run once when
+ * a graph is read (snapshot or file), proves every index it follows is in
+ * range, so damage is found at load time (a rebuild for a snapshot, an error
+ * for an imported file), never as a crash in the first search.
  */
 
 #include "index_int.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -30,6 +34,75 @@
 #endif
 
 int index__hnsw_own_walk = 1;
+
+/* ---- validation ------------------------------------------------------------ */
+
+#define HNSW_FAIL(...)                                                                   \
+    do {                                                                                 \
+        snprintf(why, why_cap, __VA_ARGS__);                                             \
+        return -1;                                                                       \
+    } while (0)
+
+int index__hnsw_check(const struct index__hnsw_view *v, char *why, size_t why_cap)
+{
+    int64_t n = v->ntotal;
+    if (n < 0 || n > INT32_MAX)
+        HNSW_FAIL("%lld nodes", (long long)n);
+    if (v->n_levels != (size_t)n || v->n_offsets != (size_t)n + 1)
+        HNSW_FAIL("%lld nodes but %zu levels and %zu offsets", (long long)n, v->n_levels,
+                  v->n_offsets);
+    const int *cum = v->cum_nneighbor_per_level;
+    int nl = v->n_levels_table;
+    if (nl < 2 || cum[0] != 0)
+        HNSW_FAIL("neighbour table of %d levels", nl);
+    for (int l = 0; l + 1 < nl; l++)
+        if (cum[l + 1] < cum[l])
+            HNSW_FAIL("neighbour table decreases at level %d", l);
+    if (v->offsets[0] != 0)
+        HNSW_FAIL("first offset %zu", v->offsets[0]);
+    for (int64_t i = 0; i < n; i++) {
+        int lv = v->levels[i];
+        if (lv < 1 || lv >= nl)
+            HNSW_FAIL("node %lld on %d levels (table has %d)", (long long)i, lv, nl - 1);
+        size_t b = v->offsets[i], e = v->offsets[i + 1];
+        if (e < b || e - b != (size_t)cum[lv] || e > v->n_neighbors)
+            HNSW_FAIL("node %lld: neighbour range [%zu, %zu) for %d levels (%zu stored)",
+                      (long long)i, b, e, lv, v->n_neighbors);
+    }
+    if (v->offsets[n] != v->n_neighbors)
+        HNSW_FAIL("%zu neighbours stored, offsets cover %zu", v->n_neighbors, v->offsets[n]);
+    /* Every neighbour listed at level l of node i must exist and live on
+     * level l too: the greedy descent then only reads ranges that exist. */
+    for (int64_t i = 0; i < n; i++) {
+        for (int l = 0; l < v->levels[i]; l++) {
+            size_t b = v->offsets[i] + (size_t)cum[l], e = v->offsets[i] + (size_t)cum[l + 1];
+            for (size_t j = b; j < e; j++) {
+                int32_t nb = v->neighbors[j];
+                if (nb == -1)
+                    break;
+                if (nb < 0 || nb >= n)
+                    HNSW_FAIL("node %lld, level %d: neighbour %d out of [0, %lld)", (long long)i,
+                              l, nb, (long long)n);
+                if (v->levels[nb] <= l)
+                    HNSW_FAIL("node %lld, level %d: neighbour %d lives on %d levels",
+                              (long long)i, l, nb, v->levels[nb]);
+            }
+        }
+    }
+    if (n == 0) {
+        if (v->entry_point != -1)
+            HNSW_FAIL("empty graph with entry point %d", v->entry_point);
+        return 0;
+    }
+    if (v->entry_point < 0 || v->entry_point >= n)
+        HNSW_FAIL("entry point %d out of [0, %lld)", v->entry_point, (long long)n);
+    if (v->max_level != v->levels[v->entry_point] - 1)
+        HNSW_FAIL("max level %d, the entry point lives on %d levels", v->max_level,
+                  v->levels[v->entry_point]);
+    return 0;
+}
+
+/* ---- search ------------------------------------------------------------------ */
 
 /* A max-heap of (score, node): the frontier of the beam search. */
 struct frontier {

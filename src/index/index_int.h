@@ -79,8 +79,12 @@ enum ims_status index__faiss_read(index__read_fn read, void *ctx, struct index__
 struct index__hnsw_view {
     const float *vectors;                /* (ntotal, d) fp32, graph order */
     const int64_t *labels;               /* (ntotal) graph node -> catalogue id */
-    const int32_t *neighbors;
-    const size_t *offsets;               /* (ntotal + 1) */
+    const int32_t *neighbors;            /* (n_neighbors) */
+    size_t n_neighbors;
+    const size_t *offsets;               /* (n_offsets), ntotal + 1 when valid */
+    size_t n_offsets;
+    const int *levels;                   /* (n_levels): node i lives on levels 0..levels[i]-1 */
+    size_t n_levels;
     const int *cum_nneighbor_per_level;  /* (n_levels_table) */
     int n_levels_table;
     int32_t entry_point;
@@ -88,8 +92,19 @@ struct index__hnsw_view {
     int ef_search;
     int64_t ntotal;
 };
-/* Fills *v and returns 1 for IndexHNSWFlat (under our IndexIDMap), else 0. */
+/* Fills *v and returns 1 for IndexHNSWFlat (under our IndexIDMap), else 0.
+ * Graphs are validated (index__hnsw_check) when FAISS reads them, so a view
+ * is always sound. */
 int index__faiss_hnsw_view(const struct index__faiss *f, struct index__hnsw_view *v);
+/* Fills the graph fields of *v (not vectors/labels) from a faiss::IndexHNSW
+ * (passed as void: no FAISS type crosses into C). */
+void index__faiss_hnsw_graph(const void *hnsw_index, struct index__hnsw_view *v);
+/* Validates a graph view completely, before any walk (index_hnsw.c): sizes
+ * of every table, offsets[i+1] - offsets[i] == cum[levels[i]], levels within
+ * the table, every neighbour id in [-1, ntotal) and living on the level it
+ * is listed at, entry point in range and on the top level. Returns 0, or -1
+ * with the first problem in why. The walk relies on nothing else. */
+int index__hnsw_check(const struct index__hnsw_view *v, char *why, size_t why_cap);
 /* HNSW search with our kernels over a view (index_hnsw.c): the best `k`
  * nodes' labels and scores, best first; returns how many (<= k), or -1 when
  * out of memory. ef: beam width (>= k is used). */
@@ -102,13 +117,19 @@ extern int index__hnsw_own_walk;
 /* OpenMP threads FAISS uses in train/add, process-wide (default 1: see
  * faiss_bridge.cpp); searches always use one. */
 void index__faiss_set_threads(int n);
-/* Reads a FAISS index file as faiss::write_index wrote it (the prototype's
- * saved state) and reconstructs its vectors in insertion order into *x
- * ((*n) x (*d) floats, allocated with ims_malloc: release with ims_free). IVF
- * types get a direct map first; types that cannot reconstruct (PQ codes are
- * lossy but reconstruct; HNSW over Flat reconstructs) are IMS_ERR_UNSUPPORTED. */
-enum ims_status index__faiss_read_file_vectors(const char *path, float **x, size_t *n, int *d,
-                                               struct ims_error *err);
+/* Reads FAISS index bytes as faiss::write_index wrote them (the prototype's
+ * saved state; walked by index__faiss_walk first), validates the object (strict: only Flat, IDMap, HNSW-Flat,
+ * IVF-Flat, IVF-PQ, every count checked) and reconstructs its vectors into
+ * *x ((*n) x (*d) floats) with their ids in *ids ((*n); IndexIDMap's ids,
+ * IVF's list ids, else the position); both allocated with ims_malloc. */
+enum ims_status index__faiss_read_buffer_vectors(const void *data, size_t size, float **x,
+                                                 int64_t **ids, size_t *n, int *d,
+                                                 struct ims_error *err);
+/* Walks a FAISS file's bytes (index_import.c): only the imported formats,
+ * every length against the bytes left and the counts it must match, no
+ * trailing bytes. 0 when FAISS may read it, -1 (damage) or -2 (a format
+ * the walk does not know) with why. */
+int index__faiss_walk(const void *data, size_t n, char *why, size_t why_cap);
 
 /* ---- scan kernels (index_scan.c) ----------------------------------------- */
 
@@ -132,7 +153,6 @@ void index__dot_f16_multi(const float *qs, int nq, const uint16_t *rows, size_t 
                           float *out, size_t out_stride);
 /* Round-to-nearest-even fp32 -> fp16; |x| must be <= 65504. */
 void index__f32_to_f16(const float *x, uint16_t *out, size_t n);
-float index__f16_to_f32(uint16_t h);
 
 /* ---- int8 pre-scan (index_scan.c; the exactness argument is in
  * docs/internals/index.md and at the top of index_scan.c) ---------------- */
@@ -313,6 +333,8 @@ struct vindex {
     int type_trains;                /* the FAISS type needs vindex_train (IVF, PQ) */
     struct vindex_search_params params;
     int64_t last_id;                /* highest catalogue id covered, -1 if none */
+    _Atomic uint64_t generation;    /* version stamp: set under the write lock on
+                                       every change searches can see (vindex.c) */
 
     /* Coalescing of concurrent exact searches (vindex.c), guarded by
      * batch_mu, never by the rwlock (a batch takes the read lock itself). */

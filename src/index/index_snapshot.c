@@ -27,7 +27,12 @@
  * allocation. Checks run in the order magic, version, dim, spec (so a sound
  * snapshot of another model says so rather than "bad checksum"), size, CRC;
  * only then is the payload parsed (FAISS's reader is not hardened against
- * hostile bytes; the CRC keeps accidental corruption away from it).
+ * hostile bytes; the CRC keeps accidental corruption away from it, and for
+ * the formats index__faiss_walk knows, the walk keeps damage under a
+ * recomputed CRC away too). After FAISS has read it, the object is checked
+ * (faiss_bridge.cpp check_index: HNSW graph offsets, neighbour ids, levels,
+ * entry point; IVF lists): a graph that points past its vectors is a
+ * corrupt snapshot (rebuild), never a crash in the first search.
  * fp16 copies ("FlatF16") are not stored: they are recomputed on load.
  *
  * Writing streams through a 1 MB buffer into a temp file created next to the
@@ -305,6 +310,60 @@ static int reader_get(void *ctx, void *data, size_t len)
     return 0;
 }
 
+enum ims_status vindex_snapshot_info(const char *path, struct vindex_snapshot_info *info,
+                                     struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!path || !info, err, IMS_ERR_INVALID, "index: snapshot info needs a path");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return ims_error_set(err, errno == ENOENT ? IMS_ERR_NOT_FOUND : IMS_ERR_IO,
+                             "index snapshot %s: cannot open: %s", path, strerror(errno));
+    enum ims_status st = IMS_OK;
+    unsigned char hdr[SNAP_HEADER + VINDEX_MAX_SPEC];
+    struct stat sb;
+    ssize_t got = 0;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        st = ims_error_set(err, IMS_ERR_IO, "index snapshot %s: not a regular file", path);
+        goto out;
+    }
+    got = pread(fd, hdr, sizeof hdr, 0);
+    if (got < (ssize_t)SNAP_HEADER + 1 || memcmp(hdr, SNAP_MAGIC, 8) != 0 ||
+        get_u32(hdr + 8) != SNAP_VERSION) {
+        st = ims_error_set(err, IMS_ERR_CORRUPT,
+                           "index snapshot %s: not an imgsearch snapshot of format %u", path,
+                           SNAP_VERSION);
+        goto out;
+    }
+    uint32_t dim = get_u32(hdr + 12), spec_len = get_u32(hdr + 40);
+    int64_t last = (int64_t)get_u64(hdr + 16);
+    uint64_t count = get_u64(hdr + 24), faiss_bytes = get_u64(hdr + 32);
+    size_t size = (size_t)sb.st_size, rows_total = 0, expect = 0;
+    if (dim < 1 || dim > VINDEX_MAX_DIM || spec_len < 1 || spec_len > VINDEX_MAX_SPEC ||
+        (size_t)got < SNAP_HEADER + spec_len || last < -1 || count > SIZE_MAX ||
+        faiss_bytes > SIZE_MAX ||
+        ims_size_mul((size_t)count, 8 + 4 * (size_t)dim, &rows_total) != 0 ||
+        ims_size_add(SNAP_HEADER + spec_len + 4, rows_total, &expect) != 0 ||
+        ims_size_add(expect, (size_t)faiss_bytes, &expect) != 0 || expect != size) {
+        st = ims_error_set(err, IMS_ERR_CORRUPT,
+                           "index snapshot %s: header does not match the file (%zu bytes)", path,
+                           size);
+        goto out;
+    }
+    for (uint32_t i = 0; i < spec_len; i++)
+        if (hdr[SNAP_HEADER + i] < 0x21 || hdr[SNAP_HEADER + i] > 0x7e) {
+            st = ims_error_set(err, IMS_ERR_CORRUPT, "index snapshot %s: bad index type", path);
+            goto out;
+        }
+    info->dim = (int)dim;
+    info->count = count;
+    info->last_id = last;
+    memcpy(info->spec, hdr + SNAP_HEADER, spec_len);
+    info->spec[spec_len] = '\0';
+out:
+    close(fd);
+    return st;
+}
+
 enum ims_status vindex_load(const char *path, int dim, const char *spec, struct vindex **out,
                             int64_t *last_id, struct ims_error *err)
 {
@@ -446,6 +505,14 @@ enum ims_status vindex_load(const char *path, int dim, const char *spec, struct 
     }
     if (faiss_bytes) {
         struct snap_reader r = {vec_at + 4 * (size_t)sdim * (size_t)count, (size_t)faiss_bytes};
+        /* Damage under a recomputed CRC must not reach FAISS's reader, which
+         * trusts every length: walk the formats we know first. */
+        char why[256];
+        if (index__faiss_walk(r.p, r.left, why, sizeof why) == -1) {
+            st = ims_error_set(err, IMS_ERR_CORRUPT, "index snapshot %s: FAISS payload: %s",
+                               path, why);
+            goto out;
+        }
         st = index__faiss_read(reader_get, &r, &f, err);
         if (st != IMS_OK) {
             ims_error_prefix(err, "index snapshot %s", path);

@@ -105,6 +105,11 @@ enum route_id {
     R_JOB,
     R_SEARCH,
     R_METRICS,
+    R_PING,      /* compat routes (options.compat): compat_immich.c, compat_clipback.c */
+    R_PREDICT,
+    R_KNN,
+    R_METADATA,
+    R_INDICES,
     R_COUNT,
     R_NONE = R_COUNT, /* metrics slot for unmatched requests */
 };
@@ -123,7 +128,20 @@ const struct server__route server__routes[] = {
     {"/api/v1/jobs/{id}", {"job", NULL, NULL}},
     {"/api/v1/search", {"search (query string)", "search (body)", NULL}},
     {"/metrics", {"metrics", NULL, NULL}},
+    {"/ping", {"immich: liveness", NULL, NULL}},
+    {"/predict", {NULL, "immich: CLIP embedding", NULL}},
+    {"/knn-service", {NULL, "clip-retrieval: search", NULL}},
+    {"/metadata", {NULL, "clip-retrieval: rows", NULL}},
+    {"/indices-list", {"clip-retrieval: indices", NULL, NULL}},
 };
+
+/* The compatibility mode a route belongs to (0: imgsearch's own). */
+static unsigned route_compat(int route)
+{
+    return route == R_PING || route == R_PREDICT                       ? SERVER_COMPAT_IMMICH
+           : route == R_KNN || route == R_METADATA || route == R_INDICES ? SERVER_COMPAT_CLIP_BACK
+                                                                       : 0;
+}
 const size_t server__n_routes = IMS_ARRAY_LEN(server__routes);
 _Static_assert(IMS_ARRAY_LEN(server__routes) == R_COUNT, "route table out of sync");
 
@@ -303,6 +321,8 @@ static size_t unescape_no_nul(void *cls, struct MHD_Connection *c, char *val)
 }
 
 /* The one place where statuses become HTTP codes. */
+static int http_status_of(enum ims_status st);
+int server__http_status(enum ims_status st) { return http_status_of(st); }
 static int http_status_of(enum ims_status st)
 {
     switch (st) {
@@ -1050,12 +1070,49 @@ static enum MHD_Result wait_respond(struct request *r, struct MHD_Connection *c)
     return respond_json(r, c, 202, json_pack("{s:s}", "job", r->wait_job));
 }
 
+/* ---- compatibility routes (compat_immich.c, compat_clipback.c) -------------------------------- */
+
+static enum MHD_Result h_compat(struct request *r, struct MHD_Connection *c)
+{
+    struct server *s = r->s;
+    struct server__compat_reply rep = {0};
+    const char *index = s->o.clip_back_index ? s->o.clip_back_index : "imgsearch";
+    if (r->route == R_PREDICT && r->body_kind != BODY_FORM) {
+        static const char msg[] = "{\"detail\":\"POST /predict takes multipart/form-data\"}";
+        return queue(r, c, 415, msg, sizeof(msg) - 1, "application/json", NULL, 0);
+    }
+    if (r->route == R_PREDICT)
+        server__immich_predict(&s->be, &r->form, &r->arena, &rep);
+    else if (r->route == R_KNN)
+        server__clipback_knn(&s->be, index, r->body.data, r->body.len, &r->arena, &rep);
+    else if (r->route == R_METADATA)
+        server__clipback_metadata(&s->be, index, r->body.data, r->body.len, &r->arena, &rep);
+    else
+        server__clipback_indices(index, &r->arena, &rep);
+    if (rep.log[0])
+        error_log(s, "%s %s: %s", r->method_name, r->path, rep.log);
+    struct hdr h[4];
+    size_t n = 0;
+    if (rep.ignored[0])
+        h[n++] = (struct hdr){"X-Imgsearch-Ignored", rep.ignored};
+    if (rep.capped[0])
+        h[n++] = (struct hdr){"X-Imgsearch-Capped", rep.capped};
+    if (route_compat(r->route) == SERVER_COMPAT_CLIP_BACK) {
+        /* clip-front runs on another origin and reads the answers (clip-back: CORS(app)) */
+        h[n++] = (struct hdr){"Access-Control-Allow-Origin", "*"};
+        h[n++] = (struct hdr){"Access-Control-Expose-Headers",
+                              "X-Imgsearch-Ignored, X-Imgsearch-Capped"};
+    }
+    return queue(r, c, rep.status, rep.body ? rep.body : "", rep.len, rep.content_type, h, n);
+}
+
 /* ---- dispatch ---------------------------------------------------------------------------------- */
 
 static bool route_needs_backend(int route)
 {
     return route == R_STATS || route == R_IMAGES || route == R_IMAGE || route == R_THUMB ||
-           route == R_JOB || route == R_SEARCH;
+           route == R_JOB || route == R_SEARCH || route == R_PREDICT || route == R_KNN ||
+           route == R_METADATA;
 }
 
 static bool backend_has(const struct server_backend *be, int route, enum server__method m)
@@ -1073,6 +1130,12 @@ static bool backend_has(const struct server_backend *be, int route, enum server_
         return be->job_get;
     case R_SEARCH:
         return be->search;
+    case R_PREDICT:
+        return be->embed_text && be->embed_image;
+    case R_KNN:
+        return be->search && be->embeddings && be->image_thumb;
+    case R_METADATA:
+        return be->image_get && be->image_thumb;
     default:
         return true;
     }
@@ -1105,6 +1168,13 @@ static enum MHD_Result dispatch(struct request *r, struct MHD_Connection *c)
         return h_job(r, c);
     case R_SEARCH:
         return r->method == SM_POST ? h_search_post(r, c) : h_search_get(r, c);
+    case R_PING:
+        return queue(r, c, 200, "pong", 4, "text/plain; charset=utf-8", NULL, 0);
+    case R_PREDICT:
+    case R_KNN:
+    case R_METADATA:
+    case R_INDICES:
+        return h_compat(r, c);
     }
     return respond_msg(r, c, IMS_ERR_NOT_FOUND, "no such route");
 }
@@ -1247,8 +1317,11 @@ static enum MHD_Result check_site(struct request *r, struct MHD_Connection *c, b
                            {"Access-Control-Max-Age", "600"}};
         return queue(r, c, 204, "", 0, NULL, h, 3);
     }
-    bool unsafe = !strcmp(r->method_name, "POST") || !strcmp(r->method_name, "PUT") ||
-                  !strcmp(r->method_name, "DELETE") || !strcmp(r->method_name, "PATCH");
+    /* clip-back's routes are read-only and made to be called by clip-front
+     * from another origin (they answer with ACAO *, see h_compat) */
+    bool unsafe = (!strcmp(r->method_name, "POST") || !strcmp(r->method_name, "PUT") ||
+                   !strcmp(r->method_name, "DELETE") || !strcmp(r->method_name, "PATCH")) &&
+                  route_compat(r->route) != SERVER_COMPAT_CLIP_BACK;
     if (unsafe &&
         !server__guard_origin_ok(&s->guard, host,
                                  origin, MHD_lookup_connection_value(c, MHD_HEADER_KIND,
@@ -1336,6 +1409,14 @@ static enum MHD_Result begin(struct request *r, struct MHD_Connection *c)
                       r->method_name, rt->pattern, allow);
         return respond_error_status(r, c, 405, IMS_ERR_METHOD_NOT_ALLOWED, &err, &h, 1);
     }
+    unsigned compat = route_compat(r->route);
+    if (compat && !(s->o.compat & compat))
+        return respond_msg(r, c, IMS_ERR_NOT_FOUND, "%s is off: imgsearch serve %s turns it on",
+                           r->path,
+                           compat == SERVER_COMPAT_IMMICH ? "--immich-ml" : "--clip-back");
+    if (!compat && s->o.compat_only && r->route != R_HEALTHZ && r->route != R_METRICS)
+        return respond_msg(r, c, IMS_ERR_NOT_FOUND, "no such route on this listener: %s",
+                           r->path);
     if (r->route != R_HEALTHZ && r->route != R_METRICS) {
         int retry = 1;
         if (!server__rl_take(&s->rl, r->client_key, ims_now(), &retry)) {
@@ -1365,7 +1446,13 @@ static enum MHD_Result begin(struct request *r, struct MHD_Connection *c)
     if (r->method != SM_POST)
         return MHD_YES;
     const char *ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
-    if (media_is(ctype, "application/json")) {
+    if (compat == SERVER_COMPAT_CLIP_BACK) {
+        /* JSON whatever the Content-Type (clip-front sends text/plain); an
+         * image query is base64 in the body, so it gets the upload limit */
+        r->body_kind = BODY_JSON;
+        r->body_limit = r->route == R_KNN ? s->o.upload_max_bytes : s->o.json_max_bytes;
+        ims_buf_init(&r->body, r->body_limit);
+    } else if (media_is(ctype, "application/json")) {
         r->body_kind = BODY_JSON;
         r->body_limit = s->o.json_max_bytes;
         ims_buf_init(&r->body, r->body_limit);

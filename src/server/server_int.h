@@ -11,6 +11,8 @@
  *   conns.c      open connections: per-client cap, header/body deadlines
  *   metrics.c    request counters and latency histograms (Prometheus text)
  *   server.c     MHD daemon, routing, limits, auth, handlers, logs
+ *   compat_immich.c    immich's machine-learning API (POST /predict) -> backend
+ *   compat_clipback.c  clip-retrieval's back end (/knn-service, /metadata, /indices-list)
  *   assets.c     generated at build time from web/ files and openapi.json
  *
  * Nothing here includes microhttpd.h or jansson.h except where stated, so
@@ -288,6 +290,66 @@ struct server__route {
 };
 extern const struct server__route server__routes[];
 extern const size_t server__n_routes;
+
+/* ---- compat_immich.c, compat_clipback.c (use jansson) ------------------------------------- */
+
+/* What a compatibility handler answers; server.c queues it as it is. The
+ * handlers know the other tool's request and error shapes, not HTTP
+ * plumbing: they read a parsed body and call the backend. */
+struct server__compat_reply {
+    int status;                 /* HTTP status */
+    const char *content_type;   /* static string */
+    char *body;                 /* arena-allocated */
+    size_t len;
+    char ignored[256];          /* X-Imgsearch-Ignored: what the request asked that was
+                                   accepted and not honoured; "" = none */
+    char capped[128];           /* X-Imgsearch-Capped: limits applied; "" = none */
+    char log[512];              /* for the error log when status is 500; "" = none */
+};
+
+/* Sets the reply's body (copied into the arena; 503 when it is full). The
+ * JSON variant takes the reference to `o` (NULL: out of memory). */
+void server__compat_text(struct server__compat_reply *out, struct server_arena *a, int status,
+                         const char *ctype, const char *text, size_t len);
+struct json_t;
+void server__compat_json(struct server__compat_reply *out, struct server_arena *a, int status,
+                         struct json_t *o);
+
+/* The one place where statuses become HTTP codes (server.c). */
+int server__http_status(enum ims_status st);
+
+/* POST /predict (multipart: "entries" JSON, "image" file or "text" field). */
+void server__immich_predict(const struct server_backend *be, const struct server_mp_form *f,
+                            struct server_arena *a, struct server__compat_reply *out);
+/* The JSON text of a float array, as immich's service writes one
+ * ("[0.1,-2.49999994e-05]"): each value a decimal that reads back as the same
+ * float (nine significant digits, trailing zeros trimmed). NaN/Inf are not
+ * JSON: callers pass finite values. */
+enum ims_status server__floats_json(const float *v, size_t n, struct ims_buf *out);
+
+/* POST /knn-service, POST /metadata (JSON bodies, whatever the Content-Type:
+ * clip-front sends text/plain), GET /indices-list. `index_name` is the one
+ * index served. */
+void server__clipback_knn(const struct server_backend *be, const char *index_name,
+                          const char *body, size_t len, struct server_arena *a,
+                          struct server__compat_reply *out);
+void server__clipback_metadata(const struct server_backend *be, const char *index_name,
+                               const char *body, size_t len, struct server_arena *a,
+                               struct server__compat_reply *out);
+void server__clipback_indices(const char *index_name, struct server_arena *a,
+                              struct server__compat_reply *out);
+/* clip-retrieval's near-duplicate rule: results (n x dim, normalised, in rank
+ * order) whose inner product is >= threshold are linked; of each connected
+ * group only the best-ranked is kept. Sets drop[i] (n entries); returns the
+ * number dropped. */
+size_t server__clipback_dedup(const float *v, size_t n, size_t dim, float threshold,
+                              uint8_t *drop);
+/* Standard base64 (RFC 4648, padding optional, whitespace skipped) into
+ * out[*n], out holding at least len * 3 / 4 + 3 bytes. IMS_ERR_INVALID on a
+ * character outside the alphabet. */
+enum ims_status server__base64_decode(const char *s, size_t len, unsigned char *out, size_t *n);
+/* Encodes into a NUL-terminated arena string; NULL when the arena is full. */
+char *server__base64_encode(struct server_arena *a, const void *p, size_t n);
 
 /* ---- assets.c (generated) ------------------------------------------------------------ */
 

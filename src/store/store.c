@@ -6,7 +6,11 @@
  *
  * Opening goes in an order that never writes to a file we do not own:
  *   1. a non-empty file must start with SQLite's 16-byte magic, else
- *      IMS_ERR_CORRUPT and the file is left as it is;
+ *      IMS_ERR_CORRUPT and the file is left as it is; a missing, empty or
+ *      unreadable file next to other data (index.snap, a WAL) is refused
+ *      too, never taken for a new catalogue (the next snapshot would then
+ *      overwrite the last copy of the vectors): `imgsearch repair` rebuilds
+ *      the rows from the snapshot;
  *   2. reading sqlite_master must work (SQLite validates the header) and a
  *      database with tables must have our `meta` table;
  *   3. only then WAL, synchronous, foreign keys, and the migrations.
@@ -31,7 +35,9 @@
 
 #include "store_int.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -392,26 +398,79 @@ out:
 
 /* ---- open / close -------------------------------------------------------- */
 
-/* Refuses a non-empty file that is not a SQLite database before SQLite
- * touches it. */
-static enum ims_status check_magic(const char *path, struct ims_error *err)
+#define STORE_RECOVER_HINT                                                                 \
+    "restore it from a backup, or run `imgsearch repair` to rebuild the catalogue rows "   \
+    "from the index snapshot"
+
+/* The data the folder holds besides the catalogue: a non-empty write-ahead
+ * log or index snapshot (index.snap and its temp files). Returns the first
+ * such file's name in `what`, or 0 when the folder holds nothing a fresh
+ * catalogue could make unreachable. Unreadable entries count as data. */
+static int other_data_present(const char *data_dir, char *what, size_t what_cap)
+{
+    DIR *d = opendir(data_dir);
+    if (!d)
+        return 0; /* the folder is about to be created */
+    int found = 0;
+    struct dirent *e;
+    while (!found && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, "catalogue.db-wal") != 0 &&
+            strncmp(e->d_name, "index.snap", strlen("index.snap")) != 0)
+            continue;
+        struct stat sb;
+        if (fstatat(dirfd(d), e->d_name, &sb, 0) != 0 || (S_ISREG(sb.st_mode) && sb.st_size > 0)) {
+            snprintf(what, what_cap, "%s", e->d_name);
+            found = 1;
+        }
+    }
+    closedir(d);
+    return found;
+}
+
+/* Refuses, before SQLite touches anything: a non-empty file that is not a
+ * SQLite database; an unreadable file; and a missing or empty catalogue in
+ * a folder that holds other data (an index snapshot, a write-ahead log):
+ * SQLite would make a new, empty catalogue of it and the next snapshot
+ * would replace the last copy of the vectors (issue 8). Only a folder with
+ * no data at all gets a new catalogue. */
+static enum ims_status check_magic(const char *data_dir, const char *path, struct ims_error *err)
 {
     static const char magic[16] = "SQLite format 3";
+    char other[256];
     FILE *f = fopen(path, "rb");
     if (!f) {
-        if (errno == ENOENT)
-            return IMS_OK;
-        return ims_error_set(err, IMS_ERR_IO, "catalogue %s: %s", path, strerror(errno));
+        if (errno != ENOENT)
+            return ims_error_set(err, IMS_ERR_IO,
+                                 "catalogue %s cannot be read: %s; it was left untouched: fix its "
+                                 "permissions, " STORE_RECOVER_HINT,
+                                 path, strerror(errno));
+        if (other_data_present(data_dir, other, sizeof(other)))
+            return ims_error_set(err, IMS_ERR_CORRUPT,
+                                 "catalogue %s is missing but the folder holds data (%s); "
+                                 "refusing to start an empty catalogue over it: " STORE_RECOVER_HINT,
+                                 path, other);
+        return IMS_OK;
     }
     char head[16];
     size_t n = fread(head, 1, sizeof(head), f);
+    int read_failed = ferror(f);
     fclose(f);
-    if (n == 0)
-        return IMS_OK; /* empty: SQLite treats it as a new database */
+    if (read_failed)
+        return ims_error_set(err, IMS_ERR_IO,
+                             "catalogue %s cannot be read; it was left untouched: " STORE_RECOVER_HINT,
+                             path);
+    if (n == 0) {
+        if (other_data_present(data_dir, other, sizeof(other)))
+            return ims_error_set(err, IMS_ERR_CORRUPT,
+                                 "catalogue %s is empty (0 bytes) but the folder holds data (%s); "
+                                 "it was left untouched: " STORE_RECOVER_HINT,
+                                 path, other);
+        return IMS_OK; /* empty, nothing else: SQLite treats it as a new database */
+    }
     if (n < sizeof(head) || memcmp(head, magic, sizeof(magic)) != 0)
         return ims_error_set(err, IMS_ERR_CORRUPT,
                              "catalogue %s is not a SQLite database (bad header); it was left "
-                             "untouched, move it away or restore it from a backup",
+                             "untouched, move it away or " STORE_RECOVER_HINT,
                              path);
     return IMS_OK;
 }
@@ -437,7 +496,7 @@ static enum ims_status inspect(sqlite3 *db, const char *path, int *n_tables, int
     }
     sqlite3_finalize(q);
     if (s != IMS_OK)
-        ims_error_prefix(err, "catalogue %s (left untouched)", path);
+        ims_error_prefix(err, "catalogue %s (left untouched; " STORE_RECOVER_HINT ")", path);
     return s;
 }
 
@@ -505,7 +564,7 @@ enum ims_status store_open(const char *data_dir, const struct store_model_info *
     s = ims_mkdir_p(data_dir, err);
     if (s != IMS_OK)
         goto out;
-    s = check_magic(st->db_path, err);
+    s = check_magic(data_dir, st->db_path, err);
     if (s != IMS_OK)
         goto out;
 

@@ -173,6 +173,8 @@ static enum ims_status validate_row(const struct store *st, const struct store_n
                         "row %zu (%s): thumbnail size without bytes", i, r->source);
     IMS_RETURN_ERROR_IF(r->bytes < 0 || r->added < 0, err, IMS_ERR_INVALID,
                         "row %zu (%s): negative size or time", i, r->source);
+    IMS_RETURN_ERROR_IF(r->id < 0, err, IMS_ERR_INVALID, "row %zu (%s): negative id %lld", i,
+                        r->source, (long long)r->id);
     return IMS_OK;
 }
 
@@ -204,8 +206,8 @@ static enum ims_status ins_stmts_init(sqlite3 *db, struct ins_stmts *q, struct i
                             &q->by_sha, err)) != IMS_OK ||
         (s = store__prepare(db,
                             "INSERT INTO images(source, sha256, format, width, height, bytes, "
-                            "added, caption, metadata, model) "
-                            "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                            "added, caption, metadata, model, id) "
+                            "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                             &q->ins, err)) != IMS_OK ||
         (s = store__prepare(db, "INSERT INTO embeddings(image_id, vec) VALUES(?1, ?2)", &q->emb,
                             err)) != IMS_OK ||
@@ -294,6 +296,10 @@ static enum ims_status insert_one(struct store *st, struct ins_stmts *q,
     sqlite3_bind_text(q->ins, 8, r->caption, -1, SQLITE_STATIC);
     sqlite3_bind_text(q->ins, 9, r->metadata, -1, SQLITE_STATIC);
     sqlite3_bind_text(q->ins, 10, st->model_name, -1, SQLITE_STATIC);
+    if (r->id > 0)
+        sqlite3_bind_int64(q->ins, 11, r->id); /* repair: the row keeps its id */
+    else
+        sqlite3_bind_null(q->ins, 11);
     if ((s = step_done(q->ins, err, "insert image")) != IMS_OK)
         return s;
     id = sqlite3_last_insert_rowid(st->wdb);
@@ -308,6 +314,35 @@ static enum ims_status insert_one(struct store *st, struct ins_stmts *q,
         return s;
     *res = (struct store_insert_result){id, STORE_INSERTED};
     return IMS_OK;
+}
+
+/* Validates and inserts rows[0..n) inside the caller's write transaction;
+ * `first` numbers the rows in messages. */
+static enum ims_status insert_rows(struct store *st, struct ins_stmts *q,
+                                   const struct store_new_image *rows, size_t n, size_t first,
+                                   int64_t now, struct store_insert_result *results,
+                                   struct ims_error *err)
+{
+    enum ims_status s = IMS_OK;
+    for (size_t i = 0; i < n && s == IMS_OK; i++)
+        s = validate_row(st, &rows[i], first + i, err);
+    for (size_t i = 0; i < n && s == IMS_OK; i++) {
+        if (!rows[i].metadata)
+            continue;
+        int64_t ok = 0;
+        int found = 0;
+        sqlite3_bind_text(q->json, 1, rows[i].metadata, -1, SQLITE_STATIC);
+        s = step_i64(q->json, &ok, &found, err, "check metadata");
+        if (s == IMS_OK && !ok)
+            s = ims_error_set(err, IMS_ERR_INVALID, "row %zu (%s): metadata is not valid JSON",
+                              first + i, rows[i].source);
+    }
+    for (size_t i = 0; i < n && s == IMS_OK; i++) {
+        s = insert_one(st, q, &rows[i], now, &results[i], err);
+        if (s != IMS_OK)
+            ims_error_prefix(err, "row %zu (%s)", first + i, rows[i].source);
+    }
+    return s;
 }
 
 enum ims_status store_insert_many(struct store *st, const struct store_new_image *rows, size_t n,
@@ -334,29 +369,60 @@ enum ims_status store_insert_many(struct store *st, const struct store_new_image
     s = ins_stmts_init(st->wdb, &q, err);
     if (s != IMS_OK)
         goto end;
-    for (size_t i = 0; i < n && s == IMS_OK; i++) {
-        if (!rows[i].metadata)
-            continue;
-        int64_t ok = 0;
-        int found = 0;
-        sqlite3_bind_text(q.json, 1, rows[i].metadata, -1, SQLITE_STATIC);
-        s = step_i64(q.json, &ok, &found, err, "check metadata");
-        if (s == IMS_OK && !ok)
-            s = ims_error_set(err, IMS_ERR_INVALID, "row %zu (%s): metadata is not valid JSON",
-                              i, rows[i].source);
-    }
-    int64_t now = store__unix_now();
-    for (size_t i = 0; i < n && s == IMS_OK; i++) {
-        s = insert_one(st, &q, &rows[i], now, &tmp[i], err);
-        if (s != IMS_OK)
-            ims_error_prefix(err, "row %zu (%s)", i, rows[i].source);
-    }
+    s = insert_rows(st, &q, rows, n, 0, store__unix_now(), tmp, err);
     ins_stmts_fini(&q);
 end:
     s = store__write_end(st, s, err);
     if (s == IMS_OK)
         memcpy(results, tmp, n * sizeof(*tmp));
     ims_free(tmp);
+    return s;
+}
+
+enum ims_status store_insert_stream(struct store *st, size_t n_total, size_t chunk_rows,
+                                    store_fill_fn fill, store_result_fn done, void *user,
+                                    struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || !fill, err, IMS_ERR_INVALID,
+                        "store_insert_stream: invalid arguments");
+    if (n_total == 0)
+        return IMS_OK;
+    if (chunk_rows == 0)
+        chunk_rows = 1024;
+    chunk_rows = IMS_MIN(chunk_rows, n_total);
+    struct ins_stmts q;
+    struct store_new_image *rows = ims_calloc(chunk_rows, sizeof(*rows));
+    struct store_insert_result *res = ims_malloc(chunk_rows * sizeof(*res));
+    if (!rows || !res) {
+        ims_free(rows);
+        ims_free(res);
+        return ims_error_set(err, IMS_ERR_NOMEM, "store_insert_stream: out of memory");
+    }
+    enum ims_status s = store__write_begin(st, err);
+    if (s != IMS_OK)
+        goto free;
+    s = ins_stmts_init(st->wdb, &q, err);
+    if (s != IMS_OK)
+        goto end;
+    int64_t now = store__unix_now();
+    for (size_t first = 0; first < n_total && s == IMS_OK; first += chunk_rows) {
+        size_t m = IMS_MIN(chunk_rows, n_total - first);
+        memset(rows, 0, m * sizeof(*rows));
+        if (fill(user, first, rows, m) != 0) {
+            s = ims_error_set(err, IMS_ERR_CANCELLED,
+                              "store_insert_stream: stopped at row %zu: nothing stored", first);
+            break;
+        }
+        s = insert_rows(st, &q, rows, m, first, now, res, err);
+        if (s == IMS_OK && done)
+            done(user, first, res, m);
+    }
+    ins_stmts_fini(&q);
+end:
+    s = store__write_end(st, s, err);
+free:
+    ims_free(rows);
+    ims_free(res);
     return s;
 }
 

@@ -12,3 +12,26 @@ if(TARGET ims_index)
                  RUNS 5000)
   target_include_directories(fuzz_index_snapshot PRIVATE ${CMAKE_SOURCE_DIR}/src/index)
 endif()
+
+# Files from outside and snapshots with a FAISS payload (issue 8): the FAISS
+# import reader (byte walk + object checks) and the HNSW/IVF snapshot loader
+# with the CRC recomputed on every input. index_import.c, index_hnsw.c and
+# index_snapshot.c are compiled into the harnesses for coverage.
+if(TARGET ims_index)
+  ims_add_fuzzer(NAME fuzz_faiss_import
+                 SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_faiss_import.c
+                         ${CMAKE_SOURCE_DIR}/src/index/index_import.c
+                 LIBS ims_index
+                 CORPUS ${CMAKE_CURRENT_SOURCE_DIR}/corpus/faiss_import
+                 RUNS 3000)
+  target_include_directories(fuzz_faiss_import PRIVATE ${CMAKE_SOURCE_DIR}/src/index)
+  ims_add_fuzzer(NAME fuzz_index_hnsw_snapshot
+                 SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_index_hnsw_snapshot.c
+                         ${CMAKE_SOURCE_DIR}/src/index/index_snapshot.c
+                         ${CMAKE_SOURCE_DIR}/src/index/index_import.c
+                         ${CMAKE_SOURCE_DIR}/src/index/index_hnsw.c
+                 LIBS ims_index PkgConfig::IMS_FUZZ_ZLIB
+                 CORPUS ${CMAKE_CURRENT_SOURCE_DIR}/corpus/index_hnsw_snapshot
+                 RUNS 3000)
+  target_include_directories(fuzz_index_hnsw_snapshot PRIVATE ${CMAKE_SOURCE_DIR}/src/index)
+endif()

@@ -481,6 +481,16 @@ static void test_load_errors(void **state)
     m = "#version: 0.2\ni n\n\nt h\n";
     write_file(dir, "merges.txt", m, strlen(m));
     expect_load_error(dir, IMS_ERR_CORRUPT, "blank line");
+    /* An empty or header-only merges.txt is a load error, not a tokenizer
+     * without merges. */
+    write_file(dir, "merges.txt", "", 0);
+    expect_load_error(dir, IMS_ERR_CORRUPT, "no merges (the file is empty)");
+    m = "#version: 0.2\n";
+    write_file(dir, "merges.txt", m, strlen(m));
+    expect_load_error(dir, IMS_ERR_CORRUPT, "no merges (the file is only a header line)");
+    m = "#version: 0.2\n\n\n";
+    write_file(dir, "merges.txt", m, strlen(m));
+    expect_load_error(dir, IMS_ERR_CORRUPT, "no merges");
     m = "#version: 0.2\nq x\n"; /* both parts exist, "qx" does not */
     write_file(dir, "merges.txt", m, strlen(m));
     expect_load_error(dir, IMS_ERR_CORRUPT, "not in the vocabulary");

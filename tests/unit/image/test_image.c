@@ -28,6 +28,10 @@
 #include <jpeglib.h>
 
 #include "imgsearch/image.h"
+#include "image_int.h"
+
+#include <pthread.h>
+#include <unistd.h>
 
 /* ---- helpers --------------------------------------------------------------- */
 
@@ -535,6 +539,189 @@ static void test_not_images(void **state)
     }
 }
 
+/* Issue 8 item 9: a 77 KB-class PNG of 1 x 40,000,000 pixels (within the
+ * pixel limit) is refused from its header by its aspect ratio, in image_info
+ * and image_decode alike; a BMP strip too, with every allocation failing
+ * (nothing decoded); a JPEG strip under a configured limit. An ordinary wide image passes. */
+static void test_aspect_from_header(void **state)
+{
+    (void)state;
+    struct ims_error err;
+    size_t n;
+    uint8_t *p = load("rgb.png", &n);
+    put32be(p + 16, 1);
+    put32be(p + 20, 40000000);
+    put32be(p + 29, crc32_png(p + 12, 17));
+    struct image_info info;
+    memset(&err, 0, sizeof(err));
+    assert_int_equal(image_info(p, n, NULL, &info, &err), IMS_ERR_TOO_LARGE);
+    assert_contains(err.message, "aspect ratio");
+    assert_int_equal(decode_err(p, n, NULL, &err), IMS_ERR_TOO_LARGE);
+    assert_contains(err.message, "1x40000000");
+    /* a configured limit applies; 0 means the default */
+    struct image_limits lim;
+    image_limits_default(&lim);
+    assert_int_equal(lim.max_aspect, IMAGE_DEFAULT_MAX_ASPECT);
+    put32be(p + 16, 10);
+    put32be(p + 20, 200);
+    put32be(p + 29, crc32_png(p + 12, 17));
+    lim.max_aspect = 19;
+    assert_int_equal(image_info(p, n, &lim, &info, &err), IMS_ERR_TOO_LARGE);
+    assert_contains(err.message, "1:19");
+    lim.max_aspect = 20;
+    assert_int_equal(image_info(p, n, &lim, &info, &err), IMS_OK);
+    lim.max_aspect = 0;
+    assert_int_equal(image_info(p, n, &lim, &info, &err), IMS_OK);
+    ims_free(p);
+
+    uint8_t *f = make_bmp(4, 4, 24, 0, NULL, 0, &n);
+    put32(f + 18, 40000000);
+    put32(f + 22, 1);
+    ims_alloc_set_fail_after(0); /* refused before anything is allocated */
+    enum ims_status st = decode_err(f, n, NULL, &err);
+    ims_alloc_set_fail_after(-1);
+    assert_int_equal(st, IMS_ERR_TOO_LARGE);
+    assert_contains(err.message, "aspect ratio");
+    free(f);
+
+    uint8_t *j = load("baseline.jpg", &n);
+    size_t k = 2;
+    while (k + 9 < n && j[k] == 0xFF && j[k + 1] != 0xC0 && j[k + 1] != 0xC2)
+        k += 2 + (size_t)((j[k + 2] << 8) | j[k + 3]);
+    assert_true(k + 9 < n);
+    j[k + 5] = 0; /* height 1 */
+    j[k + 6] = 1;
+    j[k + 7] = 0xFF; /* width 65500 < 65536: allowed by the default */
+    j[k + 8] = 0xDC;
+    struct image_limits l2;
+    image_limits_default(&l2);
+    l2.max_aspect = 1000;
+    assert_int_equal(image_info(j, n, &l2, &info, &err), IMS_ERR_TOO_LARGE);
+    assert_contains(err.message, "aspect ratio");
+    assert_int_equal(image_info(j, n, NULL, &info, &err), IMS_OK);
+    ims_free(j);
+}
+
+static uint8_t *make_progressive_jpeg(int w, int h, size_t *n_out)
+{
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr e;
+    unsigned char *buf = NULL;
+    unsigned long n = 0;
+    c.err = jpeg_std_error(&e);
+    jpeg_create_compress(&c);
+    jpeg_mem_dest(&c, &buf, &n);
+    c.image_width = (JDIMENSION)w;
+    c.image_height = (JDIMENSION)h;
+    c.input_components = 3;
+    c.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&c);
+    jpeg_simple_progression(&c);
+    jpeg_start_compress(&c, TRUE);
+    uint8_t *row = malloc((size_t)w * 3);
+    while (c.next_scanline < c.image_height) {
+        for (int x = 0; x < w * 3; x++)
+            row[x] = (uint8_t)(x * 7 + c.next_scanline * 3);
+        JSAMPROW r = row;
+        jpeg_write_scanlines(&c, &r, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    free(row);
+    *n_out = n;
+    return buf;
+}
+
+/* libjpeg's max_memory_to_use is set: a progressive JPEG whose coefficient
+ * buffers exceed it is TOO_LARGE, not an unbounded allocation. */
+static void test_jpeg_memory_cap(void **state)
+{
+    (void)state;
+    size_t n;
+    uint8_t *j = make_progressive_jpeg(512, 512, &n);
+    struct image *img = NULL;
+    struct ims_error err = {0};
+    assert_int_equal(image_decode(j, n, NULL, &img, &err), IMS_OK);
+    image_free(img);
+    size_t saved = image__jpeg_max_memory;
+    image__jpeg_max_memory = 256 << 10; /* 512x512x3 coefficients need 1.5 MiB */
+    img = NULL;
+    enum ims_status st = image_decode(j, n, NULL, &img, &err);
+    image__jpeg_max_memory = saved;
+    assert_int_equal(st, IMS_ERR_TOO_LARGE);
+    assert_null(img);
+    assert_contains(err.message, "decoder memory");
+    free(j);
+}
+
+struct budget_thread {
+    const uint8_t *p;
+    size_t n;
+    enum ims_status st;
+};
+
+static void *decode_in_thread(void *arg)
+{
+    struct budget_thread *t = arg;
+    struct image *img = NULL;
+    struct ims_error err = {0};
+    t->st = image_decode(t->p, t->n, NULL, &img, &err);
+    image_free(img);
+    return NULL;
+}
+
+/* The process-wide decode budget: a decode bigger than all of it is
+ * TOO_LARGE at once; one that does not fit beside others waits, then is
+ * BUSY; one that waits is served when memory comes back. Counted. */
+static void test_decode_budget(void **state)
+{
+    (void)state;
+    size_t n;
+    uint8_t *p = load("rgb.png", &n);
+    struct image_info info;
+    struct ims_error err = {0};
+    assert_int_equal(image_info(p, n, NULL, &info, &err), IMS_OK);
+    size_t need = (size_t)info.width * (size_t)info.height * (size_t)image_mode_bytes(info.mode);
+    struct image_decode_budget_stats s0, s1;
+    image_decode_budget_stats(&s0);
+    assert_int_equal(s0.budget, IMAGE_DEFAULT_DECODE_BUDGET);
+    assert_int_equal(s0.in_use, 0);
+
+    image_decode_budget_set(need - 1, 50);
+    assert_int_equal(decode_err(p, n, NULL, &err), IMS_ERR_TOO_LARGE);
+    assert_contains(err.message, "decode memory budget");
+
+    image_decode_budget_set(need + need / 2, 50);
+    assert_int_equal(image__budget_reserve(need, &err), IMS_OK); /* another decode */
+    assert_int_equal(decode_err(p, n, NULL, &err), IMS_ERR_BUSY);
+    assert_contains(err.message, "busy");
+    image_decode_budget_stats(&s1);
+    assert_int_equal(s1.in_use, need);
+    assert_true(s1.n_busy >= s0.n_busy + 1);
+    assert_true(s1.n_too_large >= s0.n_too_large + 1);
+
+    /* a waiting decode is served as soon as the memory comes back */
+    image_decode_budget_set(need + need / 2, 60000);
+    struct budget_thread t = {p, n, IMS_ERR_INTERNAL};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, decode_in_thread, &t), 0);
+    for (int i = 0; i < 2000; i++) { /* until it waits (bounded: 20 s) */
+        image_decode_budget_stats(&s1);
+        if (s1.n_waited > s0.n_waited + 1)
+            break;
+        usleep(10000);
+    }
+    image__budget_release(need);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(t.st, IMS_OK);
+    image_decode_budget_stats(&s1);
+    assert_int_equal(s1.in_use, 0);
+    image_decode_budget_set(0, -1);
+    image_decode_budget_stats(&s1);
+    assert_int_equal(s1.budget, IMAGE_DEFAULT_DECODE_BUDGET);
+    ims_free(p);
+}
+
 static void test_limits(void **state)
 {
     (void)state;
@@ -866,6 +1053,8 @@ int main(void)
         cmocka_unit_test(test_other_sizes),    cmocka_unit_test(test_truncated),
         cmocka_unit_test(test_corrupt),        cmocka_unit_test(test_bmp_variants),
         cmocka_unit_test(test_zero_and_bombs), cmocka_unit_test(test_not_images),
+        cmocka_unit_test(test_aspect_from_header), cmocka_unit_test(test_jpeg_memory_cap),
+        cmocka_unit_test(test_decode_budget),
         cmocka_unit_test(test_limits),         cmocka_unit_test(test_alloc_failures),
         cmocka_unit_test(test_thumbnail),      cmocka_unit_test(test_png_modes),
         cmocka_unit_test(test_gif_first_frame), cmocka_unit_test(test_cmyk_jpeg),

@@ -223,7 +223,7 @@ static void test_f16_conversion(void **state)
     for (uint32_t h = 0; h < 0x10000; h++) {
         if ((h & 0x7c00) == 0x7c00)
             continue; /* inf / nan */
-        float f = index__f16_to_f32((uint16_t)h);
+        float f = ims_f16_to_f32((uint16_t)h);
         uint16_t back;
         index__f32_to_f16(&f, &back, 1);
         assert_int_equal(back, h);
@@ -1230,6 +1230,169 @@ static void test_snapshot_damage(void **state)
     remove_tmpdir();
 }
 
+/* zlib's CRC-32, bit by bit (the test recomputes a snapshot's trailer). */
+static uint32_t crc32_bits(const unsigned char *p, size_t n)
+{
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++)
+            c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1)));
+    }
+    return ~c;
+}
+
+static void fix_trailer(char *data, size_t len)
+{
+    uint32_t c = crc32_bits((const unsigned char *)data, len - 4);
+    memcpy(data + len - 4, &c, 4);
+}
+
+/* Offsets in an IndexHNSWFlat's serialisation (FAISS index_write: "IHNf",
+ * header, then (u64 count, items) for assign_probas, cum_nneighbor_per_level,
+ * levels, offsets, neighbors, then entry_point and max_level). */
+struct hnsw_at {
+    size_t ntotal, cum, levels, offsets, neighbors, entry;
+    uint64_t n_neighbors;
+};
+
+static struct hnsw_at hnsw_find(const char *data, size_t len)
+{
+    struct hnsw_at a = {0};
+    const char *h = memmem(data, len, "IHNf", 4);
+    assert_non_null(h);
+    size_t p = (size_t)(h - data);
+    a.ntotal = p + 8;
+    p += 4 + 4 + 8 + 8 + 8 + 1 + 4;
+    size_t sizes[5] = {8, 4, 4, 8, 4}, *where[5] = {NULL, &a.cum, &a.levels, &a.offsets,
+                                                    &a.neighbors};
+    for (int i = 0; i < 5; i++) {
+        uint64_t cnt;
+        memcpy(&cnt, data + p, 8);
+        if (where[i])
+            *where[i] = p + 8;
+        if (i == 4)
+            a.n_neighbors = cnt;
+        p += 8 + cnt * sizes[i];
+    }
+    a.entry = p;
+    return a;
+}
+
+/* Issue 8 item 6: an HNSW snapshot whose graph is damaged, with its CRC
+ * recomputed, is refused at load time (IMS_ERR_CORRUPT: the caller
+ * rebuilds), never walked: neighbour past the vectors, level out of the
+ * table, neighbour not living on the level it is listed at, offsets that do
+ * not match the levels, entry point out of range or not on the top level,
+ * ntotal beyond the stored vectors. vindex_snapshot_info reads the header. */
+static void test_snapshot_hnsw_graph_damage(void **state)
+{
+    (void)state;
+    int dim = 16;
+    size_t n = 300;
+    make_tmpdir();
+    float *x = make_vectors(n, dim, 4, 0.5, 83);
+    int64_t *ids = make_ids(n, 10, 1);
+    struct vindex *vx = new_index("HNSW8", dim);
+    add_ok(vx, ids, x, n);
+    char path[128], bad[128];
+    snprintf(path, sizeof path, "%s/good.snap", g_dir);
+    snprintf(bad, sizeof bad, "%s/bad.snap", g_dir);
+    assert_int_equal(vindex_save(vx, path, 400, NULL), IMS_OK);
+    struct vindex_snapshot_info info;
+    assert_int_equal(vindex_snapshot_info(path, &info, NULL), IMS_OK);
+    assert_int_equal(info.dim, dim);
+    assert_int_equal(info.count, n);
+    assert_int_equal(info.last_id, 400);
+    assert_string_equal(info.spec, "HNSW8");
+    char *data;
+    size_t len;
+    assert_int_equal(ims_file_read(path, 1 << 24, &data, &len, NULL), IMS_OK);
+    struct hnsw_at a = hnsw_find(data, len);
+    int32_t levels0;
+    memcpy(&levels0, data + a.levels, 4);
+    assert_true(levels0 >= 1);
+
+    struct {
+        size_t at;
+        int64_t value;
+        int width;
+        const char *needle;
+    } cases[] = {
+        {a.neighbors, 100000, 4, "neighbour 100000"},
+        {a.neighbors + 4, -7, 4, "neighbour -7"},
+        {a.levels + 4 * 5, 0, 4, "levels"},
+        {a.levels + 4 * 5, 40, 4, "levels"},
+        {a.offsets + 8 * 3, 1, 8, "neighbour range"},
+        {a.entry, (int64_t)n + 5, 4, "entry point"},
+        {a.entry + 4, 9, 4, "max level"},
+        {a.ntotal, (int64_t)n + 1, 8, "HNSW"},
+        {a.ntotal, 5000, 8, "HNSW"},
+        {a.neighbors - 8, (int64_t)a.n_neighbors + 1000000, 8, "HNSW neighbours"},
+    };
+    for (size_t i = 0; i < IMS_ARRAY_LEN(cases); i++) {
+        char *copy = malloc(len);
+        memcpy(copy, data, len);
+        if (cases[i].width == 4) {
+            int32_t v = (int32_t)cases[i].value;
+            memcpy(copy + cases[i].at, &v, 4);
+        } else {
+            memcpy(copy + cases[i].at, &cases[i].value, 8);
+        }
+        fix_trailer(copy, len);
+        write_bytes(bad, copy, len);
+        expect_load_error(bad, dim, "HNSW8", IMS_ERR_CORRUPT, cases[i].needle);
+        free(copy);
+    }
+    /* a neighbour that exists but does not live on the upper level it is
+     * listed at: find node with levels > 1 and put a level-1 node there */
+    int32_t *lv = malloc(4 * n);
+    memcpy(lv, data + a.levels, 4 * n);
+    size_t upper = n, low = n;
+    for (size_t i = 0; i < n; i++) {
+        if (lv[i] > 1 && upper == n)
+            upper = i;
+        if (lv[i] == 1 && low == n)
+            low = i;
+    }
+    assert_true(upper < n && low < n);
+    int32_t cum1;
+    memcpy(&cum1, data + a.cum + 4, 4);
+    size_t off;
+    memcpy(&off, data + a.offsets + 8 * upper, 8);
+    char *copy = malloc(len);
+    memcpy(copy, data, len);
+    int32_t v = (int32_t)low;
+    memcpy(copy + a.neighbors + 4 * (off + (size_t)cum1), &v, 4);
+    fix_trailer(copy, len);
+    write_bytes(bad, copy, len);
+    expect_load_error(bad, dim, "HNSW8", IMS_ERR_CORRUPT, "lives on 1 levels");
+    free(copy);
+    free(lv);
+
+    /* the undamaged copy loads and answers */
+    struct vindex *back = NULL;
+    assert_int_equal(vindex_load(path, dim, "HNSW8", &back, NULL, NULL), IMS_OK);
+    float sc[5];
+    int64_t got[5];
+    int nf = 0;
+    search_ok(back, x, 5, sc, got, &nf);
+    assert_int_equal(nf, 5);
+    assert_int_equal(got[0], ids[0]);
+    vindex_free(back);
+    /* header-only info refuses a truncated file */
+    write_bytes(bad, data, len - 1);
+    assert_int_equal(vindex_snapshot_info(bad, &info, NULL), IMS_ERR_CORRUPT);
+    assert_int_equal(vindex_snapshot_info("/nonexistent/x.snap", &info, NULL), IMS_ERR_NOT_FOUND);
+    ims_free(data);
+    vindex_free(vx);
+    free(x);
+    free(ids);
+    unlink(bad);
+    unlink(path);
+    remove_tmpdir();
+}
+
 static void test_save_failure_keeps_old(void **state)
 {
     (void)state;
@@ -1427,6 +1590,44 @@ static void test_concurrent_search_and_add(void **state)
     free(ids);
 }
 
+/* The generation is the result cache's key: it must change on every change a
+ * search can see, even when (last id, count) come back to the same pair, and
+ * a new index object must never repeat an old one's value. */
+static void test_generation_never_repeats(void **state)
+{
+    (void)state;
+    const int dim = 8;
+    float *x = make_vectors(2, dim, 1, 0.1, 42);
+    struct vindex *vx = new_index("Flat", dim);
+    uint64_t g0 = vindex_generation(vx);
+    int64_t id101 = 101, id100 = 100;
+    add_ok(vx, &id101, x, 1);
+    uint64_t g1 = vindex_generation(vx);
+    assert_true(g1 != g0);
+    size_t removed = 0;
+    assert_int_equal(vindex_remove(vx, &id101, 1, &removed, NULL), IMS_OK);
+    assert_int_equal(removed, 1);
+    uint64_t g2 = vindex_generation(vx);
+    assert_true(g2 != g1 && g2 != g0);
+    /* removing an absent id changes nothing a search sees: same stamp */
+    assert_int_equal(vindex_remove(vx, &id101, 1, &removed, NULL), IMS_OK);
+    assert_int_equal(vindex_generation(vx), g2);
+    add_ok(vx, &id100, x + dim, 1);
+    uint64_t g3 = vindex_generation(vx);
+    assert_true(g3 != g2 && g3 != g1 && g3 != g0);
+    struct vindex_search_params p = {0};
+    p.rerank = 50;
+    assert_int_equal(vindex_set_search_params(vx, &p, NULL), IMS_OK);
+    uint64_t g4 = vindex_generation(vx);
+    assert_true(g4 != g3);
+    struct vindex *other = new_index("Flat", dim);
+    uint64_t o0 = vindex_generation(other);
+    assert_true(o0 != g0 && o0 != g1 && o0 != g2 && o0 != g3 && o0 != g4);
+    vindex_free(other);
+    vindex_free(vx);
+    free(x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1436,6 +1637,7 @@ int main(void)
         cmocka_unit_test(test_k_larger_than_count),
         cmocka_unit_test(test_f16_equals_f32),
         cmocka_unit_test(test_remove_swap_and_readd),
+        cmocka_unit_test(test_generation_never_repeats),
         cmocka_unit_test(test_i8_kernels_exact),
         cmocka_unit_test(test_i8_quantize),
         cmocka_unit_test(test_i8_bound_holds),
@@ -1446,6 +1648,7 @@ int main(void)
         cmocka_unit_test(test_pagination),
         cmocka_unit_test(test_snapshot_round_trip),
         cmocka_unit_test(test_snapshot_damage),
+        cmocka_unit_test(test_snapshot_hnsw_graph_damage),
         cmocka_unit_test(test_save_failure_keeps_old),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_concurrent_search_and_add),

@@ -294,8 +294,10 @@ static enum ims_status f_metrics(void *self, struct ims_buf *out, struct ims_err
 }
 
 static const struct server_backend fake_backend = {
-    NULL,      f_stats,     f_search,      f_add_urls,     f_job_get, f_job_wait,
-    f_upload,  f_image_get, f_image_thumb, f_image_delete, f_metrics,
+    .stats = f_stats,         .search = f_search,         .add_urls = f_add_urls,
+    .job_get = f_job_get,     .job_wait = f_job_wait,     .upload = f_upload,
+    .image_get = f_image_get, .image_thumb = f_image_thumb, .image_delete = f_image_delete,
+    .metrics = f_metrics,
 };
 
 /* ---- server + client helpers ------------------------------------------------------ */

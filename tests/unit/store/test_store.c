@@ -252,6 +252,79 @@ static void test_corrupt_file(void **state)
     assert_non_null(strstr(err.message, "not an imgsearch catalogue"));
 }
 
+static void write_bytes(const char *path, const void *data, size_t n)
+{
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    if (n)
+        assert_int_equal(fwrite(data, 1, n, fp), n);
+    fclose(fp);
+}
+
+/* Issue 8 item 5: a missing or 0-byte catalogue next to an index snapshot
+ * (or a WAL) is an error naming the file and the way back, never a new
+ * catalogue; the files are left as they were. Alone, it is a new one. */
+static void test_lost_catalogue_refused(void **state)
+{
+    struct fx *f = *state;
+    struct ims_error err = {0};
+    char path[600], snap[600], wal[600];
+    db_path(f, path, sizeof(path));
+    snprintf(snap, sizeof(snap), "%s/index.snap", f->dir);
+    snprintf(wal, sizeof(wal), "%s/catalogue.db-wal", f->dir);
+    write_bytes(snap, "IMSVIDX\x1a-some-vectors", 20);
+
+    write_bytes(path, "", 0);
+    assert_int_equal(store_open(f->dir, &model_a, 0, &f->st, &err), IMS_ERR_CORRUPT);
+    assert_null(f->st);
+    assert_non_null(strstr(err.message, path));
+    assert_non_null(strstr(err.message, "empty (0 bytes)"));
+    assert_non_null(strstr(err.message, "index.snap"));
+    assert_non_null(strstr(err.message, "imgsearch repair"));
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_size, 0);
+    assert_int_equal(stat(snap, &sb), 0);
+    assert_int_equal(sb.st_size, 20);
+
+    /* missing */
+    assert_int_equal(unlink(path), 0);
+    memset(&err, 0, sizeof(err));
+    assert_int_equal(store_open(f->dir, &model_a, 0, &f->st, &err), IMS_ERR_CORRUPT);
+    assert_non_null(strstr(err.message, "is missing"));
+    assert_int_equal(stat(path, &sb), -1);
+
+    /* unreadable (root reads everything: skip only that assertion's premise) */
+    write_bytes(path, "SQLite format 3", 16);
+    assert_int_equal(chmod(path, 0), 0);
+    FILE *probe = fopen(path, "rb");
+    if (!probe) {
+        memset(&err, 0, sizeof(err));
+        assert_int_equal(store_open(f->dir, &model_a, 0, &f->st, &err), IMS_ERR_IO);
+        assert_non_null(strstr(err.message, "cannot be read"));
+        assert_non_null(strstr(err.message, "imgsearch repair"));
+    } else {
+        fclose(probe);
+    }
+    assert_int_equal(chmod(path, 0600), 0);
+    assert_int_equal(unlink(path), 0);
+
+    /* an empty snapshot is no data; a non-empty WAL is */
+    write_bytes(snap, "", 0);
+    write_bytes(wal, "x", 1);
+    memset(&err, 0, sizeof(err));
+    assert_int_equal(store_open(f->dir, &model_a, 0, &f->st, &err), IMS_ERR_CORRUPT);
+    assert_non_null(strstr(err.message, "catalogue.db-wal"));
+    assert_int_equal(unlink(wal), 0);
+
+    /* nothing else in the folder: a 0-byte file is a new catalogue */
+    write_bytes(path, "", 0);
+    assert_int_equal(unlink(snap), 0);
+    memset(&err, 0, sizeof(err));
+    assert_int_equal(store_open(f->dir, &model_a, 0, &f->st, &err), IMS_OK);
+    assert_int_equal(count(f->st), 0);
+}
+
 /* ---- rows -------------------------------------------------------------------- */
 
 static void test_insert_get_delete(void **state)
@@ -779,6 +852,87 @@ static void test_jobs(void **state)
 
 /* ---- bad input ----------------------------------------------------------------- */
 
+/* Issue 8 item 7: a stream of rows is one transaction: a bad row in a late
+ * chunk, or a fill that stops, leaves nothing; a good stream commits all. */
+struct stream_fx {
+    size_t bad_row;  /* this row gets a NaN (SIZE_MAX: none) */
+    size_t stop_at;  /* fill returns non-zero at this chunk start (SIZE_MAX: never) */
+    char src[64][96];
+    float vec[64][DIM];
+    size_t n_done, n_inserted;
+};
+
+static int stream_fill(void *user, size_t first, struct store_new_image *rows, size_t n)
+{
+    struct stream_fx *x = user;
+    if (first == x->stop_at)
+        return 1;
+    assert_true(n <= 64);
+    for (size_t i = 0; i < n; i++) {
+        rows[i] = mk_row(first + i + 1, x->src[i], sizeof(x->src[i]), x->vec[i], NULL);
+        if (first + i == x->bad_row)
+            x->vec[i][3] = NAN;
+    }
+    return 0;
+}
+
+static void stream_done(void *user, size_t first, const struct store_insert_result *res, size_t n)
+{
+    struct stream_fx *x = user;
+    assert_int_equal(first, x->n_done);
+    x->n_done += n;
+    for (size_t i = 0; i < n; i++)
+        x->n_inserted += res[i].outcome == STORE_INSERTED;
+}
+
+static void test_insert_stream_all_or_nothing(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = open_a(f);
+    struct ims_error err = {0};
+    struct stream_fx x = {.bad_row = 250, .stop_at = SIZE_MAX};
+    assert_int_equal(store_insert_stream(st, 300, 64, stream_fill, stream_done, &x, &err),
+                     IMS_ERR_INVALID);
+    assert_non_null(strstr(err.message, "row 250"));
+    assert_int_equal(x.n_done, 192); /* three chunks were written, then rolled back */
+    assert_int_equal(count(st), 0);
+
+    x = (struct stream_fx){.bad_row = SIZE_MAX, .stop_at = 128};
+    memset(&err, 0, sizeof(err));
+    assert_int_equal(store_insert_stream(st, 300, 64, stream_fill, NULL, &x, &err),
+                     IMS_ERR_CANCELLED);
+    assert_int_equal(count(st), 0);
+
+    x = (struct stream_fx){.bad_row = SIZE_MAX, .stop_at = SIZE_MAX};
+    assert_int_equal(store_insert_stream(st, 300, 64, stream_fill, stream_done, &x, &err), IMS_OK);
+    assert_int_equal(x.n_done, 300);
+    assert_int_equal(x.n_inserted, 300);
+    assert_int_equal(count(st), 300);
+    assert_int_equal(store_check(st, &err), IMS_OK);
+}
+
+/* Repair inserts rows under the ids the index knows; a taken id fails. */
+static void test_insert_explicit_id(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = open_a(f);
+    struct ims_error err = {0};
+    char src[128];
+    float vec[DIM];
+    struct store_new_image r = mk_row(1, src, sizeof(src), vec, NULL);
+    r.id = 42;
+    assert_int_equal(insert1(st, &r, STORE_INSERTED), 42);
+    r = mk_row(2, src, sizeof(src), vec, NULL);
+    assert_int_equal(insert1(st, &r, STORE_INSERTED), 43); /* new ids follow */
+    r = mk_row(3, src, sizeof(src), vec, NULL);
+    r.id = 42;
+    struct store_insert_result res;
+    assert_int_not_equal(store_insert_many(st, &r, 1, &res, &err), IMS_OK);
+    r.id = -5;
+    assert_int_equal(store_insert_many(st, &r, 1, &res, &err), IMS_ERR_INVALID);
+    assert_int_equal(count(st), 2);
+}
+
 static void test_bad_inputs(void **state)
 {
     struct fx *f = *state;
@@ -936,6 +1090,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_model_mismatch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_schema_too_new, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lost_catalogue_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_insert_stream_all_or_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_insert_explicit_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_insert_get_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dedup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_10k_and_scan, setup, teardown),

@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fuzz_faiss_import.c: vindex_read_faiss_vectors (`imgsearch import
+ * --faiss`) on arbitrary bytes.
+ *
+ * The input is written to a file in a private mkdtemp folder (removed at
+ * exit) and read as a foreign FAISS index: the byte walk (index_import.c)
+ * must refuse anything whose lengths or counts disagree before FAISS's own
+ * reader sees it, and the object checks (faiss_bridge.cpp) must refuse a
+ * graph or list that points outside its data; a successful read's vectors
+ * and ids are touched so that a short buffer would show under ASan. Seeds:
+ * Flat, IDMap over Flat, and the FAISS payloads of imgsearch's own HNSW and
+ * IVF snapshots (corpus/faiss_import).
+ */
+
+#include "imgsearch/index.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char g_dir[64];
+static char g_path[96];
+
+static void cleanup(void)
+{
+    if (g_path[0])
+        unlink(g_path);
+    if (g_dir[0])
+        rmdir(g_dir);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (!g_dir[0]) {
+        strcpy(g_dir, "/tmp/ims-fuzz-faiss-XXXXXX");
+        if (!mkdtemp(g_dir))
+            abort();
+        snprintf(g_path, sizeof g_path, "%s/index.faiss", g_dir);
+        atexit(cleanup);
+    }
+    if (size > (1u << 20))
+        return 0;
+    FILE *f = fopen(g_path, "wb");
+    if (!f)
+        abort();
+    if (size && fwrite(data, 1, size, f) != size)
+        abort();
+    fclose(f);
+
+    float *x = NULL;
+    int64_t *ids = NULL;
+    size_t n = 0;
+    int d = 0;
+    struct ims_error err = {{0}};
+    if (vindex_read_faiss_vectors(g_path, &x, &ids, &n, &d, &err) == IMS_OK) {
+        if (d < 1 || d > VINDEX_MAX_DIM)
+            abort();
+        volatile float sum = 0;
+        volatile int64_t idsum = 0;
+        for (size_t i = 0; i < n; i++) {
+            sum += x[i * (size_t)d] + x[i * (size_t)d + (size_t)d - 1];
+            idsum += ids[i];
+        }
+        (void)sum;
+        (void)idsum;
+        ims_free(x);
+        ims_free(ids);
+    }
+    return 0;
+}
