@@ -1597,6 +1597,17 @@ static void test_host_origin_cors(void **state)
     resp_fini(&r);
     assert_int_equal(metric_value("imgsearch_http_refused_total{reason=\"origin\"}"), 4);
     stop();
+    /* clip-back's read-only routes are made for clip-front on another origin */
+    server_options_init(&o);
+    o.compat = SERVER_COMPAT_CLIP_BACK;
+    start_with(&o);
+    http_req(&r, "POST", "/knn-service", "text/plain", "{\"text\": \"a\"}", 13, evil);
+    assert_true(r.status != 403 && r.status != 421); /* (this fake cannot embed: 500) */
+    resp_fini(&r);
+    http_req(&r, "DELETE", "/api/v1/images/1", NULL, NULL, 0, evil); /* still refused */
+    assert_error(&r, 403, "refused", "cross-site");
+    resp_fini(&r);
+    stop();
     /* malformed option values are refused at start */
     struct ims_error err = {{0}};
     static const char *const bad_origin[] = {"app.example.net"};
