@@ -1055,13 +1055,16 @@ static enum MHD_Result wait_respond(struct request *r, struct MHD_Connection *c)
     struct ims_error err = {{0}};
     double deadline = ims_now() + s->o.wait_max_ms / 1e3;
     enum ims_status st = IMS_ERR_TIMEOUT;
+    server__conns_waiting(&s->conns, r->conn, true);
     while (st == IMS_ERR_TIMEOUT && !atomic_load(&s->stopping) && ims_now() < deadline) {
         if (client_gone(c)) {
             atomic_fetch_add(&s->wait_abandoned, 1);
+            server__conns_waiting(&s->conns, r->conn, false);
             return MHD_NO;
         }
         st = s->be.job_wait(s->be.self, r->wait_job, JOB_WAIT_SLICE_MS, &err);
     }
+    server__conns_waiting(&s->conns, r->conn, false);
     if (st == IMS_OK)
         return job_respond(r, c, r->wait_job, 200);
     if (st != IMS_ERR_TIMEOUT)
@@ -1735,7 +1738,7 @@ void server_options_init(struct server_options *o)
     o->rate_burst = 100.0;
     o->wait_max_ms = 120000;
     o->drain_ms = 10000;
-    o->max_waiters = 64;
+    o->max_waiters = 128;
     o->body_budget_bytes = 256u << 20;
     o->header_timeout_ms = 10000;
     o->body_min_rate = 1024;

@@ -1490,6 +1490,38 @@ static void test_wait_outside_gate(void **state)
     stop();
 }
 
+/* Item 1 with item 4: waiting connections are capped by max_waiters, not by
+ * the per-client connection cap, so a client waiting for its jobs can still
+ * search. */
+static void test_wait_not_per_client(void **state)
+{
+    enum { N = 6 };
+    struct server_options o;
+    server_options_init(&o);
+    o.max_conns_per_client = 4;
+    start_with(&o);
+    fk.wait_block = true;
+    static struct bg_post w[N];
+    for (int i = 0; i < N; i++) {
+        w[i] = (struct bg_post){.path = "/api/v1/images?wait=1",
+                                .body = "{\"urls\": [\"http://example.com/a.jpg\"]}"};
+        assert_int_equal(pthread_create(&w[i].t, NULL, bg_post_run, &w[i]), 0);
+        char needle[64];
+        snprintf(needle, sizeof(needle), "\nimgsearch_http_job_waiters %d\n", i + 1);
+        wait_metric(needle);
+    }
+    struct resp r;
+    get(&r, "/api/v1/search?q=beach");
+    assert_int_equal(r.status, 200);
+    resp_fini(&r);
+    release_backend();
+    for (int i = 0; i < N; i++) {
+        pthread_join(w[i].t, NULL);
+        assert_int_equal(w[i].status, 200);
+    }
+    stop();
+}
+
 /* Item 1: a waiter whose client hangs up stops waiting at once. */
 static void test_wait_client_gone(void **state)
 {
@@ -1916,6 +1948,7 @@ int main(void)
         cmocka_unit_test(test_epoll_pool_mode),
         cmocka_unit_test(test_wait_outside_gate),
         cmocka_unit_test(test_wait_client_gone),
+        cmocka_unit_test(test_wait_not_per_client),
         cmocka_unit_test(test_host_origin_cors),
         cmocka_unit_test(test_slowloris),
         cmocka_unit_test(test_body_budget),
