@@ -26,11 +26,12 @@
  *   1. headers: Host (421) and, for writes, Origin (403) (guard.c), CORS
  *      preflight, a repeated query parameter (400), route + method
  *      (404/405), rate limit (429, keyed by the client behind trusted
- *      proxies), API key (401), Content-Type (415) and Content-Length (413)
- *      are checked, then the body's bytes are reserved in the global body
- *      budget (503), all before a byte of the body is read; a refusal is
- *      queued at once, so a client using "Expect: 100-continue" never sends
- *      its body.
+ *      proxies), API key (401), Content-Type (415) and Content-Length (413
+ *      over the limit, 503 over what is left of the global body budget; a
+ *      multipart body also 503 when the admission gate is full) are
+ *      checked, all before a byte of the body is read; a refusal is queued
+ *      at once, so a client using "Expect: 100-continue" never sends its
+ *      body. Body bytes are then reserved in the budget as they arrive.
  *   2. body chunks: appended to a bounded buffer (JSON) or fed to the
  *      streaming multipart parser (form parts in bounded buffers). Past a
  *      limit nothing more is kept; the rest of the body is drained (up to
