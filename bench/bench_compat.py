@@ -4,7 +4,7 @@
 127.0.0.1.
 
     python3 bench/bench_compat.py --build BUILD_DIR [--model DIR] [--cache DIR]
-        [--seconds 3] [--repeat 3] [--out FILE.json]
+        [--seconds 3] [--repeat 3] [--cases text,image] [--out FILE.json]
 
 In a mkdtemp folder (removed at the end; --cache keeps the model there):
   1. the PRNG ViT-B/32 model (imgsearch make-model, seed 1, 600 MB) unless
@@ -22,8 +22,9 @@ In a mkdtemp folder (removed at the end; --cache keeps the model there):
      every text is new (no cache hits on either side: the encoder runs each
      time), the image is a 1600x1200 JPEG decoded each time;
   4. prints (and writes to --out) one JSON object: CPU model, the build,
-     per case p50 / mean latency and requests/s (medians over the rounds)
-     and the compat/own ratios (target: compat costs < 5% more).
+     per case p50 / p90 / mean latency and requests/s
+     and the compat/own ratios (target: compat costs < 5% more); latencies
+     are pooled over the rounds, requests/s is all requests over all time.
 Clients are Python threads with one keep-alive connection each; both sides
 use the same client code, so its overhead cancels in the ratios. Nothing
 here is a test: the figures depend on the machine and its load, which is
@@ -147,9 +148,15 @@ def run_load(port, case, side, conc, seconds, texts, image):
     if errors:
         sys.exit("bench_compat: %s %s: %d errors, first: %s" % (case, side, len(errors),
                                                                errors[0]))
-    lat.sort()
-    return {"requests": len(lat), "p50_ms": 1e3 * lat[len(lat) // 2],
-            "mean_ms": 1e3 * statistics.fmean(lat), "requests_per_s": len(lat) / wall}
+    return lat, wall
+
+
+def summary(lat, wall):
+    lat = sorted(lat)
+    return {"requests": len(lat), "p50_ms": round(1e3 * lat[len(lat) // 2], 3),
+            "p90_ms": round(1e3 * lat[int(len(lat) * 0.9)], 3),
+            "mean_ms": round(1e3 * statistics.fmean(lat), 3),
+            "requests_per_s": round(len(lat) / wall, 3)}
 
 
 def main():
@@ -160,6 +167,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out")
+    ap.add_argument("--cases", default="text,image", help="text,image or one of them")
     a = ap.parse_args()
     exe = find_exe(a.build, "imgsearch")
     tmp = tempfile.mkdtemp(prefix="ims-bench-compat-")
@@ -207,19 +215,17 @@ def main():
             for case in ("text", "image"):
                 run_load(port, case, side, 1, 0.3, texts[side], image)
         results = {}
-        for case in ("text", "image"):
+        for case in a.cases.split(","):
             for conc in (1, 8):
-                rounds = {"compat": [], "own": []}
+                lat = {"compat": [], "own": []}
+                wall = {"compat": 0.0, "own": 0.0}
                 for r in range(a.repeat):
                     order = ("compat", "own") if r % 2 == 0 else ("own", "compat")
                     for side in order:
-                        rounds[side].append(run_load(port, case, side, conc, a.seconds,
-                                                     texts[side], image))
-                entry = {}
-                for side, rs in rounds.items():
-                    entry[side] = {k: round(statistics.median(x[k] for x in rs), 3)
-                                   for k in ("p50_ms", "mean_ms", "requests_per_s")}
-                    entry[side]["requests"] = sum(x["requests"] for x in rs)
+                        l, w = run_load(port, case, side, conc, a.seconds, texts[side], image)
+                        lat[side] += l
+                        wall[side] += w
+                entry = {side: summary(lat[side], wall[side]) for side in ("compat", "own")}
                 entry["p50_ratio"] = round(entry["compat"]["p50_ms"] / entry["own"]["p50_ms"], 4)
                 entry["throughput_ratio"] = round(entry["compat"]["requests_per_s"] /
                                                   entry["own"]["requests_per_s"], 4)

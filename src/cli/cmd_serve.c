@@ -7,8 +7,8 @@
  * The server module knows HTTP only; this file implements its backend
  * (struct server_backend) with search, ingest, store and index:
  *   stats        store_count + the model and index type
- *   search       search_run; image_url terms are downloaded here first with
- *                the fetch module (same limits and address policy as ingest)
+ *   search       search_run; image_url terms are downloaded first with
+ *                fetch_to_memory (same limits and address policy as ingest)
  *   add_urls     ingest_submit (a queued job, run by the ingest service's
  *                runner thread); job_get / job_wait read the jobs table
  *   upload       ingest_add_bytes, one file at a time
@@ -43,8 +43,9 @@ const char cli_help_serve[] =
     "                       [--api-key-file FILE] [--access-log FILE] [--threads N]\n"
     "                       [--max-inflight N] [--max-queued N] [--queue-wait-ms N]\n"
     "                       [--rate N] [--ingest-batch N] [--decode-memory MIB]\n"
+    "                       [hardening options]\n"
     "                       [--immich-ml [--immich-ml-port N] [--immich-model NAME[=DIR]]...]\n"
-    "                       [--clip-back] [hardening options]\n"
+    "                       [--clip-back]\n"
     "Serves the web page and the HTTP API (default http://127.0.0.1:8080).\n"
     "Write endpoints need `Authorization: Bearer KEY` when a key is configured\n"
     "(--api-key-file or IMGSEARCH_API_KEY).\n"
@@ -117,51 +118,6 @@ static void row_from_store(struct server_arena *a, const struct store_image_row 
     out->caption = r->caption ? server_arena_strdup(a, r->caption) : NULL;
 }
 
-struct one_fetch {
-    enum ims_status st;
-    char reason[512];
-    char *body;
-    size_t len;
-    int done;
-};
-
-static void on_one_fetched(void *user, struct fetch_result *r)
-{
-    struct one_fetch *f = user;
-    f->done = 1;
-    f->st = r->status;
-    if (r->status == IMS_OK) {
-        f->body = r->body;
-        f->len = r->body_len;
-        r->body = NULL;
-    } else {
-        snprintf(f->reason, sizeof(f->reason), "%s", r->reason ? r->reason : "");
-    }
-}
-
-/* Downloads one image for an image_url term. */
-static enum ims_status fetch_one(struct app_backend *b, const char *url, char **body, size_t *len,
-                                 struct ims_error *err)
-{
-    struct fetcher *f = NULL;
-    struct one_fetch one = {0};
-    enum ims_status st = fetcher_new(&b->fetch, &f, err);
-    if (st != IMS_OK)
-        return st;
-    st = fetcher_add(f, url, &one, err);
-    while (st == IMS_OK && !one.done)
-        st = fetcher_poll(f, 1000, on_one_fetched, NULL, err);
-    fetcher_free(f);
-    if (st != IMS_OK)
-        return st;
-    if (one.st != IMS_OK)
-        return ims_error_set(err, one.st == IMS_ERR_REFUSED ? IMS_ERR_REFUSED : IMS_ERR_INVALID,
-                             "image_url %s: %s", url, one.reason);
-    *body = one.body;
-    *len = one.len;
-    return IMS_OK;
-}
-
 /* ---- backend operations ------------------------------------------------------ */
 
 static enum ims_status be_stats(void *self, struct server_arena *a, struct server_stats *out,
@@ -212,9 +168,15 @@ static enum ims_status be_search(void *self, const struct server_query *q, struc
             break;
         case SERVER_TERM_IMAGE_URL: {
             size_t len = 0;
-            st = fetch_one(b, t->url, &fetched[i], &len, err);
-            if (st != IMS_OK)
+            st = fetch_to_memory(t->url, &b->fetch, &fetched[i], &len, err);
+            if (st != IMS_OK) {
+                /* the client named an image we could not get: its request is
+                 * at fault (400), unless our policy refused the address */
+                if (st != IMS_ERR_REFUSED && st != IMS_ERR_NOMEM)
+                    st = IMS_ERR_INVALID;
+                ims_error_prefix(err, "image_url");
                 goto out;
+            }
             s->kind = SEARCH_TERM_IMAGE;
             s->bytes = fetched[i];
             s->n_bytes = len;
@@ -668,6 +630,10 @@ int cli_cmd_serve(int argc, char **argv)
             if (r < 0 || !*v || *v == '=' || b.n_immich == IMMICH_MODELS_MAX)
                 goto bad_value;
             char *eq = strchr(v, '=');
+            size_t nlen = eq ? (size_t)(eq - v) : strlen(v);
+            for (size_t k = 0; k < b.n_immich; k++)
+                if (strlen(b.immich[k].name) == nlen && !strncmp(b.immich[k].name, v, nlen))
+                    goto bad_value; /* one folder per name */
             b.immich[b.n_immich].name = v;
             b.immich[b.n_immich].dir = eq ? eq + 1 : NULL;
             if (eq)
@@ -676,6 +642,14 @@ int cli_cmd_serve(int argc, char **argv)
         } else if ((r = cli_opt_value(argc, argv, &i, "--ingest-batch", &v)) != 0) {
             if (r < 0 || cli_parse_long(v, 1, 256, &ingest_batch))
                 goto bad_value;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--decode-memory", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 16, 1 << 20, &num))
+                goto bad_value;
+            decode_mib = num;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--decode-wait-ms", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 0, 600000, &num))
+                goto bad_value;
+            decode_wait_ms = num;
         } else if ((r = cli_opt_value(argc, argv, &i, "--public-host", &v)) != 0) {
             if (r < 0 || so.n_public_hosts >= LIST_MAX)
                 goto bad_value;
@@ -708,14 +682,6 @@ int cli_cmd_serve(int argc, char **argv)
             if (r < 0 || cli_parse_long(v, 0, 65536, &num))
                 goto bad_value;
             so.max_conns_per_client = (unsigned)num;
-        } else if ((r = cli_opt_value(argc, argv, &i, "--decode-memory", &v)) != 0) {
-            if (r < 0 || cli_parse_long(v, 16, 1 << 20, &num))
-                goto bad_value;
-            decode_mib = num;
-        } else if ((r = cli_opt_value(argc, argv, &i, "--decode-wait-ms", &v)) != 0) {
-            if (r < 0 || cli_parse_long(v, 0, 600000, &num))
-                goto bad_value;
-            decode_wait_ms = num;
         } else if ((r = cli_opt_value(argc, argv, &i, "--api-key-file", &v)) != 0) {
             if (r < 0)
                 goto bad_value;

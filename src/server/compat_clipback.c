@@ -57,7 +57,7 @@ static void message(struct server__compat_reply *out, struct server_arena *a, in
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    server__compat_json(out, a, status, json_pack("{s:s}", "message", msg));
+    server__compat_json(out, a, status, server__json_message("message", msg));
 }
 
 static void backend_error(struct server__compat_reply *out, struct server_arena *a,

@@ -85,7 +85,21 @@ static void detail(struct server__compat_reply *out, struct server_arena *a, int
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    server__compat_json(out, a, status, json_pack("{s:s}", "detail", msg));
+    server__compat_json(out, a, status, server__json_message("detail", msg));
+}
+
+json_t *server__json_message(const char *key, char *msg)
+{
+    json_t *o = json_pack("{s:s}", key, msg);
+    if (!o) {
+        /* not UTF-8 (a name echoed back, or a cut at the buffer's end):
+         * the message stays readable, its odd bytes become '?' */
+        for (char *p = msg; *p; p++)
+            if ((unsigned char)*p >= 0x80)
+                *p = '?';
+        o = json_pack("{s:s}", key, msg);
+    }
+    return o;
 }
 
 /* A backend failure: its mapped status; internal messages go to the log. */

@@ -55,7 +55,7 @@
  * backend, asleep, and cheap calls (text-cache hits, rows, thumbnails) pass
  * them: with 4 slots, 16 clients of cache misses held a cache hit in the
  * gate for ~350 ms (p50); with 32, 1.3 ms (bench/README-server.md). Cheap endpoints
- * (healthz, metrics, static assets, openapi) bypass the gate so that health
+ * (healthz, readyz, metrics, static assets, openapi) bypass the gate so that health
  * checks answer while the backend is saturated.
  *
  * Shutdown order (server_stop): set `stopping` (new requests on kept-alive
@@ -99,6 +99,7 @@ enum route_id {
     R_STYLE,
     R_OPENAPI,
     R_HEALTHZ,
+    R_READYZ,
     R_STATS,
     R_IMAGES,
     R_IMAGE,
@@ -122,6 +123,7 @@ const struct server__route server__routes[] = {
     {"/style.css", {"web style", NULL, NULL}},
     {"/api/v1/openapi.json", {"openapi", NULL, NULL}},
     {"/healthz", {"health", NULL, NULL}},
+    {"/readyz", {"readiness", NULL, NULL}},
     {"/api/v1/stats", {"stats", NULL, NULL}},
     {"/api/v1/images", {NULL, "add images", NULL}},
     {"/api/v1/images/{id}", {"image row", NULL, "delete image"}},
@@ -1022,6 +1024,45 @@ static enum MHD_Result h_metrics(struct request *r, struct MHD_Connection *c)
     return ret;
 }
 
+/* ---- compatibility routes (compat_immich.c, compat_clipback.c) -------------------------------- */
+
+static enum MHD_Result h_compat(struct request *r, struct MHD_Connection *c)
+{
+    struct server *s = r->s;
+    struct server__compat_reply rep = {0};
+    const char *index = s->o.clip_back_index ? s->o.clip_back_index : "imgsearch";
+    if (r->route == R_PREDICT && r->body_kind != BODY_FORM) {
+        static const char msg[] = "{\"detail\":\"POST /predict takes multipart/form-data\"}";
+        return queue(r, c, 415, msg, sizeof(msg) - 1, "application/json", NULL, 0);
+    }
+    if (r->route == R_PREDICT)
+        server__immich_predict(&s->be, &r->form, &r->arena, &rep);
+    else if (r->route == R_KNN)
+        server__clipback_knn(&s->be, index, r->body.data, r->body.len, &r->arena, &rep);
+    else if (r->route == R_METADATA)
+        server__clipback_metadata(&s->be, index, r->body.data, r->body.len, &r->arena, &rep);
+    else
+        server__clipback_indices(index, &r->arena, &rep);
+    if (rep.log[0])
+        error_log(s, "%s %s: %s", r->method_name, r->path, rep.log);
+    struct hdr h[4];
+    size_t n = 0;
+    if (rep.ignored[0])
+        h[n++] = (struct hdr){"X-Imgsearch-Ignored", rep.ignored};
+    if (rep.capped[0])
+        h[n++] = (struct hdr){"X-Imgsearch-Capped", rep.capped};
+    if (route_compat(r->route) == SERVER_COMPAT_CLIP_BACK && r->cors_origin[0]) {
+        /* clip-front runs on another origin and reads the answers. clip-back
+         * itself answers CORS "*"; here the origin must be one allowed with
+         * --cors-origin (the guard refuses other origins' POSTs, and the
+         * common path echoes the allowed one), so no page the user happens
+         * to visit can read the catalogue through these routes */
+        h[n++] = (struct hdr){"Access-Control-Expose-Headers",
+                              "X-Imgsearch-Ignored, X-Imgsearch-Capped"};
+    }
+    return queue(r, c, rep.status, rep.body ? rep.body : "", rep.len, rep.content_type, h, n);
+}
+
 /* ---- ?wait=1 -------------------------------------------------------------------------------- */
 
 /* Whether the client has closed its end: the socket is readable and a
@@ -1074,42 +1115,6 @@ static enum MHD_Result wait_respond(struct request *r, struct MHD_Connection *c)
     return respond_json(r, c, 202, json_pack("{s:s}", "job", r->wait_job));
 }
 
-/* ---- compatibility routes (compat_immich.c, compat_clipback.c) -------------------------------- */
-
-static enum MHD_Result h_compat(struct request *r, struct MHD_Connection *c)
-{
-    struct server *s = r->s;
-    struct server__compat_reply rep = {0};
-    const char *index = s->o.clip_back_index ? s->o.clip_back_index : "imgsearch";
-    if (r->route == R_PREDICT && r->body_kind != BODY_FORM) {
-        static const char msg[] = "{\"detail\":\"POST /predict takes multipart/form-data\"}";
-        return queue(r, c, 415, msg, sizeof(msg) - 1, "application/json", NULL, 0);
-    }
-    if (r->route == R_PREDICT)
-        server__immich_predict(&s->be, &r->form, &r->arena, &rep);
-    else if (r->route == R_KNN)
-        server__clipback_knn(&s->be, index, r->body.data, r->body.len, &r->arena, &rep);
-    else if (r->route == R_METADATA)
-        server__clipback_metadata(&s->be, index, r->body.data, r->body.len, &r->arena, &rep);
-    else
-        server__clipback_indices(index, &r->arena, &rep);
-    if (rep.log[0])
-        error_log(s, "%s %s: %s", r->method_name, r->path, rep.log);
-    struct hdr h[4];
-    size_t n = 0;
-    if (rep.ignored[0])
-        h[n++] = (struct hdr){"X-Imgsearch-Ignored", rep.ignored};
-    if (rep.capped[0])
-        h[n++] = (struct hdr){"X-Imgsearch-Capped", rep.capped};
-    if (route_compat(r->route) == SERVER_COMPAT_CLIP_BACK) {
-        /* clip-front runs on another origin and reads the answers (clip-back: CORS(app)) */
-        h[n++] = (struct hdr){"Access-Control-Allow-Origin", "*"};
-        h[n++] = (struct hdr){"Access-Control-Expose-Headers",
-                              "X-Imgsearch-Ignored, X-Imgsearch-Capped"};
-    }
-    return queue(r, c, rep.status, rep.body ? rep.body : "", rep.len, rep.content_type, h, n);
-}
-
 /* ---- dispatch ---------------------------------------------------------------------------------- */
 
 static bool route_needs_backend(int route)
@@ -1157,7 +1162,14 @@ static enum MHD_Result dispatch(struct request *r, struct MHD_Connection *c)
     case R_OPENAPI:
         return serve_asset(r, c, "/api/v1/openapi.json");
     case R_HEALTHZ:
-        return respond_json(r, c, 200, json_pack("{s:s}", "status", "ok"));
+    case R_READYZ: {
+        /* a node whose index is still catching up is alive but not serving:
+         * both say so (load balancers probe /readyz, DESIGN.md) */
+        const struct server_backend *be = &r->s->be;
+        bool ready = !be->ready || be->ready(be->self);
+        return respond_json(r, c, ready ? 200 : 503,
+                            json_pack("{s:s}", "status", ready ? "ok" : "starting"));
+    }
     case R_METRICS:
         return h_metrics(r, c);
     case R_STATS:
@@ -1321,11 +1333,10 @@ static enum MHD_Result check_site(struct request *r, struct MHD_Connection *c, b
                            {"Access-Control-Max-Age", "600"}};
         return queue(r, c, 204, "", 0, NULL, h, 3);
     }
-    /* clip-back's routes are read-only and made to be called by clip-front
-     * from another origin (they answer with ACAO *, see h_compat) */
-    bool unsafe = (!strcmp(r->method_name, "POST") || !strcmp(r->method_name, "PUT") ||
-                   !strcmp(r->method_name, "DELETE") || !strcmp(r->method_name, "PATCH")) &&
-                  route_compat(r->route) != SERVER_COMPAT_CLIP_BACK;
+    /* (clip-back's routes too: clip-front's origin is allowed with
+     * --cors-origin, see h_compat) */
+    bool unsafe = !strcmp(r->method_name, "POST") || !strcmp(r->method_name, "PUT") ||
+                  !strcmp(r->method_name, "DELETE") || !strcmp(r->method_name, "PATCH");
     if (unsafe &&
         !server__guard_origin_ok(&s->guard, host,
                                  origin, MHD_lookup_connection_value(c, MHD_HEADER_KIND,
@@ -1418,10 +1429,11 @@ static enum MHD_Result begin(struct request *r, struct MHD_Connection *c)
         return respond_msg(r, c, IMS_ERR_NOT_FOUND, "%s is off: imgsearch serve %s turns it on",
                            r->path,
                            compat == SERVER_COMPAT_IMMICH ? "--immich-ml" : "--clip-back");
-    if (!compat && s->o.compat_only && r->route != R_HEALTHZ && r->route != R_METRICS)
+    if (!compat && s->o.compat_only && r->route != R_HEALTHZ && r->route != R_READYZ &&
+        r->route != R_METRICS)
         return respond_msg(r, c, IMS_ERR_NOT_FOUND, "no such route on this listener: %s",
                            r->path);
-    if (r->route != R_HEALTHZ && r->route != R_METRICS) {
+    if (r->route != R_HEALTHZ && r->route != R_READYZ && r->route != R_METRICS) {
         int retry = 1;
         if (!server__rl_take(&s->rl, r->client_key, ims_now(), &retry)) {
             char ra[16];

@@ -317,6 +317,9 @@ struct json_t;
 void server__compat_json(struct server__compat_reply *out, struct server_arena *a, int status,
                          struct json_t *o);
 
+/* {key: msg}; bytes of msg that are not UTF-8 become '?' (msg is modified). */
+struct json_t *server__json_message(const char *key, char *msg);
+
 /* The one place where statuses become HTTP codes (server.c). */
 int server__http_status(enum ims_status st);
 

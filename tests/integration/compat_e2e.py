@@ -142,6 +142,7 @@ def run(exe, src, tmp, servers):
     check(rc == 0, "add exits 0: " + err)
 
     srv = Serve(exe, data, model, ["--immich-ml", "--clip-back", "--rate", "0",
+                                   "--cors-origin", "https://rom1504.github.io",
                                    "--immich-model", "ViT-B-32__openai",
                                    "--immich-model", "other=" + model2],
                 log=os.path.join(tmp, "serve.log"))
@@ -202,6 +203,12 @@ def run(exe, src, tmp, servers):
     check(st == 200 and resp == b"pong", "GET /ping answers pong")
 
     # ---- clip-front ------------------------------------------------------------------
+    # clip-front runs on another origin: only an origin allowed with
+    # --cors-origin may query (the catalogue is not readable by any page)
+    st, hd, resp = srv.request("POST", "/knn-service", b'{"text": "a dog", "num_images": 2}',
+                               {"Origin": "https://evil.example", "Content-Type": "text/plain"})
+    check(st == 403 and "access-control-allow-origin" not in hd,
+          "another origin's /knn-service is refused without CORS (%d)" % st)
     cf = load("clip_front_requests.json")
     last_ids = []
     for rq in cf["requests"]:
@@ -220,7 +227,8 @@ def run(exe, src, tmp, servers):
         st, hd, resp = srv.request(rq["method"], rq["path"],
                                    body.encode() if body is not None else None, hdrs)
         check(st == rq["status"], "%s: status %d: %s" % (what, st, resp[:300]))
-        check(hd.get("access-control-allow-origin") == "*", "%s: CORS for clip-front" % what)
+        check(hd.get("access-control-allow-origin") == "https://rom1504.github.io",
+              "%s: CORS for clip-front's allowed origin" % what)
         j = json.loads(resp)
         if "json" in rq:
             check(j == rq["json"], "%s: %r" % (what, j))
@@ -298,6 +306,24 @@ def run(exe, src, tmp, servers):
     st, _, _ = srv2.request("GET", "/api/v1/stats")
     check(st == 200, "the main port serves the API")
     check(srv2.term() == 0, "SIGTERM stops both listeners with status 0")
+
+    # ---- option errors ---------------------------------------------------------------
+    import subprocess
+    for args, what in ((["--immich-model", "x"], "--immich-model without --immich-ml"),
+                       (["--immich-ml-port", "0"], "--immich-ml-port without --immich-ml"),
+                       (["--immich-ml", "--immich-model", "a", "--immich-model", "a=" + model2],
+                        "a name mapped twice"),
+                       (["--immich-ml", "--immich-model", "=x"], "an empty name")):
+        p = subprocess.run([exe, "serve", "--data", data, "--model", model, "--port", "0"] + args,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        check(p.returncode == 2, "%s is a usage error (rc %d: %s)" % (what, p.returncode,
+                                                                     p.stderr[-200:]))
+    p = subprocess.run([exe, "serve", "--data", data, "--model", model, "--port", "0",
+                        "--immich-ml", "--immich-model", "x=" + os.path.join(tmp, "nowhere")],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    check(p.returncode == 1 and b"nowhere" in p.stderr,
+          "a model folder that does not load is a clear error (rc %d: %s)"
+          % (p.returncode, p.stderr[-300:]))
 
 
 if __name__ == "__main__":
