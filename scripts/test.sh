@@ -36,7 +36,7 @@ if [ "${IMS_SKIP_SANITIZERS:-0}" != 1 ]; then
     cmake --build build-tsan -j"$jobs"
     (cd build-tsan && OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1 \
         ctest --output-on-failure -j"$jobs" \
-        -R '^test_(base|clip_forward|index|index_batch|store|store_crash|fetch|search|search_cache|server)$' \
+        -R '^test_(base|clip_forward|index|index_batch|store|store_crash|fetch|search|search_cache|server|server_compat|lib)$' \
         ${IMS_CTEST_ARGS:-})
 fi
 echo "all tests passed"

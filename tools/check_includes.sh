@@ -10,10 +10,14 @@ allowed() {
     image) echo "base image" ;;
     index) echo "base index" ;;
     store) echo "base store" ;;
+    replica) echo "base index store replica" ;;
     fetch) echo "base fetch" ;;
     ingest) echo "base fetch image clip store index ingest" ;;
     search) echo "base clip image index store search" ;;
-    server) echo "base clip image index store fetch ingest search server" ;;
+    # server.h promises that only this module knows HTTP and that it knows
+    # nothing else: the backend vtable is how it reaches the library
+    server) echo "base server" ;;
+    lib) echo "base clip image index store replica fetch ingest search" ;;  # libimgsearch: beside the server, over the modules
     *) echo "" ;;
     esac
 }

@@ -28,6 +28,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -150,6 +151,10 @@ enum ims_status ims_mkdir_p(const char *path, struct ims_error *err);
 
 /* Monotonic seconds, for measuring durations. */
 double ims_now(void);
+/* The absolute time `ms` milliseconds (>= 0) from now on `clock`
+ * (CLOCK_MONOTONIC for condition variables created with that clock, else
+ * CLOCK_REALTIME): the deadline of a pthread_cond_timedwait. */
+void ims_deadline_after_ms(clockid_t clock, long ms, struct timespec *out);
 
 /* ---- logging --------------------------------------------------------- */
 
@@ -182,6 +187,34 @@ size_t ims_queue_len(struct ims_queue *q);
  * duplicate detection. ims_hex writes 2n lowercase hex digits + NUL. */
 void ims_sha256(const void *data, size_t n, uint8_t out[32]);
 void ims_hex(const uint8_t *bytes, size_t n, char *out);
+/* 64-bit FNV-1a of `n` bytes: a fast, non-cryptographic hash for in-memory
+ * tables (never for anything an attacker could aim collisions at unless the
+ * table bounds its chains). */
+uint64_t ims_fnv1a64(const void *data, size_t n);
+
+/* ---- 16-bit floats ----------------------------------------------------- */
+
+/* IEEE binary16 -> float, exact for every input (subnormals, inf, NaN):
+ * fp16 model tensors and the FlatF16 index's scalar path. */
+static inline float ims_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = ((uint32_t)h & 0x8000u) << 16;
+    uint32_t e = ((uint32_t)h >> 10) & 0x1fu, m = (uint32_t)h & 0x3ffu;
+    union { uint32_t u; float f; } v;
+    if (e == 0) { /* zero or subnormal: m * 2^-24, exact in float */
+        float f = (float)m * 0x1p-24f;
+        return sign ? -f : f;
+    }
+    v.u = e == 31 ? sign | 0x7f800000u | (m << 13) : sign | ((e + 112) << 23) | (m << 13);
+    return v.f;
+}
+
+/* bfloat16 -> float (exact: bf16 is float's upper half). */
+static inline float ims_bf16_to_f32(uint16_t h)
+{
+    union { uint32_t u; float f; } v = {(uint32_t)h << 16};
+    return v.f;
+}
 
 /* ---- assertions for our own invariants ------------------------------- */
 

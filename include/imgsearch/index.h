@@ -129,6 +129,12 @@ int vindex_dim(struct vindex *vx);
 /* The highest catalogue id covered: max of the loaded snapshot's last id and
  * every id added since (-1 if none). */
 int64_t vindex_last_id(struct vindex *vx);
+/* The index's version stamp: changes (to a value never used before by any
+ * index of this process) whenever an add, remove, train or parameter change
+ * could change what a search returns. Read it BEFORE a search to key a
+ * result cache: a change racing with the search then leaves the entry with
+ * a stamp older than the data, so it is never reused. Lock-free. */
+uint64_t vindex_generation(struct vindex *vx);
 
 /* Writes a snapshot to `path` atomically (temp file in the same folder,
  * fsync, rename, fsync of the folder): a failure or crash leaves the previous

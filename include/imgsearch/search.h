@@ -53,7 +53,9 @@ struct search_options {
 };
 void search_options_default(struct search_options *o);
 
-/* model, store and index are borrowed and must outlive the engine. On success
+/* model, store and index are borrowed and must outlive the engine; store and
+ * index may both be NULL for an engine that only embeds (search_embed_*;
+ * search_run then returns IMS_ERR_INVALID). On success
  * *out owns the engine; release it with search_engine_free(). */
 enum ims_status search_engine_new(const struct clip_model *model, struct store *store,
                                   struct vindex *index, const struct search_options *opts,

@@ -31,7 +31,8 @@
  * Threading: backend operations are called concurrently from the server's
  * connection threads (at most `max_inflight` at a time), so they must be
  * thread-safe. They may block (search, job_wait); the server bounds how
- * many run at once and how many wait for a slot. server_start/stop/free
+ * many run at once and how many wait for a slot. job_wait (for ?wait=1) is
+ * called outside that bound, by at most `max_waiters` requests at once. server_start/stop/free
  * are called from one controlling thread; server_port may be called from
  * any thread.
  */
@@ -66,6 +67,7 @@ struct server_row {
     const char *url;       /* source URL, or the upload's file name; may be NULL */
     int width, height;     /* pixels of the original image */
     int64_t added_unix;    /* seconds since the epoch */
+    const char *caption;   /* stored caption (imports); NULL if none */
 };
 
 struct server_stats {
@@ -162,6 +164,14 @@ struct server_upload_item {
     char message[256];          /* when status != IMS_OK */
 };
 
+/* One embedding computed for the compatibility routes (immich's /predict,
+ * clip-retrieval's /knn-service). */
+struct server_embedding {
+    float *v;               /* dim floats, arena-allocated, L2-normalised */
+    size_t dim;
+    int width, height;      /* image embeddings: the decoded image's size; else 0 */
+};
+
 /* The backend. Every operation returns IMS_OK or a status with a message in
  * `err` (shown to the client, so it must not leak internals: the server
  * replaces the message of IMS_ERR_INTERNAL/NOMEM/IO by a generic one and
@@ -180,8 +190,8 @@ struct server_backend {
     enum ims_status (*job_get)(void *self, const char *job_id, struct server_arena *a,
                                struct server_job *out, struct ims_error *err);
     /* Blocks until the job is done/failed (IMS_OK) or timeout_ms passes
-     * (IMS_ERR_TIMEOUT). The server calls it in slices of <= 250 ms so that it
-     * notices shutdown. */
+     * (IMS_ERR_TIMEOUT). The server calls it in slices of <= 100 ms, outside
+     * the admission gate, so that it notices shutdown and clients that hang up. */
     enum ims_status (*job_wait)(void *self, const char *job_id, int timeout_ms,
                                 struct ims_error *err);
     /* Adds `n_files` images; fills items[0..n_files) (server-provided). Returns
@@ -197,6 +207,26 @@ struct server_backend {
     enum ims_status (*image_delete)(void *self, int64_t id, struct ims_error *err);
     /* Appends backend gauges/counters in Prometheus text format. Optional. */
     enum ims_status (*metrics)(void *self, struct ims_buf *out, struct ims_error *err);
+    /* Optional: non-zero once the backend serves (a node's index has caught
+     * up with the catalogue), 0 while it starts: GET /healthz and /readyz
+     * then answer 503 {"status":"starting"}. NULL: always ready. Called
+     * outside the gate: must be cheap and never block. */
+    int (*ready)(void *self);
+    /* Compatibility modes (server_options.compat); optional otherwise.
+     * `model` names a model the way the client does (immich's "ViT-B-32__openai");
+     * NULL means the served model. IMS_ERR_NOT_FOUND for a name the backend
+     * does not serve (the message lists those it does). */
+    enum ims_status (*embed_text)(void *self, const char *model, const char *text,
+                                  struct server_arena *a, struct server_embedding *out,
+                                  struct ims_error *err);
+    enum ims_status (*embed_image)(void *self, const char *model, const unsigned char *bytes,
+                                   size_t n_bytes, struct server_arena *a,
+                                   struct server_embedding *out, struct ims_error *err);
+    /* The stored embeddings of ids[0..n): *vectors (n x *dim, arena-allocated;
+     * rows of missing ids zero) and found[i] (server-provided, n entries). */
+    enum ims_status (*embeddings)(void *self, const int64_t *ids, size_t n, struct server_arena *a,
+                                  float **vectors, size_t *dim, uint8_t *found,
+                                  struct ims_error *err);
 };
 
 /* ---- options ------------------------------------------------------------ */
@@ -223,10 +253,37 @@ struct server_options {
     double rate_burst;            /* bucket size, default 100 */
     unsigned wait_max_ms;         /* cap for ?wait=1 on POST /api/v1/images, default 120000 */
     unsigned drain_ms;            /* server_stop waits this long for running requests, 10000 */
+    /* Hardening against hostile clients (see docs/api.md "Limits and hardening"). */
+    unsigned max_waiters;         /* ?wait=1 requests waiting for their job at once (outside
+                                     the admission gate), default 64; beyond: 503 */
+    size_t body_budget_bytes;     /* request body bytes held in memory by all requests
+                                     together, default 256 MiB; beyond: 503 + Retry-After */
+    unsigned header_timeout_ms;   /* request headers complete within this, default 10000; an
+                                     idle kept-alive connection is closed after it too */
+    size_t body_min_rate;         /* bytes/s a body must average over every window of
+                                     header_timeout_ms, default 1024; 0 disables */
+    unsigned max_conns_per_client;/* connections per client address (IPv6: per /64),
+                                     default 32; 0 disables */
+    const char *const *public_hosts;   /* extra names accepted in Host (borrowed, n entries) */
+    size_t n_public_hosts;
+    const char *const *cors_origins;   /* origins allowed cross-site writes + CORS answers */
+    size_t n_cors_origins;
+    const char *const *trusted_proxies;/* CIDRs whose Forwarded/X-Forwarded-For is believed */
+    size_t n_trusted_proxies;
     char *api_key;                /* owned (ims_free); NULL = writes need no key */
     FILE *access_log;             /* JSON lines; NULL = none (borrowed) */
     FILE *error_log;              /* NULL = stderr through ims_log (borrowed) */
+    /* Compatibility routes of other tools' APIs, off by default (docs/compat-*.md):
+     * SERVER_COMPAT_IMMICH     GET /ping, POST /predict (immich machine learning)
+     * SERVER_COMPAT_CLIP_BACK  POST /knn-service, POST /metadata, GET /indices-list */
+    unsigned compat;
+    bool compat_only;             /* serve only the compat routes (+ /healthz, /metrics):
+                                     a second listener for them */
+    const char *clip_back_index;  /* the index name /indices-list shows, default "imgsearch"
+                                     (borrowed) */
 };
+#define SERVER_COMPAT_IMMICH 1u
+#define SERVER_COMPAT_CLIP_BACK 2u
 
 /* Fills the defaults above. Cannot fail. */
 void server_options_init(struct server_options *o);
@@ -242,8 +299,10 @@ enum ims_status server_options_load_api_key(struct server_options *o, const char
 
 struct server;
 
-/* Binds and starts serving. `o` and `be` are copied (the API key too), `be->self`
- * stays borrowed and must outlive the server. On success *out owns the server;
+/* Binds and starts serving. `o` and `be` are copied (the API key, host names,
+ * origins and proxy ranges too), `be->self` stays borrowed and must outlive
+ * the server. IMS_ERR_INVALID for a malformed --public-host, --cors-origin or
+ * --trusted-proxy value. On success *out owns the server;
  * release it with server_free(). */
 enum ims_status server_start(const struct server_options *o, const struct server_backend *be,
                              struct server **out, struct ims_error *err);

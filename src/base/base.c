@@ -183,6 +183,30 @@ double ims_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+void ims_deadline_after_ms(clockid_t clock, long ms, struct timespec *out)
+{
+    clock_gettime(clock, out);
+    if (ms < 0)
+        ms = 0;
+    out->tv_sec += ms / 1000;
+    out->tv_nsec += (ms % 1000) * 1000000L;
+    if (out->tv_nsec >= 1000000000L) {
+        out->tv_sec++;
+        out->tv_nsec -= 1000000000L;
+    }
+}
+
+uint64_t ims_fnv1a64(const void *data, size_t n)
+{
+    const unsigned char *b = data;
+    uint64_t h = 14695981039346656037ull; /* the FNV offset basis */
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
 static atomic_int log_level = IMS_LOG_INFO;
 
 void ims_log_set_level(enum ims_log_level level) { atomic_store(&log_level, (int)level); }

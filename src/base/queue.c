@@ -96,15 +96,8 @@ enum ims_status ims_queue_try_push(struct ims_queue *q, void *item)
 enum ims_status ims_queue_pop_timed(struct ims_queue *q, void **item, long timeout_ms)
 {
     struct timespec deadline;
-    if (timeout_ms >= 0) {
-        clock_gettime(CLOCK_MONOTONIC, &deadline);
-        deadline.tv_sec += timeout_ms / 1000;
-        deadline.tv_nsec += (timeout_ms % 1000) * 1000000L;
-        if (deadline.tv_nsec >= 1000000000L) {
-            deadline.tv_sec++;
-            deadline.tv_nsec -= 1000000000L;
-        }
-    }
+    if (timeout_ms >= 0)
+        ims_deadline_after_ms(CLOCK_MONOTONIC, timeout_ms, &deadline);
     enum ims_status st = IMS_OK;
     pthread_mutex_lock(&q->mu);
     while (q->len == 0 && !q->closed) {

@@ -7,8 +7,8 @@
  * The server module knows HTTP only; this file implements its backend
  * (struct server_backend) with search, ingest, store and index:
  *   stats        store_count + the model and index type
- *   search       search_run; image_url terms are downloaded here first with
- *                the fetch module (same limits and address policy as ingest)
+ *   search       search_run; image_url terms are downloaded first with
+ *                fetch_to_memory (same limits and address policy as ingest)
  *   add_urls     ingest_submit (a queued job, run by the ingest service's
  *                runner thread); job_get / job_wait read the jobs table
  *   upload       ingest_add_bytes, one file at a time
@@ -22,6 +22,7 @@
  * exits 0.
  */
 #include <errno.h>
+#include <limits.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
@@ -42,6 +43,9 @@ const char cli_help_serve[] =
     "                       [--api-key-file FILE] [--access-log FILE] [--threads N]\n"
     "                       [--max-inflight N] [--max-queued N] [--queue-wait-ms N]\n"
     "                       [--rate N] [--ingest-batch N] [--decode-memory MIB]\n"
+    "                       [hardening options]\n"
+    "                       [--immich-ml [--immich-ml-port N] [--immich-model NAME[=DIR]]...]\n"
+    "                       [--clip-back]\n"
     "Serves the web page and the HTTP API (default http://127.0.0.1:8080).\n"
     "Write endpoints need `Authorization: Bearer KEY` when a key is configured\n"
     "(--api-key-file or IMGSEARCH_API_KEY).\n"
@@ -51,15 +55,53 @@ const char cli_help_serve[] =
     "                     (default 2000), the others get 503 + Retry-After\n"
     "  --rate N           requests/s per client address, burst 2N (default 50; 0: off)\n"
     "  --ingest-batch N   images per encode batch of URL jobs and uploads (default 8)\n"
+    "  --immich-ml        also answer immich's machine-learning API (GET /ping, POST /predict;\n"
+    "                     CLIP only; docs/compat-immich.md), on this port or on\n"
+    "                     --immich-ml-port N (a second listener serving only those routes)\n"
+    "  --immich-model NAME[=DIR]  the immich model name NAME is the CLIP model folder DIR\n"
+    "                     (no DIR: the served model); repeatable; default: ViT-B-32__openai\n"
+    "                     is the served model\n"
+    "  --clip-back        also answer clip-retrieval's back-end API (POST /knn-service,\n"
+    "                     POST /metadata, GET /indices-list; docs/compat-clip-retrieval.md)\n"
     "  --decode-memory MIB  memory all image decodes may hold at once (default 512);\n"
     "                     a decode that does not fit waits --decode-wait-ms N (default\n"
-    "                     5000), then gets 503 busy; counted in /metrics\n" CLI_FETCH_HELP;
+    "                     5000), then gets 503 busy; counted in /metrics\n"
+    "Hardening (refusals are counted in /metrics, imgsearch_http_refused_total):\n"
+    "  --public-host NAME    a name clients use in Host (repeatable); others get 421.\n"
+    "                        Always accepted: localhost, 127.x, [::1], the --host address,\n"
+    "                        and any IP address when --host is 0.0.0.0 or ::\n"
+    "  --cors-origin ORIGIN  SCHEME://HOST[:PORT] allowed to send cross-site writes and\n"
+    "                        given CORS answers (repeatable); other cross-site\n"
+    "                        POST/DELETE get 403\n"
+    "  --trusted-proxy CIDR  peers whose Forwarded / X-Forwarded-For name the client\n"
+    "                        (repeatable; rightmost untrusted hop)\n"
+    "  --max-waiters N       POST /api/v1/images?wait=1 waiting at once (default 64)\n"
+    "  --body-memory MIB     request body bytes held in memory, all requests\n"
+    "                        together (default 256); beyond: 503 + Retry-After\n"
+    "  --header-timeout S    request headers complete within S seconds (default 10)\n"
+    "  --min-body-rate B     bytes/s a body must bring in every such window\n"
+    "                        (default 1024; 0: off)\n"
+    "  --max-conns-per-client N  connections per client address, IPv6 per /64\n"
+    "                        (default 32; 0: off)\n" CLI_FETCH_HELP;
+
+/* An immich model name and what embeds for it: the served model's engine
+ * (model NULL) or a model folder loaded for it alone (an engine without a
+ * catalogue: it only embeds). */
+#define IMMICH_MODELS_MAX 16
+struct immich_model {
+    const char *name;           /* borrowed from argv */
+    const char *dir;            /* NULL: the served model */
+    struct clip_model *model;   /* owned; NULL for the served model */
+    struct search_engine *se;   /* owned when model is */
+};
 
 struct app_backend {
     struct cli_app *app;
     struct search_engine *se;
     struct ingest *ing;
     struct fetch_options fetch;
+    struct immich_model immich[IMMICH_MODELS_MAX];
+    size_t n_immich;
 };
 
 /* ---- helpers ------------------------------------------------------------------ */
@@ -72,51 +114,7 @@ static void row_from_store(struct server_arena *a, const struct store_image_row 
     out->width = (int)r->width;
     out->height = (int)r->height;
     out->added_unix = r->added;
-}
-
-struct one_fetch {
-    enum ims_status st;
-    char reason[512];
-    char *body;
-    size_t len;
-    int done;
-};
-
-static void on_one_fetched(void *user, struct fetch_result *r)
-{
-    struct one_fetch *f = user;
-    f->done = 1;
-    f->st = r->status;
-    if (r->status == IMS_OK) {
-        f->body = r->body;
-        f->len = r->body_len;
-        r->body = NULL;
-    } else {
-        snprintf(f->reason, sizeof(f->reason), "%s", r->reason ? r->reason : "");
-    }
-}
-
-/* Downloads one image for an image_url term. */
-static enum ims_status fetch_one(struct app_backend *b, const char *url, char **body, size_t *len,
-                                 struct ims_error *err)
-{
-    struct fetcher *f = NULL;
-    struct one_fetch one = {0};
-    enum ims_status st = fetcher_new(&b->fetch, &f, err);
-    if (st != IMS_OK)
-        return st;
-    st = fetcher_add(f, url, &one, err);
-    while (st == IMS_OK && !one.done)
-        st = fetcher_poll(f, 1000, on_one_fetched, NULL, err);
-    fetcher_free(f);
-    if (st != IMS_OK)
-        return st;
-    if (one.st != IMS_OK)
-        return ims_error_set(err, one.st == IMS_ERR_REFUSED ? IMS_ERR_REFUSED : IMS_ERR_INVALID,
-                             "image_url %s: %s", url, one.reason);
-    *body = one.body;
-    *len = one.len;
-    return IMS_OK;
+    out->caption = r->caption ? server_arena_strdup(a, r->caption) : NULL;
 }
 
 /* ---- backend operations ------------------------------------------------------ */
@@ -169,9 +167,15 @@ static enum ims_status be_search(void *self, const struct server_query *q, struc
             break;
         case SERVER_TERM_IMAGE_URL: {
             size_t len = 0;
-            st = fetch_one(b, t->url, &fetched[i], &len, err);
-            if (st != IMS_OK)
+            st = fetch_to_memory(t->url, &b->fetch, &fetched[i], &len, err);
+            if (st != IMS_OK) {
+                /* the client named an image we could not get: its request is
+                 * at fault (400), unless our policy refused the address */
+                if (st != IMS_ERR_REFUSED && st != IMS_ERR_NOMEM)
+                    st = IMS_ERR_INVALID;
+                ims_error_prefix(err, "image_url");
                 goto out;
+            }
             s->kind = SEARCH_TERM_IMAGE;
             s->bytes = fetched[i];
             s->n_bytes = len;
@@ -413,6 +417,142 @@ static enum ims_status be_metrics(void *self, struct ims_buf *out, struct ims_er
     return IMS_OK;
 }
 
+/* ---- compatibility modes (immich, clip-retrieval) ---------------------------------- */
+
+static enum ims_status immich_engine(struct app_backend *b, const char *model,
+                                     struct search_engine **se, size_t *dim,
+                                     struct ims_error *err)
+{
+    *se = b->se;
+    *dim = b->app->dim;
+    if (!model)
+        return IMS_OK;
+    for (size_t i = 0; i < b->n_immich; i++) {
+        if (strcmp(b->immich[i].name, model) == 0) {
+            if (b->immich[i].se) {
+                *se = b->immich[i].se;
+                *dim = (size_t)clip_model_embed_dim(b->immich[i].model);
+            }
+            return IMS_OK;
+        }
+    }
+    char names[256] = "";
+    for (size_t i = 0; i < b->n_immich; i++)
+        snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s", i ? ", " : "",
+                 b->immich[i].name);
+    return ims_error_set(err, IMS_ERR_NOT_FOUND,
+                         "unknown model \"%.100s\": this server has %s (serve --immich-model "
+                         "NAME=DIR maps a name to a model folder)", model, names);
+}
+
+static enum ims_status be_embed_text(void *self, const char *model, const char *text,
+                                     struct server_arena *a, struct server_embedding *out,
+                                     struct ims_error *err)
+{
+    struct search_engine *se;
+    enum ims_status st = immich_engine(self, model, &se, &out->dim, err);
+    if (st != IMS_OK)
+        return st;
+    out->v = server_arena_alloc(a, out->dim * sizeof(float));
+    if (!out->v)
+        return ims_error_set(err, IMS_ERR_NOMEM, "out of memory");
+    return search_embed_text(se, text, out->v, NULL, err);
+}
+
+static enum ims_status be_embed_image(void *self, const char *model, const unsigned char *bytes,
+                                      size_t n, struct server_arena *a,
+                                      struct server_embedding *out, struct ims_error *err)
+{
+    struct search_engine *se;
+    struct image_info info;
+    enum ims_status st = immich_engine(self, model, &se, &out->dim, err);
+    if (st == IMS_OK)
+        st = image_info(bytes, n, NULL, &info, err);
+    if (st != IMS_OK)
+        return st;
+    out->width = info.width;
+    out->height = info.height;
+    out->v = server_arena_alloc(a, out->dim * sizeof(float));
+    if (!out->v)
+        return ims_error_set(err, IMS_ERR_NOMEM, "out of memory");
+    return search_embed_image(se, bytes, n, out->v, err);
+}
+
+static enum ims_status be_embeddings(void *self, const int64_t *ids, size_t n,
+                                     struct server_arena *a, float **vectors, size_t *dim,
+                                     uint8_t *found, struct ims_error *err)
+{
+    struct app_backend *b = self;
+    size_t d = b->app->dim;
+    struct store_image_row *rows = ims_calloc(n ? n : 1, sizeof(*rows));
+    float *v = server_arena_alloc(a, (n ? n : 1) * d * sizeof(float));
+    if (!rows || !v) {
+        ims_free(rows);
+        return ims_error_set(err, IMS_ERR_NOMEM, "out of memory");
+    }
+    enum ims_status st = store_get_many(b->app->store, ids, n, STORE_FIELD_EMBEDDING, rows, found,
+                                        err);
+    if (st != IMS_OK) {
+        ims_free(rows);
+        return st;
+    }
+    for (size_t i = 0; i < n; i++) {
+        bool ok = found[i] && rows[i].embedding && rows[i].dim == d;
+        if (ok)
+            memcpy(v + i * d, rows[i].embedding, d * sizeof(float));
+        else
+            memset(v + i * d, 0, d * sizeof(float));
+        found[i] = ok;
+        store_row_fini(&rows[i]);
+    }
+    ims_free(rows);
+    *vectors = v;
+    *dim = d;
+    return IMS_OK;
+}
+
+/* Loads the model folders of --immich-model NAME=DIR (a folder that is the
+ * served model's is not loaded twice). */
+static int immich_models_open(struct app_backend *b, const char *served_dir, int precision)
+{
+    if (b->n_immich == 0) {
+        b->immich[0].name = "ViT-B-32__openai";
+        b->n_immich = 1;
+    }
+    char served[PATH_MAX], other[PATH_MAX];
+    if (!realpath(served_dir, served))
+        served[0] = '\0';
+    for (size_t i = 0; i < b->n_immich; i++) {
+        struct immich_model *m = &b->immich[i];
+        if (m->dir && served[0] && realpath(m->dir, other) && strcmp(served, other) == 0)
+            m->dir = NULL;
+        if (m->dir) {
+            struct clip_model_params mp;
+            clip_model_params_default(&mp);
+            mp.precision = (enum clip_precision)precision;
+            struct ims_error err = {0};
+            enum ims_status st = clip_model_load(m->dir, &mp, &m->model, &err);
+            if (st == IMS_OK)
+                st = search_engine_new(m->model, NULL, NULL, NULL, &m->se, &err);
+            if (st != IMS_OK)
+                return cli_fail("serve", "--immich-model %s=%s: %s", m->name, m->dir,
+                                ims_error_message(&err, st));
+        }
+        fprintf(stderr, "imgsearch: immich model %s: %s (%d dimensions)\n", m->name,
+                m->dir ? m->dir : "the served model",
+                clip_model_embed_dim(m->model ? m->model : b->app->model));
+    }
+    return 0;
+}
+
+static void immich_models_close(struct app_backend *b)
+{
+    for (size_t i = 0; i < b->n_immich; i++) {
+        search_engine_free(b->immich[i].se);
+        clip_model_free(b->immich[i].model);
+    }
+}
+
 /* ---- the command ---------------------------------------------------------------- */
 
 int cli_cmd_serve(int argc, char **argv)
@@ -424,9 +564,17 @@ int cli_cmd_serve(int argc, char **argv)
     fetch_options_default(&fo);
     const char *key_file = NULL, *access_log = NULL;
     long ingest_batch = 8; /* keeps query latency low while a job runs */
+    struct app_backend b = {0};
+    long immich_port = -1;
     long decode_mib = 0, decode_wait_ms = -1; /* image module defaults */
     int inflight_set = 0;
     int rc = 0;
+    /* repeatable options: argv strings, which outlive the server */
+    enum { LIST_MAX = 64 };
+    static const char *hosts[LIST_MAX], *origins[LIST_MAX], *proxies[LIST_MAX];
+    so.public_hosts = hosts;
+    so.cors_origins = origins;
+    so.trusted_proxies = proxies;
     for (int i = 1; i < argc; i++) {
         const char *v;
         long num;
@@ -470,6 +618,26 @@ int cli_cmd_serve(int argc, char **argv)
                 goto bad_value;
             so.rate_per_s = (double)num;
             so.rate_burst = 2.0 * (double)num;
+        } else if (strcmp(argv[i], "--immich-ml") == 0) {
+            so.compat |= SERVER_COMPAT_IMMICH;
+        } else if (strcmp(argv[i], "--clip-back") == 0) {
+            so.compat |= SERVER_COMPAT_CLIP_BACK;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--immich-ml-port", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 0, 65535, &immich_port))
+                goto bad_value;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--immich-model", &v)) != 0) {
+            if (r < 0 || !*v || *v == '=' || b.n_immich == IMMICH_MODELS_MAX)
+                goto bad_value;
+            char *eq = strchr(v, '=');
+            size_t nlen = eq ? (size_t)(eq - v) : strlen(v);
+            for (size_t k = 0; k < b.n_immich; k++)
+                if (strlen(b.immich[k].name) == nlen && !strncmp(b.immich[k].name, v, nlen))
+                    goto bad_value; /* one folder per name */
+            b.immich[b.n_immich].name = v;
+            b.immich[b.n_immich].dir = eq ? eq + 1 : NULL;
+            if (eq)
+                *eq = '\0'; /* argv is ours to cut */
+            b.n_immich++;
         } else if ((r = cli_opt_value(argc, argv, &i, "--ingest-batch", &v)) != 0) {
             if (r < 0 || cli_parse_long(v, 1, 256, &ingest_batch))
                 goto bad_value;
@@ -481,6 +649,38 @@ int cli_cmd_serve(int argc, char **argv)
             if (r < 0 || cli_parse_long(v, 0, 600000, &num))
                 goto bad_value;
             decode_wait_ms = num;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--public-host", &v)) != 0) {
+            if (r < 0 || so.n_public_hosts >= LIST_MAX)
+                goto bad_value;
+            hosts[so.n_public_hosts++] = v;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--cors-origin", &v)) != 0) {
+            if (r < 0 || so.n_cors_origins >= LIST_MAX)
+                goto bad_value;
+            origins[so.n_cors_origins++] = v;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--trusted-proxy", &v)) != 0) {
+            if (r < 0 || so.n_trusted_proxies >= LIST_MAX)
+                goto bad_value;
+            proxies[so.n_trusted_proxies++] = v;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--max-waiters", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 0, 65536, &num))
+                goto bad_value;
+            so.max_waiters = (unsigned)num;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--body-memory", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 1, 1L << 20, &num))
+                goto bad_value;
+            so.body_budget_bytes = (size_t)num << 20;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--header-timeout", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 1, 3600, &num))
+                goto bad_value;
+            so.header_timeout_ms = (unsigned)num * 1000u;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--min-body-rate", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 0, 1L << 30, &num))
+                goto bad_value;
+            so.body_min_rate = (size_t)num;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--max-conns-per-client", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 0, 65536, &num))
+                goto bad_value;
+            so.max_conns_per_client = (unsigned)num;
         } else if ((r = cli_opt_value(argc, argv, &i, "--api-key-file", &v)) != 0) {
             if (r < 0)
                 goto bad_value;
@@ -497,6 +697,11 @@ int cli_cmd_serve(int argc, char **argv)
     bad_value:
         server_options_fini(&so);
         return cli_usage("serve", cli_help_serve, "bad or missing value for %s", argv[i]);
+    }
+    if ((immich_port >= 0 || b.n_immich) && !(so.compat & SERVER_COMPAT_IMMICH)) {
+        server_options_fini(&so);
+        return cli_usage("serve", cli_help_serve,
+                         "--immich-ml-port and --immich-model need --immich-ml");
     }
     image_decode_budget_set((size_t)decode_mib << 20, (int)decode_wait_ms);
     struct ims_error err = {0};
@@ -528,8 +733,9 @@ int cli_cmd_serve(int argc, char **argv)
     o.with_model = 1;
     o.with_index = 1;
     struct cli_app app;
-    struct app_backend b = {&app, NULL, NULL, fo};
-    struct server *srv = NULL;
+    b.app = &app;
+    b.fetch = fo;
+    struct server *srv = NULL, *srv_immich = NULL;
     if (cli_app_open("serve", &o, &app) != 0) {
         rc = 1;
         goto out_opts;
@@ -558,7 +764,16 @@ int cli_cmd_serve(int argc, char **argv)
         .image_thumb = be_image_thumb,
         .image_delete = be_image_delete,
         .metrics = be_metrics,
+        .embed_text = be_embed_text,
+        .embed_image = be_embed_image,
+        .embeddings = be_embeddings,
     };
+    if (st == IMS_OK && (so.compat & SERVER_COMPAT_IMMICH) &&
+        immich_models_open(&b, o.model_dir ? o.model_dir : cli_default_model_dir(),
+                           o.precision) != 0) {
+        rc = 1;
+        goto out;
+    }
     if (st == IMS_OK) {
         /* warm-up: the first encode JIT-compiles the kernels; pay it now,
          * not on the first user's query */
@@ -566,7 +781,20 @@ int cli_cmd_serve(int argc, char **argv)
         if (v)
             search_embed_text(b.se, "a photo", v, NULL, NULL);
         ims_free(v);
-        st = server_start(&so, &be, &srv, &err);
+        struct server_options own = so;
+        if (immich_port >= 0)
+            own.compat &= ~SERVER_COMPAT_IMMICH; /* served by the second listener */
+        st = server_start(&own, &be, &srv, &err);
+    }
+    if (st == IMS_OK && immich_port >= 0) {
+        struct server_options io = so;
+        io.port = (unsigned)immich_port;
+        io.compat = SERVER_COMPAT_IMMICH;
+        io.compat_only = true;
+        st = server_start(&io, &be, &srv_immich, &err);
+        if (st == IMS_OK)
+            fprintf(stderr, "imgsearch: immich machine-learning API on port %u\n",
+                    server_port(srv_immich));
     }
     if (st != IMS_OK) {
         rc = cli_fail("serve", "%s", ims_error_message(&err, st));
@@ -583,9 +811,12 @@ int cli_cmd_serve(int argc, char **argv)
     sigwait(&sigs, &sig);
     fprintf(stderr, "imgsearch: %s: shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
 out:
+    server_stop(srv_immich);
     server_stop(srv);
     ingest_free(b.ing); /* the running job commits what is in flight */
+    server_free(srv_immich);
     server_free(srv);
+    immich_models_close(&b);
     search_engine_free(b.se);
     if (app.store && cli_app_close("serve", &app, 1) != 0)
         rc = 1;

@@ -3,14 +3,18 @@
  * clip_int.h: what the files of the clip module share, private to it.
  *
  * Files and who owns what:
- *   safetensors.c  mmap + header parsing and validation      (clip__st_*)
- *   config.c       config.json -> struct clip_config          (clip__config_*)
- *   model.c        clip_model_load/free: binds named tensors to
- *                  struct clip_weights, converts F16/BF16 to F32
- *   prng.c         PRNG_MODEL.md weights, clip_make_prng_model
- *   tokenizer.c    OpenAI's BPE tokenizer + text fixes
- *   forward.c      vision and text transformers, ctx
- *   gemm*.c        packed-weight matrix products, thread pool
+ *   safetensors.c       mmap + header parsing and validation   (clip__st_*)
+ *   config.c            config.json -> struct clip_config       (clip__config_*)
+ *   model.c             clip_model_load/free: binds named tensors to
+ *                       struct clip_weights, converts F16/BF16 to F32
+ *   prng.c              PRNG_MODEL.md weights, clip_make_prng_model
+ *   tokenizer.c         OpenAI's BPE tokenizer + text fixes
+ *   tokenizer_tables.c  the HTML character references html.unescape knows
+ *   forward.c           vision and text transformers, clip_ctx, and the
+ *                       engine: its one worker thread and job queue
+ *   forward_kernels.c   LayerNorm, softmax, im2col, QKV stacking, activations
+ *   textpass.c          the few-rows text tower on its own AVX-512 kernels
+ *   gemm.c              oneDNN matmuls on prepacked weights
  *
  * Weights layout: every tensor is float32, row-major, shapes as in the
  * Hugging Face checkpoint (PyTorch Linear: weight (out, in)). F32 tensors

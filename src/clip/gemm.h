@@ -109,10 +109,4 @@ static inline uint16_t gemm_f32_to_bf16(float f)
     return (uint16_t)(v.u >> 16);
 }
 
-static inline float gemm_bf16_to_f32(uint16_t h)
-{
-    union { uint32_t u; float f; } v = {(uint32_t)h << 16};
-    return v.f;
-}
-
 #endif

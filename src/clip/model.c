@@ -167,40 +167,6 @@ enum ims_status clip__tensor_specs(const struct clip_config *c, struct clip_mode
 
 /* ---- conversion -------------------------------------------------------------- */
 
-/* IEEE half -> float, exact for every input (subnormals, inf, NaN). */
-static float half_to_float(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1f;
-    uint32_t mant = h & 0x3ffu;
-    uint32_t bits;
-    if (exp == 0x1f) {
-        bits = sign | 0x7f800000u | (mant << 13);
-    } else if (exp != 0) {
-        bits = sign | ((exp + 112) << 23) | (mant << 13);
-    } else if (mant == 0) {
-        bits = sign;
-    } else { /* subnormal: normalise */
-        int e = -1;
-        do {
-            e++;
-            mant <<= 1;
-        } while (!(mant & 0x400u));
-        bits = sign | ((uint32_t)(112 - e) << 23) | ((mant & 0x3ffu) << 13);
-    }
-    float f;
-    memcpy(&f, &bits, sizeof(f));
-    return f;
-}
-
-static float bf16_to_float(uint16_t h)
-{
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, sizeof(f));
-    return f;
-}
-
 /* Converts `n` elements of `t` (validated dtype F32/F16/BF16, little-endian)
  * to float32. The source may be unaligned, so it is read bytewise. */
 static void convert(const struct clip_st_tensor *t, size_t n, float *dst)
@@ -212,11 +178,11 @@ static void convert(const struct clip_st_tensor *t, size_t n, float *dst)
         break;
     case CLIP_DTYPE_F16:
         for (size_t i = 0; i < n; i++)
-            dst[i] = half_to_float((uint16_t)(p[2 * i] | (p[2 * i + 1] << 8)));
+            dst[i] = ims_f16_to_f32((uint16_t)(p[2 * i] | (p[2 * i + 1] << 8)));
         break;
     case CLIP_DTYPE_BF16:
         for (size_t i = 0; i < n; i++)
-            dst[i] = bf16_to_float((uint16_t)(p[2 * i] | (p[2 * i + 1] << 8)));
+            dst[i] = ims_bf16_to_f32((uint16_t)(p[2 * i] | (p[2 * i + 1] << 8)));
         break;
     case CLIP_DTYPE_OTHER:
         IMS_ASSERT(!"unreachable: dtype checked before conversion");

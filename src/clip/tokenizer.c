@@ -146,11 +146,7 @@ static size_t tok_utf8_put(uint32_t c, char *out)
 
 static uint32_t tok_hash(const char *s, size_t n)
 {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a, 64-bit, folded */
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ull;
-    }
+    uint64_t h = ims_fnv1a64(s, n); /* folded to 32 bits */
     return (uint32_t)(h ^ (h >> 32));
 }
 

@@ -157,7 +157,6 @@ void index__dot_f16_multi(const float *qs, int nq, const uint16_t *rows, size_t 
                           float *out, size_t out_stride);
 /* Round-to-nearest-even fp32 -> fp16; |x| must be <= 65504. */
 void index__f32_to_f16(const float *x, uint16_t *out, size_t n);
-float index__f16_to_f32(uint16_t h);
 
 /* ---- int8 pre-scan (index_scan.c; the exactness argument is in
  * docs/internals/index.md and at the top of index_scan.c) ---------------- */
@@ -338,6 +337,8 @@ struct vindex {
     int type_trains;                /* the FAISS type needs vindex_train (IVF, PQ) */
     struct vindex_search_params params;
     int64_t last_id;                /* highest catalogue id covered, -1 if none */
+    _Atomic uint64_t generation;    /* version stamp: set under the write lock on
+                                       every change searches can see (vindex.c) */
 
     /* Coalescing of concurrent exact searches (vindex.c), guarded by
      * batch_mu, never by the rwlock (a batch takes the read lock itself). */

@@ -99,23 +99,6 @@ static uint16_t f32_to_f16_one(float f)
     return (uint16_t)(sign | r);
 }
 
-float index__f16_to_f32(uint16_t h)
-{
-    uint32_t sign = ((uint32_t)h & 0x8000u) << 16;
-    uint32_t e = ((uint32_t)h >> 10) & 0x1fu, m = (uint32_t)h & 0x3ffu, bits;
-    if (e == 0) {
-        float v = (float)m * 0x1p-24f;
-        return sign ? -v : v;
-    }
-    if (e == 31)
-        bits = sign | 0x7f800000u | (m << 13);
-    else
-        bits = sign | ((e + 112) << 23) | (m << 13);
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
 void index__f32_to_f16(const float *x, uint16_t *out, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -146,11 +129,11 @@ static inline float dot_row_f16_scalar(const float *q, const uint16_t *x, int di
     float s0 = 0, s1 = 0;
     int i = 0;
     for (; i + 2 <= dim; i += 2) {
-        s0 += q[i] * index__f16_to_f32(x[i]);
-        s1 += q[i + 1] * index__f16_to_f32(x[i + 1]);
+        s0 += q[i] * ims_f16_to_f32(x[i]);
+        s1 += q[i + 1] * ims_f16_to_f32(x[i + 1]);
     }
     for (; i < dim; i++)
-        s0 += q[i] * index__f16_to_f32(x[i]);
+        s0 += q[i] * ims_f16_to_f32(x[i]);
     return s0 + s1;
 }
 
@@ -448,7 +431,7 @@ __attribute__((target("avx2,fma,f16c"))) static inline float
 tail_f16_avx2(const float *q, const uint16_t *x, int i, int dim, float s)
 {
     for (; i < dim; i++)
-        s += q[i] * index__f16_to_f32(x[i]);
+        s += q[i] * ims_f16_to_f32(x[i]);
     return s;
 }
 
@@ -593,7 +576,7 @@ __attribute__((target("avx512f"))) static inline float
 tail_f16_avx512(const float *q, const uint16_t *x, int i, int dim, float s)
 {
     for (; i < dim; i++)
-        s += q[i] * index__f16_to_f32(x[i]);
+        s += q[i] * ims_f16_to_f32(x[i]);
     return s;
 }
 

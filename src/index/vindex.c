@@ -71,6 +71,8 @@ static const char *canonical_spec(const char *spec)
     return (!spec || !spec[0]) ? "Flat" : spec;
 }
 
+static void bump_generation(struct vindex *vx);
+
 enum ims_status index__vindex_create(const char *spec, int dim,
                                      struct vindex **out, struct ims_error *err)
 {
@@ -92,6 +94,8 @@ enum ims_status index__vindex_create(const char *spec, int dim,
     atomic_init(&vx->i8_searches, 0);
     atomic_init(&vx->i8_candidates, 0);
     atomic_init(&vx->i8_fallbacks, 0);
+    atomic_init(&vx->generation, 0);
+    bump_generation(vx); /* a new object never repeats an old object's stamp */
     vx->params.n_threads = 1;
     if (strcmp(spec, "Flat") == 0)
         vx->kind = INDEX_KIND_FLAT;
@@ -172,6 +176,25 @@ void vindex_free(struct vindex *vx)
     ims_free(vx);
 }
 
+/* ---- generation: the version stamp of what a search can return -------------
+ *
+ * Every change to what searches return (add, remove, train, search params,
+ * load) takes a fresh value from ONE process-wide counter while holding the
+ * index's write lock. Process-wide, not per index: an index rebuilt or
+ * reloaded into a new object must never repeat a stamp an old one handed
+ * out, or a result cache keyed by it would serve the old index's answers.
+ * (last id, count) was not a stamp: add(101), delete, add(100) repeats it.
+ */
+static _Atomic uint64_t vindex__generation_source = 1;
+
+static void bump_generation(struct vindex *vx)
+{
+    atomic_store_explicit(&vx->generation,
+                          atomic_fetch_add_explicit(&vindex__generation_source, 1,
+                                                    memory_order_relaxed) + 1,
+                          memory_order_release);
+}
+
 /* ---- getters --------------------------------------------------------------- */
 
 #define RDLOCK(vx) pthread_rwlock_rdlock(&(vx)->lock)
@@ -207,6 +230,11 @@ enum ims_status vindex_scan(struct vindex *vx, vindex_scan_fn fn, void *user,
 
 const char *vindex_spec(struct vindex *vx) { return vx->spec; }
 int vindex_dim(struct vindex *vx) { return vx->dim; }
+
+uint64_t vindex_generation(struct vindex *vx)
+{
+    return atomic_load_explicit(&vx->generation, memory_order_acquire);
+}
 
 int64_t vindex_last_id(struct vindex *vx)
 {
@@ -280,6 +308,7 @@ enum ims_status vindex_train(struct vindex *vx, const float *x, size_t n, struct
         goto out;
     }
     st = index__faiss_train(vx->faiss, x, n, err);
+    bump_generation(vx);
 out:
     UNLOCK(vx);
     return st;
@@ -341,6 +370,7 @@ enum ims_status vindex_add(struct vindex *vx, const int64_t *ids, const float *x
     index__store_append(&vx->store, ids, x, n);
     if (sorted[n - 1] > vx->last_id)
         vx->last_id = sorted[n - 1];
+    bump_generation(vx);
 out:
     if (locked)
         UNLOCK(vx);
@@ -376,6 +406,8 @@ enum ims_status vindex_remove(struct vindex *vx, const int64_t *ids, size_t n, s
     n_present = 0;
     for (size_t i = 0; i < n; i++)
         n_present += (size_t)index__store_remove(&vx->store, ids[i]);
+    if (n_present)
+        bump_generation(vx);
 out:
     UNLOCK(vx);
     ims_free(present);
@@ -409,6 +441,7 @@ enum ims_status vindex_set_search_params(struct vindex *vx, const struct vindex_
     }
     if (p->rerank > 0)
         vx->params.rerank = p->rerank;
+    bump_generation(vx);
     if (p->n_threads > 0)
         vx->params.n_threads = p->n_threads;
 out:

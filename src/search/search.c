@@ -288,6 +288,8 @@ enum ims_status search_run(struct search_engine *se, const struct search_request
         return ims_error_set(err, IMS_ERR_INVALID, "k must be 1..%d", SEARCH_K_MAX);
     if (req->offset < 0 || req->offset > SEARCH_OFFSET_MAX)
         return ims_error_set(err, IMS_ERR_INVALID, "offset must be 0..%d", SEARCH_OFFSET_MAX);
+    if (!se->store || !se->index)
+        return ims_error_set(err, IMS_ERR_INVALID, "this engine only embeds (no catalogue)");
     atomic_fetch_add(&se->queries, 1);
 
     enum ims_status st = IMS_OK;
@@ -330,14 +332,13 @@ enum ims_status search_run(struct search_engine *se, const struct search_request
 
     /* the index version is read before searching: a change racing with the
      * search gives a stamp older than the data, so the entry is never reused */
-    int64_t v_last = vindex_last_id(se->index);
+    uint64_t v_gen = vindex_generation(se->index);
     size_t v_count = vindex_count(se->index);
-    if (v_count > 0 &&
-        !search__hits_get(se->hits, q, want, v_last, v_count, scores, ids, &n_found)) {
+    if (v_count > 0 && !search__hits_get(se->hits, q, want, v_gen, scores, ids, &n_found)) {
         st = vindex_search(se->index, q, want, scores, ids, &n_found, err);
         if (st != IMS_OK)
             goto out;
-        search__hits_put(se->hits, q, want, v_last, v_count, scores, ids, n_found);
+        search__hits_put(se->hits, q, want, v_gen, scores, ids, n_found);
     }
     if (n_found > 0) {
         st = store_get_many(se->store, ids, (size_t)n_found, 0, rows, found, err);

@@ -192,16 +192,16 @@ void search__cache_stats(struct search_cache *c, uint64_t *hits, uint64_t *misse
  * result list), and once their text embedding is cached the index scan is
  * what is left: at 100k vectors it costs milliseconds, a lookup here costs
  * microseconds. Keys are the fused query vector (compared in full: no false
- * hits) plus how many results were asked for and the index's version stamp
- * (vindex_last_id, vindex_count: any add changes the first, any removal the
- * second), so a hit is exactly what the index would answer now. Fixed
+ * hits) plus how many results were asked for and the index's generation
+ * (vindex_generation: a fresh value on every add, remove or parameter
+ * change, never repeated), so a hit is exactly what the index would answer
+ * now. Fixed
  * capacity, LRU by a clock counter, one mutex.
  */
 
 struct hits_entry {
     uint64_t hash, last_used;
-    int64_t v_last_id;
-    size_t v_count;
+    uint64_t v_generation;
     int want, n_found; /* want == 0: unused */
     float *q;          /* (dim) */
     float scores[SEARCH_HITS_CACHE_K];
@@ -258,8 +258,8 @@ static uint64_t hash_query(const float *q, int dim, int want)
     return hash_ids((const int32_t *)q, dim) ^ ((uint64_t)want * 0x9E3779B97F4A7C15ull);
 }
 
-int search__hits_get(struct search_hits_cache *c, const float *q, int want, int64_t v_last_id,
-                     size_t v_count, float *scores, int64_t *ids, int *n_found)
+int search__hits_get(struct search_hits_cache *c, const float *q, int want,
+                     uint64_t v_generation, float *scores, int64_t *ids, int *n_found)
 {
     if (want > SEARCH_HITS_CACHE_K)
         return 0;
@@ -268,8 +268,8 @@ int search__hits_get(struct search_hits_cache *c, const float *q, int want, int6
     pthread_mutex_lock(&c->mu);
     for (size_t i = 0; i < c->capacity; i++) {
         struct hits_entry *e = &c->e[i];
-        if (e->want == want && e->hash == h && e->v_last_id == v_last_id &&
-            e->v_count == v_count && memcmp(e->q, q, (size_t)c->dim * sizeof(float)) == 0) {
+        if (e->want == want && e->hash == h && e->v_generation == v_generation &&
+            memcmp(e->q, q, (size_t)c->dim * sizeof(float)) == 0) {
             memcpy(scores, e->scores, (size_t)e->n_found * sizeof(float));
             memcpy(ids, e->ids, (size_t)e->n_found * sizeof(int64_t));
             *n_found = e->n_found;
@@ -286,8 +286,9 @@ int search__hits_get(struct search_hits_cache *c, const float *q, int want, int6
     return found;
 }
 
-void search__hits_put(struct search_hits_cache *c, const float *q, int want, int64_t v_last_id,
-                      size_t v_count, const float *scores, const int64_t *ids, int n_found)
+void search__hits_put(struct search_hits_cache *c, const float *q, int want,
+                      uint64_t v_generation, const float *scores, const int64_t *ids,
+                      int n_found)
 {
     if (want > SEARCH_HITS_CACHE_K || n_found > want || n_found < 0)
         return;
@@ -304,8 +305,7 @@ void search__hits_put(struct search_hits_cache *c, const float *q, int want, int
     victim->hash = hash_query(q, c->dim, want);
     victim->want = want;
     victim->n_found = n_found;
-    victim->v_last_id = v_last_id;
-    victim->v_count = v_count;
+    victim->v_generation = v_generation;
     victim->last_used = ++c->clock;
     memcpy(victim->q, q, (size_t)c->dim * sizeof(float));
     memcpy(victim->scores, scores, (size_t)n_found * sizeof(float));

@@ -29,10 +29,12 @@ struct search_hits_cache;
 enum ims_status search__hits_new(size_t capacity, int dim, struct search_hits_cache **out);
 void search__hits_free(struct search_hits_cache *c);
 /* 1 and the cached top `want` (scores, ids, *n_found) for query q under the
- * index version (v_last_id, v_count); 0 on a miss. Thread-safe. */
-int search__hits_get(struct search_hits_cache *c, const float *q, int want, int64_t v_last_id,
-                     size_t v_count, float *scores, int64_t *ids, int *n_found);
-void search__hits_put(struct search_hits_cache *c, const float *q, int want, int64_t v_last_id,
-                      size_t v_count, const float *scores, const int64_t *ids, int n_found);
+ * index generation v_generation (vindex_generation); 0 on a miss.
+ * Thread-safe. */
+int search__hits_get(struct search_hits_cache *c, const float *q, int want,
+                     uint64_t v_generation, float *scores, int64_t *ids, int *n_found);
+void search__hits_put(struct search_hits_cache *c, const float *q, int want,
+                      uint64_t v_generation, const float *scores, const int64_t *ids,
+                      int n_found);
 
 #endif

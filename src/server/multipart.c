@@ -40,62 +40,91 @@ static bool mp_bchar(int c)
     return isalnum(c) || strchr("'()+_,-./:=? ", c) != NULL;
 }
 
+/* The one parser of the parameter grammar shared by the Content-Type of the
+ * body and the Content-Disposition of a part (RFC 7231 3.1.1.1, RFC 6266):
+ *     *( OWS ";" OWS name "=" ( token | quoted-string ) ) OWS
+ * Strict: a parameter without "=", an empty or unterminated value, a value
+ * longer than its buffer, or anything else between parameters is an error
+ * (-1). Returns 1 with the next parameter, 0 at the end. */
+static int mp_param_next(const char **pp, char *name, size_t name_cap, char *val, size_t val_cap)
+{
+    const char *p = *pp;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (*p == '\0') {
+        *pp = p;
+        return 0;
+    }
+    if (*p != ';')
+        return -1;
+    p++;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    size_t n = 0;
+    while (*p && *p != '=' && *p != ';' && *p != ' ' && *p != '\t' && *p != '"') {
+        if (n + 1 >= name_cap)
+            return -1;
+        name[n++] = *p++;
+    }
+    name[n] = '\0';
+    if (n == 0 || *p != '=')
+        return -1;
+    p++;
+    n = 0;
+    if (*p == '"') {
+        p++;
+        while (*p && *p != '"') {
+            if (*p == '\\' && p[1])
+                p++;
+            if (n + 1 >= val_cap)
+                return -1;
+            val[n++] = *p++;
+        }
+        if (*p != '"')
+            return -1;
+        p++;
+    } else {
+        while (*p && *p != ';' && *p != ' ' && *p != '\t') {
+            if (n + 1 >= val_cap || *p == '"')
+                return -1;
+            val[n++] = *p++;
+        }
+        if (n == 0)
+            return -1;
+    }
+    val[n] = '\0';
+    *pp = p;
+    return 1;
+}
+
 enum ims_status server__mp_boundary(const char *ct, char *out, struct ims_error *err)
 {
     const char *p = ct;
     IMS_RETURN_ERROR_IF(strncasecmp(p, "multipart/form-data", 19) != 0, err,
                         IMS_ERR_UNSUPPORTED, "expected multipart/form-data");
     p += 19;
-    while (*p) {
-        while (*p == ' ' || *p == '\t')
-            p++;
-        if (*p != ';')
-            break;
-        p++;
-        while (*p == ' ' || *p == '\t')
-            p++;
-        const char *name = p;
-        while (*p && *p != '=' && *p != ';')
-            p++;
-        size_t name_len = (size_t)(p - name);
-        if (*p != '=')
+    char name[32], val[SERVER_MP_BOUNDARY_MAX + 1];
+    bool found = false;
+    int r;
+    while ((r = mp_param_next(&p, name, sizeof(name), val, sizeof(val))) == 1) {
+        if (strcasecmp(name, "boundary") != 0)
             continue;
-        p++;
-        char val[SERVER_MP_BOUNDARY_MAX + 2];
-        size_t n = 0;
-        if (*p == '"') {
-            p++;
-            while (*p && *p != '"') {
-                if (*p == '\\' && p[1])
-                    p++;
-                IMS_RETURN_ERROR_IF(n >= SERVER_MP_BOUNDARY_MAX, err, IMS_ERR_INVALID,
-                                    "multipart boundary longer than %d characters",
-                                    SERVER_MP_BOUNDARY_MAX);
-                val[n++] = *p++;
-            }
-            IMS_RETURN_ERROR_IF(*p != '"', err, IMS_ERR_INVALID,
-                                "multipart boundary: unterminated quoted string");
-            p++;
-        } else {
-            while (*p && *p != ';' && *p != ' ' && *p != '\t') {
-                IMS_RETURN_ERROR_IF(n >= SERVER_MP_BOUNDARY_MAX, err, IMS_ERR_INVALID,
-                                    "multipart boundary longer than %d characters",
-                                    SERVER_MP_BOUNDARY_MAX);
-                val[n++] = *p++;
-            }
-        }
-        if (name_len == 8 && strncasecmp(name, "boundary", 8) == 0) {
-            IMS_RETURN_ERROR_IF(n == 0, err, IMS_ERR_INVALID, "multipart boundary is empty");
-            for (size_t i = 0; i < n; i++)
-                IMS_RETURN_ERROR_IF(!mp_bchar((unsigned char)val[i]), err, IMS_ERR_INVALID,
-                                    "multipart boundary contains an invalid character");
-            memcpy(out, val, n);
-            out[n] = '\0';
-            return IMS_OK;
-        }
+        IMS_RETURN_ERROR_IF(found, err, IMS_ERR_INVALID, "multipart boundary given twice");
+        size_t n = strlen(val);
+        IMS_RETURN_ERROR_IF(n == 0, err, IMS_ERR_INVALID, "multipart boundary is empty");
+        for (size_t i = 0; i < n; i++)
+            IMS_RETURN_ERROR_IF(!mp_bchar((unsigned char)val[i]), err, IMS_ERR_INVALID,
+                                "multipart boundary contains an invalid character");
+        memcpy(out, val, n + 1);
+        found = true;
     }
-    return ims_error_set(err, IMS_ERR_INVALID,
-                         "multipart/form-data without a boundary parameter");
+    IMS_RETURN_ERROR_IF(r < 0, err, IMS_ERR_INVALID,
+                        "malformed Content-Type parameters (or a boundary longer than %d "
+                        "characters)",
+                        SERVER_MP_BOUNDARY_MAX);
+    IMS_RETURN_ERROR_IF(!found, err, IMS_ERR_INVALID,
+                        "multipart/form-data without a boundary parameter");
+    return IMS_OK;
 }
 
 /* ---- parser -------------------------------------------------------------------- */
@@ -129,35 +158,6 @@ static enum ims_status mp_fail_cb(struct server_mp *mp, enum ims_status st)
     return st;
 }
 
-/* Copies a parameter value (quoted-string or token) starting at *pp. */
-static bool mp_param_value(const char **pp, char *out, size_t cap)
-{
-    const char *p = *pp;
-    size_t n = 0;
-    if (*p == '"') {
-        p++;
-        while (*p && *p != '"') {
-            if (*p == '\\' && p[1])
-                p++;
-            if (n + 1 >= cap)
-                return false;
-            out[n++] = *p++;
-        }
-        if (*p != '"')
-            return false;
-        p++;
-    } else {
-        while (*p && *p != ';' && *p != ' ' && *p != '\t') {
-            if (n + 1 >= cap)
-                return false;
-            out[n++] = *p++;
-        }
-    }
-    out[n] = '\0';
-    *pp = p;
-    return true;
-}
-
 static enum ims_status mp_header(struct server_mp *mp)
 {
     mp->line[mp->line_len] = '\0';
@@ -184,34 +184,25 @@ static enum ims_status mp_header(struct server_mp *mp)
     if (strncasecmp(v, "form-data", 9) != 0)
         return mp_fail(mp, IMS_ERR_INVALID, "part Content-Disposition is not form-data");
     const char *p = v + 9;
-    while (*p) {
-        while (*p == ' ' || *p == '\t')
-            p++;
-        if (*p != ';')
-            return mp_fail(mp, IMS_ERR_INVALID, "bad Content-Disposition parameters");
-        p++;
-        while (*p == ' ' || *p == '\t')
-            p++;
-        const char *name = p;
-        while (*p && *p != '=' && *p != ';')
-            p++;
-        size_t name_len = (size_t)(p - name);
-        if (*p != '=')
-            return mp_fail(mp, IMS_ERR_INVALID, "Content-Disposition parameter without value");
-        p++;
-        char tmp[SERVER_MP_FILENAME_MAX];
-        if (!mp_param_value(&p, tmp, sizeof(tmp)))
-            return mp_fail(mp, IMS_ERR_INVALID, "Content-Disposition parameter too long or "
-                                                "unterminated");
-        if (name_len == 4 && strncasecmp(name, "name", 4) == 0) {
-            if (strlen(tmp) >= sizeof(mp->info.name))
-                return mp_fail(mp, IMS_ERR_INVALID, "part name too long");
+    char pname[64], tmp[SERVER_MP_FILENAME_MAX];
+    bool has_name = false;
+    int r;
+    while ((r = mp_param_next(&p, pname, sizeof(pname), tmp, sizeof(tmp))) == 1) {
+        if (strcasecmp(pname, "name") == 0) {
+            if (has_name)
+                return mp_fail(mp, IMS_ERR_INVALID, "part name given twice");
+            if (strlen(tmp) >= sizeof(mp->info.name) || tmp[0] == '\0')
+                return mp_fail(mp, IMS_ERR_INVALID, "part name empty or too long");
             strcpy(mp->info.name, tmp);
-        } else if (name_len == 8 && strncasecmp(name, "filename", 8) == 0) {
+            has_name = true;
+        } else if (strcasecmp(pname, "filename") == 0) {
             strcpy(mp->info.filename, tmp);
             mp->info.has_filename = true;
         }
     }
+    if (r < 0)
+        return mp_fail(mp, IMS_ERR_INVALID, "bad Content-Disposition parameters (a parameter "
+                                            "without value, unterminated or too long)");
     return IMS_OK;
 }
 

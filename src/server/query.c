@@ -26,15 +26,26 @@
 
 /* ---- scalars ------------------------------------------------------------------- */
 
+/* Decimal integers are written one way only: digits, no sign (a minus sign
+ * only where negatives are allowed), no leading zero, no spaces, so that
+ * "+1", "01" and " 1" are refused rather than read as 1 (two spellings of
+ * one id would dodge caches and confuse logs). */
 enum ims_status server__parse_int(const char *s, const char *what, long long lo, long long hi,
                                   long long *out, struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(!s || !*s, err, IMS_ERR_INVALID, "%s: empty value", what);
+    const char *d = s[0] == '-' && lo < 0 ? s + 1 : s;
+    size_t nd = strspn(d, "0123456789");
+    IMS_RETURN_ERROR_IF(nd == 0 || d[nd] != '\0' || (d[0] == '0' && nd > 1), err,
+                        IMS_ERR_INVALID,
+                        "%s: not an integer (decimal digits only, no sign, spaces or leading "
+                        "zeros)",
+                        what);
     char *end = NULL;
     errno = 0;
     long long v = strtoll(s, &end, 10);
     IMS_RETURN_ERROR_IF(errno != 0 || *end != '\0' || end == s, err, IMS_ERR_INVALID,
-                        "%s: not an integer", what);
+                        "%s: not an integer in %lld..%lld", what, lo, hi);
     IMS_RETURN_ERROR_IF(v < lo || v > hi, err, IMS_ERR_INVALID, "%s: must be in %lld..%lld",
                         what, lo, hi);
     *out = v;
@@ -45,6 +56,9 @@ enum ims_status server__parse_float(const char *s, const char *what, double lo, 
                                     double *out, struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(!s || !*s, err, IMS_ERR_INVALID, "%s: empty value", what);
+    /* decimal notation only: no leading space, no hex, no inf/nan spellings */
+    IMS_RETURN_ERROR_IF(strspn(s, "0123456789+-.eE") != strlen(s), err, IMS_ERR_INVALID,
+                        "%s: not a decimal number", what);
     char *end = NULL;
     errno = 0;
     double v = strtod(s, &end);
@@ -409,6 +423,25 @@ enum ims_status server__query_from_form(const struct server_mp_form *f, struct s
                                         "order"};
     enum ims_status st;
     query_defaults(q);
+    /* Every field: known, no NUL in a value (a C string would end there:
+     * "k=5\0junk" must not read as 5), and only the terms repeat. */
+    for (size_t i = 0; i < f->n_fields; i++) {
+        const struct server_mp_field *fld = &f->fields[i];
+        const char *name = fld->info.name;
+        bool is_known = false;
+        for (size_t j = 0; j < IMS_ARRAY_LEN(known); j++)
+            is_known = is_known || strcmp(name, known[j]) == 0;
+        IMS_RETURN_ERROR_IF(!is_known, err, IMS_ERR_INVALID, "unknown form field \"%s\"", name);
+        if (!strcmp(name, "file"))
+            continue;
+        IMS_RETURN_ERROR_IF(fld->data.len && memchr(fld->data.data, '\0', fld->data.len), err,
+                            IMS_ERR_INVALID, "form field \"%s\": contains a NUL byte", name);
+        bool repeats = !strcmp(name, "text") || !strcmp(name, "negative") ||
+                       !strcmp(name, "image_id") || !strcmp(name, "image_url");
+        for (size_t j = 0; !repeats && j < i; j++)
+            IMS_RETURN_ERROR_IF(!strcmp(f->fields[j].info.name, name), err, IMS_ERR_INVALID,
+                                "form field \"%s\" given more than once", name);
+    }
     double w_file, w_text, w_neg, w_id, w_url;
     if ((st = form_weight(f, "file_weight", 1.0, &w_file, err)) != IMS_OK ||
         (st = form_weight(f, "text_weight", 1.0, &w_text, err)) != IMS_OK ||

@@ -16,13 +16,21 @@
  * the epoll pool of `n_threads` workers instead, which is only safe with a
  * backend that never blocks for long; the non-blocking design for the pool
  * (MHD_suspend_connection + our own worker threads) is future work. The
- * server starts no thread of its own.
+ * server starts one thread of its own: the connection watchdog (conns.c),
+ * which enforces the header deadline and the minimum body rate.
+ *
+ * Before a request: MHD's accept policy refuses a client address holding
+ * max_conns_per_client connections already (conns.c).
  *
  * One request, three phases (MHD calls the access handler repeatedly):
- *   1. headers: route + method (404/405), rate limit (429), API key (401),
- *      Content-Type (415) and Content-Length (413) are checked before a byte
- *      of the body is read; a refusal is queued at once, so a client using
- *      "Expect: 100-continue" never sends its body.
+ *   1. headers: Host (421) and, for writes, Origin (403) (guard.c), CORS
+ *      preflight, a repeated query parameter (400), route + method
+ *      (404/405), rate limit (429, keyed by the client behind trusted
+ *      proxies), API key (401), Content-Type (415) and Content-Length (413)
+ *      are checked, then the body's bytes are reserved in the global body
+ *      budget (503), all before a byte of the body is read; a refusal is
+ *      queued at once, so a client using "Expect: 100-continue" never sends
+ *      its body.
  *   2. body chunks: appended to a bounded buffer (JSON) or fed to the
  *      streaming multipart parser (form parts in bounded buffers). Past a
  *      limit nothing more is kept; the rest of the body is drained (up to
@@ -40,11 +48,13 @@
  * inside the backend, not CPU: the expensive work is bounded further down
  * (the model's own thread pool runs one encode at a time on every core), so
  * with a thread per connection the gate has many more slots than cores
- * (default 32). Requests waiting for the encoder then wait inside the
+ * (default 32). POST /api/v1/images?wait=1 queues its job inside the gate
+ * and waits for it outside (wait_respond), capped by max_waiters, so slow
+ * jobs never hold slots. Requests waiting for the encoder then wait inside the
  * backend, asleep, and cheap calls (text-cache hits, rows, thumbnails) pass
  * them: with 4 slots, 16 clients of cache misses held a cache hit in the
  * gate for ~350 ms (p50); with 32, 1.3 ms (bench/README-server.md). Cheap endpoints
- * (healthz, metrics, static assets, openapi) bypass the gate so that health
+ * (healthz, readyz, metrics, static assets, openapi) bypass the gate so that health
  * checks answer while the backend is saturated.
  *
  * Shutdown order (server_stop): set `stopping` (new requests on kept-alive
@@ -66,6 +76,7 @@
 #include <math.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -75,7 +86,7 @@
 
 #define ARENA_MAX_BYTES (256u * 1024 * 1024)
 #define DRAIN_MAX (16u * 1024 * 1024)
-#define JOB_WAIT_SLICE_MS 250
+#define JOB_WAIT_SLICE_MS 100
 #define URLS_MAX 10000
 #define SERVER_DEFAULT_INFLIGHT 32 /* see "Back-pressure" above */
 
@@ -87,6 +98,7 @@ enum route_id {
     R_STYLE,
     R_OPENAPI,
     R_HEALTHZ,
+    R_READYZ,
     R_STATS,
     R_IMAGES,
     R_IMAGE,
@@ -94,6 +106,11 @@ enum route_id {
     R_JOB,
     R_SEARCH,
     R_METRICS,
+    R_PING,      /* compat routes (options.compat): compat_immich.c, compat_clipback.c */
+    R_PREDICT,
+    R_KNN,
+    R_METADATA,
+    R_INDICES,
     R_COUNT,
     R_NONE = R_COUNT, /* metrics slot for unmatched requests */
 };
@@ -105,6 +122,7 @@ const struct server__route server__routes[] = {
     {"/style.css", {"web style", NULL, NULL}},
     {"/api/v1/openapi.json", {"openapi", NULL, NULL}},
     {"/healthz", {"health", NULL, NULL}},
+    {"/readyz", {"readiness", NULL, NULL}},
     {"/api/v1/stats", {"stats", NULL, NULL}},
     {"/api/v1/images", {NULL, "add images", NULL}},
     {"/api/v1/images/{id}", {"image row", NULL, "delete image"}},
@@ -112,7 +130,20 @@ const struct server__route server__routes[] = {
     {"/api/v1/jobs/{id}", {"job", NULL, NULL}},
     {"/api/v1/search", {"search (query string)", "search (body)", NULL}},
     {"/metrics", {"metrics", NULL, NULL}},
+    {"/ping", {"immich: liveness", NULL, NULL}},
+    {"/predict", {NULL, "immich: CLIP embedding", NULL}},
+    {"/knn-service", {NULL, "clip-retrieval: search", NULL}},
+    {"/metadata", {NULL, "clip-retrieval: rows", NULL}},
+    {"/indices-list", {"clip-retrieval: indices", NULL, NULL}},
 };
+
+/* The compatibility mode a route belongs to (0: imgsearch's own). */
+static unsigned route_compat(int route)
+{
+    return route == R_PING || route == R_PREDICT                       ? SERVER_COMPAT_IMMICH
+           : route == R_KNN || route == R_METADATA || route == R_INDICES ? SERVER_COMPAT_CLIP_BACK
+                                                                       : 0;
+}
 const size_t server__n_routes = IMS_ARRAY_LEN(server__routes);
 _Static_assert(IMS_ARRAY_LEN(server__routes) == R_COUNT, "route table out of sync");
 
@@ -158,6 +189,13 @@ struct server {
     atomic_bool stopping;
     bool stopped;
     pthread_mutex_t log_mu;        /* one log line at a time */
+    struct server_guard guard;     /* Host/Origin/proxies (guard.c), read-only after start */
+    struct server_conns conns;     /* open connections (conns.c) */
+    bool conns_ready;
+    atomic_size_t body_bytes;      /* request body bytes reserved by all requests */
+    atomic_uint waiters;           /* ?wait=1 requests waiting for their job */
+    atomic_ulong refused_host, refused_origin, refused_body_memory, refused_waiters,
+        wait_abandoned;
 };
 
 enum body_kind { BODY_NONE, BODY_JSON, BODY_FORM };
@@ -167,7 +205,15 @@ struct request {
     int route;
     enum server__method method;
     double t0;
-    char client[48];
+    char client[48];               /* the peer address as written in the access log */
+    char client_key[64];           /* rate-limit key (guard.c): the client behind trusted
+                                      proxies, IPv6 per /64 */
+    struct server_conn *conn;      /* the connection's entry in s->conns (may be NULL) */
+    char cors_origin[256];         /* echoed in Access-Control-Allow-Origin when non-empty */
+    size_t body_reserved;          /* bytes reserved in s->body_bytes */
+    bool waiter;                   /* holds one of s->waiters */
+    bool wait_pending;             /* answer after waiting for wait_job, outside the gate */
+    char wait_job[SERVER_JOB_ID_MAX];
     char path[256];                /* for the log: path only, never the query string */
     char method_name[16];
     char id[80];                   /* the {id} segment */
@@ -277,6 +323,8 @@ static size_t unescape_no_nul(void *cls, struct MHD_Connection *c, char *val)
 }
 
 /* The one place where statuses become HTTP codes. */
+static int http_status_of(enum ims_status st);
+int server__http_status(enum ims_status st) { return http_status_of(st); }
 static int http_status_of(enum ims_status st)
 {
     switch (st) {
@@ -348,6 +396,10 @@ static enum MHD_Result queue(struct request *r, struct MHD_Connection *c, int st
         MHD_add_response_header(resp, "Cache-Control", "no-store");
     if (atomic_load(&r->s->stopping))
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (r->cors_origin[0]) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", r->cors_origin);
+        MHD_add_response_header(resp, "Vary", "Origin");
+    }
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
     MHD_destroy_response(resp);
     if (ret == MHD_YES) {
@@ -721,6 +773,24 @@ static enum MHD_Result h_images_json(struct request *r, struct MHD_Connection *c
         }
         urls[i] = u;
     }
+    const char *wait = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "wait");
+    bool want_wait = wait && strcmp(wait, "0") != 0 && s->be.job_wait;
+    if (want_wait) {
+        /* Waiters are capped on their own (they wait outside the gate, see
+         * wait_respond); refuse before a job is queued, not after. */
+        unsigned w = atomic_load(&s->waiters);
+        do {
+            if (w >= s->o.max_waiters) {
+                atomic_fetch_add(&s->refused_waiters, 1);
+                ret = respond_msg(r, c, IMS_ERR_BUSY,
+                                  "too many ?wait=1 requests waiting (limit %u); retry, or "
+                                  "post without wait and poll the job",
+                                  s->o.max_waiters);
+                goto out;
+            }
+        } while (!atomic_compare_exchange_weak(&s->waiters, &w, w + 1));
+        r->waiter = true;
+    }
     char job_id[SERVER_JOB_ID_MAX] = "";
     struct ims_error err = {{0}};
     enum ims_status st = s->be.add_urls(s->be.self, urls, n, job_id, &err);
@@ -729,22 +799,12 @@ static enum MHD_Result h_images_json(struct request *r, struct MHD_Connection *c
         goto out;
     }
     job_id[SERVER_JOB_ID_MAX - 1] = '\0';
-    const char *wait = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "wait");
-    if (wait && strcmp(wait, "0") != 0 && s->be.job_wait) {
-        double deadline = ims_now() + s->o.wait_max_ms / 1e3;
-        st = IMS_ERR_TIMEOUT;
-        while (st == IMS_ERR_TIMEOUT && !atomic_load(&s->stopping) && ims_now() < deadline) {
-            st = s->be.job_wait(s->be.self, job_id, JOB_WAIT_SLICE_MS, &err);
-        }
-        if (st == IMS_OK) {
-            ret = job_respond(r, c, job_id, 200);
-            goto out;
-        }
-        if (st != IMS_ERR_TIMEOUT) {
-            ret = respond_error(r, c, st, &err);
-            goto out;
-        }
-        /* the wait cap passed, or shutdown: answer like without ?wait */
+    if (want_wait) {
+        /* answered by finish() once it has left the gate */
+        memcpy(r->wait_job, job_id, sizeof(job_id));
+        r->wait_pending = true;
+        ret = MHD_YES;
+        goto out;
     }
     ret = respond_json(r, c, 202, json_pack("{s:s}", "job", job_id));
 out:
@@ -766,6 +826,10 @@ static enum MHD_Result h_images_form(struct request *r, struct MHD_Connection *c
             return respond_msg(r, c, IMS_ERR_INVALID, "file \"%s\" is empty", f->info.filename);
         n++;
     }
+    if (n > s->o.max_files)
+        return respond_msg(r, c, IMS_ERR_TOO_LARGE,
+                           "%zu files in one upload; the limit is %zu (field \"file\")", n,
+                           s->o.max_files);
     if (n == 0)
         return respond_msg(r, c, IMS_ERR_INVALID, "multipart body without a \"file\" field");
     struct server_file *files = server_arena_alloc(&r->arena, n * sizeof(*files));
@@ -871,6 +935,14 @@ static enum MHD_Result h_job(struct request *r, struct MHD_Connection *c)
     return job_respond(r, c, id, 200);
 }
 
+static size_t conns_open(struct server *s)
+{
+    pthread_mutex_lock(&s->conns.mu);
+    size_t n = s->conns.n;
+    pthread_mutex_unlock(&s->conns.mu);
+    return n;
+}
+
 static enum MHD_Result h_metrics(struct request *r, struct MHD_Connection *c)
 {
     struct server *s = r->s;
@@ -899,6 +971,41 @@ static enum MHD_Result h_metrics(struct request *r, struct MHD_Connection *c)
                             "# TYPE imgsearch_http_active_requests gauge\n"
                             "imgsearch_http_active_requests %d\n",
                             inflight, waiting, atomic_load(&s->active));
+    if (st == IMS_OK)
+        st = ims_buf_printf(
+            &b,
+            "# HELP imgsearch_http_job_waiters Requests waiting for their job (?wait=1).\n"
+            "# TYPE imgsearch_http_job_waiters gauge\n"
+            "imgsearch_http_job_waiters %u\n"
+            "# HELP imgsearch_http_body_bytes Request body bytes held (budget reserved).\n"
+            "# TYPE imgsearch_http_body_bytes gauge\n"
+            "imgsearch_http_body_bytes %zu\n"
+            "# HELP imgsearch_http_connections Open connections.\n"
+            "# TYPE imgsearch_http_connections gauge\n"
+            "imgsearch_http_connections %zu\n"
+            "# HELP imgsearch_http_wait_abandoned_total ?wait=1 requests whose client hung up.\n"
+            "# TYPE imgsearch_http_wait_abandoned_total counter\n"
+            "imgsearch_http_wait_abandoned_total %lu\n"
+            "# HELP imgsearch_http_rate_limit_overflow_total Requests charged to the shared "
+            "bucket of new clients (rate-limit table full).\n"
+            "# TYPE imgsearch_http_rate_limit_overflow_total counter\n"
+            "imgsearch_http_rate_limit_overflow_total %lu\n"
+            "# HELP imgsearch_http_refused_total Requests and connections refused by a "
+            "hardening limit, by reason.\n"
+            "# TYPE imgsearch_http_refused_total counter\n"
+            "imgsearch_http_refused_total{reason=\"host\"} %lu\n"
+            "imgsearch_http_refused_total{reason=\"origin\"} %lu\n"
+            "imgsearch_http_refused_total{reason=\"body_memory\"} %lu\n"
+            "imgsearch_http_refused_total{reason=\"waiters\"} %lu\n"
+            "imgsearch_http_refused_total{reason=\"client_connections\"} %lu\n"
+            "imgsearch_http_refused_total{reason=\"header_timeout\"} %lu\n"
+            "imgsearch_http_refused_total{reason=\"body_rate\"} %lu\n",
+            atomic_load(&s->waiters), atomic_load(&s->body_bytes), conns_open(s),
+            atomic_load(&s->wait_abandoned), atomic_load(&s->rl.n_overflow),
+            atomic_load(&s->refused_host), atomic_load(&s->refused_origin),
+            atomic_load(&s->refused_body_memory), atomic_load(&s->refused_waiters),
+            atomic_load(&s->conns.refused_per_client), atomic_load(&s->conns.killed_headers),
+            atomic_load(&s->conns.killed_body));
     struct ims_error err = {{0}};
     if (st == IMS_OK && s->be.metrics) {
         st = s->be.metrics(s->be.self, &b, &err);
@@ -916,12 +1023,101 @@ static enum MHD_Result h_metrics(struct request *r, struct MHD_Connection *c)
     return ret;
 }
 
+/* ---- compatibility routes (compat_immich.c, compat_clipback.c) -------------------------------- */
+
+static enum MHD_Result h_compat(struct request *r, struct MHD_Connection *c)
+{
+    struct server *s = r->s;
+    struct server__compat_reply rep = {0};
+    const char *index = s->o.clip_back_index ? s->o.clip_back_index : "imgsearch";
+    if (r->route == R_PREDICT && r->body_kind != BODY_FORM) {
+        static const char msg[] = "{\"detail\":\"POST /predict takes multipart/form-data\"}";
+        return queue(r, c, 415, msg, sizeof(msg) - 1, "application/json", NULL, 0);
+    }
+    if (r->route == R_PREDICT)
+        server__immich_predict(&s->be, &r->form, &r->arena, &rep);
+    else if (r->route == R_KNN)
+        server__clipback_knn(&s->be, index, r->body.data, r->body.len, &r->arena, &rep);
+    else if (r->route == R_METADATA)
+        server__clipback_metadata(&s->be, index, r->body.data, r->body.len, &r->arena, &rep);
+    else
+        server__clipback_indices(index, &r->arena, &rep);
+    if (rep.log[0])
+        error_log(s, "%s %s: %s", r->method_name, r->path, rep.log);
+    struct hdr h[4];
+    size_t n = 0;
+    if (rep.ignored[0])
+        h[n++] = (struct hdr){"X-Imgsearch-Ignored", rep.ignored};
+    if (rep.capped[0])
+        h[n++] = (struct hdr){"X-Imgsearch-Capped", rep.capped};
+    if (route_compat(r->route) == SERVER_COMPAT_CLIP_BACK && r->cors_origin[0]) {
+        /* clip-front runs on another origin and reads the answers. clip-back
+         * itself answers CORS "*"; here the origin must be one allowed with
+         * --cors-origin (the guard refuses other origins' POSTs, and the
+         * common path echoes the allowed one), so no page the user happens
+         * to visit can read the catalogue through these routes */
+        h[n++] = (struct hdr){"Access-Control-Expose-Headers",
+                              "X-Imgsearch-Ignored, X-Imgsearch-Capped"};
+    }
+    return queue(r, c, rep.status, rep.body ? rep.body : "", rep.len, rep.content_type, h, n);
+}
+
+/* ---- ?wait=1 -------------------------------------------------------------------------------- */
+
+/* Whether the client has closed its end: the socket is readable and a
+ * peek reads end-of-stream (or an error). MHD does not read the socket
+ * while its thread is here, so peeking is safe. */
+static bool client_gone(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci)
+        return false;
+    struct pollfd p = {.fd = ci->connect_fd, .events = POLLIN};
+    if (poll(&p, 1, 0) <= 0)
+        return false;
+    if (p.revents & (POLLHUP | POLLERR | POLLNVAL))
+        return true;
+    char b;
+    ssize_t n = recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+/* POST /api/v1/images?wait=1, after the job is queued: waits OUTSIDE the
+ * admission gate (its slot was given back), so waiters never starve
+ * searches; the waiter cap bounds them instead. With a thread per
+ * connection the waiting thread is the connection's own, idle in
+ * job_wait slices of JOB_WAIT_SLICE_MS; between slices it checks for
+ * shutdown and for a client that hung up (then it stops at once and the
+ * connection is closed). */
+static enum MHD_Result wait_respond(struct request *r, struct MHD_Connection *c)
+{
+    struct server *s = r->s;
+    struct ims_error err = {{0}};
+    double deadline = ims_now() + s->o.wait_max_ms / 1e3;
+    enum ims_status st = IMS_ERR_TIMEOUT;
+    while (st == IMS_ERR_TIMEOUT && !atomic_load(&s->stopping) && ims_now() < deadline) {
+        if (client_gone(c)) {
+            atomic_fetch_add(&s->wait_abandoned, 1);
+            return MHD_NO;
+        }
+        st = s->be.job_wait(s->be.self, r->wait_job, JOB_WAIT_SLICE_MS, &err);
+    }
+    if (st == IMS_OK)
+        return job_respond(r, c, r->wait_job, 200);
+    if (st != IMS_ERR_TIMEOUT)
+        return respond_error(r, c, st, &err);
+    /* the wait cap passed, or shutdown: answer like without ?wait */
+    return respond_json(r, c, 202, json_pack("{s:s}", "job", r->wait_job));
+}
+
 /* ---- dispatch ---------------------------------------------------------------------------------- */
 
 static bool route_needs_backend(int route)
 {
     return route == R_STATS || route == R_IMAGES || route == R_IMAGE || route == R_THUMB ||
-           route == R_JOB || route == R_SEARCH;
+           route == R_JOB || route == R_SEARCH || route == R_PREDICT || route == R_KNN ||
+           route == R_METADATA;
 }
 
 static bool backend_has(const struct server_backend *be, int route, enum server__method m)
@@ -939,6 +1135,12 @@ static bool backend_has(const struct server_backend *be, int route, enum server_
         return be->job_get;
     case R_SEARCH:
         return be->search;
+    case R_PREDICT:
+        return be->embed_text && be->embed_image;
+    case R_KNN:
+        return be->search && be->embeddings && be->image_thumb;
+    case R_METADATA:
+        return be->image_get && be->image_thumb;
     default:
         return true;
     }
@@ -956,7 +1158,14 @@ static enum MHD_Result dispatch(struct request *r, struct MHD_Connection *c)
     case R_OPENAPI:
         return serve_asset(r, c, "/api/v1/openapi.json");
     case R_HEALTHZ:
-        return respond_json(r, c, 200, json_pack("{s:s}", "status", "ok"));
+    case R_READYZ: {
+        /* a node whose index is still catching up is alive but not serving:
+         * both say so (load balancers probe /readyz, DESIGN.md) */
+        const struct server_backend *be = &r->s->be;
+        bool ready = !be->ready || be->ready(be->self);
+        return respond_json(r, c, ready ? 200 : 503,
+                            json_pack("{s:s}", "status", ready ? "ok" : "starting"));
+    }
     case R_METRICS:
         return h_metrics(r, c);
     case R_STATS:
@@ -971,6 +1180,13 @@ static enum MHD_Result dispatch(struct request *r, struct MHD_Connection *c)
         return h_job(r, c);
     case R_SEARCH:
         return r->method == SM_POST ? h_search_post(r, c) : h_search_get(r, c);
+    case R_PING:
+        return queue(r, c, 200, "pong", 4, "text/plain; charset=utf-8", NULL, 0);
+    case R_PREDICT:
+    case R_KNN:
+    case R_METADATA:
+    case R_INDICES:
+        return h_compat(r, c);
     }
     return respond_msg(r, c, IMS_ERR_NOT_FOUND, "no such route");
 }
@@ -978,6 +1194,7 @@ static enum MHD_Result dispatch(struct request *r, struct MHD_Connection *c)
 static enum MHD_Result finish(struct request *r, struct MHD_Connection *c)
 {
     struct server *s = r->s;
+    server__conns_phase(&s->conns, r->conn, SERVER_CONN_BUSY, ims_now());
     if (r->body_st == IMS_OK && r->body_kind == BODY_FORM)
         r->body_st = server__form_finish(&r->form, &r->body_err);
     if (r->body_st != IMS_OK)
@@ -994,6 +1211,8 @@ static enum MHD_Result finish(struct request *r, struct MHD_Connection *c)
     }
     enum MHD_Result ret = dispatch(r, c);
     gate_leave(s);
+    if (ret == MHD_YES && r->wait_pending)
+        ret = wait_respond(r, c);
     return ret;
 }
 
@@ -1011,13 +1230,180 @@ static bool key_equal(const char *a, const char *b)
     return diff == 0;
 }
 
+/* Collects every value of one request header, comma-joined in order;
+ * keeps the rightmost `cap` bytes (the hops nearest to us) when longer. */
+struct hdr_join {
+    const char *name;
+    char buf[2048];
+    size_t len;
+};
+
+static enum MHD_Result hdr_join_cb(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    (void)kind;
+    struct hdr_join *j = cls;
+    if (strcasecmp(key, j->name) != 0 || !value)
+        return MHD_YES;
+    size_t vn = strlen(value);
+    if (vn + 2 >= sizeof(j->buf)) {
+        value += vn - (sizeof(j->buf) - 3);
+        vn = sizeof(j->buf) - 3;
+    }
+    size_t need = j->len + (j->len ? 1 : 0) + vn;
+    if (need >= sizeof(j->buf)) {
+        size_t drop = need - (sizeof(j->buf) - 1);
+        memmove(j->buf, j->buf + drop, j->len - drop);
+        j->len -= drop;
+    }
+    if (j->len)
+        j->buf[j->len++] = ',';
+    memcpy(j->buf + j->len, value, vn);
+    j->len += vn;
+    j->buf[j->len] = '\0';
+    return MHD_YES;
+}
+
+/* The rate-limit key: the peer's address, or from a trusted proxy the
+ * client it names (guard.c); IPv6 per /64. */
+static void client_key_of(struct request *r, struct MHD_Connection *c)
+{
+    struct server *s = r->s;
+    struct server_addr a;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !server__addr_from_sa(ci->client_addr, &a)) {
+        snprintf(r->client_key, sizeof(r->client_key), "%s", r->client);
+        return;
+    }
+    if (s->guard.n_proxies && server__guard_is_proxy(&s->guard, &a)) {
+        struct hdr_join fwd = {.name = "Forwarded"}, xff = {.name = "X-Forwarded-For"};
+        MHD_get_connection_values(c, MHD_HEADER_KIND, hdr_join_cb, &fwd);
+        MHD_get_connection_values(c, MHD_HEADER_KIND, hdr_join_cb, &xff);
+        struct server_addr b;
+        if (server__guard_forwarded_client(&s->guard, fwd.len ? fwd.buf : NULL,
+                                           xff.len ? xff.buf : NULL, &b))
+            a = b;
+    }
+    server__addr_key(&a, r->client_key, sizeof(r->client_key));
+}
+
+static enum MHD_Result refuse(struct request *r, struct MHD_Connection *c, int status,
+                              atomic_ulong *counter, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static enum MHD_Result refuse(struct request *r, struct MHD_Connection *c, int status,
+                              atomic_ulong *counter, const char *fmt, ...)
+{
+    struct ims_error err;
+    va_list ap;
+    va_start(ap, fmt);
+    ims_error_setv(&err, IMS_ERR_REFUSED, fmt, ap);
+    va_end(ap);
+    atomic_fetch_add(counter, 1);
+    return respond_error_status(r, c, status, IMS_ERR_REFUSED, &err, NULL, 0);
+}
+
+/* Host, Origin and CORS preflight (see guard.c). MHD_YES with nothing
+ * queued: go on. */
+static enum MHD_Result check_site(struct request *r, struct MHD_Connection *c, bool *done)
+{
+    struct server *s = r->s;
+    *done = true;
+    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
+    if (!server__guard_host_ok(&s->guard, host))
+        return refuse(r, c, 421, &s->refused_host,
+                      "Host \"%.200s\" is not a name of this server (add it with "
+                      "--public-host)",
+                      host);
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    bool cors = server__guard_cors_ok(&s->guard, origin);
+    if (cors)
+        snprintf(r->cors_origin, sizeof(r->cors_origin), "%s", origin);
+    if (!strcmp(r->method_name, "OPTIONS") && origin &&
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Access-Control-Request-Method")) {
+        if (!cors)
+            return refuse(r, c, 403, &s->refused_origin,
+                          "origin \"%.200s\" is not allowed (see --cors-origin)", origin);
+        struct hdr h[3] = {{"Access-Control-Allow-Methods", "GET, HEAD, POST, DELETE"},
+                           {"Access-Control-Allow-Headers", "Authorization, Content-Type"},
+                           {"Access-Control-Max-Age", "600"}};
+        return queue(r, c, 204, "", 0, NULL, h, 3);
+    }
+    bool unsafe = !strcmp(r->method_name, "POST") || !strcmp(r->method_name, "PUT") ||
+                  !strcmp(r->method_name, "DELETE") || !strcmp(r->method_name, "PATCH");
+    if (unsafe &&
+        !server__guard_origin_ok(&s->guard, host,
+                                 origin, MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                                     "Sec-Fetch-Site")))
+        return refuse(r, c, 403, &s->refused_origin,
+                      "cross-site %s refused (%s \"%.200s\"; allow an origin with "
+                      "--cors-origin)",
+                      r->method_name, origin ? "Origin" : "Sec-Fetch-Site",
+                      origin ? origin
+                             : MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-Fetch-Site"));
+    *done = false;
+    return MHD_YES;
+}
+
+/* Reserves n more bytes of the global body budget for this request. */
+static bool body_reserve(struct request *r, size_t n)
+{
+    struct server *s = r->s;
+    size_t cur = atomic_load(&s->body_bytes);
+    do {
+        if (cur > s->o.body_budget_bytes || n > s->o.body_budget_bytes - cur)
+            return false;
+    } while (!atomic_compare_exchange_weak(&s->body_bytes, &cur, cur + n));
+    r->body_reserved += n;
+    return true;
+}
+
+/* A query parameter given twice is refused (400 naming it) rather than one
+ * of its values silently winning; only parameters documented as
+ * repeatable (none today besides the search filters' "tag") may repeat. */
+struct repeat_scan {
+    char names[32][64];
+    size_t n;
+    char dup[64];
+};
+
+static enum MHD_Result repeat_cb(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *value)
+{
+    (void)kind;
+    (void)value;
+    struct repeat_scan *rs = cls;
+    if (!strcmp(key, "tag"))
+        return MHD_YES;
+    for (size_t i = 0; i < rs->n; i++)
+        if (!strncmp(rs->names[i], key, sizeof(rs->names[i]) - 1)) {
+            snprintf(rs->dup, sizeof(rs->dup), "%s", key);
+            return MHD_NO;
+        }
+    if (rs->n < IMS_ARRAY_LEN(rs->names))
+        snprintf(rs->names[rs->n++], sizeof(rs->names[0]), "%s", key);
+    return MHD_YES;
+}
+
 static enum MHD_Result begin(struct request *r, struct MHD_Connection *c)
 {
     struct server *s = r->s;
     if (atomic_load(&s->stopping))
         return respond_msg(r, c, IMS_ERR_BUSY, "the server is shutting down");
+    bool done;
+    enum MHD_Result site = check_site(r, c, &done);
+    if (done)
+        return site;
+    client_key_of(r, c);
     if (r->route == R_NONE)
         return respond_msg(r, c, IMS_ERR_NOT_FOUND, "no such route: %s", r->path);
+    struct repeat_scan rs;
+    rs.n = 0;
+    rs.dup[0] = '\0';
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, repeat_cb, &rs);
+    if (rs.dup[0])
+        return respond_msg(r, c, IMS_ERR_INVALID, "query parameter '%s' given more than once",
+                           rs.dup);
     const struct server__route *rt = &server__routes[r->route];
     if (r->method == SM_COUNT || !rt->methods[r->method]) {
         char allow[64] = "";
@@ -1032,9 +1418,18 @@ static enum MHD_Result begin(struct request *r, struct MHD_Connection *c)
                       r->method_name, rt->pattern, allow);
         return respond_error_status(r, c, 405, IMS_ERR_METHOD_NOT_ALLOWED, &err, &h, 1);
     }
-    if (r->route != R_HEALTHZ && r->route != R_METRICS) {
+    unsigned compat = route_compat(r->route);
+    if (compat && !(s->o.compat & compat))
+        return respond_msg(r, c, IMS_ERR_NOT_FOUND, "%s is off: imgsearch serve %s turns it on",
+                           r->path,
+                           compat == SERVER_COMPAT_IMMICH ? "--immich-ml" : "--clip-back");
+    if (!compat && s->o.compat_only && r->route != R_HEALTHZ && r->route != R_READYZ &&
+        r->route != R_METRICS)
+        return respond_msg(r, c, IMS_ERR_NOT_FOUND, "no such route on this listener: %s",
+                           r->path);
+    if (r->route != R_HEALTHZ && r->route != R_READYZ && r->route != R_METRICS) {
         int retry = 1;
-        if (!server__rl_take(&s->rl, r->client, ims_now(), &retry)) {
+        if (!server__rl_take(&s->rl, r->client_key, ims_now(), &retry)) {
             char ra[16];
             snprintf(ra, sizeof(ra), "%d", retry);
             struct hdr h = {"Retry-After", ra};
@@ -1061,13 +1456,30 @@ static enum MHD_Result begin(struct request *r, struct MHD_Connection *c)
     if (r->method != SM_POST)
         return MHD_YES;
     const char *ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
-    if (media_is(ctype, "application/json")) {
+    if (compat == SERVER_COMPAT_CLIP_BACK) {
+        /* JSON whatever the Content-Type (clip-front sends text/plain); an
+         * image query is base64 in the body, so it gets the upload limit */
+        r->body_kind = BODY_JSON;
+        r->body_limit = r->route == R_KNN ? s->o.upload_max_bytes : s->o.json_max_bytes;
+        ims_buf_init(&r->body, r->body_limit);
+    } else if (media_is(ctype, "application/json")) {
         r->body_kind = BODY_JSON;
         r->body_limit = s->o.json_max_bytes;
         ims_buf_init(&r->body, r->body_limit);
     } else if (media_is(ctype, "multipart/form-data")) {
         r->body_kind = BODY_FORM;
         r->body_limit = s->o.upload_max_bytes;
+        /* A large body is not read when the gate would refuse it anyway
+         * (every slot taken and the queue full). */
+        pthread_mutex_lock(&s->gate_mu);
+        bool full = s->inflight >= s->o.max_inflight && s->waiting >= s->o.max_queued;
+        pthread_mutex_unlock(&s->gate_mu);
+        if (full) {
+            struct hdr h = {"Retry-After", "1"};
+            struct ims_error err;
+            ims_error_set(&err, IMS_ERR_BUSY, "the server is at capacity, retry shortly");
+            return respond_error_h(r, c, IMS_ERR_BUSY, &err, &h, 1);
+        }
     } else {
         return respond_msg(r, c, IMS_ERR_UNSUPPORTED,
                            "Content-Type must be application/json or multipart/form-data%s%s",
@@ -1082,6 +1494,20 @@ static enum MHD_Result begin(struct request *r, struct MHD_Connection *c)
             return respond_msg(r, c, IMS_ERR_TOO_LARGE,
                                "request body of %llu bytes exceeds the limit of %zu bytes", n,
                                r->body_limit);
+        /* A body that cannot fit in what is left of the budget now is
+         * refused before a byte of it is read (after the route, rate limit,
+         * auth and media checks above). Bytes are reserved as they arrive
+         * (body_feed), not as announced: announcing 50 MiB and sending one
+         * byte a second must not hold 50 MiB of everyone's budget. */
+        size_t held = atomic_load(&s->body_bytes);
+        if (errno == 0 && end != clen && *end == '\0' &&
+            (held > s->o.body_budget_bytes || n > s->o.body_budget_bytes - held)) {
+            atomic_fetch_add(&s->refused_body_memory, 1);
+            return respond_msg(r, c, IMS_ERR_BUSY,
+                               "the server holds too many request bodies in memory (limit %zu "
+                               "bytes); retry shortly",
+                               s->o.body_budget_bytes);
+        }
     }
     if (r->body_kind == BODY_FORM) {
         struct ims_error err = {{0}};
@@ -1099,6 +1525,23 @@ static enum MHD_Result begin(struct request *r, struct MHD_Connection *c)
 static enum MHD_Result body_feed(struct request *r, const char *p, size_t n)
 {
     r->body_seen += n;
+    server__conns_body(&r->s->conns, r->conn, n);
+    if (r->body_st == IMS_OK && r->body_kind != BODY_NONE) {
+        /* reserve what is about to be held (see begin) */
+        if (!body_reserve(r, n)) {
+            atomic_fetch_add(&r->s->refused_body_memory, 1);
+            r->body_st = IMS_ERR_BUSY;
+            ims_error_set(&r->body_err, IMS_ERR_BUSY,
+                          "the server holds too many request bodies in memory (limit %zu "
+                          "bytes); retry shortly",
+                          r->s->o.body_budget_bytes);
+            ims_buf_fini(&r->body);
+            if (r->form_ready) {
+                server__form_fini(&r->form);
+                r->form_ready = false;
+            }
+        }
+    }
     if (r->body_st != IMS_OK) {
         /* Draining after a refusal: keep nothing, give up past DRAIN_MAX. */
         return r->body_seen > r->body_limit + DRAIN_MAX ? MHD_NO : MHD_YES;
@@ -1155,6 +1598,11 @@ static struct request *request_new(struct server *s, struct MHD_Connection *c, c
     snprintf(r->path, sizeof(r->path), "%s", url);
     snprintf(r->method_name, sizeof(r->method_name), "%s", method);
     client_address(c, r->client, sizeof(r->client));
+    snprintf(r->client_key, sizeof(r->client_key), "%s", r->client);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    r->conn = ci ? ci->socket_context : NULL;
+    server__conns_phase(&s->conns, r->conn, SERVER_CONN_BODY, r->t0);
     if (!strcmp(method, "GET") || !strcmp(method, "HEAD"))
         r->method = SM_GET;
     else if (!strcmp(method, "POST"))
@@ -1182,6 +1630,10 @@ static void request_free(struct request *r)
     if (r->form_ready)
         server__form_fini(&r->form);
     server__arena_fini(&r->arena);
+    if (r->body_reserved)
+        atomic_fetch_sub(&s->body_bytes, r->body_reserved);
+    if (r->waiter)
+        atomic_fetch_sub(&s->waiters, 1);
     ims_free(r);
     pthread_mutex_lock(&s->drain_mu);
     atomic_fetch_sub(&s->active, 1);
@@ -1196,11 +1648,54 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     struct request *r = *con_cls;
     if (!r)
         return;
-    double secs = ims_now() - r->t0;
+    double now = ims_now(), secs = now - r->t0;
+    /* the next request's head is due within the header deadline; the entry
+     * is fetched again (not r->conn): NULL once the connection is closed */
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    if (ci && ci->socket_context && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        server__conns_phase(&s->conns, ci->socket_context, SERVER_CONN_HEADERS, now);
     server__metrics_observe(&s->metrics[r->route], r->status, secs);
     access_log(s, r, secs);
     request_free(r);
     *con_cls = NULL;
+}
+
+/* MHD's accept policy: the per-client connection cap (conns.c). Trusted
+ * proxies carry many clients and are exempt. */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *sa, socklen_t len)
+{
+    (void)len;
+    struct server *s = cls;
+    struct server_addr a;
+    if (!server__addr_from_sa(sa, &a) || server__guard_is_proxy(&s->guard, &a))
+        return MHD_YES;
+    char key[64];
+    server__addr_key(&a, key, sizeof(key));
+    return server__conns_accept_ok(&s->conns, key) ? MHD_YES : MHD_NO;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    struct server *s = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        struct server_addr a;
+        char key[64] = "";
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        bool known = ci && server__addr_from_sa(ci->client_addr, &a);
+        if (known)
+            server__addr_key(&a, key, sizeof(key));
+        const union MHD_ConnectionInfo *fi =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        *socket_context =
+            server__conns_add(&s->conns, key, fi ? fi->connect_fd : -1,
+                              !known || server__guard_is_proxy(&s->guard, &a), ims_now());
+    } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+        server__conns_remove(&s->conns, *socket_context);
+        *socket_context = NULL;
+    }
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
@@ -1217,6 +1712,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *con_cls = r;
         return begin(r, c);
     }
+    (void)version;
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
@@ -1249,6 +1745,11 @@ void server_options_init(struct server_options *o)
     o->rate_burst = 100.0;
     o->wait_max_ms = 120000;
     o->drain_ms = 10000;
+    o->max_waiters = 64;
+    o->body_budget_bytes = 256u << 20;
+    o->header_timeout_ms = 10000;
+    o->body_min_rate = 1024;
+    o->max_conns_per_client = 32;
 }
 
 void server_options_fini(struct server_options *o)
@@ -1313,7 +1814,7 @@ enum ims_status server_start(const struct server_options *o, const struct server
 {
     enum ims_status st = IMS_OK;
     struct server *s = ims_calloc(1, sizeof(*s));
-    bool rl_ready = false;
+    bool rl_ready = false, guard_ready = false;
     if (!s)
         return ims_error_set(err, IMS_ERR_NOMEM, "out of memory");
     s->o = *o;
@@ -1344,6 +1845,21 @@ enum ims_status server_start(const struct server_options *o, const struct server
         goto out;
     }
     rl_ready = true;
+    if (s->o.body_budget_bytes == 0) {
+        st = ims_error_set(err, IMS_ERR_INVALID, "the body memory budget must be positive");
+        goto out;
+    }
+    if ((st = server__guard_init(&s->guard, &s->o, err)) != IMS_OK)
+        goto out;
+    guard_ready = true;
+    /* the copied options must not point at the caller's arrays */
+    s->o.public_hosts = s->o.cors_origins = s->o.trusted_proxies = NULL;
+    if ((st = server__conns_init(&s->conns, s->o.max_conns_per_client, s->o.header_timeout_ms,
+                                 s->o.body_min_rate, true)) != IMS_OK) {
+        st = ims_error_set(err, st, "cannot start the connection watchdog");
+        goto out;
+    }
+    s->conns_ready = true;
 
     struct sockaddr_in sin;
     struct sockaddr_in6 sin6;
@@ -1381,7 +1897,8 @@ enum ims_status server_start(const struct server_options *o, const struct server
     pthread_mutex_init(&s->log_mu, NULL);
 
     s->d = MHD_start_daemon(
-        flags, (uint16_t)s->o.port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, sa,
+        flags, (uint16_t)s->o.port, on_accept, s, on_request, s, MHD_OPTION_SOCK_ADDR, sa,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)(s->o.use_pool ? s->o.n_threads : 0),
         MHD_OPTION_CONNECTION_LIMIT,
         (unsigned int)(s->o.max_connections ? s->o.max_connections : 256),
@@ -1404,6 +1921,10 @@ enum ims_status server_start(const struct server_options *o, const struct server
     s = NULL;
 out:
     if (s) {
+        if (s->conns_ready)
+            server__conns_fini(&s->conns);
+        if (guard_ready)
+            server__guard_fini(&s->guard);
         if (rl_ready)
             server__rl_fini(&s->rl);
         ims_free(s->o.api_key);
@@ -1457,6 +1978,8 @@ void server_free(struct server *s)
     if (!s)
         return;
     server_stop(s);
+    server__conns_fini(&s->conns);
+    server__guard_fini(&s->guard);
     server__rl_fini(&s->rl);
     pthread_mutex_destroy(&s->gate_mu);
     pthread_cond_destroy(&s->gate_cv);

@@ -7,8 +7,12 @@
  *   multipart.c  streaming multipart/form-data parser (no sockets, no MHD)
  *   query.c      search bodies (JSON, query string, multipart fields) -> server_query
  *   ratelimit.c  per-client token buckets
+ *   guard.c      Host / Origin checks, client keys, trusted proxies (pure)
+ *   conns.c      open connections: per-client cap, header/body deadlines
  *   metrics.c    request counters and latency histograms (Prometheus text)
  *   server.c     MHD daemon, routing, limits, auth, handlers, logs
+ *   compat_immich.c    immich's machine-learning API (POST /predict) -> backend
+ *   compat_clipback.c  clip-retrieval's back end (/knn-service, /metadata, /indices-list)
  *   assets.c     generated at build time from web/ files and openapi.json
  *
  * Nothing here includes microhttpd.h or jansson.h except where stated, so
@@ -150,25 +154,115 @@ enum ims_status server__parse_float(const char *s, const char *what, double lo, 
 
 /* ---- ratelimit.c ------------------------------------------------------------------ */
 
-/* A fixed-size table of token buckets keyed by client address; a full table
- * evicts the least recently seen client of the probed slots, so memory is
- * bounded whatever the number of clients. */
+/* A fixed-size table of token buckets keyed by client key (guard.c). A new
+ * client takes a free slot of its probe window, or the slot of a client
+ * whose bucket has refilled (forgetting it loses nothing: it would start
+ * again full); when every slot of the window holds a client still paying
+ * for its requests, the newcomer shares one overflow bucket with all other
+ * such newcomers, so a flood of new addresses never resets anyone's bucket. */
 #define SERVER_RL_SLOTS 4096
 struct server_rl_slot {
-    char key[48];
+    char key[64];
     double tokens;
     double last;           /* ims_now() of the last update */
 };
 struct server_rl {
-    pthread_mutex_t mu;    /* guards slots */
+    pthread_mutex_t mu;    /* guards slots, overflow */
     struct server_rl_slot *slots;
+    struct server_rl_slot overflow;
     double rate, burst;
+    atomic_ulong n_overflow;   /* requests charged to the overflow bucket */
 };
 enum ims_status server__rl_init(struct server_rl *rl, double rate, double burst);
 void server__rl_fini(struct server_rl *rl);
 /* true: allowed (a token taken). false: *retry_after_s = whole seconds until
  * a token is available (>= 1). Always true when rate == 0. */
 bool server__rl_take(struct server_rl *rl, const char *client, double now, int *retry_after_s);
+
+/* ---- guard.c ------------------------------------------------------------------------ */
+
+struct sockaddr;
+/* An IP address; IPv4 in a[0..4), IPv4-mapped IPv6 is IPv4. */
+struct server_addr {
+    int family;            /* AF_INET or AF_INET6 */
+    unsigned char a[16];
+};
+struct server_cidr {
+    struct server_addr addr;
+    unsigned prefix;
+};
+bool server__addr_parse(const char *s, size_t len, struct server_addr *out);
+bool server__addr_from_sa(const struct sockaddr *sa, struct server_addr *out);
+/* The client key: "1.2.3.4", or "2001:db8:1:2::/64" for any address of that /64. */
+void server__addr_key(const struct server_addr *a, char *out, size_t cap);
+enum ims_status server__cidr_parse(const char *s, struct server_cidr *out, struct ims_error *err);
+bool server__cidr_match(const struct server_cidr *c, const struct server_addr *a);
+
+struct server_guard {
+    struct server_addr listen;
+    bool listen_any;             /* 0.0.0.0 or :: */
+    char **names;                /* owned: n_hosts public hosts, then n_origins origins */
+    size_t n_hosts;
+    char **origins;              /* = names + n_hosts */
+    size_t n_origins;
+    struct server_cidr *proxies; /* owned */
+    size_t n_proxies;
+};
+enum ims_status server__guard_init(struct server_guard *g, const struct server_options *o,
+                                   struct ims_error *err);
+void server__guard_fini(struct server_guard *g);
+/* Whether a Host header value names this server (NULL: no header, true). */
+bool server__guard_host_ok(const struct server_guard *g, const char *host);
+/* Whether a state-changing request may proceed: same origin as `host`, a CORS
+ * origin, or no sign of a cross-site browser request. */
+bool server__guard_origin_ok(const struct server_guard *g, const char *host, const char *origin,
+                             const char *sec_fetch_site);
+bool server__guard_cors_ok(const struct server_guard *g, const char *origin);
+bool server__guard_is_proxy(const struct server_guard *g, const struct server_addr *a);
+/* The client named by Forwarded (preferred) or X-Forwarded-For: the rightmost
+ * hop that is not a trusted proxy. false when neither header gives one. */
+bool server__guard_forwarded_client(const struct server_guard *g, const char *forwarded,
+                                    const char *xff, struct server_addr *out);
+
+/* ---- conns.c -------------------------------------------------------------------------- */
+
+enum server_conn_phase { SERVER_CONN_HEADERS, SERVER_CONN_BODY, SERVER_CONN_BUSY };
+struct server_conn {
+    struct server_conn *prev, *next;
+    char key[64];                /* client key; "" when exempt from the cap (trusted proxy) */
+    int fd;
+    enum server_conn_phase phase;
+    double since;                /* ims_now() when the phase began */
+    size_t body_bytes;           /* received in the BODY phase */
+    double win_start;            /* the current rate window began (BODY) */
+    size_t win_bytes;            /* received in that window */
+    bool served;                 /* a request has completed on it */
+    bool killed;
+};
+struct server_conns {
+    pthread_mutex_t mu;          /* guards the list and every entry */
+    pthread_cond_t cv;
+    struct server_conn *head;
+    size_t n;
+    unsigned max_per_client;
+    double header_timeout_s, min_rate;
+    pthread_t thread;
+    bool thread_started, stop;
+    atomic_ulong refused_per_client, killed_headers, killed_body;
+};
+enum ims_status server__conns_init(struct server_conns *cs, unsigned max_per_client,
+                                   unsigned header_timeout_ms, size_t min_rate, bool start_thread);
+void server__conns_fini(struct server_conns *cs);
+/* Whether one more connection of `key` is allowed (counts the refusal). */
+bool server__conns_accept_ok(struct server_conns *cs, const char *key);
+struct server_conn *server__conns_add(struct server_conns *cs, const char *key, int fd,
+                                      bool exempt, double now);
+void server__conns_remove(struct server_conns *cs, struct server_conn *c);
+void server__conns_phase(struct server_conns *cs, struct server_conn *c,
+                         enum server_conn_phase phase, double now);
+void server__conns_body(struct server_conns *cs, struct server_conn *c, size_t n);
+/* Shuts down the sockets past their deadline at `now`; returns how many. */
+unsigned server__conns_sweep(struct server_conns *cs, double now);
 
 /* ---- metrics.c ---------------------------------------------------------------------- */
 
@@ -196,6 +290,69 @@ struct server__route {
 };
 extern const struct server__route server__routes[];
 extern const size_t server__n_routes;
+
+/* ---- compat_immich.c, compat_clipback.c (use jansson) ------------------------------------- */
+
+/* What a compatibility handler answers; server.c queues it as it is. The
+ * handlers know the other tool's request and error shapes, not HTTP
+ * plumbing: they read a parsed body and call the backend. */
+struct server__compat_reply {
+    int status;                 /* HTTP status */
+    const char *content_type;   /* static string */
+    char *body;                 /* arena-allocated */
+    size_t len;
+    char ignored[256];          /* X-Imgsearch-Ignored: what the request asked that was
+                                   accepted and not honoured; "" = none */
+    char capped[128];           /* X-Imgsearch-Capped: limits applied; "" = none */
+    char log[512];              /* for the error log when status is 500; "" = none */
+};
+
+/* Sets the reply's body (copied into the arena; 503 when it is full). The
+ * JSON variant takes the reference to `o` (NULL: out of memory). */
+void server__compat_text(struct server__compat_reply *out, struct server_arena *a, int status,
+                         const char *ctype, const char *text, size_t len);
+struct json_t;
+void server__compat_json(struct server__compat_reply *out, struct server_arena *a, int status,
+                         struct json_t *o);
+
+/* {key: msg}; bytes of msg that are not UTF-8 become '?' (msg is modified). */
+struct json_t *server__json_message(const char *key, char *msg);
+
+/* The one place where statuses become HTTP codes (server.c). */
+int server__http_status(enum ims_status st);
+
+/* POST /predict (multipart: "entries" JSON, "image" file or "text" field). */
+void server__immich_predict(const struct server_backend *be, const struct server_mp_form *f,
+                            struct server_arena *a, struct server__compat_reply *out);
+/* The JSON text of a float array, as immich's service writes one
+ * ("[0.1,-2.49999994e-05]"): each value a decimal that reads back as the same
+ * float (nine significant digits, trailing zeros trimmed). NaN/Inf are not
+ * JSON: callers pass finite values. */
+enum ims_status server__floats_json(const float *v, size_t n, struct ims_buf *out);
+
+/* POST /knn-service, POST /metadata (JSON bodies, whatever the Content-Type:
+ * clip-front sends text/plain), GET /indices-list. `index_name` is the one
+ * index served. */
+void server__clipback_knn(const struct server_backend *be, const char *index_name,
+                          const char *body, size_t len, struct server_arena *a,
+                          struct server__compat_reply *out);
+void server__clipback_metadata(const struct server_backend *be, const char *index_name,
+                               const char *body, size_t len, struct server_arena *a,
+                               struct server__compat_reply *out);
+void server__clipback_indices(const char *index_name, struct server_arena *a,
+                              struct server__compat_reply *out);
+/* clip-retrieval's near-duplicate rule: results (n x dim, normalised, in rank
+ * order) whose inner product is >= threshold are linked; of each connected
+ * group only the best-ranked is kept. Sets drop[i] (n entries); returns the
+ * number dropped. */
+size_t server__clipback_dedup(const float *v, size_t n, size_t dim, float threshold,
+                              uint8_t *drop);
+/* Standard base64 (RFC 4648, padding optional, whitespace skipped) into
+ * out[*n], out holding at least len * 3 / 4 + 3 bytes. IMS_ERR_INVALID on a
+ * character outside the alphabet. */
+enum ims_status server__base64_decode(const char *s, size_t len, unsigned char *out, size_t *n);
+/* Encodes into a NUL-terminated arena string; NULL when the arena is full. */
+char *server__base64_encode(struct server_arena *a, const void *p, size_t n);
 
 /* ---- assets.c (generated) ------------------------------------------------------------ */
 

@@ -197,6 +197,25 @@ static void test_sha256_vectors(void **state)
     free(million);
 }
 
+static void test_fnv1a_and_deadline(void **state)
+{
+    (void)state;
+    /* published FNV-1a 64-bit test vectors */
+    assert_true(ims_fnv1a64("", 0) == 0xcbf29ce484222325ull);
+    assert_true(ims_fnv1a64("a", 1) == 0xaf63dc4c8601ec8cull);
+    assert_true(ims_fnv1a64("foobar", 6) == 0x85944171f73967e8ull);
+    const long cases[] = {0, 1, 999, 1000, 1500, 2999, 123456};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct timespec before, d;
+        clock_gettime(CLOCK_MONOTONIC, &before);
+        ims_deadline_after_ms(CLOCK_MONOTONIC, cases[i], &d);
+        assert_true(d.tv_nsec >= 0 && d.tv_nsec < 1000000000L);
+        double diff = (double)(d.tv_sec - before.tv_sec) + (d.tv_nsec - before.tv_nsec) * 1e-9;
+        assert_true(diff >= cases[i] * 1e-3 - 1e-9);
+        assert_true(diff < cases[i] * 1e-3 + 1.0); /* generous: only the arithmetic is tested */
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -205,6 +224,7 @@ int main(void)
         cmocka_unit_test(test_size_overflow), cmocka_unit_test(test_files),
         cmocka_unit_test(test_queue_backpressure_and_close),
         cmocka_unit_test(test_sha256_vectors),
+        cmocka_unit_test(test_fnv1a_and_deadline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -116,7 +116,7 @@ static void check_linear(struct gemm_backend *be, int m, int n, int k, int ld_sr
     if (dt == GEMM_BF16) /* the reference sees the rounded inputs */
         for (size_t i = 0; i < (size_t)m * ld_src; i++) {
             xb[i] = gemm_f32_to_bf16(x[i]);
-            x[i] = gemm_bf16_to_f32(xb[i]);
+            x[i] = ims_bf16_to_f32(xb[i]);
         }
     struct gemm_weights *gw = NULL;
     struct gemm_op *op = NULL;
@@ -135,7 +135,7 @@ static void check_linear(struct gemm_backend *be, int m, int n, int k, int ld_sr
                 for (int q = 0; q < k; q++) {
                     double wq = w[(size_t)j * k + q];
                     if (dt == GEMM_BF16)
-                        wq = gemm_bf16_to_f32(gemm_f32_to_bf16((float)wq));
+                        wq = ims_bf16_to_f32(gemm_f32_to_bf16((float)wq));
                     acc += (double)x[(size_t)i * ld_src + q] * wq;
                 }
                 want = forward_act_ref((float)acc, clip_act);
@@ -254,8 +254,8 @@ static void test_bf16_rounding(void **state)
     assert_int_equal(gemm_f32_to_bf16(1.0f + 1.0f / 256), 0x3f80);
     assert_int_equal(gemm_f32_to_bf16(1.0f + 3.0f / 256), 0x3f82);
     assert_int_equal(gemm_f32_to_bf16(-2.0f), 0xc000);
-    assert_float_equal(gemm_bf16_to_f32(gemm_f32_to_bf16(3.140625f)), 3.140625f, 0);
-    assert_true(isnan(gemm_bf16_to_f32(gemm_f32_to_bf16(NAN))));
+    assert_float_equal(ims_bf16_to_f32(gemm_f32_to_bf16(3.140625f)), 3.140625f, 0);
+    assert_true(isnan(ims_bf16_to_f32(gemm_f32_to_bf16(NAN))));
 }
 
 /* ---- kernels ------------------------------------------------------------------------ */
@@ -283,7 +283,7 @@ static void test_layernorm(void **state)
         for (int i = 0; i < w; i++) {
             double want = (x[r * ld + i] - mean) / sqrt(var + 1e-5) * g[i] + b[i];
             assert_float_equal(y[r * ld + i], want, 1e-5);
-            assert_float_equal(gemm_bf16_to_f32(yb[r * ld + i]), want, 1e-2 * (1 + fabs(want)));
+            assert_float_equal(ims_bf16_to_f32(yb[r * ld + i]), want, 1e-2 * (1 + fabs(want)));
         }
     }
     /* in place */

@@ -223,7 +223,7 @@ static void test_f16_conversion(void **state)
     for (uint32_t h = 0; h < 0x10000; h++) {
         if ((h & 0x7c00) == 0x7c00)
             continue; /* inf / nan */
-        float f = index__f16_to_f32((uint16_t)h);
+        float f = ims_f16_to_f32((uint16_t)h);
         uint16_t back;
         index__f32_to_f16(&f, &back, 1);
         assert_int_equal(back, h);
@@ -1590,6 +1590,44 @@ static void test_concurrent_search_and_add(void **state)
     free(ids);
 }
 
+/* The generation is the result cache's key: it must change on every change a
+ * search can see, even when (last id, count) come back to the same pair, and
+ * a new index object must never repeat an old one's value. */
+static void test_generation_never_repeats(void **state)
+{
+    (void)state;
+    const int dim = 8;
+    float *x = make_vectors(2, dim, 1, 0.1, 42);
+    struct vindex *vx = new_index("Flat", dim);
+    uint64_t g0 = vindex_generation(vx);
+    int64_t id101 = 101, id100 = 100;
+    add_ok(vx, &id101, x, 1);
+    uint64_t g1 = vindex_generation(vx);
+    assert_true(g1 != g0);
+    size_t removed = 0;
+    assert_int_equal(vindex_remove(vx, &id101, 1, &removed, NULL), IMS_OK);
+    assert_int_equal(removed, 1);
+    uint64_t g2 = vindex_generation(vx);
+    assert_true(g2 != g1 && g2 != g0);
+    /* removing an absent id changes nothing a search sees: same stamp */
+    assert_int_equal(vindex_remove(vx, &id101, 1, &removed, NULL), IMS_OK);
+    assert_int_equal(vindex_generation(vx), g2);
+    add_ok(vx, &id100, x + dim, 1);
+    uint64_t g3 = vindex_generation(vx);
+    assert_true(g3 != g2 && g3 != g1 && g3 != g0);
+    struct vindex_search_params p = {0};
+    p.rerank = 50;
+    assert_int_equal(vindex_set_search_params(vx, &p, NULL), IMS_OK);
+    uint64_t g4 = vindex_generation(vx);
+    assert_true(g4 != g3);
+    struct vindex *other = new_index("Flat", dim);
+    uint64_t o0 = vindex_generation(other);
+    assert_true(o0 != g0 && o0 != g1 && o0 != g2 && o0 != g3 && o0 != g4);
+    vindex_free(other);
+    vindex_free(vx);
+    free(x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1599,6 +1637,7 @@ int main(void)
         cmocka_unit_test(test_k_larger_than_count),
         cmocka_unit_test(test_f16_equals_f32),
         cmocka_unit_test(test_remove_swap_and_readd),
+        cmocka_unit_test(test_generation_never_repeats),
         cmocka_unit_test(test_i8_kernels_exact),
         cmocka_unit_test(test_i8_quantize),
         cmocka_unit_test(test_i8_bound_holds),

@@ -130,7 +130,7 @@ static void test_multi_kernel_matches_single(void **state)
                                 double ref = 0, mag = 0;
                                 for (int c = 0; c < dim; c++) {
                                     size_t at = r * (size_t)dim + (size_t)c;
-                                    double xv = f16 ? index__f16_to_f32(rows16[at]) : rows[at];
+                                    double xv = f16 ? ims_f16_to_f32(rows16[at]) : rows[at];
                                     ref += (double)q[c] * xv;
                                     mag += fabs((double)q[c] * xv);
                                 }

@@ -118,26 +118,25 @@ static void test_hits_cache_versions(void **state)
     float sc[3] = {0.9f, 0.5f, 0.1f}, got_sc[SEARCH_HITS_CACHE_K];
     int64_t ids[3] = {7, 3, 9}, got_ids[SEARCH_HITS_CACHE_K];
     int n = -1;
-    search__hits_put(c, q1, 3, 100, 50, sc, ids, 3);
-    assert_int_equal(search__hits_get(c, q1, 3, 100, 50, got_sc, got_ids, &n), 1);
+    search__hits_put(c, q1, 3, 100, sc, ids, 3);
+    assert_int_equal(search__hits_get(c, q1, 3, 100, got_sc, got_ids, &n), 1);
     assert_int_equal(n, 3);
     assert_memory_equal(got_ids, ids, sizeof(ids));
     assert_true(got_sc[0] == 0.9f && got_sc[2] == 0.1f);
     /* another k, another index version, another query: misses */
-    assert_int_equal(search__hits_get(c, q1, 4, 100, 50, got_sc, got_ids, &n), 0);
-    assert_int_equal(search__hits_get(c, q1, 3, 101, 50, got_sc, got_ids, &n), 0);
-    assert_int_equal(search__hits_get(c, q1, 3, 100, 49, got_sc, got_ids, &n), 0);
-    assert_int_equal(search__hits_get(c, q2, 3, 100, 50, got_sc, got_ids, &n), 0);
+    assert_int_equal(search__hits_get(c, q1, 4, 100, got_sc, got_ids, &n), 0);
+    assert_int_equal(search__hits_get(c, q1, 3, 101, got_sc, got_ids, &n), 0);
+    assert_int_equal(search__hits_get(c, q2, 3, 100, got_sc, got_ids, &n), 0);
     /* capacity 2: the least recently used goes */
-    search__hits_put(c, q2, 3, 100, 50, sc, ids, 3);
-    assert_int_equal(search__hits_get(c, q1, 3, 100, 50, got_sc, got_ids, &n), 1); /* q1 fresher */
-    search__hits_put(c, q3, 3, 100, 50, sc, ids, 2);
-    assert_int_equal(search__hits_get(c, q2, 3, 100, 50, got_sc, got_ids, &n), 0);
-    assert_int_equal(search__hits_get(c, q3, 3, 100, 50, got_sc, got_ids, &n), 1);
+    search__hits_put(c, q2, 3, 100, sc, ids, 3);
+    assert_int_equal(search__hits_get(c, q1, 3, 100, got_sc, got_ids, &n), 1); /* q1 fresher */
+    search__hits_put(c, q3, 3, 100, sc, ids, 2);
+    assert_int_equal(search__hits_get(c, q2, 3, 100, got_sc, got_ids, &n), 0);
+    assert_int_equal(search__hits_get(c, q3, 3, 100, got_sc, got_ids, &n), 1);
     assert_int_equal(n, 2);
     /* beyond the cached depth: never stored, never found */
-    search__hits_put(c, q1, SEARCH_HITS_CACHE_K + 1, 100, 50, sc, ids, 3);
-    assert_int_equal(search__hits_get(c, q1, SEARCH_HITS_CACHE_K + 1, 100, 50, got_sc, got_ids, &n),
+    search__hits_put(c, q1, SEARCH_HITS_CACHE_K + 1, 100, sc, ids, 3);
+    assert_int_equal(search__hits_get(c, q1, SEARCH_HITS_CACHE_K + 1, 100, got_sc, got_ids, &n),
                      0);
     search__hits_free(c);
 }

@@ -16,6 +16,10 @@
 
 #include <ctype.h>
 #include <curl/curl.h>
+#include <errno.h>
+#include <pthread.h>
+#include <sys/time.h>
+#include <time.h>
 #include <strings.h>
 #include <jansson.h>
 #include <math.h>
@@ -57,6 +61,8 @@ struct fake {
     int entered;
     bool release;
     int n_searches;
+    /* job_wait blocks until release (a slow job) */
+    bool wait_block;
 };
 
 static struct fake fk;
@@ -81,6 +87,7 @@ static void fake_reset(void)
     fk.entered = 0;
     fk.release = false;
     fk.n_searches = 0;
+    fk.wait_block = false;
 }
 
 static struct server_row *fake_row(int64_t id)
@@ -192,7 +199,22 @@ static enum ims_status f_job_get(void *self, const char *id, struct server_arena
 static enum ims_status f_job_wait(void *self, const char *id, int timeout_ms,
                                   struct ims_error *err)
 {
-    return IMS_OK;
+    pthread_mutex_lock(&fk.mu);
+    if (!fk.wait_block) {
+        pthread_mutex_unlock(&fk.mu);
+        return IMS_OK;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += (long)timeout_ms * 1000000L;
+    ts.tv_sec += ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    int rc = 0;
+    while (!fk.release && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&fk.cv, &fk.mu, &ts);
+    bool done = fk.release;
+    pthread_mutex_unlock(&fk.mu);
+    return done ? IMS_OK : ims_error_set(err, IMS_ERR_TIMEOUT, "still running");
 }
 
 static enum ims_status f_upload(void *self, const struct server_file *files, size_t n,
@@ -272,8 +294,10 @@ static enum ims_status f_metrics(void *self, struct ims_buf *out, struct ims_err
 }
 
 static const struct server_backend fake_backend = {
-    NULL,      f_stats,     f_search,      f_add_urls,     f_job_get, f_job_wait,
-    f_upload,  f_image_get, f_image_thumb, f_image_delete, f_metrics,
+    .stats = f_stats,         .search = f_search,         .add_urls = f_add_urls,
+    .job_get = f_job_get,     .job_wait = f_job_wait,     .upload = f_upload,
+    .image_get = f_image_get, .image_thumb = f_image_thumb, .image_delete = f_image_delete,
+    .metrics = f_metrics,
 };
 
 /* ---- server + client helpers ------------------------------------------------------ */
@@ -1149,6 +1173,9 @@ static void wait_metric(const char *needle)
     fail_msg("metrics never showed %s", needle);
 }
 
+static int raw_connect(const char *src);
+static void raw_send(int fd, const char *s);
+
 static void test_capacity_503(void **state)
 {
     struct server_options o;
@@ -1175,6 +1202,15 @@ static void test_capacity_503(void **state)
     get(&r, "/healthz");
     assert_int_equal(r.status, 200);
     resp_fini(&r);
+    /* a multipart body is refused from its head, before it is sent */
+    int fd = raw_connect("127.0.0.1");
+    raw_send(fd, "POST /api/v1/search HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 "Content-Type: multipart/form-data; boundary=X\r\n"
+                 "Content-Length: 1000000\r\n\r\n");
+    char head[64] = "";
+    assert_true(recv(fd, head, sizeof(head) - 1, 0) > 12);
+    assert_memory_equal(head, "HTTP/1.1 503", 12);
+    close(fd);
     release_backend();
     pthread_join(a.t, NULL);
     pthread_join(b.t, NULL);
@@ -1184,11 +1220,11 @@ static void test_capacity_503(void **state)
     resp_fini(&b.r);
     get(&r, "/metrics");
     assert_non_null(
-        strstr(r.body.data, "imgsearch_http_requests_total{route=\"/api/v1/search\",status=\"503\"} 1\n"));
+        strstr(r.body.data, "imgsearch_http_requests_total{route=\"/api/v1/search\",status=\"503\"} 2\n"));
     assert_non_null(
         strstr(r.body.data, "imgsearch_http_requests_total{route=\"/api/v1/search\",status=\"200\"} 2\n"));
     assert_non_null(strstr(r.body.data,
-                           "imgsearch_http_request_duration_seconds_count{route=\"/api/v1/search\"} 3\n"));
+                           "imgsearch_http_request_duration_seconds_count{route=\"/api/v1/search\"} 4\n"));
     assert_non_null(strstr(r.body.data, "fake_backend_rows 5\n"));
     char h2[64];
     assert_string_equal(header(&r, "Content-Type", h2, sizeof(h2)), "text/plain; version=0.0.4");
@@ -1356,10 +1392,494 @@ static void test_epoll_pool_mode(void **state)
     stop();
 }
 
+/* ---- hardening (issue 8) ------------------------------------------------------------------ */
+
+/* A metric's value ("name value\n" or "name{labels} value\n"); -1 if absent. */
+static long metric_value(const char *series)
+{
+    struct resp r;
+    get(&r, "/metrics");
+    long v = -1;
+    char needle[256];
+    snprintf(needle, sizeof(needle), "\n%s ", series); /* a sample line, not # HELP */
+    const char *p = r.body.data ? strstr(r.body.data, needle) : NULL;
+    if (p)
+        v = strtol(p + strlen(needle), NULL, 10);
+    resp_fini(&r);
+    return v;
+}
+
+struct bg_post {
+    pthread_t t;
+    const char *path, *body;
+    long timeout_ms;
+    long status;
+};
+
+static void *bg_post_run(void *arg)
+{
+    struct bg_post *b = arg;
+    CURL *c = curl_easy_init();
+    char url[256];
+    snprintf(url, sizeof(url), "%s%s", base_url, b->path);
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    struct ims_buf sink;
+    ims_buf_init(&sink, 1u << 20);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, b->body);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, b->timeout_ms ? b->timeout_ms : 60000L);
+    b->status = 0;
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &b->status);
+    ims_buf_fini(&sink);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    return NULL;
+}
+
+/* Item 1: ?wait=1 waits outside the admission gate; waiters are capped on
+ * their own; searches, stats and job reads answer meanwhile. */
+static void test_wait_outside_gate(void **state)
+{
+    enum { N = 100 };
+    struct server_options o;
+    server_options_init(&o);
+    o.max_waiters = N;
+    o.max_conns_per_client = 0;
+    o.rate_per_s = 0;
+    o.queue_wait_ms = 200;
+    start_with(&o);
+    fk.wait_block = true;
+    static struct bg_post w[N];
+    for (int i = 0; i < N; i++) {
+        w[i] = (struct bg_post){.path = "/api/v1/images?wait=1",
+                                .body = "{\"urls\": [\"http://example.com/a.jpg\"]}"};
+        assert_int_equal(pthread_create(&w[i].t, NULL, bg_post_run, &w[i]), 0);
+    }
+    wait_metric("imgsearch_http_job_waiters 100\n");
+    /* no slot held (a waiter is counted from just before its job is queued,
+     * so the last ones may still be leaving the gate) */
+    wait_metric("\nimgsearch_http_inflight 0\n");
+    struct resp r;
+    for (int i = 0; i < 40; i++) { /* more than the 32 slots */
+        get(&r, "/api/v1/search?q=beach");
+        assert_int_equal(r.status, 200);
+        resp_fini(&r);
+    }
+    get(&r, "/api/v1/stats");
+    assert_int_equal(r.status, 200);
+    resp_fini(&r);
+    get(&r, "/api/v1/jobs/job-1-1");
+    assert_int_equal(r.status, 200);
+    resp_fini(&r);
+    /* the 101st waiter is refused before a job is queued */
+    post_json(&r, "/api/v1/images?wait=1", "{\"urls\": [\"http://example.com/b.jpg\"]}");
+    assert_error(&r, 503, "busy", "?wait=1");
+    resp_fini(&r);
+    assert_int_equal(metric_value("imgsearch_http_refused_total{reason=\"waiters\"}"), 1);
+    release_backend();
+    for (int i = 0; i < N; i++) {
+        pthread_join(w[i].t, NULL);
+        assert_int_equal(w[i].status, 200);
+    }
+    assert_int_equal(metric_value("imgsearch_http_job_waiters"), 0);
+    stop();
+}
+
+/* Item 1: a waiter whose client hangs up stops waiting at once. */
+static void test_wait_client_gone(void **state)
+{
+    struct server_options o;
+    server_options_init(&o);
+    o.wait_max_ms = 600000;
+    start_with(&o);
+    fk.wait_block = true;
+    struct bg_post w = {.path = "/api/v1/images?wait=1",
+                        .body = "{\"urls\": [\"http://example.com/a.jpg\"]}",
+                        .timeout_ms = 300};
+    assert_int_equal(pthread_create(&w.t, NULL, bg_post_run, &w), 0);
+    pthread_join(w.t, NULL);
+    assert_int_equal(w.status, 0); /* the client gave up */
+    wait_metric("imgsearch_http_wait_abandoned_total 1\n");
+    assert_int_equal(metric_value("imgsearch_http_job_waiters"), 0);
+    release_backend();
+    stop();
+}
+
+/* Item 2: Host and Origin. */
+static void test_host_origin_cors(void **state)
+{
+    struct server_options o;
+    server_options_init(&o);
+    static const char *const hosts[] = {"photos.example.org"};
+    static const char *const origins[] = {"https://app.example.net"};
+    o.public_hosts = hosts;
+    o.n_public_hosts = 1;
+    o.cors_origins = origins;
+    o.n_cors_origins = 1;
+    start_with(&o);
+    struct resp r;
+    char h[128];
+    static const char *const good_hosts[] = {"localhost", "LOCALHOST:8080", "127.0.0.1",
+                                             "127.0.0.1:1", "[::1]", "[::1]:8080",
+                                             "photos.example.org", "Photos.Example.Org:443"};
+    for (size_t i = 0; i < IMS_ARRAY_LEN(good_hosts); i++) {
+        char hh[128];
+        snprintf(hh, sizeof(hh), "Host: %s", good_hosts[i]);
+        const char *hdrs[] = {hh, NULL};
+        http_req(&r, "GET", "/api/v1/stats", NULL, NULL, 0, hdrs);
+        if (r.status != 200)
+            fprintf(stderr, "Host %s: %ld\n", good_hosts[i], r.status);
+        assert_int_equal(r.status, 200);
+        resp_fini(&r);
+    }
+    static const char *const bad_hosts[] = {"evil.example", "evil.example:8080",
+                                            "localhost.evil.example", "10.1.2.3", "[::2]",
+                                            "127.0.0.1:x", "photos.example.org.evil"};
+    for (size_t i = 0; i < IMS_ARRAY_LEN(bad_hosts); i++) {
+        char hh[128];
+        snprintf(hh, sizeof(hh), "Host: %s", bad_hosts[i]);
+        const char *hdrs[] = {hh, NULL};
+        http_req(&r, "GET", "/", NULL, NULL, 0, hdrs);
+        assert_error(&r, 421, "refused", "--public-host");
+        resp_fini(&r);
+    }
+    assert_int_equal(metric_value("imgsearch_http_refused_total{reason=\"host\"}"),
+                     (long)IMS_ARRAY_LEN(bad_hosts));
+    /* cross-site writes are refused, before anything runs */
+    const char *evil[] = {"Origin: http://evil.example", NULL};
+    http_req(&r, "DELETE", "/api/v1/images/1", NULL, NULL, 0, evil);
+    assert_error(&r, 403, "refused", "cross-site");
+    resp_fini(&r);
+    const char *null_origin[] = {"Origin: null", NULL};
+    http_req(&r, "POST", "/api/v1/images", "application/json", "{\"urls\":[\"http://a.b/c\"]}",
+             23, null_origin);
+    assert_error(&r, 403, "refused", "cross-site");
+    resp_fini(&r);
+    const char *sfs[] = {"Sec-Fetch-Site: cross-site", NULL};
+    http_req(&r, "POST", "/api/v1/search", "application/json", "{\"text\":\"a\"}", 12, sfs);
+    assert_error(&r, 403, "refused", "cross-site");
+    resp_fini(&r);
+    get(&r, "/api/v1/images/1");
+    assert_int_equal(r.status, 200); /* not deleted */
+    resp_fini(&r);
+    /* the page's own origin, and a same-origin fetch, pass */
+    char own[128];
+    snprintf(own, sizeof(own), "Origin: %s", base_url);
+    const char *same[] = {own, "Sec-Fetch-Site: same-origin", NULL};
+    http_req(&r, "DELETE", "/api/v1/images/1", NULL, NULL, 0, same);
+    assert_int_equal(r.status, 200);
+    resp_fini(&r);
+    /* an allowed CORS origin: preflight and the write, with CORS headers */
+    const char *pre[] = {"Origin: https://app.example.net", "Access-Control-Request-Method: DELETE",
+                         NULL};
+    http_req(&r, "OPTIONS", "/api/v1/images/2", NULL, NULL, 0, pre);
+    assert_int_equal(r.status, 204);
+    assert_string_equal(header(&r, "Access-Control-Allow-Origin", h, sizeof(h)),
+                        "https://app.example.net");
+    assert_non_null(strstr(header(&r, "Access-Control-Allow-Methods", h, sizeof(h)), "DELETE"));
+    resp_fini(&r);
+    const char *cors[] = {"Origin: https://app.example.net", NULL};
+    http_req(&r, "DELETE", "/api/v1/images/2", NULL, NULL, 0, cors);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(header(&r, "Access-Control-Allow-Origin", h, sizeof(h)),
+                        "https://app.example.net");
+    resp_fini(&r);
+    const char *pre_evil[] = {"Origin: http://evil.example", "Access-Control-Request-Method: POST",
+                              NULL};
+    http_req(&r, "OPTIONS", "/api/v1/images", NULL, NULL, 0, pre_evil);
+    assert_error(&r, 403, "refused", "not allowed");
+    assert_string_equal(header(&r, "Access-Control-Allow-Origin", h, sizeof(h)), "");
+    resp_fini(&r);
+    assert_int_equal(metric_value("imgsearch_http_refused_total{reason=\"origin\"}"), 4);
+    stop();
+    /* malformed option values are refused at start */
+    struct ims_error err = {{0}};
+    static const char *const bad_origin[] = {"app.example.net"};
+    server_options_init(&o);
+    o.port = 0;
+    o.cors_origins = bad_origin;
+    o.n_cors_origins = 1;
+    assert_int_equal(server_start(&o, &fake_backend, &srv, &err), IMS_ERR_INVALID);
+    static const char *const bad_proxy[] = {"10.0.0.0/33"};
+    server_options_init(&o);
+    o.port = 0;
+    o.trusted_proxies = bad_proxy;
+    o.n_trusted_proxies = 1;
+    assert_int_equal(server_start(&o, &fake_backend, &srv, &err), IMS_ERR_INVALID);
+}
+
+/* A raw TCP connection from `src` (a loopback address) to the server. */
+static int raw_connect(const char *src)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    inet_pton(AF_INET, src, &a.sin_addr);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    a.sin_port = htons((uint16_t)server_port(srv));
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    struct timeval tv = {20, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    return fd;
+}
+
+static void raw_send(int fd, const char *s)
+{
+    assert_int_equal(send(fd, s, strlen(s), MSG_NOSIGNAL), (ssize_t)strlen(s));
+}
+
+/* true when the server closed the connection (EOF or reset) without answering */
+static bool raw_closed(int fd)
+{
+    char b[256];
+    ssize_t n = recv(fd, b, sizeof(b), 0);
+    return n == 0 || (n < 0 && errno == ECONNRESET);
+}
+
+static bool raw_answers_200(int fd)
+{
+    raw_send(fd, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    char b[64] = "";
+    ssize_t n = recv(fd, b, sizeof(b) - 1, 0);
+    return n > 12 && strncmp(b, "HTTP/1.1 200", 12) == 0;
+}
+
+/* Item 4: header deadline, minimum body rate, connections per client. */
+static void test_slowloris(void **state)
+{
+    struct server_options o;
+    server_options_init(&o);
+    o.header_timeout_ms = 1000;
+    o.body_min_rate = 1000;
+    o.max_conns_per_client = 4;
+    start_with(&o);
+    int held[4];
+    for (int i = 0; i < 4; i++) {
+        held[i] = raw_connect("127.0.0.3"); /* (the test's own requests come from .1) */
+        raw_send(held[i], "GET / HTTP/1.1\r\nHo"); /* never finishes its head */
+    }
+    wait_metric("imgsearch_http_connections 5\n"); /* + the one asking */
+    int fifth = raw_connect("127.0.0.3"); /* the kernel accepts; the server closes */
+    assert_true(raw_closed(fifth));
+    close(fifth);
+    assert_int_equal(metric_value("imgsearch_http_refused_total{reason=\"client_connections\"}"),
+                     1);
+    /* another client address is served meanwhile */
+    int other = raw_connect("127.0.0.2");
+    assert_true(raw_answers_200(other));
+    close(other);
+    /* the heads never completed: closed at the deadline */
+    for (int i = 0; i < 4; i++) {
+        assert_true(raw_closed(held[i]));
+        close(held[i]);
+    }
+    assert_int_equal(metric_value("imgsearch_http_refused_total{reason=\"header_timeout\"}"), 4);
+    /* a body trickling below the minimum rate is cut */
+    int slow = raw_connect("127.0.0.1");
+    raw_send(slow, "POST /api/v1/search HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{");
+    bool closed = false;
+    for (int i = 0; i < 400 && !closed; i++) {
+        closed = send(slow, " ", 1, MSG_NOSIGNAL) != 1;
+        usleep(25000);
+    }
+    assert_true(closed || raw_closed(slow));
+    close(slow);
+    assert_int_equal(metric_value("imgsearch_http_refused_total{reason=\"body_rate\"}"), 1);
+    /* an ordinary client is untouched */
+    struct resp r;
+    get(&r, "/api/v1/stats");
+    assert_int_equal(r.status, 200);
+    resp_fini(&r);
+    stop();
+}
+
+/* Item 3: the memory of request bodies in flight is bounded as a whole. */
+static void test_body_budget(void **state)
+{
+    struct server_options o;
+    server_options_init(&o);
+    o.body_budget_bytes = 150000;
+    start_with(&o);
+    /* one client holds 90000 bytes of a 100000-byte body it does not finish */
+    int holder = raw_connect("127.0.0.1");
+    raw_send(holder, "POST /api/v1/search HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n");
+    char *part = malloc(90001);
+    memset(part, ' ', 90000);
+    part[90000] = '\0';
+    raw_send(holder, part);
+    free(part);
+    wait_metric("imgsearch_http_body_bytes 90000\n");
+    /* a body announced too large for what is left: refused before it is read */
+    size_t n = 70000;
+    char *big = malloc(n + 1);
+    memset(big, ' ', n);
+    memcpy(big, "{\"text\":\"a\"}", 12);
+    big[n] = '\0';
+    struct resp r;
+    char h[32];
+    http_req(&r, "POST", "/api/v1/search", "application/json", big, n, NULL);
+    assert_error(&r, 503, "busy", "bodies in memory");
+    assert_string_equal(header(&r, "Retry-After", h, sizeof(h)), "1");
+    resp_fini(&r);
+    /* the same without Content-Length (chunked): refused as it grows */
+    const char *chunked[] = {"Transfer-Encoding: chunked", NULL};
+    http_req(&r, "POST", "/api/v1/search", "application/json", big, n, chunked);
+    assert_error(&r, 503, "busy", "bodies in memory");
+    resp_fini(&r);
+    /* small bodies still fit */
+    post_json(&r, "/api/v1/search", "{\"text\":\"a\"}");
+    assert_int_equal(r.status, 200);
+    resp_fini(&r);
+    assert_int_equal(metric_value("imgsearch_http_refused_total{reason=\"body_memory\"}"), 2);
+    /* what was refused or answered holds nothing */
+    assert_int_equal(metric_value("imgsearch_http_body_bytes"), 90000);
+    close(holder);
+    wait_metric("imgsearch_http_body_bytes 0\n");
+    http_req(&r, "POST", "/api/v1/search", "application/json", big, n, NULL);
+    assert_int_equal(r.status, 200);
+    resp_fini(&r);
+    http_req(&r, "POST", "/api/v1/search", "application/json", big, n, chunked);
+    assert_int_equal(r.status, 200);
+    resp_fini(&r);
+    free(big);
+    stop();
+}
+
+/* Item 8: the documented limits are the limits. */
+static void test_strict_limits(void **state)
+{
+    start_default();
+    struct resp r;
+    static const char *const bad_ids[] = {"+1", "01", "%201", "1%20", "-1", "0x1", "1e0"};
+    for (size_t i = 0; i < IMS_ARRAY_LEN(bad_ids); i++) {
+        char path[64];
+        snprintf(path, sizeof(path), "/api/v1/images/%s", bad_ids[i]);
+        get(&r, path);
+        assert_error(&r, 400, "invalid_argument", "image id");
+        resp_fini(&r);
+    }
+    get(&r, "/api/v1/search?q=a&k=01");
+    assert_error(&r, 400, "invalid_argument", "k:");
+    resp_fini(&r);
+    get(&r, "/api/v1/search?q=a&k=2&k=3");
+    assert_error(&r, 400, "invalid_argument", "'k' given more than once");
+    resp_fini(&r);
+    get(&r, "/api/v1/search?q=a&q=b");
+    assert_error(&r, 400, "invalid_argument", "'q'");
+    resp_fini(&r);
+    /* form values: NUL, repeats */
+    struct ims_buf b;
+    ims_buf_init(&b, 1u << 20);
+    mp_part(&b, "text", NULL, "cat", 3);
+    mp_part(&b, "k", NULL, "5\0junk", 6);
+    ims_buf_printf(&b, "--BoUnDaRy--\r\n");
+    http_req(&r, "POST", "/api/v1/search", MP_CT, b.data, b.len, NULL);
+    assert_error(&r, 400, "invalid_argument", "\"k\": contains a NUL byte");
+    resp_fini(&r);
+    ims_buf_reset(&b);
+    mp_part(&b, "text", NULL, "cat", 3);
+    mp_part(&b, "k", NULL, "5", 1);
+    mp_part(&b, "k", NULL, "6", 1);
+    ims_buf_printf(&b, "--BoUnDaRy--\r\n");
+    http_req(&r, "POST", "/api/v1/search", MP_CT, b.data, b.len, NULL);
+    assert_error(&r, 400, "invalid_argument", "\"k\" given more than once");
+    resp_fini(&r);
+    /* uploads: 64 files pass, 65 do not */
+    for (int n = 64; n <= 65; n++) {
+        ims_buf_reset(&b);
+        for (int i = 0; i < n; i++)
+            mp_part(&b, "file", "a.jpg", "IMGx", 4);
+        ims_buf_printf(&b, "--BoUnDaRy--\r\n");
+        http_req(&r, "POST", "/api/v1/images", MP_CT, b.data, b.len, NULL);
+        if (n == 64)
+            assert_int_equal(r.status, 200);
+        else
+            assert_error(&r, 413, "too_large", "the limit is 64");
+        resp_fini(&r);
+    }
+    ims_buf_fini(&b);
+    stop();
+}
+
+/* Item 11: clients behind trusted proxies get their own buckets. */
+static void test_trusted_proxy(void **state)
+{
+    struct server_options o;
+    server_options_init(&o);
+    o.rate_per_s = 0.001;
+    o.rate_burst = 2;
+    static const char *const proxies[] = {"127.0.0.0/8"};
+    o.trusted_proxies = proxies;
+    o.n_trusted_proxies = 1;
+    start_with(&o);
+    struct resp r;
+    const char *a[] = {"X-Forwarded-For: 203.0.113.5", NULL};
+    for (int i = 0; i < 2; i++) {
+        http_req(&r, "GET", "/api/v1/stats", NULL, NULL, 0, a);
+        assert_int_equal(r.status, 200);
+        resp_fini(&r);
+    }
+    http_req(&r, "GET", "/api/v1/stats", NULL, NULL, 0, a);
+    assert_int_equal(r.status, 429);
+    resp_fini(&r);
+    /* a hop written by the client (left of the proxy's) changes nothing */
+    const char *spoof[] = {"X-Forwarded-For: 198.51.100.1, 203.0.113.5", NULL};
+    http_req(&r, "GET", "/api/v1/stats", NULL, NULL, 0, spoof);
+    assert_int_equal(r.status, 429);
+    resp_fini(&r);
+    /* nor does a chain through trusted proxies */
+    const char *chain[] = {"Forwarded: for=203.0.113.5;proto=https, for=127.0.0.9", NULL};
+    http_req(&r, "GET", "/api/v1/stats", NULL, NULL, 0, chain);
+    assert_int_equal(r.status, 429);
+    resp_fini(&r);
+    /* another client behind the same proxy has its own bucket */
+    const char *b[] = {"X-Forwarded-For: 203.0.113.6", NULL};
+    http_req(&r, "GET", "/api/v1/stats", NULL, NULL, 0, b);
+    assert_int_equal(r.status, 200);
+    resp_fini(&r);
+    /* IPv6 clients are one bucket per /64 */
+    const char *v6a[] = {"Forwarded: for=\"[2001:db8:1:2::1]:4711\"", NULL};
+    const char *v6b[] = {"X-Forwarded-For: 2001:db8:1:2:ffff::9", NULL};
+    http_req(&r, "GET", "/api/v1/stats", NULL, NULL, 0, v6a);
+    assert_int_equal(r.status, 200);
+    resp_fini(&r);
+    http_req(&r, "GET", "/api/v1/stats", NULL, NULL, 0, v6b);
+    assert_int_equal(r.status, 200);
+    resp_fini(&r);
+    http_req(&r, "GET", "/api/v1/stats", NULL, NULL, 0, v6a);
+    assert_int_equal(r.status, 429);
+    resp_fini(&r);
+    stop();
+    /* without --trusted-proxy the headers are ignored: one bucket */
+    server_options_init(&o);
+    o.rate_per_s = 0.001;
+    o.rate_burst = 2;
+    start_with(&o);
+    http_req(&r, "GET", "/api/v1/stats", NULL, NULL, 0, a);
+    resp_fini(&r);
+    http_req(&r, "GET", "/api/v1/stats", NULL, NULL, 0, b);
+    resp_fini(&r);
+    const char *c[] = {"X-Forwarded-For: 203.0.113.7", NULL};
+    http_req(&r, "GET", "/api/v1/stats", NULL, NULL, 0, c);
+    assert_int_equal(r.status, 429);
+    resp_fini(&r);
+    stop();
+}
+
 /* ---- main ------------------------------------------------------------------------------------- */
 
 extern const struct CMUnitTest server_parser_tests[];
 extern const size_t server_n_parser_tests;
+extern const struct CMUnitTest server_guard_tests[];
+extern const size_t server_n_guard_tests;
 
 int main(void)
 {
@@ -1383,10 +1903,19 @@ int main(void)
         cmocka_unit_test(test_openapi_routes),
         cmocka_unit_test(test_ipv6),
         cmocka_unit_test(test_epoll_pool_mode),
+        cmocka_unit_test(test_wait_outside_gate),
+        cmocka_unit_test(test_wait_client_gone),
+        cmocka_unit_test(test_host_origin_cors),
+        cmocka_unit_test(test_slowloris),
+        cmocka_unit_test(test_body_budget),
+        cmocka_unit_test(test_strict_limits),
+        cmocka_unit_test(test_trusted_proxy),
     };
     int failed = cmocka_run_group_tests_name("server_http", tests, NULL, NULL);
     failed += _cmocka_run_group_tests("server_parsers", server_parser_tests,
                                       server_n_parser_tests, NULL, NULL);
+    failed += _cmocka_run_group_tests("server_guard", server_guard_tests, server_n_guard_tests,
+                                      NULL, NULL);
     curl_global_cleanup();
     return failed ? 1 : 0;
 }

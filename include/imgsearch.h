@@ -1,0 +1,252 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * imgsearch.h: libimgsearch, CLIP image search in a C library: the same data
+ * folder, model and queries as the `imgsearch` command and server, without a
+ * server.
+ *
+ *     #include <imgsearch.h>
+ *
+ *     struct imgsearch_params p;
+ *     imgsearch_params_default(&p);
+ *     p.model_dir = "models/clip-vit-base-patch32";
+ *     struct imgsearch *is = NULL;
+ *     struct imgsearch_error err;
+ *     if (imgsearch_open("my-data", &p, &is, &err) != IMGSEARCH_OK)
+ *         die(err.message);
+ *     const char *src[] = {"photos/", "https://example.org/cat.jpg"};
+ *     struct imgsearch_add_summary sum;
+ *     imgsearch_add(is, src, 2, &sum, &err);           // files, folders, URLs
+ *     struct imgsearch_term t = {.kind = IMGSEARCH_TERM_TEXT, .weight = 1, .text = "a cat"};
+ *     struct imgsearch_query q = {.terms = &t, .n_terms = 1, .k = 10};
+ *     struct imgsearch_results res;
+ *     if (imgsearch_search(is, &q, &res, &err) == IMGSEARCH_OK) {
+ *         for (size_t i = 0; i < res.n; i++)
+ *             printf("%.3f %s\n", res.items[i].score, res.items[i].row.source);
+ *         imgsearch_results_free(&res);
+ *     }
+ *     imgsearch_close(is);
+ *
+ * One header, no other to include: every type here is plain C.
+ *
+ * Catalogues: a data folder (the catalogue.db, index.snap and index.spec that
+ * `imgsearch` writes; created when absent). The folder belongs to one model:
+ * opening it with another is IMGSEARCH_ERR_MODEL_MISMATCH. The library reads
+ * the index snapshot and brings it up to date with the catalogue (or builds
+ * it), and never writes the snapshot: the command line and the server do;
+ * rows the library adds are in the catalogue and reach every index from
+ * there. Catalogue URLs (postgresql://...) are not supported yet
+ * (IMGSEARCH_ERR_UNSUPPORTED).
+ *
+ * Threading (as whisper.h states its own): a `struct imgsearch` may be used
+ * by any number of threads at once for imgsearch_search, imgsearch_get,
+ * imgsearch_thumbnail and imgsearch_embed_*; imgsearch_add runs one at a time
+ * per handle (a second call waits) and may run beside searches, which see its
+ * rows as they commit. imgsearch_open and imgsearch_close are not
+ * thread-safe with other calls on the same handle. Several handles on one
+ * folder (in one process or several) are safe: the catalogue is SQLite in
+ * WAL mode with one writer at a time.
+ *
+ * Ownership: everything a call returns through an out-parameter is owned by
+ * the caller and released with the matching function (imgsearch_results_free,
+ * imgsearch_row_free, imgsearch_free); strings and arrays passed in are
+ * borrowed for the call only. Out-parameters are set only on success.
+ *
+ * Errors: every function returns an enum imgsearch_status; a message for
+ * people goes into the optional `struct imgsearch_error *` (may be NULL).
+ *
+ * ABI: docs/library.md says what changes the soname (any change to a struct
+ * or enum value here, a removed or changed function); added functions and
+ * enum values bump the minor version only.
+ */
+#ifndef IMGSEARCH_LIB_H
+#define IMGSEARCH_LIB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define IMGSEARCH_API __attribute__((visibility("default")))
+#else
+#define IMGSEARCH_API
+#endif
+
+#define IMGSEARCH_VERSION_MAJOR 0
+#define IMGSEARCH_VERSION_MINOR 1
+
+/* The same codes and order as the project's internal status table; the
+ * values never change (new codes are appended). */
+enum imgsearch_status {
+    IMGSEARCH_OK = 0,
+    IMGSEARCH_ERR_INVALID,        /* bad argument or input */
+    IMGSEARCH_ERR_TOO_LARGE,      /* over a limit */
+    IMGSEARCH_ERR_UNSUPPORTED,    /* unsupported format or feature */
+    IMGSEARCH_ERR_NOMEM,
+    IMGSEARCH_ERR_CORRUPT,        /* damaged data */
+    IMGSEARCH_ERR_NOT_FOUND,
+    IMGSEARCH_ERR_EXISTS,
+    IMGSEARCH_ERR_IO,
+    IMGSEARCH_ERR_MODEL_MISMATCH, /* the folder belongs to another model */
+    IMGSEARCH_ERR_REFUSED,        /* refused by policy (private URL, ...) */
+    IMGSEARCH_ERR_NETWORK,
+    IMGSEARCH_ERR_TIMEOUT,
+    IMGSEARCH_ERR_BUSY,
+    IMGSEARCH_ERR_RATE_LIMITED,
+    IMGSEARCH_ERR_UNAUTHORIZED,
+    IMGSEARCH_ERR_CANCELLED,
+    IMGSEARCH_ERR_METHOD_NOT_ALLOWED,
+    IMGSEARCH_ERR_INTERNAL,
+};
+
+struct imgsearch_error {
+    char message[512];
+};
+
+/* A stable name ("model_mismatch") and a generic message; never NULL. */
+IMGSEARCH_API const char *imgsearch_status_name(enum imgsearch_status st);
+IMGSEARCH_API const char *imgsearch_strerror(enum imgsearch_status st);
+/* "0.1.0": the library's version (may differ from the header's). */
+IMGSEARCH_API const char *imgsearch_version(void);
+
+/* ---- open / close --------------------------------------------------------------- */
+
+struct imgsearch_params {
+    const char *model_dir;      /* Hugging Face CLIP folder; NULL: $IMGSEARCH_MODEL */
+    int bf16;                   /* 1: bf16 where the CPU has AVX512_BF16 (else f32) */
+    int n_threads;              /* encoder threads; 0: all CPUs */
+    int allow_private_urls;     /* 1: let imgsearch_add download from private addresses */
+};
+IMGSEARCH_API void imgsearch_params_default(struct imgsearch_params *p);
+
+struct imgsearch;
+
+/* Opens (creating if needed) the data folder `catalogue` with the model of
+ * `p` (NULL: defaults). On success *out owns the handle: release it with
+ * imgsearch_close(). */
+IMGSEARCH_API enum imgsearch_status imgsearch_open(const char *catalogue,
+                                                   const struct imgsearch_params *p,
+                                                   struct imgsearch **out,
+                                                   struct imgsearch_error *err);
+/* Releases everything. Accepts NULL. No other call may be running. */
+IMGSEARCH_API void imgsearch_close(struct imgsearch *is);
+
+/* Rows, embedding size, model name ("<architecture>:<fingerprint>", borrowed
+ * for the handle's life). */
+IMGSEARCH_API enum imgsearch_status imgsearch_count(struct imgsearch *is, int64_t *n,
+                                                    struct imgsearch_error *err);
+IMGSEARCH_API int imgsearch_dim(const struct imgsearch *is);
+IMGSEARCH_API const char *imgsearch_model_name(const struct imgsearch *is);
+
+/* ---- adding sources ------------------------------------------------------------------ */
+
+struct imgsearch_add_summary {
+    int64_t total, added, duplicates, failed;
+};
+
+/* Adds files, folders (recursively) and http(s) URLs, like `imgsearch add`.
+ * Returns IMGSEARCH_OK when the job ran, even if items failed (see *summary,
+ * may be NULL); an error when it could not run. */
+IMGSEARCH_API enum imgsearch_status imgsearch_add(struct imgsearch *is,
+                                                  const char *const *sources, size_t n,
+                                                  struct imgsearch_add_summary *summary,
+                                                  struct imgsearch_error *err);
+IMGSEARCH_API enum imgsearch_status imgsearch_remove(struct imgsearch *is, int64_t id,
+                                                     struct imgsearch_error *err);
+
+/* ---- searching ---------------------------------------------------------------------- */
+
+enum imgsearch_term_kind {
+    IMGSEARCH_TERM_TEXT,
+    IMGSEARCH_TERM_IMAGE,     /* encoded image bytes (JPEG, PNG, WebP, GIF, BMP) */
+    IMGSEARCH_TERM_IMAGE_ID,  /* a catalogue row's embedding ("more like this") */
+    IMGSEARCH_TERM_VECTOR,    /* imgsearch_dim() floats */
+};
+
+/* One weighted term; the fields of `kind` are set, the others ignored. */
+struct imgsearch_term {
+    enum imgsearch_term_kind kind;
+    float weight;             /* finite, non-zero; negative pushes away */
+    const char *text;
+    const void *bytes;
+    size_t n_bytes;
+    int64_t image_id;
+    const float *vector;
+    size_t n_vector;
+};
+
+/* Filters on the rows (0 = no filter). */
+struct imgsearch_filter {
+    int64_t added_from, added_to;   /* unix seconds, inclusive */
+    int min_width, min_height;
+    const char *source_prefix;      /* e.g. "https://example.org/" or "/photos/2024/" */
+};
+
+struct imgsearch_query {
+    const struct imgsearch_term *terms;  /* 1..16 */
+    size_t n_terms;
+    int k;                               /* 1..1000 */
+    int offset;                          /* 0..10000 */
+    int has_min_score;
+    float min_score;
+    const struct imgsearch_filter *filter; /* may be NULL */
+};
+
+struct imgsearch_row {
+    int64_t id;
+    char *source;             /* URL, path, or "upload:..." */
+    char *caption;            /* NULL if none */
+    int width, height;
+    int64_t added;            /* unix seconds */
+};
+
+struct imgsearch_result {
+    struct imgsearch_row row;
+    float score;              /* cosine similarity of the fused query */
+};
+
+struct imgsearch_results {
+    struct imgsearch_result *items;
+    size_t n;
+};
+
+/* The fused query is normalise(sum w_i * normalise(e_i)); results are the
+ * best-scoring rows that pass the filter, best first. On success release
+ * *out with imgsearch_results_free(). */
+IMGSEARCH_API enum imgsearch_status imgsearch_search(struct imgsearch *is,
+                                                     const struct imgsearch_query *q,
+                                                     struct imgsearch_results *out,
+                                                     struct imgsearch_error *err);
+IMGSEARCH_API void imgsearch_results_free(struct imgsearch_results *r);
+
+/* ---- rows and thumbnails --------------------------------------------------------------- */
+
+/* IMGSEARCH_ERR_NOT_FOUND for an unknown id. Release with imgsearch_row_free(). */
+IMGSEARCH_API enum imgsearch_status imgsearch_get(struct imgsearch *is, int64_t id,
+                                                  struct imgsearch_row *row,
+                                                  struct imgsearch_error *err);
+IMGSEARCH_API void imgsearch_row_free(struct imgsearch_row *row);
+/* The row's JPEG thumbnail (longest side 256 px). Release *jpeg with imgsearch_free(). */
+IMGSEARCH_API enum imgsearch_status imgsearch_thumbnail(struct imgsearch *is, int64_t id,
+                                                        void **jpeg, size_t *n_bytes,
+                                                        struct imgsearch_error *err);
+
+/* ---- embeddings --------------------------------------------------------------------------- */
+
+/* L2-normalised embeddings; `out` holds imgsearch_dim() floats (caller-owned). */
+IMGSEARCH_API enum imgsearch_status imgsearch_embed_text(struct imgsearch *is, const char *text,
+                                                         float *out,
+                                                         struct imgsearch_error *err);
+IMGSEARCH_API enum imgsearch_status imgsearch_embed_image(struct imgsearch *is, const void *bytes,
+                                                          size_t n, float *out,
+                                                          struct imgsearch_error *err);
+
+/* Releases memory the library returned (thumbnails). Accepts NULL. */
+IMGSEARCH_API void imgsearch_free(void *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,347 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libimgsearch.c: the public C library (include/imgsearch.h) over the
+ * modules' public headers: clip (model), replica (the data folder: the
+ * catalogue checked against the model, the index snapshot brought up to
+ * date or rebuilt, exactly as the command line and the server open it),
+ * ingest and search. It owns nothing of its own but the handle; every call
+ * maps onto one module call. Unlike the CLI the library never writes the
+ * index snapshot (see imgsearch.h).
+ *
+ * Statuses: enum imgsearch_status has the values of enum ims_status (checked
+ * below), so they pass through unchanged. Allocation goes through
+ * ims_malloc/ims_free; imgsearch_free releases what the library returned.
+ */
+#include "imgsearch.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "imgsearch/base.h"
+#include "imgsearch/clip.h"
+#include "imgsearch/fetch.h"
+#include "imgsearch/index.h"
+#include "imgsearch/ingest.h"
+#include "imgsearch/replica.h"
+#include "imgsearch/search.h"
+#include "imgsearch/store.h"
+
+#define IMGSEARCH_VERSION_STRING "0.1.0"
+
+_Static_assert((int)IMGSEARCH_ERR_INVALID == (int)IMS_ERR_INVALID, "status table");
+_Static_assert((int)IMGSEARCH_ERR_MODEL_MISMATCH == (int)IMS_ERR_MODEL_MISMATCH, "status table");
+_Static_assert((int)IMGSEARCH_ERR_INTERNAL == (int)IMS_ERR_INTERNAL, "status table");
+_Static_assert((int)IMGSEARCH_ERR_INTERNAL + 1 == (int)IMS_STATUS_COUNT, "status table");
+_Static_assert(sizeof(struct imgsearch_error) == sizeof(struct ims_error), "error struct");
+_Static_assert((int)IMGSEARCH_TERM_VECTOR == (int)SEARCH_TERM_VECTOR, "term kinds");
+
+struct imgsearch {
+    struct clip_model *model;
+    struct replica *replica;        /* the catalogue and its index */
+    struct store *store;            /* borrowed from replica */
+    struct vindex *index;           /* borrowed from replica */
+    struct search_engine *se;
+    struct ingest_options iopt;
+    pthread_mutex_t add_mu;         /* one imgsearch_add at a time */
+    char model_name[256];
+    int dim;
+};
+
+static enum imgsearch_status pass(enum ims_status st) { return (enum imgsearch_status)st; }
+#define ERR(e) ((struct ims_error *)(void *)(e))
+
+const char *imgsearch_status_name(enum imgsearch_status st)
+{
+    return ims_status_name((enum ims_status)st);
+}
+const char *imgsearch_strerror(enum imgsearch_status st)
+{
+    return ims_strerror((enum ims_status)st);
+}
+const char *imgsearch_version(void) { return IMGSEARCH_VERSION_STRING; }
+void imgsearch_free(void *p) { ims_free(p); }
+
+void imgsearch_params_default(struct imgsearch_params *p) { memset(p, 0, sizeof(*p)); }
+
+/* ---- open / close ----------------------------------------------------------------- */
+
+enum imgsearch_status imgsearch_open(const char *catalogue, const struct imgsearch_params *p,
+                                     struct imgsearch **out, struct imgsearch_error *e)
+{
+    struct ims_error *err = ERR(e);
+    struct imgsearch_params def;
+    if (!p) {
+        imgsearch_params_default(&def);
+        p = &def;
+    }
+    if (!catalogue || !*catalogue || !out)
+        return pass(ims_error_set(err, IMS_ERR_INVALID, "no catalogue given"));
+    if (strstr(catalogue, "://"))
+        return pass(ims_error_set(err, IMS_ERR_UNSUPPORTED,
+                                  "catalogue URLs are not supported by this library yet: "
+                                  "give a data folder"));
+    const char *mdir = p->model_dir ? p->model_dir : getenv("IMGSEARCH_MODEL");
+    if (!mdir || !*mdir)
+        return pass(ims_error_set(err, IMS_ERR_INVALID,
+                                  "no model folder (params.model_dir or IMGSEARCH_MODEL)"));
+    struct imgsearch *is = ims_calloc(1, sizeof(*is));
+    if (!is)
+        return pass(ims_error_set(err, IMS_ERR_NOMEM, "out of memory"));
+    pthread_mutex_init(&is->add_mu, NULL);
+    struct clip_model_params mp;
+    clip_model_params_default(&mp);
+    mp.precision = p->bf16 ? CLIP_PRECISION_BF16 : CLIP_PRECISION_F32;
+    if (p->n_threads > 0)
+        mp.n_threads = p->n_threads;
+    enum ims_status st = clip_model_load(mdir, &mp, &is->model, err);
+    if (st != IMS_OK) {
+        ims_error_prefix(err, "model %s", mdir);
+        goto fail;
+    }
+    snprintf(is->model_name, sizeof(is->model_name), "%s", clip_model_name(is->model));
+    is->dim = clip_model_embed_dim(is->model);
+    struct replica_options ro;
+    replica_options_default(&ro);
+    ro.data_dir = catalogue;
+    ro.model_name = is->model_name;
+    ro.dim = (uint32_t)is->dim;
+    st = replica_open(&ro, &is->replica, err);
+    if (st != IMS_OK)
+        goto fail;
+    is->store = replica_store(is->replica);
+    is->index = replica_index(is->replica);
+    st = search_engine_new(is->model, is->store, is->index, NULL, &is->se, err);
+    if (st != IMS_OK)
+        goto fail;
+    /* no ingest service (ingest_new): it would mark the jobs of a server
+     * running on the same folder as interrupted; imgsearch_add runs its
+     * own pipeline */
+    ingest_options_default(&is->iopt);
+    is->iopt.allow_local_files = 1;
+    is->iopt.fetch.allow_private = p->allow_private_urls != 0;
+    *out = is;
+    return IMGSEARCH_OK;
+fail:
+    imgsearch_close(is);
+    return pass(st);
+}
+
+void imgsearch_close(struct imgsearch *is)
+{
+    if (!is)
+        return;
+    search_engine_free(is->se);
+    replica_close(is->replica); /* no snapshot: the CLI and the server write it */
+    clip_model_free(is->model);
+    pthread_mutex_destroy(&is->add_mu);
+    ims_free(is);
+}
+
+enum imgsearch_status imgsearch_count(struct imgsearch *is, int64_t *n, struct imgsearch_error *e)
+{
+    return pass(store_count(is->store, n, ERR(e)));
+}
+int imgsearch_dim(const struct imgsearch *is) { return is->dim; }
+const char *imgsearch_model_name(const struct imgsearch *is) { return is->model_name; }
+
+/* ---- adding ------------------------------------------------------------------------------ */
+
+struct next_ctx {
+    const char *const *sources;
+    size_t n, i;
+};
+
+static int next_source(void *ctx, const char **source)
+{
+    struct next_ctx *c = ctx;
+    if (c->i >= c->n)
+        return 0;
+    *source = c->sources[c->i++];
+    return 1;
+}
+
+enum imgsearch_status imgsearch_add(struct imgsearch *is, const char *const *sources, size_t n,
+                                    struct imgsearch_add_summary *summary,
+                                    struct imgsearch_error *e)
+{
+    if (!sources && n)
+        return pass(ims_error_set(ERR(e), IMS_ERR_INVALID, "no sources"));
+    struct ingest_deps deps = {is->model, is->store, is->index};
+    struct next_ctx nc = {sources, n, 0};
+    struct ingest_summary sum;
+    memset(&sum, 0, sizeof(sum));
+    pthread_mutex_lock(&is->add_mu);
+    enum ims_status st =
+        ingest_run(&deps, &is->iopt, next_source, &nc, NULL, NULL, &sum, ERR(e));
+    pthread_mutex_unlock(&is->add_mu);
+    if (st == IMS_OK && summary) {
+        summary->total = sum.total;
+        summary->added = sum.added;
+        summary->duplicates = sum.duplicates;
+        summary->failed = sum.failed;
+    }
+    return pass(st);
+}
+
+enum imgsearch_status imgsearch_remove(struct imgsearch *is, int64_t id,
+                                       struct imgsearch_error *e)
+{
+    enum ims_status st = store_delete(is->store, id, ERR(e));
+    if (st == IMS_OK)
+        st = vindex_remove(is->index, &id, 1, NULL, ERR(e));
+    return pass(st);
+}
+
+/* ---- rows ------------------------------------------------------------------------------------ */
+
+static enum ims_status row_copy(const struct store_image_row *r, struct imgsearch_row *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->id = r->id;
+    out->width = (int)r->width;
+    out->height = (int)r->height;
+    out->added = r->added;
+    out->source = ims_strdup(r->source ? r->source : "");
+    out->caption = r->caption ? ims_strdup(r->caption) : NULL;
+    if (!out->source || (r->caption && !out->caption)) {
+        imgsearch_row_free(out);
+        return IMS_ERR_NOMEM;
+    }
+    return IMS_OK;
+}
+
+void imgsearch_row_free(struct imgsearch_row *row)
+{
+    if (!row)
+        return;
+    ims_free(row->source);
+    ims_free(row->caption);
+    memset(row, 0, sizeof(*row));
+}
+
+enum imgsearch_status imgsearch_get(struct imgsearch *is, int64_t id, struct imgsearch_row *row,
+                                    struct imgsearch_error *e)
+{
+    struct store_image_row r;
+    store_row_init(&r);
+    enum ims_status st = store_get(is->store, id, 0, &r, ERR(e));
+    if (st == IMS_OK && (st = row_copy(&r, row)) != IMS_OK)
+        ims_error_set(ERR(e), st, "out of memory");
+    store_row_fini(&r);
+    return pass(st);
+}
+
+enum imgsearch_status imgsearch_thumbnail(struct imgsearch *is, int64_t id, void **jpeg,
+                                          size_t *n_bytes, struct imgsearch_error *e)
+{
+    return pass(store_get_thumbnail(is->store, id, jpeg, n_bytes, ERR(e)));
+}
+
+/* ---- search ------------------------------------------------------------------------------------ */
+
+static bool row_passes(const struct imgsearch_filter *f, const struct store_image_row *r)
+{
+    if (!f)
+        return true;
+    if ((f->added_from && r->added < f->added_from) || (f->added_to && r->added > f->added_to))
+        return false;
+    if ((int64_t)r->width < f->min_width || (int64_t)r->height < f->min_height)
+        return false;
+    if (f->source_prefix && (!r->source || strncmp(r->source, f->source_prefix,
+                                                   strlen(f->source_prefix)) != 0))
+        return false;
+    return true;
+}
+
+enum imgsearch_status imgsearch_search(struct imgsearch *is, const struct imgsearch_query *q,
+                                       struct imgsearch_results *out, struct imgsearch_error *e)
+{
+    struct ims_error *err = ERR(e);
+    if (!q || !q->terms || q->n_terms < 1 || q->n_terms > SEARCH_TERMS_MAX)
+        return pass(ims_error_set(err, IMS_ERR_INVALID, "a query needs 1 to %d terms",
+                                  SEARCH_TERMS_MAX));
+    struct search_term terms[SEARCH_TERMS_MAX];
+    memset(terms, 0, sizeof(terms));
+    for (size_t i = 0; i < q->n_terms; i++) {
+        const struct imgsearch_term *t = &q->terms[i];
+        terms[i] = (struct search_term){(enum search_term_kind)t->kind, t->weight, t->text,
+                                        t->bytes, t->n_bytes, t->image_id, t->vector,
+                                        t->n_vector};
+    }
+    /* Filters apply to the best SEARCH_K_MAX candidates (the search module
+     * has no filters of its own yet): a filter passing few rows may return
+     * fewer than k. */
+    bool filtered = q->filter != NULL;
+    struct search_request rq = {terms, q->n_terms, filtered ? SEARCH_K_MAX : q->k,
+                                filtered ? 0 : q->offset, q->has_min_score, q->min_score,
+                                SEARCH_ORDER_SCORE};
+    if (filtered && (q->k < 1 || q->k > SEARCH_K_MAX || q->offset < 0 ||
+                     q->offset > SEARCH_OFFSET_MAX))
+        return pass(ims_error_set(err, IMS_ERR_INVALID, "k must be 1..%d, offset 0..%d",
+                                  SEARCH_K_MAX, SEARCH_OFFSET_MAX));
+    struct search_response resp;
+    memset(&resp, 0, sizeof(resp));
+    enum ims_status st = search_run(is->se, &rq, &resp, err);
+    if (st != IMS_OK)
+        return pass(st);
+    out->items = ims_calloc(resp.n ? resp.n : 1, sizeof(*out->items));
+    out->n = 0;
+    if (!out->items) {
+        search_response_fini(&resp);
+        return pass(ims_error_set(err, IMS_ERR_NOMEM, "out of memory"));
+    }
+    size_t skipped = 0;
+    for (size_t i = 0; i < resp.n && st == IMS_OK; i++) {
+        if (!row_passes(q->filter, &resp.hits[i].row))
+            continue;
+        if (filtered && skipped < (size_t)q->offset) {
+            skipped++;
+            continue;
+        }
+        if (filtered && out->n == (size_t)q->k)
+            break;
+        st = row_copy(&resp.hits[i].row, &out->items[out->n].row);
+        out->items[out->n].score = resp.hits[i].score;
+        if (st == IMS_OK)
+            out->n++;
+    }
+    search_response_fini(&resp);
+    if (st != IMS_OK) {
+        imgsearch_results_free(out);
+        return pass(ims_error_set(err, st, "out of memory"));
+    }
+    return IMGSEARCH_OK;
+}
+
+void imgsearch_results_free(struct imgsearch_results *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->n; i++)
+        imgsearch_row_free(&r->items[i].row);
+    ims_free(r->items);
+    r->items = NULL;
+    r->n = 0;
+}
+
+/* ---- embeddings ---------------------------------------------------------------------------------- */
+
+enum imgsearch_status imgsearch_embed_text(struct imgsearch *is, const char *text, float *out,
+                                           struct imgsearch_error *e)
+{
+    if (!text || !out)
+        return pass(ims_error_set(ERR(e), IMS_ERR_INVALID, "no text"));
+    return pass(search_embed_text(is->se, text, out, NULL, ERR(e)));
+}
+
+enum imgsearch_status imgsearch_embed_image(struct imgsearch *is, const void *bytes, size_t n,
+                                            float *out, struct imgsearch_error *e)
+{
+    if (!bytes || !n || !out)
+        return pass(ims_error_set(ERR(e), IMS_ERR_INVALID, "no image"));
+    return pass(search_embed_image(is->se, bytes, n, out, ERR(e)));
+}

@@ -1,0 +1,262 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_lib.c: libimgsearch through its public header only (linked against
+ * the shared library): refusals, a folder's life (open, add, search with
+ * filters, rows, thumbnails, embeddings, remove, reopen), and searches from
+ * several threads on one handle.
+ *
+ * The tiny CLIP model (tests/golden/clip/tiny + the bundled vocabulary) is
+ * copied into a temporary folder; the fixture images are the sources.
+ */
+#include <imgsearch.h>
+
+#include <math.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+static char tmp[256], model[300], data[300], images[1024];
+
+static const char *src_dir(void)
+{
+    const char *s = getenv("IMS_SOURCE_DIR");
+    return s && *s ? s : IMS_SOURCE_DIR;
+}
+
+static void copy(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    assert_non_null(in);
+    assert_non_null(out);
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+        assert_int_equal(fwrite(buf, 1, n, out), n);
+    fclose(in);
+    fclose(out);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(tmp, sizeof(tmp), "/tmp/ims-test-lib-XXXXXX");
+    assert_non_null(mkdtemp(tmp));
+    snprintf(model, sizeof(model), "%s/model", tmp);
+    snprintf(data, sizeof(data), "%s/data", tmp);
+    snprintf(images, sizeof(images), "%s/tests/golden/clip/images", src_dir());
+    assert_int_equal(mkdir(model, 0755), 0);
+    static const char *const files[][2] = {{"tests/golden/clip/tiny", "config.json"},
+                                           {"tests/golden/clip/tiny", "model.safetensors"},
+                                           {"data/vocab", "vocab.json"},
+                                           {"data/vocab", "merges.txt"}};
+    for (size_t i = 0; i < 4; i++) {
+        char a[1024], b[1024];
+        snprintf(a, sizeof(a), "%s/%s/%s", src_dir(), files[i][0], files[i][1]);
+        snprintf(b, sizeof(b), "%s/%s", model, files[i][1]);
+        copy(a, b);
+    }
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void test_refusals(void **state)
+{
+    (void)state;
+    struct imgsearch *is = NULL;
+    struct imgsearch_error err;
+    struct imgsearch_params p;
+    imgsearch_params_default(&p);
+    p.model_dir = model;
+    assert_int_equal(imgsearch_open(NULL, &p, &is, &err), IMGSEARCH_ERR_INVALID);
+    assert_int_equal(imgsearch_open("postgresql://u@h/db", &p, &is, &err),
+                     IMGSEARCH_ERR_UNSUPPORTED);
+    assert_non_null(strstr(err.message, "data folder"));
+    unsetenv("IMGSEARCH_MODEL");
+    p.model_dir = NULL;
+    assert_int_equal(imgsearch_open(data, &p, &is, &err), IMGSEARCH_ERR_INVALID);
+    assert_non_null(strstr(err.message, "model"));
+    char nowhere[400];
+    snprintf(nowhere, sizeof(nowhere), "%s/nowhere", tmp);
+    p.model_dir = nowhere;
+    assert_int_not_equal(imgsearch_open(data, &p, &is, NULL), IMGSEARCH_OK);
+    assert_null(is);
+    assert_string_equal(imgsearch_status_name(IMGSEARCH_ERR_MODEL_MISMATCH), "model_mismatch");
+    assert_string_equal(imgsearch_version(), "0.1.0");
+    imgsearch_close(NULL);
+    imgsearch_free(NULL);
+}
+
+static void test_folder_life(void **state)
+{
+    (void)state;
+    struct imgsearch_params p;
+    imgsearch_params_default(&p);
+    p.model_dir = model;
+    struct imgsearch *is = NULL;
+    struct imgsearch_error err;
+    assert_int_equal(imgsearch_open(data, &p, &is, &err), IMGSEARCH_OK);
+    int dim = imgsearch_dim(is);
+    assert_true(dim > 0);
+    const char *src[] = {images};
+    struct imgsearch_add_summary sum;
+    assert_int_equal(imgsearch_add(is, src, 1, &sum, &err), IMGSEARCH_OK);
+    assert_true(sum.added >= 20);
+    int64_t n = 0;
+    assert_int_equal(imgsearch_count(is, &n, &err), IMGSEARCH_OK);
+    assert_int_equal(n, sum.added);
+
+    /* a text query: scores are the cosine of the text's embedding */
+    float *t = malloc((size_t)dim * sizeof(float)), *e = malloc((size_t)dim * sizeof(float));
+    assert_int_equal(imgsearch_embed_text(is, "a red square", t, &err), IMGSEARCH_OK);
+    struct imgsearch_term term = {.kind = IMGSEARCH_TERM_TEXT, .weight = 1, .text = "a red square"};
+    struct imgsearch_query q = {.terms = &term, .n_terms = 1, .k = 5};
+    struct imgsearch_results res;
+    assert_int_equal(imgsearch_search(is, &q, &res, &err), IMGSEARCH_OK);
+    assert_int_equal(res.n, 5);
+    for (size_t i = 1; i < res.n; i++)
+        assert_true(res.items[i - 1].score >= res.items[i].score);
+    int64_t best = res.items[0].row.id;
+    char best_src[1024];
+    snprintf(best_src, sizeof(best_src), "%s", res.items[0].row.source);
+    imgsearch_results_free(&res);
+    assert_null(res.items);
+
+    /* the best row's own image, read back from its file, scores ~1 */
+    FILE *f = fopen(best_src, "rb");
+    assert_non_null(f);
+    static unsigned char buf[8 << 20];
+    size_t nb = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    assert_int_equal(imgsearch_embed_image(is, buf, nb, e, &err), IMGSEARCH_OK);
+    struct imgsearch_term vt = {.kind = IMGSEARCH_TERM_VECTOR, .weight = 1, .vector = e,
+                                .n_vector = (size_t)dim};
+    struct imgsearch_query qv = {.terms = &vt, .n_terms = 1, .k = 1};
+    assert_int_equal(imgsearch_search(is, &qv, &res, &err), IMGSEARCH_OK);
+    assert_int_equal(res.items[0].row.id, best);
+    assert_true(fabsf(res.items[0].score - 1.0f) < 1e-3f);
+    imgsearch_results_free(&res);
+    vt.n_vector = 3;
+    assert_int_equal(imgsearch_search(is, &qv, &res, &err), IMGSEARCH_ERR_INVALID);
+
+    /* filters: at least 200 px wide, under the fixture folder */
+    char prefix[1100];
+    snprintf(prefix, sizeof(prefix), "%s/", images);
+    struct imgsearch_filter flt = {.min_width = 200, .source_prefix = prefix};
+    q.k = 1000;
+    q.filter = &flt;
+    assert_int_equal(imgsearch_search(is, &q, &res, &err), IMGSEARCH_OK);
+    assert_true(res.n > 0 && res.n < (size_t)n);
+    for (size_t i = 0; i < res.n; i++)
+        assert_true(res.items[i].row.width >= 200);
+    size_t n_wide = res.n;
+    imgsearch_results_free(&res);
+    q.offset = 1;
+    q.k = 2;
+    assert_int_equal(imgsearch_search(is, &q, &res, &err), IMGSEARCH_OK);
+    assert_int_equal(res.n, n_wide >= 3 ? 2 : n_wide - 1);
+    imgsearch_results_free(&res);
+
+    /* rows and thumbnails */
+    struct imgsearch_row row;
+    assert_int_equal(imgsearch_get(is, best, &row, &err), IMGSEARCH_OK);
+    assert_string_equal(row.source, best_src);
+    assert_true(row.width > 0 && row.height > 0);
+    imgsearch_row_free(&row);
+    void *jpeg = NULL;
+    size_t nj = 0;
+    assert_int_equal(imgsearch_thumbnail(is, best, &jpeg, &nj, &err), IMGSEARCH_OK);
+    assert_true(nj > 2 && ((unsigned char *)jpeg)[0] == 0xff && ((unsigned char *)jpeg)[1] == 0xd8);
+    imgsearch_free(jpeg);
+
+    /* remove: gone from rows and from results */
+    assert_int_equal(imgsearch_remove(is, best, &err), IMGSEARCH_OK);
+    assert_int_equal(imgsearch_get(is, best, &row, &err), IMGSEARCH_ERR_NOT_FOUND);
+    assert_int_equal(imgsearch_remove(is, best, &err), IMGSEARCH_ERR_NOT_FOUND);
+    q.filter = NULL;
+    q.offset = 0;
+    q.k = 1000;
+    assert_int_equal(imgsearch_search(is, &q, &res, &err), IMGSEARCH_OK);
+    assert_int_equal(res.n, (size_t)n - 1);
+    for (size_t i = 0; i < res.n; i++)
+        assert_true(res.items[i].row.id != best);
+    imgsearch_results_free(&res);
+    imgsearch_close(is);
+
+    /* reopened: the same rows, the removal kept; adding again finds duplicates */
+    assert_int_equal(imgsearch_open(data, &p, &is, &err), IMGSEARCH_OK);
+    assert_int_equal(imgsearch_count(is, &n, &err), IMGSEARCH_OK);
+    assert_int_equal(n, sum.added - 1);
+    assert_int_equal(imgsearch_add(is, src, 1, &sum, &err), IMGSEARCH_OK);
+    assert_int_equal(sum.added, 1); /* the removed one comes back */
+    imgsearch_close(is);
+    free(t);
+    free(e);
+}
+
+struct worker {
+    struct imgsearch *is;
+    int ok;
+};
+
+static void *search_worker(void *arg)
+{
+    struct worker *w = arg;
+    static const char *const texts[] = {"a cat", "a dog", "a tree", "the sea"};
+    w->ok = 1;
+    for (int i = 0; i < 20; i++) {
+        struct imgsearch_term t = {.kind = IMGSEARCH_TERM_TEXT, .weight = 1, .text = texts[i % 4]};
+        struct imgsearch_query q = {.terms = &t, .n_terms = 1, .k = 3};
+        struct imgsearch_results res;
+        if (imgsearch_search(w->is, &q, &res, NULL) != IMGSEARCH_OK || res.n != 3)
+            w->ok = 0;
+        else
+            imgsearch_results_free(&res);
+    }
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    (void)state;
+    struct imgsearch_params p;
+    imgsearch_params_default(&p);
+    p.model_dir = model;
+    struct imgsearch *is = NULL;
+    assert_int_equal(imgsearch_open(data, &p, &is, NULL), IMGSEARCH_OK);
+    pthread_t th[4];
+    struct worker w[4];
+    for (int i = 0; i < 4; i++) {
+        w[i].is = is;
+        assert_int_equal(pthread_create(&th[i], NULL, search_worker, &w[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_true(w[i].ok);
+    }
+    imgsearch_close(is);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_folder_life),
+        cmocka_unit_test(test_threads),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
