@@ -255,7 +255,8 @@ struct server_options {
     unsigned drain_ms;            /* server_stop waits this long for running requests, 10000 */
     /* Hardening against hostile clients (see docs/api.md "Limits and hardening"). */
     unsigned max_waiters;         /* ?wait=1 requests waiting for their job at once (outside
-                                     the admission gate), default 64; beyond: 503 */
+                                     the admission gate; their connections do not count in
+                                     max_conns_per_client), default 128; beyond: 503 */
     size_t body_budget_bytes;     /* request body bytes held in memory by all requests
                                      together, default 256 MiB; beyond: 503 + Retry-After */
     unsigned header_timeout_ms;   /* request headers complete within this, default 10000; an

@@ -309,6 +309,38 @@ int index__faiss_walk(const void *data, size_t n, char *why, size_t why_cap)
     return 0;
 }
 
+/* "HNSW<M>", "IVF<n>,Flat", "IVF<n>,PQ<m>[x<b>]": types whose whole FAISS
+ * serialisation the walk knows (a flat quantizer, no pre-transform). */
+int index__faiss_spec_walkable(const char *spec)
+{
+    const char *p = spec;
+    if (!strncmp(p, "HNSW", 4)) {
+        p += 4;
+        if (*p < '0' || *p > '9')
+            return 0;
+        while (*p >= '0' && *p <= '9')
+            p++;
+        return *p == '\0';
+    }
+    if (strncmp(p, "IVF", 3) != 0)
+        return 0;
+    p += 3;
+    if (*p < '0' || *p > '9')
+        return 0;
+    while (*p >= '0' && *p <= '9')
+        p++;
+    if (!strcmp(p, ",Flat"))
+        return 1;
+    if (strncmp(p, ",PQ", 3) != 0)
+        return 0;
+    p += 3;
+    if (*p < '0' || *p > '9')
+        return 0;
+    while ((*p >= '0' && *p <= '9') || *p == 'x')
+        p++;
+    return *p == '\0';
+}
+
 enum ims_status vindex_read_faiss_vectors(const char *path, float **x, int64_t **ids,
                                           size_t *n, int *d, struct ims_error *err)
 {

@@ -130,6 +130,10 @@ enum ims_status index__faiss_read_buffer_vectors(const void *data, size_t size, 
  * trailing bytes. 0 when FAISS may read it, -1 (damage) or -2 (a format
  * the walk does not know) with why. */
 int index__faiss_walk(const void *data, size_t n, char *why, size_t why_cap);
+/* 1 when every part of a snapshot of this spec is a format the walk knows
+ * ("HNSW32", "IVF1024,Flat", "IVF1024,PQ64"): then an unknown format in its
+ * payload is damage, not a type left to the CRC. */
+int index__faiss_spec_walkable(const char *spec);
 
 /* ---- scan kernels (index_scan.c) ----------------------------------------- */
 

@@ -508,7 +508,8 @@ enum ims_status vindex_load(const char *path, int dim, const char *spec, struct 
         /* Damage under a recomputed CRC must not reach FAISS's reader, which
          * trusts every length: walk the formats we know first. */
         char why[256];
-        if (index__faiss_walk(r.p, r.left, why, sizeof why) == -1) {
+        int walked = index__faiss_walk(r.p, r.left, why, sizeof why);
+        if (walked == -1 || (walked == -2 && index__faiss_spec_walkable(spec))) {
             st = ims_error_set(err, IMS_ERR_CORRUPT, "index snapshot %s: FAISS payload: %s",
                                path, why);
             goto out;

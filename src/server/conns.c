@@ -30,7 +30,9 @@
  *
  * The per-client cap is checked in MHD's accept policy callback, against the
  * entries of the same client key (IPv4 address or IPv6 /64; see guard.c),
- * so one address cannot hold all max_connections sockets. The table has at
+ * so one address cannot hold all max_connections sockets. Connections of
+ * ?wait=1 waiters are not counted there (max_waiters caps them, globally):
+ * a client waiting for its jobs may still search. The table has at
  * most max_connections entries: a linear count is cheaper than a hash here.
  *
  * Locks: `mu` guards the list and every entry's fields.
@@ -113,7 +115,7 @@ bool server__conns_accept_ok(struct server_conns *cs, const char *key)
     unsigned n = 0;
     pthread_mutex_lock(&cs->mu);
     for (struct server_conn *c = cs->head; c; c = c->next)
-        n += strcmp(c->key, key) == 0;
+        n += !c->waiting && strcmp(c->key, key) == 0;
     pthread_mutex_unlock(&cs->mu);
     if (n >= cs->max_per_client) {
         atomic_fetch_add(&cs->refused_per_client, 1);
@@ -182,6 +184,15 @@ void server__conns_body(struct server_conns *cs, struct server_conn *c, size_t n
     pthread_mutex_lock(&cs->mu);
     c->body_bytes += n;
     c->win_bytes += n;
+    pthread_mutex_unlock(&cs->mu);
+}
+
+void server__conns_waiting(struct server_conns *cs, struct server_conn *c, bool waiting)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&cs->mu);
+    c->waiting = waiting;
     pthread_mutex_unlock(&cs->mu);
 }
 

@@ -104,10 +104,10 @@ enum ims_status server__cidr_parse(const char *s, struct server_cidr *out, struc
     c.prefix = max;
     if (slash) {
         long long p;
-        enum ims_status st = server__parse_int(slash + 1, "trusted proxy prefix length", 0, max,
-                                               &p, err);
-        if (st != IMS_OK)
-            return st;
+        struct ims_error e2 = {{0}};
+        IMS_RETURN_ERROR_IF(server__parse_int(slash + 1, "prefix length", 0, max, &p, &e2) !=
+                                IMS_OK,
+                            err, IMS_ERR_INVALID, "trusted proxy \"%s\": %s", s, e2.message);
         c.prefix = (unsigned)p;
     }
     *out = c;

@@ -26,11 +26,12 @@
  *   1. headers: Host (421) and, for writes, Origin (403) (guard.c), CORS
  *      preflight, a repeated query parameter (400), route + method
  *      (404/405), rate limit (429, keyed by the client behind trusted
- *      proxies), API key (401), Content-Type (415) and Content-Length (413)
- *      are checked, then the body's bytes are reserved in the global body
- *      budget (503), all before a byte of the body is read; a refusal is
- *      queued at once, so a client using "Expect: 100-continue" never sends
- *      its body.
+ *      proxies), API key (401), Content-Type (415) and Content-Length (413
+ *      over the limit, 503 over what is left of the global body budget; a
+ *      multipart body also 503 when the admission gate is full) are
+ *      checked, all before a byte of the body is read; a refusal is queued
+ *      at once, so a client using "Expect: 100-continue" never sends its
+ *      body. Body bytes are then reserved in the budget as they arrive.
  *   2. body chunks: appended to a bounded buffer (JSON) or fed to the
  *      streaming multipart parser (form parts in bounded buffers). Past a
  *      limit nothing more is kept; the rest of the body is drained (up to
@@ -1096,13 +1097,16 @@ static enum MHD_Result wait_respond(struct request *r, struct MHD_Connection *c)
     struct ims_error err = {{0}};
     double deadline = ims_now() + s->o.wait_max_ms / 1e3;
     enum ims_status st = IMS_ERR_TIMEOUT;
+    server__conns_waiting(&s->conns, r->conn, true);
     while (st == IMS_ERR_TIMEOUT && !atomic_load(&s->stopping) && ims_now() < deadline) {
         if (client_gone(c)) {
             atomic_fetch_add(&s->wait_abandoned, 1);
+            server__conns_waiting(&s->conns, r->conn, false);
             return MHD_NO;
         }
         st = s->be.job_wait(s->be.self, r->wait_job, JOB_WAIT_SLICE_MS, &err);
     }
+    server__conns_waiting(&s->conns, r->conn, false);
     if (st == IMS_OK)
         return job_respond(r, c, r->wait_job, 200);
     if (st != IMS_ERR_TIMEOUT)
@@ -1329,6 +1333,8 @@ static enum MHD_Result check_site(struct request *r, struct MHD_Connection *c, b
                            {"Access-Control-Max-Age", "600"}};
         return queue(r, c, 204, "", 0, NULL, h, 3);
     }
+    /* (clip-back's routes too: clip-front's origin is allowed with
+     * --cors-origin, see h_compat) */
     bool unsafe = !strcmp(r->method_name, "POST") || !strcmp(r->method_name, "PUT") ||
                   !strcmp(r->method_name, "DELETE") || !strcmp(r->method_name, "PATCH");
     if (unsafe &&
@@ -1745,7 +1751,7 @@ void server_options_init(struct server_options *o)
     o->rate_burst = 100.0;
     o->wait_max_ms = 120000;
     o->drain_ms = 10000;
-    o->max_waiters = 64;
+    o->max_waiters = 128;
     o->body_budget_bytes = 256u << 20;
     o->header_timeout_ms = 10000;
     o->body_min_rate = 1024;

@@ -237,6 +237,7 @@ struct server_conn {
     double win_start;            /* the current rate window began (BODY) */
     size_t win_bytes;            /* received in that window */
     bool served;                 /* a request has completed on it */
+    bool waiting;                /* a ?wait=1 waiter: capped by max_waiters, not per client */
     bool killed;
 };
 struct server_conns {
@@ -261,6 +262,7 @@ void server__conns_remove(struct server_conns *cs, struct server_conn *c);
 void server__conns_phase(struct server_conns *cs, struct server_conn *c,
                          enum server_conn_phase phase, double now);
 void server__conns_body(struct server_conns *cs, struct server_conn *c, size_t n);
+void server__conns_waiting(struct server_conns *cs, struct server_conn *c, bool waiting);
 /* Shuts down the sockets past their deadline at `now`; returns how many. */
 unsigned server__conns_sweep(struct server_conns *cs, double now);
 

@@ -59,10 +59,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (d < 1 || d > VINDEX_MAX_DIM)
             abort();
         volatile float sum = 0;
-        volatile int64_t idsum = 0;
+        volatile uint64_t idsum = 0;
         for (size_t i = 0; i < n; i++) {
             sum += x[i * (size_t)d] + x[i * (size_t)d + (size_t)d - 1];
-            idsum += ids[i];
+            idsum += (uint64_t)ids[i];
         }
         (void)sum;
         (void)idsum;

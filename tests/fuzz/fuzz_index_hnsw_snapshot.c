@@ -13,6 +13,7 @@
  */
 
 #include "imgsearch/index.h"
+#include "index_int.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -51,13 +52,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char spec[33];
     memcpy(spec, data + 48, l);
     spec[l] = '\0';
-    /* graph and list types only; specs are factory strings, keep them sane */
-    if (strncmp(spec, "HNSW", 4) != 0 && strncmp(spec, "IVF", 3) != 0)
+    /* graph and list types whose whole payload the loader walks before
+     * FAISS reads it (other types are trusted to the CRC, and FAISS's reader
+     * leaks and over-allocates on hostile bytes: not what this harness is
+     * about). Keep the sizes small: HNSW M and IVF lists. */
+    if (!index__faiss_spec_walkable(spec) || strlen(spec) > 12)
         return 0;
-    for (uint32_t i = 0; i < l; i++)
-        if (!((spec[i] >= 'A' && spec[i] <= 'Z') || (spec[i] >= '0' && spec[i] <= '9') ||
-              spec[i] == ',' || spec[i] == '_'))
-            return 0;
     uint8_t *buf = malloc(size);
     if (!buf)
         return 0;

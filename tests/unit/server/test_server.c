@@ -1490,6 +1490,38 @@ static void test_wait_outside_gate(void **state)
     stop();
 }
 
+/* Item 1 with item 4: waiting connections are capped by max_waiters, not by
+ * the per-client connection cap, so a client waiting for its jobs can still
+ * search. */
+static void test_wait_not_per_client(void **state)
+{
+    enum { N = 6 };
+    struct server_options o;
+    server_options_init(&o);
+    o.max_conns_per_client = 4;
+    start_with(&o);
+    fk.wait_block = true;
+    static struct bg_post w[N];
+    for (int i = 0; i < N; i++) {
+        w[i] = (struct bg_post){.path = "/api/v1/images?wait=1",
+                                .body = "{\"urls\": [\"http://example.com/a.jpg\"]}"};
+        assert_int_equal(pthread_create(&w[i].t, NULL, bg_post_run, &w[i]), 0);
+        char needle[64];
+        snprintf(needle, sizeof(needle), "\nimgsearch_http_job_waiters %d\n", i + 1);
+        wait_metric(needle);
+    }
+    struct resp r;
+    get(&r, "/api/v1/search?q=beach");
+    assert_int_equal(r.status, 200);
+    resp_fini(&r);
+    release_backend();
+    for (int i = 0; i < N; i++) {
+        pthread_join(w[i].t, NULL);
+        assert_int_equal(w[i].status, 200);
+    }
+    stop();
+}
+
 /* Item 1: a waiter whose client hangs up stops waiting at once. */
 static void test_wait_client_gone(void **state)
 {
@@ -1596,6 +1628,21 @@ static void test_host_origin_cors(void **state)
     assert_string_equal(header(&r, "Access-Control-Allow-Origin", h, sizeof(h)), "");
     resp_fini(&r);
     assert_int_equal(metric_value("imgsearch_http_refused_total{reason=\"origin\"}"), 4);
+    stop();
+    /* clip-back's routes: only the --cors-origin origin (clip-front's) */
+    server_options_init(&o);
+    o.compat = SERVER_COMPAT_CLIP_BACK;
+    o.cors_origins = origins;
+    o.n_cors_origins = 1;
+    start_with(&o);
+    http_req(&r, "POST", "/knn-service", "text/plain", "{\"text\": \"a\"}", 13, evil);
+    assert_error(&r, 403, "refused", "cross-site");
+    resp_fini(&r);
+    http_req(&r, "POST", "/knn-service", "text/plain", "{\"text\": \"a\"}", 13, cors);
+    assert_true(r.status != 403 && r.status != 421); /* (this fake cannot embed: 500) */
+    assert_string_equal(header(&r, "Access-Control-Allow-Origin", h, sizeof(h)),
+                        "https://app.example.net");
+    resp_fini(&r);
     stop();
     /* malformed option values are refused at start */
     struct ims_error err = {{0}};
@@ -1905,6 +1952,7 @@ int main(void)
         cmocka_unit_test(test_epoll_pool_mode),
         cmocka_unit_test(test_wait_outside_gate),
         cmocka_unit_test(test_wait_client_gone),
+        cmocka_unit_test(test_wait_not_per_client),
         cmocka_unit_test(test_host_origin_cors),
         cmocka_unit_test(test_slowloris),
         cmocka_unit_test(test_body_budget),
