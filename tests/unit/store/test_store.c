@@ -1138,5 +1138,14 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_bad_inputs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_alloc_failures, setup, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    /* A PostgreSQL catalogue has no file that could be lost or emptied next
+     * to the snapshot: that case exists on SQLite only, so it is not part of
+     * the PostgreSQL run (rather than passing there without checking). */
+    struct CMUnitTest run[sizeof(tests) / sizeof(tests[0])];
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
+        if (!(tu_is_pg() && tests[i].test_func == test_lost_catalogue_refused))
+            run[n++] = tests[i];
+    return _cmocka_run_group_tests(tu_is_pg() ? "test_store_pg" : "test_store", run, n, NULL,
+                                   NULL);
 }
