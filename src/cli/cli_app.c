@@ -23,6 +23,11 @@ int cli_app_parse_common(int argc, char **argv, int *i, struct cli_app_options *
             o->data_dir = v;
         return r;
     }
+    if ((r = cli_opt_value(argc, argv, i, "--catalogue", &v)) != 0) {
+        if (r > 0)
+            o->catalogue = v;
+        return r;
+    }
     if ((r = cli_opt_value(argc, argv, i, "--model", &v)) != 0) {
         if (r > 0)
             o->model_dir = v;
@@ -40,6 +45,14 @@ int cli_app_parse_common(int argc, char **argv, int *i, struct cli_app_options *
         return 1;
     }
     return 0;
+}
+
+const char *cli_app_catalogue(const struct cli_app_options *o)
+{
+    if (o->catalogue && o->catalogue[0])
+        return o->catalogue;
+    const char *e = getenv("IMGSEARCH_CATALOGUE");
+    return e && e[0] ? e : NULL;
 }
 
 int cli_app_parse_fetch(int argc, char **argv, int *i, struct fetch_options *f)
@@ -97,9 +110,9 @@ enum ims_status cli_app_write_spec(struct cli_app *app, const char *spec,
 }
 
 enum ims_status cli_app_index_build(struct cli_app *app, const char *spec, struct vindex **out,
-                                    struct ims_error *err)
+                                    int64_t *seq, struct ims_error *err)
 {
-    return replica_build(app->replica, spec, out, err);
+    return replica_build(app->replica, spec, out, seq, err);
 }
 
 enum ims_status cli_app_index_catch_up(struct cli_app *app, struct ims_error *err)
@@ -114,8 +127,15 @@ int cli_app_open(const char *cmd, const struct cli_app_options *o, struct cli_ap
     enum ims_status st;
     struct replica_options ro;
     replica_options_default(&ro);
-    ro.data_dir = o->data_dir ? o->data_dir : cli_default_data_dir();
+    ro.catalogue = cli_app_catalogue(o);
+    /* with a shared catalogue the data folder is only a snapshot cache, and
+     * only the one given: a default folder may cache another catalogue */
+    ro.data_dir = o->data_dir                          ? o->data_dir
+                  : store_catalogue_is_url(ro.catalogue) ? NULL
+                                                         : cli_default_data_dir();
     ro.with_index = o->with_index;
+    ro.defer_sync = o->defer_sync;
+    ro.snapshot_interval_s = o->snapshot_interval_s;
     if (o->with_model) {
         const char *mdir = o->model_dir ? o->model_dir : cli_default_model_dir();
         struct clip_model_params mp;
@@ -153,9 +173,16 @@ int cli_app_open(const char *cmd, const struct cli_app_options *o, struct cli_ap
 int cli_app_close(const char *cmd, struct cli_app *app, int save_index)
 {
     int rc = 0;
-    if (save_index && app->index) {
+    if (save_index && app->replica && replica_index(app->replica) &&
+        replica_data_dir(app->replica)[0]) {
         struct ims_error err = {0};
-        enum ims_status st = replica_save(app->replica, NULL, &err);
+        /* the command's own writes are in the feed: cover them, so the
+         * snapshot records the newest position */
+        enum ims_status st = replica_catch_up(app->replica, &err);
+        if (st != IMS_OK)
+            ims_log(IMS_LOG_WARN, "%s", ims_error_message(&err, st));
+        memset(&err, 0, sizeof(err));
+        st = replica_save(app->replica, NULL, &err);
         if (st != IMS_OK) {
             cli_fail(cmd, "cannot write the index snapshot (it will be rebuilt next time): %s",
                      ims_error_message(&err, st));

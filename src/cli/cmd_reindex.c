@@ -14,11 +14,13 @@
 #include "cli_app.h"
 
 const char cli_help_reindex[] =
-    "usage: imgsearch reindex [--data DIR] [--index SPEC] [--nprobe N] [--ef-search N]\n"
+    "usage: imgsearch reindex [--data DIR] [--catalogue URL]"
+    " [--index SPEC] [--nprobe N] [--ef-search N]\n"
     "                         [--rerank N]\n"
     "Rebuilds the index from the catalogue. SPEC: Flat (exact, default), FlatF16, or a\n"
     "FAISS factory string such as IVF1024,Flat  IVF4096,PQ64  HNSW32. --nprobe (IVF),\n"
-    "--ef-search (HNSW) and --rerank (candidates re-scored exactly) are kept with it.\n";
+    "--ef-search (HNSW) and --rerank (candidates re-scored exactly) are kept with it.\n"
+    CLI_CATALOGUE_HELP;
 
 int cli_cmd_reindex(int argc, char **argv)
 {
@@ -62,14 +64,13 @@ int cli_cmd_reindex(int argc, char **argv)
     struct ims_error err = {0};
     struct vindex *vx = NULL;
     double t0 = ims_now();
-    enum ims_status st = cli_app_index_build(&app, chosen, &vx, &err);
+    int64_t seq = 0;
+    enum ims_status st = cli_app_index_build(&app, chosen, &vx, &seq, &err);
     int rc = 0;
     if (st == IMS_OK)
         st = vindex_set_search_params(vx, &params, &err);
-    if (st == IMS_OK) {
-        int64_t last = vindex_last_id(vx);
-        st = vindex_save(vx, app.snap_path, last < 0 ? 0 : last, &err);
-    }
+    if (st == IMS_OK)
+        st = replica_save_index(app.replica, vx, seq, &err);
     if (st == IMS_OK)
         st = cli_app_write_spec(&app, vindex_spec(vx), &params, &err);
     if (st != IMS_OK) {
