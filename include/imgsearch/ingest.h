@@ -35,6 +35,7 @@
 #ifndef IMGSEARCH_INGEST_H
 #define IMGSEARCH_INGEST_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -69,7 +70,10 @@ struct ingest_item_report {
     const char *source;   /* borrowed for the callback */
     enum ingest_outcome outcome;
     int64_t id;
-    const char *error;    /* INGEST_FAILED only */
+    enum ims_status status; /* IMS_OK, or (INGEST_FAILED) the fetcher's,
+                               decoder's, encoder's or catalogue's status:
+                               the machine-readable reason (ims_status_name) */
+    const char *error;    /* INGEST_FAILED only: the same reason in words */
 };
 
 struct ingest_progress {
@@ -116,7 +120,7 @@ struct ingest_summary {
  * becomes non-zero, no new source is read and what is in flight is committed. */
 enum ims_status ingest_run(const struct ingest_deps *deps, const struct ingest_options *opts,
                            ingest_next_fn *next, void *next_ctx, const char *job_id,
-                           const volatile int *cancel, struct ingest_summary *summary,
+                           const atomic_int *cancel, struct ingest_summary *summary,
                            struct ims_error *err);
 
 /* ---- the service: queued jobs, one at a time, on a runner thread ---------- */
@@ -150,7 +154,8 @@ enum ims_status ingest_job_wait(struct ingest *ing, const char *id, long timeout
  * encode, commit, index; uploads are serialised with each other. `source`
  * names it in the catalogue (unique; duplicates by source or content are
  * reported as INGEST_DUPLICATE with the existing id). Fills *rep (source and
- * error fields are not set) and, for INGEST_FAILED, `msg` with the reason.
+ * error fields are not set; rep->status says why an INGEST_FAILED item
+ * failed) and, for INGEST_FAILED, `msg` with the reason in words.
  * Returns IMS_OK when the item was handled (even if it failed), an error when
  * the catalogue itself failed. */
 enum ims_status ingest_add_bytes(struct ingest *ing, const char *source, const void *bytes,

@@ -291,9 +291,7 @@ static enum ims_status be_upload(void *self, const struct server_file *files, si
         if (st != IMS_OK)
             return st; /* the catalogue failed: nothing more will work */
         if (rep.outcome == INGEST_FAILED) {
-            it->status = strstr(it->message, "not a supported image") ? IMS_ERR_UNSUPPORTED
-                         : strstr(it->message, "limit")               ? IMS_ERR_TOO_LARGE
-                                                                      : IMS_ERR_INVALID;
+            it->status = rep.status; /* the decoder's own status, never guessed from words */
             continue;
         }
         struct store_image_row row;

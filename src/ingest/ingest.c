@@ -74,6 +74,40 @@ void ingest_options_default(struct ingest_options *o)
     o->thumb_quality = 80;
 }
 
+/* ---- service counters (struct ingest_hooks, ingest_int.h) -------------------- */
+
+static void hooks_encoded(struct ingest_hooks *h, int n_images, double seconds)
+{
+    atomic_fetch_add(&h->images_encoded, n_images);
+    atomic_fetch_add(&h->encode_ns, (long long)(seconds * 1e9));
+}
+
+static void hooks_item(struct ingest_hooks *h, enum ingest_outcome outcome)
+{
+    switch (outcome) {
+    case INGEST_ADDED:
+    case INGEST_COMPLETED: atomic_fetch_add(&h->items_added, 1); break;
+    case INGEST_DUPLICATE: atomic_fetch_add(&h->items_duplicate, 1); break;
+    case INGEST_FAILED: atomic_fetch_add(&h->items_failed, 1); break;
+    }
+}
+
+static void hooks_committed(struct ingest_hooks *h)
+{
+    if (h->committed)
+        h->committed(h->ctx);
+}
+
+/* A job-row write that failed is logged with its reason: the items it
+ * describes are stored, only the job's record of them is behind. */
+static void job_write_check(const char *job_id, const char *what, enum ims_status st,
+                            const struct ims_error *err)
+{
+    if (st != IMS_OK)
+        ims_log(IMS_LOG_ERROR, "job %s: cannot record %s: %s", job_id, what,
+                ims_error_message(err, st));
+}
+
 /* ---- items ------------------------------------------------------------------ */
 
 struct pipeline;
@@ -86,6 +120,7 @@ struct item {
     size_t body_len;
     /* failure or preset outcome (duplicates found before fetching) */
     int failed;
+    enum ims_status status; /* why it failed: carried to the report and job */
     char *error;
     int preset; /* 1: outcome/id below are final, nothing to store */
     enum ingest_outcome outcome;
@@ -127,8 +162,11 @@ static struct item *item_new(const char *source)
     return it;
 }
 
-static void item_fail(struct item *it, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void item_fail(struct item *it, const char *fmt, ...)
+/* Marks an item failed with its status (the machine-readable reason that
+ * reaches the API: never guessed from the words) and a message. */
+static void item_fail(struct item *it, enum ims_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void item_fail(struct item *it, enum ims_status st, const char *fmt, ...)
 {
     char msg[1024];
     va_list ap;
@@ -138,6 +176,7 @@ static void item_fail(struct item *it, const char *fmt, ...)
     ims_free(it->error);
     it->error = ims_strdup(msg);
     it->failed = 1;
+    it->status = st != IMS_OK ? st : IMS_ERR_INTERNAL;
     ims_free(it->body);
     it->body = NULL;
     ims_free(it->pixels);
@@ -150,7 +189,7 @@ struct pipeline {
     const struct ingest_deps *deps;
     const struct ingest_options *o;
     const char *job_id;
-    const volatile int *cancel;
+    const atomic_int *cancel;
     int image_size, dim;
     struct ims_queue *decode_q, *encode_q, *write_q;
     atomic_int fatal;            /* set by the writer on a catalogue failure */
@@ -165,7 +204,7 @@ struct pipeline {
 
 static int pipeline_stopping(struct pipeline *p)
 {
-    return atomic_load(&p->fatal) || (p->cancel && *p->cancel);
+    return atomic_load(&p->fatal) || (p->cancel && atomic_load(p->cancel));
 }
 
 /* Hands an item to a queue; if the queue was closed (cannot happen while the
@@ -177,12 +216,15 @@ static void push(struct ims_queue *q, struct item *it)
 }
 
 /* A failure found before decoding goes straight to the writer. */
-static void report_failure(struct pipeline *p, const char *source, const char *reason)
+static void report_failure(struct pipeline *p, const char *source, enum ims_status st,
+                           const char *reason)
 {
     struct item *it = item_new(source);
-    if (!it)
+    if (!it) {
+        ims_log(IMS_LOG_ERROR, "%s: %s (not reported: out of memory)", source, reason);
         return;
-    item_fail(it, "%s", reason);
+    }
+    item_fail(it, st, "%s", reason);
     atomic_fetch_add(&p->total, 1);
     push(p->write_q, it);
 }
@@ -210,7 +252,8 @@ static void on_fetched(void *user, struct fetch_result *r)
     struct item *it = user;
     struct pipeline *p = it->p;
     if (r->status != IMS_OK) {
-        item_fail(it, "%s", r->reason && *r->reason ? r->reason : ims_strerror(r->status));
+        item_fail(it, r->status, "%s",
+                  r->reason && *r->reason ? r->reason : ims_strerror(r->status));
     } else {
         it->body = r->body;
         it->body_len = r->body_len;
@@ -272,7 +315,7 @@ static void add_url(struct source_stage *s, const char *url)
         if (st == IMS_OK)
             return;
         if (st != IMS_ERR_BUSY) {
-            item_fail(it, "%s", ims_error_message(&err, st));
+            item_fail(it, st, "%s", ims_error_message(&err, st));
             push(p->write_q, it);
             return;
         }
@@ -298,12 +341,17 @@ static void add_file(struct source_stage *s, const char *path)
     size_t max = p->o->limits.max_bytes ? p->o->limits.max_bytes : LOCAL_FILE_MAX_BYTES;
     enum ims_status st = ims_file_read(path, max, &it->body, &it->body_len, &err);
     if (st != IMS_OK) {
-        item_fail(it, "%s", ims_error_message(&err, st));
+        item_fail(it, st, "%s", ims_error_message(&err, st));
         push(p->write_q, it);
         return;
     }
     push(p->decode_q, it);
     pump_fetcher(s, 0);
+}
+
+static enum ims_status errno_status(int e)
+{
+    return e == ENOENT || e == ENOTDIR ? IMS_ERR_NOT_FOUND : IMS_ERR_IO;
 }
 
 static int has_image_extension(const char *name)
@@ -336,15 +384,17 @@ static int sniffs_as_image(const char *path)
 static void walk_folder(struct source_stage *s, const char *dir, int depth)
 {
     if (depth > WALK_MAX_DEPTH) {
-        report_failure(s->p, dir, "folder nesting deeper than 64 levels: not walked");
+        report_failure(s->p, dir, IMS_ERR_TOO_LARGE,
+                       "folder nesting deeper than 64 levels: not walked");
         return;
     }
     struct dirent **names = NULL;
     int n = scandir(dir, &names, NULL, alphasort);
     if (n < 0) {
         char msg[512];
-        snprintf(msg, sizeof(msg), "cannot read folder: %s", strerror(errno));
-        report_failure(s->p, dir, msg);
+        int e = errno;
+        snprintf(msg, sizeof(msg), "cannot read folder: %s", strerror(e));
+        report_failure(s->p, dir, errno_status(e), msg);
         return;
     }
     for (int i = 0; i < n; i++) {
@@ -382,18 +432,21 @@ static void add_source(struct source_stage *s, const char *source)
         return;
     }
     if (has_scheme(source)) {
-        report_failure(p, source, "unsupported URL scheme: only http and https are fetched");
+        report_failure(p, source, IMS_ERR_UNSUPPORTED,
+                       "unsupported URL scheme: only http and https are fetched");
         return;
     }
     if (!p->o->allow_local_files) {
-        report_failure(p, source, "not an http(s) URL (local paths are not accepted here)");
+        report_failure(p, source, IMS_ERR_REFUSED,
+                       "not an http(s) URL (local paths are not accepted here)");
         return;
     }
     struct stat sb;
     if (stat(source, &sb) != 0) {
         char msg[512];
-        snprintf(msg, sizeof(msg), "cannot open: %s", strerror(errno));
-        report_failure(p, source, msg);
+        int e = errno;
+        snprintf(msg, sizeof(msg), "cannot open: %s", strerror(e));
+        report_failure(p, source, errno_status(e), msg);
         return;
     }
     if (S_ISDIR(sb.st_mode))
@@ -422,7 +475,7 @@ static void decode_item(struct pipeline *p, struct item *it, uint8_t *rgb)
     struct image *img = NULL;
     enum ims_status st = image_decode(it->body, it->body_len, &p->o->limits, &img, &err);
     if (st != IMS_OK) {
-        item_fail(it, "%s", ims_error_message(&err, st));
+        item_fail(it, st, "%s", ims_error_message(&err, st));
         return;
     }
     ims_sha256(it->body, it->body_len, it->sha256);
@@ -435,12 +488,12 @@ static void decode_item(struct pipeline *p, struct item *it, uint8_t *rgb)
     size_t s = (size_t)p->image_size;
     it->pixels = ims_malloc(3 * s * s * sizeof(float));
     if (!it->pixels) {
-        item_fail(it, "out of memory");
+        item_fail(it, IMS_ERR_NOMEM, "out of memory");
         goto out;
     }
     st = image_clip_preprocess(img, p->image_size, rgb, &err);
     if (st != IMS_OK) {
-        item_fail(it, "%s", ims_error_message(&err, st));
+        item_fail(it, st, "%s", ims_error_message(&err, st));
         goto out;
     }
     image_clip_normalize(rgb, p->image_size, it->pixels);
@@ -461,7 +514,7 @@ static void *decoder_main(void *arg)
     while (ims_queue_pop(p->decode_q, &v) == IMS_OK) {
         struct item *it = v;
         if (!rgb)
-            item_fail(it, "out of memory");
+            item_fail(it, IMS_ERR_NOMEM, "out of memory");
         else if (!it->failed)
             decode_item(p, it, rgb);
         push(p->encode_q, it);
@@ -493,17 +546,17 @@ static void encode_batch(struct encoder *e)
     double t = ims_now();
     enum ims_status st = clip_ctx_encode_images(e->ctx, e->pixels, e->n, e->embeddings, 1, &err);
     if (p->hooks)
-        ingest__hooks_encoded(p->hooks, e->n, ims_now() - t);
+        hooks_encoded(p->hooks, e->n, ims_now() - t);
     for (int i = 0; i < e->n; i++) {
         struct item *it = e->batch[i];
         ims_free(it->pixels);
         it->pixels = NULL;
         if (st != IMS_OK) {
-            item_fail(it, "encoder: %s", ims_error_message(&err, st));
+            item_fail(it, st, "encoder: %s", ims_error_message(&err, st));
         } else {
             it->embedding = ims_malloc((size_t)p->dim * sizeof(float));
             if (!it->embedding)
-                item_fail(it, "out of memory");
+                item_fail(it, IMS_ERR_NOMEM, "out of memory");
             else
                 memcpy(it->embedding, e->embeddings + (size_t)i * (size_t)p->dim,
                        (size_t)p->dim * sizeof(float));
@@ -556,7 +609,7 @@ static void progress_update(struct pipeline *p, const struct ingest_item_report 
     p->progress.done = p->progress.added + p->progress.duplicates;
     pthread_mutex_unlock(&p->mu);
     if (p->hooks)
-        ingest__hooks_item(p->hooks, r->outcome);
+        hooks_item(p->hooks, r->outcome);
     if (p->o->on_item)
         p->o->on_item(p->o->cb_ctx, r);
 }
@@ -573,7 +626,7 @@ static void write_group(struct pipeline *p, struct item **items, int n,
         if (it->failed || it->preset)
             continue;
         if (atomic_load(&p->fatal)) {
-            item_fail(it, "not stored: %s", p->fatal_err.message);
+            item_fail(it, p->fatal_st, "not stored: %s", p->fatal_err.message);
             continue;
         }
         struct store_new_image *r = &rows[n_rows];
@@ -605,7 +658,7 @@ static void write_group(struct pipeline *p, struct item **items, int n,
             }
             for (int i = 0; i < n; i++)
                 if (row_of[i] >= 0) {
-                    item_fail(items[i], "not stored: %s", ims_error_message(&err, st));
+                    item_fail(items[i], st, "not stored: %s", ims_error_message(&err, st));
                     row_of[i] = -1;
                 }
         } else {
@@ -641,9 +694,10 @@ static void write_group(struct pipeline *p, struct item **items, int n,
     size_t n_err = 0;
     for (int i = 0; i < n; i++) {
         struct item *it = items[i];
-        struct ingest_item_report r = {it->source, it->outcome, it->id, NULL};
+        struct ingest_item_report r = {it->source, it->outcome, it->id, IMS_OK, NULL};
         if (it->failed) {
             r.outcome = INGEST_FAILED;
+            r.status = it->status;
             r.error = it->error ? it->error : "failed";
             err_urls[n_err] = it->source;
             err_msgs[n_err++] = r.error;
@@ -651,12 +705,19 @@ static void write_group(struct pipeline *p, struct item **items, int n,
         progress_update(p, &r);
     }
     if (p->job_id) {
+        struct ims_error jerr = {0};
         if (n_err)
-            store_job_add_errors(p->deps->store, p->job_id, err_urls, err_msgs, n_err, NULL);
+            job_write_check(p->job_id, "its errors",
+                            store_job_add_errors(p->deps->store, p->job_id, err_urls, err_msgs,
+                                                 n_err, &jerr),
+                            &jerr);
         pthread_mutex_lock(&p->mu);
         int64_t done = p->progress.done, failed = p->progress.failed;
         pthread_mutex_unlock(&p->mu);
-        store_job_update(p->deps->store, p->job_id, STORE_JOB_RUNNING, done, failed, NULL);
+        job_write_check(p->job_id, "its progress",
+                        store_job_update(p->deps->store, p->job_id, STORE_JOB_RUNNING, done,
+                                         failed, &jerr),
+                        &jerr);
     }
     if (p->o->on_progress) {
         struct ingest_progress pr;
@@ -668,7 +729,7 @@ static void write_group(struct pipeline *p, struct item **items, int n,
         p->o->on_progress(p->o->cb_ctx, &pr);
     }
     if (p->hooks)
-        ingest__hooks_committed(p->hooks);
+        hooks_committed(p->hooks);
 }
 
 static void *writer_main(void *arg)
@@ -693,7 +754,7 @@ static void *writer_main(void *arg)
             items[n++] = v;
         if (!ok)
             for (int i = 0; i < n; i++)
-                item_fail(items[i], "out of memory");
+                item_fail(items[i], IMS_ERR_NOMEM, "out of memory");
         write_group(p, items, n, rows, res, new_ids, new_vecs);
         for (int i = 0; i < n; i++)
             item_free(items[i]);
@@ -711,7 +772,7 @@ static void *writer_main(void *arg)
 enum ims_status ingest__run_hooked(const struct ingest_deps *deps,
                                    const struct ingest_options *opts, ingest_next_fn *next,
                                    void *next_ctx, const char *job_id,
-                                   const volatile int *cancel, struct ingest_hooks *hooks,
+                                   const atomic_int *cancel, struct ingest_hooks *hooks,
                                    struct ingest_summary *summary, struct ims_error *err)
 {
     struct ingest_options defaults;
@@ -815,16 +876,23 @@ join:
     if (st == IMS_OK && atomic_load(&p.fatal))
         st = ims_error_set(err, p.fatal_st, "%s", p.fatal_err.message);
     if (job_id) {
-        enum store_job_state final = st == IMS_OK && !(cancel && *cancel) ? STORE_JOB_DONE
-                                                                         : STORE_JOB_FAILED;
+        enum store_job_state final = st == IMS_OK && !(cancel && atomic_load(cancel))
+                                         ? STORE_JOB_DONE
+                                         : STORE_JOB_FAILED;
+        struct ims_error jerr = {0};
         if (final == STORE_JOB_FAILED) {
             const char *why = st != IMS_OK ? ims_error_message(err, st)
                                            : "interrupted by shutdown: run the same add again "
                                              "to complete it (duplicates are skipped)";
             const char *empty = "";
-            store_job_add_errors(deps->store, job_id, &empty, &why, 1, NULL);
+            job_write_check(job_id, "why it stopped",
+                            store_job_add_errors(deps->store, job_id, &empty, &why, 1, &jerr),
+                            &jerr);
         }
-        store_job_update(deps->store, job_id, final, p.progress.done, p.progress.failed, NULL);
+        job_write_check(job_id, "its end",
+                        store_job_update(deps->store, job_id, final, p.progress.done,
+                                         p.progress.failed, &jerr),
+                        &jerr);
     }
     if (summary) {
         summary->total = atomic_load(&p.total);
@@ -848,7 +916,7 @@ out:
 
 enum ims_status ingest_run(const struct ingest_deps *deps, const struct ingest_options *opts,
                            ingest_next_fn *next, void *next_ctx, const char *job_id,
-                           const volatile int *cancel, struct ingest_summary *summary,
+                           const atomic_int *cancel, struct ingest_summary *summary,
                            struct ims_error *err)
 {
     return ingest__run_hooked(deps, opts, next, next_ctx, job_id, cancel, NULL, summary, err);
@@ -890,9 +958,9 @@ enum ims_status ingest__add_bytes(const struct ingest_deps *deps, const struct i
         double t = ims_now();
         enum ims_status est = clip_ctx_encode_images(ctx, it->pixels, 1, emb, 1, &err);
         if (hooks)
-            ingest__hooks_encoded(hooks, 1, ims_now() - t);
+            hooks_encoded(hooks, 1, ims_now() - t);
         if (est != IMS_OK) {
-            item_fail(it, "encoder: %s", ims_error_message(&err, est));
+            item_fail(it, est, "encoder: %s", ims_error_message(&err, est));
         } else {
             it->embedding = emb;
             emb = NULL;
@@ -903,12 +971,13 @@ enum ims_status ingest__add_bytes(const struct ingest_deps *deps, const struct i
     int64_t new_id;
     float *new_vec = ims_malloc((size_t)p.dim * sizeof(float));
     if (!new_vec) {
-        item_fail(it, "out of memory");
+        item_fail(it, IMS_ERR_NOMEM, "out of memory");
         new_vec = NULL;
     }
     write_group(&p, &it, 1, &row, &res, &new_id, new_vec ? new_vec : emb);
     ims_free(new_vec);
     rep->outcome = it->failed ? INGEST_FAILED : it->outcome;
+    rep->status = it->failed ? it->status : IMS_OK;
     rep->id = it->id;
     rep->source = NULL;
     rep->error = NULL;

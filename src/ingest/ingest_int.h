@@ -1,5 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* ingest_int.h: what ingest.c (the pipeline) and service.c (jobs) share. */
+/*
+ * ingest_int.h: what ingest.c (the pipeline) offers service.c (jobs).
+ *
+ * The dependency runs one way: service.c calls the pipeline; the pipeline
+ * never calls service.c by name, only through the function pointers a
+ * caller puts in struct ingest_hooks.
+ */
 #ifndef IMGSEARCH_INGEST_INT_H
 #define IMGSEARCH_INGEST_INT_H
 
@@ -7,7 +13,8 @@
 
 #include "imgsearch/ingest.h"
 
-/* Counters a service keeps across jobs, updated by the pipeline's threads. */
+/* Counters a service keeps across jobs, updated by the pipeline's threads
+ * (owned by ingest.c), and the caller's callback after each transaction. */
 struct ingest_hooks {
     atomic_llong items_added, items_duplicate, items_failed, images_encoded;
     atomic_llong encode_ns;
@@ -15,20 +22,17 @@ struct ingest_hooks {
     void *ctx;
 };
 
-void ingest__hooks_encoded(struct ingest_hooks *h, int n_images, double seconds);
-void ingest__hooks_item(struct ingest_hooks *h, enum ingest_outcome outcome);
-void ingest__hooks_committed(struct ingest_hooks *h);
-
 /* ingest_run with service counters. */
 enum ims_status ingest__run_hooked(const struct ingest_deps *deps,
                                    const struct ingest_options *opts, ingest_next_fn *next,
-                                   void *next_ctx, const char *job_id,
-                                   const volatile int *cancel, struct ingest_hooks *hooks,
-                                   struct ingest_summary *summary, struct ims_error *err);
+                                   void *next_ctx, const char *job_id, const atomic_int *cancel,
+                                   struct ingest_hooks *hooks, struct ingest_summary *summary,
+                                   struct ims_error *err);
 
 /* Adds one image given as bytes (an upload) with a caller-provided context
- * (batch >= 1): decode, encode, commit, index. Fills *rep (outcome, id) and,
- * for a failed item, `msg`. Returns IMS_OK unless the catalogue itself failed. */
+ * (batch >= 1): decode, encode, commit, index. Fills *rep (outcome, id,
+ * status) and, for a failed item, `msg`. Returns IMS_OK unless the
+ * catalogue itself failed. */
 enum ims_status ingest__add_bytes(const struct ingest_deps *deps, const struct ingest_options *o,
                                   struct clip_ctx *ctx, struct ingest_hooks *hooks,
                                   const char *source, const void *bytes, size_t n,

@@ -41,7 +41,7 @@ struct ingest {
     struct ims_queue *jobs;
     pthread_t runner;
     int runner_started;
-    volatile int cancel;
+    atomic_int cancel;
     pthread_mutex_t mu;   /* guards nothing but the condition */
     pthread_cond_t cond;  /* broadcast after commits and job ends */
     struct ingest_hooks hooks;
@@ -50,34 +50,26 @@ struct ingest {
     struct clip_ctx *upload_ctx; /* created on the first upload */
 };
 
-void ingest__hooks_encoded(struct ingest_hooks *h, int n_images, double seconds)
-{
-    atomic_fetch_add(&h->images_encoded, n_images);
-    atomic_fetch_add(&h->encode_ns, (long long)(seconds * 1e9));
-}
-
-void ingest__hooks_item(struct ingest_hooks *h, enum ingest_outcome outcome)
-{
-    switch (outcome) {
-    case INGEST_ADDED:
-    case INGEST_COMPLETED: atomic_fetch_add(&h->items_added, 1); break;
-    case INGEST_DUPLICATE: atomic_fetch_add(&h->items_duplicate, 1); break;
-    case INGEST_FAILED: atomic_fetch_add(&h->items_failed, 1); break;
-    }
-}
-
-void ingest__hooks_committed(struct ingest_hooks *h)
-{
-    if (h->committed)
-        h->committed(h->ctx);
-}
-
 static void wake_waiters(void *ctx)
 {
     struct ingest *ing = ctx;
     pthread_mutex_lock(&ing->mu);
     pthread_cond_broadcast(&ing->cond);
     pthread_mutex_unlock(&ing->mu);
+}
+
+/* Marks a job that never ran failed, with its reason; a write that fails
+ * is logged (the job then stays "queued" in the catalogue). */
+static void job_mark_failed(struct ingest *ing, const char *id, const char *why)
+{
+    struct ims_error err = {0};
+    const char *empty = "";
+    enum ims_status st = store_job_add_errors(ing->deps.store, id, &empty, &why, 1, &err);
+    if (st == IMS_OK)
+        st = store_job_update(ing->deps.store, id, STORE_JOB_FAILED, 0, 0, &err);
+    if (st != IMS_OK)
+        ims_log(IMS_LOG_ERROR, "job %s: cannot mark it failed (%s): %s", id, why,
+                ims_error_message(&err, st));
 }
 
 static void job_free(struct job *j)
@@ -105,10 +97,8 @@ static void *runner_main(void *arg)
     void *v;
     while (ims_queue_pop(ing->jobs, &v) == IMS_OK) {
         struct job *j = v;
-        if (ing->cancel) {
-            const char *why = "not started: the server shut down", *empty = "";
-            store_job_add_errors(ing->deps.store, j->id, &empty, &why, 1, NULL);
-            store_job_update(ing->deps.store, j->id, STORE_JOB_FAILED, 0, 0, NULL);
+        if (atomic_load(&ing->cancel)) {
+            job_mark_failed(ing, j->id, "not started: the server shut down");
         } else {
             struct ims_error err = {0};
             atomic_fetch_add(&ing->n_jobs, 1);
@@ -145,7 +135,11 @@ enum ims_status ingest_new(const struct ingest_deps *deps, const struct ingest_o
         goto fail;
     }
     int64_t n_stale = 0;
-    store_job_fail_unfinished(deps->store, &n_stale, NULL);
+    struct ims_error serr = {0};
+    st = store_job_fail_unfinished(deps->store, &n_stale, &serr);
+    if (st != IMS_OK)
+        ims_log(IMS_LOG_ERROR, "cannot close the jobs of the last run: %s",
+                ims_error_message(&serr, st));
     if (n_stale)
         ims_log(IMS_LOG_WARN, "%lld ingest job(s) interrupted by the last shutdown marked failed",
                 (long long)n_stale);
@@ -169,7 +163,7 @@ void ingest_free(struct ingest *ing)
 {
     if (!ing)
         return;
-    ing->cancel = 1;
+    atomic_store(&ing->cancel, 1);
     ims_queue_close(ing->jobs);
     if (ing->runner_started)
         pthread_join(ing->runner, NULL);
@@ -251,9 +245,7 @@ enum ims_status ingest_submit(struct ingest *ing, const char *const *sources, si
         goto fail;
     st = ims_queue_try_push(ing->jobs, j);
     if (st != IMS_OK) {
-        const char *why = "not started: too many jobs queued", *empty = "";
-        store_job_add_errors(ing->deps.store, j->id, &empty, &why, 1, NULL);
-        store_job_update(ing->deps.store, j->id, STORE_JOB_FAILED, 0, 0, NULL);
+        job_mark_failed(ing, j->id, "not started: too many jobs queued");
         st = ims_error_set(err, st == IMS_ERR_BUSY ? IMS_ERR_BUSY : IMS_ERR_CANCELLED,
                            st == IMS_ERR_BUSY ? "too many ingest jobs queued; try again later"
                                               : "the ingest service is shutting down");
