@@ -25,6 +25,7 @@
 
 #include "cli.h"
 #include "cli_app.h"
+#include "cli_follow.h"
 #include "imgsearch/ingest.h"
 
 const char cli_help_add[] =
@@ -217,10 +218,20 @@ int cli_cmd_add(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    struct ingest_deps deps = {app.model, app.store, app.index};
-    struct ingest_summary sum = {0};
+    /* ingest commits rows; the index follows the change feed after each
+     * commit (what the replica module will do) */
     struct ims_error err = {0};
-    enum ims_status st = ingest_run(&deps, &io, next_source, &src, NULL, &cancel_flag, &sum, &err);
+    struct cli_follow follow;
+    enum ims_status st = cli_follow_init(&follow, app.store, app.index, &err);
+    if (st != IMS_OK) {
+        rc = cli_fail("add", "%s", ims_error_message(&err, st));
+        cli_app_close("add", &app, 0);
+        goto out;
+    }
+    struct ingest_deps deps = {app.model, app.store, cli_follow_sync, &follow};
+    struct ingest_summary sum = {0};
+    st = ingest_run(&deps, &io, next_source, &src, &cancel_flag, &sum, &err);
+    cli_follow_fini(&follow);
     if (disp.tty)
         fprintf(stderr, "\r\033[K");
     if (st != IMS_OK) {

@@ -31,6 +31,7 @@
 
 #include "cli.h"
 #include "cli_app.h"
+#include "cli_follow.h"
 #include "imgsearch/fetch.h"
 #include "imgsearch/ingest.h"
 #include "imgsearch/search.h"
@@ -42,7 +43,8 @@ const char cli_help_serve[] =
     "                       [--precision f32|bf16] [download options]\n"
     "                       [--api-key-file FILE] [--access-log FILE] [--threads N]\n"
     "                       [--max-inflight N] [--max-queued N] [--queue-wait-ms N]\n"
-    "                       [--rate N] [--ingest-batch N]\n"
+    "                       [--rate N] [--ingest-batch N] [--no-ingest] [--node-id NAME]\n"
+    "                       [--lease-seconds N] [--claim-batch N]\n"
     "Serves the web page and the HTTP API (default http://127.0.0.1:8080).\n"
     "Write endpoints need `Authorization: Bearer KEY` when a key is configured\n"
     "(--api-key-file or IMGSEARCH_API_KEY).\n"
@@ -51,7 +53,17 @@ const char cli_help_serve[] =
     "                     requests wait for a slot for at most --queue-wait-ms N\n"
     "                     (default 2000), the others get 503 + Retry-After\n"
     "  --rate N           requests/s per client address, burst 2N (default 50; 0: off)\n"
-    "  --ingest-batch N   images per encode batch of URL jobs and uploads (default 8)\n" CLI_FETCH_HELP
+    "  --ingest-batch N   images per encode batch of URL jobs and uploads (default 8)\n"
+    "URL jobs are catalogue rows: every node sharing the catalogue claims their\n"
+    "items in batches with a lease, renewed while it works on them.\n"
+    "  --no-ingest        a query-only node: never claims job items (jobs posted\n"
+    "                     here are still created, and run by the other nodes);\n"
+    "                     uploads are still encoded here\n"
+    "  --node-id NAME     this node in the catalogue's claims (default HOST-PID;\n"
+    "                     unique among running nodes)\n"
+    "  --lease-seconds N  a claim lapses after N s without renewal (default 30):\n"
+    "                     a dead node's items are redone by another after that\n"
+    "  --claim-batch N    job items claimed at once (default 16; 1..128)\n" CLI_FETCH_HELP
     CLI_CATALOGUE_HELP;
 
 struct app_backend {
@@ -254,7 +266,12 @@ static enum ims_status be_job_get(void *self, const char *job_id, struct server_
     }
     for (size_t i = 0; i < job.n_errors; i++) {
         errs[i].url = server_arena_strdup(a, job.errors[i].url ? job.errors[i].url : "");
+        errs[i].code = server_arena_strdup(a, job.errors[i].code ? job.errors[i].code : "");
         errs[i].error = server_arena_strdup(a, job.errors[i].error ? job.errors[i].error : "");
+        if (!errs[i].url || !errs[i].code || !errs[i].error) {
+            store_job_fini(&job);
+            return ims_error_set(err, IMS_ERR_NOMEM, "job too large to show");
+        }
     }
     out->errors = errs;
     store_job_fini(&job);
@@ -406,6 +423,10 @@ int cli_cmd_serve(int argc, char **argv)
     fetch_options_default(&fo);
     const char *key_file = NULL, *access_log = NULL;
     long ingest_batch = 8; /* keeps query latency low while a job runs */
+    const char *node_id = NULL;
+    long lease_s = 30, claim_batch = 16;
+    int no_ingest = 0, follow_ok = 0;
+    struct cli_follow follow;
     int inflight_set = 0;
     int rc = 0;
     for (int i = 1; i < argc; i++) {
@@ -453,6 +474,18 @@ int cli_cmd_serve(int argc, char **argv)
             so.rate_burst = 2.0 * (double)num;
         } else if ((r = cli_opt_value(argc, argv, &i, "--ingest-batch", &v)) != 0) {
             if (r < 0 || cli_parse_long(v, 1, 256, &ingest_batch))
+                goto bad_value;
+        } else if (strcmp(argv[i], "--no-ingest") == 0) {
+            no_ingest = 1;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--node-id", &v)) != 0) {
+            if (r < 0 || !*v || strlen(v) > STORE_NODE_ID_MAX_BYTES)
+                goto bad_value;
+            node_id = v;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--lease-seconds", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 1, 86400, &lease_s))
+                goto bad_value;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--claim-batch", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 1, 128, &claim_batch))
                 goto bad_value;
         } else if ((r = cli_opt_value(argc, argv, &i, "--api-key-file", &v)) != 0) {
             if (r < 0)
@@ -515,8 +548,18 @@ int cli_cmd_serve(int argc, char **argv)
         io.fetch = fo;
         io.allow_local_files = 0; /* the HTTP API never reads the server's disk */
         io.batch_size = (int)ingest_batch;
-        struct ingest_deps deps = {app.model, app.store, app.index};
-        st = ingest_new(&deps, &io, &b.ing, &err);
+        io.node_id = node_id;
+        io.lease_ms = lease_s * 1000;
+        io.claim_batch = (int)claim_batch;
+        io.no_ingest = no_ingest;
+        /* rows committed here or on other nodes reach this index through
+         * the change feed (the replica module's job once it lands) */
+        st = cli_follow_init(&follow, app.store, app.index, &err);
+        if (st == IMS_OK) {
+            follow_ok = 1;
+            struct ingest_deps deps = {app.model, app.store, cli_follow_sync, &follow};
+            st = ingest_new(&deps, &io, &b.ing, &err);
+        }
     }
     struct server_backend be = {
         .self = &b,
@@ -556,7 +599,9 @@ int cli_cmd_serve(int argc, char **argv)
     fprintf(stderr, "imgsearch: %s: shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
 out:
     server_stop(srv);
-    ingest_free(b.ing); /* the running job commits what is in flight */
+    ingest_free(b.ing); /* what is in flight is committed and recorded */
+    if (follow_ok)
+        cli_follow_fini(&follow);
     server_free(srv);
     search_engine_free(b.se);
     if (app.store && cli_app_close("serve", &app, 1) != 0)

@@ -19,8 +19,10 @@
  *        |                    parallelism, see clip.h)
  *        v  write_q (embeddings)
  *   writer (1 thread)         one catalogue transaction per gathered group
- *                             (store_insert_many), then adds the new rows to
- *                             the index, reports items, updates the job row
+ *                             (store_insert_many), then deps->after_commit
+ *                             (the caller's index shows the rows), then the
+ *                             reports and the hooks' `finished` (the service
+ *                             records its job items there)
  *
  * Failed items (bad URL, HTTP 404, corrupt JPEG, ...) carry their reason
  * down the same queues so that every report happens on the writer thread in
@@ -34,9 +36,14 @@
  * is decoded), whatever the number of sources: a million-URL job streams.
  *
  * Ordering and durability: an item counts as added only after its
- * transaction committed (store.h: durable on return). The index is updated
- * after the commit; if the process dies in between, the rows are in the
- * catalogue and the index catches up on the next start (it is derived).
+ * transaction committed (store.h: durable on return) and after_commit made
+ * it searchable here. If the process dies in between, the rows are in the
+ * catalogue and the index catches up from the change feed (it is derived).
+ *
+ * Sources come from a struct ingest__source: ingest_run's list, or the
+ * service's claimed job items, each with a tag (the item id) that comes
+ * back in its report. Every source read yields exactly one report, so every
+ * claimed item is finished.
  *
  * Shutdown order: source done -> close decode_q -> join decoders -> close
  * encode_q -> join encoder -> close write_q -> join writer. Cancellation
@@ -72,6 +79,10 @@ void ingest_options_default(struct ingest_options *o)
     o->batch_size = 16;
     o->thumb_side = 256;
     o->thumb_quality = 80;
+    o->lease_ms = 30000;
+    o->claim_batch = 16;
+    o->poll_ms = 500;
+    o->max_attempts = 5;
 }
 
 /* ---- service counters (struct ingest_hooks, ingest_int.h) -------------------- */
@@ -92,22 +103,6 @@ static void hooks_item(struct ingest_hooks *h, enum ingest_outcome outcome)
     }
 }
 
-static void hooks_committed(struct ingest_hooks *h)
-{
-    if (h->committed)
-        h->committed(h->ctx);
-}
-
-/* A job-row write that failed is logged with its reason: the items it
- * describes are stored, only the job's record of them is behind. */
-static void job_write_check(const char *job_id, const char *what, enum ims_status st,
-                            const struct ims_error *err)
-{
-    if (st != IMS_OK)
-        ims_log(IMS_LOG_ERROR, "job %s: cannot record %s: %s", job_id, what,
-                ims_error_message(err, st));
-}
-
 /* ---- items ------------------------------------------------------------------ */
 
 struct pipeline;
@@ -115,6 +110,7 @@ struct pipeline;
 struct item {
     struct pipeline *p; /* set for URLs: the fetch callback needs it */
     char *source;
+    int64_t tag;        /* the source's tag (job item id), 0 if none */
     /* raw */
     char *body;
     size_t body_len;
@@ -149,11 +145,12 @@ static void item_free(struct item *it)
     ims_free(it);
 }
 
-static struct item *item_new(const char *source)
+static struct item *item_new(const char *source, int64_t tag)
 {
     struct item *it = ims_calloc(1, sizeof(*it));
     if (!it)
         return NULL;
+    it->tag = tag;
     it->source = ims_strdup(source);
     if (!it->source) {
         ims_free(it);
@@ -188,8 +185,8 @@ static void item_fail(struct item *it, enum ims_status st, const char *fmt, ...)
 struct pipeline {
     const struct ingest_deps *deps;
     const struct ingest_options *o;
-    const char *job_id;
     const atomic_int *cancel;
+    int64_t cur_tag;             /* the source being read (source thread only) */
     int image_size, dim;
     struct ims_queue *decode_q, *encode_q, *write_q;
     atomic_int fatal;            /* set by the writer on a catalogue failure */
@@ -219,7 +216,7 @@ static void push(struct ims_queue *q, struct item *it)
 static void report_failure(struct pipeline *p, const char *source, enum ims_status st,
                            const char *reason)
 {
-    struct item *it = item_new(source);
+    struct item *it = item_new(source, p->cur_tag);
     if (!it) {
         ims_log(IMS_LOG_ERROR, "%s: %s (not reported: out of memory)", source, reason);
         return;
@@ -277,7 +274,7 @@ static int already_stored(struct pipeline *p, const char *source)
     store_row_fini(&row);
     if (!complete)
         return 0; /* an imported row: fetch the image to complete it */
-    struct item *it = item_new(source);
+    struct item *it = item_new(source, p->cur_tag);
     if (it) {
         it->preset = 1;
         it->outcome = INGEST_DUPLICATE;
@@ -305,7 +302,7 @@ static void add_url(struct source_stage *s, const char *url)
     struct ims_error err = {0};
     if (already_stored(p, url))
         return;
-    struct item *it = item_new(url);
+    struct item *it = item_new(url, p->cur_tag);
     if (!it)
         return;
     it->p = p;
@@ -332,7 +329,7 @@ static void add_file(struct source_stage *s, const char *path)
         free(abs);
         return;
     }
-    struct item *it = item_new(source);
+    struct item *it = item_new(source, p->cur_tag);
     free(abs);
     if (!it)
         return;
@@ -425,8 +422,10 @@ static void add_source(struct source_stage *s, const char *source)
     struct pipeline *p = s->p;
     while (*source == ' ' || *source == '\t')
         source++;
-    if (!*source)
+    if (!*source) { /* reported: a job item must always be finished */
+        report_failure(p, "(empty)", IMS_ERR_INVALID, "empty source");
         return;
+    }
     if (is_url(source)) {
         add_url(s, source);
         return;
@@ -614,9 +613,26 @@ static void progress_update(struct pipeline *p, const struct ingest_item_report 
         p->o->on_item(p->o->cb_ctx, r);
 }
 
+/* After a commit that added rows: the caller's index shows them before any
+ * report says "added". A failure is logged; the rows are stored and the
+ * index catches up from the change feed later. */
+static void show_committed(struct pipeline *p)
+{
+    if (!p->deps->after_commit)
+        return;
+    struct ims_error err = {0};
+    int64_t seq = 0;
+    enum ims_status st = store_change_seq(p->deps->store, &seq, &err);
+    if (st == IMS_OK)
+        st = p->deps->after_commit(p->deps->after_commit_user, seq, &err);
+    if (st != IMS_OK)
+        ims_log(IMS_LOG_ERROR, "index: %s (the rows are stored; the index catches up later)",
+                ims_error_message(&err, st));
+}
+
 static void write_group(struct pipeline *p, struct item **items, int n,
                         struct store_new_image *rows, struct store_insert_result *res,
-                        int64_t *new_ids, float *new_vecs)
+                        struct ingest_item_report *reports)
 {
     int n_rows = 0;
     int row_of[n > 0 ? n : 1];
@@ -662,7 +678,7 @@ static void write_group(struct pipeline *p, struct item **items, int n,
                     row_of[i] = -1;
                 }
         } else {
-            size_t n_new = 0;
+            int n_new = 0;
             for (int i = 0; i < n; i++) {
                 if (row_of[i] < 0)
                     continue;
@@ -670,54 +686,28 @@ static void write_group(struct pipeline *p, struct item **items, int n,
                 items[i]->id = r->id;
                 if (r->outcome == STORE_INSERTED) {
                     items[i]->outcome = INGEST_ADDED;
-                    new_ids[n_new] = r->id;
-                    memcpy(new_vecs + n_new * (size_t)p->dim, items[i]->embedding,
-                           (size_t)p->dim * sizeof(float));
                     n_new++;
                 } else if (r->outcome == STORE_COMPLETED) {
-                    items[i]->outcome = INGEST_COMPLETED;
+                    items[i]->outcome = INGEST_COMPLETED; /* its embedding was kept */
                 } else {
                     items[i]->outcome = INGEST_DUPLICATE;
                 }
             }
-            if (n_new > 0) {
-                st = vindex_add(p->deps->index, new_ids, new_vecs, n_new, &err);
-                if (st != IMS_OK) /* derived data: the next start rebuilds it */
-                    ims_log(IMS_LOG_ERROR, "index: %s (rows are stored; rebuilt at restart)",
-                            ims_error_message(&err, st));
-            }
+            if (n_new > 0)
+                show_committed(p);
         }
     }
-    /* report, and record the job's progress and errors */
-    const char *err_urls[n > 0 ? n : 1];
-    const char *err_msgs[n > 0 ? n : 1];
-    size_t n_err = 0;
+    /* report */
     for (int i = 0; i < n; i++) {
         struct item *it = items[i];
-        struct ingest_item_report r = {it->source, it->outcome, it->id, IMS_OK, NULL};
+        struct ingest_item_report *r = &reports[i];
+        *r = (struct ingest_item_report){it->source, it->tag, it->outcome, it->id, IMS_OK, NULL};
         if (it->failed) {
-            r.outcome = INGEST_FAILED;
-            r.status = it->status;
-            r.error = it->error ? it->error : "failed";
-            err_urls[n_err] = it->source;
-            err_msgs[n_err++] = r.error;
+            r->outcome = INGEST_FAILED;
+            r->status = it->status;
+            r->error = it->error ? it->error : "failed";
         }
-        progress_update(p, &r);
-    }
-    if (p->job_id) {
-        struct ims_error jerr = {0};
-        if (n_err)
-            job_write_check(p->job_id, "its errors",
-                            store_job_add_errors(p->deps->store, p->job_id, err_urls, err_msgs,
-                                                 n_err, &jerr),
-                            &jerr);
-        pthread_mutex_lock(&p->mu);
-        int64_t done = p->progress.done, failed = p->progress.failed;
-        pthread_mutex_unlock(&p->mu);
-        job_write_check(p->job_id, "its progress",
-                        store_job_update(p->deps->store, p->job_id, STORE_JOB_RUNNING, done,
-                                         failed, &jerr),
-                        &jerr);
+        progress_update(p, r);
     }
     if (p->o->on_progress) {
         struct ingest_progress pr;
@@ -728,8 +718,8 @@ static void write_group(struct pipeline *p, struct item **items, int n,
         pr.elapsed_s = ims_now() - p->t0;
         p->o->on_progress(p->o->cb_ctx, &pr);
     }
-    if (p->hooks)
-        hooks_committed(p->hooks);
+    if (p->hooks && p->hooks->finished)
+        p->hooks->finished(p->hooks->ctx, reports, (size_t)n);
 }
 
 static void *writer_main(void *arg)
@@ -739,49 +729,57 @@ static void *writer_main(void *arg)
     struct item **items = ims_calloc((size_t)cap, sizeof(*items));
     struct store_new_image *rows = ims_calloc((size_t)cap, sizeof(*rows));
     struct store_insert_result *res = ims_calloc((size_t)cap, sizeof(*res));
-    int64_t *new_ids = ims_calloc((size_t)cap, sizeof(*new_ids));
-    float *new_vecs = ims_calloc((size_t)cap * (size_t)p->dim, sizeof(float));
-    int ok = items && rows && res && new_ids && new_vecs;
+    struct ingest_item_report *reports = ims_calloc((size_t)cap, sizeof(*reports));
+    int ok = items && rows && res && reports;
+    struct item *spare[1];
+    struct store_new_image spare_row[1];
+    struct store_insert_result spare_res[1];
+    struct ingest_item_report spare_rep[1];
     for (;;) {
         void *v;
         if (ims_queue_pop(p->write_q, &v) != IMS_OK)
             break;
+        if (!ok) {
+            /* out of memory for the group arrays: one item at a time, failed,
+             * so that every source still gets its report */
+            spare[0] = v;
+            item_fail(spare[0], IMS_ERR_NOMEM, "out of memory");
+            write_group(p, spare, 1, spare_row, spare_res, spare_rep);
+            item_free(spare[0]);
+            continue;
+        }
         int n = 0;
         items[n++] = v;
         /* gather what is already there, then commit: one transaction per
          * encoder batch or so, never waiting long for stragglers */
         while (n < cap && ims_queue_pop_timed(p->write_q, &v, 5) == IMS_OK)
             items[n++] = v;
-        if (!ok)
-            for (int i = 0; i < n; i++)
-                item_fail(items[i], IMS_ERR_NOMEM, "out of memory");
-        write_group(p, items, n, rows, res, new_ids, new_vecs);
+        write_group(p, items, n, rows, res, reports);
         for (int i = 0; i < n; i++)
             item_free(items[i]);
     }
     ims_free(items);
     ims_free(rows);
     ims_free(res);
-    ims_free(new_ids);
-    ims_free(new_vecs);
+    ims_free(reports);
     return NULL;
 }
 
-/* ---- ingest_run ------------------------------------------------------------------ */
+/* ---- the pipeline over a source ----------------------------------------------------- */
 
-enum ims_status ingest__run_hooked(const struct ingest_deps *deps,
-                                   const struct ingest_options *opts, ingest_next_fn *next,
-                                   void *next_ctx, const char *job_id,
-                                   const atomic_int *cancel, struct ingest_hooks *hooks,
-                                   struct ingest_summary *summary, struct ims_error *err)
+enum ims_status ingest__run_source(const struct ingest_deps *deps,
+                                   const struct ingest_options *opts,
+                                   const struct ingest__source *source, const atomic_int *cancel,
+                                   struct ingest_hooks *hooks, struct ingest_summary *summary,
+                                   struct ims_error *err)
 {
     struct ingest_options defaults;
     if (!opts) {
         ingest_options_default(&defaults);
         opts = &defaults;
     }
-    if (!deps || !deps->model || !deps->store || !deps->index || !next)
-        return ims_error_set(err, IMS_ERR_INVALID, "ingest: missing model, store or index");
+    if (!deps || !deps->model || !deps->store || !source || !source->next)
+        return ims_error_set(err, IMS_ERR_INVALID, "ingest: missing model, store or sources");
     if (opts->batch_size < 1 || opts->batch_size > 256)
         return ims_error_set(err, IMS_ERR_INVALID, "ingest: batch size must be 1..256");
 
@@ -790,7 +788,6 @@ enum ims_status ingest__run_hooked(const struct ingest_deps *deps,
     memset(&p, 0, sizeof(p));
     p.deps = deps;
     p.o = opts;
-    p.job_id = job_id;
     p.cancel = cancel;
     p.hooks = hooks;
     p.image_size = clip_model_image_size(deps->model);
@@ -826,16 +823,6 @@ enum ims_status ingest__run_hooked(const struct ingest_deps *deps,
     st = fetcher_new(&opts->fetch, &src.fetcher, err);
     if (st != IMS_OK)
         goto out;
-    if (job_id) {
-        st = store_job_update(deps->store, job_id, STORE_JOB_RUNNING, 0, 0, err);
-        if (st == IMS_ERR_NOT_FOUND) {
-            st = store_job_create(deps->store, job_id, 0, err);
-            if (st == IMS_OK)
-                st = store_job_update(deps->store, job_id, STORE_JOB_RUNNING, 0, 0, err);
-        }
-        if (st != IMS_OK)
-            goto out;
-    }
 
     for (; n_started < n_dec; n_started++)
         if (pthread_create(&decoders[n_started], NULL, decoder_main, &p) != 0)
@@ -851,9 +838,20 @@ enum ims_status ingest__run_hooked(const struct ingest_deps *deps,
     }
 
     /* the source stage runs here */
-    const char *source;
-    while (!pipeline_stopping(&p) && next(next_ctx, &source)) {
-        add_source(&src, source);
+    while (!pipeline_stopping(&p)) {
+        const char *s = NULL;
+        int64_t tag = 0;
+        int busy = src.fetcher && fetcher_pending(src.fetcher) > 0;
+        int r = source->next(source->ctx, busy ? 0 : 200, &s, &tag);
+        if (r == 0)
+            break;
+        if (r < 0) { /* nothing yet: serve the downloads in flight meanwhile */
+            pump_fetcher(&src, 50);
+            continue;
+        }
+        p.cur_tag = tag;
+        add_source(&src, s);
+        p.cur_tag = 0;
         pump_fetcher(&src, 0);
     }
     while (src.fetcher && fetcher_pending(src.fetcher) > 0)
@@ -875,25 +873,6 @@ join:
 
     if (st == IMS_OK && atomic_load(&p.fatal))
         st = ims_error_set(err, p.fatal_st, "%s", p.fatal_err.message);
-    if (job_id) {
-        enum store_job_state final = st == IMS_OK && !(cancel && atomic_load(cancel))
-                                         ? STORE_JOB_DONE
-                                         : STORE_JOB_FAILED;
-        struct ims_error jerr = {0};
-        if (final == STORE_JOB_FAILED) {
-            const char *why = st != IMS_OK ? ims_error_message(err, st)
-                                           : "interrupted by shutdown: run the same add again "
-                                             "to complete it (duplicates are skipped)";
-            const char *empty = "";
-            job_write_check(job_id, "why it stopped",
-                            store_job_add_errors(deps->store, job_id, &empty, &why, 1, &jerr),
-                            &jerr);
-        }
-        job_write_check(job_id, "its end",
-                        store_job_update(deps->store, job_id, final, p.progress.done,
-                                         p.progress.failed, &jerr),
-                        &jerr);
-    }
     if (summary) {
         summary->total = atomic_load(&p.total);
         summary->added = p.progress.added;
@@ -914,12 +893,30 @@ out:
     return st;
 }
 
-enum ims_status ingest_run(const struct ingest_deps *deps, const struct ingest_options *opts,
-                           ingest_next_fn *next, void *next_ctx, const char *job_id,
-                           const atomic_int *cancel, struct ingest_summary *summary,
-                           struct ims_error *err)
+/* ---- ingest_run: a caller's list of sources --------------------------------------------- */
+
+struct list_source {
+    ingest_next_fn *next;
+    void *ctx;
+};
+
+static int list_source_next(void *ctx, int wait_ms, const char **source, int64_t *tag)
 {
-    return ingest__run_hooked(deps, opts, next, next_ctx, job_id, cancel, NULL, summary, err);
+    (void)wait_ms;
+    struct list_source *l = ctx;
+    *tag = 0;
+    return l->next(l->ctx, source) ? 1 : 0;
+}
+
+enum ims_status ingest_run(const struct ingest_deps *deps, const struct ingest_options *opts,
+                           ingest_next_fn *next, void *next_ctx, const atomic_int *cancel,
+                           struct ingest_summary *summary, struct ims_error *err)
+{
+    if (!next)
+        return ims_error_set(err, IMS_ERR_INVALID, "ingest: no sources");
+    struct list_source l = {next, next_ctx};
+    struct ingest__source src = {list_source_next, &l};
+    return ingest__run_source(deps, opts, &src, cancel, NULL, summary, err);
 }
 
 /* ---- one image from bytes (uploads) ------------------------------------------- */
@@ -942,7 +939,7 @@ enum ims_status ingest__add_bytes(const struct ingest_deps *deps, const struct i
     size_t s = (size_t)p.image_size;
     uint8_t *rgb = ims_malloc(s * s * 3);
     float *emb = ims_malloc((size_t)p.dim * sizeof(float));
-    struct item *it = item_new(source);
+    struct item *it = item_new(source, 0);
     if (it)
         it->body = ims_malloc(n ? n : 1);
     if (!rgb || !emb || !it || !it->body) {
@@ -968,18 +965,13 @@ enum ims_status ingest__add_bytes(const struct ingest_deps *deps, const struct i
     }
     struct store_new_image row;
     struct store_insert_result res;
-    int64_t new_id;
-    float *new_vec = ims_malloc((size_t)p.dim * sizeof(float));
-    if (!new_vec) {
-        item_fail(it, IMS_ERR_NOMEM, "out of memory");
-        new_vec = NULL;
-    }
-    write_group(&p, &it, 1, &row, &res, &new_id, new_vec ? new_vec : emb);
-    ims_free(new_vec);
+    struct ingest_item_report r;
+    write_group(&p, &it, 1, &row, &res, &r);
     rep->outcome = it->failed ? INGEST_FAILED : it->outcome;
     rep->status = it->failed ? it->status : IMS_OK;
     rep->id = it->id;
     rep->source = NULL;
+    rep->tag = 0;
     rep->error = NULL;
     if (it->failed) {
         snprintf(msg, msg_cap, "%s", it->error ? it->error : "failed");

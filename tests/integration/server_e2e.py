@@ -385,8 +385,9 @@ def run(exe, src, tmp, procs):
           and job.get("done") == len(by_url) and job.get("failed") == 1,
           "job finished: %d done, 1 failed (%r)" % (len(by_url), job))
     errs = job.get("errors") or []
-    check(len(errs) == 1 and errs[0].get("url") == missing and set(errs[0]) == {"url", "error"}
-          and "404" in errs[0].get("error", ""), "the 404 URL is the job's error (%r)" % errs)
+    check(len(errs) == 1 and errs[0].get("url") == missing and set(errs[0]) == {"url", "code", "error"}
+          and errs[0].get("code") == "not_found" and "404" in errs[0].get("error", ""),
+          "the 404 URL is the job's error, code not_found (%r)" % errs)
     st, _, b = srv.json("POST", "/api/v1/images?wait=1",
                         {"urls": [pics.url("/files/" + n) for n in waited]}, headers=auth)
     check(st == 200 and b and set(b) == JOB_KEYS and b["state"] == "done" and b["done"] == len(waited),

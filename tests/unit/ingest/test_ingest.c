@@ -7,8 +7,11 @@
  * What is checked: every failure reaches the item report with its exact
  * status (the API's error code), never guessed from words; duplicates by
  * source and by content; the index holds exactly the added rows;
- * cancellation stops reading sources and commits what was read; the
- * service runs a job to its end and uploads answer with exact statuses.
+ * cancellation stops reading sources and commits what was read; jobs are
+ * catalogue rows whose items any node claims with a lease: two nodes share
+ * a job and store each image once, a dead node's items are redone, a
+ * stopped node's job resumes, an item that keeps killing nodes is given
+ * up; uploads answer with exact statuses.
  * The whole file also runs under ThreadSanitizer (ctest label `tsan`).
  */
 #include <setjmp.h>
@@ -18,6 +21,7 @@
 
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +30,7 @@
 #include <unistd.h>
 
 #include "http_test_server.h"
+#include "imgsearch/index.h"
 #include "imgsearch/ingest.h"
 
 #define MAX_REPORTS 256
@@ -38,6 +43,9 @@ struct report {
 };
 
 struct fixture {
+    pthread_mutex_t follow_mu;
+    int64_t follow_seq; /* the index shows the catalogue's changes up to here */
+    int64_t after_commit_calls;
     char dir[256];
     char model_dir[300];
     char files[300]; /* copies of golden images and a few bad files */
@@ -122,6 +130,7 @@ static int setup(void **state)
     struct store_model_info mi = {clip_model_name(f->model), (uint32_t)f->dim};
     assert_int_equal(store_open(data, &mi, STORE_OPEN_SYNC_NORMAL, &f->store, &err), IMS_OK);
     assert_int_equal(vindex_new("Flat", f->dim, &f->vx, &err), IMS_OK);
+    pthread_mutex_init(&f->follow_mu, NULL);
     *state = f;
     return 0;
 }
@@ -130,6 +139,7 @@ static int teardown(void **state)
 {
     struct fixture *f = *state;
     vindex_free(f->vx);
+    pthread_mutex_destroy(&f->follow_mu);
     store_close(f->store);
     clip_model_free(f->model);
     char cmd[600];
@@ -140,6 +150,55 @@ static int teardown(void **state)
 }
 
 /* ---- helpers ------------------------------------------------------------------ */
+
+/* after_commit: the test's index follows the change feed up to seq (what a
+ * node's replica does); checks that ingest asks for a seq that is committed */
+static enum ims_status follow(void *user, int64_t seq, struct ims_error *err)
+{
+    struct fixture *f = user;
+    pthread_mutex_lock(&f->follow_mu);
+    f->after_commit_calls++;
+    int64_t newest = 0;
+    enum ims_status st = store_change_seq(f->store, &newest, err);
+    assert_int_equal(st, IMS_OK);
+    assert_true(seq <= newest);
+    while (st == IMS_OK && f->follow_seq < seq) {
+        struct store_change ch[64];
+        size_t n = 0;
+        st = store_changes_after(f->store, f->follow_seq, 64, ch, &n, err);
+        if (st != IMS_OK || n == 0)
+            break;
+        for (size_t i = 0; i < n && st == IMS_OK; i++) {
+            if (ch[i].kind == STORE_CHANGE_DELETE) {
+                st = vindex_remove(f->vx, &ch[i].id, 1, NULL, err);
+                continue;
+            }
+            struct store_image_row row;
+            store_row_init(&row);
+            uint8_t found = 0;
+            st = store_get_many(f->store, &ch[i].id, 1, STORE_FIELD_EMBEDDING, &row, &found, err);
+            if (st == IMS_OK && found)
+                st = vindex_add(f->vx, &ch[i].id, row.embedding, 1, err);
+            store_row_fini(&row);
+        }
+        f->follow_seq = ch[n - 1].seq;
+    }
+    pthread_mutex_unlock(&f->follow_mu);
+    return st;
+}
+
+static size_t index_count(struct fixture *f)
+{
+    pthread_mutex_lock(&f->follow_mu);
+    size_t n = vindex_count(f->vx);
+    pthread_mutex_unlock(&f->follow_mu);
+    return n;
+}
+
+static struct ingest_deps deps_of(struct fixture *f)
+{
+    return (struct ingest_deps){f->model, f->store, follow, f};
+}
 
 static void on_item(void *ctx, const struct ingest_item_report *r)
 {
@@ -211,11 +270,11 @@ static void options(struct fixture *f, struct ingest_options *o, int local)
 static enum ims_status run(struct fixture *f, const struct ingest_options *o,
                            const char *const *sources, size_t n, struct ingest_summary *sum)
 {
-    struct ingest_deps deps = {f->model, f->store, f->vx};
+    struct ingest_deps deps = deps_of(f);
     struct list l = {sources, n, 0};
     struct ims_error err = {0};
     f->n_reports = 0;
-    enum ims_status st = ingest_run(&deps, o, list_next, &l, NULL, &f->cancel, sum, &err);
+    enum ims_status st = ingest_run(&deps, o, list_next, &l, &f->cancel, sum, &err);
     if (st != IMS_OK)
         print_error("ingest_run: %s\n", err.message);
     return st;
@@ -272,7 +331,7 @@ static void test_files_exact_statuses(void **state)
     assert_int_equal(sum.duplicates, 1);
     assert_int_equal(sum.failed, 4);
     assert_int_equal(store_rows(f), 2);
-    assert_int_equal(vindex_count(f->vx), 2);
+    assert_int_equal(index_count(f), 2);
 
     /* again: everything stored is a duplicate by source, found before reading */
     const char *again[] = {rgb, base};
@@ -281,7 +340,7 @@ static void test_files_exact_statuses(void **state)
     assert_int_equal(find(f, "/rgb.png")->outcome, INGEST_DUPLICATE);
     assert_int_equal(find(f, "/baseline.jpg")->outcome, INGEST_DUPLICATE);
     assert_int_equal(store_rows(f), 2);
-    assert_int_equal(vindex_count(f->vx), 2);
+    assert_int_equal(index_count(f), 2);
 }
 
 static void test_local_paths_refused(void **state)
@@ -298,7 +357,7 @@ static void test_local_paths_refused(void **state)
     assert_int_equal(find(f, "/rgb.png")->status, IMS_ERR_REFUSED);
     assert_int_equal(find(f, "file:///etc/passwd")->status, IMS_ERR_UNSUPPORTED);
     assert_int_equal(store_rows(f), 0);
-    assert_int_equal(vindex_count(f->vx), 0);
+    assert_int_equal(index_count(f), 0);
 }
 
 /* ---- URLs on loopback -------------------------------------------------------------- */
@@ -339,7 +398,7 @@ static void test_urls_exact_statuses(void **state)
     assert_int_equal(find(f, "/nothing-here.jpg")->status, IMS_ERR_NOT_FOUND);
     assert_int_equal(find(f, "/page.jpg")->status, IMS_ERR_UNSUPPORTED);
     assert_int_equal(find(f, "/big.jpg")->status, IMS_ERR_TOO_LARGE);
-    assert_int_equal(vindex_count(f->vx), 1);
+    assert_int_equal(index_count(f), 1);
 
     /* without allow_private the address policy refuses before connecting */
     o.fetch.allow_private = 0;
@@ -389,7 +448,7 @@ static void test_cancel_commits_what_was_read(void **state)
     assert_int_equal(f->n_reports, sum.total);
     assert_int_equal(sum.added, sum.total);
     assert_int_equal(store_rows(f), sum.total);
-    assert_int_equal(vindex_count(f->vx), (size_t)sum.total);
+    assert_int_equal(index_count(f), (size_t)sum.total);
     for (int i = 0; i < f->n_reports; i++) {
         int64_t id = -1;
         assert_int_equal(store_find_by_source(f->store, f->reports[i].source, &id, NULL), IMS_OK);
@@ -402,7 +461,84 @@ static void test_cancel_commits_what_was_read(void **state)
     assert_int_equal(f->n_reports, 0);
 }
 
-/* ---- the service: a job and uploads ------------------------------------------------------- */
+/* ---- the service: jobs as catalogue rows, claimed by nodes ------------------------------ */
+
+static void service_options(struct fixture *f, struct ingest_options *o, const char *node)
+{
+    options(f, o, 0);
+    o->on_item = NULL;
+    o->node_id = node;
+    o->lease_ms = 1000;
+    o->claim_batch = 2;
+    o->poll_ms = 20;
+}
+
+static struct ingest *service(struct fixture *f, const struct ingest_options *o)
+{
+    struct ingest_deps deps = deps_of(f);
+    struct ingest *ing = NULL;
+    struct ims_error err = {0};
+    if (ingest_new(&deps, o, &ing, &err) != IMS_OK)
+        fail_msg("ingest_new: %s", err.message);
+    return ing;
+}
+
+static void wait_done(struct ingest *ing, const char *id, struct store_job *job)
+{
+    struct ims_error err = {0};
+    memset(job, 0, sizeof(*job));
+    if (ingest_job_wait(ing, id, 60000, job, &err) != IMS_OK)
+        fail_msg("job %s: %s", id, err.message);
+}
+
+/* n distinct JPEGs served as /files/dN.jpg (a trailer makes the bytes differ) */
+static void distinct_files(struct fixture *f, int n)
+{
+    size_t len = 0;
+    char base[400];
+    snprintf(base, sizeof(base), "%s/baseline.jpg", f->files);
+    char *jpg = read_file(base, &len);
+    char *buf = malloc(len + 16);
+    memcpy(buf, jpg, len);
+    for (int i = 0; i < n; i++) {
+        char path[400];
+        snprintf(path, sizeof(path), "%s/d%d.jpg", f->files, i);
+        int k = snprintf(buf + len, 16, "%d", i);
+        write_file(path, buf, len + (size_t)k);
+    }
+    free(buf);
+    ims_free(jpg);
+}
+
+static char **distinct_urls(struct hts *s, int n)
+{
+    char **urls = calloc((size_t)n, sizeof(char *));
+    for (int i = 0; i < n; i++) {
+        char path[64];
+        snprintf(path, sizeof(path), "/files/d%d.jpg", i);
+        urls[i] = malloc(128);
+        hts_url(s, path, urls[i], 128);
+    }
+    return urls;
+}
+
+static void free_urls(char **urls, int n)
+{
+    for (int i = 0; i < n; i++)
+        free(urls[i]);
+    free(urls);
+}
+
+/* every URL is stored exactly once, and its item row says who encoded it */
+static void check_each_once(struct fixture *f, char **urls, int n)
+{
+    for (int i = 0; i < n; i++) {
+        int64_t id = -1;
+        assert_int_equal(store_find_by_source(f->store, urls[i], &id, NULL), IMS_OK);
+    }
+    assert_int_equal(store_rows(f), n);
+    assert_int_equal(index_count(f), (size_t)n);
+}
 
 static void test_service_job_and_uploads(void **state)
 {
@@ -415,27 +551,44 @@ static void test_service_job_and_uploads(void **state)
     hts_url(s, "/gone.png", u404, sizeof(u404));
 
     struct ingest_options o;
-    options(f, &o, 0);
-    o.on_item = NULL;
-    struct ingest_deps deps = {f->model, f->store, f->vx};
-    struct ingest *ing = NULL;
+    service_options(f, &o, "node-a");
+    struct ingest *ing = service(f, &o);
+    assert_string_equal(ingest_node_id(ing), "node-a");
     struct ims_error err = {0};
-    assert_int_equal(ingest_new(&deps, &o, &ing, &err), IMS_OK);
 
     const char *urls[] = {u1, u2, u404};
     char id[INGEST_JOB_ID_BYTES];
     assert_int_equal(ingest_submit(ing, urls, 3, id, &err), IMS_OK);
     struct store_job job;
-    memset(&job, 0, sizeof(job));
-    assert_int_equal(ingest_job_wait(ing, id, 60000, &job, &err), IMS_OK);
+    wait_done(ing, id, &job);
     assert_int_equal(job.state, STORE_JOB_DONE);
     assert_int_equal(job.total, 3);
     assert_int_equal(job.done, 2);
     assert_int_equal(job.failed, 1);
     assert_int_equal(job.n_errors, 1);
     assert_string_equal(job.errors[0].url, u404);
+    assert_string_equal(job.errors[0].code, "not_found");
     store_job_fini(&job);
-    assert_int_equal(vindex_count(f->vx), 2);
+    /* searchable here once the wait returned */
+    assert_int_equal(index_count(f), 2);
+    /* the item rows record the node that did them */
+    for (int64_t item = 1; item <= 3; item++) {
+        enum store_item_state ist;
+        char node[64];
+        int attempts = 0;
+        int64_t image = 0;
+        assert_int_equal(store_job_item_get(f->store, item, &ist, node, sizeof(node), &attempts,
+                                            &image, &err),
+                         IMS_OK);
+        assert_string_equal(node, "node-a");
+        assert_int_equal(attempts, 1);
+        assert_true(ist == STORE_ITEM_DONE || ist == STORE_ITEM_FAILED);
+    }
+
+    /* bad submissions */
+    const char *empty[] = {""};
+    assert_int_equal(ingest_submit(ing, empty, 1, id, &err), IMS_ERR_INVALID);
+    assert_int_equal(ingest_submit(ing, urls, 0, id, &err), IMS_ERR_INVALID);
 
     /* uploads: exact statuses, duplicates by content */
     size_t n = 0;
@@ -449,6 +602,7 @@ static void test_service_job_and_uploads(void **state)
                      IMS_OK);
     assert_int_equal(rep.outcome, INGEST_ADDED);
     assert_int_equal(rep.status, IMS_OK);
+    assert_int_equal(index_count(f), 3); /* searchable when the upload answers */
     int64_t first = rep.id;
     assert_int_equal(ingest_add_bytes(ing, "upload:b/copy.png", png, n, &rep, msg, sizeof(msg),
                                       &err),
@@ -467,14 +621,234 @@ static void test_service_job_and_uploads(void **state)
     assert_int_equal(rep.outcome, INGEST_FAILED);
     assert_int_equal(rep.status, IMS_ERR_CORRUPT);
     ims_free(png);
-    assert_int_equal(vindex_count(f->vx), 3);
+    assert_int_equal(index_count(f), 3);
 
     struct ingest_counters c;
     ingest_get_counters(ing, &c);
+    assert_int_equal(c.jobs, 1);
     assert_int_equal(c.items_added, 3);
     assert_int_equal(c.items_duplicate, 1);
     assert_int_equal(c.items_failed, 3);
     ingest_free(ing);
+    hts_stop(s);
+}
+
+/* two nodes on one catalogue: a job posted to one completes with every
+ * image once; a query-only node posts but never claims */
+static void test_service_two_nodes_exactly_once(void **state)
+{
+    struct fixture *f = *state;
+    enum { N = 12 };
+    distinct_files(f, N);
+    struct hts *s = hts_start();
+    hts_serve_dir(s, "/files/", f->files, 0, 0);
+    char **urls = distinct_urls(s, N);
+
+    struct ingest_options oq, oa, ob;
+    service_options(f, &oq, "query-only");
+    oq.no_ingest = 1;
+    service_options(f, &oa, "node-a");
+    service_options(f, &ob, "node-b");
+    oa.claim_batch = ob.claim_batch = 1;
+    struct ingest *q = service(f, &oq);
+    char id[INGEST_JOB_ID_BYTES];
+    struct ims_error err = {0};
+    assert_int_equal(ingest_submit(q, (const char *const *)urls, N, id, &err), IMS_OK);
+    /* nobody claims: the job waits, queued */
+    struct store_job job;
+    memset(&job, 0, sizeof(job));
+    assert_int_equal(ingest_job_wait(q, id, 300, &job, &err), IMS_ERR_TIMEOUT);
+    assert_int_equal(job.state, STORE_JOB_QUEUED);
+    store_job_fini(&job);
+
+    struct ingest *a = service(f, &oa), *b = service(f, &ob);
+    /* the same URLs posted again at once on another node: stored once */
+    char id2[INGEST_JOB_ID_BYTES];
+    assert_int_equal(ingest_submit(b, (const char *const *)urls, N, id2, &err), IMS_OK);
+    wait_done(q, id, &job);
+    assert_int_equal(job.state, STORE_JOB_DONE);
+    assert_int_equal(job.done, N);
+    assert_int_equal(job.failed, 0);
+    store_job_fini(&job);
+    wait_done(a, id2, &job);
+    assert_int_equal(job.state, STORE_JOB_DONE);
+    assert_int_equal(job.done, N);
+    store_job_fini(&job);
+    check_each_once(f, urls, N);
+    /* every item was done by one of the two ingest nodes, never the query node */
+    for (int64_t item = 1; item <= 2 * N; item++) {
+        enum store_item_state ist;
+        char node[64];
+        int attempts = 0;
+        int64_t image = 0;
+        assert_int_equal(store_job_item_get(f->store, item, &ist, node, sizeof(node), &attempts,
+                                            &image, &err),
+                         IMS_OK);
+        assert_int_equal(ist, STORE_ITEM_DONE);
+        assert_true(strcmp(node, "node-a") == 0 || strcmp(node, "node-b") == 0);
+        assert_true(image > 0);
+    }
+    ingest_free(a);
+    ingest_free(b);
+    ingest_free(q);
+    free_urls(urls, N);
+    hts_stop(s);
+}
+
+/* a node that claimed items and died (never renews, never finishes): its
+ * leases run out, another node does the items, the dead node's late finish
+ * is ignored */
+static void test_service_dead_node_items_redone(void **state)
+{
+    struct fixture *f = *state;
+    enum { N = 4 };
+    distinct_files(f, N);
+    struct hts *s = hts_start();
+    hts_serve_dir(s, "/files/", f->files, 0, 0);
+    char **urls = distinct_urls(s, N);
+    struct ingest_options oq;
+    service_options(f, &oq, "query-only");
+    oq.no_ingest = 1;
+    struct ingest *q = service(f, &oq);
+    char id[INGEST_JOB_ID_BYTES];
+    struct ims_error err = {0};
+    assert_int_equal(ingest_submit(q, (const char *const *)urls, N, id, &err), IMS_OK);
+    struct store_job_item *items = NULL;
+    size_t n = 0;
+    assert_int_equal(store_job_claim(f->store, "dead-node", N, 200, &items, &n, &err), IMS_OK);
+    assert_int_equal(n, N);
+
+    struct ingest_options ob;
+    service_options(f, &ob, "node-b");
+    struct ingest *b = service(f, &ob);
+    struct store_job job;
+    wait_done(q, id, &job);
+    assert_int_equal(job.state, STORE_JOB_DONE);
+    assert_int_equal(job.done, N);
+    assert_int_equal(job.n_errors, 0);
+    store_job_fini(&job);
+    check_each_once(f, urls, N);
+    /* the dead node wakes up and reports: ignored, nothing counted twice */
+    struct store_item_result late = {items[0].item_id, STORE_ITEM_ADDED, 1, NULL, NULL};
+    uint8_t accepted = 1;
+    assert_int_equal(store_job_finish(f->store, "dead-node", &late, 1, &accepted, &err), IMS_OK);
+    assert_int_equal(accepted, 0);
+    memset(&job, 0, sizeof(job));
+    assert_int_equal(ingest_job_get(q, id, &job, &err), IMS_OK);
+    assert_int_equal(job.done, N);
+    store_job_fini(&job);
+    store_job_items_free(items, n);
+    ingest_free(b);
+    ingest_free(q);
+    free_urls(urls, N);
+    hts_stop(s);
+}
+
+/* a node stopped in the middle of a job: the job is not failed, its items
+ * are handed back, and the next node (a restart) finishes it */
+static void test_service_resumes_after_restart(void **state)
+{
+    struct fixture *f = *state;
+    enum { N = 10 };
+    distinct_files(f, N);
+    struct hts *s = hts_start();
+    hts_serve_dir(s, "/files/", f->files, 0, 0);
+    char **urls = distinct_urls(s, N);
+    /* every download takes a while, so the stop comes mid-job */
+    for (int i = 0; i < N; i++) {
+        char path[64], file[400];
+        snprintf(path, sizeof(path), "/slow/d%d.jpg", i);
+        snprintf(file, sizeof(file), "%s/d%d.jpg", f->files, i);
+        size_t len = 0;
+        char *body = read_file(file, &len);
+        hts_route(s, &(struct hts_route){.path = path, .body = body, .body_len = len,
+                                         .delay_ms = 150});
+        ims_free(body);
+        hts_url(s, path, urls[i], 128);
+    }
+    struct ingest_options oa;
+    service_options(f, &oa, "node-a");
+    oa.claim_batch = 1;
+    struct ingest *a = service(f, &oa);
+    char id[INGEST_JOB_ID_BYTES];
+    struct ims_error err = {0};
+    assert_int_equal(ingest_submit(a, (const char *const *)urls, N, id, &err), IMS_OK);
+    struct store_job job;
+    memset(&job, 0, sizeof(job));
+    /* wait for the first finished item, then stop the node */
+    for (;;) {
+        assert_int_equal(ingest_job_get(a, id, &job, &err), IMS_OK);
+        int64_t done = job.done;
+        store_job_fini(&job);
+        if (done > 0)
+            break;
+        usleep(10000);
+    }
+    ingest_free(a);
+    memset(&job, 0, sizeof(job));
+    struct ingest *a2 = service(f, &oa); /* the same node, restarted */
+    assert_int_equal(ingest_job_get(a2, id, &job, &err), IMS_OK);
+    assert_true(job.state == STORE_JOB_RUNNING || job.state == STORE_JOB_QUEUED ||
+                job.state == STORE_JOB_DONE);
+    assert_int_equal(job.n_errors, 0);
+    store_job_fini(&job);
+    wait_done(a2, id, &job);
+    assert_int_equal(job.state, STORE_JOB_DONE);
+    assert_int_equal(job.done, N);
+    assert_int_equal(job.failed, 0);
+    assert_int_equal(job.n_errors, 0); /* no "interrupted" error, no entry without a url */
+    store_job_fini(&job);
+    check_each_once(f, urls, N);
+    ingest_free(a2);
+    free_urls(urls, N);
+    hts_stop(s);
+}
+
+/* an item whose nodes keep dying is given up after max_attempts, with its
+ * source and a code */
+static void test_service_gives_up_poison_items(void **state)
+{
+    struct fixture *f = *state;
+    struct hts *s = hts_start();
+    hts_serve_dir(s, "/files/", f->files, 0, 0);
+    char u[128];
+    hts_url(s, "/files/grey.jpg", u, sizeof(u));
+    struct ingest_options oq;
+    service_options(f, &oq, "query-only");
+    oq.no_ingest = 1;
+    struct ingest *q = service(f, &oq);
+    const char *urls[] = {u};
+    char id[INGEST_JOB_ID_BYTES];
+    struct ims_error err = {0};
+    assert_int_equal(ingest_submit(q, urls, 1, id, &err), IMS_OK);
+    /* two nodes claimed it and died (1 ms leases) */
+    for (int i = 0; i < 2; i++) {
+        struct store_job_item *items = NULL;
+        size_t n = 0;
+        usleep(5000);
+        assert_int_equal(store_job_claim(f->store, "dying", 1, 1, &items, &n, &err), IMS_OK);
+        assert_int_equal(n, 1);
+        store_job_items_free(items, n);
+    }
+    usleep(5000);
+    struct ingest_options ob;
+    service_options(f, &ob, "node-b");
+    ob.max_attempts = 2;
+    struct ingest *b = service(f, &ob);
+    struct store_job job;
+    wait_done(q, id, &job);
+    /* ended (whether a job of only failed items reads "done" or "failed"
+     * is the store's rule); the item is failed with its source and code */
+    assert_true(job.state == STORE_JOB_DONE || job.state == STORE_JOB_FAILED);
+    assert_int_equal(job.done, 0);
+    assert_int_equal(job.failed, 1);
+    assert_int_equal(job.n_errors, 1);
+    assert_string_equal(job.errors[0].url, u);
+    assert_string_equal(job.errors[0].code, "cancelled");
+    store_job_fini(&job);
+    assert_int_equal(store_rows(f), 0);
+    ingest_free(b);
+    ingest_free(q);
     hts_stop(s);
 }
 
@@ -486,6 +860,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_urls_exact_statuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_commits_what_was_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_service_job_and_uploads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_service_two_nodes_exactly_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_service_dead_node_items_redone, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_service_resumes_after_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_service_gives_up_poison_items, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
