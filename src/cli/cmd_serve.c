@@ -9,17 +9,19 @@
  *   stats        store_count + the model and index type
  *   search       search_run; image_url terms are downloaded here first with
  *                the fetch module (same limits and address policy as ingest)
- *   add_urls     ingest_submit (a queued job, run by the ingest service's
- *                runner thread); job_get / job_wait read the jobs table
+ *   add_urls     ingest_submit (a job of item rows in the catalogue, claimed
+ *                by every node's ingest service); job_get / job_wait read it
  *   upload       ingest_add_bytes, one file at a time
+ * Ingest's after_commit hook is cli_follow_sync: the index follows the
+ * catalogue's change feed up to the seq a commit (or a finished job) needs.
  *   image_*      store reads; delete removes the row, then the index entry
  *   metrics      counters of search, ingest and the index
  * Threads: libmicrohttpd's connection threads call these concurrently; every module used
  * is thread-safe (see their headers). Signals: SIGINT/SIGTERM are blocked in
  * every thread and taken by sigwait in the main thread, which then stops
- * the server (draining requests), stops ingest (the running job commits what
- * is in flight and is marked interrupted), writes the index snapshot and
- * exits 0.
+ * the server (draining requests), stops ingest (the items in flight are
+ * committed and recorded; the rest of the job stays queued for any node),
+ * writes the index snapshot and exits 0.
  */
 #include <errno.h>
 #include <jansson.h>
