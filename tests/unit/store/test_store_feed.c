@@ -411,6 +411,80 @@ static void test_jobs_parallel_claims(void **state)
     store_job_fini(&j);
 }
 
+/* ---- two nodes racing on the same images store each once ---------------------------- */
+
+struct racer {
+    struct fx *f;
+    int64_t ids[40];
+    int ok;
+};
+
+static void *race_thread(void *p)
+{
+    struct racer *rc = p;
+    struct store *st = open_cat(rc->f);
+    rc->ok = 1;
+    for (int k = 0; k < 40; k++) {
+        char src[64];
+        float vec[DIM];
+        uint8_t h[32];
+        snprintf(src, sizeof(src), "https://example.org/race/%d.jpg", k);
+        tu_vec(vec, DIM, (uint64_t)k);
+        tu_hash(h, (uint64_t)k + 1000);
+        struct store_new_image r = {.source = src, .sha256 = h, .embedding = vec, .dim = DIM};
+        struct store_insert_result res;
+        if (store_insert_many(st, &r, 1, &res, NULL) != IMS_OK)
+            rc->ok = 0;
+        else
+            rc->ids[k] = res.id;
+    }
+    store_close(st);
+    return NULL;
+}
+
+static void test_race_same_images(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = f->st = open_cat(f);
+    struct racer a = {.f = f}, b = {.f = f};
+    pthread_t ta, tb;
+    pthread_create(&ta, NULL, race_thread, &a);
+    pthread_create(&tb, NULL, race_thread, &b);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    assert_true(a.ok && b.ok);
+    for (int k = 0; k < 40; k++)
+        assert_int_equal(a.ids[k], b.ids[k]); /* the loser was told the winner's id */
+    int64_t n = 0;
+    assert_int_equal(store_count(st, &n, NULL), IMS_OK);
+    assert_int_equal(n, 40);
+    assert_int_equal(seq_of(st), 40); /* one change per stored row */
+    assert_int_equal(store_check(st, NULL), IMS_OK);
+}
+
+static void test_catalogue_urls(void **state)
+{
+    (void)state;
+    char out[256];
+    store_catalogue_display("postgresql://bob:s3cret@db.example:5432/cat", out, sizeof(out));
+    assert_string_equal(out, "postgresql://bob:***@db.example:5432/cat");
+    store_catalogue_display("postgres://bob@h/c?sslmode=require&password=xyz&x=1", out,
+                            sizeof(out));
+    assert_string_equal(out, "postgres://bob@h/c?sslmode=require&password=***&x=1");
+    assert_true(store_catalogue_is_url("postgresql://h/db"));
+    assert_false(store_catalogue_is_url("/var/lib/x"));
+    /* a server that is not there: IMS_ERR_IO naming host:port, no password */
+    struct store *st = NULL;
+    struct ims_error err = {0};
+    assert_int_equal(store_open_catalogue("postgresql://bob:s3cret@127.0.0.1:1/db", NULL,
+                                          &model_a, 0, &st, &err),
+                     IMS_ERR_IO);
+    assert_non_null(strstr(err.message, "127.0.0.1:1"));
+    assert_null(strstr(err.message, "s3cret"));
+    assert_int_equal(store_open_catalogue("mysql://x", NULL, &model_a, 0, &st, &err),
+                     IMS_ERR_INVALID);
+}
+
 /* ---- migration of a v1 catalogue (SQLite only) ------------------------------------ */
 
 static void sql_exec(const char *path, const char *sql)
@@ -505,6 +579,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_feed_wait, setup, teardown),
         cmocka_unit_test_setup_teardown(test_jobs_items, setup, teardown),
         cmocka_unit_test_setup_teardown(test_jobs_parallel_claims, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_race_same_images, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_catalogue_urls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_v1, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
