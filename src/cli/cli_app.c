@@ -194,3 +194,9 @@ int cli_app_close(const char *cmd, struct cli_app *app, int save_index)
     memset(app, 0, sizeof(*app));
     return rc;
 }
+
+enum ims_status cli_app_after_commit(void *user, int64_t seq, struct ims_error *err)
+{
+    struct cli_app *app = user;
+    return replica_sync(app->replica, seq, CLI_APP_SYNC_MS, err);
+}

@@ -79,4 +79,10 @@ enum ims_status cli_app_write_spec(struct cli_app *app, const char *spec,
                                    const struct vindex_search_params *params,
                                    struct ims_error *err);
 
+/* ingest's after_commit hook (ingest.h) with `user` = the cli_app: waits
+ * (at most CLI_APP_SYNC_MS) until the replica shows every change up to
+ * seq, applying them itself if its follower has not yet. */
+#define CLI_APP_SYNC_MS 30000
+enum ims_status cli_app_after_commit(void *user, int64_t seq, struct ims_error *err);
+
 #endif

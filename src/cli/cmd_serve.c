@@ -10,13 +10,16 @@
  *   stats        store_count + the model and index type
  *   search       search_run; image_url terms are downloaded first with
  *                fetch_to_memory (same limits and address policy as ingest)
- *   add_urls     ingest_submit (a queued job, run by the ingest service's
- *                runner thread); job_get / job_wait read the jobs table
+ *   add_urls     ingest_submit (a job of item rows in the catalogue, claimed
+ *                by every node's ingest service); job_get / job_wait read it
  *   upload       ingest_add_bytes, one file at a time
  *   image_*      store reads; delete removes the row from the catalogue,
  *                then replica_sync makes this node's index follow at once
  *   metrics      counters of search, ingest and the replica
  *   ready        the replica has caught up and the engines exist
+ * Ingest's after_commit hook is replica_sync (cli_app_after_commit): an
+ * upload or a waited-for job answers once this node's index shows it; the
+ * other nodes' replicas follow the change feed by themselves.
  * Start: the replica opens deferred (its follower thread builds the index
  * and catches up) and the server starts at once: /healthz and /readyz say
  * "starting" (503) and the operations that need the index answer 503. The
@@ -25,9 +28,9 @@
  * Threads: libmicrohttpd's connection threads call these concurrently; every module used
  * is thread-safe (see their headers). Signals: SIGINT/SIGTERM are blocked in
  * every thread and taken by sigtimedwait in the main thread, which then stops
- * the server (draining requests), stops ingest (the running job commits what
- * is in flight and is marked interrupted), writes the index snapshot and
- * exits 0.
+ * the server (draining requests), stops ingest (the items in flight are
+ * committed and recorded; the rest of the job stays queued for any node),
+ * stops the replica's follower, writes the index snapshot and exits 0.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -51,7 +54,8 @@ const char cli_help_serve[] =
     "                       [--precision f32|bf16] [download options]\n"
     "                       [--api-key-file FILE] [--access-log FILE] [--threads N]\n"
     "                       [--max-inflight N] [--max-queued N] [--queue-wait-ms N]\n"
-    "                       [--rate N] [--ingest-batch N]\n"
+    "                       [--rate N] [--ingest-batch N] [--no-ingest] [--node-id NAME]\n"
+    "                       [--lease-seconds N] [--claim-batch N]\n"
     "Serves the web page and the HTTP API (default http://127.0.0.1:8080).\n"
     "Write endpoints need `Authorization: Bearer KEY` when a key is configured\n"
     "(--api-key-file or IMGSEARCH_API_KEY).\n"
@@ -63,6 +67,16 @@ const char cli_help_serve[] =
     "  --ingest-batch N   images per encode batch of URL jobs and uploads (default 8)\n"
     "  --snapshot-interval SEC  also write the index snapshot every SEC seconds when\n"
     "                     it changed (default 0: only at shutdown; needs --data)\n"
+    "URL jobs are catalogue rows: every node sharing the catalogue claims their\n"
+    "items in batches with a lease, renewed while it works on them.\n"
+    "  --no-ingest        a query-only node: never claims job items (jobs posted\n"
+    "                     here are still created, and run by the other nodes);\n"
+    "                     uploads are still encoded here\n"
+    "  --node-id NAME     this node in the catalogue's claims (default HOST-PID;\n"
+    "                     unique among running nodes)\n"
+    "  --lease-seconds N  a claim lapses after N s without renewal (default 30):\n"
+    "                     a dead node's items are redone by another after that\n"
+    "  --claim-batch N    job items claimed at once (default 16; 1..128)\n"
     "With --catalogue, --data is optional: a cache for the index snapshot (without\n"
     "it the index is built from the catalogue at every start). Until the index has\n"
     "caught up, /healthz and /readyz answer 503 {\"status\":\"starting\"}.\n" CLI_FETCH_HELP
@@ -257,7 +271,12 @@ static enum ims_status be_job_get(void *self, const char *job_id, struct server_
     }
     for (size_t i = 0; i < job.n_errors; i++) {
         errs[i].url = server_arena_strdup(a, job.errors[i].url ? job.errors[i].url : "");
+        errs[i].code = server_arena_strdup(a, job.errors[i].code ? job.errors[i].code : "");
         errs[i].error = server_arena_strdup(a, job.errors[i].error ? job.errors[i].error : "");
+        if (!errs[i].url || !errs[i].code || !errs[i].error) {
+            store_job_fini(&job);
+            return ims_error_set(err, IMS_ERR_NOMEM, "job too large to show");
+        }
     }
     out->errors = errs;
     store_job_fini(&job);
@@ -302,9 +321,7 @@ static enum ims_status be_upload(void *self, const struct server_file *files, si
         if (st != IMS_OK)
             return st; /* the catalogue failed: nothing more will work */
         if (rep.outcome == INGEST_FAILED) {
-            it->status = strstr(it->message, "not a supported image") ? IMS_ERR_UNSUPPORTED
-                         : strstr(it->message, "limit")               ? IMS_ERR_TOO_LARGE
-                                                                      : IMS_ERR_INVALID;
+            it->status = rep.status; /* the decoder's own status, never guessed from words */
             continue;
         }
         struct store_image_row row;
@@ -449,6 +466,9 @@ int cli_cmd_serve(int argc, char **argv)
     const char *key_file = NULL, *access_log = NULL;
     long ingest_batch = 8; /* keeps query latency low while a job runs */
     long snapshot_interval = 0;
+    const char *node_id = NULL;
+    long lease_s = 30, claim_batch = 16;
+    int no_ingest = 0;
     int inflight_set = 0;
     int rc = 0;
     for (int i = 1; i < argc; i++) {
@@ -499,6 +519,18 @@ int cli_cmd_serve(int argc, char **argv)
                 goto bad_value;
         } else if ((r = cli_opt_value(argc, argv, &i, "--ingest-batch", &v)) != 0) {
             if (r < 0 || cli_parse_long(v, 1, 256, &ingest_batch))
+                goto bad_value;
+        } else if (strcmp(argv[i], "--no-ingest") == 0) {
+            no_ingest = 1;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--node-id", &v)) != 0) {
+            if (r < 0 || !*v || strlen(v) > STORE_NODE_ID_MAX_BYTES)
+                goto bad_value;
+            node_id = v;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--lease-seconds", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 1, 86400, &lease_s))
+                goto bad_value;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--claim-batch", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 1, 128, &claim_batch))
                 goto bad_value;
         } else if ((r = cli_opt_value(argc, argv, &i, "--api-key-file", &v)) != 0) {
             if (r < 0)
@@ -599,7 +631,11 @@ int cli_cmd_serve(int argc, char **argv)
             io.fetch = fo;
             io.allow_local_files = 0; /* the HTTP API never reads the server's disk */
             io.batch_size = (int)ingest_batch;
-            struct ingest_deps deps = {app.model, app.store, vx};
+            io.node_id = node_id;
+            io.lease_ms = lease_s * 1000;
+            io.claim_batch = (int)claim_batch;
+            io.no_ingest = no_ingest;
+            struct ingest_deps deps = {app.model, app.store, cli_app_after_commit, &app};
             st = ingest_new(&deps, &io, &b.ing, &err);
         }
         if (st != IMS_OK) {
@@ -623,7 +659,7 @@ int cli_cmd_serve(int argc, char **argv)
     fprintf(stderr, "imgsearch: %s: shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
 out:
     server_stop(srv);
-    ingest_free(b.ing); /* the running job commits what is in flight */
+    ingest_free(b.ing); /* what is in flight is committed and recorded */
     server_free(srv);
     search_engine_free(b.se);
     if (app.store && cli_app_close("serve", &app, atomic_load(&b.ready)) != 0)
