@@ -910,7 +910,11 @@ enum ims_status replica_open(const struct replica_options *o, struct replica **o
         snprintf(r->seq_path, sizeof(r->seq_path), "%s/index.seq", r->data_dir);
         snprintf(r->spec_path, sizeof(r->spec_path), "%s/index.spec", r->data_dir);
     }
-    enum ims_status st = open_store(r, o, err);
+    enum ims_status st = IMS_OK;
+    if (r->has_data && url) /* a snapshot cache folder (SQLite's store creates its own) */
+        st = ims_mkdir_p(r->data_dir, err);
+    if (st == IMS_OK)
+        st = open_store(r, o, err);
     if (st != IMS_OK) {
         if (url)
             ims_error_prefix(err, "cannot open the catalogue");

@@ -10,3 +10,12 @@ if(TARGET imgsearch AND IMS_PYTHON3)
                    $<TARGET_FILE:imgsearch> ${CMAKE_SOURCE_DIR} sqlite)
   set_tests_properties(it_cluster_sqlite PROPERTIES LABELS integration TIMEOUT 300)
 endif()
+# it_cluster_pg: the same on a PostgreSQL catalogue the test fixture starts
+# (tests/pg): node A caches its snapshot in a --data folder, B and C have none.
+if(TARGET imgsearch AND IMS_PYTHON3 AND COMMAND ims_pg_test)
+  add_test(NAME it_cluster_pg
+           COMMAND ${IMS_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/cluster_test.py
+                   $<TARGET_FILE:imgsearch> ${CMAKE_SOURCE_DIR} pg)
+  set_tests_properties(it_cluster_pg PROPERTIES LABELS integration TIMEOUT 300)
+  ims_pg_test(it_cluster_pg)
+endif()
