@@ -417,10 +417,11 @@ static enum ims_status be_metrics(void *self, struct ims_buf *out, struct ims_er
         "imgsearch_replica_changes_applied_total %llu\n"
         "# TYPE imgsearch_replica_rebuilds_total counter\nimgsearch_replica_rebuilds_total %llu\n"
         "# TYPE imgsearch_replica_follow_errors_total counter\n"
-        "imgsearch_replica_follow_errors_total %llu\n",
+        "imgsearch_replica_follow_errors_total %llu\n"
+        "# TYPE imgsearch_replica_behind_floor gauge\nimgsearch_replica_behind_floor %d\n",
         rs.ready, (long long)rs.seq, (long long)rs.catalogue_seq,
         (long long)(rs.catalogue_seq - rs.seq), (unsigned long long)rs.changes_applied,
-        (unsigned long long)rs.rebuilds, (unsigned long long)rs.follow_errors);
+        (unsigned long long)rs.rebuilds, (unsigned long long)rs.follow_errors, rs.behind_floor);
     if (st != IMS_OK)
         return ims_error_set(err, st, "metrics buffer full");
     st = ims_buf_printf(
