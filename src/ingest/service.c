@@ -251,10 +251,15 @@ static int claimer_next(void *ctx, int wait_ms, const char **source, int64_t *ta
     size_t room = ing->n_held < cap ? cap - ing->n_held : 0;
     int woken = ing->wake;
     ing->wake = 0;
-    if (room == 0 || (!woken && ims_now() < c->next_poll)) {
-        /* full, or nothing was there a moment ago: wait for a finish or a submit */
-        if (wait_ms > 0 && !atomic_load(&ing->cancel))
-            wait_locked(ing, wait_ms);
+    double now = ims_now();
+    if (room == 0 || (!woken && now < c->next_poll)) {
+        /* full, or nothing was there a moment ago: wait for a finish or a
+         * submit, or (not full) until the next look at the catalogue */
+        long ms = wait_ms;
+        if (room > 0)
+            ms = IMS_MIN(ms, (long)((c->next_poll - now) * 1000.0) + 1);
+        if (ms > 0 && !atomic_load(&ing->cancel))
+            wait_locked(ing, ms);
         pthread_mutex_unlock(&ing->mu);
         return -1;
     }
