@@ -201,6 +201,8 @@ struct ingest_counters {
     int64_t jobs, items_added, items_duplicate, items_failed;
     double encode_seconds; /* time spent in the image encoder */
     int64_t images_encoded;
+    double catalogue_seconds; /* time inside catalogue calls of jobs and uploads
+                                 (inserts, claims, renewals, finishes) */
 };
 void ingest_get_counters(struct ingest *ing, struct ingest_counters *out);
 /* The node id this service claims items as (recorded as the item rows'

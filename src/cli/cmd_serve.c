@@ -444,12 +444,14 @@ static enum ims_status be_metrics(void *self, struct ims_buf *out, struct ims_er
         "# TYPE imgsearch_ingest_encode_seconds_total counter\n"
         "imgsearch_ingest_encode_seconds_total %.6f\n"
         "# TYPE imgsearch_ingest_images_encoded_total counter\n"
-        "imgsearch_ingest_images_encoded_total %lld\n",
+        "imgsearch_ingest_images_encoded_total %lld\n"
+        "# TYPE imgsearch_ingest_catalogue_seconds_total counter\n"
+        "imgsearch_ingest_catalogue_seconds_total %.6f\n",
         (long long)n, vx ? vindex_count(vx) : 0, (unsigned long long)sc.queries,
         (unsigned long long)sc.cache_hits, (unsigned long long)sc.cache_misses,
         sc.text_encode_seconds, sc.image_encode_seconds, (long long)ic.jobs,
         (long long)ic.items_added, (long long)ic.items_duplicate, (long long)ic.items_failed,
-        ic.encode_seconds, (long long)ic.images_encoded);
+        ic.encode_seconds, (long long)ic.images_encoded, ic.catalogue_seconds);
     if (st != IMS_OK)
         return ims_error_set(err, st, "metrics buffer full");
     return IMS_OK;

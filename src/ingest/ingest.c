@@ -93,6 +93,12 @@ static void hooks_encoded(struct ingest_hooks *h, int n_images, double seconds)
     atomic_fetch_add(&h->encode_ns, (long long)(seconds * 1e9));
 }
 
+void ingest__hooks_catalogue(struct ingest_hooks *h, double t0)
+{
+    if (h)
+        atomic_fetch_add(&h->catalogue_ns, (long long)((ims_now() - t0) * 1e9));
+}
+
 static void hooks_item(struct ingest_hooks *h, enum ingest_outcome outcome)
 {
     switch (outcome) {
@@ -661,7 +667,9 @@ static void write_group(struct pipeline *p, struct item **items, int n,
     }
     if (n_rows > 0) {
         struct ims_error err = {0};
+        double t0 = ims_now();
         enum ims_status st = store_insert_many(p->deps->store, rows, (size_t)n_rows, res, &err);
+        ingest__hooks_catalogue(p->hooks, t0);
         if (st != IMS_OK) {
             /* the transaction did not happen: nothing of this group is stored */
             if (st != IMS_ERR_INVALID) {

@@ -28,11 +28,15 @@ struct ingest__source {
 struct ingest_hooks {
     atomic_llong items_added, items_duplicate, items_failed, images_encoded;
     atomic_llong encode_ns;
+    atomic_llong catalogue_ns; /* inside store calls: inserts, claims, finishes, renewals */
     /* after each transaction (its rows searchable here: after_commit ran),
      * with the reports of the group, on the writer thread */
     void (*finished)(void *ctx, const struct ingest_item_report *r, size_t n);
     void *ctx;
 };
+
+/* Adds the seconds since t0 (ims_now()) to hooks->catalogue_ns (hooks may be NULL). */
+void ingest__hooks_catalogue(struct ingest_hooks *h, double t0);
 
 /* The pipeline over any source, with service counters (hooks may be NULL).
  * Returns like ingest_run. */

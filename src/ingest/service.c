@@ -104,7 +104,9 @@ static void finish_items(struct ingest *ing, const struct store_item_result *res
     if (n == 0)
         return;
     struct ims_error err = {0};
+    double t0 = ims_now();
     enum ims_status st = store_job_finish(ing->deps.store, ing->node_id, res, n, NULL, &err);
+    ingest__hooks_catalogue(&ing->hooks, t0);
     if (st != IMS_OK)
         /* the leases run out and the items are redone (found as duplicates) */
         ims_log(IMS_LOG_ERROR, "cannot record %zu finished job item(s): %s", n,
@@ -191,8 +193,10 @@ static size_t claimer_claim(struct claimer *c, size_t room)
     struct ims_error err = {0};
     struct store_job_item *items = NULL;
     size_t n = 0;
+    double t0 = ims_now();
     enum ims_status st = store_job_claim(ing->deps.store, ing->node_id, want,
                                          (int64_t)ing->opts.lease_ms, &items, &n, &err);
+    ingest__hooks_catalogue(&ing->hooks, t0);
     if (st != IMS_OK) {
         ims_log(IMS_LOG_ERROR, "cannot claim job items: %s", ims_error_message(&err, st));
         return 0;
@@ -251,10 +255,15 @@ static int claimer_next(void *ctx, int wait_ms, const char **source, int64_t *ta
     size_t room = ing->n_held < cap ? cap - ing->n_held : 0;
     int woken = ing->wake;
     ing->wake = 0;
-    if (room == 0 || (!woken && ims_now() < c->next_poll)) {
-        /* full, or nothing was there a moment ago: wait for a finish or a submit */
-        if (wait_ms > 0 && !atomic_load(&ing->cancel))
-            wait_locked(ing, wait_ms);
+    double now = ims_now();
+    if (room == 0 || (!woken && now < c->next_poll)) {
+        /* full, or nothing was there a moment ago: wait for a finish or a
+         * submit, or (not full) until the next look at the catalogue */
+        long ms = wait_ms;
+        if (room > 0)
+            ms = IMS_MIN(ms, (long)((c->next_poll - now) * 1000.0) + 1);
+        if (ms > 0 && !atomic_load(&ing->cancel))
+            wait_locked(ing, ms);
         pthread_mutex_unlock(&ing->mu);
         return -1;
     }
@@ -308,8 +317,10 @@ static void *renewer_main(void *arg)
         pthread_mutex_unlock(&ing->mu);
         if (n > 0) {
             struct ims_error err = {0};
+            double t0 = ims_now();
             enum ims_status st = store_job_renew(ing->deps.store, ing->node_id, ids, n,
                                                  (int64_t)ing->opts.lease_ms, NULL, &err);
+            ingest__hooks_catalogue(&ing->hooks, t0);
             if (st != IMS_OK)
                 ims_log(IMS_LOG_WARN, "cannot renew the lease of %zu job item(s): %s", n,
                         ims_error_message(&err, st));
@@ -546,6 +557,7 @@ void ingest_get_counters(struct ingest *ing, struct ingest_counters *out)
     out->items_failed = atomic_load(&ing->hooks.items_failed);
     out->images_encoded = atomic_load(&ing->hooks.images_encoded);
     out->encode_seconds = (double)atomic_load(&ing->hooks.encode_ns) * 1e-9;
+    out->catalogue_seconds = (double)atomic_load(&ing->hooks.catalogue_ns) * 1e-9;
 }
 
 const char *ingest_node_id(const struct ingest *ing)

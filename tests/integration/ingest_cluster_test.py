@@ -107,7 +107,6 @@ class Node:
                 self.p.wait(30)
             except subprocess.TimeoutExpired:
                 self.kill()
-        self.errf.close()
 
 
 class Catalogue:
@@ -176,7 +175,9 @@ def main():
             cat = Catalogue("pg", None, url)
 
             def args(name):
-                return ["--catalogue", url, "--data", os.path.join(tmp, "cache-" + name)]
+                cache = os.path.join(tmp, "cache-" + name)
+                os.makedirs(cache, exist_ok=True)
+                return ["--catalogue", url, "--data", cache]
         else:
             data = os.path.join(tmp, "data")
             cat = Catalogue("sqlite", data, None)
@@ -275,7 +276,8 @@ def run(q, a, b, start, pics, cat):
               % (n.name, n.n_searchable()))
     for n in (q, a, b2):
         n.stop()
-        check(n.p.returncode == 0, "%s stops cleanly (rc %s)" % (n.name, n.p.returncode))
+        check(n.p.returncode == 0, "%s stops cleanly (rc %s: %s)"
+              % (n.name, n.p.returncode, n.stderr().strip()[-1500:]))
 
 
 if __name__ == "__main__":

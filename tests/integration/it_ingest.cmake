@@ -25,3 +25,10 @@ if(TARGET imgsearch AND IMS_PYTHON3)
                    $<TARGET_FILE:imgsearch> ${CMAKE_SOURCE_DIR} sqlite)
   set_tests_properties(it_ingest_cluster PROPERTIES LABELS integration TIMEOUT 300)
 endif()
+if(TARGET imgsearch AND IMS_PYTHON3 AND COMMAND ims_pg_test)
+  add_test(NAME it_ingest_cluster_pg
+           COMMAND ${IMS_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/ingest_cluster_test.py
+                   $<TARGET_FILE:imgsearch> ${CMAKE_SOURCE_DIR} pg)
+  set_tests_properties(it_ingest_cluster_pg PROPERTIES LABELS integration TIMEOUT 300)
+  ims_pg_test(it_ingest_cluster_pg)
+endif()

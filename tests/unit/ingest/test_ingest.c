@@ -629,6 +629,7 @@ static void test_service_job_and_uploads(void **state)
     assert_int_equal(c.items_added, 3);
     assert_int_equal(c.items_duplicate, 1);
     assert_int_equal(c.items_failed, 3);
+    assert_true(c.catalogue_seconds > 0); /* claims, inserts, finishes were timed */
     ingest_free(ing);
     hts_stop(s);
 }
