@@ -103,7 +103,8 @@ class Node:
         if ok:
             st, body = self.request("GET", "/healthz")
             check(st == 200 and body == {"status": "ok"}, "%s: /healthz ok once ready" % self.name)
-            check("serving http://127.0.0.1:%d/" % self.port in self.stderr(),
+            line = "serving http://127.0.0.1:%d/" % self.port
+            check(wait_for(lambda: line in self.stderr(), 30, 0.02),
                   "%s: prints 'serving' once ready" % self.name)
         return ok
 
