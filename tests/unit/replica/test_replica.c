@@ -622,6 +622,31 @@ static void test_alloc_failures(void **state)
     assert_true(ok);
 }
 
+/* The feed trimmed past a running replica: catching up is refused (the
+ * index keeps its last state), the stats say so; a reopen rebuilds. */
+static void test_trimmed_past_running(void **state)
+{
+    struct fx *f = *state;
+    open_ok(f);
+    int64_t ids[4];
+    add_rows(f, 4, ids); /* changes 1..4, not applied yet */
+    struct ims_error err = {0};
+    assert_int_equal(store_change_trim(other(f), 3, &err), IMS_OK);
+    assert_int_equal(replica_catch_up(f->r, &err), IMS_ERR_NOT_FOUND);
+    assert_non_null(strstr(err.message, "trimmed"));
+    struct replica_stats rs;
+    replica_get_stats(f->r, &rs);
+    assert_int_equal(rs.behind_floor, 1);
+    assert_int_equal(vindex_count(replica_index(f->r)), 0);
+    replica_close(f->r);
+    f->r = NULL;
+    open_ok(f);
+    assert_int_equal(vindex_count(replica_index(f->r)), 4);
+    replica_get_stats(f->r, &rs);
+    assert_int_equal(rs.behind_floor, 0);
+    assert_int_equal(rs.rebuilds, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -633,6 +658,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_untrusted_positions_rebuild, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_update_and_idempotence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deferred_start_and_follow, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_trimmed_past_running, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recorded_model, setup, teardown),
         cmocka_unit_test_setup_teardown(test_catalogue_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spec_file, setup, teardown),
