@@ -1,11 +1,14 @@
 # SPDX-License-Identifier: MIT
 # Helpers shared by every module's CMakeLists.txt.
 
-# ims_add_unit_test(NAME <name> SOURCES <files...> LIBS <targets...> [LABELS <labels...>] [TIMEOUT s])
+# ims_add_unit_test(NAME <name> SOURCES <files...> LIBS <targets...> [LABELS <labels...>]
+#                   [TIMEOUT s] [TSAN])
 # One cmocka executable per module; IMS_SOURCE_DIR lets tests find tests/golden
-# and data/ in the source tree, IMS_BINARY_DIR the built binary.
+# and data/ in the source tree, IMS_BINARY_DIR the built binary. TSAN adds the
+# `tsan` label: the test exercises threads or locks, and scripts/test.sh runs
+# every test so labelled under ThreadSanitizer (ctest -L tsan).
 function(ims_add_unit_test)
-  cmake_parse_arguments(T "" "NAME;TIMEOUT" "SOURCES;LIBS;LABELS" ${ARGN})
+  cmake_parse_arguments(T "TSAN" "NAME;TIMEOUT" "SOURCES;LIBS;LABELS" ${ARGN})
   add_executable(${T_NAME} ${T_SOURCES})
   target_link_libraries(${T_NAME} PRIVATE ${T_LIBS} PkgConfig::CMOCKA Threads::Threads m)
   target_compile_definitions(${T_NAME} PRIVATE
@@ -13,6 +16,9 @@ function(ims_add_unit_test)
   add_test(NAME ${T_NAME} COMMAND ${T_NAME})
   if(NOT T_LABELS)
     set(T_LABELS unit)
+  endif()
+  if(T_TSAN)
+    list(APPEND T_LABELS tsan)
   endif()
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 300)

@@ -28,7 +28,8 @@ fi
 if [ "${IMS_SKIP_SANITIZERS:-0}" != 1 ]; then
     # ThreadSanitizer over the unit tests of the modules that own threads or
     # locks (queues, the engine worker, index rwlock and search batches, store reader pool,
-    # caches, fetcher, server). libFuzzer's coverage counters would race, so
+    # caches, fetcher, ingest pipeline and service, server): the tests labelled `tsan`
+    # where they are declared (ims_add_unit_test ... TSAN). libFuzzer's coverage counters would race, so
     # no fuzz build; OpenBLAS runs single-threaded because its own threads
     # are not instrumented (their hand-off inside sgemm reads as races).
     CC=clang CXX=clang++ cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DIMS_WERROR=ON \
@@ -36,7 +37,7 @@ if [ "${IMS_SKIP_SANITIZERS:-0}" != 1 ]; then
     cmake --build build-tsan -j"$jobs"
     (cd build-tsan && OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1 \
         ctest --output-on-failure -j"$jobs" \
-        -R '^test_(base|clip_forward|index|index_batch|store|store_crash|fetch|search|search_cache|server|server_compat|lib)$' \
+        -L tsan \
         ${IMS_CTEST_ARGS:-})
 fi
 echo "all tests passed"

@@ -136,6 +136,7 @@ enum server_job_state { SERVER_JOB_QUEUED, SERVER_JOB_RUNNING, SERVER_JOB_DONE, 
 
 struct server_job_error {
     const char *url;
+    const char *code;  /* the status name of the failure ("not_found", ...) */
     const char *error;
 };
 

@@ -110,9 +110,9 @@ enum ims_status cli_app_write_spec(struct cli_app *app, const char *spec,
 }
 
 enum ims_status cli_app_index_build(struct cli_app *app, const char *spec, struct vindex **out,
-                                    struct ims_error *err)
+                                    int64_t *seq, struct ims_error *err)
 {
-    return replica_build(app->replica, spec, out, err);
+    return replica_build(app->replica, spec, out, seq, err);
 }
 
 enum ims_status cli_app_index_catch_up(struct cli_app *app, struct ims_error *err)
@@ -128,8 +128,14 @@ int cli_app_open(const char *cmd, const struct cli_app_options *o, struct cli_ap
     struct replica_options ro;
     replica_options_default(&ro);
     ro.catalogue = cli_app_catalogue(o);
-    ro.data_dir = o->data_dir ? o->data_dir : cli_default_data_dir();
+    /* with a shared catalogue the data folder is only a snapshot cache, and
+     * only the one given: a default folder may cache another catalogue */
+    ro.data_dir = o->data_dir                          ? o->data_dir
+                  : store_catalogue_is_url(ro.catalogue) ? NULL
+                                                         : cli_default_data_dir();
     ro.with_index = o->with_index;
+    ro.defer_sync = o->defer_sync;
+    ro.snapshot_interval_s = o->snapshot_interval_s;
     if (o->with_model) {
         const char *mdir = o->model_dir ? o->model_dir : cli_default_model_dir();
         struct clip_model_params mp;
@@ -167,9 +173,16 @@ int cli_app_open(const char *cmd, const struct cli_app_options *o, struct cli_ap
 int cli_app_close(const char *cmd, struct cli_app *app, int save_index)
 {
     int rc = 0;
-    if (save_index && app->index) {
+    if (save_index && app->replica && replica_index(app->replica) &&
+        replica_data_dir(app->replica)[0]) {
         struct ims_error err = {0};
-        enum ims_status st = replica_save(app->replica, NULL, &err);
+        /* the command's own writes are in the feed: cover them, so the
+         * snapshot records the newest position */
+        enum ims_status st = replica_catch_up(app->replica, &err);
+        if (st != IMS_OK)
+            ims_log(IMS_LOG_WARN, "%s", ims_error_message(&err, st));
+        memset(&err, 0, sizeof(err));
+        st = replica_save(app->replica, NULL, &err);
         if (st != IMS_OK) {
             cli_fail(cmd, "cannot write the index snapshot (it will be rebuilt next time): %s",
                      ims_error_message(&err, st));
@@ -180,4 +193,10 @@ int cli_app_close(const char *cmd, struct cli_app *app, int save_index)
     clip_model_free(app->model);
     memset(app, 0, sizeof(*app));
     return rc;
+}
+
+enum ims_status cli_app_after_commit(void *user, int64_t seq, struct ims_error *err)
+{
+    struct cli_app *app = user;
+    return replica_sync(app->replica, seq, CLI_APP_SYNC_MS, err);
 }

@@ -34,6 +34,9 @@ struct cli_app_options {
     const char *model_dir;  /* NULL: cli_default_model_dir() */
     int with_model;         /* load the CLIP model (else the folder's recorded model is used) */
     int with_index;         /* load/rebuild the index */
+    int defer_sync;         /* replica_options.defer_sync: app->index stays NULL; the
+                               follower builds it (serve) */
+    int snapshot_interval_s; /* replica_options.snapshot_interval_s */
     int precision;          /* enum clip_precision */
 };
 
@@ -71,9 +74,15 @@ int cli_app_close(const char *cmd, struct cli_app *app, int save_index);
  * app's replica; write_spec also updates app->spec and app->params. */
 enum ims_status cli_app_index_catch_up(struct cli_app *app, struct ims_error *err);
 enum ims_status cli_app_index_build(struct cli_app *app, const char *spec, struct vindex **out,
-                                    struct ims_error *err);
+                                    int64_t *seq, struct ims_error *err);
 enum ims_status cli_app_write_spec(struct cli_app *app, const char *spec,
                                    const struct vindex_search_params *params,
                                    struct ims_error *err);
+
+/* ingest's after_commit hook (ingest.h) with `user` = the cli_app: waits
+ * (at most CLI_APP_SYNC_MS) until the replica shows every change up to
+ * seq, applying them itself if its follower has not yet. */
+#define CLI_APP_SYNC_MS 30000
+enum ims_status cli_app_after_commit(void *user, int64_t seq, struct ims_error *err);
 
 #endif

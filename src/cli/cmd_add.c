@@ -9,13 +9,15 @@
  * stdout as soon as its transaction has committed:
  *     added 42 https://example.org/a.jpg
  *     duplicate 17 /photos/b.png
- *     failed https://example.org/c.jpg: HTTP 404
- * so a script (or a test after kill -9) knows exactly what was stored.
+ *     failed https://example.org/c.jpg: HTTP 404 (not_found)
+ * so a script (or a test after kill -9) knows exactly what was stored; a
+ * failure ends with its status name in parentheses (the API's error code).
  * Exit status: 0 when the job ran (even with failed items), 1 when it could
  * not run, 130 when interrupted (what was in flight is committed first).
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,13 +37,15 @@ const char cli_help_add[] =
     CLI_CATALOGUE_HELP;
 
 static volatile sig_atomic_t interrupted;
-static volatile int cancel_flag;
+/* read by the pipeline's source thread: an atomic (lock-free, so also safe
+ * to store from the signal handler) */
+static atomic_int cancel_flag;
 
 static void on_sigint(int sig)
 {
     (void)sig;
     interrupted = 1;
-    cancel_flag = 1;
+    atomic_store(&cancel_flag, 1);
 }
 
 struct sources {
@@ -124,14 +128,17 @@ static void on_item(void *ctx, const struct ingest_item_report *r)
     struct display *d = ctx;
     if (d->tty) {
         if (r->outcome == INGEST_FAILED)
-            fprintf(stderr, "\r\033[Kfailed %s: %s\n", r->source, r->error);
+            fprintf(stderr, "\r\033[Kfailed %s: %s (%s)\n", r->source, r->error,
+                    ims_status_name(r->status));
         return;
     }
     switch (r->outcome) {
     case INGEST_ADDED: printf("added %lld %s\n", (long long)r->id, r->source); break;
     case INGEST_COMPLETED: printf("completed %lld %s\n", (long long)r->id, r->source); break;
     case INGEST_DUPLICATE: printf("duplicate %lld %s\n", (long long)r->id, r->source); break;
-    case INGEST_FAILED: printf("failed %s: %s\n", r->source, r->error); break;
+    case INGEST_FAILED:
+        printf("failed %s: %s (%s)\n", r->source, r->error, ims_status_name(r->status));
+        break;
     }
     fflush(stdout);
 }
@@ -210,10 +217,12 @@ int cli_cmd_add(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    struct ingest_deps deps = {app.model, app.store, app.index};
-    struct ingest_summary sum = {0};
+    /* ingest commits rows; the replica follows the change feed after each
+     * commit */
     struct ims_error err = {0};
-    enum ims_status st = ingest_run(&deps, &io, next_source, &src, NULL, &cancel_flag, &sum, &err);
+    struct ingest_deps deps = {app.model, app.store, cli_app_after_commit, &app};
+    struct ingest_summary sum = {0};
+    enum ims_status st = ingest_run(&deps, &io, next_source, &src, &cancel_flag, &sum, &err);
     if (disp.tty)
         fprintf(stderr, "\r\033[K");
     if (st != IMS_OK) {

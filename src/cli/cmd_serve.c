@@ -5,27 +5,39 @@
  * DESIGN
  * ------
  * The server module knows HTTP only; this file implements its backend
- * (struct server_backend) with search, ingest, store and index:
+ * (struct server_backend) with search, ingest, store and the replica, and
+ * only translates between the server's types and theirs:
  *   stats        store_count + the model and index type
  *   search       search_run; image_url terms are downloaded first with
  *                fetch_to_memory (same limits and address policy as ingest)
- *   add_urls     ingest_submit (a queued job, run by the ingest service's
- *                runner thread); job_get / job_wait read the jobs table
+ *   add_urls     ingest_submit (a job of item rows in the catalogue, claimed
+ *                by every node's ingest service); job_get / job_wait read it
  *   upload       ingest_add_bytes, one file at a time
- *   image_*      store reads; delete removes the row, then the index entry
- *   metrics      counters of search, ingest and the index
+ *   image_*      store reads; delete removes the row from the catalogue,
+ *                then replica_sync makes this node's index follow at once
+ *   metrics      counters of search, ingest and the replica
+ *   ready        the replica has caught up and the engines exist
+ * Ingest's after_commit hook is replica_sync (cli_app_after_commit): an
+ * upload or a waited-for job answers once this node's index shows it; the
+ * other nodes' replicas follow the change feed by themselves.
+ * Start: the replica opens deferred (its follower thread builds the index
+ * and catches up) and the server starts at once: /healthz and /readyz say
+ * "starting" (503) and the operations that need the index answer 503. The
+ * main thread, once replica_ready(), creates the search engine and ingest
+ * on the index, warms the encoder up and flips `ready`.
  * Threads: libmicrohttpd's connection threads call these concurrently; every module used
  * is thread-safe (see their headers). Signals: SIGINT/SIGTERM are blocked in
- * every thread and taken by sigwait in the main thread, which then stops
- * the server (draining requests), stops ingest (the running job commits what
- * is in flight and is marked interrupted), writes the index snapshot and
- * exits 0.
+ * every thread and taken by sigtimedwait in the main thread, which then stops
+ * the server (draining requests), stops ingest (the items in flight are
+ * committed and recorded; the rest of the job stays queued for any node),
+ * stops the replica's follower, writes the index snapshot and exits 0.
  */
 #include <errno.h>
 #include <limits.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +59,8 @@ const char cli_help_serve[] =
     "                       [hardening options]\n"
     "                       [--immich-ml [--immich-ml-port N] [--immich-model NAME[=DIR]]...]\n"
     "                       [--clip-back]\n"
+    "                       [--rate N] [--ingest-batch N] [--no-ingest] [--node-id NAME]\n"
+    "                       [--lease-seconds N] [--claim-batch N]\n"
     "Serves the web page and the HTTP API (default http://127.0.0.1:8080).\n"
     "Write endpoints need `Authorization: Bearer KEY` when a key is configured\n"
     "(--api-key-file or IMGSEARCH_API_KEY).\n"
@@ -84,7 +98,22 @@ const char cli_help_serve[] =
     "  --min-body-rate B     bytes/s a body must bring in every such window\n"
     "                        (default 1024; 0: off)\n"
     "  --max-conns-per-client N  connections per client address, IPv6 per /64\n"
-    "                        (default 32; 0: off)\n" CLI_FETCH_HELP
+    "                        (default 32; 0: off)\n"
+    "  --snapshot-interval SEC  also write the index snapshot every SEC seconds when\n"
+    "                     it changed (default 0: only at shutdown; needs --data)\n"
+    "URL jobs are catalogue rows: every node sharing the catalogue claims their\n"
+    "items in batches with a lease, renewed while it works on them.\n"
+    "  --no-ingest        a query-only node: never claims job items (jobs posted\n"
+    "                     here are still created, and run by the other nodes);\n"
+    "                     uploads are still encoded here\n"
+    "  --node-id NAME     this node in the catalogue's claims (default HOST-PID;\n"
+    "                     unique among running nodes)\n"
+    "  --lease-seconds N  a claim lapses after N s without renewal (default 30):\n"
+    "                     a dead node's items are redone by another after that\n"
+    "  --claim-batch N    job items claimed at once (default 16; 1..128)\n"
+    "With --catalogue, --data is optional: a cache for the index snapshot (without\n"
+    "it the index is built from the catalogue at every start). Until the index has\n"
+    "caught up, /healthz and /readyz answer 503 {\"status\":\"starting\"}.\n" CLI_FETCH_HELP
     CLI_CATALOGUE_HELP;
 
 /* An immich model name and what embeds for it: the served model's engine
@@ -100,12 +129,29 @@ struct immich_model {
 
 struct app_backend {
     struct cli_app *app;
-    struct search_engine *se;
-    struct ingest *ing;
+    struct search_engine *se; /* NULL until ready */
+    struct ingest *ing;       /* NULL until ready */
     struct fetch_options fetch;
     struct immich_model immich[IMMICH_MODELS_MAX];
     size_t n_immich;
+    atomic_int ready;         /* se and ing exist: the node serves */
 };
+
+/* The index and the engines built on it exist once the replica has caught
+ * up; until then the operations that need them answer 503. */
+static enum ims_status need_ready(struct app_backend *b, struct ims_error *err)
+{
+    if (atomic_load(&b->ready))
+        return IMS_OK;
+    return ims_error_set(err, IMS_ERR_BUSY,
+                         "starting: the index is catching up with the catalogue");
+}
+
+static int be_ready(void *self)
+{
+    struct app_backend *b = self;
+    return atomic_load(&b->ready);
+}
 
 /* ---- helpers ------------------------------------------------------------------ */
 
@@ -133,11 +179,14 @@ static enum ims_status be_stats(void *self, struct server_arena *a, struct serve
     out->images = n;
     out->dim = (int)b->app->dim;
     out->model = server_arena_strdup(a, b->app->model_name);
-    out->index = server_arena_strdup(a, vindex_spec(b->app->index));
+    struct vindex *vx = replica_index(b->app->replica);
+    out->index = server_arena_strdup(a, vx ? vindex_spec(vx) : b->app->spec);
     char extra[256];
-    snprintf(extra, sizeof(extra), "{\"index_vectors\":%zu,\"precision\":\"%s\"}",
-             vindex_count(b->app->index),
-             clip_model_precision(b->app->model) == CLIP_PRECISION_BF16 ? "bf16" : "f32");
+    snprintf(extra, sizeof(extra),
+             "{\"index_vectors\":%zu,\"precision\":\"%s\",\"catalogue\":\"%s\"}",
+             vx ? vindex_count(vx) : 0,
+             clip_model_precision(b->app->model) == CLIP_PRECISION_BF16 ? "bf16" : "f32",
+             store_backend_name(b->app->store));
     out->extra_json = server_arena_strdup(a, extra);
     return IMS_OK;
 }
@@ -149,7 +198,9 @@ static enum ims_status be_search(void *self, const struct server_query *q, struc
     struct search_term terms[SEARCH_TERMS_MAX];
     char *fetched[SEARCH_TERMS_MAX] = {0};
     struct search_response resp = {0};
-    enum ims_status st = IMS_OK;
+    enum ims_status st = need_ready(b, err);
+    if (st != IMS_OK)
+        return st;
     if (q->n_terms == 0 || q->n_terms > SEARCH_TERMS_MAX)
         return ims_error_set(err, IMS_ERR_INVALID, "a query needs 1 to %d terms",
                              SEARCH_TERMS_MAX);
@@ -228,7 +279,10 @@ static enum ims_status be_add_urls(void *self, const char *const *urls, size_t n
 {
     struct app_backend *b = self;
     char id[INGEST_JOB_ID_BYTES];
-    enum ims_status st = ingest_submit(b->ing, urls, n_urls, id, err);
+    enum ims_status st = need_ready(b, err);
+    if (st != IMS_OK)
+        return st;
+    st = ingest_submit(b->ing, urls, n_urls, id, err);
     if (st == IMS_OK)
         snprintf(job_id, SERVER_JOB_ID_MAX, "%s", id);
     return st;
@@ -240,7 +294,10 @@ static enum ims_status be_job_get(void *self, const char *job_id, struct server_
     struct app_backend *b = self;
     struct store_job job;
     memset(&job, 0, sizeof(job));
-    enum ims_status st = ingest_job_get(b->ing, job_id, &job, err);
+    enum ims_status st = need_ready(b, err);
+    if (st != IMS_OK)
+        return st;
+    st = ingest_job_get(b->ing, job_id, &job, err);
     if (st != IMS_OK)
         return st;
     snprintf(out->id, sizeof(out->id), "%s", job.id);
@@ -262,7 +319,12 @@ static enum ims_status be_job_get(void *self, const char *job_id, struct server_
     }
     for (size_t i = 0; i < job.n_errors; i++) {
         errs[i].url = server_arena_strdup(a, job.errors[i].url ? job.errors[i].url : "");
+        errs[i].code = server_arena_strdup(a, job.errors[i].code ? job.errors[i].code : "");
         errs[i].error = server_arena_strdup(a, job.errors[i].error ? job.errors[i].error : "");
+        if (!errs[i].url || !errs[i].code || !errs[i].error) {
+            store_job_fini(&job);
+            return ims_error_set(err, IMS_ERR_NOMEM, "job too large to show");
+        }
     }
     out->errors = errs;
     store_job_fini(&job);
@@ -275,7 +337,10 @@ static enum ims_status be_job_wait(void *self, const char *job_id, int timeout_m
     struct app_backend *b = self;
     struct store_job job;
     memset(&job, 0, sizeof(job));
-    enum ims_status st = ingest_job_wait(b->ing, job_id, timeout_ms, &job, err);
+    enum ims_status st = need_ready(b, err);
+    if (st != IMS_OK)
+        return st;
+    st = ingest_job_wait(b->ing, job_id, timeout_ms, &job, err);
     store_job_fini(&job);
     return st;
 }
@@ -285,6 +350,9 @@ static enum ims_status be_upload(void *self, const struct server_file *files, si
                                  struct ims_error *err)
 {
     struct app_backend *b = self;
+    enum ims_status rst = need_ready(b, err);
+    if (rst != IMS_OK)
+        return rst;
     for (size_t i = 0; i < n_files; i++) {
         struct server_upload_item *it = &items[i];
         memset(it, 0, sizeof(*it));
@@ -301,9 +369,7 @@ static enum ims_status be_upload(void *self, const struct server_file *files, si
         if (st != IMS_OK)
             return st; /* the catalogue failed: nothing more will work */
         if (rep.outcome == INGEST_FAILED) {
-            it->status = strstr(it->message, "not a supported image") ? IMS_ERR_UNSUPPORTED
-                         : strstr(it->message, "limit")               ? IMS_ERR_TOO_LARGE
-                                                                      : IMS_ERR_INVALID;
+            it->status = rep.status; /* the decoder's own status, never guessed from words */
             continue;
         }
         struct store_image_row row;
@@ -353,6 +419,8 @@ static enum ims_status be_image_thumb(void *self, int64_t id, struct server_aren
     return jpeg->ptr ? IMS_OK : ims_error_set(err, IMS_ERR_NOMEM, "thumbnail too large");
 }
 
+#define DELETE_SYNC_MS 10000
+
 static enum ims_status be_image_delete(void *self, int64_t id, struct ims_error *err)
 {
     struct app_backend *b = self;
@@ -361,8 +429,14 @@ static enum ims_status be_image_delete(void *self, int64_t id, struct ims_error 
         return ims_error_set(err, st, "no image with id %lld", (long long)id);
     if (st != IMS_OK)
         return st;
-    /* the row is gone first: a search racing with this skips the id */
-    return vindex_remove(b->app->index, &id, 1, NULL, err);
+    /* the catalogue first (a search racing with this skips the row), then
+     * this node's index catches up to the delete (the other nodes' follow
+     * the feed) */
+    int64_t seq = 0;
+    st = store_change_seq(b->app->store, &seq, err);
+    if (st == IMS_OK)
+        st = replica_sync(b->app->replica, seq, DELETE_SYNC_MS, err);
+    return st;
 }
 
 static enum ims_status be_metrics(void *self, struct ims_buf *out, struct ims_error *err)
@@ -370,11 +444,35 @@ static enum ims_status be_metrics(void *self, struct ims_buf *out, struct ims_er
     struct app_backend *b = self;
     struct search_counters sc;
     struct ingest_counters ic;
-    search_get_counters(b->se, &sc);
-    ingest_get_counters(b->ing, &ic);
+    memset(&sc, 0, sizeof(sc));
+    memset(&ic, 0, sizeof(ic));
+    if (atomic_load(&b->ready)) {
+        search_get_counters(b->se, &sc);
+        ingest_get_counters(b->ing, &ic);
+    }
     int64_t n = 0;
     store_count(b->app->store, &n, NULL);
+    struct replica_stats rs;
+    replica_get_stats(b->app->replica, &rs);
+    struct vindex *vx = replica_index(b->app->replica);
     enum ims_status st = ims_buf_printf(
+        out,
+        "# TYPE imgsearch_replica_ready gauge\nimgsearch_replica_ready %d\n"
+        "# TYPE imgsearch_replica_seq gauge\nimgsearch_replica_seq %lld\n"
+        "# TYPE imgsearch_catalogue_seq gauge\nimgsearch_catalogue_seq %lld\n"
+        "# TYPE imgsearch_replica_lag_changes gauge\nimgsearch_replica_lag_changes %lld\n"
+        "# TYPE imgsearch_replica_changes_applied_total counter\n"
+        "imgsearch_replica_changes_applied_total %llu\n"
+        "# TYPE imgsearch_replica_rebuilds_total counter\nimgsearch_replica_rebuilds_total %llu\n"
+        "# TYPE imgsearch_replica_follow_errors_total counter\n"
+        "imgsearch_replica_follow_errors_total %llu\n"
+        "# TYPE imgsearch_replica_behind_floor gauge\nimgsearch_replica_behind_floor %d\n",
+        rs.ready, (long long)rs.seq, (long long)rs.catalogue_seq,
+        (long long)(rs.catalogue_seq - rs.seq), (unsigned long long)rs.changes_applied,
+        (unsigned long long)rs.rebuilds, (unsigned long long)rs.follow_errors, rs.behind_floor);
+    if (st != IMS_OK)
+        return ims_error_set(err, st, "metrics buffer full");
+    st = ims_buf_printf(
         out,
         "# TYPE imgsearch_images gauge\nimgsearch_images %lld\n"
         "# TYPE imgsearch_index_vectors gauge\nimgsearch_index_vectors %zu\n"
@@ -394,12 +492,14 @@ static enum ims_status be_metrics(void *self, struct ims_buf *out, struct ims_er
         "# TYPE imgsearch_ingest_encode_seconds_total counter\n"
         "imgsearch_ingest_encode_seconds_total %.6f\n"
         "# TYPE imgsearch_ingest_images_encoded_total counter\n"
-        "imgsearch_ingest_images_encoded_total %lld\n",
-        (long long)n, vindex_count(b->app->index), (unsigned long long)sc.queries,
+        "imgsearch_ingest_images_encoded_total %lld\n"
+        "# TYPE imgsearch_ingest_catalogue_seconds_total counter\n"
+        "imgsearch_ingest_catalogue_seconds_total %.6f\n",
+        (long long)n, vx ? vindex_count(vx) : 0, (unsigned long long)sc.queries,
         (unsigned long long)sc.cache_hits, (unsigned long long)sc.cache_misses,
         sc.text_encode_seconds, sc.image_encode_seconds, (long long)ic.jobs,
         (long long)ic.items_added, (long long)ic.items_duplicate, (long long)ic.items_failed,
-        ic.encode_seconds, (long long)ic.images_encoded);
+        ic.encode_seconds, (long long)ic.images_encoded, ic.catalogue_seconds);
     struct image_decode_budget_stats db;
     image_decode_budget_stats(&db);
     if (st == IMS_OK)
@@ -426,6 +526,9 @@ static enum ims_status immich_engine(struct app_backend *b, const char *model,
                                      struct search_engine **se, size_t *dim,
                                      struct ims_error *err)
 {
+    enum ims_status st = need_ready(b, err); /* b->se exists once the node is ready */
+    if (st != IMS_OK)
+        return st;
     *se = b->se;
     *dim = b->app->dim;
     if (!model)
@@ -570,6 +673,10 @@ int cli_cmd_serve(int argc, char **argv)
     struct app_backend b = {0};
     long immich_port = -1;
     long decode_mib = 0, decode_wait_ms = -1; /* image module defaults */
+    long snapshot_interval = 0;
+    const char *node_id = NULL;
+    long lease_s = 30, claim_batch = 16;
+    int no_ingest = 0;
     int inflight_set = 0;
     int rc = 0;
     /* repeatable options: argv strings, which outlive the server */
@@ -684,6 +791,21 @@ int cli_cmd_serve(int argc, char **argv)
             if (r < 0 || cli_parse_long(v, 0, 65536, &num))
                 goto bad_value;
             so.max_conns_per_client = (unsigned)num;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--snapshot-interval", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 0, 86400 * 365, &snapshot_interval))
+                goto bad_value;
+        } else if (strcmp(argv[i], "--no-ingest") == 0) {
+            no_ingest = 1;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--node-id", &v)) != 0) {
+            if (r < 0 || !*v || strlen(v) > STORE_NODE_ID_MAX_BYTES)
+                goto bad_value;
+            node_id = v;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--lease-seconds", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 1, 86400, &lease_s))
+                goto bad_value;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--claim-batch", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 1, 128, &claim_batch))
+                goto bad_value;
         } else if ((r = cli_opt_value(argc, argv, &i, "--api-key-file", &v)) != 0) {
             if (r < 0)
                 goto bad_value;
@@ -735,6 +857,8 @@ int cli_cmd_serve(int argc, char **argv)
 
     o.with_model = 1;
     o.with_index = 1;
+    o.defer_sync = 1; /* answer /healthz "starting" while the index is built */
+    o.snapshot_interval_s = (int)snapshot_interval;
     struct cli_app app;
     b.app = &app;
     b.fetch = fo;
@@ -742,18 +866,6 @@ int cli_cmd_serve(int argc, char **argv)
     if (cli_app_open("serve", &o, &app) != 0) {
         rc = 1;
         goto out_opts;
-    }
-    struct search_options sopt;
-    search_options_default(&sopt);
-    st = search_engine_new(app.model, app.store, app.index, &sopt, &b.se, &err);
-    if (st == IMS_OK) {
-        struct ingest_options io;
-        ingest_options_default(&io);
-        io.fetch = fo;
-        io.allow_local_files = 0; /* the HTTP API never reads the server's disk */
-        io.batch_size = (int)ingest_batch;
-        struct ingest_deps deps = {app.model, app.store, app.index};
-        st = ingest_new(&deps, &io, &b.ing, &err);
     }
     struct server_backend be = {
         .self = &b,
@@ -770,20 +882,16 @@ int cli_cmd_serve(int argc, char **argv)
         .embed_text = be_embed_text,
         .embed_image = be_embed_image,
         .embeddings = be_embeddings,
+        .ready = be_ready,
     };
-    if (st == IMS_OK && (so.compat & SERVER_COMPAT_IMMICH) &&
+    if ((so.compat & SERVER_COMPAT_IMMICH) &&
         immich_models_open(&b, o.model_dir ? o.model_dir : cli_default_model_dir(),
                            o.precision) != 0) {
         rc = 1;
         goto out;
     }
+    st = replica_follow_start(app.replica, &err);
     if (st == IMS_OK) {
-        /* warm-up: the first encode JIT-compiles the kernels; pay it now,
-         * not on the first user's query */
-        float *v = ims_malloc(app.dim * sizeof(float));
-        if (v)
-            search_embed_text(b.se, "a photo", v, NULL, NULL);
-        ims_free(v);
         struct server_options own = so;
         if (immich_port >= 0)
             own.compat &= ~SERVER_COMPAT_IMMICH; /* served by the second listener */
@@ -803,25 +911,65 @@ int cli_cmd_serve(int argc, char **argv)
         rc = cli_fail("serve", "%s", ims_error_message(&err, st));
         goto out;
     }
-    int64_t n = 0;
-    store_count(app.store, &n, NULL);
     const char *host = so.host ? so.host : "127.0.0.1";
-    fprintf(stderr, "imgsearch: serving http://%s%s%s:%u/ (%lld images, model %s, index %s%s)\n",
-            strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", server_port(srv),
-            (long long)n, app.model_name, vindex_spec(app.index),
-            so.api_key ? ", API key required for writes" : "");
+    const char *lb = strchr(host, ':') ? "[" : "", *rb = strchr(host, ':') ? "]" : "";
+    /* "serving" (what scripts wait for) is printed once the node is ready */
+    fprintf(stderr, "imgsearch: listening on http://%s%s%s:%u/, starting (catalogue %s)\n", lb,
+            host, rb, server_port(srv), store_location(app.store));
     int sig = 0;
-    sigwait(&sigs, &sig);
+    for (;;) {
+        struct timespec tick = {0, 50 * 1000000L};
+        sig = sigtimedwait(&sigs, NULL, &tick);
+        if (sig == SIGINT || sig == SIGTERM)
+            break;
+        if (atomic_load(&b.ready) || !replica_ready(app.replica))
+            continue;
+        /* the index has caught up: build what serves on it, then open */
+        struct vindex *vx = replica_index(app.replica);
+        struct search_options sopt;
+        search_options_default(&sopt);
+        st = search_engine_new(app.model, app.store, vx, &sopt, &b.se, &err);
+        if (st == IMS_OK) {
+            struct ingest_options io;
+            ingest_options_default(&io);
+            io.fetch = fo;
+            io.allow_local_files = 0; /* the HTTP API never reads the server's disk */
+            io.batch_size = (int)ingest_batch;
+            io.node_id = node_id;
+            io.lease_ms = lease_s * 1000;
+            io.claim_batch = (int)claim_batch;
+            io.no_ingest = no_ingest;
+            struct ingest_deps deps = {app.model, app.store, cli_app_after_commit, &app};
+            st = ingest_new(&deps, &io, &b.ing, &err);
+        }
+        if (st != IMS_OK) {
+            rc = cli_fail("serve", "%s", ims_error_message(&err, st));
+            goto out;
+        }
+        /* warm-up: the first encode JIT-compiles the kernels; pay it now,
+         * not on the first user's query */
+        float *v = ims_malloc(app.dim * sizeof(float));
+        if (v)
+            search_embed_text(b.se, "a photo", v, NULL, NULL);
+        ims_free(v);
+        atomic_store(&b.ready, 1);
+        int64_t n = 0;
+        store_count(app.store, &n, NULL);
+        fprintf(stderr,
+                "imgsearch: serving http://%s%s%s:%u/ (%lld images, model %s, index %s%s)\n", lb,
+                host, rb, server_port(srv), (long long)n, app.model_name, vindex_spec(vx),
+                so.api_key ? ", API key required for writes" : "");
+    }
     fprintf(stderr, "imgsearch: %s: shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
 out:
     server_stop(srv_immich);
     server_stop(srv);
-    ingest_free(b.ing); /* the running job commits what is in flight */
+    ingest_free(b.ing); /* what is in flight is committed and recorded */
     server_free(srv_immich);
     server_free(srv);
     immich_models_close(&b);
     search_engine_free(b.se);
-    if (app.store && cli_app_close("serve", &app, 1) != 0)
+    if (app.store && cli_app_close("serve", &app, atomic_load(&b.ready)) != 0)
         rc = 1;
 out_opts:
     if (log && log != stdout)

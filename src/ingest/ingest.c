@@ -19,8 +19,10 @@
  *        |                    parallelism, see clip.h)
  *        v  write_q (embeddings)
  *   writer (1 thread)         one catalogue transaction per gathered group
- *                             (store_insert_many), then adds the new rows to
- *                             the index, reports items, updates the job row
+ *                             (store_insert_many), then deps->after_commit
+ *                             (the caller's index shows the rows), then the
+ *                             reports and the hooks' `finished` (the service
+ *                             records its job items there)
  *
  * Failed items (bad URL, HTTP 404, corrupt JPEG, ...) carry their reason
  * down the same queues so that every report happens on the writer thread in
@@ -34,9 +36,14 @@
  * is decoded), whatever the number of sources: a million-URL job streams.
  *
  * Ordering and durability: an item counts as added only after its
- * transaction committed (store.h: durable on return). The index is updated
- * after the commit; if the process dies in between, the rows are in the
- * catalogue and the index catches up on the next start (it is derived).
+ * transaction committed (store.h: durable on return) and after_commit made
+ * it searchable here. If the process dies in between, the rows are in the
+ * catalogue and the index catches up from the change feed (it is derived).
+ *
+ * Sources come from a struct ingest__source: ingest_run's list, or the
+ * service's claimed job items, each with a tag (the item id) that comes
+ * back in its report. Every source read yields exactly one report, so every
+ * claimed item is finished.
  *
  * Shutdown order: source done -> close decode_q -> join decoders -> close
  * encode_q -> join encoder -> close write_q -> join writer. Cancellation
@@ -72,6 +79,34 @@ void ingest_options_default(struct ingest_options *o)
     o->batch_size = 16;
     o->thumb_side = 256;
     o->thumb_quality = 80;
+    o->lease_ms = 30000;
+    o->claim_batch = 16;
+    o->poll_ms = 500;
+    o->max_attempts = 5;
+}
+
+/* ---- service counters (struct ingest_hooks, ingest_int.h) -------------------- */
+
+static void hooks_encoded(struct ingest_hooks *h, int n_images, double seconds)
+{
+    atomic_fetch_add(&h->images_encoded, n_images);
+    atomic_fetch_add(&h->encode_ns, (long long)(seconds * 1e9));
+}
+
+void ingest__hooks_catalogue(struct ingest_hooks *h, double t0)
+{
+    if (h)
+        atomic_fetch_add(&h->catalogue_ns, (long long)((ims_now() - t0) * 1e9));
+}
+
+static void hooks_item(struct ingest_hooks *h, enum ingest_outcome outcome)
+{
+    switch (outcome) {
+    case INGEST_ADDED:
+    case INGEST_COMPLETED: atomic_fetch_add(&h->items_added, 1); break;
+    case INGEST_DUPLICATE: atomic_fetch_add(&h->items_duplicate, 1); break;
+    case INGEST_FAILED: atomic_fetch_add(&h->items_failed, 1); break;
+    }
 }
 
 /* ---- items ------------------------------------------------------------------ */
@@ -81,11 +116,13 @@ struct pipeline;
 struct item {
     struct pipeline *p; /* set for URLs: the fetch callback needs it */
     char *source;
+    int64_t tag;        /* the source's tag (job item id), 0 if none */
     /* raw */
     char *body;
     size_t body_len;
     /* failure or preset outcome (duplicates found before fetching) */
     int failed;
+    enum ims_status status; /* why it failed: carried to the report and job */
     char *error;
     int preset; /* 1: outcome/id below are final, nothing to store */
     enum ingest_outcome outcome;
@@ -114,11 +151,12 @@ static void item_free(struct item *it)
     ims_free(it);
 }
 
-static struct item *item_new(const char *source)
+static struct item *item_new(const char *source, int64_t tag)
 {
     struct item *it = ims_calloc(1, sizeof(*it));
     if (!it)
         return NULL;
+    it->tag = tag;
     it->source = ims_strdup(source);
     if (!it->source) {
         ims_free(it);
@@ -127,8 +165,11 @@ static struct item *item_new(const char *source)
     return it;
 }
 
-static void item_fail(struct item *it, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void item_fail(struct item *it, const char *fmt, ...)
+/* Marks an item failed with its status (the machine-readable reason that
+ * reaches the API: never guessed from the words) and a message. */
+static void item_fail(struct item *it, enum ims_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void item_fail(struct item *it, enum ims_status st, const char *fmt, ...)
 {
     char msg[1024];
     va_list ap;
@@ -138,6 +179,7 @@ static void item_fail(struct item *it, const char *fmt, ...)
     ims_free(it->error);
     it->error = ims_strdup(msg);
     it->failed = 1;
+    it->status = st != IMS_OK ? st : IMS_ERR_INTERNAL;
     ims_free(it->body);
     it->body = NULL;
     ims_free(it->pixels);
@@ -149,8 +191,8 @@ static void item_fail(struct item *it, const char *fmt, ...)
 struct pipeline {
     const struct ingest_deps *deps;
     const struct ingest_options *o;
-    const char *job_id;
-    const volatile int *cancel;
+    const atomic_int *cancel;
+    int64_t cur_tag;             /* the source being read (source thread only) */
     int image_size, dim;
     struct ims_queue *decode_q, *encode_q, *write_q;
     atomic_int fatal;            /* set by the writer on a catalogue failure */
@@ -165,7 +207,7 @@ struct pipeline {
 
 static int pipeline_stopping(struct pipeline *p)
 {
-    return atomic_load(&p->fatal) || (p->cancel && *p->cancel);
+    return atomic_load(&p->fatal) || (p->cancel && atomic_load(p->cancel));
 }
 
 /* Hands an item to a queue; if the queue was closed (cannot happen while the
@@ -177,12 +219,15 @@ static void push(struct ims_queue *q, struct item *it)
 }
 
 /* A failure found before decoding goes straight to the writer. */
-static void report_failure(struct pipeline *p, const char *source, const char *reason)
+static void report_failure(struct pipeline *p, const char *source, enum ims_status st,
+                           const char *reason)
 {
-    struct item *it = item_new(source);
-    if (!it)
+    struct item *it = item_new(source, p->cur_tag);
+    if (!it) {
+        ims_log(IMS_LOG_ERROR, "%s: %s (not reported: out of memory)", source, reason);
         return;
-    item_fail(it, "%s", reason);
+    }
+    item_fail(it, st, "%s", reason);
     atomic_fetch_add(&p->total, 1);
     push(p->write_q, it);
 }
@@ -210,7 +255,8 @@ static void on_fetched(void *user, struct fetch_result *r)
     struct item *it = user;
     struct pipeline *p = it->p;
     if (r->status != IMS_OK) {
-        item_fail(it, "%s", r->reason && *r->reason ? r->reason : ims_strerror(r->status));
+        item_fail(it, r->status, "%s",
+                  r->reason && *r->reason ? r->reason : ims_strerror(r->status));
     } else {
         it->body = r->body;
         it->body_len = r->body_len;
@@ -234,7 +280,7 @@ static int already_stored(struct pipeline *p, const char *source)
     store_row_fini(&row);
     if (!complete)
         return 0; /* an imported row: fetch the image to complete it */
-    struct item *it = item_new(source);
+    struct item *it = item_new(source, p->cur_tag);
     if (it) {
         it->preset = 1;
         it->outcome = INGEST_DUPLICATE;
@@ -262,7 +308,7 @@ static void add_url(struct source_stage *s, const char *url)
     struct ims_error err = {0};
     if (already_stored(p, url))
         return;
-    struct item *it = item_new(url);
+    struct item *it = item_new(url, p->cur_tag);
     if (!it)
         return;
     it->p = p;
@@ -272,7 +318,7 @@ static void add_url(struct source_stage *s, const char *url)
         if (st == IMS_OK)
             return;
         if (st != IMS_ERR_BUSY) {
-            item_fail(it, "%s", ims_error_message(&err, st));
+            item_fail(it, st, "%s", ims_error_message(&err, st));
             push(p->write_q, it);
             return;
         }
@@ -289,7 +335,7 @@ static void add_file(struct source_stage *s, const char *path)
         free(abs);
         return;
     }
-    struct item *it = item_new(source);
+    struct item *it = item_new(source, p->cur_tag);
     free(abs);
     if (!it)
         return;
@@ -298,12 +344,17 @@ static void add_file(struct source_stage *s, const char *path)
     size_t max = p->o->limits.max_bytes ? p->o->limits.max_bytes : LOCAL_FILE_MAX_BYTES;
     enum ims_status st = ims_file_read(path, max, &it->body, &it->body_len, &err);
     if (st != IMS_OK) {
-        item_fail(it, "%s", ims_error_message(&err, st));
+        item_fail(it, st, "%s", ims_error_message(&err, st));
         push(p->write_q, it);
         return;
     }
     push(p->decode_q, it);
     pump_fetcher(s, 0);
+}
+
+static enum ims_status errno_status(int e)
+{
+    return e == ENOENT || e == ENOTDIR ? IMS_ERR_NOT_FOUND : IMS_ERR_IO;
 }
 
 static int has_image_extension(const char *name)
@@ -336,15 +387,17 @@ static int sniffs_as_image(const char *path)
 static void walk_folder(struct source_stage *s, const char *dir, int depth)
 {
     if (depth > WALK_MAX_DEPTH) {
-        report_failure(s->p, dir, "folder nesting deeper than 64 levels: not walked");
+        report_failure(s->p, dir, IMS_ERR_TOO_LARGE,
+                       "folder nesting deeper than 64 levels: not walked");
         return;
     }
     struct dirent **names = NULL;
     int n = scandir(dir, &names, NULL, alphasort);
     if (n < 0) {
         char msg[512];
-        snprintf(msg, sizeof(msg), "cannot read folder: %s", strerror(errno));
-        report_failure(s->p, dir, msg);
+        int e = errno;
+        snprintf(msg, sizeof(msg), "cannot read folder: %s", strerror(e));
+        report_failure(s->p, dir, errno_status(e), msg);
         return;
     }
     for (int i = 0; i < n; i++) {
@@ -375,25 +428,30 @@ static void add_source(struct source_stage *s, const char *source)
     struct pipeline *p = s->p;
     while (*source == ' ' || *source == '\t')
         source++;
-    if (!*source)
+    if (!*source) { /* reported: a job item must always be finished */
+        report_failure(p, "(empty)", IMS_ERR_INVALID, "empty source");
         return;
+    }
     if (is_url(source)) {
         add_url(s, source);
         return;
     }
     if (has_scheme(source)) {
-        report_failure(p, source, "unsupported URL scheme: only http and https are fetched");
+        report_failure(p, source, IMS_ERR_UNSUPPORTED,
+                       "unsupported URL scheme: only http and https are fetched");
         return;
     }
     if (!p->o->allow_local_files) {
-        report_failure(p, source, "not an http(s) URL (local paths are not accepted here)");
+        report_failure(p, source, IMS_ERR_REFUSED,
+                       "not an http(s) URL (local paths are not accepted here)");
         return;
     }
     struct stat sb;
     if (stat(source, &sb) != 0) {
         char msg[512];
-        snprintf(msg, sizeof(msg), "cannot open: %s", strerror(errno));
-        report_failure(p, source, msg);
+        int e = errno;
+        snprintf(msg, sizeof(msg), "cannot open: %s", strerror(e));
+        report_failure(p, source, errno_status(e), msg);
         return;
     }
     if (S_ISDIR(sb.st_mode))
@@ -422,7 +480,7 @@ static void decode_item(struct pipeline *p, struct item *it, uint8_t *rgb)
     struct image *img = NULL;
     enum ims_status st = image_decode(it->body, it->body_len, &p->o->limits, &img, &err);
     if (st != IMS_OK) {
-        item_fail(it, "%s", ims_error_message(&err, st));
+        item_fail(it, st, "%s", ims_error_message(&err, st));
         return;
     }
     ims_sha256(it->body, it->body_len, it->sha256);
@@ -435,12 +493,12 @@ static void decode_item(struct pipeline *p, struct item *it, uint8_t *rgb)
     size_t s = (size_t)p->image_size;
     it->pixels = ims_malloc(3 * s * s * sizeof(float));
     if (!it->pixels) {
-        item_fail(it, "out of memory");
+        item_fail(it, IMS_ERR_NOMEM, "out of memory");
         goto out;
     }
     st = image_clip_preprocess(img, p->image_size, rgb, &err);
     if (st != IMS_OK) {
-        item_fail(it, "%s", ims_error_message(&err, st));
+        item_fail(it, st, "%s", ims_error_message(&err, st));
         goto out;
     }
     image_clip_normalize(rgb, p->image_size, it->pixels);
@@ -461,7 +519,7 @@ static void *decoder_main(void *arg)
     while (ims_queue_pop(p->decode_q, &v) == IMS_OK) {
         struct item *it = v;
         if (!rgb)
-            item_fail(it, "out of memory");
+            item_fail(it, IMS_ERR_NOMEM, "out of memory");
         else if (!it->failed)
             decode_item(p, it, rgb);
         push(p->encode_q, it);
@@ -493,17 +551,17 @@ static void encode_batch(struct encoder *e)
     double t = ims_now();
     enum ims_status st = clip_ctx_encode_images(e->ctx, e->pixels, e->n, e->embeddings, 1, &err);
     if (p->hooks)
-        ingest__hooks_encoded(p->hooks, e->n, ims_now() - t);
+        hooks_encoded(p->hooks, e->n, ims_now() - t);
     for (int i = 0; i < e->n; i++) {
         struct item *it = e->batch[i];
         ims_free(it->pixels);
         it->pixels = NULL;
         if (st != IMS_OK) {
-            item_fail(it, "encoder: %s", ims_error_message(&err, st));
+            item_fail(it, st, "encoder: %s", ims_error_message(&err, st));
         } else {
             it->embedding = ims_malloc((size_t)p->dim * sizeof(float));
             if (!it->embedding)
-                item_fail(it, "out of memory");
+                item_fail(it, IMS_ERR_NOMEM, "out of memory");
             else
                 memcpy(it->embedding, e->embeddings + (size_t)i * (size_t)p->dim,
                        (size_t)p->dim * sizeof(float));
@@ -556,14 +614,31 @@ static void progress_update(struct pipeline *p, const struct ingest_item_report 
     p->progress.done = p->progress.added + p->progress.duplicates;
     pthread_mutex_unlock(&p->mu);
     if (p->hooks)
-        ingest__hooks_item(p->hooks, r->outcome);
+        hooks_item(p->hooks, r->outcome);
     if (p->o->on_item)
         p->o->on_item(p->o->cb_ctx, r);
 }
 
+/* After a commit that added rows: the caller's index shows them before any
+ * report says "added". A failure is logged; the rows are stored and the
+ * index catches up from the change feed later. */
+static void show_committed(struct pipeline *p)
+{
+    if (!p->deps->after_commit)
+        return;
+    struct ims_error err = {0};
+    int64_t seq = 0;
+    enum ims_status st = store_change_seq(p->deps->store, &seq, &err);
+    if (st == IMS_OK)
+        st = p->deps->after_commit(p->deps->after_commit_user, seq, &err);
+    if (st != IMS_OK)
+        ims_log(IMS_LOG_ERROR, "index: %s (the rows are stored; the index catches up later)",
+                ims_error_message(&err, st));
+}
+
 static void write_group(struct pipeline *p, struct item **items, int n,
                         struct store_new_image *rows, struct store_insert_result *res,
-                        int64_t *new_ids, float *new_vecs)
+                        struct ingest_item_report *reports)
 {
     int n_rows = 0;
     int row_of[n > 0 ? n : 1];
@@ -573,7 +648,7 @@ static void write_group(struct pipeline *p, struct item **items, int n,
         if (it->failed || it->preset)
             continue;
         if (atomic_load(&p->fatal)) {
-            item_fail(it, "not stored: %s", p->fatal_err.message);
+            item_fail(it, p->fatal_st, "not stored: %s", p->fatal_err.message);
             continue;
         }
         struct store_new_image *r = &rows[n_rows];
@@ -592,7 +667,9 @@ static void write_group(struct pipeline *p, struct item **items, int n,
     }
     if (n_rows > 0) {
         struct ims_error err = {0};
+        double t0 = ims_now();
         enum ims_status st = store_insert_many(p->deps->store, rows, (size_t)n_rows, res, &err);
+        ingest__hooks_catalogue(p->hooks, t0);
         if (st != IMS_OK) {
             /* the transaction did not happen: nothing of this group is stored */
             if (st != IMS_ERR_INVALID) {
@@ -605,11 +682,11 @@ static void write_group(struct pipeline *p, struct item **items, int n,
             }
             for (int i = 0; i < n; i++)
                 if (row_of[i] >= 0) {
-                    item_fail(items[i], "not stored: %s", ims_error_message(&err, st));
+                    item_fail(items[i], st, "not stored: %s", ims_error_message(&err, st));
                     row_of[i] = -1;
                 }
         } else {
-            size_t n_new = 0;
+            int n_new = 0;
             for (int i = 0; i < n; i++) {
                 if (row_of[i] < 0)
                     continue;
@@ -617,46 +694,28 @@ static void write_group(struct pipeline *p, struct item **items, int n,
                 items[i]->id = r->id;
                 if (r->outcome == STORE_INSERTED) {
                     items[i]->outcome = INGEST_ADDED;
-                    new_ids[n_new] = r->id;
-                    memcpy(new_vecs + n_new * (size_t)p->dim, items[i]->embedding,
-                           (size_t)p->dim * sizeof(float));
                     n_new++;
                 } else if (r->outcome == STORE_COMPLETED) {
-                    items[i]->outcome = INGEST_COMPLETED;
+                    items[i]->outcome = INGEST_COMPLETED; /* its embedding was kept */
                 } else {
                     items[i]->outcome = INGEST_DUPLICATE;
                 }
             }
-            if (n_new > 0) {
-                st = vindex_add(p->deps->index, new_ids, new_vecs, n_new, &err);
-                if (st != IMS_OK) /* derived data: the next start rebuilds it */
-                    ims_log(IMS_LOG_ERROR, "index: %s (rows are stored; rebuilt at restart)",
-                            ims_error_message(&err, st));
-            }
+            if (n_new > 0)
+                show_committed(p);
         }
     }
-    /* report, and record the job's progress and errors */
-    const char *err_urls[n > 0 ? n : 1];
-    const char *err_msgs[n > 0 ? n : 1];
-    size_t n_err = 0;
+    /* report */
     for (int i = 0; i < n; i++) {
         struct item *it = items[i];
-        struct ingest_item_report r = {it->source, it->outcome, it->id, NULL};
+        struct ingest_item_report *r = &reports[i];
+        *r = (struct ingest_item_report){it->source, it->tag, it->outcome, it->id, IMS_OK, NULL};
         if (it->failed) {
-            r.outcome = INGEST_FAILED;
-            r.error = it->error ? it->error : "failed";
-            err_urls[n_err] = it->source;
-            err_msgs[n_err++] = r.error;
+            r->outcome = INGEST_FAILED;
+            r->status = it->status;
+            r->error = it->error ? it->error : "failed";
         }
-        progress_update(p, &r);
-    }
-    if (p->job_id) {
-        if (n_err)
-            store_job_add_errors(p->deps->store, p->job_id, err_urls, err_msgs, n_err, NULL);
-        pthread_mutex_lock(&p->mu);
-        int64_t done = p->progress.done, failed = p->progress.failed;
-        pthread_mutex_unlock(&p->mu);
-        store_job_update(p->deps->store, p->job_id, STORE_JOB_RUNNING, done, failed, NULL);
+        progress_update(p, r);
     }
     if (p->o->on_progress) {
         struct ingest_progress pr;
@@ -667,8 +726,8 @@ static void write_group(struct pipeline *p, struct item **items, int n,
         pr.elapsed_s = ims_now() - p->t0;
         p->o->on_progress(p->o->cb_ctx, &pr);
     }
-    if (p->hooks)
-        ingest__hooks_committed(p->hooks);
+    if (p->hooks && p->hooks->finished)
+        p->hooks->finished(p->hooks->ctx, reports, (size_t)n);
 }
 
 static void *writer_main(void *arg)
@@ -678,49 +737,57 @@ static void *writer_main(void *arg)
     struct item **items = ims_calloc((size_t)cap, sizeof(*items));
     struct store_new_image *rows = ims_calloc((size_t)cap, sizeof(*rows));
     struct store_insert_result *res = ims_calloc((size_t)cap, sizeof(*res));
-    int64_t *new_ids = ims_calloc((size_t)cap, sizeof(*new_ids));
-    float *new_vecs = ims_calloc((size_t)cap * (size_t)p->dim, sizeof(float));
-    int ok = items && rows && res && new_ids && new_vecs;
+    struct ingest_item_report *reports = ims_calloc((size_t)cap, sizeof(*reports));
+    int ok = items && rows && res && reports;
+    struct item *spare[1];
+    struct store_new_image spare_row[1];
+    struct store_insert_result spare_res[1];
+    struct ingest_item_report spare_rep[1];
     for (;;) {
         void *v;
         if (ims_queue_pop(p->write_q, &v) != IMS_OK)
             break;
+        if (!ok) {
+            /* out of memory for the group arrays: one item at a time, failed,
+             * so that every source still gets its report */
+            spare[0] = v;
+            item_fail(spare[0], IMS_ERR_NOMEM, "out of memory");
+            write_group(p, spare, 1, spare_row, spare_res, spare_rep);
+            item_free(spare[0]);
+            continue;
+        }
         int n = 0;
         items[n++] = v;
         /* gather what is already there, then commit: one transaction per
          * encoder batch or so, never waiting long for stragglers */
         while (n < cap && ims_queue_pop_timed(p->write_q, &v, 5) == IMS_OK)
             items[n++] = v;
-        if (!ok)
-            for (int i = 0; i < n; i++)
-                item_fail(items[i], "out of memory");
-        write_group(p, items, n, rows, res, new_ids, new_vecs);
+        write_group(p, items, n, rows, res, reports);
         for (int i = 0; i < n; i++)
             item_free(items[i]);
     }
     ims_free(items);
     ims_free(rows);
     ims_free(res);
-    ims_free(new_ids);
-    ims_free(new_vecs);
+    ims_free(reports);
     return NULL;
 }
 
-/* ---- ingest_run ------------------------------------------------------------------ */
+/* ---- the pipeline over a source ----------------------------------------------------- */
 
-enum ims_status ingest__run_hooked(const struct ingest_deps *deps,
-                                   const struct ingest_options *opts, ingest_next_fn *next,
-                                   void *next_ctx, const char *job_id,
-                                   const volatile int *cancel, struct ingest_hooks *hooks,
-                                   struct ingest_summary *summary, struct ims_error *err)
+enum ims_status ingest__run_source(const struct ingest_deps *deps,
+                                   const struct ingest_options *opts,
+                                   const struct ingest__source *source, const atomic_int *cancel,
+                                   struct ingest_hooks *hooks, struct ingest_summary *summary,
+                                   struct ims_error *err)
 {
     struct ingest_options defaults;
     if (!opts) {
         ingest_options_default(&defaults);
         opts = &defaults;
     }
-    if (!deps || !deps->model || !deps->store || !deps->index || !next)
-        return ims_error_set(err, IMS_ERR_INVALID, "ingest: missing model, store or index");
+    if (!deps || !deps->model || !deps->store || !source || !source->next)
+        return ims_error_set(err, IMS_ERR_INVALID, "ingest: missing model, store or sources");
     if (opts->batch_size < 1 || opts->batch_size > 256)
         return ims_error_set(err, IMS_ERR_INVALID, "ingest: batch size must be 1..256");
 
@@ -729,7 +796,6 @@ enum ims_status ingest__run_hooked(const struct ingest_deps *deps,
     memset(&p, 0, sizeof(p));
     p.deps = deps;
     p.o = opts;
-    p.job_id = job_id;
     p.cancel = cancel;
     p.hooks = hooks;
     p.image_size = clip_model_image_size(deps->model);
@@ -765,16 +831,6 @@ enum ims_status ingest__run_hooked(const struct ingest_deps *deps,
     st = fetcher_new(&opts->fetch, &src.fetcher, err);
     if (st != IMS_OK)
         goto out;
-    if (job_id) {
-        st = store_job_update(deps->store, job_id, STORE_JOB_RUNNING, 0, 0, err);
-        if (st == IMS_ERR_NOT_FOUND) {
-            st = store_job_create(deps->store, job_id, 0, err);
-            if (st == IMS_OK)
-                st = store_job_update(deps->store, job_id, STORE_JOB_RUNNING, 0, 0, err);
-        }
-        if (st != IMS_OK)
-            goto out;
-    }
 
     for (; n_started < n_dec; n_started++)
         if (pthread_create(&decoders[n_started], NULL, decoder_main, &p) != 0)
@@ -790,9 +846,20 @@ enum ims_status ingest__run_hooked(const struct ingest_deps *deps,
     }
 
     /* the source stage runs here */
-    const char *source;
-    while (!pipeline_stopping(&p) && next(next_ctx, &source)) {
-        add_source(&src, source);
+    while (!pipeline_stopping(&p)) {
+        const char *s = NULL;
+        int64_t tag = 0;
+        int busy = src.fetcher && fetcher_pending(src.fetcher) > 0;
+        int r = source->next(source->ctx, busy ? 0 : 200, &s, &tag);
+        if (r == 0)
+            break;
+        if (r < 0) { /* nothing yet: serve the downloads in flight meanwhile */
+            pump_fetcher(&src, 50);
+            continue;
+        }
+        p.cur_tag = tag;
+        add_source(&src, s);
+        p.cur_tag = 0;
         pump_fetcher(&src, 0);
     }
     while (src.fetcher && fetcher_pending(src.fetcher) > 0)
@@ -814,18 +881,6 @@ join:
 
     if (st == IMS_OK && atomic_load(&p.fatal))
         st = ims_error_set(err, p.fatal_st, "%s", p.fatal_err.message);
-    if (job_id) {
-        enum store_job_state final = st == IMS_OK && !(cancel && *cancel) ? STORE_JOB_DONE
-                                                                         : STORE_JOB_FAILED;
-        if (final == STORE_JOB_FAILED) {
-            const char *why = st != IMS_OK ? ims_error_message(err, st)
-                                           : "interrupted by shutdown: run the same add again "
-                                             "to complete it (duplicates are skipped)";
-            const char *empty = "";
-            store_job_add_errors(deps->store, job_id, &empty, &why, 1, NULL);
-        }
-        store_job_update(deps->store, job_id, final, p.progress.done, p.progress.failed, NULL);
-    }
     if (summary) {
         summary->total = atomic_load(&p.total);
         summary->added = p.progress.added;
@@ -846,12 +901,30 @@ out:
     return st;
 }
 
-enum ims_status ingest_run(const struct ingest_deps *deps, const struct ingest_options *opts,
-                           ingest_next_fn *next, void *next_ctx, const char *job_id,
-                           const volatile int *cancel, struct ingest_summary *summary,
-                           struct ims_error *err)
+/* ---- ingest_run: a caller's list of sources --------------------------------------------- */
+
+struct list_source {
+    ingest_next_fn *next;
+    void *ctx;
+};
+
+static int list_source_next(void *ctx, int wait_ms, const char **source, int64_t *tag)
 {
-    return ingest__run_hooked(deps, opts, next, next_ctx, job_id, cancel, NULL, summary, err);
+    (void)wait_ms;
+    struct list_source *l = ctx;
+    *tag = 0;
+    return l->next(l->ctx, source) ? 1 : 0;
+}
+
+enum ims_status ingest_run(const struct ingest_deps *deps, const struct ingest_options *opts,
+                           ingest_next_fn *next, void *next_ctx, const atomic_int *cancel,
+                           struct ingest_summary *summary, struct ims_error *err)
+{
+    if (!next)
+        return ims_error_set(err, IMS_ERR_INVALID, "ingest: no sources");
+    struct list_source l = {next, next_ctx};
+    struct ingest__source src = {list_source_next, &l};
+    return ingest__run_source(deps, opts, &src, cancel, NULL, summary, err);
 }
 
 /* ---- one image from bytes (uploads) ------------------------------------------- */
@@ -874,7 +947,7 @@ enum ims_status ingest__add_bytes(const struct ingest_deps *deps, const struct i
     size_t s = (size_t)p.image_size;
     uint8_t *rgb = ims_malloc(s * s * 3);
     float *emb = ims_malloc((size_t)p.dim * sizeof(float));
-    struct item *it = item_new(source);
+    struct item *it = item_new(source, 0);
     if (it)
         it->body = ims_malloc(n ? n : 1);
     if (!rgb || !emb || !it || !it->body) {
@@ -890,9 +963,9 @@ enum ims_status ingest__add_bytes(const struct ingest_deps *deps, const struct i
         double t = ims_now();
         enum ims_status est = clip_ctx_encode_images(ctx, it->pixels, 1, emb, 1, &err);
         if (hooks)
-            ingest__hooks_encoded(hooks, 1, ims_now() - t);
+            hooks_encoded(hooks, 1, ims_now() - t);
         if (est != IMS_OK) {
-            item_fail(it, "encoder: %s", ims_error_message(&err, est));
+            item_fail(it, est, "encoder: %s", ims_error_message(&err, est));
         } else {
             it->embedding = emb;
             emb = NULL;
@@ -900,17 +973,13 @@ enum ims_status ingest__add_bytes(const struct ingest_deps *deps, const struct i
     }
     struct store_new_image row;
     struct store_insert_result res;
-    int64_t new_id;
-    float *new_vec = ims_malloc((size_t)p.dim * sizeof(float));
-    if (!new_vec) {
-        item_fail(it, "out of memory");
-        new_vec = NULL;
-    }
-    write_group(&p, &it, 1, &row, &res, &new_id, new_vec ? new_vec : emb);
-    ims_free(new_vec);
+    struct ingest_item_report r;
+    write_group(&p, &it, 1, &row, &res, &r);
     rep->outcome = it->failed ? INGEST_FAILED : it->outcome;
+    rep->status = it->failed ? it->status : IMS_OK;
     rep->id = it->id;
     rep->source = NULL;
+    rep->tag = 0;
     rep->error = NULL;
     if (it->failed) {
         snprintf(msg, msg_cap, "%s", it->error ? it->error : "failed");

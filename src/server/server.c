@@ -542,8 +542,9 @@ static json_t *job_json(const struct server_job *job)
     static const char *const states[] = {"queued", "running", "done", "failed"};
     json_t *errors = json_array();
     for (size_t i = 0; errors && i < job->n_errors; i++)
-        json_array_append_new(errors, json_pack("{s:s?, s:s?}", "url", job->errors[i].url,
-                                                "error", job->errors[i].error));
+        json_array_append_new(errors, json_pack("{s:s?, s:s?, s:s?}", "url", job->errors[i].url,
+                                                "code", job->errors[i].code, "error",
+                                                job->errors[i].error));
     unsigned st = (unsigned)job->state < 4 ? (unsigned)job->state : 3;
     return json_pack("{s:s, s:s, s:I, s:I, s:I, s:o?}", "id", job->id, "state", states[st],
                      "total", (json_int_t)job->total, "done", (json_int_t)job->done, "failed",

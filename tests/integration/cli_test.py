@@ -94,6 +94,8 @@ def run(exe, src, tmp):
           r["failed"])
     check(not r["duplicate"] and not r["other"], "no other lines: %s %s" %
           (r["duplicate"], r["other"]))
+    check(r["code"].get(corrupt) == "corrupt" and r["code"].get(text) == "unsupported",
+          "exact codes of the two bad files: %s" % r["code"])
     for bad in (corrupt, text):
         reason = r["failed"].get(bad, "")
         check(len(reason) > 8 and "unknown" not in reason.lower(),

@@ -4,6 +4,7 @@ ingest_http_test.py, ingest_crash_test.py): the tiny model folder, running
 imgsearch with a bound, the loopback hostile server, result checks."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -78,8 +79,9 @@ class Cli:
 def parse_add_output(out):
     """The per-item lines of `imgsearch add` (stdout not a terminal):
     {"added": {source: id}, "duplicate": {source: id}, "failed": {source: reason},
-     "other": [lines]}."""
-    r = {"added": {}, "duplicate": {}, "failed": {}, "completed": {}, "other": []}
+     "code": {source: status name of a failure}, "other": [lines]}. A failed
+    line is "failed SOURCE: REASON (CODE)"."""
+    r = {"added": {}, "duplicate": {}, "failed": {}, "completed": {}, "code": {}, "other": []}
     for line in out.splitlines():
         word, _, rest = line.partition(" ")
         if word in ("added", "duplicate", "completed"):
@@ -91,8 +93,10 @@ def parse_add_output(out):
                 continue
         elif word == "failed":
             source, sep, reason = rest.partition(": ")
-            if sep:
-                r["failed"][source] = reason
+            m = re.match(r"^(.*) \(([a-z_]+)\)$", reason)
+            if sep and m:
+                r["failed"][source] = m.group(1)
+                r["code"][source] = m.group(2)
                 continue
         if line.strip():
             r["other"].append(line)

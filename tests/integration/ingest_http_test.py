@@ -53,22 +53,23 @@ def requests_for(log, path):
 def run(exe, src, tmp, root, server, log):
     cli = Cli(exe, tiny_model(src, os.path.join(tmp, "model")), os.path.join(tmp, "data"))
     u = server.url
-    # url -> ("added" | "duplicate" | "failed", words the reason must contain)
+    # url -> ("added" | "duplicate" | "failed", words the reason must contain,
+    #         the exact code of a failure: the status name the API shows)
     expect = {
-        u("/files/rgb.png"): ("added", None),
-        u("/flaky/subsampling444.jpg"): ("added", None),
-        u("/redirect/rgba.png"): ("added", None),
-        u("/404"): ("failed", ["404"]),
-        u("/big"): ("failed", ["too large"]),
-        u("/big-announced"): ("failed", ["too large"]),
-        u("/html.jpg"): ("failed", ["not a supported image"]),
-        u("/truncated/progressive.jpg"): ("failed", ["truncated"]),
-        u("/loop/0"): ("failed", ["redirect"]),
-        u("/to-file"): ("failed", ["file://", "refused"]),
-        u("/cut/grey.jpg"): ("failed", ["closed"]),
-        "ftp://127.0.0.1/x.jpg": ("failed", ["scheme"]),
+        u("/files/rgb.png"): ("added", None, None),
+        u("/flaky/subsampling444.jpg"): ("added", None, None),
+        u("/redirect/rgba.png"): ("added", None, None),
+        u("/404"): ("failed", ["404"], "not_found"),
+        u("/big"): ("failed", ["too large"], "too_large"),
+        u("/big-announced"): ("failed", ["too large"], "too_large"),
+        u("/html.jpg"): ("failed", ["not a supported image"], "unsupported"),
+        u("/truncated/progressive.jpg"): ("failed", ["truncated"], "corrupt"),
+        u("/loop/0"): ("failed", ["redirect"], "network"),
+        u("/to-file"): ("failed", ["file://", "refused"], "refused"),
+        u("/cut/grey.jpg"): ("failed", ["closed"], "network"),
+        "ftp://127.0.0.1/x.jpg": ("failed", ["scheme"], "unsupported"),
     }
-    expect[u("/stall")] = ("failed", ["stalled"])
+    expect[u("/stall")] = ("failed", ["stalled"], "timeout")
     # the same bytes under two URLs in one job (they are in flight together):
     # one is added, the other is its duplicate, whichever finishes first
     twins = [u("/files/baseline.jpg"), u("/files/baseline.jpg?copy=1")]
@@ -84,7 +85,7 @@ def run(exe, src, tmp, root, server, log):
         print(out, err)
     r = parse_add_output(out)
     check(not r["other"], "only per-item lines: %s" % r["other"])
-    for url, (outcome, words) in expect.items():
+    for url, (outcome, words, code) in expect.items():
         got = [k for k in ("added", "duplicate", "failed") if url in r[k]]
         if not check(got == [outcome], "%s: %s, expected %s" % (url, got, outcome)):
             continue
@@ -92,6 +93,9 @@ def run(exe, src, tmp, root, server, log):
             reason = r["failed"][url]
             check(all(w.lower() in reason.lower() for w in words),
                   "%s: reason %r contains %s" % (url, reason, words))
+        if code:
+            check(r["code"].get(url) == code,
+                  "%s: code %r, expected %r" % (url, r["code"].get(url), code))
     tw = [(k, r[k].get(t)) for t in twins for k in ("added", "duplicate") if t in r[k]]
     check(len(tw) == 2 and {k for k, _ in tw} == {"added", "duplicate"} and tw[0][1] == tw[1][1],
           "same bytes under two URLs: one added, one duplicate of its id: %s" % tw)
@@ -121,8 +125,8 @@ def run(exe, src, tmp, root, server, log):
     r = parse_add_output(out)
     for url in refused:
         reason = r["failed"].get(url)
-        check(reason is not None and "refused" in reason.lower(),
-              "%s refused without --allow-private-urls: %r" % (url, reason))
+        check(reason is not None and "refused" in reason.lower() and r["code"].get(url) == "refused",
+              "%s refused without --allow-private-urls: %r (%r)" % (url, reason, r["code"].get(url)))
     check(not r["added"] and not r["duplicate"], "nothing stored from loopback")
     for p in fresh:
         check(requests_for(log, p) == 0, "the server saw no request for %s" % p)

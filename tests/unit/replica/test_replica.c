@@ -18,7 +18,7 @@
 
 #include "imgsearch/replica.h"
 #include "replica_int.h"
-#include "store_test_util.h"
+#include "replica_test_util.h"
 
 #define DIM 16
 static const struct store_model_info model_a = {"model-a", DIM};
@@ -33,7 +33,7 @@ struct fx {
 static int setup(void **state)
 {
     struct fx *f = calloc(1, sizeof(*f));
-    f->dir = tu_mkdtemp();
+    f->dir = rt_mkdtemp();
     if (!f->dir)
         return -1;
     f->next_seed = 1;
@@ -46,7 +46,7 @@ static int teardown(void **state)
     struct fx *f = *state;
     replica_close(f->r);
     store_close(f->other);
-    tu_rmtree(f->dir);
+    rt_rmtree(f->dir);
     free(f->dir);
     free(f);
     return 0;
@@ -89,8 +89,8 @@ static void add_rows(struct fx *f, size_t n, int64_t *ids)
         uint8_t sha[32];
         char src[64];
         uint64_t seed = f->next_seed++;
-        tu_vec(v, DIM, seed);
-        tu_hash(sha, seed);
+        rt_vec(v, DIM, seed);
+        rt_hash(sha, seed);
         snprintf(src, sizeof(src), "https://example.org/%llu.jpg", (unsigned long long)seed);
         struct store_new_image in = {.source = src, .sha256 = sha, .embedding = v, .dim = DIM};
         struct store_insert_result res;
@@ -109,7 +109,7 @@ static void assert_finds(struct fx *f, uint64_t seed, int64_t id)
     float q[DIM], score = 0;
     int64_t got = -1;
     int n = 0;
-    tu_vec(q, DIM, seed);
+    rt_vec(q, DIM, seed);
     assert_int_equal(vindex_search(replica_index(f->r), q, 1, &score, &got, &n, NULL), IMS_OK);
     assert_int_equal(n, 1);
     assert_int_equal(got, id);
@@ -121,7 +121,7 @@ static void assert_absent(struct fx *f, uint64_t seed, int64_t id)
     float q[DIM], scores[64];
     int64_t got[64];
     int n = 0;
-    tu_vec(q, DIM, seed);
+    rt_vec(q, DIM, seed);
     assert_int_equal(vindex_search(replica_index(f->r), q, 64, scores, got, &n, NULL), IMS_OK);
     for (int i = 0; i < n; i++)
         assert_true(got[i] != id);
@@ -195,7 +195,13 @@ static void test_snapshot_reopen(void **state)
     assert_int_equal(replica__snapshot_header(path, &h), IMS_OK);
     assert_int_equal(h.count, 5);
     assert_int_equal(h.dim, DIM);
-    assert_int_equal(h.position, ids[4]);
+    assert_int_equal(h.last_id, ids[4]);
+    struct replica__seq_file sf;
+    snprintf(path, sizeof(path), "%s/index.seq", f->dir);
+    assert_int_equal(replica__seq_read(path, &sf), IMS_OK);
+    assert_int_equal(sf.seq, 5); /* five inserts */
+    assert_int_equal(sf.count, 5);
+    assert_int_equal(sf.last_id, ids[4]);
     /* while closed: one deleted, two added */
     assert_int_equal(store_delete(other(f), ids[0], &err), IMS_OK);
     int64_t more[2];
@@ -249,23 +255,77 @@ static void test_damaged_snapshot_rebuilds(void **state)
     assert_int_equal(h.count, 4);
 }
 
-/* A snapshot that claims to cover every row but holds fewer (another
- * process wrote it from an index that skipped rows): the count check
- * rebuilds. */
+/* Writes a 1-vector snapshot (row ids[0]) claiming last id `last` and,
+ * if seq >= 0, an index.seq saying it covers change `seq`. */
+static void fake_snapshot(struct fx *f, const int64_t *ids, int64_t last, int64_t seq)
+{
+    struct vindex *vx = NULL;
+    assert_int_equal(vindex_new("Flat", DIM, &vx, NULL), IMS_OK);
+    float v[DIM];
+    rt_vec(v, DIM, 1);
+    assert_int_equal(vindex_add(vx, &ids[0], v, 1, NULL), IMS_OK);
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/index.snap", f->dir);
+    assert_int_equal(vindex_save(vx, path, last, NULL), IMS_OK);
+    vindex_free(vx);
+    snprintf(path, sizeof(path), "%s/index.seq", f->dir);
+    unlink(path);
+    if (seq >= 0) {
+        struct replica__seq_file sf = {seq, 1, last};
+        assert_int_equal(replica__seq_write(path, &sf, NULL), IMS_OK);
+    }
+}
+
+/* A snapshot that claims to cover every change but holds fewer rows: the
+ * count check rebuilds. */
 static void test_short_snapshot_rebuilds(void **state)
 {
     struct fx *f = *state;
     int64_t ids[5];
     add_rows(f, 5, ids);
-    struct vindex *vx = NULL;
-    assert_int_equal(vindex_new("Flat", DIM, &vx, NULL), IMS_OK);
-    float v[DIM];
-    tu_vec(v, DIM, 1);
-    assert_int_equal(vindex_add(vx, &ids[0], v, 1, NULL), IMS_OK);
+    fake_snapshot(f, ids, ids[4], 5);
+    open_ok(f);
+    assert_int_equal(vindex_count(replica_index(f->r)), 5);
+    for (int i = 0; i < 5; i++)
+        assert_finds(f, (uint64_t)i + 1, ids[i]);
+}
+
+/* Snapshots whose position cannot be trusted are not used: no index.seq
+ * (written before the change feed), an index.seq of another snapshot, a
+ * seq beyond the catalogue's (another catalogue), a seq below the feed's
+ * floor. Each is rebuilt, with every row. */
+static void test_untrusted_positions_rebuild(void **state)
+{
+    struct fx *f = *state;
+    int64_t ids[5];
+    add_rows(f, 5, ids);
+    struct ims_error err = {0};
+    const int64_t cases[][2] = {
+        {-1, 0},     /* no index.seq: catching up from 0 would also work, but
+                        the snapshot is not trusted */
+        {99, 0},     /* beyond the catalogue's 5 changes */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        fake_snapshot(f, ids, ids[4], cases[i][0]);
+        open_ok(f);
+        assert_int_equal(vindex_count(replica_index(f->r)), 5);
+        assert_finds(f, 3, ids[2]);
+        replica_close(f->r);
+        f->r = NULL;
+    }
+    /* index.seq of another snapshot (count differs) */
+    fake_snapshot(f, ids, ids[4], 5);
     char path[4200];
-    snprintf(path, sizeof(path), "%s/index.snap", f->dir);
-    assert_int_equal(vindex_save(vx, path, ids[4], NULL), IMS_OK);
-    vindex_free(vx);
+    snprintf(path, sizeof(path), "%s/index.seq", f->dir);
+    struct replica__seq_file sf = {5, 2, ids[4]};
+    assert_int_equal(replica__seq_write(path, &sf, NULL), IMS_OK);
+    open_ok(f);
+    assert_int_equal(vindex_count(replica_index(f->r)), 5);
+    replica_close(f->r);
+    f->r = NULL;
+    /* below the floor: the snapshot covers change 1, the feed was trimmed to 4 */
+    assert_int_equal(store_change_trim(other(f), 4, &err), IMS_OK);
+    fake_snapshot(f, ids, ids[0], 1);
     open_ok(f);
     assert_int_equal(vindex_count(replica_index(f->r)), 5);
     for (int i = 0; i < 5; i++)
@@ -348,17 +408,19 @@ static void test_build_other_type(void **state)
     struct vindex *vx = NULL;
     struct ims_error err = {0};
     /* a type that trains cannot be built from an empty catalogue */
-    assert_int_equal(replica_build(f->r, "IVF4,Flat", &vx, &err), IMS_ERR_INVALID);
+    assert_int_equal(replica_build(f->r, "IVF4,Flat", &vx, NULL, &err), IMS_ERR_INVALID);
     assert_null(vx);
     assert_non_null(strstr(err.message, "empty"));
     add_rows(f, 40, NULL);
-    assert_int_equal(replica_build(f->r, "IVF4,Flat", &vx, &err), IMS_OK);
+    int64_t seq = -1;
+    assert_int_equal(replica_build(f->r, "IVF4,Flat", &vx, &seq, &err), IMS_OK);
+    assert_int_equal(seq, 40);
     assert_int_equal(vindex_count(vx), 40);
     assert_string_equal(vindex_spec(vx), "IVF4,Flat");
     /* the replica's own index is untouched */
     assert_int_equal(vindex_count(replica_index(f->r)), 0);
     vindex_free(vx);
-    assert_int_equal(replica_build(f->r, "NoSuchType", &vx, &err), IMS_ERR_INVALID);
+    assert_int_equal(replica_build(f->r, "NoSuchType", &vx, NULL, &err), IMS_ERR_INVALID);
 }
 
 /* issue 8 item 5: the catalogue is replaced by an empty one; the 5-vector
@@ -409,26 +471,111 @@ static void test_keep_rule_table(void **state)
 {
     (void)state;
     static const struct {
-        int64_t old_pos;
-        uint64_t old_count;
-        int64_t pos;
-        uint64_t count;
+        int64_t old_seq, old_last, seq, last;
         int keep;
     } cases[] = {
-        {10, 5, 10, 5, 0},   /* the same: rewrite */
-        {10, 5, 12, 6, 0},   /* later and fuller */
-        {10, 5, 12, 3, 0},   /* later, fewer: rows were deleted since */
-        {10, 5, 10, 4, 0},   /* same position, fewer: a delete */
-        {10, 5, 10, 6, 0},   /* same position, more */
-        {10, 5, 9, 50, 1},   /* an older position never replaces a newer one */
-        {10, 5, 0, 0, 1},    /* a fresh catalogue */
-        {0, 0, 0, 0, 0},
+        {10, 5, 10, 5, 0},  /* the same: rewrite */
+        {10, 5, 12, 6, 0},  /* later */
+        {10, 5, 12, 5, 0},  /* later, rows deleted since */
+        {10, 5, 9, 5, 1},   /* an older position never replaces a newer one */
+        {10, 5, 0, -1, 1},  /* a fresh catalogue */
+        {-1, 5, 3, 4, 1},   /* unknown seq (old snapshot): its ids go further */
+        {-1, 5, 3, 5, 0},   /* unknown seq, same ids */
+        {12, 50, 20, 3, 1}, /* a replaced catalogue that got more changes: ids tell */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        struct replica__snap_header h = {DIM, cases[i].old_pos, cases[i].old_count};
-        assert_int_equal(replica__snapshot_keeps(&h, cases[i].pos, cases[i].count),
+        struct replica__snap_header h = {DIM, cases[i].old_last, 7, cases[i].old_seq};
+        assert_int_equal(replica__snapshot_keeps(&h, cases[i].seq, cases[i].last),
                          cases[i].keep);
     }
+}
+
+/* replica_sync applies a write of another handle at once, without a
+ * follower; an update replaces the vector; a row added behind the
+ * replica's back (as ingest did before it went through replica_sync) is not
+ * an error. */
+static void test_sync_update_and_idempotence(void **state)
+{
+    struct fx *f = *state;
+    open_ok(f);
+    int64_t ids[3];
+    add_rows(f, 3, ids); /* seeds 1..3 */
+    struct ims_error err = {0};
+    int64_t seq = 0;
+    assert_int_equal(store_change_seq(other(f), &seq, &err), IMS_OK);
+    assert_int_equal(replica_sync(f->r, seq, 5000, &err), IMS_OK);
+    assert_int_equal(vindex_count(replica_index(f->r)), 3);
+    assert_finds(f, 2, ids[1]);
+    /* beyond the catalogue */
+    assert_int_equal(replica_sync(f->r, seq + 10, 1000, &err), IMS_ERR_INVALID);
+    /* an update: row ids[1] gets seed 77's vector */
+    float v[DIM];
+    rt_vec(v, DIM, 77);
+    assert_int_equal(store_set_embeddings(other(f), &ids[1], v, 1, NULL, &err), IMS_OK);
+    assert_int_equal(store_change_seq(other(f), &seq, &err), IMS_OK);
+    assert_int_equal(replica_sync(f->r, seq, 5000, &err), IMS_OK);
+    assert_finds(f, 77, ids[1]);
+    assert_int_equal(vindex_count(replica_index(f->r)), 3);
+    /* added to the index directly, then the feed brings the same row */
+    int64_t more[1];
+    add_rows(f, 1, more); /* seed 4 */
+    rt_vec(v, DIM, 4);
+    assert_int_equal(vindex_add(replica_index(f->r), more, v, 1, NULL), IMS_OK);
+    assert_int_equal(replica_catch_up(f->r, &err), IMS_OK);
+    assert_int_equal(vindex_count(replica_index(f->r)), 4);
+    assert_finds(f, 4, more[0]);
+    struct replica_stats rs;
+    replica_get_stats(f->r, &rs);
+    assert_int_equal(rs.ready, 1);
+    assert_int_equal(rs.seq, 5);
+    assert_true(rs.changes_applied >= 5);
+}
+
+/* Waits (bounded, for liveness only) until cond(f) holds. */
+static int eventually(struct fx *f, int (*cond)(struct fx *))
+{
+    for (int i = 0; i < 2000; i++) {
+        if (cond(f))
+            return 1;
+        usleep(5000);
+    }
+    return cond(f);
+}
+static int is_ready(struct fx *f) { return replica_ready(f->r); }
+static int has_seven(struct fx *f) { return vindex_count(replica_index(f->r)) == 7; }
+static int has_six(struct fx *f) { return vindex_count(replica_index(f->r)) == 6; }
+
+/* A deferred open returns before the index exists; the follower builds it,
+ * then applies other writers' inserts and deletes by itself. */
+static void test_deferred_start_and_follow(void **state)
+{
+    struct fx *f = *state;
+    int64_t ids[5];
+    add_rows(f, 5, ids);
+    struct replica_options o;
+    replica_options_default(&o);
+    o.data_dir = f->dir;
+    o.model_name = "model-a";
+    o.dim = DIM;
+    o.defer_sync = 1;
+    o.wait_ms = 100;
+    struct ims_error err = {0};
+    assert_int_equal(replica_open(&o, &f->r, &err), IMS_OK);
+    assert_int_equal(replica_ready(f->r), 0);
+    assert_null(replica_index(f->r));
+    assert_int_equal(replica_catch_up(f->r, &err), IMS_ERR_BUSY);
+    assert_int_equal(replica_save(f->r, NULL, &err), IMS_ERR_BUSY);
+    assert_int_equal(replica_follow_start(f->r, &err), IMS_OK);
+    assert_true(eventually(f, is_ready));
+    assert_non_null(replica_index(f->r));
+    assert_int_equal(vindex_count(replica_index(f->r)), 5);
+    int64_t more[2];
+    add_rows(f, 2, more); /* seeds 6, 7 */
+    assert_true(eventually(f, has_seven));
+    assert_finds(f, 7, more[1]);
+    assert_int_equal(store_delete(other(f), ids[0], &err), IMS_OK);
+    assert_true(eventually(f, has_six));
+    assert_absent(f, 1, ids[0]);
 }
 
 static void test_bad_options(void **state)
@@ -487,6 +634,31 @@ static void test_alloc_failures(void **state)
     assert_true(ok);
 }
 
+/* The feed trimmed past a running replica: catching up is refused (the
+ * index keeps its last state), the stats say so; a reopen rebuilds. */
+static void test_trimmed_past_running(void **state)
+{
+    struct fx *f = *state;
+    open_ok(f);
+    int64_t ids[4];
+    add_rows(f, 4, ids); /* changes 1..4, not applied yet */
+    struct ims_error err = {0};
+    assert_int_equal(store_change_trim(other(f), 3, &err), IMS_OK);
+    assert_int_equal(replica_catch_up(f->r, &err), IMS_ERR_NOT_FOUND);
+    assert_non_null(strstr(err.message, "trimmed"));
+    struct replica_stats rs;
+    replica_get_stats(f->r, &rs);
+    assert_int_equal(rs.behind_floor, 1);
+    assert_int_equal(vindex_count(replica_index(f->r)), 0);
+    replica_close(f->r);
+    f->r = NULL;
+    open_ok(f);
+    assert_int_equal(vindex_count(replica_index(f->r)), 4);
+    replica_get_stats(f->r, &rs);
+    assert_int_equal(rs.behind_floor, 0);
+    assert_int_equal(rs.rebuilds, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -495,6 +667,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_snapshot_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_snapshot_rebuilds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_short_snapshot_rebuilds, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_untrusted_positions_rebuild, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_update_and_idempotence, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deferred_start_and_follow, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_trimmed_past_running, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recorded_model, setup, teardown),
         cmocka_unit_test_setup_teardown(test_catalogue_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spec_file, setup, teardown),

@@ -189,6 +189,7 @@ static enum ims_status f_job_get(void *self, const char *id, struct server_arena
     out->done = (int64_t)n - 1;
     out->failed = 1;
     struct server_job_error *e = server_arena_alloc(a, sizeof(*e));
+    memset(e, 0, sizeof(*e)); /* arena memory is not zeroed: `code` stays NULL */
     e->url = "http://bad.example/x.jpg";
     e->error = "not an image";
     out->errors = e;
