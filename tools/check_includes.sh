@@ -10,6 +10,7 @@ allowed() {
     image) echo "base image" ;;
     index) echo "base index" ;;
     store) echo "base store" ;;
+    replica) echo "base index store replica" ;;
     fetch) echo "base fetch" ;;
     ingest) echo "base fetch image clip store index ingest" ;;
     search) echo "base clip image index store search" ;;

@@ -25,7 +25,9 @@
  *         keep(user, r->body); r->body = NULL;     // now ours, ims_free() later
  *     }
  *
- * One big file (a model), resumable, to disk: fetch_to_file().
+ * One small body into memory, blocking (an image named in a query):
+ * fetch_to_memory(). One big file (a model), resumable, to disk:
+ * fetch_to_file().
  *
  * Policy (both paths): only http and https, also after redirects; at most
  * `max_redirects` hops; the body is limited while it streams (and refused at
@@ -41,8 +43,8 @@
  * Thread contract: a `struct fetcher` is used by one thread at a time (the
  * callback runs on the thread calling fetcher_poll, and may call
  * fetcher_add). Different fetchers may be used from different threads.
- * fetch_to_file, fetch_url_check and the fetch_addr_* functions are
- * thread-safe. The first fetcher_new/fetch_to_file initialises libcurl once.
+ * fetch_to_memory, fetch_to_file, fetch_url_check and the fetch_addr_*
+ * functions are thread-safe. The first fetcher_new/fetch_to_file initialises libcurl once.
  */
 #ifndef IMGSEARCH_FETCH_H
 #define IMGSEARCH_FETCH_H
@@ -148,6 +150,18 @@ int fetcher_pending(const struct fetcher *f);
 
 /* Connections opened so far (for tests and metrics: reuse keeps it low). */
 long fetcher_connections(const struct fetcher *f);
+
+/* ---- one body into memory ------------------------------------------------ */
+
+/* Downloads `url` with `opts` (NULL: defaults; every limit and the address
+ * policy apply, retries included) and blocks until it is done. On success
+ * *body (NUL-terminated, not counted; release with ims_free) and *len are
+ * set. Errors: the status of the failure (IMS_ERR_REFUSED for a refused
+ * address, IMS_ERR_TOO_LARGE, IMS_ERR_TIMEOUT, IMS_ERR_NETWORK, ...; see
+ * struct fetch_result) with "URL: reason" in err, or fetch_url_check's for a
+ * bad URL. */
+enum ims_status fetch_to_memory(const char *url, const struct fetch_options *opts, char **body,
+                                size_t *len, struct ims_error *err);
 
 /* ---- one large file to disk ---------------------------------------------- */
 

@@ -198,6 +198,11 @@ struct server_backend {
     enum ims_status (*image_delete)(void *self, int64_t id, struct ims_error *err);
     /* Appends backend gauges/counters in Prometheus text format. Optional. */
     enum ims_status (*metrics)(void *self, struct ims_buf *out, struct ims_error *err);
+    /* Optional: non-zero once the backend serves (a node's index has caught
+     * up with the catalogue), 0 while it starts: GET /healthz and /readyz
+     * then answer 503 {"status":"starting"}. NULL: always ready. Called
+     * outside the gate: must be cheap and never block. */
+    int (*ready)(void *self);
 };
 
 /* ---- options ------------------------------------------------------------ */

@@ -93,6 +93,9 @@ enum store_open_flags {
     /* synchronous=NORMAL instead of FULL: commits survive a process crash but
      * not a power loss. For benchmarks and throwaway folders only. */
     STORE_OPEN_SYNC_NORMAL = 1u << 1,
+    /* Only open a catalogue that exists: IMS_ERR_NOT_FOUND instead of
+     * creating one (catalogue copy's source, tools that only read). */
+    STORE_OPEN_EXISTING = 1u << 2,
 };
 
 /* Opens (creating `data_dir` and catalogue.db if needed) the catalogue of
@@ -279,6 +282,24 @@ typedef int (*store_scan_fn)(void *user, const int64_t *ids, const float *vector
  * IMS_ERR_MODEL_MISMATCH (a half-done re-embed). */
 enum ims_status store_scan_embeddings(struct store *st, int64_t after_id, size_t chunk_rows,
                                       store_scan_fn fn, void *user, struct ims_error *err);
+
+/* ---- copying a catalogue (imgsearch catalogue copy) ------------------------ */
+
+/* One row read from another catalogue, with its thumbnail (NULL/0: none).
+ * Borrowed for the call. */
+struct store_restore_row {
+    const struct store_image_row *row; /* with embedding (row->dim == the store's dim) */
+    const void *thumbnail;
+    size_t thumbnail_bytes;
+};
+/* Appends rows exactly as they were elsewhere (id, source, hash, sizes,
+ * added, caption, metadata, model, embedding, thumbnail) in one transaction,
+ * logging an insert change each. Ids must ascend and be larger than every id
+ * this catalogue ever gave out: nothing is overwritten, no id reused
+ * (IMS_ERR_EXISTS otherwise). A duplicate source or hash is IMS_ERR_INVALID;
+ * either way nothing of the batch is stored. */
+enum ims_status store_restore_many(struct store *st, const struct store_restore_row *rows,
+                                   size_t n, struct ims_error *err);
 
 /* ---- deletion log: how the derived index learns about deletions ----------
  *

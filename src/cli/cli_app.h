@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * cli_app.h: opening a data folder the way every command needs it: the
- * model, the catalogue, and the index derived from it (snapshot + catch-up,
- * or a rebuild), and closing it with a fresh snapshot.
+ * model, then the replica (imgsearch/replica.h: the catalogue and the index
+ * derived from it), and closing it with a fresh snapshot. The fields below
+ * are copies and borrowed pointers of the replica's, for the commands.
  */
 #ifndef IMGSEARCH_CLI_APP_H
 #define IMGSEARCH_CLI_APP_H
@@ -10,16 +11,17 @@
 #include "imgsearch/clip.h"
 #include "imgsearch/fetch.h"
 #include "imgsearch/index.h"
+#include "imgsearch/replica.h"
 #include "imgsearch/store.h"
 
 struct cli_app {
     struct clip_model *model; /* NULL when opened without a model */
-    struct store *store;
-    struct vindex *index;     /* NULL when opened without the index */
+    struct replica *replica;  /* owns store and index */
+    struct store *store;      /* borrowed from the replica */
+    struct vindex *index;     /* borrowed; NULL when opened without the index */
     char data_dir[4096];
     char snap_path[4200];
-    char spec_path[4200];
-    char spec[256];
+    char spec[REPLICA_SPEC_MAX];
     struct vindex_search_params params; /* from index.spec; 0 = the index's default */
     char model_name[256];
     uint32_t dim;
@@ -32,6 +34,9 @@ struct cli_app_options {
     const char *model_dir;  /* NULL: cli_default_model_dir() */
     int with_model;         /* load the CLIP model (else the folder's recorded model is used) */
     int with_index;         /* load/rebuild the index */
+    int defer_sync;         /* replica_options.defer_sync: app->index stays NULL; the
+                               follower builds it (serve) */
+    int snapshot_interval_s; /* replica_options.snapshot_interval_s */
     int precision;          /* enum clip_precision */
 };
 
@@ -60,22 +65,24 @@ int cli_app_parse_fetch(int argc, char **argv, int *i, struct fetch_options *f);
 /* Opens everything; prints a precise error ("imgsearch <cmd>: ...") and
  * returns non-zero on failure. */
 int cli_app_open(const char *cmd, const struct cli_app_options *o, struct cli_app *app);
-/* Saves the index snapshot (if `save_index` and the index is open) and
- * closes everything. Returns non-zero if the snapshot could not be written. */
+/* Saves the index snapshot (if `save_index` and the index is open; a
+ * snapshot covering more is kept, see replica_save) and closes everything.
+ * Returns non-zero if the snapshot could not be written. */
 int cli_app_close(const char *cmd, struct cli_app *app, int save_index);
 
-/* Brings the index up to date with the catalogue: removes deleted ids, adds
- * rows after the index's last id. */
+/* replica_catch_up, replica_build and replica_write_spec (which see) on the
+ * app's replica; write_spec also updates app->spec and app->params. */
 enum ims_status cli_app_index_catch_up(struct cli_app *app, struct ims_error *err);
-/* Builds a new index of `spec` from the whole catalogue (training it on the
- * catalogue's embeddings when the type needs it). On success *out owns it. */
 enum ims_status cli_app_index_build(struct cli_app *app, const char *spec, struct vindex **out,
-                                    struct ims_error *err);
-/* Records `spec` and the search parameters as the folder's index
- * configuration (atomically): index.spec holds the spec on its first line,
- * then optional "nprobe N", "ef_search N", "rerank N" lines. */
+                                    int64_t *seq, struct ims_error *err);
 enum ims_status cli_app_write_spec(struct cli_app *app, const char *spec,
                                    const struct vindex_search_params *params,
                                    struct ims_error *err);
+
+/* ingest's after_commit hook (ingest.h) with `user` = the cli_app: waits
+ * (at most CLI_APP_SYNC_MS) until the replica shows every change up to
+ * seq, applying them itself if its follower has not yet. */
+#define CLI_APP_SYNC_MS 30000
+enum ims_status cli_app_after_commit(void *user, int64_t seq, struct ims_error *err);
 
 #endif

@@ -25,7 +25,6 @@
 
 #include "cli.h"
 #include "cli_app.h"
-#include "cli_follow.h"
 #include "imgsearch/ingest.h"
 
 const char cli_help_add[] =
@@ -218,20 +217,12 @@ int cli_cmd_add(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    /* ingest commits rows; the index follows the change feed after each
-     * commit (what the replica module will do) */
+    /* ingest commits rows; the replica follows the change feed after each
+     * commit */
     struct ims_error err = {0};
-    struct cli_follow follow;
-    enum ims_status st = cli_follow_init(&follow, app.store, app.index, &err);
-    if (st != IMS_OK) {
-        rc = cli_fail("add", "%s", ims_error_message(&err, st));
-        cli_app_close("add", &app, 0);
-        goto out;
-    }
-    struct ingest_deps deps = {app.model, app.store, cli_follow_sync, &follow};
+    struct ingest_deps deps = {app.model, app.store, cli_app_after_commit, &app};
     struct ingest_summary sum = {0};
-    st = ingest_run(&deps, &io, next_source, &src, &cancel_flag, &sum, &err);
-    cli_follow_fini(&follow);
+    enum ims_status st = ingest_run(&deps, &io, next_source, &src, &cancel_flag, &sum, &err);
     if (disp.tty)
         fprintf(stderr, "\r\033[K");
     if (st != IMS_OK) {

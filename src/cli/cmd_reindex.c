@@ -64,14 +64,13 @@ int cli_cmd_reindex(int argc, char **argv)
     struct ims_error err = {0};
     struct vindex *vx = NULL;
     double t0 = ims_now();
-    enum ims_status st = cli_app_index_build(&app, chosen, &vx, &err);
+    int64_t seq = 0;
+    enum ims_status st = cli_app_index_build(&app, chosen, &vx, &seq, &err);
     int rc = 0;
     if (st == IMS_OK)
         st = vindex_set_search_params(vx, &params, &err);
-    if (st == IMS_OK) {
-        int64_t last = vindex_last_id(vx);
-        st = vindex_save(vx, app.snap_path, last < 0 ? 0 : last, &err);
-    }
+    if (st == IMS_OK)
+        st = replica_save_index(app.replica, vx, seq, &err);
     if (st == IMS_OK)
         st = cli_app_write_spec(&app, vindex_spec(vx), &params, &err);
     if (st != IMS_OK) {

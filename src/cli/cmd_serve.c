@@ -5,35 +5,44 @@
  * DESIGN
  * ------
  * The server module knows HTTP only; this file implements its backend
- * (struct server_backend) with search, ingest, store and index:
+ * (struct server_backend) with search, ingest, store and the replica, and
+ * only translates between the server's types and theirs:
  *   stats        store_count + the model and index type
- *   search       search_run; image_url terms are downloaded here first with
- *                the fetch module (same limits and address policy as ingest)
+ *   search       search_run; image_url terms are downloaded first with
+ *                fetch_to_memory (same limits and address policy as ingest)
  *   add_urls     ingest_submit (a job of item rows in the catalogue, claimed
  *                by every node's ingest service); job_get / job_wait read it
  *   upload       ingest_add_bytes, one file at a time
- * Ingest's after_commit hook is cli_follow_sync: the index follows the
- * catalogue's change feed up to the seq a commit (or a finished job) needs.
- *   image_*      store reads; delete removes the row, then the index entry
- *   metrics      counters of search, ingest and the index
+ *   image_*      store reads; delete removes the row from the catalogue,
+ *                then replica_sync makes this node's index follow at once
+ *   metrics      counters of search, ingest and the replica
+ *   ready        the replica has caught up and the engines exist
+ * Ingest's after_commit hook is replica_sync (cli_app_after_commit): an
+ * upload or a waited-for job answers once this node's index shows it; the
+ * other nodes' replicas follow the change feed by themselves.
+ * Start: the replica opens deferred (its follower thread builds the index
+ * and catches up) and the server starts at once: /healthz and /readyz say
+ * "starting" (503) and the operations that need the index answer 503. The
+ * main thread, once replica_ready(), creates the search engine and ingest
+ * on the index, warms the encoder up and flips `ready`.
  * Threads: libmicrohttpd's connection threads call these concurrently; every module used
  * is thread-safe (see their headers). Signals: SIGINT/SIGTERM are blocked in
- * every thread and taken by sigwait in the main thread, which then stops
+ * every thread and taken by sigtimedwait in the main thread, which then stops
  * the server (draining requests), stops ingest (the items in flight are
  * committed and recorded; the rest of the job stays queued for any node),
- * writes the index snapshot and exits 0.
+ * stops the replica's follower, writes the index snapshot and exits 0.
  */
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "cli_app.h"
-#include "cli_follow.h"
 #include "imgsearch/fetch.h"
 #include "imgsearch/ingest.h"
 #include "imgsearch/search.h"
@@ -56,6 +65,8 @@ const char cli_help_serve[] =
     "                     (default 2000), the others get 503 + Retry-After\n"
     "  --rate N           requests/s per client address, burst 2N (default 50; 0: off)\n"
     "  --ingest-batch N   images per encode batch of URL jobs and uploads (default 8)\n"
+    "  --snapshot-interval SEC  also write the index snapshot every SEC seconds when\n"
+    "                     it changed (default 0: only at shutdown; needs --data)\n"
     "URL jobs are catalogue rows: every node sharing the catalogue claims their\n"
     "items in batches with a lease, renewed while it works on them.\n"
     "  --no-ingest        a query-only node: never claims job items (jobs posted\n"
@@ -65,15 +76,35 @@ const char cli_help_serve[] =
     "                     unique among running nodes)\n"
     "  --lease-seconds N  a claim lapses after N s without renewal (default 30):\n"
     "                     a dead node's items are redone by another after that\n"
-    "  --claim-batch N    job items claimed at once (default 16; 1..128)\n" CLI_FETCH_HELP
+    "  --claim-batch N    job items claimed at once (default 16; 1..128)\n"
+    "With --catalogue, --data is optional: a cache for the index snapshot (without\n"
+    "it the index is built from the catalogue at every start). Until the index has\n"
+    "caught up, /healthz and /readyz answer 503 {\"status\":\"starting\"}.\n" CLI_FETCH_HELP
     CLI_CATALOGUE_HELP;
 
 struct app_backend {
     struct cli_app *app;
-    struct search_engine *se;
-    struct ingest *ing;
+    struct search_engine *se; /* NULL until ready */
+    struct ingest *ing;       /* NULL until ready */
     struct fetch_options fetch;
+    atomic_int ready;         /* se and ing exist: the node serves */
 };
+
+/* The index and the engines built on it exist once the replica has caught
+ * up; until then the operations that need them answer 503. */
+static enum ims_status need_ready(struct app_backend *b, struct ims_error *err)
+{
+    if (atomic_load(&b->ready))
+        return IMS_OK;
+    return ims_error_set(err, IMS_ERR_BUSY,
+                         "starting: the index is catching up with the catalogue");
+}
+
+static int be_ready(void *self)
+{
+    struct app_backend *b = self;
+    return atomic_load(&b->ready);
+}
 
 /* ---- helpers ------------------------------------------------------------------ */
 
@@ -85,51 +116,6 @@ static void row_from_store(struct server_arena *a, const struct store_image_row 
     out->width = (int)r->width;
     out->height = (int)r->height;
     out->added_unix = r->added;
-}
-
-struct one_fetch {
-    enum ims_status st;
-    char reason[512];
-    char *body;
-    size_t len;
-    int done;
-};
-
-static void on_one_fetched(void *user, struct fetch_result *r)
-{
-    struct one_fetch *f = user;
-    f->done = 1;
-    f->st = r->status;
-    if (r->status == IMS_OK) {
-        f->body = r->body;
-        f->len = r->body_len;
-        r->body = NULL;
-    } else {
-        snprintf(f->reason, sizeof(f->reason), "%s", r->reason ? r->reason : "");
-    }
-}
-
-/* Downloads one image for an image_url term. */
-static enum ims_status fetch_one(struct app_backend *b, const char *url, char **body, size_t *len,
-                                 struct ims_error *err)
-{
-    struct fetcher *f = NULL;
-    struct one_fetch one = {0};
-    enum ims_status st = fetcher_new(&b->fetch, &f, err);
-    if (st != IMS_OK)
-        return st;
-    st = fetcher_add(f, url, &one, err);
-    while (st == IMS_OK && !one.done)
-        st = fetcher_poll(f, 1000, on_one_fetched, NULL, err);
-    fetcher_free(f);
-    if (st != IMS_OK)
-        return st;
-    if (one.st != IMS_OK)
-        return ims_error_set(err, one.st == IMS_ERR_REFUSED ? IMS_ERR_REFUSED : IMS_ERR_INVALID,
-                             "image_url %s: %s", url, one.reason);
-    *body = one.body;
-    *len = one.len;
-    return IMS_OK;
 }
 
 /* ---- backend operations ------------------------------------------------------ */
@@ -145,11 +131,14 @@ static enum ims_status be_stats(void *self, struct server_arena *a, struct serve
     out->images = n;
     out->dim = (int)b->app->dim;
     out->model = server_arena_strdup(a, b->app->model_name);
-    out->index = server_arena_strdup(a, vindex_spec(b->app->index));
+    struct vindex *vx = replica_index(b->app->replica);
+    out->index = server_arena_strdup(a, vx ? vindex_spec(vx) : b->app->spec);
     char extra[256];
-    snprintf(extra, sizeof(extra), "{\"index_vectors\":%zu,\"precision\":\"%s\"}",
-             vindex_count(b->app->index),
-             clip_model_precision(b->app->model) == CLIP_PRECISION_BF16 ? "bf16" : "f32");
+    snprintf(extra, sizeof(extra),
+             "{\"index_vectors\":%zu,\"precision\":\"%s\",\"catalogue\":\"%s\"}",
+             vx ? vindex_count(vx) : 0,
+             clip_model_precision(b->app->model) == CLIP_PRECISION_BF16 ? "bf16" : "f32",
+             store_backend_name(b->app->store));
     out->extra_json = server_arena_strdup(a, extra);
     return IMS_OK;
 }
@@ -161,7 +150,9 @@ static enum ims_status be_search(void *self, const struct server_query *q, struc
     struct search_term terms[SEARCH_TERMS_MAX];
     char *fetched[SEARCH_TERMS_MAX] = {0};
     struct search_response resp = {0};
-    enum ims_status st = IMS_OK;
+    enum ims_status st = need_ready(b, err);
+    if (st != IMS_OK)
+        return st;
     if (q->n_terms == 0 || q->n_terms > SEARCH_TERMS_MAX)
         return ims_error_set(err, IMS_ERR_INVALID, "a query needs 1 to %d terms",
                              SEARCH_TERMS_MAX);
@@ -182,9 +173,15 @@ static enum ims_status be_search(void *self, const struct server_query *q, struc
             break;
         case SERVER_TERM_IMAGE_URL: {
             size_t len = 0;
-            st = fetch_one(b, t->url, &fetched[i], &len, err);
-            if (st != IMS_OK)
+            st = fetch_to_memory(t->url, &b->fetch, &fetched[i], &len, err);
+            if (st != IMS_OK) {
+                /* the client named an image we could not get: its request is
+                 * at fault (400), unless our policy refused the address */
+                if (st != IMS_ERR_REFUSED && st != IMS_ERR_NOMEM)
+                    st = IMS_ERR_INVALID;
+                ims_error_prefix(err, "image_url");
                 goto out;
+            }
             s->kind = SEARCH_TERM_IMAGE;
             s->bytes = fetched[i];
             s->n_bytes = len;
@@ -234,7 +231,10 @@ static enum ims_status be_add_urls(void *self, const char *const *urls, size_t n
 {
     struct app_backend *b = self;
     char id[INGEST_JOB_ID_BYTES];
-    enum ims_status st = ingest_submit(b->ing, urls, n_urls, id, err);
+    enum ims_status st = need_ready(b, err);
+    if (st != IMS_OK)
+        return st;
+    st = ingest_submit(b->ing, urls, n_urls, id, err);
     if (st == IMS_OK)
         snprintf(job_id, SERVER_JOB_ID_MAX, "%s", id);
     return st;
@@ -246,7 +246,10 @@ static enum ims_status be_job_get(void *self, const char *job_id, struct server_
     struct app_backend *b = self;
     struct store_job job;
     memset(&job, 0, sizeof(job));
-    enum ims_status st = ingest_job_get(b->ing, job_id, &job, err);
+    enum ims_status st = need_ready(b, err);
+    if (st != IMS_OK)
+        return st;
+    st = ingest_job_get(b->ing, job_id, &job, err);
     if (st != IMS_OK)
         return st;
     snprintf(out->id, sizeof(out->id), "%s", job.id);
@@ -286,7 +289,10 @@ static enum ims_status be_job_wait(void *self, const char *job_id, int timeout_m
     struct app_backend *b = self;
     struct store_job job;
     memset(&job, 0, sizeof(job));
-    enum ims_status st = ingest_job_wait(b->ing, job_id, timeout_ms, &job, err);
+    enum ims_status st = need_ready(b, err);
+    if (st != IMS_OK)
+        return st;
+    st = ingest_job_wait(b->ing, job_id, timeout_ms, &job, err);
     store_job_fini(&job);
     return st;
 }
@@ -296,6 +302,9 @@ static enum ims_status be_upload(void *self, const struct server_file *files, si
                                  struct ims_error *err)
 {
     struct app_backend *b = self;
+    enum ims_status rst = need_ready(b, err);
+    if (rst != IMS_OK)
+        return rst;
     for (size_t i = 0; i < n_files; i++) {
         struct server_upload_item *it = &items[i];
         memset(it, 0, sizeof(*it));
@@ -362,6 +371,8 @@ static enum ims_status be_image_thumb(void *self, int64_t id, struct server_aren
     return jpeg->ptr ? IMS_OK : ims_error_set(err, IMS_ERR_NOMEM, "thumbnail too large");
 }
 
+#define DELETE_SYNC_MS 10000
+
 static enum ims_status be_image_delete(void *self, int64_t id, struct ims_error *err)
 {
     struct app_backend *b = self;
@@ -370,8 +381,14 @@ static enum ims_status be_image_delete(void *self, int64_t id, struct ims_error 
         return ims_error_set(err, st, "no image with id %lld", (long long)id);
     if (st != IMS_OK)
         return st;
-    /* the row is gone first: a search racing with this skips the id */
-    return vindex_remove(b->app->index, &id, 1, NULL, err);
+    /* the catalogue first (a search racing with this skips the row), then
+     * this node's index catches up to the delete (the other nodes' follow
+     * the feed) */
+    int64_t seq = 0;
+    st = store_change_seq(b->app->store, &seq, err);
+    if (st == IMS_OK)
+        st = replica_sync(b->app->replica, seq, DELETE_SYNC_MS, err);
+    return st;
 }
 
 static enum ims_status be_metrics(void *self, struct ims_buf *out, struct ims_error *err)
@@ -379,11 +396,35 @@ static enum ims_status be_metrics(void *self, struct ims_buf *out, struct ims_er
     struct app_backend *b = self;
     struct search_counters sc;
     struct ingest_counters ic;
-    search_get_counters(b->se, &sc);
-    ingest_get_counters(b->ing, &ic);
+    memset(&sc, 0, sizeof(sc));
+    memset(&ic, 0, sizeof(ic));
+    if (atomic_load(&b->ready)) {
+        search_get_counters(b->se, &sc);
+        ingest_get_counters(b->ing, &ic);
+    }
     int64_t n = 0;
     store_count(b->app->store, &n, NULL);
+    struct replica_stats rs;
+    replica_get_stats(b->app->replica, &rs);
+    struct vindex *vx = replica_index(b->app->replica);
     enum ims_status st = ims_buf_printf(
+        out,
+        "# TYPE imgsearch_replica_ready gauge\nimgsearch_replica_ready %d\n"
+        "# TYPE imgsearch_replica_seq gauge\nimgsearch_replica_seq %lld\n"
+        "# TYPE imgsearch_catalogue_seq gauge\nimgsearch_catalogue_seq %lld\n"
+        "# TYPE imgsearch_replica_lag_changes gauge\nimgsearch_replica_lag_changes %lld\n"
+        "# TYPE imgsearch_replica_changes_applied_total counter\n"
+        "imgsearch_replica_changes_applied_total %llu\n"
+        "# TYPE imgsearch_replica_rebuilds_total counter\nimgsearch_replica_rebuilds_total %llu\n"
+        "# TYPE imgsearch_replica_follow_errors_total counter\n"
+        "imgsearch_replica_follow_errors_total %llu\n"
+        "# TYPE imgsearch_replica_behind_floor gauge\nimgsearch_replica_behind_floor %d\n",
+        rs.ready, (long long)rs.seq, (long long)rs.catalogue_seq,
+        (long long)(rs.catalogue_seq - rs.seq), (unsigned long long)rs.changes_applied,
+        (unsigned long long)rs.rebuilds, (unsigned long long)rs.follow_errors, rs.behind_floor);
+    if (st != IMS_OK)
+        return ims_error_set(err, st, "metrics buffer full");
+    st = ims_buf_printf(
         out,
         "# TYPE imgsearch_images gauge\nimgsearch_images %lld\n"
         "# TYPE imgsearch_index_vectors gauge\nimgsearch_index_vectors %zu\n"
@@ -406,7 +447,7 @@ static enum ims_status be_metrics(void *self, struct ims_buf *out, struct ims_er
         "imgsearch_ingest_images_encoded_total %lld\n"
         "# TYPE imgsearch_ingest_catalogue_seconds_total counter\n"
         "imgsearch_ingest_catalogue_seconds_total %.6f\n",
-        (long long)n, vindex_count(b->app->index), (unsigned long long)sc.queries,
+        (long long)n, vx ? vindex_count(vx) : 0, (unsigned long long)sc.queries,
         (unsigned long long)sc.cache_hits, (unsigned long long)sc.cache_misses,
         sc.text_encode_seconds, sc.image_encode_seconds, (long long)ic.jobs,
         (long long)ic.items_added, (long long)ic.items_duplicate, (long long)ic.items_failed,
@@ -427,10 +468,10 @@ int cli_cmd_serve(int argc, char **argv)
     fetch_options_default(&fo);
     const char *key_file = NULL, *access_log = NULL;
     long ingest_batch = 8; /* keeps query latency low while a job runs */
+    long snapshot_interval = 0;
     const char *node_id = NULL;
     long lease_s = 30, claim_batch = 16;
-    int no_ingest = 0, follow_ok = 0;
-    struct cli_follow follow;
+    int no_ingest = 0;
     int inflight_set = 0;
     int rc = 0;
     for (int i = 1; i < argc; i++) {
@@ -476,6 +517,9 @@ int cli_cmd_serve(int argc, char **argv)
                 goto bad_value;
             so.rate_per_s = (double)num;
             so.rate_burst = 2.0 * (double)num;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--snapshot-interval", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 0, 86400 * 365, &snapshot_interval))
+                goto bad_value;
         } else if ((r = cli_opt_value(argc, argv, &i, "--ingest-batch", &v)) != 0) {
             if (r < 0 || cli_parse_long(v, 1, 256, &ingest_batch))
                 goto bad_value;
@@ -536,34 +580,14 @@ int cli_cmd_serve(int argc, char **argv)
 
     o.with_model = 1;
     o.with_index = 1;
+    o.defer_sync = 1; /* answer /healthz "starting" while the index is built */
+    o.snapshot_interval_s = (int)snapshot_interval;
     struct cli_app app;
-    struct app_backend b = {&app, NULL, NULL, fo};
+    struct app_backend b = {&app, NULL, NULL, fo, 0};
     struct server *srv = NULL;
     if (cli_app_open("serve", &o, &app) != 0) {
         rc = 1;
         goto out_opts;
-    }
-    struct search_options sopt;
-    search_options_default(&sopt);
-    st = search_engine_new(app.model, app.store, app.index, &sopt, &b.se, &err);
-    if (st == IMS_OK) {
-        struct ingest_options io;
-        ingest_options_default(&io);
-        io.fetch = fo;
-        io.allow_local_files = 0; /* the HTTP API never reads the server's disk */
-        io.batch_size = (int)ingest_batch;
-        io.node_id = node_id;
-        io.lease_ms = lease_s * 1000;
-        io.claim_batch = (int)claim_batch;
-        io.no_ingest = no_ingest;
-        /* rows committed here or on other nodes reach this index through
-         * the change feed (the replica module's job once it lands) */
-        st = cli_follow_init(&follow, app.store, app.index, &err);
-        if (st == IMS_OK) {
-            follow_ok = 1;
-            struct ingest_deps deps = {app.model, app.store, cli_follow_sync, &follow};
-            st = ingest_new(&deps, &io, &b.ing, &err);
-        }
     }
     struct server_backend be = {
         .self = &b,
@@ -577,38 +601,71 @@ int cli_cmd_serve(int argc, char **argv)
         .image_thumb = be_image_thumb,
         .image_delete = be_image_delete,
         .metrics = be_metrics,
+        .ready = be_ready,
     };
-    if (st == IMS_OK) {
+    st = replica_follow_start(app.replica, &err);
+    if (st == IMS_OK)
+        st = server_start(&so, &be, &srv, &err);
+    if (st != IMS_OK) {
+        rc = cli_fail("serve", "%s", ims_error_message(&err, st));
+        goto out;
+    }
+    const char *host = so.host ? so.host : "127.0.0.1";
+    const char *lb = strchr(host, ':') ? "[" : "", *rb = strchr(host, ':') ? "]" : "";
+    /* "serving" (what scripts wait for) is printed once the node is ready */
+    fprintf(stderr, "imgsearch: listening on http://%s%s%s:%u/, starting (catalogue %s)\n", lb,
+            host, rb, server_port(srv), store_location(app.store));
+    int sig = 0;
+    for (;;) {
+        struct timespec tick = {0, 50 * 1000000L};
+        sig = sigtimedwait(&sigs, NULL, &tick);
+        if (sig == SIGINT || sig == SIGTERM)
+            break;
+        if (atomic_load(&b.ready) || !replica_ready(app.replica))
+            continue;
+        /* the index has caught up: build what serves on it, then open */
+        struct vindex *vx = replica_index(app.replica);
+        struct search_options sopt;
+        search_options_default(&sopt);
+        st = search_engine_new(app.model, app.store, vx, &sopt, &b.se, &err);
+        if (st == IMS_OK) {
+            struct ingest_options io;
+            ingest_options_default(&io);
+            io.fetch = fo;
+            io.allow_local_files = 0; /* the HTTP API never reads the server's disk */
+            io.batch_size = (int)ingest_batch;
+            io.node_id = node_id;
+            io.lease_ms = lease_s * 1000;
+            io.claim_batch = (int)claim_batch;
+            io.no_ingest = no_ingest;
+            struct ingest_deps deps = {app.model, app.store, cli_app_after_commit, &app};
+            st = ingest_new(&deps, &io, &b.ing, &err);
+        }
+        if (st != IMS_OK) {
+            rc = cli_fail("serve", "%s", ims_error_message(&err, st));
+            goto out;
+        }
         /* warm-up: the first encode JIT-compiles the kernels; pay it now,
          * not on the first user's query */
         float *v = ims_malloc(app.dim * sizeof(float));
         if (v)
             search_embed_text(b.se, "a photo", v, NULL, NULL);
         ims_free(v);
-        st = server_start(&so, &be, &srv, &err);
+        atomic_store(&b.ready, 1);
+        int64_t n = 0;
+        store_count(app.store, &n, NULL);
+        fprintf(stderr,
+                "imgsearch: serving http://%s%s%s:%u/ (%lld images, model %s, index %s%s)\n", lb,
+                host, rb, server_port(srv), (long long)n, app.model_name, vindex_spec(vx),
+                so.api_key ? ", API key required for writes" : "");
     }
-    if (st != IMS_OK) {
-        rc = cli_fail("serve", "%s", ims_error_message(&err, st));
-        goto out;
-    }
-    int64_t n = 0;
-    store_count(app.store, &n, NULL);
-    const char *host = so.host ? so.host : "127.0.0.1";
-    fprintf(stderr, "imgsearch: serving http://%s%s%s:%u/ (%lld images, model %s, index %s%s)\n",
-            strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", server_port(srv),
-            (long long)n, app.model_name, vindex_spec(app.index),
-            so.api_key ? ", API key required for writes" : "");
-    int sig = 0;
-    sigwait(&sigs, &sig);
     fprintf(stderr, "imgsearch: %s: shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
 out:
     server_stop(srv);
     ingest_free(b.ing); /* what is in flight is committed and recorded */
-    if (follow_ok)
-        cli_follow_fini(&follow);
     server_free(srv);
     search_engine_free(b.se);
-    if (app.store && cli_app_close("serve", &app, 1) != 0)
+    if (app.store && cli_app_close("serve", &app, atomic_load(&b.ready)) != 0)
         rc = 1;
 out_opts:
     if (log && log != stdout)

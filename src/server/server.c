@@ -44,7 +44,7 @@
  * backend, asleep, and cheap calls (text-cache hits, rows, thumbnails) pass
  * them: with 4 slots, 16 clients of cache misses held a cache hit in the
  * gate for ~350 ms (p50); with 32, 1.3 ms (bench/README-server.md). Cheap endpoints
- * (healthz, metrics, static assets, openapi) bypass the gate so that health
+ * (healthz, readyz, metrics, static assets, openapi) bypass the gate so that health
  * checks answer while the backend is saturated.
  *
  * Shutdown order (server_stop): set `stopping` (new requests on kept-alive
@@ -87,6 +87,7 @@ enum route_id {
     R_STYLE,
     R_OPENAPI,
     R_HEALTHZ,
+    R_READYZ,
     R_STATS,
     R_IMAGES,
     R_IMAGE,
@@ -105,6 +106,7 @@ const struct server__route server__routes[] = {
     {"/style.css", {"web style", NULL, NULL}},
     {"/api/v1/openapi.json", {"openapi", NULL, NULL}},
     {"/healthz", {"health", NULL, NULL}},
+    {"/readyz", {"readiness", NULL, NULL}},
     {"/api/v1/stats", {"stats", NULL, NULL}},
     {"/api/v1/images", {NULL, "add images", NULL}},
     {"/api/v1/images/{id}", {"image row", NULL, "delete image"}},
@@ -957,7 +959,14 @@ static enum MHD_Result dispatch(struct request *r, struct MHD_Connection *c)
     case R_OPENAPI:
         return serve_asset(r, c, "/api/v1/openapi.json");
     case R_HEALTHZ:
-        return respond_json(r, c, 200, json_pack("{s:s}", "status", "ok"));
+    case R_READYZ: {
+        /* a node whose index is still catching up is alive but not serving:
+         * both say so (load balancers probe /readyz, DESIGN.md) */
+        const struct server_backend *be = &r->s->be;
+        bool ready = !be->ready || be->ready(be->self);
+        return respond_json(r, c, ready ? 200 : 503,
+                            json_pack("{s:s}", "status", ready ? "ok" : "starting"));
+    }
     case R_METRICS:
         return h_metrics(r, c);
     case R_STATS:
@@ -1033,7 +1042,7 @@ static enum MHD_Result begin(struct request *r, struct MHD_Connection *c)
                       r->method_name, rt->pattern, allow);
         return respond_error_status(r, c, 405, IMS_ERR_METHOD_NOT_ALLOWED, &err, &h, 1);
     }
-    if (r->route != R_HEALTHZ && r->route != R_METRICS) {
+    if (r->route != R_HEALTHZ && r->route != R_READYZ && r->route != R_METRICS) {
         int retry = 1;
         if (!server__rl_take(&s->rl, r->client, ims_now(), &retry)) {
             char ra[16];

@@ -324,6 +324,34 @@ enum ims_status store_scan_embeddings(struct store *st, int64_t after_id, size_t
     return st->ops->scan_embeddings(st, after_id, chunk_rows, fn, user, err);
 }
 
+enum ims_status store_restore_many(struct store *st, const struct store_restore_row *rows,
+                                   size_t n, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || (n > 0 && !rows), err, IMS_ERR_INVALID,
+                        "store_restore_many: invalid arguments");
+    for (size_t i = 0; i < n; i++) {
+        const struct store_image_row *r = rows[i].row;
+        IMS_RETURN_ERROR_IF(!r || r->id < 1 || !r->source || !r->source[0] || !r->model ||
+                                !r->model[0],
+                            err, IMS_ERR_INVALID, "row %zu: id, source and model are required",
+                            i);
+        IMS_RETURN_ERROR_IF(i > 0 && r->id <= rows[i - 1].row->id, err, IMS_ERR_INVALID,
+                            "row %zu (id %lld): ids must ascend", i, (long long)r->id);
+        struct store_new_image v = {
+            .source = r->source, .format = r->format, .caption = r->caption,
+            .metadata = r->metadata, .embedding = r->embedding, .dim = r->dim,
+            .thumbnail = rows[i].thumbnail, .thumbnail_bytes = rows[i].thumbnail_bytes,
+            .bytes = r->bytes, .added = r->added,
+        };
+        enum ims_status s = store__validate_row(st, &v, i, err);
+        if (s != IMS_OK)
+            return s;
+    }
+    if (n == 0)
+        return IMS_OK;
+    return st->ops->restore_many(st, rows, n, err);
+}
+
 enum ims_status store_deleted_seq(struct store *st, int64_t *seq, struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(!st || !seq, err, IMS_ERR_INVALID, "store_deleted_seq: invalid arguments");

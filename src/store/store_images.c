@@ -861,3 +861,75 @@ enum ims_status sq_deleted_after(struct store *st, int64_t after_seq, size_t max
     *last_seq = last;
     return IMS_OK;
 }
+
+/* ---- restore (catalogue copy) --------------------------------------------------- */
+
+enum ims_status sq_restore_many(struct store *st, const struct store_restore_row *rows, size_t n,
+                                struct ims_error *err)
+{
+    sqlite3_stmt *ins = NULL, *emb = NULL, *th = NULL, *seq = NULL;
+    enum ims_status s = store__write_begin(st, err);
+    if (s != IMS_OK)
+        return s;
+    /* the largest id ever given: AUTOINCREMENT's counter */
+    int64_t top = 0;
+    int found = 0;
+    s = store__prepare(st->wdb,
+                       "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = "
+                       "'images'), 0), coalesce((SELECT max(id) FROM images), 0))",
+                       &seq, err);
+    if (s == IMS_OK)
+        s = step_i64(seq, &top, &found, err, "read id counter");
+    if (s == IMS_OK && rows[0].row->id <= top)
+        s = ims_error_set(err, IMS_ERR_EXISTS,
+                          "row 0 (id %lld): the catalogue has given out ids up to %lld; restored "
+                          "rows must come after them",
+                          (long long)rows[0].row->id, (long long)top);
+    if (s == IMS_OK)
+        s = store__prepare(st->wdb,
+                           "INSERT INTO images(id, source, sha256, format, width, height, bytes, "
+                           "added, caption, metadata, model) "
+                           "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                           &ins, err);
+    if (s == IMS_OK)
+        s = store__prepare(st->wdb, "INSERT INTO embeddings(image_id, vec) VALUES(?1, ?2)", &emb,
+                           err);
+    if (s == IMS_OK)
+        s = store__prepare(st->wdb, "INSERT INTO thumbnails(image_id, jpeg) VALUES(?1, ?2)", &th,
+                           err);
+    for (size_t i = 0; i < n && s == IMS_OK; i++) {
+        const struct store_image_row *r = rows[i].row;
+        sqlite3_bind_int64(ins, 1, r->id);
+        sqlite3_bind_text(ins, 2, r->source, -1, SQLITE_STATIC);
+        if (r->has_sha256)
+            sqlite3_bind_blob(ins, 3, r->sha256, 32, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(ins, 3);
+        sqlite3_bind_text(ins, 4, r->format, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(ins, 5, r->width);
+        sqlite3_bind_int64(ins, 6, r->height);
+        sqlite3_bind_int64(ins, 7, r->bytes);
+        sqlite3_bind_int64(ins, 8, r->added);
+        sqlite3_bind_text(ins, 9, r->caption, -1, SQLITE_STATIC);
+        sqlite3_bind_text(ins, 10, r->metadata, -1, SQLITE_STATIC);
+        sqlite3_bind_text(ins, 11, r->model, -1, SQLITE_STATIC);
+        s = step_done(ins, err, "restore image");
+        if (s == IMS_OK) {
+            sqlite3_bind_int64(emb, 1, r->id);
+            s = bind_vec(emb, 2, r->embedding, r->dim, err);
+        }
+        if (s == IMS_OK)
+            s = step_done(emb, err, "restore embedding");
+        if (s == IMS_OK && rows[i].thumbnail_bytes > 0)
+            s = put_thumb(th, r->id, rows[i].thumbnail, rows[i].thumbnail_bytes, err);
+        if (s == IMS_OK)
+            s = sq__log_change(st->wdb, r->id, STORE_CHANGE_INSERT, err);
+        if (s != IMS_OK)
+            ims_error_prefix(err, "row %zu (id %lld, %s)", i, (long long)r->id, r->source);
+    }
+    sqlite3_finalize(seq);
+    sqlite3_finalize(ins);
+    sqlite3_finalize(emb);
+    sqlite3_finalize(th);
+    return store__write_end(st, s, err);
+}

@@ -64,6 +64,8 @@ struct store_ops {
                             struct store_image_row **, size_t *, struct ims_error *);
     enum ims_status (*scan_embeddings)(struct store *, int64_t, size_t, store_scan_fn, void *,
                                        struct ims_error *);
+    enum ims_status (*restore_many)(struct store *, const struct store_restore_row *, size_t,
+                                    struct ims_error *);
     enum ims_status (*deleted_seq)(struct store *, int64_t *, struct ims_error *);
     enum ims_status (*deleted_after)(struct store *, int64_t, size_t, int64_t **, size_t *,
                                      int64_t *, struct ims_error *);
@@ -199,6 +201,8 @@ enum ims_status sq_list(struct store *, enum store_order, int64_t, int64_t,
                         struct store_image_row **, size_t *, struct ims_error *);
 enum ims_status sq_scan_embeddings(struct store *, int64_t, size_t, store_scan_fn, void *,
                                    struct ims_error *);
+enum ims_status sq_restore_many(struct store *, const struct store_restore_row *, size_t,
+                                struct ims_error *);
 enum ims_status sq_deleted_seq(struct store *, int64_t *, struct ims_error *);
 enum ims_status sq_deleted_after(struct store *, int64_t, size_t, int64_t **, size_t *,
                                  int64_t *, struct ims_error *);

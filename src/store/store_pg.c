@@ -119,11 +119,92 @@ enum ims_status pg_error(PGconn *c, const PGresult *r, struct ims_error *err, co
     return ims_error_set(err, s, "catalogue: %s: %.*s", what, (int)n, msg);
 }
 
+/* Prepared statements: a parameterised query is parsed and planned once per
+ * connection (named by a hash of its text) and then only executed, which
+ * matters most for the small hot queries (search result joins, claims).
+ * The table of (connection, hash) pairs is process-wide; a connection's
+ * entries go when it is closed or reset (pg_forget). */
+struct prep {
+    const PGconn *c;
+    uint64_t h;
+};
+static pthread_mutex_t prep_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct prep *prep_tab;
+static size_t prep_n, prep_cap;
+
+static uint64_t sql_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static int prep_has(const PGconn *c, uint64_t h)
+{
+    int found = 0;
+    pthread_mutex_lock(&prep_lock);
+    for (size_t i = 0; i < prep_n && !found; i++)
+        found = prep_tab[i].c == c && prep_tab[i].h == h;
+    pthread_mutex_unlock(&prep_lock);
+    return found;
+}
+
+static void prep_add(const PGconn *c, uint64_t h)
+{
+    pthread_mutex_lock(&prep_lock);
+    if (prep_n == prep_cap) {
+        size_t cap = prep_cap ? prep_cap * 2 : 256;
+        struct prep *p = ims_realloc(prep_tab, cap * sizeof(*p));
+        if (p) {
+            prep_tab = p;
+            prep_cap = cap;
+        }
+    }
+    if (prep_n < prep_cap)
+        prep_tab[prep_n++] = (struct prep){c, h};
+    pthread_mutex_unlock(&prep_lock);
+}
+
+void pg_forget(const PGconn *c)
+{
+    pthread_mutex_lock(&prep_lock);
+    for (size_t i = 0; i < prep_n;) {
+        if (prep_tab[i].c == c)
+            prep_tab[i] = prep_tab[--prep_n];
+        else
+            i++;
+    }
+    if (prep_n == 0) {
+        ims_free(prep_tab);
+        prep_tab = NULL;
+        prep_cap = 0;
+    }
+    pthread_mutex_unlock(&prep_lock);
+}
+
 enum ims_status pg_q(PGconn *c, const char *sql, const struct pgp *p, PGresult **res,
                      struct ims_error *err, const char *what)
 {
-    PGresult *r = PQexecParams(c, sql, p ? p->n : 0, p ? p->type : NULL, p ? p->v : NULL,
-                               p ? p->len : NULL, p ? p->fmt : NULL, 1);
+    PGresult *r = NULL;
+    if (p && p->n > 0) {
+        uint64_t h = sql_hash(sql);
+        char name[32];
+        snprintf(name, sizeof(name), "ims_%016llx", (unsigned long long)h);
+        if (!prep_has(c, h)) {
+            r = PQprepare(c, name, sql, p->n, p->type);
+            if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
+                enum ims_status s = pg_error(c, r, err, what);
+                PQclear(r);
+                return s;
+            }
+            PQclear(r);
+            prep_add(c, h);
+        }
+        r = PQexecPrepared(c, name, p->n, p->v, p->len, p->fmt, 1);
+    } else {
+        r = PQexecParams(c, sql, 0, NULL, NULL, NULL, NULL, 1);
+    }
     ExecStatusType t = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (t != PGRES_TUPLES_OK && t != PGRES_COMMAND_OK) {
         enum ims_status s = pg_error(c, r, err, what);
@@ -182,6 +263,26 @@ void pgc_init(struct pgcopy *b)
     pgc_put(b, sig, sizeof(sig));
     pgc_be(b, 0, 4); /* flags */
     pgc_be(b, 0, 4); /* header extension */
+}
+
+void pga_begin(struct pgcopy *b, uint32_t elem_oid, size_t n)
+{
+    memset(b, 0, sizeof(*b));
+    pgc_be(b, 1, 4);        /* dimensions */
+    pgc_be(b, 1, 4);        /* may hold NULLs */
+    pgc_be(b, elem_oid, 4); /* element type */
+    pgc_be(b, (uint64_t)n, 4);
+    pgc_be(b, 1, 4); /* lower bound */
+}
+
+void pgp_raw(struct pgp *p, const void *v, size_t n, Oid type)
+{
+    IMS_ASSERT(p->n < STORE_PG_MAX_PARAMS);
+    p->v[p->n] = v;
+    p->len[p->n] = (int)n;
+    p->fmt[p->n] = 1;
+    p->type[p->n] = type;
+    p->n++;
 }
 
 void pgc_row(struct pgcopy *b, int n_fields) { pgc_be(b, (uint64_t)n_fields, 2); }
@@ -275,8 +376,10 @@ enum ims_status pg_get(struct store *st, PGconn **out, struct ims_error *err)
     if (pg->n_idle > 0) {
         c = pg->idle[--pg->n_idle];
         pthread_mutex_unlock(&pg->plock);
-        if (PQstatus(c) != CONNECTION_OK)
-            PQreset(c); /* the server restarted: try once to reconnect */
+        if (PQstatus(c) != CONNECTION_OK) {
+            pg_forget(c); /* a new session has none of the prepared statements */
+            PQreset(c);   /* the server restarted: try once to reconnect */
+        }
         *out = c;
         return IMS_OK;
     }
@@ -450,6 +553,11 @@ static enum ims_status pg_migrate(struct store *st, PGconn *c, struct ims_error 
                           "catalogue %s has schema version %lld, newer than the %d this "
                           "imgsearch supports; upgrade imgsearch to open it",
                           st->db_path, (long long)version, STORE_SCHEMA_VERSION);
+        goto out;
+    }
+    if (fresh && (st->flags & STORE_OPEN_EXISTING)) {
+        s = ims_error_set(err, IMS_ERR_NOT_FOUND, "%s holds no catalogue (nothing was created)",
+                          st->db_path);
         goto out;
     }
     if (fresh) {
@@ -793,8 +901,10 @@ static void pg_close(struct store *st)
     if (!st)
         return;
     if (st->pg) {
-        for (int i = 0; i < st->pg->n_idle; i++)
+        for (int i = 0; i < st->pg->n_idle; i++) {
+            pg_forget(st->pg->idle[i]);
             PQfinish(st->pg->idle[i]);
+        }
         if (st->pg->listen)
             PQfinish(st->pg->listen);
         pthread_mutex_destroy(&st->pg->plock);
@@ -892,6 +1002,7 @@ static const struct store_ops pg_ops = {
     .max_id = pg_max_id,
     .list = pg_list,
     .scan_embeddings = pg_scan_embeddings,
+    .restore_many = pg_restore_many,
     .deleted_seq = pg_deleted_seq,
     .deleted_after = pg_deleted_after,
     .change_seq = pg_change_seq,

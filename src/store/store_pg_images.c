@@ -48,8 +48,8 @@ static enum ims_status put_thumb(PGconn *c, int64_t id, const void *b, size_t n,
 /* ---- batch insert ----------------------------------------------------------------------
  *
  * One batch = a handful of round trips whatever its size: the batch's keys
- * go into a temporary table by COPY, two joins find every existing row by
- * source and by hash, the outcomes are decided in row order in memory (a
+ * go as two array parameters, two joins find every existing row by source
+ * and by hash (index probes), the outcomes are decided in row order in memory (a
  * hash set finds repeats inside the batch), ids come from the sequence in
  * one query, and the new rows, embeddings, thumbnails and changes go in by
  * COPY. All under the advisory write lock, so no other node's insert can
@@ -149,28 +149,25 @@ enum ims_status pg_insert_many(struct store *st, const struct store_new_image *r
             s = ims_error_set(err, IMS_ERR_INVALID, "row %zu (%s): metadata is not valid JSON",
                               i, rows[i].source);
     }
-    /* 1. lookups */
-    if (s == IMS_OK)
-        s = pg_x(c,
-                 "CREATE TEMP TABLE IF NOT EXISTS ims_batch(k bigint, source text, sha256 bytea) "
-                 "ON COMMIT DELETE ROWS",
-                 NULL, err, "batch table");
-    if (s == IMS_OK) {
-        struct pgcopy b;
-        pgc_init(&b);
-        for (size_t i = 0; i < n; i++) {
-            pgc_row(&b, 3);
-            pgc_i64(&b, (int64_t)i);
-            pgc_text(&b, rows[i].source);
-            pgc_bytes(&b, rows[i].sha256, 32);
-        }
-        s = pgc_send(c, "COPY ims_batch(k, source, sha256) FROM STDIN (FORMAT binary)", &b, err);
+    /* 1. lookups: the batch's sources and hashes as two array parameters,
+     * joined on the unique indexes (one index probe per row) */
+    struct pgcopy as, ah;
+    pga_begin(&as, 25, n);
+    pga_begin(&ah, 17, n);
+    for (size_t i = 0; i < n; i++) {
+        pgc_text(&as, rows[i].source);
+        pgc_bytes(&ah, rows[i].sha256, 32);
     }
-    if (s == IMS_OK)
+    if (as.oom || ah.oom)
+        s = ims_error_set(err, IMS_ERR_NOMEM, "store_insert_many: out of memory");
+    if (s == IMS_OK) {
+        struct pgp p = {0};
+        pgp_raw(&p, as.p, as.n, 1009); /* text[] */
         s = pg_q(c,
-                 "SELECT b.k, i.id, (i.sha256 IS NULL)::int::int8 FROM ims_batch b JOIN images i "
-                 "ON i.source = b.source",
-                 NULL, &r, err, "look up sources");
+                 "SELECT b.k - 1, i.id, (i.sha256 IS NULL)::int::int8 FROM unnest($1::text[]) "
+                 "WITH ORDINALITY AS b(source, k) JOIN images i ON i.source = b.source",
+                 &p, &r, err, "look up sources");
+    }
     for (int k = 0; s == IMS_OK && k < PQntuples(r); k++) {
         int64_t i = pg_i64(r, k, 0);
         if (i >= 0 && (size_t)i < n) {
@@ -180,11 +177,16 @@ enum ims_status pg_insert_many(struct store *st, const struct store_new_image *r
     }
     PQclear(r);
     r = NULL;
-    if (s == IMS_OK)
+    if (s == IMS_OK) {
+        struct pgp p = {0};
+        pgp_raw(&p, ah.p, ah.n, 1001); /* bytea[] */
         s = pg_q(c,
-                 "SELECT b.k, i.id FROM ims_batch b JOIN images i ON i.sha256 = b.sha256 "
-                 "WHERE b.sha256 IS NOT NULL",
-                 NULL, &r, err, "look up hashes");
+                 "SELECT b.k - 1, i.id FROM unnest($1::bytea[]) WITH ORDINALITY AS b(sha, k) "
+                 "JOIN images i ON i.sha256 = b.sha WHERE b.sha IS NOT NULL",
+                 &p, &r, err, "look up hashes");
+    }
+    ims_free(as.p);
+    ims_free(ah.p);
     for (int k = 0; s == IMS_OK && k < PQntuples(r); k++) {
         int64_t i = pg_i64(r, k, 0);
         if (i >= 0 && (size_t)i < n)
@@ -462,7 +464,10 @@ enum ims_status pg_delete_many(struct store *st, const int64_t *ids, size_t n, u
 
 #define ROW_COLS                                                                                   \
     "i.id, i.source, i.sha256, i.format, i.width, i.height, i.bytes, i.added, i.caption, "        \
-    "i.metadata, i.model, EXISTS (SELECT 1 FROM thumbnails t WHERE t.image_id = i.id)::int::int8"
+    "i.metadata, i.model, (t.image_id IS NOT NULL)::int::int8"
+/* has_thumbnail by a join on the thumbnails key: an index probe per row
+ * (an EXISTS subquery may be planned as a hash of the whole table) */
+#define ROW_FROM " FROM images i LEFT JOIN thumbnails t ON t.image_id = i.id"
 
 static char *dup_col(const PGresult *r, int row, int col, int *oom)
 {
@@ -548,9 +553,9 @@ enum ims_status pg_get_many(struct store *st, const int64_t *ids, size_t n, unsi
         struct pgp p = {0};
         pgp_literal(&p, lit);
         s = pg_q(c,
-                 emb ? "SELECT " ROW_COLS ", e.vec FROM images i LEFT JOIN embeddings e ON "
+                 emb ? "SELECT " ROW_COLS ", e.vec" ROW_FROM " LEFT JOIN embeddings e ON "
                        "e.image_id = i.id WHERE i.id = ANY($1::bigint[])"
-                     : "SELECT " ROW_COLS " FROM images i WHERE i.id = ANY($1::bigint[])",
+                     : "SELECT " ROW_COLS ROW_FROM " WHERE i.id = ANY($1::bigint[])",
                  &p, &r, err, "read images");
         pg_put(st, c);
     }
@@ -661,10 +666,10 @@ enum ims_status pg_list(struct store *st, enum store_order order, int64_t offset
                         struct store_image_row **rows_out, size_t *n_out, struct ims_error *err)
 {
     static const char *const sql[] = {
-        [STORE_ORDER_ID_DESC] = "SELECT " ROW_COLS
-                                " FROM images i ORDER BY i.id DESC LIMIT $1 OFFSET $2",
-        [STORE_ORDER_ID_ASC] = "SELECT " ROW_COLS " FROM images i ORDER BY i.id LIMIT $1 OFFSET $2",
-        [STORE_ORDER_ADDED_DESC] = "SELECT " ROW_COLS " FROM images i ORDER BY i.added DESC, "
+        [STORE_ORDER_ID_DESC] = "SELECT " ROW_COLS ROW_FROM
+                                " ORDER BY i.id DESC LIMIT $1 OFFSET $2",
+        [STORE_ORDER_ID_ASC] = "SELECT " ROW_COLS ROW_FROM " ORDER BY i.id LIMIT $1 OFFSET $2",
+        [STORE_ORDER_ADDED_DESC] = "SELECT " ROW_COLS ROW_FROM " ORDER BY i.added DESC, "
                                    "i.id DESC LIMIT $1 OFFSET $2",
     };
     if (limit > 10000)
@@ -803,4 +808,97 @@ enum ims_status pg_deleted_after(struct store *st, int64_t after_seq, size_t max
     *n_out = n;
     *last_seq = last;
     return IMS_OK;
+}
+
+/* ---- restore (catalogue copy) --------------------------------------------------- */
+
+enum ims_status pg_restore_many(struct store *st, const struct store_restore_row *rows, size_t n,
+                                struct ims_error *err)
+{
+    PGconn *c = NULL;
+    PGresult *r = NULL;
+    int64_t *ids = ims_malloc(n * sizeof(*ids));
+    if (!ids)
+        return ims_error_set(err, IMS_ERR_NOMEM, "store_restore_many: out of memory");
+    enum ims_status s = pg_wbegin(st, &c, 1, err);
+    if (s != IMS_OK) {
+        ims_free(ids);
+        return s;
+    }
+    s = pg_q(c,
+             "SELECT greatest((SELECT coalesce(max(id), 0) FROM images), (SELECT CASE WHEN "
+             "is_called THEN last_value ELSE 0 END FROM images_id_seq))",
+             NULL, &r, err, "read id counter");
+    if (s == IMS_OK && rows[0].row->id <= pg_i64(r, 0, 0))
+        s = ims_error_set(err, IMS_ERR_EXISTS,
+                          "row 0 (id %lld): the catalogue has given out ids up to %lld; restored "
+                          "rows must come after them",
+                          (long long)rows[0].row->id, (long long)pg_i64(r, 0, 0));
+    PQclear(r);
+    for (size_t i = 0; i < n && s == IMS_OK; i++)
+        if (rows[i].row->metadata) {
+            struct pgp p = {0};
+            pgp_text(&p, rows[i].row->metadata);
+            int64_t ok = 0;
+            int found = 0;
+            s = find_id(c, "SELECT ims_json_valid($1)::int::int8", &p, &ok, &found, NULL, err);
+            if (s == IMS_OK && !ok)
+                s = ims_error_set(err, IMS_ERR_INVALID, "row %zu (%s): metadata is not valid JSON",
+                                  i, rows[i].row->source);
+        }
+    if (s == IMS_OK) {
+        struct pgcopy bi, be, bt;
+        pgc_init(&bi);
+        pgc_init(&be);
+        pgc_init(&bt);
+        size_t n_thumbs = 0;
+        for (size_t i = 0; i < n; i++) {
+            const struct store_image_row *row = rows[i].row;
+            ids[i] = row->id;
+            pgc_row(&bi, 11);
+            pgc_i64(&bi, row->id);
+            pgc_text(&bi, row->source);
+            pgc_bytes(&bi, row->has_sha256 ? row->sha256 : NULL, 32);
+            pgc_text(&bi, row->format);
+            pgc_i64(&bi, row->width);
+            pgc_i64(&bi, row->height);
+            pgc_i64(&bi, row->bytes);
+            pgc_i64(&bi, row->added);
+            pgc_text(&bi, row->caption);
+            pgc_text(&bi, row->metadata);
+            pgc_text(&bi, row->model);
+            pgc_row(&be, 2);
+            pgc_i64(&be, row->id);
+            pgc_bytes(&be, row->embedding, (size_t)row->dim * 4);
+            if (rows[i].thumbnail_bytes > 0) {
+                pgc_row(&bt, 2);
+                pgc_i64(&bt, row->id);
+                pgc_bytes(&bt, rows[i].thumbnail, rows[i].thumbnail_bytes);
+                n_thumbs++;
+            }
+        }
+        s = pgc_send(c,
+                     "COPY images(id, source, sha256, format, width, height, bytes, added, "
+                     "caption, metadata, model) FROM STDIN (FORMAT binary)",
+                     &bi, err);
+        if (s == IMS_OK)
+            s = pgc_send(c, "COPY embeddings(image_id, vec) FROM STDIN (FORMAT binary)", &be,
+                         err);
+        else
+            ims_free(be.p);
+        if (s == IMS_OK && n_thumbs > 0)
+            s = pgc_send(c, "COPY thumbnails(image_id, jpeg) FROM STDIN (FORMAT binary)", &bt,
+                         err);
+        else
+            ims_free(bt.p);
+    }
+    if (s == IMS_OK) {
+        struct pgp p = {0};
+        pgp_i64(&p, rows[n - 1].row->id);
+        s = pg_x(c, "SELECT setval('images_id_seq', $1)", &p, err, "move id counter");
+    }
+    if (s == IMS_OK)
+        s = pg_log_changes(c, ids, n, STORE_CHANGE_INSERT, err);
+    ims_free(ids);
+    return pg_wend(st, c, s, err);
 }

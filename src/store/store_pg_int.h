@@ -65,6 +65,9 @@ enum ims_status pg_q(PGconn *c, const char *sql, const struct pgp *p, PGresult *
 /* Runs a statement without results. */
 enum ims_status pg_x(PGconn *c, const char *sql, const struct pgp *p, struct ims_error *err,
                      const char *what);
+/* Drops what is known about prepared statements on c (before closing or
+ * resetting it). */
+void pg_forget(const PGconn *c);
 /* Maps a failed result / connection to a status with "catalogue: what: msg". */
 enum ims_status pg_error(PGconn *c, const PGresult *r, struct ims_error *err, const char *what);
 
@@ -80,6 +83,10 @@ void pgc_row(struct pgcopy *b, int n_fields);
 void pgc_i64(struct pgcopy *b, int64_t x);
 void pgc_bytes(struct pgcopy *b, const void *v, size_t n); /* v NULL = SQL NULL */
 void pgc_text(struct pgcopy *b, const char *s);            /* NULL = SQL NULL */
+/* The same buffer as a binary array parameter: pga_begin, then n elements
+ * with pgc_bytes/pgc_text; pass b.p, b.n with pgp_raw (array type oid). */
+void pga_begin(struct pgcopy *b, uint32_t elem_oid, size_t n);
+void pgp_raw(struct pgp *p, const void *v, size_t n, Oid type);
 /* Sends the stream (trailer added) with `copy_sql`; frees the buffer. */
 enum ims_status pgc_send(PGconn *c, const char *copy_sql, struct pgcopy *b,
                          struct ims_error *err);
@@ -121,6 +128,8 @@ enum ims_status pg_list(struct store *, enum store_order, int64_t, int64_t,
                         struct store_image_row **, size_t *, struct ims_error *);
 enum ims_status pg_scan_embeddings(struct store *, int64_t, size_t, store_scan_fn, void *,
                                    struct ims_error *);
+enum ims_status pg_restore_many(struct store *, const struct store_restore_row *, size_t,
+                                struct ims_error *);
 enum ims_status pg_deleted_seq(struct store *, int64_t *, struct ims_error *);
 enum ims_status pg_deleted_after(struct store *, int64_t, size_t, int64_t **, size_t *,
                                  int64_t *, struct ims_error *);

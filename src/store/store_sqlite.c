@@ -536,6 +536,14 @@ enum ims_status sq_open(const char *data_dir, const struct store_model_info *mod
     pthread_cond_init(&st->pcond, NULL);
     locked_init = 1;
 
+    if (flags & STORE_OPEN_EXISTING) {
+        struct stat sb;
+        if (stat(st->db_path, &sb) != 0 || sb.st_size == 0) {
+            s = ims_error_set(err, IMS_ERR_NOT_FOUND, "%s holds no catalogue (no %s)", data_dir,
+                              st->db_path);
+            goto out;
+        }
+    }
     s = ims_mkdir_p(data_dir, err);
     if (s != IMS_OK)
         goto out;
@@ -560,6 +568,11 @@ enum ims_status sq_open(const char *data_dir, const struct store_model_info *mod
         s = ims_error_set(err, IMS_ERR_CORRUPT,
                           "%s is a SQLite database but not an imgsearch catalogue (no meta "
                           "table); it was left untouched",
+                          st->db_path);
+        goto out;
+    }
+    if (n_tables == 0 && (flags & STORE_OPEN_EXISTING)) {
+        s = ims_error_set(err, IMS_ERR_NOT_FOUND, "%s is an empty database, not a catalogue",
                           st->db_path);
         goto out;
     }
@@ -763,6 +776,7 @@ const struct store_ops store__sqlite_ops = {
     .max_id = sq_max_id,
     .list = sq_list,
     .scan_embeddings = sq_scan_embeddings,
+    .restore_many = sq_restore_many,
     .deleted_seq = sq_deleted_seq,
     .deleted_after = sq_deleted_after,
     .change_seq = sq_change_seq,

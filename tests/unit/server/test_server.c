@@ -182,6 +182,7 @@ static enum ims_status f_job_get(void *self, const char *id, struct server_arena
     out->done = (int64_t)n - 1;
     out->failed = 1;
     struct server_job_error *e = server_arena_alloc(a, sizeof(*e));
+    memset(e, 0, sizeof(*e)); /* arena memory is not zeroed: `code` stays NULL */
     e->url = "http://bad.example/x.jpg";
     e->error = "not an image";
     out->errors = e;
@@ -274,6 +275,7 @@ static enum ims_status f_metrics(void *self, struct ims_buf *out, struct ims_err
 static const struct server_backend fake_backend = {
     NULL,      f_stats,     f_search,      f_add_urls,     f_job_get, f_job_wait,
     f_upload,  f_image_get, f_image_thumb, f_image_delete, f_metrics,
+    NULL, /* ready: always */
 };
 
 /* ---- server + client helpers ------------------------------------------------------ */

@@ -462,6 +462,163 @@ static void test_race_same_images(void **state)
     assert_int_equal(store_check(st, NULL), IMS_OK);
 }
 
+/* Commit order equals seq order: a follower that only ever asks for the
+ * changes after the last seq it saw, while two writers (two "nodes") insert
+ * and delete, ends up with every change, none skipped. */
+struct writer {
+    struct fx *f;
+    int base;
+};
+
+static void *writer_thread(void *p)
+{
+    struct writer *w = p;
+    struct store *st = open_cat(w->f);
+    for (int k = 0; k < 30; k++) {
+        int64_t id = add(st, (uint64_t)(w->base + k));
+        if (k % 5 == 4)
+            store_delete(st, id, NULL);
+    }
+    store_close(st);
+    return NULL;
+}
+
+struct follower {
+    struct fx *f;
+    volatile int stop;
+    struct store_change got[200];
+    size_t n;
+    int ok;
+};
+
+static void *follow_thread(void *p)
+{
+    struct follower *fo = p;
+    struct store *st = open_cat(fo->f);
+    int64_t last = 0;
+    fo->ok = 1;
+    for (;;) {
+        int stopping = fo->stop;
+        struct store_change ch[16];
+        size_t n = 0;
+        if (store_changes_after(st, last, 16, ch, &n, NULL) != IMS_OK) {
+            fo->ok = 0;
+            break;
+        }
+        for (size_t i = 0; i < n && fo->n < 200; i++)
+            fo->got[fo->n++] = ch[i];
+        if (n > 0)
+            last = ch[n - 1].seq;
+        if (n == 0 && stopping)
+            break;
+    }
+    store_close(st);
+    return NULL;
+}
+
+static void test_feed_commit_order(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = f->st = open_cat(f);
+    struct writer a = {f, 1000}, b = {f, 2000};
+    struct follower fo = {.f = f};
+    pthread_t ta, tb, tf;
+    pthread_create(&tf, NULL, follow_thread, &fo);
+    pthread_create(&ta, NULL, writer_thread, &a);
+    pthread_create(&tb, NULL, writer_thread, &b);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    fo.stop = 1;
+    pthread_join(tf, NULL);
+    assert_true(fo.ok);
+    assert_int_equal(fo.n, 72); /* 60 inserts + 12 deletes */
+    struct store_change all[80];
+    size_t n = 0;
+    assert_int_equal(store_changes_after(st, 0, 80, all, &n, NULL), IMS_OK);
+    assert_int_equal(n, 72);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(all[i].seq, (int64_t)i + 1); /* no gaps */
+        assert_int_equal(fo.got[i].seq, all[i].seq);
+        assert_int_equal(fo.got[i].id, all[i].id);
+        assert_int_equal(fo.got[i].kind, all[i].kind);
+    }
+}
+
+/* STORE_OPEN_EXISTING never creates a catalogue */
+static void test_open_existing(void **state)
+{
+    struct fx *f = *state;
+    struct ims_error err = {0};
+    struct store *st = NULL;
+    assert_int_equal(store_open_catalogue(f->url, f->dir, &model_a, STORE_OPEN_EXISTING, &st,
+                                          &err),
+                     IMS_ERR_NOT_FOUND);
+    assert_null(st);
+    if (f->url[0])
+        assert_int_equal(tu_pg_exec(f->url, "SELECT 1/(count(*) = 0)::int FROM pg_tables WHERE "
+                                            "schemaname = 'public'"),
+                         0);
+    f->st = open_cat(f); /* creates it */
+    add(f->st, 1);
+    store_close(f->st);
+    f->st = NULL;
+    assert_int_equal(store_open_catalogue(f->url, f->dir, &model_a, STORE_OPEN_EXISTING,
+                                          &f->st, &err),
+                     IMS_OK);
+    assert_int_equal(seq_of(f->st), 1);
+}
+
+/* store_restore_many: rows keep their ids; never below the ids given out */
+static void test_restore(void **state)
+{
+    struct fx *f = *state;
+    struct store *st = f->st = open_cat(f);
+    struct ims_error err = {0};
+    float v1[DIM], v2[DIM];
+    tu_vec(v1, DIM, 1);
+    tu_vec(v2, DIM, 2);
+    struct store_image_row r1 = {.id = 5, .source = "s5", .model = "old-model", .added = 77,
+                                 .metadata = "{\"k\": 1}", .embedding = v1, .dim = DIM},
+                           r2 = {.id = 9, .source = "s9", .model = "model-a", .has_sha256 = 1,
+                                 .embedding = v2, .dim = DIM};
+    memset(r2.sha256, 0xab, 32);
+    struct store_restore_row rr[2] = {{&r1, "JPEGBYTES", 9}, {&r2, NULL, 0}};
+    assert_int_equal(store_restore_many(st, rr, 2, &err), IMS_OK);
+    struct store_image_row got;
+    assert_int_equal(store_get(st, 5, STORE_FIELD_EMBEDDING, &got, &err), IMS_OK);
+    assert_string_equal(got.source, "s5");
+    assert_string_equal(got.model, "old-model");
+    assert_int_equal(got.added, 77);
+    assert_int_equal(got.has_thumbnail, 1);
+    assert_memory_equal(got.embedding, v1, sizeof(v1));
+    store_row_fini(&got);
+    int64_t id = 0;
+    assert_int_equal(store_find_by_sha256(st, r2.sha256, &id, &err), IMS_OK);
+    assert_int_equal(id, 9);
+    assert_int_equal(seq_of(st), 2);
+    /* ids at or below what was given out are refused, nothing stored */
+    struct store_image_row r3 = {.id = 9, .source = "s9b", .model = "m", .embedding = v1,
+                                 .dim = DIM};
+    struct store_restore_row bad[1] = {{&r3, NULL, 0}};
+    assert_int_equal(store_restore_many(st, bad, 1, &err), IMS_ERR_EXISTS);
+    /* unordered ids are refused */
+    struct store_image_row r4 = {.id = 20, .source = "s20", .model = "m", .embedding = v1,
+                                 .dim = DIM};
+    r3.id = 19;
+    struct store_restore_row unordered[2] = {{&r4, NULL, 0}, {&r3, NULL, 0}};
+    assert_int_equal(store_restore_many(st, unordered, 2, &err), IMS_ERR_INVALID);
+    /* a duplicate source fails the whole batch */
+    r3.id = 30;
+    r3.source = "s5";
+    struct store_restore_row dup[2] = {{&r4, NULL, 0}, {&r3, NULL, 0}};
+    assert_true(store_restore_many(st, dup, 2, &err) != IMS_OK);
+    int64_t n = 0;
+    assert_int_equal(store_count(st, &n, &err), IMS_OK);
+    assert_int_equal(n, 2);
+    /* new rows continue after the restored ids */
+    assert_true(add(st, 100) > 9);
+}
+
 static void test_catalogue_urls(void **state)
 {
     (void)state;
@@ -580,6 +737,9 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_jobs_items, setup, teardown),
         cmocka_unit_test_setup_teardown(test_jobs_parallel_claims, setup, teardown),
         cmocka_unit_test_setup_teardown(test_race_same_images, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_feed_commit_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restore, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_existing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_catalogue_urls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_v1, setup, teardown),
     };
