@@ -218,13 +218,30 @@ static void push(struct ims_queue *q, struct item *it)
         item_free(it);
 }
 
+static void progress_update(struct pipeline *p, const struct ingest_item_report *r);
+
+/* No memory for an item: its report is made here, on the source thread,
+ * without one, so that every source read still gets exactly one report
+ * (a claimed job item is then finished, not renewed for ever). */
+static void report_lost(struct pipeline *p, const char *source)
+{
+    struct ingest_item_report r = {source, p->cur_tag, INGEST_FAILED, 0, IMS_ERR_NOMEM,
+                                   "out of memory"};
+    ims_log(IMS_LOG_ERROR, "%s: out of memory", source);
+    atomic_fetch_add(&p->total, 1);
+    progress_update(p, &r);
+    if (p->hooks && p->hooks->finished)
+        p->hooks->finished(p->hooks->ctx, &r, 1);
+}
+
 /* A failure found before decoding goes straight to the writer. */
 static void report_failure(struct pipeline *p, const char *source, enum ims_status st,
                            const char *reason)
 {
     struct item *it = item_new(source, p->cur_tag);
     if (!it) {
-        ims_log(IMS_LOG_ERROR, "%s: %s (not reported: out of memory)", source, reason);
+        ims_log(IMS_LOG_ERROR, "%s: %s", source, reason);
+        report_lost(p, source);
         return;
     }
     item_fail(it, st, "%s", reason);
@@ -292,7 +309,7 @@ static int already_stored(struct pipeline *p, const char *source)
         return 0; /* an imported row: fetch the image to complete it */
     struct item *it = item_new(source, p->cur_tag);
     if (!it)
-        return 0; /* processed as new: its own path logs the lack of memory */
+        return 0; /* processed as new: its own path reports the lack of memory */
     it->preset = 1;
     it->outcome = INGEST_DUPLICATE;
     it->id = id;
@@ -324,7 +341,7 @@ static void add_url(struct source_stage *s, const char *url)
         return;
     struct item *it = item_new(url, p->cur_tag);
     if (!it) {
-        ims_log(IMS_LOG_ERROR, "%s: out of memory (not reported)", url);
+        report_lost(p, url);
         return;
     }
     it->p = p;
@@ -354,7 +371,7 @@ static void add_file(struct source_stage *s, const char *path)
     struct item *it = item_new(source, p->cur_tag);
     free(abs);
     if (!it) {
-        ims_log(IMS_LOG_ERROR, "%s: out of memory (not reported)", path);
+        report_lost(p, path);
         return;
     }
     atomic_fetch_add(&p->total, 1);
