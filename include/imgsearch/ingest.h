@@ -102,7 +102,8 @@ struct ingest_progress {
 };
 
 /* Called on the committing thread after each transaction, one call per item
- * of it; keep it short. */
+ * of it (a source that could not even get memory for its item is reported
+ * at once, from the thread reading sources); keep it short. */
 typedef void ingest_item_fn(void *ctx, const struct ingest_item_report *r);
 typedef void ingest_progress_fn(void *ctx, const struct ingest_progress *p);
 

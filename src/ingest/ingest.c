@@ -218,13 +218,30 @@ static void push(struct ims_queue *q, struct item *it)
         item_free(it);
 }
 
+static void progress_update(struct pipeline *p, const struct ingest_item_report *r);
+
+/* No memory for an item: its report is made here, on the source thread,
+ * without one, so that every source read still gets exactly one report
+ * (a claimed job item is then finished, not renewed for ever). */
+static void report_lost(struct pipeline *p, const char *source)
+{
+    struct ingest_item_report r = {source, p->cur_tag, INGEST_FAILED, 0, IMS_ERR_NOMEM,
+                                   "out of memory"};
+    ims_log(IMS_LOG_ERROR, "%s: out of memory", source);
+    atomic_fetch_add(&p->total, 1);
+    progress_update(p, &r);
+    if (p->hooks && p->hooks->finished)
+        p->hooks->finished(p->hooks->ctx, &r, 1);
+}
+
 /* A failure found before decoding goes straight to the writer. */
 static void report_failure(struct pipeline *p, const char *source, enum ims_status st,
                            const char *reason)
 {
     struct item *it = item_new(source, p->cur_tag);
     if (!it) {
-        ims_log(IMS_LOG_ERROR, "%s: %s (not reported: out of memory)", source, reason);
+        ims_log(IMS_LOG_ERROR, "%s: %s", source, reason);
+        report_lost(p, source);
         return;
     }
     item_fail(it, st, "%s", reason);
@@ -270,24 +287,34 @@ static void on_fetched(void *user, struct fetch_result *r)
 static int already_stored(struct pipeline *p, const char *source)
 {
     int64_t id;
-    if (store_find_by_source(p->deps->store, source, &id, NULL) != IMS_OK)
+    struct ims_error err = {0};
+    enum ims_status st = store_find_by_source(p->deps->store, source, &id, &err);
+    if (st != IMS_OK) {
+        /* not there (the usual case); a catalogue failure is logged and the
+         * item goes on: its insert meets the same failure and reports it */
+        if (st != IMS_ERR_NOT_FOUND)
+            ims_log(IMS_LOG_WARN, "%s: duplicate check: %s", source, ims_error_message(&err, st));
         return 0;
+    }
     struct store_image_row row;
     store_row_init(&row);
     int complete = 0;
-    if (store_get(p->deps->store, id, 0, &row, NULL) == IMS_OK)
+    st = store_get(p->deps->store, id, 0, &row, &err);
+    if (st == IMS_OK)
         complete = row.has_sha256;
+    else if (st != IMS_ERR_NOT_FOUND) /* deleted meanwhile is fine: fetched again */
+        ims_log(IMS_LOG_WARN, "%s: duplicate check: %s", source, ims_error_message(&err, st));
     store_row_fini(&row);
     if (!complete)
         return 0; /* an imported row: fetch the image to complete it */
     struct item *it = item_new(source, p->cur_tag);
-    if (it) {
-        it->preset = 1;
-        it->outcome = INGEST_DUPLICATE;
-        it->id = id;
-        atomic_fetch_add(&p->total, 1);
-        push(p->write_q, it);
-    }
+    if (!it)
+        return 0; /* processed as new: its own path reports the lack of memory */
+    it->preset = 1;
+    it->outcome = INGEST_DUPLICATE;
+    it->id = id;
+    atomic_fetch_add(&p->total, 1);
+    push(p->write_q, it);
     return 1;
 }
 
@@ -298,8 +325,12 @@ struct source_stage {
 
 static void pump_fetcher(struct source_stage *s, int timeout_ms)
 {
-    if (s->fetcher && fetcher_pending(s->fetcher) > 0)
-        fetcher_poll(s->fetcher, timeout_ms, on_fetched, NULL, NULL);
+    if (s->fetcher && fetcher_pending(s->fetcher) > 0) {
+        struct ims_error err = {0};
+        enum ims_status st = fetcher_poll(s->fetcher, timeout_ms, on_fetched, NULL, &err);
+        if (st != IMS_OK) /* transfers still end through on_fetched */
+            ims_log(IMS_LOG_ERROR, "downloads: %s", ims_error_message(&err, st));
+    }
 }
 
 static void add_url(struct source_stage *s, const char *url)
@@ -309,8 +340,10 @@ static void add_url(struct source_stage *s, const char *url)
     if (already_stored(p, url))
         return;
     struct item *it = item_new(url, p->cur_tag);
-    if (!it)
+    if (!it) {
+        report_lost(p, url);
         return;
+    }
     it->p = p;
     atomic_fetch_add(&p->total, 1);
     for (;;) {
@@ -337,8 +370,10 @@ static void add_file(struct source_stage *s, const char *path)
     }
     struct item *it = item_new(source, p->cur_tag);
     free(abs);
-    if (!it)
+    if (!it) {
+        report_lost(p, path);
         return;
+    }
     atomic_fetch_add(&p->total, 1);
     struct ims_error err = {0};
     size_t max = p->o->limits.max_bytes ? p->o->limits.max_bytes : LOCAL_FILE_MAX_BYTES;

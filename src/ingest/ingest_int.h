@@ -30,7 +30,8 @@ struct ingest_hooks {
     atomic_llong encode_ns;
     atomic_llong catalogue_ns; /* inside store calls: inserts, claims, finishes, renewals */
     /* after each transaction (its rows searchable here: after_commit ran),
-     * with the reports of the group, on the writer thread */
+     * with the reports of the group, on the writer thread; also on the
+     * source thread for a source that could not get memory for its item */
     void (*finished)(void *ctx, const struct ingest_item_report *r, size_t n);
     void *ctx;
 };

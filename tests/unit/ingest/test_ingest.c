@@ -12,7 +12,8 @@
  * a job and store each image once, a dead node's items are redone, a
  * stopped node's job resumes, an item that keeps killing nodes is given
  * up; uploads answer with exact statuses.
- * The whole file also runs under ThreadSanitizer (ctest label `tsan`).
+ * The whole file also runs under ThreadSanitizer (ctest label `tsan`), and
+ * on PostgreSQL as test_ingest_pg (claims with FOR UPDATE SKIP LOCKED).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -30,6 +31,7 @@
 #include <unistd.h>
 
 #include "http_test_server.h"
+#include "store_test_util.h"
 #include "imgsearch/index.h"
 #include "imgsearch/ingest.h"
 
@@ -43,6 +45,7 @@ struct report {
 };
 
 struct fixture {
+    char catalogue[512]; /* "" (SQLite in the data folder) or a fresh PostgreSQL database */
     pthread_mutex_t follow_mu;
     int64_t follow_seq; /* the index shows the catalogue's changes up to here */
     int64_t after_commit_calls;
@@ -128,7 +131,10 @@ static int setup(void **state)
     char data[300];
     snprintf(data, sizeof(data), "%s/data", f->dir);
     struct store_model_info mi = {clip_model_name(f->model), (uint32_t)f->dim};
-    assert_int_equal(store_open(data, &mi, STORE_OPEN_SYNC_NORMAL, &f->store, &err), IMS_OK);
+    assert_int_equal(tu_catalogue_new(f->catalogue, sizeof(f->catalogue)), 0);
+    if (store_open_catalogue(f->catalogue, data, &mi, STORE_OPEN_SYNC_NORMAL, &f->store, &err) !=
+        IMS_OK)
+        fail_msg("store_open_catalogue: %s", err.message);
     assert_int_equal(vindex_new("Flat", f->dim, &f->vx, &err), IMS_OK);
     pthread_mutex_init(&f->follow_mu, NULL);
     *state = f;
@@ -141,6 +147,7 @@ static int teardown(void **state)
     vindex_free(f->vx);
     pthread_mutex_destroy(&f->follow_mu);
     store_close(f->store);
+    tu_catalogue_drop(f->catalogue);
     clip_model_free(f->model);
     char cmd[600];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
@@ -853,8 +860,12 @@ static void test_service_gives_up_poison_items(void **state)
     hts_stop(s);
 }
 
-int main(void)
+/* Runs on SQLite, or with the argument "pg" on a PostgreSQL database of
+ * its own per test (store_test_util.h). */
+int main(int argc, char **argv)
 {
+    if (tu_backend_from_args(argc, argv) != 0)
+        return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_files_exact_statuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_local_paths_refused, setup, teardown),
