@@ -4,6 +4,7 @@
 if(TARGET ims_image)
   pkg_check_modules(IMS_BENCH_JPEG REQUIRED IMPORTED_TARGET libjpeg)
   add_executable(bench_image ${CMAKE_CURRENT_SOURCE_DIR}/bench_image.c)
+  target_link_libraries(bench_image PRIVATE ims_bench_cpu)
   target_link_libraries(bench_image PRIVATE ims_image PkgConfig::IMS_BENCH_JPEG m)
   target_compile_definitions(bench_image PRIVATE IMS_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
 endif()
