@@ -120,6 +120,8 @@ int main(int argc, char **argv)
         else
             unsetenv("IMS_TEXT_ADAPTIVE");
         phase(c, ids, n_ids, out, n, &r[ph][0], &r[ph][1]);
+        fprintf(stderr, "bench_text_busy: %s p50 %.2f ms p99 %.2f ms\n", names[ph], r[ph][0],
+                r[ph][1]);
         if (busy)
             for (int k = 0; k < hogs; k++) {
                 kill(kids[k], SIGKILL);

@@ -589,8 +589,10 @@ void textpass_encode(struct textpass *tp, int n_seq, const int32_t *const *ids, 
                 tp->bar.n = nt;
             }
         }
-    } else {
+    } else { /* one thread, or the helper would have no CPU: run alone */
+        tp->bar.n = 1;
         pass(tp, 0, 1);
+        tp->bar.n = nt;
     }
 #else
     pass(tp, 0, 1);
