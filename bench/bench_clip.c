@@ -47,6 +47,7 @@
 #include <sys/mman.h>
 
 #include "clip_int.h"
+#include "bench_cpu.h"
 
 static const char *src_dir(void)
 {
@@ -424,7 +425,15 @@ int main(int argc, char **argv)
     double yard = sgemm_before > sgemm_after ? sgemm_before : sgemm_after;
 
     const char *policy = getenv("OMP_WAIT_POLICY");
-    printf("{\n  \"threads\": %d,\n  \"omp_wait_policy\": \"%s\",\n", threads,
+    printf("{\n  ");
+    bench_cpu_print_json(stdout);
+    {
+        const char *yn[] = {"sgemm_2048_gflops", "sgemm_2048_gflops_per_cpu_s", "read_bandwidth_gbs"};
+        double yv[] = {sgemm_before > sgemm_after ? sgemm_before : sgemm_after,
+                       cpu_before > cpu_after ? cpu_before : cpu_after, bw};
+        bench_cpu_print_yardsticks(stdout, 3, yn, yv);
+    }
+    printf(",\n  \"threads\": %d,\n  \"omp_wait_policy\": \"%s\",\n", threads,
            policy ? policy : "default");
     double yard_cpu = cpu_before > cpu_after ? cpu_before : cpu_after;
     printf("  \"sgemm_2048_gflops\": {\"before\": %.1f, \"after\": %.1f, \"yardstick\": %.1f, "

@@ -26,6 +26,7 @@
 #include <jpeglib.h>
 
 #include "imgsearch/image.h"
+#include "bench_cpu.h"
 
 static const char *src_dir(void)
 {
@@ -147,7 +148,14 @@ int main(int argc, char **argv)
     double y = median(t_y, runs), ys = median(t_ys, runs), d = median(t_d, runs);
     double p = median(t_p, runs), dp = median(t_dp, runs), nn = median(t_n, runs);
     double t = median(t_t, runs);
-    printf("{\"bench\": \"image\", \"file\": \"%s\", \"width\": %d, \"height\": %d, "
+    printf("{");
+    bench_cpu_print_json(stdout);
+    {
+        const char *yn[] = {"libjpeg_decode_ms", "libjpeg_decode_scaled_1_4_ms"};
+        double yv[] = {y, ys};
+        bench_cpu_print_yardsticks(stdout, 2, yn, yv);
+    }
+    printf(", \"bench\": \"image\", \"file\": \"%s\", \"width\": %d, \"height\": %d, "
            "\"mode\": \"%s\", \"runs\": %d,\n"
            " \"median_ms\": {\"yardstick_libjpeg_decode\": %.3f, "
            "\"yardstick_libjpeg_decode_scaled_1_4\": %.3f, \"decode\": %.3f, "

@@ -58,6 +58,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "bench_cpu.h"
 
 #define DIM 512
 
@@ -631,7 +632,9 @@ static int main_concurrency(size_t n, int nq, uint64_t seed, const char *sets, c
         fprintf(stderr, "bench_index: --reps, --conc-queries and --scan-threads must be >= 1\n");
         return 2;
     }
-    printf("{\"bench\": \"index\", \"d\": %d, \"seed\": %llu,\n \"concurrency\": [\n", DIM,
+    printf("{");
+    bench_cpu_print_json(stdout);
+    printf("\"bench\": \"index\", \"d\": %d, \"seed\": %llu,\n \"concurrency\": [\n", DIM,
            (unsigned long long)seed);
     const char *names[] = {"easy", "hard"};
     int first = 1;
@@ -713,7 +716,9 @@ int main(int argc, char **argv)
     const struct knob ivf_pq[] = {{16, 0, 100}, {32, 0, 100}, {64, 0, 200}, {128, 0, 200}};
     const struct knob hnsw_k[] = {{0, 32, 0}, {0, 64, 0}, {0, 128, 0}};
 
-    printf("{\"bench\": \"index\", \"d\": %d, \"seed\": %llu,\n \"exact\": [\n", DIM,
+    printf("{");
+    bench_cpu_print_json(stdout);
+    printf("\"bench\": \"index\", \"d\": %d, \"seed\": %llu,\n \"exact\": [\n", DIM,
            (unsigned long long)seed);
     struct {
         const char *name;

@@ -37,6 +37,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(SRC, "tests", "integration"))
 from ingest_common import HostileServer  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_cpu  # noqa: E402
 
 
 def find_exe(build, name):
@@ -137,6 +139,7 @@ def main():
                  4: 1024 * 1024, 5: 960 * 1280, 6: 1067 * 1600}
         result["megapixels_avg"] = round(sum(sizes[i % 7] for i in range(args.images)) /
                                          args.images / 1e6, 2)
+        result = {"cpu": bench_cpu.cpu_info(), **result}
         print(json.dumps(result, indent=1))
     finally:
         if server:

@@ -17,6 +17,7 @@
 
 #include "imgsearch/base.h"
 #include "imgsearch/clip.h"
+#include "bench_cpu.h"
 
 int main(int argc, char **argv)
 {
@@ -81,7 +82,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_ingest_encode: %s\n", ims_error_message(&err, st));
         return 1;
     }
-    printf("{\"batch\": %d, \"images\": %d, \"seconds\": %.3f, \"images_per_s\": %.2f, "
+    printf("{");
+    bench_cpu_print_json(stdout);
+    printf("\"batch\": %d, \"images\": %d, \"seconds\": %.3f, \"images_per_s\": %.2f, "
            "\"model\": \"%s\"}\n",
            batch, n_batches * batch, dt, n_batches * batch / dt, clip_model_name(model));
     free(pixels);

@@ -2,13 +2,15 @@
 /*
  * bench_ingest_genjpeg.c: writes photo-like JPEGs for bench_ingest.py.
  *
- *     bench_ingest_genjpeg OUT_DIR COUNT [SEED]
+ *     bench_ingest_genjpeg OUT_DIR COUNT [SEED] [WxH]
  *
  * Image i is OUT_DIR/photo_NNNN.jpg, 1-2 megapixels (the sizes cycle through
  * 1280x960, 1600x1067, 1200x1200, 1920x1080, 1024x1024 portrait variants),
  * quality 88, 4:2:0. Content: smooth gradients and a few soft blobs that
  * differ per image, plus per-pixel noise, so that the files compress like
  * photographs (roughly 150-500 kB) rather than like flat test patterns.
+ * With WxH every image has that size instead (bench_large_photos.py: 12 and
+ * 24 MP phone photos, 224x224 thumbnails-sized ones).
  */
 #include <math.h>
 #include <stdint.h>
@@ -92,17 +94,24 @@ int main(int argc, char **argv)
     static const int sizes[][2] = {{1280, 960}, {1600, 1067}, {1200, 1200}, {1920, 1080},
                                    {1024, 1024}, {960, 1280}, {1067, 1600}};
     if (argc < 3) {
-        fprintf(stderr, "usage: bench_ingest_genjpeg OUT_DIR COUNT [SEED]\n");
+        fprintf(stderr, "usage: bench_ingest_genjpeg OUT_DIR COUNT [SEED] [WxH]\n");
         return 2;
     }
     int count = atoi(argv[2]);
     rs = 0x9e3779b97f4a7c15ull ^ (argc > 3 ? strtoull(argv[3], NULL, 10) : 1);
-    unsigned char *rgb = malloc((size_t)1920 * 1600 * 3);
+    int fixed[2] = {0, 0};
+    if (argc > 4 && (sscanf(argv[4], "%dx%d", &fixed[0], &fixed[1]) != 2 || fixed[0] < 1 ||
+                     fixed[1] < 1 || fixed[0] > 20000 || fixed[1] > 20000)) {
+        fprintf(stderr, "bench_ingest_genjpeg: bad size %s\n", argv[4]);
+        return 2;
+    }
+    unsigned char *rgb = malloc(fixed[0] ? (size_t)fixed[0] * (size_t)fixed[1] * 3
+                                         : (size_t)1920 * 1600 * 3);
     if (!rgb)
         return 1;
     for (int i = 0; i < count; i++) {
         char path[4096];
-        const int *s = sizes[i % (int)(sizeof(sizes) / sizeof(sizes[0]))];
+        const int *s = fixed[0] ? fixed : sizes[i % (int)(sizeof(sizes) / sizeof(sizes[0]))];
         snprintf(path, sizeof(path), "%s/photo_%04d.jpg", argv[1], i);
         if (write_one(path, s[0], s[1], rgb)) {
             free(rgb);

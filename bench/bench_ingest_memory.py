@@ -41,6 +41,8 @@ import sys
 import tempfile
 import threading
 import time
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_cpu  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(HERE)
@@ -287,6 +289,7 @@ def main():
             result["rss_at"] = {"10%": at_fraction(samples, total, 0.1),
                                 "50%": at_fraction(samples, total, 0.5),
                                 "100%": at_fraction(samples, total, 1.0)}
+        result = {"cpu": bench_cpu.cpu_info(), **result}
         print(json.dumps(result, indent=1))
     finally:
         if server:

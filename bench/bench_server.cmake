@@ -7,8 +7,10 @@
 #   python3 bench/bench_server.py --build B
 find_package(Threads REQUIRED)
 add_executable(bench_server_load ${CMAKE_CURRENT_SOURCE_DIR}/bench_server_load.c)
+  target_link_libraries(bench_server_load PRIVATE ims_bench_cpu)
 target_link_libraries(bench_server_load PRIVATE Threads::Threads)
 if(TARGET ims_clip AND TARGET ims_store)
   add_executable(bench_server_prep ${CMAKE_CURRENT_SOURCE_DIR}/bench_server_prep.c)
+  target_link_libraries(bench_server_prep PRIVATE ims_bench_cpu)
   target_link_libraries(bench_server_prep PRIVATE ims_clip ims_store ims_base)
 endif()

@@ -54,6 +54,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(SRC, "tests", "integration"))
 from ingest_common import HostileServer  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_cpu  # noqa: E402
 
 # The prototype, as the issue describes it (same PRNG ViT-B/32 weights,
 # 200 JPEGs of 1-2 MP from 127.0.0.1).
@@ -404,6 +406,7 @@ def main():
                 result["image_search_upload"]["p50_ms"] / PROTOTYPE["image_search_upload_ms"], 2)
         result["prototype"] = PROTOTYPE
         result["loadavg_end"] = os.getloadavg()[0]
+        result = {"cpu": bench_cpu.cpu_info(), **result}
         print(json.dumps(result, indent=1))
     finally:
         if srv:

@@ -42,6 +42,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include "bench_cpu.h"
 
 #define MAX_CONC 1024
 #define RESP_MAX (4u << 20)
@@ -334,7 +335,9 @@ int main(int argc, char **argv)
         free(cl[i].lat_ms);
     }
     qsort(all, n, sizeof(*all), cmp_double);
-    printf("{\"concurrency\": %d, \"requests\": %zu, \"ok_2xx\": %ld, \"non_2xx\": %ld, "
+    printf("{");
+    bench_cpu_print_json(stdout);
+    printf("\"concurrency\": %d, \"requests\": %zu, \"ok_2xx\": %ld, \"non_2xx\": %ld, "
            "\"status_4xx\": %ld, \"status_5xx\": %ld, \"transport_errors\": %ld, "
            "\"wall_s\": %.3f, \"requests_per_s\": %.1f, \"p50_ms\": %.3f, \"p90_ms\": %.3f, "
            "\"p99_ms\": %.3f, \"max_ms\": %.3f}\n",

@@ -27,6 +27,7 @@
 #include "imgsearch/base.h"
 #include "imgsearch/clip.h"
 #include "imgsearch/store.h"
+#include "bench_cpu.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
@@ -175,7 +176,9 @@ static int encode(const char *model_dir, const char *texts, long n)
     if (done == 0)
         goto out;
     qsort(ms, (size_t)done, sizeof(*ms), cmp_double);
-    printf("{\"texts\": %ld, \"tokens_avg\": %.1f, \"encode_p50_ms\": %.3f, "
+    printf("{");
+    bench_cpu_print_json(stdout);
+    printf("\"texts\": %ld, \"tokens_avg\": %.1f, \"encode_p50_ms\": %.3f, "
            "\"encode_p90_ms\": %.3f, \"encode_mean_ms\": %.3f, \"model\": \"%s\"}\n",
            done, tokens / (double)done, ms[done / 2], ms[(size_t)((double)done * 0.9)],
            sum / (double)done, clip_model_name(m));

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "imgsearch/store.h"
+#include "bench_cpu.h"
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -258,7 +259,14 @@ int main(int argc, char **argv)
     double mb = (double)(n_rows * vec_bytes) / 1e6;
     double raw_rows_s = (double)batch / raw_batch_med, ins_rows_s = (double)batch / ins_batch_med;
     printf("{\n");
-    printf("  \"bench\": \"store\",\n");
+    printf("  ");
+    bench_cpu_print_json(stdout);
+    {
+        const char *yn[] = {"raw_write_rows_per_s", "raw_read_mb_per_s"};
+        double yv[] = {raw_rows_s, mb / read_med};
+        bench_cpu_print_yardsticks(stdout, 2, yn, yv);
+    }
+    printf(",\n  \"bench\": \"store\",\n");
     printf("  \"rows\": %zu, \"dim\": %u, \"batch\": %zu, \"embedding_mb\": %.1f,\n", n_rows, dim,
            batch, mb);
     printf("  \"yardstick_write\": {\"what\": \"raw append + fsync per batch\", "

@@ -4,5 +4,6 @@
 # measured in the same run (see the top of bench_store.c).
 if(TARGET ims_store)
   add_executable(bench_store ${CMAKE_CURRENT_SOURCE_DIR}/bench_store.c)
+  target_link_libraries(bench_store PRIVATE ims_bench_cpu)
   target_link_libraries(bench_store PRIVATE ims_store)
 endif()

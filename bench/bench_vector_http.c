@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "bench_cpu.h"
 
 #define DIM 512
 #define K 10
@@ -299,7 +300,14 @@ static int cmd_scan(const char *dir, int n_threads, size_t first, size_t count)
     fprintf(stderr, "bench_vector_http: our Flat scan p50 %.2f ms (1 thread), %.2f ms (%d)\n",
             s50, m50, n_threads);
 
-    printf("{\"n\": %zu, \"d\": %d, \"queries\": %zu, \"isa\": \"%s\",\n", n, DIM, nq,
+    printf("{");
+    bench_cpu_print_json(stdout);
+    {
+        const char *yn[] = {"faiss_flat_ip_p50_ms"};
+        double yv[] = {f50};
+        bench_cpu_print_yardsticks(stdout, 1, yn, yv);
+    }
+    printf(",\n \"n\": %zu, \"d\": %d, \"queries\": %zu, \"isa\": \"%s\",\n", n, DIM, nq,
            index__scan_isa());
     printf(" \"faiss_flat_ip\": {\"p50_ms\": %.3f, \"p99_ms\": %.3f},\n", f50, f99);
     printf(" \"scan_flat\": {\"threads\": 1, \"p50_ms\": %.3f, \"p99_ms\": %.3f},\n", s50, s99);

@@ -40,6 +40,8 @@ import subprocess
 import sys
 import tempfile
 import time
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_cpu  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(HERE)
@@ -252,6 +254,7 @@ def main():
                                                      for x in rounds), args.queries),
             "per_round": rounds,
         }
+        result = {"cpu": bench_cpu.cpu_info(), **result}
         print(json.dumps(result, indent=1))
     finally:
         if serve:

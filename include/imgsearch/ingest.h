@@ -115,6 +115,7 @@ struct ingest_options {
     int batch_size;              /* images per encoder call (default 16) */
     int thumb_side;              /* longest side of thumbnails (256) */
     int thumb_quality;           /* JPEG quality (80) */
+    enum image_decode_policy decode; /* IMAGE_DECODE_BOUNDED (default) or _EXACT */
     ingest_item_fn *on_item;     /* optional */
     ingest_progress_fn *on_progress; /* optional */
     void *cb_ctx;

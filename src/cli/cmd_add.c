@@ -30,11 +30,14 @@
 const char cli_help_add[] =
     "usage: imgsearch add [--data DIR] [--catalogue URL]"
     " [--model DIR] [--precision f32|bf16] [--batch N]\n"
+    "                     [--decode bounded|exact]\n"
     "                     [download options] URL|FILE|FOLDER... | --from FILE\n"
     "Adds images: http(s) URLs, files, folders (recursive). --from reads one source\n"
     "per line (\"-\": stdin). URLs resolving to loopback/private/link-local/metadata\n"
-    "addresses are refused unless --allow-private-urls.\n" CLI_FETCH_HELP
-    CLI_CATALOGUE_HELP;
+    "addresses are refused unless --allow-private-urls.\n"
+    "--decode bounded (default) decodes JPEGs much larger than needed at a DCT scale\n"
+    "(CLIP input within 40 dB PSNR of the exact path); exact reproduces Pillow's bytes.\n"
+    CLI_FETCH_HELP CLI_CATALOGUE_HELP;
 
 static volatile sig_atomic_t interrupted;
 /* read by the pipeline's source thread: an atomic (lock-free, so also safe
@@ -176,6 +179,10 @@ int cli_cmd_add(int argc, char **argv)
             if (r < 0 || cli_parse_long(v, 1, 256, &num))
                 goto usage_value;
             io.batch_size = (int)num;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--decode", &v)) != 0) {
+            if (r < 0 || (strcmp(v, "exact") != 0 && strcmp(v, "bounded") != 0))
+                goto usage_value;
+            io.decode = strcmp(v, "exact") == 0 ? IMAGE_DECODE_EXACT : IMAGE_DECODE_BOUNDED;
         } else if (argv[i][0] == '-' && argv[i][1] == '-') {
             free(positional);
             return cli_usage("add", cli_help_add, "unknown option %s", argv[i]);

@@ -31,7 +31,9 @@
  */
 #include <math.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <sys/mman.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -532,6 +534,36 @@ static void pass(struct textpass *tp, int tid, int nt)
     linear_run(&tp->proj, tp->pooled, w, n_seq, tp->out, tp->d, GEMM_F32, -1, 0, tid, nt);
 }
 
+/* Busy machines (issue 11 item 4). The pass meets ~85 times at barriers; if
+ * a helper thread has no core of its own, every meeting waits for the
+ * scheduler to give it one back and a 4 ms text takes 15. So before a pass
+ * look at the kernel's count of runnable tasks (/proc/loadavg, field 4,
+ * which counts this thread too): when fewer than nt - 1 CPUs are left for
+ * the helpers, run the pass on the calling thread alone (about 1.6x the
+ * two-thread time on an idle machine, far less than a stalled team).
+ * IMS_TEXT_ADAPTIVE=0 in the environment turns this off (benchmarks). */
+#ifdef _OPENMP
+static int cpus_contended(int nt)
+{
+    const char *e = getenv("IMS_TEXT_ADAPTIVE"); /* read per pass: bench_text_busy flips it */
+    if (e && e[0] == '0')
+        return 0;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (!f)
+        return 0;
+    double l1, l5, l15;
+    int running = 0, total = 0;
+    int got = fscanf(f, "%lf %lf %lf %d/%d", &l1, &l5, &l15, &running, &total);
+    fclose(f);
+    if (got != 5)
+        return 0;
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    if (online < 1)
+        online = 1;
+    return (long)(running - 1) > online - nt; /* others running + our helpers > CPUs */
+}
+#endif
+
 void textpass_encode(struct textpass *tp, int n_seq, const int32_t *const *ids, const int *lens,
                      float *const *outs)
 {
@@ -545,7 +577,7 @@ void textpass_encode(struct textpass *tp, int n_seq, const int32_t *const *ids, 
     IMS_ASSERT(tp->rows <= TEXTPASS_MAX_ROWS);
 #ifdef _OPENMP
     int nt = tp->n_threads;
-    if (nt > 1) {
+    if (nt > 1 && !cpus_contended(nt)) {
 #pragma omp parallel num_threads(nt)
         {
             int got = omp_get_num_threads(), tid = omp_get_thread_num();
@@ -557,8 +589,10 @@ void textpass_encode(struct textpass *tp, int n_seq, const int32_t *const *ids, 
                 tp->bar.n = nt;
             }
         }
-    } else {
+    } else { /* one thread, or the helper would have no CPU: run alone */
+        tp->bar.n = 1;
         pass(tp, 0, 1);
+        tp->bar.n = nt;
     }
 #else
     pass(tp, 0, 1);

@@ -4,8 +4,10 @@
  * that the pixels are the ones the CLIP reference saw.
  *
  * - libjpeg's defaults are Pillow's: integer slow DCT (JDCT_ISLOW), fancy
- *   upsampling, no DCT scaling. We leave them alone. (Scaled decoding would
- *   be much faster for big photos but changes the bytes.)
+ *   upsampling, no DCT scaling. We leave them alone in image__decode_jpeg.
+ *   image__decode_jpeg_scaled (ingestion's bounded path, image_prepare.c)
+ *   asks for the smallest DCT scale M/8 that keeps a given size: much
+ *   faster for big photos, not byte-exact.
  * - Modes as Pillow: 1 component -> L, 3 -> RGB (libjpeg converts YCbCr),
  *   4 (CMYK or YCCK) -> CMYK. Pillow assumes Adobe's inverted CMYK
  *   (JpegImagePlugin: rawmode "CMYK;I"), so we store 255 - v.
@@ -130,9 +132,24 @@ static void on_progress(j_common_ptr cinfo)
     }
 }
 
-enum ims_status image__decode_jpeg(const uint8_t *p, size_t n, const struct image_limits *lim,
-                                   struct image_info *info, struct image **out,
-                                   struct ims_error *err)
+/* Smallest libjpeg-turbo DCT scale M/8 (M = 1..8) whose output keeps its
+ * shorter side >= min_short and its longer side >= min_long; 8 (no scaling)
+ * when none is smaller. libjpeg rounds the output size up (jdiv_round_up),
+ * so do we. */
+static int jpeg_scale_for(unsigned w, unsigned h, int min_short, int min_long)
+{
+    unsigned s = w < h ? w : h, l = w < h ? h : w;
+    for (int m = 1; m < 8; m++) {
+        uint64_t os = ((uint64_t)s * (unsigned)m + 7) / 8, ol = ((uint64_t)l * (unsigned)m + 7) / 8;
+        if (os >= (uint64_t)min_short && ol >= (uint64_t)min_long)
+            return m;
+    }
+    return 8;
+}
+
+static enum ims_status decode_jpeg(const uint8_t *p, size_t n, const struct image_limits *lim,
+                                   struct image_info *info, struct image **out, int min_short,
+                                   int min_long, struct ims_error *err)
 {
     struct jpeg_decompress_struct cinfo;
     struct jerr jerr;
@@ -200,8 +217,14 @@ enum ims_status image__decode_jpeg(const uint8_t *p, size_t n, const struct imag
     if (!out)
         goto out;
 
+    if (min_short > 0 && min_long > 0) { /* image__decode_jpeg_scaled */
+        cinfo.scale_num = (unsigned)jpeg_scale_for(cinfo.image_width, cinfo.image_height,
+                                                   min_short, min_long);
+        cinfo.scale_denom = 8;
+    }
+    jpeg_calc_output_dimensions(&cinfo);
     struct image *im = NULL;
-    if ((st = image_new((int)cinfo.image_width, (int)cinfo.image_height, mode, &im, err)) !=
+    if ((st = image_new((int)cinfo.output_width, (int)cinfo.output_height, mode, &im, err)) !=
         IMS_OK)
         goto out;
     img = im;
@@ -226,4 +249,20 @@ out:
     jpeg_destroy_decompress(&cinfo);
     image_free(img);
     return st;
+}
+
+enum ims_status image__decode_jpeg(const uint8_t *p, size_t n, const struct image_limits *lim,
+                                   struct image_info *info, struct image **out,
+                                   struct ims_error *err)
+{
+    return decode_jpeg(p, n, lim, info, out, 0, 0, err);
+}
+
+enum ims_status image__decode_jpeg_scaled(const uint8_t *p, size_t n,
+                                          const struct image_limits *lim, int min_short,
+                                          int min_long, struct image_info *info,
+                                          struct image **out, struct ims_error *err)
+{
+    return decode_jpeg(p, n, lim, info, out, min_short > 0 ? min_short : 1,
+                       min_long > 0 ? min_long : 1, err);
 }

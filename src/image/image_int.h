@@ -25,6 +25,14 @@ typedef enum ims_status (*image__decode_fn)(const uint8_t *p, size_t n,
 enum ims_status image__decode_jpeg(const uint8_t *p, size_t n, const struct image_limits *lim,
                                    struct image_info *info, struct image **out,
                                    struct ims_error *err);
+/* The same with libjpeg-turbo's DCT scaling: the smallest scale M/8 whose
+ * output keeps its shorter side >= min_short and its longer side >=
+ * min_long (no scaling when none is smaller). The image has the scaled
+ * size; `info` keeps the file's size. */
+enum ims_status image__decode_jpeg_scaled(const uint8_t *p, size_t n,
+                                          const struct image_limits *lim, int min_short,
+                                          int min_long, struct image_info *info,
+                                          struct image **out, struct ims_error *err);
 enum ims_status image__decode_png(const uint8_t *p, size_t n, const struct image_limits *lim,
                                   struct image_info *info, struct image **out,
                                   struct ims_error *err);

@@ -512,8 +512,16 @@ static const char *format_word(enum image_format f)
 static void decode_item(struct pipeline *p, struct item *it, uint8_t *rgb)
 {
     struct ims_error err = {0};
-    struct image *img = NULL;
-    enum ims_status st = image_decode(it->body, it->body_len, &p->o->limits, &img, &err);
+    struct image_prepared prep;
+    const struct image_prepare_options po = {&p->o->limits, p->image_size, p->o->thumb_side,
+                                             p->o->thumb_quality, p->o->decode};
+    size_t s = (size_t)p->image_size;
+    it->pixels = ims_malloc(3 * s * s * sizeof(float));
+    if (!it->pixels) {
+        item_fail(it, IMS_ERR_NOMEM, "out of memory");
+        return;
+    }
+    enum ims_status st = image_prepare_for_ingest(it->body, it->body_len, &po, rgb, &prep, &err);
     if (st != IMS_OK) {
         item_fail(it, st, "%s", ims_error_message(&err, st));
         return;
@@ -522,27 +530,14 @@ static void decode_item(struct pipeline *p, struct item *it, uint8_t *rgb)
     it->bytes = (int64_t)it->body_len;
     ims_free(it->body);
     it->body = NULL;
-    it->format = format_word(img->format);
-    it->width = img->width;
-    it->height = img->height;
-    size_t s = (size_t)p->image_size;
-    it->pixels = ims_malloc(3 * s * s * sizeof(float));
-    if (!it->pixels) {
-        item_fail(it, IMS_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    st = image_clip_preprocess(img, p->image_size, rgb, &err);
-    if (st != IMS_OK) {
-        item_fail(it, st, "%s", ims_error_message(&err, st));
-        goto out;
-    }
+    it->format = format_word(prep.format);
+    it->width = prep.width;
+    it->height = prep.height;
     image_clip_normalize(rgb, p->image_size, it->pixels);
-    st = image_thumbnail_jpeg(img, p->o->thumb_side, p->o->thumb_quality, &it->thumb,
-                              &it->thumb_len, NULL, NULL, &err);
-    if (st != IMS_OK) /* the image is still searchable without a thumbnail */
-        ims_log(IMS_LOG_WARN, "%s: no thumbnail: %s", it->source, ims_error_message(&err, st));
-out:
-    image_free(img);
+    it->thumb = prep.thumb;
+    it->thumb_len = prep.thumb_len;
+    if (!prep.thumb && p->o->thumb_side > 0) /* still searchable without a thumbnail */
+        ims_log(IMS_LOG_WARN, "%s: no thumbnail: %s", it->source, prep.thumb_error);
 }
 
 static void *decoder_main(void *arg)

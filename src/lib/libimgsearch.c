@@ -155,6 +155,14 @@ struct next_ctx {
     size_t n, i;
 };
 
+/* ingest commits rows to the catalogue; the handle's index follows them
+ * through the replica before imgsearch_add returns */
+static enum ims_status after_commit(void *user, int64_t seq, struct ims_error *err)
+{
+    struct imgsearch *is = user;
+    return replica_sync(is->replica, seq, 60000, err);
+}
+
 static int next_source(void *ctx, const char **source)
 {
     struct next_ctx *c = ctx;
@@ -170,13 +178,13 @@ enum imgsearch_status imgsearch_add(struct imgsearch *is, const char *const *sou
 {
     if (!sources && n)
         return pass(ims_error_set(ERR(e), IMS_ERR_INVALID, "no sources"));
-    struct ingest_deps deps = {is->model, is->store, is->index};
+    struct ingest_deps deps = {is->model, is->store, after_commit, is};
     struct next_ctx nc = {sources, n, 0};
     struct ingest_summary sum;
     memset(&sum, 0, sizeof(sum));
     pthread_mutex_lock(&is->add_mu);
     enum ims_status st =
-        ingest_run(&deps, &is->iopt, next_source, &nc, NULL, NULL, &sum, ERR(e));
+        ingest_run(&deps, &is->iopt, next_source, &nc, NULL, &sum, ERR(e));
     pthread_mutex_unlock(&is->add_mu);
     if (st == IMS_OK && summary) {
         summary->total = sum.total;
@@ -191,8 +199,11 @@ enum imgsearch_status imgsearch_remove(struct imgsearch *is, int64_t id,
                                        struct imgsearch_error *e)
 {
     enum ims_status st = store_delete(is->store, id, ERR(e));
+    int64_t seq = 0;
     if (st == IMS_OK)
-        st = vindex_remove(is->index, &id, 1, NULL, ERR(e));
+        st = store_change_seq(is->store, &seq, ERR(e));
+    if (st == IMS_OK) /* the catalogue first; the index follows its feed */
+        st = replica_sync(is->replica, seq, 60000, ERR(e));
     return pass(st);
 }
 

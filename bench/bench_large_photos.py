@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""bench_large_photos: `imgsearch add FOLDER` of large phone photos against a
+folder of 224x224 images in the same run (issue 11 item 1).
+
+    cmake --build B --target imgsearch bench_ingest_genjpeg
+    python3 bench/bench_large_photos.py --build B [--model DIR] [--images 24]
+        [--precision f32,bf16] [--decode bounded,exact] [--sizes 4032x3024,5656x4242]
+
+For every precision it adds, one after another into fresh data folders, the
+224x224 folder (the yardstick: nothing to decode or resample), then each
+large folder with each --decode policy, then the 224x224 folder again; the
+yardstick rate is the better of the two. Rates are add's own pipeline rate
+(its summary line: model load excluded). Peak RSS of each add process is
+reported; (peak of a large folder - peak of the 224 folder) / decode threads
+is the decode memory per worker. Prints JSON; nothing here is a test.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_cpu  # noqa: E402
+
+
+def find_exe(build, name):
+    for root, _, files in os.walk(build):
+        if name in files and os.access(os.path.join(root, name), os.X_OK):
+            return os.path.join(root, name)
+    sys.exit("bench_large_photos: %s not found under %s" % (name, build))
+
+
+def add(imgsearch, model, folder, data, precision, decode, n):
+    cmd = [imgsearch, "add", "--data", data, "--model", model, "--precision", precision,
+           "--decode", decode, folder]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = p.stderr.read().decode(errors="replace")
+    _, status, ru = os.wait4(p.pid, 0)
+    m = re.search(r"(\d+) added.*in ([0-9.]+) s", err)
+    if os.waitstatus_to_exitcode(status) != 0 or not m or int(m.group(1)) != n:
+        sys.exit("bench_large_photos: add failed:\n" + err[-2000:])
+    shutil.rmtree(data, ignore_errors=True)
+    secs = float(m.group(2))
+    return {"images_per_s": round(n / secs, 2), "seconds": secs,
+            "peak_rss_mb": round(ru.ru_maxrss / 1024.0, 1)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", required=True)
+    ap.add_argument("--model")
+    ap.add_argument("--images", type=int, default=24)
+    ap.add_argument("--precision", default="f32,bf16")
+    ap.add_argument("--decode", default="bounded,exact")
+    ap.add_argument("--sizes", default="4032x3024,5656x4242")
+    args = ap.parse_args()
+    imgsearch = find_exe(args.build, "imgsearch")
+    genjpeg = find_exe(args.build, "bench_ingest_genjpeg")
+    tmp = tempfile.mkdtemp(prefix="ims_bench_large_")
+    try:
+        model = args.model
+        if not model:
+            model = os.path.join(tmp, "model")
+            subprocess.run([imgsearch, "make-model", "--config",
+                            os.path.join(SRC, "tests/golden/clip/prng-vitb32/config.json"),
+                            "--prng-seed", "1", "--out", model], check=True,
+                           stdout=subprocess.DEVNULL)
+        folders = {}
+        for i, size in enumerate(["224x224"] + args.sizes.split(",")):
+            d = os.path.join(tmp, "photos_" + size)
+            os.makedirs(d)
+            subprocess.run([genjpeg, d, str(args.images), str(7 + i), size], check=True)
+            mb = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)) / 1e6
+            folders[size] = {"dir": d, "jpeg_mb_avg": round(mb / args.images, 2)}
+        result = {"images": args.images, "decode_threads": os.cpu_count(),
+                  "folders": {k: v["jpeg_mb_avg"] for k, v in folders.items()}, "runs": {}}
+        data = os.path.join(tmp, "data")
+        for prec in args.precision.split(","):
+            r = {}
+            small = [add(imgsearch, model, folders["224x224"]["dir"], data, prec, "bounded",
+                         args.images)]
+            for size in args.sizes.split(","):
+                for dec in args.decode.split(","):
+                    r["%s_%s" % (size, dec)] = add(imgsearch, model, folders[size]["dir"], data,
+                                                   prec, dec, args.images)
+            small.append(add(imgsearch, model, folders["224x224"]["dir"], data, prec, "bounded",
+                             args.images))
+            yard = max(s["images_per_s"] for s in small)
+            r["yardstick_224x224"] = small
+            for k, v in list(r.items()):
+                if k == "yardstick_224x224":
+                    continue
+                v["ratio_over_224"] = round(v["images_per_s"] / yard, 3)
+                v["decode_mb_per_worker"] = round(
+                    max(0.0, v["peak_rss_mb"] - min(s["peak_rss_mb"] for s in small)) /
+                    result["decode_threads"], 1)
+            result["runs"][prec] = r
+        result = {"cpu": bench_cpu.cpu_info(), "yardsticks": {
+            p: max(s["images_per_s"] for s in result["runs"][p]["yardstick_224x224"])
+            for p in result["runs"]}, **result}
+        print(json.dumps(result, indent=1))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

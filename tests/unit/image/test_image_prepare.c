@@ -1,0 +1,233 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_image_prepare.c: image_prepare_for_ingest (issue 11 item 1). The
+ * bounded policy must stay within IMAGE_PREPARE_MIN_PSNR_DB of the exact
+ * CLIP input on large generated photos (baseline and progressive), actually
+ * decode them scaled, give a thumbnail of the right size, and reproduce the
+ * exact bytes when the policy is exact, for formats it does not scale, and
+ * for JPEGs too small to scale. Bad input fails with a precise error.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <jpeglib.h>
+
+#include "imgsearch/image.h"
+
+static uint64_t rs = 12345;
+static uint32_t rnd(void)
+{
+    rs ^= rs << 13;
+    rs ^= rs >> 7;
+    rs ^= rs << 17;
+    return (uint32_t)(rs >> 32);
+}
+
+/* Gradient, hard-edged rectangles, a texture of a few pixels per cycle and
+ * noise: the content a downscale can get wrong. */
+static uint8_t *gen_rgb(int w, int h)
+{
+    uint8_t *rgb = malloc((size_t)w * (size_t)h * 3);
+    assert_non_null(rgb);
+    int rx0 = w / 5, rx1 = w / 2, ry0 = h / 4, ry1 = (h * 2) / 3;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            uint8_t *p = rgb + ((size_t)y * (size_t)w + (size_t)x) * 3;
+            uint32_t n = rnd();
+            double tex = 20 * sin(6.2831853 * (x + 0.5 * y) / 7.0);
+            int in = x >= rx0 && x < rx1 && y >= ry0 && y < ry1;
+            for (int c = 0; c < 3; c++) {
+                double v = 60 + 120.0 * (x + c * y) / (w + h) + tex + (in ? 50 : 0) +
+                           (double)((n >> (8 * c)) & 15) - 7.5;
+                p[c] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+            }
+        }
+    return rgb;
+}
+
+static unsigned char *make_jpeg(int w, int h, int progressive, unsigned long *n)
+{
+    uint8_t *rgb = gen_rgb(w, h);
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr jerr;
+    unsigned char *buf = NULL;
+    *n = 0;
+    c.err = jpeg_std_error(&jerr);
+    jpeg_create_compress(&c);
+    jpeg_mem_dest(&c, &buf, n);
+    c.image_width = (JDIMENSION)w;
+    c.image_height = (JDIMENSION)h;
+    c.input_components = 3;
+    c.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&c);
+    jpeg_set_quality(&c, 90, TRUE);
+    if (progressive)
+        jpeg_simple_progression(&c);
+    jpeg_start_compress(&c, TRUE);
+    while (c.next_scanline < c.image_height) {
+        JSAMPROW row = (JSAMPROW)(rgb + (size_t)c.next_scanline * (size_t)w * 3);
+        jpeg_write_scanlines(&c, &row, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    free(rgb);
+    return buf;
+}
+
+static double psnr(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    double se = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - (double)b[i];
+        se += d * d;
+    }
+    return se == 0 ? 99.0 : 10 * log10(255.0 * 255.0 / (se / (double)n));
+}
+
+static void exact_path(const void *bytes, size_t n, uint8_t *rgb)
+{
+    struct ims_error err = {0};
+    struct image *img = NULL;
+    assert_int_equal(image_decode(bytes, n, NULL, &img, &err), IMS_OK);
+    assert_int_equal(image_clip_preprocess(img, 224, rgb, &err), IMS_OK);
+    image_free(img);
+}
+
+static void check_thumb(const struct image_prepared *p, int want_w, int want_h)
+{
+    assert_non_null(p->thumb);
+    struct ims_error err = {0};
+    struct image *t = NULL;
+    assert_int_equal(image_decode(p->thumb, p->thumb_len, NULL, &t, &err), IMS_OK);
+    assert_int_equal(t->width, want_w);
+    assert_int_equal(t->height, want_h);
+    image_free(t);
+}
+
+static void test_bounded_large_jpegs(void **state)
+{
+    (void)state;
+    static const struct {
+        int w, h, progressive, dw, dh;
+    } cases[] = {
+        {2400, 1800, 0, 600, 450},  /* scale 2/8: shorter side 450 >= 2 x 224 */
+        {1800, 2400, 1, 450, 600},  /* progressive, portrait */
+        {2000, 1500, 0, 750, 563},  /* 3/8: 2/8 would leave the shorter side at 375 */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        unsigned long n = 0;
+        unsigned char *jpg = make_jpeg(cases[i].w, cases[i].h, cases[i].progressive, &n);
+        uint8_t exact[224 * 224 * 3], bounded[224 * 224 * 3];
+        exact_path(jpg, n, exact);
+        struct image_prepare_options o = {NULL, 224, 256, 80, IMAGE_DECODE_BOUNDED};
+        struct image_prepared p;
+        struct ims_error err = {0};
+        assert_int_equal(image_prepare_for_ingest(jpg, n, &o, bounded, &p, &err), IMS_OK);
+        assert_int_equal(p.format, IMAGE_FORMAT_JPEG);
+        assert_int_equal(p.width, cases[i].w);
+        assert_int_equal(p.height, cases[i].h);
+        assert_int_equal(p.decoded_width, cases[i].dw);
+        assert_int_equal(p.decoded_height, cases[i].dh);
+        double q = psnr(exact, bounded, sizeof(exact));
+        if (q < IMAGE_PREPARE_MIN_PSNR_DB)
+            fail_msg("case %zu: PSNR %.2f dB below the %.1f dB bound", i, q,
+                     IMAGE_PREPARE_MIN_PSNR_DB);
+        assert_true(memcmp(exact, bounded, sizeof(exact)) != 0); /* it did take the scaled path */
+        int tw = cases[i].w >= cases[i].h ? 256 : (int)lround(256.0 * cases[i].w / cases[i].h);
+        int th = cases[i].w >= cases[i].h ? (int)lround(256.0 * cases[i].h / cases[i].w) : 256;
+        check_thumb(&p, tw, th);
+        ims_free(p.thumb);
+
+        /* the exact policy reproduces the exact bytes */
+        o.decode = IMAGE_DECODE_EXACT;
+        assert_int_equal(image_prepare_for_ingest(jpg, n, &o, bounded, &p, &err), IMS_OK);
+        assert_memory_equal(exact, bounded, sizeof(exact));
+        assert_int_equal(p.decoded_width, cases[i].w);
+        ims_free(p.thumb);
+        free(jpg);
+    }
+}
+
+static void test_small_and_other_formats_exact(void **state)
+{
+    (void)state;
+    /* 800x600: the best scale (5/8 or more) would not halve it, so no scaling */
+    unsigned long n = 0;
+    unsigned char *jpg = make_jpeg(800, 600, 0, &n);
+    uint8_t exact[224 * 224 * 3], got[224 * 224 * 3];
+    exact_path(jpg, n, exact);
+    struct image_prepare_options o = {NULL, 224, 256, 80, IMAGE_DECODE_BOUNDED};
+    struct image_prepared p;
+    struct ims_error err = {0};
+    assert_int_equal(image_prepare_for_ingest(jpg, n, &o, got, &p, &err), IMS_OK);
+    assert_int_equal(p.decoded_width, 800);
+    assert_memory_equal(exact, got, sizeof(exact));
+    ims_free(p.thumb);
+    free(jpg);
+
+    /* a BMP (no scaled decode): exact bytes, no thumbnail when thumb_side is 0 */
+    static uint8_t bmp[54 + 4 * 4 * 3];
+    memset(bmp, 0, sizeof(bmp));
+    bmp[0] = 'B';
+    bmp[1] = 'M';
+    bmp[2] = (uint8_t)sizeof(bmp);
+    bmp[10] = 54;
+    bmp[14] = 40;
+    bmp[18] = 4;
+    bmp[22] = 4;
+    bmp[26] = 1;
+    bmp[28] = 24;
+    for (size_t i = 54; i < sizeof(bmp); i++)
+        bmp[i] = (uint8_t)(i * 37);
+    exact_path(bmp, sizeof(bmp), exact);
+    o.thumb_side = 0;
+    assert_int_equal(image_prepare_for_ingest(bmp, sizeof(bmp), &o, got, &p, &err), IMS_OK);
+    assert_int_equal(p.format, IMAGE_FORMAT_BMP);
+    assert_null(p.thumb);
+    assert_memory_equal(exact, got, sizeof(exact));
+}
+
+static void test_bad_input(void **state)
+{
+    (void)state;
+    uint8_t rgb[224 * 224 * 3];
+    struct image_prepare_options o = {NULL, 224, 256, 80, IMAGE_DECODE_BOUNDED};
+    struct image_prepared p;
+    struct ims_error err = {0};
+    static const uint8_t junk[] = "\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01 garbage garbage";
+    enum ims_status st = image_prepare_for_ingest(junk, sizeof(junk), &o, rgb, &p, &err);
+    assert_int_equal(st, IMS_ERR_CORRUPT);
+    assert_non_null(strstr(ims_error_message(&err, st), "JPEG"));
+    static const char text[] = "just some notes, not a picture at all";
+    st = image_prepare_for_ingest(text, sizeof(text), &o, rgb, &p, &err);
+    assert_int_equal(st, IMS_ERR_UNSUPPORTED);
+    o.clip_size = 0;
+    assert_int_equal(image_prepare_for_ingest(junk, sizeof(junk), &o, rgb, &p, &err),
+                     IMS_ERR_INVALID);
+    /* truncated large JPEG: the scaled decoder reports the truncation */
+    unsigned long n = 0;
+    unsigned char *jpg = make_jpeg(2400, 1800, 0, &n);
+    o.clip_size = 224;
+    st = image_prepare_for_ingest(jpg, n / 2, &o, rgb, &p, &err);
+    assert_int_equal(st, IMS_ERR_CORRUPT);
+    assert_non_null(strstr(ims_error_message(&err, st), "truncated"));
+    free(jpg);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bounded_large_jpegs),
+        cmocka_unit_test(test_small_and_other_formats_exact),
+        cmocka_unit_test(test_bad_input),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
