@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * image.h: image bytes in, pixels out. Format sniffing, decoding (JPEG, PNG,
- * WebP, GIF, BMP), CLIP preprocessing that reproduces Pillow 9.4 +
+ * WebP, GIF, BMP, HEIF/HEIC, AVIF, TIFF), CLIP preprocessing that reproduces Pillow 9.4 +
  * torchvision 0.14 byte for byte, and small JPEG thumbnails.
  *
  *     struct image_limits lim;
@@ -48,6 +48,9 @@ enum image_format {
     IMAGE_FORMAT_WEBP,
     IMAGE_FORMAT_GIF,
     IMAGE_FORMAT_BMP,
+    IMAGE_FORMAT_HEIF, /* HEIF/HEIC (HEVC-coded, what phones write), through libheif */
+    IMAGE_FORMAT_AVIF, /* AV1-coded HEIF, through libheif */
+    IMAGE_FORMAT_TIFF, /* first page, through libtiff */
 };
 
 /* Pillow's decoded modes (the ones our decoders can produce). */
@@ -64,6 +67,12 @@ enum image_mode {
 
 /* "JPEG", "PNG", ... and "RGB", "P", ... (Pillow's names). Never NULL. */
 const char *image_format_name(enum image_format f);
+/* The lower-case word of the API and the catalogue: "jpeg", "png", "webp",
+ * "gif", "bmp", "heic", "avif", "tiff". Never NULL. */
+const char *image_format_word(enum image_format f);
+/* The reverse of image_format_word, case-insensitive ("jpg", "heif", "tif"
+ * accepted too). Returns 0 and sets *out, or -1 for an unknown word. */
+int image_format_parse(const char *word, enum image_format *out);
 const char *image_mode_name(enum image_mode m);
 /* Bytes per pixel of a mode (1, 2, 3 or 4). */
 int image_mode_bytes(enum image_mode m);

@@ -406,14 +406,7 @@ static void add_source(struct source_stage *s, const char *source)
 
 static const char *format_word(enum image_format f)
 {
-    switch (f) {
-    case IMAGE_FORMAT_JPEG: return "jpeg";
-    case IMAGE_FORMAT_PNG: return "png";
-    case IMAGE_FORMAT_WEBP: return "webp";
-    case IMAGE_FORMAT_GIF: return "gif";
-    case IMAGE_FORMAT_BMP: return "bmp";
-    }
-    return "unknown";
+    return image_format_word(f);
 }
 
 static void decode_item(struct pipeline *p, struct item *it, uint8_t *rgb)
