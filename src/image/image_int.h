@@ -50,6 +50,9 @@ enum ims_status image__decode_tiff(const uint8_t *p, size_t n, const struct imag
 enum ims_status image__heif_exif(const uint8_t *p, size_t n, uint8_t **exif, size_t *n_exif,
                                  struct ims_error *err);
 
+/* Parses a TIFF-structured EXIF payload (from "II*\0"/"MM\0*" on) into x. */
+void image__exif_parse_tiff(const uint8_t *p, size_t n, struct image_exif *x);
+
 /* Zero and negative sizes are CORRUPT, more than lim->max_pixels TOO_LARGE.
  * `what` names the format in the message ("PNG"). */
 enum ims_status image__check_dims(int64_t w, int64_t h, const struct image_limits *lim,

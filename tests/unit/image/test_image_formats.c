@@ -13,7 +13,14 @@
  * - truncated and corrupt files of both kinds fail with precise errors, and
  *   a TIFF or HEIF declaring more pixels than the limit is refused as
  *   too large before any pixel is decoded;
- * - the format words of the API ("heic", "avif", "tiff", ...) round-trip.
+ * - the format words of the API ("heic", "avif", "tiff", ...) round-trip;
+ * - EXIF (exif.c): the same payload (make_heif.py's: orientation 6, Make,
+ *   Model, DateTimeOriginal + OffsetTimeOriginal, GPS) read from a PNG eXIf
+ *   chunk, a JPEG APP1, a WebP EXIF chunk and a HEIC Exif item (orientation
+ *   1 there: libheif owns HEIF orientation); a big-endian block; a TIFF's
+ *   Orientation tag; every truncation and many corruptions of the block
+ *   without a crash; EXIF dates with and without offsets; image_orient's
+ *   eight transforms against their definitions.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -422,6 +429,274 @@ static void test_tiff_seeds(void **state)
     }
 }
 
+/* ---- EXIF ------------------------------------------------------------------ */
+
+#define TAKEN_UTC 1715949000 /* 2024-05-17 14:30:00 +02:00 */
+
+static void check_exif_fields(const struct image_exif *x, int orientation)
+{
+    assert_true(x->found);
+    assert_int_equal(x->orientation, orientation);
+    assert_string_equal(x->make, "TestCam");
+    assert_string_equal(x->model, "Phone 1");
+    assert_true(x->has_taken);
+    assert_true(x->taken_has_offset);
+    assert_int_equal(x->taken, TAKEN_UTC);
+    assert_true(x->has_gps);
+    assert_true(x->lat > 48.8583 && x->lat < 48.8584);
+    assert_true(x->lon > 2.2944 && x->lon < 2.2945);
+}
+
+/* The eXIf payload of make_heif.py's quad_exif.png. */
+static uint8_t *exif_payload(size_t *n_out, uint8_t **png_out, size_t *n_png)
+{
+    size_t n = 0;
+    uint8_t *png = load_gen("quad_exif.png", &n);
+    for (size_t at = 8; at + 12 <= n;) {
+        uint32_t len = (uint32_t)png[at] << 24 | (uint32_t)png[at + 1] << 16 |
+                       (uint32_t)png[at + 2] << 8 | png[at + 3];
+        if (!memcmp(png + at + 4, "eXIf", 4)) {
+            uint8_t *p = malloc(len);
+            memcpy(p, png + at + 8, len);
+            *n_out = len;
+            *png_out = png;
+            *n_png = n;
+            return p;
+        }
+        at += 12 + len;
+    }
+    fail_msg("quad_exif.png has no eXIf chunk");
+    return NULL;
+}
+
+static void test_exif_containers(void **state)
+{
+    (void)state;
+    struct ims_error err = {0};
+    struct image_exif x;
+    size_t np = 0, npng = 0;
+    uint8_t *png = NULL;
+    uint8_t *payload = exif_payload(&np, &png, &npng);
+
+    assert_int_equal(image_exif_read(png, npng, &x, &err), IMS_OK);
+    assert_int_equal(x.format, IMAGE_FORMAT_PNG);
+    check_exif_fields(&x, 6);
+
+    /* JPEG: our own thumbnail encoder's output with an APP1 spliced after SOI */
+    struct image *img = NULL;
+    assert_int_equal(image_decode(png, npng, NULL, &img, &err), IMS_OK);
+    uint8_t *jpg = NULL;
+    size_t jn = 0;
+    assert_int_equal(image_thumbnail_jpeg(img, 64, 90, &jpg, &jn, NULL, NULL, &err), IMS_OK);
+    image_free(img);
+    size_t an = 2 + 2 + 6 + np;
+    uint8_t *j2 = malloc(jn + an);
+    memcpy(j2, jpg, 2);
+    j2[2] = 0xFF, j2[3] = 0xE1, j2[4] = (uint8_t)((an - 2) >> 8), j2[5] = (uint8_t)(an - 2);
+    memcpy(j2 + 6, "Exif\0\0", 6);
+    memcpy(j2 + 12, payload, np);
+    memcpy(j2 + 2 + an, jpg + 2, jn - 2);
+    assert_int_equal(image_exif_read(j2, jn + an, &x, &err), IMS_OK);
+    check_exif_fields(&x, 6);
+    /* and it still decodes as a JPEG */
+    img = NULL;
+    assert_int_equal(image_decode(j2, jn + an, NULL, &img, &err), IMS_OK);
+    image_free(img);
+    /* a JPEG without APP1 has no EXIF */
+    assert_int_equal(image_exif_read(jpg, jn, &x, &err), IMS_OK);
+    assert_false(x.found);
+    assert_int_equal(x.orientation, 1);
+    assert_false(x.has_taken);
+
+    /* WebP: VP8X (EXIF flag) + the lossy seed's VP8 chunk + EXIF chunk */
+    char path[4096];
+    const char *src = getenv("IMS_SOURCE_DIR");
+    snprintf(path, sizeof(path), "%s/tests/fuzz/corpus/image/seed_lossy.webp",
+             src && *src ? src : IMS_SOURCE_DIR);
+    char *wsrc = NULL;
+    size_t wn = 0;
+    assert_int_equal(ims_file_read(path, 1 << 20, &wsrc, &wn, &err), IMS_OK);
+    assert_memory_equal(wsrc + 12, "VP8 ", 4);
+    size_t vp8 = wn - 12, pad = np & 1;
+    size_t total = 12 + 18 + vp8 + 8 + np + pad;
+    uint8_t *w = calloc(1, total);
+    memcpy(w, "RIFF", 4);
+    uint32_t riff = (uint32_t)(total - 8);
+    memcpy(w + 4, &riff, 4); /* little-endian host */
+    memcpy(w + 8, "WEBPVP8X", 8);
+    w[16] = 10, w[20] = 0x08;
+    w[24] = 12 - 1, w[27] = 9 - 1; /* canvas 12x9 */
+    memcpy(w + 30, wsrc + 12, vp8);
+    memcpy(w + 30 + vp8, "EXIF", 4);
+    uint32_t el = (uint32_t)np;
+    memcpy(w + 34 + vp8, &el, 4);
+    memcpy(w + 38 + vp8, payload, np);
+    assert_int_equal(image_exif_read(w, total, &x, &err), IMS_OK);
+    check_exif_fields(&x, 6);
+    img = NULL;
+    if (image_decode(w, total, NULL, &img, &err) != IMS_OK)
+        fail_msg("VP8X WebP: %s", err.message);
+    assert_int_equal(img->width, 12);
+    image_free(img);
+
+    /* HEIC: heif-enc copied the eXIf chunk into the Exif item */
+    size_t hn = 0;
+    uint8_t *heic = load_gen("quad_exif.heic", &hn);
+    assert_int_equal(image_exif_read(heic, hn, &x, &err), IMS_OK);
+    assert_int_equal(x.format, IMAGE_FORMAT_HEIF);
+    check_exif_fields(&x, 1);
+    /* a HEIC without Exif */
+    ims_free(heic);
+    heic = load_gen("quad.heic", &hn);
+    assert_int_equal(image_exif_read(heic, hn, &x, &err), IMS_OK);
+    assert_false(x.found);
+
+    /* not an image */
+    assert_int_equal(image_exif_read("hello", 5, &x, &err), IMS_ERR_UNSUPPORTED);
+
+    /* every truncation and byte corruption of the block: no crash, sane fields */
+    for (size_t cut = 0; cut <= np; cut++) {
+        memset(&x, 0, sizeof(x));
+        x.orientation = 1;
+        image_exif_parse(payload, cut, &x);
+        assert_true(x.orientation >= 1 && x.orientation <= 8);
+        assert_true(strlen(x.make) < sizeof(x.make));
+    }
+    uint8_t *bad = malloc(np);
+    uint32_t seed = 12345;
+    for (int round = 0; round < 4000; round++) {
+        memcpy(bad, payload, np);
+        for (int k = 0; k < 1 + round % 4; k++) {
+            seed = seed * 1103515245u + 12345u;
+            bad[(seed >> 8) % np] = (uint8_t)(seed >> 20);
+        }
+        memset(&x, 0, sizeof(x));
+        x.orientation = 1;
+        image_exif_parse(bad, np, &x);
+        assert_true(x.orientation >= 1 && x.orientation <= 8);
+        if (x.has_gps)
+            assert_true(x.lat >= -90 && x.lat <= 90 && x.lon >= -180 && x.lon <= 180);
+    }
+    free(bad);
+    free(w);
+    ims_free(wsrc);
+    ims_free(heic);
+    free(j2);
+    ims_free(jpg);
+    ims_free(png);
+    free(payload);
+}
+
+static void test_exif_big_endian_and_tiff(void **state)
+{
+    (void)state;
+    /* MM: IFD0 with Orientation 3 and an Exif IFD with DateTimeOriginal, no offset */
+    static const uint8_t mm[] = {
+        'M', 'M', 0, 42, 0, 0, 0, 8,                     /* header, IFD0 at 8 */
+        0, 2,                                            /* 2 entries */
+        0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 3, 0, 0,        /* Orientation SHORT 3 */
+        0x87, 0x69, 0, 4, 0, 0, 0, 1, 0, 0, 0, 38,       /* Exif IFD at 38 */
+        0, 0, 0, 0,                                      /* no next IFD */
+        0, 1,                                            /* Exif IFD: 1 entry */
+        0x90, 0x03, 0, 2, 0, 0, 0, 20, 0, 0, 0, 56,      /* DTO ASCII[20] at 56 */
+        0, 0, 0, 0,
+        '2', '0', '0', '0', ':', '0', '2', ':', '2', '9', ' ', '2', '3', ':', '5', '9',
+        ':', '5', '9', 0};
+    struct image_exif x;
+    memset(&x, 0, sizeof(x));
+    x.orientation = 1;
+    image_exif_parse(mm, sizeof(mm), &x);
+    assert_true(x.found);
+    assert_int_equal(x.orientation, 3);
+    assert_true(x.has_taken);
+    assert_false(x.taken_has_offset);
+    assert_int_equal(x.taken, 951868799); /* 2000-02-29 23:59:59 UTC */
+    assert_false(x.has_gps);
+
+    /* a TIFF file's own IFD0 Orientation */
+    const struct tiff_spec s = {5, 3, 3, 8, PHOTOMETRIC_RGB, 0, COMPRESSION_NONE, 0,
+                                ORIENTATION_LEFTBOT, "w"};
+    size_t n = 0;
+    uint8_t *t = write_tiff(&s, &n);
+    struct ims_error err = {0};
+    assert_int_equal(image_exif_read(t, n, &x, &err), IMS_OK);
+    assert_int_equal(x.format, IMAGE_FORMAT_TIFF);
+    assert_int_equal(x.orientation, 8);
+    ims_free(t);
+}
+
+static void test_exif_time(void **state)
+{
+    (void)state;
+    int64_t t = 0;
+    assert_int_equal(image_exif_parse_time("1970:01:01 00:00:00", NULL, &t), 0);
+    assert_int_equal(t, 0);
+    assert_int_equal(image_exif_parse_time("2024:05:17 14:30:00", "+02:00", &t), 0);
+    assert_int_equal(t, TAKEN_UTC);
+    assert_int_equal(image_exif_parse_time("2024:05:17 07:00:00", "-05:30", &t), 0);
+    assert_int_equal(t, TAKEN_UTC);
+    assert_int_equal(image_exif_parse_time("2024-05-17T12:30:00", NULL, &t), 0);
+    assert_int_equal(t, TAKEN_UTC);
+    assert_int_equal(image_exif_parse_time("1969:12:31 23:59:59", NULL, &t), 0);
+    assert_int_equal(t, -1);
+    t = 42;
+    assert_int_equal(image_exif_parse_time("0000:00:00 00:00:00", NULL, &t), -1);
+    assert_int_equal(image_exif_parse_time("2023:02:29 10:00:00", NULL, &t), -1);
+    assert_int_equal(image_exif_parse_time("2024:13:01 10:00:00", NULL, &t), -1);
+    assert_int_equal(image_exif_parse_time("2024:01:01 24:00:00", NULL, &t), -1);
+    assert_int_equal(image_exif_parse_time("    :  :     :  :  ", NULL, &t), -1);
+    assert_int_equal(image_exif_parse_time("2024:01:01", NULL, &t), -1);
+    assert_int_equal(t, 42); /* untouched on failure */
+    /* a malformed offset is ignored (read as UTC) */
+    assert_int_equal(image_exif_parse_time("2024:05:17 12:30:00", "2 hours", &t), 0);
+    assert_int_equal(t, TAKEN_UTC);
+}
+
+static void test_orient(void **state)
+{
+    (void)state;
+    /* 3x2 RGB, pixel (x, y) = (x, y, 7) */
+    struct image *img = NULL;
+    struct ims_error err = {0};
+    assert_int_equal(image_new(3, 2, IMAGE_MODE_RGB, &img, &err), IMS_OK);
+    for (int y = 0; y < 2; y++)
+        for (int x = 0; x < 3; x++) {
+            uint8_t *p = img->pixels + (size_t)y * img->stride + 3 * (size_t)x;
+            p[0] = (uint8_t)x, p[1] = (uint8_t)y, p[2] = 7;
+        }
+    /* expected stored (x, y) at each output position, row-major, per orientation */
+    static const int want[9][6][2] = {
+        {{0}},
+        {{0, 0}, {1, 0}, {2, 0}, {0, 1}, {1, 1}, {2, 1}}, /* 1 */
+        {{2, 0}, {1, 0}, {0, 0}, {2, 1}, {1, 1}, {0, 1}}, /* 2 mirror */
+        {{2, 1}, {1, 1}, {0, 1}, {2, 0}, {1, 0}, {0, 0}}, /* 3 rotate 180 */
+        {{0, 1}, {1, 1}, {2, 1}, {0, 0}, {1, 0}, {2, 0}}, /* 4 flip */
+        {{0, 0}, {0, 1}, {1, 0}, {1, 1}, {2, 0}, {2, 1}}, /* 5 transpose: 2x3 */
+        {{0, 1}, {0, 0}, {1, 1}, {1, 0}, {2, 1}, {2, 0}}, /* 6 rotate 90 cw */
+        {{2, 1}, {2, 0}, {1, 1}, {1, 0}, {0, 1}, {0, 0}}, /* 7 transverse */
+        {{2, 0}, {2, 1}, {1, 0}, {1, 1}, {0, 0}, {0, 1}}, /* 8 rotate 90 ccw */
+    };
+    for (int o = 1; o <= 8; o++) {
+        struct image *r = NULL;
+        assert_int_equal(image_orient(img, o, &r, &err), IMS_OK);
+        int ow = o >= 5 ? 2 : 3, oh = o >= 5 ? 3 : 2;
+        assert_int_equal(r->width, ow);
+        assert_int_equal(r->height, oh);
+        for (int i = 0; i < 6; i++) {
+            const uint8_t *p = r->pixels + (size_t)(i / ow) * r->stride + 3 * (size_t)(i % ow);
+            if (p[0] != want[o][i][0] || p[1] != want[o][i][1] || p[2] != 7)
+                fail_msg("orientation %d output %d: (%d,%d), expected (%d,%d)", o, i, p[0], p[1],
+                         want[o][i][0], want[o][i][1]);
+        }
+        image_free(r);
+    }
+    struct image *r = NULL;
+    assert_int_equal(image_orient(img, 9, &r, &err), IMS_ERR_INVALID);
+    assert_int_equal(image_orient(img, 0, &r, &err), IMS_ERR_INVALID);
+    assert_null(r);
+    image_free(img);
+}
+
 static void test_format_words(void **state)
 {
     (void)state;
@@ -450,6 +725,8 @@ int main(void)
         cmocka_unit_test(test_heif_corrupt),  cmocka_unit_test(test_tiff_variants),
         cmocka_unit_test(test_tiff_bad),      cmocka_unit_test(test_format_words),
         cmocka_unit_test(test_tiff_seeds),
+        cmocka_unit_test(test_exif_containers), cmocka_unit_test(test_exif_big_endian_and_tiff),
+        cmocka_unit_test(test_exif_time),       cmocka_unit_test(test_orient),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
