@@ -75,7 +75,7 @@ struct store;
 #define STORE_JOB_ID_MAX_BYTES 64
 #define STORE_JOB_ERROR_MAX_BYTES 4096
 /* The schema version this binary writes and the newest it can open. */
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 
 /* ---- open / close --------------------------------------------------------- */
 
@@ -104,6 +104,27 @@ enum store_open_flags {
  * On success *out owns the store; release it with store_close(). */
 enum ims_status store_open(const char *data_dir, const struct store_model_info *model,
                            unsigned flags, struct store **out, struct ims_error *err);
+/* Opens the catalogue named by `catalogue`: NULL or "" = the SQLite file of
+ * `data_dir` (exactly store_open); "postgresql://..." or "postgres://..." =
+ * a PostgreSQL database (libpq URL; the password comes from the URL,
+ * PGPASSWORD or PGPASSFILE and is never logged nor put in messages).
+ * `data_dir` may be NULL when a URL is given. Anything else is
+ * IMS_ERR_INVALID. A server that cannot be reached is IMS_ERR_IO naming
+ * host:port. Same model checks, errors and ownership as store_open. */
+enum ims_status store_open_catalogue(const char *catalogue, const char *data_dir,
+                                     const struct store_model_info *model, unsigned flags,
+                                     struct store **out, struct ims_error *err);
+/* 1 if `catalogue` names a PostgreSQL URL (postgresql:// or postgres://). */
+int store_catalogue_is_url(const char *catalogue);
+/* Copies `catalogue` into out (NUL-terminated, truncated to cap) with any
+ * password replaced by "***": what messages and logs may show. */
+void store_catalogue_display(const char *catalogue, char *out, size_t cap);
+/* "sqlite" or "postgresql". */
+const char *store_backend_name(const struct store *st);
+/* Where the catalogue lives, for messages: the SQLite file's path or the
+ * URL with its password masked. Owned by the store. */
+const char *store_location(const struct store *st);
+
 /* Closes every connection. Accepts NULL. No other call may be running. */
 void store_close(struct store *st);
 
@@ -278,6 +299,57 @@ enum ims_status store_deleted_after(struct store *st, int64_t after_seq, size_t 
                                     int64_t **ids, size_t *n, int64_t *last_seq,
                                     struct ims_error *err);
 
+/* ---- change feed: how every index replica follows the catalogue -----------
+ *
+ * Every insert of an image row, every delete, and every embedding replaced
+ * (store_set_embeddings) appends one change (seq, id, kind) in the same
+ * transaction. seq strictly increases, and commit order equals seq order:
+ * once a reader has seen seq S, no change with seq < S can appear later. A
+ * replica records the seq it covers and catches up by reading the changes
+ * after it; the embeddings of inserted/updated ids come from
+ * store_get_many(..., STORE_FIELD_EMBEDDING) (a row deleted meanwhile is
+ * simply not found, and its DELETE change follows). The feed may be trimmed
+ * (store_change_trim): a replica whose seq is below store_change_floor()
+ * must rebuild from store_scan_embeddings(0) instead.
+ */
+
+enum store_change_kind {
+    STORE_CHANGE_INSERT = 1, /* a new row: add its embedding */
+    STORE_CHANGE_DELETE = 2, /* the row is gone: remove the id */
+    STORE_CHANGE_UPDATE = 3, /* the row's embedding was replaced: re-read it */
+};
+/* "insert", "delete", "update". */
+const char *store_change_kind_name(enum store_change_kind k);
+
+struct store_change {
+    int64_t seq;
+    int64_t id; /* image id */
+    enum store_change_kind kind;
+};
+
+/* The newest committed change seq (0 if none ever). Cheap (one counter). */
+enum ims_status store_change_seq(struct store *st, int64_t *seq, struct ims_error *err);
+/* Up to max_n changes with seq > after_seq, oldest first, into out (caller's
+ * array of max_n). *n gets how many (0: the replica is current). Fails with
+ * IMS_ERR_NOT_FOUND ("rebuild") if after_seq < store_change_floor(). */
+enum ims_status store_changes_after(struct store *st, int64_t after_seq, size_t max_n,
+                                    struct store_change *out, size_t *n, struct ims_error *err);
+/* Every change with seq > *floor is still in the feed; a replica covering a
+ * seq >= floor can catch up, one below it must rebuild. 0 on an untrimmed
+ * catalogue. */
+enum ims_status store_change_floor(struct store *st, int64_t *floor, struct ims_error *err);
+/* Drops the changes with seq <= upto (clamped to the newest seq) and raises
+ * the floor to it: for replicas that all cover at least `upto`. */
+enum ims_status store_change_trim(struct store *st, int64_t upto, struct ims_error *err);
+/* Waits until the newest committed seq is > known_seq or timeout_ms passes;
+ * *seq_now gets the newest seq either way (IMS_OK in both cases). Sees
+ * commits of other processes and nodes: PostgreSQL wakes on LISTEN/NOTIFY;
+ * SQLite polls a cheap counter every STORE_WAIT_POLL_MS. Any number of
+ * threads may wait at once. */
+#define STORE_WAIT_POLL_MS 50
+enum ims_status store_wait_change(struct store *st, int64_t known_seq, int timeout_ms,
+                                  int64_t *seq_now, struct ims_error *err);
+
 /* ---- ingest jobs ---------------------------------------------------------- */
 
 enum store_job_state {
@@ -290,7 +362,8 @@ enum store_job_state {
 const char *store_job_state_name(enum store_job_state s);
 
 struct store_job_error {
-    char *url; /* owned by the job */
+    char *url; /* owned by the job; never empty for item errors */
+    char *code;  /* an ims_status name ("unsupported", "io", ...); "" if none */
     char *error;
 };
 
@@ -300,6 +373,8 @@ struct store_job {
     int64_t total, done, failed;
     int64_t created, updated;     /* unix seconds */
     int64_t n_errors_total;       /* every error reported, stored or not */
+    int sealed;                   /* no more items will be added (item jobs) */
+    int64_t n_items;              /* items added (item jobs; 0 for counter-only jobs) */
     size_t n_errors;              /* stored errors, <= STORE_JOB_MAX_ERRORS */
     struct store_job_error *errors; /* n_errors, in the order reported */
 };
@@ -322,9 +397,101 @@ enum ims_status store_job_add_errors(struct store *st, const char *id,
 /* Reads a job with its stored errors. On success release with store_job_fini(). */
 enum ims_status store_job_get(struct store *st, const char *id, struct store_job *job,
                               struct ims_error *err);
-/* After a restart: every queued or running job becomes failed, with the
- * error "interrupted by restart". *n (optional) gets how many. */
+/* After a restart: every queued or running job WITHOUT items (a
+ * counter-only job, driven by store_job_update) becomes failed, with the error
+ * "interrupted by restart". Item jobs are left alone: their items stay
+ * queued or leased and are claimed again. *n (optional) gets how many. */
 enum ims_status store_job_fail_unfinished(struct store *st, int64_t *n, struct ims_error *err);
+
+/* ---- shared ingest: job items claimed by any node --------------------------
+ *
+ *     store_job_create(st, "j1", 0, &err);            // total grows with items
+ *     store_job_add_items(st, "j1", urls, 1000, &err); // as often as needed
+ *     store_job_seal(st, "j1", &err);                  // no more items
+ *     // on every node with ingest capacity:
+ *     store_job_claim(st, "node-a", 16, 30000, &items, &n, &err);
+ *     ... download, encode, store_insert_many ...
+ *     store_job_finish(st, "node-a", results, n, accepted, &err);
+ *     store_job_items_free(items, n);
+ *
+ * An item is queued, claimed (by a node, until lease_until), done or failed.
+ * store_job_claim takes queued items and claimed items whose lease expired,
+ * oldest first over every job. A job is "running" from its first claim and
+ * becomes done (or failed if every item failed) once it is sealed and every
+ * item finished; its done/failed counters and errors are updated in the same
+ * transaction as the items, so any node reading it sees the same progress.
+ * A finish or renew by a node that no longer holds the item's claim is
+ * ignored: the item is being redone elsewhere and is never counted twice.
+ * Lease times come from the catalogue's clock (the PostgreSQL server's
+ * clock; the local clock for SQLite). */
+
+#define STORE_NODE_ID_MAX_BYTES 128
+#define STORE_JOB_CLAIM_MAX 10000
+
+enum store_item_state {
+    STORE_ITEM_QUEUED = 0,
+    STORE_ITEM_CLAIMED,
+    STORE_ITEM_DONE,
+    STORE_ITEM_FAILED,
+};
+
+/* Appends items (sources[i], 1..STORE_SOURCE_MAX_BYTES bytes) to job `id`
+ * in one transaction; total grows by n. IMS_ERR_NOT_FOUND (no job),
+ * IMS_ERR_INVALID (sealed, or a bad source: nothing added). */
+enum ims_status store_job_add_items(struct store *st, const char *id,
+                                    const char *const *sources, size_t n,
+                                    struct ims_error *err);
+/* Marks job `id` complete: no more items. A job whose items are all
+ * finished becomes done (failed if all failed) at once. Idempotent. */
+enum ims_status store_job_seal(struct store *st, const char *id, struct ims_error *err);
+
+/* A claimed item, owned by the array store_job_claim returns. */
+struct store_job_item {
+    int64_t item_id;                        /* catalogue-wide */
+    char job_id[STORE_JOB_ID_MAX_BYTES + 1];
+    int64_t index;                          /* 0-based position in its job */
+    char *source;
+    int attempts;                           /* claims so far, this one included */
+};
+/* Claims up to max_n (1..STORE_JOB_CLAIM_MAX) items for node_id (1..
+ * STORE_NODE_ID_MAX_BYTES printable ASCII) for lease_ms (>= 1) from now, in
+ * one transaction. *items (release with store_job_items_free; NULL when *n
+ * is 0) and *n are set. */
+enum ims_status store_job_claim(struct store *st, const char *node_id, size_t max_n,
+                                int64_t lease_ms, struct store_job_item **items, size_t *n,
+                                struct ims_error *err);
+void store_job_items_free(struct store_job_item *items, size_t n);
+/* Extends the lease of the items node_id still holds to now + lease_ms.
+ * renewed (optional, n entries) says which were. */
+enum ims_status store_job_renew(struct store *st, const char *node_id, const int64_t *item_ids,
+                                size_t n, int64_t lease_ms, uint8_t *renewed,
+                                struct ims_error *err);
+
+enum store_item_outcome {
+    STORE_ITEM_ADDED = 0,  /* image_id is the new (or completed) row */
+    STORE_ITEM_DUPLICATE,  /* image_id is the existing row */
+    STORE_ITEM_ERROR,      /* code + error say why */
+};
+/* What became of one claimed item. Strings are borrowed. */
+struct store_item_result {
+    int64_t item_id;
+    enum store_item_outcome outcome;
+    int64_t image_id;  /* ADDED / DUPLICATE */
+    const char *code;  /* ERROR: an ims_status name, e.g. "unsupported" */
+    const char *error; /* ERROR: the message (cut to STORE_JOB_ERROR_MAX_BYTES) */
+};
+/* Records results in one transaction: items node_id still holds become
+ * done/failed, their jobs' counters, errors (url = the item's source) and
+ * states follow. Items node_id does not hold are ignored; accepted
+ * (optional, n entries) says which counted. */
+enum ims_status store_job_finish(struct store *st, const char *node_id,
+                                 const struct store_item_result *results, size_t n,
+                                 uint8_t *accepted, struct ims_error *err);
+/* Reads item `item_id` (for tests and diagnostics): its state, the node
+ * holding it ("" if none), attempts and image id (0 if none). */
+enum ims_status store_job_item_get(struct store *st, int64_t item_id, enum store_item_state *state,
+                                   char *node, size_t node_cap, int *attempts,
+                                   int64_t *image_id, struct ims_error *err);
 
 #ifdef __cplusplus
 }

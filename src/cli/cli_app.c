@@ -38,6 +38,11 @@ int cli_app_parse_common(int argc, char **argv, int *i, struct cli_app_options *
             o->data_dir = v;
         return r;
     }
+    if ((r = cli_opt_value(argc, argv, i, "--catalogue", &v)) != 0) {
+        if (r > 0)
+            o->catalogue = v;
+        return r;
+    }
     if ((r = cli_opt_value(argc, argv, i, "--model", &v)) != 0) {
         if (r > 0)
             o->model_dir = v;
@@ -55,6 +60,14 @@ int cli_app_parse_common(int argc, char **argv, int *i, struct cli_app_options *
         return 1;
     }
     return 0;
+}
+
+const char *cli_app_catalogue(const struct cli_app_options *o)
+{
+    if (o->catalogue && o->catalogue[0])
+        return o->catalogue;
+    const char *e = getenv("IMGSEARCH_CATALOGUE");
+    return e && e[0] ? e : NULL;
 }
 
 int cli_app_parse_fetch(int argc, char **argv, int *i, struct fetch_options *f)
@@ -330,13 +343,14 @@ int cli_app_open(const char *cmd, const struct cli_app_options *o, struct cli_ap
         snprintf(app->model_name, sizeof(app->model_name), "%s", clip_model_name(app->model));
         app->dim = (uint32_t)clip_model_embed_dim(app->model);
         struct store_model_info mi = {app->model_name, app->dim};
-        st = store_open(app->data_dir, &mi, 0, &app->store, &err);
+        st = store_open_catalogue(cli_app_catalogue(o), app->data_dir, &mi, 0, &app->store, &err);
     } else {
         /* open with whatever model the folder records */
         /* open with whatever model the folder records: read the record,
          * then reopen as that model so embedding sizes are checked against it */
         struct store_model_info mi = {"(any)", 1};
-        st = store_open(app->data_dir, &mi, STORE_OPEN_ALLOW_MODEL_MISMATCH, &app->store, &err);
+        st = store_open_catalogue(cli_app_catalogue(o), app->data_dir, &mi,
+                                  STORE_OPEN_ALLOW_MODEL_MISMATCH, &app->store, &err);
         if (st == IMS_OK)
             st = store_model_get(app->store, app->model_name, sizeof(app->model_name), &app->dim,
                                  &err);
@@ -344,12 +358,16 @@ int cli_app_open(const char *cmd, const struct cli_app_options *o, struct cli_ap
         app->store = NULL;
         if (st == IMS_OK) {
             struct store_model_info rec = {app->model_name, app->dim};
-            st = store_open(app->data_dir, &rec, 0, &app->store, &err);
+            st = store_open_catalogue(cli_app_catalogue(o), app->data_dir, &rec, 0, &app->store,
+                                      &err);
         }
     }
     if (st != IMS_OK) {
-        cli_fail(cmd, "cannot open the data folder %s: %s", app->data_dir,
-                 ims_error_message(&err, st));
+        if (store_catalogue_is_url(cli_app_catalogue(o)))
+            cli_fail(cmd, "cannot open the catalogue: %s", ims_error_message(&err, st));
+        else
+            cli_fail(cmd, "cannot open the data folder %s: %s", app->data_dir,
+                     ims_error_message(&err, st));
         cli_app_close(cmd, app, 0);
         return 1;
     }

@@ -27,13 +27,20 @@ struct cli_app {
 
 struct cli_app_options {
     const char *data_dir;   /* NULL: cli_default_data_dir() */
+    const char *catalogue;  /* --catalogue URL; NULL: $IMGSEARCH_CATALOGUE, else the
+                               data folder's catalogue.db */
     const char *model_dir;  /* NULL: cli_default_model_dir() */
     int with_model;         /* load the CLIP model (else the folder's recorded model is used) */
     int with_index;         /* load/rebuild the index */
     int precision;          /* enum clip_precision */
 };
 
-/* Parses the options every command shares (--data, --model, --precision).
+/* The catalogue URL in effect: --catalogue, else $IMGSEARCH_CATALOGUE, else
+ * NULL (the data folder's SQLite catalogue). */
+const char *cli_app_catalogue(const struct cli_app_options *o);
+
+/* Parses the options every command shares (--data, --catalogue, --model,
+ * --precision).
  * Returns 1 if argv[*i] was one of them (advancing *i), 0 if not, -1 on a
  * missing or bad value. */
 int cli_app_parse_common(int argc, char **argv, int *i, struct cli_app_options *o);
@@ -43,6 +50,9 @@ int cli_app_parse_common(int argc, char **argv, int *i, struct cli_app_options *
  *   --stall-seconds SEC, --retries N
  * Same return convention as cli_app_parse_common. */
 int cli_app_parse_fetch(int argc, char **argv, int *i, struct fetch_options *f);
+#define CLI_CATALOGUE_HELP                                                                         \
+    "  --catalogue URL  the catalogue on PostgreSQL (postgresql://USER@HOST:PORT/DB; also\n"       \
+    "                   IMGSEARCH_CATALOGUE) instead of the data folder's catalogue.db\n"
 #define CLI_FETCH_HELP                                                                             \
     "download options: --allow-private-urls  --in-flight N (32)  --max-bytes N (20 MB)\n"       \
     "  --fetch-timeout SEC (30, per attempt)  --stall-seconds SEC (15)  --retries N (2)\n"

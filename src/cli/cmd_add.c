@@ -26,11 +26,13 @@
 #include "imgsearch/ingest.h"
 
 const char cli_help_add[] =
-    "usage: imgsearch add [--data DIR] [--model DIR] [--precision f32|bf16] [--batch N]\n"
+    "usage: imgsearch add [--data DIR] [--catalogue URL]"
+    " [--model DIR] [--precision f32|bf16] [--batch N]\n"
     "                     [download options] URL|FILE|FOLDER... | --from FILE\n"
     "Adds images: http(s) URLs, files, folders (recursive). --from reads one source\n"
     "per line (\"-\": stdin). URLs resolving to loopback/private/link-local/metadata\n"
-    "addresses are refused unless --allow-private-urls.\n" CLI_FETCH_HELP;
+    "addresses are refused unless --allow-private-urls.\n" CLI_FETCH_HELP
+    CLI_CATALOGUE_HELP;
 
 static volatile sig_atomic_t interrupted;
 static volatile int cancel_flag;

@@ -34,11 +34,13 @@
 #include "cli_app.h"
 
 const char cli_help_import[] =
-    "usage: imgsearch import [--data DIR] [--model DIR]\n"
+    "usage: imgsearch import [--data DIR] [--catalogue URL]"
+    " [--model DIR]\n"
     "                        (--vectors FILE.npy --sources FILE | --faiss INDEX --meta META.json)\n"
     "Adds rows from precomputed embeddings (float32 .npy of shape (N, D) and one source per\n"
     "line; or the prototype's FAISS index + JSON metadata list). Nothing is fetched; the\n"
-    "rows get thumbnails when `imgsearch add` later brings the same source.\n";
+    "rows get thumbnails when `imgsearch add` later brings the same source.\n"
+    CLI_CATALOGUE_HELP;
 
 #define IMPORT_CHUNK 4096
 #define META_MAX_BYTES ((size_t)1 << 30)

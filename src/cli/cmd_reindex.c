@@ -14,11 +14,13 @@
 #include "cli_app.h"
 
 const char cli_help_reindex[] =
-    "usage: imgsearch reindex [--data DIR] [--index SPEC] [--nprobe N] [--ef-search N]\n"
+    "usage: imgsearch reindex [--data DIR] [--catalogue URL]"
+    " [--index SPEC] [--nprobe N] [--ef-search N]\n"
     "                         [--rerank N]\n"
     "Rebuilds the index from the catalogue. SPEC: Flat (exact, default), FlatF16, or a\n"
     "FAISS factory string such as IVF1024,Flat  IVF4096,PQ64  HNSW32. --nprobe (IVF),\n"
-    "--ef-search (HNSW) and --rerank (candidates re-scored exactly) are kept with it.\n";
+    "--ef-search (HNSW) and --rerank (candidates re-scored exactly) are kept with it.\n"
+    CLI_CATALOGUE_HELP;
 
 int cli_cmd_reindex(int argc, char **argv)
 {

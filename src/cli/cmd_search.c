@@ -14,9 +14,11 @@
 #include "imgsearch/search.h"
 
 const char cli_help_search[] =
-    "usage: imgsearch search [--data DIR] [--model DIR] [-k N] [--offset N] [--min-score S]\n"
+    "usage: imgsearch search [--data DIR] [--catalogue URL]"
+    " [--model DIR] [-k N] [--offset N] [--min-score S]\n"
     "                        [--json] (TEXT... | --image FILE)\n"
-    "TEXT and --image may be combined; --not TEXT adds a negative term.\n";
+    "TEXT and --image may be combined; --not TEXT adds a negative term.\n"
+    CLI_CATALOGUE_HELP;
 
 #define MAX_TERMS SEARCH_TERMS_MAX
 

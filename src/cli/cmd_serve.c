@@ -37,7 +37,8 @@
 #include "imgsearch/server.h"
 
 const char cli_help_serve[] =
-    "usage: imgsearch serve [--data DIR] [--model DIR] [--port N] [--host ADDR]\n"
+    "usage: imgsearch serve [--data DIR] [--catalogue URL]"
+    " [--model DIR] [--port N] [--host ADDR]\n"
     "                       [--precision f32|bf16] [download options]\n"
     "                       [--api-key-file FILE] [--access-log FILE] [--threads N]\n"
     "                       [--max-inflight N] [--max-queued N] [--queue-wait-ms N]\n"
@@ -50,7 +51,8 @@ const char cli_help_serve[] =
     "                     requests wait for a slot for at most --queue-wait-ms N\n"
     "                     (default 2000), the others get 503 + Retry-After\n"
     "  --rate N           requests/s per client address, burst 2N (default 50; 0: off)\n"
-    "  --ingest-batch N   images per encode batch of URL jobs and uploads (default 8)\n" CLI_FETCH_HELP;
+    "  --ingest-batch N   images per encode batch of URL jobs and uploads (default 8)\n" CLI_FETCH_HELP
+    CLI_CATALOGUE_HELP;
 
 struct app_backend {
     struct cli_app *app;

@@ -7,8 +7,10 @@
 #include "cli_app.h"
 
 const char cli_help_stats[] =
-    "usage: imgsearch stats [--data DIR]\n"
-    "Prints {\"images\": N, \"dim\": D, \"model\": \"...\", \"index\": \"...\"}.\n";
+    "usage: imgsearch stats [--data DIR] [--catalogue URL]"
+    "\n"
+    "Prints {\"images\": N, \"dim\": D, \"model\": \"...\", \"index\": \"...\"}.\n"
+    CLI_CATALOGUE_HELP;
 
 int cli_cmd_stats(int argc, char **argv)
 {

@@ -16,6 +16,10 @@
  *
  * Reads: a borrowed reader connection; multi-statement reads run inside
  * BEGIN ... COMMIT so they see one snapshot.
+ *
+ * Every new row, deleted row and replaced embedding also appends to the
+ * change feed (sq__log_change, store_sqlite_feed.c) in the same transaction.
+ * The functions here are the SQLite backend's (sq_*); store.c dispatches.
  */
 
 #include "store_int.h"
@@ -64,17 +68,6 @@ static enum ims_status bind_vec(sqlite3_stmt *q, int col, const float *v, uint32
     if (rc != SQLITE_OK)
         return store__db_error(sqlite3_db_handle(q), rc, err, "bind embedding");
     return IMS_OK;
-}
-
-static int vec_finite(const float *v, uint32_t dim, uint32_t *bad)
-{
-    for (uint32_t i = 0; i < dim; i++) {
-        if (!isfinite(v[i])) {
-            *bad = i;
-            return 0;
-        }
-    }
-    return 1;
 }
 
 /* ---- small statement helpers ---------------------------------------------- */
@@ -127,53 +120,6 @@ static enum ims_status read_i64(struct store *st, const char *sql, const void *a
     sqlite3_finalize(q);
     store__reader_put(st, db);
     return s;
-}
-
-/* ---- validation ------------------------------------------------------------ */
-
-static enum ims_status check_text(const char *t, size_t max, size_t row, const char *what,
-                                  int required, struct ims_error *err)
-{
-    if (!t) {
-        if (required)
-            return ims_error_set(err, IMS_ERR_INVALID, "row %zu: %s is missing", row, what);
-        return IMS_OK;
-    }
-    size_t n = strnlen(t, max + 1);
-    if (required && n == 0)
-        return ims_error_set(err, IMS_ERR_INVALID, "row %zu: %s is empty", row, what);
-    if (n > max)
-        return ims_error_set(err, IMS_ERR_INVALID, "row %zu: %s is longer than %zu bytes", row,
-                             what, max);
-    return IMS_OK;
-}
-
-static enum ims_status validate_row(const struct store *st, const struct store_new_image *r,
-                                    size_t i, struct ims_error *err)
-{
-    enum ims_status s;
-    if ((s = check_text(r->source, STORE_SOURCE_MAX_BYTES, i, "source", 1, err)) != IMS_OK ||
-        (s = check_text(r->format, STORE_FORMAT_MAX_BYTES, i, "format", 0, err)) != IMS_OK ||
-        (s = check_text(r->caption, STORE_CAPTION_MAX_BYTES, i, "caption", 0, err)) != IMS_OK ||
-        (s = check_text(r->metadata, STORE_METADATA_MAX_BYTES, i, "metadata", 0, err)) != IMS_OK)
-        return s;
-    IMS_RETURN_ERROR_IF(!r->embedding, err, IMS_ERR_INVALID, "row %zu (%s): no embedding", i,
-                        r->source);
-    IMS_RETURN_ERROR_IF(r->dim != st->dim, err, IMS_ERR_INVALID,
-                        "row %zu (%s): embedding has %u floats, the catalogue's model '%s' "
-                        "has %u",
-                        i, r->source, r->dim, st->model_name, st->dim);
-    uint32_t bad = 0;
-    IMS_RETURN_ERROR_IF(!vec_finite(r->embedding, r->dim, &bad), err, IMS_ERR_INVALID,
-                        "row %zu (%s): embedding[%u] is not a finite number", i, r->source, bad);
-    IMS_RETURN_ERROR_IF(r->thumbnail_bytes > STORE_THUMBNAIL_MAX_BYTES, err, IMS_ERR_INVALID,
-                        "row %zu (%s): thumbnail of %zu bytes exceeds %u", i, r->source,
-                        r->thumbnail_bytes, (unsigned)STORE_THUMBNAIL_MAX_BYTES);
-    IMS_RETURN_ERROR_IF(r->thumbnail_bytes > 0 && !r->thumbnail, err, IMS_ERR_INVALID,
-                        "row %zu (%s): thumbnail size without bytes", i, r->source);
-    IMS_RETURN_ERROR_IF(r->bytes < 0 || r->added < 0, err, IMS_ERR_INVALID,
-                        "row %zu (%s): negative size or time", i, r->source);
-    return IMS_OK;
 }
 
 /* ---- inserts --------------------------------------------------------------- */
@@ -306,11 +252,13 @@ static enum ims_status insert_one(struct store *st, struct ins_stmts *q,
     if (r->thumbnail_bytes > 0 &&
         (s = put_thumb(q->thumb, id, r->thumbnail, r->thumbnail_bytes, err)) != IMS_OK)
         return s;
+    if ((s = sq__log_change(st->wdb, id, STORE_CHANGE_INSERT, err)) != IMS_OK)
+        return s;
     *res = (struct store_insert_result){id, STORE_INSERTED};
     return IMS_OK;
 }
 
-enum ims_status store_insert_many(struct store *st, const struct store_new_image *rows, size_t n,
+enum ims_status sq_insert_many(struct store *st, const struct store_new_image *rows, size_t n,
                                   struct store_insert_result *results, struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(!st || (n > 0 && (!rows || !results)), err, IMS_ERR_INVALID,
@@ -318,7 +266,7 @@ enum ims_status store_insert_many(struct store *st, const struct store_new_image
     if (n == 0)
         return IMS_OK;
     for (size_t i = 0; i < n; i++) {
-        enum ims_status v = validate_row(st, &rows[i], i, err);
+        enum ims_status v = store__validate_row(st, &rows[i], i, err);
         if (v != IMS_OK)
             return v;
     }
@@ -375,7 +323,7 @@ static enum ims_status image_exists(sqlite3 *db, int64_t id, int *exists, struct
     return s;
 }
 
-enum ims_status store_set_thumbnail(struct store *st, int64_t id, const void *jpeg, size_t n_bytes,
+enum ims_status sq_set_thumbnail(struct store *st, int64_t id, const void *jpeg, size_t n_bytes,
                                     struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(!st || !jpeg || n_bytes == 0, err, IMS_ERR_INVALID,
@@ -401,14 +349,14 @@ enum ims_status store_set_thumbnail(struct store *st, int64_t id, const void *jp
     return store__write_end(st, s, err);
 }
 
-enum ims_status store_set_embeddings(struct store *st, const int64_t *ids, const float *vectors,
+enum ims_status sq_set_embeddings(struct store *st, const int64_t *ids, const float *vectors,
                                      size_t n, uint8_t *exists, struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(!st || (n > 0 && (!ids || !vectors)), err, IMS_ERR_INVALID,
                         "store_set_embeddings: invalid arguments");
     for (size_t i = 0; i < n; i++) {
         uint32_t bad = 0;
-        IMS_RETURN_ERROR_IF(!vec_finite(vectors + i * st->dim, st->dim, &bad), err,
+        IMS_RETURN_ERROR_IF(!store__vec_finite(vectors + i * st->dim, st->dim, &bad), err,
                             IMS_ERR_INVALID,
                             "store_set_embeddings: vector %zu: element %u is not finite", i, bad);
     }
@@ -433,6 +381,8 @@ enum ims_status store_set_embeddings(struct store *st, const int64_t *ids, const
             sqlite3_bind_int64(model, 1, ids[i]);
             sqlite3_bind_text(model, 2, st->model_name, -1, SQLITE_STATIC);
             s = step_done(model, err, "update model");
+            if (s == IMS_OK)
+                s = sq__log_change(st->wdb, ids[i], STORE_CHANGE_UPDATE, err);
         }
     }
     sqlite3_finalize(up);
@@ -442,7 +392,7 @@ enum ims_status store_set_embeddings(struct store *st, const int64_t *ids, const
 
 /* ---- deletes --------------------------------------------------------------- */
 
-enum ims_status store_delete_many(struct store *st, const int64_t *ids, size_t n,
+enum ims_status sq_delete_many(struct store *st, const int64_t *ids, size_t n,
                                   uint8_t *existed, struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(!st || (n > 0 && !ids), err, IMS_ERR_INVALID,
@@ -477,7 +427,8 @@ enum ims_status store_delete_many(struct store *st, const int64_t *ids, size_t n
         if (gone) {
             sqlite3_bind_int64(log, 1, ids[i]);
             sqlite3_bind_int64(log, 2, now);
-            if ((s = step_done(log, err, "log deletion")) != IMS_OK)
+            if ((s = step_done(log, err, "log deletion")) != IMS_OK ||
+                (s = sq__log_change(st->wdb, ids[i], STORE_CHANGE_DELETE, err)) != IMS_OK)
                 goto out;
         }
     }
@@ -598,7 +549,7 @@ enum ims_status store_get(struct store *st, int64_t id, unsigned fields,
     return s;
 }
 
-enum ims_status store_get_many(struct store *st, const int64_t *ids, size_t n, unsigned fields,
+enum ims_status sq_get_many(struct store *st, const int64_t *ids, size_t n, unsigned fields,
                                struct store_image_row *rows, uint8_t *found,
                                struct ims_error *err)
 {
@@ -642,7 +593,7 @@ enum ims_status store_get_many(struct store *st, const int64_t *ids, size_t n, u
     return s;
 }
 
-enum ims_status store_find_by_source(struct store *st, const char *source, int64_t *id,
+enum ims_status sq_find_by_source(struct store *st, const char *source, int64_t *id,
                                      struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(!st || !source || !source[0] || !id, err, IMS_ERR_INVALID,
@@ -658,7 +609,7 @@ enum ims_status store_find_by_source(struct store *st, const char *source, int64
     return s;
 }
 
-enum ims_status store_find_by_sha256(struct store *st, const uint8_t sha256[32], int64_t *id,
+enum ims_status sq_find_by_sha256(struct store *st, const uint8_t *sha256, int64_t *id,
                                      struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(!st || !sha256 || !id, err, IMS_ERR_INVALID,
@@ -674,7 +625,7 @@ enum ims_status store_find_by_sha256(struct store *st, const uint8_t sha256[32],
     return s;
 }
 
-enum ims_status store_get_thumbnail(struct store *st, int64_t id, void **jpeg, size_t *n_bytes,
+enum ims_status sq_get_thumbnail(struct store *st, int64_t id, void **jpeg, size_t *n_bytes,
                                     struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(!st || !jpeg || !n_bytes, err, IMS_ERR_INVALID,
@@ -712,21 +663,21 @@ enum ims_status store_get_thumbnail(struct store *st, int64_t id, void **jpeg, s
     return s;
 }
 
-enum ims_status store_count(struct store *st, int64_t *n, struct ims_error *err)
+enum ims_status sq_count(struct store *st, int64_t *n, struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(!st || !n, err, IMS_ERR_INVALID, "store_count: invalid arguments");
     int found = 0;
     return read_i64(st, "SELECT count(*) FROM images", NULL, 0, n, &found, err);
 }
 
-enum ims_status store_max_id(struct store *st, int64_t *id, struct ims_error *err)
+enum ims_status sq_max_id(struct store *st, int64_t *id, struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(!st || !id, err, IMS_ERR_INVALID, "store_max_id: invalid arguments");
     int found = 0;
     return read_i64(st, "SELECT coalesce(max(id), 0) FROM images", NULL, 0, id, &found, err);
 }
 
-enum ims_status store_list(struct store *st, enum store_order order, int64_t offset,
+enum ims_status sq_list(struct store *st, enum store_order order, int64_t offset,
                            int64_t limit, struct store_image_row **rows_out, size_t *n_out,
                            struct ims_error *err)
 {
@@ -785,7 +736,7 @@ out:
 
 /* ---- scans ------------------------------------------------------------------ */
 
-enum ims_status store_scan_embeddings(struct store *st, int64_t after_id, size_t chunk_rows,
+enum ims_status sq_scan_embeddings(struct store *st, int64_t after_id, size_t chunk_rows,
                                       store_scan_fn fn, void *user, struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(!st || !fn, err, IMS_ERR_INVALID, "store_scan_embeddings: no callback");
@@ -854,14 +805,14 @@ out:
 
 /* ---- deletion log ----------------------------------------------------------- */
 
-enum ims_status store_deleted_seq(struct store *st, int64_t *seq, struct ims_error *err)
+enum ims_status sq_deleted_seq(struct store *st, int64_t *seq, struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(!st || !seq, err, IMS_ERR_INVALID, "store_deleted_seq: invalid arguments");
     int found = 0;
     return read_i64(st, "SELECT coalesce(max(seq), 0) FROM deleted", NULL, 0, seq, &found, err);
 }
 
-enum ims_status store_deleted_after(struct store *st, int64_t after_seq, size_t max_n,
+enum ims_status sq_deleted_after(struct store *st, int64_t after_seq, size_t max_n,
                                     int64_t **ids_out, size_t *n_out, int64_t *last_seq,
                                     struct ims_error *err)
 {

@@ -1,14 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * store_int.h: what the store's .c files share and nobody else sees: the
- * struct store, its connections and the helpers that run a write transaction
- * or borrow a read connection.
+ * struct store, the backend vtable, the SQLite backend's connections and the
+ * helpers that run a write transaction or borrow a read connection.
  *
- *   store.c         open/close, pragmas, schema migrations, meta, model, check
- *   store_images.c  images, embeddings, thumbnails, deletion log, scans
- *   store_jobs.c    ingest jobs and their per-item errors
+ *   store.c              the public entry points: argument checks shared by
+ *                        both backends, then dispatch through st->ops
+ *   store_sqlite.c       SQLite: open/close, pragmas, migrations, meta, model, check
+ *   store_sqlite_feed.c  SQLite: change feed, job items (claims, leases)
+ *   store_images.c       SQLite: images, embeddings, thumbnails, deletion log, scans
+ *   store_jobs.c         SQLite: ingest jobs and their per-item errors
+ *   store_pg*.c          PostgreSQL (libpq), the same operations
  *
- * Connection rules (store.h "Threading"):
+ * SQLite connection rules (store.h "Threading"):
  *   - `wdb` is the only connection that writes. It is used only with
  *     `wlock` held, and only inside store__write_begin()/store__write_end(),
  *     which wrap the work in BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error).
@@ -28,13 +32,79 @@
 #define STORE_READERS_MAX 8
 #define STORE_BUSY_TIMEOUT_MS 10000
 
+/* One backend: every operation of store.h that touches the database. The
+ * public functions in store.c check arguments that do not depend on the
+ * backend and call these; each backend checks the rest. */
+struct store_ops {
+    const char *name; /* "sqlite" | "postgresql" */
+    void (*close)(struct store *st);
+    enum ims_status (*model_get)(struct store *, char *, size_t, uint32_t *, struct ims_error *);
+    enum ims_status (*model_record)(struct store *, struct ims_error *);
+    enum ims_status (*schema_version)(struct store *, int *, struct ims_error *);
+    enum ims_status (*check)(struct store *, struct ims_error *);
+    enum ims_status (*insert_many)(struct store *, const struct store_new_image *, size_t,
+                                   struct store_insert_result *, struct ims_error *);
+    enum ims_status (*set_thumbnail)(struct store *, int64_t, const void *, size_t,
+                                     struct ims_error *);
+    enum ims_status (*set_embeddings)(struct store *, const int64_t *, const float *, size_t,
+                                      uint8_t *, struct ims_error *);
+    enum ims_status (*delete_many)(struct store *, const int64_t *, size_t, uint8_t *,
+                                   struct ims_error *);
+    enum ims_status (*get_many)(struct store *, const int64_t *, size_t, unsigned,
+                                struct store_image_row *, uint8_t *, struct ims_error *);
+    enum ims_status (*find_by_source)(struct store *, const char *, int64_t *,
+                                      struct ims_error *);
+    enum ims_status (*find_by_sha256)(struct store *, const uint8_t *, int64_t *,
+                                      struct ims_error *);
+    enum ims_status (*get_thumbnail)(struct store *, int64_t, void **, size_t *,
+                                     struct ims_error *);
+    enum ims_status (*count)(struct store *, int64_t *, struct ims_error *);
+    enum ims_status (*max_id)(struct store *, int64_t *, struct ims_error *);
+    enum ims_status (*list)(struct store *, enum store_order, int64_t, int64_t,
+                            struct store_image_row **, size_t *, struct ims_error *);
+    enum ims_status (*scan_embeddings)(struct store *, int64_t, size_t, store_scan_fn, void *,
+                                       struct ims_error *);
+    enum ims_status (*deleted_seq)(struct store *, int64_t *, struct ims_error *);
+    enum ims_status (*deleted_after)(struct store *, int64_t, size_t, int64_t **, size_t *,
+                                     int64_t *, struct ims_error *);
+    enum ims_status (*change_seq)(struct store *, int64_t *, struct ims_error *);
+    enum ims_status (*changes_after)(struct store *, int64_t, size_t, struct store_change *,
+                                     size_t *, struct ims_error *);
+    enum ims_status (*change_floor)(struct store *, int64_t *, struct ims_error *);
+    enum ims_status (*change_trim)(struct store *, int64_t, struct ims_error *);
+    enum ims_status (*wait_change)(struct store *, int64_t, int, int64_t *, struct ims_error *);
+    enum ims_status (*job_create)(struct store *, const char *, int64_t, struct ims_error *);
+    enum ims_status (*job_update)(struct store *, const char *, enum store_job_state, int64_t,
+                                  int64_t, struct ims_error *);
+    enum ims_status (*job_add_errors)(struct store *, const char *, const char *const *,
+                                      const char *const *, size_t, struct ims_error *);
+    enum ims_status (*job_get)(struct store *, const char *, struct store_job *,
+                               struct ims_error *);
+    enum ims_status (*job_fail_unfinished)(struct store *, int64_t *, struct ims_error *);
+    enum ims_status (*job_add_items)(struct store *, const char *, const char *const *, size_t,
+                                     struct ims_error *);
+    enum ims_status (*job_seal)(struct store *, const char *, struct ims_error *);
+    enum ims_status (*job_claim)(struct store *, const char *, size_t, int64_t,
+                                 struct store_job_item **, size_t *, struct ims_error *);
+    enum ims_status (*job_renew)(struct store *, const char *, const int64_t *, size_t, int64_t,
+                                 uint8_t *, struct ims_error *);
+    enum ims_status (*job_finish)(struct store *, const char *, const struct store_item_result *,
+                                  size_t, uint8_t *, struct ims_error *);
+    enum ims_status (*job_item_get)(struct store *, int64_t, enum store_item_state *, char *,
+                                    size_t, int *, int64_t *, struct ims_error *);
+};
+
+struct store_pg; /* store_pg_int.h */
+
 struct store {
-    char *data_dir;       /* immutable after open */
-    char *db_path;        /* <data_dir>/catalogue.db, immutable */
+    const struct store_ops *ops; /* immutable after open */
+    char *data_dir;       /* SQLite: the folder; NULL for PostgreSQL. Immutable */
+    char *db_path;        /* <data_dir>/catalogue.db, or the masked URL. Immutable */
     char *model_name;     /* the model the store was opened with, immutable */
     uint32_t dim;         /* its embedding size, immutable */
     unsigned flags;       /* store_open flags, immutable */
 
+    /* SQLite */
     pthread_mutex_t wlock; /* guards wdb */
     sqlite3 *wdb;
 
@@ -43,7 +113,36 @@ struct store {
     sqlite3 *idle[STORE_READERS_MAX];
     int n_idle;
     int n_open;
+
+    /* PostgreSQL */
+    struct store_pg *pg;
 };
+
+extern const struct store_ops store__sqlite_ops;
+
+/* ---- shared by both backends (store.c) ------------------------------------ */
+
+/* Checks one row of an insert batch against the store's dim and the limits;
+ * the message names row index i. */
+enum ims_status store__validate_row(const struct store *st, const struct store_new_image *r,
+                                    size_t i, struct ims_error *err);
+/* 1 if the dim floats are finite; else 0 and *bad = the first bad index. */
+int store__vec_finite(const float *v, uint32_t dim, uint32_t *bad);
+/* Job id / node id checks (printable ASCII, length). */
+enum ims_status store__check_job_id(const char *id, struct ims_error *err);
+enum ims_status store__check_node_id(const char *id, struct ims_error *err);
+/* Current unix time in seconds, and in milliseconds. */
+int64_t store__unix_now(void);
+int64_t store__unix_now_ms(void);
+/* Opens a PostgreSQL catalogue (store_pg.c). */
+enum ims_status store__pg_open(const char *url, const struct store_model_info *model,
+                               unsigned flags, struct store **out, struct ims_error *err);
+
+/* ---- SQLite helpers ----------------------------------------------------------- */
+
+/* Opens the SQLite catalogue of data_dir (store_sqlite.c). */
+enum ims_status sq_open(const char *data_dir, const struct store_model_info *model,
+                        unsigned flags, struct store **out, struct ims_error *err);
 
 /* Maps a SQLite result code to a status and writes "what: sqlite message"
  * into err. `db` may be NULL. */
@@ -66,7 +165,66 @@ enum ims_status store__write_end(struct store *st, enum ims_status st_in, struct
 enum ims_status store__reader_get(struct store *st, sqlite3 **db, struct ims_error *err);
 void store__reader_put(struct store *st, sqlite3 *db);
 
-/* Current unix time in seconds. */
-int64_t store__unix_now(void);
+/* Appends one change to the feed, inside the caller's write transaction. */
+enum ims_status sq__log_change(sqlite3 *db, int64_t id, enum store_change_kind kind,
+                               struct ims_error *err);
+/* meta table access (store_sqlite.c). */
+enum ims_status sq__meta_get(sqlite3 *db, const char *key, char **value, struct ims_error *err);
+enum ims_status sq__meta_set(sqlite3 *db, const char *key, const char *value,
+                             struct ims_error *err);
+
+/* The SQLite backend's operations (named like the public functions). */
+void sq_close(struct store *st);
+enum ims_status sq_model_get(struct store *, char *, size_t, uint32_t *, struct ims_error *);
+enum ims_status sq_model_record(struct store *, struct ims_error *);
+enum ims_status sq_schema_version(struct store *, int *, struct ims_error *);
+enum ims_status sq_check(struct store *, struct ims_error *);
+enum ims_status sq_insert_many(struct store *, const struct store_new_image *, size_t,
+                               struct store_insert_result *, struct ims_error *);
+enum ims_status sq_set_thumbnail(struct store *, int64_t, const void *, size_t,
+                                 struct ims_error *);
+enum ims_status sq_set_embeddings(struct store *, const int64_t *, const float *, size_t,
+                                  uint8_t *, struct ims_error *);
+enum ims_status sq_delete_many(struct store *, const int64_t *, size_t, uint8_t *,
+                               struct ims_error *);
+enum ims_status sq_get_many(struct store *, const int64_t *, size_t, unsigned,
+                            struct store_image_row *, uint8_t *, struct ims_error *);
+enum ims_status sq_find_by_source(struct store *, const char *, int64_t *, struct ims_error *);
+enum ims_status sq_find_by_sha256(struct store *, const uint8_t *, int64_t *,
+                                  struct ims_error *);
+enum ims_status sq_get_thumbnail(struct store *, int64_t, void **, size_t *, struct ims_error *);
+enum ims_status sq_count(struct store *, int64_t *, struct ims_error *);
+enum ims_status sq_max_id(struct store *, int64_t *, struct ims_error *);
+enum ims_status sq_list(struct store *, enum store_order, int64_t, int64_t,
+                        struct store_image_row **, size_t *, struct ims_error *);
+enum ims_status sq_scan_embeddings(struct store *, int64_t, size_t, store_scan_fn, void *,
+                                   struct ims_error *);
+enum ims_status sq_deleted_seq(struct store *, int64_t *, struct ims_error *);
+enum ims_status sq_deleted_after(struct store *, int64_t, size_t, int64_t **, size_t *,
+                                 int64_t *, struct ims_error *);
+enum ims_status sq_change_seq(struct store *, int64_t *, struct ims_error *);
+enum ims_status sq_changes_after(struct store *, int64_t, size_t, struct store_change *,
+                                 size_t *, struct ims_error *);
+enum ims_status sq_change_floor(struct store *, int64_t *, struct ims_error *);
+enum ims_status sq_change_trim(struct store *, int64_t, struct ims_error *);
+enum ims_status sq_wait_change(struct store *, int64_t, int, int64_t *, struct ims_error *);
+enum ims_status sq_job_create(struct store *, const char *, int64_t, struct ims_error *);
+enum ims_status sq_job_update(struct store *, const char *, enum store_job_state, int64_t,
+                              int64_t, struct ims_error *);
+enum ims_status sq_job_add_errors(struct store *, const char *, const char *const *,
+                                  const char *const *, size_t, struct ims_error *);
+enum ims_status sq_job_get(struct store *, const char *, struct store_job *, struct ims_error *);
+enum ims_status sq_job_fail_unfinished(struct store *, int64_t *, struct ims_error *);
+enum ims_status sq_job_add_items(struct store *, const char *, const char *const *, size_t,
+                                 struct ims_error *);
+enum ims_status sq_job_seal(struct store *, const char *, struct ims_error *);
+enum ims_status sq_job_claim(struct store *, const char *, size_t, int64_t,
+                             struct store_job_item **, size_t *, struct ims_error *);
+enum ims_status sq_job_renew(struct store *, const char *, const int64_t *, size_t, int64_t,
+                             uint8_t *, struct ims_error *);
+enum ims_status sq_job_finish(struct store *, const char *, const struct store_item_result *,
+                              size_t, uint8_t *, struct ims_error *);
+enum ims_status sq_job_item_get(struct store *, int64_t, enum store_item_state *, char *,
+                                size_t, int *, int64_t *, struct ims_error *);
 
 #endif

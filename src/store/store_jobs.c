@@ -7,6 +7,7 @@
  * STORE_JOB_MAX_ERRORS are stored; jobs.n_errors counts all of them, so a
  * job with a million broken URLs costs a bounded amount of space and the
  * reader still learns how many there were. Each call is one transaction.
+ * Job items (claims and leases) are in store_sqlite_feed.c.
  */
 
 #include "store_int.h"
@@ -42,18 +43,6 @@ static int state_from_name(const char *t, enum store_job_state *out)
     return 0;
 }
 
-static enum ims_status check_job_id(const char *id, struct ims_error *err)
-{
-    IMS_RETURN_ERROR_IF(!id || !id[0], err, IMS_ERR_INVALID, "job id is empty");
-    size_t n = strnlen(id, STORE_JOB_ID_MAX_BYTES + 1);
-    IMS_RETURN_ERROR_IF(n > STORE_JOB_ID_MAX_BYTES, err, IMS_ERR_INVALID,
-                        "job id is longer than %d bytes", STORE_JOB_ID_MAX_BYTES);
-    for (size_t i = 0; i < n; i++)
-        IMS_RETURN_ERROR_IF(id[i] < 0x21 || id[i] > 0x7e, err, IMS_ERR_INVALID,
-                            "job id has a byte that is not printable ASCII at %zu", i);
-    return IMS_OK;
-}
-
 void store_job_fini(struct store_job *job)
 {
     if (!job)
@@ -61,6 +50,7 @@ void store_job_fini(struct store_job *job)
     for (size_t i = 0; i < job->n_errors; i++) {
         ims_free(job->errors[i].url);
         ims_free(job->errors[i].error);
+        ims_free(job->errors[i].code);
     }
     ims_free(job->errors);
     memset(job, 0, sizeof(*job));
@@ -88,11 +78,11 @@ static enum ims_status job_write(struct store *st, const char *sql, const char *
     return s;
 }
 
-enum ims_status store_job_create(struct store *st, const char *id, int64_t total,
+enum ims_status sq_job_create(struct store *st, const char *id, int64_t total,
                                  struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(!st, err, IMS_ERR_INVALID, "store_job_create: no store");
-    enum ims_status s = check_job_id(id, err);
+    enum ims_status s = store__check_job_id(id, err);
     if (s != IMS_OK)
         return s;
     IMS_RETURN_ERROR_IF(total < 0, err, IMS_ERR_INVALID, "job %s: negative total", id);
@@ -111,11 +101,11 @@ enum ims_status store_job_create(struct store *st, const char *id, int64_t total
     return store__write_end(st, s, err);
 }
 
-enum ims_status store_job_update(struct store *st, const char *id, enum store_job_state state,
+enum ims_status sq_job_update(struct store *st, const char *id, enum store_job_state state,
                                  int64_t done, int64_t failed, struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(!st, err, IMS_ERR_INVALID, "store_job_update: no store");
-    enum ims_status s = check_job_id(id, err);
+    enum ims_status s = store__check_job_id(id, err);
     if (s != IMS_OK)
         return s;
     IMS_RETURN_ERROR_IF((unsigned)state >= IMS_ARRAY_LEN(state_names), err, IMS_ERR_INVALID,
@@ -137,12 +127,12 @@ enum ims_status store_job_update(struct store *st, const char *id, enum store_jo
     return store__write_end(st, s, err);
 }
 
-enum ims_status store_job_add_errors(struct store *st, const char *id, const char *const *urls,
+enum ims_status sq_job_add_errors(struct store *st, const char *id, const char *const *urls,
                                      const char *const *errors, size_t n, struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(!st || (n > 0 && (!urls || !errors)), err, IMS_ERR_INVALID,
                         "store_job_add_errors: invalid arguments");
-    enum ims_status s = check_job_id(id, err);
+    enum ims_status s = store__check_job_id(id, err);
     if (s != IMS_OK || n == 0)
         return s;
     sqlite3_stmt *cnt = NULL, *ins = NULL;
@@ -189,11 +179,11 @@ out:
     return store__write_end(st, s, err);
 }
 
-enum ims_status store_job_get(struct store *st, const char *id, struct store_job *job,
+enum ims_status sq_job_get(struct store *st, const char *id, struct store_job *job,
                               struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(!st || !job, err, IMS_ERR_INVALID, "store_job_get: invalid arguments");
-    enum ims_status s = check_job_id(id, err);
+    enum ims_status s = store__check_job_id(id, err);
     if (s != IMS_OK)
         return s;
     struct store_job j;
@@ -206,8 +196,8 @@ enum ims_status store_job_get(struct store *st, const char *id, struct store_job
     s = store__exec(db, "BEGIN", err);
     if (s == IMS_OK)
         s = store__prepare(db,
-                           "SELECT state, total, done, failed, created, updated, n_errors "
-                           "FROM jobs WHERE id = ?1",
+                           "SELECT state, total, done, failed, created, updated, n_errors, "
+                           "sealed, n_items FROM jobs WHERE id = ?1",
                            &q, err);
     if (s != IMS_OK)
         goto out;
@@ -232,9 +222,11 @@ enum ims_status store_job_get(struct store *st, const char *id, struct store_job
     j.created = sqlite3_column_int64(q, 4);
     j.updated = sqlite3_column_int64(q, 5);
     j.n_errors_total = sqlite3_column_int64(q, 6);
+    j.sealed = sqlite3_column_int(q, 7) != 0;
+    j.n_items = sqlite3_column_int64(q, 8);
 
     s = store__prepare(db,
-                       "SELECT url, error FROM job_errors WHERE job_id = ?1 ORDER BY seq "
+                       "SELECT url, error, code FROM job_errors WHERE job_id = ?1 ORDER BY seq "
                        "LIMIT ?2",
                        &e, err);
     if (s != IMS_OK)
@@ -255,11 +247,13 @@ enum ims_status store_job_get(struct store *st, const char *id, struct store_job
         }
         const char *u = (const char *)sqlite3_column_text(e, 0);
         const char *m = (const char *)sqlite3_column_text(e, 1);
+        const char *c = (const char *)sqlite3_column_text(e, 2);
         struct store_job_error *je = &j.errors[j.n_errors];
         je->url = ims_strdup(u ? u : "");
         je->error = ims_strdup(m ? m : "");
+        je->code = ims_strdup(c ? c : "");
         j.n_errors++; /* counted even if half-allocated, so fini frees it */
-        if (!je->url || !je->error) {
+        if (!je->url || !je->error || !je->code) {
             s = ims_error_set(err, IMS_ERR_NOMEM, "store_job_get: out of memory");
             goto out;
         }
@@ -279,7 +273,7 @@ out:
     return IMS_OK;
 }
 
-enum ims_status store_job_fail_unfinished(struct store *st, int64_t *n, struct ims_error *err)
+enum ims_status sq_job_fail_unfinished(struct store *st, int64_t *n, struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(!st, err, IMS_ERR_INVALID, "store_job_fail_unfinished: no store");
     enum ims_status s = store__write_begin(st, err);
@@ -291,13 +285,14 @@ enum ims_status store_job_fail_unfinished(struct store *st, int64_t *n, struct i
     s = store__exec(st->wdb,
                     "INSERT INTO job_errors(job_id, seq, url, error) "
                     "SELECT id, n_errors, '', 'interrupted by restart' FROM jobs "
-                    "WHERE state IN ('queued', 'running') AND n_errors < " STR(STORE_JOB_MAX_ERRORS),
+                    "WHERE state IN ('queued', 'running') AND n_items = 0 AND n_errors < "
+                    STR(STORE_JOB_MAX_ERRORS),
                     err);
     if (s == IMS_OK) {
         int64_t args[] = {now};
         s = job_write(st,
                       "UPDATE jobs SET state = 'failed', n_errors = n_errors + 1, updated = ?2 "
-                      "WHERE state IN ('queued', 'running') AND ?1 IS NOT NULL",
+                      "WHERE state IN ('queued', 'running') AND n_items = 0 AND ?1 IS NOT NULL",
                       "", args, 1, &changes, err);
     }
     s = store__write_end(st, s, err);

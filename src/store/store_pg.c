@@ -1,0 +1,913 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * store_pg.c: the PostgreSQL backend (libpq): opening a postgresql:// URL,
+ * the connection pool, the schema and its migrations, the model record, the
+ * consistency check, and the change feed with LISTEN/NOTIFY.
+ *
+ * Migrations: `schema_version(version)` holds one row. `pg_migrations[]`
+ * lists one SQL text per step; open takes a session advisory lock (so two
+ * nodes starting at once do not both create tables), runs every step above
+ * the database's version in one transaction, and records the new version.
+ * A database newer than STORE_SCHEMA_VERSION is refused, untouched. The
+ * PostgreSQL schema starts at the SQLite schema's current version (2).
+ *
+ * Passwords: the URL is kept only to connect; messages show the masked
+ * form (store_catalogue_display). libpq also reads PGPASSWORD / PGPASSFILE.
+ */
+#include "store_pg_int.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- parameters and results -------------------------------------------------------- */
+
+static void put_be64(char *b, uint64_t x)
+{
+    for (int i = 7; i >= 0; i--) {
+        b[i] = (char)(x & 0xff);
+        x >>= 8;
+    }
+}
+
+void pgp_i64(struct pgp *p, int64_t x)
+{
+    IMS_ASSERT(p->n < STORE_PG_MAX_PARAMS);
+    put_be64(p->buf[p->n], (uint64_t)x);
+    p->v[p->n] = p->buf[p->n];
+    p->len[p->n] = 8;
+    p->fmt[p->n] = 1;
+    p->type[p->n] = 20; /* int8 */
+    p->n++;
+}
+
+void pgp_text(struct pgp *p, const char *s)
+{
+    IMS_ASSERT(p->n < STORE_PG_MAX_PARAMS);
+    p->v[p->n] = s;
+    p->len[p->n] = s ? (int)strlen(s) : 0;
+    p->fmt[p->n] = 1;
+    p->type[p->n] = 25; /* text */
+    p->n++;
+}
+
+void pgp_bytea(struct pgp *p, const void *b, size_t n)
+{
+    IMS_ASSERT(p->n < STORE_PG_MAX_PARAMS);
+    p->v[p->n] = b;
+    p->len[p->n] = (int)n;
+    p->fmt[p->n] = 1;
+    p->type[p->n] = 17; /* bytea */
+    p->n++;
+}
+
+void pgp_literal(struct pgp *p, const char *s)
+{
+    IMS_ASSERT(p->n < STORE_PG_MAX_PARAMS);
+    p->v[p->n] = s;
+    p->len[p->n] = 0;
+    p->fmt[p->n] = 0;
+    p->type[p->n] = 0;
+    p->n++;
+}
+
+int64_t pg_i64(const PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col))
+        return 0;
+    const unsigned char *b = (const unsigned char *)PQgetvalue(r, row, col);
+    int n = PQgetlength(r, row, col);
+    uint64_t x = 0;
+    for (int i = 0; i < n; i++)
+        x = (x << 8) | b[i];
+    if (n == 4)
+        return (int32_t)(uint32_t)x;
+    if (n == 2)
+        return (int16_t)(uint16_t)x;
+    if (n == 1)
+        return (int64_t)x; /* bool */
+    return (int64_t)x;
+}
+
+int pg_null(const PGresult *r, int row, int col) { return PQgetisnull(r, row, col); }
+
+enum ims_status pg_error(PGconn *c, const PGresult *r, struct ims_error *err, const char *what)
+{
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = r ? PQresultErrorMessage(r) : NULL;
+    if (!msg || !*msg)
+        msg = c ? PQerrorMessage(c) : "no connection";
+    enum ims_status s = IMS_ERR_INTERNAL;
+    if (c && PQstatus(c) != CONNECTION_OK)
+        s = IMS_ERR_IO;
+    else if (state) {
+        if (!strncmp(state, "08", 2) || !strncmp(state, "53", 2) || !strncmp(state, "57", 2) ||
+            !strncmp(state, "58", 2))
+            s = IMS_ERR_IO;
+        else if (!strncmp(state, "22", 2) || !strncmp(state, "23", 2))
+            s = IMS_ERR_INVALID;
+        else if (!strcmp(state, "40001") || !strcmp(state, "40P01") || !strcmp(state, "55P03"))
+            s = IMS_ERR_BUSY;
+    } else if (!r) {
+        s = IMS_ERR_IO;
+    }
+    size_t n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+        n--;
+    return ims_error_set(err, s, "catalogue: %s: %.*s", what, (int)n, msg);
+}
+
+enum ims_status pg_q(PGconn *c, const char *sql, const struct pgp *p, PGresult **res,
+                     struct ims_error *err, const char *what)
+{
+    PGresult *r = PQexecParams(c, sql, p ? p->n : 0, p ? p->type : NULL, p ? p->v : NULL,
+                               p ? p->len : NULL, p ? p->fmt : NULL, 1);
+    ExecStatusType t = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (t != PGRES_TUPLES_OK && t != PGRES_COMMAND_OK) {
+        enum ims_status s = pg_error(c, r, err, what);
+        PQclear(r);
+        return s;
+    }
+    if (res)
+        *res = r;
+    else
+        PQclear(r);
+    return IMS_OK;
+}
+
+enum ims_status pg_x(PGconn *c, const char *sql, const struct pgp *p, struct ims_error *err,
+                     const char *what)
+{
+    return pg_q(c, sql, p, NULL, err, what);
+}
+
+/* ---- COPY binary ---------------------------------------------------------------------- */
+
+static void pgc_put(struct pgcopy *b, const void *v, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->n + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 65536;
+        while (cap < b->n + n)
+            cap *= 2;
+        char *p = ims_realloc(b->p, cap);
+        if (!p) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, v, n);
+    b->n += n;
+}
+
+static void pgc_be(struct pgcopy *b, uint64_t x, int bytes)
+{
+    char t[8];
+    for (int i = bytes - 1; i >= 0; i--) {
+        t[i] = (char)(x & 0xff);
+        x >>= 8;
+    }
+    pgc_put(b, t, (size_t)bytes);
+}
+
+void pgc_init(struct pgcopy *b)
+{
+    memset(b, 0, sizeof(*b));
+    static const char sig[11] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', '\377', '\r', '\n', '\0'};
+    pgc_put(b, sig, sizeof(sig));
+    pgc_be(b, 0, 4); /* flags */
+    pgc_be(b, 0, 4); /* header extension */
+}
+
+void pgc_row(struct pgcopy *b, int n_fields) { pgc_be(b, (uint64_t)n_fields, 2); }
+
+void pgc_i64(struct pgcopy *b, int64_t x)
+{
+    pgc_be(b, 8, 4);
+    pgc_be(b, (uint64_t)x, 8);
+}
+
+void pgc_bytes(struct pgcopy *b, const void *v, size_t n)
+{
+    if (!v) {
+        pgc_be(b, 0xffffffffu, 4);
+        return;
+    }
+    pgc_be(b, (uint64_t)n, 4);
+    pgc_put(b, v, n);
+}
+
+void pgc_text(struct pgcopy *b, const char *s) { pgc_bytes(b, s, s ? strlen(s) : 0); }
+
+enum ims_status pgc_send(PGconn *c, const char *copy_sql, struct pgcopy *b,
+                         struct ims_error *err)
+{
+    pgc_be(b, 0xffff, 2); /* trailer */
+    enum ims_status s = IMS_OK;
+    if (b->oom) {
+        ims_free(b->p);
+        return ims_error_set(err, IMS_ERR_NOMEM, "catalogue: out of memory building a batch");
+    }
+    PGresult *r = PQexec(c, copy_sql);
+    if (PQresultStatus(r) != PGRES_COPY_IN) {
+        s = pg_error(c, r, err, "copy");
+        PQclear(r);
+        ims_free(b->p);
+        return s;
+    }
+    PQclear(r);
+    for (size_t off = 0; off < b->n && s == IMS_OK;) {
+        size_t k = b->n - off < (1u << 20) ? b->n - off : (1u << 20);
+        if (PQputCopyData(c, b->p + off, (int)k) != 1)
+            s = pg_error(c, NULL, err, "copy data");
+        off += k;
+    }
+    if (PQputCopyEnd(c, s == IMS_OK ? NULL : "aborted") != 1 && s == IMS_OK)
+        s = pg_error(c, NULL, err, "copy end");
+    while ((r = PQgetResult(c)) != NULL) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && s == IMS_OK)
+            s = pg_error(c, r, err, "copy");
+        PQclear(r);
+    }
+    ims_free(b->p);
+    b->p = NULL;
+    return s;
+}
+
+/* ---- connections ------------------------------------------------------------------- */
+
+static enum ims_status pg_connect(struct store *st, PGconn **out, struct ims_error *err)
+{
+    PGconn *c = PQconnectdb(st->pg->conninfo);
+    if (!c)
+        return ims_error_set(err, IMS_ERR_NOMEM, "catalogue: out of memory connecting");
+    if (PQstatus(c) != CONNECTION_OK) {
+        const char *host = PQhost(c), *port = PQport(c);
+        const char *m = PQerrorMessage(c);
+        size_t n = strlen(m);
+        while (n > 0 && (m[n - 1] == '\n' || m[n - 1] == ' '))
+            n--;
+        enum ims_status s = ims_error_set(
+            err, IMS_ERR_IO, "catalogue %s: cannot connect to %s:%s: %.*s", st->db_path,
+            host && *host ? host : "(default host)", port && *port ? port : "5432", (int)n, m);
+        PQfinish(c);
+        return s;
+    }
+    /* quiet NOTICEs (e.g. "relation already exists, skipping") */
+    PGresult *r = PQexec(c, "SET client_min_messages = warning");
+    PQclear(r);
+    *out = c;
+    return IMS_OK;
+}
+
+enum ims_status pg_get(struct store *st, PGconn **out, struct ims_error *err)
+{
+    struct store_pg *pg = st->pg;
+    PGconn *c = NULL;
+    pthread_mutex_lock(&pg->plock);
+    while (pg->n_idle == 0 && pg->n_open >= STORE_PG_POOL_MAX)
+        pthread_cond_wait(&pg->pcond, &pg->plock);
+    if (pg->n_idle > 0) {
+        c = pg->idle[--pg->n_idle];
+        pthread_mutex_unlock(&pg->plock);
+        if (PQstatus(c) != CONNECTION_OK)
+            PQreset(c); /* the server restarted: try once to reconnect */
+        *out = c;
+        return IMS_OK;
+    }
+    pg->n_open++;
+    pthread_mutex_unlock(&pg->plock);
+    enum ims_status s = pg_connect(st, &c, err);
+    if (s != IMS_OK) {
+        pthread_mutex_lock(&pg->plock);
+        pg->n_open--;
+        pthread_cond_signal(&pg->pcond);
+        pthread_mutex_unlock(&pg->plock);
+        return s;
+    }
+    *out = c;
+    return IMS_OK;
+}
+
+void pg_put(struct store *st, PGconn *c)
+{
+    if (!c)
+        return;
+    struct store_pg *pg = st->pg;
+    if (PQtransactionStatus(c) != PQTRANS_IDLE) {
+        PGresult *r = PQexec(c, "ROLLBACK");
+        PQclear(r);
+    }
+    pthread_mutex_lock(&pg->plock);
+    pg->idle[pg->n_idle++] = c;
+    pthread_cond_signal(&pg->pcond);
+    pthread_mutex_unlock(&pg->plock);
+}
+
+enum ims_status pg_wbegin(struct store *st, PGconn **out, int lock, struct ims_error *err)
+{
+    PGconn *c = NULL;
+    enum ims_status s = pg_get(st, &c, err);
+    if (s != IMS_OK)
+        return s;
+    s = pg_x(c, "BEGIN", NULL, err, "begin");
+    if (s == IMS_OK && lock) {
+        struct pgp p = {0};
+        pgp_i64(&p, STORE_PG_WRITE_LOCK);
+        s = pg_x(c, "SELECT pg_advisory_xact_lock($1)", &p, err, "write lock");
+    }
+    if (s != IMS_OK) {
+        pg_put(st, c);
+        return s;
+    }
+    *out = c;
+    return IMS_OK;
+}
+
+enum ims_status pg_wend(struct store *st, PGconn *c, enum ims_status s, struct ims_error *err)
+{
+    if (s == IMS_OK)
+        s = pg_x(c, "COMMIT", NULL, err, "commit");
+    pg_put(st, c); /* rolls back if still in a transaction */
+    return s;
+}
+
+enum ims_status pg_rbegin(struct store *st, PGconn **out, struct ims_error *err)
+{
+    PGconn *c = NULL;
+    enum ims_status s = pg_get(st, &c, err);
+    if (s != IMS_OK)
+        return s;
+    s = pg_x(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", NULL, err, "begin");
+    if (s != IMS_OK) {
+        pg_put(st, c);
+        return s;
+    }
+    *out = c;
+    return IMS_OK;
+}
+
+void pg_rend(struct store *st, PGconn *c)
+{
+    PGresult *r = PQexec(c, "COMMIT");
+    PQclear(r);
+    pg_put(st, c);
+}
+
+/* ---- schema ------------------------------------------------------------------------- */
+
+/* One SQL text per schema version. v1 and v2 of the SQLite schema arrive
+ * together: the PostgreSQL catalogue starts at v2. To add v3: append its SQL
+ * here and bump STORE_SCHEMA_VERSION (and add the SQLite step). */
+static const char *const pg_migrations[] = {
+    /* v1: unused (the SQLite schema before the change feed) */
+    "",
+    /* v2 */
+    "CREATE TABLE meta(key text PRIMARY KEY, value text NOT NULL);"
+    "CREATE TABLE model("
+    "  one boolean PRIMARY KEY DEFAULT true CHECK (one),"
+    "  name text NOT NULL, dim integer NOT NULL CHECK (dim > 0), created bigint NOT NULL);"
+    "CREATE TABLE images("
+    "  id bigserial PRIMARY KEY,"
+    "  source text NOT NULL UNIQUE,"
+    "  sha256 bytea CHECK (sha256 IS NULL OR length(sha256) = 32),"
+    "  format text,"
+    "  width bigint NOT NULL DEFAULT 0,"
+    "  height bigint NOT NULL DEFAULT 0,"
+    "  bytes bigint NOT NULL DEFAULT 0,"
+    "  added bigint NOT NULL,"
+    "  caption text,"
+    "  metadata text CHECK (metadata IS NULL OR metadata::jsonb IS NOT NULL),"
+    "  model text NOT NULL);"
+    "CREATE UNIQUE INDEX images_sha256 ON images(sha256) WHERE sha256 IS NOT NULL;"
+    "CREATE INDEX images_added ON images(added, id);"
+    "CREATE TABLE embeddings("
+    "  image_id bigint PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,"
+    "  vec bytea NOT NULL);"
+    "CREATE TABLE thumbnails("
+    "  image_id bigint PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,"
+    "  jpeg bytea NOT NULL);"
+    "CREATE TABLE deleted(seq bigserial PRIMARY KEY, image_id bigint NOT NULL,"
+    "  time bigint NOT NULL);"
+    "CREATE TABLE feed(one boolean PRIMARY KEY DEFAULT true CHECK (one),"
+    "  seq bigint NOT NULL, floor bigint NOT NULL);"
+    "INSERT INTO feed VALUES(true, 0, 0);"
+    "CREATE TABLE changes(seq bigint PRIMARY KEY, image_id bigint NOT NULL,"
+    "  kind smallint NOT NULL CHECK (kind IN (1, 2, 3)));"
+    "CREATE TABLE jobs("
+    "  id text PRIMARY KEY,"
+    "  state text NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed')),"
+    "  total bigint NOT NULL, done bigint NOT NULL DEFAULT 0,"
+    "  failed bigint NOT NULL DEFAULT 0, n_errors bigint NOT NULL DEFAULT 0,"
+    "  created bigint NOT NULL, updated bigint NOT NULL,"
+    "  sealed boolean NOT NULL DEFAULT false, n_items bigint NOT NULL DEFAULT 0);"
+    "CREATE TABLE job_errors("
+    "  job_id text NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+    "  seq bigint NOT NULL, url text NOT NULL, error text NOT NULL,"
+    "  code text NOT NULL DEFAULT '', PRIMARY KEY (job_id, seq));"
+    "CREATE TABLE job_items("
+    "  id bigserial PRIMARY KEY,"
+    "  job_id text NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+    "  idx bigint NOT NULL, source text NOT NULL,"
+    "  state smallint NOT NULL DEFAULT 0 CHECK (state BETWEEN 0 AND 3),"
+    "  claimed_by text, lease_until timestamptz,"
+    "  attempts integer NOT NULL DEFAULT 0, image_id bigint, outcome smallint,"
+    "  code text, error text, UNIQUE (job_id, idx));"
+    "CREATE INDEX job_items_open ON job_items(id) WHERE state < 2;"
+    /* metadata is checked before a batch is written (the row index goes in
+     * the message); a failed cast would abort the whole transaction */
+    "CREATE FUNCTION ims_json_valid(t text) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $f$"
+    " BEGIN PERFORM t::jsonb; RETURN true; EXCEPTION WHEN others THEN RETURN false; END $f$;",
+};
+
+_Static_assert(sizeof(pg_migrations) / sizeof(pg_migrations[0]) == STORE_SCHEMA_VERSION,
+               "one PostgreSQL migration step per schema version");
+
+static enum ims_status pg_migrate(struct store *st, PGconn *c, struct ims_error *err)
+{
+    PGresult *r = NULL;
+    enum ims_status s = pg_x(c, "BEGIN", NULL, err, "begin");
+    if (s == IMS_OK)
+        s = pg_x(c, "SELECT pg_advisory_xact_lock(1768777074)", NULL, err, "migration lock");
+    if (s == IMS_OK)
+        s = pg_x(c, "CREATE TABLE IF NOT EXISTS schema_version(version integer NOT NULL)", NULL,
+                 err, "schema_version");
+    if (s == IMS_OK)
+        s = pg_q(c, "SELECT version FROM schema_version", NULL, &r, err, "schema_version");
+    if (s != IMS_OK)
+        goto out;
+    int64_t version = PQntuples(r) > 0 ? pg_i64(r, 0, 0) : 0;
+    int fresh = PQntuples(r) == 0;
+    PQclear(r);
+    r = NULL;
+    if (version > STORE_SCHEMA_VERSION) {
+        s = ims_error_set(err, IMS_ERR_UNSUPPORTED,
+                          "catalogue %s has schema version %lld, newer than the %d this "
+                          "imgsearch supports; upgrade imgsearch to open it",
+                          st->db_path, (long long)version, STORE_SCHEMA_VERSION);
+        goto out;
+    }
+    if (fresh) {
+        /* a database with tables of its own is not ours to fill */
+        s = pg_q(c,
+                 "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND "
+                 "tablename <> 'schema_version'",
+                 NULL, &r, err, "inspect");
+        if (s != IMS_OK)
+            goto out;
+        int64_t n = pg_i64(r, 0, 0);
+        PQclear(r);
+        r = NULL;
+        if (n > 0) {
+            s = ims_error_set(err, IMS_ERR_CORRUPT,
+                              "%s has tables but is not an imgsearch catalogue (no "
+                              "schema_version row); it was left untouched",
+                              st->db_path);
+            goto out;
+        }
+        s = pg_x(c, "INSERT INTO schema_version VALUES(0)", NULL, err, "schema_version");
+    }
+    for (int v = (int)version + 1; v <= STORE_SCHEMA_VERSION && s == IMS_OK; v++) {
+        if (pg_migrations[v - 1][0]) {
+            PGresult *m = PQexec(c, pg_migrations[v - 1]);
+            if (PQresultStatus(m) != PGRES_COMMAND_OK && PQresultStatus(m) != PGRES_TUPLES_OK) {
+                s = pg_error(c, m, err, "migration");
+                ims_error_prefix(err, "migrating the catalogue to schema v%d", v);
+            }
+            PQclear(m);
+        }
+        if (s == IMS_OK) {
+            struct pgp p = {0};
+            pgp_i64(&p, v);
+            s = pg_x(c, "UPDATE schema_version SET version = $1", &p, err, "schema_version");
+        }
+        if (s == IMS_OK && !fresh)
+            ims_log(IMS_LOG_INFO, "catalogue migrated to schema v%d", v);
+    }
+    if (s == IMS_OK) {
+        struct pgp p = {0};
+        pgp_text(&p, st->model_name);
+        pgp_i64(&p, st->dim);
+        pgp_i64(&p, store__unix_now());
+        s = pg_x(c,
+                 "INSERT INTO model(name, dim, created) VALUES($1, $2::bigint::integer, $3) "
+                 "ON CONFLICT (one) DO NOTHING",
+                 &p, err, "record model");
+    }
+out:
+    PQclear(r);
+    if (s == IMS_OK)
+        s = pg_x(c, "COMMIT", NULL, err, "commit");
+    else {
+        PGresult *rb = PQexec(c, "ROLLBACK");
+        PQclear(rb);
+    }
+    return s;
+}
+
+static enum ims_status pg_check_model(struct store *st, PGconn *c, struct ims_error *err)
+{
+    PGresult *r = NULL;
+    enum ims_status s = pg_q(c, "SELECT name, dim FROM model", NULL, &r, err, "read model");
+    if (s != IMS_OK)
+        return s;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return ims_error_set(err, IMS_ERR_CORRUPT, "catalogue %s: the model record is missing",
+                             st->db_path);
+    }
+    const char *name = PQgetvalue(r, 0, 0);
+    int64_t dim = pg_i64(r, 0, 1);
+    if ((strcmp(name, st->model_name) != 0 || dim != st->dim) &&
+        !(st->flags & STORE_OPEN_ALLOW_MODEL_MISMATCH))
+        s = ims_error_set(err, IMS_ERR_MODEL_MISMATCH,
+                          "catalogue %s belongs to model '%s' (dim %lld), not to model '%s' "
+                          "(dim %u); use that model, another catalogue, or re-embed it",
+                          st->db_path, name, (long long)dim, st->model_name, st->dim);
+    PQclear(r);
+    return s;
+}
+
+/* ---- model, version, check ------------------------------------------------------------- */
+
+static enum ims_status pg_model_get(struct store *st, char *name, size_t cap, uint32_t *dim,
+                                   struct ims_error *err)
+{
+    PGconn *c = NULL;
+    PGresult *r = NULL;
+    enum ims_status s = pg_get(st, &c, err);
+    if (s != IMS_OK)
+        return s;
+    s = pg_q(c, "SELECT name, dim FROM model", NULL, &r, err, "read model");
+    if (s == IMS_OK) {
+        if (PQntuples(r) != 1)
+            s = ims_error_set(err, IMS_ERR_CORRUPT, "catalogue: the model record is missing");
+        else {
+            snprintf(name, cap, "%s", PQgetvalue(r, 0, 0));
+            *dim = (uint32_t)pg_i64(r, 0, 1);
+        }
+    }
+    PQclear(r);
+    pg_put(st, c);
+    return s;
+}
+
+static enum ims_status pg_model_record(struct store *st, struct ims_error *err)
+{
+    PGconn *c = NULL;
+    enum ims_status s = pg_wbegin(st, &c, 0, err);
+    if (s != IMS_OK)
+        return s;
+    struct pgp p = {0};
+    pgp_text(&p, st->model_name);
+    pgp_i64(&p, st->dim);
+    s = pg_x(c, "UPDATE model SET name = $1, dim = $2::bigint::integer", &p, err,
+             "record model");
+    return pg_wend(st, c, s, err);
+}
+
+static enum ims_status pg_schema_version(struct store *st, int *version, struct ims_error *err)
+{
+    PGconn *c = NULL;
+    PGresult *r = NULL;
+    enum ims_status s = pg_get(st, &c, err);
+    if (s != IMS_OK)
+        return s;
+    s = pg_q(c, "SELECT version FROM schema_version", NULL, &r, err, "schema_version");
+    if (s == IMS_OK) {
+        if (PQntuples(r) != 1)
+            s = ims_error_set(err, IMS_ERR_CORRUPT, "catalogue: bad schema_version");
+        else
+            *version = (int)pg_i64(r, 0, 0);
+    }
+    PQclear(r);
+    pg_put(st, c);
+    return s;
+}
+
+static enum ims_status pg_check(struct store *st, struct ims_error *err)
+{
+    PGconn *c = NULL;
+    PGresult *r = NULL;
+    enum ims_status s = pg_rbegin(st, &c, err);
+    if (s != IMS_OK)
+        return s;
+    struct pgp p = {0};
+    pgp_i64(&p, (int64_t)st->dim * 4);
+    s = pg_q(c,
+             "SELECT i.id FROM images i LEFT JOIN embeddings e ON e.image_id = i.id "
+             "WHERE e.vec IS NULL OR length(e.vec) <> $1 LIMIT 1",
+             &p, &r, err, "check embeddings");
+    if (s == IMS_OK && PQntuples(r) > 0)
+        s = ims_error_set(err, IMS_ERR_CORRUPT,
+                          "catalogue check failed (embeddings): image %lld has no embedding of "
+                          "%u floats",
+                          (long long)pg_i64(r, 0, 0), st->dim);
+    PQclear(r);
+    r = NULL;
+    if (s == IMS_OK)
+        s = pg_q(c,
+                 "SELECT (SELECT count(*) FROM changes) > 0 AND "
+                 "(SELECT max(seq) FROM changes) > (SELECT seq FROM feed)",
+                 NULL, &r, err, "check feed");
+    if (s == IMS_OK && pg_i64(r, 0, 0))
+        s = ims_error_set(err, IMS_ERR_CORRUPT,
+                          "catalogue check failed (feed): a change is newer than the counter");
+    PQclear(r);
+    pg_rend(st, c);
+    return s;
+}
+
+/* ---- change feed ------------------------------------------------------------------------ */
+
+enum ims_status pg_log_changes(PGconn *c, const int64_t *ids, size_t n,
+                               enum store_change_kind kind, struct ims_error *err)
+{
+    if (n == 0)
+        return IMS_OK;
+    PGresult *r = NULL;
+    struct pgp p = {0};
+    pgp_i64(&p, (int64_t)n);
+    enum ims_status s = pg_q(c, "UPDATE feed SET seq = seq + $1 RETURNING seq", &p, &r, err,
+                             "advance feed");
+    if (s != IMS_OK)
+        return s;
+    int64_t last = pg_i64(r, 0, 0);
+    PQclear(r);
+    int64_t first = last - (int64_t)n + 1;
+    struct pgcopy b;
+    pgc_init(&b);
+    for (size_t i = 0; i < n; i++) {
+        pgc_row(&b, 3);
+        pgc_i64(&b, first + (int64_t)i);
+        pgc_i64(&b, ids[i]);
+        pgc_be(&b, 2, 4); /* smallint */
+        pgc_be(&b, (uint64_t)kind, 2);
+    }
+    s = pgc_send(c, "COPY changes(seq, image_id, kind) FROM STDIN (FORMAT binary)", &b, err);
+    if (s == IMS_OK) {
+        char buf[32];
+        snprintf(buf, sizeof(buf), "%lld", (long long)last);
+        struct pgp q = {0};
+        pgp_text(&q, buf);
+        s = pg_x(c, "SELECT pg_notify('" STORE_PG_CHANNEL "', $1)", &q, err, "notify");
+    }
+    return s;
+}
+
+static enum ims_status read1(struct store *st, const char *sql, int64_t *v, struct ims_error *err)
+{
+    PGconn *c = NULL;
+    PGresult *r = NULL;
+    enum ims_status s = pg_get(st, &c, err);
+    if (s != IMS_OK)
+        return s;
+    s = pg_q(c, sql, NULL, &r, err, "read");
+    if (s == IMS_OK)
+        *v = PQntuples(r) > 0 ? pg_i64(r, 0, 0) : 0;
+    PQclear(r);
+    pg_put(st, c);
+    return s;
+}
+
+static enum ims_status pg_change_seq(struct store *st, int64_t *seq, struct ims_error *err)
+{
+    return read1(st, "SELECT seq FROM feed", seq, err);
+}
+
+static enum ims_status pg_change_floor(struct store *st, int64_t *floor, struct ims_error *err)
+{
+    return read1(st, "SELECT floor FROM feed", floor, err);
+}
+
+static enum ims_status pg_changes_after(struct store *st, int64_t after, size_t max_n,
+                                        struct store_change *out, size_t *n_out,
+                                        struct ims_error *err)
+{
+    PGconn *c = NULL;
+    PGresult *r = NULL;
+    enum ims_status s = pg_rbegin(st, &c, err);
+    if (s != IMS_OK)
+        return s;
+    s = pg_q(c, "SELECT floor FROM feed", NULL, &r, err, "read floor");
+    if (s == IMS_OK) {
+        int64_t floor = pg_i64(r, 0, 0);
+        if (after < floor)
+            s = ims_error_set(err, IMS_ERR_NOT_FOUND,
+                              "the change feed was trimmed up to seq %lld; a replica at seq "
+                              "%lld must rebuild",
+                              (long long)floor, (long long)after);
+    }
+    PQclear(r);
+    r = NULL;
+    if (s == IMS_OK) {
+        struct pgp p = {0};
+        pgp_i64(&p, after);
+        pgp_i64(&p, (int64_t)max_n);
+        s = pg_q(c, "SELECT seq, image_id, kind FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+                 &p, &r, err, "read changes");
+    }
+    if (s == IMS_OK) {
+        size_t n = (size_t)PQntuples(r);
+        for (size_t i = 0; i < n; i++) {
+            out[i].seq = pg_i64(r, (int)i, 0);
+            out[i].id = pg_i64(r, (int)i, 1);
+            out[i].kind = (enum store_change_kind)pg_i64(r, (int)i, 2);
+        }
+        *n_out = n;
+    }
+    PQclear(r);
+    pg_rend(st, c);
+    return s;
+}
+
+static enum ims_status pg_change_trim(struct store *st, int64_t upto, struct ims_error *err)
+{
+    PGconn *c = NULL;
+    enum ims_status s = pg_wbegin(st, &c, 1, err);
+    if (s != IMS_OK)
+        return s;
+    struct pgp p = {0};
+    pgp_i64(&p, upto);
+    s = pg_x(c, "UPDATE feed SET floor = greatest(floor, least($1, seq))", &p, err, "trim");
+    if (s == IMS_OK)
+        s = pg_x(c, "DELETE FROM changes WHERE seq <= (SELECT floor FROM feed)", NULL, err,
+                 "trim");
+    return pg_wend(st, c, s, err);
+}
+
+/* Waits on the LISTEN connection: whoever holds llock polls its socket in
+ * short slices; every slice re-reads the counter, so a notification that
+ * arrived for another waiter is never missed. */
+static enum ims_status pg_wait_change(struct store *st, int64_t known, int timeout_ms,
+                                      int64_t *seq_now, struct ims_error *err)
+{
+    struct store_pg *pg = st->pg;
+    int64_t deadline = store__unix_now_ms() + timeout_ms;
+    for (;;) {
+        int64_t seq = 0;
+        enum ims_status s = pg_change_seq(st, &seq, err);
+        if (s != IMS_OK)
+            return s;
+        int64_t left = deadline - store__unix_now_ms();
+        if (seq > known || left <= 0) {
+            *seq_now = seq;
+            return IMS_OK;
+        }
+        int slice = left < 200 ? (int)left : 200;
+        pthread_mutex_lock(&pg->llock);
+        if (!pg->listen || PQstatus(pg->listen) != CONNECTION_OK) {
+            if (pg->listen)
+                PQfinish(pg->listen);
+            pg->listen = NULL;
+            PGconn *c = NULL;
+            if (pg_connect(st, &c, NULL) == IMS_OK) {
+                PGresult *r = PQexec(c, "LISTEN " STORE_PG_CHANNEL);
+                PQclear(r);
+                pg->listen = c;
+            }
+        }
+        if (pg->listen) {
+            struct pollfd pfd = {.fd = PQsocket(pg->listen), .events = POLLIN};
+            if (poll(&pfd, 1, slice) > 0)
+                PQconsumeInput(pg->listen);
+            PGnotify *nt;
+            while ((nt = PQnotifies(pg->listen)) != NULL)
+                PQfreemem(nt);
+        } else {
+            poll(NULL, 0, slice); /* server away: retry in a moment */
+        }
+        pthread_mutex_unlock(&pg->llock);
+    }
+}
+
+/* ---- open / close ---------------------------------------------------------------------- */
+
+static void pg_close(struct store *st)
+{
+    if (!st)
+        return;
+    if (st->pg) {
+        for (int i = 0; i < st->pg->n_idle; i++)
+            PQfinish(st->pg->idle[i]);
+        if (st->pg->listen)
+            PQfinish(st->pg->listen);
+        pthread_mutex_destroy(&st->pg->plock);
+        pthread_cond_destroy(&st->pg->pcond);
+        pthread_mutex_destroy(&st->pg->llock);
+        if (st->pg->conninfo) {
+            memset(st->pg->conninfo, 0, strlen(st->pg->conninfo));
+            ims_free(st->pg->conninfo);
+        }
+        ims_free(st->pg);
+    }
+    ims_free(st->db_path);
+    ims_free(st->model_name);
+    ims_free(st);
+}
+
+static const struct store_ops pg_ops;
+
+enum ims_status store__pg_open(const char *url, const struct store_model_info *model,
+                               unsigned flags, struct store **out, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!out, err, IMS_ERR_INVALID, "store_open: no output pointer");
+    IMS_RETURN_ERROR_IF(!model || !model->name || !model->name[0] ||
+                            strlen(model->name) > STORE_MODEL_NAME_MAX_BYTES || model->dim < 1 ||
+                            model->dim > STORE_DIM_MAX,
+                        err, IMS_ERR_INVALID,
+                        "store_open: the model needs a name (1..%d bytes) and an embedding "
+                        "size of 1..%d",
+                        STORE_MODEL_NAME_MAX_BYTES, STORE_DIM_MAX);
+    struct store *st = ims_calloc(1, sizeof(*st));
+    if (!st)
+        return ims_error_set(err, IMS_ERR_NOMEM, "store_open: out of memory");
+    st->ops = &pg_ops;
+    st->pg = ims_calloc(1, sizeof(*st->pg));
+    size_t shown_cap = strlen(url) + 8;
+    st->db_path = ims_malloc(shown_cap);
+    st->model_name = ims_strdup(model->name);
+    if (st->pg)
+        st->pg->conninfo = ims_strdup(url);
+    if (!st->pg || !st->db_path || !st->model_name || !st->pg->conninfo) {
+        pg_close(st);
+        return ims_error_set(err, IMS_ERR_NOMEM, "store_open: out of memory");
+    }
+    store_catalogue_display(url, st->db_path, shown_cap);
+    st->dim = model->dim;
+    st->flags = flags;
+    pthread_mutex_init(&st->pg->plock, NULL);
+    pthread_cond_init(&st->pg->pcond, NULL);
+    pthread_mutex_init(&st->pg->llock, NULL);
+
+    /* a bad URL is reported by libpq before any connection attempt */
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(url, &perr);
+    if (!opts) {
+        enum ims_status s = ims_error_set(err, IMS_ERR_INVALID, "catalogue %s: %s",
+                                          st->db_path, perr ? perr : "not a valid URL");
+        PQfreemem(perr);
+        pg_close(st);
+        return s;
+    }
+    PQconninfoFree(opts);
+
+    PGconn *c = NULL;
+    enum ims_status s = pg_get(st, &c, err);
+    if (s == IMS_OK) {
+        s = pg_migrate(st, c, err);
+        if (s == IMS_OK)
+            s = pg_check_model(st, c, err);
+        pg_put(st, c);
+    }
+    if (s != IMS_OK) {
+        pg_close(st);
+        return s;
+    }
+    *out = st;
+    return IMS_OK;
+}
+
+static const struct store_ops pg_ops = {
+    .name = "postgresql",
+    .close = pg_close,
+    .model_get = pg_model_get,
+    .model_record = pg_model_record,
+    .schema_version = pg_schema_version,
+    .check = pg_check,
+    .insert_many = pg_insert_many,
+    .set_thumbnail = pg_set_thumbnail,
+    .set_embeddings = pg_set_embeddings,
+    .delete_many = pg_delete_many,
+    .get_many = pg_get_many,
+    .find_by_source = pg_find_by_source,
+    .find_by_sha256 = pg_find_by_sha256,
+    .get_thumbnail = pg_get_thumbnail,
+    .count = pg_count,
+    .max_id = pg_max_id,
+    .list = pg_list,
+    .scan_embeddings = pg_scan_embeddings,
+    .deleted_seq = pg_deleted_seq,
+    .deleted_after = pg_deleted_after,
+    .change_seq = pg_change_seq,
+    .changes_after = pg_changes_after,
+    .change_floor = pg_change_floor,
+    .change_trim = pg_change_trim,
+    .wait_change = pg_wait_change,
+    .job_create = pg_job_create,
+    .job_update = pg_job_update,
+    .job_add_errors = pg_job_add_errors,
+    .job_get = pg_job_get,
+    .job_fail_unfinished = pg_job_fail_unfinished,
+    .job_add_items = pg_job_add_items,
+    .job_seal = pg_job_seal,
+    .job_claim = pg_job_claim,
+    .job_renew = pg_job_renew,
+    .job_finish = pg_job_finish,
+    .job_item_get = pg_job_item_get,
+};

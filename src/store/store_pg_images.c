@@ -1,0 +1,806 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * store_pg_images.c: the PostgreSQL backend's image rows, embeddings
+ * (bytea, dim float32 little-endian), thumbnails, deletion log and scans.
+ * Same semantics as store_images.c (docs/internals/store.md): dedup by
+ * source then content hash, under the advisory write lock so two nodes
+ * racing on one image store it once; INSERT ... ON CONFLICT DO NOTHING
+ * reports the existing row as the duplicate if a race slips through.
+ */
+#include "store_pg_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#error "the PostgreSQL backend stores little-endian floats; add a byte swap for this host"
+#endif
+
+static enum ims_status find_id(PGconn *c, const char *sql, struct pgp *p, int64_t *id,
+                               int *found, int64_t *extra, struct ims_error *err)
+{
+    PGresult *r = NULL;
+    enum ims_status s = pg_q(c, sql, p, &r, err, "look up");
+    *found = 0;
+    if (s == IMS_OK && PQntuples(r) > 0) {
+        *found = 1;
+        *id = pg_i64(r, 0, 0);
+        if (extra)
+            *extra = pg_i64(r, 0, 1);
+    }
+    PQclear(r);
+    return s;
+}
+
+static enum ims_status put_thumb(PGconn *c, int64_t id, const void *b, size_t n,
+                                 struct ims_error *err)
+{
+    struct pgp p = {0};
+    pgp_i64(&p, id);
+    pgp_bytea(&p, b, n);
+    return pg_x(c,
+                "INSERT INTO thumbnails(image_id, jpeg) VALUES($1, $2) ON CONFLICT (image_id) "
+                "DO UPDATE SET jpeg = excluded.jpeg",
+                &p, err, "store thumbnail");
+}
+
+/* ---- batch insert ----------------------------------------------------------------------
+ *
+ * One batch = a handful of round trips whatever its size: the batch's keys
+ * go into a temporary table by COPY, two joins find every existing row by
+ * source and by hash, the outcomes are decided in row order in memory (a
+ * hash set finds repeats inside the batch), ids come from the sequence in
+ * one query, and the new rows, embeddings, thumbnails and changes go in by
+ * COPY. All under the advisory write lock, so no other node's insert can
+ * slip between the lookups and the writes. */
+
+enum plan { P_NEW, P_DUP_SOURCE, P_DUP_SHA, P_COMPLETE };
+
+struct bset { /* open addressing over row indexes; key = source or sha256 */
+    int32_t *slot;
+    size_t mask;
+};
+
+static uint64_t fnv(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+
+static int bset_init(struct bset *s, size_t n)
+{
+    size_t cap = 16;
+    while (cap < n * 2)
+        cap *= 2;
+    s->slot = ims_malloc(cap * sizeof(*s->slot));
+    if (!s->slot)
+        return -1;
+    for (size_t i = 0; i < cap; i++)
+        s->slot[i] = -1;
+    s->mask = cap - 1;
+    return 0;
+}
+
+/* Finds the row whose key equals key(row `i`) (by_sha: the hash); inserts
+ * i when `add` and absent. Returns the found row or -1. */
+static int32_t bset_find(struct bset *s, const struct store_new_image *rows, int32_t i,
+                         int by_sha, int add)
+{
+    const void *k = by_sha ? (const void *)rows[i].sha256 : (const void *)rows[i].source;
+    size_t kn = by_sha ? 32 : strlen(rows[i].source);
+    for (size_t h = fnv(k, kn) & s->mask;; h = (h + 1) & s->mask) {
+        int32_t j = s->slot[h];
+        if (j < 0) {
+            if (add)
+                s->slot[h] = i;
+            return -1;
+        }
+        if (by_sha ? !memcmp(rows[j].sha256, k, 32) : !strcmp(rows[j].source, k))
+            return j;
+    }
+}
+
+enum ims_status pg_insert_many(struct store *st, const struct store_new_image *rows, size_t n,
+                               struct store_insert_result *results, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(n > 0 && (!rows || !results), err, IMS_ERR_INVALID,
+                        "store_insert_many: invalid arguments");
+    if (n == 0)
+        return IMS_OK;
+    IMS_RETURN_ERROR_IF(n > (1u << 24), err, IMS_ERR_INVALID,
+                        "store_insert_many: batch of %zu rows is too large", n);
+    for (size_t i = 0; i < n; i++) {
+        enum ims_status v = store__validate_row(st, &rows[i], i, err);
+        if (v != IMS_OK)
+            return v;
+    }
+    struct store_insert_result *res = ims_calloc(n, sizeof(*res));
+    int64_t *src_id = ims_malloc(n * sizeof(*src_id)), *sha_id = ims_malloc(n * sizeof(*sha_id));
+    uint8_t *nodata = ims_calloc(n, 1), *plan = ims_calloc(n, 1);
+    int32_t *ref = ims_malloc(n * sizeof(*ref));
+    int64_t *new_ids = ims_malloc(n * sizeof(*new_ids));
+    struct bset by_src = {0}, by_sha = {0};
+    PGconn *c = NULL;
+    PGresult *r = NULL;
+    enum ims_status s = IMS_OK;
+    if (!res || !src_id || !sha_id || !nodata || !plan || !ref || !new_ids ||
+        bset_init(&by_src, n) || bset_init(&by_sha, n)) {
+        s = ims_error_set(err, IMS_ERR_NOMEM, "store_insert_many: out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++)
+        src_id[i] = sha_id[i] = -1;
+    s = pg_wbegin(st, &c, 1, err);
+    if (s != IMS_OK)
+        goto out;
+    for (size_t i = 0; i < n && s == IMS_OK; i++) {
+        if (!rows[i].metadata)
+            continue;
+        struct pgp p = {0};
+        pgp_text(&p, rows[i].metadata);
+        int64_t ok = 0;
+        int found = 0;
+        s = find_id(c, "SELECT ims_json_valid($1)::int::int8", &p, &ok, &found, NULL, err);
+        if (s == IMS_OK && !ok)
+            s = ims_error_set(err, IMS_ERR_INVALID, "row %zu (%s): metadata is not valid JSON",
+                              i, rows[i].source);
+    }
+    /* 1. lookups */
+    if (s == IMS_OK)
+        s = pg_x(c,
+                 "CREATE TEMP TABLE IF NOT EXISTS ims_batch(k bigint, source text, sha256 bytea) "
+                 "ON COMMIT DELETE ROWS",
+                 NULL, err, "batch table");
+    if (s == IMS_OK) {
+        struct pgcopy b;
+        pgc_init(&b);
+        for (size_t i = 0; i < n; i++) {
+            pgc_row(&b, 3);
+            pgc_i64(&b, (int64_t)i);
+            pgc_text(&b, rows[i].source);
+            pgc_bytes(&b, rows[i].sha256, 32);
+        }
+        s = pgc_send(c, "COPY ims_batch(k, source, sha256) FROM STDIN (FORMAT binary)", &b, err);
+    }
+    if (s == IMS_OK)
+        s = pg_q(c,
+                 "SELECT b.k, i.id, (i.sha256 IS NULL)::int::int8 FROM ims_batch b JOIN images i "
+                 "ON i.source = b.source",
+                 NULL, &r, err, "look up sources");
+    for (int k = 0; s == IMS_OK && k < PQntuples(r); k++) {
+        int64_t i = pg_i64(r, k, 0);
+        if (i >= 0 && (size_t)i < n) {
+            src_id[i] = pg_i64(r, k, 1);
+            nodata[i] = (uint8_t)pg_i64(r, k, 2);
+        }
+    }
+    PQclear(r);
+    r = NULL;
+    if (s == IMS_OK)
+        s = pg_q(c,
+                 "SELECT b.k, i.id FROM ims_batch b JOIN images i ON i.sha256 = b.sha256 "
+                 "WHERE b.sha256 IS NOT NULL",
+                 NULL, &r, err, "look up hashes");
+    for (int k = 0; s == IMS_OK && k < PQntuples(r); k++) {
+        int64_t i = pg_i64(r, k, 0);
+        if (i >= 0 && (size_t)i < n)
+            sha_id[i] = pg_i64(r, k, 1);
+    }
+    PQclear(r);
+    r = NULL;
+    if (s != IMS_OK)
+        goto end;
+
+    /* 2. outcomes, in row order; ref[i] = the batch row whose id i reports */
+    size_t n_new = 0;
+    for (int32_t i = 0; i < (int32_t)n; i++) {
+        const struct store_new_image *row = &rows[i];
+        int32_t j = bset_find(&by_src, rows, i, 0, 0);
+        ref[i] = -1;
+        if (src_id[i] >= 0) {
+            res[i].id = src_id[i];
+            plan[i] = P_DUP_SOURCE;
+            if (j < 0 && nodata[i] && row->sha256 && sha_id[i] < 0 &&
+                bset_find(&by_sha, rows, i, 1, 0) < 0) {
+                plan[i] = P_COMPLETE;
+                bset_find(&by_src, rows, i, 0, 1);
+                bset_find(&by_sha, rows, i, 1, 1);
+            }
+        } else if (j >= 0) {
+            plan[i] = P_DUP_SOURCE;
+            ref[i] = j;
+        } else if (row->sha256 && sha_id[i] >= 0) {
+            plan[i] = P_DUP_SHA;
+            res[i].id = sha_id[i];
+        } else if (row->sha256 && (j = bset_find(&by_sha, rows, i, 1, 0)) >= 0) {
+            plan[i] = P_DUP_SHA;
+            ref[i] = j;
+        } else {
+            plan[i] = P_NEW;
+            n_new++;
+            bset_find(&by_src, rows, i, 0, 1);
+            if (row->sha256)
+                bset_find(&by_sha, rows, i, 1, 1);
+        }
+    }
+
+    /* 3. ids for the new rows, in row order */
+    if (n_new > 0) {
+        struct pgp p = {0};
+        pgp_i64(&p, (int64_t)n_new);
+        s = pg_q(c,
+                 "SELECT nextval(pg_get_serial_sequence('images', 'id')) FROM "
+                 "generate_series(1, $1) ORDER BY 1",
+                 &p, &r, err, "allocate ids");
+        if (s == IMS_OK && (size_t)PQntuples(r) != n_new)
+            s = ims_error_set(err, IMS_ERR_INTERNAL, "catalogue: id allocation came up short");
+        for (size_t k = 0; s == IMS_OK && k < n_new; k++)
+            new_ids[k] = pg_i64(r, (int)k, 0);
+        PQclear(r);
+        r = NULL;
+    }
+    if (s != IMS_OK)
+        goto end;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (plan[i] == P_NEW)
+            res[i].id = new_ids[k++];
+        else if (ref[i] >= 0)
+            res[i].id = res[ref[i]].id;
+        res[i].outcome = plan[i] == P_NEW          ? STORE_INSERTED
+                         : plan[i] == P_DUP_SOURCE ? STORE_DUP_SOURCE
+                         : plan[i] == P_DUP_SHA    ? STORE_DUP_SHA256
+                                                   : STORE_COMPLETED;
+    }
+
+    /* 4. writes */
+    if (n_new > 0) {
+        int64_t now = store__unix_now();
+        struct pgcopy bi, be, bt;
+        pgc_init(&bi);
+        pgc_init(&be);
+        pgc_init(&bt);
+        size_t n_thumbs = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (plan[i] != P_NEW)
+                continue;
+            const struct store_new_image *row = &rows[i];
+            pgc_row(&bi, 11);
+            pgc_i64(&bi, res[i].id);
+            pgc_text(&bi, row->source);
+            pgc_bytes(&bi, row->sha256, 32);
+            pgc_text(&bi, row->format);
+            pgc_i64(&bi, row->width);
+            pgc_i64(&bi, row->height);
+            pgc_i64(&bi, row->bytes);
+            pgc_i64(&bi, row->added ? row->added : now);
+            pgc_text(&bi, row->caption);
+            pgc_text(&bi, row->metadata);
+            pgc_text(&bi, st->model_name);
+            pgc_row(&be, 2);
+            pgc_i64(&be, res[i].id);
+            pgc_bytes(&be, row->embedding, (size_t)row->dim * 4);
+            if (row->thumbnail_bytes > 0) {
+                pgc_row(&bt, 2);
+                pgc_i64(&bt, res[i].id);
+                pgc_bytes(&bt, row->thumbnail, row->thumbnail_bytes);
+                n_thumbs++;
+            }
+        }
+        s = pgc_send(c,
+                     "COPY images(id, source, sha256, format, width, height, bytes, added, "
+                     "caption, metadata, model) FROM STDIN (FORMAT binary)",
+                     &bi, err);
+        if (s == IMS_OK)
+            s = pgc_send(c, "COPY embeddings(image_id, vec) FROM STDIN (FORMAT binary)", &be,
+                         err);
+        else
+            ims_free(be.p);
+        if (s == IMS_OK && n_thumbs > 0)
+            s = pgc_send(c, "COPY thumbnails(image_id, jpeg) FROM STDIN (FORMAT binary)", &bt,
+                         err);
+        else
+            ims_free(bt.p);
+    }
+    for (size_t i = 0; i < n && s == IMS_OK; i++) {
+        if (plan[i] != P_COMPLETE)
+            continue;
+        const struct store_new_image *row = &rows[i];
+        struct pgp u = {0};
+        pgp_i64(&u, res[i].id);
+        pgp_bytea(&u, row->sha256, 32);
+        pgp_text(&u, row->format);
+        pgp_i64(&u, row->width);
+        pgp_i64(&u, row->height);
+        pgp_i64(&u, row->bytes);
+        s = pg_x(c,
+                 "UPDATE images SET sha256 = $2, format = coalesce($3, format), width = $4, "
+                 "height = $5, bytes = $6 WHERE id = $1",
+                 &u, err, "complete row");
+        if (s == IMS_OK && row->thumbnail_bytes > 0)
+            s = put_thumb(c, res[i].id, row->thumbnail, row->thumbnail_bytes, err);
+    }
+    if (s == IMS_OK) {
+        k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (plan[i] == P_NEW)
+                new_ids[k++] = res[i].id;
+        s = pg_log_changes(c, new_ids, n_new, STORE_CHANGE_INSERT, err);
+    }
+end:
+    s = pg_wend(st, c, s, err);
+    if (s == IMS_OK)
+        memcpy(results, res, n * sizeof(*res));
+out:
+    ims_free(res);
+    ims_free(src_id);
+    ims_free(sha_id);
+    ims_free(nodata);
+    ims_free(plan);
+    ims_free(ref);
+    ims_free(new_ids);
+    ims_free(by_src.slot);
+    ims_free(by_sha.slot);
+    return s;
+}
+
+enum ims_status pg_set_thumbnail(struct store *st, int64_t id, const void *jpeg, size_t n,
+                                 struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!jpeg || n == 0, err, IMS_ERR_INVALID,
+                        "store_set_thumbnail: no thumbnail bytes");
+    IMS_RETURN_ERROR_IF(n > STORE_THUMBNAIL_MAX_BYTES, err, IMS_ERR_INVALID,
+                        "store_set_thumbnail: %zu bytes exceeds %u", n,
+                        (unsigned)STORE_THUMBNAIL_MAX_BYTES);
+    PGconn *c = NULL;
+    enum ims_status s = pg_wbegin(st, &c, 0, err);
+    if (s != IMS_OK)
+        return s;
+    int64_t x = 0;
+    int found = 0;
+    struct pgp p = {0};
+    pgp_i64(&p, id);
+    s = find_id(c, "SELECT id FROM images WHERE id = $1 FOR SHARE", &p, &x, &found, NULL, err);
+    if (s == IMS_OK && !found)
+        s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
+    if (s == IMS_OK)
+        s = put_thumb(c, id, jpeg, n, err);
+    return pg_wend(st, c, s, err);
+}
+
+enum ims_status pg_set_embeddings(struct store *st, const int64_t *ids, const float *vectors,
+                                  size_t n, uint8_t *exists, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(n > 0 && (!ids || !vectors), err, IMS_ERR_INVALID,
+                        "store_set_embeddings: invalid arguments");
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bad = 0;
+        IMS_RETURN_ERROR_IF(!store__vec_finite(vectors + i * st->dim, st->dim, &bad), err,
+                            IMS_ERR_INVALID,
+                            "store_set_embeddings: vector %zu: element %u is not finite", i, bad);
+    }
+    if (n == 0)
+        return IMS_OK;
+    int64_t *changed = ims_malloc(n * sizeof(*changed));
+    if (!changed)
+        return ims_error_set(err, IMS_ERR_NOMEM, "store_set_embeddings: out of memory");
+    size_t nc = 0;
+    PGconn *c = NULL;
+    enum ims_status s = pg_wbegin(st, &c, 1, err);
+    for (size_t i = 0; i < n && s == IMS_OK; i++) {
+        struct pgp p = {0};
+        pgp_i64(&p, ids[i]);
+        pgp_bytea(&p, vectors + i * st->dim, (size_t)st->dim * 4);
+        pgp_text(&p, st->model_name);
+        int64_t x = 0;
+        int found = 0;
+        s = find_id(c,
+                    "WITH e AS (UPDATE embeddings SET vec = $2 WHERE image_id = $1 RETURNING "
+                    "image_id) UPDATE images SET model = $3 WHERE id IN (SELECT image_id FROM e) "
+                    "RETURNING id",
+                    &p, &x, &found, NULL, err);
+        if (exists)
+            exists[i] = (uint8_t)found;
+        if (found)
+            changed[nc++] = ids[i];
+    }
+    if (c) {
+        if (s == IMS_OK)
+            s = pg_log_changes(c, changed, nc, STORE_CHANGE_UPDATE, err);
+        s = pg_wend(st, c, s, err);
+    }
+    ims_free(changed);
+    return s;
+}
+
+enum ims_status pg_delete_many(struct store *st, const int64_t *ids, size_t n, uint8_t *existed,
+                               struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(n > 0 && !ids, err, IMS_ERR_INVALID,
+                        "store_delete_many: invalid arguments");
+    if (n == 0)
+        return IMS_OK;
+    int64_t *gone = ims_malloc(n * sizeof(*gone));
+    if (!gone)
+        return ims_error_set(err, IMS_ERR_NOMEM, "store_delete_many: out of memory");
+    size_t ng = 0;
+    PGconn *c = NULL;
+    enum ims_status s = pg_wbegin(st, &c, 1, err);
+    int64_t now = store__unix_now();
+    for (size_t i = 0; i < n && s == IMS_OK; i++) {
+        struct pgp p = {0};
+        pgp_i64(&p, ids[i]);
+        int64_t x = 0;
+        int found = 0;
+        s = find_id(c, "DELETE FROM images WHERE id = $1 RETURNING id", &p, &x, &found, NULL,
+                    err);
+        if (existed)
+            existed[i] = (uint8_t)found;
+        if (s == IMS_OK && found) {
+            gone[ng++] = ids[i];
+            struct pgp l = {0};
+            pgp_i64(&l, ids[i]);
+            pgp_i64(&l, now);
+            s = pg_x(c, "INSERT INTO deleted(image_id, time) VALUES($1, $2)", &l, err,
+                     "log deletion");
+        }
+    }
+    if (c) {
+        if (s == IMS_OK)
+            s = pg_log_changes(c, gone, ng, STORE_CHANGE_DELETE, err);
+        s = pg_wend(st, c, s, err);
+    }
+    ims_free(gone);
+    return s;
+}
+
+/* ---- rows -------------------------------------------------------------------------------- */
+
+#define ROW_COLS                                                                                   \
+    "i.id, i.source, i.sha256, i.format, i.width, i.height, i.bytes, i.added, i.caption, "        \
+    "i.metadata, i.model, EXISTS (SELECT 1 FROM thumbnails t WHERE t.image_id = i.id)::int::int8"
+
+static char *dup_col(const PGresult *r, int row, int col, int *oom)
+{
+    if (PQgetisnull(r, row, col))
+        return NULL;
+    char *p = ims_strndup(PQgetvalue(r, row, col), (size_t)PQgetlength(r, row, col));
+    if (!p)
+        *oom = 1;
+    return p;
+}
+
+static enum ims_status row_from(const PGresult *r, int i, int emb_col,
+                                struct store_image_row *row, struct ims_error *err)
+{
+    int oom = 0;
+    store_row_init(row);
+    row->id = pg_i64(r, i, 0);
+    row->source = dup_col(r, i, 1, &oom);
+    if (!PQgetisnull(r, i, 2) && PQgetlength(r, i, 2) == 32) {
+        memcpy(row->sha256, PQgetvalue(r, i, 2), 32);
+        row->has_sha256 = 1;
+    }
+    row->format = dup_col(r, i, 3, &oom);
+    row->width = (uint32_t)pg_i64(r, i, 4);
+    row->height = (uint32_t)pg_i64(r, i, 5);
+    row->bytes = pg_i64(r, i, 6);
+    row->added = pg_i64(r, i, 7);
+    row->caption = dup_col(r, i, 8, &oom);
+    row->metadata = dup_col(r, i, 9, &oom);
+    row->model = dup_col(r, i, 10, &oom);
+    row->has_thumbnail = (int)pg_i64(r, i, 11);
+    if (emb_col >= 0 && !PQgetisnull(r, i, emb_col)) {
+        int nb = PQgetlength(r, i, emb_col);
+        if (nb <= 0 || nb % 4 != 0) {
+            store_row_fini(row);
+            return ims_error_set(err, IMS_ERR_CORRUPT,
+                                 "catalogue: embedding of image %lld has %d bytes",
+                                 (long long)pg_i64(r, i, 0), nb);
+        }
+        row->dim = (uint32_t)(nb / 4);
+        row->embedding = ims_malloc((size_t)nb);
+        if (!row->embedding)
+            oom = 1;
+        else
+            memcpy(row->embedding, PQgetvalue(r, i, emb_col), (size_t)nb);
+    }
+    if (oom || !row->source || !row->model) {
+        store_row_fini(row);
+        return ims_error_set(err, oom ? IMS_ERR_NOMEM : IMS_ERR_CORRUPT,
+                             oom ? "catalogue: out of memory reading a row"
+                                 : "catalogue: row without source or model");
+    }
+    return IMS_OK;
+}
+
+enum ims_status pg_get_many(struct store *st, const int64_t *ids, size_t n, unsigned fields,
+                            struct store_image_row *rows, uint8_t *found, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(n > 0 && (!ids || !rows || !found), err, IMS_ERR_INVALID,
+                        "store_get_many: invalid arguments");
+    for (size_t i = 0; i < n; i++) {
+        store_row_init(&rows[i]);
+        found[i] = 0;
+    }
+    if (n == 0)
+        return IMS_OK;
+    /* one query for all ids: "{1,2,3}" as a bigint[] literal */
+    size_t cap = n * 21 + 3;
+    char *lit = ims_malloc(cap);
+    if (!lit)
+        return ims_error_set(err, IMS_ERR_NOMEM, "store_get_many: out of memory");
+    size_t o = 0;
+    lit[o++] = '{';
+    for (size_t i = 0; i < n; i++)
+        o += (size_t)snprintf(lit + o, cap - o, "%s%lld", i ? "," : "", (long long)ids[i]);
+    lit[o++] = '}';
+    lit[o] = '\0';
+    int emb = (fields & STORE_FIELD_EMBEDDING) != 0;
+    PGconn *c = NULL;
+    PGresult *r = NULL;
+    enum ims_status s = pg_get(st, &c, err);
+    if (s == IMS_OK) {
+        struct pgp p = {0};
+        pgp_literal(&p, lit);
+        s = pg_q(c,
+                 emb ? "SELECT " ROW_COLS ", e.vec FROM images i LEFT JOIN embeddings e ON "
+                       "e.image_id = i.id WHERE i.id = ANY($1::bigint[])"
+                     : "SELECT " ROW_COLS " FROM images i WHERE i.id = ANY($1::bigint[])",
+                 &p, &r, err, "read images");
+        pg_put(st, c);
+    }
+    ims_free(lit);
+    for (int k = 0; s == IMS_OK && k < PQntuples(r); k++) {
+        int64_t id = pg_i64(r, k, 0);
+        for (size_t i = 0; i < n && s == IMS_OK; i++) {
+            if (ids[i] != id || found[i])
+                continue;
+            s = row_from(r, k, emb ? 12 : -1, &rows[i], err);
+            found[i] = s == IMS_OK;
+        }
+    }
+    PQclear(r);
+    if (s != IMS_OK) {
+        for (size_t i = 0; i < n; i++) {
+            store_row_fini(&rows[i]);
+            found[i] = 0;
+        }
+    }
+    return s;
+}
+
+static enum ims_status read_id(struct store *st, const char *sql, struct pgp *p, int64_t *v,
+                               int *found, struct ims_error *err)
+{
+    PGconn *c = NULL;
+    enum ims_status s = pg_get(st, &c, err);
+    if (s != IMS_OK)
+        return s;
+    s = find_id(c, sql, p, v, found, NULL, err);
+    pg_put(st, c);
+    return s;
+}
+
+enum ims_status pg_find_by_source(struct store *st, const char *source, int64_t *id,
+                                  struct ims_error *err)
+{
+    struct pgp p = {0};
+    pgp_text(&p, source);
+    int found = 0;
+    enum ims_status s =
+        read_id(st, "SELECT id FROM images WHERE source = $1", &p, id, &found, err);
+    if (s == IMS_OK && !found)
+        s = ims_error_set(err, IMS_ERR_NOT_FOUND, "no image with source %s", source);
+    return s;
+}
+
+enum ims_status pg_find_by_sha256(struct store *st, const uint8_t *sha, int64_t *id,
+                                  struct ims_error *err)
+{
+    struct pgp p = {0};
+    pgp_bytea(&p, sha, 32);
+    int found = 0;
+    enum ims_status s = read_id(st, "SELECT id FROM images WHERE sha256 = $1 ORDER BY id LIMIT 1",
+                                &p, id, &found, err);
+    if (s == IMS_OK && !found)
+        s = ims_error_set(err, IMS_ERR_NOT_FOUND, "no image with that content hash");
+    return s;
+}
+
+enum ims_status pg_get_thumbnail(struct store *st, int64_t id, void **jpeg, size_t *n_bytes,
+                                 struct ims_error *err)
+{
+    PGconn *c = NULL;
+    PGresult *r = NULL;
+    enum ims_status s = pg_get(st, &c, err);
+    if (s != IMS_OK)
+        return s;
+    struct pgp p = {0};
+    pgp_i64(&p, id);
+    s = pg_q(c, "SELECT jpeg FROM thumbnails WHERE image_id = $1", &p, &r, err,
+             "read thumbnail");
+    pg_put(st, c);
+    if (s == IMS_OK) {
+        if (PQntuples(r) == 0) {
+            s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld has no thumbnail",
+                              (long long)id);
+        } else {
+            size_t nb = (size_t)PQgetlength(r, 0, 0);
+            void *b = ims_malloc(nb ? nb : 1);
+            if (!b) {
+                s = ims_error_set(err, IMS_ERR_NOMEM, "catalogue: out of memory");
+            } else {
+                memcpy(b, PQgetvalue(r, 0, 0), nb);
+                *jpeg = b;
+                *n_bytes = nb;
+            }
+        }
+    }
+    PQclear(r);
+    return s;
+}
+
+enum ims_status pg_count(struct store *st, int64_t *n, struct ims_error *err)
+{
+    int found = 0;
+    return read_id(st, "SELECT count(*) FROM images", NULL, n, &found, err);
+}
+
+enum ims_status pg_max_id(struct store *st, int64_t *id, struct ims_error *err)
+{
+    int found = 0;
+    return read_id(st, "SELECT coalesce(max(id), 0) FROM images", NULL, id, &found, err);
+}
+
+enum ims_status pg_list(struct store *st, enum store_order order, int64_t offset, int64_t limit,
+                        struct store_image_row **rows_out, size_t *n_out, struct ims_error *err)
+{
+    static const char *const sql[] = {
+        [STORE_ORDER_ID_DESC] = "SELECT " ROW_COLS
+                                " FROM images i ORDER BY i.id DESC LIMIT $1 OFFSET $2",
+        [STORE_ORDER_ID_ASC] = "SELECT " ROW_COLS " FROM images i ORDER BY i.id LIMIT $1 OFFSET $2",
+        [STORE_ORDER_ADDED_DESC] = "SELECT " ROW_COLS " FROM images i ORDER BY i.added DESC, "
+                                   "i.id DESC LIMIT $1 OFFSET $2",
+    };
+    if (limit > 10000)
+        limit = 10000;
+    PGconn *c = NULL;
+    PGresult *r = NULL;
+    enum ims_status s = pg_get(st, &c, err);
+    if (s != IMS_OK)
+        return s;
+    struct pgp p = {0};
+    pgp_i64(&p, limit);
+    pgp_i64(&p, offset);
+    s = pg_q(c, sql[order], &p, &r, err, "list images");
+    pg_put(st, c);
+    if (s != IMS_OK)
+        return s;
+    size_t n = (size_t)PQntuples(r);
+    struct store_image_row *rows = n ? ims_calloc(n, sizeof(*rows)) : NULL;
+    if (n && !rows) {
+        PQclear(r);
+        return ims_error_set(err, IMS_ERR_NOMEM, "store_list: out of memory");
+    }
+    size_t k = 0;
+    for (; k < n && s == IMS_OK; k++)
+        s = row_from(r, (int)k, -1, &rows[k], err);
+    PQclear(r);
+    if (s != IMS_OK) {
+        for (size_t i = 0; i + 1 < k; i++)
+            store_row_fini(&rows[i]);
+        ims_free(rows);
+        return s;
+    }
+    *rows_out = rows;
+    *n_out = n;
+    return IMS_OK;
+}
+
+enum ims_status pg_scan_embeddings(struct store *st, int64_t after_id, size_t chunk_rows,
+                                   store_scan_fn fn, void *user, struct ims_error *err)
+{
+    if (chunk_rows == 0)
+        chunk_rows = 1024;
+    IMS_RETURN_ERROR_IF(chunk_rows > (1u << 20), err, IMS_ERR_INVALID,
+                        "store_scan_embeddings: chunk of %zu rows is too large", chunk_rows);
+    size_t vec_bytes = (size_t)st->dim * 4, buf_bytes = 0;
+    if (ims_size_mul(vec_bytes, chunk_rows, &buf_bytes) != 0)
+        return ims_error_set(err, IMS_ERR_INVALID, "store_scan_embeddings: chunk too large");
+    int64_t *ids = ims_malloc(chunk_rows * sizeof(*ids));
+    float *vecs = ims_malloc(buf_bytes);
+    PGconn *c = NULL;
+    enum ims_status s = IMS_OK;
+    if (!ids || !vecs) {
+        s = ims_error_set(err, IMS_ERR_NOMEM, "store_scan_embeddings: out of memory");
+        goto out;
+    }
+    s = pg_rbegin(st, &c, err);
+    int64_t last = after_id;
+    while (s == IMS_OK) {
+        PGresult *r = NULL;
+        struct pgp p = {0};
+        pgp_i64(&p, last);
+        pgp_i64(&p, (int64_t)chunk_rows);
+        s = pg_q(c,
+                 "SELECT image_id, vec FROM embeddings WHERE image_id > $1 ORDER BY image_id "
+                 "LIMIT $2",
+                 &p, &r, err, "scan embeddings");
+        if (s != IMS_OK)
+            break;
+        size_t n = (size_t)PQntuples(r);
+        for (size_t i = 0; i < n && s == IMS_OK; i++) {
+            ids[i] = pg_i64(r, (int)i, 0);
+            if ((size_t)PQgetlength(r, (int)i, 1) != vec_bytes)
+                s = ims_error_set(err, IMS_ERR_MODEL_MISMATCH,
+                                  "catalogue: embedding of image %lld has %d floats, the model "
+                                  "'%s' has %u (re-embed unfinished?)",
+                                  (long long)ids[i], PQgetlength(r, (int)i, 1) / 4,
+                                  st->model_name, st->dim);
+            else
+                memcpy(vecs + i * st->dim, PQgetvalue(r, (int)i, 1), vec_bytes);
+        }
+        PQclear(r);
+        if (s != IMS_OK || n == 0)
+            break;
+        last = ids[n - 1];
+        if (fn(user, ids, vecs, n, st->dim) != 0) {
+            s = ims_error_set(err, IMS_ERR_CANCELLED, "embedding scan stopped by caller");
+            break;
+        }
+        if (n < chunk_rows)
+            break;
+    }
+    if (c)
+        pg_rend(st, c);
+out:
+    ims_free(ids);
+    ims_free(vecs);
+    return s;
+}
+
+enum ims_status pg_deleted_seq(struct store *st, int64_t *seq, struct ims_error *err)
+{
+    int found = 0;
+    return read_id(st, "SELECT coalesce(max(seq), 0) FROM deleted", NULL, seq, &found, err);
+}
+
+enum ims_status pg_deleted_after(struct store *st, int64_t after_seq, size_t max_n,
+                                 int64_t **ids_out, size_t *n_out, int64_t *last_seq,
+                                 struct ims_error *err)
+{
+    PGconn *c = NULL;
+    PGresult *r = NULL;
+    enum ims_status s = pg_get(st, &c, err);
+    if (s != IMS_OK)
+        return s;
+    struct pgp p = {0};
+    pgp_i64(&p, after_seq);
+    pgp_i64(&p, (int64_t)max_n);
+    s = pg_q(c, "SELECT seq, image_id FROM deleted WHERE seq > $1 ORDER BY seq LIMIT $2", &p, &r,
+             err, "read deletion log");
+    pg_put(st, c);
+    if (s != IMS_OK)
+        return s;
+    size_t n = (size_t)PQntuples(r);
+    int64_t *ids = n ? ims_malloc(n * sizeof(*ids)) : NULL;
+    if (n && !ids) {
+        PQclear(r);
+        return ims_error_set(err, IMS_ERR_NOMEM, "store_deleted_after: out of memory");
+    }
+    int64_t last = after_seq;
+    for (size_t i = 0; i < n; i++) {
+        last = pg_i64(r, (int)i, 0);
+        ids[i] = pg_i64(r, (int)i, 1);
+    }
+    PQclear(r);
+    *ids_out = ids;
+    *n_out = n;
+    *last_seq = last;
+    return IMS_OK;
+}

@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * store_pg_int.h: what the PostgreSQL backend's files share: the connection
+ * pool, binary parameters and results, transactions, error mapping.
+ *
+ *   store_pg.c         open (URL, pool, listener), schema migrations, meta,
+ *                      model, check, change feed, waiting (LISTEN/NOTIFY)
+ *   store_pg_images.c  images, embeddings, thumbnails, deletion log, scans
+ *   store_pg_jobs.c    jobs, job items (SKIP LOCKED claims, leases)
+ *
+ * Every query uses binary parameters and binary results (no text parsing of
+ * numbers or bytea). Every write that creates changes first takes the
+ * transaction-level advisory lock STORE_PG_WRITE_LOCK, so image writes from
+ * all nodes are serialised: seqs are assigned in commit order, and dedup by
+ * source/sha256 sees every row committed before it (the UNIQUE constraints
+ * stay as the last line of defence).
+ */
+#ifndef IMGSEARCH_STORE_PG_INT_H
+#define IMGSEARCH_STORE_PG_INT_H
+
+#include <libpq-fe.h>
+#include <pthread.h>
+
+#include "store_int.h"
+
+#define STORE_PG_POOL_MAX 6
+#define STORE_PG_WRITE_LOCK 0x696d6773 /* "imgs" */
+#define STORE_PG_CHANNEL "imgsearch_changes"
+#define STORE_PG_MAX_PARAMS 16
+
+struct store_pg {
+    char *conninfo; /* the URL as given (with any password): never printed */
+    pthread_mutex_t plock;
+    pthread_cond_t pcond;
+    PGconn *idle[STORE_PG_POOL_MAX];
+    int n_idle, n_open;
+
+    pthread_mutex_t llock; /* guards listen */
+    PGconn *listen;        /* LISTEN imgsearch_changes */
+};
+
+/* Binary parameters of one query. Values are borrowed (ints are copied). */
+struct pgp {
+    int n;
+    const char *v[STORE_PG_MAX_PARAMS];
+    int len[STORE_PG_MAX_PARAMS];
+    int fmt[STORE_PG_MAX_PARAMS];
+    Oid type[STORE_PG_MAX_PARAMS];
+    char buf[STORE_PG_MAX_PARAMS][8];
+};
+void pgp_i64(struct pgp *p, int64_t x);
+void pgp_text(struct pgp *p, const char *s); /* NULL = SQL NULL */
+void pgp_bytea(struct pgp *p, const void *b, size_t n); /* b NULL = SQL NULL */
+/* A parameter in text format, typed by the query's cast (e.g. "{1,2}"). */
+void pgp_literal(struct pgp *p, const char *s);
+
+/* Result getters (binary format). */
+int64_t pg_i64(const PGresult *r, int row, int col);
+int pg_null(const PGresult *r, int row, int col);
+
+/* Runs `sql` with params p (NULL = none), binary results. On success *res
+ * (clear with PQclear; may be NULL to discard) is set. */
+enum ims_status pg_q(PGconn *c, const char *sql, const struct pgp *p, PGresult **res,
+                     struct ims_error *err, const char *what);
+/* Runs a statement without results. */
+enum ims_status pg_x(PGconn *c, const char *sql, const struct pgp *p, struct ims_error *err,
+                     const char *what);
+/* Maps a failed result / connection to a status with "catalogue: what: msg". */
+enum ims_status pg_error(PGconn *c, const PGresult *r, struct ims_error *err, const char *what);
+
+/* A COPY ... FROM STDIN (FORMAT binary) stream built in memory: the bulk
+ * path for batches (one round trip instead of one per row). */
+struct pgcopy {
+    char *p;
+    size_t n, cap;
+    int oom;
+};
+void pgc_init(struct pgcopy *b);  /* writes the header */
+void pgc_row(struct pgcopy *b, int n_fields);
+void pgc_i64(struct pgcopy *b, int64_t x);
+void pgc_bytes(struct pgcopy *b, const void *v, size_t n); /* v NULL = SQL NULL */
+void pgc_text(struct pgcopy *b, const char *s);            /* NULL = SQL NULL */
+/* Sends the stream (trailer added) with `copy_sql`; frees the buffer. */
+enum ims_status pgc_send(PGconn *c, const char *copy_sql, struct pgcopy *b,
+                         struct ims_error *err);
+
+/* Pool. */
+enum ims_status pg_get(struct store *st, PGconn **c, struct ims_error *err);
+void pg_put(struct store *st, PGconn *c);
+/* Write transaction: a pooled connection, BEGIN, and (lock) the advisory
+ * write lock. End with pg_wend (COMMIT on IMS_OK, else ROLLBACK). */
+enum ims_status pg_wbegin(struct store *st, PGconn **c, int lock, struct ims_error *err);
+enum ims_status pg_wend(struct store *st, PGconn *c, enum ims_status s, struct ims_error *err);
+/* Read transaction: one snapshot (REPEATABLE READ, READ ONLY). */
+enum ims_status pg_rbegin(struct store *st, PGconn **c, struct ims_error *err);
+void pg_rend(struct store *st, PGconn *c);
+
+/* Appends n changes (ids[i], kind) in the caller's write transaction, moves
+ * the feed counter and queues a NOTIFY. */
+enum ims_status pg_log_changes(PGconn *c, const int64_t *ids, size_t n,
+                               enum store_change_kind kind, struct ims_error *err);
+
+/* The operations (store_pg_images.c, store_pg_jobs.c). */
+enum ims_status pg_insert_many(struct store *, const struct store_new_image *, size_t,
+                               struct store_insert_result *, struct ims_error *);
+enum ims_status pg_set_thumbnail(struct store *, int64_t, const void *, size_t,
+                                 struct ims_error *);
+enum ims_status pg_set_embeddings(struct store *, const int64_t *, const float *, size_t,
+                                  uint8_t *, struct ims_error *);
+enum ims_status pg_delete_many(struct store *, const int64_t *, size_t, uint8_t *,
+                               struct ims_error *);
+enum ims_status pg_get_many(struct store *, const int64_t *, size_t, unsigned,
+                            struct store_image_row *, uint8_t *, struct ims_error *);
+enum ims_status pg_find_by_source(struct store *, const char *, int64_t *, struct ims_error *);
+enum ims_status pg_find_by_sha256(struct store *, const uint8_t *, int64_t *,
+                                  struct ims_error *);
+enum ims_status pg_get_thumbnail(struct store *, int64_t, void **, size_t *, struct ims_error *);
+enum ims_status pg_count(struct store *, int64_t *, struct ims_error *);
+enum ims_status pg_max_id(struct store *, int64_t *, struct ims_error *);
+enum ims_status pg_list(struct store *, enum store_order, int64_t, int64_t,
+                        struct store_image_row **, size_t *, struct ims_error *);
+enum ims_status pg_scan_embeddings(struct store *, int64_t, size_t, store_scan_fn, void *,
+                                   struct ims_error *);
+enum ims_status pg_deleted_seq(struct store *, int64_t *, struct ims_error *);
+enum ims_status pg_deleted_after(struct store *, int64_t, size_t, int64_t **, size_t *,
+                                 int64_t *, struct ims_error *);
+enum ims_status pg_job_create(struct store *, const char *, int64_t, struct ims_error *);
+enum ims_status pg_job_update(struct store *, const char *, enum store_job_state, int64_t,
+                              int64_t, struct ims_error *);
+enum ims_status pg_job_add_errors(struct store *, const char *, const char *const *,
+                                  const char *const *, size_t, struct ims_error *);
+enum ims_status pg_job_get(struct store *, const char *, struct store_job *, struct ims_error *);
+enum ims_status pg_job_fail_unfinished(struct store *, int64_t *, struct ims_error *);
+enum ims_status pg_job_add_items(struct store *, const char *, const char *const *, size_t,
+                                 struct ims_error *);
+enum ims_status pg_job_seal(struct store *, const char *, struct ims_error *);
+enum ims_status pg_job_claim(struct store *, const char *, size_t, int64_t,
+                             struct store_job_item **, size_t *, struct ims_error *);
+enum ims_status pg_job_renew(struct store *, const char *, const int64_t *, size_t, int64_t,
+                             uint8_t *, struct ims_error *);
+enum ims_status pg_job_finish(struct store *, const char *, const struct store_item_result *,
+                              size_t, uint8_t *, struct ims_error *);
+enum ims_status pg_job_item_get(struct store *, int64_t, enum store_item_state *, char *, size_t,
+                                int *, int64_t *, struct ims_error *);
+
+#endif

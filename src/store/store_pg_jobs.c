@@ -1,0 +1,482 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * store_pg_jobs.c: the PostgreSQL backend's ingest jobs and job items.
+ * Claims use SELECT ... FOR UPDATE SKIP LOCKED then UPDATE in one
+ * transaction, so nodes claiming at once never take the same item and never
+ * wait for each other; leases are timestamps of the server's clock, so the
+ * nodes' clocks do not matter. A finish counts only if the item is still
+ * claimed by the finishing node (the same row lock orders it against a
+ * reclaim).
+ */
+#include "store_pg_int.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char *const state_sql =
+    "CASE $2::int8 WHEN 0 THEN 'queued' WHEN 1 THEN 'running' WHEN 2 THEN 'done' "
+    "ELSE 'failed' END";
+
+enum ims_status pg_job_create(struct store *st, const char *id, int64_t total,
+                              struct ims_error *err)
+{
+    PGconn *c = NULL;
+    PGresult *r = NULL;
+    enum ims_status s = pg_wbegin(st, &c, 0, err);
+    if (s != IMS_OK)
+        return s;
+    struct pgp p = {0};
+    pgp_text(&p, id);
+    pgp_i64(&p, total);
+    pgp_i64(&p, store__unix_now());
+    s = pg_q(c,
+             "INSERT INTO jobs(id, state, total, created, updated) VALUES($1, 'queued', $2, $3, "
+             "$3) ON CONFLICT (id) DO NOTHING RETURNING id",
+             &p, &r, err, "create job");
+    if (s == IMS_OK && PQntuples(r) == 0)
+        s = ims_error_set(err, IMS_ERR_EXISTS, "job %s already exists", id);
+    PQclear(r);
+    return pg_wend(st, c, s, err);
+}
+
+enum ims_status pg_job_update(struct store *st, const char *id, enum store_job_state state,
+                              int64_t done, int64_t failed, struct ims_error *err)
+{
+    enum ims_status s = store__check_job_id(id, err);
+    if (s != IMS_OK)
+        return s;
+    IMS_RETURN_ERROR_IF((unsigned)state > STORE_JOB_FAILED, err, IMS_ERR_INVALID,
+                        "job %s: unknown state %d", id, (int)state);
+    IMS_RETURN_ERROR_IF(done < 0 || failed < 0, err, IMS_ERR_INVALID, "job %s: negative counters",
+                        id);
+    PGconn *c = NULL;
+    PGresult *r = NULL;
+    s = pg_wbegin(st, &c, 0, err);
+    if (s != IMS_OK)
+        return s;
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "UPDATE jobs SET state = %s, done = $3, failed = $4, updated = $5 WHERE id = $1 "
+             "RETURNING id",
+             state_sql);
+    struct pgp p = {0};
+    pgp_text(&p, id);
+    pgp_i64(&p, (int64_t)state);
+    pgp_i64(&p, done);
+    pgp_i64(&p, failed);
+    pgp_i64(&p, store__unix_now());
+    s = pg_q(c, sql, &p, &r, err, "update job");
+    if (s == IMS_OK && PQntuples(r) == 0)
+        s = ims_error_set(err, IMS_ERR_NOT_FOUND, "job %s does not exist", id);
+    PQclear(r);
+    return pg_wend(st, c, s, err);
+}
+
+/* Appends one error row if the job has room; counts it either way. The job
+ * row is locked by the caller's UPDATE. */
+static enum ims_status add_error(PGconn *c, const char *id, const char *url, const char *code,
+                                 const char *msg, struct ims_error *err)
+{
+    PGresult *r = NULL;
+    struct pgp p = {0};
+    pgp_text(&p, id);
+    pgp_i64(&p, store__unix_now());
+    enum ims_status s = pg_q(c,
+                             "UPDATE jobs SET n_errors = n_errors + 1, updated = $2 WHERE id = $1 "
+                             "RETURNING n_errors",
+                             &p, &r, err, "count job error");
+    if (s != IMS_OK)
+        return s;
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return ims_error_set(err, IMS_ERR_NOT_FOUND, "job %s does not exist", id);
+    }
+    int64_t n = pg_i64(r, 0, 0);
+    PQclear(r);
+    if (n > STORE_JOB_MAX_ERRORS)
+        return IMS_OK;
+    struct pgp q = {0};
+    pgp_text(&q, id);
+    pgp_i64(&q, n - 1);
+    pgp_text(&q, url ? url : "");
+    pgp_text(&q, msg ? msg : "");
+    pgp_text(&q, code ? code : "");
+    pgp_i64(&q, STORE_JOB_ERROR_MAX_BYTES);
+    return pg_x(c,
+                "INSERT INTO job_errors(job_id, seq, url, error, code) VALUES($1, $2, "
+                "left($3, $6::int), left($4, $6::int), $5)",
+                &q, err, "store job error");
+}
+
+enum ims_status pg_job_add_errors(struct store *st, const char *id, const char *const *urls,
+                                  const char *const *errors, size_t n, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(n > 0 && (!urls || !errors), err, IMS_ERR_INVALID,
+                        "store_job_add_errors: invalid arguments");
+    enum ims_status s = store__check_job_id(id, err);
+    if (s != IMS_OK || n == 0)
+        return s;
+    PGconn *c = NULL;
+    s = pg_wbegin(st, &c, 0, err);
+    for (size_t i = 0; i < n && s == IMS_OK; i++)
+        s = add_error(c, id, urls[i], "", errors[i], err);
+    if (c)
+        s = pg_wend(st, c, s, err);
+    return s;
+}
+
+static int state_from_name(const char *t, enum store_job_state *out)
+{
+    static const char *const names[] = {"queued", "running", "done", "failed"};
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(t, names[i])) {
+            *out = (enum store_job_state)i;
+            return 1;
+        }
+    return 0;
+}
+
+enum ims_status pg_job_get(struct store *st, const char *id, struct store_job *job,
+                           struct ims_error *err)
+{
+    enum ims_status s = store__check_job_id(id, err);
+    if (s != IMS_OK)
+        return s;
+    struct store_job j;
+    memset(&j, 0, sizeof(j));
+    PGconn *c = NULL;
+    PGresult *r = NULL;
+    s = pg_rbegin(st, &c, err);
+    if (s != IMS_OK)
+        return s;
+    struct pgp p = {0};
+    pgp_text(&p, id);
+    s = pg_q(c,
+             "SELECT state, total, done, failed, created, updated, n_errors, sealed::int::int8, "
+             "n_items FROM jobs WHERE id = $1",
+             &p, &r, err, "read job");
+    if (s == IMS_OK && PQntuples(r) == 0)
+        s = ims_error_set(err, IMS_ERR_NOT_FOUND, "job %s does not exist", id);
+    if (s == IMS_OK) {
+        snprintf(j.id, sizeof(j.id), "%s", id);
+        if (!state_from_name(PQgetvalue(r, 0, 0), &j.state))
+            s = ims_error_set(err, IMS_ERR_CORRUPT, "job %s has an unknown state", id);
+        j.total = pg_i64(r, 0, 1);
+        j.done = pg_i64(r, 0, 2);
+        j.failed = pg_i64(r, 0, 3);
+        j.created = pg_i64(r, 0, 4);
+        j.updated = pg_i64(r, 0, 5);
+        j.n_errors_total = pg_i64(r, 0, 6);
+        j.sealed = pg_i64(r, 0, 7) != 0;
+        j.n_items = pg_i64(r, 0, 8);
+    }
+    PQclear(r);
+    r = NULL;
+    if (s == IMS_OK) {
+        struct pgp q = {0};
+        pgp_text(&q, id);
+        pgp_i64(&q, STORE_JOB_MAX_ERRORS);
+        s = pg_q(c, "SELECT url, error, code FROM job_errors WHERE job_id = $1 ORDER BY seq "
+                    "LIMIT $2",
+                 &q, &r, err, "read job errors");
+    }
+    if (s == IMS_OK && PQntuples(r) > 0) {
+        size_t n = (size_t)PQntuples(r);
+        j.errors = ims_calloc(n, sizeof(*j.errors));
+        if (!j.errors)
+            s = ims_error_set(err, IMS_ERR_NOMEM, "store_job_get: out of memory");
+        for (size_t i = 0; i < n && s == IMS_OK; i++) {
+            struct store_job_error *e = &j.errors[i];
+            e->url = ims_strdup(PQgetvalue(r, (int)i, 0));
+            e->error = ims_strdup(PQgetvalue(r, (int)i, 1));
+            e->code = ims_strdup(PQgetvalue(r, (int)i, 2));
+            j.n_errors++;
+            if (!e->url || !e->error || !e->code)
+                s = ims_error_set(err, IMS_ERR_NOMEM, "store_job_get: out of memory");
+        }
+    }
+    PQclear(r);
+    pg_rend(st, c);
+    if (s != IMS_OK) {
+        store_job_fini(&j);
+        return s;
+    }
+    *job = j;
+    return IMS_OK;
+}
+
+enum ims_status pg_job_fail_unfinished(struct store *st, int64_t *n, struct ims_error *err)
+{
+    PGconn *c = NULL;
+    PGresult *r = NULL;
+    enum ims_status s = pg_wbegin(st, &c, 0, err);
+    if (s != IMS_OK)
+        return s;
+    struct pgp p = {0};
+    pgp_i64(&p, store__unix_now());
+    pgp_i64(&p, STORE_JOB_MAX_ERRORS);
+    s = pg_x(c,
+             "INSERT INTO job_errors(job_id, seq, url, error) SELECT id, n_errors, '', "
+             "'interrupted by restart' FROM jobs WHERE state IN ('queued', 'running') AND "
+             "n_items = 0 AND n_errors < $2 AND $1 IS NOT NULL",
+             &p, err, "fail jobs");
+    if (s == IMS_OK)
+        s = pg_q(c,
+                 "UPDATE jobs SET state = 'failed', n_errors = n_errors + 1, updated = $1 "
+                 "WHERE state IN ('queued', 'running') AND n_items = 0 AND $2 IS NOT NULL "
+                 "RETURNING id",
+                 &p, &r, err, "fail jobs");
+    int64_t k = s == IMS_OK ? PQntuples(r) : 0;
+    PQclear(r);
+    s = pg_wend(st, c, s, err);
+    if (s == IMS_OK && n)
+        *n = k;
+    return s;
+}
+
+enum ims_status pg_job_add_items(struct store *st, const char *id, const char *const *sources,
+                                 size_t n, struct ims_error *err)
+{
+    PGconn *c = NULL;
+    PGresult *r = NULL;
+    enum ims_status s = pg_wbegin(st, &c, 0, err);
+    if (s != IMS_OK)
+        return s;
+    struct pgp p = {0};
+    pgp_text(&p, id);
+    pgp_i64(&p, (int64_t)n);
+    pgp_i64(&p, store__unix_now());
+    /* the row lock of this UPDATE orders concurrent appends to one job */
+    s = pg_q(c,
+             "UPDATE jobs SET n_items = n_items + $2, total = total + $2, updated = $3 "
+             "WHERE id = $1 RETURNING n_items - $2, sealed::int::int8",
+             &p, &r, err, "add items");
+    int64_t have = 0;
+    if (s == IMS_OK && PQntuples(r) == 0)
+        s = ims_error_set(err, IMS_ERR_NOT_FOUND, "job %s does not exist", id);
+    else if (s == IMS_OK && pg_i64(r, 0, 1))
+        s = ims_error_set(err, IMS_ERR_INVALID, "job %s is sealed: no items can be added", id);
+    else if (s == IMS_OK)
+        have = pg_i64(r, 0, 0);
+    PQclear(r);
+    for (size_t i = 0; i < n && s == IMS_OK; i++) {
+        struct pgp q = {0};
+        pgp_text(&q, id);
+        pgp_i64(&q, have + (int64_t)i);
+        pgp_text(&q, sources[i]);
+        s = pg_x(c, "INSERT INTO job_items(job_id, idx, source) VALUES($1, $2, $3)", &q, err,
+                 "add job item");
+    }
+    return pg_wend(st, c, s, err);
+}
+
+static enum ims_status settle(PGconn *c, const char *id, struct ims_error *err)
+{
+    struct pgp p = {0};
+    pgp_text(&p, id);
+    pgp_i64(&p, store__unix_now());
+    return pg_x(c,
+                "UPDATE jobs SET state = 'done', updated = $2 WHERE id = $1 AND sealed AND "
+                "state IN ('queued', 'running') AND NOT EXISTS (SELECT 1 FROM job_items WHERE "
+                "job_id = $1 AND state < 2)",
+                &p, err, "settle job");
+}
+
+enum ims_status pg_job_seal(struct store *st, const char *id, struct ims_error *err)
+{
+    PGconn *c = NULL;
+    PGresult *r = NULL;
+    enum ims_status s = pg_wbegin(st, &c, 0, err);
+    if (s != IMS_OK)
+        return s;
+    struct pgp p = {0};
+    pgp_text(&p, id);
+    pgp_i64(&p, store__unix_now());
+    s = pg_q(c, "UPDATE jobs SET sealed = true, updated = $2 WHERE id = $1 RETURNING id", &p, &r,
+             err, "seal job");
+    if (s == IMS_OK && PQntuples(r) == 0)
+        s = ims_error_set(err, IMS_ERR_NOT_FOUND, "job %s does not exist", id);
+    PQclear(r);
+    if (s == IMS_OK)
+        s = settle(c, id, err);
+    return pg_wend(st, c, s, err);
+}
+
+enum ims_status pg_job_claim(struct store *st, const char *node_id, size_t max_n,
+                             int64_t lease_ms, struct store_job_item **items_out, size_t *n_out,
+                             struct ims_error *err)
+{
+    PGconn *c = NULL;
+    PGresult *r = NULL;
+    enum ims_status s = pg_wbegin(st, &c, 0, err);
+    if (s != IMS_OK)
+        return s;
+    struct pgp p = {0};
+    pgp_i64(&p, (int64_t)max_n);
+    pgp_text(&p, node_id);
+    pgp_i64(&p, lease_ms);
+    s = pg_q(c,
+             "WITH picked AS (SELECT id FROM job_items WHERE state = 0 OR (state = 1 AND "
+             "lease_until < clock_timestamp()) ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) "
+             "UPDATE job_items j SET state = 1, claimed_by = $2, attempts = attempts + 1, "
+             "lease_until = clock_timestamp() + $3 * interval '1 millisecond' FROM picked "
+             "WHERE j.id = picked.id RETURNING j.id, j.job_id, j.idx, j.source, j.attempts::int8",
+             &p, &r, err, "claim job items");
+    struct store_job_item *items = NULL;
+    size_t n = s == IMS_OK ? (size_t)PQntuples(r) : 0;
+    if (n) {
+        items = ims_calloc(n, sizeof(*items));
+        if (!items)
+            s = ims_error_set(err, IMS_ERR_NOMEM, "store_job_claim: out of memory");
+    }
+    size_t k = 0;
+    for (; k < n && s == IMS_OK; k++) {
+        items[k].item_id = pg_i64(r, (int)k, 0);
+        snprintf(items[k].job_id, sizeof(items[k].job_id), "%s", PQgetvalue(r, (int)k, 1));
+        items[k].index = pg_i64(r, (int)k, 2);
+        items[k].source = ims_strdup(PQgetvalue(r, (int)k, 3));
+        items[k].attempts = (int)pg_i64(r, (int)k, 4);
+        if (!items[k].source)
+            s = ims_error_set(err, IMS_ERR_NOMEM, "store_job_claim: out of memory");
+    }
+    PQclear(r);
+    if (s == IMS_OK && n) {
+        for (size_t i = 0; i < n && s == IMS_OK; i++) {
+            if (i > 0 && !strcmp(items[i].job_id, items[i - 1].job_id))
+                continue;
+            struct pgp u = {0};
+            pgp_text(&u, items[i].job_id);
+            pgp_i64(&u, store__unix_now());
+            s = pg_x(c,
+                     "UPDATE jobs SET state = 'running', updated = $2 WHERE id = $1 AND state = "
+                     "'queued'",
+                     &u, err, "start job");
+        }
+    }
+    s = pg_wend(st, c, s, err);
+    if (s != IMS_OK) {
+        store_job_items_free(items, k);
+        return s;
+    }
+    /* RETURNING order is not guaranteed: hand them out oldest first */
+    for (size_t i = 1; i < n; i++) {
+        struct store_job_item t = items[i];
+        size_t m = i;
+        while (m > 0 && items[m - 1].item_id > t.item_id) {
+            items[m] = items[m - 1];
+            m--;
+        }
+        items[m] = t;
+    }
+    *items_out = items;
+    *n_out = n;
+    return IMS_OK;
+}
+
+enum ims_status pg_job_renew(struct store *st, const char *node_id, const int64_t *item_ids,
+                             size_t n, int64_t lease_ms, uint8_t *renewed, struct ims_error *err)
+{
+    PGconn *c = NULL;
+    enum ims_status s = pg_wbegin(st, &c, 0, err);
+    if (s != IMS_OK)
+        return s;
+    for (size_t i = 0; i < n && s == IMS_OK; i++) {
+        PGresult *r = NULL;
+        struct pgp p = {0};
+        pgp_i64(&p, item_ids[i]);
+        pgp_text(&p, node_id);
+        pgp_i64(&p, lease_ms);
+        s = pg_q(c,
+                 "UPDATE job_items SET lease_until = clock_timestamp() + $3 * interval '1 "
+                 "millisecond' WHERE id = $1 AND state = 1 AND claimed_by = $2 RETURNING id",
+                 &p, &r, err, "renew lease");
+        if (s == IMS_OK && renewed)
+            renewed[i] = PQntuples(r) > 0;
+        PQclear(r);
+    }
+    return pg_wend(st, c, s, err);
+}
+
+enum ims_status pg_job_finish(struct store *st, const char *node_id,
+                              const struct store_item_result *results, size_t n,
+                              uint8_t *accepted, struct ims_error *err)
+{
+    PGconn *c = NULL;
+    enum ims_status s = pg_wbegin(st, &c, 0, err);
+    if (s != IMS_OK)
+        return s;
+    for (size_t i = 0; i < n && s == IMS_OK; i++) {
+        const struct store_item_result *res = &results[i];
+        int failed = res->outcome == STORE_ITEM_ERROR;
+        PGresult *r = NULL;
+        struct pgp p = {0};
+        pgp_i64(&p, res->item_id);
+        pgp_text(&p, node_id);
+        pgp_i64(&p, failed ? STORE_ITEM_FAILED : STORE_ITEM_DONE);
+        pgp_i64(&p, (int64_t)res->outcome);
+        pgp_i64(&p, failed ? 0 : res->image_id);
+        pgp_text(&p, failed ? (res->code ? res->code : "") : NULL);
+        pgp_text(&p, failed ? (res->error ? res->error : "") : NULL);
+        pgp_i64(&p, STORE_JOB_ERROR_MAX_BYTES);
+        s = pg_q(c,
+                 "UPDATE job_items SET state = $3::int8::smallint, outcome = "
+                 "$4::int8::smallint, image_id = nullif($5, 0), code = $6, error = left($7, "
+                 "$8::int), lease_until = NULL WHERE id = $1 AND state = 1 AND claimed_by = $2 "
+                 "RETURNING job_id, source",
+                 &p, &r, err, "finish job item");
+        int ok = s == IMS_OK && PQntuples(r) > 0;
+        if (accepted)
+            accepted[i] = (uint8_t)ok;
+        if (ok) {
+            char job_id[STORE_JOB_ID_MAX_BYTES + 1];
+            snprintf(job_id, sizeof(job_id), "%s", PQgetvalue(r, 0, 0));
+            struct pgp q = {0};
+            pgp_text(&q, job_id);
+            pgp_i64(&q, !failed);
+            pgp_i64(&q, failed);
+            pgp_i64(&q, store__unix_now());
+            s = pg_x(c,
+                     "UPDATE jobs SET done = done + $2, failed = failed + $3, updated = $4 "
+                     "WHERE id = $1",
+                     &q, err, "count job item");
+            if (s == IMS_OK && failed)
+                s = add_error(c, job_id, PQgetvalue(r, 0, 1), res->code, res->error, err);
+            if (s == IMS_OK)
+                s = settle(c, job_id, err);
+        }
+        PQclear(r);
+    }
+    s = pg_wend(st, c, s, err);
+    if (s != IMS_OK && accepted)
+        memset(accepted, 0, n);
+    return s;
+}
+
+enum ims_status pg_job_item_get(struct store *st, int64_t item_id, enum store_item_state *state,
+                                char *node, size_t node_cap, int *attempts, int64_t *image_id,
+                                struct ims_error *err)
+{
+    PGconn *c = NULL;
+    PGresult *r = NULL;
+    enum ims_status s = pg_get(st, &c, err);
+    if (s != IMS_OK)
+        return s;
+    struct pgp p = {0};
+    pgp_i64(&p, item_id);
+    s = pg_q(c,
+             "SELECT state::int8, coalesce(claimed_by, ''), attempts::int8, "
+             "coalesce(image_id, 0) FROM job_items WHERE id = $1",
+             &p, &r, err, "read job item");
+    pg_put(st, c);
+    if (s == IMS_OK && PQntuples(r) == 0)
+        s = ims_error_set(err, IMS_ERR_NOT_FOUND, "job item %lld does not exist",
+                          (long long)item_id);
+    if (s == IMS_OK) {
+        *state = (enum store_item_state)pg_i64(r, 0, 0);
+        snprintf(node, node_cap, "%s", PQgetvalue(r, 0, 1));
+        *attempts = (int)pg_i64(r, 0, 2);
+        *image_id = pg_i64(r, 0, 3);
+    }
+    PQclear(r);
+    return s;
+}

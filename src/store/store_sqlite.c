@@ -1,0 +1,784 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * store_sqlite.c: the SQLite backend's opening of the catalogue (catalogue.db
+ * in the data folder), its connections, the schema and its migrations, the model record, and the
+ * consistency check.
+ *
+ * Opening goes in an order that never writes to a file we do not own:
+ *   1. a non-empty file must start with SQLite's 16-byte magic, else
+ *      IMS_ERR_CORRUPT and the file is left as it is;
+ *   2. reading sqlite_master must work (SQLite validates the header) and a
+ *      database with tables must have our `meta` table;
+ *   3. only then WAL, synchronous, foreign keys, and the migrations.
+ *
+ * Migrations: meta.schema_version holds the version (0 = fresh file).
+ * `migrations[]` lists one function per step; open runs every step above the
+ * file's version inside one IMMEDIATE transaction and records the new
+ * version, so a crash mid-migration leaves the old schema intact. Schema v2
+ * is one more function and one more table entry. A file newer than
+ * STORE_SCHEMA_VERSION is refused (IMS_ERR_UNSUPPORTED), never touched.
+ *
+ * Durability: WAL with synchronous=FULL: each commit fsyncs the WAL, so an
+ * acknowledged write survives power loss. Writes come in big transactions
+ * (a whole ingest batch), so the one fsync per commit is cheap next to the
+ * data written (bench/bench_store.c measures it). STORE_OPEN_SYNC_NORMAL
+ * drops to crash-safe-only for throwaway folders.
+ *
+ * page_size is 16 KiB on fresh files: an embedding row of 512 floats is
+ * ~2 KiB, and with 4 KiB pages only one fits per page (45% waste); 16 KiB
+ * pages hold seven, which is what makes the index-rebuild scan fast.
+ */
+
+#include "store_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- helpers shared by the module ----------------------------------------- */
+
+enum ims_status store__db_error(sqlite3 *db, int rc, struct ims_error *err, const char *what)
+{
+    enum ims_status st;
+    switch (rc & 0xff) {
+    case SQLITE_NOMEM:
+        st = IMS_ERR_NOMEM;
+        break;
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+    case SQLITE_FORMAT:
+        st = IMS_ERR_CORRUPT;
+        break;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        st = IMS_ERR_BUSY;
+        break;
+    case SQLITE_IOERR:
+    case SQLITE_FULL:
+    case SQLITE_CANTOPEN:
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+    case SQLITE_PROTOCOL:
+        st = IMS_ERR_IO;
+        break;
+    case SQLITE_CONSTRAINT:
+    case SQLITE_TOOBIG:
+    case SQLITE_MISMATCH:
+    case SQLITE_RANGE:
+        st = IMS_ERR_INVALID;
+        break;
+    default:
+        st = IMS_ERR_INTERNAL;
+        break;
+    }
+    const char *msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    return ims_error_set(err, st, "catalogue: %s: %s", what, msg);
+}
+
+enum ims_status store__prepare(sqlite3 *db, const char *sql, sqlite3_stmt **stmt,
+                               struct ims_error *err)
+{
+    *stmt = NULL;
+    int rc = sqlite3_prepare_v2(db, sql, -1, stmt, NULL);
+    if (rc != SQLITE_OK) {
+        sqlite3_finalize(*stmt);
+        *stmt = NULL;
+        return store__db_error(db, rc, err, "prepare");
+    }
+    return IMS_OK;
+}
+
+enum ims_status store__exec(sqlite3 *db, const char *sql, struct ims_error *err)
+{
+    int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        return store__db_error(db, rc, err, "exec");
+    return IMS_OK;
+}
+
+enum ims_status store__write_begin(struct store *st, struct ims_error *err)
+{
+    pthread_mutex_lock(&st->wlock);
+    enum ims_status s = store__exec(st->wdb, "BEGIN IMMEDIATE", err);
+    if (s != IMS_OK)
+        pthread_mutex_unlock(&st->wlock);
+    return s;
+}
+
+enum ims_status store__write_end(struct store *st, enum ims_status st_in, struct ims_error *err)
+{
+    enum ims_status s = st_in;
+    if (s == IMS_OK) {
+        int rc = sqlite3_exec(st->wdb, "COMMIT", NULL, NULL, NULL);
+        if (rc != SQLITE_OK)
+            s = store__db_error(st->wdb, rc, err, "commit");
+    }
+    if (s != IMS_OK && !sqlite3_get_autocommit(st->wdb))
+        sqlite3_exec(st->wdb, "ROLLBACK", NULL, NULL, NULL);
+    pthread_mutex_unlock(&st->wlock);
+    return s;
+}
+
+static enum ims_status conn_setup(sqlite3 *db, struct ims_error *err)
+{
+    sqlite3_busy_timeout(db, STORE_BUSY_TIMEOUT_MS);
+    sqlite3_extended_result_codes(db, 1);
+    return IMS_OK;
+}
+
+enum ims_status store__reader_get(struct store *st, sqlite3 **out, struct ims_error *err)
+{
+    sqlite3 *db = NULL;
+    pthread_mutex_lock(&st->plock);
+    while (st->n_idle == 0 && st->n_open >= STORE_READERS_MAX)
+        pthread_cond_wait(&st->pcond, &st->plock);
+    if (st->n_idle > 0) {
+        db = st->idle[--st->n_idle];
+        pthread_mutex_unlock(&st->plock);
+        *out = db;
+        return IMS_OK;
+    }
+    st->n_open++; /* reserve the slot, open outside the lock */
+    pthread_mutex_unlock(&st->plock);
+
+    int rc = sqlite3_open_v2(st->db_path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    enum ims_status s = IMS_OK;
+    if (rc != SQLITE_OK)
+        s = store__db_error(db, rc, err, "open reader");
+    else
+        s = conn_setup(db, err);
+    if (s != IMS_OK) {
+        sqlite3_close(db);
+        pthread_mutex_lock(&st->plock);
+        st->n_open--;
+        pthread_cond_signal(&st->pcond);
+        pthread_mutex_unlock(&st->plock);
+        return s;
+    }
+    *out = db;
+    return IMS_OK;
+}
+
+void store__reader_put(struct store *st, sqlite3 *db)
+{
+    if (!db)
+        return;
+    /* A reader handed back inside a transaction (a bug path) would pin an
+     * old snapshot forever; end it. */
+    if (!sqlite3_get_autocommit(db))
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    pthread_mutex_lock(&st->plock);
+    IMS_ASSERT(st->n_idle < STORE_READERS_MAX);
+    st->idle[st->n_idle++] = db;
+    pthread_cond_signal(&st->pcond);
+    pthread_mutex_unlock(&st->plock);
+}
+
+/* ---- meta table ---------------------------------------------------------- */
+
+/* Reads meta[key] into a fresh string (*value NULL if absent). */
+enum ims_status sq__meta_get(sqlite3 *db, const char *key, char **value, struct ims_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    *value = NULL;
+    enum ims_status s = store__prepare(db, "SELECT value FROM meta WHERE key = ?1", &q, err);
+    if (s != IMS_OK)
+        goto out;
+    sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+        const char *v = (const char *)sqlite3_column_text(q, 0);
+        *value = ims_strdup(v ? v : "");
+        if (!*value)
+            s = ims_error_set(err, IMS_ERR_NOMEM, "catalogue: out of memory");
+    } else if (rc != SQLITE_DONE) {
+        s = store__db_error(db, rc, err, "read meta");
+    }
+out:
+    sqlite3_finalize(q);
+    return s;
+}
+
+enum ims_status sq__meta_set(sqlite3 *db, const char *key, const char *value,
+                                struct ims_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    enum ims_status s = store__prepare(
+        db, "INSERT INTO meta(key, value) VALUES(?1, ?2) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        &q, err);
+    if (s != IMS_OK)
+        return s;
+    sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, value, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    if (rc != SQLITE_DONE)
+        s = store__db_error(db, rc, err, "write meta");
+    sqlite3_finalize(q);
+    return s;
+}
+
+/* Parses a non-negative decimal meta value; -1 if it is not one. */
+static long long parse_count(const char *v)
+{
+    if (!v || !*v)
+        return -1;
+    char *end = NULL;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || *end || x < 0)
+        return -1;
+    return x;
+}
+
+/* ---- schema migrations ------------------------------------------------------ */
+
+/* v1: the first schema. See docs/internals/store.md for every column. */
+static enum ims_status migrate_to_v1(sqlite3 *db, struct ims_error *err)
+{
+    static const char sql[] =
+        "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+        "CREATE TABLE images("
+        "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  source TEXT NOT NULL UNIQUE,"
+        "  sha256 BLOB CHECK (sha256 IS NULL OR length(sha256) = 32),"
+        "  format TEXT,"
+        "  width INTEGER NOT NULL DEFAULT 0,"
+        "  height INTEGER NOT NULL DEFAULT 0,"
+        "  bytes INTEGER NOT NULL DEFAULT 0,"
+        "  added INTEGER NOT NULL,"
+        "  caption TEXT,"
+        "  metadata TEXT,"
+        "  model TEXT NOT NULL);"
+        "CREATE INDEX images_sha256 ON images(sha256) WHERE sha256 IS NOT NULL;"
+        "CREATE INDEX images_added ON images(added, id);"
+        "CREATE TABLE embeddings("
+        "  image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,"
+        "  vec BLOB NOT NULL);"
+        "CREATE TABLE thumbnails("
+        "  image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,"
+        "  jpeg BLOB NOT NULL);"
+        "CREATE TABLE deleted("
+        "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  image_id INTEGER NOT NULL,"
+        "  time INTEGER NOT NULL);"
+        "CREATE TABLE jobs("
+        "  id TEXT PRIMARY KEY,"
+        "  state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed')),"
+        "  total INTEGER NOT NULL,"
+        "  done INTEGER NOT NULL DEFAULT 0,"
+        "  failed INTEGER NOT NULL DEFAULT 0,"
+        "  n_errors INTEGER NOT NULL DEFAULT 0,"
+        "  created INTEGER NOT NULL,"
+        "  updated INTEGER NOT NULL) WITHOUT ROWID;"
+        "CREATE TABLE job_errors("
+        "  job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+        "  seq INTEGER NOT NULL,"
+        "  url TEXT NOT NULL,"
+        "  error TEXT NOT NULL,"
+        "  PRIMARY KEY (job_id, seq)) WITHOUT ROWID;";
+    return store__exec(db, sql, err);
+}
+
+/* v2: the change feed every index replica follows, and job items that any
+ * node may claim (store.h "change feed", "shared ingest"). Existing rows
+ * enter the feed as inserts in id order, so a replica at seq 0 catches up
+ * from the feed alone; the floor stays 0. */
+static enum ims_status migrate_to_v2(sqlite3 *db, struct ims_error *err)
+{
+    static const char sql[] =
+        "CREATE TABLE changes("
+        "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  image_id INTEGER NOT NULL,"
+        "  kind INTEGER NOT NULL CHECK (kind IN (1, 2, 3)));"
+        "INSERT INTO changes(image_id, kind) SELECT id, 1 FROM images ORDER BY id;"
+        "INSERT INTO meta(key, value) VALUES('change_floor', '0');"
+        "ALTER TABLE jobs ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE jobs ADD COLUMN n_items INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE job_errors ADD COLUMN code TEXT NOT NULL DEFAULT '';"
+        "CREATE TABLE job_items("
+        "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+        "  idx INTEGER NOT NULL,"
+        "  source TEXT NOT NULL,"
+        "  state INTEGER NOT NULL DEFAULT 0 CHECK (state BETWEEN 0 AND 3),"
+        "  claimed_by TEXT,"
+        "  lease_until INTEGER NOT NULL DEFAULT 0,"
+        "  attempts INTEGER NOT NULL DEFAULT 0,"
+        "  image_id INTEGER,"
+        "  outcome INTEGER,"
+        "  code TEXT,"
+        "  error TEXT,"
+        "  UNIQUE (job_id, idx));"
+        "CREATE INDEX job_items_open ON job_items(state, id) WHERE state < 2;";
+    return store__exec(db, sql, err);
+}
+
+struct migration {
+    int to_version;
+    enum ims_status (*fn)(sqlite3 *db, struct ims_error *err);
+};
+
+static const struct migration migrations[] = {
+    {1, migrate_to_v1},
+    {2, migrate_to_v2},
+    /* {3, migrate_to_v3}: add one step here and bump STORE_SCHEMA_VERSION */
+};
+
+_Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SCHEMA_VERSION,
+               "one migration step per schema version");
+
+/* Inside the open transaction: brings the file to STORE_SCHEMA_VERSION and,
+ * on a fresh file, records the model. */
+static enum ims_status migrate(struct store *st, int has_meta, struct ims_error *err)
+{
+    sqlite3 *db = st->wdb;
+    char *v = NULL;
+    long long version = 0;
+    enum ims_status s = IMS_OK;
+    if (has_meta) {
+        s = sq__meta_get(db, "schema_version", &v, err);
+        if (s != IMS_OK)
+            goto out;
+        version = parse_count(v);
+        if (version < 1) {
+            s = ims_error_set(err, IMS_ERR_CORRUPT,
+                              "catalogue %s: meta.schema_version is missing or not a number",
+                              st->db_path);
+            goto out;
+        }
+    }
+    if (version > STORE_SCHEMA_VERSION) {
+        s = ims_error_set(err, IMS_ERR_UNSUPPORTED,
+                          "catalogue %s has schema version %lld, newer than the %d this "
+                          "imgsearch supports; upgrade imgsearch to open it",
+                          st->db_path, version, STORE_SCHEMA_VERSION);
+        goto out;
+    }
+    int fresh = version == 0;
+    for (size_t i = 0; i < IMS_ARRAY_LEN(migrations); i++) {
+        if (migrations[i].to_version <= version)
+            continue;
+        s = migrations[i].fn(db, err);
+        if (s != IMS_OK) {
+            ims_error_prefix(err, "migrating the catalogue to schema v%d",
+                             migrations[i].to_version);
+            goto out;
+        }
+        char buf[32];
+        snprintf(buf, sizeof(buf), "%d", migrations[i].to_version);
+        s = sq__meta_set(db, "schema_version", buf, err);
+        if (s != IMS_OK)
+            goto out;
+        if (version > 0)
+            ims_log(IMS_LOG_INFO, "catalogue migrated to schema v%d", migrations[i].to_version);
+    }
+    if (fresh) {
+        char buf[32];
+        snprintf(buf, sizeof(buf), "%u", st->dim);
+        s = sq__meta_set(db, "model_name", st->model_name, err);
+        if (s == IMS_OK)
+            s = sq__meta_set(db, "embedding_dim", buf, err);
+        snprintf(buf, sizeof(buf), "%lld", (long long)store__unix_now());
+        if (s == IMS_OK)
+            s = sq__meta_set(db, "created", buf, err);
+    }
+out:
+    ims_free(v);
+    return s;
+}
+
+/* Compares the recorded model with the one asked for. */
+static enum ims_status check_model(struct store *st, struct ims_error *err)
+{
+    char *name = NULL, *dim_s = NULL;
+    enum ims_status s = sq__meta_get(st->wdb, "model_name", &name, err);
+    if (s == IMS_OK)
+        s = sq__meta_get(st->wdb, "embedding_dim", &dim_s, err);
+    if (s != IMS_OK)
+        goto out;
+    long long dim = parse_count(dim_s);
+    if (!name || dim < 1) {
+        s = ims_error_set(err, IMS_ERR_CORRUPT,
+                          "catalogue %s: the model record (meta.model_name, "
+                          "meta.embedding_dim) is missing or damaged",
+                          st->db_path);
+        goto out;
+    }
+    if ((strcmp(name, st->model_name) != 0 || dim != st->dim) &&
+        !(st->flags & STORE_OPEN_ALLOW_MODEL_MISMATCH)) {
+        s = ims_error_set(err, IMS_ERR_MODEL_MISMATCH,
+                          "data folder %s belongs to model '%s' (dim %lld), not to model '%s' "
+                          "(dim %u); use that model, another data folder, or re-embed the "
+                          "folder to migrate it",
+                          st->data_dir, name, dim, st->model_name, st->dim);
+    }
+out:
+    ims_free(name);
+    ims_free(dim_s);
+    return s;
+}
+
+/* ---- open / close -------------------------------------------------------- */
+
+/* Refuses a non-empty file that is not a SQLite database before SQLite
+ * touches it. */
+static enum ims_status check_magic(const char *path, struct ims_error *err)
+{
+    static const char magic[16] = "SQLite format 3";
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        if (errno == ENOENT)
+            return IMS_OK;
+        return ims_error_set(err, IMS_ERR_IO, "catalogue %s: %s", path, strerror(errno));
+    }
+    char head[16];
+    size_t n = fread(head, 1, sizeof(head), f);
+    fclose(f);
+    if (n == 0)
+        return IMS_OK; /* empty: SQLite treats it as a new database */
+    if (n < sizeof(head) || memcmp(head, magic, sizeof(magic)) != 0)
+        return ims_error_set(err, IMS_ERR_CORRUPT,
+                             "catalogue %s is not a SQLite database (bad header); it was left "
+                             "untouched, move it away or restore it from a backup",
+                             path);
+    return IMS_OK;
+}
+
+/* Counts tables and tells whether `meta` is among them; the first read of
+ * the file, which makes SQLite validate its header. */
+static enum ims_status inspect(sqlite3 *db, const char *path, int *n_tables, int *has_meta,
+                               struct ims_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    enum ims_status s = store__prepare(
+        db, "SELECT count(*), coalesce(sum(name = 'meta'), 0) FROM sqlite_master "
+            "WHERE type = 'table'",
+        &q, err);
+    if (s == IMS_OK) {
+        int rc = sqlite3_step(q);
+        if (rc == SQLITE_ROW) {
+            *n_tables = sqlite3_column_int(q, 0);
+            *has_meta = sqlite3_column_int(q, 1) > 0;
+        } else {
+            s = store__db_error(db, rc, err, "read schema");
+        }
+    }
+    sqlite3_finalize(q);
+    if (s != IMS_OK)
+        ims_error_prefix(err, "catalogue %s (left untouched)", path);
+    return s;
+}
+
+static enum ims_status pragma_expect(sqlite3 *db, const char *sql, const char *want,
+                                     struct ims_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    enum ims_status s = store__prepare(db, sql, &q, err);
+    if (s != IMS_OK)
+        return s;
+    int rc = sqlite3_step(q);
+    if (rc != SQLITE_ROW) {
+        s = store__db_error(db, rc, err, sql);
+    } else {
+        const char *got = (const char *)sqlite3_column_text(q, 0);
+        if (!got || strcmp(got, want) != 0)
+            s = ims_error_set(err, IMS_ERR_IO, "catalogue: %s gave '%s', expected '%s'", sql,
+                              got ? got : "", want);
+    }
+    sqlite3_finalize(q);
+    return s;
+}
+
+static int valid_model(const struct store_model_info *m)
+{
+    return m && m->name && m->name[0] && strlen(m->name) <= STORE_MODEL_NAME_MAX_BYTES &&
+           m->dim >= 1 && m->dim <= STORE_DIM_MAX;
+}
+
+enum ims_status sq_open(const char *data_dir, const struct store_model_info *model,
+                           unsigned flags, struct store **out, struct ims_error *err)
+{
+    struct store *st = NULL;
+    enum ims_status s = IMS_OK;
+    int locked_init = 0;
+
+    IMS_RETURN_ERROR_IF(!data_dir || !data_dir[0], err, IMS_ERR_INVALID,
+                        "store_open: empty data folder path");
+    IMS_RETURN_ERROR_IF(!out, err, IMS_ERR_INVALID, "store_open: no output pointer");
+    IMS_RETURN_ERROR_IF(!valid_model(model), err, IMS_ERR_INVALID,
+                        "store_open: the model needs a name (1..%d bytes) and an embedding "
+                        "size of 1..%d",
+                        STORE_MODEL_NAME_MAX_BYTES, STORE_DIM_MAX);
+
+    st = ims_calloc(1, sizeof(*st));
+    if (!st)
+        return ims_error_set(err, IMS_ERR_NOMEM, "store_open: out of memory");
+    size_t dl = strlen(data_dir);
+    st->data_dir = ims_strdup(data_dir);
+    st->db_path = ims_malloc(dl + sizeof("/catalogue.db"));
+    st->model_name = ims_strdup(model->name);
+    if (!st->data_dir || !st->db_path || !st->model_name) {
+        s = ims_error_set(err, IMS_ERR_NOMEM, "store_open: out of memory");
+        goto out;
+    }
+    memcpy(st->db_path, data_dir, dl);
+    memcpy(st->db_path + dl, "/catalogue.db", sizeof("/catalogue.db"));
+    st->ops = &store__sqlite_ops;
+    st->dim = model->dim;
+    st->flags = flags;
+    pthread_mutex_init(&st->wlock, NULL);
+    pthread_mutex_init(&st->plock, NULL);
+    pthread_cond_init(&st->pcond, NULL);
+    locked_init = 1;
+
+    s = ims_mkdir_p(data_dir, err);
+    if (s != IMS_OK)
+        goto out;
+    s = check_magic(st->db_path, err);
+    if (s != IMS_OK)
+        goto out;
+
+    int rc = sqlite3_open_v2(st->db_path, &st->wdb,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        s = store__db_error(st->wdb, rc, err, "open");
+        goto out;
+    }
+    conn_setup(st->wdb, err);
+
+    int n_tables = 0, has_meta = 0;
+    s = inspect(st->wdb, st->db_path, &n_tables, &has_meta, err);
+    if (s != IMS_OK)
+        goto out;
+    if (n_tables > 0 && !has_meta) {
+        s = ims_error_set(err, IMS_ERR_CORRUPT,
+                          "%s is a SQLite database but not an imgsearch catalogue (no meta "
+                          "table); it was left untouched",
+                          st->db_path);
+        goto out;
+    }
+    if (n_tables == 0) {
+        s = store__exec(st->wdb, "PRAGMA page_size = 16384", err);
+        if (s != IMS_OK)
+            goto out;
+    }
+    s = pragma_expect(st->wdb, "PRAGMA journal_mode = WAL", "wal", err);
+    if (s != IMS_OK)
+        goto out;
+    s = store__exec(st->wdb,
+                    (flags & STORE_OPEN_SYNC_NORMAL) ? "PRAGMA synchronous = NORMAL"
+                                                     : "PRAGMA synchronous = FULL",
+                    err);
+    if (s == IMS_OK)
+        s = store__exec(st->wdb, "PRAGMA foreign_keys = ON", err);
+    if (s != IMS_OK)
+        goto out;
+
+    s = store__write_begin(st, err);
+    if (s != IMS_OK)
+        goto out;
+    s = migrate(st, has_meta, err);
+    s = store__write_end(st, s, err);
+    if (s != IMS_OK)
+        goto out;
+    s = check_model(st, err);
+    if (s != IMS_OK)
+        goto out;
+
+    *out = st;
+    st = NULL;
+out:
+    if (st) {
+        sqlite3_close(st->wdb);
+        if (locked_init) {
+            pthread_mutex_destroy(&st->wlock);
+            pthread_mutex_destroy(&st->plock);
+            pthread_cond_destroy(&st->pcond);
+        }
+        ims_free(st->data_dir);
+        ims_free(st->db_path);
+        ims_free(st->model_name);
+        ims_free(st);
+    }
+    return s;
+}
+
+void sq_close(struct store *st)
+{
+    if (!st)
+        return;
+    IMS_ASSERT(st->n_idle == st->n_open); /* no reader still borrowed */
+    for (int i = 0; i < st->n_idle; i++)
+        sqlite3_close(st->idle[i]);
+    sqlite3_close(st->wdb);
+    pthread_mutex_destroy(&st->wlock);
+    pthread_mutex_destroy(&st->plock);
+    pthread_cond_destroy(&st->pcond);
+    ims_free(st->data_dir);
+    ims_free(st->db_path);
+    ims_free(st->model_name);
+    ims_free(st);
+}
+
+/* ---- model record, version, check ------------------------------------------- */
+
+enum ims_status sq_model_get(struct store *st, char *name, size_t name_cap, uint32_t *dim,
+                                struct ims_error *err)
+{
+    sqlite3 *db = NULL;
+    char *n = NULL, *d = NULL;
+    enum ims_status s = store__reader_get(st, &db, err);
+    if (s != IMS_OK)
+        return s;
+    s = sq__meta_get(db, "model_name", &n, err);
+    if (s == IMS_OK)
+        s = sq__meta_get(db, "embedding_dim", &d, err);
+    if (s == IMS_OK) {
+        long long x = parse_count(d);
+        if (!n || x < 1 || x > STORE_DIM_MAX) {
+            s = ims_error_set(err, IMS_ERR_CORRUPT, "catalogue: the model record is damaged");
+        } else {
+            snprintf(name, name_cap, "%s", n);
+            *dim = (uint32_t)x;
+        }
+    }
+    ims_free(n);
+    ims_free(d);
+    store__reader_put(st, db);
+    return s;
+}
+
+enum ims_status sq_model_record(struct store *st, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st, err, IMS_ERR_INVALID, "store_model_record: no store");
+    enum ims_status s = store__write_begin(st, err);
+    if (s != IMS_OK)
+        return s;
+    char buf[32];
+    snprintf(buf, sizeof(buf), "%u", st->dim);
+    s = sq__meta_set(st->wdb, "model_name", st->model_name, err);
+    if (s == IMS_OK)
+        s = sq__meta_set(st->wdb, "embedding_dim", buf, err);
+    return store__write_end(st, s, err);
+}
+
+enum ims_status sq_schema_version(struct store *st, int *version, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || !version, err, IMS_ERR_INVALID,
+                        "store_schema_version: invalid arguments");
+    sqlite3 *db = NULL;
+    char *v = NULL;
+    enum ims_status s = store__reader_get(st, &db, err);
+    if (s != IMS_OK)
+        return s;
+    s = sq__meta_get(db, "schema_version", &v, err);
+    if (s == IMS_OK) {
+        long long x = parse_count(v);
+        if (x < 1 || x > 1000000)
+            s = ims_error_set(err, IMS_ERR_CORRUPT, "catalogue: bad schema_version");
+        else
+            *version = (int)x;
+    }
+    ims_free(v);
+    store__reader_put(st, db);
+    return s;
+}
+
+/* Runs a query whose rows are problems; the first one becomes the error. */
+static enum ims_status check_query(sqlite3 *db, const char *sql, const char *what,
+                                   const char *ok_text, struct ims_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    enum ims_status s = store__prepare(db, sql, &q, err);
+    if (s != IMS_OK)
+        return s;
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+        const char *t = (const char *)sqlite3_column_text(q, 0);
+        if (!ok_text || !t || strcmp(t, ok_text) != 0)
+            s = ims_error_set(err, IMS_ERR_CORRUPT, "catalogue check failed (%s): %s", what,
+                              t ? t : "(null)");
+    } else if (rc != SQLITE_DONE) {
+        s = store__db_error(db, rc, err, what);
+    }
+    sqlite3_finalize(q);
+    return s;
+}
+
+enum ims_status sq_check(struct store *st, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st, err, IMS_ERR_INVALID, "store_check: no store");
+    sqlite3 *db = NULL;
+    enum ims_status s = store__reader_get(st, &db, err);
+    if (s != IMS_OK)
+        return s;
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "SELECT 'image ' || i.id || ' has no embedding of %u floats' FROM images i "
+             "LEFT JOIN embeddings e ON e.image_id = i.id "
+             "WHERE e.vec IS NULL OR length(e.vec) != %u LIMIT 1",
+             st->dim, st->dim * 4u);
+    s = store__exec(db, "BEGIN", err);
+    if (s == IMS_OK)
+        s = check_query(db, "PRAGMA integrity_check", "integrity_check", "ok", err);
+    if (s == IMS_OK)
+        s = check_query(db, "SELECT 'table ' || \"table\" || ' row ' || rowid || "
+                            "' references a missing ' || parent FROM pragma_foreign_key_check",
+                        "foreign_key_check", NULL, err);
+    if (s == IMS_OK)
+        s = check_query(db, sql, "embeddings", NULL, err);
+    if (s == IMS_OK)
+        s = check_query(db,
+                        "SELECT 'embedding ' || image_id || ' has no image' FROM embeddings e "
+                        "WHERE NOT EXISTS (SELECT 1 FROM images i WHERE i.id = e.image_id) "
+                        "LIMIT 1",
+                        "orphans", NULL, err);
+    store__exec(db, "COMMIT", NULL);
+    store__reader_put(st, db);
+    return s;
+}
+
+const struct store_ops store__sqlite_ops = {
+    .name = "sqlite",
+    .close = sq_close,
+    .model_get = sq_model_get,
+    .model_record = sq_model_record,
+    .schema_version = sq_schema_version,
+    .check = sq_check,
+    .insert_many = sq_insert_many,
+    .set_thumbnail = sq_set_thumbnail,
+    .set_embeddings = sq_set_embeddings,
+    .delete_many = sq_delete_many,
+    .get_many = sq_get_many,
+    .find_by_source = sq_find_by_source,
+    .find_by_sha256 = sq_find_by_sha256,
+    .get_thumbnail = sq_get_thumbnail,
+    .count = sq_count,
+    .max_id = sq_max_id,
+    .list = sq_list,
+    .scan_embeddings = sq_scan_embeddings,
+    .deleted_seq = sq_deleted_seq,
+    .deleted_after = sq_deleted_after,
+    .change_seq = sq_change_seq,
+    .changes_after = sq_changes_after,
+    .change_floor = sq_change_floor,
+    .change_trim = sq_change_trim,
+    .wait_change = sq_wait_change,
+    .job_create = sq_job_create,
+    .job_update = sq_job_update,
+    .job_add_errors = sq_job_add_errors,
+    .job_get = sq_job_get,
+    .job_fail_unfinished = sq_job_fail_unfinished,
+    .job_add_items = sq_job_add_items,
+    .job_seal = sq_job_seal,
+    .job_claim = sq_job_claim,
+    .job_renew = sq_job_renew,
+    .job_finish = sq_job_finish,
+    .job_item_get = sq_job_item_get,
+};
