@@ -204,6 +204,12 @@ int image_exif_parse_time(const char *datetime, const char *offset, int64_t *out
 enum ims_status image_orient(const struct image *img, int orientation, struct image **out,
                              struct ims_error *err);
 
+/* Replaces *img (decoded from `bytes`) by its upright version when the
+ * file's EXIF orientation is not 1; *img is untouched when it is 1 or on
+ * failure (IMS_ERR_NOMEM). */
+enum ims_status image_exif_upright(const void *bytes, size_t n, struct image **img,
+                                   struct ims_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -119,3 +119,16 @@ int cli_parse_long(const char *s, long min, long max, long *out)
     *out = v;
     return 0;
 }
+
+int cli_parse_exif_orientation(const char *v, int *ignore)
+{
+    if (v && !strcmp(v, "apply")) {
+        *ignore = 0;
+        return 0;
+    }
+    if (v && !strcmp(v, "ignore")) {
+        *ignore = 1;
+        return 0;
+    }
+    return -1;
+}

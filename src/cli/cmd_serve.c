@@ -43,6 +43,7 @@ const char cli_help_serve[] =
     "                       [--api-key-file FILE] [--access-log FILE] [--threads N]\n"
     "                       [--max-inflight N] [--max-queued N] [--queue-wait-ms N]\n"
     "                       [--rate N] [--ingest-batch N]\n"
+    "                       [--exif-orientation apply|ignore] [--keep-gps]\n"
     "Serves the web page and the HTTP API (default http://127.0.0.1:8080).\n"
     "Write endpoints need `Authorization: Bearer KEY` when a key is configured\n"
     "(--api-key-file or IMGSEARCH_API_KEY).\n"
@@ -51,7 +52,9 @@ const char cli_help_serve[] =
     "                     requests wait for a slot for at most --queue-wait-ms N\n"
     "                     (default 2000), the others get 503 + Retry-After\n"
     "  --rate N           requests/s per client address, burst 2N (default 50; 0: off)\n"
-    "  --ingest-batch N   images per encode batch of URL jobs and uploads (default 8)\n" CLI_FETCH_HELP
+    "  --ingest-batch N   images per encode batch of URL jobs and uploads (default 8)\n"
+    "  --keep-gps         store the EXIF GPS position of added photos (default: not)\n"
+    CLI_EXIF_HELP CLI_FETCH_HELP
     CLI_CATALOGUE_HELP;
 
 struct app_backend {
@@ -408,6 +411,7 @@ int cli_cmd_serve(int argc, char **argv)
     fetch_options_default(&fo);
     const char *key_file = NULL, *access_log = NULL;
     long ingest_batch = 8; /* keeps query latency low while a job runs */
+    int exif_ignore = 0, keep_gps = 0;
     int inflight_set = 0;
     int rc = 0;
     for (int i = 1; i < argc; i++) {
@@ -421,6 +425,11 @@ int cli_cmd_serve(int argc, char **argv)
         if ((r = cli_app_parse_fetch(argc, argv, &i, &fo)) != 0) {
             if (r < 0)
                 goto bad_value;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--exif-orientation", &v)) != 0) {
+            if (r < 0 || cli_parse_exif_orientation(v, &exif_ignore))
+                goto bad_value;
+        } else if (!strcmp(argv[i], "--keep-gps")) {
+            keep_gps = 1;
         } else if ((r = cli_opt_value(argc, argv, &i, "--port", &v)) != 0) {
             if (r < 0 || cli_parse_long(v, 0, 65535, &num))
                 goto bad_value;
@@ -517,6 +526,8 @@ int cli_cmd_serve(int argc, char **argv)
         io.fetch = fo;
         io.allow_local_files = 0; /* the HTTP API never reads the server's disk */
         io.batch_size = (int)ingest_batch;
+        io.exif_orientation_ignore = exif_ignore;
+        io.keep_gps = keep_gps;
         struct ingest_deps deps = {app.model, app.store, app.index};
         st = ingest_new(&deps, &io, &b.ing, &err);
     }

@@ -430,3 +430,19 @@ enum ims_status image_orient(const struct image *img, int orientation, struct im
     *out = o;
     return IMS_OK;
 }
+
+enum ims_status image_exif_upright(const void *bytes, size_t n, struct image **img,
+                                   struct ims_error *err)
+{
+    struct image_exif x;
+    struct ims_error e2 = {0};
+    if (image_exif_read(bytes, n, &x, &e2) != IMS_OK || x.orientation == 1)
+        return IMS_OK;
+    struct image *o = NULL;
+    enum ims_status st = image_orient(*img, x.orientation, &o, err);
+    if (st != IMS_OK)
+        return st;
+    image_free(*img);
+    *img = o;
+    return IMS_OK;
+}

@@ -99,6 +99,7 @@ struct item {
     uint8_t *thumb;
     size_t thumb_len;
     float *embedding;   /* (D) */
+    char *metadata;     /* JSON of the EXIF details, or NULL */
 };
 
 static void item_free(struct item *it)
@@ -111,6 +112,7 @@ static void item_free(struct item *it)
     ims_free(it->pixels);
     ims_free(it->thumb);
     ims_free(it->embedding);
+    ims_free(it->metadata);
     ims_free(it);
 }
 
@@ -409,39 +411,88 @@ static const char *format_word(enum image_format f)
     return image_format_word(f);
 }
 
+/* JSON string body of printable ASCII (image_exif's texts) */
+static size_t json_text(char *d, size_t cap, const char *s)
+{
+    size_t k = 0;
+    for (; *s && k + 3 < cap; s++) {
+        if (*s == '"' || *s == '\\')
+            d[k++] = '\\';
+        d[k++] = *s;
+    }
+    d[k] = 0;
+    return k;
+}
+
+/* The row's metadata: {"taken": T, "exif": {"make", "model", "orientation",
+ * "gps": [lat, lon] only with keep_gps}}; NULL when there is nothing. */
+static char *exif_metadata(const struct image_exif *x, int keep_gps)
+{
+    if (!x->found)
+        return NULL;
+    char make[2 * sizeof(x->make)], model[2 * sizeof(x->model)], taken[32] = "", gps[80] = "";
+    json_text(make, sizeof(make), x->make);
+    json_text(model, sizeof(model), x->model);
+    if (x->has_taken)
+        snprintf(taken, sizeof(taken), "\"taken\":%lld,", (long long)x->taken);
+    if (keep_gps && x->has_gps)
+        snprintf(gps, sizeof(gps), ",\"gps\":[%.7f,%.7f]", x->lat, x->lon);
+    size_t cap = strlen(make) + strlen(model) + strlen(taken) + strlen(gps) + 96;
+    char *j = ims_malloc(cap);
+    if (j)
+        snprintf(j, cap, "{%s\"exif\":{\"make\":\"%s\",\"model\":\"%s\",\"orientation\":%d%s}}",
+                 taken, make, model, x->orientation, gps);
+    return j;
+}
+
 static void decode_item(struct pipeline *p, struct item *it, uint8_t *rgb)
 {
     struct ims_error err = {0};
-    struct image *img = NULL;
+    struct image *img = NULL, *upright = NULL;
     enum ims_status st = image_decode(it->body, it->body_len, &p->o->limits, &img, &err);
     if (st != IMS_OK) {
         item_fail(it, "%s", ims_error_message(&err, st));
         return;
     }
+    struct image_exif exif;
+    if (image_exif_read(it->body, it->body_len, &exif, &err) != IMS_OK)
+        exif.found = 0, exif.orientation = 1;
+    if (exif.orientation != 1) {
+        st = image_orient(img, exif.orientation, &upright, &err);
+        if (st != IMS_OK) {
+            item_fail(it, "%s", ims_error_message(&err, st));
+            goto out;
+        }
+    }
+    it->metadata = exif_metadata(&exif, p->o->keep_gps);
+    /* shown upright: the thumbnail, the stored size; embedded upright unless ignored */
+    const struct image *shown = upright ? upright : img;
+    const struct image *embedded = p->o->exif_orientation_ignore ? img : shown;
     ims_sha256(it->body, it->body_len, it->sha256);
     it->bytes = (int64_t)it->body_len;
     ims_free(it->body);
     it->body = NULL;
     it->format = format_word(img->format);
-    it->width = img->width;
-    it->height = img->height;
+    it->width = shown->width;
+    it->height = shown->height;
     size_t s = (size_t)p->image_size;
     it->pixels = ims_malloc(3 * s * s * sizeof(float));
     if (!it->pixels) {
         item_fail(it, "out of memory");
         goto out;
     }
-    st = image_clip_preprocess(img, p->image_size, rgb, &err);
+    st = image_clip_preprocess(embedded, p->image_size, rgb, &err);
     if (st != IMS_OK) {
         item_fail(it, "%s", ims_error_message(&err, st));
         goto out;
     }
     image_clip_normalize(rgb, p->image_size, it->pixels);
-    st = image_thumbnail_jpeg(img, p->o->thumb_side, p->o->thumb_quality, &it->thumb,
+    st = image_thumbnail_jpeg(shown, p->o->thumb_side, p->o->thumb_quality, &it->thumb,
                               &it->thumb_len, NULL, NULL, &err);
     if (st != IMS_OK) /* the image is still searchable without a thumbnail */
         ims_log(IMS_LOG_WARN, "%s: no thumbnail: %s", it->source, ims_error_message(&err, st));
 out:
+    image_free(upright);
     image_free(img);
 }
 
@@ -581,6 +632,7 @@ static void write_group(struct pipeline *p, struct item **items, int n,
         r->dim = (uint32_t)p->dim;
         r->thumbnail = it->thumb;
         r->thumbnail_bytes = it->thumb_len;
+        r->metadata = it->metadata;
         row_of[i] = n_rows++;
     }
     if (n_rows > 0) {

@@ -33,6 +33,8 @@
 
 #include <cmocka.h>
 
+#include <dirent.h>
+
 #include <tiffio.h>
 
 #include "imgsearch/image.h"
@@ -697,6 +699,39 @@ static void test_orient(void **state)
     image_free(img);
 }
 
+/* The CLIP goldens carry no EXIF orientation, so applying orientation by
+ * default leaves the reference pipeline's bytes on them unchanged. */
+static void test_goldens_upright(void **state)
+{
+    (void)state;
+    const char *src = getenv("IMS_SOURCE_DIR");
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s/tests/golden/clip/images", src && *src ? src : IMS_SOURCE_DIR);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n_images = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t l = strlen(e->d_name);
+        if (e->d_name[0] == '.' || (l > 3 && !strcmp(e->d_name + l - 3, ".u8")) ||
+            (l > 5 && !strcmp(e->d_name + l - 5, ".json")))
+            continue;
+        char path[8192];
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        char *data = NULL;
+        size_t n = 0;
+        struct ims_error err = {0};
+        assert_int_equal(ims_file_read(path, 64 << 20, &data, &n, &err), IMS_OK);
+        struct image_exif x;
+        assert_int_equal(image_exif_read(data, n, &x, &err), IMS_OK);
+        if (x.orientation != 1)
+            fail_msg("golden %s has EXIF orientation %d", e->d_name, x.orientation);
+        ims_free(data);
+        n_images++;
+    }
+    closedir(d);
+    assert_true(n_images >= 10);
+}
+
 static void test_format_words(void **state)
 {
     (void)state;
@@ -727,6 +762,7 @@ int main(void)
         cmocka_unit_test(test_tiff_seeds),
         cmocka_unit_test(test_exif_containers), cmocka_unit_test(test_exif_big_endian_and_tiff),
         cmocka_unit_test(test_exif_time),       cmocka_unit_test(test_orient),
+        cmocka_unit_test(test_goldens_upright),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
