@@ -197,7 +197,8 @@ static enum ims_status be_search(void *self, const struct server_query *q, struc
                                 q->has_min_score,
                                 q->min_score,
                                 q->order == SERVER_ORDER_DATE ? SEARCH_ORDER_DATE
-                                                              : SEARCH_ORDER_SCORE};
+                                                              : SEARCH_ORDER_SCORE,
+                                NULL};
     st = search_run(b->se, &rq, &resp, err);
     if (st != IMS_OK)
         goto out;

@@ -9,7 +9,11 @@
   pattern) and a TIFF stores the upright size (48x64 for the rotated PNG),
   the format words, an upright thumbnail (its JPEG header's size), and the
   EXIF date (unix seconds, offset applied), make and model in the row's
-  metadata; GPS only with --keep-gps.
+  metadata; GPS only with --keep-gps;
+- `search` with filters (--format, --orientation, --taken-from/--taken-to,
+  --source-prefix, --min-width) returns the top k among the matching
+  images only, with "format" and "taken" in the JSON; bad filter values are
+  refused.
 
     photo_test.py IMGSEARCH SOURCE_DIR
 """
@@ -150,6 +154,41 @@ def run(exe, src, tmp):
         check(thumb is not None and jpeg_size(thumb[0]) == (48, 64),
               "upright thumbnail: %s" % (jpeg_size(thumb[0]) if thumb else None,))
         db.close()
+        if not keep_gps:
+            search_filters(cli, imgs, rows)
+
+
+def search_filters(cli, imgs, rows):
+    def names(*flags):
+        rc, out, err = cli.run("search", "photo", "-k", "10", "--json", *flags)
+        check(rc == 0, "search %s: %s" % (flags, err))
+        res = json.loads(out)["results"]
+        for r in res:
+            check("format" in r and "taken" in r, "format/taken in %s" % r)
+        return {os.path.basename(r["url"]): r for r in res}
+    check(len(names()) == 5, "unfiltered: every image")
+    got = names("--format", "heic")
+    check(set(got) == {"quad.heic", "quad_exif.heic"}, "--format heic: %s" % sorted(got))
+    check(got["quad_exif.heic"]["taken"] == TAKEN and got["quad.heic"]["taken"] is None,
+          "taken in rows: %s" % got)
+    check(got["quad.heic"]["format"] == "heic", "format word")
+    got = names("--format", "avif,TIF")
+    check(set(got) == {"quad.avif", "scan.tif"}, "--format avif,tif: %s" % sorted(got))
+    got = names("--orientation", "portrait")
+    check(set(got) == {"rotated.png"}, "--orientation portrait: %s" % sorted(got))
+    got = names("--taken-from", "2024-05-17", "--taken-to", "2024-05-17")
+    check(set(got) == {"rotated.png", "quad_exif.heic"}, "taken that day: %s" % sorted(got))
+    got = names("--taken-to", "2024-05-16")
+    check(set(got) == set(), "taken before: %s" % sorted(got))
+    got = names("--source-prefix", os.path.join(imgs, "quad"))
+    check(set(got) == {"quad.heic", "quad.avif", "quad_exif.heic"}, "prefix: %s" % sorted(got))
+    got = names("--min-width", "60", "--orientation", "landscape")
+    check(set(got) == {"quad.heic", "quad.avif", "quad_exif.heic"}, "min width: %s" % sorted(got))
+    got = names("--format", "gif")
+    check(got == {}, "no gif: %s" % got)
+    for bad in (["--format", "svg"], ["--orientation", "sideways"], ["--taken-from", "May"]):
+        rc, out, err = cli.run("search", "photo", *bad)
+        check(rc != 0 and bad[0] in err + out or "svg" in err, "refused %s: %s" % (bad, err))
 
 
 if __name__ == "__main__":
