@@ -39,6 +39,7 @@
 #define IMGSEARCH_SERVER_H
 
 #include "imgsearch/base.h"
+#include "imgsearch/store.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -66,6 +67,9 @@ struct server_row {
     const char *url;       /* source URL, or the upload's file name; may be NULL */
     int width, height;     /* pixels of the original image */
     int64_t added_unix;    /* seconds since the epoch */
+    const char *format;    /* "jpeg", "heic", ...; may be NULL (issue 10) */
+    bool has_taken;        /* EXIF date taken known */
+    int64_t taken;         /* unix seconds, if has_taken */
 };
 
 struct server_stats {
@@ -118,6 +122,7 @@ struct server_query {
     bool has_min_score;
     float min_score;                  /* drop results scoring below, if has_min_score */
     enum server_order order;          /* DATE: the top results re-sorted newest first */
+    const struct store_filter *filter; /* NULL, or only matching rows (arena-allocated) */
 };
 
 struct server_result {

@@ -74,6 +74,13 @@ static void row_from_store(struct server_arena *a, const struct store_image_row 
     out->width = (int)r->width;
     out->height = (int)r->height;
     out->added_unix = r->added;
+    out->format = r->format ? server_arena_strdup(a, r->format) : NULL;
+    /* the EXIF date taken lives in the row's metadata (issue 10) */
+    json_t *meta = r->metadata ? json_loads(r->metadata, 0, NULL) : NULL;
+    json_t *tv = meta ? json_object_get(meta, "taken") : NULL;
+    out->has_taken = json_is_integer(tv);
+    out->taken = out->has_taken ? (int64_t)json_integer_value(tv) : 0;
+    json_decref(meta);
 }
 
 struct one_fetch {
@@ -198,7 +205,7 @@ static enum ims_status be_search(void *self, const struct server_query *q, struc
                                 q->min_score,
                                 q->order == SERVER_ORDER_DATE ? SEARCH_ORDER_DATE
                                                               : SEARCH_ORDER_SCORE,
-                                NULL};
+                                q->filter};
     st = search_run(b->se, &rq, &resp, err);
     if (st != IMS_OK)
         goto out;

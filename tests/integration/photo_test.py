@@ -13,7 +13,11 @@
 - `search` with filters (--format, --orientation, --taken-from/--taken-to,
   --source-prefix, --min-width) returns the top k among the matching
   images only, with "format" and "taken" in the JSON; bad filter values are
-  refused.
+  refused;
+- the HTTP API (serve on 127.0.0.1, port 0): GET /api/v1/search with
+  format, orientation, taken_from/taken_to, source_prefix, min_width; POST
+  with a "filter" object; rows carry "format" and "taken"; bad filters are
+  400 with a message naming the member.
 
     photo_test.py IMGSEARCH SOURCE_DIR
 """
@@ -156,6 +160,7 @@ def run(exe, src, tmp):
         db.close()
         if not keep_gps:
             search_filters(cli, imgs, rows)
+            api_filters(exe, data, model, imgs, tmp)
 
 
 def search_filters(cli, imgs, rows):
@@ -189,6 +194,49 @@ def search_filters(cli, imgs, rows):
     for bad in (["--format", "svg"], ["--orientation", "sideways"], ["--taken-from", "May"]):
         rc, out, err = cli.run("search", "photo", *bad)
         check(rc != 0 and bad[0] in err + out or "svg" in err, "refused %s: %s" % (bad, err))
+
+
+
+
+def api_filters(exe, data, model, imgs, tmp):
+    from server_e2e import Serve
+    from urllib.parse import urlencode
+    srv = Serve(exe, data, model, log=os.path.join(tmp, "serve.log"))
+    try:
+        def get(**params):
+            st, _, doc = srv.json("GET", "/api/v1/search?" + urlencode(dict(q="photo", k=10, **params)))
+            check(st == 200, "GET %s: %s %s" % (params, st, doc))
+            return {os.path.basename(r["url"]): r for r in doc["results"]}
+
+        def post(flt):
+            st, _, doc = srv.json("POST", "/api/v1/search", {"text": "photo", "k": 10, "filter": flt})
+            return st, doc
+        check(len(get()) == 5, "unfiltered API search")
+        got = get(format="heic")
+        check(set(got) == {"quad.heic", "quad_exif.heic"}, "GET format: %s" % sorted(got))
+        check(got["quad_exif.heic"]["taken"] == TAKEN and got["quad_exif.heic"]["format"] == "heic",
+              "row fields %s" % got["quad_exif.heic"])
+        got = get(orientation="portrait")
+        check(set(got) == {"rotated.png"}, "GET orientation: %s" % sorted(got))
+        got = get(taken_from="2024-05-17", taken_to=str(TAKEN))
+        check(set(got) == {"rotated.png", "quad_exif.heic"}, "GET taken: %s" % sorted(got))
+        got = get(source_prefix=os.path.join(imgs, "quad"), format="avif,tiff")
+        check(set(got) == {"quad.avif"}, "GET prefix+format: %s" % sorted(got))
+        st, doc = post({"format": ["tiff", "png"], "min_width": 7})
+        names = {os.path.basename(r["url"]) for r in (doc or {}).get("results", [])}
+        check(st == 200 and names == {"scan.tif", "rotated.png"}, "POST filter: %s %s" % (st, names))
+        st, doc = post({"taken": {"from": "2024-05-17T12:00:00Z", "to": None}, "orientation": "landscape"})
+        names = {os.path.basename(r["url"]) for r in (doc or {}).get("results", [])}
+        check(st == 200 and names == {"quad_exif.heic"}, "POST taken+orientation: %s %s" % (st, names))
+        for bad, word in (({"format": ["svg"]}, "svg"), ({"orientation": "up"}, "orientation"),
+                          ({"taken": {"since": 1}}, "since"), ({"colour": 1}, "colour"),
+                          ({"min_width": -1}, "min_width")):
+            st, doc = post(bad)
+            check(st == 400 and word in json.dumps(doc), "POST %s refused: %s %s" % (bad, st, doc))
+        st, _, doc = srv.json("GET", "/api/v1/search?q=photo&taken_from=yesterday")
+        check(st == 400 and "taken_from" in json.dumps(doc), "GET bad time: %s %s" % (st, doc))
+    finally:
+        srv.term()
 
 
 if __name__ == "__main__":
