@@ -64,8 +64,10 @@ static enum ims_status open_primary(const uint8_t *p, size_t n, const char *what
     if (he.code == heif_error_Ok)
         he = heif_context_get_primary_image_handle(ctx, &h);
     if (he.code != heif_error_Ok) {
+        /* he.message belongs to the context: format it before freeing */
+        enum ims_status st = heif_status(he, what, err);
         heif_context_free(ctx);
-        return heif_status(he, what, err);
+        return st;
     }
     *ctx_out = ctx;
     *h_out = h;
