@@ -131,7 +131,7 @@ static inline int vindex_filter_allows(const struct vindex_filter *f, int64_t id
  * with exact scores. Exact types return the exact top k among the matching
  * rows (a filtered fp32 scan: scores bit-identical to vindex_search's).
  * Approximate types widen their candidate pass by the filter's selectivity
- * and, when the filter matches few rows (< 5%, or the approximate pass
+ * and, when the filter matches few rows (< 10%, or the approximate pass
  * still found fewer than k matches), scan the matching rows exactly. */
 enum ims_status vindex_search_filtered(struct vindex *vx, const float *q, int k,
                                        const struct vindex_filter *filter, float *scores,

@@ -1346,9 +1346,9 @@ out:
 /* ---- filtered search (issue 10) ------------------------------------------ */
 
 /* Below this share of matching rows, approximate types scan the matching
- * rows instead of widening their candidate pass (a graph walk through 2% of
+ * rows instead of widening their candidate pass (a graph walk through 5% of
  * matching nodes visits ~50x the nodes for the same k). */
-#define FILTER_SCAN_SHARE 0.05
+#define FILTER_SCAN_SHARE 0.10
 
 static size_t filter_count(const struct index__store *s, const struct vindex_filter *f)
 {

@@ -137,7 +137,7 @@ static void check_type(const char *spec, int exact)
                 if (i)
                     assert_true(s[i] <= s[i - 1]);
             }
-            int selective = (double)n_match < 0.05 * N;
+            int selective = (double)n_match < 0.10 * N;
             if (exact || selective) {
                 for (int i = 0; i < n; i++)
                     if (ids[i] != want_i[i] || s[i] != want_s[i])
