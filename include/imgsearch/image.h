@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * image.h: image bytes in, pixels out. Format sniffing, decoding (JPEG, PNG,
- * WebP, GIF, BMP), CLIP preprocessing that reproduces Pillow 9.4 +
+ * WebP, GIF, BMP, HEIF/HEIC, AVIF, TIFF), CLIP preprocessing that reproduces Pillow 9.4 +
  * torchvision 0.14 byte for byte, and small JPEG thumbnails.
  *
  *     struct image_limits lim;
@@ -48,6 +48,9 @@ enum image_format {
     IMAGE_FORMAT_WEBP,
     IMAGE_FORMAT_GIF,
     IMAGE_FORMAT_BMP,
+    IMAGE_FORMAT_HEIF, /* HEIF/HEIC (HEVC-coded, what phones write), through libheif */
+    IMAGE_FORMAT_AVIF, /* AV1-coded HEIF, through libheif */
+    IMAGE_FORMAT_TIFF, /* first page, through libtiff */
 };
 
 /* Pillow's decoded modes (the ones our decoders can produce). */
@@ -64,6 +67,12 @@ enum image_mode {
 
 /* "JPEG", "PNG", ... and "RGB", "P", ... (Pillow's names). Never NULL. */
 const char *image_format_name(enum image_format f);
+/* The lower-case word of the API and the catalogue: "jpeg", "png", "webp",
+ * "gif", "bmp", "heic", "avif", "tiff". Never NULL. */
+const char *image_format_word(enum image_format f);
+/* The reverse of image_format_word, case-insensitive ("jpg", "heif", "tif"
+ * accepted too). Returns 0 and sets *out, or -1 for an unknown word. */
+int image_format_parse(const char *word, enum image_format *out);
 const char *image_mode_name(enum image_mode m);
 /* Bytes per pixel of a mode (1, 2, 3 or 4). */
 int image_mode_bytes(enum image_mode m);
@@ -229,6 +238,53 @@ enum ims_status image_prepare_for_ingest(const void *bytes, size_t n,
                                          const struct image_prepare_options *o,
                                          uint8_t *rgb_out, struct image_prepared *out,
                                          struct ims_error *err);
+
+/* ---- EXIF ---------------------------------------------------------------- */
+
+/* What a photo library reads from EXIF (JPEG APP1, PNG eXIf, WebP EXIF
+ * chunk, TIFF IFD0, HEIF Exif item). Text fields are printable ASCII,
+ * NUL-terminated, empty when absent. */
+struct image_exif {
+    enum image_format format; /* the container it was read from */
+    int found;                /* an EXIF block was present and readable */
+    int orientation;          /* 1..8 (1 = upright, also when absent). HEIF/AVIF:
+                                 always 1, libheif applies the file's irot/imir */
+    int has_taken;            /* DateTimeOriginal present and valid */
+    int taken_has_offset;     /* OffsetTimeOriginal was present (else taken as UTC) */
+    int64_t taken;            /* unix seconds */
+    char make[64], model[64];
+    int has_gps;
+    double lat, lon;          /* degrees, south and west negative */
+};
+
+/* Reads the EXIF fields of an encoded image. Only an unknown format is an
+ * error (IMS_ERR_UNSUPPORTED); no or a broken EXIF block gives found = 0 or
+ * the fields read before the break. Never allocates more than the file's
+ * EXIF block. */
+enum ims_status image_exif_read(const void *bytes, size_t n, struct image_exif *out,
+                                struct ims_error *err);
+
+/* Parses a bare EXIF block (a TIFF header "II*\0" or "MM\0*" and its IFDs,
+ * what a JPEG APP1 holds after "Exif\0\0") into *out, which it initialises
+ * (format left at 0). Never fails: a broken block gives what was read. */
+void image_exif_parse(const void *block, size_t n, struct image_exif *out);
+
+/* "YYYY:MM:DD HH:MM:SS" (EXIF) plus an optional "+HH:MM" offset to unix
+ * seconds (no offset: read as UTC). Returns 0, or -1 for an invalid text. */
+int image_exif_parse_time(const char *datetime, const char *offset, int64_t *out);
+
+/* A new image showing `img` upright for an EXIF orientation 1..8 (2 mirror,
+ * 3 rotate 180, 4 flip, 5 transpose, 6 rotate 90 clockwise, 7 transverse,
+ * 8 rotate 90 counter-clockwise); 5..8 swap width and height. Exact pixel
+ * moves, any mode. On success *out owns the new image. */
+enum ims_status image_orient(const struct image *img, int orientation, struct image **out,
+                             struct ims_error *err);
+
+/* Replaces *img (decoded from `bytes`) by its upright version when the
+ * file's EXIF orientation is not 1; *img is untouched when it is 1 or on
+ * failure (IMS_ERR_NOMEM). */
+enum ims_status image_exif_upright(const void *bytes, size_t n, struct image **img,
+                                   struct ims_error *err);
 
 #ifdef __cplusplus
 }

@@ -115,6 +115,27 @@ enum ims_status vindex_remove(struct vindex *vx, const int64_t *ids, size_t n, s
  * types that find fewer). A non-finite query is IMS_ERR_INVALID. */
 enum ims_status vindex_search(struct vindex *vx, const float *q, int k, float *scores,
                               int64_t *ids, int *n_found, struct ims_error *err);
+/* A filter: the catalogue ids a search may return. Bit (id % 64) of
+ * bits[id / 64] set means allowed; ids >= n_bits are not allowed. The
+ * bitmap is borrowed for the call. */
+struct vindex_filter {
+    const uint64_t *bits;
+    int64_t n_bits;
+};
+static inline int vindex_filter_allows(const struct vindex_filter *f, int64_t id)
+{
+    return id >= 0 && id < f->n_bits && (f->bits[id >> 6] >> (id & 63) & 1);
+}
+/* vindex_search restricted to the ids `filter` allows (NULL: no filter, the
+ * same as vindex_search). Every type returns min(k, matching rows) results
+ * with exact scores. Exact types return the exact top k among the matching
+ * rows (a filtered fp32 scan: scores bit-identical to vindex_search's).
+ * Approximate types widen their candidate pass by the filter's selectivity
+ * and, when the filter matches few rows (< 10%, or the approximate pass
+ * still found fewer than k matches), scan the matching rows exactly. */
+enum ims_status vindex_search_filtered(struct vindex *vx, const float *q, int k,
+                                       const struct vindex_filter *filter, float *scores,
+                                       int64_t *ids, int *n_found, struct ims_error *err);
 /* Sets the non-zero fields of *p. A knob that does not apply to the type
  * (nprobe on HNSW) is ignored; a negative value is IMS_ERR_INVALID. */
 enum ims_status vindex_set_search_params(struct vindex *vx, const struct vindex_search_params *p,

@@ -116,6 +116,13 @@ struct ingest_options {
     int thumb_side;              /* longest side of thumbnails (256) */
     int thumb_quality;           /* JPEG quality (80) */
     enum image_decode_policy decode; /* IMAGE_DECODE_BOUNDED (default) or _EXACT */
+    /* EXIF (issue 10): thumbnails are always shown upright; the embedded
+     * image is too unless exif_orientation_ignore is set (then the
+     * reference pipeline runs on the stored pixels, bit-exact with the
+     * golden embeddings). keep_gps: store the GPS position in the row's
+     * metadata (off by default: privacy). */
+    int exif_orientation_ignore;
+    int keep_gps;
     ingest_item_fn *on_item;     /* optional */
     ingest_progress_fn *on_progress; /* optional */
     void *cb_ctx;

@@ -96,6 +96,10 @@ struct search_request {
     float min_score;
     enum search_order order; /* DATE: the cut set (top offset+k above min_score)
                                 sorted newest first, then paged */
+    /* Optional (issue 10): only rows matching it; the answer is the top
+     * offset+k among them (a bitmap inside the index search, never a
+     * post-filter of the unfiltered top k). */
+    const struct store_filter *filter;
 };
 
 struct search_hit {

@@ -68,6 +68,9 @@ struct server_row {
     int width, height;     /* pixels of the original image */
     int64_t added_unix;    /* seconds since the epoch */
     const char *caption;   /* stored caption (imports); NULL if none */
+    const char *format;    /* "jpeg", "heic", ...; may be NULL (issue 10) */
+    bool has_taken;        /* EXIF date taken known */
+    int64_t taken;         /* unix seconds, if has_taken */
 };
 
 struct server_stats {
@@ -112,6 +115,24 @@ enum server_order { SERVER_ORDER_SCORE, SERVER_ORDER_DATE };
 #define SERVER_URL_MAX 4096
 #define SERVER_VECTOR_MAX 8192
 
+/* A search filter as the API states it (issue 10; every member optional).
+ * The backend translates it for the catalogue: this module names no type
+ * of the layers below it. */
+enum server_orientation {
+    SERVER_ORIENT_ANY = 0,
+    SERVER_ORIENT_LANDSCAPE,
+    SERVER_ORIENT_PORTRAIT,
+    SERVER_ORIENT_SQUARE,
+};
+struct server_filter {
+    bool has_added_from, has_added_to, has_taken_from, has_taken_to;
+    int64_t added_from, added_to, taken_from, taken_to; /* unix seconds, inclusive */
+    uint32_t min_width, min_height;
+    const char *formats; /* comma list of canonical words ("jpeg,heic"); NULL: any */
+    enum server_orientation orientation;
+    const char *source_prefix; /* NULL: any */
+};
+
 struct server_query {
     const struct server_term *terms;  /* 1..SERVER_TERMS_MAX */
     size_t n_terms;
@@ -120,6 +141,7 @@ struct server_query {
     bool has_min_score;
     float min_score;                  /* drop results scoring below, if has_min_score */
     enum server_order order;          /* DATE: the top results re-sorted newest first */
+    const struct server_filter *filter; /* NULL, or only matching rows (arena-allocated) */
 };
 
 struct server_result {

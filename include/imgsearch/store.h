@@ -274,6 +274,28 @@ enum ims_status store_find_by_sha256(struct store *st, const uint8_t sha256[32],
 enum ims_status store_get_thumbnail(struct store *st, int64_t id, void **jpeg, size_t *n_bytes,
                                     struct ims_error *err);
 
+/* A filter over image rows (issue 10). Every member is optional: a 0 / NULL
+ * member does not restrict. Times are unix seconds, ranges inclusive;
+ * `taken` is the row metadata's "taken" (EXIF DateTimeOriginal), so a
+ * taken range excludes rows without one. formats: a comma list of format
+ * words ("jpeg,heic"); orientation from width and height; source_prefix a
+ * byte prefix of the source. */
+enum store_orientation {
+    STORE_ORIENT_ANY = 0, STORE_ORIENT_LANDSCAPE, STORE_ORIENT_PORTRAIT, STORE_ORIENT_SQUARE,
+};
+struct store_filter {
+    int has_added_from, has_added_to, has_taken_from, has_taken_to;
+    int64_t added_from, added_to, taken_from, taken_to;
+    uint32_t min_width, min_height;
+    const char *formats;
+    enum store_orientation orientation;
+    const char *source_prefix;
+};
+/* The ids of the rows matching `f`, ascending, in *ids (release with
+ * ims_free; NULL when none) and *n. */
+enum ims_status store_filter_ids(struct store *st, const struct store_filter *f, int64_t **ids,
+                                 size_t *n, struct ims_error *err);
+
 /* Number of images; largest live id (0 if empty). */
 enum ims_status store_count(struct store *st, int64_t *n, struct ims_error *err);
 enum ims_status store_max_id(struct store *st, int64_t *id, struct ims_error *err);

@@ -33,5 +33,15 @@ int cli_usage(const char *cmd, const char *help, const char *fmt, ...)
 int cli_opt_value(int argc, char **argv, int *i, const char *name, const char **value);
 /* Parses a non-negative integer option value; returns 0 on success. */
 int cli_parse_long(const char *s, long min, long max, long *out);
+/* A time for filters: unix seconds, YYYY-MM-DD (UTC; the day's start, or
+ * with end_of_day its last second) or YYYY-MM-DDTHH:MM:SS[Z] (UTC).
+ * 0 and *out set, or -1. */
+int cli_parse_time(const char *v, int end_of_day, int64_t *out);
+/* --exif-orientation apply|ignore (issue 10): 0 and *ignore set, or -1. */
+int cli_parse_exif_orientation(const char *v, int *ignore);
+#define CLI_EXIF_HELP                                                                           \
+    "  --exif-orientation apply|ignore  embed photos upright per their EXIF orientation\n"     \
+    "                      (default apply; ignore keeps the reference CLIP pipeline bit-exact)\n"
+
 
 #endif

@@ -6,6 +6,7 @@
  */
 
 #include "cli.h"
+#include "imgsearch/image.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -118,4 +119,40 @@ int cli_parse_long(const char *s, long min, long max, long *out)
         return -1;
     *out = v;
     return 0;
+}
+
+int cli_parse_exif_orientation(const char *v, int *ignore)
+{
+    if (v && !strcmp(v, "apply")) {
+        *ignore = 0;
+        return 0;
+    }
+    if (v && !strcmp(v, "ignore")) {
+        *ignore = 1;
+        return 0;
+    }
+    return -1;
+}
+
+int cli_parse_time(const char *v, int end_of_day, int64_t *out)
+{
+    if (!v || !*v)
+        return -1;
+    char *end;
+    long long secs = strtoll(v, &end, 10);
+    if (!*end && end != v) {
+        *out = secs;
+        return 0;
+    }
+    char buf[32];
+    size_t n = strlen(v);
+    if (n == 10) {
+        snprintf(buf, sizeof(buf), "%s %s", v, end_of_day ? "23:59:59" : "00:00:00");
+    } else if (n == 19 || (n == 20 && v[19] == 'Z')) {
+        memcpy(buf, v, 19);
+        buf[19] = 0;
+    } else {
+        return -1;
+    }
+    return image_exif_parse_time(buf, NULL, out) == 0 ? 0 : -1;
 }

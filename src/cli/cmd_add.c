@@ -31,13 +31,17 @@ const char cli_help_add[] =
     "usage: imgsearch add [--data DIR] [--catalogue URL]"
     " [--model DIR] [--precision f32|bf16] [--batch N]\n"
     "                     [--decode bounded|exact]\n"
+    "                     [--exif-orientation apply|ignore] [--keep-gps]\n"
     "                     [download options] URL|FILE|FOLDER... | --from FILE\n"
     "Adds images: http(s) URLs, files, folders (recursive). --from reads one source\n"
     "per line (\"-\": stdin). URLs resolving to loopback/private/link-local/metadata\n"
     "addresses are refused unless --allow-private-urls.\n"
     "--decode bounded (default) decodes JPEGs much larger than needed at a DCT scale\n"
     "(CLIP input within 40 dB PSNR of the exact path); exact reproduces Pillow's bytes.\n"
-    CLI_FETCH_HELP CLI_CATALOGUE_HELP;
+    "Formats: JPEG, PNG, WebP, GIF, BMP, HEIC, AVIF, TIFF. EXIF date, camera make and\n"
+    "model go in the row's metadata; GPS only with --keep-gps. Thumbnails are upright.\n"
+    CLI_EXIF_HELP CLI_FETCH_HELP
+    CLI_CATALOGUE_HELP;
 
 static volatile sig_atomic_t interrupted;
 /* read by the pipeline's source thread: an atomic (lock-free, so also safe
@@ -175,6 +179,11 @@ int cli_cmd_add(int argc, char **argv)
             if (r < 0)
                 goto usage_value;
             from = v;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--exif-orientation", &v)) != 0) {
+            if (r < 0 || cli_parse_exif_orientation(v, &io.exif_orientation_ignore))
+                goto usage_value;
+        } else if (!strcmp(argv[i], "--keep-gps")) {
+            io.keep_gps = 1;
         } else if ((r = cli_opt_value(argc, argv, &i, "--batch", &v)) != 0) {
             if (r < 0 || cli_parse_long(v, 1, 256, &num))
                 goto usage_value;

@@ -21,16 +21,16 @@
 
 const char cli_help_embed[] =
     "usage: imgsearch embed [--model DIR] (--image FILE | --text TEXT)... [--raw]\n"
-    "                       [--precision f32|bf16] [--threads N]\n"
+    "                       [--precision f32|bf16] [--threads N] [--exif-orientation M]\n"
     "\n"
     "Prints one JSON line per input, in order: {\"input\": \"...\", \"embedding\": [...]}.\n"
     "\n"
     "  --model DIR         CLIP model folder (default $IMGSEARCH_MODEL, see README)\n"
-    "  --image FILE        an image (JPEG, PNG, WebP, GIF, BMP)\n"
+    "  --image FILE        an image (JPEG, PNG, WebP, GIF, BMP, HEIC, AVIF, TIFF)\n"
     "  --text TEXT         a text\n"
     "  --raw               print the projection output instead of the L2-normalised vector\n"
     "  --precision P       f32 (default) or bf16 (falls back to f32 without CPU support)\n"
-    "  --threads N         threads for the forward pass (default: all cores)\n";
+    "  --threads N         threads for the forward pass (default: all cores)\n" CLI_EXIF_HELP;
 
 struct embed_input {
     int is_image;
@@ -71,6 +71,8 @@ static void embed_print(const char *input, const float *v, int d)
 }
 
 /* pixels: (3, S, S) f32, filled on success. */
+static int exif_ignore; /* --exif-orientation ignore */
+
 static enum ims_status embed_load_image(const char *path, int size, uint8_t *rgb, float *pixels,
                                         struct ims_error *err)
 {
@@ -85,6 +87,8 @@ static enum ims_status embed_load_image(const char *path, int size, uint8_t *rgb
         goto out;
     st = image_decode(bytes, n, &lim, &img, err);
     if (st != IMS_OK)
+        goto out;
+    if (!exif_ignore && (st = image_exif_upright(bytes, n, &img, err)) != IMS_OK)
         goto out;
     st = image_clip_preprocess(img, size, rgb, err);
     if (st != IMS_OK)
@@ -136,6 +140,13 @@ int cli_cmd_embed(int argc, char **argv)
                 goto missing;
             if (cli_parse_long(v, 1, 1024, &threads) != 0) {
                 rc = cli_usage("embed", cli_help_embed, "--threads wants 1 to 1024, not '%s'", v);
+                goto out;
+            }
+        } else if ((r = cli_opt_value(argc, argv, &i, "--exif-orientation", &v)) != 0) {
+            if (r < 0)
+                goto missing;
+            if (cli_parse_exif_orientation(v, &exif_ignore) != 0) {
+                rc = cli_usage("embed", cli_help_embed, "--exif-orientation wants apply or ignore, not '%s'", v);
                 goto out;
             }
         } else if (!strcmp(argv[i], "--raw")) {

@@ -17,12 +17,13 @@
 
 const char cli_help_preprocess[] =
     "usage: imgsearch preprocess FILE [--rgb OUT] [--pixels OUT] [--size N]\n"
+    "                           [--exif-orientation apply|ignore]\n"
     "\n"
     "Decodes FILE and applies CLIP's preprocessing (Pillow-exact bicubic resize of\n"
     "the shorter side to N, centre crop N x N, RGB).\n"
     "  --rgb OUT     write N x N x 3 uint8 (HWC) after the RGB conversion\n"
     "  --pixels OUT  write 3 x N x N float32 (CHW, little-endian), normalised\n"
-    "  --size N      input size of the model (default 224)\n"
+    "  --size N      input size of the model (default 224)\n" CLI_EXIF_HELP
     "Prints {\"file\",\"format\",\"mode\",\"width\",\"height\"} as one JSON line.\n";
 
 static void json_string(FILE *f, const char *s)
@@ -42,12 +43,15 @@ static void json_string(FILE *f, const char *s)
 int cli_cmd_preprocess(int argc, char **argv)
 {
     const char *cmd = "preprocess";
-    const char *file = NULL, *rgb_path = NULL, *pixels_path = NULL, *size_s = NULL;
+    const char *file = NULL, *rgb_path = NULL, *pixels_path = NULL, *size_s = NULL,
+               *exif_s = NULL;
+    int exif_ignore = 0;
     for (int i = 1; i < argc; i++) {
         int r;
         if ((r = cli_opt_value(argc, argv, &i, "--rgb", &rgb_path)) ||
             (r = cli_opt_value(argc, argv, &i, "--pixels", &pixels_path)) ||
-            (r = cli_opt_value(argc, argv, &i, "--size", &size_s))) {
+            (r = cli_opt_value(argc, argv, &i, "--size", &size_s)) ||
+            (r = cli_opt_value(argc, argv, &i, "--exif-orientation", &exif_s))) {
             if (r < 0)
                 return cli_usage(cmd, cli_help_preprocess, "%s needs a value", argv[i]);
             continue;
@@ -60,6 +64,9 @@ int cli_cmd_preprocess(int argc, char **argv)
     }
     if (!file)
         return cli_usage(cmd, cli_help_preprocess, "missing FILE");
+    if (exif_s && cli_parse_exif_orientation(exif_s, &exif_ignore) != 0)
+        return cli_usage(cmd, cli_help_preprocess, "--exif-orientation wants apply or ignore, not %s",
+                         exif_s);
     long size = 224;
     if (size_s && cli_parse_long(size_s, 1, 4096, &size) != 0)
         return cli_usage(cmd, cli_help_preprocess, "--size must be 1..4096, got %s", size_s);
@@ -77,7 +84,8 @@ int cli_cmd_preprocess(int argc, char **argv)
         cli_fail(cmd, "%s: %s", file, ims_error_message(&err, st));
         goto out;
     }
-    if ((st = image_decode(data, n, NULL, &img, &err)) != IMS_OK) {
+    if ((st = image_decode(data, n, NULL, &img, &err)) != IMS_OK ||
+        (!exif_ignore && (st = image_exif_upright(data, n, &img, &err)) != IMS_OK)) {
         cli_fail(cmd, "%s: %s", file, ims_error_message(&err, st));
         goto out;
     }

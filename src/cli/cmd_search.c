@@ -16,8 +16,17 @@
 const char cli_help_search[] =
     "usage: imgsearch search [--data DIR] [--catalogue URL]"
     " [--model DIR] [-k N] [--offset N] [--min-score S]\n"
-    "                        [--json] (TEXT... | --image FILE)\n"
+    "                        [--json] [filters] (TEXT... | --image FILE)\n"
     "TEXT and --image may be combined; --not TEXT adds a negative term.\n"
+    "Filters (the answer is the top k among the matching images):\n"
+    "  --added-from T --added-to T   when the image was added\n"
+    "  --taken-from T --taken-to T   EXIF date taken (images without one never match)\n"
+    "                  T: YYYY-MM-DD (UTC, a --*-to date includes its whole day),\n"
+    "                  YYYY-MM-DDTHH:MM:SS[Z] or unix seconds\n"
+    "  --min-width N --min-height N\n"
+    "  --format LIST   comma list of jpeg, png, webp, gif, bmp, heic, avif, tiff\n"
+    "  --orientation landscape|portrait|square\n"
+    "  --source-prefix P             sources starting with P (a folder, a site)\n"
     CLI_CATALOGUE_HELP;
 
 #define MAX_TERMS SEARCH_TERMS_MAX
@@ -33,6 +42,10 @@ int cli_cmd_search(int argc, char **argv)
     char text[4096] = "";
     size_t text_len = 0;
     struct ims_error err = {0};
+    struct store_filter flt;
+    int has_filter = 0;
+    char formats[128] = "";
+    memset(&flt, 0, sizeof(flt));
     memset(terms, 0, sizeof(terms));
     for (int i = 1; i < argc; i++) {
         const char *v;
@@ -60,6 +73,66 @@ int cli_cmd_search(int argc, char **argv)
             if (*end || end == v)
                 goto bad_value;
             has_min = 1;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--added-from", &v)) != 0) {
+            if (r < 0 || cli_parse_time(v, 0, &flt.added_from))
+                goto bad_value;
+            flt.has_added_from = has_filter = 1;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--added-to", &v)) != 0) {
+            if (r < 0 || cli_parse_time(v, 1, &flt.added_to))
+                goto bad_value;
+            flt.has_added_to = has_filter = 1;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--taken-from", &v)) != 0) {
+            if (r < 0 || cli_parse_time(v, 0, &flt.taken_from))
+                goto bad_value;
+            flt.has_taken_from = has_filter = 1;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--taken-to", &v)) != 0) {
+            if (r < 0 || cli_parse_time(v, 1, &flt.taken_to))
+                goto bad_value;
+            flt.has_taken_to = has_filter = 1;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--min-width", &v)) != 0 ||
+                   (r = cli_opt_value(argc, argv, &i, "--min-height", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 0, 1L << 30, &num))
+                goto bad_value;
+            if (strstr(argv[i], "width") || strstr(argv[i - 1], "width"))
+                flt.min_width = (uint32_t)num;
+            else
+                flt.min_height = (uint32_t)num;
+            has_filter = 1;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--format", &v)) != 0) {
+            /* checked word by word, stored as the catalogue's words */
+            if (r < 0 || strlen(v) >= 96)
+                goto bad_value;
+            char tmp[96], *save = NULL;
+            snprintf(tmp, sizeof(tmp), "%s", v);
+            for (char *w = strtok_r(tmp, ",", &save); w; w = strtok_r(NULL, ",", &save)) {
+                enum image_format fm;
+                if (image_format_parse(w, &fm) != 0) {
+                    rc = cli_usage("search", cli_help_search, "unknown format '%s'", w);
+                    goto out;
+                }
+                size_t at = strlen(formats);
+                snprintf(formats + at, sizeof(formats) - at, "%s%s", at ? "," : "",
+                         image_format_word(fm));
+            }
+            flt.formats = formats;
+            has_filter = 1;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--orientation", &v)) != 0) {
+            if (r < 0)
+                goto bad_value;
+            if (!strcmp(v, "landscape"))
+                flt.orientation = STORE_ORIENT_LANDSCAPE;
+            else if (!strcmp(v, "portrait"))
+                flt.orientation = STORE_ORIENT_PORTRAIT;
+            else if (!strcmp(v, "square"))
+                flt.orientation = STORE_ORIENT_SQUARE;
+            else
+                goto bad_value;
+            has_filter = 1;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--source-prefix", &v)) != 0) {
+            if (r < 0 || !*v)
+                goto bad_value;
+            flt.source_prefix = v;
+            has_filter = 1;
         } else if ((r = cli_opt_value(argc, argv, &i, "--image", &v)) != 0 ||
                    (r = cli_opt_value(argc, argv, &i, "--not", &v)) != 0) {
             if (r < 0 || n_terms >= MAX_TERMS - 1)
@@ -132,7 +205,7 @@ int cli_cmd_search(int argc, char **argv)
     struct search_response resp = {0};
     if (st == IMS_OK) {
         struct search_request rq = {terms, n_terms, k, offset, has_min, min_score,
-                                    SEARCH_ORDER_SCORE};
+                                    SEARCH_ORDER_SCORE, has_filter ? &flt : NULL};
         st = search_run(se, &rq, &resp, &err);
     }
     if (st != IMS_OK) {
@@ -143,11 +216,17 @@ int cli_cmd_search(int argc, char **argv)
             const struct store_image_row *r = &resp.hits[i].row;
             char thumb[64];
             snprintf(thumb, sizeof(thumb), "/api/v1/images/%lld/thumb", (long long)r->id);
-            json_array_append_new(arr, json_pack("{s:I, s:s, s:f, s:i, s:i, s:s}", "id",
-                                                 (json_int_t)r->id, "url", r->source, "score",
-                                                 (double)resp.hits[i].score, "width",
+            /* "taken" (EXIF date, issue 10) from the row's metadata, else null */
+            json_t *taken = NULL, *meta = r->metadata ? json_loads(r->metadata, 0, NULL) : NULL;
+            json_t *tv = meta ? json_object_get(meta, "taken") : NULL;
+            taken = json_is_integer(tv) ? json_integer(json_integer_value(tv)) : json_null();
+            json_decref(meta);
+            json_array_append_new(arr, json_pack("{s:I, s:s, s:f, s:i, s:i, s:s, s:s?, s:o}",
+                                                 "id", (json_int_t)r->id, "url", r->source,
+                                                 "score", (double)resp.hits[i].score, "width",
                                                  (int)r->width, "height", (int)r->height,
-                                                 "thumb", thumb));
+                                                 "thumb", thumb, "format", r->format, "taken",
+                                                 taken));
         }
         json_t *j = json_pack("{s:o, s:f}", "results", arr, "took_ms", resp.took_ms);
         char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));

@@ -59,8 +59,9 @@ const char cli_help_serve[] =
     "                       [hardening options]\n"
     "                       [--immich-ml [--immich-ml-port N] [--immich-model NAME[=DIR]]...]\n"
     "                       [--clip-back]\n"
-    "                       [--rate N] [--ingest-batch N] [--no-ingest] [--node-id NAME]\n"
+    "                       [--no-ingest] [--node-id NAME]\n"
     "                       [--lease-seconds N] [--claim-batch N]\n"
+    "                       [--exif-orientation apply|ignore] [--keep-gps]\n"
     "Serves the web page and the HTTP API (default http://127.0.0.1:8080).\n"
     "Write endpoints need `Authorization: Bearer KEY` when a key is configured\n"
     "(--api-key-file or IMGSEARCH_API_KEY).\n"
@@ -113,7 +114,9 @@ const char cli_help_serve[] =
     "  --claim-batch N    job items claimed at once (default 16; 1..128)\n"
     "With --catalogue, --data is optional: a cache for the index snapshot (without\n"
     "it the index is built from the catalogue at every start). Until the index has\n"
-    "caught up, /healthz and /readyz answer 503 {\"status\":\"starting\"}.\n" CLI_FETCH_HELP
+    "caught up, /healthz and /readyz answer 503 {\"status\":\"starting\"}.\n"
+    "  --keep-gps         store the EXIF GPS position of added photos (default: not)\n"
+    CLI_EXIF_HELP CLI_FETCH_HELP
     CLI_CATALOGUE_HELP;
 
 /* An immich model name and what embeds for it: the served model's engine
@@ -164,6 +167,13 @@ static void row_from_store(struct server_arena *a, const struct store_image_row 
     out->height = (int)r->height;
     out->added_unix = r->added;
     out->caption = r->caption ? server_arena_strdup(a, r->caption) : NULL;
+    out->format = r->format ? server_arena_strdup(a, r->format) : NULL;
+    /* the EXIF date taken lives in the row's metadata (issue 10) */
+    json_t *meta = r->metadata ? json_loads(r->metadata, 0, NULL) : NULL;
+    json_t *tv = meta ? json_object_get(meta, "taken") : NULL;
+    out->has_taken = json_is_integer(tv);
+    out->taken = out->has_taken ? (int64_t)json_integer_value(tv) : 0;
+    json_decref(meta);
 }
 
 /* ---- backend operations ------------------------------------------------------ */
@@ -246,6 +256,28 @@ static enum ims_status be_search(void *self, const struct server_query *q, struc
             break;
         }
     }
+    /* the API's filter, as the catalogue states it */
+    struct store_filter sf;
+    memset(&sf, 0, sizeof(sf));
+    if (q->filter) {
+        const struct server_filter *f = q->filter;
+        sf.has_added_from = f->has_added_from;
+        sf.has_added_to = f->has_added_to;
+        sf.has_taken_from = f->has_taken_from;
+        sf.has_taken_to = f->has_taken_to;
+        sf.added_from = f->added_from;
+        sf.added_to = f->added_to;
+        sf.taken_from = f->taken_from;
+        sf.taken_to = f->taken_to;
+        sf.min_width = f->min_width;
+        sf.min_height = f->min_height;
+        sf.formats = f->formats;
+        sf.orientation = f->orientation == SERVER_ORIENT_LANDSCAPE ? STORE_ORIENT_LANDSCAPE
+                         : f->orientation == SERVER_ORIENT_PORTRAIT ? STORE_ORIENT_PORTRAIT
+                         : f->orientation == SERVER_ORIENT_SQUARE   ? STORE_ORIENT_SQUARE
+                                                                    : STORE_ORIENT_ANY;
+        sf.source_prefix = f->source_prefix;
+    }
     struct search_request rq = {terms,
                                 q->n_terms,
                                 q->k,
@@ -253,7 +285,8 @@ static enum ims_status be_search(void *self, const struct server_query *q, struc
                                 q->has_min_score,
                                 q->min_score,
                                 q->order == SERVER_ORDER_DATE ? SEARCH_ORDER_DATE
-                                                              : SEARCH_ORDER_SCORE};
+                                                              : SEARCH_ORDER_SCORE,
+                                q->filter ? &sf : NULL};
     st = search_run(b->se, &rq, &resp, err);
     if (st != IMS_OK)
         goto out;
@@ -677,6 +710,7 @@ int cli_cmd_serve(int argc, char **argv)
     const char *node_id = NULL;
     long lease_s = 30, claim_batch = 16;
     int no_ingest = 0;
+    int exif_ignore = 0, keep_gps = 0;
     int inflight_set = 0;
     int rc = 0;
     /* repeatable options: argv strings, which outlive the server */
@@ -696,6 +730,11 @@ int cli_cmd_serve(int argc, char **argv)
         if ((r = cli_app_parse_fetch(argc, argv, &i, &fo)) != 0) {
             if (r < 0)
                 goto bad_value;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--exif-orientation", &v)) != 0) {
+            if (r < 0 || cli_parse_exif_orientation(v, &exif_ignore))
+                goto bad_value;
+        } else if (!strcmp(argv[i], "--keep-gps")) {
+            keep_gps = 1;
         } else if ((r = cli_opt_value(argc, argv, &i, "--port", &v)) != 0) {
             if (r < 0 || cli_parse_long(v, 0, 65535, &num))
                 goto bad_value;
@@ -939,6 +978,8 @@ int cli_cmd_serve(int argc, char **argv)
             io.lease_ms = lease_s * 1000;
             io.claim_batch = (int)claim_batch;
             io.no_ingest = no_ingest;
+            io.exif_orientation_ignore = exif_ignore;
+            io.keep_gps = keep_gps;
             struct ingest_deps deps = {app.model, app.store, cli_app_after_commit, &app};
             st = ingest_new(&deps, &io, &b.ing, &err);
         }

@@ -25,6 +25,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "image_int.h"
@@ -37,8 +38,45 @@ const char *image_format_name(enum image_format f)
     case IMAGE_FORMAT_WEBP: return "WEBP";
     case IMAGE_FORMAT_GIF: return "GIF";
     case IMAGE_FORMAT_BMP: return "BMP";
+    case IMAGE_FORMAT_HEIF: return "HEIF";
+    case IMAGE_FORMAT_AVIF: return "AVIF";
+    case IMAGE_FORMAT_TIFF: return "TIFF";
     }
     return "unknown";
+}
+
+const char *image_format_word(enum image_format f)
+{
+    switch (f) {
+    case IMAGE_FORMAT_JPEG: return "jpeg";
+    case IMAGE_FORMAT_PNG: return "png";
+    case IMAGE_FORMAT_WEBP: return "webp";
+    case IMAGE_FORMAT_GIF: return "gif";
+    case IMAGE_FORMAT_BMP: return "bmp";
+    case IMAGE_FORMAT_HEIF: return "heic";
+    case IMAGE_FORMAT_AVIF: return "avif";
+    case IMAGE_FORMAT_TIFF: return "tiff";
+    }
+    return "unknown";
+}
+
+int image_format_parse(const char *word, enum image_format *out)
+{
+    static const struct {
+        const char *w;
+        enum image_format f;
+    } words[] = {
+        {"jpeg", IMAGE_FORMAT_JPEG}, {"jpg", IMAGE_FORMAT_JPEG}, {"png", IMAGE_FORMAT_PNG},
+        {"webp", IMAGE_FORMAT_WEBP}, {"gif", IMAGE_FORMAT_GIF},  {"bmp", IMAGE_FORMAT_BMP},
+        {"heic", IMAGE_FORMAT_HEIF}, {"heif", IMAGE_FORMAT_HEIF}, {"avif", IMAGE_FORMAT_AVIF},
+        {"tiff", IMAGE_FORMAT_TIFF}, {"tif", IMAGE_FORMAT_TIFF},
+    };
+    for (size_t i = 0; word && i < IMS_ARRAY_LEN(words); i++)
+        if (!strcasecmp(word, words[i].w)) {
+            *out = words[i].f;
+            return 0;
+        }
+    return -1;
 }
 
 const char *image_mode_name(enum image_mode m)
@@ -192,6 +230,8 @@ enum ims_status image__check_dims(int64_t w, int64_t h, const struct image_limit
 
 /* ---- sniffing ------------------------------------------------------------- */
 
+#define SUPPORTED "JPEG, PNG, WebP, GIF, BMP, HEIC, AVIF, TIFF"
+
 static int has_prefix(const uint8_t *p, size_t n, const char *magic, size_t m)
 {
     return n >= m && memcmp(p, magic, m) == 0;
@@ -228,13 +268,11 @@ static const char *looks_like(const uint8_t *p, size_t n)
         return "a JSON document";
     if (has_prefix(p, n, "%PDF", 4))
         return "a PDF document";
-    if (has_prefix(p, n, "II*\0", 4) || has_prefix(p, n, "MM\0*", 4))
-        return "a TIFF image (not supported)";
+    if (has_prefix(p, n, "II+\0", 4) || has_prefix(p, n, "MM\0+", 4))
+        return "a BigTIFF image (not supported)";
     if (n >= 12 && memcmp(p + 4, "ftyp", 4) == 0) {
-        if (!memcmp(p + 8, "avif", 4) || !memcmp(p + 8, "avis", 4))
-            return "an AVIF image (not supported)";
-        if (!memcmp(p + 8, "heic", 4) || !memcmp(p + 8, "heix", 4) || !memcmp(p + 8, "mif1", 4))
-            return "a HEIF/HEIC image (not supported)";
+        if (!memcmp(p + 8, "avis", 4) || !memcmp(p + 8, "msf1", 4) || !memcmp(p + 8, "hevc", 4))
+            return "an image sequence (HEIF/AVIF animation, not supported)";
         return "an MP4/QuickTime video";
     }
     if (has_prefix(p, n, "RIFF", 4))
@@ -254,6 +292,38 @@ static const char *looks_like(const uint8_t *p, size_t n)
     if (has_prefix(p, n, "GIF8", 4))
         return "a GIF with an unknown version";
     return NULL;
+}
+
+/* ISO-BMFF: an `ftyp` box first, whose major and compatible brands say
+ * which still-image kind it is (ISO/IEC 23008-12 and the AVIF spec): `avif`
+ * wins over the generic `mif1`, the HEVC brands make it a HEIC. */
+static int sniff_ftyp(const uint8_t *p, size_t n, enum image_format *out)
+{
+    if (n < 16 || memcmp(p + 4, "ftyp", 4) != 0)
+        return 0;
+    size_t box = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
+    if (box < 16 || box > 4096)
+        return 0;
+    if (box > n)
+        box = n;
+    int heic = 0, avif = 0;
+    for (size_t at = 8; at + 4 <= box; at += at == 8 ? 8 : 4) { /* skip minor_version */
+        const uint8_t *b = p + at;
+        if (!memcmp(b, "avif", 4))
+            avif = 1;
+        else if (!memcmp(b, "heic", 4) || !memcmp(b, "heix", 4) || !memcmp(b, "heim", 4) ||
+                 !memcmp(b, "heis", 4) || !memcmp(b, "mif1", 4))
+            heic = 1;
+    }
+    if (avif && (!memcmp(p + 8, "avif", 4) || !memcmp(p + 8, "mif1", 4) || !heic)) {
+        *out = IMAGE_FORMAT_AVIF;
+        return 1;
+    }
+    if (heic) {
+        *out = IMAGE_FORMAT_HEIF;
+        return 1;
+    }
+    return 0;
 }
 
 enum ims_status image_sniff(const void *bytes, size_t n, enum image_format *out,
@@ -281,17 +351,23 @@ enum ims_status image_sniff(const void *bytes, size_t n, enum image_format *out,
         *out = IMAGE_FORMAT_BMP;
         return IMS_OK;
     }
+    if (has_prefix(p, n, "II*\0", 4) || has_prefix(p, n, "MM\0*", 4)) {
+        *out = IMAGE_FORMAT_TIFF;
+        return IMS_OK;
+    }
+    if (sniff_ftyp(p, n, out))
+        return IMS_OK;
     const char *what = looks_like(p, n);
     if (what)
         return ims_error_set(err, IMS_ERR_UNSUPPORTED,
-                             "not a supported image (JPEG, PNG, WebP, GIF, BMP): looks like %s",
+                             "not a supported image (" SUPPORTED "): looks like %s",
                              what);
     char hex[3 * 8 + 1] = "";
     size_t at = 0;
     for (size_t i = 0; i < n && i < 8; i++)
         at += (size_t)snprintf(hex + at, sizeof(hex) - at, "%s%02x", i ? " " : "", p[i]);
     return ims_error_set(err, IMS_ERR_UNSUPPORTED,
-                         "not a supported image (JPEG, PNG, WebP, GIF, BMP): unrecognised "
+                         "not a supported image (" SUPPORTED "): unrecognised "
                          "data starting with bytes %s",
                          hex);
 }
@@ -345,6 +421,9 @@ static image__decode_fn decoder_for(enum image_format f)
     case IMAGE_FORMAT_WEBP: return image__decode_webp;
     case IMAGE_FORMAT_GIF: return image__decode_gif;
     case IMAGE_FORMAT_BMP: return image__decode_bmp;
+    case IMAGE_FORMAT_HEIF:
+    case IMAGE_FORMAT_AVIF: return image__decode_heif;
+    case IMAGE_FORMAT_TIFF: return image__decode_tiff;
     }
     return NULL;
 }

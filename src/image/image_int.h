@@ -45,6 +45,21 @@ enum ims_status image__decode_gif(const uint8_t *p, size_t n, const struct image
 enum ims_status image__decode_bmp(const uint8_t *p, size_t n, const struct image_limits *lim,
                                   struct image_info *info, struct image **out,
                                   struct ims_error *err);
+/* HEIF/HEIC and AVIF (libheif); info->format tells which on entry. */
+enum ims_status image__decode_heif(const uint8_t *p, size_t n, const struct image_limits *lim,
+                                   struct image_info *info, struct image **out,
+                                   struct ims_error *err);
+enum ims_status image__decode_tiff(const uint8_t *p, size_t n, const struct image_limits *lim,
+                                   struct image_info *info, struct image **out,
+                                   struct ims_error *err);
+/* The Exif payload (from the TIFF header on) of a HEIF's primary image.
+ * On success *exif (release with ims_free) and *n_exif are set;
+ * IMS_ERR_NOT_FOUND when it has none. */
+enum ims_status image__heif_exif(const uint8_t *p, size_t n, uint8_t **exif, size_t *n_exif,
+                                 struct ims_error *err);
+
+/* Parses a TIFF-structured EXIF payload (from "II*\0"/"MM\0*" on) into x. */
+void image__exif_parse_tiff(const uint8_t *p, size_t n, struct image_exif *x);
 
 /* The limit every decoder applies to its header's size, before allocating
  * or decoding anything proportional to it (a new decoder calls it as soon as

@@ -1267,6 +1267,7 @@ void index__batch_stats(struct vindex *vx, uint64_t *n_batches, uint64_t *n_sear
 /* ---- approximate (FAISS) search with exact re-score -------------------------------- */
 
 static enum ims_status search_faiss(const struct vindex *vx, const float *q, int k,
+                                    const struct vindex_filter *filter, size_t n_match,
                                     struct index__topk *top, struct ims_error *err)
 {
     enum ims_status st = IMS_OK;
@@ -1277,11 +1278,14 @@ static enum ims_status search_faiss(const struct vindex *vx, const float *q, int
     if (s->n == 0 || ntotal <= 0)
         return IMS_OK;
     int64_t want = IMS_MAX(k, vx->params.rerank);
-    /* Tombstones dilute the results: ask for proportionally more. */
+    /* Tombstones (and a filter) dilute the results: ask for proportionally more. */
     int64_t fetch = want;
-    if ((size_t)ntotal > s->n)
-        fetch = (int64_t)((double)want * (double)ntotal / (double)s->n) + 1;
-    int64_t want_found = IMS_MIN((int64_t)k, (int64_t)s->n);
+    size_t live = filter ? n_match : s->n;
+    if (live == 0)
+        return IMS_OK;
+    if ((size_t)ntotal > live)
+        fetch = (int64_t)((double)want * (double)ntotal / (double)live) + 1;
+    int64_t want_found = IMS_MIN((int64_t)k, (int64_t)live);
     /* HNSW-Flat: walk FAISS's graph with our kernels (index_hnsw.c). */
     struct index__hnsw_view hv;
     int own_walk = index__hnsw_own_walk && index__faiss_hnsw_view(vx->faiss, &hv);
@@ -1319,6 +1323,8 @@ static enum ims_status search_faiss(const struct vindex *vx, const float *q, int
             if (ci[i] < 0 || (i > 0 && ci[i] == ci[i - 1]))
                 continue;
             n_valid++;
+            if (filter && !vindex_filter_allows(filter, ci[i]))
+                continue;
             int64_t row = index__store_find(s, ci[i]);
             if (row < 0)
                 continue; /* removed: a tombstone */
@@ -1373,7 +1379,7 @@ enum ims_status vindex_search(struct vindex *vx, const float *q, int k, float *s
         st = ims_error_set(err, st, "index: out of memory");
         goto out;
     }
-    st = search_faiss(vx, q, kk, &top, err);
+    st = search_faiss(vx, q, kk, NULL, 0, &top, err);
     if (st != IMS_OK) {
         if (st == IMS_ERR_NOMEM)
             ims_error_set(err, st, "index: out of memory during search");
@@ -1383,6 +1389,110 @@ enum ims_status vindex_search(struct vindex *vx, const float *q, int k, float *s
     memcpy(scores, top.scores, (size_t)top.n * sizeof *scores);
     memcpy(ids, top.ids, (size_t)top.n * sizeof *ids);
     *n_found = top.n;
+out:
+    UNLOCK(vx);
+    index__topk_fini(&top);
+    return st;
+}
+
+/* ---- filtered search (issue 10) ------------------------------------------ */
+
+/* Below this share of matching rows, approximate types scan the matching
+ * rows instead of widening their candidate pass (a graph walk through 5% of
+ * matching nodes visits ~50x the nodes for the same k). */
+#define FILTER_SCAN_SHARE 0.10
+
+static size_t filter_count(const struct index__store *s, const struct vindex_filter *f)
+{
+    size_t n = 0;
+    for (size_t r = 0; r < s->n; r++)
+        n += (size_t)vindex_filter_allows(f, s->ids[r]);
+    return n;
+}
+
+/* The exact top k among the allowed rows: fp32 scores from the same kernel
+ * as the unfiltered search (bit-identical per row). Dense filters score a
+ * whole chunk at once; sparse ones test the bit first and score only the
+ * allowed rows. */
+static enum ims_status scan_filtered(const struct index__store *s, const float *q,
+                                     const struct vindex_filter *f, size_t n_match,
+                                     struct index__topk *top)
+{
+    float *buf = NULL;
+    int dense = n_match * 8 > s->n;
+    if (dense && !(buf = ims_malloc(INDEX_CHUNK_ROWS * sizeof *buf)))
+        return IMS_ERR_NOMEM;
+    for (size_t c0 = 0; c0 < s->n; c0 += INDEX_CHUNK_ROWS) {
+        size_t m = IMS_MIN((size_t)INDEX_CHUNK_ROWS, s->n - c0);
+        if (dense)
+            index__dot_f32(q, index__store_row(s, c0), m, s->dim, buf);
+        for (size_t i = 0; i < m; i++) {
+            int64_t id = s->ids[c0 + i];
+            if (!vindex_filter_allows(f, id))
+                continue;
+            float score;
+            if (dense)
+                score = buf[i];
+            else
+                index__dot_f32(q, index__store_row(s, c0 + i), 1, s->dim, &score);
+            if (index__topk_would_take(top, score, id))
+                index__topk_push(top, score, id);
+        }
+    }
+    ims_free(buf);
+    return IMS_OK;
+}
+
+enum ims_status vindex_search_filtered(struct vindex *vx, const float *q, int k,
+                                       const struct vindex_filter *filter, float *scores,
+                                       int64_t *ids, int *n_found, struct ims_error *err)
+{
+    if (!filter)
+        return vindex_search(vx, q, k, scores, ids, n_found, err);
+    enum ims_status st = IMS_OK;
+    struct index__topk top = {0};
+    IMS_RETURN_ERROR_IF(!q || !scores || !ids || !n_found, err, IMS_ERR_INVALID,
+                        "index: search without query or result arrays");
+    IMS_RETURN_ERROR_IF(k < 1 || k > VINDEX_MAX_K, err, IMS_ERR_INVALID,
+                        "index: k = %d is outside 1..%d", k, VINDEX_MAX_K);
+    IMS_RETURN_ERROR_IF(filter->n_bits < 0 || (filter->n_bits > 0 && !filter->bits), err,
+                        IMS_ERR_INVALID, "index: filter without a bitmap");
+    st = check_vectors(vx, q, 1, "query", err);
+    if (st != IMS_OK)
+        return st;
+    RDLOCK(vx);
+    const struct index__store *s = &vx->store;
+    size_t n_match = filter_count(s, filter);
+    int kk = (int)IMS_MIN((size_t)k, n_match);
+    if (kk == 0) {
+        *n_found = 0;
+        goto out;
+    }
+    if ((st = index__topk_init(&top, kk)) != IMS_OK)
+        goto nomem;
+    int scan = vx->kind != INDEX_KIND_FAISS || (double)n_match < FILTER_SCAN_SHARE * (double)s->n;
+    if (!scan) {
+        st = search_faiss(vx, q, kk, filter, n_match, &top, err);
+        if (st != IMS_OK)
+            goto fail;
+        if (top.n < kk) { /* the approximate pass missed matches: scan them */
+            top.n = 0;
+            scan = 1;
+        }
+    }
+    if (scan && (st = scan_filtered(s, q, filter, n_match, &top)) != IMS_OK)
+        goto nomem;
+    index__topk_sort(&top);
+    memcpy(scores, top.scores, (size_t)top.n * sizeof *scores);
+    memcpy(ids, top.ids, (size_t)top.n * sizeof *ids);
+    *n_found = top.n;
+    goto out;
+nomem:
+    st = ims_error_set(err, IMS_ERR_NOMEM, "index: out of memory during a filtered search");
+    goto out;
+fail:
+    if (st == IMS_ERR_NOMEM)
+        ims_error_set(err, st, "index: out of memory during search");
 out:
     UNLOCK(vx);
     index__topk_fini(&top);

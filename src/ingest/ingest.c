@@ -136,6 +136,7 @@ struct item {
     uint8_t *thumb;
     size_t thumb_len;
     float *embedding;   /* (D) */
+    char *metadata;     /* JSON of the EXIF details, or NULL */
 };
 
 static void item_free(struct item *it)
@@ -148,6 +149,7 @@ static void item_free(struct item *it)
     ims_free(it->pixels);
     ims_free(it->thumb);
     ims_free(it->embedding);
+    ims_free(it->metadata);
     ims_free(it);
 }
 
@@ -499,29 +501,108 @@ static void add_source(struct source_stage *s, const char *source)
 
 static const char *format_word(enum image_format f)
 {
-    switch (f) {
-    case IMAGE_FORMAT_JPEG: return "jpeg";
-    case IMAGE_FORMAT_PNG: return "png";
-    case IMAGE_FORMAT_WEBP: return "webp";
-    case IMAGE_FORMAT_GIF: return "gif";
-    case IMAGE_FORMAT_BMP: return "bmp";
-    }
-    return "unknown";
+    return image_format_word(f);
 }
 
+/* JSON string body of printable ASCII (image_exif's texts) */
+static size_t json_text(char *d, size_t cap, const char *s)
+{
+    size_t k = 0;
+    for (; *s && k + 3 < cap; s++) {
+        if (*s == '"' || *s == '\\')
+            d[k++] = '\\';
+        d[k++] = *s;
+    }
+    d[k] = 0;
+    return k;
+}
+
+/* The row's metadata: {"taken": T, "exif": {"make", "model", "orientation",
+ * "gps": [lat, lon] only with keep_gps}}; NULL when there is nothing. */
+static char *exif_metadata(const struct image_exif *x, int keep_gps)
+{
+    if (!x->found)
+        return NULL;
+    char make[2 * sizeof(x->make)], model[2 * sizeof(x->model)], taken[32] = "", gps[80] = "";
+    json_text(make, sizeof(make), x->make);
+    json_text(model, sizeof(model), x->model);
+    if (x->has_taken)
+        snprintf(taken, sizeof(taken), "\"taken\":%lld,", (long long)x->taken);
+    if (keep_gps && x->has_gps)
+        snprintf(gps, sizeof(gps), ",\"gps\":[%.7f,%.7f]", x->lat, x->lon);
+    size_t cap = strlen(make) + strlen(model) + strlen(taken) + strlen(gps) + 96;
+    char *j = ims_malloc(cap);
+    if (j)
+        snprintf(j, cap, "{%s\"exif\":{\"make\":\"%s\",\"model\":\"%s\",\"orientation\":%d%s}}",
+                 taken, make, model, x->orientation, gps);
+    return j;
+}
+
+/* Rotated photos (EXIF orientation 2..8): the full decode turned upright
+ * (image_orient) for the thumbnail and the stored size, and for the
+ * embedding unless the orientation is ignored. */
+static enum ims_status decode_rotated(struct pipeline *p, struct item *it, uint8_t *rgb,
+                                      int orientation, struct ims_error *err)
+{
+    struct image *img = NULL, *upright = NULL;
+    enum ims_status st = image_decode(it->body, it->body_len, &p->o->limits, &img, err);
+    if (st == IMS_OK)
+        st = image_orient(img, orientation, &upright, err);
+    if (st == IMS_OK) {
+        const struct image *embedded = p->o->exif_orientation_ignore ? img : upright;
+        it->format = format_word(img->format);
+        it->width = upright->width;
+        it->height = upright->height;
+        st = image_clip_preprocess(embedded, p->image_size, rgb, err);
+    }
+    if (st == IMS_OK) {
+        struct ims_error terr = {0};
+        enum ims_status ts = image_thumbnail_jpeg(upright, p->o->thumb_side, p->o->thumb_quality,
+                                                  &it->thumb, &it->thumb_len, NULL, NULL, &terr);
+        if (ts != IMS_OK) /* the image is still searchable without a thumbnail */
+            ims_log(IMS_LOG_WARN, "%s: no thumbnail: %s", it->source,
+                    ims_error_message(&terr, ts));
+    }
+    image_free(upright);
+    image_free(img);
+    return st;
+}
+
+/* One decode feeds the CLIP input and the thumbnail (image_prepare_for_
+ * ingest: large JPEGs at a DCT scale within the PSNR bound, unless
+ * --decode exact); photos that EXIF says are rotated take decode_rotated. */
 static void decode_item(struct pipeline *p, struct item *it, uint8_t *rgb)
 {
     struct ims_error err = {0};
-    struct image_prepared prep;
-    const struct image_prepare_options po = {&p->o->limits, p->image_size, p->o->thumb_side,
-                                             p->o->thumb_quality, p->o->decode};
+    struct image_exif exif;
+    if (image_exif_read(it->body, it->body_len, &exif, NULL) != IMS_OK)
+        exif.found = 0, exif.orientation = 1;
+    it->metadata = exif_metadata(&exif, p->o->keep_gps);
     size_t s = (size_t)p->image_size;
     it->pixels = ims_malloc(3 * s * s * sizeof(float));
     if (!it->pixels) {
         item_fail(it, IMS_ERR_NOMEM, "out of memory");
         return;
     }
-    enum ims_status st = image_prepare_for_ingest(it->body, it->body_len, &po, rgb, &prep, &err);
+    enum ims_status st;
+    if (exif.orientation != 1) {
+        st = decode_rotated(p, it, rgb, exif.orientation, &err);
+    } else {
+        struct image_prepared prep;
+        const struct image_prepare_options po = {&p->o->limits, p->image_size,
+                                                 p->o->thumb_side, p->o->thumb_quality,
+                                                 p->o->decode};
+        st = image_prepare_for_ingest(it->body, it->body_len, &po, rgb, &prep, &err);
+        if (st == IMS_OK) {
+            it->format = format_word(prep.format);
+            it->width = prep.width;
+            it->height = prep.height;
+            it->thumb = prep.thumb;
+            it->thumb_len = prep.thumb_len;
+            if (!prep.thumb && p->o->thumb_side > 0) /* still searchable without one */
+                ims_log(IMS_LOG_WARN, "%s: no thumbnail: %s", it->source, prep.thumb_error);
+        }
+    }
     if (st != IMS_OK) {
         item_fail(it, st, "%s", ims_error_message(&err, st));
         return;
@@ -530,14 +611,7 @@ static void decode_item(struct pipeline *p, struct item *it, uint8_t *rgb)
     it->bytes = (int64_t)it->body_len;
     ims_free(it->body);
     it->body = NULL;
-    it->format = format_word(prep.format);
-    it->width = prep.width;
-    it->height = prep.height;
     image_clip_normalize(rgb, p->image_size, it->pixels);
-    it->thumb = prep.thumb;
-    it->thumb_len = prep.thumb_len;
-    if (!prep.thumb && p->o->thumb_side > 0) /* still searchable without a thumbnail */
-        ims_log(IMS_LOG_WARN, "%s: no thumbnail: %s", it->source, prep.thumb_error);
 }
 
 static void *decoder_main(void *arg)
@@ -693,6 +767,7 @@ static void write_group(struct pipeline *p, struct item **items, int n,
         r->dim = (uint32_t)p->dim;
         r->thumbnail = it->thumb;
         r->thumbnail_bytes = it->thumb_len;
+        r->metadata = it->metadata;
         row_of[i] = n_rows++;
     }
     if (n_rows > 0) {

@@ -254,20 +254,6 @@ enum imgsearch_status imgsearch_thumbnail(struct imgsearch *is, int64_t id, void
 
 /* ---- search ------------------------------------------------------------------------------------ */
 
-static bool row_passes(const struct imgsearch_filter *f, const struct store_image_row *r)
-{
-    if (!f)
-        return true;
-    if ((f->added_from && r->added < f->added_from) || (f->added_to && r->added > f->added_to))
-        return false;
-    if ((int64_t)r->width < f->min_width || (int64_t)r->height < f->min_height)
-        return false;
-    if (f->source_prefix && (!r->source || strncmp(r->source, f->source_prefix,
-                                                   strlen(f->source_prefix)) != 0))
-        return false;
-    return true;
-}
-
 enum imgsearch_status imgsearch_search(struct imgsearch *is, const struct imgsearch_query *q,
                                        struct imgsearch_results *out, struct imgsearch_error *e)
 {
@@ -283,17 +269,22 @@ enum imgsearch_status imgsearch_search(struct imgsearch *is, const struct imgsea
                                         t->bytes, t->n_bytes, t->image_id, t->vector,
                                         t->n_vector};
     }
-    /* Filters apply to the best SEARCH_K_MAX candidates (the search module
-     * has no filters of its own yet): a filter passing few rows may return
-     * fewer than k. */
-    bool filtered = q->filter != NULL;
-    struct search_request rq = {terms, q->n_terms, filtered ? SEARCH_K_MAX : q->k,
-                                filtered ? 0 : q->offset, q->has_min_score, q->min_score,
-                                SEARCH_ORDER_SCORE};
-    if (filtered && (q->k < 1 || q->k > SEARCH_K_MAX || q->offset < 0 ||
-                     q->offset > SEARCH_OFFSET_MAX))
-        return pass(ims_error_set(err, IMS_ERR_INVALID, "k must be 1..%d, offset 0..%d",
-                                  SEARCH_K_MAX, SEARCH_OFFSET_MAX));
+    /* the search module answers the exact top k among the matching rows */
+    struct store_filter sf;
+    memset(&sf, 0, sizeof(sf));
+    if (q->filter) {
+        const struct imgsearch_filter *f = q->filter;
+        sf.has_added_from = f->added_from != 0;
+        sf.added_from = f->added_from;
+        sf.has_added_to = f->added_to != 0;
+        sf.added_to = f->added_to;
+        sf.min_width = f->min_width > 0 ? (uint32_t)f->min_width : 0;
+        sf.min_height = f->min_height > 0 ? (uint32_t)f->min_height : 0;
+        sf.source_prefix = f->source_prefix;
+    }
+    struct search_request rq = {terms,           q->n_terms,    q->k,
+                                q->offset,       q->has_min_score, q->min_score,
+                                SEARCH_ORDER_SCORE, q->filter ? &sf : NULL};
     struct search_response resp;
     memset(&resp, 0, sizeof(resp));
     enum ims_status st = search_run(is->se, &rq, &resp, err);
@@ -305,16 +296,7 @@ enum imgsearch_status imgsearch_search(struct imgsearch *is, const struct imgsea
         search_response_fini(&resp);
         return pass(ims_error_set(err, IMS_ERR_NOMEM, "out of memory"));
     }
-    size_t skipped = 0;
     for (size_t i = 0; i < resp.n && st == IMS_OK; i++) {
-        if (!row_passes(q->filter, &resp.hits[i].row))
-            continue;
-        if (filtered && skipped < (size_t)q->offset) {
-            skipped++;
-            continue;
-        }
-        if (filtered && out->n == (size_t)q->k)
-            break;
         st = row_copy(&resp.hits[i].row, &out->items[out->n].row);
         out->items[out->n].score = resp.hits[i].score;
         if (st == IMS_OK)

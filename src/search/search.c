@@ -277,6 +277,37 @@ void search_response_fini(struct search_response *resp)
     resp->n = 0;
 }
 
+/* The catalogue's matching ids as a bitmap for the index (issue 10). The
+ * ids come from one store query; the bitmap spans ids 0..max matching. */
+static enum ims_status search_filtered(struct search_engine *se, const float *q, int want,
+                                       const struct store_filter *f, float *scores,
+                                       int64_t *ids, int *n_found, struct ims_error *err)
+{
+    int64_t *match = NULL;
+    size_t n = 0;
+    enum ims_status st = store_filter_ids(se->store, f, &match, &n, err);
+    if (st != IMS_OK)
+        return st;
+    if (n == 0) {
+        *n_found = 0;
+        return IMS_OK;
+    }
+    int64_t n_bits = match[n - 1] + 1; /* ascending */
+    uint64_t *bits = ims_calloc((size_t)(n_bits + 63) / 64, sizeof(uint64_t));
+    if (!bits) {
+        ims_free(match);
+        return ims_error_set(err, IMS_ERR_NOMEM, "out of memory for a filter");
+    }
+    for (size_t i = 0; i < n; i++)
+        if (match[i] >= 0)
+            bits[match[i] >> 6] |= 1ull << (match[i] & 63);
+    ims_free(match);
+    struct vindex_filter vf = {bits, n_bits};
+    st = vindex_search_filtered(se->index, q, want, &vf, scores, ids, n_found, err);
+    ims_free(bits);
+    return st;
+}
+
 enum ims_status search_run(struct search_engine *se, const struct search_request *req,
                            struct search_response *resp, struct ims_error *err)
 {
@@ -334,7 +365,12 @@ enum ims_status search_run(struct search_engine *se, const struct search_request
      * search gives a stamp older than the data, so the entry is never reused */
     uint64_t v_gen = vindex_generation(se->index);
     size_t v_count = vindex_count(se->index);
-    if (v_count > 0 && !search__hits_get(se->hits, q, want, v_gen, scores, ids, &n_found)) {
+    if (req->filter && v_count > 0) {
+        st = search_filtered(se, q, want, req->filter, scores, ids, &n_found, err);
+        if (st != IMS_OK)
+            goto out;
+    } else if (v_count > 0 &&
+        !search__hits_get(se->hits, q, want, v_gen, scores, ids, &n_found)) {
         st = vindex_search(se->index, q, want, scores, ids, &n_found, err);
         if (st != IMS_OK)
             goto out;

@@ -4,10 +4,10 @@
  * struct server_query, validating every field against the HTTP contract.
  *
  *   POST /api/v1/search  application/json   {"terms": [...], "k", "offset",
- *                                             "min_score", "order"}, or the
+ *                                             "min_score", "order", "filter"}, or the
  *                                             shorthand {"text"|"image_url"|
  *                                             "image_id"|"vector": ...}
- *   GET  /api/v1/search  ?q=&image_id=&k=&offset=&min_score=&order=
+ *   GET  /api/v1/search  ?q=&image_id=&k=&offset=&min_score=&order= + filters
  *   POST /api/v1/search  multipart/form-data (fields: see server_int.h)
  *
  * Validation is strict on purpose (unknown members are rejected rather than
@@ -23,6 +23,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* ---- scalars ------------------------------------------------------------------- */
 
@@ -137,12 +138,15 @@ static enum ims_status json_int_in(json_t *v, const char *what, long long lo, lo
     return IMS_OK;
 }
 
+static enum ims_status json_filter(json_t *jf, struct server_arena *a, struct server_query *q,
+                                   struct ims_error *err);
+
 /* One term object (or the whole body, for the shorthand). `allow` lists the
  * extra member names tolerated (the top-level options for the shorthand). */
 static enum ims_status json_term(json_t *obj, const char *where, bool top, struct server_arena *a,
                                  struct server_term *t, struct ims_error *err)
 {
-    static const char *const top_keys[] = {"k", "offset", "min_score", "order"};
+    static const char *const top_keys[] = {"k", "offset", "min_score", "order", "filter"};
     memset(t, 0, sizeof(*t));
     t->weight = 1.0f;
     int n_kinds = 0;
@@ -271,7 +275,7 @@ enum ims_status server__query_parse_json(const char *body, size_t len, struct se
         json_object_foreach(root, key, v)
         {
             if (strcmp(key, "terms") && strcmp(key, "k") && strcmp(key, "offset") &&
-                strcmp(key, "min_score") && strcmp(key, "order")) {
+                strcmp(key, "min_score") && strcmp(key, "order") && strcmp(key, "filter")) {
                 st = ims_error_set(err, IMS_ERR_INVALID, "%s: unknown member", key);
                 goto out;
             }
@@ -320,9 +324,283 @@ enum ims_status server__query_parse_json(const char *body, size_t len, struct se
         if ((st = parse_order(json_string_value(v), &q->order, err)) != IMS_OK)
             goto out;
     }
+    if ((v = json_object_get(root, "filter")) && !json_is_null(v) &&
+        (st = json_filter(v, a, q, err)) != IMS_OK)
+        goto out;
 out:
     json_decref(root);
     return st;
+}
+
+/* ---- filters (issue 10) -------------------------------------------------------------- */
+
+/* "YYYY-MM-DD HH:MM:SS" (or 'T' between date and time) as UTC unix seconds;
+ * -1 for anything else (bad digits, month 13, February 30, 24:00:00). Days
+ * from the civil date by the proleptic Gregorian count (era of 400 years). */
+static int civil_time(const char *s, int64_t *out)
+{
+    static const char shape[] = "dddd-dd-dd dd:dd:dd";
+    for (size_t i = 0; i < sizeof(shape) - 1; i++) {
+        if (shape[i] == 'd' ? (s[i] < '0' || s[i] > '9')
+                            : !(s[i] == shape[i] || (i == 10 && s[i] == 'T')))
+            return -1;
+    }
+    if (s[sizeof(shape) - 1])
+        return -1;
+#define NUM2(i) ((s[i] - '0') * 10 + (s[(i) + 1] - '0'))
+    int64_t y = NUM2(0) * 100 + NUM2(2);
+    int mo = NUM2(5), d = NUM2(8), h = NUM2(11), mi = NUM2(14), se = NUM2(17);
+#undef NUM2
+    static const int mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap) ||
+        h > 23 || mi > 59 || se > 59)
+        return -1;
+    int64_t yy = y - (mo <= 2);
+    int64_t era = (yy >= 0 ? yy : yy - 399) / 400;
+    int64_t yoe = yy - era * 400;
+    int64_t doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    int64_t days = era * 146097 + doe - 719468;
+    *out = days * 86400 + h * 3600 + mi * 60 + se;
+    return 0;
+}
+
+/* The API's word for an image format ("jpg" -> "jpeg", case-insensitive), or
+ * NULL when it is not one imgsearch reads. */
+static const char *format_canonical(const char *w)
+{
+    static const char *const words[][2] = {
+        {"jpeg", "jpeg"}, {"jpg", "jpeg"}, {"png", "png"},   {"webp", "webp"},
+        {"gif", "gif"},   {"bmp", "bmp"},  {"heic", "heic"}, {"heif", "heic"},
+        {"avif", "avif"}, {"tiff", "tiff"}, {"tif", "tiff"},
+    };
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+        if (!strcasecmp(w, words[i][0]))
+            return words[i][1];
+    return NULL;
+}
+
+/* Unix seconds, YYYY-MM-DD (UTC; a "to" bound takes the day's last second) or
+ * YYYY-MM-DDTHH:MM:SS[Z]. */
+static enum ims_status parse_time(const char *v, const char *what, int end_of_day, int64_t *out,
+                                  struct ims_error *err)
+{
+    char *end;
+    errno = 0;
+    long long x = v && *v ? strtoll(v, &end, 10) : 0;
+    if (v && *v && !*end && !errno) {
+        *out = x;
+        return IMS_OK;
+    }
+    char buf[32];
+    size_t n = v ? strlen(v) : 0;
+    if (n == 10)
+        snprintf(buf, sizeof(buf), "%s %s", v, end_of_day ? "23:59:59" : "00:00:00");
+    else if (n == 19 || (n == 20 && v[19] == 'Z'))
+        memcpy(buf, v, 19), buf[19] = 0;
+    else
+        buf[0] = 0;
+    IMS_RETURN_ERROR_IF(!buf[0] || civil_time(buf, out) != 0, err,
+                        IMS_ERR_INVALID,
+                        "%s: not a time (unix seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ)", what);
+    return IMS_OK;
+}
+
+static struct server_filter *filter_new(struct server_arena *a, struct server_query *q)
+{
+    if (q->filter)
+        return (struct server_filter *)q->filter;
+    struct server_filter *f = server_arena_alloc(a, sizeof(*f));
+    if (f) {
+        memset(f, 0, sizeof(*f));
+        q->filter = f;
+    }
+    return f;
+}
+
+/* Appends one format word (checked) to the filter's comma list. */
+static enum ims_status add_format(struct server_arena *a, struct server_filter *f, const char *w,
+                                  size_t len, struct ims_error *err)
+{
+    char word[16];
+    const char *canon;
+    IMS_RETURN_ERROR_IF(len == 0 || len >= sizeof(word), err, IMS_ERR_INVALID,
+                        "format: unknown format '%.*s' (known: jpeg, png, webp, gif, bmp, heic, "
+                        "avif, tiff)", (int)(len > 32 ? 32 : len), w);
+    memcpy(word, w, len);
+    word[len] = 0;
+    IMS_RETURN_ERROR_IF(!(canon = format_canonical(word)), err, IMS_ERR_INVALID,
+                        "format: unknown format '%s' (known: jpeg, png, webp, gif, bmp, heic, "
+                        "avif, tiff)", word);
+    size_t old = f->formats ? strlen(f->formats) : 0;
+    IMS_RETURN_ERROR_IF(old > 400, err, IMS_ERR_INVALID, "format: too many formats");
+    char *s = server_arena_alloc(a, old + 16);
+    IMS_RETURN_ERROR_IF(!s, err, IMS_ERR_NOMEM, "out of memory");
+    snprintf(s, old + 16, "%s%s%s", old ? f->formats : "", old ? "," : "", canon);
+    f->formats = s;
+    return IMS_OK;
+}
+
+static enum ims_status set_orientation(struct server_filter *f, const char *v,
+                                       struct ims_error *err)
+{
+    if (!strcmp(v, "landscape"))
+        f->orientation = SERVER_ORIENT_LANDSCAPE;
+    else if (!strcmp(v, "portrait"))
+        f->orientation = SERVER_ORIENT_PORTRAIT;
+    else if (!strcmp(v, "square"))
+        f->orientation = SERVER_ORIENT_SQUARE;
+    else
+        return ims_error_set(err, IMS_ERR_INVALID,
+                             "orientation: must be \"landscape\", \"portrait\" or \"square\"");
+    return IMS_OK;
+}
+
+/* A time member of {"from": T, "to": T}: a number or a date string. */
+static enum ims_status json_time(json_t *v, const char *what, int end_of_day, int64_t *out,
+                                 struct ims_error *err)
+{
+    if (json_is_integer(v)) {
+        *out = (int64_t)json_integer_value(v);
+        return IMS_OK;
+    }
+    if (json_is_string(v))
+        return parse_time(json_string_value(v), what, end_of_day, out, err);
+    return ims_error_set(err, IMS_ERR_INVALID, "%s: must be unix seconds or a date string", what);
+}
+
+static enum ims_status json_filter(json_t *jf, struct server_arena *a, struct server_query *q,
+                                   struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!json_is_object(jf), err, IMS_ERR_INVALID, "filter: must be an object");
+    struct server_filter *f = filter_new(a, q);
+    IMS_RETURN_ERROR_IF(!f, err, IMS_ERR_NOMEM, "out of memory");
+    enum ims_status st;
+    const char *key;
+    json_t *v;
+    json_object_foreach(jf, key, v)
+    {
+        char what[64];
+        snprintf(what, sizeof(what), "filter.%s", key);
+        if (!strcmp(key, "added") || !strcmp(key, "taken")) {
+            int added = key[0] == 'a';
+            IMS_RETURN_ERROR_IF(!json_is_object(v), err, IMS_ERR_INVALID,
+                                "%s: must be {\"from\": T, \"to\": T}", what);
+            const char *k2;
+            json_t *t;
+            json_object_foreach(v, k2, t)
+            {
+                char w2[80];
+                snprintf(w2, sizeof(w2), "%s.%s", what, k2);
+                int from = !strcmp(k2, "from");
+                IMS_RETURN_ERROR_IF(!from && strcmp(k2, "to"), err, IMS_ERR_INVALID,
+                                    "%s: unknown member (from, to)", w2);
+                int64_t *dst = added ? (from ? &f->added_from : &f->added_to)
+                                     : (from ? &f->taken_from : &f->taken_to);
+                if (json_is_null(t))
+                    continue;
+                if ((st = json_time(t, w2, !from, dst, err)) != IMS_OK)
+                    return st;
+                if (added)
+                    *(from ? &f->has_added_from : &f->has_added_to) = true;
+                else
+                    *(from ? &f->has_taken_from : &f->has_taken_to) = true;
+            }
+        } else if (!strcmp(key, "min_width") || !strcmp(key, "min_height")) {
+            long long x;
+            if ((st = json_int_in(v, what, 0, 1 << 30, &x, err)) != IMS_OK)
+                return st;
+            *(key[4] == 'w' ? &f->min_width : &f->min_height) = (uint32_t)x;
+        } else if (!strcmp(key, "format")) {
+            IMS_RETURN_ERROR_IF(!json_is_array(v) || json_array_size(v) > 16, err,
+                                IMS_ERR_INVALID, "%s: must be a list of up to 16 format words",
+                                what);
+            for (size_t i = 0; i < json_array_size(v); i++) {
+                json_t *w = json_array_get(v, i);
+                IMS_RETURN_ERROR_IF(!json_is_string(w), err, IMS_ERR_INVALID,
+                                    "%s[%zu]: must be a string", what, i);
+                if ((st = add_format(a, f, json_string_value(w), json_string_length(w), err)) !=
+                    IMS_OK)
+                    return st;
+            }
+        } else if (!strcmp(key, "orientation")) {
+            IMS_RETURN_ERROR_IF(!json_is_string(v), err, IMS_ERR_INVALID, "%s: must be a string",
+                                what);
+            if ((st = set_orientation(f, json_string_value(v), err)) != IMS_OK)
+                return st;
+        } else if (!strcmp(key, "source_prefix")) {
+            IMS_RETURN_ERROR_IF(!json_is_string(v) || json_string_length(v) == 0 ||
+                                    json_string_length(v) > 4096 ||
+                                    strlen(json_string_value(v)) != json_string_length(v),
+                                err, IMS_ERR_INVALID, "%s: must be a non-empty string", what);
+            f->source_prefix = server_arena_strdup(a, json_string_value(v));
+            IMS_RETURN_ERROR_IF(!f->source_prefix, err, IMS_ERR_NOMEM, "out of memory");
+        } else if (!strcmp(key, "tags")) {
+            return ims_error_set(err, IMS_ERR_INVALID, "%s: tags are not supported yet", what);
+        } else {
+            return ims_error_set(err, IMS_ERR_INVALID,
+                                 "%s: unknown member (added, taken, min_width, min_height, "
+                                 "format, orientation, source_prefix)", what);
+        }
+    }
+    return IMS_OK;
+}
+
+static enum ims_status args_filter(const struct server_query_args *g, struct server_arena *a,
+                                   struct server_query *q, struct ims_error *err)
+{
+    if (!g->added_from && !g->added_to && !g->taken_from && !g->taken_to && !g->min_width &&
+        !g->min_height && !g->format && !g->orientation && !g->source_prefix)
+        return IMS_OK;
+    struct server_filter *f = filter_new(a, q);
+    IMS_RETURN_ERROR_IF(!f, err, IMS_ERR_NOMEM, "out of memory");
+    enum ims_status st;
+    const struct {
+        const char *v, *name;
+        int end;
+        int64_t *dst;
+        bool *has;
+    } times[] = {{g->added_from, "added_from", 0, &f->added_from, &f->has_added_from},
+                 {g->added_to, "added_to", 1, &f->added_to, &f->has_added_to},
+                 {g->taken_from, "taken_from", 0, &f->taken_from, &f->has_taken_from},
+                 {g->taken_to, "taken_to", 1, &f->taken_to, &f->has_taken_to}};
+    for (size_t i = 0; i < IMS_ARRAY_LEN(times); i++)
+        if (times[i].v) {
+            if ((st = parse_time(times[i].v, times[i].name, times[i].end, times[i].dst, err)) !=
+                IMS_OK)
+                return st;
+            *times[i].has = true;
+        }
+    long long x;
+    if (g->min_width) {
+        if ((st = server__parse_int(g->min_width, "min_width", 0, 1 << 30, &x, err)) != IMS_OK)
+            return st;
+        f->min_width = (uint32_t)x;
+    }
+    if (g->min_height) {
+        if ((st = server__parse_int(g->min_height, "min_height", 0, 1 << 30, &x, err)) != IMS_OK)
+            return st;
+        f->min_height = (uint32_t)x;
+    }
+    if (g->format)
+        for (const char *p = g->format;;) {
+            const char *c = strchr(p, ',');
+            size_t len = c ? (size_t)(c - p) : strlen(p);
+            if ((st = add_format(a, f, p, len, err)) != IMS_OK)
+                return st;
+            if (!c)
+                break;
+            p = c + 1;
+        }
+    if (g->orientation && (st = set_orientation(f, g->orientation, err)) != IMS_OK)
+        return st;
+    if (g->source_prefix) {
+        IMS_RETURN_ERROR_IF(!*g->source_prefix || strlen(g->source_prefix) > 4096, err,
+                            IMS_ERR_INVALID, "source_prefix: must be 1..4096 bytes");
+        f->source_prefix = g->source_prefix;
+    }
+    return IMS_OK;
 }
 
 /* ---- shared options (query string and multipart) ------------------------------------ */
@@ -385,6 +663,8 @@ enum ims_status server__query_from_args(const struct server_query_args *args,
     IMS_RETURN_ERROR_IF(n == 0, err, IMS_ERR_INVALID, "give q (text) and/or image_id");
     q->terms = terms;
     q->n_terms = n;
+    if ((st = args_filter(args, a, q, err)) != IMS_OK)
+        return st;
     return apply_options(args->k, args->offset, args->min_score, args->order, q, err);
 }
 

@@ -533,6 +533,8 @@ static json_t *row_json(const struct server_row *row)
     json_object_set_new(o, "width", json_integer(row->width));
     json_object_set_new(o, "height", json_integer(row->height));
     json_object_set_new(o, "added", json_integer(row->added_unix));
+    json_object_set_new(o, "taken", row->has_taken ? json_integer(row->taken) : json_null());
+    json_object_set_new(o, "format", row->format ? json_string(row->format) : json_null());
     json_object_set_new(o, "thumb", json_string(thumb));
     return o;
 }
@@ -664,7 +666,10 @@ static enum MHD_Result find_unknown_arg(void *cls, enum MHD_ValueKind kind, cons
 {
     (void)kind;
     (void)value;
-    static const char *const known[] = {"q", "image_id", "k", "offset", "min_score", "order"};
+    static const char *const known[] = {"q",          "image_id",   "k",         "offset",
+                                        "min_score",  "order",      "added_from", "added_to",
+                                        "taken_from", "taken_to",   "min_width", "min_height",
+                                        "format",     "orientation", "source_prefix"};
     struct unknown_arg *u = cls;
     for (size_t i = 0; i < IMS_ARRAY_LEN(known); i++)
         if (!strcmp(key, known[i]))
@@ -684,7 +689,8 @@ static enum MHD_Result h_search_get(struct request *r, struct MHD_Connection *c)
         struct ims_error uerr;
         ims_error_set(&uerr, IMS_ERR_INVALID,
                       "unknown query parameter '%s' (known: q, image_id, k, offset, min_score, "
-                      "order)",
+                      "order, added_from, added_to, taken_from, taken_to, min_width, "
+                      "min_height, format, orientation, source_prefix)",
                       u.name);
         return respond_error(r, c, IMS_ERR_INVALID, &uerr);
     }
@@ -695,6 +701,15 @@ static enum MHD_Result h_search_get(struct request *r, struct MHD_Connection *c)
         MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "offset"),
         MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "min_score"),
         MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "order"),
+        MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "added_from"),
+        MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "added_to"),
+        MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "taken_from"),
+        MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "taken_to"),
+        MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "min_width"),
+        MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "min_height"),
+        MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "format"),
+        MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "orientation"),
+        MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "source_prefix"),
     };
     struct server_query q;
     struct ims_error err = {{0}};

@@ -136,6 +136,9 @@ enum ims_status server__query_parse_json(const char *body, size_t len, struct se
 /* GET /api/v1/search: the decoded query-string values (NULL when absent). */
 struct server_query_args {
     const char *q, *image_id, *k, *offset, *min_score, *order;
+    /* filters (issue 10), NULL when absent */
+    const char *added_from, *added_to, *taken_from, *taken_to, *min_width, *min_height, *format,
+        *orientation, *source_prefix;
 };
 enum ims_status server__query_from_args(const struct server_query_args *args,
                                         struct server_arena *a, struct server_query *q,

@@ -305,6 +305,43 @@ enum ims_status store_get_thumbnail(struct store *st, int64_t id, void **jpeg, s
     return st->ops->get_thumbnail(st, id, jpeg, n_bytes, err);
 }
 
+enum ims_status store_filter_ids(struct store *st, const struct store_filter *f, int64_t **ids,
+                                 size_t *n, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || !f || !ids || !n, err, IMS_ERR_INVALID,
+                        "store_filter_ids: invalid arguments");
+    IMS_RETURN_ERROR_IF((f->formats && strlen(f->formats) > 512) ||
+                            (f->source_prefix && strlen(f->source_prefix) > 4096),
+                        err, IMS_ERR_INVALID, "filter: format list or source prefix too long");
+    /* both backends bind the same nine text parameters (NULL = no restriction) */
+    char v[6][24];
+    const char *p[9] = {0};
+    const int64_t *nums[4] = {f->has_added_from ? &f->added_from : NULL,
+                              f->has_added_to ? &f->added_to : NULL,
+                              f->has_taken_from ? &f->taken_from : NULL,
+                              f->has_taken_to ? &f->taken_to : NULL};
+    for (int i = 0; i < 4; i++)
+        if (nums[i]) {
+            snprintf(v[i], sizeof(v[i]), "%lld", (long long)*nums[i]);
+            p[i] = v[i];
+        }
+    snprintf(v[4], sizeof(v[4]), "%u", f->min_width);
+    snprintf(v[5], sizeof(v[5]), "%u", f->min_height);
+    p[4] = v[4];
+    p[5] = v[5];
+    char fmts[520];
+    if (f->formats && *f->formats) {
+        snprintf(fmts, sizeof(fmts), ",%s,", f->formats);
+        p[6] = fmts;
+    }
+    static const char *const orient[] = {"0", "1", "2", "3"};
+    p[7] = orient[(unsigned)f->orientation <= 3 ? f->orientation : 0];
+    p[8] = f->source_prefix && *f->source_prefix ? f->source_prefix : NULL;
+    *ids = NULL;
+    *n = 0;
+    return st->ops->filter_ids(st, p, ids, n, err);
+}
+
 enum ims_status store_count(struct store *st, int64_t *n, struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(!st || !n, err, IMS_ERR_INVALID, "store_count: invalid arguments");

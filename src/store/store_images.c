@@ -997,3 +997,66 @@ enum ims_status sq_restore_many(struct store *st, const struct store_restore_row
     sqlite3_finalize(th);
     return store__write_end(st, s, err);
 }
+
+/* ---- filters (issue 10) ---------------------------------------------------------- */
+
+static enum ims_status push_id(int64_t **ids, size_t *n, size_t *cap, int64_t id)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 256;
+        int64_t *p = ims_realloc(*ids, nc * sizeof(*p));
+        if (!p)
+            return IMS_ERR_NOMEM;
+        *ids = p;
+        *cap = nc;
+    }
+    (*ids)[(*n)++] = id;
+    return IMS_OK;
+}
+
+enum ims_status sq_filter_ids(struct store *st, const char *const prm[9], int64_t **ids_out,
+                              size_t *n_out, struct ims_error *err)
+{
+    static const char sql[] =
+        "SELECT id FROM images WHERE"
+        " (?1 IS NULL OR added >= CAST(?1 AS INTEGER)) AND (?2 IS NULL OR added <= CAST(?2 AS INTEGER))"
+        " AND (?3 IS NULL OR (json_type(metadata, '$.taken') IN ('integer', 'real')"
+        "      AND json_extract(metadata, '$.taken') >= CAST(?3 AS INTEGER)))"
+        " AND (?4 IS NULL OR (json_type(metadata, '$.taken') IN ('integer', 'real')"
+        "      AND json_extract(metadata, '$.taken') <= CAST(?4 AS INTEGER)))"
+        " AND width >= CAST(?5 AS INTEGER) AND height >= CAST(?6 AS INTEGER)"
+        " AND (?7 IS NULL OR instr(?7, ',' || lower(format) || ',') > 0)"
+        " AND (?8 = '0' OR (?8 = '1' AND width > height) OR (?8 = '2' AND height > width)"
+        "      OR (?8 = '3' AND width = height AND width > 0))"
+        " AND (?9 IS NULL OR substr(source, 1, length(?9)) = ?9)"
+        " ORDER BY id";
+    int64_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    enum ims_status s = store__reader_get(st, &db, err);
+    if (s != IMS_OK)
+        return s;
+    s = store__prepare(db, sql, &q, err);
+    if (s == IMS_OK) {
+        for (int i = 0; i < 9; i++)
+            sqlite3_bind_text(q, i + 1, prm[i], -1, SQLITE_STATIC);
+        int rc;
+        while ((rc = sqlite3_step(q)) == SQLITE_ROW)
+            if (push_id(&ids, &n, &cap, sqlite3_column_int64(q, 0)) != IMS_OK) {
+                s = ims_error_set(err, IMS_ERR_NOMEM, "store_filter_ids: out of memory");
+                break;
+            }
+        if (s == IMS_OK && rc != SQLITE_DONE)
+            s = store__db_error(db, rc, err, "filter images");
+    }
+    sqlite3_finalize(q);
+    store__reader_put(st, db);
+    if (s != IMS_OK) {
+        ims_free(ids);
+        return s;
+    }
+    *ids_out = ids;
+    *n_out = n;
+    return IMS_OK;
+}

@@ -61,6 +61,10 @@ struct store_ops {
     enum ims_status (*get_thumbnail)(struct store *, int64_t, void **, size_t *,
                                      struct ims_error *);
     enum ims_status (*count)(struct store *, int64_t *, struct ims_error *);
+    /* params: added from/to, taken from/to, min width/height, ",fmt,fmt,",
+     * orientation "0".."3", source prefix; as text, NULL = unrestricted */
+    enum ims_status (*filter_ids)(struct store *, const char *const params[9], int64_t **,
+                                  size_t *, struct ims_error *);
     enum ims_status (*max_id)(struct store *, int64_t *, struct ims_error *);
     enum ims_status (*list)(struct store *, enum store_order, int64_t, int64_t,
                             struct store_image_row **, size_t *, struct ims_error *);
@@ -200,6 +204,8 @@ enum ims_status sq_find_by_sha256(struct store *, const uint8_t *, int64_t *,
                                   struct ims_error *);
 enum ims_status sq_get_thumbnail(struct store *, int64_t, void **, size_t *, struct ims_error *);
 enum ims_status sq_count(struct store *, int64_t *, struct ims_error *);
+enum ims_status sq_filter_ids(struct store *, const char *const params[9], int64_t **, size_t *,
+                              struct ims_error *);
 enum ims_status sq_max_id(struct store *, int64_t *, struct ims_error *);
 enum ims_status sq_list(struct store *, enum store_order, int64_t, int64_t,
                         struct store_image_row **, size_t *, struct ims_error *);

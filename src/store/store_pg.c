@@ -1000,6 +1000,7 @@ static const struct store_ops pg_ops = {
     .find_by_sha256 = pg_find_by_sha256,
     .get_thumbnail = pg_get_thumbnail,
     .count = pg_count,
+    .filter_ids = pg_filter_ids,
     .max_id = pg_max_id,
     .list = pg_list,
     .scan_embeddings = pg_scan_embeddings,

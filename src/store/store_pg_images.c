@@ -966,3 +966,49 @@ enum ims_status pg_restore_many(struct store *st, const struct store_restore_row
     ims_free(ids);
     return pg_wend(st, c, s, err);
 }
+
+/* ---- filters (issue 10) ---------------------------------------------------------- */
+
+enum ims_status pg_filter_ids(struct store *st, const char *const prm[9], int64_t **ids_out,
+                              size_t *n_out, struct ims_error *err)
+{
+    /* "taken" is read only where it is a JSON number (imported metadata may
+     * hold anything under that key) */
+    static const char sql[] =
+        "SELECT id FROM images WHERE"
+        " ($1::int8 IS NULL OR added >= $1::int8) AND ($2::int8 IS NULL OR added <= $2::int8)"
+        " AND ($3::int8 IS NULL OR (CASE WHEN jsonb_typeof(metadata::jsonb->'taken') = 'number'"
+        "      THEN (metadata::jsonb->>'taken')::float8 END) >= $3::int8)"
+        " AND ($4::int8 IS NULL OR (CASE WHEN jsonb_typeof(metadata::jsonb->'taken') = 'number'"
+        "      THEN (metadata::jsonb->>'taken')::float8 END) <= $4::int8)"
+        " AND width >= $5::int8 AND height >= $6::int8"
+        " AND ($7::text IS NULL OR strpos($7::text, ',' || lower(format) || ',') > 0)"
+        " AND ($8::text = '0' OR ($8::text = '1' AND width > height)"
+        "      OR ($8::text = '2' AND height > width) OR ($8::text = '3' AND width = height AND width > 0))"
+        " AND ($9::text IS NULL OR left(source, length($9::text)) = $9::text)"
+        " ORDER BY id";
+    PGconn *c = NULL;
+    PGresult *r = NULL;
+    enum ims_status s = pg_get(st, &c, err);
+    if (s != IMS_OK)
+        return s;
+    struct pgp p = {0};
+    for (int i = 0; i < 9; i++)
+        pgp_text(&p, prm[i]);
+    s = pg_q(c, sql, &p, &r, err, "filter images");
+    pg_put(st, c);
+    if (s != IMS_OK)
+        return s;
+    size_t n = (size_t)PQntuples(r);
+    int64_t *ids = n ? ims_malloc(n * sizeof(*ids)) : NULL;
+    if (n && !ids) {
+        PQclear(r);
+        return ims_error_set(err, IMS_ERR_NOMEM, "store_filter_ids: out of memory");
+    }
+    for (size_t i = 0; i < n; i++)
+        ids[i] = pg_i64(r, (int)i, 0);
+    PQclear(r);
+    *ids_out = ids;
+    *n_out = n;
+    return IMS_OK;
+}

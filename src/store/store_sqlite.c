@@ -833,6 +833,7 @@ const struct store_ops store__sqlite_ops = {
     .find_by_sha256 = sq_find_by_sha256,
     .get_thumbnail = sq_get_thumbnail,
     .count = sq_count,
+    .filter_ids = sq_filter_ids,
     .max_id = sq_max_id,
     .list = sq_list,
     .scan_embeddings = sq_scan_embeddings,

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * fuzz_image.c: arbitrary bytes -> image_info, image_decode, and when the
- * decode succeeds the CLIP preprocessing, normalisation and a thumbnail.
+ * decode succeeds the CLIP preprocessing, normalisation and a thumbnail;
+ * the EXIF reader on the same bytes (as a file and as a bare EXIF block),
+ * and the orientation transform of the decoded image.
  * Limits are small (1 megapixel, 1 MiB) so that the fuzzer explores formats
  * rather than allocating; invariants that must hold for any input abort.
  */
@@ -18,6 +20,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct ims_error err = {0};
     struct image_info info;
     enum ims_status ist = image_info(data, size, &lim, &info, &err);
+    struct image_exif ex;
+    if (image_exif_read(data, size, &ex, &err) == IMS_OK &&
+        (ex.orientation < 1 || ex.orientation > 8))
+        abort();
+    image_exif_parse(data, size, &ex);
+    if (ex.orientation < 1 || ex.orientation > 8 || ex.make[sizeof(ex.make) - 1] ||
+        (ex.has_gps && (ex.lat < -90 || ex.lat > 90 || ex.lon < -180 || ex.lon > 180)))
+        abort();
     struct image *img = NULL;
     enum ims_status st = image_decode(data, size, &lim, &img, &err);
     if (st != IMS_OK) {
@@ -43,6 +53,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         image_free(t);
     }
     ims_free(jpg);
+    struct image *o = NULL;
+    int orient = 1 + (int)(size % 8);
+    if (image_orient(img, orient, &o, &err) == IMS_OK) {
+        int sw = orient >= 5;
+        if (o->width != (sw ? img->height : img->width) ||
+            o->height != (sw ? img->width : img->height))
+            abort();
+        image_free(o);
+    }
     image_free(img);
     return 0;
 }

@@ -48,7 +48,43 @@ def pack_bits(vals, bits):
     return bytes(out)
 
 
+def tiff(path, endian, spp, bps, photometric, extra=None, orientation=None):
+    """An uncompressed one-strip TIFF of W x H, sample = v16(x, y + 7 * c)
+    (its high byte for 8 bits), with optional ExtraSamples and Orientation."""
+    e = "<" if endian == "II" else ">"
+    data = bytearray()
+    for y in range(H):
+        for x in range(W):
+            for c in range(spp):
+                v = v16(x, y + 7 * c)
+                data += struct.pack(e + "H", v) if bps == 16 else bytes([v >> 8])
+    tags = [(256, 3, W), (257, 3, H), (258, 3, bps), (259, 3, 1), (262, 3, photometric),
+            (273, 4, 0), (277, 3, spp), (278, 3, H), (279, 4, len(data))]
+    if orientation:
+        tags.append((274, 3, orientation))
+    if extra is not None:
+        tags.append((338, 3, extra))
+    tags.sort()
+    ifd_at = 8
+    data_at = ifd_at + 2 + 12 * len(tags) + 4
+    out = bytearray(endian.encode() + struct.pack(e + "HI", 42, ifd_at))
+    out += struct.pack(e + "H", len(tags))
+    for tag, typ, val in tags:
+        if tag == 273:
+            val = data_at
+        if typ == 3:
+            out += struct.pack(e + "HHIHH", tag, typ, 1, val, 0)
+        else:
+            out += struct.pack(e + "HHII", tag, typ, 1, val)
+    out += struct.pack(e + "I", 0) + data
+    with open(path, "wb") as f:
+        f.write(out)
+
+
 def main(d):
+    tiff(os.path.join(d, "seed_rgb8.tif"), "II", 3, 8, 2, orientation=6)
+    tiff(os.path.join(d, "seed_rgba16_be.tif"), "MM", 4, 16, 2, extra=2)
+    tiff(os.path.join(d, "seed_grey16.tif"), "II", 1, 16, 1)
     png(os.path.join(d, "seed_grey16.png"), 16, 0,
         [b"".join(struct.pack(">H", v16(x, y)) for x in range(W)) for y in range(H)])
     png(os.path.join(d, "seed_ga16.png"), 16, 4,

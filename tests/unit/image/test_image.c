@@ -512,8 +512,9 @@ static void test_not_images(void **state)
         {"<HTML><HEAD>", 12, "HTML document"},
         {"%PDF-1.7\n", 9, "PDF document"},
         {"<?xml version=\"1.0\"?><svg xmlns=", 33, "SVG"},
-        {"II*\0\x08\0\0\0", 8, "TIFF"},
-        {"\0\0\0\x1c" "ftypavif", 12, "AVIF"},
+        {"II+\0\x08\0\0\0", 8, "BigTIFF"},
+        {"\0\0\0\x18" "ftypavis\0\0\0\0avis", 20, "image sequence"},
+        {"\0\0\0\x18" "ftypisom\0\0\0\0mp41", 20, "video"},
         {"{\"error\": 1}", 12, "JSON"},
         {"\x01\x02\x03\x04\x05", 5, "01 02 03 04 05"},
     };
@@ -531,6 +532,11 @@ static void test_not_images(void **state)
         {"\xff\xd8\xff\xe0", 4, IMAGE_FORMAT_JPEG}, {"\x89PNG\r\n\x1a\n", 8, IMAGE_FORMAT_PNG},
         {"GIF87a", 6, IMAGE_FORMAT_GIF},            {"GIF89a", 6, IMAGE_FORMAT_GIF},
         {"RIFF\0\0\0\0WEBP", 12, IMAGE_FORMAT_WEBP}, {"BM", 2, IMAGE_FORMAT_BMP},
+        {"II*\0", 4, IMAGE_FORMAT_TIFF}, {"MM\0*", 4, IMAGE_FORMAT_TIFF},
+        {"\0\0\0\x18" "ftypheic\0\0\0\0mif1heic", 24, IMAGE_FORMAT_HEIF},
+        {"\0\0\0\x18" "ftypmif1\0\0\0\0mif1heic", 24, IMAGE_FORMAT_HEIF},
+        {"\0\0\0\x1c" "ftypavif\0\0\0\0avifmif1miaf", 28, IMAGE_FORMAT_AVIF},
+        {"\0\0\0\x18" "ftypmif1\0\0\0\0mif1avif", 24, IMAGE_FORMAT_AVIF},
     };
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         enum image_format f = (enum image_format)-1;

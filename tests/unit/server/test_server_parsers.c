@@ -160,9 +160,55 @@ static void test_arena_cap(void **state)
     server__arena_fini(&a);
 }
 
+/* Filter dates in GET queries: UTC days (a "to" bound takes the day's last
+ * second), full times, unix seconds; impossible dates are 400s. */
+static void test_filter_dates(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *from, *to;
+        int ok;
+        int64_t want_from, want_to;
+    } cases[] = {
+        {"2024-01-01", "2024-02-29", 1, 1704067200, 1709251199}, /* leap day */
+        {"1970-01-01T00:00:00Z", "2000-03-01 12:30:05", 1, 0, 951913805},
+        {"1969-12-31", "86400", 1, -86400, 86400},
+        {"2023-02-29", NULL, 0, 0, 0}, /* not a leap year */
+        {"1900-02-29", NULL, 0, 0, 0}, /* century, not a leap year */
+        {"2024-13-01", NULL, 0, 0, 0},
+        {"2024-01-01T24:00:00", NULL, 0, 0, 0},
+        {"2024-1-01", NULL, 0, 0, 0},
+        {"yesterday", NULL, 0, 0, 0},
+    };
+    for (size_t i = 0; i < IMS_ARRAY_LEN(cases); i++) {
+        struct server_arena a;
+        server__arena_init(&a, 1 << 20);
+        struct server_query_args g;
+        memset(&g, 0, sizeof(g));
+        g.q = "beach";
+        g.added_from = cases[i].from;
+        g.added_to = cases[i].to;
+        struct server_query q;
+        memset(&q, 0, sizeof(q));
+        struct ims_error err = {{0}};
+        enum ims_status st = server__query_from_args(&g, &a, &q, &err);
+        if (!cases[i].ok) {
+            assert_int_equal(st, IMS_ERR_INVALID);
+            assert_non_null(strstr(err.message, "added_from"));
+        } else {
+            assert_int_equal(st, IMS_OK);
+            assert_non_null(q.filter);
+            assert_true(q.filter->has_added_from && q.filter->has_added_to);
+            assert_int_equal(q.filter->added_from, cases[i].want_from);
+            assert_int_equal(q.filter->added_to, cases[i].want_to);
+        }
+        server__arena_fini(&a);
+    }
+}
+
 const struct CMUnitTest server_parser_tests[] = {
     cmocka_unit_test(test_mp_every_chunking), cmocka_unit_test(test_mp_boundary),
     cmocka_unit_test(test_mp_limits),         cmocka_unit_test(test_rate_limiter),
-    cmocka_unit_test(test_arena_cap),
+    cmocka_unit_test(test_arena_cap),         cmocka_unit_test(test_filter_dates),
 };
 const size_t server_n_parser_tests = IMS_ARRAY_LEN(server_parser_tests);
