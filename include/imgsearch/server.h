@@ -332,7 +332,8 @@ enum ims_status server_start(const struct server_options *o, const struct server
                              struct server **out, struct ims_error *err);
 /* The bound TCP port (the ephemeral one when options.port was 0). */
 unsigned server_port(const struct server *s);
-/* Stops accepting connections (the listening socket is closed at once), lets
+/* Stops accepting connections (the listening socket is shut down at once, so
+ * new clients are refused, and closed once MHD's threads have stopped), lets
  * requests already running finish for up to options.drain_ms, then stops the
  * threads. Backend calls still running at the deadline are waited for (the
  * threads are joined), so backends must return in bounded time. Idempotent. */

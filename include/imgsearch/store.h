@@ -480,7 +480,7 @@ enum ims_status store_job_fail_unfinished(struct store *st, int64_t *n, struct i
  * An item is queued, claimed (by a node, until lease_until), done or failed.
  * store_job_claim takes queued items and claimed items whose lease expired,
  * oldest first over every job. A job is "running" from its first claim and
- * becomes done (or failed if every item failed) once it is sealed and every
+ * becomes done once it is sealed and every
  * item finished; its done/failed counters and errors are updated in the same
  * transaction as the items, so any node reading it sees the same progress.
  * A finish or renew by a node that no longer holds the item's claim is
@@ -505,7 +505,10 @@ enum ims_status store_job_add_items(struct store *st, const char *id,
                                     const char *const *sources, size_t n,
                                     struct ims_error *err);
 /* Marks job `id` complete: no more items. A job whose items are all
- * finished becomes done (failed if all failed) at once. Idempotent. */
+ * finished becomes done at once. Idempotent. (A job is "done" when it ran,
+ * whatever its items' outcomes, which its done/failed counters and errors
+ * tell, as before jobs were rows; "failed" is for a job that could not run,
+ * e.g. its items could not be written.) */
 enum ims_status store_job_seal(struct store *st, const char *id, struct ims_error *err);
 
 /* A claimed item, owned by the array store_job_claim returns. */

@@ -172,13 +172,7 @@ enum ims_status image__budget_reserve(size_t bytes, struct ims_error *err)
     if (g_budget - g_budget_used < bytes) {
         atomic_fetch_add(&g_n_waited, 1);
         struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += g_budget_wait_ms / 1000;
-        until.tv_nsec += (long)(g_budget_wait_ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        ims_deadline_after_ms(CLOCK_MONOTONIC, (long)g_budget_wait_ms, &until);
         int rc = 0;
         while (g_budget - IMS_MIN(g_budget_used, g_budget) < bytes && rc != ETIMEDOUT)
             rc = pthread_cond_timedwait(&g_budget_cv, &g_budget_mu, &until);

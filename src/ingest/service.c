@@ -71,13 +71,7 @@ struct ingest {
 
 static void deadline_in(struct timespec *ts, long ms)
 {
-    clock_gettime(CLOCK_REALTIME, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
+    ims_deadline_after_ms(CLOCK_REALTIME, ms, ts); /* the condition's default clock */
 }
 
 /* Waits on the service's condition for at most ms; ing->mu held. */

@@ -540,13 +540,7 @@ enum ims_status replica_catch_up(struct replica *r, struct ims_error *err)
 
 static void deadline_after(struct timespec *ts, int ms)
 {
-    clock_gettime(CLOCK_REALTIME, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
+    ims_deadline_after_ms(CLOCK_REALTIME, ms, ts); /* the condition's default clock */
 }
 
 enum ims_status replica_sync(struct replica *r, int64_t seq, int timeout_ms,

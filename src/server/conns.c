@@ -52,12 +52,7 @@ static void *watchdog(void *arg)
     pthread_mutex_lock(&cs->mu);
     while (!cs->stop) {
         struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += SWEEP_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        ims_deadline_after_ms(CLOCK_MONOTONIC, SWEEP_MS, &ts);
         pthread_cond_timedwait(&cs->cv, &cs->mu, &ts);
         if (cs->stop)
             break;

@@ -53,15 +53,7 @@ void server__rl_fini(struct server_rl *rl)
     }
 }
 
-static uint64_t rl_hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ull;
-    }
-    return h;
-}
+static uint64_t rl_hash(const char *s) { return ims_fnv1a64(s, strlen(s)); }
 
 static double refilled(const struct server_rl *rl, const struct server_rl_slot *s, double now)
 {

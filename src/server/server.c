@@ -60,9 +60,11 @@
  *
  * Shutdown order (server_stop): set `stopping` (new requests on kept-alive
  * connections get 503 + Connection: close, waits in the gate give up) ->
- * MHD_quiesce_daemon + close the listening socket (new connections are
- * refused at once) -> wait until no request is active or drain_ms passed ->
- * MHD_stop_daemon (joins the pool threads, closes remaining connections).
+ * MHD_quiesce_daemon + shutdown() of the listening socket (new connections
+ * are refused at once) -> wait until no request is active or drain_ms
+ * passed -> MHD_stop_daemon (joins the pool threads, closes remaining
+ * connections) -> close the listening socket (only now: MHD's epoll threads
+ * may still hold it until they are joined).
  *
  * Locks: gate_mu guards inflight/waiting; drain_mu pairs with the atomic
  * `active` for the drain wait; log_mu serialises log lines; the rate limiter
@@ -489,13 +491,7 @@ static bool gate_enter(struct server *s)
         ok = true;
     } else if (s->waiting < s->o.max_queued && !atomic_load(&s->stopping)) {
         struct timespec deadline;
-        clock_gettime(CLOCK_MONOTONIC, &deadline);
-        deadline.tv_sec += s->o.queue_wait_ms / 1000;
-        deadline.tv_nsec += (long)(s->o.queue_wait_ms % 1000) * 1000000L;
-        if (deadline.tv_nsec >= 1000000000L) {
-            deadline.tv_sec++;
-            deadline.tv_nsec -= 1000000000L;
-        }
+        ims_deadline_after_ms(CLOCK_MONOTONIC, (long)s->o.queue_wait_ms, &deadline);
         s->waiting++;
         int rc = 0;
         while (s->inflight >= s->o.max_inflight && rc != ETIMEDOUT &&
@@ -573,16 +569,6 @@ static enum ims_status parse_image_id(const char *s, int64_t *out, struct ims_er
     return st;
 }
 
-static uint64_t fnv1a(const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
 
 static bool etag_matches(struct MHD_Connection *c, const char *etag)
 {
@@ -600,7 +586,7 @@ static enum MHD_Result serve_asset(struct request *r, struct MHD_Connection *c, 
     if (!a)
         return respond_msg(r, c, IMS_ERR_NOT_FOUND, "no such asset");
     char etag[24];
-    snprintf(etag, sizeof(etag), "\"%016llx\"", (unsigned long long)fnv1a(a->data, a->len));
+    snprintf(etag, sizeof(etag), "\"%016llx\"", (unsigned long long)ims_fnv1a64(a->data, a->len));
     struct hdr h[4] = {{"ETag", etag},
                        {"Cache-Control", "no-cache"},
                        {"Content-Security-Policy", csp},
@@ -934,7 +920,7 @@ static enum MHD_Result h_thumb(struct request *r, struct MHD_Connection *c)
     if (st != IMS_OK)
         return respond_error(r, c, st, &err);
     char etag[24];
-    snprintf(etag, sizeof(etag), "\"%016llx\"", (unsigned long long)fnv1a(jpeg.ptr, jpeg.len));
+    snprintf(etag, sizeof(etag), "\"%016llx\"", (unsigned long long)ims_fnv1a64(jpeg.ptr, jpeg.len));
     struct hdr h[2] = {{"ETag", etag}, {"Cache-Control", "public, max-age=86400"}};
     if (etag_matches(c, etag))
         return queue(r, c, 304, "", 0, NULL, h, 2);
@@ -1973,13 +1959,7 @@ void server_stop(struct server *s)
     if (fd != MHD_INVALID_SOCKET)
         shutdown(fd, SHUT_RDWR);
     struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += s->o.drain_ms / 1000;
-    deadline.tv_nsec += (long)(s->o.drain_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    ims_deadline_after_ms(CLOCK_MONOTONIC, (long)s->o.drain_ms, &deadline);
     pthread_mutex_lock(&s->drain_mu);
     int rc = 0;
     while (atomic_load(&s->active) > 0 && rc != ETIMEDOUT)

@@ -132,13 +132,7 @@ static pthread_mutex_t prep_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct prep *prep_tab;
 static size_t prep_n, prep_cap;
 
-static uint64_t sql_hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
+static uint64_t sql_hash(const char *s) { return ims_fnv1a64(s, strlen(s)); }
 
 static int prep_has(const PGconn *c, uint64_t h)
 {

@@ -62,14 +62,7 @@ struct bset { /* open addressing over row indexes; key = source or sha256 */
     size_t mask;
 };
 
-static uint64_t fnv(const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ b[i]) * 1099511628211ull;
-    return h;
-}
+static uint64_t fnv(const void *p, size_t n) { return ims_fnv1a64(p, n); }
 
 static int bset_init(struct bset *s, size_t n)
 {
