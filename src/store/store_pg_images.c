@@ -62,6 +62,27 @@ struct bset { /* open addressing over row indexes; key = source or sha256 */
     size_t mask;
 };
 
+/* Sends the three COPY buffers an insert or a restore built (images, then
+ * embeddings, then thumbnails when there are any); every buffer is
+ * released whatever happens. */
+static enum ims_status copy_rows(PGconn *c, struct pgcopy *bi, struct pgcopy *be,
+                                 struct pgcopy *bt, size_t n_thumbs, struct ims_error *err)
+{
+    enum ims_status s = pgc_send(c,
+                                 "COPY images(id, source, sha256, format, width, height, bytes, "
+                                 "added, caption, metadata, model) FROM STDIN (FORMAT binary)",
+                                 bi, err);
+    if (s == IMS_OK)
+        s = pgc_send(c, "COPY embeddings(image_id, vec) FROM STDIN (FORMAT binary)", be, err);
+    else
+        ims_free(be->p);
+    if (s == IMS_OK && n_thumbs > 0)
+        s = pgc_send(c, "COPY thumbnails(image_id, jpeg) FROM STDIN (FORMAT binary)", bt, err);
+    else
+        ims_free(bt->p);
+    return s;
+}
+
 static uint64_t fnv(const void *p, size_t n) { return ims_fnv1a64(p, n); }
 
 static int bset_init(struct bset *s, size_t n)
@@ -282,20 +303,7 @@ static enum ims_status insert_batch(struct store *st, PGconn *c,
                 n_thumbs++;
             }
         }
-        s = pgc_send(c,
-                     "COPY images(id, source, sha256, format, width, height, bytes, added, "
-                     "caption, metadata, model) FROM STDIN (FORMAT binary)",
-                     &bi, err);
-        if (s == IMS_OK)
-            s = pgc_send(c, "COPY embeddings(image_id, vec) FROM STDIN (FORMAT binary)", &be,
-                         err);
-        else
-            ims_free(be.p);
-        if (s == IMS_OK && n_thumbs > 0)
-            s = pgc_send(c, "COPY thumbnails(image_id, jpeg) FROM STDIN (FORMAT binary)", &bt,
-                         err);
-        else
-            ims_free(bt.p);
+        s = copy_rows(c, &bi, &be, &bt, n_thumbs, err);
     }
     for (size_t i = 0; i < n && s == IMS_OK; i++) {
         if (plan[i] != P_COMPLETE)
@@ -934,20 +942,7 @@ enum ims_status pg_restore_many(struct store *st, const struct store_restore_row
                 n_thumbs++;
             }
         }
-        s = pgc_send(c,
-                     "COPY images(id, source, sha256, format, width, height, bytes, added, "
-                     "caption, metadata, model) FROM STDIN (FORMAT binary)",
-                     &bi, err);
-        if (s == IMS_OK)
-            s = pgc_send(c, "COPY embeddings(image_id, vec) FROM STDIN (FORMAT binary)", &be,
-                         err);
-        else
-            ims_free(be.p);
-        if (s == IMS_OK && n_thumbs > 0)
-            s = pgc_send(c, "COPY thumbnails(image_id, jpeg) FROM STDIN (FORMAT binary)", &bt,
-                         err);
-        else
-            ims_free(bt.p);
+        s = copy_rows(c, &bi, &be, &bt, n_thumbs, err);
     }
     if (s == IMS_OK) {
         struct pgp p = {0};
