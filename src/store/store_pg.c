@@ -520,6 +520,9 @@ static const char *const pg_migrations[] = {
      * the message); a failed cast would abort the whole transaction */
     "CREATE FUNCTION ims_json_valid(t text) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $f$"
     " BEGIN PERFORM t::jsonb; RETURN true; EXCEPTION WHEN others THEN RETURN false; END $f$;",
+    /* v3: the file's size and mtime (ns) when the row was last synced
+     * (add --sync, serve --watch); NULL: never synced */
+    "ALTER TABLE images ADD COLUMN file_size bigint, ADD COLUMN file_mtime_ns bigint;",
 };
 
 _Static_assert(sizeof(pg_migrations) / sizeof(pg_migrations[0]) == STORE_SCHEMA_VERSION,
@@ -1017,4 +1020,6 @@ static const struct store_ops pg_ops = {
     .job_renew = pg_job_renew,
     .job_finish = pg_job_finish,
     .job_item_get = pg_job_item_get,
+    .list_under = pg_list_under,
+    .update_files = pg_update_files,
 };
