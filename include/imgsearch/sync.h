@@ -12,7 +12,8 @@
  *
  * One sync of FOLDER (made absolute with realpath) compares the files under
  * it (recursive; dot-files, symbolic links and other non-regular files are
- * skipped; images by extension, else by their first bytes) with the
+ * skipped; images by extension; a file without any extension by its first
+ * bytes, until it has a row) with the
  * catalogue rows whose source lies under it (store_list_under):
  *   - a file without a row is added through the ingest pipeline, unless its
  *     content is that of a row whose file is gone: then that row is renamed
@@ -95,7 +96,7 @@ struct sync_summary {
     int64_t files_read; /* files whose content this sync read and hashed (not counting
                            the ingest pipeline's own read of what it adds) */
     int64_t bytes_read;
-    int64_t sniffed;    /* files without an image extension whose first bytes were read */
+    int64_t sniffed;    /* extensionless files without a row whose first bytes were read */
     double elapsed_s;
 };
 

@@ -169,8 +169,10 @@ static void walk(struct listing *l, const char *dir, int depth)
             if (S_ISDIR(sb.st_mode)) {
                 walk(l, path, depth + 1);
             } else if (S_ISREG(sb.st_mode)) {
+                /* an extensionless file may be an image (downloads): its first
+                 * bytes decide, once; other extensions are never opened */
                 int take = has_image_extension(name) || has_row(l, path);
-                if (!take) {
+                if (!take && !strchr(name, '.')) {
                     l->sniffed++;
                     take = sniffs_as_image(path);
                 }
@@ -325,6 +327,7 @@ enum ims_status sync__folder(const struct ingest_deps *deps, const struct ingest
     int64_t *del = NULL;
     size_t n_del = 0;
     uint8_t *gone_matched = NULL;
+    size_t *gone = NULL, n_gone = 0;
     struct run r = {0};
     pthread_mutex_init(&r.mu, NULL);
     enum ims_status st = store_list_under(deps->store, root, &rows, &n_rows, err);
@@ -356,18 +359,19 @@ enum ims_status sync__folder(const struct ingest_deps *deps, const struct ingest
     upd = ims_calloc(cap, sizeof(*upd));
     del = ims_calloc(cap, sizeof(*del));
     gone_matched = ims_calloc(n_rows ? n_rows : 1, 1);
+    gone = ims_calloc(n_rows ? n_rows : 1, sizeof(*gone));
     r.paths = ims_calloc(cap, sizeof(*r.paths));
     r.is_changed = ims_calloc(l.n ? l.n : 1, 1);
     r.added = ims_calloc(cap, sizeof(*r.added));
-    if (!upd || !del || !gone_matched || !r.paths || !r.is_changed || !r.added) {
+    if (!upd || !del || !gone_matched || !gone || !r.paths || !r.is_changed || !r.added) {
         st = ims_error_set(err, IMS_ERR_NOMEM, "sync: out of memory");
         goto out;
     }
-    /* the sizes of rows whose file is gone: a new file of such a size may be
-     * one of them renamed, and only then is it hashed here */
-    int any_gone = 0;
+    /* the rows whose file is gone: a new file of the size of one of them may
+     * be it renamed, and only then is it hashed here */
     for (size_t i = 0; i < n_steps; i++)
-        any_gone |= steps[i].action == SYNC_GONE && rows[steps[i].row].has_sha256;
+        if (steps[i].action == SYNC_GONE && rows[steps[i].row].has_sha256)
+            gone[n_gone++] = steps[i].row;
     for (size_t i = 0; i < n_steps && !(cancel && atomic_load(cancel)); i++) {
         const struct sync_step *s = &steps[i];
         const struct sync_file *f = s->file != SYNC_NONE ? &l.v[s->file] : NULL;
@@ -391,23 +395,16 @@ enum ims_status sync__folder(const struct ingest_deps *deps, const struct ingest
             break;
         case SYNC_NEW: {
             size_t match = SYNC_NONE;
-            if (any_gone) {
-                int candidate = 0;
-                for (size_t j = 0; j < n_steps && !candidate; j++) {
-                    const struct store_file_row *g =
-                        steps[j].action == SYNC_GONE ? &rows[steps[j].row] : NULL;
-                    candidate = g && g->has_sha256 && !gone_matched[steps[j].row] &&
-                                (g->bytes == f->size || (g->has_file_state &&
-                                                         g->file_size == f->size));
-                }
-                if (candidate && hash_file(f->path, h, &sum, &ferr) == IMS_OK) {
-                    for (size_t j = 0; j < n_steps && match == SYNC_NONE; j++)
-                        if (steps[j].action == SYNC_GONE && !gone_matched[steps[j].row] &&
-                            rows[steps[j].row].has_sha256 &&
-                            memcmp(rows[steps[j].row].sha256, h, 32) == 0)
-                            match = steps[j].row;
-                }
+            int candidate = 0;
+            for (size_t j = 0; j < n_gone && !candidate; j++) {
+                const struct store_file_row *g = &rows[gone[j]];
+                candidate = !gone_matched[gone[j]] &&
+                            (g->bytes == f->size || (g->has_file_state && g->file_size == f->size));
             }
+            if (candidate && hash_file(f->path, h, &sum, &ferr) == IMS_OK)
+                for (size_t j = 0; j < n_gone && match == SYNC_NONE; j++)
+                    if (!gone_matched[gone[j]] && memcmp(rows[gone[j]].sha256, h, 32) == 0)
+                        match = gone[j];
             if (match != SYNC_NONE) {
                 gone_matched[match] = 1;
                 upd[n_upd++] = (struct store_file_update){rows[match].id, f->path, f->size,
@@ -478,6 +475,7 @@ out:
     ims_free(upd);
     ims_free(del);
     ims_free(gone_matched);
+    ims_free(gone);
     ims_free(steps);
     listing_free(&l);
     store_file_rows_free(rows, n_rows);
