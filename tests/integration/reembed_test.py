@@ -14,7 +14,11 @@
 - searching NEW with model B finds the images; --to the same folder, a
   missing --to or --model, and a missing old catalogue are refused.
 
-    reembed_test.py IMGSEARCH SOURCE_DIR
+With "pg" as third argument, the same re-embed also goes --to a
+PostgreSQL database (rows, their dim and the recorded model checked with
+psql), twice (the second run finds every source present).
+
+    reembed_test.py IMGSEARCH SOURCE_DIR [pg]
 """
 import json
 import os
@@ -28,6 +32,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from ingest_common import HostileServer, check, finish, tiny_model  # noqa: E402
+from pgutil import PgServer, psql  # noqa: E402
 
 
 def write_bmp(path, seed):
@@ -137,6 +142,24 @@ def main():
             res = []
         check(rc == 0 and res and res[0]["url"].endswith("p0.bmp"),
               "the new catalogue answers searches with the new model: %r" % out[:300])
+
+        if len(sys.argv) > 3 and sys.argv[3] == "pg":
+            with PgServer() as pg:
+                url = pg.new_database()
+                for attempt in (1, 2):
+                    rc, out, err = run(exe, "reembed", *common, "--model", model_b, "--to", url,
+                                       "--json")
+                    doc = json.loads(out.strip().splitlines()[-1]) if rc == 0 else {}
+                    want = (5, 0) if attempt == 1 else (0, 5)
+                    check(rc == 0 and (doc.get("reembedded"), doc.get("present")) == want and
+                          doc.get("gone") == 2,
+                          "reembed --to postgresql run %d: rc %d %r %s" % (attempt, rc, doc, err))
+                got = psql(url, "SELECT count(*), min(length(e.vec)), max(length(e.vec))"
+                                " FROM images i JOIN embeddings e ON e.image_id = i.id").strip()
+                check(got == "5|64|64", "PostgreSQL target holds 5 rows of dim 16: %r" % got)
+                dim = psql(url, "SELECT dim FROM model").strip()
+                check(dim == "16", "PostgreSQL target records the new model: %r" % dim)
+            check(snapshot(old) == before, "the old catalogue is still untouched")
 
         rc, _, err = run(exe, "reembed", "--data", old, "--model", model_b, "--to", old)
         check(rc == 1 and "catalogue being read" in err, "--to the same folder refused: %s" % err)
