@@ -325,6 +325,31 @@ typedef int (*store_scan_fn)(void *user, const int64_t *ids, const float *vector
 enum ims_status store_scan_embeddings(struct store *st, int64_t after_id, size_t chunk_rows,
                                       store_scan_fn fn, void *user, struct ims_error *err);
 
+/* ---- the node's row cache (serve --row-cache-mb) ---------------------------
+ *
+ * store_get_many without STORE_FIELD_EMBEDDING (the join of search hits)
+ * can be served from a cache of rows bounded by bytes, so a repeated result
+ * set costs no catalogue round trip. This store's own writes evict what they
+ * touch when they commit; other writers' changes are evicted by whoever
+ * follows the change feed (the replica: store_row_cache_evict for every
+ * DELETE and UPDATE change, before its index drops the id), so a row deleted
+ * anywhere is served from the cache no longer than the node's index still
+ * holds its id. */
+struct store_row_cache_stats {
+    size_t max_bytes, bytes, rows;
+    uint64_t hits, misses;
+    uint64_t invalidated; /* rows evicted because they changed */
+    uint64_t dropped;     /* least recently used rows dropped to stay in bounds */
+};
+/* Enables (max_bytes > 0, replacing any earlier cache) or disables (0) the
+ * cache. Call before the store is shared between threads. */
+enum ims_status store_row_cache_set(struct store *st, size_t max_bytes, struct ims_error *err);
+/* Evicts ids[0..n) from the cache; ids NULL evicts everything. No-op
+ * without a cache. Thread-safe. */
+void store_row_cache_evict(struct store *st, const int64_t *ids, size_t n);
+/* Zeroes *out without a cache. Thread-safe. */
+void store_row_cache_get_stats(struct store *st, struct store_row_cache_stats *out);
+
 /* ---- copying a catalogue (imgsearch catalogue copy) ------------------------ */
 
 /* One row read from another catalogue, with its thumbnail (NULL/0: none).
@@ -532,6 +557,14 @@ void store_job_items_free(struct store_job_item *items, size_t n);
 enum ims_status store_job_renew(struct store *st, const char *node_id, const int64_t *item_ids,
                                 size_t n, int64_t lease_ms, uint8_t *renewed,
                                 struct ims_error *err);
+
+/* At a node's start: the items an earlier run under the same node_id still
+ * holds (it crashed or was killed) are released at once -- their leases
+ * expire now, so they are claimed again without waiting for them to lapse.
+ * Only for a node id no other running process uses. *n (optional) gets how
+ * many. */
+enum ims_status store_job_release_node(struct store *st, const char *node_id, int64_t *n,
+                                       struct ims_error *err);
 
 enum store_item_outcome {
     STORE_ITEM_ADDED = 0,  /* image_id is the new (or completed) row */

@@ -828,15 +828,32 @@ static enum ims_status pg_changes_after(struct store *st, int64_t after, size_t 
     return s;
 }
 
+/* Several nodes may apply the same retention policy: one at a time trims
+ * (a transaction advisory lock taken without waiting); the others find it
+ * taken and leave the work to it. */
+#define STORE_PG_TRIM_LOCK 1768777075
 static enum ims_status pg_change_trim(struct store *st, int64_t upto, struct ims_error *err)
 {
     PGconn *c = NULL;
-    enum ims_status s = pg_wbegin(st, &c, 1, err);
+    PGresult *r = NULL;
+    enum ims_status s = pg_wbegin(st, &c, 0, err);
     if (s != IMS_OK)
         return s;
+    struct pgp t = {0};
+    pgp_i64(&t, STORE_PG_TRIM_LOCK);
+    s = pg_q(c, "SELECT pg_try_advisory_xact_lock($1)", &t, &r, err, "trim lock");
+    int mine = s == IMS_OK && PQntuples(r) == 1 && PQgetlength(r, 0, 0) == 1 &&
+               PQgetvalue(r, 0, 0)[0] == 1; /* binary bool */
+    PQclear(r);
+    if (s != IMS_OK || !mine)
+        return pg_wend(st, c, s, err);
+    struct pgp w = {0};
+    pgp_i64(&w, STORE_PG_WRITE_LOCK);
+    s = pg_x(c, "SELECT pg_advisory_xact_lock($1)", &w, err, "write lock");
     struct pgp p = {0};
     pgp_i64(&p, upto);
-    s = pg_x(c, "UPDATE feed SET floor = greatest(floor, least($1, seq))", &p, err, "trim");
+    if (s == IMS_OK)
+        s = pg_x(c, "UPDATE feed SET floor = greatest(floor, least($1, seq))", &p, err, "trim");
     if (s == IMS_OK)
         s = pg_x(c, "DELETE FROM changes WHERE seq <= (SELECT floor FROM feed)", NULL, err,
                  "trim");
@@ -1015,6 +1032,7 @@ static const struct store_ops pg_ops = {
     .job_seal = pg_job_seal,
     .job_claim = pg_job_claim,
     .job_renew = pg_job_renew,
+    .job_release_node = pg_job_release_node,
     .job_finish = pg_job_finish,
     .job_item_get = pg_job_item_get,
 };

@@ -322,6 +322,8 @@ static enum ims_status insert_batch(struct store *st, PGconn *c,
                  &u, err, "complete row");
         if (s == IMS_OK && row->thumbnail_bytes > 0)
             s = put_thumb(c, res[i].id, row->thumbnail, row->thumbnail_bytes, err);
+        if (s == IMS_OK) /* the row changed: nodes' row caches learn it from the feed */
+            s = pg_log_changes(c, &res[i].id, 1, STORE_CHANGE_UPDATE, err);
     }
     if (s == IMS_OK && n_explicit > 0) /* the sequence must never hand out those ids */
         s = pg_x(c,
@@ -436,6 +438,8 @@ enum ims_status pg_set_thumbnail(struct store *st, int64_t id, const void *jpeg,
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
     if (s == IMS_OK)
         s = put_thumb(c, id, jpeg, n, err);
+    if (s == IMS_OK) /* has_thumbnail may change: row caches follow the feed */
+        s = pg_log_changes(c, &id, 1, STORE_CHANGE_UPDATE, err);
     return pg_wend(st, c, s, err);
 }
 

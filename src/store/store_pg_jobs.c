@@ -11,6 +11,7 @@
 #include "store_pg_int.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *const state_sql =
@@ -371,6 +372,28 @@ enum ims_status pg_job_claim(struct store *st, const char *node_id, size_t max_n
     *items_out = items;
     *n_out = n;
     return IMS_OK;
+}
+
+enum ims_status pg_job_release_node(struct store *st, const char *node_id, int64_t *n,
+                                    struct ims_error *err)
+{
+    PGconn *c = NULL;
+    PGresult *r = NULL;
+    enum ims_status s = pg_get(st, &c, err);
+    if (s != IMS_OK)
+        return s;
+    struct pgp p = {0};
+    pgp_text(&p, node_id);
+    /* an expired lease: claimable at once, by this node or any other */
+    s = pg_q(c,
+             "UPDATE job_items SET lease_until = clock_timestamp() - interval '1 second' "
+             "WHERE state = 1 AND claimed_by = $1",
+             &p, &r, err, "release leases");
+    if (s == IMS_OK && n)
+        *n = atoll(PQcmdTuples(r));
+    PQclear(r);
+    pg_put(st, c);
+    return s;
 }
 
 enum ims_status pg_job_renew(struct store *st, const char *node_id, const int64_t *item_ids,

@@ -392,6 +392,29 @@ enum ims_status sq_job_renew(struct store *st, const char *node_id, const int64_
     return store__write_end(st, s, err);
 }
 
+enum ims_status sq_job_release_node(struct store *st, const char *node_id, int64_t *n,
+                                    struct ims_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    enum ims_status s = store__write_begin(st, err);
+    if (s != IMS_OK)
+        return s;
+    /* an expired lease: claimable at once, by this node or any other */
+    s = store__prepare(st->wdb,
+                       "UPDATE job_items SET lease_until = 0 WHERE state = 1 AND claimed_by = ?1",
+                       &q, err);
+    if (s == IMS_OK) {
+        sqlite3_bind_text(q, 1, node_id, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(q);
+        if (rc != SQLITE_DONE)
+            s = store__db_error(st->wdb, rc, err, "release leases");
+        else if (n)
+            *n = sqlite3_changes(st->wdb);
+    }
+    sqlite3_finalize(q);
+    return store__write_end(st, s, err);
+}
+
 enum ims_status sq_job_finish(struct store *st, const char *node_id,
                               const struct store_item_result *results, size_t n,
                               uint8_t *accepted, struct ims_error *err)
