@@ -586,6 +586,13 @@ struct store_item_result {
 enum ims_status store_job_finish(struct store *st, const char *node_id,
                                  const struct store_item_result *results, size_t n,
                                  uint8_t *accepted, struct ims_error *err);
+/* What a finished item reported (ADDED, DUPLICATE or ERROR). A redone item
+ * (claimed again after its node died) that finds the row an earlier attempt
+ * of its own committed -- same source, added since its job was created, no
+ * other item reporting it added -- is recorded as ADDED, not as a duplicate
+ * of itself. IMS_ERR_NOT_FOUND (no such item), IMS_ERR_BUSY (not finished). */
+enum ims_status store_job_item_outcome(struct store *st, int64_t item_id,
+                                       enum store_item_outcome *outcome, struct ims_error *err);
 /* Reads item `item_id` (for tests and diagnostics): its state, the node
  * holding it ("" if none), attempts and image id (0 if none). */
 enum ims_status store_job_item_get(struct store *st, int64_t item_id, enum store_item_state *state,

@@ -618,6 +618,21 @@ enum ims_status store_job_renew(struct store *st, const char *node_id, const int
     return st->ops->job_renew(st, node_id, item_ids, n, lease_ms, renewed, err);
 }
 
+enum ims_status store_job_item_outcome(struct store *st, int64_t item_id,
+                                       enum store_item_outcome *outcome, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || !outcome, err, IMS_ERR_INVALID,
+                        "store_job_item_outcome: invalid arguments");
+    int o = -1;
+    enum ims_status s = st->ops->job_item_outcome(st, item_id, &o, err);
+    if (s == IMS_OK && o < 0)
+        s = ims_error_set(err, IMS_ERR_BUSY, "job item %lld is not finished",
+                          (long long)item_id);
+    if (s == IMS_OK)
+        *outcome = (enum store_item_outcome)o;
+    return s;
+}
+
 enum ims_status store_job_release_node(struct store *st, const char *node_id, int64_t *n,
                                        struct ims_error *err)
 {

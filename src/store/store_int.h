@@ -98,6 +98,7 @@ struct store_ops {
                                  uint8_t *, struct ims_error *);
     enum ims_status (*job_release_node)(struct store *, const char *, int64_t *,
                                         struct ims_error *);
+    enum ims_status (*job_item_outcome)(struct store *, int64_t, int *, struct ims_error *);
     enum ims_status (*job_finish)(struct store *, const char *, const struct store_item_result *,
                                   size_t, uint8_t *, struct ims_error *);
     enum ims_status (*job_item_get)(struct store *, int64_t, enum store_item_state *, char *,
@@ -255,6 +256,7 @@ enum ims_status sq_job_claim(struct store *, const char *, size_t, int64_t,
 enum ims_status sq_job_renew(struct store *, const char *, const int64_t *, size_t, int64_t,
                              uint8_t *, struct ims_error *);
 enum ims_status sq_job_release_node(struct store *, const char *, int64_t *, struct ims_error *);
+enum ims_status sq_job_item_outcome(struct store *, int64_t, int *, struct ims_error *);
 enum ims_status sq_job_finish(struct store *, const char *, const struct store_item_result *,
                               size_t, uint8_t *, struct ims_error *);
 enum ims_status sq_job_item_get(struct store *, int64_t, enum store_item_state *, char *,

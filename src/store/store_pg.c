@@ -1033,6 +1033,7 @@ static const struct store_ops pg_ops = {
     .job_claim = pg_job_claim,
     .job_renew = pg_job_renew,
     .job_release_node = pg_job_release_node,
+    .job_item_outcome = pg_job_item_outcome,
     .job_finish = pg_job_finish,
     .job_item_get = pg_job_item_get,
 };

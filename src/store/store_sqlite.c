@@ -855,6 +855,7 @@ const struct store_ops store__sqlite_ops = {
     .job_claim = sq_job_claim,
     .job_renew = sq_job_renew,
     .job_release_node = sq_job_release_node,
+    .job_item_outcome = sq_job_item_outcome,
     .job_finish = sq_job_finish,
     .job_item_get = sq_job_item_get,
 };
