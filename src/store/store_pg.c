@@ -732,33 +732,29 @@ enum ims_status pg_log_changes(PGconn *c, const int64_t *ids, size_t n,
 {
     if (n == 0)
         return IMS_OK;
-    PGresult *r = NULL;
+    size_t cap = n * 21 + 3, o = 0;
+    char *lit = ims_malloc(cap);
+    if (!lit)
+        return ims_error_set(err, IMS_ERR_NOMEM, "change feed: out of memory");
+    lit[o++] = '{';
+    for (size_t i = 0; i < n; i++)
+        o += (size_t)snprintf(lit + o, cap - o, "%s%lld", i ? "," : "", (long long)ids[i]);
+    lit[o++] = '}';
+    lit[o] = '\0';
+    /* one round trip: advance the counter, append the changes with the seqs
+     * it gave (in ids order), and queue the notification (sent at commit,
+     * payload the newest seq) */
     struct pgp p = {0};
     pgp_i64(&p, (int64_t)n);
-    enum ims_status s = pg_q(c, "UPDATE feed SET seq = seq + $1 RETURNING seq", &p, &r, err,
-                             "advance feed");
-    if (s != IMS_OK)
-        return s;
-    int64_t last = pg_i64(r, 0, 0);
-    PQclear(r);
-    int64_t first = last - (int64_t)n + 1;
-    struct pgcopy b;
-    pgc_init(&b);
-    for (size_t i = 0; i < n; i++) {
-        pgc_row(&b, 3);
-        pgc_i64(&b, first + (int64_t)i);
-        pgc_i64(&b, ids[i]);
-        pgc_be(&b, 2, 4); /* smallint */
-        pgc_be(&b, (uint64_t)kind, 2);
-    }
-    s = pgc_send(c, "COPY changes(seq, image_id, kind) FROM STDIN (FORMAT binary)", &b, err);
-    if (s == IMS_OK) {
-        char buf[32];
-        snprintf(buf, sizeof(buf), "%lld", (long long)last);
-        struct pgp q = {0};
-        pgp_text(&q, buf);
-        s = pg_x(c, "SELECT pg_notify('" STORE_PG_CHANNEL "', $1)", &q, err, "notify");
-    }
+    pgp_literal(&p, lit);
+    pgp_i64(&p, (int64_t)kind);
+    enum ims_status s = pg_x(
+        c,
+        "WITH f AS (UPDATE feed SET seq = seq + $1 RETURNING seq, pg_notify('" STORE_PG_CHANNEL
+        "', seq::text)::text AS sent) INSERT INTO changes(seq, image_id, kind) SELECT f.seq - $1 "
+        "+ u.o, u.id, $3::int8::smallint FROM f, unnest($2::bigint[]) WITH ORDINALITY AS u(id, o)",
+        &p, err, "log changes");
+    ims_free(lit);
     return s;
 }
 
