@@ -520,9 +520,11 @@ static enum ims_status be_metrics(void *self, struct ims_buf *out, struct ims_er
             "# TYPE imgsearch_row_cache_misses_total counter\n"
             "imgsearch_row_cache_misses_total %llu\n"
             "# TYPE imgsearch_row_cache_invalidated_total counter\n"
-            "imgsearch_row_cache_invalidated_total %llu\n",
+            "imgsearch_row_cache_invalidated_total %llu\n"
+            "# TYPE imgsearch_replica_feed_trims_total counter\n"
+            "imgsearch_replica_feed_trims_total %llu\n",
             rcs.bytes, (unsigned long long)rcs.hits, (unsigned long long)rcs.misses,
-            (unsigned long long)rcs.invalidated);
+            (unsigned long long)rcs.invalidated, (unsigned long long)rs.trims);
     if (st != IMS_OK)
         return ims_error_set(err, st, "metrics buffer full");
     st = ims_buf_printf(
