@@ -412,11 +412,18 @@ enum ims_status pg_wbegin(struct store *st, PGconn **out, int lock, struct ims_e
     enum ims_status s = pg_get(st, &c, err);
     if (s != IMS_OK)
         return s;
-    s = pg_x(c, "BEGIN", NULL, err, "begin");
-    if (s == IMS_OK && lock) {
-        struct pgp p = {0};
-        pgp_i64(&p, STORE_PG_WRITE_LOCK);
-        s = pg_x(c, "SELECT pg_advisory_xact_lock($1)", &p, err, "write lock");
+    if (lock) {
+        /* BEGIN and the lock in one round trip (simple query protocol: one
+         * message, several statements; the last one's result comes back) */
+        char sql[96];
+        snprintf(sql, sizeof(sql), "BEGIN; SELECT pg_advisory_xact_lock(%lld)",
+                 (long long)STORE_PG_WRITE_LOCK);
+        PGresult *r = PQexec(c, sql);
+        if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
+            s = pg_error(c, r, err, "write lock");
+        PQclear(r);
+    } else {
+        s = pg_x(c, "BEGIN", NULL, err, "begin");
     }
     if (s != IMS_OK) {
         pg_put(st, c);
