@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <stdatomic.h>
 
 #include <cmocka.h>
 
@@ -258,6 +260,60 @@ static void test_byte_bound(void **state)
     assert_int_equal(s.bytes, 0);
 }
 
+struct reader {
+    struct store *st;
+    const int64_t *ids;
+    size_t n;
+    atomic_int *stop;
+    int errors;
+};
+
+static void *read_loop(void *arg)
+{
+    struct reader *r = arg;
+    struct store_image_row rows[16];
+    uint8_t found[16];
+    while (!atomic_load(r->stop)) {
+        if (store_get_many(r->st, r->ids, r->n, 0, rows, found, NULL) != IMS_OK) {
+            r->errors++;
+            continue;
+        }
+        for (size_t i = 0; i < r->n; i++)
+            store_row_fini(&rows[i]);
+    }
+    return NULL;
+}
+
+/* Readers fill the cache while rows are deleted: once a delete returned,
+ * the row is never found again, whatever the readers put in meanwhile. */
+static void test_concurrent_deletes(void **state)
+{
+    struct fx *f = *state;
+    struct ims_error err = {0};
+    assert_int_equal(store_row_cache_set(f->st, 1 << 20, &err), IMS_OK);
+    int64_t ids[16];
+    for (int i = 0; i < 16; i++)
+        ids[i] = add(f->st, 200 + (uint64_t)i, "x");
+    atomic_int stop = 0;
+    struct reader rd[3];
+    pthread_t th[3];
+    for (int t = 0; t < 3; t++) {
+        rd[t] = (struct reader){f->st, ids, 16, &stop, 0};
+        assert_int_equal(pthread_create(&th[t], NULL, read_loop, &rd[t]), 0);
+    }
+    for (int i = 0; i < 16; i += 2) {
+        assert_int_equal(store_delete(f->st, ids[i], &err), IMS_OK);
+        for (int again = 0; again < 20; again++)
+            assert_int_equal(get_found(f->st, &ids[i], 1, NULL), 0);
+    }
+    atomic_store(&stop, 1);
+    for (int t = 0; t < 3; t++) {
+        pthread_join(th[t], NULL);
+        assert_int_equal(rd[t].errors, 0);
+    }
+    assert_int_equal(get_found(f->st, ids, 16, NULL), 8);
+}
+
 int main(int argc, char **argv)
 {
     if (tu_backend_from_args(argc, argv) != 0)
@@ -266,6 +322,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_hits_and_own_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_other_writer_via_feed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_byte_bound, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_deletes, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
