@@ -389,8 +389,10 @@ enum ims_status store_deleted_after(struct store *st, int64_t after_seq, size_t 
 
 /* ---- change feed: how every index replica follows the catalogue -----------
  *
- * Every insert of an image row, every delete, and every embedding replaced
- * (store_set_embeddings) appends one change (seq, id, kind) in the same
+ * Every insert of an image row, every delete, every embedding replaced
+ * (store_set_embeddings), every imported row completed with its image data
+ * and every thumbnail set (both UPDATE: rows that nodes' row caches must
+ * evict) appends one change (seq, id, kind) in the same
  * transaction. seq strictly increases, and commit order equals seq order:
  * once a reader has seen seq S, no change with seq < S can appear later. A
  * replica records the seq it covers and catches up by reading the changes
@@ -404,7 +406,7 @@ enum ims_status store_deleted_after(struct store *st, int64_t after_seq, size_t 
 enum store_change_kind {
     STORE_CHANGE_INSERT = 1, /* a new row: add its embedding */
     STORE_CHANGE_DELETE = 2, /* the row is gone: remove the id */
-    STORE_CHANGE_UPDATE = 3, /* the row's embedding was replaced: re-read it */
+    STORE_CHANGE_UPDATE = 3, /* the row changed (embedding, image data, thumbnail): re-read it */
 };
 /* "insert", "delete", "update". */
 const char *store_change_kind_name(enum store_change_kind k);
