@@ -361,6 +361,30 @@ struct store_file_update {
  * row is IMS_ERR_EXISTS and nothing is written. */
 enum ims_status store_update_files(struct store *st, const struct store_file_update *u, size_t n,
                                    uint8_t *found, struct ims_error *err);
+/* ---- the node's row cache (serve --row-cache-mb) ---------------------------
+ *
+ * store_get_many without STORE_FIELD_EMBEDDING (the join of search hits)
+ * can be served from a cache of rows bounded by bytes, so a repeated result
+ * set costs no catalogue round trip. This store's own writes evict what they
+ * touch when they commit; other writers' changes are evicted by whoever
+ * follows the change feed (the replica: store_row_cache_evict for every
+ * DELETE and UPDATE change, before its index drops the id), so a row deleted
+ * anywhere is served from the cache no longer than the node's index still
+ * holds its id. */
+struct store_row_cache_stats {
+    size_t max_bytes, bytes, rows;
+    uint64_t hits, misses;
+    uint64_t invalidated; /* rows evicted because they changed */
+    uint64_t dropped;     /* least recently used rows dropped to stay in bounds */
+};
+/* Enables (max_bytes > 0, replacing any earlier cache) or disables (0) the
+ * cache. Call before the store is shared between threads. */
+enum ims_status store_row_cache_set(struct store *st, size_t max_bytes, struct ims_error *err);
+/* Evicts ids[0..n) from the cache; ids NULL evicts everything. No-op
+ * without a cache. Thread-safe. */
+void store_row_cache_evict(struct store *st, const int64_t *ids, size_t n);
+/* Zeroes *out without a cache. Thread-safe. */
+void store_row_cache_get_stats(struct store *st, struct store_row_cache_stats *out);
 
 /* ---- copying a catalogue (imgsearch catalogue copy) ------------------------ */
 
@@ -401,8 +425,10 @@ enum ims_status store_deleted_after(struct store *st, int64_t after_seq, size_t 
 
 /* ---- change feed: how every index replica follows the catalogue -----------
  *
- * Every insert of an image row, every delete, and every embedding replaced
- * (store_set_embeddings) appends one change (seq, id, kind) in the same
+ * Every insert of an image row, every delete, every embedding replaced
+ * (store_set_embeddings), every imported row completed with its image data
+ * and every thumbnail set (both UPDATE: rows that nodes' row caches must
+ * evict) appends one change (seq, id, kind) in the same
  * transaction. seq strictly increases, and commit order equals seq order:
  * once a reader has seen seq S, no change with seq < S can appear later. A
  * replica records the seq it covers and catches up by reading the changes
@@ -416,7 +442,7 @@ enum ims_status store_deleted_after(struct store *st, int64_t after_seq, size_t 
 enum store_change_kind {
     STORE_CHANGE_INSERT = 1, /* a new row: add its embedding */
     STORE_CHANGE_DELETE = 2, /* the row is gone: remove the id */
-    STORE_CHANGE_UPDATE = 3, /* the row's embedding was replaced: re-read it */
+    STORE_CHANGE_UPDATE = 3, /* the row changed (embedding, image data, thumbnail): re-read it */
 };
 /* "insert", "delete", "update". */
 const char *store_change_kind_name(enum store_change_kind k);
@@ -570,6 +596,14 @@ enum ims_status store_job_renew(struct store *st, const char *node_id, const int
                                 size_t n, int64_t lease_ms, uint8_t *renewed,
                                 struct ims_error *err);
 
+/* At a node's start: the items an earlier run under the same node_id still
+ * holds (it crashed or was killed) are released at once -- their leases
+ * expire now, so they are claimed again without waiting for them to lapse.
+ * Only for a node id no other running process uses. *n (optional) gets how
+ * many. */
+enum ims_status store_job_release_node(struct store *st, const char *node_id, int64_t *n,
+                                       struct ims_error *err);
+
 enum store_item_outcome {
     STORE_ITEM_ADDED = 0,  /* image_id is the new (or completed) row */
     STORE_ITEM_DUPLICATE,  /* image_id is the existing row */
@@ -590,6 +624,13 @@ struct store_item_result {
 enum ims_status store_job_finish(struct store *st, const char *node_id,
                                  const struct store_item_result *results, size_t n,
                                  uint8_t *accepted, struct ims_error *err);
+/* What a finished item reported (ADDED, DUPLICATE or ERROR). A redone item
+ * (claimed again after its node died) that finds the row an earlier attempt
+ * of its own committed -- same source, added since its job was created, no
+ * other item reporting it added -- is recorded as ADDED, not as a duplicate
+ * of itself. IMS_ERR_NOT_FOUND (no such item), IMS_ERR_BUSY (not finished). */
+enum ims_status store_job_item_outcome(struct store *st, int64_t item_id,
+                                       enum store_item_outcome *outcome, struct ims_error *err);
 /* Reads item `item_id` (for tests and diagnostics): its state, the node
  * holding it ("" if none), attempts and image id (0 if none). */
 enum ims_status store_job_item_get(struct store *st, int64_t item_id, enum store_item_state *state,

@@ -115,7 +115,11 @@ enum ims_status store_update_files(struct store *st, const struct store_file_upd
         memset(found, 0, n);
     if (n == 0)
         return IMS_OK;
-    return st->ops->update_files(st, u, n, found, err);
+    enum ims_status s = st->ops->update_files(st, u, n, found, err);
+    for (size_t i = 0; i < n; i++)
+        if (u[i].source)
+            store__rowcache_evict(st->rc, &u[i].id, 1);
+    return s;
 }
 
 /* The exclusive end of the byte range of sources under `prefix` (which ends
@@ -233,8 +237,13 @@ enum ims_status sq_update_files(struct store *st, const struct store_file_update
             s = store__db_error(st->wdb, rc, err, "update file state");
             break;
         }
+        int changed = sqlite3_changes(st->wdb) > 0;
         if (found)
-            found[i] = sqlite3_changes(st->wdb) > 0;
+            found[i] = (uint8_t)changed;
+        /* a moved source is a row change every node's row cache must see */
+        if (changed && u[i].source &&
+            (s = sq__log_change(st->wdb, u[i].id, STORE_CHANGE_UPDATE, err)) != IMS_OK)
+            break;
     }
     sqlite3_finalize(taken);
     sqlite3_finalize(up);
@@ -336,9 +345,13 @@ enum ims_status pg_update_files(struct store *st, const struct store_file_update
                  "UPDATE images SET source = coalesce($2, source), file_size = $3,"
                  " file_mtime_ns = $4 WHERE id = $1 RETURNING id",
                  &p, &r, err, "update file state");
-        if (s == IMS_OK && found)
-            found[i] = PQntuples(r) > 0;
+        int changed = s == IMS_OK && PQntuples(r) > 0;
+        if (found)
+            found[i] = (uint8_t)changed;
         PQclear(r);
+        /* a moved source is a row change every node's row cache must see */
+        if (changed && u[i].source)
+            s = pg_log_changes(c, &u[i].id, 1, STORE_CHANGE_UPDATE, err);
     }
     s = pg_wend(st, c, s, err);
     if (s != IMS_OK && found)

@@ -96,6 +96,9 @@ struct store_ops {
                                  struct store_job_item **, size_t *, struct ims_error *);
     enum ims_status (*job_renew)(struct store *, const char *, const int64_t *, size_t, int64_t,
                                  uint8_t *, struct ims_error *);
+    enum ims_status (*job_release_node)(struct store *, const char *, int64_t *,
+                                        struct ims_error *);
+    enum ims_status (*job_item_outcome)(struct store *, int64_t, int *, struct ims_error *);
     enum ims_status (*job_finish)(struct store *, const char *, const struct store_item_result *,
                                   size_t, uint8_t *, struct ims_error *);
     enum ims_status (*job_item_get)(struct store *, int64_t, enum store_item_state *, char *,
@@ -129,7 +132,23 @@ struct store {
 
     /* PostgreSQL */
     struct store_pg *pg;
+
+    /* store_row_cache_set (store_rowcache.c); NULL: no cache */
+    struct store__rowcache *rc;
 };
+
+/* ---- the row cache (store_rowcache.c) ------------------------------------- */
+struct store__rowcache;
+struct store__rowcache *store__rowcache_new(size_t max_bytes);
+void store__rowcache_free(struct store__rowcache *rc);
+/* Evicts ids[0..n) (ids NULL: everything); accepts a NULL cache. */
+void store__rowcache_evict(struct store__rowcache *rc, const int64_t *ids, size_t n);
+/* store_get_many without embeddings, through the cache. */
+enum ims_status store__rowcache_get_many(struct store *st, struct store__rowcache *rc,
+                                         const int64_t *ids, size_t n,
+                                         struct store_image_row *rows, uint8_t *found,
+                                         struct ims_error *err);
+void store__rowcache_stats(struct store__rowcache *rc, struct store_row_cache_stats *out);
 
 extern const struct store_ops store__sqlite_ops;
 
@@ -241,6 +260,8 @@ enum ims_status sq_job_claim(struct store *, const char *, size_t, int64_t,
                              struct store_job_item **, size_t *, struct ims_error *);
 enum ims_status sq_job_renew(struct store *, const char *, const int64_t *, size_t, int64_t,
                              uint8_t *, struct ims_error *);
+enum ims_status sq_job_release_node(struct store *, const char *, int64_t *, struct ims_error *);
+enum ims_status sq_job_item_outcome(struct store *, int64_t, int *, struct ims_error *);
 enum ims_status sq_job_finish(struct store *, const char *, const struct store_item_result *,
                               size_t, uint8_t *, struct ims_error *);
 enum ims_status sq_job_item_get(struct store *, int64_t, enum store_item_state *, char *,
