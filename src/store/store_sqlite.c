@@ -340,7 +340,7 @@ static enum ims_status migrate_to_v3(sqlite3 *db, struct ims_error *err)
         "  image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,"
         "  tag TEXT NOT NULL CHECK (length(CAST(tag AS BLOB)) BETWEEN 1 AND 64),"
         "  tag_key TEXT NOT NULL CHECK (length(CAST(tag_key AS BLOB)) BETWEEN 1 AND 64),"
-        "  PRIMARY KEY (image_id, tag_key)) WITHOUT ROWID;"
+        "  PRIMARY KEY (image_id, tag_key));"
         "CREATE INDEX image_tags_key ON image_tags(tag_key, image_id);";
     return store__exec(db, sql, err);
 }
