@@ -416,7 +416,8 @@ static enum ims_status make_groups(const int64_t *ids, size_t n, struct edges *e
         size[i] = 1;
         mins[i] = 1.0f;
     }
-    qsort(e->v, e->n, sizeof(*e->v), edge_by_score);
+    if (e->n)
+        qsort(e->v, e->n, sizeof(*e->v), edge_by_score);
     for (size_t i = 0; i < e->n; i++) {
         uint32_t a = uf_find(parent, e->v[i].a), b = uf_find(parent, e->v[i].b);
         if (a == b)
@@ -460,7 +461,8 @@ static enum ims_status make_groups(const int64_t *ids, size_t n, struct edges *e
     }
     for (size_t g = 0; g < n_groups; g++)
         qsort(out->groups[g].ids, out->groups[g].n, sizeof(int64_t), id_cmp);
-    qsort(out->groups, n_groups, sizeof(*out->groups), group_cmp);
+    if (n_groups)
+        qsort(out->groups, n_groups, sizeof(*out->groups), group_cmp);
     out->n = n_groups;
 out:
     ims_free(parent);

@@ -21,7 +21,7 @@
 #include "imgsearch/index.h"
 
 #define DIM 64
-#define N_RANDOM 3000
+#define N_RANDOM 1500
 #define N_GROUPS 25
 #define GROUP 4
 #define N (N_RANDOM + N_GROUPS * GROUP)
