@@ -465,7 +465,25 @@ static enum ims_status be_image_tags(void *self, int64_t id, const char *const *
     return st == IMS_OK ? be_image_get(self, id, a, out, err) : st;
 }
 
-/* GET /api/v1/duplicates: the k-NN pass over this node's index (issue 10) */
+/* GET /api/v1/duplicates: the k-NN pass over this node's index (issue 10).
+ * The last answer is kept while the index does not change (its generation),
+ * so a page showing the groups does not redo a pass of seconds each time. */
+static pthread_mutex_t dups_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    int valid;
+    uint64_t generation;
+    float threshold;
+    struct vindex_dups d;
+} dups_last;
+
+static void dups_forget(void)
+{
+    pthread_mutex_lock(&dups_mu);
+    vindex_dups_fini(&dups_last.d);
+    dups_last.valid = 0;
+    pthread_mutex_unlock(&dups_mu);
+}
+
 static enum ims_status be_duplicates(void *self, float threshold, size_t limit,
                                      struct server_arena *a, struct server_dup_groups *out,
                                      struct ims_error *err)
@@ -474,13 +492,28 @@ static enum ims_status be_duplicates(void *self, float threshold, size_t limit,
     enum ims_status st = need_ready(b, err);
     if (st != IMS_OK)
         return st;
-    struct vindex_dups_options o;
-    vindex_dups_options_default(&o);
-    o.threshold = threshold;
-    struct vindex_dups d;
-    st = vindex_duplicates(replica_index(b->app->replica), &o, &d, err);
-    if (st != IMS_OK)
+    struct vindex *vx = replica_index(b->app->replica);
+    uint64_t gen = vindex_generation(vx); /* read before the pass: a race leaves it stale */
+    pthread_mutex_lock(&dups_mu);
+    if (!dups_last.valid || dups_last.generation != gen || dups_last.threshold != threshold) {
+        struct vindex_dups_options o;
+        vindex_dups_options_default(&o);
+        o.threshold = threshold;
+        struct vindex_dups fresh;
+        st = vindex_duplicates(vx, &o, &fresh, err);
+        if (st == IMS_OK) {
+            vindex_dups_fini(&dups_last.d);
+            dups_last.d = fresh;
+            dups_last.valid = 1;
+            dups_last.generation = gen;
+            dups_last.threshold = threshold;
+        }
+    }
+    if (st != IMS_OK) {
+        pthread_mutex_unlock(&dups_mu);
         return st;
+    }
+    const struct vindex_dups d = dups_last.d;
     out->n = IMS_MIN(d.n, limit);
     out->groups = out->n ? server_arena_alloc(a, out->n * sizeof(*out->groups)) : NULL;
     for (size_t i = 0; i < out->n && st == IMS_OK; i++) {
@@ -492,7 +525,7 @@ static enum ims_status be_duplicates(void *self, float threshold, size_t limit,
         else
             out->groups[i] = (struct server_dup_group){ids, d.groups[i].n, d.groups[i].min_score};
     }
-    vindex_dups_fini(&d);
+    pthread_mutex_unlock(&dups_mu);
     return st;
 }
 
@@ -1072,6 +1105,7 @@ out:
     server_free(srv_immich);
     server_free(srv);
     immich_models_close(&b);
+    dups_forget();
     search_engine_free(b.se);
     if (app.store && cli_app_close("serve", &app, atomic_load(&b.ready)) != 0)
         rc = 1;
