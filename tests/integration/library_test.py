@@ -259,6 +259,18 @@ def http(srv, vec, planted):
     st, _, doc = srv.json("POST", "/api/v1/duplicates", {})
     check(st == 405, "POST duplicates: 405 (%s)" % st)
 
+    # the answer follows the index: delete one member of a group (and its tags go)
+    gone = planted[0][0]
+    st, _, doc = srv.json("DELETE", "/api/v1/images/%d" % gone, headers=auth)
+    check(st == 200, "DELETE %d: %s %s" % (gone, st, doc))
+    st, _, doc = srv.json("GET", "/api/v1/duplicates?threshold=0.95")
+    want = sorted([g for g in planted if gone not in g] + [[i for i in planted[0] if i != gone]])
+    got = sorted(g["ids"] for g in doc.get("groups", []))
+    check(st == 200 and got == want, "duplicates after a delete: %s vs %s" % (got, want))
+    st, _, doc = get(q="photo", k=20, tag=["beach"])
+    got = sorted(r["id"] for r in doc.get("results", []))
+    check(st == 200 and got == sorted({1, 2} - {gone}), "tags gone with the image: %s" % got)
+
 
 if __name__ == "__main__":
     main()
