@@ -77,7 +77,7 @@ struct store;
 #define STORE_JOB_ID_MAX_BYTES 64
 #define STORE_JOB_ERROR_MAX_BYTES 4096
 /* The schema version this binary writes and the newest it can open. */
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 
 /* ---- open / close --------------------------------------------------------- */
 
@@ -242,7 +242,7 @@ struct store_image_row {
     int has_thumbnail;
     float *embedding; /* dim floats; NULL unless STORE_FIELD_EMBEDDING was asked */
     uint32_t dim;
-    int has_taken;  /* schema v3: the `taken` column (metadata's "taken", EXIF date) */
+    int has_taken;  /* schema v4: the `taken` column (metadata's "taken", EXIF date) */
     int64_t taken;  /* unix seconds, if has_taken */
     char **tags;    /* n_tags tags as written, ordered case-insensitively; one block
                        (pointers and text) freed by store_row_fini; NULL if none */
@@ -305,7 +305,7 @@ struct store_filter {
 enum ims_status store_filter_ids(struct store *st, const struct store_filter *f, int64_t **ids,
                                  size_t *n, struct ims_error *err);
 
-/* ---- tags (issue 10, schema v3) ---------------------------------------------
+/* ---- tags (issue 10, schema v4) ---------------------------------------------
  *
  * Each image carries up to STORE_TAGS_MAX tags. A tag keeps the case it was
  * written in for display and is compared case-insensitively (ASCII letters
@@ -357,6 +357,43 @@ typedef int (*store_scan_fn)(void *user, const int64_t *ids, const float *vector
  * IMS_ERR_MODEL_MISMATCH (a half-done re-embed). */
 enum ims_status store_scan_embeddings(struct store *st, int64_t after_id, size_t chunk_rows,
                                       store_scan_fn fn, void *user, struct ims_error *err);
+
+/* ---- folders kept in sync (add --sync, serve --watch; schema v3) ----------
+ *
+ * A row added from a local file may record the file's size and mtime when it
+ * was last synced: a later sync compares them with stat() alone and reads
+ * the file again only when they differ (then the content hash decides). */
+
+/* A row as the folder sync sees it. Owned by the array store_list_under
+ * returns; release with store_file_rows_free. */
+struct store_file_row {
+    int64_t id;
+    char *source;
+    int has_sha256;
+    uint8_t sha256[32];
+    int64_t bytes;          /* size of the original image (0 if unknown) */
+    int has_file_state;     /* 0: never synced (plain add, import) */
+    int64_t file_size, file_mtime_ns;
+};
+void store_file_rows_free(struct store_file_row *rows, size_t n);
+/* Every row whose source lies under `folder` (an absolute path; the source
+ * starts with folder + "/", compared byte-wise: /a/b never matches /a/bc),
+ * sorted by source with strcmp. *rows is NULL when *n is 0. */
+enum ims_status store_list_under(struct store *st, const char *folder,
+                                 struct store_file_row **rows, size_t *n, struct ims_error *err);
+
+/* One row's new file state and, when `source` is not NULL, its new source
+ * (a renamed or moved file: the embedding is kept). */
+struct store_file_update {
+    int64_t id;
+    const char *source;
+    int64_t file_size, file_mtime_ns;
+};
+/* Applies n updates in one transaction. An id that does not exist is
+ * skipped (found[i] = 0; found is optional). A new source held by another
+ * row is IMS_ERR_EXISTS and nothing is written. */
+enum ims_status store_update_files(struct store *st, const struct store_file_update *u, size_t n,
+                                   uint8_t *found, struct ims_error *err);
 
 /* ---- copying a catalogue (imgsearch catalogue copy) ------------------------ */
 

@@ -48,6 +48,7 @@
 #include "imgsearch/ingest.h"
 #include "imgsearch/search.h"
 #include "imgsearch/server.h"
+#include "imgsearch/sync.h"
 
 const char cli_help_serve[] =
     "usage: imgsearch serve [--data DIR] [--catalogue URL] [--model DIR] [--port N]\n"
@@ -62,6 +63,7 @@ const char cli_help_serve[] =
     "                       [--no-ingest] [--node-id NAME]\n"
     "                       [--lease-seconds N] [--claim-batch N]\n"
     "                       [--exif-orientation apply|ignore] [--keep-gps]\n"
+    "                       [--watch FOLDER]...\n"
     "Serves the web page and the HTTP API (default http://127.0.0.1:8080).\n"
     "Write endpoints need `Authorization: Bearer KEY` when a key is configured\n"
     "(--api-key-file or IMGSEARCH_API_KEY).\n"
@@ -112,6 +114,10 @@ const char cli_help_serve[] =
     "  --lease-seconds N  a claim lapses after N s without renewal (default 30):\n"
     "                     a dead node's items are redone by another after that\n"
     "  --claim-batch N    job items claimed at once (default 16; 1..128)\n"
+    "  --watch FOLDER     keep FOLDER in sync like `add --sync` at start and then\n"
+    "                     continuously (inotify, 500 ms debounce; repeatable); a moved\n"
+    "                     or deleted FOLDER is re-armed when it reappears. Status in\n"
+    "                     /metrics (imgsearch_watch_*)\n"
     "With --catalogue, --data is optional: a cache for the index snapshot (without\n"
     "it the index is built from the catalogue at every start). Until the index has\n"
     "caught up, /healthz and /readyz answer 503 {\"status\":\"starting\"}.\n"
@@ -138,6 +144,12 @@ struct app_backend {
     struct immich_model immich[IMMICH_MODELS_MAX];
     size_t n_immich;
     atomic_int ready;         /* se and ing exist: the node serves */
+    /* serve --watch FOLDER... (issue 10): folders kept in sync (sync.h) */
+    const char *watch_dirs[SYNC_WATCH_MAX_ROOTS];
+    size_t n_watch;
+    struct sync_watch *watch;
+    struct ingest_deps watch_deps;
+    struct ingest_options watch_io;
 };
 
 /* The index and the engines built on it exist once the replica has caught
@@ -168,7 +180,7 @@ static void row_from_store(struct server_arena *a, const struct store_image_row 
     out->added_unix = r->added;
     out->caption = r->caption ? server_arena_strdup(a, r->caption) : NULL;
     out->format = r->format ? server_arena_strdup(a, r->format) : NULL;
-    /* the EXIF date taken and the tags (issue 10, schema v3) */
+    /* the EXIF date taken and the tags (issue 10, schema v4) */
     out->has_taken = r->has_taken;
     out->taken = r->taken;
     char **tags = r->n_tags ? server_arena_alloc(a, r->n_tags * sizeof(*tags)) : NULL;
@@ -642,6 +654,16 @@ static enum ims_status be_metrics(void *self, struct ims_buf *out, struct ims_er
             "imgsearch_image_decode_waited_total %llu\n",
             db.budget, db.in_use, (unsigned long long)db.n_busy,
             (unsigned long long)db.n_too_large, (unsigned long long)db.n_waited);
+    /* b->watch is set before ready */
+    if (st == IMS_OK && b->n_watch > 0 && atomic_load(&b->ready)) {
+        size_t need = sync_watch_metrics(b->watch, NULL, 0) + 1;
+        char *w = ims_malloc(need);
+        if (w) {
+            sync_watch_metrics(b->watch, w, need);
+            st = ims_buf_printf(out, "%s", w);
+            ims_free(w);
+        }
+    }
     if (st != IMS_OK)
         return ims_error_set(err, st, "metrics buffer full");
     return IMS_OK;
@@ -929,6 +951,10 @@ int cli_cmd_serve(int argc, char **argv)
                 goto bad_value;
         } else if (strcmp(argv[i], "--no-ingest") == 0) {
             no_ingest = 1;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--watch", &v)) != 0) {
+            if (r < 0 || !*v || b.n_watch == SYNC_WATCH_MAX_ROOTS)
+                goto bad_value;
+            b.watch_dirs[b.n_watch++] = v;
         } else if ((r = cli_opt_value(argc, argv, &i, "--node-id", &v)) != 0) {
             if (r < 0 || !*v || strlen(v) > STORE_NODE_ID_MAX_BYTES)
                 goto bad_value;
@@ -1078,6 +1104,12 @@ int cli_cmd_serve(int argc, char **argv)
             io.keep_gps = keep_gps;
             struct ingest_deps deps = {app.model, app.store, cli_app_after_commit, &app};
             st = ingest_new(&deps, &io, &b.ing, &err);
+            if (st == IMS_OK && b.n_watch > 0) { /* the same pipeline, on local files */
+                b.watch_deps = deps;
+                b.watch_io = io;
+                st = sync_watch_start(&b.watch_deps, &b.watch_io, b.watch_dirs, b.n_watch, NULL,
+                                      &b.watch, &err);
+            }
         }
         if (st != IMS_OK) {
             rc = cli_fail("serve", "%s", ims_error_message(&err, st));
@@ -1101,6 +1133,7 @@ int cli_cmd_serve(int argc, char **argv)
 out:
     server_stop(srv_immich);
     server_stop(srv);
+    sync_watch_stop(b.watch); /* a sync in progress stops; what it committed stays */
     ingest_free(b.ing); /* what is in flight is committed and recorded */
     server_free(srv_immich);
     server_free(srv);

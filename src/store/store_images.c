@@ -998,7 +998,7 @@ enum ims_status sq_restore_many(struct store *st, const struct store_restore_row
             s = step_done(emb, err, "restore embedding");
         if (s == IMS_OK && rows[i].thumbnail_bytes > 0)
             s = put_thumb(th, r->id, rows[i].thumbnail, rows[i].thumbnail_bytes, err);
-        /* the row's tags (schema v3), keys as store_tag_normalize makes them */
+        /* the row's tags (schema v4), keys as store_tag_normalize makes them */
         for (size_t t = 0; s == IMS_OK && t < r->n_tags; t++) {
             char tag[STORE_TAG_MAX_BYTES + 1], key[STORE_TAG_MAX_BYTES + 1];
             s = store_tag_normalize(r->tags[t], tag, key, err);

@@ -119,6 +119,11 @@ struct store_ops {
                                   size_t, uint8_t *, struct ims_error *);
     enum ims_status (*job_item_get)(struct store *, int64_t, enum store_item_state *, char *,
                                     size_t, int *, int64_t *, struct ims_error *);
+    /* folder sync (store_files.c); `prefix` is the folder with its "/" */
+    enum ims_status (*list_under)(struct store *, const char *, struct store_file_row **,
+                                  size_t *, struct ims_error *);
+    enum ims_status (*update_files)(struct store *, const struct store_file_update *, size_t,
+                                    uint8_t *, struct ims_error *);
 };
 
 struct store_pg; /* store_pg_int.h */
@@ -261,5 +266,15 @@ enum ims_status sq_job_finish(struct store *, const char *, const struct store_i
                               size_t, uint8_t *, struct ims_error *);
 enum ims_status sq_job_item_get(struct store *, int64_t, enum store_item_state *, char *,
                                 size_t, int *, int64_t *, struct ims_error *);
+
+/* folder sync, both backends (store_files.c) */
+enum ims_status sq_list_under(struct store *, const char *, struct store_file_row **, size_t *,
+                              struct ims_error *);
+enum ims_status sq_update_files(struct store *, const struct store_file_update *, size_t,
+                                uint8_t *, struct ims_error *);
+enum ims_status pg_list_under(struct store *, const char *, struct store_file_row **, size_t *,
+                              struct ims_error *);
+enum ims_status pg_update_files(struct store *, const struct store_file_update *, size_t,
+                                uint8_t *, struct ims_error *);
 
 #endif

@@ -520,9 +520,12 @@ static const char *const pg_migrations[] = {
      * the message); a failed cast would abort the whole transaction */
     "CREATE FUNCTION ims_json_valid(t text) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $f$"
     " BEGIN PERFORM t::jsonb; RETURN true; EXCEPTION WHEN others THEN RETURN false; END $f$;",
-    /* v3 (issue 10): the EXIF date taken as a column generated from the
+    /* v3: the file's size and mtime (ns) when the row was last synced
+     * (add --sync, serve --watch); NULL: never synced */
+    "ALTER TABLE images ADD COLUMN file_size bigint, ADD COLUMN file_mtime_ns bigint;",
+    /* v4 (issue 10): the EXIF date taken as a column generated from the
      * metadata's "taken" (existing rows get it at once, and it can never
-     * disagree with the metadata), and image tags (store_sqlite.c v3). The
+     * disagree with the metadata), and image tags (store_sqlite.c v4). The
      * nested CASEs fix the order of evaluation: no cast of a non-number. */
     "ALTER TABLE images ADD COLUMN taken bigint GENERATED ALWAYS AS ("
     "  CASE WHEN jsonb_typeof(metadata::jsonb -> 'taken') = 'number' THEN"
@@ -1033,4 +1036,6 @@ static const struct store_ops pg_ops = {
     .job_renew = pg_job_renew,
     .job_finish = pg_job_finish,
     .job_item_get = pg_job_item_get,
+    .list_under = pg_list_under,
+    .update_files = pg_update_files,
 };

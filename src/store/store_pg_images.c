@@ -955,7 +955,7 @@ enum ims_status pg_restore_many(struct store *st, const struct store_restore_row
         pgp_i64(&p, rows[n - 1].row->id);
         s = pg_x(c, "SELECT setval('images_id_seq', $1)", &p, err, "move id counter");
     }
-    /* the rows' tags (schema v3), keys as store_tag_normalize makes them */
+    /* the rows' tags (schema v4), keys as store_tag_normalize makes them */
     for (size_t i = 0; i < n && s == IMS_OK; i++)
         for (size_t t = 0; t < rows[i].row->n_tags && s == IMS_OK; t++) {
             char tag[STORE_TAG_MAX_BYTES + 1], key[STORE_TAG_MAX_BYTES + 1];

@@ -324,12 +324,22 @@ static enum ims_status migrate_to_v2(sqlite3 *db, struct ims_error *err)
     return store__exec(db, sql, err);
 }
 
-/* v3 (issue 10): the EXIF date taken as a column, and image tags. `taken`
+/* v3: each row may record the size and mtime (ns) of its file when it was
+ * last synced (add --sync, serve --watch): a later sync compares them with
+ * stat() and reads only the files that changed. NULL: never synced. */
+static enum ims_status migrate_to_v3(sqlite3 *db, struct ims_error *err)
+{
+    static const char sql[] = "ALTER TABLE images ADD COLUMN file_size INTEGER;"
+                              "ALTER TABLE images ADD COLUMN file_mtime_ns INTEGER;";
+    return store__exec(db, sql, err);
+}
+
+/* v4 (issue 10): the EXIF date taken as a column, and image tags. `taken`
  * is generated from the metadata's "taken" (a JSON number, unix seconds), so
  * existing rows have it at once and it can never disagree with the
  * metadata; indexed for date filters. A tag keeps its spelling in `tag` and
  * is compared by `tag_key` (ASCII-lower-cased, store_tag_normalize). */
-static enum ims_status migrate_to_v3(sqlite3 *db, struct ims_error *err)
+static enum ims_status migrate_to_v4(sqlite3 *db, struct ims_error *err)
 {
     static const char sql[] =
         "ALTER TABLE images ADD COLUMN taken INTEGER GENERATED ALWAYS AS ("
@@ -354,7 +364,8 @@ static const struct migration migrations[] = {
     {1, migrate_to_v1},
     {2, migrate_to_v2},
     {3, migrate_to_v3},
-    /* {4, migrate_to_v4}: add one step here and bump STORE_SCHEMA_VERSION */
+    {4, migrate_to_v4},
+    /* {5, migrate_to_v5}: add one step here and bump STORE_SCHEMA_VERSION */
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SCHEMA_VERSION,
@@ -879,4 +890,6 @@ const struct store_ops store__sqlite_ops = {
     .job_renew = sq_job_renew,
     .job_finish = sq_job_finish,
     .job_item_get = sq_job_item_get,
+    .list_under = sq_list_under,
+    .update_files = sq_update_files,
 };

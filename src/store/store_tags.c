@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * store_tags.c: the rules of image tags (issue 10, schema v3) that both
+ * store_tags.c: the rules of image tags (issue 10, schema v4) that both
  * backends share: what a tag may be and its comparison key, the checked
  * public store_tags_update, how a row's tags travel from a query (one text
  * joined by U+001F, a character no tag may hold) into struct store_image_row,

@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_store_tags.c: schema v3 (issue 10) on SQLite and, with the argument
+ * test_store_tags.c: schema v4 (issue 10) on SQLite and, with the argument
  * "pg", on PostgreSQL: the tag rules (store_tag_normalize), store_tags_update
  * (case-preserving, case-insensitive, bounded, all or nothing, unknown id),
  * tags in rows and in filters (every tag must match), tags gone with their
  * image; the taken column (from the metadata, numbers only); and the
- * migration of a v2 catalogue (taken back-filled, tags usable, data intact).
+ * migration of a v3 catalogue (taken back-filled, tags usable, data intact).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -268,9 +268,9 @@ static void test_taken_column(void **state)
     check_taken(f->st);
 }
 
-/* A v2 catalogue (the v3 parts removed, the version put back) opened by this
- * binary: migrated to v3, taken back-filled, tags usable, rows intact. */
-static void test_migrate_from_v2(void **state)
+/* A v3 catalogue (the v4 parts removed, the version put back) opened by this
+ * binary: migrated to v4, taken back-filled, tags usable, rows intact. */
+static void test_migrate_from_v3(void **state)
 {
     struct fx *f = *state;
     open_store(f);
@@ -283,7 +283,7 @@ static void test_migrate_from_v2(void **state)
     if (tu_is_pg()) {
         for (size_t i = 0; i < 3; i++)
             assert_int_equal(tu_pg_exec(f->url, down[i]), 0);
-        assert_int_equal(tu_pg_exec(f->url, "UPDATE schema_version SET version = 2"), 0);
+        assert_int_equal(tu_pg_exec(f->url, "UPDATE schema_version SET version = 3"), 0);
     } else {
         char path[4096];
         snprintf(path, sizeof(path), "%s/catalogue.db", f->dir);
@@ -293,7 +293,7 @@ static void test_migrate_from_v2(void **state)
             if (sqlite3_exec(db, down[i], NULL, NULL, NULL) != SQLITE_OK)
                 fail_msg("%s: %s", down[i], sqlite3_errmsg(db));
         assert_int_equal(sqlite3_exec(db,
-                                      "UPDATE meta SET value = '2' WHERE key = 'schema_version'",
+                                      "UPDATE meta SET value = '3' WHERE key = 'schema_version'",
                                       NULL, NULL, NULL),
                          SQLITE_OK);
         sqlite3_close(db);
@@ -302,7 +302,7 @@ static void test_migrate_from_v2(void **state)
     int v = 0;
     struct ims_error err = {0};
     assert_int_equal(store_schema_version(f->st, &v, &err), IMS_OK);
-    assert_int_equal(v, 3);
+    assert_int_equal(v, 4);
     check_taken(f->st);
     int64_t count = 0;
     assert_int_equal(store_count(f->st, &count, &err), IMS_OK);
@@ -375,7 +375,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_tag_rules),
         cmocka_unit_test_setup_teardown(test_tags, setup, teardown),
         cmocka_unit_test_setup_teardown(test_taken_column, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_migrate_from_v2, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_from_v3, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restore_keeps_tags, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
