@@ -60,10 +60,42 @@ static size_t slot(const struct store__rowcache *rc, int64_t id)
 
 static size_t str_bytes(const char *s) { return s ? strlen(s) + 1 : 0; }
 
+static size_t tags_bytes(const struct store_image_row *r)
+{
+    size_t n = r->n_tags * sizeof(char *);
+    for (size_t i = 0; i < r->n_tags; i++)
+        n += strlen(r->tags[i]) + 1;
+    return r->n_tags ? n : 0;
+}
+
 static size_t row_bytes(const struct store_image_row *r)
 {
     return sizeof(struct rc_entry) + str_bytes(r->source) + str_bytes(r->format) +
-           str_bytes(r->caption) + str_bytes(r->metadata) + str_bytes(r->model);
+           str_bytes(r->caption) + str_bytes(r->metadata) + str_bytes(r->model) +
+           tags_bytes(r);
+}
+
+/* The tags as one block (pointers, then text), the layout store_row_fini frees. */
+static int dup_tags(struct store_image_row *dst, const struct store_image_row *src)
+{
+    dst->tags = NULL;
+    dst->n_tags = 0;
+    if (!src->n_tags || !src->tags)
+        return 1;
+    char *blk = ims_malloc(tags_bytes(src));
+    if (!blk)
+        return 0;
+    char **t = (char **)(void *)blk;
+    char *text = blk + src->n_tags * sizeof(char *);
+    for (size_t i = 0; i < src->n_tags; i++) {
+        size_t n = strlen(src->tags[i]) + 1;
+        memcpy(text, src->tags[i], n);
+        t[i] = text;
+        text += n;
+    }
+    dst->tags = t;
+    dst->n_tags = src->n_tags;
+    return 1;
 }
 
 static int dup_str(char **dst, const char *src)
@@ -85,9 +117,11 @@ static int row_copy(struct store_image_row *dst, const struct store_image_row *s
     *dst = *src;
     dst->embedding = NULL;
     dst->source = dst->format = dst->caption = dst->metadata = dst->model = NULL;
+    dst->tags = NULL;
+    dst->n_tags = 0;
     if (dup_str(&dst->source, src->source) && dup_str(&dst->format, src->format) &&
         dup_str(&dst->caption, src->caption) && dup_str(&dst->metadata, src->metadata) &&
-        dup_str(&dst->model, src->model))
+        dup_str(&dst->model, src->model) && dup_tags(dst, src))
         return 1;
     store_row_fini(dst);
     return 0;

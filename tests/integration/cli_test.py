@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ingest_common import (Cli, check, finish, fixture_images, parse_add_output,  # noqa: E402
                            tiny_model)
 
-RESULT_FIELDS = {"id", "url", "score", "width", "height", "thumb", "format", "taken"}
+RESULT_FIELDS = {"id", "url", "score", "width", "height", "thumb", "format", "taken", "tags"}
 
 
 def check_results_json(doc, k, known, sizes, what):

@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ingest_common import (check, finish, tiny_model, fixture_images,  # noqa: E402
                            HostileServer, kill_quietly, wait_for)
 
-ROW_KEYS = {"id", "url", "width", "height", "added", "thumb", "format", "taken"}
+ROW_KEYS = {"id", "url", "width", "height", "added", "thumb", "format", "taken", "tags"}
 JOB_KEYS = {"id", "state", "total", "done", "failed", "errors"}
 API_KEY = "e2e-" + uuid.uuid4().hex
 

@@ -225,6 +225,54 @@ static void test_other_writer_via_feed(void **state)
     assert_int_equal(s.bytes, 0);
 }
 
+/* Tags (a block of pointers and text) are deep-copied by the cache; a tag
+ * change or a moved source by another node reaches it through the feed. */
+static void test_tags_and_moves(void **state)
+{
+    struct fx *f = *state;
+    struct ims_error err = {0};
+    assert_int_equal(store_row_cache_set(f->st, 1 << 20, &err), IMS_OK);
+    int64_t id = add(f->other, 40, "t");
+    const char *add_tags[] = {"Beach", "sunset"};
+    assert_int_equal(store_tags_update(f->other, id, add_tags, 2, NULL, 0, &err), IMS_OK);
+    int64_t seq = 0;
+    follow_feed(f->st, &seq);
+    for (int pass = 0; pass < 3; pass++) { /* a miss, then hits: each a copy of its own */
+        struct store_image_row row;
+        assert_int_equal(store_get(f->st, id, 0, &row, &err), IMS_OK);
+        assert_int_equal(row.n_tags, 2);
+        assert_string_equal(row.tags[0], "Beach");
+        assert_string_equal(row.tags[1], "sunset");
+        store_row_fini(&row);
+    }
+    struct store_row_cache_stats s;
+    store_row_cache_get_stats(f->st, &s);
+    assert_int_equal(s.hits, 2);
+    /* another node removes a tag: stale until the feed is followed, then fresh */
+    const char *rm[] = {"beach"};
+    assert_int_equal(store_tags_update(f->other, id, NULL, 0, rm, 1, &err), IMS_OK);
+    follow_feed(f->st, &seq);
+    struct store_image_row row;
+    assert_int_equal(store_get(f->st, id, 0, &row, &err), IMS_OK);
+    assert_int_equal(row.n_tags, 1);
+    assert_string_equal(row.tags[0], "sunset");
+    store_row_fini(&row);
+    /* this store's own tag change evicts at once */
+    const char *more[] = {"trip"};
+    assert_int_equal(store_tags_update(f->st, id, more, 1, NULL, 0, &err), IMS_OK);
+    assert_int_equal(store_get(f->st, id, 0, &row, &err), IMS_OK);
+    assert_int_equal(row.n_tags, 2);
+    store_row_fini(&row);
+    /* a synced rename by another node moves the source */
+    struct store_file_update u = {.id = id, .source = "https://example.org/rc/moved.jpg",
+                                  .file_size = 1, .file_mtime_ns = 2};
+    assert_int_equal(store_update_files(f->other, &u, 1, NULL, &err), IMS_OK);
+    follow_feed(f->st, &seq);
+    assert_int_equal(store_get(f->st, id, 0, &row, &err), IMS_OK);
+    assert_string_equal(row.source, "https://example.org/rc/moved.jpg");
+    store_row_fini(&row);
+}
+
 static void test_byte_bound(void **state)
 {
     struct fx *f = *state;
@@ -321,6 +369,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_hits_and_own_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_other_writer_via_feed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tags_and_moves, setup, teardown),
         cmocka_unit_test_setup_teardown(test_byte_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_deletes, setup, teardown),
     };
