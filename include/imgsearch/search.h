@@ -100,12 +100,30 @@ struct search_request {
      * offset+k among them (a bitmap inside the index search, never a
      * post-filter of the unfiltered top k). */
     const struct store_filter *filter;
+    /* Optional (issue 10): 0 < dedup <= 1 folds near-duplicates. Walking the
+     * results best first, one whose cosine with an already kept result is
+     * >= dedup goes into the best-ranked such result's `duplicates` instead
+     * of the list; more candidates are fetched until offset+k results are
+     * kept or the index (or the filter's rows, or min_score) runs out.
+     * 0: off. With dedup, offset + k is at most SEARCH_DEDUP_WANT_MAX. */
+    float dedup;
 };
+#define SEARCH_DEDUP_WANT_MAX 2000
 
 struct search_hit {
     struct store_image_row row; /* owned by the response */
     float score;
+    int64_t *duplicates;        /* with dedup: ids folded into this hit, best first; owned */
+    size_t n_duplicates;
 };
+
+/* The folding rule of search_request.dedup on n vectors (rows of dim
+ * floats, L2-normalised, in rank order): into[i] = -1 when row i is kept,
+ * else the index of the kept row it folds into (the best-ranked kept row
+ * whose cosine with it is >= threshold). Once max_kept rows are kept, rows
+ * that fold into none get -2 (beyond the cut). Returns the number kept. */
+size_t search_fold_duplicates(const float *v, size_t n, size_t dim, float threshold,
+                              size_t max_kept, int32_t *into);
 
 struct search_response {
     struct search_hit *hits;

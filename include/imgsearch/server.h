@@ -71,6 +71,8 @@ struct server_row {
     const char *format;    /* "jpeg", "heic", ...; may be NULL (issue 10) */
     bool has_taken;        /* EXIF date taken known */
     int64_t taken;         /* unix seconds, if has_taken */
+    const char *const *tags; /* n_tags tags, as written (issue 10); NULL if none */
+    size_t n_tags;
 };
 
 struct server_stats {
@@ -131,6 +133,8 @@ struct server_filter {
     const char *formats; /* comma list of canonical words ("jpeg,heic"); NULL: any */
     enum server_orientation orientation;
     const char *source_prefix; /* NULL: any */
+    const char *const *tags;   /* the row carries every one (case-insensitive); n_tags */
+    size_t n_tags;
 };
 
 struct server_query {
@@ -142,12 +146,30 @@ struct server_query {
     float min_score;                  /* drop results scoring below, if has_min_score */
     enum server_order order;          /* DATE: the top results re-sorted newest first */
     const struct server_filter *filter; /* NULL, or only matching rows (arena-allocated) */
+    bool has_dedup;                   /* fold near-duplicates (issue 10): a result whose */
+    float dedup;                      /* cosine with a better-ranked kept one is >= dedup
+                                         (0 < dedup <= 1) goes into its `duplicates` */
 };
 
 struct server_result {
     struct server_row row;
     float score;                      /* cosine similarity of the fused query */
+    const int64_t *duplicates;        /* with dedup: ids folded into this row, best first */
+    size_t n_duplicates;
 };
+
+/* Library-wide near-duplicates (GET /api/v1/duplicates): groups of ids whose
+ * embeddings are linked by cosine >= the threshold. */
+struct server_dup_group {
+    const int64_t *ids;               /* ascending */
+    size_t n;
+    float min_score;                  /* the weakest link that joined the group */
+};
+struct server_dup_groups {
+    struct server_dup_group *groups;  /* arena-allocated, largest groups first */
+    size_t n;
+};
+#define SERVER_TAGS_MAX 64            /* tags in one change or filter */
 
 struct server_results {
     struct server_result *items;      /* arena-allocated by the backend */
@@ -249,6 +271,18 @@ struct server_backend {
      * rows of missing ids zero) and found[i] (server-provided, n entries). */
     enum ims_status (*embeddings)(void *self, const int64_t *ids, size_t n, struct server_arena *a,
                                   float **vectors, size_t *dim, uint8_t *found,
+                                  struct ims_error *err);
+    /* Issue 10 (routes_library.c). Removes then adds tags of image `id` and
+     * answers the row as it now is. IMS_ERR_NOT_FOUND for an unknown id,
+     * IMS_ERR_INVALID naming a bad tag. */
+    enum ims_status (*image_tags)(void *self, int64_t id, const char *const *add, size_t n_add,
+                                  const char *const *remove, size_t n_remove,
+                                  struct server_arena *a, struct server_row *out,
+                                  struct ims_error *err);
+    /* Groups of near-duplicates over the whole catalogue (cosine >= threshold),
+     * at most `limit` groups. */
+    enum ims_status (*duplicates)(void *self, float threshold, size_t limit,
+                                  struct server_arena *a, struct server_dup_groups *out,
                                   struct ims_error *err);
 };
 

@@ -77,7 +77,7 @@ struct store;
 #define STORE_JOB_ID_MAX_BYTES 64
 #define STORE_JOB_ERROR_MAX_BYTES 4096
 /* The schema version this binary writes and the newest it can open. */
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 
 /* ---- open / close --------------------------------------------------------- */
 
@@ -242,6 +242,11 @@ struct store_image_row {
     int has_thumbnail;
     float *embedding; /* dim floats; NULL unless STORE_FIELD_EMBEDDING was asked */
     uint32_t dim;
+    int has_taken;  /* schema v3: the `taken` column (metadata's "taken", EXIF date) */
+    int64_t taken;  /* unix seconds, if has_taken */
+    char **tags;    /* n_tags tags as written, ordered case-insensitively; one block
+                       (pointers and text) freed by store_row_fini; NULL if none */
+    size_t n_tags;
 };
 
 enum store_fields {
@@ -276,10 +281,12 @@ enum ims_status store_get_thumbnail(struct store *st, int64_t id, void **jpeg, s
 
 /* A filter over image rows (issue 10). Every member is optional: a 0 / NULL
  * member does not restrict. Times are unix seconds, ranges inclusive;
- * `taken` is the row metadata's "taken" (EXIF DateTimeOriginal), so a
- * taken range excludes rows without one. formats: a comma list of format
- * words ("jpeg,heic"); orientation from width and height; source_prefix a
- * byte prefix of the source. */
+ * `taken` is the row's taken column (the metadata's "taken", EXIF
+ * DateTimeOriginal), so a taken range excludes rows without one. formats: a
+ * comma list of format words ("jpeg,heic"); orientation from width and
+ * height; source_prefix a byte prefix of the source; tags: the row must
+ * carry every one of them (compared case-insensitively; each checked as by
+ * store_tag_normalize, at most STORE_TAGS_MAX). */
 enum store_orientation {
     STORE_ORIENT_ANY = 0, STORE_ORIENT_LANDSCAPE, STORE_ORIENT_PORTRAIT, STORE_ORIENT_SQUARE,
 };
@@ -290,11 +297,37 @@ struct store_filter {
     const char *formats;
     enum store_orientation orientation;
     const char *source_prefix;
+    const char *const *tags;
+    size_t n_tags;
 };
 /* The ids of the rows matching `f`, ascending, in *ids (release with
  * ims_free; NULL when none) and *n. */
 enum ims_status store_filter_ids(struct store *st, const struct store_filter *f, int64_t **ids,
                                  size_t *n, struct ims_error *err);
+
+/* ---- tags (issue 10, schema v3) ---------------------------------------------
+ *
+ * Each image carries up to STORE_TAGS_MAX tags. A tag keeps the case it was
+ * written in for display and is compared case-insensitively (ASCII letters
+ * folded; other characters compared as bytes): "Trip" and "trip" are one
+ * tag. Tags are deleted with their image. */
+#define STORE_TAG_MAX_BYTES 64
+#define STORE_TAGS_MAX 64
+/* Checks one tag and writes its stored form into out (spaces around it
+ * trimmed) and its comparison key into key (out lower-cased). Refused
+ * (IMS_ERR_INVALID, the message quotes the tag): empty, longer than
+ * STORE_TAG_MAX_BYTES, not UTF-8, a control character (U+0000..U+001F,
+ * U+007F..U+009F). */
+enum ims_status store_tag_normalize(const char *tag, char out[STORE_TAG_MAX_BYTES + 1],
+                                    char key[STORE_TAG_MAX_BYTES + 1], struct ims_error *err);
+/* In one transaction: removes the tags `remove` (absent ones are ignored),
+ * then adds `add` (one already there under another case takes the new
+ * spelling). IMS_ERR_NOT_FOUND if the image does not exist; IMS_ERR_INVALID
+ * for a bad tag (nothing changed) or when the image would hold more than
+ * STORE_TAGS_MAX tags. Read the result back with store_get. */
+enum ims_status store_tags_update(struct store *st, int64_t id, const char *const *add,
+                                  size_t n_add, const char *const *remove, size_t n_remove,
+                                  struct ims_error *err);
 
 /* Number of images; largest live id (0 if empty). */
 enum ims_status store_count(struct store *st, int64_t *n, struct ims_error *err);

@@ -27,6 +27,10 @@ const char cli_help_search[] =
     "  --format LIST   comma list of jpeg, png, webp, gif, bmp, heic, avif, tiff\n"
     "  --orientation landscape|portrait|square\n"
     "  --source-prefix P             sources starting with P (a folder, a site)\n"
+    "  --tag T         images tagged T (repeatable: every one; case-insensitive)\n"
+    "Near-duplicates:\n"
+    "  --dedup T       fold each result whose cosine with a better-ranked result is\n"
+    "                  >= T (0 < T <= 1, e.g. 0.95) into it; still k results\n"
     CLI_CATALOGUE_HELP;
 
 #define MAX_TERMS SEARCH_TERMS_MAX
@@ -45,6 +49,8 @@ int cli_cmd_search(int argc, char **argv)
     struct store_filter flt;
     int has_filter = 0;
     char formats[128] = "";
+    const char *tags[STORE_TAGS_MAX];
+    float dedup = 0.0f;
     memset(&flt, 0, sizeof(flt));
     memset(terms, 0, sizeof(terms));
     for (int i = 1; i < argc; i++) {
@@ -128,6 +134,18 @@ int cli_cmd_search(int argc, char **argv)
             else
                 goto bad_value;
             has_filter = 1;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--tag", &v)) != 0) {
+            if (r < 0 || flt.n_tags >= STORE_TAGS_MAX)
+                goto bad_value;
+            tags[flt.n_tags++] = v;
+            flt.tags = tags;
+            has_filter = 1;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--dedup", &v)) != 0) {
+            char *end = NULL;
+            double d = r > 0 ? strtod(v, &end) : 0.0;
+            if (r < 0 || !end || *end || !(d > 0.0 && d <= 1.0))
+                goto bad_value;
+            dedup = (float)d;
         } else if ((r = cli_opt_value(argc, argv, &i, "--source-prefix", &v)) != 0) {
             if (r < 0 || !*v)
                 goto bad_value;
@@ -205,7 +223,7 @@ int cli_cmd_search(int argc, char **argv)
     struct search_response resp = {0};
     if (st == IMS_OK) {
         struct search_request rq = {terms, n_terms, k, offset, has_min, min_score,
-                                    SEARCH_ORDER_SCORE, has_filter ? &flt : NULL};
+                                    SEARCH_ORDER_SCORE, has_filter ? &flt : NULL, dedup};
         st = search_run(se, &rq, &resp, &err);
     }
     if (st != IMS_OK) {
@@ -216,17 +234,23 @@ int cli_cmd_search(int argc, char **argv)
             const struct store_image_row *r = &resp.hits[i].row;
             char thumb[64];
             snprintf(thumb, sizeof(thumb), "/api/v1/images/%lld/thumb", (long long)r->id);
-            /* "taken" (EXIF date, issue 10) from the row's metadata, else null */
-            json_t *taken = NULL, *meta = r->metadata ? json_loads(r->metadata, 0, NULL) : NULL;
-            json_t *tv = meta ? json_object_get(meta, "taken") : NULL;
-            taken = json_is_integer(tv) ? json_integer(json_integer_value(tv)) : json_null();
-            json_decref(meta);
-            json_array_append_new(arr, json_pack("{s:I, s:s, s:f, s:i, s:i, s:s, s:s?, s:o}",
-                                                 "id", (json_int_t)r->id, "url", r->source,
-                                                 "score", (double)resp.hits[i].score, "width",
-                                                 (int)r->width, "height", (int)r->height,
-                                                 "thumb", thumb, "format", r->format, "taken",
-                                                 taken));
+            /* "taken" (EXIF date) and "tags" (issue 10), as the API writes them */
+            json_t *taken = r->has_taken ? json_integer(r->taken) : json_null();
+            json_t *jt = json_array();
+            for (size_t t = 0; jt && t < r->n_tags; t++)
+                json_array_append_new(jt, json_string(r->tags[t]));
+            json_t *jo = json_pack("{s:I, s:s, s:f, s:i, s:i, s:s, s:s?, s:o, s:o?}", "id",
+                                  (json_int_t)r->id, "url", r->source, "score",
+                                  (double)resp.hits[i].score, "width", (int)r->width, "height",
+                                  (int)r->height, "thumb", thumb, "format", r->format, "taken",
+                                  taken, "tags", jt);
+            if (jo && dedup > 0.0f) {
+                json_t *d = json_array();
+                for (size_t t = 0; d && t < resp.hits[i].n_duplicates; t++)
+                    json_array_append_new(d, json_integer(resp.hits[i].duplicates[t]));
+                json_object_set_new(jo, "duplicates", d ? d : json_null());
+            }
+            json_array_append_new(arr, jo);
         }
         json_t *j = json_pack("{s:o, s:f}", "results", arr, "took_ms", resp.took_ms);
         char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
@@ -237,8 +261,13 @@ int cli_cmd_search(int argc, char **argv)
         if (resp.n == 0)
             fprintf(stderr, "imgsearch search: no results\n");
         for (size_t i = 0; i < resp.n; i++)
-            printf("%3zu  %.4f  %6lld  %s\n", (size_t)offset + i + 1, (double)resp.hits[i].score,
+        {
+            printf("%3zu  %.4f  %6lld  %s", (size_t)offset + i + 1, (double)resp.hits[i].score,
                    (long long)resp.hits[i].row.id, resp.hits[i].row.source);
+            if (resp.hits[i].n_duplicates)
+                printf("  (+%zu near-duplicates)", resp.hits[i].n_duplicates);
+            printf("\n");
+        }
     }
     search_response_fini(&resp);
     search_engine_free(se);

@@ -168,12 +168,16 @@ static void row_from_store(struct server_arena *a, const struct store_image_row 
     out->added_unix = r->added;
     out->caption = r->caption ? server_arena_strdup(a, r->caption) : NULL;
     out->format = r->format ? server_arena_strdup(a, r->format) : NULL;
-    /* the EXIF date taken lives in the row's metadata (issue 10) */
-    json_t *meta = r->metadata ? json_loads(r->metadata, 0, NULL) : NULL;
-    json_t *tv = meta ? json_object_get(meta, "taken") : NULL;
-    out->has_taken = json_is_integer(tv);
-    out->taken = out->has_taken ? (int64_t)json_integer_value(tv) : 0;
-    json_decref(meta);
+    /* the EXIF date taken and the tags (issue 10, schema v3) */
+    out->has_taken = r->has_taken;
+    out->taken = r->taken;
+    char **tags = r->n_tags ? server_arena_alloc(a, r->n_tags * sizeof(*tags)) : NULL;
+    size_t n = 0;
+    for (size_t i = 0; tags && i < r->n_tags; i++)
+        if ((tags[n] = server_arena_strdup(a, r->tags[i])))
+            n++;
+    out->tags = (const char *const *)tags;
+    out->n_tags = n;
 }
 
 /* ---- backend operations ------------------------------------------------------ */
@@ -277,6 +281,8 @@ static enum ims_status be_search(void *self, const struct server_query *q, struc
                          : f->orientation == SERVER_ORIENT_SQUARE   ? STORE_ORIENT_SQUARE
                                                                     : STORE_ORIENT_ANY;
         sf.source_prefix = f->source_prefix;
+        sf.tags = f->tags;
+        sf.n_tags = f->n_tags;
     }
     struct search_request rq = {terms,
                                 q->n_terms,
@@ -286,7 +292,8 @@ static enum ims_status be_search(void *self, const struct server_query *q, struc
                                 q->min_score,
                                 q->order == SERVER_ORDER_DATE ? SEARCH_ORDER_DATE
                                                               : SEARCH_ORDER_SCORE,
-                                q->filter ? &sf : NULL};
+                                q->filter ? &sf : NULL,
+                                q->has_dedup ? q->dedup : 0.0f};
     st = search_run(b->se, &rq, &resp, err);
     if (st != IMS_OK)
         goto out;
@@ -299,6 +306,14 @@ static enum ims_status be_search(void *self, const struct server_query *q, struc
     for (size_t i = 0; i < resp.n; i++) {
         row_from_store(a, &resp.hits[i].row, &out->items[i].row);
         out->items[i].score = resp.hits[i].score;
+        out->items[i].n_duplicates = resp.hits[i].n_duplicates;
+        out->items[i].duplicates =
+            resp.hits[i].n_duplicates
+                ? server_arena_memdup(a, resp.hits[i].duplicates,
+                                      resp.hits[i].n_duplicates * sizeof(int64_t))
+                : NULL;
+        if (resp.hits[i].n_duplicates && !out->items[i].duplicates)
+            out->items[i].n_duplicates = 0;
     }
 out:
     search_response_fini(&resp);
@@ -433,6 +448,21 @@ static enum ims_status be_image_get(void *self, int64_t id, struct server_arena 
         row_from_store(a, &row, out);
     store_row_fini(&row);
     return st;
+}
+
+/* POST /api/v1/images/ID/tags: the catalogue checks the tags; searches read
+ * tags from the catalogue (the result cache holds no filtered search), so
+ * every node sees the change at once */
+static enum ims_status be_image_tags(void *self, int64_t id, const char *const *add,
+                                     size_t n_add, const char *const *remove, size_t n_remove,
+                                     struct server_arena *a, struct server_row *out,
+                                     struct ims_error *err)
+{
+    struct app_backend *b = self;
+    enum ims_status st = store_tags_update(b->app->store, id, add, n_add, remove, n_remove, err);
+    if (st == IMS_ERR_NOT_FOUND)
+        return ims_error_set(err, st, "no image with id %lld", (long long)id);
+    return st == IMS_OK ? be_image_get(self, id, a, out, err) : st;
 }
 
 static enum ims_status be_image_thumb(void *self, int64_t id, struct server_arena *a,
@@ -917,6 +947,7 @@ int cli_cmd_serve(int argc, char **argv)
         .image_get = be_image_get,
         .image_thumb = be_image_thumb,
         .image_delete = be_image_delete,
+        .image_tags = be_image_tags,
         .metrics = be_metrics,
         .embed_text = be_embed_text,
         .embed_image = be_embed_image,

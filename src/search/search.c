@@ -266,12 +266,20 @@ static int by_date_desc(const void *a, const void *b)
     return x->row.id < y->row.id ? 1 : (x->row.id > y->row.id ? -1 : 0);
 }
 
+void search__hit_fini(struct search_hit *h)
+{
+    store_row_fini(&h->row);
+    ims_free(h->duplicates);
+    h->duplicates = NULL;
+    h->n_duplicates = 0;
+}
+
 void search_response_fini(struct search_response *resp)
 {
     if (!resp)
         return;
     for (size_t i = 0; i < resp->n; i++)
-        store_row_fini(&resp->hits[i].row);
+        search__hit_fini(&resp->hits[i]);
     ims_free(resp->hits);
     resp->hits = NULL;
     resp->n = 0;
@@ -279,7 +287,7 @@ void search_response_fini(struct search_response *resp)
 
 /* The catalogue's matching ids as a bitmap for the index (issue 10). The
  * ids come from one store query; the bitmap spans ids 0..max matching. */
-static enum ims_status search_filtered(struct search_engine *se, const float *q, int want,
+enum ims_status search__filtered(struct search_engine *se, const float *q, int want,
                                        const struct store_filter *f, float *scores,
                                        int64_t *ids, int *n_found, struct ims_error *err)
 {
@@ -365,8 +373,18 @@ enum ims_status search_run(struct search_engine *se, const struct search_request
      * search gives a stamp older than the data, so the entry is never reused */
     uint64_t v_gen = vindex_generation(se->index);
     size_t v_count = vindex_count(se->index);
-    if (req->filter && v_count > 0) {
-        st = search_filtered(se, q, want, req->filter, scores, ids, &n_found, err);
+    if (req->dedup != 0.0f) {
+        if (!(req->dedup > 0.0f && req->dedup <= 1.0f) || want > SEARCH_DEDUP_WANT_MAX) {
+            st = ims_error_set(err, IMS_ERR_INVALID,
+                               "dedup must be in (0, 1] with offset + k at most %d",
+                               SEARCH_DEDUP_WANT_MAX);
+            goto out;
+        }
+        st = v_count > 0 ? search__dedup(se, q, req, hits, &n_hits, err) : IMS_OK;
+        if (st != IMS_OK)
+            goto out;
+    } else if (req->filter && v_count > 0) {
+        st = search__filtered(se, q, want, req->filter, scores, ids, &n_found, err);
         if (st != IMS_OK)
             goto out;
     } else if (v_count > 0 &&
@@ -399,9 +417,9 @@ enum ims_status search_run(struct search_engine *se, const struct search_request
     size_t first = IMS_MIN((size_t)req->offset, n_hits);
     size_t n_page = IMS_MIN((size_t)req->k, n_hits - first);
     for (size_t i = 0; i < first; i++)
-        store_row_fini(&hits[i].row);
+        search__hit_fini(&hits[i]);
     for (size_t i = first + n_page; i < n_hits; i++)
-        store_row_fini(&hits[i].row);
+        search__hit_fini(&hits[i]);
     memmove(hits, hits + first, n_page * sizeof(*hits));
     resp->hits = hits;
     resp->n = n_page;
@@ -414,7 +432,7 @@ out:
             store_row_fini(&rows[i]);
     if (hits)
         for (size_t i = 0; i < n_hits; i++)
-            store_row_fini(&hits[i].row);
+            search__hit_fini(&hits[i]);
     ims_free(hits);
     ims_free(q);
     ims_free(e);
@@ -438,3 +456,6 @@ void search_get_counters(struct search_engine *se, struct search_counters *out)
     out->text_encode_seconds = (double)atomic_load(&se->text_ns) * 1e-9;
     out->image_encode_seconds = (double)atomic_load(&se->image_ns) * 1e-9;
 }
+
+struct vindex *search__index(struct search_engine *se) { return se->index; }
+struct store *search__store(struct search_engine *se) { return se->store; }

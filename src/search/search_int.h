@@ -37,4 +37,24 @@ void search__hits_put(struct search_hits_cache *c, const float *q, int want,
                       uint64_t v_generation, const float *scores, const int64_t *ids,
                       int n_found);
 
+/* ---- search.c / search_dedup.c ------------------------------------------------ */
+
+struct search_engine;
+struct search_hit;
+struct search_request;
+struct store_filter;
+/* The top `want` ids among the rows matching f (a bitmap inside the index). */
+enum ims_status search__filtered(struct search_engine *se, const float *q, int want,
+                                 const struct store_filter *f, float *scores, int64_t *ids,
+                                 int *n_found, struct ims_error *err);
+/* The engine's index, catalogue and dimension (search.c). */
+struct vindex *search__index(struct search_engine *se);
+struct store *search__store(struct search_engine *se);
+/* The cut set of a dedup query (search_request.dedup): up to offset+k kept
+ * hits, best first, into hits[] (caller's array of offset+k), *n_hits. */
+enum ims_status search__dedup(struct search_engine *se, const float *q,
+                              const struct search_request *req, struct search_hit *hits,
+                              size_t *n_hits, struct ims_error *err);
+void search__hit_fini(struct search_hit *h);
+
 #endif

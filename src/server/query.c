@@ -146,7 +146,8 @@ static enum ims_status json_filter(json_t *jf, struct server_arena *a, struct se
 static enum ims_status json_term(json_t *obj, const char *where, bool top, struct server_arena *a,
                                  struct server_term *t, struct ims_error *err)
 {
-    static const char *const top_keys[] = {"k", "offset", "min_score", "order", "filter"};
+    static const char *const top_keys[] = {"k", "offset", "min_score", "order", "filter",
+                                           "dedup"};
     memset(t, 0, sizeof(*t));
     t->weight = 1.0f;
     int n_kinds = 0;
@@ -275,7 +276,8 @@ enum ims_status server__query_parse_json(const char *body, size_t len, struct se
         json_object_foreach(root, key, v)
         {
             if (strcmp(key, "terms") && strcmp(key, "k") && strcmp(key, "offset") &&
-                strcmp(key, "min_score") && strcmp(key, "order") && strcmp(key, "filter")) {
+                strcmp(key, "min_score") && strcmp(key, "order") && strcmp(key, "filter") &&
+                strcmp(key, "dedup")) {
                 st = ims_error_set(err, IMS_ERR_INVALID, "%s: unknown member", key);
                 goto out;
             }
@@ -327,6 +329,17 @@ enum ims_status server__query_parse_json(const char *body, size_t len, struct se
     if ((v = json_object_get(root, "filter")) && !json_is_null(v) &&
         (st = json_filter(v, a, q, err)) != IMS_OK)
         goto out;
+    if ((v = json_object_get(root, "dedup")) && !json_is_null(v)) {
+        double d;
+        if ((st = json_number(v, "dedup", &d, err)) != IMS_OK)
+            goto out;
+        if (!(d > 0.0 && d <= 1.0)) {
+            st = ims_error_set(err, IMS_ERR_INVALID, "dedup: must be in (0, 1]");
+            goto out;
+        }
+        q->has_dedup = true;
+        q->dedup = (float)d;
+    }
 out:
     json_decref(root);
     return st;
@@ -470,6 +483,28 @@ static enum ims_status json_time(json_t *v, const char *what, int end_of_day, in
     return ims_error_set(err, IMS_ERR_INVALID, "%s: must be unix seconds or a date string", what);
 }
 
+enum ims_status server__json_tags(json_t *v, const char *what, struct server_arena *a,
+                                  const char *const **out, size_t *n_out, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!json_is_array(v) || json_array_size(v) > SERVER_TAGS_MAX, err,
+                        IMS_ERR_INVALID, "%s: must be a list of up to %d tags", what,
+                        SERVER_TAGS_MAX);
+    size_t n = json_array_size(v);
+    const char **t = server_arena_alloc(a, (n ? n : 1) * sizeof(*t));
+    IMS_RETURN_ERROR_IF(!t, err, IMS_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        json_t *w = json_array_get(v, i);
+        IMS_RETURN_ERROR_IF(!json_is_string(w) || json_string_length(w) > 256 ||
+                                strlen(json_string_value(w)) != json_string_length(w),
+                            err, IMS_ERR_INVALID, "%s[%zu]: must be a tag (a string)", what, i);
+        t[i] = server_arena_strdup(a, json_string_value(w));
+        IMS_RETURN_ERROR_IF(!t[i], err, IMS_ERR_NOMEM, "out of memory");
+    }
+    *out = t;
+    *n_out = n;
+    return IMS_OK;
+}
+
 static enum ims_status json_filter(json_t *jf, struct server_arena *a, struct server_query *q,
                                    struct ims_error *err)
 {
@@ -537,11 +572,12 @@ static enum ims_status json_filter(json_t *jf, struct server_arena *a, struct se
             f->source_prefix = server_arena_strdup(a, json_string_value(v));
             IMS_RETURN_ERROR_IF(!f->source_prefix, err, IMS_ERR_NOMEM, "out of memory");
         } else if (!strcmp(key, "tags")) {
-            return ims_error_set(err, IMS_ERR_INVALID, "%s: tags are not supported yet", what);
+            if ((st = server__json_tags(v, what, a, &f->tags, &f->n_tags, err)) != IMS_OK)
+                return st;
         } else {
             return ims_error_set(err, IMS_ERR_INVALID,
                                  "%s: unknown member (added, taken, min_width, min_height, "
-                                 "format, orientation, source_prefix)", what);
+                                 "format, orientation, source_prefix, tags)", what);
         }
     }
     return IMS_OK;
@@ -551,7 +587,7 @@ static enum ims_status args_filter(const struct server_query_args *g, struct ser
                                    struct server_query *q, struct ims_error *err)
 {
     if (!g->added_from && !g->added_to && !g->taken_from && !g->taken_to && !g->min_width &&
-        !g->min_height && !g->format && !g->orientation && !g->source_prefix)
+        !g->min_height && !g->format && !g->orientation && !g->source_prefix && !g->n_tags)
         return IMS_OK;
     struct server_filter *f = filter_new(a, q);
     IMS_RETURN_ERROR_IF(!f, err, IMS_ERR_NOMEM, "out of memory");
@@ -600,6 +636,23 @@ static enum ims_status args_filter(const struct server_query_args *g, struct ser
                             IMS_ERR_INVALID, "source_prefix: must be 1..4096 bytes");
         f->source_prefix = g->source_prefix;
     }
+    IMS_RETURN_ERROR_IF(g->n_tags > SERVER_TAGS_MAX, err, IMS_ERR_INVALID,
+                        "tag: at most %d tags", SERVER_TAGS_MAX);
+    f->tags = g->tags;
+    f->n_tags = g->n_tags;
+    return IMS_OK;
+}
+
+/* dedup=T: 0 < T <= 1 */
+static enum ims_status parse_dedup(const char *v, struct server_query *q, struct ims_error *err)
+{
+    double d;
+    enum ims_status st = server__parse_float(v, "dedup", 0.0, 1.0, &d, err);
+    if (st != IMS_OK)
+        return st;
+    IMS_RETURN_ERROR_IF(d <= 0.0, err, IMS_ERR_INVALID, "dedup: must be in (0, 1]");
+    q->has_dedup = true;
+    q->dedup = (float)d;
     return IMS_OK;
 }
 
@@ -665,6 +718,8 @@ enum ims_status server__query_from_args(const struct server_query_args *args,
     q->n_terms = n;
     if ((st = args_filter(args, a, q, err)) != IMS_OK)
         return st;
+    if (args->dedup && (st = parse_dedup(args->dedup, q, err)) != IMS_OK)
+        return st;
     return apply_options(args->k, args->offset, args->min_score, args->order, q, err);
 }
 
@@ -700,7 +755,7 @@ enum ims_status server__query_from_form(const struct server_mp_form *f, struct s
                                         "text_weight",    "negative_weight",
                                         "image_id_weight", "image_url_weight",
                                         "k",              "offset",      "min_score",
-                                        "order"};
+                                        "order",          "dedup"};
     enum ims_status st;
     query_defaults(q);
     /* Every field: known, no NUL in a value (a C string would end there:
@@ -789,6 +844,8 @@ enum ims_status server__query_from_form(const struct server_mp_form *f, struct s
                         "the form has no search term (file, text, image_id or image_url)");
     q->terms = terms;
     q->n_terms = n;
+    if (form_value(f, "dedup") && (st = parse_dedup(form_value(f, "dedup"), q, err)) != IMS_OK)
+        return st;
     return apply_options(form_value(f, "k"), form_value(f, "offset"),
                          form_value(f, "min_score"), form_value(f, "order"), q, err);
 }

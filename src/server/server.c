@@ -114,6 +114,8 @@ enum route_id {
     R_KNN,
     R_METADATA,
     R_INDICES,
+    R_TAGS,      /* issue 10: routes_library.c */
+    R_DUPS,
     R_COUNT,
     R_NONE = R_COUNT, /* metrics slot for unmatched requests */
 };
@@ -138,6 +140,8 @@ const struct server__route server__routes[] = {
     {"/knn-service", {NULL, "clip-retrieval: search", NULL}},
     {"/metadata", {NULL, "clip-retrieval: rows", NULL}},
     {"/indices-list", {"clip-retrieval: indices", NULL, NULL}},
+    {"/api/v1/images/{id}/tags", {NULL, "change tags", NULL}},
+    {"/api/v1/duplicates", {"near-duplicate groups", NULL, NULL}},
 };
 
 /* The compatibility mode a route belongs to (0: imgsearch's own). */
@@ -517,7 +521,7 @@ static void gate_leave(struct server *s)
 
 /* ---- JSON of rows, jobs, results ---------------------------------------------------------- */
 
-static json_t *row_json(const struct server_row *row)
+json_t *server__row_json(const struct server_row *row)
 {
     char thumb[64];
     snprintf(thumb, sizeof(thumb), "/api/v1/images/%lld/thumb", (long long)row->id);
@@ -531,6 +535,10 @@ static json_t *row_json(const struct server_row *row)
     json_object_set_new(o, "added", json_integer(row->added_unix));
     json_object_set_new(o, "taken", row->has_taken ? json_integer(row->taken) : json_null());
     json_object_set_new(o, "format", row->format ? json_string(row->format) : json_null());
+    json_t *tags = json_array();
+    for (size_t i = 0; tags && i < row->n_tags; i++)
+        json_array_append_new(tags, json_string(row->tags[i]));
+    json_object_set_new(o, "tags", tags ? tags : json_null());
     json_object_set_new(o, "thumb", json_string(thumb));
     return o;
 }
@@ -633,9 +641,15 @@ static enum MHD_Result search_respond(struct request *r, struct MHD_Connection *
         return respond_error(r, c, st, &err);
     json_t *arr = json_array();
     for (size_t i = 0; arr && i < res.n; i++) {
-        json_t *o = row_json(&res.items[i].row);
+        json_t *o = server__row_json(&res.items[i].row);
         if (o)
             json_object_set_new(o, "score", json_real(res.items[i].score));
+        if (o && q->has_dedup) {
+            json_t *d = json_array();
+            for (size_t j = 0; d && j < res.items[i].n_duplicates; j++)
+                json_array_append_new(d, json_integer(res.items[i].duplicates[j]));
+            json_object_set_new(o, "duplicates", d ? d : json_null());
+        }
         json_array_append_new(arr, o);
     }
     return respond_json(r, c, 200,
@@ -655,7 +669,8 @@ static enum MHD_Result find_unknown_arg(void *cls, enum MHD_ValueKind kind, cons
     static const char *const known[] = {"q",          "image_id",   "k",         "offset",
                                         "min_score",  "order",      "added_from", "added_to",
                                         "taken_from", "taken_to",   "min_width", "min_height",
-                                        "format",     "orientation", "source_prefix"};
+                                        "format",     "orientation", "source_prefix",
+                                        "tag",        "dedup"};
     struct unknown_arg *u = cls;
     for (size_t i = 0; i < IMS_ARRAY_LEN(known); i++)
         if (!strcmp(key, known[i]))
@@ -663,6 +678,29 @@ static enum MHD_Result find_unknown_arg(void *cls, enum MHD_ValueKind kind, cons
     snprintf(u->name, sizeof(u->name), "%s", key);
     u->found = 1;
     return MHD_NO; /* stop at the first unknown one */
+}
+
+/* The repeatable `tag` parameter's values (up to SERVER_TAGS_MAX kept; n
+ * counts them all). */
+struct tag_args {
+    const char **v;
+    size_t n;
+    struct server_arena *a;
+};
+
+static enum MHD_Result collect_tags(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value)
+{
+    (void)kind;
+    struct tag_args *t = cls;
+    if (strcmp(key, "tag"))
+        return MHD_YES;
+    if (!t->v)
+        t->v = server_arena_alloc(t->a, SERVER_TAGS_MAX * sizeof(*t->v));
+    if (t->v && t->n < SERVER_TAGS_MAX)
+        t->v[t->n] = value ? value : "";
+    t->n++;
+    return MHD_YES;
 }
 
 static enum MHD_Result h_search_get(struct request *r, struct MHD_Connection *c)
@@ -676,7 +714,7 @@ static enum MHD_Result h_search_get(struct request *r, struct MHD_Connection *c)
         ims_error_set(&uerr, IMS_ERR_INVALID,
                       "unknown query parameter '%s' (known: q, image_id, k, offset, min_score, "
                       "order, added_from, added_to, taken_from, taken_to, min_width, "
-                      "min_height, format, orientation, source_prefix)",
+                      "min_height, format, orientation, source_prefix, tag, dedup)",
                       u.name);
         return respond_error(r, c, IMS_ERR_INVALID, &uerr);
     }
@@ -696,7 +734,17 @@ static enum MHD_Result h_search_get(struct request *r, struct MHD_Connection *c)
         MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "format"),
         MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "orientation"),
         MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "source_prefix"),
+        NULL, 0, NULL,
     };
+    struct tag_args ta = {NULL, 0, &r->arena};
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_tags, &ta);
+    if (ta.n > SERVER_TAGS_MAX)
+        return respond_msg(r, c, IMS_ERR_INVALID, "tag: at most %d tags", SERVER_TAGS_MAX);
+    if (ta.n && !ta.v)
+        return respond_msg(r, c, IMS_ERR_NOMEM, "out of memory");
+    a.tags = ta.v;
+    a.n_tags = ta.n;
+    a.dedup = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "dedup");
     struct server_query q;
     struct ims_error err = {{0}};
     enum ims_status st = server__query_from_args(&a, &r->arena, &q, &err);
@@ -856,7 +904,7 @@ static enum MHD_Result h_images_form(struct request *r, struct MHD_Connection *c
     size_t n_ok = 0;
     for (size_t i = 0; i < n; i++) {
         if (items[i].status == IMS_OK) {
-            json_array_append_new(rows, row_json(&items[i].row));
+            json_array_append_new(rows, server__row_json(&items[i].row));
             n_ok++;
             continue;
         }
@@ -892,7 +940,7 @@ static enum MHD_Result h_image_get(struct request *r, struct MHD_Connection *c)
         st = s->be.image_get(s->be.self, id, &r->arena, &row, &err);
     if (st != IMS_OK)
         return respond_error(r, c, st, &err);
-    return respond_json(r, c, 200, row_json(&row));
+    return respond_json(r, c, 200, server__row_json(&row));
 }
 
 static enum MHD_Result h_image_delete(struct request *r, struct MHD_Connection *c)
@@ -1065,6 +1113,44 @@ static enum MHD_Result h_compat(struct request *r, struct MHD_Connection *c)
     return queue(r, c, rep.status, rep.body ? rep.body : "", rep.len, rep.content_type, h, n);
 }
 
+/* ---- issue 10's tags and duplicates (routes_library.c) ------------------------------------ */
+
+static enum MHD_Result only_dup_args(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    (void)kind;
+    (void)value;
+    if (!strcmp(key, "threshold") || !strcmp(key, "limit"))
+        return MHD_YES;
+    snprintf(cls, 64, "%s", key);
+    return MHD_NO;
+}
+
+static enum MHD_Result h_library(struct request *r, struct MHD_Connection *c)
+{
+    json_t *o = NULL;
+    struct ims_error err = {{0}};
+    enum ims_status st;
+    if (r->route == R_TAGS) {
+        if (r->body_kind != BODY_JSON)
+            return respond_msg(r, c, IMS_ERR_UNSUPPORTED, "Content-Type must be application/json");
+        st = server__tags_post(&r->s->be, r->id, r->body.data ? r->body.data : "", r->body.len,
+                               &r->arena, &o, &err);
+    } else {
+        char unknown[64] = "";
+        MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, only_dup_args, unknown);
+        if (unknown[0])
+            return respond_msg(r, c, IMS_ERR_INVALID,
+                               "unknown query parameter '%s' (known: threshold, limit)", unknown);
+        st = server__duplicates_get(
+            &r->s->be, MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "threshold"),
+            MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit"), &r->arena, &o, &err);
+    }
+    if (st != IMS_OK)
+        return respond_error(r, c, st, &err);
+    return respond_json(r, c, 200, o);
+}
+
 /* ---- ?wait=1 -------------------------------------------------------------------------------- */
 
 /* Whether the client has closed its end: the socket is readable and a
@@ -1123,7 +1209,7 @@ static bool route_needs_backend(int route)
 {
     return route == R_STATS || route == R_IMAGES || route == R_IMAGE || route == R_THUMB ||
            route == R_JOB || route == R_SEARCH || route == R_PREDICT || route == R_KNN ||
-           route == R_METADATA;
+           route == R_METADATA || route == R_TAGS || route == R_DUPS;
 }
 
 static bool backend_has(const struct server_backend *be, int route, enum server__method m)
@@ -1147,6 +1233,10 @@ static bool backend_has(const struct server_backend *be, int route, enum server_
         return be->search && be->embeddings && be->image_thumb;
     case R_METADATA:
         return be->image_get && be->image_thumb;
+    case R_TAGS:
+        return be->image_tags;
+    case R_DUPS:
+        return be->duplicates;
     default:
         return true;
     }
@@ -1193,6 +1283,9 @@ static enum MHD_Result dispatch(struct request *r, struct MHD_Connection *c)
     case R_METADATA:
     case R_INDICES:
         return h_compat(r, c);
+    case R_TAGS:
+    case R_DUPS:
+        return h_library(r, c);
     }
     return respond_msg(r, c, IMS_ERR_NOT_FOUND, "no such route");
 }
@@ -1448,7 +1541,7 @@ static enum MHD_Result begin(struct request *r, struct MHD_Connection *c)
         }
     }
     bool write = (r->route == R_IMAGES && r->method == SM_POST) ||
-                 (r->route == R_IMAGE && r->method == SM_DELETE);
+                 (r->route == R_IMAGE && r->method == SM_DELETE) || r->route == R_TAGS;
     if (write && s->o.api_key) {
         const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
         bool ok = auth && strncasecmp(auth, "Bearer ", 7) == 0 && key_equal(auth + 7, s->o.api_key);

@@ -139,6 +139,9 @@ struct server_query_args {
     /* filters (issue 10), NULL when absent */
     const char *added_from, *added_to, *taken_from, *taken_to, *min_width, *min_height, *format,
         *orientation, *source_prefix;
+    const char *const *tags; /* the repeatable `tag` (n_tags values) */
+    size_t n_tags;
+    const char *dedup;
 };
 enum ims_status server__query_from_args(const struct server_query_args *args,
                                         struct server_arena *a, struct server_query *q,
@@ -149,6 +152,11 @@ enum ims_status server__query_from_args(const struct server_query_args *args,
  * and "k", "offset", "min_score", "order" (see docs/internals/server.md). */
 enum ims_status server__query_from_form(const struct server_mp_form *f, struct server_arena *a,
                                         struct server_query *q, struct ims_error *err);
+/* A JSON list of at most SERVER_TAGS_MAX strings (tags; their rules are the
+ * catalogue's) into an arena array. */
+struct json_t;
+enum ims_status server__json_tags(struct json_t *v, const char *what, struct server_arena *a,
+                                  const char *const **out, size_t *n_out, struct ims_error *err);
 /* Parses a decimal integer in [lo, hi] ("k", "offset", ids). */
 enum ims_status server__parse_int(const char *s, const char *what, long long lo, long long hi,
                                   long long *out, struct ims_error *err);
@@ -370,5 +378,18 @@ struct server_asset {
 extern const struct server_asset server__assets[];
 extern const size_t server__n_assets;
 const struct server_asset *server__asset_find(const char *path);
+
+/* ---- routes_library.c (uses jansson): issue 10's tags and duplicates ---------------- */
+
+/* One row as the API shows it (server.c). */
+struct json_t *server__row_json(const struct server_row *row);
+/* POST /api/v1/images/{id}/tags: *out is the row with its new tags. */
+enum ims_status server__tags_post(const struct server_backend *be, const char *id_text,
+                                  const char *body, size_t len, struct server_arena *a,
+                                  struct json_t **out, struct ims_error *err);
+/* GET /api/v1/duplicates (threshold, limit: the query values or NULL). */
+enum ims_status server__duplicates_get(const struct server_backend *be, const char *threshold,
+                                       const char *limit, struct server_arena *a,
+                                       struct json_t **out, struct ims_error *err);
 
 #endif

@@ -313,9 +313,9 @@ enum ims_status store_filter_ids(struct store *st, const struct store_filter *f,
     IMS_RETURN_ERROR_IF((f->formats && strlen(f->formats) > 512) ||
                             (f->source_prefix && strlen(f->source_prefix) > 4096),
                         err, IMS_ERR_INVALID, "filter: format list or source prefix too long");
-    /* both backends bind the same nine text parameters (NULL = no restriction) */
-    char v[6][24];
-    const char *p[9] = {0};
+    /* both backends bind the same text parameters (NULL = no restriction) */
+    char v[7][24];
+    const char *p[STORE__FILTER_PARAMS] = {0};
     const int64_t *nums[4] = {f->has_added_from ? &f->added_from : NULL,
                               f->has_added_to ? &f->added_to : NULL,
                               f->has_taken_from ? &f->taken_from : NULL,
@@ -337,9 +337,19 @@ enum ims_status store_filter_ids(struct store *st, const struct store_filter *f,
     static const char *const orient[] = {"0", "1", "2", "3"};
     p[7] = orient[(unsigned)f->orientation <= 3 ? f->orientation : 0];
     p[8] = f->source_prefix && *f->source_prefix ? f->source_prefix : NULL;
+    char *tags = NULL;
+    size_t n_keys = 0;
+    enum ims_status s = store__tags_filter_json(f, &tags, &n_keys, err);
+    if (s != IMS_OK)
+        return s;
+    snprintf(v[6], sizeof(v[6]), "%zu", n_keys);
+    p[9] = tags;
+    p[10] = tags ? v[6] : NULL;
     *ids = NULL;
     *n = 0;
-    return st->ops->filter_ids(st, p, ids, n, err);
+    s = st->ops->filter_ids(st, p, ids, n, err);
+    ims_free(tags);
+    return s;
 }
 
 enum ims_status store_count(struct store *st, int64_t *n, struct ims_error *err)

@@ -527,6 +527,7 @@ void store_row_fini(struct store_image_row *row)
     ims_free(row->metadata);
     ims_free(row->model);
     ims_free(row->embedding);
+    ims_free(row->tags);
     memset(row, 0, sizeof(*row));
 }
 
@@ -534,7 +535,8 @@ void store_row_fini(struct store_image_row *row)
  * unless asked for. */
 #define ROW_COLS                                                                                   \
     "i.id, i.source, i.sha256, i.format, i.width, i.height, i.bytes, i.added, i.caption, "        \
-    "i.metadata, i.model, EXISTS (SELECT 1 FROM thumbnails t WHERE t.image_id = i.id)"
+    "i.metadata, i.model, EXISTS (SELECT 1 FROM thumbnails t WHERE t.image_id = i.id), "         \
+    "i.taken, (SELECT group_concat(g.tag, char(31)) FROM image_tags g WHERE g.image_id = i.id)"
 #define ROW_EMB_NO ", NULL FROM images i "
 #define ROW_EMB_YES ", e.vec FROM images i LEFT JOIN embeddings e ON e.image_id = i.id "
 
@@ -570,9 +572,14 @@ static enum ims_status row_from_stmt(sqlite3_stmt *q, struct store_image_row *ro
     row->metadata = col_strdup(q, 9, &oom);
     row->model = col_strdup(q, 10, &oom);
     row->has_thumbnail = sqlite3_column_int(q, 11);
-    if (sqlite3_column_type(q, 12) == SQLITE_BLOB) {
-        int nb = sqlite3_column_bytes(q, 12);
-        const void *b = sqlite3_column_blob(q, 12);
+    row->has_taken = sqlite3_column_type(q, 12) != SQLITE_NULL;
+    row->taken = row->has_taken ? sqlite3_column_int64(q, 12) : 0;
+    if (store__tags_parse((const char *)sqlite3_column_text(q, 13),
+                          (size_t)sqlite3_column_bytes(q, 13), row) != 0)
+        oom = 1;
+    if (sqlite3_column_type(q, 14) == SQLITE_BLOB) {
+        int nb = sqlite3_column_bytes(q, 14);
+        const void *b = sqlite3_column_blob(q, 14);
         if (nb <= 0 || nb % 4 != 0 || !b) {
             store_row_fini(row);
             return ims_error_set(err, IMS_ERR_CORRUPT,
@@ -1014,21 +1021,23 @@ static enum ims_status push_id(int64_t **ids, size_t *n, size_t *cap, int64_t id
     return IMS_OK;
 }
 
-enum ims_status sq_filter_ids(struct store *st, const char *const prm[9], int64_t **ids_out,
+enum ims_status sq_filter_ids(struct store *st, const char *const prm[STORE__FILTER_PARAMS],
+                              int64_t **ids_out,
                               size_t *n_out, struct ims_error *err)
 {
     static const char sql[] =
         "SELECT id FROM images WHERE"
         " (?1 IS NULL OR added >= CAST(?1 AS INTEGER)) AND (?2 IS NULL OR added <= CAST(?2 AS INTEGER))"
-        " AND (?3 IS NULL OR (json_type(metadata, '$.taken') IN ('integer', 'real')"
-        "      AND json_extract(metadata, '$.taken') >= CAST(?3 AS INTEGER)))"
-        " AND (?4 IS NULL OR (json_type(metadata, '$.taken') IN ('integer', 'real')"
-        "      AND json_extract(metadata, '$.taken') <= CAST(?4 AS INTEGER)))"
+        " AND (?3 IS NULL OR taken >= CAST(?3 AS INTEGER))"
+        " AND (?4 IS NULL OR taken <= CAST(?4 AS INTEGER))"
         " AND width >= CAST(?5 AS INTEGER) AND height >= CAST(?6 AS INTEGER)"
         " AND (?7 IS NULL OR instr(?7, ',' || lower(format) || ',') > 0)"
         " AND (?8 = '0' OR (?8 = '1' AND width > height) OR (?8 = '2' AND height > width)"
         "      OR (?8 = '3' AND width = height AND width > 0))"
         " AND (?9 IS NULL OR substr(source, 1, length(?9)) = ?9)"
+        " AND (?10 IS NULL OR id IN (SELECT image_id FROM image_tags"
+        "      WHERE tag_key IN (SELECT value FROM json_each(?10))"
+        "      GROUP BY image_id HAVING count(*) = CAST(?11 AS INTEGER)))"
         " ORDER BY id";
     int64_t *ids = NULL;
     size_t n = 0, cap = 0;
@@ -1039,7 +1048,7 @@ enum ims_status sq_filter_ids(struct store *st, const char *const prm[9], int64_
         return s;
     s = store__prepare(db, sql, &q, err);
     if (s == IMS_OK) {
-        for (int i = 0; i < 9; i++)
+        for (int i = 0; i < STORE__FILTER_PARAMS; i++)
             sqlite3_bind_text(q, i + 1, prm[i], -1, SQLITE_STATIC);
         int rc;
         while ((rc = sqlite3_step(q)) == SQLITE_ROW)
@@ -1059,4 +1068,58 @@ enum ims_status sq_filter_ids(struct store *st, const char *const prm[9], int64_
     *ids_out = ids;
     *n_out = n;
     return IMS_OK;
+}
+
+/* ---- tags (issue 10) ------------------------------------------------------------- */
+
+enum ims_status sq_tags_update(struct store *st, int64_t id, const char *const *tags,
+                               const char *const *keys, size_t n_add, const char *const *rkeys,
+                               size_t n_remove, struct ims_error *err)
+{
+    sqlite3_stmt *del = NULL, *ins = NULL, *cnt = NULL;
+    int exists = 0;
+    enum ims_status s = store__write_begin(st, err);
+    if (s != IMS_OK)
+        return s;
+    s = image_exists(st->wdb, id, &exists, err);
+    if (s == IMS_OK && !exists)
+        s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
+    if (s == IMS_OK)
+        s = store__prepare(st->wdb, "DELETE FROM image_tags WHERE image_id = ?1 AND tag_key = ?2",
+                           &del, err);
+    if (s == IMS_OK)
+        s = store__prepare(st->wdb,
+                           "INSERT INTO image_tags(image_id, tag, tag_key) VALUES(?1, ?2, ?3) "
+                           "ON CONFLICT(image_id, tag_key) DO UPDATE SET tag = excluded.tag",
+                           &ins, err);
+    if (s == IMS_OK)
+        s = store__prepare(st->wdb, "SELECT count(*) FROM image_tags WHERE image_id = ?1", &cnt,
+                           err);
+    for (size_t i = 0; s == IMS_OK && i < n_remove; i++) {
+        sqlite3_bind_int64(del, 1, id);
+        sqlite3_bind_text(del, 2, rkeys[i], -1, SQLITE_STATIC);
+        s = step_done(del, err, "remove tag");
+        sqlite3_reset(del);
+    }
+    for (size_t i = 0; s == IMS_OK && i < n_add; i++) {
+        sqlite3_bind_int64(ins, 1, id);
+        sqlite3_bind_text(ins, 2, tags[i], -1, SQLITE_STATIC);
+        sqlite3_bind_text(ins, 3, keys[i], -1, SQLITE_STATIC);
+        s = step_done(ins, err, "add tag");
+        sqlite3_reset(ins);
+    }
+    if (s == IMS_OK) {
+        int64_t n = 0;
+        int found = 0;
+        sqlite3_bind_int64(cnt, 1, id);
+        s = step_i64(cnt, &n, &found, err, "count tags");
+        if (s == IMS_OK && n > STORE_TAGS_MAX)
+            s = ims_error_set(err, IMS_ERR_INVALID,
+                              "image %lld would have %lld tags (at most %d)", (long long)id,
+                              (long long)n, STORE_TAGS_MAX);
+    }
+    sqlite3_finalize(del);
+    sqlite3_finalize(ins);
+    sqlite3_finalize(cnt);
+    return store__write_end(st, s, err);
 }

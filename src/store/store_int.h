@@ -35,6 +35,18 @@
 /* One backend: every operation of store.h that touches the database. The
  * public functions in store.c check arguments that do not depend on the
  * backend and call these; each backend checks the rest. */
+#define STORE__FILTER_PARAMS 11
+/* Joins a row's tags in query results (no tag holds a control character). */
+#define STORE__TAG_SEP '\x1f'
+
+/* store_tags.c: fills row->tags/n_tags from the joined text (NULL/0: none),
+ * sorted case-insensitively; -1 when out of memory. */
+int store__tags_parse(const char *joined, size_t len, struct store_image_row *row);
+/* The filter's tags as a JSON array of distinct keys (*json NULL when none;
+ * release with ims_free) and their number. */
+enum ims_status store__tags_filter_json(const struct store_filter *f, char **json, size_t *n_keys,
+                                        struct ims_error *err);
+
 struct store_ops {
     const char *name; /* "sqlite" | "postgresql" */
     void (*close)(struct store *st);
@@ -62,9 +74,16 @@ struct store_ops {
                                      struct ims_error *);
     enum ims_status (*count)(struct store *, int64_t *, struct ims_error *);
     /* params: added from/to, taken from/to, min width/height, ",fmt,fmt,",
-     * orientation "0".."3", source prefix; as text, NULL = unrestricted */
-    enum ims_status (*filter_ids)(struct store *, const char *const params[9], int64_t **,
-                                  size_t *, struct ims_error *);
+     * orientation "0".."3", source prefix, tag keys as a JSON array and their
+     * number; as text, NULL = unrestricted */
+    enum ims_status (*filter_ids)(struct store *, const char *const params[STORE__FILTER_PARAMS],
+                                  int64_t **, size_t *, struct ims_error *);
+    /* tags normalised by store_tags_update (tags[i] and keys[i] of one tag,
+     * no two alike): removes rkeys, then adds, in one transaction */
+    enum ims_status (*tags_update)(struct store *, int64_t, const char *const *tags,
+                                   const char *const *keys, size_t n_add,
+                                   const char *const *rkeys, size_t n_remove,
+                                   struct ims_error *);
     enum ims_status (*max_id)(struct store *, int64_t *, struct ims_error *);
     enum ims_status (*list)(struct store *, enum store_order, int64_t, int64_t,
                             struct store_image_row **, size_t *, struct ims_error *);
@@ -204,8 +223,10 @@ enum ims_status sq_find_by_sha256(struct store *, const uint8_t *, int64_t *,
                                   struct ims_error *);
 enum ims_status sq_get_thumbnail(struct store *, int64_t, void **, size_t *, struct ims_error *);
 enum ims_status sq_count(struct store *, int64_t *, struct ims_error *);
-enum ims_status sq_filter_ids(struct store *, const char *const params[9], int64_t **, size_t *,
-                              struct ims_error *);
+enum ims_status sq_filter_ids(struct store *, const char *const params[STORE__FILTER_PARAMS],
+                              int64_t **, size_t *, struct ims_error *);
+enum ims_status sq_tags_update(struct store *, int64_t, const char *const *, const char *const *,
+                               size_t, const char *const *, size_t, struct ims_error *);
 enum ims_status sq_max_id(struct store *, int64_t *, struct ims_error *);
 enum ims_status sq_list(struct store *, enum store_order, int64_t, int64_t,
                         struct store_image_row **, size_t *, struct ims_error *);

@@ -520,6 +520,21 @@ static const char *const pg_migrations[] = {
      * the message); a failed cast would abort the whole transaction */
     "CREATE FUNCTION ims_json_valid(t text) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $f$"
     " BEGIN PERFORM t::jsonb; RETURN true; EXCEPTION WHEN others THEN RETURN false; END $f$;",
+    /* v3 (issue 10): the EXIF date taken as a column generated from the
+     * metadata's "taken" (existing rows get it at once, and it can never
+     * disagree with the metadata), and image tags (store_sqlite.c v3). The
+     * nested CASEs fix the order of evaluation: no cast of a non-number. */
+    "ALTER TABLE images ADD COLUMN taken bigint GENERATED ALWAYS AS ("
+    "  CASE WHEN jsonb_typeof(metadata::jsonb -> 'taken') = 'number' THEN"
+    "    CASE WHEN abs((metadata::jsonb ->> 'taken')::numeric) < 1e15"
+    "    THEN trunc((metadata::jsonb ->> 'taken')::numeric)::bigint END END) STORED;"
+    "CREATE INDEX images_taken ON images(taken);"
+    "CREATE TABLE image_tags("
+    "  image_id bigint NOT NULL REFERENCES images(id) ON DELETE CASCADE,"
+    "  tag text NOT NULL CHECK (octet_length(tag) BETWEEN 1 AND 64),"
+    "  tag_key text NOT NULL CHECK (octet_length(tag_key) BETWEEN 1 AND 64),"
+    "  PRIMARY KEY (image_id, tag_key));"
+    "CREATE INDEX image_tags_key ON image_tags(tag_key, image_id);",
 };
 
 _Static_assert(sizeof(pg_migrations) / sizeof(pg_migrations[0]) == STORE_SCHEMA_VERSION,
@@ -995,6 +1010,7 @@ static const struct store_ops pg_ops = {
     .get_thumbnail = pg_get_thumbnail,
     .count = pg_count,
     .filter_ids = pg_filter_ids,
+    .tags_update = pg_tags_update,
     .max_id = pg_max_id,
     .list = pg_list,
     .scan_embeddings = pg_scan_embeddings,

@@ -529,7 +529,8 @@ enum ims_status pg_delete_many(struct store *st, const int64_t *ids, size_t n, u
 
 #define ROW_COLS                                                                                   \
     "i.id, i.source, i.sha256, i.format, i.width, i.height, i.bytes, i.added, i.caption, "        \
-    "i.metadata, i.model, (t.image_id IS NOT NULL)::int::int8"
+    "i.metadata, i.model, (t.image_id IS NOT NULL)::int::int8, i.taken, "                      \
+    "(SELECT string_agg(g.tag, chr(31)) FROM image_tags g WHERE g.image_id = i.id)"
 /* has_thumbnail by a join on the thumbnails key: an index probe per row
  * (an EXISTS subquery may be planned as a hash of the whole table) */
 #define ROW_FROM " FROM images i LEFT JOIN thumbnails t ON t.image_id = i.id"
@@ -564,6 +565,11 @@ static enum ims_status row_from(const PGresult *r, int i, int emb_col,
     row->metadata = dup_col(r, i, 9, &oom);
     row->model = dup_col(r, i, 10, &oom);
     row->has_thumbnail = (int)pg_i64(r, i, 11);
+    row->has_taken = !PQgetisnull(r, i, 12);
+    row->taken = row->has_taken ? pg_i64(r, i, 12) : 0;
+    if (!PQgetisnull(r, i, 13) &&
+        store__tags_parse(PQgetvalue(r, i, 13), (size_t)PQgetlength(r, i, 13), row) != 0)
+        oom = 1;
     if (emb_col >= 0 && !PQgetisnull(r, i, emb_col)) {
         int nb = PQgetlength(r, i, emb_col);
         if (nb <= 0 || nb % 4 != 0) {
@@ -630,7 +636,7 @@ enum ims_status pg_get_many(struct store *st, const int64_t *ids, size_t n, unsi
         for (size_t i = 0; i < n && s == IMS_OK; i++) {
             if (ids[i] != id || found[i])
                 continue;
-            s = row_from(r, k, emb ? 12 : -1, &rows[i], err);
+            s = row_from(r, k, emb ? 14 : -1, &rows[i], err);
             found[i] = s == IMS_OK;
         }
     }
@@ -957,7 +963,8 @@ enum ims_status pg_restore_many(struct store *st, const struct store_restore_row
 
 /* ---- filters (issue 10) ---------------------------------------------------------- */
 
-enum ims_status pg_filter_ids(struct store *st, const char *const prm[9], int64_t **ids_out,
+enum ims_status pg_filter_ids(struct store *st, const char *const prm[STORE__FILTER_PARAMS],
+                              int64_t **ids_out,
                               size_t *n_out, struct ims_error *err)
 {
     /* "taken" is read only where it is a JSON number (imported metadata may
@@ -965,15 +972,15 @@ enum ims_status pg_filter_ids(struct store *st, const char *const prm[9], int64_
     static const char sql[] =
         "SELECT id FROM images WHERE"
         " ($1::int8 IS NULL OR added >= $1::int8) AND ($2::int8 IS NULL OR added <= $2::int8)"
-        " AND ($3::int8 IS NULL OR (CASE WHEN jsonb_typeof(metadata::jsonb->'taken') = 'number'"
-        "      THEN (metadata::jsonb->>'taken')::float8 END) >= $3::int8)"
-        " AND ($4::int8 IS NULL OR (CASE WHEN jsonb_typeof(metadata::jsonb->'taken') = 'number'"
-        "      THEN (metadata::jsonb->>'taken')::float8 END) <= $4::int8)"
+        " AND ($3::int8 IS NULL OR taken >= $3::int8) AND ($4::int8 IS NULL OR taken <= $4::int8)"
         " AND width >= $5::int8 AND height >= $6::int8"
         " AND ($7::text IS NULL OR strpos($7::text, ',' || lower(format) || ',') > 0)"
         " AND ($8::text = '0' OR ($8::text = '1' AND width > height)"
         "      OR ($8::text = '2' AND height > width) OR ($8::text = '3' AND width = height AND width > 0))"
         " AND ($9::text IS NULL OR left(source, length($9::text)) = $9::text)"
+        " AND ($10::text IS NULL OR id IN (SELECT image_id FROM image_tags"
+        "      WHERE tag_key IN (SELECT jsonb_array_elements_text($10::jsonb))"
+        "      GROUP BY image_id HAVING count(*) = $11::int8))"
         " ORDER BY id";
     PGconn *c = NULL;
     PGresult *r = NULL;
@@ -981,7 +988,7 @@ enum ims_status pg_filter_ids(struct store *st, const char *const prm[9], int64_
     if (s != IMS_OK)
         return s;
     struct pgp p = {0};
-    for (int i = 0; i < 9; i++)
+    for (int i = 0; i < STORE__FILTER_PARAMS; i++)
         pgp_text(&p, prm[i]);
     s = pg_q(c, sql, &p, &r, err, "filter images");
     pg_put(st, c);
@@ -999,4 +1006,51 @@ enum ims_status pg_filter_ids(struct store *st, const char *const prm[9], int64_
     *ids_out = ids;
     *n_out = n;
     return IMS_OK;
+}
+
+/* ---- tags (issue 10) ------------------------------------------------------------- */
+
+enum ims_status pg_tags_update(struct store *st, int64_t id, const char *const *tags,
+                               const char *const *keys, size_t n_add, const char *const *rkeys,
+                               size_t n_remove, struct ims_error *err)
+{
+    PGconn *c = NULL;
+    enum ims_status s = pg_wbegin(st, &c, 0, err);
+    if (s != IMS_OK)
+        return s;
+    int64_t x = 0;
+    int found = 0;
+    struct pgp p = {0};
+    pgp_i64(&p, id);
+    /* the row lock orders two nodes changing one image's tags */
+    s = find_id(c, "SELECT id FROM images WHERE id = $1 FOR UPDATE", &p, &x, &found, NULL, err);
+    if (s == IMS_OK && !found)
+        s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
+    for (size_t i = 0; s == IMS_OK && i < n_remove; i++) {
+        struct pgp q = {0};
+        pgp_i64(&q, id);
+        pgp_text(&q, rkeys[i]);
+        s = pg_x(c, "DELETE FROM image_tags WHERE image_id = $1 AND tag_key = $2::text", &q, err,
+                 "remove tag");
+    }
+    for (size_t i = 0; s == IMS_OK && i < n_add; i++) {
+        struct pgp q = {0};
+        pgp_i64(&q, id);
+        pgp_text(&q, tags[i]);
+        pgp_text(&q, keys[i]);
+        s = pg_x(c,
+                 "INSERT INTO image_tags(image_id, tag, tag_key) VALUES($1, $2::text, $3::text) "
+                 "ON CONFLICT (image_id, tag_key) DO UPDATE SET tag = excluded.tag",
+                 &q, err, "add tag");
+    }
+    if (s == IMS_OK) {
+        int64_t n = 0;
+        s = find_id(c, "SELECT count(*) FROM image_tags WHERE image_id = $1", &p, &n, &found,
+                    NULL, err);
+        if (s == IMS_OK && n > STORE_TAGS_MAX)
+            s = ims_error_set(err, IMS_ERR_INVALID,
+                              "image %lld would have %lld tags (at most %d)", (long long)id,
+                              (long long)n, STORE_TAGS_MAX);
+    }
+    return pg_wend(st, c, s, err);
 }

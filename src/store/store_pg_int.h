@@ -125,8 +125,10 @@ enum ims_status pg_find_by_sha256(struct store *, const uint8_t *, int64_t *,
                                   struct ims_error *);
 enum ims_status pg_get_thumbnail(struct store *, int64_t, void **, size_t *, struct ims_error *);
 enum ims_status pg_count(struct store *, int64_t *, struct ims_error *);
-enum ims_status pg_filter_ids(struct store *, const char *const params[9], int64_t **, size_t *,
-                              struct ims_error *);
+enum ims_status pg_filter_ids(struct store *, const char *const params[STORE__FILTER_PARAMS],
+                              int64_t **, size_t *, struct ims_error *);
+enum ims_status pg_tags_update(struct store *, int64_t, const char *const *, const char *const *,
+                               size_t, const char *const *, size_t, struct ims_error *);
 enum ims_status pg_max_id(struct store *, int64_t *, struct ims_error *);
 enum ims_status pg_list(struct store *, enum store_order, int64_t, int64_t,
                         struct store_image_row **, size_t *, struct ims_error *);

@@ -324,6 +324,27 @@ static enum ims_status migrate_to_v2(sqlite3 *db, struct ims_error *err)
     return store__exec(db, sql, err);
 }
 
+/* v3 (issue 10): the EXIF date taken as a column, and image tags. `taken`
+ * is generated from the metadata's "taken" (a JSON number, unix seconds), so
+ * existing rows have it at once and it can never disagree with the
+ * metadata; indexed for date filters. A tag keeps its spelling in `tag` and
+ * is compared by `tag_key` (ASCII-lower-cased, store_tag_normalize). */
+static enum ims_status migrate_to_v3(sqlite3 *db, struct ims_error *err)
+{
+    static const char sql[] =
+        "ALTER TABLE images ADD COLUMN taken INTEGER GENERATED ALWAYS AS ("
+        "  CASE WHEN json_valid(metadata) AND json_type(metadata, '$.taken') IN ('integer', 'real')"
+        "  THEN CAST(json_extract(metadata, '$.taken') AS INTEGER) END) VIRTUAL;"
+        "CREATE INDEX images_taken ON images(taken);"
+        "CREATE TABLE image_tags("
+        "  image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,"
+        "  tag TEXT NOT NULL CHECK (length(CAST(tag AS BLOB)) BETWEEN 1 AND 64),"
+        "  tag_key TEXT NOT NULL CHECK (length(CAST(tag_key AS BLOB)) BETWEEN 1 AND 64),"
+        "  PRIMARY KEY (image_id, tag_key));"
+        "CREATE INDEX image_tags_key ON image_tags(tag_key, image_id);";
+    return store__exec(db, sql, err);
+}
+
 struct migration {
     int to_version;
     enum ims_status (*fn)(sqlite3 *db, struct ims_error *err);
@@ -332,7 +353,8 @@ struct migration {
 static const struct migration migrations[] = {
     {1, migrate_to_v1},
     {2, migrate_to_v2},
-    /* {3, migrate_to_v3}: add one step here and bump STORE_SCHEMA_VERSION */
+    {3, migrate_to_v3},
+    /* {4, migrate_to_v4}: add one step here and bump STORE_SCHEMA_VERSION */
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SCHEMA_VERSION,
@@ -834,6 +856,7 @@ const struct store_ops store__sqlite_ops = {
     .get_thumbnail = sq_get_thumbnail,
     .count = sq_count,
     .filter_ids = sq_filter_ids,
+    .tags_update = sq_tags_update,
     .max_id = sq_max_id,
     .list = sq_list,
     .scan_embeddings = sq_scan_embeddings,
