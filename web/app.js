@@ -198,6 +198,7 @@ function buildQuery() {
   const neg = $('neg').value.trim();
   if (queryFile) {
     const file = queryFile;
+    const dedup = dedupOn();
     return {
       make(off) {
         const fd = new FormData();
@@ -208,11 +209,13 @@ function buildQuery() {
         fd.append('file_weight', String(1 - textWeight()));
         fd.append('k', String(PAGE));
         fd.append('offset', String(off));
+        if (dedup) fd.append('dedup', String(DEDUP));
         return ['/api/v1/search', { method: 'POST', body: fd }];
       },
       label: text ? `image + “${text}”` : 'image',
-      // the multipart search takes no filter and no dedup
-      unfiltered: readFilters().count > 0 || dedupOn(),
+      // the multipart search takes no filter
+      unfiltered: readFilters().count > 0,
+      dedup,
       url: { q: text, neg },
     };
   }
@@ -327,7 +330,7 @@ async function loadMore() {
     offset += items.length;
     exhausted = items.length < PAGE;
     const n = $('results').querySelectorAll(':scope > li:not(.folded)').length;
-    const note = current.unfiltered ? ' · filters and near-duplicate folding do not apply to an uploaded image' : '';
+    const note = current.unfiltered ? ' · filters do not apply to a search by an uploaded image' : '';
     if (!n && current.filtered) {
       message('');
       $('empty').hidden = false;
@@ -572,7 +575,7 @@ async function loadDups() {
   } catch (e) {
     if (mine !== dupsGeneration) return;
     $('dups-groups').replaceChildren();
-    if (e.status === 404 || e.status === 405) {
+    if (e.status === 404 || e.status === 405 || e.status === 501) {
       // an older server: no such route
       $('dups-open').hidden = true;
       hideDups(false);
