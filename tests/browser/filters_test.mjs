@@ -165,6 +165,18 @@ async function main() {
   check(eq(sorted(ids), takenThatDay), `taken 2024-05-17: the two photos with that EXIF date (${ids})`);
   check(eq(ids, (await getForPageUrl(origin, page)).map((r) => r.id)), 'taken: tiles == the API GET of the page URL');
   await h.shot(page, artifacts, 'f01-filters-desktop.png');
+  // the details of a photo with EXIF: date taken, format, camera
+  await page.click(`#results .tile:has(img[src="/api/v1/images/${idOf('exif.png')}/thumb"])`);
+  await page.waitForSelector('#details[open]');
+  await page.waitForFunction(() => document.getElementById('details-camera').textContent !== '');
+  check(await page.textContent('#details-camera') === 'TestCam Phone 1', 'details: the camera make and model');
+  check(await page.textContent('#details-format') === 'PNG', 'details: the format');
+  const taken = await page.textContent('#details-taken');
+  check(new Date(taken).getTime() === 1715949000 * 1000 || /2024/.test(taken), `details: the date taken (${taken})`);
+  check(await page.textContent('#details-size') === '48 × 64', 'details: the upright size');
+  await page.keyboard.press('Escape');
+  await page.waitForSelector('#details:not([open])', { state: 'attached' });
+  check(await page.isVisible('#filters'), 'Escape closed the details, not the filters');
 
   // -- Back and Forward ---------------------------------------------------------------------------------
   // each change was a step: Back first drops the "to" date, then the "from" date
@@ -395,7 +407,7 @@ async function main() {
     let row = (await api(origin, `/api/v1/images/${target}`)).body;
     check(eq((row.tags || []).map((t) => t.toLowerCase()).sort(), ['beach', 'sunset']), `add: stored (${row.tags})`);
     check(await page.evaluate(() => document.activeElement.id === 'tag-input'), 'focus stays in the tag input');
-    await h.shot(page, artifacts, 'f06-details-tags.png');
+    await page.screenshot({ path: path.join(artifacts, 'f06-details-tags.png') });
     // remove from the keyboard: Tab back to the chip's button
     req = page.waitForRequest(isTags);
     await page.focus('#details-tags .chip-remove[aria-label="Remove tag sunset"]');
