@@ -157,6 +157,47 @@ int64_t vindex_last_id(struct vindex *vx);
  * a stamp older than the data, so it is never reused. Lock-free. */
 uint64_t vindex_generation(struct vindex *vx);
 
+/* ---- near-duplicates over the whole index (issue 10) ----------------------
+ *
+ * Groups of vectors linked by cosine (inner product of the normalised
+ * vectors) >= threshold: a k-NN pass, not a list of all pairs. Each vector
+ * keeps its k best neighbours above the threshold; the groups are the
+ * connected components of those links (union-find, strongest links first).
+ * Up to exact_max vectors every vector is scored against every other (the
+ * multi-query kernels of the exact scan); beyond, the vectors are split into
+ * about sqrt(n) cells (spherical k-means on a sample, deterministic) and
+ * each vector is scored against the vectors of its nprobe nearest cells. */
+struct vindex_dups_options {
+    float threshold;   /* 0 < threshold <= 1 */
+    int k;             /* neighbours kept per vector (per cell), default 16 */
+    int n_threads;     /* default 2 */
+    size_t exact_max;  /* default 20000 */
+    int nprobe;        /* cells probed per vector beyond exact_max, default 8 */
+};
+void vindex_dups_options_default(struct vindex_dups_options *o);
+struct vindex_dup_group {
+    int64_t *ids;      /* ascending, n >= 2 */
+    size_t n;
+    float min_score;   /* the weakest link that joined the group */
+};
+struct vindex_dups {
+    struct vindex_dup_group *groups; /* largest first, then by first id */
+    size_t n;
+    size_t n_vectors;  /* vectors looked at */
+    int exact;         /* 1: every pair scored */
+    int64_t *storage;  /* the groups' ids (one block) */
+};
+/* Over the live vectors of vx (a copy is taken under the read lock, then
+ * the index is free for others). On success release *out with
+ * vindex_dups_fini. IMS_ERR_INVALID for a bad threshold or option. */
+enum ims_status vindex_duplicates(struct vindex *vx, const struct vindex_dups_options *o,
+                                  struct vindex_dups *out, struct ims_error *err);
+/* The same over n vectors x (n x dim, normalised) named ids[n]. */
+enum ims_status vindex_duplicates_of(const int64_t *ids, const float *x, size_t n, int dim,
+                                     const struct vindex_dups_options *o,
+                                     struct vindex_dups *out, struct ims_error *err);
+void vindex_dups_fini(struct vindex_dups *d);
+
 /* Writes a snapshot to `path` atomically (temp file in the same folder,
  * fsync, rename, fsync of the folder): a failure or crash leaves the previous
  * snapshot intact. `last_id` is the highest catalogue id the index covers. */

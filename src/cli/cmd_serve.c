@@ -468,6 +468,37 @@ static enum ims_status be_image_tags(void *self, int64_t id, const char *const *
     return st == IMS_OK ? be_image_get(self, id, a, out, err) : st;
 }
 
+/* GET /api/v1/duplicates: the k-NN pass over this node's index (issue 10) */
+static enum ims_status be_duplicates(void *self, float threshold, size_t limit,
+                                     struct server_arena *a, struct server_dup_groups *out,
+                                     struct ims_error *err)
+{
+    struct app_backend *b = self;
+    enum ims_status st = need_ready(b, err);
+    if (st != IMS_OK)
+        return st;
+    struct vindex_dups_options o;
+    vindex_dups_options_default(&o);
+    o.threshold = threshold;
+    struct vindex_dups d;
+    st = vindex_duplicates(replica_index(b->app->replica), &o, &d, err);
+    if (st != IMS_OK)
+        return st;
+    out->n = IMS_MIN(d.n, limit);
+    out->groups = out->n ? server_arena_alloc(a, out->n * sizeof(*out->groups)) : NULL;
+    for (size_t i = 0; i < out->n && st == IMS_OK; i++) {
+        int64_t *ids = out->groups ? server_arena_memdup(a, d.groups[i].ids,
+                                                         d.groups[i].n * sizeof(int64_t))
+                                   : NULL;
+        if (!ids)
+            st = ims_error_set(err, IMS_ERR_NOMEM, "too many duplicates to show: lower limit");
+        else
+            out->groups[i] = (struct server_dup_group){ids, d.groups[i].n, d.groups[i].min_score};
+    }
+    vindex_dups_fini(&d);
+    return st;
+}
+
 static enum ims_status be_image_thumb(void *self, int64_t id, struct server_arena *a,
                                       struct ims_str *jpeg, struct ims_error *err)
 {
@@ -951,6 +982,7 @@ int cli_cmd_serve(int argc, char **argv)
         .image_thumb = be_image_thumb,
         .image_delete = be_image_delete,
         .image_tags = be_image_tags,
+        .duplicates = be_duplicates,
         .metrics = be_metrics,
         .embed_text = be_embed_text,
         .embed_image = be_embed_image,
