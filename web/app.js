@@ -199,6 +199,7 @@ function buildQuery() {
   if (queryFile) {
     const file = queryFile;
     const dedup = dedupOn();
+    const { filter, count } = readFilters();
     return {
       make(off) {
         const fd = new FormData();
@@ -210,11 +211,11 @@ function buildQuery() {
         fd.append('k', String(PAGE));
         fd.append('offset', String(off));
         if (dedup) fd.append('dedup', String(DEDUP));
+        if (filter) fd.append('filter', JSON.stringify(filter));
         return ['/api/v1/search', { method: 'POST', body: fd }];
       },
       label: text ? `image + “${text}”` : 'image',
-      // the multipart search takes no filter
-      unfiltered: readFilters().count > 0,
+      filtered: count > 0,
       dedup,
       url: { q: text, neg },
     };
@@ -330,12 +331,11 @@ async function loadMore() {
     offset += items.length;
     exhausted = items.length < PAGE;
     const n = $('results').querySelectorAll(':scope > li:not(.folded)').length;
-    const note = current.unfiltered ? ' · filters do not apply to a search by an uploaded image' : '';
     if (!n && current.filtered) {
       message('');
       $('empty').hidden = false;
     } else {
-      message(n ? `${n} result${n === 1 ? '' : 's'} for ${current.label} · ${res.took_ms.toFixed(1)} ms${note}`
+      message(n ? `${n} result${n === 1 ? '' : 's'} for ${current.label} · ${res.took_ms.toFixed(1)} ms`
                 : `No results for ${current.label}.`);
     }
     $('more').hidden = exhausted;

@@ -11,7 +11,8 @@
 // - the Filters panel opens from the keyboard (focus goes into it) and
 //   Escape closes it (focus back on its button);
 // - formats, date taken, orientation + minimum size, folder: the search
-//   request carries the filter, the page URL carries the API's GET names,
+//   request carries the filter (also a search by an uploaded image, in the
+//   form's "filter" field), the page URL carries the API's GET names,
 //   and the tiles are exactly the API's GET answer for that URL and the
 //   images the library says match; Back and Forward restore the controls
 //   and the results; a shared URL opens with the controls set;
@@ -234,6 +235,26 @@ async function main() {
   check(eq(sorted(await tileIds(shared)), sorted([idOf('large_1600x1200.jpg'), idOf('lossy.webp')])),
     'shared URL: its results (the JPEG and the WebP of trip/, both >= 700 px wide)');
   await shared.close();
+
+  // -- a search by an uploaded image takes the filters too (the form's "filter" field) ----------------
+  await page.click('#filters-clear');
+  await page.evaluate(() => {
+    const orig = window.fetch;
+    window.fetch = (url, init) => {
+      if (init && init.body instanceof FormData)
+        window.sentForm = Object.fromEntries([...init.body.entries()].filter(([, v]) => typeof v === 'string'));
+      return orig(url, init);
+    };
+  });
+  await pageSearch(page, () => page.check('#f-formats input[value=heic]'));
+  await page.fill('#q', '');
+  await pageSearch(page, () => page.setInputFiles('#file', path.join(lib, 'home', 'rgb.png')));
+  const form = await page.evaluate(() => window.sentForm || {});
+  check(eq(JSON.parse(form.filter || 'null'), { format: ['heic'] }), `image search: the form's filter (${form.filter})`);
+  check(eq(sorted(await tileIds(page)), idsWhere((r) => r.format === 'heic')), 'image search: only the HEIC images');
+  await page.click('#file-clear');
+  await page.fill('#q', QUERY);
+  await pageSearch(page, () => page.click('#filters-clear'));
 
   // -- nothing matches ---------------------------------------------------------------------------------------
   await page.fill('#f-min-width', '5000');
