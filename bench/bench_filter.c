@@ -6,7 +6,7 @@
  * - Flat: p50/p95 latency filtered and unfiltered, and their ratio;
  * - HNSW32 (ef_search given): the same, plus recall@10 of the filtered
  *   answer against Flat's exact filtered answer.
- * JSON on stdout, with the CPU model.
+ * JSON on stdout, with the machine (bench_cpu).
  *
  *     bench_filter [--n 100000] [--dim 512] [--queries 200] [--ef 128] [--no-hnsw]
  */
@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_cpu.h"
 #include "imgsearch/index.h"
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
@@ -41,24 +42,6 @@ static int cmp_d(const void *a, const void *b)
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
 }
-static void cpu_model(char *out, size_t cap)
-{
-    snprintf(out, cap, "unknown");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    char line[512];
-    while (f && fgets(line, sizeof(line), f))
-        if (!strncmp(line, "model name", 10)) {
-            char *c = strchr(line, ':');
-            if (c) {
-                snprintf(out, cap, "%s", c + 2);
-                out[strcspn(out, "\n")] = 0;
-            }
-            break;
-        }
-    if (f)
-        fclose(f);
-}
-
 struct lat {
     double p50, p95;
 };
@@ -124,11 +107,11 @@ int main(int argc, char **argv)
         struct vindex_search_params p = {.ef_search = ef};
         vindex_set_search_params(hv, &p, &err);
     }
-    char cpu[256];
-    cpu_model(cpu, sizeof(cpu));
-    printf("{\"cpu\": \"%s\", \"n\": %d, \"dim\": %d, \"queries\": %d, \"k\": 10, \"hnsw_ef\": %d, "
+    printf("{");
+    bench_cpu_print_json(stdout);
+    printf("\"n\": %d, \"dim\": %d, \"queries\": %d, \"k\": 10, \"hnsw_ef\": %d, "
            "\"rows\": [",
-           cpu, n, dim, nq, ef);
+           n, dim, nq, ef);
     const double shares[] = {1.0, 0.5, 0.05, 0.001};
     double *t = malloc(sizeof(double) * (size_t)nq);
     uint64_t *bits = malloc(sizeof(uint64_t) * (size_t)(n / 64 + 2));

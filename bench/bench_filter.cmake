@@ -4,5 +4,5 @@
 # filtered answer); JSON on stdout. See bench/README-index.md.
 if(TARGET ims_index)
   add_executable(bench_filter ${CMAKE_CURRENT_SOURCE_DIR}/bench_filter.c)
-  target_link_libraries(bench_filter PRIVATE ims_index m)
+  target_link_libraries(bench_filter PRIVATE ims_index ims_bench_cpu m)
 endif()

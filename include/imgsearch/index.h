@@ -171,7 +171,7 @@ struct vindex_dups_options {
     float threshold;   /* 0 < threshold <= 1 */
     int k;             /* neighbours kept per vector (per cell), default 16 */
     int n_threads;     /* default 2 */
-    size_t exact_max;  /* default 20000 */
+    size_t exact_max;  /* default 10000 */
     int nprobe;        /* cells probed per vector beyond exact_max, default 8 */
 };
 void vindex_dups_options_default(struct vindex_dups_options *o);

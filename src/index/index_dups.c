@@ -21,7 +21,7 @@
 #include <string.h>
 
 #define QB 32    /* queries scored together */
-#define RB 2048  /* rows scored per kernel call */
+#define RB 512   /* member rows per block (1 MiB at 512 floats: stays in cache) */
 
 void vindex_dups_options_default(struct vindex_dups_options *o)
 {
@@ -29,7 +29,7 @@ void vindex_dups_options_default(struct vindex_dups_options *o)
     o->threshold = 0.95f;
     o->k = 16;
     o->n_threads = 2;
-    o->exact_max = 20000;
+    o->exact_max = 10000;
     o->nprobe = 8;
 }
 
@@ -86,9 +86,9 @@ struct job {
 struct worker {
     struct job *job;
     struct edges e;
-    float *q, *r, *out, *top_s;
+    float *q, *r, *out, *top_s; /* top_s, top_i, n_top: per prober of the cell */
     uint32_t *top_i;
-    int fail;
+    int *n_top;
 };
 
 /* Inserts (s, i) into a best-first list of at most k (len *n). */
@@ -106,45 +106,52 @@ static void top_insert(float *ts, uint32_t *ti, int *n, int k, float s, uint32_t
     ti[at] = i;
 }
 
+/* Scores the probers of cell c against its members, row block by row block
+ * (a block of members stays in cache while every prober passes), each
+ * prober keeping its k best links above the threshold. */
 static void score_cell(struct worker *w, size_t c)
 {
     struct job *j = w->job;
-    size_t d = (size_t)j->dim;
+    size_t d = (size_t)j->dim, k = (size_t)j->k;
     const uint32_t *mem = j->mem + j->mem_off[c], *prb = j->prb + j->prb_off[c];
     size_t n_mem = j->mem_off[c + 1] - j->mem_off[c], n_prb = j->prb_off[c + 1] - j->prb_off[c];
-    int identity = j->identity;
-    for (size_t q0 = 0; q0 < n_prb; q0 += QB) {
-        int nq = (int)IMS_MIN((size_t)QB, n_prb - q0);
-        for (int a = 0; a < nq; a++)
-            memcpy(w->q + (size_t)a * d, j->x + (size_t)prb[q0 + a] * d, d * sizeof(float));
-        int n_top[QB] = {0};
-        for (size_t r0 = 0; r0 < n_mem; r0 += RB) {
-            size_t nr = IMS_MIN((size_t)RB, n_mem - r0);
-            const float *rows = j->x + r0 * d;
-            if (!identity) {
-                for (size_t b = 0; b < nr; b++)
-                    memcpy(w->r + b * d, j->x + (size_t)mem[r0 + b] * d, d * sizeof(float));
-                rows = w->r;
+    memset(w->n_top, 0, n_prb * sizeof(int));
+    for (size_t r0 = 0; r0 < n_mem; r0 += RB) {
+        size_t nr = IMS_MIN((size_t)RB, n_mem - r0);
+        const float *rows = j->x + r0 * d;
+        if (!j->identity) {
+            for (size_t b = 0; b < nr; b++)
+                memcpy(w->r + b * d, j->x + (size_t)mem[r0 + b] * d, d * sizeof(float));
+            rows = w->r;
+        }
+        for (size_t q0 = 0; q0 < n_prb; q0 += QB) {
+            int nq = (int)IMS_MIN((size_t)QB, n_prb - q0);
+            const float *qs = j->x + q0 * d;
+            if (!j->identity) {
+                for (int a = 0; a < nq; a++)
+                    memcpy(w->q + (size_t)a * d, j->x + (size_t)prb[q0 + (size_t)a] * d,
+                           d * sizeof(float));
+                qs = w->q;
             }
-            index__dot_f32_multi(w->q, nq, rows, nr, j->dim, w->out, RB);
+            index__dot_f32_multi(qs, nq, rows, nr, j->dim, w->out, RB);
             for (int a = 0; a < nq; a++) {
                 const float *o = w->out + (size_t)a * RB;
-                uint32_t self = prb[q0 + a];
+                size_t qi = q0 + (size_t)a;
+                uint32_t self = prb[qi];
                 for (size_t b = 0; b < nr; b++) {
                     if (o[b] < j->threshold)
                         continue;
                     uint32_t other = mem[r0 + b];
                     if (other != self)
-                        top_insert(w->top_s + (size_t)a * j->k, w->top_i + (size_t)a * j->k,
-                                   &n_top[a], j->k, o[b], other);
+                        top_insert(w->top_s + qi * k, w->top_i + qi * k, &w->n_top[qi],
+                                   (int)k, o[b], other);
                 }
             }
         }
-        for (int a = 0; a < nq; a++)
-            for (int t = 0; t < n_top[a]; t++)
-                edge_push(&w->e, prb[q0 + a], w->top_i[(size_t)a * j->k + t],
-                          w->top_s[(size_t)a * j->k + t]);
     }
+    for (size_t qi = 0; qi < n_prb; qi++)
+        for (int t = 0; t < w->n_top[qi]; t++)
+            edge_push(&w->e, prb[qi], w->top_i[qi * k + (size_t)t], w->top_s[qi * k + (size_t)t]);
 }
 
 static void *work(void *arg)
@@ -168,6 +175,9 @@ static enum ims_status run_job(struct job *j, int n_threads, struct edges *all,
     pthread_t *th = ims_calloc((size_t)n_threads, sizeof(*th));
     enum ims_status st = IMS_OK;
     int started = 0;
+    size_t max_prb = 1;
+    for (size_t c = 0; c < j->n_cells; c++)
+        max_prb = IMS_MAX(max_prb, (size_t)(j->prb_off[c + 1] - j->prb_off[c]));
     if (!w || !th) {
         st = ims_error_set(err, IMS_ERR_NOMEM, "duplicates: out of memory");
         goto out;
@@ -177,9 +187,10 @@ static enum ims_status run_job(struct job *j, int n_threads, struct edges *all,
         w[t].q = ims_malloc(QB * d * sizeof(float));
         w[t].r = ims_malloc(RB * d * sizeof(float));
         w[t].out = ims_malloc((size_t)QB * RB * sizeof(float));
-        w[t].top_s = ims_malloc((size_t)QB * (size_t)j->k * sizeof(float));
-        w[t].top_i = ims_malloc((size_t)QB * (size_t)j->k * sizeof(uint32_t));
-        if (!w[t].q || !w[t].r || !w[t].out || !w[t].top_s || !w[t].top_i) {
+        w[t].top_s = ims_malloc(max_prb * (size_t)j->k * sizeof(float));
+        w[t].top_i = ims_malloc(max_prb * (size_t)j->k * sizeof(uint32_t));
+        w[t].n_top = ims_malloc(max_prb * sizeof(int));
+        if (!w[t].q || !w[t].r || !w[t].out || !w[t].top_s || !w[t].top_i || !w[t].n_top) {
             st = ims_error_set(err, IMS_ERR_NOMEM, "duplicates: out of memory");
             goto out;
         }
@@ -211,6 +222,7 @@ out:
         ims_free(w[t].out);
         ims_free(w[t].top_s);
         ims_free(w[t].top_i);
+        ims_free(w[t].n_top);
         ims_free(w[t].e.v);
     }
     ims_free(w);

@@ -17,23 +17,28 @@ size_t search_fold_duplicates(const float *v, size_t n, size_t dim, float thresh
                               size_t max_kept, int32_t *into)
 {
     size_t n_kept = 0;
+    /* the kept rows' indices; without memory for them, found again in into[] */
     int32_t *kept = n ? ims_malloc(n * sizeof(*kept)) : NULL;
     for (size_t i = 0; i < n; i++) {
         const float *x = v + i * dim;
         int32_t to = -1;
-        for (size_t j = 0; j < n_kept && to < 0; j++) {
-            const float *y = v + (size_t)kept[j] * dim;
+        for (size_t j = 0; j < (kept ? n_kept : i) && to < 0; j++) {
+            if (!kept && into[j] != -1)
+                continue;
+            const float *y = v + (kept ? (size_t)kept[j] : j) * dim;
             float dot = 0.0f;
             for (size_t d = 0; d < dim; d++)
                 dot += x[d] * y[d];
             if (dot >= threshold)
-                to = kept[j];
+                to = kept ? kept[j] : (int32_t)j;
         }
         if (to >= 0) {
             into[i] = to;
-        } else if (n_kept < max_kept && kept) {
+        } else if (n_kept < max_kept) {
             into[i] = -1;
-            kept[n_kept++] = (int32_t)i;
+            if (kept)
+                kept[n_kept] = (int32_t)i;
+            n_kept++;
         } else {
             into[i] = -2;
         }

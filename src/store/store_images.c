@@ -938,7 +938,7 @@ enum ims_status sq_deleted_after(struct store *st, int64_t after_seq, size_t max
 enum ims_status sq_restore_many(struct store *st, const struct store_restore_row *rows, size_t n,
                                 struct ims_error *err)
 {
-    sqlite3_stmt *ins = NULL, *emb = NULL, *th = NULL, *seq = NULL;
+    sqlite3_stmt *ins = NULL, *emb = NULL, *th = NULL, *seq = NULL, *tg = NULL;
     enum ims_status s = store__write_begin(st, err);
     if (s != IMS_OK)
         return s;
@@ -968,6 +968,11 @@ enum ims_status sq_restore_many(struct store *st, const struct store_restore_row
     if (s == IMS_OK)
         s = store__prepare(st->wdb, "INSERT INTO thumbnails(image_id, jpeg) VALUES(?1, ?2)", &th,
                            err);
+    if (s == IMS_OK)
+        s = store__prepare(st->wdb,
+                           "INSERT OR IGNORE INTO image_tags(image_id, tag, tag_key) "
+                           "VALUES(?1, ?2, ?3)",
+                           &tg, err);
     for (size_t i = 0; i < n && s == IMS_OK; i++) {
         const struct store_image_row *r = rows[i].row;
         sqlite3_bind_int64(ins, 1, r->id);
@@ -993,11 +998,23 @@ enum ims_status sq_restore_many(struct store *st, const struct store_restore_row
             s = step_done(emb, err, "restore embedding");
         if (s == IMS_OK && rows[i].thumbnail_bytes > 0)
             s = put_thumb(th, r->id, rows[i].thumbnail, rows[i].thumbnail_bytes, err);
+        /* the row's tags (schema v3), keys as store_tag_normalize makes them */
+        for (size_t t = 0; s == IMS_OK && t < r->n_tags; t++) {
+            char tag[STORE_TAG_MAX_BYTES + 1], key[STORE_TAG_MAX_BYTES + 1];
+            s = store_tag_normalize(r->tags[t], tag, key, err);
+            sqlite3_bind_int64(tg, 1, r->id);
+            sqlite3_bind_text(tg, 2, tag, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(tg, 3, key, -1, SQLITE_TRANSIENT);
+            if (s == IMS_OK)
+                s = step_done(tg, err, "restore tag");
+            sqlite3_reset(tg);
+        }
         if (s == IMS_OK)
             s = sq__log_change(st->wdb, r->id, STORE_CHANGE_INSERT, err);
         if (s != IMS_OK)
             ims_error_prefix(err, "row %zu (id %lld, %s)", i, (long long)r->id, r->source);
     }
+    sqlite3_finalize(tg);
     sqlite3_finalize(seq);
     sqlite3_finalize(ins);
     sqlite3_finalize(emb);

@@ -955,6 +955,21 @@ enum ims_status pg_restore_many(struct store *st, const struct store_restore_row
         pgp_i64(&p, rows[n - 1].row->id);
         s = pg_x(c, "SELECT setval('images_id_seq', $1)", &p, err, "move id counter");
     }
+    /* the rows' tags (schema v3), keys as store_tag_normalize makes them */
+    for (size_t i = 0; i < n && s == IMS_OK; i++)
+        for (size_t t = 0; t < rows[i].row->n_tags && s == IMS_OK; t++) {
+            char tag[STORE_TAG_MAX_BYTES + 1], key[STORE_TAG_MAX_BYTES + 1];
+            s = store_tag_normalize(rows[i].row->tags[t], tag, key, err);
+            struct pgp p = {0};
+            pgp_i64(&p, rows[i].row->id);
+            pgp_text(&p, tag);
+            pgp_text(&p, key);
+            if (s == IMS_OK)
+                s = pg_x(c,
+                         "INSERT INTO image_tags(image_id, tag, tag_key) VALUES($1, $2::text, "
+                         "$3::text) ON CONFLICT (image_id, tag_key) DO NOTHING",
+                         &p, err, "restore tag");
+        }
     if (s == IMS_OK)
         s = pg_log_changes(c, ids, n, STORE_CHANGE_INSERT, err);
     ims_free(ids);

@@ -158,6 +158,10 @@ def http(srv, vec, planted):
     def tags(id_, obj, headers=auth, raw=None):
         return srv.json("POST", "/api/v1/images/%s/tags" % id_, obj, headers=headers, raw=raw)
 
+    # the same tag search before and after a tag change: no stale answer
+    st, _, doc = srv.json("GET", "/api/v1/search?" + urlencode({"q": "photo", "k": 20,
+                                                                 "tag": "trip"}))
+    check(st == 200 and [r["id"] for r in doc["results"]] == [1], "before: %s" % doc)
     st, _, doc = tags(5, {"add": ["Sunset", "trip"]})
     check(st == 200 and doc["id"] == 5 and doc["tags"] == ["Sunset", "trip"],
           "POST tags: %s %s" % (st, doc))

@@ -321,6 +321,52 @@ static void test_migrate_from_v2(void **state)
         fail_msg("check: %s", err.message);
 }
 
+/* store_restore_many (catalogue copy) carries the tags over */
+static void test_restore_keeps_tags(void **state)
+{
+    struct fx *f = *state;
+    open_store(f);
+    fill(f);
+    struct ims_error err = {0};
+    const char *add[] = {"Trip", "zoo"};
+    assert_int_equal(store_tags_update(f->st, 2, add, 2, NULL, 0, &err), IMS_OK);
+    int64_t ids[N_ROWS];
+    struct store_image_row rows[N_ROWS];
+    uint8_t found[N_ROWS];
+    struct store_restore_row rr[N_ROWS];
+    for (int i = 0; i < N_ROWS; i++)
+        ids[i] = i + 1;
+    assert_int_equal(store_get_many(f->st, ids, N_ROWS, STORE_FIELD_EMBEDDING, rows, found, &err),
+                     IMS_OK);
+    for (int i = 0; i < N_ROWS; i++)
+        rr[i] = (struct store_restore_row){&rows[i], NULL, 0};
+    char dir2[4096], url2[1024];
+    char *d2 = tu_mkdtemp();
+    snprintf(dir2, sizeof(dir2), "%s", d2);
+    assert_int_equal(tu_catalogue_new(url2, sizeof(url2)), 0);
+    struct store *st2 = NULL;
+    if (store_open_catalogue(url2, dir2, &model_a, STORE_OPEN_SYNC_NORMAL, &st2, &err) != IMS_OK)
+        fail_msg("open 2: %s", err.message);
+    if (store_restore_many(st2, rr, N_ROWS, &err) != IMS_OK)
+        fail_msg("restore: %s", err.message);
+    char buf[256];
+    assert_string_equal(tags_of(st2, 2, buf, sizeof(buf)), "Trip|zoo");
+    assert_string_equal(tags_of(st2, 1, buf, sizeof(buf)), "");
+    const char *flt[] = {"TRIP"};
+    assert_int_equal(match_tags(st2, flt, 1), 0x2u);
+    struct store_image_row row;
+    assert_int_equal(store_get(st2, 1, 0, &row, &err), IMS_OK);
+    assert_int_equal(row.has_taken, 1);
+    assert_int_equal(row.taken, 1715949000);
+    store_row_fini(&row);
+    for (int i = 0; i < N_ROWS; i++)
+        store_row_fini(&rows[i]);
+    store_close(st2);
+    tu_catalogue_drop(url2);
+    tu_rmtree(dir2);
+    free(d2);
+}
+
 int main(int argc, char **argv)
 {
     if (tu_backend_from_args(argc, argv) != 0)
@@ -330,6 +376,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_tags, setup, teardown),
         cmocka_unit_test_setup_teardown(test_taken_column, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_from_v2, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restore_keeps_tags, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
