@@ -73,6 +73,8 @@ struct server_row {
     int64_t taken;         /* unix seconds, if has_taken */
     const char *const *tags; /* n_tags tags, as written (issue 10); NULL if none */
     size_t n_tags;
+    const char *metadata;  /* the row's metadata JSON, GET of one image only (its EXIF
+                              make and model are shown); NULL if none */
 };
 
 struct server_stats {

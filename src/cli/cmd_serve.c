@@ -197,6 +197,7 @@ static void row_from_store(struct server_arena *a, const struct store_image_row 
             n++;
     out->tags = (const char *const *)tags;
     out->n_tags = n;
+    out->metadata = NULL;
 }
 
 /* ---- backend operations ------------------------------------------------------ */
@@ -463,8 +464,10 @@ static enum ims_status be_image_get(void *self, int64_t id, struct server_arena 
     enum ims_status st = store_get(b->app->store, id, 0, &row, err);
     if (st == IMS_ERR_NOT_FOUND)
         st = ims_error_set(err, st, "no image with id %lld", (long long)id);
-    if (st == IMS_OK)
+    if (st == IMS_OK) {
         row_from_store(a, &row, out);
+        out->metadata = row.metadata ? server_arena_strdup(a, row.metadata) : NULL;
+    }
     store_row_fini(&row);
     return st;
 }

@@ -755,7 +755,7 @@ enum ims_status server__query_from_form(const struct server_mp_form *f, struct s
                                         "text_weight",    "negative_weight",
                                         "image_id_weight", "image_url_weight",
                                         "k",              "offset",      "min_score",
-                                        "order",          "dedup"};
+                                        "order",          "dedup",       "filter"};
     enum ims_status st;
     query_defaults(q);
     /* Every field: known, no NUL in a value (a C string would end there:
@@ -846,6 +846,17 @@ enum ims_status server__query_from_form(const struct server_mp_form *f, struct s
     q->n_terms = n;
     if (form_value(f, "dedup") && (st = parse_dedup(form_value(f, "dedup"), q, err)) != IMS_OK)
         return st;
+    /* "filter": the JSON body's filter object as text (an image search from the web page) */
+    const char *fv = form_value(f, "filter");
+    if (fv) {
+        json_error_t jerr;
+        json_t *jf = json_loads(fv, JSON_REJECT_DUPLICATES, &jerr);
+        IMS_RETURN_ERROR_IF(!jf, err, IMS_ERR_INVALID, "filter: invalid JSON: %s", jerr.text);
+        st = json_filter(jf, a, q, err);
+        json_decref(jf);
+        if (st != IMS_OK)
+            return st;
+    }
     return apply_options(form_value(f, "k"), form_value(f, "offset"),
                          form_value(f, "min_score"), form_value(f, "order"), q, err);
 }

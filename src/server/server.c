@@ -540,6 +540,15 @@ json_t *server__row_json(const struct server_row *row)
         json_array_append_new(tags, json_string(row->tags[i]));
     json_object_set_new(o, "tags", tags ? tags : json_null());
     json_object_set_new(o, "thumb", json_string(thumb));
+    /* the camera, for the details view: EXIF make and model only (never GPS) */
+    json_t *meta = row->metadata ? json_loads(row->metadata, 0, NULL) : NULL;
+    json_t *exif = json_object_get(meta, "exif");
+    json_t *make = json_object_get(exif, "make"), *model = json_object_get(exif, "model");
+    if (json_is_string(make) || json_is_string(model))
+        json_object_set_new(o, "exif",
+                            json_pack("{s:s?, s:s?}", "make", json_string_value(make), "model",
+                                      json_string_value(model)));
+    json_decref(meta);
     return o;
 }
 

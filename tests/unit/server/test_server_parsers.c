@@ -2,7 +2,8 @@
 /*
  * test_server_parsers.c: the server's pure parsers without sockets: the
  * streaming multipart parser under every chunking of a body, boundary
- * extraction, and the rate limiter's arithmetic with an injected clock.
+ * extraction, the rate limiter's arithmetic with an injected clock, filter
+ * dates and a multipart search's "filter" field.
  */
 #include "server_int.h"
 
@@ -206,9 +207,68 @@ static void test_filter_dates(void **state)
     }
 }
 
+/* A multipart search's "filter" field: the JSON body's filter object as text
+ * (the web page's search by an uploaded image sends its filters so). */
+static enum ims_status form_query(const char *filter, struct server_arena *a,
+                                  struct server_query *q, struct ims_error *err)
+{
+    struct server_mp_form f;
+    struct ims_buf mp;
+    ims_buf_init(&mp, 1 << 20);
+    ims_buf_printf(&mp, "--XB\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nbeach\r\n");
+    ims_buf_printf(&mp, "--XB\r\nContent-Disposition: form-data; name=\"filter\"\r\n\r\n%s\r\n",
+                   filter);
+    ims_buf_printf(&mp, "--XB--\r\n");
+    assert_int_equal(server__form_init(&f, "multipart/form-data; boundary=XB", 1 << 20, 8, err),
+                     IMS_OK);
+    assert_int_equal(server__form_feed(&f, mp.data, mp.len, err), IMS_OK);
+    assert_int_equal(server__form_finish(&f, err), IMS_OK);
+    memset(q, 0, sizeof(*q));
+    enum ims_status st = server__query_from_form(&f, a, q, err);
+    /* the filter lives in the arena (the terms point into the form: not read here) */
+    server__form_fini(&f);
+    ims_buf_fini(&mp);
+    return st;
+}
+
+static void test_form_filter(void **state)
+{
+    (void)state;
+    struct server_arena a;
+    server__arena_init(&a, 1 << 20);
+    struct server_query q;
+    struct ims_error err = {{0}};
+    assert_int_equal(form_query("{\"format\": [\"heic\", \"jpg\"], \"min_width\": 700, "
+                                "\"taken\": {\"from\": \"2024-05-17\"}, \"tags\": [\"Trip\"], "
+                                "\"source_prefix\": \"/photos/\"}",
+                                &a, &q, &err),
+                     IMS_OK);
+    assert_non_null(q.filter);
+    assert_string_equal(q.filter->formats, "heic,jpeg");
+    assert_int_equal(q.filter->min_width, 700);
+    assert_true(q.filter->has_taken_from && !q.filter->has_taken_to);
+    assert_int_equal(q.filter->taken_from, 1715904000);
+    assert_int_equal(q.filter->n_tags, 1);
+    assert_string_equal(q.filter->tags[0], "Trip");
+    assert_string_equal(q.filter->source_prefix, "/photos/");
+    static const struct {
+        const char *filter, *says;
+    } bad[] = {{"{\"format\": [\"svg\"]}", "svg"},
+               {"{\"colour\": 1}", "filter.colour"},
+               {"{\"min_width\": -1}", "filter.min_width"},
+               {"[1]", "filter: must be an object"},
+               {"{\"format\": ", "filter: invalid JSON"}};
+    for (size_t i = 0; i < IMS_ARRAY_LEN(bad); i++) {
+        assert_int_equal(form_query(bad[i].filter, &a, &q, &err), IMS_ERR_INVALID);
+        assert_non_null(strstr(err.message, bad[i].says));
+    }
+    server__arena_fini(&a);
+}
+
 const struct CMUnitTest server_parser_tests[] = {
     cmocka_unit_test(test_mp_every_chunking), cmocka_unit_test(test_mp_boundary),
     cmocka_unit_test(test_mp_limits),         cmocka_unit_test(test_rate_limiter),
     cmocka_unit_test(test_arena_cap),         cmocka_unit_test(test_filter_dates),
+    cmocka_unit_test(test_form_filter),
 };
 const size_t server_n_parser_tests = IMS_ARRAY_LEN(server_parser_tests);
