@@ -21,7 +21,7 @@
  * Determinism: within one family, a row's fp32 score depends only on q and
  * the row (same operation order whatever n or the row's position), so an
  * fp32 re-score of a candidate equals its score in a full fp32 scan. That is
- * what makes the fp16 scan + fp32 re-score path exact (see vindex.c).
+ * what makes the fp16 scan + fp32 re-score path exact (see vindex_exact.c).
  *
  * Multi-query kernels (index__dot_*_multi): several concurrent queries share
  * one read of the rows. Once a block of rows is scored against a whole batch
@@ -53,7 +53,7 @@
  * computed in double and inflated by 1 + 2^-30 (> d 2^-53 for d <= 65536),
  * then rounded up to float. Queries or rows whose norms exceed 2^60 are
  * refused (fp32 scan): nothing above can then overflow. The proof that the
- * bounds give the exact top k is in vindex.c and docs/internals/index.md.
+ * bounds give the exact top k is in vindex_i8.c and docs/internals/index.md.
  */
 
 #include "index_int.h"
