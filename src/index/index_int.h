@@ -15,7 +15,8 @@
  *   index_scan.c    dot-product kernels, one-query and multi-query (AVX-512 /
  *                   AVX2+FMA / scalar, run-time dispatch), fp16 conversion,
  *                   int8 quantisation, the int8 pre-scan kernels and their
- *                   error bounds, the top-k heap
+ *                   error bounds
+ *   index_topk.c    the top-k heap every search keeps
  *   index_snapshot.c  save/load of the snapshot format
  *   index_hnsw.c    the HNSW graph walk with our kernels over FAISS's graph
  *   index_import.c  vectors out of a foreign FAISS file (`imgsearch import`)
@@ -228,7 +229,7 @@ size_t index__i8_select(const struct index__i8_query *p, const int32_t *dot, con
                         const float *rho, size_t n, float thr, uint32_t *sel, float *lower,
                         float *upper);
 
-/* A bounded top-k: min-heap on (score, -id) keeping the k best. */
+/* A bounded top-k (index_topk.c): min-heap on (score, -id) keeping the k best. */
 struct index__topk {
     int k, n;
     float *scores; /* (k) */
