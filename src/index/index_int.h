@@ -384,6 +384,12 @@ void index__batch_stats(struct vindex *vx, uint64_t *n_batches, uint64_t *n_sear
 /* ---- the search engines (vindex_*.c); all run under the caller's read
  * lock, tops are initialised heaps, k <= the store's row count ------------- */
 
+/* Runs run(jobs + t * job_bytes) for every t < n, 1 <= n <= VINDEX_MAX_THREADS
+ * (vindex_exact.c): job 0 on the calling thread, the others on short-lived
+ * threads joined before it returns. A job whose thread cannot be created
+ * runs on the calling thread, so every job runs exactly once whatever the
+ * system allows. The one fan-out of the exact scans and the int8 pre-scan. */
+void index__fan_out(void *jobs, size_t job_bytes, int n, void (*run)(void *job));
 /* qsort order of int64 ids, ascending. */
 static inline int index__cmp_i64(const void *a, const void *b)
 {

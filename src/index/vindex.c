@@ -424,7 +424,7 @@ enum ims_status vindex_set_search_params(struct vindex *vx, const struct vindex_
     IMS_RETURN_ERROR_IF(!p, err, IMS_ERR_INVALID, "index: no search parameters");
     IMS_RETURN_ERROR_IF(p->nprobe < 0 || p->ef_search < 0 || p->rerank < 0 || p->n_threads < 0,
                         err, IMS_ERR_INVALID, "index: negative search parameter");
-    IMS_RETURN_ERROR_IF(p->rerank > VINDEX_MAX_K || p->n_threads > 256 || p->nprobe > 1 << 20 ||
+    IMS_RETURN_ERROR_IF(p->rerank > VINDEX_MAX_K || p->n_threads > VINDEX_MAX_THREADS || p->nprobe > 1 << 20 ||
                             p->ef_search > 1 << 20,
                         err, IMS_ERR_INVALID, "index: search parameter out of range");
     WRLOCK(vx);

@@ -18,17 +18,52 @@
 
 /* ---- exact scans ------------------------------------------------------------------ */
 
+/* ---- fan-out: one search's scan split over short-lived threads ------------- */
+
+struct fan_out_slot {
+    void (*run)(void *job);
+    void *job;
+    pthread_t thread;
+};
+
+static void *fan_out_main(void *arg)
+{
+    struct fan_out_slot *slot = arg;
+    slot->run(slot->job);
+    return NULL;
+}
+
+void index__fan_out(void *jobs, size_t job_bytes, int n, void (*run)(void *job))
+{
+    struct fan_out_slot slots[VINDEX_MAX_THREADS];
+    int started[VINDEX_MAX_THREADS] = {0};
+    IMS_ASSERT(n >= 1 && n <= VINDEX_MAX_THREADS);
+    for (int t = 1; t < n; t++) {
+        slots[t] = (struct fan_out_slot){.run = run, .job = (char *)jobs + job_bytes * (size_t)t};
+        started[t] = pthread_create(&slots[t].thread, NULL, fan_out_main, &slots[t]) == 0;
+    }
+    run(jobs);
+    for (int t = 1; t < n; t++) {
+        if (started[t])
+            pthread_join(slots[t].thread, NULL);
+        else
+            run(slots[t].job); /* no thread: do its share here */
+    }
+}
+
+/* ---- one query, then several at once ----------------------------------------------- */
+
 struct scan_job {
     const struct index__store *s;
     const float *q;
     int f16;
     size_t chunk_begin, chunk_end;
     struct index__topk top;
-    pthread_t thread;
 };
 
-static void scan_chunks(struct scan_job *j)
+static void scan_chunks(void *arg)
 {
+    struct scan_job *j = arg;
     const struct index__store *s = j->s;
     float buf[INDEX_CHUNK_ROWS];
     for (size_t c = j->chunk_begin; c < j->chunk_end; c++) {
@@ -44,12 +79,6 @@ static void scan_chunks(struct scan_job *j)
             if (index__topk_would_take(t, buf[i], ids[i]))
                 index__topk_push(t, buf[i], ids[i]);
     }
-}
-
-static void *scan_thread(void *arg)
-{
-    scan_chunks(arg);
-    return NULL;
 }
 
 /* Top `k` by fp32 or fp16 score over the whole store, into `out` (initialised
@@ -84,16 +113,7 @@ static enum ims_status scan_store(const struct index__store *s, const float *q, 
             goto out;
         n_init++;
     }
-    int started[256] = {0};
-    for (int t = 1; t < n_threads; t++)
-        started[t] = pthread_create(&jobs[t].thread, NULL, scan_thread, &jobs[t]) == 0;
-    scan_chunks(&jobs[0]);
-    for (int t = 1; t < n_threads; t++) {
-        if (started[t])
-            pthread_join(jobs[t].thread, NULL);
-        else
-            scan_chunks(&jobs[t]); /* no thread: do its share here */
-    }
+    index__fan_out(jobs, sizeof *jobs, n_threads, scan_chunks);
     for (int t = 0; t < n_threads; t++)
         for (int i = 0; i < jobs[t].top.n; i++)
             if (index__topk_would_take(out, jobs[t].top.scores[i], jobs[t].top.ids[i]))
@@ -173,11 +193,11 @@ struct mscan_job {
     size_t chunk_begin, chunk_end;
     struct index__topk *tops; /* (nq) */
     float *buf;               /* (nq, INDEX_BATCH_ROWS) */
-    pthread_t thread;
 };
 
-static void mscan_chunks(struct mscan_job *j)
+static void mscan_chunks(void *arg)
 {
+    struct mscan_job *j = arg;
     const struct index__store *s = j->s;
     const size_t dim = (size_t)s->dim;
     for (size_t c = j->chunk_begin; c < j->chunk_end; c++) {
@@ -201,12 +221,6 @@ static void mscan_chunks(struct mscan_job *j)
             }
         }
     }
-}
-
-static void *mscan_thread(void *arg)
-{
-    mscan_chunks(arg);
-    return NULL;
 }
 
 /* scan_store for nq queries at once, qs: (nq, dim): tops[q] (initialised;
@@ -257,16 +271,7 @@ static enum ims_status scan_store_multi(const struct index__store *s, const floa
             .buf = bufs + (size_t)t * (size_t)nq * INDEX_BATCH_ROWS,
         };
     }
-    int started[256] = {0};
-    for (int t = 1; t < n_threads; t++)
-        started[t] = pthread_create(&jobs[t].thread, NULL, mscan_thread, &jobs[t]) == 0;
-    mscan_chunks(&jobs[0]);
-    for (int t = 1; t < n_threads; t++) {
-        if (started[t])
-            pthread_join(jobs[t].thread, NULL);
-        else
-            mscan_chunks(&jobs[t]); /* no thread: do its share here */
-    }
+    index__fan_out(jobs, sizeof *jobs, n_threads, mscan_chunks);
     if (n_threads > 1) /* the same merge order as scan_store */
         for (int t = 0; t < n_threads; t++)
             for (int q = 0; q < nq; q++) {

@@ -132,11 +132,11 @@ struct i8_job {
     int32_t *dots;                    /* (nq, block) */
     uint32_t *sel;                    /* (block) */
     float *lower, *upper;             /* (block) */
-    pthread_t thread;
 };
 
-static void i8_chunks(struct i8_job *j)
+static void i8_chunks(void *arg)
 {
+    struct i8_job *j = arg;
     const struct index__store *s = j->s;
     const size_t stride = index__i8_stride(s->dim);
     const size_t block = j->nq == 1 ? INDEX_CHUNK_ROWS : I8_BLOCK_ROWS;
@@ -168,12 +168,6 @@ static void i8_chunks(struct i8_job *j)
             }
         }
     }
-}
-
-static void *i8_thread(void *arg)
-{
-    i8_chunks(arg);
-    return NULL;
 }
 
 /* The pre-scan's end for query q: merges the threads' lower bounds into the
@@ -281,16 +275,7 @@ static enum ims_status search_i8(struct vindex *vx, const float *qs, int nq, con
             .upper = (float *)(b + dots_bytes + block * (sizeof(uint32_t) + sizeof(float))),
         };
     }
-    int started[256] = {0};
-    for (int t = 1; t < n_threads; t++)
-        started[t] = pthread_create(&jobs[t].thread, NULL, i8_thread, &jobs[t]) == 0;
-    i8_chunks(&jobs[0]);
-    for (int t = 1; t < n_threads; t++) {
-        if (started[t])
-            pthread_join(jobs[t].thread, NULL);
-        else
-            i8_chunks(&jobs[t]); /* no thread: do its share here */
-    }
+    index__fan_out(jobs, sizeof *jobs, n_threads, i8_chunks);
     for (int u = 0; u < n_use; u++) {
         int q = which[u];
         size_t n_scored = i8_finish(s, qs + (size_t)q * dim, states, n_threads, n_use, u, &tops[q]);
