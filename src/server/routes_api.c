@@ -53,12 +53,12 @@ static json_t *job_json(const struct server_job *job)
     static const char *const states[] = {"queued", "running", "done", "failed"};
     json_t *errors = json_array();
     for (size_t i = 0; errors && i < job->n_errors; i++)
-        json_array_append_new(errors, json_pack("{s:s?, s:s?, s:s?}", "url", job->errors[i].url,
-                                                "code", job->errors[i].code, "error",
-                                                job->errors[i].error));
+        json_array_append_new(errors,
+                              json_pack("{s:s?, s:s?, s:s?}", "url", job->errors[i].url, "code",
+                                        job->errors[i].code, "error", job->errors[i].error));
     unsigned st = (unsigned)job->state < 4 ? (unsigned)job->state : 3;
-    return json_pack("{s:s, s:s, s:I, s:I, s:I, s:o?}", "id", job->id, "state", states[st],
-                     "total", (json_int_t)job->total, "done", (json_int_t)job->done, "failed",
+    return json_pack("{s:s, s:s, s:I, s:I, s:I, s:o?}", "id", job->id, "state", states[st], "total",
+                     (json_int_t)job->total, "done", (json_int_t)job->done, "failed",
                      (json_int_t)job->failed, "errors", errors);
 }
 
@@ -113,8 +113,8 @@ static enum MHD_Result search_respond(struct server_request *r, struct MHD_Conne
             json_object_set_new(o, "score", json_real(res.items[i].score));
         json_array_append_new(arr, o);
     }
-    return server__respond_json(r, c, 200,
-                        json_pack("{s:o?, s:f}", "results", arr, "took_ms", round(took * 1e3) / 1e3));
+    return server__respond_json(
+        r, c, 200, json_pack("{s:o?, s:f}", "results", arr, "took_ms", round(took * 1e3) / 1e3));
 }
 
 struct unknown_arg {
@@ -127,10 +127,10 @@ static enum MHD_Result find_unknown_arg(void *cls, enum MHD_ValueKind kind, cons
 {
     (void)kind;
     (void)value;
-    static const char *const known[] = {"q",          "image_id",   "k",         "offset",
-                                        "min_score",  "order",      "added_from", "added_to",
-                                        "taken_from", "taken_to",   "min_width", "min_height",
-                                        "format",     "orientation", "source_prefix"};
+    static const char *const known[] = {
+        "q",         "image_id",   "k",        "offset",      "min_score",
+        "order",     "added_from", "added_to", "taken_from",  "taken_to",
+        "min_width", "min_height", "format",   "orientation", "source_prefix"};
     struct unknown_arg *u = cls;
     for (size_t i = 0; i < IMS_ARRAY_LEN(known); i++)
         if (!strcmp(key, known[i]))
@@ -186,8 +186,8 @@ enum MHD_Result server__h_search_post(struct server_request *r, struct MHD_Conne
     struct ims_error err = {{0}};
     enum ims_status st;
     if (r->body_kind == BODY_JSON)
-        st = server__query_parse_json(r->body.data ? r->body.data : "", r->body.len, &r->arena,
-                                      &q, &err);
+        st = server__query_parse_json(r->body.data ? r->body.data : "", r->body.len, &r->arena, &q,
+                                      &err);
     else
         st = server__query_from_form(&r->form, &r->arena, &q, &err);
     if (st != IMS_OK)
@@ -195,8 +195,8 @@ enum MHD_Result server__h_search_post(struct server_request *r, struct MHD_Conne
     return search_respond(r, c, &q);
 }
 
-static enum MHD_Result job_respond(struct server_request *r, struct MHD_Connection *c, const char *id,
-                                   int status)
+static enum MHD_Result job_respond(struct server_request *r, struct MHD_Connection *c,
+                                   const char *id, int status)
 {
     struct server *s = r->s;
     struct server_job job;
@@ -215,17 +215,17 @@ enum MHD_Result server__h_images_json(struct server_request *r, struct MHD_Conne
     json_error_t jerr;
     enum MHD_Result ret;
     const char **urls = NULL;
-    json_t *root = json_loadb(r->body.data ? r->body.data : "", r->body.len,
-                              JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root =
+        json_loadb(r->body.data ? r->body.data : "", r->body.len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
         ret = server__respond_msg(r, c, IMS_ERR_INVALID, "invalid JSON at line %d, column %d: %s",
-                          jerr.line, jerr.column, jerr.text);
+                                  jerr.line, jerr.column, jerr.text);
         goto out;
     }
     json_t *ju = json_object_get(root, "urls");
     if (!json_is_object(root) || json_object_size(root) != 1 || !json_is_array(ju)) {
         ret = server__respond_msg(r, c, IMS_ERR_INVALID,
-                          "the body must be {\"urls\": [...]} and nothing else");
+                                  "the body must be {\"urls\": [...]} and nothing else");
         goto out;
     }
     size_t n = json_array_size(ju);
@@ -244,9 +244,9 @@ enum MHD_Result server__h_images_json(struct server_request *r, struct MHD_Conne
         size_t len = json_string_length(v);
         if (!u || len == 0 || len > SERVER_URL_MAX || memchr(u, '\0', len) ||
             (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0)) {
-            ret = server__respond_msg(r, c, IMS_ERR_INVALID,
-                              "urls[%zu]: must be an http:// or https:// URL of 1..%d bytes", i,
-                              SERVER_URL_MAX);
+            ret = server__respond_msg(
+                r, c, IMS_ERR_INVALID,
+                "urls[%zu]: must be an http:// or https:// URL of 1..%d bytes", i, SERVER_URL_MAX);
             goto out;
         }
         urls[i] = u;
@@ -261,9 +261,9 @@ enum MHD_Result server__h_images_json(struct server_request *r, struct MHD_Conne
             if (w >= s->o.max_waiters) {
                 atomic_fetch_add(&s->refused_waiters, 1);
                 ret = server__respond_msg(r, c, IMS_ERR_BUSY,
-                                  "too many ?wait=1 requests waiting (limit %u); retry, or "
-                                  "post without wait and poll the job",
-                                  s->o.max_waiters);
+                                          "too many ?wait=1 requests waiting (limit %u); retry, or "
+                                          "post without wait and poll the job",
+                                          s->o.max_waiters);
                 goto out;
             }
         } while (!atomic_compare_exchange_weak(&s->waiters, &w, w + 1));
@@ -298,18 +298,20 @@ enum MHD_Result server__h_images_form(struct server_request *r, struct MHD_Conne
         const struct server_mp_field *f = &r->form.fields[i];
         if (strcmp(f->info.name, "file") != 0)
             return server__respond_msg(r, c, IMS_ERR_INVALID,
-                               "unknown form field \"%s\" (only \"file\" is accepted)",
-                               f->info.name);
+                                       "unknown form field \"%s\" (only \"file\" is accepted)",
+                                       f->info.name);
         if (f->data.len == 0)
-            return server__respond_msg(r, c, IMS_ERR_INVALID, "file \"%s\" is empty", f->info.filename);
+            return server__respond_msg(r, c, IMS_ERR_INVALID, "file \"%s\" is empty",
+                                       f->info.filename);
         n++;
     }
     if (n > s->o.max_files)
         return server__respond_msg(r, c, IMS_ERR_TOO_LARGE,
-                           "%zu files in one upload; the limit is %zu (field \"file\")", n,
-                           s->o.max_files);
+                                   "%zu files in one upload; the limit is %zu (field \"file\")", n,
+                                   s->o.max_files);
     if (n == 0)
-        return server__respond_msg(r, c, IMS_ERR_INVALID, "multipart body without a \"file\" field");
+        return server__respond_msg(r, c, IMS_ERR_INVALID,
+                                   "multipart body without a \"file\" field");
     struct server_file *files = server_arena_alloc(&r->arena, n * sizeof(*files));
     struct server_upload_item *items = server_arena_alloc(&r->arena, n * sizeof(*items));
     if (!files || !items)
@@ -337,12 +339,12 @@ enum MHD_Result server__h_images_form(struct server_request *r, struct MHD_Conne
         }
         items[i].message[sizeof(items[i].message) - 1] = '\0';
         bool internal = server__http_status(items[i].status) == 500;
-        json_array_append_new(
-            errors, json_pack("{s:s?, s:s, s:s}", "file", files[i].filename, "code",
-                              ims_status_name(items[i].status), "message",
-                              internal ? "internal error"
-                              : items[i].message[0] ? items[i].message
-                                                    : ims_strerror(items[i].status)));
+        json_array_append_new(errors,
+                              json_pack("{s:s?, s:s, s:s}", "file", files[i].filename, "code",
+                                        ims_status_name(items[i].status), "message",
+                                        internal              ? "internal error"
+                                        : items[i].message[0] ? items[i].message
+                                                              : ims_strerror(items[i].status)));
     }
     if (n_ok == 0) {
         json_decref(rows);
@@ -353,7 +355,8 @@ enum MHD_Result server__h_images_form(struct server_request *r, struct MHD_Conne
                       items[0].message[0] ? items[0].message : ims_strerror(items[0].status));
         return server__respond_error(r, c, items[0].status, &e);
     }
-    return server__respond_json(r, c, 200, json_pack("{s:o, s:o}", "images", rows, "errors", errors));
+    return server__respond_json(r, c, 200,
+                                json_pack("{s:o, s:o}", "images", rows, "errors", errors));
 }
 
 enum MHD_Result server__h_image_get(struct server_request *r, struct MHD_Connection *c)
@@ -395,7 +398,8 @@ enum MHD_Result server__h_thumb(struct server_request *r, struct MHD_Connection 
     if (st != IMS_OK)
         return server__respond_error(r, c, st, &err);
     char etag[24];
-    snprintf(etag, sizeof(etag), "\"%016llx\"", (unsigned long long)ims_fnv1a64(jpeg.ptr, jpeg.len));
+    snprintf(etag, sizeof(etag), "\"%016llx\"",
+             (unsigned long long)ims_fnv1a64(jpeg.ptr, jpeg.len));
     struct server_hdr h[2] = {{"ETag", etag}, {"Cache-Control", "public, max-age=86400"}};
     if (server__etag_matches(c, etag))
         return server__queue(r, c, 304, "", 0, NULL, h, 2);
@@ -407,7 +411,8 @@ enum MHD_Result server__h_job(struct server_request *r, struct MHD_Connection *c
     const char *id = r->id;
     for (const char *p = id; *p; p++)
         if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_')
-            return server__respond_msg(r, c, IMS_ERR_INVALID, "job id: only letters, digits, - and _");
+            return server__respond_msg(r, c, IMS_ERR_INVALID,
+                                       "job id: only letters, digits, - and _");
     if (strlen(id) >= SERVER_JOB_ID_MAX)
         return server__respond_msg(r, c, IMS_ERR_INVALID, "job id: too long");
     return job_respond(r, c, id, 200);
@@ -432,8 +437,8 @@ enum MHD_Result server__h_metrics(struct server_request *r, struct MHD_Connectio
             "# HELP imgsearch_http_request_duration_seconds HTTP request latency by route.\n"
             "# TYPE imgsearch_http_request_duration_seconds histogram\n");
     for (size_t i = 0; i <= server__n_routes && st == IMS_OK; i++)
-        st = server__metrics_render(&b, i < server__n_routes ? server__routes[i].pattern : "unmatched",
-                                    &s->metrics[i]);
+        st = server__metrics_render(
+            &b, i < server__n_routes ? server__routes[i].pattern : "unmatched", &s->metrics[i]);
     pthread_mutex_lock(&s->gate_mu);
     unsigned inflight = s->inflight, waiting = s->waiting;
     pthread_mutex_unlock(&s->gate_mu);
@@ -496,7 +501,8 @@ enum MHD_Result server__h_metrics(struct server_request *r, struct MHD_Connectio
     if (st != IMS_OK)
         ret = server__respond_msg(r, c, st, "cannot render metrics");
     else
-        ret = server__queue(r, c, 200, b.data ? b.data : "", b.len, "text/plain; version=0.0.4", NULL, 0);
+        ret = server__queue(r, c, 200, b.data ? b.data : "", b.len, "text/plain; version=0.0.4",
+                            NULL, 0);
     ims_buf_fini(&b);
     return ret;
 }

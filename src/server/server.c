@@ -244,9 +244,10 @@ static enum MHD_Result h_compat(struct server_request *r, struct MHD_Connection 
          * common path echoes the allowed one), so no page the user happens
          * to visit can read the catalogue through these routes */
         h[n++] = (struct server_hdr){"Access-Control-Expose-Headers",
-                              "X-Imgsearch-Ignored, X-Imgsearch-Capped"};
+                                     "X-Imgsearch-Ignored, X-Imgsearch-Capped"};
     }
-    return server__queue(r, c, rep.status, rep.body ? rep.body : "", rep.len, rep.content_type, h, n);
+    return server__queue(r, c, rep.status, rep.body ? rep.body : "", rep.len, rep.content_type, h,
+                         n);
 }
 
 /* ---- dispatch ---------------------------------------------------------------------------------- */
@@ -302,14 +303,15 @@ static enum MHD_Result dispatch(struct server_request *r, struct MHD_Connection 
         const struct server_backend *be = &r->s->be;
         bool ready = !be->ready || be->ready(be->self);
         return server__respond_json(r, c, ready ? 200 : 503,
-                            json_pack("{s:s}", "status", ready ? "ok" : "starting"));
+                                    json_pack("{s:s}", "status", ready ? "ok" : "starting"));
     }
     case R_METRICS:
         return server__h_metrics(r, c);
     case R_STATS:
         return server__h_stats(r, c);
     case R_IMAGES:
-        return r->body_kind == BODY_JSON ? server__h_images_json(r, c) : server__h_images_form(r, c);
+        return r->body_kind == BODY_JSON ? server__h_images_json(r, c)
+                                         : server__h_images_form(r, c);
     case R_IMAGE:
         return r->method == SM_DELETE ? server__h_image_delete(r, c) : server__h_image_get(r, c);
     case R_THUMB:
@@ -463,8 +465,8 @@ static enum MHD_Result check_site(struct server_request *r, struct MHD_Connectio
             return refuse(r, c, 403, &s->refused_origin,
                           "origin \"%.200s\" is not allowed (see --cors-origin)", origin);
         struct server_hdr h[3] = {{"Access-Control-Allow-Methods", "GET, HEAD, POST, DELETE"},
-                           {"Access-Control-Allow-Headers", "Authorization, Content-Type"},
-                           {"Access-Control-Max-Age", "600"}};
+                                  {"Access-Control-Allow-Headers", "Authorization, Content-Type"},
+                                  {"Access-Control-Max-Age", "600"}};
         return server__queue(r, c, 204, "", 0, NULL, h, 3);
     }
     /* (clip-back's routes too: clip-front's origin is allowed with
@@ -542,8 +544,8 @@ static enum MHD_Result begin(struct server_request *r, struct MHD_Connection *c)
     rs.dup[0] = '\0';
     MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, repeat_cb, &rs);
     if (rs.dup[0])
-        return server__respond_msg(r, c, IMS_ERR_INVALID, "query parameter '%s' given more than once",
-                           rs.dup);
+        return server__respond_msg(r, c, IMS_ERR_INVALID,
+                                   "query parameter '%s' given more than once", rs.dup);
     const struct server__route *rt = &server__routes[r->route];
     if (r->method == SM_COUNT || !rt->methods[r->method]) {
         char allow[64] = "";
@@ -560,13 +562,13 @@ static enum MHD_Result begin(struct server_request *r, struct MHD_Connection *c)
     }
     unsigned compat = route_compat(r->route);
     if (compat && !(s->o.compat & compat))
-        return server__respond_msg(r, c, IMS_ERR_NOT_FOUND, "%s is off: imgsearch serve %s turns it on",
-                           r->path,
-                           compat == SERVER_COMPAT_IMMICH ? "--immich-ml" : "--clip-back");
+        return server__respond_msg(r, c, IMS_ERR_NOT_FOUND,
+                                   "%s is off: imgsearch serve %s turns it on", r->path,
+                                   compat == SERVER_COMPAT_IMMICH ? "--immich-ml" : "--clip-back");
     if (!compat && s->o.compat_only && r->route != R_HEALTHZ && r->route != R_READYZ &&
         r->route != R_METRICS)
         return server__respond_msg(r, c, IMS_ERR_NOT_FOUND, "no such route on this listener: %s",
-                           r->path);
+                                   r->path);
     if (r->route != R_HEALTHZ && r->route != R_READYZ && r->route != R_METRICS) {
         int retry = 1;
         if (!server__rl_take(&s->rl, r->client_key, ims_now(), &retry)) {
@@ -574,8 +576,7 @@ static enum MHD_Result begin(struct server_request *r, struct MHD_Connection *c)
             snprintf(ra, sizeof(ra), "%d", retry);
             struct server_hdr h = {"Retry-After", ra};
             struct ims_error err;
-            ims_error_set(&err, IMS_ERR_RATE_LIMITED, "rate limit exceeded, retry in %d s",
-                          retry);
+            ims_error_set(&err, IMS_ERR_RATE_LIMITED, "rate limit exceeded, retry in %d s", retry);
             return server__respond_error_h(r, c, IMS_ERR_RATE_LIMITED, &err, &h, 1);
         }
     }
@@ -588,8 +589,9 @@ static enum MHD_Result begin(struct server_request *r, struct MHD_Connection *c)
             struct server_hdr h = {"WWW-Authenticate", "Bearer realm=\"imgsearch\""};
             struct ims_error err;
             ims_error_set(&err, IMS_ERR_UNAUTHORIZED,
-                          auth ? "wrong API key" : "this endpoint needs an API key "
-                                                   "(Authorization: Bearer KEY)");
+                          auth ? "wrong API key"
+                               : "this endpoint needs an API key "
+                                 "(Authorization: Bearer KEY)");
             return server__respond_error_h(r, c, IMS_ERR_UNAUTHORIZED, &err, &h, 1);
         }
     }
@@ -621,9 +623,10 @@ static enum MHD_Result begin(struct server_request *r, struct MHD_Connection *c)
             return server__respond_error_h(r, c, IMS_ERR_BUSY, &err, &h, 1);
         }
     } else {
-        return server__respond_msg(r, c, IMS_ERR_UNSUPPORTED,
-                           "Content-Type must be application/json or multipart/form-data%s%s",
-                           ctype ? ", not " : "", ctype ? ctype : "");
+        return server__respond_msg(
+            r, c, IMS_ERR_UNSUPPORTED,
+            "Content-Type must be application/json or multipart/form-data%s%s",
+            ctype ? ", not " : "", ctype ? ctype : "");
     }
     const char *clen = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
     if (clen) {
@@ -632,8 +635,8 @@ static enum MHD_Result begin(struct server_request *r, struct MHD_Connection *c)
         unsigned long long n = strtoull(clen, &end, 10);
         if (errno == 0 && end != clen && *end == '\0' && n > r->body_limit)
             return server__respond_msg(r, c, IMS_ERR_TOO_LARGE,
-                               "request body of %llu bytes exceeds the limit of %zu bytes", n,
-                               r->body_limit);
+                                       "request body of %llu bytes exceeds the limit of %zu bytes",
+                                       n, r->body_limit);
         /* A body that cannot fit in what is left of the budget now is
          * refused before a byte of it is read (after the route, rate limit,
          * auth and media checks above). Bytes are reserved as they arrive
@@ -643,10 +646,11 @@ static enum MHD_Result begin(struct server_request *r, struct MHD_Connection *c)
         if (errno == 0 && end != clen && *end == '\0' &&
             (held > s->o.body_budget_bytes || n > s->o.body_budget_bytes - held)) {
             atomic_fetch_add(&s->refused_body_memory, 1);
-            return server__respond_msg(r, c, IMS_ERR_BUSY,
-                               "the server holds too many request bodies in memory (limit %zu "
-                               "bytes); retry shortly",
-                               s->o.body_budget_bytes);
+            return server__respond_msg(
+                r, c, IMS_ERR_BUSY,
+                "the server holds too many request bodies in memory (limit %zu "
+                "bytes); retry shortly",
+                s->o.body_budget_bytes);
         }
     }
     if (r->body_kind == BODY_FORM) {
@@ -660,7 +664,8 @@ static enum MHD_Result begin(struct server_request *r, struct MHD_Connection *c)
     return MHD_YES;
 }
 
-/* ---- phase 2: body -------------------------------------------------------------------------------- */
+/* ---- phase 2: body
+ * -------------------------------------------------------------------------------- */
 
 static enum MHD_Result body_feed(struct server_request *r, const char *p, size_t n)
 {
@@ -706,7 +711,8 @@ static enum MHD_Result body_feed(struct server_request *r, const char *p, size_t
     return MHD_YES;
 }
 
-/* ---- request lifetime (MHD access handler) ------------------------------------------------------------ */
+/* ---- request lifetime (MHD access handler)
+ * ------------------------------------------------------------ */
 
 static void client_address(struct MHD_Connection *c, char *out, size_t cap)
 {
@@ -724,8 +730,8 @@ static void client_address(struct MHD_Connection *c, char *out, size_t cap)
                   (socklen_t)cap);
 }
 
-static struct server_request *request_new(struct server *s, struct MHD_Connection *c, const char *url,
-                                   const char *method)
+static struct server_request *request_new(struct server *s, struct MHD_Connection *c,
+                                          const char *url, const char *method)
 {
     struct server_request *r = ims_calloc(1, sizeof(*r));
     if (!r)

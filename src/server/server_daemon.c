@@ -51,9 +51,8 @@ static void access_log(struct server *s, const struct server_request *r, double 
     strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(iso, sizeof(iso), "%s.%03ldZ", when, ts.tv_nsec / 1000000);
     json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:f}", "time", iso, "client", r->client,
-                          "method", r->method_name, "path", r->path, "status", r->status,
-                          "bytes", (json_int_t)r->bytes_out, "duration_ms",
-                          round(seconds * 1e6) / 1e3);
+                          "method", r->method_name, "path", r->path, "status", r->status, "bytes",
+                          (json_int_t)r->bytes_out, "duration_ms", round(seconds * 1e6) / 1e3);
     if (!o)
         return;
     char *line = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9));
@@ -67,7 +66,8 @@ static void access_log(struct server *s, const struct server_request *r, double 
     free(line);
 }
 
-/* ---- MHD callbacks ----------------------------------------------------------------------------------- */
+/* ---- MHD callbacks
+ * ----------------------------------------------------------------------------------- */
 
 /* Percent-decoding of paths and query arguments, in place, as
  * libmicrohttpd's default does, except that "%00" stays as it is: a decoded
@@ -80,8 +80,10 @@ static size_t unescape_no_nul(void *cls, struct MHD_Connection *c, char *val)
     char *w = val;
     for (const char *r = val; *r;) {
         if (r[0] == '%' && isxdigit((unsigned char)r[1]) && isxdigit((unsigned char)r[2])) {
-            int hi = isdigit((unsigned char)r[1]) ? r[1] - '0' : (tolower((unsigned char)r[1]) - 'a' + 10);
-            int lo = isdigit((unsigned char)r[2]) ? r[2] - '0' : (tolower((unsigned char)r[2]) - 'a' + 10);
+            int hi = isdigit((unsigned char)r[1]) ? r[1] - '0'
+                                                  : (tolower((unsigned char)r[1]) - 'a' + 10);
+            int lo = isdigit((unsigned char)r[2]) ? r[2] - '0'
+                                                  : (tolower((unsigned char)r[2]) - 'a' + 10);
             int v = hi * 16 + lo;
             if (v != 0) {
                 *w++ = (char)v;
@@ -152,7 +154,8 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
     }
 }
 
-/* ---- options and lifecycle -------------------------------------------------------------------------- */
+/* ---- options and lifecycle
+ * -------------------------------------------------------------------------- */
 
 void server_options_init(struct server_options *o)
 {
@@ -308,8 +311,8 @@ enum ims_status server_start(const struct server_options *o, const struct server
         sa = (const struct sockaddr *)&sin6;
         flags |= MHD_USE_IPv6;
     } else {
-        st = ims_error_set(err, IMS_ERR_INVALID,
-                           "host \"%s\" is not an IPv4 or IPv6 address", host);
+        st =
+            ims_error_set(err, IMS_ERR_INVALID, "host \"%s\" is not an IPv4 or IPv6 address", host);
         goto out;
     }
 
@@ -325,9 +328,8 @@ enum ims_status server_start(const struct server_options *o, const struct server
 
     s->d = MHD_start_daemon(
         flags, (uint16_t)s->o.port, on_accept, s, server__on_request, s, MHD_OPTION_SOCK_ADDR, sa,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)(s->o.use_pool ? s->o.n_threads : 0),
-        MHD_OPTION_CONNECTION_LIMIT,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned int)(s->o.use_pool ? s->o.n_threads : 0), MHD_OPTION_CONNECTION_LIMIT,
         (unsigned int)(s->o.max_connections ? s->o.max_connections : 256),
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)s->o.connection_timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, s,
@@ -360,7 +362,10 @@ out:
     return st;
 }
 
-unsigned server_port(const struct server *s) { return s->port; }
+unsigned server_port(const struct server *s)
+{
+    return s->port;
+}
 
 void server_stop(struct server *s)
 {
@@ -386,7 +391,7 @@ void server_stop(struct server *s)
     pthread_mutex_unlock(&s->drain_mu);
     if (rc == ETIMEDOUT)
         server__error_log(s, "shutdown: %d request(s) still running after %u ms",
-                  atomic_load(&s->active), s->o.drain_ms);
+                          atomic_load(&s->active), s->o.drain_ms);
     MHD_stop_daemon(s->d);
     if (fd != MHD_INVALID_SOCKET)
         close(fd);

@@ -93,7 +93,8 @@ struct server_hdr {
 /* ---- server_respond.c ------------------------------------------------------- */
 
 /* One line in the error log (or through ims_log when there is none). */
-void server__error_log(struct server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void server__error_log(struct server *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* Queues `body` (copied) with the common headers and `extra`; records the
  * status and size on r for the access log. */
 enum MHD_Result server__queue(struct server_request *r, struct MHD_Connection *c, int status,

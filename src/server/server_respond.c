@@ -101,8 +101,8 @@ static void add_common_headers(struct MHD_Response *resp)
 }
 
 enum MHD_Result server__queue(struct server_request *r, struct MHD_Connection *c, int status,
-                             const void *body, size_t len, const char *ctype,
-                             const struct server_hdr *extra, size_t n_extra)
+                              const void *body, size_t len, const char *ctype,
+                              const struct server_hdr *extra, size_t n_extra)
 {
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
@@ -135,7 +135,7 @@ enum MHD_Result server__queue(struct server_request *r, struct MHD_Connection *c
 }
 
 enum MHD_Result server__respond_json(struct server_request *r, struct MHD_Connection *c, int status,
-                                    json_t *body)
+                                     json_t *body)
 {
     char *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(7)) : NULL;
     json_decref(body);
@@ -144,7 +144,8 @@ enum MHD_Result server__respond_json(struct server_request *r, struct MHD_Connec
             "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"out of memory\"}}";
         return server__queue(r, c, 503, oom, sizeof(oom) - 1, "application/json", NULL, 0);
     }
-    enum MHD_Result ret = server__queue(r, c, status, text, strlen(text), "application/json", NULL, 0);
+    enum MHD_Result ret =
+        server__queue(r, c, status, text, strlen(text), "application/json", NULL, 0);
     free(text);
     return ret;
 }
@@ -152,9 +153,9 @@ enum MHD_Result server__respond_json(struct server_request *r, struct MHD_Connec
 /* {"error": {"code", "message"}} with the mapped status. Messages of
  * internal failures are logged and replaced, never shown. */
 enum MHD_Result server__respond_error_status(struct server_request *r, struct MHD_Connection *c,
-                                            int status, enum ims_status st,
-                                            const struct ims_error *err, const struct server_hdr *extra,
-                                            size_t n_extra)
+                                             int status, enum ims_status st,
+                                             const struct ims_error *err,
+                                             const struct server_hdr *extra, size_t n_extra)
 {
     const char *msg = ims_error_message(err, st);
     if (status == 500) {
@@ -166,21 +167,21 @@ enum MHD_Result server__respond_error_status(struct server_request *r, struct MH
     json_decref(o);
     if (!text)
         return MHD_NO;
-    enum MHD_Result ret = server__queue(r, c, status, text, strlen(text), "application/json", extra,
-                                n_extra);
+    enum MHD_Result ret =
+        server__queue(r, c, status, text, strlen(text), "application/json", extra, n_extra);
     free(text);
     return ret;
 }
 
 enum MHD_Result server__respond_error_h(struct server_request *r, struct MHD_Connection *c,
-                                       enum ims_status st, const struct ims_error *err,
-                                       const struct server_hdr *extra, size_t n_extra)
+                                        enum ims_status st, const struct ims_error *err,
+                                        const struct server_hdr *extra, size_t n_extra)
 {
     return server__respond_error_status(r, c, server__http_status(st), st, err, extra, n_extra);
 }
 
 enum MHD_Result server__respond_error(struct server_request *r, struct MHD_Connection *c,
-                                     enum ims_status st, const struct ims_error *err)
+                                      enum ims_status st, const struct ims_error *err)
 {
     struct server_hdr h = {"Retry-After", "1"};
     bool retry = st == IMS_ERR_BUSY || st == IMS_ERR_NOMEM;
@@ -188,7 +189,7 @@ enum MHD_Result server__respond_error(struct server_request *r, struct MHD_Conne
 }
 
 enum MHD_Result server__respond_msg(struct server_request *r, struct MHD_Connection *c,
-                                   enum ims_status st, const char *fmt, ...)
+                                    enum ims_status st, const char *fmt, ...)
 {
     struct ims_error err;
     va_list ap;
@@ -219,7 +220,8 @@ static const char *csp =
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
-enum MHD_Result server__serve_asset(struct server_request *r, struct MHD_Connection *c, const char *path)
+enum MHD_Result server__serve_asset(struct server_request *r, struct MHD_Connection *c,
+                                    const char *path)
 {
     const struct server_asset *a = server__asset_find(path);
     if (!a)
@@ -227,9 +229,9 @@ enum MHD_Result server__serve_asset(struct server_request *r, struct MHD_Connect
     char etag[24];
     snprintf(etag, sizeof(etag), "\"%016llx\"", (unsigned long long)ims_fnv1a64(a->data, a->len));
     struct server_hdr h[4] = {{"ETag", etag},
-                       {"Cache-Control", "no-cache"},
-                       {"Content-Security-Policy", csp},
-                       {"X-Frame-Options", "DENY"}};
+                              {"Cache-Control", "no-cache"},
+                              {"Content-Security-Policy", csp},
+                              {"X-Frame-Options", "DENY"}};
     if (server__etag_matches(c, etag))
         return server__queue(r, c, 304, "", 0, NULL, h, 2);
     return server__queue(r, c, 200, a->data, a->len, a->content_type, h, 4);
