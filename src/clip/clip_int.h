@@ -96,12 +96,14 @@ struct clip_safetensors_file {
 
 /* Validates and indexes a safetensors image in memory (`bytes`, `n`); used by
  * clip__safetensors_open and by the fuzzer. The tensors borrow `bytes`. */
-enum ims_status clip__safetensors_parse(const void *bytes, size_t n, struct clip_safetensors_file *out,
-                               struct ims_error *err);
+enum ims_status clip__safetensors_parse(const void *bytes, size_t n,
+                                        struct clip_safetensors_file *out, struct ims_error *err);
 /* mmaps `path` read-only and parses it. Release with clip__safetensors_close. */
-enum ims_status clip__safetensors_open(const char *path, struct clip_safetensors_file *out, struct ims_error *err);
+enum ims_status clip__safetensors_open(const char *path, struct clip_safetensors_file *out,
+                                       struct ims_error *err);
 void clip__safetensors_close(struct clip_safetensors_file *f);
-const struct clip_safetensors_tensor *clip__safetensors_find(const struct clip_safetensors_file *f, const char *name);
+const struct clip_safetensors_tensor *clip__safetensors_find(const struct clip_safetensors_file *f,
+                                                             const char *name);
 
 /* ---- tensor list (model.c) -------------------------------------------------- */
 

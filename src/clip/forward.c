@@ -201,12 +201,14 @@ static enum ims_status engine_pack_layer(struct clip_engine *e, const struct cli
         goto out;
     }
     clip__forward_stack_qkv(lw, w, wqkv, bqkv);
-    if ((st = clip__gemm_weights_pack(e->be, wqkv, bqkv, 3 * w, w, e->dt, &out->qkv, err)) != IMS_OK ||
-        (st = clip__gemm_weights_pack(e->be, lw->o_w, lw->o_b, w, w, e->dt, &out->o, err)) != IMS_OK ||
-        (st = clip__gemm_weights_pack(e->be, lw->fc1_w, lw->fc1_b, inter, w, e->dt, &out->fc1, err)) !=
+    if ((st = clip__gemm_weights_pack(e->be, wqkv, bqkv, 3 * w, w, e->dt, &out->qkv, err)) !=
             IMS_OK ||
-        (st = clip__gemm_weights_pack(e->be, lw->fc2_w, lw->fc2_b, w, inter, e->dt, &out->fc2, err)) !=
-            IMS_OK)
+        (st = clip__gemm_weights_pack(e->be, lw->o_w, lw->o_b, w, w, e->dt, &out->o, err)) !=
+            IMS_OK ||
+        (st = clip__gemm_weights_pack(e->be, lw->fc1_w, lw->fc1_b, inter, w, e->dt, &out->fc1,
+                                      err)) != IMS_OK ||
+        (st = clip__gemm_weights_pack(e->be, lw->fc2_w, lw->fc2_b, w, inter, e->dt, &out->fc2,
+                                      err)) != IMS_OK)
         goto out;
 out:
     ims_free(wqkv);
@@ -231,8 +233,8 @@ static enum ims_status engine_tower_init(struct clip_engine *e, const struct cli
         if (st != IMS_OK)
             return st;
     }
-    return clip__gemm_weights_pack(e->be, proj, NULL, projection_dim, cfg->hidden_size, CLIP_GEMM_F32,
-                             &t->proj, err);
+    return clip__gemm_weights_pack(e->be, proj, NULL, projection_dim, cfg->hidden_size,
+                                   CLIP_GEMM_F32, &t->proj, err);
 }
 
 void clip__engine_free(struct clip_engine *engine)
@@ -346,7 +348,8 @@ static enum ims_status engine_plan_new(struct clip_engine *e, struct engine_towe
     d = (struct clip_gemm_linear_desc){rows, inter, w, dt, CLIP_GEMM_F32, CLIP_GEMM_ACT_NONE, 1};
     if ((st = clip__gemm_op_linear(e->be, l0->fc2, &d, &p->fc2, err)) != IMS_OK)
         goto out;
-    d = (struct clip_gemm_linear_desc){n, w, e->projection_dim, CLIP_GEMM_F32, CLIP_GEMM_F32, CLIP_GEMM_ACT_NONE, 0};
+    d = (struct clip_gemm_linear_desc){
+        n, w, e->projection_dim, CLIP_GEMM_F32, CLIP_GEMM_F32, CLIP_GEMM_ACT_NONE, 0};
     if ((st = clip__gemm_op_linear(e->be, tw->proj, &d, &p->proj, err)) != IMS_OK)
         goto out;
     if (tw->patch) {
@@ -381,9 +384,10 @@ static enum ims_status engine_plan_new(struct clip_engine *e, struct engine_towe
         goto out;
     ims_log(IMS_LOG_DEBUG,
             "clip: plan %dx%d: qkv %s, scores %s, pv %s, o %s, fc1 %s, fc2 %s, proj %s%s%s", n, t,
-            clip__gemm_op_impl(p->qkv), clip__gemm_op_impl(p->scores), clip__gemm_op_impl(p->pv), clip__gemm_op_impl(p->o),
-            clip__gemm_op_impl(p->fc1), clip__gemm_op_impl(p->fc2), clip__gemm_op_impl(p->proj),
-            p->patch ? ", patch " : "", p->patch ? clip__gemm_op_impl(p->patch) : "");
+            clip__gemm_op_impl(p->qkv), clip__gemm_op_impl(p->scores), clip__gemm_op_impl(p->pv),
+            clip__gemm_op_impl(p->o), clip__gemm_op_impl(p->fc1), clip__gemm_op_impl(p->fc2),
+            clip__gemm_op_impl(p->proj), p->patch ? ", patch " : "",
+            p->patch ? clip__gemm_op_impl(p->patch) : "");
     *out = p;
     p = NULL;
 out:
@@ -445,16 +449,16 @@ static void forward_layers(struct clip_ctx *ctx, struct engine_tower *tw, struct
     for (int l = 0; l < cfg->num_hidden_layers; l++) {
         const struct clip_layer_weights *lw = &lws[l];
         struct engine_layer *el = &tw->layers[l];
-        clip__forward_layernorm(ctx->x, w, rows, w, lw->ln1_w, lw->ln1_b, cfg->layer_norm_eps, ctx->h, w,
-                          e->dt);
+        clip__forward_layernorm(ctx->x, w, rows, w, lw->ln1_w, lw->ln1_b, cfg->layer_norm_eps,
+                                ctx->h, w, e->dt);
         clip__gemm_linear_run(p->qkv, el->qkv, ctx->h, ctx->qkv);
         const char *qkv = ctx->qkv;
         clip__gemm_bmm_run(p->scores, qkv, qkv + (size_t)w * es, ctx->s);
         clip__forward_softmax(ctx->s, n * heads, t, scale, causal, ctx->p, e->dt);
         clip__gemm_bmm_run(p->pv, ctx->p, qkv + (size_t)2 * w * es, ctx->a);
         clip__gemm_linear_run(p->o, el->o, ctx->a, ctx->x);
-        clip__forward_layernorm(ctx->x, w, rows, w, lw->ln2_w, lw->ln2_b, cfg->layer_norm_eps, ctx->h, w,
-                          e->dt);
+        clip__forward_layernorm(ctx->x, w, rows, w, lw->ln2_w, lw->ln2_b, cfg->layer_norm_eps,
+                                ctx->h, w, e->dt);
         clip__gemm_linear_run(p->fc1, el->fc1, ctx->h, ctx->m);
         clip__gemm_linear_run(p->fc2, el->fc2, ctx->m, ctx->x);
     }
@@ -490,8 +494,8 @@ static enum ims_status encode_images_now(struct clip_ctx *ctx, const float *pixe
         goto out;
 
     /* Embeddings: x[i*t] = class + pos[0]; x[i*t + 1 + j] = patch j + pos[1 + j]. */
-    clip__forward_im2col(pixels, n, cfg->num_channels, cfg->image_size, cfg->patch_size, ctx->patches,
-                   e->dt);
+    clip__forward_im2col(pixels, n, cfg->num_channels, cfg->image_size, cfg->patch_size,
+                         ctx->patches, e->dt);
     float *pe = ctx->a; /* (n np, W) f32: the attention buffer is free here */
     clip__gemm_linear_run(p->patch, tw->patch, ctx->patches, pe);
     for (int i = 0; i < n; i++) {
@@ -506,8 +510,8 @@ static enum ims_status encode_images_now(struct clip_ctx *ctx, const float *pixe
                 dst[c] = src[c] + pos[c];
         }
     }
-    clip__forward_layernorm(ctx->x, w, n * t, w, vw->pre_ln_w, vw->pre_ln_b, cfg->layer_norm_eps, ctx->x,
-                      w, CLIP_GEMM_F32);
+    clip__forward_layernorm(ctx->x, w, n * t, w, vw->pre_ln_w, vw->pre_ln_b, cfg->layer_norm_eps,
+                            ctx->x, w, CLIP_GEMM_F32);
     forward_layers(ctx, tw, p, n, t, 0);
     /* post_layernorm on the class rows only (stride t rows). */
     clip__forward_layernorm(ctx->x, t * w, n, w, vw->post_ln_w, vw->post_ln_b, cfg->layer_norm_eps,

@@ -20,9 +20,10 @@
 
 /* y (rows, w) [ld_y] = LayerNorm(x (rows, w) [ld_x]) * g + b, statistics in
  * float over each row (biased variance, eps inside the square root, as
- * torch.nn.LayerNorm; float statistics, two-pass). y may alias x when dt is CLIP_GEMM_F32 and ld_y == ld_x. */
-void clip__forward_layernorm(const float *x, int ld_x, int rows, int w, const float *g, const float *b,
-                       float eps, void *y, int ld_y, enum clip_gemm_dt dt);
+ * torch.nn.LayerNorm; float statistics, two-pass). y may alias x when dt is CLIP_GEMM_F32 and ld_y
+ * == ld_x. */
+void clip__forward_layernorm(const float *x, int ld_x, int rows, int w, const float *g,
+                             const float *b, float eps, void *y, int ld_y, enum clip_gemm_dt dt);
 
 /* Attention softmax over `n_mat` (t, t) score matrices (scores (n_mat, t, t)
  * f32, dense): p[i][j] = softmax_j(scale * s[i][j]) with j <= i only when

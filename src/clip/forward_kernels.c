@@ -86,8 +86,8 @@ static inline float fwd_exp(float x)
     return p * scale.f;
 }
 
-void clip__forward_layernorm(const float *x, int ld_x, int rows, int w, const float *g, const float *b,
-                       float eps, void *y, int ld_y, enum clip_gemm_dt dt)
+void clip__forward_layernorm(const float *x, int ld_x, int rows, int w, const float *g,
+                             const float *b, float eps, void *y, int ld_y, enum clip_gemm_dt dt)
 {
     size_t n_elems = (size_t)rows * w;
     (void)n_elems;

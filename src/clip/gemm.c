@@ -104,7 +104,8 @@ static int gemm_probe_bf16(struct clip_gemm_backend *be)
     return ok;
 }
 
-enum ims_status clip__gemm_backend_new(int n_threads, struct clip_gemm_backend **out, struct ims_error *err)
+enum ims_status clip__gemm_backend_new(int n_threads, struct clip_gemm_backend **out,
+                                       struct ims_error *err)
 {
     enum ims_status st = IMS_OK;
     struct clip_gemm_backend *be = ims_calloc(1, sizeof(*be));
@@ -172,7 +173,8 @@ static enum ims_status gemm_scratch_reserve(struct clip_gemm_backend *be, dnnl_p
 static dnnl_status_t gemm_linear_pd(struct clip_gemm_backend *be, int m, int n, int k, int ld_src,
                                     int ld_dst, enum clip_gemm_dt src_dt, enum clip_gemm_dt wdt,
                                     enum clip_gemm_dt dst_dt, const dnnl_memory_desc_t *wmd,
-                                    enum clip_gemm_act act, int accumulate, dnnl_primitive_desc_t *pd)
+                                    enum clip_gemm_act act, int accumulate,
+                                    dnnl_primitive_desc_t *pd)
 {
     dnnl_memory_desc_t s, w, b, d;
     dnnl_dims_t sd = {m, k}, wd = {k, n}, bd = {1, n}, dd = {m, n};
@@ -219,9 +221,9 @@ out:
     return s_;
 }
 
-enum ims_status clip__gemm_weights_pack(struct clip_gemm_backend *be, const float *w, const float *bias,
-                                  int n, int k, enum clip_gemm_dt dt, struct clip_gemm_weights **out,
-                                  struct ims_error *err)
+enum ims_status clip__gemm_weights_pack(struct clip_gemm_backend *be, const float *w,
+                                        const float *bias, int n, int k, enum clip_gemm_dt dt,
+                                        struct clip_gemm_weights **out, struct ims_error *err)
 {
     enum ims_status st = IMS_OK;
     dnnl_primitive_desc_t pd = NULL, rpd = NULL;
@@ -239,7 +241,8 @@ enum ims_status clip__gemm_weights_pack(struct clip_gemm_backend *be, const floa
     clip__gemm_backend_enter(be);
     /* The layout oneDNN picks does not depend on M (gemm.h); 64 rows is a
      * shape where it picks its brgemm kernel. */
-    GEMM_TRY(gemm_linear_pd(be, 64, n, k, k, n, dt, dt, CLIP_GEMM_F32, NULL, CLIP_GEMM_ACT_NONE, 0, &pd));
+    GEMM_TRY(gemm_linear_pd(be, 64, n, k, k, n, dt, dt, CLIP_GEMM_F32, NULL, CLIP_GEMM_ACT_NONE, 0,
+                            &pd));
     gw->md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     gw->packed_bytes = dnnl_memory_desc_get_size(&gw->md);
     gw->packed = ims_aligned_alloc(64, gw->packed_bytes);
@@ -329,9 +332,10 @@ out:
     return st;
 }
 
-enum ims_status clip__gemm_op_linear(struct clip_gemm_backend *be, const struct clip_gemm_weights *like,
-                               const struct clip_gemm_linear_desc *d, struct clip_gemm_op **out,
-                               struct ims_error *err)
+enum ims_status clip__gemm_op_linear(struct clip_gemm_backend *be,
+                                     const struct clip_gemm_weights *like,
+                                     const struct clip_gemm_linear_desc *d,
+                                     struct clip_gemm_op **out, struct ims_error *err)
 {
     enum ims_status st = IMS_OK;
     dnnl_primitive_desc_t pd = NULL;
@@ -423,7 +427,8 @@ static void gemm_exec(struct clip_gemm_op *op)
     IMS_ASSERT(dnnl_stream_wait(op->be->stream) == dnnl_success);
 }
 
-void clip__gemm_linear_run(struct clip_gemm_op *op, const struct clip_gemm_weights *w, const void *src, void *dst)
+void clip__gemm_linear_run(struct clip_gemm_op *op, const struct clip_gemm_weights *w,
+                           const void *src, void *dst)
 {
     IMS_ASSERT(op->kind == GEMM_KIND_LINEAR && w->n == op->n && w->k == op->k && w->dt == op->wdt);
     dnnl_memory_set_data_handle(op->src, (void *)src);

@@ -37,7 +37,12 @@
 #include "imgsearch/base.h"
 
 enum clip_gemm_dt { CLIP_GEMM_F32 = 0, CLIP_GEMM_BF16 };
-enum clip_gemm_act { CLIP_GEMM_ACT_NONE = 0, CLIP_GEMM_ACT_QUICK_GELU, CLIP_GEMM_ACT_GELU, CLIP_GEMM_ACT_GELU_TANH };
+enum clip_gemm_act {
+    CLIP_GEMM_ACT_NONE = 0,
+    CLIP_GEMM_ACT_QUICK_GELU,
+    CLIP_GEMM_ACT_GELU,
+    CLIP_GEMM_ACT_GELU_TANH
+};
 
 struct clip_gemm_backend;
 struct clip_gemm_weights;
@@ -46,7 +51,8 @@ struct clip_gemm_op;
 /* Creates the oneDNN CPU engine and stream. n_threads >= 1. On success *out
  * owns the backend; release it with clip__gemm_backend_free (after every op and
  * weights created from it). */
-enum ims_status clip__gemm_backend_new(int n_threads, struct clip_gemm_backend **out, struct ims_error *err);
+enum ims_status clip__gemm_backend_new(int n_threads, struct clip_gemm_backend **out,
+                                       struct ims_error *err);
 void clip__gemm_backend_free(struct clip_gemm_backend *be);
 /* Non-zero when oneDNN has a native (non-reference) bf16 matmul on this CPU. */
 int clip__gemm_backend_has_bf16(struct clip_gemm_backend *be);
@@ -58,9 +64,9 @@ int clip__gemm_backend_n_threads(const struct clip_gemm_backend *be);
 /* Packs w (n, k) row-major [out][in] and bias (n, may be NULL = zeros) into
  * oneDNN's preferred layout in precision `dt` (the bias stays f32). The
  * inputs are copied; *out owns the packed copy (clip__gemm_weights_free). */
-enum ims_status clip__gemm_weights_pack(struct clip_gemm_backend *be, const float *w, const float *bias,
-                                  int n, int k, enum clip_gemm_dt dt, struct clip_gemm_weights **out,
-                                  struct ims_error *err);
+enum ims_status clip__gemm_weights_pack(struct clip_gemm_backend *be, const float *w,
+                                        const float *bias, int n, int k, enum clip_gemm_dt dt,
+                                        struct clip_gemm_weights **out, struct ims_error *err);
 void clip__gemm_weights_free(struct clip_gemm_weights *w);
 size_t clip__gemm_weights_bytes(const struct clip_gemm_weights *w);
 
@@ -75,10 +81,12 @@ struct clip_gemm_linear_desc {
 /* An op computing dst = act(src W^T + b) (+ dst) for weights shaped like
  * `like` (any gemm_weights of the same n, k and precision may be run with
  * it). *out owns the op (clip__gemm_op_free). */
-enum ims_status clip__gemm_op_linear(struct clip_gemm_backend *be, const struct clip_gemm_weights *like,
-                               const struct clip_gemm_linear_desc *d, struct clip_gemm_op **out,
-                               struct ims_error *err);
-void clip__gemm_linear_run(struct clip_gemm_op *op, const struct clip_gemm_weights *w, const void *src, void *dst);
+enum ims_status clip__gemm_op_linear(struct clip_gemm_backend *be,
+                                     const struct clip_gemm_weights *like,
+                                     const struct clip_gemm_linear_desc *d,
+                                     struct clip_gemm_op **out, struct ims_error *err);
+void clip__gemm_linear_run(struct clip_gemm_op *op, const struct clip_gemm_weights *w,
+                           const void *src, void *dst);
 
 struct clip_gemm_bmm_desc {
     int64_t b, h, m, k, n;                 /* dst[b][h] (m, n) = src[b][h] (m, k) x wei[b][h] (k, n) */

@@ -205,7 +205,8 @@ static void format_shape(char *buf, size_t n, int n_dims, const int64_t *shape)
 }
 
 /* Checks presence, dtype and shape of `s` in `f`; sets *t and *count. */
-static enum ims_status check_tensor(const struct clip_safetensors_file *f, const struct clip_tensor_spec *s,
+static enum ims_status check_tensor(const struct clip_safetensors_file *f,
+                                    const struct clip_tensor_spec *s,
                                     const struct clip_safetensors_tensor **t_out, size_t *count,
                                     struct ims_error *err)
 {

@@ -195,8 +195,8 @@ static enum ims_status parse_entry(const char *name, const json_t *val, uint64_t
     return IMS_OK;
 }
 
-enum ims_status clip__safetensors_parse(const void *bytes, size_t n, struct clip_safetensors_file *out,
-                               struct ims_error *err)
+enum ims_status clip__safetensors_parse(const void *bytes, size_t n,
+                                        struct clip_safetensors_file *out, struct ims_error *err)
 {
     enum ims_status st = IMS_OK;
     const unsigned char *b = bytes;
@@ -303,7 +303,8 @@ out:
     return st;
 }
 
-enum ims_status clip__safetensors_open(const char *path, struct clip_safetensors_file *out, struct ims_error *err)
+enum ims_status clip__safetensors_open(const char *path, struct clip_safetensors_file *out,
+                                       struct ims_error *err)
 {
     enum ims_status st = IMS_OK;
     void *map = MAP_FAILED;
@@ -365,7 +366,8 @@ void clip__safetensors_close(struct clip_safetensors_file *f)
     memset(f, 0, sizeof(*f));
 }
 
-const struct clip_safetensors_tensor *clip__safetensors_find(const struct clip_safetensors_file *f, const char *name)
+const struct clip_safetensors_tensor *clip__safetensors_find(const struct clip_safetensors_file *f,
+                                                             const char *name)
 {
     if (!f || !f->tensors)
         return NULL;

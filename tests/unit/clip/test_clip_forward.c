@@ -164,11 +164,12 @@ static void test_gemm_linear_f32(void **state)
     check_linear(f->be, 1, 64, 96, 96, 64, CLIP_GEMM_F32, CLIP_GEMM_ACT_NONE, -1, 0, 1e-4);
     check_linear(f->be, 50, 72, 40, 40, 72, CLIP_GEMM_F32, CLIP_GEMM_ACT_NONE, -1, 0, 1e-4);
     check_linear(f->be, 7, 33, 20, 25, 40, CLIP_GEMM_F32, CLIP_GEMM_ACT_NONE, -1, 1, 1e-4);
-    check_linear(f->be, 13, 48, 64, 64, 48, CLIP_GEMM_F32, CLIP_GEMM_ACT_QUICK_GELU, CLIP_ACT_QUICK_GELU, 0,
+    check_linear(f->be, 13, 48, 64, 64, 48, CLIP_GEMM_F32, CLIP_GEMM_ACT_QUICK_GELU,
+                 CLIP_ACT_QUICK_GELU, 0, 1e-4);
+    check_linear(f->be, 13, 48, 64, 64, 48, CLIP_GEMM_F32, CLIP_GEMM_ACT_GELU, CLIP_ACT_GELU, 0,
                  1e-4);
-    check_linear(f->be, 13, 48, 64, 64, 48, CLIP_GEMM_F32, CLIP_GEMM_ACT_GELU, CLIP_ACT_GELU, 0, 1e-4);
-    check_linear(f->be, 13, 48, 64, 64, 48, CLIP_GEMM_F32, CLIP_GEMM_ACT_GELU_TANH, CLIP_ACT_GELU_TANH, 0,
-                 1e-4);
+    check_linear(f->be, 13, 48, 64, 64, 48, CLIP_GEMM_F32, CLIP_GEMM_ACT_GELU_TANH,
+                 CLIP_ACT_GELU_TANH, 0, 1e-4);
     check_linear(f->be, 160, 256, 128, 128, 256, CLIP_GEMM_F32, CLIP_GEMM_ACT_NONE, -1, 1, 1e-4);
 }
 
@@ -184,8 +185,8 @@ static void test_gemm_linear_bf16(void **state)
     /* Inputs and weights are rounded to bf16 in the reference as well, so
      * only the f32 accumulation order differs. */
     check_linear(f->be, 50, 96, 64, 64, 96, CLIP_GEMM_BF16, CLIP_GEMM_ACT_NONE, -1, 0, 1e-3);
-    check_linear(f->be, 9, 64, 128, 128, 64, CLIP_GEMM_BF16, CLIP_GEMM_ACT_QUICK_GELU, CLIP_ACT_QUICK_GELU,
-                 0, 1e-3);
+    check_linear(f->be, 9, 64, 128, 128, 64, CLIP_GEMM_BF16, CLIP_GEMM_ACT_QUICK_GELU,
+                 CLIP_ACT_QUICK_GELU, 0, 1e-3);
     check_linear(f->be, 9, 64, 128, 128, 64, CLIP_GEMM_BF16, CLIP_GEMM_ACT_NONE, -1, 1, 1e-3);
 }
 

@@ -188,7 +188,8 @@ static int check_f16_weights(struct clip_model *m)
     assert_int_equal(n, 16 * (m->config.text.num_hidden_layers +
                               m->config.vision.num_hidden_layers) + 13 + 1);
     for (int i = 0; i < n; i++) {
-        const struct clip_safetensors_tensor *t = clip__safetensors_find(&m->weights_file, specs[i].name);
+        const struct clip_safetensors_tensor *t =
+            clip__safetensors_find(&m->weights_file, specs[i].name);
         assert_non_null(t);
         assert_int_equal(t->dtype, CLIP_DTYPE_F16);
         const unsigned char *raw = t->data;
@@ -266,7 +267,8 @@ static void test_tiny_loads(void **state)
 
     check_f16_weights(m);
     /* The I64 position_ids buffer is in the file but not bound. */
-    const struct clip_safetensors_tensor *pid = clip__safetensors_find(&m->weights_file, "text_model.embeddings.position_ids");
+    const struct clip_safetensors_tensor *pid =
+        clip__safetensors_find(&m->weights_file, "text_model.embeddings.position_ids");
     assert_non_null(pid);
     assert_int_equal(pid->dtype, CLIP_DTYPE_OTHER);
     assert_string_equal(pid->dtype_name, "I64");
