@@ -182,16 +182,23 @@ void server_options_init(struct server_options *o)
     o->max_conns_per_client = 32;
 }
 
+/* Zeroes n bytes of a secret before its memory is reused (volatile: the
+ * stores must not be dropped as dead before a free). */
+static void secret_wipe(char *p, size_t n)
+{
+    volatile char *v = p;
+    while (n--)
+        *v++ = '\0';
+}
+
+/* The one place an API key is released (options, the server's copy, the
+ * start's error path): wiped, then freed. */
 void server_options_fini(struct server_options *o)
 {
     if (!o)
         return;
-    if (o->api_key) {
-        /* Wipe the secret before the memory is reused. */
-        volatile char *p = o->api_key;
-        while (*p)
-            *p++ = '\0';
-    }
+    if (o->api_key)
+        secret_wipe(o->api_key, strlen(o->api_key));
     ims_free(o->api_key);
     o->api_key = NULL;
 }
@@ -200,7 +207,7 @@ enum ims_status server_options_load_api_key(struct server_options *o, const char
                                             struct ims_error *err)
 {
     char *data = NULL;
-    size_t len = 0;
+    size_t len = 0, data_len = 0;
     const char *src;
     if (file) {
         enum ims_status st = ims_file_read(file, 4096, &data, &len, err);
@@ -209,6 +216,7 @@ enum ims_status server_options_load_api_key(struct server_options *o, const char
             return st;
         }
         src = data;
+        data_len = len;
     } else {
         src = getenv("IMGSEARCH_API_KEY");
         if (!src || !*src)
@@ -235,6 +243,8 @@ enum ims_status server_options_load_api_key(struct server_options *o, const char
             o->api_key = key;
         }
     }
+    if (data)
+        secret_wipe(data, data_len); /* the file's bytes hold the key too */
     ims_free(data);
     return st;
 }
@@ -356,7 +366,7 @@ out:
             server__guard_fini(&s->guard);
         if (rl_ready)
             server__rl_fini(&s->rl);
-        ims_free(s->o.api_key);
+        server_options_fini(&s->o);
         ims_free(s);
     }
     return st;
@@ -412,11 +422,6 @@ void server_free(struct server *s)
     pthread_mutex_destroy(&s->drain_mu);
     pthread_cond_destroy(&s->drain_cv);
     pthread_mutex_destroy(&s->log_mu);
-    if (s->o.api_key) {
-        volatile char *p = s->o.api_key;
-        while (*p)
-            *p++ = '\0';
-    }
-    ims_free(s->o.api_key);
+    server_options_fini(&s->o); /* s->o owns only the API key */
     ims_free(s);
 }
