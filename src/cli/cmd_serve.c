@@ -158,8 +158,10 @@ static int be_ready(void *self)
 
 /* ---- helpers ------------------------------------------------------------------ */
 
-static void row_from_store(struct server_arena *a, const struct store_image_row *r,
-                           struct server_row *out)
+/* A row in the request's arena. A full arena is IMS_ERR_NOMEM (503, retry)
+ * naming the row: a NULL url would read as a row without a source. */
+static enum ims_status row_from_store(struct server_arena *a, const struct store_image_row *r,
+                                      struct server_row *out, struct ims_error *err)
 {
     out->id = r->id;
     out->url = r->source ? server_arena_strdup(a, r->source) : NULL;
@@ -168,12 +170,17 @@ static void row_from_store(struct server_arena *a, const struct store_image_row 
     out->added_unix = r->added;
     out->caption = r->caption ? server_arena_strdup(a, r->caption) : NULL;
     out->format = r->format ? server_arena_strdup(a, r->format) : NULL;
+    if ((r->source && !out->url) || (r->caption && !out->caption) || (r->format && !out->format))
+        return ims_error_set(err, IMS_ERR_NOMEM,
+                             "image %lld: the request's memory is full (its source is %zu bytes)",
+                             (long long)r->id, r->source ? strlen(r->source) : 0);
     /* the EXIF date taken lives in the row's metadata (issue 10) */
     json_t *meta = r->metadata ? json_loads(r->metadata, 0, NULL) : NULL;
     json_t *tv = meta ? json_object_get(meta, "taken") : NULL;
     out->has_taken = json_is_integer(tv);
     out->taken = out->has_taken ? (int64_t)json_integer_value(tv) : 0;
     json_decref(meta);
+    return IMS_OK;
 }
 
 /* ---- backend operations ------------------------------------------------------ */
@@ -296,8 +303,8 @@ static enum ims_status be_search(void *self, const struct server_query *q, struc
         st = ims_error_set(err, IMS_ERR_NOMEM, "result too large");
         goto out;
     }
-    for (size_t i = 0; i < resp.n; i++) {
-        row_from_store(a, &resp.hits[i].row, &out->items[i].row);
+    for (size_t i = 0; i < resp.n && st == IMS_OK; i++) {
+        st = row_from_store(a, &resp.hits[i].row, &out->items[i].row, err);
         out->items[i].score = resp.hits[i].score;
     }
 out:
@@ -407,14 +414,14 @@ static enum ims_status be_upload(void *self, const struct server_file *files, si
         }
         struct store_image_row row;
         store_row_init(&row);
-        st = store_get(b->app->store, rep.id, 0, &row, NULL);
-        if (st == IMS_OK) {
-            row_from_store(a, &row, &it->row);
-            it->status = IMS_OK;
-        } else {
-            it->status = st;
-            snprintf(it->message, sizeof(it->message), "stored, but cannot be read back");
-        }
+        struct ims_error rerr = {0};
+        st = store_get(b->app->store, rep.id, 0, &row, &rerr);
+        if (st == IMS_OK)
+            st = row_from_store(a, &row, &it->row, &rerr);
+        it->status = st;
+        if (st != IMS_OK)
+            snprintf(it->message, sizeof(it->message), "stored, but cannot be read back: %s",
+                     ims_error_message(&rerr, st));
         store_row_fini(&row);
     }
     return IMS_OK;
@@ -430,7 +437,7 @@ static enum ims_status be_image_get(void *self, int64_t id, struct server_arena 
     if (st == IMS_ERR_NOT_FOUND)
         st = ims_error_set(err, st, "no image with id %lld", (long long)id);
     if (st == IMS_OK)
-        row_from_store(a, &row, out);
+        st = row_from_store(a, &row, out, err);
     store_row_fini(&row);
     return st;
 }
