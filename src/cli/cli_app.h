@@ -38,6 +38,8 @@ struct cli_app_options {
                                follower builds it (serve) */
     int snapshot_interval_s; /* replica_options.snapshot_interval_s */
     int precision;          /* enum clip_precision */
+    int existing_only;      /* read-only commands: a missing data folder or catalogue is an
+                               error, never created (STORE_OPEN_EXISTING) */
 };
 
 /* The catalogue URL in effect: --catalogue, else $IMGSEARCH_CATALOGUE, else

@@ -191,6 +191,7 @@ int cli_cmd_search(int argc, char **argv)
     }
     o.with_model = 1;
     o.with_index = 1;
+    o.existing_only = 1;
     struct cli_app app;
     if (cli_app_open("search", &o, &app) != 0) {
         rc = 1;

@@ -22,6 +22,7 @@ int cli_cmd_stats(int argc, char **argv)
         if (r == 0)
             return cli_usage("stats", cli_help_stats, "unexpected argument '%s'", argv[i]);
     }
+    o.existing_only = 1; /* reading a folder must not create a catalogue in it */
     struct cli_app app;
     if (cli_app_open("stats", &o, &app) != 0)
         return 1;
