@@ -409,6 +409,16 @@ static inline void prefetch_some(struct prefetch *pf)
 
 /* ---- AVX2 + FMA (+F16C) ------------------------------------------------- */
 
+/* The AVX2 and AVX-512 families below repeat each other's shape (row tiles,
+ * tails, reductions; the `duplicates` tool lists them). They stay written
+ * out per family on purpose: each is compiled with its own target
+ * attribute, its tile sizes (T2_*, T5_*) fill that ISA's registers, and a
+ * shared macro or function-pointer body would cost the inlining and the
+ * register allocation the memory-bound loops are tuned for, or blur which
+ * instructions a family may use. What is ISA-free is already shared: the
+ * multi-query driver (INDEX_MULTI_DRIVER), the scalar tails and the
+ * dispatch table. */
+
 __attribute__((target("avx2,fma"))) static float hsum256(__m256 v)
 {
     __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
