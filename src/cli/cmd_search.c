@@ -18,6 +18,7 @@ const char cli_help_search[] =
     " [--model DIR] [-k N] [--offset N] [--min-score S]\n"
     "                        [--json] [filters] (TEXT... | --image FILE)\n"
     "TEXT and --image may be combined; --not TEXT adds a negative term.\n"
+    "Only reads: a data folder or catalogue that does not exist is an error.\n"
     "Filters (the answer is the top k among the matching images):\n"
     "  --added-from T --added-to T   when the image was added\n"
     "  --taken-from T --taken-to T   EXIF date taken (images without one never match)\n"

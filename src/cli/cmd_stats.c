@@ -10,6 +10,7 @@ const char cli_help_stats[] =
     "usage: imgsearch stats [--data DIR] [--catalogue URL]"
     "\n"
     "Prints {\"images\": N, \"dim\": D, \"model\": \"...\", \"index\": \"...\"}.\n"
+    "Only reads: a data folder or catalogue that does not exist is an error.\n"
     CLI_CATALOGUE_HELP;
 
 int cli_cmd_stats(int argc, char **argv)
