@@ -288,6 +288,19 @@ static enum ims_status check_vectors(const struct vindex *vx, const float *x, si
     return IMS_OK;
 }
 
+/* A search's arguments: result arrays present, k in range, a finite query
+ * (vindex_search and vindex_search_filtered). */
+static enum ims_status check_query(const struct vindex *vx, const float *q, int k,
+                                   const float *scores, const int64_t *ids, const int *n_found,
+                                   struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!q || !scores || !ids || !n_found, err, IMS_ERR_INVALID,
+                        "index: search without query or result arrays");
+    IMS_RETURN_ERROR_IF(k < 1 || k > VINDEX_MAX_K, err, IMS_ERR_INVALID,
+                        "index: k = %d is outside 1..%d", k, VINDEX_MAX_K);
+    return check_vectors(vx, q, 1, "query", err);
+}
+
 /* ---- train / add / remove ------------------------------------------------------- */
 
 enum ims_status vindex_train(struct vindex *vx, const float *x, size_t n, struct ims_error *err)
@@ -453,13 +466,8 @@ out:
 enum ims_status vindex_search(struct vindex *vx, const float *q, int k, float *scores,
                               int64_t *ids, int *n_found, struct ims_error *err)
 {
-    enum ims_status st = IMS_OK;
     struct index__topk top = {0};
-    IMS_RETURN_ERROR_IF(!q || !scores || !ids || !n_found, err, IMS_ERR_INVALID,
-                        "index: search without query or result arrays");
-    IMS_RETURN_ERROR_IF(k < 1 || k > VINDEX_MAX_K, err, IMS_ERR_INVALID,
-                        "index: k = %d is outside 1..%d", k, VINDEX_MAX_K);
-    st = check_vectors(vx, q, 1, "query", err);
+    enum ims_status st = check_query(vx, q, k, scores, ids, n_found, err);
     if (st != IMS_OK)
         return st;
     if (vx->kind != INDEX_KIND_FAISS) { /* exact: a full scan, which batches share */
@@ -517,17 +525,12 @@ enum ims_status vindex_search_filtered(struct vindex *vx, const float *q, int k,
 {
     if (!filter)
         return vindex_search(vx, q, k, scores, ids, n_found, err);
-    enum ims_status st = IMS_OK;
     struct index__topk top = {0};
-    IMS_RETURN_ERROR_IF(!q || !scores || !ids || !n_found, err, IMS_ERR_INVALID,
-                        "index: search without query or result arrays");
-    IMS_RETURN_ERROR_IF(k < 1 || k > VINDEX_MAX_K, err, IMS_ERR_INVALID,
-                        "index: k = %d is outside 1..%d", k, VINDEX_MAX_K);
-    IMS_RETURN_ERROR_IF(filter->n_bits < 0 || (filter->n_bits > 0 && !filter->bits), err,
-                        IMS_ERR_INVALID, "index: filter without a bitmap");
-    st = check_vectors(vx, q, 1, "query", err);
+    enum ims_status st = check_query(vx, q, k, scores, ids, n_found, err);
     if (st != IMS_OK)
         return st;
+    IMS_RETURN_ERROR_IF(filter->n_bits < 0 || (filter->n_bits > 0 && !filter->bits), err,
+                        IMS_ERR_INVALID, "index: filter without a bitmap");
     RDLOCK(vx);
     const struct index__store *s = &vx->store;
     size_t n_match = filter_count(s, filter);
