@@ -29,13 +29,17 @@
  * One header, no other to include: every type here is plain C.
  *
  * Catalogues: a data folder (the catalogue.db, index.snap and index.spec that
- * `imgsearch` writes; created when absent). The folder belongs to one model:
- * opening it with another is IMGSEARCH_ERR_MODEL_MISMATCH. The library reads
- * the index snapshot and brings it up to date with the catalogue (or builds
- * it), and never writes the snapshot: the command line and the server do;
- * rows the library adds are in the catalogue and reach every index from
- * there. Catalogue URLs (postgresql://...) are not supported yet
- * (IMGSEARCH_ERR_UNSUPPORTED).
+ * `imgsearch` writes; created when absent), or the URL of a shared
+ * PostgreSQL catalogue ("postgresql://user@host/db" or "postgres://...",
+ * the same one `imgsearch --catalogue URL` and `serve` use; its schema is
+ * created when the database has none). A catalogue belongs to one model:
+ * opening it with another is IMGSEARCH_ERR_MODEL_MISMATCH. With a folder the
+ * library reads the index snapshot and brings it up to date with the
+ * catalogue (or builds it), and never writes the snapshot: the command line
+ * and the server do; with a URL there is no snapshot and the index (exact,
+ * "Flat") is built from the catalogue at every open. Rows the library adds
+ * are in the catalogue and reach every index from there. Other URL schemes
+ * ("x://...") are IMGSEARCH_ERR_UNSUPPORTED, never taken for a folder.
  *
  * Threading (as whisper.h states its own): a `struct imgsearch` may be used
  * by any number of threads at once for imgsearch_search, imgsearch_get,
@@ -44,7 +48,8 @@
  * rows as they commit. imgsearch_open and imgsearch_close are not
  * thread-safe with other calls on the same handle. Several handles on one
  * folder (in one process or several) are safe: the catalogue is SQLite in
- * WAL mode with one writer at a time.
+ * WAL mode with one writer at a time; a PostgreSQL catalogue takes any
+ * number of handles and servers on any number of machines.
  *
  * Ownership: everything a call returns through an out-parameter is owned by
  * the caller and released with the matching function (imgsearch_results_free,
@@ -123,9 +128,10 @@ IMGSEARCH_API void imgsearch_params_default(struct imgsearch_params *p);
 
 struct imgsearch;
 
-/* Opens (creating if needed) the data folder `catalogue` with the model of
- * `p` (NULL: defaults). On success *out owns the handle: release it with
- * imgsearch_close(). */
+/* Opens (creating if needed) the data folder `catalogue`, or the PostgreSQL
+ * catalogue when `catalogue` is a postgresql:// or postgres:// URL, with the
+ * model of `p` (NULL: defaults). On success *out owns the handle: release it
+ * with imgsearch_close(). */
 IMGSEARCH_API enum imgsearch_status imgsearch_open(const char *catalogue,
                                                    const struct imgsearch_params *p,
                                                    struct imgsearch **out,

@@ -138,6 +138,8 @@ int cli_app_open(const char *cmd, const struct cli_app_options *o, struct cli_ap
     ro.snapshot_interval_s = o->snapshot_interval_s;
     ro.feed_keep = o->feed_keep;
     ro.trim_interval_ms = o->trim_interval_ms;
+    if (o->existing_only)
+        ro.store_flags |= STORE_OPEN_EXISTING;
     if (o->with_model) {
         const char *mdir = o->model_dir ? o->model_dir : cli_default_model_dir();
         struct clip_model_params mp;
@@ -157,6 +159,9 @@ int cli_app_open(const char *cmd, const struct cli_app_options *o, struct cli_ap
     st = replica_open(&ro, &app->replica, &err);
     if (st != IMS_OK) {
         cli_fail(cmd, "%s", ims_error_message(&err, st));
+        if (st == IMS_ERR_NOT_FOUND && o->existing_only)
+            fprintf(stderr, "  (%s only reads a catalogue: create one with `imgsearch add`, or "
+                            "check --data / --catalogue)\n", cmd);
         cli_app_close(cmd, app, 0);
         return 1;
     }

@@ -40,6 +40,8 @@ struct cli_app_options {
     int64_t feed_keep;       /* replica_options.feed_keep */
     int trim_interval_ms;    /* replica_options.trim_interval_ms */
     int precision;          /* enum clip_precision */
+    int existing_only;      /* read-only commands: a missing data folder or catalogue is an
+                               error, never created (STORE_OPEN_EXISTING) */
 };
 
 /* The catalogue URL in effect: --catalogue, else $IMGSEARCH_CATALOGUE, else

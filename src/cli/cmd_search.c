@@ -18,6 +18,7 @@ const char cli_help_search[] =
     " [--model DIR] [-k N] [--offset N] [--min-score S]\n"
     "                        [--json] [filters] (TEXT... | --image FILE)\n"
     "TEXT and --image may be combined; --not TEXT adds a negative term.\n"
+    "Only reads: a data folder or catalogue that does not exist is an error.\n"
     "Filters (the answer is the top k among the matching images):\n"
     "  --added-from T --added-to T   when the image was added\n"
     "  --taken-from T --taken-to T   EXIF date taken (images without one never match)\n"
@@ -209,6 +210,7 @@ int cli_cmd_search(int argc, char **argv)
     }
     o.with_model = 1;
     o.with_index = 1;
+    o.existing_only = 1;
     struct cli_app app;
     if (cli_app_open("search", &o, &app) != 0) {
         rc = 1;

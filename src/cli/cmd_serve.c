@@ -177,8 +177,10 @@ static int be_ready(void *self)
 
 /* ---- helpers ------------------------------------------------------------------ */
 
-static void row_from_store(struct server_arena *a, const struct store_image_row *r,
-                           struct server_row *out)
+/* A row in the request's arena. A full arena is IMS_ERR_NOMEM (503, retry)
+ * naming the row: a NULL url would read as a row without a source. */
+static enum ims_status row_from_store(struct server_arena *a, const struct store_image_row *r,
+                                      struct server_row *out, struct ims_error *err)
 {
     out->id = r->id;
     out->url = r->source ? server_arena_strdup(a, r->source) : NULL;
@@ -187,17 +189,25 @@ static void row_from_store(struct server_arena *a, const struct store_image_row 
     out->added_unix = r->added;
     out->caption = r->caption ? server_arena_strdup(a, r->caption) : NULL;
     out->format = r->format ? server_arena_strdup(a, r->format) : NULL;
+    if ((r->source && !out->url) || (r->caption && !out->caption) || (r->format && !out->format))
+        return ims_error_set(err, IMS_ERR_NOMEM,
+                             "image %lld: the request's memory is full (its source is %zu bytes)",
+                             (long long)r->id, r->source ? strlen(r->source) : 0);
     /* the EXIF date taken and the tags (issue 10, schema v4) */
     out->has_taken = r->has_taken;
     out->taken = r->taken;
     char **tags = r->n_tags ? server_arena_alloc(a, r->n_tags * sizeof(*tags)) : NULL;
-    size_t n = 0;
     for (size_t i = 0; tags && i < r->n_tags; i++)
-        if ((tags[n] = server_arena_strdup(a, r->tags[i])))
-            n++;
+        if (!(tags[i] = server_arena_strdup(a, r->tags[i])))
+            tags = NULL;
+    if (r->n_tags && !tags)
+        return ims_error_set(err, IMS_ERR_NOMEM,
+                             "image %lld: the request's memory is full (%zu tags)",
+                             (long long)r->id, r->n_tags);
     out->tags = (const char *const *)tags;
-    out->n_tags = n;
+    out->n_tags = r->n_tags;
     out->metadata = NULL;
+    return IMS_OK;
 }
 
 /* ---- backend operations ------------------------------------------------------ */
@@ -323,8 +333,8 @@ static enum ims_status be_search(void *self, const struct server_query *q, struc
         st = ims_error_set(err, IMS_ERR_NOMEM, "result too large");
         goto out;
     }
-    for (size_t i = 0; i < resp.n; i++) {
-        row_from_store(a, &resp.hits[i].row, &out->items[i].row);
+    for (size_t i = 0; i < resp.n && st == IMS_OK; i++) {
+        st = row_from_store(a, &resp.hits[i].row, &out->items[i].row, err);
         out->items[i].score = resp.hits[i].score;
         out->items[i].n_duplicates = resp.hits[i].n_duplicates;
         out->items[i].duplicates =
@@ -442,14 +452,14 @@ static enum ims_status be_upload(void *self, const struct server_file *files, si
         }
         struct store_image_row row;
         store_row_init(&row);
-        st = store_get(b->app->store, rep.id, 0, &row, NULL);
-        if (st == IMS_OK) {
-            row_from_store(a, &row, &it->row);
-            it->status = IMS_OK;
-        } else {
-            it->status = st;
-            snprintf(it->message, sizeof(it->message), "stored, but cannot be read back");
-        }
+        struct ims_error rerr = {0};
+        st = store_get(b->app->store, rep.id, 0, &row, &rerr);
+        if (st == IMS_OK)
+            st = row_from_store(a, &row, &it->row, &rerr);
+        it->status = st;
+        if (st != IMS_OK)
+            snprintf(it->message, sizeof(it->message), "stored, but cannot be read back: %s",
+                     ims_error_message(&rerr, st));
         store_row_fini(&row);
     }
     return IMS_OK;
@@ -464,10 +474,10 @@ static enum ims_status be_image_get(void *self, int64_t id, struct server_arena 
     enum ims_status st = store_get(b->app->store, id, 0, &row, err);
     if (st == IMS_ERR_NOT_FOUND)
         st = ims_error_set(err, st, "no image with id %lld", (long long)id);
-    if (st == IMS_OK) {
-        row_from_store(a, &row, out);
+    if (st == IMS_OK)
+        st = row_from_store(a, &row, out, err);
+    if (st == IMS_OK)
         out->metadata = row.metadata ? server_arena_strdup(a, row.metadata) : NULL;
-    }
     store_row_fini(&row);
     return st;
 }

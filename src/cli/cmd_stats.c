@@ -10,6 +10,7 @@ const char cli_help_stats[] =
     "usage: imgsearch stats [--data DIR] [--catalogue URL]"
     "\n"
     "Prints {\"images\": N, \"dim\": D, \"model\": \"...\", \"index\": \"...\"}.\n"
+    "Only reads: a data folder or catalogue that does not exist is an error.\n"
     CLI_CATALOGUE_HELP;
 
 int cli_cmd_stats(int argc, char **argv)
@@ -22,6 +23,7 @@ int cli_cmd_stats(int argc, char **argv)
         if (r == 0)
             return cli_usage("stats", cli_help_stats, "unexpected argument '%s'", argv[i]);
     }
+    o.existing_only = 1; /* reading a folder must not create a catalogue in it */
     struct cli_app app;
     if (cli_app_open("stats", &o, &app) != 0)
         return 1;

@@ -3,18 +3,25 @@
  * clip_int.h: what the files of the clip module share, private to it.
  *
  * Files and who owns what:
- *   safetensors.c       mmap + header parsing and validation   (clip__st_*)
+ *   safetensors.c       mmap + header parsing and validation   (clip__safetensors_*)
  *   config.c            config.json -> struct clip_config       (clip__config_*)
  *   model.c             clip_model_load/free: binds named tensors to
  *                       struct clip_weights, converts F16/BF16 to F32
  *   prng.c              PRNG_MODEL.md weights, clip_make_prng_model
- *   tokenizer.c         OpenAI's BPE tokenizer + text fixes
+ *   tokenizer.c         loading the BPE tokenizer: vocab.json + merges.txt or
+ *                       OpenAI's bpe_simple_vocab_16e6.txt.gz (tokenizer.h)
+ *   tokenize.c          clip_tokenize: text fixes, pre-tokenizer, BPE, per call
  *   tokenizer_tables.c  the HTML character references html.unescape knows
  *   forward.c           vision and text transformers, clip_ctx, and the
  *                       engine: its one worker thread and job queue
  *   forward_kernels.c   LayerNorm, softmax, im2col, QKV stacking, activations
  *   textpass.c          the few-rows text tower on its own AVX-512 kernels
  *   gemm.c              oneDNN matmuls on prepacked weights
+ *
+ * Names: what crosses files inside the module is clip__name (functions),
+ * struct/enum clip_name (types) and CLIP_NAME (constants), declared here or
+ * in the module's private headers (forward.h, gemm.h, textpass.h,
+ * tokenizer.h); everything else is static. `st` is always a status.
  *
  * Weights layout: every tensor is float32, row-major, shapes as in the
  * Hugging Face checkpoint (PyTorch Linear: weight (out, in)). F32 tensors
@@ -68,33 +75,35 @@ enum ims_status clip__config_parse(const char *json, size_t len, struct clip_con
 
 enum clip_dtype { CLIP_DTYPE_F32 = 0, CLIP_DTYPE_F16, CLIP_DTYPE_BF16, CLIP_DTYPE_OTHER };
 
-#define CLIP_ST_MAX_DIMS 8
+#define CLIP_SAFETENSORS_MAX_DIMS 8
 
-struct clip_st_tensor {
+struct clip_safetensors_tensor {
     char *name;
     enum clip_dtype dtype;
     char dtype_name[16];
     int n_dims;
-    int64_t shape[CLIP_ST_MAX_DIMS];
+    int64_t shape[CLIP_SAFETENSORS_MAX_DIMS];
     uint64_t begin, end; /* offsets into the data section, validated */
     const void *data;    /* = file data section + begin */
 };
 
-struct clip_st_file {
+struct clip_safetensors_file {
     void *map;
     size_t map_bytes;
     int n_tensors;
-    struct clip_st_tensor *tensors; /* sorted by name */
+    struct clip_safetensors_tensor *tensors; /* sorted by name */
 };
 
 /* Validates and indexes a safetensors image in memory (`bytes`, `n`); used by
- * clip__st_open and by the fuzzer. The tensors borrow `bytes`. */
-enum ims_status clip__st_parse(const void *bytes, size_t n, struct clip_st_file *out,
-                               struct ims_error *err);
-/* mmaps `path` read-only and parses it. Release with clip__st_close. */
-enum ims_status clip__st_open(const char *path, struct clip_st_file *out, struct ims_error *err);
-void clip__st_close(struct clip_st_file *f);
-const struct clip_st_tensor *clip__st_find(const struct clip_st_file *f, const char *name);
+ * clip__safetensors_open and by the fuzzer. The tensors borrow `bytes`. */
+enum ims_status clip__safetensors_parse(const void *bytes, size_t n,
+                                        struct clip_safetensors_file *out, struct ims_error *err);
+/* mmaps `path` read-only and parses it. Release with clip__safetensors_close. */
+enum ims_status clip__safetensors_open(const char *path, struct clip_safetensors_file *out,
+                                       struct ims_error *err);
+void clip__safetensors_close(struct clip_safetensors_file *f);
+const struct clip_safetensors_tensor *clip__safetensors_find(const struct clip_safetensors_file *f,
+                                                             const char *name);
 
 /* ---- tensor list (model.c) -------------------------------------------------- */
 
@@ -154,7 +163,7 @@ struct clip_model {
     struct clip_text_weights text;
     struct clip_vision_weights vision;
     float logit_scale; /* the raw parameter; exp() of it is the scale */
-    struct clip_st_file st;
+    struct clip_safetensors_file weights_file;
     float *owned;      /* converted tensors (F16/BF16/unaligned F32) */
     struct clip_tokenizer *tokenizer;
     struct clip_model_params params;

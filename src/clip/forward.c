@@ -67,25 +67,25 @@
 #define ENGINE_MAX_BATCH 1024
 
 struct engine_layer {
-    struct gemm_weights *qkv; /* (3W, W) + (3W): q, k, v stacked */
-    struct gemm_weights *o;   /* (W, W) + (W) */
-    struct gemm_weights *fc1; /* (I, W) + (I) */
-    struct gemm_weights *fc2; /* (W, I) + (W) */
+    struct clip_gemm_weights *qkv; /* (3W, W) + (3W): q, k, v stacked */
+    struct clip_gemm_weights *o;   /* (W, W) + (W) */
+    struct clip_gemm_weights *fc1; /* (I, W) + (I) */
+    struct clip_gemm_weights *fc2; /* (W, I) + (W) */
 };
 
 /* The oneDNN ops for one shape. */
 struct engine_plan {
-    struct gemm_op *patch; /* vision only: (n Np, 3PP) -> (n Np, W) */
-    struct gemm_op *qkv, *scores, *pv, *o, *fc1, *fc2;
-    struct gemm_op *proj; /* (n, W) -> (n, D) */
+    struct clip_gemm_op *patch; /* vision only: (n Np, 3PP) -> (n Np, W) */
+    struct clip_gemm_op *qkv, *scores, *pv, *o, *fc1, *fc2;
+    struct clip_gemm_op *proj; /* (n, W) -> (n, D) */
 };
 
 struct engine_tower {
     const struct clip_tower_config *cfg;
     int tokens;                  /* vision: T; text: max positions */
     struct engine_layer *layers; /* cfg->num_hidden_layers */
-    struct gemm_weights *patch;  /* vision only */
-    struct gemm_weights *proj;   /* (D, W), f32 */
+    struct clip_gemm_weights *patch;  /* vision only */
+    struct clip_gemm_weights *proj;   /* (D, W), f32 */
     struct engine_plan **plans;  /* [shape - 1], NULL until first used */
     int n_plans;
 };
@@ -127,11 +127,11 @@ struct clip_engine {
     int stop;
     uint64_t text_passes, text_encodes; /* counters, under job_mu */
     pthread_mutex_t lock; /* guards everything below while a pass runs */
-    struct gemm_backend *be;
-    enum gemm_dt dt; /* precision of the transformer layers */
+    struct clip_gemm_backend *be;
+    enum clip_gemm_dt dt; /* precision of the transformer layers */
     int projection_dim;
     struct engine_tower vision, text;
-    struct textpass *tp; /* the text tower's few-rows pass; NULL: text runs on oneDNN */
+    struct clip_textpass *tp; /* the text tower's few-rows pass; NULL: text runs on oneDNN */
     const struct clip_model *model;
     struct clip_ctx *text_ctx; /* oneDNN text path: the worker's own buffers, made at first use */
 };
@@ -159,14 +159,14 @@ static void engine_plan_free(struct engine_plan *p)
 {
     if (!p)
         return;
-    gemm_op_free(p->patch);
-    gemm_op_free(p->qkv);
-    gemm_op_free(p->scores);
-    gemm_op_free(p->pv);
-    gemm_op_free(p->o);
-    gemm_op_free(p->fc1);
-    gemm_op_free(p->fc2);
-    gemm_op_free(p->proj);
+    clip__gemm_op_free(p->patch);
+    clip__gemm_op_free(p->qkv);
+    clip__gemm_op_free(p->scores);
+    clip__gemm_op_free(p->pv);
+    clip__gemm_op_free(p->o);
+    clip__gemm_op_free(p->fc1);
+    clip__gemm_op_free(p->fc2);
+    clip__gemm_op_free(p->proj);
     ims_free(p);
 }
 
@@ -174,14 +174,14 @@ static void engine_tower_fini(struct engine_tower *t)
 {
     if (t->layers)
         for (int l = 0; l < t->cfg->num_hidden_layers; l++) {
-            gemm_weights_free(t->layers[l].qkv);
-            gemm_weights_free(t->layers[l].o);
-            gemm_weights_free(t->layers[l].fc1);
-            gemm_weights_free(t->layers[l].fc2);
+            clip__gemm_weights_free(t->layers[l].qkv);
+            clip__gemm_weights_free(t->layers[l].o);
+            clip__gemm_weights_free(t->layers[l].fc1);
+            clip__gemm_weights_free(t->layers[l].fc2);
         }
     ims_free(t->layers);
-    gemm_weights_free(t->patch);
-    gemm_weights_free(t->proj);
+    clip__gemm_weights_free(t->patch);
+    clip__gemm_weights_free(t->proj);
     for (int i = 0; i < t->n_plans; i++)
         engine_plan_free(t->plans[i]);
     ims_free(t->plans);
@@ -200,13 +200,15 @@ static enum ims_status engine_pack_layer(struct clip_engine *e, const struct cli
         st = ims_error_set(err, IMS_ERR_NOMEM, "out of memory (packing QKV)");
         goto out;
     }
-    forward_stack_qkv(lw, w, wqkv, bqkv);
-    if ((st = gemm_weights_pack(e->be, wqkv, bqkv, 3 * w, w, e->dt, &out->qkv, err)) != IMS_OK ||
-        (st = gemm_weights_pack(e->be, lw->o_w, lw->o_b, w, w, e->dt, &out->o, err)) != IMS_OK ||
-        (st = gemm_weights_pack(e->be, lw->fc1_w, lw->fc1_b, inter, w, e->dt, &out->fc1, err)) !=
+    clip__forward_stack_qkv(lw, w, wqkv, bqkv);
+    if ((st = clip__gemm_weights_pack(e->be, wqkv, bqkv, 3 * w, w, e->dt, &out->qkv, err)) !=
             IMS_OK ||
-        (st = gemm_weights_pack(e->be, lw->fc2_w, lw->fc2_b, w, inter, e->dt, &out->fc2, err)) !=
-            IMS_OK)
+        (st = clip__gemm_weights_pack(e->be, lw->o_w, lw->o_b, w, w, e->dt, &out->o, err)) !=
+            IMS_OK ||
+        (st = clip__gemm_weights_pack(e->be, lw->fc1_w, lw->fc1_b, inter, w, e->dt, &out->fc1,
+                                      err)) != IMS_OK ||
+        (st = clip__gemm_weights_pack(e->be, lw->fc2_w, lw->fc2_b, w, inter, e->dt, &out->fc2,
+                                      err)) != IMS_OK)
         goto out;
 out:
     ims_free(wqkv);
@@ -231,8 +233,8 @@ static enum ims_status engine_tower_init(struct clip_engine *e, const struct cli
         if (st != IMS_OK)
             return st;
     }
-    return gemm_weights_pack(e->be, proj, NULL, projection_dim, cfg->hidden_size, GEMM_F32,
-                             &t->proj, err);
+    return clip__gemm_weights_pack(e->be, proj, NULL, projection_dim, cfg->hidden_size,
+                                   CLIP_GEMM_F32, &t->proj, err);
 }
 
 void clip__engine_free(struct clip_engine *engine)
@@ -243,8 +245,8 @@ void clip__engine_free(struct clip_engine *engine)
     clip_ctx_free(engine->text_ctx);
     engine_tower_fini(&engine->vision);
     engine_tower_fini(&engine->text);
-    textpass_free(engine->tp);
-    gemm_backend_free(engine->be);
+    clip__textpass_free(engine->tp);
+    clip__gemm_backend_free(engine->be);
     pthread_mutex_destroy(&engine->lock);
     ims_free(engine);
 }
@@ -262,12 +264,12 @@ enum ims_status clip__engine_new(struct clip_model *model, struct ims_error *err
     int n_threads = model->params.n_threads;
     if (n_threads < 1)
         n_threads = 1;
-    if ((st = gemm_backend_new(n_threads, &e->be, err)) != IMS_OK)
+    if ((st = clip__gemm_backend_new(n_threads, &e->be, err)) != IMS_OK)
         goto out;
-    e->dt = GEMM_F32;
+    e->dt = CLIP_GEMM_F32;
     if (model->params.precision == CLIP_PRECISION_BF16) {
-        if (gemm_backend_has_bf16(e->be)) {
-            e->dt = GEMM_BF16;
+        if (clip__gemm_backend_has_bf16(e->be)) {
+            e->dt = CLIP_GEMM_BF16;
         } else {
             ims_log(IMS_LOG_WARN, "clip: no native bf16 matrix product on this CPU, using f32");
             model->params.precision = CLIP_PRECISION_F32;
@@ -281,7 +283,7 @@ enum ims_status clip__engine_new(struct clip_model *model, struct ims_error *err
                            c->projection_dim, grid * grid + 1, &e->vision, err);
     if (st != IMS_OK)
         goto out;
-    st = gemm_weights_pack(e->be, model->vision.patch_embedding, NULL, vc->hidden_size,
+    st = clip__gemm_weights_pack(e->be, model->vision.patch_embedding, NULL, vc->hidden_size,
                            vc->num_channels * vc->patch_size * vc->patch_size, e->dt,
                            &e->vision.patch, err);
     if (st != IMS_OK)
@@ -289,11 +291,11 @@ enum ims_status clip__engine_new(struct clip_model *model, struct ims_error *err
     /* Text: the few-rows pass where the CPU has it (IMS_CLIP_TEXT_KERNEL=onednn
      * forces the general path, for comparison and tests), else oneDNN. */
     const char *kernel = getenv("IMS_CLIP_TEXT_KERNEL");
-    if (!(kernel && strcmp(kernel, "onednn") == 0) && textpass_supported(c, e->dt)) {
-        if ((st = textpass_new(c, &model->text, e->dt, n_threads, &e->tp, err)) != IMS_OK)
+    if (!(kernel && strcmp(kernel, "onednn") == 0) && clip__textpass_supported(c, e->dt)) {
+        if ((st = clip__textpass_new(c, &model->text, e->dt, n_threads, &e->tp, err)) != IMS_OK)
             goto out;
         ims_log(IMS_LOG_DEBUG, "clip: text tower on the few-rows pass (%zu MB)",
-                textpass_bytes(e->tp) >> 20);
+                clip__textpass_bytes(e->tp) >> 20);
     } else {
         st = engine_tower_init(e, &c->text, model->text.layers, model->text.projection,
                                c->projection_dim, c->text.max_position_embeddings, &e->text, err);
@@ -324,66 +326,68 @@ static enum ims_status engine_plan_new(struct clip_engine *e, struct engine_towe
     const struct clip_tower_config *cfg = tw->cfg;
     int w = cfg->hidden_size, inter = cfg->intermediate_size, heads = cfg->num_attention_heads;
     int hd = w / heads, rows = n * t;
-    enum gemm_dt dt = e->dt;
+    enum clip_gemm_dt dt = e->dt;
     struct engine_plan *p = ims_calloc(1, sizeof(*p));
     if (!p)
         return ims_error_set(err, IMS_ERR_NOMEM, "out of memory (plan)");
     struct engine_layer *l0 = &tw->layers[0];
-    struct gemm_linear_desc d;
+    struct clip_gemm_linear_desc d;
 
-    d = (struct gemm_linear_desc){rows, w, 3 * w, dt, dt, GEMM_ACT_NONE, 0};
-    if ((st = gemm_op_linear(e->be, l0->qkv, &d, &p->qkv, err)) != IMS_OK)
+    d = (struct clip_gemm_linear_desc){rows, w, 3 * w, dt, dt, CLIP_GEMM_ACT_NONE, 0};
+    if ((st = clip__gemm_op_linear(e->be, l0->qkv, &d, &p->qkv, err)) != IMS_OK)
         goto out;
-    d = (struct gemm_linear_desc){rows, w, w, dt, GEMM_F32, GEMM_ACT_NONE, 1};
-    if ((st = gemm_op_linear(e->be, l0->o, &d, &p->o, err)) != IMS_OK)
+    d = (struct clip_gemm_linear_desc){rows, w, w, dt, CLIP_GEMM_F32, CLIP_GEMM_ACT_NONE, 1};
+    if ((st = clip__gemm_op_linear(e->be, l0->o, &d, &p->o, err)) != IMS_OK)
         goto out;
-    enum gemm_act act = cfg->hidden_act == CLIP_ACT_GELU        ? GEMM_ACT_GELU
-                        : cfg->hidden_act == CLIP_ACT_GELU_TANH ? GEMM_ACT_GELU_TANH
-                                                                : GEMM_ACT_QUICK_GELU;
-    d = (struct gemm_linear_desc){rows, w, inter, dt, dt, act, 0};
-    if ((st = gemm_op_linear(e->be, l0->fc1, &d, &p->fc1, err)) != IMS_OK)
+    enum clip_gemm_act act = cfg->hidden_act == CLIP_ACT_GELU        ? CLIP_GEMM_ACT_GELU
+                        : cfg->hidden_act == CLIP_ACT_GELU_TANH ? CLIP_GEMM_ACT_GELU_TANH
+                                                                : CLIP_GEMM_ACT_QUICK_GELU;
+    d = (struct clip_gemm_linear_desc){rows, w, inter, dt, dt, act, 0};
+    if ((st = clip__gemm_op_linear(e->be, l0->fc1, &d, &p->fc1, err)) != IMS_OK)
         goto out;
-    d = (struct gemm_linear_desc){rows, inter, w, dt, GEMM_F32, GEMM_ACT_NONE, 1};
-    if ((st = gemm_op_linear(e->be, l0->fc2, &d, &p->fc2, err)) != IMS_OK)
+    d = (struct clip_gemm_linear_desc){rows, inter, w, dt, CLIP_GEMM_F32, CLIP_GEMM_ACT_NONE, 1};
+    if ((st = clip__gemm_op_linear(e->be, l0->fc2, &d, &p->fc2, err)) != IMS_OK)
         goto out;
-    d = (struct gemm_linear_desc){n, w, e->projection_dim, GEMM_F32, GEMM_F32, GEMM_ACT_NONE, 0};
-    if ((st = gemm_op_linear(e->be, tw->proj, &d, &p->proj, err)) != IMS_OK)
+    d = (struct clip_gemm_linear_desc){
+        n, w, e->projection_dim, CLIP_GEMM_F32, CLIP_GEMM_F32, CLIP_GEMM_ACT_NONE, 0};
+    if ((st = clip__gemm_op_linear(e->be, tw->proj, &d, &p->proj, err)) != IMS_OK)
         goto out;
     if (tw->patch) {
         int np = t - 1, k = cfg->num_channels * cfg->patch_size * cfg->patch_size;
-        d = (struct gemm_linear_desc){n * np, k, w, dt, GEMM_F32, GEMM_ACT_NONE, 0};
-        if ((st = gemm_op_linear(e->be, tw->patch, &d, &p->patch, err)) != IMS_OK)
+        d = (struct clip_gemm_linear_desc){n * np, k, w, dt, CLIP_GEMM_F32, CLIP_GEMM_ACT_NONE, 0};
+        if ((st = clip__gemm_op_linear(e->be, tw->patch, &d, &p->patch, err)) != IMS_OK)
             goto out;
     }
 
     /* scores (n, H, t, t) = Q K^T: Q[b][h] (t, hd) and K^T[b][h] (hd, t) are
      * read in place from qkv (rows of 3W: q | k | v, head h at columns h*hd). */
     int64_t ld = 3 * (int64_t)w, tt = (int64_t)t;
-    struct gemm_bmm_desc b = {
+    struct clip_gemm_bmm_desc b = {
         .b = n, .h = heads, .m = t, .k = hd, .n = t,
         .src_strides = {tt * ld, hd, ld, 1},
         .wei_strides = {tt * ld, hd, 1, ld},
         .dst_strides = {(int64_t)heads * tt * tt, tt * tt, tt, 1},
-        .src_dt = dt, .wei_dt = dt, .dst_dt = GEMM_F32,
+        .src_dt = dt, .wei_dt = dt, .dst_dt = CLIP_GEMM_F32,
     };
-    if ((st = gemm_op_bmm(e->be, &b, &p->scores, err)) != IMS_OK)
+    if ((st = clip__gemm_op_bmm(e->be, &b, &p->scores, err)) != IMS_OK)
         goto out;
     /* a[b][h] (t, hd) = P[b][h] (t, t) V[b][h] (t, hd), written into the
      * (rows, W) buffer at head h's columns, ready for out_proj. */
-    b = (struct gemm_bmm_desc){
+    b = (struct clip_gemm_bmm_desc){
         .b = n, .h = heads, .m = t, .k = t, .n = hd,
         .src_strides = {(int64_t)heads * tt * tt, tt * tt, tt, 1},
         .wei_strides = {tt * ld, hd, ld, 1},
         .dst_strides = {tt * w, hd, w, 1},
         .src_dt = dt, .wei_dt = dt, .dst_dt = dt,
     };
-    if ((st = gemm_op_bmm(e->be, &b, &p->pv, err)) != IMS_OK)
+    if ((st = clip__gemm_op_bmm(e->be, &b, &p->pv, err)) != IMS_OK)
         goto out;
     ims_log(IMS_LOG_DEBUG,
             "clip: plan %dx%d: qkv %s, scores %s, pv %s, o %s, fc1 %s, fc2 %s, proj %s%s%s", n, t,
-            gemm_op_impl(p->qkv), gemm_op_impl(p->scores), gemm_op_impl(p->pv), gemm_op_impl(p->o),
-            gemm_op_impl(p->fc1), gemm_op_impl(p->fc2), gemm_op_impl(p->proj),
-            p->patch ? ", patch " : "", p->patch ? gemm_op_impl(p->patch) : "");
+            clip__gemm_op_impl(p->qkv), clip__gemm_op_impl(p->scores), clip__gemm_op_impl(p->pv),
+            clip__gemm_op_impl(p->o), clip__gemm_op_impl(p->fc1), clip__gemm_op_impl(p->fc2),
+            clip__gemm_op_impl(p->proj), p->patch ? ", patch " : "",
+            p->patch ? clip__gemm_op_impl(p->patch) : "");
     *out = p;
     p = NULL;
 out:
@@ -425,9 +429,9 @@ static enum ims_status engine_reserve_batch(struct clip_engine *e, int max_batch
 
 /* ---- the pass ------------------------------------------------------------------------ */
 
-static size_t dt_size(enum gemm_dt dt)
+static size_t dt_size(enum clip_gemm_dt dt)
 {
-    return dt == GEMM_BF16 ? 2 : 4;
+    return dt == CLIP_GEMM_BF16 ? 2 : 4;
 }
 
 /* L layers over ctx->x: n sequences of t tokens. */
@@ -445,18 +449,18 @@ static void forward_layers(struct clip_ctx *ctx, struct engine_tower *tw, struct
     for (int l = 0; l < cfg->num_hidden_layers; l++) {
         const struct clip_layer_weights *lw = &lws[l];
         struct engine_layer *el = &tw->layers[l];
-        forward_layernorm(ctx->x, w, rows, w, lw->ln1_w, lw->ln1_b, cfg->layer_norm_eps, ctx->h, w,
-                          e->dt);
-        gemm_linear_run(p->qkv, el->qkv, ctx->h, ctx->qkv);
+        clip__forward_layernorm(ctx->x, w, rows, w, lw->ln1_w, lw->ln1_b, cfg->layer_norm_eps,
+                                ctx->h, w, e->dt);
+        clip__gemm_linear_run(p->qkv, el->qkv, ctx->h, ctx->qkv);
         const char *qkv = ctx->qkv;
-        gemm_bmm_run(p->scores, qkv, qkv + (size_t)w * es, ctx->s);
-        forward_softmax(ctx->s, n * heads, t, scale, causal, ctx->p, e->dt);
-        gemm_bmm_run(p->pv, ctx->p, qkv + (size_t)2 * w * es, ctx->a);
-        gemm_linear_run(p->o, el->o, ctx->a, ctx->x);
-        forward_layernorm(ctx->x, w, rows, w, lw->ln2_w, lw->ln2_b, cfg->layer_norm_eps, ctx->h, w,
-                          e->dt);
-        gemm_linear_run(p->fc1, el->fc1, ctx->h, ctx->m);
-        gemm_linear_run(p->fc2, el->fc2, ctx->m, ctx->x);
+        clip__gemm_bmm_run(p->scores, qkv, qkv + (size_t)w * es, ctx->s);
+        clip__forward_softmax(ctx->s, n * heads, t, scale, causal, ctx->p, e->dt);
+        clip__gemm_bmm_run(p->pv, ctx->p, qkv + (size_t)2 * w * es, ctx->a);
+        clip__gemm_linear_run(p->o, el->o, ctx->a, ctx->x);
+        clip__forward_layernorm(ctx->x, w, rows, w, lw->ln2_w, lw->ln2_b, cfg->layer_norm_eps,
+                                ctx->h, w, e->dt);
+        clip__gemm_linear_run(p->fc1, el->fc1, ctx->h, ctx->m);
+        clip__gemm_linear_run(p->fc2, el->fc2, ctx->m, ctx->x);
     }
 }
 
@@ -485,15 +489,15 @@ static enum ims_status encode_images_now(struct clip_ctx *ctx, const float *pixe
     struct engine_plan *p = NULL;
 
     pthread_mutex_lock(&e->lock);
-    gemm_backend_enter(e->be);
+    clip__gemm_backend_enter(e->be);
     if ((st = engine_plan_get(e, tw, n, n, t, &p, err)) != IMS_OK)
         goto out;
 
     /* Embeddings: x[i*t] = class + pos[0]; x[i*t + 1 + j] = patch j + pos[1 + j]. */
-    forward_im2col(pixels, n, cfg->num_channels, cfg->image_size, cfg->patch_size, ctx->patches,
-                   e->dt);
+    clip__forward_im2col(pixels, n, cfg->num_channels, cfg->image_size, cfg->patch_size,
+                         ctx->patches, e->dt);
     float *pe = ctx->a; /* (n np, W) f32: the attention buffer is free here */
-    gemm_linear_run(p->patch, tw->patch, ctx->patches, pe);
+    clip__gemm_linear_run(p->patch, tw->patch, ctx->patches, pe);
     for (int i = 0; i < n; i++) {
         float *xi = ctx->x + (size_t)i * t * w;
         for (int c = 0; c < w; c++)
@@ -506,13 +510,13 @@ static enum ims_status encode_images_now(struct clip_ctx *ctx, const float *pixe
                 dst[c] = src[c] + pos[c];
         }
     }
-    forward_layernorm(ctx->x, w, n * t, w, vw->pre_ln_w, vw->pre_ln_b, cfg->layer_norm_eps, ctx->x,
-                      w, GEMM_F32);
+    clip__forward_layernorm(ctx->x, w, n * t, w, vw->pre_ln_w, vw->pre_ln_b, cfg->layer_norm_eps,
+                            ctx->x, w, CLIP_GEMM_F32);
     forward_layers(ctx, tw, p, n, t, 0);
     /* post_layernorm on the class rows only (stride t rows). */
-    forward_layernorm(ctx->x, t * w, n, w, vw->post_ln_w, vw->post_ln_b, cfg->layer_norm_eps,
-                      ctx->pooled, w, GEMM_F32);
-    gemm_linear_run(p->proj, tw->proj, ctx->pooled, out);
+    clip__forward_layernorm(ctx->x, t * w, n, w, vw->post_ln_w, vw->post_ln_b, cfg->layer_norm_eps,
+                      ctx->pooled, w, CLIP_GEMM_F32);
+    clip__gemm_linear_run(p->proj, tw->proj, ctx->pooled, out);
     normalize_rows(out, n, d, normalize);
 out:
     pthread_mutex_unlock(&e->lock);
@@ -568,7 +572,7 @@ static enum ims_status encode_text_now(struct clip_ctx *ctx, const int32_t *ids,
     struct engine_plan *p = NULL;
 
     pthread_mutex_lock(&e->lock);
-    gemm_backend_enter(e->be);
+    clip__gemm_backend_enter(e->be);
     if ((st = engine_plan_get(e, tw, t, 1, t, &p, err)) != IMS_OK)
         goto out;
     for (int i = 0; i < t; i++) {
@@ -579,9 +583,9 @@ static enum ims_status encode_text_now(struct clip_ctx *ctx, const int32_t *ids,
             xi[c] = tok[c] + pos[c];
     }
     forward_layers(ctx, tw, p, 1, t, 1);
-    forward_layernorm(ctx->x + (size_t)end * w, w, 1, w, txt->final_ln_w, txt->final_ln_b,
-                      cfg->layer_norm_eps, ctx->pooled, w, GEMM_F32);
-    gemm_linear_run(p->proj, tw->proj, ctx->pooled, out);
+    clip__forward_layernorm(ctx->x + (size_t)end * w, w, 1, w, txt->final_ln_w, txt->final_ln_b,
+                      cfg->layer_norm_eps, ctx->pooled, w, CLIP_GEMM_F32);
+    clip__gemm_linear_run(p->proj, tw->proj, ctx->pooled, out);
     normalize_rows(out, 1, d, normalize);
 out:
     pthread_mutex_unlock(&e->lock);
@@ -602,8 +606,8 @@ static void run_text_batch(struct clip_engine *e, struct engine_job **jobs, int 
         outs[i] = jobs[i]->out;
     }
     pthread_mutex_lock(&e->lock);
-    gemm_backend_enter(e->be);
-    textpass_encode(e->tp, n, ids, lens, outs);
+    clip__gemm_backend_enter(e->be);
+    clip__textpass_encode(e->tp, n, ids, lens, outs);
     pthread_mutex_unlock(&e->lock);
     for (int i = 0; i < n; i++) {
         normalize_rows(jobs[i]->out, 1, e->projection_dim, jobs[i]->normalize);
@@ -634,7 +638,7 @@ static int engine_take(struct clip_engine *e, struct engine_job **jobs)
     if (e->tp && (e->queue->is_text || !e->queue->passed))
         for (struct engine_job **at = &e->queue; *at && n < ENGINE_TEXT_BATCH;) {
             struct engine_job *j = *at;
-            if (j->is_text && rows + j->n <= TEXTPASS_MAX_ROWS) {
+            if (j->is_text && rows + j->n <= CLIP_TEXTPASS_MAX_ROWS) {
                 rows += j->n;
                 jobs[n++] = j;
                 *at = j->next;
@@ -757,7 +761,7 @@ const char *clip__text_kernel(const struct clip_model *model)
     const struct clip_engine *e = model->engine;
     if (!e->tp)
         return "onednn";
-    return e->dt == GEMM_BF16 ? "textpass-bf16" : "textpass-f32";
+    return e->dt == CLIP_GEMM_BF16 ? "textpass-bf16" : "textpass-f32";
 }
 
 void clip__text_pass_counts(const struct clip_model *model, uint64_t *passes, uint64_t *encodes)

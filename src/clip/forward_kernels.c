@@ -14,7 +14,7 @@
  *
  * Parallelism: with GCC the row loops are OpenMP loops on the same libgomp
  * team oneDNN uses (src/clip/CMakeLists.txt adds -fopenmp for this file
- * only, under GCC), with the thread count gemm_backend_enter set; small
+ * only, under GCC), with the thread count clip__gemm_backend_enter set; small
  * inputs stay on the calling thread (`if` clause). Clang builds (the
  * sanitizer runs) would pull in LLVM's libomp next to oneDNN's libgomp, two
  * thread teams on the same cores, so there the loops run serially.
@@ -57,7 +57,7 @@ static inline float fwd_row_sum(const float *v, int n, float shift, int square)
     return s;
 }
 
-/* gemm_f32_to_bf16 as a select, so loops over it vectorise. */
+/* clip__gemm_f32_to_bf16 as a select, so loops over it vectorise. */
 static inline uint16_t fwd_bf16(float f)
 {
     union { float f; uint32_t u; } v = {f};
@@ -86,8 +86,8 @@ static inline float fwd_exp(float x)
     return p * scale.f;
 }
 
-void forward_layernorm(const float *x, int ld_x, int rows, int w, const float *g, const float *b,
-                       float eps, void *y, int ld_y, enum gemm_dt dt)
+void clip__forward_layernorm(const float *x, int ld_x, int rows, int w, const float *g,
+                             const float *b, float eps, void *y, int ld_y, enum clip_gemm_dt dt)
 {
     size_t n_elems = (size_t)rows * w;
     (void)n_elems;
@@ -97,7 +97,7 @@ void forward_layernorm(const float *x, int ld_x, int rows, int w, const float *g
         float mean = fwd_row_sum(xr, w, 0.0f, 0) / (float)w;
         float var = fwd_row_sum(xr, w, mean, 1) / (float)w;
         float inv = 1.0f / sqrtf(var + eps);
-        if (dt == GEMM_BF16) {
+        if (dt == CLIP_GEMM_BF16) {
             uint16_t *yr = (uint16_t *)y + (size_t)r * ld_y;
             for (int i = 0; i < w; i++)
                 yr[i] = fwd_bf16((xr[i] - mean) * inv * g[i] + b[i]);
@@ -109,8 +109,8 @@ void forward_layernorm(const float *x, int ld_x, int rows, int w, const float *g
     }
 }
 
-void forward_softmax(float *scores, int n_mat, int t, float scale, int causal, void *probs,
-                     enum gemm_dt dt)
+void clip__forward_softmax(float *scores, int n_mat, int t, float scale, int causal, void *probs,
+                     enum clip_gemm_dt dt)
 {
     size_t n_rows = (size_t)n_mat * t, n_elems = n_rows * t;
     (void)n_elems;
@@ -125,7 +125,7 @@ void forward_softmax(float *scores, int n_mat, int t, float scale, int causal, v
         for (int j = 0; j < n_valid; j++)
             s[j] = fwd_exp((s[j] - mx) * scale);
         float inv = 1.0f / fwd_row_sum(s, n_valid, 0.0f, 0);
-        if (dt == GEMM_BF16) {
+        if (dt == CLIP_GEMM_BF16) {
             uint16_t *p = (uint16_t *)probs + r * t;
             for (int j = 0; j < n_valid; j++)
                 p[j] = fwd_bf16(s[j] * inv);
@@ -141,8 +141,8 @@ void forward_softmax(float *scores, int n_mat, int t, float scale, int causal, v
     }
 }
 
-void forward_im2col(const float *pixels, int n, int c, int s, int p, void *patches,
-                    enum gemm_dt dt)
+void clip__forward_im2col(const float *pixels, int n, int c, int s, int p, void *patches,
+                    enum clip_gemm_dt dt)
 {
     int g = s / p;
     size_t row_len = (size_t)c * p * p;
@@ -156,7 +156,7 @@ void forward_im2col(const float *pixels, int n, int c, int s, int p, void *patch
                         const float *src =
                             img + ((size_t)ch * s + (size_t)gy * p + dy) * s + (size_t)gx * p;
                         size_t at = row + ((size_t)ch * p + dy) * p;
-                        if (dt == GEMM_BF16) {
+                        if (dt == CLIP_GEMM_BF16) {
                             uint16_t *dst = (uint16_t *)patches + at;
                             for (int dx = 0; dx < p; dx++)
                                 dst[dx] = fwd_bf16(src[dx]);
@@ -168,7 +168,7 @@ void forward_im2col(const float *pixels, int n, int c, int s, int p, void *patch
     }
 }
 
-float forward_act_ref(float x, int act)
+float clip__forward_act_ref(float x, int act)
 {
     switch (act) {
     case CLIP_ACT_QUICK_GELU:
@@ -182,7 +182,7 @@ float forward_act_ref(float x, int act)
     }
 }
 
-void forward_stack_qkv(const struct clip_layer_weights *lw, int w, float *wqkv, float *bqkv)
+void clip__forward_stack_qkv(const struct clip_layer_weights *lw, int w, float *wqkv, float *bqkv)
 {
     size_t ww = (size_t)w * w;
     memcpy(wqkv, lw->q_w, ww * sizeof(float));

@@ -28,7 +28,7 @@
  * runtime). Declared here because clang installs no omp.h for libgomp. */
 extern void omp_set_num_threads(int n);
 
-struct gemm_backend {
+struct clip_gemm_backend {
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     int n_threads;
@@ -37,9 +37,9 @@ struct gemm_backend {
     size_t scratch_bytes;
 };
 
-struct gemm_weights {
+struct clip_gemm_weights {
     int n, k;
-    enum gemm_dt dt;
+    enum clip_gemm_dt dt;
     dnnl_memory_desc_t md; /* packed layout */
     void *packed;          /* md's size */
     size_t packed_bytes;
@@ -48,13 +48,13 @@ struct gemm_weights {
 
 enum gemm_kind { GEMM_KIND_LINEAR, GEMM_KIND_BMM };
 
-struct gemm_op {
+struct clip_gemm_op {
     enum gemm_kind kind;
-    struct gemm_backend *be;
+    struct clip_gemm_backend *be;
     dnnl_primitive_t prim;
     const char *impl;
     int n, k;             /* linear: the weights it expects */
-    enum gemm_dt wdt;
+    enum clip_gemm_dt wdt;
     dnnl_memory_desc_t wmd;
     dnnl_memory_t src, wei, bias, dst, scratch;
 };
@@ -76,14 +76,14 @@ static enum ims_status gemm_fail(struct ims_error *err, dnnl_status_t s, const c
         }                                                                                          \
     } while (0)
 
-static dnnl_data_type_t gemm_dnnl_dt(enum gemm_dt dt)
+static dnnl_data_type_t gemm_dnnl_dt(enum clip_gemm_dt dt)
 {
-    return dt == GEMM_BF16 ? dnnl_bf16 : dnnl_f32;
+    return dt == CLIP_GEMM_BF16 ? dnnl_bf16 : dnnl_f32;
 }
 
 /* ---- backend ----------------------------------------------------------------------- */
 
-static int gemm_probe_bf16(struct gemm_backend *be)
+static int gemm_probe_bf16(struct clip_gemm_backend *be)
 {
     dnnl_memory_desc_t s, w, d;
     dnnl_dims_t sd = {64, 256}, wd = {256, 256}, dd = {64, 256};
@@ -104,25 +104,26 @@ static int gemm_probe_bf16(struct gemm_backend *be)
     return ok;
 }
 
-enum ims_status gemm_backend_new(int n_threads, struct gemm_backend **out, struct ims_error *err)
+enum ims_status clip__gemm_backend_new(int n_threads, struct clip_gemm_backend **out,
+                                       struct ims_error *err)
 {
     enum ims_status st = IMS_OK;
-    struct gemm_backend *be = ims_calloc(1, sizeof(*be));
+    struct clip_gemm_backend *be = ims_calloc(1, sizeof(*be));
     if (!be)
         return ims_error_set(err, IMS_ERR_NOMEM, "out of memory (gemm backend)");
     be->n_threads = n_threads < 1 ? 1 : n_threads;
-    gemm_backend_enter(be);
+    clip__gemm_backend_enter(be);
     GEMM_TRY(dnnl_engine_create(&be->engine, dnnl_cpu, 0));
     GEMM_TRY(dnnl_stream_create(&be->stream, be->engine, dnnl_stream_default_flags));
     be->has_bf16 = gemm_probe_bf16(be);
     *out = be;
     be = NULL;
 out:
-    gemm_backend_free(be);
+    clip__gemm_backend_free(be);
     return st;
 }
 
-void gemm_backend_free(struct gemm_backend *be)
+void clip__gemm_backend_free(struct clip_gemm_backend *be)
 {
     if (!be)
         return;
@@ -134,23 +135,23 @@ void gemm_backend_free(struct gemm_backend *be)
     ims_free(be);
 }
 
-int gemm_backend_has_bf16(struct gemm_backend *be)
+int clip__gemm_backend_has_bf16(struct clip_gemm_backend *be)
 {
     return be->has_bf16;
 }
 
-void gemm_backend_enter(struct gemm_backend *be)
+void clip__gemm_backend_enter(struct clip_gemm_backend *be)
 {
     omp_set_num_threads(be->n_threads);
 }
 
-int gemm_backend_n_threads(const struct gemm_backend *be)
+int clip__gemm_backend_n_threads(const struct clip_gemm_backend *be)
 {
     return be->n_threads;
 }
 
 /* Grows the shared scratchpad to hold `pd`'s; called at op creation only. */
-static enum ims_status gemm_scratch_reserve(struct gemm_backend *be, dnnl_primitive_desc_t pd,
+static enum ims_status gemm_scratch_reserve(struct clip_gemm_backend *be, dnnl_primitive_desc_t pd,
                                            struct ims_error *err)
 {
     const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
@@ -169,10 +170,11 @@ static enum ims_status gemm_scratch_reserve(struct gemm_backend *be, dnnl_primit
 /* ---- weights ----------------------------------------------------------------------- */
 
 /* Primitive descriptor of a linear op; wmd NULL asks oneDNN for its layout. */
-static dnnl_status_t gemm_linear_pd(struct gemm_backend *be, int m, int n, int k, int ld_src,
-                                    int ld_dst, enum gemm_dt src_dt, enum gemm_dt wdt,
-                                    enum gemm_dt dst_dt, const dnnl_memory_desc_t *wmd,
-                                    enum gemm_act act, int accumulate, dnnl_primitive_desc_t *pd)
+static dnnl_status_t gemm_linear_pd(struct clip_gemm_backend *be, int m, int n, int k, int ld_src,
+                                    int ld_dst, enum clip_gemm_dt src_dt, enum clip_gemm_dt wdt,
+                                    enum clip_gemm_dt dst_dt, const dnnl_memory_desc_t *wmd,
+                                    enum clip_gemm_act act, int accumulate,
+                                    dnnl_primitive_desc_t *pd)
 {
     dnnl_memory_desc_t s, w, b, d;
     dnnl_dims_t sd = {m, k}, wd = {k, n}, bd = {1, n}, dd = {m, n};
@@ -199,11 +201,11 @@ static dnnl_status_t gemm_linear_pd(struct gemm_backend *be, int m, int n, int k
      * our uses (no op both accumulates and activates). */
     if (accumulate && (s_ = dnnl_post_ops_append_sum(po, 1.0f)))
         goto out;
-    if (act == GEMM_ACT_QUICK_GELU)
+    if (act == CLIP_GEMM_ACT_QUICK_GELU)
         s_ = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_swish, 1.702f, 0.0f);
-    else if (act == GEMM_ACT_GELU)
+    else if (act == CLIP_GEMM_ACT_GELU)
         s_ = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_gelu_erf, 0.0f, 0.0f);
-    else if (act == GEMM_ACT_GELU_TANH)
+    else if (act == CLIP_GEMM_ACT_GELU_TANH)
         s_ = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_gelu_tanh, 0.0f, 0.0f);
     if (s_)
         goto out;
@@ -219,9 +221,9 @@ out:
     return s_;
 }
 
-enum ims_status gemm_weights_pack(struct gemm_backend *be, const float *w, const float *bias,
-                                  int n, int k, enum gemm_dt dt, struct gemm_weights **out,
-                                  struct ims_error *err)
+enum ims_status clip__gemm_weights_pack(struct clip_gemm_backend *be, const float *w,
+                                        const float *bias, int n, int k, enum clip_gemm_dt dt,
+                                        struct clip_gemm_weights **out, struct ims_error *err)
 {
     enum ims_status st = IMS_OK;
     dnnl_primitive_desc_t pd = NULL, rpd = NULL;
@@ -230,16 +232,17 @@ enum ims_status gemm_weights_pack(struct gemm_backend *be, const float *w, const
     dnnl_memory_desc_t src_md;
     /* W (n, k) [out][in] is the matmul's B (k, n) with strides (1, k): "ba". */
     dnnl_dims_t wd = {k, n};
-    struct gemm_weights *gw = ims_calloc(1, sizeof(*gw));
+    struct clip_gemm_weights *gw = ims_calloc(1, sizeof(*gw));
     if (!gw)
         return ims_error_set(err, IMS_ERR_NOMEM, "out of memory (packed weights)");
     gw->n = n;
     gw->k = k;
     gw->dt = dt;
-    gemm_backend_enter(be);
+    clip__gemm_backend_enter(be);
     /* The layout oneDNN picks does not depend on M (gemm.h); 64 rows is a
      * shape where it picks its brgemm kernel. */
-    GEMM_TRY(gemm_linear_pd(be, 64, n, k, k, n, dt, dt, GEMM_F32, NULL, GEMM_ACT_NONE, 0, &pd));
+    GEMM_TRY(gemm_linear_pd(be, 64, n, k, k, n, dt, dt, CLIP_GEMM_F32, NULL, CLIP_GEMM_ACT_NONE, 0,
+                            &pd));
     gw->md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     gw->packed_bytes = dnnl_memory_desc_get_size(&gw->md);
     gw->packed = ims_aligned_alloc(64, gw->packed_bytes);
@@ -275,11 +278,11 @@ out:
         dnnl_memory_destroy(src_mem);
     if (dst_mem)
         dnnl_memory_destroy(dst_mem);
-    gemm_weights_free(gw);
+    clip__gemm_weights_free(gw);
     return st;
 }
 
-void gemm_weights_free(struct gemm_weights *w)
+void clip__gemm_weights_free(struct clip_gemm_weights *w)
 {
     if (!w)
         return;
@@ -288,7 +291,7 @@ void gemm_weights_free(struct gemm_weights *w)
     ims_free(w);
 }
 
-size_t gemm_weights_bytes(const struct gemm_weights *w)
+size_t clip__gemm_weights_bytes(const struct clip_gemm_weights *w)
 {
     return w->packed_bytes + (size_t)w->n * sizeof(float);
 }
@@ -297,12 +300,12 @@ size_t gemm_weights_bytes(const struct gemm_weights *w)
 
 /* Creates the primitive and its storage-less memory objects from `pd`
  * (consumed). */
-static enum ims_status gemm_op_finish(struct gemm_op *op, dnnl_primitive_desc_t pd,
+static enum ims_status gemm_op_finish(struct clip_gemm_op *op, dnnl_primitive_desc_t pd,
                                       struct ims_error *err)
 {
     enum ims_status st = IMS_OK;
     const char *impl = NULL;
-    struct gemm_backend *be = op->be;
+    struct clip_gemm_backend *be = op->be;
     st = gemm_scratch_reserve(be, pd, err);
     if (st != IMS_OK)
         goto out;
@@ -329,13 +332,14 @@ out:
     return st;
 }
 
-enum ims_status gemm_op_linear(struct gemm_backend *be, const struct gemm_weights *like,
-                               const struct gemm_linear_desc *d, struct gemm_op **out,
-                               struct ims_error *err)
+enum ims_status clip__gemm_op_linear(struct clip_gemm_backend *be,
+                                     const struct clip_gemm_weights *like,
+                                     const struct clip_gemm_linear_desc *d,
+                                     struct clip_gemm_op **out, struct ims_error *err)
 {
     enum ims_status st = IMS_OK;
     dnnl_primitive_desc_t pd = NULL;
-    struct gemm_op *op = ims_calloc(1, sizeof(*op));
+    struct clip_gemm_op *op = ims_calloc(1, sizeof(*op));
     if (!op)
         return ims_error_set(err, IMS_ERR_NOMEM, "out of memory (gemm op)");
     IMS_ASSERT(d->m > 0 && d->ld_src >= like->k && d->ld_dst >= like->n);
@@ -345,7 +349,7 @@ enum ims_status gemm_op_linear(struct gemm_backend *be, const struct gemm_weight
     op->k = like->k;
     op->wdt = like->dt;
     op->wmd = like->md;
-    gemm_backend_enter(be);
+    clip__gemm_backend_enter(be);
     GEMM_TRY(gemm_linear_pd(be, d->m, like->n, like->k, d->ld_src, d->ld_dst, d->src_dt, like->dt,
                             d->dst_dt, &like->md, d->act, d->accumulate, &pd));
     st = gemm_op_finish(op, pd, err);
@@ -357,12 +361,12 @@ enum ims_status gemm_op_linear(struct gemm_backend *be, const struct gemm_weight
 out:
     if (pd)
         dnnl_primitive_desc_destroy(pd);
-    gemm_op_free(op);
+    clip__gemm_op_free(op);
     return st;
 }
 
-enum ims_status gemm_op_bmm(struct gemm_backend *be, const struct gemm_bmm_desc *d,
-                            struct gemm_op **out, struct ims_error *err)
+enum ims_status clip__gemm_op_bmm(struct clip_gemm_backend *be, const struct clip_gemm_bmm_desc *d,
+                            struct clip_gemm_op **out, struct ims_error *err)
 {
     enum ims_status st = IMS_OK;
     dnnl_primitive_desc_t pd = NULL;
@@ -371,12 +375,12 @@ enum ims_status gemm_op_bmm(struct gemm_backend *be, const struct gemm_bmm_desc 
     dnnl_dims_t sd = {d->b, d->h, d->m, d->k}, wd = {d->b, d->h, d->k, d->n},
                 dd = {d->b, d->h, d->m, d->n};
     dnnl_matmul_desc_t mm;
-    struct gemm_op *op = ims_calloc(1, sizeof(*op));
+    struct clip_gemm_op *op = ims_calloc(1, sizeof(*op));
     if (!op)
         return ims_error_set(err, IMS_ERR_NOMEM, "out of memory (gemm op)");
     op->kind = GEMM_KIND_BMM;
     op->be = be;
-    gemm_backend_enter(be);
+    clip__gemm_backend_enter(be);
     /* oneDNN reads strides as a full dnnl_dims_t (12 entries). */
     dnnl_dims_t ss = {0}, ws = {0}, ds = {0};
     memcpy(ss, d->src_strides, sizeof(d->src_strides));
@@ -400,11 +404,11 @@ out:
         dnnl_primitive_attr_destroy(attr);
     if (pd)
         dnnl_primitive_desc_destroy(pd);
-    gemm_op_free(op);
+    clip__gemm_op_free(op);
     return st;
 }
 
-static void gemm_exec(struct gemm_op *op)
+static void gemm_exec(struct clip_gemm_op *op)
 {
     dnnl_exec_arg_t args[5];
     int n = 0;
@@ -423,7 +427,8 @@ static void gemm_exec(struct gemm_op *op)
     IMS_ASSERT(dnnl_stream_wait(op->be->stream) == dnnl_success);
 }
 
-void gemm_linear_run(struct gemm_op *op, const struct gemm_weights *w, const void *src, void *dst)
+void clip__gemm_linear_run(struct clip_gemm_op *op, const struct clip_gemm_weights *w,
+                           const void *src, void *dst)
 {
     IMS_ASSERT(op->kind == GEMM_KIND_LINEAR && w->n == op->n && w->k == op->k && w->dt == op->wdt);
     dnnl_memory_set_data_handle(op->src, (void *)src);
@@ -433,7 +438,7 @@ void gemm_linear_run(struct gemm_op *op, const struct gemm_weights *w, const voi
     gemm_exec(op);
 }
 
-void gemm_bmm_run(struct gemm_op *op, const void *src, const void *wei, void *dst)
+void clip__gemm_bmm_run(struct clip_gemm_op *op, const void *src, const void *wei, void *dst)
 {
     IMS_ASSERT(op->kind == GEMM_KIND_BMM);
     dnnl_memory_set_data_handle(op->src, (void *)src);
@@ -442,12 +447,12 @@ void gemm_bmm_run(struct gemm_op *op, const void *src, const void *wei, void *ds
     gemm_exec(op);
 }
 
-const char *gemm_op_impl(const struct gemm_op *op)
+const char *clip__gemm_op_impl(const struct clip_gemm_op *op)
 {
     return op->impl;
 }
 
-void gemm_op_free(struct gemm_op *op)
+void clip__gemm_op_free(struct clip_gemm_op *op)
 {
     if (!op)
         return;

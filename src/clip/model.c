@@ -169,7 +169,7 @@ enum ims_status clip__tensor_specs(const struct clip_config *c, struct clip_mode
 
 /* Converts `n` elements of `t` (validated dtype F32/F16/BF16, little-endian)
  * to float32. The source may be unaligned, so it is read bytewise. */
-static void convert(const struct clip_st_tensor *t, size_t n, float *dst)
+static void convert(const struct clip_safetensors_tensor *t, size_t n, float *dst)
 {
     const unsigned char *p = t->data;
     switch (t->dtype) {
@@ -189,7 +189,7 @@ static void convert(const struct clip_st_tensor *t, size_t n, float *dst)
     }
 }
 
-static int needs_copy(const struct clip_st_tensor *t)
+static int needs_copy(const struct clip_safetensors_tensor *t)
 {
     return t->dtype != CLIP_DTYPE_F32 || ((uintptr_t)t->data % sizeof(float)) != 0;
 }
@@ -205,11 +205,12 @@ static void format_shape(char *buf, size_t n, int n_dims, const int64_t *shape)
 }
 
 /* Checks presence, dtype and shape of `s` in `f`; sets *t and *count. */
-static enum ims_status check_tensor(const struct clip_st_file *f, const struct clip_tensor_spec *s,
-                                    const struct clip_st_tensor **t_out, size_t *count,
+static enum ims_status check_tensor(const struct clip_safetensors_file *f,
+                                    const struct clip_tensor_spec *s,
+                                    const struct clip_safetensors_tensor **t_out, size_t *count,
                                     struct ims_error *err)
 {
-    const struct clip_st_tensor *t = clip__st_find(f, s->name);
+    const struct clip_safetensors_tensor *t = clip__safetensors_find(f, s->name);
     if (!t)
         return ims_error_set(err, IMS_ERR_CORRUPT, "model.safetensors: missing tensor '%s'",
                              s->name);
@@ -283,16 +284,16 @@ static void make_name(struct clip_model *m, const char *dir)
 {
     (void)dir;
     uint64_t h = 0xCBF29CE484222325ull;
-    const unsigned char *base = m->st.map;
-    if (base && m->st.map_bytes >= 8) {
+    const unsigned char *base = m->weights_file.map;
+    if (base && m->weights_file.map_bytes >= 8) {
         uint64_t hlen = 0;
         for (int i = 7; i >= 0; i--)
             hlen = hlen << 8 | base[i];
-        if (hlen <= m->st.map_bytes - 8)
+        if (hlen <= m->weights_file.map_bytes - 8)
             h = fnv1a(h, base + 8, (size_t)hlen);
     }
-    for (int i = 0; i < m->st.n_tensors; i++) {
-        const struct clip_st_tensor *t = &m->st.tensors[i];
+    for (int i = 0; i < m->weights_file.n_tensors; i++) {
+        const struct clip_safetensors_tensor *t = &m->weights_file.tensors[i];
         size_t n = (size_t)(t->end - t->begin), k = IMS_MIN(n, (size_t)64);
         h = fnv1a(h, t->data, k);
         h = fnv1a(h, (const unsigned char *)t->data + (n - k), k);
@@ -311,7 +312,7 @@ enum ims_status clip_model_load(const char *dir, const struct clip_model_params 
     char *json = NULL;
     char *path = NULL;
     struct clip_tensor_spec *specs = NULL;
-    const struct clip_st_tensor **found = NULL;
+    const struct clip_safetensors_tensor **found = NULL;
     int n_specs = 0;
     size_t json_len = 0, path_cap = strlen(dir) + 32;
 
@@ -357,7 +358,7 @@ enum ims_status clip_model_load(const char *dir, const struct clip_model_params 
     }
 
     snprintf(path, path_cap, "%s/model.safetensors", dir);
-    st = clip__st_open(path, &m->st, err);
+    st = clip__safetensors_open(path, &m->weights_file, err);
     if (st != IMS_OK)
         goto out;
     st = clip__tensor_specs(&m->config, m, &specs, &n_specs, err);
@@ -373,7 +374,7 @@ enum ims_status clip_model_load(const char *dir, const struct clip_model_params 
     size_t owned_floats = 0;
     for (int i = 0; i < n_specs; i++) {
         size_t count = 0;
-        st = check_tensor(&m->st, &specs[i], &found[i], &count, err);
+        st = check_tensor(&m->weights_file, &specs[i], &found[i], &count, err);
         if (st != IMS_OK) {
             ims_error_prefix(err, "%s", dir);
             goto out;
@@ -400,7 +401,7 @@ enum ims_status clip_model_load(const char *dir, const struct clip_model_params 
     /* Pass two: bind, converting into `owned` where needed. */
     size_t at = 0;
     for (int i = 0; i < n_specs; i++) {
-        const struct clip_st_tensor *t = found[i];
+        const struct clip_safetensors_tensor *t = found[i];
         if (!specs[i].dst) { /* logit_scale */
             float v;
             convert(t, 1, &v);
@@ -438,8 +439,8 @@ enum ims_status clip_model_load(const char *dir, const struct clip_model_params 
      * file pages of a read-only mapping: what is read again, embeddings and
      * LayerNorm parameters, faults back in from the page cache), so a loaded
      * model costs its packed size in RSS, not twice that. */
-    if (m->st.map)
-        madvise(m->st.map, m->st.map_bytes, MADV_DONTNEED);
+    if (m->weights_file.map)
+        madvise(m->weights_file.map, m->weights_file.map_bytes, MADV_DONTNEED);
 
     *out = m;
     m = NULL;
@@ -459,7 +460,7 @@ void clip_model_free(struct clip_model *model)
     clip__engine_free(model->engine);
     clip_tokenizer_free(model->tokenizer);
     ims_free(model->owned);
-    clip__st_close(&model->st);
+    clip__safetensors_close(&model->weights_file);
     ims_free(model->text.layers);
     ims_free(model->vision.layers);
     ims_free(model);

@@ -22,7 +22,7 @@
  *   holds the 8-byte length; the header fits in the file and is at most
  *   CLIP_ST_HEADER_MAX bytes; it is a JSON object without duplicate keys
  *   (jansson's JSON_REJECT_DUPLICATES); each tensor has a known dtype, at
- *   most CLIP_ST_MAX_DIMS non-negative dimensions whose element count times
+ *   most CLIP_SAFETENSORS_MAX_DIMS non-negative dimensions whose element count times
  *   the dtype size does not overflow and equals end - begin; begin <= end <=
  *   size of the data section; and, once sorted by begin, no two tensors
  *   overlap. Only after all of that is `data` set, so every later read of a
@@ -31,7 +31,7 @@
  * - dtypes other than F32/F16/BF16 (I64 position_ids buffers in many
  *   checkpoints) are recorded as CLIP_DTYPE_OTHER with their name and size,
  *   so their ranges are still validated; the loader refuses to bind them.
- * - Tensors are kept sorted by name so clip__st_find is a binary search.
+ * - Tensors are kept sorted by name so clip__safetensors_find is a binary search.
  */
 
 #include "clip_int.h"
@@ -77,13 +77,13 @@ static uint64_t read_le64(const unsigned char *p)
 
 static int cmp_by_name(const void *a, const void *b)
 {
-    const struct clip_st_tensor *x = a, *y = b;
+    const struct clip_safetensors_tensor *x = a, *y = b;
     return strcmp(x->name, y->name);
 }
 
 static int cmp_by_begin(const void *a, const void *b)
 {
-    const struct clip_st_tensor *x = a, *y = b;
+    const struct clip_safetensors_tensor *x = a, *y = b;
     if (x->begin != y->begin)
         return x->begin < y->begin ? -1 : 1;
     if (x->end != y->end)
@@ -91,7 +91,7 @@ static int cmp_by_begin(const void *a, const void *b)
     return 0;
 }
 
-static void free_tensors(struct clip_st_tensor *t, int n)
+static void free_tensors(struct clip_safetensors_tensor *t, int n)
 {
     if (!t)
         return;
@@ -114,7 +114,7 @@ static int json_u64(const json_t *v, uint64_t *out)
 
 /* Validates one header entry into `t` (name already set). */
 static enum ims_status parse_entry(const char *name, const json_t *val, uint64_t data_bytes,
-                                   struct clip_st_tensor *t, struct ims_error *err)
+                                   struct clip_safetensors_tensor *t, struct ims_error *err)
 {
     if (!json_is_object(val))
         return ims_error_set(err, IMS_ERR_CORRUPT, "tensor '%s': header entry is not an object",
@@ -140,10 +140,10 @@ static enum ims_status parse_entry(const char *name, const json_t *val, uint64_t
         return ims_error_set(err, IMS_ERR_CORRUPT, "tensor '%s': missing or non-array shape",
                              name);
     size_t nd = json_array_size(js);
-    if (nd > CLIP_ST_MAX_DIMS)
+    if (nd > CLIP_SAFETENSORS_MAX_DIMS)
         return ims_error_set(err, IMS_ERR_UNSUPPORTED,
                              "tensor '%s': %zu dimensions, at most %d supported", name, nd,
-                             CLIP_ST_MAX_DIMS);
+                             CLIP_SAFETENSORS_MAX_DIMS);
     t->n_dims = (int)nd;
     int has_zero = 0;
     for (size_t i = 0; i < nd; i++) {
@@ -195,13 +195,13 @@ static enum ims_status parse_entry(const char *name, const json_t *val, uint64_t
     return IMS_OK;
 }
 
-enum ims_status clip__st_parse(const void *bytes, size_t n, struct clip_st_file *out,
-                               struct ims_error *err)
+enum ims_status clip__safetensors_parse(const void *bytes, size_t n,
+                                        struct clip_safetensors_file *out, struct ims_error *err)
 {
     enum ims_status st = IMS_OK;
     const unsigned char *b = bytes;
     json_t *root = NULL;
-    struct clip_st_tensor *tensors = NULL;
+    struct clip_safetensors_tensor *tensors = NULL;
     int n_tensors = 0;
 
     if (n < 8) {
@@ -251,7 +251,7 @@ enum ims_status clip__st_parse(const void *bytes, size_t n, struct clip_st_file 
             }
             continue;
         }
-        struct clip_st_tensor *t = &tensors[n_tensors];
+        struct clip_safetensors_tensor *t = &tensors[n_tensors];
         t->name = ims_strdup(key);
         if (!t->name) {
             st = ims_error_set(err, IMS_ERR_NOMEM, "out of memory");
@@ -269,7 +269,7 @@ enum ims_status clip__st_parse(const void *bytes, size_t n, struct clip_st_file 
     uint64_t max_end = 0;
     const char *max_name = NULL;
     for (int i = 0; i < n_tensors; i++) {
-        struct clip_st_tensor *t = &tensors[i];
+        struct clip_safetensors_tensor *t = &tensors[i];
         if (t->begin == t->end)
             continue;
         if (max_name && t->begin < max_end) {
@@ -303,7 +303,8 @@ out:
     return st;
 }
 
-enum ims_status clip__st_open(const char *path, struct clip_st_file *out, struct ims_error *err)
+enum ims_status clip__safetensors_open(const char *path, struct clip_safetensors_file *out,
+                                       struct ims_error *err)
 {
     enum ims_status st = IMS_OK;
     void *map = MAP_FAILED;
@@ -339,7 +340,7 @@ enum ims_status clip__st_open(const char *path, struct clip_st_file *out, struct
         st = ims_error_set(err, IMS_ERR_IO, "cannot map %s: %s", path, strerror(errno));
         goto out;
     }
-    st = clip__st_parse(map, map_bytes, out, err);
+    st = clip__safetensors_parse(map, map_bytes, out, err);
     if (st != IMS_OK) {
         ims_error_prefix(err, "%s", path);
         goto out;
@@ -355,7 +356,7 @@ out:
     return st;
 }
 
-void clip__st_close(struct clip_st_file *f)
+void clip__safetensors_close(struct clip_safetensors_file *f)
 {
     if (!f)
         return;
@@ -365,7 +366,8 @@ void clip__st_close(struct clip_st_file *f)
     memset(f, 0, sizeof(*f));
 }
 
-const struct clip_st_tensor *clip__st_find(const struct clip_st_file *f, const char *name)
+const struct clip_safetensors_tensor *clip__safetensors_find(const struct clip_safetensors_file *f,
+                                                             const char *name)
 {
     if (!f || !f->tensors)
         return NULL;

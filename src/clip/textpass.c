@@ -57,7 +57,7 @@
 
 struct tp_linear {
     int n, k;        /* outputs, inputs */
-    enum gemm_dt dt; /* weights, and the inputs' precision */
+    enum clip_gemm_dt dt; /* weights, and the inputs' precision */
     void *w;         /* n / 32 panels: f32 (k, 32) or bf16 (k / 2, 32, 2) */
     float *bias;     /* (n); zeros when the layer has none */
 };
@@ -73,17 +73,17 @@ struct tp_barrier {
     int n;
 };
 
-struct textpass {
+struct clip_textpass {
     const struct clip_text_weights *tw; /* embeddings and final LN: the model's tensors */
     int w, inter, heads, hd, n_layers, d, ctx_len, act;
     float eps;
-    enum gemm_dt dt;
+    enum clip_gemm_dt dt;
     int n_threads;
     struct tp_layer *layers;
     struct tp_linear proj; /* (D, W), f32 */
     char *arena;           /* every panel, in one block on huge pages */
     size_t arena_size, arena_used;
-    /* activations for TEXTPASS_MAX_ROWS rows */
+    /* activations for CLIP_TEXTPASS_MAX_ROWS rows */
     float *x;      /* (R, W) residual stream */
     float *qkv;    /* (R, 3W) */
     void *h;       /* (R, W) dt: LayerNorm output, then attention output */
@@ -94,7 +94,7 @@ struct textpass {
     size_t bytes;
     /* the batch of the running pass */
     int n_seq, rows;
-    int seq_start[TEXTPASS_MAX_ROWS + 1];
+    int seq_start[CLIP_TEXTPASS_MAX_ROWS + 1];
     const int32_t *const *ids;
     struct tp_barrier bar;
 };
@@ -113,21 +113,21 @@ static int cpu_has_avx512_bf16(void)
 #endif
 }
 
-int textpass_supported(const struct clip_config *c, enum gemm_dt dt)
+int clip__textpass_supported(const struct clip_config *c, enum clip_gemm_dt dt)
 {
 #ifdef TP_X86
     const struct clip_tower_config *t = &c->text;
     if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
         !__builtin_cpu_supports("avx512dq") || !__builtin_cpu_supports("avx512vl"))
         return 0;
-    if (dt == GEMM_BF16 && !cpu_has_avx512_bf16())
+    if (dt == CLIP_GEMM_BF16 && !cpu_has_avx512_bf16())
         return 0;
     if (t->num_attention_heads < 1 || t->hidden_size % t->num_attention_heads)
         return 0;
     int hd = t->hidden_size / t->num_attention_heads;
     return t->hidden_size % TP_NR == 0 && t->intermediate_size % TP_NR == 0 &&
            c->projection_dim % TP_NR == 0 && hd % 16 == 0 && hd <= TP_MAX_HD &&
-           t->max_position_embeddings <= TEXTPASS_MAX_ROWS;
+           t->max_position_embeddings <= CLIP_TEXTPASS_MAX_ROWS;
 #else
     (void)c;
     (void)dt;
@@ -152,7 +152,7 @@ static void linear_free(struct tp_linear *l)
  * pages: a pass streams 75-151 MB, and on 4 kB pages that is ~37,000 TLB
  * misses per query (measured: 4.2-6.4 ms per f32 query without, varying
  * with what the kernel happened to give). */
-static int arena_new(struct textpass *tp, size_t bytes)
+static int arena_new(struct clip_textpass *tp, size_t bytes)
 {
     size_t huge = (size_t)2 << 20;
     bytes = (bytes + huge - 1) / huge * huge;
@@ -166,7 +166,7 @@ static int arena_new(struct textpass *tp, size_t bytes)
     return 0;
 }
 
-static void *arena_take(struct textpass *tp, size_t bytes)
+static void *arena_take(struct clip_textpass *tp, size_t bytes)
 {
     size_t at = (tp->arena_used + 63) & ~(size_t)63;
     IMS_ASSERT(at + bytes <= tp->arena_size);
@@ -175,14 +175,14 @@ static void *arena_take(struct textpass *tp, size_t bytes)
 }
 
 /* Packs w (n, k) [out][in] and bias (n, or NULL). */
-static enum ims_status linear_pack(struct textpass *tp, const float *w, const float *bias, int n,
-                                   int k, enum gemm_dt dt, struct tp_linear *out,
+static enum ims_status linear_pack(struct clip_textpass *tp, const float *w, const float *bias, int n,
+                                   int k, enum clip_gemm_dt dt, struct tp_linear *out,
                                    struct ims_error *err)
 {
     out->n = n;
     out->k = k;
     out->dt = dt;
-    size_t es = dt == GEMM_BF16 ? 2 : 4, elems = (size_t)n * k;
+    size_t es = dt == CLIP_GEMM_BF16 ? 2 : 4, elems = (size_t)n * k;
     out->w = arena_take(tp, elems * es);
     out->bias = ims_aligned_alloc(64, (size_t)n * sizeof(float));
     if (!out->bias)
@@ -194,14 +194,14 @@ static enum ims_status linear_pack(struct textpass *tp, const float *w, const fl
     for (int p = 0; p < n_panels; p++)
         for (int c = 0; c < TP_NR; c++) {
             const float *src = w + (size_t)(p * TP_NR + c) * k;
-            if (dt == GEMM_F32) {
+            if (dt == CLIP_GEMM_F32) {
                 float *dst = (float *)out->w + (size_t)p * k * TP_NR + c;
                 for (int i = 0; i < k; i++)
                     dst[(size_t)i * TP_NR] = src[i];
             } else {
                 uint16_t *dst = (uint16_t *)out->w + (size_t)p * k * TP_NR + 2 * c;
                 for (int i = 0; i < k; i++)
-                    dst[(size_t)(i / 2) * 2 * TP_NR + (i & 1)] = gemm_f32_to_bf16(src[i]);
+                    dst[(size_t)(i / 2) * 2 * TP_NR + (i & 1)] = clip__gemm_f32_to_bf16(src[i]);
             }
         }
     return IMS_OK;
@@ -314,7 +314,7 @@ TP_AVX512 static inline __m512 exp512(__m512 x)
     return _mm512_scalef_ps(p, n);
 }
 
-/* 16 floats to bf16, round to nearest even, NaN kept quiet (gemm_f32_to_bf16). */
+/* 16 floats to bf16, round to nearest even, NaN kept quiet (clip__gemm_f32_to_bf16). */
 TP_AVX512 static inline __m256i to_bf16(__m512 v)
 {
     __m512i u = _mm512_castps_si512(v);
@@ -327,7 +327,7 @@ TP_AVX512 static inline __m256i to_bf16(__m512 v)
 
 /* y[r][col0 .. col0 + 32) (=|+=) act(tmp[r] + bias[col0 ..]) for r < mr. */
 TP_AVX512 static void epilogue(const float *tmp, int mr, const float *bias, int act,
-                               int accumulate, void *y, int ldy, enum gemm_dt ydt, int col0)
+                               int accumulate, void *y, int ldy, enum clip_gemm_dt ydt, int col0)
 {
     for (int r = 0; r < mr; r++)
         for (int half = 0; half < 2; half++) {
@@ -352,11 +352,11 @@ TP_AVX512 static void epilogue(const float *tmp, int mr, const float *bias, int 
                 float t[16] __attribute__((aligned(64)));
                 _mm512_store_ps(t, v);
                 for (int i = 0; i < 16; i++)
-                    t[i] = forward_act_ref(t[i], CLIP_ACT_GELU);
+                    t[i] = clip__forward_act_ref(t[i], CLIP_ACT_GELU);
                 v = _mm512_load_ps(t);
             }
             size_t at = (size_t)r * ldy + col0 + 16 * half;
-            if (ydt == GEMM_F32) {
+            if (ydt == CLIP_GEMM_F32) {
                 float *yp = (float *)y + at;
                 if (accumulate)
                     v = _mm512_add_ps(v, _mm512_loadu_ps(yp));
@@ -370,7 +370,7 @@ TP_AVX512 static void epilogue(const float *tmp, int mr, const float *bias, int 
 /* y (rows, n) = act(x (rows, k) W^T + b) (+ y): this thread's share of the
  * panels. act < 0: none. */
 static void linear_run(const struct tp_linear *l, const void *x, int ldx, int rows, void *y,
-                       int ldy, enum gemm_dt ydt, int act, int accumulate, int tid, int nt)
+                       int ldy, enum clip_gemm_dt ydt, int act, int accumulate, int tid, int nt)
 {
     float tmp[TP_MR * TP_NR] __attribute__((aligned(64)));
     int n_panels = l->n / TP_NR;
@@ -378,13 +378,13 @@ static void linear_run(const struct tp_linear *l, const void *x, int ldx, int ro
     for (int p = p0; p < p1; p++)
         for (int r0 = 0; r0 < rows; r0 += TP_MR) {
             int mr = IMS_MIN(TP_MR, rows - r0);
-            if (l->dt == GEMM_F32)
+            if (l->dt == CLIP_GEMM_F32)
                 kerns_f32[mr]((const float *)l->w + (size_t)p * l->k * TP_NR, l->k,
                               (const float *)x + (size_t)r0 * ldx, ldx, tmp);
             else
                 kerns_bf16[mr]((const uint16_t *)l->w + (size_t)p * l->k * TP_NR, l->k,
                                (const uint16_t *)x + (size_t)r0 * ldx, ldx, tmp);
-            size_t es = ydt == GEMM_F32 ? 4 : 2;
+            size_t es = ydt == CLIP_GEMM_F32 ? 4 : 2;
             epilogue(tmp, mr, l->bias, act, accumulate, (char *)y + (size_t)r0 * ldy * es, ldy,
                      ydt, p * TP_NR);
         }
@@ -402,7 +402,7 @@ TP_AVX512 static float dot512(const float *a, const float *b, int n)
 
 /* Causal attention of sequence s, head hh: query rows from `first` (0, or
  * the end row only) to the end, written to h at out_row0 + (i - first). */
-TP_AVX512 static void attend(struct textpass *tp, int s, int hh, int last, float *prob)
+TP_AVX512 static void attend(struct clip_textpass *tp, int s, int hh, int last, float *prob)
 {
     int w = tp->w, hd = tp->hd, ld = 3 * w;
     int r0 = tp->seq_start[s], t = tp->seq_start[s + 1] - r0;
@@ -438,7 +438,7 @@ TP_AVX512 static void attend(struct textpass *tp, int s, int hh, int last, float
         int row = last ? s : r0 + i;
         size_t at = (size_t)row * w + (size_t)hh * hd;
         for (int c = 0; c < hd; c += 16) {
-            if (tp->dt == GEMM_F32)
+            if (tp->dt == CLIP_GEMM_F32)
                 _mm512_storeu_ps((float *)tp->h + at + c, _mm512_load_ps(acc + c));
             else
                 _mm256_storeu_si256((__m256i *)((uint16_t *)tp->h + at + c),
@@ -476,19 +476,19 @@ static void row_share(int rows, int tid, int nt, int *r0, int *r1)
 }
 
 static void layernorm_rows(const float *x, int rows, int w, const float *g, const float *b,
-                           float eps, void *y, enum gemm_dt dt, int tid, int nt)
+                           float eps, void *y, enum clip_gemm_dt dt, int tid, int nt)
 {
     int r0, r1;
     row_share(rows, tid, nt, &r0, &r1);
     if (r1 > r0)
-        forward_layernorm(x + (size_t)r0 * w, w, r1 - r0, w, g, b, eps,
-                          (char *)y + (size_t)r0 * w * (dt == GEMM_F32 ? 4 : 2), w, dt);
+        clip__forward_layernorm(x + (size_t)r0 * w, w, r1 - r0, w, g, b, eps,
+                          (char *)y + (size_t)r0 * w * (dt == CLIP_GEMM_F32 ? 4 : 2), w, dt);
 }
 
-static void pass(struct textpass *tp, int tid, int nt)
+static void pass(struct clip_textpass *tp, int tid, int nt)
 {
     int w = tp->w, rows = tp->rows, n_seq = tp->n_seq;
-    enum gemm_dt dt = tp->dt;
+    enum clip_gemm_dt dt = tp->dt;
     struct tp_barrier *bar = &tp->bar;
     float *prob = tp->probs + (size_t)tid * tp->ctx_len;
     const struct clip_text_weights *txt = tp->tw;
@@ -509,7 +509,7 @@ static void pass(struct textpass *tp, int tid, int nt)
         int last = l == tp->n_layers - 1;
         layernorm_rows(tp->x, rows, w, L->ln1_w, L->ln1_b, tp->eps, tp->h, dt, tid, nt);
         barrier_wait(bar);
-        linear_run(&L->qkv, tp->h, w, rows, tp->qkv, 3 * w, GEMM_F32, -1, 0, tid, nt);
+        linear_run(&L->qkv, tp->h, w, rows, tp->qkv, 3 * w, CLIP_GEMM_F32, -1, 0, tid, nt);
         barrier_wait(bar);
         if (last && tid == 0) /* one residual row per sequence from here on */
             for (int s = 0; s < n_seq; s++)
@@ -519,19 +519,19 @@ static void pass(struct textpass *tp, int tid, int nt)
             attend(tp, item / tp->heads, item % tp->heads, last, prob);
         barrier_wait(bar);
         int r = last ? n_seq : rows;
-        linear_run(&L->o, tp->h, w, r, tp->x, w, GEMM_F32, -1, 1, tid, nt);
+        linear_run(&L->o, tp->h, w, r, tp->x, w, CLIP_GEMM_F32, -1, 1, tid, nt);
         barrier_wait(bar);
         layernorm_rows(tp->x, r, w, L->ln2_w, L->ln2_b, tp->eps, tp->h, dt, tid, nt);
         barrier_wait(bar);
         linear_run(&L->fc1, tp->h, w, r, tp->m, tp->inter, dt, tp->act, 0, tid, nt);
         barrier_wait(bar);
-        linear_run(&L->fc2, tp->m, tp->inter, r, tp->x, w, GEMM_F32, -1, 1, tid, nt);
+        linear_run(&L->fc2, tp->m, tp->inter, r, tp->x, w, CLIP_GEMM_F32, -1, 1, tid, nt);
         barrier_wait(bar);
     }
     layernorm_rows(tp->x, n_seq, w, txt->final_ln_w, txt->final_ln_b, tp->eps, tp->pooled,
-                   GEMM_F32, tid, nt);
+                   CLIP_GEMM_F32, tid, nt);
     barrier_wait(bar);
-    linear_run(&tp->proj, tp->pooled, w, n_seq, tp->out, tp->d, GEMM_F32, -1, 0, tid, nt);
+    linear_run(&tp->proj, tp->pooled, w, n_seq, tp->out, tp->d, CLIP_GEMM_F32, -1, 0, tid, nt);
 }
 
 /* Busy machines (issue 11 item 4). The pass meets ~85 times at barriers; if
@@ -564,17 +564,17 @@ static int cpus_contended(int nt)
 }
 #endif
 
-void textpass_encode(struct textpass *tp, int n_seq, const int32_t *const *ids, const int *lens,
+void clip__textpass_encode(struct clip_textpass *tp, int n_seq, const int32_t *const *ids, const int *lens,
                      float *const *outs)
 {
-    IMS_ASSERT(n_seq >= 1 && n_seq <= TEXTPASS_MAX_ROWS);
+    IMS_ASSERT(n_seq >= 1 && n_seq <= CLIP_TEXTPASS_MAX_ROWS);
     tp->n_seq = n_seq;
     tp->ids = ids;
     tp->seq_start[0] = 0;
     for (int s = 0; s < n_seq; s++)
         tp->seq_start[s + 1] = tp->seq_start[s] + lens[s];
     tp->rows = tp->seq_start[n_seq];
-    IMS_ASSERT(tp->rows <= TEXTPASS_MAX_ROWS);
+    IMS_ASSERT(tp->rows <= CLIP_TEXTPASS_MAX_ROWS);
 #ifdef _OPENMP
     int nt = tp->n_threads;
     if (nt > 1 && !cpus_contended(nt)) {
@@ -603,7 +603,7 @@ void textpass_encode(struct textpass *tp, int n_seq, const int32_t *const *ids, 
 
 /* ---- life ---------------------------------------------------------------------------- */
 
-void textpass_free(struct textpass *tp)
+void clip__textpass_free(struct clip_textpass *tp)
 {
     if (!tp)
         return;
@@ -627,7 +627,7 @@ void textpass_free(struct textpass *tp)
     ims_free(tp);
 }
 
-static void *buf(struct textpass *tp, size_t bytes, int *failed)
+static void *buf(struct clip_textpass *tp, size_t bytes, int *failed)
 {
     void *p = ims_aligned_alloc(64, bytes ? bytes : 64);
     if (!p)
@@ -636,15 +636,15 @@ static void *buf(struct textpass *tp, size_t bytes, int *failed)
     return p;
 }
 
-enum ims_status textpass_new(const struct clip_config *c, const struct clip_text_weights *tw,
-                             enum gemm_dt dt, int n_threads, struct textpass **out,
+enum ims_status clip__textpass_new(const struct clip_config *c, const struct clip_text_weights *tw,
+                             enum clip_gemm_dt dt, int n_threads, struct clip_textpass **out,
                              struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!textpass_supported(c, dt), err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!clip__textpass_supported(c, dt), err, IMS_ERR_INVALID,
                         "text pass: not supported on this CPU or for this model");
     const struct clip_tower_config *t = &c->text;
     enum ims_status st = IMS_OK;
-    struct textpass *tp = ims_calloc(1, sizeof(*tp));
+    struct clip_textpass *tp = ims_calloc(1, sizeof(*tp));
     if (!tp)
         return ims_error_set(err, IMS_ERR_NOMEM, "out of memory (text pass)");
     tp->tw = tw;
@@ -671,7 +671,7 @@ enum ims_status textpass_new(const struct clip_config *c, const struct clip_text
         goto out;
     }
     int w = tp->w, inter = tp->inter;
-    size_t es_w = dt == GEMM_BF16 ? 2 : 4;
+    size_t es_w = dt == CLIP_GEMM_BF16 ? 2 : 4;
     size_t per_layer = ((size_t)4 * w * w + (size_t)2 * w * inter) * es_w + 4 * 64;
     if (arena_new(tp, per_layer * (size_t)tp->n_layers + (size_t)tp->d * w * 4 + 64) != 0) {
         st = ims_error_set(err, IMS_ERR_NOMEM, "out of memory (text weights)");
@@ -692,7 +692,7 @@ enum ims_status textpass_new(const struct clip_config *c, const struct clip_text
         L->ln1_b = lw->ln1_b;
         L->ln2_w = lw->ln2_w;
         L->ln2_b = lw->ln2_b;
-        forward_stack_qkv(lw, w, wqkv, bqkv);
+        clip__forward_stack_qkv(lw, w, wqkv, bqkv);
         if ((st = linear_pack(tp, wqkv, bqkv, 3 * w, w, dt, &L->qkv, err)) != IMS_OK ||
             (st = linear_pack(tp, lw->o_w, lw->o_b, w, w, dt, &L->o, err)) != IMS_OK ||
             (st = linear_pack(tp, lw->fc1_w, lw->fc1_b, inter, w, dt, &L->fc1, err)) != IMS_OK)
@@ -703,9 +703,9 @@ enum ims_status textpass_new(const struct clip_config *c, const struct clip_text
     ims_free(bqkv);
     if (st != IMS_OK)
         goto out;
-    if ((st = linear_pack(tp, tw->projection, NULL, tp->d, w, GEMM_F32, &tp->proj, err)) != IMS_OK)
+    if ((st = linear_pack(tp, tw->projection, NULL, tp->d, w, CLIP_GEMM_F32, &tp->proj, err)) != IMS_OK)
         goto out;
-    size_t R = TEXTPASS_MAX_ROWS, es = dt == GEMM_F32 ? 4 : 2;
+    size_t R = CLIP_TEXTPASS_MAX_ROWS, es = dt == CLIP_GEMM_F32 ? 4 : 2;
     int failed = 0;
     tp->x = buf(tp, R * w * sizeof(float), &failed);
     tp->qkv = buf(tp, R * 3 * w * sizeof(float), &failed);
@@ -721,27 +721,27 @@ enum ims_status textpass_new(const struct clip_config *c, const struct clip_text
     *out = tp;
     tp = NULL;
 out:
-    textpass_free(tp);
+    clip__textpass_free(tp);
     return st;
 }
 
-size_t textpass_bytes(const struct textpass *tp)
+size_t clip__textpass_bytes(const struct clip_textpass *tp)
 {
     return tp ? tp->bytes : 0;
 }
 
 #else /* not x86: never supported, so never created */
 
-enum ims_status textpass_new(const struct clip_config *c, const struct clip_text_weights *tw,
-                             enum gemm_dt dt, int n_threads, struct textpass **out,
+enum ims_status clip__textpass_new(const struct clip_config *c, const struct clip_text_weights *tw,
+                             enum clip_gemm_dt dt, int n_threads, struct clip_textpass **out,
                              struct ims_error *err)
 {
     (void)c, (void)tw, (void)dt, (void)n_threads, (void)out;
     return ims_error_set(err, IMS_ERR_INVALID, "text pass: not supported on this CPU");
 }
-void textpass_free(struct textpass *tp) { (void)tp; }
-size_t textpass_bytes(const struct textpass *tp) { (void)tp; return 0; }
-void textpass_encode(struct textpass *tp, int n_seq, const int32_t *const *ids, const int *lens,
+void clip__textpass_free(struct clip_textpass *tp) { (void)tp; }
+size_t clip__textpass_bytes(const struct clip_textpass *tp) { (void)tp; return 0; }
+void clip__textpass_encode(struct clip_textpass *tp, int n_seq, const int32_t *const *ids, const int *lens,
                      float *const *outs)
 {
     (void)tp, (void)n_seq, (void)ids, (void)lens, (void)outs;

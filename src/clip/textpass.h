@@ -24,28 +24,28 @@
 #include "gemm.h"
 
 /* Rows one pass can hold (a full 77-token context fits, with room to batch). */
-#define TEXTPASS_MAX_ROWS 320
+#define CLIP_TEXTPASS_MAX_ROWS 320
 
-struct textpass;
+struct clip_textpass;
 
 /* Non-zero when this CPU and the config allow the pass in precision dt. */
-int textpass_supported(const struct clip_config *c, enum gemm_dt dt);
+int clip__textpass_supported(const struct clip_config *c, enum clip_gemm_dt dt);
 
 /* Packs the text tower's weights (copies: the mapped file is not read
  * during a pass). n_threads >= 1 is the size of the pass's OpenMP team. */
-enum ims_status textpass_new(const struct clip_config *c, const struct clip_text_weights *tw,
-                             enum gemm_dt dt, int n_threads, struct textpass **out,
+enum ims_status clip__textpass_new(const struct clip_config *c, const struct clip_text_weights *tw,
+                             enum clip_gemm_dt dt, int n_threads, struct clip_textpass **out,
                              struct ims_error *err);
-void textpass_free(struct textpass *tp);
+void clip__textpass_free(struct clip_textpass *tp);
 /* Bytes of packed weights and activation buffers. */
-size_t textpass_bytes(const struct textpass *tp);
+size_t clip__textpass_bytes(const struct clip_textpass *tp);
 
 /* Encodes n_seq sequences in one pass: sequence i is ids[i][0 .. lens[i]),
  * already cut after the pooled (end) token, which is its last row; ids are
  * in the vocabulary and the lengths in 1 .. max_position_embeddings with a
- * total of at most TEXTPASS_MAX_ROWS (the caller checks). Writes the
+ * total of at most CLIP_TEXTPASS_MAX_ROWS (the caller checks). Writes the
  * projected, unnormalised embedding of sequence i to outs[i] (D floats). */
-void textpass_encode(struct textpass *tp, int n_seq, const int32_t *const *ids, const int *lens,
+void clip__textpass_encode(struct clip_textpass *tp, int n_seq, const int32_t *const *ids, const int *lens,
                      float *const *outs);
 
 #endif

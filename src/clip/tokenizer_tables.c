@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * tokenizer_tables.c: the named character references html.unescape() knows
- * for clip_tokenize (see tokenizer.c, "HTML unescaping").
+ * for clip_tokenize (see tokenize.c, "html.unescape").
  *
  * The set is HTML 4.01's 252 entities plus &apos;, and the upper-case
  * legacy aliases AMP COPY GT LT QUOT REG; not the 2231 names of HTML5. Every
@@ -12,15 +12,7 @@
  * The rows are sorted by strcmp() of the name for bsearch(). The choice
  * and its consequences are documented in docs/internals/tokenizer.md.
  */
-#include <stddef.h>
-#include <stdint.h>
-
-/* Kept in sync with the declaration in tokenizer.c. */
-struct clip_tok_entity {
-    const char *name; /* without ';' */
-    uint32_t cp;
-    uint8_t bare;     /* also valid without ';' */
-};
+#include "tokenizer.h"
 
 const struct clip_tok_entity clip__tok_entities[] = {
     {"AElig", 0x00C6, 1},

@@ -3,7 +3,8 @@
  * index_snapshot.c: the on-disk snapshot of a vindex, written atomically and
  * verified completely before anything in it is trusted.
  *
- * Format (version 1; all integers little-endian):
+ * Format (version 1; all integers little-endian). The one copy of this
+ * table: docs/internals/index.md points here.
  *
  *   OFFSET       SIZE          DESCRIPTION
  *   0            8             magic "IMSVIDX\x1a"

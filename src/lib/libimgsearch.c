@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * libimgsearch.c: the public C library (include/imgsearch.h) over the
- * modules' public headers: clip (model), replica (the data folder: the
- * catalogue checked against the model, the index snapshot brought up to
- * date or rebuilt, exactly as the command line and the server open it),
+ * modules' public headers: clip (model), replica (the data folder or a
+ * PostgreSQL catalogue URL: the catalogue checked against the model, the
+ * index snapshot brought up to date or rebuilt, exactly as the command line
+ * and the server open it),
  * ingest and search. It owns nothing of its own but the handle; every call
  * maps onto one module call. Unlike the CLI the library never writes the
  * index snapshot (see imgsearch.h).
@@ -80,10 +81,14 @@ enum imgsearch_status imgsearch_open(const char *catalogue, const struct imgsear
     }
     if (!catalogue || !*catalogue || !out)
         return pass(ims_error_set(err, IMS_ERR_INVALID, "no catalogue given"));
-    if (strstr(catalogue, "://"))
+    /* a PostgreSQL URL opens the shared catalogue the CLI's --catalogue
+     * opens (store_open_catalogue through the replica); any other scheme is
+     * refused rather than taken for a folder named "x://..." */
+    int url = store_catalogue_is_url(catalogue);
+    if (!url && strstr(catalogue, "://"))
         return pass(ims_error_set(err, IMS_ERR_UNSUPPORTED,
-                                  "catalogue URLs are not supported by this library yet: "
-                                  "give a data folder"));
+                                  "catalogue URLs are postgresql:// or postgres://; anything "
+                                  "else is a data folder path"));
     const char *mdir = p->model_dir ? p->model_dir : getenv("IMGSEARCH_MODEL");
     if (!mdir || !*mdir)
         return pass(ims_error_set(err, IMS_ERR_INVALID,
@@ -106,7 +111,11 @@ enum imgsearch_status imgsearch_open(const char *catalogue, const struct imgsear
     is->dim = clip_model_embed_dim(is->model);
     struct replica_options ro;
     replica_options_default(&ro);
-    ro.data_dir = catalogue;
+    /* a URL has no data folder: no snapshot, the index (Flat) is built from
+     * the catalogue at every open, as `imgsearch --catalogue URL` does
+     * without --data */
+    ro.data_dir = url ? NULL : catalogue;
+    ro.catalogue = url ? catalogue : NULL;
     ro.model_name = is->model_name;
     ro.dim = (uint32_t)is->dim;
     st = replica_open(&ro, &is->replica, err);

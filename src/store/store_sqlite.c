@@ -628,6 +628,11 @@ enum ims_status sq_open(const char *data_dir, const struct store_model_info *mod
     pthread_cond_init(&st->pcond, NULL);
     locked_init = 1;
 
+    /* read-only first: a lost or damaged catalogue beside other data says
+     * so (and names `imgsearch repair`) before "no catalogue" would */
+    s = check_magic(data_dir, st->db_path, err);
+    if (s != IMS_OK)
+        goto out;
     if (flags & STORE_OPEN_EXISTING) {
         struct stat sb;
         if (stat(st->db_path, &sb) != 0 || sb.st_size == 0) {
@@ -637,9 +642,6 @@ enum ims_status sq_open(const char *data_dir, const struct store_model_info *mod
         }
     }
     s = ims_mkdir_p(data_dir, err);
-    if (s != IMS_OK)
-        goto out;
-    s = check_magic(data_dir, st->db_path, err);
     if (s != IMS_OK)
         goto out;
 

@@ -13,6 +13,7 @@
  * IVF snapshots (corpus/faiss_import).
  */
 
+#include "fuzz_scratch.h"
 #include "imgsearch/index.h"
 
 #include <stdint.h>
@@ -21,41 +22,18 @@
 #include <string.h>
 #include <unistd.h>
 
-static char g_dir[64];
-static char g_path[96];
-
-static void cleanup(void)
-{
-    if (g_path[0])
-        unlink(g_path);
-    if (g_dir[0])
-        rmdir(g_dir);
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (!g_dir[0]) {
-        strcpy(g_dir, "/tmp/ims-fuzz-faiss-XXXXXX");
-        if (!mkdtemp(g_dir))
-            abort();
-        snprintf(g_path, sizeof g_path, "%s/index.faiss", g_dir);
-        atexit(cleanup);
-    }
     if (size > (1u << 20))
         return 0;
-    FILE *f = fopen(g_path, "wb");
-    if (!f)
-        abort();
-    if (size && fwrite(data, 1, size, f) != size)
-        abort();
-    fclose(f);
+    const char *path = fuzz_scratch_write("faiss", "index.faiss", data, size);
 
     float *x = NULL;
     int64_t *ids = NULL;
     size_t n = 0;
     int d = 0;
     struct ims_error err = {{0}};
-    if (vindex_read_faiss_vectors(g_path, &x, &ids, &n, &d, &err) == IMS_OK) {
+    if (vindex_read_faiss_vectors(path, &x, &ids, &n, &d, &err) == IMS_OK) {
         if (d < 1 || d > VINDEX_MAX_DIM)
             abort();
         volatile float sum = 0;

@@ -13,6 +13,7 @@
  * searched once and freed.
  */
 
+#include "fuzz_scratch.h"
 #include "imgsearch/index.h"
 
 #include <stdint.h>
@@ -22,26 +23,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
-static char g_dir[64];
-static char g_path[96];
-
-static void cleanup(void)
-{
-    if (g_path[0])
-        unlink(g_path);
-    if (g_dir[0])
-        rmdir(g_dir);
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (!g_dir[0]) {
-        strcpy(g_dir, "/tmp/ims-fuzz-index-XXXXXX");
-        if (!mkdtemp(g_dir))
-            abort();
-        snprintf(g_path, sizeof g_path, "%s/snap", g_dir);
-        atexit(cleanup);
-    }
     if (size > (1u << 20))
         return 0;
     uint8_t *buf = malloc(size ? size : 1);
@@ -63,18 +46,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             memcpy(buf + size - 4, &crc, 4);
         }
     }
-    FILE *f = fopen(g_path, "wb");
-    if (!f)
-        abort();
-    if (size && fwrite(buf, 1, size, f) != size)
-        abort();
-    fclose(f);
+    const char *path = fuzz_scratch_write("index", "snap", buf, size);
     free(buf);
 
     struct vindex *vx = NULL;
     struct ims_error err = {{0}};
     int64_t last = 0;
-    if (vindex_load(g_path, dim, spec, &vx, &last, &err) == IMS_OK) {
+    if (vindex_load(path, dim, spec, &vx, &last, &err) == IMS_OK) {
         float *q = calloc((size_t)dim, sizeof(float));
         float s[4];
         int64_t ids[4];

@@ -75,15 +75,15 @@ static float *rnd_buf(size_t n, uint64_t seed)
 /* ---- gemm: linear ops ------------------------------------------------------------ */
 
 struct gemm_fixture {
-    struct gemm_backend *be;
+    struct clip_gemm_backend *be;
 };
 
 static int gemm_setup(void **state)
 {
     static struct gemm_fixture f;
     struct ims_error err = {0};
-    if (gemm_backend_new(2, &f.be, &err) != IMS_OK) {
-        fprintf(stderr, "gemm_backend_new: %s\n", err.message);
+    if (clip__gemm_backend_new(2, &f.be, &err) != IMS_OK) {
+        fprintf(stderr, "clip__gemm_backend_new: %s\n", err.message);
         return -1;
     }
     *state = &f;
@@ -93,14 +93,14 @@ static int gemm_setup(void **state)
 static int gemm_teardown(void **state)
 {
     struct gemm_fixture *f = *state;
-    gemm_backend_free(f->be);
+    clip__gemm_backend_free(f->be);
     return 0;
 }
 
 /* dst = act(src W^T + b) (+ dst0) over an (m, k) x (n, k) problem with row
  * strides, against a double reference. */
-static void check_linear(struct gemm_backend *be, int m, int n, int k, int ld_src, int ld_dst,
-                         enum gemm_dt dt, enum gemm_act act, int clip_act, int accumulate,
+static void check_linear(struct clip_gemm_backend *be, int m, int n, int k, int ld_src, int ld_dst,
+                         enum clip_gemm_dt dt, enum clip_gemm_act act, int clip_act, int accumulate,
                          double tol)
 {
     struct ims_error err = {0};
@@ -113,17 +113,17 @@ static void check_linear(struct gemm_backend *be, int m, int n, int k, int ld_sr
     assert_non_null(d);
     assert_non_null(xb);
     memcpy(d, d0, (size_t)m * ld_dst * sizeof(float));
-    if (dt == GEMM_BF16) /* the reference sees the rounded inputs */
+    if (dt == CLIP_GEMM_BF16) /* the reference sees the rounded inputs */
         for (size_t i = 0; i < (size_t)m * ld_src; i++) {
-            xb[i] = gemm_f32_to_bf16(x[i]);
+            xb[i] = clip__gemm_f32_to_bf16(x[i]);
             x[i] = ims_bf16_to_f32(xb[i]);
         }
-    struct gemm_weights *gw = NULL;
-    struct gemm_op *op = NULL;
-    assert_int_equal(gemm_weights_pack(be, w, b, n, k, dt, &gw, &err), IMS_OK);
-    struct gemm_linear_desc desc = {m, ld_src, ld_dst, dt, GEMM_F32, act, accumulate};
-    assert_int_equal(gemm_op_linear(be, gw, &desc, &op, &err), IMS_OK);
-    gemm_linear_run(op, gw, dt == GEMM_BF16 ? (const void *)xb : (const void *)x, d);
+    struct clip_gemm_weights *gw = NULL;
+    struct clip_gemm_op *op = NULL;
+    assert_int_equal(clip__gemm_weights_pack(be, w, b, n, k, dt, &gw, &err), IMS_OK);
+    struct clip_gemm_linear_desc desc = {m, ld_src, ld_dst, dt, CLIP_GEMM_F32, act, accumulate};
+    assert_int_equal(clip__gemm_op_linear(be, gw, &desc, &op, &err), IMS_OK);
+    clip__gemm_linear_run(op, gw, dt == CLIP_GEMM_BF16 ? (const void *)xb : (const void *)x, d);
     double worst = 0;
     for (int i = 0; i < m; i++)
         for (int j = 0; j < ld_dst; j++) {
@@ -134,11 +134,11 @@ static void check_linear(struct gemm_backend *be, int m, int n, int k, int ld_sr
                 double acc = b[j];
                 for (int q = 0; q < k; q++) {
                     double wq = w[(size_t)j * k + q];
-                    if (dt == GEMM_BF16)
-                        wq = ims_bf16_to_f32(gemm_f32_to_bf16((float)wq));
+                    if (dt == CLIP_GEMM_BF16)
+                        wq = ims_bf16_to_f32(clip__gemm_f32_to_bf16((float)wq));
                     acc += (double)x[(size_t)i * ld_src + q] * wq;
                 }
-                want = forward_act_ref((float)acc, clip_act);
+                want = clip__forward_act_ref((float)acc, clip_act);
                 if (accumulate)
                     want += d0[(size_t)i * ld_dst + j];
             }
@@ -148,8 +148,8 @@ static void check_linear(struct gemm_backend *be, int m, int n, int k, int ld_sr
     if (worst > tol)
         fail_msg("linear m=%d n=%d k=%d dt=%d act=%d acc=%d: max error %g > %g", m, n, k, (int)dt,
                  (int)act, accumulate, worst, tol);
-    gemm_op_free(op);
-    gemm_weights_free(gw);
+    clip__gemm_op_free(op);
+    clip__gemm_weights_free(gw);
     ims_free(w);
     ims_free(b);
     ims_free(x);
@@ -161,32 +161,33 @@ static void check_linear(struct gemm_backend *be, int m, int n, int k, int ld_sr
 static void test_gemm_linear_f32(void **state)
 {
     struct gemm_fixture *f = *state;
-    check_linear(f->be, 1, 64, 96, 96, 64, GEMM_F32, GEMM_ACT_NONE, -1, 0, 1e-4);
-    check_linear(f->be, 50, 72, 40, 40, 72, GEMM_F32, GEMM_ACT_NONE, -1, 0, 1e-4);
-    check_linear(f->be, 7, 33, 20, 25, 40, GEMM_F32, GEMM_ACT_NONE, -1, 1, 1e-4);
-    check_linear(f->be, 13, 48, 64, 64, 48, GEMM_F32, GEMM_ACT_QUICK_GELU, CLIP_ACT_QUICK_GELU, 0,
+    check_linear(f->be, 1, 64, 96, 96, 64, CLIP_GEMM_F32, CLIP_GEMM_ACT_NONE, -1, 0, 1e-4);
+    check_linear(f->be, 50, 72, 40, 40, 72, CLIP_GEMM_F32, CLIP_GEMM_ACT_NONE, -1, 0, 1e-4);
+    check_linear(f->be, 7, 33, 20, 25, 40, CLIP_GEMM_F32, CLIP_GEMM_ACT_NONE, -1, 1, 1e-4);
+    check_linear(f->be, 13, 48, 64, 64, 48, CLIP_GEMM_F32, CLIP_GEMM_ACT_QUICK_GELU,
+                 CLIP_ACT_QUICK_GELU, 0, 1e-4);
+    check_linear(f->be, 13, 48, 64, 64, 48, CLIP_GEMM_F32, CLIP_GEMM_ACT_GELU, CLIP_ACT_GELU, 0,
                  1e-4);
-    check_linear(f->be, 13, 48, 64, 64, 48, GEMM_F32, GEMM_ACT_GELU, CLIP_ACT_GELU, 0, 1e-4);
-    check_linear(f->be, 13, 48, 64, 64, 48, GEMM_F32, GEMM_ACT_GELU_TANH, CLIP_ACT_GELU_TANH, 0,
-                 1e-4);
-    check_linear(f->be, 160, 256, 128, 128, 256, GEMM_F32, GEMM_ACT_NONE, -1, 1, 1e-4);
+    check_linear(f->be, 13, 48, 64, 64, 48, CLIP_GEMM_F32, CLIP_GEMM_ACT_GELU_TANH,
+                 CLIP_ACT_GELU_TANH, 0, 1e-4);
+    check_linear(f->be, 160, 256, 128, 128, 256, CLIP_GEMM_F32, CLIP_GEMM_ACT_NONE, -1, 1, 1e-4);
 }
 
 static void test_gemm_linear_bf16(void **state)
 {
     struct gemm_fixture *f = *state;
-    if (!gemm_backend_has_bf16(f->be)) {
+    if (!clip__gemm_backend_has_bf16(f->be)) {
         /* No native bf16 here: the engine falls back to f32, which the
          * tests above cover; the probe itself must agree with oneDNN. */
-        assert_false(gemm_backend_has_bf16(f->be));
+        assert_false(clip__gemm_backend_has_bf16(f->be));
         return;
     }
     /* Inputs and weights are rounded to bf16 in the reference as well, so
      * only the f32 accumulation order differs. */
-    check_linear(f->be, 50, 96, 64, 64, 96, GEMM_BF16, GEMM_ACT_NONE, -1, 0, 1e-3);
-    check_linear(f->be, 9, 64, 128, 128, 64, GEMM_BF16, GEMM_ACT_QUICK_GELU, CLIP_ACT_QUICK_GELU,
-                 0, 1e-3);
-    check_linear(f->be, 9, 64, 128, 128, 64, GEMM_BF16, GEMM_ACT_NONE, -1, 1, 1e-3);
+    check_linear(f->be, 50, 96, 64, 64, 96, CLIP_GEMM_BF16, CLIP_GEMM_ACT_NONE, -1, 0, 1e-3);
+    check_linear(f->be, 9, 64, 128, 128, 64, CLIP_GEMM_BF16, CLIP_GEMM_ACT_QUICK_GELU,
+                 CLIP_ACT_QUICK_GELU, 0, 1e-3);
+    check_linear(f->be, 9, 64, 128, 128, 64, CLIP_GEMM_BF16, CLIP_GEMM_ACT_NONE, -1, 1, 1e-3);
 }
 
 /* Attention-shaped batched products reading Q/K/V through strides, as
@@ -202,15 +203,15 @@ static void test_gemm_bmm_attention_layout(void **state)
     assert_non_null(s);
     assert_non_null(a);
     int64_t ld = 3 * w;
-    struct gemm_bmm_desc d = {
+    struct clip_gemm_bmm_desc d = {
         .b = nb, .h = heads, .m = t, .k = hd, .n = t,
         .src_strides = {t * ld, hd, ld, 1},
         .wei_strides = {t * ld, hd, 1, ld},
         .dst_strides = {heads * t * t, t * t, t, 1},
     };
-    struct gemm_op *op = NULL, *pv = NULL;
-    assert_int_equal(gemm_op_bmm(f->be, &d, &op, &err), IMS_OK);
-    gemm_bmm_run(op, qkv, qkv + w, s);
+    struct clip_gemm_op *op = NULL, *pv = NULL;
+    assert_int_equal(clip__gemm_op_bmm(f->be, &d, &op, &err), IMS_OK);
+    clip__gemm_bmm_run(op, qkv, qkv + w, s);
     for (int b = 0; b < nb; b++)
         for (int h = 0; h < heads; h++)
             for (int i = 0; i < t; i++)
@@ -222,14 +223,14 @@ static void test_gemm_bmm_attention_layout(void **state)
                     assert_float_equal(s[((size_t)(b * heads + h) * t + i) * t + j], acc, 1e-5);
                 }
     /* a[b, i, h*hd + q] = sum_j s[b,h,i,j] v[b, j, h*hd + q] */
-    d = (struct gemm_bmm_desc){
+    d = (struct clip_gemm_bmm_desc){
         .b = nb, .h = heads, .m = t, .k = t, .n = hd,
         .src_strides = {heads * t * t, t * t, t, 1},
         .wei_strides = {t * ld, hd, ld, 1},
         .dst_strides = {t * w, hd, w, 1},
     };
-    assert_int_equal(gemm_op_bmm(f->be, &d, &pv, &err), IMS_OK);
-    gemm_bmm_run(pv, s, qkv + 2 * w, a);
+    assert_int_equal(clip__gemm_op_bmm(f->be, &d, &pv, &err), IMS_OK);
+    clip__gemm_bmm_run(pv, s, qkv + 2 * w, a);
     for (int b = 0; b < nb; b++)
         for (int h = 0; h < heads; h++)
             for (int i = 0; i < t; i++)
@@ -240,8 +241,8 @@ static void test_gemm_bmm_attention_layout(void **state)
                                qkv[(size_t)(b * t + j) * ld + 2 * w + h * hd + q];
                     assert_float_equal(a[(size_t)(b * t + i) * w + h * hd + q], acc, 1e-5);
                 }
-    gemm_op_free(op);
-    gemm_op_free(pv);
+    clip__gemm_op_free(op);
+    clip__gemm_op_free(pv);
     ims_free(qkv);
     ims_free(s);
     ims_free(a);
@@ -251,11 +252,11 @@ static void test_bf16_rounding(void **state)
 {
     (void)state;
     /* 1 + 2^-8 is exactly halfway between two bf16 values: ties to even. */
-    assert_int_equal(gemm_f32_to_bf16(1.0f + 1.0f / 256), 0x3f80);
-    assert_int_equal(gemm_f32_to_bf16(1.0f + 3.0f / 256), 0x3f82);
-    assert_int_equal(gemm_f32_to_bf16(-2.0f), 0xc000);
-    assert_float_equal(ims_bf16_to_f32(gemm_f32_to_bf16(3.140625f)), 3.140625f, 0);
-    assert_true(isnan(ims_bf16_to_f32(gemm_f32_to_bf16(NAN))));
+    assert_int_equal(clip__gemm_f32_to_bf16(1.0f + 1.0f / 256), 0x3f80);
+    assert_int_equal(clip__gemm_f32_to_bf16(1.0f + 3.0f / 256), 0x3f82);
+    assert_int_equal(clip__gemm_f32_to_bf16(-2.0f), 0xc000);
+    assert_float_equal(ims_bf16_to_f32(clip__gemm_f32_to_bf16(3.140625f)), 3.140625f, 0);
+    assert_true(isnan(ims_bf16_to_f32(clip__gemm_f32_to_bf16(NAN))));
 }
 
 /* ---- kernels ------------------------------------------------------------------------ */
@@ -270,8 +271,8 @@ static void test_layernorm(void **state)
     uint16_t yb[4 * 40];
     for (int i = 0; i < rows * ld; i++)
         x[i] = x[i] * 3.0f + 10.0f; /* large mean: catches one-pass variance */
-    forward_layernorm(x, ld, rows, w, g, b, 1e-5f, y, ld, GEMM_F32);
-    forward_layernorm(x, ld, rows, w, g, b, 1e-5f, yb, ld, GEMM_BF16);
+    clip__forward_layernorm(x, ld, rows, w, g, b, 1e-5f, y, ld, CLIP_GEMM_F32);
+    clip__forward_layernorm(x, ld, rows, w, g, b, 1e-5f, yb, ld, CLIP_GEMM_BF16);
     for (int r = 0; r < rows; r++) {
         double mean = 0, var = 0;
         for (int i = 0; i < w; i++)
@@ -287,7 +288,7 @@ static void test_layernorm(void **state)
         }
     }
     /* in place */
-    forward_layernorm(x, ld, rows, w, g, b, 1e-5f, x, ld, GEMM_F32);
+    clip__forward_layernorm(x, ld, rows, w, g, b, 1e-5f, x, ld, CLIP_GEMM_F32);
     for (int r = 0; r < rows; r++)
         for (int i = 0; i < w; i++)
             assert_float_equal(x[r * ld + i], y[r * ld + i], 0);
@@ -308,7 +309,7 @@ static void test_softmax(void **state)
         for (int i = 0; i < n_mat * t * t; i++)
             s[i] *= 20.0f; /* large logits: needs the max subtraction */
         memcpy(s0, s, (size_t)n_mat * t * t * sizeof(float));
-        forward_softmax(s, n_mat, t, 0.5f, causal, p, GEMM_F32);
+        clip__forward_softmax(s, n_mat, t, 0.5f, causal, p, CLIP_GEMM_F32);
         for (int m = 0; m < n_mat; m++)
             for (int i = 0; i < t; i++) {
                 int valid = causal ? i + 1 : t;
@@ -334,8 +335,8 @@ static void test_im2col(void **state)
     uint16_t *outb = ims_malloc((size_t)n * g * g * c * p * p * sizeof(uint16_t));
     assert_non_null(out);
     assert_non_null(outb);
-    forward_im2col(pix, n, c, s, p, out, GEMM_F32);
-    forward_im2col(pix, n, c, s, p, outb, GEMM_BF16);
+    clip__forward_im2col(pix, n, c, s, p, out, CLIP_GEMM_F32);
+    clip__forward_im2col(pix, n, c, s, p, outb, CLIP_GEMM_BF16);
     for (int i = 0; i < n; i++)
         for (int gy = 0; gy < g; gy++)
             for (int gx = 0; gx < g; gx++)
@@ -348,7 +349,7 @@ static void test_im2col(void **state)
                                              gx * p + dx];
                             assert_float_equal(got, want, 0);
                             uint16_t gotb = outb[row * c * p * p + (ch * p + dy) * p + dx];
-                            assert_int_equal(gotb, gemm_f32_to_bf16(want));
+                            assert_int_equal(gotb, clip__gemm_f32_to_bf16(want));
                         }
     ims_free(pix);
     ims_free(out);
@@ -548,11 +549,11 @@ static void test_tiny_bf16(void **state)
         golden_check_against(txt + (size_t)i * d, t->gold_txt + (size_t)i * d, d, "bf16 text", i, 0.999,
                       5e-2);
     golden_report_worst("tiny bf16 vs f32 goldens");
-    struct gemm_backend *be = NULL;
-    assert_int_equal(gemm_backend_new(1, &be, &err), IMS_OK);
+    struct clip_gemm_backend *be = NULL;
+    assert_int_equal(clip__gemm_backend_new(1, &be, &err), IMS_OK);
     assert_int_equal(clip_model_precision(m),
-                     gemm_backend_has_bf16(be) ? CLIP_PRECISION_BF16 : CLIP_PRECISION_F32);
-    gemm_backend_free(be);
+                     clip__gemm_backend_has_bf16(be) ? CLIP_PRECISION_BF16 : CLIP_PRECISION_F32);
+    clip__gemm_backend_free(be);
     ims_free(img);
     ims_free(txt);
     clip_ctx_free(ctx);
@@ -658,7 +659,7 @@ static void test_tiny_text_shared_passes_exact(void **state)
         assert_string_equal(kernel, "onednn");
     else
         assert_int_equal(strcmp(kernel, "onednn") != 0,
-                         textpass_supported(&t->model->config, GEMM_F32));
+                         clip__textpass_supported(&t->model->config, CLIP_GEMM_F32));
     static float solo[N_TEXTS * 64];
     assert_int_equal(clip_ctx_new(t->model, 1, &ctx, &err), IMS_OK);
     for (int i = 0; i < N_TEXTS; i++)
@@ -714,7 +715,7 @@ static void encode_texts_with(struct tiny *t, const char *kernel, float *out)
         assert_string_equal(clip__text_kernel(m), kernel);
     else
         assert_int_equal(strcmp(clip__text_kernel(m), "onednn") != 0,
-                         textpass_supported(&m->config, GEMM_F32));
+                         clip__textpass_supported(&m->config, CLIP_GEMM_F32));
     clip_model_free(m);
 }
 
@@ -819,10 +820,10 @@ static void test_no_bf16_fallback_child(void **state)
 {
     struct tiny *t = *state;
     struct ims_error err = {0};
-    struct gemm_backend *be = NULL;
-    assert_int_equal(gemm_backend_new(1, &be, &err), IMS_OK);
-    assert_false(gemm_backend_has_bf16(be));
-    gemm_backend_free(be);
+    struct clip_gemm_backend *be = NULL;
+    assert_int_equal(clip__gemm_backend_new(1, &be, &err), IMS_OK);
+    assert_false(clip__gemm_backend_has_bf16(be));
+    clip__gemm_backend_free(be);
     struct clip_model *m = golden_load_model(t->dir, CLIP_PRECISION_BF16, 1);
     assert_int_equal(clip_model_precision(m), CLIP_PRECISION_F32);
     int d = clip_model_embed_dim(m);

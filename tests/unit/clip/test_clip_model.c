@@ -146,7 +146,7 @@ static float bf16_ref(const unsigned char *p)
 }
 
 /* Element count of a tensor from its shape (validated by the loader). */
-static size_t count_of(const struct clip_st_tensor *t)
+static size_t count_of(const struct clip_safetensors_tensor *t)
 {
     size_t c = 1;
     for (int i = 0; i < t->n_dims; i++)
@@ -188,7 +188,8 @@ static int check_f16_weights(struct clip_model *m)
     assert_int_equal(n, 16 * (m->config.text.num_hidden_layers +
                               m->config.vision.num_hidden_layers) + 13 + 1);
     for (int i = 0; i < n; i++) {
-        const struct clip_st_tensor *t = clip__st_find(&m->st, specs[i].name);
+        const struct clip_safetensors_tensor *t =
+            clip__safetensors_find(&m->weights_file, specs[i].name);
         assert_non_null(t);
         assert_int_equal(t->dtype, CLIP_DTYPE_F16);
         const unsigned char *raw = t->data;
@@ -244,8 +245,8 @@ static void test_tiny_loads(void **state)
         /* other weights of the same shape: one byte of the first tensor changed */
         char st_path[400];
         snprintf(st_path, sizeof(st_path), "%s/model.safetensors", copy);
-        const struct clip_st_tensor *t0 = &m->st.tensors[0];
-        long off = (long)((const char *)t0->data - (const char *)m->st.map);
+        const struct clip_safetensors_tensor *t0 = &m->weights_file.tensors[0];
+        long off = (long)((const char *)t0->data - (const char *)m->weights_file.map);
         FILE *f = fopen(st_path, "r+b");
         assert_non_null(f);
         assert_int_equal(fseek(f, off, SEEK_SET), 0);
@@ -266,7 +267,8 @@ static void test_tiny_loads(void **state)
 
     check_f16_weights(m);
     /* The I64 position_ids buffer is in the file but not bound. */
-    const struct clip_st_tensor *pid = clip__st_find(&m->st, "text_model.embeddings.position_ids");
+    const struct clip_safetensors_tensor *pid =
+        clip__safetensors_find(&m->weights_file, "text_model.embeddings.position_ids");
     assert_non_null(pid);
     assert_int_equal(pid->dtype, CLIP_DTYPE_OTHER);
     assert_string_equal(pid->dtype_name, "I64");
@@ -434,7 +436,7 @@ static void check_prng_weights(struct clip_model *m, uint64_t seed, int bf16, in
     struct clip_tensor_spec *specs;
     int n;
     assert_int_equal(clip__tensor_specs(&m->config, m, &specs, &n, NULL), IMS_OK);
-    const char *map = m->st.map;
+    const char *map = m->weights_file.map;
     for (int i = 0; i < n; i++) {
         const struct clip_tensor_spec *s = &specs[i];
         size_t c = 1;
@@ -452,7 +454,7 @@ static void check_prng_weights(struct clip_model *m, uint64_t seed, int bf16, in
             continue;
         }
         const float *w = *s->dst;
-        int in_map = (const char *)w >= map && (const char *)w < map + m->st.map_bytes;
+        int in_map = (const char *)w >= map && (const char *)w < map + m->weights_file.map_bytes;
         assert_int_equal(in_map, expect_in_map);
         for (size_t k = 0; k < c; k++) {
             float want = clip__prng_value(s->name, seed, k, m->config.vision.patch_size, last);
@@ -633,7 +635,7 @@ static void test_prng_model_roundtrip(void **state)
     /* header padded so that the data section starts on 8 bytes */
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--)
-        hlen = (hlen << 8) | ((const unsigned char *)m->st.map)[i];
+        hlen = (hlen << 8) | ((const unsigned char *)m->weights_file.map)[i];
     assert_int_equal((8 + hlen) % 8, 0);
     clip_model_free(m);
 

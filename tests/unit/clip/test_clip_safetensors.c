@@ -3,7 +3,7 @@
  * test_clip_safetensors.c: the safetensors header parser on hand-made files:
  * a table of malformed headers (each must be a clean error naming the
  * problem), the valid corner cases (metadata, non-float buffers, empty
- * tensors, padding), lookups, and clip__st_open on real files.
+ * tensors, padding), lookups, and clip__safetensors_open on real files.
  *
  * Every image is built in an exactly sized heap block, so under ASan any
  * read past the end of the file is reported.
@@ -115,10 +115,10 @@ static void test_malformed(void **state)
         const struct bad_case *c = &cases[i];
         size_t n;
         unsigned char *img = make_image(c->header, c->data_bytes, c->hlen_override, &n);
-        struct clip_st_file f;
+        struct clip_safetensors_file f;
         memset(&f, 0xab, sizeof(f)); /* must stay untouched on failure */
         struct ims_error err = {0};
-        enum ims_status st = clip__st_parse(img, n, &f, &err);
+        enum ims_status st = clip__safetensors_parse(img, n, &f, &err);
         if (st != c->st || !strstr(err.message, c->needle))
             fail_msg("case %zu: want %s \"%s\", got %s \"%s\"", i, ims_status_name(c->st),
                      c->needle, ims_status_name(st), err.message);
@@ -131,9 +131,9 @@ static void test_malformed(void **state)
     for (size_t n = 0; n < 8; n++) {
         unsigned char *b = malloc(n ? n : 1);
         memcpy(b, tiny, n);
-        struct clip_st_file f;
+        struct clip_safetensors_file f;
         struct ims_error err = {0};
-        assert_int_equal(clip__st_parse(b, n, &f, &err), IMS_ERR_CORRUPT);
+        assert_int_equal(clip__safetensors_parse(b, n, &f, &err), IMS_ERR_CORRUPT);
         assert_non_null(strstr(err.message, "too short"));
         free(b);
     }
@@ -153,9 +153,9 @@ static void test_valid(void **state)
                     "\"h\":{\"dtype\":\"F16\",\"shape\":[2,1],\"data_offsets\":[24,28]}}   ";
     size_t n;
     unsigned char *img = make_image(h, 32, 0, &n);
-    struct clip_st_file f;
+    struct clip_safetensors_file f;
     struct ims_error err = {0};
-    enum ims_status st = clip__st_parse(img, n, &f, &err);
+    enum ims_status st = clip__safetensors_parse(img, n, &f, &err);
     if (st != IMS_OK)
         fail_msg("%s", err.message);
     assert_int_equal(f.n_tensors, 5);
@@ -163,35 +163,35 @@ static void test_valid(void **state)
     const char *names[] = {"a", "e", "h", "ids", "z"}; /* sorted by name */
     for (int i = 0; i < 5; i++)
         assert_string_equal(f.tensors[i].name, names[i]);
-    const struct clip_st_tensor *t = clip__st_find(&f, "ids");
+    const struct clip_safetensors_tensor *t = clip__safetensors_find(&f, "ids");
     assert_non_null(t);
     assert_int_equal(t->dtype, CLIP_DTYPE_OTHER);
     assert_string_equal(t->dtype_name, "I64");
     assert_int_equal(t->n_dims, 2);
     assert_int_equal(t->shape[1], 2);
     assert_ptr_equal(t->data, data + 8);
-    t = clip__st_find(&f, "z");
+    t = clip__safetensors_find(&f, "z");
     assert_int_equal(t->dtype, CLIP_DTYPE_BF16);
     assert_int_equal(t->n_dims, 0);
     assert_int_equal(t->begin, 30);
     assert_int_equal(t->end, 32);
-    t = clip__st_find(&f, "h");
+    t = clip__safetensors_find(&f, "h");
     assert_int_equal(t->dtype, CLIP_DTYPE_F16);
     assert_ptr_equal(t->data, data + 24);
-    assert_int_equal(clip__st_find(&f, "a")->dtype, CLIP_DTYPE_F32);
-    assert_null(clip__st_find(&f, "b"));
-    assert_null(clip__st_find(&f, "zz"));
-    assert_null(clip__st_find(&f, ""));
-    assert_null(clip__st_find(&f, "__metadata__"));
-    clip__st_close(&f); /* no map: frees the index only */
+    assert_int_equal(clip__safetensors_find(&f, "a")->dtype, CLIP_DTYPE_F32);
+    assert_null(clip__safetensors_find(&f, "b"));
+    assert_null(clip__safetensors_find(&f, "zz"));
+    assert_null(clip__safetensors_find(&f, ""));
+    assert_null(clip__safetensors_find(&f, "__metadata__"));
+    clip__safetensors_close(&f); /* no map: frees the index only */
     free(img);
 
     /* Empty header object: no tensors, valid. */
     img = make_image("{}", 0, 0, &n);
-    assert_int_equal(clip__st_parse(img, n, &f, NULL), IMS_OK);
+    assert_int_equal(clip__safetensors_parse(img, n, &f, NULL), IMS_OK);
     assert_int_equal(f.n_tensors, 0);
-    assert_null(clip__st_find(&f, "a"));
-    clip__st_close(&f);
+    assert_null(clip__safetensors_find(&f, "a"));
+    clip__safetensors_close(&f);
     free(img);
 }
 
@@ -201,19 +201,19 @@ static void test_open(void **state)
     char dir[] = "/tmp/ims_test_st_XXXXXX";
     assert_non_null(mkdtemp(dir));
     char p[256];
-    struct clip_st_file f;
+    struct clip_safetensors_file f;
     struct ims_error err = {0};
 
     snprintf(p, sizeof(p), "%s/missing.safetensors", dir);
-    assert_int_equal(clip__st_open(p, &f, &err), IMS_ERR_NOT_FOUND);
+    assert_int_equal(clip__safetensors_open(p, &f, &err), IMS_ERR_NOT_FOUND);
     assert_non_null(strstr(err.message, "missing.safetensors"));
-    assert_int_equal(clip__st_open(dir, &f, &err), IMS_ERR_INVALID);
+    assert_int_equal(clip__safetensors_open(dir, &f, &err), IMS_ERR_INVALID);
 
     snprintf(p, sizeof(p), "%s/empty.safetensors", dir);
     FILE *fp = fopen(p, "wb");
     assert_non_null(fp);
     fclose(fp);
-    assert_int_equal(clip__st_open(p, &f, &err), IMS_ERR_CORRUPT);
+    assert_int_equal(clip__safetensors_open(p, &f, &err), IMS_ERR_CORRUPT);
     assert_non_null(strstr(err.message, "too short"));
     unlink(p);
 
@@ -224,15 +224,15 @@ static void test_open(void **state)
     fp = fopen(p, "wb");
     assert_int_equal(fwrite(img, 1, n, fp), n);
     fclose(fp);
-    assert_int_equal(clip__st_open(p, &f, &err), IMS_OK);
+    assert_int_equal(clip__safetensors_open(p, &f, &err), IMS_OK);
     assert_non_null(f.map);
     assert_int_equal(f.map_bytes, n);
-    const struct clip_st_tensor *t = clip__st_find(&f, "w");
+    const struct clip_safetensors_tensor *t = clip__safetensors_find(&f, "w");
     assert_non_null(t);
     assert_memory_equal(t->data, img + n - 8, 8);
-    clip__st_close(&f);
+    clip__safetensors_close(&f);
     assert_null(f.map);
-    clip__st_close(NULL);
+    clip__safetensors_close(NULL);
     unlink(p);
 
     /* An error from the parser is prefixed with the path. */
@@ -241,7 +241,7 @@ static void test_open(void **state)
     fp = fopen(p, "wb");
     assert_int_equal(fwrite(img, 1, n, fp), n);
     fclose(fp);
-    assert_int_equal(clip__st_open(p, &f, &err), IMS_ERR_CORRUPT);
+    assert_int_equal(clip__safetensors_open(p, &f, &err), IMS_ERR_CORRUPT);
     assert_non_null(strstr(err.message, "bad.safetensors"));
     assert_non_null(strstr(err.message, "not valid JSON"));
     unlink(p);
@@ -260,15 +260,15 @@ static void test_alloc_failures(void **state)
     int ok = 0;
     long k;
     for (k = 0; k < 100 && !ok; k++) {
-        struct clip_st_file f;
+        struct clip_safetensors_file f;
         struct ims_error err = {0};
         ims_alloc_set_fail_after(k);
-        enum ims_status st = clip__st_parse(img, n, &f, &err);
+        enum ims_status st = clip__safetensors_parse(img, n, &f, &err);
         ims_alloc_set_fail_after(-1);
         if (st == IMS_OK) {
             ok = 1;
             assert_int_equal(f.n_tensors, 2);
-            clip__st_close(&f);
+            clip__safetensors_close(&f);
         } else {
             assert_int_equal(st, IMS_ERR_NOMEM);
         }

@@ -6,7 +6,8 @@
  * several threads on one handle.
  *
  * The tiny CLIP model (tests/golden/clip/tiny + the bundled vocabulary) is
- * copied into a temporary folder; the fixture images are the sources.
+ * copied into a temporary folder (lib_test_util.c); the fixture images are
+ * the sources.
  */
 #include <imgsearch.h>
 
@@ -23,55 +24,22 @@
 
 #include <cmocka.h>
 
-static char tmp[256], model[300], data[300], images[1024];
+#include "lib_test_util.h"
 
-static const char *src_dir(void)
-{
-    const char *s = getenv("IMS_SOURCE_DIR");
-    return s && *s ? s : IMS_SOURCE_DIR;
-}
-
-static void copy(const char *from, const char *to)
-{
-    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
-    assert_non_null(in);
-    assert_non_null(out);
-    char buf[65536];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
-        assert_int_equal(fwrite(buf, 1, n, out), n);
-    fclose(in);
-    fclose(out);
-}
+static char data[300];
 
 static int setup(void **state)
 {
     (void)state;
-    snprintf(tmp, sizeof(tmp), "/tmp/ims-test-lib-XXXXXX");
-    assert_non_null(mkdtemp(tmp));
-    snprintf(model, sizeof(model), "%s/model", tmp);
-    snprintf(data, sizeof(data), "%s/data", tmp);
-    snprintf(images, sizeof(images), "%s/tests/golden/clip/images", src_dir());
-    assert_int_equal(mkdir(model, 0755), 0);
-    static const char *const files[][2] = {{"tests/golden/clip/tiny", "config.json"},
-                                           {"tests/golden/clip/tiny", "model.safetensors"},
-                                           {"data/vocab", "vocab.json"},
-                                           {"data/vocab", "merges.txt"}};
-    for (size_t i = 0; i < 4; i++) {
-        char a[1024], b[1024];
-        snprintf(a, sizeof(a), "%s/%s/%s", src_dir(), files[i][0], files[i][1]);
-        snprintf(b, sizeof(b), "%s/%s", model, files[i][1]);
-        copy(a, b);
-    }
+    lt_setup();
+    snprintf(data, sizeof(data), "%s/data", lt_tmp);
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[600];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);
-    return system(cmd) == 0 ? 0 : -1;
+    return lt_teardown();
 }
 
 static void test_refusals(void **state)
@@ -81,17 +49,20 @@ static void test_refusals(void **state)
     struct imgsearch_error err;
     struct imgsearch_params p;
     imgsearch_params_default(&p);
-    p.model_dir = model;
+    p.model_dir = lt_model;
     assert_int_equal(imgsearch_open(NULL, &p, &is, &err), IMGSEARCH_ERR_INVALID);
-    assert_int_equal(imgsearch_open("postgresql://u@h/db", &p, &is, &err),
+    /* postgresql:// opens a catalogue (test_lib_pg); other schemes are
+     * refused, never taken for a folder */
+    assert_int_equal(imgsearch_open("mysql://u@h/db", &p, &is, &err),
                      IMGSEARCH_ERR_UNSUPPORTED);
-    assert_non_null(strstr(err.message, "data folder"));
+    assert_non_null(strstr(err.message, "postgresql://"));
+    assert_null(is);
     unsetenv("IMGSEARCH_MODEL");
     p.model_dir = NULL;
     assert_int_equal(imgsearch_open(data, &p, &is, &err), IMGSEARCH_ERR_INVALID);
     assert_non_null(strstr(err.message, "model"));
     char nowhere[400];
-    snprintf(nowhere, sizeof(nowhere), "%s/nowhere", tmp);
+    snprintf(nowhere, sizeof(nowhere), "%s/nowhere", lt_tmp);
     p.model_dir = nowhere;
     assert_int_not_equal(imgsearch_open(data, &p, &is, NULL), IMGSEARCH_OK);
     assert_null(is);
@@ -106,13 +77,13 @@ static void test_folder_life(void **state)
     (void)state;
     struct imgsearch_params p;
     imgsearch_params_default(&p);
-    p.model_dir = model;
+    p.model_dir = lt_model;
     struct imgsearch *is = NULL;
     struct imgsearch_error err;
     assert_int_equal(imgsearch_open(data, &p, &is, &err), IMGSEARCH_OK);
     int dim = imgsearch_dim(is);
     assert_true(dim > 0);
-    const char *src[] = {images};
+    const char *src[] = {lt_images};
     struct imgsearch_add_summary sum;
     assert_int_equal(imgsearch_add(is, src, 1, &sum, &err), IMGSEARCH_OK);
     assert_true(sum.added >= 20);
@@ -155,7 +126,7 @@ static void test_folder_life(void **state)
 
     /* filters: at least 200 px wide, under the fixture folder */
     char prefix[1100];
-    snprintf(prefix, sizeof(prefix), "%s/", images);
+    snprintf(prefix, sizeof(prefix), "%s/", lt_images);
     struct imgsearch_filter flt = {.min_width = 200, .source_prefix = prefix};
     q.k = 1000;
     q.filter = &flt;
@@ -235,7 +206,7 @@ static void test_threads(void **state)
     (void)state;
     struct imgsearch_params p;
     imgsearch_params_default(&p);
-    p.model_dir = model;
+    p.model_dir = lt_model;
     struct imgsearch *is = NULL;
     assert_int_equal(imgsearch_open(data, &p, &is, NULL), IMGSEARCH_OK);
     pthread_t th[4];

@@ -18,7 +18,7 @@
 
 #include "imgsearch/replica.h"
 #include "replica_int.h"
-#include "replica_test_util.h"
+#include "store_test_util.h"
 
 #define DIM 16
 static const struct store_model_info model_a = {"model-a", DIM};
@@ -33,7 +33,7 @@ struct fx {
 static int setup(void **state)
 {
     struct fx *f = calloc(1, sizeof(*f));
-    f->dir = rt_mkdtemp();
+    f->dir = tu_mkdtemp();
     if (!f->dir)
         return -1;
     f->next_seed = 1;
@@ -46,7 +46,7 @@ static int teardown(void **state)
     struct fx *f = *state;
     replica_close(f->r);
     store_close(f->other);
-    rt_rmtree(f->dir);
+    tu_rmtree(f->dir);
     free(f->dir);
     free(f);
     return 0;
@@ -89,8 +89,8 @@ static void add_rows(struct fx *f, size_t n, int64_t *ids)
         uint8_t sha[32];
         char src[64];
         uint64_t seed = f->next_seed++;
-        rt_vec(v, DIM, seed);
-        rt_hash(sha, seed);
+        tu_vec(v, DIM, seed);
+        tu_hash(sha, seed);
         snprintf(src, sizeof(src), "https://example.org/%llu.jpg", (unsigned long long)seed);
         struct store_new_image in = {.source = src, .sha256 = sha, .embedding = v, .dim = DIM};
         struct store_insert_result res;
@@ -109,7 +109,7 @@ static void assert_finds(struct fx *f, uint64_t seed, int64_t id)
     float q[DIM], score = 0;
     int64_t got = -1;
     int n = 0;
-    rt_vec(q, DIM, seed);
+    tu_vec(q, DIM, seed);
     assert_int_equal(vindex_search(replica_index(f->r), q, 1, &score, &got, &n, NULL), IMS_OK);
     assert_int_equal(n, 1);
     assert_int_equal(got, id);
@@ -121,7 +121,7 @@ static void assert_absent(struct fx *f, uint64_t seed, int64_t id)
     float q[DIM], scores[64];
     int64_t got[64];
     int n = 0;
-    rt_vec(q, DIM, seed);
+    tu_vec(q, DIM, seed);
     assert_int_equal(vindex_search(replica_index(f->r), q, 64, scores, got, &n, NULL), IMS_OK);
     for (int i = 0; i < n; i++)
         assert_true(got[i] != id);
@@ -262,7 +262,7 @@ static void fake_snapshot(struct fx *f, const int64_t *ids, int64_t last, int64_
     struct vindex *vx = NULL;
     assert_int_equal(vindex_new("Flat", DIM, &vx, NULL), IMS_OK);
     float v[DIM];
-    rt_vec(v, DIM, 1);
+    tu_vec(v, DIM, 1);
     assert_int_equal(vindex_add(vx, &ids[0], v, 1, NULL), IMS_OK);
     char path[4200];
     snprintf(path, sizeof(path), "%s/index.snap", f->dir);
@@ -510,7 +510,7 @@ static void test_sync_update_and_idempotence(void **state)
     assert_int_equal(replica_sync(f->r, seq + 10, 1000, &err), IMS_ERR_INVALID);
     /* an update: row ids[1] gets seed 77's vector */
     float v[DIM];
-    rt_vec(v, DIM, 77);
+    tu_vec(v, DIM, 77);
     assert_int_equal(store_set_embeddings(other(f), &ids[1], v, 1, NULL, &err), IMS_OK);
     assert_int_equal(store_change_seq(other(f), &seq, &err), IMS_OK);
     assert_int_equal(replica_sync(f->r, seq, 5000, &err), IMS_OK);
@@ -519,7 +519,7 @@ static void test_sync_update_and_idempotence(void **state)
     /* added to the index directly, then the feed brings the same row */
     int64_t more[1];
     add_rows(f, 1, more); /* seed 4 */
-    rt_vec(v, DIM, 4);
+    tu_vec(v, DIM, 4);
     assert_int_equal(vindex_add(replica_index(f->r), more, v, 1, NULL), IMS_OK);
     assert_int_equal(replica_catch_up(f->r, &err), IMS_OK);
     assert_int_equal(vindex_count(replica_index(f->r)), 4);

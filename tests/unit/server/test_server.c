@@ -13,6 +13,7 @@
  * or from /metrics, never from sleeps.
  */
 #include "server_int.h"
+#include "server_test_http.h"
 
 #include <ctype.h>
 #include <curl/curl.h>
@@ -332,71 +333,11 @@ static void stop(void)
     srv = NULL;
 }
 
-struct resp {
-    long status;
-    struct ims_buf body;
-    struct ims_buf headers;
-    json_t *json;
-};
-
-static size_t write_cb(char *p, size_t sz, size_t n, void *ud)
-{
-    return ims_buf_append(ud, p, sz * n) == IMS_OK ? sz * n : 0;
-}
-
-static void resp_fini(struct resp *r)
-{
-    ims_buf_fini(&r->body);
-    ims_buf_fini(&r->headers);
-    json_decref(r->json);
-    memset(r, 0, sizeof(*r));
-}
-
 /* One request. `hdrs` is a NULL-terminated list of extra header lines. */
 static void http_req(struct resp *out, const char *method, const char *path, const char *ctype,
                      const void *body, size_t len, const char *const *hdrs)
 {
-    memset(out, 0, sizeof(*out));
-    ims_buf_init(&out->body, 128u << 20);
-    ims_buf_init(&out->headers, 1u << 20);
-    CURL *c = curl_easy_init();
-    assert_non_null(c);
-    char url[4096];
-    snprintf(url, sizeof(url), "%s%s", base_url, path);
-    struct curl_slist *list = NULL;
-    if (ctype) {
-        char h[256];
-        snprintf(h, sizeof(h), "Content-Type: %s", ctype);
-        list = curl_slist_append(list, h);
-    }
-    for (size_t i = 0; hdrs && hdrs[i]; i++)
-        list = curl_slist_append(list, hdrs[i]);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    if (!strcmp(method, "HEAD"))
-        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
-    if (body) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-    }
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, list);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &out->body);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, write_cb);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, &out->headers);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-    CURLcode rc = curl_easy_perform(c);
-    if (rc != CURLE_OK)
-        fprintf(stderr, "curl: %s %s: %s\n", method, path, curl_easy_strerror(rc));
-    assert_int_equal(rc, CURLE_OK);
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
-    curl_slist_free_all(list);
-    curl_easy_cleanup(c);
-    if (out->body.len) {
-        json_error_t jerr;
-        out->json = json_loadb(out->body.data, out->body.len, 0, &jerr);
-    }
+    ts_http(out, base_url, method, path, ctype, body, len, hdrs);
 }
 
 static void get(struct resp *r, const char *path) { http_req(r, "GET", path, NULL, NULL, 0, NULL); }
@@ -407,26 +348,6 @@ static void post_json(struct resp *r, const char *path, const char *json)
 }
 
 /* The value of response header `name` (case-insensitive), or "" . */
-static const char *header(const struct resp *r, const char *name, char *out, size_t cap)
-{
-    out[0] = '\0';
-    const char *p = r->headers.data;
-    size_t n = strlen(name);
-    while (p && *p) {
-        const char *eol = strstr(p, "\r\n");
-        if (!eol)
-            break;
-        if ((size_t)(eol - p) > n && strncasecmp(p, name, n) == 0 && p[n] == ':') {
-            const char *v = p + n + 1;
-            while (*v == ' ')
-                v++;
-            snprintf(out, cap, "%.*s", (int)(eol - v), v);
-        }
-        p = eol + 2;
-    }
-    return out;
-}
-
 static void assert_error(const struct resp *r, long status, const char *code, const char *needle)
 {
     if (r->status != status)
@@ -1430,7 +1351,7 @@ static void *bg_post_run(void *arg)
     curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, b->body);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, ts_write_cb);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, b->timeout_ms ? b->timeout_ms : 60000L);
     b->status = 0;

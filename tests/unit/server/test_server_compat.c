@@ -14,6 +14,7 @@
  * it (model names, query terms, k).
  */
 #include "server_int.h"
+#include "server_test_http.h"
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -197,84 +198,12 @@ static void stop(void)
     srv = NULL;
 }
 
-struct resp {
-    long status;
-    struct ims_buf body, headers;
-    json_t *json;
-};
-
-static size_t write_cb(char *p, size_t sz, size_t n, void *ud)
-{
-    return ims_buf_append(ud, p, sz * n) == IMS_OK ? sz * n : 0;
-}
-
-static void resp_fini(struct resp *r)
-{
-    ims_buf_fini(&r->body);
-    ims_buf_fini(&r->headers);
-    json_decref(r->json);
-    memset(r, 0, sizeof(*r));
-}
-
+/* "Expect:" off: the compat clients send whole bodies at once. */
 static void req(struct resp *out, const char *method, const char *path, const char *ctype,
                 const void *body, size_t len)
 {
-    memset(out, 0, sizeof(*out));
-    ims_buf_init(&out->body, 16u << 20);
-    ims_buf_init(&out->headers, 1u << 20);
-    CURL *c = curl_easy_init();
-    assert_non_null(c);
-    char url[256], h[256];
-    snprintf(url, sizeof(url), "%s%s", base_url, path);
-    struct curl_slist *list = NULL;
-    if (ctype) {
-        snprintf(h, sizeof(h), "Content-Type: %s", ctype);
-        list = curl_slist_append(list, h);
-    }
-    list = curl_slist_append(list, "Expect:");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    if (body) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-    }
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, list);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &out->body);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, write_cb);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, &out->headers);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-    assert_int_equal(curl_easy_perform(c), CURLE_OK);
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
-    curl_slist_free_all(list);
-    curl_easy_cleanup(c);
-    ims_buf_append(&out->body, "", 1); /* NUL-terminate */
-    out->body.len--;
-    if (out->body.len) {
-        json_error_t jerr;
-        out->json = json_loadb(out->body.data, out->body.len, 0, &jerr);
-    }
-}
-
-static const char *header(const struct resp *r, const char *name, char *out, size_t cap)
-{
-    out[0] = '\0';
-    const char *p = r->headers.data;
-    size_t n = strlen(name);
-    while (p && *p) {
-        const char *eol = strstr(p, "\r\n");
-        if (!eol)
-            break;
-        if ((size_t)(eol - p) > n && strncasecmp(p, name, n) == 0 && p[n] == ':') {
-            const char *v = p + n + 1;
-            while (*v == ' ')
-                v++;
-            snprintf(out, cap, "%.*s", (int)(eol - v), v);
-        }
-        p = eol + 2;
-    }
-    return out;
+    static const char *const no_expect[] = {"Expect:", NULL};
+    ts_http(out, base_url, method, path, ctype, body, len, no_expect);
 }
 
 /* ---- immich's requests, as its server's undici FormData writes them ------------------------ */
