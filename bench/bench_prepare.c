@@ -249,7 +249,7 @@ int main(int argc, char **argv)
                 image_free(img);
                 ims_free(thumb);
                 double t1 = now();
-                struct image_prepare_options po = {&lim, S, 256, 80, IMAGE_DECODE_BOUNDED};
+                struct image_prepare_options po = {&lim, S, 256, 80, IMAGE_DECODE_BOUNDED, 0, 0};
                 struct image_prepared prep;
                 if ((st = image_prepare_for_ingest(jpg, n, &po, bounded, &prep, &err)) != IMS_OK)
                     die("prepare", &err, st);

@@ -7,7 +7,11 @@
  * decode and shrinks the resampler's input 16-fold. The resampling after
  * the decode is the exact path's, so the only difference from the exact
  * bytes is the scaled IDCT's low-pass in place of the first part of the
- * bicubic reduction (see bench/README-image.md for the measured PSNR).
+ * bicubic reduction (see bench/README.md for the measured PSNR).
+ * Rotated photos (EXIF orientation 2..8) take the same decode; the reduced
+ * image is turned (image_orient) and then resampled as the exact path's
+ * upright full-size image is. test_image_prepare checks the PSNR bound for
+ * every orientation against the exact path.
  */
 #include <stdio.h>
 #include <string.h>
@@ -72,10 +76,23 @@ enum ims_status image_prepare_for_ingest(const void *bytes, size_t n,
     out->height = info.height;
     out->decoded_width = img->width;
     out->decoded_height = img->height;
-    st = image_clip_preprocess(img, o->clip_size, rgb_out, err);
+    struct image *upright = NULL;
+    const struct image *shown = img; /* what the thumbnail and the sizes are of */
+    if (o->orientation >= 2 && o->orientation <= 8) {
+        if ((st = image_orient(img, o->orientation, &upright, err)) != IMS_OK) {
+            image_free(img);
+            return st;
+        }
+        shown = upright;
+        if (o->orientation >= 5) { /* transposed: the sides swap */
+            out->width = info.height;
+            out->height = info.width;
+        }
+    }
+    st = image_clip_preprocess(o->orientation_ignore ? img : shown, o->clip_size, rgb_out, err);
     if (st == IMS_OK && o->thumb_side > 0) {
         struct ims_error terr = {0};
-        enum ims_status ts = image_thumbnail_jpeg(img, o->thumb_side, o->thumb_quality,
+        enum ims_status ts = image_thumbnail_jpeg(shown, o->thumb_side, o->thumb_quality,
                                                   &out->thumb, &out->thumb_len, NULL, NULL,
                                                   &terr);
         if (ts != IMS_OK) {
@@ -85,6 +102,7 @@ enum ims_status image_prepare_for_ingest(const void *bytes, size_t n,
                      ims_error_message(&terr, ts));
         }
     }
+    image_free(upright);
     image_free(img);
     return st;
 }
