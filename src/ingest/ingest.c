@@ -60,7 +60,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "ingest_int.h"
@@ -581,9 +583,27 @@ static void decode_item(struct pipeline *p, struct item *it, uint8_t *rgb)
     image_clip_normalize(rgb, p->image_size, it->pixels);
 }
 
+/* Decoders yield the CPU to queries (issue 11 item 4): in a server
+ * (ingest_new sets decode_nice) a decoder thread runs at that nice value
+ * (Linux sets nice per thread), so the clip worker (text queries, and the
+ * image batches it interleaves them with) and the HTTP threads are
+ * scheduled first and the decoders take what they leave; with nothing else
+ * to run they still get whole cores. `add` leaves it at 0: there, on a
+ * machine shared with other jobs, niced decoders lost to those. */
+static void decoder_lower_priority(int nice_v)
+{
+#ifdef SYS_gettid
+    if (nice_v > 0)
+        (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), IMS_MIN(nice_v, 19));
+#else
+    (void)nice_v;
+#endif
+}
+
 static void *decoder_main(void *arg)
 {
     struct pipeline *p = arg;
+    decoder_lower_priority(p->o->decode_nice);
     size_t s = (size_t)p->image_size;
     uint8_t *rgb = ims_malloc(s * s * 3);
     void *v;

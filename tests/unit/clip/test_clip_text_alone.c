@@ -6,6 +6,11 @@
  * forces that path here. Its embeddings must be the two-thread team's
  * (IMS_TEXT_ADAPTIVE=0), bit for bit, in f32 and (where the CPU has it)
  * bf16, and the f32 ones must match the tiny model's goldens.
+ *
+ * Also the worker's text passes between two layers of a vision pass (queries
+ * during an ingest): texts encoded while image batches run on another
+ * thread must equal the same texts encoded alone, and the images must equal
+ * theirs (the text pass must leave the vision pass's activations alone).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include "clip_goldens.h"
@@ -84,6 +90,82 @@ static void check_precision(struct tiny *t, enum clip_precision prec)
     clip_model_free(m);
 }
 
+struct image_loop {
+    struct tiny *t;
+    int rounds;
+    float *out; /* (N_IMAGES, D), the last round's */
+    int failed;
+};
+
+static void *image_loop_main(void *arg)
+{
+    struct image_loop *l = arg;
+    struct ims_error err = {0};
+    struct clip_ctx *ctx = NULL;
+    if (clip_ctx_new(l->t->model, N_IMAGES, &ctx, &err) != IMS_OK) {
+        l->failed = 1;
+        return NULL;
+    }
+    for (int r = 0; r < l->rounds; r++)
+        if (clip_ctx_encode_images(ctx, l->t->pixels, N_IMAGES, l->out, 0, &err) != IMS_OK)
+            l->failed = 1;
+    clip_ctx_free(ctx);
+    return NULL;
+}
+
+static void test_texts_between_vision_layers(void **state)
+{
+    static struct tiny t;
+    (void)state;
+    char from[4096], to[4096];
+    snprintf(t.dir, sizeof(t.dir), "/tmp/ims-midpass-XXXXXX");
+    assert_non_null(mkdtemp(t.dir));
+    for (size_t i = 0; i < IMS_ARRAY_LEN(files); i++) {
+        snprintf(from, sizeof(from), "%s/%s/%s", golden_src_dir(), files[i][0], files[i][1]);
+        snprintf(to, sizeof(to), "%s/%s", t.dir, files[i][1]);
+        copy_file(from, to);
+    }
+    golden_load_ids(&t);
+    golden_load_pixels(&t);
+    t.model = golden_load_model(t.dir, CLIP_PRECISION_F32, 2);
+    int d = clip_model_embed_dim(t.model);
+    size_t img_bytes = (size_t)N_IMAGES * d * sizeof(float);
+    size_t txt_bytes = (size_t)N_TEXTS * d * sizeof(float);
+    float *img_alone = ims_malloc(img_bytes), *txt_alone = ims_malloc(txt_bytes);
+    float *txt_busy = ims_malloc(txt_bytes);
+    struct image_loop l = {&t, 1, ims_malloc(img_bytes), 0};
+    assert_true(img_alone && txt_alone && txt_busy && l.out);
+    image_loop_main(&l);
+    assert_false(l.failed);
+    memcpy(img_alone, l.out, img_bytes);
+    encode_all(&t, t.model, "0", txt_alone);
+
+    uint64_t before = clip__text_midpass_count(t.model);
+    l.rounds = 20;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, image_loop_main, &l), 0);
+    for (int r = 0; r < 10; r++) {
+        encode_all(&t, t.model, "0", txt_busy);
+        assert_memory_equal(txt_alone, txt_busy, txt_bytes);
+    }
+    pthread_join(th, NULL);
+    assert_false(l.failed);
+    assert_memory_equal(img_alone, l.out, img_bytes);
+    printf("text passes between vision layers: %llu\n",
+           (unsigned long long)(clip__text_midpass_count(t.model) - before));
+    ims_free(img_alone);
+    ims_free(txt_alone);
+    ims_free(txt_busy);
+    ims_free(l.out);
+    ims_free(t.pixels);
+    clip_model_free(t.model);
+    for (size_t i = 0; i < IMS_ARRAY_LEN(files); i++) {
+        snprintf(to, sizeof(to), "%s/%s", t.dir, files[i][1]);
+        unlink(to);
+    }
+    rmdir(t.dir);
+}
+
 static void test_alone_equals_team(void **state)
 {
     static struct tiny t;
@@ -121,6 +203,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_alone_equals_team),
+        cmocka_unit_test(test_texts_between_vision_layers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
