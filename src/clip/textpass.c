@@ -546,6 +546,15 @@ static void pass(struct textpass *tp, int tid, int nt)
  * the alone path). clip__textpass_alone_passes counts the passes run alone. */
 atomic_long clip__textpass_alone_passes;
 
+int clip__textpass_has_team(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 #ifdef _OPENMP
 static int cpus_contended(int nt)
 {
@@ -603,6 +612,7 @@ void textpass_encode(struct textpass *tp, int n_seq, const int32_t *const *ids, 
         tp->bar.n = nt;
     }
 #else
+    atomic_fetch_add(&clip__textpass_alone_passes, 1);
     pass(tp, 0, 1);
 #endif
     for (int s = 0; s < n_seq; s++)

@@ -52,5 +52,7 @@ void textpass_encode(struct textpass *tp, int n_seq, const int32_t *const *ids, 
 /* Passes run on the calling thread alone (busy machine, a team of one, or
  * IMS_TEXT_ADAPTIVE=alone), process-wide; for tests. */
 extern atomic_long clip__textpass_alone_passes;
+/* Non-zero when the pass was built with OpenMP (else every pass is alone). */
+int clip__textpass_has_team(void);
 
 #endif
