@@ -11,7 +11,9 @@
  * Rotated photos (EXIF orientation 2..8) take the same decode; the reduced
  * image is turned (image_orient) and then resampled as the exact path's
  * upright full-size image is. test_image_prepare checks the PSNR bound for
- * every orientation against the exact path.
+ * every orientation against the exact path. Still, opaque WebPs of the same
+ * proportions go through libwebp's rescaler to 2x the sizes needed
+ * (decode_webp.c), under the same bound.
  */
 #include <stdio.h>
 #include <string.h>
@@ -44,7 +46,7 @@ enum ims_status image_prepare_for_ingest(const void *bytes, size_t n,
                         lim->max_bytes);
     if ((st = image_sniff(bytes, n, &f, err)) != IMS_OK)
         return st;
-    if (f == IMAGE_FORMAT_JPEG && o->decode == IMAGE_DECODE_BOUNDED) {
+    if ((f == IMAGE_FORMAT_JPEG || f == IMAGE_FORMAT_WEBP) && o->decode == IMAGE_DECODE_BOUNDED) {
         /* Both consumers resample with a bicubic filter from at least twice
          * their size: the CLIP input from the shorter side, the thumbnail
          * from the longer. The scale is used only when it at least halves
@@ -58,8 +60,11 @@ enum ims_status image_prepare_for_ingest(const void *bytes, size_t n,
             need_l = need_s;
         if ((int64_t)s * IMAGE_PREPARE_MAX_SCALE >= need_s * 8 &&
             (int64_t)l * IMAGE_PREPARE_MAX_SCALE >= need_l * 8)
-            st = image__decode_jpeg_scaled((const uint8_t *)bytes, n, lim, (int)need_s,
-                                           (int)need_l, &info, &img, err);
+            st = f == IMAGE_FORMAT_JPEG
+                     ? image__decode_jpeg_scaled((const uint8_t *)bytes, n, lim, (int)need_s,
+                                                 (int)need_l, &info, &img, err)
+                     : image__decode_webp_scaled((const uint8_t *)bytes, n, lim, (int)need_s,
+                                                 (int)need_l, &info, &img, err);
         else
             st = image_decode(bytes, n, lim, &img, err);
         if (st != IMS_OK)

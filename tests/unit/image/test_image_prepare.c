@@ -19,6 +19,8 @@
 #include <cmocka.h>
 
 #include <jpeglib.h>
+#include <webp/encode.h>
+#include <webp/types.h>
 
 #include "imgsearch/image.h"
 
@@ -215,6 +217,62 @@ static void test_bounded_rotated(void **state)
     free(jpg);
 }
 
+/* WebP (issue 11 item 3): a still, opaque WebP through libwebp's rescaler
+ * to 2x the needed sizes, within the bound of the exact path; one with alpha
+ * keeps the exact decode; --decode exact stays byte-exact. */
+static void test_bounded_webp(void **state)
+{
+    (void)state;
+    const int w = 2400, h = 1800;
+    uint8_t *rgb = gen_rgb(w, h);
+    uint8_t *webp = NULL;
+    size_t n = WebPEncodeRGB(rgb, w, h, w * 3, 90, &webp);
+    assert_true(n > 0);
+    uint8_t exact[224 * 224 * 3], bounded[224 * 224 * 3];
+    exact_path(webp, n, exact);
+    struct image_prepare_options o = {NULL, 224, 256, 80, IMAGE_DECODE_BOUNDED, 0, 0};
+    struct image_prepared p;
+    struct ims_error err = {0};
+    assert_int_equal(image_prepare_for_ingest(webp, n, &o, bounded, &p, &err), IMS_OK);
+    assert_int_equal(p.format, IMAGE_FORMAT_WEBP);
+    assert_int_equal(p.width, w);
+    assert_int_equal(p.height, h);
+    assert_int_equal(p.decoded_height, 448); /* 2 x 224 on the shorter side */
+    assert_int_equal(p.decoded_width, 598);
+    double q = psnr(exact, bounded, sizeof(exact));
+    printf("WebP %dx%d through the rescaler: PSNR %.2f dB\n", w, h, q);
+    if (q < IMAGE_PREPARE_MIN_PSNR_DB)
+        fail_msg("WebP: PSNR %.2f dB below the %.1f dB bound", q, IMAGE_PREPARE_MIN_PSNR_DB);
+    assert_true(memcmp(exact, bounded, sizeof(exact)) != 0);
+    check_thumb(&p, 256, 192);
+    ims_free(p.thumb);
+    o.decode = IMAGE_DECODE_EXACT;
+    assert_int_equal(image_prepare_for_ingest(webp, n, &o, bounded, &p, &err), IMS_OK);
+    assert_memory_equal(exact, bounded, sizeof(exact));
+    assert_int_equal(p.decoded_width, w);
+    ims_free(p.thumb);
+    WebPFree(webp);
+
+    /* with alpha: exact decode whatever the policy */
+    uint8_t *rgba = malloc((size_t)w * h * 4);
+    assert_non_null(rgba);
+    for (size_t i = 0; i < (size_t)w * h; i++) {
+        memcpy(rgba + 4 * i, rgb + 3 * i, 3);
+        rgba[4 * i + 3] = (uint8_t)(i % 7 == 0 ? 128 : 255);
+    }
+    n = WebPEncodeRGBA(rgba, w, h, w * 4, 90, &webp);
+    assert_true(n > 0);
+    exact_path(webp, n, exact);
+    o.decode = IMAGE_DECODE_BOUNDED;
+    assert_int_equal(image_prepare_for_ingest(webp, n, &o, bounded, &p, &err), IMS_OK);
+    assert_int_equal(p.decoded_width, w);
+    assert_memory_equal(exact, bounded, sizeof(exact));
+    ims_free(p.thumb);
+    WebPFree(webp);
+    free(rgba);
+    free(rgb);
+}
+
 static void test_small_and_other_formats_exact(void **state)
 {
     (void)state;
@@ -286,6 +344,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bounded_large_jpegs),
         cmocka_unit_test(test_bounded_rotated),
+        cmocka_unit_test(test_bounded_webp),
         cmocka_unit_test(test_small_and_other_formats_exact),
         cmocka_unit_test(test_bad_input),
     };
