@@ -13,7 +13,15 @@ large folder with each --decode policy, then the 224x224 folder again; the
 yardstick rate is the better of the two. Rates are add's own pipeline rate
 (its summary line: model load excluded). Peak RSS of each add process is
 reported; (peak of a large folder - peak of the 224 folder) / decode threads
-is the decode memory per worker. Prints JSON; nothing here is a test.
+is the decode memory per worker.
+
+CPU time too (user + system of each add, os.wait4): an add of a one-image
+folder measures the fixed part (model load and prepacking, one encode), and
+(CPU of a folder - that) / (images - 1) is the CPU per image of the pipeline;
+ratio_cpu_over_224 = CPU per 224x224 image / CPU per large image. With every
+core busy that is the wall ratio an idle machine would show, and unlike the
+wall ratio it holds when other jobs share the cores (the run's load average
+is in the JSON). Prints JSON; nothing here is a test.
 """
 import argparse
 import json
@@ -48,6 +56,7 @@ def add(imgsearch, model, folder, data, precision, decode, n):
     shutil.rmtree(data, ignore_errors=True)
     secs = float(m.group(2))
     return {"images_per_s": round(n / secs, 2), "seconds": secs,
+            "cpu_s": round(ru.ru_utime + ru.ru_stime, 3),
             "peak_rss_mb": round(ru.ru_maxrss / 1024.0, 1)}
 
 
@@ -78,11 +87,17 @@ def main():
             subprocess.run([genjpeg, d, str(args.images), str(7 + i), size], check=True)
             mb = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)) / 1e6
             folders[size] = {"dir": d, "jpeg_mb_avg": round(mb / args.images, 2)}
+        one = os.path.join(tmp, "one_224")
+        os.makedirs(one)
+        first = sorted(os.listdir(folders["224x224"]["dir"]))[0]
+        shutil.copy(os.path.join(folders["224x224"]["dir"], first), one)
         result = {"images": args.images, "decode_threads": os.cpu_count(),
                   "folders": {k: v["jpeg_mb_avg"] for k, v in folders.items()}, "runs": {}}
         data = os.path.join(tmp, "data")
         for prec in args.precision.split(","):
             r = {}
+            fixed = add(imgsearch, model, one, data, prec, "bounded", 1)
+            r["one_image_fixed_cpu_s"] = fixed["cpu_s"]
             small = [add(imgsearch, model, folders["224x224"]["dir"], data, prec, "bounded",
                          args.images)]
             for size in args.sizes.split(","):
@@ -93,10 +108,17 @@ def main():
                              args.images))
             yard = max(s["images_per_s"] for s in small)
             r["yardstick_224x224"] = small
+
+            def cpu_per_image(v):
+                return max(1e-6, (v["cpu_s"] - fixed["cpu_s"]) / (args.images - 1))
+            yard_cpu = min(cpu_per_image(s) for s in small)
+            r["yardstick_224x224_cpu_ms_per_image"] = round(yard_cpu * 1e3, 1)
             for k, v in list(r.items()):
-                if k == "yardstick_224x224":
+                if not isinstance(v, dict):
                     continue
                 v["ratio_over_224"] = round(v["images_per_s"] / yard, 3)
+                v["cpu_ms_per_image"] = round(cpu_per_image(v) * 1e3, 1)
+                v["ratio_cpu_over_224"] = round(yard_cpu / cpu_per_image(v), 3)
                 v["decode_mb_per_worker"] = round(
                     max(0.0, v["peak_rss_mb"] - min(s["peak_rss_mb"] for s in small)) /
                     result["decode_threads"], 1)

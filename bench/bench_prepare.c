@@ -29,6 +29,7 @@
 #include <jpeglib.h>
 
 #include "bench_cpu.h"
+#include "imgsearch/base.h"
 #include "imgsearch/clip.h"
 #include "imgsearch/image.h"
 
@@ -46,6 +47,15 @@ static double now(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* CPU time of this thread: the per-stage figures below are meant to hold
+ * on a machine shared with other jobs. */
+static double cpu_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
@@ -212,6 +222,9 @@ int main(int argc, char **argv)
         double *tb = calloc((size_t)(runs * count), sizeof(double));
         if (!rgb || !te || !tb)
             return 1;
+        /* the decode worker's stages, CPU ms per image (sum over images and runs) */
+        double c_sha = 0, c_sha_portable = 0, c_exif = 0, c_clip_only = 0, c_prepare = 0;
+        double c_by_kind[2] = {0, 0}; /* decode + 224: baseline, progressive */
         double worst_psnr = 1e9, worst_cos = 1.0, sum_psnr = 0;
         int dw = 0, dh = 0;
         size_t jpeg_bytes = 0;
@@ -236,7 +249,7 @@ int main(int argc, char **argv)
                 image_free(img);
                 ims_free(thumb);
                 double t1 = now();
-                struct image_prepare_options po = {&lim, S, 256, 80, IMAGE_DECODE_BOUNDED};
+                struct image_prepare_options po = {&lim, S, 256, 80, IMAGE_DECODE_BOUNDED, 0, 0};
                 struct image_prepared prep;
                 if ((st = image_prepare_for_ingest(jpg, n, &po, bounded, &prep, &err)) != IMS_OK)
                     die("prepare", &err, st);
@@ -246,6 +259,27 @@ int main(int argc, char **argv)
                 tb[k * runs + r] = (t2 - t1) * 1e3;
                 dw = prep.decoded_width;
                 dh = prep.decoded_height;
+                uint8_t digest[32];
+                struct image_exif ex;
+                struct image_prepare_options po0 = po;
+                po0.thumb_side = 0;
+                double c0 = cpu_now();
+                ims_sha256(jpg, n, digest);
+                double c1 = cpu_now();
+                ims_sha256_portable(jpg, n, digest);
+                double c2 = cpu_now();
+                (void)image_exif_read(jpg, n, &ex, NULL);
+                double c3 = cpu_now();
+                if ((st = image_prepare_for_ingest(jpg, n, &po0, bounded, &prep, &err)) != IMS_OK)
+                    die("prepare", &err, st);
+                double c4 = cpu_now();
+                if ((st = image_prepare_for_ingest(jpg, n, &po, bounded, &prep, &err)) != IMS_OK)
+                    die("prepare", &err, st);
+                ims_free(prep.thumb);
+                double c5 = cpu_now();
+                c_sha += c1 - c0, c_sha_portable += c2 - c1, c_exif += c3 - c2;
+                c_clip_only += c4 - c3, c_prepare += c5 - c4;
+                c_by_kind[k & 1] += c4 - c3;
             }
             double p = psnr(exact, bounded, sizeof(exact));
             sum_psnr += p;
@@ -280,6 +314,15 @@ int main(int argc, char **argv)
                first ? "" : ",", mp, w, h, (double)jpeg_bytes / count / 1024, me, mb, me / mb,
                dw, dh, (double)dw * dh * 3 / 1e6, (double)w * h * 3 / 1e6, worst_psnr,
                sum_psnr / count);
+        double per = 1e3 / (runs * count);
+        printf(",\n   \"stages_cpu_ms\": {\"sha256\": %.2f, \"sha256_portable\": %.2f, "
+               "\"exif\": %.3f, \"bounded_decode_and_224\": %.2f, \"thumbnail\": %.2f, "
+               "\"bounded_total\": %.2f, \"bounded_decode_and_224_baseline\": %.2f, "
+               "\"bounded_decode_and_224_progressive\": %.2f}",
+               c_sha * per, c_sha_portable * per, c_exif * per, c_clip_only * per,
+               (c_prepare - c_clip_only) * per, c_prepare * per,
+               c_by_kind[0] * 1e3 / (runs * ((count + 1) / 2)),
+               count > 1 ? c_by_kind[1] * 1e3 / (runs * (count / 2)) : 0.0);
         if (ctx)
             printf(", \"embedding_cosine_worst\": %.6f", worst_cos);
         printf("}");

@@ -186,6 +186,9 @@ size_t ims_queue_len(struct ims_queue *q);
 /* SHA-256 (FIPS 180-4) of `n` bytes into out[32]: content hashes for
  * duplicate detection. ims_hex writes 2n lowercase hex digits + NUL. */
 void ims_sha256(const void *data, size_t n, uint8_t out[32]);
+/* The same digest without CPU extensions (what ims_sha256 does where the
+ * CPU has no SHA instructions); for tests and benches. */
+void ims_sha256_portable(const void *data, size_t n, uint8_t out[32]);
 void ims_hex(const uint8_t *bytes, size_t n, char *out);
 /* 64-bit FNV-1a of `n` bytes: a fast, non-cryptographic hash for in-memory
  * tables (never for anything an attacker could aim collisions at unless the

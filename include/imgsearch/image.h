@@ -219,11 +219,17 @@ struct image_prepare_options {
     int thumb_side;                    /* longest side of the thumbnail; 0: none */
     int thumb_quality;                 /* 1..100 */
     enum image_decode_policy decode;
+    /* EXIF orientation 2..8: the thumbnail and out->width/height are of the
+     * upright image (image_orient), the CLIP input too unless
+     * orientation_ignore; 0 or 1: as stored. Bounded JPEGs are turned after
+     * the DCT-scaled decode (the reduced image), exact ones after the full. */
+    int orientation;
+    int orientation_ignore;
 };
 
 struct image_prepared {
     enum image_format format;
-    int width, height;                 /* of the file */
+    int width, height;                 /* of the file, upright (orientation) */
     int decoded_width, decoded_height; /* what the resampler read */
     uint8_t *thumb;                    /* JPEG (release with ims_free), NULL if none */
     size_t thumb_len;

@@ -107,6 +107,8 @@ struct ingest_progress {
 typedef void ingest_item_fn(void *ctx, const struct ingest_item_report *r);
 typedef void ingest_progress_fn(void *ctx, const struct ingest_progress *p);
 
+#define INGEST_SERVICE_DECODE_NICE 10
+
 struct ingest_options {
     struct fetch_options fetch;  /* downloads (fetch_options_default) */
     struct image_limits limits;  /* decoding (image_limits_default) */
@@ -123,6 +125,10 @@ struct ingest_options {
      * metadata (off by default: privacy). */
     int exif_orientation_ignore;
     int keep_gps;
+    /* nice value of the decoder threads (0: the process's); the service
+     * (ingest_new) uses INGEST_SERVICE_DECODE_NICE when 0, so that queries
+     * in the same server get the CPU first. */
+    int decode_nice;
     ingest_item_fn *on_item;     /* optional */
     ingest_progress_fn *on_progress; /* optional */
     void *cb_ctx;

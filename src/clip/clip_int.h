@@ -181,6 +181,8 @@ const char *clip__text_kernel(const struct clip_model *model);
 /* Text passes run so far and the text encodes they served (more encodes
  * than passes: concurrent queries shared passes). */
 void clip__text_pass_counts(const struct clip_model *model, uint64_t *passes, uint64_t *encodes);
+/* Text passes the worker ran between two layers of a vision pass. */
+uint64_t clip__text_midpass_count(const struct clip_model *model);
 
 /* ---- PRNG (prng.c) ---------------------------------------------------------- */
 

@@ -126,6 +126,7 @@ struct clip_engine {
     struct engine_job *queue; /* waiting jobs, oldest first */
     int stop;
     uint64_t text_passes, text_encodes; /* counters, under job_mu */
+    uint64_t midpass_text_passes;       /* of them, run between vision layers */
     pthread_mutex_t lock; /* guards everything below while a pass runs */
     struct clip_gemm_backend *be;
     enum clip_gemm_dt dt; /* precision of the transformer layers */
@@ -435,6 +436,8 @@ static size_t dt_size(enum clip_gemm_dt dt)
 }
 
 /* L layers over ctx->x: n sequences of t tokens. */
+static void engine_serve_texts_midpass(struct clip_engine *e);
+
 static void forward_layers(struct clip_ctx *ctx, struct engine_tower *tw, struct engine_plan *p,
                            int n, int t, int causal)
 {
@@ -461,6 +464,8 @@ static void forward_layers(struct clip_ctx *ctx, struct engine_tower *tw, struct
                                 ctx->h, w, e->dt);
         clip__gemm_linear_run(p->fc1, el->fc1, ctx->h, ctx->m);
         clip__gemm_linear_run(p->fc2, el->fc2, ctx->m, ctx->x);
+        if (tw == &e->vision && l + 1 < cfg->num_hidden_layers)
+            engine_serve_texts_midpass(e);
     }
 }
 
@@ -613,6 +618,57 @@ static void run_text_batch(struct clip_engine *e, struct engine_job **jobs, int 
         normalize_rows(jobs[i]->out, 1, e->projection_dim, jobs[i]->normalize);
         jobs[i]->st = IMS_OK;
     }
+}
+
+/* Queries during an ingest (issue 11 item 4): an image batch holds the
+ * worker for 0.5-1 s on 2 cores, and a text queued behind it waited for all
+ * of it (p99 930 ms in bench_query_ingest). So between two layers of a
+ * vision pass the worker runs the text jobs queued meanwhile on the text
+ * pass, which has buffers of its own (the vision pass's activations stay as
+ * they are; engine->lock is already held by this thread). A query waits at
+ * most one vision layer; the batch is delayed by the texts' own time. */
+static void engine_serve_texts_midpass(struct clip_engine *e)
+{
+    if (!e->tp)
+        return;
+    struct engine_job *jobs[ENGINE_TEXT_BATCH];
+    const int32_t *ids[ENGINE_TEXT_BATCH];
+    int lens[ENGINE_TEXT_BATCH];
+    float *outs[ENGINE_TEXT_BATCH];
+    int n = 0, rows = 0;
+    pthread_mutex_lock(&e->job_mu);
+    for (struct engine_job **at = &e->queue; *at && n < ENGINE_TEXT_BATCH;) {
+        struct engine_job *j = *at;
+        if (j->is_text && rows + j->n <= CLIP_TEXTPASS_MAX_ROWS) {
+            rows += j->n;
+            jobs[n++] = j;
+            *at = j->next;
+        } else {
+            at = &j->next;
+        }
+    }
+    pthread_mutex_unlock(&e->job_mu);
+    if (n == 0)
+        return;
+    for (int i = 0; i < n; i++) {
+        ids[i] = jobs[i]->ids;
+        lens[i] = jobs[i]->n;
+        outs[i] = jobs[i]->out;
+    }
+    clip__gemm_backend_enter(e->be);
+    clip__textpass_encode(e->tp, n, ids, lens, outs);
+    for (int i = 0; i < n; i++) {
+        normalize_rows(jobs[i]->out, 1, e->projection_dim, jobs[i]->normalize);
+        jobs[i]->st = IMS_OK;
+    }
+    pthread_mutex_lock(&e->job_mu);
+    e->text_passes++;
+    e->text_encodes += (uint64_t)n;
+    e->midpass_text_passes++;
+    for (int i = 0; i < n; i++)
+        jobs[i]->done = 1;
+    pthread_cond_broadcast(&e->done_cv);
+    pthread_mutex_unlock(&e->job_mu);
 }
 
 /* A text job on the oneDNN path, in the worker's own context (passes run
@@ -771,6 +827,15 @@ void clip__text_pass_counts(const struct clip_model *model, uint64_t *passes, ui
     *passes = e->text_passes;
     *encodes = e->text_encodes;
     pthread_mutex_unlock(&e->job_mu);
+}
+
+uint64_t clip__text_midpass_count(const struct clip_model *model)
+{
+    struct clip_engine *e = model->engine;
+    pthread_mutex_lock(&e->job_mu);
+    uint64_t n = e->midpass_text_passes;
+    pthread_mutex_unlock(&e->job_mu);
+    return n;
 }
 
 void clip_l2_normalize(float *v, int d)

@@ -541,13 +541,28 @@ static void pass(struct clip_textpass *tp, int tid, int nt)
  * which counts this thread too): when fewer than nt - 1 CPUs are left for
  * the helpers, run the pass on the calling thread alone (about 1.6x the
  * two-thread time on an idle machine, far less than a stalled team).
- * IMS_TEXT_ADAPTIVE=0 in the environment turns this off (benchmarks). */
+ * IMS_TEXT_ADAPTIVE=0 in the environment turns this off (benchmarks);
+ * IMS_TEXT_ADAPTIVE=alone makes the check always see a busy machine (tests of
+ * the alone path). clip__textpass_alone_passes counts the passes run alone. */
+atomic_long clip__textpass_alone_passes;
+
+int clip__textpass_has_team(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 #ifdef _OPENMP
 static int cpus_contended(int nt)
 {
     const char *e = getenv("IMS_TEXT_ADAPTIVE"); /* read per pass: bench_text_busy flips it */
     if (e && e[0] == '0')
         return 0;
+    if (e && strcmp(e, "alone") == 0)
+        return 1;
     FILE *f = fopen("/proc/loadavg", "r");
     if (!f)
         return 0;
@@ -584,17 +599,20 @@ void clip__textpass_encode(struct clip_textpass *tp, int n_seq, const int32_t *c
             if (got == nt) {
                 pass(tp, tid, nt);
             } else if (tid == 0) { /* a smaller team than asked: run alone */
+                atomic_fetch_add(&clip__textpass_alone_passes, 1);
                 tp->bar.n = 1;
                 pass(tp, 0, 1);
                 tp->bar.n = nt;
             }
         }
     } else { /* one thread, or the helper would have no CPU: run alone */
+        atomic_fetch_add(&clip__textpass_alone_passes, 1);
         tp->bar.n = 1;
         pass(tp, 0, 1);
         tp->bar.n = nt;
     }
 #else
+    atomic_fetch_add(&clip__textpass_alone_passes, 1);
     pass(tp, 0, 1);
 #endif
     for (int s = 0; s < n_seq; s++)

@@ -20,6 +20,8 @@
 #ifndef IMGSEARCH_CLIP_TEXTPASS_H
 #define IMGSEARCH_CLIP_TEXTPASS_H
 
+#include <stdatomic.h>
+
 #include "clip_int.h"
 #include "gemm.h"
 
@@ -47,5 +49,10 @@ size_t clip__textpass_bytes(const struct clip_textpass *tp);
  * projected, unnormalised embedding of sequence i to outs[i] (D floats). */
 void clip__textpass_encode(struct clip_textpass *tp, int n_seq, const int32_t *const *ids, const int *lens,
                      float *const *outs);
+/* Passes run on the calling thread alone (busy machine, a team of one, or
+ * IMS_TEXT_ADAPTIVE=alone), process-wide; for tests. */
+extern atomic_long clip__textpass_alone_passes;
+/* Non-zero when the pass was built with OpenMP (else every pass is alone). */
+int clip__textpass_has_team(void);
 
 #endif

@@ -11,8 +11,15 @@
  * memory (no copy). Animated files go through WebPAnimDecoder and keep the
  * first composited frame, as Pillow shows frame 0.
  *
+ * image__decode_webp_scaled (ingestion's bounded path, prepare.c): a still,
+ * opaque WebP much larger than needed is decoded through libwebp's own
+ * rescaler (options.use_scaling): the VP8 data is still decoded in full, but
+ * rows are reduced as they come out, so neither the full-size RGB image nor
+ * its colour conversion exist. Files with alpha or animation decode exactly.
+ *
  * Sizes (canvas size for VP8X files) are checked before decoding.
  */
+#include <math.h>
 #include <string.h>
 
 #include <webp/decode.h>
@@ -79,9 +86,9 @@ out:
     return st;
 }
 
-enum ims_status image__decode_webp(const uint8_t *p, size_t n, const struct image_limits *lim,
-                                   struct image_info *info, struct image **out,
-                                   struct ims_error *err)
+static enum ims_status decode_webp(const uint8_t *p, size_t n, const struct image_limits *lim,
+                                   struct image_info *info, struct image **out, int min_short,
+                                   int min_long, struct ims_error *err)
 {
     enum ims_status st;
     WebPBitstreamFeatures feat;
@@ -97,8 +104,21 @@ enum ims_status image__decode_webp(const uint8_t *p, size_t n, const struct imag
     if (!out)
         return IMS_OK;
 
+    /* scaled: the smallest size keeping both minimums, if it at least
+     * halves the image (nearer 1 the rescaler saves little) */
+    int ow = feat.width, oh = feat.height;
+    if (min_short > 0 && !feat.has_alpha && !feat.has_animation) {
+        int s = ow < oh ? ow : oh, l = ow < oh ? oh : ow;
+        double f = (double)min_short / s;
+        if ((double)min_long / l > f)
+            f = (double)min_long / l;
+        if (f <= 0.5) {
+            ow = (int)ceil(feat.width * f);
+            oh = (int)ceil(feat.height * f);
+        }
+    }
     struct image *im = NULL;
-    if ((st = image_new(feat.width, feat.height, mode, &im, err)) != IMS_OK)
+    if ((st = image_new(ow, oh, mode, &im, err)) != IMS_OK)
         return st;
     if (feat.has_animation) {
         st = decode_animated(p, n, im, err);
@@ -108,6 +128,11 @@ enum ims_status image__decode_webp(const uint8_t *p, size_t n, const struct imag
             st = ims_error_set(err, IMS_ERR_INTERNAL, "libwebp version mismatch");
         } else {
             cfg.output.colorspace = mode == IMAGE_MODE_RGBA ? MODE_RGBA : MODE_RGB;
+            if (ow != feat.width || oh != feat.height) {
+                cfg.options.use_scaling = 1;
+                cfg.options.scaled_width = ow;
+                cfg.options.scaled_height = oh;
+            }
             cfg.output.is_external_memory = 1;
             cfg.output.u.RGBA.rgba = im->pixels;
             cfg.output.u.RGBA.stride = (int)im->stride;
@@ -122,4 +147,20 @@ enum ims_status image__decode_webp(const uint8_t *p, size_t n, const struct imag
     }
     *out = im;
     return IMS_OK;
+}
+
+enum ims_status image__decode_webp(const uint8_t *p, size_t n, const struct image_limits *lim,
+                                   struct image_info *info, struct image **out,
+                                   struct ims_error *err)
+{
+    return decode_webp(p, n, lim, info, out, 0, 0, err);
+}
+
+enum ims_status image__decode_webp_scaled(const uint8_t *p, size_t n,
+                                          const struct image_limits *lim, int min_short,
+                                          int min_long, struct image_info *info,
+                                          struct image **out, struct ims_error *err)
+{
+    return decode_webp(p, n, lim, info, out, min_short > 0 ? min_short : 1,
+                       min_long > 0 ? min_long : 1, err);
 }

@@ -39,6 +39,13 @@ enum ims_status image__decode_png(const uint8_t *p, size_t n, const struct image
 enum ims_status image__decode_webp(const uint8_t *p, size_t n, const struct image_limits *lim,
                                    struct image_info *info, struct image **out,
                                    struct ims_error *err);
+/* The same through libwebp's rescaler to the smallest size keeping the
+ * shorter side >= min_short and the longer >= min_long, when that at least
+ * halves a still, opaque image; else exactly. `info` keeps the file's size. */
+enum ims_status image__decode_webp_scaled(const uint8_t *p, size_t n,
+                                          const struct image_limits *lim, int min_short,
+                                          int min_long, struct image_info *info,
+                                          struct image **out, struct ims_error *err);
 enum ims_status image__decode_gif(const uint8_t *p, size_t n, const struct image_limits *lim,
                                   struct image_info *info, struct image **out,
                                   struct ims_error *err);

@@ -7,7 +7,13 @@
  * decode and shrinks the resampler's input 16-fold. The resampling after
  * the decode is the exact path's, so the only difference from the exact
  * bytes is the scaled IDCT's low-pass in place of the first part of the
- * bicubic reduction (see bench/README-image.md for the measured PSNR).
+ * bicubic reduction (see bench/README.md for the measured PSNR).
+ * Rotated photos (EXIF orientation 2..8) take the same decode; the reduced
+ * image is turned (image_orient) and then resampled as the exact path's
+ * upright full-size image is. test_image_prepare checks the PSNR bound for
+ * every orientation against the exact path. Still, opaque WebPs of the same
+ * proportions go through libwebp's rescaler to 2x the sizes needed
+ * (decode_webp.c), under the same bound.
  */
 #include <stdio.h>
 #include <string.h>
@@ -40,7 +46,7 @@ enum ims_status image_prepare_for_ingest(const void *bytes, size_t n,
                         lim->max_bytes);
     if ((st = image_sniff(bytes, n, &f, err)) != IMS_OK)
         return st;
-    if (f == IMAGE_FORMAT_JPEG && o->decode == IMAGE_DECODE_BOUNDED) {
+    if ((f == IMAGE_FORMAT_JPEG || f == IMAGE_FORMAT_WEBP) && o->decode == IMAGE_DECODE_BOUNDED) {
         /* Both consumers resample with a bicubic filter from at least twice
          * their size: the CLIP input from the shorter side, the thumbnail
          * from the longer. The scale is used only when it at least halves
@@ -54,8 +60,11 @@ enum ims_status image_prepare_for_ingest(const void *bytes, size_t n,
             need_l = need_s;
         if ((int64_t)s * IMAGE_PREPARE_MAX_SCALE >= need_s * 8 &&
             (int64_t)l * IMAGE_PREPARE_MAX_SCALE >= need_l * 8)
-            st = image__decode_jpeg_scaled((const uint8_t *)bytes, n, lim, (int)need_s,
-                                           (int)need_l, &info, &img, err);
+            st = f == IMAGE_FORMAT_JPEG
+                     ? image__decode_jpeg_scaled((const uint8_t *)bytes, n, lim, (int)need_s,
+                                                 (int)need_l, &info, &img, err)
+                     : image__decode_webp_scaled((const uint8_t *)bytes, n, lim, (int)need_s,
+                                                 (int)need_l, &info, &img, err);
         else
             st = image_decode(bytes, n, lim, &img, err);
         if (st != IMS_OK)
@@ -72,10 +81,23 @@ enum ims_status image_prepare_for_ingest(const void *bytes, size_t n,
     out->height = info.height;
     out->decoded_width = img->width;
     out->decoded_height = img->height;
-    st = image_clip_preprocess(img, o->clip_size, rgb_out, err);
+    struct image *upright = NULL;
+    const struct image *shown = img; /* what the thumbnail and the sizes are of */
+    if (o->orientation >= 2 && o->orientation <= 8) {
+        if ((st = image_orient(img, o->orientation, &upright, err)) != IMS_OK) {
+            image_free(img);
+            return st;
+        }
+        shown = upright;
+        if (o->orientation >= 5) { /* transposed: the sides swap */
+            out->width = info.height;
+            out->height = info.width;
+        }
+    }
+    st = image_clip_preprocess(o->orientation_ignore ? img : shown, o->clip_size, rgb_out, err);
     if (st == IMS_OK && o->thumb_side > 0) {
         struct ims_error terr = {0};
-        enum ims_status ts = image_thumbnail_jpeg(img, o->thumb_side, o->thumb_quality,
+        enum ims_status ts = image_thumbnail_jpeg(shown, o->thumb_side, o->thumb_quality,
                                                   &out->thumb, &out->thumb_len, NULL, NULL,
                                                   &terr);
         if (ts != IMS_OK) {
@@ -85,6 +107,7 @@ enum ims_status image_prepare_for_ingest(const void *bytes, size_t n,
                      ims_error_message(&terr, ts));
         }
     }
+    image_free(upright);
     image_free(img);
     return st;
 }

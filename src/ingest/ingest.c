@@ -60,7 +60,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "ingest_int.h"
@@ -538,39 +540,10 @@ static char *exif_metadata(const struct image_exif *x, int keep_gps)
     return j;
 }
 
-/* Rotated photos (EXIF orientation 2..8): the full decode turned upright
- * (image_orient) for the thumbnail and the stored size, and for the
- * embedding unless the orientation is ignored. */
-static enum ims_status decode_rotated(struct pipeline *p, struct item *it, uint8_t *rgb,
-                                      int orientation, struct ims_error *err)
-{
-    struct image *img = NULL, *upright = NULL;
-    enum ims_status st = image_decode(it->body, it->body_len, &p->o->limits, &img, err);
-    if (st == IMS_OK)
-        st = image_orient(img, orientation, &upright, err);
-    if (st == IMS_OK) {
-        const struct image *embedded = p->o->exif_orientation_ignore ? img : upright;
-        it->format = format_word(img->format);
-        it->width = upright->width;
-        it->height = upright->height;
-        st = image_clip_preprocess(embedded, p->image_size, rgb, err);
-    }
-    if (st == IMS_OK) {
-        struct ims_error terr = {0};
-        enum ims_status ts = image_thumbnail_jpeg(upright, p->o->thumb_side, p->o->thumb_quality,
-                                                  &it->thumb, &it->thumb_len, NULL, NULL, &terr);
-        if (ts != IMS_OK) /* the image is still searchable without a thumbnail */
-            ims_log(IMS_LOG_WARN, "%s: no thumbnail: %s", it->source,
-                    ims_error_message(&terr, ts));
-    }
-    image_free(upright);
-    image_free(img);
-    return st;
-}
-
 /* One decode feeds the CLIP input and the thumbnail (image_prepare_for_
  * ingest: large JPEGs at a DCT scale within the PSNR bound, unless
- * --decode exact); photos that EXIF says are rotated take decode_rotated. */
+ * --decode exact); photos that EXIF says are rotated are turned upright
+ * after that decode (the reduced image when it was scaled). */
 static void decode_item(struct pipeline *p, struct item *it, uint8_t *rgb)
 {
     struct ims_error err = {0};
@@ -584,24 +557,20 @@ static void decode_item(struct pipeline *p, struct item *it, uint8_t *rgb)
         item_fail(it, IMS_ERR_NOMEM, "out of memory");
         return;
     }
-    enum ims_status st;
-    if (exif.orientation != 1) {
-        st = decode_rotated(p, it, rgb, exif.orientation, &err);
-    } else {
-        struct image_prepared prep;
-        const struct image_prepare_options po = {&p->o->limits, p->image_size,
-                                                 p->o->thumb_side, p->o->thumb_quality,
-                                                 p->o->decode};
-        st = image_prepare_for_ingest(it->body, it->body_len, &po, rgb, &prep, &err);
-        if (st == IMS_OK) {
-            it->format = format_word(prep.format);
-            it->width = prep.width;
-            it->height = prep.height;
-            it->thumb = prep.thumb;
-            it->thumb_len = prep.thumb_len;
-            if (!prep.thumb && p->o->thumb_side > 0) /* still searchable without one */
-                ims_log(IMS_LOG_WARN, "%s: no thumbnail: %s", it->source, prep.thumb_error);
-        }
+    struct image_prepared prep;
+    const struct image_prepare_options po = {&p->o->limits,         p->image_size,
+                                             p->o->thumb_side,      p->o->thumb_quality,
+                                             p->o->decode,          exif.orientation,
+                                             p->o->exif_orientation_ignore};
+    enum ims_status st = image_prepare_for_ingest(it->body, it->body_len, &po, rgb, &prep, &err);
+    if (st == IMS_OK) {
+        it->format = format_word(prep.format);
+        it->width = prep.width;
+        it->height = prep.height;
+        it->thumb = prep.thumb;
+        it->thumb_len = prep.thumb_len;
+        if (!prep.thumb && p->o->thumb_side > 0) /* still searchable without one */
+            ims_log(IMS_LOG_WARN, "%s: no thumbnail: %s", it->source, prep.thumb_error);
     }
     if (st != IMS_OK) {
         item_fail(it, st, "%s", ims_error_message(&err, st));
@@ -614,9 +583,27 @@ static void decode_item(struct pipeline *p, struct item *it, uint8_t *rgb)
     image_clip_normalize(rgb, p->image_size, it->pixels);
 }
 
+/* Decoders yield the CPU to queries (issue 11 item 4): in a server
+ * (ingest_new sets decode_nice) a decoder thread runs at that nice value
+ * (Linux sets nice per thread), so the clip worker (text queries, and the
+ * image batches it interleaves them with) and the HTTP threads are
+ * scheduled first and the decoders take what they leave; with nothing else
+ * to run they still get whole cores. `add` leaves it at 0: there, on a
+ * machine shared with other jobs, niced decoders lost to those. */
+static void decoder_lower_priority(int nice_v)
+{
+#ifdef SYS_gettid
+    if (nice_v > 0)
+        (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), IMS_MIN(nice_v, 19));
+#else
+    (void)nice_v;
+#endif
+}
+
 static void *decoder_main(void *arg)
 {
     struct pipeline *p = arg;
+    decoder_lower_priority(p->o->decode_nice);
     size_t s = (size_t)p->image_size;
     uint8_t *rgb = ims_malloc(s * s * 3);
     void *v;

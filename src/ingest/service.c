@@ -351,6 +351,8 @@ enum ims_status ingest_new(const struct ingest_deps *deps, const struct ingest_o
     else
         ingest_options_default(&ing->opts);
     struct ingest_options *o = &ing->opts;
+    if (o->decode_nice == 0) /* queries before the ingest's decoding (ingest.c) */
+        o->decode_nice = INGEST_SERVICE_DECODE_NICE;
     if (o->node_id && *o->node_id)
         snprintf(ing->node_id, sizeof(ing->node_id), "%s", o->node_id);
     else

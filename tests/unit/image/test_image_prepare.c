@@ -19,6 +19,8 @@
 #include <cmocka.h>
 
 #include <jpeglib.h>
+#include <webp/encode.h>
+#include <webp/types.h>
 
 #include "imgsearch/image.h"
 
@@ -127,7 +129,7 @@ static void test_bounded_large_jpegs(void **state)
         unsigned char *jpg = make_jpeg(cases[i].w, cases[i].h, cases[i].progressive, &n);
         uint8_t exact[224 * 224 * 3], bounded[224 * 224 * 3];
         exact_path(jpg, n, exact);
-        struct image_prepare_options o = {NULL, 224, 256, 80, IMAGE_DECODE_BOUNDED};
+        struct image_prepare_options o = {NULL, 224, 256, 80, IMAGE_DECODE_BOUNDED, 0, 0};
         struct image_prepared p;
         struct ims_error err = {0};
         assert_int_equal(image_prepare_for_ingest(jpg, n, &o, bounded, &p, &err), IMS_OK);
@@ -156,6 +158,121 @@ static void test_bounded_large_jpegs(void **state)
     }
 }
 
+/* Rotated photos (issue 11 item 2): the reduced image turned upright, within
+ * the bound against the exact path (full decode, image_orient, preprocess)
+ * for every orientation; sizes swap for 5..8; the thumbnail is upright;
+ * orientation_ignore embeds the image as stored; --decode exact stays
+ * byte-exact. The width is not a multiple of the 16-pixel MCU, so flips move
+ * the partial blocks to the other side. */
+static void test_bounded_rotated(void **state)
+{
+    (void)state;
+    const int w = 2004, h = 1500;
+    unsigned long n = 0;
+    unsigned char *jpg = make_jpeg(w, h, 0, &n);
+    struct ims_error err = {0};
+    struct image *img = NULL;
+    assert_int_equal(image_decode(jpg, n, NULL, &img, &err), IMS_OK);
+    uint8_t exact[224 * 224 * 3], bounded[224 * 224 * 3], unturned[224 * 224 * 3];
+    struct image_prepare_options o = {NULL, 224, 256, 80, IMAGE_DECODE_BOUNDED, 1, 0};
+    struct image_prepared p;
+    assert_int_equal(image_prepare_for_ingest(jpg, n, &o, unturned, &p, &err), IMS_OK);
+    ims_free(p.thumb);
+    for (int orient = 2; orient <= 8; orient++) {
+        struct image *up = NULL;
+        assert_int_equal(image_orient(img, orient, &up, &err), IMS_OK);
+        assert_int_equal(image_clip_preprocess(up, 224, exact, &err), IMS_OK);
+        image_free(up);
+        o.decode = IMAGE_DECODE_BOUNDED;
+        o.orientation = orient;
+        o.orientation_ignore = 0;
+        assert_int_equal(image_prepare_for_ingest(jpg, n, &o, bounded, &p, &err), IMS_OK);
+        int sw = orient >= 5 ? h : w, sh = orient >= 5 ? w : h;
+        assert_int_equal(p.width, sw);
+        assert_int_equal(p.height, sh);
+        assert_int_equal(p.decoded_width, 752); /* scale 3/8 of the stored 2004x1500 */
+        double q = psnr(exact, bounded, sizeof(exact));
+        if (q < IMAGE_PREPARE_MIN_PSNR_DB)
+            fail_msg("orientation %d: PSNR %.2f dB below the %.1f dB bound", orient, q,
+                     IMAGE_PREPARE_MIN_PSNR_DB);
+        assert_true(memcmp(exact, bounded, sizeof(exact)) != 0);
+        assert_true(memcmp(unturned, bounded, sizeof(exact)) != 0); /* it was turned */
+        check_thumb(&p, sw >= sh ? 256 : (int)lround(256.0 * sw / sh),
+                    sw >= sh ? (int)lround(256.0 * sh / sw) : 256);
+        ims_free(p.thumb);
+
+        o.orientation_ignore = 1; /* the embedding sees the stored image, the rest is upright */
+        assert_int_equal(image_prepare_for_ingest(jpg, n, &o, bounded, &p, &err), IMS_OK);
+        assert_memory_equal(unturned, bounded, sizeof(bounded));
+        assert_int_equal(p.width, sw);
+        ims_free(p.thumb);
+
+        o.orientation_ignore = 0;
+        o.decode = IMAGE_DECODE_EXACT;
+        assert_int_equal(image_prepare_for_ingest(jpg, n, &o, bounded, &p, &err), IMS_OK);
+        assert_memory_equal(exact, bounded, sizeof(exact));
+        ims_free(p.thumb);
+    }
+    image_free(img);
+    free(jpg);
+}
+
+/* WebP (issue 11 item 3): a still, opaque WebP through libwebp's rescaler
+ * to 2x the needed sizes, within the bound of the exact path; one with alpha
+ * keeps the exact decode; --decode exact stays byte-exact. */
+static void test_bounded_webp(void **state)
+{
+    (void)state;
+    const int w = 2400, h = 1800;
+    uint8_t *rgb = gen_rgb(w, h);
+    uint8_t *webp = NULL;
+    size_t n = WebPEncodeRGB(rgb, w, h, w * 3, 90, &webp);
+    assert_true(n > 0);
+    uint8_t exact[224 * 224 * 3], bounded[224 * 224 * 3];
+    exact_path(webp, n, exact);
+    struct image_prepare_options o = {NULL, 224, 256, 80, IMAGE_DECODE_BOUNDED, 0, 0};
+    struct image_prepared p;
+    struct ims_error err = {0};
+    assert_int_equal(image_prepare_for_ingest(webp, n, &o, bounded, &p, &err), IMS_OK);
+    assert_int_equal(p.format, IMAGE_FORMAT_WEBP);
+    assert_int_equal(p.width, w);
+    assert_int_equal(p.height, h);
+    assert_int_equal(p.decoded_height, 448); /* 2 x 224 on the shorter side */
+    assert_int_equal(p.decoded_width, 598);
+    double q = psnr(exact, bounded, sizeof(exact));
+    printf("WebP %dx%d through the rescaler: PSNR %.2f dB\n", w, h, q);
+    if (q < IMAGE_PREPARE_MIN_PSNR_DB)
+        fail_msg("WebP: PSNR %.2f dB below the %.1f dB bound", q, IMAGE_PREPARE_MIN_PSNR_DB);
+    assert_true(memcmp(exact, bounded, sizeof(exact)) != 0);
+    check_thumb(&p, 256, 192);
+    ims_free(p.thumb);
+    o.decode = IMAGE_DECODE_EXACT;
+    assert_int_equal(image_prepare_for_ingest(webp, n, &o, bounded, &p, &err), IMS_OK);
+    assert_memory_equal(exact, bounded, sizeof(exact));
+    assert_int_equal(p.decoded_width, w);
+    ims_free(p.thumb);
+    WebPFree(webp);
+
+    /* with alpha: exact decode whatever the policy */
+    uint8_t *rgba = malloc((size_t)w * h * 4);
+    assert_non_null(rgba);
+    for (size_t i = 0; i < (size_t)w * h; i++) {
+        memcpy(rgba + 4 * i, rgb + 3 * i, 3);
+        rgba[4 * i + 3] = (uint8_t)(i % 7 == 0 ? 128 : 255);
+    }
+    n = WebPEncodeRGBA(rgba, w, h, w * 4, 90, &webp);
+    assert_true(n > 0);
+    exact_path(webp, n, exact);
+    o.decode = IMAGE_DECODE_BOUNDED;
+    assert_int_equal(image_prepare_for_ingest(webp, n, &o, bounded, &p, &err), IMS_OK);
+    assert_int_equal(p.decoded_width, w);
+    assert_memory_equal(exact, bounded, sizeof(exact));
+    ims_free(p.thumb);
+    WebPFree(webp);
+    free(rgba);
+    free(rgb);
+}
+
 static void test_small_and_other_formats_exact(void **state)
 {
     (void)state;
@@ -164,7 +281,7 @@ static void test_small_and_other_formats_exact(void **state)
     unsigned char *jpg = make_jpeg(800, 600, 0, &n);
     uint8_t exact[224 * 224 * 3], got[224 * 224 * 3];
     exact_path(jpg, n, exact);
-    struct image_prepare_options o = {NULL, 224, 256, 80, IMAGE_DECODE_BOUNDED};
+    struct image_prepare_options o = {NULL, 224, 256, 80, IMAGE_DECODE_BOUNDED, 0, 0};
     struct image_prepared p;
     struct ims_error err = {0};
     assert_int_equal(image_prepare_for_ingest(jpg, n, &o, got, &p, &err), IMS_OK);
@@ -199,7 +316,7 @@ static void test_bad_input(void **state)
 {
     (void)state;
     uint8_t rgb[224 * 224 * 3];
-    struct image_prepare_options o = {NULL, 224, 256, 80, IMAGE_DECODE_BOUNDED};
+    struct image_prepare_options o = {NULL, 224, 256, 80, IMAGE_DECODE_BOUNDED, 0, 0};
     struct image_prepared p;
     struct ims_error err = {0};
     static const uint8_t junk[] = "\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01 garbage garbage";
@@ -226,6 +343,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bounded_large_jpegs),
+        cmocka_unit_test(test_bounded_rotated),
+        cmocka_unit_test(test_bounded_webp),
         cmocka_unit_test(test_small_and_other_formats_exact),
         cmocka_unit_test(test_bad_input),
     };
