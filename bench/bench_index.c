@@ -276,7 +276,7 @@ static void bench_exact(const char *set, const float *x, size_t n, const float *
     for (int i = 0; i < nq_faiss; i++) {
         float s[10];
         double t0 = ims_now();
-        st = index__faiss_search(ff, q + (size_t)i * DIM, 10, 0, s, faiss_ids + i * 10, &err);
+        st = index__faiss_search(ff, q + (size_t)i * DIM, 10, 0, 0, s, faiss_ids + i * 10, &err);
         t[i] = (ims_now() - t0) * 1e3;
         if (st != IMS_OK)
             die("faiss search", st, &err);

@@ -136,6 +136,18 @@ static inline int vindex_filter_allows(const struct vindex_filter *f, int64_t id
 enum ims_status vindex_search_filtered(struct vindex *vx, const float *q, int k,
                                        const struct vindex_filter *filter, float *scores,
                                        int64_t *ids, int *n_found, struct ims_error *err);
+/* Bounds of the per-query knobs of vindex_search_with. */
+#define VINDEX_MAX_EF 4096
+#define VINDEX_MAX_NPROBE 65536
+/* vindex_search_filtered (filter may be NULL) with per-query knobs: the
+ * non-zero fields ef_search, nprobe and rerank of *params (NULL: none)
+ * replace the index's defaults for this call only; n_threads is ignored.
+ * A knob that does not apply to the type is ignored; a negative one or one
+ * above VINDEX_MAX_EF / VINDEX_MAX_NPROBE / VINDEX_MAX_K is IMS_ERR_INVALID. */
+enum ims_status vindex_search_with(struct vindex *vx, const float *q, int k,
+                                   const struct vindex_filter *filter,
+                                   const struct vindex_search_params *params, float *scores,
+                                   int64_t *ids, int *n_found, struct ims_error *err);
 /* Sets the non-zero fields of *p. A knob that does not apply to the type
  * (nprobe on HNSW) is ignored; a negative value is IMS_ERR_INVALID. */
 enum ims_status vindex_set_search_params(struct vindex *vx, const struct vindex_search_params *p,

@@ -57,10 +57,10 @@ enum ims_status index__faiss_remove(struct index__faiss *f, const int64_t *ids, 
 enum ims_status index__faiss_set_param(struct index__faiss *f, const char *name, int value,
                                        struct ims_error *err);
 /* One query; scores/ids: (k). Missing results have id -1. Graph types use an
- * efSearch of at least min_ef for this call. Thread-safe against other
- * searches. */
+ * efSearch of at least min_ef for this call, IVF types nprobe lists when
+ * nprobe > 0. Thread-safe against other searches. */
 enum ims_status index__faiss_search(const struct index__faiss *f, const float *q, int k,
-                                    int min_ef, float *scores, int64_t *ids,
+                                    int min_ef, int nprobe, float *scores, int64_t *ids,
                                     struct ims_error *err);
 /* Serialises with faiss::write_index, streaming bytes to `write`, which
  * returns 0 on success. */
@@ -317,7 +317,9 @@ enum index__kind {
     INDEX_KIND_FLAT,     /* own exact scan, fp32 */
     INDEX_KIND_FLAT_F16, /* own exact scan over fp16 copies + fp32 re-score */
     INDEX_KIND_FAISS,    /* FAISS pass + exact re-score from the store */
+    INDEX_KIND_GRAPH,    /* own HNSW (index_graph.c) + exact re-score */
 };
+struct index__graph;
 
 #include <stdatomic.h>
 
@@ -334,6 +336,7 @@ struct vindex {
     char *spec;                     /* canonical spec, immutable after creation */
     struct index__store store;      /* live vectors and ids (all kinds) */
     struct index__faiss *faiss;     /* INDEX_KIND_FAISS only; may hold tombstones */
+    struct index__graph *graph;     /* INDEX_KIND_GRAPH only (index_graph.h) */
     int type_trains;                /* the FAISS type needs vindex_train (IVF, PQ) */
     struct vindex_search_params params;
     int64_t last_id;                /* highest catalogue id covered, -1 if none */

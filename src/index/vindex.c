@@ -59,6 +59,7 @@
  */
 
 #include "index_int.h"
+#include "index_graph.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -78,7 +79,7 @@ enum ims_status index__vindex_create(const char *spec, int dim,
 {
     enum ims_status st = IMS_OK;
     struct vindex *vx = NULL;
-    int lock_ok = 0;
+    int lock_ok = 0, gm = 0, gefc = 0;
     spec = canonical_spec(spec);
     IMS_RETURN_ERROR_IF(dim < 1 || dim > VINDEX_MAX_DIM, err, IMS_ERR_INVALID,
                         "index: dimension %d is outside 1..%d", dim, VINDEX_MAX_DIM);
@@ -101,6 +102,8 @@ enum ims_status index__vindex_create(const char *spec, int dim,
         vx->kind = INDEX_KIND_FLAT;
     else if (strcmp(spec, "FlatF16") == 0)
         vx->kind = INDEX_KIND_FLAT_F16;
+    else if (index__graph_parse_spec(spec, &gm, &gefc) != 0)
+        vx->kind = INDEX_KIND_GRAPH;
     else
         vx->kind = INDEX_KIND_FAISS;
     index__store_init(&vx->store, dim,
@@ -137,11 +140,25 @@ enum ims_status index__vindex_create(const char *spec, int dim,
         }
         vx->type_trains = !index__faiss_is_trained(vx->faiss);
     }
+    if (vx->kind == INDEX_KIND_GRAPH) {
+        if (index__graph_parse_spec(spec, &gm, &gefc) != 1) {
+            st = ims_error_set(err, IMS_ERR_INVALID,
+                               "index type \"%s\": Graph<M>[,efc<N>] wants M in %d..%d and N in "
+                               "8..2048", spec, INDEX_GRAPH_MIN_M, INDEX_GRAPH_MAX_M);
+            goto out;
+        }
+        if ((st = index__graph_new(dim, gm, gefc, &vx->graph)) != IMS_OK) {
+            st = ims_error_set(err, st, "index: out of memory");
+            goto out;
+        }
+        vx->params.ef_search = INDEX_GRAPH_DEFAULT_EF;
+    }
     *out = vx;
     vx = NULL;
 out:
     if (vx) {
         index__faiss_free(vx->faiss);
+        index__graph_free(vx->graph);
         if (lock_ok >= 1)
             pthread_rwlock_destroy(&vx->lock);
         if (lock_ok >= 2)
@@ -169,6 +186,7 @@ void vindex_free(struct vindex *vx)
     if (!vx)
         return;
     index__faiss_free(vx->faiss);
+    index__graph_free(vx->graph);
     index__store_fini(&vx->store);
     pthread_rwlock_destroy(&vx->lock);
     pthread_mutex_destroy(&vx->batch_mu);
@@ -367,6 +385,13 @@ enum ims_status vindex_add(struct vindex *vx, const int64_t *ids, const float *x
         if (st != IMS_OK)
             goto out;
     }
+    if (vx->graph) { /* reserve, then insert (in parallel on every core) */
+        if ((st = index__graph_reserve(vx->graph, n)) != IMS_OK) {
+            st = ims_error_set(err, st, "index: out of memory for the graph");
+            goto out;
+        }
+        index__graph_add(vx->graph, ids, x, n);
+    }
     index__store_append(&vx->store, ids, x, n);
     if (sorted[n - 1] > vx->last_id)
         vx->last_id = sorted[n - 1];
@@ -404,8 +429,12 @@ enum ims_status vindex_remove(struct vindex *vx, const int64_t *ids, size_t n, s
     /* Graph types: the store alone forgets the ids; FAISS keeps tombstones
      * that searches filter out. Duplicates in `ids` are removed once. */
     n_present = 0;
-    for (size_t i = 0; i < n; i++)
-        n_present += (size_t)index__store_remove(&vx->store, ids[i]);
+    for (size_t i = 0; i < n; i++) {
+        int gone = index__store_remove(&vx->store, ids[i]);
+        if (gone && vx->graph)
+            index__graph_delete(vx->graph, ids[i]); /* a waypoint, never a result */
+        n_present += (size_t)gone;
+    }
     if (n_present)
         bump_generation(vx);
 out:
@@ -439,6 +468,8 @@ enum ims_status vindex_set_search_params(struct vindex *vx, const struct vindex_
             goto out;
         vx->params.ef_search = p->ef_search;
     }
+    if (vx->graph && p->ef_search > 0)
+        vx->params.ef_search = p->ef_search;
     if (p->rerank > 0)
         vx->params.rerank = p->rerank;
     bump_generation(vx);
@@ -1268,16 +1299,19 @@ void index__batch_stats(struct vindex *vx, uint64_t *n_batches, uint64_t *n_sear
 
 static enum ims_status search_faiss(const struct vindex *vx, const float *q, int k,
                                     const struct vindex_filter *filter, size_t n_match,
+                                    const struct vindex_search_params *qp,
                                     struct index__topk *top, struct ims_error *err)
 {
     enum ims_status st = IMS_OK;
     float *cs = NULL;
     int64_t *ci = NULL;
     const struct index__store *s = &vx->store;
-    int64_t ntotal = index__faiss_ntotal(vx->faiss);
+    /* a graph returns live nodes only: no tombstones to fetch past */
+    int64_t ntotal = vx->graph ? (int64_t)index__graph_live(vx->graph)
+                               : index__faiss_ntotal(vx->faiss);
     if (s->n == 0 || ntotal <= 0)
         return IMS_OK;
-    int64_t want = IMS_MAX(k, vx->params.rerank);
+    int64_t want = IMS_MAX(k, qp->rerank);
     /* Tombstones (and a filter) dilute the results: ask for proportionally more. */
     int64_t fetch = want;
     size_t live = filter ? n_match : s->n;
@@ -1288,7 +1322,7 @@ static enum ims_status search_faiss(const struct vindex *vx, const float *q, int
     int64_t want_found = IMS_MIN((int64_t)k, (int64_t)live);
     /* HNSW-Flat: walk FAISS's graph with our kernels (index_hnsw.c). */
     struct index__hnsw_view hv;
-    int own_walk = index__hnsw_own_walk && index__faiss_hnsw_view(vx->faiss, &hv);
+    int own_walk = !vx->graph && index__hnsw_own_walk && index__faiss_hnsw_view(vx->faiss, &hv);
     for (;;) {
         fetch = IMS_MIN(fetch, ntotal);
         fetch = IMS_MIN(fetch, (int64_t)1 << 24);
@@ -1300,9 +1334,12 @@ static enum ims_status search_faiss(const struct vindex *vx, const float *q, int
             st = ims_error_set(err, IMS_ERR_NOMEM, "index: out of memory for candidates");
             goto out;
         }
-        if (own_walk) {
-            int got = index__hnsw_search(&hv, vx->dim, q, (int)fetch,
-                                         IMS_MAX(hv.ef_search, (int)fetch), cs, ci);
+        if (own_walk || vx->graph) {
+            int ef = qp->ef_search > 0 ? qp->ef_search : own_walk ? hv.ef_search : 0;
+            int got = vx->graph ? index__graph_search(vx->graph, q, (int)fetch,
+                                                      IMS_MAX(ef, (int)fetch), cs, ci)
+                                : index__hnsw_search(&hv, vx->dim, q, (int)fetch,
+                                                     IMS_MAX(ef, (int)fetch), cs, ci);
             if (got < 0) {
                 st = ims_error_set(err, IMS_ERR_NOMEM, "index: out of memory in the graph walk");
                 goto out;
@@ -1310,7 +1347,8 @@ static enum ims_status search_faiss(const struct vindex *vx, const float *q, int
             for (int64_t i = got; i < fetch; i++)
                 ci[i] = -1;
         } else {
-            st = index__faiss_search(vx->faiss, q, (int)fetch, (int)fetch, cs, ci, err);
+            st = index__faiss_search(vx->faiss, q, (int)fetch,
+                                     IMS_MAX((int)fetch, qp->ef_search), qp->nprobe, cs, ci, err);
             if (st != IMS_OK)
                 goto out;
         }
@@ -1343,8 +1381,24 @@ out:
     return st;
 }
 
-enum ims_status vindex_search(struct vindex *vx, const float *q, int k, float *scores,
-                              int64_t *ids, int *n_found, struct ims_error *err)
+/* The index's search parameters with the non-zero fields of *qp (one
+ * query's) in their place. Under the read lock. */
+static struct vindex_search_params query_params(const struct vindex *vx,
+                                                const struct vindex_search_params *qp)
+{
+    struct vindex_search_params p = vx->params;
+    if (qp && qp->nprobe > 0)
+        p.nprobe = qp->nprobe;
+    if (qp && qp->ef_search > 0)
+        p.ef_search = qp->ef_search;
+    if (qp && qp->rerank > 0)
+        p.rerank = qp->rerank;
+    return p;
+}
+
+static enum ims_status search_plain(struct vindex *vx, const float *q, int k,
+                                    const struct vindex_search_params *qp, float *scores,
+                                    int64_t *ids, int *n_found, struct ims_error *err)
 {
     enum ims_status st = IMS_OK;
     struct index__topk top = {0};
@@ -1355,7 +1409,7 @@ enum ims_status vindex_search(struct vindex *vx, const float *q, int k, float *s
     st = check_vectors(vx, q, 1, "query", err);
     if (st != IMS_OK)
         return st;
-    if (vx->kind != INDEX_KIND_FAISS) { /* exact: a full scan, which batches share */
+    if (vx->kind == INDEX_KIND_FLAT || vx->kind == INDEX_KIND_FLAT_F16) { /* exact: batches share */
         struct index__batch_member me = {.q = q, .k = k, .scores = scores, .ids = ids};
         struct index__batch_member *one = &me;
         if (index__batch_enabled)
@@ -1379,7 +1433,8 @@ enum ims_status vindex_search(struct vindex *vx, const float *q, int k, float *s
         st = ims_error_set(err, st, "index: out of memory");
         goto out;
     }
-    st = search_faiss(vx, q, kk, NULL, 0, &top, err);
+    struct vindex_search_params p = query_params(vx, qp);
+    st = search_faiss(vx, q, kk, NULL, 0, &p, &top, err);
     if (st != IMS_OK) {
         if (st == IMS_ERR_NOMEM)
             ims_error_set(err, st, "index: out of memory during search");
@@ -1443,12 +1498,11 @@ static enum ims_status scan_filtered(const struct index__store *s, const float *
     return IMS_OK;
 }
 
-enum ims_status vindex_search_filtered(struct vindex *vx, const float *q, int k,
-                                       const struct vindex_filter *filter, float *scores,
+static enum ims_status search_filtered(struct vindex *vx, const float *q, int k,
+                                       const struct vindex_filter *filter,
+                                       const struct vindex_search_params *qp, float *scores,
                                        int64_t *ids, int *n_found, struct ims_error *err)
 {
-    if (!filter)
-        return vindex_search(vx, q, k, scores, ids, n_found, err);
     enum ims_status st = IMS_OK;
     struct index__topk top = {0};
     IMS_RETURN_ERROR_IF(!q || !scores || !ids || !n_found, err, IMS_ERR_INVALID,
@@ -1470,9 +1524,10 @@ enum ims_status vindex_search_filtered(struct vindex *vx, const float *q, int k,
     }
     if ((st = index__topk_init(&top, kk)) != IMS_OK)
         goto nomem;
-    int scan = vx->kind != INDEX_KIND_FAISS || (double)n_match < FILTER_SCAN_SHARE * (double)s->n;
+    int scan = vx->kind == INDEX_KIND_FLAT || vx->kind == INDEX_KIND_FLAT_F16 || (double)n_match < FILTER_SCAN_SHARE * (double)s->n;
     if (!scan) {
-        st = search_faiss(vx, q, kk, filter, n_match, &top, err);
+        struct vindex_search_params p = query_params(vx, qp);
+        st = search_faiss(vx, q, kk, filter, n_match, &p, &top, err);
         if (st != IMS_OK)
             goto fail;
         if (top.n < kk) { /* the approximate pass missed matches: scan them */
@@ -1497,4 +1552,40 @@ out:
     UNLOCK(vx);
     index__topk_fini(&top);
     return st;
+}
+
+/* ---- per-query parameters (issue 11) -------------------------------------- */
+
+enum ims_status vindex_search_with(struct vindex *vx, const float *q, int k,
+                                   const struct vindex_filter *filter,
+                                   const struct vindex_search_params *params, float *scores,
+                                   int64_t *ids, int *n_found, struct ims_error *err)
+{
+    if (params) {
+        IMS_RETURN_ERROR_IF(params->ef_search < 0 || params->ef_search > VINDEX_MAX_EF, err,
+                            IMS_ERR_INVALID, "index: ef %d is outside 1..%d", params->ef_search,
+                            VINDEX_MAX_EF);
+        IMS_RETURN_ERROR_IF(params->nprobe < 0 || params->nprobe > VINDEX_MAX_NPROBE, err,
+                            IMS_ERR_INVALID, "index: nprobe %d is outside 1..%d", params->nprobe,
+                            VINDEX_MAX_NPROBE);
+        IMS_RETURN_ERROR_IF(params->rerank < 0 || params->rerank > VINDEX_MAX_K, err,
+                            IMS_ERR_INVALID, "index: rerank %d is outside 1..%d", params->rerank,
+                            VINDEX_MAX_K);
+    }
+    if (filter)
+        return search_filtered(vx, q, k, filter, params, scores, ids, n_found, err);
+    return search_plain(vx, q, k, params, scores, ids, n_found, err);
+}
+
+enum ims_status vindex_search(struct vindex *vx, const float *q, int k, float *scores,
+                              int64_t *ids, int *n_found, struct ims_error *err)
+{
+    return search_plain(vx, q, k, NULL, scores, ids, n_found, err);
+}
+
+enum ims_status vindex_search_filtered(struct vindex *vx, const float *q, int k,
+                                       const struct vindex_filter *filter, float *scores,
+                                       int64_t *ids, int *n_found, struct ims_error *err)
+{
+    return vindex_search_with(vx, q, k, filter, NULL, scores, ids, n_found, err);
 }
