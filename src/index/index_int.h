@@ -346,7 +346,7 @@ struct vindex {
     /* Coalescing of concurrent exact searches (vindex.c), guarded by
      * batch_mu, never by the rwlock (a batch takes the read lock itself). */
     pthread_mutex_t batch_mu;
-    int batch_running;                       /* a leader is scanning */
+    int batch_running;                       /* leaders scanning (index_batch_policy.c) */
     struct index__batch_member *queue_head;  /* arrived while it scans, FIFO */
     struct index__batch_member *queue_tail;
     int n_queued;
@@ -366,9 +366,16 @@ extern int index__i8_enabled;
 void index__i8_stats(struct vindex *vx, uint64_t *n_searches, uint64_t *n_candidates,
                      uint64_t *n_fallbacks);
 
-/* 1 (default): concurrent exact searches share one scan; 0: each scans
- * alone (benchmarks compare both). Not thread-safe; set before searching. */
+/* Coalescing policy (index_batch_policy.c): 2 (default, adaptive): a
+ * search scans at once, alone, while fewer scans than cores run, and queues
+ * for a shared scan only when every core already scans; 1 (always): one
+ * scan at a time, every search arriving meanwhile queues; 0 (never): each
+ * scans alone. Not thread-safe; set before searching. */
 extern int index__batch_enabled;
+/* How many scans may run before a search queues: 1 for "always", the
+ * online cores (or index__batch_max_runners when > 0) for "adaptive". */
+int index__batch_runners(void);
+extern int index__batch_max_runners;
 /* Called by a batch's leader, outside every lock, just before its scan, with
  * the batch's size (tests use it to hold a batch open until others have
  * queued). NULL by default. Not thread-safe; set before searching. */

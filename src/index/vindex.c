@@ -1144,7 +1144,7 @@ struct index__batch_member {
     pthread_cond_t wake;              /* signalled under batch_mu */
 };
 
-int index__batch_enabled = 1;
+int index__batch_enabled = 2;
 void (*index__batch_hook)(struct vindex *vx, int n_members) = NULL;
 
 /* Runs the searches of one batch (all exact kinds) under one read lock and
@@ -1218,8 +1218,8 @@ static void search_coalesced(struct vindex *vx, struct index__batch_member *me)
     struct index__batch_member *batch[INDEX_BATCH_MAX];
     int n = 0;
     pthread_mutex_lock(&vx->batch_mu);
-    if (!vx->batch_running) {
-        vx->batch_running = 1;
+    if (vx->batch_running < index__batch_runners()) {
+        vx->batch_running++;
         batch[n++] = me;
     } else {
         pthread_cond_init(&me->wake, NULL);
@@ -1272,7 +1272,7 @@ static void search_coalesced(struct vindex *vx, struct index__batch_member *me)
         lead->state = MEMBER_LEADS;
         pthread_cond_signal(&lead->wake);
     } else {
-        vx->batch_running = 0;
+        vx->batch_running--;
     }
     pthread_mutex_unlock(&vx->batch_mu);
 }
@@ -1320,6 +1320,10 @@ static enum ims_status search_faiss(const struct vindex *vx, const float *q, int
     if ((size_t)ntotal > live)
         fetch = (int64_t)((double)want * (double)ntotal / (double)live) + 1;
     int64_t want_found = IMS_MIN((int64_t)k, (int64_t)live);
+    /* Graph: the walk ranks by bf16 scores; re-score its whole beam in fp32
+     * (ef rows, tens of microseconds) so no near-tie at the k-th place is lost. */
+    if (vx->graph)
+        fetch = IMS_MAX(fetch, (int64_t)qp->ef_search);
     /* HNSW-Flat: walk FAISS's graph with our kernels (index_hnsw.c). */
     struct index__hnsw_view hv;
     int own_walk = !vx->graph && index__hnsw_own_walk && index__faiss_hnsw_view(vx->faiss, &hv);
