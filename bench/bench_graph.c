@@ -20,6 +20,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -75,8 +76,18 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static double g_cpu; /* CPU seconds of the last build (all threads) */
+
 static struct vindex *build(const char *spec, const float *x, size_t n, size_t chunk, double *secs)
 {
+    double c0 = cpu_now();
     struct ims_error err = {{0}};
     struct vindex *vx = NULL;
     enum ims_status st = vindex_new(spec, DIM, &vx, &err);
@@ -94,6 +105,7 @@ static struct vindex *build(const char *spec, const float *x, size_t n, size_t c
             fprintf(stderr, "  %s: %zu / %zu at %.1f s\n", spec, i, n, ims_now() - t0);
     }
     *secs = ims_now() - t0;
+    g_cpu = cpu_now() - c0;
     free(ids);
     return vx;
 }
@@ -215,7 +227,8 @@ int main(int argc, char **argv)
 
     double t_own;
     struct vindex *own = build(spec, x, n, chunk, &t_own);
-    fprintf(stderr, "  %s: built %zu in %.1f s\n", spec, n, t_own);
+    double cpu_own = g_cpu;
+    fprintf(stderr, "  %s: built %zu in %.1f s (%.1f CPU s)\n", spec, n, t_own, cpu_own);
     struct point own_pts[16];
     for (int i = 0; i < n_efs; i++) {
         own_pts[i] = measure(own, efs[i], q, nq, truth);
@@ -225,11 +238,13 @@ int main(int argc, char **argv)
     size_t gbytes = index__graph_memory(own->graph);
     vindex_free(own);
 
-    double t_faiss = 0;
+    double t_faiss = 0, cpu_faiss = 0;
     struct point f_pts[16];
     if (with_faiss) {
         struct vindex *fx = build("HNSW32", x, n, chunk, &t_faiss);
-        fprintf(stderr, "  HNSW32 (FAISS): built %zu in %.1f s\n", n, t_faiss);
+        cpu_faiss = g_cpu;
+        fprintf(stderr, "  HNSW32 (FAISS): built %zu in %.1f s (%.1f CPU s)\n", n, t_faiss,
+                cpu_faiss);
         for (int i = 0; i < n_fefs; i++) {
             f_pts[i] = measure(fx, fefs[i], q, nq, truth);
             fprintf(stderr, "  HNSW32 ef %d: recall %.4f p50 %.3f ms\n", fefs[i],
@@ -252,20 +267,23 @@ int main(int argc, char **argv)
     const char *names[] = {"faiss_hnsw32_build_s"};
     double vals[] = {t_faiss};
     bench_cpu_print_yardsticks(stdout, with_faiss ? 1 : 0, names, vals);
-    printf(",\n  \"ratios\": {\"build_time_own_over_faiss\": %.3f",
-           with_faiss && t_faiss > 0 ? t_own / t_faiss : 0.0);
+    printf(",\n  \"ratios\": {\"build_time_own_over_faiss\": %.3f, "
+           "\"build_cpu_own_over_faiss\": %.3f",
+           with_faiss && t_faiss > 0 ? t_own / t_faiss : 0.0,
+           with_faiss && cpu_faiss > 0 ? cpu_own / cpu_faiss : 0.0);
     if (own_best >= 0 && f_best >= 0)
         printf(", \"p50_at_recall95_own_over_faiss\": %.3f", own_pts[own_best].p50 / f_pts[f_best].p50);
     printf("},\n  \"set\": \"hard\", \"n\": %zu, \"dim\": %d, \"queries\": %d, \"threads\": %d, "
            "\"add_chunk\": %zu, \"isa\": \"%s\",\n",
            n, DIM, nq, cores, chunk, index__scan_isa());
-    printf("  \"own\": {\"spec\": \"%s\", \"build_s\": %.2f, \"graph_bytes_per_vector\": %.1f, "
-           "\"bytes_per_vector_with_fp32\": %.1f,\n",
-           spec, t_own, (double)gbytes / (double)n, (double)gbytes / (double)n + 4.0 * DIM + 8);
+    printf("  \"own\": {\"spec\": \"%s\", \"build_s\": %.2f, \"build_cpu_s\": %.2f, "
+           "\"graph_bytes_per_vector\": %.1f, \"bytes_per_vector_with_fp32\": %.1f,\n",
+           spec, t_own, cpu_own, (double)gbytes / (double)n, (double)gbytes / (double)n + 4.0 * DIM + 8);
     print_points("points", own_pts, n_efs);
     printf("},\n");
     if (with_faiss) {
-        printf("  \"faiss\": {\"spec\": \"HNSW32\", \"build_s\": %.2f,\n", t_faiss);
+        printf("  \"faiss\": {\"spec\": \"HNSW32\", \"build_s\": %.2f, \"build_cpu_s\": %.2f,\n",
+               t_faiss, cpu_faiss);
         print_points("points", f_pts, n_fefs);
         printf("}\n");
     } else {

@@ -185,9 +185,31 @@ __attribute__((target("avx512f"))) static float dot_bb_avx512(const uint16_t *a,
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
 }
+
+/* AVX512_BF16: vdpbf16ps multiplies 32 bf16 pairs into 16 fp32 sums per
+ * instruction; the query is rounded to bf16 once per walk (the walk only
+ * proposes candidates, which vindex re-scores in fp32). */
+__attribute__((target("avx512f,avx512bf16"))) static float dot_bb_avx512bf16(const uint16_t *a,
+                                                                           const uint16_t *b,
+                                                                           int dpad)
+{
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 64 <= dpad; i += 64) {
+        a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(a + i),
+                              (__m512bh)_mm512_loadu_si512(b + i));
+        a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(a + i + 32),
+                              (__m512bh)_mm512_loadu_si512(b + i + 32));
+    }
+    if (i < dpad) /* dpad is a multiple of 32 */
+        a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(a + i),
+                              (__m512bh)_mm512_loadu_si512(b + i));
+    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+}
 #endif
 
 static dot_qb_fn dot_qb = dot_qb_scalar;
+static int query_bf16; /* the walk rounds its query to bf16 (dot_bb for both) */
 static dot_bb_fn dot_bb = dot_bb_scalar;
 static pthread_once_t kernels_once = PTHREAD_ONCE_INIT;
 
@@ -199,6 +221,10 @@ static void pick_kernels(void)
     if (!strcmp(isa, "avx512")) {
         dot_qb = dot_qb_avx512;
         dot_bb = dot_bb_avx512;
+        if (__builtin_cpu_supports("avx512bf16")) {
+            dot_bb = dot_bb_avx512bf16;
+            query_bf16 = 1;
+        }
         return;
     }
     if (!strcmp(isa, "avx2")) {
@@ -209,6 +235,7 @@ static void pick_kernels(void)
 #endif
     dot_qb = dot_qb_scalar;
     dot_bb = dot_bb_scalar;
+    query_bf16 = 0;
 }
 
 /* ---- spec ---------------------------------------------------------------------------- */
@@ -264,6 +291,7 @@ struct gctx {
     struct heap cand; /* max-heap: frontier */
     struct heap res;  /* min-heap: the ef best */
     float *q;         /* (dpad) padded query */
+    uint16_t *qb;     /* (dpad) the same in bf16 (query_bf16) */
     int32_t *nb;      /* (m0 + 1) a copied link list */
     float *ts;        /* heuristic scratch: (m0 + 2 + efc) */
     int32_t *tv;
@@ -337,6 +365,7 @@ static void gctx_free(struct gctx *c)
     ims_free(c->res.s);
     ims_free(c->res.v);
     ims_free(c->q);
+    ims_free(c->qb);
     ims_free(c->nb);
     ims_free(c->ts);
     ims_free(c->tv);
@@ -384,8 +413,9 @@ static struct gctx *gctx_new(const struct index__graph *g)
     if (!c)
         return NULL;
     c->q = ims_calloc((size_t)g->dpad, sizeof(float));
+    c->qb = ims_calloc((size_t)g->dpad, sizeof(uint16_t));
     c->nb = ims_malloc(sizeof(int32_t) * (size_t)(g->m0 + 1));
-    if (!c->q || !c->nb) {
+    if (!c->q || !c->qb || !c->nb) {
         gctx_free(c);
         return NULL;
     }
@@ -615,6 +645,20 @@ static const uint16_t *vec_of(const struct index__graph *g, int32_t i)
     return g->vec + (size_t)i * (size_t)g->dpad;
 }
 
+/* The walk's score of node i against the query in c. */
+static inline float qdot(const struct index__graph *g, const struct gctx *c, int32_t i)
+{
+    return query_bf16 ? dot_bb(c->qb, vec_of(g, i), g->dpad) : dot_qb(c->q, vec_of(g, i), g->dpad);
+}
+
+static void set_query(const struct index__graph *g, struct gctx *c, const float *q)
+{
+    memcpy(c->q, q, sizeof(float) * (size_t)g->dim);
+    if (query_bf16)
+        for (int d = 0; d < g->dim; d++)
+            c->qb[d] = f32_to_bf16(q[d]);
+}
+
 static int32_t *links_of(const struct index__graph *g, int32_t i, int l)
 {
     return l == 0 ? g->links0 + (size_t)i * (size_t)(g->m0 + 1)
@@ -661,7 +705,7 @@ static int32_t greedy(struct index__graph *g, struct gctx *c, int32_t ep, float 
             improved = 0;
             int n = read_links(g, c, ep, l, locked);
             for (int j = 0; j < n; j++) {
-                float s = dot_qb(c->q, vec_of(g, c->nb[j]), g->dpad);
+                float s = qdot(g, c, c->nb[j]);
                 if (s > *s_ep) {
                     *s_ep = s;
                     ep = c->nb[j];
@@ -712,7 +756,7 @@ static int beam(struct index__graph *g, struct gctx *c, int32_t ep, float s_ep, 
                 for (int o = 64; o < g->dpad; o += 32)
                     G_PREFETCH(nx + o);
             }
-            float s = dot_qb(c->q, vec_of(g, nb), g->dpad);
+            float s = qdot(g, c, nb);
             if (c->res.n < ef || s > c->res.s[0]) {
                 if (c->cand.n == c->cand.cap && heap_reserve(&c->cand, 2 * c->cand.cap) != 0)
                     return -1;
@@ -805,7 +849,7 @@ out:
 
 static void insert(struct index__graph *g, struct gctx *c, int32_t node, const float *x)
 {
-    memcpy(c->q, x, sizeof(float) * (size_t)g->dim);
+    set_query(g, c, x);
     int lv = g->level[node];
     pthread_mutex_lock(&g->entry_mu);
     int32_t ep = g->entry;
@@ -819,7 +863,7 @@ static void insert(struct index__graph *g, struct gctx *c, int32_t node, const f
     pthread_mutex_unlock(&g->entry_mu);
     if (gctx_prepare(g, c, g->efc) != 0)
         abort(); /* room was reserved for every thread before the inserts (build_run) */
-    float s_ep = dot_qb(c->q, vec_of(g, ep), g->dpad);
+    float s_ep = qdot(g, c, ep);
     if (max_level > lv)
         ep = greedy(g, c, ep, &s_ep, max_level, lv + 1, 1);
     for (int l = IMS_MIN(lv, max_level); l >= 0; l--) {
@@ -986,9 +1030,9 @@ int index__graph_search(struct index__graph *g, const float *q, int k, int ef, f
             pool_put(g, c);
         return -1;
     }
-    memcpy(c->q, q, sizeof(float) * (size_t)g->dim);
+    set_query(g, c, q);
     int32_t ep = g->entry;
-    float s_ep = dot_qb(c->q, vec_of(g, ep), g->dpad);
+    float s_ep = qdot(g, c, ep);
     if (g->max_level > 0)
         ep = greedy(g, c, ep, &s_ep, g->max_level, 1, 0);
     if (beam(g, c, ep, s_ep, 0, ef, 0, 1) != 0) {
