@@ -100,6 +100,9 @@ struct search_request {
      * offset+k among them (a bitmap inside the index search, never a
      * post-filter of the unfiltered top k). */
     const struct store_filter *filter;
+    /* Optional (issue 11): per-query index knobs (ef_search, nprobe, rerank;
+     * 0 = the index's default), bounded as vindex_search_with. */
+    struct vindex_search_params knobs;
 };
 
 struct search_hit {

@@ -111,6 +111,10 @@ enum server_order { SERVER_ORDER_SCORE, SERVER_ORDER_DATE };
 #define SERVER_TERMS_MAX 16
 #define SERVER_K_MAX 1000
 #define SERVER_OFFSET_MAX 10000
+/* Per-query index knobs (issue 11): 0 = the index's default. */
+#define SERVER_EF_MAX 4096
+#define SERVER_NPROBE_MAX 65536
+#define SERVER_RERANK_MAX 100000
 #define SERVER_TEXT_MAX 2048
 #define SERVER_URL_MAX 4096
 #define SERVER_VECTOR_MAX 8192
@@ -142,6 +146,7 @@ struct server_query {
     float min_score;                  /* drop results scoring below, if has_min_score */
     enum server_order order;          /* DATE: the top results re-sorted newest first */
     const struct server_filter *filter; /* NULL, or only matching rows (arena-allocated) */
+    int ef, nprobe, rerank;           /* per-query index knobs, 0 = default (issue 11) */
 };
 
 struct server_result {

@@ -16,8 +16,11 @@
 const char cli_help_search[] =
     "usage: imgsearch search [--data DIR] [--catalogue URL]"
     " [--model DIR] [-k N] [--offset N] [--min-score S]\n"
+    "                        [--ef N] [--nprobe N] [--rerank N]\n"
     "                        [--json] [filters] (TEXT... | --image FILE)\n"
     "TEXT and --image may be combined; --not TEXT adds a negative term.\n"
+    "--ef (HNSW/Graph beam, 1..4096), --nprobe (IVF lists, 1..65536) and --rerank\n"
+    "(candidates re-scored exactly) override the index's defaults for this search.\n"
     "Filters (the answer is the top k among the matching images):\n"
     "  --added-from T --added-to T   when the image was added\n"
     "  --taken-from T --taken-to T   EXIF date taken (images without one never match)\n"
@@ -44,6 +47,7 @@ int cli_cmd_search(int argc, char **argv)
     struct ims_error err = {0};
     struct store_filter flt;
     int has_filter = 0;
+    struct vindex_search_params knobs = {0};
     char formats[128] = "";
     memset(&flt, 0, sizeof(flt));
     memset(terms, 0, sizeof(terms));
@@ -61,6 +65,18 @@ int cli_cmd_search(int argc, char **argv)
             if (r < 0 || cli_parse_long(v, 1, SEARCH_K_MAX, &num))
                 goto bad_value;
             k = (int)num;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--ef", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 1, VINDEX_MAX_EF, &num))
+                goto bad_value;
+            knobs.ef_search = (int)num;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--nprobe", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 1, VINDEX_MAX_NPROBE, &num))
+                goto bad_value;
+            knobs.nprobe = (int)num;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--rerank", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 1, VINDEX_MAX_K, &num))
+                goto bad_value;
+            knobs.rerank = (int)num;
         } else if ((r = cli_opt_value(argc, argv, &i, "--offset", &v)) != 0) {
             if (r < 0 || cli_parse_long(v, 0, SEARCH_OFFSET_MAX, &num))
                 goto bad_value;
@@ -205,7 +221,7 @@ int cli_cmd_search(int argc, char **argv)
     struct search_response resp = {0};
     if (st == IMS_OK) {
         struct search_request rq = {terms, n_terms, k, offset, has_min, min_score,
-                                    SEARCH_ORDER_SCORE, has_filter ? &flt : NULL};
+                                    SEARCH_ORDER_SCORE, has_filter ? &flt : NULL, knobs};
         st = search_run(se, &rq, &resp, &err);
     }
     if (st != IMS_OK) {

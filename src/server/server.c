@@ -655,7 +655,8 @@ static enum MHD_Result find_unknown_arg(void *cls, enum MHD_ValueKind kind, cons
     static const char *const known[] = {"q",          "image_id",   "k",         "offset",
                                         "min_score",  "order",      "added_from", "added_to",
                                         "taken_from", "taken_to",   "min_width", "min_height",
-                                        "format",     "orientation", "source_prefix"};
+                                        "format",     "orientation", "source_prefix",
+                                        "ef",         "nprobe",     "rerank"};
     struct unknown_arg *u = cls;
     for (size_t i = 0; i < IMS_ARRAY_LEN(known); i++)
         if (!strcmp(key, known[i]))
@@ -676,7 +677,7 @@ static enum MHD_Result h_search_get(struct request *r, struct MHD_Connection *c)
         ims_error_set(&uerr, IMS_ERR_INVALID,
                       "unknown query parameter '%s' (known: q, image_id, k, offset, min_score, "
                       "order, added_from, added_to, taken_from, taken_to, min_width, "
-                      "min_height, format, orientation, source_prefix)",
+                      "min_height, format, orientation, source_prefix, ef, nprobe, rerank)",
                       u.name);
         return respond_error(r, c, IMS_ERR_INVALID, &uerr);
     }
@@ -696,6 +697,9 @@ static enum MHD_Result h_search_get(struct request *r, struct MHD_Connection *c)
         MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "format"),
         MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "orientation"),
         MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "source_prefix"),
+        MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "ef"),
+        MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "nprobe"),
+        MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "rerank"),
     };
     struct server_query q;
     struct ims_error err = {{0}};

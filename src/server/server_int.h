@@ -139,6 +139,7 @@ struct server_query_args {
     /* filters (issue 10), NULL when absent */
     const char *added_from, *added_to, *taken_from, *taken_to, *min_width, *min_height, *format,
         *orientation, *source_prefix;
+    const char *ef, *nprobe, *rerank; /* index knobs (issue 11) */
 };
 enum ims_status server__query_from_args(const struct server_query_args *args,
                                         struct server_arena *a, struct server_query *q,
