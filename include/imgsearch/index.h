@@ -72,6 +72,8 @@ extern "C" {
 #define VINDEX_MAX_DIM 65536
 #define VINDEX_MAX_SPEC 255
 #define VINDEX_MAX_K 100000
+/* Most scan threads one search may use (vindex_search_params.n_threads). */
+#define VINDEX_MAX_THREADS 256
 
 struct vindex;
 
@@ -80,7 +82,8 @@ struct vindex_search_params {
     int nprobe;    /* IVF types: lists visited (FAISS default 1) */
     int ef_search; /* HNSW types: candidate list size (FAISS default 16) */
     int rerank;    /* approximate types: candidates re-scored exactly, >= k (default 0: k) */
-    int n_threads; /* exact scan threads for one query (default 1) */
+    int n_threads; /* exact scan threads for one query (default 1, at most
+                      VINDEX_MAX_THREADS) */
 };
 
 /* Creates an empty index of `spec` (see above) for `dim`-dimensional vectors.

@@ -2,16 +2,21 @@
 /*
  * index_int.h: the contract between the files of the index module.
  *
- *   vindex.c        public API, locking, search orchestration (scan or FAISS
- *                   pass + exact re-score), coalescing of concurrent exact
- *                   searches into one multi-query scan, validation of every
- *                   input
+ *   vindex.c        public API, locking, validation of every input, the
+ *                   entry of every search (which engine answers)
+ *   vindex_exact.c  exact fp32/fp16 scans, one query or several, the
+ *                   FlatF16 rule, the filtered scan
+ *   vindex_i8.c     Flat: int8 pre-scan + exact fp32 re-score
+ *   vindex_batch.c  coalescing of concurrent exact searches into one
+ *                   multi-query scan
+ *   vindex_faiss.c  FAISS (or HNSW walk) pass + exact re-score
  *   index_store.c   the fp32 (+ optional fp16 or int8) vector store: chunked
  *                   rows on huge pages, id -> row hash map, swap-remove
  *   index_scan.c    dot-product kernels, one-query and multi-query (AVX-512 /
  *                   AVX2+FMA / scalar, run-time dispatch), fp16 conversion,
  *                   int8 quantisation, the int8 pre-scan kernels and their
- *                   error bounds, the top-k heap
+ *                   error bounds
+ *   index_topk.c    the top-k heap every search keeps
  *   index_snapshot.c  save/load of the snapshot format
  *   index_hnsw.c    the HNSW graph walk with our kernels over FAISS's graph
  *   index_import.c  vectors out of a foreign FAISS file (`imgsearch import`)
@@ -224,7 +229,7 @@ size_t index__i8_select(const struct index__i8_query *p, const int32_t *dot, con
                         const float *rho, size_t n, float thr, uint32_t *sel, float *lower,
                         float *upper);
 
-/* A bounded top-k: min-heap on (score, -id) keeping the k best. */
+/* A bounded top-k (index_topk.c): min-heap on (score, -id) keeping the k best. */
 struct index__topk {
     int k, n;
     float *scores; /* (k) */
@@ -323,10 +328,10 @@ struct index__graph;
 
 #include <stdatomic.h>
 
-/* Most exact searches one coalesced batch scans together (vindex.c). */
+/* Most exact searches one coalesced batch scans together (vindex_batch.c). */
 #define INDEX_BATCH_MAX 32
 
-struct index__batch_member; /* a search waiting for, or running in, a batch (vindex.c) */
+struct index__batch_member; /* a search waiting for, or running in, a batch (vindex_batch.c) */
 
 struct vindex {
     pthread_rwlock_t lock;          /* writer-preferring; guards every field below
@@ -343,7 +348,7 @@ struct vindex {
     _Atomic uint64_t generation;    /* version stamp: set under the write lock on
                                        every change searches can see (vindex.c) */
 
-    /* Coalescing of concurrent exact searches (vindex.c), guarded by
+    /* Coalescing of concurrent exact searches (vindex_batch.c), guarded by
      * batch_mu, never by the rwlock (a batch takes the read lock itself). */
     pthread_mutex_t batch_mu;
     int batch_running;                       /* leaders scanning (index_batch_policy.c) */
@@ -352,7 +357,7 @@ struct vindex {
     int n_queued;
     uint64_t n_batches, n_batched;           /* batches run, searches they served */
 
-    /* Flat's int8 pre-scan (vindex.c): searches that used it, candidates
+    /* Flat's int8 pre-scan (vindex_i8.c): searches that used it, candidates
      * they re-scored in fp32, and those that fell back to the fp32 scan
      * (too many candidates). Updated by concurrent searches. */
     atomic_uint_least64_t i8_searches, i8_candidates, i8_fallbacks;
@@ -385,6 +390,53 @@ int index__batch_queued(struct vindex *vx);
 /* Batches run so far and the searches they served (a lone search is a batch
  * of 1); either pointer may be NULL. */
 void index__batch_stats(struct vindex *vx, uint64_t *n_batches, uint64_t *n_searches);
+
+/* ---- the search engines (vindex_*.c); all run under the caller's read
+ * lock, tops are initialised heaps, k <= the store's row count ------------- */
+
+/* Runs run(jobs + t * job_bytes) for every t < n, 1 <= n <= VINDEX_MAX_THREADS
+ * (vindex_exact.c): job 0 on the calling thread, the others on short-lived
+ * threads joined before it returns. A job whose thread cannot be created
+ * runs on the calling thread, so every job runs exactly once whatever the
+ * system allows. The one fan-out of the exact scans and the int8 pre-scan. */
+void index__fan_out(void *jobs, size_t job_bytes, int n, void (*run)(void *job));
+/* qsort order of int64 ids, ascending. */
+static inline int index__cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+/* FlatF16, one query (vindex_exact.c): the fp16 scan, then the exactness
+ * rule's fp32 re-score, or the fp32 scan when the rule cannot decide. */
+enum ims_status index__search_f16(const struct vindex *vx, const float *q, int k, int n_threads,
+                                  struct index__topk *top);
+/* The same for nq <= INDEX_BATCH_MAX queries qs (nq, dim), k[q] each. */
+enum ims_status index__search_f16_multi(const struct vindex *vx, const float *qs, int nq,
+                                        const int *k, int n_threads, struct index__topk *tops);
+/* The fp32 scan for the queries redo[0..n_redo) of qs (nq, dim), one pass
+ * for all; tops[redo[i]] are empty heaps of the queries' k. */
+enum ims_status index__scan_fp32_redo(const struct index__store *s, const float *qs,
+                                      const int *redo, int n_redo, int n_threads,
+                                      struct index__topk *tops);
+/* The exact top k among the rows `f` allows (n_match of them). */
+enum ims_status index__scan_filtered(const struct index__store *s, const float *q,
+                                     const struct vindex_filter *f, size_t n_match,
+                                     struct index__topk *top);
+/* Flat, nq <= INDEX_BATCH_MAX queries (vindex_i8.c): the int8 pre-scan,
+ * then the fp32 scan for the queries it could not answer. */
+enum ims_status index__search_flat_multi(struct vindex *vx, const float *qs, int nq, const int *k,
+                                         int n_threads, struct index__topk *tops);
+/* FAISS kinds (vindex_faiss.c): candidates, exact re-score; filter may be
+ * NULL (n_match: the rows it allows). Messages go to err. */
+enum ims_status index__search_faiss(const struct vindex *vx, const float *q, int k,
+                                    const struct vindex_filter *filter, size_t n_match,
+                                    const struct vindex_search_params *qp,
+                                    struct index__topk *top, struct ims_error *err);
+/* An exact kind's search (vindex_batch.c): joins or leads a coalesced batch
+ * (or runs alone when index__batch_enabled is 0) and takes the read lock
+ * itself. k >= 1; on IMS_OK scores/ids hold *n_found results, best first. */
+enum ims_status index__batch_search(struct vindex *vx, const float *q, int k, float *scores,
+                                    int64_t *ids, int *n_found);
 
 /* vindex_new without the output check; for FAISS kinds it also builds an
  * empty index of the type (load replaces it with the snapshot's). */

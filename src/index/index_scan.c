@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * index_scan.c: the exact-scan kernels, the int8 pre-scan (quantisation,
- * kernels, error bounds) and the top-k heap.
+ * index_scan.c: the exact-scan kernels and the int8 pre-scan (quantisation,
+ * kernels, error bounds). The top-k heap the callers keep is index_topk.c.
  *
  * Why our own scan: Debian's FAISS 1.7.3 is built for generic SIMD, so its
  * IndexFlatIP spends ~80 ms on one query over 200k x 512 vectors, while the
@@ -21,7 +21,7 @@
  * Determinism: within one family, a row's fp32 score depends only on q and
  * the row (same operation order whatever n or the row's position), so an
  * fp32 re-score of a candidate equals its score in a full fp32 scan. That is
- * what makes the fp16 scan + fp32 re-score path exact (see vindex.c).
+ * what makes the fp16 scan + fp32 re-score path exact (see vindex_exact.c).
  *
  * Multi-query kernels (index__dot_*_multi): several concurrent queries share
  * one read of the rows. Once a block of rows is scored against a whole batch
@@ -53,7 +53,7 @@
  * computed in double and inflated by 1 + 2^-30 (> d 2^-53 for d <= 65536),
  * then rounded up to float. Queries or rows whose norms exceed 2^60 are
  * refused (fp32 scan): nothing above can then overflow. The proof that the
- * bounds give the exact top k is in vindex.c and docs/internals/index.md.
+ * bounds give the exact top k is in vindex_i8.c and docs/internals/index.md.
  */
 
 #include "index_int.h"
@@ -1303,96 +1303,4 @@ void index__dot_f16_multi(const float *qs, int nq, const uint16_t *rows, size_t 
 {
     pthread_once(&g_once, pick_best);
     g_kern.f16m(qs, nq, rows, n, dim, out, out_stride);
-}
-
-/* ---- top-k heap ------------------------------------------------------------ */
-
-/* a is worse than b: lower score, or equal score and higher id. */
-static int worse(float sa, int64_t ia, float sb, int64_t ib)
-{
-    return sa < sb || (sa == sb && ia > ib);
-}
-
-enum ims_status index__topk_init(struct index__topk *t, int k)
-{
-    t->k = k;
-    t->n = 0;
-    t->scores = ims_malloc(sizeof(float) * (size_t)k);
-    t->ids = ims_malloc(sizeof(int64_t) * (size_t)k);
-    if (!t->scores || !t->ids) {
-        index__topk_fini(t);
-        return IMS_ERR_NOMEM;
-    }
-    return IMS_OK;
-}
-
-void index__topk_fini(struct index__topk *t)
-{
-    ims_free(t->scores);
-    ims_free(t->ids);
-    t->scores = NULL;
-    t->ids = NULL;
-    t->n = 0;
-}
-
-static void sift_down(float *s, int64_t *id, int n, int i)
-{
-    for (;;) {
-        int l = 2 * i + 1, r = l + 1, m = i;
-        if (l < n && worse(s[l], id[l], s[m], id[m]))
-            m = l;
-        if (r < n && worse(s[r], id[r], s[m], id[m]))
-            m = r;
-        if (m == i)
-            return;
-        float ts = s[i];
-        s[i] = s[m];
-        s[m] = ts;
-        int64_t ti = id[i];
-        id[i] = id[m];
-        id[m] = ti;
-        i = m;
-    }
-}
-
-void index__topk_push(struct index__topk *t, float score, int64_t id)
-{
-    if (t->n < t->k) {
-        int i = t->n++;
-        t->scores[i] = score;
-        t->ids[i] = id;
-        while (i > 0) { /* sift up: the worst stays at the root */
-            int p = (i - 1) / 2;
-            if (!worse(t->scores[i], t->ids[i], t->scores[p], t->ids[p]))
-                break;
-            float ts = t->scores[i];
-            t->scores[i] = t->scores[p];
-            t->scores[p] = ts;
-            int64_t ti = t->ids[i];
-            t->ids[i] = t->ids[p];
-            t->ids[p] = ti;
-            i = p;
-        }
-        return;
-    }
-    if (!worse(t->scores[0], t->ids[0], score, id))
-        return;
-    t->scores[0] = score;
-    t->ids[0] = id;
-    sift_down(t->scores, t->ids, t->n, 0);
-}
-
-void index__topk_sort(struct index__topk *t)
-{
-    /* Heap sort: repeatedly move the worst to the end; the array ends up best
-     * first. */
-    for (int n = t->n; n > 1; n--) {
-        float ts = t->scores[0];
-        t->scores[0] = t->scores[n - 1];
-        t->scores[n - 1] = ts;
-        int64_t ti = t->ids[0];
-        t->ids[0] = t->ids[n - 1];
-        t->ids[n - 1] = ti;
-        sift_down(t->scores, t->ids, n - 1, 0);
-    }
 }

@@ -10,7 +10,11 @@
  *   guard.c      Host / Origin checks, client keys, trusted proxies (pure)
  *   conns.c      open connections: per-client cap, header/body deadlines
  *   metrics.c    request counters and latency histograms (Prometheus text)
- *   server.c     MHD daemon, routing, limits, auth, handlers, logs
+ *   server.c     route table, dispatch, the request path (limits, auth, gate)
+ *   server_daemon.c  options, MHD start/stop/drain, connection callbacks
+ *   server_respond.c responses, status -> HTTP mapping, error log, assets
+ *   routes_api.c imgsearch's own API handlers
+ *   (those four share server_http.h, which includes microhttpd.h)
  *   compat_immich.c    immich's machine-learning API (POST /predict) -> backend
  *   compat_clipback.c  clip-retrieval's back end (/knn-service, /metadata, /indices-list)
  *   assets.c     generated at build time from web/ files and openapi.json
@@ -324,7 +328,7 @@ void server__compat_json(struct server__compat_reply *out, struct server_arena *
 /* {key: msg}; bytes of msg that are not UTF-8 become '?' (msg is modified). */
 struct json_t *server__json_message(const char *key, char *msg);
 
-/* The one place where statuses become HTTP codes (server.c). */
+/* The one place where statuses become HTTP codes (server_respond.c). */
 int server__http_status(enum ims_status st);
 
 /* POST /predict (multipart: "entries" JSON, "image" file or "text" field). */

@@ -307,6 +307,41 @@ static void test_flat_brute_force_all_isas(void **state)
     }
 }
 
+/* The one fan-out helper (vindex_exact.c): every job runs exactly once, on
+ * whatever thread, for 1, a few and the named cap of threads; the cap is
+ * what vindex_set_search_params accepts and one more is refused. */
+struct fan_job {
+    int runs;
+    pthread_t self;
+};
+
+static void fan_run(void *arg)
+{
+    struct fan_job *j = arg;
+    j->runs++;
+    j->self = pthread_self();
+}
+
+static void test_fan_out(void **state)
+{
+    (void)state;
+    static struct fan_job jobs[VINDEX_MAX_THREADS];
+    const int counts[] = {1, 3, VINDEX_MAX_THREADS};
+    for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
+        memset(jobs, 0, sizeof jobs);
+        index__fan_out(jobs, sizeof jobs[0], counts[c], fan_run);
+        for (int t = 0; t < VINDEX_MAX_THREADS; t++)
+            assert_int_equal(jobs[t].runs, t < counts[c] ? 1 : 0);
+        assert_true(pthread_equal(jobs[0].self, pthread_self())); /* job 0: the caller */
+    }
+    struct vindex *vx = new_index("Flat", 4);
+    struct vindex_search_params p = {.n_threads = VINDEX_MAX_THREADS};
+    assert_int_equal(vindex_set_search_params(vx, &p, NULL), IMS_OK);
+    p.n_threads = VINDEX_MAX_THREADS + 1;
+    assert_int_equal(vindex_set_search_params(vx, &p, NULL), IMS_ERR_INVALID);
+    vindex_free(vx);
+}
+
 static void test_k_larger_than_count(void **state)
 {
     (void)state;
@@ -1634,6 +1669,7 @@ int main(void)
         cmocka_unit_test(test_f16_conversion),
         cmocka_unit_test(test_topk_heap),
         cmocka_unit_test(test_flat_brute_force_all_isas),
+        cmocka_unit_test(test_fan_out),
         cmocka_unit_test(test_k_larger_than_count),
         cmocka_unit_test(test_f16_equals_f32),
         cmocka_unit_test(test_remove_swap_and_readd),
