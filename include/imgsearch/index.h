@@ -50,11 +50,17 @@
  * Parallelism: one search uses one thread unless search params say otherwise
  * (n_threads: the exact scan splits rows across that many short-lived
  * threads). FAISS's OpenMP threads are used for training and adding only.
- * Concurrent searches of the exact types ("Flat", "FlatF16") coalesce: a
- * search that arrives while another one scans waits for that scan to end,
- * then runs in one shared scan with every search that queued meanwhile, on
- * one of their threads. Answers are identical to searching alone, and a lone
- * search does not wait.
+ * Concurrent searches of the exact types ("Flat", "FlatF16") coalesce when
+ * the machine is busy: a search scans at once while fewer scans run than
+ * there are cores; one that arrives when every core scans waits for a scan
+ * to end, then runs in one shared scan with every search that queued
+ * meanwhile, on one of their threads. Answers are identical to searching
+ * alone, and a lone search does not wait.
+ * - "Graph", "Graph<M>", "Graph<M>,efc<N>": our own HNSW graph (M links per
+ *   node, 2M on level 0; build beam efc), built on every core, over bf16
+ *   copies of the vectors; the walk's beam (ef_search, default 96) is
+ *   re-scored exactly. Adds go into the graph at once; removed ids stay as
+ *   waypoints that are never returned, until the index is rebuilt.
  */
 #ifndef IMGSEARCH_INDEX_H
 #define IMGSEARCH_INDEX_H
