@@ -29,6 +29,11 @@
  *   traffic) and re-scores in fp32 every candidate that could be in the top k
  *   (a proven error bound, see docs/internals/index.md); it returns the same
  *   ids and scores as "Flat" and uses 1.5x the memory.
+ * - "Graph", "Graph<M>", "Graph<M>,efc<N>": our own HNSW graph (M links per
+ *   node, 2M on level 0; build beam efc), built on every core, over bf16
+ *   copies of the vectors; the walk's beam (ef_search, default 96) is
+ *   re-scored exactly. Adds go into the graph at once; removed ids stay as
+ *   waypoints that are never returned, until the index is rebuilt.
  * - anything else is a FAISS factory string with the inner-product metric:
  *   "IVF1024,Flat", "IVF4096,PQ64", "HNSW32", "OPQ16,IVF1024,PQ16", ... The
  *   fp32 vectors are kept alongside, so every returned score is the exact
@@ -56,11 +61,6 @@
  * to end, then runs in one shared scan with every search that queued
  * meanwhile, on one of their threads. Answers are identical to searching
  * alone, and a lone search does not wait.
- * - "Graph", "Graph<M>", "Graph<M>,efc<N>": our own HNSW graph (M links per
- *   node, 2M on level 0; build beam efc), built on every core, over bf16
- *   copies of the vectors; the walk's beam (ef_search, default 96) is
- *   re-scored exactly. Adds go into the graph at once; removed ids stay as
- *   waypoints that are never returned, until the index is rebuilt.
  */
 #ifndef IMGSEARCH_INDEX_H
 #define IMGSEARCH_INDEX_H
