@@ -862,7 +862,7 @@ static void insert(struct index__graph *g, struct gctx *c, int32_t node, const f
     }
     pthread_mutex_unlock(&g->entry_mu);
     if (gctx_prepare(g, c, g->efc) != 0)
-        abort(); /* room was reserved for every thread before the inserts (build_run) */
+        return; /* not reached: room was made before the inserts (index__graph_add) */
     float s_ep = qdot(g, c, ep);
     if (max_level > lv)
         ep = greedy(g, c, ep, &s_ep, max_level, lv + 1, 1);
@@ -871,8 +871,9 @@ static void insert(struct index__graph *g, struct gctx *c, int32_t node, const f
             memset(c->tags, 0, c->n_tags * sizeof *c->tags);
             c->epoch = 1;
         }
-        if (beam(g, c, ep, s_ep, l, g->efc, 1, 0) != 0)
-            abort(); /* out of memory for a frontier of a few thousand entries */
+        /* out of memory for a longer frontier: link to the best found so far
+         * (the beam's results always hold at least the entry point) */
+        (void)beam(g, c, ep, s_ep, l, g->efc, 1, 0);
         int n = res_sorted(c);
         ep = c->tv[0];
         s_ep = c->ts[0];
@@ -929,10 +930,37 @@ static int online_cores(void)
     return n < 1 ? 1 : n > 256 ? 256 : (int)n;
 }
 
-void index__graph_add(struct index__graph *g, const int64_t *labels, const float *x, size_t n)
+enum ims_status index__graph_add(struct index__graph *g, const int64_t *labels, const float *x,
+                                 size_t n)
 {
     if (n == 0)
-        return;
+        return IMS_OK;
+    int nt = index__graph_threads > 0 ? index__graph_threads : online_cores();
+    if ((size_t)nt > n / 64)
+        nt = (int)IMS_MAX((size_t)1, n / 64);
+    if (nt > 256)
+        nt = 256;
+    /* scratch for every thread first: after this nothing can fail */
+    struct gctx *ctxs[256] = {0};
+    int started = 0;
+    size_t n_after = g->n + n;
+    for (int t = 0; t < nt; t++) {
+        ctxs[t] = pool_get(g);
+        if (!ctxs[t])
+            break;
+        size_t keep = g->n;
+        g->n = n_after; /* size the visited tags for the nodes to come */
+        int bad = gctx_prepare(g, ctxs[t], g->efc);
+        g->n = keep;
+        if (bad) {
+            pool_put(g, ctxs[t]);
+            ctxs[t] = NULL;
+            break;
+        }
+        started = t + 1;
+    }
+    if (started == 0)
+        return IMS_ERR_NOMEM;
     size_t first = g->n;
     /* Everything a concurrent insert may read about a node exists before
      * any insert starts: vector, level, empty lists, label. */
@@ -961,34 +989,18 @@ void index__graph_add(struct index__graph *g, const int64_t *labels, const float
         }
     }
     g->n = first + n;
-    int nt = index__graph_threads > 0 ? index__graph_threads : online_cores();
-    if ((size_t)nt > n / 64)
-        nt = (int)IMS_MAX((size_t)1, n / 64);
     struct build_job jobs[256];
-    struct gctx *ctxs[256] = {0};
     atomic_size_t next;
     atomic_init(&next, 0);
     size_t done = 0;
     /* The first node alone: the others need an entry point. */
     if (g->entry < 0) {
-        struct gctx *c = pool_get(g);
-        if (!c)
-            abort();
-        insert(g, c, (int32_t)first, x);
-        pool_put(g, c);
+        insert(g, ctxs[0], (int32_t)first, x);
         done = 1;
     }
-    int started = 0;
-    for (int t = 0; t < nt; t++) {
-        ctxs[t] = pool_get(g);
-        if (!ctxs[t] || gctx_prepare(g, ctxs[t], g->efc) != 0)
-            break;
+    for (int t = 0; t < started; t++)
         jobs[t] = (struct build_job){g, ctxs[t], x + done * (size_t)g->dim, first + done,
                                      n - done, &next, 0};
-        started = t + 1;
-    }
-    if (started == 0)
-        abort(); /* out of memory for one walk's scratch */
     int running = 1;
     for (int t = 1; t < started; t++) {
         if (pthread_create(&jobs[t].th, NULL, build_thread, &jobs[t]) != 0)
@@ -1000,6 +1012,7 @@ void index__graph_add(struct index__graph *g, const int64_t *labels, const float
         pthread_join(jobs[t].th, NULL);
     for (int t = 0; t < started; t++)
         pool_put(g, ctxs[t]);
+    return IMS_OK;
 }
 
 int index__graph_delete(struct index__graph *g, int64_t label)

@@ -52,8 +52,11 @@ extern int index__graph_threads;
 /* Makes room for n_more nodes; after success index__graph_add of up to
  * n_more vectors cannot fail. */
 enum ims_status index__graph_reserve(struct index__graph *g, size_t n_more);
-/* Inserts n vectors x (n, dim) with their labels (room reserved). */
-void index__graph_add(struct index__graph *g, const int64_t *labels, const float *x, size_t n);
+/* Inserts n vectors x (n, dim) with their labels (room reserved), on up
+ * to index__graph_threads threads. IMS_ERR_NOMEM (graph unchanged) when not
+ * even one walk's scratch can be allocated. */
+enum ims_status index__graph_add(struct index__graph *g, const int64_t *labels, const float *x,
+                                 size_t n);
 /* Marks the live node labelled `label` deleted; 1 if there was one. */
 int index__graph_delete(struct index__graph *g, int64_t label);
 

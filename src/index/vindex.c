@@ -391,7 +391,10 @@ enum ims_status vindex_add(struct vindex *vx, const int64_t *ids, const float *x
             st = ims_error_set(err, st, "index: out of memory for the graph");
             goto out;
         }
-        index__graph_add(vx->graph, ids, x, n);
+        if ((st = index__graph_add(vx->graph, ids, x, n)) != IMS_OK) {
+            st = ims_error_set(err, st, "index: out of memory for the graph");
+            goto out;
+        }
     }
     index__store_append(&vx->store, ids, x, n);
     if (sorted[n - 1] > vx->last_id)
