@@ -33,9 +33,10 @@ struct index__graph;
 #define INDEX_GRAPH_MAX_LEVEL 16
 #define INDEX_GRAPH_DEFAULT_M 16
 #define INDEX_GRAPH_DEFAULT_EFC 80
-/* ef_search a new Graph index starts with (measured on the hard set, see
- * bench/README-index.md: recall@10 >= 0.95). */
-#define INDEX_GRAPH_DEFAULT_EF 96
+/* ef_search a new Graph index starts with: the smallest measured ef with
+ * recall@10 >= 0.95 on 1M vectors of the hard set with Graph16 (0.952; ef
+ * 192 gave 0.943), bench/results/graph_hard_1m.json. */
+#define INDEX_GRAPH_DEFAULT_EF 256
 
 /* Parses "Graph", "Graph<M>" or "Graph<M>,efc<N>". Returns 1 and fills *m,
  * *efc for a graph spec, 0 for any other spec, -1 for a malformed or
