@@ -98,9 +98,11 @@ def multipart(files):
 
 
 class Node:
+    extra = []
+
     def __init__(self, exe, model, log, data=None, catalogue=None):
         cmd = [exe, "serve", "--model", model, "--port", "0", "--host", "127.0.0.1",
-               "--rate", "0", "--max-inflight", "64"]
+               "--rate", "0", "--max-inflight", "64"] + Node.extra
         if data:
             cmd += ["--data", data]
         if catalogue:
@@ -152,10 +154,12 @@ def write_npy(path, rows, dim, rnd):
             f.write(struct.pack("<%df" % dim, *v))
 
 
-def latency(a, b, queries, rnd, text=False):
+def latency(a, b, queries, rnd, text=False, pool=None):
     out = {"sqlite": [], "postgresql": []}
     for i in range(queries):
-        if text:  # a new text each time: the encoder runs (cache miss)
+        if pool:  # popular queries: a few result sets asked again and again
+            q = rnd.choice(pool)
+        elif text:  # a new text each time: the encoder runs (cache miss)
             q = {"text": "photo %d of %s" % (i, rnd.choice(["a cat", "the sea", "red cars"])),
                  "k": 10}
         else:
@@ -239,8 +243,12 @@ def main():
     ap.add_argument("--queries", type=int, default=400)
     ap.add_argument("--probes", type=int, default=60)
     ap.add_argument("--out")
+    ap.add_argument("--row-cache-mb", type=int, default=None,
+                    help="passed to both nodes' serve (default: serve's own)")
     args = ap.parse_args()
     exe = os.path.join(args.build, "src", "cli", "imgsearch")
+    if args.row_cache_mb is not None:
+        Node.extra = ["--row-cache-mb", str(args.row_cache_mb)]
     tmp = tempfile.mkdtemp(prefix="ims_bench_cluster_")
     nodes = []
     rnd = random.Random(1)
@@ -269,7 +277,8 @@ def main():
             nodes.append(p)
             lat = latency(s, p, args.queries, rnd)
             res = {"cpu": cpu_model(), "cpus": os.cpu_count(), "rows": args.rows, "dim": DIM,
-                   "search_ms": {}}
+                   "row_cache_mb": args.row_cache_mb if args.row_cache_mb is not None else
+                   "default", "search_ms": {}}
             for name, xs in lat.items():
                 res["search_ms"][name] = {"p50": round(pct(xs, 50), 3),
                                           "p99": round(pct(xs, 99), 3),
@@ -280,6 +289,19 @@ def main():
                 res["search_ms"]["postgresql"]["mean"] / res["search_ms"]["sqlite"]["mean"], 3)
             res["search_pg_extra_ms_p50"] = round(
                 res["search_ms"]["postgresql"]["p50"] - res["search_ms"]["sqlite"]["p50"], 3)
+            # popular result sets: 20 query vectors asked over and over (the
+            # row cache serves their rows; the index's result cache their hits)
+            pool = [{"vector": [rnd.gauss(0, 1) for _ in range(DIM)], "k": 10}
+                    for _ in range(20)]
+            lat = latency(s, p, args.queries, rnd, pool=pool)
+            res["popular_search_ms"] = {}
+            for name, xs in lat.items():
+                res["popular_search_ms"][name] = {"p50": round(pct(xs, 50), 3),
+                                                  "p99": round(pct(xs, 99), 3),
+                                                  "mean": round(statistics.mean(xs), 3)}
+            res["popular_search_ratio_pg_sqlite_p50"] = round(
+                res["popular_search_ms"]["postgresql"]["p50"] /
+                res["popular_search_ms"]["sqlite"]["p50"], 3)
             lat = latency(s, p, args.queries, rnd, text=True)
             res["text_search_ms"] = {}
             for name, xs in lat.items():

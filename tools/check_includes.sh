@@ -13,6 +13,7 @@ allowed() {
     replica) echo "base index store replica" ;;
     fetch) echo "base fetch" ;;
     ingest) echo "base fetch image clip store index ingest" ;;
+    sync) echo "base fetch image clip store index ingest sync" ;;
     search) echo "base clip image index store search" ;;
     # server.h promises that only this module knows HTTP and that it knows
     # nothing else: the backend vtable is how it reaches the library

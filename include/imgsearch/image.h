@@ -83,14 +83,16 @@ struct image_limits {
     size_t max_bytes;    /* size of the encoded input */
     uint32_t max_aspect; /* longest side / shortest side; 0 = IMAGE_DEFAULT_MAX_ASPECT */
 };
-/* Defaults: IMAGE_DEFAULT_MAX_PIXELS (40 megapixels: every camera photo up to
- * 7200x5400 passes; a bomb declaring 100000x100000 does not),
+/* Defaults: IMAGE_DEFAULT_MAX_PIXELS (128 megapixels: 48-50 MP phone photos
+ * (8064x6048, 8160x6120) and 102 MP medium-format frames (11648x8736) pass;
+ * a bomb declaring 100000x100000 does not; the decode memory budget, not
+ * this limit, bounds how much is held at once),
  * IMAGE_DEFAULT_MAX_BYTES (50 MiB encoded) and IMAGE_DEFAULT_MAX_ASPECT (the
  * widest panorama is ~1:50; a 1 x 40,000,000 strip is refused from its
  * header instead of being decoded and refused by the resize). All three are
  * checked from the header, before anything proportional to the image is
  * allocated or decoded. */
-#define IMAGE_DEFAULT_MAX_PIXELS (40ull * 1000 * 1000)
+#define IMAGE_DEFAULT_MAX_PIXELS (128ull * 1000 * 1000)
 #define IMAGE_DEFAULT_MAX_BYTES ((size_t)50 << 20)
 #define IMAGE_DEFAULT_MAX_ASPECT 65536u
 void image_limits_default(struct image_limits *lim);

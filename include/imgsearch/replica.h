@@ -99,6 +99,12 @@ struct replica_options {
     /* > 0: the follower writes a snapshot every this many seconds when the
      * index changed (needs a data folder). 0: only replica_save. */
     int snapshot_interval_s;
+    /* Retention of the catalogue's change feed: > 0 keeps the newest
+     * feed_keep changes; the follower trims the older ones every
+     * trim_interval_ms (0: 60000). A node below the trimmed floor rebuilds
+     * (replica_rebuild_live). 0: this node never trims. */
+    int64_t feed_keep;
+    int trim_interval_ms;
 };
 
 /* Defaults: everything 0/NULL except with_index = 1, wait_ms = 500. */
@@ -146,7 +152,9 @@ struct replica_stats {
     uint64_t changes_applied;
     uint64_t rebuilds;       /* builds from the whole catalogue */
     uint64_t follow_errors;  /* failed looks at the catalogue (it was unreachable, ...) */
-    int behind_floor;        /* the feed was trimmed past the running index: restart */
+    int behind_floor;        /* the feed was trimmed past the running index: the
+                                follower is rebuilding it (the old one serves) */
+    uint64_t trims;          /* retention trims this node applied */
 };
 void replica_get_stats(struct replica *r, struct replica_stats *out);
 
@@ -167,8 +175,17 @@ const char *replica_snapshot_path(struct replica *r);
 /* Applies every change the catalogue has after the index's position.
  * IMS_ERR_INVALID without an index, IMS_ERR_BUSY before the replica is
  * ready, IMS_ERR_NOT_FOUND if the feed was trimmed past the index's
- * position (a restart rebuilds). */
+ * position (then behind_floor is set: replica_rebuild_live). */
 enum ims_status replica_catch_up(struct replica *r, struct ims_error *err);
+
+/* Brings a running index whose position fell below the feed's floor (the
+ * changes it missed were trimmed) back in step with the catalogue while it
+ * keeps serving: the catalogue is scanned and compared with the index
+ * untouched, then the difference (rows deleted meanwhile out, rows added
+ * meanwhile in) is applied at once, the row cache emptied, and the feed
+ * followed again from the seq read before the scan. Counts as a rebuild in
+ * replica_stats; behind_floor drops to 0. The follower calls it by itself. */
+enum ims_status replica_rebuild_live(struct replica *r, struct ims_error *err);
 
 /* Builds a new index of `spec` from the whole catalogue (training it on up
  * to 100000 catalogue vectors when the type needs it), with the folder's

@@ -77,7 +77,7 @@ struct store;
 #define STORE_JOB_ID_MAX_BYTES 64
 #define STORE_JOB_ERROR_MAX_BYTES 4096
 /* The schema version this binary writes and the newest it can open. */
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 
 /* ---- open / close --------------------------------------------------------- */
 
@@ -325,6 +325,67 @@ typedef int (*store_scan_fn)(void *user, const int64_t *ids, const float *vector
 enum ims_status store_scan_embeddings(struct store *st, int64_t after_id, size_t chunk_rows,
                                       store_scan_fn fn, void *user, struct ims_error *err);
 
+/* ---- folders kept in sync (add --sync, serve --watch; schema v3) ----------
+ *
+ * A row added from a local file may record the file's size and mtime when it
+ * was last synced: a later sync compares them with stat() alone and reads
+ * the file again only when they differ (then the content hash decides). */
+
+/* A row as the folder sync sees it. Owned by the array store_list_under
+ * returns; release with store_file_rows_free. */
+struct store_file_row {
+    int64_t id;
+    char *source;
+    int has_sha256;
+    uint8_t sha256[32];
+    int64_t bytes;          /* size of the original image (0 if unknown) */
+    int has_file_state;     /* 0: never synced (plain add, import) */
+    int64_t file_size, file_mtime_ns;
+};
+void store_file_rows_free(struct store_file_row *rows, size_t n);
+/* Every row whose source lies under `folder` (an absolute path; the source
+ * starts with folder + "/", compared byte-wise: /a/b never matches /a/bc),
+ * sorted by source with strcmp. *rows is NULL when *n is 0. */
+enum ims_status store_list_under(struct store *st, const char *folder,
+                                 struct store_file_row **rows, size_t *n, struct ims_error *err);
+
+/* One row's new file state and, when `source` is not NULL, its new source
+ * (a renamed or moved file: the embedding is kept). */
+struct store_file_update {
+    int64_t id;
+    const char *source;
+    int64_t file_size, file_mtime_ns;
+};
+/* Applies n updates in one transaction. An id that does not exist is
+ * skipped (found[i] = 0; found is optional). A new source held by another
+ * row is IMS_ERR_EXISTS and nothing is written. */
+enum ims_status store_update_files(struct store *st, const struct store_file_update *u, size_t n,
+                                   uint8_t *found, struct ims_error *err);
+/* ---- the node's row cache (serve --row-cache-mb) ---------------------------
+ *
+ * store_get_many without STORE_FIELD_EMBEDDING (the join of search hits)
+ * can be served from a cache of rows bounded by bytes, so a repeated result
+ * set costs no catalogue round trip. This store's own writes evict what they
+ * touch when they commit; other writers' changes are evicted by whoever
+ * follows the change feed (the replica: store_row_cache_evict for every
+ * DELETE and UPDATE change, before its index drops the id), so a row deleted
+ * anywhere is served from the cache no longer than the node's index still
+ * holds its id. */
+struct store_row_cache_stats {
+    size_t max_bytes, bytes, rows;
+    uint64_t hits, misses;
+    uint64_t invalidated; /* rows evicted because they changed */
+    uint64_t dropped;     /* least recently used rows dropped to stay in bounds */
+};
+/* Enables (max_bytes > 0, replacing any earlier cache) or disables (0) the
+ * cache. Call before the store is shared between threads. */
+enum ims_status store_row_cache_set(struct store *st, size_t max_bytes, struct ims_error *err);
+/* Evicts ids[0..n) from the cache; ids NULL evicts everything. No-op
+ * without a cache. Thread-safe. */
+void store_row_cache_evict(struct store *st, const int64_t *ids, size_t n);
+/* Zeroes *out without a cache. Thread-safe. */
+void store_row_cache_get_stats(struct store *st, struct store_row_cache_stats *out);
+
 /* ---- copying a catalogue (imgsearch catalogue copy) ------------------------ */
 
 /* One row read from another catalogue, with its thumbnail (NULL/0: none).
@@ -364,8 +425,10 @@ enum ims_status store_deleted_after(struct store *st, int64_t after_seq, size_t 
 
 /* ---- change feed: how every index replica follows the catalogue -----------
  *
- * Every insert of an image row, every delete, and every embedding replaced
- * (store_set_embeddings) appends one change (seq, id, kind) in the same
+ * Every insert of an image row, every delete, every embedding replaced
+ * (store_set_embeddings), every imported row completed with its image data
+ * and every thumbnail set (both UPDATE: rows that nodes' row caches must
+ * evict) appends one change (seq, id, kind) in the same
  * transaction. seq strictly increases, and commit order equals seq order:
  * once a reader has seen seq S, no change with seq < S can appear later. A
  * replica records the seq it covers and catches up by reading the changes
@@ -379,7 +442,7 @@ enum ims_status store_deleted_after(struct store *st, int64_t after_seq, size_t 
 enum store_change_kind {
     STORE_CHANGE_INSERT = 1, /* a new row: add its embedding */
     STORE_CHANGE_DELETE = 2, /* the row is gone: remove the id */
-    STORE_CHANGE_UPDATE = 3, /* the row's embedding was replaced: re-read it */
+    STORE_CHANGE_UPDATE = 3, /* the row changed (embedding, image data, thumbnail): re-read it */
 };
 /* "insert", "delete", "update". */
 const char *store_change_kind_name(enum store_change_kind k);
@@ -533,6 +596,14 @@ enum ims_status store_job_renew(struct store *st, const char *node_id, const int
                                 size_t n, int64_t lease_ms, uint8_t *renewed,
                                 struct ims_error *err);
 
+/* At a node's start: the items an earlier run under the same node_id still
+ * holds (it crashed or was killed) are released at once -- their leases
+ * expire now, so they are claimed again without waiting for them to lapse.
+ * Only for a node id no other running process uses. *n (optional) gets how
+ * many. */
+enum ims_status store_job_release_node(struct store *st, const char *node_id, int64_t *n,
+                                       struct ims_error *err);
+
 enum store_item_outcome {
     STORE_ITEM_ADDED = 0,  /* image_id is the new (or completed) row */
     STORE_ITEM_DUPLICATE,  /* image_id is the existing row */
@@ -553,6 +624,13 @@ struct store_item_result {
 enum ims_status store_job_finish(struct store *st, const char *node_id,
                                  const struct store_item_result *results, size_t n,
                                  uint8_t *accepted, struct ims_error *err);
+/* What a finished item reported (ADDED, DUPLICATE or ERROR). A redone item
+ * (claimed again after its node died) that finds the row an earlier attempt
+ * of its own committed -- same source, added since its job was created, no
+ * other item reporting it added -- is recorded as ADDED, not as a duplicate
+ * of itself. IMS_ERR_NOT_FOUND (no such item), IMS_ERR_BUSY (not finished). */
+enum ims_status store_job_item_outcome(struct store *st, int64_t item_id,
+                                       enum store_item_outcome *outcome, struct ims_error *err);
 /* Reads item `item_id` (for tests and diagnostics): its state, the node
  * holding it ("" if none), attempts and image id (0 if none). */
 enum ims_status store_job_item_get(struct store *st, int64_t item_id, enum store_item_state *state,

@@ -136,6 +136,8 @@ int cli_app_open(const char *cmd, const struct cli_app_options *o, struct cli_ap
     ro.with_index = o->with_index;
     ro.defer_sync = o->defer_sync;
     ro.snapshot_interval_s = o->snapshot_interval_s;
+    ro.feed_keep = o->feed_keep;
+    ro.trim_interval_ms = o->trim_interval_ms;
     if (o->with_model) {
         const char *mdir = o->model_dir ? o->model_dir : cli_default_model_dir();
         struct clip_model_params mp;

@@ -37,6 +37,8 @@ struct cli_app_options {
     int defer_sync;         /* replica_options.defer_sync: app->index stays NULL; the
                                follower builds it (serve) */
     int snapshot_interval_s; /* replica_options.snapshot_interval_s */
+    int64_t feed_keep;       /* replica_options.feed_keep */
+    int trim_interval_ms;    /* replica_options.trim_interval_ms */
     int precision;          /* enum clip_precision */
 };
 

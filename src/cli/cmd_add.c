@@ -26,6 +26,7 @@
 #include "cli.h"
 #include "cli_app.h"
 #include "imgsearch/ingest.h"
+#include "imgsearch/sync.h"
 
 const char cli_help_add[] =
     "usage: imgsearch add [--data DIR] [--catalogue URL]"
@@ -33,6 +34,7 @@ const char cli_help_add[] =
     "                     [--decode bounded|exact]\n"
     "                     [--exif-orientation apply|ignore] [--keep-gps]\n"
     "                     [download options] URL|FILE|FOLDER... | --from FILE\n"
+    "       imgsearch add --sync [--json] [options] FOLDER...\n"
     "Adds images: http(s) URLs, files, folders (recursive). --from reads one source\n"
     "per line (\"-\": stdin). URLs resolving to loopback/private/link-local/metadata\n"
     "addresses are refused unless --allow-private-urls.\n"
@@ -40,6 +42,11 @@ const char cli_help_add[] =
     "(CLIP input within 40 dB PSNR of the exact path); exact reproduces Pillow's bytes.\n"
     "Formats: JPEG, PNG, WebP, GIF, BMP, HEIC, AVIF, TIFF. EXIF date, camera make and\n"
     "model go in the row's metadata; GPS only with --keep-gps. Thumbnails are upright.\n"
+    "--sync keeps the catalogue in step with each FOLDER: new files are added, files\n"
+    "whose size or mtime changed are hashed (new content: re-embedded; same: kept),\n"
+    "renamed/moved files keep their row (same content), rows whose files under FOLDER\n"
+    "are gone are removed. Unchanged files are not read. A missing FOLDER removes\n"
+    "nothing. --json prints the summary as JSON on stdout.\n"
     CLI_EXIF_HELP CLI_FETCH_HELP
     CLI_CATALOGUE_HELP;
 
@@ -90,6 +97,7 @@ static int next_source(void *ctx, const char **source)
 struct display {
     int tty;
     double last_draw;
+    int quiet; /* --json: stdout holds the summary only; failures go to stderr */
 };
 
 static void fmt_eta(double s, char *buf, size_t n)
@@ -133,7 +141,7 @@ static void on_progress(void *ctx, const struct ingest_progress *p)
 static void on_item(void *ctx, const struct ingest_item_report *r)
 {
     struct display *d = ctx;
-    if (d->tty) {
+    if (d->tty || d->quiet) {
         if (r->outcome == INGEST_FAILED)
             fprintf(stderr, "\r\033[Kfailed %s: %s (%s)\n", r->source, r->error,
                     ims_status_name(r->status));
@@ -150,6 +158,70 @@ static void on_item(void *ctx, const struct ingest_item_report *r)
     fflush(stdout);
 }
 
+/* A JSON string (bytes >= 0x80 are passed through: paths are shown as they are). */
+static void cli_json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+/* add --sync: each folder synced in turn; a summary per folder on stderr
+ * (and as JSON on stdout with --json). 0 when every sync ran. */
+static int cli_add_sync(const struct ingest_deps *deps, const struct ingest_options *io,
+                        char **folders, int n, int json, int tty, atomic_int *cancel)
+{
+    int rc = 0;
+    if (json)
+        printf("{\"syncs\": [");
+    for (int i = 0; i < n && !atomic_load(cancel); i++) {
+        struct sync_summary s;
+        struct ims_error err = {0};
+        enum ims_status st = sync_folder(deps, io, folders[i], cancel, &s, &err);
+        if (tty)
+            fprintf(stderr, "\r\033[K");
+        if (st != IMS_OK && st != IMS_ERR_CANCELLED) {
+            rc = cli_fail("add", "%s", ims_error_message(&err, st));
+            continue;
+        }
+        fprintf(stderr,
+                "imgsearch add --sync %s: %lld files: %lld added, %lld changed, %lld renamed, "
+                "%lld removed, %lld unchanged, %lld duplicates, %lld failed; %lld files read, "
+                "in %.2f s%s\n",
+                folders[i], (long long)s.files, (long long)s.added, (long long)s.changed,
+                (long long)s.renamed, (long long)s.removed, (long long)s.unchanged,
+                (long long)s.duplicates, (long long)s.failed, (long long)s.files_read,
+                s.elapsed_s, st == IMS_ERR_CANCELLED ? "; interrupted" : "");
+        if (json) {
+            char *abs = realpath(folders[i], NULL);
+            printf("%s{\"folder\": ", i ? ", " : "");
+            cli_json_string(stdout, abs ? abs : folders[i]);
+            free(abs);
+            printf(", \"files\": %lld, \"added\": %lld, \"changed\": %lld, \"renamed\": %lld, "
+                   "\"removed\": %lld, \"unchanged\": %lld, \"duplicates\": %lld, "
+                   "\"failed\": %lld, \"files_read\": %lld, \"bytes_read\": %lld, "
+                   "\"sniffed\": %lld, \"elapsed_s\": %.6f, \"interrupted\": %s}",
+                   (long long)s.files, (long long)s.added, (long long)s.changed,
+                   (long long)s.renamed, (long long)s.removed, (long long)s.unchanged,
+                   (long long)s.duplicates, (long long)s.failed, (long long)s.files_read,
+                   (long long)s.bytes_read, (long long)s.sniffed, s.elapsed_s,
+                   st == IMS_ERR_CANCELLED ? "true" : "false");
+        }
+    }
+    if (json)
+        printf("]}\n");
+    fflush(stdout);
+    return rc;
+}
+
 int cli_cmd_add(int argc, char **argv)
 {
     struct cli_app_options o = {0};
@@ -158,6 +230,7 @@ int cli_cmd_add(int argc, char **argv)
     io.allow_local_files = 1;
     struct sources src = {0};
     const char *from = NULL;
+    int sync = 0, json = 0;
     char **positional = calloc((size_t)argc, sizeof(char *));
     int n_pos = 0, rc = 0;
     if (!positional)
@@ -184,6 +257,10 @@ int cli_cmd_add(int argc, char **argv)
                 goto usage_value;
         } else if (!strcmp(argv[i], "--keep-gps")) {
             io.keep_gps = 1;
+        } else if (!strcmp(argv[i], "--sync")) {
+            sync = 1;
+        } else if (!strcmp(argv[i], "--json")) {
+            json = 1;
         } else if ((r = cli_opt_value(argc, argv, &i, "--batch", &v)) != 0) {
             if (r < 0 || cli_parse_long(v, 1, 256, &num))
                 goto usage_value;
@@ -207,6 +284,11 @@ int cli_cmd_add(int argc, char **argv)
         free(positional);
         return cli_usage("add", cli_help_add, "nothing to add");
     }
+    if ((sync && from) || (json && !sync)) {
+        free(positional);
+        return cli_usage("add", cli_help_add,
+                         sync ? "--sync takes folders, not --from" : "--json goes with --sync");
+    }
     src.argv = positional;
     src.argc = n_pos;
     if (from) {
@@ -223,7 +305,7 @@ int cli_cmd_add(int argc, char **argv)
         rc = 1;
         goto out;
     }
-    struct display disp = {isatty(STDERR_FILENO) && isatty(STDOUT_FILENO), 0};
+    struct display disp = {isatty(STDERR_FILENO) && isatty(STDOUT_FILENO), 0, json};
     io.on_item = on_item;
     io.on_progress = on_progress;
     io.cb_ctx = &disp;
@@ -238,6 +320,14 @@ int cli_cmd_add(int argc, char **argv)
     struct ims_error err = {0};
     struct ingest_deps deps = {app.model, app.store, cli_app_after_commit, &app};
     struct ingest_summary sum = {0};
+    if (sync) {
+        rc = cli_add_sync(&deps, &io, positional, n_pos, json, disp.tty, &cancel_flag);
+        if (cli_app_close("add", &app, 1) != 0 && rc == 0)
+            rc = 1;
+        if (interrupted && rc == 0)
+            rc = 130;
+        goto out;
+    }
     enum ims_status st = ingest_run(&deps, &io, next_source, &src, &cancel_flag, &sum, &err);
     if (disp.tty)
         fprintf(stderr, "\r\033[K");

@@ -33,8 +33,13 @@ const char cli_help_catalogue[] =
     "created if needed; nothing is ever overwritten). Rows go over in chunks of\n"
     "N (default 512), then the destination is read back and verified by counts\n"
     "and a SHA-256 over (id, source, hash, embedding) in id order. Prints a JSON\n"
-    "summary; exit status 1 if anything differs. Jobs are not copied. Stop\n"
-    "writers to the source first.\n";
+    "summary; exit status 1 if anything differs. Stop writers to the source first.\n"
+    "Ingest jobs and their items are NOT copied, on purpose: they are work in\n"
+    "flight (progress counters, claims and leases held by the source's nodes,\n"
+    "per-item errors) tied to the nodes of the source; the images they added\n"
+    "are rows and are copied. Let jobs finish before copying, or post their\n"
+    "URLs again to the destination (already stored images come back as\n"
+    "duplicates). The summary's \"jobs\" says so.\n";
 
 /* A chained digest: d = SHA-256(d || id || source || 0 || hash || embedding). */
 struct digest {
@@ -227,7 +232,9 @@ static int copy(const char *from, const char *to, size_t chunk)
             store_backend_name(dst), "model", name, "dim", (int)dim, "images",
             (json_int_t)c.g.rows, "thumbnails", (json_int_t)c.g.thumbs, "images_at_destination",
             (json_int_t)n_dst_now, "sha256_from", hf, "sha256_to", ht, "verified", same, "jobs",
-            "not copied", "seconds",
+            "not copied: jobs are ingest work in flight (progress, leases of the source's "
+            "nodes); the images they added are copied; post unfinished jobs' URLs again",
+            "seconds",
             (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
         char *out = j ? json_dumps(j, JSON_COMPACT) : NULL;
         if (out)

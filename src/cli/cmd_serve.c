@@ -48,6 +48,7 @@
 #include "imgsearch/ingest.h"
 #include "imgsearch/search.h"
 #include "imgsearch/server.h"
+#include "imgsearch/sync.h"
 
 const char cli_help_serve[] =
     "usage: imgsearch serve [--data DIR] [--catalogue URL] [--model DIR] [--port N]\n"
@@ -60,8 +61,10 @@ const char cli_help_serve[] =
     "                       [--immich-ml [--immich-ml-port N] [--immich-model NAME[=DIR]]...]\n"
     "                       [--clip-back]\n"
     "                       [--no-ingest] [--node-id NAME]\n"
-    "                       [--lease-seconds N] [--claim-batch N]\n"
+    "                       [--lease-seconds N] [--claim-batch N] [--row-cache-mb N]\n"
+    "                       [--feed-keep N] [--feed-trim-seconds S]\n"
     "                       [--exif-orientation apply|ignore] [--keep-gps]\n"
+    "                       [--watch FOLDER]...\n"
     "Serves the web page and the HTTP API (default http://127.0.0.1:8080).\n"
     "Write endpoints need `Authorization: Bearer KEY` when a key is configured\n"
     "(--api-key-file or IMGSEARCH_API_KEY).\n"
@@ -112,6 +115,16 @@ const char cli_help_serve[] =
     "  --lease-seconds N  a claim lapses after N s without renewal (default 30):\n"
     "                     a dead node's items are redone by another after that\n"
     "  --claim-batch N    job items claimed at once (default 16; 1..128)\n"
+    "  --watch FOLDER     keep FOLDER in sync like `add --sync` at start and then\n"
+    "                     continuously (inotify, 500 ms debounce; repeatable); a moved\n"
+    "                     or deleted FOLDER is re-armed when it reappears. Status in\n"
+    "                     /metrics (imgsearch_watch_*)\n"
+    "  --row-cache-mb N   rows of search hits kept in memory, at most N MiB (default\n"
+    "                     64; 0: off), evicted by the change feed (docs/cluster.md)\n"
+    "  --feed-keep N      keep the newest N changes of the catalogue's change feed\n"
+    "                     (default 1000000; 0: never trim); older ones are trimmed\n"
+    "                     every --feed-trim-seconds S (default 60) by one node at a\n"
+    "                     time; a node left below them rebuilds its index live\n"
     "With --catalogue, --data is optional: a cache for the index snapshot (without\n"
     "it the index is built from the catalogue at every start). Until the index has\n"
     "caught up, /healthz and /readyz answer 503 {\"status\":\"starting\"}.\n"
@@ -138,6 +151,12 @@ struct app_backend {
     struct immich_model immich[IMMICH_MODELS_MAX];
     size_t n_immich;
     atomic_int ready;         /* se and ing exist: the node serves */
+    /* serve --watch FOLDER... (issue 10): folders kept in sync (sync.h) */
+    const char *watch_dirs[SYNC_WATCH_MAX_ROOTS];
+    size_t n_watch;
+    struct sync_watch *watch;
+    struct ingest_deps watch_deps;
+    struct ingest_options watch_io;
 };
 
 /* The index and the engines built on it exist once the replica has caught
@@ -504,6 +523,21 @@ static enum ims_status be_metrics(void *self, struct ims_buf *out, struct ims_er
         rs.ready, (long long)rs.seq, (long long)rs.catalogue_seq,
         (long long)(rs.catalogue_seq - rs.seq), (unsigned long long)rs.changes_applied,
         (unsigned long long)rs.rebuilds, (unsigned long long)rs.follow_errors, rs.behind_floor);
+    struct store_row_cache_stats rcs;
+    store_row_cache_get_stats(b->app->store, &rcs);
+    if (st == IMS_OK)
+        st = ims_buf_printf(
+            out,
+            "# TYPE imgsearch_row_cache_bytes gauge\nimgsearch_row_cache_bytes %zu\n"
+            "# TYPE imgsearch_row_cache_hits_total counter\nimgsearch_row_cache_hits_total %llu\n"
+            "# TYPE imgsearch_row_cache_misses_total counter\n"
+            "imgsearch_row_cache_misses_total %llu\n"
+            "# TYPE imgsearch_row_cache_invalidated_total counter\n"
+            "imgsearch_row_cache_invalidated_total %llu\n"
+            "# TYPE imgsearch_replica_feed_trims_total counter\n"
+            "imgsearch_replica_feed_trims_total %llu\n",
+            rcs.bytes, (unsigned long long)rcs.hits, (unsigned long long)rcs.misses,
+            (unsigned long long)rcs.invalidated, (unsigned long long)rs.trims);
     if (st != IMS_OK)
         return ims_error_set(err, st, "metrics buffer full");
     st = ims_buf_printf(
@@ -549,6 +583,16 @@ static enum ims_status be_metrics(void *self, struct ims_buf *out, struct ims_er
             "imgsearch_image_decode_waited_total %llu\n",
             db.budget, db.in_use, (unsigned long long)db.n_busy,
             (unsigned long long)db.n_too_large, (unsigned long long)db.n_waited);
+    /* b->watch is set before ready */
+    if (st == IMS_OK && b->n_watch > 0 && atomic_load(&b->ready)) {
+        size_t need = sync_watch_metrics(b->watch, NULL, 0) + 1;
+        char *w = ims_malloc(need);
+        if (w) {
+            sync_watch_metrics(b->watch, w, need);
+            st = ims_buf_printf(out, "%s", w);
+            ims_free(w);
+        }
+    }
     if (st != IMS_OK)
         return ims_error_set(err, st, "metrics buffer full");
     return IMS_OK;
@@ -709,7 +753,8 @@ int cli_cmd_serve(int argc, char **argv)
     long decode_mib = 0, decode_wait_ms = -1; /* image module defaults */
     long snapshot_interval = 0;
     const char *node_id = NULL;
-    long lease_s = 30, claim_batch = 16;
+    long lease_s = 30, claim_batch = 16, row_cache_mb = 64;
+    long feed_keep = 1000000, trim_s = 60;
     int no_ingest = 0;
     int exif_ignore = 0, keep_gps = 0;
     int inflight_set = 0;
@@ -836,12 +881,25 @@ int cli_cmd_serve(int argc, char **argv)
                 goto bad_value;
         } else if (strcmp(argv[i], "--no-ingest") == 0) {
             no_ingest = 1;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--watch", &v)) != 0) {
+            if (r < 0 || !*v || b.n_watch == SYNC_WATCH_MAX_ROOTS)
+                goto bad_value;
+            b.watch_dirs[b.n_watch++] = v;
         } else if ((r = cli_opt_value(argc, argv, &i, "--node-id", &v)) != 0) {
             if (r < 0 || !*v || strlen(v) > STORE_NODE_ID_MAX_BYTES)
                 goto bad_value;
             node_id = v;
         } else if ((r = cli_opt_value(argc, argv, &i, "--lease-seconds", &v)) != 0) {
             if (r < 0 || cli_parse_long(v, 1, 86400, &lease_s))
+                goto bad_value;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--row-cache-mb", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 0, 1L << 20, &row_cache_mb))
+                goto bad_value;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--feed-keep", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 0, 1L << 40, &feed_keep))
+                goto bad_value;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--feed-trim-seconds", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 1, 86400, &trim_s))
                 goto bad_value;
         } else if ((r = cli_opt_value(argc, argv, &i, "--claim-batch", &v)) != 0) {
             if (r < 0 || cli_parse_long(v, 1, 128, &claim_batch))
@@ -899,6 +957,8 @@ int cli_cmd_serve(int argc, char **argv)
     o.with_index = 1;
     o.defer_sync = 1; /* answer /healthz "starting" while the index is built */
     o.snapshot_interval_s = (int)snapshot_interval;
+    o.feed_keep = feed_keep;
+    o.trim_interval_ms = (int)trim_s * 1000;
     struct cli_app app;
     b.app = &app;
     b.fetch = fo;
@@ -930,7 +990,9 @@ int cli_cmd_serve(int argc, char **argv)
         rc = 1;
         goto out;
     }
-    st = replica_follow_start(app.replica, &err);
+    st = store_row_cache_set(app.store, (size_t)row_cache_mb << 20, &err);
+    if (st == IMS_OK)
+        st = replica_follow_start(app.replica, &err);
     if (st == IMS_OK) {
         struct server_options own = so;
         if (immich_port >= 0)
@@ -983,6 +1045,12 @@ int cli_cmd_serve(int argc, char **argv)
             io.keep_gps = keep_gps;
             struct ingest_deps deps = {app.model, app.store, cli_app_after_commit, &app};
             st = ingest_new(&deps, &io, &b.ing, &err);
+            if (st == IMS_OK && b.n_watch > 0) { /* the same pipeline, on local files */
+                b.watch_deps = deps;
+                b.watch_io = io;
+                st = sync_watch_start(&b.watch_deps, &b.watch_io, b.watch_dirs, b.n_watch, NULL,
+                                      &b.watch, &err);
+            }
         }
         if (st != IMS_OK) {
             rc = cli_fail("serve", "%s", ims_error_message(&err, st));
@@ -1006,6 +1074,7 @@ int cli_cmd_serve(int argc, char **argv)
 out:
     server_stop(srv_immich);
     server_stop(srv);
+    sync_watch_stop(b.watch); /* a sync in progress stops; what it committed stays */
     ingest_free(b.ing); /* what is in flight is committed and recorded */
     server_free(srv_immich);
     server_free(srv);

@@ -380,6 +380,17 @@ enum ims_status ingest_new(const struct ingest_deps *deps, const struct ingest_o
     else if (n_stale)
         ims_log(IMS_LOG_WARN, "%lld old-style ingest job(s) interrupted by the last shutdown "
                               "marked failed", (long long)n_stale);
+    /* this node id's claims of an earlier run (crashed) are released now
+     * rather than left to lapse: before any claim of this run */
+    int64_t n_released = 0;
+    memset(&serr, 0, sizeof(serr));
+    if (!o->no_ingest &&
+        (st = store_job_release_node(deps->store, ing->node_id, &n_released, &serr)) != IMS_OK)
+        ims_log(IMS_LOG_ERROR, "cannot release the last run's leases: %s",
+                ims_error_message(&serr, st));
+    else if (n_released)
+        ims_log(IMS_LOG_WARN, "%lld job item(s) still claimed by an earlier run of node %s: "
+                              "released", (long long)n_released, ing->node_id);
     st = IMS_OK;
     if (!o->no_ingest) {
         if (pthread_create(&ing->renewer, NULL, renewer_main, ing) != 0) {

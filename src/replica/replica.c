@@ -100,6 +100,9 @@ struct replica {
     _Atomic int64_t catalogue_seq; /* newest seq the follower saw */
     atomic_uint_least64_t n_applied, n_rebuilds, n_errors;
     atomic_int behind_floor;       /* the feed was trimmed past a running index */
+    int64_t feed_keep;             /* retention: changes kept by the trim (0: no trim) */
+    int trim_interval_ms;
+    atomic_uint_least64_t n_trims;
 };
 
 void replica_options_default(struct replica_options *o)
@@ -134,6 +137,7 @@ void replica_get_stats(struct replica *r, struct replica_stats *out)
     out->rebuilds = atomic_load(&r->n_rebuilds);
     out->follow_errors = atomic_load(&r->n_errors);
     out->behind_floor = atomic_load(&r->behind_floor);
+    out->trims = atomic_load(&r->n_trims);
 }
 
 /* ---- index.spec ------------------------------------------------------------- */
@@ -334,18 +338,24 @@ static enum ims_status apply_changes(struct replica *r, struct vindex *vx,
     int64_t *want = ims_malloc(n * sizeof(int64_t));
     struct store_image_row *rows = NULL;
     uint8_t *found = NULL;
-    int64_t *add_ids = NULL;
+    int64_t *add_ids = ims_malloc(n * sizeof(int64_t)); /* first the evicted ids */
     float *add_x = NULL;
     size_t n_want = 0, n_add = 0;
-    if (!all || !want) {
+    if (!all || !want || !add_ids) {
         st = ims_error_set(err, IMS_ERR_NOMEM, "out of memory applying changes");
         goto out;
     }
+    size_t n_gone = 0; /* deleted or changed rows: evicted from the row cache */
     for (size_t i = 0; i < n; i++) {
         all[i] = ch[i].id;
+        if (ch[i].kind != STORE_CHANGE_INSERT)
+            add_ids[n_gone++] = ch[i].id;
         if (ch[i].kind != STORE_CHANGE_DELETE)
             want[n_want++] = ch[i].id;
     }
+    /* before the index drops the id: a cached row is never served for an id
+     * this node's index no longer returns (store.h "row cache") */
+    store_row_cache_evict(r->store, add_ids, n_gone);
     st = vindex_remove(vx, all, n, NULL, err);
     if (st != IMS_OK || n_want == 0)
         goto out;
@@ -357,7 +367,6 @@ static enum ims_status apply_changes(struct replica *r, struct vindex *vx,
     n_want = u;
     rows = ims_calloc(n_want, sizeof(*rows));
     found = ims_calloc(n_want, 1);
-    add_ids = ims_malloc(n_want * sizeof(int64_t));
     add_x = ims_malloc(n_want * (size_t)r->dim * sizeof(float));
     if (!rows || !found || !add_ids || !add_x) {
         st = ims_error_set(err, IMS_ERR_NOMEM, "out of memory applying changes");
@@ -427,6 +436,8 @@ static enum ims_status catch_up_locked(struct replica *r, struct vindex *vx, str
 static enum ims_status build_locked(struct replica *r, struct ims_error *err)
 {
     int64_t s0 = 0;
+    /* changes before s0 may be lost to a trimmed feed: cached rows go too */
+    store_row_cache_evict(r->store, NULL, 0);
     enum ims_status st = store_change_seq(r->store, &s0, err);
     if (st != IMS_OK)
         return st;
@@ -531,7 +542,7 @@ enum ims_status replica_catch_up(struct replica *r, struct ims_error *err)
     if (st == IMS_ERR_NOT_FOUND) {
         atomic_store(&r->behind_floor, 1);
         ims_error_prefix(err, "the catalogue's change feed was trimmed past this index "
-                              "(restart to rebuild it)");
+                              "(the follower rebuilds it: replica_rebuild_live)");
     } else if (st != IMS_OK) {
         ims_error_prefix(err, "updating the index from the catalogue");
     }
@@ -578,6 +589,183 @@ enum ims_status replica_sync(struct replica *r, int64_t seq, int timeout_ms,
         st = ims_error_set(err, IMS_ERR_INVALID, "change %" PRId64 " is not in the catalogue",
                            seq);
     return st;
+}
+
+/* ---- live rebuild: the feed was trimmed past a running index ------------------ */
+
+struct id_list {
+    int64_t *ids;
+    size_t n, cap;
+    int nomem;
+};
+
+static int collect_ids(void *user, const int64_t *ids, const float *vectors, size_t n, int dim)
+{
+    (void)vectors;
+    (void)dim;
+    struct id_list *l = user;
+    if (l->n + n > l->cap) {
+        size_t cap = IMS_MAX(l->cap * 2, l->n + n + 1024);
+        int64_t *p = ims_realloc(l->ids, cap * sizeof(int64_t));
+        if (!p) {
+            l->nomem = 1;
+            return 1;
+        }
+        l->ids = p;
+        l->cap = cap;
+    }
+    memcpy(l->ids + l->n, ids, n * sizeof(int64_t));
+    l->n += n;
+    return 0;
+}
+
+/* The catalogue against the running index: the catalogue's rows the index
+ * lacks (ids and vectors), and which of the index's ids it still has. */
+struct diff_ctx {
+    const int64_t *live; /* sorted */
+    size_t n_live;
+    uint8_t *seen;       /* n_live */
+    int64_t *add_ids;
+    float *add_x;
+    size_t n_add, cap;
+    uint32_t dim;
+    int nomem;
+};
+
+static int diff_chunk(void *user, const int64_t *ids, const float *vectors, size_t n, uint32_t dim)
+{
+    struct diff_ctx *d = user;
+    for (size_t i = 0; i < n; i++) {
+        const int64_t *hit = bsearch(&ids[i], d->live, d->n_live, sizeof(int64_t), cmp_i64);
+        if (hit) {
+            d->seen[hit - d->live] = 1;
+            continue;
+        }
+        if (d->n_add == d->cap) {
+            size_t cap = IMS_MAX(d->cap * 2, 1024);
+            int64_t *pi = ims_realloc(d->add_ids, cap * sizeof(int64_t));
+            if (pi)
+                d->add_ids = pi;
+            float *px = pi ? ims_realloc(d->add_x, cap * (size_t)dim * sizeof(float)) : NULL;
+            if (!pi || !px) {
+                d->nomem = 1;
+                return 1;
+            }
+            d->add_x = px;
+            d->cap = cap;
+        }
+        d->add_ids[d->n_add] = ids[i];
+        memcpy(d->add_x + d->n_add * dim, vectors + i * dim, dim * sizeof(float));
+        d->n_add++;
+    }
+    return 0;
+}
+
+/* One pass: covered = S0 read first; the index is compared with a scan of
+ * the catalogue (a snapshot at least as new as S0) while it keeps serving
+ * untouched; then the difference goes in at once (one removal, one
+ * addition, each one write-lock hold) and the feed after S0 is replayed
+ * (idempotent, see DESIGN). Caller holds apply_mu. */
+static enum ims_status rebuild_live_locked(struct replica *r, struct ims_error *err)
+{
+    struct id_list live = {0};
+    struct diff_ctx d = {0};
+    int64_t *gone = NULL;
+    size_t n_gone = 0;
+    int64_t s0 = 0;
+    enum ims_status st = store_change_seq(r->store, &s0, err);
+    if (st != IMS_OK)
+        return st;
+    st = vindex_scan(r->index, collect_ids, &live, err);
+    if (st == IMS_ERR_CANCELLED || live.nomem) {
+        st = ims_error_set(err, IMS_ERR_NOMEM, "out of memory listing the index's ids");
+        goto out;
+    }
+    if (st != IMS_OK)
+        goto out;
+    qsort(live.ids, live.n, sizeof(int64_t), cmp_i64);
+    d.live = live.ids;
+    d.n_live = live.n;
+    d.dim = r->dim;
+    d.seen = ims_calloc(live.n + 1, 1);
+    if (!d.seen) {
+        st = ims_error_set(err, IMS_ERR_NOMEM, "out of memory comparing the index");
+        goto out;
+    }
+    st = store_scan_embeddings(r->store, 0, SCAN_CHUNK, diff_chunk, &d, err);
+    if (st == IMS_ERR_CANCELLED || d.nomem) {
+        st = ims_error_set(err, IMS_ERR_NOMEM, "out of memory comparing the index");
+        goto out;
+    }
+    if (st != IMS_OK)
+        goto out;
+    gone = ims_malloc((live.n + 1) * sizeof(int64_t));
+    if (!gone) {
+        st = ims_error_set(err, IMS_ERR_NOMEM, "out of memory comparing the index");
+        goto out;
+    }
+    for (size_t i = 0; i < live.n; i++)
+        if (!d.seen[i])
+            gone[n_gone++] = live.ids[i];
+    /* the swap: rows changed while the feed was lost may be cached */
+    store_row_cache_evict(r->store, NULL, 0);
+    if (n_gone)
+        st = vindex_remove(r->index, gone, n_gone, NULL, err);
+    if (st == IMS_OK && d.n_add) {
+        st = vindex_add(r->index, d.add_ids, d.add_x, d.n_add, err);
+        if (st == IMS_ERR_EXISTS)
+            st = add_each(r->index, d.add_ids, d.add_x, d.n_add, r->dim, err);
+    }
+    if (st != IMS_OK)
+        goto out;
+    ims_log(IMS_LOG_INFO,
+            "index rebuilt from the catalogue while serving: %zu vectors removed, %zu added, "
+            "now at change %lld",
+            n_gone, d.n_add, (long long)s0);
+    atomic_fetch_add(&r->n_rebuilds, 1);
+    set_covered(r, s0);
+    st = catch_up_locked(r, r->index, err);
+out:
+    ims_free(live.ids);
+    ims_free(d.seen);
+    ims_free(d.add_ids);
+    ims_free(d.add_x);
+    ims_free(gone);
+    return st;
+}
+
+enum ims_status replica_rebuild_live(struct replica *r, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!r->index, err, IMS_ERR_INVALID, "replica opened without its index");
+    IMS_RETURN_ERROR_IF(!atomic_load(&r->ready), err, IMS_ERR_BUSY,
+                        "the index is still being built");
+    pthread_mutex_lock(&r->apply_mu);
+    enum ims_status st = rebuild_live_locked(r, err);
+    if (st == IMS_ERR_NOT_FOUND) /* trimmed again while it ran: once more */
+        st = rebuild_live_locked(r, err);
+    pthread_mutex_unlock(&r->apply_mu);
+    if (st == IMS_OK)
+        atomic_store(&r->behind_floor, 0);
+    else
+        ims_error_prefix(err, "rebuilding the index from the catalogue");
+    return st;
+}
+
+/* The retention policy: keep the newest feed_keep changes. Every node
+ * with a policy applies it; the catalogue lets one at a time do the work
+ * (PostgreSQL: an advisory lock, SQLite: the writer). */
+static void apply_retention(struct replica *r, int64_t newest)
+{
+    int64_t upto = newest - r->feed_keep;
+    int64_t floor = 0;
+    struct ims_error err = {0};
+    if (upto <= 0 || store_change_floor(r->store, &floor, &err) != IMS_OK || upto <= floor)
+        return;
+    enum ims_status st = store_change_trim(r->store, upto, &err);
+    if (st == IMS_OK)
+        atomic_fetch_add(&r->n_trims, 1);
+    else
+        ims_log(IMS_LOG_WARN, "trimming the change feed: %s", ims_error_message(&err, st));
 }
 
 /* ---- snapshots ------------------------------------------------------------------ */
@@ -793,6 +981,7 @@ static void *follow_main(void *arg)
         }
         become_ready(r);
     }
+    double last_trim = ims_now();
     while (!atomic_load(&r->stop)) {
         int64_t now = 0;
         memset(&err, 0, sizeof(err));
@@ -800,8 +989,20 @@ static void *follow_main(void *arg)
             store_wait_change(r->store, atomic_load(&r->covered), r->wait_ms, &now, &err);
         if (st == IMS_OK) {
             atomic_store(&r->catalogue_seq, now);
-            if (now > atomic_load(&r->covered) && !atomic_load(&r->behind_floor))
+            if (atomic_load(&r->behind_floor)) {
+                ims_log(IMS_LOG_WARN, "the change feed was trimmed past this index: rebuilding "
+                                      "it from the catalogue (the old one serves meanwhile)");
+                st = replica_rebuild_live(r, &err);
+            } else if (now > atomic_load(&r->covered)) {
                 st = replica_catch_up(r, &err);
+                if (st == IMS_ERR_NOT_FOUND) /* behind_floor is set: rebuild at once */
+                    st = replica_rebuild_live(r, &err);
+            }
+        }
+        if (st == IMS_OK && r->feed_keep > 0 &&
+            (ims_now() - last_trim) * 1000.0 >= r->trim_interval_ms) {
+            apply_retention(r, now);
+            last_trim = ims_now();
         }
         if (st != IMS_OK) {
             atomic_fetch_add(&r->n_errors, 1);
@@ -898,6 +1099,8 @@ enum ims_status replica_open(const struct replica_options *o, struct replica **o
     r->n_search_threads = o->n_search_threads;
     r->wait_ms = o->wait_ms > 0 ? o->wait_ms : 500;
     r->snapshot_interval_s = o->snapshot_interval_s;
+    r->feed_keep = o->feed_keep > 0 ? o->feed_keep : 0;
+    r->trim_interval_ms = o->trim_interval_ms > 0 ? o->trim_interval_ms : 60000;
     if (r->has_data) {
         snprintf(r->data_dir, sizeof(r->data_dir), "%s", o->data_dir);
         snprintf(r->snap_path, sizeof(r->snap_path), "%s/index.snap", r->data_dir);

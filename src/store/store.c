@@ -200,14 +200,39 @@ const char *store_location(const struct store *st) { return st ? st->db_path : "
 
 void store_close(struct store *st)
 {
-    if (st)
+    if (st) {
+        store__rowcache_free(st->rc);
+        st->rc = NULL;
         st->ops->close(st);
+    }
 }
 
 /* ---- dispatch --------------------------------------------------------------------- */
 
 #define NEED_STORE(fn)                                                                             \
     IMS_RETURN_ERROR_IF(!st, err, IMS_ERR_INVALID, #fn ": no store")
+
+enum ims_status store_row_cache_set(struct store *st, size_t max_bytes, struct ims_error *err)
+{
+    NEED_STORE(store_row_cache_set);
+    struct store__rowcache *rc = NULL;
+    if (max_bytes > 0 && !(rc = store__rowcache_new(max_bytes)))
+        return ims_error_set(err, IMS_ERR_NOMEM, "out of memory for the row cache");
+    store__rowcache_free(st->rc);
+    st->rc = rc;
+    return IMS_OK;
+}
+
+void store_row_cache_evict(struct store *st, const int64_t *ids, size_t n)
+{
+    if (st)
+        store__rowcache_evict(st->rc, ids, n);
+}
+
+void store_row_cache_get_stats(struct store *st, struct store_row_cache_stats *out)
+{
+    store__rowcache_stats(st ? st->rc : NULL, out);
+}
 
 enum ims_status store_model_get(struct store *st, char *name, size_t name_cap, uint32_t *dim,
                                 struct ims_error *err)
@@ -236,11 +261,16 @@ enum ims_status store_check(struct store *st, struct ims_error *err)
     return st->ops->check(st, err);
 }
 
+/* Once a write committed, the rows it changed leave the row cache. */
 enum ims_status store_insert_many(struct store *st, const struct store_new_image *rows, size_t n,
                                   struct store_insert_result *results, struct ims_error *err)
 {
     NEED_STORE(store_insert_many);
-    return st->ops->insert_many(st, rows, n, results, err);
+    enum ims_status s = st->ops->insert_many(st, rows, n, results, err);
+    for (size_t i = 0; s == IMS_OK && st->rc && results && i < n; i++)
+        if (results[i].outcome == STORE_COMPLETED)
+            store__rowcache_evict(st->rc, &results[i].id, 1);
+    return s;
 }
 
 enum ims_status store_insert_stream(struct store *st, size_t n_total, size_t chunk_rows,
@@ -249,28 +279,38 @@ enum ims_status store_insert_stream(struct store *st, size_t n_total, size_t chu
 {
     IMS_RETURN_ERROR_IF(!st || !fill, err, IMS_ERR_INVALID,
                         "store_insert_stream: invalid arguments");
-    return st->ops->insert_stream(st, n_total, chunk_rows, fill, done, user, err);
+    enum ims_status s = st->ops->insert_stream(st, n_total, chunk_rows, fill, done, user, err);
+    store__rowcache_evict(st->rc, NULL, 0); /* an import may complete any row */
+    return s;
 }
 
 enum ims_status store_set_thumbnail(struct store *st, int64_t id, const void *jpeg, size_t n_bytes,
                                     struct ims_error *err)
 {
     NEED_STORE(store_set_thumbnail);
-    return st->ops->set_thumbnail(st, id, jpeg, n_bytes, err);
+    enum ims_status s = st->ops->set_thumbnail(st, id, jpeg, n_bytes, err);
+    store__rowcache_evict(st->rc, &id, 1);
+    return s;
 }
 
 enum ims_status store_set_embeddings(struct store *st, const int64_t *ids, const float *vectors,
                                      size_t n, uint8_t *exists, struct ims_error *err)
 {
     NEED_STORE(store_set_embeddings);
-    return st->ops->set_embeddings(st, ids, vectors, n, exists, err);
+    enum ims_status s = st->ops->set_embeddings(st, ids, vectors, n, exists, err);
+    if (ids)
+        store__rowcache_evict(st->rc, ids, n);
+    return s;
 }
 
 enum ims_status store_delete_many(struct store *st, const int64_t *ids, size_t n,
                                   uint8_t *existed, struct ims_error *err)
 {
     NEED_STORE(store_delete_many);
-    return st->ops->delete_many(st, ids, n, existed, err);
+    enum ims_status s = st->ops->delete_many(st, ids, n, existed, err);
+    if (ids)
+        store__rowcache_evict(st->rc, ids, n);
+    return s;
 }
 
 enum ims_status store_get_many(struct store *st, const int64_t *ids, size_t n, unsigned fields,
@@ -278,6 +318,8 @@ enum ims_status store_get_many(struct store *st, const int64_t *ids, size_t n, u
                                struct ims_error *err)
 {
     NEED_STORE(store_get_many);
+    if (st->rc && !(fields & STORE_FIELD_EMBEDDING) && n > 0 && ids && rows && found)
+        return store__rowcache_get_many(st, st->rc, ids, n, rows, found, err);
     return st->ops->get_many(st, ids, n, fields, rows, found, err);
 }
 
@@ -574,6 +616,31 @@ enum ims_status store_job_renew(struct store *st, const char *node_id, const int
     if (n == 0)
         return IMS_OK;
     return st->ops->job_renew(st, node_id, item_ids, n, lease_ms, renewed, err);
+}
+
+enum ims_status store_job_item_outcome(struct store *st, int64_t item_id,
+                                       enum store_item_outcome *outcome, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || !outcome, err, IMS_ERR_INVALID,
+                        "store_job_item_outcome: invalid arguments");
+    int o = -1;
+    enum ims_status s = st->ops->job_item_outcome(st, item_id, &o, err);
+    if (s == IMS_OK && o < 0)
+        s = ims_error_set(err, IMS_ERR_BUSY, "job item %lld is not finished",
+                          (long long)item_id);
+    if (s == IMS_OK)
+        *outcome = (enum store_item_outcome)o;
+    return s;
+}
+
+enum ims_status store_job_release_node(struct store *st, const char *node_id, int64_t *n,
+                                       struct ims_error *err)
+{
+    NEED_STORE(store_job_release_node);
+    enum ims_status s = store__check_node_id(node_id, err);
+    if (s != IMS_OK)
+        return s;
+    return st->ops->job_release_node(st, node_id, n, err);
 }
 
 enum ims_status store_job_finish(struct store *st, const char *node_id,

@@ -96,10 +96,18 @@ struct store_ops {
                                  struct store_job_item **, size_t *, struct ims_error *);
     enum ims_status (*job_renew)(struct store *, const char *, const int64_t *, size_t, int64_t,
                                  uint8_t *, struct ims_error *);
+    enum ims_status (*job_release_node)(struct store *, const char *, int64_t *,
+                                        struct ims_error *);
+    enum ims_status (*job_item_outcome)(struct store *, int64_t, int *, struct ims_error *);
     enum ims_status (*job_finish)(struct store *, const char *, const struct store_item_result *,
                                   size_t, uint8_t *, struct ims_error *);
     enum ims_status (*job_item_get)(struct store *, int64_t, enum store_item_state *, char *,
                                     size_t, int *, int64_t *, struct ims_error *);
+    /* folder sync (store_files.c); `prefix` is the folder with its "/" */
+    enum ims_status (*list_under)(struct store *, const char *, struct store_file_row **,
+                                  size_t *, struct ims_error *);
+    enum ims_status (*update_files)(struct store *, const struct store_file_update *, size_t,
+                                    uint8_t *, struct ims_error *);
 };
 
 struct store_pg; /* store_pg_int.h */
@@ -124,7 +132,23 @@ struct store {
 
     /* PostgreSQL */
     struct store_pg *pg;
+
+    /* store_row_cache_set (store_rowcache.c); NULL: no cache */
+    struct store__rowcache *rc;
 };
+
+/* ---- the row cache (store_rowcache.c) ------------------------------------- */
+struct store__rowcache;
+struct store__rowcache *store__rowcache_new(size_t max_bytes);
+void store__rowcache_free(struct store__rowcache *rc);
+/* Evicts ids[0..n) (ids NULL: everything); accepts a NULL cache. */
+void store__rowcache_evict(struct store__rowcache *rc, const int64_t *ids, size_t n);
+/* store_get_many without embeddings, through the cache. */
+enum ims_status store__rowcache_get_many(struct store *st, struct store__rowcache *rc,
+                                         const int64_t *ids, size_t n,
+                                         struct store_image_row *rows, uint8_t *found,
+                                         struct ims_error *err);
+void store__rowcache_stats(struct store__rowcache *rc, struct store_row_cache_stats *out);
 
 extern const struct store_ops store__sqlite_ops;
 
@@ -236,9 +260,21 @@ enum ims_status sq_job_claim(struct store *, const char *, size_t, int64_t,
                              struct store_job_item **, size_t *, struct ims_error *);
 enum ims_status sq_job_renew(struct store *, const char *, const int64_t *, size_t, int64_t,
                              uint8_t *, struct ims_error *);
+enum ims_status sq_job_release_node(struct store *, const char *, int64_t *, struct ims_error *);
+enum ims_status sq_job_item_outcome(struct store *, int64_t, int *, struct ims_error *);
 enum ims_status sq_job_finish(struct store *, const char *, const struct store_item_result *,
                               size_t, uint8_t *, struct ims_error *);
 enum ims_status sq_job_item_get(struct store *, int64_t, enum store_item_state *, char *,
                                 size_t, int *, int64_t *, struct ims_error *);
+
+/* folder sync, both backends (store_files.c) */
+enum ims_status sq_list_under(struct store *, const char *, struct store_file_row **, size_t *,
+                              struct ims_error *);
+enum ims_status sq_update_files(struct store *, const struct store_file_update *, size_t,
+                                uint8_t *, struct ims_error *);
+enum ims_status pg_list_under(struct store *, const char *, struct store_file_row **, size_t *,
+                              struct ims_error *);
+enum ims_status pg_update_files(struct store *, const struct store_file_update *, size_t,
+                                uint8_t *, struct ims_error *);
 
 #endif

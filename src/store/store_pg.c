@@ -412,11 +412,18 @@ enum ims_status pg_wbegin(struct store *st, PGconn **out, int lock, struct ims_e
     enum ims_status s = pg_get(st, &c, err);
     if (s != IMS_OK)
         return s;
-    s = pg_x(c, "BEGIN", NULL, err, "begin");
-    if (s == IMS_OK && lock) {
-        struct pgp p = {0};
-        pgp_i64(&p, STORE_PG_WRITE_LOCK);
-        s = pg_x(c, "SELECT pg_advisory_xact_lock($1)", &p, err, "write lock");
+    if (lock) {
+        /* BEGIN and the lock in one round trip (simple query protocol: one
+         * message, several statements; the last one's result comes back) */
+        char sql[96];
+        snprintf(sql, sizeof(sql), "BEGIN; SELECT pg_advisory_xact_lock(%lld)",
+                 (long long)STORE_PG_WRITE_LOCK);
+        PGresult *r = PQexec(c, sql);
+        if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
+            s = pg_error(c, r, err, "write lock");
+        PQclear(r);
+    } else {
+        s = pg_x(c, "BEGIN", NULL, err, "begin");
     }
     if (s != IMS_OK) {
         pg_put(st, c);
@@ -520,6 +527,9 @@ static const char *const pg_migrations[] = {
      * the message); a failed cast would abort the whole transaction */
     "CREATE FUNCTION ims_json_valid(t text) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $f$"
     " BEGIN PERFORM t::jsonb; RETURN true; EXCEPTION WHEN others THEN RETURN false; END $f$;",
+    /* v3: the file's size and mtime (ns) when the row was last synced
+     * (add --sync, serve --watch); NULL: never synced */
+    "ALTER TABLE images ADD COLUMN file_size bigint, ADD COLUMN file_mtime_ns bigint;",
 };
 
 _Static_assert(sizeof(pg_migrations) / sizeof(pg_migrations[0]) == STORE_SCHEMA_VERSION,
@@ -732,33 +742,29 @@ enum ims_status pg_log_changes(PGconn *c, const int64_t *ids, size_t n,
 {
     if (n == 0)
         return IMS_OK;
-    PGresult *r = NULL;
+    size_t cap = n * 21 + 3, o = 0;
+    char *lit = ims_malloc(cap);
+    if (!lit)
+        return ims_error_set(err, IMS_ERR_NOMEM, "change feed: out of memory");
+    lit[o++] = '{';
+    for (size_t i = 0; i < n; i++)
+        o += (size_t)snprintf(lit + o, cap - o, "%s%lld", i ? "," : "", (long long)ids[i]);
+    lit[o++] = '}';
+    lit[o] = '\0';
+    /* one round trip: advance the counter, append the changes with the seqs
+     * it gave (in ids order), and queue the notification (sent at commit,
+     * payload the newest seq) */
     struct pgp p = {0};
     pgp_i64(&p, (int64_t)n);
-    enum ims_status s = pg_q(c, "UPDATE feed SET seq = seq + $1 RETURNING seq", &p, &r, err,
-                             "advance feed");
-    if (s != IMS_OK)
-        return s;
-    int64_t last = pg_i64(r, 0, 0);
-    PQclear(r);
-    int64_t first = last - (int64_t)n + 1;
-    struct pgcopy b;
-    pgc_init(&b);
-    for (size_t i = 0; i < n; i++) {
-        pgc_row(&b, 3);
-        pgc_i64(&b, first + (int64_t)i);
-        pgc_i64(&b, ids[i]);
-        pgc_be(&b, 2, 4); /* smallint */
-        pgc_be(&b, (uint64_t)kind, 2);
-    }
-    s = pgc_send(c, "COPY changes(seq, image_id, kind) FROM STDIN (FORMAT binary)", &b, err);
-    if (s == IMS_OK) {
-        char buf[32];
-        snprintf(buf, sizeof(buf), "%lld", (long long)last);
-        struct pgp q = {0};
-        pgp_text(&q, buf);
-        s = pg_x(c, "SELECT pg_notify('" STORE_PG_CHANNEL "', $1)", &q, err, "notify");
-    }
+    pgp_literal(&p, lit);
+    pgp_i64(&p, (int64_t)kind);
+    enum ims_status s = pg_x(
+        c,
+        "WITH f AS (UPDATE feed SET seq = seq + $1 RETURNING seq, pg_notify('" STORE_PG_CHANNEL
+        "', seq::text)::text AS sent) INSERT INTO changes(seq, image_id, kind) SELECT f.seq - $1 "
+        "+ u.o, u.id, $3::int8::smallint FROM f, unnest($2::bigint[]) WITH ORDINALITY AS u(id, o)",
+        &p, err, "log changes");
+    ims_free(lit);
     return s;
 }
 
@@ -828,15 +834,32 @@ static enum ims_status pg_changes_after(struct store *st, int64_t after, size_t 
     return s;
 }
 
+/* Several nodes may apply the same retention policy: one at a time trims
+ * (a transaction advisory lock taken without waiting); the others find it
+ * taken and leave the work to it. */
+#define STORE_PG_TRIM_LOCK 1768777075
 static enum ims_status pg_change_trim(struct store *st, int64_t upto, struct ims_error *err)
 {
     PGconn *c = NULL;
-    enum ims_status s = pg_wbegin(st, &c, 1, err);
+    PGresult *r = NULL;
+    enum ims_status s = pg_wbegin(st, &c, 0, err);
     if (s != IMS_OK)
         return s;
+    struct pgp t = {0};
+    pgp_i64(&t, STORE_PG_TRIM_LOCK);
+    s = pg_q(c, "SELECT pg_try_advisory_xact_lock($1)", &t, &r, err, "trim lock");
+    int mine = s == IMS_OK && PQntuples(r) == 1 && PQgetlength(r, 0, 0) == 1 &&
+               PQgetvalue(r, 0, 0)[0] == 1; /* binary bool */
+    PQclear(r);
+    if (s != IMS_OK || !mine)
+        return pg_wend(st, c, s, err);
+    struct pgp w = {0};
+    pgp_i64(&w, STORE_PG_WRITE_LOCK);
+    s = pg_x(c, "SELECT pg_advisory_xact_lock($1)", &w, err, "write lock");
     struct pgp p = {0};
     pgp_i64(&p, upto);
-    s = pg_x(c, "UPDATE feed SET floor = greatest(floor, least($1, seq))", &p, err, "trim");
+    if (s == IMS_OK)
+        s = pg_x(c, "UPDATE feed SET floor = greatest(floor, least($1, seq))", &p, err, "trim");
     if (s == IMS_OK)
         s = pg_x(c, "DELETE FROM changes WHERE seq <= (SELECT floor FROM feed)", NULL, err,
                  "trim");
@@ -1015,6 +1038,10 @@ static const struct store_ops pg_ops = {
     .job_seal = pg_job_seal,
     .job_claim = pg_job_claim,
     .job_renew = pg_job_renew,
+    .job_release_node = pg_job_release_node,
+    .job_item_outcome = pg_job_item_outcome,
     .job_finish = pg_job_finish,
     .job_item_get = pg_job_item_get,
+    .list_under = pg_list_under,
+    .update_files = pg_update_files,
 };

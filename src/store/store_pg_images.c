@@ -156,7 +156,8 @@ static enum ims_status insert_batch(struct store *st, PGconn *c,
     if (s != IMS_OK)
         goto out;
     /* 1. lookups: the batch's sources and hashes as two array parameters,
-     * joined on the unique indexes (one index probe per row) */
+     * joined on the unique indexes (one index probe per row), in one
+     * statement (the first column says which) */
     struct pgcopy as, ah;
     pga_begin(&as, 25, n);
     pga_begin(&ah, 17, n);
@@ -169,34 +170,27 @@ static enum ims_status insert_batch(struct store *st, PGconn *c,
     if (s == IMS_OK) {
         struct pgp p = {0};
         pgp_raw(&p, as.p, as.n, 1009); /* text[] */
-        s = pg_q(c,
-                 "SELECT b.k - 1, i.id, (i.sha256 IS NULL)::int::int8 FROM unnest($1::text[]) "
-                 "WITH ORDINALITY AS b(source, k) JOIN images i ON i.source = b.source",
-                 &p, &r, err, "look up sources");
-    }
-    for (int k = 0; s == IMS_OK && k < PQntuples(r); k++) {
-        int64_t i = pg_i64(r, k, 0);
-        if (i >= 0 && (size_t)i < n) {
-            src_id[i] = pg_i64(r, k, 1);
-            nodata[i] = (uint8_t)pg_i64(r, k, 2);
-        }
-    }
-    PQclear(r);
-    r = NULL;
-    if (s == IMS_OK) {
-        struct pgp p = {0};
         pgp_raw(&p, ah.p, ah.n, 1001); /* bytea[] */
         s = pg_q(c,
-                 "SELECT b.k - 1, i.id FROM unnest($1::bytea[]) WITH ORDINALITY AS b(sha, k) "
-                 "JOIN images i ON i.sha256 = b.sha WHERE b.sha IS NOT NULL",
-                 &p, &r, err, "look up hashes");
+                 "SELECT 0::int8, b.k - 1, i.id, (i.sha256 IS NULL)::int::int8 FROM "
+                 "unnest($1::text[]) WITH ORDINALITY AS b(source, k) JOIN images i ON i.source "
+                 "= b.source UNION ALL SELECT 1::int8, b.k - 1, i.id, 0::int8 FROM "
+                 "unnest($2::bytea[]) WITH ORDINALITY AS b(sha, k) JOIN images i ON i.sha256 = "
+                 "b.sha WHERE b.sha IS NOT NULL",
+                 &p, &r, err, "look up sources and hashes");
     }
     ims_free(as.p);
     ims_free(ah.p);
     for (int k = 0; s == IMS_OK && k < PQntuples(r); k++) {
-        int64_t i = pg_i64(r, k, 0);
-        if (i >= 0 && (size_t)i < n)
-            sha_id[i] = pg_i64(r, k, 1);
+        int64_t i = pg_i64(r, k, 1);
+        if (i < 0 || (size_t)i >= n)
+            continue;
+        if (pg_i64(r, k, 0) == 0) {
+            src_id[i] = pg_i64(r, k, 2);
+            nodata[i] = (uint8_t)pg_i64(r, k, 3);
+        } else {
+            sha_id[i] = pg_i64(r, k, 2);
+        }
     }
     PQclear(r);
     r = NULL;
@@ -322,6 +316,8 @@ static enum ims_status insert_batch(struct store *st, PGconn *c,
                  &u, err, "complete row");
         if (s == IMS_OK && row->thumbnail_bytes > 0)
             s = put_thumb(c, res[i].id, row->thumbnail, row->thumbnail_bytes, err);
+        if (s == IMS_OK) /* the row changed: nodes' row caches learn it from the feed */
+            s = pg_log_changes(c, &res[i].id, 1, STORE_CHANGE_UPDATE, err);
     }
     if (s == IMS_OK && n_explicit > 0) /* the sequence must never hand out those ids */
         s = pg_x(c,
@@ -436,6 +432,8 @@ enum ims_status pg_set_thumbnail(struct store *st, int64_t id, const void *jpeg,
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
     if (s == IMS_OK)
         s = put_thumb(c, id, jpeg, n, err);
+    if (s == IMS_OK) /* has_thumbnail may change: row caches follow the feed */
+        s = pg_log_changes(c, &id, 1, STORE_CHANGE_UPDATE, err);
     return pg_wend(st, c, s, err);
 }
 

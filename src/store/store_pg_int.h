@@ -149,6 +149,8 @@ enum ims_status pg_job_add_items(struct store *, const char *, const char *const
 enum ims_status pg_job_seal(struct store *, const char *, struct ims_error *);
 enum ims_status pg_job_claim(struct store *, const char *, size_t, int64_t,
                              struct store_job_item **, size_t *, struct ims_error *);
+enum ims_status pg_job_item_outcome(struct store *, int64_t, int *, struct ims_error *);
+enum ims_status pg_job_release_node(struct store *, const char *, int64_t *, struct ims_error *);
 enum ims_status pg_job_renew(struct store *, const char *, const int64_t *, size_t, int64_t,
                              uint8_t *, struct ims_error *);
 enum ims_status pg_job_finish(struct store *, const char *, const struct store_item_result *,

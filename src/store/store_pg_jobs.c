@@ -11,6 +11,7 @@
 #include "store_pg_int.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *const state_sql =
@@ -373,6 +374,28 @@ enum ims_status pg_job_claim(struct store *st, const char *node_id, size_t max_n
     return IMS_OK;
 }
 
+enum ims_status pg_job_release_node(struct store *st, const char *node_id, int64_t *n,
+                                    struct ims_error *err)
+{
+    PGconn *c = NULL;
+    PGresult *r = NULL;
+    enum ims_status s = pg_get(st, &c, err);
+    if (s != IMS_OK)
+        return s;
+    struct pgp p = {0};
+    pgp_text(&p, node_id);
+    /* an expired lease: claimable at once, by this node or any other */
+    s = pg_q(c,
+             "UPDATE job_items SET lease_until = clock_timestamp() - interval '1 second' "
+             "WHERE state = 1 AND claimed_by = $1",
+             &p, &r, err, "release leases");
+    if (s == IMS_OK && n)
+        *n = atoll(PQcmdTuples(r));
+    PQclear(r);
+    pg_put(st, c);
+    return s;
+}
+
 enum ims_status pg_job_renew(struct store *st, const char *node_id, const int64_t *item_ids,
                              size_t n, int64_t lease_ms, uint8_t *renewed, struct ims_error *err)
 {
@@ -397,58 +420,200 @@ enum ims_status pg_job_renew(struct store *st, const char *node_id, const int64_
     return pg_wend(st, c, s, err);
 }
 
+/* "{a,b,c}" of n integers get(i), as a text-format array parameter. */
+static char *int_array(size_t n, int64_t (*get)(const struct store_item_result *, size_t),
+                       const struct store_item_result *res)
+{
+    size_t cap = n * 21 + 3, o = 0;
+    char *lit = ims_malloc(cap);
+    if (!lit)
+        return NULL;
+    lit[o++] = '{';
+    for (size_t i = 0; i < n; i++)
+        o += (size_t)snprintf(lit + o, cap - o, "%s%lld", i ? "," : "", (long long)get(res, i));
+    lit[o++] = '}';
+    lit[o] = '\0';
+    return lit;
+}
+static int64_t get_id(const struct store_item_result *r, size_t i) { return r[i].item_id; }
+static int64_t get_state(const struct store_item_result *r, size_t i)
+{
+    return r[i].outcome == STORE_ITEM_ERROR ? STORE_ITEM_FAILED : STORE_ITEM_DONE;
+}
+static int64_t get_outcome(const struct store_item_result *r, size_t i) { return r[i].outcome; }
+static int64_t get_image(const struct store_item_result *r, size_t i)
+{
+    return r[i].outcome == STORE_ITEM_ERROR ? 0 : r[i].image_id;
+}
+
+/* A redone item (attempts > 1) reported as a duplicate of row `image`: if
+ * that row is its own -- the same source, added since its job was created,
+ * and no item records having added it -- an earlier attempt committed the
+ * row and died before its finish: the item added it (outcome ADDED). */
+static enum ims_status own_row(PGconn *c, int64_t item, int64_t image, struct ims_error *err)
+{
+    struct pgp p = {0};
+    pgp_i64(&p, item);
+    pgp_i64(&p, image);
+    return pg_x(c,
+                "UPDATE job_items j SET outcome = 0 FROM images i, jobs b WHERE j.id = $1 AND "
+                "i.id = $2 AND i.source = j.source AND b.id = j.job_id AND i.added >= b.created "
+                "AND NOT EXISTS (SELECT 1 FROM job_items o WHERE o.image_id = $2 AND o.outcome = "
+                "0 AND o.id <> $1)",
+                &p, err, "recognise the item's own row");
+}
+
+/* Counts finished items of job $1 and settles it, in one statement (it sees
+ * the items' new states written before it in the transaction). */
+#define COUNT_SETTLE_SQL                                                                           \
+    "UPDATE jobs SET done = done + $2, failed = failed + $3, updated = $4, state = CASE WHEN "    \
+    "sealed AND state IN ('queued', 'running') AND NOT EXISTS (SELECT 1 FROM job_items WHERE "    \
+    "job_id = $1 AND state < 2) THEN 'done' ELSE state END WHERE id = $1"
+
+/* One statement marks every item this node still holds (arrays of ids,
+ * states, outcomes, image ids); then one per job touched counts them and
+ * settles it. Failures (rare) add their code, message and job error one by
+ * one. */
 enum ims_status pg_job_finish(struct store *st, const char *node_id,
                               const struct store_item_result *results, size_t n,
                               uint8_t *accepted, struct ims_error *err)
 {
+    if (accepted)
+        memset(accepted, 0, n);
+    if (n == 0)
+        return IMS_OK;
+    char *ids = int_array(n, get_id, results), *states = int_array(n, get_state, results);
+    char *outcomes = int_array(n, get_outcome, results), *images = int_array(n, get_image, results);
     PGconn *c = NULL;
-    enum ims_status s = pg_wbegin(st, &c, 0, err);
-    if (s != IMS_OK)
-        return s;
-    for (size_t i = 0; i < n && s == IMS_OK; i++) {
-        const struct store_item_result *res = &results[i];
-        int failed = res->outcome == STORE_ITEM_ERROR;
-        PGresult *r = NULL;
-        struct pgp p = {0};
-        pgp_i64(&p, res->item_id);
-        pgp_text(&p, node_id);
-        pgp_i64(&p, failed ? STORE_ITEM_FAILED : STORE_ITEM_DONE);
-        pgp_i64(&p, (int64_t)res->outcome);
-        pgp_i64(&p, failed ? 0 : res->image_id);
-        pgp_text(&p, failed ? (res->code ? res->code : "") : NULL);
-        pgp_text(&p, failed ? (res->error ? res->error : "") : NULL);
-        pgp_i64(&p, STORE_JOB_ERROR_MAX_BYTES);
-        s = pg_q(c,
-                 "UPDATE job_items SET state = $3::int8::smallint, outcome = "
-                 "$4::int8::smallint, image_id = nullif($5, 0), code = $6, error = left($7, "
-                 "$8::int), lease_until = NULL WHERE id = $1 AND state = 1 AND claimed_by = $2 "
-                 "RETURNING job_id, source",
-                 &p, &r, err, "finish job item");
-        int ok = s == IMS_OK && PQntuples(r) > 0;
-        if (accepted)
-            accepted[i] = (uint8_t)ok;
-        if (ok) {
-            char job_id[STORE_JOB_ID_MAX_BYTES + 1];
-            snprintf(job_id, sizeof(job_id), "%s", PQgetvalue(r, 0, 0));
-            struct pgp q = {0};
-            pgp_text(&q, job_id);
-            pgp_i64(&q, !failed);
-            pgp_i64(&q, failed);
-            pgp_i64(&q, store__unix_now());
-            s = pg_x(c,
-                     "UPDATE jobs SET done = done + $2, failed = failed + $3, updated = $4 "
-                     "WHERE id = $1",
-                     &q, err, "count job item");
-            if (s == IMS_OK && failed)
-                s = add_error(c, job_id, PQgetvalue(r, 0, 1), res->code, res->error, err);
-            if (s == IMS_OK)
-                s = settle(c, job_id, err);
-        }
-        PQclear(r);
+    PGresult *r = NULL;
+    enum ims_status s = IMS_OK;
+    if (!ids || !states || !outcomes || !images)
+        s = ims_error_set(err, IMS_ERR_NOMEM, "store_job_finish: out of memory");
+    if (s == IMS_OK)
+        s = pg_wbegin(st, &c, 0, err);
+    if (s != IMS_OK) {
+        c = NULL;
+        goto out;
     }
-    s = pg_wend(st, c, s, err);
+    struct pgp p = {0};
+    pgp_text(&p, node_id);
+    pgp_literal(&p, ids);
+    pgp_literal(&p, states);
+    pgp_literal(&p, outcomes);
+    pgp_literal(&p, images);
+    s = pg_q(c,
+             "UPDATE job_items j SET state = r.st, outcome = r.oc, image_id = nullif(r.img, 0), "
+             "code = NULL, error = NULL, lease_until = NULL FROM unnest($2::bigint[], "
+             "$3::smallint[], $4::smallint[], $5::bigint[]) AS r(id, st, oc, img) WHERE j.id = "
+             "r.id AND j.state = 1 AND j.claimed_by = $1 RETURNING j.id, j.job_id, "
+             "j.attempts::int8",
+             &p, &r, err, "finish job items");
+    /* per job: how many done and failed (a batch is nearly always one job) */
+    enum { JOBS_MAX = 64 };
+    char *job_ids[JOBS_MAX];
+    int64_t done[JOBS_MAX], failed[JOBS_MAX];
+    size_t n_jobs = 0;
+    for (int k = 0; s == IMS_OK && k < PQntuples(r); k++) {
+        int64_t id = pg_i64(r, k, 0);
+        const char *job = PQgetvalue(r, k, 1);
+        size_t i = 0;
+        while (i < n && (results[i].item_id != id || (accepted && accepted[i])))
+            i++;
+        if (i == n)
+            continue;
+        if (accepted)
+            accepted[i] = 1;
+        const struct store_item_result *res = &results[i];
+        int fail = res->outcome == STORE_ITEM_ERROR;
+        size_t j = 0;
+        while (j < n_jobs && strcmp(job_ids[j], job) != 0)
+            j++;
+        if (j == n_jobs) {
+            if (n_jobs == JOBS_MAX) { /* count it at once rather than batch it */
+                struct pgp q = {0};
+                pgp_text(&q, job);
+                pgp_i64(&q, !fail);
+                pgp_i64(&q, fail);
+                pgp_i64(&q, store__unix_now());
+                s = pg_x(c, COUNT_SETTLE_SQL, &q, err, "count job item");
+                j = JOBS_MAX;
+            } else {
+                job_ids[j] = ims_strdup(job);
+                done[j] = failed[j] = 0;
+                if (!job_ids[j])
+                    s = ims_error_set(err, IMS_ERR_NOMEM, "store_job_finish: out of memory");
+                else
+                    n_jobs++;
+            }
+        }
+        if (j < n_jobs) {
+            done[j] += !fail;
+            failed[j] += fail;
+        }
+        if (s == IMS_OK && fail) {
+            struct pgp e = {0};
+            pgp_i64(&e, id);
+            pgp_text(&e, res->code ? res->code : "");
+            pgp_text(&e, res->error ? res->error : "");
+            pgp_i64(&e, STORE_JOB_ERROR_MAX_BYTES);
+            s = pg_x(c, "UPDATE job_items SET code = $2, error = left($3, $4::int) WHERE id = $1",
+                     &e, err, "record item error");
+            PGresult *sr = NULL;
+            struct pgp q = {0};
+            pgp_i64(&q, id);
+            if (s == IMS_OK)
+                s = pg_q(c, "SELECT source FROM job_items WHERE id = $1", &q, &sr, err,
+                         "read item");
+            if (s == IMS_OK && PQntuples(sr) == 1)
+                s = add_error(c, job, PQgetvalue(sr, 0, 0), res->code, res->error, err);
+            PQclear(sr);
+        } else if (s == IMS_OK && res->outcome == STORE_ITEM_DUPLICATE && pg_i64(r, k, 2) > 1) {
+            s = own_row(c, id, res->image_id, err);
+        }
+    }
+    for (size_t j = 0; j < n_jobs && s == IMS_OK; j++) {
+        struct pgp q = {0};
+        pgp_text(&q, job_ids[j]);
+        pgp_i64(&q, done[j]);
+        pgp_i64(&q, failed[j]);
+        pgp_i64(&q, store__unix_now());
+        /* counted and settled in one statement: it sees the items above */
+        s = pg_x(c, COUNT_SETTLE_SQL, &q, err, "count job items");
+    }
+    for (size_t j = 0; j < n_jobs; j++)
+        ims_free(job_ids[j]);
+    PQclear(r);
+out:
+    if (c)
+        s = pg_wend(st, c, s, err);
+    ims_free(ids);
+    ims_free(states);
+    ims_free(outcomes);
+    ims_free(images);
     if (s != IMS_OK && accepted)
         memset(accepted, 0, n);
+    return s;
+}
+
+enum ims_status pg_job_item_outcome(struct store *st, int64_t item_id, int *outcome,
+                                    struct ims_error *err)
+{
+    PGconn *c = NULL;
+    PGresult *r = NULL;
+    enum ims_status s = pg_get(st, &c, err);
+    if (s != IMS_OK)
+        return s;
+    struct pgp p = {0};
+    pgp_i64(&p, item_id);
+    s = pg_q(c, "SELECT coalesce(outcome, -1)::int8 FROM job_items WHERE id = $1", &p, &r, err,
+             "read job item");
+    pg_put(st, c);
+    if (s == IMS_OK && PQntuples(r) == 0)
+        s = ims_error_set(err, IMS_ERR_NOT_FOUND, "job item %lld does not exist",
+                          (long long)item_id);
+    if (s == IMS_OK)
+        *outcome = (int)pg_i64(r, 0, 0);
+    PQclear(r);
     return s;
 }
 

@@ -324,6 +324,16 @@ static enum ims_status migrate_to_v2(sqlite3 *db, struct ims_error *err)
     return store__exec(db, sql, err);
 }
 
+/* v3: each row may record the size and mtime (ns) of its file when it was
+ * last synced (add --sync, serve --watch): a later sync compares them with
+ * stat() and reads only the files that changed. NULL: never synced. */
+static enum ims_status migrate_to_v3(sqlite3 *db, struct ims_error *err)
+{
+    static const char sql[] = "ALTER TABLE images ADD COLUMN file_size INTEGER;"
+                              "ALTER TABLE images ADD COLUMN file_mtime_ns INTEGER;";
+    return store__exec(db, sql, err);
+}
+
 struct migration {
     int to_version;
     enum ims_status (*fn)(sqlite3 *db, struct ims_error *err);
@@ -332,7 +342,7 @@ struct migration {
 static const struct migration migrations[] = {
     {1, migrate_to_v1},
     {2, migrate_to_v2},
-    /* {3, migrate_to_v3}: add one step here and bump STORE_SCHEMA_VERSION */
+    {3, migrate_to_v3},
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SCHEMA_VERSION,
@@ -854,6 +864,10 @@ const struct store_ops store__sqlite_ops = {
     .job_seal = sq_job_seal,
     .job_claim = sq_job_claim,
     .job_renew = sq_job_renew,
+    .job_release_node = sq_job_release_node,
+    .job_item_outcome = sq_job_item_outcome,
     .job_finish = sq_job_finish,
     .job_item_get = sq_job_item_get,
+    .list_under = sq_list_under,
+    .update_files = sq_update_files,
 };

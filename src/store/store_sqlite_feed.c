@@ -392,11 +392,34 @@ enum ims_status sq_job_renew(struct store *st, const char *node_id, const int64_
     return store__write_end(st, s, err);
 }
 
+enum ims_status sq_job_release_node(struct store *st, const char *node_id, int64_t *n,
+                                    struct ims_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    enum ims_status s = store__write_begin(st, err);
+    if (s != IMS_OK)
+        return s;
+    /* an expired lease: claimable at once, by this node or any other */
+    s = store__prepare(st->wdb,
+                       "UPDATE job_items SET lease_until = 0 WHERE state = 1 AND claimed_by = ?1",
+                       &q, err);
+    if (s == IMS_OK) {
+        sqlite3_bind_text(q, 1, node_id, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(q);
+        if (rc != SQLITE_DONE)
+            s = store__db_error(st->wdb, rc, err, "release leases");
+        else if (n)
+            *n = sqlite3_changes(st->wdb);
+    }
+    sqlite3_finalize(q);
+    return store__write_end(st, s, err);
+}
+
 enum ims_status sq_job_finish(struct store *st, const char *node_id,
                               const struct store_item_result *results, size_t n,
                               uint8_t *accepted, struct ims_error *err)
 {
-    sqlite3_stmt *up = NULL, *get = NULL, *cnt = NULL, *errins = NULL;
+    sqlite3_stmt *up = NULL, *get = NULL, *cnt = NULL, *errins = NULL, *own = NULL;
     enum ims_status s = store__write_begin(st, err);
     if (s != IMS_OK)
         return s;
@@ -420,6 +443,17 @@ enum ims_status sq_job_finish(struct store *st, const char *node_id,
                            "INSERT INTO job_errors(job_id, seq, url, error, code) "
                            "VALUES(?1, ?2, substr(?3, 1, ?6), substr(?4, 1, ?6), ?5)",
                            &errins, err);
+    /* a redone item reported as a duplicate of its own row (an earlier
+     * attempt committed it and died before this finish): the same source,
+     * added since its job was created, and no item records adding it */
+    if (s == IMS_OK)
+        s = store__prepare(st->wdb,
+                           "UPDATE job_items SET outcome = 0 WHERE id = ?1 AND attempts > 1 AND "
+                           "EXISTS (SELECT 1 FROM images i, jobs b WHERE i.id = ?2 AND i.source "
+                           "= job_items.source AND b.id = job_items.job_id AND i.added >= "
+                           "b.created) AND NOT EXISTS (SELECT 1 FROM job_items o WHERE "
+                           "o.image_id = ?2 AND o.outcome = 0 AND o.id <> ?1)",
+                           &own, err);
     for (size_t i = 0; i < n && s == IMS_OK; i++) {
         const struct store_item_result *r = &results[i];
         int failed = r->outcome == STORE_ITEM_ERROR;
@@ -487,9 +521,18 @@ enum ims_status sq_job_finish(struct store *st, const char *node_id,
                 s = store__db_error(st->wdb, rc, err, "store job error");
         }
         ims_free(source);
+        if (s == IMS_OK && r->outcome == STORE_ITEM_DUPLICATE) {
+            sqlite3_bind_int64(own, 1, r->item_id);
+            sqlite3_bind_int64(own, 2, r->image_id);
+            rc = sqlite3_step(own);
+            sqlite3_reset(own);
+            if (rc != SQLITE_DONE)
+                s = store__db_error(st->wdb, rc, err, "recognise the item's own row");
+        }
         if (s == IMS_OK)
             s = settle_job(st->wdb, job_id, err);
     }
+    sqlite3_finalize(own);
     sqlite3_finalize(up);
     sqlite3_finalize(get);
     sqlite3_finalize(cnt);
@@ -497,6 +540,31 @@ enum ims_status sq_job_finish(struct store *st, const char *node_id,
     s = store__write_end(st, s, err);
     if (s != IMS_OK && accepted)
         memset(accepted, 0, n);
+    return s;
+}
+
+enum ims_status sq_job_item_outcome(struct store *st, int64_t item_id, int *outcome,
+                                    struct ims_error *err)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    enum ims_status s = store__reader_get(st, &db, err);
+    if (s != IMS_OK)
+        return s;
+    s = store__prepare(db, "SELECT coalesce(outcome, -1) FROM job_items WHERE id = ?1", &q, err);
+    if (s == IMS_OK) {
+        sqlite3_bind_int64(q, 1, item_id);
+        int rc = sqlite3_step(q);
+        if (rc == SQLITE_ROW)
+            *outcome = sqlite3_column_int(q, 0);
+        else if (rc == SQLITE_DONE)
+            s = ims_error_set(err, IMS_ERR_NOT_FOUND, "job item %lld does not exist",
+                              (long long)item_id);
+        else
+            s = store__db_error(db, rc, err, "read job item");
+    }
+    sqlite3_finalize(q);
+    store__reader_put(st, db);
     return s;
 }
 

@@ -42,10 +42,10 @@ class Node:
     """One `imgsearch serve --port 0`; the port comes from its "listening on"
     line, readiness from /readyz."""
 
-    def __init__(self, exe, name, model, tmp, data=None, catalogue=None):
+    def __init__(self, exe, name, model, tmp, data=None, catalogue=None, extra=()):
         self.name = name
         cmd = [exe, "serve", "--model", model, "--port", "0", "--host", "127.0.0.1",
-               "--allow-private-urls", "--rate", "0"]
+               "--allow-private-urls", "--rate", "0"] + list(extra)
         if data:
             cmd += ["--data", data]
         if catalogue:

@@ -751,6 +751,20 @@ static void test_limits(void **state)
     assert_int_equal(decode_err(data, n, &lim, &err), IMS_ERR_TOO_LARGE);
     assert_contains(err.message, "bytes");
     ims_free(data);
+
+    /* by default a 48 MP phone photo's header passes, a 144 MP one does not */
+    uint8_t *p = load("rgb.png", &n);
+    put32be(p + 16, 8064);
+    put32be(p + 20, 6048);
+    put32be(p + 29, crc32_png(p + 12, 17));
+    assert_int_equal(image_info(p, n, NULL, &info, &err), IMS_OK);
+    assert_int_equal(info.width, 8064);
+    put32be(p + 16, 12000);
+    put32be(p + 20, 12000);
+    put32be(p + 29, crc32_png(p + 12, 17));
+    assert_int_equal(image_info(p, n, NULL, &info, &err), IMS_ERR_TOO_LARGE);
+    assert_contains(err.message, "12000x12000");
+    ims_free(p);
 }
 
 /* ---- rarer modes, from tests/fuzz/corpus/image (make_seeds.py) ---------- */

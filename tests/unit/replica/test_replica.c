@@ -659,6 +659,160 @@ static void test_trimmed_past_running(void **state)
     assert_int_equal(rs.rebuilds, 1);
 }
 
+static int collect(void *user, const int64_t *ids, const float *v, size_t n, int dim)
+{
+    (void)v;
+    (void)dim;
+    int64_t *out = user;
+    for (size_t i = 0; i < n; i++) {
+        assert_true(out[0] < 63);
+        out[1 + out[0]++] = ids[i];
+    }
+    return 0;
+}
+
+/* The sorted ids of an index: out[0] = count, out[1..] the ids. */
+static void index_ids(struct vindex *vx, int64_t out[64])
+{
+    out[0] = 0;
+    assert_int_equal(vindex_scan(vx, collect, out, NULL), IMS_OK);
+    for (int64_t i = 1; i <= out[0]; i++)
+        for (int64_t j = i + 1; j <= out[0]; j++)
+            if (out[j] < out[i]) {
+                int64_t t = out[i];
+                out[i] = out[j];
+                out[j] = t;
+            }
+}
+
+/* A fresh replica of the folder has exactly the ids of f->r. */
+static void assert_same_as_fresh(struct fx *f)
+{
+    struct replica_options o;
+    replica_options_default(&o);
+    o.data_dir = f->dir;
+    o.model_name = "model-a";
+    o.dim = DIM;
+    struct replica *fresh = NULL;
+    struct ims_error err = {0};
+    assert_int_equal(replica_open(&o, &fresh, &err), IMS_OK);
+    int64_t a[64], b[64];
+    index_ids(replica_index(f->r), a);
+    index_ids(replica_index(fresh), b);
+    assert_int_equal(a[0], b[0]);
+    assert_memory_equal(a, b, (size_t)(a[0] + 1) * sizeof(int64_t));
+    replica_close(fresh);
+}
+
+/* The feed trimmed past a RUNNING replica: it keeps serving its old index
+ * until replica_rebuild_live swaps in the difference; then it equals a
+ * fresh replica, follows the feed again, and its row cache holds no row
+ * deleted while the feed was lost. */
+static void test_live_rebuild(void **state)
+{
+    struct fx *f = *state;
+    open_ok(f);
+    struct ims_error err = {0};
+    assert_int_equal(store_row_cache_set(replica_store(f->r), 1 << 20, &err), IMS_OK);
+    int64_t ids[6];
+    add_rows(f, 6, ids); /* seeds 1..6 */
+    assert_int_equal(replica_catch_up(f->r, &err), IMS_OK);
+    struct store_image_row rows[6];
+    uint8_t found[6];
+    assert_int_equal(store_get_many(replica_store(f->r), ids, 6, 0, rows, found, &err), IMS_OK);
+    for (int i = 0; i < 6; i++)
+        store_row_fini(&rows[i]);
+    /* while this node looks away: two deletes, three inserts, then a trim */
+    assert_int_equal(store_delete(other(f), ids[0], &err), IMS_OK);
+    assert_int_equal(store_delete(other(f), ids[3], &err), IMS_OK);
+    int64_t more[3];
+    add_rows(f, 3, more); /* seeds 7..9 */
+    int64_t newest = 0;
+    assert_int_equal(store_change_seq(other(f), &newest, &err), IMS_OK);
+    assert_int_equal(store_change_trim(other(f), newest, &err), IMS_OK);
+    assert_int_equal(replica_catch_up(f->r, &err), IMS_ERR_NOT_FOUND);
+    struct replica_stats rs;
+    replica_get_stats(f->r, &rs);
+    assert_int_equal(rs.behind_floor, 1);
+    uint64_t rebuilds = rs.rebuilds;
+    /* the old index still serves */
+    assert_int_equal(vindex_count(replica_index(f->r)), 6);
+    assert_finds(f, 1, ids[0]);
+    struct vindex *before = replica_index(f->r);
+    assert_int_equal(replica_rebuild_live(f->r, &err), IMS_OK);
+    assert_ptr_equal(replica_index(f->r), before); /* the same object: nothing to re-take */
+    replica_get_stats(f->r, &rs);
+    assert_int_equal(rs.behind_floor, 0);
+    assert_int_equal(rs.rebuilds, rebuilds + 1);
+    assert_int_equal(rs.seq, newest);
+    assert_int_equal(vindex_count(replica_index(f->r)), 7);
+    assert_absent(f, 1, ids[0]);
+    assert_absent(f, 4, ids[3]);
+    assert_finds(f, 9, more[2]);
+    assert_finds(f, 2, ids[1]);
+    assert_same_as_fresh(f);
+    /* the deleted rows are not served from the cache */
+    assert_int_equal(store_get_many(replica_store(f->r), ids, 6, 0, rows, found, &err), IMS_OK);
+    assert_int_equal(found[0], 0);
+    assert_int_equal(found[3], 0);
+    assert_int_equal(found[1], 1);
+    for (int i = 0; i < 6; i++)
+        store_row_fini(&rows[i]);
+    /* and it follows the feed again */
+    add_rows(f, 1, NULL);
+    assert_int_equal(replica_catch_up(f->r, &err), IMS_OK);
+    assert_int_equal(vindex_count(replica_index(f->r)), 8);
+}
+
+static struct replica *lagging;
+static int lagging_caught_up(struct fx *f)
+{
+    (void)f;
+    struct replica_stats rs;
+    replica_get_stats(lagging, &rs);
+    return rs.behind_floor == 0 && rs.rebuilds == 2 && vindex_count(replica_index(lagging)) == 9;
+}
+static int trimmed(struct fx *f)
+{
+    int64_t floor = 0;
+    store_change_floor(other(f), &floor, NULL);
+    return floor >= 8;
+}
+
+/* A follower with a retention policy trims the feed by itself; another
+ * running node left below the floor rebuilds by itself once it follows. */
+static void test_retention_and_follower_rebuild(void **state)
+{
+    struct fx *f = *state;
+    int64_t ids[4];
+    add_rows(f, 4, ids);
+    struct ims_error err = {0};
+    struct replica_options o;
+    replica_options_default(&o);
+    o.data_dir = f->dir;
+    o.model_name = "model-a";
+    o.dim = DIM;
+    o.wait_ms = 20;
+    assert_int_equal(replica_open(&o, &lagging, &err), IMS_OK); /* not following yet */
+    o.feed_keep = 2;
+    o.trim_interval_ms = 10;
+    assert_int_equal(replica_open(&o, &f->r, &err), IMS_OK);
+    assert_int_equal(replica_follow_start(f->r, &err), IMS_OK);
+    assert_int_equal(store_delete(other(f), ids[1], &err), IMS_OK);
+    add_rows(f, 6, NULL); /* changes 5..11: the policy keeps the newest 2 */
+    assert_true(eventually(f, trimmed));
+    struct replica_stats rs;
+    replica_get_stats(f->r, &rs);
+    assert_true(rs.trims >= 1);
+    assert_int_equal(rs.behind_floor, 0);
+    /* the lagging node (at change 4) is below the floor: it rebuilds live */
+    assert_int_equal(vindex_count(replica_index(lagging)), 4);
+    assert_int_equal(replica_follow_start(lagging, &err), IMS_OK);
+    assert_true(eventually(f, lagging_caught_up));
+    replica_close(lagging);
+    lagging = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -671,6 +825,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sync_update_and_idempotence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deferred_start_and_follow, setup, teardown),
         cmocka_unit_test_setup_teardown(test_trimmed_past_running, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_live_rebuild, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retention_and_follower_rebuild, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recorded_model, setup, teardown),
         cmocka_unit_test_setup_teardown(test_catalogue_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spec_file, setup, teardown),

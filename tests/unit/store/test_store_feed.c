@@ -700,7 +700,7 @@ static void test_migrate_v1(void **state)
     int v = 0;
     assert_int_equal(store_schema_version(st, &v, &err), IMS_OK);
     assert_int_equal(v, STORE_SCHEMA_VERSION);
-    assert_int_equal(STORE_SCHEMA_VERSION, 2);
+    assert_int_equal(STORE_SCHEMA_VERSION, 3);
     /* existing rows enter the feed in id order */
     struct store_change ch[8];
     size_t n = 0;

@@ -1,0 +1,360 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * store_files.c: the catalogue side of folders kept in sync (add --sync,
+ * serve --watch; schema v3): listing the rows under a folder with the file
+ * state recorded when they were last synced, and updating a row's source
+ * (a renamed file) and file state. Both backends live here, with the public
+ * entry points, so the feature stays in one place.
+ *
+ * "Under a folder" is a byte-wise prefix: the source starts with the folder
+ * followed by "/". Both backends select the byte range [prefix, prefix with
+ * its final "/" raised to "0") (SQLite's BINARY collation, PostgreSQL's
+ * COLLATE "C", both memcmp order) and the rows are checked again here with
+ * memcmp, so /a/b never matches /a/bc whatever the database's collation.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_int.h"
+#include "store_pg_int.h"
+
+/* ---- shared ------------------------------------------------------------------ */
+
+void store_file_rows_free(struct store_file_row *rows, size_t n)
+{
+    if (!rows)
+        return;
+    for (size_t i = 0; i < n; i++)
+        ims_free(rows[i].source);
+    ims_free(rows);
+}
+
+static int cmp_rows(const void *a, const void *b)
+{
+    return strcmp(((const struct store_file_row *)a)->source,
+                  ((const struct store_file_row *)b)->source);
+}
+
+/* The rows grown one at a time while reading a result. */
+struct rowbuf {
+    struct store_file_row *v;
+    size_t n, cap;
+};
+
+static struct store_file_row *rowbuf_push(struct rowbuf *b)
+{
+    if (b->n == b->cap) {
+        size_t nc = b->cap ? b->cap * 2 : 256;
+        struct store_file_row *p = ims_realloc(b->v, nc * sizeof(*p));
+        if (!p)
+            return NULL;
+        b->v = p;
+        b->cap = nc;
+    }
+    struct store_file_row *r = &b->v[b->n++];
+    memset(r, 0, sizeof(*r));
+    return r;
+}
+
+enum ims_status store_list_under(struct store *st, const char *folder,
+                                 struct store_file_row **rows, size_t *n, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || !folder || !rows || !n, err, IMS_ERR_INVALID,
+                        "store_list_under: invalid arguments");
+    size_t len = strlen(folder);
+    IMS_RETURN_ERROR_IF(len == 0 || folder[0] != '/' || len > STORE_SOURCE_MAX_BYTES, err,
+                        IMS_ERR_INVALID, "store_list_under: not an absolute folder path: %s",
+                        folder);
+    char *prefix = ims_malloc(len + 2);
+    if (!prefix)
+        return ims_error_set(err, IMS_ERR_NOMEM, "store_list_under: out of memory");
+    memcpy(prefix, folder, len + 1);
+    if (prefix[len - 1] != '/') {
+        prefix[len++] = '/';
+        prefix[len] = '\0';
+    }
+    struct store_file_row *out = NULL;
+    size_t got = 0;
+    enum ims_status s = st->ops->list_under(st, prefix, &out, &got, err);
+    if (s == IMS_OK) {
+        /* the database's range is the first filter; this one is exact */
+        size_t k = 0;
+        for (size_t i = 0; i < got; i++) {
+            if (strncmp(out[i].source, prefix, len) == 0 && out[i].source[len] != '\0')
+                out[k++] = out[i];
+            else
+                ims_free(out[i].source);
+        }
+        got = k;
+        if (got > 1)
+            qsort(out, got, sizeof(*out), cmp_rows);
+        if (got == 0) {
+            ims_free(out);
+            out = NULL;
+        }
+        *rows = out;
+        *n = got;
+    }
+    ims_free(prefix);
+    return s;
+}
+
+enum ims_status store_update_files(struct store *st, const struct store_file_update *u, size_t n,
+                                   uint8_t *found, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || (n > 0 && !u), err, IMS_ERR_INVALID,
+                        "store_update_files: invalid arguments");
+    for (size_t i = 0; i < n; i++) {
+        IMS_RETURN_ERROR_IF(u[i].source && (!u[i].source[0] ||
+                                            strlen(u[i].source) > STORE_SOURCE_MAX_BYTES),
+                            err, IMS_ERR_INVALID, "store_update_files: update %zu: bad source", i);
+        IMS_RETURN_ERROR_IF(u[i].file_size < 0, err, IMS_ERR_INVALID,
+                            "store_update_files: update %zu: negative size", i);
+    }
+    if (found)
+        memset(found, 0, n);
+    if (n == 0)
+        return IMS_OK;
+    enum ims_status s = st->ops->update_files(st, u, n, found, err);
+    for (size_t i = 0; i < n; i++)
+        if (u[i].source)
+            store__rowcache_evict(st->rc, &u[i].id, 1);
+    return s;
+}
+
+/* The exclusive end of the byte range of sources under `prefix` (which ends
+ * with "/"): the same text with the "/" raised to "0". */
+static char *range_end(const char *prefix)
+{
+    char *e = ims_strdup(prefix);
+    if (e)
+        e[strlen(e) - 1] = '0';
+    return e;
+}
+
+/* ---- SQLite ---------------------------------------------------------------------- */
+
+enum ims_status sq_list_under(struct store *st, const char *prefix, struct store_file_row **rows,
+                              size_t *n, struct ims_error *err)
+{
+    static const char sql[] =
+        "SELECT id, source, sha256, bytes, file_size, file_mtime_ns FROM images"
+        " WHERE source >= ?1 AND source < ?2";
+    char *end = range_end(prefix);
+    if (!end)
+        return ims_error_set(err, IMS_ERR_NOMEM, "store_list_under: out of memory");
+    struct rowbuf b = {0};
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    enum ims_status s = store__reader_get(st, &db, err);
+    if (s != IMS_OK) {
+        ims_free(end);
+        return s;
+    }
+    s = store__prepare(db, sql, &q, err);
+    if (s == IMS_OK) {
+        sqlite3_bind_text(q, 1, prefix, -1, SQLITE_STATIC);
+        sqlite3_bind_text(q, 2, end, -1, SQLITE_STATIC);
+        int rc;
+        while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+            struct store_file_row *r = rowbuf_push(&b);
+            const unsigned char *src = sqlite3_column_text(q, 1);
+            if (!r || !(r->source = ims_strdup(src ? (const char *)src : ""))) {
+                if (r)
+                    b.n--;
+                s = ims_error_set(err, IMS_ERR_NOMEM, "store_list_under: out of memory");
+                break;
+            }
+            r->id = sqlite3_column_int64(q, 0);
+            if (sqlite3_column_bytes(q, 2) == 32) {
+                r->has_sha256 = 1;
+                memcpy(r->sha256, sqlite3_column_blob(q, 2), 32);
+            }
+            r->bytes = sqlite3_column_int64(q, 3);
+            if (sqlite3_column_type(q, 4) != SQLITE_NULL &&
+                sqlite3_column_type(q, 5) != SQLITE_NULL) {
+                r->has_file_state = 1;
+                r->file_size = sqlite3_column_int64(q, 4);
+                r->file_mtime_ns = sqlite3_column_int64(q, 5);
+            }
+        }
+        if (s == IMS_OK && rc != SQLITE_DONE)
+            s = store__db_error(db, rc, err, "list rows under a folder");
+    }
+    sqlite3_finalize(q);
+    store__reader_put(st, db);
+    ims_free(end);
+    if (s != IMS_OK) {
+        store_file_rows_free(b.v, b.n);
+        return s;
+    }
+    *rows = b.v;
+    *n = b.n;
+    return IMS_OK;
+}
+
+enum ims_status sq_update_files(struct store *st, const struct store_file_update *u, size_t n,
+                                uint8_t *found, struct ims_error *err)
+{
+    sqlite3_stmt *taken = NULL, *up = NULL;
+    enum ims_status s = store__write_begin(st, err);
+    if (s != IMS_OK)
+        return s;
+    s = store__prepare(st->wdb, "SELECT id FROM images WHERE source = ?1 AND id <> ?2", &taken,
+                       err);
+    if (s == IMS_OK)
+        s = store__prepare(st->wdb,
+                           "UPDATE images SET source = coalesce(?2, source), file_size = ?3,"
+                           " file_mtime_ns = ?4 WHERE id = ?1",
+                           &up, err);
+    for (size_t i = 0; s == IMS_OK && i < n; i++) {
+        if (u[i].source) {
+            sqlite3_reset(taken);
+            sqlite3_bind_text(taken, 1, u[i].source, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(taken, 2, u[i].id);
+            int rc = sqlite3_step(taken);
+            if (rc == SQLITE_ROW) {
+                s = ims_error_set(err, IMS_ERR_EXISTS,
+                                  "store_update_files: source %s is held by image %lld",
+                                  u[i].source, (long long)sqlite3_column_int64(taken, 0));
+                break;
+            }
+            if (rc != SQLITE_DONE) {
+                s = store__db_error(st->wdb, rc, err, "check source");
+                break;
+            }
+        }
+        sqlite3_reset(up);
+        sqlite3_bind_int64(up, 1, u[i].id);
+        if (u[i].source)
+            sqlite3_bind_text(up, 2, u[i].source, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(up, 2);
+        sqlite3_bind_int64(up, 3, u[i].file_size);
+        sqlite3_bind_int64(up, 4, u[i].file_mtime_ns);
+        int rc = sqlite3_step(up);
+        if (rc != SQLITE_DONE) {
+            s = store__db_error(st->wdb, rc, err, "update file state");
+            break;
+        }
+        int changed = sqlite3_changes(st->wdb) > 0;
+        if (found)
+            found[i] = (uint8_t)changed;
+        /* a moved source is a row change every node's row cache must see */
+        if (changed && u[i].source &&
+            (s = sq__log_change(st->wdb, u[i].id, STORE_CHANGE_UPDATE, err)) != IMS_OK)
+            break;
+    }
+    sqlite3_finalize(taken);
+    sqlite3_finalize(up);
+    s = store__write_end(st, s, err);
+    if (s != IMS_OK && found)
+        memset(found, 0, n);
+    return s;
+}
+
+/* ---- PostgreSQL -------------------------------------------------------------------- */
+
+enum ims_status pg_list_under(struct store *st, const char *prefix, struct store_file_row **rows,
+                              size_t *n, struct ims_error *err)
+{
+    static const char sql[] =
+        "SELECT id, source, sha256, bytes, file_size, file_mtime_ns FROM images"
+        " WHERE source COLLATE \"C\" >= $1 AND source COLLATE \"C\" < $2";
+    char *end = range_end(prefix);
+    if (!end)
+        return ims_error_set(err, IMS_ERR_NOMEM, "store_list_under: out of memory");
+    PGconn *c = NULL;
+    PGresult *r = NULL;
+    enum ims_status s = pg_get(st, &c, err);
+    if (s != IMS_OK) {
+        ims_free(end);
+        return s;
+    }
+    struct pgp p = {0};
+    pgp_text(&p, prefix);
+    pgp_text(&p, end);
+    s = pg_q(c, sql, &p, &r, err, "list rows under a folder");
+    pg_put(st, c);
+    ims_free(end);
+    if (s != IMS_OK)
+        return s;
+    struct rowbuf b = {0};
+    int nt = PQntuples(r);
+    for (int i = 0; i < nt; i++) {
+        struct store_file_row *x = rowbuf_push(&b);
+        if (!x || !(x->source = ims_strndup(PQgetvalue(r, i, 1), (size_t)PQgetlength(r, i, 1)))) {
+            if (x)
+                b.n--;
+            s = ims_error_set(err, IMS_ERR_NOMEM, "store_list_under: out of memory");
+            break;
+        }
+        x->id = pg_i64(r, i, 0);
+        if (!pg_null(r, i, 2) && PQgetlength(r, i, 2) == 32) {
+            x->has_sha256 = 1;
+            memcpy(x->sha256, PQgetvalue(r, i, 2), 32);
+        }
+        x->bytes = pg_i64(r, i, 3);
+        if (!pg_null(r, i, 4) && !pg_null(r, i, 5)) {
+            x->has_file_state = 1;
+            x->file_size = pg_i64(r, i, 4);
+            x->file_mtime_ns = pg_i64(r, i, 5);
+        }
+    }
+    PQclear(r);
+    if (s != IMS_OK) {
+        store_file_rows_free(b.v, b.n);
+        return s;
+    }
+    *rows = b.v;
+    *n = b.n;
+    return IMS_OK;
+}
+
+enum ims_status pg_update_files(struct store *st, const struct store_file_update *u, size_t n,
+                                uint8_t *found, struct ims_error *err)
+{
+    PGconn *c = NULL;
+    /* the write lock: a source moves while other nodes may insert it */
+    enum ims_status s = pg_wbegin(st, &c, 1, err);
+    if (s != IMS_OK)
+        return s;
+    for (size_t i = 0; s == IMS_OK && i < n; i++) {
+        PGresult *r = NULL;
+        if (u[i].source) {
+            struct pgp p = {0};
+            pgp_text(&p, u[i].source);
+            pgp_i64(&p, u[i].id);
+            s = pg_q(c, "SELECT id FROM images WHERE source = $1 AND id <> $2", &p, &r, err,
+                     "check source");
+            if (s == IMS_OK && PQntuples(r) > 0)
+                s = ims_error_set(err, IMS_ERR_EXISTS,
+                                  "store_update_files: source %s is held by image %lld",
+                                  u[i].source, (long long)pg_i64(r, 0, 0));
+            PQclear(r);
+            r = NULL;
+            if (s != IMS_OK)
+                break;
+        }
+        struct pgp p = {0};
+        pgp_i64(&p, u[i].id);
+        pgp_text(&p, u[i].source);
+        pgp_i64(&p, u[i].file_size);
+        pgp_i64(&p, u[i].file_mtime_ns);
+        s = pg_q(c,
+                 "UPDATE images SET source = coalesce($2, source), file_size = $3,"
+                 " file_mtime_ns = $4 WHERE id = $1 RETURNING id",
+                 &p, &r, err, "update file state");
+        int changed = s == IMS_OK && PQntuples(r) > 0;
+        if (found)
+            found[i] = (uint8_t)changed;
+        PQclear(r);
+        /* a moved source is a row change every node's row cache must see */
+        if (changed && u[i].source)
+            s = pg_log_changes(c, &u[i].id, 1, STORE_CHANGE_UPDATE, err);
+    }
+    s = pg_wend(st, c, s, err);
+    if (s != IMS_OK && found)
+        memset(found, 0, n);
+    return s;
+}

@@ -1,0 +1,491 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * sync.c: one sync of a folder with the catalogue (sync.h): the walk
+ * (stat only), the pure planner, and the execution: hashing only files whose
+ * size or mtime changed (or that may be a renamed row), renames and file
+ * state through store_update_files, deletions through store_delete_many,
+ * new and changed files through the ingest pipeline (ingest_run).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "imgsearch/image.h"
+#include "sync_int.h"
+
+#define WALK_MAX_DEPTH 64
+#define SYNC_FILE_MAX_BYTES ((size_t)256 << 20)
+#define UPDATE_CHUNK 1000
+
+/* ---- planning ------------------------------------------------------------------- */
+
+enum ims_status sync_plan(const struct store_file_row *rows, size_t n_rows,
+                          const struct sync_file *files, size_t n_files,
+                          struct sync_step **steps_out, size_t *n_out, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF((n_rows && !rows) || (n_files && !files) || !steps_out || !n_out, err,
+                        IMS_ERR_INVALID, "sync_plan: invalid arguments");
+    for (size_t i = 1; i < n_rows; i++)
+        IMS_RETURN_ERROR_IF(strcmp(rows[i - 1].source, rows[i].source) >= 0, err,
+                            IMS_ERR_INVALID, "sync_plan: rows not sorted at %zu", i);
+    for (size_t i = 1; i < n_files; i++)
+        IMS_RETURN_ERROR_IF(strcmp(files[i - 1].path, files[i].path) >= 0, err,
+                            IMS_ERR_INVALID, "sync_plan: files not sorted at %zu", i);
+    size_t cap = n_rows + n_files;
+    struct sync_step *s = cap ? ims_calloc(cap, sizeof(*s)) : NULL;
+    if (cap && !s)
+        return ims_error_set(err, IMS_ERR_NOMEM, "sync_plan: out of memory");
+    size_t n = 0, r = 0, f = 0;
+    while (r < n_rows || f < n_files) {
+        int c = r == n_rows ? 1 : f == n_files ? -1 : strcmp(rows[r].source, files[f].path);
+        if (c < 0) {
+            s[n++] = (struct sync_step){SYNC_GONE, SYNC_NONE, r++};
+        } else if (c > 0) {
+            s[n++] = (struct sync_step){SYNC_NEW, f++, SYNC_NONE};
+        } else {
+            int same = rows[r].has_file_state && rows[r].file_size == files[f].size &&
+                       rows[r].file_mtime_ns == files[f].mtime_ns;
+            s[n++] = (struct sync_step){same ? SYNC_KEEP : SYNC_CHECK, f++, r++};
+        }
+    }
+    if (n == 0) {
+        ims_free(s);
+        s = NULL;
+    }
+    *steps_out = s;
+    *n_out = n;
+    return IMS_OK;
+}
+
+/* ---- the walk ------------------------------------------------------------------- */
+
+struct listing {
+    struct sync_file *v;
+    size_t n, cap;
+    const struct store_file_row *rows; /* sorted: an extensionless file with a row is
+                                          taken without sniffing */
+    size_t n_rows;
+    sync__dir_fn *on_dir;
+    void *dir_ctx;
+    const atomic_int *cancel;
+    int64_t sniffed;
+    int oom;
+};
+
+static int has_image_extension(const char *name)
+{
+    static const char *const exts[] = {".jpg", ".jpeg", ".jpe",  ".png",  ".webp", ".gif",
+                                       ".bmp", ".heic", ".heif", ".avif", ".tif",  ".tiff"};
+    size_t n = strlen(name);
+    for (size_t i = 0; i < IMS_ARRAY_LEN(exts); i++) {
+        size_t e = strlen(exts[i]);
+        if (n > e && strcasecmp(name + n - e, exts[i]) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int cmp_row_source(const void *key, const void *elem)
+{
+    return strcmp(key, ((const struct store_file_row *)elem)->source);
+}
+
+static int has_row(const struct listing *l, const char *path)
+{
+    return l->n_rows && bsearch(path, l->rows, l->n_rows, sizeof(*l->rows), cmp_row_source);
+}
+
+static int sniffs_as_image(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return 0;
+    unsigned char head[32];
+    ssize_t n = read(fd, head, sizeof(head));
+    close(fd);
+    enum image_format fmt;
+    return n > 0 && image_sniff(head, (size_t)n, &fmt, NULL) == IMS_OK;
+}
+
+static int64_t mtime_ns(const struct stat *sb)
+{
+    return (int64_t)sb->st_mtim.tv_sec * 1000000000 + (int64_t)sb->st_mtim.tv_nsec;
+}
+
+static void listing_add(struct listing *l, const char *path, const struct stat *sb)
+{
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 1024;
+        struct sync_file *p = ims_realloc(l->v, nc * sizeof(*p));
+        if (!p) {
+            l->oom = 1;
+            return;
+        }
+        l->v = p;
+        l->cap = nc;
+    }
+    char *copy = ims_strdup(path);
+    if (!copy) {
+        l->oom = 1;
+        return;
+    }
+    l->v[l->n++] = (struct sync_file){copy, (int64_t)sb->st_size, mtime_ns(sb)};
+}
+
+static void walk(struct listing *l, const char *dir, int depth)
+{
+    if (depth > WALK_MAX_DEPTH || l->oom || (l->cancel && atomic_load(l->cancel)))
+        return;
+    if (l->on_dir)
+        l->on_dir(l->dir_ctx, dir);
+    DIR *d = opendir(dir);
+    if (!d) {
+        ims_log(IMS_LOG_WARN, "sync: cannot read folder %s: %s", dir, strerror(errno));
+        return;
+    }
+    size_t dlen = strlen(dir);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && !l->oom) {
+        const char *name = e->d_name;
+        if (name[0] == '.')
+            continue;
+        size_t len = dlen + strlen(name) + 2;
+        char *path = ims_malloc(len);
+        if (!path) {
+            l->oom = 1;
+            break;
+        }
+        snprintf(path, len, "%s%s%s", dir, dir[dlen - 1] == '/' ? "" : "/", name);
+        struct stat sb;
+        if (lstat(path, &sb) == 0) {
+            if (S_ISDIR(sb.st_mode)) {
+                walk(l, path, depth + 1);
+            } else if (S_ISREG(sb.st_mode)) {
+                /* an extensionless file may be an image (downloads): its first
+                 * bytes decide, once; other extensions are never opened */
+                int take = has_image_extension(name) || has_row(l, path);
+                if (!take && !strchr(name, '.')) {
+                    l->sniffed++;
+                    take = sniffs_as_image(path);
+                }
+                if (take)
+                    listing_add(l, path, &sb);
+            }
+        }
+        ims_free(path);
+    }
+    closedir(d);
+}
+
+static int cmp_files(const void *a, const void *b)
+{
+    return strcmp(((const struct sync_file *)a)->path, ((const struct sync_file *)b)->path);
+}
+
+static void listing_free(struct listing *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        ims_free((char *)l->v[i].path);
+    ims_free(l->v);
+}
+
+/* ---- execution ------------------------------------------------------------------ */
+
+/* Reads and hashes a file, counting the read. */
+static enum ims_status hash_file(const char *path, uint8_t out[32], struct sync_summary *sum,
+                                 struct ims_error *err)
+{
+    char *data = NULL;
+    size_t n = 0;
+    enum ims_status st = ims_file_read(path, SYNC_FILE_MAX_BYTES, &data, &n, err);
+    if (st != IMS_OK)
+        return st;
+    sum->files_read++;
+    sum->bytes_read += (int64_t)n;
+    ims_sha256(data, n, out);
+    ims_free(data);
+    return IMS_OK;
+}
+
+/* The state of the ingest of new and changed files. */
+struct run {
+    const struct ingest_options *user; /* the caller's callbacks */
+    struct sync_file *files;           /* the listing, sorted */
+    size_t n_files;
+    const char **paths; /* to ingest */
+    uint8_t *is_changed; /* per listing entry: a replaced row (else new) */
+    size_t n_paths, next;
+    pthread_mutex_t mu;
+    struct store_file_update *added; /* rows to record the file state of */
+    size_t n_added;
+    struct sync_summary *sum;
+};
+
+static int run_next(void *ctx, const char **source)
+{
+    struct run *r = ctx;
+    if (r->next >= r->n_paths)
+        return 0;
+    *source = r->paths[r->next++];
+    return 1;
+}
+
+static int cmp_file_path(const void *key, const void *elem)
+{
+    return strcmp(key, ((const struct sync_file *)elem)->path);
+}
+
+static void run_item(void *ctx, const struct ingest_item_report *rep)
+{
+    struct run *r = ctx;
+    const struct sync_file *f =
+        rep->source ? bsearch(rep->source, r->files, r->n_files, sizeof(*r->files), cmp_file_path)
+                    : NULL;
+    pthread_mutex_lock(&r->mu);
+    switch (rep->outcome) {
+    case INGEST_ADDED:
+    case INGEST_COMPLETED:
+        if (f && r->is_changed[f - r->files])
+            r->sum->changed++;
+        else
+            r->sum->added++;
+        if (f)
+            r->added[r->n_added++] =
+                (struct store_file_update){rep->id, NULL, f->size, f->mtime_ns};
+        break;
+    case INGEST_DUPLICATE: r->sum->duplicates++; break;
+    case INGEST_FAILED: r->sum->failed++; break;
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (r->user && r->user->on_item)
+        r->user->on_item(r->user->cb_ctx, rep);
+}
+
+static void run_progress(void *ctx, const struct ingest_progress *p)
+{
+    struct run *r = ctx;
+    if (r->user && r->user->on_progress)
+        r->user->on_progress(r->user->cb_ctx, p);
+}
+
+static enum ims_status show(const struct ingest_deps *deps, struct ims_error *err)
+{
+    if (!deps->after_commit)
+        return IMS_OK;
+    int64_t seq = 0;
+    enum ims_status st = store_change_seq(deps->store, &seq, err);
+    if (st == IMS_OK)
+        st = deps->after_commit(deps->after_commit_user, seq, err);
+    return st;
+}
+
+static enum ims_status update_chunked(struct store *store, const struct store_file_update *u,
+                                      size_t n, struct ims_error *err)
+{
+    for (size_t i = 0; i < n; i += UPDATE_CHUNK) {
+        enum ims_status st = store_update_files(store, u + i, IMS_MIN(UPDATE_CHUNK, n - i), NULL,
+                                                err);
+        if (st != IMS_OK)
+            return st;
+    }
+    return IMS_OK;
+}
+
+enum ims_status sync__folder(const struct ingest_deps *deps, const struct ingest_options *io,
+                             const char *folder, const atomic_int *cancel, sync__dir_fn *on_dir,
+                             void *dir_ctx, struct sync_summary *sum_out, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!deps || !deps->store || !deps->model || !folder || !*folder, err,
+                        IMS_ERR_INVALID, "sync: missing model, catalogue or folder");
+    double t0 = ims_now();
+    struct sync_summary sum = {0};
+    char *root = realpath(folder, NULL);
+    if (!root)
+        return ims_error_set(err, errno == ENOENT || errno == ENOTDIR ? IMS_ERR_NOT_FOUND
+                                                                      : IMS_ERR_IO,
+                             "sync: %s: %s (nothing removed)", folder, strerror(errno));
+    struct stat sb;
+    if (stat(root, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        free(root);
+        return ims_error_set(err, IMS_ERR_INVALID, "sync: %s is not a folder", folder);
+    }
+    struct store_file_row *rows = NULL;
+    size_t n_rows = 0;
+    struct listing l = {0};
+    struct sync_step *steps = NULL;
+    size_t n_steps = 0;
+    struct store_file_update *upd = NULL;
+    size_t n_upd = 0;
+    int64_t *del = NULL;
+    size_t n_del = 0;
+    uint8_t *gone_matched = NULL;
+    size_t *gone = NULL, n_gone = 0;
+    struct run r = {0};
+    pthread_mutex_init(&r.mu, NULL);
+    enum ims_status st = store_list_under(deps->store, root, &rows, &n_rows, err);
+    if (st != IMS_OK)
+        goto out;
+    l.rows = rows;
+    l.n_rows = n_rows;
+    l.on_dir = on_dir;
+    l.dir_ctx = dir_ctx;
+    l.cancel = cancel;
+    walk(&l, root, 0);
+    if (l.oom) {
+        st = ims_error_set(err, IMS_ERR_NOMEM, "sync: out of memory listing %s", root);
+        goto out;
+    }
+    if (cancel && atomic_load(cancel)) {
+        st = ims_error_set(err, IMS_ERR_CANCELLED, "sync: cancelled");
+        goto out;
+    }
+    sum.sniffed = l.sniffed;
+    sum.files = (int64_t)l.n;
+    if (l.n > 1)
+        qsort(l.v, l.n, sizeof(*l.v), cmp_files);
+    st = sync_plan(rows, n_rows, l.v, l.n, &steps, &n_steps, err);
+    if (st != IMS_OK)
+        goto out;
+
+    size_t cap = n_steps ? n_steps : 1;
+    upd = ims_calloc(cap, sizeof(*upd));
+    del = ims_calloc(cap, sizeof(*del));
+    gone_matched = ims_calloc(n_rows ? n_rows : 1, 1);
+    gone = ims_calloc(n_rows ? n_rows : 1, sizeof(*gone));
+    r.paths = ims_calloc(cap, sizeof(*r.paths));
+    r.is_changed = ims_calloc(l.n ? l.n : 1, 1);
+    r.added = ims_calloc(cap, sizeof(*r.added));
+    if (!upd || !del || !gone_matched || !gone || !r.paths || !r.is_changed || !r.added) {
+        st = ims_error_set(err, IMS_ERR_NOMEM, "sync: out of memory");
+        goto out;
+    }
+    /* the rows whose file is gone: a new file of the size of one of them may
+     * be it renamed, and only then is it hashed here */
+    for (size_t i = 0; i < n_steps; i++)
+        if (steps[i].action == SYNC_GONE && rows[steps[i].row].has_sha256)
+            gone[n_gone++] = steps[i].row;
+    for (size_t i = 0; i < n_steps && !(cancel && atomic_load(cancel)); i++) {
+        const struct sync_step *s = &steps[i];
+        const struct sync_file *f = s->file != SYNC_NONE ? &l.v[s->file] : NULL;
+        const struct store_file_row *row = s->row != SYNC_NONE ? &rows[s->row] : NULL;
+        uint8_t h[32];
+        struct ims_error ferr = {0};
+        switch (s->action) {
+        case SYNC_KEEP: sum.unchanged++; break;
+        case SYNC_CHECK:
+            if (hash_file(f->path, h, &sum, &ferr) != IMS_OK) {
+                ims_log(IMS_LOG_WARN, "sync: %s", ferr.message);
+                sum.failed++; /* unreadable now: the row stays until the file is gone */
+            } else if (row->has_sha256 && memcmp(h, row->sha256, 32) == 0) {
+                upd[n_upd++] = (struct store_file_update){row->id, NULL, f->size, f->mtime_ns};
+                sum.unchanged++;
+            } else {
+                del[n_del++] = row->id;
+                r.is_changed[s->file] = 1;
+                r.paths[r.n_paths++] = f->path;
+            }
+            break;
+        case SYNC_NEW: {
+            size_t match = SYNC_NONE;
+            int candidate = 0;
+            for (size_t j = 0; j < n_gone && !candidate; j++) {
+                const struct store_file_row *g = &rows[gone[j]];
+                candidate = !gone_matched[gone[j]] &&
+                            (g->bytes == f->size || (g->has_file_state && g->file_size == f->size));
+            }
+            if (candidate && hash_file(f->path, h, &sum, &ferr) == IMS_OK)
+                for (size_t j = 0; j < n_gone && match == SYNC_NONE; j++)
+                    if (!gone_matched[gone[j]] && memcmp(rows[gone[j]].sha256, h, 32) == 0)
+                        match = gone[j];
+            if (match != SYNC_NONE) {
+                gone_matched[match] = 1;
+                upd[n_upd++] = (struct store_file_update){rows[match].id, f->path, f->size,
+                                                          f->mtime_ns};
+                sum.renamed++;
+            } else {
+                r.paths[r.n_paths++] = f->path;
+            }
+            break;
+        }
+        case SYNC_GONE: break;
+        }
+    }
+    if (cancel && atomic_load(cancel)) {
+        st = ims_error_set(err, IMS_ERR_CANCELLED, "sync: cancelled");
+        goto out;
+    }
+    for (size_t i = 0; i < n_steps; i++)
+        if (steps[i].action == SYNC_GONE && !gone_matched[steps[i].row]) {
+            del[n_del++] = rows[steps[i].row].id;
+            sum.removed++;
+        }
+    /* deletions first: a renamed row may take the path of a deleted one */
+    if (n_del > 0) {
+        st = store_delete_many(deps->store, del, n_del, NULL, err);
+        if (st == IMS_OK)
+            st = show(deps, err);
+        if (st != IMS_OK)
+            goto out;
+    }
+    if (n_upd > 0) {
+        st = update_chunked(deps->store, upd, n_upd, err);
+        if (st != IMS_OK)
+            goto out;
+    }
+    if (r.n_paths > 0) {
+        struct ingest_options o;
+        if (io)
+            o = *io;
+        else
+            ingest_options_default(&o);
+        o.allow_local_files = 1;
+        r.user = io;
+        r.files = l.v;
+        r.n_files = l.n;
+        r.sum = &sum;
+        o.on_item = run_item;
+        o.on_progress = run_progress;
+        o.cb_ctx = &r;
+        struct ingest_summary isum;
+        st = ingest_run(deps, &o, run_next, &r, cancel, &isum, err);
+        /* what was added is recorded even when the run stopped early */
+        struct ims_error uerr = {0};
+        enum ims_status ust = update_chunked(deps->store, r.added, r.n_added, &uerr);
+        if (st == IMS_OK && ust != IMS_OK) {
+            st = ust;
+            *err = uerr;
+        }
+    }
+out:
+    sum.elapsed_s = ims_now() - t0;
+    if (sum_out)
+        *sum_out = sum;
+    pthread_mutex_destroy(&r.mu);
+    ims_free(r.paths);
+    ims_free(r.is_changed);
+    ims_free(r.added);
+    ims_free(upd);
+    ims_free(del);
+    ims_free(gone_matched);
+    ims_free(gone);
+    ims_free(steps);
+    listing_free(&l);
+    store_file_rows_free(rows, n_rows);
+    free(root);
+    return st;
+}
+
+enum ims_status sync_folder(const struct ingest_deps *deps, const struct ingest_options *io,
+                            const char *folder, const atomic_int *cancel,
+                            struct sync_summary *sum, struct ims_error *err)
+{
+    return sync__folder(deps, io, folder, cancel, NULL, NULL, sum, err);
+}

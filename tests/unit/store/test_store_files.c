@@ -1,0 +1,181 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_store_files.c: the folder sync's catalogue calls (schema v3), on
+ * SQLite and, with the argument "pg", on PostgreSQL: store_list_under
+ * returns exactly the rows under a folder (a byte prefix ending in "/":
+ * /p/a never matches /p/ab or /p/a itself), sorted, with their file state
+ * (none until one is recorded); store_update_files records file state,
+ * moves a source, refuses a source held by another row without writing
+ * anything, and skips missing ids.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "imgsearch/store.h"
+#include "store_test_util.h"
+
+#define DIM 8
+static const struct store_model_info model_a = {"model-a", DIM};
+
+struct fx {
+    char *dir;
+    char url[1024];
+    struct store *st;
+};
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    f->dir = tu_mkdtemp();
+    if (!f->dir || tu_catalogue_new(f->url, sizeof(f->url)) != 0)
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    store_close(f->st);
+    tu_catalogue_drop(f->url);
+    tu_rmtree(f->dir);
+    free(f->dir);
+    free(f);
+    return 0;
+}
+
+/* ids 1..7 in this order */
+static const char *const SOURCES[] = {
+    "/p/a/z.jpg", "/p/ab/x.jpg", "/p/a/sub/y.png", "/p/a", "/p/a0.jpg", "/p/a/b.jpg",
+    "https://example.org/p/a/c.jpg",
+};
+#define N_SRC ((int)(sizeof(SOURCES) / sizeof(SOURCES[0])))
+
+static void fill(struct fx *f)
+{
+    struct ims_error err = {0};
+    if (store_open_catalogue(f->url, f->dir, &model_a, STORE_OPEN_SYNC_NORMAL, &f->st, &err) !=
+        IMS_OK)
+        fail_msg("open: %s", err.message);
+    for (int i = 0; i < N_SRC; i++) {
+        float vec[DIM];
+        uint8_t h[32];
+        tu_vec(vec, DIM, (uint64_t)i + 1);
+        tu_hash(h, (uint64_t)i + 1);
+        struct store_new_image in = {.source = SOURCES[i], .sha256 = h, .format = "jpeg",
+                                     .width = 10, .height = 10, .bytes = 100 + i,
+                                     .embedding = vec, .dim = DIM};
+        struct store_insert_result res;
+        if (store_insert_many(f->st, &in, 1, &res, &err) != IMS_OK)
+            fail_msg("insert: %s", err.message);
+        assert_int_equal(res.id, i + 1);
+    }
+}
+
+static void test_list_under(void **state)
+{
+    struct fx *f = *state;
+    fill(f);
+    struct ims_error err = {0};
+    struct store_file_row *rows = NULL;
+    size_t n = 0;
+    assert_int_equal(store_list_under(f->st, "/p/a", &rows, &n, &err), IMS_OK);
+    assert_int_equal(n, 3);
+    assert_string_equal(rows[0].source, "/p/a/b.jpg");
+    assert_string_equal(rows[1].source, "/p/a/sub/y.png");
+    assert_string_equal(rows[2].source, "/p/a/z.jpg");
+    assert_int_equal(rows[0].id, 6);
+    assert_int_equal(rows[0].bytes, 105);
+    assert_true(rows[0].has_sha256);
+    uint8_t h[32];
+    tu_hash(h, 6);
+    assert_memory_equal(rows[0].sha256, h, 32);
+    assert_false(rows[0].has_file_state);
+    store_file_rows_free(rows, n);
+    /* a trailing slash is the same folder */
+    assert_int_equal(store_list_under(f->st, "/p/a/", &rows, &n, &err), IMS_OK);
+    assert_int_equal(n, 3);
+    store_file_rows_free(rows, n);
+    assert_int_equal(store_list_under(f->st, "/p/ab", &rows, &n, &err), IMS_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(rows[0].source, "/p/ab/x.jpg");
+    store_file_rows_free(rows, n);
+    assert_int_equal(store_list_under(f->st, "/q", &rows, &n, &err), IMS_OK);
+    assert_int_equal(n, 0);
+    assert_null(rows);
+    /* the root holds every local path */
+    assert_int_equal(store_list_under(f->st, "/", &rows, &n, &err), IMS_OK);
+    assert_int_equal(n, 6);
+    store_file_rows_free(rows, n);
+    assert_int_equal(store_list_under(f->st, "relative", &rows, &n, &err), IMS_ERR_INVALID);
+    assert_int_equal(store_list_under(f->st, "", &rows, &n, &err), IMS_ERR_INVALID);
+}
+
+static void test_update_files(void **state)
+{
+    struct fx *f = *state;
+    fill(f);
+    struct ims_error err = {0};
+    struct store_file_update u[3] = {
+        {6, NULL, 1234, 5678000000001LL},
+        {1, "/p/a/renamed.jpg", 99, 42},
+        {999, NULL, 1, 1},
+    };
+    uint8_t found[3];
+    assert_int_equal(store_update_files(f->st, u, 3, found, &err), IMS_OK);
+    assert_int_equal(found[0], 1);
+    assert_int_equal(found[1], 1);
+    assert_int_equal(found[2], 0);
+    struct store_file_row *rows = NULL;
+    size_t n = 0;
+    assert_int_equal(store_list_under(f->st, "/p/a", &rows, &n, &err), IMS_OK);
+    assert_int_equal(n, 3);
+    assert_string_equal(rows[0].source, "/p/a/b.jpg");
+    assert_true(rows[0].has_file_state);
+    assert_int_equal(rows[0].file_size, 1234);
+    assert_int_equal(rows[0].file_mtime_ns, 5678000000001LL);
+    assert_string_equal(rows[1].source, "/p/a/renamed.jpg");
+    assert_int_equal(rows[1].id, 1);
+    assert_int_equal(rows[1].file_size, 99);
+    assert_int_equal(rows[1].file_mtime_ns, 42);
+    assert_string_equal(rows[2].source, "/p/a/sub/y.png");
+    assert_false(rows[2].has_file_state);
+    store_file_rows_free(rows, n);
+    int64_t id = 0;
+    assert_int_equal(store_find_by_source(f->st, "/p/a/renamed.jpg", &id, &err), IMS_OK);
+    assert_int_equal(id, 1);
+    assert_int_equal(store_find_by_source(f->st, "/p/a/z.jpg", &id, &err), IMS_ERR_NOT_FOUND);
+
+    /* a source held by another row: nothing of the batch is written */
+    struct store_file_update bad[2] = {{3, NULL, 7, 7}, {2, "/p/a/b.jpg", 1, 1}};
+    assert_int_equal(store_update_files(f->st, bad, 2, found, &err), IMS_ERR_EXISTS);
+    assert_non_null(strstr(err.message, "/p/a/b.jpg"));
+    assert_int_equal(store_list_under(f->st, "/p/a/sub", &rows, &n, &err), IMS_OK);
+    assert_int_equal(n, 1);
+    assert_false(rows[0].has_file_state);
+    store_file_rows_free(rows, n);
+    assert_int_equal(store_find_by_source(f->st, "/p/ab/x.jpg", &id, &err), IMS_OK);
+    assert_int_equal(id, 2);
+    struct store_file_update neg = {3, NULL, -1, 0};
+    assert_int_equal(store_update_files(f->st, &neg, 1, NULL, &err), IMS_ERR_INVALID);
+    struct store_file_update empty = {3, "", 1, 0};
+    assert_int_equal(store_update_files(f->st, &empty, 1, NULL, &err), IMS_ERR_INVALID);
+}
+
+int main(int argc, char **argv)
+{
+    if (tu_backend_from_args(argc, argv) != 0)
+        return 2;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_list_under, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_update_files, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
