@@ -30,8 +30,10 @@
  *   (a proven error bound, see docs/internals/index.md); it returns the same
  *   ids and scores as "Flat" and uses 1.5x the memory.
  * - "Graph", "Graph<M>", "Graph<M>,efc<N>": our own HNSW graph (M links per
- *   node, 2M on level 0; build beam efc), built on every core, over bf16
- *   copies of the vectors; the walk's beam (ef_search, default 256) is
+ *   node, default 32, 2M on level 0; build beam efc, default 80), built on
+ *   every core, over bf16 copies of the vectors; the walk's beam
+ *   (ef_search, default 128 for M >= 32, else 256: recall@10 >= 0.95 on
+ *   1M vectors of the hard set) is
  *   re-scored exactly. Adds go into the graph at once; removed ids stay as
  *   waypoints that are never returned, until the index is rebuilt.
  * - anything else is a FAISS factory string with the inner-product metric:

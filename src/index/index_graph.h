@@ -31,12 +31,13 @@ struct index__graph;
 #define INDEX_GRAPH_MIN_M 4
 #define INDEX_GRAPH_MAX_M 64
 #define INDEX_GRAPH_MAX_LEVEL 16
-#define INDEX_GRAPH_DEFAULT_M 16
+#define INDEX_GRAPH_DEFAULT_M 32
 #define INDEX_GRAPH_DEFAULT_EFC 80
-/* ef_search a new Graph index starts with: the smallest measured ef with
- * recall@10 >= 0.95 on 1M vectors of the hard set with Graph16 (0.952; ef
- * 192 gave 0.943), bench/results/graph_hard_1m.json. */
-#define INDEX_GRAPH_DEFAULT_EF 256
+/* ef_search a new Graph<M> index starts with: the smallest measured ef with
+ * recall@10 >= 0.95 on 1M vectors of the hard set: Graph32 128 (0.955;
+ * bench/results/graph32_hard_1m.json), Graph16 256 (0.952;
+ * graph_hard_1m.json); sparser graphs get 256 too. */
+static inline int index__graph_default_ef(int m) { return m >= 32 ? 128 : 256; }
 
 /* Parses "Graph", "Graph<M>" or "Graph<M>,efc<N>". Returns 1 and fills *m,
  * *efc for a graph spec, 0 for any other spec, -1 for a malformed or

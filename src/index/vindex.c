@@ -158,7 +158,7 @@ enum ims_status index__vindex_create(const char *spec, int dim,
             st = ims_error_set(err, st, "index: out of memory");
             goto out;
         }
-        vx->params.ef_search = INDEX_GRAPH_DEFAULT_EF;
+        vx->params.ef_search = index__graph_default_ef(gm);
     }
     *out = vx;
     vx = NULL;

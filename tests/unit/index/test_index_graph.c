@@ -443,7 +443,7 @@ static void test_query_params(void **state)
     /* the default ef is the Graph default until set; setting it is no rebuild */
     struct vindex_search_params got;
     vindex_get_search_params(vx, &got);
-    assert_int_equal(got.ef_search, INDEX_GRAPH_DEFAULT_EF);
+    assert_int_equal(got.ef_search, index__graph_default_ef(8));
     size_t nodes = index__graph_nodes(vx->graph);
     struct vindex_search_params set = {.ef_search = 40};
     assert_int_equal(vindex_set_search_params(vx, &set, &err), IMS_OK);
