@@ -9,7 +9,7 @@
  * Memory per vector: the graph's bytes / n (bf16 copy, links, labels) plus
  * the fp32 row every vindex keeps.
  *
- * usage: bench_graph [--n N] [--queries Q] [--spec Graph16] [--ef 32,64,...]
+ * usage: bench_graph [--n N] [--queries Q] [--spec Graph32] [--ef 32,64,...]
  *                    [--faiss-ef 64,128,256] [--no-faiss] [--threads T]
  *                    [--chunk C] [--seed S]
  */
@@ -171,7 +171,7 @@ int main(int argc, char **argv)
     size_t n = 100000, chunk = 1024;
     int nq = 300, threads = 0, with_faiss = 1;
     uint64_t seed = 1;
-    const char *spec = "Graph16";
+    const char *spec = "Graph32";
     int efs[16], n_efs = parse_list("32,48,64,96,128,192", efs, 16);
     int fefs[16], n_fefs = parse_list("64,128,256", fefs, 16);
     for (int i = 1; i < argc; i++) {
