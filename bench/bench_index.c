@@ -276,7 +276,7 @@ static void bench_exact(const char *set, const float *x, size_t n, const float *
     for (int i = 0; i < nq_faiss; i++) {
         float s[10];
         double t0 = ims_now();
-        st = index__faiss_search(ff, q + (size_t)i * DIM, 10, 0, s, faiss_ids + i * 10, &err);
+        st = index__faiss_search(ff, q + (size_t)i * DIM, 10, 0, 0, s, faiss_ids + i * 10, &err);
         t[i] = (ims_now() - t0) * 1e3;
         if (st != IMS_OK)
             die("faiss search", st, &err);
@@ -493,16 +493,17 @@ static void bench_concurrency(const char *set, const float *x, size_t n, const f
         { /* warm-up, not recorded: first touches, thread start-up */
             double wl[16];
             int64_t wi[160];
-            for (int b = 0; b < 2; b++) {
+            for (int b = 0; b < 3; b++) {
                 index__batch_enabled = b;
                 conc_once(vx, q, nq, 4, 4, wl, wi);
             }
         }
         for (int li = 0; li < n_levels; li++) {
             int nc = levels[li], per = total / nc > 4 ? total / nc : 4, m = nc * per;
-            double *lat[2], *qps[2], *mb[2];
-            int64_t *ids[2];
-            for (int b = 0; b < 2; b++) {
+            /* b: index__batch_enabled, 0 never, 1 always, 2 adaptive (default) */
+            double *lat[3], *qps[3], *mb[3];
+            int64_t *ids[3];
+            for (int b = 0; b < 3; b++) {
                 lat[b] = malloc(sizeof(double) * (size_t)m * (size_t)reps);
                 qps[b] = malloc(sizeof(double) * (size_t)reps);
                 mb[b] = malloc(sizeof(double) * (size_t)reps);
@@ -511,32 +512,44 @@ static void bench_concurrency(const char *set, const float *x, size_t n, const f
                     abort();
             }
             for (int r = 0; r < reps; r++)
-                for (int b = 0; b < 2; b++) { /* alternate: drift hits both */
+                for (int b = 0; b < 3; b++) { /* alternate: drift hits all three */
                     index__batch_enabled = b;
                     struct conc_run cr =
                         conc_once(vx, q, nq, nc, per, lat[b] + (size_t)r * m, ids[b]);
                     qps[b][r] = cr.qps;
                     mb[b][r] = cr.mean_batch;
                 }
-            index__batch_enabled = 1;
+            index__batch_enabled = 2;
             double same = same_lists(ids[0], ids[1], m);
+            double same2 = same_lists(ids[0], ids[2], m);
+            double q2 = pct(qps[2], reps, 0.5);
+            double p50_2 = pct(lat[2], m * reps, 0.5), p99_2 = pct(lat[2], m * reps, 0.99);
+            double mean_b2 = pct(mb[2], reps, 0.5);
             double q0 = pct(qps[0], reps, 0.5), q1 = pct(qps[1], reps, 0.5);
             double p50_0 = pct(lat[0], m * reps, 0.5), p99_0 = pct(lat[0], m * reps, 0.99);
             double p50_1 = pct(lat[1], m * reps, 0.5), p99_1 = pct(lat[1], m * reps, 0.99);
             double mean_b = pct(mb[1], reps, 0.5);
-            fprintf(stderr, "  %s %s c=%d: one at a time %.1f q/s p50 %.2f ms; batched %.1f q/s "
-                            "p50 %.2f ms (mean batch %.1f) x%.2f\n",
-                    set, names[si], nc, q0, p50_0, q1, p50_1, mean_b, q1 / q0);
-            printf("%s      {\"clients\": %d, \"searches_per_run\": %d,\n"
+            fprintf(stderr, "  %s %s c=%d: never %.1f q/s p50 %.2f ms; always %.1f q/s "
+                            "p50 %.2f ms (mean batch %.1f); adaptive %.1f q/s p50 %.2f ms "
+                            "(mean batch %.1f): adaptive/best %.2f\n",
+                    set, names[si], nc, q0, p50_0, q1, p50_1, mean_b, q2, p50_2, mean_b2,
+                    q2 / (q0 > q1 ? q0 : q1));
+            printf("%s      {\"clients\": %d, \"adaptive_over_best_of_never_always\": %.3f, "
+                   "\"adaptive_over_never\": %.3f, \"adaptive_over_always\": %.3f,\n"
+                   "       \"adaptive\": {\"qps\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, "
+                   "\"mean_batch\": %.2f, \"top10_lists_equal_one_at_a_time\": %.4f},\n",
+                   li ? ",\n" : "", nc, q2 / (q0 > q1 ? q0 : q1), q2 / q0, q2 / q1, q2, p50_2,
+                   p99_2, mean_b2, same2);
+            printf("%s      \"searches_per_run\": %d,\n"
                    "       \"one_at_a_time\": {\"qps\": %.1f, \"p50_ms\": %.3f, "
                    "\"p99_ms\": %.3f},\n"
                    "       \"batched\": {\"qps\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, "
                    "\"mean_batch\": %.2f},\n"
                    "       \"qps_ratio\": %.2f, \"p50_ratio\": %.2f, "
                    "\"top10_lists_equal_one_at_a_time\": %.4f}",
-                   li ? ",\n" : "", nc, m, q0, p50_0, p99_0, q1, p50_1, p99_1, mean_b, q1 / q0,
+                   "", m, q0, p50_0, p99_0, q1, p50_1, p99_1, mean_b, q1 / q0,
                    p50_1 / p50_0, same);
-            for (int b = 0; b < 2; b++) {
+            for (int b = 0; b < 3; b++) {
                 free(lat[b]);
                 free(qps[b]);
                 free(mb[b]);

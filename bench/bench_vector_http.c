@@ -260,7 +260,7 @@ static int cmd_scan(const char *dir, int n_threads, size_t first, size_t count)
     }
     for (size_t i = 0; i < nq; i++) {
         double t0 = ims_now();
-        st = index__faiss_search(ff, q + i * DIM, K, 0, sc, faiss_top + i * K, &err);
+        st = index__faiss_search(ff, q + i * DIM, K, 0, 0, sc, faiss_top + i * K, &err);
         t[i] = (ims_now() - t0) * 1e3;
         if (st != IMS_OK)
             fail("faiss search", st, &err);

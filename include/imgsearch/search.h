@@ -107,6 +107,9 @@ struct search_request {
      * kept or the index (or the filter's rows, or min_score) runs out.
      * 0: off. With dedup, offset + k is at most SEARCH_DEDUP_WANT_MAX. */
     float dedup;
+    /* Optional (issue 11): per-query index knobs (ef_search, nprobe, rerank;
+     * 0 = the index's default), bounded as vindex_search_with. */
+    struct vindex_search_params knobs;
 };
 #define SEARCH_DEDUP_WANT_MAX 2000
 

@@ -115,6 +115,10 @@ enum server_order { SERVER_ORDER_SCORE, SERVER_ORDER_DATE };
 #define SERVER_TERMS_MAX 16
 #define SERVER_K_MAX 1000
 #define SERVER_OFFSET_MAX 10000
+/* Per-query index knobs (issue 11): 0 = the index's default. */
+#define SERVER_EF_MAX 4096
+#define SERVER_NPROBE_MAX 65536
+#define SERVER_RERANK_MAX 100000
 #define SERVER_TEXT_MAX 2048
 #define SERVER_URL_MAX 4096
 #define SERVER_VECTOR_MAX 8192
@@ -151,6 +155,7 @@ struct server_query {
     bool has_dedup;                   /* fold near-duplicates (issue 10): a result whose */
     float dedup;                      /* cosine with a better-ranked kept one is >= dedup
                                          (0 < dedup <= 1) goes into its `duplicates` */
+    int ef, nprobe, rerank;           /* per-query index knobs, 0 = default (issue 11) */
 };
 
 struct server_result {

@@ -16,10 +16,14 @@
 const char cli_help_reindex[] =
     "usage: imgsearch reindex [--data DIR] [--catalogue URL]"
     " [--index SPEC] [--nprobe N] [--ef-search N]\n"
-    "                         [--rerank N]\n"
+    "                         [--rerank N] [--rebuild]\n"
     "Rebuilds the index from the catalogue. SPEC: Flat (exact, default), FlatF16, or a\n"
     "FAISS factory string such as IVF1024,Flat  IVF4096,PQ64  HNSW32. --nprobe (IVF),\n"
-    "--ef-search (HNSW) and --rerank (candidates re-scored exactly) are kept with it.\n"
+    "--ef-search (HNSW, Graph), --nprobe (IVF) and --rerank (candidates re-scored\n"
+    "exactly) are kept with it. Graph<M>[,efc<N>] is our own HNSW, built on every core.\n"
+    "When only --nprobe/--ef-search/--rerank change (same SPEC), nothing is rebuilt:\n"
+    "the new defaults are stored (see `imgsearch index set`); --rebuild forces a\n"
+    "rebuild (which also drops removed vectors from a graph).\n"
     CLI_CATALOGUE_HELP;
 
 int cli_cmd_reindex(int argc, char **argv)
@@ -27,12 +31,15 @@ int cli_cmd_reindex(int argc, char **argv)
     struct cli_app_options o = {0};
     const char *spec = NULL;
     struct vindex_search_params params = {0};
-    int params_given = 0;
+    int params_given = 0, rebuild = 0;
     for (int i = 1; i < argc; i++) {
         const char *v;
         long num = 0;
         int r = cli_app_parse_common(argc, argv, &i, &o);
-        if (r == 0 && (r = cli_opt_value(argc, argv, &i, "--index", &v)) > 0) {
+        if (r == 0 && !strcmp(argv[i], "--rebuild")) {
+            rebuild = 1;
+            r = 1;
+        } else if (r == 0 && (r = cli_opt_value(argc, argv, &i, "--index", &v)) > 0) {
             spec = v;
         } else if (r == 0 && (r = cli_opt_value(argc, argv, &i, "--nprobe", &v)) > 0) {
             r = cli_parse_long(v, 1, 1 << 20, &num) ? -1 : 1;
@@ -59,6 +66,24 @@ int cli_cmd_reindex(int argc, char **argv)
         spec = app.spec;
     if (!params_given && !strcmp(spec, app.spec))
         params = app.params; /* same type: keep its parameters */
+    if (params_given && !rebuild && !strcmp(spec, app.spec)) {
+        /* only search-time knobs changed: store them, keep the index */
+        struct vindex_search_params merged = app.params;
+        if (params.nprobe)
+            merged.nprobe = params.nprobe;
+        if (params.ef_search)
+            merged.ef_search = params.ef_search;
+        if (params.rerank)
+            merged.rerank = params.rerank;
+        struct ims_error perr = {0};
+        enum ims_status pst = cli_app_write_spec(&app, app.spec, &merged, &perr);
+        int prc = pst == IMS_OK ? 0 : cli_fail("reindex", "%s", ims_error_message(&perr, pst));
+        if (pst == IMS_OK)
+            fprintf(stderr, "imgsearch reindex: only search parameters changed; stored "
+                            "without a rebuild (--rebuild to rebuild)\n");
+        cli_app_close("reindex", &app, 0);
+        return prc;
+    }
     char chosen[256];
     snprintf(chosen, sizeof(chosen), "%s", spec);
     struct ims_error err = {0};

@@ -16,9 +16,12 @@
 const char cli_help_search[] =
     "usage: imgsearch search [--data DIR] [--catalogue URL]"
     " [--model DIR] [-k N] [--offset N] [--min-score S]\n"
+    "                        [--ef N] [--nprobe N] [--rerank N]\n"
     "                        [--json] [filters] (TEXT... | --image FILE)\n"
     "TEXT and --image may be combined; --not TEXT adds a negative term.\n"
     "Only reads: a data folder or catalogue that does not exist is an error.\n"
+    "--ef (HNSW/Graph beam, 1..4096), --nprobe (IVF lists, 1..65536) and --rerank\n"
+    "(candidates re-scored exactly) override the index's defaults for this search.\n"
     "Filters (the answer is the top k among the matching images):\n"
     "  --added-from T --added-to T   when the image was added\n"
     "  --taken-from T --taken-to T   EXIF date taken (images without one never match)\n"
@@ -49,6 +52,7 @@ int cli_cmd_search(int argc, char **argv)
     struct ims_error err = {0};
     struct store_filter flt;
     int has_filter = 0;
+    struct vindex_search_params knobs = {0};
     char formats[128] = "";
     const char *tags[STORE_TAGS_MAX];
     float dedup = 0.0f;
@@ -68,6 +72,18 @@ int cli_cmd_search(int argc, char **argv)
             if (r < 0 || cli_parse_long(v, 1, SEARCH_K_MAX, &num))
                 goto bad_value;
             k = (int)num;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--ef", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 1, VINDEX_MAX_EF, &num))
+                goto bad_value;
+            knobs.ef_search = (int)num;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--nprobe", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 1, VINDEX_MAX_NPROBE, &num))
+                goto bad_value;
+            knobs.nprobe = (int)num;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--rerank", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 1, VINDEX_MAX_K, &num))
+                goto bad_value;
+            knobs.rerank = (int)num;
         } else if ((r = cli_opt_value(argc, argv, &i, "--offset", &v)) != 0) {
             if (r < 0 || cli_parse_long(v, 0, SEARCH_OFFSET_MAX, &num))
                 goto bad_value;
@@ -225,7 +241,7 @@ int cli_cmd_search(int argc, char **argv)
     struct search_response resp = {0};
     if (st == IMS_OK) {
         struct search_request rq = {terms, n_terms, k, offset, has_min, min_score,
-                                    SEARCH_ORDER_SCORE, has_filter ? &flt : NULL, dedup};
+                                    SEARCH_ORDER_SCORE, has_filter ? &flt : NULL, dedup, knobs};
         st = search_run(se, &rq, &resp, &err);
     }
     if (st != IMS_OK) {

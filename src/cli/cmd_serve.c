@@ -323,7 +323,8 @@ static enum ims_status be_search(void *self, const struct server_query *q, struc
                                 q->order == SERVER_ORDER_DATE ? SEARCH_ORDER_DATE
                                                               : SEARCH_ORDER_SCORE,
                                 q->filter ? &sf : NULL,
-                                q->has_dedup ? q->dedup : 0.0f};
+                                q->has_dedup ? q->dedup : 0.0f,
+                                {.ef_search = q->ef, .nprobe = q->nprobe, .rerank = q->rerank}};
     st = search_run(b->se, &rq, &resp, err);
     if (st != IMS_OK)
         goto out;

@@ -366,7 +366,7 @@ enum ims_status index__faiss_set_param(struct index__faiss *f, const char *name,
 }
 
 enum ims_status index__faiss_search(const struct index__faiss *f, const float *q, int k,
-                                    int min_ef, float *scores, int64_t *ids,
+                                    int min_ef, int nprobe, float *scores, int64_t *ids,
                                     struct ims_error *err)
 {
     return guarded(err, IMS_ERR_INTERNAL, "search", [&]() {
@@ -385,6 +385,20 @@ enum ims_status index__faiss_search(const struct index__faiss *f, const float *q
             for (int i = 0; i < k; i++)
                 if (out[i] >= 0)
                     out[i] = m->id_map[(size_t)out[i]];
+            return IMS_OK;
+        }
+        // IVF with a per-query nprobe (issue 11): the same translation.
+        auto *ivf = m ? dynamic_cast<const faiss::IndexIVF *>(m->index) : nullptr;
+        if (!ivf)
+            ivf = dynamic_cast<const faiss::IndexIVF *>(f->index);
+        if (ivf && nprobe > 0 && (size_t)nprobe != ivf->nprobe) {
+            faiss::SearchParametersIVF p;
+            p.nprobe = (size_t)nprobe;
+            ivf->search(1, q, k, scores, out, &p);
+            if (m && m->index == ivf)
+                for (int i = 0; i < k; i++)
+                    if (out[i] >= 0)
+                        out[i] = m->id_map[(size_t)out[i]];
             return IMS_OK;
         }
         f->index->search(1, q, k, scores, out);

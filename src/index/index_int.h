@@ -62,10 +62,10 @@ enum ims_status index__faiss_remove(struct index__faiss *f, const int64_t *ids, 
 enum ims_status index__faiss_set_param(struct index__faiss *f, const char *name, int value,
                                        struct ims_error *err);
 /* One query; scores/ids: (k). Missing results have id -1. Graph types use an
- * efSearch of at least min_ef for this call. Thread-safe against other
- * searches. */
+ * efSearch of at least min_ef for this call, IVF types nprobe lists when
+ * nprobe > 0. Thread-safe against other searches. */
 enum ims_status index__faiss_search(const struct index__faiss *f, const float *q, int k,
-                                    int min_ef, float *scores, int64_t *ids,
+                                    int min_ef, int nprobe, float *scores, int64_t *ids,
                                     struct ims_error *err);
 /* Serialises with faiss::write_index, streaming bytes to `write`, which
  * returns 0 on success. */
@@ -322,7 +322,9 @@ enum index__kind {
     INDEX_KIND_FLAT,     /* own exact scan, fp32 */
     INDEX_KIND_FLAT_F16, /* own exact scan over fp16 copies + fp32 re-score */
     INDEX_KIND_FAISS,    /* FAISS pass + exact re-score from the store */
+    INDEX_KIND_GRAPH,    /* own HNSW (index_graph.c) + exact re-score */
 };
+struct index__graph;
 
 #include <stdatomic.h>
 
@@ -339,6 +341,7 @@ struct vindex {
     char *spec;                     /* canonical spec, immutable after creation */
     struct index__store store;      /* live vectors and ids (all kinds) */
     struct index__faiss *faiss;     /* INDEX_KIND_FAISS only; may hold tombstones */
+    struct index__graph *graph;     /* INDEX_KIND_GRAPH only (index_graph.h) */
     int type_trains;                /* the FAISS type needs vindex_train (IVF, PQ) */
     struct vindex_search_params params;
     int64_t last_id;                /* highest catalogue id covered, -1 if none */
@@ -348,7 +351,7 @@ struct vindex {
     /* Coalescing of concurrent exact searches (vindex_batch.c), guarded by
      * batch_mu, never by the rwlock (a batch takes the read lock itself). */
     pthread_mutex_t batch_mu;
-    int batch_running;                       /* a leader is scanning */
+    int batch_running;                       /* leaders scanning (index_batch_policy.c) */
     struct index__batch_member *queue_head;  /* arrived while it scans, FIFO */
     struct index__batch_member *queue_tail;
     int n_queued;
@@ -368,9 +371,16 @@ extern int index__i8_enabled;
 void index__i8_stats(struct vindex *vx, uint64_t *n_searches, uint64_t *n_candidates,
                      uint64_t *n_fallbacks);
 
-/* 1 (default): concurrent exact searches share one scan; 0: each scans
- * alone (benchmarks compare both). Not thread-safe; set before searching. */
+/* Coalescing policy (index_batch_policy.c): 2 (default, adaptive): a
+ * search scans at once, alone, while fewer scans than cores run, and queues
+ * for a shared scan only when every core already scans; 1 (always): one
+ * scan at a time, every search arriving meanwhile queues; 0 (never): each
+ * scans alone. Not thread-safe; set before searching. */
 extern int index__batch_enabled;
+/* How many scans may run before a search queues: 1 for "always", the
+ * online cores (or index__batch_max_runners when > 0) for "adaptive". */
+int index__batch_runners(void);
+extern int index__batch_max_runners;
 /* Called by a batch's leader, outside every lock, just before its scan, with
  * the batch's size (tests use it to hold a batch open until others have
  * queued). NULL by default. Not thread-safe; set before searching. */
@@ -420,6 +430,7 @@ enum ims_status index__search_flat_multi(struct vindex *vx, const float *qs, int
  * NULL (n_match: the rows it allows). Messages go to err. */
 enum ims_status index__search_faiss(const struct vindex *vx, const float *q, int k,
                                     const struct vindex_filter *filter, size_t n_match,
+                                    const struct vindex_search_params *qp,
                                     struct index__topk *top, struct ims_error *err);
 /* An exact kind's search (vindex_batch.c): joins or leads a coalesced batch
  * (or runs alone when index__batch_enabled is 0) and takes the read lock

@@ -45,6 +45,7 @@
  */
 
 #include "index_int.h"
+#include "index_graph.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -233,6 +234,11 @@ enum ims_status vindex_save(struct vindex *vx, const char *path, int64_t last_id
             goto out;
         }
     }
+    if (vx->graph) { /* own graph (Graph types): its bytes in the same slot */
+        st = index__graph_write(vx->graph, writer_put, &w, err);
+        if (st != IMS_OK)
+            goto write_failed;
+    }
     uint64_t faiss_bytes = w.bytes - before_faiss;
     if (writer_flush(&w) != 0)
         goto write_failed;
@@ -365,6 +371,39 @@ out:
     return st;
 }
 
+/* The own graph of a Graph snapshot (index_graph.c validates it whole),
+ * then its live labels against the stored ids: the same set, one node each. */
+static enum ims_status load_graph(struct vindex *vx, const unsigned char *p, size_t n,
+                                  const char *path, struct ims_error *err)
+{
+    char why[256];
+    struct index__graph *g = NULL;
+    if (index__graph_read(p, n, vx->dim, &g, why, sizeof why) != 0)
+        return ims_error_set(err, IMS_ERR_CORRUPT, "index snapshot %s: %s", path, why);
+    if (index__graph_m(g) != index__graph_m(vx->graph) ||
+        index__graph_live(g) != vx->store.n) {
+        enum ims_status st = ims_error_set(
+            err, IMS_ERR_CORRUPT, "index snapshot %s: graph (M %d, %zu live nodes) does not match "
+            "the type or the %zu stored vectors", path, index__graph_m(g), index__graph_live(g),
+            vx->store.n);
+        index__graph_free(g);
+        return st;
+    }
+    for (size_t i = 0; i < index__graph_nodes(g); i++) {
+        int del;
+        int64_t label = index__graph_label(g, i, &del);
+        if (!del && index__store_find(&vx->store, label) < 0) {
+            index__graph_free(g);
+            return ims_error_set(err, IMS_ERR_CORRUPT,
+                                 "index snapshot %s: graph node %zu holds id %lld, not stored",
+                                 path, i, (long long)label);
+        }
+    }
+    index__graph_free(vx->graph);
+    vx->graph = g;
+    return IMS_OK;
+}
+
 enum ims_status vindex_load(const char *path, int dim, const char *spec, struct vindex **out,
                             int64_t *last_id, struct ims_error *err)
 {
@@ -470,7 +509,7 @@ enum ims_status vindex_load(const char *path, int dim, const char *spec, struct 
     st = index__vindex_create(spec, dim, &vx, err);
     if (st != IMS_OK)
         goto out;
-    if ((vx->kind == INDEX_KIND_FAISS) != (faiss_bytes != 0)) {
+    if ((vx->kind == INDEX_KIND_FAISS || vx->kind == INDEX_KIND_GRAPH) != (faiss_bytes != 0)) {
         st = ims_error_set(err, IMS_ERR_CORRUPT,
                            "index snapshot %s: FAISS payload %s for type \"%s\"", path,
                            faiss_bytes ? "present" : "missing", spec);
@@ -504,7 +543,12 @@ enum ims_status vindex_load(const char *path, int dim, const char *spec, struct 
         if (id > vx->last_id)
             vx->last_id = id;
     }
-    if (faiss_bytes) {
+    if (faiss_bytes && vx->kind == INDEX_KIND_GRAPH) {
+        st = load_graph(vx, vec_at + 4 * (size_t)sdim * (size_t)count, (size_t)faiss_bytes, path,
+                        err);
+        if (st != IMS_OK)
+            goto out;
+    } else if (faiss_bytes) {
         struct snap_reader r = {vec_at + 4 * (size_t)sdim * (size_t)count, (size_t)faiss_bytes};
         /* Damage under a recomputed CRC must not reach FAISS's reader, which
          * trusts every length: walk the formats we know first. */

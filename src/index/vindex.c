@@ -65,6 +65,7 @@
  */
 
 #include "index_int.h"
+#include "index_graph.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -85,7 +86,7 @@ enum ims_status index__vindex_create(const char *spec, int dim,
 {
     enum ims_status st = IMS_OK;
     struct vindex *vx = NULL;
-    int lock_ok = 0;
+    int lock_ok = 0, gm = 0, gefc = 0;
     spec = canonical_spec(spec);
     IMS_RETURN_ERROR_IF(dim < 1 || dim > VINDEX_MAX_DIM, err, IMS_ERR_INVALID,
                         "index: dimension %d is outside 1..%d", dim, VINDEX_MAX_DIM);
@@ -108,6 +109,8 @@ enum ims_status index__vindex_create(const char *spec, int dim,
         vx->kind = INDEX_KIND_FLAT;
     else if (strcmp(spec, "FlatF16") == 0)
         vx->kind = INDEX_KIND_FLAT_F16;
+    else if (index__graph_parse_spec(spec, &gm, &gefc) != 0)
+        vx->kind = INDEX_KIND_GRAPH;
     else
         vx->kind = INDEX_KIND_FAISS;
     index__store_init(&vx->store, dim,
@@ -144,11 +147,25 @@ enum ims_status index__vindex_create(const char *spec, int dim,
         }
         vx->type_trains = !index__faiss_is_trained(vx->faiss);
     }
+    if (vx->kind == INDEX_KIND_GRAPH) {
+        if (index__graph_parse_spec(spec, &gm, &gefc) != 1) {
+            st = ims_error_set(err, IMS_ERR_INVALID,
+                               "index type \"%s\": Graph<M>[,efc<N>] wants M in %d..%d and N in "
+                               "8..2048", spec, INDEX_GRAPH_MIN_M, INDEX_GRAPH_MAX_M);
+            goto out;
+        }
+        if ((st = index__graph_new(dim, gm, gefc, &vx->graph)) != IMS_OK) {
+            st = ims_error_set(err, st, "index: out of memory");
+            goto out;
+        }
+        vx->params.ef_search = index__graph_default_ef(gm);
+    }
     *out = vx;
     vx = NULL;
 out:
     if (vx) {
         index__faiss_free(vx->faiss);
+        index__graph_free(vx->graph);
         if (lock_ok >= 1)
             pthread_rwlock_destroy(&vx->lock);
         if (lock_ok >= 2)
@@ -176,6 +193,7 @@ void vindex_free(struct vindex *vx)
     if (!vx)
         return;
     index__faiss_free(vx->faiss);
+    index__graph_free(vx->graph);
     index__store_fini(&vx->store);
     pthread_rwlock_destroy(&vx->lock);
     pthread_mutex_destroy(&vx->batch_mu);
@@ -381,6 +399,16 @@ enum ims_status vindex_add(struct vindex *vx, const int64_t *ids, const float *x
         if (st != IMS_OK)
             goto out;
     }
+    if (vx->graph) { /* reserve, then insert (in parallel on every core) */
+        if ((st = index__graph_reserve(vx->graph, n)) != IMS_OK) {
+            st = ims_error_set(err, st, "index: out of memory for the graph");
+            goto out;
+        }
+        if ((st = index__graph_add(vx->graph, ids, x, n)) != IMS_OK) {
+            st = ims_error_set(err, st, "index: out of memory for the graph");
+            goto out;
+        }
+    }
     index__store_append(&vx->store, ids, x, n);
     if (sorted[n - 1] > vx->last_id)
         vx->last_id = sorted[n - 1];
@@ -418,8 +446,12 @@ enum ims_status vindex_remove(struct vindex *vx, const int64_t *ids, size_t n, s
     /* Graph types: the store alone forgets the ids; FAISS keeps tombstones
      * that searches filter out. Duplicates in `ids` are removed once. */
     n_present = 0;
-    for (size_t i = 0; i < n; i++)
-        n_present += (size_t)index__store_remove(&vx->store, ids[i]);
+    for (size_t i = 0; i < n; i++) {
+        int gone = index__store_remove(&vx->store, ids[i]);
+        if (gone && vx->graph)
+            index__graph_delete(vx->graph, ids[i]); /* a waypoint, never a result */
+        n_present += (size_t)gone;
+    }
     if (n_present)
         bump_generation(vx);
 out:
@@ -453,6 +485,8 @@ enum ims_status vindex_set_search_params(struct vindex *vx, const struct vindex_
             goto out;
         vx->params.ef_search = p->ef_search;
     }
+    if (vx->graph && p->ef_search > 0)
+        vx->params.ef_search = p->ef_search;
     if (p->rerank > 0)
         vx->params.rerank = p->rerank;
     bump_generation(vx);
@@ -463,14 +497,30 @@ out:
     return st;
 }
 
-enum ims_status vindex_search(struct vindex *vx, const float *q, int k, float *scores,
-                              int64_t *ids, int *n_found, struct ims_error *err)
+/* The index's search parameters with the non-zero fields of *qp (one
+ * query's) in their place. Under the read lock. */
+static struct vindex_search_params query_params(const struct vindex *vx,
+                                                const struct vindex_search_params *qp)
+{
+    struct vindex_search_params p = vx->params;
+    if (qp && qp->nprobe > 0)
+        p.nprobe = qp->nprobe;
+    if (qp && qp->ef_search > 0)
+        p.ef_search = qp->ef_search;
+    if (qp && qp->rerank > 0)
+        p.rerank = qp->rerank;
+    return p;
+}
+
+static enum ims_status search_plain(struct vindex *vx, const float *q, int k,
+                                    const struct vindex_search_params *qp, float *scores,
+                                    int64_t *ids, int *n_found, struct ims_error *err)
 {
     struct index__topk top = {0};
     enum ims_status st = check_query(vx, q, k, scores, ids, n_found, err);
     if (st != IMS_OK)
         return st;
-    if (vx->kind != INDEX_KIND_FAISS) { /* exact: a full scan, which batches share */
+    if (vx->kind == INDEX_KIND_FLAT || vx->kind == INDEX_KIND_FLAT_F16) { /* exact: batches share */
         st = index__batch_search(vx, q, k, scores, ids, n_found);
         if (st != IMS_OK)
             return ims_error_set(err, st, "index: %s during search",
@@ -488,7 +538,8 @@ enum ims_status vindex_search(struct vindex *vx, const float *q, int k, float *s
         st = ims_error_set(err, st, "index: out of memory");
         goto out;
     }
-    st = index__search_faiss(vx, q, kk, NULL, 0, &top, err);
+    struct vindex_search_params p = query_params(vx, qp);
+    st = index__search_faiss(vx, q, kk, NULL, 0, &p, &top, err);
     if (st != IMS_OK) {
         if (st == IMS_ERR_NOMEM)
             ims_error_set(err, st, "index: out of memory during search");
@@ -519,12 +570,11 @@ static size_t filter_count(const struct index__store *s, const struct vindex_fil
     return n;
 }
 
-enum ims_status vindex_search_filtered(struct vindex *vx, const float *q, int k,
-                                       const struct vindex_filter *filter, float *scores,
+static enum ims_status search_filtered(struct vindex *vx, const float *q, int k,
+                                       const struct vindex_filter *filter,
+                                       const struct vindex_search_params *qp, float *scores,
                                        int64_t *ids, int *n_found, struct ims_error *err)
 {
-    if (!filter)
-        return vindex_search(vx, q, k, scores, ids, n_found, err);
     struct index__topk top = {0};
     enum ims_status st = check_query(vx, q, k, scores, ids, n_found, err);
     if (st != IMS_OK)
@@ -541,9 +591,10 @@ enum ims_status vindex_search_filtered(struct vindex *vx, const float *q, int k,
     }
     if ((st = index__topk_init(&top, kk)) != IMS_OK)
         goto nomem;
-    int scan = vx->kind != INDEX_KIND_FAISS || (double)n_match < FILTER_SCAN_SHARE * (double)s->n;
+    int scan = vx->kind == INDEX_KIND_FLAT || vx->kind == INDEX_KIND_FLAT_F16 || (double)n_match < FILTER_SCAN_SHARE * (double)s->n;
     if (!scan) {
-        st = index__search_faiss(vx, q, kk, filter, n_match, &top, err);
+        struct vindex_search_params p = query_params(vx, qp);
+        st = index__search_faiss(vx, q, kk, filter, n_match, &p, &top, err);
         if (st != IMS_OK)
             goto fail;
         if (top.n < kk) { /* the approximate pass missed matches: scan them */
@@ -568,4 +619,40 @@ out:
     UNLOCK(vx);
     index__topk_fini(&top);
     return st;
+}
+
+/* ---- per-query parameters (issue 11) -------------------------------------- */
+
+enum ims_status vindex_search_with(struct vindex *vx, const float *q, int k,
+                                   const struct vindex_filter *filter,
+                                   const struct vindex_search_params *params, float *scores,
+                                   int64_t *ids, int *n_found, struct ims_error *err)
+{
+    if (params) {
+        IMS_RETURN_ERROR_IF(params->ef_search < 0 || params->ef_search > VINDEX_MAX_EF, err,
+                            IMS_ERR_INVALID, "index: ef %d is outside 1..%d", params->ef_search,
+                            VINDEX_MAX_EF);
+        IMS_RETURN_ERROR_IF(params->nprobe < 0 || params->nprobe > VINDEX_MAX_NPROBE, err,
+                            IMS_ERR_INVALID, "index: nprobe %d is outside 1..%d", params->nprobe,
+                            VINDEX_MAX_NPROBE);
+        IMS_RETURN_ERROR_IF(params->rerank < 0 || params->rerank > VINDEX_MAX_K, err,
+                            IMS_ERR_INVALID, "index: rerank %d is outside 1..%d", params->rerank,
+                            VINDEX_MAX_K);
+    }
+    if (filter)
+        return search_filtered(vx, q, k, filter, params, scores, ids, n_found, err);
+    return search_plain(vx, q, k, params, scores, ids, n_found, err);
+}
+
+enum ims_status vindex_search(struct vindex *vx, const float *q, int k, float *scores,
+                              int64_t *ids, int *n_found, struct ims_error *err)
+{
+    return search_plain(vx, q, k, NULL, scores, ids, n_found, err);
+}
+
+enum ims_status vindex_search_filtered(struct vindex *vx, const float *q, int k,
+                                       const struct vindex_filter *filter, float *scores,
+                                       int64_t *ids, int *n_found, struct ims_error *err)
+{
+    return vindex_search_with(vx, q, k, filter, NULL, scores, ids, n_found, err);
 }

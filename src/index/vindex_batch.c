@@ -27,7 +27,7 @@ struct index__batch_member {
     pthread_cond_t wake;              /* signalled under batch_mu */
 };
 
-int index__batch_enabled = 1;
+int index__batch_enabled = 2;
 void (*index__batch_hook)(struct vindex *vx, int n_members) = NULL;
 
 /* Runs the searches of one batch (all exact kinds) under one read lock and
@@ -101,8 +101,8 @@ static void search_coalesced(struct vindex *vx, struct index__batch_member *me)
     struct index__batch_member *batch[INDEX_BATCH_MAX];
     int n = 0;
     pthread_mutex_lock(&vx->batch_mu);
-    if (!vx->batch_running) {
-        vx->batch_running = 1;
+    if (vx->batch_running < index__batch_runners()) { /* index_batch_policy.c */
+        vx->batch_running++;
         batch[n++] = me;
     } else {
         pthread_cond_init(&me->wake, NULL);
@@ -155,7 +155,7 @@ static void search_coalesced(struct vindex *vx, struct index__batch_member *me)
         lead->state = MEMBER_LEADS;
         pthread_cond_signal(&lead->wake);
     } else {
-        vx->batch_running = 0;
+        vx->batch_running--;
     }
     pthread_mutex_unlock(&vx->batch_mu);
 }

@@ -8,6 +8,7 @@
  */
 
 #include "index_int.h"
+#include "index_graph.h"
 
 #include <stdlib.h>
 
@@ -15,16 +16,19 @@
 
 enum ims_status index__search_faiss(const struct vindex *vx, const float *q, int k,
                                     const struct vindex_filter *filter, size_t n_match,
+                                    const struct vindex_search_params *qp,
                                     struct index__topk *top, struct ims_error *err)
 {
     enum ims_status st = IMS_OK;
     float *cs = NULL;
     int64_t *ci = NULL;
     const struct index__store *s = &vx->store;
-    int64_t ntotal = index__faiss_ntotal(vx->faiss);
+    /* a graph returns live nodes only: no tombstones to fetch past */
+    int64_t ntotal = vx->graph ? (int64_t)index__graph_live(vx->graph)
+                               : index__faiss_ntotal(vx->faiss);
     if (s->n == 0 || ntotal <= 0)
         return IMS_OK;
-    int64_t want = IMS_MAX(k, vx->params.rerank);
+    int64_t want = IMS_MAX(k, qp->rerank);
     /* Tombstones (and a filter) dilute the results: ask for proportionally more. */
     int64_t fetch = want;
     size_t live = filter ? n_match : s->n;
@@ -33,9 +37,13 @@ enum ims_status index__search_faiss(const struct vindex *vx, const float *q, int
     if ((size_t)ntotal > live)
         fetch = (int64_t)((double)want * (double)ntotal / (double)live) + 1;
     int64_t want_found = IMS_MIN((int64_t)k, (int64_t)live);
+    /* Graph: the walk ranks by bf16 scores; re-score its whole beam in fp32
+     * (ef rows, tens of microseconds) so no near-tie at the k-th place is lost. */
+    if (vx->graph)
+        fetch = IMS_MAX(fetch, (int64_t)qp->ef_search);
     /* HNSW-Flat: walk FAISS's graph with our kernels (index_hnsw.c). */
     struct index__hnsw_view hv;
-    int own_walk = index__hnsw_own_walk && index__faiss_hnsw_view(vx->faiss, &hv);
+    int own_walk = !vx->graph && index__hnsw_own_walk && index__faiss_hnsw_view(vx->faiss, &hv);
     for (;;) {
         fetch = IMS_MIN(fetch, ntotal);
         fetch = IMS_MIN(fetch, (int64_t)1 << 24);
@@ -47,9 +55,12 @@ enum ims_status index__search_faiss(const struct vindex *vx, const float *q, int
             st = ims_error_set(err, IMS_ERR_NOMEM, "index: out of memory for candidates");
             goto out;
         }
-        if (own_walk) {
-            int got = index__hnsw_search(&hv, vx->dim, q, (int)fetch,
-                                         IMS_MAX(hv.ef_search, (int)fetch), cs, ci);
+        if (own_walk || vx->graph) {
+            int ef = qp->ef_search > 0 ? qp->ef_search : own_walk ? hv.ef_search : 0;
+            int got = vx->graph ? index__graph_search(vx->graph, q, (int)fetch,
+                                                      IMS_MAX(ef, (int)fetch), cs, ci)
+                                : index__hnsw_search(&hv, vx->dim, q, (int)fetch,
+                                                     IMS_MAX(ef, (int)fetch), cs, ci);
             if (got < 0) {
                 st = ims_error_set(err, IMS_ERR_NOMEM, "index: out of memory in the graph walk");
                 goto out;
@@ -57,7 +68,8 @@ enum ims_status index__search_faiss(const struct vindex *vx, const float *q, int
             for (int64_t i = got; i < fetch; i++)
                 ci[i] = -1;
         } else {
-            st = index__faiss_search(vx->faiss, q, (int)fetch, (int)fetch, cs, ci, err);
+            st = index__faiss_search(vx->faiss, q, (int)fetch,
+                                     IMS_MAX((int)fetch, qp->ef_search), qp->nprobe, cs, ci, err);
             if (st != IMS_OK)
                 goto out;
         }

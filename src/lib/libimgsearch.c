@@ -293,7 +293,7 @@ enum imgsearch_status imgsearch_search(struct imgsearch *is, const struct imgsea
     }
     struct search_request rq = {terms,           q->n_terms,    q->k,
                                 q->offset,       q->has_min_score, q->min_score,
-                                SEARCH_ORDER_SCORE, q->filter ? &sf : NULL, 0.0f};
+                                SEARCH_ORDER_SCORE, q->filter ? &sf : NULL, 0.0f, {0}};
     struct search_response resp;
     memset(&resp, 0, sizeof(resp));
     enum ims_status st = search_run(is->se, &rq, &resp, err);

@@ -288,8 +288,9 @@ void search_response_fini(struct search_response *resp)
 /* The catalogue's matching ids as a bitmap for the index (issue 10). The
  * ids come from one store query; the bitmap spans ids 0..max matching. */
 enum ims_status search__filtered(struct search_engine *se, const float *q, int want,
-                                       const struct store_filter *f, float *scores,
-                                       int64_t *ids, int *n_found, struct ims_error *err)
+                                 const struct store_filter *f,
+                                 const struct vindex_search_params *knobs, float *scores,
+                                 int64_t *ids, int *n_found, struct ims_error *err)
 {
     int64_t *match = NULL;
     size_t n = 0;
@@ -311,7 +312,7 @@ enum ims_status search__filtered(struct search_engine *se, const float *q, int w
             bits[match[i] >> 6] |= 1ull << (match[i] & 63);
     ims_free(match);
     struct vindex_filter vf = {bits, n_bits};
-    st = vindex_search_filtered(se->index, q, want, &vf, scores, ids, n_found, err);
+    st = vindex_search_with(se->index, q, want, &vf, knobs, scores, ids, n_found, err);
     ims_free(bits);
     return st;
 }
@@ -384,7 +385,12 @@ enum ims_status search_run(struct search_engine *se, const struct search_request
         if (st != IMS_OK)
             goto out;
     } else if (req->filter && v_count > 0) {
-        st = search__filtered(se, q, want, req->filter, scores, ids, &n_found, err);
+        st = search__filtered(se, q, want, req->filter, &req->knobs, scores, ids, &n_found, err);
+        if (st != IMS_OK)
+            goto out;
+    } else if (v_count > 0 && (req->knobs.ef_search || req->knobs.nprobe || req->knobs.rerank)) {
+        /* per-query knobs: not the default answer, so not the result cache's */
+        st = vindex_search_with(se->index, q, want, NULL, &req->knobs, scores, ids, &n_found, err);
         if (st != IMS_OK)
             goto out;
     } else if (v_count > 0 &&

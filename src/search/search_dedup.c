@@ -68,8 +68,10 @@ static enum ims_status dedup_round(struct search_engine *se, const float *q,
         st = ims_error_set(err, IMS_ERR_NOMEM, "out of memory");
         goto out;
     }
-    st = req->filter ? search__filtered(se, q, fetch, req->filter, scores, ids, &n_found, err)
-                     : vindex_search(vx, q, fetch, scores, ids, &n_found, err);
+    st = req->filter ? search__filtered(se, q, fetch, req->filter, &req->knobs, scores, ids,
+                                        &n_found, err)
+                     : vindex_search_with(vx, q, fetch, NULL, &req->knobs, scores, ids, &n_found,
+                                          err);
     if (st != IMS_OK || n_found == 0)
         goto out_done;
     st = store_get_many(search__store(se), ids, (size_t)n_found, STORE_FIELD_EMBEDDING, rows,

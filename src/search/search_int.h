@@ -43,10 +43,12 @@ struct search_engine;
 struct search_hit;
 struct search_request;
 struct store_filter;
+struct vindex_search_params;
 /* The top `want` ids among the rows matching f (a bitmap inside the index). */
 enum ims_status search__filtered(struct search_engine *se, const float *q, int want,
-                                 const struct store_filter *f, float *scores, int64_t *ids,
-                                 int *n_found, struct ims_error *err);
+                                 const struct store_filter *f,
+                                 const struct vindex_search_params *knobs, float *scores,
+                                 int64_t *ids, int *n_found, struct ims_error *err);
 /* The engine's index, catalogue and dimension (search.c). */
 struct vindex *search__index(struct search_engine *se);
 struct store *search__store(struct search_engine *se);

@@ -141,13 +141,66 @@ static enum ims_status json_int_in(json_t *v, const char *what, long long lo, lo
 static enum ims_status json_filter(json_t *jf, struct server_arena *a, struct server_query *q,
                                    struct ims_error *err);
 
+/* ---- per-query index knobs (issue 11): "ef", "nprobe", "rerank" ---------------- */
+
+static int knob_key(const char *key)
+{
+    return !strcmp(key, "ef") || !strcmp(key, "nprobe") || !strcmp(key, "rerank");
+}
+
+static enum ims_status json_knobs(json_t *root, struct server_query *q, struct ims_error *err)
+{
+    enum ims_status st;
+    long long x;
+    json_t *v;
+    if ((v = json_object_get(root, "ef"))) {
+        if ((st = json_int_in(v, "ef", 1, SERVER_EF_MAX, &x, err)) != IMS_OK)
+            return st;
+        q->ef = (int)x;
+    }
+    if ((v = json_object_get(root, "nprobe"))) {
+        if ((st = json_int_in(v, "nprobe", 1, SERVER_NPROBE_MAX, &x, err)) != IMS_OK)
+            return st;
+        q->nprobe = (int)x;
+    }
+    if ((v = json_object_get(root, "rerank"))) {
+        if ((st = json_int_in(v, "rerank", 1, SERVER_RERANK_MAX, &x, err)) != IMS_OK)
+            return st;
+        q->rerank = (int)x;
+    }
+    return IMS_OK;
+}
+
+static enum ims_status text_knobs(const char *ef, const char *nprobe, const char *rerank,
+                                  struct server_query *q, struct ims_error *err)
+{
+    enum ims_status st;
+    long long x;
+    if (ef) {
+        if ((st = server__parse_int(ef, "ef", 1, SERVER_EF_MAX, &x, err)) != IMS_OK)
+            return st;
+        q->ef = (int)x;
+    }
+    if (nprobe) {
+        if ((st = server__parse_int(nprobe, "nprobe", 1, SERVER_NPROBE_MAX, &x, err)) != IMS_OK)
+            return st;
+        q->nprobe = (int)x;
+    }
+    if (rerank) {
+        if ((st = server__parse_int(rerank, "rerank", 1, SERVER_RERANK_MAX, &x, err)) != IMS_OK)
+            return st;
+        q->rerank = (int)x;
+    }
+    return IMS_OK;
+}
+
 /* One term object (or the whole body, for the shorthand). `allow` lists the
  * extra member names tolerated (the top-level options for the shorthand). */
 static enum ims_status json_term(json_t *obj, const char *where, bool top, struct server_arena *a,
                                  struct server_term *t, struct ims_error *err)
 {
-    static const char *const top_keys[] = {"k", "offset", "min_score", "order", "filter",
-                                           "dedup"};
+    static const char *const top_keys[] = {"k",      "offset", "min_score", "order", "filter",
+                                           "dedup",  "ef",     "nprobe",    "rerank"};
     memset(t, 0, sizeof(*t));
     t->weight = 1.0f;
     int n_kinds = 0;
@@ -277,7 +330,7 @@ enum ims_status server__query_parse_json(const char *body, size_t len, struct se
         {
             if (strcmp(key, "terms") && strcmp(key, "k") && strcmp(key, "offset") &&
                 strcmp(key, "min_score") && strcmp(key, "order") && strcmp(key, "filter") &&
-                strcmp(key, "dedup")) {
+                strcmp(key, "dedup") && !knob_key(key)) {
                 st = ims_error_set(err, IMS_ERR_INVALID, "%s: unknown member", key);
                 goto out;
             }
@@ -340,6 +393,8 @@ enum ims_status server__query_parse_json(const char *body, size_t len, struct se
         q->has_dedup = true;
         q->dedup = (float)d;
     }
+    if ((st = json_knobs(root, q, err)) != IMS_OK)
+        goto out;
 out:
     json_decref(root);
     return st;
@@ -720,6 +775,8 @@ enum ims_status server__query_from_args(const struct server_query_args *args,
         return st;
     if (args->dedup && (st = parse_dedup(args->dedup, q, err)) != IMS_OK)
         return st;
+    if ((st = text_knobs(args->ef, args->nprobe, args->rerank, q, err)) != IMS_OK)
+        return st;
     return apply_options(args->k, args->offset, args->min_score, args->order, q, err);
 }
 
@@ -755,7 +812,8 @@ enum ims_status server__query_from_form(const struct server_mp_form *f, struct s
                                         "text_weight",    "negative_weight",
                                         "image_id_weight", "image_url_weight",
                                         "k",              "offset",      "min_score",
-                                        "order",          "dedup",       "filter"};
+                                        "order",          "dedup",       "filter",
+                                        "ef",             "nprobe",      "rerank"};
     enum ims_status st;
     query_defaults(q);
     /* Every field: known, no NUL in a value (a C string would end there:
@@ -857,6 +915,9 @@ enum ims_status server__query_from_form(const struct server_mp_form *f, struct s
         if (st != IMS_OK)
             return st;
     }
+    if ((st = text_knobs(form_value(f, "ef"), form_value(f, "nprobe"), form_value(f, "rerank"),
+                         q, err)) != IMS_OK)
+        return st;
     return apply_options(form_value(f, "k"), form_value(f, "offset"),
                          form_value(f, "min_score"), form_value(f, "order"), q, err);
 }

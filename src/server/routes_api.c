@@ -150,7 +150,7 @@ static enum MHD_Result find_unknown_arg(void *cls, enum MHD_ValueKind kind, cons
         "q",         "image_id",   "k",        "offset",      "min_score",
         "order",     "added_from", "added_to", "taken_from",  "taken_to",
         "min_width", "min_height", "format",   "orientation", "source_prefix",
-        "tag",       "dedup"};
+        "tag",       "dedup",      "ef",       "nprobe",      "rerank"};
     struct unknown_arg *u = cls;
     for (size_t i = 0; i < IMS_ARRAY_LEN(known); i++)
         if (!strcmp(key, known[i]))
@@ -194,7 +194,8 @@ enum MHD_Result server__h_search_get(struct server_request *r, struct MHD_Connec
         ims_error_set(&uerr, IMS_ERR_INVALID,
                       "unknown query parameter '%s' (known: q, image_id, k, offset, min_score, "
                       "order, added_from, added_to, taken_from, taken_to, min_width, "
-                      "min_height, format, orientation, source_prefix, tag, dedup)",
+                      "min_height, format, orientation, source_prefix, tag, dedup, ef, nprobe, "
+                      "rerank)",
                       u.name);
         return server__respond_error(r, c, IMS_ERR_INVALID, &uerr);
     }
@@ -215,6 +216,9 @@ enum MHD_Result server__h_search_get(struct server_request *r, struct MHD_Connec
         MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "orientation"),
         MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "source_prefix"),
         NULL, 0, NULL,
+        MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "ef"),
+        MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "nprobe"),
+        MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "rerank"),
     };
     struct tag_args ta = {NULL, 0, &r->arena};
     MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_tags, &ta);

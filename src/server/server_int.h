@@ -146,6 +146,7 @@ struct server_query_args {
     const char *const *tags; /* the repeatable `tag` (n_tags values) */
     size_t n_tags;
     const char *dedup;
+    const char *ef, *nprobe, *rerank; /* index knobs (issue 11) */
 };
 enum ims_status server__query_from_args(const struct server_query_args *args,
                                         struct server_arena *a, struct server_query *q,

@@ -35,3 +35,16 @@ if(TARGET ims_index)
                  RUNS 3000)
   target_include_directories(fuzz_index_hnsw_snapshot PRIVATE ${CMAKE_SOURCE_DIR}/src/index)
 endif()
+
+# Snapshots of our own graph (issue 11): index_graph.c and index_snapshot.c
+# compiled into the harness for coverage; the CRC is recomputed on every input.
+if(TARGET ims_index)
+  ims_add_fuzzer(NAME fuzz_index_graph_snapshot
+                 SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_index_graph_snapshot.c
+                         ${CMAKE_SOURCE_DIR}/src/index/index_snapshot.c
+                         ${CMAKE_SOURCE_DIR}/src/index/index_graph.c
+                 LIBS ims_index PkgConfig::IMS_FUZZ_ZLIB
+                 CORPUS ${CMAKE_CURRENT_SOURCE_DIR}/corpus/index_graph_snapshot
+                 RUNS 3000)
+  target_include_directories(fuzz_index_graph_snapshot PRIVATE ${CMAKE_SOURCE_DIR}/src/index)
+endif()

@@ -556,6 +556,9 @@ static void test_batch_empty_index(void **state)
 
 int main(void)
 {
+    /* these tests check the batching itself: "always" (one scan at a time);
+     * the adaptive default is tested in test_index_batch_policy.c */
+    index__batch_enabled = 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_multi_kernel_matches_single),
         cmocka_unit_test(test_i8_multi_kernel_matches_single),

@@ -191,7 +191,7 @@ static void test_vector_term_pages(void **state)
     struct ims_error err = {0};
     /* three pages of 7 follow the brute-force order without gaps or overlap */
     for (int page = 0; page < 3; page++) {
-        struct search_request rq = {&t, 1, 7, page * 7, 0, 0, SEARCH_ORDER_SCORE, NULL, 0};
+        struct search_request rq = {&t, 1, 7, page * 7, 0, 0, SEARCH_ORDER_SCORE, NULL, 0, {0}};
         struct search_response rs;
         assert_int_equal(search_run(f->se, &rq, &rs, &err), IMS_OK);
         assert_int_equal(rs.n, 7);
@@ -226,7 +226,7 @@ static void test_fusion_of_ids(void **state)
         {.kind = SEARCH_TERM_IMAGE_ID, .weight = 0.5f, .image_id = f->ids[b]},
         {.kind = SEARCH_TERM_IMAGE_ID, .weight = -0.3f, .image_id = f->ids[c]},
     };
-    struct search_request rq = {t, 3, 10, 0, 0, 0, SEARCH_ORDER_SCORE, NULL, 0};
+    struct search_request rq = {t, 3, 10, 0, 0, 0, SEARCH_ORDER_SCORE, NULL, 0, {0}};
     struct search_response rs;
     struct ims_error err = {0};
     assert_int_equal(search_run(f->se, &rq, &rs, &err), IMS_OK);
@@ -248,7 +248,7 @@ static void test_min_score_and_date_order(void **state)
     float scores[N_ROWS];
     brute_rank(f, f->vecs + (size_t)a * f->dim, order, scores);
     float cut = scores[order[12]] - 1e-6f; /* exactly 13 rows score above */
-    struct search_request rq = {&t, 1, 100, 0, 1, cut, SEARCH_ORDER_SCORE, NULL, 0};
+    struct search_request rq = {&t, 1, 100, 0, 1, cut, SEARCH_ORDER_SCORE, NULL, 0, {0}};
     struct search_response rs;
     struct ims_error err = {0};
     assert_int_equal(search_run(f->se, &rq, &rs, &err), IMS_OK);
@@ -276,7 +276,7 @@ static void test_deleted_rows_skipped(void **state)
     int a = 11;
     struct search_term t = {.kind = SEARCH_TERM_VECTOR, .weight = 1,
                             .vector = f->vecs + (size_t)a * f->dim, .n_vector = (size_t)f->dim};
-    struct search_request rq = {&t, 1, 5, 0, 0, 0, SEARCH_ORDER_SCORE, NULL, 0};
+    struct search_request rq = {&t, 1, 5, 0, 0, 0, SEARCH_ORDER_SCORE, NULL, 0, {0}};
     struct search_response rs;
     struct ims_error err = {0};
     assert_int_equal(search_run(f->se, &rq, &rs, &err), IMS_OK);
@@ -326,8 +326,8 @@ static void test_text_terms_and_cache(void **state)
     struct search_term tt = {.kind = SEARCH_TERM_TEXT, .weight = 1, .text = "a photo of a cat"};
     struct search_term tv = {.kind = SEARCH_TERM_VECTOR, .weight = 1, .vector = direct,
                              .n_vector = (size_t)f->dim};
-    struct search_request r1 = {&tt, 1, 10, 0, 0, 0, SEARCH_ORDER_SCORE, NULL, 0};
-    struct search_request r2 = {&tv, 1, 10, 0, 0, 0, SEARCH_ORDER_SCORE, NULL, 0};
+    struct search_request r1 = {&tt, 1, 10, 0, 0, 0, SEARCH_ORDER_SCORE, NULL, 0, {0}};
+    struct search_request r2 = {&tv, 1, 10, 0, 0, 0, SEARCH_ORDER_SCORE, NULL, 0, {0}};
     struct search_response s1, s2;
     assert_int_equal(search_run(f->se, &r1, &s1, &err), IMS_OK);
     assert_int_equal(search_run(f->se, &r2, &s2, &err), IMS_OK);
@@ -375,7 +375,7 @@ static void test_bad_terms(void **state)
          "term 0"},
     };
     for (size_t i = 0; i < IMS_ARRAY_LEN(cases); i++) {
-        struct search_request rq = {cases[i].t, cases[i].n, 10, 0, 0, 0, SEARCH_ORDER_SCORE, NULL, 0};
+        struct search_request rq = {cases[i].t, cases[i].n, 10, 0, 0, 0, SEARCH_ORDER_SCORE, NULL, 0, {0}};
         struct search_response rs = {0};
         struct ims_error err = {0};
         enum ims_status st = search_run(f->se, &rq, &rs, &err);
@@ -385,7 +385,7 @@ static void test_bad_terms(void **state)
         assert_null(rs.hits);
     }
     struct search_term ok = {.kind = SEARCH_TERM_TEXT, .weight = 1, .text = "cat"};
-    struct search_request bad_k = {&ok, 1, 0, 0, 0, 0, SEARCH_ORDER_SCORE, NULL, 0};
+    struct search_request bad_k = {&ok, 1, 0, 0, 0, 0, SEARCH_ORDER_SCORE, NULL, 0, {0}};
     struct search_response rs;
     assert_int_equal(search_run(f->se, &bad_k, &rs, NULL), IMS_ERR_INVALID);
     bad_k.k = 10;
@@ -411,7 +411,7 @@ static void test_image_term(void **state)
     assert_true(fabs(norm - 1.0) < 1e-4);
     /* an image term ranks rows like its own embedding as a vector term */
     struct search_term ti = {.kind = SEARCH_TERM_IMAGE, .weight = 1, .bytes = bytes, .n_bytes = n};
-    struct search_request rq = {&ti, 1, 5, 0, 0, 0, SEARCH_ORDER_SCORE, NULL, 0};
+    struct search_request rq = {&ti, 1, 5, 0, 0, 0, SEARCH_ORDER_SCORE, NULL, 0, {0}};
     struct search_response rs;
     assert_int_equal(search_run(f->se, &rq, &rs, &err), IMS_OK);
     int order[N_ROWS];
@@ -432,7 +432,7 @@ static void test_result_cache_follows_the_index(void **state)
         q[j] = gauss();
     struct search_term t = {.kind = SEARCH_TERM_VECTOR, .weight = 1, .vector = q,
                             .n_vector = (size_t)f->dim};
-    struct search_request rq = {&t, 1, 3, 0, 0, 0, SEARCH_ORDER_SCORE, NULL, 0};
+    struct search_request rq = {&t, 1, 3, 0, 0, 0, SEARCH_ORDER_SCORE, NULL, 0, {0}};
     struct search_response a, b, c;
     struct ims_error err = {0};
     assert_int_equal(search_run(f->se, &rq, &a, &err), IMS_OK);

@@ -210,7 +210,7 @@ static void run(struct fixture *f, const float *q, int k, int offset, int odd_on
     memset(&flt, 0, sizeof(flt));
     flt.source_prefix = "/odd/";
     struct search_request rq = {&t, 1, k, offset, 0, 0, SEARCH_ORDER_SCORE,
-                                odd_only ? &flt : NULL, T};
+                                odd_only ? &flt : NULL, T, {0}};
     struct ims_error err = {0};
     if (search_run(f->se, &rq, rs, &err) != IMS_OK)
         fail_msg("search: %s", err.message);
@@ -290,7 +290,7 @@ static void test_dedup_refused(void **state)
     struct fixture *f = *state;
     struct search_term t = {.kind = SEARCH_TERM_VECTOR, .weight = 1.0f, .vector = f->vecs,
                             .n_vector = (size_t)f->dim};
-    struct search_request rq = {&t, 1, 5, 0, 0, 0, SEARCH_ORDER_SCORE, NULL, 1.5f};
+    struct search_request rq = {&t, 1, 5, 0, 0, 0, SEARCH_ORDER_SCORE, NULL, 1.5f, {0}};
     struct search_response rs;
     struct ims_error err = {0};
     assert_int_equal(search_run(f->se, &rq, &rs, &err), IMS_ERR_INVALID);

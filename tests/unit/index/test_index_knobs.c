@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_index_knobs.c: IVF's per-query nprobe (vindex_search_with, issue 11
+ * item 1). With nprobe = every list the answer is the exact one (same ids
+ * as Flat); a one-list query of the same index still returns k rows with
+ * exact scores; neither changes the index's stored default. Not under TSan:
+ * FAISS trains through OpenBLAS's uninstrumented threads.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "imgsearch/index.h"
+
+#define N 3000
+#define DIM 32
+
+static void test_ivf_nprobe(void **state)
+{
+    (void)state;
+    struct ims_error err = {0};
+    uint64_t r = 88172645463325252ull;
+    float *x = malloc(sizeof(float) * N * DIM);
+    int64_t *ids = malloc(sizeof(int64_t) * N);
+    for (int i = 0; i < N; i++) {
+        double norm = 0;
+        for (int d = 0; d < DIM; d++) {
+            r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+            x[i * DIM + d] = (float)((double)(r % 20001) / 10000.0 - 1.0);
+            norm += (double)x[i * DIM + d] * x[i * DIM + d];
+        }
+        for (int d = 0; d < DIM; d++)
+            x[i * DIM + d] = (float)(x[i * DIM + d] / sqrt(norm));
+        ids[i] = 7 + i;
+    }
+    struct vindex *ivf = NULL, *exact = NULL;
+    assert_int_equal(vindex_new("Flat", DIM, &exact, &err), IMS_OK);
+    assert_int_equal(vindex_add(exact, ids, x, N, &err), IMS_OK);
+    assert_int_equal(vindex_new("IVF16,Flat", DIM, &ivf, &err), IMS_OK);
+    assert_int_equal(vindex_train(ivf, x, N, &err), IMS_OK);
+    assert_int_equal(vindex_add(ivf, ids, x, N, &err), IMS_OK);
+    struct vindex_search_params all = {.nprobe = 16}, one = {.nprobe = 1};
+    for (int i = 0; i < 20; i++) {
+        const float *q = x + (size_t)(i * 97) * DIM;
+        float s[10], se[10], s1[10];
+        int64_t id[10], ide[10], id1[10];
+        int nf = 0, ne = 0, n1 = 0;
+        assert_int_equal(vindex_search_with(ivf, q, 10, NULL, &all, s, id, &nf, &err), IMS_OK);
+        assert_int_equal(vindex_search(exact, q, 10, se, ide, &ne, &err), IMS_OK);
+        assert_int_equal(nf, ne);
+        assert_memory_equal(id, ide, sizeof(int64_t) * (size_t)nf);
+        assert_memory_equal(s, se, sizeof(float) * (size_t)nf);
+        assert_int_equal(vindex_search_with(ivf, q, 10, NULL, &one, s1, id1, &n1, &err), IMS_OK);
+        assert_true(n1 >= 1);
+        assert_int_equal(id1[0], ids[i * 97]); /* the query's own list holds it */
+    }
+    struct vindex_search_params got;
+    vindex_get_search_params(ivf, &got);
+    assert_int_equal(got.nprobe, 0); /* per-query knobs leave the default alone */
+    vindex_free(ivf);
+    vindex_free(exact);
+    free(x);
+    free(ids);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_ivf_nprobe)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
