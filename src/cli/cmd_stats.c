@@ -9,7 +9,9 @@
 const char cli_help_stats[] =
     "usage: imgsearch stats [--data DIR] [--catalogue URL]"
     "\n"
-    "Prints {\"images\": N, \"dim\": D, \"model\": \"...\", \"index\": \"...\"}.\n"
+    "Prints {\"images\": N, \"dim\": D, \"model\": \"...\", \"index\": \"...\",\n"
+    "\"feed\": {\"seq\": S, \"floor\": F}}: the catalogue's newest change and the\n"
+    "change its feed is trimmed up to (a node whose index covers less than F rebuilds).\n"
     "Only reads: a data folder or catalogue that does not exist is an error.\n"
     CLI_CATALOGUE_HELP;
 
@@ -29,13 +31,19 @@ int cli_cmd_stats(int argc, char **argv)
         return 1;
     struct ims_error err = {0};
     int64_t n = 0;
+    int64_t seq = 0, floor = 0;
     enum ims_status st = store_count(app.store, &n, &err);
+    if (st == IMS_OK)
+        st = store_change_seq(app.store, &seq, &err);
+    if (st == IMS_OK)
+        st = store_change_floor(app.store, &floor, &err);
     if (st != IMS_OK) {
         cli_app_close("stats", &app, 0);
         return cli_fail("stats", "%s", ims_error_message(&err, st));
     }
-    json_t *j = json_pack("{s:I, s:i, s:s, s:s}", "images", (json_int_t)n, "dim", (int)app.dim,
-                          "model", app.model_name, "index", app.spec);
+    json_t *j = json_pack("{s:I, s:i, s:s, s:s, s:{s:I, s:I}}", "images", (json_int_t)n, "dim",
+                          (int)app.dim, "model", app.model_name, "index", app.spec, "feed", "seq",
+                          (json_int_t)seq, "floor", (json_int_t)floor);
     char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
     if (s)
         printf("%s\n", s);

@@ -115,7 +115,10 @@ def run(exe, src, tmp):
     check(st.get("dim") == 32, "stats dim %s == 32" % st.get("dim"))
     check(st.get("index") == "Flat", "stats index %s == Flat" % st.get("index"))
     check(isinstance(st.get("model"), str) and st["model"], "stats model is a name")
-    check(set(st) == {"images", "dim", "model", "index"}, "stats keys %s" % sorted(st))
+    check(set(st) == {"images", "dim", "model", "index", "feed"}, "stats keys %s" % sorted(st))
+    feed = st.get("feed") or {}
+    check(isinstance(feed.get("seq"), int) and feed["seq"] >= n and feed.get("floor") == 0,
+          "stats feed: seq counts the changes so far, nothing trimmed (%r)" % feed)
 
     # 3. text search, JSON as in DESIGN.md
     rc, out, err = cli.run("search", "--json", "-k", "7", "a photo of a cat")
