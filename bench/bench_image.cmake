@@ -12,5 +12,7 @@ endif()
 # the exact path on generated 12-48 MP photos: speed, PSNR, embedding cosine.
 if(TARGET ims_image AND TARGET ims_clip)
   add_executable(bench_prepare ${CMAKE_CURRENT_SOURCE_DIR}/bench_prepare.c)
-  target_link_libraries(bench_prepare PRIVATE ims_image ims_clip ims_bench_cpu PkgConfig::IMS_BENCH_JPEG m)
+  pkg_check_modules(IMS_BENCH_PNG REQUIRED IMPORTED_TARGET libpng)
+  target_link_libraries(bench_prepare PRIVATE ims_image ims_clip ims_bench_cpu PkgConfig::IMS_BENCH_JPEG
+    PkgConfig::IMS_BENCH_PNG m)
 endif()

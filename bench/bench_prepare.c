@@ -17,6 +17,15 @@
  * Prints JSON with medians; the ratio exact/bounded is the speed-up. The
  * decode memory per worker is the decoded image (width x height x 3 bytes)
  * plus libjpeg's few MCU rows; both are reported.
+ *
+ *     bench_prepare --png [--runs N] [--count N] [--sizes 12,24,48]
+ *
+ * PNGs instead (RGB 8-bit, zlib level 3, same generated content): the whole
+ * decode (image_decode + image_clip_preprocess + thumbnail, the path before
+ * the row streaming) against image_prepare_for_ingest, which streams rows
+ * into both resamplers. Both must give the same 224x224 bytes (checked);
+ * the peak memory of each is measured as the growth of the peak RSS
+ * (getrusage ru_maxrss) in a forked child that runs it once.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -27,6 +36,10 @@
 #include <time.h>
 
 #include <jpeglib.h>
+#include <png.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "bench_cpu.h"
 #include "imgsearch/base.h"
@@ -166,13 +179,187 @@ static void die(const char *what, struct ims_error *err, enum ims_status st)
     exit(1);
 }
 
+struct pngbuf {
+    uint8_t *p;
+    size_t n, cap;
+};
+
+static void png_wr(png_structp png, png_bytep d, size_t len)
+{
+    struct pngbuf *b = png_get_io_ptr(png);
+    if (b->n + len > b->cap) {
+        b->cap = (b->n + len) * 2;
+        b->p = realloc(b->p, b->cap);
+        if (!b->p)
+            exit(1);
+    }
+    memcpy(b->p + b->n, d, len);
+    b->n += len;
+}
+
+static void png_fl(png_structp png)
+{
+    (void)png;
+}
+
+static uint8_t *encode_png(const uint8_t *rgb, int w, int h, size_t *n)
+{
+    struct pngbuf b = {0};
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop pi = png_create_info_struct(png);
+    if (!png || !pi || setjmp(png_jmpbuf(png)))
+        exit(1);
+    png_set_write_fn(png, &b, png_wr, png_fl);
+    png_set_IHDR(png, pi, (png_uint_32)w, (png_uint_32)h, 8, PNG_COLOR_TYPE_RGB,
+                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_set_compression_level(png, 3);
+    png_write_info(png, pi);
+    for (int y = 0; y < h; y++)
+        png_write_row(png, (png_const_bytep)(rgb + (size_t)y * w * 3));
+    png_write_end(png, pi);
+    png_destroy_write_struct(&png, &pi);
+    *n = b.n;
+    return b.p;
+}
+
+/* One path on one PNG: 0 = whole decode, 1 = image_prepare_for_ingest. */
+static void png_path(int which, const uint8_t *p, size_t n, const struct image_limits *lim,
+                     uint8_t *rgb224)
+{
+    struct ims_error err = {0};
+    enum ims_status st;
+    if (which == 0) {
+        struct image *img = NULL;
+        uint8_t *thumb = NULL;
+        size_t tn = 0;
+        if ((st = image_decode(p, n, lim, &img, &err)) != IMS_OK)
+            die("decode png", &err, st);
+        if ((st = image_clip_preprocess(img, 224, rgb224, &err)) != IMS_OK)
+            die("preprocess png", &err, st);
+        if ((st = image_thumbnail_jpeg(img, 256, 80, &thumb, &tn, NULL, NULL, &err)) != IMS_OK)
+            die("thumb png", &err, st);
+        image_free(img);
+        ims_free(thumb);
+    } else {
+        struct image_prepare_options po = {lim, 224, 256, 80, IMAGE_DECODE_BOUNDED, 0, 0};
+        struct image_prepared prep;
+        if ((st = image_prepare_for_ingest(p, n, &po, rgb224, &prep, &err)) != IMS_OK)
+            die("prepare png", &err, st);
+        ims_free(prep.thumb);
+    }
+}
+
+/* Growth of the peak RSS (kB) while a forked child runs one path once. */
+static long png_peak_kb(int which, const uint8_t *p, size_t n, const struct image_limits *lim)
+{
+    int fd[2];
+    if (pipe(fd))
+        exit(1);
+    pid_t pid = fork();
+    if (pid == 0) {
+        static uint8_t rgb[224 * 224 * 3];
+        struct rusage a, b;
+        getrusage(RUSAGE_SELF, &a);
+        png_path(which, p, n, lim, rgb);
+        getrusage(RUSAGE_SELF, &b);
+        long d = b.ru_maxrss - a.ru_maxrss;
+        if (write(fd[1], &d, sizeof(d)) != (ssize_t)sizeof(d))
+            _exit(1);
+        _exit(0);
+    }
+    long d = -1;
+    close(fd[1]);
+    if (read(fd[0], &d, sizeof(d)) != (ssize_t)sizeof(d))
+        d = -1;
+    close(fd[0]);
+    waitpid(pid, NULL, 0);
+    return d;
+}
+
+static int bench_png(char *sizes_arg, int runs, int count)
+{
+    struct image_limits lim;
+    image_limits_default(&lim);
+    lim.max_pixels = 60ull * 1000 * 1000;
+    printf("{");
+    bench_cpu_print_json(stdout);
+    printf("\"bench\": \"prepare_png\", \"clip_size\": 224, \"thumb_side\": 256, \"runs\": %d, "
+           "\"count\": %d,\n \"sizes\": [",
+           runs, count);
+    int first = 1;
+    for (char *tok = strtok(sizes_arg, ","); tok; tok = strtok(NULL, ",")) {
+        int mp = atoi(tok);
+        if (mp < 1 || mp > 60)
+            continue;
+        int h = (int)lround(sqrt(mp * 1e6 * 3 / 4.0)), w = h * 4 / 3;
+        double *tw = calloc((size_t)(runs * count), sizeof(double));
+        double *ts = calloc((size_t)(runs * count), sizeof(double));
+        double *cw = calloc((size_t)(runs * count), sizeof(double));
+        double *cs = calloc((size_t)(runs * count), sizeof(double));
+        if (!tw || !ts || !cw || !cs)
+            return 1;
+        size_t png_bytes = 0;
+        long peak_w = 0, peak_s = 0;
+        for (int k = 0; k < count; k++) {
+            uint8_t *rgb = malloc((size_t)w * (size_t)h * 3);
+            if (!rgb)
+                return 1;
+            gen_rgb(rgb, w, h);
+            size_t n = 0;
+            uint8_t *png = encode_png(rgb, w, h, &n);
+            free(rgb);
+            png_bytes += n;
+            static uint8_t a[224 * 224 * 3], b[224 * 224 * 3];
+            for (int r = 0; r < runs; r++) {
+                double t0 = now(), c0 = cpu_now();
+                png_path(0, png, n, &lim, a);
+                double t1 = now(), c1 = cpu_now();
+                png_path(1, png, n, &lim, b);
+                double t2 = now(), c2 = cpu_now();
+                tw[k * runs + r] = (t1 - t0) * 1e3;
+                ts[k * runs + r] = (t2 - t1) * 1e3;
+                cw[k * runs + r] = (c1 - c0) * 1e3;
+                cs[k * runs + r] = (c2 - c1) * 1e3;
+                if (memcmp(a, b, sizeof(a))) {
+                    fprintf(stderr, "bench_prepare: streamed PNG differs from the whole decode\n");
+                    return 1;
+                }
+            }
+            long pw = png_peak_kb(0, png, n, &lim), ps = png_peak_kb(1, png, n, &lim);
+            peak_w = pw > peak_w ? pw : peak_w;
+            peak_s = ps > peak_s ? ps : peak_s;
+            free(png);
+        }
+        int nm = runs * count;
+        double mw = median(tw, nm), ms = median(ts, nm);
+        printf("%s\n  {\"megapixels\": %d, \"width\": %d, \"height\": %d, \"png_kb_avg\": %.0f, "
+               "\"whole_ms_median\": %.2f, \"streamed_ms_median\": %.2f, "
+               "\"ratio_whole_over_streamed\": %.2f, \"whole_cpu_ms_median\": %.2f, "
+               "\"streamed_cpu_ms_median\": %.2f, \"decoded_image_mb\": %.2f, "
+               "\"peak_rss_growth_mb_whole\": %.2f, \"peak_rss_growth_mb_streamed\": %.2f, "
+               "\"bytes_identical\": true}",
+               first ? "" : ",", mp, w, h, (double)png_bytes / count / 1024, mw, ms, mw / ms,
+               median(cw, nm), median(cs, nm), (double)w * h * 3 / 1e6, peak_w / 1024.0,
+               peak_s / 1024.0);
+        first = 0;
+        free(tw);
+        free(ts);
+        free(cw);
+        free(cs);
+    }
+    printf("\n ]}\n");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *model_dir = NULL;
-    int runs = 3, count = 4;
+    int runs = 3, count = 4, png = 0;
     char sizes_arg[64] = "12,24,48";
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--model") && i + 1 < argc)
+        if (!strcmp(argv[i], "--png"))
+            png = 1;
+        else if (!strcmp(argv[i], "--model") && i + 1 < argc)
             model_dir = argv[++i];
         else if (!strcmp(argv[i], "--runs") && i + 1 < argc)
             runs = atoi(argv[++i]);
@@ -181,7 +368,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--sizes") && i + 1 < argc)
             snprintf(sizes_arg, sizeof(sizes_arg), "%s", argv[++i]);
         else {
-            fprintf(stderr, "usage: bench_prepare [--model DIR] [--runs N] [--count N] "
+            fprintf(stderr, "usage: bench_prepare [--png] [--model DIR] [--runs N] [--count N] "
                             "[--sizes 12,24,48]\n");
             return 2;
         }
@@ -190,6 +377,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_prepare: --runs 1..99, --count 1..64\n");
         return 2;
     }
+    if (png)
+        return bench_png(sizes_arg, runs, count);
     struct ims_error err = {0};
     enum ims_status st;
     struct clip_model *model = NULL;

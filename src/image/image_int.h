@@ -111,4 +111,58 @@ enum ims_status image__resize_nearest(const uint8_t *src, int in_w, int in_h, si
                                       int win_h, uint8_t *dst, size_t dst_stride,
                                       struct ims_error *err);
 
+/* Streaming form of the three functions above for decoders that produce
+ * rows top to bottom (decode_png.c): begin with the same geometry, offer
+ * every input row in order (rows the window does not need are ignored;
+ * `image__rs_wants` says which are), then finish writes the window into
+ * dst, byte-identical to the whole-image call. It holds only the needed
+ * rows already reduced to the window's width; `image__rs_held` says how
+ * many bytes. IMAGE__RS_U8: ch channels (image__resample_u8);
+ * IMAGE__RS_I32: ch must be 4, one int32 (image__resample_i32);
+ * IMAGE__RS_NEAREST: pixels of ch bytes (image__resize_nearest). */
+enum image__rs_kind { IMAGE__RS_U8, IMAGE__RS_I32, IMAGE__RS_NEAREST };
+struct image__rs;
+enum ims_status image__rs_begin(enum image__rs_kind kind, int in_w, int in_h, int ch, int out_w,
+                                int out_h, int x0, int y0, int win_w, int win_h,
+                                struct image__rs **out, struct ims_error *err);
+int image__rs_wants(const struct image__rs *r, int y);
+void image__rs_row(struct image__rs *r, int y, const uint8_t *row);
+enum ims_status image__rs_finish(struct image__rs *r, uint8_t *dst, size_t dst_stride,
+                                 struct ims_error *err);
+size_t image__rs_held(const struct image__rs *r);
+void image__rs_free(struct image__rs *r);
+
+/* ---- preprocess.c / thumb.c pieces the streaming PNG path reuses -------- */
+
+/* CLIP's resize geometry for a w x h image: the resized size and the crop's
+ * top-left corner (TOO_LARGE for extreme aspect ratios). */
+enum ims_status image__clip_geometry(int w, int h, int size, int *nw, int *nh, int *x0, int *y0,
+                                     struct ims_error *err);
+/* n pixels of one row in img's mode (img->palette for P) to RGB. */
+void image__row_to_rgb(const struct image *img, const uint8_t *s, int n, uint8_t *d);
+/* Pillow's premultiply (LA/RGBA, ch bytes per pixel) of n pixels, and the
+ * undo applied after the resize. */
+void image__premultiply_row(const uint8_t *s, uint8_t *d, int n, int ch);
+void image__unpremultiply(uint8_t *p, size_t n_px, int ch);
+/* The thumbnail's size for w x h under max_side (never enlarging), its
+ * channels for img's mode (1 grey, 3 RGB), one row flattened to them, and
+ * the encoder. */
+void image__thumb_size(int w, int h, int max_side, int *tw, int *th);
+int image__thumb_channels(enum image_mode mode);
+void image__thumb_flatten_row(const struct image *img, const uint8_t *s, int n, uint8_t *d);
+enum ims_status image__thumb_encode(const uint8_t *px, int w, int h, int ch, int quality,
+                                    uint8_t **jpeg, size_t *n_bytes, struct ims_error *err);
+
+/* Non-interlaced PNGs for image_prepare_for_ingest (upright only): rows are
+ * decoded one at a time and fed to both resamplers, never holding the whole
+ * image; the CLIP input and the thumbnail are byte-identical to decode +
+ * image_clip_preprocess + image_thumbnail_jpeg. *streamed = 0 (and nothing
+ * else done) when the file must take the whole decode: interlaced, or a
+ * thumbnail that needs no resize. The budget is reserved for what it holds. */
+enum ims_status image__prepare_png_stream(const uint8_t *p, size_t n,
+                                          const struct image_limits *lim,
+                                          const struct image_prepare_options *o,
+                                          uint8_t *rgb_out, struct image_prepared *out,
+                                          int *streamed, size_t *held, struct ims_error *err);
+
 #endif

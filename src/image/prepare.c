@@ -14,6 +14,10 @@
  * every orientation against the exact path. Still, opaque WebPs of the same
  * proportions go through libwebp's rescaler to 2x the sizes needed
  * (decode_webp.c), under the same bound.
+ * Upright non-interlaced PNGs are decoded row by row straight into both
+ * resamplers (decode_png.c, image__prepare_png_stream): the same bytes as
+ * the whole decode, holding the rows reduced to the outputs' widths instead
+ * of the image. Interlaced and rotated PNGs take the whole decode.
  */
 #include <stdio.h>
 #include <string.h>
@@ -46,6 +50,14 @@ enum ims_status image_prepare_for_ingest(const void *bytes, size_t n,
                         lim->max_bytes);
     if ((st = image_sniff(bytes, n, &f, err)) != IMS_OK)
         return st;
+    if (f == IMAGE_FORMAT_PNG && (o->orientation < 2 || o->orientation > 8)) {
+        /* byte-identical to the whole decode under either policy */
+        int streamed = 0;
+        st = image__prepare_png_stream((const uint8_t *)bytes, n, lim, o, rgb_out, out,
+                                       &streamed, NULL, err);
+        if (st != IMS_OK || streamed)
+            return st;
+    }
     if ((f == IMAGE_FORMAT_JPEG || f == IMAGE_FORMAT_WEBP) && o->decode == IMAGE_DECODE_BOUNDED) {
         /* Both consumers resample with a bicubic filter from at least twice
          * their size: the CLIP input from the shorter side, the thumbnail

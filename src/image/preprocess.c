@@ -40,7 +40,7 @@ static int half_round_even(int d)
 }
 
 /* Converts one window row in the image's mode to RGB. */
-static void row_to_rgb(const struct image *img, const uint8_t *s, int n, uint8_t *d)
+void image__row_to_rgb(const struct image *img, const uint8_t *s, int n, uint8_t *d)
 {
     switch (img->mode) {
     case IMAGE_MODE_1:
@@ -82,6 +82,16 @@ static void row_to_rgb(const struct image *img, const uint8_t *s, int n, uint8_t
     }
 }
 
+void image__premultiply_row(const uint8_t *s, uint8_t *d, int n, int ch)
+{
+    for (int x = 0; x < n; x++, s += ch, d += ch) {
+        int a = s[ch - 1];
+        for (int c = 0; c < ch - 1; c++)
+            d[c] = muldiv255(s[c], a);
+        d[ch - 1] = (uint8_t)a;
+    }
+}
+
 /* Copy of an LA or RGBA image with premultiplied colour (Pillow's La/RGBa). */
 static enum ims_status premultiply(const struct image *img, uint8_t **out, struct ims_error *err)
 {
@@ -89,21 +99,14 @@ static enum ims_status premultiply(const struct image *img, uint8_t **out, struc
     uint8_t *buf = ims_malloc(img->stride * (size_t)img->height);
     if (!buf)
         return ims_error_set(err, IMS_ERR_NOMEM, "out of memory for premultiplied alpha");
-    for (int y = 0; y < img->height; y++) {
-        const uint8_t *s = img->pixels + (size_t)y * img->stride;
-        uint8_t *d = buf + (size_t)y * img->stride;
-        for (int x = 0; x < img->width; x++, s += ch, d += ch) {
-            int a = s[ch - 1];
-            for (int c = 0; c < ch - 1; c++)
-                d[c] = muldiv255(s[c], a);
-            d[ch - 1] = (uint8_t)a;
-        }
-    }
+    for (int y = 0; y < img->height; y++)
+        image__premultiply_row(img->pixels + (size_t)y * img->stride,
+                               buf + (size_t)y * img->stride, img->width, ch);
     *out = buf;
     return IMS_OK;
 }
 
-static void unpremultiply(uint8_t *p, size_t n_px, int ch)
+void image__unpremultiply(uint8_t *p, size_t n_px, int ch)
 {
     for (size_t i = 0; i < n_px; i++, p += ch) {
         unsigned a = p[ch - 1];
@@ -114,6 +117,26 @@ static void unpremultiply(uint8_t *p, size_t n_px, int ch)
             p[c] = (uint8_t)(v > 255 ? 255 : v);
         }
     }
+}
+
+enum ims_status image__clip_geometry(int w, int h, int size, int *nw_out, int *nh_out, int *x0,
+                                     int *y0, struct ims_error *err)
+{
+    int64_t nw, nh;
+    if (w <= h) {
+        nw = size;
+        nh = (int64_t)((double)((int64_t)size * h) / w);
+    } else {
+        nh = size;
+        nw = (int64_t)((double)((int64_t)size * w) / h);
+    }
+    IMS_RETURN_ERROR_IF(nw > (1 << 30) || nh > (1 << 30), err, IMS_ERR_TOO_LARGE,
+                        "image aspect ratio %dx%d is too extreme to resize", w, h);
+    *nw_out = (int)nw;
+    *nh_out = (int)nh;
+    *x0 = half_round_even((int)nw - size);
+    *y0 = half_round_even((int)nh - size);
+    return IMS_OK;
 }
 
 enum ims_status image_clip_preprocess(const struct image *img, int size, uint8_t *rgb_out,
@@ -127,17 +150,9 @@ enum ims_status image_clip_preprocess(const struct image *img, int size, uint8_t
     uint8_t *win = NULL;  /* (size, size, bpp) the crop window in the image's mode */
     uint8_t *premul = NULL;
     int w = img->width, h = img->height;
-    int64_t nw, nh;
-    if (w <= h) {
-        nw = size;
-        nh = (int64_t)((double)((int64_t)size * h) / w);
-    } else {
-        nh = size;
-        nw = (int64_t)((double)((int64_t)size * w) / h);
-    }
-    IMS_RETURN_ERROR_IF(nw > (1 << 30) || nh > (1 << 30), err, IMS_ERR_TOO_LARGE,
-                        "image aspect ratio %dx%d is too extreme to resize", w, h);
-    int x0 = half_round_even((int)nw - size), y0 = half_round_even((int)nh - size);
+    int nw, nh, x0, y0;
+    if ((st = image__clip_geometry(w, h, size, &nw, &nh, &x0, &y0, err)) != IMS_OK)
+        return st;
     int same = nw == w && nh == h;
     int bpp = image_mode_bytes(img->mode);
     size_t win_stride = (size_t)size * bpp;
@@ -168,7 +183,7 @@ enum ims_status image_clip_preprocess(const struct image *img, int size, uint8_t
         st = image__resample_u8(premul, w, h, img->stride, bpp, (int)nw, (int)nh, x0, y0, size,
                                 size, dst, win_stride, err);
         if (st == IMS_OK)
-            unpremultiply(dst, (size_t)size * size, bpp);
+            image__unpremultiply(dst, (size_t)size * size, bpp);
     } else {
         st = image__resample_u8(img->pixels, w, h, img->stride, bpp, (int)nw, (int)nh, x0, y0,
                                 size, size, dst, win_stride, err);
@@ -177,7 +192,7 @@ enum ims_status image_clip_preprocess(const struct image *img, int size, uint8_t
         goto out;
     if (dst != rgb_out)
         for (int y = 0; y < size; y++)
-            row_to_rgb(img, dst + (size_t)y * win_stride, size, rgb_out + (size_t)y * size * 3);
+            image__row_to_rgb(img, dst + (size_t)y * win_stride, size, rgb_out + (size_t)y * size * 3);
 out:
     ims_free(win);
     ims_free(premul);

@@ -388,3 +388,190 @@ enum ims_status image__resize_nearest(const uint8_t *src, int in_w, int in_h, si
     ims_free(yt);
     return IMS_OK;
 }
+
+/* ---- streaming (rows arrive one at a time, top to bottom) ---------------- */
+
+/* The same arithmetic as the three functions above, reordered only in when
+ * the horizontal pass runs: each input row the window needs is reduced to
+ * the window's width as it arrives (horiz_row / the i32 loop / the nearest
+ * table), and the vertical pass runs once all of them are in. Every output
+ * byte therefore comes from the same operations in the same order. */
+struct image__rs {
+    enum image__rs_kind kind;
+    int ch, n_bytes; /* bytes per input pixel (u8: channels); window row bytes */
+    int x0, win_w, win_h;
+    int need_h, need_v;
+    int row_first, row_last; /* input rows kept: [row_first, row_last) */
+    struct coeffs hc, vc;
+    int *xt, *yt; /* nearest tables */
+    uint8_t *tmp; /* (rows kept, n_bytes) */
+    size_t held;
+};
+
+void image__rs_free(struct image__rs *r)
+{
+    if (!r)
+        return;
+    coeffs_fini(&r->hc);
+    coeffs_fini(&r->vc);
+    ims_free(r->xt);
+    ims_free(r->yt);
+    ims_free(r->tmp);
+    ims_free(r);
+}
+
+static size_t coeffs_bytes(const struct coeffs *c)
+{
+    size_t nk = (size_t)c->n * (size_t)c->ksize;
+    return (size_t)c->n * 2 * sizeof(int) + nk * sizeof(double) +
+           (c->kq ? nk * sizeof(int32_t) : 0);
+}
+
+enum ims_status image__rs_begin(enum image__rs_kind kind, int in_w, int in_h, int ch, int out_w,
+                                int out_h, int x0, int y0, int win_w, int win_h,
+                                struct image__rs **out, struct ims_error *err)
+{
+    IMS_ASSERT(in_w > 0 && in_h > 0 && out_w > 0 && out_h > 0 && ch >= 1 && ch <= 4);
+    IMS_ASSERT(x0 >= 0 && y0 >= 0 && win_w > 0 && win_h > 0 && x0 + win_w <= out_w &&
+               y0 + win_h <= out_h);
+    IMS_ASSERT(kind != IMAGE__RS_I32 || ch == 4);
+    enum ims_status st = IMS_OK;
+    struct image__rs *r = ims_calloc(1, sizeof(*r));
+    if (!r)
+        return ims_error_set(err, IMS_ERR_NOMEM, "out of memory for resize");
+    r->kind = kind;
+    r->ch = ch;
+    r->x0 = x0;
+    r->win_w = win_w;
+    r->win_h = win_h;
+    r->n_bytes = win_w * ch;
+    size_t rows;
+    if (kind == IMAGE__RS_NEAREST) {
+        r->xt = ims_malloc((size_t)win_w * sizeof(int));
+        r->yt = ims_malloc((size_t)win_h * sizeof(int));
+        if (!r->xt || !r->yt)
+            goto nomem;
+        nearest_table(in_w, out_w, x0, win_w, r->xt);
+        nearest_table(in_h, out_h, y0, win_h, r->yt);
+        r->row_first = r->yt[0];
+        r->row_last = r->yt[win_h - 1] + 1;
+        rows = (size_t)win_h;
+        r->held = (size_t)(win_w + win_h) * sizeof(int);
+    } else {
+        int fixed = kind == IMAGE__RS_U8;
+        r->need_h = out_w != in_w;
+        r->need_v = out_h != in_h;
+        r->row_first = y0;
+        r->row_last = y0 + win_h;
+        if (r->need_v) {
+            if ((st = coeffs_build(in_h, out_h, y0, win_h, fixed, &r->vc, err)) != IMS_OK)
+                goto fail;
+            r->row_first = r->vc.bounds[0];
+            r->row_last = r->vc.bounds[2 * (win_h - 1)] + r->vc.bounds[2 * (win_h - 1) + 1];
+            r->held += coeffs_bytes(&r->vc) + (size_t)r->n_bytes * sizeof(int32_t);
+        }
+        if (r->need_h) {
+            if ((st = coeffs_build(in_w, out_w, x0, win_w, fixed, &r->hc, err)) != IMS_OK)
+                goto fail;
+            r->held += coeffs_bytes(&r->hc);
+        }
+        rows = (size_t)(r->row_last - r->row_first);
+    }
+    r->tmp = ims_malloc((size_t)r->n_bytes * rows);
+    if (!r->tmp)
+        goto nomem;
+    r->held += (size_t)r->n_bytes * rows + sizeof(*r);
+    *out = r;
+    return IMS_OK;
+nomem:
+    st = ims_error_set(err, IMS_ERR_NOMEM, "out of memory for resize");
+fail:
+    image__rs_free(r);
+    return st;
+}
+
+size_t image__rs_held(const struct image__rs *r)
+{
+    return r ? r->held : 0;
+}
+
+int image__rs_wants(const struct image__rs *r, int y)
+{
+    return r && y >= r->row_first && y < r->row_last;
+}
+
+void image__rs_row(struct image__rs *r, int y, const uint8_t *row)
+{
+    if (!image__rs_wants(r, y))
+        return;
+    if (r->kind == IMAGE__RS_NEAREST) {
+        /* yt is non-decreasing: the outputs reading row y are contiguous */
+        for (int i = 0; i < r->win_h; i++) {
+            if (r->yt[i] != y)
+                continue;
+            uint8_t *d = r->tmp + (size_t)i * r->n_bytes;
+            if (r->ch == 1) {
+                for (int x = 0; x < r->win_w; x++)
+                    d[x] = row[r->xt[x]];
+            } else {
+                for (int x = 0; x < r->win_w; x++)
+                    memcpy(d + (size_t)x * r->ch, row + (size_t)r->xt[x] * r->ch,
+                           (size_t)r->ch);
+            }
+        }
+        return;
+    }
+    uint8_t *d = r->tmp + (size_t)(y - r->row_first) * r->n_bytes;
+    if (!r->need_h) {
+        memcpy(d, row + (size_t)r->x0 * r->ch, (size_t)r->n_bytes);
+        return;
+    }
+    if (r->kind == IMAGE__RS_U8) {
+        horiz_rows(row, 0, 1, d, 0, &r->hc, r->ch);
+        return;
+    }
+    const int32_t *s = (const int32_t *)(const void *)row;
+    int32_t *di = (int32_t *)(void *)d;
+    for (int i = 0; i < r->win_w; i++) {
+        int xmin = r->hc.bounds[2 * i], cnt = r->hc.bounds[2 * i + 1];
+        const double *k = r->hc.kd + (size_t)i * r->hc.ksize;
+        double ss = 0.0;
+        for (int j = 0; j < cnt; j++)
+            ss += s[xmin + j] * k[j];
+        di[i] = round_up(ss);
+    }
+}
+
+enum ims_status image__rs_finish(struct image__rs *r, uint8_t *dst, size_t dst_stride,
+                                 struct ims_error *err)
+{
+    if (r->kind == IMAGE__RS_NEAREST || !r->need_v) {
+        for (int y = 0; y < r->win_h; y++)
+            memcpy(dst + (size_t)y * dst_stride, r->tmp + (size_t)y * r->n_bytes,
+                   (size_t)r->n_bytes);
+        return IMS_OK;
+    }
+    if (r->kind == IMAGE__RS_U8) {
+        int32_t *acc = ims_malloc((size_t)r->n_bytes * sizeof(int32_t));
+        if (!acc)
+            return ims_error_set(err, IMS_ERR_NOMEM, "out of memory for resize");
+        vert_rows(r->tmp, (size_t)r->n_bytes, r->row_first, r->n_bytes, dst, dst_stride, &r->vc,
+                  acc);
+        ims_free(acc);
+        return IMS_OK;
+    }
+    const int32_t *vsrc = (const int32_t *)(const void *)r->tmp;
+    size_t vstride = (size_t)r->win_w;
+    for (int i = 0; i < r->win_h; i++) {
+        int32_t *d = (int32_t *)(void *)(dst + (size_t)i * dst_stride);
+        int ymin = r->vc.bounds[2 * i] - r->row_first, cnt = r->vc.bounds[2 * i + 1];
+        const double *k = r->vc.kd + (size_t)i * r->vc.ksize;
+        for (int x = 0; x < r->win_w; x++) {
+            double ss = 0.0;
+            for (int j = 0; j < cnt; j++)
+                ss += vsrc[(size_t)(ymin + j) * vstride + x] * k[j];
+            d[x] = round_up(ss);
+        }
+    }
+    return IMS_OK;
+}

@@ -29,50 +29,58 @@ static inline uint8_t over_white(int c, int a)
     return (uint8_t)(t / 255);
 }
 
+int image__thumb_channels(enum image_mode mode)
+{
+    return (mode == IMAGE_MODE_L || mode == IMAGE_MODE_1 || mode == IMAGE_MODE_LA ||
+            mode == IMAGE_MODE_I)
+               ? 1
+               : 3;
+}
+
+void image__thumb_flatten_row(const struct image *img, const uint8_t *s, int n, uint8_t *d)
+{
+    for (int x = 0; x < n; x++) {
+        switch (img->mode) {
+        case IMAGE_MODE_1:
+        case IMAGE_MODE_L: d[x] = s[x]; break;
+        case IMAGE_MODE_LA: d[x] = over_white(s[2 * x], s[2 * x + 1]); break;
+        case IMAGE_MODE_I: {
+            int32_t v;
+            memcpy(&v, s + 4 * x, 4);
+            d[x] = (uint8_t)(v <= 0 ? 0 : v >= 255 ? 255 : v);
+            break;
+        }
+        case IMAGE_MODE_P: memcpy(d + 3 * x, img->palette + 3 * s[x], 3); break;
+        case IMAGE_MODE_RGB: memcpy(d + 3 * x, s + 3 * x, 3); break;
+        case IMAGE_MODE_RGBA:
+            for (int c = 0; c < 3; c++)
+                d[3 * x + c] = over_white(s[4 * x + c], s[4 * x + 3]);
+            break;
+        case IMAGE_MODE_CMYK: {
+            const uint8_t *k = s + 4 * x;
+            int nk = 255 - k[3];
+            for (int c = 0; c < 3; c++) {
+                int t = k[c] * nk + 128;
+                d[3 * x + c] = (uint8_t)(nk - (((t >> 8) + t) >> 8));
+            }
+            break;
+        }
+        }
+    }
+}
+
 /* A copy of `img` as RGB (ch 3) or grey (ch 1), (h, w * ch). */
 static enum ims_status flatten(const struct image *img, uint8_t **out, int *ch_out,
                                struct ims_error *err)
 {
-    int ch = (img->mode == IMAGE_MODE_L || img->mode == IMAGE_MODE_1 ||
-              img->mode == IMAGE_MODE_LA || img->mode == IMAGE_MODE_I)
-                 ? 1
-                 : 3;
+    int ch = image__thumb_channels(img->mode);
     size_t stride = (size_t)img->width * ch;
     uint8_t *buf = ims_malloc(stride * (size_t)img->height);
     if (!buf)
         return ims_error_set(err, IMS_ERR_NOMEM, "out of memory for a thumbnail");
-    for (int y = 0; y < img->height; y++) {
-        const uint8_t *s = img->pixels + (size_t)y * img->stride;
-        uint8_t *d = buf + (size_t)y * stride;
-        for (int x = 0; x < img->width; x++) {
-            switch (img->mode) {
-            case IMAGE_MODE_1:
-            case IMAGE_MODE_L: d[x] = s[x]; break;
-            case IMAGE_MODE_LA: d[x] = over_white(s[2 * x], s[2 * x + 1]); break;
-            case IMAGE_MODE_I: {
-                int32_t v;
-                memcpy(&v, s + 4 * x, 4);
-                d[x] = (uint8_t)(v <= 0 ? 0 : v >= 255 ? 255 : v);
-                break;
-            }
-            case IMAGE_MODE_P: memcpy(d + 3 * x, img->palette + 3 * s[x], 3); break;
-            case IMAGE_MODE_RGB: memcpy(d + 3 * x, s + 3 * x, 3); break;
-            case IMAGE_MODE_RGBA:
-                for (int c = 0; c < 3; c++)
-                    d[3 * x + c] = over_white(s[4 * x + c], s[4 * x + 3]);
-                break;
-            case IMAGE_MODE_CMYK: {
-                const uint8_t *k = s + 4 * x;
-                int nk = 255 - k[3];
-                for (int c = 0; c < 3; c++) {
-                    int t = k[c] * nk + 128;
-                    d[3 * x + c] = (uint8_t)(nk - (((t >> 8) + t) >> 8));
-                }
-                break;
-            }
-            }
-        }
-    }
+    for (int y = 0; y < img->height; y++)
+        image__thumb_flatten_row(img, img->pixels + (size_t)y * img->stride,
+                                 img->width, buf + (size_t)y * stride);
     *out = buf;
     *ch_out = ch;
     return IMS_OK;
@@ -134,7 +142,7 @@ static void dst_term(j_compress_ptr cinfo)
     (void)cinfo;
 }
 
-static enum ims_status encode_jpeg(const uint8_t *px, int w, int h, int ch, int quality,
+enum ims_status image__thumb_encode(const uint8_t *px, int w, int h, int ch, int quality,
                                    uint8_t **jpeg, size_t *n_bytes, struct ims_error *err)
 {
     struct jpeg_compress_struct cinfo;
@@ -182,6 +190,21 @@ out:
     return st;
 }
 
+void image__thumb_size(int w, int h, int max_side, int *tw_out, int *th_out)
+{
+    int tw = w, th = h;
+    int longer = IMS_MAX(w, h);
+    if (longer > max_side) {
+        double s = (double)max_side / longer;
+        tw = w >= h ? max_side : (int)(w * s + 0.5);
+        th = h > w ? max_side : (int)(h * s + 0.5);
+        tw = IMS_MAX(tw, 1);
+        th = IMS_MAX(th, 1);
+    }
+    *tw_out = tw;
+    *th_out = th;
+}
+
 enum ims_status image_thumbnail_jpeg(const struct image *img, int max_side, int quality,
                                      uint8_t **jpeg, size_t *n_bytes, int *out_w, int *out_h,
                                      struct ims_error *err)
@@ -196,14 +219,7 @@ enum ims_status image_thumbnail_jpeg(const struct image *img, int max_side, int 
     uint8_t *flat = NULL, *small = NULL;
     int ch = 3;
     int w = img->width, h = img->height, tw = w, th = h;
-    int longer = IMS_MAX(w, h);
-    if (longer > max_side) {
-        double s = (double)max_side / longer;
-        tw = w >= h ? max_side : (int)(w * s + 0.5);
-        th = h > w ? max_side : (int)(h * s + 0.5);
-        tw = IMS_MAX(tw, 1);
-        th = IMS_MAX(th, 1);
-    }
+    image__thumb_size(w, h, max_side, &tw, &th);
     const uint8_t *px;
     int direct_ch = img->mode == IMAGE_MODE_RGB ? 3 : img->mode == IMAGE_MODE_L ? 1 : 0;
     if (direct_ch && img->stride == (size_t)w * direct_ch) {
@@ -227,7 +243,7 @@ enum ims_status image_thumbnail_jpeg(const struct image *img, int max_side, int 
             goto out;
         px = small;
     }
-    if ((st = encode_jpeg(px, tw, th, ch, quality, jpeg, n_bytes, err)) != IMS_OK)
+    if ((st = image__thumb_encode(px, tw, th, ch, quality, jpeg, n_bytes, err)) != IMS_OK)
         goto out;
     if (out_w)
         *out_w = tw;
