@@ -403,9 +403,8 @@ enum ims_status store_update_files(struct store *st, const struct store_file_upd
  * an UPDATE change of `id` (every node's index re-reads its embedding, every
  * row cache evicts it). IMS_ERR_NOT_FOUND if either row is missing, and
  * nothing is written. */
-enum ims_status store_replace_content(struct store *st, int64_t id, int64_t from,
-                                      int64_t file_size, int64_t file_mtime_ns,
-                                      struct ims_error *err);
+enum ims_status store_replace_content(struct store *st, int64_t id, int64_t from, int64_t file_size,
+                                      int64_t file_mtime_ns, struct ims_error *err);
 /* ---- the node's row cache (serve --row-cache-mb) ---------------------------
  *
  * store_get_many without STORE_FIELD_EMBEDDING (the join of search hits)

@@ -122,9 +122,8 @@ enum ims_status store_update_files(struct store *st, const struct store_file_upd
     return s;
 }
 
-enum ims_status store_replace_content(struct store *st, int64_t id, int64_t from,
-                                      int64_t file_size, int64_t file_mtime_ns,
-                                      struct ims_error *err)
+enum ims_status store_replace_content(struct store *st, int64_t id, int64_t from, int64_t file_size,
+                                      int64_t file_mtime_ns, struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(!st || id <= 0 || from <= 0 || id == from || file_size < 0, err,
                         IMS_ERR_INVALID, "store_replace_content: invalid arguments");
@@ -303,8 +302,7 @@ enum ims_status sq_replace_content(struct store *st, int64_t id, int64_t from, i
     int changed = 0;
     /* both rows, and the source of the new one (it moves to `id` once `from`
      * no longer holds it: sources are unique) */
-    s = store__prepare(db,
-                       "SELECT n.source FROM images n, images o WHERE n.id = ?2 AND o.id = ?1",
+    s = store__prepare(db, "SELECT n.source FROM images n, images o WHERE n.id = ?2 AND o.id = ?1",
                        &q, err);
     if (s == IMS_OK) {
         sqlite3_bind_int64(q, 1, id);
@@ -332,10 +330,11 @@ enum ims_status sq_replace_content(struct store *st, int64_t id, int64_t from, i
                      " WHERE id = ?1",
                      id, from, file_size, file_mtime_ns, NULL, err, "replace image data");
     if (s == IMS_OK)
-        s = sq_exec4(db,
-                     "UPDATE embeddings SET vec = (SELECT vec FROM embeddings WHERE image_id = ?2)"
-                     " WHERE image_id = ?1 AND EXISTS(SELECT 1 FROM embeddings WHERE image_id = ?2)",
-                     id, from, 0, 0, &changed, err, "replace embedding");
+        s = sq_exec4(
+            db,
+            "UPDATE embeddings SET vec = (SELECT vec FROM embeddings WHERE image_id = ?2)"
+            " WHERE image_id = ?1 AND EXISTS(SELECT 1 FROM embeddings WHERE image_id = ?2)",
+            id, from, 0, 0, &changed, err, "replace embedding");
     if (s == IMS_OK && changed != 1)
         s = ims_error_set(err, IMS_ERR_CORRUPT,
                           "store_replace_content: image %lld or %lld has no embedding",
@@ -501,8 +500,8 @@ enum ims_status pg_replace_content(struct store *st, int64_t id, int64_t from, i
              &p, &r, err, "look up rows");
     if (s == IMS_OK && pg_i64(r, 0, 0) != 2)
         s = ims_error_set(err, IMS_ERR_NOT_FOUND,
-                          "store_replace_content: image %lld or %lld does not exist",
-                          (long long)id, (long long)from);
+                          "store_replace_content: image %lld or %lld does not exist", (long long)id,
+                          (long long)from);
     PQclear(r);
     r = NULL;
     if (s == IMS_OK)
@@ -513,8 +512,7 @@ enum ims_status pg_replace_content(struct store *st, int64_t id, int64_t from, i
     if (s == IMS_OK) {
         struct pgp one = {0};
         pgp_i64(&one, id);
-        s = pg_x(c, "DELETE FROM thumbnails WHERE image_id = $1", &one, err,
-                 "replace thumbnail");
+        s = pg_x(c, "DELETE FROM thumbnails WHERE image_id = $1", &one, err, "replace thumbnail");
     }
     if (s == IMS_OK)
         s = pg_x(c, "UPDATE thumbnails SET image_id = $1 WHERE image_id = $2", &p, err,
@@ -545,8 +543,7 @@ enum ims_status pg_replace_content(struct store *st, int64_t id, int64_t from, i
         struct pgp l = {0};
         pgp_i64(&l, from);
         pgp_i64(&l, store__unix_now());
-        s = pg_x(c, "INSERT INTO deleted(image_id, time) VALUES($1, $2)", &l, err,
-                 "log deletion");
+        s = pg_x(c, "INSERT INTO deleted(image_id, time) VALUES($1, $2)", &l, err, "log deletion");
     }
     if (s == IMS_OK)
         s = pg_log_changes(c, &from, 1, STORE_CHANGE_DELETE, err);

@@ -505,17 +505,17 @@ enum ims_status sync__folder(const struct ingest_deps *deps, const struct ingest
             const struct sync_file *f = &l.v[i];
             if (r.new_id[i]) {
                 struct ims_error rerr = {0};
-                enum ims_status rs = store_replace_content(deps->store, r.keep_id[i],
-                                                           r.new_id[i], f->size, f->mtime_ns,
-                                                           &rerr);
+                enum ims_status rs = store_replace_content(deps->store, r.keep_id[i], r.new_id[i],
+                                                           f->size, f->mtime_ns, &rerr);
                 if (rs == IMS_OK) {
                     replaced = 1;
                     continue;
                 }
                 /* the new row stays as the file's row; the parked one goes */
-                ims_log(IMS_LOG_WARN, "sync: %s: keeping image %lld failed (%s); the file is"
-                        " image %lld now", f->path, (long long)r.keep_id[i], rerr.message,
-                        (long long)r.new_id[i]);
+                ims_log(IMS_LOG_WARN,
+                        "sync: %s: keeping image %lld failed (%s); the file is"
+                        " image %lld now",
+                        f->path, (long long)r.keep_id[i], rerr.message, (long long)r.new_id[i]);
                 if (store_delete_many(deps->store, &r.keep_id[i], 1, NULL, &rerr) != IMS_OK)
                     ims_log(IMS_LOG_WARN, "sync: %s", rerr.message);
                 r.added[r.n_added++] =

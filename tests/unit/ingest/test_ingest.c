@@ -357,8 +357,7 @@ static void test_files_exact_statuses(void **state)
 static void test_walker_takes_phone_extensions(void **state)
 {
     struct fixture *f = *state;
-    static const char *const names[] = {"a.heic", "b.HEIF", "c.avif", "d.tif", "e.TIFF",
-                                        "f.xyz"};
+    static const char *const names[] = {"a.heic", "b.HEIF", "c.avif", "d.tif", "e.TIFF", "f.xyz"};
     char sub[400], path[460];
     snprintf(sub, sizeof(sub), "%s/phone", f->dir);
     assert_int_equal(ims_mkdir_p(sub, NULL), IMS_OK);

@@ -190,10 +190,17 @@ static void test_replace_content(void **state)
     tu_vec(vec, DIM, 777);
     tu_hash(h, 777);
     static const char thumb[] = "\xff\xd8 new thumbnail";
-    struct store_new_image in = {.source = "/p/a/b.jpg.new", .sha256 = h, .format = "png",
-                                 .width = 30, .height = 20, .bytes = 4321,
-                                 .metadata = "{\"taken\":1700000000}", .embedding = vec,
-                                 .dim = DIM, .thumbnail = thumb, .thumbnail_bytes = sizeof(thumb)};
+    struct store_new_image in = {.source = "/p/a/b.jpg.new",
+                                 .sha256 = h,
+                                 .format = "png",
+                                 .width = 30,
+                                 .height = 20,
+                                 .bytes = 4321,
+                                 .metadata = "{\"taken\":1700000000}",
+                                 .embedding = vec,
+                                 .dim = DIM,
+                                 .thumbnail = thumb,
+                                 .thumbnail_bytes = sizeof(thumb)};
     struct store_insert_result res;
     assert_int_equal(store_insert_many(f->st, &in, 1, &res, &err), IMS_OK);
     assert_int_equal(res.outcome, STORE_INSERTED);
