@@ -394,6 +394,17 @@ struct store_file_update {
  * row is IMS_ERR_EXISTS and nothing is written. */
 enum ims_status store_update_files(struct store *st, const struct store_file_update *u, size_t n,
                                    uint8_t *found, struct ims_error *err);
+/* A synced file whose content changed keeps its row: row `id` takes the
+ * image data of row `from` (the row just added from the file's new content):
+ * its source, embedding, sha256, format, width, height, bytes, metadata
+ * (EXIF, taken), model and thumbnail (none if `from` has none), and the file
+ * state given; row `id` keeps its id, tags, caption and added time, and row
+ * `from` is deleted. One transaction, which logs the deletion of `from` and
+ * an UPDATE change of `id` (every node's index re-reads its embedding, every
+ * row cache evicts it). IMS_ERR_NOT_FOUND if either row is missing, and
+ * nothing is written. */
+enum ims_status store_replace_content(struct store *st, int64_t id, int64_t from, int64_t file_size,
+                                      int64_t file_mtime_ns, struct ims_error *err);
 /* ---- the node's row cache (serve --row-cache-mb) ---------------------------
  *
  * store_get_many without STORE_FIELD_EMBEDDING (the join of search hits)

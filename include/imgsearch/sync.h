@@ -21,8 +21,13 @@
  *   - a file whose size and mtime equal the row's recorded file state is
  *     left alone WITHOUT being read;
  *   - otherwise the file is read and hashed: the same content only updates
- *     the recorded state; new content replaces the row (the old row is
- *     deleted, the file added again as a new row);
+ *     the recorded state; new content goes into the same row (same id,
+ *     tags, caption; store_replace_content: embedding, hash, size, format,
+ *     EXIF metadata and thumbnail replaced, an UPDATE in the change feed).
+ *     If the new content is already another row's (the catalogue holds each
+ *     content once), the file is counted a duplicate and its row keeps its
+ *     id, tags and former content, its file state unknown so the next sync
+ *     reads it again (a warning names both ids);
  *   - a row whose file is gone is deleted.
  * A FOLDER that does not exist (an unmounted disk) is an error and removes
  * nothing. Every change goes through the catalogue and the caller's
@@ -87,7 +92,7 @@ enum ims_status sync_plan(const struct store_file_row *rows, size_t n_rows,
 struct sync_summary {
     int64_t files;      /* image files found under the folder */
     int64_t added;      /* new rows */
-    int64_t changed;    /* rows replaced because their file's content changed */
+    int64_t changed;    /* rows given new content because their file's changed */
     int64_t renamed;    /* rows whose file moved (same content): source updated */
     int64_t removed;    /* rows whose file is gone */
     int64_t unchanged;  /* rows left as they were (content not read, or read and equal) */

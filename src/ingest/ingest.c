@@ -398,7 +398,8 @@ static enum ims_status errno_status(int e)
 
 static int has_image_extension(const char *name)
 {
-    static const char *const exts[] = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp"};
+    static const char *const exts[] = {".jpg", ".jpeg", ".jpe",  ".png",  ".webp", ".gif",
+                                       ".bmp", ".heic", ".heif", ".avif", ".tif",  ".tiff"};
     size_t n = strlen(name);
     for (size_t i = 0; i < IMS_ARRAY_LEN(exts); i++) {
         size_t e = strlen(exts[i]);

@@ -122,6 +122,17 @@ enum ims_status store_update_files(struct store *st, const struct store_file_upd
     return s;
 }
 
+enum ims_status store_replace_content(struct store *st, int64_t id, int64_t from, int64_t file_size,
+                                      int64_t file_mtime_ns, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || id <= 0 || from <= 0 || id == from || file_size < 0, err,
+                        IMS_ERR_INVALID, "store_replace_content: invalid arguments");
+    enum ims_status s = st->ops->replace_content(st, id, from, file_size, file_mtime_ns, err);
+    int64_t both[2] = {id, from};
+    store__rowcache_evict(st->rc, both, 2);
+    return s;
+}
+
 /* The exclusive end of the byte range of sources under `prefix` (which ends
  * with "/"): the same text with the "/" raised to "0". */
 static char *range_end(const char *prefix)
@@ -253,6 +264,119 @@ enum ims_status sq_update_files(struct store *st, const struct store_file_update
     return s;
 }
 
+/* One statement with ?1 = a and ?2 = b (and ?3, ?4 = c, d when the text uses
+ * them); *changes (optional) gets the rows it changed. */
+static enum ims_status sq_exec4(sqlite3 *db, const char *sql, int64_t a, int64_t b, int64_t c,
+                                int64_t d, int *changes, struct ims_error *err, const char *what)
+{
+    sqlite3_stmt *q = NULL;
+    enum ims_status s = store__prepare(db, sql, &q, err);
+    if (s != IMS_OK)
+        return s;
+    int np = sqlite3_bind_parameter_count(q);
+    sqlite3_bind_int64(q, 1, a);
+    if (np >= 2)
+        sqlite3_bind_int64(q, 2, b);
+    if (np >= 3)
+        sqlite3_bind_int64(q, 3, c);
+    if (np >= 4)
+        sqlite3_bind_int64(q, 4, d);
+    int rc = sqlite3_step(q);
+    if (rc != SQLITE_DONE)
+        s = store__db_error(db, rc, err, what);
+    else if (changes)
+        *changes = sqlite3_changes(db);
+    sqlite3_finalize(q);
+    return s;
+}
+
+enum ims_status sq_replace_content(struct store *st, int64_t id, int64_t from, int64_t file_size,
+                                   int64_t file_mtime_ns, struct ims_error *err)
+{
+    enum ims_status s = store__write_begin(st, err);
+    if (s != IMS_OK)
+        return s;
+    sqlite3 *db = st->wdb;
+    sqlite3_stmt *q = NULL;
+    char *source = NULL;
+    int changed = 0;
+    /* both rows, and the source of the new one (it moves to `id` once `from`
+     * no longer holds it: sources are unique) */
+    s = store__prepare(db, "SELECT n.source FROM images n, images o WHERE n.id = ?2 AND o.id = ?1",
+                       &q, err);
+    if (s == IMS_OK) {
+        sqlite3_bind_int64(q, 1, id);
+        sqlite3_bind_int64(q, 2, from);
+        int rc = sqlite3_step(q);
+        if (rc == SQLITE_ROW) {
+            const unsigned char *t = sqlite3_column_text(q, 0);
+            if (!(source = ims_strdup(t ? (const char *)t : "")))
+                s = ims_error_set(err, IMS_ERR_NOMEM, "store_replace_content: out of memory");
+        } else if (rc == SQLITE_DONE) {
+            s = ims_error_set(err, IMS_ERR_NOT_FOUND,
+                              "store_replace_content: image %lld or %lld does not exist",
+                              (long long)id, (long long)from);
+        } else {
+            s = store__db_error(db, rc, err, "look up rows");
+        }
+        sqlite3_finalize(q);
+        q = NULL;
+    }
+    if (s == IMS_OK)
+        s = sq_exec4(db,
+                     "UPDATE images SET (sha256, format, width, height, bytes, metadata, model) ="
+                     " (SELECT sha256, format, width, height, bytes, metadata, model"
+                     " FROM images WHERE id = ?2), file_size = ?3, file_mtime_ns = ?4"
+                     " WHERE id = ?1",
+                     id, from, file_size, file_mtime_ns, NULL, err, "replace image data");
+    if (s == IMS_OK)
+        s = sq_exec4(
+            db,
+            "UPDATE embeddings SET vec = (SELECT vec FROM embeddings WHERE image_id = ?2)"
+            " WHERE image_id = ?1 AND EXISTS(SELECT 1 FROM embeddings WHERE image_id = ?2)",
+            id, from, 0, 0, &changed, err, "replace embedding");
+    if (s == IMS_OK && changed != 1)
+        s = ims_error_set(err, IMS_ERR_CORRUPT,
+                          "store_replace_content: image %lld or %lld has no embedding",
+                          (long long)id, (long long)from);
+    if (s == IMS_OK)
+        s = sq_exec4(db, "DELETE FROM thumbnails WHERE image_id = ?1", id, 0, 0, 0, NULL, err,
+                     "replace thumbnail");
+    if (s == IMS_OK)
+        s = sq_exec4(db, "UPDATE thumbnails SET image_id = ?1 WHERE image_id = ?2", id, from, 0, 0,
+                     NULL, err, "replace thumbnail");
+    /* the row of the new content goes, as store_delete_many deletes */
+    if (s == IMS_OK)
+        s = sq_exec4(db, "DELETE FROM embeddings WHERE image_id = ?1", from, 0, 0, 0, NULL, err,
+                     "delete embedding");
+    if (s == IMS_OK)
+        s = sq_exec4(db, "DELETE FROM image_tags WHERE image_id = ?1", from, 0, 0, 0, NULL, err,
+                     "delete tags");
+    if (s == IMS_OK)
+        s = sq_exec4(db, "DELETE FROM images WHERE id = ?1", from, 0, 0, 0, NULL, err,
+                     "delete image");
+    if (s == IMS_OK)
+        s = sq_exec4(db, "INSERT INTO deleted(image_id, time) VALUES(?1, ?2)", from,
+                     store__unix_now(), 0, 0, NULL, err, "log deletion");
+    if (s == IMS_OK)
+        s = sq__log_change(db, from, STORE_CHANGE_DELETE, err);
+    if (s == IMS_OK) {
+        s = store__prepare(db, "UPDATE images SET source = ?2 WHERE id = ?1", &q, err);
+        if (s == IMS_OK) {
+            sqlite3_bind_int64(q, 1, id);
+            sqlite3_bind_text(q, 2, source, -1, SQLITE_STATIC);
+            int rc = sqlite3_step(q);
+            if (rc != SQLITE_DONE)
+                s = store__db_error(db, rc, err, "move source");
+            sqlite3_finalize(q);
+        }
+    }
+    if (s == IMS_OK)
+        s = sq__log_change(db, id, STORE_CHANGE_UPDATE, err);
+    ims_free(source);
+    return store__write_end(st, s, err);
+}
+
 /* ---- PostgreSQL -------------------------------------------------------------------- */
 
 enum ims_status pg_list_under(struct store *st, const char *prefix, struct store_file_row **rows,
@@ -357,4 +481,73 @@ enum ims_status pg_update_files(struct store *st, const struct store_file_update
     if (s != IMS_OK && found)
         memset(found, 0, n);
     return s;
+}
+
+enum ims_status pg_replace_content(struct store *st, int64_t id, int64_t from, int64_t file_size,
+                                   int64_t file_mtime_ns, struct ims_error *err)
+{
+    PGconn *c = NULL;
+    enum ims_status s = pg_wbegin(st, &c, 1, err);
+    if (s != IMS_OK)
+        return s;
+    PGresult *r = NULL;
+    struct pgp p = {0};
+    pgp_i64(&p, id);
+    pgp_i64(&p, from);
+    s = pg_q(c,
+             "SELECT count(*) FROM images i JOIN embeddings e ON e.image_id = i.id"
+             " WHERE i.id IN ($1, $2)",
+             &p, &r, err, "look up rows");
+    if (s == IMS_OK && pg_i64(r, 0, 0) != 2)
+        s = ims_error_set(err, IMS_ERR_NOT_FOUND,
+                          "store_replace_content: image %lld or %lld does not exist", (long long)id,
+                          (long long)from);
+    PQclear(r);
+    r = NULL;
+    if (s == IMS_OK)
+        s = pg_x(c,
+                 "UPDATE embeddings e SET vec = n.vec FROM embeddings n"
+                 " WHERE e.image_id = $1 AND n.image_id = $2",
+                 &p, err, "replace embedding");
+    if (s == IMS_OK) {
+        struct pgp one = {0};
+        pgp_i64(&one, id);
+        s = pg_x(c, "DELETE FROM thumbnails WHERE image_id = $1", &one, err, "replace thumbnail");
+    }
+    if (s == IMS_OK)
+        s = pg_x(c, "UPDATE thumbnails SET image_id = $1 WHERE image_id = $2", &p, err,
+                 "replace thumbnail");
+    if (s == IMS_OK) {
+        /* the new row goes first (its source and sha256 are unique), then
+         * the kept row takes them, in one statement */
+        struct pgp q = {0};
+        pgp_i64(&q, id);
+        pgp_i64(&q, from);
+        pgp_i64(&q, file_size);
+        pgp_i64(&q, file_mtime_ns);
+        s = pg_q(c,
+                 "WITH n AS (DELETE FROM images WHERE id = $2 RETURNING source, sha256, format,"
+                 " width, height, bytes, metadata, model)"
+                 " UPDATE images i SET source = n.source, sha256 = n.sha256, format = n.format,"
+                 " width = n.width, height = n.height, bytes = n.bytes, metadata = n.metadata,"
+                 " model = n.model, file_size = $3, file_mtime_ns = $4 FROM n WHERE i.id = $1"
+                 " RETURNING i.id",
+                 &q, &r, err, "replace image data");
+        if (s == IMS_OK && PQntuples(r) != 1)
+            s = ims_error_set(err, IMS_ERR_NOT_FOUND,
+                              "store_replace_content: image %lld or %lld does not exist",
+                              (long long)id, (long long)from);
+        PQclear(r);
+    }
+    if (s == IMS_OK) {
+        struct pgp l = {0};
+        pgp_i64(&l, from);
+        pgp_i64(&l, store__unix_now());
+        s = pg_x(c, "INSERT INTO deleted(image_id, time) VALUES($1, $2)", &l, err, "log deletion");
+    }
+    if (s == IMS_OK)
+        s = pg_log_changes(c, &from, 1, STORE_CHANGE_DELETE, err);
+    if (s == IMS_OK)
+        s = pg_log_changes(c, &id, 1, STORE_CHANGE_UPDATE, err);
+    return pg_wend(st, c, s, err);
 }

@@ -127,6 +127,8 @@ struct store_ops {
                                   size_t *, struct ims_error *);
     enum ims_status (*update_files)(struct store *, const struct store_file_update *, size_t,
                                     uint8_t *, struct ims_error *);
+    enum ims_status (*replace_content)(struct store *, int64_t, int64_t, int64_t, int64_t,
+                                       struct ims_error *);
 };
 
 struct store_pg; /* store_pg_int.h */
@@ -297,5 +299,9 @@ enum ims_status pg_list_under(struct store *, const char *, struct store_file_ro
                               struct ims_error *);
 enum ims_status pg_update_files(struct store *, const struct store_file_update *, size_t,
                                 uint8_t *, struct ims_error *);
+enum ims_status sq_replace_content(struct store *, int64_t, int64_t, int64_t, int64_t,
+                                   struct ims_error *);
+enum ims_status pg_replace_content(struct store *, int64_t, int64_t, int64_t, int64_t,
+                                   struct ims_error *);
 
 #endif

@@ -1060,4 +1060,5 @@ static const struct store_ops pg_ops = {
     .job_item_get = pg_job_item_get,
     .list_under = pg_list_under,
     .update_files = pg_update_files,
+    .replace_content = pg_replace_content,
 };

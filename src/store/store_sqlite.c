@@ -896,4 +896,5 @@ const struct store_ops store__sqlite_ops = {
     .job_item_get = sq_job_item_get,
     .list_under = sq_list_under,
     .update_files = sq_update_files,
+    .replace_content = sq_replace_content,
 };

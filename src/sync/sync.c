@@ -5,6 +5,15 @@
  * size or mtime changed (or that may be a renamed row), renames and file
  * state through store_update_files, deletions through store_delete_many,
  * new and changed files through the ingest pipeline (ingest_run).
+ *
+ * A changed file keeps its row (id, tags): its row's source is parked (the
+ * path with PARK_SUFFIX) so the ingest reads the file as a new source; the
+ * row the ingest adds then gives the kept row its content
+ * (store_replace_content) and goes. A file the ingest did not add (failed,
+ * cancelled, or its new content already another row's) gets its row's
+ * source back, with an unknown file state so the next sync reads it again.
+ * A sync killed in between leaves a parked row: the next sync finds no file
+ * of that name and deletes it, and adds the file as new.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -24,6 +33,7 @@
 #define WALK_MAX_DEPTH 64
 #define SYNC_FILE_MAX_BYTES ((size_t)256 << 20)
 #define UPDATE_CHUNK 1000
+#define PARK_SUFFIX "\n(sync: new content being read)"
 
 /* ---- planning ------------------------------------------------------------------- */
 
@@ -222,6 +232,8 @@ struct run {
     size_t n_files;
     const char **paths; /* to ingest */
     uint8_t *is_changed; /* per listing entry: a replaced row (else new) */
+    int64_t *keep_id;    /* per listing entry: the parked row that keeps its id (0: none) */
+    int64_t *new_id;     /* per listing entry: the row the ingest added for it */
     size_t n_paths, next;
     pthread_mutex_t mu;
     struct store_file_update *added; /* rows to record the file state of */
@@ -257,11 +269,20 @@ static void run_item(void *ctx, const struct ingest_item_report *rep)
             r->sum->changed++;
         else
             r->sum->added++;
-        if (f)
+        if (f && r->keep_id[f - r->files])
+            r->new_id[f - r->files] = rep->id; /* its content goes to the kept row */
+        else if (f)
             r->added[r->n_added++] =
                 (struct store_file_update){rep->id, NULL, f->size, f->mtime_ns};
         break;
-    case INGEST_DUPLICATE: r->sum->duplicates++; break;
+    case INGEST_DUPLICATE:
+        r->sum->duplicates++;
+        if (f && r->keep_id[f - r->files])
+            ims_log(IMS_LOG_WARN,
+                    "sync: %s: its new content is already image %lld; image %lld keeps its"
+                    " former content (and its tags) until the file changes again",
+                    f->path, (long long)rep->id, (long long)r->keep_id[f - r->files]);
+        break;
     case INGEST_FAILED: r->sum->failed++; break;
     }
     pthread_mutex_unlock(&r->mu);
@@ -326,6 +347,7 @@ enum ims_status sync__folder(const struct ingest_deps *deps, const struct ingest
     size_t n_upd = 0;
     int64_t *del = NULL;
     size_t n_del = 0;
+    char **parked = NULL; /* per listing entry: the parked source */
     uint8_t *gone_matched = NULL;
     size_t *gone = NULL, n_gone = 0;
     struct run r = {0};
@@ -362,8 +384,12 @@ enum ims_status sync__folder(const struct ingest_deps *deps, const struct ingest
     gone = ims_calloc(n_rows ? n_rows : 1, sizeof(*gone));
     r.paths = ims_calloc(cap, sizeof(*r.paths));
     r.is_changed = ims_calloc(l.n ? l.n : 1, 1);
-    r.added = ims_calloc(cap, sizeof(*r.added));
-    if (!upd || !del || !gone_matched || !gone || !r.paths || !r.is_changed || !r.added) {
+    r.added = ims_calloc(cap + (l.n ? l.n : 1), sizeof(*r.added));
+    r.keep_id = ims_calloc(l.n ? l.n : 1, sizeof(*r.keep_id));
+    r.new_id = ims_calloc(l.n ? l.n : 1, sizeof(*r.new_id));
+    parked = ims_calloc(l.n ? l.n : 1, sizeof(*parked));
+    if (!upd || !del || !gone_matched || !gone || !r.paths || !r.is_changed || !r.added ||
+        !r.keep_id || !r.new_id || !parked) {
         st = ims_error_set(err, IMS_ERR_NOMEM, "sync: out of memory");
         goto out;
     }
@@ -388,9 +414,22 @@ enum ims_status sync__folder(const struct ingest_deps *deps, const struct ingest
                 upd[n_upd++] = (struct store_file_update){row->id, NULL, f->size, f->mtime_ns};
                 sum.unchanged++;
             } else {
-                del[n_del++] = row->id;
                 r.is_changed[s->file] = 1;
                 r.paths[r.n_paths++] = f->path;
+                /* the row stays (id, tags) with its source parked; a path too
+                 * long to park falls back to delete and add */
+                size_t pl = strlen(f->path) + sizeof(PARK_SUFFIX);
+                char *ps = pl <= STORE_SOURCE_MAX_BYTES + 1 ? ims_malloc(pl) : NULL;
+                if (ps) {
+                    snprintf(ps, pl, "%s%s", f->path, PARK_SUFFIX);
+                    parked[s->file] = ps;
+                    r.keep_id[s->file] = row->id;
+                    upd[n_upd++] = (struct store_file_update){
+                        row->id, ps, row->has_file_state ? row->file_size : 0,
+                        row->has_file_state ? row->file_mtime_ns : 0};
+                } else {
+                    del[n_del++] = row->id;
+                }
             }
             break;
         case SYNC_NEW: {
@@ -456,9 +495,39 @@ enum ims_status sync__folder(const struct ingest_deps *deps, const struct ingest
         o.cb_ctx = &r;
         struct ingest_summary isum;
         st = ingest_run(deps, &o, run_next, &r, cancel, &isum, err);
-        /* what was added is recorded even when the run stopped early */
+        /* changed files: the kept rows take the new content, or get their
+         * source back (not added: the file is read again next time) */
+        int replaced = 0;
         struct ims_error uerr = {0};
+        for (size_t i = 0; i < l.n; i++) {
+            if (!r.keep_id[i])
+                continue;
+            const struct sync_file *f = &l.v[i];
+            if (r.new_id[i]) {
+                struct ims_error rerr = {0};
+                enum ims_status rs = store_replace_content(deps->store, r.keep_id[i], r.new_id[i],
+                                                           f->size, f->mtime_ns, &rerr);
+                if (rs == IMS_OK) {
+                    replaced = 1;
+                    continue;
+                }
+                /* the new row stays as the file's row; the parked one goes */
+                ims_log(IMS_LOG_WARN,
+                        "sync: %s: keeping image %lld failed (%s); the file is"
+                        " image %lld now",
+                        f->path, (long long)r.keep_id[i], rerr.message, (long long)r.new_id[i]);
+                if (store_delete_many(deps->store, &r.keep_id[i], 1, NULL, &rerr) != IMS_OK)
+                    ims_log(IMS_LOG_WARN, "sync: %s", rerr.message);
+                r.added[r.n_added++] =
+                    (struct store_file_update){r.new_id[i], NULL, f->size, f->mtime_ns};
+            } else {
+                r.added[r.n_added++] = (struct store_file_update){r.keep_id[i], f->path, 0, 0};
+            }
+        }
+        /* what was added is recorded even when the run stopped early */
         enum ims_status ust = update_chunked(deps->store, r.added, r.n_added, &uerr);
+        if (ust == IMS_OK && replaced)
+            ust = show(deps, &uerr);
         if (st == IMS_OK && ust != IMS_OK) {
             st = ust;
             *err = uerr;
@@ -472,6 +541,12 @@ out:
     ims_free(r.paths);
     ims_free(r.is_changed);
     ims_free(r.added);
+    ims_free(r.keep_id);
+    ims_free(r.new_id);
+    if (parked)
+        for (size_t i = 0; i < l.n; i++)
+            ims_free(parked[i]);
+    ims_free(parked);
     ims_free(upd);
     ims_free(del);
     ims_free(gone_matched);

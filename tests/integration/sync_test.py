@@ -5,8 +5,9 @@ CLIP model over generated BMP files, on SQLite or PostgreSQL:
 
 - `add --sync --json FOLDER`: the first sync adds every image; an unchanged
   folder is synced without reading one file (files_read 0); between syncs
-  the folder gets a new file, a file rewritten with the same size and a new
-  mtime (re-embedded: new row), a file only touched (hashed, row kept), a
+  the folder gets a new file, a tagged file rewritten with the same size and
+  a new mtime (re-embedded into the same row: id and tags kept, found by a
+  search with its new content), a file only touched (hashed, row kept), a
   file renamed into another subfolder (row kept, source updated), a deleted
   file and a removed subfolder (rows removed); a sibling folder whose name
   extends FOLDER's (photos2 next to photos) keeps its rows; a missing FOLDER
@@ -18,6 +19,7 @@ CLIP model over generated BMP files, on SQLite or PostgreSQL:
 
     sync_test.py IMGSEARCH SOURCE_DIR sqlite|pg
 """
+import hashlib
 import json
 import os
 import re
@@ -111,6 +113,9 @@ def add_sync_checks(exe, model, data, url, tmp):
 
     before = cat.rows()
     P = lambda rel: os.path.join(os.path.realpath(photos), rel)  # noqa: E731
+    id_a = before.get(P("a.bmp"))
+    rc, out, err = run(exe, "tag", *(base + [str(id_a), "--add", "Trip"]))
+    check(rc == 0 and "Trip" in out, "a.bmp tagged (rc %d: %s %s)" % (rc, out, err))
     write_bmp(os.path.join(photos, "new.bmp"), 20)                      # new
     write_bmp(os.path.join(photos, "a.bmp"), 21, mtime=2_000_000)       # same size, new content
     os.utime(os.path.join(photos, "b.bmp"), (2_000_001, 2_000_001))    # touched only
@@ -128,8 +133,16 @@ def add_sync_checks(exe, model, data, url, tmp):
     check(P("c.bmp") not in rows and P("sub/d.bmp") not in rows and P("old/f.bmp") not in rows,
           "rows of gone files are removed")
     check(rows.get(P("b.bmp")) == before.get(P("b.bmp")), "the touched file keeps its row")
-    check(P("a.bmp") in rows and rows[P("a.bmp")] != before.get(P("a.bmp")),
-          "the rewritten file is re-embedded into a new row")
+    check(rows.get(P("a.bmp")) == id_a, "the rewritten file keeps its row id")
+    rc, out, err = run(exe, "tag", *(base + [str(id_a)]))
+    check(rc == 0 and "Trip" in out, "the rewritten file keeps its tags: %r %s" % (out, err))
+    rc, out, err = run(exe, "search", "--json", "-k", "1", "--image", P("a.bmp"), *base)
+    try:
+        top = json.loads(out)["results"][0]
+    except (ValueError, KeyError, IndexError):
+        top = {}
+    check(rc == 0 and top.get("id") == id_a and top.get("score", 0) > 0.999,
+          "a search with the new content finds the kept row first: %r %s" % (top, err[-300:]))
     check(P("new.bmp") in rows, "the new file is added")
     sib = os.path.join(os.path.realpath(sibling), "s.bmp")
     check(rows.get(sib) == before.get(sib), "the sibling photos2 keeps its row")
@@ -177,8 +190,22 @@ def watch_checks(exe, model, tmp):
         check(seen("two.bmp") and seen("deep/three.bmp"), "watch: created files are searchable")
         old = sources().get(os.path.join(real, "two.bmp"))
         write_bmp(os.path.join(photos, "two.bmp"), 22)
-        check(wait_for(lambda: sources().get(os.path.join(real, "two.bmp")) not in (None, old),
-                       DEADLINE, 0.1), "watch: a rewritten file is re-embedded")
+        two = os.path.join(photos, "two.bmp")
+        with open(two, "rb") as f:
+            new_sha = hashlib.sha256(f.read()).digest()
+
+        def row_of_two():
+            db = sqlite3.connect(os.path.join(data, "catalogue.db"))
+            try:
+                return db.execute("SELECT id, sha256 FROM images WHERE source = ?",
+                                  (os.path.join(real, "two.bmp"),)).fetchone()
+            finally:
+                db.close()
+        check(wait_for(lambda: row_of_two() == (old, new_sha), DEADLINE, 0.1),
+              "watch: a rewritten file gets its new content in the same row (%r, id %r)"
+              % (row_of_two(), old))
+        check(sources().get(os.path.join(real, "two.bmp")) == old,
+              "watch: the rewritten file is searchable under its id")
         one = sources().get(os.path.join(real, "one.bmp"))
         os.rename(os.path.join(photos, "one.bmp"), os.path.join(photos, "uno.bmp"))
         check(seen("uno.bmp") and sources().get(os.path.join(real, "uno.bmp")) == one,

@@ -350,6 +350,38 @@ static void test_files_exact_statuses(void **state)
     assert_int_equal(index_count(f), 2);
 }
 
+/* The folder walker takes HEIC/HEIF/AVIF/TIFF files by their extension (any
+ * case), without sniffing: bytes no sniffer knows under those names are
+ * still handed to the decoders (and fail there, reported), while the same
+ * bytes under an unknown extension are not taken at all. */
+static void test_walker_takes_phone_extensions(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const names[] = {"a.heic", "b.HEIF", "c.avif", "d.tif", "e.TIFF", "f.xyz"};
+    char sub[400], path[460];
+    snprintf(sub, sizeof(sub), "%s/phone", f->dir);
+    assert_int_equal(ims_mkdir_p(sub, NULL), IMS_OK);
+    const char *junk = "not an image under an image's name\n";
+    for (size_t i = 0; i < IMS_ARRAY_LEN(names); i++) {
+        snprintf(path, sizeof(path), "%s/%s", sub, names[i]);
+        write_file(path, junk, strlen(junk));
+    }
+    struct ingest_options o;
+    options(f, &o, 1);
+    const char *sources[] = {sub};
+    struct ingest_summary sum = {0};
+    assert_int_equal(run(f, &o, sources, 1, &sum), IMS_OK);
+    assert_int_equal(f->n_reports, 5);
+    for (size_t i = 0; i + 1 < IMS_ARRAY_LEN(names); i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "/%s", names[i]);
+        assert_non_null(find(f, key));
+        assert_int_equal(find(f, key)->outcome, INGEST_FAILED);
+    }
+    assert_int_equal(sum.failed, 5);
+    assert_int_equal(store_rows(f), 0);
+}
+
 static void test_local_paths_refused(void **state)
 {
     struct fixture *f = *state;
@@ -868,6 +900,7 @@ int main(int argc, char **argv)
         return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_files_exact_statuses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_walker_takes_phone_extensions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_local_paths_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_urls_exact_statuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_commits_what_was_read, setup, teardown),

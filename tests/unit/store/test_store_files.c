@@ -6,7 +6,8 @@
  * /p/a never matches /p/ab or /p/a itself), sorted, with their file state
  * (none until one is recorded); store_update_files records file state,
  * moves a source, refuses a source held by another row without writing
- * anything, and skips missing ids.
+ * anything, and skips missing ids; store_replace_content gives a changed
+ * file's row its new content while it keeps its id and tags.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -169,6 +170,104 @@ static void test_update_files(void **state)
     assert_int_equal(store_update_files(f->st, &empty, 1, NULL, &err), IMS_ERR_INVALID);
 }
 
+/* A changed file keeps its row: store_replace_content moves the new row's
+ * image data (embedding, hash, size, format, metadata and its "taken",
+ * thumbnail, source) into the old row, which keeps its id, tags and caption;
+ * the new row is deleted; the feed says DELETE new, UPDATE old. */
+static void test_replace_content(void **state)
+{
+    struct fx *f = *state;
+    fill(f);
+    struct ims_error err = {0};
+    const char *tags[] = {"Trip", "beach"};
+    assert_int_equal(store_tags_update(f->st, 6, tags, 2, NULL, 0, &err), IMS_OK);
+    int64_t seq0 = 0;
+    assert_int_equal(store_change_seq(f->st, &seq0, &err), IMS_OK);
+
+    /* the new content, as the sync's ingest adds it under a parked source */
+    float vec[DIM];
+    uint8_t h[32];
+    tu_vec(vec, DIM, 777);
+    tu_hash(h, 777);
+    static const char thumb[] = "\xff\xd8 new thumbnail";
+    struct store_new_image in = {.source = "/p/a/b.jpg.new",
+                                 .sha256 = h,
+                                 .format = "png",
+                                 .width = 30,
+                                 .height = 20,
+                                 .bytes = 4321,
+                                 .metadata = "{\"taken\":1700000000}",
+                                 .embedding = vec,
+                                 .dim = DIM,
+                                 .thumbnail = thumb,
+                                 .thumbnail_bytes = sizeof(thumb)};
+    struct store_insert_result res;
+    assert_int_equal(store_insert_many(f->st, &in, 1, &res, &err), IMS_OK);
+    assert_int_equal(res.outcome, STORE_INSERTED);
+    int64_t nid = res.id;
+    assert_int_equal(store_replace_content(f->st, 6, nid, 4321, 99, &err), IMS_OK);
+
+    struct store_image_row row;
+    store_row_init(&row);
+    assert_int_equal(store_get(f->st, 6, STORE_FIELD_EMBEDDING, &row, &err), IMS_OK);
+    assert_string_equal(row.source, "/p/a/b.jpg.new");
+    assert_memory_equal(row.sha256, h, 32);
+    assert_string_equal(row.format, "png");
+    assert_int_equal(row.width, 30);
+    assert_int_equal(row.height, 20);
+    assert_int_equal(row.bytes, 4321);
+    assert_true(row.has_taken);
+    assert_int_equal(row.taken, 1700000000);
+    assert_true(row.has_thumbnail);
+    assert_memory_equal(row.embedding, vec, sizeof(vec));
+    assert_int_equal(row.n_tags, 2);
+    assert_string_equal(row.tags[0], "beach");
+    assert_string_equal(row.tags[1], "Trip");
+    store_row_fini(&row);
+    void *jpeg = NULL;
+    size_t nj = 0;
+    assert_int_equal(store_get_thumbnail(f->st, 6, &jpeg, &nj, &err), IMS_OK);
+    assert_int_equal(nj, sizeof(thumb));
+    assert_memory_equal(jpeg, thumb, nj);
+    ims_free(jpeg);
+    assert_int_equal(store_get(f->st, nid, 0, &row, &err), IMS_ERR_NOT_FOUND);
+    int64_t id = 0;
+    assert_int_equal(store_find_by_sha256(f->st, h, &id, &err), IMS_OK);
+    assert_int_equal(id, 6);
+    struct store_file_row *rows = NULL;
+    size_t n = 0;
+    assert_int_equal(store_list_under(f->st, "/p/a", &rows, &n, &err), IMS_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(rows[0].id, 6);
+    assert_true(rows[0].has_file_state);
+    assert_int_equal(rows[0].file_size, 4321);
+    assert_int_equal(rows[0].file_mtime_ns, 99);
+    store_file_rows_free(rows, n);
+
+    /* the feed: INSERT new (the ingest), then DELETE new, UPDATE 6 */
+    struct store_change ch[8];
+    size_t nc = 0;
+    assert_int_equal(store_changes_after(f->st, seq0, 8, ch, &nc, &err), IMS_OK);
+    assert_int_equal(nc, 3);
+    assert_int_equal(ch[0].id, nid);
+    assert_int_equal(ch[0].kind, STORE_CHANGE_INSERT);
+    assert_int_equal(ch[1].id, nid);
+    assert_int_equal(ch[1].kind, STORE_CHANGE_DELETE);
+    assert_int_equal(ch[2].id, 6);
+    assert_int_equal(ch[2].kind, STORE_CHANGE_UPDATE);
+
+    /* a missing row: nothing written */
+    assert_int_equal(store_replace_content(f->st, 6, 999, 1, 1, &err), IMS_ERR_NOT_FOUND);
+    assert_int_equal(store_replace_content(f->st, 999, 5, 1, 1, &err), IMS_ERR_NOT_FOUND);
+    assert_int_equal(store_replace_content(f->st, 5, 5, 1, 1, &err), IMS_ERR_INVALID);
+    assert_int_equal(store_get(f->st, 5, 0, &row, &err), IMS_OK);
+    assert_string_equal(row.source, "/p/a0.jpg");
+    store_row_fini(&row);
+    int64_t cnt = 0;
+    assert_int_equal(store_count(f->st, &cnt, &err), IMS_OK);
+    assert_int_equal(cnt, N_SRC);
+}
+
 int main(int argc, char **argv)
 {
     if (tu_backend_from_args(argc, argv) != 0)
@@ -176,6 +275,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_list_under, setup, teardown),
         cmocka_unit_test_setup_teardown(test_update_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replace_content, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,7 +5,9 @@
  *
  * test_sync_folder: a folder changed between syncs: new files, a file
  * touched (same content, new mtime: hashed, row kept), a file rewritten
- * (same size, other content: row replaced), a file renamed (row kept, source
+ * (same size, other content: same row, id and tags, new content), a file
+ * rewritten with another row's content (a duplicate: its row keeps its id
+ * and former content, and is read again next time), a file renamed (row kept, source
  * updated), a subfolder removed (its rows removed), an extensionless image
  * (sniffed once, then known by its row); an unchanged folder is synced
  * without reading one file; a sibling folder whose name extends the synced
@@ -168,6 +170,24 @@ static int64_t id_of(struct fx *f, const char *rel)
     return st == IMS_OK ? id : st == IMS_ERR_NOT_FOUND ? 0 : -1;
 }
 
+/* The content hash of the row of `rel` (0: none), and its tags' count. */
+static int row_of(struct fx *f, const char *rel, uint8_t sha[32], size_t *n_tags)
+{
+    int64_t id = id_of(f, rel);
+    if (id <= 0)
+        return 0;
+    struct store_image_row row;
+    store_row_init(&row);
+    struct ims_error err = {0};
+    if (store_get(f->store, id, 0, &row, &err) != IMS_OK)
+        return 0;
+    memcpy(sha, row.sha256, 32);
+    if (n_tags)
+        *n_tags = row.n_tags;
+    store_row_fini(&row);
+    return 1;
+}
+
 static size_t rows_under(struct fx *f, const char *folder)
 {
     struct store_file_row *rows = NULL;
@@ -229,6 +249,12 @@ static void test_sync_folder(void **state)
 
     int64_t id_a = id_of(f, "a.bmp"), id_b = id_of(f, "b.bmp"), id_c = id_of(f, "sub/c.bmp");
     assert_true(id_a > 0 && id_b > 0 && id_c > 0);
+    struct ims_error terr = {0};
+    const char *tag[] = {"kept"};
+    assert_int_equal(store_tags_update(f->store, id_b, tag, 1, NULL, 0, &terr), IMS_OK);
+    uint8_t sha_b0[32], sha_b1[32], sha_a[32];
+    size_t n_tags = 0;
+    assert_true(row_of(f, "b.bmp", sha_b0, NULL));
     /* touched: same content, new mtime */
     pathf(p, sizeof(p), f, "a.bmp");
     set_mtime(p, 2000000);
@@ -258,7 +284,11 @@ static void test_sync_folder(void **state)
     /* a (touched), b (rewritten), e (same size as the gone rows), f (same) */
     assert_int_equal(s.files_read, 4);
     assert_int_equal(id_of(f, "a.bmp"), id_a);
-    assert_true(id_of(f, "b.bmp") > 0 && id_of(f, "b.bmp") != id_b);
+    /* the rewritten file keeps its row, its id and tags, with the new content */
+    assert_int_equal(id_of(f, "b.bmp"), id_b);
+    assert_true(row_of(f, "b.bmp", sha_b1, &n_tags));
+    assert_memory_not_equal(sha_b0, sha_b1, 32);
+    assert_int_equal(n_tags, 1);
     assert_int_equal(id_of(f, "e.bmp"), id_c);
     assert_int_equal(id_of(f, "sub/c.bmp"), 0);
     assert_int_equal(id_of(f, "sub/d.bmp"), 0);
@@ -268,6 +298,31 @@ static void test_sync_folder(void **state)
     s = do_sync(f, f->files);
     assert_int_equal(s.unchanged, 5);
     assert_int_equal(s.files_read, 0);
+
+    /* rewritten with the content of another row (f.bmp): a duplicate; a.bmp
+     * keeps its id and former content, and is read again next time */
+    assert_true(row_of(f, "a.bmp", sha_a, NULL));
+    pathf(p, sizeof(p), f, "a.bmp");
+    write_bmp(p, 30);
+    set_mtime(p, 3000000);
+    s = do_sync(f, f->files);
+    assert_int_equal(s.duplicates, 1);
+    assert_int_equal(s.changed, 0);
+    assert_int_equal(id_of(f, "a.bmp"), id_a);
+    assert_true(row_of(f, "a.bmp", sha_b1, NULL));
+    assert_memory_equal(sha_a, sha_b1, 32);
+    assert_int_equal(rows_under(f, f->files), 5);
+    s = do_sync(f, f->files);
+    assert_int_equal(s.duplicates, 1);
+    assert_int_equal(s.files_read, 1);
+    /* written again with new content: the row takes it */
+    write_bmp(p, 50);
+    set_mtime(p, 3000001);
+    s = do_sync(f, f->files);
+    assert_int_equal(s.changed, 1);
+    assert_int_equal(id_of(f, "a.bmp"), id_a);
+    assert_true(row_of(f, "a.bmp", sha_b1, NULL));
+    assert_memory_not_equal(sha_a, sha_b1, 32);
     /* the sibling folder was never touched */
     assert_int_equal(rows_under(f, sib), 1);
 
@@ -301,12 +356,15 @@ static int hasnt(struct fx *f, const void *rel) { return id_of(f, rel) == 0; }
 struct id_change {
     const char *rel;
     int64_t old;
+    uint8_t sha[32];
 };
-static int id_changed(struct fx *f, const void *a)
+/* the row of c->rel has the id c->old and content other than c->sha */
+static int content_changed(struct fx *f, const void *a)
 {
     const struct id_change *c = a;
-    int64_t id = id_of(f, c->rel);
-    return id > 0 && id != c->old;
+    uint8_t sha[32];
+    return id_of(f, c->rel) == c->old && row_of(f, c->rel, sha, NULL) &&
+           memcmp(sha, c->sha, 32) != 0;
 }
 
 struct status_want {
@@ -354,10 +412,11 @@ static void test_watch(void **state)
     assert_true(wait_until(has, f, "deep/four.bmp"));
 
     /* rewritten */
-    struct id_change c = {"two.bmp", id_of(f, "two.bmp")};
+    struct id_change c = {"two.bmp", id_of(f, "two.bmp"), {0}};
+    assert_true(row_of(f, "two.bmp", c.sha, NULL));
     pathf(p, sizeof(p), f, "two.bmp");
     write_bmp(p, 22);
-    assert_true(wait_until(id_changed, f, &c));
+    assert_true(wait_until(content_changed, f, &c)); /* same row, new content */
     /* renamed: the row keeps its id */
     int64_t id_one = id_of(f, "one.bmp");
     pathf(p, sizeof(p), f, "one.bmp");
