@@ -34,7 +34,8 @@ enum ims_status index__search_faiss(const struct vindex *vx, const float *q, int
     size_t live = filter ? n_match : s->n;
     if (live == 0)
         return IMS_OK;
-    if ((size_t)ntotal > live)
+    /* (the own graph walk filters inside the beam: no dilution to pay for) */
+    if ((size_t)ntotal > live && !(vx->graph && filter))
         fetch = (int64_t)((double)want * (double)ntotal / (double)live) + 1;
     int64_t want_found = IMS_MIN((int64_t)k, (int64_t)live);
     /* Graph: the walk ranks by bf16 scores; re-score its whole beam in fp32
@@ -57,8 +58,9 @@ enum ims_status index__search_faiss(const struct vindex *vx, const float *q, int
         }
         if (own_walk || vx->graph) {
             int ef = qp->ef_search > 0 ? qp->ef_search : own_walk ? hv.ef_search : 0;
-            int got = vx->graph ? index__graph_search(vx->graph, q, (int)fetch,
-                                                      IMS_MAX(ef, (int)fetch), cs, ci)
+            int got = vx->graph ? index__graph_search_filtered(vx->graph, q, (int)fetch,
+                                                               IMS_MAX(ef, (int)fetch), filter,
+                                                               cs, ci)
                                 : index__hnsw_search(&hv, vx->dim, q, (int)fetch,
                                                      IMS_MAX(ef, (int)fetch), cs, ci);
             if (got < 0) {
