@@ -10,6 +10,8 @@
  * JSON on stdout, with the machine (bench_cpu).
  *
  *     bench_filter [--n 100000] [--dim 512] [--queries 200] [--ef 128] [--no-hnsw]
+ *                  [--approx SPEC]   (the approximate type, HNSW32 by default;
+ *                                     Graph32 for the own graph)
  */
 #include <math.h>
 #include <stdio.h>
@@ -55,6 +57,7 @@ static struct lat pct(double *t, int n)
 int main(int argc, char **argv)
 {
     int n = 100000, dim = 512, nq = 200, ef = 128, hnsw = 1;
+    const char *approx = "HNSW32";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--n") && i + 1 < argc)
             n = atoi(argv[++i]);
@@ -64,10 +67,12 @@ int main(int argc, char **argv)
             nq = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--ef") && i + 1 < argc)
             ef = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--approx") && i + 1 < argc)
+            approx = argv[++i];
         else if (!strcmp(argv[i], "--no-hnsw"))
             hnsw = 0;
         else {
-            fprintf(stderr, "usage: bench_filter [--n N] [--dim D] [--queries Q] [--ef E] [--no-hnsw]\n");
+            fprintf(stderr, "usage: bench_filter [--n N] [--dim D] [--queries Q] [--ef E] [--no-hnsw] [--approx SPEC]\n");
             return 2;
         }
     }
@@ -101,7 +106,7 @@ int main(int argc, char **argv)
         return 1;
     }
     if (hnsw) {
-        if (vindex_new("HNSW32", dim, &hv, &err) || vindex_add(hv, ids, x, (size_t)n, &err)) {
+        if (vindex_new(approx, dim, &hv, &err) || vindex_add(hv, ids, x, (size_t)n, &err)) {
             fprintf(stderr, "hnsw: %s\n", err.message);
             return 1;
         }
@@ -110,6 +115,7 @@ int main(int argc, char **argv)
     }
     printf("{");
     bench_cpu_print_json(stdout);
+    printf("\"approx\": \"%s\", ", approx);
     printf("\"n\": %d, \"dim\": %d, \"queries\": %d, \"k\": 10, \"hnsw_ef\": %d, "
            "\"rows\": [",
            n, dim, nq, ef);
