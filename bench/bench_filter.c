@@ -2,13 +2,16 @@
 /*
  * bench_filter.c: filtered search (issue 10) against the unfiltered search,
  * in one run. N random unit vectors (clustered, so that HNSW behaves as on
- * embeddings), random filters at 50%, 5% and 0.1% of the ids:
+ * embeddings), random filters at 50%, 20%, 11%, 9%, 5% and 0.1% of the ids (11% and 9%
+ * straddle the 10% at which Flat switches to its int8 pre-scan):
  * - Flat: p50/p95 latency filtered and unfiltered, and their ratio;
  * - HNSW32 (ef_search given): the same, plus recall@10 of the filtered
  *   answer against Flat's exact filtered answer.
  * JSON on stdout, with the machine (bench_cpu).
  *
  *     bench_filter [--n 100000] [--dim 512] [--queries 200] [--ef 128] [--no-hnsw]
+ *                  [--approx SPEC]   (the approximate type, HNSW32 by default;
+ *                                     Graph32 for the own graph)
  */
 #include <math.h>
 #include <stdio.h>
@@ -54,6 +57,7 @@ static struct lat pct(double *t, int n)
 int main(int argc, char **argv)
 {
     int n = 100000, dim = 512, nq = 200, ef = 128, hnsw = 1;
+    const char *approx = "HNSW32";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--n") && i + 1 < argc)
             n = atoi(argv[++i]);
@@ -63,10 +67,12 @@ int main(int argc, char **argv)
             nq = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--ef") && i + 1 < argc)
             ef = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--approx") && i + 1 < argc)
+            approx = argv[++i];
         else if (!strcmp(argv[i], "--no-hnsw"))
             hnsw = 0;
         else {
-            fprintf(stderr, "usage: bench_filter [--n N] [--dim D] [--queries Q] [--ef E] [--no-hnsw]\n");
+            fprintf(stderr, "usage: bench_filter [--n N] [--dim D] [--queries Q] [--ef E] [--no-hnsw] [--approx SPEC]\n");
             return 2;
         }
     }
@@ -100,7 +106,7 @@ int main(int argc, char **argv)
         return 1;
     }
     if (hnsw) {
-        if (vindex_new("HNSW32", dim, &hv, &err) || vindex_add(hv, ids, x, (size_t)n, &err)) {
+        if (vindex_new(approx, dim, &hv, &err) || vindex_add(hv, ids, x, (size_t)n, &err)) {
             fprintf(stderr, "hnsw: %s\n", err.message);
             return 1;
         }
@@ -109,14 +115,15 @@ int main(int argc, char **argv)
     }
     printf("{");
     bench_cpu_print_json(stdout);
+    printf("\"approx\": \"%s\", ", approx);
     printf("\"n\": %d, \"dim\": %d, \"queries\": %d, \"k\": 10, \"hnsw_ef\": %d, "
            "\"rows\": [",
            n, dim, nq, ef);
-    const double shares[] = {1.0, 0.5, 0.05, 0.001};
+    const double shares[] = {1.0, 0.5, 0.2, 0.11, 0.09, 0.05, 0.001};
     double *t = malloc(sizeof(double) * (size_t)nq);
     uint64_t *bits = malloc(sizeof(uint64_t) * (size_t)(n / 64 + 2));
     struct lat base_flat = {0, 0}, base_hnsw = {0, 0};
-    for (size_t si = 0; si < 4; si++) {
+    for (size_t si = 0; si < sizeof shares / sizeof *shares; si++) {
         double share = shares[si];
         memset(bits, 0, sizeof(uint64_t) * (size_t)(n / 64 + 2));
         int n_match = 0;

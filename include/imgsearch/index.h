@@ -140,7 +140,9 @@ static inline int vindex_filter_allows(const struct vindex_filter *f, int64_t id
 /* vindex_search restricted to the ids `filter` allows (NULL: no filter, the
  * same as vindex_search). Every type returns min(k, matching rows) results
  * with exact scores. Exact types return the exact top k among the matching
- * rows (a filtered fp32 scan: scores bit-identical to vindex_search's).
+ * rows (a filtered fp32 scan, or Flat's int8 pre-scan over the matching rows
+ * with fp32 re-score from 10% matching on: scores bit-identical to
+ * vindex_search's).
  * Approximate types widen their candidate pass by the filter's selectivity
  * and, when the filter matches few rows (< 10%, or the approximate pass
  * still found fewer than k matches), scan the matching rows exactly. */

@@ -720,15 +720,27 @@ static int32_t greedy(struct index__graph *g, struct gctx *c, int32_t ep, float 
 /* Beam search of width ef on level l from ep; leaves the results in c->res
  * (a min-heap). skip_deleted: deleted nodes are expanded, not kept. -1 when
  * the frontier cannot grow (out of memory). */
+/* A node the search walks through but never returns: deleted (with
+ * skip_deleted) or refused by the filter (NULL: none). */
+static inline int not_result(const struct index__graph *g, int32_t v, int skip_deleted,
+                             const struct vindex_filter *filter)
+{
+    return (skip_deleted && g->deleted[v]) ||
+           (filter && !vindex_filter_allows(filter, g->labels[v]));
+}
+
+/* With a filter, refused nodes still enter the candidate heap (waypoints)
+ * but not the results, so the walk goes on until ef matching nodes are
+ * found or the frontier is worse than all of them: it widens by itself. */
 static int beam(struct index__graph *g, struct gctx *c, int32_t ep, float s_ep, int l, int ef,
-                 int locked, int skip_deleted)
+                int locked, int skip_deleted, const struct vindex_filter *filter)
 {
     uint16_t epoch = c->epoch;
     c->cand.n = 0;
     c->res.n = 0;
     c->tags[ep] = epoch;
     heap_push(&c->cand, s_ep, ep, 1);
-    if (!(skip_deleted && g->deleted[ep]))
+    if (!not_result(g, ep, skip_deleted, filter))
         heap_push(&c->res, s_ep, ep, 0);
     int32_t todo[INDEX_GRAPH_MAX_M * 2];
     while (c->cand.n > 0) {
@@ -761,7 +773,7 @@ static int beam(struct index__graph *g, struct gctx *c, int32_t ep, float s_ep, 
                 if (c->cand.n == c->cand.cap && heap_reserve(&c->cand, 2 * c->cand.cap) != 0)
                     return -1;
                 heap_push(&c->cand, s, nb, 1);
-                if (!(skip_deleted && g->deleted[nb])) {
+                if (!not_result(g, nb, skip_deleted, filter)) {
                     heap_push(&c->res, s, nb, 0);
                     if (c->res.n > ef)
                         heap_pop(&c->res, 0);
@@ -873,7 +885,7 @@ static void insert(struct index__graph *g, struct gctx *c, int32_t node, const f
         }
         /* out of memory for a longer frontier: link to the best found so far
          * (the beam's results always hold at least the entry point) */
-        (void)beam(g, c, ep, s_ep, l, g->efc, 1, 0);
+        (void)beam(g, c, ep, s_ep, l, g->efc, 1, 0, NULL);
         int n = res_sorted(c);
         ep = c->tv[0];
         s_ep = c->ts[0];
@@ -1030,8 +1042,9 @@ int index__graph_delete(struct index__graph *g, int64_t label)
 
 /* ---- search ------------------------------------------------------------------------------------ */
 
-int index__graph_search(struct index__graph *g, const float *q, int k, int ef, float *scores,
-                        int64_t *labels)
+int index__graph_search_filtered(struct index__graph *g, const float *q, int k, int ef,
+                                 const struct vindex_filter *filter, float *scores,
+                                 int64_t *labels)
 {
     if (g->n == g->n_deleted || g->entry < 0)
         return 0;
@@ -1048,7 +1061,7 @@ int index__graph_search(struct index__graph *g, const float *q, int k, int ef, f
     float s_ep = qdot(g, c, ep);
     if (g->max_level > 0)
         ep = greedy(g, c, ep, &s_ep, g->max_level, 1, 0);
-    if (beam(g, c, ep, s_ep, 0, ef, 0, 1) != 0) {
+    if (beam(g, c, ep, s_ep, 0, ef, 0, 1, filter) != 0) {
         pool_put(g, c);
         return -1;
     }
@@ -1063,6 +1076,12 @@ int index__graph_search(struct index__graph *g, const float *q, int k, int ef, f
     }
     pool_put(g, c);
     return n;
+}
+
+int index__graph_search(struct index__graph *g, const float *q, int k, int ef, float *scores,
+                        int64_t *labels)
+{
+    return index__graph_search_filtered(g, q, k, ef, NULL, scores, labels);
 }
 
 /* ---- serialisation ------------------------------------------------------------------------------

@@ -73,6 +73,12 @@ size_t index__graph_memory(const struct index__graph *g);
  * when out of memory. Deleted nodes are walked through, never returned. */
 int index__graph_search(struct index__graph *g, const float *q, int k, int ef, float *scores,
                         int64_t *labels);
+/* index__graph_search returning only nodes whose label `filter` allows
+ * (NULL: all): refused nodes are walked through as waypoints, and the beam
+ * keeps going until it holds ef allowed nodes (or runs out of frontier). */
+int index__graph_search_filtered(struct index__graph *g, const float *q, int k, int ef,
+                                 const struct vindex_filter *filter, float *scores,
+                                 int64_t *labels);
 
 /* Serialises (little-endian) through `write`. */
 enum ims_status index__graph_write(const struct index__graph *g, index__write_fn write, void *ctx,

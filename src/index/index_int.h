@@ -426,6 +426,13 @@ enum ims_status index__scan_filtered(const struct index__store *s, const float *
  * then the fp32 scan for the queries it could not answer. */
 enum ims_status index__search_flat_multi(struct vindex *vx, const float *qs, int nq, const int *k,
                                          int n_threads, struct index__topk *tops);
+/* Flat with a filter (vindex_i8.c), 1 <= k <= the rows f allows: the int8
+ * pre-scan and fp32 re-score over the matching rows only, the exact top k
+ * among them into top (empty heap of k); *done = 0 if it could not answer
+ * (not usable, too many candidates): top untouched, scan instead. */
+enum ims_status index__search_flat_filtered(struct vindex *vx, const float *q, int k,
+                                            const struct vindex_filter *f, int n_threads,
+                                            struct index__topk *top, int *done);
 /* FAISS kinds (vindex_faiss.c): candidates, exact re-score; filter may be
  * NULL (n_match: the rows it allows). Messages go to err. */
 enum ims_status index__search_faiss(const struct vindex *vx, const float *q, int k,

@@ -5,7 +5,8 @@
  * engine. The engines live beside it, one file each:
  *   vindex_exact.c  exact fp32/fp16 scans (one query or several), the
  *                   FlatF16 rule, the filtered scan
- *   vindex_i8.c     Flat's int8 pre-scan + exact fp32 re-score
+ *   vindex_i8.c     Flat's int8 pre-scan + exact fp32 re-score (also
+ *                   filtered, from 10% matching rows on)
  *   vindex_batch.c  coalescing of concurrent exact searches into batches
  *   vindex_faiss.c  FAISS (or our HNSW walk) + exact re-score
  *
@@ -562,6 +563,13 @@ out:
  * matching nodes visits ~50x the nodes for the same k). */
 #define FILTER_SCAN_SHARE 0.10
 
+/* From this share of matching rows on, Flat's filtered search runs the int8
+ * pre-scan (skipping refused rows) instead of the fp32 scan of the matching
+ * rows: the pre-scan reads every row's int8 code (a quarter of its fp32
+ * bytes) and re-scores tens of rows, which beats reading the fp32 rows of
+ * 10% of them at random (bench/README-index.md, bench_filter). */
+#define FILTER_I8_SHARE 0.10
+
 static size_t filter_count(const struct index__store *s, const struct vindex_filter *f)
 {
     size_t n = 0;
@@ -601,6 +609,14 @@ static enum ims_status search_filtered(struct vindex *vx, const float *q, int k,
             top.n = 0;
             scan = 1;
         }
+    }
+    if (scan && vx->kind == INDEX_KIND_FLAT &&
+        (double)n_match >= FILTER_I8_SHARE * (double)s->n) {
+        int done = 0;
+        if ((st = index__search_flat_filtered(vx, q, kk, filter, vx->params.n_threads, &top,
+                                              &done)) != IMS_OK)
+            goto nomem;
+        scan = !done;
     }
     if (scan && (st = index__scan_filtered(s, q, filter, n_match, &top)) != IMS_OK)
         goto nomem;

@@ -34,13 +34,19 @@ enum ims_status index__search_faiss(const struct vindex *vx, const float *q, int
     size_t live = filter ? n_match : s->n;
     if (live == 0)
         return IMS_OK;
-    if ((size_t)ntotal > live)
+    /* (the own graph walk filters inside the beam: no dilution to pay for) */
+    if ((size_t)ntotal > live && !(vx->graph && filter))
         fetch = (int64_t)((double)want * (double)ntotal / (double)live) + 1;
     int64_t want_found = IMS_MIN((int64_t)k, (int64_t)live);
     /* Graph: the walk ranks by bf16 scores; re-score its whole beam in fp32
      * (ef rows, tens of microseconds) so no near-tie at the k-th place is lost. */
+    /* Own graph with a filter: the beam holds allowed nodes only and walks
+     * through the others, so a beam of ef * share allowed nodes costs about
+     * what the unfiltered beam of ef does (visits ~ beam / share). */
+    double share = vx->graph && filter ? (double)live / (double)ntotal : 1.0;
+    int ef_q = (int)IMS_MIN((double)qp->ef_search, (double)qp->ef_search * share + 1);
     if (vx->graph)
-        fetch = IMS_MAX(fetch, (int64_t)qp->ef_search);
+        fetch = IMS_MAX(fetch, (int64_t)ef_q);
     /* HNSW-Flat: walk FAISS's graph with our kernels (index_hnsw.c). */
     struct index__hnsw_view hv;
     int own_walk = !vx->graph && index__hnsw_own_walk && index__faiss_hnsw_view(vx->faiss, &hv);
@@ -56,9 +62,11 @@ enum ims_status index__search_faiss(const struct vindex *vx, const float *q, int
             goto out;
         }
         if (own_walk || vx->graph) {
-            int ef = qp->ef_search > 0 ? qp->ef_search : own_walk ? hv.ef_search : 0;
-            int got = vx->graph ? index__graph_search(vx->graph, q, (int)fetch,
-                                                      IMS_MAX(ef, (int)fetch), cs, ci)
+            int ef = qp->ef_search > 0 ? (vx->graph ? ef_q : qp->ef_search)
+                                       : own_walk ? hv.ef_search : 0;
+            int got = vx->graph ? index__graph_search_filtered(vx->graph, q, (int)fetch,
+                                                               IMS_MAX(ef, (int)fetch), filter,
+                                                               cs, ci)
                                 : index__hnsw_search(&hv, vx->dim, q, (int)fetch,
                                                      IMS_MAX(ef, (int)fetch), cs, ci);
             if (got < 0) {

@@ -29,7 +29,15 @@
  * running minimum; a row dropped then has upper < running L <= final L, so
  * no candidate is lost, and a row dropped by the vector pre-filter could not
  * have entered the lower-bound heap either (lower <= upper < its minimum).
- * The threads' heaps merge into the final L, their lists are filtered by it. */
+ * The threads' heaps merge into the final L, their lists are filtered by it.
+ *
+ * Filtered (issue 10): with a filter, a row whose id the filter refuses is
+ * skipped after the vector pre-filter, before it can enter either the
+ * lower-bound heap or the candidate list. The rule then holds with "rows"
+ * read as "matching rows": L is the k-th largest lower bound among matching
+ * rows (k <= matching rows, which the caller ensures), so every matching row
+ * that can be in the top k has upper >= L, and re-scoring those gives the
+ * filtered fp32 scan's answer, bit for bit. */
 
 int index__i8_enabled = 1;
 
@@ -126,6 +134,7 @@ struct i8_job {
     const struct index__i8_query *qp; /* (nq) */
     const int16_t *q16;               /* (nq, stride): the qp[q].qs, contiguous */
     int nq;
+    const struct vindex_filter *filter; /* NULL: every row (nq == 1 if set) */
     size_t limit;
     struct i8_state *st;              /* (nq) this thread's */
     size_t chunk_begin, chunk_end;
@@ -160,6 +169,8 @@ static void i8_chunks(void *arg)
                                             j->upper);
                 for (size_t t = 0; t < m && !st->over; t++) {
                     int64_t row = (int64_t)(base + b + j->sel[t]);
+                    if (j->filter && !vindex_filter_allows(j->filter, s->ids[row]))
+                        continue;
                     if (index__topk_would_take(&st->low, j->lower[t], row))
                         index__topk_push(&st->low, j->lower[t], row);
                     if (j->upper[t] >= i8_threshold(st))
@@ -211,7 +222,8 @@ static size_t i8_finish(const struct index__store *s, const float *q, struct i8_
  * re-scored into tops[q] (empty heaps of k[q]) and done[q] set. Queries it
  * cannot answer (not usable, over the limit) keep done[q] = 0. */
 static enum ims_status search_i8(struct vindex *vx, const float *qs, int nq, const int *k,
-                                 int n_threads, struct index__topk *tops, int *done)
+                                 const struct vindex_filter *filter, int n_threads,
+                                 struct index__topk *tops, int *done)
 {
     const struct index__store *s = &vx->store;
     const size_t dim = (size_t)vx->dim, stride = index__i8_stride(vx->dim);
@@ -224,6 +236,7 @@ static enum ims_status search_i8(struct vindex *vx, const float *qs, int nq, con
     struct i8_job *jobs = NULL;
     void *bufs = NULL;
     IMS_ASSERT(nq <= INDEX_BATCH_MAX);
+    IMS_ASSERT(!filter || nq == 1);
     q16 = ims_malloc(sizeof(int16_t) * stride * (size_t)nq);
     if (!q16) {
         st = IMS_ERR_NOMEM;
@@ -265,6 +278,7 @@ static enum ims_status search_i8(struct vindex *vx, const float *qs, int nq, con
             .qp = qp,
             .q16 = q16,
             .nq = n_use,
+            .filter = filter,
             .limit = i8_limit(s),
             .st = states + (size_t)t * (size_t)n_use,
             .chunk_begin = n_chunks * (size_t)t / (size_t)n_threads,
@@ -303,13 +317,23 @@ enum ims_status index__search_flat_multi(struct vindex *vx, const float *qs, int
                                          int n_threads, struct index__topk *tops)
 {
     int done[INDEX_BATCH_MAX], redo[INDEX_BATCH_MAX], n_redo = 0;
-    enum ims_status st = search_i8(vx, qs, nq, k, n_threads, tops, done);
+    enum ims_status st = search_i8(vx, qs, nq, k, NULL, n_threads, tops, done);
     if (st != IMS_OK)
         return st;
     for (int q = 0; q < nq; q++)
         if (!done[q])
             redo[n_redo++] = q;
     return index__scan_fp32_redo(&vx->store, qs, redo, n_redo, n_threads, tops);
+}
+
+/* Flat's filtered search, k <= the rows f allows: the int8 pre-scan
+ * restricted to them. *done = 0 when the pre-scan cannot answer (the
+ * caller scans the matching rows in fp32; top untouched). */
+enum ims_status index__search_flat_filtered(struct vindex *vx, const float *q, int k,
+                                            const struct vindex_filter *f, int n_threads,
+                                            struct index__topk *top, int *done)
+{
+    return search_i8(vx, q, 1, &k, f, n_threads, top, done);
 }
 
 void index__i8_stats(struct vindex *vx, uint64_t *n_searches, uint64_t *n_candidates,

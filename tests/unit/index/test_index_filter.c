@@ -6,7 +6,7 @@
  * of the ids, none and all:
  * - exact types (Flat, FlatF16) return exactly the allowed prefix of the
  *   unfiltered full ranking: same ids, same order, bit-identical scores;
- * - approximate types (HNSW32, IVF16,Flat) return min(k, matching) rows,
+ * - approximate types (HNSW32, IVF16,Flat, Graph32) return min(k, matching) rows,
  *   all allowed, with exact scores, best first; recall@10 against the exact
  *   filtered answer >= 0.9; selective filters (scan path) are exact;
  * - removed ids are never returned; ids beyond the bitmap are not allowed;
@@ -170,12 +170,14 @@ static void test_flat(void **state) { (void)state; check_type("Flat", 1); }
 static void test_flat_f16(void **state) { (void)state; check_type("FlatF16", 1); }
 static void test_hnsw(void **state) { (void)state; check_type("HNSW32", 0); }
 static void test_ivf(void **state) { (void)state; check_type("IVF16,Flat", 0); }
+/* own Graph: the filter applied inside the beam (refused nodes as waypoints) */
+static void test_graph(void **state) { (void)state; check_type("Graph32", 0); }
 
 static void test_removed_and_bounds(void **state)
 {
     (void)state;
-    const char *specs[] = {"Flat", "HNSW32"};
-    for (int t = 0; t < 2; t++) {
+    const char *specs[] = {"Flat", "HNSW32", "Graph32"};
+    for (int t = 0; t < 3; t++) {
         struct vindex *vx = build(specs[t]);
         struct ims_error err = {0};
         /* allow only ids 10, 13, 16 (rows 0..2), remove 13 */
@@ -225,7 +227,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_flat), cmocka_unit_test(test_flat_f16), cmocka_unit_test(test_hnsw),
-        cmocka_unit_test(test_ivf),  cmocka_unit_test(test_removed_and_bounds),
+        cmocka_unit_test(test_ivf),
+        cmocka_unit_test(test_graph),  cmocka_unit_test(test_removed_and_bounds),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
