@@ -34,7 +34,9 @@ if [ "${IMS_SKIP_SANITIZERS:-0}" != 1 ]; then
     # are not instrumented (their hand-off inside sgemm reads as races).
     CC=clang CXX=clang++ cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DIMS_WERROR=ON \
         -DIMS_SANITIZE_THREAD=ON -DIMS_BUILD_FUZZ=OFF -DIMS_BUILD_BENCH=OFF >/dev/null
-    cmake --build build-tsan -j"$jobs"
+    # only the executables of the `tsan` tests (the binary, fuzzers and
+    # benches are built and run by the passes above)
+    cmake --build build-tsan -j"$jobs" --target tsan_tests
     (cd build-tsan && OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1 \
         ctest --output-on-failure -j"$jobs" \
         -L tsan \
