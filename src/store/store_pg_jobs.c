@@ -470,6 +470,33 @@ static enum ims_status own_row(PGconn *c, int64_t item, int64_t image, struct im
     "sealed AND state IN ('queued', 'running') AND NOT EXISTS (SELECT 1 FROM job_items WHERE "    \
     "job_id = $1 AND state < 2) THEN 'done' ELSE state END WHERE id = $1"
 
+/* The job row is locked by a statement of its own first: two nodes finishing
+ * a job's last items at once would otherwise each count with a snapshot
+ * taken before the other committed (an UPDATE that waits for a row lock
+ * re-checks the row, not its subqueries), and neither would settle the job.
+ * After the lock, the count's fresh snapshot sees every earlier finish. */
+static enum ims_status count_settle(PGconn *c, const char *job, int64_t done, int64_t failed,
+                                    struct ims_error *err)
+{
+    struct pgp l = {0};
+    pgp_text(&l, job);
+    enum ims_status s = pg_x(c, "SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", &l, err,
+                             "lock job");
+    struct pgp q = {0};
+    pgp_text(&q, job);
+    pgp_i64(&q, done);
+    pgp_i64(&q, failed);
+    pgp_i64(&q, store__unix_now());
+    if (s == IMS_OK)
+        s = pg_x(c, COUNT_SETTLE_SQL, &q, err, "count job items");
+    return s;
+}
+
+static int cmp_job_id(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 /* One statement marks every item this node still holds (arrays of ids,
  * states, outcomes, image ids); then one per job touched counts them and
  * settles it. Failures (rare) add their code, message and job error one by
@@ -530,12 +557,7 @@ enum ims_status pg_job_finish(struct store *st, const char *node_id,
             j++;
         if (j == n_jobs) {
             if (n_jobs == JOBS_MAX) { /* count it at once rather than batch it */
-                struct pgp q = {0};
-                pgp_text(&q, job);
-                pgp_i64(&q, !fail);
-                pgp_i64(&q, fail);
-                pgp_i64(&q, store__unix_now());
-                s = pg_x(c, COUNT_SETTLE_SQL, &q, err, "count job item");
+                s = count_settle(c, job, !fail, fail, err);
                 j = JOBS_MAX;
             } else {
                 job_ids[j] = ims_strdup(job);
@@ -571,15 +593,19 @@ enum ims_status pg_job_finish(struct store *st, const char *node_id,
             s = own_row(c, id, res->image_id, err);
         }
     }
-    for (size_t j = 0; j < n_jobs && s == IMS_OK; j++) {
-        struct pgp q = {0};
-        pgp_text(&q, job_ids[j]);
-        pgp_i64(&q, done[j]);
-        pgp_i64(&q, failed[j]);
-        pgp_i64(&q, store__unix_now());
-        /* counted and settled in one statement: it sees the items above */
-        s = pg_x(c, COUNT_SETTLE_SQL, &q, err, "count job items");
-    }
+    /* jobs locked in one order by every node: no deadlock between two
+     * finishes that touch the same jobs */
+    size_t order[JOBS_MAX];
+    char *sorted[JOBS_MAX];
+    for (size_t j = 0; j < n_jobs; j++)
+        sorted[j] = job_ids[j];
+    qsort(sorted, n_jobs, sizeof(*sorted), cmp_job_id);
+    for (size_t j = 0; j < n_jobs; j++)
+        for (size_t k = 0; k < n_jobs; k++)
+            if (job_ids[k] == sorted[j])
+                order[j] = k;
+    for (size_t j = 0; j < n_jobs && s == IMS_OK; j++)
+        s = count_settle(c, job_ids[order[j]], done[order[j]], failed[order[j]], err);
     for (size_t j = 0; j < n_jobs; j++)
         ims_free(job_ids[j]);
     PQclear(r);
