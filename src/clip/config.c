@@ -23,6 +23,7 @@
 
 #include "clip_int.h"
 
+#include <float.h>
 #include <jansson.h>
 #include <math.h>
 #include <string.h>
@@ -185,10 +186,13 @@ static enum ims_status parse_tower(const json_t *root, int is_text, struct clip_
             return ims_error_set(err, IMS_ERR_INVALID,
                                  "config: %s.layer_norm_eps must be a number", tower);
         double eps = json_number_value(v);
-        if (!(eps > 0 && eps < 1))
+        /* the layers compute in float: a value that rounds to 0 or to a
+         * denormal there is refused as well (1e-85 passes "> 0" as a double) */
+        if (!(eps >= FLT_MIN && eps < 1))
             return ims_error_set(err, IMS_ERR_INVALID,
-                                 "config: %s.layer_norm_eps = %g is out of range (0, 1)", tower,
-                                 eps);
+                                 "config: %s.layer_norm_eps = %g is out of range (0, 1) for a "
+                                 "float (at least %g)",
+                                 tower, eps, (double)FLT_MIN);
         t->layer_norm_eps = (float)eps;
     }
     if (is_text) {

@@ -207,6 +207,9 @@ static void test_invalid(void **state)
          "hidden_act must be a string"},
         {"{\"model_type\":\"clip\",\"vision_config\":{\"layer_norm_eps\":0}}", IMS_ERR_INVALID,
          "layer_norm_eps = 0"},
+        /* positive as a double, 0 as the float the layers use (found by fuzz_config) */
+        {"{\"model_type\":\"clip\",\"text_config\":{\"layer_norm_eps\":1e-85}}", IMS_ERR_INVALID,
+         "layer_norm_eps = 1e-85"},
         {"{\"model_type\":\"clip\",\"vision_config\":{\"layer_norm_eps\":\"x\"}}", IMS_ERR_INVALID,
          "layer_norm_eps must be a number"},
         {"{\"model_type\":\"clip\",\"vision_config\":{\"num_channels\":1}}", IMS_ERR_INVALID,
