@@ -3,7 +3,7 @@
 """graph_cli_test.py IMGSEARCH SOURCE_DIR: our own graph index from the CLI
 (issue 11 items 1-3), with the tiny model and imported vectors.
 
-- `reindex --index Graph8` builds the graph; the snapshot carries it
+- `reindex --index Graph16` builds the graph; the snapshot carries it
   (payload "IMSGRPH1") and search finds a row by its own image;
 - `reindex --ef-search N` (same type) and `index set` store search defaults
   without rebuilding (snapshot bytes unchanged), `index show` reports them;
@@ -91,8 +91,8 @@ def main():
         rc, _, err = run(bin_, "import", *common, "--vectors", npy, "--sources", srcs)
         check(rc == 0, "import: %s" % err)
 
-        rc, _, err = run(bin_, "reindex", "--data", data, "--index", "Graph8")
-        check(rc == 0, "reindex --index Graph8: %s" % err)
+        rc, _, err = run(bin_, "reindex", "--data", data, "--index", "Graph16")
+        check(rc == 0, "reindex --index Graph16: %s" % err)
         snap = os.path.join(data, "index.snap")
         nodes, deleted = graph_nodes(snap)
         check(nodes == n and deleted == 0, "the snapshot holds the graph: %s %s" % (nodes, deleted))
@@ -109,7 +109,7 @@ def main():
         check(rc == 0 and "without a rebuild" in err, "reindex --ef-search only: %s" % err)
         check(open(snap, "rb").read() == before, "the snapshot is untouched")
         rc, out, err = run(bin_, "index", "show", "--data", data)
-        check(rc == 0 and "type Graph8" in out and "ef_search 77" in out, "index show: %s" % out)
+        check(rc == 0 and "type Graph16" in out and "ef_search 77" in out, "index show: %s" % out)
         rc, _, err = run(bin_, "index", "set", "--data", data, "--ef-search", "120", "--rerank", "20")
         check(rc == 0, "index set: %s" % err)
         rc, out, _ = run(bin_, "index", "show", "--data", data)
