@@ -19,26 +19,9 @@
 #include "bench_cpu.h"
 #include "imgsearch/base.h"
 #include "imgsearch/index.h"
+#include "bench_rand.h"
 
-static uint64_t rng = 0x2545F4914F6CDD1Dull;
-static double urand(void)
-{
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (double)(rng >> 11) / 9007199254740992.0;
-}
-static float gauss(void)
-{
-    double u = urand() + 1e-12, v = urand();
-    return (float)(sqrt(-2 * log(u)) * cos(6.283185307179586 * v));
-}
-static void normalise(float *v, int d)
-{
-    double s = 0;
-    for (int i = 0; i < d; i++)
-        s += (double)v[i] * v[i];
-    for (int i = 0; i < d; i++)
-        v[i] = (float)(v[i] / sqrt(s));
-}
+#define BENCH_SEED 0x2545F4914F6CDD1Dull
 
 /* Groups of a result as a canonical text per group's first id: for
  * comparing two results (same groups <=> same sorted lists). */
@@ -58,6 +41,7 @@ static int same_groups(const struct vindex_dups *a, const struct vindex_dups *b)
 
 int main(int argc, char **argv)
 {
+    bench_rng = BENCH_SEED;
     int n = 100000, dim = 512, sample = 10000, threads = 2;
     double threshold = 0.95;
     for (int i = 1; i < argc; i++) {

@@ -20,26 +20,9 @@
 
 #include "bench_cpu.h"
 #include "imgsearch/index.h"
+#include "bench_rand.h"
 
-static uint64_t rng = 0x9E3779B97F4A7C15ull;
-static double urand(void)
-{
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (double)(rng >> 11) / 9007199254740992.0;
-}
-static float gauss(void)
-{
-    double u = urand() + 1e-12, v = urand();
-    return (float)(sqrt(-2 * log(u)) * cos(6.283185307179586 * v));
-}
-static void normalise(float *v, int d)
-{
-    double s = 0;
-    for (int i = 0; i < d; i++)
-        s += (double)v[i] * v[i];
-    for (int i = 0; i < d; i++)
-        v[i] = (float)(v[i] / sqrt(s));
-}
+#define BENCH_SEED 0x9E3779B97F4A7C15ull
 static int cmp_d(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -56,6 +39,7 @@ static struct lat pct(double *t, int n)
 
 int main(int argc, char **argv)
 {
+    bench_rng = BENCH_SEED;
     int n = 100000, dim = 512, nq = 200, ef = 128, hnsw = 1;
     const char *approx = "HNSW32";
     for (int i = 1; i < argc; i++) {

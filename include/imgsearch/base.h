@@ -219,6 +219,17 @@ static inline float ims_bf16_to_f32(uint16_t h)
     return v.f;
 }
 
+/* float -> bfloat16, rounded to nearest even as oneDNN's reorder does; NaN
+ * stays NaN (quiet). */
+static inline uint16_t ims_f32_to_bf16(float f)
+{
+    union { float f; uint32_t u; } v = {f};
+    if ((v.u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((v.u >> 16) | 0x40u);
+    v.u += 0x7fffu + ((v.u >> 16) & 1u);
+    return (uint16_t)(v.u >> 16);
+}
+
 /* ---- assertions for our own invariants ------------------------------- */
 
 #ifdef __cplusplus

@@ -108,13 +108,6 @@ void clip__gemm_op_free(struct clip_gemm_op *op);
 /* ---- bf16 helpers ---------------------------------------------------------------- */
 
 /* Round to nearest even, as oneDNN's reorder does; NaN stays NaN. */
-static inline uint16_t clip__gemm_f32_to_bf16(float f)
-{
-    union { float f; uint32_t u; } v = {f};
-    if ((v.u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((v.u >> 16) | 0x40u);
-    v.u += 0x7fffu + ((v.u >> 16) & 1u);
-    return (uint16_t)(v.u >> 16);
-}
+static inline uint16_t clip__gemm_f32_to_bf16(float f) { return ims_f32_to_bf16(f); }
 
 #endif

@@ -81,23 +81,7 @@ struct index__graph {
 
 /* ---- bf16 and the distance kernels ------------------------------------------------ */
 
-static uint16_t f32_to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((u >> 16) | 0x40); /* NaN stays NaN (inputs are finite) */
-    u += 0x7fffu + ((u >> 16) & 1u);          /* round to nearest even */
-    return (uint16_t)(u >> 16);
-}
-
-static float bf16_to_f32(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
+/* ims_f32_to_bf16 / ims_bf16_to_f32 (base.h) convert. */
 
 /* q: (dpad) fp32 zero padded; r: (dpad) bf16. dpad is a multiple of 32. */
 typedef float (*dot_qb_fn)(const float *q, const uint16_t *r, int dpad);
@@ -108,7 +92,7 @@ static float dot_qb_scalar(const float *q, const uint16_t *r, int dpad)
     float acc[8] = {0};
     for (int i = 0; i < dpad; i += 8)
         for (int j = 0; j < 8; j++)
-            acc[j] += q[i + j] * bf16_to_f32(r[i + j]);
+            acc[j] += q[i + j] * ims_bf16_to_f32(r[i + j]);
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
@@ -117,7 +101,7 @@ static float dot_bb_scalar(const uint16_t *a, const uint16_t *b, int dpad)
     float acc[8] = {0};
     for (int i = 0; i < dpad; i += 8)
         for (int j = 0; j < 8; j++)
-            acc[j] += bf16_to_f32(a[i + j]) * bf16_to_f32(b[i + j]);
+            acc[j] += ims_bf16_to_f32(a[i + j]) * ims_bf16_to_f32(b[i + j]);
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
@@ -656,7 +640,7 @@ static void set_query(const struct index__graph *g, struct gctx *c, const float 
     memcpy(c->q, q, sizeof(float) * (size_t)g->dim);
     if (query_bf16)
         for (int d = 0; d < g->dim; d++)
-            c->qb[d] = f32_to_bf16(q[d]);
+            c->qb[d] = ims_f32_to_bf16(q[d]);
 }
 
 static int32_t *links_of(const struct index__graph *g, int32_t i, int l)
@@ -980,7 +964,7 @@ enum ims_status index__graph_add(struct index__graph *g, const int64_t *labels, 
         size_t node = first + i;
         uint16_t *r = g->vec + node * (size_t)g->dpad;
         for (int d = 0; d < g->dim; d++)
-            r[d] = f32_to_bf16(x[i * (size_t)g->dim + (size_t)d]);
+            r[d] = ims_f32_to_bf16(x[i * (size_t)g->dim + (size_t)d]);
         for (int d = g->dim; d < g->dpad; d++)
             r[d] = 0;
         int lv = draw_level(g, node);

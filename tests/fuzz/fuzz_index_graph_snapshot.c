@@ -16,32 +16,14 @@
 #include "index_int.h"
 
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include <zlib.h>
 
-static char g_dir[64];
-static char g_path[96];
-
-static void cleanup(void)
-{
-    if (g_path[0])
-        unlink(g_path);
-    if (g_dir[0])
-        rmdir(g_dir);
-}
+#include "fuzz_scratch.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (!g_dir[0]) {
-        strcpy(g_dir, "/tmp/ims-fuzz-graph-XXXXXX");
-        if (!mkdtemp(g_dir))
-            abort();
-        snprintf(g_path, sizeof g_path, "%s/snap", g_dir);
-        atexit(cleanup);
-    }
     if (size < 56 || size > (1u << 20))
         return 0;
     uint32_t d, l;
@@ -60,18 +42,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(buf, data, size);
     uint32_t crc = (uint32_t)crc32(crc32(0L, Z_NULL, 0), buf, (uInt)(size - 4));
     memcpy(buf + size - 4, &crc, 4);
-    FILE *f = fopen(g_path, "wb");
-    if (!f)
-        abort();
-    if (fwrite(buf, 1, size, f) != size)
-        abort();
-    fclose(f);
+    const char *path = fuzz_scratch_write("graph", "snap", buf, size);
     free(buf);
 
     struct vindex *vx = NULL;
     struct ims_error err = {{0}};
     int64_t last = 0;
-    if (vindex_load(g_path, (int)d, spec, &vx, &last, &err) == IMS_OK) {
+    if (vindex_load(path, (int)d, spec, &vx, &last, &err) == IMS_OK) {
         float *q = calloc(d, sizeof(float));
         float s[8];
         int64_t ids[8];
