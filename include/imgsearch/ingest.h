@@ -155,6 +155,13 @@ struct ingest_summary {
     double elapsed_s;
 };
 
+/* How a folder walk (ingest's, the folder sync's) takes files: by name
+ * (.jpg .jpeg .jpe .png .webp .gif .bmp .heic .heif .avif .tif .tiff, any
+ * case), or, for a name without one, by the first bytes of the file
+ * (image_sniff). */
+int ingest_name_is_image(const char *name);
+int ingest_file_sniffs_as_image(const char *path);
+
 /* Runs sources to the end on the calling thread (plus the pipeline's
  * threads), without a job row (the CLI's `add`). Returns IMS_OK when it ran
  * (items may have failed: see the summary); an error when it could not run

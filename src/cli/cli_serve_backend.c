@@ -229,8 +229,10 @@ static enum ims_status be_search(void *self, const struct server_query *q, struc
                 ? server_arena_memdup(a, resp.hits[i].duplicates,
                                       resp.hits[i].n_duplicates * sizeof(int64_t))
                 : NULL;
-        if (resp.hits[i].n_duplicates && !out->items[i].duplicates)
-            out->items[i].n_duplicates = 0;
+        if (st == IMS_OK && resp.hits[i].n_duplicates && !out->items[i].duplicates)
+            st = ims_error_set(err, IMS_ERR_NOMEM,
+                               "image %lld: the request's memory is full (%zu folded duplicates)",
+                               (long long)resp.hits[i].row.id, resp.hits[i].n_duplicates);
     }
 out:
     search_response_fini(&resp);
@@ -386,8 +388,13 @@ static enum ims_status be_image_tags(void *self, int64_t id, const char *const *
 
 /* GET /api/v1/duplicates: the k-NN pass over this node's index (issue 10).
  * The last answer is kept while the index does not change (its generation),
- * so a page showing the groups does not redo a pass of seconds each time. */
+ * so a page showing the groups does not redo a pass of seconds each time.
+ * One pass runs at a time, outside the lock: a request the kept answer
+ * serves never waits behind a pass, and requests that need a pass wait for
+ * the running one (which may be theirs) instead of stacking passes. */
 static pthread_mutex_t dups_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t dups_cv = PTHREAD_COND_INITIALIZER;
+static int dups_computing;
 static struct {
     int valid;
     uint64_t generation;
@@ -414,23 +421,30 @@ static enum ims_status be_duplicates(void *self, float threshold, size_t limit,
     struct vindex *vx = replica_index(b->app->replica);
     uint64_t gen = vindex_generation(vx); /* read before the pass: a race leaves it stale */
     pthread_mutex_lock(&dups_mu);
-    if (!dups_last.valid || dups_last.generation != gen || dups_last.threshold != threshold) {
+    while (!dups_last.valid || dups_last.generation != gen || dups_last.threshold != threshold) {
+        if (dups_computing) {
+            pthread_cond_wait(&dups_cv, &dups_mu);
+            continue;
+        }
+        dups_computing = 1;
+        pthread_mutex_unlock(&dups_mu);
         struct vindex_dups_options o;
         vindex_dups_options_default(&o);
         o.threshold = threshold;
         struct vindex_dups fresh;
         st = vindex_duplicates(vx, &o, &fresh, err);
-        if (st == IMS_OK) {
-            vindex_dups_fini(&dups_last.d);
-            dups_last.d = fresh;
-            dups_last.valid = 1;
-            dups_last.generation = gen;
-            dups_last.threshold = threshold;
+        pthread_mutex_lock(&dups_mu);
+        dups_computing = 0;
+        pthread_cond_broadcast(&dups_cv);
+        if (st != IMS_OK) {
+            pthread_mutex_unlock(&dups_mu);
+            return st;
         }
-    }
-    if (st != IMS_OK) {
-        pthread_mutex_unlock(&dups_mu);
-        return st;
+        vindex_dups_fini(&dups_last.d);
+        dups_last.d = fresh;
+        dups_last.valid = 1;
+        dups_last.generation = gen;
+        dups_last.threshold = threshold;
     }
     const struct vindex_dups d = dups_last.d;
     out->n = IMS_MIN(d.n, limit);

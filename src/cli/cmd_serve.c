@@ -335,6 +335,7 @@ int cli_cmd_serve(int argc, char **argv)
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART; /* the library call it interrupts goes on */
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);

@@ -876,12 +876,12 @@ static void insert(struct index__graph *g, struct gctx *c, int32_t node, const f
         int k = select_neighbours(g, c->ts, c->tv, n, g->m, c->sel);
         int32_t sel[INDEX_GRAPH_MAX_M];
         memcpy(sel, c->sel, sizeof(int32_t) * (size_t)k);
-        pthread_mutex_t *mu = &g->stripes[node & (N_STRIPES - 1)];
-        pthread_mutex_lock(mu);
-        int32_t *ln = links_of(g, node, l);
-        memcpy(ln + 1, sel, sizeof(int32_t) * (size_t)k);
-        ln[0] = k;
-        pthread_mutex_unlock(mu);
+        /* merged into the node's list, not written over it: another insert
+         * may already have linked itself here (found this node in its own
+         * beam), and that link may be its only way in. One thread: the list
+         * is empty and this is a plain copy. */
+        for (int j = 0; j < k; j++)
+            add_link(g, c, node, sel[j], l);
         for (int j = 0; j < k; j++)
             add_link(g, c, sel[j], node, l);
     }

@@ -396,7 +396,7 @@ static enum ims_status errno_status(int e)
     return e == ENOENT || e == ENOTDIR ? IMS_ERR_NOT_FOUND : IMS_ERR_IO;
 }
 
-static int has_image_extension(const char *name)
+int ingest_name_is_image(const char *name)
 {
     static const char *const exts[] = {".jpg", ".jpeg", ".jpe",  ".png",  ".webp", ".gif",
                                        ".bmp", ".heic", ".heif", ".avif", ".tif",  ".tiff"};
@@ -409,7 +409,7 @@ static int has_image_extension(const char *name)
     return 0;
 }
 
-static int sniffs_as_image(const char *path)
+int ingest_file_sniffs_as_image(const char *path)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
@@ -452,7 +452,7 @@ static void walk_folder(struct source_stage *s, const char *dir, int depth)
                     if (S_ISDIR(sb.st_mode))
                         walk_folder(s, path, depth + 1);
                     else if ((S_ISREG(sb.st_mode) || S_ISLNK(sb.st_mode)) &&
-                             (has_image_extension(name) || sniffs_as_image(path)))
+                             (ingest_name_is_image(name) || ingest_file_sniffs_as_image(path)))
                         add_file(s, path);
                 }
                 ims_free(path);

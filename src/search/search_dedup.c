@@ -62,6 +62,7 @@ static enum ims_status dedup_round(struct search_engine *se, const float *q,
     int32_t *live = ims_malloc((size_t)fetch * sizeof(int32_t));
     int32_t *into = ims_malloc((size_t)fetch * sizeof(int32_t));
     float *m = NULL;
+    size_t *ndup = NULL;
     int n_found = 0, loaded = 0;
     enum ims_status st = IMS_OK;
     if (!scores || !ids || !rows || !found || !live || !into) {
@@ -105,8 +106,18 @@ static enum ims_status dedup_round(struct search_engine *se, const float *q,
             memcpy(m + i * dim, rows[live[i]].embedding, dim * sizeof(float));
     }
     size_t kept = search_fold_duplicates(m, n_live, dim, req->dedup, want, into);
-    if (kept < want && !below && n_found >= fetch && (size_t)fetch < vindex_count(vx))
+    if (kept < want && !below && n_found >= fetch && (size_t)fetch < vindex_count(vx) &&
+        fetch < VINDEX_MAX_K)
         goto out; /* not enough yet: the caller fetches more */
+    /* each kept hit's folded ids, counted first: its list is allocated to size */
+    ndup = ims_calloc(n_live ? n_live : 1, sizeof(*ndup));
+    if (!ndup) {
+        st = ims_error_set(err, IMS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n_live; i++)
+        if (into[i] >= 0)
+            ndup[into[i]]++;
     /* the kept hits, each with the ids folded into it */
     int32_t *slot = into; /* reused: live index -> hit index for kept rows */
     size_t nh = 0;
@@ -124,7 +135,7 @@ static enum ims_status dedup_round(struct search_engine *se, const float *q,
         } else if (into[i] >= 0) {
             struct search_hit *h = &hits[slot[into[i]]];
             if (!h->duplicates) {
-                h->duplicates = ims_malloc(n_live * sizeof(int64_t));
+                h->duplicates = ims_malloc(ndup[into[i]] * sizeof(int64_t));
                 if (!h->duplicates) {
                     st = ims_error_set(err, IMS_ERR_NOMEM, "out of memory");
                     for (size_t j = 0; j < nh; j++)
@@ -151,6 +162,7 @@ out:
     ims_free(found);
     ims_free(live);
     ims_free(into);
+    ims_free(ndup);
     return st;
 }
 
@@ -165,12 +177,12 @@ enum ims_status search__dedup(struct search_engine *se, const float *q,
     for (;;) {
         if (fetch > total)
             fetch = total;
-        if (fetch > (size_t)1 << 30)
-            fetch = (size_t)1 << 30;
+        if (fetch > VINDEX_MAX_K) /* the most one index search returns */
+            fetch = VINDEX_MAX_K;
         int done = 0;
         enum ims_status st =
             dedup_round(se, q, req, (int)fetch, want, hits, n_hits, &done, err);
-        if (st != IMS_OK || done || fetch >= total)
+        if (st != IMS_OK || done || fetch >= total || fetch >= VINDEX_MAX_K)
             return st;
         fetch *= 4;
     }

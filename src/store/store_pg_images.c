@@ -420,7 +420,7 @@ enum ims_status pg_set_thumbnail(struct store *st, int64_t id, const void *jpeg,
                         "store_set_thumbnail: %zu bytes exceeds %u", n,
                         (unsigned)STORE_THUMBNAIL_MAX_BYTES);
     PGconn *c = NULL;
-    enum ims_status s = pg_wbegin(st, &c, 0, err);
+    enum ims_status s = pg_wbegin(st, &c, 1, err);
     if (s != IMS_OK)
         return s;
     int64_t x = 0;

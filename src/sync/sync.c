@@ -88,20 +88,41 @@ struct listing {
     const atomic_int *cancel;
     int64_t sniffed;
     int oom;
+    /* folders and files the walk could not read (or went too deep for):
+     * the rows under them are kept, never taken for gone */
+    char **unread;
+    size_t n_unread, cap_unread;
 };
 
-static int has_image_extension(const char *name)
+static void listing_unread(struct listing *l, const char *path)
 {
-    static const char *const exts[] = {".jpg", ".jpeg", ".jpe",  ".png",  ".webp", ".gif",
-                                       ".bmp", ".heic", ".heif", ".avif", ".tif",  ".tiff"};
-    size_t n = strlen(name);
-    for (size_t i = 0; i < IMS_ARRAY_LEN(exts); i++) {
-        size_t e = strlen(exts[i]);
-        if (n > e && strcasecmp(name + n - e, exts[i]) == 0)
+    if (l->n_unread == l->cap_unread) {
+        size_t nc = l->cap_unread ? l->cap_unread * 2 : 8;
+        char **p = ims_realloc(l->unread, nc * sizeof(*p));
+        if (!p) {
+            l->oom = 1;
+            return;
+        }
+        l->unread = p;
+        l->cap_unread = nc;
+    }
+    if (!(l->unread[l->n_unread] = ims_strdup(path)))
+        l->oom = 1;
+    else
+        l->n_unread++;
+}
+
+/* Whether `source` is an unread path or lies under an unread folder. */
+static int under_unread(const struct listing *l, const char *source)
+{
+    for (size_t i = 0; i < l->n_unread; i++) {
+        size_t n = strlen(l->unread[i]);
+        if (!strncmp(source, l->unread[i], n) && (source[n] == '\0' || source[n] == '/'))
             return 1;
     }
     return 0;
 }
+
 
 static int cmp_row_source(const void *key, const void *elem)
 {
@@ -113,17 +134,6 @@ static int has_row(const struct listing *l, const char *path)
     return l->n_rows && bsearch(path, l->rows, l->n_rows, sizeof(*l->rows), cmp_row_source);
 }
 
-static int sniffs_as_image(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        return 0;
-    unsigned char head[32];
-    ssize_t n = read(fd, head, sizeof(head));
-    close(fd);
-    enum image_format fmt;
-    return n > 0 && image_sniff(head, (size_t)n, &fmt, NULL) == IMS_OK;
-}
 
 static int64_t mtime_ns(const struct stat *sb)
 {
@@ -152,17 +162,28 @@ static void listing_add(struct listing *l, const char *path, const struct stat *
 
 static void walk(struct listing *l, const char *dir, int depth)
 {
-    if (depth > WALK_MAX_DEPTH || l->oom || (l->cancel && atomic_load(l->cancel)))
+    if (l->oom || (l->cancel && atomic_load(l->cancel)))
         return;
+    if (depth > WALK_MAX_DEPTH) {
+        ims_log(IMS_LOG_WARN, "sync: %s is nested deeper than %d folders: not read, its rows kept",
+                dir, WALK_MAX_DEPTH);
+        listing_unread(l, dir);
+        return;
+    }
     if (l->on_dir)
         l->on_dir(l->dir_ctx, dir);
     DIR *d = opendir(dir);
     if (!d) {
-        ims_log(IMS_LOG_WARN, "sync: cannot read folder %s: %s", dir, strerror(errno));
+        if (errno != ENOENT) { /* gone: its rows are; unreadable: they are kept */
+            ims_log(IMS_LOG_WARN, "sync: cannot read folder %s: %s (its rows are kept)", dir,
+                    strerror(errno));
+            listing_unread(l, dir);
+        }
         return;
     }
     size_t dlen = strlen(dir);
     struct dirent *e;
+    errno = 0;
     while ((e = readdir(d)) != NULL && !l->oom) {
         const char *name = e->d_name;
         if (name[0] == '.')
@@ -175,22 +196,34 @@ static void walk(struct listing *l, const char *dir, int depth)
         }
         snprintf(path, len, "%s%s%s", dir, dir[dlen - 1] == '/' ? "" : "/", name);
         struct stat sb;
-        if (lstat(path, &sb) == 0) {
+        int lst = lstat(path, &sb);
+        if (lst != 0 && errno != ENOENT) {
+            ims_log(IMS_LOG_WARN, "sync: cannot stat %s: %s (its rows are kept)", path,
+                    strerror(errno));
+            listing_unread(l, path);
+        }
+        if (lst == 0) {
             if (S_ISDIR(sb.st_mode)) {
                 walk(l, path, depth + 1);
             } else if (S_ISREG(sb.st_mode)) {
                 /* an extensionless file may be an image (downloads): its first
                  * bytes decide, once; other extensions are never opened */
-                int take = has_image_extension(name) || has_row(l, path);
+                int take = ingest_name_is_image(name) || has_row(l, path);
                 if (!take && !strchr(name, '.')) {
                     l->sniffed++;
-                    take = sniffs_as_image(path);
+                    take = ingest_file_sniffs_as_image(path);
                 }
                 if (take)
                     listing_add(l, path, &sb);
             }
         }
         ims_free(path);
+        errno = 0;
+    }
+    if (errno != 0 && !l->oom) {
+        ims_log(IMS_LOG_WARN, "sync: reading folder %s: %s (its rows are kept)", dir,
+                strerror(errno));
+        listing_unread(l, dir);
     }
     closedir(d);
 }
@@ -205,6 +238,9 @@ static void listing_free(struct listing *l)
     for (size_t i = 0; i < l->n; i++)
         ims_free((char *)l->v[i].path);
     ims_free(l->v);
+    for (size_t i = 0; i < l->n_unread; i++)
+        ims_free(l->unread[i]);
+    ims_free(l->unread);
 }
 
 /* ---- execution ------------------------------------------------------------------ */
@@ -348,6 +384,8 @@ enum ims_status sync__folder(const struct ingest_deps *deps, const struct ingest
     int64_t *del = NULL;
     size_t n_del = 0;
     char **parked = NULL; /* per listing entry: the parked source */
+    char **restored = NULL; /* sources given back to parked rows */
+    size_t n_restored = 0;
     uint8_t *gone_matched = NULL;
     size_t *gone = NULL, n_gone = 0;
     struct run r = {0};
@@ -388,10 +426,39 @@ enum ims_status sync__folder(const struct ingest_deps *deps, const struct ingest
     r.keep_id = ims_calloc(l.n ? l.n : 1, sizeof(*r.keep_id));
     r.new_id = ims_calloc(l.n ? l.n : 1, sizeof(*r.new_id));
     parked = ims_calloc(l.n ? l.n : 1, sizeof(*parked));
+    restored = ims_calloc(n_rows ? n_rows : 1, sizeof(*restored));
     if (!upd || !del || !gone_matched || !gone || !r.paths || !r.is_changed || !r.added ||
-        !r.keep_id || !r.new_id || !parked) {
+        !r.keep_id || !r.new_id || !parked || !restored) {
         st = ims_error_set(err, IMS_ERR_NOMEM, "sync: out of memory");
         goto out;
+    }
+    /* rows the walk could not see are kept; a row parked by a sync that was
+     * interrupted gets its source back (state unknown: read next time),
+     * unless another row holds that source now, then it stays parked */
+    for (size_t i = 0; i < n_steps; i++) {
+        if (steps[i].action != SYNC_GONE)
+            continue;
+        const struct store_file_row *row = &rows[steps[i].row];
+        size_t sl = strlen(row->source), pl = strlen(PARK_SUFFIX);
+        if (sl > pl && !strcmp(row->source + sl - pl, PARK_SUFFIX)) {
+            char *orig = ims_strdup(row->source);
+            if (!orig) {
+                st = ims_error_set(err, IMS_ERR_NOMEM, "sync: out of memory");
+                goto out;
+            }
+            orig[sl - pl] = '\0';
+            if (!has_row(&l, orig) && !under_unread(&l, orig)) {
+                restored[n_restored++] = orig;
+                upd[n_upd++] = (struct store_file_update){row->id, orig, 0, 0};
+            } else {
+                ims_log(IMS_LOG_WARN, "sync: image %lld stays parked: %s", (long long)row->id,
+                        orig);
+                ims_free(orig);
+            }
+            steps[i].action = SYNC_KEEP;
+        } else if (under_unread(&l, row->source)) {
+            steps[i].action = SYNC_KEEP;
+        }
     }
     /* the rows whose file is gone: a new file of the size of one of them may
      * be it renamed, and only then is it hashed here */
@@ -417,7 +484,7 @@ enum ims_status sync__folder(const struct ingest_deps *deps, const struct ingest
                 r.is_changed[s->file] = 1;
                 r.paths[r.n_paths++] = f->path;
                 /* the row stays (id, tags) with its source parked; a path too
-                 * long to park falls back to delete and add */
+                 * long to park keeps its row and old content (warned) */
                 size_t pl = strlen(f->path) + sizeof(PARK_SUFFIX);
                 char *ps = pl <= STORE_SOURCE_MAX_BYTES + 1 ? ims_malloc(pl) : NULL;
                 if (ps) {
@@ -428,7 +495,13 @@ enum ims_status sync__folder(const struct ingest_deps *deps, const struct ingest
                         row->id, ps, row->has_file_state ? row->file_size : 0,
                         row->has_file_state ? row->file_mtime_ns : 0};
                 } else {
-                    del[n_del++] = row->id;
+                    r.is_changed[s->file] = 0;
+                    r.n_paths--;
+                    ims_log(IMS_LOG_WARN,
+                            "sync: %s changed but its path is too long to re-read it in "
+                            "place: image %lld keeps its old content",
+                            f->path, (long long)row->id);
+                    sum.failed++;
                 }
             }
             break;
@@ -547,6 +620,9 @@ out:
         for (size_t i = 0; i < l.n; i++)
             ims_free(parked[i]);
     ims_free(parked);
+    for (size_t i = 0; i < n_restored; i++)
+        ims_free(restored[i]);
+    ims_free(restored);
     ims_free(upd);
     ims_free(del);
     ims_free(gone_matched);

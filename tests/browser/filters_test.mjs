@@ -115,6 +115,10 @@ async function main() {
     body: JSON.stringify({ text: QUERY, k: 5, dedup: 0.95 }),
   })).status === 200;
   console.log(`server has: tags ${hasTags}, dedup ${hasDedup}, duplicates ${hasDups}`);
+  // the page degrades on an older server, but this repository's server has
+  // all three: a broken one must fail here, not take the degraded branches
+  check(hasTags && hasDedup && hasDups,
+        `this server answers tags (${probeTags.status}), dedup and duplicates (${dupsProbe.status})`);
 
   await h.launch(CHROMIUM, { width: 1280, height: 900 });
   const page = h.browser.pages()[0] || await h.browser.newPage();

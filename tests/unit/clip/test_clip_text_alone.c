@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <unistd.h>
 
 #include "clip_goldens.h"
@@ -95,6 +96,7 @@ static void check_precision(struct tiny *t, enum clip_precision prec)
 struct image_loop {
     struct tiny *t;
     int rounds;
+    atomic_int stop; /* ends the rounds early */
     float *out; /* (N_IMAGES, D), the last round's */
     int failed;
 };
@@ -108,7 +110,7 @@ static void *image_loop_main(void *arg)
         l->failed = 1;
         return NULL;
     }
-    for (int r = 0; r < l->rounds; r++)
+    for (int r = 0; r < l->rounds && !atomic_load(&l->stop); r++)
         if (clip_ctx_encode_images(ctx, l->t->pixels, N_IMAGES, l->out, 0, &err) != IMS_OK)
             l->failed = 1;
     clip_ctx_free(ctx);
@@ -135,7 +137,7 @@ static void test_texts_between_vision_layers(void **state)
     size_t txt_bytes = (size_t)N_TEXTS * d * sizeof(float);
     float *img_alone = ims_malloc(img_bytes), *txt_alone = ims_malloc(txt_bytes);
     float *txt_busy = ims_malloc(txt_bytes);
-    struct image_loop l = {&t, 1, ims_malloc(img_bytes), 0};
+    struct image_loop l = {&t, 1, 0, ims_malloc(img_bytes), 0};
     assert_true(img_alone && txt_alone && txt_busy && l.out);
     image_loop_main(&l);
     assert_false(l.failed);
@@ -143,18 +145,24 @@ static void test_texts_between_vision_layers(void **state)
     encode_all(&t, t.model, "0", txt_alone);
 
     uint64_t before = clip__text_midpass_count(t.model);
-    l.rounds = 20;
+    /* texts keep coming while images are encoded, until one of them was
+     * served between two vision layers (the path under test) */
+    l.rounds = 100000;
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, image_loop_main, &l), 0);
-    for (int r = 0; r < 10; r++) {
+    int r = 0;
+    for (; r < 2000 && (r < 10 || clip__text_midpass_count(t.model) == before); r++) {
         encode_all(&t, t.model, "0", txt_busy);
         assert_memory_equal(txt_alone, txt_busy, txt_bytes);
     }
+    atomic_store(&l.stop, 1);
     pthread_join(th, NULL);
     assert_false(l.failed);
     assert_memory_equal(img_alone, l.out, img_bytes);
-    printf("text passes between vision layers: %llu\n",
-           (unsigned long long)(clip__text_midpass_count(t.model) - before));
+    uint64_t midpass = clip__text_midpass_count(t.model) - before;
+    printf("text passes between vision layers: %llu (%d rounds of texts)\n",
+           (unsigned long long)midpass, r);
+    assert_true(midpass > 0);
     ims_free(img_alone);
     ims_free(txt_alone);
     ims_free(txt_busy);

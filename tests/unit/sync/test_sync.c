@@ -339,6 +339,68 @@ static void test_sync_folder(void **state)
 
 /* ---- watching ------------------------------------------------------------------- */
 
+static int one_source(void *ctx, const char **source)
+{
+    const char **p = ctx;
+    *source = *p;
+    *p = NULL;
+    return *source != NULL;
+}
+
+/* A row parked by a sync that died before its replace (its source is the
+ * path plus sync.c's PARK_SUFFIX) gets its source back, id and tags kept,
+ * instead of being taken for a gone file; a row under a folder the walk
+ * cannot read (nested past the walk's depth limit) is kept too. */
+static void test_sync_interrupted_and_unseen(void **state)
+{
+    struct fx *f = *state;
+    char p[600];
+    pathf(p, sizeof(p), f, "a.bmp");
+    write_bmp(p, 1);
+    struct sync_summary s = do_sync(f, f->files);
+    assert_int_equal(s.added, 1);
+    int64_t id = id_of(f, "a.bmp");
+    assert_true(id > 0);
+    struct ims_error err = {0};
+    const char *tag[] = {"keep"};
+    assert_int_equal(store_tags_update(f->store, id, tag, 1, NULL, 0, &err), IMS_OK);
+    char parked[700];
+    snprintf(parked, sizeof(parked), "%s\n(sync: new content being read)", p);
+    struct store_file_update u = {id, parked, 0, 0};
+    assert_int_equal(store_update_files(f->store, &u, 1, NULL, &err), IMS_OK);
+    assert_int_equal(id_of(f, "a.bmp"), 0);
+
+    s = do_sync(f, f->files);
+    assert_int_equal(s.removed, 0);
+    assert_int_equal(id_of(f, "a.bmp"), id);
+    uint8_t sha[32];
+    size_t n_tags = 0;
+    assert_true(row_of(f, "a.bmp", sha, &n_tags));
+    assert_int_equal(n_tags, 1);
+
+    /* a row whose file lies 70 folders deep: the walk stops at its depth
+     * limit, so the file is not seen, and the row must not be removed */
+    char deep[4096];
+    size_t len = (size_t)snprintf(deep, sizeof(deep), "%s", f->files);
+    for (int d = 0; d < 70; d++)
+        len += (size_t)snprintf(deep + len, sizeof(deep) - len, "/d");
+    assert_int_equal(ims_mkdir_p(deep, NULL), IMS_OK);
+    snprintf(deep + len, sizeof(deep) - len, "/b.bmp");
+    write_bmp(deep, 2);
+    struct ingest_deps deps = {f->model, f->store, NULL, NULL};
+    struct ingest_options o = quiet_options();
+    o.allow_local_files = 1;
+    const char *next = deep;
+    struct ingest_summary isum;
+    assert_int_equal(ingest_run(&deps, &o, one_source, &next, NULL, &isum, &err), IMS_OK);
+    assert_int_equal(isum.added, 1);
+    int64_t deep_id = 0;
+    assert_int_equal(store_find_by_source(f->store, deep, &deep_id, &err), IMS_OK);
+    s = do_sync(f, f->files);
+    assert_int_equal(s.removed, 0);
+    assert_int_equal(store_find_by_source(f->store, deep, &deep_id, &err), IMS_OK);
+}
+
 static int wait_until(int (*pred)(struct fx *, const void *), struct fx *f, const void *arg)
 {
     double end = ims_now() + DEADLINE_S;
@@ -490,6 +552,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_sync_folder, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_interrupted_and_unseen, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
