@@ -26,7 +26,11 @@
  *     }
  *     imgsearch_close(is);
  *
- * One header, no other to include: every type here is plain C.
+ * One header, no other to include: every type here is plain C. It is the
+ * whole public interface: the `imgsearch` command and its server are built
+ * on this library too (they open, add, search, remove and save through it),
+ * with a private header of the source tree for the options this one does
+ * not carry; those imgsearch__* symbols are not exported and not ABI.
  *
  * Catalogues: a data folder (the catalogue.db, index.snap and index.spec that
  * `imgsearch` writes; created when absent), or the URL of a shared

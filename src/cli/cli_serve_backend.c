@@ -17,11 +17,12 @@
  *   add_urls     ingest_submit (a job of item rows in the catalogue, claimed
  *                by every node's ingest service); job_get / job_wait read it
  *   upload       ingest_add_bytes, one file at a time
- *   image_*      store reads; delete is imgsearch__remove: the row leaves
- *                the catalogue, then this node's index follows at once
+ *   image_*      store reads (the thumbnail: imgsearch_thumbnail); delete is
+ *                imgsearch__remove: the row leaves the catalogue, then this
+ *                node's index follows at once
  *   metrics      counters of search, ingest and the replica
  *   ready        the replica has caught up and the engines exist
- * Ingest's after_commit hook is replica_sync (cli_app_after_commit): an
+ * Ingest's after_commit hook is the handle's (cli_app_after_commit): an
  * upload or a waited-for job answers once this node's index shows it; the
  * other nodes' replicas follow the change feed by themselves.
  * Start: the replica opens deferred (its follower thread builds the index
@@ -471,14 +472,15 @@ static enum ims_status be_image_thumb(void *self, int64_t id, struct server_aren
     struct app_backend *b = self;
     void *data = NULL;
     size_t n = 0;
-    enum ims_status st = store_get_thumbnail(b->app->store, id, &data, &n, err);
+    enum ims_status st =
+        (enum ims_status)imgsearch_thumbnail(b->app->is, id, &data, &n, imgsearch__err(err));
     if (st == IMS_ERR_NOT_FOUND)
         return ims_error_set(err, st, "image %lld has no thumbnail", (long long)id);
     if (st != IMS_OK)
         return st;
     jpeg->ptr = server_arena_memdup(a, data, n);
     jpeg->len = n;
-    ims_free(data);
+    imgsearch_free(data);
     return jpeg->ptr ? IMS_OK : ims_error_set(err, IMS_ERR_NOMEM, "thumbnail too large");
 }
 
