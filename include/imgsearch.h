@@ -150,7 +150,8 @@ enum imgsearch_open_flag {
     IMGSEARCH_OPEN_EXISTING = 1u << 0,
 };
 /* imgsearch_open with flags (0: the same as imgsearch_open); an unknown
- * flag is IMGSEARCH_ERR_INVALID. Since 0.1 minor addition (see ABI). */
+ * flag is IMGSEARCH_ERR_INVALID. Added after 0.1.0, with imgsearch_save
+ * (minor additions under the ABI policy). */
 IMGSEARCH_API enum imgsearch_status imgsearch_open_flags(const char *catalogue,
                                                          const struct imgsearch_params *p,
                                                          unsigned flags, struct imgsearch **out,
