@@ -328,7 +328,9 @@ int cli_cmd_add(int argc, char **argv)
             rc = 130;
         goto out;
     }
-    enum ims_status st = ingest_run(&deps, &io, next_source, &src, &cancel_flag, &sum, &err);
+    /* libimgsearch's add (imgsearch_add with this command's pipeline
+     * options, callbacks and cancel flag) */
+    enum ims_status st = imgsearch__add(app.is, &io, next_source, &src, &cancel_flag, &sum, &err);
     if (disp.tty)
         fprintf(stderr, "\r\033[K");
     if (st != IMS_OK) {
