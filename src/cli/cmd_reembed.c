@@ -117,13 +117,18 @@ struct counts {
 
 /* The new row of `source` (in c->to) takes the old row's caption, added
  * time and tags. A row added and a row found present both go through here,
- * so a run interrupted between its insert and this completes it next time. */
+ * so a run interrupted between its insert and this completes it next time.
+ * Nothing to do (IMS_OK) when the old row went meanwhile, or when the
+ * source's content is another target row's (a duplicate by content: no
+ * row of this source to give them to). */
 static enum ims_status keep_details(struct counts *c, const char *source, struct ims_error *err)
 {
     int64_t old_id = 0, new_id = 0;
     enum ims_status st = store_find_by_source(c->from, source, &old_id, err);
     if (st == IMS_OK)
         st = store_find_by_source(c->to, source, &new_id, err);
+    if (st == IMS_ERR_NOT_FOUND)
+        return IMS_OK;
     if (st != IMS_OK)
         return st;
     struct store_image_row row;

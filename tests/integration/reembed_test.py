@@ -16,7 +16,8 @@
 - each new row keeps its old row's tags, caption and added time (read
   from both catalogues), also when a resumed run finds the row present
   with them lost (as after a run stopped between the insert and that
-  step); the old catalogue is read --page-rows 2 at a time (keyset pages
+  step); a file that now holds another row's content counts "present", not
+  failed; the old catalogue is read --page-rows 2 at a time (keyset pages
   over ids with a gap) and every row is visited.
 
 With "pg" as third argument, the same re-embed also goes --to a
@@ -213,6 +214,23 @@ def main():
                 dim = psql(url, "SELECT dim FROM model").strip()
                 check(dim == "16", "PostgreSQL target records the new model: %r" % dim)
             check(snapshot(old) == before, "the old catalogue is still untouched")
+
+        # a file now holding another row's content: that row is "present"
+        # (a duplicate by content), not a failure, and no details move
+        shutil.copy(os.path.join(photos, "p0.bmp"), os.path.join(photos, "p1.bmp"))
+        new3 = os.path.join(tmp, "new3")
+        rc, out, err = run(exe, "reembed", *common, "--model", model_b, "--to", new3, "--json")
+        try:
+            doc = json.loads(out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            doc = {}
+        check(rc == 0 and (doc.get("reembedded"), doc.get("present"), doc.get("gone"),
+                           doc.get("failed")) == (4, 1, 2, 0),
+              "a file with another row's content counts present, not failed: %r %s"
+              % (doc, err[-300:]))
+        got = details(new3)
+        check(len(got) == 4 and all(got[k] == kept[k] for k in got),
+              "the other rows keep their details: %r" % got)
 
         rc, _, err = run(exe, "reembed", "--data", old, "--model", model_b, "--to", old)
         check(rc == 1 and "catalogue being read" in err, "--to the same folder refused: %s" % err)
