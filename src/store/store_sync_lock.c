@@ -30,8 +30,8 @@
 
 struct store_sync_lock {
     struct store *st;
-    int fd;      /* SQLite: the flock'd file, -1 for PostgreSQL */
-    PGconn *c;   /* PostgreSQL: the session holding the advisory lock */
+    int fd;    /* SQLite: the flock'd file, -1 for PostgreSQL */
+    PGconn *c; /* PostgreSQL: the session holding the advisory lock */
 };
 
 static enum ims_status busy(struct ims_error *err, const char *holder)
@@ -42,8 +42,7 @@ static enum ims_status busy(struct ims_error *err, const char *holder)
                          holder[0] ? " (" : "", holder, holder[0] ? ")" : "");
 }
 
-static enum ims_status sq_lock(struct store *st, struct store_sync_lock *l,
-                               struct ims_error *err)
+static enum ims_status sq_lock(struct store *st, struct store_sync_lock *l, struct ims_error *err)
 {
     char path[4096];
     int n = snprintf(path, sizeof(path), "%s/%s", st->data_dir, SYNC_LOCK_FILE);
@@ -81,8 +80,7 @@ static enum ims_status sq_lock(struct store *st, struct store_sync_lock *l,
     return IMS_OK;
 }
 
-static enum ims_status pg_lock(struct store *st, struct store_sync_lock *l,
-                               struct ims_error *err)
+static enum ims_status pg_lock(struct store *st, struct store_sync_lock *l, struct ims_error *err)
 {
     PGconn *c = NULL;
     enum ims_status s = pg_get(st, &c, err);
@@ -91,7 +89,8 @@ static enum ims_status pg_lock(struct store *st, struct store_sync_lock *l,
     struct pgp p = {0};
     pgp_i64(&p, STORE_PG_SYNC_LOCK);
     PGresult *r = NULL;
-    s = pg_q(c, "SELECT CASE WHEN pg_try_advisory_lock($1) THEN 1::int8 ELSE 0::int8 END", &p, &r, err, "sync lock");
+    s = pg_q(c, "SELECT CASE WHEN pg_try_advisory_lock($1) THEN 1::int8 ELSE 0::int8 END", &p, &r,
+             err, "sync lock");
     int got = s == IMS_OK && PQntuples(r) == 1 && pg_i64(r, 0, 0) == 1;
     PQclear(r);
     if (s != IMS_OK || !got) {
@@ -169,8 +168,7 @@ static enum ims_status sq_set_details(struct store *st, int64_t id, const char *
         if (rc != SQLITE_DONE)
             s = store__db_error(st->wdb, rc, err, "set caption and added");
         else if (sqlite3_changes(st->wdb) != 1)
-            s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist",
-                              (long long)id);
+            s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
     }
     sqlite3_finalize(q);
     /* the row changed: every node's row cache learns it from the feed */
@@ -192,8 +190,8 @@ static enum ims_status pg_set_details(struct store *st, int64_t id, const char *
     pgp_text(&p, caption);
     pgp_i64(&p, added);
     PGresult *r = NULL;
-    s = pg_q(c, "UPDATE images SET caption = $2::text, added = $3 WHERE id = $1 RETURNING id",
-             &p, &r, err, "set caption and added");
+    s = pg_q(c, "UPDATE images SET caption = $2::text, added = $3 WHERE id = $1 RETURNING id", &p,
+             &r, err, "set caption and added");
     if (s == IMS_OK && PQntuples(r) != 1)
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
     PQclear(r);
@@ -202,15 +200,14 @@ static enum ims_status pg_set_details(struct store *st, int64_t id, const char *
     return pg_wend(st, c, s, err);
 }
 
-enum ims_status store_set_details(struct store *st, int64_t id, const char *caption,
-                                  int64_t added, struct ims_error *err)
+enum ims_status store_set_details(struct store *st, int64_t id, const char *caption, int64_t added,
+                                  struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(!st || id <= 0 || added < 0, err, IMS_ERR_INVALID,
                         "store_set_details: invalid arguments");
-    IMS_RETURN_ERROR_IF(caption && strnlen(caption, STORE_CAPTION_MAX_BYTES + 1) >
-                                       STORE_CAPTION_MAX_BYTES,
-                        err, IMS_ERR_INVALID, "caption is longer than %d bytes",
-                        STORE_CAPTION_MAX_BYTES);
+    IMS_RETURN_ERROR_IF(
+        caption && strnlen(caption, STORE_CAPTION_MAX_BYTES + 1) > STORE_CAPTION_MAX_BYTES, err,
+        IMS_ERR_INVALID, "caption is longer than %d bytes", STORE_CAPTION_MAX_BYTES);
     enum ims_status s = st->pg ? pg_set_details(st, id, caption, added, err)
                                : sq_set_details(st, id, caption, added, err);
     store__rowcache_evict(st->rc, &id, 1);

@@ -42,8 +42,8 @@ static int setup(void **state)
     struct ims_error err = {0};
     if (store_open_catalogue(f->url, f->dir, &model_a, STORE_OPEN_SYNC_NORMAL, &f->st, &err) !=
             IMS_OK ||
-        store_open_catalogue(f->url, f->dir, &model_a, STORE_OPEN_SYNC_NORMAL, &f->other,
-                             &err) != IMS_OK) {
+        store_open_catalogue(f->url, f->dir, &model_a, STORE_OPEN_SYNC_NORMAL, &f->other, &err) !=
+            IMS_OK) {
         fprintf(stderr, "open: %s\n", err.message);
         return -1;
     }
@@ -54,9 +54,15 @@ static int setup(void **state)
         snprintf(src, sizeof(src), "/p/%d.jpg", i + 1);
         tu_vec(vec, DIM, (uint64_t)i + 1);
         tu_hash(h, (uint64_t)i + 1);
-        struct store_new_image in = {.source = src, .sha256 = h, .format = "jpeg",
-                                     .width = 10, .height = 10, .bytes = 100 + i,
-                                     .added = 1000 + i, .embedding = vec, .dim = DIM};
+        struct store_new_image in = {.source = src,
+                                     .sha256 = h,
+                                     .format = "jpeg",
+                                     .width = 10,
+                                     .height = 10,
+                                     .bytes = 100 + i,
+                                     .added = 1000 + i,
+                                     .embedding = vec,
+                                     .dim = DIM};
         struct store_insert_result res;
         if (store_insert_many(f->st, &in, 1, &res, &err) != IMS_OK || res.id != i + 1) {
             fprintf(stderr, "insert: %s\n", err.message);
