@@ -478,6 +478,8 @@ const char *store_change_kind_name(enum store_change_kind k)
         return "delete";
     case STORE_CHANGE_UPDATE:
         return "update";
+    case STORE_CHANGE_ROW:
+        return "row";
     }
     return "unknown";
 }
@@ -508,6 +510,14 @@ enum ims_status store_change_trim(struct store *st, int64_t upto, struct ims_err
     IMS_RETURN_ERROR_IF(!st || upto < 0, err, IMS_ERR_INVALID,
                         "store_change_trim: invalid arguments");
     return st->ops->change_trim(st, upto, err);
+}
+
+enum ims_status store_embeddings_changed_after(struct store *st, int64_t after_seq, int64_t **ids,
+                                               size_t *n, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || !ids || !n || after_seq < 0, err, IMS_ERR_INVALID,
+                        "store_embeddings_changed_after: invalid arguments");
+    return st->ops->embeddings_changed_after(st, after_seq, ids, n, err);
 }
 
 enum ims_status store_wait_change(struct store *st, int64_t known_seq, int timeout_ms,

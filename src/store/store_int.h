@@ -99,6 +99,9 @@ struct store_ops {
                                      size_t *, struct ims_error *);
     enum ims_status (*change_floor)(struct store *, int64_t *, struct ims_error *);
     enum ims_status (*change_trim)(struct store *, int64_t, struct ims_error *);
+    /* schema v5: ids whose embedding_versions.seq > the seq, ascending */
+    enum ims_status (*embeddings_changed_after)(struct store *, int64_t, int64_t **, size_t *,
+                                                struct ims_error *);
     enum ims_status (*wait_change)(struct store *, int64_t, int, int64_t *, struct ims_error *);
     enum ims_status (*job_create)(struct store *, const char *, int64_t, struct ims_error *);
     enum ims_status (*job_update)(struct store *, const char *, enum store_job_state, int64_t,
@@ -268,6 +271,8 @@ enum ims_status sq_changes_after(struct store *, int64_t, size_t, struct store_c
                                  size_t *, struct ims_error *);
 enum ims_status sq_change_floor(struct store *, int64_t *, struct ims_error *);
 enum ims_status sq_change_trim(struct store *, int64_t, struct ims_error *);
+enum ims_status sq_embeddings_changed_after(struct store *, int64_t, int64_t **, size_t *,
+                                            struct ims_error *);
 enum ims_status sq_wait_change(struct store *, int64_t, int, int64_t *, struct ims_error *);
 enum ims_status sq_job_create(struct store *, const char *, int64_t, struct ims_error *);
 enum ims_status sq_job_update(struct store *, const char *, enum store_job_state, int64_t,

@@ -316,8 +316,8 @@ static enum ims_status insert_batch(struct store *st, PGconn *c,
                  &u, err, "complete row");
         if (s == IMS_OK && row->thumbnail_bytes > 0)
             s = put_thumb(c, res[i].id, row->thumbnail, row->thumbnail_bytes, err);
-        if (s == IMS_OK) /* the row changed: nodes' row caches learn it from the feed */
-            s = pg_log_changes(c, &res[i].id, 1, STORE_CHANGE_UPDATE, err);
+        if (s == IMS_OK) /* the row changed, not its embedding: row caches evict it */
+            s = pg_log_changes(c, &res[i].id, 1, STORE_CHANGE_ROW, err);
     }
     if (s == IMS_OK && n_explicit > 0) /* the sequence must never hand out those ids */
         s = pg_x(c,
@@ -433,7 +433,7 @@ enum ims_status pg_set_thumbnail(struct store *st, int64_t id, const void *jpeg,
     if (s == IMS_OK)
         s = put_thumb(c, id, jpeg, n, err);
     if (s == IMS_OK) /* has_thumbnail may change: row caches follow the feed */
-        s = pg_log_changes(c, &id, 1, STORE_CHANGE_UPDATE, err);
+        s = pg_log_changes(c, &id, 1, STORE_CHANGE_ROW, err);
     return pg_wend(st, c, s, err);
 }
 
@@ -1068,6 +1068,6 @@ enum ims_status pg_tags_update(struct store *st, int64_t id, const char *const *
     }
     /* the row changed: every node's row cache learns it from the feed */
     if (s == IMS_OK)
-        s = pg_log_changes(c, &id, 1, STORE_CHANGE_UPDATE, err);
+        s = pg_log_changes(c, &id, 1, STORE_CHANGE_ROW, err);
     return pg_wend(st, c, s, err);
 }
