@@ -680,6 +680,16 @@ struct store_item_result {
 enum ims_status store_job_finish(struct store *st, const char *node_id,
                                  const struct store_item_result *results, size_t n,
                                  uint8_t *accepted, struct ims_error *err);
+/* store_insert_many and the store_job_finish of the job items those rows
+ * came from, in ONE transaction on PostgreSQL (on SQLite: one after the
+ * other): item_ids[i] > 0 is the item row i came from (0: none). Such an
+ * item is recorded as ADDED (row inserted or completed) or DUPLICATE, with
+ * the row's id, if node_id still holds it (ignored otherwise, as in
+ * store_job_finish). Results and errors as store_insert_many. */
+enum ims_status store_insert_finish(struct store *st, const struct store_new_image *rows,
+                                    size_t n, struct store_insert_result *results,
+                                    const char *node_id, const int64_t *item_ids,
+                                    struct ims_error *err);
 /* What a finished item reported (ADDED, DUPLICATE or ERROR). A redone item
  * (claimed again after its node died) that finds the row an earlier attempt
  * of its own committed -- same source, added since its job was created, no

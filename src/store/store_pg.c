@@ -1233,6 +1233,11 @@ PG_RETRY(pg_insert_many,
          (struct store * st, const struct store_new_image *rows, size_t n,
           struct store_insert_result *res, struct ims_error *err),
          (st, rows, n, res, err))
+PG_RETRY(pg_insert_finish,
+         (struct store * st, const struct store_new_image *rows, size_t n,
+          struct store_insert_result *res, const char *node, const int64_t *items,
+          struct store_item_result *ir, struct ims_error *err),
+         (st, rows, n, res, node, items, ir, err))
 PG_RETRY(pg_set_thumbnail,
          (struct store * st, int64_t id, const void *jpeg, size_t n, struct ims_error *err),
          (st, id, jpeg, n, err))
@@ -1303,6 +1308,7 @@ static const struct store_ops pg_ops = {
     .schema_version = pg_schema_version,
     .check = pg_check,
     .insert_many = pg_insert_many_retry,
+    .insert_finish = pg_insert_finish_retry,
     .insert_stream = pg_insert_stream,
     .set_thumbnail = pg_set_thumbnail_retry,
     .set_embeddings = pg_set_embeddings_retry,

@@ -177,6 +177,13 @@ enum ims_status pg_job_item_outcome(struct store *, int64_t, int *, struct ims_e
 enum ims_status pg_job_release_node(struct store *, const char *, int64_t *, struct ims_error *);
 enum ims_status pg_job_renew(struct store *, const char *, const int64_t *, size_t, int64_t,
                              uint8_t *, struct ims_error *);
+enum ims_status pg_insert_finish(struct store *, const struct store_new_image *, size_t,
+                                 struct store_insert_result *, const char *, const int64_t *,
+                                 struct store_item_result *, struct ims_error *);
+/* store_job_finish inside the caller's write transaction on c. */
+enum ims_status pg_job_finish_in(PGconn *c, const char *node_id,
+                                 const struct store_item_result *results, size_t n,
+                                 uint8_t *accepted, struct ims_error *err);
 enum ims_status pg_job_finish(struct store *, const char *, const struct store_item_result *,
                               size_t, uint8_t *, struct ims_error *);
 enum ims_status pg_job_item_get(struct store *, int64_t, enum store_item_state *, char *, size_t,
