@@ -50,7 +50,7 @@ struct store_pg {
 #define STORE_PG_IDLE_PARAM "write_idle_timeout_ms"
 #define STORE_PG_LOCK_PARAM "write_lock_timeout_ms"
 #define STORE_PG_IDLE_DEFAULT_MS 10000
-#define STORE_PG_LOCK_DEFAULT_MS 60000
+#define STORE_PG_LOCK_DEFAULT_MS 600000
 #define STORE_PG_TIMEOUT_MAX_MS 86400000
 
 /* Tests only: called (when set) right after a write transaction took the
