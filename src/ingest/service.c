@@ -514,10 +514,18 @@ enum ims_status ingest_submit(struct ingest *ing, const char *const *sources, si
     return IMS_OK;
 }
 
+static void show_job_rows(struct ingest *ing);
+
+/* A job read as ended has its rows searchable on this node when the answer
+ * returns: its items' finishes commit with their rows (store_insert_finish),
+ * before this node's index has caught up with them. */
 enum ims_status ingest_job_get(struct ingest *ing, const char *id, struct store_job *job,
                                struct ims_error *err)
 {
-    return store_job_get(ing->deps.store, id, job, err);
+    enum ims_status st = store_job_get(ing->deps.store, id, job, err);
+    if (st == IMS_OK && (job->state == STORE_JOB_DONE || job->state == STORE_JOB_FAILED))
+        show_job_rows(ing);
+    return st;
 }
 
 /* A job ended (maybe on another node): this node's index covers the
