@@ -77,7 +77,7 @@ struct store;
 #define STORE_JOB_ID_MAX_BYTES 64
 #define STORE_JOB_ERROR_MAX_BYTES 4096
 /* The schema version this binary writes and the newest it can open. */
-#define STORE_SCHEMA_VERSION 4
+#define STORE_SCHEMA_VERSION 5
 
 /* ---- open / close --------------------------------------------------------- */
 
@@ -403,7 +403,7 @@ enum ims_status store_update_files(struct store *st, const struct store_file_upd
  * state given; row `id` keeps its id, tags, caption and added time, and row
  * `from` is deleted. One transaction, which logs the deletion of `from` and
  * an UPDATE change of `id` (every node's index re-reads its embedding, every
- * row cache evicts it). IMS_ERR_NOT_FOUND if either row is missing, and
+ * row cache evicts it; store_embeddings_changed_after lists it). IMS_ERR_NOT_FOUND if either row is missing, and
  * nothing is written. */
 enum ims_status store_replace_content(struct store *st, int64_t id, int64_t from, int64_t file_size,
                                       int64_t file_mtime_ns, struct ims_error *err);
@@ -430,7 +430,7 @@ enum ims_status store_set_details(struct store *st, int64_t id, const char *capt
  * set costs no catalogue round trip. This store's own writes evict what they
  * touch when they commit; other writers' changes are evicted by whoever
  * follows the change feed (the replica: store_row_cache_evict for every
- * DELETE and UPDATE change, before its index drops the id), so a row deleted
+ * DELETE, UPDATE and ROW change, before its index drops the id), so a row deleted
  * anywhere is served from the cache no longer than the node's index still
  * holds its id. */
 struct store_row_cache_stats {
@@ -488,25 +488,28 @@ enum ims_status store_deleted_after(struct store *st, int64_t after_seq, size_t 
 /* ---- change feed: how every index replica follows the catalogue -----------
  *
  * Every insert of an image row, every delete, every embedding replaced
- * (store_set_embeddings), every imported row completed with its image data
- * and every thumbnail set (both UPDATE: rows that nodes' row caches must
- * evict) appends one change (seq, id, kind) in the same
- * transaction. seq strictly increases, and commit order equals seq order:
- * once a reader has seen seq S, no change with seq < S can appear later. A
- * replica records the seq it covers and catches up by reading the changes
- * after it; the embeddings of inserted/updated ids come from
+ * (store_set_embeddings, store_replace_content: UPDATE) and every change of
+ * a row that keeps its embedding (an imported row completed with its image
+ * data, a thumbnail, tags, a synced rename: ROW, which nodes' row caches
+ * evict and their indexes skip) appends one change (seq, id, kind) in the
+ * same transaction. seq strictly increases, and commit order equals seq
+ * order: once a reader has seen seq S, no change with seq < S can appear
+ * later. A replica records the seq it covers and catches up by reading the
+ * changes after it; the embeddings of inserted/updated ids come from
  * store_get_many(..., STORE_FIELD_EMBEDDING) (a row deleted meanwhile is
  * simply not found, and its DELETE change follows). The feed may be trimmed
  * (store_change_trim): a replica whose seq is below store_change_floor()
- * must rebuild from store_scan_embeddings(0) instead.
+ * must rebuild from store_scan_embeddings(0) instead, re-adding the rows of
+ * store_embeddings_changed_after(its seq) it already holds (schema v5).
  */
 
 enum store_change_kind {
     STORE_CHANGE_INSERT = 1, /* a new row: add its embedding */
     STORE_CHANGE_DELETE = 2, /* the row is gone: remove the id */
-    STORE_CHANGE_UPDATE = 3, /* the row changed (embedding, image data, thumbnail): re-read it */
+    STORE_CHANGE_UPDATE = 3, /* the embedding was replaced: re-read the row, re-index it */
+    STORE_CHANGE_ROW = 4,    /* the row changed, its embedding did not: evict cached copies */
 };
-/* "insert", "delete", "update". */
+/* "insert", "delete", "update", "row". */
 const char *store_change_kind_name(enum store_change_kind k);
 
 struct store_change {
@@ -529,6 +532,15 @@ enum ims_status store_change_floor(struct store *st, int64_t *floor, struct ims_
 /* Drops the changes with seq <= upto (clamped to the newest seq) and raises
  * the floor to it: for replicas that all cover at least `upto`. */
 enum ims_status store_change_trim(struct store *st, int64_t upto, struct ims_error *err);
+/* The ids of live rows whose embedding was replaced (an UPDATE change) at a
+ * seq > after_seq, ascending, in *ids (release with ims_free; NULL when
+ * none) and *n, even when those changes were trimmed: what a replica that
+ * fell below the floor at after_seq must re-add besides the ids it lacks.
+ * May list more ids than needed (an id whose re-embedding the replica
+ * already holds, every row of a catalogue migrated from v4 with a trimmed
+ * feed), never fewer. */
+enum ims_status store_embeddings_changed_after(struct store *st, int64_t after_seq, int64_t **ids,
+                                               size_t *n, struct ims_error *err);
 /* Waits until the newest committed seq is > known_seq or timeout_ms passes;
  * *seq_now gets the newest seq either way (IMS_OK in both cases). Sees
  * commits of other processes and nodes: PostgreSQL wakes on LISTEN/NOTIFY;
@@ -686,6 +698,16 @@ struct store_item_result {
 enum ims_status store_job_finish(struct store *st, const char *node_id,
                                  const struct store_item_result *results, size_t n,
                                  uint8_t *accepted, struct ims_error *err);
+/* store_insert_many and the store_job_finish of the job items those rows
+ * came from, in ONE transaction on PostgreSQL (on SQLite: one after the
+ * other): item_ids[i] > 0 is the item row i came from (0: none). Such an
+ * item is recorded as ADDED (row inserted or completed) or DUPLICATE, with
+ * the row's id, if node_id still holds it (ignored otherwise, as in
+ * store_job_finish). Results and errors as store_insert_many. */
+enum ims_status store_insert_finish(struct store *st, const struct store_new_image *rows,
+                                    size_t n, struct store_insert_result *results,
+                                    const char *node_id, const int64_t *item_ids,
+                                    struct ims_error *err);
 /* What a finished item reported (ADDED, DUPLICATE or ERROR). A redone item
  * (claimed again after its node died) that finds the row an earlier attempt
  * of its own committed -- same source, added since its job was created, no

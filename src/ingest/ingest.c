@@ -235,7 +235,7 @@ static void report_lost(struct pipeline *p, const char *source)
     atomic_fetch_add(&p->total, 1);
     progress_update(p, &r);
     if (p->hooks && p->hooks->finished)
-        p->hooks->finished(p->hooks->ctx, &r, 1);
+        p->hooks->finished(p->hooks->ctx, &r, NULL, 1);
 }
 
 /* A failure found before decoding goes straight to the writer. */
@@ -732,11 +732,15 @@ static void write_group(struct pipeline *p, struct item **items, int n,
                         struct store_new_image *rows, struct store_insert_result *res,
                         struct ingest_item_report *reports)
 {
-    int n_rows = 0;
+    int n_rows = 0, n_items = 0;
     int row_of[n > 0 ? n : 1];
+    int64_t item_of[n > 0 ? n : 1]; /* per row: its job item (0: none) */
+    uint8_t recorded[n > 0 ? n : 1];
+    const char *finish_node = p->hooks ? p->hooks->finish_node : NULL;
     for (int i = 0; i < n; i++) {
         struct item *it = items[i];
         row_of[i] = -1;
+        recorded[i] = 0;
         if (it->failed || it->preset)
             continue;
         if (atomic_load(&p->fatal)) {
@@ -756,12 +760,18 @@ static void write_group(struct pipeline *p, struct item **items, int n,
         r->thumbnail = it->thumb;
         r->thumbnail_bytes = it->thumb_len;
         r->metadata = it->metadata;
+        item_of[n_rows] = it->tag > 0 ? it->tag : 0;
+        n_items += it->tag > 0;
         row_of[i] = n_rows++;
     }
     if (n_rows > 0) {
         struct ims_error err = {0};
         double t0 = ims_now();
-        enum ims_status st = store_insert_many(p->deps->store, rows, (size_t)n_rows, res, &err);
+        enum ims_status st =
+            finish_node && n_items > 0
+                ? store_insert_finish(p->deps->store, rows, (size_t)n_rows, res, finish_node,
+                                      item_of, &err)
+                : store_insert_many(p->deps->store, rows, (size_t)n_rows, res, &err);
         ingest__hooks_catalogue(p->hooks, t0);
         if (st != IMS_OK) {
             /* the transaction did not happen: nothing of this group is stored */
@@ -785,6 +795,7 @@ static void write_group(struct pipeline *p, struct item **items, int n,
                     continue;
                 struct store_insert_result *r = &res[row_of[i]];
                 items[i]->id = r->id;
+                recorded[i] = finish_node && n_items > 0 && item_of[row_of[i]] > 0;
                 if (r->outcome == STORE_INSERTED) {
                     items[i]->outcome = INGEST_ADDED;
                     n_new++;
@@ -820,7 +831,7 @@ static void write_group(struct pipeline *p, struct item **items, int n,
         p->o->on_progress(p->o->cb_ctx, &pr);
     }
     if (p->hooks && p->hooks->finished)
-        p->hooks->finished(p->hooks->ctx, reports, (size_t)n);
+        p->hooks->finished(p->hooks->ctx, reports, recorded, (size_t)n);
 }
 
 static void *writer_main(void *arg)

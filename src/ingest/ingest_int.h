@@ -31,9 +31,16 @@ struct ingest_hooks {
     atomic_llong catalogue_ns; /* inside store calls: inserts, claims, finishes, renewals */
     /* after each transaction (its rows searchable here: after_commit ran),
      * with the reports of the group, on the writer thread; also on the
-     * source thread for a source that could not get memory for its item */
-    void (*finished)(void *ctx, const struct ingest_item_report *r, size_t n);
+     * source thread for a source that could not get memory for its item.
+     * recorded (NULL: none) marks the job items whose finish the insert's
+     * own transaction already recorded (finish_node) */
+    void (*finished)(void *ctx, const struct ingest_item_report *r, const uint8_t *recorded,
+                     size_t n);
     void *ctx;
+    /* set: the writer records the finish of job items (report tag > 0)
+     * that became rows in the insert's transaction, under this node id
+     * (store_insert_finish): no separate finish transaction for them */
+    const char *finish_node;
 };
 
 /* Adds the seconds since t0 (ims_now()) to hooks->catalogue_ns (hooks may be NULL). */

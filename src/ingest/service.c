@@ -19,7 +19,10 @@
  *   local submit wakes it.
  * - Every claimed item is in `held` until its report comes back from the
  *   pipeline's writer (hooks.finished), which records the outcomes with
- *   store_job_finish in one transaction and wakes the waiters. The renewer
+ *   store_job_finish in one transaction and wakes the waiters; items that
+ *   became rows (added, completed, duplicate) are recorded by the insert's
+ *   own transaction (store_insert_finish, hooks.finish_node), so only
+ *   failures cost a finish of their own. The renewer
  *   thread extends the leases of `held` every lease_ms / 3; a node that dies
  *   stops renewing, its leases run out and another node claims the items
  *   again. A finish by a node that lost its lease is ignored by the store,
@@ -108,16 +111,18 @@ static void finish_items(struct ingest *ing, const struct store_item_result *res
 }
 
 /* hooks.finished: the writer's reports of one transaction. Reports without
- * a tag are uploads. */
-static void on_finished(void *ctx, const struct ingest_item_report *r, size_t n)
+ * a tag are uploads; items recorded by the insert's transaction (an added,
+ * completed or duplicate row: hooks.finish_node) are not recorded again. */
+static void on_finished(void *ctx, const struct ingest_item_report *r, const uint8_t *recorded,
+                        size_t n)
 {
     struct ingest *ing = ctx;
     struct store_item_result res[n > 0 ? n : 1];
     char codes[n > 0 ? n : 1][32];
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        if (r[i].tag <= 0)
-            continue;
+        if (r[i].tag <= 0 || (recorded && recorded[i]))
+            continue; /* an upload, or recorded with its row (finish_node) */
         struct store_item_result *o = &res[k++];
         memset(o, 0, sizeof(*o));
         o->item_id = r[i].tag;
@@ -368,6 +373,7 @@ enum ims_status ingest_new(const struct ingest_deps *deps, const struct ingest_o
     }
     ing->hooks.finished = on_finished;
     ing->hooks.ctx = ing;
+    ing->hooks.finish_node = ing->node_id; /* rows' items finish with their insert */
     pthread_mutex_init(&ing->mu, NULL);
     pthread_cond_init(&ing->cond, NULL);
     pthread_mutex_init(&ing->upload_mu, NULL);
@@ -508,10 +514,18 @@ enum ims_status ingest_submit(struct ingest *ing, const char *const *sources, si
     return IMS_OK;
 }
 
+static void show_job_rows(struct ingest *ing);
+
+/* A job read as ended has its rows searchable on this node when the answer
+ * returns: its items' finishes commit with their rows (store_insert_finish),
+ * before this node's index has caught up with them. */
 enum ims_status ingest_job_get(struct ingest *ing, const char *id, struct store_job *job,
                                struct ims_error *err)
 {
-    return store_job_get(ing->deps.store, id, job, err);
+    enum ims_status st = store_job_get(ing->deps.store, id, job, err);
+    if (st == IMS_OK && (job->state == STORE_JOB_DONE || job->state == STORE_JOB_FAILED))
+        show_job_rows(ing);
+    return st;
 }
 
 /* A job ended (maybe on another node): this node's index covers the

@@ -328,7 +328,8 @@ static int cmp_i64(const void *a, const void *b)
 /* Applies changes[0..n) (oldest first) to vx: every id is removed, then the
  * inserted/updated rows the catalogue still has are added as they are now.
  * ids are never reused, so doing all removals first is the same as applying
- * the changes one by one. */
+ * the changes one by one. A ROW change (the row changed, its embedding did
+ * not) only evicts the row cache: the index keeps the vector. */
 static enum ims_status apply_changes(struct replica *r, struct vindex *vx,
                                      const struct store_change *ch, size_t n,
                                      struct ims_error *err)
@@ -346,17 +347,21 @@ static enum ims_status apply_changes(struct replica *r, struct vindex *vx,
         goto out;
     }
     size_t n_gone = 0; /* deleted or changed rows: evicted from the row cache */
+    size_t n_all = 0;  /* ids the index re-reads: all but ROW changes */
     for (size_t i = 0; i < n; i++) {
-        all[i] = ch[i].id;
         if (ch[i].kind != STORE_CHANGE_INSERT)
             add_ids[n_gone++] = ch[i].id;
+        if (ch[i].kind == STORE_CHANGE_ROW)
+            continue; /* the embedding is unchanged: nothing for the index */
+        all[n_all++] = ch[i].id;
         if (ch[i].kind != STORE_CHANGE_DELETE)
             want[n_want++] = ch[i].id;
     }
     /* before the index drops the id: a cached row is never served for an id
      * this node's index no longer returns (store.h "row cache") */
     store_row_cache_evict(r->store, add_ids, n_gone);
-    st = vindex_remove(vx, all, n, NULL, err);
+    if (n_all)
+        st = vindex_remove(vx, all, n_all, NULL, err);
     if (st != IMS_OK || n_want == 0)
         goto out;
     qsort(want, n_want, sizeof(int64_t), cmp_i64);
@@ -624,7 +629,9 @@ static int collect_ids(void *user, const int64_t *ids, const float *vectors, siz
 struct diff_ctx {
     const int64_t *live; /* sorted */
     size_t n_live;
-    uint8_t *seen;       /* n_live */
+    uint8_t *seen;       /* n_live: 1 kept as is, 2 re-added (new embedding) */
+    const int64_t *changed; /* sorted: embeddings replaced after the index's seq */
+    size_t n_changed, n_readd;
     int64_t *add_ids;
     float *add_x;
     size_t n_add, cap;
@@ -638,8 +645,14 @@ static int diff_chunk(void *user, const int64_t *ids, const float *vectors, size
     for (size_t i = 0; i < n; i++) {
         const int64_t *hit = bsearch(&ids[i], d->live, d->n_live, sizeof(int64_t), cmp_i64);
         if (hit) {
-            d->seen[hit - d->live] = 1;
-            continue;
+            /* the index holds the id: keep its vector unless the catalogue
+             * replaced the embedding after the seq the index covers */
+            int stale = d->n_changed &&
+                        bsearch(&ids[i], d->changed, d->n_changed, sizeof(int64_t), cmp_i64);
+            d->seen[hit - d->live] = stale ? 2 : 1;
+            if (!stale)
+                continue;
+            d->n_readd++;
         }
         if (d->n_add == d->cap) {
             size_t cap = IMS_MAX(d->cap * 2, 1024);
@@ -663,19 +676,30 @@ static int diff_chunk(void *user, const int64_t *ids, const float *vectors, size
 
 /* One pass: covered = S0 read first; the index is compared with a scan of
  * the catalogue (a snapshot at least as new as S0) while it keeps serving
- * untouched; then the difference goes in at once (one removal, one
- * addition, each one write-lock hold) and the feed after S0 is replayed
- * (idempotent, see DESIGN). Caller holds apply_mu. */
+ * untouched: ids it lacks are added, ids the catalogue lost removed, and
+ * ids whose embedding was replaced after the seq the index covered
+ * (store_embeddings_changed_after: per-row embedding versions, which
+ * outlive the trimmed feed) removed and added anew. The difference goes in
+ * at once (one removal, one addition, each one write-lock hold) and the
+ * feed after S0 is replayed (idempotent, see DESIGN). Caller holds
+ * apply_mu. */
 static enum ims_status rebuild_live_locked(struct replica *r, struct ims_error *err)
 {
     struct id_list live = {0};
     struct diff_ctx d = {0};
-    int64_t *gone = NULL;
-    size_t n_gone = 0;
+    int64_t *gone = NULL, *changed = NULL;
+    size_t n_gone = 0, n_changed = 0;
     int64_t s0 = 0;
     enum ims_status st = store_change_seq(r->store, &s0, err);
     if (st != IMS_OK)
         return st;
+    /* read after S0: a replacement it misses has a seq > S0 and is replayed */
+    st = store_embeddings_changed_after(r->store, atomic_load(&r->covered), &changed, &n_changed,
+                                        err);
+    if (st != IMS_OK)
+        return st;
+    d.changed = changed;
+    d.n_changed = n_changed;
     st = vindex_scan(r->index, collect_ids, &live, err);
     if (st == IMS_ERR_CANCELLED || live.nomem) {
         st = ims_error_set(err, IMS_ERR_NOMEM, "out of memory listing the index's ids");
@@ -705,7 +729,7 @@ static enum ims_status rebuild_live_locked(struct replica *r, struct ims_error *
         goto out;
     }
     for (size_t i = 0; i < live.n; i++)
-        if (!d.seen[i])
+        if (d.seen[i] != 1) /* gone from the catalogue, or re-added below */
             gone[n_gone++] = live.ids[i];
     /* the swap: rows changed while the feed was lost may be cached */
     store_row_cache_evict(r->store, NULL, 0);
@@ -720,12 +744,13 @@ static enum ims_status rebuild_live_locked(struct replica *r, struct ims_error *
         goto out;
     ims_log(IMS_LOG_INFO,
             "index rebuilt from the catalogue while serving: %zu vectors removed, %zu added, "
-            "now at change %lld",
-            n_gone, d.n_add, (long long)s0);
+            "%zu replaced (new embedding), now at change %lld",
+            n_gone - d.n_readd, d.n_add - d.n_readd, d.n_readd, (long long)s0);
     atomic_fetch_add(&r->n_rebuilds, 1);
     set_covered(r, s0);
     st = catch_up_locked(r, r->index, err);
 out:
+    ims_free(changed);
     ims_free(live.ids);
     ims_free(d.seen);
     ims_free(d.add_ids);

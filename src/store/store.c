@@ -478,6 +478,8 @@ const char *store_change_kind_name(enum store_change_kind k)
         return "delete";
     case STORE_CHANGE_UPDATE:
         return "update";
+    case STORE_CHANGE_ROW:
+        return "row";
     }
     return "unknown";
 }
@@ -508,6 +510,14 @@ enum ims_status store_change_trim(struct store *st, int64_t upto, struct ims_err
     IMS_RETURN_ERROR_IF(!st || upto < 0, err, IMS_ERR_INVALID,
                         "store_change_trim: invalid arguments");
     return st->ops->change_trim(st, upto, err);
+}
+
+enum ims_status store_embeddings_changed_after(struct store *st, int64_t after_seq, int64_t **ids,
+                                               size_t *n, struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || !ids || !n || after_seq < 0, err, IMS_ERR_INVALID,
+                        "store_embeddings_changed_after: invalid arguments");
+    return st->ops->embeddings_changed_after(st, after_seq, ids, n, err);
 }
 
 enum ims_status store_wait_change(struct store *st, int64_t known_seq, int timeout_ms,
@@ -669,6 +679,60 @@ enum ims_status store_job_finish(struct store *st, const char *node_id,
     if (n == 0)
         return IMS_OK;
     return st->ops->job_finish(st, node_id, results, n, accepted, err);
+}
+
+/* The item results of an insert: ADDED or DUPLICATE with the row's id. */
+static size_t item_results(const struct store_insert_result *res, const int64_t *item_ids,
+                           size_t n, struct store_item_result *out)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (item_ids[i] <= 0)
+            continue;
+        out[k] = (struct store_item_result){0};
+        out[k].item_id = item_ids[i];
+        out[k].outcome = res[i].outcome == STORE_INSERTED || res[i].outcome == STORE_COMPLETED
+                             ? STORE_ITEM_ADDED
+                             : STORE_ITEM_DUPLICATE;
+        out[k].image_id = res[i].id;
+        k++;
+    }
+    return k;
+}
+
+enum ims_status store_insert_finish(struct store *st, const struct store_new_image *rows,
+                                    size_t n, struct store_insert_result *results,
+                                    const char *node_id, const int64_t *item_ids,
+                                    struct ims_error *err)
+{
+    NEED_STORE(store_insert_finish);
+    IMS_RETURN_ERROR_IF(!item_ids || !results, err, IMS_ERR_INVALID,
+                        "store_insert_finish: invalid arguments");
+    enum ims_status s = store__check_node_id(node_id, err);
+    if (s != IMS_OK)
+        return s;
+    struct store_item_result *ir = ims_malloc((n ? n : 1) * sizeof(*ir));
+    if (!ir)
+        return ims_error_set(err, IMS_ERR_NOMEM, "store_insert_finish: out of memory");
+    if (st->ops->insert_finish) {
+        s = st->ops->insert_finish(st, rows, n, results, node_id, item_ids, ir, err);
+    } else {
+        s = st->ops->insert_many(st, rows, n, results, err);
+        size_t k = s == IMS_OK ? item_results(results, item_ids, n, ir) : 0;
+        if (k > 0)
+            s = st->ops->job_finish(st, node_id, ir, k, NULL, err);
+    }
+    ims_free(ir);
+    for (size_t i = 0; s == IMS_OK && st->rc && i < n; i++)
+        if (results[i].outcome == STORE_COMPLETED)
+            store__rowcache_evict(st->rc, &results[i].id, 1);
+    return s;
+}
+
+size_t store__item_results(const struct store_insert_result *res, const int64_t *item_ids,
+                           size_t n, struct store_item_result *out)
+{
+    return item_results(res, item_ids, n, out);
 }
 
 enum ims_status store_job_item_get(struct store *st, int64_t item_id, enum store_item_state *state,

@@ -253,7 +253,7 @@ enum ims_status sq_update_files(struct store *st, const struct store_file_update
             found[i] = (uint8_t)changed;
         /* a moved source is a row change every node's row cache must see */
         if (changed && u[i].source &&
-            (s = sq__log_change(st->wdb, u[i].id, STORE_CHANGE_UPDATE, err)) != IMS_OK)
+            (s = sq__log_change(st->wdb, u[i].id, STORE_CHANGE_ROW, err)) != IMS_OK)
             break;
     }
     sqlite3_finalize(taken);
@@ -475,7 +475,7 @@ enum ims_status pg_update_files(struct store *st, const struct store_file_update
         PQclear(r);
         /* a moved source is a row change every node's row cache must see */
         if (changed && u[i].source)
-            s = pg_log_changes(c, &u[i].id, 1, STORE_CHANGE_UPDATE, err);
+            s = pg_log_changes(c, &u[i].id, 1, STORE_CHANGE_ROW, err);
     }
     s = pg_wend(st, c, s, err);
     if (s != IMS_OK && found)

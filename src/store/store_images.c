@@ -208,8 +208,9 @@ static enum ims_status insert_one(struct store *st, struct ins_stmts *q,
             if (r->thumbnail_bytes > 0 &&
                 (s = put_thumb(q->thumb, id, r->thumbnail, r->thumbnail_bytes, err)) != IMS_OK)
                 return s;
-            /* the row changed: nodes' row caches learn it from the feed */
-            if ((s = sq__log_change(st->wdb, id, STORE_CHANGE_UPDATE, err)) != IMS_OK)
+            /* the row changed, its embedding did not: nodes' row caches
+             * learn it from the feed, their indexes skip it */
+            if ((s = sq__log_change(st->wdb, id, STORE_CHANGE_ROW, err)) != IMS_OK)
                 return s;
             *res = (struct store_insert_result){id, STORE_COMPLETED};
         } else {
@@ -413,7 +414,7 @@ enum ims_status sq_set_thumbnail(struct store *st, int64_t id, const void *jpeg,
     if (s == IMS_OK)
         s = put_thumb(q, id, jpeg, n_bytes, err);
     if (s == IMS_OK) /* has_thumbnail may change: row caches follow the feed */
-        s = sq__log_change(st->wdb, id, STORE_CHANGE_UPDATE, err);
+        s = sq__log_change(st->wdb, id, STORE_CHANGE_ROW, err);
     sqlite3_finalize(q);
     return store__write_end(st, s, err);
 }
@@ -1144,7 +1145,7 @@ enum ims_status sq_tags_update(struct store *st, int64_t id, const char *const *
     }
     /* the row changed: every node's row cache learns it from the feed */
     if (s == IMS_OK)
-        s = sq__log_change(st->wdb, id, STORE_CHANGE_UPDATE, err);
+        s = sq__log_change(st->wdb, id, STORE_CHANGE_ROW, err);
     sqlite3_finalize(del);
     sqlite3_finalize(ins);
     sqlite3_finalize(cnt);

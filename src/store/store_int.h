@@ -99,6 +99,14 @@ struct store_ops {
                                      size_t *, struct ims_error *);
     enum ims_status (*change_floor)(struct store *, int64_t *, struct ims_error *);
     enum ims_status (*change_trim)(struct store *, int64_t, struct ims_error *);
+    /* optional: insert_many + job_finish in one transaction; the last
+     * array (n entries) is scratch for the item results */
+    enum ims_status (*insert_finish)(struct store *, const struct store_new_image *, size_t,
+                                     struct store_insert_result *, const char *, const int64_t *,
+                                     struct store_item_result *, struct ims_error *);
+    /* schema v5: ids whose embedding_versions.seq > the seq, ascending */
+    enum ims_status (*embeddings_changed_after)(struct store *, int64_t, int64_t **, size_t *,
+                                                struct ims_error *);
     enum ims_status (*wait_change)(struct store *, int64_t, int, int64_t *, struct ims_error *);
     enum ims_status (*job_create)(struct store *, const char *, int64_t, struct ims_error *);
     enum ims_status (*job_update)(struct store *, const char *, enum store_job_state, int64_t,
@@ -132,6 +140,12 @@ struct store_ops {
 };
 
 struct store_pg; /* store_pg_int.h */
+
+/* The job item results of an insert (store_insert_finish): for every
+ * item_ids[i] > 0, ADDED (inserted, completed) or DUPLICATE with the row's
+ * id, into out; returns how many. */
+size_t store__item_results(const struct store_insert_result *res, const int64_t *item_ids,
+                           size_t n, struct store_item_result *out);
 
 struct store {
     const struct store_ops *ops; /* immutable after open */
@@ -268,6 +282,8 @@ enum ims_status sq_changes_after(struct store *, int64_t, size_t, struct store_c
                                  size_t *, struct ims_error *);
 enum ims_status sq_change_floor(struct store *, int64_t *, struct ims_error *);
 enum ims_status sq_change_trim(struct store *, int64_t, struct ims_error *);
+enum ims_status sq_embeddings_changed_after(struct store *, int64_t, int64_t **, size_t *,
+                                            struct ims_error *);
 enum ims_status sq_wait_change(struct store *, int64_t, int, int64_t *, struct ims_error *);
 enum ims_status sq_job_create(struct store *, const char *, int64_t, struct ims_error *);
 enum ims_status sq_job_update(struct store *, const char *, enum store_job_state, int64_t,

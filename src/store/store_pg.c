@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,12 +94,54 @@ int64_t pg_i64(const PGresult *r, int row, int col)
 
 int pg_null(const PGresult *r, int row, int col) { return PQgetisnull(r, row, col); }
 
+/* Set by pg_error when the failed statement's transaction is known to have
+ * been rolled back by the server before it could commit: the session was
+ * cut for idling in a transaction (25P03), or the connection was lost on a
+ * statement other than COMMIT. The write wrappers (pg_retry) then run the
+ * whole operation again on a fresh connection. Per thread: an operation
+ * runs on the calling thread from start to end. */
+static _Thread_local int pg_cut;
+static _Thread_local int pg_write_op; /* inside a PG_RETRY wrapper */
+static _Atomic uint64_t pg_n_retries;
+void (*store__pg_test_after_lock)(void);
+
+uint64_t store__pg_retries(void) { return atomic_load(&pg_n_retries); }
+
 enum ims_status pg_error(PGconn *c, const PGresult *r, struct ims_error *err, const char *what)
 {
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
     const char *msg = r ? PQresultErrorMessage(r) : NULL;
     if (!msg || !*msg)
         msg = c ? PQerrorMessage(c) : "no connection";
+    if (state && !strcmp(state, "25P03")) {
+        pg_cut = 1;
+        return ims_error_set(err, IMS_ERR_IO,
+                             "catalogue: %s: the server cut this write transaction because it "
+                             "stayed idle longer than " STORE_PG_IDLE_PARAM
+                             " (was this process paused or frozen?); it was rolled back, "
+                             "nothing of it was committed",
+                             what);
+    }
+    if (pg_write_op && c && PQstatus(c) != CONNECTION_OK) {
+        size_t m = strlen(msg);
+        while (m > 0 && (msg[m - 1] == '\n' || msg[m - 1] == ' '))
+            m--;
+        if (!strcmp(what, "commit"))
+            return ims_error_set(err, IMS_ERR_IO,
+                                 "catalogue: the connection was lost while committing a write: "
+                                 "it may or may not have been committed: %.*s",
+                                 (int)m, msg);
+        /* the server cut the session (a transaction idle longer than
+         * write_idle_timeout_ms, mostly: libpq often sees only the closed
+         * socket), or it went away: either way nothing was committed */
+        pg_cut = 1;
+        return ims_error_set(err, IMS_ERR_IO,
+                             "catalogue: %s: the connection was lost inside a write "
+                             "transaction, which the server rolled back (nothing of it was "
+                             "committed; a transaction idle longer than " STORE_PG_IDLE_PARAM
+                             " is cut: was this process paused or frozen?): %.*s",
+                             what, (int)m, msg);
+    }
     enum ims_status s = IMS_ERR_INTERNAL;
     if (c && PQstatus(c) != CONNECTION_OK)
         s = IMS_ERR_IO;
@@ -412,23 +455,41 @@ enum ims_status pg_wbegin(struct store *st, PGconn **out, int lock, struct ims_e
     enum ims_status s = pg_get(st, &c, err);
     if (s != IMS_OK)
         return s;
-    if (lock) {
-        /* BEGIN and the lock in one round trip (simple query protocol: one
-         * message, several statements; the last one's result comes back) */
-        char sql[96];
-        snprintf(sql, sizeof(sql), "BEGIN; SELECT pg_advisory_xact_lock(%lld)",
+    /* BEGIN, the idle bound, and the write lock (waited for at most lock_ms)
+     * in one round trip (simple query protocol: one message, several
+     * statements; the last one's result comes back). SET LOCAL: the bounds
+     * end with the transaction, so read transactions (a long index build
+     * between two fetches) are never cut. */
+    struct store_pg *pg = st->pg;
+    char sql[256];
+    int o = snprintf(sql, sizeof(sql), "BEGIN; SET LOCAL idle_in_transaction_session_timeout = %d",
+                     pg->idle_ms);
+    if (lock)
+        snprintf(sql + o, sizeof(sql) - (size_t)o,
+                 "; SET LOCAL lock_timeout = %d; SELECT pg_advisory_xact_lock(%lld)", pg->lock_ms,
                  (long long)STORE_PG_WRITE_LOCK);
-        PGresult *r = PQexec(c, sql);
-        if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
-            s = pg_error(c, r, err, "write lock");
-        PQclear(r);
-    } else {
-        s = pg_x(c, "BEGIN", NULL, err, "begin");
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType t = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (t != PGRES_TUPLES_OK && t != PGRES_COMMAND_OK) {
+        const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+        if (lock && state && !strcmp(state, "55P03")) {
+            s = ims_error_set(err, IMS_ERR_BUSY,
+                              "catalogue: the write lock was not granted within %d ms "
+                              "(" STORE_PG_LOCK_PARAM "): another node holds a write "
+                              "transaction open; nothing was written",
+                              pg->lock_ms);
+            pg_cut = 0; /* a bound we asked for, not a cut: the caller decides */
+        } else {
+            s = pg_error(c, r, err, lock ? "write lock" : "begin");
+        }
     }
+    PQclear(r);
     if (s != IMS_OK) {
         pg_put(st, c);
         return s;
     }
+    if (lock && store__pg_test_after_lock)
+        store__pg_test_after_lock();
     *out = c;
     return IMS_OK;
 }
@@ -545,6 +606,21 @@ static const char *const pg_migrations[] = {
     "  tag_key text NOT NULL CHECK (octet_length(tag_key) BETWEEN 1 AND 64),"
     "  PRIMARY KEY (image_id, tag_key));"
     "CREATE INDEX image_tags_key ON image_tags(tag_key, image_id);",
+    /* v5 (issue 9; store_sqlite.c v5): the ROW change kind (the row changed,
+     * its embedding did not), and each replaced embedding's version (the seq
+     * of its UPDATE change), kept when the feed is trimmed; back-filled from
+     * the feed's UPDATE changes, and every row at the floor when the feed
+     * was trimmed (what it lost is unknown). */
+    "ALTER TABLE changes DROP CONSTRAINT changes_kind_check,"
+    "  ADD CONSTRAINT changes_kind_check CHECK (kind IN (1, 2, 3, 4));"
+    "CREATE TABLE embedding_versions("
+    "  image_id bigint PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,"
+    "  seq bigint NOT NULL);"
+    "INSERT INTO embedding_versions(image_id, seq) SELECT i.id, f.floor FROM images i, feed f"
+    "  WHERE f.floor > 0;"
+    "INSERT INTO embedding_versions(image_id, seq) SELECT c.image_id, max(c.seq) FROM changes c"
+    "  JOIN images i ON i.id = c.image_id WHERE c.kind = 3 GROUP BY c.image_id"
+    "  ON CONFLICT (image_id) DO UPDATE SET seq = excluded.seq;",
 };
 
 _Static_assert(sizeof(pg_migrations) / sizeof(pg_migrations[0]) == STORE_SCHEMA_VERSION,
@@ -773,11 +849,21 @@ enum ims_status pg_log_changes(PGconn *c, const int64_t *ids, size_t n,
     pgp_i64(&p, (int64_t)n);
     pgp_literal(&p, lit);
     pgp_i64(&p, (int64_t)kind);
+    /* an UPDATE (a replaced embedding) also records each id's embedding
+     * version, its change's seq (schema v5), in the same statement */
     enum ims_status s = pg_x(
         c,
-        "WITH f AS (UPDATE feed SET seq = seq + $1 RETURNING seq, pg_notify('" STORE_PG_CHANNEL
-        "', seq::text)::text AS sent) INSERT INTO changes(seq, image_id, kind) SELECT f.seq - $1 "
-        "+ u.o, u.id, $3::int8::smallint FROM f, unnest($2::bigint[]) WITH ORDINALITY AS u(id, o)",
+        kind == STORE_CHANGE_UPDATE
+            ? "WITH f AS (UPDATE feed SET seq = seq + $1 RETURNING seq, pg_notify('" STORE_PG_CHANNEL
+              "', seq::text)::text AS sent), c AS (INSERT INTO changes(seq, image_id, kind) SELECT "
+              "f.seq - $1 + u.o, u.id, $3::int8::smallint FROM f, unnest($2::bigint[]) WITH "
+              "ORDINALITY AS u(id, o) RETURNING seq, image_id) INSERT INTO "
+              "embedding_versions(image_id, seq) SELECT image_id, max(seq) FROM c GROUP BY "
+              "image_id ON CONFLICT (image_id) DO UPDATE SET seq = excluded.seq"
+            : "WITH f AS (UPDATE feed SET seq = seq + $1 RETURNING seq, pg_notify('" STORE_PG_CHANNEL
+              "', seq::text)::text AS sent) INSERT INTO changes(seq, image_id, kind) SELECT f.seq - "
+              "$1 + u.o, u.id, $3::int8::smallint FROM f, unnest($2::bigint[]) WITH ORDINALITY AS "
+              "u(id, o)",
         &p, err, "log changes");
     ims_free(lit);
     return s;
@@ -881,6 +967,38 @@ static enum ims_status pg_change_trim(struct store *st, int64_t upto, struct ims
     return pg_wend(st, c, s, err);
 }
 
+static enum ims_status pg_embeddings_changed_after(struct store *st, int64_t after,
+                                                   int64_t **ids_out, size_t *n_out,
+                                                   struct ims_error *err)
+{
+    PGconn *c = NULL;
+    PGresult *r = NULL;
+    enum ims_status s = pg_get(st, &c, err);
+    if (s != IMS_OK)
+        return s;
+    struct pgp p = {0};
+    pgp_i64(&p, after);
+    s = pg_q(c,
+             "SELECT v.image_id FROM embedding_versions v JOIN images i ON i.id = v.image_id "
+             "WHERE v.seq > $1 ORDER BY v.image_id",
+             &p, &r, err, "read embedding versions");
+    pg_put(st, c);
+    if (s != IMS_OK)
+        return s;
+    size_t n = (size_t)PQntuples(r);
+    int64_t *ids = n ? ims_malloc(n * sizeof(*ids)) : NULL;
+    if (n && !ids) {
+        PQclear(r);
+        return ims_error_set(err, IMS_ERR_NOMEM, "embedding versions: out of memory");
+    }
+    for (size_t i = 0; i < n; i++)
+        ids[i] = pg_i64(r, (int)i, 0);
+    PQclear(r);
+    *ids_out = ids;
+    *n_out = n;
+    return IMS_OK;
+}
+
 /* Waits on the LISTEN connection: whoever holds llock polls its socket in
  * short slices; every slice re-reads the counter, so a notification that
  * arrived for another waiter is never missed. */
@@ -953,6 +1071,57 @@ static void pg_close(struct store *st)
     ims_free(st);
 }
 
+/* Takes imgsearch's own parameters (STORE_PG_IDLE_PARAM, STORE_PG_LOCK_PARAM)
+ * out of the URL's query: `out` gets the URL without them (what libpq
+ * sees, which refuses parameters it does not know), *idle_ms and *lock_ms
+ * their values or the defaults. A value that is not a whole number of
+ * milliseconds in 0..STORE_PG_TIMEOUT_MAX_MS is IMS_ERR_INVALID. */
+static enum ims_status pg_take_params(const char *url, char *out, int *idle_ms, int *lock_ms,
+                                      struct ims_error *err)
+{
+    *idle_ms = STORE_PG_IDLE_DEFAULT_MS;
+    *lock_ms = STORE_PG_LOCK_DEFAULT_MS;
+    const char *q = strchr(url, '?');
+    size_t o = q ? (size_t)(q - url) : strlen(url);
+    memcpy(out, url, o);
+    out[o] = '\0';
+    if (!q)
+        return IMS_OK;
+    int kept = 0;
+    for (const char *p = q + 1; *p;) {
+        size_t n = strcspn(p, "&");
+        size_t kn = strcspn(p, "=&");
+        int *dst = NULL;
+        if (kn == strlen(STORE_PG_IDLE_PARAM) && !strncmp(p, STORE_PG_IDLE_PARAM, kn))
+            dst = idle_ms;
+        else if (kn == strlen(STORE_PG_LOCK_PARAM) && !strncmp(p, STORE_PG_LOCK_PARAM, kn))
+            dst = lock_ms;
+        if (dst) {
+            const char *v = p + kn + (p[kn] == '=');
+            size_t vn = n - (size_t)(v - p);
+            long long x = 0;
+            int ok = vn > 0 && vn <= 9;
+            for (size_t i = 0; ok && i < vn; i++) {
+                ok = v[i] >= '0' && v[i] <= '9';
+                x = x * 10 + (v[i] - '0');
+            }
+            if (!ok || x > STORE_PG_TIMEOUT_MAX_MS)
+                return ims_error_set(err, IMS_ERR_INVALID,
+                                     "catalogue URL: %.*s must be a whole number of "
+                                     "milliseconds, 0 (no limit) to %d",
+                                     (int)kn, p, STORE_PG_TIMEOUT_MAX_MS);
+            *dst = (int)x;
+        } else if (n > 0) {
+            out[o++] = kept++ ? '&' : '?';
+            memcpy(out + o, p, n);
+            o += n;
+            out[o] = '\0';
+        }
+        p += n + (p[n] == '&');
+    }
+    return IMS_OK;
+}
+
 static const struct store_ops pg_ops;
 
 enum ims_status store__pg_open(const char *url, const struct store_model_info *model,
@@ -975,7 +1144,7 @@ enum ims_status store__pg_open(const char *url, const struct store_model_info *m
     st->db_path = ims_malloc(shown_cap);
     st->model_name = ims_strdup(model->name);
     if (st->pg)
-        st->pg->conninfo = ims_strdup(url);
+        st->pg->conninfo = ims_malloc(strlen(url) + 1);
     if (!st->pg || !st->db_path || !st->model_name || !st->pg->conninfo) {
         pg_close(st);
         return ims_error_set(err, IMS_ERR_NOMEM, "store_open: out of memory");
@@ -986,10 +1155,16 @@ enum ims_status store__pg_open(const char *url, const struct store_model_info *m
     pthread_mutex_init(&st->pg->plock, NULL);
     pthread_cond_init(&st->pg->pcond, NULL);
     pthread_mutex_init(&st->pg->llock, NULL);
+    enum ims_status ps =
+        pg_take_params(url, st->pg->conninfo, &st->pg->idle_ms, &st->pg->lock_ms, err);
+    if (ps != IMS_OK) {
+        pg_close(st);
+        return ps;
+    }
 
     /* a bad URL is reported by libpq before any connection attempt */
     char *perr = NULL;
-    PQconninfoOption *opts = PQconninfoParse(url, &perr);
+    PQconninfoOption *opts = PQconninfoParse(st->pg->conninfo, &perr);
     if (!opts) {
         enum ims_status s = ims_error_set(err, IMS_ERR_INVALID, "catalogue %s: %s",
                                           st->db_path, perr ? perr : "not a valid URL");
@@ -1015,50 +1190,162 @@ enum ims_status store__pg_open(const char *url, const struct store_model_info *m
     return IMS_OK;
 }
 
+/* ---- write operations, run again when the server cut them --------------------------
+ *
+ * A node frozen inside a write transaction (SIGSTOP, a long pause) has its
+ * transaction cut by the server after STORE_PG_IDLE_PARAM, so the other
+ * nodes' writers proceed. When it wakes, its next statement fails; the
+ * server rolled everything back, so the whole operation runs again from
+ * its start on a fresh connection (pg_get resets a broken one), at most
+ * PG_RETRY_MAX times, after a warning that says why. Nothing is lost (the
+ * retry writes it) and nothing is doubled (nothing of the first attempt
+ * was committed). Not retried: a COMMIT whose connection was lost (it may
+ * have committed), and insert_stream (its fill callbacks cannot be replayed). */
+#define PG_RETRY_MAX 3
+
+static int pg_retry_again(enum ims_status s, int attempt, const struct ims_error *err)
+{
+    if (s == IMS_OK || !pg_cut || attempt + 1 >= PG_RETRY_MAX)
+        return 0;
+    atomic_fetch_add(&pg_n_retries, 1);
+    ims_log(IMS_LOG_WARN, "%s; trying the write again (attempt %d of %d)",
+            err && err->message[0] ? err->message : "catalogue: write transaction cut",
+            attempt + 2, PG_RETRY_MAX);
+    return 1;
+}
+
+#define PG_RETRY(fn, params, args)                                                           \
+    static enum ims_status fn##_retry params                                                  \
+    {                                                                                         \
+        enum ims_status s;                                                                    \
+        for (int attempt = 0;; attempt++) {                                                   \
+            pg_cut = 0;                                                                       \
+            pg_write_op = 1;                                                                  \
+            s = fn args;                                                                      \
+            pg_write_op = 0;                                                                  \
+            if (!pg_retry_again(s, attempt, err))                                             \
+                return s;                                                                     \
+        }                                                                                     \
+    }
+
+PG_RETRY(pg_model_record, (struct store * st, struct ims_error *err), (st, err))
+PG_RETRY(pg_insert_many,
+         (struct store * st, const struct store_new_image *rows, size_t n,
+          struct store_insert_result *res, struct ims_error *err),
+         (st, rows, n, res, err))
+PG_RETRY(pg_insert_finish,
+         (struct store * st, const struct store_new_image *rows, size_t n,
+          struct store_insert_result *res, const char *node, const int64_t *items,
+          struct store_item_result *ir, struct ims_error *err),
+         (st, rows, n, res, node, items, ir, err))
+PG_RETRY(pg_set_thumbnail,
+         (struct store * st, int64_t id, const void *jpeg, size_t n, struct ims_error *err),
+         (st, id, jpeg, n, err))
+PG_RETRY(pg_set_embeddings,
+         (struct store * st, const int64_t *ids, const float *v, size_t n, uint8_t *exists,
+          struct ims_error *err),
+         (st, ids, v, n, exists, err))
+PG_RETRY(pg_delete_many,
+         (struct store * st, const int64_t *ids, size_t n, uint8_t *existed,
+          struct ims_error *err),
+         (st, ids, n, existed, err))
+PG_RETRY(pg_tags_update,
+         (struct store * st, int64_t id, const char *const *tags, const char *const *keys,
+          size_t n_add, const char *const *rkeys, size_t n_remove, struct ims_error *err),
+         (st, id, tags, keys, n_add, rkeys, n_remove, err))
+PG_RETRY(pg_restore_many,
+         (struct store * st, const struct store_restore_row *rows, size_t n,
+          struct ims_error *err),
+         (st, rows, n, err))
+PG_RETRY(pg_change_trim, (struct store * st, int64_t upto, struct ims_error *err),
+         (st, upto, err))
+PG_RETRY(pg_job_create, (struct store * st, const char *id, int64_t total, struct ims_error *err),
+         (st, id, total, err))
+PG_RETRY(pg_job_update,
+         (struct store * st, const char *id, enum store_job_state state, int64_t done,
+          int64_t failed, struct ims_error *err),
+         (st, id, state, done, failed, err))
+PG_RETRY(pg_job_add_errors,
+         (struct store * st, const char *id, const char *const *urls, const char *const *msgs,
+          size_t n, struct ims_error *err),
+         (st, id, urls, msgs, n, err))
+PG_RETRY(pg_job_fail_unfinished, (struct store * st, int64_t *n, struct ims_error *err),
+         (st, n, err))
+PG_RETRY(pg_job_add_items,
+         (struct store * st, const char *id, const char *const *sources, size_t n,
+          struct ims_error *err),
+         (st, id, sources, n, err))
+PG_RETRY(pg_job_seal, (struct store * st, const char *id, struct ims_error *err), (st, id, err))
+PG_RETRY(pg_job_claim,
+         (struct store * st, const char *node, size_t max_n, int64_t lease_ms,
+          struct store_job_item **items, size_t *n, struct ims_error *err),
+         (st, node, max_n, lease_ms, items, n, err))
+PG_RETRY(pg_job_renew,
+         (struct store * st, const char *node, const int64_t *ids, size_t n, int64_t lease_ms,
+          uint8_t *held, struct ims_error *err),
+         (st, node, ids, n, lease_ms, held, err))
+PG_RETRY(pg_job_release_node,
+         (struct store * st, const char *node, int64_t *n, struct ims_error *err),
+         (st, node, n, err))
+PG_RETRY(pg_job_finish,
+         (struct store * st, const char *node, const struct store_item_result *results,
+          size_t n, uint8_t *accepted, struct ims_error *err),
+         (st, node, results, n, accepted, err))
+PG_RETRY(pg_update_files,
+         (struct store * st, const struct store_file_update *u, size_t n, uint8_t *found,
+          struct ims_error *err),
+         (st, u, n, found, err))
+PG_RETRY(pg_replace_content,
+         (struct store * st, int64_t id, int64_t from, int64_t size, int64_t mtime,
+          struct ims_error *err),
+         (st, id, from, size, mtime, err))
+
 static const struct store_ops pg_ops = {
     .name = "postgresql",
     .close = pg_close,
     .model_get = pg_model_get,
-    .model_record = pg_model_record,
+    .model_record = pg_model_record_retry,
     .schema_version = pg_schema_version,
     .check = pg_check,
-    .insert_many = pg_insert_many,
+    .insert_many = pg_insert_many_retry,
+    .insert_finish = pg_insert_finish_retry,
     .insert_stream = pg_insert_stream,
-    .set_thumbnail = pg_set_thumbnail,
-    .set_embeddings = pg_set_embeddings,
-    .delete_many = pg_delete_many,
+    .set_thumbnail = pg_set_thumbnail_retry,
+    .set_embeddings = pg_set_embeddings_retry,
+    .delete_many = pg_delete_many_retry,
     .get_many = pg_get_many,
     .find_by_source = pg_find_by_source,
     .find_by_sha256 = pg_find_by_sha256,
     .get_thumbnail = pg_get_thumbnail,
     .count = pg_count,
     .filter_ids = pg_filter_ids,
-    .tags_update = pg_tags_update,
+    .tags_update = pg_tags_update_retry,
     .max_id = pg_max_id,
     .list = pg_list,
     .scan_embeddings = pg_scan_embeddings,
-    .restore_many = pg_restore_many,
+    .restore_many = pg_restore_many_retry,
     .deleted_seq = pg_deleted_seq,
     .deleted_after = pg_deleted_after,
     .change_seq = pg_change_seq,
     .changes_after = pg_changes_after,
     .change_floor = pg_change_floor,
-    .change_trim = pg_change_trim,
+    .change_trim = pg_change_trim_retry,
+    .embeddings_changed_after = pg_embeddings_changed_after,
     .wait_change = pg_wait_change,
-    .job_create = pg_job_create,
-    .job_update = pg_job_update,
-    .job_add_errors = pg_job_add_errors,
+    .job_create = pg_job_create_retry,
+    .job_update = pg_job_update_retry,
+    .job_add_errors = pg_job_add_errors_retry,
     .job_get = pg_job_get,
-    .job_fail_unfinished = pg_job_fail_unfinished,
-    .job_add_items = pg_job_add_items,
-    .job_seal = pg_job_seal,
-    .job_claim = pg_job_claim,
-    .job_renew = pg_job_renew,
-    .job_release_node = pg_job_release_node,
+    .job_fail_unfinished = pg_job_fail_unfinished_retry,
+    .job_add_items = pg_job_add_items_retry,
+    .job_seal = pg_job_seal_retry,
+    .job_claim = pg_job_claim_retry,
+    .job_renew = pg_job_renew_retry,
+    .job_release_node = pg_job_release_node_retry,
     .job_item_outcome = pg_job_item_outcome,
-    .job_finish = pg_job_finish,
+    .job_finish = pg_job_finish_retry,
     .job_item_get = pg_job_item_get,
     .list_under = pg_list_under,
-    .update_files = pg_update_files,
-    .replace_content = pg_replace_content,
+    .update_files = pg_update_files_retry,
+    .replace_content = pg_replace_content_retry,
 };

@@ -316,8 +316,8 @@ static enum ims_status insert_batch(struct store *st, PGconn *c,
                  &u, err, "complete row");
         if (s == IMS_OK && row->thumbnail_bytes > 0)
             s = put_thumb(c, res[i].id, row->thumbnail, row->thumbnail_bytes, err);
-        if (s == IMS_OK) /* the row changed: nodes' row caches learn it from the feed */
-            s = pg_log_changes(c, &res[i].id, 1, STORE_CHANGE_UPDATE, err);
+        if (s == IMS_OK) /* the row changed, not its embedding: row caches evict it */
+            s = pg_log_changes(c, &res[i].id, 1, STORE_CHANGE_ROW, err);
     }
     if (s == IMS_OK && n_explicit > 0) /* the sequence must never hand out those ids */
         s = pg_x(c,
@@ -343,8 +343,13 @@ out:
     return s;
 }
 
-enum ims_status pg_insert_many(struct store *st, const struct store_new_image *rows, size_t n,
-                               struct store_insert_result *results, struct ims_error *err)
+/* The insert of rows[0..n) and, when node_id is set, the finish of the job
+ * items they came from (item_ids, ir: scratch of n), in one transaction:
+ * the finish costs no BEGIN/COMMIT round trips of its own. */
+static enum ims_status insert_and_finish(struct store *st, const struct store_new_image *rows,
+                                         size_t n, struct store_insert_result *results,
+                                         const char *node_id, const int64_t *item_ids,
+                                         struct store_item_result *ir, struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(n > 0 && (!rows || !results), err, IMS_ERR_INVALID,
                         "store_insert_many: invalid arguments");
@@ -364,12 +369,29 @@ enum ims_status pg_insert_many(struct store *st, const struct store_new_image *r
     enum ims_status s = pg_wbegin(st, &c, 1, err);
     if (s == IMS_OK) {
         s = insert_batch(st, c, rows, n, 0, tmp, err);
+        size_t k = s == IMS_OK && node_id ? store__item_results(tmp, item_ids, n, ir) : 0;
+        if (k > 0)
+            s = pg_job_finish_in(c, node_id, ir, k, NULL, err);
         s = pg_wend(st, c, s, err);
     }
     if (s == IMS_OK)
         memcpy(results, tmp, n * sizeof(*tmp));
     ims_free(tmp);
     return s;
+}
+
+enum ims_status pg_insert_many(struct store *st, const struct store_new_image *rows, size_t n,
+                               struct store_insert_result *results, struct ims_error *err)
+{
+    return insert_and_finish(st, rows, n, results, NULL, NULL, NULL, err);
+}
+
+enum ims_status pg_insert_finish(struct store *st, const struct store_new_image *rows, size_t n,
+                                 struct store_insert_result *results, const char *node_id,
+                                 const int64_t *item_ids, struct store_item_result *ir,
+                                 struct ims_error *err)
+{
+    return insert_and_finish(st, rows, n, results, node_id, item_ids, ir, err);
 }
 
 enum ims_status pg_insert_stream(struct store *st, size_t n_total, size_t chunk_rows,
@@ -433,7 +455,7 @@ enum ims_status pg_set_thumbnail(struct store *st, int64_t id, const void *jpeg,
     if (s == IMS_OK)
         s = put_thumb(c, id, jpeg, n, err);
     if (s == IMS_OK) /* has_thumbnail may change: row caches follow the feed */
-        s = pg_log_changes(c, &id, 1, STORE_CHANGE_UPDATE, err);
+        s = pg_log_changes(c, &id, 1, STORE_CHANGE_ROW, err);
     return pg_wend(st, c, s, err);
 }
 
@@ -1070,6 +1092,6 @@ enum ims_status pg_tags_update(struct store *st, int64_t id, const char *const *
     }
     /* the row changed: every node's row cache learns it from the feed */
     if (s == IMS_OK)
-        s = pg_log_changes(c, &id, 1, STORE_CHANGE_UPDATE, err);
+        s = pg_log_changes(c, &id, 1, STORE_CHANGE_ROW, err);
     return pg_wend(st, c, s, err);
 }

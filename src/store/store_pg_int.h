@@ -37,7 +37,29 @@ struct store_pg {
 
     pthread_mutex_t llock; /* guards listen */
     PGconn *listen;        /* LISTEN imgsearch_changes */
+
+    /* write transactions (catalogue URL parameters, store_pg.c): a write
+     * transaction idle longer than idle_ms is cut by the server (a frozen
+     * node must not hold the write lock forever); a writer waits at most
+     * lock_ms for the write lock. 0 = no limit. */
+    int idle_ms, lock_ms;
 };
+
+/* The catalogue URL parameters imgsearch reads itself (removed from the URL
+ * before libpq sees it) and their defaults. */
+#define STORE_PG_IDLE_PARAM "write_idle_timeout_ms"
+#define STORE_PG_LOCK_PARAM "write_lock_timeout_ms"
+#define STORE_PG_IDLE_DEFAULT_MS 10000
+#define STORE_PG_LOCK_DEFAULT_MS 600000
+#define STORE_PG_TIMEOUT_MAX_MS 86400000
+
+/* Tests only: called (when set) right after a write transaction took the
+ * write lock, e.g. to freeze the process there. NULL in production. */
+extern void (*store__pg_test_after_lock)(void);
+/* Write operations retried because the server cut their transaction
+ * before it committed (idle timeout, lost connection): a counter for tests
+ * and logs. */
+uint64_t store__pg_retries(void);
 
 /* Binary parameters of one query. Values are borrowed (ints are copied). */
 struct pgp {
@@ -155,6 +177,13 @@ enum ims_status pg_job_item_outcome(struct store *, int64_t, int *, struct ims_e
 enum ims_status pg_job_release_node(struct store *, const char *, int64_t *, struct ims_error *);
 enum ims_status pg_job_renew(struct store *, const char *, const int64_t *, size_t, int64_t,
                              uint8_t *, struct ims_error *);
+enum ims_status pg_insert_finish(struct store *, const struct store_new_image *, size_t,
+                                 struct store_insert_result *, const char *, const int64_t *,
+                                 struct store_item_result *, struct ims_error *);
+/* store_job_finish inside the caller's write transaction on c. */
+enum ims_status pg_job_finish_in(PGconn *c, const char *node_id,
+                                 const struct store_item_result *results, size_t n,
+                                 uint8_t *accepted, struct ims_error *err);
 enum ims_status pg_job_finish(struct store *, const char *, const struct store_item_result *,
                               size_t, uint8_t *, struct ims_error *);
 enum ims_status pg_job_item_get(struct store *, int64_t, enum store_item_state *, char *, size_t,

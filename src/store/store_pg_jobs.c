@@ -492,34 +492,60 @@ static enum ims_status count_settle(PGconn *c, const char *job, int64_t done, in
     return s;
 }
 
-static int cmp_job_id(const void *a, const void *b)
+/* One job's tally in a finish. */
+struct job_tally {
+    char *job;
+    int64_t done, failed;
+};
+
+static int cmp_tally(const void *a, const void *b)
 {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+    return strcmp(((const struct job_tally *)a)->job, ((const struct job_tally *)b)->job);
 }
 
-/* One statement marks every item this node still holds (arrays of ids,
- * states, outcomes, image ids); then one per job touched counts them and
- * settles it. Failures (rare) add their code, message and job error one by
- * one. */
-enum ims_status pg_job_finish(struct store *st, const char *node_id,
-                              const struct store_item_result *results, size_t n,
-                              uint8_t *accepted, struct ims_error *err)
+/* Locks the rows of jobs[0..n) in one statement, in the database's order
+ * of their ids: every node locks the jobs of a finish in the same order, so
+ * two finishes that touch the same jobs (any number of them) cannot
+ * deadlock. Taken before anything else writes a job row in the finish
+ * (error counts, counters). */
+static enum ims_status lock_jobs(PGconn *c, const struct job_tally *jobs, size_t n,
+                                 struct ims_error *err)
 {
-    if (accepted)
-        memset(accepted, 0, n);
+    struct pgcopy a;
+    pga_begin(&a, 25 /* text */, n);
+    for (size_t j = 0; j < n; j++)
+        pgc_text(&a, jobs[j].job);
+    if (a.oom) {
+        ims_free(a.p);
+        return ims_error_set(err, IMS_ERR_NOMEM, "store_job_finish: out of memory");
+    }
+    struct pgp p = {0};
+    pgp_raw(&p, a.p, a.n, 1009 /* text[] */);
+    enum ims_status s = pg_x(c, "SELECT 1 FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                             &p, err, "lock jobs");
+    ims_free(a.p);
+    return s;
+}
+
+/* The finish inside the caller's write transaction on c: one statement
+ * marks every item this node still holds (arrays of ids, states, outcomes,
+ * image ids); the jobs touched are locked in one order (lock_jobs); then
+ * failures (rare) add their code, message and job error one by one, and
+ * one statement per job counts its items and settles it. */
+enum ims_status pg_job_finish_in(PGconn *c, const char *node_id,
+                                 const struct store_item_result *results, size_t n,
+                                 uint8_t *accepted, struct ims_error *err)
+{
     if (n == 0)
         return IMS_OK;
     char *ids = int_array(n, get_id, results), *states = int_array(n, get_state, results);
     char *outcomes = int_array(n, get_outcome, results), *images = int_array(n, get_image, results);
-    PGconn *c = NULL;
     PGresult *r = NULL;
+    struct job_tally *jobs = NULL;
+    size_t n_jobs = 0;
     enum ims_status s = IMS_OK;
-    if (!ids || !states || !outcomes || !images)
+    if (!ids || !states || !outcomes || !images) {
         s = ims_error_set(err, IMS_ERR_NOMEM, "store_job_finish: out of memory");
-    if (s == IMS_OK)
-        s = pg_wbegin(st, &c, 0, err);
-    if (s != IMS_OK) {
-        c = NULL;
         goto out;
     }
     struct pgp p = {0};
@@ -535,12 +561,33 @@ enum ims_status pg_job_finish(struct store *st, const char *node_id,
              "r.id AND j.state = 1 AND j.claimed_by = $1 RETURNING j.id, j.job_id, "
              "j.attempts::int8",
              &p, &r, err, "finish job items");
-    /* per job: how many done and failed (a batch is nearly always one job) */
-    enum { JOBS_MAX = 64 };
-    char *job_ids[JOBS_MAX];
-    int64_t done[JOBS_MAX], failed[JOBS_MAX];
-    size_t n_jobs = 0;
-    for (int k = 0; s == IMS_OK && k < PQntuples(r); k++) {
+    if (s != IMS_OK)
+        goto out;
+    int n_rows = PQntuples(r);
+    /* the tallies: one per job, however many (a batch is nearly always one) */
+    jobs = ims_calloc((size_t)n_rows + 1, sizeof(*jobs));
+    if (!jobs) {
+        s = ims_error_set(err, IMS_ERR_NOMEM, "store_job_finish: out of memory");
+        goto out;
+    }
+    for (int k = 0; k < n_rows && s == IMS_OK; k++) {
+        const char *job = PQgetvalue(r, k, 1);
+        size_t j = 0;
+        while (j < n_jobs && strcmp(jobs[j].job, job) != 0)
+            j++;
+        if (j == n_jobs) {
+            jobs[j].job = ims_strdup(job);
+            if (!jobs[j].job)
+                s = ims_error_set(err, IMS_ERR_NOMEM, "store_job_finish: out of memory");
+            else
+                n_jobs++;
+        }
+    }
+    if (s == IMS_OK && n_jobs > 0) {
+        qsort(jobs, n_jobs, sizeof(*jobs), cmp_tally);
+        s = lock_jobs(c, jobs, n_jobs, err);
+    }
+    for (int k = 0; s == IMS_OK && k < n_rows; k++) {
         int64_t id = pg_i64(r, k, 0);
         const char *job = PQgetvalue(r, k, 1);
         size_t i = 0;
@@ -552,27 +599,12 @@ enum ims_status pg_job_finish(struct store *st, const char *node_id,
             accepted[i] = 1;
         const struct store_item_result *res = &results[i];
         int fail = res->outcome == STORE_ITEM_ERROR;
-        size_t j = 0;
-        while (j < n_jobs && strcmp(job_ids[j], job) != 0)
-            j++;
-        if (j == n_jobs) {
-            if (n_jobs == JOBS_MAX) { /* count it at once rather than batch it */
-                s = count_settle(c, job, !fail, fail, err);
-                j = JOBS_MAX;
-            } else {
-                job_ids[j] = ims_strdup(job);
-                done[j] = failed[j] = 0;
-                if (!job_ids[j])
-                    s = ims_error_set(err, IMS_ERR_NOMEM, "store_job_finish: out of memory");
-                else
-                    n_jobs++;
-            }
-        }
-        if (j < n_jobs) {
-            done[j] += !fail;
-            failed[j] += fail;
-        }
-        if (s == IMS_OK && fail) {
+        struct job_tally key = {(char *)job, 0, 0};
+        struct job_tally *t = bsearch(&key, jobs, n_jobs, sizeof(*jobs), cmp_tally);
+        IMS_ASSERT(t != NULL);
+        t->done += !fail;
+        t->failed += fail;
+        if (fail) {
             struct pgp e = {0};
             pgp_i64(&e, id);
             pgp_text(&e, res->code ? res->code : "");
@@ -589,33 +621,39 @@ enum ims_status pg_job_finish(struct store *st, const char *node_id,
             if (s == IMS_OK && PQntuples(sr) == 1)
                 s = add_error(c, job, PQgetvalue(sr, 0, 0), res->code, res->error, err);
             PQclear(sr);
-        } else if (s == IMS_OK && res->outcome == STORE_ITEM_DUPLICATE && pg_i64(r, k, 2) > 1) {
+        } else if (res->outcome == STORE_ITEM_DUPLICATE && pg_i64(r, k, 2) > 1) {
             s = own_row(c, id, res->image_id, err);
         }
     }
-    /* jobs locked in one order by every node: no deadlock between two
-     * finishes that touch the same jobs */
-    size_t order[JOBS_MAX];
-    char *sorted[JOBS_MAX];
-    for (size_t j = 0; j < n_jobs; j++)
-        sorted[j] = job_ids[j];
-    qsort(sorted, n_jobs, sizeof(*sorted), cmp_job_id);
-    for (size_t j = 0; j < n_jobs; j++)
-        for (size_t k = 0; k < n_jobs; k++)
-            if (job_ids[k] == sorted[j])
-                order[j] = k;
     for (size_t j = 0; j < n_jobs && s == IMS_OK; j++)
-        s = count_settle(c, job_ids[order[j]], done[order[j]], failed[order[j]], err);
-    for (size_t j = 0; j < n_jobs; j++)
-        ims_free(job_ids[j]);
-    PQclear(r);
+        if (jobs[j].done || jobs[j].failed)
+            s = count_settle(c, jobs[j].job, jobs[j].done, jobs[j].failed, err);
 out:
-    if (c)
-        s = pg_wend(st, c, s, err);
+    for (size_t j = 0; j < n_jobs; j++)
+        ims_free(jobs[j].job);
+    ims_free(jobs);
+    PQclear(r);
     ims_free(ids);
     ims_free(states);
     ims_free(outcomes);
     ims_free(images);
+    return s;
+}
+
+enum ims_status pg_job_finish(struct store *st, const char *node_id,
+                              const struct store_item_result *results, size_t n,
+                              uint8_t *accepted, struct ims_error *err)
+{
+    if (accepted)
+        memset(accepted, 0, n);
+    if (n == 0)
+        return IMS_OK;
+    PGconn *c = NULL;
+    enum ims_status s = pg_wbegin(st, &c, 0, err);
+    if (s != IMS_OK)
+        return s;
+    s = pg_job_finish_in(c, node_id, results, n, accepted, err);
+    s = pg_wend(st, c, s, err);
     if (s != IMS_OK && accepted)
         memset(accepted, 0, n);
     return s;

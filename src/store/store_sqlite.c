@@ -355,6 +355,42 @@ static enum ims_status migrate_to_v4(sqlite3 *db, struct ims_error *err)
     return store__exec(db, sql, err);
 }
 
+/* v5 (issue 9): a change kind for rows that changed without their
+ * embedding (ROW: row caches evict, indexes skip), and each replaced
+ * embedding's version (the seq of its UPDATE change), kept when the feed is
+ * trimmed so a replica rebuilt from below the floor re-adds it. SQLite
+ * cannot widen a CHECK: `changes` is rebuilt, its AUTOINCREMENT counter
+ * (the feed's newest seq, which outlives trimmed rows) carried over.
+ * Versions are back-filled from the UPDATE changes still in the feed; when
+ * the feed was trimmed, what it lost is unknown, so every row gets the
+ * floor as its version (a replica below it re-adds them all, once). */
+static enum ims_status migrate_to_v5(sqlite3 *db, struct ims_error *err)
+{
+    static const char sql[] =
+        "CREATE TEMP TABLE v5_seq AS SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE "
+        "  name = 'changes'), 0) AS seq;"
+        "CREATE TABLE changes_v5("
+        "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  image_id INTEGER NOT NULL,"
+        "  kind INTEGER NOT NULL CHECK (kind IN (1, 2, 3, 4)));"
+        "INSERT INTO changes_v5(seq, image_id, kind) SELECT seq, image_id, kind FROM changes;"
+        "DROP TABLE changes;"
+        "ALTER TABLE changes_v5 RENAME TO changes;"
+        "DELETE FROM sqlite_sequence WHERE name = 'changes';"
+        "INSERT INTO sqlite_sequence(name, seq) SELECT 'changes', seq FROM temp.v5_seq;"
+        "DROP TABLE temp.v5_seq;"
+        "CREATE TABLE embedding_versions("
+        "  image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,"
+        "  seq INTEGER NOT NULL);"
+        "INSERT INTO embedding_versions(image_id, seq) SELECT id, f.floor FROM images, "
+        "  (SELECT CAST(value AS INTEGER) AS floor FROM meta WHERE key = 'change_floor') f "
+        "  WHERE f.floor > 0;"
+        "INSERT INTO embedding_versions(image_id, seq) SELECT c.image_id, max(c.seq) FROM changes c"
+        "  JOIN images i ON i.id = c.image_id WHERE c.kind = 3 GROUP BY c.image_id"
+        "  ON CONFLICT(image_id) DO UPDATE SET seq = excluded.seq;";
+    return store__exec(db, sql, err);
+}
+
 struct migration {
     int to_version;
     enum ims_status (*fn)(sqlite3 *db, struct ims_error *err);
@@ -365,7 +401,8 @@ static const struct migration migrations[] = {
     {2, migrate_to_v2},
     {3, migrate_to_v3},
     {4, migrate_to_v4},
-    /* {5, migrate_to_v5}: add one step here and bump STORE_SCHEMA_VERSION */
+    {5, migrate_to_v5},
+    /* {6, migrate_to_v6}: add one step here and bump STORE_SCHEMA_VERSION */
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SCHEMA_VERSION,
@@ -880,6 +917,7 @@ const struct store_ops store__sqlite_ops = {
     .changes_after = sq_changes_after,
     .change_floor = sq_change_floor,
     .change_trim = sq_change_trim,
+    .embeddings_changed_after = sq_embeddings_changed_after,
     .wait_change = sq_wait_change,
     .job_create = sq_job_create,
     .job_update = sq_job_update,

@@ -41,6 +41,23 @@ enum ims_status sq__log_change(sqlite3 *db, int64_t id, enum store_change_kind k
     if (rc != SQLITE_DONE)
         s = store__db_error(db, rc, err, "log change");
     sqlite3_finalize(q);
+    q = NULL;
+    /* schema v5: a replaced embedding's version is its change's seq, kept
+     * when the feed is trimmed (store_embeddings_changed_after) */
+    if (s == IMS_OK && kind == STORE_CHANGE_UPDATE) {
+        s = store__prepare(db,
+                           "INSERT INTO embedding_versions(image_id, seq) "
+                           "VALUES(?1, last_insert_rowid()) "
+                           "ON CONFLICT(image_id) DO UPDATE SET seq = excluded.seq",
+                           &q, err);
+        if (s == IMS_OK) {
+            sqlite3_bind_int64(q, 1, id);
+            rc = sqlite3_step(q);
+            if (rc != SQLITE_DONE)
+                s = store__db_error(db, rc, err, "log embedding version");
+        }
+        sqlite3_finalize(q);
+    }
     return s;
 }
 
@@ -157,6 +174,54 @@ enum ims_status sq_change_trim(struct store *st, int64_t upto, struct ims_error 
             s = sq__meta_set(st->wdb, "change_floor", buf, err);
     }
     return store__write_end(st, s, err);
+}
+
+enum ims_status sq_embeddings_changed_after(struct store *st, int64_t after_seq, int64_t **ids_out,
+                                            size_t *n_out, struct ims_error *err)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    int64_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    enum ims_status s = store__reader_get(st, &db, err);
+    if (s != IMS_OK)
+        return s;
+    s = store__prepare(db,
+                       "SELECT v.image_id FROM embedding_versions v JOIN images i ON i.id = "
+                       "v.image_id WHERE v.seq > ?1 ORDER BY v.image_id",
+                       &q, err);
+    if (s == IMS_OK) {
+        sqlite3_bind_int64(q, 1, after_seq);
+        int rc;
+        while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+            if (n == cap) {
+                size_t c2 = cap ? cap * 2 : 256;
+                int64_t *p = ims_realloc(ids, c2 * sizeof(*p));
+                if (!p) {
+                    s = ims_error_set(err, IMS_ERR_NOMEM, "embedding versions: out of memory");
+                    break;
+                }
+                ids = p;
+                cap = c2;
+            }
+            ids[n++] = sqlite3_column_int64(q, 0);
+        }
+        if (s == IMS_OK && rc != SQLITE_DONE)
+            s = store__db_error(db, rc, err, "read embedding versions");
+    }
+    sqlite3_finalize(q);
+    store__reader_put(st, db);
+    if (s != IMS_OK) {
+        ims_free(ids);
+        return s;
+    }
+    if (n == 0) {
+        ims_free(ids);
+        ids = NULL;
+    }
+    *ids_out = ids;
+    *n_out = n;
+    return IMS_OK;
 }
 
 enum ims_status sq_wait_change(struct store *st, int64_t known_seq, int timeout_ms,

@@ -37,7 +37,7 @@ def main():
         for i in range(N):
             with open(os.path.join(root, "p%03d.png" % i), "wb") as f:
                 f.write(png_bytes(48 + i % 5, 40 + i % 7, 1000 + i))
-        pics = HostileServer(root, delay_ms=300, max_life=600)
+        pics = HostileServer(root, delay_ms=1000, max_life=600)
         model = tiny_model(src, os.path.join(tmp, "model"))
         if backend == "pg":
             from pgutil import PgServer
@@ -60,8 +60,17 @@ def main():
         st, body = a.json("POST", "/api/v1/images", {"urls": urls})
         jid = (body or {}).get("job", "none")
         check(st == 202, "job accepted (%s %r)" % (st, body))
-        held = wait_for(lambda: (a.job(jid) or {}).get("done", 0) >= 2
-                        and cat.claimed_now(jid, "node-r") > 0, 60, 0.02)
+        # progress and claims read in ONE query (one snapshot): two reads
+        # straddled the last commit under load (done from before it, claims
+        # from after it) and missed the window; each download takes 1 s, so
+        # the node holds the last batch's claims for at least that long
+        def progress_and_claims():
+            r = cat.rows("SELECT (SELECT done FROM jobs WHERE id = ?), (SELECT count(*) FROM "
+                         "job_items WHERE job_id = ? AND state = 1 AND claimed_by = ?)",
+                         (jid, jid, "node-r"))[0]
+            return int(r[0] or 0), int(r[1] or 0)
+        held = wait_for(lambda: (lambda d, c: d >= 2 and c > 0)(*progress_and_claims()),
+                        60, 0.02)
         check(held, "the node holds claims of the running job")
         a.kill()
         left = cat.claimed_now(jid, "node-r")

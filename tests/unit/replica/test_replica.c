@@ -3,7 +3,8 @@
  * (fresh, from a snapshot, after a damaged or short snapshot), catching up
  * with rows another handle added and deleted, the recorded model, the index
  * configuration, the snapshot-keeping rule, bad input and allocation
- * failures. */
+ * failures; ROW changes leave the index alone; a live rebuild re-adds the
+ * rows whose embedding was replaced while the feed was lost. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "imgsearch/replica.h"
 #include "replica_int.h"
@@ -764,6 +766,99 @@ static void test_live_rebuild(void **state)
     assert_int_equal(vindex_count(replica_index(f->r)), 8);
 }
 
+/* Writes row id's embedding behind the store's back (no change logged):
+ * how a test sees whether the replica re-read a row. */
+static void poke_embedding(struct fx *f, int64_t id, uint64_t seed)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/catalogue.db", f->dir);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    float v[DIM];
+    tu_vec(v, DIM, seed);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    assert_int_equal(sqlite3_prepare_v2(db, "UPDATE embeddings SET vec = ?1 WHERE image_id = ?2",
+                                        -1, &q, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_blob(q, 1, v, sizeof(v), SQLITE_TRANSIENT);
+    sqlite3_bind_int64(q, 2, id);
+    assert_int_equal(sqlite3_step(q), SQLITE_DONE);
+    assert_int_equal(sqlite3_changes(db), 1);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+}
+
+/* A ROW change (tags, thumbnail, rename, completed import) evicts the row
+ * cache and leaves the index's vector alone; an UPDATE re-reads it. */
+static void test_row_change_keeps_vector(void **state)
+{
+    struct fx *f = *state;
+    open_ok(f);
+    struct ims_error err = {0};
+    assert_int_equal(store_row_cache_set(replica_store(f->r), 1 << 20, &err), IMS_OK);
+    int64_t ids[3];
+    add_rows(f, 3, ids); /* seeds 1..3 */
+    assert_int_equal(replica_catch_up(f->r, &err), IMS_OK);
+    struct store_image_row row;
+    uint8_t found = 0;
+    assert_int_equal(store_get_many(replica_store(f->r), &ids[0], 1, 0, &row, &found, &err),
+                     IMS_OK);
+    assert_int_equal(row.n_tags, 0);
+    store_row_fini(&row);
+    poke_embedding(f, ids[0], 200);
+    const char *tags[] = {"Seen"};
+    assert_int_equal(store_tags_update(other(f), ids[0], tags, 1, NULL, 0, &err), IMS_OK);
+    assert_int_equal(replica_catch_up(f->r, &err), IMS_OK);
+    assert_finds(f, 1, ids[0]); /* not re-read: the old vector */
+    assert_int_equal(store_get_many(replica_store(f->r), &ids[0], 1, 0, &row, &found, &err),
+                     IMS_OK);
+    assert_int_equal(row.n_tags, 1); /* the cached row was evicted */
+    store_row_fini(&row);
+    float v[DIM];
+    tu_vec(v, DIM, 300);
+    assert_int_equal(store_set_embeddings(other(f), &ids[0], v, 1, NULL, &err), IMS_OK);
+    assert_int_equal(replica_catch_up(f->r, &err), IMS_OK);
+    assert_finds(f, 300, ids[0]);
+    assert_int_equal(vindex_count(replica_index(f->r)), 3);
+}
+
+/* An embedding replaced while the node looked away and the feed was
+ * trimmed: the live rebuild compares embedding versions, not only ids. */
+static void test_live_rebuild_replaced_embedding(void **state)
+{
+    struct fx *f = *state;
+    open_ok(f);
+    struct ims_error err = {0};
+    int64_t ids[4];
+    add_rows(f, 4, ids); /* seeds 1..4 */
+    assert_int_equal(replica_catch_up(f->r, &err), IMS_OK);
+    float v[DIM];
+    tu_vec(v, DIM, 400);
+    assert_int_equal(store_set_embeddings(other(f), &ids[1], v, 1, NULL, &err), IMS_OK);
+    const char *tags[] = {"t"};
+    assert_int_equal(store_tags_update(other(f), ids[2], tags, 1, NULL, 0, &err), IMS_OK);
+    int64_t more[1];
+    add_rows(f, 1, more); /* seed 5 */
+    int64_t newest = 0;
+    assert_int_equal(store_change_seq(other(f), &newest, &err), IMS_OK);
+    assert_int_equal(store_change_trim(other(f), newest, &err), IMS_OK);
+    assert_int_equal(replica_catch_up(f->r, &err), IMS_ERR_NOT_FOUND);
+    assert_finds(f, 2, ids[1]); /* the old vector still serves */
+    assert_int_equal(replica_rebuild_live(f->r, &err), IMS_OK);
+    assert_int_equal(vindex_count(replica_index(f->r)), 5);
+    assert_finds(f, 400, ids[1]); /* the new embedding */
+    float q[DIM], score = 0;
+    int64_t got = -1;
+    int n = 0;
+    tu_vec(q, DIM, 2);
+    assert_int_equal(vindex_search(replica_index(f->r), q, 1, &score, &got, &n, NULL), IMS_OK);
+    assert_false(got == ids[1] && score > 0.999f); /* the old one is gone */
+    assert_finds(f, 3, ids[2]);
+    assert_finds(f, 5, more[0]);
+    assert_same_as_fresh(f);
+}
+
 static struct replica *lagging;
 static int lagging_caught_up(struct fx *f)
 {
@@ -826,6 +921,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_deferred_start_and_follow, setup, teardown),
         cmocka_unit_test_setup_teardown(test_trimmed_past_running, setup, teardown),
         cmocka_unit_test_setup_teardown(test_live_rebuild, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_row_change_keeps_vector, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_live_rebuild_replaced_embedding, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention_and_follower_rebuild, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recorded_model, setup, teardown),
         cmocka_unit_test_setup_teardown(test_catalogue_only, setup, teardown),

@@ -279,9 +279,10 @@ static void test_migrate_from_v3(void **state)
     f->st = NULL;
     static const char *const down[] = {
         "DROP TABLE image_tags", "DROP INDEX images_taken", "ALTER TABLE images DROP COLUMN taken",
+        "DROP TABLE embedding_versions", /* v5 (test_store_rowchange tests v4 -> v5) */
     };
     if (tu_is_pg()) {
-        for (size_t i = 0; i < 3; i++)
+        for (size_t i = 0; i < 4; i++)
             assert_int_equal(tu_pg_exec(f->url, down[i]), 0);
         assert_int_equal(tu_pg_exec(f->url, "UPDATE schema_version SET version = 3"), 0);
     } else {
@@ -289,7 +290,7 @@ static void test_migrate_from_v3(void **state)
         snprintf(path, sizeof(path), "%s/catalogue.db", f->dir);
         sqlite3 *db = NULL;
         assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-        for (size_t i = 0; i < 3; i++)
+        for (size_t i = 0; i < 4; i++)
             if (sqlite3_exec(db, down[i], NULL, NULL, NULL) != SQLITE_OK)
                 fail_msg("%s: %s", down[i], sqlite3_errmsg(db));
         assert_int_equal(sqlite3_exec(db,
@@ -302,7 +303,7 @@ static void test_migrate_from_v3(void **state)
     int v = 0;
     struct ims_error err = {0};
     assert_int_equal(store_schema_version(f->st, &v, &err), IMS_OK);
-    assert_int_equal(v, 4);
+    assert_int_equal(v, STORE_SCHEMA_VERSION);
     check_taken(f->st);
     int64_t count = 0;
     assert_int_equal(store_count(f->st, &count, &err), IMS_OK);
