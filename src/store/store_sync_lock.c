@@ -171,9 +171,10 @@ static enum ims_status sq_set_details(struct store *st, int64_t id, const char *
             s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
     }
     sqlite3_finalize(q);
-    /* the row changed: every node's row cache learns it from the feed */
+    /* the row changed, its embedding did not: every node's row cache
+     * learns it from the feed, no index re-reads the vector */
     if (s == IMS_OK)
-        s = sq__log_change(st->wdb, id, STORE_CHANGE_UPDATE, err);
+        s = sq__log_change(st->wdb, id, STORE_CHANGE_ROW, err);
     return store__write_end(st, s, err);
 }
 
@@ -195,8 +196,8 @@ static enum ims_status pg_set_details(struct store *st, int64_t id, const char *
     if (s == IMS_OK && PQntuples(r) != 1)
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
     PQclear(r);
-    if (s == IMS_OK)
-        s = pg_log_changes(c, &id, 1, STORE_CHANGE_UPDATE, err);
+    if (s == IMS_OK) /* a row-only change, as in the SQLite twin */
+        s = pg_log_changes(c, &id, 1, STORE_CHANGE_ROW, err);
     return pg_wend(st, c, s, err);
 }
 

@@ -125,7 +125,7 @@ static void test_set_details(void **state)
     assert_int_equal(store_changes_after(f->st, seq0, 4, ch, &n, &err), IMS_OK);
     assert_int_equal(n, 1);
     assert_int_equal(ch[0].id, 3);
-    assert_int_equal(ch[0].kind, STORE_CHANGE_UPDATE);
+    assert_int_equal(ch[0].kind, STORE_CHANGE_ROW);
     struct store_image_row row;
     store_row_init(&row);
     assert_int_equal(store_get(f->st, 3, 0, &row, &err), IMS_OK);
