@@ -56,8 +56,13 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--no-hnsw"))
             hnsw = 0;
         else {
-            fprintf(stderr, "usage: bench_filter [--n N] [--dim D] [--queries Q] [--ef E] [--no-hnsw] [--approx SPEC]\n");
-            return 2;
+            int help = !strcmp(argv[i], "--help");
+            fprintf(help ? stdout : stderr,
+                    "usage: bench_filter [--n N] [--dim D] [--queries Q] [--ef E] [--no-hnsw] "
+                    "[--approx SPEC]\n"
+                    "  defaults: --n 100000 --dim 512 --queries 200 --ef 128 --approx HNSW32\n"
+                    "  (Graph32 for the own graph); JSON on stdout, see bench/README-index.md\n");
+            return help ? 0 : 2;
         }
     }
     int n_centres = 100;

@@ -24,6 +24,13 @@ function(ims_add_unit_test)
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 300)
   endif()
+  # A timeout catches a hang, not slowness: sanitizer builds run the same
+  # work 3-10x slower (and slower again on a loaded 2-core runner), so their
+  # bound is three times the test's own (test_index: 8 s in the gcc pass,
+  # past 120 s under ASan at load 10).
+  if(IMS_SANITIZE_ADDRESS OR IMS_SANITIZE_THREAD)
+    math(EXPR T_TIMEOUT "${T_TIMEOUT} * 3")
+  endif()
   set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT}
     ENVIRONMENT "IMS_SOURCE_DIR=${CMAKE_SOURCE_DIR};IMS_BINARY_DIR=${CMAKE_BINARY_DIR}")
 endfunction()

@@ -26,7 +26,11 @@
  *     }
  *     imgsearch_close(is);
  *
- * One header, no other to include: every type here is plain C.
+ * One header, no other to include: every type here is plain C. It is the
+ * whole public interface: the `imgsearch` command and its server are built
+ * on this library too (they open, add, search, remove and save through it),
+ * with a private header of the source tree for the options this one does
+ * not carry; those imgsearch__* symbols are not exported and not ABI.
  *
  * Catalogues: a data folder (the catalogue.db, index.snap and index.spec that
  * `imgsearch` writes; created when absent), or the URL of a shared
@@ -35,8 +39,9 @@
  * created when the database has none). A catalogue belongs to one model:
  * opening it with another is IMGSEARCH_ERR_MODEL_MISMATCH. With a folder the
  * library reads the index snapshot and brings it up to date with the
- * catalogue (or builds it), and never writes the snapshot: the command line
- * and the server do; with a URL there is no snapshot and the index (exact,
+ * catalogue (or builds it); it writes the snapshot only when asked
+ * (imgsearch_save: the next open then starts from it instead of replaying
+ * this handle's changes); with a URL there is no snapshot and the index (exact,
  * "Flat") is built from the catalogue at every open. Rows the library adds
  * are in the catalogue and reach every index from there. Other URL schemes
  * ("x://...") are IMGSEARCH_ERR_UNSUPPORTED, never taken for a folder.
@@ -135,6 +140,30 @@ struct imgsearch;
 IMGSEARCH_API enum imgsearch_status imgsearch_open(const char *catalogue,
                                                    const struct imgsearch_params *p,
                                                    struct imgsearch **out,
+                                                   struct imgsearch_error *err);
+/* Flags of imgsearch_open_flags (or-ed). */
+enum imgsearch_open_flag {
+    /* open only what exists: a missing data folder or catalogue (or a
+     * PostgreSQL database without imgsearch's schema) is
+     * IMGSEARCH_ERR_NOT_FOUND and nothing is created, as `imgsearch search`
+     * and `stats` open */
+    IMGSEARCH_OPEN_EXISTING = 1u << 0,
+};
+/* imgsearch_open with flags (0: the same as imgsearch_open); an unknown
+ * flag is IMGSEARCH_ERR_INVALID. Added after 0.1.0, with imgsearch_save
+ * (minor additions under the ABI policy). */
+IMGSEARCH_API enum imgsearch_status imgsearch_open_flags(const char *catalogue,
+                                                         const struct imgsearch_params *p,
+                                                         unsigned flags, struct imgsearch **out,
+                                                         struct imgsearch_error *err);
+/* Writes the index snapshot of a data folder (index.snap, index.seq) now,
+ * after bringing the index up to date with the catalogue (a snapshot that
+ * already covers more is kept), the way `imgsearch add` and `rm` leave a
+ * folder: the next open reads it instead of replaying the changes since the
+ * last snapshot. IMGSEARCH_OK and nothing written for a catalogue URL.
+ * imgsearch_close never writes it: call this first (it may run beside
+ * searches; not beside imgsearch_close). */
+IMGSEARCH_API enum imgsearch_status imgsearch_save(struct imgsearch *is,
                                                    struct imgsearch_error *err);
 /* Releases everything. Accepts NULL. No other call may be running. */
 IMGSEARCH_API void imgsearch_close(struct imgsearch *is);

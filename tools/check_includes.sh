@@ -18,7 +18,10 @@ allowed() {
     # server.h promises that only this module knows HTTP and that it knows
     # nothing else: the backend vtable is how it reaches the library
     server) echo "base server" ;;
-    lib) echo "base clip image index store replica fetch ingest search" ;;  # libimgsearch: beside the server, over the modules
+    # libimgsearch: over the modules, below cli (the command and its
+    # server open, search, add and remove through it; server itself stays
+    # HTTP-only and does not include it)
+    lib) echo "base clip image index store replica fetch ingest search" ;;
     *) echo "" ;;
     esac
 }
@@ -51,6 +54,18 @@ for dir in "$top"/src/*/ "$top"/include/imgsearch; do
             *) echo "$h: must not include imgsearch/$inc.h"; echo x >> "${TMPDIR:-/tmp}/ims_inc_bad.$$" ;;
             esac
         done
+    fi
+done
+# libimgsearch's private header is for the library and the command line
+# only (no module below them may reach up into the library)
+for f in "$top"/src/*/*.c "$top"/src/*/*.h "$top"/src/*/*.cpp; do
+    [ -f "$f" ] || continue
+    case $f in
+    "$top"/src/lib/* | "$top"/src/cli/*) continue ;;
+    esac
+    if grep -n '#include "libimgsearch_int.h"' "$f"; then
+        echo "$f: only src/lib and src/cli may include libimgsearch_int.h"
+        echo x >> "${TMPDIR:-/tmp}/ims_inc_bad.$$"
     fi
 done
 if [ -f "${TMPDIR:-/tmp}/ims_inc_bad.$$" ]; then

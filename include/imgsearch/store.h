@@ -337,6 +337,8 @@ enum store_order {
     STORE_ORDER_ID_DESC = 0,    /* newest id first */
     STORE_ORDER_ID_ASC,
     STORE_ORDER_ADDED_DESC,     /* newest added time first, ties by id */
+    STORE_ORDER_ID_AFTER,       /* keyset paging: the rows with id > offset, ascending
+                                   (offset is the last id of the previous page) */
 };
 /* Lists up to `limit` rows (without embeddings) from `offset` in `order`.
  * On success *rows (release each with store_row_fini, the array with
@@ -405,6 +407,22 @@ enum ims_status store_update_files(struct store *st, const struct store_file_upd
  * nothing is written. */
 enum ims_status store_replace_content(struct store *st, int64_t id, int64_t from, int64_t file_size,
                                       int64_t file_mtime_ns, struct ims_error *err);
+/* One folder sync at a time per catalogue (add --sync, serve --watch; two
+ * at once would both add a new file or both park a changed one). One lock
+ * per catalogue, not per folder: /photos and /photos/2024 overlap. Held
+ * across processes and nodes (SQLite: flock on <data folder>/sync.lock;
+ * PostgreSQL: a session advisory lock) and gone with its holder. Never
+ * waits: IMS_ERR_BUSY ("another sync of this catalogue is running ...")
+ * when held elsewhere. Release with store_sync_unlock (accepts NULL). */
+struct store_sync_lock;
+enum ims_status store_sync_lock_try(struct store *st, struct store_sync_lock **out,
+                                    struct ims_error *err);
+void store_sync_unlock(struct store_sync_lock *lock);
+/* Sets row id's caption (NULL: none) and added time (unix seconds), an
+ * UPDATE in the change feed: `reembed` keeps them from the old catalogue.
+ * IMS_ERR_NOT_FOUND if the row does not exist. */
+enum ims_status store_set_details(struct store *st, int64_t id, const char *caption,
+                                  int64_t added, struct ims_error *err);
 /* ---- the node's row cache (serve --row-cache-mb) ---------------------------
  *
  * store_get_many without STORE_FIELD_EMBEDDING (the join of search hits)

@@ -30,7 +30,10 @@
  *     reads it again (a warning names both ids);
  *   - a row whose file is gone is deleted.
  * A FOLDER that does not exist (an unmounted disk) is an error and removes
- * nothing. Every change goes through the catalogue and the caller's
+ * nothing. One sync per catalogue runs at a time (store_sync_lock_try, across
+ * processes and nodes): while another holds it, sync_folder returns
+ * IMS_ERR_BUSY at once, having read and changed nothing; the watcher tries
+ * again after rearm_ms. Every change goes through the catalogue and the caller's
  * after_commit hook (ingest.h), so the index shows it when the call returns.
  *
  * The planning step is a pure function (sync_plan) of the sorted rows and
@@ -144,6 +147,7 @@ struct sync_watch_status {
     int64_t events;        /* inotify events seen */
     int64_t overflows;     /* IN_Q_OVERFLOW seen (each forces a rescan) */
     int64_t rearms;        /* times the folder came back and was re-armed */
+    int64_t deferred;      /* syncs put off because another sync held the catalogue */
     int64_t last_sync;     /* unix seconds of the last completed sync, 0: none */
     struct sync_summary last; /* what the last sync did */
     struct sync_summary total; /* summed over every sync */

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * cli_app.c: the command line's side of a data folder: the options every
- * command shares, the CLIP model, and messages. What a data folder holds and
- * how its index is kept in step with its catalogue is the replica module's
- * (include/imgsearch/replica.h); this file only loads the model, calls it
- * and reports.
+ * command shares and messages. The folder is opened, and its snapshot
+ * written, by libimgsearch (imgsearch__open, imgsearch_save: the library's
+ * one path to the model, the catalogue and its index, whose keeping in step
+ * is the replica module's); this file only chooses the options and reports.
  */
 #include "cli_app.h"
 
@@ -124,80 +124,74 @@ int cli_app_open(const char *cmd, const struct cli_app_options *o, struct cli_ap
 {
     memset(app, 0, sizeof(*app));
     struct ims_error err = {0};
-    enum ims_status st;
-    struct replica_options ro;
-    replica_options_default(&ro);
-    ro.catalogue = cli_app_catalogue(o);
+    struct imgsearch__open_options lo;
+    imgsearch__open_options_default(&lo);
+    struct replica_options *ro = &lo.replica;
+    ro->catalogue = cli_app_catalogue(o);
     /* with a shared catalogue the data folder is only a snapshot cache, and
      * only the one given: a default folder may cache another catalogue */
-    ro.data_dir = o->data_dir                          ? o->data_dir
-                  : store_catalogue_is_url(ro.catalogue) ? NULL
-                                                         : cli_default_data_dir();
-    ro.with_index = o->with_index;
-    ro.defer_sync = o->defer_sync;
-    ro.snapshot_interval_s = o->snapshot_interval_s;
-    ro.feed_keep = o->feed_keep;
-    ro.trim_interval_ms = o->trim_interval_ms;
+    ro->data_dir = o->data_dir                           ? o->data_dir
+                   : store_catalogue_is_url(ro->catalogue) ? NULL
+                                                           : cli_default_data_dir();
+    ro->with_index = o->with_index;
+    ro->defer_sync = o->defer_sync;
+    ro->snapshot_interval_s = o->snapshot_interval_s;
+    ro->feed_keep = o->feed_keep;
+    ro->trim_interval_ms = o->trim_interval_ms;
     if (o->existing_only)
-        ro.store_flags |= STORE_OPEN_EXISTING;
+        ro->store_flags |= STORE_OPEN_EXISTING;
+    const char *mdir = o->model_dir ? o->model_dir : cli_default_model_dir();
     if (o->with_model) {
-        const char *mdir = o->model_dir ? o->model_dir : cli_default_model_dir();
-        struct clip_model_params mp;
-        clip_model_params_default(&mp);
-        mp.precision = (enum clip_precision)o->precision;
-        st = clip_model_load(mdir, &mp, &app->model, &err);
-        if (st != IMS_OK) {
-            cli_fail(cmd, "cannot load the model from %s: %s", mdir, ims_error_message(&err, st));
-            if (st == IMS_ERR_NOT_FOUND || st == IMS_ERR_IO)
-                fprintf(stderr, "  (fetch one with `imgsearch model fetch`, or point --model / "
-                                "IMGSEARCH_MODEL at a Hugging Face CLIP folder)\n");
-            return 1;
-        }
-        ro.model_name = clip_model_name(app->model);
-        ro.dim = (uint32_t)clip_model_embed_dim(app->model);
+        lo.model_dir = mdir;
+        lo.model.precision = (enum clip_precision)o->precision;
     }
-    st = replica_open(&ro, &app->replica, &err);
+    /* the engine is the command's to ask for (search, serve): the others
+     * never search */
+    lo.with_engine = 0;
+    lo.sync_ms = CLI_APP_SYNC_MS;
+    int model_failed = 0;
+    enum ims_status st = imgsearch__open(&lo, &app->is, &model_failed, &err);
+    if (st != IMS_OK && model_failed) {
+        cli_fail(cmd, "cannot load the model from %s: %s", mdir, ims_error_message(&err, st));
+        if (st == IMS_ERR_NOT_FOUND || st == IMS_ERR_IO)
+            fprintf(stderr, "  (fetch one with `imgsearch model fetch`, or point --model / "
+                            "IMGSEARCH_MODEL at a Hugging Face CLIP folder)\n");
+        return 1;
+    }
     if (st != IMS_OK) {
         cli_fail(cmd, "%s", ims_error_message(&err, st));
         if (st == IMS_ERR_NOT_FOUND && o->existing_only)
             fprintf(stderr, "  (%s only reads a catalogue: create one with `imgsearch add`, or "
                             "check --data / --catalogue)\n", cmd);
-        cli_app_close(cmd, app, 0);
         return 1;
     }
-    struct replica *r = app->replica;
-    app->store = replica_store(r);
+    struct replica *r = imgsearch__replica(app->is);
+    app->model = imgsearch__model(app->is);
+    app->replica = r;
+    app->store = imgsearch__store(app->is);
     app->index = replica_index(r);
     snprintf(app->data_dir, sizeof(app->data_dir), "%s", replica_data_dir(r));
     snprintf(app->snap_path, sizeof(app->snap_path), "%s", replica_snapshot_path(r));
-    snprintf(app->spec, sizeof(app->spec), "%s", replica_spec(r));
+    snprintf(app->spec, sizeof(app->spec), "%s", imgsearch__index_spec(app->is));
     replica_search_params(r, &app->params);
-    snprintf(app->model_name, sizeof(app->model_name), "%s", replica_model_name(r));
-    app->dim = replica_dim(r);
+    snprintf(app->model_name, sizeof(app->model_name), "%s", imgsearch_model_name(app->is));
+    app->dim = (uint32_t)imgsearch_dim(app->is);
     return 0;
 }
 
 int cli_app_close(const char *cmd, struct cli_app *app, int save_index)
 {
     int rc = 0;
-    if (save_index && app->replica && replica_index(app->replica) &&
-        replica_data_dir(app->replica)[0]) {
-        struct ims_error err = {0};
-        /* the command's own writes are in the feed: cover them, so the
-         * snapshot records the newest position */
-        enum ims_status st = replica_catch_up(app->replica, &err);
-        if (st != IMS_OK)
-            ims_log(IMS_LOG_WARN, "%s", ims_error_message(&err, st));
-        memset(&err, 0, sizeof(err));
-        st = replica_save(app->replica, NULL, &err);
-        if (st != IMS_OK) {
+    if (save_index && app->is) {
+        struct imgsearch_error err = {{0}};
+        enum imgsearch_status st = imgsearch_save(app->is, &err);
+        if (st != IMGSEARCH_OK) {
             cli_fail(cmd, "cannot write the index snapshot (it will be rebuilt next time): %s",
-                     ims_error_message(&err, st));
+                     err.message[0] ? err.message : imgsearch_strerror(st));
             rc = 1;
         }
     }
-    replica_close(app->replica);
-    clip_model_free(app->model);
+    imgsearch_close(app->is);
     memset(app, 0, sizeof(*app));
     return rc;
 }
@@ -205,5 +199,5 @@ int cli_app_close(const char *cmd, struct cli_app *app, int save_index)
 enum ims_status cli_app_after_commit(void *user, int64_t seq, struct ims_error *err)
 {
     struct cli_app *app = user;
-    return replica_sync(app->replica, seq, CLI_APP_SYNC_MS, err);
+    return imgsearch__after_commit(app->is, seq, err);
 }

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * cli_app.h: opening a data folder the way every command needs it: the
- * model, then the replica (imgsearch/replica.h: the catalogue and the index
- * derived from it), and closing it with a fresh snapshot. The fields below
- * are copies and borrowed pointers of the replica's, for the commands.
+ * cli_app.h: opening a data folder the way every command needs it, through
+ * libimgsearch (src/lib/libimgsearch_int.h: the model, then the replica,
+ * imgsearch/replica.h: the catalogue and the index derived from it), and
+ * closing it with a fresh snapshot (imgsearch_save). The fields below are
+ * the handle and copies and borrowed pointers of its objects, for the
+ * commands.
  */
 #ifndef IMGSEARCH_CLI_APP_H
 #define IMGSEARCH_CLI_APP_H
@@ -13,8 +15,10 @@
 #include "imgsearch/index.h"
 #include "imgsearch/replica.h"
 #include "imgsearch/store.h"
+#include "libimgsearch_int.h"
 
 struct cli_app {
+    struct imgsearch *is;     /* libimgsearch's handle: owns all below */
     struct clip_model *model; /* NULL when opened without a model */
     struct replica *replica;  /* owns store and index */
     struct store *store;      /* borrowed from the replica */

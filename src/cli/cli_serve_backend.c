@@ -6,19 +6,23 @@
  * DESIGN
  * ------
  * The server module knows HTTP only; this file implements its backend
- * (struct server_backend) with search, ingest, store and the replica, and
- * only translates between the server's types and theirs:
- *   stats        store_count + the model and index type
- *   search       search_run; image_url terms are downloaded first with
+ * (struct server_backend) over the node's libimgsearch handle (b->app->is,
+ * opened by cli_app_open: the same open, search and remove as the library's
+ * users get) and, for what the library does not cover, the modules the
+ * handle holds (libimgsearch_int.h: ingest's job service, the replica, the
+ * store), and only translates between the server's types and theirs:
+ *   stats        imgsearch_count + the model and index type
+ *   search       imgsearch__search; image_url terms are downloaded first with
  *                fetch_to_memory (same limits and address policy as ingest)
  *   add_urls     ingest_submit (a job of item rows in the catalogue, claimed
  *                by every node's ingest service); job_get / job_wait read it
  *   upload       ingest_add_bytes, one file at a time
- *   image_*      store reads; delete removes the row from the catalogue,
- *                then replica_sync makes this node's index follow at once
+ *   image_*      store reads (the thumbnail: imgsearch_thumbnail); delete is
+ *                imgsearch__remove: the row leaves the catalogue, then this
+ *                node's index follows at once
  *   metrics      counters of search, ingest and the replica
  *   ready        the replica has caught up and the engines exist
- * Ingest's after_commit hook is replica_sync (cli_app_after_commit): an
+ * Ingest's after_commit hook is the handle's (cli_app_after_commit): an
  * upload or a waited-for job answers once this node's index shows it; the
  * other nodes' replicas follow the change feed by themselves.
  * Start: the replica opens deferred (its follower thread builds the index
@@ -103,7 +107,7 @@ static enum ims_status be_stats(void *self, struct server_arena *a, struct serve
 {
     struct app_backend *b = self;
     int64_t n = 0;
-    enum ims_status st = store_count(b->app->store, &n, err);
+    enum ims_status st = (enum ims_status)imgsearch_count(b->app->is, &n, imgsearch__err(err));
     if (st != IMS_OK)
         return st;
     out->images = n;
@@ -211,7 +215,7 @@ static enum ims_status be_search(void *self, const struct server_query *q, struc
                                 q->filter ? &sf : NULL,
                                 q->has_dedup ? q->dedup : 0.0f,
                                 {.ef_search = q->ef, .nprobe = q->nprobe, .rerank = q->rerank}};
-    st = search_run(b->se, &rq, &resp, err);
+    st = imgsearch__search(b->app->is, &rq, &resp, err);
     if (st != IMS_OK)
         goto out;
     out->n = resp.n;
@@ -468,14 +472,15 @@ static enum ims_status be_image_thumb(void *self, int64_t id, struct server_aren
     struct app_backend *b = self;
     void *data = NULL;
     size_t n = 0;
-    enum ims_status st = store_get_thumbnail(b->app->store, id, &data, &n, err);
+    enum ims_status st =
+        (enum ims_status)imgsearch_thumbnail(b->app->is, id, &data, &n, imgsearch__err(err));
     if (st == IMS_ERR_NOT_FOUND)
         return ims_error_set(err, st, "image %lld has no thumbnail", (long long)id);
     if (st != IMS_OK)
         return st;
     jpeg->ptr = server_arena_memdup(a, data, n);
     jpeg->len = n;
-    ims_free(data);
+    imgsearch_free(data);
     return jpeg->ptr ? IMS_OK : ims_error_set(err, IMS_ERR_NOMEM, "thumbnail too large");
 }
 
@@ -484,18 +489,12 @@ static enum ims_status be_image_thumb(void *self, int64_t id, struct server_aren
 static enum ims_status be_image_delete(void *self, int64_t id, struct ims_error *err)
 {
     struct app_backend *b = self;
-    enum ims_status st = store_delete(b->app->store, id, err);
-    if (st == IMS_ERR_NOT_FOUND)
-        return ims_error_set(err, st, "no image with id %lld", (long long)id);
-    if (st != IMS_OK)
-        return st;
     /* the catalogue first (a search racing with this skips the row), then
      * this node's index catches up to the delete (the other nodes' follow
      * the feed) */
-    int64_t seq = 0;
-    st = store_change_seq(b->app->store, &seq, err);
-    if (st == IMS_OK)
-        st = replica_sync(b->app->replica, seq, DELETE_SYNC_MS, err);
+    enum ims_status st = imgsearch__remove(b->app->is, id, DELETE_SYNC_MS, err);
+    if (st == IMS_ERR_NOT_FOUND)
+        return ims_error_set(err, st, "no image with id %lld", (long long)id);
     return st;
 }
 

@@ -32,7 +32,7 @@ struct immich_model {
 
 struct app_backend {
     struct cli_app *app;
-    struct search_engine *se; /* NULL until ready */
+    struct search_engine *se; /* the handle's (imgsearch__engine); NULL until ready */
     struct ingest *ing;       /* NULL until ready */
     struct fetch_options fetch;
     struct immich_model immich[IMMICH_MODELS_MAX];

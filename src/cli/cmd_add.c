@@ -46,7 +46,9 @@ const char cli_help_add[] =
     "whose size or mtime changed are hashed (new content: re-embedded; same: kept),\n"
     "renamed/moved files keep their row (same content), rows whose files under FOLDER\n"
     "are gone are removed. Unchanged files are not read. A missing FOLDER removes\n"
-    "nothing. --json prints the summary as JSON on stdout.\n"
+    "nothing. --json prints the summary as JSON on stdout. One sync runs at a time per\n"
+    "catalogue: while another (add --sync, serve --watch) is running, --sync refuses\n"
+    "at once with exit status 75 and changes nothing; run it again later.\n"
     CLI_EXIF_HELP CLI_FETCH_HELP
     CLI_CATALOGUE_HELP;
 
@@ -175,7 +177,10 @@ static void cli_json_string(FILE *f, const char *s)
 }
 
 /* add --sync: each folder synced in turn; a summary per folder on stderr
- * (and as JSON on stdout with --json). 0 when every sync ran. */
+ * (and as JSON on stdout with --json). 0 when every sync ran;
+ * CLI_EXIT_SYNC_BUSY (EX_TEMPFAIL) when another sync held the catalogue
+ * (the folders after it are not synced either). */
+#define CLI_EXIT_SYNC_BUSY 75
 static int cli_add_sync(const struct ingest_deps *deps, const struct ingest_options *io,
                         char **folders, int n, int json, int tty, atomic_int *cancel)
 {
@@ -188,6 +193,11 @@ static int cli_add_sync(const struct ingest_deps *deps, const struct ingest_opti
         enum ims_status st = sync_folder(deps, io, folders[i], cancel, &s, &err);
         if (tty)
             fprintf(stderr, "\r\033[K");
+        if (st == IMS_ERR_BUSY) { /* another sync holds the catalogue: nothing changed */
+            cli_fail("add", "%s: %s", folders[i], ims_error_message(&err, st));
+            rc = CLI_EXIT_SYNC_BUSY;
+            break;
+        }
         if (st != IMS_OK && st != IMS_ERR_CANCELLED) {
             rc = cli_fail("add", "%s", ims_error_message(&err, st));
             continue;
@@ -328,7 +338,9 @@ int cli_cmd_add(int argc, char **argv)
             rc = 130;
         goto out;
     }
-    enum ims_status st = ingest_run(&deps, &io, next_source, &src, &cancel_flag, &sum, &err);
+    /* libimgsearch's add (imgsearch_add with this command's pipeline
+     * options, callbacks and cancel flag) */
+    enum ims_status st = imgsearch__add(app.is, &io, next_source, &src, &cancel_flag, &sum, &err);
     if (disp.tty)
         fprintf(stderr, "\r\033[K");
     if (st != IMS_OK) {

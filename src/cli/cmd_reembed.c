@@ -5,9 +5,13 @@
  * and embedded with another model into a NEW catalogue (one catalogue holds
  * one model), through the ingest pipeline.
  *
- * The old catalogue is only read (rows in id order, a page at a time); its
- * rows and embeddings are never changed, so it stays usable until the
- * switch-over (README "Re-embedding with another model"). Rows whose source
+ * The old catalogue is only read (rows in id order, a page at a time, each
+ * page the rows after the last id of the one before: rows deleted or added
+ * meanwhile never shift a page); its rows and embeddings are never changed,
+ * so it stays usable until the switch-over (README "Re-embedding with
+ * another model"). Each new row keeps what the old one had beyond its image:
+ * its caption, added time and tags (store_set_details, store_tags_update),
+ * also for a row found "present" by a resumed run. Rows whose source
  * is gone (a missing file, an HTTP 404) are reported ("gone SOURCE: why")
  * and the run goes on. Resumable: a source already complete in the target
  * is reported "present" without being fetched again, so running the same
@@ -17,6 +21,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -31,16 +36,18 @@
 
 const char cli_help_reembed[] =
     "usage: imgsearch reembed [--data DIR] [--catalogue URL] --model DIR --to DIR|URL\n"
-    "                         [--precision f32|bf16] [--batch N] [--json]\n"
+    "                         [--precision f32|bf16] [--batch N] [--page-rows N] [--json]\n"
     "                         [--exif-orientation apply|ignore] [--keep-gps]\n"
     "                         [download options]\n"
     "Re-reads every image of the catalogue (--data / --catalogue) from its source\n"
     "(file or URL) and embeds it with the model in --model into a NEW catalogue:\n"
-    "--to a data folder, or a postgresql:// URL. The old catalogue is only read: its\n"
+    "--to a data folder, or a postgresql:// URL. Each new row keeps the old row's\n"
+    "tags, caption and added time. The old catalogue is only read: its\n"
     "rows and embeddings stay as they are. Rows whose source is gone are reported\n"
     "(\"gone SOURCE: reason\") and skipped. Run it again after an interruption: sources\n"
     "already in the target are not fetched again (\"present\"). Then point serve at the\n"
     "new folder (see README, \"Re-embedding with another model\").\n"
+    "  --page-rows N   rows read from the old catalogue at a time (1..10000, 2000)\n"
     CLI_FETCH_HELP CLI_CATALOGUE_HELP;
 
 static volatile sig_atomic_t interrupted;
@@ -54,16 +61,17 @@ static void on_sigint(int sig)
 }
 
 /* The old catalogue's rows, a page at a time, as the pipeline's sources. */
-#define PAGE 2000
+#define PAGE_ROWS 2000
 struct pager {
     struct store *st;
     struct store_image_row *rows;
     size_t n, next;
-    int64_t offset;
+    int64_t last_id; /* keyset: the next page is the rows after it */
     int done;
     enum ims_status status; /* a failed read stops the sources */
     struct ims_error err;
     int64_t n_rows;
+    long page_rows;
 };
 
 static void pager_release(struct pager *p)
@@ -83,14 +91,16 @@ static int pager_next(void *ctx, const char **source)
             return 0;
         pager_release(p);
         enum ims_status st =
-            store_list(p->st, STORE_ORDER_ID_ASC, p->offset, PAGE, &p->rows, &p->n, &p->err);
+            store_list(p->st, STORE_ORDER_ID_AFTER, p->last_id, p->page_rows, &p->rows, &p->n,
+                       &p->err);
         if (st != IMS_OK) {
             p->status = st;
             p->done = 1;
             return 0;
         }
-        p->offset += (int64_t)p->n;
-        if (p->n < PAGE)
+        if (p->n > 0)
+            p->last_id = p->rows[p->n - 1].id;
+        if ((long)p->n < p->page_rows)
             p->done = 1;
     }
     p->n_rows++;
@@ -101,12 +111,55 @@ static int pager_next(void *ctx, const char **source)
 struct counts {
     int64_t reembedded, present, gone, failed;
     int quiet;
+    struct store *from, *to;
+    pthread_mutex_t mu; /* items are reported from several pipeline stages */
 };
+
+/* The new row of `source` (in c->to) takes the old row's caption, added
+ * time and tags. A row added and a row found present both go through here,
+ * so a run interrupted between its insert and this completes it next time.
+ * Nothing to do (IMS_OK) when the old row went meanwhile, or when the
+ * source's content is another target row's (a duplicate by content: no
+ * row of this source to give them to). */
+static enum ims_status keep_details(struct counts *c, const char *source, struct ims_error *err)
+{
+    int64_t old_id = 0, new_id = 0;
+    enum ims_status st = store_find_by_source(c->from, source, &old_id, err);
+    if (st == IMS_OK)
+        st = store_find_by_source(c->to, source, &new_id, err);
+    if (st == IMS_ERR_NOT_FOUND)
+        return IMS_OK;
+    if (st != IMS_OK)
+        return st;
+    struct store_image_row row;
+    store_row_init(&row);
+    st = store_get(c->from, old_id, 0, &row, err);
+    if (st == IMS_OK)
+        st = store_set_details(c->to, new_id, row.caption, row.added, err);
+    if (st == IMS_OK && row.n_tags > 0)
+        st = store_tags_update(c->to, new_id, (const char *const *)row.tags, row.n_tags, NULL, 0,
+                               err);
+    store_row_fini(&row);
+    return st;
+}
 
 static void on_item(void *ctx, const struct ingest_item_report *r)
 {
     struct counts *c = ctx;
     FILE *out = c->quiet ? stderr : stdout;
+    struct ims_error kerr = {0};
+    enum ims_status kst = IMS_OK;
+    if (r->outcome != INGEST_FAILED && r->source &&
+        (kst = keep_details(c, r->source, &kerr)) != IMS_OK) {
+        pthread_mutex_lock(&c->mu);
+        c->failed++; /* the new row stays: a run again finds it present and completes it */
+        fprintf(out, "failed %s: its tags, caption and added time were not kept: %s (%s)\n",
+                r->source, ims_error_message(&kerr, kst), ims_status_name(kst));
+        fflush(out);
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
     switch (r->outcome) {
     case INGEST_ADDED:
     case INGEST_COMPLETED:
@@ -131,6 +184,7 @@ static void on_item(void *ctx, const struct ingest_item_report *r)
         break;
     }
     fflush(out);
+    pthread_mutex_unlock(&c->mu);
 }
 
 /* 1 if the SQLite catalogue of folder `a` and folder `b` are the same. */
@@ -149,6 +203,7 @@ int cli_cmd_reembed(int argc, char **argv)
     io.allow_local_files = 1;
     const char *to = NULL;
     int json = 0;
+    long page_rows = PAGE_ROWS;
     for (int i = 1; i < argc; i++) {
         const char *v;
         int r = cli_app_parse_common(argc, argv, &i, &o);
@@ -171,6 +226,9 @@ int cli_cmd_reembed(int argc, char **argv)
             io.keep_gps = 1;
         } else if (!strcmp(argv[i], "--json")) {
             json = 1;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--page-rows", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 1, 10000, &page_rows))
+                goto usage_value;
         } else if ((r = cli_opt_value(argc, argv, &i, "--batch", &v)) != 0) {
             if (r < 0 || cli_parse_long(v, 1, 256, &num))
                 goto usage_value;
@@ -244,12 +302,13 @@ int cli_cmd_reembed(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    struct counts c = {0, 0, 0, 0, json};
+    struct counts c = {0, 0, 0, 0, json, old, app.store, PTHREAD_MUTEX_INITIALIZER};
     io.on_item = on_item;
     io.cb_ctx = &c;
     struct pager pg;
     memset(&pg, 0, sizeof(pg));
     pg.st = old;
+    pg.page_rows = page_rows;
     struct ingest_deps deps = {app.model, app.store, cli_app_after_commit, &app};
     struct ingest_summary sum = {0};
     int rc = 0;

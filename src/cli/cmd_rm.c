@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * cmd_rm.c: `imgsearch rm ID...`: deletes catalogue rows (one transaction)
- * and removes them from the index snapshot.
+ * cmd_rm.c: `imgsearch rm ID...`: deletes catalogue rows (one transaction,
+ * libimgsearch's remove: the index follows the catalogue's feed) and writes
+ * the index snapshot without them.
  */
 #include <stdio.h>
 #include <limits.h>
@@ -50,15 +51,15 @@ int cli_cmd_rm(int argc, char **argv)
         return 1;
     }
     uint8_t *existed = calloc(n, 1);
-    struct ims_error err = {0};
-    enum ims_status st = existed ? store_delete_many(app.store, ids, n, existed, &err)
+    struct ims_error err = {0}, ierr = {0};
+    enum ims_status ist = IMS_OK;
+    enum ims_status st = existed ? imgsearch__remove_many(app.is, ids, n, existed, &ist, &ierr,
+                                                          &err)
                                  : IMS_ERR_NOMEM;
     int save_index = st == IMS_OK;
     if (st != IMS_OK) {
         rc = cli_fail("rm", "%s", ims_error_message(&err, st));
     } else {
-        struct ims_error ierr = {0};
-        enum ims_status ist = vindex_remove(app.index, ids, n, NULL, &ierr);
         if (ist != IMS_OK) {
             /* the catalogue (the source of truth) has the deletions; a
              * snapshot without them would be older than it claims, so keep

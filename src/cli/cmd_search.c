@@ -2,7 +2,7 @@
 /*
  * cmd_search.c: `imgsearch search TEXT | --image FILE [-k N] [--json]`.
  * --json prints exactly the JSON of GET /api/v1/search; otherwise one line
- * per hit: rank, score, id, source.
+ * per hit: rank, score, id, source. The search is libimgsearch's.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -232,17 +232,18 @@ int cli_cmd_search(int argc, char **argv)
         rc = 1;
         goto out;
     }
-    struct search_engine *se = NULL;
+    /* libimgsearch's search (imgsearch__search: imgsearch_search with every
+     * filter and knob) on an engine sized for one query */
     struct search_options so;
     search_options_default(&so);
     so.n_contexts = 1;
     so.text_cache_entries = 16;
-    enum ims_status st = search_engine_new(app.model, app.store, app.index, &so, &se, &err);
+    enum ims_status st = imgsearch__engine_start(app.is, &so, &err);
     struct search_response resp = {0};
     if (st == IMS_OK) {
         struct search_request rq = {terms, n_terms, k, offset, has_min, min_score,
                                     SEARCH_ORDER_SCORE, has_filter ? &flt : NULL, dedup, knobs};
-        st = search_run(se, &rq, &resp, &err);
+        st = imgsearch__search(app.is, &rq, &resp, &err);
     }
     if (st != IMS_OK) {
         rc = cli_fail("search", "%s", ims_error_message(&err, st));
@@ -288,7 +289,6 @@ int cli_cmd_search(int argc, char **argv)
         }
     }
     search_response_fini(&resp);
-    search_engine_free(se);
     cli_app_close("search", &app, 0);
 out:
     for (size_t i = 0; i < MAX_TERMS; i++)

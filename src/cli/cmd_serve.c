@@ -406,7 +406,8 @@ int cli_cmd_serve(int argc, char **argv)
         struct vindex *vx = replica_index(app.replica);
         struct search_options sopt;
         search_options_default(&sopt);
-        st = search_engine_new(app.model, app.store, vx, &sopt, &b.se, &err);
+        st = imgsearch__engine_start(app.is, &sopt, &err); /* the handle's (libimgsearch) */
+        b.se = imgsearch__engine(app.is);
         if (st == IMS_OK) {
             struct ingest_options io;
             ingest_options_default(&io);
@@ -456,7 +457,6 @@ out:
     server_free(srv);
     cli_serve_immich_close(&b);
     cli_serve_dups_forget();
-    search_engine_free(b.se);
     if (app.store && cli_app_close("serve", &app, atomic_load(&b.ready)) != 0)
         rc = 1;
 out_opts:

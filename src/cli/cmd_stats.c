@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* cmd_stats.c: `imgsearch stats`: the JSON object of GET /api/v1/stats. */
+/* cmd_stats.c: `imgsearch stats`: the JSON object of GET /api/v1/stats, from
+ * libimgsearch (count, dimensions, model, index type, change feed). */
 #include <jansson.h>
 #include <stdio.h>
 
@@ -32,18 +33,21 @@ int cli_cmd_stats(int argc, char **argv)
     struct ims_error err = {0};
     int64_t n = 0;
     int64_t seq = 0, floor = 0;
-    enum ims_status st = store_count(app.store, &n, &err);
-    if (st == IMS_OK)
-        st = store_change_seq(app.store, &seq, &err);
-    if (st == IMS_OK)
-        st = store_change_floor(app.store, &floor, &err);
+    struct imgsearch_error lerr = {{0}};
+    enum imgsearch_status ls = imgsearch_count(app.is, &n, &lerr);
+    if (ls != IMGSEARCH_OK) {
+        cli_app_close("stats", &app, 0);
+        return cli_fail("stats", "%s", lerr.message[0] ? lerr.message : imgsearch_strerror(ls));
+    }
+    enum ims_status st = imgsearch__feed(app.is, &seq, &floor, &err);
     if (st != IMS_OK) {
         cli_app_close("stats", &app, 0);
         return cli_fail("stats", "%s", ims_error_message(&err, st));
     }
     json_t *j = json_pack("{s:I, s:i, s:s, s:s, s:{s:I, s:I}}", "images", (json_int_t)n, "dim",
-                          (int)app.dim, "model", app.model_name, "index", app.spec, "feed", "seq",
-                          (json_int_t)seq, "floor", (json_int_t)floor);
+                          imgsearch_dim(app.is), "model", imgsearch_model_name(app.is), "index",
+                          imgsearch__index_spec(app.is), "feed", "seq", (json_int_t)seq, "floor",
+                          (json_int_t)floor);
     char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
     if (s)
         printf("%s\n", s);

@@ -3,7 +3,10 @@
  * cmd_tag.c: `imgsearch tag ID... [--add T]... [--remove T]...`: changes the
  * tags of catalogue rows (issue 10), each id in its own transaction, and
  * prints every row's tags as they now are. The rules of a tag (length,
- * number, case) are the catalogue's (store_tag_normalize).
+ * number, case) are the catalogue's (store_tag_normalize): the given tags
+ * are checked once before any row is touched; after that an image that
+ * fails (unknown id, too many tags, a catalogue error) is reported and the
+ * other ids are still done; the exit status is 1 if any failed.
  */
 #include <limits.h>
 #include <stdio.h>
@@ -18,7 +21,8 @@ const char cli_help_tag[] =
     "Adds and removes tags of images (removals first); without --add/--remove it\n"
     "shows their tags. A tag keeps its case and is compared case-insensitively;\n"
     "1..64 bytes, no control characters, at most 64 per image. Prints\n"
-    "\"ID<TAB>tag, tag, ...\" for every image.\n"
+    "\"ID<TAB>tag, tag, ...\" for every image; an image that fails (unknown id, more\n"
+    "than 64 tags) is reported on stderr and the others are still done (exit 1).\n"
     "  --add T       add tag T (repeatable)\n"
     "  --remove T    remove tag T (repeatable; a tag the image lacks is ignored)\n"
     CLI_CATALOGUE_HELP;
@@ -72,6 +76,18 @@ int cli_cmd_tag(int argc, char **argv)
         rc = cli_usage("tag", cli_help_tag, "no id given");
         goto out;
     }
+    /* a bad tag would fail for every id: refused before any row changes */
+    for (size_t i = 0; i < n_add + n_rm; i++) {
+        char t[STORE_TAG_MAX_BYTES + 1], k[STORE_TAG_MAX_BYTES + 1];
+        struct ims_error terr = {0};
+        const char *v = i < n_add ? add[i] : rm[i - n_add];
+        enum ims_status ts = store_tag_normalize(v, t, k, &terr);
+        if (ts != IMS_OK) {
+            rc = cli_usage("tag", cli_help_tag, "%s %s", i < n_add ? "--add" : "--remove",
+                           ims_error_message(&terr, ts));
+            goto out;
+        }
+    }
     struct cli_app app;
     if (cli_app_open("tag", &o, &app) != 0) {
         rc = 1;
@@ -91,10 +107,9 @@ int cli_cmd_tag(int argc, char **argv)
             rc = 1;
             continue;
         }
-        if (st != IMS_OK) {
+        if (st != IMS_OK) { /* reported; the other ids are still done */
             rc = cli_fail("tag", "image %lld: %s", (long long)ids[i], ims_error_message(&err, st));
-            if (st == IMS_ERR_INVALID)
-                break; /* the same tags would fail for every id */
+            store_row_fini(&row);
             continue;
         }
         printf("%lld\t", (long long)row.id);

@@ -563,6 +563,16 @@ out:
  * matching nodes visits ~50x the nodes for the same k). */
 #define FILTER_SCAN_SHARE 0.10
 
+/* The own Graph walks with the filter inside its beam (refused nodes are
+ * waypoints), which stays cheap down to a few percent: at 100k rows the
+ * walk at 5-9% matching costs 0.96-1.22x the unfiltered walk (recall@10
+ * 0.99) where the scan of those 5-9k rows cost 2.2-5.2x
+ * (bench/README-index.md). It scans the matching rows below 1% of them,
+ * or below 2048 rows whatever the share (a scan that small is cheaper than
+ * any walk). */
+#define FILTER_GRAPH_SCAN_SHARE 0.01
+#define FILTER_GRAPH_SCAN_ROWS 2048
+
 /* From this share of matching rows on, Flat's filtered search runs the int8
  * pre-scan (skipping refused rows) instead of the fp32 scan of the matching
  * rows: the pre-scan reads every row's int8 code (a quarter of its fp32
@@ -599,7 +609,11 @@ static enum ims_status search_filtered(struct vindex *vx, const float *q, int k,
     }
     if ((st = index__topk_init(&top, kk)) != IMS_OK)
         goto nomem;
-    int scan = vx->kind == INDEX_KIND_FLAT || vx->kind == INDEX_KIND_FLAT_F16 || (double)n_match < FILTER_SCAN_SHARE * (double)s->n;
+    double scan_below = vx->graph ? IMS_MAX(FILTER_GRAPH_SCAN_SHARE * (double)s->n,
+                                            (double)FILTER_GRAPH_SCAN_ROWS)
+                                  : FILTER_SCAN_SHARE * (double)s->n;
+    int scan = vx->kind == INDEX_KIND_FLAT || vx->kind == INDEX_KIND_FLAT_F16 ||
+               (double)n_match < scan_below;
     if (!scan) {
         struct vindex_search_params p = query_params(vx, qp);
         st = index__search_faiss(vx, q, kk, filter, n_match, &p, &top, err);

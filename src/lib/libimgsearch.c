@@ -3,17 +3,19 @@
  * libimgsearch.c: the public C library (include/imgsearch.h) over the
  * modules' public headers: clip (model), replica (the data folder or a
  * PostgreSQL catalogue URL: the catalogue checked against the model, the
- * index snapshot brought up to date or rebuilt, exactly as the command line
- * and the server open it),
- * ingest and search. It owns nothing of its own but the handle; every call
- * maps onto one module call. Unlike the CLI the library never writes the
- * index snapshot (see imgsearch.h).
+ * index snapshot brought up to date or rebuilt), ingest and search. It owns
+ * nothing of its own but the handle; every call maps onto one module call.
+ * The `imgsearch` command and its server open, add, search, remove and save
+ * through this file too (libimgsearch_int.h: the same calls with the
+ * modules' full options, and accessors for what the library does not
+ * cover), so there is one path from a catalogue to an answer.
  *
  * Statuses: enum imgsearch_status has the values of enum ims_status (checked
  * below), so they pass through unchanged. Allocation goes through
  * ims_malloc/ims_free; imgsearch_free releases what the library returned.
  */
 #include "imgsearch.h"
+#include "libimgsearch_int.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -41,15 +43,15 @@ _Static_assert(sizeof(struct imgsearch_error) == sizeof(struct ims_error), "erro
 _Static_assert((int)IMGSEARCH_TERM_VECTOR == (int)SEARCH_TERM_VECTOR, "term kinds");
 
 struct imgsearch {
-    struct clip_model *model;
+    struct clip_model *model;       /* NULL when opened without one (internal open) */
     struct replica *replica;        /* the catalogue and its index */
     struct store *store;            /* borrowed from replica */
-    struct vindex *index;           /* borrowed from replica */
-    struct search_engine *se;
+    struct search_engine *se;       /* NULL without a model or index, or until started */
     struct ingest_options iopt;
     pthread_mutex_t add_mu;         /* one imgsearch_add at a time */
     char model_name[256];
     int dim;
+    int sync_ms;                    /* how long an add or remove waits for the index */
 };
 
 static enum imgsearch_status pass(enum ims_status st) { return (enum imgsearch_status)st; }
@@ -73,6 +75,21 @@ void imgsearch_params_default(struct imgsearch_params *p) { memset(p, 0, sizeof(
 enum imgsearch_status imgsearch_open(const char *catalogue, const struct imgsearch_params *p,
                                      struct imgsearch **out, struct imgsearch_error *e)
 {
+    return imgsearch_open_flags(catalogue, p, 0, out, e);
+}
+
+void imgsearch__open_options_default(struct imgsearch__open_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    replica_options_default(&o->replica);
+    clip_model_params_default(&o->model);
+    o->with_engine = 1;
+}
+
+enum imgsearch_status imgsearch_open_flags(const char *catalogue,
+                                           const struct imgsearch_params *p, unsigned flags,
+                                           struct imgsearch **out, struct imgsearch_error *e)
+{
     struct ims_error *err = ERR(e);
     struct imgsearch_params def;
     if (!p) {
@@ -81,6 +98,8 @@ enum imgsearch_status imgsearch_open(const char *catalogue, const struct imgsear
     }
     if (!catalogue || !*catalogue || !out)
         return pass(ims_error_set(err, IMS_ERR_INVALID, "no catalogue given"));
+    if (flags & ~(unsigned)IMGSEARCH_OPEN_EXISTING)
+        return pass(ims_error_set(err, IMS_ERR_INVALID, "unknown open flags 0x%x", flags));
     /* a PostgreSQL URL opens the shared catalogue the CLI's --catalogue
      * opens (store_open_catalogue through the replica); any other scheme is
      * refused rather than taken for a folder named "x://..." */
@@ -93,50 +112,124 @@ enum imgsearch_status imgsearch_open(const char *catalogue, const struct imgsear
     if (!mdir || !*mdir)
         return pass(ims_error_set(err, IMS_ERR_INVALID,
                                   "no model folder (params.model_dir or IMGSEARCH_MODEL)"));
-    struct imgsearch *is = ims_calloc(1, sizeof(*is));
-    if (!is)
-        return pass(ims_error_set(err, IMS_ERR_NOMEM, "out of memory"));
-    pthread_mutex_init(&is->add_mu, NULL);
-    struct clip_model_params mp;
-    clip_model_params_default(&mp);
-    mp.precision = p->bf16 ? CLIP_PRECISION_BF16 : CLIP_PRECISION_F32;
+    struct imgsearch__open_options o;
+    imgsearch__open_options_default(&o);
+    o.model_dir = mdir;
+    o.model.precision = p->bf16 ? CLIP_PRECISION_BF16 : CLIP_PRECISION_F32;
     if (p->n_threads > 0)
-        mp.n_threads = p->n_threads;
-    enum ims_status st = clip_model_load(mdir, &mp, &is->model, err);
-    if (st != IMS_OK) {
-        ims_error_prefix(err, "model %s", mdir);
-        goto fail;
-    }
-    snprintf(is->model_name, sizeof(is->model_name), "%s", clip_model_name(is->model));
-    is->dim = clip_model_embed_dim(is->model);
-    struct replica_options ro;
-    replica_options_default(&ro);
+        o.model.n_threads = p->n_threads;
     /* a URL has no data folder: no snapshot, the index (Flat) is built from
      * the catalogue at every open, as `imgsearch --catalogue URL` does
      * without --data */
-    ro.data_dir = url ? NULL : catalogue;
-    ro.catalogue = url ? catalogue : NULL;
-    ro.model_name = is->model_name;
-    ro.dim = (uint32_t)is->dim;
+    o.replica.data_dir = url ? NULL : catalogue;
+    o.replica.catalogue = url ? catalogue : NULL;
+    if (flags & IMGSEARCH_OPEN_EXISTING)
+        o.replica.store_flags |= STORE_OPEN_EXISTING;
+    int model_failed = 0;
+    struct imgsearch *is = NULL;
+    enum ims_status st = imgsearch__open(&o, &is, &model_failed, err);
+    if (st != IMS_OK) {
+        if (model_failed)
+            ims_error_prefix(err, "model %s", mdir);
+        return pass(st);
+    }
+    is->iopt.fetch.allow_private = p->allow_private_urls != 0;
+    *out = is;
+    return IMGSEARCH_OK;
+}
+
+enum ims_status imgsearch__open(const struct imgsearch__open_options *o, struct imgsearch **out,
+                                int *model_failed, struct ims_error *err)
+{
+    if (model_failed)
+        *model_failed = 0;
+    struct imgsearch *is = ims_calloc(1, sizeof(*is));
+    if (!is)
+        return ims_error_set(err, IMS_ERR_NOMEM, "out of memory");
+    pthread_mutex_init(&is->add_mu, NULL);
+    is->sync_ms = o->sync_ms > 0 ? o->sync_ms : 60000;
+    struct replica_options ro = o->replica;
+    enum ims_status st;
+    if (o->model_dir) {
+        st = clip_model_load(o->model_dir, &o->model, &is->model, err);
+        if (st != IMS_OK) {
+            if (model_failed)
+                *model_failed = 1;
+            goto fail;
+        }
+        /* the catalogue must belong to this model (replica_open checks) */
+        ro.model_name = clip_model_name(is->model);
+        ro.dim = (uint32_t)clip_model_embed_dim(is->model);
+    }
     st = replica_open(&ro, &is->replica, err);
     if (st != IMS_OK)
         goto fail;
     is->store = replica_store(is->replica);
-    is->index = replica_index(is->replica);
-    st = search_engine_new(is->model, is->store, is->index, NULL, &is->se, err);
-    if (st != IMS_OK)
+    /* the replica's: the model's when one is loaded (checked equal above),
+     * else what the catalogue records */
+    snprintf(is->model_name, sizeof(is->model_name), "%s", replica_model_name(is->replica));
+    is->dim = (int)replica_dim(is->replica);
+    if (o->with_engine && is->model && replica_index(is->replica) &&
+        (st = imgsearch__engine_start(is, o->search, err)) != IMS_OK)
         goto fail;
     /* no ingest service (ingest_new): it would mark the jobs of a server
      * running on the same folder as interrupted; imgsearch_add runs its
      * own pipeline */
     ingest_options_default(&is->iopt);
     is->iopt.allow_local_files = 1;
-    is->iopt.fetch.allow_private = p->allow_private_urls != 0;
     *out = is;
-    return IMGSEARCH_OK;
+    return IMS_OK;
 fail:
     imgsearch_close(is);
-    return pass(st);
+    return st;
+}
+
+enum ims_status imgsearch__engine_start(struct imgsearch *is, const struct search_options *o,
+                                        struct ims_error *err)
+{
+    struct vindex *vx = replica_index(is->replica);
+    if (is->se)
+        return IMS_OK;
+    if (!is->model || !vx)
+        return ims_error_set(err, IMS_ERR_INVALID,
+                             !is->model ? "opened without a model: nothing to search with"
+                                        : "the index is not built yet");
+    return search_engine_new(is->model, is->store, vx, o, &is->se, err);
+}
+
+struct clip_model *imgsearch__model(struct imgsearch *is) { return is->model; }
+struct replica *imgsearch__replica(struct imgsearch *is) { return is->replica; }
+struct store *imgsearch__store(struct imgsearch *is) { return is->store; }
+struct search_engine *imgsearch__engine(struct imgsearch *is) { return is->se; }
+const char *imgsearch__index_spec(struct imgsearch *is) { return replica_spec(is->replica); }
+
+enum ims_status imgsearch__feed(struct imgsearch *is, int64_t *seq, int64_t *floor,
+                                struct ims_error *err)
+{
+    int64_t s = 0, f = 0;
+    enum ims_status st = store_change_seq(is->store, &s, err);
+    if (st == IMS_OK)
+        st = store_change_floor(is->store, &f, err);
+    if (st == IMS_OK) {
+        *seq = s;
+        *floor = f;
+    }
+    return st;
+}
+
+enum imgsearch_status imgsearch_save(struct imgsearch *is, struct imgsearch_error *e)
+{
+    struct ims_error *err = ERR(e);
+    if (!replica_index(is->replica) || !replica_data_dir(is->replica)[0])
+        return IMGSEARCH_OK; /* no index, or a URL without a data folder: no snapshot */
+    /* this handle's own writes are in the feed: cover them, so the snapshot
+     * records the newest position (a failure here still saves what the
+     * index covers) */
+    struct ims_error cerr = {0};
+    enum ims_status st = replica_catch_up(is->replica, &cerr);
+    if (st != IMS_OK)
+        ims_log(IMS_LOG_WARN, "%s", ims_error_message(&cerr, st));
+    return pass(replica_save(is->replica, NULL, err));
 }
 
 void imgsearch_close(struct imgsearch *is)
@@ -144,7 +237,7 @@ void imgsearch_close(struct imgsearch *is)
     if (!is)
         return;
     search_engine_free(is->se);
-    replica_close(is->replica); /* no snapshot: the CLI and the server write it */
+    replica_close(is->replica); /* no snapshot: imgsearch_save writes it */
     clip_model_free(is->model);
     pthread_mutex_destroy(&is->add_mu);
     ims_free(is);
@@ -159,18 +252,18 @@ const char *imgsearch_model_name(const struct imgsearch *is) { return is->model_
 
 /* ---- adding ------------------------------------------------------------------------------ */
 
+/* ingest commits rows to the catalogue; the handle's index follows them
+ * through the replica before the add returns */
+enum ims_status imgsearch__after_commit(void *user, int64_t seq, struct ims_error *err)
+{
+    struct imgsearch *is = user;
+    return replica_sync(is->replica, seq, is->sync_ms, err);
+}
+
 struct next_ctx {
     const char *const *sources;
     size_t n, i;
 };
-
-/* ingest commits rows to the catalogue; the handle's index follows them
- * through the replica before imgsearch_add returns */
-static enum ims_status after_commit(void *user, int64_t seq, struct ims_error *err)
-{
-    struct imgsearch *is = user;
-    return replica_sync(is->replica, seq, 60000, err);
-}
 
 static int next_source(void *ctx, const char **source)
 {
@@ -181,20 +274,30 @@ static int next_source(void *ctx, const char **source)
     return 1;
 }
 
+enum ims_status imgsearch__add(struct imgsearch *is, const struct ingest_options *io,
+                               int (*next)(void *ctx, const char **source), void *ctx,
+                               atomic_int *cancel, struct ingest_summary *sum,
+                               struct ims_error *err)
+{
+    if (!is->model)
+        return ims_error_set(err, IMS_ERR_INVALID, "opened without a model: cannot add");
+    struct ingest_deps deps = {is->model, is->store, imgsearch__after_commit, is};
+    pthread_mutex_lock(&is->add_mu);
+    enum ims_status st = ingest_run(&deps, io, next, ctx, cancel, sum, err);
+    pthread_mutex_unlock(&is->add_mu);
+    return st;
+}
+
 enum imgsearch_status imgsearch_add(struct imgsearch *is, const char *const *sources, size_t n,
                                     struct imgsearch_add_summary *summary,
                                     struct imgsearch_error *e)
 {
     if (!sources && n)
         return pass(ims_error_set(ERR(e), IMS_ERR_INVALID, "no sources"));
-    struct ingest_deps deps = {is->model, is->store, after_commit, is};
     struct next_ctx nc = {sources, n, 0};
     struct ingest_summary sum;
     memset(&sum, 0, sizeof(sum));
-    pthread_mutex_lock(&is->add_mu);
-    enum ims_status st =
-        ingest_run(&deps, &is->iopt, next_source, &nc, NULL, &sum, ERR(e));
-    pthread_mutex_unlock(&is->add_mu);
+    enum ims_status st = imgsearch__add(is, &is->iopt, next_source, &nc, NULL, &sum, ERR(e));
     if (st == IMS_OK && summary) {
         summary->total = sum.total;
         summary->added = sum.added;
@@ -204,16 +307,39 @@ enum imgsearch_status imgsearch_add(struct imgsearch *is, const char *const *sou
     return pass(st);
 }
 
+enum ims_status imgsearch__remove(struct imgsearch *is, int64_t id, int sync_ms,
+                                  struct ims_error *err)
+{
+    enum ims_status st = store_delete(is->store, id, err);
+    int64_t seq = 0;
+    if (st == IMS_OK)
+        st = store_change_seq(is->store, &seq, err);
+    if (st == IMS_OK) /* the catalogue first; the index follows its feed */
+        st = replica_sync(is->replica, seq, sync_ms, err);
+    return st;
+}
+
 enum imgsearch_status imgsearch_remove(struct imgsearch *is, int64_t id,
                                        struct imgsearch_error *e)
 {
-    enum ims_status st = store_delete(is->store, id, ERR(e));
+    return pass(imgsearch__remove(is, id, is->sync_ms, ERR(e)));
+}
+
+enum ims_status imgsearch__remove_many(struct imgsearch *is, const int64_t *ids, size_t n,
+                                       uint8_t *existed, enum ims_status *index_st,
+                                       struct ims_error *index_err, struct ims_error *err)
+{
+    enum ims_status st = store_delete_many(is->store, ids, n, existed, err);
+    if (st != IMS_OK)
+        return st;
+    /* the catalogue (the source of truth) has the deletions; the index
+     * follows its feed */
     int64_t seq = 0;
-    if (st == IMS_OK)
-        st = store_change_seq(is->store, &seq, ERR(e));
-    if (st == IMS_OK) /* the catalogue first; the index follows its feed */
-        st = replica_sync(is->replica, seq, 60000, ERR(e));
-    return pass(st);
+    enum ims_status ist = store_change_seq(is->store, &seq, index_err);
+    if (ist == IMS_OK && replica_index(is->replica))
+        ist = replica_sync(is->replica, seq, is->sync_ms, index_err);
+    *index_st = ist;
+    return IMS_OK;
 }
 
 /* ---- rows ------------------------------------------------------------------------------------ */
@@ -296,7 +422,7 @@ enum imgsearch_status imgsearch_search(struct imgsearch *is, const struct imgsea
                                 SEARCH_ORDER_SCORE, q->filter ? &sf : NULL, 0.0f, {0}};
     struct search_response resp;
     memset(&resp, 0, sizeof(resp));
-    enum ims_status st = search_run(is->se, &rq, &resp, err);
+    enum ims_status st = imgsearch__search(is, &rq, &resp, err);
     if (st != IMS_OK)
         return pass(st);
     out->items = ims_calloc(resp.n ? resp.n : 1, sizeof(*out->items));
@@ -319,6 +445,15 @@ enum imgsearch_status imgsearch_search(struct imgsearch *is, const struct imgsea
     return IMGSEARCH_OK;
 }
 
+enum ims_status imgsearch__search(struct imgsearch *is, const struct search_request *rq,
+                                  struct search_response *resp, struct ims_error *err)
+{
+    if (!is->se)
+        return ims_error_set(err, IMS_ERR_INVALID, is->model ? "the index is not ready"
+                                                             : "opened without a model");
+    return search_run(is->se, rq, resp, err);
+}
+
 void imgsearch_results_free(struct imgsearch_results *r)
 {
     if (!r)
@@ -337,6 +472,8 @@ enum imgsearch_status imgsearch_embed_text(struct imgsearch *is, const char *tex
 {
     if (!text || !out)
         return pass(ims_error_set(ERR(e), IMS_ERR_INVALID, "no text"));
+    if (!is->se)
+        return pass(ims_error_set(ERR(e), IMS_ERR_INVALID, "no model or index to embed with"));
     return pass(search_embed_text(is->se, text, out, NULL, ERR(e)));
 }
 
@@ -345,5 +482,7 @@ enum imgsearch_status imgsearch_embed_image(struct imgsearch *is, const void *by
 {
     if (!bytes || !n || !out)
         return pass(ims_error_set(ERR(e), IMS_ERR_INVALID, "no image"));
+    if (!is->se)
+        return pass(ims_error_set(ERR(e), IMS_ERR_INVALID, "no model or index to embed with"));
     return pass(search_embed_image(is->se, bytes, n, out, ERR(e)));
 }

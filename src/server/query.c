@@ -693,6 +693,26 @@ static enum ims_status args_filter(const struct server_query_args *g, struct ser
     }
     IMS_RETURN_ERROR_IF(g->n_tags > SERVER_TAGS_MAX, err, IMS_ERR_INVALID,
                         "tag: at most %d tags", SERVER_TAGS_MAX);
+    /* A NUL (the query's "%00", which the server's unescaping leaves as the
+     * three characters so that it never cuts a value short) and control
+     * characters are refused here, naming the value and the byte: no tag
+     * holds one (the catalogue's rule, which also checks length and UTF-8).
+     * A tag spelled with the text "%00" can still be asked for in a POST
+     * filter. */
+    for (size_t i = 0; i < g->n_tags; i++) {
+        const unsigned char *t = (const unsigned char *)g->tags[i];
+        size_t len = strlen(g->tags[i]);
+        const char *nul = strstr(g->tags[i], "%00");
+        IMS_RETURN_ERROR_IF(nul, err, IMS_ERR_INVALID, "tag %zu: NUL byte (%%00) at byte %zu",
+                            i + 1, nul ? (size_t)(nul - g->tags[i]) : 0);
+        for (size_t b = 0; b < len; b++) {
+            unsigned cp = t[b] < 0x20 || t[b] == 0x7f ? t[b]
+                          : t[b] == 0xc2 && t[b + 1] >= 0x80 && t[b + 1] <= 0x9f ? t[b + 1]
+                                                                                 : 0x100;
+            IMS_RETURN_ERROR_IF(cp != 0x100, err, IMS_ERR_INVALID,
+                                "tag %zu: control character U+%04X at byte %zu", i + 1, cp, b);
+        }
+    }
     f->tags = g->tags;
     f->n_tags = g->n_tags;
     return IMS_OK;

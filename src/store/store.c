@@ -412,7 +412,7 @@ enum ims_status store_list(struct store *st, enum store_order order, int64_t off
 {
     IMS_RETURN_ERROR_IF(!st || !rows || !n || offset < 0 || limit < 0, err, IMS_ERR_INVALID,
                         "store_list: invalid arguments");
-    IMS_RETURN_ERROR_IF((unsigned)order > STORE_ORDER_ADDED_DESC, err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF((unsigned)order > STORE_ORDER_ID_AFTER, err, IMS_ERR_INVALID,
                         "store_list: unknown order %d", (int)order);
     return st->ops->list(st, order, offset, limit, rows, n, err);
 }

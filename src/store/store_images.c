@@ -765,6 +765,8 @@ enum ims_status sq_list(struct store *st, enum store_order order, int64_t offset
         [STORE_ORDER_ID_ASC] = "SELECT " ROW_COLS ROW_EMB_NO "ORDER BY i.id LIMIT ?1 OFFSET ?2",
         [STORE_ORDER_ADDED_DESC] = "SELECT " ROW_COLS ROW_EMB_NO
                                    "ORDER BY i.added DESC, i.id DESC LIMIT ?1 OFFSET ?2",
+        [STORE_ORDER_ID_AFTER] = "SELECT " ROW_COLS ROW_EMB_NO
+                                 "WHERE i.id > ?2 ORDER BY i.id LIMIT ?1",
     };
     IMS_RETURN_ERROR_IF((unsigned)order >= IMS_ARRAY_LEN(sql), err, IMS_ERR_INVALID,
                         "store_list: unknown order %d", (int)order);

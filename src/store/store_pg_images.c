@@ -740,6 +740,8 @@ enum ims_status pg_list(struct store *st, enum store_order order, int64_t offset
         [STORE_ORDER_ID_ASC] = "SELECT " ROW_COLS ROW_FROM " ORDER BY i.id LIMIT $1 OFFSET $2",
         [STORE_ORDER_ADDED_DESC] = "SELECT " ROW_COLS ROW_FROM " ORDER BY i.added DESC, "
                                    "i.id DESC LIMIT $1 OFFSET $2",
+        [STORE_ORDER_ID_AFTER] = "SELECT " ROW_COLS ROW_FROM
+                                 " WHERE i.id > $2 ORDER BY i.id LIMIT $1",
     };
     if (limit > 10000)
         limit = 10000;

@@ -14,6 +14,10 @@
  * source back, with an unknown file state so the next sync reads it again.
  * A sync killed in between leaves a parked row: the next sync finds no file
  * of that name and deletes it, and adds the file as new.
+ *
+ * One sync per catalogue at a time (store_sync_lock_try, held from listing
+ * the rows to the last write): a second one, in this process or another,
+ * returns IMS_ERR_BUSY at once; the watcher tries again later.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -390,7 +394,13 @@ enum ims_status sync__folder(const struct ingest_deps *deps, const struct ingest
     size_t *gone = NULL, n_gone = 0;
     struct run r = {0};
     pthread_mutex_init(&r.mu, NULL);
-    enum ims_status st = store_list_under(deps->store, root, &rows, &n_rows, err);
+    /* one sync per catalogue at a time, from listing the rows to the last
+     * write: another one refuses (IMS_ERR_BUSY) instead of interleaving */
+    struct store_sync_lock *lock = NULL;
+    enum ims_status st = store_sync_lock_try(deps->store, &lock, err);
+    if (st != IMS_OK)
+        goto out;
+    st = store_list_under(deps->store, root, &rows, &n_rows, err);
     if (st != IMS_OK)
         goto out;
     l.rows = rows;
@@ -607,6 +617,7 @@ enum ims_status sync__folder(const struct ingest_deps *deps, const struct ingest
         }
     }
 out:
+    store_sync_unlock(lock);
     sum.elapsed_s = ims_now() - t0;
     if (sum_out)
         *sum_out = sum;

@@ -46,7 +46,7 @@ struct root {
     double last_event; /* ims_now() */
     double next_check; /* armed: stat the path; disarmed: look for it */
     /* status (guarded by mu) */
-    int64_t syncs, events, overflows, rearms, last_sync;
+    int64_t syncs, events, overflows, rearms, deferred, last_sync;
     struct sync_summary last, total;
 };
 
@@ -238,6 +238,16 @@ static void sync_root(struct sync_watch *w, size_t ri)
     struct ims_error err = {0};
     enum ims_status st =
         sync__folder(w->deps, w->io, r->path, &w->stop, on_dir, w, &sum, &err);
+    if (st == IMS_ERR_BUSY) { /* another sync holds the catalogue: again in rearm_ms */
+        ims_log(IMS_LOG_INFO, "watch: sync of %s put off: %s", r->path,
+                ims_error_message(&err, st));
+        r->dirty = 1;
+        r->last_event = ims_now() + (double)(w->o.rearm_ms - w->o.debounce_ms) / 1000.0;
+        pthread_mutex_lock(&w->mu);
+        r->deferred++;
+        pthread_mutex_unlock(&w->mu);
+        return;
+    }
     if (st != IMS_OK) {
         if (st != IMS_ERR_CANCELLED)
             ims_log(IMS_LOG_WARN, "watch: sync of %s: %s", r->path,
@@ -410,6 +420,7 @@ size_t sync_watch_status(struct sync_watch *w, struct sync_watch_status *out, si
         s->events = r->events;
         s->overflows = r->overflows;
         s->rearms = r->rearms;
+        s->deferred = r->deferred;
         s->last_sync = r->last_sync;
         s->last = r->last;
         s->total = r->total;
@@ -468,9 +479,9 @@ size_t sync_watch_metrics(struct sync_watch *w, char *buf, size_t cap)
     put(&t, "# TYPE imgsearch_watch_folders gauge\nimgsearch_watch_folders %zu\n", n);
     static const char *const names[] = {"armed",  "syncs_total",     "events_total",
                                         "overflows_total", "rearms_total", "last_sync_seconds",
-                                        "files", "changes_total"};
+                                        "files", "changes_total", "deferred_total"};
     static const char *const types[] = {"gauge", "counter", "counter", "counter",
-                                        "counter", "gauge",  "gauge",   "counter"};
+                                        "counter", "gauge",  "gauge",   "counter", "counter"};
     for (size_t k = 0; k < IMS_ARRAY_LEN(names); k++) {
         put(&t, "# TYPE imgsearch_watch_%s %s\n", names[k], types[k]);
         for (size_t i = 0; i < n; i++) {
@@ -491,6 +502,9 @@ size_t sync_watch_metrics(struct sync_watch *w, char *buf, size_t cap)
                         (long long)s[i].last_sync); break;
             case 6: put(&t, "imgsearch_watch_files{folder=\"%s\"} %lld\n", f,
                         (long long)s[i].last.files); break;
+            case 8: /* syncs put off while another sync held the catalogue */
+                put(&t, "imgsearch_watch_deferred_total{folder=\"%s\"} %lld\n", f,
+                    (long long)s[i].deferred); break;
             default: {
                 const char *kinds[] = {"added", "changed", "renamed", "removed", "duplicate",
                                        "failed"};

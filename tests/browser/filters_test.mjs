@@ -61,12 +61,15 @@ const isSearch = (r) => {
 };
 
 // Runs `action` (which starts a search) and returns the JSON body the page
-// sent, after the answer is on the page.
+// sent (null for a multipart one), after the answer is on the page.
 async function pageSearch(page, action) {
   const req = page.waitForRequest(isSearch);
   const resp = page.waitForResponse(isSearch);
   await action();
-  const sent = JSON.parse((await req).postData());
+  // a JSON body; an image search sends multipart (the caller reads its form)
+  const r = await req;
+  const sent = (r.headers()['content-type'] || '').startsWith('application/json')
+    ? JSON.parse(r.postData()) : null;
   await resp;
   await page.waitForFunction(() => !document.getElementById('message').textContent.startsWith('Searching'),
     null, { timeout: 30_000 });
@@ -122,7 +125,7 @@ async function main() {
 
   await h.launch(CHROMIUM, { width: 1280, height: 900 });
   const page = h.browser.pages()[0] || await h.browser.newPage();
-  h.watch(page, origin);
+  await h.watch(page, origin);
   await page.goto(origin + '/');
   await page.waitForFunction(() => /\d+ images/.test(document.getElementById('stats').textContent));
   await pageSearch(page, async () => { await page.fill('#q', QUERY); await page.press('#q', 'Enter'); });
@@ -228,7 +231,7 @@ async function main() {
 
   // -- a shared URL opens with the controls set ------------------------------------------------------------
   const shared = await h.browser.newPage();
-  h.watch(shared, origin);
+  await h.watch(shared, origin);
   const sharedUrl = `${origin}/?q=${encodeURIComponent(QUERY)}&format=jpeg%2Cwebp&min_width=700&source_prefix=${encodeURIComponent(trip)}`;
   await pageSearch(shared, () => shared.goto(sharedUrl));
   check(await shared.inputValue('#q') === QUERY, 'shared URL: the query box is filled');
@@ -452,7 +455,7 @@ async function main() {
 
   // -- phone -------------------------------------------------------------------------------------------------------------
   const phone = await h.browser.newPage();
-  h.watch(phone, origin);
+  await h.watch(phone, origin);
   await phone.setViewportSize({ width: 390, height: 844 });
   await pageSearch(phone, () => phone.goto(`${origin}/?q=${encodeURIComponent(QUERY)}&format=png%2Cjpeg` +
     `&min_width=10&source_prefix=${encodeURIComponent(path.join(lib, 'home'))}`));

@@ -68,7 +68,10 @@ export function harness(name, watchdogMs) {
     h.browser = await chromium.launchPersistentContext(userData, {
       executablePath, headless: true, viewport,
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+        '--disable-background-networking', '--disable-component-update', '--disable-sync',
+        // no name resolves but loopback: nothing the browser itself starts
+        // (or a page asks for) can leave the machine
+        '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1, EXCLUDE [::1]'],
     });
     return h.browser;
   };
@@ -77,8 +80,14 @@ export function harness(name, watchdogMs) {
   // "Failed to load resource: 4xx" of a step that provokes one (h.expectErrors)
   h.foreign = [];
   h.consoleErrors = [];
-  h.watch = (page, origin) => {
-    page.on('request', (r) => { if (!r.url().startsWith(origin + '/')) h.foreign.push(r.url()); });
+  h.watch = async (page, origin) => {
+    // requests to any other origin are recorded (a failure) and blocked
+    await page.route('**/*', (route) => {
+      const url = route.request().url();
+      if (url.startsWith(origin + '/')) return route.continue();
+      h.foreign.push(url);
+      return route.abort('blockedbyclient');
+    });
     page.on('console', (m) => {
       if (m.type() !== 'error') return;
       if (h.expectErrors && /Failed to load resource: the server responded with a status of (4\d\d)/.test(m.text())) return;

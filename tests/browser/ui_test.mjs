@@ -177,14 +177,21 @@ async function main() {
     executablePath: CHROMIUM,
     headless: true,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1, EXCLUDE [::1]'], // loopback only
     viewport: { width: 1280, height: 560 }, // one page of tiles is taller than the screen
   });
   const foreign = [];
   const consoleErrors = [];
   let expectErrors = false; // set while a step provokes an HTTP error on purpose
-  const watch = (page) => {
-    page.on('request', (r) => { if (!r.url().startsWith(origin + '/')) foreign.push(r.url()); });
+  const watch = async (page) => {
+    // requests to any other origin are recorded (a failure) and blocked
+    await page.route('**/*', (route) => {
+      const url = route.request().url();
+      if (url.startsWith(origin + '/')) return route.continue();
+      foreign.push(url);
+      return route.abort('blockedbyclient');
+    });
     page.on('console', (m) => {
       if (m.type() !== 'error') return;
       if (expectErrors && /Failed to load resource: the server responded with a status of (4\d\d)/.test(m.text())) return;
@@ -194,7 +201,7 @@ async function main() {
     page.on('dialog', (d) => d.accept());
   };
   const page = browser.pages()[0] || await browser.newPage();
-  watch(page);
+  await watch(page);
 
   // -- first view --------------------------------------------------------------------------
   await page.goto(origin + '/');
@@ -397,7 +404,7 @@ async function main() {
 
   // -- a screen taller than one page: infinite scroll goes on by itself ----------------------------------
   const tall = await browser.newPage();
-  watch(tall);
+  await watch(tall);
   await tall.setViewportSize({ width: 1280, height: 1600 });
   await tall.goto(origin + '/');
   await runSearchForm(tall, 'a red bicycle by the sea');
@@ -409,7 +416,7 @@ async function main() {
 
   // -- phone-sized viewport ----------------------------------------------------------------------------------------------
   const phone = await browser.newPage();
-  watch(phone);
+  await watch(phone);
   await phone.setViewportSize({ width: 390, height: 844 });
   await phone.goto(origin + '/');
   await runSearchForm(phone, 'a red bicycle by the sea');

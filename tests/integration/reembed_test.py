@@ -12,7 +12,13 @@
 - the old catalogue is untouched: same rows, same embeddings bytes, same model;
 - running it again fetches nothing again (all "present": resumable);
 - searching NEW with model B finds the images; --to the same folder, a
-  missing --to or --model, and a missing old catalogue are refused.
+  missing --to or --model, and a missing old catalogue are refused;
+- each new row keeps its old row's tags, caption and added time (read
+  from both catalogues), also when a resumed run finds the row present
+  with them lost (as after a run stopped between the insert and that
+  step); a file that now holds another row's content counts "present", not
+  failed; the old catalogue is read --page-rows 2 at a time (keyset pages
+  over ids with a gap) and every row is visited.
 
 With "pg" as third argument, the same re-embed also goes --to a
 PostgreSQL database (rows, their dim and the recorded model checked with
@@ -60,6 +66,27 @@ def snapshot(data):
         db.close()
 
 
+def details(data=None, url=None):
+    """source -> (caption, added, sorted tags) of every row."""
+    q_rows = "SELECT source, caption, added FROM images"
+    q_tags = ("SELECT i.source, g.tag FROM image_tags g JOIN images i ON i.id = g.image_id")
+    if url:
+        rows = [ln.split("|") for ln in psql(url, q_rows).splitlines() if ln.strip()]
+        rows = [(r[0], r[1] or None, int(r[2])) for r in rows]
+        tags = [ln.split("|") for ln in psql(url, q_tags).splitlines() if ln.strip()]
+    else:
+        db = sqlite3.connect(os.path.join(data, "catalogue.db"))
+        try:
+            rows = db.execute(q_rows).fetchall()
+            tags = db.execute(q_tags).fetchall()
+        finally:
+            db.close()
+    out = {r[0]: (r[1], r[2], []) for r in rows}
+    for src, tag in tags:
+        out[src][2].append(tag)
+    return {k: (c, a, sorted(t)) for k, (c, a, t) in out.items()}
+
+
 def main():
     exe, src = sys.argv[1], sys.argv[2]
     tmp = tempfile.mkdtemp(prefix="ims-reembed-")
@@ -93,6 +120,19 @@ def main():
                            photos, srv.url("/files/w.bmp"), srv.url("/files/w2.bmp"))
         check(rc == 0 and out.count("added ") == 7, "old catalogue built (rc %d: %s %s)"
               % (rc, out, err))
+        # tags (CLI), captions and added times (written straight into the
+        # catalogue: no command sets them) for the new catalogue to keep
+        rc, out, err = run(exe, "tag", "--data", old, "1", "2", "--add", "Trip")
+        check(rc == 0, "old rows tagged (rc %d: %s)" % (rc, err))
+        rc, out, err = run(exe, "tag", "--data", old, "1", "--add", "beach")
+        db = sqlite3.connect(os.path.join(old, "catalogue.db"))
+        db.execute("UPDATE images SET added = 1000000 + id, caption = 'caption ' || id"
+                   " WHERE id % 2 = 1")
+        db.execute("UPDATE images SET added = 2000000 + id WHERE id % 2 = 0")
+        db.commit()
+        db.close()
+        old_details = details(old)
+        check(sum(v[0] is not None for v in old_details.values()) == 4, "old captions set")
         before = snapshot(old)
         check(before[1] and before[2] == "32", "old catalogue records the dim-32 model: %r"
               % (before[1:],))
@@ -101,8 +141,13 @@ def main():
 
         new = os.path.join(tmp, "new")
         common = ["--data", old, "--allow-private-urls"]
-        rc, out, err = run(exe, "reembed", *common, "--model", model_b, "--to", new)
+        rc, out, err = run(exe, "reembed", *common, "--model", model_b, "--to", new,
+                           "--page-rows", "2")
         check(rc == 0, "reembed exits 0 with gone rows (rc %d: %s)" % (rc, err[-500:]))
+        kept = {k: v for k, v in old_details.items() if "p3.bmp" not in k and "w2.bmp" not in k}
+        check(details(new) == kept, "new rows keep tags, captions and added times: %r vs %r"
+              % (details(new), kept))
+        check(any(v[2] == sorted(["beach", "Trip"]) for v in kept.values()), "a row with two tags")
         lines = out.splitlines()
         gone = [ln for ln in lines if ln.startswith("gone ")]
         check(len(gone) == 2 and any("p3.bmp" in g for g in gone) and
@@ -117,7 +162,13 @@ def main():
         check(after[1] != before[1] or after[2] != before[2], "a new model is recorded")
         check(snapshot(old) == before, "the old catalogue is untouched")
 
-        # resumable: a second run fetches nothing again
+        # resumable: a second run fetches nothing again, and completes a row
+        # found present without its details
+        db = sqlite3.connect(os.path.join(new, "catalogue.db"))
+        db.execute("DELETE FROM image_tags")
+        db.execute("UPDATE images SET caption = NULL, added = 5")
+        db.commit()
+        db.close()
         with open(log) as f:
             n_requests = len(f.read().splitlines())
         rc, out, err = run(exe, "reembed", *common, "--model", model_b, "--to", new, "--json")
@@ -129,6 +180,7 @@ def main():
         check(doc.get("present") == 5 and doc.get("reembedded") == 0 and doc.get("gone") == 2 and
               doc.get("rows") == 7, "second run: all present, nothing re-embedded: %r" % doc)
         check(len(snapshot(new)[0]) == 5 and snapshot(old) == before, "nothing changed")
+        check(details(new) == kept, "a resumed run gives present rows their details again")
         with open(log) as f:
             again = f.read().splitlines()[n_requests:]
         check(not any("/files/w.bmp" in ln for ln in again),
@@ -154,12 +206,31 @@ def main():
                     check(rc == 0 and (doc.get("reembedded"), doc.get("present")) == want and
                           doc.get("gone") == 2,
                           "reembed --to postgresql run %d: rc %d %r %s" % (attempt, rc, doc, err))
+                check(details(url=url) == kept, "PostgreSQL target keeps tags, captions, added:"
+                      " %r" % details(url=url))
                 got = psql(url, "SELECT count(*), min(length(e.vec)), max(length(e.vec))"
                                 " FROM images i JOIN embeddings e ON e.image_id = i.id").strip()
                 check(got == "5|64|64", "PostgreSQL target holds 5 rows of dim 16: %r" % got)
                 dim = psql(url, "SELECT dim FROM model").strip()
                 check(dim == "16", "PostgreSQL target records the new model: %r" % dim)
             check(snapshot(old) == before, "the old catalogue is still untouched")
+
+        # a file now holding another row's content: that row is "present"
+        # (a duplicate by content), not a failure, and no details move
+        shutil.copy(os.path.join(photos, "p0.bmp"), os.path.join(photos, "p1.bmp"))
+        new3 = os.path.join(tmp, "new3")
+        rc, out, err = run(exe, "reembed", *common, "--model", model_b, "--to", new3, "--json")
+        try:
+            doc = json.loads(out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            doc = {}
+        check(rc == 0 and (doc.get("reembedded"), doc.get("present"), doc.get("gone"),
+                           doc.get("failed")) == (4, 1, 2, 0),
+              "a file with another row's content counts present, not failed: %r %s"
+              % (doc, err[-300:]))
+        got = details(new3)
+        check(len(got) == 4 and all(got[k] == kept[k] for k in got),
+              "the other rows keep their details: %r" % got)
 
         rc, _, err = run(exe, "reembed", "--data", old, "--model", model_b, "--to", old)
         check(rc == 1 and "catalogue being read" in err, "--to the same folder refused: %s" % err)

@@ -1140,6 +1140,9 @@ static void test_capacity_503(void **state)
     assert_int_equal(b.r.status, 200); /* the queued one got its turn */
     resp_fini(&a.r);
     resp_fini(&b.r);
+    /* a request is counted when the daemon completes it, which for the raw
+     * multipart refusal can follow the moment its 503 head reaches us */
+    wait_metric("imgsearch_http_request_duration_seconds_count{route=\"/api/v1/search\"} 4\n");
     get(&r, "/metrics");
     assert_non_null(
         strstr(r.body.data, "imgsearch_http_requests_total{route=\"/api/v1/search\",status=\"503\"} 2\n"));

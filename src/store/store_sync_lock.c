@@ -1,0 +1,215 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * store_sync_lock.c: one folder sync at a time per catalogue (store.h
+ * "One sync at a time"), and a row's caption and added time set again
+ * (store_set_details, for `reembed`). Both backends live here, dispatched
+ * on st->pg, so these two small features stay out of the backend vtable and
+ * its files.
+ *
+ * SQLite: flock(2) on <data folder>/sync.lock, an open file description of
+ * its own per lock, so two holders in one process exclude each other too.
+ * The holder writes its pid into the file: the refusal names it.
+ * PostgreSQL: the session advisory lock STORE_PG_SYNC_LOCK taken with
+ * pg_try_advisory_lock on a pooled connection that stays out of the pool
+ * while it is held. Either lock goes with the process (or connection) that
+ * held it, so a killed sync never leaves it behind.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "store_int.h"
+#include "store_pg_int.h"
+
+#define STORE_PG_SYNC_LOCK 0x696d7379 /* "imsy": not the write or migration lock */
+#define SYNC_LOCK_FILE "sync.lock"
+
+struct store_sync_lock {
+    struct store *st;
+    int fd;    /* SQLite: the flock'd file, -1 for PostgreSQL */
+    PGconn *c; /* PostgreSQL: the session holding the advisory lock */
+};
+
+static enum ims_status busy(struct ims_error *err, const char *holder)
+{
+    return ims_error_set(err, IMS_ERR_BUSY,
+                         "another sync of this catalogue is running%s%s%s (add --sync or "
+                         "serve --watch); try again when it has finished",
+                         holder[0] ? " (" : "", holder, holder[0] ? ")" : "");
+}
+
+static enum ims_status sq_lock(struct store *st, struct store_sync_lock *l, struct ims_error *err)
+{
+    char path[4096];
+    int n = snprintf(path, sizeof(path), "%s/%s", st->data_dir, SYNC_LOCK_FILE);
+    IMS_RETURN_ERROR_IF(n < 0 || (size_t)n >= sizeof(path), err, IMS_ERR_INVALID,
+                        "sync lock: data folder path too long");
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return ims_error_set(err, IMS_ERR_IO, "sync lock: cannot open %s: %s", path,
+                             strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char holder[64] = "";
+        if (e == EWOULDBLOCK) {
+            char buf[32];
+            ssize_t r = pread(fd, buf, sizeof(buf) - 1, 0);
+            long pid = 0;
+            if (r > 0) {
+                buf[r] = '\0';
+                pid = strtol(buf, NULL, 10);
+            }
+            if (pid > 0)
+                snprintf(holder, sizeof(holder), "process %ld", pid);
+        }
+        close(fd);
+        if (e == EWOULDBLOCK)
+            return busy(err, holder);
+        return ims_error_set(err, IMS_ERR_IO, "sync lock: %s: %s", path, strerror(e));
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    /* who holds it, for the refusal of the next one (best effort) */
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len)
+        ims_log(IMS_LOG_DEBUG, "sync lock: cannot write the pid into %s", path);
+    l->fd = fd;
+    return IMS_OK;
+}
+
+static enum ims_status pg_lock(struct store *st, struct store_sync_lock *l, struct ims_error *err)
+{
+    PGconn *c = NULL;
+    enum ims_status s = pg_get(st, &c, err);
+    if (s != IMS_OK)
+        return s;
+    struct pgp p = {0};
+    pgp_i64(&p, STORE_PG_SYNC_LOCK);
+    PGresult *r = NULL;
+    s = pg_q(c, "SELECT CASE WHEN pg_try_advisory_lock($1) THEN 1::int8 ELSE 0::int8 END", &p, &r,
+             err, "sync lock");
+    int got = s == IMS_OK && PQntuples(r) == 1 && pg_i64(r, 0, 0) == 1;
+    PQclear(r);
+    if (s != IMS_OK || !got) {
+        pg_put(st, c);
+        return s != IMS_OK ? s : busy(err, "");
+    }
+    l->c = c;
+    return IMS_OK;
+}
+
+enum ims_status store_sync_lock_try(struct store *st, struct store_sync_lock **out,
+                                    struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || !out, err, IMS_ERR_INVALID,
+                        "store_sync_lock_try: invalid arguments");
+    struct store_sync_lock *l = ims_calloc(1, sizeof(*l));
+    if (!l)
+        return ims_error_set(err, IMS_ERR_NOMEM, "sync lock: out of memory");
+    l->st = st;
+    l->fd = -1;
+    enum ims_status s = st->pg ? pg_lock(st, l, err) : sq_lock(st, l, err);
+    if (s != IMS_OK) {
+        ims_free(l);
+        return s;
+    }
+    *out = l;
+    return IMS_OK;
+}
+
+void store_sync_unlock(struct store_sync_lock *l)
+{
+    if (!l)
+        return;
+    if (l->fd >= 0) {
+        /* the pid goes before the lock does */
+        if (ftruncate(l->fd, 0) != 0)
+            ims_log(IMS_LOG_DEBUG, "sync lock: cannot clear the lock file");
+        close(l->fd); /* releases the flock */
+    }
+    if (l->c) {
+        struct pgp p = {0};
+        pgp_i64(&p, STORE_PG_SYNC_LOCK);
+        struct ims_error e = {0};
+        if (pg_x(l->c, "SELECT pg_advisory_unlock($1)", &p, &e, "sync unlock") != IMS_OK) {
+            /* a session that cannot say it let go must not go back to the
+             * pool holding the lock: a new session has none */
+            ims_log(IMS_LOG_WARN, "%s (the connection is reset)", e.message);
+            pg_forget(l->c);
+            PQreset(l->c);
+        }
+        pg_put(l->st, l->c);
+    }
+    ims_free(l);
+}
+
+/* ---- store_set_details ------------------------------------------------------------ */
+
+static enum ims_status sq_set_details(struct store *st, int64_t id, const char *caption,
+                                      int64_t added, struct ims_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    enum ims_status s = store__write_begin(st, err);
+    if (s != IMS_OK)
+        return s;
+    s = store__prepare(st->wdb, "UPDATE images SET caption = ?2, added = ?3 WHERE id = ?1", &q,
+                       err);
+    if (s == IMS_OK) {
+        sqlite3_bind_int64(q, 1, id);
+        if (caption)
+            sqlite3_bind_text(q, 2, caption, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(q, 2);
+        sqlite3_bind_int64(q, 3, added);
+        int rc = sqlite3_step(q);
+        if (rc != SQLITE_DONE)
+            s = store__db_error(st->wdb, rc, err, "set caption and added");
+        else if (sqlite3_changes(st->wdb) != 1)
+            s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
+    }
+    sqlite3_finalize(q);
+    /* the row changed: every node's row cache learns it from the feed */
+    if (s == IMS_OK)
+        s = sq__log_change(st->wdb, id, STORE_CHANGE_UPDATE, err);
+    return store__write_end(st, s, err);
+}
+
+static enum ims_status pg_set_details(struct store *st, int64_t id, const char *caption,
+                                      int64_t added, struct ims_error *err)
+{
+    PGconn *c = NULL;
+    /* the write lock: the change below takes a feed sequence number */
+    enum ims_status s = pg_wbegin(st, &c, 1, err);
+    if (s != IMS_OK)
+        return s;
+    struct pgp p = {0};
+    pgp_i64(&p, id);
+    pgp_text(&p, caption);
+    pgp_i64(&p, added);
+    PGresult *r = NULL;
+    s = pg_q(c, "UPDATE images SET caption = $2::text, added = $3 WHERE id = $1 RETURNING id", &p,
+             &r, err, "set caption and added");
+    if (s == IMS_OK && PQntuples(r) != 1)
+        s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
+    PQclear(r);
+    if (s == IMS_OK)
+        s = pg_log_changes(c, &id, 1, STORE_CHANGE_UPDATE, err);
+    return pg_wend(st, c, s, err);
+}
+
+enum ims_status store_set_details(struct store *st, int64_t id, const char *caption, int64_t added,
+                                  struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || id <= 0 || added < 0, err, IMS_ERR_INVALID,
+                        "store_set_details: invalid arguments");
+    IMS_RETURN_ERROR_IF(
+        caption && strnlen(caption, STORE_CAPTION_MAX_BYTES + 1) > STORE_CAPTION_MAX_BYTES, err,
+        IMS_ERR_INVALID, "caption is longer than %d bytes", STORE_CAPTION_MAX_BYTES);
+    enum ims_status s = st->pg ? pg_set_details(st, id, caption, added, err)
+                               : sq_set_details(st, id, caption, added, err);
+    store__rowcache_evict(st->rc, &id, 1);
+    return s;
+}
