@@ -171,7 +171,8 @@ static size_t end_of_scan(const unsigned char *b, size_t n, int k)
         i += 2 + len;
         if (m != 0xDA)
             continue;
-        while (i + 1 < n && !(b[i] == 0xFF && b[i + 1] != 0 && (b[i + 1] < 0xD0 || b[i + 1] > 0xD7)))
+        while (i + 1 < n &&
+               !(b[i] == 0xFF && b[i + 1] != 0 && (b[i + 1] < 0xD0 || b[i + 1] > 0xD7)))
             i++;
         if (++scans == k)
             return i + 2 <= n ? i + 2 : 0;
