@@ -10,7 +10,8 @@
  * differ per image, plus per-pixel noise, so that the files compress like
  * photographs (roughly 150-500 kB) rather than like flat test patterns.
  * With WxH every image has that size instead (bench_large_photos.py: 12 and
- * 24 MP phone photos, 224x224 thumbnails-sized ones).
+ * 24 MP phone photos, 224x224 thumbnails-sized ones); WxHp writes them
+ * progressive (libjpeg's own scan script, jpeg_simple_progression).
  */
 #include <math.h>
 #include <stdint.h>
@@ -21,6 +22,7 @@
 #include <jpeglib.h>
 
 static uint64_t rs;
+static int progressive;
 static uint32_t rnd(void)
 {
     rs ^= rs << 13;
@@ -79,6 +81,8 @@ static int write_one(const char *path, int w, int h, unsigned char *rgb)
     cinfo.in_color_space = JCS_RGB;
     jpeg_set_defaults(&cinfo);
     jpeg_set_quality(&cinfo, 88, TRUE);
+    if (progressive)
+        jpeg_simple_progression(&cinfo);
     jpeg_start_compress(&cinfo, TRUE);
     while (cinfo.next_scanline < cinfo.image_height) {
         JSAMPROW row = rgb + (size_t)cinfo.next_scanline * w * 3;
@@ -94,14 +98,17 @@ int main(int argc, char **argv)
     static const int sizes[][2] = {{1280, 960}, {1600, 1067}, {1200, 1200}, {1920, 1080},
                                    {1024, 1024}, {960, 1280}, {1067, 1600}};
     if (argc < 3) {
-        fprintf(stderr, "usage: bench_ingest_genjpeg OUT_DIR COUNT [SEED] [WxH]\n");
+        fprintf(stderr, "usage: bench_ingest_genjpeg OUT_DIR COUNT [SEED] [WxH[p]]\n");
         return 2;
     }
     int count = atoi(argv[2]);
     rs = 0x9e3779b97f4a7c15ull ^ (argc > 3 ? strtoull(argv[3], NULL, 10) : 1);
     int fixed[2] = {0, 0};
-    if (argc > 4 && (sscanf(argv[4], "%dx%d", &fixed[0], &fixed[1]) != 2 || fixed[0] < 1 ||
-                     fixed[1] < 1 || fixed[0] > 20000 || fixed[1] > 20000)) {
+    char suffix[2] = "";
+    int nf = argc > 4 ? sscanf(argv[4], "%dx%d%1s", &fixed[0], &fixed[1], suffix) : 0;
+    progressive = nf == 3 && suffix[0] == 'p';
+    if (argc > 4 && ((nf != 2 && !progressive) || fixed[0] < 1 || fixed[1] < 1 ||
+                     fixed[0] > 20000 || fixed[1] > 20000)) {
         fprintf(stderr, "bench_ingest_genjpeg: bad size %s\n", argv[4]);
         return 2;
     }

@@ -62,12 +62,22 @@ int main(int argc, char **argv)
      * from the decode workers and the server's threads; passive waiting
      * measured 10-30x faster single-image encodes on a busy 2-core machine
      * (docs/internals/forward.md). libgomp reads the setting once, before
-     * main, so set it and re-execute; an explicit user setting is kept. */
+     * main, so set it and re-execute; an explicit user setting is kept.
+     * glibc's malloc likewise reads its tunables before main: hugetlb=1 has
+     * it ask for transparent huge pages, which on the VMs measured made the
+     * first touch of fresh memory (decode buffers, the model) 30-40x cheaper
+     * (bench/README-ingest.md, "Large photos"). */
+    int reexec = 0;
     if (!getenv("OMP_WAIT_POLICY")) {
         setenv("OMP_WAIT_POLICY", "passive", 1);
-        execv("/proc/self/exe", argv);
-        /* if re-executing fails, run with the default policy */
+        reexec = 1;
     }
+    if (!getenv("GLIBC_TUNABLES")) {
+        setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1", 1);
+        reexec = 1;
+    }
+    if (reexec)
+        execv("/proc/self/exe", argv); /* if that fails, run with the defaults */
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
         !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);

@@ -7,7 +7,12 @@
  *   upsampling, no DCT scaling. We leave them alone in image__decode_jpeg.
  *   image__decode_jpeg_scaled (ingestion's bounded path, image_prepare.c)
  *   asks for the smallest DCT scale M/8 that keeps a given size: much
- *   faster for big photos, not byte-exact.
+ *   faster for big photos, not byte-exact. A progressive file on that path
+ *   is read only as far as its scans are needed (progressive_enough):
+ *   until every coefficient the scaled IDCT reads (at 1/8 the DC alone)
+ *   lacks at most its last bit, within the same PSNR bound. The
+ *   scans after that are never entropy-decoded, nor checked: a file cut
+ *   short after them still decodes on that path.
  * - Modes as Pillow: 1 component -> L, 3 -> RGB (libjpeg converts YCbCr),
  *   4 (CMYK or YCCK) -> CMYK. Pillow assumes Adobe's inverted CMYK
  *   (JpegImagePlugin: rawmode "CMYK;I"), so we store 255 - v.
@@ -147,6 +152,28 @@ static int jpeg_scale_for(unsigned w, unsigned h, int min_short, int min_long)
     return 8;
 }
 
+/* Whether the scans of a progressive file read so far are enough for an
+ * output at DCT scale m/8 (image__decode_jpeg_scaled only). coef_bits[c][k]
+ * is the number of low bits of coefficient k of component c not yet sent
+ * (-1: nothing sent). We stop once every coefficient the scaled IDCT reads
+ * lacks at most its last bit: an error of at most one quantisation step per
+ * coefficient, inside the PSNR bound (test_image_prepare). At 1/8 libjpeg's
+ * 1x1 IDCT reads the DC coefficient alone, so with libjpeg's own
+ * progression only the first scan is decoded; at 2/8..4/8 every coefficient
+ * counts and the last refinement scans (luma AC and DC, the largest and
+ * slowest to decode) are skipped. Scripts without successive approximation
+ * stop only once every band has been sent, i.e. at the same bytes. */
+static int progressive_enough(const struct jpeg_decompress_struct *c, int m)
+{
+    for (int ci = 0; ci < c->num_components; ci++) {
+        const int *bits = c->coef_bits[ci];
+        for (int k = 0; k < (m == 1 ? 1 : DCTSIZE2); k++)
+            if (bits[k] < 0 || bits[k] > 1)
+                return 0;
+    }
+    return 1;
+}
+
 static enum ims_status decode_jpeg(const uint8_t *p, size_t n, const struct image_limits *lim,
                                    struct image_info *info, struct image **out, int min_short,
                                    int min_long, struct ims_error *err)
@@ -222,6 +249,13 @@ static enum ims_status decode_jpeg(const uint8_t *p, size_t n, const struct imag
                                                    min_short, min_long);
         cinfo.scale_denom = 8;
     }
+    /* A progressive file on the scaled path is read scan by scan and its
+     * output made once the scans read so far are enough (progressive_enough) */
+    int early = min_short > 0 && cinfo.progressive_mode;
+    if (early) {
+        cinfo.buffered_image = TRUE;
+        cinfo.do_block_smoothing = FALSE;
+    }
     jpeg_calc_output_dimensions(&cinfo);
     struct image *im = NULL;
     if ((st = image_new((int)cinfo.output_width, (int)cinfo.output_height, mode, &im, err)) !=
@@ -229,6 +263,19 @@ static enum ims_status decode_jpeg(const uint8_t *p, size_t n, const struct imag
         goto out;
     img = im;
     jpeg_start_decompress(&cinfo);
+    if (early) {
+        for (;;) {
+            int r = jpeg_consume_input(&cinfo);
+            if (cinfo.input_scan_number > MAX_SCANS)
+                on_progress((j_common_ptr)&cinfo); /* the same refusal as the full path */
+            if (r == JPEG_REACHED_EOI ||
+                (r == JPEG_SCAN_COMPLETED && progressive_enough(&cinfo, (int)cinfo.scale_num)))
+                break;
+            if (r == JPEG_SUSPENDED) /* our source never suspends; be safe anyway */
+                ERREXIT(&cinfo, JERR_INPUT_EMPTY);
+        }
+        jpeg_start_output(&cinfo, cinfo.input_scan_number);
+    }
     if ((int)cinfo.output_width != im->width || (int)cinfo.output_height != im->height ||
         cinfo.output_components != image_mode_bytes(mode)) {
         st = ims_error_set(err, IMS_ERR_INTERNAL, "JPEG decoder output does not match header");

@@ -3,7 +3,9 @@
  * fuzz_image.c: arbitrary bytes -> image_info, image_decode, and when the
  * decode succeeds the CLIP preprocessing, normalisation and a thumbnail;
  * the EXIF reader on the same bytes (as a file and as a bare EXIF block),
- * and the orientation transform of the decoded image.
+ * and the orientation transform of the decoded image; ingestion's bounded
+ * prepare (image_prepare_for_ingest) with tiny outputs, so that small inputs
+ * take the DCT-scaled JPEG path and its progressive early stop.
  * Limits are small (1 megapixel, 1 MiB) so that the fuzzer explores formats
  * rather than allocating; invariants that must hold for any input abort.
  */
@@ -28,6 +30,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (ex.orientation < 1 || ex.orientation > 8 || ex.make[sizeof(ex.make) - 1] ||
         (ex.has_gps && (ex.lat < -90 || ex.lat > 90 || ex.lon < -180 || ex.lon > 180)))
         abort();
+    {
+        static uint8_t small[8 * 8 * 3];
+        struct image_prepare_options po = {&lim, 1 + (int)(size % 8), 8, 75,
+                                           IMAGE_DECODE_BOUNDED, 1 + (int)(size % 8), 0};
+        struct image_prepared pp;
+        struct ims_error perr = {0};
+        if (image_prepare_for_ingest(data, size, &po, small, &pp, &perr) == IMS_OK) {
+            if (pp.decoded_width < 1 || pp.decoded_height < 1 || pp.width < 1 || pp.height < 1)
+                abort();
+            ims_free(pp.thumb);
+        } else if (!perr.message[0]) {
+            abort(); /* failures always explain themselves */
+        }
+    }
     struct image *img = NULL;
     enum ims_status st = image_decode(data, size, &lim, &img, &err);
     if (st != IMS_OK) {

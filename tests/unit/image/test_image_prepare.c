@@ -158,6 +158,99 @@ static void test_bounded_large_jpegs(void **state)
     }
 }
 
+/* Offset just past the two bytes of the marker that ends the k-th scan's
+ * entropy-coded data (k >= 1) of a JPEG, 0 if it has fewer scans: libjpeg
+ * reads up to that marker to see the scan end, not into its segment. */
+static size_t end_of_scan(const unsigned char *b, size_t n, int k)
+{
+    size_t i = 2;
+    int scans = 0;
+    while (i + 4 <= n && b[i] == 0xFF) {
+        unsigned m = b[i + 1];
+        size_t len = ((size_t)b[i + 2] << 8) | b[i + 3];
+        i += 2 + len;
+        if (m != 0xDA)
+            continue;
+        while (i + 1 < n &&
+               !(b[i] == 0xFF && b[i + 1] != 0 && (b[i + 1] < 0xD0 || b[i + 1] > 0xD7)))
+            i++;
+        if (++scans == k)
+            return i + 2 <= n ? i + 2 : 0;
+    }
+    return 0;
+}
+
+/* Progressive JPEGs on the bounded path are read only as far as the scaled
+ * IDCT needs (decode_jpeg.c, progressive_enough): with libjpeg's own
+ * progression, scan 1 (every DC, last bit missing) at scale 1/8, scans 1..6
+ * (every coefficient but its last bit) at 2/8 and 3/8. Checked by cutting
+ * the file right after those scans: the bounded path still decodes it, the
+ * exact path and the bounded path cut one scan earlier report the
+ * truncation. Within the PSNR bound of the exact path at every scale. */
+static void test_bounded_progressive_early_stop(void **state)
+{
+    (void)state;
+    static const struct {
+        int w, h, clip, thumb, dw, dh, scans;
+    } cases[] = {
+        {1600, 1200, 64, 64, 200, 150, 1},    /* 1/8: 150 >= 2 x 64 */
+        {2400, 1800, 224, 256, 600, 450, 6},  /* 2/8 */
+        {2000, 1500, 224, 256, 750, 563, 6},  /* 3/8 */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        unsigned long n = 0;
+        unsigned char *jpg = make_jpeg(cases[i].w, cases[i].h, 1, &n);
+        const int cs = cases[i].clip;
+        uint8_t *exact = malloc((size_t)cs * cs * 3), *got = malloc((size_t)cs * cs * 3);
+        assert_non_null(exact);
+        assert_non_null(got);
+        struct ims_error err = {0};
+        struct image *img = NULL;
+        assert_int_equal(image_decode(jpg, n, NULL, &img, &err), IMS_OK);
+        assert_int_equal(image_clip_preprocess(img, cs, exact, &err), IMS_OK);
+        image_free(img);
+        struct image_prepare_options o = {NULL, cs, cases[i].thumb, 80, IMAGE_DECODE_BOUNDED,
+                                          0, 0};
+        struct image_prepared p;
+        assert_int_equal(image_prepare_for_ingest(jpg, n, &o, got, &p, &err), IMS_OK);
+        assert_int_equal(p.decoded_width, cases[i].dw);
+        assert_int_equal(p.decoded_height, cases[i].dh);
+        double q = psnr(exact, got, (size_t)cs * cs * 3);
+        printf("progressive %dx%d at %dx%d: PSNR %.2f dB\n", cases[i].w, cases[i].h,
+               cases[i].dw, cases[i].dh, q);
+        if (q < IMAGE_PREPARE_MIN_PSNR_DB)
+            fail_msg("case %zu: PSNR %.2f dB below the %.1f dB bound", i, q,
+                     IMAGE_PREPARE_MIN_PSNR_DB);
+        ims_free(p.thumb);
+
+        /* cut after the last scan needed: same bytes on the bounded path */
+        size_t cut = end_of_scan(jpg, n, cases[i].scans);
+        assert_true(cut > 0 && cut < n);
+        uint8_t *cut_out = malloc((size_t)cs * cs * 3);
+        assert_non_null(cut_out);
+        assert_int_equal(image_prepare_for_ingest(jpg, cut, &o, cut_out, &p, &err), IMS_OK);
+        assert_memory_equal(got, cut_out, (size_t)cs * cs * 3);
+        ims_free(p.thumb);
+        /* the exact path needs every scan */
+        o.decode = IMAGE_DECODE_EXACT;
+        enum ims_status st = image_prepare_for_ingest(jpg, cut, &o, cut_out, &p, &err);
+        assert_int_equal(st, IMS_ERR_CORRUPT);
+        assert_non_null(strstr(ims_error_message(&err, st), "truncated"));
+        /* and the bounded path needs the scans it reads */
+        if (cases[i].scans > 1) {
+            o.decode = IMAGE_DECODE_BOUNDED;
+            size_t shorter = end_of_scan(jpg, n, cases[i].scans - 1);
+            st = image_prepare_for_ingest(jpg, shorter, &o, cut_out, &p, &err);
+            assert_int_equal(st, IMS_ERR_CORRUPT);
+            assert_non_null(strstr(ims_error_message(&err, st), "truncated"));
+        }
+        free(cut_out);
+        free(exact);
+        free(got);
+        free(jpg);
+    }
+}
+
 /* Rotated photos (issue 11 item 2): the reduced image turned upright, within
  * the bound against the exact path (full decode, image_orient, preprocess)
  * for every orientation; sizes swap for 5..8; the thumbnail is upright;
@@ -343,6 +436,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bounded_large_jpegs),
+        cmocka_unit_test(test_bounded_progressive_early_stop),
         cmocka_unit_test(test_bounded_rotated),
         cmocka_unit_test(test_bounded_webp),
         cmocka_unit_test(test_small_and_other_formats_exact),
