@@ -331,6 +331,13 @@ struct index__graph;
 /* Most exact searches one coalesced batch scans together (vindex_batch.c). */
 #define INDEX_BATCH_MAX 32
 
+/* ef_search of a FAISS-built HNSW index nobody set one for (index set,
+ * reindex --ef-search, a query's ef): FAISS's own default is 16, which on
+ * the hard set of bench/VECTORS.md gives recall@10 far below 0.95; 256 gives
+ * 0.983 at 1M (ef 128: 0.944), bench/README-index.md. Our Graph has its own
+ * default (index__graph_default_ef). */
+#define INDEX_HNSW_DEFAULT_EF 256
+
 struct index__batch_member; /* a search waiting for, or running in, a batch (vindex_batch.c) */
 
 struct vindex {

@@ -63,7 +63,7 @@ enum ims_status index__search_faiss(const struct vindex *vx, const float *q, int
         }
         if (own_walk || vx->graph) {
             int ef = qp->ef_search > 0 ? (vx->graph ? ef_q : qp->ef_search)
-                                       : own_walk ? hv.ef_search : 0;
+                                       : own_walk ? IMS_MAX(hv.ef_search, INDEX_HNSW_DEFAULT_EF) : 0;
             int got = vx->graph ? index__graph_search_filtered(vx->graph, q, (int)fetch,
                                                                IMS_MAX(ef, (int)fetch), filter,
                                                                cs, ci)
@@ -76,8 +76,10 @@ enum ims_status index__search_faiss(const struct vindex *vx, const float *q, int
             for (int64_t i = got; i < fetch; i++)
                 ci[i] = -1;
         } else {
-            st = index__faiss_search(vx->faiss, q, (int)fetch,
-                                     IMS_MAX((int)fetch, qp->ef_search), qp->nprobe, cs, ci, err);
+            /* (min_ef only reaches an HNSW graph; IVF ignores it) */
+            int ef = qp->ef_search > 0 ? qp->ef_search : INDEX_HNSW_DEFAULT_EF;
+            st = index__faiss_search(vx->faiss, q, (int)fetch, IMS_MAX((int)fetch, ef),
+                                     qp->nprobe, cs, ci, err);
             if (st != IMS_OK)
                 goto out;
         }

@@ -3,7 +3,9 @@
  * test_index_knobs.c: IVF's per-query nprobe (vindex_search_with, issue 11
  * item 1). With nprobe = every list the answer is the exact one (same ids
  * as Flat); a one-list query of the same index still returns k rows with
- * exact scores; neither changes the index's stored default. Not under TSan:
+ * exact scores; neither changes the index's stored default. A FAISS HNSW32
+ * index nobody set an ef_search for walks with INDEX_HNSW_DEFAULT_EF, not
+ * FAISS's own 16 (recall@10 on random 32-d queries). Not under TSan:
  * FAISS trains through OpenBLAS's uninstrumented threads.
  */
 #include <setjmp.h>
@@ -69,8 +71,62 @@ static void test_ivf_nprobe(void **state)
     free(ids);
 }
 
+/* Unit vectors of a fixed xorshift stream (rows and, from another seed, queries). */
+static void unit_rows(uint64_t r, float *x, int n)
+{
+    for (int i = 0; i < n; i++) {
+        double norm = 0;
+        for (int d = 0; d < DIM; d++) {
+            r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+            x[i * DIM + d] = (float)((double)(r % 20001) / 10000.0 - 1.0);
+            norm += (double)x[i * DIM + d] * x[i * DIM + d];
+        }
+        for (int d = 0; d < DIM; d++)
+            x[i * DIM + d] = (float)(x[i * DIM + d] / sqrt(norm));
+    }
+}
+
+static void test_hnsw_default_ef(void **state)
+{
+    (void)state;
+    enum { NQ = 40 };
+    struct ims_error err = {0};
+    float *x = malloc(sizeof(float) * N * DIM), *qs = malloc(sizeof(float) * NQ * DIM);
+    int64_t *ids = malloc(sizeof(int64_t) * N);
+    unit_rows(0x9E3779B97F4A7C15ull, x, N);
+    unit_rows(0xD1B54A32D192ED03ull, qs, NQ);
+    for (int i = 0; i < N; i++)
+        ids[i] = 1 + i;
+    struct vindex *hnsw = NULL, *exact = NULL;
+    assert_int_equal(vindex_new("Flat", DIM, &exact, &err), IMS_OK);
+    assert_int_equal(vindex_add(exact, ids, x, N, &err), IMS_OK);
+    assert_int_equal(vindex_new("HNSW32", DIM, &hnsw, &err), IMS_OK);
+    assert_int_equal(vindex_add(hnsw, ids, x, N, &err), IMS_OK);
+    int hits = 0;
+    for (int i = 0; i < NQ; i++) {
+        float s[10], se[10];
+        int64_t id[10], ide[10];
+        int n = 0, ne = 0;
+        assert_int_equal(vindex_search(hnsw, qs + (size_t)i * DIM, 10, s, id, &n, &err), IMS_OK);
+        assert_int_equal(vindex_search(exact, qs + (size_t)i * DIM, 10, se, ide, &ne, &err), IMS_OK);
+        assert_int_equal(n, 10);
+        for (int a = 0; a < n; a++)
+            for (int b = 0; b < ne; b++)
+                hits += id[a] == ide[b];
+    }
+    double recall = (double)hits / (NQ * 10);
+    /* ef 16 gives about 0.8 here; 256 all but the exact answer */
+    assert_true(recall >= 0.97);
+    vindex_free(hnsw);
+    vindex_free(exact);
+    free(x);
+    free(qs);
+    free(ids);
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_ivf_nprobe)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_ivf_nprobe),
+                                       cmocka_unit_test(test_hnsw_default_ef)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
