@@ -14,6 +14,9 @@ if [ "${1:-build}" = test ]; then
     # themselves in a temporary folder), and libheif's encoders to make HEIC
     # and AVIF test images
     want="$want postgresql-15 postgresql-client-15 libheif-examples"
+    # Debian's nginx in front of three nodes: deploy/compose.yaml's topology
+    # run without containers (it_deploy_topology)
+    want="$want nginx"
     # browser tests need node + npm: Debian's packages unless a node is
     # already installed some other way (e.g. NodeSource, which conflicts)
     if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
