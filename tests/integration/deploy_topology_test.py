@@ -83,10 +83,11 @@ def compose_node(path):
 
 
 def substituted(cmd, port, data):
-    """compose's command with the listen address on loopback, the port and
-    the cache folder substituted."""
+    """compose's command with the listen address on loopback, the port, the
+    cache folder and nginx's address (--trusted-proxy) substituted."""
     out = list(cmd)
-    for opt, val in (("--host", "127.0.0.1"), ("--port", str(port)), ("--data", data)):
+    for opt, val in (("--host", "127.0.0.1"), ("--port", str(port)), ("--data", data),
+                     ("--trusted-proxy", "127.0.0.1/32")):
         if check(opt in out, "compose.yaml's node command has %s" % opt):
             out[out.index(opt) + 1] = val
     return out
@@ -218,10 +219,13 @@ class Nginx:
                 for x in dirs + files:
                     os.chown(os.path.join(root, x), 65534, 65534)
             os.chown(prefix, 65534, 65534)
-        t = subprocess.run(self.cmd + ["-t"], capture_output=True, text=True, **kw)
+        # stdout: /dev/null, which an unprivileged nginx may open as
+        # /dev/stdout (nginx.conf's access_log), unlike a pipe made by root
+        t = subprocess.run(self.cmd + ["-t"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True, **kw)
         check(t.returncode == 0, "nginx -t accepts the generated config: %s" % t.stderr)
-        self.p = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                  **kw)
+        self.errf = open(os.path.join(prefix, "stderr"), "wb")
+        self.p = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=self.errf, **kw)
         up = wait_for(lambda: self.p.poll() is not None
                       or request(self.port, "GET", "/readyz", timeout=5)[0] > 0, 30, 0.05)
         if not up or self.p.poll() is not None:
