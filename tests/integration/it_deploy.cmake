@@ -17,3 +17,11 @@ if(TARGET imgsearch AND IMS_PYTHON3 AND COMMAND ims_pg_test)
                        ENVIRONMENT "IMS_NGINX=${IMS_NGINX}")
   ims_pg_test(it_deploy_topology)
 endif()
+# deploy/Dockerfile read against scripts/deps.sh, the install rules and the
+# built binary's shared libraries (no container engine needed).
+if(TARGET imgsearch AND IMS_PYTHON3)
+  add_test(NAME it_deploy_dockerfile
+           COMMAND ${IMS_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/dockerfile_check.py
+                   $<TARGET_FILE:imgsearch> ${CMAKE_SOURCE_DIR})
+  set_tests_properties(it_deploy_dockerfile PROPERTIES LABELS integration TIMEOUT 60)
+endif()
