@@ -68,15 +68,15 @@ def needed_packages(exe):
     dyn = subprocess.run(["readelf", "-d", exe], check=True, capture_output=True,
                          text=True).stdout
     libs = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dyn)
-    out = {}
-    for lib in libs:
-        r = subprocess.run(["dpkg", "-S", "*/" + lib], capture_output=True, text=True)
-        pkgs = set()
-        for line in r.stdout.splitlines():
-            names, _, path = line.partition(": ")
-            if os.path.basename(path) == lib and "-linux-gnu" in path:
-                pkgs |= {n.split(":")[0] for n in names.split(", ")}
-        out[lib] = pkgs
+    out = {lib: set() for lib in libs}
+    # one dpkg call: it reads its database once
+    r = subprocess.run(["dpkg", "-S"] + ["*/" + lib for lib in libs], capture_output=True,
+                       text=True)
+    for line in r.stdout.splitlines():
+        names, _, path = line.partition(": ")
+        lib = os.path.basename(path)
+        if lib in out and "-linux-gnu" in path:
+            out[lib] |= {n.split(":")[0] for n in names.split(", ")}
     return out
 
 
