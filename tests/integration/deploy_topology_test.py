@@ -229,7 +229,10 @@ class Nginx:
         up = wait_for(lambda: self.p.poll() is not None
                       or request(self.port, "GET", "/readyz", timeout=5)[0] > 0, 30, 0.05)
         if not up or self.p.poll() is not None:
-            raise RuntimeError("nginx did not start: %s" % self.error_log())
+            msg = self.error_log()
+            self.stop()
+            shutil.rmtree(prefix, ignore_errors=True)
+            raise RuntimeError("nginx did not start: %s" % msg)
 
     def error_log(self):
         try:
@@ -318,8 +321,14 @@ def main():
             check(wait_for(lambda: request(n.port, "GET", "/readyz", timeout=5)[0] == 200, 90),
                   "%s becomes ready" % n.name)
 
-        ngx = Nginx(os.path.join(deploy, "nginx.conf"), [n.port for n in nodes],
-                    tempfile.mkdtemp(prefix="ims_nginx_"))
+        for attempt in range(3):  # its port was free a moment ago: may be taken since
+            try:
+                ngx = Nginx(os.path.join(deploy, "nginx.conf"), [n.port for n in nodes],
+                            tempfile.mkdtemp(prefix="ims_nginx_"))
+                break
+            except RuntimeError:
+                if attempt == 2:
+                    raise
         root = os.path.join(tmp, "root")
         os.makedirs(root)
         for i in range(N_URLS + 1):
