@@ -133,6 +133,16 @@ class Node:
             self.p.kill()
             self.p.wait()
 
+    def stop(self):
+        """SIGTERM, as compose stops a container; the exit code."""
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.p.returncode
+
 
 def request(port, method, path, body=None, headers=None, timeout=120):
     """(status, parsed JSON or raw bytes, headers) from 127.0.0.1:port."""
@@ -434,6 +444,11 @@ def run(nodes, ngx, pics, cat_url, root):
     served = {u.split(",")[-1].strip() for u in ups}
     check(served and served <= alive and len(served) == 2,
           "after the kill the survivors answered everything: %r" % ups)
+    for n in nodes:
+        if n is not dead:
+            rc = n.stop()
+            check(rc == 0, "%s stops on SIGTERM with exit 0 (rc %s: %s)"
+                  % (n.name, rc, n.stderr().strip()[-1500:]))
 
 
 if __name__ == "__main__":
