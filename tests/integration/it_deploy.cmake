@@ -22,6 +22,6 @@ endif()
 if(TARGET imgsearch AND IMS_PYTHON3)
   add_test(NAME it_deploy_dockerfile
            COMMAND ${IMS_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/dockerfile_check.py
-                   $<TARGET_FILE:imgsearch> ${CMAKE_SOURCE_DIR})
+                   $<TARGET_FILE:imgsearch> ${CMAKE_SOURCE_DIR} ${CMAKE_C_COMPILER_ID})
   set_tests_properties(it_deploy_dockerfile PROPERTIES LABELS integration TIMEOUT 60)
 endif()
