@@ -14,7 +14,7 @@ foreach(round 1 2)
   if(NOT rc EQUAL 0)
     message(FATAL_ERROR "the example failed (${rc})")
   endif()
-  foreach(want "libimgsearch 0.1.0, model vit-custom-32" "by text:\n  [0-9]+ -?0\\.[0-9]+ [0-9]+x[0-9]+ ${images}/"
+  foreach(want "libimgsearch 1.0.0, model vit-custom-32" "by text:\n  [0-9]+ -?0\\.[0-9]+ [0-9]+x[0-9]+ ${images}/"
           "thumbnail of [0-9]+: [1-9][0-9]* bytes of JPEG" "like it, at least 100 px wide:\n  [0-9]+ 1\\.0000 ")
     if(NOT out MATCHES "${want}")
       message(FATAL_ERROR "round ${round}: the output lacks '${want}'")

@@ -48,8 +48,8 @@
  *
  * Threading (as whisper.h states its own): a `struct imgsearch` may be used
  * by any number of threads at once for imgsearch_search, imgsearch_get,
- * imgsearch_thumbnail and imgsearch_embed_*; imgsearch_add runs one at a time
- * per handle (a second call waits) and may run beside searches, which see its
+ * imgsearch_thumbnail, imgsearch_tags_update and imgsearch_embed_*;
+ * imgsearch_add runs one at a time per handle (a second call waits) and may run beside searches, which see its
  * rows as they commit. imgsearch_open and imgsearch_close are not
  * thread-safe with other calls on the same handle. Several handles on one
  * folder (in one process or several) are safe: the catalogue is SQLite in
@@ -66,7 +66,10 @@
  *
  * ABI: docs/library.md says what changes the soname (any change to a struct
  * or enum value here, a removed or changed function); added functions and
- * enum values bump the minor version only.
+ * enum values bump the minor version only. This header is soname 1
+ * (libimgsearch.so.1, 1.0.0): the filter, query, row and result structs
+ * grew from 0.1.0's (members marked "since 1.0"), so programs built against
+ * the 0.x header must be rebuilt.
  */
 #ifndef IMGSEARCH_LIB_H
 #define IMGSEARCH_LIB_H
@@ -84,8 +87,8 @@ extern "C" {
 #define IMGSEARCH_API
 #endif
 
-#define IMGSEARCH_VERSION_MAJOR 0
-#define IMGSEARCH_VERSION_MINOR 1
+#define IMGSEARCH_VERSION_MAJOR 1
+#define IMGSEARCH_VERSION_MINOR 0
 
 /* The same codes and order as the project's internal status table; the
  * values never change (new codes are appended). */
@@ -118,7 +121,7 @@ struct imgsearch_error {
 /* A stable name ("model_mismatch") and a generic message; never NULL. */
 IMGSEARCH_API const char *imgsearch_status_name(enum imgsearch_status st);
 IMGSEARCH_API const char *imgsearch_strerror(enum imgsearch_status st);
-/* "0.1.0": the library's version (may differ from the header's). */
+/* "1.0.0": the library's version (may differ from the header's). */
 IMGSEARCH_API const char *imgsearch_version(void);
 
 /* ---- open / close --------------------------------------------------------------- */
@@ -212,11 +215,34 @@ struct imgsearch_term {
     size_t n_vector;
 };
 
-/* Filters on the rows (0 = no filter). */
+/* Orientation of a row, from its width and height. */
+enum imgsearch_orientation {
+    IMGSEARCH_ORIENT_ANY = 0,     /* no filter */
+    IMGSEARCH_ORIENT_LANDSCAPE,   /* wider than high */
+    IMGSEARCH_ORIENT_PORTRAIT,    /* higher than wide */
+    IMGSEARCH_ORIENT_SQUARE,
+};
+
+/* Filters on the rows (0 / NULL = no filter); a row must match every member
+ * set, as the server's and `imgsearch search`'s filters. */
 struct imgsearch_filter {
     int64_t added_from, added_to;   /* unix seconds, inclusive */
     int min_width, min_height;
     const char *source_prefix;      /* e.g. "https://example.org/" or "/photos/2024/" */
+    /* since 1.0 (soname 1): */
+    int64_t taken_from, taken_to;   /* unix seconds, inclusive, of the row's `taken`
+                                       (EXIF DateTimeOriginal): a taken range
+                                       excludes rows without one */
+    const char *const *formats;     /* 0..16 format words: jpeg (jpg), png, webp, gif, bmp,
+                                       heic (heif), avif, tiff (tif), any case; the row's
+                                       format is one of them. Another word is
+                                       IMGSEARCH_ERR_INVALID. */
+    size_t n_formats;
+    enum imgsearch_orientation orientation;
+    const char *const *tags;        /* 0..64 tags: the row carries every one (compared
+                                       case-insensitively; a bad tag, e.g. longer than
+                                       64 bytes, is IMGSEARCH_ERR_INVALID) */
+    size_t n_tags;
 };
 
 struct imgsearch_query {
@@ -227,6 +253,12 @@ struct imgsearch_query {
     int has_min_score;
     float min_score;
     const struct imgsearch_filter *filter; /* may be NULL */
+    /* since 1.0: 0 < dedup <= 1 folds near-duplicates (0: off). Walking the
+     * results best first, a row whose cosine with an already kept result is
+     * >= dedup goes into the best-ranked such result's `duplicates` instead
+     * of the list; more rows are fetched until offset + k results are kept
+     * or the rows run out. With dedup, offset + k is at most 2000. */
+    float dedup;
 };
 
 struct imgsearch_row {
@@ -235,11 +267,22 @@ struct imgsearch_row {
     char *caption;            /* NULL if none */
     int width, height;
     int64_t added;            /* unix seconds */
+    /* since 1.0: */
+    int has_taken;
+    int64_t taken;            /* unix seconds (EXIF DateTimeOriginal), if has_taken */
+    char *format;             /* "jpeg", "png", ... (the filter's words); NULL if unknown */
+    char **tags;              /* n_tags tags as written, ordered case-insensitively;
+                                 NULL if none */
+    size_t n_tags;
 };
 
 struct imgsearch_result {
     struct imgsearch_row row;
     float score;              /* cosine similarity of the fused query */
+    /* since 1.0: with dedup, the ids folded into this result, best first
+     * (NULL and 0 without) */
+    int64_t *duplicates;
+    size_t n_duplicates;
 };
 
 struct imgsearch_results {
@@ -267,6 +310,21 @@ IMGSEARCH_API void imgsearch_row_free(struct imgsearch_row *row);
 IMGSEARCH_API enum imgsearch_status imgsearch_thumbnail(struct imgsearch *is, int64_t id,
                                                         void **jpeg, size_t *n_bytes,
                                                         struct imgsearch_error *err);
+
+/* Edits row `id`'s tags in one transaction: removes `remove` (absent ones
+ * are ignored), then adds `add` (a tag already there under another case
+ * takes the new spelling); as `imgsearch tag` and the server's
+ * POST /api/v1/images/ID/tags. A tag is 1..64 bytes of UTF-8 without
+ * control characters (spaces around it trimmed), compared
+ * case-insensitively; a row holds at most 64. IMGSEARCH_ERR_INVALID for a bad
+ * tag or too many (the message names it; nothing changed),
+ * IMGSEARCH_ERR_NOT_FOUND for an unknown id. Read them back with
+ * imgsearch_get; searches see them at once. Since 1.0. */
+IMGSEARCH_API enum imgsearch_status imgsearch_tags_update(struct imgsearch *is, int64_t id,
+                                                          const char *const *add, size_t n_add,
+                                                          const char *const *remove,
+                                                          size_t n_remove,
+                                                          struct imgsearch_error *err);
 
 /* ---- embeddings --------------------------------------------------------------------------- */
 

@@ -384,9 +384,8 @@ static enum ims_status be_image_tags(void *self, int64_t id, const char *const *
                                      struct ims_error *err)
 {
     struct app_backend *b = self;
-    enum ims_status st = store_tags_update(b->app->store, id, add, n_add, remove, n_remove, err);
-    if (st == IMS_ERR_NOT_FOUND)
-        return ims_error_set(err, st, "no image with id %lld", (long long)id);
+    enum ims_status st = (enum ims_status)imgsearch_tags_update(
+        b->app->is, id, add, n_add, remove, n_remove, imgsearch__err(err));
     return st == IMS_OK ? be_image_get(self, id, a, out, err) : st;
 }
 

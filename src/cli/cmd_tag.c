@@ -97,7 +97,8 @@ int cli_cmd_tag(int argc, char **argv)
         struct ims_error err = {0};
         enum ims_status st = IMS_OK;
         if (n_add || n_rm)
-            st = store_tags_update(app.store, ids[i], add, n_add, rm, n_rm, &err);
+            st = (enum ims_status)imgsearch_tags_update(app.is, ids[i], add, n_add, rm, n_rm,
+                                                        imgsearch__err(&err));
         struct store_image_row row;
         store_row_init(&row);
         if (st == IMS_OK)

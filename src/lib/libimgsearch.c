@@ -27,13 +27,18 @@
 #include "imgsearch/base.h"
 #include "imgsearch/clip.h"
 #include "imgsearch/fetch.h"
+#include "imgsearch/image.h"
 #include "imgsearch/index.h"
 #include "imgsearch/ingest.h"
 #include "imgsearch/replica.h"
 #include "imgsearch/search.h"
 #include "imgsearch/store.h"
 
-#define IMGSEARCH_VERSION_STRING "0.1.0"
+/* IMGSEARCH_VERSION_STRING: src/lib/CMakeLists.txt's IMS_LIB_VERSION (one
+ * place: it names the .so file and imgsearch.pc's Version too) */
+#ifndef IMGSEARCH_VERSION_STRING
+#error "IMGSEARCH_VERSION_STRING is defined by src/lib/CMakeLists.txt"
+#endif
 
 _Static_assert((int)IMGSEARCH_ERR_INVALID == (int)IMS_ERR_INVALID, "status table");
 _Static_assert((int)IMGSEARCH_ERR_MODEL_MISMATCH == (int)IMS_ERR_MODEL_MISMATCH, "status table");
@@ -41,6 +46,10 @@ _Static_assert((int)IMGSEARCH_ERR_INTERNAL == (int)IMS_ERR_INTERNAL, "status tab
 _Static_assert((int)IMGSEARCH_ERR_INTERNAL + 1 == (int)IMS_STATUS_COUNT, "status table");
 _Static_assert(sizeof(struct imgsearch_error) == sizeof(struct ims_error), "error struct");
 _Static_assert((int)IMGSEARCH_TERM_VECTOR == (int)SEARCH_TERM_VECTOR, "term kinds");
+_Static_assert((int)IMGSEARCH_ORIENT_SQUARE == (int)STORE_ORIENT_SQUARE &&
+                   (int)IMGSEARCH_ORIENT_LANDSCAPE == (int)STORE_ORIENT_LANDSCAPE &&
+                   (int)IMGSEARCH_ORIENT_PORTRAIT == (int)STORE_ORIENT_PORTRAIT,
+               "orientations");
 
 struct imgsearch {
     struct clip_model *model;       /* NULL when opened without one (internal open) */
@@ -351,9 +360,22 @@ static enum ims_status row_copy(const struct store_image_row *r, struct imgsearc
     out->width = (int)r->width;
     out->height = (int)r->height;
     out->added = r->added;
+    out->has_taken = r->has_taken != 0;
+    out->taken = r->has_taken ? r->taken : 0;
     out->source = ims_strdup(r->source ? r->source : "");
     out->caption = r->caption ? ims_strdup(r->caption) : NULL;
-    if (!out->source || (r->caption && !out->caption)) {
+    out->format = r->format ? ims_strdup(r->format) : NULL;
+    bool ok = out->source && (!r->caption || out->caption) && (!r->format || out->format);
+    if (ok && r->n_tags) {
+        out->tags = ims_calloc(r->n_tags, sizeof(*out->tags));
+        ok = out->tags != NULL;
+        for (size_t i = 0; ok && i < r->n_tags; i++) {
+            out->tags[i] = ims_strdup(r->tags[i] ? r->tags[i] : "");
+            ok = out->tags[i] != NULL;
+            out->n_tags = i + 1; /* row_free releases what was copied */
+        }
+    }
+    if (!ok) {
         imgsearch_row_free(out);
         return IMS_ERR_NOMEM;
     }
@@ -366,6 +388,10 @@ void imgsearch_row_free(struct imgsearch_row *row)
         return;
     ims_free(row->source);
     ims_free(row->caption);
+    ims_free(row->format);
+    for (size_t i = 0; row->tags && i < row->n_tags; i++)
+        ims_free(row->tags[i]);
+    ims_free(row->tags);
     memset(row, 0, sizeof(*row));
 }
 
@@ -387,7 +413,97 @@ enum imgsearch_status imgsearch_thumbnail(struct imgsearch *is, int64_t id, void
     return pass(store_get_thumbnail(is->store, id, jpeg, n_bytes, ERR(e)));
 }
 
+/* The server's tag edit (POST /api/v1/images/ID/tags, be_image_tags) and
+ * `imgsearch tag`: the lists as the server bounds them, every tag checked
+ * by the catalogue (store_tags_update: nothing changes on a bad one) */
+enum imgsearch_status imgsearch_tags_update(struct imgsearch *is, int64_t id,
+                                            const char *const *add, size_t n_add,
+                                            const char *const *remove, size_t n_remove,
+                                            struct imgsearch_error *e)
+{
+    struct ims_error *err = ERR(e);
+    const char *const *lists[2] = {add, remove};
+    const size_t ns[2] = {n_add, n_remove};
+    static const char *const names[2] = {"add", "remove"};
+    for (int l = 0; l < 2; l++) {
+        if (ns[l] > STORE_TAGS_MAX || (ns[l] && !lists[l]))
+            return pass(ims_error_set(err, IMS_ERR_INVALID, "%s: must be a list of up to %d tags",
+                                      names[l], STORE_TAGS_MAX));
+        for (size_t i = 0; i < ns[l]; i++)
+            if (!lists[l][i])
+                return pass(ims_error_set(err, IMS_ERR_INVALID,
+                                          "%s[%zu]: must be a tag (a string)", names[l], i));
+    }
+    enum ims_status st = store_tags_update(is->store, id, add, n_add, remove, n_remove, err);
+    if (st == IMS_ERR_NOT_FOUND)
+        ims_error_set(err, st, "no image with id %lld", (long long)id);
+    return pass(st);
+}
+
 /* ---- search ------------------------------------------------------------------------------------ */
+
+#define FILTER_FORMATS_MAX 16 /* as the server's filter.format */
+#define FILTER_PREFIX_MAX 4096
+
+/* The public filter as the store's, checked the way the server checks its
+ * own (server/query.c: format words, orientation, source prefix, up to 64
+ * tags each as the catalogue takes them), with the member named in the
+ * message. fmts receives the canonical comma list of formats. */
+static enum ims_status filter_from_public(const struct imgsearch_filter *f, struct store_filter *sf,
+                                          char *fmts, size_t fmts_size, struct ims_error *err)
+{
+    memset(sf, 0, sizeof(*sf));
+    sf->has_added_from = f->added_from != 0;
+    sf->added_from = f->added_from;
+    sf->has_added_to = f->added_to != 0;
+    sf->added_to = f->added_to;
+    sf->has_taken_from = f->taken_from != 0;
+    sf->taken_from = f->taken_from;
+    sf->has_taken_to = f->taken_to != 0;
+    sf->taken_to = f->taken_to;
+    sf->min_width = f->min_width > 0 ? (uint32_t)f->min_width : 0;
+    sf->min_height = f->min_height > 0 ? (uint32_t)f->min_height : 0;
+    if (f->source_prefix && *f->source_prefix) {
+        IMS_RETURN_ERROR_IF(strlen(f->source_prefix) > FILTER_PREFIX_MAX, err, IMS_ERR_INVALID,
+                            "filter.source_prefix: must be 1..%d bytes", FILTER_PREFIX_MAX);
+        sf->source_prefix = f->source_prefix;
+    }
+    IMS_RETURN_ERROR_IF(f->n_formats > FILTER_FORMATS_MAX || (f->n_formats && !f->formats), err,
+                        IMS_ERR_INVALID, "filter.formats: must be a list of up to %d format words",
+                        FILTER_FORMATS_MAX);
+    fmts[0] = 0;
+    for (size_t i = 0; i < f->n_formats; i++) {
+        enum image_format fm;
+        const char *w = f->formats[i];
+        IMS_RETURN_ERROR_IF(!w || image_format_parse(w, &fm) != 0, err, IMS_ERR_INVALID,
+                            "filter.formats[%zu]: unknown format '%.32s' (known: jpeg, png, webp, "
+                            "gif, bmp, heic, avif, tiff)", i, w ? w : "(null)");
+        size_t at = strlen(fmts);
+        snprintf(fmts + at, fmts_size - at, "%s%s", at ? "," : "", image_format_word(fm));
+    }
+    sf->formats = f->n_formats ? fmts : NULL;
+    IMS_RETURN_ERROR_IF((unsigned)f->orientation > (unsigned)IMGSEARCH_ORIENT_SQUARE, err,
+                        IMS_ERR_INVALID,
+                        "filter.orientation: must be IMGSEARCH_ORIENT_ANY, _LANDSCAPE, _PORTRAIT "
+                        "or _SQUARE (not %d)", (int)f->orientation);
+    sf->orientation = (enum store_orientation)f->orientation;
+    IMS_RETURN_ERROR_IF(f->n_tags > STORE_TAGS_MAX || (f->n_tags && !f->tags), err,
+                        IMS_ERR_INVALID, "filter.tags: must be a list of up to %d tags",
+                        STORE_TAGS_MAX);
+    for (size_t i = 0; i < f->n_tags; i++) {
+        char out[STORE_TAG_MAX_BYTES + 1], key[STORE_TAG_MAX_BYTES + 1];
+        IMS_RETURN_ERROR_IF(!f->tags[i], err, IMS_ERR_INVALID,
+                            "filter.tags[%zu]: must be a tag (a string)", i);
+        enum ims_status st = store_tag_normalize(f->tags[i], out, key, err);
+        if (st != IMS_OK) {
+            ims_error_prefix(err, "filter.tags[%zu]", i);
+            return st;
+        }
+    }
+    sf->tags = f->n_tags ? f->tags : NULL;
+    sf->n_tags = f->n_tags;
+    return IMS_OK;
+}
 
 enum imgsearch_status imgsearch_search(struct imgsearch *is, const struct imgsearch_query *q,
                                        struct imgsearch_results *out, struct imgsearch_error *e)
@@ -406,20 +522,25 @@ enum imgsearch_status imgsearch_search(struct imgsearch *is, const struct imgsea
     }
     /* the search module answers the exact top k among the matching rows */
     struct store_filter sf;
+    char fmts[FILTER_FORMATS_MAX * 8];
     memset(&sf, 0, sizeof(sf));
     if (q->filter) {
-        const struct imgsearch_filter *f = q->filter;
-        sf.has_added_from = f->added_from != 0;
-        sf.added_from = f->added_from;
-        sf.has_added_to = f->added_to != 0;
-        sf.added_to = f->added_to;
-        sf.min_width = f->min_width > 0 ? (uint32_t)f->min_width : 0;
-        sf.min_height = f->min_height > 0 ? (uint32_t)f->min_height : 0;
-        sf.source_prefix = f->source_prefix;
+        enum ims_status fst = filter_from_public(q->filter, &sf, fmts, sizeof(fmts), err);
+        if (fst != IMS_OK)
+            return pass(fst);
     }
-    struct search_request rq = {terms,           q->n_terms,    q->k,
-                                q->offset,       q->has_min_score, q->min_score,
-                                SEARCH_ORDER_SCORE, q->filter ? &sf : NULL, 0.0f, {0}};
+    /* NaN fails both comparisons */
+    if (!(q->dedup >= 0.0f && q->dedup <= 1.0f))
+        return pass(ims_error_set(err, IMS_ERR_INVALID, "dedup: must be in (0, 1] (0: off)"));
+    struct search_request rq = {.terms = terms,
+                                .n_terms = q->n_terms,
+                                .k = q->k,
+                                .offset = q->offset,
+                                .has_min_score = q->has_min_score,
+                                .min_score = q->min_score,
+                                .order = SEARCH_ORDER_SCORE,
+                                .filter = q->filter ? &sf : NULL,
+                                .dedup = q->dedup};
     struct search_response resp;
     memset(&resp, 0, sizeof(resp));
     enum ims_status st = imgsearch__search(is, &rq, &resp, err);
@@ -432,8 +553,20 @@ enum imgsearch_status imgsearch_search(struct imgsearch *is, const struct imgsea
         return pass(ims_error_set(err, IMS_ERR_NOMEM, "out of memory"));
     }
     for (size_t i = 0; i < resp.n && st == IMS_OK; i++) {
-        st = row_copy(&resp.hits[i].row, &out->items[out->n].row);
-        out->items[out->n].score = resp.hits[i].score;
+        struct imgsearch_result *it = &out->items[out->n];
+        st = row_copy(&resp.hits[i].row, &it->row);
+        it->score = resp.hits[i].score;
+        size_t nd = resp.hits[i].n_duplicates;
+        if (st == IMS_OK && nd) {
+            it->duplicates = ims_malloc(nd * sizeof(*it->duplicates));
+            if (it->duplicates) {
+                memcpy(it->duplicates, resp.hits[i].duplicates, nd * sizeof(*it->duplicates));
+                it->n_duplicates = nd;
+            } else {
+                imgsearch_row_free(&it->row);
+                st = IMS_ERR_NOMEM;
+            }
+        }
         if (st == IMS_OK)
             out->n++;
     }
@@ -458,8 +591,10 @@ void imgsearch_results_free(struct imgsearch_results *r)
 {
     if (!r)
         return;
-    for (size_t i = 0; i < r->n; i++)
+    for (size_t i = 0; i < r->n; i++) {
         imgsearch_row_free(&r->items[i].row);
+        ims_free(r->items[i].duplicates);
+    }
     ims_free(r->items);
     r->items = NULL;
     r->n = 0;

@@ -161,8 +161,10 @@ async function main() {
   check(await page.textContent('#filters-count') === ' (1)', 'the button counts the active filters');
 
   // -- date taken -------------------------------------------------------------------------------------------
-  await page.selectOption('#f-date-kind', 'taken');
-  await page.fill('#f-from', '2024-05-17');
+  // each change re-runs the search: wait for each, so the request read
+  // below is the one sent after the last change (not a late earlier one)
+  await pageSearch(page, () => page.selectOption('#f-date-kind', 'taken'));
+  await pageSearch(page, () => page.fill('#f-from', '2024-05-17'));
   sent = await pageSearch(page, () => page.fill('#f-to', '2024-05-17'));
   check(eq(sent.filter.taken, { from: '2024-05-17', to: '2024-05-17' }), `taken: the request (${JSON.stringify(sent.filter)})`);
   const dateUrl = page.url();

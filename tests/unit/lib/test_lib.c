@@ -67,7 +67,7 @@ static void test_refusals(void **state)
     assert_int_not_equal(imgsearch_open(data, &p, &is, NULL), IMGSEARCH_OK);
     assert_null(is);
     assert_string_equal(imgsearch_status_name(IMGSEARCH_ERR_MODEL_MISMATCH), "model_mismatch");
-    assert_string_equal(imgsearch_version(), "0.1.0");
+    assert_string_equal(imgsearch_version(), "1.0.0");
     imgsearch_close(NULL);
     imgsearch_free(NULL);
 }
