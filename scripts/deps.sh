@@ -41,6 +41,7 @@ if [ "$mode" = test ]; then
     fi
 fi
 if [ $list = 1 ]; then
+    # shellcheck disable=SC2086
     printf '%s\n' $want
     exit 0
 fi
