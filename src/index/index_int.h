@@ -405,7 +405,8 @@ void index__batch_stats(struct vindex *vx, uint64_t *n_batches, uint64_t *n_sear
  * (vindex_exact.c): job 0 on the calling thread, the others on short-lived
  * threads joined before it returns. A job whose thread cannot be created
  * runs on the calling thread, so every job runs exactly once whatever the
- * system allows. The one fan-out of the exact scans and the int8 pre-scan. */
+ * system allows. The one fan-out of the index: exact scans, int8 pre-scan,
+ * graph build (index_graph.c) and the duplicates pass (index_dups.c). */
 void index__fan_out(void *jobs, size_t job_bytes, int n, void (*run)(void *job));
 /* qsort order of int64 ids, ascending. */
 static inline int index__cmp_i64(const void *a, const void *b)
