@@ -408,6 +408,9 @@ void index__batch_stats(struct vindex *vx, uint64_t *n_batches, uint64_t *n_sear
  * system allows. The one fan-out of the index: exact scans, int8 pre-scan,
  * graph build (index_graph.c) and the duplicates pass (index_dups.c). */
 void index__fan_out(void *jobs, size_t job_bytes, int n, void (*run)(void *job));
+/* Tests: when nonzero, index__fan_out treats every thread creation as
+ * failed (the path a system out of threads takes). */
+extern int index__fan_out_fail;
 /* qsort order of int64 ids, ascending. */
 static inline int index__cmp_i64(const void *a, const void *b)
 {

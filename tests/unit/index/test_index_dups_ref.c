@@ -6,8 +6,8 @@
  * the threshold (higher score, then lower position), union-find strongest
  * first. Families of near-copies larger than k make the k limit decide
  * which links exist; sizes that are not multiples of the row and query
- * blocks and 1..3 threads must all give the reference's groups and weakest
- * links.
+ * blocks and 1..3 threads (also 3 that cannot be created) must all give
+ * the reference's groups and weakest links.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "imgsearch/index.h"
+#include "index_int.h"
 
 #define DIM 32
 #define N_MAX 1400
@@ -195,12 +196,15 @@ static void check_against_reference(int n, float threshold, int k)
         want_rows += root[i] >= 0;
     }
     assert_true(want_groups >= 2); /* the data exercise something */
-    for (int threads = 1; threads <= 3; threads++) {
+    /* 1..3 threads, then 3 asked with no thread creatable (index__fan_out's
+     * failure path: every share runs on the caller) */
+    for (int threads = 1; threads <= 4; threads++) {
+        index__fan_out_fail = threads == 4;
         struct vindex_dups_options o;
         vindex_dups_options_default(&o);
         o.threshold = threshold;
         o.k = k;
-        o.n_threads = threads;
+        o.n_threads = threads == 4 ? 3 : threads;
         o.exact_max = (size_t)n;
         struct vindex_dups r;
         struct ims_error err = {0};
@@ -220,6 +224,7 @@ static void check_against_reference(int n, float threshold, int k)
         assert_int_equal(rows, want_rows);
         vindex_dups_fini(&r);
     }
+    index__fan_out_fail = 0;
 }
 
 static void test_k_binds(void **state)
