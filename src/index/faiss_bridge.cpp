@@ -49,6 +49,7 @@
 #include <memory>
 #include <new>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 
 // OpenMP threads FAISS may use in train/add. OpenMP's thread count is a
@@ -372,30 +373,43 @@ enum ims_status index__faiss_search(const struct index__faiss *f, const float *q
     return guarded(err, IMS_ERR_INTERNAL, "search", [&]() {
         omp_set_num_threads(1);
         auto *out = reinterpret_cast<faiss::Index::idx_t *>(ids);
-        // HNSW returns at most efSearch results: widen it for this call (the
-        // caller over-fetches past tombstones). The id translation of
-        // IndexIDMap is done here so the per-call parameters reach the graph
-        // whatever IndexIDMap forwards.
+        // Per-call parameters go to the HNSW graph or the IVF itself, found
+        // under an IndexIDMap and/or an IndexPreTransform (OPQ..., PCA...,
+        // the usual factory shapes): FAISS forwards neither reliably (1.7.3's
+        // IndexPreTransform hands its caller's parameters to the sub-index
+        // only when wrapped in SearchParametersPreTransform, and IndexIDMap
+        // not at all in some versions). So the transform chain and the id
+        // translation are applied here, and the inner index searched with
+        // the parameters directly.
         auto *m = dynamic_cast<const faiss::IndexIDMap *>(f->index);
-        auto *h = m ? dynamic_cast<const faiss::IndexHNSW *>(m->index) : nullptr;
+        const faiss::Index *inner = m ? m->index : f->index;
+        auto *pt = dynamic_cast<const faiss::IndexPreTransform *>(inner);
+        if (pt)
+            inner = pt->index;
+        faiss::SearchParametersHNSW ph;
+        faiss::SearchParametersIVF pi;
+        const faiss::SearchParameters *params = nullptr;
+        // HNSW returns at most efSearch results: widen it for this call (the
+        // caller over-fetches past tombstones).
+        auto *h = dynamic_cast<const faiss::IndexHNSW *>(inner);
         if (h && min_ef > h->hnsw.efSearch) {
-            faiss::SearchParametersHNSW p;
-            p.efSearch = min_ef;
-            h->search(1, q, k, scores, out, &p);
-            for (int i = 0; i < k; i++)
-                if (out[i] >= 0)
-                    out[i] = m->id_map[(size_t)out[i]];
-            return IMS_OK;
+            ph.efSearch = min_ef;
+            params = &ph;
         }
-        // IVF with a per-query nprobe (issue 11): the same translation.
-        auto *ivf = m ? dynamic_cast<const faiss::IndexIVF *>(m->index) : nullptr;
-        if (!ivf)
-            ivf = dynamic_cast<const faiss::IndexIVF *>(f->index);
+        // IVF with a per-query nprobe (issue 11).
+        auto *ivf = dynamic_cast<const faiss::IndexIVF *>(inner);
         if (ivf && nprobe > 0 && (size_t)nprobe != ivf->nprobe) {
-            faiss::SearchParametersIVF p;
-            p.nprobe = (size_t)nprobe;
-            ivf->search(1, q, k, scores, out, &p);
-            if (m && m->index == ivf)
+            pi.nprobe = (size_t)nprobe;
+            pi.max_codes = ivf->max_codes;
+            params = &pi;
+        }
+        if (params) {
+            if (pt && !pt->is_trained)
+                throw std::runtime_error("search before training");
+            const float *xt = pt ? pt->apply_chain(1, q) : q;
+            std::unique_ptr<const float[]> own(xt != q ? xt : nullptr);
+            inner->search(1, xt, k, scores, out, params);
+            if (m)
                 for (int i = 0; i < k; i++)
                     if (out[i] >= 0)
                         out[i] = m->id_map[(size_t)out[i]];

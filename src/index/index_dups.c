@@ -9,13 +9,19 @@
  * threshold; union-find over the links, strongest first, gives the groups
  * and each group's weakest joining link. Cells are shared among threads;
  * each thread collects its own links.
+ *
+ * The exact pass scores each unordered pair once (blocked upper triangle:
+ * a block of rows against the vectors before its end) and offers the score
+ * to both vectors' lists; each thread keeps lists for every vector and the
+ * lists are merged afterwards. Lists order links by score, then by lower
+ * position, so the kept links (hence the groups) do not depend on the order
+ * pairs are scored in, nor on the number of threads.
  */
 #include "index_int.h"
 
 #include "imgsearch/index.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,7 +75,7 @@ static void edge_push(struct edges *e, uint32_t a, uint32_t b, float s)
 }
 
 /* The work: cells of member rows, each scored against the vectors that
- * probe it. Exact mode is one cell holding everything, probed by all. */
+ * probe it; or, in exact mode (identity), the row blocks of the triangle. */
 struct job {
     const float *x;
     size_t n;
@@ -77,27 +83,33 @@ struct job {
     float threshold;
     int k;
     size_t n_cells;
-    int identity;                    /* one cell of every vector in order: rows are x */
+    int identity;                    /* exact: every pair once, no cells */
     const uint32_t *mem, *mem_off;   /* members of cell c: mem[mem_off[c] .. mem_off[c+1]) */
     const uint32_t *prb, *prb_off;   /* vectors probing cell c */
-    atomic_size_t next_cell;
+    atomic_size_t next_cell;         /* identity: row blocks of RB, handed out last first */
 };
 
 struct worker {
     struct job *job;
     struct edges e;
     float *q, *r, *out, *top_s; /* top_s, top_i, n_top: per prober of the cell */
-    uint32_t *top_i;
+    uint32_t *top_i;            /* (identity: per vector, over the whole pass) */
     int *n_top;
 };
+
+/* (s, i) before (t, j) in a best-first list: higher score, then lower i. */
+static inline int top_before(float s, uint32_t i, float t, uint32_t j)
+{
+    return s > t || (s == t && i < j);
+}
 
 /* Inserts (s, i) into a best-first list of at most k (len *n). */
 static void top_insert(float *ts, uint32_t *ti, int *n, int k, float s, uint32_t i)
 {
-    if (*n == k && s <= ts[k - 1])
+    if (*n == k && !top_before(s, i, ts[k - 1], ti[k - 1]))
         return;
     int at = *n < k ? (*n)++ : k - 1;
-    while (at > 0 && ts[at - 1] < s) {
+    while (at > 0 && top_before(s, i, ts[at - 1], ti[at - 1])) {
         ts[at] = ts[at - 1];
         ti[at] = ti[at - 1];
         at--;
@@ -118,22 +130,14 @@ static void score_cell(struct worker *w, size_t c)
     memset(w->n_top, 0, n_prb * sizeof(int));
     for (size_t r0 = 0; r0 < n_mem; r0 += RB) {
         size_t nr = IMS_MIN((size_t)RB, n_mem - r0);
-        const float *rows = j->x + r0 * d;
-        if (!j->identity) {
-            for (size_t b = 0; b < nr; b++)
-                memcpy(w->r + b * d, j->x + (size_t)mem[r0 + b] * d, d * sizeof(float));
-            rows = w->r;
-        }
+        for (size_t b = 0; b < nr; b++)
+            memcpy(w->r + b * d, j->x + (size_t)mem[r0 + b] * d, d * sizeof(float));
         for (size_t q0 = 0; q0 < n_prb; q0 += QB) {
             int nq = (int)IMS_MIN((size_t)QB, n_prb - q0);
-            const float *qs = j->x + q0 * d;
-            if (!j->identity) {
-                for (int a = 0; a < nq; a++)
-                    memcpy(w->q + (size_t)a * d, j->x + (size_t)prb[q0 + (size_t)a] * d,
-                           d * sizeof(float));
-                qs = w->q;
-            }
-            index__dot_f32_multi(qs, nq, rows, nr, j->dim, w->out, RB);
+            for (int a = 0; a < nq; a++)
+                memcpy(w->q + (size_t)a * d, j->x + (size_t)prb[q0 + (size_t)a] * d,
+                       d * sizeof(float));
+            index__dot_f32_multi(w->q, nq, w->r, nr, j->dim, w->out, RB);
             for (int a = 0; a < nq; a++) {
                 const float *o = w->out + (size_t)a * RB;
                 size_t qi = q0 + (size_t)a;
@@ -154,13 +158,73 @@ static void score_cell(struct worker *w, size_t c)
             edge_push(&w->e, prb[qi], w->top_i[qi * k + (size_t)t], w->top_s[qi * k + (size_t)t]);
 }
 
-static void *work(void *arg)
+/* The exact pass, row block rb: rows [r0, r1) against the vectors q < r1,
+ * each pair (q < row) scored once and offered to both lists. */
+static void score_triangle(struct worker *w, size_t rb)
+{
+    struct job *j = w->job;
+    size_t d = (size_t)j->dim, k = (size_t)j->k;
+    size_t r0 = rb * RB, r1 = IMS_MIN(r0 + RB, j->n), nr = r1 - r0;
+    const float *rows = j->x + r0 * d;
+    for (size_t q0 = 0; q0 < r1; q0 += QB) {
+        int nq = (int)IMS_MIN((size_t)QB, r1 - q0);
+        index__dot_f32_multi(j->x + q0 * d, nq, rows, nr, j->dim, w->out, RB);
+        for (int a = 0; a < nq; a++) {
+            const float *o = w->out + (size_t)a * RB;
+            size_t qi = q0 + (size_t)a;
+            for (size_t b = qi >= r0 ? qi - r0 + 1 : 0; b < nr; b++) {
+                if (o[b] < j->threshold)
+                    continue;
+                size_t ri = r0 + b;
+                top_insert(w->top_s + qi * k, w->top_i + qi * k, &w->n_top[qi], (int)k, o[b],
+                           (uint32_t)ri);
+                top_insert(w->top_s + ri * k, w->top_i + ri * k, &w->n_top[ri], (int)k, o[b],
+                           (uint32_t)qi);
+            }
+        }
+    }
+}
+
+/* One thread's share (index__fan_out): cells, or row blocks, from the
+ * shared counter until none are left, so a job whose thread could not be
+ * created (run afterwards on the caller) finds nothing left to do. Row
+ * blocks go last first: the later ones carry the most pairs. */
+static void work(void *arg)
 {
     struct worker *w = arg;
+    struct job *j = w->job;
     size_t c;
-    while (!w->e.oom && (c = atomic_fetch_add(&w->job->next_cell, 1)) < w->job->n_cells)
-        score_cell(w, c);
-    return NULL;
+    while (!w->e.oom && (c = atomic_fetch_add(&j->next_cell, 1)) < j->n_cells) {
+        if (j->identity)
+            score_triangle(w, j->n_cells - 1 - c);
+        else
+            score_cell(w, c);
+    }
+}
+
+/* The exact pass's links: each vector's k best over every thread's list. */
+static void merge_lists(const struct job *j, const struct worker *w, int n_threads,
+                        struct edges *all)
+{
+    size_t k = (size_t)j->k;
+    for (size_t i = 0; i < j->n && !all->oom; i++) {
+        const float *bs = w[0].top_s + i * k;
+        const uint32_t *bi = w[0].top_i + i * k;
+        int nb = w[0].n_top[i];
+        float ms[1024];
+        uint32_t mi[1024];
+        if (n_threads > 1) {
+            nb = 0;
+            for (int t = 0; t < n_threads; t++)
+                for (int a = 0; a < w[t].n_top[i]; a++)
+                    top_insert(ms, mi, &nb, (int)k, w[t].top_s[i * k + (size_t)a],
+                               w[t].top_i[i * k + (size_t)a]);
+            bs = ms;
+            bi = mi;
+        }
+        for (int a = 0; a < nb; a++)
+            edge_push(all, (uint32_t)i, bi[a], bs[a]);
+    }
 }
 
 static enum ims_status run_job(struct job *j, int n_threads, struct edges *all,
@@ -169,16 +233,17 @@ static enum ims_status run_job(struct job *j, int n_threads, struct edges *all,
     size_t d = (size_t)j->dim;
     if (n_threads < 1)
         n_threads = 1;
-    if (n_threads > 64)
-        n_threads = 64;
+    if (n_threads > VINDEX_MAX_THREADS)
+        n_threads = VINDEX_MAX_THREADS;
     struct worker *w = ims_calloc((size_t)n_threads, sizeof(*w));
-    pthread_t *th = ims_calloc((size_t)n_threads, sizeof(*th));
     enum ims_status st = IMS_OK;
-    int started = 0;
     size_t max_prb = 1;
-    for (size_t c = 0; c < j->n_cells; c++)
-        max_prb = IMS_MAX(max_prb, (size_t)(j->prb_off[c + 1] - j->prb_off[c]));
-    if (!w || !th) {
+    if (j->identity)
+        max_prb = j->n; /* a list for every vector */
+    else
+        for (size_t c = 0; c < j->n_cells; c++)
+            max_prb = IMS_MAX(max_prb, (size_t)(j->prb_off[c + 1] - j->prb_off[c]));
+    if (!w) {
         st = ims_error_set(err, IMS_ERR_NOMEM, "duplicates: out of memory");
         goto out;
     }
@@ -189,20 +254,19 @@ static enum ims_status run_job(struct job *j, int n_threads, struct edges *all,
         w[t].out = ims_malloc((size_t)QB * RB * sizeof(float));
         w[t].top_s = ims_malloc(max_prb * (size_t)j->k * sizeof(float));
         w[t].top_i = ims_malloc(max_prb * (size_t)j->k * sizeof(uint32_t));
-        w[t].n_top = ims_malloc(max_prb * sizeof(int));
+        w[t].n_top = ims_calloc(max_prb, sizeof(int));
         if (!w[t].q || !w[t].r || !w[t].out || !w[t].top_s || !w[t].top_i || !w[t].n_top) {
             st = ims_error_set(err, IMS_ERR_NOMEM, "duplicates: out of memory");
             goto out;
         }
     }
-    for (int t = 1; t < n_threads; t++) {
-        if (pthread_create(&th[t], NULL, work, &w[t]) != 0)
-            break;
-        started = t;
+    index__fan_out(w, sizeof *w, n_threads, work);
+    if (j->identity) {
+        merge_lists(j, w, n_threads, all);
+        if (all->oom)
+            st = ims_error_set(err, IMS_ERR_NOMEM, "duplicates: out of memory for links");
+        goto out;
     }
-    work(&w[0]);
-    for (int t = 1; t <= started; t++)
-        pthread_join(th[t], NULL);
     for (int t = 0; t < n_threads; t++) {
         if (w[t].e.oom) {
             st = ims_error_set(err, IMS_ERR_NOMEM, "duplicates: out of memory for links");
@@ -226,7 +290,6 @@ out:
         ims_free(w[t].e.v);
     }
     ims_free(w);
-    ims_free(th);
     return st;
 }
 
@@ -505,20 +568,8 @@ enum ims_status vindex_duplicates_of(const int64_t *ids, const float *x, size_t 
     enum ims_status st = IMS_OK;
     struct edges all = {0};
     if (n <= o->exact_max) {
-        /* one cell: every vector, probed by every vector */
-        bufs[0] = ims_malloc(n * sizeof(uint32_t));
-        bufs[1] = ims_malloc(2 * sizeof(uint32_t));
-        if (!bufs[0] || !bufs[1]) {
-            st = ims_error_set(err, IMS_ERR_NOMEM, "duplicates: out of memory");
-            goto out;
-        }
-        for (size_t i = 0; i < n; i++)
-            bufs[0][i] = (uint32_t)i;
-        bufs[1][0] = 0;
-        bufs[1][1] = (uint32_t)n;
-        j.n_cells = 1;
-        j.mem = j.prb = bufs[0];
-        j.mem_off = j.prb_off = bufs[1];
+        /* every pair, once: the upper triangle in row blocks */
+        j.n_cells = (n + RB - 1) / RB;
         j.identity = 1;
         out->exact = 1;
     } else {

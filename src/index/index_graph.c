@@ -903,10 +903,13 @@ struct build_job {
     const float *x;
     size_t first, n; /* nodes first .. first + n - 1, x row = node - first */
     atomic_size_t *next;
-    pthread_t th;
 };
 
-static void *build_thread(void *arg)
+/* One thread's share of index__graph_add, run by index__fan_out: takes nodes
+ * 16 at a time from the shared counter until none are left, so a job whose
+ * thread could not be created (run later on the caller) finds nothing to do
+ * and every node is inserted exactly once. */
+static void build_run(void *arg)
 {
     struct build_job *j = arg;
     for (;;) {
@@ -917,13 +920,12 @@ static void *build_thread(void *arg)
         for (; i < e; i++)
             insert(j->g, j->c, (int32_t)(j->first + i), j->x + i * (size_t)j->g->dim);
     }
-    return NULL;
 }
 
 static int online_cores(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
+    return n < 1 ? 1 : n > VINDEX_MAX_THREADS ? VINDEX_MAX_THREADS : (int)n;
 }
 
 enum ims_status index__graph_add(struct index__graph *g, const int64_t *labels, const float *x,
@@ -934,10 +936,10 @@ enum ims_status index__graph_add(struct index__graph *g, const int64_t *labels, 
     int nt = index__graph_threads > 0 ? index__graph_threads : online_cores();
     if ((size_t)nt > n / 64)
         nt = (int)IMS_MAX((size_t)1, n / 64);
-    if (nt > 256)
-        nt = 256;
+    if (nt > VINDEX_MAX_THREADS)
+        nt = VINDEX_MAX_THREADS;
     /* scratch for every thread first: after this nothing can fail */
-    struct gctx *ctxs[256] = {0};
+    struct gctx *ctxs[VINDEX_MAX_THREADS] = {0};
     int started = 0;
     size_t n_after = g->n + n;
     for (int t = 0; t < nt; t++) {
@@ -985,7 +987,7 @@ enum ims_status index__graph_add(struct index__graph *g, const int64_t *labels, 
         }
     }
     g->n = first + n;
-    struct build_job jobs[256];
+    struct build_job jobs[VINDEX_MAX_THREADS];
     atomic_size_t next;
     atomic_init(&next, 0);
     size_t done = 0;
@@ -996,16 +998,8 @@ enum ims_status index__graph_add(struct index__graph *g, const int64_t *labels, 
     }
     for (int t = 0; t < started; t++)
         jobs[t] = (struct build_job){g, ctxs[t], x + done * (size_t)g->dim, first + done,
-                                     n - done, &next, 0};
-    int running = 1;
-    for (int t = 1; t < started; t++) {
-        if (pthread_create(&jobs[t].th, NULL, build_thread, &jobs[t]) != 0)
-            break;
-        running = t + 1;
-    }
-    build_thread(&jobs[0]);
-    for (int t = 1; t < running; t++)
-        pthread_join(jobs[t].th, NULL);
+                                     n - done, &next};
+    index__fan_out(jobs, sizeof *jobs, started, build_run);
     for (int t = 0; t < started; t++)
         pool_put(g, ctxs[t]);
     return IMS_OK;

@@ -405,8 +405,12 @@ void index__batch_stats(struct vindex *vx, uint64_t *n_batches, uint64_t *n_sear
  * (vindex_exact.c): job 0 on the calling thread, the others on short-lived
  * threads joined before it returns. A job whose thread cannot be created
  * runs on the calling thread, so every job runs exactly once whatever the
- * system allows. The one fan-out of the exact scans and the int8 pre-scan. */
+ * system allows. The one fan-out of the index: exact scans, int8 pre-scan,
+ * graph build (index_graph.c) and the duplicates pass (index_dups.c). */
 void index__fan_out(void *jobs, size_t job_bytes, int n, void (*run)(void *job));
+/* Tests: when nonzero, index__fan_out treats every thread creation as
+ * failed (the path a system out of threads takes). */
+extern int index__fan_out_fail;
 /* qsort order of int64 ids, ascending. */
 static inline int index__cmp_i64(const void *a, const void *b)
 {

@@ -33,6 +33,8 @@ static void *fan_out_main(void *arg)
     return NULL;
 }
 
+int index__fan_out_fail = 0;
+
 void index__fan_out(void *jobs, size_t job_bytes, int n, void (*run)(void *job))
 {
     struct fan_out_slot slots[VINDEX_MAX_THREADS];
@@ -40,7 +42,8 @@ void index__fan_out(void *jobs, size_t job_bytes, int n, void (*run)(void *job))
     IMS_ASSERT(n >= 1 && n <= VINDEX_MAX_THREADS);
     for (int t = 1; t < n; t++) {
         slots[t] = (struct fan_out_slot){.run = run, .job = (char *)jobs + job_bytes * (size_t)t};
-        started[t] = pthread_create(&slots[t].thread, NULL, fan_out_main, &slots[t]) == 0;
+        started[t] = !index__fan_out_fail &&
+                     pthread_create(&slots[t].thread, NULL, fan_out_main, &slots[t]) == 0;
     }
     run(jobs);
     for (int t = 1; t < n; t++) {

@@ -6,7 +6,8 @@
  * - spec parsing: Graph, Graph<M>, Graph<M>,efc<N>; bad forms refused;
  * - recall@10 against the exact answer on clustered vectors, built on one
  *   thread and on several (the parallel build runs under TSan too);
- * - determinism: two one-thread builds give byte-identical snapshots;
+ * - determinism: two one-thread builds give byte-identical snapshots, and so
+ *   does a three-thread build whose threads cannot be created;
  * - incremental adds after the build: every added vector finds itself;
  * - deletes: never returned, the walk still finds the rest; a re-added id
  *   is found again; snapshot round trip keeps answers and deletions;
@@ -208,16 +209,27 @@ static void test_deterministic(void **state)
     snprintf(a, sizeof a, "%s/a.snap", g_dir);
     snprintf(b, sizeof b, "%s/b.snap", g_dir);
     struct vindex *x = build("Graph8", 1500, 1, 300), *y = build("Graph8", 1500, 1, 300);
+    /* 3 threads asked, none can be created (index__fan_out's failure path):
+     * every node still inserted once, on the caller, as the one-thread build */
+    index__fan_out_fail = 1;
+    struct vindex *z = build("Graph8", 1500, 3, 300);
+    index__fan_out_fail = 0;
     assert_int_equal(vindex_save(x, a, 99, &err), IMS_OK);
     assert_int_equal(vindex_save(y, b, 99, &err), IMS_OK);
     unsigned char *pa, *pb;
     long na = read_file(a, &pa), nb = read_file(b, &pb);
     assert_int_equal(na, nb);
     assert_memory_equal(pa, pb, (size_t)na);
+    free(pb);
+    assert_int_equal(vindex_save(z, b, 99, &err), IMS_OK);
+    nb = read_file(b, &pb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(pa, pb, (size_t)na);
     free(pa);
     free(pb);
     vindex_free(x);
     vindex_free(y);
+    vindex_free(z);
 }
 
 static void test_incremental_and_deletes(void **state)

@@ -5,7 +5,8 @@
  * as Flat); a one-list query of the same index still returns k rows with
  * exact scores; neither changes the index's stored default. A FAISS HNSW32
  * index nobody set an ef_search for walks with INDEX_HNSW_DEFAULT_EF, not
- * FAISS's own 16 (recall@10 on random 32-d queries). Not under TSan:
+ * FAISS's own 16 (recall@10 on random 32-d queries). The per-query nprobe
+ * reaches an IVF behind a PCA or OPQ pre-transform too. Not under TSan:
  * FAISS trains through OpenBLAS's uninstrumented threads.
  */
 #include <setjmp.h>
@@ -124,9 +125,64 @@ static void test_hnsw_default_ef(void **state)
     free(ids);
 }
 
+/* An IVF behind a pre-transform (PCA, OPQ: IndexPreTransform over the IVF)
+ * takes the per-query nprobe too: nprobe = every list gives the ids of a
+ * stored nprobe of 16, and one list (the stored default here) differs on
+ * some query while still returning k rows. Before, the per-call parameters
+ * stopped at the pre-transform and every query probed the stored 1. */
+static void check_pretransform_nprobe(const char *spec, const float *x, const int64_t *ids,
+                                      const float *qs, int nq)
+{
+    struct ims_error err = {0};
+    struct vindex *vx = NULL;
+    assert_int_equal(vindex_new(spec, DIM, &vx, &err), IMS_OK);
+    assert_int_equal(vindex_train(vx, x, N, &err), IMS_OK);
+    assert_int_equal(vindex_add(vx, ids, x, N, &err), IMS_OK);
+    struct vindex_search_params stored_all = {.nprobe = 16}, stored_one = {.nprobe = 1};
+    struct vindex_search_params all = {.nprobe = 16}, one = {.nprobe = 1};
+    int differ = 0;
+    for (int i = 0; i < nq; i++) {
+        const float *q = qs + (size_t)i * DIM;
+        float s[10], sa[10], s1[10];
+        int64_t id[10], ida[10], id1[10];
+        int n = 0, na = 0, n1 = 0;
+        assert_int_equal(vindex_set_search_params(vx, &stored_all, &err), IMS_OK);
+        assert_int_equal(vindex_search(vx, q, 10, s, id, &n, &err), IMS_OK);
+        assert_int_equal(vindex_set_search_params(vx, &stored_one, &err), IMS_OK);
+        assert_int_equal(vindex_search_with(vx, q, 10, NULL, &all, sa, ida, &na, &err), IMS_OK);
+        assert_int_equal(n, 10);
+        assert_int_equal(na, n);
+        assert_memory_equal(ida, id, sizeof(int64_t) * (size_t)n);
+        assert_memory_equal(sa, s, sizeof(float) * (size_t)n);
+        assert_int_equal(vindex_search_with(vx, q, 10, NULL, &one, s1, id1, &n1, &err), IMS_OK);
+        assert_true(n1 >= 1 && n1 <= 10);
+        differ += n1 != n || memcmp(id1, id, sizeof(int64_t) * (size_t)n) != 0;
+    }
+    assert_true(differ > 0);
+    vindex_free(vx);
+}
+
+static void test_pretransform_nprobe(void **state)
+{
+    (void)state;
+    enum { NQ = 20 };
+    float *x = malloc(sizeof(float) * N * DIM), *qs = malloc(sizeof(float) * NQ * DIM);
+    int64_t *ids = malloc(sizeof(int64_t) * N);
+    unit_rows(0x2545F4914F6CDD1Dull, x, N);
+    unit_rows(0x94D049BB133111EBull, qs, NQ);
+    for (int i = 0; i < N; i++)
+        ids[i] = 100 + 3 * i;
+    check_pretransform_nprobe("PCA16,IVF16,Flat", x, ids, qs, NQ);
+    check_pretransform_nprobe("OPQ8,IVF16,PQ8", x, ids, qs, NQ);
+    free(x);
+    free(qs);
+    free(ids);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_ivf_nprobe),
-                                       cmocka_unit_test(test_hnsw_default_ef)};
+                                       cmocka_unit_test(test_hnsw_default_ef),
+                                       cmocka_unit_test(test_pretransform_nprobe)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
