@@ -92,6 +92,23 @@ int64_t pg_i64(const PGresult *r, int row, int col)
     return (int64_t)x;
 }
 
+enum ims_status pg_id_column(PGresult *r, int64_t **ids_out, size_t *n_out, const char *what,
+                             struct ims_error *err)
+{
+    size_t n = (size_t)PQntuples(r);
+    int64_t *ids = n ? ims_malloc(n * sizeof(*ids)) : NULL;
+    if (n && !ids) {
+        PQclear(r);
+        return ims_error_set(err, IMS_ERR_NOMEM, "%s: out of memory", what);
+    }
+    for (size_t i = 0; i < n; i++)
+        ids[i] = pg_i64(r, (int)i, 0);
+    PQclear(r);
+    *ids_out = ids;
+    *n_out = n;
+    return IMS_OK;
+}
+
 int pg_null(const PGresult *r, int row, int col) { return PQgetisnull(r, row, col); }
 
 /* Set by pg_error when the failed statement's transaction is known to have
@@ -985,18 +1002,7 @@ static enum ims_status pg_embeddings_changed_after(struct store *st, int64_t aft
     pg_put(st, c);
     if (s != IMS_OK)
         return s;
-    size_t n = (size_t)PQntuples(r);
-    int64_t *ids = n ? ims_malloc(n * sizeof(*ids)) : NULL;
-    if (n && !ids) {
-        PQclear(r);
-        return ims_error_set(err, IMS_ERR_NOMEM, "embedding versions: out of memory");
-    }
-    for (size_t i = 0; i < n; i++)
-        ids[i] = pg_i64(r, (int)i, 0);
-    PQclear(r);
-    *ids_out = ids;
-    *n_out = n;
-    return IMS_OK;
+    return pg_id_column(r, ids_out, n_out, "embedding versions", err);
 }
 
 /* Waits on the LISTEN connection: whoever holds llock polls its socket in

@@ -1031,18 +1031,7 @@ enum ims_status pg_filter_ids(struct store *st, const char *const prm[STORE__FIL
     pg_put(st, c);
     if (s != IMS_OK)
         return s;
-    size_t n = (size_t)PQntuples(r);
-    int64_t *ids = n ? ims_malloc(n * sizeof(*ids)) : NULL;
-    if (n && !ids) {
-        PQclear(r);
-        return ims_error_set(err, IMS_ERR_NOMEM, "store_filter_ids: out of memory");
-    }
-    for (size_t i = 0; i < n; i++)
-        ids[i] = pg_i64(r, (int)i, 0);
-    PQclear(r);
-    *ids_out = ids;
-    *n_out = n;
-    return IMS_OK;
+    return pg_id_column(r, ids_out, n_out, "store_filter_ids", err);
 }
 
 /* ---- tags (issue 10) ------------------------------------------------------------- */

@@ -79,6 +79,10 @@ void pgp_literal(struct pgp *p, const char *s);
 /* Result getters (binary format). */
 int64_t pg_i64(const PGresult *r, int row, int col);
 int pg_null(const PGresult *r, int row, int col);
+/* The first column of every row of r as a new int64 array (*ids_out: NULL
+ * when there are none; release with ims_free). Clears r in every case. */
+enum ims_status pg_id_column(PGresult *r, int64_t **ids_out, size_t *n_out, const char *what,
+                             struct ims_error *err);
 
 /* Runs `sql` with params p (NULL = none), binary results. On success *res
  * (clear with PQclear; may be NULL to discard) is set. */
