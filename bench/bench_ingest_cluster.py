@@ -40,9 +40,7 @@ import os
 import platform
 import re
 import shutil
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,39 +49,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(SRC, "tests", "integration"))
 from hostile_server import png_bytes  # noqa: E402
-from ingest_common import HostileServer, tiny_model, wait_for  # noqa: E402
+from ingest_common import HostileServer, ServeProcess, tiny_model, wait_for  # noqa: E402
 
 
-class Node:
+class Node(ServeProcess):
     def __init__(self, exe, model, name, cat_args, log, opts):
-        self.name = name
         cmd = [exe, "serve", "--model", model, "--port", "0", "--host", "127.0.0.1",
                "--allow-private-urls", "--node-id", name, "--rate", "0",
                "--claim-batch", str(opts.claim_batch), "--ingest-batch",
                str(opts.ingest_batch)] + cat_args
-        env = dict(os.environ)
-        env.pop("IMGSEARCH_API_KEY", None)
-        self.errf = open(log, "w+b")
-        self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.errf, env=env)
-        self.port = None
-
-        def ready():
-            if self.p.poll() is not None:
-                return True
-            self.errf.seek(0)
-            m = re.search(rb"serving http://127\.0\.0\.1:(\d+)/", self.errf.read())
-            if m:
-                self.port = int(m.group(1))
-            return self.port is not None
-        wait_for(ready, 300)
-        if self.port is None:
-            raise RuntimeError("%s did not start: %s" % (name, self.stderr()))
+        super().__init__(cmd, log, name, port_re=ServeProcess.SERVING, timeout=300)
         # ready for queries (a replica that is still catching up answers 503)
         wait_for(lambda: self.get("/readyz")[0] == 200 or self.get("/healthz")[0] == 200, 300)
-
-    def stderr(self):
-        self.errf.seek(0)
-        return self.errf.read().decode("utf-8", "replace")
 
     def get(self, path, method="GET", body=None):
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
@@ -101,13 +78,7 @@ class Node:
         return float(m.group(1)) if st == 200 and m else 0.0
 
     def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(60)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
+        super().stop()
         self.errf.close()
 
 

@@ -25,54 +25,31 @@ Waits for propagation are bounded (liveness), never asserted as timings.
 import http.client
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ingest_common import check, finish, fixture_images, tiny_model, wait_for  # noqa: E402
+from ingest_common import (ServeProcess, check, finish, fixture_images, tiny_model,  # noqa: E402
+                           wait_for)
 
 PROPAGATE_S = 20  # generous bound on "eventually" (2 shared cores, sanitizers)
 
 
-class Node:
+class Node(ServeProcess):
     """One `imgsearch serve --port 0`; the port comes from its "listening on"
     line, readiness from /readyz."""
 
     def __init__(self, exe, name, model, tmp, data=None, catalogue=None, extra=()):
-        self.name = name
         cmd = [exe, "serve", "--model", model, "--port", "0", "--host", "127.0.0.1",
                "--allow-private-urls", "--rate", "0"] + list(extra)
         if data:
             cmd += ["--data", data]
         if catalogue:
             cmd += ["--catalogue", catalogue]
-        env = dict(os.environ)
-        env.pop("IMGSEARCH_API_KEY", None)
-        env.pop("IMGSEARCH_CATALOGUE", None)
-        self.errf = open(os.path.join(tmp, "node-%s.log" % name), "w+b")
-        self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.errf, env=env)
-        self.port = None
-
-        def listening():
-            if self.p.poll() is not None:
-                return True
-            self.errf.seek(0)
-            m = re.search(rb"listening on http://127\.0\.0\.1:(\d+)/", self.errf.read())
-            if m:
-                self.port = int(m.group(1))
-            return self.port is not None
-        wait_for(listening, 90, 0.02)
-        if self.port is None:
-            self.kill()
-            raise RuntimeError("node %s did not start: %s" % (name, self.stderr()))
-
-    def stderr(self):
-        self.errf.seek(0)
-        return self.errf.read().decode("utf-8", "replace")
+        super().__init__(cmd, os.path.join(tmp, "node-%s.log" % name), "node " + name)
+        self.name = name
 
     def request(self, method, path, body=None, headers=None, timeout=60):
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
@@ -120,19 +97,6 @@ class Node:
     def ids(self, query):
         return {i for i, _ in self.search(query)}
 
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(60)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.p.returncode
-
-    def kill(self):
-        if self.p.poll() is None:
-            self.p.kill()
-            self.p.wait()
 
 
 def multipart(name, data):

@@ -36,7 +36,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hostile_server import png_bytes  # noqa: E402
-from ingest_common import HostileServer, check, finish, tiny_model, wait_for  # noqa: E402
+from ingest_common import (HostileServer, ServeProcess, check, finish, tiny_model,  # noqa: E402
+                           wait_for)
 from pgutil import PgServer, psql  # noqa: E402
 
 UPLOAD_MAX = 50 << 20  # imgsearch's upload_max_bytes default (server_daemon.c)
@@ -103,45 +104,11 @@ def free_port():
 
 # ---- processes ------------------------------------------------------------------------
 
-class Node:
+class Node(ServeProcess):
+    """A node started with compose.yaml's arguments (`args`) and environment."""
+
     def __init__(self, exe, name, args, env, tmp):
-        self.name = name
-        self.errf = open(os.path.join(tmp, name + ".log"), "w+b")
-        self.p = subprocess.Popen([exe] + args, stdout=subprocess.DEVNULL, stderr=self.errf,
-                                  env=env)
-        self.port = None
-
-        def listening():
-            if self.p.poll() is not None:
-                return True
-            self.errf.seek(0)
-            m = re.search(rb"listening on http://127\.0\.0\.1:(\d+)/", self.errf.read())
-            if m:
-                self.port = int(m.group(1))
-            return self.port is not None
-        wait_for(listening, 90, 0.02)
-        if self.port is None:
-            self.kill()
-            raise RuntimeError("%s did not start: %s" % (name, self.stderr()))
-
-    def stderr(self):
-        self.errf.seek(0)
-        return self.errf.read().decode("utf-8", "replace")
-
-    def kill(self):
-        if self.p.poll() is None:
-            self.p.kill()
-            self.p.wait()
-
-    def stop(self):
-        """SIGTERM, as compose stops a container; the exit code."""
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(60)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.p.returncode
+        super().__init__([exe] + args, os.path.join(tmp, name + ".log"), name, env=env)
 
 
 def request(port, method, path, body=None, headers=None, timeout=120):

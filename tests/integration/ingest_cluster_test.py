@@ -21,11 +21,8 @@ so jobs last long enough to be shared and interrupted.
 """
 import json
 import os
-import re
 import shutil
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,42 +31,21 @@ import http.client
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hostile_server import png_bytes  # noqa: E402
-from ingest_common import HostileServer, check, finish, tiny_model, wait_for  # noqa: E402
+from ingest_common import (HostileServer, ServeProcess, check, finish, tiny_model,  # noqa: E402
+                           wait_for)
 
 LEASE_S = 2
 
 
-class Node:
+class Node(ServeProcess):
     """One `imgsearch serve` on a loopback port (0: the kernel picks)."""
 
     def __init__(self, exe, model, name, catalogue_args, log, extra=()):
-        self.name = name
         self.log = log
         cmd = [exe, "serve", "--model", model, "--port", "0", "--host", "127.0.0.1",
                "--allow-private-urls", "--node-id", name, "--lease-seconds", str(LEASE_S),
                "--claim-batch", "1", "--ingest-batch", "2"] + catalogue_args + list(extra)
-        env = dict(os.environ)
-        env.pop("IMGSEARCH_API_KEY", None)
-        self.errf = open(log, "w+b")
-        self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.errf, env=env)
-        self.port = None
-
-        def ready():
-            if self.p.poll() is not None:
-                return True
-            self.errf.seek(0)
-            m = re.search(rb"serving http://127\.0\.0\.1:(\d+)/", self.errf.read())
-            if m:
-                self.port = int(m.group(1))
-            return self.port is not None
-        wait_for(ready, 90)
-        if self.port is None:
-            self.kill()
-            raise RuntimeError("%s did not start: %s" % (name, self.stderr()))
-
-    def stderr(self):
-        self.errf.seek(0)
-        return self.errf.read().decode("utf-8", "replace")
+        super().__init__(cmd, log, name, port_re=ServeProcess.SERVING)
 
     def json(self, method, path, obj=None, timeout=120):
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
@@ -95,18 +71,6 @@ class Node:
         st, b = self.json("POST", "/api/v1/search", {"text": "a picture", "k": 1000})
         return len(b["results"]) if st == 200 and b else -1
 
-    def kill(self):
-        if self.p.poll() is None:
-            self.p.kill()
-            self.p.wait()
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 class Catalogue:

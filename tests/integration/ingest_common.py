@@ -1,11 +1,13 @@
 # SPDX-License-Identifier: MIT
-"""Helpers shared by the CLI and ingest integration tests (cli_test.py,
-ingest_http_test.py, ingest_crash_test.py): the tiny model folder, running
-imgsearch with a bound, the loopback hostile server, result checks."""
+"""Helpers shared by the CLI, ingest and cluster integration tests (and
+bench_ingest_cluster.py): the tiny model folder, running imgsearch with a
+bound, `imgsearch serve` processes on loopback, the loopback hostile server,
+result checks."""
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -145,3 +147,58 @@ def wait_for(pred, timeout, step=0.05):
             return True
         time.sleep(step)
     return pred()
+
+
+def serve_env(base=None):
+    """The environment of a test node: `base` (default: ours) without the
+    API key and catalogue variables a developer's shell may carry."""
+    env = dict(os.environ if base is None else base)
+    env.pop("IMGSEARCH_API_KEY", None)
+    env.pop("IMGSEARCH_CATALOGUE", None)
+    return env
+
+
+class ServeProcess:
+    """One `imgsearch serve --port 0` on 127.0.0.1, its stderr in `log`. The
+    port comes from the first line matching `port_re`: LISTENING as soon as
+    the socket is bound, SERVING once the node's index is ready."""
+    LISTENING = rb"listening on http://127\.0\.0\.1:(\d+)/"
+    SERVING = rb"serving http://127\.0\.0\.1:(\d+)/"
+
+    def __init__(self, cmd, log, name, env=None, port_re=LISTENING, timeout=90):
+        self.name = name
+        self.errf = open(log, "w+b")
+        self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.errf,
+                                  env=serve_env() if env is None else env)
+        self.port = None
+
+        def started():
+            if self.p.poll() is not None:
+                return True
+            self.errf.seek(0)
+            m = re.search(port_re, self.errf.read())
+            if m:
+                self.port = int(m.group(1))
+            return self.port is not None
+        wait_for(started, timeout, 0.02)
+        if self.port is None:
+            self.kill()
+            raise RuntimeError("%s did not start: %s" % (name, self.stderr()))
+
+    def stderr(self):
+        self.errf.seek(0)
+        return self.errf.read().decode("utf-8", "replace")
+
+    def kill(self):
+        kill_quietly(self.p)
+
+    def stop(self, timeout=60):
+        """SIGTERM, as a service manager stops it (SIGKILL after `timeout`
+        seconds); the exit code."""
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.p.returncode
