@@ -173,7 +173,7 @@ static void test_pretransform_nprobe(void **state)
     for (int i = 0; i < N; i++)
         ids[i] = 100 + 3 * i;
     check_pretransform_nprobe("PCA16,IVF16,Flat", x, ids, qs, NQ);
-    check_pretransform_nprobe("OPQ8,IVF16,PQ8", x, ids, qs, NQ);
+    check_pretransform_nprobe("OPQ4,IVF16,PQ4x4", x, ids, qs, NQ);
     free(x);
     free(qs);
     free(ids);
