@@ -5,9 +5,9 @@
 # AddressSanitizer + UndefinedBehaviorSanitizer (with the libFuzzer harnesses)
 # and runs the tests again, except those labelled `slow` (the full-size model
 # goldens, whose sanitizer run would take most of the time budget and whose
-# code paths the tiny model already covers) and the browser test (it drives
-# the page; the server under it is exercised under the sanitizers by
-# it_server_e2e). Last, a ThreadSanitizer build runs the unit tests of the
+# code paths the tiny model already covers) and the browser tests (they drive
+# the page; the server under them is exercised under the sanitizers by
+# it_server_e2e and the filter/tag tests). Last, a ThreadSanitizer build runs the unit tests of the
 # threaded modules.
 set -eu
 cd "$(dirname "$0")/.."
@@ -23,7 +23,7 @@ if [ "${IMS_SKIP_SANITIZERS:-0}" != 1 ]; then
         -DIMS_SANITIZE_ADDRESS=ON -DIMS_SANITIZE_UNDEFINED=ON -DIMS_BUILD_BENCH=OFF >/dev/null
     cmake --build build-asan -j"$jobs"
     (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-        ctest --output-on-failure -j"$jobs" -LE slow -E '^it_browser$' ${IMS_CTEST_ARGS:-})
+        ctest --output-on-failure -j"$jobs" -LE slow -E '^it_browser' ${IMS_CTEST_ARGS:-})
 fi
 if [ "${IMS_SKIP_SANITIZERS:-0}" != 1 ]; then
     # ThreadSanitizer over the unit tests of the modules that own threads or
