@@ -5,7 +5,6 @@
  * the index snapshot without them.
  */
 #include <stdio.h>
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,8 +32,8 @@ int cli_cmd_rm(int argc, char **argv)
         }
         if (r > 0)
             continue;
-        long v;
-        if (cli_parse_long(argv[i], 1, INT64_MAX > LONG_MAX ? LONG_MAX : (long)INT64_MAX, &v)) {
+        int64_t v;
+        if (cli_parse_id(argv[i], &v)) {
             free(ids);
             return cli_usage("rm", cli_help_rm, "'%s' is not an image id", argv[i]);
         }
