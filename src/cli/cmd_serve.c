@@ -456,7 +456,6 @@ out:
     server_free(srv_immich);
     server_free(srv);
     cli_serve_immich_close(&b);
-    cli_serve_dups_forget();
     if (app.store && cli_app_close("serve", &app, atomic_load(&b.ready)) != 0)
         rc = 1;
 out_opts:
