@@ -485,7 +485,11 @@ static enum ims_status be_metrics(void *self, struct ims_buf *out, struct ims_er
         ingest_get_counters(b->ing, &ic);
     }
     int64_t n = 0;
-    store_count(b->app->store, &n, NULL);
+    struct ims_error cerr = {0};
+    enum ims_status cst = store_count(b->app->store, &n, &cerr);
+    if (cst != IMS_OK) /* the other figures are still worth a scrape */
+        ims_log(IMS_LOG_WARN, "metrics: imgsearch_images reads 0: cannot count the catalogue: %s",
+                ims_error_message(&cerr, cst));
     struct replica_stats rs;
     replica_get_stats(b->app->replica, &rs);
     struct vindex *vx = replica_index(b->app->replica);
