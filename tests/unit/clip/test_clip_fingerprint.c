@@ -23,22 +23,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "clip_goldens.h"
 #include "clip_int.h"
-
-static const char *src_dir(void)
-{
-    const char *s = getenv("IMS_SOURCE_DIR");
-    return s && *s ? s : IMS_SOURCE_DIR;
-}
 
 static void copy_file(const char *from, const char *to)
 {
-    char *data = NULL;
     size_t len = 0;
-    struct ims_error err = {0};
-    enum ims_status st = ims_file_read(from, 1u << 30, &data, &len, &err);
-    if (st != IMS_OK)
-        fail_msg("cannot read %s: %s", from, err.message);
+    char *data = golden_read_all(from, &len);
     FILE *f = fopen(to, "wb");
     assert_non_null(f);
     assert_int_equal(fwrite(data, 1, len, f), len);
@@ -57,15 +48,11 @@ static void test_tiny_name_is_stable(void **state)
                               {"data/vocab", "merges.txt"}};
     char from[4096], to[4096];
     for (size_t i = 0; i < 4; i++) {
-        snprintf(from, sizeof(from), "%s/%s/%s", src_dir(), files[i][0], files[i][1]);
+        snprintf(from, sizeof(from), "%s/%s/%s", golden_src_dir(), files[i][0], files[i][1]);
         snprintf(to, sizeof(to), "%s/%s", root, files[i][1]);
         copy_file(from, to);
     }
-    struct clip_model *m = NULL;
-    struct ims_error err = {0};
-    enum ims_status st = clip_model_load(root, NULL, &m, &err);
-    if (st != IMS_OK)
-        fail_msg("load: %s", ims_error_message(&err, st));
+    struct clip_model *m = golden_load_model(root, CLIP_PRECISION_F32, 1);
     assert_string_equal(clip_model_name(m), "vit-custom-32-128x2-32:13e712d9d58e4811");
     clip_model_free(m);
     for (size_t i = 0; i < 4; i++) {
