@@ -142,6 +142,21 @@ static enum ims_status json_int_in(json_t *v, const char *what, long long lo, lo
 static enum ims_status json_filter(json_t *jf, struct server_arena *a, struct server_query *q,
                                    struct ims_error *err);
 
+/* A string member, checked by `check`, copied into the request's arena. */
+static enum ims_status json_string_in(json_t *v, const char *what,
+                                      enum ims_status (*check)(const char *s, size_t len,
+                                                               const char *what,
+                                                               struct ims_error *err),
+                                      struct server_arena *a, const char **out,
+                                      struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!json_is_string(v), err, IMS_ERR_INVALID, "%s: must be a string", what);
+    enum ims_status st = check(json_string_value(v), json_string_length(v), what, err);
+    if (st == IMS_OK && !(*out = server_arena_strdup(a, json_string_value(v))))
+        st = ims_error_set(err, IMS_ERR_NOMEM, "out of memory");
+    return st;
+}
+
 /* ---- the integer options: "k", "offset" and the index knobs (issue 11) ------------- */
 
 /* One table for every spelling (JSON member, query parameter, form field):
@@ -235,19 +250,11 @@ static enum ims_status json_term(json_t *obj, const char *where, bool top, struc
         } else if (strcmp(key, "text") == 0) {
             n_kinds++;
             t->kind = SERVER_TERM_TEXT;
-            if (!json_is_string(v))
-                return ims_error_set(err, IMS_ERR_INVALID, "%s: must be a string", what);
-            st = check_text(json_string_value(v), json_string_length(v), what, err);
-            if (st == IMS_OK && !(t->text = server_arena_strdup(a, json_string_value(v))))
-                st = ims_error_set(err, IMS_ERR_NOMEM, "out of memory");
+            st = json_string_in(v, what, check_text, a, &t->text, err);
         } else if (strcmp(key, "image_url") == 0) {
             n_kinds++;
             t->kind = SERVER_TERM_IMAGE_URL;
-            if (!json_is_string(v))
-                return ims_error_set(err, IMS_ERR_INVALID, "%s: must be a string", what);
-            st = check_url(json_string_value(v), json_string_length(v), what, err);
-            if (st == IMS_OK && !(t->url = server_arena_strdup(a, json_string_value(v))))
-                st = ims_error_set(err, IMS_ERR_NOMEM, "out of memory");
+            st = json_string_in(v, what, check_url, a, &t->url, err);
         } else if (strcmp(key, "image_id") == 0) {
             n_kinds++;
             t->kind = SERVER_TERM_IMAGE_ID;
