@@ -466,8 +466,9 @@ out:
     if (app.store && cli_app_close("serve", &app, atomic_load(&b.ready)) != 0)
         rc = 1;
 out_opts:
-    if (log && log != stdout)
-        fclose(log);
+    if (log && log != stdout && fclose(log) != 0) /* its last lines may be lost */
+        fprintf(stderr, "imgsearch serve: cannot finish writing the access log: %s\n",
+                strerror(errno));
     server_options_fini(&so);
     return rc;
 }
