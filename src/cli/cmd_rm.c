@@ -11,8 +11,7 @@
 #include "cli.h"
 #include "cli_app.h"
 
-const char cli_help_rm[] = "usage: imgsearch rm [--data DIR] [--catalogue URL]"
-    " ID...\n"
+const char cli_help_rm[] = "usage: imgsearch rm [--data DIR] [--catalogue URL] ID...\n"
                            "Deletes images (row, embedding, thumbnail) by catalogue id.\n"
     CLI_CATALOGUE_HELP;
 

@@ -807,13 +807,11 @@ static enum ims_status form_weight(const struct server_mp_form *f, const char *n
 enum ims_status server__query_from_form(const struct server_mp_form *f, struct server_arena *a,
                                         struct server_query *q, struct ims_error *err)
 {
-    static const char *const known[] = {"file",           "text",        "negative",
-                                        "image_id",       "image_url",   "file_weight",
-                                        "text_weight",    "negative_weight",
-                                        "image_id_weight", "image_url_weight",
-                                        "k",              "offset",      "min_score",
-                                        "order",          "dedup",       "filter",
-                                        "ef",             "nprobe",      "rerank"};
+    /* the terms and their weights; the options are the JSON body's */
+    static const char *const known[] = {"file",        "text",           "negative",
+                                        "image_id",    "image_url",      "file_weight",
+                                        "text_weight", "negative_weight", "image_id_weight",
+                                        "image_url_weight"};
     enum ims_status st;
     query_defaults(q);
     /* Every field: known, no NUL in a value (a C string would end there:
@@ -821,7 +819,7 @@ enum ims_status server__query_from_form(const struct server_mp_form *f, struct s
     for (size_t i = 0; i < f->n_fields; i++) {
         const struct server_mp_field *fld = &f->fields[i];
         const char *name = fld->info.name;
-        bool is_known = false;
+        bool is_known = option_key(name);
         for (size_t j = 0; j < IMS_ARRAY_LEN(known); j++)
             is_known = is_known || strcmp(name, known[j]) == 0;
         IMS_RETURN_ERROR_IF(!is_known, err, IMS_ERR_INVALID, "unknown form field \"%s\"", name);
@@ -847,11 +845,7 @@ enum ims_status server__query_from_form(const struct server_mp_form *f, struct s
     size_t n = 0;
     for (size_t i = 0; i < f->n_fields; i++) {
         const struct server_mp_field *fld = &f->fields[i];
-        const char *name = fld->info.name;
-        bool is_known = false;
-        for (size_t j = 0; j < IMS_ARRAY_LEN(known); j++)
-            is_known = is_known || strcmp(name, known[j]) == 0;
-        IMS_RETURN_ERROR_IF(!is_known, err, IMS_ERR_INVALID, "unknown form field \"%s\"", name);
+        const char *name = fld->info.name; /* known: checked above */
         bool is_term = !strcmp(name, "file") || !strcmp(name, "text") ||
                        !strcmp(name, "negative") || !strcmp(name, "image_id") ||
                        !strcmp(name, "image_url");
