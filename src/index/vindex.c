@@ -285,6 +285,40 @@ void vindex_get_search_params(struct vindex *vx, struct vindex_search_params *ou
     UNLOCK(vx);
 }
 
+struct vindex_search_params vindex_search_params_merge(const struct vindex_search_params *base,
+                                                       const struct vindex_search_params *over)
+{
+    struct vindex_search_params p = *base;
+    if (over && over->nprobe > 0)
+        p.nprobe = over->nprobe;
+    if (over && over->ef_search > 0)
+        p.ef_search = over->ef_search;
+    if (over && over->rerank > 0)
+        p.rerank = over->rerank;
+    return p;
+}
+
+void vindex_default_search_params(const char *spec, struct vindex_search_params *out)
+{
+    int gm, gefc;
+    *out = (struct vindex_search_params){.n_threads = 1};
+    if (!spec || !strcmp(spec, "Flat") || !strcmp(spec, "FlatF16"))
+        return;
+    if (index__graph_parse_spec(spec, &gm, &gefc) == 1) {
+        out->ef_search = index__graph_default_ef(gm);
+        return;
+    }
+    /* FAISS factory strings: an IVF (or IMI) index has nprobe (its HNSW
+     * quantizer, if any, follows nprobe: faiss_bridge.cpp); an HNSW index
+     * without an IVF has ef_search (vindex_faiss.c's INDEX_HNSW_DEFAULT_EF
+     * when nobody set one). */
+    int ivf = strstr(spec, "IVF") != NULL || strstr(spec, "IMI") != NULL;
+    if (ivf)
+        out->nprobe = 1;
+    else if (strstr(spec, "HNSW"))
+        out->ef_search = INDEX_HNSW_DEFAULT_EF;
+}
+
 /* ---- input validation -------------------------------------------------------- */
 
 static enum ims_status check_vectors(const struct vindex *vx, const float *x, size_t n,
@@ -503,14 +537,7 @@ out:
 static struct vindex_search_params query_params(const struct vindex *vx,
                                                 const struct vindex_search_params *qp)
 {
-    struct vindex_search_params p = vx->params;
-    if (qp && qp->nprobe > 0)
-        p.nprobe = qp->nprobe;
-    if (qp && qp->ef_search > 0)
-        p.ef_search = qp->ef_search;
-    if (qp && qp->rerank > 0)
-        p.rerank = qp->rerank;
-    return p;
+    return vindex_search_params_merge(&vx->params, qp);
 }
 
 static enum ims_status search_plain(struct vindex *vx, const float *q, int k,
