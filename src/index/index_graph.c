@@ -91,22 +91,27 @@ struct index__graph {
 typedef float (*dot_qb_fn)(const float *q, const uint16_t *r, int dpad);
 typedef float (*dot_bb_fn)(const uint16_t *a, const uint16_t *b, int dpad);
 
-static float dot_qb_scalar(const float *q, const uint16_t *r, int dpad)
+/* a (fp32, or bf16 when a_bf16) . b (bf16), 8 lanes: the one body of
+ * dot_qb_scalar and dot_bb_scalar (and the shape of the SIMD twins below). */
+static inline float dot_scalar(const void *a, int a_bf16, const uint16_t *b, int dpad)
 {
+    const float *af = a;
+    const uint16_t *ab = a;
     float acc[8] = {0};
     for (int i = 0; i < dpad; i += 8)
         for (int j = 0; j < 8; j++)
-            acc[j] += q[i + j] * ims_bf16_to_f32(r[i + j]);
+            acc[j] += (a_bf16 ? ims_bf16_to_f32(ab[i + j]) : af[i + j]) * ims_bf16_to_f32(b[i + j]);
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+static float dot_qb_scalar(const float *q, const uint16_t *r, int dpad)
+{
+    return dot_scalar(q, 0, r, dpad);
 }
 
 static float dot_bb_scalar(const uint16_t *a, const uint16_t *b, int dpad)
 {
-    float acc[8] = {0};
-    for (int i = 0; i < dpad; i += 8)
-        for (int j = 0; j < 8; j++)
-            acc[j] += ims_bf16_to_f32(a[i + j]) * ims_bf16_to_f32(b[i + j]);
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    return dot_scalar(a, 1, b, dpad);
 }
 
 #if defined(__x86_64__)
@@ -124,26 +129,34 @@ __attribute__((target("avx2,fma"))) static float hsum8(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
+/* a (fp32, or bf16 when a_bf16) . b (bf16): the one body of dot_qb_avx2 and
+ * dot_bb_avx2 (a_bf16 is a constant in each, so each compiles to its own
+ * loop). */
+__attribute__((target("avx2,fma"))) static inline float dot_avx2(const void *a, int a_bf16,
+                                                                 const uint16_t *b, int dpad)
+{
+    const float *af = a;
+    const uint16_t *ab = a;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    for (int i = 0; i < dpad; i += 16) {
+        __m256 x0 = a_bf16 ? bf16x8_avx2(ab + i) : _mm256_loadu_ps(af + i);
+        __m256 x1 = a_bf16 ? bf16x8_avx2(ab + i + 8) : _mm256_loadu_ps(af + i + 8);
+        a0 = _mm256_fmadd_ps(x0, bf16x8_avx2(b + i), a0);
+        a1 = _mm256_fmadd_ps(x1, bf16x8_avx2(b + i + 8), a1);
+    }
+    return hsum8(_mm256_add_ps(a0, a1));
+}
+
 __attribute__((target("avx2,fma"))) static float dot_qb_avx2(const float *q, const uint16_t *r,
                                                              int dpad)
 {
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    for (int i = 0; i < dpad; i += 16) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), bf16x8_avx2(r + i), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), bf16x8_avx2(r + i + 8), a1);
-    }
-    return hsum8(_mm256_add_ps(a0, a1));
+    return dot_avx2(q, 0, r, dpad);
 }
 
 __attribute__((target("avx2,fma"))) static float dot_bb_avx2(const uint16_t *a, const uint16_t *b,
                                                              int dpad)
 {
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    for (int i = 0; i < dpad; i += 16) {
-        a0 = _mm256_fmadd_ps(bf16x8_avx2(a + i), bf16x8_avx2(b + i), a0);
-        a1 = _mm256_fmadd_ps(bf16x8_avx2(a + i + 8), bf16x8_avx2(b + i + 8), a1);
-    }
-    return hsum8(_mm256_add_ps(a0, a1));
+    return dot_avx2(a, 1, b, dpad);
 }
 
 __attribute__((target("avx512f"))) static inline __m512 bf16x16_avx512(const uint16_t *p)
@@ -152,26 +165,32 @@ __attribute__((target("avx512f"))) static inline __m512 bf16x16_avx512(const uin
     return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
 }
 
+/* dot_avx2's AVX-512 twin: the one body of dot_qb_avx512 and dot_bb_avx512. */
+__attribute__((target("avx512f"))) static inline float dot_avx512(const void *a, int a_bf16,
+                                                                  const uint16_t *b, int dpad)
+{
+    const float *af = a;
+    const uint16_t *ab = a;
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    for (int i = 0; i < dpad; i += 32) {
+        __m512 x0 = a_bf16 ? bf16x16_avx512(ab + i) : _mm512_loadu_ps(af + i);
+        __m512 x1 = a_bf16 ? bf16x16_avx512(ab + i + 16) : _mm512_loadu_ps(af + i + 16);
+        a0 = _mm512_fmadd_ps(x0, bf16x16_avx512(b + i), a0);
+        a1 = _mm512_fmadd_ps(x1, bf16x16_avx512(b + i + 16), a1);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+}
+
 __attribute__((target("avx512f"))) static float dot_qb_avx512(const float *q, const uint16_t *r,
                                                               int dpad)
 {
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-    for (int i = 0; i < dpad; i += 32) {
-        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), bf16x16_avx512(r + i), a0);
-        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i + 16), bf16x16_avx512(r + i + 16), a1);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    return dot_avx512(q, 0, r, dpad);
 }
 
 __attribute__((target("avx512f"))) static float dot_bb_avx512(const uint16_t *a, const uint16_t *b,
                                                               int dpad)
 {
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-    for (int i = 0; i < dpad; i += 32) {
-        a0 = _mm512_fmadd_ps(bf16x16_avx512(a + i), bf16x16_avx512(b + i), a0);
-        a1 = _mm512_fmadd_ps(bf16x16_avx512(a + i + 16), bf16x16_avx512(b + i + 16), a1);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    return dot_avx512(a, 1, b, dpad);
 }
 
 /* AVX512_BF16: vdpbf16ps multiplies 32 bf16 pairs into 16 fp32 sums per

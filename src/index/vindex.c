@@ -540,14 +540,22 @@ static struct vindex_search_params query_params(const struct vindex *vx,
     return vindex_search_params_merge(&vx->params, qp);
 }
 
+/* The search's answer, best first, into the caller's arrays. */
+static void topk_copy_out(struct index__topk *top, float *scores, int64_t *ids, int *n_found)
+{
+    index__topk_sort(top);
+    memcpy(scores, top->scores, (size_t)top->n * sizeof *scores);
+    memcpy(ids, top->ids, (size_t)top->n * sizeof *ids);
+    *n_found = top->n;
+}
+
+/* search_plain and search_filtered: arguments checked by vindex_search_with. */
 static enum ims_status search_plain(struct vindex *vx, const float *q, int k,
                                     const struct vindex_search_params *qp, float *scores,
                                     int64_t *ids, int *n_found, struct ims_error *err)
 {
     struct index__topk top = {0};
-    enum ims_status st = check_query(vx, q, k, scores, ids, n_found, err);
-    if (st != IMS_OK)
-        return st;
+    enum ims_status st = IMS_OK;
     if (vx->kind == INDEX_KIND_FLAT || vx->kind == INDEX_KIND_FLAT_F16) { /* exact: batches share */
         st = index__batch_search(vx, q, k, scores, ids, n_found);
         if (st != IMS_OK)
@@ -573,10 +581,7 @@ static enum ims_status search_plain(struct vindex *vx, const float *q, int k,
             ims_error_set(err, st, "index: out of memory during search");
         goto out;
     }
-    index__topk_sort(&top);
-    memcpy(scores, top.scores, (size_t)top.n * sizeof *scores);
-    memcpy(ids, top.ids, (size_t)top.n * sizeof *ids);
-    *n_found = top.n;
+    topk_copy_out(&top, scores, ids, n_found);
 out:
     UNLOCK(vx);
     index__topk_fini(&top);
@@ -621,9 +626,7 @@ static enum ims_status search_filtered(struct vindex *vx, const float *q, int k,
                                        int64_t *ids, int *n_found, struct ims_error *err)
 {
     struct index__topk top = {0};
-    enum ims_status st = check_query(vx, q, k, scores, ids, n_found, err);
-    if (st != IMS_OK)
-        return st;
+    enum ims_status st = IMS_OK;
     IMS_RETURN_ERROR_IF(filter->n_bits < 0 || (filter->n_bits > 0 && !filter->bits), err,
                         IMS_ERR_INVALID, "index: filter without a bitmap");
     RDLOCK(vx);
@@ -661,10 +664,7 @@ static enum ims_status search_filtered(struct vindex *vx, const float *q, int k,
     }
     if (scan && (st = index__scan_filtered(s, q, filter, n_match, &top)) != IMS_OK)
         goto nomem;
-    index__topk_sort(&top);
-    memcpy(scores, top.scores, (size_t)top.n * sizeof *scores);
-    memcpy(ids, top.ids, (size_t)top.n * sizeof *ids);
-    *n_found = top.n;
+    topk_copy_out(&top, scores, ids, n_found);
     goto out;
 nomem:
     st = ims_error_set(err, IMS_ERR_NOMEM, "index: out of memory during a filtered search");
@@ -696,6 +696,9 @@ enum ims_status vindex_search_with(struct vindex *vx, const float *q, int k,
                             IMS_ERR_INVALID, "index: rerank %d is outside 1..%d", params->rerank,
                             VINDEX_MAX_K);
     }
+    enum ims_status st = check_query(vx, q, k, scores, ids, n_found, err);
+    if (st != IMS_OK)
+        return st;
     if (filter)
         return search_filtered(vx, q, k, filter, params, scores, ids, n_found, err);
     return search_plain(vx, q, k, params, scores, ids, n_found, err);
@@ -704,7 +707,7 @@ enum ims_status vindex_search_with(struct vindex *vx, const float *q, int k,
 enum ims_status vindex_search(struct vindex *vx, const float *q, int k, float *scores,
                               int64_t *ids, int *n_found, struct ims_error *err)
 {
-    return search_plain(vx, q, k, NULL, scores, ids, n_found, err);
+    return vindex_search_with(vx, q, k, NULL, NULL, scores, ids, n_found, err);
 }
 
 enum ims_status vindex_search_filtered(struct vindex *vx, const float *q, int k,
