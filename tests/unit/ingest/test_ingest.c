@@ -34,6 +34,7 @@
 #include "store_test_util.h"
 #include "imgsearch/index.h"
 #include "imgsearch/ingest.h"
+#include "unit_fx.h"
 
 #define MAX_REPORTS 256
 
@@ -62,12 +63,6 @@ struct fixture {
     int cancel_after; /* on_item raises cancel after this many reports (0: never) */
 };
 
-static const char *src_dir(void)
-{
-    const char *s = getenv("IMS_SOURCE_DIR");
-    return s && *s ? s : IMS_SOURCE_DIR;
-}
-
 static void write_file(const char *path, const void *data, size_t n)
 {
     FILE *f = fopen(path, "wb");
@@ -85,17 +80,9 @@ static char *read_file(const char *path, size_t *n)
     return data;
 }
 
-static void copy_file(const char *from, const char *to)
-{
-    size_t n = 0;
-    char *data = read_file(from, &n);
-    write_file(to, data, n);
-    ims_free(data);
-}
-
 static void golden_path(const char *name, char *out, size_t n)
 {
-    snprintf(out, n, "%s/tests/golden/clip/images/%s", src_dir(), name);
+    snprintf(out, n, "%s/tests/golden/clip/images/%s", ufx_src_dir(), name);
 }
 
 static int setup(void **state)
@@ -105,25 +92,14 @@ static int setup(void **state)
     assert_non_null(mkdtemp(f->dir));
     snprintf(f->model_dir, sizeof(f->model_dir), "%s/model", f->dir);
     snprintf(f->files, sizeof(f->files), "%s/files", f->dir);
-    assert_int_equal(ims_mkdir_p(f->model_dir, NULL), IMS_OK);
     assert_int_equal(ims_mkdir_p(f->files, NULL), IMS_OK);
-    const char *model_files[][2] = {{"tests/golden/clip/tiny", "config.json"},
-                                    {"tests/golden/clip/tiny", "model.safetensors"},
-                                    {"data/vocab", "vocab.json"},
-                                    {"data/vocab", "merges.txt"}};
-    for (size_t i = 0; i < 4; i++) {
-        char from[1024], to[1024];
-        snprintf(from, sizeof(from), "%s/%s/%s", src_dir(), model_files[i][0],
-                 model_files[i][1]);
-        snprintf(to, sizeof(to), "%s/%s", f->model_dir, model_files[i][1]);
-        copy_file(from, to);
-    }
+    ufx_copy_tiny_model(f->model_dir);
     const char *images[] = {"rgb.png", "baseline.jpg", "grey.jpg", "palette.png"};
     for (size_t i = 0; i < IMS_ARRAY_LEN(images); i++) {
         char from[1024], to[1024];
         golden_path(images[i], from, sizeof(from));
         snprintf(to, sizeof(to), "%s/%s", f->files, images[i]);
-        copy_file(from, to);
+        ufx_copy_file(from, to);
     }
     struct ims_error err = {0};
     assert_int_equal(clip_model_load(f->model_dir, NULL, &f->model, &err), IMS_OK);
@@ -149,9 +125,7 @@ static int teardown(void **state)
     store_close(f->store);
     tu_catalogue_drop(f->catalogue);
     clip_model_free(f->model);
-    char cmd[600];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
-    assert_int_equal(system(cmd), 0);
+    ufx_rmtree(f->dir);
     free(f);
     return 0;
 }
@@ -314,7 +288,7 @@ static void test_files_exact_statuses(void **state)
     write_file(trunc, jpg, n / 3); /* a JPEG cut short: its decoder's status */
     ims_free(jpg);
     assert_int_equal(ims_mkdir_p(sub, NULL), IMS_OK);
-    copy_file(rgb, twin); /* the same bytes under another name, inside a folder */
+    ufx_copy_file(rgb, twin); /* the same bytes under another name, inside a folder */
 
     struct ingest_options o;
     options(f, &o, 1);
