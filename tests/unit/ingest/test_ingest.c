@@ -535,6 +535,25 @@ static char **distinct_urls(struct hts *s, int n)
     return urls;
 }
 
+/* n distinct files (distinct_files) served under /files/ by a new loopback
+ * server (*s, hts_stop it); their URLs (free_urls them). */
+static char **served_files(struct fixture *f, int n, struct hts **s)
+{
+    distinct_files(f, n);
+    *s = hts_start();
+    hts_serve_dir(*s, "/files/", f->files, 0, 0);
+    return distinct_urls(*s, n);
+}
+
+/* A service that takes jobs and answers for them but ingests nothing. */
+static struct ingest *query_node(struct fixture *f)
+{
+    struct ingest_options o;
+    service_options(f, &o, "query-only");
+    o.no_ingest = 1;
+    return service(f, &o);
+}
+
 static void free_urls(char **urls, int n)
 {
     for (int i = 0; i < n; i++)
@@ -653,10 +672,8 @@ static void test_service_two_nodes_exactly_once(void **state)
 {
     struct fixture *f = *state;
     enum { N = 12 };
-    distinct_files(f, N);
-    struct hts *s = hts_start();
-    hts_serve_dir(s, "/files/", f->files, 0, 0);
-    char **urls = distinct_urls(s, N);
+    struct hts *s = NULL;
+    char **urls = served_files(f, N, &s);
 
     struct ingest_options oq, oa, ob;
     service_options(f, &oq, "query-only");
@@ -716,14 +733,9 @@ static void test_service_dead_node_items_redone(void **state)
 {
     struct fixture *f = *state;
     enum { N = 4 };
-    distinct_files(f, N);
-    struct hts *s = hts_start();
-    hts_serve_dir(s, "/files/", f->files, 0, 0);
-    char **urls = distinct_urls(s, N);
-    struct ingest_options oq;
-    service_options(f, &oq, "query-only");
-    oq.no_ingest = 1;
-    struct ingest *q = service(f, &oq);
+    struct hts *s = NULL;
+    char **urls = served_files(f, N, &s);
+    struct ingest *q = query_node(f);
     char id[INGEST_JOB_ID_BYTES];
     struct ims_error err = {0};
     assert_int_equal(ingest_submit(q, (const char *const *)urls, N, id, &err), IMS_OK);
@@ -764,10 +776,8 @@ static void test_service_resumes_after_restart(void **state)
 {
     struct fixture *f = *state;
     enum { N = 10 };
-    distinct_files(f, N);
-    struct hts *s = hts_start();
-    hts_serve_dir(s, "/files/", f->files, 0, 0);
-    char **urls = distinct_urls(s, N);
+    struct hts *s = NULL;
+    char **urls = served_files(f, N, &s);
     /* every download takes a while, so the stop comes mid-job */
     for (int i = 0; i < N; i++) {
         char path[64], file[400];
@@ -827,10 +837,7 @@ static void test_service_gives_up_poison_items(void **state)
     hts_serve_dir(s, "/files/", f->files, 0, 0);
     char u[128];
     hts_url(s, "/files/grey.jpg", u, sizeof(u));
-    struct ingest_options oq;
-    service_options(f, &oq, "query-only");
-    oq.no_ingest = 1;
-    struct ingest *q = service(f, &oq);
+    struct ingest *q = query_node(f);
     const char *urls[] = {u};
     char id[INGEST_JOB_ID_BYTES];
     struct ims_error err = {0};
