@@ -20,7 +20,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ingest_common import check, failures as FAILS, run, tiny_model, write_npy  # noqa: E402
+from ingest_common import (check, embed_rgb, failures as FAILS, run, tiny_model,  # noqa: E402
+                           write_npy)
 
 
 def graph_nodes(snap):
@@ -42,11 +43,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="ims_it_graph_")
     try:
         model = tiny_model(src, os.path.join(tmp, "model"))
-        img = os.path.join(tmp, "rgb.png")
-        shutil.copy(os.path.join(src, "tests/golden/clip/images/rgb.png"), img)
-        rc, out, err = run(bin_, "embed", "--model", model, "--image", img)
-        check(rc == 0, "embed works: %s" % err)
-        emb = json.loads(out.splitlines()[0])["embedding"]
+        img, emb = embed_rgb(bin_, src, tmp, model)
         d = len(emb)
         rnd = random.Random(11)
         n = 300

@@ -21,7 +21,8 @@ import tempfile
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ingest_common import check, failures as FAILS, run, tiny_model, write_npy  # noqa: E402
+from ingest_common import (check, embed_rgb, failures as FAILS, run, tiny_model,  # noqa: E402
+                           write_npy)
 
 
 def faiss_flat_ip(rows):
@@ -225,11 +226,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="ims_it_import_")
     try:
         model = tiny_model(src, os.path.join(tmp, "model"))
-        img = os.path.join(tmp, "rgb.png")
-        shutil.copy(os.path.join(src, "tests/golden/clip/images/rgb.png"), img)
-        rc, out, err = run(bin_, "embed", "--model", model, "--image", img)
-        check(rc == 0, "embed works: %s" % err)
-        emb = json.loads(out.splitlines()[0])["embedding"]
+        img, emb = embed_rgb(bin_, src, tmp, model)
         d = len(emb)
         check(d == 32, "tiny model embeds in 32 dimensions")
 

@@ -57,6 +57,16 @@ def run(bin_, *args, stdin=None, env=None, timeout=300):
     return p.returncode, p.stdout, p.stderr
 
 
+def embed_rgb(bin_, src, tmp, model):
+    """The golden rgb.png copied into tmp and embedded by `imgsearch embed`
+    (checked to succeed): (its path, its embedding)."""
+    img = os.path.join(tmp, "rgb.png")
+    shutil.copy(os.path.join(src, "tests/golden/clip/images/rgb.png"), img)
+    rc, out, err = run(bin_, "embed", "--model", model, "--image", img)
+    check(rc == 0, "embed works: %s" % err)
+    return img, json.loads(out.splitlines()[0])["embedding"]
+
+
 def write_npy(path, rows, dtype="<f4"):
     """Writes `rows` (lists of floats) as a version-1 .npy file of float32
     values; `dtype` is what the header claims (another one makes a hostile
