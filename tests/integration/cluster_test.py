@@ -164,7 +164,7 @@ def run(exe, src, backend, tmp, catalogue):
         # a delete on B: gone from B at once, then from every node
         victim = sorted(added)[0]
         st, res = b.request("DELETE", "/api/v1/images/%d" % victim)
-        check(st in (200, 204), "DELETE on B (%s %r)" % (st, res))
+        check(st == 200 and res == {"deleted": victim}, "DELETE on B (%s %r)" % (st, res))
         check(victim not in b.ids(probe), "B drops the deleted image at once")
         for n in nodes:
             check(wait_for(lambda n=n: victim not in n.ids(probe), PROPAGATE_S, 0.05),
