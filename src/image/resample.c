@@ -27,6 +27,7 @@
  * the compiler can vectorise it.
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "image_int.h"
@@ -178,10 +179,13 @@ int image__resample_simd = 1;
 
 static int avx2_ok(void)
 {
-    static int ok = -1; /* racy but idempotent */
-    if (ok < 0)
-        ok = __builtin_cpu_supports("avx2") ? 1 : 0;
-    return ok && image__resample_simd;
+    static atomic_int ok = -1; /* decoder threads may ask at once: same answer */
+    int v = atomic_load_explicit(&ok, memory_order_relaxed);
+    if (v < 0) {
+        v = __builtin_cpu_supports("avx2") ? 1 : 0;
+        atomic_store_explicit(&ok, v, memory_order_relaxed);
+    }
+    return v && image__resample_simd;
 }
 
 /* 3 channels: two taps per vector, each pixel's 3 bytes (+ the next one's
