@@ -23,8 +23,8 @@ reported; (peak of a large folder - peak of the 224 folder) / decode threads
 is the decode memory per worker.
 
 CPU time too (user + system of each add, os.wait4): an add of a one-image
-folder measures the fixed part (model load and prepacking, one encode), and
-(CPU of a folder - that) / (images - 1) is the CPU per image of the pipeline;
+folder (median of 3) measures the fixed part (model load and prepacking,
+one encode), and (CPU of a folder - that) / (images - 1) is the CPU per image of the pipeline;
 ratio_cpu_over_224 = CPU per 224x224 image / CPU per large image. With every
 core busy that is the wall ratio an idle machine would show, and unlike the
 wall ratio it holds when other jobs share the cores (the run's load average
@@ -72,6 +72,12 @@ def add(imgsearch, model, folder, data, precision, decode, n):
             "voluntary_switches": ru.ru_nvcsw, "involuntary_switches": ru.ru_nivcsw}
 
 
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
+
+
 def run_precision(exes, model, folders, one, data, prec, args, threads):
     """Every add of one precision, each binary right after the other on the
     same folder, so that both see the same load."""
@@ -81,8 +87,12 @@ def run_precision(exes, model, folders, one, data, prec, args, threads):
     def both(fn):
         for label, exe in exes:
             fn(label, exe)
-    both(lambda label, exe: fixed.__setitem__(label, add(exe, model, one, data, prec, "bounded",
-                                                         1)))
+    ones = {label: [] for label, _ in exes}
+    for _ in range(3):  # the fixed part is subtracted from every folder: its median
+        both(lambda label, exe: ones[label].append(add(exe, model, one, data, prec, "bounded",
+                                                       1)))
+    for label, _ in exes:
+        fixed[label] = {"cpu_s": median([o["cpu_s"] for o in ones[label]])}
     both(lambda label, exe: small[label].append(
         add(exe, model, folders["224x224"]["dir"], data, prec, "bounded", args.images)))
     for size in args.sizes.split(","):
@@ -113,12 +123,6 @@ def run_precision(exes, model, folders, one, data, prec, args, threads):
                 max(0.0, v["peak_rss_mb"] - min(s["peak_rss_mb"] for s in small[label])) /
                 threads, 1)
     return rs
-
-def median(xs):
-    xs = sorted(xs)
-    n = len(xs)
-    return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
-
 
 def summarize(rounds, exes):
     """Medians over the repeats of every ratio, rate and CPU per image."""
