@@ -243,8 +243,8 @@ __attribute__((target("avx2"))) static int vert_row_avx2(const uint8_t *src, siz
         __m256i acc = _mm256_set1_epi32(HALF);
         for (int j = 0; j < cnt; j++) {
             __m128i b = _mm_loadl_epi64((const __m128i *)(src + (size_t)j * src_stride + x));
-            acc = _mm256_add_epi32(acc,
-                                   _mm256_mullo_epi32(_mm256_cvtepu8_epi32(b), _mm256_set1_epi32(k[j])));
+            acc = _mm256_add_epi32(
+                acc, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(b), _mm256_set1_epi32(k[j])));
         }
         int32_t o[8];
         _mm256_storeu_si256((__m256i *)o, acc);
