@@ -6,7 +6,7 @@ folder of 224x224 images in the same run (issue 11 item 1).
     cmake --build B --target imgsearch bench_ingest_genjpeg
     python3 bench/bench_large_photos.py --build B [--model DIR] [--images 24]
         [--precision f32,bf16] [--decode bounded,exact] [--sizes 4032x3024,5656x4242]
-        [--before EXE]
+        [--before EXE] [--repeats N]
 
 A size WxHp is a folder of progressive JPEGs (libjpeg's own scan script).
 With --before EXE (another imgsearch binary, e.g. built from main) every
@@ -23,12 +23,16 @@ reported; (peak of a large folder - peak of the 224 folder) / decode threads
 is the decode memory per worker.
 
 CPU time too (user + system of each add, os.wait4): an add of a one-image
-folder measures the fixed part (model load and prepacking, one encode), and
-(CPU of a folder - that) / (images - 1) is the CPU per image of the pipeline;
+folder (median of 3) measures the fixed part (model load and prepacking,
+one encode), and (CPU of a folder - that) / (images - 1) is the CPU per image of the pipeline;
 ratio_cpu_over_224 = CPU per 224x224 image / CPU per large image. With every
 core busy that is the wall ratio an idle machine would show, and unlike the
 wall ratio it holds when other jobs share the cores (the run's load average
-is in the JSON). Prints JSON; nothing here is a test.
+is in the JSON). With --repeats N every round is kept ("rounds") and
+"ratios" holds the medians over the rounds (and each round's ratio).
+Context switches of each add (voluntary / involuntary, from rusage) show
+whether its threads waited or were preempted. Prints JSON; nothing here is
+a test.
 """
 import argparse
 import json
@@ -58,7 +62,14 @@ def add(imgsearch, model, folder, data, precision, decode, n):
     secs = float(m.group(2))
     return {"images_per_s": round(n / secs, 2), "seconds": secs,
             "cpu_s": round(ru.ru_utime + ru.ru_stime, 3),
-            "peak_rss_mb": round(ru.ru_maxrss / 1024.0, 1), "minor_faults": ru.ru_minflt}
+            "peak_rss_mb": round(ru.ru_maxrss / 1024.0, 1), "minor_faults": ru.ru_minflt,
+            "voluntary_switches": ru.ru_nvcsw, "involuntary_switches": ru.ru_nivcsw}
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
 
 
 def run_precision(exes, model, folders, one, data, prec, args, threads):
@@ -70,8 +81,12 @@ def run_precision(exes, model, folders, one, data, prec, args, threads):
     def both(fn):
         for label, exe in exes:
             fn(label, exe)
-    both(lambda label, exe: fixed.__setitem__(label, add(exe, model, one, data, prec, "bounded",
-                                                         1)))
+    ones = {label: [] for label, _ in exes}
+    for _ in range(3):  # the fixed part is subtracted from every folder: its median
+        both(lambda label, exe: ones[label].append(add(exe, model, one, data, prec, "bounded",
+                                                       1)))
+    for label, _ in exes:
+        fixed[label] = {"cpu_s": median([o["cpu_s"] for o in ones[label]])}
     both(lambda label, exe: small[label].append(
         add(exe, model, folders["224x224"]["dir"], data, prec, "bounded", args.images)))
     for size in args.sizes.split(","):
@@ -103,6 +118,28 @@ def run_precision(exes, model, folders, one, data, prec, args, threads):
                 threads, 1)
     return rs
 
+def summarize(rounds, exes):
+    """Medians over the repeats of every ratio, rate and CPU per image."""
+    out = {}
+    for label, _ in exes:
+        for prec in rounds[0][label]:
+            for k, v in rounds[0][label][prec].items():
+                if not isinstance(v, dict) or "ratio_over_224" not in v:
+                    continue
+                runs = [r[label][prec][k] for r in rounds]
+                yard = [r[label][prec]["yardstick_224x224_cpu_ms_per_image"] for r in rounds]
+                out["%s %s %s" % (label, prec, k)] = {
+                    "wall": round(median([x["ratio_over_224"] for x in runs]), 3),
+                    "cpu": round(median([x["ratio_cpu_over_224"] for x in runs]), 3),
+                    "cpu_ms_per_image": round(median([x["cpu_ms_per_image"] for x in runs]), 1),
+                    "yardstick_cpu_ms_per_image": round(median(yard), 1),
+                    "images_per_s": round(median([x["images_per_s"] for x in runs]), 2),
+                    "cpu_each_repeat": [x["ratio_cpu_over_224"] for x in runs],
+                    "wall_each_repeat": [x["ratio_over_224"] for x in runs],
+                }
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", required=True)
@@ -112,6 +149,8 @@ def main():
     ap.add_argument("--decode", default="bounded,exact")
     ap.add_argument("--sizes", default="4032x3024,5656x4242")
     ap.add_argument("--before", help="another imgsearch binary, measured in the same run")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="rounds of every measurement; the summary holds medians")
     args = ap.parse_args()
     imgsearch = find_exe(args.build, "imgsearch")
     genjpeg = find_exe(args.build, "bench_ingest_genjpeg")
@@ -138,22 +177,22 @@ def main():
         if args.before:
             exes.insert(0, ("before", args.before))
         load_start = list(os.getloadavg())
-        for label, exe in exes:
-            result[label] = {}
-        for prec in args.precision.split(","):
-            rs = run_precision(exes, model, folders, one, data, prec, args,
-                               result["decode_threads"])
-            for label, _ in exes:
-                result[label][prec] = rs[label]
-        ratios = {}
-        for label, _ in exes:
-            for prec, r in result[label].items():
-                for k, v in r.items():
-                    if isinstance(v, dict) and "ratio_over_224" in v:
-                        ratios["%s %s %s" % (label, prec, k)] = {
-                            "wall": v["ratio_over_224"], "cpu": v["ratio_cpu_over_224"]}
-        result = {"ratios": ratios, "load_avg_start": load_start, **result}
-        result = {"ratios": result.pop("ratios"), "cpu": bench_cpu.cpu_info(), **result}
+        rounds, loads = [], []
+        for rep in range(args.repeats):
+            rnd = {label: {} for label, _ in exes}
+            for prec in args.precision.split(","):
+                rs = run_precision(exes, model, folders, one, data, prec, args,
+                                   result["decode_threads"])
+                for label, _ in exes:
+                    rnd[label][prec] = rs[label]
+            rounds.append(rnd)
+            loads.append([round(x, 2) for x in os.getloadavg()])
+            print("bench_large_photos: round %d of %d done, load %s" % (rep + 1, args.repeats,
+                                                                         loads[-1]),
+                  file=sys.stderr)
+        result = {"ratios": summarize(rounds, exes), "cpu": bench_cpu.cpu_info(),
+                  "load_avg_start": load_start, "load_avg_after_each_round": loads,
+                  "repeats": args.repeats, **result, "rounds": rounds}
         print(json.dumps(result, indent=1))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

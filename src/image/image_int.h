@@ -122,6 +122,9 @@ enum ims_status image__resize_nearest(const uint8_t *src, int in_w, int in_h, si
  * IMAGE__RS_NEAREST: pixels of ch bytes (image__resize_nearest). */
 enum image__rs_kind { IMAGE__RS_U8, IMAGE__RS_I32, IMAGE__RS_NEAREST };
 struct image__rs;
+/* resample.c takes AVX2 loops (same bytes) when the CPU has them; 0 forces
+ * the scalar loops (tests compare the two). */
+extern int image__resample_simd;
 enum ims_status image__rs_begin(enum image__rs_kind kind, int in_w, int in_h, int ch, int out_w,
                                 int out_h, int x0, int y0, int win_w, int win_h,
                                 struct image__rs **out, struct ims_error *err);
