@@ -218,6 +218,19 @@ enum ims_status store__db_error(sqlite3 *db, int rc, struct ims_error *err, cons
 /* Prepares `sql` on `db`; on failure the statement is NULL and err is set. */
 enum ims_status store__prepare(sqlite3 *db, const char *sql, sqlite3_stmt **stmt,
                                struct ims_error *err);
+/* Steps q to its end and collects column `col` of every row into a new
+ * array (*ids: NULL when there are none; release with ims_free), and when
+ * last0 is not NULL, column 0 of the last row into *last0 (untouched when
+ * there are none). Fails with "<what>: out of memory" or the database's
+ * error as "<read_what>: ...", returning nothing. q stays the caller's. */
+enum ims_status sq__id_column(sqlite3 *db, sqlite3_stmt *q, int col, int64_t **ids,
+                              size_t *n, int64_t *last0, const char *what,
+                              const char *read_what, struct ims_error *err);
+/* One-integer read query on a reader borrowed for it: `sql` with ?1 bound
+ * to text (len < 0) or a blob (len >= 0), or nothing (arg NULL); *found
+ * says whether a row came back (*v is set only then). */
+enum ims_status sq__read_i64(struct store *st, const char *sql, const void *arg, int len,
+                             int64_t *v, int *found, struct ims_error *err);
 /* Runs SQL without results. */
 enum ims_status store__exec(sqlite3 *db, const char *sql, struct ims_error *err);
 

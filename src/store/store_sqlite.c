@@ -98,6 +98,40 @@ enum ims_status store__prepare(sqlite3 *db, const char *sql, sqlite3_stmt **stmt
     return IMS_OK;
 }
 
+enum ims_status sq__id_column(sqlite3 *db, sqlite3_stmt *q, int col, int64_t **ids_out,
+                              size_t *n_out, int64_t *last0, const char *what,
+                              const char *read_what, struct ims_error *err)
+{
+    int64_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    enum ims_status s = IMS_OK;
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 256;
+            int64_t *p = ims_realloc(ids, nc * sizeof(*p));
+            if (!p) {
+                s = ims_error_set(err, IMS_ERR_NOMEM, "%s: out of memory", what);
+                break;
+            }
+            ids = p;
+            cap = nc;
+        }
+        ids[n++] = sqlite3_column_int64(q, col);
+        if (last0)
+            *last0 = sqlite3_column_int64(q, 0);
+    }
+    if (s == IMS_OK && rc != SQLITE_DONE)
+        s = store__db_error(db, rc, err, read_what);
+    if (s != IMS_OK) {
+        ims_free(ids);
+        return s;
+    }
+    *ids_out = ids;
+    *n_out = n;
+    return IMS_OK;
+}
+
 enum ims_status store__exec(sqlite3 *db, const char *sql, struct ims_error *err)
 {
     int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);

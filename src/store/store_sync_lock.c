@@ -88,12 +88,10 @@ static enum ims_status pg_lock(struct store *st, struct store_sync_lock *l, stru
         return s;
     struct pgp p = {0};
     pgp_i64(&p, STORE_PG_SYNC_LOCK);
-    PGresult *r = NULL;
-    s = pg_q(c, "SELECT CASE WHEN pg_try_advisory_lock($1) THEN 1::int8 ELSE 0::int8 END", &p, &r,
-             err, "sync lock");
-    int got = s == IMS_OK && PQntuples(r) == 1 && pg_i64(r, 0, 0) == 1;
-    PQclear(r);
-    if (s != IMS_OK || !got) {
+    int64_t got = 0;
+    s = pg_q1(c, "SELECT CASE WHEN pg_try_advisory_lock($1) THEN 1::int8 ELSE 0::int8 END", &p,
+              NULL, &got, err, "sync lock");
+    if (s != IMS_OK || got != 1) {
         pg_put(st, c);
         return s != IMS_OK ? s : busy(err, "");
     }
@@ -190,12 +188,11 @@ static enum ims_status pg_set_details(struct store *st, int64_t id, const char *
     pgp_i64(&p, id);
     pgp_text(&p, caption);
     pgp_i64(&p, added);
-    PGresult *r = NULL;
-    s = pg_q(c, "UPDATE images SET caption = $2::text, added = $3 WHERE id = $1 RETURNING id", &p,
-             &r, err, "set caption and added");
-    if (s == IMS_OK && PQntuples(r) != 1)
+    int found = 0;
+    s = pg_q1(c, "UPDATE images SET caption = $2::text, added = $3 WHERE id = $1 RETURNING id", &p,
+              &found, NULL, err, "set caption and added");
+    if (s == IMS_OK && !found)
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
-    PQclear(r);
     if (s == IMS_OK) /* a row-only change, as in the SQLite twin */
         s = pg_log_changes(c, &id, 1, STORE_CHANGE_ROW, err);
     return pg_wend(st, c, s, err);
