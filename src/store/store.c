@@ -293,6 +293,19 @@ enum ims_status store_set_thumbnail(struct store *st, int64_t id, const void *jp
     return s;
 }
 
+enum ims_status store_set_details(struct store *st, int64_t id, const char *caption, int64_t added,
+                                  struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || id <= 0 || added < 0, err, IMS_ERR_INVALID,
+                        "store_set_details: invalid arguments");
+    IMS_RETURN_ERROR_IF(
+        caption && strnlen(caption, STORE_CAPTION_MAX_BYTES + 1) > STORE_CAPTION_MAX_BYTES, err,
+        IMS_ERR_INVALID, "caption is longer than %d bytes", STORE_CAPTION_MAX_BYTES);
+    enum ims_status s = st->ops->set_details(st, id, caption, added, err);
+    store__rowcache_evict(st->rc, &id, 1);
+    return s;
+}
+
 enum ims_status store_set_embeddings(struct store *st, const int64_t *ids, const float *vectors,
                                      size_t n, uint8_t *exists, struct ims_error *err)
 {

@@ -417,6 +417,36 @@ enum ims_status sq_set_thumbnail(struct store *st, int64_t id, const void *jpeg,
     return store__write_end(st, s, err);
 }
 
+enum ims_status sq_set_details(struct store *st, int64_t id, const char *caption, int64_t added,
+                               struct ims_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    enum ims_status s = store__write_begin(st, err);
+    if (s != IMS_OK)
+        return s;
+    s = store__prepare(st->wdb, "UPDATE images SET caption = ?2, added = ?3 WHERE id = ?1", &q,
+                       err);
+    if (s == IMS_OK) {
+        sqlite3_bind_int64(q, 1, id);
+        if (caption)
+            sqlite3_bind_text(q, 2, caption, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(q, 2);
+        sqlite3_bind_int64(q, 3, added);
+        int rc = sqlite3_step(q);
+        if (rc != SQLITE_DONE)
+            s = store__db_error(st->wdb, rc, err, "set caption and added");
+        else if (sqlite3_changes(st->wdb) != 1)
+            s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
+    }
+    sqlite3_finalize(q);
+    /* the row changed, its embedding did not: every node's row cache
+     * learns it from the feed, no index re-reads the vector */
+    if (s == IMS_OK)
+        s = sq__log_change(st->wdb, id, STORE_CHANGE_ROW, err);
+    return store__write_end(st, s, err);
+}
+
 enum ims_status sq_set_embeddings(struct store *st, const int64_t *ids, const float *vectors,
                                      size_t n, uint8_t *exists, struct ims_error *err)
 {

@@ -137,6 +137,9 @@ struct store_ops {
                                     uint8_t *, struct ims_error *);
     enum ims_status (*replace_content)(struct store *, int64_t, int64_t, int64_t, int64_t,
                                        struct ims_error *);
+    /* store_set_details (arguments checked): caption, added */
+    enum ims_status (*set_details)(struct store *, int64_t, const char *, int64_t,
+                                   struct ims_error *);
 };
 
 struct store_pg; /* store_pg_int.h */
@@ -328,6 +331,8 @@ enum ims_status pg_list_under(struct store *, const char *, struct store_file_ro
                               struct ims_error *);
 enum ims_status pg_update_files(struct store *, const struct store_file_update *, size_t,
                                 uint8_t *, struct ims_error *);
+enum ims_status sq_set_details(struct store *, int64_t, const char *, int64_t,
+                               struct ims_error *);
 enum ims_status sq_replace_content(struct store *, int64_t, int64_t, int64_t, int64_t,
                                    struct ims_error *);
 enum ims_status pg_replace_content(struct store *, int64_t, int64_t, int64_t, int64_t,

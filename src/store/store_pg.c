@@ -1349,4 +1349,5 @@ static const struct store_ops pg_ops = {
     .list_under = pg_list_under,
     .update_files = pg_update_files_retry,
     .replace_content = pg_replace_content_retry,
+    .set_details = pg_set_details,
 };

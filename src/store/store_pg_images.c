@@ -462,6 +462,28 @@ enum ims_status pg_set_thumbnail(struct store *st, int64_t id, const void *jpeg,
     return pg_wend(st, c, s, err);
 }
 
+enum ims_status pg_set_details(struct store *st, int64_t id, const char *caption, int64_t added,
+                               struct ims_error *err)
+{
+    PGconn *c = NULL;
+    /* the write lock: the change below takes a feed sequence number */
+    enum ims_status s = pg_wbegin(st, &c, 1, err);
+    if (s != IMS_OK)
+        return s;
+    struct pgp p = {0};
+    pgp_i64(&p, id);
+    pgp_text(&p, caption);
+    pgp_i64(&p, added);
+    int found = 0;
+    s = pg_q1(c, "UPDATE images SET caption = $2::text, added = $3 WHERE id = $1 RETURNING id", &p,
+              &found, NULL, err, "set caption and added");
+    if (s == IMS_OK && !found)
+        s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
+    if (s == IMS_OK) /* a row-only change, as in the SQLite twin */
+        s = pg_log_changes(c, &id, 1, STORE_CHANGE_ROW, err);
+    return pg_wend(st, c, s, err);
+}
+
 enum ims_status pg_set_embeddings(struct store *st, const int64_t *ids, const float *vectors,
                                   size_t n, uint8_t *exists, struct ims_error *err)
 {

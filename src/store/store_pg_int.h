@@ -161,6 +161,8 @@ enum ims_status pg_set_thumbnail(struct store *, int64_t, const void *, size_t,
                                  struct ims_error *);
 enum ims_status pg_set_embeddings(struct store *, const int64_t *, const float *, size_t,
                                   uint8_t *, struct ims_error *);
+enum ims_status pg_set_details(struct store *, int64_t, const char *, int64_t,
+                               struct ims_error *);
 enum ims_status pg_delete_many(struct store *, const int64_t *, size_t, uint8_t *,
                                struct ims_error *);
 enum ims_status pg_get_many(struct store *, const int64_t *, size_t, unsigned,

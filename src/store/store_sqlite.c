@@ -969,4 +969,5 @@ const struct store_ops store__sqlite_ops = {
     .list_under = sq_list_under,
     .update_files = sq_update_files,
     .replace_content = sq_replace_content,
+    .set_details = sq_set_details,
 };
