@@ -1300,6 +1300,10 @@ PG_RETRY(pg_replace_content,
          (struct store * st, int64_t id, int64_t from, int64_t size, int64_t mtime,
           struct ims_error *err),
          (st, id, from, size, mtime, err))
+PG_RETRY(pg_set_details,
+         (struct store * st, int64_t id, const char *caption, int64_t added,
+          struct ims_error *err),
+         (st, id, caption, added, err))
 
 static const struct store_ops pg_ops = {
     .name = "postgresql",
@@ -1349,5 +1353,5 @@ static const struct store_ops pg_ops = {
     .list_under = pg_list_under,
     .update_files = pg_update_files_retry,
     .replace_content = pg_replace_content_retry,
-    .set_details = pg_set_details,
+    .set_details = pg_set_details_retry,
 };
