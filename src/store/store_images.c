@@ -687,8 +687,7 @@ enum ims_status sq_get_many(struct store *st, const int64_t *ids, size_t n, unsi
         sqlite3_reset(q);
     }
     sqlite3_finalize(q);
-    store__exec(db, "COMMIT", NULL);
-    store__reader_put(st, db);
+    store__reader_end(st, db);
     if (s != IMS_OK) {
         for (size_t i = 0; i < n; i++) {
             store_row_fini(&rows[i]);

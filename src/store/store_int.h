@@ -247,6 +247,9 @@ enum ims_status store__write_end(struct store *st, enum ims_status st_in, struct
 /* Borrows a read connection; give it back with store__reader_put(). */
 enum ims_status store__reader_get(struct store *st, sqlite3 **db, struct ims_error *err);
 void store__reader_put(struct store *st, sqlite3 *db);
+/* Ends the read transaction the caller began on db (COMMIT; a failure is
+ * logged, and store__reader_put then rolls back) and gives the reader back. */
+void store__reader_end(struct store *st, sqlite3 *db);
 
 /* Appends one change to the feed, inside the caller's write transaction. */
 enum ims_status sq__log_change(sqlite3 *db, int64_t id, enum store_change_kind kind,

@@ -446,8 +446,11 @@ static enum ims_status pg_connect(struct store *st, PGconn **out, struct ims_err
         PQfinish(c);
         return s;
     }
-    /* quiet NOTICEs (e.g. "relation already exists, skipping") */
+    /* quiet NOTICEs (e.g. "relation already exists, skipping"); without
+     * it the session only talks more */
     PGresult *r = PQexec(c, "SET client_min_messages = warning");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        ims_log(IMS_LOG_DEBUG, "catalogue: SET client_min_messages: %s", PQerrorMessage(c));
     PQclear(r);
     *out = c;
     return IMS_OK;
@@ -492,6 +495,15 @@ void pg_put(struct store *st, PGconn *c)
     if (PQtransactionStatus(c) != PQTRANS_IDLE) {
         PGresult *r = PQexec(c, "ROLLBACK");
         PQclear(r);
+        /* a session that could not end its transaction must not serve the
+         * next caller inside it: a new session starts clean (a broken
+         * connection is reset by pg_get anyway) */
+        if (PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) != PQTRANS_IDLE) {
+            ims_log(IMS_LOG_WARN, "catalogue: a connection could not roll back (%s): reset",
+                    PQerrorMessage(c));
+            pg_forget(c);
+            PQreset(c);
+        }
     }
     pthread_mutex_lock(&pg->plock);
     pg->idle[pg->n_idle++] = c;
@@ -569,7 +581,11 @@ enum ims_status pg_rbegin(struct store *st, PGconn **out, struct ims_error *err)
 
 void pg_rend(struct store *st, PGconn *c)
 {
+    /* nothing was written: a failed COMMIT costs nothing (pg_put rolls
+     * back), the read itself stands */
     PGresult *r = PQexec(c, "COMMIT");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        ims_log(IMS_LOG_DEBUG, "catalogue: ending a read transaction: %s", PQerrorMessage(c));
     PQclear(r);
     pg_put(st, c);
 }
@@ -1024,11 +1040,23 @@ static enum ims_status pg_wait_change(struct store *st, int64_t known, int timeo
             if (pg->listen)
                 PQfinish(pg->listen);
             pg->listen = NULL;
+            /* without a listener the wait still works, by reading the
+             * counter every slice: say why (debug: it may repeat) */
             PGconn *c = NULL;
-            if (pg_connect(st, &c, NULL) == IMS_OK) {
+            struct ims_error e = {0};
+            if (pg_connect(st, &c, &e) == IMS_OK) {
                 PGresult *r = PQexec(c, "LISTEN " STORE_PG_CHANNEL);
+                int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
                 PQclear(r);
-                pg->listen = c;
+                if (ok) {
+                    pg->listen = c;
+                } else {
+                    ims_log(IMS_LOG_DEBUG, "catalogue: LISTEN: %s (polling instead)",
+                            PQerrorMessage(c));
+                    PQfinish(c);
+                }
+            } else {
+                ims_log(IMS_LOG_DEBUG, "%s (waiting for changes by polling)", e.message);
             }
         }
         if (pg->listen) {

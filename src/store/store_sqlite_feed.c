@@ -131,8 +131,7 @@ enum ims_status sq_changes_after(struct store *st, int64_t after_seq, size_t max
             s = store__db_error(db, rc, err, "read changes");
     }
     sqlite3_finalize(q);
-    store__exec(db, "COMMIT", NULL);
-    store__reader_put(st, db);
+    store__reader_end(st, db);
     if (s == IMS_OK)
         *n_out = n;
     return s;
