@@ -279,6 +279,11 @@ enum ims_status store_insert_stream(struct store *st, size_t n_total, size_t chu
 {
     IMS_RETURN_ERROR_IF(!st || !fill, err, IMS_ERR_INVALID,
                         "store_insert_stream: invalid arguments");
+    if (n_total == 0)
+        return IMS_OK;
+    if (chunk_rows == 0)
+        chunk_rows = 1024;
+    chunk_rows = IMS_MIN(chunk_rows, n_total); /* the backends see 1..n_total */
     enum ims_status s = st->ops->insert_stream(st, n_total, chunk_rows, fill, done, user, err);
     store__rowcache_evict(st->rc, NULL, 0); /* an import may complete any row */
     return s;

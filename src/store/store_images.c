@@ -331,13 +331,6 @@ enum ims_status sq_insert_stream(struct store *st, size_t n_total, size_t chunk_
                                     store_fill_fn fill, store_result_fn done, void *user,
                                     struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !fill, err, IMS_ERR_INVALID,
-                        "store_insert_stream: invalid arguments");
-    if (n_total == 0)
-        return IMS_OK;
-    if (chunk_rows == 0)
-        chunk_rows = 1024;
-    chunk_rows = IMS_MIN(chunk_rows, n_total);
     struct ins_stmts q;
     struct store_new_image *rows = ims_calloc(chunk_rows, sizeof(*rows));
     struct store_insert_result *res = ims_malloc(chunk_rows * sizeof(*res));

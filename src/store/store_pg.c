@@ -1229,7 +1229,8 @@ enum ims_status store__pg_open(const char *url, const struct store_model_info *m
  * PG_RETRY_MAX times, after a warning that says why. Nothing is lost (the
  * retry writes it) and nothing is doubled (nothing of the first attempt
  * was committed). Not retried: a COMMIT whose connection was lost (it may
- * have committed), and insert_stream (its fill callbacks cannot be replayed). */
+ * have committed). insert_stream is retried too: its fill and done start
+ * again from row 0, as store.h tells their authors. */
 #define PG_RETRY_MAX 3
 
 static int pg_retry_again(enum ims_status s, int attempt, const struct ims_error *err)
@@ -1262,6 +1263,10 @@ PG_RETRY(pg_insert_many,
          (struct store * st, const struct store_new_image *rows, size_t n,
           struct store_insert_result *res, struct ims_error *err),
          (st, rows, n, res, err))
+PG_RETRY(pg_insert_stream,
+         (struct store * st, size_t n_total, size_t chunk_rows, store_fill_fn fill,
+          store_result_fn done, void *user, struct ims_error *err),
+         (st, n_total, chunk_rows, fill, done, user, err))
 PG_RETRY(pg_insert_finish,
          (struct store * st, const struct store_new_image *rows, size_t n,
           struct store_insert_result *res, const char *node, const int64_t *items,
@@ -1342,7 +1347,7 @@ static const struct store_ops pg_ops = {
     .check = pg_check,
     .insert_many = pg_insert_many_retry,
     .insert_finish = pg_insert_finish_retry,
-    .insert_stream = pg_insert_stream,
+    .insert_stream = pg_insert_stream_retry,
     .set_thumbnail = pg_set_thumbnail_retry,
     .set_embeddings = pg_set_embeddings_retry,
     .delete_many = pg_delete_many_retry,

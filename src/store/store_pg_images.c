@@ -403,15 +403,12 @@ enum ims_status pg_insert_finish(struct store *st, const struct store_new_image 
     return insert_and_finish(st, rows, n, results, node_id, item_ids, ir, err);
 }
 
+/* One attempt: store_pg.c runs it again when the server cut it, and fill
+ * and done then start again from row 0 (store.h). */
 enum ims_status pg_insert_stream(struct store *st, size_t n_total, size_t chunk_rows,
                                  store_fill_fn fill, store_result_fn done, void *user,
                                  struct ims_error *err)
 {
-    if (n_total == 0)
-        return IMS_OK;
-    if (chunk_rows == 0)
-        chunk_rows = 1024;
-    chunk_rows = IMS_MIN(chunk_rows, n_total);
     struct store_new_image *rows = ims_calloc(chunk_rows, sizeof(*rows));
     struct store_insert_result *res = ims_malloc(chunk_rows * sizeof(*res));
     PGconn *c = NULL;
