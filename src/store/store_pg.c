@@ -305,6 +305,17 @@ enum ims_status pg_once1(struct store *st, const char *sql, const struct pgp *p,
     return s;
 }
 
+enum ims_status pg_wq1(struct store *st, int lock, const char *sql, const struct pgp *p,
+                       int *found, struct ims_error *err, const char *what)
+{
+    PGconn *c = NULL;
+    enum ims_status s = pg_wbegin(st, &c, lock, err);
+    if (s != IMS_OK)
+        return s;
+    s = pg_q1(c, sql, p, found, NULL, err, what);
+    return pg_wend(st, c, s, err);
+}
+
 char *pg_int_array(size_t n, int64_t (*get)(const void *a, size_t i), const void *a)
 {
     size_t cap = n * 21 + 3, o = 0;
@@ -819,16 +830,11 @@ static enum ims_status pg_model_get(struct store *st, char *name, size_t cap, ui
 
 static enum ims_status pg_model_record(struct store *st, struct ims_error *err)
 {
-    PGconn *c = NULL;
-    enum ims_status s = pg_wbegin(st, &c, 0, err);
-    if (s != IMS_OK)
-        return s;
     struct pgp p = {0};
     pgp_text(&p, st->model_name);
     pgp_i64(&p, st->dim);
-    s = pg_x(c, "UPDATE model SET name = $1, dim = $2::bigint::integer", &p, err,
-             "record model");
-    return pg_wend(st, c, s, err);
+    return pg_wq1(st, 0, "UPDATE model SET name = $1, dim = $2::bigint::integer", &p, NULL, err,
+                  "record model");
 }
 
 static enum ims_status pg_schema_version(struct store *st, int *version, struct ims_error *err)

@@ -105,6 +105,11 @@ enum ims_status pg_once(struct store *st, const char *sql, const struct pgp *p, 
                         struct ims_error *err, const char *what);
 enum ims_status pg_once1(struct store *st, const char *sql, const struct pgp *p, int *found,
                          int64_t *v, struct ims_error *err, const char *what);
+/* One statement as a write transaction of its own (pg_wbegin, pg_q1,
+ * pg_wend: committed when it succeeded): *found (may be NULL) says whether
+ * it returned a row (RETURNING). */
+enum ims_status pg_wq1(struct store *st, int lock, const char *sql, const struct pgp *p,
+                       int *found, struct ims_error *err, const char *what);
 /* "{a,b,c}": n integers get(a, i) as a text-format array literal (pass it
  * with pgp_literal and a ::bigint[] cast); NULL when out of memory. Free
  * with ims_free. pg_int_at reads a plain int64_t array. */

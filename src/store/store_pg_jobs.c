@@ -21,22 +21,19 @@ static const char *const state_sql =
 enum ims_status pg_job_create(struct store *st, const char *id, int64_t total,
                               struct ims_error *err)
 {
-    PGconn *c = NULL;
-    enum ims_status s = pg_wbegin(st, &c, 0, err);
-    if (s != IMS_OK)
-        return s;
     struct pgp p = {0};
     pgp_text(&p, id);
     pgp_i64(&p, total);
     pgp_i64(&p, store__unix_now());
     int made = 0;
-    s = pg_q1(c,
-              "INSERT INTO jobs(id, state, total, created, updated) VALUES($1, 'queued', $2, $3, "
-              "$3) ON CONFLICT (id) DO NOTHING RETURNING id",
-              &p, &made, NULL, err, "create job");
-    if (s == IMS_OK && !made)
+    enum ims_status s =
+        pg_wq1(st, 0,
+               "INSERT INTO jobs(id, state, total, created, updated) VALUES($1, 'queued', $2, "
+               "$3, $3) ON CONFLICT (id) DO NOTHING RETURNING id",
+               &p, &made, err, "create job");
+    if (s == IMS_OK && !made) /* nothing was written */
         s = ims_error_set(err, IMS_ERR_EXISTS, "job %s already exists", id);
-    return pg_wend(st, c, s, err);
+    return s;
 }
 
 enum ims_status pg_job_update(struct store *st, const char *id, enum store_job_state state,
@@ -49,10 +46,6 @@ enum ims_status pg_job_update(struct store *st, const char *id, enum store_job_s
                         "job %s: unknown state %d", id, (int)state);
     IMS_RETURN_ERROR_IF(done < 0 || failed < 0, err, IMS_ERR_INVALID, "job %s: negative counters",
                         id);
-    PGconn *c = NULL;
-    s = pg_wbegin(st, &c, 0, err);
-    if (s != IMS_OK)
-        return s;
     char sql[512];
     snprintf(sql, sizeof(sql),
              "UPDATE jobs SET state = %s, done = $3, failed = $4, updated = $5 WHERE id = $1 "
@@ -65,10 +58,10 @@ enum ims_status pg_job_update(struct store *st, const char *id, enum store_job_s
     pgp_i64(&p, failed);
     pgp_i64(&p, store__unix_now());
     int found = 0;
-    s = pg_q1(c, sql, &p, &found, NULL, err, "update job");
-    if (s == IMS_OK && !found)
+    s = pg_wq1(st, 0, sql, &p, &found, err, "update job");
+    if (s == IMS_OK && !found) /* nothing was written */
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "job %s does not exist", id);
-    return pg_wend(st, c, s, err);
+    return s;
 }
 
 /* Appends one error row if the job has room; counts it either way. The job
