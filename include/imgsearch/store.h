@@ -422,8 +422,8 @@ struct store_sync_lock;
 enum ims_status store_sync_lock_try(struct store *st, struct store_sync_lock **out,
                                     struct ims_error *err);
 void store_sync_unlock(struct store_sync_lock *lock);
-/* Sets row id's caption (NULL: none) and added time (unix seconds), an
- * UPDATE in the change feed: `reembed` keeps them from the old catalogue.
+/* Sets row id's caption (NULL: none) and added time (unix seconds), a ROW
+ * change in the feed: `reembed` keeps them from the old catalogue.
  * IMS_ERR_NOT_FOUND if the row does not exist. */
 enum ims_status store_set_details(struct store *st, int64_t id, const char *caption,
                                   int64_t added, struct ims_error *err);
