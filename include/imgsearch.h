@@ -198,12 +198,16 @@ IMGSEARCH_API enum imgsearch_status imgsearch_remove(struct imgsearch *is, int64
 
 enum imgsearch_term_kind {
     IMGSEARCH_TERM_TEXT,
-    IMGSEARCH_TERM_IMAGE,     /* encoded image bytes (JPEG, PNG, WebP, GIF, BMP) */
+    IMGSEARCH_TERM_IMAGE,     /* encoded image bytes (JPEG, PNG, WebP, GIF, BMP, HEIC,
+                                 AVIF, TIFF) */
     IMGSEARCH_TERM_IMAGE_ID,  /* a catalogue row's embedding ("more like this") */
     IMGSEARCH_TERM_VECTOR,    /* imgsearch_dim() floats */
 };
 
-/* One weighted term; the fields of `kind` are set, the others ignored. */
+/* One weighted term; the fields of `kind` are set, the others ignored.
+ * (The library's own struct search_term has the same fields: this header
+ * stands alone and is the ABI, so it keeps its own copy, and the library
+ * copies field by field.) */
 struct imgsearch_term {
     enum imgsearch_term_kind kind;
     float weight;             /* finite, non-zero; negative pushes away */

@@ -192,8 +192,26 @@ void ims_sha256_portable(const void *data, size_t n, uint8_t out[32]);
 void ims_hex(const uint8_t *bytes, size_t n, char *out);
 /* 64-bit FNV-1a of `n` bytes: a fast, non-cryptographic hash for in-memory
  * tables (never for anything an attacker could aim collisions at unless the
- * table bounds its chains). */
+ * table bounds its chains), ETags, and the weights fingerprint in a model's
+ * name, which catalogues store: its values must never change. */
+#define IMS_FNV1A64_BASIS 14695981039346656037ull /* the FNV offset basis */
 uint64_t ims_fnv1a64(const void *data, size_t n);
+/* The same hash carried on over more bytes: `h` is IMS_FNV1A64_BASIS or what
+ * an earlier call returned, and ims_fnv1a64_update(ims_fnv1a64(a, na), b, nb)
+ * equals ims_fnv1a64 of a and b concatenated. */
+uint64_t ims_fnv1a64_update(uint64_t h, const void *data, size_t n);
+
+/* ---- image format words ------------------------------------------------ */
+
+/* The word of the API and the catalogue for an image format ("jpeg", "png",
+ * "webp", "gif", "bmp", "heic", "avif", "tiff") given any spelling imgsearch
+ * accepts (case-insensitive; "jpg", "heif" and "tif" too), or NULL for a
+ * format it does not read. The one table of these words: the image module
+ * maps them to its enum, and the server, which includes only base, reads
+ * filters with it. */
+const char *ims_format_word(const char *word);
+/* The words, for messages. */
+#define IMS_FORMAT_WORDS "jpeg, png, webp, gif, bmp, heic, avif, tiff"
 
 /* ---- 16-bit floats ----------------------------------------------------- */
 

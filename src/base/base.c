@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 /* ---- status table -------------------------------------------------------- */
@@ -196,15 +197,32 @@ void ims_deadline_after_ms(clockid_t clock, long ms, struct timespec *out)
     }
 }
 
-uint64_t ims_fnv1a64(const void *data, size_t n)
+uint64_t ims_fnv1a64_update(uint64_t h, const void *data, size_t n)
 {
     const unsigned char *b = data;
-    uint64_t h = 14695981039346656037ull; /* the FNV offset basis */
     for (size_t i = 0; i < n; i++) {
         h ^= b[i];
-        h *= 1099511628211ull;
+        h *= 1099511628211ull; /* the FNV prime */
     }
     return h;
+}
+
+uint64_t ims_fnv1a64(const void *data, size_t n)
+{
+    return ims_fnv1a64_update(IMS_FNV1A64_BASIS, data, n);
+}
+
+const char *ims_format_word(const char *word)
+{
+    static const char *const words[][2] = {
+        {"jpeg", "jpeg"}, {"jpg", "jpeg"}, {"png", "png"},   {"webp", "webp"},
+        {"gif", "gif"},   {"bmp", "bmp"},  {"heic", "heic"}, {"heif", "heic"},
+        {"avif", "avif"}, {"tiff", "tiff"}, {"tif", "tiff"},
+    };
+    for (size_t i = 0; word && i < IMS_ARRAY_LEN(words); i++)
+        if (!strcasecmp(word, words[i][0]))
+            return words[i][1];
+    return NULL;
 }
 
 static atomic_int log_level = IMS_LOG_INFO;

@@ -11,6 +11,8 @@
 #ifndef IMGSEARCH_CLI_H
 #define IMGSEARCH_CLI_H
 
+#include <stdatomic.h>
+
 #include "imgsearch/base.h"
 
 /* Default folders: $IMGSEARCH_DATA / $IMGSEARCH_MODEL, else
@@ -33,6 +35,16 @@ int cli_usage(const char *cmd, const char *help, const char *fmt, ...)
 int cli_opt_value(int argc, char **argv, int *i, const char *name, const char **value);
 /* Parses a non-negative integer option value; returns 0 on success. */
 int cli_parse_long(const char *s, long min, long max, long *out);
+/* A catalogue image id given as an argument (decimal, >= 1): 0 and *out
+ * set, or -1. */
+int cli_parse_id(const char *s, int64_t *out);
+
+/* For commands that stop cleanly on ^C (add, reembed): from now on SIGINT
+ * and SIGTERM set the returned flag, which the pipeline's threads read (an
+ * atomic: lock-free, so also safe to store from the handler).
+ * cli_interrupted() says whether a signal came. */
+atomic_int *cli_cancel_on_signals(void);
+int cli_interrupted(void);
 /* A time for filters: unix seconds, YYYY-MM-DD (UTC; the day's start, or
  * with end_of_day its last second) or YYYY-MM-DDTHH:MM:SS[Z] (UTC).
  * 0 and *out set, or -1. */

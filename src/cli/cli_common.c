@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,6 +121,38 @@ int cli_parse_long(const char *s, long min, long max, long *out)
     *out = v;
     return 0;
 }
+
+int cli_parse_id(const char *s, int64_t *out)
+{
+    long v;
+    if (!s || s[0] == '-' ||
+        cli_parse_long(s, 1, INT64_MAX > LONG_MAX ? LONG_MAX : (long)INT64_MAX, &v))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static volatile sig_atomic_t interrupted;
+static atomic_int cancel_flag;
+
+static void on_cancel_signal(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+    atomic_store(&cancel_flag, 1);
+}
+
+atomic_int *cli_cancel_on_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_cancel_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    return &cancel_flag;
+}
+
+int cli_interrupted(void) { return interrupted != 0; }
 
 int cli_parse_exif_orientation(const char *v, int *ignore)
 {

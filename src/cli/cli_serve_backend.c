@@ -42,7 +42,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <jansson.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,6 +124,77 @@ static enum ims_status be_stats(void *self, struct server_arena *a, struct serve
     return IMS_OK;
 }
 
+/* One search term, as the library states it. An image_url term is
+ * downloaded here (*fetched: the bytes, the caller frees them). */
+static enum ims_status term_from_server(struct app_backend *b, const struct server_term *t,
+                                        struct search_term *s, char **fetched,
+                                        struct ims_error *err)
+{
+    s->weight = t->weight;
+    switch (t->kind) {
+    case SERVER_TERM_TEXT:
+        s->kind = SEARCH_TERM_TEXT;
+        s->text = t->text;
+        break;
+    case SERVER_TERM_IMAGE:
+        s->kind = SEARCH_TERM_IMAGE;
+        s->bytes = t->bytes;
+        s->n_bytes = t->n_bytes;
+        break;
+    case SERVER_TERM_IMAGE_URL: {
+        size_t len = 0;
+        enum ims_status st = fetch_to_memory(t->url, &b->fetch, fetched, &len, err);
+        if (st != IMS_OK) {
+            /* the client named an image we could not get: its request is
+             * at fault (400), unless our policy refused the address */
+            if (st != IMS_ERR_REFUSED && st != IMS_ERR_NOMEM)
+                st = IMS_ERR_INVALID;
+            ims_error_prefix(err, "image_url");
+            return st;
+        }
+        s->kind = SEARCH_TERM_IMAGE;
+        s->bytes = *fetched;
+        s->n_bytes = len;
+        break;
+    }
+    case SERVER_TERM_IMAGE_ID:
+        s->kind = SEARCH_TERM_IMAGE_ID;
+        s->image_id = t->image_id;
+        break;
+    case SERVER_TERM_VECTOR:
+        s->kind = SEARCH_TERM_VECTOR;
+        s->vector = t->vector;
+        s->n_vector = t->n_vector;
+        break;
+    }
+    return IMS_OK;
+}
+
+/* The API's filter, as the catalogue states it (the strings stay the
+ * request's). */
+static void filter_from_server(const struct server_filter *f, struct store_filter *sf)
+{
+    memset(sf, 0, sizeof(*sf));
+    sf->has_added_from = f->has_added_from;
+    sf->has_added_to = f->has_added_to;
+    sf->has_taken_from = f->has_taken_from;
+    sf->has_taken_to = f->has_taken_to;
+    sf->added_from = f->added_from;
+    sf->added_to = f->added_to;
+    sf->taken_from = f->taken_from;
+    sf->taken_to = f->taken_to;
+    sf->min_width = f->min_width;
+    sf->min_height = f->min_height;
+    sf->formats = f->formats;
+    sf->orientation = f->orientation == SERVER_ORIENT_LANDSCAPE ? STORE_ORIENT_LANDSCAPE
+                      : f->orientation == SERVER_ORIENT_PORTRAIT ? STORE_ORIENT_PORTRAIT
+                      : f->orientation == SERVER_ORIENT_SQUARE   ? STORE_ORIENT_SQUARE
+                                                                 : STORE_ORIENT_ANY;
+    sf->source_prefix = f->source_prefix;
+    sf->tags = f->tags;
+    sf->n_tags = f->n_tags;
+}
+
 static enum ims_status be_search(void *self, const struct server_query *q, struct server_arena *a,
                                  struct server_results *out, struct ims_error *err)
 {
@@ -139,71 +209,12 @@ static enum ims_status be_search(void *self, const struct server_query *q, struc
         return ims_error_set(err, IMS_ERR_INVALID, "a query needs 1 to %d terms",
                              SEARCH_TERMS_MAX);
     memset(terms, 0, sizeof(terms));
-    for (size_t i = 0; i < q->n_terms; i++) {
-        const struct server_term *t = &q->terms[i];
-        struct search_term *s = &terms[i];
-        s->weight = t->weight;
-        switch (t->kind) {
-        case SERVER_TERM_TEXT:
-            s->kind = SEARCH_TERM_TEXT;
-            s->text = t->text;
-            break;
-        case SERVER_TERM_IMAGE:
-            s->kind = SEARCH_TERM_IMAGE;
-            s->bytes = t->bytes;
-            s->n_bytes = t->n_bytes;
-            break;
-        case SERVER_TERM_IMAGE_URL: {
-            size_t len = 0;
-            st = fetch_to_memory(t->url, &b->fetch, &fetched[i], &len, err);
-            if (st != IMS_OK) {
-                /* the client named an image we could not get: its request is
-                 * at fault (400), unless our policy refused the address */
-                if (st != IMS_ERR_REFUSED && st != IMS_ERR_NOMEM)
-                    st = IMS_ERR_INVALID;
-                ims_error_prefix(err, "image_url");
-                goto out;
-            }
-            s->kind = SEARCH_TERM_IMAGE;
-            s->bytes = fetched[i];
-            s->n_bytes = len;
-            break;
-        }
-        case SERVER_TERM_IMAGE_ID:
-            s->kind = SEARCH_TERM_IMAGE_ID;
-            s->image_id = t->image_id;
-            break;
-        case SERVER_TERM_VECTOR:
-            s->kind = SEARCH_TERM_VECTOR;
-            s->vector = t->vector;
-            s->n_vector = t->n_vector;
-            break;
-        }
-    }
-    /* the API's filter, as the catalogue states it */
+    for (size_t i = 0; i < q->n_terms; i++)
+        if ((st = term_from_server(b, &q->terms[i], &terms[i], &fetched[i], err)) != IMS_OK)
+            goto out;
     struct store_filter sf;
-    memset(&sf, 0, sizeof(sf));
-    if (q->filter) {
-        const struct server_filter *f = q->filter;
-        sf.has_added_from = f->has_added_from;
-        sf.has_added_to = f->has_added_to;
-        sf.has_taken_from = f->has_taken_from;
-        sf.has_taken_to = f->has_taken_to;
-        sf.added_from = f->added_from;
-        sf.added_to = f->added_to;
-        sf.taken_from = f->taken_from;
-        sf.taken_to = f->taken_to;
-        sf.min_width = f->min_width;
-        sf.min_height = f->min_height;
-        sf.formats = f->formats;
-        sf.orientation = f->orientation == SERVER_ORIENT_LANDSCAPE ? STORE_ORIENT_LANDSCAPE
-                         : f->orientation == SERVER_ORIENT_PORTRAIT ? STORE_ORIENT_PORTRAIT
-                         : f->orientation == SERVER_ORIENT_SQUARE   ? STORE_ORIENT_SQUARE
-                                                                    : STORE_ORIENT_ANY;
-        sf.source_prefix = f->source_prefix;
-        sf.tags = f->tags;
-        sf.n_tags = f->n_tags;
-    }
+    if (q->filter)
+        filter_from_server(q->filter, &sf);
     struct search_request rq = {terms,
                                 q->n_terms,
                                 q->k,
@@ -389,30 +400,35 @@ static enum ims_status be_image_tags(void *self, int64_t id, const char *const *
     return st == IMS_OK ? be_image_get(self, id, a, out, err) : st;
 }
 
-/* GET /api/v1/duplicates: the k-NN pass over this node's index (issue 10).
- * The last answer is kept while the index does not change (its generation),
- * so a page showing the groups does not redo a pass of seconds each time.
- * One pass runs at a time, outside the lock: a request the kept answer
- * serves never waits behind a pass, and requests that need a pass wait for
- * the running one (which may be theirs) instead of stacking passes. */
-static pthread_mutex_t dups_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t dups_cv = PTHREAD_COND_INITIALIZER;
-static int dups_computing;
-static struct {
-    int valid;
-    uint64_t generation;
-    float threshold;
-    struct vindex_dups d;
-} dups_last;
+struct dups_copy {
+    size_t limit;
+    struct server_arena *a;
+    struct server_dup_groups *out;
+};
 
-void cli_serve_dups_forget(void)
+/* the first `limit` groups, into the request's arena */
+static enum ims_status dups_to_server(void *ctx, const struct vindex_dups *d,
+                                      struct ims_error *err)
 {
-    pthread_mutex_lock(&dups_mu);
-    vindex_dups_fini(&dups_last.d);
-    dups_last.valid = 0;
-    pthread_mutex_unlock(&dups_mu);
+    struct dups_copy *c = ctx;
+    struct server_dup_groups *out = c->out;
+    out->n = IMS_MIN(d->n, c->limit);
+    out->groups = out->n ? server_arena_alloc(c->a, out->n * sizeof(*out->groups)) : NULL;
+    for (size_t i = 0; i < out->n; i++) {
+        int64_t *ids = out->groups ? server_arena_memdup(c->a, d->groups[i].ids,
+                                                         d->groups[i].n * sizeof(int64_t))
+                                   : NULL;
+        if (!ids)
+            return ims_error_set(err, IMS_ERR_NOMEM, "too many duplicates to show: lower limit");
+        out->groups[i] = (struct server_dup_group){ids, d->groups[i].n, d->groups[i].min_score};
+    }
+    return IMS_OK;
 }
 
+/* GET /api/v1/duplicates (issue 10): the k-NN pass over this node's index;
+ * the handle keeps the last pass while the index does not change, so a page
+ * showing the groups does not redo a pass of seconds each time
+ * (imgsearch__duplicates) */
 static enum ims_status be_duplicates(void *self, float threshold, size_t limit,
                                      struct server_arena *a, struct server_dup_groups *out,
                                      struct ims_error *err)
@@ -421,48 +437,8 @@ static enum ims_status be_duplicates(void *self, float threshold, size_t limit,
     enum ims_status st = need_ready(b, err);
     if (st != IMS_OK)
         return st;
-    struct vindex *vx = replica_index(b->app->replica);
-    uint64_t gen = vindex_generation(vx); /* read before the pass: a race leaves it stale */
-    pthread_mutex_lock(&dups_mu);
-    while (!dups_last.valid || dups_last.generation != gen || dups_last.threshold != threshold) {
-        if (dups_computing) {
-            pthread_cond_wait(&dups_cv, &dups_mu);
-            continue;
-        }
-        dups_computing = 1;
-        pthread_mutex_unlock(&dups_mu);
-        struct vindex_dups_options o;
-        vindex_dups_options_default(&o);
-        o.threshold = threshold;
-        struct vindex_dups fresh;
-        st = vindex_duplicates(vx, &o, &fresh, err);
-        pthread_mutex_lock(&dups_mu);
-        dups_computing = 0;
-        pthread_cond_broadcast(&dups_cv);
-        if (st != IMS_OK) {
-            pthread_mutex_unlock(&dups_mu);
-            return st;
-        }
-        vindex_dups_fini(&dups_last.d);
-        dups_last.d = fresh;
-        dups_last.valid = 1;
-        dups_last.generation = gen;
-        dups_last.threshold = threshold;
-    }
-    const struct vindex_dups d = dups_last.d;
-    out->n = IMS_MIN(d.n, limit);
-    out->groups = out->n ? server_arena_alloc(a, out->n * sizeof(*out->groups)) : NULL;
-    for (size_t i = 0; i < out->n && st == IMS_OK; i++) {
-        int64_t *ids = out->groups ? server_arena_memdup(a, d.groups[i].ids,
-                                                         d.groups[i].n * sizeof(int64_t))
-                                   : NULL;
-        if (!ids)
-            st = ims_error_set(err, IMS_ERR_NOMEM, "too many duplicates to show: lower limit");
-        else
-            out->groups[i] = (struct server_dup_group){ids, d.groups[i].n, d.groups[i].min_score};
-    }
-    pthread_mutex_unlock(&dups_mu);
-    return st;
+    struct dups_copy c = {limit, a, out};
+    return imgsearch__duplicates(b->app->is, threshold, dups_to_server, &c, err);
 }
 
 static enum ims_status be_image_thumb(void *self, int64_t id, struct server_arena *a,
@@ -509,7 +485,11 @@ static enum ims_status be_metrics(void *self, struct ims_buf *out, struct ims_er
         ingest_get_counters(b->ing, &ic);
     }
     int64_t n = 0;
-    store_count(b->app->store, &n, NULL);
+    struct ims_error cerr = {0};
+    enum ims_status cst = store_count(b->app->store, &n, &cerr);
+    if (cst != IMS_OK) /* the other figures are still worth a scrape */
+        ims_log(IMS_LOG_WARN, "metrics: imgsearch_images reads 0: cannot count the catalogue: %s",
+                ims_error_message(&cerr, cst));
     struct replica_stats rs;
     replica_get_stats(b->app->replica, &rs);
     struct vindex *vx = replica_index(b->app->replica);

@@ -53,7 +53,5 @@ void cli_serve_backend_ops(struct app_backend *b, struct server_backend *be);
  * (b->immich); 0 or -1 with the reason printed. */
 int cli_serve_immich_open(struct app_backend *b, const char *served_dir, int precision);
 void cli_serve_immich_close(struct app_backend *b);
-/* Drops the cached answer of GET /api/v1/duplicates (at exit). */
-void cli_serve_dups_forget(void);
 
 #endif

@@ -16,7 +16,6 @@
  * not run, 130 when interrupted (what was in flight is committed first).
  */
 #include <errno.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,18 +50,6 @@ const char cli_help_add[] =
     "at once with exit status 75 and changes nothing; run it again later.\n"
     CLI_EXIF_HELP CLI_FETCH_HELP
     CLI_CATALOGUE_HELP;
-
-static volatile sig_atomic_t interrupted;
-/* read by the pipeline's source thread: an atomic (lock-free, so also safe
- * to store from the signal handler) */
-static atomic_int cancel_flag;
-
-static void on_sigint(int sig)
-{
-    (void)sig;
-    interrupted = 1;
-    atomic_store(&cancel_flag, 1);
-}
 
 struct sources {
     char **argv;
@@ -182,7 +169,7 @@ static void cli_json_string(FILE *f, const char *s)
  * (the folders after it are not synced either). */
 #define CLI_EXIT_SYNC_BUSY 75
 static int cli_add_sync(const struct ingest_deps *deps, const struct ingest_options *io,
-                        char **folders, int n, int json, int tty, atomic_int *cancel)
+                        char **folders, int n, int json, int tty, const atomic_int *cancel)
 {
     int rc = 0;
     if (json)
@@ -319,11 +306,7 @@ int cli_cmd_add(int argc, char **argv)
     io.on_item = on_item;
     io.on_progress = on_progress;
     io.cb_ctx = &disp;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_sigint;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    atomic_int *cancel = cli_cancel_on_signals();
 
     /* ingest commits rows; the replica follows the change feed after each
      * commit */
@@ -331,16 +314,16 @@ int cli_cmd_add(int argc, char **argv)
     struct ingest_deps deps = {app.model, app.store, cli_app_after_commit, &app};
     struct ingest_summary sum = {0};
     if (sync) {
-        rc = cli_add_sync(&deps, &io, positional, n_pos, json, disp.tty, &cancel_flag);
+        rc = cli_add_sync(&deps, &io, positional, n_pos, json, disp.tty, cancel);
         if (cli_app_close("add", &app, 1) != 0 && rc == 0)
             rc = 1;
-        if (interrupted && rc == 0)
+        if (cli_interrupted() && rc == 0)
             rc = 130;
         goto out;
     }
     /* libimgsearch's add (imgsearch_add with this command's pipeline
      * options, callbacks and cancel flag) */
-    enum ims_status st = imgsearch__add(app.is, &io, next_source, &src, &cancel_flag, &sum, &err);
+    enum ims_status st = imgsearch__add(app.is, &io, next_source, &src, cancel, &sum, &err);
     if (disp.tty)
         fprintf(stderr, "\r\033[K");
     if (st != IMS_OK) {
@@ -351,11 +334,11 @@ int cli_cmd_add(int argc, char **argv)
                         "%.1f s (%.1f images/s)%s\n",
                 (long long)sum.total, (long long)sum.added, (long long)sum.duplicates,
                 (long long)sum.failed, sum.elapsed_s, rate,
-                interrupted ? "; interrupted: run it again to complete the rest" : "");
+                cli_interrupted() ? "; interrupted: run it again to complete the rest" : "");
     }
     if (cli_app_close("add", &app, 1) != 0 && rc == 0)
         rc = 1;
-    if (interrupted && rc == 0)
+    if (cli_interrupted() && rc == 0)
         rc = 130;
 out:
     if (src.from && src.from != stdin)

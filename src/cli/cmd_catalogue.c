@@ -143,12 +143,12 @@ static enum ims_status open_recorded(const char *loc, struct store **out, char *
 {
     const char *url = store_catalogue_is_url(loc) ? loc : NULL;
     struct store_model_info any = {"(any)", 1};
-    struct store *st = NULL;
+    struct store *cat = NULL;
     enum ims_status s = store_open_catalogue(
-        url, loc, &any, STORE_OPEN_ALLOW_MODEL_MISMATCH | STORE_OPEN_EXISTING, &st, err);
+        url, loc, &any, STORE_OPEN_ALLOW_MODEL_MISMATCH | STORE_OPEN_EXISTING, &cat, err);
     if (s == IMS_OK)
-        s = store_model_get(st, name, cap, dim, err);
-    store_close(st);
+        s = store_model_get(cat, name, cap, dim, err);
+    store_close(cat);
     if (s != IMS_OK)
         return s;
     struct store_model_info m = {name, *dim};

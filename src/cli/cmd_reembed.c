@@ -22,7 +22,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,20 +49,10 @@ const char cli_help_reembed[] =
     "  --page-rows N   rows read from the old catalogue at a time (1..10000, 2000)\n"
     CLI_FETCH_HELP CLI_CATALOGUE_HELP;
 
-static volatile sig_atomic_t interrupted;
-static atomic_int cancel_flag;
-
-static void on_sigint(int sig)
-{
-    (void)sig;
-    interrupted = 1;
-    atomic_store(&cancel_flag, 1);
-}
-
 /* The old catalogue's rows, a page at a time, as the pipeline's sources. */
 #define PAGE_ROWS 2000
 struct pager {
-    struct store *st;
+    struct store *store;
     struct store_image_row *rows;
     size_t n, next;
     int64_t last_id; /* keyset: the next page is the rows after it */
@@ -91,7 +80,7 @@ static int pager_next(void *ctx, const char **source)
             return 0;
         pager_release(p);
         enum ims_status st =
-            store_list(p->st, STORE_ORDER_ID_AFTER, p->last_id, p->page_rows, &p->rows, &p->n,
+            store_list(p->store, STORE_ORDER_ID_AFTER, p->last_id, p->page_rows, &p->rows, &p->n,
                        &p->err);
         if (st != IMS_OK) {
             p->status = st;
@@ -296,23 +285,19 @@ int cli_cmd_reembed(int argc, char **argv)
             store_location(old), old_model, (unsigned)old_dim, store_location(app.store),
             app.model_name, (unsigned)app.dim);
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_sigint;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    atomic_int *cancel = cli_cancel_on_signals();
 
     struct counts c = {0, 0, 0, 0, json, old, app.store, PTHREAD_MUTEX_INITIALIZER};
     io.on_item = on_item;
     io.cb_ctx = &c;
     struct pager pg;
     memset(&pg, 0, sizeof(pg));
-    pg.st = old;
+    pg.store = old;
     pg.page_rows = page_rows;
     struct ingest_deps deps = {app.model, app.store, cli_app_after_commit, &app};
     struct ingest_summary sum = {0};
     int rc = 0;
-    st = ingest_run(&deps, &io, pager_next, &pg, &cancel_flag, &sum, &err);
+    st = ingest_run(&deps, &io, pager_next, &pg, cancel, &sum, &err);
     if (st == IMS_OK && pg.status != IMS_OK) {
         st = pg.status;
         err = pg.err;
@@ -325,19 +310,19 @@ int cli_cmd_reembed(int argc, char **argv)
                 "%lld failed in %.1f s%s\n",
                 (long long)pg.n_rows, (long long)c.reembedded, (long long)c.present,
                 (long long)c.gone, (long long)c.failed, sum.elapsed_s,
-                interrupted ? "; interrupted: run it again to complete the rest" : "");
+                cli_interrupted() ? "; interrupted: run it again to complete the rest" : "");
         if (json)
             printf("{\"rows\": %lld, \"reembedded\": %lld, \"present\": %lld, \"gone\": %lld, "
                    "\"failed\": %lld, \"interrupted\": %s, \"elapsed_s\": %.3f}\n",
                    (long long)pg.n_rows, (long long)c.reembedded, (long long)c.present,
-                   (long long)c.gone, (long long)c.failed, interrupted ? "true" : "false",
+                   (long long)c.gone, (long long)c.failed, cli_interrupted() ? "true" : "false",
                    sum.elapsed_s);
     }
     pager_release(&pg);
     if (cli_app_close("reembed", &app, 1) != 0 && rc == 0)
         rc = 1;
     store_close(old);
-    if (interrupted && rc == 0)
+    if (cli_interrupted() && rc == 0)
         rc = 130;
     return rc;
 }

@@ -43,7 +43,7 @@ const char cli_help_repair[] =
 #define REPAIR_META "{\"repaired\":true,\"lost\":\"source, thumbnail, size, metadata\"}"
 
 struct repair_ctx {
-    struct store *st;
+    struct store *store;
     struct ims_error *err;
     enum ims_status status;
     size_t done;
@@ -67,7 +67,7 @@ static int repair_chunk(void *user, const int64_t *ids, const float *vectors, si
         rows[i].dim = (uint32_t)dim;
         rows[i].id = ids[i];
     }
-    c->status = store_insert_many(c->st, rows, n, res, c->err);
+    c->status = store_insert_many(c->store, rows, n, res, c->err);
     if (c->status == IMS_OK)
         c->done += n;
 out:
@@ -116,7 +116,7 @@ int cli_cmd_repair(int argc, char **argv)
     struct ims_error err = {0};
     struct clip_model *model = NULL;
     struct vindex *vx = NULL;
-    struct store *st = NULL;
+    struct store *store = NULL;
     int rc = 1, made_tmp = 0;
 
     struct vindex_snapshot_info info;
@@ -136,7 +136,7 @@ int cli_cmd_repair(int argc, char **argv)
                  snap, info.dim, mi.name, mi.dim);
         goto out;
     }
-    s = store_open(data, &mi, 0, &st, &err);
+    s = store_open(data, &mi, 0, &store, &err);
     if (s == IMS_OK) {
         fprintf(stderr, "imgsearch repair: the catalogue %s opens: nothing to repair\n", target);
         rc = 0;
@@ -162,22 +162,22 @@ int cli_cmd_repair(int argc, char **argv)
     }
     made_tmp = 1;
     snprintf(built, sizeof(built), "%s/catalogue.db", tmp);
-    s = store_open(tmp, &mi, 0, &st, &err);
+    s = store_open(tmp, &mi, 0, &store, &err);
     if (s != IMS_OK) {
         cli_fail("repair", "cannot create the new catalogue: %s", ims_error_message(&err, s));
         goto out;
     }
-    struct repair_ctx c = {st, &err, IMS_OK, 0};
+    struct repair_ctx c = {store, &err, IMS_OK, 0};
     s = vindex_scan(vx, repair_chunk, &c, &err);
     if (s == IMS_ERR_CANCELLED)
         s = c.status;
     int64_t n_rows = 0;
     if (s == IMS_OK)
-        s = store_count(st, &n_rows, &err);
+        s = store_count(store, &n_rows, &err);
     if (s == IMS_OK)
-        s = store_check(st, &err);
-    store_close(st); /* checkpoints the WAL into the file */
-    st = NULL;
+        s = store_check(store, &err);
+    store_close(store); /* checkpoints the WAL into the file */
+    store = NULL;
     if (s != IMS_OK) {
         cli_fail("repair", "rebuilding the rows failed: %s; nothing changed",
                  ims_error_message(&err, s));
@@ -231,7 +231,7 @@ out:
         }
         rmdir(tmp);
     }
-    store_close(st);
+    store_close(store);
     vindex_free(vx);
     clip_model_free(model);
     return rc;

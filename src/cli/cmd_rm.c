@@ -5,15 +5,13 @@
  * the index snapshot without them.
  */
 #include <stdio.h>
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "cli_app.h"
 
-const char cli_help_rm[] = "usage: imgsearch rm [--data DIR] [--catalogue URL]"
-    " ID...\n"
+const char cli_help_rm[] = "usage: imgsearch rm [--data DIR] [--catalogue URL] ID...\n"
                            "Deletes images (row, embedding, thumbnail) by catalogue id.\n"
     CLI_CATALOGUE_HELP;
 
@@ -33,8 +31,8 @@ int cli_cmd_rm(int argc, char **argv)
         }
         if (r > 0)
             continue;
-        long v;
-        if (cli_parse_long(argv[i], 1, INT64_MAX > LONG_MAX ? LONG_MAX : (long)INT64_MAX, &v)) {
+        int64_t v;
+        if (cli_parse_id(argv[i], &v)) {
             free(ids);
             return cli_usage("rm", cli_help_rm, "'%s' is not an image id", argv[i]);
         }

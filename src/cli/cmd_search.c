@@ -58,6 +58,18 @@ int cli_cmd_search(int argc, char **argv)
     float dedup = 0.0f;
     memset(&flt, 0, sizeof(flt));
     memset(terms, 0, sizeof(terms));
+    /* the whole-number options: name, bounds, where they go */
+    const struct {
+        const char *name;
+        long lo, hi;
+        int *dst;
+    } ints[] = {
+        {"-k", 1, SEARCH_K_MAX, &k},
+        {"--offset", 0, SEARCH_OFFSET_MAX, &offset},
+        {"--ef", 1, VINDEX_MAX_EF, &knobs.ef_search},
+        {"--nprobe", 1, VINDEX_MAX_NPROBE, &knobs.nprobe},
+        {"--rerank", 1, VINDEX_MAX_K, &knobs.rerank},
+    };
     for (int i = 1; i < argc; i++) {
         const char *v;
         long num;
@@ -66,28 +78,16 @@ int cli_cmd_search(int argc, char **argv)
             goto bad_value;
         if (r > 0)
             continue;
-        if (!strcmp(argv[i], "--json")) {
+        size_t opt = 0;
+        while (opt < IMS_ARRAY_LEN(ints) &&
+               (r = cli_opt_value(argc, argv, &i, ints[opt].name, &v)) == 0)
+            opt++;
+        if (opt < IMS_ARRAY_LEN(ints)) {
+            if (r < 0 || cli_parse_long(v, ints[opt].lo, ints[opt].hi, &num))
+                goto bad_value;
+            *ints[opt].dst = (int)num;
+        } else if (!strcmp(argv[i], "--json")) {
             json = 1;
-        } else if ((r = cli_opt_value(argc, argv, &i, "-k", &v)) != 0) {
-            if (r < 0 || cli_parse_long(v, 1, SEARCH_K_MAX, &num))
-                goto bad_value;
-            k = (int)num;
-        } else if ((r = cli_opt_value(argc, argv, &i, "--ef", &v)) != 0) {
-            if (r < 0 || cli_parse_long(v, 1, VINDEX_MAX_EF, &num))
-                goto bad_value;
-            knobs.ef_search = (int)num;
-        } else if ((r = cli_opt_value(argc, argv, &i, "--nprobe", &v)) != 0) {
-            if (r < 0 || cli_parse_long(v, 1, VINDEX_MAX_NPROBE, &num))
-                goto bad_value;
-            knobs.nprobe = (int)num;
-        } else if ((r = cli_opt_value(argc, argv, &i, "--rerank", &v)) != 0) {
-            if (r < 0 || cli_parse_long(v, 1, VINDEX_MAX_K, &num))
-                goto bad_value;
-            knobs.rerank = (int)num;
-        } else if ((r = cli_opt_value(argc, argv, &i, "--offset", &v)) != 0) {
-            if (r < 0 || cli_parse_long(v, 0, SEARCH_OFFSET_MAX, &num))
-                goto bad_value;
-            offset = (int)num;
         } else if ((r = cli_opt_value(argc, argv, &i, "--min-score", &v)) != 0) {
             char *end;
             if (r < 0)
@@ -112,14 +112,15 @@ int cli_cmd_search(int argc, char **argv)
             if (r < 0 || cli_parse_time(v, 1, &flt.taken_to))
                 goto bad_value;
             flt.has_taken_to = has_filter = 1;
-        } else if ((r = cli_opt_value(argc, argv, &i, "--min-width", &v)) != 0 ||
-                   (r = cli_opt_value(argc, argv, &i, "--min-height", &v)) != 0) {
+        } else if ((r = cli_opt_value(argc, argv, &i, "--min-width", &v)) != 0) {
             if (r < 0 || cli_parse_long(v, 0, 1L << 30, &num))
                 goto bad_value;
-            if (strstr(argv[i], "width") || strstr(argv[i - 1], "width"))
-                flt.min_width = (uint32_t)num;
-            else
-                flt.min_height = (uint32_t)num;
+            flt.min_width = (uint32_t)num;
+            has_filter = 1;
+        } else if ((r = cli_opt_value(argc, argv, &i, "--min-height", &v)) != 0) {
+            if (r < 0 || cli_parse_long(v, 0, 1L << 30, &num))
+                goto bad_value;
+            flt.min_height = (uint32_t)num;
             has_filter = 1;
         } else if ((r = cli_opt_value(argc, argv, &i, "--format", &v)) != 0) {
             /* checked word by word, stored as the catalogue's words */

@@ -436,12 +436,19 @@ int cli_cmd_serve(int argc, char **argv)
         /* warm-up: the first encode JIT-compiles the kernels; pay it now,
          * not on the first user's query */
         float *v = ims_malloc(app.dim * sizeof(float));
-        if (v)
-            search_embed_text(b.se, "a photo", v, NULL, NULL);
+        struct ims_error werr = {0};
+        enum ims_status wst =
+            v ? search_embed_text(b.se, "a photo", v, NULL, &werr) : IMS_ERR_NOMEM;
+        if (wst != IMS_OK) /* the first query pays for it instead */
+            ims_log(IMS_LOG_WARN, "serve: the warm-up encode failed: %s",
+                    ims_error_message(&werr, wst));
         ims_free(v);
         atomic_store(&b.ready, 1);
         int64_t n = 0;
-        store_count(app.store, &n, NULL);
+        memset(&werr, 0, sizeof(werr));
+        if ((wst = store_count(app.store, &n, &werr)) != IMS_OK)
+            ims_log(IMS_LOG_WARN, "serve: cannot count the catalogue's images: %s",
+                    ims_error_message(&werr, wst));
         fprintf(stderr,
                 "imgsearch: serving http://%s%s%s:%u/ (%lld images, model %s, index %s%s)\n", lb,
                 host, rb, server_port(srv), (long long)n, app.model_name, vindex_spec(vx),
@@ -456,12 +463,12 @@ out:
     server_free(srv_immich);
     server_free(srv);
     cli_serve_immich_close(&b);
-    cli_serve_dups_forget();
     if (app.store && cli_app_close("serve", &app, atomic_load(&b.ready)) != 0)
         rc = 1;
 out_opts:
-    if (log && log != stdout)
-        fclose(log);
+    if (log && log != stdout && fclose(log) != 0) /* its last lines may be lost */
+        fprintf(stderr, "imgsearch serve: cannot finish writing the access log: %s\n",
+                strerror(errno));
     server_options_fini(&so);
     return rc;
 }

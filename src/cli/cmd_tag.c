@@ -8,7 +8,6 @@
  * fails (unknown id, too many tags, a catalogue error) is reported and the
  * other ids are still done; the exit status is 1 if any failed.
  */
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,9 +63,8 @@ int cli_cmd_tag(int argc, char **argv)
                 rm[n_rm++] = v;
             continue;
         }
-        long id;
-        if (argv[i][0] == '-' ||
-            cli_parse_long(argv[i], 1, INT64_MAX > LONG_MAX ? LONG_MAX : (long)INT64_MAX, &id)) {
+        int64_t id;
+        if (cli_parse_id(argv[i], &id)) {
             rc = cli_usage("tag", cli_help_tag, "'%s' is not an image id", argv[i]);
             goto out;
         }

@@ -63,32 +63,34 @@ static const struct cfg_int_key vision_keys[] = {
     {"num_channels", TOWER_FIELD(num_channels), 3, 3}, /* RGB preprocessing only */
 };
 
-static void text_defaults(struct clip_tower_config *t)
+/* Hugging Face's defaults (CLIPTextConfig, CLIPVisionConfig: ViT-B/32's
+ * towers): what both towers share, then each tower's own. */
+static void tower_defaults(struct clip_tower_config *t, int hidden_size, int intermediate_size,
+                           int num_attention_heads)
 {
     memset(t, 0, sizeof(*t));
-    t->vocab_size = 49408;
-    t->hidden_size = 512;
-    t->intermediate_size = 2048;
+    t->hidden_size = hidden_size;
+    t->intermediate_size = intermediate_size;
     t->num_hidden_layers = 12;
-    t->num_attention_heads = 8;
-    t->max_position_embeddings = 77;
+    t->num_attention_heads = num_attention_heads;
     t->hidden_act = CLIP_ACT_QUICK_GELU;
     t->layer_norm_eps = 1e-5f;
+}
+
+static void text_defaults(struct clip_tower_config *t)
+{
+    tower_defaults(t, 512, 2048, 8);
+    t->vocab_size = 49408;
+    t->max_position_embeddings = 77;
     t->eos_token_id = 49407;
 }
 
 static void vision_defaults(struct clip_tower_config *t)
 {
-    memset(t, 0, sizeof(*t));
-    t->hidden_size = 768;
-    t->intermediate_size = 3072;
-    t->num_hidden_layers = 12;
-    t->num_attention_heads = 12;
+    tower_defaults(t, 768, 3072, 12);
     t->num_channels = 3;
     t->image_size = 224;
     t->patch_size = 32;
-    t->hidden_act = CLIP_ACT_QUICK_GELU;
-    t->layer_norm_eps = 1e-5f;
     t->eos_token_id = -1;
 }
 

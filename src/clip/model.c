@@ -38,6 +38,7 @@
 #include <limits.h>
 #include <sys/mman.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,47 +77,49 @@ static void spec_add(struct spec_list *l, const float **dst, int n_dims, int64_t
 
 #define DST(p) (m ? &(p) : NULL)
 
+/* The eight weight + bias pairs of an encoder layer, in the checkpoint's
+ * order: the name after "<tower>.encoder.layers.<i>.", where they go, and
+ * the weight's shape in the tower's widths (a LayerNorm's is one-dimensional;
+ * a Linear's is PyTorch's (out, in); the bias is (out)). */
+enum layer_dim { LAYER_DIM_NONE, LAYER_DIM_W /* hidden_size */, LAYER_DIM_I /* intermediate */ };
+#define LW(f) offsetof(struct clip_layer_weights, f)
+static const struct layer_param {
+    const char *name;
+    size_t weight, bias;
+    enum layer_dim out, in;
+} layer_params[] = {
+    {"self_attn.q_proj", LW(q_w), LW(q_b), LAYER_DIM_W, LAYER_DIM_W},
+    {"self_attn.k_proj", LW(k_w), LW(k_b), LAYER_DIM_W, LAYER_DIM_W},
+    {"self_attn.v_proj", LW(v_w), LW(v_b), LAYER_DIM_W, LAYER_DIM_W},
+    {"self_attn.out_proj", LW(o_w), LW(o_b), LAYER_DIM_W, LAYER_DIM_W},
+    {"layer_norm1", LW(ln1_w), LW(ln1_b), LAYER_DIM_W, LAYER_DIM_NONE},
+    {"mlp.fc1", LW(fc1_w), LW(fc1_b), LAYER_DIM_I, LAYER_DIM_W},
+    {"mlp.fc2", LW(fc2_w), LW(fc2_b), LAYER_DIM_W, LAYER_DIM_I},
+    {"layer_norm2", LW(ln2_w), LW(ln2_b), LAYER_DIM_W, LAYER_DIM_NONE},
+};
+#undef LW
+
+static const float **layer_field(struct clip_layer_weights *lw, size_t at)
+{
+    return lw ? (const float **)(void *)((char *)lw + at) : NULL;
+}
+
 static void add_layers(struct spec_list *l, const char *tower, const struct clip_tower_config *t,
                        struct clip_layer_weights *layers, struct clip_model *m)
 {
-    const int64_t W = t->hidden_size, I = t->intermediate_size;
+    const int64_t width[] = {[LAYER_DIM_NONE] = 0,
+                             [LAYER_DIM_W] = t->hidden_size,
+                             [LAYER_DIM_I] = t->intermediate_size};
     for (int i = 0; i < t->num_hidden_layers; i++) {
         struct clip_layer_weights *lw = m ? &layers[i] : NULL;
-        const char *pre = tower;
-        /* q_proj.weight: (W, W), row-major [out][in]; biases (W) */
-        spec_add(l, m ? &lw->q_w : NULL, 2, W, W, 0, 0,
-                 "%s.encoder.layers.%d.self_attn.q_proj.weight", pre, i);
-        spec_add(l, m ? &lw->q_b : NULL, 1, W, 0, 0, 0,
-                 "%s.encoder.layers.%d.self_attn.q_proj.bias", pre, i);
-        spec_add(l, m ? &lw->k_w : NULL, 2, W, W, 0, 0,
-                 "%s.encoder.layers.%d.self_attn.k_proj.weight", pre, i);
-        spec_add(l, m ? &lw->k_b : NULL, 1, W, 0, 0, 0,
-                 "%s.encoder.layers.%d.self_attn.k_proj.bias", pre, i);
-        spec_add(l, m ? &lw->v_w : NULL, 2, W, W, 0, 0,
-                 "%s.encoder.layers.%d.self_attn.v_proj.weight", pre, i);
-        spec_add(l, m ? &lw->v_b : NULL, 1, W, 0, 0, 0,
-                 "%s.encoder.layers.%d.self_attn.v_proj.bias", pre, i);
-        spec_add(l, m ? &lw->o_w : NULL, 2, W, W, 0, 0,
-                 "%s.encoder.layers.%d.self_attn.out_proj.weight", pre, i);
-        spec_add(l, m ? &lw->o_b : NULL, 1, W, 0, 0, 0,
-                 "%s.encoder.layers.%d.self_attn.out_proj.bias", pre, i);
-        spec_add(l, m ? &lw->ln1_w : NULL, 1, W, 0, 0, 0,
-                 "%s.encoder.layers.%d.layer_norm1.weight", pre, i);
-        spec_add(l, m ? &lw->ln1_b : NULL, 1, W, 0, 0, 0, "%s.encoder.layers.%d.layer_norm1.bias",
-                 pre, i);
-        /* fc1.weight: (I, W); fc2.weight: (W, I) */
-        spec_add(l, m ? &lw->fc1_w : NULL, 2, I, W, 0, 0, "%s.encoder.layers.%d.mlp.fc1.weight",
-                 pre, i);
-        spec_add(l, m ? &lw->fc1_b : NULL, 1, I, 0, 0, 0, "%s.encoder.layers.%d.mlp.fc1.bias", pre,
-                 i);
-        spec_add(l, m ? &lw->fc2_w : NULL, 2, W, I, 0, 0, "%s.encoder.layers.%d.mlp.fc2.weight",
-                 pre, i);
-        spec_add(l, m ? &lw->fc2_b : NULL, 1, W, 0, 0, 0, "%s.encoder.layers.%d.mlp.fc2.bias", pre,
-                 i);
-        spec_add(l, m ? &lw->ln2_w : NULL, 1, W, 0, 0, 0,
-                 "%s.encoder.layers.%d.layer_norm2.weight", pre, i);
-        spec_add(l, m ? &lw->ln2_b : NULL, 1, W, 0, 0, 0, "%s.encoder.layers.%d.layer_norm2.bias",
-                 pre, i);
+        for (size_t k = 0; k < IMS_ARRAY_LEN(layer_params); k++) {
+            const struct layer_param *p = &layer_params[k];
+            int64_t out = width[p->out], in = width[p->in];
+            spec_add(l, layer_field(lw, p->weight), in ? 2 : 1, out, in, 0, 0,
+                     "%s.encoder.layers.%d.%s.weight", tower, i, p->name);
+            spec_add(l, layer_field(lw, p->bias), 1, out, 0, 0, 0, "%s.encoder.layers.%d.%s.bias",
+                     tower, i, p->name);
+        }
     }
 }
 
@@ -269,34 +272,24 @@ static const char *width_letter(int w)
  * another fine-tune, F16 vs F32). The fingerprint is FNV-1a 64 over the
  * safetensors header and the first and last 64 bytes of every tensor: cheap
  * (no pass over 600 MB), yet any retrained or converted checkpoint differs
- * there. */
-static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 0x100000001B3ull;
-    }
-    return h;
-}
-
+ * there. The values must never change (test_clip_fingerprint). */
 static void make_name(struct clip_model *m, const char *dir)
 {
     (void)dir;
-    uint64_t h = 0xCBF29CE484222325ull;
+    uint64_t h = IMS_FNV1A64_BASIS;
     const unsigned char *base = m->weights_file.map;
     if (base && m->weights_file.map_bytes >= 8) {
         uint64_t hlen = 0;
         for (int i = 7; i >= 0; i--)
             hlen = hlen << 8 | base[i];
         if (hlen <= m->weights_file.map_bytes - 8)
-            h = fnv1a(h, base + 8, (size_t)hlen);
+            h = ims_fnv1a64_update(h, base + 8, (size_t)hlen);
     }
     for (int i = 0; i < m->weights_file.n_tensors; i++) {
         const struct clip_safetensors_tensor *t = &m->weights_file.tensors[i];
         size_t n = (size_t)(t->end - t->begin), k = IMS_MIN(n, (size_t)64);
-        h = fnv1a(h, t->data, k);
-        h = fnv1a(h, (const unsigned char *)t->data + (n - k), k);
+        h = ims_fnv1a64_update(h, t->data, k);
+        h = ims_fnv1a64_update(h, (const unsigned char *)t->data + (n - k), k);
     }
     const struct clip_tower_config *v = &m->config.vision;
     snprintf(m->name, sizeof(m->name), "vit-%s-%d-%dx%d-%d:%016llx", width_letter(v->hidden_size),

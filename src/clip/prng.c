@@ -53,12 +53,7 @@ static int ends_with(const char *s, const char *suffix)
 static void prng_tensor_init(struct prng_tensor *pt, const char *name, uint64_t seed, int patch,
                              int64_t last_dim)
 {
-    uint64_t h = 0xCBF29CE484222325ull;
-    for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
-        h ^= *p;
-        h *= 0x100000001B3ull;
-    }
-    pt->base = h ^ (seed * PRNG_GOLDEN);
+    pt->base = ims_fnv1a64(name, strlen(name)) ^ (seed * PRNG_GOLDEN);
     int is_norm = strstr(name, "layer_norm") || strstr(name, "layrnorm") ||
                   strstr(name, "layernorm");
     pt->offset = 0;

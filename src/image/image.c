@@ -62,18 +62,16 @@ const char *image_format_word(enum image_format f)
 
 int image_format_parse(const char *word, enum image_format *out)
 {
-    static const struct {
-        const char *w;
-        enum image_format f;
-    } words[] = {
-        {"jpeg", IMAGE_FORMAT_JPEG}, {"jpg", IMAGE_FORMAT_JPEG}, {"png", IMAGE_FORMAT_PNG},
-        {"webp", IMAGE_FORMAT_WEBP}, {"gif", IMAGE_FORMAT_GIF},  {"bmp", IMAGE_FORMAT_BMP},
-        {"heic", IMAGE_FORMAT_HEIF}, {"heif", IMAGE_FORMAT_HEIF}, {"avif", IMAGE_FORMAT_AVIF},
-        {"tiff", IMAGE_FORMAT_TIFF}, {"tif", IMAGE_FORMAT_TIFF},
+    /* base's table is the one list of accepted spellings; this maps its
+     * canonical word back to the enum through image_format_word */
+    const char *canonical = ims_format_word(word);
+    static const enum image_format formats[] = {
+        IMAGE_FORMAT_JPEG, IMAGE_FORMAT_PNG,  IMAGE_FORMAT_WEBP, IMAGE_FORMAT_GIF,
+        IMAGE_FORMAT_BMP,  IMAGE_FORMAT_HEIF, IMAGE_FORMAT_AVIF, IMAGE_FORMAT_TIFF,
     };
-    for (size_t i = 0; word && i < IMS_ARRAY_LEN(words); i++)
-        if (!strcasecmp(word, words[i].w)) {
-            *out = words[i].f;
+    for (size_t i = 0; canonical && i < IMS_ARRAY_LEN(formats); i++)
+        if (!strcmp(canonical, image_format_word(formats[i]))) {
+            *out = formats[i];
             return 0;
         }
     return -1;

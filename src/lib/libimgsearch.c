@@ -58,6 +58,13 @@ struct imgsearch {
     struct search_engine *se;       /* NULL without a model or index, or until started */
     struct ingest_options iopt;
     pthread_mutex_t add_mu;         /* one imgsearch_add at a time */
+    /* the last duplicates pass (imgsearch__duplicates), under dups_mu */
+    pthread_mutex_t dups_mu;
+    pthread_cond_t dups_cv;         /* a pass ended */
+    int dups_computing, dups_valid;
+    uint64_t dups_generation;       /* the index's when the pass began */
+    float dups_threshold;
+    struct vindex_dups dups;
     char model_name[256];
     int dim;
     int sync_ms;                    /* how long an add or remove waits for the index */
@@ -156,6 +163,8 @@ enum ims_status imgsearch__open(const struct imgsearch__open_options *o, struct 
     if (!is)
         return ims_error_set(err, IMS_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&is->add_mu, NULL);
+    pthread_mutex_init(&is->dups_mu, NULL);
+    pthread_cond_init(&is->dups_cv, NULL);
     is->sync_ms = o->sync_ms > 0 ? o->sync_ms : 60000;
     struct replica_options ro = o->replica;
     enum ims_status st;
@@ -249,7 +258,50 @@ void imgsearch_close(struct imgsearch *is)
     replica_close(is->replica); /* no snapshot: imgsearch_save writes it */
     clip_model_free(is->model);
     pthread_mutex_destroy(&is->add_mu);
+    vindex_dups_fini(&is->dups);
+    pthread_cond_destroy(&is->dups_cv);
+    pthread_mutex_destroy(&is->dups_mu);
     ims_free(is);
+}
+
+enum ims_status imgsearch__duplicates(struct imgsearch *is, float threshold,
+                                      enum ims_status (*fn)(void *ctx, const struct vindex_dups *d,
+                                                            struct ims_error *err),
+                                      void *ctx, struct ims_error *err)
+{
+    struct vindex *vx = replica_index(is->replica);
+    IMS_RETURN_ERROR_IF(!vx, err, IMS_ERR_INVALID, "duplicates: opened without an index");
+    uint64_t gen = vindex_generation(vx); /* read before the pass: a race leaves it stale */
+    enum ims_status st = IMS_OK;
+    pthread_mutex_lock(&is->dups_mu);
+    while (!is->dups_valid || is->dups_generation != gen || is->dups_threshold != threshold) {
+        if (is->dups_computing) {
+            pthread_cond_wait(&is->dups_cv, &is->dups_mu);
+            continue;
+        }
+        is->dups_computing = 1;
+        pthread_mutex_unlock(&is->dups_mu);
+        struct vindex_dups_options o;
+        vindex_dups_options_default(&o);
+        o.threshold = threshold;
+        struct vindex_dups fresh;
+        st = vindex_duplicates(vx, &o, &fresh, err);
+        pthread_mutex_lock(&is->dups_mu);
+        is->dups_computing = 0;
+        pthread_cond_broadcast(&is->dups_cv);
+        if (st != IMS_OK) {
+            pthread_mutex_unlock(&is->dups_mu);
+            return st;
+        }
+        vindex_dups_fini(&is->dups);
+        is->dups = fresh;
+        is->dups_valid = 1;
+        is->dups_generation = gen;
+        is->dups_threshold = threshold;
+    }
+    st = fn(ctx, &is->dups, err);
+    pthread_mutex_unlock(&is->dups_mu);
+    return st;
 }
 
 enum imgsearch_status imgsearch_count(struct imgsearch *is, int64_t *n, struct imgsearch_error *e)
@@ -285,7 +337,7 @@ static int next_source(void *ctx, const char **source)
 
 enum ims_status imgsearch__add(struct imgsearch *is, const struct ingest_options *io,
                                int (*next)(void *ctx, const char **source), void *ctx,
-                               atomic_int *cancel, struct ingest_summary *sum,
+                               const atomic_int *cancel, struct ingest_summary *sum,
                                struct ims_error *err)
 {
     if (!is->model)
@@ -476,8 +528,8 @@ static enum ims_status filter_from_public(const struct imgsearch_filter *f, stru
         enum image_format fm;
         const char *w = f->formats[i];
         IMS_RETURN_ERROR_IF(!w || image_format_parse(w, &fm) != 0, err, IMS_ERR_INVALID,
-                            "filter.formats[%zu]: unknown format '%.32s' (known: jpeg, png, webp, "
-                            "gif, bmp, heic, avif, tiff)", i, w ? w : "(null)");
+                            "filter.formats[%zu]: unknown format '%.32s' (known: " IMS_FORMAT_WORDS
+                            ")", i, w ? w : "(null)");
         size_t at = strlen(fmts);
         snprintf(fmts + at, fmts_size - at, "%s%s", at ? "," : "", image_format_word(fm));
     }

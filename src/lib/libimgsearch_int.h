@@ -80,7 +80,7 @@ enum ims_status imgsearch__after_commit(void *user, int64_t seq, struct ims_erro
  * download policy) and cancel flag; one at a time per handle. */
 enum ims_status imgsearch__add(struct imgsearch *is, const struct ingest_options *io,
                                int (*next)(void *ctx, const char **source), void *ctx,
-                               atomic_int *cancel, struct ingest_summary *sum,
+                               const atomic_int *cancel, struct ingest_summary *sum,
                                struct ims_error *err);
 
 /* imgsearch_search with the whole request (every filter, dedup, knobs) and
@@ -97,6 +97,17 @@ enum ims_status imgsearch__remove(struct imgsearch *is, int64_t id, int sync_ms,
 enum ims_status imgsearch__remove_many(struct imgsearch *is, const int64_t *ids, size_t n,
                                        uint8_t *existed, enum ims_status *index_st,
                                        struct ims_error *index_err, struct ims_error *err);
+
+/* The near-duplicate groups of the whole index at `threshold`
+ * (vindex_duplicates), handed to fn (under the handle's lock: fn copies what
+ * it keeps, and its status is returned). The pass is kept and reused while
+ * the index's generation and the threshold stay the same, so a page that
+ * asks again costs nothing; callers that need a new pass wait for the
+ * running one (which may answer theirs) instead of stacking passes. */
+enum ims_status imgsearch__duplicates(struct imgsearch *is, float threshold,
+                                      enum ims_status (*fn)(void *ctx, const struct vindex_dups *d,
+                                                            struct ims_error *err),
+                                      void *ctx, struct ims_error *err);
 
 /* The index type in effect (index.spec, or the running index's) and the
  * change feed's newest seq and trimmed floor. */

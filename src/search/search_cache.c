@@ -38,12 +38,8 @@ struct search_cache {
 
 static uint64_t hash_ids(const int32_t *ids, int n)
 {
-    uint64_t h = 0xCBF29CE484222325ull;
-    for (int i = 0; i < n; i++) {
-        h ^= (uint32_t)ids[i];
-        h *= 0x100000001B3ull;
-    }
-    return h ^ (h >> 29);
+    uint64_t h = ims_fnv1a64(ids, (size_t)n * sizeof(*ids));
+    return h ^ (h >> 29); /* the bucket index takes the low bits */
 }
 
 enum ims_status search__cache_new(size_t capacity, int dim, struct search_cache **out)

@@ -47,29 +47,14 @@
 #define CLIPBACK_DEDUP_THRESHOLD 0.94f   /* clip_back.py get_non_uniques */
 #define METADATA_IDS_MAX 1000
 
-static void message(struct server__compat_reply *out, struct server_arena *a, int status,
-                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void message(struct server__compat_reply *out, struct server_arena *a, int status,
-                    const char *fmt, ...)
-{
-    char msg[768];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    server__compat_json(out, a, status, server__json_message("message", msg));
-}
+/* clip-retrieval's errors are {"message": "..."} (Flask-RESTful's shape) */
+#define message(out, a, status, ...) server__compat_message(out, a, status, "message", __VA_ARGS__)
 
+/* A backend failure: its mapped status; internal messages go to the log. */
 static void backend_error(struct server__compat_reply *out, struct server_arena *a,
                           enum ims_status st, const struct ims_error *err)
 {
-    const char *msg = ims_error_message(err, st);
-    int status = server__http_status(st);
-    if (status == 500) {
-        snprintf(out->log, sizeof(out->log), "%s: %s", ims_status_name(st), msg);
-        msg = "internal error (see the server's error log)";
-    }
-    message(out, a, status, "%s", msg);
+    server__compat_error(out, a, "message", server__http_status(st), st, err);
 }
 
 static void add_ignored(struct server__compat_reply *out, const char *name)

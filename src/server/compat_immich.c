@@ -75,20 +75,8 @@ void server__compat_json(struct server__compat_reply *out, struct server_arena *
     free(text);
 }
 
-static void detail(struct server__compat_reply *out, struct server_arena *a, int status,
-                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void detail(struct server__compat_reply *out, struct server_arena *a, int status,
-                   const char *fmt, ...)
-{
-    char msg[768];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    server__compat_json(out, a, status, server__json_message("detail", msg));
-}
-
-json_t *server__json_message(const char *key, char *msg)
+/* {key: msg}; bytes of msg that are not UTF-8 become '?' (msg is modified). */
+static json_t *json_message(const char *key, char *msg)
 {
     json_t *o = json_pack("{s:s}", key, msg);
     if (!o) {
@@ -102,17 +90,39 @@ json_t *server__json_message(const char *key, char *msg)
     return o;
 }
 
-/* A backend failure: its mapped status; internal messages go to the log. */
-static void backend_error(struct server__compat_reply *out, struct server_arena *a,
-                          enum ims_status st, const struct ims_error *err)
+void server__compat_message(struct server__compat_reply *out, struct server_arena *a, int status,
+                            const char *key, const char *fmt, ...)
+{
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    server__compat_json(out, a, status, json_message(key, msg));
+}
+
+void server__compat_error(struct server__compat_reply *out, struct server_arena *a,
+                          const char *key, int status, enum ims_status st,
+                          const struct ims_error *err)
 {
     const char *msg = ims_error_message(err, st);
-    int status = st == IMS_ERR_NOT_FOUND ? 400 : server__http_status(st);
     if (status == 500) {
         snprintf(out->log, sizeof(out->log), "%s: %s", ims_status_name(st), msg);
         msg = "internal error (see the server's error log)";
     }
-    detail(out, a, status, "%s", msg);
+    server__compat_message(out, a, status, key, "%s", msg);
+}
+
+/* immich's errors are {"detail": "..."} (FastAPI's shape) */
+#define detail(out, a, status, ...) server__compat_message(out, a, status, "detail", __VA_ARGS__)
+
+/* A backend failure: its mapped status (an unknown id is the request's
+ * fault: 400, as immich answers); internal messages go to the log. */
+static void backend_error(struct server__compat_reply *out, struct server_arena *a,
+                          enum ims_status st, const struct ims_error *err)
+{
+    server__compat_error(out, a, "detail", st == IMS_ERR_NOT_FOUND ? 400 : server__http_status(st),
+                         st, err);
 }
 
 /* ---- the embedding as immich's service prints it ------------------------------- */

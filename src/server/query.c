@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -141,55 +142,86 @@ static enum ims_status json_int_in(json_t *v, const char *what, long long lo, lo
 static enum ims_status json_filter(json_t *jf, struct server_arena *a, struct server_query *q,
                                    struct ims_error *err);
 
-/* ---- per-query index knobs (issue 11): "ef", "nprobe", "rerank" ---------------- */
-
-static int knob_key(const char *key)
+/* A string member, checked by `check`, copied into the request's arena. */
+static enum ims_status json_string_in(json_t *v, const char *what,
+                                      enum ims_status (*check)(const char *s, size_t len,
+                                                               const char *what,
+                                                               struct ims_error *err),
+                                      struct server_arena *a, const char **out,
+                                      struct ims_error *err)
 {
-    return !strcmp(key, "ef") || !strcmp(key, "nprobe") || !strcmp(key, "rerank");
+    IMS_RETURN_ERROR_IF(!json_is_string(v), err, IMS_ERR_INVALID, "%s: must be a string", what);
+    enum ims_status st = check(json_string_value(v), json_string_length(v), what, err);
+    if (st == IMS_OK && !(*out = server_arena_strdup(a, json_string_value(v))))
+        st = ims_error_set(err, IMS_ERR_NOMEM, "out of memory");
+    return st;
 }
 
-static enum ims_status json_knobs(json_t *root, struct server_query *q, struct ims_error *err)
+/* ---- the integer options: "k", "offset" and the index knobs (issue 11) ------------- */
+
+/* One table for every spelling (JSON member, query parameter, form field):
+ * name, bounds, and the int of struct server_query it fills. */
+static const struct int_option {
+    const char *name;
+    long long lo, hi;
+    size_t at; /* offsetof(struct server_query, <int member>) */
+} int_options[] = {
+    {"k", 1, SERVER_K_MAX, offsetof(struct server_query, k)},
+    {"offset", 0, SERVER_OFFSET_MAX, offsetof(struct server_query, offset)},
+    {"ef", 1, SERVER_EF_MAX, offsetof(struct server_query, ef)},
+    {"nprobe", 1, SERVER_NPROBE_MAX, offsetof(struct server_query, nprobe)},
+    {"rerank", 1, SERVER_RERANK_MAX, offsetof(struct server_query, rerank)},
+};
+#define N_INT_OPTIONS (sizeof(int_options) / sizeof(int_options[0]))
+
+static int int_option_key(const char *key)
 {
-    enum ims_status st;
-    long long x;
-    json_t *v;
-    if ((v = json_object_get(root, "ef"))) {
-        if ((st = json_int_in(v, "ef", 1, SERVER_EF_MAX, &x, err)) != IMS_OK)
+    for (size_t i = 0; i < N_INT_OPTIONS; i++)
+        if (!strcmp(key, int_options[i].name))
+            return 1;
+    return 0;
+}
+
+/* The top-level members of a JSON search besides its terms. */
+static int option_key(const char *key)
+{
+    return int_option_key(key) || !strcmp(key, "min_score") || !strcmp(key, "order") ||
+           !strcmp(key, "filter") || !strcmp(key, "dedup");
+}
+
+static int *int_option_in(struct server_query *q, size_t i)
+{
+    return (int *)(void *)((char *)q + int_options[i].at);
+}
+
+static enum ims_status json_int_options(json_t *root, struct server_query *q,
+                                        struct ims_error *err)
+{
+    for (size_t i = 0; i < N_INT_OPTIONS; i++) {
+        const struct int_option *o = &int_options[i];
+        json_t *v = json_object_get(root, o->name);
+        long long x;
+        enum ims_status st;
+        if (v && (st = json_int_in(v, o->name, o->lo, o->hi, &x, err)) != IMS_OK)
             return st;
-        q->ef = (int)x;
-    }
-    if ((v = json_object_get(root, "nprobe"))) {
-        if ((st = json_int_in(v, "nprobe", 1, SERVER_NPROBE_MAX, &x, err)) != IMS_OK)
-            return st;
-        q->nprobe = (int)x;
-    }
-    if ((v = json_object_get(root, "rerank"))) {
-        if ((st = json_int_in(v, "rerank", 1, SERVER_RERANK_MAX, &x, err)) != IMS_OK)
-            return st;
-        q->rerank = (int)x;
+        if (v)
+            *int_option_in(q, i) = (int)x;
     }
     return IMS_OK;
 }
 
-static enum ims_status text_knobs(const char *ef, const char *nprobe, const char *rerank,
-                                  struct server_query *q, struct ims_error *err)
+/* text[i]: the value given for int_options[i], NULL if absent */
+static enum ims_status text_int_options(const char *const text[N_INT_OPTIONS],
+                                        struct server_query *q, struct ims_error *err)
 {
-    enum ims_status st;
-    long long x;
-    if (ef) {
-        if ((st = server__parse_int(ef, "ef", 1, SERVER_EF_MAX, &x, err)) != IMS_OK)
+    for (size_t i = 0; i < N_INT_OPTIONS; i++) {
+        const struct int_option *o = &int_options[i];
+        long long x;
+        enum ims_status st;
+        if (text[i] && (st = server__parse_int(text[i], o->name, o->lo, o->hi, &x, err)) != IMS_OK)
             return st;
-        q->ef = (int)x;
-    }
-    if (nprobe) {
-        if ((st = server__parse_int(nprobe, "nprobe", 1, SERVER_NPROBE_MAX, &x, err)) != IMS_OK)
-            return st;
-        q->nprobe = (int)x;
-    }
-    if (rerank) {
-        if ((st = server__parse_int(rerank, "rerank", 1, SERVER_RERANK_MAX, &x, err)) != IMS_OK)
-            return st;
-        q->rerank = (int)x;
+        if (text[i])
+            *int_option_in(q, i) = (int)x;
     }
     return IMS_OK;
 }
@@ -199,8 +231,6 @@ static enum ims_status text_knobs(const char *ef, const char *nprobe, const char
 static enum ims_status json_term(json_t *obj, const char *where, bool top, struct server_arena *a,
                                  struct server_term *t, struct ims_error *err)
 {
-    static const char *const top_keys[] = {"k",      "offset", "min_score", "order", "filter",
-                                           "dedup",  "ef",     "nprobe",    "rerank"};
     memset(t, 0, sizeof(*t));
     t->weight = 1.0f;
     int n_kinds = 0;
@@ -220,19 +250,11 @@ static enum ims_status json_term(json_t *obj, const char *where, bool top, struc
         } else if (strcmp(key, "text") == 0) {
             n_kinds++;
             t->kind = SERVER_TERM_TEXT;
-            if (!json_is_string(v))
-                return ims_error_set(err, IMS_ERR_INVALID, "%s: must be a string", what);
-            st = check_text(json_string_value(v), json_string_length(v), what, err);
-            if (st == IMS_OK && !(t->text = server_arena_strdup(a, json_string_value(v))))
-                st = ims_error_set(err, IMS_ERR_NOMEM, "out of memory");
+            st = json_string_in(v, what, check_text, a, &t->text, err);
         } else if (strcmp(key, "image_url") == 0) {
             n_kinds++;
             t->kind = SERVER_TERM_IMAGE_URL;
-            if (!json_is_string(v))
-                return ims_error_set(err, IMS_ERR_INVALID, "%s: must be a string", what);
-            st = check_url(json_string_value(v), json_string_length(v), what, err);
-            if (st == IMS_OK && !(t->url = server_arena_strdup(a, json_string_value(v))))
-                st = ims_error_set(err, IMS_ERR_NOMEM, "out of memory");
+            st = json_string_in(v, what, check_url, a, &t->url, err);
         } else if (strcmp(key, "image_id") == 0) {
             n_kinds++;
             t->kind = SERVER_TERM_IMAGE_ID;
@@ -261,10 +283,7 @@ static enum ims_status json_term(json_t *obj, const char *where, bool top, struc
             t->vector = vec;
             t->n_vector = n;
         } else {
-            bool ok = false;
-            for (size_t i = 0; top && i < IMS_ARRAY_LEN(top_keys); i++)
-                ok = ok || strcmp(key, top_keys[i]) == 0;
-            if (!ok)
+            if (!top || !option_key(key))
                 return ims_error_set(err, IMS_ERR_INVALID, "%s: unknown member", what);
         }
         if (st != IMS_OK)
@@ -328,9 +347,7 @@ enum ims_status server__query_parse_json(const char *body, size_t len, struct se
         json_t *v;
         json_object_foreach(root, key, v)
         {
-            if (strcmp(key, "terms") && strcmp(key, "k") && strcmp(key, "offset") &&
-                strcmp(key, "min_score") && strcmp(key, "order") && strcmp(key, "filter") &&
-                strcmp(key, "dedup") && !knob_key(key)) {
+            if (strcmp(key, "terms") && !option_key(key)) {
                 st = ims_error_set(err, IMS_ERR_INVALID, "%s: unknown member", key);
                 goto out;
             }
@@ -348,18 +365,9 @@ enum ims_status server__query_parse_json(const char *body, size_t len, struct se
     }
     q->terms = terms;
 
-    long long x;
     json_t *v;
-    if ((v = json_object_get(root, "k"))) {
-        if ((st = json_int_in(v, "k", 1, SERVER_K_MAX, &x, err)) != IMS_OK)
-            goto out;
-        q->k = (int)x;
-    }
-    if ((v = json_object_get(root, "offset"))) {
-        if ((st = json_int_in(v, "offset", 0, SERVER_OFFSET_MAX, &x, err)) != IMS_OK)
-            goto out;
-        q->offset = (int)x;
-    }
+    if ((st = json_int_options(root, q, err)) != IMS_OK)
+        goto out;
     if ((v = json_object_get(root, "min_score"))) {
         double d;
         if ((st = json_number(v, "min_score", &d, err)) != IMS_OK)
@@ -393,8 +401,6 @@ enum ims_status server__query_parse_json(const char *body, size_t len, struct se
         q->has_dedup = true;
         q->dedup = (float)d;
     }
-    if ((st = json_knobs(root, q, err)) != IMS_OK)
-        goto out;
 out:
     json_decref(root);
     return st;
@@ -432,21 +438,6 @@ static int civil_time(const char *s, int64_t *out)
     int64_t days = era * 146097 + doe - 719468;
     *out = days * 86400 + h * 3600 + mi * 60 + se;
     return 0;
-}
-
-/* The API's word for an image format ("jpg" -> "jpeg", case-insensitive), or
- * NULL when it is not one imgsearch reads. */
-static const char *format_canonical(const char *w)
-{
-    static const char *const words[][2] = {
-        {"jpeg", "jpeg"}, {"jpg", "jpeg"}, {"png", "png"},   {"webp", "webp"},
-        {"gif", "gif"},   {"bmp", "bmp"},  {"heic", "heic"}, {"heif", "heic"},
-        {"avif", "avif"}, {"tiff", "tiff"}, {"tif", "tiff"},
-    };
-    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
-        if (!strcasecmp(w, words[i][0]))
-            return words[i][1];
-    return NULL;
 }
 
 /* Unix seconds, YYYY-MM-DD (UTC; a "to" bound takes the day's last second) or
@@ -494,13 +485,12 @@ static enum ims_status add_format(struct server_arena *a, struct server_filter *
     char word[16];
     const char *canon;
     IMS_RETURN_ERROR_IF(len == 0 || len >= sizeof(word), err, IMS_ERR_INVALID,
-                        "format: unknown format '%.*s' (known: jpeg, png, webp, gif, bmp, heic, "
-                        "avif, tiff)", (int)(len > 32 ? 32 : len), w);
+                        "format: unknown format '%.*s' (known: " IMS_FORMAT_WORDS ")",
+                        (int)(len > 32 ? 32 : len), w);
     memcpy(word, w, len);
     word[len] = 0;
-    IMS_RETURN_ERROR_IF(!(canon = format_canonical(word)), err, IMS_ERR_INVALID,
-                        "format: unknown format '%s' (known: jpeg, png, webp, gif, bmp, heic, "
-                        "avif, tiff)", word);
+    IMS_RETURN_ERROR_IF(!(canon = ims_format_word(word)), err, IMS_ERR_INVALID,
+                        "format: unknown format '%s' (known: " IMS_FORMAT_WORDS ")", word);
     size_t old = f->formats ? strlen(f->formats) : 0;
     IMS_RETURN_ERROR_IF(old > 400, err, IMS_ERR_INVALID, "format: too many formats");
     char *s = server_arena_alloc(a, old + 16);
@@ -733,23 +723,11 @@ static enum ims_status parse_dedup(const char *v, struct server_query *q, struct
 
 /* ---- shared options (query string and multipart) ------------------------------------ */
 
-static enum ims_status apply_options(const char *k, const char *offset, const char *min_score,
-                                     const char *order, struct server_query *q,
-                                     struct ims_error *err)
+static enum ims_status apply_options(const char *min_score, const char *order,
+                                     struct server_query *q, struct ims_error *err)
 {
     enum ims_status st;
-    long long x;
     double d;
-    if (k) {
-        if ((st = server__parse_int(k, "k", 1, SERVER_K_MAX, &x, err)) != IMS_OK)
-            return st;
-        q->k = (int)x;
-    }
-    if (offset) {
-        if ((st = server__parse_int(offset, "offset", 0, SERVER_OFFSET_MAX, &x, err)) != IMS_OK)
-            return st;
-        q->offset = (int)x;
-    }
     if (min_score) {
         if ((st = server__parse_float(min_score, "min_score", -1.0, 1.0, &d, err)) != IMS_OK)
             return st;
@@ -795,9 +773,11 @@ enum ims_status server__query_from_args(const struct server_query_args *args,
         return st;
     if (args->dedup && (st = parse_dedup(args->dedup, q, err)) != IMS_OK)
         return st;
-    if ((st = text_knobs(args->ef, args->nprobe, args->rerank, q, err)) != IMS_OK)
+    const char *ints[N_INT_OPTIONS] = {args->k, args->offset, args->ef, args->nprobe,
+                                       args->rerank}; /* int_options' order */
+    if ((st = text_int_options(ints, q, err)) != IMS_OK)
         return st;
-    return apply_options(args->k, args->offset, args->min_score, args->order, q, err);
+    return apply_options(args->min_score, args->order, q, err);
 }
 
 /* ---- multipart ------------------------------------------------------------------------ */
@@ -827,13 +807,11 @@ static enum ims_status form_weight(const struct server_mp_form *f, const char *n
 enum ims_status server__query_from_form(const struct server_mp_form *f, struct server_arena *a,
                                         struct server_query *q, struct ims_error *err)
 {
-    static const char *const known[] = {"file",           "text",        "negative",
-                                        "image_id",       "image_url",   "file_weight",
-                                        "text_weight",    "negative_weight",
-                                        "image_id_weight", "image_url_weight",
-                                        "k",              "offset",      "min_score",
-                                        "order",          "dedup",       "filter",
-                                        "ef",             "nprobe",      "rerank"};
+    /* the terms and their weights; the options are the JSON body's */
+    static const char *const known[] = {"file",        "text",           "negative",
+                                        "image_id",    "image_url",      "file_weight",
+                                        "text_weight", "negative_weight", "image_id_weight",
+                                        "image_url_weight"};
     enum ims_status st;
     query_defaults(q);
     /* Every field: known, no NUL in a value (a C string would end there:
@@ -841,7 +819,7 @@ enum ims_status server__query_from_form(const struct server_mp_form *f, struct s
     for (size_t i = 0; i < f->n_fields; i++) {
         const struct server_mp_field *fld = &f->fields[i];
         const char *name = fld->info.name;
-        bool is_known = false;
+        bool is_known = option_key(name);
         for (size_t j = 0; j < IMS_ARRAY_LEN(known); j++)
             is_known = is_known || strcmp(name, known[j]) == 0;
         IMS_RETURN_ERROR_IF(!is_known, err, IMS_ERR_INVALID, "unknown form field \"%s\"", name);
@@ -867,11 +845,7 @@ enum ims_status server__query_from_form(const struct server_mp_form *f, struct s
     size_t n = 0;
     for (size_t i = 0; i < f->n_fields; i++) {
         const struct server_mp_field *fld = &f->fields[i];
-        const char *name = fld->info.name;
-        bool is_known = false;
-        for (size_t j = 0; j < IMS_ARRAY_LEN(known); j++)
-            is_known = is_known || strcmp(name, known[j]) == 0;
-        IMS_RETURN_ERROR_IF(!is_known, err, IMS_ERR_INVALID, "unknown form field \"%s\"", name);
+        const char *name = fld->info.name; /* known: checked above */
         bool is_term = !strcmp(name, "file") || !strcmp(name, "text") ||
                        !strcmp(name, "negative") || !strcmp(name, "image_id") ||
                        !strcmp(name, "image_url");
@@ -935,9 +909,10 @@ enum ims_status server__query_from_form(const struct server_mp_form *f, struct s
         if (st != IMS_OK)
             return st;
     }
-    if ((st = text_knobs(form_value(f, "ef"), form_value(f, "nprobe"), form_value(f, "rerank"),
-                         q, err)) != IMS_OK)
+    const char *ints[N_INT_OPTIONS];
+    for (size_t i = 0; i < N_INT_OPTIONS; i++)
+        ints[i] = form_value(f, int_options[i].name);
+    if ((st = text_int_options(ints, q, err)) != IMS_OK)
         return st;
-    return apply_options(form_value(f, "k"), form_value(f, "offset"),
-                         form_value(f, "min_score"), form_value(f, "order"), q, err);
+    return apply_options(form_value(f, "min_score"), form_value(f, "order"), q, err);
 }

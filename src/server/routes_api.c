@@ -69,8 +69,9 @@ static json_t *job_json(const struct server_job *job)
         json_array_append_new(errors,
                               json_pack("{s:s?, s:s?, s:s?}", "url", job->errors[i].url, "code",
                                         job->errors[i].code, "error", job->errors[i].error));
-    unsigned st = (unsigned)job->state < 4 ? (unsigned)job->state : 3;
-    return json_pack("{s:s, s:s, s:I, s:I, s:I, s:o?}", "id", job->id, "state", states[st], "total",
+    unsigned state = (unsigned)job->state < 4 ? (unsigned)job->state : 3;
+    return json_pack("{s:s, s:s, s:I, s:I, s:I, s:o?}", "id", job->id, "state", states[state],
+                     "total",
                      (json_int_t)job->total, "done", (json_int_t)job->done, "failed",
                      (json_int_t)job->failed, "errors", errors);
 }

@@ -333,8 +333,17 @@ struct json_t;
 void server__compat_json(struct server__compat_reply *out, struct server_arena *a, int status,
                          struct json_t *o);
 
-/* {key: msg}; bytes of msg that are not UTF-8 become '?' (msg is modified). */
-struct json_t *server__json_message(const char *key, char *msg);
+/* {key: message} as the reply, with `status` (key: "detail" for immich,
+ * "message" for clip-retrieval); bytes that are not UTF-8 become '?'. */
+void server__compat_message(struct server__compat_reply *out, struct server_arena *a, int status,
+                            const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+/* A backend failure as {key: message} with `status` (the caller's mapping
+ * of st); a 500's message goes to out->log and the client reads "internal
+ * error". */
+void server__compat_error(struct server__compat_reply *out, struct server_arena *a,
+                          const char *key, int status, enum ims_status st,
+                          const struct ims_error *err);
 
 /* The one place where statuses become HTTP codes (server_respond.c). */
 int server__http_status(enum ims_status st);
