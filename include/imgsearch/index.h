@@ -166,6 +166,17 @@ enum ims_status vindex_search_with(struct vindex *vx, const float *q, int k,
 enum ims_status vindex_set_search_params(struct vindex *vx, const struct vindex_search_params *p,
                                          struct ims_error *err);
 void vindex_get_search_params(struct vindex *vx, struct vindex_search_params *out);
+/* *base with the non-zero ef_search, nprobe and rerank of *over (NULL:
+ * none) in their place; n_threads stays base's. */
+struct vindex_search_params vindex_search_params_merge(const struct vindex_search_params *base,
+                                                       const struct vindex_search_params *over);
+/* What a search of an index of type `spec` uses for a knob left at 0: the
+ * ef_search of Graph<M> (128 for M >= 32, else 256) and of FAISS's HNSW
+ * types (256), the nprobe of IVF types (FAISS's 1); 0 for a knob the
+ * type does not have (nprobe of a graph, ef_search of Flat or of an IVF
+ * over an HNSW quantizer). rerank is always 0: a query re-scores its k.
+ * n_threads 1. */
+void vindex_default_search_params(const char *spec, struct vindex_search_params *out);
 
 /* Live vectors (removed ones excluded). */
 size_t vindex_count(struct vindex *vx);

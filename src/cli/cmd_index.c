@@ -20,7 +20,21 @@ const char cli_help_index[] =
     "Shows or changes the index's stored search defaults without a rebuild:\n"
     "--ef-search (HNSW/Graph beam, 1..4096), --nprobe (IVF lists, 1..65536),\n"
     "--rerank (candidates re-scored exactly). Options not given keep their value.\n"
+    "show prints each knob's value in force: the stored one, else the type's\n"
+    "default marked (default), or - when the type has no such knob.\n"
     CLI_CATALOGUE_HELP;
+
+/* One knob's line: the stored value, else the value searches use when none
+ * is stored (marked as the default), or that the type has no such knob. */
+static void print_knob(const char *name, int stored, int def, const char *spec)
+{
+    if (stored > 0)
+        printf("%s %d\n", name, stored);
+    else if (def > 0)
+        printf("%s %d (default)\n", name, def);
+    else
+        printf("%s - (not used by %s)\n", name, spec);
+}
 
 int cli_cmd_index(int argc, char **argv)
 {
@@ -62,13 +76,7 @@ int cli_cmd_index(int argc, char **argv)
         return 1;
     int rc = 0;
     if (set) {
-        struct vindex_search_params merged = app.params;
-        if (p.ef_search)
-            merged.ef_search = p.ef_search;
-        if (p.nprobe)
-            merged.nprobe = p.nprobe;
-        if (p.rerank)
-            merged.rerank = p.rerank;
+        struct vindex_search_params merged = vindex_search_params_merge(&app.params, &p);
         struct ims_error err = {0};
         enum ims_status st = cli_app_write_spec(&app, app.spec, &merged, &err);
         if (st != IMS_OK)
@@ -78,9 +86,17 @@ int cli_cmd_index(int argc, char **argv)
                     app.spec);
     }
     (void)show;
-    if (rc == 0)
-        printf("type %s\nef_search %d\nnprobe %d\nrerank %d\n", app.spec, app.params.ef_search,
-               app.params.nprobe, app.params.rerank);
+    if (rc == 0) {
+        struct vindex_search_params def;
+        vindex_default_search_params(app.spec, &def);
+        printf("type %s\n", app.spec);
+        print_knob("ef_search", app.params.ef_search, def.ef_search, app.spec);
+        print_knob("nprobe", app.params.nprobe, def.nprobe, app.spec);
+        if (app.params.rerank > 0)
+            printf("rerank %d\n", app.params.rerank);
+        else
+            printf("rerank k (default: each query's k)\n");
+    }
     cli_app_close("index", &app, 0);
     return rc;
 }

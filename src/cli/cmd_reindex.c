@@ -68,13 +68,7 @@ int cli_cmd_reindex(int argc, char **argv)
         params = app.params; /* same type: keep its parameters */
     if (params_given && !rebuild && !strcmp(spec, app.spec)) {
         /* only search-time knobs changed: store them, keep the index */
-        struct vindex_search_params merged = app.params;
-        if (params.nprobe)
-            merged.nprobe = params.nprobe;
-        if (params.ef_search)
-            merged.ef_search = params.ef_search;
-        if (params.rerank)
-            merged.rerank = params.rerank;
+        struct vindex_search_params merged = vindex_search_params_merge(&app.params, &params);
         struct ims_error perr = {0};
         enum ims_status pst = cli_app_write_spec(&app, app.spec, &merged, &perr);
         int prc = pst == IMS_OK ? 0 : cli_fail("reindex", "%s", ims_error_message(&perr, pst));

@@ -44,7 +44,9 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <exception>
 #include <memory>
 #include <new>
@@ -111,6 +113,20 @@ void no_polysemous(faiss::Index *ix)
         p->do_polysemous_training = false;
     if (auto *p = dynamic_cast<faiss::IndexPQ *>(inner))
         p->do_polysemous_training = false;
+}
+
+// An HNSW coarse quantizer ("IVF4096_HNSW32,...") walks with its own
+// efSearch and stops once efSearch nodes nearer than the next candidate have
+// been expanded, so with efSearch < nprobe it hands back fewer (or worse)
+// lists than asked for. The efSearch a quantizer needs for `nprobe` lists:
+// 2 * nprobe (its beam then holds the lists asked for with room to spare),
+// never below its current one, never above its number of centroids (a beam
+// as wide as the graph already visits every node), clamped to nprobe <= nlist.
+int quantizer_ef(int current, size_t nprobe, size_t nlist)
+{
+    size_t want = 2 * std::min(nprobe, nlist);
+    want = std::min(want, std::max(nlist, (size_t)1));
+    return (int)std::max((size_t)std::max(current, 0), std::min(want, (size_t)INT32_MAX));
 }
 
 bool removable(const faiss::Index *ix)
@@ -360,8 +376,8 @@ enum ims_status index__faiss_set_param(struct index__faiss *f, const char *name,
         // efSearch lists: keep it at least 2 * nprobe.
         faiss::IndexIVF *ivf_ix = faiss::ivflib::try_extract_index_ivf(f->index);
         auto *hq = ivf_ix ? dynamic_cast<faiss::IndexHNSW *>(ivf_ix->quantizer) : nullptr;
-        if (hq && std::string(name) == "nprobe" && hq->hnsw.efSearch < 2 * value)
-            hq->hnsw.efSearch = 2 * value;
+        if (hq && std::string(name) == "nprobe")
+            hq->hnsw.efSearch = quantizer_ef(hq->hnsw.efSearch, (size_t)value, ivf_ix->nlist);
         return IMS_OK;
     });
 }
@@ -386,7 +402,7 @@ enum ims_status index__faiss_search(const struct index__faiss *f, const float *q
         auto *pt = dynamic_cast<const faiss::IndexPreTransform *>(inner);
         if (pt)
             inner = pt->index;
-        faiss::SearchParametersHNSW ph;
+        faiss::SearchParametersHNSW ph, pq;
         faiss::SearchParametersIVF pi;
         const faiss::SearchParameters *params = nullptr;
         // HNSW returns at most efSearch results: widen it for this call (the
@@ -401,6 +417,14 @@ enum ims_status index__faiss_search(const struct index__faiss *f, const float *q
         if (ivf && nprobe > 0 && (size_t)nprobe != ivf->nprobe) {
             pi.nprobe = (size_t)nprobe;
             pi.max_codes = ivf->max_codes;
+            // the quantizer's walk widened with it (IndexIVF hands
+            // quantizer_params to the quantizer's search)
+            auto *hq = dynamic_cast<const faiss::IndexHNSW *>(ivf->quantizer);
+            if (hq) {
+                pq.efSearch = quantizer_ef(hq->hnsw.efSearch, pi.nprobe, ivf->nlist);
+                pq.check_relative_distance = hq->hnsw.check_relative_distance;
+                pi.quantizer_params = &pq;
+            }
             params = &pi;
         }
         if (params) {

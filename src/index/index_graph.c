@@ -20,8 +20,9 @@
  * to it than the new node is), link both ways, and shrink a neighbour's
  * full list with the same heuristic. Concurrency: the vectors, levels and
  * upper-level arrays of a whole add are written before any insert starts;
- * a node's link lists are read (copied) and written under one of 4096
- * striped mutexes, never two at a time; the entry point under its own
+ * a node's link lists are written under one of 4096 striped mutexes, never
+ * two at a time, and read without a lock (entries published before the
+ * count that covers them: read_links); the entry point under its own
  * mutex. With one thread, the graph is a deterministic function of the
  * inserted vectors.
  *
@@ -40,6 +41,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -60,7 +64,7 @@ struct index__graph {
     int m, m0, efc;
     double ml; /* level multiplier 1 / ln M */
     size_t n, cap, n_deleted;
-    uint16_t *vec;   /* (cap, dpad) bf16 */
+    uint16_t *vec;   /* (cap, dpad) bf16, 64-byte aligned (grow_rows) */
     int32_t *links0; /* (cap, m0 + 1): count, then neighbours */
     int32_t **upper; /* (cap): NULL or (level, m + 1) for levels 1..level */
     uint8_t *level;  /* (cap) top level of the node */
@@ -87,22 +91,27 @@ struct index__graph {
 typedef float (*dot_qb_fn)(const float *q, const uint16_t *r, int dpad);
 typedef float (*dot_bb_fn)(const uint16_t *a, const uint16_t *b, int dpad);
 
-static float dot_qb_scalar(const float *q, const uint16_t *r, int dpad)
+/* a (fp32, or bf16 when a_bf16) . b (bf16), 8 lanes: the one body of
+ * dot_qb_scalar and dot_bb_scalar (and the shape of the SIMD twins below). */
+static inline float dot_scalar(const void *a, int a_bf16, const uint16_t *b, int dpad)
 {
+    const float *af = a;
+    const uint16_t *ab = a;
     float acc[8] = {0};
     for (int i = 0; i < dpad; i += 8)
         for (int j = 0; j < 8; j++)
-            acc[j] += q[i + j] * ims_bf16_to_f32(r[i + j]);
+            acc[j] += (a_bf16 ? ims_bf16_to_f32(ab[i + j]) : af[i + j]) * ims_bf16_to_f32(b[i + j]);
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+static float dot_qb_scalar(const float *q, const uint16_t *r, int dpad)
+{
+    return dot_scalar(q, 0, r, dpad);
 }
 
 static float dot_bb_scalar(const uint16_t *a, const uint16_t *b, int dpad)
 {
-    float acc[8] = {0};
-    for (int i = 0; i < dpad; i += 8)
-        for (int j = 0; j < 8; j++)
-            acc[j] += ims_bf16_to_f32(a[i + j]) * ims_bf16_to_f32(b[i + j]);
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    return dot_scalar(a, 1, b, dpad);
 }
 
 #if defined(__x86_64__)
@@ -120,26 +129,34 @@ __attribute__((target("avx2,fma"))) static float hsum8(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
+/* a (fp32, or bf16 when a_bf16) . b (bf16): the one body of dot_qb_avx2 and
+ * dot_bb_avx2 (a_bf16 is a constant in each, so each compiles to its own
+ * loop). */
+__attribute__((target("avx2,fma"))) static inline float dot_avx2(const void *a, int a_bf16,
+                                                                 const uint16_t *b, int dpad)
+{
+    const float *af = a;
+    const uint16_t *ab = a;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    for (int i = 0; i < dpad; i += 16) {
+        __m256 x0 = a_bf16 ? bf16x8_avx2(ab + i) : _mm256_loadu_ps(af + i);
+        __m256 x1 = a_bf16 ? bf16x8_avx2(ab + i + 8) : _mm256_loadu_ps(af + i + 8);
+        a0 = _mm256_fmadd_ps(x0, bf16x8_avx2(b + i), a0);
+        a1 = _mm256_fmadd_ps(x1, bf16x8_avx2(b + i + 8), a1);
+    }
+    return hsum8(_mm256_add_ps(a0, a1));
+}
+
 __attribute__((target("avx2,fma"))) static float dot_qb_avx2(const float *q, const uint16_t *r,
                                                              int dpad)
 {
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    for (int i = 0; i < dpad; i += 16) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), bf16x8_avx2(r + i), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), bf16x8_avx2(r + i + 8), a1);
-    }
-    return hsum8(_mm256_add_ps(a0, a1));
+    return dot_avx2(q, 0, r, dpad);
 }
 
 __attribute__((target("avx2,fma"))) static float dot_bb_avx2(const uint16_t *a, const uint16_t *b,
                                                              int dpad)
 {
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    for (int i = 0; i < dpad; i += 16) {
-        a0 = _mm256_fmadd_ps(bf16x8_avx2(a + i), bf16x8_avx2(b + i), a0);
-        a1 = _mm256_fmadd_ps(bf16x8_avx2(a + i + 8), bf16x8_avx2(b + i + 8), a1);
-    }
-    return hsum8(_mm256_add_ps(a0, a1));
+    return dot_avx2(a, 1, b, dpad);
 }
 
 __attribute__((target("avx512f"))) static inline __m512 bf16x16_avx512(const uint16_t *p)
@@ -148,26 +165,32 @@ __attribute__((target("avx512f"))) static inline __m512 bf16x16_avx512(const uin
     return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
 }
 
+/* dot_avx2's AVX-512 twin: the one body of dot_qb_avx512 and dot_bb_avx512. */
+__attribute__((target("avx512f"))) static inline float dot_avx512(const void *a, int a_bf16,
+                                                                  const uint16_t *b, int dpad)
+{
+    const float *af = a;
+    const uint16_t *ab = a;
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    for (int i = 0; i < dpad; i += 32) {
+        __m512 x0 = a_bf16 ? bf16x16_avx512(ab + i) : _mm512_loadu_ps(af + i);
+        __m512 x1 = a_bf16 ? bf16x16_avx512(ab + i + 16) : _mm512_loadu_ps(af + i + 16);
+        a0 = _mm512_fmadd_ps(x0, bf16x16_avx512(b + i), a0);
+        a1 = _mm512_fmadd_ps(x1, bf16x16_avx512(b + i + 16), a1);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+}
+
 __attribute__((target("avx512f"))) static float dot_qb_avx512(const float *q, const uint16_t *r,
                                                               int dpad)
 {
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-    for (int i = 0; i < dpad; i += 32) {
-        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), bf16x16_avx512(r + i), a0);
-        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i + 16), bf16x16_avx512(r + i + 16), a1);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    return dot_avx512(q, 0, r, dpad);
 }
 
 __attribute__((target("avx512f"))) static float dot_bb_avx512(const uint16_t *a, const uint16_t *b,
                                                               int dpad)
 {
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-    for (int i = 0; i < dpad; i += 32) {
-        a0 = _mm512_fmadd_ps(bf16x16_avx512(a + i), bf16x16_avx512(b + i), a0);
-        a1 = _mm512_fmadd_ps(bf16x16_avx512(a + i + 16), bf16x16_avx512(b + i + 16), a1);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    return dot_avx512(a, 1, b, dpad);
 }
 
 /* AVX512_BF16: vdpbf16ps multiplies 32 bf16 pairs into 16 fp32 sums per
@@ -190,11 +213,54 @@ __attribute__((target("avx512f,avx512bf16"))) static float dot_bb_avx512bf16(con
                               (__m512bh)_mm512_loadu_si512(b + i));
     return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
 }
+
+/* dot_bb_avx512bf16 of one row `a` (the walk's query) against four rows at
+ * once: the same chunks into the same accumulators in the same order, so
+ * each score is bit-identical to dot_bb_avx512bf16's, but the four rows'
+ * chains run side by side (8 independent accumulators instead of 2) and
+ * the query chunk is loaded once for all four. The build's beam spends most
+ * of its time here (bench/README-index.md). */
+__attribute__((target("avx512f,avx512bf16"))) static void
+dot4_bb_avx512bf16(const uint16_t *a, const uint16_t *const r[4], int dpad, float out[4])
+{
+    __m512 e0 = _mm512_setzero_ps(), e1 = _mm512_setzero_ps(), e2 = _mm512_setzero_ps(),
+           e3 = _mm512_setzero_ps();
+    __m512 o0 = _mm512_setzero_ps(), o1 = _mm512_setzero_ps(), o2 = _mm512_setzero_ps(),
+           o3 = _mm512_setzero_ps();
+    const uint16_t *r0 = r[0], *r1 = r[1], *r2 = r[2], *r3 = r[3];
+    int i = 0;
+    for (; i + 64 <= dpad; i += 64) {
+        __m512bh qe = (__m512bh)_mm512_loadu_si512(a + i);
+        __m512bh qo = (__m512bh)_mm512_loadu_si512(a + i + 32);
+        e0 = _mm512_dpbf16_ps(e0, qe, (__m512bh)_mm512_loadu_si512(r0 + i));
+        e1 = _mm512_dpbf16_ps(e1, qe, (__m512bh)_mm512_loadu_si512(r1 + i));
+        e2 = _mm512_dpbf16_ps(e2, qe, (__m512bh)_mm512_loadu_si512(r2 + i));
+        e3 = _mm512_dpbf16_ps(e3, qe, (__m512bh)_mm512_loadu_si512(r3 + i));
+        o0 = _mm512_dpbf16_ps(o0, qo, (__m512bh)_mm512_loadu_si512(r0 + i + 32));
+        o1 = _mm512_dpbf16_ps(o1, qo, (__m512bh)_mm512_loadu_si512(r1 + i + 32));
+        o2 = _mm512_dpbf16_ps(o2, qo, (__m512bh)_mm512_loadu_si512(r2 + i + 32));
+        o3 = _mm512_dpbf16_ps(o3, qo, (__m512bh)_mm512_loadu_si512(r3 + i + 32));
+    }
+    if (i < dpad) { /* dpad is a multiple of 32 */
+        __m512bh qe = (__m512bh)_mm512_loadu_si512(a + i);
+        e0 = _mm512_dpbf16_ps(e0, qe, (__m512bh)_mm512_loadu_si512(r0 + i));
+        e1 = _mm512_dpbf16_ps(e1, qe, (__m512bh)_mm512_loadu_si512(r1 + i));
+        e2 = _mm512_dpbf16_ps(e2, qe, (__m512bh)_mm512_loadu_si512(r2 + i));
+        e3 = _mm512_dpbf16_ps(e3, qe, (__m512bh)_mm512_loadu_si512(r3 + i));
+    }
+    out[0] = _mm512_reduce_add_ps(_mm512_add_ps(e0, o0));
+    out[1] = _mm512_reduce_add_ps(_mm512_add_ps(e1, o1));
+    out[2] = _mm512_reduce_add_ps(_mm512_add_ps(e2, o2));
+    out[3] = _mm512_reduce_add_ps(_mm512_add_ps(e3, o3));
+}
 #endif
 
 static dot_qb_fn dot_qb = dot_qb_scalar;
 static int query_bf16; /* the walk rounds its query to bf16 (dot_bb for both) */
 static dot_bb_fn dot_bb = dot_bb_scalar;
+/* Four rows against the walk's query (bf16); NULL: four dot_bb calls. */
+typedef void (*dot4_bb_fn)(const uint16_t *a, const uint16_t *const r[4], int dpad, float out[4]);
+static dot4_bb_fn dot4_bb;
 static pthread_once_t kernels_once = PTHREAD_ONCE_INIT;
 
 /* Follows the scan kernels' family (index__scan_isa, which tests can force). */
@@ -207,6 +273,7 @@ static void pick_kernels(void)
         dot_bb = dot_bb_avx512;
         if (__builtin_cpu_supports("avx512bf16")) {
             dot_bb = dot_bb_avx512bf16;
+            dot4_bb = dot4_bb_avx512bf16;
             query_bf16 = 1;
         }
         return;
@@ -219,6 +286,7 @@ static void pick_kernels(void)
 #endif
     dot_qb = dot_qb_scalar;
     dot_bb = dot_bb_scalar;
+    dot4_bb = NULL;
     query_bf16 = 0;
 }
 
@@ -357,6 +425,28 @@ static void gctx_free(struct gctx *c)
     ims_free(c);
 }
 
+/* Asks for transparent huge pages under a large array (Linux with THP in
+ * "madvise" mode, the usual default, gives them only where asked): walks
+ * and inserts read rows, link lists and visited tags at random all over
+ * them, and with 4 KB pages nearly every row read missed the TLB (100 MB of
+ * bf16 rows at 100k vectors, 1 GB at 1M). Advice only: failure changes
+ * nothing. Pages touched before the advice stay small. */
+static void advise_huge(void *p, size_t bytes)
+{
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const uintptr_t page = 4096, huge = (uintptr_t)2 << 20;
+    if (!p || bytes < 2 * huge)
+        return;
+    uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1);
+    uintptr_t e = ((uintptr_t)p + bytes) & ~(page - 1);
+    if (e > a)
+        (void)madvise((void *)a, e - a, MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
+
 /* Ready for a walk over g->n nodes with beam ef. */
 static int gctx_prepare(struct index__graph *g, struct gctx *c, int ef)
 {
@@ -365,6 +455,7 @@ static int gctx_prepare(struct index__graph *g, struct gctx *c, int ef)
         uint16_t *t = ims_calloc(want, sizeof *t);
         if (!t)
             return -1;
+        advise_huge(t, want * sizeof *t);
         ims_free(c->tags);
         c->tags = t;
         c->n_tags = want;
@@ -396,8 +487,14 @@ static struct gctx *gctx_new(const struct index__graph *g)
     struct gctx *c = ims_calloc(1, sizeof *c);
     if (!c)
         return NULL;
-    c->q = ims_calloc((size_t)g->dpad, sizeof(float));
-    c->qb = ims_calloc((size_t)g->dpad, sizeof(uint16_t));
+    /* 64-byte aligned like the rows (grow_rows): no load of the kernels
+     * straddles two cache lines; zero padding past dim */
+    c->q = ims_aligned_alloc(64, (size_t)g->dpad * sizeof(float));
+    c->qb = ims_aligned_alloc(64, (size_t)g->dpad * sizeof(uint16_t));
+    if (c->q)
+        memset(c->q, 0, (size_t)g->dpad * sizeof(float));
+    if (c->qb)
+        memset(c->qb, 0, (size_t)g->dpad * sizeof(uint16_t));
     c->nb = ims_malloc(sizeof(int32_t) * (size_t)(g->m0 + 1));
     if (!c->q || !c->qb || !c->nb) {
         gctx_free(c);
@@ -590,6 +687,25 @@ static void hmap_del(struct index__graph *g, int64_t label)
 
 /* ---- storage ------------------------------------------------------------------------------ */
 
+/* Moves the bf16 rows to a block of `cap` rows aligned to 64 bytes (2 MB
+ * when large: whole huge pages), advised huge before the rows are copied in.
+ * malloc's 16-byte offset made every 64-byte load of the kernels straddle
+ * two cache lines (17 lines per 1 KB row). */
+static int grow_rows(struct index__graph *g, size_t cap)
+{
+    size_t bytes = cap * (size_t)g->dpad * 2;
+    size_t align = bytes >= ((size_t)4 << 20) ? ((size_t)2 << 20) : 64;
+    uint16_t *nv = ims_aligned_alloc(align, bytes);
+    if (!nv)
+        return -1;
+    advise_huge(nv, bytes);
+    if (g->n)
+        memcpy(nv, g->vec, g->n * (size_t)g->dpad * 2);
+    ims_free(g->vec);
+    g->vec = nv;
+    return 0;
+}
+
 static int grow(void **p, size_t elem, size_t cap)
 {
     void *np = ims_realloc(*p, elem * cap);
@@ -610,12 +726,13 @@ enum ims_status index__graph_reserve(struct index__graph *g, size_t n_more)
             cap = cap + cap / 2;
         if (cap > INT32_MAX)
             cap = INT32_MAX;
-        if (grow((void **)&g->vec, (size_t)g->dpad * 2, cap) ||
+        if (grow_rows(g, cap) ||
             grow((void **)&g->links0, (size_t)(g->m0 + 1) * 4, cap) ||
             grow((void **)&g->upper, sizeof(int32_t *), cap) || grow((void **)&g->level, 1, cap) ||
             grow((void **)&g->deleted, 1, cap) || grow((void **)&g->labels, 8, cap))
             return IMS_ERR_NOMEM;
         g->cap = cap;
+        advise_huge(g->links0, cap * (size_t)(g->m0 + 1) * 4);
     }
     if (hmap_reserve(g, want) != 0)
         return IMS_ERR_NOMEM;
@@ -633,6 +750,37 @@ static const uint16_t *vec_of(const struct index__graph *g, int32_t i)
 static inline float qdot(const struct index__graph *g, const struct gctx *c, int32_t i)
 {
     return query_bf16 ? dot_bb(c->qb, vec_of(g, i), g->dpad) : dot_qb(c->q, vec_of(g, i), g->dpad);
+}
+
+/* dot_bb of bf16 row a against the rows of nodes v[0..m) (1 <= m <= 4),
+ * bit-identical to m dot_bb calls. */
+static inline void dot_rows(const struct index__graph *g, const uint16_t *a, const int32_t *v,
+                            int m, float *out)
+{
+    if (dot4_bb) {
+        const uint16_t *r[4];
+        for (int u = 0; u < 4; u++)
+            r[u] = vec_of(g, v[u < m ? u : m - 1]); /* short group: repeat the last row */
+        float s[4];
+        dot4_bb(a, r, g->dpad, s);
+        for (int u = 0; u < m; u++)
+            out[u] = s[u];
+        return;
+    }
+    for (int u = 0; u < m; u++)
+        out[u] = dot_bb(a, vec_of(g, v[u]), g->dpad);
+}
+
+/* The walk's scores of nodes v[0..m) (1 <= m <= 4) against the query in c. */
+static inline void qdot4(const struct index__graph *g, const struct gctx *c, const int32_t *v,
+                         int m, float *out)
+{
+    if (query_bf16) {
+        dot_rows(g, c->qb, v, m, out);
+        return;
+    }
+    for (int u = 0; u < m; u++)
+        out[u] = qdot(g, c, v[u]);
 }
 
 static void set_query(const struct index__graph *g, struct gctx *c, const float *q)
@@ -662,38 +810,48 @@ static int draw_level(const struct index__graph *g, size_t node)
 
 /* ---- walks --------------------------------------------------------------------------------- */
 
-/* Copies node i's list at level l into c->nb (under its stripe when
- * `locked`); returns the count. */
-static int read_links(struct index__graph *g, struct gctx *c, int32_t i, int l, int locked)
+/* Copies node i's list at level l into c->nb; returns the count.
+ * `concurrent` (inserts running): without a lock, as add_link publishes a
+ * list: entries are stored (atomically) before the count that covers them
+ * (release), so a count read with acquire only covers written entries; a
+ * list being shrunk meanwhile shows a mix of its old and new entries, every
+ * one a valid neighbour id (positions past the new count keep old ids), which
+ * is all a walk needs (duplicates are caught by the visited tags). A stripe
+ * mutex per read cost ~5% of the build. */
+static int read_links(struct index__graph *g, struct gctx *c, int32_t i, int l, int concurrent)
 {
     int32_t *ln = links_of(g, i, l);
-    if (!locked) {
+    if (!concurrent) {
         int n = ln[0];
         memcpy(c->nb, ln + 1, sizeof(int32_t) * (size_t)n);
         return n;
     }
-    pthread_mutex_t *mu = &g->stripes[i & (N_STRIPES - 1)];
-    pthread_mutex_lock(mu);
-    int n = ln[0];
-    memcpy(c->nb, ln + 1, sizeof(int32_t) * (size_t)n);
-    pthread_mutex_unlock(mu);
+    int cap = l == 0 ? g->m0 : g->m;
+    int n = __atomic_load_n(&ln[0], __ATOMIC_ACQUIRE);
+    n = IMS_MIN(IMS_MAX(n, 0), cap);
+    for (int j = 0; j < n; j++)
+        c->nb[j] = __atomic_load_n(&ln[1 + j], __ATOMIC_RELAXED);
     return n;
 }
 
 static int32_t greedy(struct index__graph *g, struct gctx *c, int32_t ep, float *s_ep, int from,
-                      int to, int locked)
+                      int to, int concurrent)
 {
     for (int l = from; l >= to; l--) {
         int improved = 1;
         while (improved) {
             improved = 0;
-            int n = read_links(g, c, ep, l, locked);
-            for (int j = 0; j < n; j++) {
-                float s = qdot(g, c, c->nb[j]);
-                if (s > *s_ep) {
-                    *s_ep = s;
-                    ep = c->nb[j];
-                    improved = 1;
+            int n = read_links(g, c, ep, l, concurrent);
+            for (int j0 = 0; j0 < n; j0 += 4) {
+                int m = IMS_MIN(4, n - j0);
+                float s[4];
+                qdot4(g, c, c->nb + j0, m, s);
+                for (int u = 0; u < m; u++) {
+                    if (s[u] > *s_ep) {
+                        *s_ep = s[u];
+                        ep = c->nb[j0 + u];
+                        improved = 1;
+                    }
                 }
             }
         }
@@ -717,7 +875,7 @@ static inline int not_result(const struct index__graph *g, int32_t v, int skip_d
  * but not the results, so the walk goes on until ef matching nodes are
  * found or the frontier is worse than all of them: it widens by itself. */
 static int beam(struct index__graph *g, struct gctx *c, int32_t ep, float s_ep, int l, int ef,
-                int locked, int skip_deleted, const struct vindex_filter *filter)
+                int concurrent, int skip_deleted, const struct vindex_filter *filter)
 {
     uint16_t epoch = c->epoch;
     c->cand.n = 0;
@@ -733,7 +891,9 @@ static int beam(struct index__graph *g, struct gctx *c, int32_t ep, float s_ep, 
         if (c->res.n >= ef && s_c < c->res.s[0])
             break;
         heap_pop(&c->cand, 1);
-        int n = read_links(g, c, cn, l, locked);
+        if (c->cand.n > 0) /* likely the next one expanded: its list on the way */
+            G_PREFETCH(links_of(g, c->cand.v[0], l));
+        int n = read_links(g, c, cn, l, concurrent);
         int n_todo = 0;
         for (int j = 0; j < n; j++) {
             int32_t nb = c->nb[j];
@@ -745,22 +905,30 @@ static int beam(struct index__graph *g, struct gctx *c, int32_t ep, float s_ep, 
             G_PREFETCH(row);
             G_PREFETCH(row + 32);
         }
-        for (int t = 0; t < n_todo; t++) {
-            int32_t nb = todo[t];
-            if (t + 1 < n_todo) {
-                const uint16_t *nx = vec_of(g, todo[t + 1]);
+        /* four rows at a time; the rest of the next four rows is fetched
+         * while these are scored (their first 128 bytes were asked for above) */
+        for (int u = 0; u < IMS_MIN(4, n_todo); u++)
+            for (int o = 64; o < g->dpad; o += 32)
+                G_PREFETCH(vec_of(g, todo[u]) + o);
+        for (int t0 = 0; t0 < n_todo; t0 += 4) {
+            int m = IMS_MIN(4, n_todo - t0);
+            for (int u = t0 + 4; u < IMS_MIN(t0 + 8, n_todo); u++)
                 for (int o = 64; o < g->dpad; o += 32)
-                    G_PREFETCH(nx + o);
-            }
-            float s = qdot(g, c, nb);
-            if (c->res.n < ef || s > c->res.s[0]) {
-                if (c->cand.n == c->cand.cap && heap_reserve(&c->cand, 2 * c->cand.cap) != 0)
-                    return -1;
-                heap_push(&c->cand, s, nb, 1);
-                if (!not_result(g, nb, skip_deleted, filter)) {
-                    heap_push(&c->res, s, nb, 0);
-                    if (c->res.n > ef)
-                        heap_pop(&c->res, 0);
+                    G_PREFETCH(vec_of(g, todo[u]) + o);
+            float s4[4];
+            qdot4(g, c, todo + t0, m, s4);
+            for (int u = 0; u < m; u++) {
+                int32_t nb = todo[t0 + u];
+                float s = s4[u];
+                if (c->res.n < ef || s > c->res.s[0]) {
+                    if (c->cand.n == c->cand.cap && heap_reserve(&c->cand, 2 * c->cand.cap) != 0)
+                        return -1;
+                    heap_push(&c->cand, s, nb, 1);
+                    if (!not_result(g, nb, skip_deleted, filter)) {
+                        heap_push(&c->res, s, nb, 0);
+                        if (c->res.n > ef)
+                            heap_pop(&c->res, 0);
+                    }
                 }
             }
         }
@@ -789,11 +957,14 @@ static int select_neighbours(struct index__graph *g, const float *ts, const int3
     for (int i = 0; i < n && k < want; i++) {
         int good = 1;
         const uint16_t *vi = vec_of(g, tv[i]);
-        for (int j = 0; j < k; j++) {
-            if (dot_bb(vi, vec_of(g, sel[j]), g->dpad) > ts[i]) {
-                good = 0;
-                break;
-            }
+        /* four kept neighbours at a time (a few dot products past the first
+         * closer one are wasted; the decision is the same) */
+        for (int j = 0; j < k && good; j += 4) {
+            int m = IMS_MIN(4, k - j);
+            float s[4];
+            dot_rows(g, vi, sel + j, m, s);
+            for (int u = 0; u < m; u++)
+                good &= !(s[u] > ts[i]);
         }
         if (good)
             sel[k++] = tv[i];
@@ -812,9 +983,9 @@ static void add_link(struct index__graph *g, struct gctx *c, int32_t e, int32_t 
     for (int j = 0; j < n; j++)
         if (ln[1 + j] == node)
             goto out;
-    if (n < cap) {
-        ln[1 + n] = node;
-        ln[0] = n + 1;
+    if (n < cap) { /* published for read_links' lock-free readers */
+        __atomic_store_n(&ln[1 + n], node, __ATOMIC_RELAXED);
+        __atomic_store_n(&ln[0], n + 1, __ATOMIC_RELEASE);
         goto out;
     }
     {
@@ -823,9 +994,15 @@ static void add_link(struct index__graph *g, struct gctx *c, int32_t e, int32_t 
         int m = 0;
         float *ts = c->ts;
         int32_t *tv = c->tv;
+        int32_t *all = c->nb; /* the old list and the new node, scored 4 at a time */
+        memcpy(all, ln + 1, sizeof(int32_t) * (size_t)n);
+        all[n] = node;
+        float sc[2 * INDEX_GRAPH_MAX_M + 4];
+        for (int j = 0; j <= n; j += 4)
+            dot_rows(g, ve, all + j, IMS_MIN(4, n + 1 - j), sc + j);
         for (int j = 0; j <= n; j++) {
-            int32_t x = j < n ? ln[1 + j] : node;
-            float s = dot_bb(ve, vec_of(g, x), g->dpad);
+            int32_t x = all[j];
+            float s = sc[j];
             int p = m++;
             while (p > 0 && ts[p - 1] < s) { /* insertion sort, best first */
                 ts[p] = ts[p - 1];
@@ -836,8 +1013,9 @@ static void add_link(struct index__graph *g, struct gctx *c, int32_t e, int32_t 
             tv[p] = x;
         }
         int k = select_neighbours(g, ts, tv, m, cap, c->sel);
-        memcpy(ln + 1, c->sel, sizeof(int32_t) * (size_t)k);
-        ln[0] = k;
+        for (int j = 0; j < k; j++)
+            __atomic_store_n(&ln[1 + j], c->sel[j], __ATOMIC_RELAXED);
+        __atomic_store_n(&ln[0], k, __ATOMIC_RELEASE);
     }
 out:
     pthread_mutex_unlock(mu);

@@ -285,6 +285,40 @@ void vindex_get_search_params(struct vindex *vx, struct vindex_search_params *ou
     UNLOCK(vx);
 }
 
+struct vindex_search_params vindex_search_params_merge(const struct vindex_search_params *base,
+                                                       const struct vindex_search_params *over)
+{
+    struct vindex_search_params p = *base;
+    if (over && over->nprobe > 0)
+        p.nprobe = over->nprobe;
+    if (over && over->ef_search > 0)
+        p.ef_search = over->ef_search;
+    if (over && over->rerank > 0)
+        p.rerank = over->rerank;
+    return p;
+}
+
+void vindex_default_search_params(const char *spec, struct vindex_search_params *out)
+{
+    int gm, gefc;
+    *out = (struct vindex_search_params){.n_threads = 1};
+    if (!spec || !strcmp(spec, "Flat") || !strcmp(spec, "FlatF16"))
+        return;
+    if (index__graph_parse_spec(spec, &gm, &gefc) == 1) {
+        out->ef_search = index__graph_default_ef(gm);
+        return;
+    }
+    /* FAISS factory strings: an IVF (or IMI) index has nprobe (its HNSW
+     * quantizer, if any, follows nprobe: faiss_bridge.cpp); an HNSW index
+     * without an IVF has ef_search (vindex_faiss.c's INDEX_HNSW_DEFAULT_EF
+     * when nobody set one). */
+    int ivf = strstr(spec, "IVF") != NULL || strstr(spec, "IMI") != NULL;
+    if (ivf)
+        out->nprobe = 1;
+    else if (strstr(spec, "HNSW"))
+        out->ef_search = INDEX_HNSW_DEFAULT_EF;
+}
+
 /* ---- input validation -------------------------------------------------------- */
 
 static enum ims_status check_vectors(const struct vindex *vx, const float *x, size_t n,
@@ -503,24 +537,25 @@ out:
 static struct vindex_search_params query_params(const struct vindex *vx,
                                                 const struct vindex_search_params *qp)
 {
-    struct vindex_search_params p = vx->params;
-    if (qp && qp->nprobe > 0)
-        p.nprobe = qp->nprobe;
-    if (qp && qp->ef_search > 0)
-        p.ef_search = qp->ef_search;
-    if (qp && qp->rerank > 0)
-        p.rerank = qp->rerank;
-    return p;
+    return vindex_search_params_merge(&vx->params, qp);
 }
 
+/* The search's answer, best first, into the caller's arrays. */
+static void topk_copy_out(struct index__topk *top, float *scores, int64_t *ids, int *n_found)
+{
+    index__topk_sort(top);
+    memcpy(scores, top->scores, (size_t)top->n * sizeof *scores);
+    memcpy(ids, top->ids, (size_t)top->n * sizeof *ids);
+    *n_found = top->n;
+}
+
+/* search_plain and search_filtered: arguments checked by vindex_search_with. */
 static enum ims_status search_plain(struct vindex *vx, const float *q, int k,
                                     const struct vindex_search_params *qp, float *scores,
                                     int64_t *ids, int *n_found, struct ims_error *err)
 {
     struct index__topk top = {0};
-    enum ims_status st = check_query(vx, q, k, scores, ids, n_found, err);
-    if (st != IMS_OK)
-        return st;
+    enum ims_status st = IMS_OK;
     if (vx->kind == INDEX_KIND_FLAT || vx->kind == INDEX_KIND_FLAT_F16) { /* exact: batches share */
         st = index__batch_search(vx, q, k, scores, ids, n_found);
         if (st != IMS_OK)
@@ -546,10 +581,7 @@ static enum ims_status search_plain(struct vindex *vx, const float *q, int k,
             ims_error_set(err, st, "index: out of memory during search");
         goto out;
     }
-    index__topk_sort(&top);
-    memcpy(scores, top.scores, (size_t)top.n * sizeof *scores);
-    memcpy(ids, top.ids, (size_t)top.n * sizeof *ids);
-    *n_found = top.n;
+    topk_copy_out(&top, scores, ids, n_found);
 out:
     UNLOCK(vx);
     index__topk_fini(&top);
@@ -594,9 +626,7 @@ static enum ims_status search_filtered(struct vindex *vx, const float *q, int k,
                                        int64_t *ids, int *n_found, struct ims_error *err)
 {
     struct index__topk top = {0};
-    enum ims_status st = check_query(vx, q, k, scores, ids, n_found, err);
-    if (st != IMS_OK)
-        return st;
+    enum ims_status st = IMS_OK;
     IMS_RETURN_ERROR_IF(filter->n_bits < 0 || (filter->n_bits > 0 && !filter->bits), err,
                         IMS_ERR_INVALID, "index: filter without a bitmap");
     RDLOCK(vx);
@@ -634,10 +664,7 @@ static enum ims_status search_filtered(struct vindex *vx, const float *q, int k,
     }
     if (scan && (st = index__scan_filtered(s, q, filter, n_match, &top)) != IMS_OK)
         goto nomem;
-    index__topk_sort(&top);
-    memcpy(scores, top.scores, (size_t)top.n * sizeof *scores);
-    memcpy(ids, top.ids, (size_t)top.n * sizeof *ids);
-    *n_found = top.n;
+    topk_copy_out(&top, scores, ids, n_found);
     goto out;
 nomem:
     st = ims_error_set(err, IMS_ERR_NOMEM, "index: out of memory during a filtered search");
@@ -669,6 +696,9 @@ enum ims_status vindex_search_with(struct vindex *vx, const float *q, int k,
                             IMS_ERR_INVALID, "index: rerank %d is outside 1..%d", params->rerank,
                             VINDEX_MAX_K);
     }
+    enum ims_status st = check_query(vx, q, k, scores, ids, n_found, err);
+    if (st != IMS_OK)
+        return st;
     if (filter)
         return search_filtered(vx, q, k, filter, params, scores, ids, n_found, err);
     return search_plain(vx, q, k, params, scores, ids, n_found, err);
@@ -677,7 +707,7 @@ enum ims_status vindex_search_with(struct vindex *vx, const float *q, int k,
 enum ims_status vindex_search(struct vindex *vx, const float *q, int k, float *scores,
                               int64_t *ids, int *n_found, struct ims_error *err)
 {
-    return search_plain(vx, q, k, NULL, scores, ids, n_found, err);
+    return vindex_search_with(vx, q, k, NULL, NULL, scores, ids, n_found, err);
 }
 
 enum ims_status vindex_search_filtered(struct vindex *vx, const float *q, int k,
