@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "imgsearch/store.h"
+#include "bench_stats.h"
 
 static double now_s(void)
 {
@@ -36,15 +37,9 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static double pct(double *v, size_t n, double p)
 {
-    qsort(v, n, sizeof(double), cmp_double);
+    qsort(v, n, sizeof(double), bench_cmp_double);
     size_t k = (size_t)(p * (double)(n - 1) + 0.5);
     return v[k];
 }

@@ -48,34 +48,7 @@
 
 #include "clip_int.h"
 #include "bench_cpu.h"
-
-static const char *src_dir(void)
-{
-    const char *s = getenv("IMS_SOURCE_DIR");
-    return s && *s ? s : IMS_SOURCE_DIR;
-}
-
-/* CPU seconds of the whole process (all threads): on a shared machine the
- * wall clock measures the neighbours too; CPU time measures our work (plus
- * any spinning, so it is reported next to the wall figures, not instead). */
-static double cpu_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(double), cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
+#include "bench_stats.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static float frand(void)
@@ -107,18 +80,18 @@ static double sgemm_gflops(int n, int threads, int reps, double *per_cpu_s)
     double t[16], u[16];
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
     for (int r = 0; r < reps; r++) {
-        double t0 = ims_now(), u0 = cpu_now();
+        double t0 = ims_now(), u0 = bench_process_cpu_s();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c,
                     n);
         t[r] = ims_now() - t0;
-        u[r] = cpu_now() - u0;
+        u[r] = bench_process_cpu_s() - u0;
     }
     free(a);
     free(b);
     free(c);
     double fl = 2.0 * n * (double)n * n;
-    *per_cpu_s = fl / median(u, reps) / 1e9;
-    return fl / median(t, reps) / 1e9;
+    *per_cpu_s = fl / bench_median(u, reps) / 1e9;
+    return fl / bench_median(t, reps) / 1e9;
 }
 
 /* Read bandwidth: `threads` threads each sum a slice of a 1 GB buffer
@@ -172,7 +145,7 @@ static double read_bandwidth_gbs(int threads, int reps)
     free(buf);
     if (sink == 42)
         fprintf(stderr, " ");
-    return bytes / median(t, reps) / 1e9;
+    return bytes / bench_median(t, reps) / 1e9;
 }
 
 /* ---- FLOPs of the passes ----------------------------------------------------------- */
@@ -283,15 +256,15 @@ static int run_precision(const char *dir, enum clip_precision prec, int threads,
             goto out;
         }
         for (int i = 0; i < reps; i++) {
-            double t0 = ims_now(), u0 = cpu_now();
+            double t0 = ims_now(), u0 = bench_process_cpu_s();
             clip_ctx_encode_images(ctx, pixels, n, emb32, 0, &err);
             t[i] = ims_now() - t0;
-            u[i] = cpu_now() - u0;
+            u[i] = bench_process_cpu_s() - u0;
         }
-        double med = median(t, reps);
+        double med = bench_median(t, reps);
         r->img_per_s[bi] = n / med;
         r->gflops[bi] = fl * n / med / 1e9;
-        r->gflops_per_cpu_s[bi] = fl * n / median(u, reps) / 1e9;
+        r->gflops_per_cpu_s[bi] = fl * n / bench_median(u, reps) / 1e9;
     }
     /* embeddings of the 32 images, for the bf16-vs-f32 cosine */
     clip_ctx_encode_images(ctx, pixels, 32, emb32, 1, &err);
@@ -315,7 +288,7 @@ static int run_precision(const char *dir, enum clip_precision prec, int threads,
             clip_ctx_encode_text(ctx, which[k], lens[k], out, 1, &err);
             t[i] = ims_now() - t0;
         }
-        *res[k] = median(t, reps) * 1e3;
+        *res[k] = bench_median(t, reps) * 1e3;
     }
     r->text_kernel = clip__text_kernel(m);
     const struct clip_tower_config *tc = &m->config.text;
@@ -373,8 +346,8 @@ int main(int argc, char **argv)
             perror("mkdtemp");
             return 1;
         }
-        snprintf(cfg, sizeof(cfg), "%s/tests/golden/clip/prng-vitb32/config.json", src_dir());
-        snprintf(vocab, sizeof(vocab), "%s/data/vocab", src_dir());
+        snprintf(cfg, sizeof(cfg), "%s/tests/golden/clip/prng-vitb32/config.json", bench_src_dir());
+        snprintf(vocab, sizeof(vocab), "%s/data/vocab", bench_src_dir());
         if (clip_make_prng_model(cfg, 1, tmp, vocab, &err) != IMS_OK) {
             fprintf(stderr, "bench_clip: make model: %s\n", err.message);
             rm_model_dir(tmp);

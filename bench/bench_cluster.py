@@ -50,19 +50,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(SRC, "tests", "integration"))
 from pgutil import PgServer  # noqa: E402
+sys.path.insert(0, HERE)
+import bench_cpu  # noqa: E402
 
 DIM = 32
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def pct(xs, p):
@@ -276,7 +267,7 @@ def main():
             p = Node(exe, model, os.path.join(tmp, "p.log"), catalogue=url)
             nodes.append(p)
             lat = latency(s, p, args.queries, rnd)
-            res = {"cpu": cpu_model(), "cpus": os.cpu_count(), "rows": args.rows, "dim": DIM,
+            res = {"cpu": bench_cpu.cpu_info()["model_name"], "cpus": os.cpu_count(), "rows": args.rows, "dim": DIM,
                    "row_cache_mb": args.row_cache_mb if args.row_cache_mb is not None else
                    "default", "search_ms": {}}
             for name, xs in lat.items():

@@ -34,10 +34,8 @@ import argparse
 import http.client
 import json
 import os
-import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -48,27 +46,12 @@ import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import bench_cpu  # noqa: E402
+from bench_common import Serve, find_exe  # noqa: E402
 BOUNDARY = "----formdata-undici-052107913416"
 SYLLABLES = ["ka", "lo", "mi", "ran", "te", "su", "vor", "pel", "qui", "dan", "bri", "zo",
              "mar", "tel", "nu", "gos", "fen", "wi", "dra", "ost"]
-
-
-def find_exe(build, name):
-    for root, _, files in os.walk(build):
-        if name in files and os.access(os.path.join(root, name), os.X_OK):
-            return os.path.join(root, name)
-    sys.exit("bench_compat: %s not found under %s" % (name, build))
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 class Texts:
@@ -194,21 +177,9 @@ def main():
                        stdout=subprocess.DEVNULL)
         with open(os.path.join(imgs, "large_1600x1200.jpg"), "rb") as f:
             image = f.read()
-        log = open(os.path.join(tmp, "serve.log"), "w+")
-        srv = subprocess.Popen([exe, "serve", "--data", data, "--model", model, "--port", "0",
-                                "--rate", "0", "--immich-ml", "--immich-model", "bench"],
-                               stdout=subprocess.DEVNULL, stderr=log)
-        port = None
-        for _ in range(1200):
-            log.seek(0)
-            m = re.search(r"serving http://127\.0\.0\.1:(\d+)/", log.read())
-            if m or srv.poll() is not None:
-                break
-            time.sleep(0.05)
-        if not m:
-            log.seek(0)
-            sys.exit("bench_compat: serve did not start: " + log.read())
-        port = int(m.group(1))
+        srv = Serve(exe, data, model, os.path.join(tmp, "serve.log"),
+                    ["--immich-ml", "--immich-model", "bench"], timeout=60)
+        port = srv.port
         texts = {"compat": Texts("compat"), "own": Texts("own")}
         # warm-up: both paths once (kernels, first connections)
         for side in ("compat", "own"):
@@ -236,7 +207,7 @@ def main():
         out = {
             "bench": "compat",
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "cpu": cpu_model(),
+            "cpu": bench_cpu.cpu_info()["model_name"],
             "cpus": os.cpu_count(),
             "build": build_type,
             "loadavg_start_end": None,
@@ -253,12 +224,8 @@ def main():
             with open(a.out, "w") as f:
                 f.write(text + "\n")
     finally:
-        if srv and srv.poll() is None:
-            srv.send_signal(signal.SIGTERM)
-            try:
-                srv.wait(30)
-            except subprocess.TimeoutExpired:
-                srv.kill()
+        if srv:
+            srv.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "bench_stats.h"
 
 #define DIM 512
 
@@ -70,24 +71,11 @@ static void die(const char *what, enum ims_status st, const struct ims_error *er
     exit(1);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double cpu_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static double g_cpu; /* CPU seconds of the last build (all threads) */
 
 static struct vindex *build(const char *spec, const float *x, size_t n, size_t chunk, double *secs)
 {
-    double c0 = cpu_now();
+    double c0 = bench_process_cpu_s();
     struct ims_error err = {{0}};
     struct vindex *vx = NULL;
     enum ims_status st = vindex_new(spec, DIM, &vx, &err);
@@ -105,7 +93,7 @@ static struct vindex *build(const char *spec, const float *x, size_t n, size_t c
             fprintf(stderr, "  %s: %zu / %zu at %.1f s\n", spec, i, n, ims_now() - t0);
     }
     *secs = ims_now() - t0;
-    g_cpu = cpu_now() - c0;
+    g_cpu = bench_process_cpu_s() - c0;
     free(ids);
     return vx;
 }
@@ -139,7 +127,7 @@ static struct point measure(struct vindex *vx, int ef, const float *q, int nq,
                     hit += id[a] == truth[(size_t)i * 10 + b];
         }
     }
-    qsort(lat, (size_t)nq, sizeof *lat, cmp_double);
+    qsort(lat, (size_t)nq, sizeof *lat, bench_cmp_double);
     struct point r = {ef, hit / (10.0 * nq), lat[nq / 2], lat[(nq * 99) / 100]};
     free(lat);
     return r;

@@ -13,7 +13,7 @@
  *     reference only (it changes the bytes, so the CLIP path cannot use it);
  *   - decode (image_decode), preprocess (image_clip_preprocess 224),
  *     decode_preprocess (both, the ingestion path), normalize, thumbnail_256;
- *   - min_ms: the fastest run of each (the arrays are sorted by median());
+ *   - min_ms: the fastest run of each (the arrays are sorted by bench_median());
  *     on a loaded machine the minimum is the steadier figure;
  *   - ratios (of medians): decode / yardstick, decode_preprocess / yardstick,
  *     preprocess / decode.
@@ -27,24 +27,7 @@
 
 #include "imgsearch/image.h"
 #include "bench_cpu.h"
-
-static const char *src_dir(void)
-{
-    const char *s = getenv("IMS_SOURCE_DIR");
-    return s && *s ? s : IMS_SOURCE_DIR;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(double), cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
+#include "bench_stats.h"
 
 /* Plain libjpeg decode of the whole image (default error manager: the input
  * is a known-good file). Returns a checksum so the work is not optimised out. */
@@ -77,7 +60,7 @@ static unsigned plain_decode(const uint8_t *p, size_t n, int denom)
 int main(int argc, char **argv)
 {
     char def[4096];
-    snprintf(def, sizeof(def), "%s/tests/golden/clip/images/large_1600x1200.jpg", src_dir());
+    snprintf(def, sizeof(def), "%s/tests/golden/clip/images/large_1600x1200.jpg", bench_src_dir());
     const char *file = def;
     int runs = 21;
     for (int i = 1; i < argc; i++) {
@@ -145,9 +128,9 @@ int main(int argc, char **argv)
         t_n[r] = (t5 - t4) * 1e3;
         t_t[r] = (t6 - t5) * 1e3;
     }
-    double y = median(t_y, runs), ys = median(t_ys, runs), d = median(t_d, runs);
-    double p = median(t_p, runs), dp = median(t_dp, runs), nn = median(t_n, runs);
-    double t = median(t_t, runs);
+    double y = bench_median(t_y, runs), ys = bench_median(t_ys, runs), d = bench_median(t_d, runs);
+    double p = bench_median(t_p, runs), dp = bench_median(t_dp, runs), nn = bench_median(t_n, runs);
+    double t = bench_median(t_t, runs);
     printf("{");
     bench_cpu_print_json(stdout);
     {

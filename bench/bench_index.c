@@ -59,6 +59,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "bench_cpu.h"
+#include "bench_stats.h"
 
 #define DIM 512
 
@@ -143,17 +144,9 @@ static float *vset_draw(const struct vset *v, size_t n, uint64_t seed)
     return x;
 }
 
-/* ---- helpers ------------------------------------------------------------------ */
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static double pct(double *v, int n, double p)
 {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    qsort(v, (size_t)n, sizeof *v, bench_cmp_double);
     int i = (int)ceil(p * n) - 1;
     return v[i < 0 ? 0 : (i >= n ? n - 1 : i)];
 }

@@ -38,16 +38,7 @@ SRC = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(SRC, "tests", "integration"))
 from ingest_common import HostileServer  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_cpu  # noqa: E402
-
-
-def find_exe(build, name):
-    for root, _, files in os.walk(build):
-        if name in files:
-            path = os.path.join(root, name)
-            if os.access(path, os.X_OK):
-                return path
-    sys.exit("bench_ingest: %s not found under %s (build it first)" % (name, build))
+from bench_common import find_exe, print_result, prng_model  # noqa: E402
 
 
 def encoder_rate(exe, model, batch, images, precision):
@@ -80,11 +71,7 @@ def main():
         total_bytes = sum(os.path.getsize(os.path.join(photos, n)) for n in names)
         model = args.model
         if not model:
-            model = os.path.join(tmp, "model")
-            subprocess.run([imgsearch, "make-model", "--config",
-                            os.path.join(SRC, "tests/golden/clip/prng-vitb32/config.json"),
-                            "--prng-seed", "1", "--out", model], check=True, timeout=600,
-                           stdout=subprocess.DEVNULL)
+            model = prng_model(imgsearch, tmp)
         server = HostileServer(photos, max_life=3600)
         urls = os.path.join(tmp, "urls.txt")
         with open(urls, "w") as f:
@@ -139,8 +126,7 @@ def main():
                  4: 1024 * 1024, 5: 960 * 1280, 6: 1067 * 1600}
         result["megapixels_avg"] = round(sum(sizes[i % 7] for i in range(args.images)) /
                                          args.images / 1e6, 2)
-        result = {"cpu": bench_cpu.cpu_info(), **result}
-        print(json.dumps(result, indent=1))
+        print_result(result)
     finally:
         if server:
             server.stop()

@@ -31,39 +31,22 @@ Nothing here is a test; the figures depend on the machine and its load.
 """
 import argparse
 import asyncio
-import json
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_cpu  # noqa: E402
+from bench_common import find_exe, print_result, with_comment  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(HERE)
 
 
-def find_exe(build, name):
-    for root, _, files in os.walk(build):
-        if name in files:
-            path = os.path.join(root, name)
-            if os.access(path, os.X_OK):
-                return path
-    sys.exit("bench_ingest_memory: %s not found under %s (build it first)" % (name, build))
-
-
 # ---- the loopback server (child process) ------------------------------------------
-
-def with_comment(jpeg, text):
-    """The JPEG with a COM segment right after SOI: same pixels, other bytes."""
-    c = text.encode()
-    return jpeg[:2] + b"\xff\xfe" + struct.pack(">H", len(c) + 2) + c + jpeg[2:]
-
 
 def serve_main(photos, every, max_life):
     files = [open(os.path.join(photos, n), "rb").read() for n in sorted(os.listdir(photos))]
@@ -289,8 +272,7 @@ def main():
             result["rss_at"] = {"10%": at_fraction(samples, total, 0.1),
                                 "50%": at_fraction(samples, total, 0.5),
                                 "100%": at_fraction(samples, total, 1.0)}
-        result = {"cpu": bench_cpu.cpu_info(), **result}
-        print(json.dumps(result, indent=1))
+        print_result(result)
     finally:
         if server:
             server.kill()

@@ -42,13 +42,7 @@ import tempfile
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_cpu  # noqa: E402
-
-
-def find_exe(build, name):
-    for root, _, files in os.walk(build):
-        if name in files and os.access(os.path.join(root, name), os.X_OK):
-            return os.path.join(root, name)
-    sys.exit("bench_large_photos: %s not found under %s" % (name, build))
+from bench_common import find_exe, prng_model  # noqa: E402
 
 
 def add(imgsearch, model, folder, data, precision, decode, n):
@@ -125,11 +119,7 @@ def main():
     try:
         model = args.model
         if not model:
-            model = os.path.join(tmp, "model")
-            subprocess.run([imgsearch, "make-model", "--config",
-                            os.path.join(SRC, "tests/golden/clip/prng-vitb32/config.json"),
-                            "--prng-seed", "1", "--out", model], check=True,
-                           stdout=subprocess.DEVNULL)
+            model = prng_model(imgsearch, tmp)
         folders = {}
         for i, size in enumerate(["224x224"] + args.sizes.split(",")):
             d = os.path.join(tmp, "photos_" + size)

@@ -29,10 +29,8 @@ import argparse
 import http.client
 import json
 import os
-import re
 import shutil
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -45,22 +43,10 @@ sys.path.insert(0, os.path.join(SRC, "tests", "integration"))
 from ingest_common import HostileServer  # noqa: E402
 sys.path.insert(0, HERE)
 import bench_cpu  # noqa: E402
+from bench_common import Serve, find_exe, prng_model, with_comment  # noqa: E402
 
 WORDS = ["red", "small", "dog", "beach", "city", "night", "old", "car", "tree", "snow",
          "river", "bird", "green", "house", "mountain", "cat", "bridge", "flower", "boat", "sky"]
-
-
-def find_exe(build, name):
-    for root, _, files in os.walk(build):
-        if name in files and os.access(os.path.join(root, name), os.X_OK):
-            return os.path.join(root, name)
-    sys.exit("bench_query_ingest: %s not found under %s" % (name, build))
-
-
-def with_comment(jpeg, text):
-    """The same JPEG with a COM segment right after SOI."""
-    body = text.encode()
-    return jpeg[:2] + b"\xff\xfe" + struct.pack(">H", len(body) + 2) + body + jpeg[2:]
 
 
 def pct(v, q):
@@ -116,11 +102,7 @@ def main():
     try:
         model = a.model
         if not model:
-            model = os.path.join(tmp, "model")
-            subprocess.run([exe, "make-model", "--config",
-                            os.path.join(SRC, "tests/golden/clip/prng-vitb32/config.json"),
-                            "--prng-seed", "1", "--out", model], check=True,
-                           stdout=subprocess.DEVNULL)
+            model = prng_model(exe, tmp)
         gen = os.path.join(tmp, "gen")
         root = os.path.join(tmp, "root")
         os.makedirs(gen)
@@ -138,21 +120,9 @@ def main():
         shutil.rmtree(gen)
         pics = HostileServer(root, max_life=3600)
         data = os.path.join(tmp, "data")
-        log = open(os.path.join(tmp, "serve.log"), "w+")
-        srv = subprocess.Popen([exe, "serve", "--data", data, "--model", model, "--port", "0",
-                                "--rate", "0", "--allow-private-urls", "--precision",
-                                a.precision], stdout=subprocess.DEVNULL, stderr=log)
-        m = None
-        for _ in range(2400):
-            log.seek(0)
-            m = re.search(r"serving http://127\.0\.0\.1:(\d+)/", log.read())
-            if m or srv.poll() is not None:
-                break
-            time.sleep(0.05)
-        if not m:
-            log.seek(0)
-            sys.exit("bench_query_ingest: serve did not start: " + log.read()[-2000:])
-        c = Client(int(m.group(1)))
+        srv = Serve(exe, data, model, os.path.join(tmp, "serve.log"),
+                    ["--precision", a.precision], timeout=120)
+        c = Client(srv.port)
         for _ in range(5):  # warm-up: kernels, first connection
             c.query()
         load0 = os.getloadavg()
@@ -202,13 +172,8 @@ def main():
             with open(a.out, "w") as f:
                 f.write(out + "\n")
     finally:
-        if srv and srv.poll() is None:
-            srv.terminate()
-            try:
-                srv.wait(30)
-            except subprocess.TimeoutExpired:
-                srv.kill()
-                srv.wait()
+        if srv:
+            srv.stop()
         if pics:
             pics.stop()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -40,7 +40,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -55,7 +54,7 @@ SRC = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(SRC, "tests", "integration"))
 from ingest_common import HostileServer  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_cpu  # noqa: E402
+from bench_common import Serve, find_exe, print_result  # noqa: E402
 
 # The prototype, as the issue describes it (same PRNG ViT-B/32 weights,
 # 200 JPEGs of 1-2 MP from 127.0.0.1).
@@ -72,15 +71,6 @@ HIT_QUERIES = ["a red car", "a dog on the beach", "mountains at sunset", "a bowl
                "city street at night"]
 SYLLABLES = ["ka", "lo", "mi", "ran", "te", "su", "vor", "pel", "qui", "dan", "bri", "zo",
              "mar", "tel", "nu", "gos", "fen", "wi", "dra", "ost"]
-
-
-def find_exe(build, name):
-    for root, _, files in os.walk(build):
-        if name in files:
-            path = os.path.join(root, name)
-            if os.access(path, os.X_OK):
-                return path
-    sys.exit("bench_server: %s not found under %s (build it first)" % (name, build))
 
 
 def miss_texts(n, seed):
@@ -101,42 +91,6 @@ def write_paths(path, texts):
     with open(path, "w") as f:
         for t in texts:
             f.write("/api/v1/search?k=10&q=%s\n" % urllib.parse.quote(t))
-
-
-class Serve:
-    """`imgsearch serve` on an ephemeral loopback port, stopped with SIGTERM."""
-
-    def __init__(self, exe, data, model, log, extra=()):
-        cmd = [exe, "serve", "--data", data, "--model", model, "--host", "127.0.0.1",
-               "--port", "0", "--rate", "0", "--allow-private-urls"] + list(extra)
-        env = dict(os.environ)
-        env.pop("IMGSEARCH_API_KEY", None)
-        self.log = open(log, "w+")
-        self.p = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 900  # building a 100k Flat/IVF index from scratch
-        self.port = None
-        while time.monotonic() < deadline and self.p.poll() is None:
-            with open(log) as f:
-                m = re.search(r"serving http://127\.0\.0\.1:(\d+)/", f.read())
-            if m:
-                self.port = int(m.group(1))
-                break
-            time.sleep(0.2)
-        if not self.port:
-            self.stop()
-            with open(log) as f:
-                sys.exit("bench_server: serve did not start:\n" + f.read()[-2000:])
-        self.base = "http://127.0.0.1:%d" % self.port
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(120)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        self.log.close()
 
 
 def load(exe, port, paths, conc, seconds, cycle):
@@ -406,8 +360,7 @@ def main():
                 result["image_search_upload"]["p50_ms"] / PROTOTYPE["image_search_upload_ms"], 2)
         result["prototype"] = PROTOTYPE
         result["loadavg_end"] = os.getloadavg()[0]
-        result = {"cpu": bench_cpu.cpu_info(), **result}
-        print(json.dumps(result, indent=1))
+        print_result(result)
     finally:
         if srv:
             srv.stop()

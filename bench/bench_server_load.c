@@ -43,6 +43,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "bench_cpu.h"
+#include "bench_stats.h"
 
 #define MAX_CONC 1024
 #define RESP_MAX (4u << 20)
@@ -221,12 +222,6 @@ out:
     return NULL;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static double pct(const double *v, size_t n, double p)
 {
     if (n == 0)
@@ -334,7 +329,7 @@ int main(int argc, char **argv)
         j += cl[i].n_lat;
         free(cl[i].lat_ms);
     }
-    qsort(all, n, sizeof(*all), cmp_double);
+    qsort(all, n, sizeof(*all), bench_cmp_double);
     printf("{");
     bench_cpu_print_json(stdout);
     printf("\"concurrency\": %d, \"requests\": %zu, \"ok_2xx\": %ld, \"non_2xx\": %ld, "

@@ -28,6 +28,7 @@
 #include "imgsearch/clip.h"
 #include "imgsearch/store.h"
 #include "bench_cpu.h"
+#include "bench_stats.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
@@ -120,12 +121,6 @@ out:
     return rc;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static int encode(const char *model_dir, const char *texts, long n)
 {
     struct clip_model *m = NULL;
@@ -175,7 +170,7 @@ static int encode(const char *model_dir, const char *texts, long n)
     free(out);
     if (done == 0)
         goto out;
-    qsort(ms, (size_t)done, sizeof(*ms), cmp_double);
+    qsort(ms, (size_t)done, sizeof(*ms), bench_cmp_double);
     printf("{");
     bench_cpu_print_json(stdout);
     printf("\"texts\": %ld, \"tokens_avg\": %.1f, \"encode_p50_ms\": %.3f, "

@@ -30,18 +30,7 @@
 
 #include "imgsearch/store.h"
 #include "bench_cpu.h"
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, size_t n)
-{
-    qsort(v, n, sizeof(double), cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
+#include "bench_stats.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static uint64_t next_u64(void)
@@ -171,7 +160,7 @@ int main(int argc, char **argv)
         raw_total += t[b];
     }
     close(fd);
-    double raw_batch_med = median(t, n_batches);
+    double raw_batch_med = bench_median(t, n_batches);
 
     /* ---- inserts, synchronous=FULL ---- */
     struct store_model_info model = {"bench-model", dim};
@@ -184,7 +173,7 @@ int main(int argc, char **argv)
     double ins_total = 0;
     for (size_t b = 0; b < n_batches; b++)
         ins_total += t[b];
-    double ins_batch_med = median(t, n_batches);
+    double ins_batch_med = bench_median(t, n_batches);
 
     /* ---- inserts, synchronous=NORMAL, on an eighth of the rows ---- */
     size_t n_normal = n_rows / 8 ? n_rows / 8 : n_rows;
@@ -194,7 +183,7 @@ int main(int argc, char **argv)
     if (s != IMS_OK)
         die("open normal", &err, s);
     insert_rows(stn, n_normal, batch, dim, t);
-    double normal_batch_med = median(t, nb_normal);
+    double normal_batch_med = bench_median(t, nb_normal);
     store_close(stn);
 
     /* ---- scan, against reading the raw file back ---- */
@@ -227,7 +216,7 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    double scan_med = median(scan_t, REPEATS), read_med = median(read_t, REPEATS);
+    double scan_med = bench_median(scan_t, REPEATS), read_med = bench_median(read_t, REPEATS);
 
     /* ---- get_many of 10 random ids ---- */
     enum { LOOKUPS = 1000 };
@@ -246,7 +235,7 @@ int main(int argc, char **argv)
         for (int i = 0; i < 10; i++)
             store_row_fini(&rows[i]);
     }
-    double get_med = median(lt, LOOKUPS);
+    double get_med = bench_median(lt, LOOKUPS);
     store_close(st);
 
     snprintf(path, sizeof(path), "%s/catalogue.db", dir_full);

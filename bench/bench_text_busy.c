@@ -24,18 +24,13 @@
 
 #include "bench_cpu.h"
 #include "imgsearch/clip.h"
+#include "bench_stats.h"
 
 static double now_ms(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
 }
 
 static void phase(struct clip_ctx *c, const int32_t *ids, int n_ids, float *out, int n,
@@ -54,7 +49,7 @@ static void phase(struct clip_ctx *c, const int32_t *ids, int n_ids, float *out,
         }
         t[i] = now_ms() - t0;
     }
-    qsort(t, (size_t)n, sizeof(*t), cmp_double);
+    qsort(t, (size_t)n, sizeof(*t), bench_cmp_double);
     *p50 = t[n / 2];
     *p99 = t[(int)(0.99 * (n - 1))];
     free(t);

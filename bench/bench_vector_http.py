@@ -34,14 +34,13 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_cpu  # noqa: E402
+from bench_common import Serve, find_exe, print_result, prng_model  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(HERE)
@@ -49,55 +48,10 @@ DIM = 512
 URL_RE = re.compile(r"^https://bench\.test/(\d+)\.jpg$")
 
 
-def find_exe(build, name):
-    for root, _, files in os.walk(build):
-        if name in files:
-            path = os.path.join(root, name)
-            if os.access(path, os.X_OK):
-                return path
-    sys.exit("bench_vector_http: %s not found under %s (build it first)" % (name, build))
-
-
 def pct(v, p):
     s = sorted(v)
     i = max(0, min(len(s) - 1, int(-(-p * len(s) // 1)) - 1))
     return s[i]
-
-
-class Serve:
-    """`imgsearch serve` on an ephemeral loopback port, stopped with SIGTERM."""
-
-    def __init__(self, exe, data, model, log):
-        cmd = [exe, "serve", "--data", data, "--model", model, "--host", "127.0.0.1",
-               "--port", "0", "--rate", "0"]
-        env = dict(os.environ)
-        env.pop("IMGSEARCH_API_KEY", None)
-        self.log_path = log
-        self.log = open(log, "w+")
-        self.p = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 600
-        self.port = None
-        while time.monotonic() < deadline and self.p.poll() is None:
-            with open(log) as f:
-                m = re.search(r"serving http://127\.0\.0\.1:(\d+)/", f.read())
-            if m:
-                self.port = int(m.group(1))
-                break
-            time.sleep(0.2)
-        if not self.port:
-            self.stop()
-            with open(log) as f:
-                sys.exit("bench_vector_http: serve did not start:\n" + f.read()[-2000:])
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(120)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        self.log.close()
 
 
 def http_round(port, bodies):
@@ -162,11 +116,7 @@ def main():
         gen_s = time.monotonic() - t0
         model = args.model
         if not model:
-            model = os.path.join(tmp, "model")
-            subprocess.run([imgsearch, "make-model", "--config",
-                            os.path.join(SRC, "tests/golden/clip/prng-vitb32/config.json"),
-                            "--prng-seed", "1", "--out", model], check=True, timeout=600,
-                           stdout=subprocess.DEVNULL)
+            model = prng_model(imgsearch, tmp)
         data = os.path.join(tmp, "data")
         t0 = time.monotonic()
         p = subprocess.Popen([imgsearch, "import", "--data", data, "--model", model,
@@ -190,7 +140,7 @@ def main():
                   for i in range(n_q)]
 
         t0 = time.monotonic()
-        serve = Serve(imgsearch, data, model, os.path.join(tmp, "serve.log"))
+        serve = Serve(imgsearch, data, model, os.path.join(tmp, "serve.log"), timeout=600)
         serve_start_s = time.monotonic() - t0
         # warm up: index pages, first-request paths
         http_round(serve.port, bodies[-5:])
@@ -254,8 +204,7 @@ def main():
                                                      for x in rounds), args.queries),
             "per_round": rounds,
         }
-        result = {"cpu": bench_cpu.cpu_info(), **result}
-        print(json.dumps(result, indent=1))
+        print_result(result)
     finally:
         if serve:
             serve.stop()

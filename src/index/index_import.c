@@ -155,14 +155,14 @@ static int walk_hnsw(struct walk *w, int depth, struct hdr *h)
         WALK_FAIL(w, "HNSW of %lld nodes with %llu levels, %llu offsets, %llu table entries",
                   (long long)h->ntotal, (unsigned long long)n_levels,
                   (unsigned long long)n_offsets, (unsigned long long)n_cum);
-    struct hdr st;
+    struct hdr storage;
     char kind[5];
-    if (walk_index(w, depth + 1, &st, kind) != 0)
+    if (walk_index(w, depth + 1, &storage, kind) != 0)
         return -1;
-    if (kind[0] != 'I' || kind[1] != 'x' || kind[2] != 'F' || st.ntotal != h->ntotal ||
-        st.d != h->d)
+    if (kind[0] != 'I' || kind[1] != 'x' || kind[2] != 'F' || storage.ntotal != h->ntotal ||
+        storage.d != h->d)
         WALK_FAIL(w, "HNSW of %lld vectors over a %s storage of %lld", (long long)h->ntotal,
-                  kind, (long long)st.ntotal);
+                  kind, (long long)storage.ntotal);
     return 0;
 }
 

@@ -66,67 +66,67 @@ struct i8_state {
     int over; /* beyond the limit (or out of memory): fp32 scan instead */
 };
 
-static float i8_threshold(const struct i8_state *st)
+static float i8_threshold(const struct i8_state *state)
 {
-    return st->low.n == st->low.k ? st->low.scores[0] : -INFINITY;
+    return state->low.n == state->low.k ? state->low.scores[0] : -INFINITY;
 }
 
-static void i8_state_fini(struct i8_state *st)
+static void i8_state_fini(struct i8_state *state)
 {
-    index__topk_fini(&st->low);
-    ims_free(st->cand);
-    ims_free(st->cand_up);
+    index__topk_fini(&state->low);
+    ims_free(state->cand);
+    ims_free(state->cand_up);
 }
 
-static enum ims_status i8_state_init(struct i8_state *st, int k)
+static enum ims_status i8_state_init(struct i8_state *state, int k)
 {
-    memset(st, 0, sizeof *st);
-    st->cap_cand = 2 * (size_t)k + 256;
-    st->cand = ims_malloc(st->cap_cand * sizeof *st->cand);
-    st->cand_up = ims_malloc(st->cap_cand * sizeof *st->cand_up);
-    if (!st->cand || !st->cand_up || index__topk_init(&st->low, k) != IMS_OK) {
-        i8_state_fini(st);
+    memset(state, 0, sizeof *state);
+    state->cap_cand = 2 * (size_t)k + 256;
+    state->cand = ims_malloc(state->cap_cand * sizeof *state->cand);
+    state->cand_up = ims_malloc(state->cap_cand * sizeof *state->cand_up);
+    if (!state->cand || !state->cand_up || index__topk_init(&state->low, k) != IMS_OK) {
+        i8_state_fini(state);
         return IMS_ERR_NOMEM;
     }
     return IMS_OK;
 }
 
 /* Keeps the candidates whose upper bound is >= thr. */
-static void i8_prune(struct i8_state *st, float thr)
+static void i8_prune(struct i8_state *state, float thr)
 {
     size_t m = 0;
-    for (size_t i = 0; i < st->n_cand; i++)
-        if (st->cand_up[i] >= thr) {
-            st->cand[m] = st->cand[i];
-            st->cand_up[m++] = st->cand_up[i];
+    for (size_t i = 0; i < state->n_cand; i++)
+        if (state->cand_up[i] >= thr) {
+            state->cand[m] = state->cand[i];
+            state->cand_up[m++] = state->cand_up[i];
         }
-    st->n_cand = m;
+    state->n_cand = m;
 }
 
-static void i8_add(struct i8_state *st, size_t row, float up, size_t limit)
+static void i8_add(struct i8_state *state, size_t row, float up, size_t limit)
 {
-    if (st->n_cand == st->cap_cand) {
-        i8_prune(st, i8_threshold(st));
-        if (st->n_cand > limit) {
-            st->over = 1;
+    if (state->n_cand == state->cap_cand) {
+        i8_prune(state, i8_threshold(state));
+        if (state->n_cand > limit) {
+            state->over = 1;
             return;
         }
-        if (st->n_cand > st->cap_cand / 2) {
-            size_t cap = 2 * st->cap_cand;
-            size_t *c = ims_realloc(st->cand, cap * sizeof *c);
+        if (state->n_cand > state->cap_cand / 2) {
+            size_t cap = 2 * state->cap_cand;
+            size_t *c = ims_realloc(state->cand, cap * sizeof *c);
             if (c)
-                st->cand = c;
-            float *u = c ? ims_realloc(st->cand_up, cap * sizeof *u) : NULL;
+                state->cand = c;
+            float *u = c ? ims_realloc(state->cand_up, cap * sizeof *u) : NULL;
             if (!u) {
-                st->over = 1; /* the fp32 scan needs no more memory */
+                state->over = 1; /* the fp32 scan needs no more memory */
                 return;
             }
-            st->cand_up = u;
-            st->cap_cand = cap;
+            state->cand_up = u;
+            state->cap_cand = cap;
         }
     }
-    st->cand[st->n_cand] = row;
-    st->cand_up[st->n_cand++] = up;
+    state->cand[state->n_cand] = row;
+    state->cand_up[state->n_cand++] = up;
 }
 
 struct i8_job {
@@ -136,7 +136,7 @@ struct i8_job {
     int nq;
     const struct vindex_filter *filter; /* NULL: every row (nq == 1 if set) */
     size_t limit;
-    struct i8_state *st;              /* (nq) this thread's */
+    struct i8_state *state;              /* (nq) this thread's */
     size_t chunk_begin, chunk_end;
     int32_t *dots;                    /* (nq, block) */
     uint32_t *sel;                    /* (block) */
@@ -161,20 +161,20 @@ static void i8_chunks(void *arg)
             else /* every query, fallen back or not: they are few */
                 index__dot_i8_multi(j->q16, j->nq, codes, nb, stride, j->dots, block);
             for (int q = 0; q < j->nq; q++) {
-                struct i8_state *st = &j->st[q];
-                if (st->over)
+                struct i8_state *state = &j->state[q];
+                if (state->over)
                     continue;
                 size_t m = index__i8_select(&j->qp[q], j->dots + (size_t)q * block, scales + b,
-                                            rhos + b, nb, i8_threshold(st), j->sel, j->lower,
+                                            rhos + b, nb, i8_threshold(state), j->sel, j->lower,
                                             j->upper);
-                for (size_t t = 0; t < m && !st->over; t++) {
+                for (size_t t = 0; t < m && !state->over; t++) {
                     int64_t row = (int64_t)(base + b + j->sel[t]);
                     if (j->filter && !vindex_filter_allows(j->filter, s->ids[row]))
                         continue;
-                    if (index__topk_would_take(&st->low, j->lower[t], row))
-                        index__topk_push(&st->low, j->lower[t], row);
-                    if (j->upper[t] >= i8_threshold(st))
-                        i8_add(st, (size_t)row, j->upper[t], j->limit);
+                    if (index__topk_would_take(&state->low, j->lower[t], row))
+                        index__topk_push(&state->low, j->lower[t], row);
+                    if (j->upper[t] >= i8_threshold(state))
+                        i8_add(state, (size_t)row, j->upper[t], j->limit);
                 }
             }
         }
@@ -202,11 +202,11 @@ static size_t i8_finish(const struct index__store *s, const float *q, struct i8_
     float thr = low->scores[0];
     size_t n_scored = 0;
     for (int t = 0; t < n_threads; t++) {
-        const struct i8_state *st = &per_thread[(size_t)t * (size_t)nq + (size_t)qi];
-        for (size_t i = 0; i < st->n_cand; i++) {
-            if (st->cand_up[i] < thr)
+        const struct i8_state *state = &per_thread[(size_t)t * (size_t)nq + (size_t)qi];
+        for (size_t i = 0; i < state->n_cand; i++) {
+            if (state->cand_up[i] < thr)
                 continue;
-            size_t row = st->cand[i];
+            size_t row = state->cand[i];
             float score;
             index__dot_f32(q, index__store_row(s, row), 1, s->dim, &score);
             if (index__topk_would_take(top, score, s->ids[row]))
@@ -280,7 +280,7 @@ static enum ims_status search_i8(struct vindex *vx, const float *qs, int nq, con
             .nq = n_use,
             .filter = filter,
             .limit = i8_limit(s),
-            .st = states + (size_t)t * (size_t)n_use,
+            .state = states + (size_t)t * (size_t)n_use,
             .chunk_begin = n_chunks * (size_t)t / (size_t)n_threads,
             .chunk_end = n_chunks * (size_t)(t + 1) / (size_t)n_threads,
             .dots = (int32_t *)b,

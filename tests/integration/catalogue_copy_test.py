@@ -16,39 +16,12 @@ import json
 import os
 import random
 import shutil
-import struct
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ingest_common import check, failures as FAILS, run, tiny_model, write_npy  # noqa: E402
 from pgutil import PgServer, psql  # noqa: E402
-
-FAILS = []
-
-
-def check(cond, what):
-    if not cond:
-        FAILS.append(what)
-        print("FAIL:", what)
-    return cond
-
-
-def run(bin_, *args, env=None):
-    p = subprocess.run([bin_] + list(args), capture_output=True, text=True, timeout=300,
-                       env=env)
-    return p.returncode, p.stdout, p.stderr
-
-
-def write_npy(path, rows):
-    n, d = len(rows), len(rows[0])
-    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }" % (n, d)
-    pad = 64 - (10 + len(header) + 1) % 64
-    header = header + " " * pad + "\n"
-    with open(path, "wb") as f:
-        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode())
-        for r in rows:
-            f.write(struct.pack("<%df" % d, *r))
 
 
 def main():
@@ -56,12 +29,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="ims_it_catalogue_")
     try:
         with PgServer() as pg:
-            model = os.path.join(tmp, "model")
-            os.makedirs(model)
-            for d, f in (("tests/golden/clip/tiny", "config.json"),
-                         ("tests/golden/clip/tiny", "model.safetensors"),
-                         ("data/vocab", "vocab.json"), ("data/vocab", "merges.txt")):
-                shutil.copy(os.path.join(src, d, f), model)
+            model = tiny_model(src, os.path.join(tmp, "model"))
             a = os.path.join(tmp, "a")
             rnd = random.Random(3)
             rows = [[rnd.gauss(0, 1) for _ in range(32)] for _ in range(200)]

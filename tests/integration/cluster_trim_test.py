@@ -73,7 +73,7 @@ def run(exe, src, tmp, catalogue):
         b.p.send_signal(signal.SIGSTOP)
         frozen = True
         st, res = a.request("DELETE", "/api/v1/images/%d" % victim)
-        check(st in (200, 204), "DELETE on A (%s %r)" % (st, res))
+        check(st == 200 and res == {"deleted": victim}, "DELETE on A (%s %r)" % (st, res))
         rc, out, err = cli("add", *images[5:8])
         check(rc == 0, "CLI add while B is frozen (rc %d: %s)" % (rc, err.strip()))
         added = {int(line.split()[1]) for line in out.splitlines() if line.startswith("added ")}

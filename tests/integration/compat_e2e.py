@@ -19,10 +19,9 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ingest_common import check, finish, tiny_model, fixture_images, Cli  # noqa: E402
+from ingest_common import check, tiny_model, fixture_images, tmp_main, Cli  # noqa: E402
 from server_e2e import Serve, embed  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -113,16 +112,7 @@ def dedup(ids, vec, threshold=0.94):
 
 
 def main():
-    exe, src = sys.argv[1], sys.argv[2]
-    tmp = tempfile.mkdtemp(prefix="ims-compat-")
-    servers = []
-    try:
-        run(exe, src, tmp, servers)
-    finally:
-        for s in servers:
-            s.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
-    finish("compat_e2e")
+    tmp_main("compat_e2e", "ims-compat-", run)
 
 
 def run(exe, src, tmp, servers):

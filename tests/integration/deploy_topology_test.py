@@ -22,7 +22,6 @@ address substituted, temp paths and an access log added). Through nginx:
 
 Waits are bounded (liveness), never asserted as timings.
 """
-import http.client
 import json
 import os
 import re
@@ -32,12 +31,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hostile_server import png_bytes  # noqa: E402
-from ingest_common import (HostileServer, ServeProcess, check, finish, tiny_model,  # noqa: E402
-                           wait_for)
+from ingest_common import (HostileServer, ServeProcess, check, finish, http_exchange,  # noqa: E402
+                           json_or_bytes, multipart, png_folder, stop_all, tiny_model, wait_for)
 from pgutil import PgServer, psql  # noqa: E402
 
 UPLOAD_MAX = 50 << 20  # imgsearch's upload_max_bytes default (server_daemon.c)
@@ -112,24 +110,14 @@ class Node(ServeProcess):
 
 
 def request(port, method, path, body=None, headers=None, timeout=120):
-    """(status, parsed JSON or raw bytes, headers) from 127.0.0.1:port."""
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    """(status, parsed JSON or raw bytes (None when empty), headers) from
+    127.0.0.1:port; (-1, the error, None) when the connection fails (nginx
+    or a node not up yet)."""
     try:
-        h = dict(headers or {})
-        if isinstance(body, (dict, list)):
-            body = json.dumps(body).encode()
-            h.setdefault("Content-Type", "application/json")
-        c.request(method, path, body=body, headers=h)
-        r = c.getresponse()
-        data = r.read()
-        try:
-            return r.status, json.loads(data) if data else None, r
-        except ValueError:
-            return r.status, data, r
+        st, hd, data = http_exchange(port, method, path, body, headers, timeout)
     except OSError as e:
         return -1, str(e), None
-    finally:
-        c.close()
+    return st, json_or_bytes(data) if data else None, hd
 
 
 def expect_answer(port, content_length, ctype):
@@ -237,15 +225,6 @@ class Nginx:
                 self.p.wait()
 
 
-def multipart(name, data):
-    boundary = "deploy%d" % int(time.time() * 1e6)
-    body = (b"--" + boundary.encode() + b"\r\n" +
-            b'Content-Disposition: form-data; name="file"; filename="' + name.encode() +
-            b'"\r\nContent-Type: application/octet-stream\r\n\r\n' + data + b"\r\n--" +
-            boundary.encode() + b"--\r\n")
-    return body, "multipart/form-data; boundary=" + boundary
-
-
 def n_searchable(port):
     st, b, _ = request(port, "POST", "/api/v1/search", {"text": "a picture", "k": 1000})
     return len(b["results"]) if st == 200 and isinstance(b, dict) else -1
@@ -306,11 +285,7 @@ def main():
             except RuntimeError:
                 if attempt == 2:
                     raise
-        root = os.path.join(tmp, "root")
-        os.makedirs(root)
-        for i in range(N_URLS + 1):
-            with open(os.path.join(root, "p%03d.png" % i), "wb") as f:
-                f.write(png_bytes(48 + i % 5, 40 + i % 7, i))
+        root = png_folder(tmp, N_URLS + 1)
         pics = HostileServer(root, delay_ms=100, max_life=600)
         run(nodes, ngx, pics, cat_url, root)
     finally:
@@ -319,16 +294,7 @@ def main():
             if os.environ.get("IMS_IT_VERBOSE") == "1":
                 print("---- nginx\n" + ngx.error_log())
             shutil.rmtree(ngx.prefix, ignore_errors=True)
-        for n in nodes:
-            n.kill()
-        if pics:
-            pics.stop()
-        if pg:
-            pg.__exit__(None, None, None)
-        if os.environ.get("IMS_IT_VERBOSE") == "1":
-            for n in nodes:
-                print("---- %s\n%s" % (n.name, n.stderr()[-3000:]))
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop_all(nodes, pics, pg, tmp)
     finish("deploy_topology_test")
 
 
@@ -372,7 +338,7 @@ def run(nodes, ngx, pics, cat_url, root):
 
     # -- an upload from the page's origin --------------------------------------------
     with open(os.path.join(root, "p%03d.png" % N_URLS), "rb") as f:
-        body, ctype = multipart("upload.png", f.read())
+        body, ctype = multipart([("file", "upload.png", f.read())])
     st, res, _ = request(port, "POST", "/api/v1/images", body,
                          dict(browser, **{"Content-Type": ctype}))
     check(st == 200 and isinstance(res, dict) and res.get("images"),
@@ -401,7 +367,7 @@ def run(nodes, ngx, pics, cat_url, root):
         oks += st == 200
     check(oks == 30, "after kill -9 of %s every request via nginx succeeds (%d/30)"
           % (dead.name, oks))
-    body, ctype = multipart("again.png", png_bytes(61, 47, 4242))
+    body, ctype = multipart([("file", "again.png", png_bytes(61, 47, 4242))])
     st, res, _ = request(port, "POST", "/api/v1/images", body,
                          dict(browser, **{"Content-Type": ctype}))
     check(st == 200 and isinstance(res, dict) and res.get("images"),

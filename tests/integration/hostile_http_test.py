@@ -18,7 +18,6 @@
 Deadlines are set to a second or two so the test takes seconds. Every child
 process is bounded and killed in `finally`; the temporary folder is removed.
 """
-import http.client
 import json
 import os
 import re
@@ -26,13 +25,11 @@ import shutil
 import socket
 import sys
 import tempfile
-import threading
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ingest_common import (check, finish, tiny_model, fixture_images,  # noqa: E402
-                           HostileServer, wait_for)
-from server_e2e import Serve, multipart  # noqa: E402
+                           HostileServer, multipart, wait_for)
+from server_e2e import Serve  # noqa: E402
 
 WAITERS = 40
 

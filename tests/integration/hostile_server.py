@@ -35,7 +35,6 @@ import socketserver
 import struct
 import sys
 import threading
-import time
 import zlib
 
 CTYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",

@@ -12,41 +12,17 @@ The .npy and FAISS files are written here byte by byte from their formats
 (NumPy's format spec; FAISS's index_write: header fields, then the codes).
 """
 import json
-import math
 import os
 import random
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 import zlib
 
-FAILS = []
-
-
-def check(cond, what):
-    if not cond:
-        FAILS.append(what)
-        print("FAIL:", what)
-    return cond
-
-
-def run(bin_, *args, stdin=None):
-    p = subprocess.run([bin_] + list(args), capture_output=True, text=True, timeout=120,
-                       input=stdin)
-    return p.returncode, p.stdout, p.stderr
-
-
-def write_npy(path, rows, dtype="<f4"):
-    n, d = len(rows), len(rows[0])
-    header = "{'descr': '%s', 'fortran_order': False, 'shape': (%d, %d), }" % (dtype, n, d)
-    pad = 64 - (10 + len(header) + 1) % 64
-    header = header + " " * pad + "\n"
-    with open(path, "wb") as f:
-        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode())
-        for r in rows:
-            f.write(struct.pack("<%df" % d, *r))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ingest_common import (check, embed_rgb, failures as FAILS, run, tiny_model,  # noqa: E402
+                           write_npy)
 
 
 def faiss_flat_ip(rows):
@@ -249,17 +225,8 @@ def main():
     bin_, src = sys.argv[1], sys.argv[2]
     tmp = tempfile.mkdtemp(prefix="ims_it_import_")
     try:
-        model = os.path.join(tmp, "model")
-        os.makedirs(model)
-        for d, f in (("tests/golden/clip/tiny", "config.json"),
-                     ("tests/golden/clip/tiny", "model.safetensors"),
-                     ("data/vocab", "vocab.json"), ("data/vocab", "merges.txt")):
-            shutil.copy(os.path.join(src, d, f), model)
-        img = os.path.join(tmp, "rgb.png")
-        shutil.copy(os.path.join(src, "tests/golden/clip/images/rgb.png"), img)
-        rc, out, err = run(bin_, "embed", "--model", model, "--image", img)
-        check(rc == 0, "embed works: %s" % err)
-        emb = json.loads(out.splitlines()[0])["embedding"]
+        model = tiny_model(src, os.path.join(tmp, "model"))
+        img, emb = embed_rgb(bin_, src, tmp, model)
         d = len(emb)
         check(d == 32, "tiny model embeds in 32 dimensions")
 

@@ -21,7 +21,6 @@ so jobs last long enough to be shared and interrupted.
 """
 import json
 import os
-import shutil
 import sqlite3
 import sys
 import tempfile
@@ -30,9 +29,8 @@ import time
 import http.client
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hostile_server import png_bytes  # noqa: E402
-from ingest_common import (HostileServer, ServeProcess, check, finish, tiny_model,  # noqa: E402
-                           wait_for)
+from ingest_common import (HostileServer, ServeProcess, check, finish, png_folder,  # noqa: E402
+                           stop_all, tiny_model, wait_for)
 
 LEASE_S = 2
 
@@ -125,11 +123,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="ims_cluster_")
     nodes, pics, pg = [], None, None
     try:
-        root = os.path.join(tmp, "root")
-        os.makedirs(root)
-        for i in range(80):
-            with open(os.path.join(root, "p%03d.png" % i), "wb") as f:
-                f.write(png_bytes(48 + i % 5, 40 + i % 7, i))
+        root = png_folder(tmp, 80)
         pics = HostileServer(root, delay_ms=150, max_life=600)
         model = tiny_model(src, os.path.join(tmp, "model"))
         if backend == "pg":
@@ -159,16 +153,7 @@ def main():
         b = start("node-b")
         run(q, a, b, start, pics, cat)
     finally:
-        for n in nodes:
-            n.kill()
-        if pics:
-            pics.stop()
-        if pg:
-            pg.__exit__(None, None, None)
-        if os.environ.get("IMS_IT_VERBOSE") == "1":
-            for n in nodes:
-                print("---- %s\n%s" % (n.name, n.stderr()[-3000:]))
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop_all(nodes, pics, pg, tmp)
     finish("ingest_cluster_test")
 
 

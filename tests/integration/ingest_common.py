@@ -2,15 +2,20 @@
 """Helpers shared by the CLI, ingest and cluster integration tests (and
 bench_ingest_cluster.py): the tiny model folder, running imgsearch with a
 bound, `imgsearch serve` processes on loopback, the loopback hostile server,
-result checks."""
+result checks, .npy vector files for `import`, one HTTP exchange with a
+node, and the main and clean-up steps the tests share."""
+import http.client
 import json
 import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
@@ -42,6 +47,38 @@ def tiny_model(src, dest):
     for f in ("vocab.json", "merges.txt"):
         shutil.copy(os.path.join(src, "data/vocab", f), dest)
     return dest
+
+
+def run(bin_, *args, stdin=None, env=None, timeout=300):
+    """Runs `bin_ ARGS` (text in and out; `timeout` bounds a hang); returns
+    (rc, stdout, stderr)."""
+    p = subprocess.run([bin_] + list(args), capture_output=True, text=True, timeout=timeout,
+                       input=stdin, env=env)
+    return p.returncode, p.stdout, p.stderr
+
+
+def embed_rgb(bin_, src, tmp, model):
+    """The golden rgb.png copied into tmp and embedded by `imgsearch embed`
+    (checked to succeed): (its path, its embedding)."""
+    img = os.path.join(tmp, "rgb.png")
+    shutil.copy(os.path.join(src, "tests/golden/clip/images/rgb.png"), img)
+    rc, out, err = run(bin_, "embed", "--model", model, "--image", img)
+    check(rc == 0, "embed works: %s" % err)
+    return img, json.loads(out.splitlines()[0])["embedding"]
+
+
+def write_npy(path, rows, dtype="<f4"):
+    """Writes `rows` (lists of floats) as a version-1 .npy file of float32
+    values; `dtype` is what the header claims (another one makes a hostile
+    file)."""
+    n, d = len(rows), len(rows[0])
+    header = "{'descr': '%s', 'fortran_order': False, 'shape': (%d, %d), }" % (dtype, n, d)
+    pad = 64 - (10 + len(header) + 1) % 64
+    header = header + " " * pad + "\n"
+    with open(path, "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode())
+        for r in rows:
+            f.write(struct.pack("<%df" % d, *r))
 
 
 def fixture_images(src):
@@ -202,3 +239,97 @@ class ServeProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         return self.p.returncode
+
+
+def tmp_main(name, prefix, body):
+    """The main of a test that starts processes: argv's binary and source
+    tree, a fresh temporary folder, body(exe, src, tmp, procs) where `procs`
+    collects what it starts (each killed afterwards, whatever happened), the
+    folder removed, the verdict printed."""
+    exe, src = sys.argv[1], sys.argv[2]
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    procs = []
+    try:
+        body(exe, src, tmp, procs)
+    finally:
+        for p in procs:
+            try:
+                p.kill()
+            except Exception:
+                pass
+        shutil.rmtree(tmp, ignore_errors=True)
+    finish(name)
+
+
+def png_folder(tmp, n, seed0=0):
+    """n small valid PNGs p000.png, p001.png ... (48-52 x 40-46 pixels, seeds
+    seed0, seed0 + 1 ...) in tmp/root, for the loopback picture server;
+    returns the folder."""
+    from hostile_server import png_bytes
+    root = os.path.join(tmp, "root")
+    os.makedirs(root)
+    for i in range(n):
+        with open(os.path.join(root, "p%03d.png" % i), "wb") as f:
+            f.write(png_bytes(48 + i % 5, 40 + i % 7, seed0 + i))
+    return root
+
+
+def stop_all(nodes=(), pics=None, pg=None, tmp=None):
+    """The clean-up of the cluster tests' `finally`: every node killed, the
+    picture server and the PostgreSQL server stopped, the nodes' logs printed
+    when IMS_IT_VERBOSE=1, the temporary folder removed."""
+    for n in nodes:
+        n.kill()
+    if pics:
+        pics.stop()
+    if pg:
+        pg.__exit__(None, None, None)
+    if os.environ.get("IMS_IT_VERBOSE") == "1":
+        for n in nodes:
+            print("---- %s\n%s" % (n.name, n.stderr()[-3000:]))
+    if tmp:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def http_exchange(port, method, path, body=None, headers=None, timeout=60):
+    """One request to 127.0.0.1:port (a dict or list body is sent as JSON):
+    (status, headers with lower-case names, body bytes)."""
+    h = dict(headers or {})
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body).encode()
+        h.setdefault("Content-Type", "application/json")
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request(method, path, body=body, headers=h)
+        r = c.getresponse()
+        data = r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+    finally:
+        c.close()
+
+
+def json_or_bytes(data):
+    """`data` parsed as JSON, or the bytes themselves when they are not JSON."""
+    try:
+        return json.loads(data)
+    except ValueError:
+        return data
+
+
+
+def multipart(fields):
+    """fields: [(name, filename or None, bytes)] -> (multipart/form-data body,
+    its Content-Type); a part with a filename is sent as a file."""
+    boundary = "ims" + uuid.uuid4().hex
+    out = []
+    for name, filename, data in fields:
+        disp = 'form-data; name="%s"' % name
+        if filename is not None:
+            disp += '; filename="%s"' % filename
+        out.append(b"--" + boundary.encode() + b"\r\n")
+        out.append(("Content-Disposition: %s\r\n" % disp).encode())
+        if filename is not None:
+            out.append(b"Content-Type: application/octet-stream\r\n")
+        out.append(b"\r\n" + data + b"\r\n")
+    out.append(b"--" + boundary.encode() + b"--\r\n")
+    return b"".join(out), "multipart/form-data; boundary=" + boundary

@@ -14,14 +14,13 @@ had committed without recording the item finds that row, its own, and is
 not a duplicate of itself). Waits are bounded, never asserted as timings.
 """
 import os
-import shutil
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hostile_server import png_bytes  # noqa: E402
 from ingest_cluster_test import Catalogue, Node, urls_of, wait_job  # noqa: E402
-from ingest_common import HostileServer, check, finish, tiny_model, wait_for  # noqa: E402
+from ingest_common import (HostileServer, check, finish, png_folder, stop_all,  # noqa: E402
+                           tiny_model, wait_for)
 
 N = 12
 LONG = ["--lease-seconds", "600", "--claim-batch", "4"]
@@ -32,11 +31,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="ims_restart_")
     nodes, pics, pg = [], None, None
     try:
-        root = os.path.join(tmp, "root")
-        os.makedirs(root)
-        for i in range(N):
-            with open(os.path.join(root, "p%03d.png" % i), "wb") as f:
-                f.write(png_bytes(48 + i % 5, 40 + i % 7, 1000 + i))
+        root = png_folder(tmp, N, 1000)
         pics = HostileServer(root, delay_ms=1000, max_life=600)
         model = tiny_model(src, os.path.join(tmp, "model"))
         if backend == "pg":
@@ -92,13 +87,7 @@ def main():
         b.stop()
         check(b.p.returncode == 0, "stops cleanly (rc %s)" % b.p.returncode)
     finally:
-        for n in nodes:
-            n.kill()
-        if pics:
-            pics.stop()
-        if pg:
-            pg.__exit__(None, None, None)
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop_all(nodes, pics, pg, tmp)
     finish("ingest_restart_test " + backend)
 
 

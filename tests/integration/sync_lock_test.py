@@ -25,16 +25,15 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from ingest_common import check, finish, tiny_model, wait_for  # noqa: E402
-from pgutil import PgServer, psql  # noqa: E402
+from ingest_common import check, wait_for  # noqa: E402
+from pgutil import psql  # noqa: E402
 from server_e2e import Serve  # noqa: E402
-from sync_test import Catalogue, metric, run, write_bmp  # noqa: E402
+from sync_test import Catalogue, backend_main, metric, run, write_bmp  # noqa: E402
 
 DEADLINE = 60
 N_FILES = 40
@@ -194,20 +193,7 @@ def watch_checks(exe, model, tmp):
 
 
 def main():
-    exe, src, backend = sys.argv[1], sys.argv[2], sys.argv[3]
-    tmp = tempfile.mkdtemp(prefix="ims-synclock-")
-    try:
-        model = tiny_model(src, os.path.join(tmp, "model"))
-        data = os.path.join(tmp, "data")
-        if backend == "pg":
-            with PgServer() as pg:
-                checks(exe, model, data, pg.new_database(), tmp)
-        else:
-            checks(exe, model, data, None, tmp)
-            watch_checks(exe, model, tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    finish("sync_lock_test " + backend)
+    backend_main("sync_lock_test", checks, watch_checks)
 
 
 if __name__ == "__main__":

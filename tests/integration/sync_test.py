@@ -29,7 +29,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -252,21 +251,30 @@ def watch_checks(exe, model, tmp):
           "serve --watch of a missing folder fails: %r" % bad.stderr[-300:])
 
 
-def main():
+def backend_main(name, checks, sqlite_checks):
+    """The main of the sync tests (argv: the binary, the source tree, "sqlite"
+    or "pg"): a temporary folder with the tiny model, then checks(exe, model,
+    data, url, tmp) on that backend (url None: SQLite in data; else a fresh
+    database of a throwaway PostgreSQL server), and on SQLite also
+    sqlite_checks(exe, model, tmp); the folder is removed in any case."""
     exe, src, backend = sys.argv[1], sys.argv[2], sys.argv[3]
-    tmp = tempfile.mkdtemp(prefix="ims-sync-")
+    tmp = tempfile.mkdtemp(prefix="ims-%s-" % name.replace("_", ""))
     try:
         model = tiny_model(src, os.path.join(tmp, "model"))
         data = os.path.join(tmp, "data")
         if backend == "pg":
             with PgServer() as pg:
-                add_sync_checks(exe, model, data, pg.new_database(), tmp)
+                checks(exe, model, data, pg.new_database(), tmp)
         else:
-            add_sync_checks(exe, model, data, None, tmp)
-            watch_checks(exe, model, tmp)
+            checks(exe, model, data, None, tmp)
+            sqlite_checks(exe, model, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    finish("sync_test " + backend)
+    finish(name + " " + backend)
+
+
+def main():
+    backend_main("sync_test", add_sync_checks, watch_checks)
 
 
 if __name__ == "__main__":

@@ -25,10 +25,10 @@
 
 #include <cmocka.h>
 
-#include <jpeglib.h>
 
 #include "imgsearch/image.h"
 #include "image_int.h"
+#include "image_test_jpeg.h"
 
 #include <pthread.h>
 #include <unistd.h>
@@ -610,32 +610,14 @@ static void test_aspect_from_header(void **state)
 
 static uint8_t *make_progressive_jpeg(int w, int h, size_t *n_out)
 {
-    struct jpeg_compress_struct c;
-    struct jpeg_error_mgr e;
-    unsigned char *buf = NULL;
-    unsigned long n = 0;
-    c.err = jpeg_std_error(&e);
-    jpeg_create_compress(&c);
-    jpeg_mem_dest(&c, &buf, &n);
-    c.image_width = (JDIMENSION)w;
-    c.image_height = (JDIMENSION)h;
-    c.input_components = 3;
-    c.in_color_space = JCS_RGB;
-    jpeg_set_defaults(&c);
-    jpeg_simple_progression(&c);
-    jpeg_start_compress(&c, TRUE);
-    uint8_t *row = malloc((size_t)w * 3);
-    while (c.next_scanline < c.image_height) {
+    uint8_t *px = malloc((size_t)w * (size_t)h * 3);
+    assert_non_null(px);
+    for (int y = 0; y < h; y++)
         for (int x = 0; x < w * 3; x++)
-            row[x] = (uint8_t)(x * 7 + c.next_scanline * 3);
-        JSAMPROW r = row;
-        jpeg_write_scanlines(&c, &r, 1);
-    }
-    jpeg_finish_compress(&c);
-    jpeg_destroy_compress(&c);
-    free(row);
-    *n_out = n;
-    return buf;
+            px[(size_t)y * (size_t)w * 3 + (size_t)x] = (uint8_t)(x * 7 + y * 3);
+    uint8_t *jpg = itj_encode(px, w, h, 3, 0, 1, n_out);
+    free(px);
+    return jpg;
 }
 
 /* libjpeg's max_memory_to_use is set: a progressive JPEG whose coefficient
@@ -884,33 +866,14 @@ static void test_gif_first_frame(void **state)
  * (inverted values, Adobe marker), with libjpeg's encoder. */
 static uint8_t *make_cmyk_jpeg(int w, int h, const uint8_t ink[4], size_t *n_out)
 {
-    struct jpeg_compress_struct c;
-    struct jpeg_error_mgr e;
-    unsigned char *buf = NULL;
-    unsigned long n = 0;
-    c.err = jpeg_std_error(&e);
-    jpeg_create_compress(&c);
-    jpeg_mem_dest(&c, &buf, &n);
-    c.image_width = (JDIMENSION)w;
-    c.image_height = (JDIMENSION)h;
-    c.input_components = 4;
-    c.in_color_space = JCS_CMYK;
-    jpeg_set_defaults(&c);
-    jpeg_set_quality(&c, 100, TRUE);
-    jpeg_start_compress(&c, TRUE);
-    uint8_t *row = malloc((size_t)w * 4);
-    for (int x = 0; x < w; x++)
+    uint8_t *px = malloc((size_t)w * (size_t)h * 4);
+    assert_non_null(px);
+    for (size_t i = 0; i < (size_t)w * (size_t)h; i++)
         for (int k = 0; k < 4; k++)
-            row[4 * x + k] = (uint8_t)(255 - ink[k]);
-    while (c.next_scanline < c.image_height) {
-        JSAMPROW r = row;
-        jpeg_write_scanlines(&c, &r, 1);
-    }
-    jpeg_finish_compress(&c);
-    jpeg_destroy_compress(&c);
-    free(row);
-    *n_out = n;
-    return buf;
+            px[4 * i + (size_t)k] = (uint8_t)(255 - ink[k]);
+    uint8_t *jpg = itj_encode(px, w, h, 4, 100, 0, n_out);
+    free(px);
+    return jpg;
 }
 
 static void test_cmyk_jpeg(void **state)

@@ -18,11 +18,11 @@
 
 #include <cmocka.h>
 
-#include <jpeglib.h>
 #include <webp/encode.h>
 #include <webp/types.h>
 
 #include "imgsearch/image.h"
+#include "image_test_jpeg.h"
 
 static uint64_t rs = 12345;
 static uint32_t rnd(void)
@@ -58,30 +58,11 @@ static uint8_t *gen_rgb(int w, int h)
 static unsigned char *make_jpeg(int w, int h, int progressive, unsigned long *n)
 {
     uint8_t *rgb = gen_rgb(w, h);
-    struct jpeg_compress_struct c;
-    struct jpeg_error_mgr jerr;
-    unsigned char *buf = NULL;
-    *n = 0;
-    c.err = jpeg_std_error(&jerr);
-    jpeg_create_compress(&c);
-    jpeg_mem_dest(&c, &buf, n);
-    c.image_width = (JDIMENSION)w;
-    c.image_height = (JDIMENSION)h;
-    c.input_components = 3;
-    c.in_color_space = JCS_RGB;
-    jpeg_set_defaults(&c);
-    jpeg_set_quality(&c, 90, TRUE);
-    if (progressive)
-        jpeg_simple_progression(&c);
-    jpeg_start_compress(&c, TRUE);
-    while (c.next_scanline < c.image_height) {
-        JSAMPROW row = (JSAMPROW)(rgb + (size_t)c.next_scanline * (size_t)w * 3);
-        jpeg_write_scanlines(&c, &row, 1);
-    }
-    jpeg_finish_compress(&c);
-    jpeg_destroy_compress(&c);
+    size_t len = 0;
+    unsigned char *jpg = itj_encode(rgb, w, h, 3, 90, progressive, &len);
     free(rgb);
-    return buf;
+    *n = len;
+    return jpg;
 }
 
 static double psnr(const uint8_t *a, const uint8_t *b, size_t n)

@@ -20,6 +20,8 @@
 
 #include "imgsearch/index.h"
 
+#include "unit_fx.h"
+
 #define DIM 64
 #define N_RANDOM 1500
 #define N_GROUPS 25
@@ -29,11 +31,7 @@
 static uint64_t rng = 7;
 static float gauss(void)
 {
-    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-    double u1 = ((rng >> 11) + 1.0) / 9007199254740993.0;
-    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-    double u2 = (rng >> 11) / 9007199254740992.0;
-    return (float)(sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2));
+    return ufx_gauss(&rng);
 }
 
 static void unit(float *v, int d)

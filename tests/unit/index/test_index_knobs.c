@@ -24,14 +24,10 @@
 #define N 3000
 #define DIM 32
 
-static void test_ivf_nprobe(void **state)
+/* Unit vectors of a fixed xorshift stream (rows and, from another seed, queries). */
+static void unit_rows(uint64_t r, float *x, int n)
 {
-    (void)state;
-    struct ims_error err = {0};
-    uint64_t r = 88172645463325252ull;
-    float *x = malloc(sizeof(float) * N * DIM);
-    int64_t *ids = malloc(sizeof(int64_t) * N);
-    for (int i = 0; i < N; i++) {
+    for (int i = 0; i < n; i++) {
         double norm = 0;
         for (int d = 0; d < DIM; d++) {
             r ^= r << 13, r ^= r >> 7, r ^= r << 17;
@@ -40,8 +36,18 @@ static void test_ivf_nprobe(void **state)
         }
         for (int d = 0; d < DIM; d++)
             x[i * DIM + d] = (float)(x[i * DIM + d] / sqrt(norm));
-        ids[i] = 7 + i;
     }
+}
+
+static void test_ivf_nprobe(void **state)
+{
+    (void)state;
+    struct ims_error err = {0};
+    float *x = malloc(sizeof(float) * N * DIM);
+    int64_t *ids = malloc(sizeof(int64_t) * N);
+    unit_rows(88172645463325252ull, x, N);
+    for (int i = 0; i < N; i++)
+        ids[i] = 7 + i;
     struct vindex *ivf = NULL, *exact = NULL;
     assert_int_equal(vindex_new("Flat", DIM, &exact, &err), IMS_OK);
     assert_int_equal(vindex_add(exact, ids, x, N, &err), IMS_OK);
@@ -70,21 +76,6 @@ static void test_ivf_nprobe(void **state)
     vindex_free(exact);
     free(x);
     free(ids);
-}
-
-/* Unit vectors of a fixed xorshift stream (rows and, from another seed, queries). */
-static void unit_rows(uint64_t r, float *x, int n)
-{
-    for (int i = 0; i < n; i++) {
-        double norm = 0;
-        for (int d = 0; d < DIM; d++) {
-            r ^= r << 13, r ^= r >> 7, r ^= r << 17;
-            x[i * DIM + d] = (float)((double)(r % 20001) / 10000.0 - 1.0);
-            norm += (double)x[i * DIM + d] * x[i * DIM + d];
-        }
-        for (int d = 0; d < DIM; d++)
-            x[i * DIM + d] = (float)(x[i * DIM + d] / sqrt(norm));
-    }
 }
 
 static void test_hnsw_default_ef(void **state)

@@ -34,6 +34,7 @@
 #include "store_test_util.h"
 #include "imgsearch/index.h"
 #include "imgsearch/ingest.h"
+#include "unit_fx.h"
 
 #define MAX_REPORTS 256
 
@@ -62,12 +63,6 @@ struct fixture {
     int cancel_after; /* on_item raises cancel after this many reports (0: never) */
 };
 
-static const char *src_dir(void)
-{
-    const char *s = getenv("IMS_SOURCE_DIR");
-    return s && *s ? s : IMS_SOURCE_DIR;
-}
-
 static void write_file(const char *path, const void *data, size_t n)
 {
     FILE *f = fopen(path, "wb");
@@ -85,17 +80,9 @@ static char *read_file(const char *path, size_t *n)
     return data;
 }
 
-static void copy_file(const char *from, const char *to)
-{
-    size_t n = 0;
-    char *data = read_file(from, &n);
-    write_file(to, data, n);
-    ims_free(data);
-}
-
 static void golden_path(const char *name, char *out, size_t n)
 {
-    snprintf(out, n, "%s/tests/golden/clip/images/%s", src_dir(), name);
+    snprintf(out, n, "%s/tests/golden/clip/images/%s", ufx_src_dir(), name);
 }
 
 static int setup(void **state)
@@ -105,25 +92,14 @@ static int setup(void **state)
     assert_non_null(mkdtemp(f->dir));
     snprintf(f->model_dir, sizeof(f->model_dir), "%s/model", f->dir);
     snprintf(f->files, sizeof(f->files), "%s/files", f->dir);
-    assert_int_equal(ims_mkdir_p(f->model_dir, NULL), IMS_OK);
     assert_int_equal(ims_mkdir_p(f->files, NULL), IMS_OK);
-    const char *model_files[][2] = {{"tests/golden/clip/tiny", "config.json"},
-                                    {"tests/golden/clip/tiny", "model.safetensors"},
-                                    {"data/vocab", "vocab.json"},
-                                    {"data/vocab", "merges.txt"}};
-    for (size_t i = 0; i < 4; i++) {
-        char from[1024], to[1024];
-        snprintf(from, sizeof(from), "%s/%s/%s", src_dir(), model_files[i][0],
-                 model_files[i][1]);
-        snprintf(to, sizeof(to), "%s/%s", f->model_dir, model_files[i][1]);
-        copy_file(from, to);
-    }
+    ufx_copy_tiny_model(f->model_dir);
     const char *images[] = {"rgb.png", "baseline.jpg", "grey.jpg", "palette.png"};
     for (size_t i = 0; i < IMS_ARRAY_LEN(images); i++) {
         char from[1024], to[1024];
         golden_path(images[i], from, sizeof(from));
         snprintf(to, sizeof(to), "%s/%s", f->files, images[i]);
-        copy_file(from, to);
+        ufx_copy_file(from, to);
     }
     struct ims_error err = {0};
     assert_int_equal(clip_model_load(f->model_dir, NULL, &f->model, &err), IMS_OK);
@@ -149,9 +125,7 @@ static int teardown(void **state)
     store_close(f->store);
     tu_catalogue_drop(f->catalogue);
     clip_model_free(f->model);
-    char cmd[600];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
-    assert_int_equal(system(cmd), 0);
+    ufx_rmtree(f->dir);
     free(f);
     return 0;
 }
@@ -314,7 +288,7 @@ static void test_files_exact_statuses(void **state)
     write_file(trunc, jpg, n / 3); /* a JPEG cut short: its decoder's status */
     ims_free(jpg);
     assert_int_equal(ims_mkdir_p(sub, NULL), IMS_OK);
-    copy_file(rgb, twin); /* the same bytes under another name, inside a folder */
+    ufx_copy_file(rgb, twin); /* the same bytes under another name, inside a folder */
 
     struct ingest_options o;
     options(f, &o, 1);
@@ -561,6 +535,25 @@ static char **distinct_urls(struct hts *s, int n)
     return urls;
 }
 
+/* n distinct files (distinct_files) served under /files/ by a new loopback
+ * server (*s, hts_stop it); their URLs (free_urls them). */
+static char **served_files(struct fixture *f, int n, struct hts **s)
+{
+    distinct_files(f, n);
+    *s = hts_start();
+    hts_serve_dir(*s, "/files/", f->files, 0, 0);
+    return distinct_urls(*s, n);
+}
+
+/* A service that takes jobs and answers for them but ingests nothing. */
+static struct ingest *query_node(struct fixture *f)
+{
+    struct ingest_options o;
+    service_options(f, &o, "query-only");
+    o.no_ingest = 1;
+    return service(f, &o);
+}
+
 static void free_urls(char **urls, int n)
 {
     for (int i = 0; i < n; i++)
@@ -679,10 +672,8 @@ static void test_service_two_nodes_exactly_once(void **state)
 {
     struct fixture *f = *state;
     enum { N = 12 };
-    distinct_files(f, N);
-    struct hts *s = hts_start();
-    hts_serve_dir(s, "/files/", f->files, 0, 0);
-    char **urls = distinct_urls(s, N);
+    struct hts *s = NULL;
+    char **urls = served_files(f, N, &s);
 
     struct ingest_options oq, oa, ob;
     service_options(f, &oq, "query-only");
@@ -742,14 +733,9 @@ static void test_service_dead_node_items_redone(void **state)
 {
     struct fixture *f = *state;
     enum { N = 4 };
-    distinct_files(f, N);
-    struct hts *s = hts_start();
-    hts_serve_dir(s, "/files/", f->files, 0, 0);
-    char **urls = distinct_urls(s, N);
-    struct ingest_options oq;
-    service_options(f, &oq, "query-only");
-    oq.no_ingest = 1;
-    struct ingest *q = service(f, &oq);
+    struct hts *s = NULL;
+    char **urls = served_files(f, N, &s);
+    struct ingest *q = query_node(f);
     char id[INGEST_JOB_ID_BYTES];
     struct ims_error err = {0};
     assert_int_equal(ingest_submit(q, (const char *const *)urls, N, id, &err), IMS_OK);
@@ -790,10 +776,8 @@ static void test_service_resumes_after_restart(void **state)
 {
     struct fixture *f = *state;
     enum { N = 10 };
-    distinct_files(f, N);
-    struct hts *s = hts_start();
-    hts_serve_dir(s, "/files/", f->files, 0, 0);
-    char **urls = distinct_urls(s, N);
+    struct hts *s = NULL;
+    char **urls = served_files(f, N, &s);
     /* every download takes a while, so the stop comes mid-job */
     for (int i = 0; i < N; i++) {
         char path[64], file[400];
@@ -853,10 +837,7 @@ static void test_service_gives_up_poison_items(void **state)
     hts_serve_dir(s, "/files/", f->files, 0, 0);
     char u[128];
     hts_url(s, "/files/grey.jpg", u, sizeof(u));
-    struct ingest_options oq;
-    service_options(f, &oq, "query-only");
-    oq.no_ingest = 1;
-    struct ingest *q = service(f, &oq);
+    struct ingest *q = query_node(f);
     const char *urls[] = {u};
     char id[INGEST_JOB_ID_BYTES];
     struct ims_error err = {0};

@@ -9,48 +9,21 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/stat.h>
 
 #include <cmocka.h>
 
-char lt_tmp[256], lt_model[300], lt_images[1024];
+#include "unit_fx.h"
 
-static const char *src_dir(void)
-{
-    const char *s = getenv("IMS_SOURCE_DIR");
-    return s && *s ? s : IMS_SOURCE_DIR;
-}
-
-static void copy(const char *from, const char *to)
-{
-    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
-    assert_non_null(in);
-    assert_non_null(out);
-    char buf[65536];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
-        assert_int_equal(fwrite(buf, 1, n, out), n);
-    fclose(in);
-    fclose(out);
-}
+char lt_tmp[256], lt_model[300], lt_images[1024], lt_data[300];
 
 void lt_setup(void)
 {
     snprintf(lt_tmp, sizeof(lt_tmp), "/tmp/ims-test-lib-XXXXXX");
     assert_non_null(mkdtemp(lt_tmp));
     snprintf(lt_model, sizeof(lt_model), "%s/model", lt_tmp);
-    snprintf(lt_images, sizeof(lt_images), "%s/tests/golden/clip/images", src_dir());
-    assert_int_equal(mkdir(lt_model, 0755), 0);
-    static const char *const files[][2] = {{"tests/golden/clip/tiny", "config.json"},
-                                           {"tests/golden/clip/tiny", "model.safetensors"},
-                                           {"data/vocab", "vocab.json"},
-                                           {"data/vocab", "merges.txt"}};
-    for (size_t i = 0; i < 4; i++) {
-        char a[1024], b[1024];
-        snprintf(a, sizeof(a), "%s/%s/%s", src_dir(), files[i][0], files[i][1]);
-        snprintf(b, sizeof(b), "%s/%s", lt_model, files[i][1]);
-        copy(a, b);
-    }
+    snprintf(lt_data, sizeof(lt_data), "%s/data", lt_tmp);
+    snprintf(lt_images, sizeof(lt_images), "%s/tests/golden/clip/images", ufx_src_dir());
+    ufx_copy_tiny_model(lt_model);
 }
 
 int lt_teardown(void)
@@ -58,4 +31,46 @@ int lt_teardown(void)
     char cmd[600];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", lt_tmp);
     return system(cmd) == 0 ? 0 : -1;
+}
+
+int lt_group_setup(void **state)
+{
+    (void)state;
+    lt_setup();
+    return 0;
+}
+
+int lt_group_teardown(void **state)
+{
+    (void)state;
+    return lt_teardown();
+}
+
+void lt_params(struct imgsearch_params *p)
+{
+    imgsearch_params_default(p);
+    p->model_dir = lt_model;
+}
+
+struct imgsearch *lt_open(const char *where)
+{
+    struct imgsearch_params p;
+    lt_params(&p);
+    struct imgsearch *is = NULL;
+    struct imgsearch_error err;
+    if (imgsearch_open(where, &p, &is, &err) != IMGSEARCH_OK)
+        fail_msg("imgsearch_open %s: %s", where, err.message);
+    assert_non_null(is);
+    return is;
+}
+
+int64_t lt_add_images(struct imgsearch *is)
+{
+    const char *src[] = {lt_images};
+    struct imgsearch_add_summary sum;
+    struct imgsearch_error err;
+    if (imgsearch_add(is, src, 1, &sum, &err) != IMGSEARCH_OK)
+        fail_msg("imgsearch_add: %s", err.message);
+    assert_true(sum.added >= 20);
+    return sum.added;
 }

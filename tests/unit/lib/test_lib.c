@@ -26,30 +26,13 @@
 
 #include "lib_test_util.h"
 
-static char data[300];
-
-static int setup(void **state)
-{
-    (void)state;
-    lt_setup();
-    snprintf(data, sizeof(data), "%s/data", lt_tmp);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    return lt_teardown();
-}
-
 static void test_refusals(void **state)
 {
     (void)state;
     struct imgsearch *is = NULL;
     struct imgsearch_error err;
     struct imgsearch_params p;
-    imgsearch_params_default(&p);
-    p.model_dir = lt_model;
+    lt_params(&p);
     assert_int_equal(imgsearch_open(NULL, &p, &is, &err), IMGSEARCH_ERR_INVALID);
     /* postgresql:// opens a catalogue (test_lib_pg); other schemes are
      * refused, never taken for a folder */
@@ -59,12 +42,12 @@ static void test_refusals(void **state)
     assert_null(is);
     unsetenv("IMGSEARCH_MODEL");
     p.model_dir = NULL;
-    assert_int_equal(imgsearch_open(data, &p, &is, &err), IMGSEARCH_ERR_INVALID);
+    assert_int_equal(imgsearch_open(lt_data, &p, &is, &err), IMGSEARCH_ERR_INVALID);
     assert_non_null(strstr(err.message, "model"));
     char nowhere[400];
     snprintf(nowhere, sizeof(nowhere), "%s/nowhere", lt_tmp);
     p.model_dir = nowhere;
-    assert_int_not_equal(imgsearch_open(data, &p, &is, NULL), IMGSEARCH_OK);
+    assert_int_not_equal(imgsearch_open(lt_data, &p, &is, NULL), IMGSEARCH_OK);
     assert_null(is);
     assert_string_equal(imgsearch_status_name(IMGSEARCH_ERR_MODEL_MISMATCH), "model_mismatch");
     assert_string_equal(imgsearch_version(), "1.0.0");
@@ -75,21 +58,14 @@ static void test_refusals(void **state)
 static void test_folder_life(void **state)
 {
     (void)state;
-    struct imgsearch_params p;
-    imgsearch_params_default(&p);
-    p.model_dir = lt_model;
-    struct imgsearch *is = NULL;
+    struct imgsearch *is = lt_open(lt_data);
     struct imgsearch_error err;
-    assert_int_equal(imgsearch_open(data, &p, &is, &err), IMGSEARCH_OK);
     int dim = imgsearch_dim(is);
     assert_true(dim > 0);
-    const char *src[] = {lt_images};
-    struct imgsearch_add_summary sum;
-    assert_int_equal(imgsearch_add(is, src, 1, &sum, &err), IMGSEARCH_OK);
-    assert_true(sum.added >= 20);
+    int64_t added = lt_add_images(is);
     int64_t n = 0;
     assert_int_equal(imgsearch_count(is, &n, &err), IMGSEARCH_OK);
-    assert_int_equal(n, sum.added);
+    assert_int_equal(n, added);
 
     /* a text query: scores are the cosine of the text's embedding */
     float *t = malloc((size_t)dim * sizeof(float)), *e = malloc((size_t)dim * sizeof(float));
@@ -169,9 +145,11 @@ static void test_folder_life(void **state)
     imgsearch_close(is);
 
     /* reopened: the same rows, the removal kept; adding again finds duplicates */
-    assert_int_equal(imgsearch_open(data, &p, &is, &err), IMGSEARCH_OK);
+    is = lt_open(lt_data);
     assert_int_equal(imgsearch_count(is, &n, &err), IMGSEARCH_OK);
-    assert_int_equal(n, sum.added - 1);
+    assert_int_equal(n, added - 1);
+    const char *src[] = {lt_images};
+    struct imgsearch_add_summary sum;
     assert_int_equal(imgsearch_add(is, src, 1, &sum, &err), IMGSEARCH_OK);
     assert_int_equal(sum.added, 1); /* the removed one comes back */
     imgsearch_close(is);
@@ -204,11 +182,7 @@ static void *search_worker(void *arg)
 static void test_threads(void **state)
 {
     (void)state;
-    struct imgsearch_params p;
-    imgsearch_params_default(&p);
-    p.model_dir = lt_model;
-    struct imgsearch *is = NULL;
-    assert_int_equal(imgsearch_open(data, &p, &is, NULL), IMGSEARCH_OK);
+    struct imgsearch *is = lt_open(lt_data);
     pthread_t th[4];
     struct worker w[4];
     for (int i = 0; i < 4; i++) {
@@ -229,5 +203,5 @@ int main(void)
         cmocka_unit_test(test_folder_life),
         cmocka_unit_test(test_threads),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, lt_group_setup, lt_group_teardown);
 }

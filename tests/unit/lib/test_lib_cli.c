@@ -23,27 +23,11 @@
 
 #include "lib_test_util.h"
 
-static char data[300];
-
-static int setup(void **state)
-{
-    (void)state;
-    lt_setup();
-    snprintf(data, sizeof(data), "%s/data", lt_tmp);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    return lt_teardown();
-}
-
 /* Runs the command line (stdout into out, stderr to a file); its exit status. */
 static int run(char *out, size_t cap, const char *args)
 {
     char cmd[4096];
-    snprintf(cmd, sizeof(cmd), "'%s' %s --data '%s' 2>'%s/stderr.txt'", IMS_CLI_EXE, args, data,
+    snprintf(cmd, sizeof(cmd), "'%s' %s --data '%s' 2>'%s/stderr.txt'", IMS_CLI_EXE, args, lt_data,
              lt_tmp);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
@@ -58,16 +42,9 @@ static int run(char *out, size_t cap, const char *args)
 static void test_one_path(void **state)
 {
     (void)state;
-    struct imgsearch_params p;
-    imgsearch_params_default(&p);
-    p.model_dir = lt_model;
-    struct imgsearch *is = NULL;
+    struct imgsearch *is = lt_open(lt_data);
     struct imgsearch_error err;
-    assert_int_equal(imgsearch_open(data, &p, &is, &err), IMGSEARCH_OK);
-    const char *src[] = {lt_images};
-    struct imgsearch_add_summary sum;
-    assert_int_equal(imgsearch_add(is, src, 1, &sum, &err), IMGSEARCH_OK);
-    assert_true(sum.added >= 20);
+    int64_t added = lt_add_images(is);
     struct imgsearch_term t = {.kind = IMGSEARCH_TERM_TEXT, .weight = 1, .text = "a red square"};
     struct imgsearch_query q = {.terms = &t, .n_terms = 1, .k = K};
     struct imgsearch_results res;
@@ -113,7 +90,9 @@ static void test_one_path(void **state)
 
     /* ... and the library, opening only what exists, no longer finds it:
      * the next best is first */
-    assert_int_equal(imgsearch_open_flags(data, &p, IMGSEARCH_OPEN_EXISTING, &is, &err),
+    struct imgsearch_params p;
+    lt_params(&p);
+    assert_int_equal(imgsearch_open_flags(lt_data, &p, IMGSEARCH_OPEN_EXISTING, &is, &err),
                      IMGSEARCH_OK);
     assert_int_equal(imgsearch_search(is, &q, &res, &err), IMGSEARCH_OK);
     assert_int_equal(res.n, K);
@@ -125,7 +104,7 @@ static void test_one_path(void **state)
     assert_int_equal(imgsearch_get(is, ids[0], &row, &err), IMGSEARCH_ERR_NOT_FOUND);
     int64_t n = 0;
     assert_int_equal(imgsearch_count(is, &n, &err), IMGSEARCH_OK);
-    assert_int_equal(n, sum.added - 1);
+    assert_int_equal(n, added - 1);
     imgsearch_close(is);
 
     /* the command's stats agree with the library */
@@ -140,5 +119,5 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_path),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, lt_group_setup, lt_group_teardown);
 }

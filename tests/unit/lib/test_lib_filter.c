@@ -28,7 +28,7 @@
 
 #include "lib_test_util.h"
 
-static char data[300], exif_dir[300], exif_jpg[400];
+static char exif_dir[300], exif_jpg[400];
 
 /* A big-endian EXIF block: IFD0 holding only the Exif IFD pointer, whose
  * one entry is DateTimeOriginal "2000:02:29 23:59:59". */
@@ -74,38 +74,16 @@ static int setup(void **state)
 {
     (void)state;
     lt_setup();
-    snprintf(data, sizeof(data), "%s/data", lt_tmp);
     write_exif_jpeg();
     /* the catalogue every test searches */
-    struct imgsearch_params p;
-    imgsearch_params_default(&p);
-    p.model_dir = lt_model;
-    struct imgsearch *is = NULL;
+    struct imgsearch *is = lt_open(lt_data);
     struct imgsearch_error err;
-    assert_int_equal(imgsearch_open(data, &p, &is, &err), IMGSEARCH_OK);
     const char *src[] = {lt_images, exif_dir};
     struct imgsearch_add_summary sum;
     assert_int_equal(imgsearch_add(is, src, 2, &sum, &err), IMGSEARCH_OK);
     assert_true(sum.added >= 21);
     imgsearch_close(is);
     return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    return lt_teardown();
-}
-
-static struct imgsearch *open_data(void)
-{
-    struct imgsearch_params p;
-    imgsearch_params_default(&p);
-    p.model_dir = lt_model;
-    struct imgsearch *is = NULL;
-    struct imgsearch_error err;
-    assert_int_equal(imgsearch_open(data, &p, &is, &err), IMGSEARCH_OK);
-    return is;
 }
 
 static const struct imgsearch_term TEXT = {.kind = IMGSEARCH_TERM_TEXT, .weight = 1,
@@ -174,7 +152,7 @@ static int m_png_landscape(const struct imgsearch_row *r)
 static void test_filters(void **state)
 {
     (void)state;
-    struct imgsearch *is = open_data();
+    struct imgsearch *is = lt_open(lt_data);
     struct imgsearch_results all;
     search(is, NULL, 1000, &all);
     int64_t n = 0;
@@ -262,7 +240,7 @@ static void test_filters(void **state)
 static void test_dedup(void **state)
 {
     (void)state;
-    struct imgsearch *is = open_data();
+    struct imgsearch *is = lt_open(lt_data);
     struct imgsearch_results all, res;
     search(is, NULL, 1000, &all);
     assert_true(all.n >= 6);
@@ -306,7 +284,7 @@ static void test_dedup(void **state)
 static void test_tags(void **state)
 {
     (void)state;
-    struct imgsearch *is = open_data();
+    struct imgsearch *is = lt_open(lt_data);
     struct imgsearch_results all, res;
     search(is, NULL, 1000, &all);
     assert_true(all.n >= 3);
@@ -387,7 +365,7 @@ static void test_tags(void **state)
     imgsearch_close(is);
 
     /* kept in the catalogue: a new handle reads them */
-    is = open_data();
+    is = lt_open(lt_data);
     assert_int_equal(imgsearch_get(is, b, &row, &err), IMGSEARCH_OK);
     assert_int_equal(row.n_tags, 2);
     assert_string_equal(row.tags[0], "sea");
@@ -403,5 +381,5 @@ int main(void)
         cmocka_unit_test(test_dedup),
         cmocka_unit_test(test_tags),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, lt_group_teardown);
 }

@@ -93,11 +93,9 @@ static void test_catalogue_url(void **state)
 {
     (void)state;
     struct imgsearch_params p;
-    imgsearch_params_default(&p);
-    p.model_dir = lt_model;
-    struct imgsearch *is = NULL;
+    lt_params(&p);
+    struct imgsearch *is = lt_open(url);
     struct imgsearch_error err;
-    assert_int_equal(imgsearch_open(url, &p, &is, &err), IMGSEARCH_OK);
     int64_t n = -1;
     assert_int_equal(imgsearch_count(is, &n, &err), IMGSEARCH_OK);
     assert_int_equal(n, 0); /* a fresh database: the schema, no rows */

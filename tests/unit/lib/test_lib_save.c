@@ -22,22 +22,15 @@
 
 #include "lib_test_util.h"
 
-static char data[300], snap[400], seqf[400];
+static char snap[400], seqf[400];
 
 static int setup(void **state)
 {
     (void)state;
     lt_setup();
-    snprintf(data, sizeof(data), "%s/data", lt_tmp);
-    snprintf(snap, sizeof(snap), "%s/index.snap", data);
-    snprintf(seqf, sizeof(seqf), "%s/index.seq", data);
+    snprintf(snap, sizeof(snap), "%s/index.snap", lt_data);
+    snprintf(seqf, sizeof(seqf), "%s/index.seq", lt_data);
     return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    return lt_teardown();
 }
 
 static int exists(const char *path)
@@ -63,28 +56,27 @@ static void test_open_existing(void **state)
 {
     (void)state;
     struct imgsearch_params p;
-    imgsearch_params_default(&p);
-    p.model_dir = lt_model;
+    lt_params(&p);
     struct imgsearch *is = NULL;
     struct imgsearch_error err;
     /* a folder that is not there stays not there */
-    assert_int_equal(imgsearch_open_flags(data, &p, IMGSEARCH_OPEN_EXISTING, &is, &err),
+    assert_int_equal(imgsearch_open_flags(lt_data, &p, IMGSEARCH_OPEN_EXISTING, &is, &err),
                      IMGSEARCH_ERR_NOT_FOUND);
     assert_null(is);
     assert_true(err.message[0] != '\0');
     char cat[400];
-    snprintf(cat, sizeof(cat), "%s/catalogue.db", data);
+    snprintf(cat, sizeof(cat), "%s/catalogue.db", lt_data);
     assert_false(exists(cat));
     /* unknown flags are refused, not ignored */
-    assert_int_equal(imgsearch_open_flags(data, &p, 1u << 7, &is, &err), IMGSEARCH_ERR_INVALID);
+    assert_int_equal(imgsearch_open_flags(lt_data, &p, 1u << 7, &is, &err), IMGSEARCH_ERR_INVALID);
     assert_null(is);
     assert_false(exists(cat));
     /* flags 0 is imgsearch_open: the folder is created */
-    assert_int_equal(imgsearch_open_flags(data, &p, 0, &is, &err), IMGSEARCH_OK);
+    assert_int_equal(imgsearch_open_flags(lt_data, &p, 0, &is, &err), IMGSEARCH_OK);
     imgsearch_close(is);
     assert_true(exists(cat));
     is = NULL;
-    assert_int_equal(imgsearch_open_flags(data, &p, IMGSEARCH_OPEN_EXISTING, &is, &err),
+    assert_int_equal(imgsearch_open_flags(lt_data, &p, IMGSEARCH_OPEN_EXISTING, &is, &err),
                      IMGSEARCH_OK);
     int64_t n = -1;
     assert_int_equal(imgsearch_count(is, &n, &err), IMGSEARCH_OK);
@@ -96,20 +88,15 @@ static void test_save(void **state)
 {
     (void)state;
     struct imgsearch_params p;
-    imgsearch_params_default(&p);
-    p.model_dir = lt_model;
-    struct imgsearch *is = NULL;
+    lt_params(&p);
+    struct imgsearch *is = lt_open(lt_data);
     struct imgsearch_error err;
-    assert_int_equal(imgsearch_open(data, &p, &is, &err), IMGSEARCH_OK);
-    const char *src[] = {lt_images};
-    struct imgsearch_add_summary sum;
-    assert_int_equal(imgsearch_add(is, src, 1, &sum, &err), IMGSEARCH_OK);
-    assert_true(sum.added >= 20);
+    int64_t added = lt_add_images(is);
     imgsearch_close(is);
     /* close never writes the snapshot */
     assert_false(exists(snap));
 
-    assert_int_equal(imgsearch_open(data, &p, &is, &err), IMGSEARCH_OK);
+    assert_int_equal(imgsearch_open(lt_data, &p, &is, &err), IMGSEARCH_OK);
     assert_int_equal(imgsearch_save(is, &err), IMGSEARCH_OK);
     assert_true(exists(snap));
     long long seq1 = snapshot_seq();
@@ -129,11 +116,11 @@ static void test_save(void **state)
     imgsearch_close(is);
 
     /* the reopened handle starts from that snapshot: the row stays gone */
-    assert_int_equal(imgsearch_open_flags(data, &p, IMGSEARCH_OPEN_EXISTING, &is, &err),
+    assert_int_equal(imgsearch_open_flags(lt_data, &p, IMGSEARCH_OPEN_EXISTING, &is, &err),
                      IMGSEARCH_OK);
     q.k = 1000;
     assert_int_equal(imgsearch_search(is, &q, &res, &err), IMGSEARCH_OK);
-    assert_int_equal(res.n, (size_t)sum.added - 1);
+    assert_int_equal(res.n, (size_t)added - 1);
     for (size_t i = 0; i < res.n; i++)
         assert_true(res.items[i].row.id != gone);
     imgsearch_results_free(&res);
@@ -160,5 +147,5 @@ int main(void)
         cmocka_unit_test(test_save),
         cmocka_unit_test(test_private_not_exported),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, lt_group_teardown);
 }

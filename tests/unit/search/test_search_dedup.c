@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "imgsearch/search.h"
+#include "unit_fx.h"
 
 #define N_RANDOM 150
 #define N_GROUPS 10
@@ -46,25 +47,7 @@ struct fixture {
 static uint64_t rng_state = 99;
 static float gauss(void)
 {
-    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-    double u1 = ((rng_state >> 11) + 1.0) / 9007199254740993.0;
-    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-    double u2 = (rng_state >> 11) / 9007199254740992.0;
-    return (float)(sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2));
-}
-
-static void copy_file(const char *from, const char *to)
-{
-    char *data = NULL;
-    size_t len = 0;
-    struct ims_error err = {0};
-    if (ims_file_read(from, 64u << 20, &data, &len, &err) != IMS_OK)
-        fail_msg("%s", err.message);
-    FILE *f = fopen(to, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, len, f), len);
-    assert_int_equal(fclose(f), 0);
-    ims_free(data);
+    return ufx_gauss(&rng_state);
 }
 
 static int setup(void **state)
@@ -74,18 +57,7 @@ static int setup(void **state)
     assert_non_null(mkdtemp(f->dir));
     char model_dir[300];
     snprintf(model_dir, sizeof(model_dir), "%s/model", f->dir);
-    assert_int_equal(ims_mkdir_p(model_dir, NULL), IMS_OK);
-    const char *src = getenv("IMS_SOURCE_DIR") ? getenv("IMS_SOURCE_DIR") : IMS_SOURCE_DIR;
-    const char *files[][2] = {{"tests/golden/clip/tiny", "config.json"},
-                              {"tests/golden/clip/tiny", "model.safetensors"},
-                              {"data/vocab", "vocab.json"},
-                              {"data/vocab", "merges.txt"}};
-    for (size_t i = 0; i < 4; i++) {
-        char from[1024], to[1024];
-        snprintf(from, sizeof(from), "%s/%s/%s", src, files[i][0], files[i][1]);
-        snprintf(to, sizeof(to), "%s/%s", model_dir, files[i][1]);
-        copy_file(from, to);
-    }
+    ufx_copy_tiny_model(model_dir);
     struct ims_error err = {0};
     assert_int_equal(clip_model_load(model_dir, NULL, &f->model, &err), IMS_OK);
     f->dim = clip_model_embed_dim(f->model);
@@ -147,9 +119,7 @@ static int teardown(void **state)
     store_close(f->store);
     clip_model_free(f->model);
     free(f->vecs);
-    char cmd[400];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
-    assert_int_equal(system(cmd), 0);
+    ufx_rmtree(f->dir);
     free(f);
     return 0;
 }

@@ -20,49 +20,10 @@
 #include <sqlite3.h>
 
 #include "imgsearch/store.h"
+#include "store_test_fx.h"
 #include "store_test_util.h"
 
-#define DIM 8
-static const struct store_model_info model_a = {"model-a", DIM};
-
-struct fx {
-    char *dir;
-    char url[1024]; /* "" = SQLite in dir */
-    struct store *st;
-};
-
-static int setup(void **state)
-{
-    struct fx *f = calloc(1, sizeof(*f));
-    f->dir = tu_mkdtemp();
-    if (!f->dir)
-        return -1;
-    if (tu_catalogue_new(f->url, sizeof(f->url)) != 0)
-        return -1;
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fx *f = *state;
-    store_close(f->st);
-    tu_catalogue_drop(f->url);
-    tu_rmtree(f->dir);
-    free(f->dir);
-    free(f);
-    return 0;
-}
-
-static struct store *open_cat(struct fx *f)
-{
-    struct ims_error err = {0};
-    struct store *st = NULL;
-    if (store_open_catalogue(f->url, f->dir, &model_a, STORE_OPEN_SYNC_NORMAL, &st, &err) !=
-        IMS_OK)
-        fail_msg("store_open_catalogue: %s", err.message);
-    return st;
-}
+#define DIM TU_DIM
 
 static int64_t add(struct store *st, uint64_t k)
 {
@@ -93,8 +54,8 @@ static int64_t seq_of(struct store *st)
 
 static void test_feed_basics(void **state)
 {
-    struct fx *f = *state;
-    struct store *st = f->st = open_cat(f);
+    struct tu_fx *f = *state;
+    struct store *st = f->st = tu_fx_open(f);
     struct ims_error err = {0};
     assert_int_equal(seq_of(st), 0);
     int64_t floor = -1;
@@ -187,8 +148,8 @@ static void *wait_thread(void *p)
 
 static void test_feed_wait(void **state)
 {
-    struct fx *f = *state;
-    struct store *st = f->st = open_cat(f);
+    struct tu_fx *f = *state;
+    struct store *st = f->st = tu_fx_open(f);
     struct ims_error err = {0};
     int64_t now = -1;
     /* nothing new: returns at the timeout with the current seq */
@@ -200,7 +161,7 @@ static void test_feed_wait(void **state)
     assert_int_equal(now, 1);
 
     /* a waiter woken by a commit through ANOTHER store (another node) */
-    struct store *other = open_cat(f);
+    struct store *other = tu_fx_open(f);
     struct waiter w = {.st = st, .known = 1, .got = -1};
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, wait_thread, &w), 0);
@@ -228,8 +189,8 @@ static void finish1(struct store *st, const char *node, int64_t item, enum store
 
 static void test_jobs_items(void **state)
 {
-    struct fx *f = *state;
-    struct store *st = f->st = open_cat(f);
+    struct tu_fx *f = *state;
+    struct store *st = f->st = tu_fx_open(f);
     struct ims_error err = {0};
     assert_int_equal(store_job_create(st, "j1", 0, &err), IMS_OK);
     const char *urls[] = {"http://a/1", "http://a/2", "http://a/3"};
@@ -355,7 +316,7 @@ static void test_jobs_items(void **state)
 
 /* Two claimers in parallel threads with their own stores never share an item. */
 struct claimer {
-    struct fx *f;
+    struct tu_fx *f;
     const char *node;
     int64_t got[400];
     size_t n;
@@ -364,7 +325,7 @@ struct claimer {
 static void *claim_thread(void *p)
 {
     struct claimer *c = p;
-    struct store *st = open_cat(c->f);
+    struct store *st = tu_fx_open(c->f);
     for (;;) {
         struct store_job_item *it = NULL;
         size_t n = 0;
@@ -383,8 +344,8 @@ static void *claim_thread(void *p)
 
 static void test_jobs_parallel_claims(void **state)
 {
-    struct fx *f = *state;
-    struct store *st = f->st = open_cat(f);
+    struct tu_fx *f = *state;
+    struct store *st = f->st = tu_fx_open(f);
     struct ims_error err = {0};
     assert_int_equal(store_job_create(st, "big", 0, &err), IMS_OK);
     char buf[200][32];
@@ -415,7 +376,7 @@ static void test_jobs_parallel_claims(void **state)
 /* ---- two nodes racing on the same images store each once ---------------------------- */
 
 struct racer {
-    struct fx *f;
+    struct tu_fx *f;
     int64_t ids[40];
     int ok;
 };
@@ -423,7 +384,7 @@ struct racer {
 static void *race_thread(void *p)
 {
     struct racer *rc = p;
-    struct store *st = open_cat(rc->f);
+    struct store *st = tu_fx_open(rc->f);
     rc->ok = 1;
     for (int k = 0; k < 40; k++) {
         char src[64];
@@ -445,8 +406,8 @@ static void *race_thread(void *p)
 
 static void test_race_same_images(void **state)
 {
-    struct fx *f = *state;
-    struct store *st = f->st = open_cat(f);
+    struct tu_fx *f = *state;
+    struct store *st = f->st = tu_fx_open(f);
     struct racer a = {.f = f}, b = {.f = f};
     pthread_t ta, tb;
     pthread_create(&ta, NULL, race_thread, &a);
@@ -467,14 +428,14 @@ static void test_race_same_images(void **state)
  * changes after the last seq it saw, while two writers (two "nodes") insert
  * and delete, ends up with every change, none skipped. */
 struct writer {
-    struct fx *f;
+    struct tu_fx *f;
     int base;
 };
 
 static void *writer_thread(void *p)
 {
     struct writer *w = p;
-    struct store *st = open_cat(w->f);
+    struct store *st = tu_fx_open(w->f);
     for (int k = 0; k < 30; k++) {
         int64_t id = add(st, (uint64_t)(w->base + k));
         if (k % 5 == 4)
@@ -485,7 +446,7 @@ static void *writer_thread(void *p)
 }
 
 struct follower {
-    struct fx *f;
+    struct tu_fx *f;
     atomic_int stop;
     struct store_change got[200];
     size_t n;
@@ -495,7 +456,7 @@ struct follower {
 static void *follow_thread(void *p)
 {
     struct follower *fo = p;
-    struct store *st = open_cat(fo->f);
+    struct store *st = tu_fx_open(fo->f);
     int64_t last = 0;
     fo->ok = 1;
     for (;;) {
@@ -519,8 +480,8 @@ static void *follow_thread(void *p)
 
 static void test_feed_commit_order(void **state)
 {
-    struct fx *f = *state;
-    struct store *st = f->st = open_cat(f);
+    struct tu_fx *f = *state;
+    struct store *st = f->st = tu_fx_open(f);
     struct writer a = {f, 1000}, b = {f, 2000};
     struct follower fo = {.f = f};
     pthread_t ta, tb, tf;
@@ -548,10 +509,10 @@ static void test_feed_commit_order(void **state)
 /* STORE_OPEN_EXISTING never creates a catalogue */
 static void test_open_existing(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct ims_error err = {0};
     struct store *st = NULL;
-    assert_int_equal(store_open_catalogue(f->url, f->dir, &model_a, STORE_OPEN_EXISTING, &st,
+    assert_int_equal(store_open_catalogue(f->url, f->dir, &tu_model_a, STORE_OPEN_EXISTING, &st,
                                           &err),
                      IMS_ERR_NOT_FOUND);
     assert_null(st);
@@ -559,11 +520,11 @@ static void test_open_existing(void **state)
         assert_int_equal(tu_pg_exec(f->url, "SELECT 1/(count(*) = 0)::int FROM pg_tables WHERE "
                                             "schemaname = 'public'"),
                          0);
-    f->st = open_cat(f); /* creates it */
+    f->st = tu_fx_open(f); /* creates it */
     add(f->st, 1);
     store_close(f->st);
     f->st = NULL;
-    assert_int_equal(store_open_catalogue(f->url, f->dir, &model_a, STORE_OPEN_EXISTING,
+    assert_int_equal(store_open_catalogue(f->url, f->dir, &tu_model_a, STORE_OPEN_EXISTING,
                                           &f->st, &err),
                      IMS_OK);
     assert_int_equal(seq_of(f->st), 1);
@@ -572,8 +533,8 @@ static void test_open_existing(void **state)
 /* store_restore_many: rows keep their ids; never below the ids given out */
 static void test_restore(void **state)
 {
-    struct fx *f = *state;
-    struct store *st = f->st = open_cat(f);
+    struct tu_fx *f = *state;
+    struct store *st = f->st = tu_fx_open(f);
     struct ims_error err = {0};
     float v1[DIM], v2[DIM];
     tu_vec(v1, DIM, 1);
@@ -635,11 +596,11 @@ static void test_catalogue_urls(void **state)
     struct store *st = NULL;
     struct ims_error err = {0};
     assert_int_equal(store_open_catalogue("postgresql://bob:s3cret@127.0.0.1:1/db", NULL,
-                                          &model_a, 0, &st, &err),
+                                          &tu_model_a, 0, &st, &err),
                      IMS_ERR_IO);
     assert_non_null(strstr(err.message, "127.0.0.1:1"));
     assert_null(strstr(err.message, "s3cret"));
-    assert_int_equal(store_open_catalogue("mysql://x", NULL, &model_a, 0, &st, &err),
+    assert_int_equal(store_open_catalogue("mysql://x", NULL, &tu_model_a, 0, &st, &err),
                      IMS_ERR_INVALID);
 }
 
@@ -657,7 +618,7 @@ static void sql_exec(const char *path, const char *sql)
 
 static void test_migrate_v1(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     if (f->url[0])
         return; /* the SQLite file format only; PostgreSQL has its own case */
     char path[600];
@@ -695,7 +656,7 @@ static void test_migrate_v1(void **state)
              "INSERT INTO deleted(image_id, time) VALUES(3, 1);"
              "INSERT INTO jobs VALUES('old', 'done', 2, 1, 1, 1, 1, 1);"
              "INSERT INTO job_errors VALUES('old', 0, 'http://u', 'boom');");
-    struct store *st = f->st = open_cat(f);
+    struct store *st = f->st = tu_fx_open(f);
     struct ims_error err = {0};
     int v = 0;
     assert_int_equal(store_schema_version(st, &v, &err), IMS_OK);
@@ -733,16 +694,16 @@ int main(int argc, char **argv)
     if (tu_backend_from_args(argc, argv) != 0)
         return 2;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_feed_basics, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_feed_wait, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_jobs_items, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_jobs_parallel_claims, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_race_same_images, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_feed_commit_order, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_restore, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_open_existing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_catalogue_urls, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_migrate_v1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_feed_basics, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_feed_wait, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_jobs_items, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_jobs_parallel_claims, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_race_same_images, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_feed_commit_order, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_restore, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_open_existing, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_catalogue_urls, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_v1, tu_fx_setup, tu_fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

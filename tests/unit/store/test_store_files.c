@@ -20,37 +20,10 @@
 #include <cmocka.h>
 
 #include "imgsearch/store.h"
+#include "store_test_fx.h"
 #include "store_test_util.h"
 
-#define DIM 8
-static const struct store_model_info model_a = {"model-a", DIM};
-
-struct fx {
-    char *dir;
-    char url[1024];
-    struct store *st;
-};
-
-static int setup(void **state)
-{
-    struct fx *f = calloc(1, sizeof(*f));
-    f->dir = tu_mkdtemp();
-    if (!f->dir || tu_catalogue_new(f->url, sizeof(f->url)) != 0)
-        return -1;
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fx *f = *state;
-    store_close(f->st);
-    tu_catalogue_drop(f->url);
-    tu_rmtree(f->dir);
-    free(f->dir);
-    free(f);
-    return 0;
-}
+#define DIM TU_DIM
 
 /* ids 1..7 in this order */
 static const char *const SOURCES[] = {
@@ -59,10 +32,10 @@ static const char *const SOURCES[] = {
 };
 #define N_SRC ((int)(sizeof(SOURCES) / sizeof(SOURCES[0])))
 
-static void fill(struct fx *f)
+static void fill(struct tu_fx *f)
 {
     struct ims_error err = {0};
-    if (store_open_catalogue(f->url, f->dir, &model_a, STORE_OPEN_SYNC_NORMAL, &f->st, &err) !=
+    if (store_open_catalogue(f->url, f->dir, &tu_model_a, STORE_OPEN_SYNC_NORMAL, &f->st, &err) !=
         IMS_OK)
         fail_msg("open: %s", err.message);
     for (int i = 0; i < N_SRC; i++) {
@@ -82,7 +55,7 @@ static void fill(struct fx *f)
 
 static void test_list_under(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     fill(f);
     struct ims_error err = {0};
     struct store_file_row *rows = NULL;
@@ -121,7 +94,7 @@ static void test_list_under(void **state)
 
 static void test_update_files(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     fill(f);
     struct ims_error err = {0};
     struct store_file_update u[3] = {
@@ -176,7 +149,7 @@ static void test_update_files(void **state)
  * the new row is deleted; the feed says DELETE new, UPDATE old. */
 static void test_replace_content(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     fill(f);
     struct ims_error err = {0};
     const char *tags[] = {"Trip", "beach"};
@@ -273,9 +246,9 @@ int main(int argc, char **argv)
     if (tu_backend_from_args(argc, argv) != 0)
         return 2;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_list_under, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_update_files, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_replace_content, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list_under, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_update_files, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_replace_content, tu_fx_setup, tu_fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,37 +17,10 @@
 #include <cmocka.h>
 
 #include "imgsearch/store.h"
+#include "store_test_fx.h"
 #include "store_test_util.h"
 
-#define DIM 8
-static const struct store_model_info model_a = {"model-a", DIM};
-
-struct fx {
-    char *dir;
-    char url[1024];
-    struct store *st;
-};
-
-static int setup(void **state)
-{
-    struct fx *f = calloc(1, sizeof(*f));
-    f->dir = tu_mkdtemp();
-    if (!f->dir || tu_catalogue_new(f->url, sizeof(f->url)) != 0)
-        return -1;
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fx *f = *state;
-    store_close(f->st);
-    tu_catalogue_drop(f->url);
-    tu_rmtree(f->dir);
-    free(f->dir);
-    free(f);
-    return 0;
-}
+#define DIM TU_DIM
 
 /* id i (1..8): source, format, w x h, added, metadata */
 static const struct {
@@ -67,10 +40,10 @@ static const struct {
 };
 #define N_ROWS ((int)(sizeof(ROWS) / sizeof(ROWS[0])))
 
-static void fill(struct fx *f)
+static void fill(struct tu_fx *f)
 {
     struct ims_error err = {0};
-    if (store_open_catalogue(f->url, f->dir, &model_a, STORE_OPEN_SYNC_NORMAL, &f->st, &err) !=
+    if (store_open_catalogue(f->url, f->dir, &tu_model_a, STORE_OPEN_SYNC_NORMAL, &f->st, &err) !=
         IMS_OK)
         fail_msg("open: %s", err.message);
     for (int i = 0; i < N_ROWS; i++) {
@@ -112,7 +85,7 @@ static unsigned match(struct store *st, const struct store_filter *flt)
 
 static void test_filters(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     fill(f);
     struct store_filter flt;
     memset(&flt, 0, sizeof(flt));
@@ -179,7 +152,7 @@ int main(int argc, char **argv)
     if (tu_backend_from_args(argc, argv) != 0)
         return 2;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_filters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_filters, tu_fx_setup, tu_fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

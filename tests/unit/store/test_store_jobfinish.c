@@ -23,47 +23,11 @@
 #include <cmocka.h>
 
 #include "imgsearch/store.h"
+#include "store_test_fx.h"
 #include "store_test_util.h"
 
-#define DIM 8
-static const struct store_model_info model_a = {"model-a", DIM};
+#define DIM TU_DIM
 static const int64_t HOUR_MS = 3600 * 1000;
-
-struct fx {
-    char *dir;
-    char url[1024];
-    struct store *st, *st2;
-};
-
-static int setup(void **state)
-{
-    struct fx *f = calloc(1, sizeof(*f));
-    f->dir = tu_mkdtemp();
-    if (!f->dir || tu_catalogue_new(f->url, sizeof(f->url)) != 0)
-        return -1;
-    struct ims_error err = {0};
-    if (store_open_catalogue(f->url, f->dir, &model_a, STORE_OPEN_SYNC_NORMAL, &f->st, &err) !=
-            IMS_OK ||
-        store_open_catalogue(f->url, f->dir, &model_a, STORE_OPEN_SYNC_NORMAL, &f->st2, &err) !=
-            IMS_OK) {
-        fprintf(stderr, "open: %s\n", err.message);
-        return -1;
-    }
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fx *f = *state;
-    store_close(f->st);
-    store_close(f->st2);
-    tu_catalogue_drop(f->url);
-    tu_rmtree(f->dir);
-    free(f->dir);
-    free(f);
-    return 0;
-}
 
 static void row_for(struct store_new_image *r, float *vec, uint8_t *h, const char *src,
                     uint64_t seed)
@@ -89,7 +53,7 @@ static void job_state(struct store *st, const char *id, enum store_job_state wan
 
 static void test_insert_finish(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct ims_error err = {0};
     const char *src[4] = {"https://e.org/1", "https://e.org/2", "https://e.org/3",
                           "https://e.org/4"};
@@ -158,7 +122,7 @@ static void test_insert_finish(void **state)
     assert_string_equal(node, "node-b");
     job_state(f->st, "j", STORE_JOB_RUNNING, 3, 0);
     /* node-b stores the same content: a duplicate, and the job is done */
-    assert_int_equal(store_insert_finish(f->st2, &rows[3], 1, res, "node-b", &items[3], &err),
+    assert_int_equal(store_insert_finish(f->other, &rows[3], 1, res, "node-b", &items[3], &err),
                      IMS_OK);
     assert_int_equal(res[0].outcome, STORE_DUP_SHA256);
     enum store_item_outcome oc;
@@ -202,7 +166,7 @@ static void *finish_main(void *arg)
  * other one a failure (a job error: a write to the job row). */
 static void test_many_jobs_two_nodes(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct ims_error err = {0};
     for (int j = 0; j < N_JOBS; j++) {
         char id[16], s1[48], s2[48];
@@ -219,7 +183,7 @@ static void test_many_jobs_two_nodes(void **state)
     assert_int_equal(store_job_claim(f->st, "node-a", 2 * N_JOBS, HOUR_MS, &a, &na, &err),
                      IMS_OK);
     assert_int_equal(na, 2 * N_JOBS);
-    struct finisher fa = {.st = f->st, .node = "node-a"}, fb = {.st = f->st2, .node = "node-b"};
+    struct finisher fa = {.st = f->st, .node = "node-a"}, fb = {.st = f->other, .node = "node-b"};
     size_t ka = 0, kb = 0;
     int64_t b_items[N_JOBS];
     for (size_t i = 0; i < na; i++) {
@@ -240,7 +204,7 @@ static void test_many_jobs_two_nodes(void **state)
     for (int tries = 0; nb < N_JOBS && tries < 1000; tries++) {
         struct store_job_item *more = NULL;
         size_t nm = 0;
-        assert_int_equal(store_job_claim(f->st2, "node-b", N_JOBS, HOUR_MS, &more, &nm, &err),
+        assert_int_equal(store_job_claim(f->other, "node-b", N_JOBS, HOUR_MS, &more, &nm, &err),
                          IMS_OK);
         for (size_t i = 0; i < nm; i++) {
             int j = atoi(more[i].job_id + 3);
@@ -275,8 +239,8 @@ int main(int argc, char **argv)
     if (tu_backend_from_args(argc, argv) != 0)
         return 2;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_insert_finish, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_many_jobs_two_nodes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_insert_finish, tu_fx_setup_open2, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_many_jobs_two_nodes, tu_fx_setup_open2, tu_fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,44 +14,13 @@
 #include <cmocka.h>
 
 #include "imgsearch/store.h"
+#include "store_test_fx.h"
 #include "store_test_util.h"
 
-static const struct store_model_info model_a = {"model-a", 8};
-
-struct fx {
-    char *dir;
-    char url[1024];
-    struct store *st;
-};
-
-static int setup(void **state)
-{
-    struct fx *f = calloc(1, sizeof(*f));
-    f->dir = tu_mkdtemp();
-    if (!f->dir || tu_catalogue_new(f->url, sizeof(f->url)) != 0)
-        return -1;
-    struct ims_error err = {0};
-    if (store_open_catalogue(f->url, f->dir, &model_a, STORE_OPEN_SYNC_NORMAL, &f->st, &err) !=
-        IMS_OK)
-        return -1;
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fx *f = *state;
-    store_close(f->st);
-    tu_catalogue_drop(f->url);
-    tu_rmtree(f->dir);
-    free(f->dir);
-    free(f);
-    return 0;
-}
 
 static void test_release_node(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct ims_error err = {0};
     const char *src[6] = {"https://e.org/1", "https://e.org/2", "https://e.org/3",
                           "https://e.org/4", "https://e.org/5", "https://e.org/6"};
@@ -134,7 +103,7 @@ static enum store_item_outcome outcome_of(struct store *st, int64_t item)
  * twice in the job, a row older than the job) stays DUPLICATE. */
 static void test_redo_after_crash_is_added(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct ims_error err = {0};
     insert(f->st, "https://e.org/old", 100, 1000, NULL); /* long before the job */
     const char *src[5] = {"https://e.org/a", "https://e.org/b", "https://e.org/c",
@@ -199,7 +168,7 @@ static void test_redo_after_crash_is_added(void **state)
 /* A batch finish over two jobs with a failure: counters, errors, states. */
 static void test_finish_batch(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct ims_error err = {0};
     const char *s1[2] = {"https://e.org/1", "https://e.org/2"};
     const char *s2[1] = {"https://e.org/3"};
@@ -252,9 +221,9 @@ int main(int argc, char **argv)
     if (tu_backend_from_args(argc, argv) != 0)
         return 2;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_release_node, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_redo_after_crash_is_added, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_finish_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_release_node, tu_fx_setup_open, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_redo_after_crash_is_added, tu_fx_setup_open, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_finish_batch, tu_fx_setup_open, tu_fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

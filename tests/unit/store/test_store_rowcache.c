@@ -17,51 +17,10 @@
 #include <cmocka.h>
 
 #include "imgsearch/store.h"
+#include "store_test_fx.h"
 #include "store_test_util.h"
 
-#define DIM 8
-static const struct store_model_info model_a = {"model-a", DIM};
-
-struct fx {
-    char *dir;
-    char url[1024];
-    struct store *st;    /* the node, with the cache */
-    struct store *other; /* another node or the CLI: no cache */
-};
-
-static struct store *open_cat(struct fx *f)
-{
-    struct ims_error err = {0};
-    struct store *st = NULL;
-    if (store_open_catalogue(f->url, f->dir, &model_a, STORE_OPEN_SYNC_NORMAL, &st, &err) !=
-        IMS_OK)
-        fail_msg("store_open_catalogue: %s", err.message);
-    return st;
-}
-
-static int setup(void **state)
-{
-    struct fx *f = calloc(1, sizeof(*f));
-    f->dir = tu_mkdtemp();
-    if (!f->dir || tu_catalogue_new(f->url, sizeof(f->url)) != 0)
-        return -1;
-    f->st = open_cat(f);
-    f->other = open_cat(f);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fx *f = *state;
-    store_close(f->st);
-    store_close(f->other);
-    tu_catalogue_drop(f->url);
-    tu_rmtree(f->dir);
-    free(f->dir);
-    free(f);
-    return 0;
-}
+#define DIM TU_DIM
 
 static int64_t add(struct store *st, uint64_t k, const char *caption)
 {
@@ -121,7 +80,7 @@ static void follow_feed(struct store *st, int64_t *seq)
 
 static void test_hits_and_own_writes(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct ims_error err = {0};
     assert_int_equal(store_row_cache_set(f->st, 1 << 20, &err), IMS_OK);
     int64_t ids[3] = {add(f->st, 1, "one"), add(f->st, 2, NULL), add(f->st, 3, "three")};
@@ -171,7 +130,7 @@ static void test_hits_and_own_writes(void **state)
 
 static void test_other_writer_via_feed(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct ims_error err = {0};
     assert_int_equal(store_row_cache_set(f->st, 1 << 20, &err), IMS_OK);
     int64_t ids[4];
@@ -229,7 +188,7 @@ static void test_other_writer_via_feed(void **state)
  * change or a moved source by another node reaches it through the feed. */
 static void test_tags_and_moves(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct ims_error err = {0};
     assert_int_equal(store_row_cache_set(f->st, 1 << 20, &err), IMS_OK);
     int64_t id = add(f->other, 40, "t");
@@ -275,7 +234,7 @@ static void test_tags_and_moves(void **state)
 
 static void test_byte_bound(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct ims_error err = {0};
     char caption[600];
     memset(caption, 'c', sizeof(caption) - 1);
@@ -336,7 +295,7 @@ static void *read_loop(void *arg)
  * the row is never found again, whatever the readers put in meanwhile. */
 static void test_concurrent_deletes(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct ims_error err = {0};
     assert_int_equal(store_row_cache_set(f->st, 1 << 20, &err), IMS_OK);
     int64_t ids[16];
@@ -367,11 +326,11 @@ int main(int argc, char **argv)
     if (tu_backend_from_args(argc, argv) != 0)
         return 2;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_hits_and_own_writes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_other_writer_via_feed, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_tags_and_moves, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_byte_bound, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_concurrent_deletes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hits_and_own_writes, tu_fx_setup_open2, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_other_writer_via_feed, tu_fx_setup_open2, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_tags_and_moves, tu_fx_setup_open2, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_byte_bound, tu_fx_setup_open2, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_deletes, tu_fx_setup_open2, tu_fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

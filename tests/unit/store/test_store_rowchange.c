@@ -25,45 +25,10 @@
 #include <sqlite3.h>
 
 #include "imgsearch/store.h"
+#include "store_test_fx.h"
 #include "store_test_util.h"
 
-#define DIM 8
-static const struct store_model_info model_a = {"model-a", DIM};
-
-struct fx {
-    char *dir;
-    char url[1024];
-    struct store *st;
-};
-
-static int setup(void **state)
-{
-    struct fx *f = calloc(1, sizeof(*f));
-    f->dir = tu_mkdtemp();
-    if (!f->dir || tu_catalogue_new(f->url, sizeof(f->url)) != 0)
-        return -1;
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fx *f = *state;
-    store_close(f->st);
-    tu_catalogue_drop(f->url);
-    tu_rmtree(f->dir);
-    free(f->dir);
-    free(f);
-    return 0;
-}
-
-static void open_store(struct fx *f)
-{
-    struct ims_error err = {0};
-    if (store_open_catalogue(f->url, f->dir, &model_a, STORE_OPEN_SYNC_NORMAL, &f->st, &err) !=
-        IMS_OK)
-        fail_msg("open: %s", err.message);
-}
+#define DIM TU_DIM
 
 /* Inserts /p/<seed>.jpg (hash NULL: an imported row without image data). */
 static int64_t add(struct store *st, uint64_t seed, int with_hash, enum store_insert_outcome want)
@@ -128,8 +93,8 @@ static uint64_t changed_after(struct store *st, int64_t after)
 
 static void test_row_kind(void **state)
 {
-    struct fx *f = *state;
-    open_store(f);
+    struct tu_fx *f = *state;
+    f->st = tu_fx_open(f);
     struct store *st = f->st;
     struct ims_error err = {0};
     int64_t a = add(st, 1, 1, STORE_INSERTED);
@@ -195,7 +160,7 @@ static void test_row_kind(void **state)
 
 /* Puts the catalogue back to schema v4: ROW changes as UPDATE (what v4
  * wrote), the kind check of v4, no embedding_versions. */
-static void down_to_v4(struct fx *f)
+static void down_to_v4(struct tu_fx *f)
 {
     if (tu_is_pg()) {
         static const char *const sql[] = {
@@ -233,8 +198,8 @@ static void down_to_v4(struct fx *f)
 
 static void test_migrate_from_v4(void **state)
 {
-    struct fx *f = *state;
-    open_store(f);
+    struct tu_fx *f = *state;
+    f->st = tu_fx_open(f);
     struct ims_error err = {0};
     int64_t id[6];
     for (int i = 0; i < 6; i++)
@@ -252,7 +217,7 @@ static void test_migrate_from_v4(void **state)
     /* 1: an untrimmed feed: versions from its UPDATE changes (a v4 feed's
      * UPDATEs include row-only ones: listed too, which is only extra work) */
     down_to_v4(f);
-    open_store(f);
+    f->st = tu_fx_open(f);
     int v5 = 0;
     assert_int_equal(store_schema_version(f->st, &v5, &err), IMS_OK);
     assert_int_equal(v5, STORE_SCHEMA_VERSION);
@@ -275,7 +240,7 @@ static void test_migrate_from_v4(void **state)
     store_close(f->st);
     f->st = NULL;
     down_to_v4(f);
-    open_store(f);
+    f->st = tu_fx_open(f);
     assert_int_equal(seq_of(f->st), newest);
     uint64_t all = 0;
     for (int i = 0; i < 6; i++)
@@ -305,8 +270,8 @@ int main(int argc, char **argv)
     if (tu_backend_from_args(argc, argv) != 0)
         return 2;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_row_kind, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_migrate_from_v4, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_row_kind, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_from_v4, tu_fx_setup, tu_fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

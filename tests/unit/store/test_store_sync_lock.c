@@ -21,32 +21,19 @@
 #include <cmocka.h>
 
 #include "imgsearch/store.h"
+#include "store_test_fx.h"
 #include "store_test_util.h"
 
-#define DIM 8
+#define DIM TU_DIM
 #define N_ROWS 7
-static const struct store_model_info model_a = {"model-a", DIM};
 
-struct fx {
-    char *dir;
-    char url[1024];
-    struct store *st, *other; /* two handles on one catalogue */
-};
-
+/* The fixture's two handles, and rows 1..N_ROWS in it. */
 static int setup(void **state)
 {
-    struct fx *f = calloc(1, sizeof(*f));
-    f->dir = tu_mkdtemp();
-    if (!f->dir || tu_catalogue_new(f->url, sizeof(f->url)) != 0)
+    if (tu_fx_setup_open2(state) != 0)
         return -1;
+    struct tu_fx *f = *state;
     struct ims_error err = {0};
-    if (store_open_catalogue(f->url, f->dir, &model_a, STORE_OPEN_SYNC_NORMAL, &f->st, &err) !=
-            IMS_OK ||
-        store_open_catalogue(f->url, f->dir, &model_a, STORE_OPEN_SYNC_NORMAL, &f->other, &err) !=
-            IMS_OK) {
-        fprintf(stderr, "open: %s\n", err.message);
-        return -1;
-    }
     for (int i = 0; i < N_ROWS; i++) {
         float vec[DIM];
         uint8_t h[32];
@@ -66,28 +53,16 @@ static int setup(void **state)
         struct store_insert_result res;
         if (store_insert_many(f->st, &in, 1, &res, &err) != IMS_OK || res.id != i + 1) {
             fprintf(stderr, "insert: %s\n", err.message);
+            tu_fx_teardown(state);
             return -1;
         }
     }
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fx *f = *state;
-    store_close(f->st);
-    store_close(f->other);
-    tu_catalogue_drop(f->url);
-    tu_rmtree(f->dir);
-    free(f->dir);
-    free(f);
     return 0;
 }
 
 static void test_sync_lock(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct ims_error err = {0};
     struct store_sync_lock *a = NULL, *b = NULL;
     assert_int_equal(store_sync_lock_try(f->st, &a, &err), IMS_OK);
@@ -113,7 +88,7 @@ static void test_sync_lock(void **state)
 
 static void test_set_details(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct ims_error err = {0};
     int64_t seq0 = 0, seq1 = 0;
     assert_int_equal(store_change_seq(f->st, &seq0, &err), IMS_OK);
@@ -165,7 +140,7 @@ static void free_rows(struct store_image_row *rows, size_t n)
 
 static void test_list_after(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct ims_error err = {0};
     struct store_image_row *rows = NULL;
     size_t n = 0;
@@ -200,9 +175,9 @@ int main(int argc, char **argv)
     if (tu_backend_from_args(argc, argv) != 0)
         return 2;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_sync_lock, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_set_details, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_list_after, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_lock, setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_set_details, setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_list_after, setup, tu_fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,37 +19,10 @@
 #include <sqlite3.h>
 
 #include "imgsearch/store.h"
+#include "store_test_fx.h"
 #include "store_test_util.h"
 
-#define DIM 8
-static const struct store_model_info model_a = {"model-a", DIM};
-
-struct fx {
-    char *dir;
-    char url[1024];
-    struct store *st;
-};
-
-static int setup(void **state)
-{
-    struct fx *f = calloc(1, sizeof(*f));
-    f->dir = tu_mkdtemp();
-    if (!f->dir || tu_catalogue_new(f->url, sizeof(f->url)) != 0)
-        return -1;
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fx *f = *state;
-    store_close(f->st);
-    tu_catalogue_drop(f->url);
-    tu_rmtree(f->dir);
-    free(f->dir);
-    free(f);
-    return 0;
-}
+#define DIM TU_DIM
 
 static const char *const META[] = {
     "{\"taken\":1715949000}", NULL, "{\"taken\":\"yesterday\"}", "{\"taken\":1680000000.75}",
@@ -57,15 +30,7 @@ static const char *const META[] = {
 };
 #define N_ROWS 5
 
-static void open_store(struct fx *f)
-{
-    struct ims_error err = {0};
-    if (store_open_catalogue(f->url, f->dir, &model_a, STORE_OPEN_SYNC_NORMAL, &f->st, &err) !=
-        IMS_OK)
-        fail_msg("open: %s", err.message);
-}
-
-static void fill(struct fx *f)
+static void fill(struct tu_fx *f)
 {
     struct ims_error err = {0};
     for (int i = 0; i < N_ROWS; i++) {
@@ -149,8 +114,8 @@ static void test_tag_rules(void **state)
 
 static void test_tags(void **state)
 {
-    struct fx *f = *state;
-    open_store(f);
+    struct tu_fx *f = *state;
+    f->st = tu_fx_open(f);
     fill(f);
     struct ims_error err = {0};
     char buf[4096];
@@ -262,8 +227,8 @@ static void check_taken(struct store *st)
 
 static void test_taken_column(void **state)
 {
-    struct fx *f = *state;
-    open_store(f);
+    struct tu_fx *f = *state;
+    f->st = tu_fx_open(f);
     fill(f);
     check_taken(f->st);
 }
@@ -272,8 +237,8 @@ static void test_taken_column(void **state)
  * binary: migrated to v4, taken back-filled, tags usable, rows intact. */
 static void test_migrate_from_v3(void **state)
 {
-    struct fx *f = *state;
-    open_store(f);
+    struct tu_fx *f = *state;
+    f->st = tu_fx_open(f);
     fill(f);
     store_close(f->st);
     f->st = NULL;
@@ -299,7 +264,7 @@ static void test_migrate_from_v3(void **state)
                          SQLITE_OK);
         sqlite3_close(db);
     }
-    open_store(f);
+    f->st = tu_fx_open(f);
     int v = 0;
     struct ims_error err = {0};
     assert_int_equal(store_schema_version(f->st, &v, &err), IMS_OK);
@@ -325,8 +290,8 @@ static void test_migrate_from_v3(void **state)
 /* store_restore_many (catalogue copy) carries the tags over */
 static void test_restore_keeps_tags(void **state)
 {
-    struct fx *f = *state;
-    open_store(f);
+    struct tu_fx *f = *state;
+    f->st = tu_fx_open(f);
     fill(f);
     struct ims_error err = {0};
     const char *add[] = {"Trip", "zoo"};
@@ -346,7 +311,7 @@ static void test_restore_keeps_tags(void **state)
     snprintf(dir2, sizeof(dir2), "%s", d2);
     assert_int_equal(tu_catalogue_new(url2, sizeof(url2)), 0);
     struct store *st2 = NULL;
-    if (store_open_catalogue(url2, dir2, &model_a, STORE_OPEN_SYNC_NORMAL, &st2, &err) != IMS_OK)
+    if (store_open_catalogue(url2, dir2, &tu_model_a, STORE_OPEN_SYNC_NORMAL, &st2, &err) != IMS_OK)
         fail_msg("open 2: %s", err.message);
     if (store_restore_many(st2, rr, N_ROWS, &err) != IMS_OK)
         fail_msg("restore: %s", err.message);
@@ -374,10 +339,10 @@ int main(int argc, char **argv)
         return 2;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tag_rules),
-        cmocka_unit_test_setup_teardown(test_tags, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_taken_column, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_migrate_from_v3, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_restore_keeps_tags, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tags, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_taken_column, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_from_v3, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_restore_keeps_tags, tu_fx_setup, tu_fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -35,6 +35,7 @@
 
 #include "imgsearch/sync.h"
 #include "store_test_util.h"
+#include "unit_fx.h"
 
 #define DEADLINE_S 30.0
 
@@ -44,26 +45,6 @@ struct fx {
     struct clip_model *model;
     struct store *store;
 };
-
-static const char *src_dir(void)
-{
-    const char *s = getenv("IMS_SOURCE_DIR");
-    return s && *s ? s : IMS_SOURCE_DIR;
-}
-
-static void copy_file(const char *from, const char *to)
-{
-    char *data = NULL;
-    size_t n = 0;
-    struct ims_error err = {0};
-    if (ims_file_read(from, 64u << 20, &data, &n, &err) != IMS_OK)
-        fail_msg("read %s: %s", from, err.message);
-    FILE *f = fopen(to, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, n, f), n);
-    fclose(f);
-    ims_free(data);
-}
 
 /* A 16x16 24-bit BMP whose pixels depend on seed (all the same size). */
 static void write_bmp(const char *path, unsigned seed)
@@ -101,19 +82,8 @@ static int setup(void **state)
     assert_non_null(mkdtemp(f->dir));
     snprintf(f->model_dir, sizeof(f->model_dir), "%s/model", f->dir);
     snprintf(f->files, sizeof(f->files), "%s/files", f->dir);
-    assert_int_equal(ims_mkdir_p(f->model_dir, NULL), IMS_OK);
     assert_int_equal(ims_mkdir_p(f->files, NULL), IMS_OK);
-    const char *model_files[][2] = {{"tests/golden/clip/tiny", "config.json"},
-                                    {"tests/golden/clip/tiny", "model.safetensors"},
-                                    {"data/vocab", "vocab.json"},
-                                    {"data/vocab", "merges.txt"}};
-    for (size_t i = 0; i < 4; i++) {
-        char from[1024], to[1024];
-        snprintf(from, sizeof(from), "%s/%s/%s", src_dir(), model_files[i][0],
-                 model_files[i][1]);
-        snprintf(to, sizeof(to), "%s/%s", f->model_dir, model_files[i][1]);
-        copy_file(from, to);
-    }
+    ufx_copy_tiny_model(f->model_dir);
     struct ims_error err = {0};
     assert_int_equal(clip_model_load(f->model_dir, NULL, &f->model, &err), IMS_OK);
     char data[300];
