@@ -24,26 +24,19 @@
 #include <cmocka.h>
 
 #include "imgsearch/store.h"
+#include "store_test_fx.h"
 #include "store_test_util.h"
 
 /* store_pg_int.h (internal): the test hook and the retry counter */
 extern void (*store__pg_test_after_lock)(void);
 uint64_t store__pg_retries(void);
 
-#define DIM 8
+#define DIM TU_DIM
 #define N_ROWS 10
 #define CHUNK 4
 /* the server cuts a write transaction idle this long; the pause is longer */
 #define IDLE_MS 1000
 #define PAUSE_MS 3000
-static const struct store_model_info model_a = {"model-a", DIM};
-
-struct fx {
-    char *dir;
-    char url[1024];
-    struct store *st;
-};
-
 static void pause_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -51,38 +44,32 @@ static void pause_ms(int ms)
         ;
 }
 
+/* The shared fixture, its catalogue opened with a short idle bound
+ * (PostgreSQL; the SQLite run has no URL). */
 static int setup(void **state)
 {
-    struct fx *f = calloc(1, sizeof(*f));
-    f->dir = tu_mkdtemp();
-    if (!f->dir || tu_catalogue_new(f->url, sizeof(f->url)) != 0)
+    if (tu_fx_setup(state) != 0)
         return -1;
-    /* a short idle bound (PostgreSQL; the SQLite run has no URL) */
+    struct tu_fx *f = *state;
     char open_url[1200];
     snprintf(open_url, sizeof(open_url), "%s", f->url);
     if (tu_is_pg())
         snprintf(open_url, sizeof(open_url), "%s%swrite_idle_timeout_ms=%d", f->url,
                  strchr(f->url, '?') ? "&" : "?", IDLE_MS);
     struct ims_error err = {0};
-    if (store_open_catalogue(open_url, f->dir, &model_a, STORE_OPEN_SYNC_NORMAL, &f->st, &err) !=
-        IMS_OK) {
+    if (store_open_catalogue(open_url, f->dir, &tu_model_a, STORE_OPEN_SYNC_NORMAL, &f->st,
+                             &err) != IMS_OK) {
         fprintf(stderr, "open: %s\n", err.message);
+        tu_fx_teardown(state); /* cmocka runs no teardown after a failed setup */
         return -1;
     }
-    *state = f;
     return 0;
 }
 
 static int teardown(void **state)
 {
-    struct fx *f = *state;
     store__pg_test_after_lock = NULL;
-    store_close(f->st);
-    tu_catalogue_drop(f->url);
-    tu_rmtree(f->dir);
-    free(f->dir);
-    free(f);
-    return 0;
+    return tu_fx_teardown(state);
 }
 
 /* ---- the stream ------------------------------------------------------------------------ */
@@ -178,7 +165,7 @@ static void check_stream(struct store *st, const struct stream *s)
 
 static void test_stream_reports_once(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct stream s;
     stream_init(&s, -1);
     struct ims_error err = {0};
@@ -193,7 +180,7 @@ static void test_stream_reports_once(void **state)
 
 static void test_stream_retried_after_cut(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct stream s;
     stream_init(&s, CHUNK); /* the second chunk's fill pauses, once */
     struct ims_error err = {0};
@@ -220,7 +207,7 @@ static void pause_once(void)
 
 static void test_set_details_retried_after_cut(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct stream s;
     stream_init(&s, -1);
     struct ims_error err = {0};
