@@ -198,7 +198,11 @@ enum ims_status store_insert_many(struct store *st, const struct store_new_image
  * call; non-zero stops (IMS_ERR_CANCELLED). done (optional) gets each chunk's
  * results once it is written (not yet committed). Any failure, of a fill, a
  * row's validation or a write, rolls every row back. The writer is held for
- * the whole call. */
+ * the whole call. PostgreSQL runs the whole stream again when the server
+ * cut its transaction (write_idle_timeout_ms): fill is then asked again
+ * from row 0 and must give the same rows, and done starts again from row 0
+ * (what it got before was rolled back: a caller that sums results starts
+ * over when first is 0). */
 typedef int (*store_fill_fn)(void *user, size_t first, struct store_new_image *rows, size_t n);
 typedef void (*store_result_fn)(void *user, size_t first,
                                 const struct store_insert_result *results, size_t n);
@@ -418,8 +422,8 @@ struct store_sync_lock;
 enum ims_status store_sync_lock_try(struct store *st, struct store_sync_lock **out,
                                     struct ims_error *err);
 void store_sync_unlock(struct store_sync_lock *lock);
-/* Sets row id's caption (NULL: none) and added time (unix seconds), an
- * UPDATE in the change feed: `reembed` keeps them from the old catalogue.
+/* Sets row id's caption (NULL: none) and added time (unix seconds), a ROW
+ * change in the feed: `reembed` keeps them from the old catalogue.
  * IMS_ERR_NOT_FOUND if the row does not exist. */
 enum ims_status store_set_details(struct store *st, int64_t id, const char *caption,
                                   int64_t added, struct ims_error *err);

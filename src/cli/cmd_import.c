@@ -369,7 +369,8 @@ static int import_fill(void *user, size_t first, struct store_new_image *rows, s
 static void import_done(void *user, size_t first, const struct store_insert_result *res, size_t n)
 {
     struct import_ctx *c = user;
-    (void)first;
+    if (first == 0) /* (again, after a retry: what came before was rolled back) */
+        c->added = c->dups = 0;
     for (size_t i = 0; i < n; i++) {
         if (res[i].outcome == STORE_INSERTED)
             c->added++;

@@ -279,6 +279,11 @@ enum ims_status store_insert_stream(struct store *st, size_t n_total, size_t chu
 {
     IMS_RETURN_ERROR_IF(!st || !fill, err, IMS_ERR_INVALID,
                         "store_insert_stream: invalid arguments");
+    if (n_total == 0)
+        return IMS_OK;
+    if (chunk_rows == 0)
+        chunk_rows = 1024;
+    chunk_rows = IMS_MIN(chunk_rows, n_total); /* the backends see 1..n_total */
     enum ims_status s = st->ops->insert_stream(st, n_total, chunk_rows, fill, done, user, err);
     store__rowcache_evict(st->rc, NULL, 0); /* an import may complete any row */
     return s;
@@ -289,6 +294,19 @@ enum ims_status store_set_thumbnail(struct store *st, int64_t id, const void *jp
 {
     NEED_STORE(store_set_thumbnail);
     enum ims_status s = st->ops->set_thumbnail(st, id, jpeg, n_bytes, err);
+    store__rowcache_evict(st->rc, &id, 1);
+    return s;
+}
+
+enum ims_status store_set_details(struct store *st, int64_t id, const char *caption, int64_t added,
+                                  struct ims_error *err)
+{
+    IMS_RETURN_ERROR_IF(!st || id <= 0 || added < 0, err, IMS_ERR_INVALID,
+                        "store_set_details: invalid arguments");
+    IMS_RETURN_ERROR_IF(
+        caption && strnlen(caption, STORE_CAPTION_MAX_BYTES + 1) > STORE_CAPTION_MAX_BYTES, err,
+        IMS_ERR_INVALID, "caption is longer than %d bytes", STORE_CAPTION_MAX_BYTES);
+    enum ims_status s = st->ops->set_details(st, id, caption, added, err);
     store__rowcache_evict(st->rc, &id, 1);
     return s;
 }

@@ -388,18 +388,11 @@ enum ims_status pg_list_under(struct store *st, const char *prefix, struct store
     char *end = range_end(prefix);
     if (!end)
         return ims_error_set(err, IMS_ERR_NOMEM, "store_list_under: out of memory");
-    PGconn *c = NULL;
     PGresult *r = NULL;
-    enum ims_status s = pg_get(st, &c, err);
-    if (s != IMS_OK) {
-        ims_free(end);
-        return s;
-    }
     struct pgp p = {0};
     pgp_text(&p, prefix);
     pgp_text(&p, end);
-    s = pg_q(c, sql, &p, &r, err, "list rows under a folder");
-    pg_put(st, c);
+    enum ims_status s = pg_once(st, sql, &p, &r, err, "list rows under a folder");
     ims_free(end);
     if (s != IMS_OK)
         return s;
@@ -444,19 +437,18 @@ enum ims_status pg_update_files(struct store *st, const struct store_file_update
     if (s != IMS_OK)
         return s;
     for (size_t i = 0; s == IMS_OK && i < n; i++) {
-        PGresult *r = NULL;
         if (u[i].source) {
             struct pgp p = {0};
             pgp_text(&p, u[i].source);
             pgp_i64(&p, u[i].id);
-            s = pg_q(c, "SELECT id FROM images WHERE source = $1 AND id <> $2", &p, &r, err,
-                     "check source");
-            if (s == IMS_OK && PQntuples(r) > 0)
+            int held = 0;
+            int64_t by = 0;
+            s = pg_q1(c, "SELECT id FROM images WHERE source = $1 AND id <> $2", &p, &held, &by,
+                      err, "check source");
+            if (s == IMS_OK && held)
                 s = ims_error_set(err, IMS_ERR_EXISTS,
                                   "store_update_files: source %s is held by image %lld",
-                                  u[i].source, (long long)pg_i64(r, 0, 0));
-            PQclear(r);
-            r = NULL;
+                                  u[i].source, (long long)by);
             if (s != IMS_OK)
                 break;
         }
@@ -465,14 +457,13 @@ enum ims_status pg_update_files(struct store *st, const struct store_file_update
         pgp_text(&p, u[i].source);
         pgp_i64(&p, u[i].file_size);
         pgp_i64(&p, u[i].file_mtime_ns);
-        s = pg_q(c,
-                 "UPDATE images SET source = coalesce($2, source), file_size = $3,"
-                 " file_mtime_ns = $4 WHERE id = $1 RETURNING id",
-                 &p, &r, err, "update file state");
-        int changed = s == IMS_OK && PQntuples(r) > 0;
+        int changed = 0;
+        s = pg_q1(c,
+                  "UPDATE images SET source = coalesce($2, source), file_size = $3,"
+                  " file_mtime_ns = $4 WHERE id = $1 RETURNING id",
+                  &p, &changed, NULL, err, "update file state");
         if (found)
             found[i] = (uint8_t)changed;
-        PQclear(r);
         /* a moved source is a row change every node's row cache must see */
         if (changed && u[i].source)
             s = pg_log_changes(c, &u[i].id, 1, STORE_CHANGE_ROW, err);
@@ -490,20 +481,18 @@ enum ims_status pg_replace_content(struct store *st, int64_t id, int64_t from, i
     enum ims_status s = pg_wbegin(st, &c, 1, err);
     if (s != IMS_OK)
         return s;
-    PGresult *r = NULL;
     struct pgp p = {0};
     pgp_i64(&p, id);
     pgp_i64(&p, from);
-    s = pg_q(c,
-             "SELECT count(*) FROM images i JOIN embeddings e ON e.image_id = i.id"
-             " WHERE i.id IN ($1, $2)",
-             &p, &r, err, "look up rows");
-    if (s == IMS_OK && pg_i64(r, 0, 0) != 2)
+    int64_t both = 0;
+    s = pg_q1(c,
+              "SELECT count(*) FROM images i JOIN embeddings e ON e.image_id = i.id"
+              " WHERE i.id IN ($1, $2)",
+              &p, NULL, &both, err, "look up rows");
+    if (s == IMS_OK && both != 2)
         s = ims_error_set(err, IMS_ERR_NOT_FOUND,
                           "store_replace_content: image %lld or %lld does not exist", (long long)id,
                           (long long)from);
-    PQclear(r);
-    r = NULL;
     if (s == IMS_OK)
         s = pg_x(c,
                  "UPDATE embeddings e SET vec = n.vec FROM embeddings n"
@@ -525,19 +514,19 @@ enum ims_status pg_replace_content(struct store *st, int64_t id, int64_t from, i
         pgp_i64(&q, from);
         pgp_i64(&q, file_size);
         pgp_i64(&q, file_mtime_ns);
-        s = pg_q(c,
-                 "WITH n AS (DELETE FROM images WHERE id = $2 RETURNING source, sha256, format,"
-                 " width, height, bytes, metadata, model)"
-                 " UPDATE images i SET source = n.source, sha256 = n.sha256, format = n.format,"
-                 " width = n.width, height = n.height, bytes = n.bytes, metadata = n.metadata,"
-                 " model = n.model, file_size = $3, file_mtime_ns = $4 FROM n WHERE i.id = $1"
-                 " RETURNING i.id",
-                 &q, &r, err, "replace image data");
-        if (s == IMS_OK && PQntuples(r) != 1)
+        int done = 0;
+        s = pg_q1(c,
+                  "WITH n AS (DELETE FROM images WHERE id = $2 RETURNING source, sha256, format,"
+                  " width, height, bytes, metadata, model)"
+                  " UPDATE images i SET source = n.source, sha256 = n.sha256, format = n.format,"
+                  " width = n.width, height = n.height, bytes = n.bytes, metadata = n.metadata,"
+                  " model = n.model, file_size = $3, file_mtime_ns = $4 FROM n WHERE i.id = $1"
+                  " RETURNING i.id",
+                  &q, &done, NULL, err, "replace image data");
+        if (s == IMS_OK && !done)
             s = ims_error_set(err, IMS_ERR_NOT_FOUND,
                               "store_replace_content: image %lld or %lld does not exist",
                               (long long)id, (long long)from);
-        PQclear(r);
     }
     if (s == IMS_OK) {
         struct pgp l = {0};

@@ -99,10 +99,8 @@ static enum ims_status step_i64(sqlite3_stmt *q, int64_t *v, int *found, struct 
     return s;
 }
 
-/* One-integer read query on a reader: `sql` with optional ?1 bound to text
- * (len < 0) or a blob (len >= 0), or nothing (arg NULL). */
-static enum ims_status read_i64(struct store *st, const char *sql, const void *arg, int len,
-                                int64_t *v, int *found, struct ims_error *err)
+enum ims_status sq__read_i64(struct store *st, const char *sql, const void *arg, int len,
+                             int64_t *v, int *found, struct ims_error *err)
 {
     sqlite3 *db = NULL;
     sqlite3_stmt *q = NULL;
@@ -333,13 +331,6 @@ enum ims_status sq_insert_stream(struct store *st, size_t n_total, size_t chunk_
                                     store_fill_fn fill, store_result_fn done, void *user,
                                     struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !fill, err, IMS_ERR_INVALID,
-                        "store_insert_stream: invalid arguments");
-    if (n_total == 0)
-        return IMS_OK;
-    if (chunk_rows == 0)
-        chunk_rows = 1024;
-    chunk_rows = IMS_MIN(chunk_rows, n_total);
     struct ins_stmts q;
     struct store_new_image *rows = ims_calloc(chunk_rows, sizeof(*rows));
     struct store_insert_result *res = ims_malloc(chunk_rows * sizeof(*res));
@@ -416,6 +407,36 @@ enum ims_status sq_set_thumbnail(struct store *st, int64_t id, const void *jpeg,
     if (s == IMS_OK) /* has_thumbnail may change: row caches follow the feed */
         s = sq__log_change(st->wdb, id, STORE_CHANGE_ROW, err);
     sqlite3_finalize(q);
+    return store__write_end(st, s, err);
+}
+
+enum ims_status sq_set_details(struct store *st, int64_t id, const char *caption, int64_t added,
+                               struct ims_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    enum ims_status s = store__write_begin(st, err);
+    if (s != IMS_OK)
+        return s;
+    s = store__prepare(st->wdb, "UPDATE images SET caption = ?2, added = ?3 WHERE id = ?1", &q,
+                       err);
+    if (s == IMS_OK) {
+        sqlite3_bind_int64(q, 1, id);
+        if (caption)
+            sqlite3_bind_text(q, 2, caption, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(q, 2);
+        sqlite3_bind_int64(q, 3, added);
+        int rc = sqlite3_step(q);
+        if (rc != SQLITE_DONE)
+            s = store__db_error(st->wdb, rc, err, "set caption and added");
+        else if (sqlite3_changes(st->wdb) != 1)
+            s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
+    }
+    sqlite3_finalize(q);
+    /* the row changed, its embedding did not: every node's row cache
+     * learns it from the feed, no index re-reads the vector */
+    if (s == IMS_OK)
+        s = sq__log_change(st->wdb, id, STORE_CHANGE_ROW, err);
     return store__write_end(st, s, err);
 }
 
@@ -659,8 +680,7 @@ enum ims_status sq_get_many(struct store *st, const int64_t *ids, size_t n, unsi
         sqlite3_reset(q);
     }
     sqlite3_finalize(q);
-    store__exec(db, "COMMIT", NULL);
-    store__reader_put(st, db);
+    store__reader_end(st, db);
     if (s != IMS_OK) {
         for (size_t i = 0; i < n; i++) {
             store_row_fini(&rows[i]);
@@ -678,7 +698,7 @@ enum ims_status sq_find_by_source(struct store *st, const char *source, int64_t 
     int64_t v = 0;
     int found = 0;
     enum ims_status s =
-        read_i64(st, "SELECT id FROM images WHERE source = ?1", source, -1, &v, &found, err);
+        sq__read_i64(st, "SELECT id FROM images WHERE source = ?1", source, -1, &v, &found, err);
     if (s == IMS_OK && !found)
         return ims_error_set(err, IMS_ERR_NOT_FOUND, "no image with source %s", source);
     if (s == IMS_OK)
@@ -693,8 +713,9 @@ enum ims_status sq_find_by_sha256(struct store *st, const uint8_t *sha256, int64
                         "store_find_by_sha256: invalid arguments");
     int64_t v = 0;
     int found = 0;
-    enum ims_status s = read_i64(st, "SELECT id FROM images WHERE sha256 = ?1 ORDER BY id LIMIT 1",
-                                 sha256, 32, &v, &found, err);
+    enum ims_status s =
+        sq__read_i64(st, "SELECT id FROM images WHERE sha256 = ?1 ORDER BY id LIMIT 1", sha256, 32,
+                     &v, &found, err);
     if (s == IMS_OK && !found)
         return ims_error_set(err, IMS_ERR_NOT_FOUND, "no image with that content hash");
     if (s == IMS_OK)
@@ -744,14 +765,15 @@ enum ims_status sq_count(struct store *st, int64_t *n, struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(!st || !n, err, IMS_ERR_INVALID, "store_count: invalid arguments");
     int found = 0;
-    return read_i64(st, "SELECT count(*) FROM images", NULL, 0, n, &found, err);
+    return sq__read_i64(st, "SELECT count(*) FROM images", NULL, 0, n, &found, err);
 }
 
 enum ims_status sq_max_id(struct store *st, int64_t *id, struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(!st || !id, err, IMS_ERR_INVALID, "store_max_id: invalid arguments");
     int found = 0;
-    return read_i64(st, "SELECT coalesce(max(id), 0) FROM images", NULL, 0, id, &found, err);
+    return sq__read_i64(st, "SELECT coalesce(max(id), 0) FROM images", 
+                        NULL, 0, id, &found, err);
 }
 
 enum ims_status sq_list(struct store *st, enum store_order order, int64_t offset,
@@ -888,7 +910,8 @@ enum ims_status sq_deleted_seq(struct store *st, int64_t *seq, struct ims_error 
 {
     IMS_RETURN_ERROR_IF(!st || !seq, err, IMS_ERR_INVALID, "store_deleted_seq: invalid arguments");
     int found = 0;
-    return read_i64(st, "SELECT coalesce(max(seq), 0) FROM deleted", NULL, 0, seq, &found, err);
+    return sq__read_i64(st, "SELECT coalesce(max(seq), 0) FROM deleted", 
+                        NULL, 0, seq, &found, err);
 }
 
 enum ims_status sq_deleted_after(struct store *st, int64_t after_seq, size_t max_n,
@@ -898,8 +921,6 @@ enum ims_status sq_deleted_after(struct store *st, int64_t after_seq, size_t max
     IMS_RETURN_ERROR_IF(!st || !ids_out || !n_out || !last_seq || max_n == 0 ||
                             max_n > (1u << 26),
                         err, IMS_ERR_INVALID, "store_deleted_after: invalid arguments");
-    int64_t *ids = NULL;
-    size_t n = 0, cap = 0;
     int64_t last = after_seq;
     sqlite3 *db = NULL;
     sqlite3_stmt *q = NULL;
@@ -911,34 +932,14 @@ enum ims_status sq_deleted_after(struct store *st, int64_t after_seq, size_t max
     if (s == IMS_OK) {
         sqlite3_bind_int64(q, 1, after_seq);
         sqlite3_bind_int64(q, 2, (sqlite3_int64)max_n);
-        int rc;
-        while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-            if (n == cap) {
-                size_t ncap = cap ? cap * 2 : 64;
-                int64_t *p = ims_realloc(ids, ncap * sizeof(*ids));
-                if (!p) {
-                    s = ims_error_set(err, IMS_ERR_NOMEM, "store_deleted_after: out of memory");
-                    break;
-                }
-                ids = p;
-                cap = ncap;
-            }
-            last = sqlite3_column_int64(q, 0);
-            ids[n++] = sqlite3_column_int64(q, 1);
-        }
-        if (s == IMS_OK && rc != SQLITE_DONE)
-            s = store__db_error(db, rc, err, "read deletion log");
+        s = sq__id_column(db, q, 1, ids_out, n_out, &last, "store_deleted_after",
+                          "read deletion log", err);
     }
     sqlite3_finalize(q);
     store__reader_put(st, db);
-    if (s != IMS_OK) {
-        ims_free(ids);
-        return s;
-    }
-    *ids_out = ids;
-    *n_out = n;
-    *last_seq = last;
-    return IMS_OK;
+    if (s == IMS_OK)
+        *last_seq = last;
+    return s;
 }
 
 /* ---- restore (catalogue copy) --------------------------------------------------- */
@@ -1032,20 +1033,6 @@ enum ims_status sq_restore_many(struct store *st, const struct store_restore_row
 
 /* ---- filters (issue 10) ---------------------------------------------------------- */
 
-static enum ims_status push_id(int64_t **ids, size_t *n, size_t *cap, int64_t id)
-{
-    if (*n == *cap) {
-        size_t nc = *cap ? *cap * 2 : 256;
-        int64_t *p = ims_realloc(*ids, nc * sizeof(*p));
-        if (!p)
-            return IMS_ERR_NOMEM;
-        *ids = p;
-        *cap = nc;
-    }
-    (*ids)[(*n)++] = id;
-    return IMS_OK;
-}
-
 enum ims_status sq_filter_ids(struct store *st, const char *const prm[STORE__FILTER_PARAMS],
                               int64_t **ids_out,
                               size_t *n_out, struct ims_error *err)
@@ -1064,8 +1051,6 @@ enum ims_status sq_filter_ids(struct store *st, const char *const prm[STORE__FIL
         "      WHERE tag_key IN (SELECT value FROM json_each(?10))"
         "      GROUP BY image_id HAVING count(*) = CAST(?11 AS INTEGER)))"
         " ORDER BY id";
-    int64_t *ids = NULL;
-    size_t n = 0, cap = 0;
     sqlite3 *db = NULL;
     sqlite3_stmt *q = NULL;
     enum ims_status s = store__reader_get(st, &db, err);
@@ -1075,24 +1060,12 @@ enum ims_status sq_filter_ids(struct store *st, const char *const prm[STORE__FIL
     if (s == IMS_OK) {
         for (int i = 0; i < STORE__FILTER_PARAMS; i++)
             sqlite3_bind_text(q, i + 1, prm[i], -1, SQLITE_STATIC);
-        int rc;
-        while ((rc = sqlite3_step(q)) == SQLITE_ROW)
-            if (push_id(&ids, &n, &cap, sqlite3_column_int64(q, 0)) != IMS_OK) {
-                s = ims_error_set(err, IMS_ERR_NOMEM, "store_filter_ids: out of memory");
-                break;
-            }
-        if (s == IMS_OK && rc != SQLITE_DONE)
-            s = store__db_error(db, rc, err, "filter images");
+        s = sq__id_column(db, q, 0, ids_out, n_out, NULL, "store_filter_ids", "filter images",
+                          err);
     }
     sqlite3_finalize(q);
     store__reader_put(st, db);
-    if (s != IMS_OK) {
-        ims_free(ids);
-        return s;
-    }
-    *ids_out = ids;
-    *n_out = n;
-    return IMS_OK;
+    return s;
 }
 
 /* ---- tags (issue 10) ------------------------------------------------------------- */

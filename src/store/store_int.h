@@ -137,6 +137,9 @@ struct store_ops {
                                     uint8_t *, struct ims_error *);
     enum ims_status (*replace_content)(struct store *, int64_t, int64_t, int64_t, int64_t,
                                        struct ims_error *);
+    /* store_set_details (arguments checked): caption, added */
+    enum ims_status (*set_details)(struct store *, int64_t, const char *, int64_t,
+                                   struct ims_error *);
 };
 
 struct store_pg; /* store_pg_int.h */
@@ -218,6 +221,19 @@ enum ims_status store__db_error(sqlite3 *db, int rc, struct ims_error *err, cons
 /* Prepares `sql` on `db`; on failure the statement is NULL and err is set. */
 enum ims_status store__prepare(sqlite3 *db, const char *sql, sqlite3_stmt **stmt,
                                struct ims_error *err);
+/* Steps q to its end and collects column `col` of every row into a new
+ * array (*ids: NULL when there are none; release with ims_free), and when
+ * last0 is not NULL, column 0 of the last row into *last0 (untouched when
+ * there are none). Fails with "<what>: out of memory" or the database's
+ * error as "<read_what>: ...", returning nothing. q stays the caller's. */
+enum ims_status sq__id_column(sqlite3 *db, sqlite3_stmt *q, int col, int64_t **ids,
+                              size_t *n, int64_t *last0, const char *what,
+                              const char *read_what, struct ims_error *err);
+/* One-integer read query on a reader borrowed for it: `sql` with ?1 bound
+ * to text (len < 0) or a blob (len >= 0), or nothing (arg NULL); *found
+ * says whether a row came back (*v is set only then). */
+enum ims_status sq__read_i64(struct store *st, const char *sql, const void *arg, int len,
+                             int64_t *v, int *found, struct ims_error *err);
 /* Runs SQL without results. */
 enum ims_status store__exec(sqlite3 *db, const char *sql, struct ims_error *err);
 
@@ -231,6 +247,9 @@ enum ims_status store__write_end(struct store *st, enum ims_status st_in, struct
 /* Borrows a read connection; give it back with store__reader_put(). */
 enum ims_status store__reader_get(struct store *st, sqlite3 **db, struct ims_error *err);
 void store__reader_put(struct store *st, sqlite3 *db);
+/* Ends the read transaction the caller began on db (COMMIT; a failure is
+ * logged, and store__reader_put then rolls back) and gives the reader back. */
+void store__reader_end(struct store *st, sqlite3 *db);
 
 /* Appends one change to the feed, inside the caller's write transaction. */
 enum ims_status sq__log_change(sqlite3 *db, int64_t id, enum store_change_kind kind,
@@ -315,6 +334,8 @@ enum ims_status pg_list_under(struct store *, const char *, struct store_file_ro
                               struct ims_error *);
 enum ims_status pg_update_files(struct store *, const struct store_file_update *, size_t,
                                 uint8_t *, struct ims_error *);
+enum ims_status sq_set_details(struct store *, int64_t, const char *, int64_t,
+                               struct ims_error *);
 enum ims_status sq_replace_content(struct store *, int64_t, int64_t, int64_t, int64_t,
                                    struct ims_error *);
 enum ims_status pg_replace_content(struct store *, int64_t, int64_t, int64_t, int64_t,

@@ -263,8 +263,7 @@ enum ims_status sq_job_get(struct store *st, const char *id, struct store_job *j
 out:
     sqlite3_finalize(q);
     sqlite3_finalize(e);
-    store__exec(db, "COMMIT", NULL);
-    store__reader_put(st, db);
+    store__reader_end(st, db);
     if (s != IMS_OK) {
         store_job_fini(&j);
         return s;

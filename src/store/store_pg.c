@@ -33,46 +33,35 @@ static void put_be64(char *b, uint64_t x)
     }
 }
 
+/* Appends one parameter: value v of len bytes, format fmt (1 binary, 0
+ * text), type oid (0: the query's cast decides). */
+static void pgp_add(struct pgp *p, const void *v, int len, int fmt, Oid type)
+{
+    IMS_ASSERT(p->n < STORE_PG_MAX_PARAMS);
+    p->v[p->n] = v;
+    p->len[p->n] = len;
+    p->fmt[p->n] = fmt;
+    p->type[p->n] = type;
+    p->n++;
+}
+
 void pgp_i64(struct pgp *p, int64_t x)
 {
     IMS_ASSERT(p->n < STORE_PG_MAX_PARAMS);
     put_be64(p->buf[p->n], (uint64_t)x);
-    p->v[p->n] = p->buf[p->n];
-    p->len[p->n] = 8;
-    p->fmt[p->n] = 1;
-    p->type[p->n] = 20; /* int8 */
-    p->n++;
+    pgp_add(p, p->buf[p->n], 8, 1, 20 /* int8 */);
 }
 
 void pgp_text(struct pgp *p, const char *s)
 {
-    IMS_ASSERT(p->n < STORE_PG_MAX_PARAMS);
-    p->v[p->n] = s;
-    p->len[p->n] = s ? (int)strlen(s) : 0;
-    p->fmt[p->n] = 1;
-    p->type[p->n] = 25; /* text */
-    p->n++;
+    pgp_add(p, s, s ? (int)strlen(s) : 0, 1, 25 /* text */);
 }
 
-void pgp_bytea(struct pgp *p, const void *b, size_t n)
-{
-    IMS_ASSERT(p->n < STORE_PG_MAX_PARAMS);
-    p->v[p->n] = b;
-    p->len[p->n] = (int)n;
-    p->fmt[p->n] = 1;
-    p->type[p->n] = 17; /* bytea */
-    p->n++;
-}
+void pgp_bytea(struct pgp *p, const void *b, size_t n) { pgp_add(p, b, (int)n, 1, 17 /* bytea */); }
 
-void pgp_literal(struct pgp *p, const char *s)
-{
-    IMS_ASSERT(p->n < STORE_PG_MAX_PARAMS);
-    p->v[p->n] = s;
-    p->len[p->n] = 0;
-    p->fmt[p->n] = 0;
-    p->type[p->n] = 0;
-    p->n++;
-}
+void pgp_literal(struct pgp *p, const char *s) { pgp_add(p, s, 0, 0, 0); }
+
+void pgp_raw(struct pgp *p, const void *v, size_t n, Oid type) { pgp_add(p, v, (int)n, 1, type); }
 
 int64_t pg_i64(const PGresult *r, int row, int col)
 {
@@ -278,6 +267,71 @@ enum ims_status pg_x(PGconn *c, const char *sql, const struct pgp *p, struct ims
     return pg_q(c, sql, p, NULL, err, what);
 }
 
+enum ims_status pg_q1(PGconn *c, const char *sql, const struct pgp *p, int *found, int64_t *v,
+                      struct ims_error *err, const char *what)
+{
+    PGresult *r = NULL;
+    enum ims_status s = pg_q(c, sql, p, &r, err, what);
+    int any = s == IMS_OK && PQntuples(r) > 0;
+    if (found)
+        *found = any;
+    if (any && v)
+        *v = pg_i64(r, 0, 0);
+    PQclear(r);
+    return s;
+}
+
+enum ims_status pg_once(struct store *st, const char *sql, const struct pgp *p, PGresult **res,
+                        struct ims_error *err, const char *what)
+{
+    PGconn *c = NULL;
+    enum ims_status s = pg_get(st, &c, err);
+    if (s != IMS_OK)
+        return s;
+    s = pg_q(c, sql, p, res, err, what);
+    pg_put(st, c);
+    return s;
+}
+
+enum ims_status pg_once1(struct store *st, const char *sql, const struct pgp *p, int *found,
+                         int64_t *v, struct ims_error *err, const char *what)
+{
+    PGconn *c = NULL;
+    enum ims_status s = pg_get(st, &c, err);
+    if (s != IMS_OK)
+        return s;
+    s = pg_q1(c, sql, p, found, v, err, what);
+    pg_put(st, c);
+    return s;
+}
+
+enum ims_status pg_wq1(struct store *st, int lock, const char *sql, const struct pgp *p,
+                       int *found, struct ims_error *err, const char *what)
+{
+    PGconn *c = NULL;
+    enum ims_status s = pg_wbegin(st, &c, lock, err);
+    if (s != IMS_OK)
+        return s;
+    s = pg_q1(c, sql, p, found, NULL, err, what);
+    return pg_wend(st, c, s, err);
+}
+
+char *pg_int_array(size_t n, int64_t (*get)(const void *a, size_t i), const void *a)
+{
+    size_t cap = n * 21 + 3, o = 0;
+    char *lit = ims_malloc(cap);
+    if (!lit)
+        return NULL;
+    lit[o++] = '{';
+    for (size_t i = 0; i < n; i++)
+        o += (size_t)snprintf(lit + o, cap - o, "%s%lld", i ? "," : "", (long long)get(a, i));
+    lit[o++] = '}';
+    lit[o] = '\0';
+    return lit;
+}
+
+int64_t pg_int_at(const void *a, size_t i) { return ((const int64_t *)a)[i]; }
+
 /* ---- COPY binary ---------------------------------------------------------------------- */
 
 static void pgc_put(struct pgcopy *b, const void *v, size_t n)
@@ -327,16 +381,6 @@ void pga_begin(struct pgcopy *b, uint32_t elem_oid, size_t n)
     pgc_be(b, elem_oid, 4); /* element type */
     pgc_be(b, (uint64_t)n, 4);
     pgc_be(b, 1, 4); /* lower bound */
-}
-
-void pgp_raw(struct pgp *p, const void *v, size_t n, Oid type)
-{
-    IMS_ASSERT(p->n < STORE_PG_MAX_PARAMS);
-    p->v[p->n] = v;
-    p->len[p->n] = (int)n;
-    p->fmt[p->n] = 1;
-    p->type[p->n] = type;
-    p->n++;
 }
 
 void pgc_row(struct pgcopy *b, int n_fields) { pgc_be(b, (uint64_t)n_fields, 2); }
@@ -413,8 +457,11 @@ static enum ims_status pg_connect(struct store *st, PGconn **out, struct ims_err
         PQfinish(c);
         return s;
     }
-    /* quiet NOTICEs (e.g. "relation already exists, skipping") */
+    /* quiet NOTICEs (e.g. "relation already exists, skipping"); without
+     * it the session only talks more */
     PGresult *r = PQexec(c, "SET client_min_messages = warning");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        ims_log(IMS_LOG_DEBUG, "catalogue: SET client_min_messages: %s", PQerrorMessage(c));
     PQclear(r);
     *out = c;
     return IMS_OK;
@@ -459,6 +506,15 @@ void pg_put(struct store *st, PGconn *c)
     if (PQtransactionStatus(c) != PQTRANS_IDLE) {
         PGresult *r = PQexec(c, "ROLLBACK");
         PQclear(r);
+        /* a session that could not end its transaction must not serve the
+         * next caller inside it: a new session starts clean (a broken
+         * connection is reset by pg_get anyway) */
+        if (PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) != PQTRANS_IDLE) {
+            ims_log(IMS_LOG_WARN, "catalogue: a connection could not roll back (%s): reset",
+                    PQerrorMessage(c));
+            pg_forget(c);
+            PQreset(c);
+        }
     }
     pthread_mutex_lock(&pg->plock);
     pg->idle[pg->n_idle++] = c;
@@ -536,7 +592,11 @@ enum ims_status pg_rbegin(struct store *st, PGconn **out, struct ims_error *err)
 
 void pg_rend(struct store *st, PGconn *c)
 {
+    /* nothing was written: a failed COMMIT costs nothing (pg_put rolls
+     * back), the read itself stands */
     PGresult *r = PQexec(c, "COMMIT");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        ims_log(IMS_LOG_DEBUG, "catalogue: ending a read transaction: %s", PQerrorMessage(c));
     PQclear(r);
     pg_put(st, c);
 }
@@ -645,21 +705,20 @@ _Static_assert(sizeof(pg_migrations) / sizeof(pg_migrations[0]) == STORE_SCHEMA_
 
 static enum ims_status pg_migrate(struct store *st, PGconn *c, struct ims_error *err)
 {
-    PGresult *r = NULL;
     enum ims_status s = pg_x(c, "BEGIN", NULL, err, "begin");
     if (s == IMS_OK)
         s = pg_x(c, "SELECT pg_advisory_xact_lock(1768777074)", NULL, err, "migration lock");
     if (s == IMS_OK)
         s = pg_x(c, "CREATE TABLE IF NOT EXISTS schema_version(version integer NOT NULL)", NULL,
                  err, "schema_version");
+    int64_t version = 0;
+    int have = 0;
     if (s == IMS_OK)
-        s = pg_q(c, "SELECT version FROM schema_version", NULL, &r, err, "schema_version");
+        s = pg_q1(c, "SELECT version FROM schema_version", NULL, &have, &version, err,
+                  "schema_version");
     if (s != IMS_OK)
         goto out;
-    int64_t version = PQntuples(r) > 0 ? pg_i64(r, 0, 0) : 0;
-    int fresh = PQntuples(r) == 0;
-    PQclear(r);
-    r = NULL;
+    int fresh = !have;
     if (version > STORE_SCHEMA_VERSION) {
         s = ims_error_set(err, IMS_ERR_UNSUPPORTED,
                           "catalogue %s has schema version %lld, newer than the %d this "
@@ -674,15 +733,13 @@ static enum ims_status pg_migrate(struct store *st, PGconn *c, struct ims_error 
     }
     if (fresh) {
         /* a database with tables of its own is not ours to fill */
-        s = pg_q(c,
-                 "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND "
-                 "tablename <> 'schema_version'",
-                 NULL, &r, err, "inspect");
+        int64_t n = 0;
+        s = pg_q1(c,
+                  "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND "
+                  "tablename <> 'schema_version'",
+                  NULL, NULL, &n, err, "inspect");
         if (s != IMS_OK)
             goto out;
-        int64_t n = pg_i64(r, 0, 0);
-        PQclear(r);
-        r = NULL;
         if (n > 0) {
             s = ims_error_set(err, IMS_ERR_CORRUPT,
                               "%s has tables but is not an imgsearch catalogue (no "
@@ -720,7 +777,6 @@ static enum ims_status pg_migrate(struct store *st, PGconn *c, struct ims_error 
                  &p, err, "record model");
     }
 out:
-    PQclear(r);
     if (s == IMS_OK)
         s = pg_x(c, "COMMIT", NULL, err, "commit");
     else {
@@ -758,87 +814,71 @@ static enum ims_status pg_check_model(struct store *st, PGconn *c, struct ims_er
 static enum ims_status pg_model_get(struct store *st, char *name, size_t cap, uint32_t *dim,
                                    struct ims_error *err)
 {
-    PGconn *c = NULL;
     PGresult *r = NULL;
-    enum ims_status s = pg_get(st, &c, err);
+    enum ims_status s = pg_once(st, "SELECT name, dim FROM model", NULL, &r, err, "read model");
     if (s != IMS_OK)
         return s;
-    s = pg_q(c, "SELECT name, dim FROM model", NULL, &r, err, "read model");
-    if (s == IMS_OK) {
-        if (PQntuples(r) != 1)
-            s = ims_error_set(err, IMS_ERR_CORRUPT, "catalogue: the model record is missing");
-        else {
-            snprintf(name, cap, "%s", PQgetvalue(r, 0, 0));
-            *dim = (uint32_t)pg_i64(r, 0, 1);
-        }
+    if (PQntuples(r) != 1)
+        s = ims_error_set(err, IMS_ERR_CORRUPT, "catalogue: the model record is missing");
+    else {
+        snprintf(name, cap, "%s", PQgetvalue(r, 0, 0));
+        *dim = (uint32_t)pg_i64(r, 0, 1);
     }
     PQclear(r);
-    pg_put(st, c);
     return s;
 }
 
 static enum ims_status pg_model_record(struct store *st, struct ims_error *err)
 {
-    PGconn *c = NULL;
-    enum ims_status s = pg_wbegin(st, &c, 0, err);
-    if (s != IMS_OK)
-        return s;
     struct pgp p = {0};
     pgp_text(&p, st->model_name);
     pgp_i64(&p, st->dim);
-    s = pg_x(c, "UPDATE model SET name = $1, dim = $2::bigint::integer", &p, err,
-             "record model");
-    return pg_wend(st, c, s, err);
+    return pg_wq1(st, 0, "UPDATE model SET name = $1, dim = $2::bigint::integer", &p, NULL, err,
+                  "record model");
 }
 
 static enum ims_status pg_schema_version(struct store *st, int *version, struct ims_error *err)
 {
-    PGconn *c = NULL;
     PGresult *r = NULL;
-    enum ims_status s = pg_get(st, &c, err);
+    enum ims_status s =
+        pg_once(st, "SELECT version FROM schema_version", NULL, &r, err, "schema_version");
     if (s != IMS_OK)
         return s;
-    s = pg_q(c, "SELECT version FROM schema_version", NULL, &r, err, "schema_version");
-    if (s == IMS_OK) {
-        if (PQntuples(r) != 1)
-            s = ims_error_set(err, IMS_ERR_CORRUPT, "catalogue: bad schema_version");
-        else
-            *version = (int)pg_i64(r, 0, 0);
-    }
+    if (PQntuples(r) != 1)
+        s = ims_error_set(err, IMS_ERR_CORRUPT, "catalogue: bad schema_version");
+    else
+        *version = (int)pg_i64(r, 0, 0);
     PQclear(r);
-    pg_put(st, c);
     return s;
 }
 
 static enum ims_status pg_check(struct store *st, struct ims_error *err)
 {
     PGconn *c = NULL;
-    PGresult *r = NULL;
     enum ims_status s = pg_rbegin(st, &c, err);
     if (s != IMS_OK)
         return s;
     struct pgp p = {0};
     pgp_i64(&p, (int64_t)st->dim * 4);
-    s = pg_q(c,
-             "SELECT i.id FROM images i LEFT JOIN embeddings e ON e.image_id = i.id "
-             "WHERE e.vec IS NULL OR length(e.vec) <> $1 LIMIT 1",
-             &p, &r, err, "check embeddings");
-    if (s == IMS_OK && PQntuples(r) > 0)
+    int bad = 0;
+    int64_t bad_id = 0, newer = 0;
+    s = pg_q1(c,
+              "SELECT i.id FROM images i LEFT JOIN embeddings e ON e.image_id = i.id "
+              "WHERE e.vec IS NULL OR length(e.vec) <> $1 LIMIT 1",
+              &p, &bad, &bad_id, err, "check embeddings");
+    if (s == IMS_OK && bad)
         s = ims_error_set(err, IMS_ERR_CORRUPT,
                           "catalogue check failed (embeddings): image %lld has no embedding of "
                           "%u floats",
-                          (long long)pg_i64(r, 0, 0), st->dim);
-    PQclear(r);
-    r = NULL;
+                          (long long)bad_id, st->dim);
     if (s == IMS_OK)
-        s = pg_q(c,
-                 "SELECT (SELECT count(*) FROM changes) > 0 AND "
-                 "(SELECT max(seq) FROM changes) > (SELECT seq FROM feed)",
-                 NULL, &r, err, "check feed");
-    if (s == IMS_OK && pg_i64(r, 0, 0))
+        s = pg_q1(c,
+                  "SELECT (SELECT count(*) FROM changes) > 0 AND "
+                  "(SELECT max(seq) FROM changes) > (SELECT seq FROM feed)",
+                  NULL, NULL, &newer, err, "check feed");
+    if (s == IMS_OK && newer)
         s = ims_error_set(err, IMS_ERR_CORRUPT,
                           "catalogue check failed (feed): a change is newer than the counter");
-    PQclear(r);
     pg_rend(st, c);
     return s;
 }
@@ -850,15 +890,9 @@ enum ims_status pg_log_changes(PGconn *c, const int64_t *ids, size_t n,
 {
     if (n == 0)
         return IMS_OK;
-    size_t cap = n * 21 + 3, o = 0;
-    char *lit = ims_malloc(cap);
+    char *lit = pg_int_array(n, pg_int_at, ids);
     if (!lit)
         return ims_error_set(err, IMS_ERR_NOMEM, "change feed: out of memory");
-    lit[o++] = '{';
-    for (size_t i = 0; i < n; i++)
-        o += (size_t)snprintf(lit + o, cap - o, "%s%lld", i ? "," : "", (long long)ids[i]);
-    lit[o++] = '}';
-    lit[o] = '\0';
     /* one round trip: advance the counter, append the changes with the seqs
      * it gave (in ids order), and queue the notification (sent at commit,
      * payload the newest seq) */
@@ -888,16 +922,10 @@ enum ims_status pg_log_changes(PGconn *c, const int64_t *ids, size_t n,
 
 static enum ims_status read1(struct store *st, const char *sql, int64_t *v, struct ims_error *err)
 {
-    PGconn *c = NULL;
-    PGresult *r = NULL;
-    enum ims_status s = pg_get(st, &c, err);
-    if (s != IMS_OK)
-        return s;
-    s = pg_q(c, sql, NULL, &r, err, "read");
-    if (s == IMS_OK)
-        *v = PQntuples(r) > 0 ? pg_i64(r, 0, 0) : 0;
-    PQclear(r);
-    pg_put(st, c);
+    int found = 0;
+    enum ims_status s = pg_once1(st, sql, NULL, &found, v, err, "read");
+    if (s == IMS_OK && !found)
+        *v = 0;
     return s;
 }
 
@@ -920,17 +948,13 @@ static enum ims_status pg_changes_after(struct store *st, int64_t after, size_t 
     enum ims_status s = pg_rbegin(st, &c, err);
     if (s != IMS_OK)
         return s;
-    s = pg_q(c, "SELECT floor FROM feed", NULL, &r, err, "read floor");
-    if (s == IMS_OK) {
-        int64_t floor = pg_i64(r, 0, 0);
-        if (after < floor)
-            s = ims_error_set(err, IMS_ERR_NOT_FOUND,
-                              "the change feed was trimmed up to seq %lld; a replica at seq "
-                              "%lld must rebuild",
-                              (long long)floor, (long long)after);
-    }
-    PQclear(r);
-    r = NULL;
+    int64_t floor = 0;
+    s = pg_q1(c, "SELECT floor FROM feed", NULL, NULL, &floor, err, "read floor");
+    if (s == IMS_OK && after < floor)
+        s = ims_error_set(err, IMS_ERR_NOT_FOUND,
+                          "the change feed was trimmed up to seq %lld; a replica at seq %lld "
+                          "must rebuild",
+                          (long long)floor, (long long)after);
     if (s == IMS_OK) {
         struct pgp p = {0};
         pgp_i64(&p, after);
@@ -959,17 +983,14 @@ static enum ims_status pg_changes_after(struct store *st, int64_t after, size_t 
 static enum ims_status pg_change_trim(struct store *st, int64_t upto, struct ims_error *err)
 {
     PGconn *c = NULL;
-    PGresult *r = NULL;
     enum ims_status s = pg_wbegin(st, &c, 0, err);
     if (s != IMS_OK)
         return s;
     struct pgp t = {0};
     pgp_i64(&t, STORE_PG_TRIM_LOCK);
-    s = pg_q(c, "SELECT pg_try_advisory_xact_lock($1)", &t, &r, err, "trim lock");
-    int mine = s == IMS_OK && PQntuples(r) == 1 && PQgetlength(r, 0, 0) == 1 &&
-               PQgetvalue(r, 0, 0)[0] == 1; /* binary bool */
-    PQclear(r);
-    if (s != IMS_OK || !mine)
+    int64_t mine = 0; /* a binary bool: 1 byte */
+    s = pg_q1(c, "SELECT pg_try_advisory_xact_lock($1)", &t, NULL, &mine, err, "trim lock");
+    if (s != IMS_OK || mine != 1)
         return pg_wend(st, c, s, err);
     struct pgp w = {0};
     pgp_i64(&w, STORE_PG_WRITE_LOCK);
@@ -988,18 +1009,14 @@ static enum ims_status pg_embeddings_changed_after(struct store *st, int64_t aft
                                                    int64_t **ids_out, size_t *n_out,
                                                    struct ims_error *err)
 {
-    PGconn *c = NULL;
     PGresult *r = NULL;
-    enum ims_status s = pg_get(st, &c, err);
-    if (s != IMS_OK)
-        return s;
     struct pgp p = {0};
     pgp_i64(&p, after);
-    s = pg_q(c,
-             "SELECT v.image_id FROM embedding_versions v JOIN images i ON i.id = v.image_id "
-             "WHERE v.seq > $1 ORDER BY v.image_id",
-             &p, &r, err, "read embedding versions");
-    pg_put(st, c);
+    enum ims_status s =
+        pg_once(st,
+                "SELECT v.image_id FROM embedding_versions v JOIN images i ON i.id = v.image_id "
+                "WHERE v.seq > $1 ORDER BY v.image_id",
+                &p, &r, err, "read embedding versions");
     if (s != IMS_OK)
         return s;
     return pg_id_column(r, ids_out, n_out, "embedding versions", err);
@@ -1029,11 +1046,23 @@ static enum ims_status pg_wait_change(struct store *st, int64_t known, int timeo
             if (pg->listen)
                 PQfinish(pg->listen);
             pg->listen = NULL;
+            /* without a listener the wait still works, by reading the
+             * counter every slice: say why (debug: it may repeat) */
             PGconn *c = NULL;
-            if (pg_connect(st, &c, NULL) == IMS_OK) {
+            struct ims_error e = {0};
+            if (pg_connect(st, &c, &e) == IMS_OK) {
                 PGresult *r = PQexec(c, "LISTEN " STORE_PG_CHANNEL);
+                int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
                 PQclear(r);
-                pg->listen = c;
+                if (ok) {
+                    pg->listen = c;
+                } else {
+                    ims_log(IMS_LOG_DEBUG, "catalogue: LISTEN: %s (polling instead)",
+                            PQerrorMessage(c));
+                    PQfinish(c);
+                }
+            } else {
+                ims_log(IMS_LOG_DEBUG, "%s (waiting for changes by polling)", e.message);
             }
         }
         if (pg->listen) {
@@ -1206,7 +1235,8 @@ enum ims_status store__pg_open(const char *url, const struct store_model_info *m
  * PG_RETRY_MAX times, after a warning that says why. Nothing is lost (the
  * retry writes it) and nothing is doubled (nothing of the first attempt
  * was committed). Not retried: a COMMIT whose connection was lost (it may
- * have committed), and insert_stream (its fill callbacks cannot be replayed). */
+ * have committed). insert_stream is retried too: its fill and done start
+ * again from row 0, as store.h tells their authors. */
 #define PG_RETRY_MAX 3
 
 static int pg_retry_again(enum ims_status s, int attempt, const struct ims_error *err)
@@ -1239,6 +1269,10 @@ PG_RETRY(pg_insert_many,
          (struct store * st, const struct store_new_image *rows, size_t n,
           struct store_insert_result *res, struct ims_error *err),
          (st, rows, n, res, err))
+PG_RETRY(pg_insert_stream,
+         (struct store * st, size_t n_total, size_t chunk_rows, store_fill_fn fill,
+          store_result_fn done, void *user, struct ims_error *err),
+         (st, n_total, chunk_rows, fill, done, user, err))
 PG_RETRY(pg_insert_finish,
          (struct store * st, const struct store_new_image *rows, size_t n,
           struct store_insert_result *res, const char *node, const int64_t *items,
@@ -1305,6 +1339,10 @@ PG_RETRY(pg_replace_content,
          (struct store * st, int64_t id, int64_t from, int64_t size, int64_t mtime,
           struct ims_error *err),
          (st, id, from, size, mtime, err))
+PG_RETRY(pg_set_details,
+         (struct store * st, int64_t id, const char *caption, int64_t added,
+          struct ims_error *err),
+         (st, id, caption, added, err))
 
 static const struct store_ops pg_ops = {
     .name = "postgresql",
@@ -1315,7 +1353,7 @@ static const struct store_ops pg_ops = {
     .check = pg_check,
     .insert_many = pg_insert_many_retry,
     .insert_finish = pg_insert_finish_retry,
-    .insert_stream = pg_insert_stream,
+    .insert_stream = pg_insert_stream_retry,
     .set_thumbnail = pg_set_thumbnail_retry,
     .set_embeddings = pg_set_embeddings_retry,
     .delete_many = pg_delete_many_retry,
@@ -1354,4 +1392,5 @@ static const struct store_ops pg_ops = {
     .list_under = pg_list_under,
     .update_files = pg_update_files_retry,
     .replace_content = pg_replace_content_retry,
+    .set_details = pg_set_details_retry,
 };

@@ -17,22 +17,6 @@
 #error "the PostgreSQL backend stores little-endian floats; add a byte swap for this host"
 #endif
 
-static enum ims_status find_id(PGconn *c, const char *sql, struct pgp *p, int64_t *id,
-                               int *found, int64_t *extra, struct ims_error *err)
-{
-    PGresult *r = NULL;
-    enum ims_status s = pg_q(c, sql, p, &r, err, "look up");
-    *found = 0;
-    if (s == IMS_OK && PQntuples(r) > 0) {
-        *found = 1;
-        *id = pg_i64(r, 0, 0);
-        if (extra)
-            *extra = pg_i64(r, 0, 1);
-    }
-    PQclear(r);
-    return s;
-}
-
 static enum ims_status put_thumb(PGconn *c, int64_t id, const void *b, size_t n,
                                  struct ims_error *err)
 {
@@ -43,6 +27,39 @@ static enum ims_status put_thumb(PGconn *c, int64_t id, const void *b, size_t n,
                 "INSERT INTO thumbnails(image_id, jpeg) VALUES($1, $2) ON CONFLICT (image_id) "
                 "DO UPDATE SET jpeg = excluded.jpeg",
                 &p, err, "store thumbnail");
+}
+
+/* Row `i` of a batch: IMS_ERR_INVALID when its metadata (not NULL) is not
+ * JSON the server accepts (checked before anything is written: a failed
+ * cast in a write would abort the whole transaction). */
+static enum ims_status check_metadata(PGconn *c, const char *metadata, size_t i,
+                                      const char *source, struct ims_error *err)
+{
+    struct pgp p = {0};
+    pgp_text(&p, metadata);
+    int64_t ok = 0;
+    enum ims_status s =
+        pg_q1(c, "SELECT ims_json_valid($1)::int::int8", &p, NULL, &ok, err, "look up");
+    if (s == IMS_OK && !ok)
+        s = ims_error_set(err, IMS_ERR_INVALID, "row %zu (%s): metadata is not valid JSON", i,
+                          source);
+    return s;
+}
+
+/* Locks image `id`'s row for the rest of the transaction on c (FOR UPDATE
+ * when `update`, else FOR SHARE); IMS_ERR_NOT_FOUND when there is none. */
+static enum ims_status lock_image(PGconn *c, int64_t id, int update, struct ims_error *err)
+{
+    struct pgp p = {0};
+    pgp_i64(&p, id);
+    int found = 0;
+    enum ims_status s = pg_q1(c,
+                              update ? "SELECT id FROM images WHERE id = $1 FOR UPDATE"
+                                     : "SELECT id FROM images WHERE id = $1 FOR SHARE",
+                              &p, &found, NULL, err, "look up");
+    if (s == IMS_OK && !found)
+        s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
+    return s;
 }
 
 /* ---- batch insert ----------------------------------------------------------------------
@@ -142,16 +159,8 @@ static enum ims_status insert_batch(struct store *st, PGconn *c,
         src_id[i] = sha_id[i] = -1;
     for (size_t i = 0; i < n && s == IMS_OK; i++) {
         s = store__validate_row(st, &rows[i], first + i, err);
-        if (s != IMS_OK || !rows[i].metadata)
-            continue;
-        struct pgp p = {0};
-        pgp_text(&p, rows[i].metadata);
-        int64_t ok = 0;
-        int found = 0;
-        s = find_id(c, "SELECT ims_json_valid($1)::int::int8", &p, &ok, &found, NULL, err);
-        if (s == IMS_OK && !ok)
-            s = ims_error_set(err, IMS_ERR_INVALID, "row %zu (%s): metadata is not valid JSON",
-                              first + i, rows[i].source);
+        if (s == IMS_OK && rows[i].metadata)
+            s = check_metadata(c, rows[i].metadata, first + i, rows[i].source, err);
     }
     if (s != IMS_OK)
         goto out;
@@ -394,15 +403,12 @@ enum ims_status pg_insert_finish(struct store *st, const struct store_new_image 
     return insert_and_finish(st, rows, n, results, node_id, item_ids, ir, err);
 }
 
+/* One attempt: store_pg.c runs it again when the server cut it, and fill
+ * and done then start again from row 0 (store.h). */
 enum ims_status pg_insert_stream(struct store *st, size_t n_total, size_t chunk_rows,
                                  store_fill_fn fill, store_result_fn done, void *user,
                                  struct ims_error *err)
 {
-    if (n_total == 0)
-        return IMS_OK;
-    if (chunk_rows == 0)
-        chunk_rows = 1024;
-    chunk_rows = IMS_MIN(chunk_rows, n_total);
     struct store_new_image *rows = ims_calloc(chunk_rows, sizeof(*rows));
     struct store_insert_result *res = ims_malloc(chunk_rows * sizeof(*res));
     PGconn *c = NULL;
@@ -445,16 +451,32 @@ enum ims_status pg_set_thumbnail(struct store *st, int64_t id, const void *jpeg,
     enum ims_status s = pg_wbegin(st, &c, 1, err);
     if (s != IMS_OK)
         return s;
-    int64_t x = 0;
-    int found = 0;
-    struct pgp p = {0};
-    pgp_i64(&p, id);
-    s = find_id(c, "SELECT id FROM images WHERE id = $1 FOR SHARE", &p, &x, &found, NULL, err);
-    if (s == IMS_OK && !found)
-        s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
+    s = lock_image(c, id, 0, err);
     if (s == IMS_OK)
         s = put_thumb(c, id, jpeg, n, err);
     if (s == IMS_OK) /* has_thumbnail may change: row caches follow the feed */
+        s = pg_log_changes(c, &id, 1, STORE_CHANGE_ROW, err);
+    return pg_wend(st, c, s, err);
+}
+
+enum ims_status pg_set_details(struct store *st, int64_t id, const char *caption, int64_t added,
+                               struct ims_error *err)
+{
+    PGconn *c = NULL;
+    /* the write lock: the change below takes a feed sequence number */
+    enum ims_status s = pg_wbegin(st, &c, 1, err);
+    if (s != IMS_OK)
+        return s;
+    struct pgp p = {0};
+    pgp_i64(&p, id);
+    pgp_text(&p, caption);
+    pgp_i64(&p, added);
+    int found = 0;
+    s = pg_q1(c, "UPDATE images SET caption = $2::text, added = $3 WHERE id = $1 RETURNING id", &p,
+              &found, NULL, err, "set caption and added");
+    if (s == IMS_OK && !found)
+        s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
+    if (s == IMS_OK) /* a row-only change, as in the SQLite twin */
         s = pg_log_changes(c, &id, 1, STORE_CHANGE_ROW, err);
     return pg_wend(st, c, s, err);
 }
@@ -483,13 +505,12 @@ enum ims_status pg_set_embeddings(struct store *st, const int64_t *ids, const fl
         pgp_i64(&p, ids[i]);
         pgp_bytea(&p, vectors + i * st->dim, (size_t)st->dim * 4);
         pgp_text(&p, st->model_name);
-        int64_t x = 0;
         int found = 0;
-        s = find_id(c,
-                    "WITH e AS (UPDATE embeddings SET vec = $2 WHERE image_id = $1 RETURNING "
-                    "image_id) UPDATE images SET model = $3 WHERE id IN (SELECT image_id FROM e) "
-                    "RETURNING id",
-                    &p, &x, &found, NULL, err);
+        s = pg_q1(c,
+                  "WITH e AS (UPDATE embeddings SET vec = $2 WHERE image_id = $1 RETURNING "
+                  "image_id) UPDATE images SET model = $3 WHERE id IN (SELECT image_id FROM e) "
+                  "RETURNING id",
+                  &p, &found, NULL, err, "look up");
         if (exists)
             exists[i] = (uint8_t)found;
         if (found)
@@ -521,10 +542,9 @@ enum ims_status pg_delete_many(struct store *st, const int64_t *ids, size_t n, u
     for (size_t i = 0; i < n && s == IMS_OK; i++) {
         struct pgp p = {0};
         pgp_i64(&p, ids[i]);
-        int64_t x = 0;
         int found = 0;
-        s = find_id(c, "DELETE FROM images WHERE id = $1 RETURNING id", &p, &x, &found, NULL,
-                    err);
+        s = pg_q1(c, "DELETE FROM images WHERE id = $1 RETURNING id", &p, &found, NULL, err,
+                  "look up");
         if (existed)
             existed[i] = (uint8_t)found;
         if (s == IMS_OK && found) {
@@ -626,30 +646,19 @@ enum ims_status pg_get_many(struct store *st, const int64_t *ids, size_t n, unsi
     if (n == 0)
         return IMS_OK;
     /* one query for all ids: "{1,2,3}" as a bigint[] literal */
-    size_t cap = n * 21 + 3;
-    char *lit = ims_malloc(cap);
+    char *lit = pg_int_array(n, pg_int_at, ids);
     if (!lit)
         return ims_error_set(err, IMS_ERR_NOMEM, "store_get_many: out of memory");
-    size_t o = 0;
-    lit[o++] = '{';
-    for (size_t i = 0; i < n; i++)
-        o += (size_t)snprintf(lit + o, cap - o, "%s%lld", i ? "," : "", (long long)ids[i]);
-    lit[o++] = '}';
-    lit[o] = '\0';
     int emb = (fields & STORE_FIELD_EMBEDDING) != 0;
-    PGconn *c = NULL;
     PGresult *r = NULL;
-    enum ims_status s = pg_get(st, &c, err);
-    if (s == IMS_OK) {
-        struct pgp p = {0};
-        pgp_literal(&p, lit);
-        s = pg_q(c,
-                 emb ? "SELECT " ROW_COLS ", e.vec" ROW_FROM " LEFT JOIN embeddings e ON "
-                       "e.image_id = i.id WHERE i.id = ANY($1::bigint[])"
-                     : "SELECT " ROW_COLS ROW_FROM " WHERE i.id = ANY($1::bigint[])",
-                 &p, &r, err, "read images");
-        pg_put(st, c);
-    }
+    struct pgp p = {0};
+    pgp_literal(&p, lit);
+    enum ims_status s =
+        pg_once(st,
+                emb ? "SELECT " ROW_COLS ", e.vec" ROW_FROM " LEFT JOIN embeddings e ON "
+                      "e.image_id = i.id WHERE i.id = ANY($1::bigint[])"
+                    : "SELECT " ROW_COLS ROW_FROM " WHERE i.id = ANY($1::bigint[])",
+                &p, &r, err, "read images");
     ims_free(lit);
     for (int k = 0; s == IMS_OK && k < PQntuples(r); k++) {
         int64_t id = pg_i64(r, k, 0);
@@ -670,18 +679,6 @@ enum ims_status pg_get_many(struct store *st, const int64_t *ids, size_t n, unsi
     return s;
 }
 
-static enum ims_status read_id(struct store *st, const char *sql, struct pgp *p, int64_t *v,
-                               int *found, struct ims_error *err)
-{
-    PGconn *c = NULL;
-    enum ims_status s = pg_get(st, &c, err);
-    if (s != IMS_OK)
-        return s;
-    s = find_id(c, sql, p, v, found, NULL, err);
-    pg_put(st, c);
-    return s;
-}
-
 enum ims_status pg_find_by_source(struct store *st, const char *source, int64_t *id,
                                   struct ims_error *err)
 {
@@ -689,7 +686,7 @@ enum ims_status pg_find_by_source(struct store *st, const char *source, int64_t 
     pgp_text(&p, source);
     int found = 0;
     enum ims_status s =
-        read_id(st, "SELECT id FROM images WHERE source = $1", &p, id, &found, err);
+        pg_once1(st, "SELECT id FROM images WHERE source = $1", &p, &found, id, err, "look up");
     if (s == IMS_OK && !found)
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "no image with source %s", source);
     return s;
@@ -701,8 +698,8 @@ enum ims_status pg_find_by_sha256(struct store *st, const uint8_t *sha, int64_t 
     struct pgp p = {0};
     pgp_bytea(&p, sha, 32);
     int found = 0;
-    enum ims_status s = read_id(st, "SELECT id FROM images WHERE sha256 = $1 ORDER BY id LIMIT 1",
-                                &p, id, &found, err);
+    enum ims_status s = pg_once1(st, "SELECT id FROM images WHERE sha256 = $1 ORDER BY id LIMIT 1",
+                                 &p, &found, id, err, "look up");
     if (s == IMS_OK && !found)
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "no image with that content hash");
     return s;
@@ -711,30 +708,24 @@ enum ims_status pg_find_by_sha256(struct store *st, const uint8_t *sha, int64_t 
 enum ims_status pg_get_thumbnail(struct store *st, int64_t id, void **jpeg, size_t *n_bytes,
                                  struct ims_error *err)
 {
-    PGconn *c = NULL;
     PGresult *r = NULL;
-    enum ims_status s = pg_get(st, &c, err);
-    if (s != IMS_OK)
-        return s;
     struct pgp p = {0};
     pgp_i64(&p, id);
-    s = pg_q(c, "SELECT jpeg FROM thumbnails WHERE image_id = $1", &p, &r, err,
-             "read thumbnail");
-    pg_put(st, c);
-    if (s == IMS_OK) {
-        if (PQntuples(r) == 0) {
-            s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld has no thumbnail",
-                              (long long)id);
+    enum ims_status s = pg_once(st, "SELECT jpeg FROM thumbnails WHERE image_id = $1", &p, &r,
+                                err, "read thumbnail");
+    if (s != IMS_OK)
+        return s;
+    if (PQntuples(r) == 0) {
+        s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld has no thumbnail", (long long)id);
+    } else {
+        size_t nb = (size_t)PQgetlength(r, 0, 0);
+        void *b = ims_malloc(nb ? nb : 1);
+        if (!b) {
+            s = ims_error_set(err, IMS_ERR_NOMEM, "catalogue: out of memory");
         } else {
-            size_t nb = (size_t)PQgetlength(r, 0, 0);
-            void *b = ims_malloc(nb ? nb : 1);
-            if (!b) {
-                s = ims_error_set(err, IMS_ERR_NOMEM, "catalogue: out of memory");
-            } else {
-                memcpy(b, PQgetvalue(r, 0, 0), nb);
-                *jpeg = b;
-                *n_bytes = nb;
-            }
+            memcpy(b, PQgetvalue(r, 0, 0), nb);
+            *jpeg = b;
+            *n_bytes = nb;
         }
     }
     PQclear(r);
@@ -743,14 +734,12 @@ enum ims_status pg_get_thumbnail(struct store *st, int64_t id, void **jpeg, size
 
 enum ims_status pg_count(struct store *st, int64_t *n, struct ims_error *err)
 {
-    int found = 0;
-    return read_id(st, "SELECT count(*) FROM images", NULL, n, &found, err);
+    return pg_once1(st, "SELECT count(*) FROM images", NULL, NULL, n, err, "look up");
 }
 
 enum ims_status pg_max_id(struct store *st, int64_t *id, struct ims_error *err)
 {
-    int found = 0;
-    return read_id(st, "SELECT coalesce(max(id), 0) FROM images", NULL, id, &found, err);
+    return pg_once1(st, "SELECT coalesce(max(id), 0) FROM images", NULL, NULL, id, err, "look up");
 }
 
 enum ims_status pg_list(struct store *st, enum store_order order, int64_t offset, int64_t limit,
@@ -767,16 +756,11 @@ enum ims_status pg_list(struct store *st, enum store_order order, int64_t offset
     };
     if (limit > 10000)
         limit = 10000;
-    PGconn *c = NULL;
     PGresult *r = NULL;
-    enum ims_status s = pg_get(st, &c, err);
-    if (s != IMS_OK)
-        return s;
     struct pgp p = {0};
     pgp_i64(&p, limit);
     pgp_i64(&p, offset);
-    s = pg_q(c, sql[order], &p, &r, err, "list images");
-    pg_put(st, c);
+    enum ims_status s = pg_once(st, sql[order], &p, &r, err, "list images");
     if (s != IMS_OK)
         return s;
     size_t n = (size_t)PQntuples(r);
@@ -864,25 +848,21 @@ out:
 
 enum ims_status pg_deleted_seq(struct store *st, int64_t *seq, struct ims_error *err)
 {
-    int found = 0;
-    return read_id(st, "SELECT coalesce(max(seq), 0) FROM deleted", NULL, seq, &found, err);
+    return pg_once1(st, "SELECT coalesce(max(seq), 0) FROM deleted", NULL, NULL, seq, err,
+                    "look up");
 }
 
 enum ims_status pg_deleted_after(struct store *st, int64_t after_seq, size_t max_n,
                                  int64_t **ids_out, size_t *n_out, int64_t *last_seq,
                                  struct ims_error *err)
 {
-    PGconn *c = NULL;
     PGresult *r = NULL;
-    enum ims_status s = pg_get(st, &c, err);
-    if (s != IMS_OK)
-        return s;
     struct pgp p = {0};
     pgp_i64(&p, after_seq);
     pgp_i64(&p, (int64_t)max_n);
-    s = pg_q(c, "SELECT seq, image_id FROM deleted WHERE seq > $1 ORDER BY seq LIMIT $2", &p, &r,
-             err, "read deletion log");
-    pg_put(st, c);
+    enum ims_status s =
+        pg_once(st, "SELECT seq, image_id FROM deleted WHERE seq > $1 ORDER BY seq LIMIT $2", &p,
+                &r, err, "read deletion log");
     if (s != IMS_OK)
         return s;
     size_t n = (size_t)PQntuples(r);
@@ -909,7 +889,6 @@ enum ims_status pg_restore_many(struct store *st, const struct store_restore_row
                                 struct ims_error *err)
 {
     PGconn *c = NULL;
-    PGresult *r = NULL;
     int64_t *ids = ims_malloc(n * sizeof(*ids));
     if (!ids)
         return ims_error_set(err, IMS_ERR_NOMEM, "store_restore_many: out of memory");
@@ -918,27 +897,19 @@ enum ims_status pg_restore_many(struct store *st, const struct store_restore_row
         ims_free(ids);
         return s;
     }
-    s = pg_q(c,
-             "SELECT greatest((SELECT coalesce(max(id), 0) FROM images), (SELECT CASE WHEN "
-             "is_called THEN last_value ELSE 0 END FROM images_id_seq))",
-             NULL, &r, err, "read id counter");
-    if (s == IMS_OK && rows[0].row->id <= pg_i64(r, 0, 0))
+    int64_t given = 0;
+    s = pg_q1(c,
+              "SELECT greatest((SELECT coalesce(max(id), 0) FROM images), (SELECT CASE WHEN "
+              "is_called THEN last_value ELSE 0 END FROM images_id_seq))",
+              NULL, NULL, &given, err, "read id counter");
+    if (s == IMS_OK && rows[0].row->id <= given)
         s = ims_error_set(err, IMS_ERR_EXISTS,
                           "row 0 (id %lld): the catalogue has given out ids up to %lld; restored "
                           "rows must come after them",
-                          (long long)rows[0].row->id, (long long)pg_i64(r, 0, 0));
-    PQclear(r);
+                          (long long)rows[0].row->id, (long long)given);
     for (size_t i = 0; i < n && s == IMS_OK; i++)
-        if (rows[i].row->metadata) {
-            struct pgp p = {0};
-            pgp_text(&p, rows[i].row->metadata);
-            int64_t ok = 0;
-            int found = 0;
-            s = find_id(c, "SELECT ims_json_valid($1)::int::int8", &p, &ok, &found, NULL, err);
-            if (s == IMS_OK && !ok)
-                s = ims_error_set(err, IMS_ERR_INVALID, "row %zu (%s): metadata is not valid JSON",
-                                  i, rows[i].row->source);
-        }
+        if (rows[i].row->metadata)
+            s = check_metadata(c, rows[i].row->metadata, i, rows[i].row->source, err);
     if (s == IMS_OK) {
         struct pgcopy bi, be, bt;
         pgc_init(&bi);
@@ -1019,16 +990,11 @@ enum ims_status pg_filter_ids(struct store *st, const char *const prm[STORE__FIL
         "      WHERE tag_key IN (SELECT jsonb_array_elements_text($10::jsonb))"
         "      GROUP BY image_id HAVING count(*) = $11::int8))"
         " ORDER BY id";
-    PGconn *c = NULL;
     PGresult *r = NULL;
-    enum ims_status s = pg_get(st, &c, err);
-    if (s != IMS_OK)
-        return s;
     struct pgp p = {0};
     for (int i = 0; i < STORE__FILTER_PARAMS; i++)
         pgp_text(&p, prm[i]);
-    s = pg_q(c, sql, &p, &r, err, "filter images");
-    pg_put(st, c);
+    enum ims_status s = pg_once(st, sql, &p, &r, err, "filter images");
     if (s != IMS_OK)
         return s;
     return pg_id_column(r, ids_out, n_out, "store_filter_ids", err);
@@ -1045,14 +1011,8 @@ enum ims_status pg_tags_update(struct store *st, int64_t id, const char *const *
     enum ims_status s = pg_wbegin(st, &c, 1, err);
     if (s != IMS_OK)
         return s;
-    int64_t x = 0;
-    int found = 0;
-    struct pgp p = {0};
-    pgp_i64(&p, id);
     /* the row lock orders two nodes changing one image's tags */
-    s = find_id(c, "SELECT id FROM images WHERE id = $1 FOR UPDATE", &p, &x, &found, NULL, err);
-    if (s == IMS_OK && !found)
-        s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
+    s = lock_image(c, id, 1, err);
     for (size_t i = 0; s == IMS_OK && i < n_remove; i++) {
         struct pgp q = {0};
         pgp_i64(&q, id);
@@ -1071,9 +1031,11 @@ enum ims_status pg_tags_update(struct store *st, int64_t id, const char *const *
                  &q, err, "add tag");
     }
     if (s == IMS_OK) {
+        struct pgp p = {0};
+        pgp_i64(&p, id);
         int64_t n = 0;
-        s = find_id(c, "SELECT count(*) FROM image_tags WHERE image_id = $1", &p, &n, &found,
-                    NULL, err);
+        s = pg_q1(c, "SELECT count(*) FROM image_tags WHERE image_id = $1", &p, NULL, &n, err,
+                  "look up");
         if (s == IMS_OK && n > STORE_TAGS_MAX)
             s = ims_error_set(err, IMS_ERR_INVALID,
                               "image %lld would have %lld tags (at most %d)", (long long)id,

@@ -91,6 +91,30 @@ enum ims_status pg_q(PGconn *c, const char *sql, const struct pgp *p, PGresult *
 /* Runs a statement without results. */
 enum ims_status pg_x(PGconn *c, const char *sql, const struct pgp *p, struct ims_error *err,
                      const char *what);
+/* Runs `sql` and reads its first row's first column (an integer): *found
+ * says whether there was a row, *v gets the value only when there was one.
+ * Either pointer may be NULL (v NULL: only whether a row came back, e.g.
+ * from UPDATE ... RETURNING). */
+enum ims_status pg_q1(PGconn *c, const char *sql, const struct pgp *p, int *found, int64_t *v,
+                      struct ims_error *err, const char *what);
+/* pg_q and pg_q1 as one statement on its own: a connection is taken from
+ * the pool for it (outside any transaction: autocommit) and put back
+ * before this returns, whatever happened. The write-retry semantics are
+ * pg_q's (a PG_RETRY wrapper around the caller still sees a cut). */
+enum ims_status pg_once(struct store *st, const char *sql, const struct pgp *p, PGresult **res,
+                        struct ims_error *err, const char *what);
+enum ims_status pg_once1(struct store *st, const char *sql, const struct pgp *p, int *found,
+                         int64_t *v, struct ims_error *err, const char *what);
+/* One statement as a write transaction of its own (pg_wbegin, pg_q1,
+ * pg_wend: committed when it succeeded): *found (may be NULL) says whether
+ * it returned a row (RETURNING). */
+enum ims_status pg_wq1(struct store *st, int lock, const char *sql, const struct pgp *p,
+                       int *found, struct ims_error *err, const char *what);
+/* "{a,b,c}": n integers get(a, i) as a text-format array literal (pass it
+ * with pgp_literal and a ::bigint[] cast); NULL when out of memory. Free
+ * with ims_free. pg_int_at reads a plain int64_t array. */
+char *pg_int_array(size_t n, int64_t (*get)(const void *a, size_t i), const void *a);
+int64_t pg_int_at(const void *a, size_t i);
 /* Drops what is known about prepared statements on c (before closing or
  * resetting it). */
 void pg_forget(const PGconn *c);
@@ -142,6 +166,8 @@ enum ims_status pg_set_thumbnail(struct store *, int64_t, const void *, size_t,
                                  struct ims_error *);
 enum ims_status pg_set_embeddings(struct store *, const int64_t *, const float *, size_t,
                                   uint8_t *, struct ims_error *);
+enum ims_status pg_set_details(struct store *, int64_t, const char *, int64_t,
+                               struct ims_error *);
 enum ims_status pg_delete_many(struct store *, const int64_t *, size_t, uint8_t *,
                                struct ims_error *);
 enum ims_status pg_get_many(struct store *, const int64_t *, size_t, unsigned,

@@ -21,23 +21,19 @@ static const char *const state_sql =
 enum ims_status pg_job_create(struct store *st, const char *id, int64_t total,
                               struct ims_error *err)
 {
-    PGconn *c = NULL;
-    PGresult *r = NULL;
-    enum ims_status s = pg_wbegin(st, &c, 0, err);
-    if (s != IMS_OK)
-        return s;
     struct pgp p = {0};
     pgp_text(&p, id);
     pgp_i64(&p, total);
     pgp_i64(&p, store__unix_now());
-    s = pg_q(c,
-             "INSERT INTO jobs(id, state, total, created, updated) VALUES($1, 'queued', $2, $3, "
-             "$3) ON CONFLICT (id) DO NOTHING RETURNING id",
-             &p, &r, err, "create job");
-    if (s == IMS_OK && PQntuples(r) == 0)
+    int made = 0;
+    enum ims_status s =
+        pg_wq1(st, 0,
+               "INSERT INTO jobs(id, state, total, created, updated) VALUES($1, 'queued', $2, "
+               "$3, $3) ON CONFLICT (id) DO NOTHING RETURNING id",
+               &p, &made, err, "create job");
+    if (s == IMS_OK && !made) /* nothing was written */
         s = ims_error_set(err, IMS_ERR_EXISTS, "job %s already exists", id);
-    PQclear(r);
-    return pg_wend(st, c, s, err);
+    return s;
 }
 
 enum ims_status pg_job_update(struct store *st, const char *id, enum store_job_state state,
@@ -50,11 +46,6 @@ enum ims_status pg_job_update(struct store *st, const char *id, enum store_job_s
                         "job %s: unknown state %d", id, (int)state);
     IMS_RETURN_ERROR_IF(done < 0 || failed < 0, err, IMS_ERR_INVALID, "job %s: negative counters",
                         id);
-    PGconn *c = NULL;
-    PGresult *r = NULL;
-    s = pg_wbegin(st, &c, 0, err);
-    if (s != IMS_OK)
-        return s;
     char sql[512];
     snprintf(sql, sizeof(sql),
              "UPDATE jobs SET state = %s, done = $3, failed = $4, updated = $5 WHERE id = $1 "
@@ -66,11 +57,11 @@ enum ims_status pg_job_update(struct store *st, const char *id, enum store_job_s
     pgp_i64(&p, done);
     pgp_i64(&p, failed);
     pgp_i64(&p, store__unix_now());
-    s = pg_q(c, sql, &p, &r, err, "update job");
-    if (s == IMS_OK && PQntuples(r) == 0)
+    int found = 0;
+    s = pg_wq1(st, 0, sql, &p, &found, err, "update job");
+    if (s == IMS_OK && !found) /* nothing was written */
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "job %s does not exist", id);
-    PQclear(r);
-    return pg_wend(st, c, s, err);
+    return s;
 }
 
 /* Appends one error row if the job has room; counts it either way. The job
@@ -78,22 +69,19 @@ enum ims_status pg_job_update(struct store *st, const char *id, enum store_job_s
 static enum ims_status add_error(PGconn *c, const char *id, const char *url, const char *code,
                                  const char *msg, struct ims_error *err)
 {
-    PGresult *r = NULL;
     struct pgp p = {0};
     pgp_text(&p, id);
     pgp_i64(&p, store__unix_now());
-    enum ims_status s = pg_q(c,
-                             "UPDATE jobs SET n_errors = n_errors + 1, updated = $2 WHERE id = $1 "
-                             "RETURNING n_errors",
-                             &p, &r, err, "count job error");
+    int found = 0;
+    int64_t n = 0;
+    enum ims_status s = pg_q1(c,
+                              "UPDATE jobs SET n_errors = n_errors + 1, updated = $2 WHERE id = "
+                              "$1 RETURNING n_errors",
+                              &p, &found, &n, err, "count job error");
     if (s != IMS_OK)
         return s;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
+    if (!found)
         return ims_error_set(err, IMS_ERR_NOT_FOUND, "job %s does not exist", id);
-    }
-    int64_t n = pg_i64(r, 0, 0);
-    PQclear(r);
     if (n > STORE_JOB_MAX_ERRORS)
         return IMS_OK;
     struct pgp q = {0};
@@ -286,18 +274,17 @@ static enum ims_status settle(PGconn *c, const char *id, struct ims_error *err)
 enum ims_status pg_job_seal(struct store *st, const char *id, struct ims_error *err)
 {
     PGconn *c = NULL;
-    PGresult *r = NULL;
     enum ims_status s = pg_wbegin(st, &c, 0, err);
     if (s != IMS_OK)
         return s;
     struct pgp p = {0};
     pgp_text(&p, id);
     pgp_i64(&p, store__unix_now());
-    s = pg_q(c, "UPDATE jobs SET sealed = true, updated = $2 WHERE id = $1 RETURNING id", &p, &r,
-             err, "seal job");
-    if (s == IMS_OK && PQntuples(r) == 0)
+    int found = 0;
+    s = pg_q1(c, "UPDATE jobs SET sealed = true, updated = $2 WHERE id = $1 RETURNING id", &p,
+              &found, NULL, err, "seal job");
+    if (s == IMS_OK && !found)
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "job %s does not exist", id);
-    PQclear(r);
     if (s == IMS_OK)
         s = settle(c, id, err);
     return pg_wend(st, c, s, err);
@@ -377,22 +364,18 @@ enum ims_status pg_job_claim(struct store *st, const char *node_id, size_t max_n
 enum ims_status pg_job_release_node(struct store *st, const char *node_id, int64_t *n,
                                     struct ims_error *err)
 {
-    PGconn *c = NULL;
     PGresult *r = NULL;
-    enum ims_status s = pg_get(st, &c, err);
-    if (s != IMS_OK)
-        return s;
     struct pgp p = {0};
     pgp_text(&p, node_id);
     /* an expired lease: claimable at once, by this node or any other */
-    s = pg_q(c,
-             "UPDATE job_items SET lease_until = clock_timestamp() - interval '1 second' "
-             "WHERE state = 1 AND claimed_by = $1",
-             &p, &r, err, "release leases");
+    enum ims_status s =
+        pg_once(st,
+                "UPDATE job_items SET lease_until = clock_timestamp() - interval '1 second' "
+                "WHERE state = 1 AND claimed_by = $1",
+                &p, &r, err, "release leases");
     if (s == IMS_OK && n)
         *n = atoll(PQcmdTuples(r));
     PQclear(r);
-    pg_put(st, c);
     return s;
 }
 
@@ -404,45 +387,38 @@ enum ims_status pg_job_renew(struct store *st, const char *node_id, const int64_
     if (s != IMS_OK)
         return s;
     for (size_t i = 0; i < n && s == IMS_OK; i++) {
-        PGresult *r = NULL;
         struct pgp p = {0};
         pgp_i64(&p, item_ids[i]);
         pgp_text(&p, node_id);
         pgp_i64(&p, lease_ms);
-        s = pg_q(c,
-                 "UPDATE job_items SET lease_until = clock_timestamp() + $3 * interval '1 "
-                 "millisecond' WHERE id = $1 AND state = 1 AND claimed_by = $2 RETURNING id",
-                 &p, &r, err, "renew lease");
+        int held = 0;
+        s = pg_q1(c,
+                  "UPDATE job_items SET lease_until = clock_timestamp() + $3 * interval '1 "
+                  "millisecond' WHERE id = $1 AND state = 1 AND claimed_by = $2 RETURNING id",
+                  &p, &held, NULL, err, "renew lease");
         if (s == IMS_OK && renewed)
-            renewed[i] = PQntuples(r) > 0;
-        PQclear(r);
+            renewed[i] = (uint8_t)held;
     }
     return pg_wend(st, c, s, err);
 }
 
-/* "{a,b,c}" of n integers get(i), as a text-format array parameter. */
-static char *int_array(size_t n, int64_t (*get)(const struct store_item_result *, size_t),
-                       const struct store_item_result *res)
+/* The columns of item results, for pg_int_array. */
+static int64_t get_id(const void *a, size_t i)
 {
-    size_t cap = n * 21 + 3, o = 0;
-    char *lit = ims_malloc(cap);
-    if (!lit)
-        return NULL;
-    lit[o++] = '{';
-    for (size_t i = 0; i < n; i++)
-        o += (size_t)snprintf(lit + o, cap - o, "%s%lld", i ? "," : "", (long long)get(res, i));
-    lit[o++] = '}';
-    lit[o] = '\0';
-    return lit;
+    return ((const struct store_item_result *)a)[i].item_id;
 }
-static int64_t get_id(const struct store_item_result *r, size_t i) { return r[i].item_id; }
-static int64_t get_state(const struct store_item_result *r, size_t i)
+static int64_t get_state(const void *a, size_t i)
 {
+    const struct store_item_result *r = a;
     return r[i].outcome == STORE_ITEM_ERROR ? STORE_ITEM_FAILED : STORE_ITEM_DONE;
 }
-static int64_t get_outcome(const struct store_item_result *r, size_t i) { return r[i].outcome; }
-static int64_t get_image(const struct store_item_result *r, size_t i)
+static int64_t get_outcome(const void *a, size_t i)
 {
+    return ((const struct store_item_result *)a)[i].outcome;
+}
+static int64_t get_image(const void *a, size_t i)
+{
+    const struct store_item_result *r = a;
     return r[i].outcome == STORE_ITEM_ERROR ? 0 : r[i].image_id;
 }
 
@@ -538,8 +514,9 @@ enum ims_status pg_job_finish_in(PGconn *c, const char *node_id,
 {
     if (n == 0)
         return IMS_OK;
-    char *ids = int_array(n, get_id, results), *states = int_array(n, get_state, results);
-    char *outcomes = int_array(n, get_outcome, results), *images = int_array(n, get_image, results);
+    char *ids = pg_int_array(n, get_id, results), *states = pg_int_array(n, get_state, results);
+    char *outcomes = pg_int_array(n, get_outcome, results);
+    char *images = pg_int_array(n, get_image, results);
     PGresult *r = NULL;
     struct job_tally *jobs = NULL;
     size_t n_jobs = 0;
@@ -662,22 +639,18 @@ enum ims_status pg_job_finish(struct store *st, const char *node_id,
 enum ims_status pg_job_item_outcome(struct store *st, int64_t item_id, int *outcome,
                                     struct ims_error *err)
 {
-    PGconn *c = NULL;
-    PGresult *r = NULL;
-    enum ims_status s = pg_get(st, &c, err);
-    if (s != IMS_OK)
-        return s;
     struct pgp p = {0};
     pgp_i64(&p, item_id);
-    s = pg_q(c, "SELECT coalesce(outcome, -1)::int8 FROM job_items WHERE id = $1", &p, &r, err,
-             "read job item");
-    pg_put(st, c);
-    if (s == IMS_OK && PQntuples(r) == 0)
+    int found = 0;
+    int64_t v = 0;
+    enum ims_status s =
+        pg_once1(st, "SELECT coalesce(outcome, -1)::int8 FROM job_items WHERE id = $1", &p,
+                 &found, &v, err, "read job item");
+    if (s == IMS_OK && !found)
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "job item %lld does not exist",
                           (long long)item_id);
     if (s == IMS_OK)
-        *outcome = (int)pg_i64(r, 0, 0);
-    PQclear(r);
+        *outcome = (int)v;
     return s;
 }
 
@@ -685,18 +658,13 @@ enum ims_status pg_job_item_get(struct store *st, int64_t item_id, enum store_it
                                 char *node, size_t node_cap, int *attempts, int64_t *image_id,
                                 struct ims_error *err)
 {
-    PGconn *c = NULL;
     PGresult *r = NULL;
-    enum ims_status s = pg_get(st, &c, err);
-    if (s != IMS_OK)
-        return s;
     struct pgp p = {0};
     pgp_i64(&p, item_id);
-    s = pg_q(c,
-             "SELECT state::int8, coalesce(claimed_by, ''), attempts::int8, "
-             "coalesce(image_id, 0) FROM job_items WHERE id = $1",
-             &p, &r, err, "read job item");
-    pg_put(st, c);
+    enum ims_status s = pg_once(st,
+                                "SELECT state::int8, coalesce(claimed_by, ''), attempts::int8, "
+                                "coalesce(image_id, 0) FROM job_items WHERE id = $1",
+                                &p, &r, err, "read job item");
     if (s == IMS_OK && PQntuples(r) == 0)
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "job item %lld does not exist",
                           (long long)item_id);

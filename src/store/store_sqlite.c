@@ -98,6 +98,40 @@ enum ims_status store__prepare(sqlite3 *db, const char *sql, sqlite3_stmt **stmt
     return IMS_OK;
 }
 
+enum ims_status sq__id_column(sqlite3 *db, sqlite3_stmt *q, int col, int64_t **ids_out,
+                              size_t *n_out, int64_t *last0, const char *what,
+                              const char *read_what, struct ims_error *err)
+{
+    int64_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    enum ims_status s = IMS_OK;
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 256;
+            int64_t *p = ims_realloc(ids, nc * sizeof(*p));
+            if (!p) {
+                s = ims_error_set(err, IMS_ERR_NOMEM, "%s: out of memory", what);
+                break;
+            }
+            ids = p;
+            cap = nc;
+        }
+        ids[n++] = sqlite3_column_int64(q, col);
+        if (last0)
+            *last0 = sqlite3_column_int64(q, 0);
+    }
+    if (s == IMS_OK && rc != SQLITE_DONE)
+        s = store__db_error(db, rc, err, read_what);
+    if (s != IMS_OK) {
+        ims_free(ids);
+        return s;
+    }
+    *ids_out = ids;
+    *n_out = n;
+    return IMS_OK;
+}
+
 enum ims_status store__exec(sqlite3 *db, const char *sql, struct ims_error *err)
 {
     int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
@@ -123,8 +157,14 @@ enum ims_status store__write_end(struct store *st, enum ims_status st_in, struct
         if (rc != SQLITE_OK)
             s = store__db_error(st->wdb, rc, err, "commit");
     }
-    if (s != IMS_OK && !sqlite3_get_autocommit(st->wdb))
-        sqlite3_exec(st->wdb, "ROLLBACK", NULL, NULL, NULL);
+    if (s != IMS_OK && !sqlite3_get_autocommit(st->wdb)) {
+        int rc = sqlite3_exec(st->wdb, "ROLLBACK", NULL, NULL, NULL);
+        /* the caller gets its own error; this one would otherwise be lost,
+         * and the next write would fail to begin without saying why */
+        if (rc != SQLITE_OK)
+            ims_log(IMS_LOG_ERROR, "catalogue: rolling back a failed write: %s",
+                    sqlite3_errmsg(st->wdb));
+    }
     pthread_mutex_unlock(&st->wlock);
     return s;
 }
@@ -169,15 +209,38 @@ enum ims_status store__reader_get(struct store *st, sqlite3 **out, struct ims_er
     return IMS_OK;
 }
 
+void store__reader_end(struct store *st, sqlite3 *db)
+{
+    int rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) /* nothing was written: the read itself stands */
+        ims_log(IMS_LOG_DEBUG, "catalogue: ending a read transaction: %s", sqlite3_errmsg(db));
+    store__reader_put(st, db);
+}
+
 void store__reader_put(struct store *st, sqlite3 *db)
 {
     if (!db)
         return;
-    /* A reader handed back inside a transaction (a bug path) would pin an
-     * old snapshot forever; end it. */
-    if (!sqlite3_get_autocommit(db))
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    /* A reader handed back inside a transaction (a failed COMMIT, a bug
+     * path) would pin an old snapshot forever; end it, and when even that
+     * fails, close the reader rather than pool it. */
+    int keep = 1;
+    if (!sqlite3_get_autocommit(db)) {
+        int rc = sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        if (rc != SQLITE_OK || !sqlite3_get_autocommit(db)) {
+            ims_log(IMS_LOG_WARN, "catalogue: a reader could not end its transaction (%s): closed",
+                    sqlite3_errmsg(db));
+            keep = 0;
+            sqlite3_close(db);
+        }
+    }
     pthread_mutex_lock(&st->plock);
+    if (!keep) {
+        st->n_open--;
+        pthread_cond_signal(&st->pcond);
+        pthread_mutex_unlock(&st->plock);
+        return;
+    }
     IMS_ASSERT(st->n_idle < STORE_READERS_MAX);
     st->idle[st->n_idle++] = db;
     pthread_cond_signal(&st->pcond);
@@ -883,8 +946,7 @@ enum ims_status sq_check(struct store *st, struct ims_error *err)
                         "WHERE NOT EXISTS (SELECT 1 FROM images i WHERE i.id = e.image_id) "
                         "LIMIT 1",
                         "orphans", NULL, err);
-    store__exec(db, "COMMIT", NULL);
-    store__reader_put(st, db);
+    store__reader_end(st, db);
     return s;
 }
 
@@ -935,4 +997,5 @@ const struct store_ops store__sqlite_ops = {
     .list_under = sq_list_under,
     .update_files = sq_update_files,
     .replace_content = sq_replace_content,
+    .set_details = sq_set_details,
 };

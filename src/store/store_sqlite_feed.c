@@ -81,26 +81,17 @@ static enum ims_status q_i64(sqlite3 *db, const char *sql, int64_t *v, struct im
 #define SEQ_SQL "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)"
 #define FLOOR_SQL "SELECT coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'change_floor'), 0)"
 
+/* SEQ_SQL and FLOOR_SQL always give one row (coalesce) */
 enum ims_status sq_change_seq(struct store *st, int64_t *seq, struct ims_error *err)
 {
-    sqlite3 *db = NULL;
-    enum ims_status s = store__reader_get(st, &db, err);
-    if (s != IMS_OK)
-        return s;
-    s = q_i64(db, SEQ_SQL, seq, err);
-    store__reader_put(st, db);
-    return s;
+    int found = 0;
+    return sq__read_i64(st, SEQ_SQL, NULL, 0, seq, &found, err);
 }
 
 enum ims_status sq_change_floor(struct store *st, int64_t *floor, struct ims_error *err)
 {
-    sqlite3 *db = NULL;
-    enum ims_status s = store__reader_get(st, &db, err);
-    if (s != IMS_OK)
-        return s;
-    s = q_i64(db, FLOOR_SQL, floor, err);
-    store__reader_put(st, db);
-    return s;
+    int found = 0;
+    return sq__read_i64(st, FLOOR_SQL, NULL, 0, floor, &found, err);
 }
 
 enum ims_status sq_changes_after(struct store *st, int64_t after_seq, size_t max_n,
@@ -140,8 +131,7 @@ enum ims_status sq_changes_after(struct store *st, int64_t after_seq, size_t max
             s = store__db_error(db, rc, err, "read changes");
     }
     sqlite3_finalize(q);
-    store__exec(db, "COMMIT", NULL);
-    store__reader_put(st, db);
+    store__reader_end(st, db);
     if (s == IMS_OK)
         *n_out = n;
     return s;
@@ -181,8 +171,6 @@ enum ims_status sq_embeddings_changed_after(struct store *st, int64_t after_seq,
 {
     sqlite3 *db = NULL;
     sqlite3_stmt *q = NULL;
-    int64_t *ids = NULL;
-    size_t n = 0, cap = 0;
     enum ims_status s = store__reader_get(st, &db, err);
     if (s != IMS_OK)
         return s;
@@ -192,36 +180,12 @@ enum ims_status sq_embeddings_changed_after(struct store *st, int64_t after_seq,
                        &q, err);
     if (s == IMS_OK) {
         sqlite3_bind_int64(q, 1, after_seq);
-        int rc;
-        while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-            if (n == cap) {
-                size_t c2 = cap ? cap * 2 : 256;
-                int64_t *p = ims_realloc(ids, c2 * sizeof(*p));
-                if (!p) {
-                    s = ims_error_set(err, IMS_ERR_NOMEM, "embedding versions: out of memory");
-                    break;
-                }
-                ids = p;
-                cap = c2;
-            }
-            ids[n++] = sqlite3_column_int64(q, 0);
-        }
-        if (s == IMS_OK && rc != SQLITE_DONE)
-            s = store__db_error(db, rc, err, "read embedding versions");
+        s = sq__id_column(db, q, 0, ids_out, n_out, NULL, "embedding versions",
+                          "read embedding versions", err);
     }
     sqlite3_finalize(q);
     store__reader_put(st, db);
-    if (s != IMS_OK) {
-        ims_free(ids);
-        return s;
-    }
-    if (n == 0) {
-        ims_free(ids);
-        ids = NULL;
-    }
-    *ids_out = ids;
-    *n_out = n;
-    return IMS_OK;
+    return s;
 }
 
 enum ims_status sq_wait_change(struct store *st, int64_t known_seq, int timeout_ms,

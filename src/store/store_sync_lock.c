@@ -1,10 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * store_sync_lock.c: one folder sync at a time per catalogue (store.h
- * "One sync at a time"), and a row's caption and added time set again
- * (store_set_details, for `reembed`). Both backends live here, dispatched
- * on st->pg, so these two small features stay out of the backend vtable and
- * its files.
+ * "One sync at a time"). Both backends live here, dispatched on st->pg, so
+ * this small feature stays out of the backend vtable and its files.
  *
  * SQLite: flock(2) on <data folder>/sync.lock, an open file description of
  * its own per lock, so two holders in one process exclude each other too.
@@ -88,12 +86,10 @@ static enum ims_status pg_lock(struct store *st, struct store_sync_lock *l, stru
         return s;
     struct pgp p = {0};
     pgp_i64(&p, STORE_PG_SYNC_LOCK);
-    PGresult *r = NULL;
-    s = pg_q(c, "SELECT CASE WHEN pg_try_advisory_lock($1) THEN 1::int8 ELSE 0::int8 END", &p, &r,
-             err, "sync lock");
-    int got = s == IMS_OK && PQntuples(r) == 1 && pg_i64(r, 0, 0) == 1;
-    PQclear(r);
-    if (s != IMS_OK || !got) {
+    int64_t got = 0;
+    s = pg_q1(c, "SELECT CASE WHEN pg_try_advisory_lock($1) THEN 1::int8 ELSE 0::int8 END", &p,
+              NULL, &got, err, "sync lock");
+    if (s != IMS_OK || got != 1) {
         pg_put(st, c);
         return s != IMS_OK ? s : busy(err, "");
     }
@@ -144,73 +140,4 @@ void store_sync_unlock(struct store_sync_lock *l)
         pg_put(l->st, l->c);
     }
     ims_free(l);
-}
-
-/* ---- store_set_details ------------------------------------------------------------ */
-
-static enum ims_status sq_set_details(struct store *st, int64_t id, const char *caption,
-                                      int64_t added, struct ims_error *err)
-{
-    sqlite3_stmt *q = NULL;
-    enum ims_status s = store__write_begin(st, err);
-    if (s != IMS_OK)
-        return s;
-    s = store__prepare(st->wdb, "UPDATE images SET caption = ?2, added = ?3 WHERE id = ?1", &q,
-                       err);
-    if (s == IMS_OK) {
-        sqlite3_bind_int64(q, 1, id);
-        if (caption)
-            sqlite3_bind_text(q, 2, caption, -1, SQLITE_STATIC);
-        else
-            sqlite3_bind_null(q, 2);
-        sqlite3_bind_int64(q, 3, added);
-        int rc = sqlite3_step(q);
-        if (rc != SQLITE_DONE)
-            s = store__db_error(st->wdb, rc, err, "set caption and added");
-        else if (sqlite3_changes(st->wdb) != 1)
-            s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
-    }
-    sqlite3_finalize(q);
-    /* the row changed, its embedding did not: every node's row cache
-     * learns it from the feed, no index re-reads the vector */
-    if (s == IMS_OK)
-        s = sq__log_change(st->wdb, id, STORE_CHANGE_ROW, err);
-    return store__write_end(st, s, err);
-}
-
-static enum ims_status pg_set_details(struct store *st, int64_t id, const char *caption,
-                                      int64_t added, struct ims_error *err)
-{
-    PGconn *c = NULL;
-    /* the write lock: the change below takes a feed sequence number */
-    enum ims_status s = pg_wbegin(st, &c, 1, err);
-    if (s != IMS_OK)
-        return s;
-    struct pgp p = {0};
-    pgp_i64(&p, id);
-    pgp_text(&p, caption);
-    pgp_i64(&p, added);
-    PGresult *r = NULL;
-    s = pg_q(c, "UPDATE images SET caption = $2::text, added = $3 WHERE id = $1 RETURNING id", &p,
-             &r, err, "set caption and added");
-    if (s == IMS_OK && PQntuples(r) != 1)
-        s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
-    PQclear(r);
-    if (s == IMS_OK) /* a row-only change, as in the SQLite twin */
-        s = pg_log_changes(c, &id, 1, STORE_CHANGE_ROW, err);
-    return pg_wend(st, c, s, err);
-}
-
-enum ims_status store_set_details(struct store *st, int64_t id, const char *caption, int64_t added,
-                                  struct ims_error *err)
-{
-    IMS_RETURN_ERROR_IF(!st || id <= 0 || added < 0, err, IMS_ERR_INVALID,
-                        "store_set_details: invalid arguments");
-    IMS_RETURN_ERROR_IF(
-        caption && strnlen(caption, STORE_CAPTION_MAX_BYTES + 1) > STORE_CAPTION_MAX_BYTES, err,
-        IMS_ERR_INVALID, "caption is longer than %d bytes", STORE_CAPTION_MAX_BYTES);
-    enum ims_status s = st->pg ? pg_set_details(st, id, caption, added, err)
-                               : sq_set_details(st, id, caption, added, err);
-    store__rowcache_evict(st->rc, &id, 1);
-    return s;
 }
