@@ -5,9 +5,9 @@
  * which the vector index is derived (DESIGN.md "Invariants").
  *
  *     struct store_model_info model = {"openai/clip-vit-base-patch32", 512};
- *     struct store *st = NULL;
+ *     struct store *store = NULL;
  *     struct ims_error err = {0};
- *     if (store_open("data", &model, 0, &st, &err) != IMS_OK)
+ *     if (store_open("data", &model, 0, &store, &err) != IMS_OK)
  *         die(err.message);                    // e.g. IMS_ERR_MODEL_MISMATCH
  *
  *     struct store_new_image in = {
@@ -16,16 +16,16 @@
  *         .embedding = vec, .dim = 512, .thumbnail = jpeg, .thumbnail_bytes = n,
  *     };
  *     struct store_insert_result res;
- *     store_insert_many(st, &in, 1, &res, &err);   // one transaction
+ *     store_insert_many(store, &in, 1, &res, &err);   // one transaction
  *     // res.outcome: STORE_INSERTED / STORE_DUP_SOURCE / STORE_DUP_SHA256 / STORE_COMPLETED
  *
  *     struct store_image_row row;
- *     if (store_get(st, res.id, STORE_FIELD_EMBEDDING, &row, &err) == IMS_OK) {
+ *     if (store_get(store, res.id, STORE_FIELD_EMBEDDING, &row, &err) == IMS_OK) {
  *         puts(row.source);
  *         store_row_fini(&row);
  *     }
- *     store_scan_embeddings(st, snapshot_max_id, 4096, add_to_index, idx, &err);
- *     store_close(st);
+ *     store_scan_embeddings(store, snapshot_max_id, 4096, add_to_index, idx, &err);
+ *     store_close(store);
  *
  * Backends: SQLite (catalogue.db in the data folder, WAL mode; store_open)
  * and PostgreSQL (store_open_catalogue with a postgresql:// URL), shared by
@@ -125,27 +125,27 @@ int store_catalogue_is_url(const char *catalogue);
  * password replaced by "***": what messages and logs may show. */
 void store_catalogue_display(const char *catalogue, char *out, size_t cap);
 /* "sqlite" or "postgresql". */
-const char *store_backend_name(const struct store *st);
+const char *store_backend_name(const struct store *store);
 /* Where the catalogue lives, for messages: the SQLite file's path or the
  * URL with its password masked. Owned by the store. */
-const char *store_location(const struct store *st);
+const char *store_location(const struct store *store);
 
 /* Closes every connection. Accepts NULL. No other call may be running. */
-void store_close(struct store *st);
+void store_close(struct store *store);
 
 /* The model recorded in the catalogue; the name is copied into `name`
  * (NUL-terminated, truncated to name_cap). */
-enum ims_status store_model_get(struct store *st, char *name, size_t name_cap, uint32_t *dim,
+enum ims_status store_model_get(struct store *store, char *name, size_t name_cap, uint32_t *dim,
                                 struct ims_error *err);
 /* Re-records the model the store was opened with as the folder's model
  * (after a re-embed migration). */
-enum ims_status store_model_record(struct store *st, struct ims_error *err);
+enum ims_status store_model_record(struct store *store, struct ims_error *err);
 /* The schema version recorded in the catalogue. */
-enum ims_status store_schema_version(struct store *st, int *version, struct ims_error *err);
+enum ims_status store_schema_version(struct store *store, int *version, struct ims_error *err);
 /* Full consistency check: SQLite's integrity_check and foreign_key_check,
  * one embedding of the right size per image. IMS_ERR_CORRUPT with the first
  * problem found. */
-enum ims_status store_check(struct store *st, struct ims_error *err);
+enum ims_status store_check(struct store *store, struct ims_error *err);
 
 /* ---- images --------------------------------------------------------------- */
 
@@ -188,7 +188,7 @@ struct store_insert_result {
  * invalid input (message names the row index) rejects the whole batch before
  * anything is written. `results` (n entries, caller-owned) is filled on
  * success. */
-enum ims_status store_insert_many(struct store *st, const struct store_new_image *rows, size_t n,
+enum ims_status store_insert_many(struct store *store, const struct store_new_image *rows, size_t n,
                                   struct store_insert_result *results, struct ims_error *err);
 
 /* Streaming form of store_insert_many for imports too large to hold at once:
@@ -206,28 +206,28 @@ enum ims_status store_insert_many(struct store *st, const struct store_new_image
 typedef int (*store_fill_fn)(void *user, size_t first, struct store_new_image *rows, size_t n);
 typedef void (*store_result_fn)(void *user, size_t first,
                                 const struct store_insert_result *results, size_t n);
-enum ims_status store_insert_stream(struct store *st, size_t n_total, size_t chunk_rows,
+enum ims_status store_insert_stream(struct store *store, size_t n_total, size_t chunk_rows,
                                     store_fill_fn fill, store_result_fn done, void *user,
                                     struct ims_error *err);
 
 /* Sets (or replaces) the thumbnail of image `id`. IMS_ERR_NOT_FOUND if the
  * image does not exist. */
-enum ims_status store_set_thumbnail(struct store *st, int64_t id, const void *jpeg, size_t n_bytes,
-                                    struct ims_error *err);
+enum ims_status store_set_thumbnail(struct store *store, int64_t id, const void *jpeg,
+                                    size_t n_bytes, struct ims_error *err);
 
 /* Replaces the embeddings of `n` images (ids[i] gets vectors[i*dim ...]) and
  * tags them with the store's model, in one transaction: the re-embed step.
  * `exists` (optional, n entries) says which ids were present. */
-enum ims_status store_set_embeddings(struct store *st, const int64_t *ids, const float *vectors,
+enum ims_status store_set_embeddings(struct store *store, const int64_t *ids, const float *vectors,
                                      size_t n, uint8_t *exists, struct ims_error *err);
 
 /* Deletes images (row, embedding, thumbnail) in one transaction and logs
  * each deletion (see store_deleted_after). `existed` (optional, n entries)
  * says which ids were present. Ids are never reused. */
-enum ims_status store_delete_many(struct store *st, const int64_t *ids, size_t n,
+enum ims_status store_delete_many(struct store *store, const int64_t *ids, size_t n,
                                   uint8_t *existed, struct ims_error *err);
 /* One id; IMS_ERR_NOT_FOUND if it did not exist. */
-enum ims_status store_delete(struct store *st, int64_t id, struct ims_error *err);
+enum ims_status store_delete(struct store *store, int64_t id, struct ims_error *err);
 
 /* A row read back. Every pointer is owned by the row: release with
  * store_row_fini(). */
@@ -264,23 +264,22 @@ void store_row_fini(struct store_image_row *row);
 
 /* Reads image `id`; `fields` adds optional parts (STORE_FIELD_EMBEDDING).
  * IMS_ERR_NOT_FOUND if absent. On success *row owns its strings. */
-enum ims_status store_get(struct store *st, int64_t id, unsigned fields,
+enum ims_status store_get(struct store *store, int64_t id, unsigned fields,
                           struct store_image_row *row, struct ims_error *err);
 /* Reads `n` ids in one read transaction (one consistent snapshot), for
  * joining search results. rows[i] gets ids[i]; found[i] says whether it
  * exists (rows of missing ids are zeroed). On success release every row with
  * store_row_fini(); on failure nothing is left allocated. */
-enum ims_status store_get_many(struct store *st, const int64_t *ids, size_t n, unsigned fields,
-                               struct store_image_row *rows, uint8_t *found,
-                               struct ims_error *err);
+enum ims_status store_get_many(struct store *store, const int64_t *ids, size_t n, unsigned fields,
+                               struct store_image_row *rows, uint8_t *found, struct ims_error *err);
 /* Looks up by source / content hash; *id is set, IMS_ERR_NOT_FOUND if none. */
-enum ims_status store_find_by_source(struct store *st, const char *source, int64_t *id,
+enum ims_status store_find_by_source(struct store *store, const char *source, int64_t *id,
                                      struct ims_error *err);
-enum ims_status store_find_by_sha256(struct store *st, const uint8_t sha256[32], int64_t *id,
+enum ims_status store_find_by_sha256(struct store *store, const uint8_t sha256[32], int64_t *id,
                                      struct ims_error *err);
 /* The thumbnail of `id`. On success *jpeg (release with ims_free) and
  * *n_bytes are set. IMS_ERR_NOT_FOUND if the image or its thumbnail is absent. */
-enum ims_status store_get_thumbnail(struct store *st, int64_t id, void **jpeg, size_t *n_bytes,
+enum ims_status store_get_thumbnail(struct store *store, int64_t id, void **jpeg, size_t *n_bytes,
                                     struct ims_error *err);
 
 /* A filter over image rows (issue 10). Every member is optional: a 0 / NULL
@@ -306,7 +305,7 @@ struct store_filter {
 };
 /* The ids of the rows matching `f`, ascending, in *ids (release with
  * ims_free; NULL when none) and *n. */
-enum ims_status store_filter_ids(struct store *st, const struct store_filter *f, int64_t **ids,
+enum ims_status store_filter_ids(struct store *store, const struct store_filter *f, int64_t **ids,
                                  size_t *n, struct ims_error *err);
 
 /* ---- tags (issue 10, schema v4) ---------------------------------------------
@@ -329,13 +328,13 @@ enum ims_status store_tag_normalize(const char *tag, char out[STORE_TAG_MAX_BYTE
  * spelling). IMS_ERR_NOT_FOUND if the image does not exist; IMS_ERR_INVALID
  * for a bad tag (nothing changed) or when the image would hold more than
  * STORE_TAGS_MAX tags. Read the result back with store_get. */
-enum ims_status store_tags_update(struct store *st, int64_t id, const char *const *add,
+enum ims_status store_tags_update(struct store *store, int64_t id, const char *const *add,
                                   size_t n_add, const char *const *remove, size_t n_remove,
                                   struct ims_error *err);
 
 /* Number of images; largest live id (0 if empty). */
-enum ims_status store_count(struct store *st, int64_t *n, struct ims_error *err);
-enum ims_status store_max_id(struct store *st, int64_t *id, struct ims_error *err);
+enum ims_status store_count(struct store *store, int64_t *n, struct ims_error *err);
+enum ims_status store_max_id(struct store *store, int64_t *id, struct ims_error *err);
 
 enum store_order {
     STORE_ORDER_ID_DESC = 0,    /* newest id first */
@@ -347,7 +346,7 @@ enum store_order {
 /* Lists up to `limit` rows (without embeddings) from `offset` in `order`.
  * On success *rows (release each with store_row_fini, the array with
  * ims_free) and *n are set. limit is capped at 10000. */
-enum ims_status store_list(struct store *st, enum store_order order, int64_t offset,
+enum ims_status store_list(struct store *store, enum store_order order, int64_t offset,
                            int64_t limit, struct store_image_row **rows, size_t *n,
                            struct ims_error *err);
 
@@ -361,7 +360,7 @@ typedef int (*store_scan_fn)(void *user, const int64_t *ids, const float *vector
  * time (0 = 1024), from one consistent snapshot: the rebuild path of the
  * index. An embedding whose size does not match the store's dim is
  * IMS_ERR_MODEL_MISMATCH (a half-done re-embed). */
-enum ims_status store_scan_embeddings(struct store *st, int64_t after_id, size_t chunk_rows,
+enum ims_status store_scan_embeddings(struct store *store, int64_t after_id, size_t chunk_rows,
                                       store_scan_fn fn, void *user, struct ims_error *err);
 
 /* ---- folders kept in sync (add --sync, serve --watch; schema v3) ----------
@@ -385,7 +384,7 @@ void store_file_rows_free(struct store_file_row *rows, size_t n);
 /* Every row whose source lies under `folder` (an absolute path; the source
  * starts with folder + "/", compared byte-wise: /a/b never matches /a/bc),
  * sorted by source with strcmp. *rows is NULL when *n is 0. */
-enum ims_status store_list_under(struct store *st, const char *folder,
+enum ims_status store_list_under(struct store *store, const char *folder,
                                  struct store_file_row **rows, size_t *n, struct ims_error *err);
 
 /* One row's new file state and, when `source` is not NULL, its new source
@@ -398,7 +397,7 @@ struct store_file_update {
 /* Applies n updates in one transaction. An id that does not exist is
  * skipped (found[i] = 0; found is optional). A new source held by another
  * row is IMS_ERR_EXISTS and nothing is written. */
-enum ims_status store_update_files(struct store *st, const struct store_file_update *u, size_t n,
+enum ims_status store_update_files(struct store *store, const struct store_file_update *u, size_t n,
                                    uint8_t *found, struct ims_error *err);
 /* A synced file whose content changed keeps its row: row `id` takes the
  * image data of row `from` (the row just added from the file's new content):
@@ -409,8 +408,9 @@ enum ims_status store_update_files(struct store *st, const struct store_file_upd
  * an UPDATE change of `id` (every node's index re-reads its embedding, every
  * row cache evicts it; store_embeddings_changed_after lists it). IMS_ERR_NOT_FOUND if either row is missing, and
  * nothing is written. */
-enum ims_status store_replace_content(struct store *st, int64_t id, int64_t from, int64_t file_size,
-                                      int64_t file_mtime_ns, struct ims_error *err);
+enum ims_status store_replace_content(struct store *store, int64_t id, int64_t from,
+                                      int64_t file_size, int64_t file_mtime_ns,
+                                      struct ims_error *err);
 /* One folder sync at a time per catalogue (add --sync, serve --watch; two
  * at once would both add a new file or both park a changed one). One lock
  * per catalogue, not per folder: /photos and /photos/2024 overlap. Held
@@ -419,13 +419,13 @@ enum ims_status store_replace_content(struct store *st, int64_t id, int64_t from
  * waits: IMS_ERR_BUSY ("another sync of this catalogue is running ...")
  * when held elsewhere. Release with store_sync_unlock (accepts NULL). */
 struct store_sync_lock;
-enum ims_status store_sync_lock_try(struct store *st, struct store_sync_lock **out,
+enum ims_status store_sync_lock_try(struct store *store, struct store_sync_lock **out,
                                     struct ims_error *err);
 void store_sync_unlock(struct store_sync_lock *lock);
 /* Sets row id's caption (NULL: none) and added time (unix seconds), a ROW
  * change in the feed: `reembed` keeps them from the old catalogue.
  * IMS_ERR_NOT_FOUND if the row does not exist. */
-enum ims_status store_set_details(struct store *st, int64_t id, const char *caption,
+enum ims_status store_set_details(struct store *store, int64_t id, const char *caption,
                                   int64_t added, struct ims_error *err);
 /* ---- the node's row cache (serve --row-cache-mb) ---------------------------
  *
@@ -445,12 +445,12 @@ struct store_row_cache_stats {
 };
 /* Enables (max_bytes > 0, replacing any earlier cache) or disables (0) the
  * cache. Call before the store is shared between threads. */
-enum ims_status store_row_cache_set(struct store *st, size_t max_bytes, struct ims_error *err);
+enum ims_status store_row_cache_set(struct store *store, size_t max_bytes, struct ims_error *err);
 /* Evicts ids[0..n) from the cache; ids NULL evicts everything. No-op
  * without a cache. Thread-safe. */
-void store_row_cache_evict(struct store *st, const int64_t *ids, size_t n);
+void store_row_cache_evict(struct store *store, const int64_t *ids, size_t n);
 /* Zeroes *out without a cache. Thread-safe. */
-void store_row_cache_get_stats(struct store *st, struct store_row_cache_stats *out);
+void store_row_cache_get_stats(struct store *store, struct store_row_cache_stats *out);
 
 /* ---- copying a catalogue (imgsearch catalogue copy) ------------------------ */
 
@@ -467,7 +467,7 @@ struct store_restore_row {
  * this catalogue ever gave out: nothing is overwritten, no id reused
  * (IMS_ERR_EXISTS otherwise). A duplicate source or hash is IMS_ERR_INVALID;
  * either way nothing of the batch is stored. */
-enum ims_status store_restore_many(struct store *st, const struct store_restore_row *rows,
+enum ims_status store_restore_many(struct store *store, const struct store_restore_row *rows,
                                    size_t n, struct ims_error *err);
 
 /* ---- deletion log: how the derived index learns about deletions ----------
@@ -481,11 +481,11 @@ enum ims_status store_restore_many(struct store *st, const struct store_restore_
  */
 
 /* The last deletion sequence number (0 if nothing was ever deleted). */
-enum ims_status store_deleted_seq(struct store *st, int64_t *seq, struct ims_error *err);
+enum ims_status store_deleted_seq(struct store *store, int64_t *seq, struct ims_error *err);
 /* Ids deleted with seq > after_seq (at most max_n, oldest first). On success
  * *ids (release with ims_free; NULL when *n is 0), *n and *last_seq (the seq
  * of the last id returned, or after_seq) are set. */
-enum ims_status store_deleted_after(struct store *st, int64_t after_seq, size_t max_n,
+enum ims_status store_deleted_after(struct store *store, int64_t after_seq, size_t max_n,
                                     int64_t **ids, size_t *n, int64_t *last_seq,
                                     struct ims_error *err);
 
@@ -523,19 +523,19 @@ struct store_change {
 };
 
 /* The newest committed change seq (0 if none ever). Cheap (one counter). */
-enum ims_status store_change_seq(struct store *st, int64_t *seq, struct ims_error *err);
+enum ims_status store_change_seq(struct store *store, int64_t *seq, struct ims_error *err);
 /* Up to max_n changes with seq > after_seq, oldest first, into out (caller's
  * array of max_n). *n gets how many (0: the replica is current). Fails with
  * IMS_ERR_NOT_FOUND ("rebuild") if after_seq < store_change_floor(). */
-enum ims_status store_changes_after(struct store *st, int64_t after_seq, size_t max_n,
+enum ims_status store_changes_after(struct store *store, int64_t after_seq, size_t max_n,
                                     struct store_change *out, size_t *n, struct ims_error *err);
 /* Every change with seq > *floor is still in the feed; a replica covering a
  * seq >= floor can catch up, one below it must rebuild. 0 on an untrimmed
  * catalogue. */
-enum ims_status store_change_floor(struct store *st, int64_t *floor, struct ims_error *err);
+enum ims_status store_change_floor(struct store *store, int64_t *floor, struct ims_error *err);
 /* Drops the changes with seq <= upto (clamped to the newest seq) and raises
  * the floor to it: for replicas that all cover at least `upto`. */
-enum ims_status store_change_trim(struct store *st, int64_t upto, struct ims_error *err);
+enum ims_status store_change_trim(struct store *store, int64_t upto, struct ims_error *err);
 /* The ids of live rows whose embedding was replaced (an UPDATE change) at a
  * seq > after_seq, ascending, in *ids (release with ims_free; NULL when
  * none) and *n, even when those changes were trimmed: what a replica that
@@ -543,15 +543,15 @@ enum ims_status store_change_trim(struct store *st, int64_t upto, struct ims_err
  * May list more ids than needed (an id whose re-embedding the replica
  * already holds, every row of a catalogue migrated from v4 with a trimmed
  * feed), never fewer. */
-enum ims_status store_embeddings_changed_after(struct store *st, int64_t after_seq, int64_t **ids,
-                                               size_t *n, struct ims_error *err);
+enum ims_status store_embeddings_changed_after(struct store *store, int64_t after_seq,
+                                               int64_t **ids, size_t *n, struct ims_error *err);
 /* Waits until the newest committed seq is > known_seq or timeout_ms passes;
  * *seq_now gets the newest seq either way (IMS_OK in both cases). Sees
  * commits of other processes and nodes: PostgreSQL wakes on LISTEN/NOTIFY;
  * SQLite polls a cheap counter every STORE_WAIT_POLL_MS. Any number of
  * threads may wait at once. */
 #define STORE_WAIT_POLL_MS 50
-enum ims_status store_wait_change(struct store *st, int64_t known_seq, int timeout_ms,
+enum ims_status store_wait_change(struct store *store, int64_t known_seq, int timeout_ms,
                                   int64_t *seq_now, struct ims_error *err);
 
 /* ---- ingest jobs ---------------------------------------------------------- */
@@ -587,35 +587,37 @@ void store_job_fini(struct store_job *job);
 
 /* Creates job `id` (1..STORE_JOB_ID_MAX_BYTES printable ASCII), queued with
  * `total` items. IMS_ERR_EXISTS if the id is taken. */
-enum ims_status store_job_create(struct store *st, const char *id, int64_t total,
+enum ims_status store_job_create(struct store *store, const char *id, int64_t total,
                                  struct ims_error *err);
 /* Sets state and counters. IMS_ERR_NOT_FOUND if the job does not exist. */
-enum ims_status store_job_update(struct store *st, const char *id, enum store_job_state state,
+enum ims_status store_job_update(struct store *store, const char *id, enum store_job_state state,
                                  int64_t done, int64_t failed, struct ims_error *err);
-/* Appends `n` per-item errors (urls[i], errors[i]; borrowed, NULL reads as
- * ""); past STORE_JOB_MAX_ERRORS stored they are only counted. Strings are
- * truncated to STORE_JOB_ERROR_MAX_BYTES. */
-enum ims_status store_job_add_errors(struct store *st, const char *id,
-                                     const char *const *urls, const char *const *errors,
-                                     size_t n, struct ims_error *err);
+/* Appends `n` job errors (urls[i], codes[i], errors[i]; borrowed, NULL
+ * reads as ""; codes may be NULL: no codes). codes[i] is an ims_status name
+ * ("internal", "io", ...), as item errors carry. Past STORE_JOB_MAX_ERRORS
+ * stored they are only counted. Strings are truncated to
+ * STORE_JOB_ERROR_MAX_BYTES. */
+enum ims_status store_job_add_errors(struct store *store, const char *id, const char *const *urls,
+                                     const char *const *codes, const char *const *errors, size_t n,
+                                     struct ims_error *err);
 /* Reads a job with its stored errors. On success release with store_job_fini(). */
-enum ims_status store_job_get(struct store *st, const char *id, struct store_job *job,
+enum ims_status store_job_get(struct store *store, const char *id, struct store_job *job,
                               struct ims_error *err);
 /* After a restart: every queued or running job WITHOUT items (a
  * counter-only job, driven by store_job_update) becomes failed, with the error
  * "interrupted by restart". Item jobs are left alone: their items stay
  * queued or leased and are claimed again. *n (optional) gets how many. */
-enum ims_status store_job_fail_unfinished(struct store *st, int64_t *n, struct ims_error *err);
+enum ims_status store_job_fail_unfinished(struct store *store, int64_t *n, struct ims_error *err);
 
 /* ---- shared ingest: job items claimed by any node --------------------------
  *
- *     store_job_create(st, "j1", 0, &err);            // total grows with items
- *     store_job_add_items(st, "j1", urls, 1000, &err); // as often as needed
- *     store_job_seal(st, "j1", &err);                  // no more items
+ *     store_job_create(store, "j1", 0, &err);            // total grows with items
+ *     store_job_add_items(store, "j1", urls, 1000, &err); // as often as needed
+ *     store_job_seal(store, "j1", &err);                  // no more items
  *     // on every node with ingest capacity:
- *     store_job_claim(st, "node-a", 16, 30000, &items, &n, &err);
+ *     store_job_claim(store, "node-a", 16, 30000, &items, &n, &err);
  *     ... download, encode, store_insert_many ...
- *     store_job_finish(st, "node-a", results, n, accepted, &err);
+ *     store_job_finish(store, "node-a", results, n, accepted, &err);
  *     store_job_items_free(items, n);
  *
  * An item is queued, claimed (by a node, until lease_until), done or failed.
@@ -642,15 +644,14 @@ enum store_item_state {
 /* Appends items (sources[i], 1..STORE_SOURCE_MAX_BYTES bytes) to job `id`
  * in one transaction; total grows by n. IMS_ERR_NOT_FOUND (no job),
  * IMS_ERR_INVALID (sealed, or a bad source: nothing added). */
-enum ims_status store_job_add_items(struct store *st, const char *id,
-                                    const char *const *sources, size_t n,
-                                    struct ims_error *err);
+enum ims_status store_job_add_items(struct store *store, const char *id, const char *const *sources,
+                                    size_t n, struct ims_error *err);
 /* Marks job `id` complete: no more items. A job whose items are all
  * finished becomes done at once. Idempotent. (A job is "done" when it ran,
  * whatever its items' outcomes, which its done/failed counters and errors
  * tell, as before jobs were rows; "failed" is for a job that could not run,
  * e.g. its items could not be written.) */
-enum ims_status store_job_seal(struct store *st, const char *id, struct ims_error *err);
+enum ims_status store_job_seal(struct store *store, const char *id, struct ims_error *err);
 
 /* A claimed item, owned by the array store_job_claim returns. */
 struct store_job_item {
@@ -664,13 +665,13 @@ struct store_job_item {
  * STORE_NODE_ID_MAX_BYTES printable ASCII) for lease_ms (>= 1) from now, in
  * one transaction. *items (release with store_job_items_free; NULL when *n
  * is 0) and *n are set. */
-enum ims_status store_job_claim(struct store *st, const char *node_id, size_t max_n,
+enum ims_status store_job_claim(struct store *store, const char *node_id, size_t max_n,
                                 int64_t lease_ms, struct store_job_item **items, size_t *n,
                                 struct ims_error *err);
 void store_job_items_free(struct store_job_item *items, size_t n);
 /* Extends the lease of the items node_id still holds to now + lease_ms.
  * renewed (optional, n entries) says which were. */
-enum ims_status store_job_renew(struct store *st, const char *node_id, const int64_t *item_ids,
+enum ims_status store_job_renew(struct store *store, const char *node_id, const int64_t *item_ids,
                                 size_t n, int64_t lease_ms, uint8_t *renewed,
                                 struct ims_error *err);
 
@@ -679,7 +680,7 @@ enum ims_status store_job_renew(struct store *st, const char *node_id, const int
  * expire now, so they are claimed again without waiting for them to lapse.
  * Only for a node id no other running process uses. *n (optional) gets how
  * many. */
-enum ims_status store_job_release_node(struct store *st, const char *node_id, int64_t *n,
+enum ims_status store_job_release_node(struct store *store, const char *node_id, int64_t *n,
                                        struct ims_error *err);
 
 enum store_item_outcome {
@@ -699,7 +700,7 @@ struct store_item_result {
  * done/failed, their jobs' counters, errors (url = the item's source) and
  * states follow. Items node_id does not hold are ignored; accepted
  * (optional, n entries) says which counted. */
-enum ims_status store_job_finish(struct store *st, const char *node_id,
+enum ims_status store_job_finish(struct store *store, const char *node_id,
                                  const struct store_item_result *results, size_t n,
                                  uint8_t *accepted, struct ims_error *err);
 /* store_insert_many and the store_job_finish of the job items those rows
@@ -708,7 +709,7 @@ enum ims_status store_job_finish(struct store *st, const char *node_id,
  * item is recorded as ADDED (row inserted or completed) or DUPLICATE, with
  * the row's id, if node_id still holds it (ignored otherwise, as in
  * store_job_finish). Results and errors as store_insert_many. */
-enum ims_status store_insert_finish(struct store *st, const struct store_new_image *rows,
+enum ims_status store_insert_finish(struct store *store, const struct store_new_image *rows,
                                     size_t n, struct store_insert_result *results,
                                     const char *node_id, const int64_t *item_ids,
                                     struct ims_error *err);
@@ -717,13 +718,13 @@ enum ims_status store_insert_finish(struct store *st, const struct store_new_ima
  * of its own committed -- same source, added since its job was created, no
  * other item reporting it added -- is recorded as ADDED, not as a duplicate
  * of itself. IMS_ERR_NOT_FOUND (no such item), IMS_ERR_BUSY (not finished). */
-enum ims_status store_job_item_outcome(struct store *st, int64_t item_id,
+enum ims_status store_job_item_outcome(struct store *store, int64_t item_id,
                                        enum store_item_outcome *outcome, struct ims_error *err);
 /* Reads item `item_id` (for tests and diagnostics): its state, the node
  * holding it ("" if none), attempts and image id (0 if none). */
-enum ims_status store_job_item_get(struct store *st, int64_t item_id, enum store_item_state *state,
-                                   char *node, size_t node_cap, int *attempts,
-                                   int64_t *image_id, struct ims_error *err);
+enum ims_status store_job_item_get(struct store *store, int64_t item_id,
+                                   enum store_item_state *state, char *node, size_t node_cap,
+                                   int *attempts, int64_t *image_id, struct ims_error *err);
 
 #ifdef __cplusplus
 }

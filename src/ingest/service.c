@@ -500,7 +500,8 @@ enum ims_status ingest_submit(struct ingest *ing, const char *const *sources, si
          * failed (its items, if any, still run; the caller gets the error) */
         struct ims_error e2 = {0};
         const char *why = "could not be created", *empty = "(job)";
-        if (store_job_add_errors(ing->deps.store, jid, &empty, &why, 1, &e2) != IMS_OK ||
+        const char *code = ims_status_name(st);
+        if (store_job_add_errors(ing->deps.store, jid, &empty, &code, &why, 1, &e2) != IMS_OK ||
             store_job_update(ing->deps.store, jid, STORE_JOB_FAILED, 0, 0, &e2) != IMS_OK)
             ims_log(IMS_LOG_ERROR, "job %s: cannot mark it failed: %s", jid, e2.message);
         return st;

@@ -56,7 +56,7 @@ static enum ims_status check_text(const char *t, size_t max, size_t row, const c
     return IMS_OK;
 }
 
-enum ims_status store__validate_row(const struct store *st, const struct store_new_image *r,
+enum ims_status store__validate_row(const struct store *store, const struct store_new_image *r,
                                     size_t i, struct ims_error *err)
 {
     enum ims_status s;
@@ -67,10 +67,10 @@ enum ims_status store__validate_row(const struct store *st, const struct store_n
         return s;
     IMS_RETURN_ERROR_IF(!r->embedding, err, IMS_ERR_INVALID, "row %zu (%s): no embedding", i,
                         r->source);
-    IMS_RETURN_ERROR_IF(r->dim != st->dim, err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(r->dim != store->dim, err, IMS_ERR_INVALID,
                         "row %zu (%s): embedding has %u floats, the catalogue's model '%s' "
                         "has %u",
-                        i, r->source, r->dim, st->model_name, st->dim);
+                        i, r->source, r->dim, store->model_name, store->dim);
     uint32_t bad = 0;
     IMS_RETURN_ERROR_IF(!store__vec_finite(r->embedding, r->dim, &bad), err, IMS_ERR_INVALID,
                         "row %zu (%s): embedding[%u] is not a finite number", i, r->source, bad);
@@ -175,7 +175,7 @@ void store_catalogue_display(const char *c, char *out, size_t cap)
 enum ims_status store_open(const char *data_dir, const struct store_model_info *model,
                            unsigned flags, struct store **out, struct ims_error *err)
 {
-    return sq_open(data_dir, model, flags, out, err);
+    return store__sq_open(data_dir, model, flags, out, err);
 }
 
 enum ims_status store_open_catalogue(const char *catalogue, const char *data_dir,
@@ -183,7 +183,7 @@ enum ims_status store_open_catalogue(const char *catalogue, const char *data_dir
                                      struct store **out, struct ims_error *err)
 {
     if (!catalogue || !catalogue[0])
-        return sq_open(data_dir, model, flags, out, err);
+        return store__sq_open(data_dir, model, flags, out, err);
     if (store_catalogue_is_url(catalogue))
         return store__pg_open(catalogue, model, flags, out, err);
     char shown[256];
@@ -194,181 +194,186 @@ enum ims_status store_open_catalogue(const char *catalogue, const char *data_dir
                          shown);
 }
 
-const char *store_backend_name(const struct store *st) { return st ? st->ops->name : "none"; }
-
-const char *store_location(const struct store *st) { return st ? st->db_path : ""; }
-
-void store_close(struct store *st)
+const char *store_backend_name(const struct store *store)
 {
-    if (st) {
-        store__rowcache_free(st->rc);
-        st->rc = NULL;
-        st->ops->close(st);
+    return store ? store->ops->name : "none";
+}
+
+const char *store_location(const struct store *store)
+{
+    return store ? store->db_path : "";
+}
+
+void store_close(struct store *store)
+{
+    if (store) {
+        store__rowcache_free(store->rc);
+        store->rc = NULL;
+        store->ops->close(store);
     }
 }
 
 /* ---- dispatch --------------------------------------------------------------------- */
 
-#define NEED_STORE(fn)                                                                             \
-    IMS_RETURN_ERROR_IF(!st, err, IMS_ERR_INVALID, #fn ": no store")
+#define NEED_STORE(fn) IMS_RETURN_ERROR_IF(!store, err, IMS_ERR_INVALID, #fn ": no store")
 
-enum ims_status store_row_cache_set(struct store *st, size_t max_bytes, struct ims_error *err)
+enum ims_status store_row_cache_set(struct store *store, size_t max_bytes, struct ims_error *err)
 {
     NEED_STORE(store_row_cache_set);
     struct store__rowcache *rc = NULL;
     if (max_bytes > 0 && !(rc = store__rowcache_new(max_bytes)))
         return ims_error_set(err, IMS_ERR_NOMEM, "out of memory for the row cache");
-    store__rowcache_free(st->rc);
-    st->rc = rc;
+    store__rowcache_free(store->rc);
+    store->rc = rc;
     return IMS_OK;
 }
 
-void store_row_cache_evict(struct store *st, const int64_t *ids, size_t n)
+void store_row_cache_evict(struct store *store, const int64_t *ids, size_t n)
 {
-    if (st)
-        store__rowcache_evict(st->rc, ids, n);
+    if (store)
+        store__rowcache_evict(store->rc, ids, n);
 }
 
-void store_row_cache_get_stats(struct store *st, struct store_row_cache_stats *out)
+void store_row_cache_get_stats(struct store *store, struct store_row_cache_stats *out)
 {
-    store__rowcache_stats(st ? st->rc : NULL, out);
+    store__rowcache_stats(store ? store->rc : NULL, out);
 }
 
-enum ims_status store_model_get(struct store *st, char *name, size_t name_cap, uint32_t *dim,
+enum ims_status store_model_get(struct store *store, char *name, size_t name_cap, uint32_t *dim,
                                 struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !name || name_cap == 0 || !dim, err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || !name || name_cap == 0 || !dim, err, IMS_ERR_INVALID,
                         "store_model_get: invalid arguments");
-    return st->ops->model_get(st, name, name_cap, dim, err);
+    return store->ops->model_get(store, name, name_cap, dim, err);
 }
 
-enum ims_status store_model_record(struct store *st, struct ims_error *err)
+enum ims_status store_model_record(struct store *store, struct ims_error *err)
 {
     NEED_STORE(store_model_record);
-    return st->ops->model_record(st, err);
+    return store->ops->model_record(store, err);
 }
 
-enum ims_status store_schema_version(struct store *st, int *version, struct ims_error *err)
+enum ims_status store_schema_version(struct store *store, int *version, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !version, err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || !version, err, IMS_ERR_INVALID,
                         "store_schema_version: invalid arguments");
-    return st->ops->schema_version(st, version, err);
+    return store->ops->schema_version(store, version, err);
 }
 
-enum ims_status store_check(struct store *st, struct ims_error *err)
+enum ims_status store_check(struct store *store, struct ims_error *err)
 {
     NEED_STORE(store_check);
-    return st->ops->check(st, err);
+    return store->ops->check(store, err);
 }
 
 /* Once a write committed, the rows it changed leave the row cache. */
-enum ims_status store_insert_many(struct store *st, const struct store_new_image *rows, size_t n,
+enum ims_status store_insert_many(struct store *store, const struct store_new_image *rows, size_t n,
                                   struct store_insert_result *results, struct ims_error *err)
 {
     NEED_STORE(store_insert_many);
-    enum ims_status s = st->ops->insert_many(st, rows, n, results, err);
-    for (size_t i = 0; s == IMS_OK && st->rc && results && i < n; i++)
+    enum ims_status s = store->ops->insert_many(store, rows, n, results, err);
+    for (size_t i = 0; s == IMS_OK && store->rc && results && i < n; i++)
         if (results[i].outcome == STORE_COMPLETED)
-            store__rowcache_evict(st->rc, &results[i].id, 1);
+            store__rowcache_evict(store->rc, &results[i].id, 1);
     return s;
 }
 
-enum ims_status store_insert_stream(struct store *st, size_t n_total, size_t chunk_rows,
+enum ims_status store_insert_stream(struct store *store, size_t n_total, size_t chunk_rows,
                                     store_fill_fn fill, store_result_fn done, void *user,
                                     struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !fill, err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || !fill, err, IMS_ERR_INVALID,
                         "store_insert_stream: invalid arguments");
     if (n_total == 0)
         return IMS_OK;
     if (chunk_rows == 0)
         chunk_rows = 1024;
     chunk_rows = IMS_MIN(chunk_rows, n_total); /* the backends see 1..n_total */
-    enum ims_status s = st->ops->insert_stream(st, n_total, chunk_rows, fill, done, user, err);
-    store__rowcache_evict(st->rc, NULL, 0); /* an import may complete any row */
+    enum ims_status s =
+        store->ops->insert_stream(store, n_total, chunk_rows, fill, done, user, err);
+    store__rowcache_evict(store->rc, NULL, 0); /* an import may complete any row */
     return s;
 }
 
-enum ims_status store_set_thumbnail(struct store *st, int64_t id, const void *jpeg, size_t n_bytes,
-                                    struct ims_error *err)
+enum ims_status store_set_thumbnail(struct store *store, int64_t id, const void *jpeg,
+                                    size_t n_bytes, struct ims_error *err)
 {
     NEED_STORE(store_set_thumbnail);
-    enum ims_status s = st->ops->set_thumbnail(st, id, jpeg, n_bytes, err);
-    store__rowcache_evict(st->rc, &id, 1);
+    enum ims_status s = store->ops->set_thumbnail(store, id, jpeg, n_bytes, err);
+    store__rowcache_evict(store->rc, &id, 1);
     return s;
 }
 
-enum ims_status store_set_details(struct store *st, int64_t id, const char *caption, int64_t added,
-                                  struct ims_error *err)
+enum ims_status store_set_details(struct store *store, int64_t id, const char *caption,
+                                  int64_t added, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || id <= 0 || added < 0, err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || id <= 0 || added < 0, err, IMS_ERR_INVALID,
                         "store_set_details: invalid arguments");
     IMS_RETURN_ERROR_IF(
         caption && strnlen(caption, STORE_CAPTION_MAX_BYTES + 1) > STORE_CAPTION_MAX_BYTES, err,
         IMS_ERR_INVALID, "caption is longer than %d bytes", STORE_CAPTION_MAX_BYTES);
-    enum ims_status s = st->ops->set_details(st, id, caption, added, err);
-    store__rowcache_evict(st->rc, &id, 1);
+    enum ims_status s = store->ops->set_details(store, id, caption, added, err);
+    store__rowcache_evict(store->rc, &id, 1);
     return s;
 }
 
-enum ims_status store_set_embeddings(struct store *st, const int64_t *ids, const float *vectors,
+enum ims_status store_set_embeddings(struct store *store, const int64_t *ids, const float *vectors,
                                      size_t n, uint8_t *exists, struct ims_error *err)
 {
     NEED_STORE(store_set_embeddings);
-    enum ims_status s = st->ops->set_embeddings(st, ids, vectors, n, exists, err);
+    enum ims_status s = store->ops->set_embeddings(store, ids, vectors, n, exists, err);
     if (ids)
-        store__rowcache_evict(st->rc, ids, n);
+        store__rowcache_evict(store->rc, ids, n);
     return s;
 }
 
-enum ims_status store_delete_many(struct store *st, const int64_t *ids, size_t n,
+enum ims_status store_delete_many(struct store *store, const int64_t *ids, size_t n,
                                   uint8_t *existed, struct ims_error *err)
 {
     NEED_STORE(store_delete_many);
-    enum ims_status s = st->ops->delete_many(st, ids, n, existed, err);
+    enum ims_status s = store->ops->delete_many(store, ids, n, existed, err);
     if (ids)
-        store__rowcache_evict(st->rc, ids, n);
+        store__rowcache_evict(store->rc, ids, n);
     return s;
 }
 
-enum ims_status store_get_many(struct store *st, const int64_t *ids, size_t n, unsigned fields,
-                               struct store_image_row *rows, uint8_t *found,
-                               struct ims_error *err)
+enum ims_status store_get_many(struct store *store, const int64_t *ids, size_t n, unsigned fields,
+                               struct store_image_row *rows, uint8_t *found, struct ims_error *err)
 {
     NEED_STORE(store_get_many);
-    if (st->rc && !(fields & STORE_FIELD_EMBEDDING) && n > 0 && ids && rows && found)
-        return store__rowcache_get_many(st, st->rc, ids, n, rows, found, err);
-    return st->ops->get_many(st, ids, n, fields, rows, found, err);
+    if (store->rc && !(fields & STORE_FIELD_EMBEDDING) && n > 0 && ids && rows && found)
+        return store__rowcache_get_many(store, store->rc, ids, n, rows, found, err);
+    return store->ops->get_many(store, ids, n, fields, rows, found, err);
 }
 
-enum ims_status store_find_by_source(struct store *st, const char *source, int64_t *id,
+enum ims_status store_find_by_source(struct store *store, const char *source, int64_t *id,
                                      struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !source || !source[0] || !id, err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || !source || !source[0] || !id, err, IMS_ERR_INVALID,
                         "store_find_by_source: empty source");
-    return st->ops->find_by_source(st, source, id, err);
+    return store->ops->find_by_source(store, source, id, err);
 }
 
-enum ims_status store_find_by_sha256(struct store *st, const uint8_t sha256[32], int64_t *id,
+enum ims_status store_find_by_sha256(struct store *store, const uint8_t sha256[32], int64_t *id,
                                      struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !sha256 || !id, err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || !sha256 || !id, err, IMS_ERR_INVALID,
                         "store_find_by_sha256: invalid arguments");
-    return st->ops->find_by_sha256(st, sha256, id, err);
+    return store->ops->find_by_sha256(store, sha256, id, err);
 }
 
-enum ims_status store_get_thumbnail(struct store *st, int64_t id, void **jpeg, size_t *n_bytes,
+enum ims_status store_get_thumbnail(struct store *store, int64_t id, void **jpeg, size_t *n_bytes,
                                     struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !jpeg || !n_bytes, err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || !jpeg || !n_bytes, err, IMS_ERR_INVALID,
                         "store_get_thumbnail: invalid arguments");
-    return st->ops->get_thumbnail(st, id, jpeg, n_bytes, err);
+    return store->ops->get_thumbnail(store, id, jpeg, n_bytes, err);
 }
 
-enum ims_status store_filter_ids(struct store *st, const struct store_filter *f, int64_t **ids,
+enum ims_status store_filter_ids(struct store *store, const struct store_filter *f, int64_t **ids,
                                  size_t *n, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !f || !ids || !n, err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || !f || !ids || !n, err, IMS_ERR_INVALID,
                         "store_filter_ids: invalid arguments");
     IMS_RETURN_ERROR_IF((f->formats && strlen(f->formats) > 512) ||
                             (f->source_prefix && strlen(f->source_prefix) > 4096),
@@ -407,45 +412,45 @@ enum ims_status store_filter_ids(struct store *st, const struct store_filter *f,
     p[10] = tags ? v[6] : NULL;
     *ids = NULL;
     *n = 0;
-    s = st->ops->filter_ids(st, p, ids, n, err);
+    s = store->ops->filter_ids(store, p, ids, n, err);
     ims_free(tags);
     return s;
 }
 
-enum ims_status store_count(struct store *st, int64_t *n, struct ims_error *err)
+enum ims_status store_count(struct store *store, int64_t *n, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !n, err, IMS_ERR_INVALID, "store_count: invalid arguments");
-    return st->ops->count(st, n, err);
+    IMS_RETURN_ERROR_IF(!store || !n, err, IMS_ERR_INVALID, "store_count: invalid arguments");
+    return store->ops->count(store, n, err);
 }
 
-enum ims_status store_max_id(struct store *st, int64_t *id, struct ims_error *err)
+enum ims_status store_max_id(struct store *store, int64_t *id, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !id, err, IMS_ERR_INVALID, "store_max_id: invalid arguments");
-    return st->ops->max_id(st, id, err);
+    IMS_RETURN_ERROR_IF(!store || !id, err, IMS_ERR_INVALID, "store_max_id: invalid arguments");
+    return store->ops->max_id(store, id, err);
 }
 
-enum ims_status store_list(struct store *st, enum store_order order, int64_t offset,
+enum ims_status store_list(struct store *store, enum store_order order, int64_t offset,
                            int64_t limit, struct store_image_row **rows, size_t *n,
                            struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !rows || !n || offset < 0 || limit < 0, err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || !rows || !n || offset < 0 || limit < 0, err, IMS_ERR_INVALID,
                         "store_list: invalid arguments");
     IMS_RETURN_ERROR_IF((unsigned)order > STORE_ORDER_ID_AFTER, err, IMS_ERR_INVALID,
                         "store_list: unknown order %d", (int)order);
-    return st->ops->list(st, order, offset, limit, rows, n, err);
+    return store->ops->list(store, order, offset, limit, rows, n, err);
 }
 
-enum ims_status store_scan_embeddings(struct store *st, int64_t after_id, size_t chunk_rows,
+enum ims_status store_scan_embeddings(struct store *store, int64_t after_id, size_t chunk_rows,
                                       store_scan_fn fn, void *user, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !fn, err, IMS_ERR_INVALID, "store_scan_embeddings: no callback");
-    return st->ops->scan_embeddings(st, after_id, chunk_rows, fn, user, err);
+    IMS_RETURN_ERROR_IF(!store || !fn, err, IMS_ERR_INVALID, "store_scan_embeddings: no callback");
+    return store->ops->scan_embeddings(store, after_id, chunk_rows, fn, user, err);
 }
 
-enum ims_status store_restore_many(struct store *st, const struct store_restore_row *rows,
+enum ims_status store_restore_many(struct store *store, const struct store_restore_row *rows,
                                    size_t n, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || (n > 0 && !rows), err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || (n > 0 && !rows), err, IMS_ERR_INVALID,
                         "store_restore_many: invalid arguments");
     for (size_t i = 0; i < n; i++) {
         const struct store_image_row *r = rows[i].row;
@@ -461,28 +466,29 @@ enum ims_status store_restore_many(struct store *st, const struct store_restore_
             .thumbnail = rows[i].thumbnail, .thumbnail_bytes = rows[i].thumbnail_bytes,
             .bytes = r->bytes, .added = r->added,
         };
-        enum ims_status s = store__validate_row(st, &v, i, err);
+        enum ims_status s = store__validate_row(store, &v, i, err);
         if (s != IMS_OK)
             return s;
     }
     if (n == 0)
         return IMS_OK;
-    return st->ops->restore_many(st, rows, n, err);
+    return store->ops->restore_many(store, rows, n, err);
 }
 
-enum ims_status store_deleted_seq(struct store *st, int64_t *seq, struct ims_error *err)
+enum ims_status store_deleted_seq(struct store *store, int64_t *seq, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !seq, err, IMS_ERR_INVALID, "store_deleted_seq: invalid arguments");
-    return st->ops->deleted_seq(st, seq, err);
+    IMS_RETURN_ERROR_IF(!store || !seq, err, IMS_ERR_INVALID,
+                        "store_deleted_seq: invalid arguments");
+    return store->ops->deleted_seq(store, seq, err);
 }
 
-enum ims_status store_deleted_after(struct store *st, int64_t after_seq, size_t max_n,
+enum ims_status store_deleted_after(struct store *store, int64_t after_seq, size_t max_n,
                                     int64_t **ids, size_t *n, int64_t *last_seq,
                                     struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !ids || !n || !last_seq || max_n == 0 || max_n > (1u << 26), err,
+    IMS_RETURN_ERROR_IF(!store || !ids || !n || !last_seq || max_n == 0 || max_n > (1u << 26), err,
                         IMS_ERR_INVALID, "store_deleted_after: invalid arguments");
-    return st->ops->deleted_after(st, after_seq, max_n, ids, n, last_seq, err);
+    return store->ops->deleted_after(store, after_seq, max_n, ids, n, last_seq, err);
 }
 
 /* ---- change feed ------------------------------------------------------------------- */
@@ -502,53 +508,54 @@ const char *store_change_kind_name(enum store_change_kind k)
     return "unknown";
 }
 
-enum ims_status store_change_seq(struct store *st, int64_t *seq, struct ims_error *err)
+enum ims_status store_change_seq(struct store *store, int64_t *seq, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !seq, err, IMS_ERR_INVALID, "store_change_seq: invalid arguments");
-    return st->ops->change_seq(st, seq, err);
+    IMS_RETURN_ERROR_IF(!store || !seq, err, IMS_ERR_INVALID,
+                        "store_change_seq: invalid arguments");
+    return store->ops->change_seq(store, seq, err);
 }
 
-enum ims_status store_changes_after(struct store *st, int64_t after_seq, size_t max_n,
+enum ims_status store_changes_after(struct store *store, int64_t after_seq, size_t max_n,
                                     struct store_change *out, size_t *n, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !out || !n || max_n == 0 || max_n > (1u << 24) || after_seq < 0,
+    IMS_RETURN_ERROR_IF(!store || !out || !n || max_n == 0 || max_n > (1u << 24) || after_seq < 0,
                         err, IMS_ERR_INVALID, "store_changes_after: invalid arguments");
-    return st->ops->changes_after(st, after_seq, max_n, out, n, err);
+    return store->ops->changes_after(store, after_seq, max_n, out, n, err);
 }
 
-enum ims_status store_change_floor(struct store *st, int64_t *floor, struct ims_error *err)
+enum ims_status store_change_floor(struct store *store, int64_t *floor, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !floor, err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || !floor, err, IMS_ERR_INVALID,
                         "store_change_floor: invalid arguments");
-    return st->ops->change_floor(st, floor, err);
+    return store->ops->change_floor(store, floor, err);
 }
 
-enum ims_status store_change_trim(struct store *st, int64_t upto, struct ims_error *err)
+enum ims_status store_change_trim(struct store *store, int64_t upto, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || upto < 0, err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || upto < 0, err, IMS_ERR_INVALID,
                         "store_change_trim: invalid arguments");
-    return st->ops->change_trim(st, upto, err);
+    return store->ops->change_trim(store, upto, err);
 }
 
-enum ims_status store_embeddings_changed_after(struct store *st, int64_t after_seq, int64_t **ids,
-                                               size_t *n, struct ims_error *err)
+enum ims_status store_embeddings_changed_after(struct store *store, int64_t after_seq,
+                                               int64_t **ids, size_t *n, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !ids || !n || after_seq < 0, err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || !ids || !n || after_seq < 0, err, IMS_ERR_INVALID,
                         "store_embeddings_changed_after: invalid arguments");
-    return st->ops->embeddings_changed_after(st, after_seq, ids, n, err);
+    return store->ops->embeddings_changed_after(store, after_seq, ids, n, err);
 }
 
-enum ims_status store_wait_change(struct store *st, int64_t known_seq, int timeout_ms,
+enum ims_status store_wait_change(struct store *store, int64_t known_seq, int timeout_ms,
                                   int64_t *seq_now, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !seq_now || timeout_ms < 0, err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || !seq_now || timeout_ms < 0, err, IMS_ERR_INVALID,
                         "store_wait_change: invalid arguments");
-    return st->ops->wait_change(st, known_seq, timeout_ms, seq_now, err);
+    return store->ops->wait_change(store, known_seq, timeout_ms, seq_now, err);
 }
 
 /* ---- jobs ---------------------------------------------------------------------------- */
 
-enum ims_status store_job_create(struct store *st, const char *id, int64_t total,
+enum ims_status store_job_create(struct store *store, const char *id, int64_t total,
                                  struct ims_error *err)
 {
     NEED_STORE(store_job_create);
@@ -556,41 +563,41 @@ enum ims_status store_job_create(struct store *st, const char *id, int64_t total
     if (s != IMS_OK)
         return s;
     IMS_RETURN_ERROR_IF(total < 0, err, IMS_ERR_INVALID, "job %s: negative total", id);
-    return st->ops->job_create(st, id, total, err);
+    return store->ops->job_create(store, id, total, err);
 }
 
-enum ims_status store_job_update(struct store *st, const char *id, enum store_job_state state,
+enum ims_status store_job_update(struct store *store, const char *id, enum store_job_state state,
                                  int64_t done, int64_t failed, struct ims_error *err)
 {
     NEED_STORE(store_job_update);
-    return st->ops->job_update(st, id, state, done, failed, err);
+    return store->ops->job_update(store, id, state, done, failed, err);
 }
 
-enum ims_status store_job_add_errors(struct store *st, const char *id, const char *const *urls,
-                                     const char *const *errors, size_t n, struct ims_error *err)
+enum ims_status store_job_add_errors(struct store *store, const char *id, const char *const *urls,
+                                     const char *const *codes, const char *const *errors, size_t n,
+                                     struct ims_error *err)
 {
     NEED_STORE(store_job_add_errors);
-    return st->ops->job_add_errors(st, id, urls, errors, n, err);
+    return store->ops->job_add_errors(store, id, urls, codes, errors, n, err);
 }
 
-enum ims_status store_job_get(struct store *st, const char *id, struct store_job *job,
+enum ims_status store_job_get(struct store *store, const char *id, struct store_job *job,
                               struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !job, err, IMS_ERR_INVALID, "store_job_get: invalid arguments");
-    return st->ops->job_get(st, id, job, err);
+    IMS_RETURN_ERROR_IF(!store || !job, err, IMS_ERR_INVALID, "store_job_get: invalid arguments");
+    return store->ops->job_get(store, id, job, err);
 }
 
-enum ims_status store_job_fail_unfinished(struct store *st, int64_t *n, struct ims_error *err)
+enum ims_status store_job_fail_unfinished(struct store *store, int64_t *n, struct ims_error *err)
 {
     NEED_STORE(store_job_fail_unfinished);
-    return st->ops->job_fail_unfinished(st, n, err);
+    return store->ops->job_fail_unfinished(store, n, err);
 }
 
-enum ims_status store_job_add_items(struct store *st, const char *id,
-                                    const char *const *sources, size_t n,
-                                    struct ims_error *err)
+enum ims_status store_job_add_items(struct store *store, const char *id, const char *const *sources,
+                                    size_t n, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || (n > 0 && !sources), err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || (n > 0 && !sources), err, IMS_ERR_INVALID,
                         "store_job_add_items: invalid arguments");
     enum ims_status s = store__check_job_id(id, err);
     if (s != IMS_OK)
@@ -601,23 +608,23 @@ enum ims_status store_job_add_items(struct store *st, const char *id,
                             "job %s: item %zu: the source must have 1..%d bytes", id, i,
                             STORE_SOURCE_MAX_BYTES);
     }
-    return st->ops->job_add_items(st, id, sources, n, err);
+    return store->ops->job_add_items(store, id, sources, n, err);
 }
 
-enum ims_status store_job_seal(struct store *st, const char *id, struct ims_error *err)
+enum ims_status store_job_seal(struct store *store, const char *id, struct ims_error *err)
 {
     NEED_STORE(store_job_seal);
     enum ims_status s = store__check_job_id(id, err);
     if (s != IMS_OK)
         return s;
-    return st->ops->job_seal(st, id, err);
+    return store->ops->job_seal(store, id, err);
 }
 
-enum ims_status store_job_claim(struct store *st, const char *node_id, size_t max_n,
+enum ims_status store_job_claim(struct store *store, const char *node_id, size_t max_n,
                                 int64_t lease_ms, struct store_job_item **items, size_t *n,
                                 struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !items || !n, err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || !items || !n, err, IMS_ERR_INVALID,
                         "store_job_claim: invalid arguments");
     enum ims_status s = store__check_node_id(node_id, err);
     if (s != IMS_OK)
@@ -627,7 +634,7 @@ enum ims_status store_job_claim(struct store *st, const char *node_id, size_t ma
     IMS_RETURN_ERROR_IF(lease_ms < 1 || lease_ms > (int64_t)86400000 * 7, err, IMS_ERR_INVALID,
                         "store_job_claim: lease of %lld ms is out of range",
                         (long long)lease_ms);
-    return st->ops->job_claim(st, node_id, max_n, lease_ms, items, n, err);
+    return store->ops->job_claim(store, node_id, max_n, lease_ms, items, n, err);
 }
 
 void store_job_items_free(struct store_job_item *items, size_t n)
@@ -639,11 +646,10 @@ void store_job_items_free(struct store_job_item *items, size_t n)
     ims_free(items);
 }
 
-enum ims_status store_job_renew(struct store *st, const char *node_id, const int64_t *item_ids,
-                                size_t n, int64_t lease_ms, uint8_t *renewed,
-                                struct ims_error *err)
+enum ims_status store_job_renew(struct store *store, const char *node_id, const int64_t *item_ids,
+                                size_t n, int64_t lease_ms, uint8_t *renewed, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || (n > 0 && !item_ids), err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || (n > 0 && !item_ids), err, IMS_ERR_INVALID,
                         "store_job_renew: invalid arguments");
     enum ims_status s = store__check_node_id(node_id, err);
     if (s != IMS_OK)
@@ -653,16 +659,16 @@ enum ims_status store_job_renew(struct store *st, const char *node_id, const int
                         (long long)lease_ms);
     if (n == 0)
         return IMS_OK;
-    return st->ops->job_renew(st, node_id, item_ids, n, lease_ms, renewed, err);
+    return store->ops->job_renew(store, node_id, item_ids, n, lease_ms, renewed, err);
 }
 
-enum ims_status store_job_item_outcome(struct store *st, int64_t item_id,
+enum ims_status store_job_item_outcome(struct store *store, int64_t item_id,
                                        enum store_item_outcome *outcome, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !outcome, err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || !outcome, err, IMS_ERR_INVALID,
                         "store_job_item_outcome: invalid arguments");
     int o = -1;
-    enum ims_status s = st->ops->job_item_outcome(st, item_id, &o, err);
+    enum ims_status s = store->ops->job_item_outcome(store, item_id, &o, err);
     if (s == IMS_OK && o < 0)
         s = ims_error_set(err, IMS_ERR_BUSY, "job item %lld is not finished",
                           (long long)item_id);
@@ -671,21 +677,21 @@ enum ims_status store_job_item_outcome(struct store *st, int64_t item_id,
     return s;
 }
 
-enum ims_status store_job_release_node(struct store *st, const char *node_id, int64_t *n,
+enum ims_status store_job_release_node(struct store *store, const char *node_id, int64_t *n,
                                        struct ims_error *err)
 {
     NEED_STORE(store_job_release_node);
     enum ims_status s = store__check_node_id(node_id, err);
     if (s != IMS_OK)
         return s;
-    return st->ops->job_release_node(st, node_id, n, err);
+    return store->ops->job_release_node(store, node_id, n, err);
 }
 
-enum ims_status store_job_finish(struct store *st, const char *node_id,
+enum ims_status store_job_finish(struct store *store, const char *node_id,
                                  const struct store_item_result *results, size_t n,
                                  uint8_t *accepted, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || (n > 0 && !results), err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || (n > 0 && !results), err, IMS_ERR_INVALID,
                         "store_job_finish: invalid arguments");
     enum ims_status s = store__check_node_id(node_id, err);
     if (s != IMS_OK)
@@ -696,7 +702,7 @@ enum ims_status store_job_finish(struct store *st, const char *node_id,
                             i, (int)results[i].outcome);
     if (n == 0)
         return IMS_OK;
-    return st->ops->job_finish(st, node_id, results, n, accepted, err);
+    return store->ops->job_finish(store, node_id, results, n, accepted, err);
 }
 
 /* The item results of an insert: ADDED or DUPLICATE with the row's id. */
@@ -718,7 +724,7 @@ static size_t item_results(const struct store_insert_result *res, const int64_t 
     return k;
 }
 
-enum ims_status store_insert_finish(struct store *st, const struct store_new_image *rows,
+enum ims_status store_insert_finish(struct store *store, const struct store_new_image *rows,
                                     size_t n, struct store_insert_result *results,
                                     const char *node_id, const int64_t *item_ids,
                                     struct ims_error *err)
@@ -732,18 +738,18 @@ enum ims_status store_insert_finish(struct store *st, const struct store_new_ima
     struct store_item_result *ir = ims_malloc((n ? n : 1) * sizeof(*ir));
     if (!ir)
         return ims_error_set(err, IMS_ERR_NOMEM, "store_insert_finish: out of memory");
-    if (st->ops->insert_finish) {
-        s = st->ops->insert_finish(st, rows, n, results, node_id, item_ids, ir, err);
+    if (store->ops->insert_finish) {
+        s = store->ops->insert_finish(store, rows, n, results, node_id, item_ids, ir, err);
     } else {
-        s = st->ops->insert_many(st, rows, n, results, err);
+        s = store->ops->insert_many(store, rows, n, results, err);
         size_t k = s == IMS_OK ? item_results(results, item_ids, n, ir) : 0;
         if (k > 0)
-            s = st->ops->job_finish(st, node_id, ir, k, NULL, err);
+            s = store->ops->job_finish(store, node_id, ir, k, NULL, err);
     }
     ims_free(ir);
-    for (size_t i = 0; s == IMS_OK && st->rc && i < n; i++)
+    for (size_t i = 0; s == IMS_OK && store->rc && i < n; i++)
         if (results[i].outcome == STORE_COMPLETED)
-            store__rowcache_evict(st->rc, &results[i].id, 1);
+            store__rowcache_evict(store->rc, &results[i].id, 1);
     return s;
 }
 
@@ -753,11 +759,11 @@ size_t store__item_results(const struct store_insert_result *res, const int64_t 
     return item_results(res, item_ids, n, out);
 }
 
-enum ims_status store_job_item_get(struct store *st, int64_t item_id, enum store_item_state *state,
-                                   char *node, size_t node_cap, int *attempts,
-                                   int64_t *image_id, struct ims_error *err)
+enum ims_status store_job_item_get(struct store *store, int64_t item_id,
+                                   enum store_item_state *state, char *node, size_t node_cap,
+                                   int *attempts, int64_t *image_id, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !state || !node || node_cap == 0 || !attempts || !image_id, err,
+    IMS_RETURN_ERROR_IF(!store || !state || !node || node_cap == 0 || !attempts || !image_id, err,
                         IMS_ERR_INVALID, "store_job_item_get: invalid arguments");
-    return st->ops->job_item_get(st, item_id, state, node, node_cap, attempts, image_id, err);
+    return store->ops->job_item_get(store, item_id, state, node, node_cap, attempts, image_id, err);
 }

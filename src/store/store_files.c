@@ -56,10 +56,10 @@ static struct store_file_row *rowbuf_push(struct rowbuf *b)
     return r;
 }
 
-enum ims_status store_list_under(struct store *st, const char *folder,
+enum ims_status store_list_under(struct store *store, const char *folder,
                                  struct store_file_row **rows, size_t *n, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !folder || !rows || !n, err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || !folder || !rows || !n, err, IMS_ERR_INVALID,
                         "store_list_under: invalid arguments");
     size_t len = strlen(folder);
     IMS_RETURN_ERROR_IF(len == 0 || folder[0] != '/' || len > STORE_SOURCE_MAX_BYTES, err,
@@ -75,7 +75,7 @@ enum ims_status store_list_under(struct store *st, const char *folder,
     }
     struct store_file_row *out = NULL;
     size_t got = 0;
-    enum ims_status s = st->ops->list_under(st, prefix, &out, &got, err);
+    enum ims_status s = store->ops->list_under(store, prefix, &out, &got, err);
     if (s == IMS_OK) {
         /* the database's range is the first filter; this one is exact */
         size_t k = 0;
@@ -99,10 +99,10 @@ enum ims_status store_list_under(struct store *st, const char *folder,
     return s;
 }
 
-enum ims_status store_update_files(struct store *st, const struct store_file_update *u, size_t n,
+enum ims_status store_update_files(struct store *store, const struct store_file_update *u, size_t n,
                                    uint8_t *found, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || (n > 0 && !u), err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || (n > 0 && !u), err, IMS_ERR_INVALID,
                         "store_update_files: invalid arguments");
     for (size_t i = 0; i < n; i++) {
         IMS_RETURN_ERROR_IF(u[i].source && (!u[i].source[0] ||
@@ -115,21 +115,22 @@ enum ims_status store_update_files(struct store *st, const struct store_file_upd
         memset(found, 0, n);
     if (n == 0)
         return IMS_OK;
-    enum ims_status s = st->ops->update_files(st, u, n, found, err);
+    enum ims_status s = store->ops->update_files(store, u, n, found, err);
     for (size_t i = 0; i < n; i++)
         if (u[i].source)
-            store__rowcache_evict(st->rc, &u[i].id, 1);
+            store__rowcache_evict(store->rc, &u[i].id, 1);
     return s;
 }
 
-enum ims_status store_replace_content(struct store *st, int64_t id, int64_t from, int64_t file_size,
-                                      int64_t file_mtime_ns, struct ims_error *err)
+enum ims_status store_replace_content(struct store *store, int64_t id, int64_t from,
+                                      int64_t file_size, int64_t file_mtime_ns,
+                                      struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || id <= 0 || from <= 0 || id == from || file_size < 0, err,
+    IMS_RETURN_ERROR_IF(!store || id <= 0 || from <= 0 || id == from || file_size < 0, err,
                         IMS_ERR_INVALID, "store_replace_content: invalid arguments");
-    enum ims_status s = st->ops->replace_content(st, id, from, file_size, file_mtime_ns, err);
+    enum ims_status s = store->ops->replace_content(store, id, from, file_size, file_mtime_ns, err);
     int64_t both[2] = {id, from};
-    store__rowcache_evict(st->rc, both, 2);
+    store__rowcache_evict(store->rc, both, 2);
     return s;
 }
 
@@ -145,8 +146,8 @@ static char *range_end(const char *prefix)
 
 /* ---- SQLite ---------------------------------------------------------------------- */
 
-enum ims_status sq_list_under(struct store *st, const char *prefix, struct store_file_row **rows,
-                              size_t *n, struct ims_error *err)
+enum ims_status store__sq_list_under(struct store *store, const char *prefix,
+                                     struct store_file_row **rows, size_t *n, struct ims_error *err)
 {
     static const char sql[] =
         "SELECT id, source, sha256, bytes, file_size, file_mtime_ns FROM images"
@@ -157,7 +158,7 @@ enum ims_status sq_list_under(struct store *st, const char *prefix, struct store
     struct rowbuf b = {0};
     sqlite3 *db = NULL;
     sqlite3_stmt *q = NULL;
-    enum ims_status s = store__reader_get(st, &db, err);
+    enum ims_status s = store__reader_get(store, &db, err);
     if (s != IMS_OK) {
         ims_free(end);
         return s;
@@ -193,7 +194,7 @@ enum ims_status sq_list_under(struct store *st, const char *prefix, struct store
             s = store__db_error(db, rc, err, "list rows under a folder");
     }
     sqlite3_finalize(q);
-    store__reader_put(st, db);
+    store__reader_put(store, db);
     ims_free(end);
     if (s != IMS_OK) {
         store_file_rows_free(b.v, b.n);
@@ -204,17 +205,17 @@ enum ims_status sq_list_under(struct store *st, const char *prefix, struct store
     return IMS_OK;
 }
 
-enum ims_status sq_update_files(struct store *st, const struct store_file_update *u, size_t n,
-                                uint8_t *found, struct ims_error *err)
+enum ims_status store__sq_update_files(struct store *store, const struct store_file_update *u,
+                                       size_t n, uint8_t *found, struct ims_error *err)
 {
     sqlite3_stmt *taken = NULL, *up = NULL;
-    enum ims_status s = store__write_begin(st, err);
+    enum ims_status s = store__write_begin(store, err);
     if (s != IMS_OK)
         return s;
-    s = store__prepare(st->wdb, "SELECT id FROM images WHERE source = ?1 AND id <> ?2", &taken,
+    s = store__prepare(store->wdb, "SELECT id FROM images WHERE source = ?1 AND id <> ?2", &taken,
                        err);
     if (s == IMS_OK)
-        s = store__prepare(st->wdb,
+        s = store__prepare(store->wdb,
                            "UPDATE images SET source = coalesce(?2, source), file_size = ?3,"
                            " file_mtime_ns = ?4 WHERE id = ?1",
                            &up, err);
@@ -231,7 +232,7 @@ enum ims_status sq_update_files(struct store *st, const struct store_file_update
                 break;
             }
             if (rc != SQLITE_DONE) {
-                s = store__db_error(st->wdb, rc, err, "check source");
+                s = store__db_error(store->wdb, rc, err, "check source");
                 break;
             }
         }
@@ -245,20 +246,20 @@ enum ims_status sq_update_files(struct store *st, const struct store_file_update
         sqlite3_bind_int64(up, 4, u[i].file_mtime_ns);
         int rc = sqlite3_step(up);
         if (rc != SQLITE_DONE) {
-            s = store__db_error(st->wdb, rc, err, "update file state");
+            s = store__db_error(store->wdb, rc, err, "update file state");
             break;
         }
-        int changed = sqlite3_changes(st->wdb) > 0;
+        int changed = sqlite3_changes(store->wdb) > 0;
         if (found)
             found[i] = (uint8_t)changed;
         /* a moved source is a row change every node's row cache must see */
         if (changed && u[i].source &&
-            (s = sq__log_change(st->wdb, u[i].id, STORE_CHANGE_ROW, err)) != IMS_OK)
+            (s = store__sq_log_change(store->wdb, u[i].id, STORE_CHANGE_ROW, err)) != IMS_OK)
             break;
     }
     sqlite3_finalize(taken);
     sqlite3_finalize(up);
-    s = store__write_end(st, s, err);
+    s = store__write_end(store, s, err);
     if (s != IMS_OK && found)
         memset(found, 0, n);
     return s;
@@ -290,13 +291,14 @@ static enum ims_status sq_exec4(sqlite3 *db, const char *sql, int64_t a, int64_t
     return s;
 }
 
-enum ims_status sq_replace_content(struct store *st, int64_t id, int64_t from, int64_t file_size,
-                                   int64_t file_mtime_ns, struct ims_error *err)
+enum ims_status store__sq_replace_content(struct store *store, int64_t id, int64_t from,
+                                          int64_t file_size, int64_t file_mtime_ns,
+                                          struct ims_error *err)
 {
-    enum ims_status s = store__write_begin(st, err);
+    enum ims_status s = store__write_begin(store, err);
     if (s != IMS_OK)
         return s;
-    sqlite3 *db = st->wdb;
+    sqlite3 *db = store->wdb;
     sqlite3_stmt *q = NULL;
     char *source = NULL;
     int changed = 0;
@@ -359,7 +361,7 @@ enum ims_status sq_replace_content(struct store *st, int64_t id, int64_t from, i
         s = sq_exec4(db, "INSERT INTO deleted(image_id, time) VALUES(?1, ?2)", from,
                      store__unix_now(), 0, 0, NULL, err, "log deletion");
     if (s == IMS_OK)
-        s = sq__log_change(db, from, STORE_CHANGE_DELETE, err);
+        s = store__sq_log_change(db, from, STORE_CHANGE_DELETE, err);
     if (s == IMS_OK) {
         s = store__prepare(db, "UPDATE images SET source = ?2 WHERE id = ?1", &q, err);
         if (s == IMS_OK) {
@@ -372,15 +374,15 @@ enum ims_status sq_replace_content(struct store *st, int64_t id, int64_t from, i
         }
     }
     if (s == IMS_OK)
-        s = sq__log_change(db, id, STORE_CHANGE_UPDATE, err);
+        s = store__sq_log_change(db, id, STORE_CHANGE_UPDATE, err);
     ims_free(source);
-    return store__write_end(st, s, err);
+    return store__write_end(store, s, err);
 }
 
 /* ---- PostgreSQL -------------------------------------------------------------------- */
 
-enum ims_status pg_list_under(struct store *st, const char *prefix, struct store_file_row **rows,
-                              size_t *n, struct ims_error *err)
+enum ims_status store__pg_list_under(struct store *store, const char *prefix,
+                                     struct store_file_row **rows, size_t *n, struct ims_error *err)
 {
     static const char sql[] =
         "SELECT id, source, sha256, bytes, file_size, file_mtime_ns FROM images"
@@ -390,9 +392,9 @@ enum ims_status pg_list_under(struct store *st, const char *prefix, struct store
         return ims_error_set(err, IMS_ERR_NOMEM, "store_list_under: out of memory");
     PGresult *r = NULL;
     struct pgp p = {0};
-    pgp_text(&p, prefix);
-    pgp_text(&p, end);
-    enum ims_status s = pg_once(st, sql, &p, &r, err, "list rows under a folder");
+    store__pgp_text(&p, prefix);
+    store__pgp_text(&p, end);
+    enum ims_status s = store__pg_once(store, sql, &p, &r, err, "list rows under a folder");
     ims_free(end);
     if (s != IMS_OK)
         return s;
@@ -406,16 +408,16 @@ enum ims_status pg_list_under(struct store *st, const char *prefix, struct store
             s = ims_error_set(err, IMS_ERR_NOMEM, "store_list_under: out of memory");
             break;
         }
-        x->id = pg_i64(r, i, 0);
-        if (!pg_null(r, i, 2) && PQgetlength(r, i, 2) == 32) {
+        x->id = store__pg_i64(r, i, 0);
+        if (!store__pg_null(r, i, 2) && PQgetlength(r, i, 2) == 32) {
             x->has_sha256 = 1;
             memcpy(x->sha256, PQgetvalue(r, i, 2), 32);
         }
-        x->bytes = pg_i64(r, i, 3);
-        if (!pg_null(r, i, 4) && !pg_null(r, i, 5)) {
+        x->bytes = store__pg_i64(r, i, 3);
+        if (!store__pg_null(r, i, 4) && !store__pg_null(r, i, 5)) {
             x->has_file_state = 1;
-            x->file_size = pg_i64(r, i, 4);
-            x->file_mtime_ns = pg_i64(r, i, 5);
+            x->file_size = store__pg_i64(r, i, 4);
+            x->file_mtime_ns = store__pg_i64(r, i, 5);
         }
     }
     PQclear(r);
@@ -428,23 +430,23 @@ enum ims_status pg_list_under(struct store *st, const char *prefix, struct store
     return IMS_OK;
 }
 
-enum ims_status pg_update_files(struct store *st, const struct store_file_update *u, size_t n,
-                                uint8_t *found, struct ims_error *err)
+enum ims_status store__pg_update_files(struct store *store, const struct store_file_update *u,
+                                       size_t n, uint8_t *found, struct ims_error *err)
 {
     PGconn *c = NULL;
     /* the write lock: a source moves while other nodes may insert it */
-    enum ims_status s = pg_wbegin(st, &c, 1, err);
+    enum ims_status s = store__pg_wbegin(store, &c, 1, err);
     if (s != IMS_OK)
         return s;
     for (size_t i = 0; s == IMS_OK && i < n; i++) {
         if (u[i].source) {
             struct pgp p = {0};
-            pgp_text(&p, u[i].source);
-            pgp_i64(&p, u[i].id);
+            store__pgp_text(&p, u[i].source);
+            store__pgp_i64(&p, u[i].id);
             int held = 0;
             int64_t by = 0;
-            s = pg_q1(c, "SELECT id FROM images WHERE source = $1 AND id <> $2", &p, &held, &by,
-                      err, "check source");
+            s = store__pg_q1(c, "SELECT id FROM images WHERE source = $1 AND id <> $2", &p, &held,
+                             &by, err, "check source");
             if (s == IMS_OK && held)
                 s = ims_error_set(err, IMS_ERR_EXISTS,
                                   "store_update_files: source %s is held by image %lld",
@@ -453,76 +455,79 @@ enum ims_status pg_update_files(struct store *st, const struct store_file_update
                 break;
         }
         struct pgp p = {0};
-        pgp_i64(&p, u[i].id);
-        pgp_text(&p, u[i].source);
-        pgp_i64(&p, u[i].file_size);
-        pgp_i64(&p, u[i].file_mtime_ns);
+        store__pgp_i64(&p, u[i].id);
+        store__pgp_text(&p, u[i].source);
+        store__pgp_i64(&p, u[i].file_size);
+        store__pgp_i64(&p, u[i].file_mtime_ns);
         int changed = 0;
-        s = pg_q1(c,
-                  "UPDATE images SET source = coalesce($2, source), file_size = $3,"
-                  " file_mtime_ns = $4 WHERE id = $1 RETURNING id",
-                  &p, &changed, NULL, err, "update file state");
+        s = store__pg_q1(c,
+                         "UPDATE images SET source = coalesce($2, source), file_size = $3,"
+                         " file_mtime_ns = $4 WHERE id = $1 RETURNING id",
+                         &p, &changed, NULL, err, "update file state");
         if (found)
             found[i] = (uint8_t)changed;
         /* a moved source is a row change every node's row cache must see */
         if (changed && u[i].source)
-            s = pg_log_changes(c, &u[i].id, 1, STORE_CHANGE_ROW, err);
+            s = store__pg_log_changes(c, &u[i].id, 1, STORE_CHANGE_ROW, err);
     }
-    s = pg_wend(st, c, s, err);
+    s = store__pg_wend(store, c, s, err);
     if (s != IMS_OK && found)
         memset(found, 0, n);
     return s;
 }
 
-enum ims_status pg_replace_content(struct store *st, int64_t id, int64_t from, int64_t file_size,
-                                   int64_t file_mtime_ns, struct ims_error *err)
+enum ims_status store__pg_replace_content(struct store *store, int64_t id, int64_t from,
+                                          int64_t file_size, int64_t file_mtime_ns,
+                                          struct ims_error *err)
 {
     PGconn *c = NULL;
-    enum ims_status s = pg_wbegin(st, &c, 1, err);
+    enum ims_status s = store__pg_wbegin(store, &c, 1, err);
     if (s != IMS_OK)
         return s;
     struct pgp p = {0};
-    pgp_i64(&p, id);
-    pgp_i64(&p, from);
+    store__pgp_i64(&p, id);
+    store__pgp_i64(&p, from);
     int64_t both = 0;
-    s = pg_q1(c,
-              "SELECT count(*) FROM images i JOIN embeddings e ON e.image_id = i.id"
-              " WHERE i.id IN ($1, $2)",
-              &p, NULL, &both, err, "look up rows");
+    s = store__pg_q1(c,
+                     "SELECT count(*) FROM images i JOIN embeddings e ON e.image_id = i.id"
+                     " WHERE i.id IN ($1, $2)",
+                     &p, NULL, &both, err, "look up rows");
     if (s == IMS_OK && both != 2)
         s = ims_error_set(err, IMS_ERR_NOT_FOUND,
                           "store_replace_content: image %lld or %lld does not exist", (long long)id,
                           (long long)from);
     if (s == IMS_OK)
-        s = pg_x(c,
-                 "UPDATE embeddings e SET vec = n.vec FROM embeddings n"
-                 " WHERE e.image_id = $1 AND n.image_id = $2",
-                 &p, err, "replace embedding");
+        s = store__pg_x(c,
+                        "UPDATE embeddings e SET vec = n.vec FROM embeddings n"
+                        " WHERE e.image_id = $1 AND n.image_id = $2",
+                        &p, err, "replace embedding");
     if (s == IMS_OK) {
         struct pgp one = {0};
-        pgp_i64(&one, id);
-        s = pg_x(c, "DELETE FROM thumbnails WHERE image_id = $1", &one, err, "replace thumbnail");
+        store__pgp_i64(&one, id);
+        s = store__pg_x(c, "DELETE FROM thumbnails WHERE image_id = $1", &one, err,
+                        "replace thumbnail");
     }
     if (s == IMS_OK)
-        s = pg_x(c, "UPDATE thumbnails SET image_id = $1 WHERE image_id = $2", &p, err,
-                 "replace thumbnail");
+        s = store__pg_x(c, "UPDATE thumbnails SET image_id = $1 WHERE image_id = $2", &p, err,
+                        "replace thumbnail");
     if (s == IMS_OK) {
         /* the new row goes first (its source and sha256 are unique), then
          * the kept row takes them, in one statement */
         struct pgp q = {0};
-        pgp_i64(&q, id);
-        pgp_i64(&q, from);
-        pgp_i64(&q, file_size);
-        pgp_i64(&q, file_mtime_ns);
+        store__pgp_i64(&q, id);
+        store__pgp_i64(&q, from);
+        store__pgp_i64(&q, file_size);
+        store__pgp_i64(&q, file_mtime_ns);
         int done = 0;
-        s = pg_q1(c,
-                  "WITH n AS (DELETE FROM images WHERE id = $2 RETURNING source, sha256, format,"
-                  " width, height, bytes, metadata, model)"
-                  " UPDATE images i SET source = n.source, sha256 = n.sha256, format = n.format,"
-                  " width = n.width, height = n.height, bytes = n.bytes, metadata = n.metadata,"
-                  " model = n.model, file_size = $3, file_mtime_ns = $4 FROM n WHERE i.id = $1"
-                  " RETURNING i.id",
-                  &q, &done, NULL, err, "replace image data");
+        s = store__pg_q1(
+            c,
+            "WITH n AS (DELETE FROM images WHERE id = $2 RETURNING source, sha256, format,"
+            " width, height, bytes, metadata, model)"
+            " UPDATE images i SET source = n.source, sha256 = n.sha256, format = n.format,"
+            " width = n.width, height = n.height, bytes = n.bytes, metadata = n.metadata,"
+            " model = n.model, file_size = $3, file_mtime_ns = $4 FROM n WHERE i.id = $1"
+            " RETURNING i.id",
+            &q, &done, NULL, err, "replace image data");
         if (s == IMS_OK && !done)
             s = ims_error_set(err, IMS_ERR_NOT_FOUND,
                               "store_replace_content: image %lld or %lld does not exist",
@@ -530,13 +535,14 @@ enum ims_status pg_replace_content(struct store *st, int64_t id, int64_t from, i
     }
     if (s == IMS_OK) {
         struct pgp l = {0};
-        pgp_i64(&l, from);
-        pgp_i64(&l, store__unix_now());
-        s = pg_x(c, "INSERT INTO deleted(image_id, time) VALUES($1, $2)", &l, err, "log deletion");
+        store__pgp_i64(&l, from);
+        store__pgp_i64(&l, store__unix_now());
+        s = store__pg_x(c, "INSERT INTO deleted(image_id, time) VALUES($1, $2)", &l, err,
+                        "log deletion");
     }
     if (s == IMS_OK)
-        s = pg_log_changes(c, &from, 1, STORE_CHANGE_DELETE, err);
+        s = store__pg_log_changes(c, &from, 1, STORE_CHANGE_DELETE, err);
     if (s == IMS_OK)
-        s = pg_log_changes(c, &id, 1, STORE_CHANGE_UPDATE, err);
-    return pg_wend(st, c, s, err);
+        s = store__pg_log_changes(c, &id, 1, STORE_CHANGE_UPDATE, err);
+    return store__pg_wend(store, c, s, err);
 }

@@ -18,7 +18,7 @@
  * BEGIN ... COMMIT so they see one snapshot.
  *
  * Every new row, deleted row and replaced embedding also appends to the
- * change feed (sq__log_change, store_sqlite_feed.c) in the same transaction.
+ * change feed (store__sq_log_change, store_sqlite_feed.c) in the same transaction.
  * The functions here are the SQLite backend's (sq_*); store.c dispatches.
  */
 
@@ -99,12 +99,12 @@ static enum ims_status step_i64(sqlite3_stmt *q, int64_t *v, int *found, struct 
     return s;
 }
 
-enum ims_status sq__read_i64(struct store *st, const char *sql, const void *arg, int len,
-                             int64_t *v, int *found, struct ims_error *err)
+enum ims_status store__sq_read_i64(struct store *store, const char *sql, const void *arg, int len,
+                                   int64_t *v, int *found, struct ims_error *err)
 {
     sqlite3 *db = NULL;
     sqlite3_stmt *q = NULL;
-    enum ims_status s = store__reader_get(st, &db, err);
+    enum ims_status s = store__reader_get(store, &db, err);
     if (s != IMS_OK)
         return s;
     s = store__prepare(db, sql, &q, err);
@@ -116,7 +116,7 @@ enum ims_status sq__read_i64(struct store *st, const char *sql, const void *arg,
         s = step_i64(q, v, found, err, "read");
     }
     sqlite3_finalize(q);
-    store__reader_put(st, db);
+    store__reader_put(store, db);
     return s;
 }
 
@@ -173,7 +173,7 @@ static enum ims_status put_thumb(sqlite3_stmt *q, int64_t id, const void *jpeg, 
     return step_done(q, err, "store thumbnail");
 }
 
-static enum ims_status insert_one(struct store *st, struct ins_stmts *q,
+static enum ims_status insert_one(struct store *store, struct ins_stmts *q,
                                   const struct store_new_image *r, int64_t now,
                                   struct store_insert_result *res, struct ims_error *err)
 {
@@ -192,7 +192,7 @@ static enum ims_status insert_one(struct store *st, struct ins_stmts *q,
     }
     sqlite3_reset(q->by_source);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return store__db_error(st->wdb, rc, err, "look up source");
+        return store__db_error(store->wdb, rc, err, "look up source");
     if (found) {
         if (no_image_data && r->sha256) {
             sqlite3_bind_int64(q->complete, 1, id);
@@ -208,7 +208,7 @@ static enum ims_status insert_one(struct store *st, struct ins_stmts *q,
                 return s;
             /* the row changed, its embedding did not: nodes' row caches
              * learn it from the feed, their indexes skip it */
-            if ((s = sq__log_change(st->wdb, id, STORE_CHANGE_ROW, err)) != IMS_OK)
+            if ((s = store__sq_log_change(store->wdb, id, STORE_CHANGE_ROW, err)) != IMS_OK)
                 return s;
             *res = (struct store_insert_result){id, STORE_COMPLETED};
         } else {
@@ -241,14 +241,14 @@ static enum ims_status insert_one(struct store *st, struct ins_stmts *q,
     sqlite3_bind_int64(q->ins, 7, r->added ? r->added : now);
     sqlite3_bind_text(q->ins, 8, r->caption, -1, SQLITE_STATIC);
     sqlite3_bind_text(q->ins, 9, r->metadata, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q->ins, 10, st->model_name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q->ins, 10, store->model_name, -1, SQLITE_STATIC);
     if (r->id > 0)
         sqlite3_bind_int64(q->ins, 11, r->id); /* repair: the row keeps its id */
     else
         sqlite3_bind_null(q->ins, 11);
     if ((s = step_done(q->ins, err, "insert image")) != IMS_OK)
         return s;
-    id = sqlite3_last_insert_rowid(st->wdb);
+    id = sqlite3_last_insert_rowid(store->wdb);
 
     sqlite3_bind_int64(q->emb, 1, id);
     if ((s = bind_vec(q->emb, 2, r->embedding, r->dim, err)) != IMS_OK)
@@ -258,7 +258,7 @@ static enum ims_status insert_one(struct store *st, struct ins_stmts *q,
     if (r->thumbnail_bytes > 0 &&
         (s = put_thumb(q->thumb, id, r->thumbnail, r->thumbnail_bytes, err)) != IMS_OK)
         return s;
-    if ((s = sq__log_change(st->wdb, id, STORE_CHANGE_INSERT, err)) != IMS_OK)
+    if ((s = store__sq_log_change(store->wdb, id, STORE_CHANGE_INSERT, err)) != IMS_OK)
         return s;
     *res = (struct store_insert_result){id, STORE_INSERTED};
     return IMS_OK;
@@ -266,14 +266,14 @@ static enum ims_status insert_one(struct store *st, struct ins_stmts *q,
 
 /* Validates and inserts rows[0..n) inside the caller's write transaction;
  * `first` numbers the rows in messages. */
-static enum ims_status insert_rows(struct store *st, struct ins_stmts *q,
+static enum ims_status insert_rows(struct store *store, struct ins_stmts *q,
                                    const struct store_new_image *rows, size_t n, size_t first,
                                    int64_t now, struct store_insert_result *results,
                                    struct ims_error *err)
 {
     enum ims_status s = IMS_OK;
     for (size_t i = 0; i < n && s == IMS_OK; i++)
-        s = store__validate_row(st, &rows[i], first + i, err);
+        s = store__validate_row(store, &rows[i], first + i, err);
     for (size_t i = 0; i < n && s == IMS_OK; i++) {
         if (!rows[i].metadata)
             continue;
@@ -286,22 +286,23 @@ static enum ims_status insert_rows(struct store *st, struct ins_stmts *q,
                               first + i, rows[i].source);
     }
     for (size_t i = 0; i < n && s == IMS_OK; i++) {
-        s = insert_one(st, q, &rows[i], now, &results[i], err);
+        s = insert_one(store, q, &rows[i], now, &results[i], err);
         if (s != IMS_OK)
             ims_error_prefix(err, "row %zu (%s)", first + i, rows[i].source);
     }
     return s;
 }
 
-enum ims_status sq_insert_many(struct store *st, const struct store_new_image *rows, size_t n,
-                                  struct store_insert_result *results, struct ims_error *err)
+enum ims_status store__sq_insert_many(struct store *store, const struct store_new_image *rows,
+                                      size_t n, struct store_insert_result *results,
+                                      struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || (n > 0 && (!rows || !results)), err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || (n > 0 && (!rows || !results)), err, IMS_ERR_INVALID,
                         "store_insert_many: invalid arguments");
     if (n == 0)
         return IMS_OK;
     for (size_t i = 0; i < n; i++) {
-        enum ims_status v = store__validate_row(st, &rows[i], i, err);
+        enum ims_status v = store__validate_row(store, &rows[i], i, err);
         if (v != IMS_OK)
             return v;
     }
@@ -309,27 +310,27 @@ enum ims_status sq_insert_many(struct store *st, const struct store_new_image *r
     struct store_insert_result *tmp = ims_malloc(n * sizeof(*tmp));
     if (!tmp)
         return ims_error_set(err, IMS_ERR_NOMEM, "store_insert_many: out of memory");
-    enum ims_status s = store__write_begin(st, err);
+    enum ims_status s = store__write_begin(store, err);
     if (s != IMS_OK) {
         ims_free(tmp);
         return s;
     }
-    s = ins_stmts_init(st->wdb, &q, err);
+    s = ins_stmts_init(store->wdb, &q, err);
     if (s != IMS_OK)
         goto end;
-    s = insert_rows(st, &q, rows, n, 0, store__unix_now(), tmp, err);
+    s = insert_rows(store, &q, rows, n, 0, store__unix_now(), tmp, err);
     ins_stmts_fini(&q);
 end:
-    s = store__write_end(st, s, err);
+    s = store__write_end(store, s, err);
     if (s == IMS_OK)
         memcpy(results, tmp, n * sizeof(*tmp));
     ims_free(tmp);
     return s;
 }
 
-enum ims_status sq_insert_stream(struct store *st, size_t n_total, size_t chunk_rows,
-                                    store_fill_fn fill, store_result_fn done, void *user,
-                                    struct ims_error *err)
+enum ims_status store__sq_insert_stream(struct store *store, size_t n_total, size_t chunk_rows,
+                                        store_fill_fn fill, store_result_fn done, void *user,
+                                        struct ims_error *err)
 {
     struct ins_stmts q;
     struct store_new_image *rows = ims_calloc(chunk_rows, sizeof(*rows));
@@ -339,10 +340,10 @@ enum ims_status sq_insert_stream(struct store *st, size_t n_total, size_t chunk_
         ims_free(res);
         return ims_error_set(err, IMS_ERR_NOMEM, "store_insert_stream: out of memory");
     }
-    enum ims_status s = store__write_begin(st, err);
+    enum ims_status s = store__write_begin(store, err);
     if (s != IMS_OK)
         goto free;
-    s = ins_stmts_init(st->wdb, &q, err);
+    s = ins_stmts_init(store->wdb, &q, err);
     if (s != IMS_OK)
         goto end;
     int64_t now = store__unix_now();
@@ -354,13 +355,13 @@ enum ims_status sq_insert_stream(struct store *st, size_t n_total, size_t chunk_
                               "store_insert_stream: stopped at row %zu: nothing stored", first);
             break;
         }
-        s = insert_rows(st, &q, rows, m, first, now, res, err);
+        s = insert_rows(store, &q, rows, m, first, now, res, err);
         if (s == IMS_OK && done)
             done(user, first, res, m);
     }
     ins_stmts_fini(&q);
 end:
-    s = store__write_end(st, s, err);
+    s = store__write_end(store, s, err);
 free:
     ims_free(rows);
     ims_free(res);
@@ -382,42 +383,42 @@ static enum ims_status image_exists(sqlite3 *db, int64_t id, int *exists, struct
     return s;
 }
 
-enum ims_status sq_set_thumbnail(struct store *st, int64_t id, const void *jpeg, size_t n_bytes,
-                                    struct ims_error *err)
+enum ims_status store__sq_set_thumbnail(struct store *store, int64_t id, const void *jpeg,
+                                        size_t n_bytes, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !jpeg || n_bytes == 0, err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || !jpeg || n_bytes == 0, err, IMS_ERR_INVALID,
                         "store_set_thumbnail: no thumbnail bytes");
     IMS_RETURN_ERROR_IF(n_bytes > STORE_THUMBNAIL_MAX_BYTES, err, IMS_ERR_INVALID,
                         "store_set_thumbnail: %zu bytes exceeds %u", n_bytes,
                         (unsigned)STORE_THUMBNAIL_MAX_BYTES);
     sqlite3_stmt *q = NULL;
     int exists = 0;
-    enum ims_status s = store__write_begin(st, err);
+    enum ims_status s = store__write_begin(store, err);
     if (s != IMS_OK)
         return s;
-    s = image_exists(st->wdb, id, &exists, err);
+    s = image_exists(store->wdb, id, &exists, err);
     if (s == IMS_OK && !exists)
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
     if (s == IMS_OK)
-        s = store__prepare(st->wdb,
+        s = store__prepare(store->wdb,
                            "INSERT OR REPLACE INTO thumbnails(image_id, jpeg) VALUES(?1, ?2)", &q,
                            err);
     if (s == IMS_OK)
         s = put_thumb(q, id, jpeg, n_bytes, err);
     if (s == IMS_OK) /* has_thumbnail may change: row caches follow the feed */
-        s = sq__log_change(st->wdb, id, STORE_CHANGE_ROW, err);
+        s = store__sq_log_change(store->wdb, id, STORE_CHANGE_ROW, err);
     sqlite3_finalize(q);
-    return store__write_end(st, s, err);
+    return store__write_end(store, s, err);
 }
 
-enum ims_status sq_set_details(struct store *st, int64_t id, const char *caption, int64_t added,
-                               struct ims_error *err)
+enum ims_status store__sq_set_details(struct store *store, int64_t id, const char *caption,
+                                      int64_t added, struct ims_error *err)
 {
     sqlite3_stmt *q = NULL;
-    enum ims_status s = store__write_begin(st, err);
+    enum ims_status s = store__write_begin(store, err);
     if (s != IMS_OK)
         return s;
-    s = store__prepare(st->wdb, "UPDATE images SET caption = ?2, added = ?3 WHERE id = ?1", &q,
+    s = store__prepare(store->wdb, "UPDATE images SET caption = ?2, added = ?3 WHERE id = ?1", &q,
                        err);
     if (s == IMS_OK) {
         sqlite3_bind_int64(q, 1, id);
@@ -428,78 +429,79 @@ enum ims_status sq_set_details(struct store *st, int64_t id, const char *caption
         sqlite3_bind_int64(q, 3, added);
         int rc = sqlite3_step(q);
         if (rc != SQLITE_DONE)
-            s = store__db_error(st->wdb, rc, err, "set caption and added");
-        else if (sqlite3_changes(st->wdb) != 1)
+            s = store__db_error(store->wdb, rc, err, "set caption and added");
+        else if (sqlite3_changes(store->wdb) != 1)
             s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
     }
     sqlite3_finalize(q);
     /* the row changed, its embedding did not: every node's row cache
      * learns it from the feed, no index re-reads the vector */
     if (s == IMS_OK)
-        s = sq__log_change(st->wdb, id, STORE_CHANGE_ROW, err);
-    return store__write_end(st, s, err);
+        s = store__sq_log_change(store->wdb, id, STORE_CHANGE_ROW, err);
+    return store__write_end(store, s, err);
 }
 
-enum ims_status sq_set_embeddings(struct store *st, const int64_t *ids, const float *vectors,
-                                     size_t n, uint8_t *exists, struct ims_error *err)
+enum ims_status store__sq_set_embeddings(struct store *store, const int64_t *ids,
+                                         const float *vectors, size_t n, uint8_t *exists,
+                                         struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || (n > 0 && (!ids || !vectors)), err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || (n > 0 && (!ids || !vectors)), err, IMS_ERR_INVALID,
                         "store_set_embeddings: invalid arguments");
     for (size_t i = 0; i < n; i++) {
         uint32_t bad = 0;
-        IMS_RETURN_ERROR_IF(!store__vec_finite(vectors + i * st->dim, st->dim, &bad), err,
+        IMS_RETURN_ERROR_IF(!store__vec_finite(vectors + i * store->dim, store->dim, &bad), err,
                             IMS_ERR_INVALID,
                             "store_set_embeddings: vector %zu: element %u is not finite", i, bad);
     }
     if (n == 0)
         return IMS_OK;
     sqlite3_stmt *up = NULL, *model = NULL;
-    enum ims_status s = store__write_begin(st, err);
+    enum ims_status s = store__write_begin(store, err);
     if (s != IMS_OK)
         return s;
-    s = store__prepare(st->wdb, "UPDATE embeddings SET vec = ?2 WHERE image_id = ?1", &up, err);
+    s = store__prepare(store->wdb, "UPDATE embeddings SET vec = ?2 WHERE image_id = ?1", &up, err);
     if (s == IMS_OK)
-        s = store__prepare(st->wdb, "UPDATE images SET model = ?2 WHERE id = ?1", &model, err);
+        s = store__prepare(store->wdb, "UPDATE images SET model = ?2 WHERE id = ?1", &model, err);
     for (size_t i = 0; i < n && s == IMS_OK; i++) {
         sqlite3_bind_int64(up, 1, ids[i]);
-        s = bind_vec(up, 2, vectors + i * st->dim, st->dim, err);
+        s = bind_vec(up, 2, vectors + i * store->dim, store->dim, err);
         if (s == IMS_OK)
             s = step_done(up, err, "update embedding");
-        int changed = sqlite3_changes(st->wdb) > 0;
+        int changed = sqlite3_changes(store->wdb) > 0;
         if (exists)
             exists[i] = (uint8_t)changed;
         if (s == IMS_OK && changed) {
             sqlite3_bind_int64(model, 1, ids[i]);
-            sqlite3_bind_text(model, 2, st->model_name, -1, SQLITE_STATIC);
+            sqlite3_bind_text(model, 2, store->model_name, -1, SQLITE_STATIC);
             s = step_done(model, err, "update model");
             if (s == IMS_OK)
-                s = sq__log_change(st->wdb, ids[i], STORE_CHANGE_UPDATE, err);
+                s = store__sq_log_change(store->wdb, ids[i], STORE_CHANGE_UPDATE, err);
         }
     }
     sqlite3_finalize(up);
     sqlite3_finalize(model);
-    return store__write_end(st, s, err);
+    return store__write_end(store, s, err);
 }
 
 /* ---- deletes --------------------------------------------------------------- */
 
-enum ims_status sq_delete_many(struct store *st, const int64_t *ids, size_t n,
-                                  uint8_t *existed, struct ims_error *err)
+enum ims_status store__sq_delete_many(struct store *store, const int64_t *ids, size_t n,
+                                      uint8_t *existed, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || (n > 0 && !ids), err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || (n > 0 && !ids), err, IMS_ERR_INVALID,
                         "store_delete_many: invalid arguments");
     if (n == 0)
         return IMS_OK;
     sqlite3_stmt *del = NULL, *emb = NULL, *th = NULL, *log = NULL;
-    enum ims_status s = store__write_begin(st, err);
+    enum ims_status s = store__write_begin(store, err);
     if (s != IMS_OK)
         return s;
-    if ((s = store__prepare(st->wdb, "DELETE FROM images WHERE id = ?1", &del, err)) != IMS_OK ||
-        (s = store__prepare(st->wdb, "DELETE FROM embeddings WHERE image_id = ?1", &emb, err)) !=
+    if ((s = store__prepare(store->wdb, "DELETE FROM images WHERE id = ?1", &del, err)) != IMS_OK ||
+        (s = store__prepare(store->wdb, "DELETE FROM embeddings WHERE image_id = ?1", &emb, err)) !=
             IMS_OK ||
-        (s = store__prepare(st->wdb, "DELETE FROM thumbnails WHERE image_id = ?1", &th, err)) !=
+        (s = store__prepare(store->wdb, "DELETE FROM thumbnails WHERE image_id = ?1", &th, err)) !=
             IMS_OK ||
-        (s = store__prepare(st->wdb, "INSERT INTO deleted(image_id, time) VALUES(?1, ?2)", &log,
+        (s = store__prepare(store->wdb, "INSERT INTO deleted(image_id, time) VALUES(?1, ?2)", &log,
                             err)) != IMS_OK)
         goto out;
     int64_t now = store__unix_now();
@@ -512,14 +514,14 @@ enum ims_status sq_delete_many(struct store *st, const int64_t *ids, size_t n,
             (s = step_done(th, err, "delete thumbnail")) != IMS_OK ||
             (s = step_done(del, err, "delete image")) != IMS_OK)
             goto out;
-        int gone = sqlite3_changes(st->wdb) > 0;
+        int gone = sqlite3_changes(store->wdb) > 0;
         if (existed)
             existed[i] = (uint8_t)gone;
         if (gone) {
             sqlite3_bind_int64(log, 1, ids[i]);
             sqlite3_bind_int64(log, 2, now);
             if ((s = step_done(log, err, "log deletion")) != IMS_OK ||
-                (s = sq__log_change(st->wdb, ids[i], STORE_CHANGE_DELETE, err)) != IMS_OK)
+                (s = store__sq_log_change(store->wdb, ids[i], STORE_CHANGE_DELETE, err)) != IMS_OK)
                 goto out;
         }
     }
@@ -528,13 +530,13 @@ out:
     sqlite3_finalize(emb);
     sqlite3_finalize(th);
     sqlite3_finalize(log);
-    return store__write_end(st, s, err);
+    return store__write_end(store, s, err);
 }
 
-enum ims_status store_delete(struct store *st, int64_t id, struct ims_error *err)
+enum ims_status store_delete(struct store *store, int64_t id, struct ims_error *err)
 {
     uint8_t existed = 0;
-    enum ims_status s = store_delete_many(st, &id, 1, &existed, err);
+    enum ims_status s = store_delete_many(store, &id, 1, &existed, err);
     if (s == IMS_OK && !existed)
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
     return s;
@@ -636,22 +638,22 @@ static const char *get_sql(unsigned fields)
                                             : "SELECT " ROW_COLS ROW_EMB_NO "WHERE i.id = ?1";
 }
 
-enum ims_status store_get(struct store *st, int64_t id, unsigned fields,
+enum ims_status store_get(struct store *store, int64_t id, unsigned fields,
                           struct store_image_row *row, struct ims_error *err)
 {
     uint8_t found = 0;
-    IMS_RETURN_ERROR_IF(!st || !row, err, IMS_ERR_INVALID, "store_get: invalid arguments");
-    enum ims_status s = store_get_many(st, &id, 1, fields, row, &found, err);
+    IMS_RETURN_ERROR_IF(!store || !row, err, IMS_ERR_INVALID, "store_get: invalid arguments");
+    enum ims_status s = store_get_many(store, &id, 1, fields, row, &found, err);
     if (s == IMS_OK && !found)
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
     return s;
 }
 
-enum ims_status sq_get_many(struct store *st, const int64_t *ids, size_t n, unsigned fields,
-                               struct store_image_row *rows, uint8_t *found,
-                               struct ims_error *err)
+enum ims_status store__sq_get_many(struct store *store, const int64_t *ids, size_t n,
+                                   unsigned fields, struct store_image_row *rows, uint8_t *found,
+                                   struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || (n > 0 && (!ids || !rows || !found)), err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || (n > 0 && (!ids || !rows || !found)), err, IMS_ERR_INVALID,
                         "store_get_many: invalid arguments");
     for (size_t i = 0; i < n; i++) {
         store_row_init(&rows[i]);
@@ -662,7 +664,7 @@ enum ims_status sq_get_many(struct store *st, const int64_t *ids, size_t n, unsi
     sqlite3 *db = NULL;
     sqlite3_stmt *q = NULL;
     size_t done = 0;
-    enum ims_status s = store__reader_get(st, &db, err);
+    enum ims_status s = store__reader_get(store, &db, err);
     if (s != IMS_OK)
         return s;
     s = store__exec(db, "BEGIN", err);
@@ -680,7 +682,7 @@ enum ims_status sq_get_many(struct store *st, const int64_t *ids, size_t n, unsi
         sqlite3_reset(q);
     }
     sqlite3_finalize(q);
-    store__reader_end(st, db);
+    store__reader_end(store, db);
     if (s != IMS_OK) {
         for (size_t i = 0; i < n; i++) {
             store_row_fini(&rows[i]);
@@ -690,15 +692,15 @@ enum ims_status sq_get_many(struct store *st, const int64_t *ids, size_t n, unsi
     return s;
 }
 
-enum ims_status sq_find_by_source(struct store *st, const char *source, int64_t *id,
-                                     struct ims_error *err)
+enum ims_status store__sq_find_by_source(struct store *store, const char *source, int64_t *id,
+                                         struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !source || !source[0] || !id, err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || !source || !source[0] || !id, err, IMS_ERR_INVALID,
                         "store_find_by_source: empty source");
     int64_t v = 0;
     int found = 0;
-    enum ims_status s =
-        sq__read_i64(st, "SELECT id FROM images WHERE source = ?1", source, -1, &v, &found, err);
+    enum ims_status s = store__sq_read_i64(store, "SELECT id FROM images WHERE source = ?1", source,
+                                           -1, &v, &found, err);
     if (s == IMS_OK && !found)
         return ims_error_set(err, IMS_ERR_NOT_FOUND, "no image with source %s", source);
     if (s == IMS_OK)
@@ -706,16 +708,16 @@ enum ims_status sq_find_by_source(struct store *st, const char *source, int64_t 
     return s;
 }
 
-enum ims_status sq_find_by_sha256(struct store *st, const uint8_t *sha256, int64_t *id,
-                                     struct ims_error *err)
+enum ims_status store__sq_find_by_sha256(struct store *store, const uint8_t *sha256, int64_t *id,
+                                         struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !sha256 || !id, err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || !sha256 || !id, err, IMS_ERR_INVALID,
                         "store_find_by_sha256: invalid arguments");
     int64_t v = 0;
     int found = 0;
     enum ims_status s =
-        sq__read_i64(st, "SELECT id FROM images WHERE sha256 = ?1 ORDER BY id LIMIT 1", sha256, 32,
-                     &v, &found, err);
+        store__sq_read_i64(store, "SELECT id FROM images WHERE sha256 = ?1 ORDER BY id LIMIT 1",
+                           sha256, 32, &v, &found, err);
     if (s == IMS_OK && !found)
         return ims_error_set(err, IMS_ERR_NOT_FOUND, "no image with that content hash");
     if (s == IMS_OK)
@@ -723,14 +725,14 @@ enum ims_status sq_find_by_sha256(struct store *st, const uint8_t *sha256, int64
     return s;
 }
 
-enum ims_status sq_get_thumbnail(struct store *st, int64_t id, void **jpeg, size_t *n_bytes,
-                                    struct ims_error *err)
+enum ims_status store__sq_get_thumbnail(struct store *store, int64_t id, void **jpeg,
+                                        size_t *n_bytes, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !jpeg || !n_bytes, err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || !jpeg || !n_bytes, err, IMS_ERR_INVALID,
                         "store_get_thumbnail: invalid arguments");
     sqlite3 *db = NULL;
     sqlite3_stmt *q = NULL;
-    enum ims_status s = store__reader_get(st, &db, err);
+    enum ims_status s = store__reader_get(store, &db, err);
     if (s != IMS_OK)
         return s;
     s = store__prepare(db, "SELECT jpeg FROM thumbnails WHERE image_id = ?1", &q, err);
@@ -757,30 +759,30 @@ enum ims_status sq_get_thumbnail(struct store *st, int64_t id, void **jpeg, size
         }
     }
     sqlite3_finalize(q);
-    store__reader_put(st, db);
+    store__reader_put(store, db);
     return s;
 }
 
-enum ims_status sq_count(struct store *st, int64_t *n, struct ims_error *err)
+enum ims_status store__sq_count(struct store *store, int64_t *n, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !n, err, IMS_ERR_INVALID, "store_count: invalid arguments");
+    IMS_RETURN_ERROR_IF(!store || !n, err, IMS_ERR_INVALID, "store_count: invalid arguments");
     int found = 0;
-    return sq__read_i64(st, "SELECT count(*) FROM images", NULL, 0, n, &found, err);
+    return store__sq_read_i64(store, "SELECT count(*) FROM images", NULL, 0, n, &found, err);
 }
 
-enum ims_status sq_max_id(struct store *st, int64_t *id, struct ims_error *err)
+enum ims_status store__sq_max_id(struct store *store, int64_t *id, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !id, err, IMS_ERR_INVALID, "store_max_id: invalid arguments");
+    IMS_RETURN_ERROR_IF(!store || !id, err, IMS_ERR_INVALID, "store_max_id: invalid arguments");
     int found = 0;
-    return sq__read_i64(st, "SELECT coalesce(max(id), 0) FROM images", 
-                        NULL, 0, id, &found, err);
+    return store__sq_read_i64(store, "SELECT coalesce(max(id), 0) FROM images", NULL, 0, id, &found,
+                              err);
 }
 
-enum ims_status sq_list(struct store *st, enum store_order order, int64_t offset,
-                           int64_t limit, struct store_image_row **rows_out, size_t *n_out,
-                           struct ims_error *err)
+enum ims_status store__sq_list(struct store *store, enum store_order order, int64_t offset,
+                               int64_t limit, struct store_image_row **rows_out, size_t *n_out,
+                               struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !rows_out || !n_out || offset < 0 || limit < 0, err,
+    IMS_RETURN_ERROR_IF(!store || !rows_out || !n_out || offset < 0 || limit < 0, err,
                         IMS_ERR_INVALID, "store_list: invalid arguments");
     static const char *const sql[] = {
         [STORE_ORDER_ID_DESC] = "SELECT " ROW_COLS ROW_EMB_NO
@@ -805,7 +807,7 @@ enum ims_status sq_list(struct store *st, enum store_order order, int64_t offset
         if (!rows)
             return ims_error_set(err, IMS_ERR_NOMEM, "store_list: out of memory");
     }
-    s = store__reader_get(st, &db, err);
+    s = store__reader_get(store, &db, err);
     if (s != IMS_OK)
         goto out;
     s = store__prepare(db, sql[order], &q, err);
@@ -822,7 +824,7 @@ enum ims_status sq_list(struct store *st, enum store_order order, int64_t offset
             s = store__db_error(db, rc, err, "list images");
     }
     sqlite3_finalize(q);
-    store__reader_put(st, db);
+    store__reader_put(store, db);
 out:
     if (s != IMS_OK) {
         for (size_t i = 0; i < n; i++)
@@ -837,15 +839,15 @@ out:
 
 /* ---- scans ------------------------------------------------------------------ */
 
-enum ims_status sq_scan_embeddings(struct store *st, int64_t after_id, size_t chunk_rows,
-                                      store_scan_fn fn, void *user, struct ims_error *err)
+enum ims_status store__sq_scan_embeddings(struct store *store, int64_t after_id, size_t chunk_rows,
+                                          store_scan_fn fn, void *user, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !fn, err, IMS_ERR_INVALID, "store_scan_embeddings: no callback");
+    IMS_RETURN_ERROR_IF(!store || !fn, err, IMS_ERR_INVALID, "store_scan_embeddings: no callback");
     if (chunk_rows == 0)
         chunk_rows = 1024;
     IMS_RETURN_ERROR_IF(chunk_rows > (1u << 20), err, IMS_ERR_INVALID,
                         "store_scan_embeddings: chunk of %zu rows is too large", chunk_rows);
-    size_t vec_bytes = (size_t)st->dim * sizeof(float), buf_bytes = 0;
+    size_t vec_bytes = (size_t)store->dim * sizeof(float), buf_bytes = 0;
     if (ims_size_mul(vec_bytes, chunk_rows, &buf_bytes) != 0)
         return ims_error_set(err, IMS_ERR_INVALID, "store_scan_embeddings: chunk too large");
     int64_t *ids = ims_malloc(chunk_rows * sizeof(*ids));
@@ -857,7 +859,7 @@ enum ims_status sq_scan_embeddings(struct store *st, int64_t after_id, size_t ch
         s = ims_error_set(err, IMS_ERR_NOMEM, "store_scan_embeddings: out of memory");
         goto out;
     }
-    s = store__reader_get(st, &db, err);
+    s = store__reader_get(store, &db, err);
     if (s != IMS_OK)
         goto out;
     s = store__prepare(db,
@@ -877,13 +879,13 @@ enum ims_status sq_scan_embeddings(struct store *st, int64_t after_id, size_t ch
             s = ims_error_set(err, IMS_ERR_MODEL_MISMATCH,
                               "catalogue: embedding of image %lld has %zu floats, the model "
                               "'%s' has %u (re-embed unfinished?)",
-                              (long long)id, nb / 4, st->model_name, st->dim);
+                              (long long)id, nb / 4, store->model_name, store->dim);
             goto out;
         }
         ids[n] = id;
-        vec_from_le(vecs + n * st->dim, b, st->dim);
+        vec_from_le(vecs + n * store->dim, b, store->dim);
         if (++n == chunk_rows) {
-            if (fn(user, ids, vecs, n, st->dim) != 0) {
+            if (fn(user, ids, vecs, n, store->dim) != 0) {
                 s = ims_error_set(err, IMS_ERR_CANCELLED, "embedding scan stopped by caller");
                 goto out;
             }
@@ -894,11 +896,11 @@ enum ims_status sq_scan_embeddings(struct store *st, int64_t after_id, size_t ch
         s = store__db_error(db, rc, err, "scan embeddings");
         goto out;
     }
-    if (n > 0 && fn(user, ids, vecs, n, st->dim) != 0)
+    if (n > 0 && fn(user, ids, vecs, n, store->dim) != 0)
         s = ims_error_set(err, IMS_ERR_CANCELLED, "embedding scan stopped by caller");
 out:
     sqlite3_finalize(q);
-    store__reader_put(st, db);
+    store__reader_put(store, db);
     ims_free(ids);
     ims_free(vecs);
     return s;
@@ -906,25 +908,26 @@ out:
 
 /* ---- deletion log ----------------------------------------------------------- */
 
-enum ims_status sq_deleted_seq(struct store *st, int64_t *seq, struct ims_error *err)
+enum ims_status store__sq_deleted_seq(struct store *store, int64_t *seq, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !seq, err, IMS_ERR_INVALID, "store_deleted_seq: invalid arguments");
+    IMS_RETURN_ERROR_IF(!store || !seq, err, IMS_ERR_INVALID,
+                        "store_deleted_seq: invalid arguments");
     int found = 0;
-    return sq__read_i64(st, "SELECT coalesce(max(seq), 0) FROM deleted", 
-                        NULL, 0, seq, &found, err);
+    return store__sq_read_i64(store, "SELECT coalesce(max(seq), 0) FROM deleted", NULL, 0, seq,
+                              &found, err);
 }
 
-enum ims_status sq_deleted_after(struct store *st, int64_t after_seq, size_t max_n,
-                                    int64_t **ids_out, size_t *n_out, int64_t *last_seq,
-                                    struct ims_error *err)
+enum ims_status store__sq_deleted_after(struct store *store, int64_t after_seq, size_t max_n,
+                                        int64_t **ids_out, size_t *n_out, int64_t *last_seq,
+                                        struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !ids_out || !n_out || !last_seq || max_n == 0 ||
+    IMS_RETURN_ERROR_IF(!store || !ids_out || !n_out || !last_seq || max_n == 0 ||
                             max_n > (1u << 26),
                         err, IMS_ERR_INVALID, "store_deleted_after: invalid arguments");
     int64_t last = after_seq;
     sqlite3 *db = NULL;
     sqlite3_stmt *q = NULL;
-    enum ims_status s = store__reader_get(st, &db, err);
+    enum ims_status s = store__reader_get(store, &db, err);
     if (s != IMS_OK)
         return s;
     s = store__prepare(db, "SELECT seq, image_id FROM deleted WHERE seq > ?1 ORDER BY seq LIMIT ?2",
@@ -932,11 +935,11 @@ enum ims_status sq_deleted_after(struct store *st, int64_t after_seq, size_t max
     if (s == IMS_OK) {
         sqlite3_bind_int64(q, 1, after_seq);
         sqlite3_bind_int64(q, 2, (sqlite3_int64)max_n);
-        s = sq__id_column(db, q, 1, ids_out, n_out, &last, "store_deleted_after",
-                          "read deletion log", err);
+        s = store__sq_id_column(db, q, 1, ids_out, n_out, &last, "store_deleted_after",
+                                "read deletion log", err);
     }
     sqlite3_finalize(q);
-    store__reader_put(st, db);
+    store__reader_put(store, db);
     if (s == IMS_OK)
         *last_seq = last;
     return s;
@@ -944,17 +947,17 @@ enum ims_status sq_deleted_after(struct store *st, int64_t after_seq, size_t max
 
 /* ---- restore (catalogue copy) --------------------------------------------------- */
 
-enum ims_status sq_restore_many(struct store *st, const struct store_restore_row *rows, size_t n,
-                                struct ims_error *err)
+enum ims_status store__sq_restore_many(struct store *store, const struct store_restore_row *rows,
+                                       size_t n, struct ims_error *err)
 {
     sqlite3_stmt *ins = NULL, *emb = NULL, *th = NULL, *seq = NULL, *tg = NULL;
-    enum ims_status s = store__write_begin(st, err);
+    enum ims_status s = store__write_begin(store, err);
     if (s != IMS_OK)
         return s;
     /* the largest id ever given: AUTOINCREMENT's counter */
     int64_t top = 0;
     int found = 0;
-    s = store__prepare(st->wdb,
+    s = store__prepare(store->wdb,
                        "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = "
                        "'images'), 0), coalesce((SELECT max(id) FROM images), 0))",
                        &seq, err);
@@ -966,19 +969,19 @@ enum ims_status sq_restore_many(struct store *st, const struct store_restore_row
                           "rows must come after them",
                           (long long)rows[0].row->id, (long long)top);
     if (s == IMS_OK)
-        s = store__prepare(st->wdb,
+        s = store__prepare(store->wdb,
                            "INSERT INTO images(id, source, sha256, format, width, height, bytes, "
                            "added, caption, metadata, model) "
                            "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                            &ins, err);
     if (s == IMS_OK)
-        s = store__prepare(st->wdb, "INSERT INTO embeddings(image_id, vec) VALUES(?1, ?2)", &emb,
+        s = store__prepare(store->wdb, "INSERT INTO embeddings(image_id, vec) VALUES(?1, ?2)", &emb,
                            err);
     if (s == IMS_OK)
-        s = store__prepare(st->wdb, "INSERT INTO thumbnails(image_id, jpeg) VALUES(?1, ?2)", &th,
+        s = store__prepare(store->wdb, "INSERT INTO thumbnails(image_id, jpeg) VALUES(?1, ?2)", &th,
                            err);
     if (s == IMS_OK)
-        s = store__prepare(st->wdb,
+        s = store__prepare(store->wdb,
                            "INSERT OR IGNORE INTO image_tags(image_id, tag, tag_key) "
                            "VALUES(?1, ?2, ?3)",
                            &tg, err);
@@ -1019,7 +1022,7 @@ enum ims_status sq_restore_many(struct store *st, const struct store_restore_row
             sqlite3_reset(tg);
         }
         if (s == IMS_OK)
-            s = sq__log_change(st->wdb, r->id, STORE_CHANGE_INSERT, err);
+            s = store__sq_log_change(store->wdb, r->id, STORE_CHANGE_INSERT, err);
         if (s != IMS_OK)
             ims_error_prefix(err, "row %zu (id %lld, %s)", i, (long long)r->id, r->source);
     }
@@ -1028,14 +1031,14 @@ enum ims_status sq_restore_many(struct store *st, const struct store_restore_row
     sqlite3_finalize(ins);
     sqlite3_finalize(emb);
     sqlite3_finalize(th);
-    return store__write_end(st, s, err);
+    return store__write_end(store, s, err);
 }
 
 /* ---- filters (issue 10) ---------------------------------------------------------- */
 
-enum ims_status sq_filter_ids(struct store *st, const char *const prm[STORE__FILTER_PARAMS],
-                              int64_t **ids_out,
-                              size_t *n_out, struct ims_error *err)
+enum ims_status store__sq_filter_ids(struct store *store,
+                                     const char *const prm[STORE__FILTER_PARAMS], int64_t **ids_out,
+                                     size_t *n_out, struct ims_error *err)
 {
     static const char sql[] =
         "SELECT id FROM images WHERE"
@@ -1053,45 +1056,46 @@ enum ims_status sq_filter_ids(struct store *st, const char *const prm[STORE__FIL
         " ORDER BY id";
     sqlite3 *db = NULL;
     sqlite3_stmt *q = NULL;
-    enum ims_status s = store__reader_get(st, &db, err);
+    enum ims_status s = store__reader_get(store, &db, err);
     if (s != IMS_OK)
         return s;
     s = store__prepare(db, sql, &q, err);
     if (s == IMS_OK) {
         for (int i = 0; i < STORE__FILTER_PARAMS; i++)
             sqlite3_bind_text(q, i + 1, prm[i], -1, SQLITE_STATIC);
-        s = sq__id_column(db, q, 0, ids_out, n_out, NULL, "store_filter_ids", "filter images",
-                          err);
+        s = store__sq_id_column(db, q, 0, ids_out, n_out, NULL, "store_filter_ids", "filter images",
+                                err);
     }
     sqlite3_finalize(q);
-    store__reader_put(st, db);
+    store__reader_put(store, db);
     return s;
 }
 
 /* ---- tags (issue 10) ------------------------------------------------------------- */
 
-enum ims_status sq_tags_update(struct store *st, int64_t id, const char *const *tags,
-                               const char *const *keys, size_t n_add, const char *const *rkeys,
-                               size_t n_remove, struct ims_error *err)
+enum ims_status store__sq_tags_update(struct store *store, int64_t id, const char *const *tags,
+                                      const char *const *keys, size_t n_add,
+                                      const char *const *rkeys, size_t n_remove,
+                                      struct ims_error *err)
 {
     sqlite3_stmt *del = NULL, *ins = NULL, *cnt = NULL;
     int exists = 0;
-    enum ims_status s = store__write_begin(st, err);
+    enum ims_status s = store__write_begin(store, err);
     if (s != IMS_OK)
         return s;
-    s = image_exists(st->wdb, id, &exists, err);
+    s = image_exists(store->wdb, id, &exists, err);
     if (s == IMS_OK && !exists)
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
     if (s == IMS_OK)
-        s = store__prepare(st->wdb, "DELETE FROM image_tags WHERE image_id = ?1 AND tag_key = ?2",
-                           &del, err);
+        s = store__prepare(
+            store->wdb, "DELETE FROM image_tags WHERE image_id = ?1 AND tag_key = ?2", &del, err);
     if (s == IMS_OK)
-        s = store__prepare(st->wdb,
+        s = store__prepare(store->wdb,
                            "INSERT INTO image_tags(image_id, tag, tag_key) VALUES(?1, ?2, ?3) "
                            "ON CONFLICT(image_id, tag_key) DO UPDATE SET tag = excluded.tag",
                            &ins, err);
     if (s == IMS_OK)
-        s = store__prepare(st->wdb, "SELECT count(*) FROM image_tags WHERE image_id = ?1", &cnt,
+        s = store__prepare(store->wdb, "SELECT count(*) FROM image_tags WHERE image_id = ?1", &cnt,
                            err);
     for (size_t i = 0; s == IMS_OK && i < n_remove; i++) {
         sqlite3_bind_int64(del, 1, id);
@@ -1118,9 +1122,9 @@ enum ims_status sq_tags_update(struct store *st, int64_t id, const char *const *
     }
     /* the row changed: every node's row cache learns it from the feed */
     if (s == IMS_OK)
-        s = sq__log_change(st->wdb, id, STORE_CHANGE_ROW, err);
+        s = store__sq_log_change(store->wdb, id, STORE_CHANGE_ROW, err);
     sqlite3_finalize(del);
     sqlite3_finalize(ins);
     sqlite3_finalize(cnt);
-    return store__write_end(st, s, err);
+    return store__write_end(store, s, err);
 }

@@ -5,7 +5,7 @@
  * helpers that run a write transaction or borrow a read connection.
  *
  *   store.c              the public entry points: argument checks shared by
- *                        both backends, then dispatch through st->ops
+ *                        both backends, then dispatch through store->ops
  *   store_sqlite.c       SQLite: open/close, pragmas, migrations, meta, model, check
  *   store_sqlite_feed.c  SQLite: change feed, job items (claims, leases)
  *   store_images.c       SQLite: images, embeddings, thumbnails, deletion log, scans
@@ -49,7 +49,7 @@ enum ims_status store__tags_filter_json(const struct store_filter *f, char **jso
 
 struct store_ops {
     const char *name; /* "sqlite" | "postgresql" */
-    void (*close)(struct store *st);
+    void (*close)(struct store *store);
     enum ims_status (*model_get)(struct store *, char *, size_t, uint32_t *, struct ims_error *);
     enum ims_status (*model_record)(struct store *, struct ims_error *);
     enum ims_status (*schema_version)(struct store *, int *, struct ims_error *);
@@ -112,7 +112,8 @@ struct store_ops {
     enum ims_status (*job_update)(struct store *, const char *, enum store_job_state, int64_t,
                                   int64_t, struct ims_error *);
     enum ims_status (*job_add_errors)(struct store *, const char *, const char *const *,
-                                      const char *const *, size_t, struct ims_error *);
+                                      const char *const *, const char *const *, size_t,
+                                      struct ims_error *);
     enum ims_status (*job_get)(struct store *, const char *, struct store_job *,
                                struct ims_error *);
     enum ims_status (*job_fail_unfinished)(struct store *, int64_t *, struct ims_error *);
@@ -182,10 +183,9 @@ void store__rowcache_free(struct store__rowcache *rc);
 /* Evicts ids[0..n) (ids NULL: everything); accepts a NULL cache. */
 void store__rowcache_evict(struct store__rowcache *rc, const int64_t *ids, size_t n);
 /* store_get_many without embeddings, through the cache. */
-enum ims_status store__rowcache_get_many(struct store *st, struct store__rowcache *rc,
-                                         const int64_t *ids, size_t n,
-                                         struct store_image_row *rows, uint8_t *found,
-                                         struct ims_error *err);
+enum ims_status store__rowcache_get_many(struct store *store, struct store__rowcache *rc,
+                                         const int64_t *ids, size_t n, struct store_image_row *rows,
+                                         uint8_t *found, struct ims_error *err);
 void store__rowcache_stats(struct store__rowcache *rc, struct store_row_cache_stats *out);
 
 extern const struct store_ops store__sqlite_ops;
@@ -194,7 +194,7 @@ extern const struct store_ops store__sqlite_ops;
 
 /* Checks one row of an insert batch against the store's dim and the limits;
  * the message names row index i. */
-enum ims_status store__validate_row(const struct store *st, const struct store_new_image *r,
+enum ims_status store__validate_row(const struct store *store, const struct store_new_image *r,
                                     size_t i, struct ims_error *err);
 /* 1 if the dim floats are finite; else 0 and *bad = the first bad index. */
 int store__vec_finite(const float *v, uint32_t dim, uint32_t *bad);
@@ -211,8 +211,8 @@ enum ims_status store__pg_open(const char *url, const struct store_model_info *m
 /* ---- SQLite helpers ----------------------------------------------------------- */
 
 /* Opens the SQLite catalogue of data_dir (store_sqlite.c). */
-enum ims_status sq_open(const char *data_dir, const struct store_model_info *model,
-                        unsigned flags, struct store **out, struct ims_error *err);
+enum ims_status store__sq_open(const char *data_dir, const struct store_model_info *model,
+                               unsigned flags, struct store **out, struct ims_error *err);
 
 /* Maps a SQLite result code to a status and writes "what: sqlite message"
  * into err. `db` may be NULL. */
@@ -226,119 +226,126 @@ enum ims_status store__prepare(sqlite3 *db, const char *sql, sqlite3_stmt **stmt
  * last0 is not NULL, column 0 of the last row into *last0 (untouched when
  * there are none). Fails with "<what>: out of memory" or the database's
  * error as "<read_what>: ...", returning nothing. q stays the caller's. */
-enum ims_status sq__id_column(sqlite3 *db, sqlite3_stmt *q, int col, int64_t **ids,
-                              size_t *n, int64_t *last0, const char *what,
-                              const char *read_what, struct ims_error *err);
+enum ims_status store__sq_id_column(sqlite3 *db, sqlite3_stmt *q, int col, int64_t **ids, size_t *n,
+                                    int64_t *last0, const char *what, const char *read_what,
+                                    struct ims_error *err);
 /* One-integer read query on a reader borrowed for it: `sql` with ?1 bound
  * to text (len < 0) or a blob (len >= 0), or nothing (arg NULL); *found
  * says whether a row came back (*v is set only then). */
-enum ims_status sq__read_i64(struct store *st, const char *sql, const void *arg, int len,
-                             int64_t *v, int *found, struct ims_error *err);
+enum ims_status store__sq_read_i64(struct store *store, const char *sql, const void *arg, int len,
+                                   int64_t *v, int *found, struct ims_error *err);
 /* Runs SQL without results. */
 enum ims_status store__exec(sqlite3 *db, const char *sql, struct ims_error *err);
 
 /* Locks the writer and begins an IMMEDIATE transaction. On success the
  * caller must call store__write_end() exactly once. */
-enum ims_status store__write_begin(struct store *st, struct ims_error *err);
+enum ims_status store__write_begin(struct store *store, struct ims_error *err);
 /* Commits if st_in is IMS_OK, else rolls back; unlocks the writer. Returns
  * st_in, or the commit's failure (after rolling back). */
-enum ims_status store__write_end(struct store *st, enum ims_status st_in, struct ims_error *err);
+enum ims_status store__write_end(struct store *store, enum ims_status st_in, struct ims_error *err);
 
 /* Borrows a read connection; give it back with store__reader_put(). */
-enum ims_status store__reader_get(struct store *st, sqlite3 **db, struct ims_error *err);
-void store__reader_put(struct store *st, sqlite3 *db);
+enum ims_status store__reader_get(struct store *store, sqlite3 **db, struct ims_error *err);
+void store__reader_put(struct store *store, sqlite3 *db);
 /* Ends the read transaction the caller began on db (COMMIT; a failure is
  * logged, and store__reader_put then rolls back) and gives the reader back. */
-void store__reader_end(struct store *st, sqlite3 *db);
+void store__reader_end(struct store *store, sqlite3 *db);
 
 /* Appends one change to the feed, inside the caller's write transaction. */
-enum ims_status sq__log_change(sqlite3 *db, int64_t id, enum store_change_kind kind,
-                               struct ims_error *err);
+enum ims_status store__sq_log_change(sqlite3 *db, int64_t id, enum store_change_kind kind,
+                                     struct ims_error *err);
 /* meta table access (store_sqlite.c). */
-enum ims_status sq__meta_get(sqlite3 *db, const char *key, char **value, struct ims_error *err);
-enum ims_status sq__meta_set(sqlite3 *db, const char *key, const char *value,
-                             struct ims_error *err);
+enum ims_status store__sq_meta_get(sqlite3 *db, const char *key, char **value,
+                                   struct ims_error *err);
+enum ims_status store__sq_meta_set(sqlite3 *db, const char *key, const char *value,
+                                   struct ims_error *err);
 
 /* The SQLite backend's operations (named like the public functions). */
-void sq_close(struct store *st);
-enum ims_status sq_model_get(struct store *, char *, size_t, uint32_t *, struct ims_error *);
-enum ims_status sq_model_record(struct store *, struct ims_error *);
-enum ims_status sq_schema_version(struct store *, int *, struct ims_error *);
-enum ims_status sq_check(struct store *, struct ims_error *);
-enum ims_status sq_insert_many(struct store *, const struct store_new_image *, size_t,
-                               struct store_insert_result *, struct ims_error *);
-enum ims_status sq_insert_stream(struct store *, size_t, size_t, store_fill_fn, store_result_fn,
-                                 void *, struct ims_error *);
-enum ims_status sq_set_thumbnail(struct store *, int64_t, const void *, size_t,
-                                 struct ims_error *);
-enum ims_status sq_set_embeddings(struct store *, const int64_t *, const float *, size_t,
-                                  uint8_t *, struct ims_error *);
-enum ims_status sq_delete_many(struct store *, const int64_t *, size_t, uint8_t *,
-                               struct ims_error *);
-enum ims_status sq_get_many(struct store *, const int64_t *, size_t, unsigned,
-                            struct store_image_row *, uint8_t *, struct ims_error *);
-enum ims_status sq_find_by_source(struct store *, const char *, int64_t *, struct ims_error *);
-enum ims_status sq_find_by_sha256(struct store *, const uint8_t *, int64_t *,
+void store__sq_close(struct store *store);
+enum ims_status store__sq_model_get(struct store *, char *, size_t, uint32_t *, struct ims_error *);
+enum ims_status store__sq_model_record(struct store *, struct ims_error *);
+enum ims_status store__sq_schema_version(struct store *, int *, struct ims_error *);
+enum ims_status store__sq_check(struct store *, struct ims_error *);
+enum ims_status store__sq_insert_many(struct store *, const struct store_new_image *, size_t,
+                                      struct store_insert_result *, struct ims_error *);
+enum ims_status store__sq_insert_stream(struct store *, size_t, size_t, store_fill_fn,
+                                        store_result_fn, void *, struct ims_error *);
+enum ims_status store__sq_set_thumbnail(struct store *, int64_t, const void *, size_t,
+                                        struct ims_error *);
+enum ims_status store__sq_set_embeddings(struct store *, const int64_t *, const float *, size_t,
+                                         uint8_t *, struct ims_error *);
+enum ims_status store__sq_delete_many(struct store *, const int64_t *, size_t, uint8_t *,
+                                      struct ims_error *);
+enum ims_status store__sq_get_many(struct store *, const int64_t *, size_t, unsigned,
+                                   struct store_image_row *, uint8_t *, struct ims_error *);
+enum ims_status store__sq_find_by_source(struct store *, const char *, int64_t *,
+                                         struct ims_error *);
+enum ims_status store__sq_find_by_sha256(struct store *, const uint8_t *, int64_t *,
+                                         struct ims_error *);
+enum ims_status store__sq_get_thumbnail(struct store *, int64_t, void **, size_t *,
+                                        struct ims_error *);
+enum ims_status store__sq_count(struct store *, int64_t *, struct ims_error *);
+enum ims_status store__sq_filter_ids(struct store *, const char *const params[STORE__FILTER_PARAMS],
+                                     int64_t **, size_t *, struct ims_error *);
+enum ims_status store__sq_tags_update(struct store *, int64_t, const char *const *,
+                                      const char *const *, size_t, const char *const *, size_t,
+                                      struct ims_error *);
+enum ims_status store__sq_max_id(struct store *, int64_t *, struct ims_error *);
+enum ims_status store__sq_list(struct store *, enum store_order, int64_t, int64_t,
+                               struct store_image_row **, size_t *, struct ims_error *);
+enum ims_status store__sq_scan_embeddings(struct store *, int64_t, size_t, store_scan_fn, void *,
+                                          struct ims_error *);
+enum ims_status store__sq_restore_many(struct store *, const struct store_restore_row *, size_t,
+                                       struct ims_error *);
+enum ims_status store__sq_deleted_seq(struct store *, int64_t *, struct ims_error *);
+enum ims_status store__sq_deleted_after(struct store *, int64_t, size_t, int64_t **, size_t *,
+                                        int64_t *, struct ims_error *);
+enum ims_status store__sq_change_seq(struct store *, int64_t *, struct ims_error *);
+enum ims_status store__sq_changes_after(struct store *, int64_t, size_t, struct store_change *,
+                                        size_t *, struct ims_error *);
+enum ims_status store__sq_change_floor(struct store *, int64_t *, struct ims_error *);
+enum ims_status store__sq_change_trim(struct store *, int64_t, struct ims_error *);
+enum ims_status store__sq_embeddings_changed_after(struct store *, int64_t, int64_t **, size_t *,
+                                                   struct ims_error *);
+enum ims_status store__sq_wait_change(struct store *, int64_t, int, int64_t *, struct ims_error *);
+enum ims_status store__sq_job_create(struct store *, const char *, int64_t, struct ims_error *);
+enum ims_status store__sq_job_update(struct store *, const char *, enum store_job_state, int64_t,
+                                     int64_t, struct ims_error *);
+enum ims_status store__sq_job_add_errors(struct store *, const char *, const char *const *,
+                                         const char *const *, const char *const *, size_t,
+                                         struct ims_error *);
+enum ims_status store__sq_job_get(struct store *, const char *, struct store_job *,
                                   struct ims_error *);
-enum ims_status sq_get_thumbnail(struct store *, int64_t, void **, size_t *, struct ims_error *);
-enum ims_status sq_count(struct store *, int64_t *, struct ims_error *);
-enum ims_status sq_filter_ids(struct store *, const char *const params[STORE__FILTER_PARAMS],
-                              int64_t **, size_t *, struct ims_error *);
-enum ims_status sq_tags_update(struct store *, int64_t, const char *const *, const char *const *,
-                               size_t, const char *const *, size_t, struct ims_error *);
-enum ims_status sq_max_id(struct store *, int64_t *, struct ims_error *);
-enum ims_status sq_list(struct store *, enum store_order, int64_t, int64_t,
-                        struct store_image_row **, size_t *, struct ims_error *);
-enum ims_status sq_scan_embeddings(struct store *, int64_t, size_t, store_scan_fn, void *,
-                                   struct ims_error *);
-enum ims_status sq_restore_many(struct store *, const struct store_restore_row *, size_t,
-                                struct ims_error *);
-enum ims_status sq_deleted_seq(struct store *, int64_t *, struct ims_error *);
-enum ims_status sq_deleted_after(struct store *, int64_t, size_t, int64_t **, size_t *,
-                                 int64_t *, struct ims_error *);
-enum ims_status sq_change_seq(struct store *, int64_t *, struct ims_error *);
-enum ims_status sq_changes_after(struct store *, int64_t, size_t, struct store_change *,
-                                 size_t *, struct ims_error *);
-enum ims_status sq_change_floor(struct store *, int64_t *, struct ims_error *);
-enum ims_status sq_change_trim(struct store *, int64_t, struct ims_error *);
-enum ims_status sq_embeddings_changed_after(struct store *, int64_t, int64_t **, size_t *,
-                                            struct ims_error *);
-enum ims_status sq_wait_change(struct store *, int64_t, int, int64_t *, struct ims_error *);
-enum ims_status sq_job_create(struct store *, const char *, int64_t, struct ims_error *);
-enum ims_status sq_job_update(struct store *, const char *, enum store_job_state, int64_t,
-                              int64_t, struct ims_error *);
-enum ims_status sq_job_add_errors(struct store *, const char *, const char *const *,
-                                  const char *const *, size_t, struct ims_error *);
-enum ims_status sq_job_get(struct store *, const char *, struct store_job *, struct ims_error *);
-enum ims_status sq_job_fail_unfinished(struct store *, int64_t *, struct ims_error *);
-enum ims_status sq_job_add_items(struct store *, const char *, const char *const *, size_t,
-                                 struct ims_error *);
-enum ims_status sq_job_seal(struct store *, const char *, struct ims_error *);
-enum ims_status sq_job_claim(struct store *, const char *, size_t, int64_t,
-                             struct store_job_item **, size_t *, struct ims_error *);
-enum ims_status sq_job_renew(struct store *, const char *, const int64_t *, size_t, int64_t,
-                             uint8_t *, struct ims_error *);
-enum ims_status sq_job_release_node(struct store *, const char *, int64_t *, struct ims_error *);
-enum ims_status sq_job_item_outcome(struct store *, int64_t, int *, struct ims_error *);
-enum ims_status sq_job_finish(struct store *, const char *, const struct store_item_result *,
-                              size_t, uint8_t *, struct ims_error *);
-enum ims_status sq_job_item_get(struct store *, int64_t, enum store_item_state *, char *,
-                                size_t, int *, int64_t *, struct ims_error *);
+enum ims_status store__sq_job_fail_unfinished(struct store *, int64_t *, struct ims_error *);
+enum ims_status store__sq_job_add_items(struct store *, const char *, const char *const *, size_t,
+                                        struct ims_error *);
+enum ims_status store__sq_job_seal(struct store *, const char *, struct ims_error *);
+enum ims_status store__sq_job_claim(struct store *, const char *, size_t, int64_t,
+                                    struct store_job_item **, size_t *, struct ims_error *);
+enum ims_status store__sq_job_renew(struct store *, const char *, const int64_t *, size_t, int64_t,
+                                    uint8_t *, struct ims_error *);
+enum ims_status store__sq_job_release_node(struct store *, const char *, int64_t *,
+                                           struct ims_error *);
+enum ims_status store__sq_job_item_outcome(struct store *, int64_t, int *, struct ims_error *);
+enum ims_status store__sq_job_finish(struct store *, const char *, const struct store_item_result *,
+                                     size_t, uint8_t *, struct ims_error *);
+enum ims_status store__sq_job_item_get(struct store *, int64_t, enum store_item_state *, char *,
+                                       size_t, int *, int64_t *, struct ims_error *);
 
 /* folder sync, both backends (store_files.c) */
-enum ims_status sq_list_under(struct store *, const char *, struct store_file_row **, size_t *,
-                              struct ims_error *);
-enum ims_status sq_update_files(struct store *, const struct store_file_update *, size_t,
-                                uint8_t *, struct ims_error *);
-enum ims_status pg_list_under(struct store *, const char *, struct store_file_row **, size_t *,
-                              struct ims_error *);
-enum ims_status pg_update_files(struct store *, const struct store_file_update *, size_t,
-                                uint8_t *, struct ims_error *);
-enum ims_status sq_set_details(struct store *, int64_t, const char *, int64_t,
-                               struct ims_error *);
-enum ims_status sq_replace_content(struct store *, int64_t, int64_t, int64_t, int64_t,
-                                   struct ims_error *);
-enum ims_status pg_replace_content(struct store *, int64_t, int64_t, int64_t, int64_t,
-                                   struct ims_error *);
+enum ims_status store__sq_list_under(struct store *, const char *, struct store_file_row **,
+                                     size_t *, struct ims_error *);
+enum ims_status store__sq_update_files(struct store *, const struct store_file_update *, size_t,
+                                       uint8_t *, struct ims_error *);
+enum ims_status store__pg_list_under(struct store *, const char *, struct store_file_row **,
+                                     size_t *, struct ims_error *);
+enum ims_status store__pg_update_files(struct store *, const struct store_file_update *, size_t,
+                                       uint8_t *, struct ims_error *);
+enum ims_status store__sq_set_details(struct store *, int64_t, const char *, int64_t,
+                                      struct ims_error *);
+enum ims_status store__sq_replace_content(struct store *, int64_t, int64_t, int64_t, int64_t,
+                                          struct ims_error *);
+enum ims_status store__pg_replace_content(struct store *, int64_t, int64_t, int64_t, int64_t,
+                                          struct ims_error *);
 
 #endif

@@ -58,12 +58,12 @@ void store_job_fini(struct store_job *job)
 
 /* Runs one write statement binding (?1 text id, ?2.. ints); *changes gets the
  * number of rows changed. */
-static enum ims_status job_write(struct store *st, const char *sql, const char *id,
+static enum ims_status job_write(struct store *store, const char *sql, const char *id,
                                  const int64_t *args, int n_args, int *changes,
                                  struct ims_error *err)
 {
     sqlite3_stmt *q = NULL;
-    enum ims_status s = store__prepare(st->wdb, sql, &q, err);
+    enum ims_status s = store__prepare(store->wdb, sql, &q, err);
     if (s != IMS_OK)
         return s;
     sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
@@ -71,40 +71,41 @@ static enum ims_status job_write(struct store *st, const char *sql, const char *
         sqlite3_bind_int64(q, 2 + i, args[i]);
     int rc = sqlite3_step(q);
     if (rc != SQLITE_DONE)
-        s = store__db_error(st->wdb, rc, err, "write job");
+        s = store__db_error(store->wdb, rc, err, "write job");
     else if (changes)
-        *changes = sqlite3_changes(st->wdb);
+        *changes = sqlite3_changes(store->wdb);
     sqlite3_finalize(q);
     return s;
 }
 
-enum ims_status sq_job_create(struct store *st, const char *id, int64_t total,
-                                 struct ims_error *err)
+enum ims_status store__sq_job_create(struct store *store, const char *id, int64_t total,
+                                     struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st, err, IMS_ERR_INVALID, "store_job_create: no store");
+    IMS_RETURN_ERROR_IF(!store, err, IMS_ERR_INVALID, "store_job_create: no store");
     enum ims_status s = store__check_job_id(id, err);
     if (s != IMS_OK)
         return s;
     IMS_RETURN_ERROR_IF(total < 0, err, IMS_ERR_INVALID, "job %s: negative total", id);
-    s = store__write_begin(st, err);
+    s = store__write_begin(store, err);
     if (s != IMS_OK)
         return s;
     int64_t now = store__unix_now();
     int64_t args[] = {total, now};
     int changes = 0;
-    s = job_write(st,
+    s = job_write(store,
                   "INSERT INTO jobs(id, state, total, created, updated) "
                   "VALUES(?1, 'queued', ?2, ?3, ?3) ON CONFLICT(id) DO NOTHING",
                   id, args, 2, &changes, err);
     if (s == IMS_OK && changes == 0)
         s = ims_error_set(err, IMS_ERR_EXISTS, "job %s already exists", id);
-    return store__write_end(st, s, err);
+    return store__write_end(store, s, err);
 }
 
-enum ims_status sq_job_update(struct store *st, const char *id, enum store_job_state state,
-                                 int64_t done, int64_t failed, struct ims_error *err)
+enum ims_status store__sq_job_update(struct store *store, const char *id,
+                                     enum store_job_state state, int64_t done, int64_t failed,
+                                     struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st, err, IMS_ERR_INVALID, "store_job_update: no store");
+    IMS_RETURN_ERROR_IF(!store, err, IMS_ERR_INVALID, "store_job_update: no store");
     enum ims_status s = store__check_job_id(id, err);
     if (s != IMS_OK)
         return s;
@@ -112,34 +113,35 @@ enum ims_status sq_job_update(struct store *st, const char *id, enum store_job_s
                         "job %s: unknown state %d", id, (int)state);
     IMS_RETURN_ERROR_IF(done < 0 || failed < 0, err, IMS_ERR_INVALID,
                         "job %s: negative counters", id);
-    s = store__write_begin(st, err);
+    s = store__write_begin(store, err);
     if (s != IMS_OK)
         return s;
     int64_t args[] = {(int64_t)state, done, failed, store__unix_now()};
     int changes = 0;
-    s = job_write(st,
+    s = job_write(store,
                   "UPDATE jobs SET state = CASE ?2 WHEN 0 THEN 'queued' WHEN 1 THEN 'running' "
                   "WHEN 2 THEN 'done' ELSE 'failed' END, done = ?3, failed = ?4, updated = ?5 "
                   "WHERE id = ?1",
                   id, args, 4, &changes, err);
     if (s == IMS_OK && changes == 0)
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "job %s does not exist", id);
-    return store__write_end(st, s, err);
+    return store__write_end(store, s, err);
 }
 
-enum ims_status sq_job_add_errors(struct store *st, const char *id, const char *const *urls,
-                                     const char *const *errors, size_t n, struct ims_error *err)
+enum ims_status store__sq_job_add_errors(struct store *store, const char *id,
+                                         const char *const *urls, const char *const *codes,
+                                         const char *const *errors, size_t n, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || (n > 0 && (!urls || !errors)), err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || (n > 0 && (!urls || !errors)), err, IMS_ERR_INVALID,
                         "store_job_add_errors: invalid arguments");
     enum ims_status s = store__check_job_id(id, err);
     if (s != IMS_OK || n == 0)
         return s;
     sqlite3_stmt *cnt = NULL, *ins = NULL;
-    s = store__write_begin(st, err);
+    s = store__write_begin(store, err);
     if (s != IMS_OK)
         return s;
-    s = store__prepare(st->wdb, "SELECT n_errors FROM jobs WHERE id = ?1", &cnt, err);
+    s = store__prepare(store->wdb, "SELECT n_errors FROM jobs WHERE id = ?1", &cnt, err);
     if (s != IMS_OK)
         goto out;
     sqlite3_bind_text(cnt, 1, id, -1, SQLITE_STATIC);
@@ -149,13 +151,13 @@ enum ims_status sq_job_add_errors(struct store *st, const char *id, const char *
         goto out;
     }
     if (rc != SQLITE_ROW) {
-        s = store__db_error(st->wdb, rc, err, "read job");
+        s = store__db_error(store->wdb, rc, err, "read job");
         goto out;
     }
     int64_t have = sqlite3_column_int64(cnt, 0);
-    s = store__prepare(st->wdb,
-                       "INSERT INTO job_errors(job_id, seq, url, error) "
-                       "VALUES(?1, ?2, substr(?3, 1, ?5), substr(?4, 1, ?5))",
+    s = store__prepare(store->wdb,
+                       "INSERT INTO job_errors(job_id, seq, url, error, code) "
+                       "VALUES(?1, ?2, substr(?3, 1, ?5), substr(?4, 1, ?5), ?6)",
                        &ins, err);
     for (size_t i = 0; i < n && s == IMS_OK && have + (int64_t)i < STORE_JOB_MAX_ERRORS; i++) {
         sqlite3_bind_text(ins, 1, id, -1, SQLITE_STATIC);
@@ -163,26 +165,27 @@ enum ims_status sq_job_add_errors(struct store *st, const char *id, const char *
         sqlite3_bind_text(ins, 3, urls[i] ? urls[i] : "", -1, SQLITE_STATIC);
         sqlite3_bind_text(ins, 4, errors[i] ? errors[i] : "", -1, SQLITE_STATIC);
         sqlite3_bind_int(ins, 5, STORE_JOB_ERROR_MAX_BYTES);
+        sqlite3_bind_text(ins, 6, codes && codes[i] ? codes[i] : "", -1, SQLITE_STATIC);
         rc = sqlite3_step(ins);
         sqlite3_reset(ins);
         if (rc != SQLITE_DONE)
-            s = store__db_error(st->wdb, rc, err, "store job error");
+            s = store__db_error(store->wdb, rc, err, "store job error");
     }
     if (s == IMS_OK) {
         int64_t args[] = {(int64_t)n, store__unix_now()};
-        s = job_write(st, "UPDATE jobs SET n_errors = n_errors + ?2, updated = ?3 WHERE id = ?1",
+        s = job_write(store, "UPDATE jobs SET n_errors = n_errors + ?2, updated = ?3 WHERE id = ?1",
                       id, args, 2, NULL, err);
     }
 out:
     sqlite3_finalize(cnt);
     sqlite3_finalize(ins);
-    return store__write_end(st, s, err);
+    return store__write_end(store, s, err);
 }
 
-enum ims_status sq_job_get(struct store *st, const char *id, struct store_job *job,
-                              struct ims_error *err)
+enum ims_status store__sq_job_get(struct store *store, const char *id, struct store_job *job,
+                                  struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !job, err, IMS_ERR_INVALID, "store_job_get: invalid arguments");
+    IMS_RETURN_ERROR_IF(!store || !job, err, IMS_ERR_INVALID, "store_job_get: invalid arguments");
     enum ims_status s = store__check_job_id(id, err);
     if (s != IMS_OK)
         return s;
@@ -190,7 +193,7 @@ enum ims_status sq_job_get(struct store *st, const char *id, struct store_job *j
     memset(&j, 0, sizeof(j));
     sqlite3 *db = NULL;
     sqlite3_stmt *q = NULL, *e = NULL;
-    s = store__reader_get(st, &db, err);
+    s = store__reader_get(store, &db, err);
     if (s != IMS_OK)
         return s;
     s = store__exec(db, "BEGIN", err);
@@ -263,7 +266,7 @@ enum ims_status sq_job_get(struct store *st, const char *id, struct store_job *j
 out:
     sqlite3_finalize(q);
     sqlite3_finalize(e);
-    store__reader_end(st, db);
+    store__reader_end(store, db);
     if (s != IMS_OK) {
         store_job_fini(&j);
         return s;
@@ -272,29 +275,30 @@ out:
     return IMS_OK;
 }
 
-enum ims_status sq_job_fail_unfinished(struct store *st, int64_t *n, struct ims_error *err)
+enum ims_status store__sq_job_fail_unfinished(struct store *store, int64_t *n,
+                                              struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st, err, IMS_ERR_INVALID, "store_job_fail_unfinished: no store");
-    enum ims_status s = store__write_begin(st, err);
+    IMS_RETURN_ERROR_IF(!store, err, IMS_ERR_INVALID, "store_job_fail_unfinished: no store");
+    enum ims_status s = store__write_begin(store, err);
     if (s != IMS_OK)
         return s;
     int64_t now = store__unix_now();
     int changes = 0;
     /* one error row per job, if it still has room */
-    s = store__exec(st->wdb,
+    s = store__exec(store->wdb,
                     "INSERT INTO job_errors(job_id, seq, url, error) "
                     "SELECT id, n_errors, '', 'interrupted by restart' FROM jobs "
-                    "WHERE state IN ('queued', 'running') AND n_items = 0 AND n_errors < "
-                    STR(STORE_JOB_MAX_ERRORS),
+                    "WHERE state IN ('queued', 'running') AND n_items = 0 AND n_errors < " STR(
+                        STORE_JOB_MAX_ERRORS),
                     err);
     if (s == IMS_OK) {
         int64_t args[] = {now};
-        s = job_write(st,
+        s = job_write(store,
                       "UPDATE jobs SET state = 'failed', n_errors = n_errors + 1, updated = ?2 "
                       "WHERE state IN ('queued', 'running') AND n_items = 0 AND ?1 IS NOT NULL",
                       "", args, 1, &changes, err);
     }
-    s = store__write_end(st, s, err);
+    s = store__write_end(store, s, err);
     if (s == IMS_OK && n)
         *n = changes;
     return s;

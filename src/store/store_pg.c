@@ -45,25 +45,34 @@ static void pgp_add(struct pgp *p, const void *v, int len, int fmt, Oid type)
     p->n++;
 }
 
-void pgp_i64(struct pgp *p, int64_t x)
+void store__pgp_i64(struct pgp *p, int64_t x)
 {
     IMS_ASSERT(p->n < STORE_PG_MAX_PARAMS);
     put_be64(p->buf[p->n], (uint64_t)x);
     pgp_add(p, p->buf[p->n], 8, 1, 20 /* int8 */);
 }
 
-void pgp_text(struct pgp *p, const char *s)
+void store__pgp_text(struct pgp *p, const char *s)
 {
     pgp_add(p, s, s ? (int)strlen(s) : 0, 1, 25 /* text */);
 }
 
-void pgp_bytea(struct pgp *p, const void *b, size_t n) { pgp_add(p, b, (int)n, 1, 17 /* bytea */); }
+void store__pgp_bytea(struct pgp *p, const void *b, size_t n)
+{
+    pgp_add(p, b, (int)n, 1, 17 /* bytea */);
+}
 
-void pgp_literal(struct pgp *p, const char *s) { pgp_add(p, s, 0, 0, 0); }
+void store__pgp_literal(struct pgp *p, const char *s)
+{
+    pgp_add(p, s, 0, 0, 0);
+}
 
-void pgp_raw(struct pgp *p, const void *v, size_t n, Oid type) { pgp_add(p, v, (int)n, 1, type); }
+void store__pgp_raw(struct pgp *p, const void *v, size_t n, Oid type)
+{
+    pgp_add(p, v, (int)n, 1, type);
+}
 
-int64_t pg_i64(const PGresult *r, int row, int col)
+int64_t store__pg_i64(const PGresult *r, int row, int col)
 {
     if (PQgetisnull(r, row, col))
         return 0;
@@ -81,8 +90,8 @@ int64_t pg_i64(const PGresult *r, int row, int col)
     return (int64_t)x;
 }
 
-enum ims_status pg_id_column(PGresult *r, int64_t **ids_out, size_t *n_out, const char *what,
-                             struct ims_error *err)
+enum ims_status store__pg_id_column(PGresult *r, int64_t **ids_out, size_t *n_out, const char *what,
+                                    struct ims_error *err)
 {
     size_t n = (size_t)PQntuples(r);
     int64_t *ids = n ? ims_malloc(n * sizeof(*ids)) : NULL;
@@ -91,16 +100,19 @@ enum ims_status pg_id_column(PGresult *r, int64_t **ids_out, size_t *n_out, cons
         return ims_error_set(err, IMS_ERR_NOMEM, "%s: out of memory", what);
     }
     for (size_t i = 0; i < n; i++)
-        ids[i] = pg_i64(r, (int)i, 0);
+        ids[i] = store__pg_i64(r, (int)i, 0);
     PQclear(r);
     *ids_out = ids;
     *n_out = n;
     return IMS_OK;
 }
 
-int pg_null(const PGresult *r, int row, int col) { return PQgetisnull(r, row, col); }
+int store__pg_null(const PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col);
+}
 
-/* Set by pg_error when the failed statement's transaction is known to have
+/* Set by store__pg_error when the failed statement's transaction is known to have
  * been rolled back by the server before it could commit: the session was
  * cut for idling in a transaction (25P03), or the connection was lost on a
  * statement other than COMMIT. The write wrappers (pg_retry) then run the
@@ -113,7 +125,8 @@ void (*store__pg_test_after_lock)(void);
 
 uint64_t store__pg_retries(void) { return atomic_load(&pg_n_retries); }
 
-enum ims_status pg_error(PGconn *c, const PGresult *r, struct ims_error *err, const char *what)
+enum ims_status store__pg_error(PGconn *c, const PGresult *r, struct ims_error *err,
+                                const char *what)
 {
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
     const char *msg = r ? PQresultErrorMessage(r) : NULL;
@@ -172,7 +185,7 @@ enum ims_status pg_error(PGconn *c, const PGresult *r, struct ims_error *err, co
  * connection (named by a hash of its text) and then only executed, which
  * matters most for the small hot queries (search result joins, claims).
  * The table of (connection, hash) pairs is process-wide; a connection's
- * entries go when it is closed or reset (pg_forget). */
+ * entries go when it is closed or reset (store__pg_forget). */
 struct prep {
     const PGconn *c;
     uint64_t h;
@@ -209,7 +222,7 @@ static void prep_add(const PGconn *c, uint64_t h)
     pthread_mutex_unlock(&prep_lock);
 }
 
-void pg_forget(const PGconn *c)
+void store__pg_forget(const PGconn *c)
 {
     pthread_mutex_lock(&prep_lock);
     for (size_t i = 0; i < prep_n;) {
@@ -226,8 +239,8 @@ void pg_forget(const PGconn *c)
     pthread_mutex_unlock(&prep_lock);
 }
 
-enum ims_status pg_q(PGconn *c, const char *sql, const struct pgp *p, PGresult **res,
-                     struct ims_error *err, const char *what)
+enum ims_status store__pg_q(PGconn *c, const char *sql, const struct pgp *p, PGresult **res,
+                            struct ims_error *err, const char *what)
 {
     PGresult *r = NULL;
     if (p && p->n > 0) {
@@ -237,7 +250,7 @@ enum ims_status pg_q(PGconn *c, const char *sql, const struct pgp *p, PGresult *
         if (!prep_has(c, h)) {
             r = PQprepare(c, name, sql, p->n, p->type);
             if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
-                enum ims_status s = pg_error(c, r, err, what);
+                enum ims_status s = store__pg_error(c, r, err, what);
                 PQclear(r);
                 return s;
             }
@@ -250,7 +263,7 @@ enum ims_status pg_q(PGconn *c, const char *sql, const struct pgp *p, PGresult *
     }
     ExecStatusType t = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (t != PGRES_TUPLES_OK && t != PGRES_COMMAND_OK) {
-        enum ims_status s = pg_error(c, r, err, what);
+        enum ims_status s = store__pg_error(c, r, err, what);
         PQclear(r);
         return s;
     }
@@ -261,62 +274,62 @@ enum ims_status pg_q(PGconn *c, const char *sql, const struct pgp *p, PGresult *
     return IMS_OK;
 }
 
-enum ims_status pg_x(PGconn *c, const char *sql, const struct pgp *p, struct ims_error *err,
-                     const char *what)
+enum ims_status store__pg_x(PGconn *c, const char *sql, const struct pgp *p, struct ims_error *err,
+                            const char *what)
 {
-    return pg_q(c, sql, p, NULL, err, what);
+    return store__pg_q(c, sql, p, NULL, err, what);
 }
 
-enum ims_status pg_q1(PGconn *c, const char *sql, const struct pgp *p, int *found, int64_t *v,
-                      struct ims_error *err, const char *what)
+enum ims_status store__pg_q1(PGconn *c, const char *sql, const struct pgp *p, int *found,
+                             int64_t *v, struct ims_error *err, const char *what)
 {
     PGresult *r = NULL;
-    enum ims_status s = pg_q(c, sql, p, &r, err, what);
+    enum ims_status s = store__pg_q(c, sql, p, &r, err, what);
     int any = s == IMS_OK && PQntuples(r) > 0;
     if (found)
         *found = any;
     if (any && v)
-        *v = pg_i64(r, 0, 0);
+        *v = store__pg_i64(r, 0, 0);
     PQclear(r);
     return s;
 }
 
-enum ims_status pg_once(struct store *st, const char *sql, const struct pgp *p, PGresult **res,
-                        struct ims_error *err, const char *what)
+enum ims_status store__pg_once(struct store *store, const char *sql, const struct pgp *p,
+                               PGresult **res, struct ims_error *err, const char *what)
 {
     PGconn *c = NULL;
-    enum ims_status s = pg_get(st, &c, err);
+    enum ims_status s = store__pg_get(store, &c, err);
     if (s != IMS_OK)
         return s;
-    s = pg_q(c, sql, p, res, err, what);
-    pg_put(st, c);
+    s = store__pg_q(c, sql, p, res, err, what);
+    store__pg_put(store, c);
     return s;
 }
 
-enum ims_status pg_once1(struct store *st, const char *sql, const struct pgp *p, int *found,
-                         int64_t *v, struct ims_error *err, const char *what)
+enum ims_status store__pg_once1(struct store *store, const char *sql, const struct pgp *p,
+                                int *found, int64_t *v, struct ims_error *err, const char *what)
 {
     PGconn *c = NULL;
-    enum ims_status s = pg_get(st, &c, err);
+    enum ims_status s = store__pg_get(store, &c, err);
     if (s != IMS_OK)
         return s;
-    s = pg_q1(c, sql, p, found, v, err, what);
-    pg_put(st, c);
+    s = store__pg_q1(c, sql, p, found, v, err, what);
+    store__pg_put(store, c);
     return s;
 }
 
-enum ims_status pg_wq1(struct store *st, int lock, const char *sql, const struct pgp *p,
-                       int *found, struct ims_error *err, const char *what)
+enum ims_status store__pg_wq1(struct store *store, int lock, const char *sql, const struct pgp *p,
+                              int *found, struct ims_error *err, const char *what)
 {
     PGconn *c = NULL;
-    enum ims_status s = pg_wbegin(st, &c, lock, err);
+    enum ims_status s = store__pg_wbegin(store, &c, lock, err);
     if (s != IMS_OK)
         return s;
-    s = pg_q1(c, sql, p, found, NULL, err, what);
-    return pg_wend(st, c, s, err);
+    s = store__pg_q1(c, sql, p, found, NULL, err, what);
+    return store__pg_wend(store, c, s, err);
 }
 
-char *pg_int_array(size_t n, int64_t (*get)(const void *a, size_t i), const void *a)
+char *store__pg_int_array(size_t n, int64_t (*get)(const void *a, size_t i), const void *a)
 {
     size_t cap = n * 21 + 3, o = 0;
     char *lit = ims_malloc(cap);
@@ -330,7 +343,10 @@ char *pg_int_array(size_t n, int64_t (*get)(const void *a, size_t i), const void
     return lit;
 }
 
-int64_t pg_int_at(const void *a, size_t i) { return ((const int64_t *)a)[i]; }
+int64_t store__pg_int_at(const void *a, size_t i)
+{
+    return ((const int64_t *)a)[i];
+}
 
 /* ---- COPY binary ---------------------------------------------------------------------- */
 
@@ -364,7 +380,7 @@ static void pgc_be(struct pgcopy *b, uint64_t x, int bytes)
     pgc_put(b, t, (size_t)bytes);
 }
 
-void pgc_init(struct pgcopy *b)
+void store__pgc_init(struct pgcopy *b)
 {
     memset(b, 0, sizeof(*b));
     static const char sig[11] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', '\377', '\r', '\n', '\0'};
@@ -373,7 +389,7 @@ void pgc_init(struct pgcopy *b)
     pgc_be(b, 0, 4); /* header extension */
 }
 
-void pga_begin(struct pgcopy *b, uint32_t elem_oid, size_t n)
+void store__pga_begin(struct pgcopy *b, uint32_t elem_oid, size_t n)
 {
     memset(b, 0, sizeof(*b));
     pgc_be(b, 1, 4);        /* dimensions */
@@ -383,15 +399,18 @@ void pga_begin(struct pgcopy *b, uint32_t elem_oid, size_t n)
     pgc_be(b, 1, 4); /* lower bound */
 }
 
-void pgc_row(struct pgcopy *b, int n_fields) { pgc_be(b, (uint64_t)n_fields, 2); }
+void store__pgc_row(struct pgcopy *b, int n_fields)
+{
+    pgc_be(b, (uint64_t)n_fields, 2);
+}
 
-void pgc_i64(struct pgcopy *b, int64_t x)
+void store__pgc_i64(struct pgcopy *b, int64_t x)
 {
     pgc_be(b, 8, 4);
     pgc_be(b, (uint64_t)x, 8);
 }
 
-void pgc_bytes(struct pgcopy *b, const void *v, size_t n)
+void store__pgc_bytes(struct pgcopy *b, const void *v, size_t n)
 {
     if (!v) {
         pgc_be(b, 0xffffffffu, 4);
@@ -401,10 +420,13 @@ void pgc_bytes(struct pgcopy *b, const void *v, size_t n)
     pgc_put(b, v, n);
 }
 
-void pgc_text(struct pgcopy *b, const char *s) { pgc_bytes(b, s, s ? strlen(s) : 0); }
+void store__pgc_text(struct pgcopy *b, const char *s)
+{
+    store__pgc_bytes(b, s, s ? strlen(s) : 0);
+}
 
-enum ims_status pgc_send(PGconn *c, const char *copy_sql, struct pgcopy *b,
-                         struct ims_error *err)
+enum ims_status store__pgc_send(PGconn *c, const char *copy_sql, struct pgcopy *b,
+                                struct ims_error *err)
 {
     pgc_be(b, 0xffff, 2); /* trailer */
     enum ims_status s = IMS_OK;
@@ -414,7 +436,7 @@ enum ims_status pgc_send(PGconn *c, const char *copy_sql, struct pgcopy *b,
     }
     PGresult *r = PQexec(c, copy_sql);
     if (PQresultStatus(r) != PGRES_COPY_IN) {
-        s = pg_error(c, r, err, "copy");
+        s = store__pg_error(c, r, err, "copy");
         PQclear(r);
         ims_free(b->p);
         return s;
@@ -423,14 +445,14 @@ enum ims_status pgc_send(PGconn *c, const char *copy_sql, struct pgcopy *b,
     for (size_t off = 0; off < b->n && s == IMS_OK;) {
         size_t k = b->n - off < (1u << 20) ? b->n - off : (1u << 20);
         if (PQputCopyData(c, b->p + off, (int)k) != 1)
-            s = pg_error(c, NULL, err, "copy data");
+            s = store__pg_error(c, NULL, err, "copy data");
         off += k;
     }
     if (PQputCopyEnd(c, s == IMS_OK ? NULL : "aborted") != 1 && s == IMS_OK)
-        s = pg_error(c, NULL, err, "copy end");
+        s = store__pg_error(c, NULL, err, "copy end");
     while ((r = PQgetResult(c)) != NULL) {
         if (PQresultStatus(r) != PGRES_COMMAND_OK && s == IMS_OK)
-            s = pg_error(c, r, err, "copy");
+            s = store__pg_error(c, r, err, "copy");
         PQclear(r);
     }
     ims_free(b->p);
@@ -440,9 +462,9 @@ enum ims_status pgc_send(PGconn *c, const char *copy_sql, struct pgcopy *b,
 
 /* ---- connections ------------------------------------------------------------------- */
 
-static enum ims_status pg_connect(struct store *st, PGconn **out, struct ims_error *err)
+static enum ims_status pg_connect(struct store *store, PGconn **out, struct ims_error *err)
 {
-    PGconn *c = PQconnectdb(st->pg->conninfo);
+    PGconn *c = PQconnectdb(store->pg->conninfo);
     if (!c)
         return ims_error_set(err, IMS_ERR_NOMEM, "catalogue: out of memory connecting");
     if (PQstatus(c) != CONNECTION_OK) {
@@ -452,7 +474,7 @@ static enum ims_status pg_connect(struct store *st, PGconn **out, struct ims_err
         while (n > 0 && (m[n - 1] == '\n' || m[n - 1] == ' '))
             n--;
         enum ims_status s = ims_error_set(
-            err, IMS_ERR_IO, "catalogue %s: cannot connect to %s:%s: %.*s", st->db_path,
+            err, IMS_ERR_IO, "catalogue %s: cannot connect to %s:%s: %.*s", store->db_path,
             host && *host ? host : "(default host)", port && *port ? port : "5432", (int)n, m);
         PQfinish(c);
         return s;
@@ -467,9 +489,9 @@ static enum ims_status pg_connect(struct store *st, PGconn **out, struct ims_err
     return IMS_OK;
 }
 
-enum ims_status pg_get(struct store *st, PGconn **out, struct ims_error *err)
+enum ims_status store__pg_get(struct store *store, PGconn **out, struct ims_error *err)
 {
-    struct store_pg *pg = st->pg;
+    struct store_pg *pg = store->pg;
     PGconn *c = NULL;
     pthread_mutex_lock(&pg->plock);
     while (pg->n_idle == 0 && pg->n_open >= STORE_PG_POOL_MAX)
@@ -478,7 +500,7 @@ enum ims_status pg_get(struct store *st, PGconn **out, struct ims_error *err)
         c = pg->idle[--pg->n_idle];
         pthread_mutex_unlock(&pg->plock);
         if (PQstatus(c) != CONNECTION_OK) {
-            pg_forget(c); /* a new session has none of the prepared statements */
+            store__pg_forget(c); /* a new session has none of the prepared statements */
             PQreset(c);   /* the server restarted: try once to reconnect */
         }
         *out = c;
@@ -486,7 +508,7 @@ enum ims_status pg_get(struct store *st, PGconn **out, struct ims_error *err)
     }
     pg->n_open++;
     pthread_mutex_unlock(&pg->plock);
-    enum ims_status s = pg_connect(st, &c, err);
+    enum ims_status s = pg_connect(store, &c, err);
     if (s != IMS_OK) {
         pthread_mutex_lock(&pg->plock);
         pg->n_open--;
@@ -498,21 +520,21 @@ enum ims_status pg_get(struct store *st, PGconn **out, struct ims_error *err)
     return IMS_OK;
 }
 
-void pg_put(struct store *st, PGconn *c)
+void store__pg_put(struct store *store, PGconn *c)
 {
     if (!c)
         return;
-    struct store_pg *pg = st->pg;
+    struct store_pg *pg = store->pg;
     if (PQtransactionStatus(c) != PQTRANS_IDLE) {
         PGresult *r = PQexec(c, "ROLLBACK");
         PQclear(r);
         /* a session that could not end its transaction must not serve the
          * next caller inside it: a new session starts clean (a broken
-         * connection is reset by pg_get anyway) */
+         * connection is reset by store__pg_get anyway) */
         if (PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) != PQTRANS_IDLE) {
             ims_log(IMS_LOG_WARN, "catalogue: a connection could not roll back (%s): reset",
                     PQerrorMessage(c));
-            pg_forget(c);
+            store__pg_forget(c);
             PQreset(c);
         }
     }
@@ -522,10 +544,10 @@ void pg_put(struct store *st, PGconn *c)
     pthread_mutex_unlock(&pg->plock);
 }
 
-enum ims_status pg_wbegin(struct store *st, PGconn **out, int lock, struct ims_error *err)
+enum ims_status store__pg_wbegin(struct store *store, PGconn **out, int lock, struct ims_error *err)
 {
     PGconn *c = NULL;
-    enum ims_status s = pg_get(st, &c, err);
+    enum ims_status s = store__pg_get(store, &c, err);
     if (s != IMS_OK)
         return s;
     /* BEGIN, the idle bound, and the write lock (waited for at most lock_ms)
@@ -533,7 +555,7 @@ enum ims_status pg_wbegin(struct store *st, PGconn **out, int lock, struct ims_e
      * statements; the last one's result comes back). SET LOCAL: the bounds
      * end with the transaction, so read transactions (a long index build
      * between two fetches) are never cut. */
-    struct store_pg *pg = st->pg;
+    struct store_pg *pg = store->pg;
     char sql[256];
     int o = snprintf(sql, sizeof(sql), "BEGIN; SET LOCAL idle_in_transaction_session_timeout = %d",
                      pg->idle_ms);
@@ -553,12 +575,12 @@ enum ims_status pg_wbegin(struct store *st, PGconn **out, int lock, struct ims_e
                               pg->lock_ms);
             pg_cut = 0; /* a bound we asked for, not a cut: the caller decides */
         } else {
-            s = pg_error(c, r, err, lock ? "write lock" : "begin");
+            s = store__pg_error(c, r, err, lock ? "write lock" : "begin");
         }
     }
     PQclear(r);
     if (s != IMS_OK) {
-        pg_put(st, c);
+        store__pg_put(store, c);
         return s;
     }
     if (lock && store__pg_test_after_lock)
@@ -567,38 +589,39 @@ enum ims_status pg_wbegin(struct store *st, PGconn **out, int lock, struct ims_e
     return IMS_OK;
 }
 
-enum ims_status pg_wend(struct store *st, PGconn *c, enum ims_status s, struct ims_error *err)
+enum ims_status store__pg_wend(struct store *store, PGconn *c, enum ims_status s,
+                               struct ims_error *err)
 {
     if (s == IMS_OK)
-        s = pg_x(c, "COMMIT", NULL, err, "commit");
-    pg_put(st, c); /* rolls back if still in a transaction */
+        s = store__pg_x(c, "COMMIT", NULL, err, "commit");
+    store__pg_put(store, c); /* rolls back if still in a transaction */
     return s;
 }
 
-enum ims_status pg_rbegin(struct store *st, PGconn **out, struct ims_error *err)
+enum ims_status store__pg_rbegin(struct store *store, PGconn **out, struct ims_error *err)
 {
     PGconn *c = NULL;
-    enum ims_status s = pg_get(st, &c, err);
+    enum ims_status s = store__pg_get(store, &c, err);
     if (s != IMS_OK)
         return s;
-    s = pg_x(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", NULL, err, "begin");
+    s = store__pg_x(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", NULL, err, "begin");
     if (s != IMS_OK) {
-        pg_put(st, c);
+        store__pg_put(store, c);
         return s;
     }
     *out = c;
     return IMS_OK;
 }
 
-void pg_rend(struct store *st, PGconn *c)
+void store__pg_rend(struct store *store, PGconn *c)
 {
-    /* nothing was written: a failed COMMIT costs nothing (pg_put rolls
+    /* nothing was written: a failed COMMIT costs nothing (store__pg_put rolls
      * back), the read itself stands */
     PGresult *r = PQexec(c, "COMMIT");
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         ims_log(IMS_LOG_DEBUG, "catalogue: ending a read transaction: %s", PQerrorMessage(c));
     PQclear(r);
-    pg_put(st, c);
+    store__pg_put(store, c);
 }
 
 /* ---- schema ------------------------------------------------------------------------- */
@@ -703,19 +726,19 @@ static const char *const pg_migrations[] = {
 _Static_assert(sizeof(pg_migrations) / sizeof(pg_migrations[0]) == STORE_SCHEMA_VERSION,
                "one PostgreSQL migration step per schema version");
 
-static enum ims_status pg_migrate(struct store *st, PGconn *c, struct ims_error *err)
+static enum ims_status pg_migrate(struct store *store, PGconn *c, struct ims_error *err)
 {
-    enum ims_status s = pg_x(c, "BEGIN", NULL, err, "begin");
+    enum ims_status s = store__pg_x(c, "BEGIN", NULL, err, "begin");
     if (s == IMS_OK)
-        s = pg_x(c, "SELECT pg_advisory_xact_lock(1768777074)", NULL, err, "migration lock");
+        s = store__pg_x(c, "SELECT pg_advisory_xact_lock(1768777074)", NULL, err, "migration lock");
     if (s == IMS_OK)
-        s = pg_x(c, "CREATE TABLE IF NOT EXISTS schema_version(version integer NOT NULL)", NULL,
-                 err, "schema_version");
+        s = store__pg_x(c, "CREATE TABLE IF NOT EXISTS schema_version(version integer NOT NULL)",
+                        NULL, err, "schema_version");
     int64_t version = 0;
     int have = 0;
     if (s == IMS_OK)
-        s = pg_q1(c, "SELECT version FROM schema_version", NULL, &have, &version, err,
-                  "schema_version");
+        s = store__pg_q1(c, "SELECT version FROM schema_version", NULL, &have, &version, err,
+                         "schema_version");
     if (s != IMS_OK)
         goto out;
     int fresh = !have;
@@ -723,62 +746,62 @@ static enum ims_status pg_migrate(struct store *st, PGconn *c, struct ims_error 
         s = ims_error_set(err, IMS_ERR_UNSUPPORTED,
                           "catalogue %s has schema version %lld, newer than the %d this "
                           "imgsearch supports; upgrade imgsearch to open it",
-                          st->db_path, (long long)version, STORE_SCHEMA_VERSION);
+                          store->db_path, (long long)version, STORE_SCHEMA_VERSION);
         goto out;
     }
-    if (fresh && (st->flags & STORE_OPEN_EXISTING)) {
+    if (fresh && (store->flags & STORE_OPEN_EXISTING)) {
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "%s holds no catalogue (nothing was created)",
-                          st->db_path);
+                          store->db_path);
         goto out;
     }
     if (fresh) {
         /* a database with tables of its own is not ours to fill */
         int64_t n = 0;
-        s = pg_q1(c,
-                  "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND "
-                  "tablename <> 'schema_version'",
-                  NULL, NULL, &n, err, "inspect");
+        s = store__pg_q1(c,
+                         "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND "
+                         "tablename <> 'schema_version'",
+                         NULL, NULL, &n, err, "inspect");
         if (s != IMS_OK)
             goto out;
         if (n > 0) {
             s = ims_error_set(err, IMS_ERR_CORRUPT,
                               "%s has tables but is not an imgsearch catalogue (no "
                               "schema_version row); it was left untouched",
-                              st->db_path);
+                              store->db_path);
             goto out;
         }
-        s = pg_x(c, "INSERT INTO schema_version VALUES(0)", NULL, err, "schema_version");
+        s = store__pg_x(c, "INSERT INTO schema_version VALUES(0)", NULL, err, "schema_version");
     }
     for (int v = (int)version + 1; v <= STORE_SCHEMA_VERSION && s == IMS_OK; v++) {
         if (pg_migrations[v - 1][0]) {
             PGresult *m = PQexec(c, pg_migrations[v - 1]);
             if (PQresultStatus(m) != PGRES_COMMAND_OK && PQresultStatus(m) != PGRES_TUPLES_OK) {
-                s = pg_error(c, m, err, "migration");
+                s = store__pg_error(c, m, err, "migration");
                 ims_error_prefix(err, "migrating the catalogue to schema v%d", v);
             }
             PQclear(m);
         }
         if (s == IMS_OK) {
             struct pgp p = {0};
-            pgp_i64(&p, v);
-            s = pg_x(c, "UPDATE schema_version SET version = $1", &p, err, "schema_version");
+            store__pgp_i64(&p, v);
+            s = store__pg_x(c, "UPDATE schema_version SET version = $1", &p, err, "schema_version");
         }
         if (s == IMS_OK && !fresh)
             ims_log(IMS_LOG_INFO, "catalogue migrated to schema v%d", v);
     }
     if (s == IMS_OK) {
         struct pgp p = {0};
-        pgp_text(&p, st->model_name);
-        pgp_i64(&p, st->dim);
-        pgp_i64(&p, store__unix_now());
-        s = pg_x(c,
-                 "INSERT INTO model(name, dim, created) VALUES($1, $2::bigint::integer, $3) "
-                 "ON CONFLICT (one) DO NOTHING",
-                 &p, err, "record model");
+        store__pgp_text(&p, store->model_name);
+        store__pgp_i64(&p, store->dim);
+        store__pgp_i64(&p, store__unix_now());
+        s = store__pg_x(c,
+                        "INSERT INTO model(name, dim, created) VALUES($1, $2::bigint::integer, $3) "
+                        "ON CONFLICT (one) DO NOTHING",
+                        &p, err, "record model");
     }
 out:
     if (s == IMS_OK)
-        s = pg_x(c, "COMMIT", NULL, err, "commit");
+        s = store__pg_x(c, "COMMIT", NULL, err, "commit");
     else {
         PGresult *rb = PQexec(c, "ROLLBACK");
         PQclear(rb);
@@ -786,133 +809,136 @@ out:
     return s;
 }
 
-static enum ims_status pg_check_model(struct store *st, PGconn *c, struct ims_error *err)
+static enum ims_status pg_check_model(struct store *store, PGconn *c, struct ims_error *err)
 {
     PGresult *r = NULL;
-    enum ims_status s = pg_q(c, "SELECT name, dim FROM model", NULL, &r, err, "read model");
+    enum ims_status s = store__pg_q(c, "SELECT name, dim FROM model", NULL, &r, err, "read model");
     if (s != IMS_OK)
         return s;
     if (PQntuples(r) != 1) {
         PQclear(r);
         return ims_error_set(err, IMS_ERR_CORRUPT, "catalogue %s: the model record is missing",
-                             st->db_path);
+                             store->db_path);
     }
     const char *name = PQgetvalue(r, 0, 0);
-    int64_t dim = pg_i64(r, 0, 1);
-    if ((strcmp(name, st->model_name) != 0 || dim != st->dim) &&
-        !(st->flags & STORE_OPEN_ALLOW_MODEL_MISMATCH))
+    int64_t dim = store__pg_i64(r, 0, 1);
+    if ((strcmp(name, store->model_name) != 0 || dim != store->dim) &&
+        !(store->flags & STORE_OPEN_ALLOW_MODEL_MISMATCH))
         s = ims_error_set(err, IMS_ERR_MODEL_MISMATCH,
                           "catalogue %s belongs to model '%s' (dim %lld), not to model '%s' "
                           "(dim %u); use that model, another catalogue, or re-embed it",
-                          st->db_path, name, (long long)dim, st->model_name, st->dim);
+                          store->db_path, name, (long long)dim, store->model_name, store->dim);
     PQclear(r);
     return s;
 }
 
 /* ---- model, version, check ------------------------------------------------------------- */
 
-static enum ims_status pg_model_get(struct store *st, char *name, size_t cap, uint32_t *dim,
-                                   struct ims_error *err)
+static enum ims_status pg_model_get(struct store *store, char *name, size_t cap, uint32_t *dim,
+                                    struct ims_error *err)
 {
     PGresult *r = NULL;
-    enum ims_status s = pg_once(st, "SELECT name, dim FROM model", NULL, &r, err, "read model");
+    enum ims_status s =
+        store__pg_once(store, "SELECT name, dim FROM model", NULL, &r, err, "read model");
     if (s != IMS_OK)
         return s;
     if (PQntuples(r) != 1)
         s = ims_error_set(err, IMS_ERR_CORRUPT, "catalogue: the model record is missing");
     else {
         snprintf(name, cap, "%s", PQgetvalue(r, 0, 0));
-        *dim = (uint32_t)pg_i64(r, 0, 1);
+        *dim = (uint32_t)store__pg_i64(r, 0, 1);
     }
     PQclear(r);
     return s;
 }
 
-static enum ims_status pg_model_record(struct store *st, struct ims_error *err)
+static enum ims_status pg_model_record(struct store *store, struct ims_error *err)
 {
     struct pgp p = {0};
-    pgp_text(&p, st->model_name);
-    pgp_i64(&p, st->dim);
-    return pg_wq1(st, 0, "UPDATE model SET name = $1, dim = $2::bigint::integer", &p, NULL, err,
-                  "record model");
+    store__pgp_text(&p, store->model_name);
+    store__pgp_i64(&p, store->dim);
+    return store__pg_wq1(store, 0, "UPDATE model SET name = $1, dim = $2::bigint::integer", &p,
+                         NULL, err, "record model");
 }
 
-static enum ims_status pg_schema_version(struct store *st, int *version, struct ims_error *err)
+static enum ims_status pg_schema_version(struct store *store, int *version, struct ims_error *err)
 {
     PGresult *r = NULL;
-    enum ims_status s =
-        pg_once(st, "SELECT version FROM schema_version", NULL, &r, err, "schema_version");
+    enum ims_status s = store__pg_once(store, "SELECT version FROM schema_version", NULL, &r, err,
+                                       "schema_version");
     if (s != IMS_OK)
         return s;
     if (PQntuples(r) != 1)
         s = ims_error_set(err, IMS_ERR_CORRUPT, "catalogue: bad schema_version");
     else
-        *version = (int)pg_i64(r, 0, 0);
+        *version = (int)store__pg_i64(r, 0, 0);
     PQclear(r);
     return s;
 }
 
-static enum ims_status pg_check(struct store *st, struct ims_error *err)
+static enum ims_status pg_check(struct store *store, struct ims_error *err)
 {
     PGconn *c = NULL;
-    enum ims_status s = pg_rbegin(st, &c, err);
+    enum ims_status s = store__pg_rbegin(store, &c, err);
     if (s != IMS_OK)
         return s;
     struct pgp p = {0};
-    pgp_i64(&p, (int64_t)st->dim * 4);
+    store__pgp_i64(&p, (int64_t)store->dim * 4);
     int bad = 0;
     int64_t bad_id = 0, newer = 0;
-    s = pg_q1(c,
-              "SELECT i.id FROM images i LEFT JOIN embeddings e ON e.image_id = i.id "
-              "WHERE e.vec IS NULL OR length(e.vec) <> $1 LIMIT 1",
-              &p, &bad, &bad_id, err, "check embeddings");
+    s = store__pg_q1(c,
+                     "SELECT i.id FROM images i LEFT JOIN embeddings e ON e.image_id = i.id "
+                     "WHERE e.vec IS NULL OR length(e.vec) <> $1 LIMIT 1",
+                     &p, &bad, &bad_id, err, "check embeddings");
     if (s == IMS_OK && bad)
         s = ims_error_set(err, IMS_ERR_CORRUPT,
                           "catalogue check failed (embeddings): image %lld has no embedding of "
                           "%u floats",
-                          (long long)bad_id, st->dim);
+                          (long long)bad_id, store->dim);
     if (s == IMS_OK)
-        s = pg_q1(c,
-                  "SELECT (SELECT count(*) FROM changes) > 0 AND "
-                  "(SELECT max(seq) FROM changes) > (SELECT seq FROM feed)",
-                  NULL, NULL, &newer, err, "check feed");
+        s = store__pg_q1(c,
+                         "SELECT (SELECT count(*) FROM changes) > 0 AND "
+                         "(SELECT max(seq) FROM changes) > (SELECT seq FROM feed)",
+                         NULL, NULL, &newer, err, "check feed");
     if (s == IMS_OK && newer)
         s = ims_error_set(err, IMS_ERR_CORRUPT,
                           "catalogue check failed (feed): a change is newer than the counter");
-    pg_rend(st, c);
+    store__pg_rend(store, c);
     return s;
 }
 
 /* ---- change feed ------------------------------------------------------------------------ */
 
-enum ims_status pg_log_changes(PGconn *c, const int64_t *ids, size_t n,
-                               enum store_change_kind kind, struct ims_error *err)
+enum ims_status store__pg_log_changes(PGconn *c, const int64_t *ids, size_t n,
+                                      enum store_change_kind kind, struct ims_error *err)
 {
     if (n == 0)
         return IMS_OK;
-    char *lit = pg_int_array(n, pg_int_at, ids);
+    char *lit = store__pg_int_array(n, store__pg_int_at, ids);
     if (!lit)
         return ims_error_set(err, IMS_ERR_NOMEM, "change feed: out of memory");
     /* one round trip: advance the counter, append the changes with the seqs
      * it gave (in ids order), and queue the notification (sent at commit,
      * payload the newest seq) */
     struct pgp p = {0};
-    pgp_i64(&p, (int64_t)n);
-    pgp_literal(&p, lit);
-    pgp_i64(&p, (int64_t)kind);
+    store__pgp_i64(&p, (int64_t)n);
+    store__pgp_literal(&p, lit);
+    store__pgp_i64(&p, (int64_t)kind);
     /* an UPDATE (a replaced embedding) also records each id's embedding
      * version, its change's seq (schema v5), in the same statement */
-    enum ims_status s = pg_x(
+    enum ims_status s = store__pg_x(
         c,
         kind == STORE_CHANGE_UPDATE
-            ? "WITH f AS (UPDATE feed SET seq = seq + $1 RETURNING seq, pg_notify('" STORE_PG_CHANNEL
+            ? "WITH f AS (UPDATE feed SET seq = seq + $1 RETURNING seq, "
+              "pg_notify('" STORE_PG_CHANNEL
               "', seq::text)::text AS sent), c AS (INSERT INTO changes(seq, image_id, kind) SELECT "
               "f.seq - $1 + u.o, u.id, $3::int8::smallint FROM f, unnest($2::bigint[]) WITH "
               "ORDINALITY AS u(id, o) RETURNING seq, image_id) INSERT INTO "
               "embedding_versions(image_id, seq) SELECT image_id, max(seq) FROM c GROUP BY "
               "image_id ON CONFLICT (image_id) DO UPDATE SET seq = excluded.seq"
-            : "WITH f AS (UPDATE feed SET seq = seq + $1 RETURNING seq, pg_notify('" STORE_PG_CHANNEL
-              "', seq::text)::text AS sent) INSERT INTO changes(seq, image_id, kind) SELECT f.seq - "
+            : "WITH f AS (UPDATE feed SET seq = seq + $1 RETURNING seq, "
+              "pg_notify('" STORE_PG_CHANNEL "', seq::text)::text AS sent) INSERT INTO "
+                                             "changes(seq, image_id, kind) SELECT f.seq - "
               "$1 + u.o, u.id, $3::int8::smallint FROM f, unnest($2::bigint[]) WITH ORDINALITY AS "
               "u(id, o)",
         &p, err, "log changes");
@@ -920,36 +946,37 @@ enum ims_status pg_log_changes(PGconn *c, const int64_t *ids, size_t n,
     return s;
 }
 
-static enum ims_status read1(struct store *st, const char *sql, int64_t *v, struct ims_error *err)
+static enum ims_status read1(struct store *store, const char *sql, int64_t *v,
+                             struct ims_error *err)
 {
     int found = 0;
-    enum ims_status s = pg_once1(st, sql, NULL, &found, v, err, "read");
+    enum ims_status s = store__pg_once1(store, sql, NULL, &found, v, err, "read");
     if (s == IMS_OK && !found)
         *v = 0;
     return s;
 }
 
-static enum ims_status pg_change_seq(struct store *st, int64_t *seq, struct ims_error *err)
+static enum ims_status pg_change_seq(struct store *store, int64_t *seq, struct ims_error *err)
 {
-    return read1(st, "SELECT seq FROM feed", seq, err);
+    return read1(store, "SELECT seq FROM feed", seq, err);
 }
 
-static enum ims_status pg_change_floor(struct store *st, int64_t *floor, struct ims_error *err)
+static enum ims_status pg_change_floor(struct store *store, int64_t *floor, struct ims_error *err)
 {
-    return read1(st, "SELECT floor FROM feed", floor, err);
+    return read1(store, "SELECT floor FROM feed", floor, err);
 }
 
-static enum ims_status pg_changes_after(struct store *st, int64_t after, size_t max_n,
+static enum ims_status pg_changes_after(struct store *store, int64_t after, size_t max_n,
                                         struct store_change *out, size_t *n_out,
                                         struct ims_error *err)
 {
     PGconn *c = NULL;
     PGresult *r = NULL;
-    enum ims_status s = pg_rbegin(st, &c, err);
+    enum ims_status s = store__pg_rbegin(store, &c, err);
     if (s != IMS_OK)
         return s;
     int64_t floor = 0;
-    s = pg_q1(c, "SELECT floor FROM feed", NULL, NULL, &floor, err, "read floor");
+    s = store__pg_q1(c, "SELECT floor FROM feed", NULL, NULL, &floor, err, "read floor");
     if (s == IMS_OK && after < floor)
         s = ims_error_set(err, IMS_ERR_NOT_FOUND,
                           "the change feed was trimmed up to seq %lld; a replica at seq %lld "
@@ -957,22 +984,23 @@ static enum ims_status pg_changes_after(struct store *st, int64_t after, size_t 
                           (long long)floor, (long long)after);
     if (s == IMS_OK) {
         struct pgp p = {0};
-        pgp_i64(&p, after);
-        pgp_i64(&p, (int64_t)max_n);
-        s = pg_q(c, "SELECT seq, image_id, kind FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
-                 &p, &r, err, "read changes");
+        store__pgp_i64(&p, after);
+        store__pgp_i64(&p, (int64_t)max_n);
+        s = store__pg_q(
+            c, "SELECT seq, image_id, kind FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2", &p,
+            &r, err, "read changes");
     }
     if (s == IMS_OK) {
         size_t n = (size_t)PQntuples(r);
         for (size_t i = 0; i < n; i++) {
-            out[i].seq = pg_i64(r, (int)i, 0);
-            out[i].id = pg_i64(r, (int)i, 1);
-            out[i].kind = (enum store_change_kind)pg_i64(r, (int)i, 2);
+            out[i].seq = store__pg_i64(r, (int)i, 0);
+            out[i].id = store__pg_i64(r, (int)i, 1);
+            out[i].kind = (enum store_change_kind)store__pg_i64(r, (int)i, 2);
         }
         *n_out = n;
     }
     PQclear(r);
-    pg_rend(st, c);
+    store__pg_rend(store, c);
     return s;
 }
 
@@ -980,59 +1008,60 @@ static enum ims_status pg_changes_after(struct store *st, int64_t after, size_t 
  * (a transaction advisory lock taken without waiting); the others find it
  * taken and leave the work to it. */
 #define STORE_PG_TRIM_LOCK 1768777075
-static enum ims_status pg_change_trim(struct store *st, int64_t upto, struct ims_error *err)
+static enum ims_status pg_change_trim(struct store *store, int64_t upto, struct ims_error *err)
 {
     PGconn *c = NULL;
-    enum ims_status s = pg_wbegin(st, &c, 0, err);
+    enum ims_status s = store__pg_wbegin(store, &c, 0, err);
     if (s != IMS_OK)
         return s;
     struct pgp t = {0};
-    pgp_i64(&t, STORE_PG_TRIM_LOCK);
+    store__pgp_i64(&t, STORE_PG_TRIM_LOCK);
     int64_t mine = 0; /* a binary bool: 1 byte */
-    s = pg_q1(c, "SELECT pg_try_advisory_xact_lock($1)", &t, NULL, &mine, err, "trim lock");
+    s = store__pg_q1(c, "SELECT pg_try_advisory_xact_lock($1)", &t, NULL, &mine, err, "trim lock");
     if (s != IMS_OK || mine != 1)
-        return pg_wend(st, c, s, err);
+        return store__pg_wend(store, c, s, err);
     struct pgp w = {0};
-    pgp_i64(&w, STORE_PG_WRITE_LOCK);
-    s = pg_x(c, "SELECT pg_advisory_xact_lock($1)", &w, err, "write lock");
+    store__pgp_i64(&w, STORE_PG_WRITE_LOCK);
+    s = store__pg_x(c, "SELECT pg_advisory_xact_lock($1)", &w, err, "write lock");
     struct pgp p = {0};
-    pgp_i64(&p, upto);
+    store__pgp_i64(&p, upto);
     if (s == IMS_OK)
-        s = pg_x(c, "UPDATE feed SET floor = greatest(floor, least($1, seq))", &p, err, "trim");
+        s = store__pg_x(c, "UPDATE feed SET floor = greatest(floor, least($1, seq))", &p, err,
+                        "trim");
     if (s == IMS_OK)
-        s = pg_x(c, "DELETE FROM changes WHERE seq <= (SELECT floor FROM feed)", NULL, err,
-                 "trim");
-    return pg_wend(st, c, s, err);
+        s = store__pg_x(c, "DELETE FROM changes WHERE seq <= (SELECT floor FROM feed)", NULL, err,
+                        "trim");
+    return store__pg_wend(store, c, s, err);
 }
 
-static enum ims_status pg_embeddings_changed_after(struct store *st, int64_t after,
+static enum ims_status pg_embeddings_changed_after(struct store *store, int64_t after,
                                                    int64_t **ids_out, size_t *n_out,
                                                    struct ims_error *err)
 {
     PGresult *r = NULL;
     struct pgp p = {0};
-    pgp_i64(&p, after);
-    enum ims_status s =
-        pg_once(st,
-                "SELECT v.image_id FROM embedding_versions v JOIN images i ON i.id = v.image_id "
-                "WHERE v.seq > $1 ORDER BY v.image_id",
-                &p, &r, err, "read embedding versions");
+    store__pgp_i64(&p, after);
+    enum ims_status s = store__pg_once(
+        store,
+        "SELECT v.image_id FROM embedding_versions v JOIN images i ON i.id = v.image_id "
+        "WHERE v.seq > $1 ORDER BY v.image_id",
+        &p, &r, err, "read embedding versions");
     if (s != IMS_OK)
         return s;
-    return pg_id_column(r, ids_out, n_out, "embedding versions", err);
+    return store__pg_id_column(r, ids_out, n_out, "embedding versions", err);
 }
 
 /* Waits on the LISTEN connection: whoever holds llock polls its socket in
  * short slices; every slice re-reads the counter, so a notification that
  * arrived for another waiter is never missed. */
-static enum ims_status pg_wait_change(struct store *st, int64_t known, int timeout_ms,
+static enum ims_status pg_wait_change(struct store *store, int64_t known, int timeout_ms,
                                       int64_t *seq_now, struct ims_error *err)
 {
-    struct store_pg *pg = st->pg;
+    struct store_pg *pg = store->pg;
     int64_t deadline = store__unix_now_ms() + timeout_ms;
     for (;;) {
         int64_t seq = 0;
-        enum ims_status s = pg_change_seq(st, &seq, err);
+        enum ims_status s = pg_change_seq(store, &seq, err);
         if (s != IMS_OK)
             return s;
         int64_t left = deadline - store__unix_now_ms();
@@ -1050,7 +1079,7 @@ static enum ims_status pg_wait_change(struct store *st, int64_t known, int timeo
              * counter every slice: say why (debug: it may repeat) */
             PGconn *c = NULL;
             struct ims_error e = {0};
-            if (pg_connect(st, &c, &e) == IMS_OK) {
+            if (pg_connect(store, &c, &e) == IMS_OK) {
                 PGresult *r = PQexec(c, "LISTEN " STORE_PG_CHANNEL);
                 int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
                 PQclear(r);
@@ -1081,29 +1110,29 @@ static enum ims_status pg_wait_change(struct store *st, int64_t known, int timeo
 
 /* ---- open / close ---------------------------------------------------------------------- */
 
-static void pg_close(struct store *st)
+static void pg_close(struct store *store)
 {
-    if (!st)
+    if (!store)
         return;
-    if (st->pg) {
-        for (int i = 0; i < st->pg->n_idle; i++) {
-            pg_forget(st->pg->idle[i]);
-            PQfinish(st->pg->idle[i]);
+    if (store->pg) {
+        for (int i = 0; i < store->pg->n_idle; i++) {
+            store__pg_forget(store->pg->idle[i]);
+            PQfinish(store->pg->idle[i]);
         }
-        if (st->pg->listen)
-            PQfinish(st->pg->listen);
-        pthread_mutex_destroy(&st->pg->plock);
-        pthread_cond_destroy(&st->pg->pcond);
-        pthread_mutex_destroy(&st->pg->llock);
-        if (st->pg->conninfo) {
-            memset(st->pg->conninfo, 0, strlen(st->pg->conninfo));
-            ims_free(st->pg->conninfo);
+        if (store->pg->listen)
+            PQfinish(store->pg->listen);
+        pthread_mutex_destroy(&store->pg->plock);
+        pthread_cond_destroy(&store->pg->pcond);
+        pthread_mutex_destroy(&store->pg->llock);
+        if (store->pg->conninfo) {
+            memset(store->pg->conninfo, 0, strlen(store->pg->conninfo));
+            ims_free(store->pg->conninfo);
         }
-        ims_free(st->pg);
+        ims_free(store->pg);
     }
-    ims_free(st->db_path);
-    ims_free(st->model_name);
-    ims_free(st);
+    ims_free(store->db_path);
+    ims_free(store->model_name);
+    ims_free(store);
 }
 
 /* Takes imgsearch's own parameters (STORE_PG_IDLE_PARAM, STORE_PG_LOCK_PARAM)
@@ -1170,58 +1199,58 @@ enum ims_status store__pg_open(const char *url, const struct store_model_info *m
                         "store_open: the model needs a name (1..%d bytes) and an embedding "
                         "size of 1..%d",
                         STORE_MODEL_NAME_MAX_BYTES, STORE_DIM_MAX);
-    struct store *st = ims_calloc(1, sizeof(*st));
-    if (!st)
+    struct store *store = ims_calloc(1, sizeof(*store));
+    if (!store)
         return ims_error_set(err, IMS_ERR_NOMEM, "store_open: out of memory");
-    st->ops = &pg_ops;
-    st->pg = ims_calloc(1, sizeof(*st->pg));
+    store->ops = &pg_ops;
+    store->pg = ims_calloc(1, sizeof(*store->pg));
     size_t shown_cap = strlen(url) + 8;
-    st->db_path = ims_malloc(shown_cap);
-    st->model_name = ims_strdup(model->name);
-    if (st->pg)
-        st->pg->conninfo = ims_malloc(strlen(url) + 1);
-    if (!st->pg || !st->db_path || !st->model_name || !st->pg->conninfo) {
-        pg_close(st);
+    store->db_path = ims_malloc(shown_cap);
+    store->model_name = ims_strdup(model->name);
+    if (store->pg)
+        store->pg->conninfo = ims_malloc(strlen(url) + 1);
+    if (!store->pg || !store->db_path || !store->model_name || !store->pg->conninfo) {
+        pg_close(store);
         return ims_error_set(err, IMS_ERR_NOMEM, "store_open: out of memory");
     }
-    store_catalogue_display(url, st->db_path, shown_cap);
-    st->dim = model->dim;
-    st->flags = flags;
-    pthread_mutex_init(&st->pg->plock, NULL);
-    pthread_cond_init(&st->pg->pcond, NULL);
-    pthread_mutex_init(&st->pg->llock, NULL);
+    store_catalogue_display(url, store->db_path, shown_cap);
+    store->dim = model->dim;
+    store->flags = flags;
+    pthread_mutex_init(&store->pg->plock, NULL);
+    pthread_cond_init(&store->pg->pcond, NULL);
+    pthread_mutex_init(&store->pg->llock, NULL);
     enum ims_status ps =
-        pg_take_params(url, st->pg->conninfo, &st->pg->idle_ms, &st->pg->lock_ms, err);
+        pg_take_params(url, store->pg->conninfo, &store->pg->idle_ms, &store->pg->lock_ms, err);
     if (ps != IMS_OK) {
-        pg_close(st);
+        pg_close(store);
         return ps;
     }
 
     /* a bad URL is reported by libpq before any connection attempt */
     char *perr = NULL;
-    PQconninfoOption *opts = PQconninfoParse(st->pg->conninfo, &perr);
+    PQconninfoOption *opts = PQconninfoParse(store->pg->conninfo, &perr);
     if (!opts) {
-        enum ims_status s = ims_error_set(err, IMS_ERR_INVALID, "catalogue %s: %s",
-                                          st->db_path, perr ? perr : "not a valid URL");
+        enum ims_status s = ims_error_set(err, IMS_ERR_INVALID, "catalogue %s: %s", store->db_path,
+                                          perr ? perr : "not a valid URL");
         PQfreemem(perr);
-        pg_close(st);
+        pg_close(store);
         return s;
     }
     PQconninfoFree(opts);
 
     PGconn *c = NULL;
-    enum ims_status s = pg_get(st, &c, err);
+    enum ims_status s = store__pg_get(store, &c, err);
     if (s == IMS_OK) {
-        s = pg_migrate(st, c, err);
+        s = pg_migrate(store, c, err);
         if (s == IMS_OK)
-            s = pg_check_model(st, c, err);
-        pg_put(st, c);
+            s = pg_check_model(store, c, err);
+        store__pg_put(store, c);
     }
     if (s != IMS_OK) {
-        pg_close(st);
+        pg_close(store);
         return s;
     }
-    *out = st;
+    *out = store;
     return IMS_OK;
 }
 
@@ -1231,7 +1260,7 @@ enum ims_status store__pg_open(const char *url, const struct store_model_info *m
  * transaction cut by the server after STORE_PG_IDLE_PARAM, so the other
  * nodes' writers proceed. When it wakes, its next statement fails; the
  * server rolled everything back, so the whole operation runs again from
- * its start on a fresh connection (pg_get resets a broken one), at most
+ * its start on a fresh connection (store__pg_get resets a broken one), at most
  * PG_RETRY_MAX times, after a warning that says why. Nothing is lost (the
  * retry writes it) and nothing is doubled (nothing of the first attempt
  * was committed). Not retried: a COMMIT whose connection was lost (it may
@@ -1264,85 +1293,87 @@ static int pg_retry_again(enum ims_status s, int attempt, const struct ims_error
         }                                                                                     \
     }
 
-PG_RETRY(pg_model_record, (struct store * st, struct ims_error *err), (st, err))
-PG_RETRY(pg_insert_many,
-         (struct store * st, const struct store_new_image *rows, size_t n,
+PG_RETRY(pg_model_record, (struct store * store, struct ims_error *err), (store, err))
+PG_RETRY(store__pg_insert_many,
+         (struct store * store, const struct store_new_image *rows, size_t n,
           struct store_insert_result *res, struct ims_error *err),
-         (st, rows, n, res, err))
-PG_RETRY(pg_insert_stream,
-         (struct store * st, size_t n_total, size_t chunk_rows, store_fill_fn fill,
+         (store, rows, n, res, err))
+PG_RETRY(store__pg_insert_stream,
+         (struct store * store, size_t n_total, size_t chunk_rows, store_fill_fn fill,
           store_result_fn done, void *user, struct ims_error *err),
-         (st, n_total, chunk_rows, fill, done, user, err))
-PG_RETRY(pg_insert_finish,
-         (struct store * st, const struct store_new_image *rows, size_t n,
+         (store, n_total, chunk_rows, fill, done, user, err))
+PG_RETRY(store__pg_insert_finish,
+         (struct store * store, const struct store_new_image *rows, size_t n,
           struct store_insert_result *res, const char *node, const int64_t *items,
           struct store_item_result *ir, struct ims_error *err),
-         (st, rows, n, res, node, items, ir, err))
-PG_RETRY(pg_set_thumbnail,
-         (struct store * st, int64_t id, const void *jpeg, size_t n, struct ims_error *err),
-         (st, id, jpeg, n, err))
-PG_RETRY(pg_set_embeddings,
-         (struct store * st, const int64_t *ids, const float *v, size_t n, uint8_t *exists,
+         (store, rows, n, res, node, items, ir, err))
+PG_RETRY(store__pg_set_thumbnail,
+         (struct store * store, int64_t id, const void *jpeg, size_t n, struct ims_error *err),
+         (store, id, jpeg, n, err))
+PG_RETRY(store__pg_set_embeddings,
+         (struct store * store, const int64_t *ids, const float *v, size_t n, uint8_t *exists,
           struct ims_error *err),
-         (st, ids, v, n, exists, err))
-PG_RETRY(pg_delete_many,
-         (struct store * st, const int64_t *ids, size_t n, uint8_t *existed,
+         (store, ids, v, n, exists, err))
+PG_RETRY(store__pg_delete_many,
+         (struct store * store, const int64_t *ids, size_t n, uint8_t *existed,
           struct ims_error *err),
-         (st, ids, n, existed, err))
-PG_RETRY(pg_tags_update,
-         (struct store * st, int64_t id, const char *const *tags, const char *const *keys,
+         (store, ids, n, existed, err))
+PG_RETRY(store__pg_tags_update,
+         (struct store * store, int64_t id, const char *const *tags, const char *const *keys,
           size_t n_add, const char *const *rkeys, size_t n_remove, struct ims_error *err),
-         (st, id, tags, keys, n_add, rkeys, n_remove, err))
-PG_RETRY(pg_restore_many,
-         (struct store * st, const struct store_restore_row *rows, size_t n,
+         (store, id, tags, keys, n_add, rkeys, n_remove, err))
+PG_RETRY(store__pg_restore_many,
+         (struct store * store, const struct store_restore_row *rows, size_t n,
           struct ims_error *err),
-         (st, rows, n, err))
-PG_RETRY(pg_change_trim, (struct store * st, int64_t upto, struct ims_error *err),
-         (st, upto, err))
-PG_RETRY(pg_job_create, (struct store * st, const char *id, int64_t total, struct ims_error *err),
-         (st, id, total, err))
-PG_RETRY(pg_job_update,
-         (struct store * st, const char *id, enum store_job_state state, int64_t done,
+         (store, rows, n, err))
+PG_RETRY(pg_change_trim, (struct store * store, int64_t upto, struct ims_error *err),
+         (store, upto, err))
+PG_RETRY(store__pg_job_create,
+         (struct store * store, const char *id, int64_t total, struct ims_error *err),
+         (store, id, total, err))
+PG_RETRY(store__pg_job_update,
+         (struct store * store, const char *id, enum store_job_state state, int64_t done,
           int64_t failed, struct ims_error *err),
-         (st, id, state, done, failed, err))
-PG_RETRY(pg_job_add_errors,
-         (struct store * st, const char *id, const char *const *urls, const char *const *msgs,
-          size_t n, struct ims_error *err),
-         (st, id, urls, msgs, n, err))
-PG_RETRY(pg_job_fail_unfinished, (struct store * st, int64_t *n, struct ims_error *err),
-         (st, n, err))
-PG_RETRY(pg_job_add_items,
-         (struct store * st, const char *id, const char *const *sources, size_t n,
+         (store, id, state, done, failed, err))
+PG_RETRY(store__pg_job_add_errors,
+         (struct store * store, const char *id, const char *const *urls, const char *const *codes,
+          const char *const *msgs, size_t n, struct ims_error *err),
+         (store, id, urls, codes, msgs, n, err))
+PG_RETRY(store__pg_job_fail_unfinished, (struct store * store, int64_t *n, struct ims_error *err),
+         (store, n, err))
+PG_RETRY(store__pg_job_add_items,
+         (struct store * store, const char *id, const char *const *sources, size_t n,
           struct ims_error *err),
-         (st, id, sources, n, err))
-PG_RETRY(pg_job_seal, (struct store * st, const char *id, struct ims_error *err), (st, id, err))
-PG_RETRY(pg_job_claim,
-         (struct store * st, const char *node, size_t max_n, int64_t lease_ms,
+         (store, id, sources, n, err))
+PG_RETRY(store__pg_job_seal, (struct store * store, const char *id, struct ims_error *err),
+         (store, id, err))
+PG_RETRY(store__pg_job_claim,
+         (struct store * store, const char *node, size_t max_n, int64_t lease_ms,
           struct store_job_item **items, size_t *n, struct ims_error *err),
-         (st, node, max_n, lease_ms, items, n, err))
-PG_RETRY(pg_job_renew,
-         (struct store * st, const char *node, const int64_t *ids, size_t n, int64_t lease_ms,
+         (store, node, max_n, lease_ms, items, n, err))
+PG_RETRY(store__pg_job_renew,
+         (struct store * store, const char *node, const int64_t *ids, size_t n, int64_t lease_ms,
           uint8_t *held, struct ims_error *err),
-         (st, node, ids, n, lease_ms, held, err))
-PG_RETRY(pg_job_release_node,
-         (struct store * st, const char *node, int64_t *n, struct ims_error *err),
-         (st, node, n, err))
-PG_RETRY(pg_job_finish,
-         (struct store * st, const char *node, const struct store_item_result *results,
-          size_t n, uint8_t *accepted, struct ims_error *err),
-         (st, node, results, n, accepted, err))
-PG_RETRY(pg_update_files,
-         (struct store * st, const struct store_file_update *u, size_t n, uint8_t *found,
+         (store, node, ids, n, lease_ms, held, err))
+PG_RETRY(store__pg_job_release_node,
+         (struct store * store, const char *node, int64_t *n, struct ims_error *err),
+         (store, node, n, err))
+PG_RETRY(store__pg_job_finish,
+         (struct store * store, const char *node, const struct store_item_result *results, size_t n,
+          uint8_t *accepted, struct ims_error *err),
+         (store, node, results, n, accepted, err))
+PG_RETRY(store__pg_update_files,
+         (struct store * store, const struct store_file_update *u, size_t n, uint8_t *found,
           struct ims_error *err),
-         (st, u, n, found, err))
-PG_RETRY(pg_replace_content,
-         (struct store * st, int64_t id, int64_t from, int64_t size, int64_t mtime,
+         (store, u, n, found, err))
+PG_RETRY(store__pg_replace_content,
+         (struct store * store, int64_t id, int64_t from, int64_t size, int64_t mtime,
           struct ims_error *err),
-         (st, id, from, size, mtime, err))
-PG_RETRY(pg_set_details,
-         (struct store * st, int64_t id, const char *caption, int64_t added,
+         (store, id, from, size, mtime, err))
+PG_RETRY(store__pg_set_details,
+         (struct store * store, int64_t id, const char *caption, int64_t added,
           struct ims_error *err),
-         (st, id, caption, added, err))
+         (store, id, caption, added, err))
 
 static const struct store_ops pg_ops = {
     .name = "postgresql",
@@ -1351,46 +1382,46 @@ static const struct store_ops pg_ops = {
     .model_record = pg_model_record_retry,
     .schema_version = pg_schema_version,
     .check = pg_check,
-    .insert_many = pg_insert_many_retry,
-    .insert_finish = pg_insert_finish_retry,
-    .insert_stream = pg_insert_stream_retry,
-    .set_thumbnail = pg_set_thumbnail_retry,
-    .set_embeddings = pg_set_embeddings_retry,
-    .delete_many = pg_delete_many_retry,
-    .get_many = pg_get_many,
-    .find_by_source = pg_find_by_source,
-    .find_by_sha256 = pg_find_by_sha256,
-    .get_thumbnail = pg_get_thumbnail,
-    .count = pg_count,
-    .filter_ids = pg_filter_ids,
-    .tags_update = pg_tags_update_retry,
-    .max_id = pg_max_id,
-    .list = pg_list,
-    .scan_embeddings = pg_scan_embeddings,
-    .restore_many = pg_restore_many_retry,
-    .deleted_seq = pg_deleted_seq,
-    .deleted_after = pg_deleted_after,
+    .insert_many = store__pg_insert_many_retry,
+    .insert_finish = store__pg_insert_finish_retry,
+    .insert_stream = store__pg_insert_stream_retry,
+    .set_thumbnail = store__pg_set_thumbnail_retry,
+    .set_embeddings = store__pg_set_embeddings_retry,
+    .delete_many = store__pg_delete_many_retry,
+    .get_many = store__pg_get_many,
+    .find_by_source = store__pg_find_by_source,
+    .find_by_sha256 = store__pg_find_by_sha256,
+    .get_thumbnail = store__pg_get_thumbnail,
+    .count = store__pg_count,
+    .filter_ids = store__pg_filter_ids,
+    .tags_update = store__pg_tags_update_retry,
+    .max_id = store__pg_max_id,
+    .list = store__pg_list,
+    .scan_embeddings = store__pg_scan_embeddings,
+    .restore_many = store__pg_restore_many_retry,
+    .deleted_seq = store__pg_deleted_seq,
+    .deleted_after = store__pg_deleted_after,
     .change_seq = pg_change_seq,
     .changes_after = pg_changes_after,
     .change_floor = pg_change_floor,
     .change_trim = pg_change_trim_retry,
     .embeddings_changed_after = pg_embeddings_changed_after,
     .wait_change = pg_wait_change,
-    .job_create = pg_job_create_retry,
-    .job_update = pg_job_update_retry,
-    .job_add_errors = pg_job_add_errors_retry,
-    .job_get = pg_job_get,
-    .job_fail_unfinished = pg_job_fail_unfinished_retry,
-    .job_add_items = pg_job_add_items_retry,
-    .job_seal = pg_job_seal_retry,
-    .job_claim = pg_job_claim_retry,
-    .job_renew = pg_job_renew_retry,
-    .job_release_node = pg_job_release_node_retry,
-    .job_item_outcome = pg_job_item_outcome,
-    .job_finish = pg_job_finish_retry,
-    .job_item_get = pg_job_item_get,
-    .list_under = pg_list_under,
-    .update_files = pg_update_files_retry,
-    .replace_content = pg_replace_content_retry,
-    .set_details = pg_set_details_retry,
+    .job_create = store__pg_job_create_retry,
+    .job_update = store__pg_job_update_retry,
+    .job_add_errors = store__pg_job_add_errors_retry,
+    .job_get = store__pg_job_get,
+    .job_fail_unfinished = store__pg_job_fail_unfinished_retry,
+    .job_add_items = store__pg_job_add_items_retry,
+    .job_seal = store__pg_job_seal_retry,
+    .job_claim = store__pg_job_claim_retry,
+    .job_renew = store__pg_job_renew_retry,
+    .job_release_node = store__pg_job_release_node_retry,
+    .job_item_outcome = store__pg_job_item_outcome,
+    .job_finish = store__pg_job_finish_retry,
+    .job_item_get = store__pg_job_item_get,
+    .list_under = store__pg_list_under,
+    .update_files = store__pg_update_files_retry,
+    .replace_content = store__pg_replace_content_retry,
+    .set_details = store__pg_set_details_retry,
 };

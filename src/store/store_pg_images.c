@@ -21,12 +21,13 @@ static enum ims_status put_thumb(PGconn *c, int64_t id, const void *b, size_t n,
                                  struct ims_error *err)
 {
     struct pgp p = {0};
-    pgp_i64(&p, id);
-    pgp_bytea(&p, b, n);
-    return pg_x(c,
-                "INSERT INTO thumbnails(image_id, jpeg) VALUES($1, $2) ON CONFLICT (image_id) "
-                "DO UPDATE SET jpeg = excluded.jpeg",
-                &p, err, "store thumbnail");
+    store__pgp_i64(&p, id);
+    store__pgp_bytea(&p, b, n);
+    return store__pg_x(
+        c,
+        "INSERT INTO thumbnails(image_id, jpeg) VALUES($1, $2) ON CONFLICT (image_id) "
+        "DO UPDATE SET jpeg = excluded.jpeg",
+        &p, err, "store thumbnail");
 }
 
 /* Row `i` of a batch: IMS_ERR_INVALID when its metadata (not NULL) is not
@@ -36,10 +37,10 @@ static enum ims_status check_metadata(PGconn *c, const char *metadata, size_t i,
                                       const char *source, struct ims_error *err)
 {
     struct pgp p = {0};
-    pgp_text(&p, metadata);
+    store__pgp_text(&p, metadata);
     int64_t ok = 0;
     enum ims_status s =
-        pg_q1(c, "SELECT ims_json_valid($1)::int::int8", &p, NULL, &ok, err, "look up");
+        store__pg_q1(c, "SELECT ims_json_valid($1)::int::int8", &p, NULL, &ok, err, "look up");
     if (s == IMS_OK && !ok)
         s = ims_error_set(err, IMS_ERR_INVALID, "row %zu (%s): metadata is not valid JSON", i,
                           source);
@@ -51,12 +52,12 @@ static enum ims_status check_metadata(PGconn *c, const char *metadata, size_t i,
 static enum ims_status lock_image(PGconn *c, int64_t id, int update, struct ims_error *err)
 {
     struct pgp p = {0};
-    pgp_i64(&p, id);
+    store__pgp_i64(&p, id);
     int found = 0;
-    enum ims_status s = pg_q1(c,
-                              update ? "SELECT id FROM images WHERE id = $1 FOR UPDATE"
-                                     : "SELECT id FROM images WHERE id = $1 FOR SHARE",
-                              &p, &found, NULL, err, "look up");
+    enum ims_status s = store__pg_q1(c,
+                                     update ? "SELECT id FROM images WHERE id = $1 FOR UPDATE"
+                                            : "SELECT id FROM images WHERE id = $1 FOR SHARE",
+                                     &p, &found, NULL, err, "look up");
     if (s == IMS_OK && !found)
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
     return s;
@@ -85,16 +86,19 @@ struct bset { /* open addressing over row indexes; key = source or sha256 */
 static enum ims_status copy_rows(PGconn *c, struct pgcopy *bi, struct pgcopy *be,
                                  struct pgcopy *bt, size_t n_thumbs, struct ims_error *err)
 {
-    enum ims_status s = pgc_send(c,
-                                 "COPY images(id, source, sha256, format, width, height, bytes, "
-                                 "added, caption, metadata, model) FROM STDIN (FORMAT binary)",
-                                 bi, err);
+    enum ims_status s =
+        store__pgc_send(c,
+                        "COPY images(id, source, sha256, format, width, height, bytes, "
+                        "added, caption, metadata, model) FROM STDIN (FORMAT binary)",
+                        bi, err);
     if (s == IMS_OK)
-        s = pgc_send(c, "COPY embeddings(image_id, vec) FROM STDIN (FORMAT binary)", be, err);
+        s = store__pgc_send(c, "COPY embeddings(image_id, vec) FROM STDIN (FORMAT binary)", be,
+                            err);
     else
         ims_free(be->p);
     if (s == IMS_OK && n_thumbs > 0)
-        s = pgc_send(c, "COPY thumbnails(image_id, jpeg) FROM STDIN (FORMAT binary)", bt, err);
+        s = store__pgc_send(c, "COPY thumbnails(image_id, jpeg) FROM STDIN (FORMAT binary)", bt,
+                            err);
     else
         ims_free(bt->p);
     return s;
@@ -137,7 +141,7 @@ static int32_t bset_find(struct bset *s, const struct store_new_image *rows, int
 
 /* Inserts rows[0..n) inside the caller's write transaction on c (advisory
  * lock held); `first` numbers the rows in messages. results[n] is filled. */
-static enum ims_status insert_batch(struct store *st, PGconn *c,
+static enum ims_status insert_batch(struct store *store, PGconn *c,
                                     const struct store_new_image *rows, size_t n, size_t first,
                                     struct store_insert_result *results, struct ims_error *err)
 {
@@ -158,7 +162,7 @@ static enum ims_status insert_batch(struct store *st, PGconn *c,
     for (size_t i = 0; i < n; i++)
         src_id[i] = sha_id[i] = -1;
     for (size_t i = 0; i < n && s == IMS_OK; i++) {
-        s = store__validate_row(st, &rows[i], first + i, err);
+        s = store__validate_row(store, &rows[i], first + i, err);
         if (s == IMS_OK && rows[i].metadata)
             s = check_metadata(c, rows[i].metadata, first + i, rows[i].source, err);
     }
@@ -168,37 +172,38 @@ static enum ims_status insert_batch(struct store *st, PGconn *c,
      * joined on the unique indexes (one index probe per row), in one
      * statement (the first column says which) */
     struct pgcopy as, ah;
-    pga_begin(&as, 25, n);
-    pga_begin(&ah, 17, n);
+    store__pga_begin(&as, 25, n);
+    store__pga_begin(&ah, 17, n);
     for (size_t i = 0; i < n; i++) {
-        pgc_text(&as, rows[i].source);
-        pgc_bytes(&ah, rows[i].sha256, 32);
+        store__pgc_text(&as, rows[i].source);
+        store__pgc_bytes(&ah, rows[i].sha256, 32);
     }
     if (as.oom || ah.oom)
         s = ims_error_set(err, IMS_ERR_NOMEM, "store_insert_many: out of memory");
     if (s == IMS_OK) {
         struct pgp p = {0};
-        pgp_raw(&p, as.p, as.n, 1009); /* text[] */
-        pgp_raw(&p, ah.p, ah.n, 1001); /* bytea[] */
-        s = pg_q(c,
-                 "SELECT 0::int8, b.k - 1, i.id, (i.sha256 IS NULL)::int::int8 FROM "
-                 "unnest($1::text[]) WITH ORDINALITY AS b(source, k) JOIN images i ON i.source "
-                 "= b.source UNION ALL SELECT 1::int8, b.k - 1, i.id, 0::int8 FROM "
-                 "unnest($2::bytea[]) WITH ORDINALITY AS b(sha, k) JOIN images i ON i.sha256 = "
-                 "b.sha WHERE b.sha IS NOT NULL",
-                 &p, &r, err, "look up sources and hashes");
+        store__pgp_raw(&p, as.p, as.n, 1009); /* text[] */
+        store__pgp_raw(&p, ah.p, ah.n, 1001); /* bytea[] */
+        s = store__pg_q(
+            c,
+            "SELECT 0::int8, b.k - 1, i.id, (i.sha256 IS NULL)::int::int8 FROM "
+            "unnest($1::text[]) WITH ORDINALITY AS b(source, k) JOIN images i ON i.source "
+            "= b.source UNION ALL SELECT 1::int8, b.k - 1, i.id, 0::int8 FROM "
+            "unnest($2::bytea[]) WITH ORDINALITY AS b(sha, k) JOIN images i ON i.sha256 = "
+            "b.sha WHERE b.sha IS NOT NULL",
+            &p, &r, err, "look up sources and hashes");
     }
     ims_free(as.p);
     ims_free(ah.p);
     for (int k = 0; s == IMS_OK && k < PQntuples(r); k++) {
-        int64_t i = pg_i64(r, k, 1);
+        int64_t i = store__pg_i64(r, k, 1);
         if (i < 0 || (size_t)i >= n)
             continue;
-        if (pg_i64(r, k, 0) == 0) {
-            src_id[i] = pg_i64(r, k, 2);
-            nodata[i] = (uint8_t)pg_i64(r, k, 3);
+        if (store__pg_i64(r, k, 0) == 0) {
+            src_id[i] = store__pg_i64(r, k, 2);
+            nodata[i] = (uint8_t)store__pg_i64(r, k, 3);
         } else {
-            sha_id[i] = pg_i64(r, k, 2);
+            sha_id[i] = store__pg_i64(r, k, 2);
         }
     }
     PQclear(r);
@@ -242,15 +247,15 @@ static enum ims_status insert_batch(struct store *st, PGconn *c,
     /* 3. ids for the new rows, in row order */
     if (n_new > 0) {
         struct pgp p = {0};
-        pgp_i64(&p, (int64_t)n_new);
-        s = pg_q(c,
-                 "SELECT nextval(pg_get_serial_sequence('images', 'id')) FROM "
-                 "generate_series(1, $1) ORDER BY 1",
-                 &p, &r, err, "allocate ids");
+        store__pgp_i64(&p, (int64_t)n_new);
+        s = store__pg_q(c,
+                        "SELECT nextval(pg_get_serial_sequence('images', 'id')) FROM "
+                        "generate_series(1, $1) ORDER BY 1",
+                        &p, &r, err, "allocate ids");
         if (s == IMS_OK && (size_t)PQntuples(r) != n_new)
             s = ims_error_set(err, IMS_ERR_INTERNAL, "catalogue: id allocation came up short");
         for (size_t k = 0; s == IMS_OK && k < n_new; k++)
-            new_ids[k] = pg_i64(r, (int)k, 0);
+            new_ids[k] = store__pg_i64(r, (int)k, 0);
         PQclear(r);
         r = NULL;
     }
@@ -276,33 +281,33 @@ static enum ims_status insert_batch(struct store *st, PGconn *c,
     if (n_new > 0) {
         int64_t now = store__unix_now();
         struct pgcopy bi, be, bt;
-        pgc_init(&bi);
-        pgc_init(&be);
-        pgc_init(&bt);
+        store__pgc_init(&bi);
+        store__pgc_init(&be);
+        store__pgc_init(&bt);
         size_t n_thumbs = 0;
         for (size_t i = 0; i < n; i++) {
             if (plan[i] != P_NEW)
                 continue;
             const struct store_new_image *row = &rows[i];
-            pgc_row(&bi, 11);
-            pgc_i64(&bi, res[i].id);
-            pgc_text(&bi, row->source);
-            pgc_bytes(&bi, row->sha256, 32);
-            pgc_text(&bi, row->format);
-            pgc_i64(&bi, row->width);
-            pgc_i64(&bi, row->height);
-            pgc_i64(&bi, row->bytes);
-            pgc_i64(&bi, row->added ? row->added : now);
-            pgc_text(&bi, row->caption);
-            pgc_text(&bi, row->metadata);
-            pgc_text(&bi, st->model_name);
-            pgc_row(&be, 2);
-            pgc_i64(&be, res[i].id);
-            pgc_bytes(&be, row->embedding, (size_t)row->dim * 4);
+            store__pgc_row(&bi, 11);
+            store__pgc_i64(&bi, res[i].id);
+            store__pgc_text(&bi, row->source);
+            store__pgc_bytes(&bi, row->sha256, 32);
+            store__pgc_text(&bi, row->format);
+            store__pgc_i64(&bi, row->width);
+            store__pgc_i64(&bi, row->height);
+            store__pgc_i64(&bi, row->bytes);
+            store__pgc_i64(&bi, row->added ? row->added : now);
+            store__pgc_text(&bi, row->caption);
+            store__pgc_text(&bi, row->metadata);
+            store__pgc_text(&bi, store->model_name);
+            store__pgc_row(&be, 2);
+            store__pgc_i64(&be, res[i].id);
+            store__pgc_bytes(&be, row->embedding, (size_t)row->dim * 4);
             if (row->thumbnail_bytes > 0) {
-                pgc_row(&bt, 2);
-                pgc_i64(&bt, res[i].id);
-                pgc_bytes(&bt, row->thumbnail, row->thumbnail_bytes);
+                store__pgc_row(&bt, 2);
+                store__pgc_i64(&bt, res[i].id);
+                store__pgc_bytes(&bt, row->thumbnail, row->thumbnail_bytes);
                 n_thumbs++;
             }
         }
@@ -313,32 +318,32 @@ static enum ims_status insert_batch(struct store *st, PGconn *c,
             continue;
         const struct store_new_image *row = &rows[i];
         struct pgp u = {0};
-        pgp_i64(&u, res[i].id);
-        pgp_bytea(&u, row->sha256, 32);
-        pgp_text(&u, row->format);
-        pgp_i64(&u, row->width);
-        pgp_i64(&u, row->height);
-        pgp_i64(&u, row->bytes);
-        s = pg_x(c,
-                 "UPDATE images SET sha256 = $2, format = coalesce($3, format), width = $4, "
-                 "height = $5, bytes = $6 WHERE id = $1",
-                 &u, err, "complete row");
+        store__pgp_i64(&u, res[i].id);
+        store__pgp_bytea(&u, row->sha256, 32);
+        store__pgp_text(&u, row->format);
+        store__pgp_i64(&u, row->width);
+        store__pgp_i64(&u, row->height);
+        store__pgp_i64(&u, row->bytes);
+        s = store__pg_x(c,
+                        "UPDATE images SET sha256 = $2, format = coalesce($3, format), width = $4, "
+                        "height = $5, bytes = $6 WHERE id = $1",
+                        &u, err, "complete row");
         if (s == IMS_OK && row->thumbnail_bytes > 0)
             s = put_thumb(c, res[i].id, row->thumbnail, row->thumbnail_bytes, err);
         if (s == IMS_OK) /* the row changed, not its embedding: row caches evict it */
-            s = pg_log_changes(c, &res[i].id, 1, STORE_CHANGE_ROW, err);
+            s = store__pg_log_changes(c, &res[i].id, 1, STORE_CHANGE_ROW, err);
     }
     if (s == IMS_OK && n_explicit > 0) /* the sequence must never hand out those ids */
-        s = pg_x(c,
-                 "SELECT setval('images_id_seq', greatest((SELECT max(id) FROM images), "
-                 "(SELECT last_value FROM images_id_seq)))",
-                 NULL, err, "move id counter");
+        s = store__pg_x(c,
+                        "SELECT setval('images_id_seq', greatest((SELECT max(id) FROM images), "
+                        "(SELECT last_value FROM images_id_seq)))",
+                        NULL, err, "move id counter");
     if (s == IMS_OK) {
         k = 0;
         for (size_t i = 0; i < n; i++)
             if (plan[i] == P_NEW)
                 new_ids[k++] = res[i].id;
-        s = pg_log_changes(c, new_ids, n_new, STORE_CHANGE_INSERT, err);
+        s = store__pg_log_changes(c, new_ids, n_new, STORE_CHANGE_INSERT, err);
     }
 out:
     ims_free(src_id);
@@ -355,7 +360,7 @@ out:
 /* The insert of rows[0..n) and, when node_id is set, the finish of the job
  * items they came from (item_ids, ir: scratch of n), in one transaction:
  * the finish costs no BEGIN/COMMIT round trips of its own. */
-static enum ims_status insert_and_finish(struct store *st, const struct store_new_image *rows,
+static enum ims_status insert_and_finish(struct store *store, const struct store_new_image *rows,
                                          size_t n, struct store_insert_result *results,
                                          const char *node_id, const int64_t *item_ids,
                                          struct store_item_result *ir, struct ims_error *err)
@@ -367,7 +372,7 @@ static enum ims_status insert_and_finish(struct store *st, const struct store_ne
     IMS_RETURN_ERROR_IF(n > (1u << 24), err, IMS_ERR_INVALID,
                         "store_insert_many: batch of %zu rows is too large", n);
     for (size_t i = 0; i < n; i++) {
-        enum ims_status v = store__validate_row(st, &rows[i], i, err);
+        enum ims_status v = store__validate_row(store, &rows[i], i, err);
         if (v != IMS_OK)
             return v;
     }
@@ -375,13 +380,13 @@ static enum ims_status insert_and_finish(struct store *st, const struct store_ne
     if (!tmp)
         return ims_error_set(err, IMS_ERR_NOMEM, "store_insert_many: out of memory");
     PGconn *c = NULL;
-    enum ims_status s = pg_wbegin(st, &c, 1, err);
+    enum ims_status s = store__pg_wbegin(store, &c, 1, err);
     if (s == IMS_OK) {
-        s = insert_batch(st, c, rows, n, 0, tmp, err);
+        s = insert_batch(store, c, rows, n, 0, tmp, err);
         size_t k = s == IMS_OK && node_id ? store__item_results(tmp, item_ids, n, ir) : 0;
         if (k > 0)
-            s = pg_job_finish_in(c, node_id, ir, k, NULL, err);
-        s = pg_wend(st, c, s, err);
+            s = store__pg_job_finish_in(c, node_id, ir, k, NULL, err);
+        s = store__pg_wend(store, c, s, err);
     }
     if (s == IMS_OK)
         memcpy(results, tmp, n * sizeof(*tmp));
@@ -389,25 +394,26 @@ static enum ims_status insert_and_finish(struct store *st, const struct store_ne
     return s;
 }
 
-enum ims_status pg_insert_many(struct store *st, const struct store_new_image *rows, size_t n,
-                               struct store_insert_result *results, struct ims_error *err)
+enum ims_status store__pg_insert_many(struct store *store, const struct store_new_image *rows,
+                                      size_t n, struct store_insert_result *results,
+                                      struct ims_error *err)
 {
-    return insert_and_finish(st, rows, n, results, NULL, NULL, NULL, err);
+    return insert_and_finish(store, rows, n, results, NULL, NULL, NULL, err);
 }
 
-enum ims_status pg_insert_finish(struct store *st, const struct store_new_image *rows, size_t n,
-                                 struct store_insert_result *results, const char *node_id,
-                                 const int64_t *item_ids, struct store_item_result *ir,
-                                 struct ims_error *err)
+enum ims_status store__pg_insert_finish(struct store *store, const struct store_new_image *rows,
+                                        size_t n, struct store_insert_result *results,
+                                        const char *node_id, const int64_t *item_ids,
+                                        struct store_item_result *ir, struct ims_error *err)
 {
-    return insert_and_finish(st, rows, n, results, node_id, item_ids, ir, err);
+    return insert_and_finish(store, rows, n, results, node_id, item_ids, ir, err);
 }
 
 /* One attempt: store_pg.c runs it again when the server cut it, and fill
  * and done then start again from row 0 (store.h). */
-enum ims_status pg_insert_stream(struct store *st, size_t n_total, size_t chunk_rows,
-                                 store_fill_fn fill, store_result_fn done, void *user,
-                                 struct ims_error *err)
+enum ims_status store__pg_insert_stream(struct store *store, size_t n_total, size_t chunk_rows,
+                                        store_fill_fn fill, store_result_fn done, void *user,
+                                        struct ims_error *err)
 {
     struct store_new_image *rows = ims_calloc(chunk_rows, sizeof(*rows));
     struct store_insert_result *res = ims_malloc(chunk_rows * sizeof(*res));
@@ -417,7 +423,7 @@ enum ims_status pg_insert_stream(struct store *st, size_t n_total, size_t chunk_
         s = ims_error_set(err, IMS_ERR_NOMEM, "store_insert_stream: out of memory");
         goto free;
     }
-    s = pg_wbegin(st, &c, 1, err);
+    s = store__pg_wbegin(store, &c, 1, err);
     if (s != IMS_OK)
         goto free;
     for (size_t first = 0; first < n_total && s == IMS_OK; first += chunk_rows) {
@@ -428,19 +434,19 @@ enum ims_status pg_insert_stream(struct store *st, size_t n_total, size_t chunk_
                               "store_insert_stream: stopped at row %zu: nothing stored", first);
             break;
         }
-        s = insert_batch(st, c, rows, m, first, res, err);
+        s = insert_batch(store, c, rows, m, first, res, err);
         if (s == IMS_OK && done)
             done(user, first, res, m);
     }
-    s = pg_wend(st, c, s, err);
+    s = store__pg_wend(store, c, s, err);
 free:
     ims_free(rows);
     ims_free(res);
     return s;
 }
 
-enum ims_status pg_set_thumbnail(struct store *st, int64_t id, const void *jpeg, size_t n,
-                                 struct ims_error *err)
+enum ims_status store__pg_set_thumbnail(struct store *store, int64_t id, const void *jpeg, size_t n,
+                                        struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(!jpeg || n == 0, err, IMS_ERR_INVALID,
                         "store_set_thumbnail: no thumbnail bytes");
@@ -448,47 +454,49 @@ enum ims_status pg_set_thumbnail(struct store *st, int64_t id, const void *jpeg,
                         "store_set_thumbnail: %zu bytes exceeds %u", n,
                         (unsigned)STORE_THUMBNAIL_MAX_BYTES);
     PGconn *c = NULL;
-    enum ims_status s = pg_wbegin(st, &c, 1, err);
+    enum ims_status s = store__pg_wbegin(store, &c, 1, err);
     if (s != IMS_OK)
         return s;
     s = lock_image(c, id, 0, err);
     if (s == IMS_OK)
         s = put_thumb(c, id, jpeg, n, err);
     if (s == IMS_OK) /* has_thumbnail may change: row caches follow the feed */
-        s = pg_log_changes(c, &id, 1, STORE_CHANGE_ROW, err);
-    return pg_wend(st, c, s, err);
+        s = store__pg_log_changes(c, &id, 1, STORE_CHANGE_ROW, err);
+    return store__pg_wend(store, c, s, err);
 }
 
-enum ims_status pg_set_details(struct store *st, int64_t id, const char *caption, int64_t added,
-                               struct ims_error *err)
+enum ims_status store__pg_set_details(struct store *store, int64_t id, const char *caption,
+                                      int64_t added, struct ims_error *err)
 {
     PGconn *c = NULL;
     /* the write lock: the change below takes a feed sequence number */
-    enum ims_status s = pg_wbegin(st, &c, 1, err);
+    enum ims_status s = store__pg_wbegin(store, &c, 1, err);
     if (s != IMS_OK)
         return s;
     struct pgp p = {0};
-    pgp_i64(&p, id);
-    pgp_text(&p, caption);
-    pgp_i64(&p, added);
+    store__pgp_i64(&p, id);
+    store__pgp_text(&p, caption);
+    store__pgp_i64(&p, added);
     int found = 0;
-    s = pg_q1(c, "UPDATE images SET caption = $2::text, added = $3 WHERE id = $1 RETURNING id", &p,
-              &found, NULL, err, "set caption and added");
+    s = store__pg_q1(c,
+                     "UPDATE images SET caption = $2::text, added = $3 WHERE id = $1 RETURNING id",
+                     &p, &found, NULL, err, "set caption and added");
     if (s == IMS_OK && !found)
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "image %lld does not exist", (long long)id);
     if (s == IMS_OK) /* a row-only change, as in the SQLite twin */
-        s = pg_log_changes(c, &id, 1, STORE_CHANGE_ROW, err);
-    return pg_wend(st, c, s, err);
+        s = store__pg_log_changes(c, &id, 1, STORE_CHANGE_ROW, err);
+    return store__pg_wend(store, c, s, err);
 }
 
-enum ims_status pg_set_embeddings(struct store *st, const int64_t *ids, const float *vectors,
-                                  size_t n, uint8_t *exists, struct ims_error *err)
+enum ims_status store__pg_set_embeddings(struct store *store, const int64_t *ids,
+                                         const float *vectors, size_t n, uint8_t *exists,
+                                         struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(n > 0 && (!ids || !vectors), err, IMS_ERR_INVALID,
                         "store_set_embeddings: invalid arguments");
     for (size_t i = 0; i < n; i++) {
         uint32_t bad = 0;
-        IMS_RETURN_ERROR_IF(!store__vec_finite(vectors + i * st->dim, st->dim, &bad), err,
+        IMS_RETURN_ERROR_IF(!store__vec_finite(vectors + i * store->dim, store->dim, &bad), err,
                             IMS_ERR_INVALID,
                             "store_set_embeddings: vector %zu: element %u is not finite", i, bad);
     }
@@ -499,18 +507,19 @@ enum ims_status pg_set_embeddings(struct store *st, const int64_t *ids, const fl
         return ims_error_set(err, IMS_ERR_NOMEM, "store_set_embeddings: out of memory");
     size_t nc = 0;
     PGconn *c = NULL;
-    enum ims_status s = pg_wbegin(st, &c, 1, err);
+    enum ims_status s = store__pg_wbegin(store, &c, 1, err);
     for (size_t i = 0; i < n && s == IMS_OK; i++) {
         struct pgp p = {0};
-        pgp_i64(&p, ids[i]);
-        pgp_bytea(&p, vectors + i * st->dim, (size_t)st->dim * 4);
-        pgp_text(&p, st->model_name);
+        store__pgp_i64(&p, ids[i]);
+        store__pgp_bytea(&p, vectors + i * store->dim, (size_t)store->dim * 4);
+        store__pgp_text(&p, store->model_name);
         int found = 0;
-        s = pg_q1(c,
-                  "WITH e AS (UPDATE embeddings SET vec = $2 WHERE image_id = $1 RETURNING "
-                  "image_id) UPDATE images SET model = $3 WHERE id IN (SELECT image_id FROM e) "
-                  "RETURNING id",
-                  &p, &found, NULL, err, "look up");
+        s = store__pg_q1(
+            c,
+            "WITH e AS (UPDATE embeddings SET vec = $2 WHERE image_id = $1 RETURNING "
+            "image_id) UPDATE images SET model = $3 WHERE id IN (SELECT image_id FROM e) "
+            "RETURNING id",
+            &p, &found, NULL, err, "look up");
         if (exists)
             exists[i] = (uint8_t)found;
         if (found)
@@ -518,15 +527,15 @@ enum ims_status pg_set_embeddings(struct store *st, const int64_t *ids, const fl
     }
     if (c) {
         if (s == IMS_OK)
-            s = pg_log_changes(c, changed, nc, STORE_CHANGE_UPDATE, err);
-        s = pg_wend(st, c, s, err);
+            s = store__pg_log_changes(c, changed, nc, STORE_CHANGE_UPDATE, err);
+        s = store__pg_wend(store, c, s, err);
     }
     ims_free(changed);
     return s;
 }
 
-enum ims_status pg_delete_many(struct store *st, const int64_t *ids, size_t n, uint8_t *existed,
-                               struct ims_error *err)
+enum ims_status store__pg_delete_many(struct store *store, const int64_t *ids, size_t n,
+                                      uint8_t *existed, struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(n > 0 && !ids, err, IMS_ERR_INVALID,
                         "store_delete_many: invalid arguments");
@@ -537,29 +546,29 @@ enum ims_status pg_delete_many(struct store *st, const int64_t *ids, size_t n, u
         return ims_error_set(err, IMS_ERR_NOMEM, "store_delete_many: out of memory");
     size_t ng = 0;
     PGconn *c = NULL;
-    enum ims_status s = pg_wbegin(st, &c, 1, err);
+    enum ims_status s = store__pg_wbegin(store, &c, 1, err);
     int64_t now = store__unix_now();
     for (size_t i = 0; i < n && s == IMS_OK; i++) {
         struct pgp p = {0};
-        pgp_i64(&p, ids[i]);
+        store__pgp_i64(&p, ids[i]);
         int found = 0;
-        s = pg_q1(c, "DELETE FROM images WHERE id = $1 RETURNING id", &p, &found, NULL, err,
-                  "look up");
+        s = store__pg_q1(c, "DELETE FROM images WHERE id = $1 RETURNING id", &p, &found, NULL, err,
+                         "look up");
         if (existed)
             existed[i] = (uint8_t)found;
         if (s == IMS_OK && found) {
             gone[ng++] = ids[i];
             struct pgp l = {0};
-            pgp_i64(&l, ids[i]);
-            pgp_i64(&l, now);
-            s = pg_x(c, "INSERT INTO deleted(image_id, time) VALUES($1, $2)", &l, err,
-                     "log deletion");
+            store__pgp_i64(&l, ids[i]);
+            store__pgp_i64(&l, now);
+            s = store__pg_x(c, "INSERT INTO deleted(image_id, time) VALUES($1, $2)", &l, err,
+                            "log deletion");
         }
     }
     if (c) {
         if (s == IMS_OK)
-            s = pg_log_changes(c, gone, ng, STORE_CHANGE_DELETE, err);
-        s = pg_wend(st, c, s, err);
+            s = store__pg_log_changes(c, gone, ng, STORE_CHANGE_DELETE, err);
+        s = store__pg_wend(store, c, s, err);
     }
     ims_free(gone);
     return s;
@@ -590,23 +599,23 @@ static enum ims_status row_from(const PGresult *r, int i, int emb_col,
 {
     int oom = 0;
     store_row_init(row);
-    row->id = pg_i64(r, i, 0);
+    row->id = store__pg_i64(r, i, 0);
     row->source = dup_col(r, i, 1, &oom);
     if (!PQgetisnull(r, i, 2) && PQgetlength(r, i, 2) == 32) {
         memcpy(row->sha256, PQgetvalue(r, i, 2), 32);
         row->has_sha256 = 1;
     }
     row->format = dup_col(r, i, 3, &oom);
-    row->width = (uint32_t)pg_i64(r, i, 4);
-    row->height = (uint32_t)pg_i64(r, i, 5);
-    row->bytes = pg_i64(r, i, 6);
-    row->added = pg_i64(r, i, 7);
+    row->width = (uint32_t)store__pg_i64(r, i, 4);
+    row->height = (uint32_t)store__pg_i64(r, i, 5);
+    row->bytes = store__pg_i64(r, i, 6);
+    row->added = store__pg_i64(r, i, 7);
     row->caption = dup_col(r, i, 8, &oom);
     row->metadata = dup_col(r, i, 9, &oom);
     row->model = dup_col(r, i, 10, &oom);
-    row->has_thumbnail = (int)pg_i64(r, i, 11);
+    row->has_thumbnail = (int)store__pg_i64(r, i, 11);
     row->has_taken = !PQgetisnull(r, i, 12);
-    row->taken = row->has_taken ? pg_i64(r, i, 12) : 0;
+    row->taken = row->has_taken ? store__pg_i64(r, i, 12) : 0;
     if (!PQgetisnull(r, i, 13) &&
         store__tags_parse(PQgetvalue(r, i, 13), (size_t)PQgetlength(r, i, 13), row) != 0)
         oom = 1;
@@ -616,7 +625,7 @@ static enum ims_status row_from(const PGresult *r, int i, int emb_col,
             store_row_fini(row);
             return ims_error_set(err, IMS_ERR_CORRUPT,
                                  "catalogue: embedding of image %lld has %d bytes",
-                                 (long long)pg_i64(r, i, 0), nb);
+                                 (long long)store__pg_i64(r, i, 0), nb);
         }
         row->dim = (uint32_t)(nb / 4);
         row->embedding = ims_malloc((size_t)nb);
@@ -634,8 +643,9 @@ static enum ims_status row_from(const PGresult *r, int i, int emb_col,
     return IMS_OK;
 }
 
-enum ims_status pg_get_many(struct store *st, const int64_t *ids, size_t n, unsigned fields,
-                            struct store_image_row *rows, uint8_t *found, struct ims_error *err)
+enum ims_status store__pg_get_many(struct store *store, const int64_t *ids, size_t n,
+                                   unsigned fields, struct store_image_row *rows, uint8_t *found,
+                                   struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(n > 0 && (!ids || !rows || !found), err, IMS_ERR_INVALID,
                         "store_get_many: invalid arguments");
@@ -646,22 +656,22 @@ enum ims_status pg_get_many(struct store *st, const int64_t *ids, size_t n, unsi
     if (n == 0)
         return IMS_OK;
     /* one query for all ids: "{1,2,3}" as a bigint[] literal */
-    char *lit = pg_int_array(n, pg_int_at, ids);
+    char *lit = store__pg_int_array(n, store__pg_int_at, ids);
     if (!lit)
         return ims_error_set(err, IMS_ERR_NOMEM, "store_get_many: out of memory");
     int emb = (fields & STORE_FIELD_EMBEDDING) != 0;
     PGresult *r = NULL;
     struct pgp p = {0};
-    pgp_literal(&p, lit);
+    store__pgp_literal(&p, lit);
     enum ims_status s =
-        pg_once(st,
-                emb ? "SELECT " ROW_COLS ", e.vec" ROW_FROM " LEFT JOIN embeddings e ON "
-                      "e.image_id = i.id WHERE i.id = ANY($1::bigint[])"
-                    : "SELECT " ROW_COLS ROW_FROM " WHERE i.id = ANY($1::bigint[])",
-                &p, &r, err, "read images");
+        store__pg_once(store,
+                       emb ? "SELECT " ROW_COLS ", e.vec" ROW_FROM " LEFT JOIN embeddings e ON "
+                             "e.image_id = i.id WHERE i.id = ANY($1::bigint[])"
+                           : "SELECT " ROW_COLS ROW_FROM " WHERE i.id = ANY($1::bigint[])",
+                       &p, &r, err, "read images");
     ims_free(lit);
     for (int k = 0; s == IMS_OK && k < PQntuples(r); k++) {
-        int64_t id = pg_i64(r, k, 0);
+        int64_t id = store__pg_i64(r, k, 0);
         for (size_t i = 0; i < n && s == IMS_OK; i++) {
             if (ids[i] != id || found[i])
                 continue;
@@ -679,40 +689,41 @@ enum ims_status pg_get_many(struct store *st, const int64_t *ids, size_t n, unsi
     return s;
 }
 
-enum ims_status pg_find_by_source(struct store *st, const char *source, int64_t *id,
-                                  struct ims_error *err)
+enum ims_status store__pg_find_by_source(struct store *store, const char *source, int64_t *id,
+                                         struct ims_error *err)
 {
     struct pgp p = {0};
-    pgp_text(&p, source);
+    store__pgp_text(&p, source);
     int found = 0;
-    enum ims_status s =
-        pg_once1(st, "SELECT id FROM images WHERE source = $1", &p, &found, id, err, "look up");
+    enum ims_status s = store__pg_once1(store, "SELECT id FROM images WHERE source = $1", &p,
+                                        &found, id, err, "look up");
     if (s == IMS_OK && !found)
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "no image with source %s", source);
     return s;
 }
 
-enum ims_status pg_find_by_sha256(struct store *st, const uint8_t *sha, int64_t *id,
-                                  struct ims_error *err)
+enum ims_status store__pg_find_by_sha256(struct store *store, const uint8_t *sha, int64_t *id,
+                                         struct ims_error *err)
 {
     struct pgp p = {0};
-    pgp_bytea(&p, sha, 32);
+    store__pgp_bytea(&p, sha, 32);
     int found = 0;
-    enum ims_status s = pg_once1(st, "SELECT id FROM images WHERE sha256 = $1 ORDER BY id LIMIT 1",
-                                 &p, &found, id, err, "look up");
+    enum ims_status s =
+        store__pg_once1(store, "SELECT id FROM images WHERE sha256 = $1 ORDER BY id LIMIT 1", &p,
+                        &found, id, err, "look up");
     if (s == IMS_OK && !found)
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "no image with that content hash");
     return s;
 }
 
-enum ims_status pg_get_thumbnail(struct store *st, int64_t id, void **jpeg, size_t *n_bytes,
-                                 struct ims_error *err)
+enum ims_status store__pg_get_thumbnail(struct store *store, int64_t id, void **jpeg,
+                                        size_t *n_bytes, struct ims_error *err)
 {
     PGresult *r = NULL;
     struct pgp p = {0};
-    pgp_i64(&p, id);
-    enum ims_status s = pg_once(st, "SELECT jpeg FROM thumbnails WHERE image_id = $1", &p, &r,
-                                err, "read thumbnail");
+    store__pgp_i64(&p, id);
+    enum ims_status s = store__pg_once(store, "SELECT jpeg FROM thumbnails WHERE image_id = $1", &p,
+                                       &r, err, "read thumbnail");
     if (s != IMS_OK)
         return s;
     if (PQntuples(r) == 0) {
@@ -732,18 +743,20 @@ enum ims_status pg_get_thumbnail(struct store *st, int64_t id, void **jpeg, size
     return s;
 }
 
-enum ims_status pg_count(struct store *st, int64_t *n, struct ims_error *err)
+enum ims_status store__pg_count(struct store *store, int64_t *n, struct ims_error *err)
 {
-    return pg_once1(st, "SELECT count(*) FROM images", NULL, NULL, n, err, "look up");
+    return store__pg_once1(store, "SELECT count(*) FROM images", NULL, NULL, n, err, "look up");
 }
 
-enum ims_status pg_max_id(struct store *st, int64_t *id, struct ims_error *err)
+enum ims_status store__pg_max_id(struct store *store, int64_t *id, struct ims_error *err)
 {
-    return pg_once1(st, "SELECT coalesce(max(id), 0) FROM images", NULL, NULL, id, err, "look up");
+    return store__pg_once1(store, "SELECT coalesce(max(id), 0) FROM images", NULL, NULL, id, err,
+                           "look up");
 }
 
-enum ims_status pg_list(struct store *st, enum store_order order, int64_t offset, int64_t limit,
-                        struct store_image_row **rows_out, size_t *n_out, struct ims_error *err)
+enum ims_status store__pg_list(struct store *store, enum store_order order, int64_t offset,
+                               int64_t limit, struct store_image_row **rows_out, size_t *n_out,
+                               struct ims_error *err)
 {
     static const char *const sql[] = {
         [STORE_ORDER_ID_DESC] = "SELECT " ROW_COLS ROW_FROM
@@ -758,9 +771,9 @@ enum ims_status pg_list(struct store *st, enum store_order order, int64_t offset
         limit = 10000;
     PGresult *r = NULL;
     struct pgp p = {0};
-    pgp_i64(&p, limit);
-    pgp_i64(&p, offset);
-    enum ims_status s = pg_once(st, sql[order], &p, &r, err, "list images");
+    store__pgp_i64(&p, limit);
+    store__pgp_i64(&p, offset);
+    enum ims_status s = store__pg_once(store, sql[order], &p, &r, err, "list images");
     if (s != IMS_OK)
         return s;
     size_t n = (size_t)PQntuples(r);
@@ -784,14 +797,14 @@ enum ims_status pg_list(struct store *st, enum store_order order, int64_t offset
     return IMS_OK;
 }
 
-enum ims_status pg_scan_embeddings(struct store *st, int64_t after_id, size_t chunk_rows,
-                                   store_scan_fn fn, void *user, struct ims_error *err)
+enum ims_status store__pg_scan_embeddings(struct store *store, int64_t after_id, size_t chunk_rows,
+                                          store_scan_fn fn, void *user, struct ims_error *err)
 {
     if (chunk_rows == 0)
         chunk_rows = 1024;
     IMS_RETURN_ERROR_IF(chunk_rows > (1u << 20), err, IMS_ERR_INVALID,
                         "store_scan_embeddings: chunk of %zu rows is too large", chunk_rows);
-    size_t vec_bytes = (size_t)st->dim * 4, buf_bytes = 0;
+    size_t vec_bytes = (size_t)store->dim * 4, buf_bytes = 0;
     if (ims_size_mul(vec_bytes, chunk_rows, &buf_bytes) != 0)
         return ims_error_set(err, IMS_ERR_INVALID, "store_scan_embeddings: chunk too large");
     int64_t *ids = ims_malloc(chunk_rows * sizeof(*ids));
@@ -802,36 +815,37 @@ enum ims_status pg_scan_embeddings(struct store *st, int64_t after_id, size_t ch
         s = ims_error_set(err, IMS_ERR_NOMEM, "store_scan_embeddings: out of memory");
         goto out;
     }
-    s = pg_rbegin(st, &c, err);
+    s = store__pg_rbegin(store, &c, err);
     int64_t last = after_id;
     while (s == IMS_OK) {
         PGresult *r = NULL;
         struct pgp p = {0};
-        pgp_i64(&p, last);
-        pgp_i64(&p, (int64_t)chunk_rows);
-        s = pg_q(c,
-                 "SELECT image_id, vec FROM embeddings WHERE image_id > $1 ORDER BY image_id "
-                 "LIMIT $2",
-                 &p, &r, err, "scan embeddings");
+        store__pgp_i64(&p, last);
+        store__pgp_i64(&p, (int64_t)chunk_rows);
+        s = store__pg_q(
+            c,
+            "SELECT image_id, vec FROM embeddings WHERE image_id > $1 ORDER BY image_id "
+            "LIMIT $2",
+            &p, &r, err, "scan embeddings");
         if (s != IMS_OK)
             break;
         size_t n = (size_t)PQntuples(r);
         for (size_t i = 0; i < n && s == IMS_OK; i++) {
-            ids[i] = pg_i64(r, (int)i, 0);
+            ids[i] = store__pg_i64(r, (int)i, 0);
             if ((size_t)PQgetlength(r, (int)i, 1) != vec_bytes)
                 s = ims_error_set(err, IMS_ERR_MODEL_MISMATCH,
                                   "catalogue: embedding of image %lld has %d floats, the model "
                                   "'%s' has %u (re-embed unfinished?)",
                                   (long long)ids[i], PQgetlength(r, (int)i, 1) / 4,
-                                  st->model_name, st->dim);
+                                  store->model_name, store->dim);
             else
-                memcpy(vecs + i * st->dim, PQgetvalue(r, (int)i, 1), vec_bytes);
+                memcpy(vecs + i * store->dim, PQgetvalue(r, (int)i, 1), vec_bytes);
         }
         PQclear(r);
         if (s != IMS_OK || n == 0)
             break;
         last = ids[n - 1];
-        if (fn(user, ids, vecs, n, st->dim) != 0) {
+        if (fn(user, ids, vecs, n, store->dim) != 0) {
             s = ims_error_set(err, IMS_ERR_CANCELLED, "embedding scan stopped by caller");
             break;
         }
@@ -839,30 +853,30 @@ enum ims_status pg_scan_embeddings(struct store *st, int64_t after_id, size_t ch
             break;
     }
     if (c)
-        pg_rend(st, c);
+        store__pg_rend(store, c);
 out:
     ims_free(ids);
     ims_free(vecs);
     return s;
 }
 
-enum ims_status pg_deleted_seq(struct store *st, int64_t *seq, struct ims_error *err)
+enum ims_status store__pg_deleted_seq(struct store *store, int64_t *seq, struct ims_error *err)
 {
-    return pg_once1(st, "SELECT coalesce(max(seq), 0) FROM deleted", NULL, NULL, seq, err,
-                    "look up");
+    return store__pg_once1(store, "SELECT coalesce(max(seq), 0) FROM deleted", NULL, NULL, seq, err,
+                           "look up");
 }
 
-enum ims_status pg_deleted_after(struct store *st, int64_t after_seq, size_t max_n,
-                                 int64_t **ids_out, size_t *n_out, int64_t *last_seq,
-                                 struct ims_error *err)
+enum ims_status store__pg_deleted_after(struct store *store, int64_t after_seq, size_t max_n,
+                                        int64_t **ids_out, size_t *n_out, int64_t *last_seq,
+                                        struct ims_error *err)
 {
     PGresult *r = NULL;
     struct pgp p = {0};
-    pgp_i64(&p, after_seq);
-    pgp_i64(&p, (int64_t)max_n);
-    enum ims_status s =
-        pg_once(st, "SELECT seq, image_id FROM deleted WHERE seq > $1 ORDER BY seq LIMIT $2", &p,
-                &r, err, "read deletion log");
+    store__pgp_i64(&p, after_seq);
+    store__pgp_i64(&p, (int64_t)max_n);
+    enum ims_status s = store__pg_once(
+        store, "SELECT seq, image_id FROM deleted WHERE seq > $1 ORDER BY seq LIMIT $2", &p, &r,
+        err, "read deletion log");
     if (s != IMS_OK)
         return s;
     size_t n = (size_t)PQntuples(r);
@@ -873,8 +887,8 @@ enum ims_status pg_deleted_after(struct store *st, int64_t after_seq, size_t max
     }
     int64_t last = after_seq;
     for (size_t i = 0; i < n; i++) {
-        last = pg_i64(r, (int)i, 0);
-        ids[i] = pg_i64(r, (int)i, 1);
+        last = store__pg_i64(r, (int)i, 0);
+        ids[i] = store__pg_i64(r, (int)i, 1);
     }
     PQclear(r);
     *ids_out = ids;
@@ -885,23 +899,23 @@ enum ims_status pg_deleted_after(struct store *st, int64_t after_seq, size_t max
 
 /* ---- restore (catalogue copy) --------------------------------------------------- */
 
-enum ims_status pg_restore_many(struct store *st, const struct store_restore_row *rows, size_t n,
-                                struct ims_error *err)
+enum ims_status store__pg_restore_many(struct store *store, const struct store_restore_row *rows,
+                                       size_t n, struct ims_error *err)
 {
     PGconn *c = NULL;
     int64_t *ids = ims_malloc(n * sizeof(*ids));
     if (!ids)
         return ims_error_set(err, IMS_ERR_NOMEM, "store_restore_many: out of memory");
-    enum ims_status s = pg_wbegin(st, &c, 1, err);
+    enum ims_status s = store__pg_wbegin(store, &c, 1, err);
     if (s != IMS_OK) {
         ims_free(ids);
         return s;
     }
     int64_t given = 0;
-    s = pg_q1(c,
-              "SELECT greatest((SELECT coalesce(max(id), 0) FROM images), (SELECT CASE WHEN "
-              "is_called THEN last_value ELSE 0 END FROM images_id_seq))",
-              NULL, NULL, &given, err, "read id counter");
+    s = store__pg_q1(c,
+                     "SELECT greatest((SELECT coalesce(max(id), 0) FROM images), (SELECT CASE WHEN "
+                     "is_called THEN last_value ELSE 0 END FROM images_id_seq))",
+                     NULL, NULL, &given, err, "read id counter");
     if (s == IMS_OK && rows[0].row->id <= given)
         s = ims_error_set(err, IMS_ERR_EXISTS,
                           "row 0 (id %lld): the catalogue has given out ids up to %lld; restored "
@@ -912,32 +926,32 @@ enum ims_status pg_restore_many(struct store *st, const struct store_restore_row
             s = check_metadata(c, rows[i].row->metadata, i, rows[i].row->source, err);
     if (s == IMS_OK) {
         struct pgcopy bi, be, bt;
-        pgc_init(&bi);
-        pgc_init(&be);
-        pgc_init(&bt);
+        store__pgc_init(&bi);
+        store__pgc_init(&be);
+        store__pgc_init(&bt);
         size_t n_thumbs = 0;
         for (size_t i = 0; i < n; i++) {
             const struct store_image_row *row = rows[i].row;
             ids[i] = row->id;
-            pgc_row(&bi, 11);
-            pgc_i64(&bi, row->id);
-            pgc_text(&bi, row->source);
-            pgc_bytes(&bi, row->has_sha256 ? row->sha256 : NULL, 32);
-            pgc_text(&bi, row->format);
-            pgc_i64(&bi, row->width);
-            pgc_i64(&bi, row->height);
-            pgc_i64(&bi, row->bytes);
-            pgc_i64(&bi, row->added);
-            pgc_text(&bi, row->caption);
-            pgc_text(&bi, row->metadata);
-            pgc_text(&bi, row->model);
-            pgc_row(&be, 2);
-            pgc_i64(&be, row->id);
-            pgc_bytes(&be, row->embedding, (size_t)row->dim * 4);
+            store__pgc_row(&bi, 11);
+            store__pgc_i64(&bi, row->id);
+            store__pgc_text(&bi, row->source);
+            store__pgc_bytes(&bi, row->has_sha256 ? row->sha256 : NULL, 32);
+            store__pgc_text(&bi, row->format);
+            store__pgc_i64(&bi, row->width);
+            store__pgc_i64(&bi, row->height);
+            store__pgc_i64(&bi, row->bytes);
+            store__pgc_i64(&bi, row->added);
+            store__pgc_text(&bi, row->caption);
+            store__pgc_text(&bi, row->metadata);
+            store__pgc_text(&bi, row->model);
+            store__pgc_row(&be, 2);
+            store__pgc_i64(&be, row->id);
+            store__pgc_bytes(&be, row->embedding, (size_t)row->dim * 4);
             if (rows[i].thumbnail_bytes > 0) {
-                pgc_row(&bt, 2);
-                pgc_i64(&bt, row->id);
-                pgc_bytes(&bt, rows[i].thumbnail, rows[i].thumbnail_bytes);
+                store__pgc_row(&bt, 2);
+                store__pgc_i64(&bt, row->id);
+                store__pgc_bytes(&bt, rows[i].thumbnail, rows[i].thumbnail_bytes);
                 n_thumbs++;
             }
         }
@@ -945,8 +959,8 @@ enum ims_status pg_restore_many(struct store *st, const struct store_restore_row
     }
     if (s == IMS_OK) {
         struct pgp p = {0};
-        pgp_i64(&p, rows[n - 1].row->id);
-        s = pg_x(c, "SELECT setval('images_id_seq', $1)", &p, err, "move id counter");
+        store__pgp_i64(&p, rows[n - 1].row->id);
+        s = store__pg_x(c, "SELECT setval('images_id_seq', $1)", &p, err, "move id counter");
     }
     /* the rows' tags (schema v4), keys as store_tag_normalize makes them */
     for (size_t i = 0; i < n && s == IMS_OK; i++)
@@ -954,26 +968,27 @@ enum ims_status pg_restore_many(struct store *st, const struct store_restore_row
             char tag[STORE_TAG_MAX_BYTES + 1], key[STORE_TAG_MAX_BYTES + 1];
             s = store_tag_normalize(rows[i].row->tags[t], tag, key, err);
             struct pgp p = {0};
-            pgp_i64(&p, rows[i].row->id);
-            pgp_text(&p, tag);
-            pgp_text(&p, key);
+            store__pgp_i64(&p, rows[i].row->id);
+            store__pgp_text(&p, tag);
+            store__pgp_text(&p, key);
             if (s == IMS_OK)
-                s = pg_x(c,
-                         "INSERT INTO image_tags(image_id, tag, tag_key) VALUES($1, $2::text, "
-                         "$3::text) ON CONFLICT (image_id, tag_key) DO NOTHING",
-                         &p, err, "restore tag");
+                s = store__pg_x(
+                    c,
+                    "INSERT INTO image_tags(image_id, tag, tag_key) VALUES($1, $2::text, "
+                    "$3::text) ON CONFLICT (image_id, tag_key) DO NOTHING",
+                    &p, err, "restore tag");
         }
     if (s == IMS_OK)
-        s = pg_log_changes(c, ids, n, STORE_CHANGE_INSERT, err);
+        s = store__pg_log_changes(c, ids, n, STORE_CHANGE_INSERT, err);
     ims_free(ids);
-    return pg_wend(st, c, s, err);
+    return store__pg_wend(store, c, s, err);
 }
 
 /* ---- filters (issue 10) ---------------------------------------------------------- */
 
-enum ims_status pg_filter_ids(struct store *st, const char *const prm[STORE__FILTER_PARAMS],
-                              int64_t **ids_out,
-                              size_t *n_out, struct ims_error *err)
+enum ims_status store__pg_filter_ids(struct store *store,
+                                     const char *const prm[STORE__FILTER_PARAMS], int64_t **ids_out,
+                                     size_t *n_out, struct ims_error *err)
 {
     /* "taken" is read only where it is a JSON number (imported metadata may
      * hold anything under that key) */
@@ -993,49 +1008,51 @@ enum ims_status pg_filter_ids(struct store *st, const char *const prm[STORE__FIL
     PGresult *r = NULL;
     struct pgp p = {0};
     for (int i = 0; i < STORE__FILTER_PARAMS; i++)
-        pgp_text(&p, prm[i]);
-    enum ims_status s = pg_once(st, sql, &p, &r, err, "filter images");
+        store__pgp_text(&p, prm[i]);
+    enum ims_status s = store__pg_once(store, sql, &p, &r, err, "filter images");
     if (s != IMS_OK)
         return s;
-    return pg_id_column(r, ids_out, n_out, "store_filter_ids", err);
+    return store__pg_id_column(r, ids_out, n_out, "store_filter_ids", err);
 }
 
 /* ---- tags (issue 10) ------------------------------------------------------------- */
 
-enum ims_status pg_tags_update(struct store *st, int64_t id, const char *const *tags,
-                               const char *const *keys, size_t n_add, const char *const *rkeys,
-                               size_t n_remove, struct ims_error *err)
+enum ims_status store__pg_tags_update(struct store *store, int64_t id, const char *const *tags,
+                                      const char *const *keys, size_t n_add,
+                                      const char *const *rkeys, size_t n_remove,
+                                      struct ims_error *err)
 {
     PGconn *c = NULL;
     /* the write lock: the change below takes a feed sequence number */
-    enum ims_status s = pg_wbegin(st, &c, 1, err);
+    enum ims_status s = store__pg_wbegin(store, &c, 1, err);
     if (s != IMS_OK)
         return s;
     /* the row lock orders two nodes changing one image's tags */
     s = lock_image(c, id, 1, err);
     for (size_t i = 0; s == IMS_OK && i < n_remove; i++) {
         struct pgp q = {0};
-        pgp_i64(&q, id);
-        pgp_text(&q, rkeys[i]);
-        s = pg_x(c, "DELETE FROM image_tags WHERE image_id = $1 AND tag_key = $2::text", &q, err,
-                 "remove tag");
+        store__pgp_i64(&q, id);
+        store__pgp_text(&q, rkeys[i]);
+        s = store__pg_x(c, "DELETE FROM image_tags WHERE image_id = $1 AND tag_key = $2::text", &q,
+                        err, "remove tag");
     }
     for (size_t i = 0; s == IMS_OK && i < n_add; i++) {
         struct pgp q = {0};
-        pgp_i64(&q, id);
-        pgp_text(&q, tags[i]);
-        pgp_text(&q, keys[i]);
-        s = pg_x(c,
-                 "INSERT INTO image_tags(image_id, tag, tag_key) VALUES($1, $2::text, $3::text) "
-                 "ON CONFLICT (image_id, tag_key) DO UPDATE SET tag = excluded.tag",
-                 &q, err, "add tag");
+        store__pgp_i64(&q, id);
+        store__pgp_text(&q, tags[i]);
+        store__pgp_text(&q, keys[i]);
+        s = store__pg_x(
+            c,
+            "INSERT INTO image_tags(image_id, tag, tag_key) VALUES($1, $2::text, $3::text) "
+            "ON CONFLICT (image_id, tag_key) DO UPDATE SET tag = excluded.tag",
+            &q, err, "add tag");
     }
     if (s == IMS_OK) {
         struct pgp p = {0};
-        pgp_i64(&p, id);
+        store__pgp_i64(&p, id);
         int64_t n = 0;
-        s = pg_q1(c, "SELECT count(*) FROM image_tags WHERE image_id = $1", &p, NULL, &n, err,
-                  "look up");
+        s = store__pg_q1(c, "SELECT count(*) FROM image_tags WHERE image_id = $1", &p, NULL, &n,
+                         err, "look up");
         if (s == IMS_OK && n > STORE_TAGS_MAX)
             s = ims_error_set(err, IMS_ERR_INVALID,
                               "image %lld would have %lld tags (at most %d)", (long long)id,
@@ -1043,6 +1060,6 @@ enum ims_status pg_tags_update(struct store *st, int64_t id, const char *const *
     }
     /* the row changed: every node's row cache learns it from the feed */
     if (s == IMS_OK)
-        s = pg_log_changes(c, &id, 1, STORE_CHANGE_ROW, err);
-    return pg_wend(st, c, s, err);
+        s = store__pg_log_changes(c, &id, 1, STORE_CHANGE_ROW, err);
+    return store__pg_wend(store, c, s, err);
 }

@@ -18,26 +18,27 @@ static const char *const state_sql =
     "CASE $2::int8 WHEN 0 THEN 'queued' WHEN 1 THEN 'running' WHEN 2 THEN 'done' "
     "ELSE 'failed' END";
 
-enum ims_status pg_job_create(struct store *st, const char *id, int64_t total,
-                              struct ims_error *err)
+enum ims_status store__pg_job_create(struct store *store, const char *id, int64_t total,
+                                     struct ims_error *err)
 {
     struct pgp p = {0};
-    pgp_text(&p, id);
-    pgp_i64(&p, total);
-    pgp_i64(&p, store__unix_now());
+    store__pgp_text(&p, id);
+    store__pgp_i64(&p, total);
+    store__pgp_i64(&p, store__unix_now());
     int made = 0;
-    enum ims_status s =
-        pg_wq1(st, 0,
-               "INSERT INTO jobs(id, state, total, created, updated) VALUES($1, 'queued', $2, "
-               "$3, $3) ON CONFLICT (id) DO NOTHING RETURNING id",
-               &p, &made, err, "create job");
+    enum ims_status s = store__pg_wq1(
+        store, 0,
+        "INSERT INTO jobs(id, state, total, created, updated) VALUES($1, 'queued', $2, "
+        "$3, $3) ON CONFLICT (id) DO NOTHING RETURNING id",
+        &p, &made, err, "create job");
     if (s == IMS_OK && !made) /* nothing was written */
         s = ims_error_set(err, IMS_ERR_EXISTS, "job %s already exists", id);
     return s;
 }
 
-enum ims_status pg_job_update(struct store *st, const char *id, enum store_job_state state,
-                              int64_t done, int64_t failed, struct ims_error *err)
+enum ims_status store__pg_job_update(struct store *store, const char *id,
+                                     enum store_job_state state, int64_t done, int64_t failed,
+                                     struct ims_error *err)
 {
     enum ims_status s = store__check_job_id(id, err);
     if (s != IMS_OK)
@@ -52,13 +53,13 @@ enum ims_status pg_job_update(struct store *st, const char *id, enum store_job_s
              "RETURNING id",
              state_sql);
     struct pgp p = {0};
-    pgp_text(&p, id);
-    pgp_i64(&p, (int64_t)state);
-    pgp_i64(&p, done);
-    pgp_i64(&p, failed);
-    pgp_i64(&p, store__unix_now());
+    store__pgp_text(&p, id);
+    store__pgp_i64(&p, (int64_t)state);
+    store__pgp_i64(&p, done);
+    store__pgp_i64(&p, failed);
+    store__pgp_i64(&p, store__unix_now());
     int found = 0;
-    s = pg_wq1(st, 0, sql, &p, &found, err, "update job");
+    s = store__pg_wq1(store, 0, sql, &p, &found, err, "update job");
     if (s == IMS_OK && !found) /* nothing was written */
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "job %s does not exist", id);
     return s;
@@ -70,14 +71,15 @@ static enum ims_status add_error(PGconn *c, const char *id, const char *url, con
                                  const char *msg, struct ims_error *err)
 {
     struct pgp p = {0};
-    pgp_text(&p, id);
-    pgp_i64(&p, store__unix_now());
+    store__pgp_text(&p, id);
+    store__pgp_i64(&p, store__unix_now());
     int found = 0;
     int64_t n = 0;
-    enum ims_status s = pg_q1(c,
-                              "UPDATE jobs SET n_errors = n_errors + 1, updated = $2 WHERE id = "
-                              "$1 RETURNING n_errors",
-                              &p, &found, &n, err, "count job error");
+    enum ims_status s =
+        store__pg_q1(c,
+                     "UPDATE jobs SET n_errors = n_errors + 1, updated = $2 WHERE id = "
+                     "$1 RETURNING n_errors",
+                     &p, &found, &n, err, "count job error");
     if (s != IMS_OK)
         return s;
     if (!found)
@@ -85,20 +87,21 @@ static enum ims_status add_error(PGconn *c, const char *id, const char *url, con
     if (n > STORE_JOB_MAX_ERRORS)
         return IMS_OK;
     struct pgp q = {0};
-    pgp_text(&q, id);
-    pgp_i64(&q, n - 1);
-    pgp_text(&q, url ? url : "");
-    pgp_text(&q, msg ? msg : "");
-    pgp_text(&q, code ? code : "");
-    pgp_i64(&q, STORE_JOB_ERROR_MAX_BYTES);
-    return pg_x(c,
-                "INSERT INTO job_errors(job_id, seq, url, error, code) VALUES($1, $2, "
-                "left($3, $6::int), left($4, $6::int), $5)",
-                &q, err, "store job error");
+    store__pgp_text(&q, id);
+    store__pgp_i64(&q, n - 1);
+    store__pgp_text(&q, url ? url : "");
+    store__pgp_text(&q, msg ? msg : "");
+    store__pgp_text(&q, code ? code : "");
+    store__pgp_i64(&q, STORE_JOB_ERROR_MAX_BYTES);
+    return store__pg_x(c,
+                       "INSERT INTO job_errors(job_id, seq, url, error, code) VALUES($1, $2, "
+                       "left($3, $6::int), left($4, $6::int), $5)",
+                       &q, err, "store job error");
 }
 
-enum ims_status pg_job_add_errors(struct store *st, const char *id, const char *const *urls,
-                                  const char *const *errors, size_t n, struct ims_error *err)
+enum ims_status store__pg_job_add_errors(struct store *store, const char *id,
+                                         const char *const *urls, const char *const *codes,
+                                         const char *const *errors, size_t n, struct ims_error *err)
 {
     IMS_RETURN_ERROR_IF(n > 0 && (!urls || !errors), err, IMS_ERR_INVALID,
                         "store_job_add_errors: invalid arguments");
@@ -106,11 +109,11 @@ enum ims_status pg_job_add_errors(struct store *st, const char *id, const char *
     if (s != IMS_OK || n == 0)
         return s;
     PGconn *c = NULL;
-    s = pg_wbegin(st, &c, 0, err);
+    s = store__pg_wbegin(store, &c, 0, err);
     for (size_t i = 0; i < n && s == IMS_OK; i++)
-        s = add_error(c, id, urls[i], "", errors[i], err);
+        s = add_error(c, id, urls[i], codes && codes[i] ? codes[i] : "", errors[i], err);
     if (c)
-        s = pg_wend(st, c, s, err);
+        s = store__pg_wend(store, c, s, err);
     return s;
 }
 
@@ -125,8 +128,8 @@ static int state_from_name(const char *t, enum store_job_state *out)
     return 0;
 }
 
-enum ims_status pg_job_get(struct store *st, const char *id, struct store_job *job,
-                           struct ims_error *err)
+enum ims_status store__pg_job_get(struct store *store, const char *id, struct store_job *job,
+                                  struct ims_error *err)
 {
     enum ims_status s = store__check_job_id(id, err);
     if (s != IMS_OK)
@@ -135,39 +138,41 @@ enum ims_status pg_job_get(struct store *st, const char *id, struct store_job *j
     memset(&j, 0, sizeof(j));
     PGconn *c = NULL;
     PGresult *r = NULL;
-    s = pg_rbegin(st, &c, err);
+    s = store__pg_rbegin(store, &c, err);
     if (s != IMS_OK)
         return s;
     struct pgp p = {0};
-    pgp_text(&p, id);
-    s = pg_q(c,
-             "SELECT state, total, done, failed, created, updated, n_errors, sealed::int::int8, "
-             "n_items FROM jobs WHERE id = $1",
-             &p, &r, err, "read job");
+    store__pgp_text(&p, id);
+    s = store__pg_q(
+        c,
+        "SELECT state, total, done, failed, created, updated, n_errors, sealed::int::int8, "
+        "n_items FROM jobs WHERE id = $1",
+        &p, &r, err, "read job");
     if (s == IMS_OK && PQntuples(r) == 0)
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "job %s does not exist", id);
     if (s == IMS_OK) {
         snprintf(j.id, sizeof(j.id), "%s", id);
         if (!state_from_name(PQgetvalue(r, 0, 0), &j.state))
             s = ims_error_set(err, IMS_ERR_CORRUPT, "job %s has an unknown state", id);
-        j.total = pg_i64(r, 0, 1);
-        j.done = pg_i64(r, 0, 2);
-        j.failed = pg_i64(r, 0, 3);
-        j.created = pg_i64(r, 0, 4);
-        j.updated = pg_i64(r, 0, 5);
-        j.n_errors_total = pg_i64(r, 0, 6);
-        j.sealed = pg_i64(r, 0, 7) != 0;
-        j.n_items = pg_i64(r, 0, 8);
+        j.total = store__pg_i64(r, 0, 1);
+        j.done = store__pg_i64(r, 0, 2);
+        j.failed = store__pg_i64(r, 0, 3);
+        j.created = store__pg_i64(r, 0, 4);
+        j.updated = store__pg_i64(r, 0, 5);
+        j.n_errors_total = store__pg_i64(r, 0, 6);
+        j.sealed = store__pg_i64(r, 0, 7) != 0;
+        j.n_items = store__pg_i64(r, 0, 8);
     }
     PQclear(r);
     r = NULL;
     if (s == IMS_OK) {
         struct pgp q = {0};
-        pgp_text(&q, id);
-        pgp_i64(&q, STORE_JOB_MAX_ERRORS);
-        s = pg_q(c, "SELECT url, error, code FROM job_errors WHERE job_id = $1 ORDER BY seq "
-                    "LIMIT $2",
-                 &q, &r, err, "read job errors");
+        store__pgp_text(&q, id);
+        store__pgp_i64(&q, STORE_JOB_MAX_ERRORS);
+        s = store__pg_q(c,
+                        "SELECT url, error, code FROM job_errors WHERE job_id = $1 ORDER BY seq "
+                        "LIMIT $2",
+                        &q, &r, err, "read job errors");
     }
     if (s == IMS_OK && PQntuples(r) > 0) {
         size_t n = (size_t)PQntuples(r);
@@ -185,7 +190,7 @@ enum ims_status pg_job_get(struct store *st, const char *id, struct store_job *j
         }
     }
     PQclear(r);
-    pg_rend(st, c);
+    store__pg_rend(store, c);
     if (s != IMS_OK) {
         store_job_fini(&j);
         return s;
@@ -194,122 +199,125 @@ enum ims_status pg_job_get(struct store *st, const char *id, struct store_job *j
     return IMS_OK;
 }
 
-enum ims_status pg_job_fail_unfinished(struct store *st, int64_t *n, struct ims_error *err)
+enum ims_status store__pg_job_fail_unfinished(struct store *store, int64_t *n,
+                                              struct ims_error *err)
 {
     PGconn *c = NULL;
     PGresult *r = NULL;
-    enum ims_status s = pg_wbegin(st, &c, 0, err);
+    enum ims_status s = store__pg_wbegin(store, &c, 0, err);
     if (s != IMS_OK)
         return s;
     struct pgp p = {0};
-    pgp_i64(&p, store__unix_now());
-    pgp_i64(&p, STORE_JOB_MAX_ERRORS);
-    s = pg_x(c,
-             "INSERT INTO job_errors(job_id, seq, url, error) SELECT id, n_errors, '', "
-             "'interrupted by restart' FROM jobs WHERE state IN ('queued', 'running') AND "
-             "n_items = 0 AND n_errors < $2 AND $1 IS NOT NULL",
-             &p, err, "fail jobs");
+    store__pgp_i64(&p, store__unix_now());
+    store__pgp_i64(&p, STORE_JOB_MAX_ERRORS);
+    s = store__pg_x(c,
+                    "INSERT INTO job_errors(job_id, seq, url, error) SELECT id, n_errors, '', "
+                    "'interrupted by restart' FROM jobs WHERE state IN ('queued', 'running') AND "
+                    "n_items = 0 AND n_errors < $2 AND $1 IS NOT NULL",
+                    &p, err, "fail jobs");
     if (s == IMS_OK)
-        s = pg_q(c,
-                 "UPDATE jobs SET state = 'failed', n_errors = n_errors + 1, updated = $1 "
-                 "WHERE state IN ('queued', 'running') AND n_items = 0 AND $2 IS NOT NULL "
-                 "RETURNING id",
-                 &p, &r, err, "fail jobs");
+        s = store__pg_q(c,
+                        "UPDATE jobs SET state = 'failed', n_errors = n_errors + 1, updated = $1 "
+                        "WHERE state IN ('queued', 'running') AND n_items = 0 AND $2 IS NOT NULL "
+                        "RETURNING id",
+                        &p, &r, err, "fail jobs");
     int64_t k = s == IMS_OK ? PQntuples(r) : 0;
     PQclear(r);
-    s = pg_wend(st, c, s, err);
+    s = store__pg_wend(store, c, s, err);
     if (s == IMS_OK && n)
         *n = k;
     return s;
 }
 
-enum ims_status pg_job_add_items(struct store *st, const char *id, const char *const *sources,
-                                 size_t n, struct ims_error *err)
+enum ims_status store__pg_job_add_items(struct store *store, const char *id,
+                                        const char *const *sources, size_t n, struct ims_error *err)
 {
     PGconn *c = NULL;
     PGresult *r = NULL;
-    enum ims_status s = pg_wbegin(st, &c, 0, err);
+    enum ims_status s = store__pg_wbegin(store, &c, 0, err);
     if (s != IMS_OK)
         return s;
     struct pgp p = {0};
-    pgp_text(&p, id);
-    pgp_i64(&p, (int64_t)n);
-    pgp_i64(&p, store__unix_now());
+    store__pgp_text(&p, id);
+    store__pgp_i64(&p, (int64_t)n);
+    store__pgp_i64(&p, store__unix_now());
     /* the row lock of this UPDATE orders concurrent appends to one job */
-    s = pg_q(c,
-             "UPDATE jobs SET n_items = n_items + $2, total = total + $2, updated = $3 "
-             "WHERE id = $1 RETURNING n_items - $2, sealed::int::int8",
-             &p, &r, err, "add items");
+    s = store__pg_q(c,
+                    "UPDATE jobs SET n_items = n_items + $2, total = total + $2, updated = $3 "
+                    "WHERE id = $1 RETURNING n_items - $2, sealed::int::int8",
+                    &p, &r, err, "add items");
     int64_t have = 0;
     if (s == IMS_OK && PQntuples(r) == 0)
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "job %s does not exist", id);
-    else if (s == IMS_OK && pg_i64(r, 0, 1))
+    else if (s == IMS_OK && store__pg_i64(r, 0, 1))
         s = ims_error_set(err, IMS_ERR_INVALID, "job %s is sealed: no items can be added", id);
     else if (s == IMS_OK)
-        have = pg_i64(r, 0, 0);
+        have = store__pg_i64(r, 0, 0);
     PQclear(r);
     for (size_t i = 0; i < n && s == IMS_OK; i++) {
         struct pgp q = {0};
-        pgp_text(&q, id);
-        pgp_i64(&q, have + (int64_t)i);
-        pgp_text(&q, sources[i]);
-        s = pg_x(c, "INSERT INTO job_items(job_id, idx, source) VALUES($1, $2, $3)", &q, err,
-                 "add job item");
+        store__pgp_text(&q, id);
+        store__pgp_i64(&q, have + (int64_t)i);
+        store__pgp_text(&q, sources[i]);
+        s = store__pg_x(c, "INSERT INTO job_items(job_id, idx, source) VALUES($1, $2, $3)", &q, err,
+                        "add job item");
     }
-    return pg_wend(st, c, s, err);
+    return store__pg_wend(store, c, s, err);
 }
 
 static enum ims_status settle(PGconn *c, const char *id, struct ims_error *err)
 {
     struct pgp p = {0};
-    pgp_text(&p, id);
-    pgp_i64(&p, store__unix_now());
-    return pg_x(c,
-                "UPDATE jobs SET state = 'done', updated = $2 WHERE id = $1 AND sealed AND "
-                "state IN ('queued', 'running') AND NOT EXISTS (SELECT 1 FROM job_items WHERE "
-                "job_id = $1 AND state < 2)",
-                &p, err, "settle job");
+    store__pgp_text(&p, id);
+    store__pgp_i64(&p, store__unix_now());
+    return store__pg_x(
+        c,
+        "UPDATE jobs SET state = 'done', updated = $2 WHERE id = $1 AND sealed AND "
+        "state IN ('queued', 'running') AND NOT EXISTS (SELECT 1 FROM job_items WHERE "
+        "job_id = $1 AND state < 2)",
+        &p, err, "settle job");
 }
 
-enum ims_status pg_job_seal(struct store *st, const char *id, struct ims_error *err)
+enum ims_status store__pg_job_seal(struct store *store, const char *id, struct ims_error *err)
 {
     PGconn *c = NULL;
-    enum ims_status s = pg_wbegin(st, &c, 0, err);
+    enum ims_status s = store__pg_wbegin(store, &c, 0, err);
     if (s != IMS_OK)
         return s;
     struct pgp p = {0};
-    pgp_text(&p, id);
-    pgp_i64(&p, store__unix_now());
+    store__pgp_text(&p, id);
+    store__pgp_i64(&p, store__unix_now());
     int found = 0;
-    s = pg_q1(c, "UPDATE jobs SET sealed = true, updated = $2 WHERE id = $1 RETURNING id", &p,
-              &found, NULL, err, "seal job");
+    s = store__pg_q1(c, "UPDATE jobs SET sealed = true, updated = $2 WHERE id = $1 RETURNING id",
+                     &p, &found, NULL, err, "seal job");
     if (s == IMS_OK && !found)
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "job %s does not exist", id);
     if (s == IMS_OK)
         s = settle(c, id, err);
-    return pg_wend(st, c, s, err);
+    return store__pg_wend(store, c, s, err);
 }
 
-enum ims_status pg_job_claim(struct store *st, const char *node_id, size_t max_n,
-                             int64_t lease_ms, struct store_job_item **items_out, size_t *n_out,
-                             struct ims_error *err)
+enum ims_status store__pg_job_claim(struct store *store, const char *node_id, size_t max_n,
+                                    int64_t lease_ms, struct store_job_item **items_out,
+                                    size_t *n_out, struct ims_error *err)
 {
     PGconn *c = NULL;
     PGresult *r = NULL;
-    enum ims_status s = pg_wbegin(st, &c, 0, err);
+    enum ims_status s = store__pg_wbegin(store, &c, 0, err);
     if (s != IMS_OK)
         return s;
     struct pgp p = {0};
-    pgp_i64(&p, (int64_t)max_n);
-    pgp_text(&p, node_id);
-    pgp_i64(&p, lease_ms);
-    s = pg_q(c,
-             "WITH picked AS (SELECT id FROM job_items WHERE state = 0 OR (state = 1 AND "
-             "lease_until < clock_timestamp()) ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) "
-             "UPDATE job_items j SET state = 1, claimed_by = $2, attempts = attempts + 1, "
-             "lease_until = clock_timestamp() + $3 * interval '1 millisecond' FROM picked "
-             "WHERE j.id = picked.id RETURNING j.id, j.job_id, j.idx, j.source, j.attempts::int8",
-             &p, &r, err, "claim job items");
+    store__pgp_i64(&p, (int64_t)max_n);
+    store__pgp_text(&p, node_id);
+    store__pgp_i64(&p, lease_ms);
+    s = store__pg_q(
+        c,
+        "WITH picked AS (SELECT id FROM job_items WHERE state = 0 OR (state = 1 AND "
+        "lease_until < clock_timestamp()) ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) "
+        "UPDATE job_items j SET state = 1, claimed_by = $2, attempts = attempts + 1, "
+        "lease_until = clock_timestamp() + $3 * interval '1 millisecond' FROM picked "
+        "WHERE j.id = picked.id RETURNING j.id, j.job_id, j.idx, j.source, j.attempts::int8",
+        &p, &r, err, "claim job items");
     struct store_job_item *items = NULL;
     size_t n = s == IMS_OK ? (size_t)PQntuples(r) : 0;
     if (n) {
@@ -319,11 +327,11 @@ enum ims_status pg_job_claim(struct store *st, const char *node_id, size_t max_n
     }
     size_t k = 0;
     for (; k < n && s == IMS_OK; k++) {
-        items[k].item_id = pg_i64(r, (int)k, 0);
+        items[k].item_id = store__pg_i64(r, (int)k, 0);
         snprintf(items[k].job_id, sizeof(items[k].job_id), "%s", PQgetvalue(r, (int)k, 1));
-        items[k].index = pg_i64(r, (int)k, 2);
+        items[k].index = store__pg_i64(r, (int)k, 2);
         items[k].source = ims_strdup(PQgetvalue(r, (int)k, 3));
-        items[k].attempts = (int)pg_i64(r, (int)k, 4);
+        items[k].attempts = (int)store__pg_i64(r, (int)k, 4);
         if (!items[k].source)
             s = ims_error_set(err, IMS_ERR_NOMEM, "store_job_claim: out of memory");
     }
@@ -333,15 +341,16 @@ enum ims_status pg_job_claim(struct store *st, const char *node_id, size_t max_n
             if (i > 0 && !strcmp(items[i].job_id, items[i - 1].job_id))
                 continue;
             struct pgp u = {0};
-            pgp_text(&u, items[i].job_id);
-            pgp_i64(&u, store__unix_now());
-            s = pg_x(c,
-                     "UPDATE jobs SET state = 'running', updated = $2 WHERE id = $1 AND state = "
-                     "'queued'",
-                     &u, err, "start job");
+            store__pgp_text(&u, items[i].job_id);
+            store__pgp_i64(&u, store__unix_now());
+            s = store__pg_x(
+                c,
+                "UPDATE jobs SET state = 'running', updated = $2 WHERE id = $1 AND state = "
+                "'queued'",
+                &u, err, "start job");
         }
     }
-    s = pg_wend(st, c, s, err);
+    s = store__pg_wend(store, c, s, err);
     if (s != IMS_OK) {
         store_job_items_free(items, k);
         return s;
@@ -361,48 +370,50 @@ enum ims_status pg_job_claim(struct store *st, const char *node_id, size_t max_n
     return IMS_OK;
 }
 
-enum ims_status pg_job_release_node(struct store *st, const char *node_id, int64_t *n,
-                                    struct ims_error *err)
+enum ims_status store__pg_job_release_node(struct store *store, const char *node_id, int64_t *n,
+                                           struct ims_error *err)
 {
     PGresult *r = NULL;
     struct pgp p = {0};
-    pgp_text(&p, node_id);
+    store__pgp_text(&p, node_id);
     /* an expired lease: claimable at once, by this node or any other */
     enum ims_status s =
-        pg_once(st,
-                "UPDATE job_items SET lease_until = clock_timestamp() - interval '1 second' "
-                "WHERE state = 1 AND claimed_by = $1",
-                &p, &r, err, "release leases");
+        store__pg_once(store,
+                       "UPDATE job_items SET lease_until = clock_timestamp() - interval '1 second' "
+                       "WHERE state = 1 AND claimed_by = $1",
+                       &p, &r, err, "release leases");
     if (s == IMS_OK && n)
         *n = atoll(PQcmdTuples(r));
     PQclear(r);
     return s;
 }
 
-enum ims_status pg_job_renew(struct store *st, const char *node_id, const int64_t *item_ids,
-                             size_t n, int64_t lease_ms, uint8_t *renewed, struct ims_error *err)
+enum ims_status store__pg_job_renew(struct store *store, const char *node_id,
+                                    const int64_t *item_ids, size_t n, int64_t lease_ms,
+                                    uint8_t *renewed, struct ims_error *err)
 {
     PGconn *c = NULL;
-    enum ims_status s = pg_wbegin(st, &c, 0, err);
+    enum ims_status s = store__pg_wbegin(store, &c, 0, err);
     if (s != IMS_OK)
         return s;
     for (size_t i = 0; i < n && s == IMS_OK; i++) {
         struct pgp p = {0};
-        pgp_i64(&p, item_ids[i]);
-        pgp_text(&p, node_id);
-        pgp_i64(&p, lease_ms);
+        store__pgp_i64(&p, item_ids[i]);
+        store__pgp_text(&p, node_id);
+        store__pgp_i64(&p, lease_ms);
         int held = 0;
-        s = pg_q1(c,
-                  "UPDATE job_items SET lease_until = clock_timestamp() + $3 * interval '1 "
-                  "millisecond' WHERE id = $1 AND state = 1 AND claimed_by = $2 RETURNING id",
-                  &p, &held, NULL, err, "renew lease");
+        s = store__pg_q1(
+            c,
+            "UPDATE job_items SET lease_until = clock_timestamp() + $3 * interval '1 "
+            "millisecond' WHERE id = $1 AND state = 1 AND claimed_by = $2 RETURNING id",
+            &p, &held, NULL, err, "renew lease");
         if (s == IMS_OK && renewed)
             renewed[i] = (uint8_t)held;
     }
-    return pg_wend(st, c, s, err);
+    return store__pg_wend(store, c, s, err);
 }
 
-/* The columns of item results, for pg_int_array. */
+/* The columns of item results, for store__pg_int_array. */
 static int64_t get_id(const void *a, size_t i)
 {
     return ((const struct store_item_result *)a)[i].item_id;
@@ -429,14 +440,15 @@ static int64_t get_image(const void *a, size_t i)
 static enum ims_status own_row(PGconn *c, int64_t item, int64_t image, struct ims_error *err)
 {
     struct pgp p = {0};
-    pgp_i64(&p, item);
-    pgp_i64(&p, image);
-    return pg_x(c,
-                "UPDATE job_items j SET outcome = 0 FROM images i, jobs b WHERE j.id = $1 AND "
-                "i.id = $2 AND i.source = j.source AND b.id = j.job_id AND i.added >= b.created "
-                "AND NOT EXISTS (SELECT 1 FROM job_items o WHERE o.image_id = $2 AND o.outcome = "
-                "0 AND o.id <> $1)",
-                &p, err, "recognise the item's own row");
+    store__pgp_i64(&p, item);
+    store__pgp_i64(&p, image);
+    return store__pg_x(
+        c,
+        "UPDATE job_items j SET outcome = 0 FROM images i, jobs b WHERE j.id = $1 AND "
+        "i.id = $2 AND i.source = j.source AND b.id = j.job_id AND i.added >= b.created "
+        "AND NOT EXISTS (SELECT 1 FROM job_items o WHERE o.image_id = $2 AND o.outcome = "
+        "0 AND o.id <> $1)",
+        &p, err, "recognise the item's own row");
 }
 
 /* Counts finished items of job $1 and settles it, in one statement (it sees
@@ -455,16 +467,16 @@ static enum ims_status count_settle(PGconn *c, const char *job, int64_t done, in
                                     struct ims_error *err)
 {
     struct pgp l = {0};
-    pgp_text(&l, job);
-    enum ims_status s = pg_x(c, "SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", &l, err,
-                             "lock job");
+    store__pgp_text(&l, job);
+    enum ims_status s =
+        store__pg_x(c, "SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", &l, err, "lock job");
     struct pgp q = {0};
-    pgp_text(&q, job);
-    pgp_i64(&q, done);
-    pgp_i64(&q, failed);
-    pgp_i64(&q, store__unix_now());
+    store__pgp_text(&q, job);
+    store__pgp_i64(&q, done);
+    store__pgp_i64(&q, failed);
+    store__pgp_i64(&q, store__unix_now());
     if (s == IMS_OK)
-        s = pg_x(c, COUNT_SETTLE_SQL, &q, err, "count job items");
+        s = store__pg_x(c, COUNT_SETTLE_SQL, &q, err, "count job items");
     return s;
 }
 
@@ -488,17 +500,17 @@ static enum ims_status lock_jobs(PGconn *c, const struct job_tally *jobs, size_t
                                  struct ims_error *err)
 {
     struct pgcopy a;
-    pga_begin(&a, 25 /* text */, n);
+    store__pga_begin(&a, 25 /* text */, n);
     for (size_t j = 0; j < n; j++)
-        pgc_text(&a, jobs[j].job);
+        store__pgc_text(&a, jobs[j].job);
     if (a.oom) {
         ims_free(a.p);
         return ims_error_set(err, IMS_ERR_NOMEM, "store_job_finish: out of memory");
     }
     struct pgp p = {0};
-    pgp_raw(&p, a.p, a.n, 1009 /* text[] */);
-    enum ims_status s = pg_x(c, "SELECT 1 FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-                             &p, err, "lock jobs");
+    store__pgp_raw(&p, a.p, a.n, 1009 /* text[] */);
+    enum ims_status s = store__pg_x(
+        c, "SELECT 1 FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE", &p, err, "lock jobs");
     ims_free(a.p);
     return s;
 }
@@ -508,15 +520,16 @@ static enum ims_status lock_jobs(PGconn *c, const struct job_tally *jobs, size_t
  * image ids); the jobs touched are locked in one order (lock_jobs); then
  * failures (rare) add their code, message and job error one by one, and
  * one statement per job counts its items and settles it. */
-enum ims_status pg_job_finish_in(PGconn *c, const char *node_id,
-                                 const struct store_item_result *results, size_t n,
-                                 uint8_t *accepted, struct ims_error *err)
+enum ims_status store__pg_job_finish_in(PGconn *c, const char *node_id,
+                                        const struct store_item_result *results, size_t n,
+                                        uint8_t *accepted, struct ims_error *err)
 {
     if (n == 0)
         return IMS_OK;
-    char *ids = pg_int_array(n, get_id, results), *states = pg_int_array(n, get_state, results);
-    char *outcomes = pg_int_array(n, get_outcome, results);
-    char *images = pg_int_array(n, get_image, results);
+    char *ids = store__pg_int_array(n, get_id, results),
+         *states = store__pg_int_array(n, get_state, results);
+    char *outcomes = store__pg_int_array(n, get_outcome, results);
+    char *images = store__pg_int_array(n, get_image, results);
     PGresult *r = NULL;
     struct job_tally *jobs = NULL;
     size_t n_jobs = 0;
@@ -526,18 +539,19 @@ enum ims_status pg_job_finish_in(PGconn *c, const char *node_id,
         goto out;
     }
     struct pgp p = {0};
-    pgp_text(&p, node_id);
-    pgp_literal(&p, ids);
-    pgp_literal(&p, states);
-    pgp_literal(&p, outcomes);
-    pgp_literal(&p, images);
-    s = pg_q(c,
-             "UPDATE job_items j SET state = r.st, outcome = r.oc, image_id = nullif(r.img, 0), "
-             "code = NULL, error = NULL, lease_until = NULL FROM unnest($2::bigint[], "
-             "$3::smallint[], $4::smallint[], $5::bigint[]) AS r(id, st, oc, img) WHERE j.id = "
-             "r.id AND j.state = 1 AND j.claimed_by = $1 RETURNING j.id, j.job_id, "
-             "j.attempts::int8",
-             &p, &r, err, "finish job items");
+    store__pgp_text(&p, node_id);
+    store__pgp_literal(&p, ids);
+    store__pgp_literal(&p, states);
+    store__pgp_literal(&p, outcomes);
+    store__pgp_literal(&p, images);
+    s = store__pg_q(
+        c,
+        "UPDATE job_items j SET state = r.store, outcome = r.oc, image_id = nullif(r.img, 0), "
+        "code = NULL, error = NULL, lease_until = NULL FROM unnest($2::bigint[], "
+        "$3::smallint[], $4::smallint[], $5::bigint[]) AS r(id, store, oc, img) WHERE j.id = "
+        "r.id AND j.state = 1 AND j.claimed_by = $1 RETURNING j.id, j.job_id, "
+        "j.attempts::int8",
+        &p, &r, err, "finish job items");
     if (s != IMS_OK)
         goto out;
     int n_rows = PQntuples(r);
@@ -565,7 +579,7 @@ enum ims_status pg_job_finish_in(PGconn *c, const char *node_id,
         s = lock_jobs(c, jobs, n_jobs, err);
     }
     for (int k = 0; s == IMS_OK && k < n_rows; k++) {
-        int64_t id = pg_i64(r, k, 0);
+        int64_t id = store__pg_i64(r, k, 0);
         const char *job = PQgetvalue(r, k, 1);
         size_t i = 0;
         while (i < n && (results[i].item_id != id || (accepted && accepted[i])))
@@ -583,22 +597,23 @@ enum ims_status pg_job_finish_in(PGconn *c, const char *node_id,
         t->failed += fail;
         if (fail) {
             struct pgp e = {0};
-            pgp_i64(&e, id);
-            pgp_text(&e, res->code ? res->code : "");
-            pgp_text(&e, res->error ? res->error : "");
-            pgp_i64(&e, STORE_JOB_ERROR_MAX_BYTES);
-            s = pg_x(c, "UPDATE job_items SET code = $2, error = left($3, $4::int) WHERE id = $1",
-                     &e, err, "record item error");
+            store__pgp_i64(&e, id);
+            store__pgp_text(&e, res->code ? res->code : "");
+            store__pgp_text(&e, res->error ? res->error : "");
+            store__pgp_i64(&e, STORE_JOB_ERROR_MAX_BYTES);
+            s = store__pg_x(
+                c, "UPDATE job_items SET code = $2, error = left($3, $4::int) WHERE id = $1", &e,
+                err, "record item error");
             PGresult *sr = NULL;
             struct pgp q = {0};
-            pgp_i64(&q, id);
+            store__pgp_i64(&q, id);
             if (s == IMS_OK)
-                s = pg_q(c, "SELECT source FROM job_items WHERE id = $1", &q, &sr, err,
-                         "read item");
+                s = store__pg_q(c, "SELECT source FROM job_items WHERE id = $1", &q, &sr, err,
+                                "read item");
             if (s == IMS_OK && PQntuples(sr) == 1)
                 s = add_error(c, job, PQgetvalue(sr, 0, 0), res->code, res->error, err);
             PQclear(sr);
-        } else if (res->outcome == STORE_ITEM_DUPLICATE && pg_i64(r, k, 2) > 1) {
+        } else if (res->outcome == STORE_ITEM_DUPLICATE && store__pg_i64(r, k, 2) > 1) {
             s = own_row(c, id, res->image_id, err);
         }
     }
@@ -617,35 +632,35 @@ out:
     return s;
 }
 
-enum ims_status pg_job_finish(struct store *st, const char *node_id,
-                              const struct store_item_result *results, size_t n,
-                              uint8_t *accepted, struct ims_error *err)
+enum ims_status store__pg_job_finish(struct store *store, const char *node_id,
+                                     const struct store_item_result *results, size_t n,
+                                     uint8_t *accepted, struct ims_error *err)
 {
     if (accepted)
         memset(accepted, 0, n);
     if (n == 0)
         return IMS_OK;
     PGconn *c = NULL;
-    enum ims_status s = pg_wbegin(st, &c, 0, err);
+    enum ims_status s = store__pg_wbegin(store, &c, 0, err);
     if (s != IMS_OK)
         return s;
-    s = pg_job_finish_in(c, node_id, results, n, accepted, err);
-    s = pg_wend(st, c, s, err);
+    s = store__pg_job_finish_in(c, node_id, results, n, accepted, err);
+    s = store__pg_wend(store, c, s, err);
     if (s != IMS_OK && accepted)
         memset(accepted, 0, n);
     return s;
 }
 
-enum ims_status pg_job_item_outcome(struct store *st, int64_t item_id, int *outcome,
-                                    struct ims_error *err)
+enum ims_status store__pg_job_item_outcome(struct store *store, int64_t item_id, int *outcome,
+                                           struct ims_error *err)
 {
     struct pgp p = {0};
-    pgp_i64(&p, item_id);
+    store__pgp_i64(&p, item_id);
     int found = 0;
     int64_t v = 0;
     enum ims_status s =
-        pg_once1(st, "SELECT coalesce(outcome, -1)::int8 FROM job_items WHERE id = $1", &p,
-                 &found, &v, err, "read job item");
+        store__pg_once1(store, "SELECT coalesce(outcome, -1)::int8 FROM job_items WHERE id = $1",
+                        &p, &found, &v, err, "read job item");
     if (s == IMS_OK && !found)
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "job item %lld does not exist",
                           (long long)item_id);
@@ -654,25 +669,26 @@ enum ims_status pg_job_item_outcome(struct store *st, int64_t item_id, int *outc
     return s;
 }
 
-enum ims_status pg_job_item_get(struct store *st, int64_t item_id, enum store_item_state *state,
-                                char *node, size_t node_cap, int *attempts, int64_t *image_id,
-                                struct ims_error *err)
+enum ims_status store__pg_job_item_get(struct store *store, int64_t item_id,
+                                       enum store_item_state *state, char *node, size_t node_cap,
+                                       int *attempts, int64_t *image_id, struct ims_error *err)
 {
     PGresult *r = NULL;
     struct pgp p = {0};
-    pgp_i64(&p, item_id);
-    enum ims_status s = pg_once(st,
-                                "SELECT state::int8, coalesce(claimed_by, ''), attempts::int8, "
-                                "coalesce(image_id, 0) FROM job_items WHERE id = $1",
-                                &p, &r, err, "read job item");
+    store__pgp_i64(&p, item_id);
+    enum ims_status s =
+        store__pg_once(store,
+                       "SELECT state::int8, coalesce(claimed_by, ''), attempts::int8, "
+                       "coalesce(image_id, 0) FROM job_items WHERE id = $1",
+                       &p, &r, err, "read job item");
     if (s == IMS_OK && PQntuples(r) == 0)
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "job item %lld does not exist",
                           (long long)item_id);
     if (s == IMS_OK) {
-        *state = (enum store_item_state)pg_i64(r, 0, 0);
+        *state = (enum store_item_state)store__pg_i64(r, 0, 0);
         snprintf(node, node_cap, "%s", PQgetvalue(r, 0, 1));
-        *attempts = (int)pg_i64(r, 0, 2);
-        *image_id = pg_i64(r, 0, 3);
+        *attempts = (int)store__pg_i64(r, 0, 2);
+        *image_id = store__pg_i64(r, 0, 3);
     }
     PQclear(r);
     return s;

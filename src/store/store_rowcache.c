@@ -278,10 +278,9 @@ static void put(struct store__rowcache *rc, const struct store_image_row *row, u
     pthread_mutex_unlock(&rc->mu);
 }
 
-enum ims_status store__rowcache_get_many(struct store *st, struct store__rowcache *rc,
-                                         const int64_t *ids, size_t n,
-                                         struct store_image_row *rows, uint8_t *found,
-                                         struct ims_error *err)
+enum ims_status store__rowcache_get_many(struct store *store, struct store__rowcache *rc,
+                                         const int64_t *ids, size_t n, struct store_image_row *rows,
+                                         uint8_t *found, struct ims_error *err)
 {
     int64_t *miss = ims_malloc(n * sizeof(*miss));
     size_t *where = ims_malloc(n * sizeof(*where));
@@ -305,7 +304,7 @@ enum ims_status store__rowcache_get_many(struct store *st, struct store__rowcach
         pthread_mutex_lock(&rc->mu);
         uint64_t gen = rc->gen; /* before the read: see the top of the file */
         pthread_mutex_unlock(&rc->mu);
-        s = st->ops->get_many(st, miss, m, 0, mrows, mfound, err);
+        s = store->ops->get_many(store, miss, m, 0, mrows, mfound, err);
         if (s != IMS_OK) {
             for (size_t i = 0; i < n; i++) {
                 store_row_fini(&rows[i]);

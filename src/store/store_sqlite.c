@@ -98,9 +98,9 @@ enum ims_status store__prepare(sqlite3 *db, const char *sql, sqlite3_stmt **stmt
     return IMS_OK;
 }
 
-enum ims_status sq__id_column(sqlite3 *db, sqlite3_stmt *q, int col, int64_t **ids_out,
-                              size_t *n_out, int64_t *last0, const char *what,
-                              const char *read_what, struct ims_error *err)
+enum ims_status store__sq_id_column(sqlite3 *db, sqlite3_stmt *q, int col, int64_t **ids_out,
+                                    size_t *n_out, int64_t *last0, const char *what,
+                                    const char *read_what, struct ims_error *err)
 {
     int64_t *ids = NULL;
     size_t n = 0, cap = 0;
@@ -140,32 +140,32 @@ enum ims_status store__exec(sqlite3 *db, const char *sql, struct ims_error *err)
     return IMS_OK;
 }
 
-enum ims_status store__write_begin(struct store *st, struct ims_error *err)
+enum ims_status store__write_begin(struct store *store, struct ims_error *err)
 {
-    pthread_mutex_lock(&st->wlock);
-    enum ims_status s = store__exec(st->wdb, "BEGIN IMMEDIATE", err);
+    pthread_mutex_lock(&store->wlock);
+    enum ims_status s = store__exec(store->wdb, "BEGIN IMMEDIATE", err);
     if (s != IMS_OK)
-        pthread_mutex_unlock(&st->wlock);
+        pthread_mutex_unlock(&store->wlock);
     return s;
 }
 
-enum ims_status store__write_end(struct store *st, enum ims_status st_in, struct ims_error *err)
+enum ims_status store__write_end(struct store *store, enum ims_status st_in, struct ims_error *err)
 {
     enum ims_status s = st_in;
     if (s == IMS_OK) {
-        int rc = sqlite3_exec(st->wdb, "COMMIT", NULL, NULL, NULL);
+        int rc = sqlite3_exec(store->wdb, "COMMIT", NULL, NULL, NULL);
         if (rc != SQLITE_OK)
-            s = store__db_error(st->wdb, rc, err, "commit");
+            s = store__db_error(store->wdb, rc, err, "commit");
     }
-    if (s != IMS_OK && !sqlite3_get_autocommit(st->wdb)) {
-        int rc = sqlite3_exec(st->wdb, "ROLLBACK", NULL, NULL, NULL);
+    if (s != IMS_OK && !sqlite3_get_autocommit(store->wdb)) {
+        int rc = sqlite3_exec(store->wdb, "ROLLBACK", NULL, NULL, NULL);
         /* the caller gets its own error; this one would otherwise be lost,
          * and the next write would fail to begin without saying why */
         if (rc != SQLITE_OK)
             ims_log(IMS_LOG_ERROR, "catalogue: rolling back a failed write: %s",
-                    sqlite3_errmsg(st->wdb));
+                    sqlite3_errmsg(store->wdb));
     }
-    pthread_mutex_unlock(&st->wlock);
+    pthread_mutex_unlock(&store->wlock);
     return s;
 }
 
@@ -176,22 +176,22 @@ static enum ims_status conn_setup(sqlite3 *db, struct ims_error *err)
     return IMS_OK;
 }
 
-enum ims_status store__reader_get(struct store *st, sqlite3 **out, struct ims_error *err)
+enum ims_status store__reader_get(struct store *store, sqlite3 **out, struct ims_error *err)
 {
     sqlite3 *db = NULL;
-    pthread_mutex_lock(&st->plock);
-    while (st->n_idle == 0 && st->n_open >= STORE_READERS_MAX)
-        pthread_cond_wait(&st->pcond, &st->plock);
-    if (st->n_idle > 0) {
-        db = st->idle[--st->n_idle];
-        pthread_mutex_unlock(&st->plock);
+    pthread_mutex_lock(&store->plock);
+    while (store->n_idle == 0 && store->n_open >= STORE_READERS_MAX)
+        pthread_cond_wait(&store->pcond, &store->plock);
+    if (store->n_idle > 0) {
+        db = store->idle[--store->n_idle];
+        pthread_mutex_unlock(&store->plock);
         *out = db;
         return IMS_OK;
     }
-    st->n_open++; /* reserve the slot, open outside the lock */
-    pthread_mutex_unlock(&st->plock);
+    store->n_open++; /* reserve the slot, open outside the lock */
+    pthread_mutex_unlock(&store->plock);
 
-    int rc = sqlite3_open_v2(st->db_path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    int rc = sqlite3_open_v2(store->db_path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
     enum ims_status s = IMS_OK;
     if (rc != SQLITE_OK)
         s = store__db_error(db, rc, err, "open reader");
@@ -199,25 +199,25 @@ enum ims_status store__reader_get(struct store *st, sqlite3 **out, struct ims_er
         s = conn_setup(db, err);
     if (s != IMS_OK) {
         sqlite3_close(db);
-        pthread_mutex_lock(&st->plock);
-        st->n_open--;
-        pthread_cond_signal(&st->pcond);
-        pthread_mutex_unlock(&st->plock);
+        pthread_mutex_lock(&store->plock);
+        store->n_open--;
+        pthread_cond_signal(&store->pcond);
+        pthread_mutex_unlock(&store->plock);
         return s;
     }
     *out = db;
     return IMS_OK;
 }
 
-void store__reader_end(struct store *st, sqlite3 *db)
+void store__reader_end(struct store *store, sqlite3 *db)
 {
     int rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
     if (rc != SQLITE_OK) /* nothing was written: the read itself stands */
         ims_log(IMS_LOG_DEBUG, "catalogue: ending a read transaction: %s", sqlite3_errmsg(db));
-    store__reader_put(st, db);
+    store__reader_put(store, db);
 }
 
-void store__reader_put(struct store *st, sqlite3 *db)
+void store__reader_put(struct store *store, sqlite3 *db)
 {
     if (!db)
         return;
@@ -234,23 +234,24 @@ void store__reader_put(struct store *st, sqlite3 *db)
             sqlite3_close(db);
         }
     }
-    pthread_mutex_lock(&st->plock);
+    pthread_mutex_lock(&store->plock);
     if (!keep) {
-        st->n_open--;
-        pthread_cond_signal(&st->pcond);
-        pthread_mutex_unlock(&st->plock);
+        store->n_open--;
+        pthread_cond_signal(&store->pcond);
+        pthread_mutex_unlock(&store->plock);
         return;
     }
-    IMS_ASSERT(st->n_idle < STORE_READERS_MAX);
-    st->idle[st->n_idle++] = db;
-    pthread_cond_signal(&st->pcond);
-    pthread_mutex_unlock(&st->plock);
+    IMS_ASSERT(store->n_idle < STORE_READERS_MAX);
+    store->idle[store->n_idle++] = db;
+    pthread_cond_signal(&store->pcond);
+    pthread_mutex_unlock(&store->plock);
 }
 
 /* ---- meta table ---------------------------------------------------------- */
 
 /* Reads meta[key] into a fresh string (*value NULL if absent). */
-enum ims_status sq__meta_get(sqlite3 *db, const char *key, char **value, struct ims_error *err)
+enum ims_status store__sq_meta_get(sqlite3 *db, const char *key, char **value,
+                                   struct ims_error *err)
 {
     sqlite3_stmt *q = NULL;
     *value = NULL;
@@ -272,8 +273,8 @@ out:
     return s;
 }
 
-enum ims_status sq__meta_set(sqlite3 *db, const char *key, const char *value,
-                                struct ims_error *err)
+enum ims_status store__sq_meta_set(sqlite3 *db, const char *key, const char *value,
+                                   struct ims_error *err)
 {
     sqlite3_stmt *q = NULL;
     enum ims_status s = store__prepare(
@@ -473,21 +474,21 @@ _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == STORE_SCHEMA_VERSIO
 
 /* Inside the open transaction: brings the file to STORE_SCHEMA_VERSION and,
  * on a fresh file, records the model. */
-static enum ims_status migrate(struct store *st, int has_meta, struct ims_error *err)
+static enum ims_status migrate(struct store *store, int has_meta, struct ims_error *err)
 {
-    sqlite3 *db = st->wdb;
+    sqlite3 *db = store->wdb;
     char *v = NULL;
     long long version = 0;
     enum ims_status s = IMS_OK;
     if (has_meta) {
-        s = sq__meta_get(db, "schema_version", &v, err);
+        s = store__sq_meta_get(db, "schema_version", &v, err);
         if (s != IMS_OK)
             goto out;
         version = parse_count(v);
         if (version < 1) {
             s = ims_error_set(err, IMS_ERR_CORRUPT,
                               "catalogue %s: meta.schema_version is missing or not a number",
-                              st->db_path);
+                              store->db_path);
             goto out;
         }
     }
@@ -495,7 +496,7 @@ static enum ims_status migrate(struct store *st, int has_meta, struct ims_error 
         s = ims_error_set(err, IMS_ERR_UNSUPPORTED,
                           "catalogue %s has schema version %lld, newer than the %d this "
                           "imgsearch supports; upgrade imgsearch to open it",
-                          st->db_path, version, STORE_SCHEMA_VERSION);
+                          store->db_path, version, STORE_SCHEMA_VERSION);
         goto out;
     }
     int fresh = version == 0;
@@ -510,7 +511,7 @@ static enum ims_status migrate(struct store *st, int has_meta, struct ims_error 
         }
         char buf[32];
         snprintf(buf, sizeof(buf), "%d", migrations[i].to_version);
-        s = sq__meta_set(db, "schema_version", buf, err);
+        s = store__sq_meta_set(db, "schema_version", buf, err);
         if (s != IMS_OK)
             goto out;
         if (version > 0)
@@ -518,13 +519,13 @@ static enum ims_status migrate(struct store *st, int has_meta, struct ims_error 
     }
     if (fresh) {
         char buf[32];
-        snprintf(buf, sizeof(buf), "%u", st->dim);
-        s = sq__meta_set(db, "model_name", st->model_name, err);
+        snprintf(buf, sizeof(buf), "%u", store->dim);
+        s = store__sq_meta_set(db, "model_name", store->model_name, err);
         if (s == IMS_OK)
-            s = sq__meta_set(db, "embedding_dim", buf, err);
+            s = store__sq_meta_set(db, "embedding_dim", buf, err);
         snprintf(buf, sizeof(buf), "%lld", (long long)store__unix_now());
         if (s == IMS_OK)
-            s = sq__meta_set(db, "created", buf, err);
+            s = store__sq_meta_set(db, "created", buf, err);
     }
 out:
     ims_free(v);
@@ -532,12 +533,12 @@ out:
 }
 
 /* Compares the recorded model with the one asked for. */
-static enum ims_status check_model(struct store *st, struct ims_error *err)
+static enum ims_status check_model(struct store *store, struct ims_error *err)
 {
     char *name = NULL, *dim_s = NULL;
-    enum ims_status s = sq__meta_get(st->wdb, "model_name", &name, err);
+    enum ims_status s = store__sq_meta_get(store->wdb, "model_name", &name, err);
     if (s == IMS_OK)
-        s = sq__meta_get(st->wdb, "embedding_dim", &dim_s, err);
+        s = store__sq_meta_get(store->wdb, "embedding_dim", &dim_s, err);
     if (s != IMS_OK)
         goto out;
     long long dim = parse_count(dim_s);
@@ -545,16 +546,16 @@ static enum ims_status check_model(struct store *st, struct ims_error *err)
         s = ims_error_set(err, IMS_ERR_CORRUPT,
                           "catalogue %s: the model record (meta.model_name, "
                           "meta.embedding_dim) is missing or damaged",
-                          st->db_path);
+                          store->db_path);
         goto out;
     }
-    if ((strcmp(name, st->model_name) != 0 || dim != st->dim) &&
-        !(st->flags & STORE_OPEN_ALLOW_MODEL_MISMATCH)) {
+    if ((strcmp(name, store->model_name) != 0 || dim != store->dim) &&
+        !(store->flags & STORE_OPEN_ALLOW_MODEL_MISMATCH)) {
         s = ims_error_set(err, IMS_ERR_MODEL_MISMATCH,
                           "data folder %s belongs to model '%s' (dim %lld), not to model '%s' "
                           "(dim %u); use that model, another data folder, or re-embed the "
                           "folder to migrate it",
-                          st->data_dir, name, dim, st->model_name, st->dim);
+                          store->data_dir, name, dim, store->model_name, store->dim);
     }
 out:
     ims_free(name);
@@ -692,10 +693,10 @@ static int valid_model(const struct store_model_info *m)
            m->dim >= 1 && m->dim <= STORE_DIM_MAX;
 }
 
-enum ims_status sq_open(const char *data_dir, const struct store_model_info *model,
-                           unsigned flags, struct store **out, struct ims_error *err)
+enum ims_status store__sq_open(const char *data_dir, const struct store_model_info *model,
+                               unsigned flags, struct store **out, struct ims_error *err)
 {
-    struct store *st = NULL;
+    struct store *store = NULL;
     enum ims_status s = IMS_OK;
     int locked_init = 0;
 
@@ -707,37 +708,37 @@ enum ims_status sq_open(const char *data_dir, const struct store_model_info *mod
                         "size of 1..%d",
                         STORE_MODEL_NAME_MAX_BYTES, STORE_DIM_MAX);
 
-    st = ims_calloc(1, sizeof(*st));
-    if (!st)
+    store = ims_calloc(1, sizeof(*store));
+    if (!store)
         return ims_error_set(err, IMS_ERR_NOMEM, "store_open: out of memory");
     size_t dl = strlen(data_dir);
-    st->data_dir = ims_strdup(data_dir);
-    st->db_path = ims_malloc(dl + sizeof("/catalogue.db"));
-    st->model_name = ims_strdup(model->name);
-    if (!st->data_dir || !st->db_path || !st->model_name) {
+    store->data_dir = ims_strdup(data_dir);
+    store->db_path = ims_malloc(dl + sizeof("/catalogue.db"));
+    store->model_name = ims_strdup(model->name);
+    if (!store->data_dir || !store->db_path || !store->model_name) {
         s = ims_error_set(err, IMS_ERR_NOMEM, "store_open: out of memory");
         goto out;
     }
-    memcpy(st->db_path, data_dir, dl);
-    memcpy(st->db_path + dl, "/catalogue.db", sizeof("/catalogue.db"));
-    st->ops = &store__sqlite_ops;
-    st->dim = model->dim;
-    st->flags = flags;
-    pthread_mutex_init(&st->wlock, NULL);
-    pthread_mutex_init(&st->plock, NULL);
-    pthread_cond_init(&st->pcond, NULL);
+    memcpy(store->db_path, data_dir, dl);
+    memcpy(store->db_path + dl, "/catalogue.db", sizeof("/catalogue.db"));
+    store->ops = &store__sqlite_ops;
+    store->dim = model->dim;
+    store->flags = flags;
+    pthread_mutex_init(&store->wlock, NULL);
+    pthread_mutex_init(&store->plock, NULL);
+    pthread_cond_init(&store->pcond, NULL);
     locked_init = 1;
 
     /* read-only first: a lost or damaged catalogue beside other data says
      * so (and names `imgsearch repair`) before "no catalogue" would */
-    s = check_magic(data_dir, st->db_path, err);
+    s = check_magic(data_dir, store->db_path, err);
     if (s != IMS_OK)
         goto out;
     if (flags & STORE_OPEN_EXISTING) {
         struct stat sb;
-        if (stat(st->db_path, &sb) != 0 || sb.st_size == 0) {
+        if (stat(store->db_path, &sb) != 0 || sb.st_size == 0) {
             s = ims_error_set(err, IMS_ERR_NOT_FOUND, "%s holds no catalogue (no %s)", data_dir,
-                              st->db_path);
+                              store->db_path);
             goto out;
         }
     }
@@ -745,107 +746,107 @@ enum ims_status sq_open(const char *data_dir, const struct store_model_info *mod
     if (s != IMS_OK)
         goto out;
 
-    int rc = sqlite3_open_v2(st->db_path, &st->wdb,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             NULL);
+    int rc =
+        sqlite3_open_v2(store->db_path, &store->wdb,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
-        s = store__db_error(st->wdb, rc, err, "open");
+        s = store__db_error(store->wdb, rc, err, "open");
         goto out;
     }
-    conn_setup(st->wdb, err);
+    conn_setup(store->wdb, err);
 
     int n_tables = 0, has_meta = 0;
-    s = inspect(st->wdb, st->db_path, &n_tables, &has_meta, err);
+    s = inspect(store->wdb, store->db_path, &n_tables, &has_meta, err);
     if (s != IMS_OK)
         goto out;
     if (n_tables > 0 && !has_meta) {
         s = ims_error_set(err, IMS_ERR_CORRUPT,
                           "%s is a SQLite database but not an imgsearch catalogue (no meta "
                           "table); it was left untouched",
-                          st->db_path);
+                          store->db_path);
         goto out;
     }
     if (n_tables == 0 && (flags & STORE_OPEN_EXISTING)) {
         s = ims_error_set(err, IMS_ERR_NOT_FOUND, "%s is an empty database, not a catalogue",
-                          st->db_path);
+                          store->db_path);
         goto out;
     }
     if (n_tables == 0) {
-        s = store__exec(st->wdb, "PRAGMA page_size = 16384", err);
+        s = store__exec(store->wdb, "PRAGMA page_size = 16384", err);
         if (s != IMS_OK)
             goto out;
     }
-    s = pragma_expect(st->wdb, "PRAGMA journal_mode = WAL", "wal", err);
+    s = pragma_expect(store->wdb, "PRAGMA journal_mode = WAL", "wal", err);
     if (s != IMS_OK)
         goto out;
-    s = store__exec(st->wdb,
+    s = store__exec(store->wdb,
                     (flags & STORE_OPEN_SYNC_NORMAL) ? "PRAGMA synchronous = NORMAL"
                                                      : "PRAGMA synchronous = FULL",
                     err);
     if (s == IMS_OK)
-        s = store__exec(st->wdb, "PRAGMA foreign_keys = ON", err);
+        s = store__exec(store->wdb, "PRAGMA foreign_keys = ON", err);
     if (s != IMS_OK)
         goto out;
 
-    s = store__write_begin(st, err);
+    s = store__write_begin(store, err);
     if (s != IMS_OK)
         goto out;
-    s = migrate(st, has_meta, err);
-    s = store__write_end(st, s, err);
+    s = migrate(store, has_meta, err);
+    s = store__write_end(store, s, err);
     if (s != IMS_OK)
         goto out;
-    s = check_model(st, err);
+    s = check_model(store, err);
     if (s != IMS_OK)
         goto out;
 
-    *out = st;
-    st = NULL;
+    *out = store;
+    store = NULL;
 out:
-    if (st) {
-        sqlite3_close(st->wdb);
+    if (store) {
+        sqlite3_close(store->wdb);
         if (locked_init) {
-            pthread_mutex_destroy(&st->wlock);
-            pthread_mutex_destroy(&st->plock);
-            pthread_cond_destroy(&st->pcond);
+            pthread_mutex_destroy(&store->wlock);
+            pthread_mutex_destroy(&store->plock);
+            pthread_cond_destroy(&store->pcond);
         }
-        ims_free(st->data_dir);
-        ims_free(st->db_path);
-        ims_free(st->model_name);
-        ims_free(st);
+        ims_free(store->data_dir);
+        ims_free(store->db_path);
+        ims_free(store->model_name);
+        ims_free(store);
     }
     return s;
 }
 
-void sq_close(struct store *st)
+void store__sq_close(struct store *store)
 {
-    if (!st)
+    if (!store)
         return;
-    IMS_ASSERT(st->n_idle == st->n_open); /* no reader still borrowed */
-    for (int i = 0; i < st->n_idle; i++)
-        sqlite3_close(st->idle[i]);
-    sqlite3_close(st->wdb);
-    pthread_mutex_destroy(&st->wlock);
-    pthread_mutex_destroy(&st->plock);
-    pthread_cond_destroy(&st->pcond);
-    ims_free(st->data_dir);
-    ims_free(st->db_path);
-    ims_free(st->model_name);
-    ims_free(st);
+    IMS_ASSERT(store->n_idle == store->n_open); /* no reader still borrowed */
+    for (int i = 0; i < store->n_idle; i++)
+        sqlite3_close(store->idle[i]);
+    sqlite3_close(store->wdb);
+    pthread_mutex_destroy(&store->wlock);
+    pthread_mutex_destroy(&store->plock);
+    pthread_cond_destroy(&store->pcond);
+    ims_free(store->data_dir);
+    ims_free(store->db_path);
+    ims_free(store->model_name);
+    ims_free(store);
 }
 
 /* ---- model record, version, check ------------------------------------------- */
 
-enum ims_status sq_model_get(struct store *st, char *name, size_t name_cap, uint32_t *dim,
-                                struct ims_error *err)
+enum ims_status store__sq_model_get(struct store *store, char *name, size_t name_cap, uint32_t *dim,
+                                    struct ims_error *err)
 {
     sqlite3 *db = NULL;
     char *n = NULL, *d = NULL;
-    enum ims_status s = store__reader_get(st, &db, err);
+    enum ims_status s = store__reader_get(store, &db, err);
     if (s != IMS_OK)
         return s;
-    s = sq__meta_get(db, "model_name", &n, err);
+    s = store__sq_meta_get(db, "model_name", &n, err);
     if (s == IMS_OK)
-        s = sq__meta_get(db, "embedding_dim", &d, err);
+        s = store__sq_meta_get(db, "embedding_dim", &d, err);
     if (s == IMS_OK) {
         long long x = parse_count(d);
         if (!n || x < 1 || x > STORE_DIM_MAX) {
@@ -857,34 +858,34 @@ enum ims_status sq_model_get(struct store *st, char *name, size_t name_cap, uint
     }
     ims_free(n);
     ims_free(d);
-    store__reader_put(st, db);
+    store__reader_put(store, db);
     return s;
 }
 
-enum ims_status sq_model_record(struct store *st, struct ims_error *err)
+enum ims_status store__sq_model_record(struct store *store, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st, err, IMS_ERR_INVALID, "store_model_record: no store");
-    enum ims_status s = store__write_begin(st, err);
+    IMS_RETURN_ERROR_IF(!store, err, IMS_ERR_INVALID, "store_model_record: no store");
+    enum ims_status s = store__write_begin(store, err);
     if (s != IMS_OK)
         return s;
     char buf[32];
-    snprintf(buf, sizeof(buf), "%u", st->dim);
-    s = sq__meta_set(st->wdb, "model_name", st->model_name, err);
+    snprintf(buf, sizeof(buf), "%u", store->dim);
+    s = store__sq_meta_set(store->wdb, "model_name", store->model_name, err);
     if (s == IMS_OK)
-        s = sq__meta_set(st->wdb, "embedding_dim", buf, err);
-    return store__write_end(st, s, err);
+        s = store__sq_meta_set(store->wdb, "embedding_dim", buf, err);
+    return store__write_end(store, s, err);
 }
 
-enum ims_status sq_schema_version(struct store *st, int *version, struct ims_error *err)
+enum ims_status store__sq_schema_version(struct store *store, int *version, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !version, err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || !version, err, IMS_ERR_INVALID,
                         "store_schema_version: invalid arguments");
     sqlite3 *db = NULL;
     char *v = NULL;
-    enum ims_status s = store__reader_get(st, &db, err);
+    enum ims_status s = store__reader_get(store, &db, err);
     if (s != IMS_OK)
         return s;
-    s = sq__meta_get(db, "schema_version", &v, err);
+    s = store__sq_meta_get(db, "schema_version", &v, err);
     if (s == IMS_OK) {
         long long x = parse_count(v);
         if (x < 1 || x > 1000000)
@@ -893,7 +894,7 @@ enum ims_status sq_schema_version(struct store *st, int *version, struct ims_err
             *version = (int)x;
     }
     ims_free(v);
-    store__reader_put(st, db);
+    store__reader_put(store, db);
     return s;
 }
 
@@ -918,11 +919,11 @@ static enum ims_status check_query(sqlite3 *db, const char *sql, const char *wha
     return s;
 }
 
-enum ims_status sq_check(struct store *st, struct ims_error *err)
+enum ims_status store__sq_check(struct store *store, struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st, err, IMS_ERR_INVALID, "store_check: no store");
+    IMS_RETURN_ERROR_IF(!store, err, IMS_ERR_INVALID, "store_check: no store");
     sqlite3 *db = NULL;
-    enum ims_status s = store__reader_get(st, &db, err);
+    enum ims_status s = store__reader_get(store, &db, err);
     if (s != IMS_OK)
         return s;
     char sql[256];
@@ -930,7 +931,7 @@ enum ims_status sq_check(struct store *st, struct ims_error *err)
              "SELECT 'image ' || i.id || ' has no embedding of %u floats' FROM images i "
              "LEFT JOIN embeddings e ON e.image_id = i.id "
              "WHERE e.vec IS NULL OR length(e.vec) != %u LIMIT 1",
-             st->dim, st->dim * 4u);
+             store->dim, store->dim * 4u);
     s = store__exec(db, "BEGIN", err);
     if (s == IMS_OK)
         s = check_query(db, "PRAGMA integrity_check", "integrity_check", "ok", err);
@@ -946,56 +947,56 @@ enum ims_status sq_check(struct store *st, struct ims_error *err)
                         "WHERE NOT EXISTS (SELECT 1 FROM images i WHERE i.id = e.image_id) "
                         "LIMIT 1",
                         "orphans", NULL, err);
-    store__reader_end(st, db);
+    store__reader_end(store, db);
     return s;
 }
 
 const struct store_ops store__sqlite_ops = {
     .name = "sqlite",
-    .close = sq_close,
-    .model_get = sq_model_get,
-    .model_record = sq_model_record,
-    .schema_version = sq_schema_version,
-    .check = sq_check,
-    .insert_many = sq_insert_many,
-    .insert_stream = sq_insert_stream,
-    .set_thumbnail = sq_set_thumbnail,
-    .set_embeddings = sq_set_embeddings,
-    .delete_many = sq_delete_many,
-    .get_many = sq_get_many,
-    .find_by_source = sq_find_by_source,
-    .find_by_sha256 = sq_find_by_sha256,
-    .get_thumbnail = sq_get_thumbnail,
-    .count = sq_count,
-    .filter_ids = sq_filter_ids,
-    .tags_update = sq_tags_update,
-    .max_id = sq_max_id,
-    .list = sq_list,
-    .scan_embeddings = sq_scan_embeddings,
-    .restore_many = sq_restore_many,
-    .deleted_seq = sq_deleted_seq,
-    .deleted_after = sq_deleted_after,
-    .change_seq = sq_change_seq,
-    .changes_after = sq_changes_after,
-    .change_floor = sq_change_floor,
-    .change_trim = sq_change_trim,
-    .embeddings_changed_after = sq_embeddings_changed_after,
-    .wait_change = sq_wait_change,
-    .job_create = sq_job_create,
-    .job_update = sq_job_update,
-    .job_add_errors = sq_job_add_errors,
-    .job_get = sq_job_get,
-    .job_fail_unfinished = sq_job_fail_unfinished,
-    .job_add_items = sq_job_add_items,
-    .job_seal = sq_job_seal,
-    .job_claim = sq_job_claim,
-    .job_renew = sq_job_renew,
-    .job_release_node = sq_job_release_node,
-    .job_item_outcome = sq_job_item_outcome,
-    .job_finish = sq_job_finish,
-    .job_item_get = sq_job_item_get,
-    .list_under = sq_list_under,
-    .update_files = sq_update_files,
-    .replace_content = sq_replace_content,
-    .set_details = sq_set_details,
+    .close = store__sq_close,
+    .model_get = store__sq_model_get,
+    .model_record = store__sq_model_record,
+    .schema_version = store__sq_schema_version,
+    .check = store__sq_check,
+    .insert_many = store__sq_insert_many,
+    .insert_stream = store__sq_insert_stream,
+    .set_thumbnail = store__sq_set_thumbnail,
+    .set_embeddings = store__sq_set_embeddings,
+    .delete_many = store__sq_delete_many,
+    .get_many = store__sq_get_many,
+    .find_by_source = store__sq_find_by_source,
+    .find_by_sha256 = store__sq_find_by_sha256,
+    .get_thumbnail = store__sq_get_thumbnail,
+    .count = store__sq_count,
+    .filter_ids = store__sq_filter_ids,
+    .tags_update = store__sq_tags_update,
+    .max_id = store__sq_max_id,
+    .list = store__sq_list,
+    .scan_embeddings = store__sq_scan_embeddings,
+    .restore_many = store__sq_restore_many,
+    .deleted_seq = store__sq_deleted_seq,
+    .deleted_after = store__sq_deleted_after,
+    .change_seq = store__sq_change_seq,
+    .changes_after = store__sq_changes_after,
+    .change_floor = store__sq_change_floor,
+    .change_trim = store__sq_change_trim,
+    .embeddings_changed_after = store__sq_embeddings_changed_after,
+    .wait_change = store__sq_wait_change,
+    .job_create = store__sq_job_create,
+    .job_update = store__sq_job_update,
+    .job_add_errors = store__sq_job_add_errors,
+    .job_get = store__sq_job_get,
+    .job_fail_unfinished = store__sq_job_fail_unfinished,
+    .job_add_items = store__sq_job_add_items,
+    .job_seal = store__sq_job_seal,
+    .job_claim = store__sq_job_claim,
+    .job_renew = store__sq_job_renew,
+    .job_release_node = store__sq_job_release_node,
+    .job_item_outcome = store__sq_job_item_outcome,
+    .job_finish = store__sq_job_finish,
+    .job_item_get = store__sq_job_item_get,
+    .list_under = store__sq_list_under,
+    .update_files = store__sq_update_files,
+    .replace_content = store__sq_replace_content,
+    .set_details = store__sq_set_details,
 };

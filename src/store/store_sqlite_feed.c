@@ -25,8 +25,8 @@
 
 /* ---- change feed --------------------------------------------------------------- */
 
-enum ims_status sq__log_change(sqlite3 *db, int64_t id, enum store_change_kind kind,
-                               struct ims_error *err)
+enum ims_status store__sq_log_change(sqlite3 *db, int64_t id, enum store_change_kind kind,
+                                     struct ims_error *err)
 {
     sqlite3_stmt *q = NULL;
     /* prepare_v2 caches nothing; the statement is small and the batch's
@@ -82,26 +82,27 @@ static enum ims_status q_i64(sqlite3 *db, const char *sql, int64_t *v, struct im
 #define FLOOR_SQL "SELECT coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'change_floor'), 0)"
 
 /* SEQ_SQL and FLOOR_SQL always give one row (coalesce) */
-enum ims_status sq_change_seq(struct store *st, int64_t *seq, struct ims_error *err)
+enum ims_status store__sq_change_seq(struct store *store, int64_t *seq, struct ims_error *err)
 {
     int found = 0;
-    return sq__read_i64(st, SEQ_SQL, NULL, 0, seq, &found, err);
+    return store__sq_read_i64(store, SEQ_SQL, NULL, 0, seq, &found, err);
 }
 
-enum ims_status sq_change_floor(struct store *st, int64_t *floor, struct ims_error *err)
+enum ims_status store__sq_change_floor(struct store *store, int64_t *floor, struct ims_error *err)
 {
     int found = 0;
-    return sq__read_i64(st, FLOOR_SQL, NULL, 0, floor, &found, err);
+    return store__sq_read_i64(store, FLOOR_SQL, NULL, 0, floor, &found, err);
 }
 
-enum ims_status sq_changes_after(struct store *st, int64_t after_seq, size_t max_n,
-                                 struct store_change *out, size_t *n_out, struct ims_error *err)
+enum ims_status store__sq_changes_after(struct store *store, int64_t after_seq, size_t max_n,
+                                        struct store_change *out, size_t *n_out,
+                                        struct ims_error *err)
 {
     sqlite3 *db = NULL;
     sqlite3_stmt *q = NULL;
     size_t n = 0;
     int64_t floor = 0;
-    enum ims_status s = store__reader_get(st, &db, err);
+    enum ims_status s = store__reader_get(store, &db, err);
     if (s != IMS_OK)
         return s;
     s = store__exec(db, "BEGIN", err);
@@ -131,47 +132,48 @@ enum ims_status sq_changes_after(struct store *st, int64_t after_seq, size_t max
             s = store__db_error(db, rc, err, "read changes");
     }
     sqlite3_finalize(q);
-    store__reader_end(st, db);
+    store__reader_end(store, db);
     if (s == IMS_OK)
         *n_out = n;
     return s;
 }
 
-enum ims_status sq_change_trim(struct store *st, int64_t upto, struct ims_error *err)
+enum ims_status store__sq_change_trim(struct store *store, int64_t upto, struct ims_error *err)
 {
-    enum ims_status s = store__write_begin(st, err);
+    enum ims_status s = store__write_begin(store, err);
     if (s != IMS_OK)
         return s;
     int64_t newest = 0, floor = 0;
-    s = q_i64(st->wdb, SEQ_SQL, &newest, err);
+    s = q_i64(store->wdb, SEQ_SQL, &newest, err);
     if (s == IMS_OK)
-        s = q_i64(st->wdb, FLOOR_SQL, &floor, err);
+        s = q_i64(store->wdb, FLOOR_SQL, &floor, err);
     if (upto > newest)
         upto = newest;
     if (s == IMS_OK && upto > floor) {
         sqlite3_stmt *q = NULL;
-        s = store__prepare(st->wdb, "DELETE FROM changes WHERE seq <= ?1", &q, err);
+        s = store__prepare(store->wdb, "DELETE FROM changes WHERE seq <= ?1", &q, err);
         if (s == IMS_OK) {
             sqlite3_bind_int64(q, 1, upto);
             int rc = sqlite3_step(q);
             if (rc != SQLITE_DONE)
-                s = store__db_error(st->wdb, rc, err, "trim changes");
+                s = store__db_error(store->wdb, rc, err, "trim changes");
         }
         sqlite3_finalize(q);
         char buf[32];
         snprintf(buf, sizeof(buf), "%lld", (long long)upto);
         if (s == IMS_OK)
-            s = sq__meta_set(st->wdb, "change_floor", buf, err);
+            s = store__sq_meta_set(store->wdb, "change_floor", buf, err);
     }
-    return store__write_end(st, s, err);
+    return store__write_end(store, s, err);
 }
 
-enum ims_status sq_embeddings_changed_after(struct store *st, int64_t after_seq, int64_t **ids_out,
-                                            size_t *n_out, struct ims_error *err)
+enum ims_status store__sq_embeddings_changed_after(struct store *store, int64_t after_seq,
+                                                   int64_t **ids_out, size_t *n_out,
+                                                   struct ims_error *err)
 {
     sqlite3 *db = NULL;
     sqlite3_stmt *q = NULL;
-    enum ims_status s = store__reader_get(st, &db, err);
+    enum ims_status s = store__reader_get(store, &db, err);
     if (s != IMS_OK)
         return s;
     s = store__prepare(db,
@@ -180,21 +182,21 @@ enum ims_status sq_embeddings_changed_after(struct store *st, int64_t after_seq,
                        &q, err);
     if (s == IMS_OK) {
         sqlite3_bind_int64(q, 1, after_seq);
-        s = sq__id_column(db, q, 0, ids_out, n_out, NULL, "embedding versions",
-                          "read embedding versions", err);
+        s = store__sq_id_column(db, q, 0, ids_out, n_out, NULL, "embedding versions",
+                                "read embedding versions", err);
     }
     sqlite3_finalize(q);
-    store__reader_put(st, db);
+    store__reader_put(store, db);
     return s;
 }
 
-enum ims_status sq_wait_change(struct store *st, int64_t known_seq, int timeout_ms,
-                               int64_t *seq_now, struct ims_error *err)
+enum ims_status store__sq_wait_change(struct store *store, int64_t known_seq, int timeout_ms,
+                                      int64_t *seq_now, struct ims_error *err)
 {
     int64_t deadline = store__unix_now_ms() + timeout_ms;
     for (;;) {
         int64_t seq = 0;
-        enum ims_status s = sq_change_seq(st, &seq, err);
+        enum ims_status s = store__sq_change_seq(store, &seq, err);
         if (s != IMS_OK)
             return s;
         int64_t left = deadline - store__unix_now_ms();
@@ -265,21 +267,21 @@ static enum ims_status job_head(sqlite3 *db, const char *id, int *sealed, int64_
     return s;
 }
 
-enum ims_status sq_job_add_items(struct store *st, const char *id, const char *const *sources,
-                                 size_t n, struct ims_error *err)
+enum ims_status store__sq_job_add_items(struct store *store, const char *id,
+                                        const char *const *sources, size_t n, struct ims_error *err)
 {
-    enum ims_status s = store__write_begin(st, err);
+    enum ims_status s = store__write_begin(store, err);
     if (s != IMS_OK)
         return s;
     int sealed = 0;
     int64_t have = 0;
     sqlite3_stmt *q = NULL;
-    s = job_head(st->wdb, id, &sealed, &have, err);
+    s = job_head(store->wdb, id, &sealed, &have, err);
     if (s == IMS_OK && sealed)
         s = ims_error_set(err, IMS_ERR_INVALID, "job %s is sealed: no items can be added", id);
     if (s == IMS_OK)
-        s = store__prepare(st->wdb, "INSERT INTO job_items(job_id, idx, source) VALUES(?1, ?2, ?3)",
-                           &q, err);
+        s = store__prepare(
+            store->wdb, "INSERT INTO job_items(job_id, idx, source) VALUES(?1, ?2, ?3)", &q, err);
     for (size_t i = 0; i < n && s == IMS_OK; i++) {
         sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
         sqlite3_bind_int64(q, 2, have + (int64_t)i);
@@ -287,58 +289,58 @@ enum ims_status sq_job_add_items(struct store *st, const char *id, const char *c
         int rc = sqlite3_step(q);
         sqlite3_reset(q);
         if (rc != SQLITE_DONE)
-            s = store__db_error(st->wdb, rc, err, "add job item");
+            s = store__db_error(store->wdb, rc, err, "add job item");
     }
     sqlite3_finalize(q);
     if (s == IMS_OK) {
         int64_t args[] = {(int64_t)n, store__unix_now()};
-        s = w_exec(st->wdb,
+        s = w_exec(store->wdb,
                    "UPDATE jobs SET n_items = n_items + ?2, total = total + ?2, updated = ?3 "
                    "WHERE id = ?1",
                    id, args, 2, NULL, err);
     }
-    return store__write_end(st, s, err);
+    return store__write_end(store, s, err);
 }
 
-enum ims_status sq_job_seal(struct store *st, const char *id, struct ims_error *err)
+enum ims_status store__sq_job_seal(struct store *store, const char *id, struct ims_error *err)
 {
-    enum ims_status s = store__write_begin(st, err);
+    enum ims_status s = store__write_begin(store, err);
     if (s != IMS_OK)
         return s;
     int sealed = 0;
     int64_t have = 0;
-    s = job_head(st->wdb, id, &sealed, &have, err);
+    s = job_head(store->wdb, id, &sealed, &have, err);
     if (s == IMS_OK && !sealed) {
         int64_t args[] = {store__unix_now()};
-        s = w_exec(st->wdb, "UPDATE jobs SET sealed = 1, updated = ?2 WHERE id = ?1", id, args, 1,
-                   NULL, err);
+        s = w_exec(store->wdb, "UPDATE jobs SET sealed = 1, updated = ?2 WHERE id = ?1", id, args,
+                   1, NULL, err);
         if (s == IMS_OK)
-            s = settle_job(st->wdb, id, err);
+            s = settle_job(store->wdb, id, err);
     }
-    return store__write_end(st, s, err);
+    return store__write_end(store, s, err);
 }
 
-enum ims_status sq_job_claim(struct store *st, const char *node_id, size_t max_n,
-                             int64_t lease_ms, struct store_job_item **items_out, size_t *n_out,
-                             struct ims_error *err)
+enum ims_status store__sq_job_claim(struct store *store, const char *node_id, size_t max_n,
+                                    int64_t lease_ms, struct store_job_item **items_out,
+                                    size_t *n_out, struct ims_error *err)
 {
     struct store_job_item *items = ims_calloc(max_n, sizeof(*items));
     if (!items)
         return ims_error_set(err, IMS_ERR_NOMEM, "store_job_claim: out of memory");
     size_t n = 0;
     sqlite3_stmt *sel = NULL, *up = NULL;
-    enum ims_status s = store__write_begin(st, err);
+    enum ims_status s = store__write_begin(store, err);
     if (s != IMS_OK) {
         ims_free(items);
         return s;
     }
     int64_t now = store__unix_now_ms();
-    s = store__prepare(st->wdb,
+    s = store__prepare(store->wdb,
                        "SELECT id, job_id, idx, source, attempts FROM job_items "
                        "WHERE state = 0 OR (state = 1 AND lease_until < ?1) ORDER BY id LIMIT ?2",
                        &sel, err);
     if (s == IMS_OK)
-        s = store__prepare(st->wdb,
+        s = store__prepare(store->wdb,
                            "UPDATE job_items SET state = 1, claimed_by = ?2, lease_until = ?3, "
                            "attempts = attempts + 1 WHERE id = ?1",
                            &up, err);
@@ -360,7 +362,7 @@ enum ims_status sq_job_claim(struct store *st, const char *node_id, size_t max_n
                 s = ims_error_set(err, IMS_ERR_NOMEM, "store_job_claim: out of memory");
         }
         if (s == IMS_OK && rc != SQLITE_DONE)
-            s = store__db_error(st->wdb, rc, err, "claim job items");
+            s = store__db_error(store->wdb, rc, err, "claim job items");
     }
     for (size_t i = 0; i < n && s == IMS_OK; i++) {
         sqlite3_bind_int64(up, 1, items[i].item_id);
@@ -369,10 +371,10 @@ enum ims_status sq_job_claim(struct store *st, const char *node_id, size_t max_n
         int rc = sqlite3_step(up);
         sqlite3_reset(up);
         if (rc != SQLITE_DONE)
-            s = store__db_error(st->wdb, rc, err, "claim job item");
+            s = store__db_error(store->wdb, rc, err, "claim job item");
         if (s == IMS_OK && (i == 0 || strcmp(items[i].job_id, items[i - 1].job_id) != 0)) {
             int64_t args[] = {store__unix_now()};
-            s = w_exec(st->wdb,
+            s = w_exec(store->wdb,
                        "UPDATE jobs SET state = 'running', updated = ?2 WHERE id = ?1 AND "
                        "state = 'queued'",
                        items[i].job_id, args, 1, NULL, err);
@@ -380,7 +382,7 @@ enum ims_status sq_job_claim(struct store *st, const char *node_id, size_t max_n
     }
     sqlite3_finalize(sel);
     sqlite3_finalize(up);
-    s = store__write_end(st, s, err);
+    s = store__write_end(store, s, err);
     if (s != IMS_OK) {
         store_job_items_free(items, n);
         return s;
@@ -394,15 +396,16 @@ enum ims_status sq_job_claim(struct store *st, const char *node_id, size_t max_n
     return IMS_OK;
 }
 
-enum ims_status sq_job_renew(struct store *st, const char *node_id, const int64_t *item_ids,
-                             size_t n, int64_t lease_ms, uint8_t *renewed, struct ims_error *err)
+enum ims_status store__sq_job_renew(struct store *store, const char *node_id,
+                                    const int64_t *item_ids, size_t n, int64_t lease_ms,
+                                    uint8_t *renewed, struct ims_error *err)
 {
     sqlite3_stmt *q = NULL;
-    enum ims_status s = store__write_begin(st, err);
+    enum ims_status s = store__write_begin(store, err);
     if (s != IMS_OK)
         return s;
     int64_t until = store__unix_now_ms() + lease_ms;
-    s = store__prepare(st->wdb,
+    s = store__prepare(store->wdb,
                        "UPDATE job_items SET lease_until = ?3 WHERE id = ?1 AND state = 1 AND "
                        "claimed_by = ?2",
                        &q, err);
@@ -413,62 +416,62 @@ enum ims_status sq_job_renew(struct store *st, const char *node_id, const int64_
         int rc = sqlite3_step(q);
         sqlite3_reset(q);
         if (rc != SQLITE_DONE)
-            s = store__db_error(st->wdb, rc, err, "renew lease");
+            s = store__db_error(store->wdb, rc, err, "renew lease");
         else if (renewed)
-            renewed[i] = sqlite3_changes(st->wdb) > 0;
+            renewed[i] = sqlite3_changes(store->wdb) > 0;
     }
     sqlite3_finalize(q);
-    return store__write_end(st, s, err);
+    return store__write_end(store, s, err);
 }
 
-enum ims_status sq_job_release_node(struct store *st, const char *node_id, int64_t *n,
-                                    struct ims_error *err)
+enum ims_status store__sq_job_release_node(struct store *store, const char *node_id, int64_t *n,
+                                           struct ims_error *err)
 {
     sqlite3_stmt *q = NULL;
-    enum ims_status s = store__write_begin(st, err);
+    enum ims_status s = store__write_begin(store, err);
     if (s != IMS_OK)
         return s;
     /* an expired lease: claimable at once, by this node or any other */
-    s = store__prepare(st->wdb,
+    s = store__prepare(store->wdb,
                        "UPDATE job_items SET lease_until = 0 WHERE state = 1 AND claimed_by = ?1",
                        &q, err);
     if (s == IMS_OK) {
         sqlite3_bind_text(q, 1, node_id, -1, SQLITE_STATIC);
         int rc = sqlite3_step(q);
         if (rc != SQLITE_DONE)
-            s = store__db_error(st->wdb, rc, err, "release leases");
+            s = store__db_error(store->wdb, rc, err, "release leases");
         else if (n)
-            *n = sqlite3_changes(st->wdb);
+            *n = sqlite3_changes(store->wdb);
     }
     sqlite3_finalize(q);
-    return store__write_end(st, s, err);
+    return store__write_end(store, s, err);
 }
 
-enum ims_status sq_job_finish(struct store *st, const char *node_id,
-                              const struct store_item_result *results, size_t n,
-                              uint8_t *accepted, struct ims_error *err)
+enum ims_status store__sq_job_finish(struct store *store, const char *node_id,
+                                     const struct store_item_result *results, size_t n,
+                                     uint8_t *accepted, struct ims_error *err)
 {
     sqlite3_stmt *up = NULL, *get = NULL, *cnt = NULL, *errins = NULL, *own = NULL;
-    enum ims_status s = store__write_begin(st, err);
+    enum ims_status s = store__write_begin(store, err);
     if (s != IMS_OK)
         return s;
     int64_t now = store__unix_now();
-    s = store__prepare(st->wdb,
+    s = store__prepare(store->wdb,
                        "UPDATE job_items SET state = ?3, outcome = ?4, image_id = ?5, code = ?6, "
                        "error = substr(?7, 1, ?8), lease_until = 0 "
                        "WHERE id = ?1 AND state = 1 AND claimed_by = ?2",
                        &up, err);
     if (s == IMS_OK)
-        s = store__prepare(st->wdb, "SELECT job_id, source FROM job_items WHERE id = ?1", &get,
+        s = store__prepare(store->wdb, "SELECT job_id, source FROM job_items WHERE id = ?1", &get,
                            err);
     if (s == IMS_OK)
-        s = store__prepare(st->wdb,
+        s = store__prepare(store->wdb,
                            "UPDATE jobs SET done = done + ?2, failed = failed + ?3, "
                            "n_errors = n_errors + ?3, updated = ?4 WHERE id = ?1 "
                            "RETURNING n_errors",
                            &cnt, err);
     if (s == IMS_OK)
-        s = store__prepare(st->wdb,
+        s = store__prepare(store->wdb,
                            "INSERT INTO job_errors(job_id, seq, url, error, code) "
                            "VALUES(?1, ?2, substr(?3, 1, ?6), substr(?4, 1, ?6), ?5)",
                            &errins, err);
@@ -476,7 +479,7 @@ enum ims_status sq_job_finish(struct store *st, const char *node_id,
      * attempt committed it and died before this finish): the same source,
      * added since its job was created, and no item records adding it */
     if (s == IMS_OK)
-        s = store__prepare(st->wdb,
+        s = store__prepare(store->wdb,
                            "UPDATE job_items SET outcome = 0 WHERE id = ?1 AND attempts > 1 AND "
                            "EXISTS (SELECT 1 FROM images i, jobs b WHERE i.id = ?2 AND i.source "
                            "= job_items.source AND b.id = job_items.job_id AND i.added >= "
@@ -500,10 +503,10 @@ enum ims_status sq_job_finish(struct store *st, const char *node_id,
         int rc = sqlite3_step(up);
         sqlite3_reset(up);
         if (rc != SQLITE_DONE) {
-            s = store__db_error(st->wdb, rc, err, "finish job item");
+            s = store__db_error(store->wdb, rc, err, "finish job item");
             break;
         }
-        int ok = sqlite3_changes(st->wdb) > 0;
+        int ok = sqlite3_changes(store->wdb) > 0;
         if (accepted)
             accepted[i] = (uint8_t)ok;
         if (!ok)
@@ -511,7 +514,7 @@ enum ims_status sq_job_finish(struct store *st, const char *node_id,
         sqlite3_bind_int64(get, 1, r->item_id);
         rc = sqlite3_step(get);
         if (rc != SQLITE_ROW) {
-            s = store__db_error(st->wdb, rc, err, "read job item");
+            s = store__db_error(store->wdb, rc, err, "read job item");
             sqlite3_reset(get);
             break;
         }
@@ -533,7 +536,7 @@ enum ims_status sq_job_finish(struct store *st, const char *node_id,
             rc = sqlite3_step(cnt);
         sqlite3_reset(cnt);
         if (rc != SQLITE_DONE) {
-            s = store__db_error(st->wdb, rc, err, "count job item");
+            s = store__db_error(store->wdb, rc, err, "count job item");
             ims_free(source);
             break;
         }
@@ -547,7 +550,7 @@ enum ims_status sq_job_finish(struct store *st, const char *node_id,
             rc = sqlite3_step(errins);
             sqlite3_reset(errins);
             if (rc != SQLITE_DONE)
-                s = store__db_error(st->wdb, rc, err, "store job error");
+                s = store__db_error(store->wdb, rc, err, "store job error");
         }
         ims_free(source);
         if (s == IMS_OK && r->outcome == STORE_ITEM_DUPLICATE) {
@@ -556,28 +559,28 @@ enum ims_status sq_job_finish(struct store *st, const char *node_id,
             rc = sqlite3_step(own);
             sqlite3_reset(own);
             if (rc != SQLITE_DONE)
-                s = store__db_error(st->wdb, rc, err, "recognise the item's own row");
+                s = store__db_error(store->wdb, rc, err, "recognise the item's own row");
         }
         if (s == IMS_OK)
-            s = settle_job(st->wdb, job_id, err);
+            s = settle_job(store->wdb, job_id, err);
     }
     sqlite3_finalize(own);
     sqlite3_finalize(up);
     sqlite3_finalize(get);
     sqlite3_finalize(cnt);
     sqlite3_finalize(errins);
-    s = store__write_end(st, s, err);
+    s = store__write_end(store, s, err);
     if (s != IMS_OK && accepted)
         memset(accepted, 0, n);
     return s;
 }
 
-enum ims_status sq_job_item_outcome(struct store *st, int64_t item_id, int *outcome,
-                                    struct ims_error *err)
+enum ims_status store__sq_job_item_outcome(struct store *store, int64_t item_id, int *outcome,
+                                           struct ims_error *err)
 {
     sqlite3 *db = NULL;
     sqlite3_stmt *q = NULL;
-    enum ims_status s = store__reader_get(st, &db, err);
+    enum ims_status s = store__reader_get(store, &db, err);
     if (s != IMS_OK)
         return s;
     s = store__prepare(db, "SELECT coalesce(outcome, -1) FROM job_items WHERE id = ?1", &q, err);
@@ -593,17 +596,17 @@ enum ims_status sq_job_item_outcome(struct store *st, int64_t item_id, int *outc
             s = store__db_error(db, rc, err, "read job item");
     }
     sqlite3_finalize(q);
-    store__reader_put(st, db);
+    store__reader_put(store, db);
     return s;
 }
 
-enum ims_status sq_job_item_get(struct store *st, int64_t item_id, enum store_item_state *state,
-                                char *node, size_t node_cap, int *attempts, int64_t *image_id,
-                                struct ims_error *err)
+enum ims_status store__sq_job_item_get(struct store *store, int64_t item_id,
+                                       enum store_item_state *state, char *node, size_t node_cap,
+                                       int *attempts, int64_t *image_id, struct ims_error *err)
 {
     sqlite3 *db = NULL;
     sqlite3_stmt *q = NULL;
-    enum ims_status s = store__reader_get(st, &db, err);
+    enum ims_status s = store__reader_get(store, &db, err);
     if (s != IMS_OK)
         return s;
     s = store__prepare(db,
@@ -626,6 +629,6 @@ enum ims_status sq_job_item_get(struct store *st, int64_t item_id, enum store_it
         }
     }
     sqlite3_finalize(q);
-    store__reader_put(st, db);
+    store__reader_put(store, db);
     return s;
 }

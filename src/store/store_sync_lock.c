@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * store_sync_lock.c: one folder sync at a time per catalogue (store.h
- * "One sync at a time"). Both backends live here, dispatched on st->pg, so
+ * "One sync at a time"). Both backends live here, dispatched on store->pg, so
  * this small feature stays out of the backend vtable and its files.
  *
  * SQLite: flock(2) on <data folder>/sync.lock, an open file description of
@@ -27,7 +27,7 @@
 #define SYNC_LOCK_FILE "sync.lock"
 
 struct store_sync_lock {
-    struct store *st;
+    struct store *store;
     int fd;    /* SQLite: the flock'd file, -1 for PostgreSQL */
     PGconn *c; /* PostgreSQL: the session holding the advisory lock */
 };
@@ -40,10 +40,11 @@ static enum ims_status busy(struct ims_error *err, const char *holder)
                          holder[0] ? " (" : "", holder, holder[0] ? ")" : "");
 }
 
-static enum ims_status sq_lock(struct store *st, struct store_sync_lock *l, struct ims_error *err)
+static enum ims_status sq_lock(struct store *store, struct store_sync_lock *l,
+                               struct ims_error *err)
 {
     char path[4096];
-    int n = snprintf(path, sizeof(path), "%s/%s", st->data_dir, SYNC_LOCK_FILE);
+    int n = snprintf(path, sizeof(path), "%s/%s", store->data_dir, SYNC_LOCK_FILE);
     IMS_RETURN_ERROR_IF(n < 0 || (size_t)n >= sizeof(path), err, IMS_ERR_INVALID,
                         "sync lock: data folder path too long");
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -78,36 +79,37 @@ static enum ims_status sq_lock(struct store *st, struct store_sync_lock *l, stru
     return IMS_OK;
 }
 
-static enum ims_status pg_lock(struct store *st, struct store_sync_lock *l, struct ims_error *err)
+static enum ims_status pg_lock(struct store *store, struct store_sync_lock *l,
+                               struct ims_error *err)
 {
     PGconn *c = NULL;
-    enum ims_status s = pg_get(st, &c, err);
+    enum ims_status s = store__pg_get(store, &c, err);
     if (s != IMS_OK)
         return s;
     struct pgp p = {0};
-    pgp_i64(&p, STORE_PG_SYNC_LOCK);
+    store__pgp_i64(&p, STORE_PG_SYNC_LOCK);
     int64_t got = 0;
-    s = pg_q1(c, "SELECT CASE WHEN pg_try_advisory_lock($1) THEN 1::int8 ELSE 0::int8 END", &p,
-              NULL, &got, err, "sync lock");
+    s = store__pg_q1(c, "SELECT CASE WHEN pg_try_advisory_lock($1) THEN 1::int8 ELSE 0::int8 END",
+                     &p, NULL, &got, err, "sync lock");
     if (s != IMS_OK || got != 1) {
-        pg_put(st, c);
+        store__pg_put(store, c);
         return s != IMS_OK ? s : busy(err, "");
     }
     l->c = c;
     return IMS_OK;
 }
 
-enum ims_status store_sync_lock_try(struct store *st, struct store_sync_lock **out,
+enum ims_status store_sync_lock_try(struct store *store, struct store_sync_lock **out,
                                     struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || !out, err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || !out, err, IMS_ERR_INVALID,
                         "store_sync_lock_try: invalid arguments");
     struct store_sync_lock *l = ims_calloc(1, sizeof(*l));
     if (!l)
         return ims_error_set(err, IMS_ERR_NOMEM, "sync lock: out of memory");
-    l->st = st;
+    l->store = store;
     l->fd = -1;
-    enum ims_status s = st->pg ? pg_lock(st, l, err) : sq_lock(st, l, err);
+    enum ims_status s = store->pg ? pg_lock(store, l, err) : sq_lock(store, l, err);
     if (s != IMS_OK) {
         ims_free(l);
         return s;
@@ -128,16 +130,16 @@ void store_sync_unlock(struct store_sync_lock *l)
     }
     if (l->c) {
         struct pgp p = {0};
-        pgp_i64(&p, STORE_PG_SYNC_LOCK);
+        store__pgp_i64(&p, STORE_PG_SYNC_LOCK);
         struct ims_error e = {0};
-        if (pg_x(l->c, "SELECT pg_advisory_unlock($1)", &p, &e, "sync unlock") != IMS_OK) {
+        if (store__pg_x(l->c, "SELECT pg_advisory_unlock($1)", &p, &e, "sync unlock") != IMS_OK) {
             /* a session that cannot say it let go must not go back to the
              * pool holding the lock: a new session has none */
             ims_log(IMS_LOG_WARN, "%s (the connection is reset)", e.message);
-            pg_forget(l->c);
+            store__pg_forget(l->c);
             PQreset(l->c);
         }
-        pg_put(l->st, l->c);
+        store__pg_put(l->store, l->c);
     }
     ims_free(l);
 }

@@ -115,11 +115,11 @@ static enum ims_status tags_prepare(const char *const *in, size_t n, const char 
     return IMS_OK;
 }
 
-enum ims_status store_tags_update(struct store *st, int64_t id, const char *const *add,
+enum ims_status store_tags_update(struct store *store, int64_t id, const char *const *add,
                                   size_t n_add, const char *const *remove, size_t n_remove,
                                   struct ims_error *err)
 {
-    IMS_RETURN_ERROR_IF(!st || id <= 0, err, IMS_ERR_INVALID,
+    IMS_RETURN_ERROR_IF(!store || id <= 0, err, IMS_ERR_INVALID,
                         "store_tags_update: invalid arguments");
     char **at, **ak, **rt, **rk;
     size_t na, nr;
@@ -130,9 +130,9 @@ enum ims_status store_tags_update(struct store *st, int64_t id, const char *cons
     if (s == IMS_OK && na > STORE_TAGS_MAX)
         s = ims_error_set(err, IMS_ERR_INVALID, "add: more than %d tags", STORE_TAGS_MAX);
     if (s == IMS_OK)
-        s = st->ops->tags_update(st, id, (const char *const *)at, (const char *const *)ak, na,
-                                 (const char *const *)rk, nr, err);
-    store__rowcache_evict(st->rc, &id, 1);
+        s = store->ops->tags_update(store, id, (const char *const *)at, (const char *const *)ak, na,
+                                    (const char *const *)rk, nr, err);
+    store__rowcache_evict(store->rc, &id, 1);
     ims_free(ba);
     ims_free(br);
     return s;

@@ -821,7 +821,7 @@ static void test_jobs(void **state)
             urls[i] = ubuf[i];
             msgs[i] = mbuf[i];
         }
-        assert_int_equal(store_job_add_errors(f->st, "job-1", urls, msgs, 250, &err), IMS_OK);
+        assert_int_equal(store_job_add_errors(f->st, "job-1", urls, NULL, msgs, 250, &err), IMS_OK);
     }
     assert_int_equal(store_job_update(f->st, "job-1", STORE_JOB_DONE, 500, 1500, &err), IMS_OK);
     assert_int_equal(store_job_get(f->st, "job-1", &j, &err), IMS_OK);
@@ -842,8 +842,8 @@ static void test_jobs(void **state)
     char *big = malloc(STORE_JOB_ERROR_MAX_BYTES * 2 + 1);
     memset(big, 'x', STORE_JOB_ERROR_MAX_BYTES * 2);
     big[STORE_JOB_ERROR_MAX_BYTES * 2] = 0;
-    const char *u1[1] = {NULL}, *m1[1] = {big};
-    assert_int_equal(store_job_add_errors(f->st, "job-2", u1, m1, 1, &err), IMS_OK);
+    const char *u1[1] = {NULL}, *m1[1] = {big}, *c1[1] = {"internal"};
+    assert_int_equal(store_job_add_errors(f->st, "job-2", u1, c1, m1, 1, &err), IMS_OK);
     free(big);
     assert_int_equal(store_job_update(f->st, "job-2", STORE_JOB_RUNNING, 0, 1, &err), IMS_OK);
     assert_int_equal(store_job_create(f->st, "job-3", 1, &err), IMS_OK);
@@ -856,6 +856,7 @@ static void test_jobs(void **state)
     assert_int_equal(j.state, STORE_JOB_FAILED);
     assert_int_equal(j.n_errors, 2);
     assert_string_equal(j.errors[0].url, "");
+    assert_string_equal(j.errors[0].code, "internal"); /* a job error keeps its code */
     assert_int_equal(strlen(j.errors[0].error), STORE_JOB_ERROR_MAX_BYTES);
     assert_string_equal(j.errors[1].error, "interrupted by restart");
     store_job_fini(&j);
@@ -868,7 +869,8 @@ static void test_jobs(void **state)
     assert_int_equal(store_job_get(f->st, "nope", &j, &err), IMS_ERR_NOT_FOUND);
     assert_int_equal(store_job_update(f->st, "nope", STORE_JOB_DONE, 0, 0, &err),
                      IMS_ERR_NOT_FOUND);
-    assert_int_equal(store_job_add_errors(f->st, "nope", urls, msgs, 1, &err), IMS_ERR_NOT_FOUND);
+    assert_int_equal(store_job_add_errors(f->st, "nope", urls, NULL, msgs, 1, &err),
+                     IMS_ERR_NOT_FOUND);
     assert_int_equal(store_job_create(f->st, "", 1, &err), IMS_ERR_INVALID);
     assert_int_equal(store_job_create(f->st, NULL, 1, &err), IMS_ERR_INVALID);
     assert_int_equal(store_job_create(f->st, "a b", 1, &err), IMS_ERR_INVALID);
@@ -1062,7 +1064,7 @@ static void test_alloc_failures(void **state)
     int64_t id = insert1(f->st, &r, STORE_INSERTED);
     assert_int_equal(store_job_create(f->st, "j", 3, &err), IMS_OK);
     const char *u[2] = {"a", "b"}, *m[2] = {"x", "y"};
-    assert_int_equal(store_job_add_errors(f->st, "j", u, m, 2, &err), IMS_OK);
+    assert_int_equal(store_job_add_errors(f->st, "j", u, NULL, m, 2, &err), IMS_OK);
     store_close(f->st);
     f->st = NULL;
 
