@@ -68,3 +68,19 @@ float ufx_gauss(uint64_t *state)
     double u2 = (*state >> 11) / 9007199254740992.0;
     return (float)(sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2));
 }
+
+void ufx_unit_rows(uint64_t seed, float *x, int n, int dim)
+{
+    uint64_t r = seed;
+    for (int i = 0; i < n; i++) {
+        float *row = x + (size_t)i * (size_t)dim;
+        double norm = 0;
+        for (int d = 0; d < dim; d++) {
+            r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+            row[d] = (float)((double)(r % 20001) / 10000.0 - 1.0);
+            norm += (double)row[d] * row[d];
+        }
+        for (int d = 0; d < dim; d++)
+            row[d] = (float)(row[d] / sqrt(norm));
+    }
+}

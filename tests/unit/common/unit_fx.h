@@ -25,5 +25,9 @@ void ufx_rmtree(const char *dir);
 /* A standard normal draw (Box-Muller over a 64-bit LCG): the same seed in
  * *state gives the same sequence on every machine run. */
 float ufx_gauss(uint64_t *state);
+/* n unit vectors of `dim` floats from one xorshift64 stream started at
+ * `seed` (components uniform in [-1, 1] before normalising): the index
+ * tests' rows and queries, the same seed giving the same rows. */
+void ufx_unit_rows(uint64_t seed, float *x, int n, int dim);
 
 #endif

@@ -17,6 +17,8 @@
 
 #include <cmocka.h>
 
+#include "unit_fx.h"
+
 #include "imgsearch/index.h"
 
 #define N 2000
@@ -73,22 +75,13 @@ static void test_hnsw_default_ef_is_used(void **state)
 {
     (void)state;
     struct ims_error err = {0};
-    uint64_t r = 0x9e3779b97f4a7c15ull;
     float *x = malloc(sizeof(float) * N * DIM);
     int64_t *ids = malloc(sizeof(int64_t) * N);
     assert_non_null(x);
     assert_non_null(ids);
-    for (int i = 0; i < N; i++) {
-        double norm = 0;
-        for (int d = 0; d < DIM; d++) {
-            r ^= r << 13, r ^= r >> 7, r ^= r << 17;
-            x[i * DIM + d] = (float)((double)(r % 20001) / 10000.0 - 1.0);
-            norm += (double)x[i * DIM + d] * x[i * DIM + d];
-        }
-        for (int d = 0; d < DIM; d++)
-            x[i * DIM + d] = (float)(x[i * DIM + d] / sqrt(norm));
+    ufx_unit_rows(0x9e3779b97f4a7c15ull, x, N, DIM);
+    for (int i = 0; i < N; i++)
         ids[i] = i;
-    }
     struct vindex *vx = NULL;
     assert_int_equal(vindex_new("HNSW32", DIM, &vx, &err), IMS_OK);
     assert_int_equal(vindex_add(vx, ids, x, N, &err), IMS_OK);

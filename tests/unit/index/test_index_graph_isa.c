@@ -21,6 +21,8 @@
 
 #include <cmocka.h>
 
+#include "unit_fx.h"
+
 #include "index_graph.h"
 #include "index_int.h"
 
@@ -30,20 +32,10 @@
 
 static float *make_data(void)
 {
-    uint64_t r = 0x853c49e6748fea9bull;
     float *x = malloc(sizeof(float) * N * DIM);
     if (!x)
         return NULL;
-    for (int i = 0; i < N; i++) {
-        double norm = 0;
-        for (int d = 0; d < DIM; d++) {
-            r ^= r << 13, r ^= r >> 7, r ^= r << 17;
-            x[i * DIM + d] = (float)((double)(r % 20001) / 10000.0 - 1.0);
-            norm += (double)x[i * DIM + d] * x[i * DIM + d];
-        }
-        for (int d = 0; d < DIM; d++)
-            x[i * DIM + d] = (float)(x[i * DIM + d] / sqrt(norm));
-    }
+    ufx_unit_rows(0x853c49e6748fea9bull, x, N, DIM);
     return x;
 }
 

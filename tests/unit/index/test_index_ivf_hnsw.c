@@ -20,6 +20,8 @@
 
 #include <cmocka.h>
 
+#include "unit_fx.h"
+
 #include "imgsearch/index.h"
 
 #define N 3000
@@ -28,20 +30,11 @@
 
 static float *make_data(int64_t *ids)
 {
-    uint64_t r = 0x2545f4914f6cdd1dull;
     float *x = malloc(sizeof(float) * N * DIM);
     assert_non_null(x);
-    for (int i = 0; i < N; i++) {
-        double norm = 0;
-        for (int d = 0; d < DIM; d++) {
-            r ^= r << 13, r ^= r >> 7, r ^= r << 17;
-            x[i * DIM + d] = (float)((double)(r % 20001) / 10000.0 - 1.0);
-            norm += (double)x[i * DIM + d] * x[i * DIM + d];
-        }
-        for (int d = 0; d < DIM; d++)
-            x[i * DIM + d] = (float)(x[i * DIM + d] / sqrt(norm));
+    ufx_unit_rows(0x2545f4914f6cdd1dull, x, N, DIM);
+    for (int i = 0; i < N; i++)
         ids[i] = 100 + i;
-    }
     return x;
 }
 

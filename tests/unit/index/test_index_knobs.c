@@ -19,25 +19,12 @@
 
 #include <cmocka.h>
 
+#include "unit_fx.h"
+
 #include "imgsearch/index.h"
 
 #define N 3000
 #define DIM 32
-
-/* Unit vectors of a fixed xorshift stream (rows and, from another seed, queries). */
-static void unit_rows(uint64_t r, float *x, int n)
-{
-    for (int i = 0; i < n; i++) {
-        double norm = 0;
-        for (int d = 0; d < DIM; d++) {
-            r ^= r << 13, r ^= r >> 7, r ^= r << 17;
-            x[i * DIM + d] = (float)((double)(r % 20001) / 10000.0 - 1.0);
-            norm += (double)x[i * DIM + d] * x[i * DIM + d];
-        }
-        for (int d = 0; d < DIM; d++)
-            x[i * DIM + d] = (float)(x[i * DIM + d] / sqrt(norm));
-    }
-}
 
 static void test_ivf_nprobe(void **state)
 {
@@ -45,7 +32,7 @@ static void test_ivf_nprobe(void **state)
     struct ims_error err = {0};
     float *x = malloc(sizeof(float) * N * DIM);
     int64_t *ids = malloc(sizeof(int64_t) * N);
-    unit_rows(88172645463325252ull, x, N);
+    ufx_unit_rows(88172645463325252ull, x, N, DIM);
     for (int i = 0; i < N; i++)
         ids[i] = 7 + i;
     struct vindex *ivf = NULL, *exact = NULL;
@@ -85,8 +72,8 @@ static void test_hnsw_default_ef(void **state)
     struct ims_error err = {0};
     float *x = malloc(sizeof(float) * N * DIM), *qs = malloc(sizeof(float) * NQ * DIM);
     int64_t *ids = malloc(sizeof(int64_t) * N);
-    unit_rows(0x9E3779B97F4A7C15ull, x, N);
-    unit_rows(0xD1B54A32D192ED03ull, qs, NQ);
+    ufx_unit_rows(0x9E3779B97F4A7C15ull, x, N, DIM);
+    ufx_unit_rows(0xD1B54A32D192ED03ull, qs, NQ, DIM);
     for (int i = 0; i < N; i++)
         ids[i] = 1 + i;
     struct vindex *hnsw = NULL, *exact = NULL;
@@ -159,8 +146,8 @@ static void test_pretransform_nprobe(void **state)
     enum { NQ = 20 };
     float *x = malloc(sizeof(float) * N * DIM), *qs = malloc(sizeof(float) * NQ * DIM);
     int64_t *ids = malloc(sizeof(int64_t) * N);
-    unit_rows(0x2545F4914F6CDD1Dull, x, N);
-    unit_rows(0x94D049BB133111EBull, qs, NQ);
+    ufx_unit_rows(0x2545F4914F6CDD1Dull, x, N, DIM);
+    ufx_unit_rows(0x94D049BB133111EBull, qs, NQ, DIM);
     for (int i = 0; i < N; i++)
         ids[i] = 100 + 3 * i;
     check_pretransform_nprobe("PCA16,IVF16,Flat", x, ids, qs, NQ);
