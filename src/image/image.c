@@ -65,13 +65,9 @@ int image_format_parse(const char *word, enum image_format *out)
     /* base's table is the one list of accepted spellings; this maps its
      * canonical word back to the enum through image_format_word */
     const char *canonical = ims_format_word(word);
-    static const enum image_format formats[] = {
-        IMAGE_FORMAT_JPEG, IMAGE_FORMAT_PNG,  IMAGE_FORMAT_WEBP, IMAGE_FORMAT_GIF,
-        IMAGE_FORMAT_BMP,  IMAGE_FORMAT_HEIF, IMAGE_FORMAT_AVIF, IMAGE_FORMAT_TIFF,
-    };
-    for (size_t i = 0; canonical && i < IMS_ARRAY_LEN(formats); i++)
-        if (!strcmp(canonical, image_format_word(formats[i]))) {
-            *out = formats[i];
+    for (int f = IMAGE_FORMAT_JPEG; canonical && f <= IMAGE_FORMAT_TIFF; f++)
+        if (!strcmp(canonical, image_format_word((enum image_format)f))) {
+            *out = (enum image_format)f;
             return 0;
         }
     return -1;
